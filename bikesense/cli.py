@@ -1,0 +1,87 @@
+"""The ``bikesense`` command line: one entry point, a subcommand per job."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from bikesense.exceptions import BikesenseError
+from bikesense.services import LocalServices
+from bikesense.settings import Settings, load_settings
+
+app = typer.Typer(
+    name="bikesense",
+    help="Mobile environmental sensing on delivery bikes: kits → MQTT → stream → database → map.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+services_app = typer.Typer(help="Start, inspect and stop the embedded PostgreSQL and Mosquitto.",
+                           no_args_is_help=True)
+app.add_typer(services_app, name="services")
+
+console = Console()
+err_console = Console(stderr=True)
+
+
+def settings_or_exit() -> Settings:
+    try:
+        return load_settings()
+    except BikesenseError as exc:
+        err_console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from exc
+
+
+def fail(exc: Exception) -> typer.Exit:
+    err_console.print(f"[red]error:[/red] {exc}")
+    return typer.Exit(1)
+
+
+@services_app.command("up")
+def services_up(
+    postgres: Annotated[bool, typer.Option(help="Start PostgreSQL unless BIKESENSE_DATABASE_URL is set.")] = True,
+    mosquitto: Annotated[bool, typer.Option(help="Start Mosquitto unless BIKESENSE_MQTT_URL is set.")] = True,
+) -> None:
+    """Start PostgreSQL and Mosquitto on free loopback ports (skipping those configured by URL)."""
+    settings = settings_or_exit()
+    services = LocalServices(settings.state_dir)
+    try:
+        services.up(start_postgres=postgres and settings.database_url is None,
+                    start_mosquitto=mosquitto and settings.mqtt_url is None)
+    except BikesenseError as exc:
+        raise fail(exc) from exc
+    _print_status(settings)
+
+
+@services_app.command("status")
+def services_status() -> None:
+    """Say what runs where."""
+    _print_status(settings_or_exit())
+
+
+@services_app.command("down")
+def services_down() -> None:
+    """Stop the services that `services up` started."""
+    settings = settings_or_exit()
+    try:
+        stopped = LocalServices(settings.state_dir).down()
+    except BikesenseError as exc:
+        raise fail(exc) from exc
+    console.print(f"stopped: {', '.join(stopped) if stopped else 'nothing was running'}")
+
+
+def _print_status(settings: Settings) -> None:
+    lines = []
+    if settings.database_url:
+        lines.append(f"postgres   configured  {settings.database_url}")
+    if settings.mqtt_url:
+        lines.append(f"mosquitto  configured  {settings.mqtt_url}")
+    for name, (record, alive) in LocalServices(settings.state_dir).status().items():
+        state = "[green]running[/green]" if alive else "[red]stopped[/red]"
+        lines.append(f"{name:<10} {state}  {record.url}  pid {record.pid}  log {record.log_file}")
+    if not lines:
+        console.print("nothing is running; start the embedded services with `bikesense services up`")
+        return
+    for line in lines:
+        console.print(line, soft_wrap=True)

@@ -1,0 +1,405 @@
+"""The embedded default: throwaway PostgreSQL and Mosquitto on loopback.
+
+``bikesense services up`` and the pytest fixtures both use these classes. Each
+service lives in its own folder (cluster data, config, log, socket) and listens
+on a free port on 127.0.0.1 only. When the process runs as root, the servers
+run as the ``postgres`` / ``mosquitto`` system users: PostgreSQL refuses to run
+as root, and a broker has no business doing so.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import pwd
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Self
+
+from bikesense.exceptions import ServiceError
+
+#: Mosquitto silently drops QoS 1 messages queued beyond ``max_queued_messages``
+#: (default 1000) for a subscriber that falls behind: DESIGN.md measured 16,671
+#: of 200,000 lost. The bound stays, but at a size a real backlog fits in
+#: (a kit fleet's hours offline), and it is also capped in bytes.
+MQTT_MAX_QUEUED_MESSAGES = 1_000_000
+MQTT_MAX_QUEUED_BYTES = 2 * 1024**3
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def wait_for_port(port: int, *, timeout_s: float, process: subprocess.Popen[bytes] | None = None,
+                  what: str, log_file: Path | None = None) -> None:
+    """Block until something accepts TCP connections on 127.0.0.1:``port``."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if process is not None and process.poll() is not None:
+            raise ServiceError(f"{what} exited with code {process.returncode}{_log_tail(log_file)}")
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2):
+            return
+        time.sleep(0.05)
+    raise ServiceError(f"{what} did not accept connections on 127.0.0.1:{port} "
+                       f"within {timeout_s:.0f} s{_log_tail(log_file)}")
+
+
+def _log_tail(log_file: Path | None, lines: int = 15) -> str:
+    if log_file is None or not log_file.exists():
+        return ""
+    tail = log_file.read_text(errors="replace").splitlines()[-lines:]
+    return f"\n--- last lines of {log_file} ---\n" + "\n".join(tail)
+
+
+def _service_user(name: str) -> pwd.struct_passwd | None:
+    """The unprivileged account to run a server as, or None when we are not root."""
+    if os.geteuid() != 0:
+        return None
+    try:
+        return pwd.getpwnam(name)
+    except KeyError as exc:
+        raise ServiceError(
+            f"running as root, but there is no '{name}' system user to run the server as; "
+            f"install the Debian package that creates it (apt-get install {name_to_package(name)})"
+        ) from exc
+
+
+def name_to_package(user: str) -> str:
+    return {"postgres": "postgresql-15", "mosquitto": "mosquitto"}.get(user, user)
+
+
+def _chown_tree(path: Path, user: pwd.struct_passwd | None) -> None:
+    if user is None:
+        return
+    for root, dirs, files in os.walk(path):
+        os.chown(root, user.pw_uid, user.pw_gid)
+        for name in dirs + files:
+            os.chown(Path(root) / name, user.pw_uid, user.pw_gid)
+
+
+def _pid_alive(pid: int) -> bool:
+    """Whether ``pid`` is a running process (a zombie of one of ours counts as gone)."""
+    if pid <= 0:
+        return False
+    with contextlib.suppress(ChildProcessError):
+        os.waitpid(pid, os.WNOHANG)
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def postgres_bindir() -> Path:
+    """The PostgreSQL server binaries: ``BIKESENSE_PG_BINDIR``, else the newest Debian one."""
+    configured = os.environ.get("BIKESENSE_PG_BINDIR")
+    candidates = [Path(configured)] if configured else sorted(
+        Path("/usr/lib/postgresql").glob("*/bin"),
+        key=lambda p: int(p.parent.name) if p.parent.name.isdigit() else 0,
+        reverse=True,
+    )
+    for bindir in candidates:
+        if (bindir / "postgres").exists() and (bindir / "initdb").exists():
+            return bindir
+    raise ServiceError(
+        "PostgreSQL server binaries not found (looked in /usr/lib/postgresql/*/bin); "
+        "install them with: apt-get install postgresql-15  (or set BIKESENSE_PG_BINDIR)"
+    )
+
+
+def mosquitto_binary() -> Path:
+    found = shutil.which("mosquitto", path=os.environ.get("PATH", "") + ":/usr/sbin:/sbin")
+    if found is None:
+        raise ServiceError("the Mosquitto broker is not installed; install it with: "
+                           "apt-get install mosquitto")
+    return Path(found)
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceRecord:
+    """What runs where; written to ``services.json`` so other commands find it."""
+
+    name: str
+    url: str
+    pid: int
+    port: int
+    directory: str
+    log_file: str
+
+
+class PostgresCluster:
+    """A PostgreSQL cluster of our own, on a free loopback port.
+
+    ``durable=False`` turns off fsync for test speed; the demo keeps it on.
+    """
+
+    database = "bikesense"
+    superuser = "bikesense"
+
+    def __init__(self, directory: Path, *, port: int | None = None, durable: bool = True) -> None:
+        self.directory = directory.resolve()
+        self.data_dir = self.directory / "data"
+        self.socket_dir = self.directory / "run"
+        self.log_file = self.directory / "postgres.log"
+        self.port = port or free_port()
+        self.durable = durable
+        self._user = _service_user("postgres")
+        self._bindir = postgres_bindir()
+
+    @property
+    def url(self) -> str:
+        return f"postgresql://{self.superuser}@127.0.0.1:{self.port}/{self.database}"
+
+    def _run(self, *args: str) -> subprocess.CompletedProcess[str]:
+        cmd = [str(self._bindir / args[0]), *args[1:]]
+        result = subprocess.run(  # noqa: S603 - fixed binaries, our own arguments
+            cmd, capture_output=True, text=True, check=False,
+            user=self._user.pw_uid if self._user else None,
+            group=self._user.pw_gid if self._user else None,
+            cwd="/",
+        )
+        if result.returncode != 0:
+            raise ServiceError(f"{' '.join(cmd)} failed ({result.returncode}):\n"
+                               f"{result.stderr.strip()}{_log_tail(self.log_file)}")
+        return result
+
+    def start(self) -> ServiceRecord:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self.directory.chmod(0o755)
+        self.socket_dir.mkdir(exist_ok=True)
+        _chown_tree(self.directory, self._user)
+        if not (self.data_dir / "PG_VERSION").exists():
+            self._run("initdb", "-D", str(self.data_dir), "-U", self.superuser,
+                      "--auth=trust", "-E", "UTF8", "--locale=C.UTF-8")
+        options = [
+            f"-p {self.port}", "-c listen_addresses=127.0.0.1",
+            f"-c unix_socket_directories={self.socket_dir}",
+            "-c max_connections=200", "-c shared_buffers=256MB",
+            "-c max_wal_size=2GB", "-c log_min_messages=warning",
+        ]
+        if not self.durable:
+            options += ["-c fsync=off", "-c synchronous_commit=off", "-c full_page_writes=off"]
+        self._run("pg_ctl", "-D", str(self.data_dir), "-l", str(self.log_file),
+                  "-o", " ".join(options), "-w", "-t", "60", "start")
+        wait_for_port(self.port, timeout_s=30, what="PostgreSQL", log_file=self.log_file)
+        exists = self._run("psql", "-h", "127.0.0.1", "-p", str(self.port), "-U", self.superuser,
+                           "-d", "postgres", "-tAc",
+                           f"SELECT 1 FROM pg_database WHERE datname = '{self.database}'")
+        if exists.stdout.strip() != "1":
+            self._run("createdb", "-h", "127.0.0.1", "-p", str(self.port), "-U", self.superuser,
+                      self.database)
+        return ServiceRecord("postgres", self.url, self.pid(), self.port, str(self.directory),
+                             str(self.log_file))
+
+    def pid(self) -> int:
+        pid_file = self.data_dir / "postmaster.pid"
+        return int(pid_file.read_text().split()[0]) if pid_file.exists() else 0
+
+    def stop(self, *, mode: str = "fast") -> None:
+        if (self.data_dir / "postmaster.pid").exists():
+            self._run("pg_ctl", "-D", str(self.data_dir), "-m", mode, "-w", "-t", "60", "stop")
+
+    def kill(self) -> None:
+        """Crash the server (SIGKILL to the postmaster), for fault tests."""
+        pid = self.pid()
+        if pid:
+            os.kill(pid, signal.SIGKILL)
+            deadline = time.monotonic() + 10
+            while _pid_alive(pid) and time.monotonic() < deadline:
+                time.sleep(0.05)
+
+
+class MosquittoBroker:
+    """A Mosquitto broker of our own on a free loopback port, with deliberate queue limits.
+
+    ``password_file`` / ``acl_file`` turn on per-kit authentication (see
+    ``bikesense kits broker-acl``); without them the broker is anonymous, which
+    is only acceptable because it listens on loopback.
+    """
+
+    def __init__(self, directory: Path, *, port: int | None = None,
+                 password_file: Path | None = None, acl_file: Path | None = None,
+                 daemon: bool = False) -> None:
+        self.directory = directory.resolve()
+        self.daemon = daemon
+        self.pid_file = self.directory / "mosquitto.pid"
+        self.port = port or free_port()
+        self.config_file = self.directory / "mosquitto.conf"
+        self.log_file = self.directory / "mosquitto.log"
+        self.persistence_dir = self.directory / "persistence"
+        self.password_file = password_file
+        self.acl_file = acl_file
+        self._user = _service_user("mosquitto")
+        self._binary = mosquitto_binary()
+        self._process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"mqtt://127.0.0.1:{self.port}"
+
+    def config_text(self) -> str:
+        lines = [
+            "# Written by bikesense; see docs/operations.md for each setting.",
+            f"listener {self.port} 127.0.0.1",
+            f"allow_anonymous {'false' if self.password_file else 'true'}",
+            # Persistent sessions survive a broker restart with their queued QoS 1 messages.
+            "persistence true",
+            f"persistence_location {self.persistence_dir}/",
+            "autosave_interval 5",
+            # Deliberate, large bounds instead of the silent default of 1000 (DESIGN.md).
+            f"max_queued_messages {MQTT_MAX_QUEUED_MESSAGES}",
+            f"max_queued_bytes {MQTT_MAX_QUEUED_BYTES}",
+            "max_inflight_messages 100",
+            "persistent_client_expiration 14d",
+            f"log_dest file {self.log_file}",
+            "log_type error", "log_type warning", "log_type notice",
+            "connection_messages false",
+        ]
+        if self._user is not None:
+            lines.append(f"user {self._user.pw_name}")
+        if self.daemon:
+            lines.append(f"pid_file {self.pid_file}")
+        if self.password_file:
+            lines.append(f"password_file {self.password_file}")
+        if self.acl_file:
+            lines.append(f"acl_file {self.acl_file}")
+        return "\n".join(lines) + "\n"
+
+    def start(self) -> ServiceRecord:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self.directory.chmod(0o755)
+        self.persistence_dir.mkdir(exist_ok=True)
+        self.config_file.write_text(self.config_text())
+        self.log_file.touch()
+        _chown_tree(self.directory, self._user)
+        if self.daemon:
+            # Outlives this process (`bikesense services up`): mosquitto forks itself away.
+            subprocess.run(  # noqa: S603 - fixed binary, our own config
+                [str(self._binary), "-c", str(self.config_file), "-d"],
+                stdin=subprocess.DEVNULL, capture_output=True, check=True, cwd="/", timeout=30,
+            )
+            wait_for_port(self.port, timeout_s=15, what="Mosquitto", log_file=self.log_file)
+            pid = int(self.pid_file.read_text().strip())
+        else:
+            self._process = subprocess.Popen(  # noqa: S603 - fixed binary, our own config
+                [str(self._binary), "-c", str(self.config_file)],
+                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                start_new_session=True, cwd="/",
+            )
+            wait_for_port(self.port, timeout_s=15, process=self._process, what="Mosquitto",
+                          log_file=self.log_file)
+            pid = self._process.pid
+        return ServiceRecord("mosquitto", self.url, pid, self.port, str(self.directory),
+                             str(self.log_file))
+
+    def stop(self) -> None:
+        if self._process is not None and self._process.poll() is None:
+            self._process.terminate()
+            try:
+                self._process.wait(10)
+            except subprocess.TimeoutExpired:
+                self._process.kill()
+                self._process.wait(10)
+        self._process = None
+
+    def kill(self) -> None:
+        """Crash the broker (SIGKILL), for fault tests."""
+        if self._process is not None:
+            self._process.kill()
+            self._process.wait(10)
+            self._process = None
+
+
+class LocalServices:
+    """``bikesense services up/down/status``: the embedded default, recorded in a state folder."""
+
+    def __init__(self, state_dir: Path) -> None:
+        self.state_dir = state_dir.resolve()
+        self.record_file = self.state_dir / "services.json"
+
+    def records(self) -> dict[str, ServiceRecord]:
+        if not self.record_file.exists():
+            return {}
+        raw = json.loads(self.record_file.read_text())
+        return {name: ServiceRecord(**fields) for name, fields in raw.items()}
+
+    def _save(self, records: dict[str, ServiceRecord]) -> None:
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        self.record_file.write_text(json.dumps({n: asdict(r) for n, r in records.items()},
+                                               indent=2))
+
+    def status(self) -> dict[str, tuple[ServiceRecord, bool]]:
+        """Each recorded service with whether its process is alive and its port answers."""
+        result = {}
+        for name, record in self.records().items():
+            alive = _pid_alive(record.pid)
+            if alive:
+                try:
+                    wait_for_port(record.port, timeout_s=0.5, what=name)
+                except ServiceError:
+                    alive = False
+            result[name] = (record, alive)
+        return result
+
+    def up(self, *, start_postgres: bool = True, start_mosquitto: bool = True,
+           ) -> dict[str, ServiceRecord]:
+        records = {n: r for n, (r, alive) in self.status().items() if alive}
+        if start_postgres and "postgres" not in records:
+            old = self.records().get("postgres")
+            cluster = PostgresCluster(self.state_dir / "postgres",
+                                      port=old.port if old and _port_free(old.port) else None)
+            records["postgres"] = cluster.start()
+            self._save(records)
+        if start_mosquitto and "mosquitto" not in records:
+            old = self.records().get("mosquitto")
+            broker = MosquittoBroker(self.state_dir / "mosquitto", daemon=True,
+                                     port=old.port if old and _port_free(old.port) else None)
+            records["mosquitto"] = broker.start()
+            self._save(records)
+        return records
+
+    def down(self) -> list[str]:
+        stopped = []
+        records = self.records()
+        postgres = records.get("postgres")
+        if postgres is not None:
+            cluster = PostgresCluster(Path(postgres.directory), port=postgres.port)
+            if _pid_alive(postgres.pid):
+                cluster.stop()
+                stopped.append("postgres")
+        mosquitto = records.get("mosquitto")
+        if mosquitto is not None and _pid_alive(mosquitto.pid):
+            os.kill(mosquitto.pid, signal.SIGTERM)
+            deadline = time.monotonic() + 10
+            while _pid_alive(mosquitto.pid) and time.monotonic() < deadline:
+                time.sleep(0.05)
+            if _pid_alive(mosquitto.pid):
+                os.kill(mosquitto.pid, signal.SIGKILL)
+            stopped.append("mosquitto")
+        self.record_file.unlink(missing_ok=True)
+        return stopped
+
+    @classmethod
+    def for_state_dir(cls, state_dir: Path) -> Self:
+        return cls(state_dir)
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True

@@ -1,0 +1,140 @@
+"""Configuration, read from the environment (``BIKESENSE_*``) at the edge only.
+
+Nothing imports a settings singleton: the CLI and the API build a
+:class:`Settings` with :func:`load_settings` and pass values down. Tests build
+their own with keyword arguments.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from pydantic import Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from bikesense.exceptions import ConfigurationError
+
+#: H3 resolutions aggregated by default: res 7 (~5 km²) for a region down to
+#: res 10 (~15,000 m², about a street block). Source: h3geo.org cell statistics.
+DEFAULT_H3_RESOLUTIONS = (7, 8, 9, 10)
+#: Window sizes in seconds: 1 min, 15 min, 1 h, 1 day.
+DEFAULT_WINDOW_SIZES_S = (60, 900, 3600, 86400)
+
+
+class Settings(BaseSettings):
+    """Everything an operator can set. Unset URLs mean "use the embedded services"."""
+
+    model_config = SettingsConfigDict(env_prefix="BIKESENSE_", extra="ignore", frozen=True)
+
+    database_url: str | None = Field(
+        default=None,
+        description="PostgreSQL/TimescaleDB URL, e.g. postgresql://user@host:5432/bikesense",
+    )
+    mqtt_url: str | None = Field(
+        default=None, description="MQTT broker URL: mqtt://host:1883 or mqtts://host:8883"
+    )
+    kafka_url: str | None = Field(
+        default=None, description="Kafka bootstrap URL for the distributed runtime: kafka://host:9092"
+    )
+    state_dir: Path = Field(
+        default=Path(".state"),
+        description="Where `bikesense services up` keeps its clusters, logs and URLs",
+    )
+    h3_resolutions: tuple[int, ...] = DEFAULT_H3_RESOLUTIONS
+    window_sizes_s: tuple[int, ...] = DEFAULT_WINDOW_SIZES_S
+    api_host: str = "127.0.0.1"
+    api_port: int = Field(default=8000, ge=0, le=65535)
+
+    @field_validator("database_url")
+    @classmethod
+    def _check_database_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        scheme = urlsplit(value).scheme
+        if scheme not in {"postgresql", "postgres"}:
+            msg = f"must start with postgresql:// (got scheme {scheme!r})"
+            raise ValueError(msg)
+        return value
+
+    @field_validator("mqtt_url")
+    @classmethod
+    def _check_mqtt_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        parts = urlsplit(value)
+        if parts.scheme not in {"mqtt", "mqtts"} or not parts.hostname:
+            msg = f"must look like mqtt://host:1883 or mqtts://host:8883 (got {value!r})"
+            raise ValueError(msg)
+        return value
+
+    @field_validator("kafka_url")
+    @classmethod
+    def _check_kafka_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        parts = urlsplit(value)
+        if parts.scheme != "kafka" or not parts.hostname:
+            msg = f"must look like kafka://host:9092 (got {value!r})"
+            raise ValueError(msg)
+        return value
+
+    @field_validator("h3_resolutions")
+    @classmethod
+    def _check_resolutions(cls, value: tuple[int, ...]) -> tuple[int, ...]:
+        if not value or any(not 0 <= r <= 15 for r in value):
+            msg = f"H3 resolutions must be between 0 and 15 (got {value!r})"
+            raise ValueError(msg)
+        return tuple(sorted(set(value)))
+
+    @field_validator("window_sizes_s")
+    @classmethod
+    def _check_windows(cls, value: tuple[int, ...]) -> tuple[int, ...]:
+        if not value or any(w <= 0 or 86400 % w != 0 for w in value):
+            msg = f"window sizes must be positive divisors of a day in seconds (got {value!r})"
+            raise ValueError(msg)
+        return tuple(sorted(set(value)))
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Read the environment, turning pydantic's report into one actionable error."""
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"BIKESENSE_{'_'.join(str(p) for p in err['loc']).upper()}: {err['msg']}"
+            for err in exc.errors()
+        )
+        raise ConfigurationError(f"invalid configuration: {problems}") from exc
+
+
+def _recorded_url(settings: Settings, service: str) -> str | None:
+    # Imported here: the harness pulls in subprocess and pwd, which the API never needs.
+    from bikesense.services import LocalServices  # noqa: PLC0415
+
+    status = LocalServices(settings.state_dir).status().get(service)
+    if status is None or not status[1]:
+        return None
+    return status[0].url
+
+
+def resolve_database_url(settings: Settings) -> str:
+    """``BIKESENSE_DATABASE_URL``, else the cluster ``bikesense services up`` started."""
+    url = settings.database_url or _recorded_url(settings, "postgres")
+    if url is None:
+        raise ConfigurationError(
+            "no database: set BIKESENSE_DATABASE_URL, or run `bikesense services up` "
+            f"(state folder {settings.state_dir.resolve()})"
+        )
+    return url
+
+
+def resolve_mqtt_url(settings: Settings) -> str:
+    """``BIKESENSE_MQTT_URL``, else the broker ``bikesense services up`` started."""
+    url = settings.mqtt_url or _recorded_url(settings, "mosquitto")
+    if url is None:
+        raise ConfigurationError(
+            "no MQTT broker: set BIKESENSE_MQTT_URL, or run `bikesense services up` "
+            f"(state folder {settings.state_dir.resolve()})"
+        )
+    return url

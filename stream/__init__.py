@@ -1,0 +1,1 @@
+"""The stream stage: a pure core (``stream.core``) and two runtimes that drive it."""

@@ -1,0 +1,29 @@
+"""Enriched readings: decoded readings plus what the stream core adds.
+
+This is what storage writes as raw readings, one row each.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from firmware_protocol.readings import READING_DTYPE
+
+ENRICHED_DTYPE = np.dtype(
+    [
+        *((name, READING_DTYPE.fields[name][0]) for name in READING_DTYPE.names or ()),
+        ("qa_flags", "<u4"),  # stream.core.qa.QaFlag bits; 0 = clean
+        ("cell", "<i8"),  # H3 cell at the finest configured resolution (int)
+        ("ride_id", "<i8"),  # ride this reading belongs to (stream.core.rides)
+        ("received_ms", "<i8"),  # when ingest received the frame, Unix epoch ms UTC
+    ]
+)
+
+
+def enrich(readings: np.ndarray, received_ms: int) -> np.ndarray:
+    """Copy decoded readings into an enriched array with QA, cell and ride still unset."""
+    out = np.zeros(len(readings), dtype=ENRICHED_DTYPE)
+    for name in READING_DTYPE.names or ():
+        out[name] = readings[name]
+    out["received_ms"] = received_ms
+    return out

@@ -1,0 +1,110 @@
+"""Real services for the tests: one PostgreSQL cluster and one Mosquitto broker per session.
+
+Both start on free loopback ports from the same harness as ``bikesense services
+up`` (or come from ``BIKESENSE_DATABASE_URL`` / ``BIKESENSE_MQTT_URL`` when set),
+and stop when the session ends. Each test that needs a database gets a fresh
+one of its own, so tests never see each other's rows.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+from psycopg import sql
+
+from bikesense.services import MosquittoBroker, PostgresCluster
+
+
+@pytest.fixture(scope="session")
+def services_root() -> Iterator[Path]:
+    # Not pytest's tmp_path: its folders are mode 0700, and when the tests run as
+    # root the servers run as the postgres / mosquitto users, who must get in.
+    root = Path(tempfile.mkdtemp(prefix="bikesense-test-"))
+    root.chmod(0o755)
+    yield root
+    shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def pg_cluster(services_root: Path) -> Iterator[PostgresCluster | None]:
+    """The harness's own cluster, or None when BIKESENSE_DATABASE_URL points elsewhere."""
+    if os.environ.get("BIKESENSE_DATABASE_URL"):
+        yield None
+        return
+    cluster = PostgresCluster(services_root / "postgres", durable=False)
+    cluster.start()
+    yield cluster
+    cluster.stop(mode="immediate")
+
+
+@pytest.fixture(scope="session")
+def postgres_url(pg_cluster: PostgresCluster | None) -> str:
+    """The maintenance database of the test server; create databases from it, don't fill it."""
+    if pg_cluster is None:
+        return os.environ["BIKESENSE_DATABASE_URL"]
+    return pg_cluster.url
+
+
+@pytest.fixture
+def database_url(postgres_url: str) -> Iterator[str]:
+    """A new, empty database for this test alone, dropped afterwards."""
+    name = f"test_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(postgres_url, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    url = _with_database(postgres_url, name)
+    yield url
+    with psycopg.connect(postgres_url, autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+def _with_database(url: str, name: str) -> str:
+    base, _, _ = url.rpartition("/")
+    return f"{base}/{name}"
+
+
+@pytest.fixture(scope="session")
+def mqtt_broker(services_root: Path) -> Iterator[MosquittoBroker | None]:
+    """The harness's own broker, or None when BIKESENSE_MQTT_URL points elsewhere."""
+    if os.environ.get("BIKESENSE_MQTT_URL"):
+        yield None
+        return
+    broker = MosquittoBroker(services_root / "mosquitto")
+    broker.start()
+    yield broker
+    broker.stop()
+
+
+@pytest.fixture(scope="session")
+def mqtt_url(mqtt_broker: MosquittoBroker | None) -> str:
+    if mqtt_broker is None:
+        return os.environ["BIKESENSE_MQTT_URL"]
+    return mqtt_broker.url
+
+
+@pytest.fixture
+def unique_topic_prefix() -> str:
+    """A topic root no other test publishes under, so tests can share one broker."""
+    return f"test-{uuid.uuid4().hex[:10]}"
+
+
+@pytest.fixture(scope="session")
+def kafka_url() -> str:
+    url = os.environ.get("BIKESENSE_TEST_KAFKA_URL")
+    if not url:
+        pytest.skip("no Kafka broker here: set BIKESENSE_TEST_KAFKA_URL=kafka://host:9092 to run")
+    return url
+
+
+@pytest.fixture(scope="session")
+def timescale_url() -> str:
+    url = os.environ.get("BIKESENSE_TEST_TIMESCALE_URL")
+    if not url:
+        pytest.skip("no TimescaleDB here: set BIKESENSE_TEST_TIMESCALE_URL=postgresql://... to run")
+    return url
