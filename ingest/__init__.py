@@ -1,0 +1,1 @@
+"""Ingest: MQTT in, authenticated and validated readings out, acked only once durable."""

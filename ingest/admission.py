@@ -1,0 +1,158 @@
+"""Admission: MQTT messages in, authenticated readings, rejects and status updates out.
+
+Runtime-agnostic and free of I/O: the embedded runtime hands the result to
+the storage writer, the distributed runtime produces it to Kafka. Every
+message ends in exactly one place: readings, a reject, or a status update.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from firmware_protocol import (
+    RemoteProtocolError,
+    StatusMessage,
+    decode_readings,
+    decode_status,
+    peek_header,
+)
+from firmware_protocol.readings import READING_DTYPE
+from ingest.exceptions import TopicError
+from ingest.mqtt import InboundMessage
+from ingest.topics import TopicKind, TopicLayout
+from ingest.validation import AdmissionRules, IngestReject, check_readings
+
+
+@dataclass(frozen=True, slots=True)
+class KitKey:
+    kit_id: int
+    key: bytes
+    active: bool
+
+
+#: Looks a kit up by id: None for a kit that was never registered.
+KeyLookup = Callable[[int], KitKey | None]
+
+
+@dataclass(frozen=True, slots=True)
+class RejectedFrame:
+    topic: str
+    payload: bytes
+    kit_id: int | None
+    reason: str
+    detail: str
+    received_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class StatusUpdate:
+    kit_id: int
+    status: StatusMessage
+    received_ms: int
+
+
+@dataclass(slots=True)
+class Admitted:
+    """What one batch of messages turned into."""
+
+    readings: np.ndarray  # READING_DTYPE, every accepted reading of the batch
+    received_ms: np.ndarray  # int64, when the frame of each reading arrived
+    rejects: list[RejectedFrame] = field(default_factory=list)
+    statuses: list[StatusUpdate] = field(default_factory=list)
+    frames_accepted: Counter[int] = field(default_factory=Counter)
+
+    @property
+    def frames_rejected(self) -> Counter[str]:
+        return Counter(r.reason for r in self.rejects if not r.reason.startswith("partial:"))
+
+
+def admit(messages: Sequence[InboundMessage], layout: TopicLayout, keys: KeyLookup,
+          rules: AdmissionRules) -> Admitted:
+    parts: list[np.ndarray] = []
+    received: list[np.ndarray] = []
+    result = Admitted(np.empty(0, READING_DTYPE), np.empty(0, np.int64))
+    for message in messages:
+        try:
+            kit_topic = layout.parse(message.topic)
+        except TopicError as exc:
+            result.rejects.append(_reject(message, None, IngestReject.BAD_TOPIC, str(exc)))
+            continue
+        if kit_topic.kind is TopicKind.STATUS:
+            _admit_status(message, kit_topic.kit_id, keys, result)
+            continue
+        readings = _admit_frame(message, kit_topic.kit_id, keys, rules, result)
+        if readings is not None and len(readings):
+            parts.append(readings)
+            received.append(np.full(len(readings), message.received_ms, dtype=np.int64))
+            result.frames_accepted[kit_topic.kit_id] += 1
+    if parts:
+        result.readings = np.concatenate(parts)
+        result.received_ms = np.concatenate(received)
+    return result
+
+
+def _admit_frame(message: InboundMessage, topic_kit: int, keys: KeyLookup, rules: AdmissionRules,
+                 result: Admitted) -> np.ndarray | None:
+    try:
+        header = peek_header(message.payload)
+    except RemoteProtocolError as exc:
+        result.rejects.append(_reject(message, topic_kit, str(exc.reason), str(exc)))
+        return None
+    if header.kit_id != topic_kit:
+        result.rejects.append(_reject(
+            message, topic_kit, IngestReject.TOPIC_MISMATCH,
+            f"frame says kit {header.kit_id}, topic says kit {topic_kit}"))
+        return None
+    kit = keys(header.kit_id)
+    if kit is None:
+        result.rejects.append(_reject(message, header.kit_id, IngestReject.UNKNOWN_KIT,
+                                      f"kit {header.kit_id} is not registered"))
+        return None
+    if not kit.active:
+        result.rejects.append(_reject(message, header.kit_id, IngestReject.REVOKED_KIT,
+                                      f"kit {header.kit_id} has been revoked"))
+        return None
+    try:
+        decoded = decode_readings(message.payload, kit.key)
+    except RemoteProtocolError as exc:
+        result.rejects.append(_reject(message, header.kit_id, str(exc.reason), str(exc)))
+        return None
+    verdict = check_readings(decoded.readings, message.received_ms, rules)
+    if verdict.dropped == 0:
+        return decoded.readings
+    if not verdict.keep.any():
+        result.rejects.append(_reject(message, header.kit_id, verdict.main_reason(),
+                                      f"every reading failed: {verdict.summary()}"))
+        return None
+    result.rejects.append(_reject(
+        message, header.kit_id, f"partial:{verdict.main_reason()}",
+        f"kept {int(verdict.keep.sum())} of {len(verdict.keep)} readings; "
+        f"dropped {verdict.summary()}"))
+    readings: np.ndarray = decoded.readings[verdict.keep]
+    return readings
+
+
+def _admit_status(message: InboundMessage, topic_kit: int, keys: KeyLookup,
+                  result: Admitted) -> None:
+    if not message.payload:
+        return  # a retained status being cleared
+    try:
+        status = decode_status(message.payload)
+    except RemoteProtocolError as exc:
+        result.rejects.append(_reject(message, topic_kit, IngestReject.BAD_STATUS, str(exc)))
+        return
+    kit = keys(topic_kit)
+    if kit is None or not kit.active:
+        reason = IngestReject.UNKNOWN_KIT if kit is None else IngestReject.REVOKED_KIT
+        result.rejects.append(_reject(message, topic_kit, reason, "status from a kit we do not accept"))
+        return
+    result.statuses.append(StatusUpdate(topic_kit, status, message.received_ms))
+
+
+def _reject(message: InboundMessage, kit_id: int | None, reason: str, detail: str) -> RejectedFrame:
+    return RejectedFrame(message.topic, message.payload, kit_id, str(reason), detail,
+                         message.received_ms)
