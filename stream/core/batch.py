@@ -11,7 +11,7 @@ from firmware_protocol.readings import READING_DTYPE
 
 ENRICHED_DTYPE = np.dtype(
     [
-        *((name, READING_DTYPE.fields[name][0]) for name in READING_DTYPE.names or ()),
+        *((name, READING_DTYPE[name]) for name in READING_DTYPE.names or ()),
         ("qa_flags", "<u4"),  # stream.core.qa.QaFlag bits; 0 = clean
         ("cell", "<i8"),  # H3 cell at the finest configured resolution (int)
         ("ride_id", "<i8"),  # ride this reading belongs to (stream.core.rides)

@@ -90,3 +90,49 @@ PRESENCE_DTYPE = np.dtype(
         ("day", "<i4"),  # day of the ride, days since 1970-01-01 in the deployment's time zone
     ]
 )
+
+
+def _edges(values: list[float]) -> np.ndarray:
+    edges = np.asarray(values, dtype=np.float64)
+    if len(edges) != HIST_BINS + 1 or not np.all(np.diff(edges) > 0):
+        msg = f"histogram edges must be {HIST_BINS + 1} increasing values"
+        raise ValueError(msg)
+    edges.setflags(write=False)
+    return edges
+
+
+#: Histogram bin edges per metric: bin i holds edges[i] <= x < edges[i + 1]; values
+#: below the first edge count in bin 0 and values at or above the last in the last bin,
+#: so no reading is ever lost from a histogram. Percentiles interpolate inside a bin
+#: and are clipped to the partial's own min / max, so the open ends stay honest.
+#: Edges are part of the storage contract: changing them makes old histograms
+#: unmergeable with new ones, so treat a change as a schema migration.
+HIST_EDGES: dict[Metric, np.ndarray] = {
+    # PM, µg/m³. 1 µg/m³ steps up to 10 where clean-city air and the WHO 2021
+    # guideline values (PM2.5 5 annual / 15 daily; PM10 15 / 45) lie, coarser above;
+    # the top edge is the SPS30 / PMS5003 measurement range (0–1000 µg/m³,
+    # Sensirion SPS30 datasheet; Plantower PMS5003 manual, "maximum range").
+    **{
+        metric: _edges(
+            [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 12, 14, 16, 18, 20, 25, 30, 35, 40, 45,
+             50, 60, 70, 80, 90, 100, 120, 140, 200, 300, 500, 1000]
+        )
+        for metric in (Metric.PM1, Metric.PM25, Metric.PM10)
+    },
+    # NO2, µg/m³. Electrochemical cells read slightly negative around zero after
+    # baseline correction, hence the first bin; 5 µg/m³ steps around the WHO 2021
+    # values (10 annual / 25 daily); 200 is the EU hourly limit value
+    # (Directive 2008/50/EC, Annex XI); above 400 an urban reading is an alarm anyway.
+    Metric.NO2: _edges(
+        [-20, 0, 5, 10, 15, 20, 25, 30, 35, 40, 45, 50, 60, 70, 80, 90, 100, 110, 120,
+         140, 160, 180, 200, 230, 260, 300, 350, 400, 500, 700, 1000, 1500, 2000]
+    ),
+    # Noise, dB(A): 2 dB steps over 40–100 dB(A), the span of urban street levels
+    # (quiet residential night ~40, heavy traffic kerbside ~80, sirens ~100);
+    # 30 and 130 bound the range of typical sound-level modules.
+    Metric.NOISE: _edges([30, *range(40, 101, 2), 130]),
+    # Air temperature, °C: 2.5 °C steps over -30..50, beyond Dutch extremes.
+    Metric.TEMPERATURE: _edges(list(np.linspace(-30.0, 50.0, HIST_BINS + 1))),
+    # Relative humidity, %: 3.125 % steps over the whole 0–100 % scale.
+    Metric.HUMIDITY: _edges(list(np.linspace(0.0, 100.0, HIST_BINS + 1))),
+}

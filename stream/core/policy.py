@@ -1,0 +1,98 @@
+"""The publication policy: which QA flags keep a reading out of the published aggregates.
+
+Raw readings are always stored with their flags (researchers get everything);
+the aggregates behind the public map are built only from readings this policy
+allows, metric by metric. A flag either *excludes* a reading from a metric or
+only *annotates* it. docs/stream.md has the reasoning for each flag.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+
+import numpy as np
+
+from stream.core.partials import METRIC_COLUMNS, Metric
+from stream.core.qa import QaFlag
+
+#: Without a trustworthy place and time a reading cannot go into any cell or window.
+PLACE_AND_TIME_FLAGS = (
+    QaFlag.NO_FIX
+    | QaFlag.POOR_HDOP
+    | QaFlag.INVALID_POSITION
+    | QaFlag.NULL_ISLAND
+    | QaFlag.IMPOSSIBLE_SPEED
+    | QaFlag.POSITION_JUMP
+    | QaFlag.GNSS_FAULT
+    | QaFlag.FAR_FUTURE
+    | QaFlag.TOO_OLD
+)
+
+_PM_FLAGS = (
+    QaFlag.WARMING_UP
+    | QaFlag.PM_FAULT
+    | QaFlag.PM_STUCK
+    | QaFlag.PM_OUT_OF_RANGE
+    | QaFlag.HUMID_PM
+)
+_NO2_FLAGS = (
+    QaFlag.WARMING_UP
+    | QaFlag.NO2_WARMING_UP
+    | QaFlag.NO2_FAULT
+    | QaFlag.NO2_STUCK
+    | QaFlag.NO2_OUT_OF_RANGE
+)
+_NOISE_FLAGS = (
+    QaFlag.NOISE_FAULT | QaFlag.NOISE_STUCK | QaFlag.NOISE_OUT_OF_RANGE | QaFlag.BAD_INTERVAL
+)
+
+#: Flags that exclude a reading from each metric's published aggregates.
+EXCLUDING_FLAGS: Mapping[Metric, QaFlag] = MappingProxyType(
+    {
+        Metric.PM1: PLACE_AND_TIME_FLAGS | _PM_FLAGS,
+        Metric.PM25: PLACE_AND_TIME_FLAGS | _PM_FLAGS,
+        Metric.PM10: PLACE_AND_TIME_FLAGS | _PM_FLAGS,
+        Metric.NO2: PLACE_AND_TIME_FLAGS | _NO2_FLAGS,
+        Metric.NOISE: PLACE_AND_TIME_FLAGS | _NOISE_FLAGS,
+        Metric.TEMPERATURE: PLACE_AND_TIME_FLAGS | QaFlag.CLIMATE_OUT_OF_RANGE,
+        Metric.HUMIDITY: PLACE_AND_TIME_FLAGS | QaFlag.CLIMATE_OUT_OF_RANGE,
+    }
+)
+
+#: Flags that never exclude anything: kept on the raw reading for researchers.
+ANNOTATING_FLAGS = QaFlag(
+    int(QaFlag.ALL) & ~int(np.bitwise_or.reduce([int(f) for f in EXCLUDING_FLAGS.values()]))
+)
+
+
+@dataclass(frozen=True, slots=True)
+class PublicationPolicy:
+    """Which flags exclude a reading from which metric; the default is :data:`EXCLUDING_FLAGS`."""
+
+    excluding: Mapping[Metric, QaFlag] = field(default_factory=lambda: EXCLUDING_FLAGS)
+
+    def excluded_by(self, metric: Metric) -> QaFlag:
+        """Flags that keep a reading out of ``metric``'s aggregates (none for unknown metrics)."""
+        return self.excluding.get(metric, QaFlag(0))
+
+    def publishable(self, enriched: np.ndarray, metric: Metric) -> np.ndarray:
+        """Mask of readings that count for ``metric``: a value present and no excluding flag."""
+        values = enriched[METRIC_COLUMNS[metric]]
+        blocked = np.uint32(int(self.excluded_by(metric)))
+        ok: np.ndarray = ((enriched["qa_flags"] & blocked) == 0) & ~np.isnan(values)
+        if metric is Metric.NOISE:
+            # Energy is weighted by the interval; a reading covering no time adds nothing.
+            ok &= enriched["interval_ms"] > 0
+        return ok
+
+    def publishable_any(self, enriched: np.ndarray) -> np.ndarray:
+        """Mask of readings that count for at least one metric (these make presence rows)."""
+        ok = np.zeros(len(enriched), dtype=bool)
+        for metric in METRIC_COLUMNS:
+            ok |= self.publishable(enriched, metric)
+        return ok
+
+
+DEFAULT_POLICY = PublicationPolicy()

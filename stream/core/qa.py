@@ -1,0 +1,142 @@
+"""Quality flags for readings: what each flag means and the thresholds behind them.
+
+Every reading gets a ``qa_flags`` bit set (``0`` = clean). Flags never delete a
+reading: raw storage keeps everything, and :mod:`stream.core.policy` decides
+which flags keep a reading out of which published metric. The checks that need
+a kit's history (speed and jumps, stuck sensors, warm-up) live in
+:mod:`stream.core.kitqa`; the per-reading ones are here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import IntFlag
+
+from stream.core.exceptions import InvalidConfigError
+
+
+class QaFlag(IntFlag):
+    """Why a reading is doubtful. Stored as ``u4``; bit values are part of the storage contract."""
+
+    # Place and time: the reading cannot be put in a cell or a window it belongs to.
+    NO_FIX = 1 << 0  # no GNSS fix, or no coordinates
+    POOR_HDOP = 1 << 1  # HDOP above QaConfig.max_hdop, or too few satellites
+    INVALID_POSITION = 1 << 2  # coordinates outside WGS84 ranges
+    NULL_ISLAND = 1 << 3  # (0, 0): firmware wrote zeros instead of "no fix"
+    IMPOSSIBLE_SPEED = 1 << 4  # GNSS ground speed no bike reaches: kit on a van or a bad fix
+    POSITION_JUMP = 1 << 5  # too far from the last good position for the time elapsed
+    GNSS_FAULT = 1 << 6  # the kit reports its GNSS receiver faulty
+    FAR_FUTURE = 1 << 7  # event time ahead of the receive time: broken clock
+    TOO_OLD = 1 << 8  # event time older than QaConfig.max_age_s at receipt
+    # Device state.
+    WARMING_UP = 1 << 9  # kit says so, or within QaConfig.warmup_s of its boot
+    NO2_WARMING_UP = 1 << 10  # within QaConfig.no2_warmup_s of boot: cell still settling
+    LOW_BATTERY = 1 << 11  # kit reports low battery (annotation)
+    # Particulate matter.
+    PM_FAULT = 1 << 12
+    PM_STUCK = 1 << 13
+    PM_OUT_OF_RANGE = 1 << 14
+    HUMID_PM = 1 << 15  # relative humidity above QaConfig.humid_pm_rh_pct: optical PM reads high
+    PM_INCONSISTENT = 1 << 16  # PM1 <= PM2.5 <= PM10 violated (annotation)
+    # NO2.
+    NO2_FAULT = 1 << 17
+    NO2_STUCK = 1 << 18
+    NO2_OUT_OF_RANGE = 1 << 19
+    # Noise.
+    NOISE_FAULT = 1 << 20
+    NOISE_STUCK = 1 << 21
+    NOISE_OUT_OF_RANGE = 1 << 22
+    NOISE_INCONSISTENT = 1 << 23  # LAmax below LAeq (annotation)
+    BAD_INTERVAL = 1 << 24  # interval_ms zero or absurd: no time weight for noise energy
+    # Temperature and humidity.
+    CLIMATE_OUT_OF_RANGE = 1 << 25
+
+    # Groups, for asking "any sensor stuck?" and the like.
+    SENSOR_FAULT = PM_FAULT | NO2_FAULT | NOISE_FAULT | GNSS_FAULT
+    STUCK_SENSOR = PM_STUCK | NO2_STUCK | NOISE_STUCK
+    OUT_OF_RANGE = PM_OUT_OF_RANGE | NO2_OUT_OF_RANGE | NOISE_OUT_OF_RANGE | CLIMATE_OUT_OF_RANGE
+    ALL = (1 << 26) - 1
+
+
+def flag_names(flags: int) -> list[str]:
+    """Names of the single flags set in ``flags``, lowest bit first (for exports and logs)."""
+    return [f.name for f in QaFlag if f.name and f.value.bit_count() == 1 and flags & f.value]
+
+
+@dataclass(frozen=True, slots=True)
+class QaConfig:
+    """Thresholds of the QA checks. Defaults are for postal bikes in a Dutch city."""
+
+    # Pedal-assisted bikes are cut off at 25 km/h (6.9 m/s, EU Regulation 168/2013,
+    # art. 2(2)(h)); downhill or a fast rider stays well below 15 m/s (54 km/h).
+    # Anything faster is a bike on a van or a GNSS error.
+    max_speed_mps: float = 15.0
+    # Consumer GNSS is good to a few metres in the open but errs by tens of metres
+    # between tall buildings (DESIGN.md); a jump is flagged only beyond this slack.
+    jump_slack_m: float = 30.0
+    # If every position for this long looks like a jump, the anchor was the bad one
+    # (e.g. the first fix after a cold start): trust the new track again.
+    jump_reanchor_s: float = 30.0
+    # HDOP: 1–2 excellent, 2–5 good, 5–10 moderate (Langley, "Dilution of
+    # precision", GPS World, May 1999). Above 5 the error outgrows a res-10 cell edge.
+    max_hdop: float = 5.0
+    # A 3-D fix needs four satellites; used when the kit reports no HDOP.
+    min_satellites: int = 4
+    # Firmware that writes 0/0 without a fix: within ~100 m of (0, 0).
+    null_island_deg: float = 0.001
+    # Kit clocks come from GNSS; same limits as ingest's admission rules.
+    max_future_s: float = 5 * 60.0
+    max_age_s: float = 30 * 24 * 3600.0
+    # Plantower PMS5003 manual: stable data "at least 30 seconds after the sensor
+    # wakeup"; Sensirion SPS30 datasheet: start-up under 8 s. Twice the longer one.
+    warmup_s: float = 60.0
+    # Electrochemical NO2 cells need their zero current to settle after power-on
+    # (minutes, per manufacturers' application notes); conservative default.
+    no2_warmup_s: float = 600.0
+    # A sensor is stuck when its value has not changed at all for this long and this
+    # many readings. PMS5003 reports whole µg/m³, so clean air legitimately repeats a
+    # value for minutes; a dB(A) module on a moving bike never repeats for 2 minutes.
+    pm_stuck_s: float = 900.0
+    no2_stuck_s: float = 600.0
+    noise_stuck_s: float = 120.0
+    stuck_min_readings: int = 10
+    # Optical PM sensors over-read from hygroscopic growth above about 75 % RH
+    # (DESIGN.md; Jayaratne et al., Atmos. Meas. Tech. 11, 4883–4890, 2018).
+    humid_pm_rh_pct: float = 75.0
+    # Measurement ranges: SPS30 and PMS5003 both 0–1000 µg/m³ (datasheets).
+    pm_range_ugm3: tuple[float, float] = (0.0, 1000.0)
+    # Electrochemical NO2 reads a little below zero in clean air after baseline
+    # correction; cutting at 0 would bias means, so only clearly broken values go.
+    no2_range_ugm3: tuple[float, float] = (-40.0, 2000.0)
+    # Class 2 sound-level modules cover roughly 30–130 dB(A).
+    noise_range_db: tuple[float, float] = (25.0, 140.0)
+    # SHT3x / BME280 operating ranges.
+    temperature_range_c: tuple[float, float] = (-40.0, 85.0)
+    humidity_range_pct: tuple[float, float] = (0.0, 100.0)
+    # PM1 <= PM2.5 <= PM10 by definition; allow for rounding of whole-µg/m³ outputs.
+    pm_order_slack_ugm3: float = 1.0
+    # LAmax >= LAeq by definition; allow for rounding to 0.1 dB on both.
+    lamax_slack_db: float = 0.5
+    # A reading's interval: more than an hour is not a mobile reading.
+    max_interval_s: float = 3600.0
+
+    def __post_init__(self) -> None:
+        positive = {
+            "max_speed_mps": self.max_speed_mps,
+            "max_hdop": self.max_hdop,
+            "jump_reanchor_s": self.jump_reanchor_s,
+            "pm_stuck_s": self.pm_stuck_s,
+            "no2_stuck_s": self.no2_stuck_s,
+            "noise_stuck_s": self.noise_stuck_s,
+            "max_interval_s": self.max_interval_s,
+        }
+        for name, value in positive.items():
+            if not value > 0:
+                msg = f"QaConfig.{name} must be positive (got {value!r})"
+                raise InvalidConfigError(msg)
+        for name in ("pm_range_ugm3", "no2_range_ugm3", "noise_range_db",
+                     "temperature_range_c", "humidity_range_pct"):
+            low, high = getattr(self, name)
+            if not low < high:
+                msg = f"QaConfig.{name} must be (low, high) with low < high (got {(low, high)!r})"
+                raise InvalidConfigError(msg)

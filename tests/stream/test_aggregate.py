@@ -1,0 +1,223 @@
+"""Partial aggregates: mergeable however batched, noise averaged on energy, the policy applied."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from stream_factories import T0_MS, random_enriched
+
+from stream.core.aggregate import aggregate, hist_bins, merge_partials
+from stream.core.binning import parent_cells
+from stream.core.exceptions import InvalidBatchError, InvalidConfigError
+from stream.core.partials import HIST_BINS, HIST_EDGES, METRIC_COLUMNS, PARTIAL_DTYPE, Metric
+from stream.core.policy import DEFAULT_POLICY, EXCLUDING_FLAGS
+from stream.core.qa import QaFlag
+from stream.core.summary import laeq_db, summarise
+from stream.core.windows import window_starts_ms
+
+RES = (7, 9, 10)
+WINDOWS = (60, 3600, 86400)
+EXACT = ("metric", "resolution", "cell", "window_s", "window_start_ms", "n", "min", "max", "hist")
+FLOAT = ("sum", "sumsq", "energy", "duration_s")
+
+
+def assert_same_partials(a: np.ndarray, b: np.ndarray) -> None:
+    a, b = merge_partials(a), merge_partials(b)
+    assert len(a) == len(b)
+    for name in EXACT:
+        np.testing.assert_array_equal(a[name], b[name], err_msg=name)
+    np.testing.assert_array_equal(a["lamax_db"], b["lamax_db"])  # NaN == NaN here
+    for name in FLOAT:
+        np.testing.assert_allclose(a[name], b[name], rtol=1e-9, atol=1e-9, err_msg=name)
+
+
+def presence_set(p: np.ndarray) -> set[tuple[int, ...]]:
+    return {tuple(int(x) for x in row) for row in p.tolist()}
+
+
+def noise_rows(levels_db: list[float], interval_ms: int = 1000) -> np.ndarray:
+    rows = random_enriched(0, len(levels_db))
+    rows["qa_flags"] = 0
+    rows["cell"] = rows["cell"][0]
+    rows["ts_ms"] = T0_MS
+    rows["noise_laeq_db"] = levels_db
+    rows["noise_lamax_db"] = np.asarray(levels_db) + 3
+    rows["interval_ms"] = interval_ms
+    return rows
+
+
+def noise_summary(rows: np.ndarray) -> np.void:
+    partials, _ = aggregate(rows, [10], [3600])
+    (row,) = summarise(partials[partials["metric"] == Metric.NOISE])
+    return row
+
+
+@settings(max_examples=40, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), n=st.integers(0, 300), cut=st.floats(0, 1))
+def test_aggregate_of_a_union_is_the_merge_of_the_aggregates(seed: int, n: int, cut: float) -> None:
+    rows = random_enriched(seed, n)
+    k = int(cut * n)
+    whole, whole_presence = aggregate(rows, RES, WINDOWS)
+    a, pa = aggregate(rows[:k], RES, WINDOWS)
+    b, pb = aggregate(rows[k:], RES, WINDOWS)
+    assert_same_partials(whole, np.concatenate([a, b]))
+    assert presence_set(whole_presence) == presence_set(pa) | presence_set(pb)
+
+
+@settings(max_examples=25, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), n=st.integers(1, 300))
+def test_aggregate_does_not_depend_on_order(seed: int, n: int) -> None:
+    rows = random_enriched(seed, n)
+    shuffled = rows[np.random.default_rng(seed).permutation(n)]
+    p1, pr1 = aggregate(rows, RES, WINDOWS)
+    p2, pr2 = aggregate(shuffled, RES, WINDOWS)
+    assert_same_partials(p1, p2)
+    assert presence_set(pr1) == presence_set(pr2)
+
+
+@settings(max_examples=25, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), n=st.integers(1, 300))
+def test_partials_are_unique_and_count_exactly_the_publishable_values(seed: int, n: int) -> None:
+    rows = random_enriched(seed, n)
+    partials, presence = aggregate(rows, RES, WINDOWS)
+    assert len(merge_partials(partials)) == len(partials)
+    assert len(np.unique(presence)) == len(presence)
+    np.testing.assert_array_equal(partials["hist"].sum(axis=1), partials["n"])
+    for metric in METRIC_COLUMNS:
+        ok = DEFAULT_POLICY.publishable(rows, metric)
+        for res in RES:
+            for w in WINDOWS:
+                sel = (partials["metric"] == metric) & (partials["resolution"] == res) & (
+                    partials["window_s"] == w
+                )
+                assert partials["n"][sel].sum() == ok.sum()
+                values = rows[METRIC_COLUMNS[metric]][ok].astype(np.float64)
+                assert partials["sum"][sel].sum() == pytest.approx(values.sum(), rel=1e-9, abs=1e-6)
+
+
+def test_readings_with_excluding_flags_or_no_value_do_not_count() -> None:
+    rows = random_enriched(1, 4)
+    rows["qa_flags"] = [0, QaFlag.HUMID_PM, QaFlag.NO_FIX, QaFlag.LOW_BATTERY]
+    rows["pm25_ugm3"] = [10.0, 20.0, 30.0, np.nan]
+    rows["noise_laeq_db"] = [60.0, 61.0, 62.0, 63.0]
+    rows["interval_ms"] = 1000
+    partials, _ = aggregate(rows, [9], [86400])
+    pm = partials[partials["metric"] == Metric.PM25]
+    assert pm["n"].sum() == 1
+    assert pm["sum"].sum() == 10.0
+    noise = partials[partials["metric"] == Metric.NOISE]
+    assert noise["n"].sum() == 3  # HUMID_PM does not touch noise; LOW_BATTERY only annotates
+    assert QaFlag.HUMID_PM & EXCLUDING_FLAGS[Metric.PM25]
+    assert not QaFlag.HUMID_PM & EXCLUDING_FLAGS[Metric.NOISE]
+
+
+def test_noise_with_no_interval_does_not_count() -> None:
+    rows = noise_rows([60.0, 90.0])
+    rows["interval_ms"] = [1000, 0]
+    assert noise_summary(rows)["n"] == 1
+    assert noise_summary(rows)["laeq_db"] == pytest.approx(60.0)
+
+
+def test_60_and_80_db_for_equal_time_give_77_db() -> None:
+    row = noise_summary(noise_rows([60.0, 80.0]))
+    assert round(float(row["laeq_db"]), 1) == 77.0
+    assert row["mean"] == pytest.approx(70.0)
+    assert row["lamax_db"] == pytest.approx(83.0)
+    assert row["duration_s"] == pytest.approx(2.0)
+
+
+def test_laeq_weights_levels_by_their_interval() -> None:
+    # 60 dB for 3 s and 80 dB for 1 s: 10·lg((3·10^6 + 10^8) / 4).
+    rows = noise_rows([60.0, 80.0])
+    rows["interval_ms"] = [3000, 1000]
+    assert noise_summary(rows)["laeq_db"] == pytest.approx(10 * math.log10((3e6 + 1e8) / 4))
+
+
+levels = st.lists(st.floats(30, 130).map(lambda x: round(x, 1)), min_size=1, max_size=40)
+
+
+@settings(max_examples=60, deadline=None)
+@given(level=st.floats(30, 130).map(lambda x: round(x, 1)), n=st.integers(1, 30))
+def test_laeq_of_equal_levels_is_that_level(level: float, n: int) -> None:
+    row = noise_summary(noise_rows([level] * n))
+    assert row["laeq_db"] == pytest.approx(float(np.float32(level)), abs=1e-9)  # stored as f4
+
+
+@settings(max_examples=60, deadline=None)
+@given(values=levels)
+def test_laeq_is_never_below_the_arithmetic_mean(values: list[float]) -> None:
+    row = noise_summary(noise_rows(values))
+    stored = np.asarray(values, dtype=np.float32).astype(np.float64)
+    assert row["laeq_db"] >= stored.mean() - 1e-9
+    assert row["laeq_db"] <= stored.max() + 1e-9
+
+
+def test_laeq_of_nothing_is_nan() -> None:
+    assert np.isnan(laeq_db(np.array([0.0]), np.array([0.0])))[0]
+
+
+def test_coarser_resolutions_and_windows_roll_up_from_finer_ones() -> None:
+    rows = random_enriched(5, 500)
+    partials, _ = aggregate(rows, [8, 10], [60, 3600])
+    fine = partials[(partials["resolution"] == 10) & (partials["window_s"] == 60)].copy()
+    fine["cell"] = parent_cells(fine["cell"], 8)
+    fine["resolution"] = 8
+    fine["window_start_ms"] = window_starts_ms(fine["window_start_ms"], 3600)
+    fine["window_s"] = 3600
+    coarse = partials[(partials["resolution"] == 8) & (partials["window_s"] == 3600)]
+    assert_same_partials(fine, coarse)
+
+
+def test_presence_has_one_row_per_ride_and_the_ride_day() -> None:
+    rows = noise_rows([60.0] * 6)
+    rows["ride_id"] = [rows["ride_id"][0]] * 3 + [rows["ride_id"][1]] * 3
+    _, presence = aggregate(rows, [10], [3600])
+    assert len(presence) == len(set(rows["ride_id"].tolist()))
+    # Rides of random_enriched start T0 - 1 day + 7k hours: local days 20618..20619.
+    assert set(presence["day"].tolist()) <= {20_618, 20_619, 20_620}
+
+
+def test_empty_input_gives_empty_arrays() -> None:
+    partials, presence = aggregate(random_enriched(0, 0), RES, WINDOWS)
+    assert len(partials) == 0
+    assert len(presence) == 0
+    assert partials.dtype == PARTIAL_DTYPE
+
+
+def test_bad_input_is_refused_with_a_clear_error() -> None:
+    rows = random_enriched(0, 10)
+    with pytest.raises(InvalidBatchError, match="missing fields: ride_id"):
+        aggregate(rows[["ts_ms", "cell"]], RES, WINDOWS)
+    with pytest.raises(InvalidBatchError, match="resolution 11"):
+        aggregate(rows, [11], WINDOWS)
+    with pytest.raises(InvalidConfigError, match="divide a day"):
+        aggregate(rows, RES, [7])
+    with pytest.raises(InvalidConfigError, match="time zone"):
+        aggregate(rows, RES, WINDOWS, day_tz="Mars/Olympus_Mons")
+    with pytest.raises(InvalidBatchError, match="PARTIAL_DTYPE"):
+        merge_partials(rows)
+
+
+def test_histogram_bins_cover_everything() -> None:
+    for metric, edges in HIST_EDGES.items():
+        assert len(edges) == HIST_BINS + 1
+        values = np.array([-1e9, edges[0], edges[1], edges[-1], 1e9])
+        last = HIST_BINS - 1
+        np.testing.assert_array_equal(hist_bins(metric, values), [0, 0, 1, last, last])
+
+
+@settings(max_examples=20, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), n=st.integers(1, 200), parts=st.integers(1, 6))
+def test_merge_is_associative_and_idempotent(seed: int, n: int, parts: int) -> None:
+    partials, _ = aggregate(random_enriched(seed, n), RES, WINDOWS)
+    rng = np.random.default_rng(seed)
+    pieces = np.array_split(partials[rng.permutation(len(partials))], parts)
+    stepwise = merge_partials(pieces[0])
+    for piece in pieces[1:]:
+        stepwise = merge_partials(np.concatenate([stepwise, piece]))
+    assert_same_partials(stepwise, partials)
+    assert_same_partials(merge_partials(stepwise), stepwise)
