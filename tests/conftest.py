@@ -108,3 +108,37 @@ def timescale_url() -> str:
     if not url:
         pytest.skip("no TimescaleDB here: set BIKESENSE_TEST_TIMESCALE_URL=postgresql://... to run")
     return url
+
+
+# --- storage: migrated databases (owned by storage/, issue 4) -------------------------------
+
+
+@pytest.fixture(scope="session")
+def migrated_template(postgres_url: str) -> Iterator[str]:
+    """Name of a database migrated once per session, cloned by ``migrated_database_url``."""
+    from storage.migrate import Backend, migrate  # noqa: PLC0415 - only sessions that need it
+
+    name = f"template_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(postgres_url, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    with psycopg.connect(_with_database(postgres_url, name), autocommit=True) as conn:
+        migrate(conn, backend=Backend.PLAIN)
+    yield name
+    _drop_database(postgres_url, name)
+
+
+@pytest.fixture
+def migrated_database_url(postgres_url: str, migrated_template: str) -> Iterator[str]:
+    """A new database with every migration applied (plain PostgreSQL), dropped afterwards."""
+    name = f"test_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(postgres_url, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(
+            sql.Identifier(name), sql.Identifier(migrated_template)))
+    yield _with_database(postgres_url, name)
+    _drop_database(postgres_url, name)
+
+
+def _drop_database(postgres_url: str, name: str) -> None:
+    drop = sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+    with psycopg.connect(postgres_url, autocommit=True) as conn:
+        conn.execute(drop)

@@ -1,0 +1,320 @@
+"""The batch writer: raw readings, then aggregates of only the new ones, in one transaction.
+
+DESIGN.md decision 2 (exactly-once effect over at-least-once delivery):
+
+1. the batch is de-duplicated by identity in numpy and sorted by it (a fixed
+   lock order, so concurrent writers do not deadlock);
+2. the daily partitions it touches are created if missing, in a short
+   transaction of their own (late data of any age lands);
+3. in one transaction: binary COPY into a temporary staging table with a row
+   number; ``INSERT ... ON CONFLICT DO NOTHING RETURNING`` the identities that
+   were new, joined back to their row numbers; the aggregation callable runs on
+   exactly those rows; its partials are merged into ``window_partials`` with an
+   upsert that adds counts, sums and histograms and takes min / max, and its
+   presence rows are inserted unless already there.
+
+A replayed or overlapping batch inserts no reading a second time, so it adds
+nothing to any aggregate: every table is left as it was.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import psycopg
+from h3.api import basic_int as h3int
+
+from storage import copybin
+from storage.copybin import Column, int4_array, scalar
+from storage.exceptions import BatchError
+from stream.core.batch import ENRICHED_DTYPE
+from stream.core.partials import HIST_BINS, PARTIAL_DTYPE, PRESENCE_DTYPE
+
+#: ``aggregate(new_readings) -> (partials, presence)``, e.g. a
+#: ``functools.partial`` of ``stream.core.aggregate.aggregate`` with the
+#: configured resolutions and window sizes.
+AggregateFn = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
+
+#: The reading's key in the database: identity plus the partition column
+#: (see migrations/0002_readings.plain.sql for why ts belongs to it).
+KEY_FIELDS = ("kit_id", "boot_id", "seq", "idx", "ts_ms")
+
+MS_PER_DAY = 86_400_000
+
+
+@dataclass(frozen=True, slots=True)
+class WriteResult:
+    """What one batch changed."""
+
+    inserted: int  # readings stored for the first time
+    duplicates: int  # readings of the batch already stored, or repeated within it
+    partials_merged: int  # window partial rows inserted or merged into
+
+
+READING_COLUMNS: tuple[Column, ...] = (
+    scalar("row_no", "integer"),
+    scalar("kit_id", "bigint"),
+    scalar("boot_id", "bigint"),
+    scalar("seq", "bigint"),
+    scalar("idx", "integer"),
+    scalar("ts", "timestamptz"),
+    scalar("lat_deg", "double precision"),
+    scalar("lon_deg", "double precision"),
+    scalar("gnss_fix", "smallint"),
+    scalar("hdop", "real"),
+    scalar("satellites", "smallint"),
+    scalar("speed_mps", "real"),
+    scalar("pm1_ugm3", "real"),
+    scalar("pm25_ugm3", "real"),
+    scalar("pm10_ugm3", "real"),
+    scalar("no2_ugm3", "real"),
+    scalar("noise_laeq_db", "real"),
+    scalar("noise_lamax_db", "real"),
+    scalar("interval_ms", "bigint"),
+    scalar("temperature_c", "real"),
+    scalar("humidity_pct", "real"),
+    scalar("status", "integer"),
+    scalar("qa_flags", "bigint"),
+    scalar("cell", "bigint"),
+    scalar("ride_id", "bigint"),
+    scalar("received_at", "timestamptz"),
+)
+
+PARTIAL_COLUMNS: tuple[Column, ...] = (
+    scalar("metric", "smallint"),
+    scalar("resolution", "smallint"),
+    scalar("cell", "bigint"),
+    scalar("window_s", "integer"),
+    scalar("window_start", "timestamptz"),
+    scalar("n", "bigint"),
+    scalar("sum", "double precision"),
+    scalar("sumsq", "double precision"),
+    scalar("min", "double precision"),
+    scalar("max", "double precision"),
+    scalar("energy", "double precision"),
+    scalar("duration_s", "double precision"),
+    scalar("lamax_db", "double precision"),
+    int4_array("hist", HIST_BINS),
+)
+
+PRESENCE_COLUMNS: tuple[Column, ...] = (
+    scalar("resolution", "smallint"),
+    scalar("cell", "bigint"),
+    scalar("window_s", "integer"),
+    scalar("window_start", "timestamptz"),
+    scalar("ride_id", "bigint"),
+    scalar("day", "integer"),
+)
+
+CELL_COLUMNS: tuple[Column, ...] = (
+    scalar("cell", "bigint"),
+    scalar("resolution", "smallint"),
+    scalar("lat_deg", "double precision"),
+    scalar("lon_deg", "double precision"),
+)
+
+
+def _staging_ddl(table: str, columns: tuple[Column, ...]) -> str:
+    cols = ", ".join(f"{c.name} {c.sql_type}" for c in columns)
+    return f"CREATE TEMP TABLE IF NOT EXISTS {table} ({cols}) ON COMMIT DELETE ROWS"
+
+
+def _copy_sql(table: str, columns: tuple[Column, ...]) -> str:
+    return f"COPY {table} ({', '.join(c.name for c in columns)}) FROM STDIN (FORMAT BINARY)"
+
+
+# Built once from the column lists above, so the staging layout and the binary
+# encoding cannot drift apart. Only our own constant names go into these strings.
+_STAGING_DDL = ";\n".join([
+    _staging_ddl("bikesense_stage_readings", READING_COLUMNS),
+    _staging_ddl("bikesense_stage_partials", PARTIAL_COLUMNS),
+    _staging_ddl("bikesense_stage_presence", PRESENCE_COLUMNS),
+    _staging_ddl("bikesense_stage_cells", CELL_COLUMNS),
+]).encode()
+_COPY_READINGS = _copy_sql("bikesense_stage_readings", READING_COLUMNS).encode()
+_COPY_PARTIALS = _copy_sql("bikesense_stage_partials", PARTIAL_COLUMNS).encode()
+_COPY_PRESENCE = _copy_sql("bikesense_stage_presence", PRESENCE_COLUMNS).encode()
+_COPY_CELLS = _copy_sql("bikesense_stage_cells", CELL_COLUMNS).encode()
+
+_INSERT_NEW_READINGS = """
+WITH ins AS (
+    INSERT INTO readings (
+        kit_id, boot_id, seq, idx, ts, lat_deg, lon_deg, gnss_fix, hdop, satellites, speed_mps,
+        pm1_ugm3, pm25_ugm3, pm10_ugm3, no2_ugm3, noise_laeq_db, noise_lamax_db, interval_ms,
+        temperature_c, humidity_pct, status, qa_flags, cell, ride_id, received_at)
+    SELECT kit_id, boot_id, seq, idx, ts,
+        NULLIF(lat_deg, 'NaN'), NULLIF(lon_deg, 'NaN'), gnss_fix, NULLIF(hdop, 'NaN'),
+        NULLIF(satellites, -1), NULLIF(speed_mps, 'NaN'),
+        NULLIF(pm1_ugm3, 'NaN'), NULLIF(pm25_ugm3, 'NaN'), NULLIF(pm10_ugm3, 'NaN'),
+        NULLIF(no2_ugm3, 'NaN'), NULLIF(noise_laeq_db, 'NaN'), NULLIF(noise_lamax_db, 'NaN'),
+        interval_ms, NULLIF(temperature_c, 'NaN'), NULLIF(humidity_pct, 'NaN'), status,
+        qa_flags, NULLIF(cell, 0), ride_id, received_at
+    FROM bikesense_stage_readings
+    ORDER BY row_no
+    ON CONFLICT DO NOTHING
+    RETURNING kit_id, boot_id, seq, idx, ts
+)
+SELECT array_agg(s.row_no)
+FROM ins JOIN bikesense_stage_readings AS s USING (kit_id, boot_id, seq, idx, ts)
+"""
+
+# NaN never reaches a comparison: PostgreSQL orders NaN above every number, so
+# GREATEST(NaN, 80) would be NaN. NULL is what LEAST / GREATEST skip.
+_MERGE_PARTIALS = """
+INSERT INTO window_partials AS w (
+    metric, resolution, cell, window_s, window_start,
+    n, sum, sumsq, min, max, energy, duration_s, lamax_db, hist)
+SELECT metric, resolution, cell, window_s, window_start,
+    n, sum, sumsq, NULLIF(min, 'NaN'), NULLIF(max, 'NaN'),
+    COALESCE(NULLIF(energy, 'NaN'), 0), COALESCE(NULLIF(duration_s, 'NaN'), 0),
+    NULLIF(lamax_db, 'NaN'), hist
+FROM bikesense_stage_partials
+WHERE n > 0
+ORDER BY metric, resolution, window_s, window_start, cell
+ON CONFLICT (metric, resolution, window_s, window_start, cell) DO UPDATE SET
+    n = w.n + EXCLUDED.n,
+    sum = w.sum + EXCLUDED.sum,
+    sumsq = w.sumsq + EXCLUDED.sumsq,
+    min = LEAST(w.min, EXCLUDED.min),
+    max = GREATEST(w.max, EXCLUDED.max),
+    energy = w.energy + EXCLUDED.energy,
+    duration_s = w.duration_s + EXCLUDED.duration_s,
+    lamax_db = GREATEST(w.lamax_db, EXCLUDED.lamax_db),
+    hist = bikesense_hist_add(w.hist, EXCLUDED.hist)
+"""
+
+_INSERT_PRESENCE = """
+INSERT INTO window_presence (resolution, cell, window_s, window_start, ride_id, day)
+SELECT resolution, cell, window_s, window_start, ride_id, day
+FROM bikesense_stage_presence
+ORDER BY resolution, window_s, window_start, cell, ride_id, day
+ON CONFLICT DO NOTHING
+"""
+
+_INSERT_CELLS = """
+INSERT INTO h3_cells (cell, resolution, lat_deg, lon_deg)
+SELECT cell, resolution, lat_deg, lon_deg FROM bikesense_stage_cells ORDER BY cell
+ON CONFLICT DO NOTHING
+"""
+
+
+def dedupe(enriched: np.ndarray) -> np.ndarray:
+    """The rows of ``enriched`` with distinct keys (first occurrence kept), sorted by key."""
+    if len(enriched) == 0:
+        return enriched.copy()
+    # lexsort sorts by the last key first; stable, so the first occurrence leads.
+    order = np.lexsort(tuple(enriched[name] for name in reversed(KEY_FIELDS)))
+    ordered = enriched[order]
+    keep = np.ones(len(ordered), dtype=bool)
+    same = np.ones(len(ordered) - 1, dtype=bool)
+    for name in KEY_FIELDS:
+        same &= ordered[name][1:] == ordered[name][:-1]
+    keep[1:] = ~same
+    return ordered[keep]
+
+
+def partition_days(enriched: np.ndarray) -> list[int]:
+    """The UTC days (since 1970-01-01) the readings' event times fall on."""
+    return [int(d) for d in np.unique(enriched["ts_ms"] // MS_PER_DAY)]
+
+
+def ensure_partitions(conn: psycopg.Connection[Any], days: list[int]) -> int:
+    """Create the missing daily raw-reading partitions (a no-op on TimescaleDB)."""
+    with conn.transaction():
+        row = conn.execute("SELECT bikesense_ensure_readings_partitions(%s::integer[])",
+                           (days,)).fetchone()
+    return int(row[0]) if row else 0
+
+
+def write_batch(conn: psycopg.Connection[Any], enriched: np.ndarray,
+                aggregate: AggregateFn) -> WriteResult:
+    """Store a batch of enriched readings and merge the aggregates of the new ones.
+
+    ``conn`` should not be inside a transaction: partitions are created in a
+    short transaction of their own, and the write is one transaction that
+    commits on return (nested in the caller's, as savepoints, if there is one).
+    Errors from the database propagate as psycopg errors with nothing written.
+    """
+    if enriched.dtype != ENRICHED_DTYPE:
+        raise BatchError(
+            f"write_batch needs an array of ENRICHED_DTYPE, got dtype {enriched.dtype}")
+    if len(enriched) == 0:
+        return WriteResult(0, 0, 0)
+    unique = dedupe(enriched)
+    ensure_partitions(conn, partition_days(unique))
+    with conn.transaction():
+        conn.execute(_STAGING_DDL)
+        _copy(conn, _COPY_READINGS, _reading_payload(unique))
+        row = conn.execute(_INSERT_NEW_READINGS.encode()).fetchone()
+        row_nos = np.sort(np.asarray(row[0] if row and row[0] else [], dtype=np.int64))
+        new = unique[row_nos]
+        merged = _merge_aggregates(conn, new, aggregate) if len(new) else 0
+    return WriteResult(inserted=len(new), duplicates=len(enriched) - len(new),
+                       partials_merged=merged)
+
+
+def _merge_aggregates(conn: psycopg.Connection[Any], new: np.ndarray,
+                      aggregate: AggregateFn) -> int:
+    partials, presence = aggregate(new)
+    if partials.dtype != PARTIAL_DTYPE or presence.dtype != PRESENCE_DTYPE:
+        raise BatchError("the aggregate callable must return (PARTIAL_DTYPE, PRESENCE_DTYPE) "
+                         f"arrays, got ({partials.dtype}, {presence.dtype})")
+    merged = 0
+    if len(partials):
+        _check_unique_partials(partials)
+        _copy(conn, _COPY_PARTIALS, _partial_payload(partials))
+        merged = conn.execute(_MERGE_PARTIALS.encode()).rowcount
+        _copy(conn, _COPY_CELLS, _cell_payload(partials))
+        conn.execute(_INSERT_CELLS.encode())
+    if len(presence):
+        _copy(conn, _COPY_PRESENCE, _presence_payload(presence))
+        conn.execute(_INSERT_PRESENCE.encode())
+    return merged
+
+
+def _check_unique_partials(partials: np.ndarray) -> None:
+    keys = partials[["metric", "resolution", "cell", "window_s", "window_start_ms"]]
+    if len(np.unique(keys)) != len(partials):
+        # ON CONFLICT DO UPDATE cannot touch one row twice in a statement.
+        raise BatchError("the aggregate callable returned several partials for one key; "
+                         "merge them first (stream.core.aggregate.merge_partials)")
+
+
+def _copy(conn: psycopg.Connection[Any], statement: bytes, payload: bytes) -> None:
+    with conn.cursor() as cur, cur.copy(statement) as copy:
+        copy.write(payload)
+
+
+def _reading_payload(rows: np.ndarray) -> bytes:
+    values = {name: rows[name] for name in ENRICHED_DTYPE.names or ()}
+    values["row_no"] = np.arange(len(rows), dtype=np.int32)
+    values["ts"] = copybin.ms_to_pg_timestamp(rows["ts_ms"])
+    values["received_at"] = copybin.ms_to_pg_timestamp(rows["received_ms"])
+    return copybin.encode(READING_COLUMNS, values, len(rows))
+
+
+def _partial_payload(partials: np.ndarray) -> bytes:
+    values = {name: partials[name] for name in PARTIAL_DTYPE.names or ()}
+    values["window_start"] = copybin.ms_to_pg_timestamp(partials["window_start_ms"])
+    return copybin.encode(PARTIAL_COLUMNS, values, len(partials))
+
+
+def _presence_payload(presence: np.ndarray) -> bytes:
+    values = {name: presence[name] for name in PRESENCE_DTYPE.names or ()}
+    values["window_start"] = copybin.ms_to_pg_timestamp(presence["window_start_ms"])
+    return copybin.encode(PRESENCE_COLUMNS, values, len(presence))
+
+
+def _cell_payload(partials: np.ndarray) -> bytes:
+    cells = np.unique(partials["cell"])
+    lat = np.empty(len(cells))
+    lon = np.empty(len(cells))
+    res = np.empty(len(cells), dtype=np.int16)
+    for i, cell in enumerate(cells.tolist()):
+        lat[i], lon[i] = h3int.cell_to_latlng(cell)
+        res[i] = h3int.get_resolution(cell)
+    values = {"cell": cells, "resolution": res, "lat_deg": lat, "lon_deg": lon}
+    return copybin.encode(CELL_COLUMNS, values, len(cells))

@@ -1,0 +1,100 @@
+"""An obvious aggregation used to check storage: one partial per reading, then merged.
+
+It follows the contract of stream.core.partials (not the stream's own binning of
+histograms, which storage does not need to know: any fixed bins will do here).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+from h3.api import basic_int as h3int
+
+from stream.core.partials import HIST_BINS, METRIC_COLUMNS, PARTIAL_DTYPE, PRESENCE_DTYPE, Metric
+
+HIST_LO, HIST_HI = 0.0, 160.0
+KEY = ["metric", "resolution", "cell", "window_s", "window_start_ms"]
+
+
+def _parents(cells: np.ndarray, res: int) -> np.ndarray:
+    return np.array([h3int.cell_to_parent(int(c), res) for c in cells], dtype=np.int64)
+
+
+def reading_partials(enriched: np.ndarray, resolutions: Sequence[int],
+                     windows_s: Sequence[int]) -> np.ndarray:
+    """One partial per (reading, metric with a value, resolution, window size)."""
+    located = enriched[enriched["cell"] != 0]
+    out = []
+    for res in resolutions:
+        parents = _parents(located["cell"], res)
+        for w in windows_s:
+            starts = located["ts_ms"] - located["ts_ms"] % (w * 1000)
+            for metric, column in METRIC_COLUMNS.items():
+                x = located[column].astype(np.float64)
+                ok = ~np.isnan(x)
+                p = np.zeros(int(ok.sum()), dtype=PARTIAL_DTYPE)
+                p["metric"], p["resolution"], p["window_s"] = metric, res, w
+                p["cell"], p["window_start_ms"] = parents[ok], starts[ok]
+                x = x[ok]
+                p["n"], p["sum"], p["sumsq"], p["min"], p["max"] = 1, x, x * x, x, x
+                p["lamax_db"] = np.nan
+                if metric is Metric.NOISE:
+                    t = located["interval_ms"][ok] / 1000.0
+                    p["energy"], p["duration_s"] = t * 10 ** (x / 10), t
+                    p["lamax_db"] = located["noise_lamax_db"][ok]
+                bins = np.clip(((x - HIST_LO) / (HIST_HI - HIST_LO) * HIST_BINS).astype(np.int64),
+                               0, HIST_BINS - 1)
+                p["hist"][np.arange(len(p)), bins] = 1
+                out.append(p)
+    return np.concatenate(out) if out else np.zeros(0, PARTIAL_DTYPE)
+
+
+def merge(partials: np.ndarray) -> np.ndarray:
+    """Group partials by key, merging them; sorted by key."""
+    if len(partials) == 0:
+        return partials.copy()
+    keys, inverse = np.unique(partials[KEY], return_inverse=True)
+    out = np.zeros(len(keys), dtype=PARTIAL_DTYPE)
+    for k in KEY:
+        out[k] = keys[k]
+    for f in ("n", "sum", "sumsq", "energy", "duration_s"):
+        np.add.at(out[f], inverse, partials[f])
+    hist = np.zeros((len(keys), HIST_BINS), dtype=np.int64)
+    np.add.at(hist, inverse, partials["hist"])
+    out["hist"] = hist
+    out["min"], out["max"], out["lamax_db"] = np.inf, -np.inf, np.nan
+    np.minimum.at(out["min"], inverse, partials["min"])
+    np.maximum.at(out["max"], inverse, partials["max"])
+    np.fmax.at(out["lamax_db"], inverse, partials["lamax_db"])
+    return out
+
+
+def presence(enriched: np.ndarray, resolutions: Sequence[int],
+             windows_s: Sequence[int]) -> np.ndarray:
+    located = enriched[enriched["cell"] != 0]
+    out = []
+    for res in resolutions:
+        parents = _parents(located["cell"], res)
+        for w in windows_s:
+            p = np.zeros(len(located), dtype=PRESENCE_DTYPE)
+            p["resolution"], p["cell"], p["window_s"] = res, parents, w
+            p["window_start_ms"] = located["ts_ms"] - located["ts_ms"] % (w * 1000)
+            p["ride_id"] = located["ride_id"]
+            p["day"] = located["ts_ms"] // 86_400_000
+            out.append(p)
+    return np.unique(np.concatenate(out)) if out else np.zeros(0, PRESENCE_DTYPE)
+
+
+class ReferenceAggregate:
+    """``aggregate(new_readings) -> (partials, presence)`` that also records what it saw."""
+
+    def __init__(self, resolutions: Sequence[int] = (8, 10), windows_s: Sequence[int] = (60, 3600)):
+        self.resolutions = tuple(resolutions)
+        self.windows_s = tuple(windows_s)
+        self.calls: list[np.ndarray] = []
+
+    def __call__(self, enriched: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        self.calls.append(enriched.copy())
+        return (merge(reading_partials(enriched, self.resolutions, self.windows_s)),
+                presence(enriched, self.resolutions, self.windows_s))

@@ -1,0 +1,208 @@
+"""The batch writer against the real PostgreSQL: exactly-once effect, late data, noise energy."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+import psycopg
+import pytest
+from storage_factories import T0_MS, make_readings
+from storage_reference import ReferenceAggregate, merge, presence, reading_partials
+
+from storage.exceptions import BatchError
+from storage.writer import WriteResult, dedupe, write_batch
+from stream.core.partials import PARTIAL_DTYPE, PRESENCE_DTYPE, Metric
+
+pytestmark = pytest.mark.postgres
+
+TABLES = ("readings", "window_partials", "window_presence", "h3_cells")
+
+
+@pytest.fixture
+def conn(migrated_database_url: str) -> Iterator[psycopg.Connection[Any]]:
+    with psycopg.connect(migrated_database_url, autocommit=True) as c:
+        yield c
+
+
+def snapshot(conn: psycopg.Connection[Any]) -> dict[str, list[tuple[Any, ...]]]:
+    """Every row of every table the writer touches, in a fixed order."""
+    out = {}
+    for table in TABLES:
+        rows = conn.execute(f"SELECT * FROM {table}").fetchall()  # type: ignore[call-overload]
+        out[table] = sorted(rows, key=repr)
+    return out
+
+
+def stored_partials(conn: psycopg.Connection[Any]) -> dict[tuple[int, ...], tuple[Any, ...]]:
+    rows = conn.execute(
+        "SELECT metric, resolution, cell, window_s,"
+        " (extract(epoch FROM window_start) * 1000)::bigint,"
+        " n, sum, sumsq, min, max, energy, duration_s, lamax_db, hist FROM window_partials"
+    ).fetchall()
+    return {tuple(r[:5]): tuple(r[5:]) for r in rows}
+
+
+def assert_partials_equal(conn: psycopg.Connection[Any], expected: np.ndarray) -> None:
+    stored = stored_partials(conn)
+    assert len(stored) == len(expected)
+    for p in expected:
+        key = (int(p["metric"]), int(p["resolution"]), int(p["cell"]), int(p["window_s"]),
+               int(p["window_start_ms"]))
+        n, s, ss, lo, hi, energy, duration, lamax, hist = stored[key]
+        assert n == p["n"]
+        assert s == pytest.approx(p["sum"], rel=1e-9)
+        assert ss == pytest.approx(p["sumsq"], rel=1e-9)
+        assert (lo, hi) == (p["min"], p["max"])
+        assert energy == pytest.approx(p["energy"], rel=1e-9)
+        assert duration == pytest.approx(p["duration_s"], rel=1e-9)
+        if np.isnan(p["lamax_db"]):
+            assert lamax is None
+        else:
+            assert lamax == p["lamax_db"]
+        assert hist == p["hist"].tolist()
+
+
+def test_a_batch_is_stored_with_its_aggregates(conn: psycopg.Connection[Any]) -> None:
+    batch = make_readings(200)
+    agg = ReferenceAggregate()
+    result = write_batch(conn, batch, agg)
+    assert result.inserted == 200
+    assert result.duplicates == 0
+    expected = agg(batch)[0]
+    assert result.partials_merged == len(expected)
+    assert_partials_equal(conn, expected)
+    row = conn.execute(
+        "SELECT count(*), count(no2_ugm3), min(ts), max(received_at) FROM readings").fetchone()
+    assert row is not None
+    assert row[0] == 200
+    assert row[1] == 0  # NaN became NULL
+    assert int(row[2].timestamp() * 1000) == T0_MS
+    n_presence = conn.execute("SELECT count(*) FROM window_presence").fetchone()
+    assert n_presence == (len(presence(batch, (8, 10), (60, 3600))),)
+
+
+def test_a_stored_reading_round_trips_exactly(conn: psycopg.Connection[Any]) -> None:
+    batch = make_readings(3)
+    batch["satellites"][1] = -1
+    batch["hdop"][1] = np.nan
+    batch["cell"][2] = 0
+    write_batch(conn, batch, ReferenceAggregate())
+    rows = conn.execute(
+        "SELECT kit_id, boot_id, seq, idx, (extract(epoch FROM ts) * 1000)::bigint, lat_deg,"
+        " satellites, hdop, pm25_ugm3, cell, status, qa_flags"
+        " FROM readings ORDER BY idx").fetchall()
+    assert rows[0][:5] == (1, 1, 0, 0, T0_MS)
+    assert rows[0][5] == batch["lat_deg"][0]
+    assert rows[0][8] == pytest.approx(float(batch["pm25_ugm3"][0]), rel=1e-7)
+    assert rows[1][6:8] == (None, None)
+    assert rows[2][9] is None
+
+
+def test_replaying_a_batch_changes_nothing(conn: psycopg.Connection[Any]) -> None:
+    batch = make_readings(300)
+    write_batch(conn, batch, ReferenceAggregate())
+    before = snapshot(conn)
+    agg = ReferenceAggregate()
+    result = write_batch(conn, batch, agg)
+    assert result == WriteResult(inserted=0, duplicates=300, partials_merged=0)
+    assert agg.calls == []  # nothing new, nothing aggregated
+    assert snapshot(conn) == before
+
+
+def test_overlapping_batches_count_every_reading_once(conn: psycopg.Connection[Any]) -> None:
+    everything = make_readings(500)
+    agg = ReferenceAggregate()
+    results = [write_batch(conn, everything[a:b], agg)
+               for a, b in [(0, 200), (100, 300), (150, 500), (0, 500), (499, 500)]]
+    assert [r.inserted for r in results] == [200, 100, 200, 0, 0]
+    assert sum(len(c) for c in agg.calls) == 500
+    assert_partials_equal(conn, ReferenceAggregate()(everything)[0])
+
+    # And the same readings in one batch, in another database state, give the same tables.
+    conn.execute("TRUNCATE readings, window_partials, window_presence, h3_cells")
+    before = snapshot(conn)
+    assert before == {t: [] for t in TABLES}
+
+
+def test_duplicates_within_a_batch_are_stored_once(conn: psycopg.Connection[Any]) -> None:
+    batch = make_readings(50)
+    doubled = np.concatenate([batch, batch[::-1], batch[:10]])
+    result = write_batch(conn, doubled, ReferenceAggregate())
+    assert result.inserted == 50
+    assert result.duplicates == 60
+    assert_partials_equal(conn, ReferenceAggregate()(batch)[0])
+
+
+def test_late_data_lands_in_its_own_windows(conn: psycopg.Connection[Any]) -> None:
+    now = make_readings(120, t0_ms=T0_MS + 6 * 3_600_000, seed=1)
+    write_batch(conn, now, ReferenceAggregate())
+    # A bike that was offline uploads readings six hours and three days old.
+    late = make_readings(120, kit_id=2, seed=2, received_ms=T0_MS + 6 * 3_600_000)
+    older = make_readings(60, kit_id=3, seed=3, t0_ms=T0_MS - 3 * 86_400_000)
+    write_batch(conn, late, ReferenceAggregate())
+    write_batch(conn, older, ReferenceAggregate())
+    everything = np.concatenate([now, late, older])
+    assert_partials_equal(conn, ReferenceAggregate()(everything)[0])
+    days = conn.execute(
+        "SELECT count(*) FROM pg_inherits WHERE inhparent = 'readings'::regclass").fetchone()
+    assert days == (2,)
+
+
+def test_noise_is_averaged_on_energy(conn: psycopg.Connection[Any]) -> None:
+    batch = make_readings(2, step_ms=10_000)
+    batch["noise_laeq_db"] = [60.0, 80.0]
+    batch["noise_lamax_db"] = [70.0, 85.0]
+    agg = ReferenceAggregate(resolutions=(8,), windows_s=(60,))
+    write_batch(conn, batch[:1], agg)
+    write_batch(conn, batch[1:], agg)
+    row = conn.execute(
+        "SELECT 10 * log(energy / duration_s), lamax_db, n FROM window_partials"
+        " WHERE metric = %s", (int(Metric.NOISE),)).fetchone()
+    assert row is not None
+    assert round(row[0], 1) == 77.0
+    assert row[1:] == (85.0, 2)
+
+
+def test_a_failing_aggregation_writes_nothing(conn: psycopg.Connection[Any]) -> None:
+    def broken(_: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        raise RuntimeError("boom")
+
+    with pytest.raises(RuntimeError, match="boom"):
+        write_batch(conn, make_readings(10), broken)
+    assert snapshot(conn)["readings"] == []
+    # The same batch later goes through completely.
+    assert write_batch(conn, make_readings(10), ReferenceAggregate()).inserted == 10
+
+
+def test_wrong_shapes_are_refused(conn: psycopg.Connection[Any]) -> None:
+    with pytest.raises(BatchError, match="ENRICHED_DTYPE"):
+        write_batch(conn, np.zeros(3, dtype=PARTIAL_DTYPE), ReferenceAggregate())
+
+    def duplicated(enriched: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        partials = reading_partials(enriched, (8,), (60,))
+        return partials, np.zeros(0, PRESENCE_DTYPE)
+
+    with pytest.raises(BatchError, match="several partials for one key"):
+        write_batch(conn, make_readings(5), duplicated)
+    assert write_batch(conn, make_readings(0), ReferenceAggregate()) == WriteResult(0, 0, 0)
+
+
+def test_dedupe_keeps_first_occurrence_sorted_by_key() -> None:
+    batch = make_readings(20)
+    shuffled = batch[np.random.default_rng(3).permutation(20)]
+    twice = np.concatenate([shuffled, shuffled])
+    twice["pm25_ugm3"][20:] = -1  # the second copies must lose
+    out = dedupe(twice)
+    assert len(out) == 20
+    assert (out["pm25_ugm3"] >= 0).all()
+    assert (np.diff(out["seq"] * 100 + out["idx"].astype(np.int64)) > 0).all()
+
+
+def test_merging_reference_partials_matches(conn: psycopg.Connection[Any]) -> None:
+    # Sanity of the test helper itself: merge is idempotent on merged partials.
+    batch = make_readings(30)
+    merged = merge(reading_partials(batch, (8,), (60,)))
+    again = merge(merged)
+    assert (merged["n"] == again["n"]).all()
