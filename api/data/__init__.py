@@ -1,0 +1,1 @@
+"""Data files of the API (colour bands)."""

@@ -1,0 +1,97 @@
+"""Errors of the API and how they become JSON.
+
+    ApiError             a request the API refuses; names the parameter and why
+    ├── BadParameterError     400 / 422: a parameter is malformed or out of range
+    ├── UnauthorizedError     401: a key is required, or the key given is not valid
+    ├── ForbiddenError        403: the role of the key may not see this
+    ├── NotFoundError         404
+    └── RateLimitedError      429: the public role's bucket is empty
+
+Every refusal answers with the same body, :class:`api.models.ErrorResponse`:
+``{"error": "bad_parameter", "detail": [{"parameter": "bbox", "in": "query",
+"message": "west must be less than east"}]}``. FastAPI's own validation errors
+are rewritten into that shape; lower-layer ``storage.QueryError`` is translated
+at the edge. Nothing a client sends should ever produce a 500.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+
+class ApiError(Exception):
+    status_code = 400
+    code = "bad_request"
+
+    def __init__(self, message: str, *, parameter: str | None = None, location: str = "query",
+                 headers: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.parameter = parameter
+        self.location = location
+        self.headers = headers
+
+    def body(self) -> dict[str, Any]:
+        return {"error": self.code, "detail": [
+            {"parameter": self.parameter, "in": self.location, "message": self.message}]}
+
+
+class BadParameterError(ApiError):
+    status_code = 422
+    code = "bad_parameter"
+
+
+class UnauthorizedError(ApiError):
+    status_code = 401
+    code = "unauthorized"
+
+
+class ForbiddenError(ApiError):
+    status_code = 403
+    code = "forbidden"
+
+
+class NotFoundError(ApiError):
+    status_code = 404
+    code = "not_found"
+
+
+class RateLimitedError(ApiError):
+    status_code = 429
+    code = "rate_limited"
+
+
+def _validation_detail(err: dict[str, Any]) -> dict[str, Any]:
+    loc = [str(p) for p in err.get("loc", ())]
+    location = loc[0] if loc else "request"
+    parameter = ".".join(loc[1:]) if len(loc) > 1 else None
+    message = str(err.get("msg", "invalid value"))
+    if "input" in err and isinstance(err["input"], str | int | float) and err["input"] != "":
+        message = f"{message} (got {err['input']!r})"
+    return {"parameter": parameter, "in": location, "message": message}
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """Map every refusal onto the one error body."""
+
+    @app.exception_handler(ApiError)
+    async def _api_error(_: Request, exc: ApiError) -> JSONResponse:
+        return JSONResponse(exc.body(), status_code=exc.status_code, headers=exc.headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
+        detail = [_validation_detail(dict(e)) for e in exc.errors()]
+        return JSONResponse({"error": "bad_parameter", "detail": detail}, status_code=422)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        return JSONResponse(
+            {"error": code, "detail": [{"parameter": None, "in": "path",
+                                        "message": str(exc.detail)}]},
+            status_code=exc.status_code, headers=getattr(exc, "headers", None))

@@ -1,0 +1,28 @@
+"""What one running API instance holds: built in the lifespan, torn down after."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+
+from psycopg_pool import AsyncConnectionPool
+
+from api.bands import BandSet
+from api.config import ApiSettings
+from api.live import Broadcaster
+from api.metrics import ApiMetrics
+from api.ratelimit import TokenBuckets
+from bikesense.settings import Settings
+
+
+@dataclass
+class ApiState:
+    settings: Settings
+    api_settings: ApiSettings
+    bands: BandSet
+    metrics: ApiMetrics
+    limiter: TokenBuckets
+    broadcaster: Broadcaster
+    pool: AsyncConnectionPool | None = None
+    database_url: str | None = None
+    tasks: list[asyncio.Task[None]] = field(default_factory=list)

@@ -1,0 +1,91 @@
+"""Fixtures of the API tests: a migrated database with a known scenario, apps and keys."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import psycopg
+import pytest
+from api_factories import RESOLUTIONS, WINDOWS, scenario, write
+import httpx
+from api_server import ServerThread
+
+from api.app import create_app
+from api.config import ApiSettings
+from api.keys import create_key
+from api.roles import Role
+from bikesense.settings import Settings
+
+#: Generous limits for tests that are not about rate limiting.
+TEST_API = {"public_rate_per_s": 10_000.0, "public_burst": 10_000}
+
+
+@pytest.fixture(scope="session")
+def seeded_template(postgres_url: str, migrated_template: str) -> Iterator[str]:
+    """A migrated database holding the scenario, written once per session and cloned."""
+    import uuid  # noqa: PLC0415
+
+    from psycopg import sql  # noqa: PLC0415
+
+    name = f"apiseed_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(postgres_url, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(
+            sql.Identifier(name), sql.Identifier(migrated_template)))
+    base = postgres_url.rpartition("/")[0]
+    write(f"{base}/{name}", scenario())
+    yield name
+    with psycopg.connect(postgres_url, autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
+            sql.Identifier(name)))
+
+
+@pytest.fixture
+def seeded_url(postgres_url: str, seeded_template: str) -> Iterator[str]:
+    import uuid  # noqa: PLC0415
+
+    from psycopg import sql  # noqa: PLC0415
+
+    name = f"test_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(postgres_url, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(
+            sql.Identifier(name), sql.Identifier(seeded_template)))
+    yield f"{postgres_url.rpartition('/')[0]}/{name}"
+    with psycopg.connect(postgres_url, autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
+            sql.Identifier(name)))
+
+
+def settings_for(url: str) -> Settings:
+    return Settings(database_url=url, h3_resolutions=RESOLUTIONS, window_sizes_s=WINDOWS)
+
+
+@pytest.fixture
+def make_client(seeded_url: str) -> Iterator[Callable[..., httpx.Client]]:
+    """``make_client(**api_settings)``: a client of a running server on the seeded database."""
+    opened: list[tuple[ServerThread, httpx.Client]] = []
+
+    def make(url: str | None = None, **overrides: Any) -> httpx.Client:
+        api = ApiSettings(**{**TEST_API, **overrides})
+        server = ServerThread(create_app(settings_for(url or seeded_url), api)).__enter__()
+        client = httpx.Client(base_url=server.url, timeout=30)
+        opened.append((server, client))
+        return client
+
+    yield make
+    for server, client in opened:
+        client.close()
+        server.__exit__(None, None, None)
+
+
+@pytest.fixture
+def client(make_client: Callable[..., httpx.Client]) -> httpx.Client:
+    return make_client()
+
+
+@pytest.fixture
+def keys(seeded_url: str) -> dict[Role, str]:
+    """One key per keyed role, on the seeded database."""
+    with psycopg.connect(seeded_url, autocommit=True) as conn:
+        return {role: create_key(conn, role, label=f"test {role}").token
+                for role in (Role.OFFICER, Role.RESEARCHER, Role.ADMIN)}
