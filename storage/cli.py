@@ -1,0 +1,168 @@
+"""``bikesense db ...``: migrations, retention and kit registration from the shell.
+
+The database URL comes from the settings (``BIKESENSE_DATABASE_URL``, else the
+cluster ``bikesense services up`` started). The kit master key comes from
+``BIKESENSE_KIT_MASTER_KEY`` (``<key id>:<base64>``), else from the file
+``BIKESENSE_KIT_MASTER_KEY_FILE``, else from ``<state dir>/kit-master.key``,
+created on first use for the embedded demo.
+"""
+
+from __future__ import annotations
+
+import os
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Annotated, Any
+
+import psycopg
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from bikesense.exceptions import BikesenseError
+from bikesense.settings import Settings, load_settings, resolve_database_url
+from storage.exceptions import StorageError
+from storage.kits import (
+    MasterKey,
+    list_kits,
+    load_or_create_master_key,
+    register_kit,
+    revoke_kit,
+)
+from storage.migrate import Backend, applied_migrations, load_migrations, migrate, recorded_backend
+from storage.retention import DEFAULT_RAW_RETENTION, drop_expired, ensure_partitions_ahead
+
+app = typer.Typer(help="Database schema, retention and kit registry.", no_args_is_help=True)
+console = Console()
+err_console = Console(stderr=True)
+
+MASTER_KEY_ENV = "BIKESENSE_KIT_MASTER_KEY"
+MASTER_KEY_FILE_ENV = "BIKESENSE_KIT_MASTER_KEY_FILE"
+
+
+def _settings() -> Settings:
+    try:
+        return load_settings()
+    except BikesenseError as exc:
+        err_console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from exc
+
+
+def _connect() -> psycopg.Connection[Any]:
+    try:
+        url = resolve_database_url(_settings())
+        return psycopg.connect(url, autocommit=True)
+    except (BikesenseError, psycopg.OperationalError) as exc:
+        err_console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from exc
+
+
+def master_key_from_environment(settings: Settings) -> MasterKey:
+    """The kit master key, read at the edge (see the module docstring)."""
+    text = os.environ.get(MASTER_KEY_ENV)
+    if text:
+        return MasterKey.from_text(text)
+    path = os.environ.get(MASTER_KEY_FILE_ENV)
+    if path:
+        return MasterKey.from_text(Path(path).read_text())
+    return load_or_create_master_key(settings.state_dir / "kit-master.key")
+
+
+def _fail(exc: Exception) -> typer.Exit:
+    err_console.print(f"[red]error:[/red] {exc}")
+    return typer.Exit(1)
+
+
+@app.command("migrate")
+def migrate_command(
+    backend: Annotated[Backend | None, typer.Option(
+        help="Force a backend for a new database (default: TimescaleDB if available).")] = None,
+) -> None:
+    """Bring the schema up to date (idempotent; safe to run from several processes)."""
+    with _connect() as conn:
+        try:
+            report = migrate(conn, backend=backend)
+        except StorageError as exc:
+            raise _fail(exc) from exc
+    done = ", ".join(f"{v:04d}" for v in report.applied) or "nothing (up to date)"
+    console.print(f"backend {report.backend}; applied {done}; "
+                  f"schema version {report.current_version:04d}")
+
+
+@app.command("status")
+def status_command() -> None:
+    """Show the backend and which migrations are applied or pending."""
+    with _connect() as conn:
+        backend = recorded_backend(conn)
+        applied = {m.version: m for m in applied_migrations(conn)}
+        table = Table("version", "name", "state", "applied at")
+        for m in load_migrations(backend or Backend.PLAIN):
+            a = applied.get(m.version)
+            state = "applied" if a else "[yellow]pending[/yellow]"
+            when = a.applied_at.isoformat(timespec="seconds") if a else ""
+            table.add_row(f"{m.version:04d}", m.name, state, when)
+    console.print(f"backend: {backend or 'not migrated yet'}")
+    console.print(table)
+
+
+@app.command("drop-expired")
+def drop_expired_command(
+    keep_days: Annotated[int, typer.Option(
+        min=1, help="Keep raw readings of this many days.")] = DEFAULT_RAW_RETENTION.days,
+) -> None:
+    """Drop raw-reading partitions older than the retention period (aggregates stay)."""
+    with _connect() as conn:
+        dropped = drop_expired(conn, datetime.now(UTC) - timedelta(days=keep_days))
+    names = f": {', '.join(dropped)}" if dropped else ""
+    console.print(f"dropped {len(dropped)} partition(s){names}")
+
+
+@app.command("ensure-partitions")
+def ensure_partitions_command(
+    days_ahead: Annotated[int, typer.Option(min=0, help="Also create this many days ahead.")] = 2,
+) -> None:
+    """Create today's and the next days' raw-reading partitions (plain PostgreSQL)."""
+    with _connect() as conn:
+        created = ensure_partitions_ahead(conn, days_ahead)
+    console.print(f"created {created} partition(s)")
+
+
+@app.command("register-kit")
+def register_kit_command(
+    kit_id: Annotated[int, typer.Argument(min=0, max=2**32 - 1, help="The kit's 32-bit id.")],
+    pseudonym: Annotated[str | None, typer.Option(help="Public name (random if omitted).")] = None,
+) -> None:
+    """Register a kit and print its new secret once (hex), to flash into the kit."""
+    settings = _settings()
+    with _connect() as conn:
+        try:
+            creds = register_kit(conn, master_key_from_environment(settings), kit_id, pseudonym)
+        except StorageError as exc:
+            raise _fail(exc) from exc
+    console.print(f"kit {creds.kit_id} registered as {creds.pseudonym}")
+    typer.echo(f"secret: {creds.secret.hex()}")
+
+
+@app.command("revoke-kit")
+def revoke_kit_command(kit_id: Annotated[int, typer.Argument(help="The kit's id.")]) -> None:
+    """Stop accepting a kit's frames."""
+    with _connect() as conn:
+        try:
+            changed = revoke_kit(conn, kit_id)
+        except StorageError as exc:
+            raise _fail(exc) from exc
+    console.print(f"kit {kit_id} {'revoked' if changed else 'was already revoked'}")
+
+
+@app.command("kits")
+def kits_command() -> None:
+    """List the registered kits (no secrets)."""
+    with _connect() as conn:
+        kits = list_kits(conn)
+    table = Table("kit", "pseudonym", "status", "last seen", "battery %", "firmware")
+    for k in kits:
+        table.add_row(str(k.kit_id), k.pseudonym, k.status,
+                      k.last_seen_at.isoformat(timespec="seconds") if k.last_seen_at else "never",
+                      f"{k.battery_pct:.0f}" if k.battery_pct is not None else "",
+                      k.firmware_version or "")
+    console.print(table)

@@ -1,0 +1,69 @@
+"""Retention and partition upkeep for raw readings; aggregates are never expired here.
+
+Plain PostgreSQL: raw readings are partitioned by UTC day. The batch writer
+creates the partitions a batch needs on demand, so late data of any age lands;
+:func:`ensure_partitions_ahead` creates the next days' in advance so that the
+first batch after midnight does not pay for it. :func:`drop_expired` drops
+whole partitions (no row-by-row DELETE, no bloat).
+
+TimescaleDB: chunks are created by TimescaleDB, and a retention policy drops
+them (default 90 days, :func:`set_raw_retention`); :func:`drop_expired` runs
+``drop_chunks`` for an immediate clean-up.
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import datetime, timedelta
+from typing import Any
+
+import psycopg
+
+from storage.migrate import Backend, recorded_backend
+from storage.writer import MS_PER_DAY, ensure_partitions
+
+#: DESIGN.md decision 4: raw tracks expire. Three months is long enough to
+#: re-run QA on a quarter's data and short enough to respect the riders.
+DEFAULT_RAW_RETENTION = timedelta(days=90)
+
+
+def drop_expired(conn: psycopg.Connection[Any], older_than: datetime) -> list[str]:
+    """Drop raw-reading partitions (or chunks) that end at or before ``older_than``.
+
+    Returns their names. Window aggregates, presence and kits stay.
+    """
+    if older_than.tzinfo is None:
+        raise ValueError("older_than must be timezone-aware (e.g. datetime.now(UTC) - ...)")
+    with conn.transaction():
+        rows = conn.execute("SELECT bikesense_drop_expired_readings(%s)", (older_than,)).fetchall()
+    return [str(r[0]) for r in rows]
+
+
+def ensure_partitions_ahead(conn: psycopg.Connection[Any], days_ahead: int = 2, *,
+                            now_ms: int | None = None) -> int:
+    """Create today's and the next ``days_ahead`` days' partitions; returns how many were new."""
+    today = (now_ms if now_ms is not None else int(time.time() * 1000)) // MS_PER_DAY
+    return ensure_partitions(conn, list(range(today, today + days_ahead + 1)))
+
+
+def raw_partitions(conn: psycopg.Connection[Any]) -> list[str]:
+    """Names of the raw-reading partitions (plain) or chunks (TimescaleDB), oldest first."""
+    if recorded_backend(conn) is Backend.TIMESCALE:
+        rows = conn.execute(
+            "SELECT format('%I.%I', chunk_schema, chunk_name) FROM timescaledb_information.chunks"
+            " WHERE hypertable_name = 'readings' ORDER BY range_start").fetchall()
+    else:
+        rows = conn.execute(
+            "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid"
+            " WHERE i.inhparent = 'readings'::regclass ORDER BY c.relname").fetchall()
+    return [str(r[0]) for r in rows]
+
+
+def set_raw_retention(conn: psycopg.Connection[Any], keep: timedelta) -> None:
+    """TimescaleDB: replace the retention policy on raw readings. Plain: nothing to set,
+    run :func:`drop_expired` from the maintenance job with the same period."""
+    if recorded_backend(conn) is not Backend.TIMESCALE:
+        return
+    with conn.transaction():
+        conn.execute("SELECT remove_retention_policy('readings', if_exists => true)")
+        conn.execute("SELECT add_retention_policy('readings', %s::interval)", (keep,))

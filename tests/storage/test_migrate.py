@@ -1,0 +1,98 @@
+"""Migrations: from empty, re-run, concurrent runs, edited files, both backends' variants."""
+
+from __future__ import annotations
+
+import re
+import threading
+from importlib import resources
+
+import psycopg
+import pytest
+
+from storage.exceptions import MigrationError
+from storage.migrate import Backend, load_migrations, migrate, recorded_backend
+
+pytestmark = pytest.mark.postgres
+
+EXPECTED_TABLES = {"kits", "readings", "window_partials", "window_presence", "rejected_frames",
+                   "h3_cells", "schema_migrations"}
+
+
+def tables(conn: psycopg.Connection[tuple[str]]) -> set[str]:
+    rows = conn.execute("SELECT relname FROM pg_class c"
+                        " JOIN pg_namespace n ON n.oid = c.relnamespace"
+                        " WHERE nspname = 'public' AND relkind IN ('r', 'p')").fetchall()
+    return {r[0] for r in rows}
+
+
+def test_migrate_from_empty_then_rerun(database_url: str) -> None:
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        assert recorded_backend(conn) is None
+        report = migrate(conn)  # no TimescaleDB on the harness: plain
+        assert report.backend is Backend.PLAIN
+        assert report.applied == tuple(m.version for m in load_migrations(Backend.PLAIN))
+        assert tables(conn) >= EXPECTED_TABLES
+        again = migrate(conn)
+        assert again.applied == ()
+        assert again.current_version == report.current_version
+        assert conn.execute("SELECT count(*) FROM schema_migrations").fetchone() == (
+            len(report.applied),)
+        with pytest.raises(MigrationError, match="created for the plain backend"):
+            migrate(conn, backend=Backend.TIMESCALE)
+
+
+def test_concurrent_migrations_apply_once(database_url: str) -> None:
+    errors: list[BaseException] = []
+    reports = []
+
+    def run() -> None:
+        try:
+            with psycopg.connect(database_url, autocommit=True) as conn:
+                reports.append(migrate(conn))
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert sorted(len(r.applied) for r in reports)[-1] > 0
+    assert sum(len(r.applied) for r in reports) == len(load_migrations(Backend.PLAIN))
+
+
+def test_an_edited_migration_is_refused(database_url: str) -> None:
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        migrate(conn)
+        conn.execute("UPDATE schema_migrations SET checksum = 'x' WHERE version = 1")
+        with pytest.raises(MigrationError, match="was changed after it was applied"):
+            migrate(conn)
+        conn.execute("INSERT INTO schema_migrations (version, name, backend, checksum)"
+                     " VALUES (9999, 'future', 'plain', 'y')")
+        with pytest.raises(MigrationError, match="does not know"):
+            migrate(conn)
+
+
+def test_a_connection_in_a_transaction_is_refused(database_url: str) -> None:
+    with psycopg.connect(database_url) as conn:
+        conn.execute("SELECT 1")
+        with pytest.raises(MigrationError, match="outside any transaction"):
+            migrate(conn)
+
+
+def _columns(text: str) -> list[str]:
+    body = text[text.index("CREATE TABLE readings ("):]
+    body = body[:body.index("PRIMARY KEY")]
+    return [line.strip() for line in body.splitlines()[1:] if line.strip()]
+
+
+def test_both_backends_define_the_same_readings_table() -> None:
+    files = resources.files("storage.migrations")
+    plain = _columns(files.joinpath("0002_readings.plain.sql").read_text())
+    timescale = _columns(files.joinpath("0002_readings.timescale.sql").read_text())
+    assert plain == timescale
+    assert len(plain) == 25
+    assert [re.split(r"\s+", c)[0] for c in plain][:5] == ["kit_id", "boot_id", "seq", "idx", "ts"]
+    assert [m.version for m in load_migrations(Backend.PLAIN)] == [
+        m.version for m in load_migrations(Backend.TIMESCALE)]
