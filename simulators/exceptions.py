@@ -1,0 +1,23 @@
+"""Errors of the fleet simulator.
+
+SimulatorError
+├── SimulatorConfigError   an option is out of range or malformed (names the option)
+├── PublishError           the MQTT broker could not be reached or did not acknowledge
+└── FrameFileError         a frame file is not one of ours, or is truncated (names the offset)
+"""
+
+
+class SimulatorError(Exception):
+    """Base of the errors raised by :mod:`simulators`."""
+
+
+class SimulatorConfigError(SimulatorError, ValueError):
+    """An option is out of range or malformed; the message names the option."""
+
+
+class PublishError(SimulatorError):
+    """The broker could not be reached, refused us, or did not acknowledge in time."""
+
+
+class FrameFileError(SimulatorError):
+    """A frame file is not in our format or ends in the middle of a record."""

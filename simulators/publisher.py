@@ -1,0 +1,209 @@
+"""Publishing over real MQTT: paho-mqtt 2, QoS 1, a bounded window of unacknowledged messages.
+
+One connection carries the whole fleet's publications (a simulator stands in
+for many kits; per-kit connections would only measure the broker's connection
+handling). :meth:`MqttPublisher.send` blocks while ``max_inflight`` messages
+wait for their PUBACK, so publishing runs at the broker's pace without either
+waiting for each message in turn or queueing without limit: that window is the
+back-pressure. :meth:`MqttPublisher.close` waits for every acknowledgement
+before disconnecting.
+
+paho runs its network loop in its own thread (``loop_start``); the callbacks
+only count and notify.
+"""
+
+from __future__ import annotations
+
+import ssl
+import threading
+import uuid
+from types import TracebackType
+from typing import Any, Self
+from urllib.parse import unquote, urlsplit
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.reasoncodes import ReasonCode
+
+from simulators.exceptions import PublishError, SimulatorConfigError
+from simulators.fleet import Publication
+
+DEFAULT_TOPIC_ROOT = "bikesense/v1"
+
+
+class MqttPublisher:
+    """QoS 1 publisher with at most ``max_inflight`` messages awaiting their PUBACK."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        topic_root: str = DEFAULT_TOPIC_ROOT,
+        client_id: str | None = None,
+        max_inflight: int = 200,
+        ack_timeout_s: float = 30.0,
+        connect_timeout_s: float = 10.0,
+    ) -> None:
+        parts = urlsplit(url)
+        if parts.scheme not in {"mqtt", "mqtts"} or not parts.hostname:
+            raise SimulatorConfigError(f"MQTT URL must look like mqtt://host:1883 (got {url!r})")
+        if max_inflight < 1:
+            raise SimulatorConfigError(f"max_inflight must be ≥ 1 (got {max_inflight})")
+        self.url = url
+        self.topic_root = topic_root.rstrip("/")
+        self.max_inflight = max_inflight
+        self.ack_timeout_s = ack_timeout_s
+        self.connect_timeout_s = connect_timeout_s
+        self.published = 0
+        self.acknowledged = 0
+        self._host = parts.hostname
+        self._port = parts.port or (8883 if parts.scheme == "mqtts" else 1883)
+        self._cond = threading.Condition()
+        self._connected = False
+        self._refused: str | None = None
+        self._closed = False
+        self._client = mqtt.Client(
+            CallbackAPIVersion.VERSION2,
+            client_id=client_id or f"bikesense-sim-{uuid.uuid4().hex[:12]}",
+            protocol=mqtt.MQTTv311,
+        )
+        # paho sends at most this many QoS 1 messages before PUBACKs come back; our
+        # window below is the same, so paho's own queue never grows past it.
+        self._client.max_inflight_messages_set(max_inflight)
+        if parts.username:
+            self._client.username_pw_set(
+                unquote(parts.username), unquote(parts.password) if parts.password else None
+            )
+        if parts.scheme == "mqtts":
+            self._client.tls_set(cert_reqs=ssl.CERT_REQUIRED)
+        self._client.on_connect = self._on_connect
+        self._client.on_disconnect = self._on_disconnect
+        self._client.on_publish = self._on_publish
+
+    # -- paho callbacks (network thread): count and notify, nothing else -------
+
+    def _on_connect(
+        self,
+        client: mqtt.Client,
+        userdata: Any,
+        flags: mqtt.ConnectFlags,
+        reason: ReasonCode,
+        properties: Any,
+    ) -> None:
+        with self._cond:
+            if reason.is_failure:
+                self._refused = str(reason)
+            else:
+                self._connected = True
+            self._cond.notify_all()
+
+    def _on_disconnect(
+        self,
+        client: mqtt.Client,
+        userdata: Any,
+        flags: mqtt.DisconnectFlags,
+        reason: ReasonCode,
+        properties: Any,
+    ) -> None:
+        with self._cond:
+            self._connected = False
+            self._cond.notify_all()
+
+    def _on_publish(
+        self, client: mqtt.Client, userdata: Any, mid: int, reason: ReasonCode, properties: Any
+    ) -> None:
+        with self._cond:
+            self.acknowledged += 1
+            self._cond.notify_all()
+
+    # -- use ------------------------------------------------------------------
+
+    def connect(self) -> None:
+        """Connect and wait for the broker's CONNACK."""
+        try:
+            self._client.connect(self._host, self._port, keepalive=30)
+        except OSError as exc:
+            self._client.loop_stop()
+            raise PublishError(f"cannot reach the MQTT broker at {self.url}: {exc}") from exc
+        self._client.loop_start()
+        with self._cond:
+            ok = self._cond.wait_for(
+                lambda: self._connected or self._refused is not None, self.connect_timeout_s
+            )
+        if self._refused is not None or not ok:
+            self._stop()
+            why = self._refused or f"no CONNACK within {self.connect_timeout_s:g} s"
+            raise PublishError(f"MQTT broker at {self.url} did not accept us: {why}")
+
+    def send(self, pub: Publication) -> None:
+        """Publish one simulated publication under this publisher's topic root."""
+        self.publish(pub.topic(self.topic_root), pub.payload, retain=pub.retain)
+
+    def publish(self, topic: str, payload: bytes, *, retain: bool = False) -> None:
+        """QoS 1 publish; blocks while the window of unacknowledged messages is full."""
+        if self._closed:
+            raise PublishError("publisher is closed")
+        with self._cond:
+            if not self._cond.wait_for(
+                lambda: self.published - self.acknowledged < self.max_inflight, self.ack_timeout_s
+            ):
+                raise PublishError(
+                    f"{self.published - self.acknowledged} messages unacknowledged for "
+                    f"{self.ack_timeout_s:g} s by {self.url}"
+                )
+            self.published += 1
+        info = self._client.publish(topic, payload, qos=1, retain=retain)
+        # NO_CONN is fine: paho keeps the message and sends it after reconnecting.
+        if info.rc not in (mqtt.MQTT_ERR_SUCCESS, mqtt.MQTT_ERR_NO_CONN):
+            with self._cond:
+                self.published -= 1
+            raise PublishError(f"paho refused to publish to {topic}: {mqtt.error_string(info.rc)}")
+
+    def flush(self, timeout_s: float | None = None) -> None:
+        """Wait until every message published so far is acknowledged."""
+        wait = self.ack_timeout_s if timeout_s is None else timeout_s
+        with self._cond:
+            if not self._cond.wait_for(lambda: self.acknowledged >= self.published, wait):
+                raise PublishError(
+                    f"{self.published - self.acknowledged} of {self.published} "
+                    f"messages still unacknowledged after {wait:g} s"
+                )
+
+    def close(self) -> None:
+        """Wait for outstanding acknowledgements, then disconnect cleanly."""
+        if self._closed:
+            return
+        try:
+            self.flush()
+        finally:
+            self._stop()
+
+    def abort(self) -> None:
+        """Disconnect now, without waiting for acknowledgements (idempotent)."""
+        if not self._closed:
+            self._stop()
+
+    def _stop(self) -> None:
+        self._closed = True
+        self._client.disconnect()
+        self._client.loop_stop()
+        # loop_stop leaves the socket to the garbage collector when the loop thread
+        # ended on its own; close it here so no ResourceWarning escapes.
+        sock = self._client.socket()
+        if sock is not None:
+            sock.close()
+
+    def __enter__(self) -> Self:
+        self.connect()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self._stop()
