@@ -28,6 +28,7 @@ PLACE_AND_TIME_FLAGS = (
     | QaFlag.GNSS_FAULT
     | QaFlag.FAR_FUTURE
     | QaFlag.TOO_OLD
+    | QaFlag.CLOCK_UNSYNCED
 )
 
 _PM_FLAGS = (
@@ -47,6 +48,7 @@ _NO2_FLAGS = (
 _NOISE_FLAGS = (
     QaFlag.NOISE_FAULT | QaFlag.NOISE_STUCK | QaFlag.NOISE_OUT_OF_RANGE | QaFlag.BAD_INTERVAL
 )
+_CLIMATE_FLAGS = QaFlag.CLIMATE_OUT_OF_RANGE | QaFlag.CLIMATE_FAULT
 
 #: Flags that exclude a reading from each metric's published aggregates.
 EXCLUDING_FLAGS: Mapping[Metric, QaFlag] = MappingProxyType(
@@ -56,8 +58,8 @@ EXCLUDING_FLAGS: Mapping[Metric, QaFlag] = MappingProxyType(
         Metric.PM10: PLACE_AND_TIME_FLAGS | _PM_FLAGS,
         Metric.NO2: PLACE_AND_TIME_FLAGS | _NO2_FLAGS,
         Metric.NOISE: PLACE_AND_TIME_FLAGS | _NOISE_FLAGS,
-        Metric.TEMPERATURE: PLACE_AND_TIME_FLAGS | QaFlag.CLIMATE_OUT_OF_RANGE,
-        Metric.HUMIDITY: PLACE_AND_TIME_FLAGS | QaFlag.CLIMATE_OUT_OF_RANGE,
+        Metric.TEMPERATURE: PLACE_AND_TIME_FLAGS | _CLIMATE_FLAGS,
+        Metric.HUMIDITY: PLACE_AND_TIME_FLAGS | _CLIMATE_FLAGS,
     }
 )
 

@@ -12,6 +12,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import IntFlag
 
+import numpy as np
+
+from firmware_protocol.frames import StatusBits
 from stream.core.exceptions import InvalidConfigError
 
 
@@ -50,12 +53,15 @@ class QaFlag(IntFlag):
     BAD_INTERVAL = 1 << 24  # interval_ms zero or absurd: no time weight for noise energy
     # Temperature and humidity.
     CLIMATE_OUT_OF_RANGE = 1 << 25
+    CLIMATE_FAULT = 1 << 26  # kit reports its temperature / humidity sensor faulty
+    # Time again: the kit says its clock is free-running, not GNSS or NTP time.
+    CLOCK_UNSYNCED = 1 << 27
 
     # Groups, for asking "any sensor stuck?" and the like.
-    SENSOR_FAULT = PM_FAULT | NO2_FAULT | NOISE_FAULT | GNSS_FAULT
+    SENSOR_FAULT = PM_FAULT | NO2_FAULT | NOISE_FAULT | GNSS_FAULT | CLIMATE_FAULT
     STUCK_SENSOR = PM_STUCK | NO2_STUCK | NOISE_STUCK
     OUT_OF_RANGE = PM_OUT_OF_RANGE | NO2_OUT_OF_RANGE | NOISE_OUT_OF_RANGE | CLIMATE_OUT_OF_RANGE
-    ALL = (1 << 26) - 1
+    ALL = (1 << 28) - 1
 
 
 def flag_names(flags: int) -> list[str]:
@@ -119,6 +125,8 @@ class QaConfig:
     lamax_slack_db: float = 0.5
     # A reading's interval: more than an hour is not a mobile reading.
     max_interval_s: float = 3600.0
+    # History older than this (a pause as long as a ride gap) informs no check.
+    context_gap_s: float = 20 * 60.0
 
     def __post_init__(self) -> None:
         positive = {
@@ -129,6 +137,7 @@ class QaConfig:
             "no2_stuck_s": self.no2_stuck_s,
             "noise_stuck_s": self.noise_stuck_s,
             "max_interval_s": self.max_interval_s,
+            "context_gap_s": self.context_gap_s,
         }
         for name, value in positive.items():
             if not value > 0:
@@ -140,3 +149,82 @@ class QaConfig:
             if not low < high:
                 msg = f"QaConfig.{name} must be (low, high) with low < high (got {(low, high)!r})"
                 raise InvalidConfigError(msg)
+
+
+#: Device status bits (firmware_protocol.StatusBits) and the flag each becomes.
+_STATUS_FLAGS: tuple[tuple[StatusBits, QaFlag], ...] = (
+    (StatusBits.WARMING_UP, QaFlag.WARMING_UP),
+    (StatusBits.PM_FAULT, QaFlag.PM_FAULT),
+    (StatusBits.NO2_FAULT, QaFlag.NO2_FAULT),
+    (StatusBits.NOISE_FAULT, QaFlag.NOISE_FAULT),
+    (StatusBits.GNSS_FAULT, QaFlag.GNSS_FAULT),
+    (StatusBits.LOW_BATTERY, QaFlag.LOW_BATTERY),
+    (StatusBits.TH_FAULT, QaFlag.CLIMATE_FAULT),
+    (StatusBits.CLOCK_UNSYNCED, QaFlag.CLOCK_UNSYNCED),
+)
+
+
+def _outside(values: np.ndarray, bounds: tuple[float, float]) -> np.ndarray:
+    """True where a value is present and outside [low, high]; NaN is "absent", not bad."""
+    with np.errstate(invalid="ignore"):
+        return (values < bounds[0]) | (values > bounds[1])
+
+
+def reading_flags(enriched: np.ndarray, config: QaConfig) -> np.ndarray:
+    """Flags that each reading earns on its own, without the kit's history (``uint32``)."""
+    n = len(enriched)
+    flags = np.zeros(n, dtype=np.uint32)
+
+    def mark(mask: np.ndarray, flag: QaFlag) -> None:
+        flags[mask] |= np.uint32(int(flag))
+
+    status = enriched["status"].astype(np.uint32)
+    for bit, flag in _STATUS_FLAGS:
+        mark((status & np.uint32(int(bit))) != 0, flag)
+
+    lat = enriched["lat_deg"]
+    lon = enriched["lon_deg"]
+    finite = np.isfinite(lat) & np.isfinite(lon)
+    mark((enriched["gnss_fix"] == 0) | ~finite, QaFlag.NO_FIX)
+    with np.errstate(invalid="ignore"):
+        mark(finite & ((np.abs(lat) > 90) | (np.abs(lon) > 180)), QaFlag.INVALID_POSITION)
+        island = config.null_island_deg
+        mark(finite & (np.abs(lat) < island) & (np.abs(lon) < island), QaFlag.NULL_ISLAND)
+        hdop = enriched["hdop"]
+        sats = enriched["satellites"]
+        poor = (hdop > config.max_hdop) | (
+            np.isnan(hdop) & (sats >= 0) & (sats < config.min_satellites)
+        )
+        mark(poor, QaFlag.POOR_HDOP)
+        mark(enriched["speed_mps"] > config.max_speed_mps, QaFlag.IMPOSSIBLE_SPEED)
+
+    ts = enriched["ts_ms"]
+    received = enriched["received_ms"]
+    mark(ts > received + int(config.max_future_s * 1000), QaFlag.FAR_FUTURE)
+    mark(ts < received - int(config.max_age_s * 1000), QaFlag.TOO_OLD)
+
+    pm = [enriched[c].astype(np.float64) for c in ("pm1_ugm3", "pm25_ugm3", "pm10_ugm3")]
+    mark(np.logical_or.reduce([_outside(v, config.pm_range_ugm3) for v in pm]),
+         QaFlag.PM_OUT_OF_RANGE)
+    with np.errstate(invalid="ignore"):
+        slack = config.pm_order_slack_ugm3
+        mark((pm[0] > pm[1] + slack) | (pm[1] > pm[2] + slack) | (pm[0] > pm[2] + slack),
+             QaFlag.PM_INCONSISTENT)
+        any_pm = ~np.isnan(pm[0]) | ~np.isnan(pm[1]) | ~np.isnan(pm[2])
+        mark(any_pm & (enriched["humidity_pct"] > config.humid_pm_rh_pct), QaFlag.HUMID_PM)
+    mark(_outside(enriched["no2_ugm3"], config.no2_range_ugm3), QaFlag.NO2_OUT_OF_RANGE)
+
+    laeq = enriched["noise_laeq_db"]
+    lamax = enriched["noise_lamax_db"]
+    mark(_outside(laeq, config.noise_range_db) | _outside(lamax, config.noise_range_db),
+         QaFlag.NOISE_OUT_OF_RANGE)
+    with np.errstate(invalid="ignore"):
+        mark(lamax < laeq - config.lamax_slack_db, QaFlag.NOISE_INCONSISTENT)
+    interval = enriched["interval_ms"]
+    mark(~np.isnan(laeq) & ((interval == 0) | (interval > config.max_interval_s * 1000)),
+         QaFlag.BAD_INTERVAL)
+
+    mark(_outside(enriched["temperature_c"], config.temperature_range_c)
+         | _outside(enriched["humidity_pct"], config.humidity_range_pct),
+         QaFlag.CLIMATE_OUT_OF_RANGE)
+    return flags

@@ -104,6 +104,9 @@ def assign_rides(
 ) -> RideAssignment:
     """Ride ids for readings sorted by (kit, time), and each kit's updated ride memory."""
     starts = segment_starts(kit_ids, boot_ids, ts_ms, config.gap_s)
+    if len(starts) == 0:
+        empty = np.zeros(0, dtype=np.int64)
+        return RideAssignment(empty, starts, empty, {})
     ends = np.append(starts[1:], len(ts_ms)) - 1
     gap_ms = config.gap_s * 1000
     memory: dict[int, list[RideSpan]] = {}

@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from stream_factories import T0_MS, random_enriched
 
 from stream.core.aggregate import aggregate, hist_bins, merge_partials
 from stream.core.binning import parent_cells
@@ -18,6 +17,7 @@ from stream.core.policy import DEFAULT_POLICY, EXCLUDING_FLAGS
 from stream.core.qa import QaFlag
 from stream.core.summary import laeq_db, summarise
 from stream.core.windows import window_starts_ms
+from tests.stream.stream_factories import T0_MS, random_enriched
 
 RES = (7, 9, 10)
 WINDOWS = (60, 3600, 86400)

@@ -10,12 +10,12 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from stream_factories import random_enriched
 
 from stream.core.aggregate import aggregate
 from stream.core.exceptions import InvalidBatchError
 from stream.core.partials import HIST_EDGES, PARTIAL_DTYPE, Metric
 from stream.core.summary import ALL_DAYS, lden, summarise
+from tests.stream.stream_factories import random_enriched
 
 AMS = ZoneInfo("Europe/Amsterdam")
 
