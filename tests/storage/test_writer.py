@@ -8,12 +8,12 @@ from typing import Any
 import numpy as np
 import psycopg
 import pytest
-from storage_factories import T0_MS, make_readings
-from storage_reference import ReferenceAggregate, merge, presence, reading_partials
 
 from storage.exceptions import BatchError
 from storage.writer import WriteResult, dedupe, write_batch
 from stream.core.partials import PARTIAL_DTYPE, PRESENCE_DTYPE, Metric
+from tests.storage.storage_factories import T0_MS, make_readings
+from tests.storage.storage_reference import ReferenceAggregate, merge, presence, reading_partials
 
 pytestmark = pytest.mark.postgres
 

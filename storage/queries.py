@@ -1,0 +1,371 @@
+"""Reads for the API: cell statistics in a bbox, time series, and raw readings streamed.
+
+Statistics are merged from the window partials in SQL (sums add, min / max take
+the extreme, histograms add element-wise) and derived in numpy by
+``stream.core.summary.summarise``, the same code the stream uses, so mean,
+sample standard deviation, p50 / p95 from the histogram and LAeq on energy
+mean one thing everywhere.
+
+Privacy (DESIGN.md decision 4): a cell-window contributes only if at least
+``min_rides`` distinct rides passed through it, and a cell (or time bucket) is
+returned only if it was seen on at least ``min_days`` distinct days. Both
+default to 0 for internal use; the public API passes its k.
+
+Every function comes twice: for ``psycopg.Connection`` and, prefixed with
+``a``, for ``psycopg.AsyncConnection``. They share the SQL and the conversions.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import AsyncIterator, Iterator, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, LiteralString
+
+import numpy as np
+import psycopg
+from h3.api import basic_int as h3int
+from psycopg import sql
+
+from storage import copybin
+from storage.exceptions import QueryError
+from storage.writer import READING_COLUMNS
+from stream.core.batch import ENRICHED_DTYPE
+from stream.core.partials import HIST_BINS, PARTIAL_DTYPE, Metric
+from stream.core.summary import SUMMARY_DTYPE, summarise
+
+#: Derived statistics of one cell (or one time bucket) with its coverage.
+STATS_DTYPE = np.dtype([
+    *((name, SUMMARY_DTYPE[name]) for name in SUMMARY_DTYPE.names or ()),
+    ("rides", "<i8"),  # distinct rides over the selection
+    ("days", "<i8"),  # distinct days over the selection
+    ("lat_deg", "<f8"),  # cell centre (NaN for a bbox time series)
+    ("lon_deg", "<f8"),
+])
+
+_INT32_MAX = 2**31 - 1
+
+
+@dataclass(frozen=True, slots=True)
+class BBox:
+    """WGS84 bounds; ``west > east`` means the box crosses the antimeridian."""
+
+    west: float
+    south: float
+    east: float
+    north: float
+
+    def __post_init__(self) -> None:
+        if not -90 <= self.south <= self.north <= 90:
+            raise QueryError(f"bbox latitudes must satisfy -90 <= south <= north <= 90 "
+                             f"(got south={self.south}, north={self.north})")
+        if not (-180 <= self.west <= 180 and -180 <= self.east <= 180):
+            raise QueryError(f"bbox longitudes must be within -180..180 "
+                             f"(got west={self.west}, east={self.east})")
+
+
+@dataclass(frozen=True, slots=True)
+class Selection:
+    """Which windows a query merges: one metric, resolution and window size, a time range."""
+
+    metric: Metric
+    resolution: int
+    window_s: int
+    start: datetime  # windows starting at or after this ...
+    end: datetime  # ... and before this
+    min_rides: int = 0  # k: distinct rides a cell-window needs to count
+    min_days: int = 0  # distinct days a cell / bucket needs to be returned
+
+    def __post_init__(self) -> None:
+        if self.start.tzinfo is None or self.end.tzinfo is None:
+            raise QueryError("start and end must be timezone-aware datetimes")
+        if not self.start < self.end:
+            raise QueryError(f"start ({self.start.isoformat()}) must be before end "
+                             f"({self.end.isoformat()})")
+        if not 0 <= self.resolution <= 15:
+            raise QueryError(f"H3 resolution must be 0..15 (got {self.resolution})")
+        if self.window_s <= 0:
+            raise QueryError(f"window size must be positive (got {self.window_s} s)")
+        if self.min_rides < 0 or self.min_days < 0:
+            raise QueryError("min_rides and min_days cannot be negative")
+
+    def params(self) -> dict[str, Any]:
+        return {"metric": int(self.metric), "res": self.resolution, "window_s": self.window_s,
+                "start": self.start, "end": self.end, "k": self.min_rides,
+                "min_days": self.min_days}
+
+
+def _bbox_params(bbox: BBox) -> dict[str, Any]:
+    return {"west": bbox.west, "south": bbox.south, "east": bbox.east, "north": bbox.north}
+
+
+_WANTED_BBOX: LiteralString = """
+wanted AS (
+    SELECT cell FROM h3_cells
+    WHERE resolution = %(res)s
+      AND lat_deg BETWEEN %(south)s AND %(north)s
+      AND CASE WHEN %(west)s <= %(east)s THEN lon_deg BETWEEN %(west)s AND %(east)s
+               ELSE lon_deg >= %(west)s OR lon_deg <= %(east)s END
+)"""
+
+_WANTED_CELL: LiteralString = "wanted AS (SELECT %(cell)s::bigint AS cell)"
+
+# The cell-windows with at least k distinct rides.
+_PASSING: LiteralString = """
+passing AS (
+    SELECT pr.cell, pr.window_start
+    FROM window_presence pr
+    WHERE pr.resolution = %(res)s AND pr.window_s = %(window_s)s
+      AND pr.window_start >= %(start)s AND pr.window_start < %(end)s
+      AND pr.cell IN (SELECT cell FROM wanted)
+    GROUP BY pr.cell, pr.window_start
+    HAVING count(DISTINCT pr.ride_id) >= %(k)s
+)"""
+
+_MERGED: LiteralString = """
+    sum(p.n), sum(p.sum), sum(p.sumsq), min(p.min), max(p.max),
+    sum(p.energy), sum(p.duration_s), max(p.lamax_db), bikesense_hist_sum(p.hist)"""
+
+_PARTIALS_IN_RANGE: LiteralString = """
+    FROM window_partials p JOIN passing USING (cell, window_start)
+    WHERE p.metric = %(metric)s AND p.resolution = %(res)s AND p.window_s = %(window_s)s
+      AND p.window_start >= %(start)s AND p.window_start < %(end)s"""
+
+_PRESENCE_IN_RANGE: LiteralString = """
+    FROM window_presence pr JOIN passing USING (cell, window_start)
+    WHERE pr.resolution = %(res)s AND pr.window_s = %(window_s)s
+      AND pr.window_start >= %(start)s AND pr.window_start < %(end)s"""
+
+_CELLS_QUERY: LiteralString = (
+    "WITH " + _WANTED_BBOX + "," + _PASSING + """,
+agg AS (SELECT p.cell AS key, """ + _MERGED + _PARTIALS_IN_RANGE + """ GROUP BY p.cell),
+pres AS (SELECT pr.cell AS key, count(DISTINCT pr.ride_id) AS rides,
+                count(DISTINCT pr.day) AS days""" + _PRESENCE_IN_RANGE + """ GROUP BY pr.cell)
+SELECT agg.*, pres.rides, pres.days, c.lat_deg, c.lon_deg
+FROM agg JOIN pres USING (key) JOIN h3_cells c ON c.cell = agg.key
+WHERE pres.days >= %(min_days)s
+ORDER BY agg.key""")
+
+_BUCKET: LiteralString = (
+    "(extract(epoch FROM date_bin(make_interval(secs => %(bucket_s)s), {col},"
+    " timestamptz '1970-01-01 00:00:00+00')) * 1000)::bigint")
+
+
+def _series_query(wanted: LiteralString) -> LiteralString:
+    p_bucket: LiteralString = _BUCKET.replace("{col}", "p.window_start")
+    pr_bucket: LiteralString = _BUCKET.replace("{col}", "pr.window_start")
+    return (
+        "WITH " + wanted + "," + _PASSING + """,
+agg AS (SELECT """ + p_bucket + " AS key, " + _MERGED + _PARTIALS_IN_RANGE + """ GROUP BY 1),
+pres AS (SELECT """ + pr_bucket + """ AS key, count(DISTINCT pr.ride_id) AS rides,
+                count(DISTINCT pr.day) AS days""" + _PRESENCE_IN_RANGE + """ GROUP BY 1)
+SELECT agg.*, pres.rides, pres.days, 'NaN'::float8, 'NaN'::float8
+FROM agg JOIN pres USING (key)
+WHERE pres.days >= %(min_days)s
+ORDER BY agg.key""")
+
+
+_SERIES_BBOX_QUERY = _series_query(_WANTED_BBOX)
+_SERIES_CELL_QUERY = _series_query(_WANTED_CELL)
+
+
+def _stats(rows: Sequence[tuple[Any, ...]], sel: Selection, *, by_cell: bool,
+           window_s: int) -> np.ndarray:
+    """Rows of (key, merged partial columns, rides, days, lat, lon) to ``STATS_DTYPE``."""
+    partials = np.zeros(len(rows), dtype=PARTIAL_DTYPE)
+    extra = np.zeros(len(rows), dtype=[("rides", "<i8"), ("days", "<i8"),
+                                       ("lat_deg", "<f8"), ("lon_deg", "<f8")])
+    hist = np.zeros((len(rows), HIST_BINS), dtype=np.int64)
+    for i, (key, n, s, ss, lo, hi, energy, duration, lamax, h, rides, days, lat,
+            lon) in enumerate(rows):
+        partials[i] = (sel.metric, sel.resolution, key if by_cell else 0, window_s,
+                       0 if by_cell else key, n, s, ss,
+                       np.nan if lo is None else lo, np.nan if hi is None else hi,
+                       energy, duration, np.nan if lamax is None else lamax, 0)
+        hist[i] = h
+        extra[i] = (rides, days, lat, lon)
+    # Histograms are int32 in the partial contract; a merge over a long range could
+    # exceed that, and only the shape matters for percentiles, so scale it down.
+    top = int(hist.max(initial=0))
+    if top > _INT32_MAX:
+        hist //= math.ceil(top / _INT32_MAX)
+    partials["hist"] = hist
+    summary = summarise(partials)  # sorted by key, as the rows are
+    key = "cell" if by_cell else "window_start_ms"
+    if not np.array_equal(summary[key], partials[key]):
+        raise QueryError(f"rows were not unique and sorted by {key}")  # a bug, not bad input
+    out = np.zeros(len(rows), dtype=STATS_DTYPE)
+    for name in SUMMARY_DTYPE.names or ():
+        out[name] = summary[name]
+    for name in extra.dtype.names or ():
+        out[name] = extra[name]
+    return out
+
+
+def _series_args(sel: Selection, bucket_s: int, bbox: BBox | None,
+                 cell: int | None) -> tuple[LiteralString, dict[str, Any]]:
+    if (bbox is None) == (cell is None):
+        raise QueryError("give exactly one of bbox and cell")
+    if bucket_s <= 0 or bucket_s % sel.window_s:
+        raise QueryError(f"the bucket ({bucket_s} s) must be a positive multiple of the "
+                         f"window size ({sel.window_s} s)")
+    params = sel.params() | {"bucket_s": bucket_s}
+    if cell is not None:
+        if not h3int.is_valid_cell(cell) or h3int.get_resolution(cell) != sel.resolution:
+            raise QueryError(f"cell {cell:x} is not a valid H3 cell at resolution "
+                             f"{sel.resolution}")
+        return _SERIES_CELL_QUERY, params | {"cell": cell}
+    assert bbox is not None
+    return _SERIES_BBOX_QUERY, params | _bbox_params(bbox)
+
+
+def cell_stats(conn: psycopg.Connection[Any], sel: Selection, bbox: BBox) -> np.ndarray:
+    """Per cell whose centre is in ``bbox``: statistics over the selection (``STATS_DTYPE``),
+    sorted by cell."""
+    rows = conn.execute(_CELLS_QUERY, sel.params() | _bbox_params(bbox)).fetchall()
+    return _stats(rows, sel, by_cell=True, window_s=sel.window_s)
+
+
+def time_series(conn: psycopg.Connection[Any], sel: Selection, bucket_s: int, *,
+                bbox: BBox | None = None, cell: int | None = None) -> np.ndarray:
+    """Per time bucket (``window_start_ms`` = bucket start) over one cell or a bbox's cells:
+    statistics (``STATS_DTYPE``), sorted by time. ``bucket_s`` is a multiple of the window."""
+    query, params = _series_args(sel, bucket_s, bbox, cell)
+    rows = conn.execute(query, params).fetchall()
+    return _stats(rows, sel, by_cell=False, window_s=bucket_s)
+
+
+async def acell_stats(conn: psycopg.AsyncConnection[Any], sel: Selection,
+                      bbox: BBox) -> np.ndarray:
+    """:func:`cell_stats` for an async connection."""
+    cur = await conn.execute(_CELLS_QUERY, sel.params() | _bbox_params(bbox))
+    return _stats(await cur.fetchall(), sel, by_cell=True, window_s=sel.window_s)
+
+
+async def atime_series(conn: psycopg.AsyncConnection[Any], sel: Selection, bucket_s: int, *,
+                       bbox: BBox | None = None, cell: int | None = None) -> np.ndarray:
+    """:func:`time_series` for an async connection."""
+    query, params = _series_args(sel, bucket_s, bbox, cell)
+    cur = await conn.execute(query, params)
+    return _stats(await cur.fetchall(), sel, by_cell=False, window_s=bucket_s)
+
+
+# ---------------------------------------------------------------------- raw readings
+
+#: The readings' columns on the wire of the export COPY: those of the writer's staging
+#: table without its row number. NULLs are turned back into NaN / -1 / 0 in SQL, so
+#: every row has the same width and a chunk decodes with one ``np.frombuffer``.
+EXPORT_COLUMNS = READING_COLUMNS[1:]
+
+_EXPORT_SELECT: LiteralString = """
+SELECT kit_id, boot_id, seq, idx, ts,
+    COALESCE(lat_deg, 'NaN'::float8), COALESCE(lon_deg, 'NaN'::float8), gnss_fix,
+    COALESCE(hdop, 'NaN'::real), COALESCE(satellites, -1::smallint),
+    COALESCE(speed_mps, 'NaN'::real), COALESCE(pm1_ugm3, 'NaN'::real),
+    COALESCE(pm25_ugm3, 'NaN'::real), COALESCE(pm10_ugm3, 'NaN'::real),
+    COALESCE(no2_ugm3, 'NaN'::real), COALESCE(noise_laeq_db, 'NaN'::real),
+    COALESCE(noise_lamax_db, 'NaN'::real), interval_ms, COALESCE(temperature_c, 'NaN'::real),
+    COALESCE(humidity_pct, 'NaN'::real), status, qa_flags, COALESCE(cell, 0::bigint), ride_id,
+    received_at
+FROM readings
+WHERE """
+
+
+def _export_copy(start: datetime, end: datetime, bbox: BBox | None,
+                 kit_ids: Sequence[int] | None, clean_only: bool) -> sql.Composed:
+    if start.tzinfo is None or end.tzinfo is None:
+        raise QueryError("start and end must be timezone-aware datetimes")
+    # COPY takes no parameters: values go in as literals, quoted by psycopg.
+    lit = sql.Literal
+    where: list[sql.Composable] = [sql.SQL("ts >= {} AND ts < {}").format(lit(start), lit(end))]
+    if bbox is not None:
+        where.append(sql.SQL("lat_deg BETWEEN {} AND {}").format(lit(bbox.south), lit(bbox.north)))
+        lon = ("lon_deg BETWEEN {} AND {}" if bbox.west <= bbox.east
+               else "(lon_deg >= {} OR lon_deg <= {})")
+        where.append(sql.SQL(lon).format(lit(bbox.west), lit(bbox.east)))
+    if kit_ids is not None:
+        where.append(sql.SQL("kit_id = ANY({}::bigint[])").format(lit([int(k) for k in kit_ids])))
+    if clean_only:
+        where.append(sql.SQL("qa_flags = 0"))
+    return sql.SQL("COPY ({}{} ORDER BY ts, kit_id, boot_id, seq, idx) TO STDOUT (FORMAT BINARY)"
+                   ).format(sql.SQL(_EXPORT_SELECT), sql.SQL(" AND ").join(where))
+
+
+class _ReadingDecoder:
+    """Turns binary COPY chunks into ``ENRICHED_DTYPE`` arrays of ``chunk_rows`` rows."""
+
+    def __init__(self, chunk_rows: int) -> None:
+        if chunk_rows <= 0:
+            raise QueryError(f"chunk_rows must be positive (got {chunk_rows})")
+        self.row_bytes = copybin.row_dtype(EXPORT_COLUMNS).itemsize
+        self.chunk_bytes = chunk_rows * self.row_bytes
+        self.buffer = bytearray()
+        self.header_seen = False
+
+    def feed(self, data: bytes | bytearray | memoryview) -> Iterator[np.ndarray]:
+        self.buffer += data
+        if not self.header_seen:
+            if len(self.buffer) < len(copybin.HEADER):
+                return
+            if not self.buffer.startswith(copybin.SIGNATURE):
+                raise QueryError("the server's COPY output is not binary COPY")
+            del self.buffer[:len(copybin.HEADER)]
+            self.header_seen = True
+        while len(self.buffer) >= self.chunk_bytes:
+            yield self._decode(self.chunk_bytes)
+
+    def finish(self) -> Iterator[np.ndarray]:
+        if self.buffer[-2:] == copybin.TRAILER:
+            del self.buffer[-2:]
+        whole = len(self.buffer) - len(self.buffer) % self.row_bytes
+        if len(self.buffer) != whole:
+            raise QueryError("the server's COPY output ended inside a row")
+        if whole:
+            yield self._decode(whole)
+
+    def _decode(self, size: int) -> np.ndarray:
+        rows = copybin.decode_rows(EXPORT_COLUMNS, bytes(self.buffer[:size]))
+        del self.buffer[:size]
+        out = np.empty(len(rows), dtype=ENRICHED_DTYPE)
+        for name in ENRICHED_DTYPE.names or ():
+            if name == "ts_ms":
+                out[name] = copybin.pg_timestamp_to_ms(rows["ts"])
+            elif name == "received_ms":
+                out[name] = copybin.pg_timestamp_to_ms(rows["received_at"])
+            else:
+                out[name] = rows[name]
+        return out
+
+
+def iter_readings(conn: psycopg.Connection[Any], *, start: datetime, end: datetime,
+                  bbox: BBox | None = None, kit_ids: Sequence[int] | None = None,
+                  clean_only: bool = False, chunk_rows: int = 50_000) -> Iterator[np.ndarray]:
+    """Raw readings with ``start <= ts < end`` in time order, as ``ENRICHED_DTYPE`` chunks.
+
+    One binary ``COPY ... TO STDOUT``: the server streams, and memory here stays
+    at one chunk whatever the row count. Absent values come back as NaN, -1
+    satellites and cell 0, as the stream produced them. Stop iterating early
+    and the COPY is cancelled when the generator is closed.
+    """
+    decoder = _ReadingDecoder(chunk_rows)
+    statement = _export_copy(start, end, bbox, kit_ids, clean_only)
+    with conn.cursor() as cur, cur.copy(statement) as copy:
+        for data in copy:
+            yield from decoder.feed(data)
+    yield from decoder.finish()
+
+
+async def aiter_readings(conn: psycopg.AsyncConnection[Any], *, start: datetime, end: datetime,
+                         bbox: BBox | None = None, kit_ids: Sequence[int] | None = None,
+                         clean_only: bool = False,
+                         chunk_rows: int = 50_000) -> AsyncIterator[np.ndarray]:
+    """:func:`iter_readings` for an async connection."""
+    decoder = _ReadingDecoder(chunk_rows)
+    statement = _export_copy(start, end, bbox, kit_ids, clean_only)
+    async with conn.cursor() as cur, cur.copy(statement) as copy:
+        async for data in copy:
+            for chunk in decoder.feed(data):
+                yield chunk
+    for chunk in decoder.finish():
+        yield chunk

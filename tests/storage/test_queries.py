@@ -1,0 +1,211 @@
+"""Reads for the API, against data written by the batch writer with the stream's own aggregation."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import numpy as np
+import psycopg
+import pytest
+from h3.api import basic_int as h3int
+
+from storage.exceptions import QueryError
+from storage.queries import (
+    BBox,
+    Selection,
+    acell_stats,
+    aiter_readings,
+    atime_series,
+    cell_stats,
+    iter_readings,
+    time_series,
+)
+from storage.writer import write_batch
+from stream.core.aggregate import aggregate
+from stream.core.partials import Metric
+from tests.storage.storage_factories import T0_MS, make_readings
+
+pytestmark = pytest.mark.postgres
+
+RESOLUTIONS = (8, 10)
+WINDOWS = (60, 3600)
+AGGREGATE = functools.partial(aggregate, resolutions=RESOLUTIONS, window_sizes_s=WINDOWS,
+                              day_tz="UTC")
+T0 = datetime.fromtimestamp(T0_MS / 1000, UTC)
+EVERYWHERE = BBox(-180, -90, 180, 90)
+UTRECHT = BBox(5.0, 52.0, 5.3, 52.2)
+
+
+@pytest.fixture
+def conn(migrated_database_url: str) -> Iterator[psycopg.Connection[Any]]:
+    with psycopg.connect(migrated_database_url, autocommit=True) as c:
+        yield c
+
+
+def selection(metric: Metric = Metric.PM25, res: int = 10, window_s: int = 60,
+              hours: int = 2, **kw: int) -> Selection:
+    return Selection(metric, res, window_s, T0, T0 + timedelta(hours=hours), **kw)
+
+
+def test_cell_stats_match_the_readings(conn: psycopg.Connection[Any]) -> None:
+    ride1 = make_readings(600, ride_id=11, seed=1)
+    ride2 = make_readings(300, kit_id=2, ride_id=12, seed=2, t0_ms=T0_MS + 1_800_000)
+    ride2["pm25_ugm3"][::7] = np.nan  # some readings lack the metric
+    for part in (ride1[:400], ride2, ride1[400:]):
+        write_batch(conn, part, AGGREGATE)
+    everything = np.concatenate([ride1, ride2])
+    stats = cell_stats(conn, selection(), UTRECHT)
+    parents = np.array([h3int.cell_to_parent(int(c), 10) for c in everything["cell"]])
+    assert stats["cell"].tolist() == sorted(set(parents.tolist()))
+    for row in stats:
+        x = everything["pm25_ugm3"][parents == row["cell"]].astype(np.float64)
+        x = x[~np.isnan(x)]
+        assert row["n"] == len(x)
+        assert row["mean"] == pytest.approx(x.mean(), rel=1e-9)
+        assert row["min"] == pytest.approx(x.min())
+        assert row["max"] == pytest.approx(x.max())
+        if len(x) > 1:
+            assert row["std"] == pytest.approx(x.std(ddof=1), rel=1e-6)
+        assert row["min"] <= row["p50"] <= row["p95"] <= row["max"]
+        assert np.isnan(row["laeq_db"])
+        lat, lon = h3int.cell_to_latlng(int(row["cell"]))
+        assert (row["lat_deg"], row["lon_deg"]) == pytest.approx((lat, lon))
+        assert row["days"] == 1
+        assert row["rides"] == len(set(everything["ride_id"][parents == row["cell"]].tolist()))
+    # Same numbers from 1-hour windows, and nothing outside the bbox or the time range.
+    hourly = cell_stats(conn, selection(window_s=3600), UTRECHT)
+    assert hourly["n"].tolist() == stats["n"].tolist()
+    assert len(cell_stats(conn, selection(), BBox(6.0, 52.0, 6.3, 52.2))) == 0
+    later = Selection(Metric.PM25, 10, 60, T0 + timedelta(hours=3), T0 + timedelta(hours=4))
+    assert len(cell_stats(conn, later, UTRECHT)) == 0
+
+
+def test_noise_laeq_is_the_energy_mean(conn: psycopg.Connection[Any]) -> None:
+    batch = make_readings(2, step_ms=10_000)
+    batch["noise_laeq_db"] = [60.0, 80.0]
+    batch["noise_lamax_db"] = [65.0, 91.5]
+    batch["lat_deg"], batch["lon_deg"] = 52.09, 5.12  # one cell
+    batch["cell"] = h3int.latlng_to_cell(52.09, 5.12, 12)
+    write_batch(conn, batch[1:], AGGREGATE)
+    write_batch(conn, batch[:1], AGGREGATE)
+    (row,) = cell_stats(conn, selection(Metric.NOISE), UTRECHT)
+    assert round(float(row["laeq_db"]), 1) == 77.0
+    assert row["mean"] == 70.0  # the arithmetic mean, for contrast
+    assert row["lamax_db"] == 91.5
+    assert row["duration_s"] == 20.0
+
+
+def test_privacy_thresholds(conn: psycopg.Connection[Any]) -> None:
+    # Three rides through the same spot in the same minute; one more ride alone elsewhere.
+    for ride in (1, 2, 3):
+        write_batch(conn, make_readings(5, kit_id=ride, ride_id=ride, seed=ride), AGGREGATE)
+    write_batch(conn, make_readings(5, kit_id=9, ride_id=9, lat0=52.15, lon0=5.2), AGGREGATE)
+    everyone = cell_stats(conn, selection(), UTRECHT)
+    k3 = cell_stats(conn, selection(min_rides=3), UTRECHT)
+    assert len(k3) < len(everyone)
+    assert (k3["rides"] >= 3).all()
+    assert len(cell_stats(conn, selection(min_days=2), UTRECHT)) == 0
+
+
+def test_time_series_for_a_cell_and_a_bbox(conn: psycopg.Connection[Any]) -> None:
+    batch = make_readings(3 * 3600 // 10, step_ms=10_000, seed=4)  # 3 hours, 1 reading / 10 s
+    batch["lat_deg"], batch["lon_deg"] = 52.09, 5.12
+    batch["cell"] = h3int.latlng_to_cell(52.09, 5.12, 12)
+    write_batch(conn, batch, AGGREGATE)
+    cell = h3int.cell_to_parent(int(batch["cell"][0]), 8)
+    sel = Selection(Metric.PM10, 8, 60, T0, T0 + timedelta(hours=3))
+    series = time_series(conn, sel, 3600, cell=cell)
+    assert series["window_start_ms"].tolist() == [T0_MS + h * 3_600_000 for h in range(3)]
+    assert series["n"].tolist() == [360, 360, 360]
+    for h, row in enumerate(series):
+        x = batch["pm10_ugm3"][h * 360:(h + 1) * 360].astype(np.float64)
+        assert row["mean"] == pytest.approx(x.mean(), rel=1e-9)
+        assert row["max"] == pytest.approx(x.max())
+    by_bbox = time_series(conn, sel, 1800, bbox=UTRECHT)
+    assert by_bbox["n"].sum() == 1080
+    assert len(by_bbox) == 6
+    with pytest.raises(QueryError, match="exactly one"):
+        time_series(conn, sel, 3600)
+    with pytest.raises(QueryError, match="multiple of the window"):
+        time_series(conn, sel, 90, cell=cell)
+    with pytest.raises(QueryError, match="resolution 8"):
+        time_series(conn, sel, 3600, cell=int(batch["cell"][0]))
+
+
+def test_bad_selections_are_refused() -> None:
+    with pytest.raises(QueryError, match="before end"):
+        Selection(Metric.PM25, 10, 60, T0, T0)
+    with pytest.raises(QueryError, match="timezone-aware"):
+        Selection(Metric.PM25, 10, 60, T0.replace(tzinfo=None), T0)
+    with pytest.raises(QueryError, match="resolution"):
+        Selection(Metric.PM25, 16, 60, T0, T0 + timedelta(hours=1))
+    with pytest.raises(QueryError, match="latitudes"):
+        BBox(0, 10, 1, 5)
+
+
+def test_antimeridian_bbox(conn: psycopg.Connection[Any]) -> None:
+    fiji = make_readings(5, lat0=-17.8, lon0=179.99, seed=5)
+    samoa = make_readings(5, kit_id=2, lat0=-13.8, lon0=-171.8, seed=6)
+    utrecht = make_readings(5, kit_id=3, seed=7)
+    for batch in (fiji, samoa, utrecht):
+        write_batch(conn, batch, AGGREGATE)
+    stats = cell_stats(conn, selection(), BBox(170, -30, -160, 0))
+    assert stats["n"].sum() == 10
+
+
+def test_iter_readings_round_trips_in_time_order(conn: psycopg.Connection[Any]) -> None:
+    a = make_readings(250, seed=1)
+    b = make_readings(130, kit_id=2, seed=2, t0_ms=T0_MS + 500)
+    b["satellites"][3] = -1
+    b["hdop"][4] = np.nan
+    b["cell"][5] = 0
+    write_batch(conn, np.concatenate([a, b]), AGGREGATE)
+    end = T0 + timedelta(hours=1)
+    chunks = list(iter_readings(conn, start=T0, end=end, chunk_rows=64))
+    assert [len(c) for c in chunks] == [64] * 5 + [60]
+    got = np.concatenate(chunks)
+    expected = np.concatenate([a, b])
+    expected = expected[np.lexsort((expected["idx"], expected["seq"], expected["boot_id"],
+                                    expected["kit_id"], expected["ts_ms"]))]
+    assert got.dtype == expected.dtype
+    for name in expected.dtype.names or ():
+        np.testing.assert_array_equal(got[name], expected[name], err_msg=name)
+    only_b = np.concatenate(list(iter_readings(conn, start=T0, end=end, kit_ids=[2])))
+    assert len(only_b) == 130
+    box = BBox(5.12, 52.09, 5.1215, 52.0910)
+    inside = np.concatenate(list(iter_readings(conn, start=T0, end=end, bbox=box)))
+    assert len(inside) > 0
+    assert ((inside["lat_deg"] >= 52.09) & (inside["lat_deg"] <= 52.091)).all()
+    assert list(iter_readings(conn, start=end, end=end + timedelta(hours=1))) == []
+    # Stopping early leaves the connection usable.
+    stream = iter_readings(conn, start=T0, end=end, chunk_rows=10)
+    next(stream)
+    stream.close()
+    assert conn.execute("SELECT 1").fetchone() == (1,)
+
+
+def test_async_twins(migrated_database_url: str) -> None:
+    with psycopg.connect(migrated_database_url, autocommit=True) as conn:
+        write_batch(conn, make_readings(120, seed=3), AGGREGATE)
+        sync_cells = cell_stats(conn, selection(), UTRECHT)
+        sync_series = time_series(conn, selection(), 600, bbox=UTRECHT)
+
+    async def run() -> tuple[np.ndarray, np.ndarray, int]:
+        async with await psycopg.AsyncConnection.connect(migrated_database_url,
+                                                         autocommit=True) as aconn:
+            cells = await acell_stats(aconn, selection(), UTRECHT)
+            series = await atime_series(aconn, selection(), 600, bbox=UTRECHT)
+            n = 0
+            async for chunk in aiter_readings(aconn, start=T0, end=T0 + timedelta(hours=1),
+                                              chunk_rows=50):
+                n += len(chunk)
+            return cells, series, n
+
+    cells, series, n = asyncio.run(run())
+    assert cells.tobytes() == sync_cells.tobytes()
+    assert series.tobytes() == sync_series.tobytes()
+    assert n == 120
