@@ -22,6 +22,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from stream.core.exceptions import InvalidBatchError
 from stream.core.qa import QaConfig, QaFlag, reading_flags
 from stream.core.state import KitState, Position, QaMemory, SensorRun
 
@@ -64,6 +65,10 @@ def apply_qa(enriched: np.ndarray, states: Mapping[int, KitState], config: QaCon
     flags = reading_flags(enriched, config)
     if len(enriched) == 0:
         return QaResult(flags, {})
+    kit, ts = enriched["kit_id"], enriched["ts_ms"]
+    if np.any((kit[1:] < kit[:-1]) | ((kit[1:] == kit[:-1]) & (ts[1:] < ts[:-1]))):
+        msg = "apply_qa needs readings sorted by (kit_id, ts_ms); process_batch sorts them"
+        raise InvalidBatchError(msg)
     segs = _segments(enriched, states, config)
     boot_start = _boot_starts(enriched, segs, states)
     flags |= _warmup_flags(enriched, segs.of_readings(boot_start), config)

@@ -83,8 +83,9 @@ class QaConfig:
     # If every position for this long looks like a jump, the anchor was the bad one
     # (e.g. the first fix after a cold start): trust the new track again.
     jump_reanchor_s: float = 30.0
-    # HDOP: 1–2 excellent, 2–5 good, 5–10 moderate (Langley, "Dilution of
-    # precision", GPS World, May 1999). Above 5 the error outgrows a res-10 cell edge.
+    # HDOP on the usual rating scale: 1–2 excellent, 2–5 good, 5–10 moderate
+    # (Wikipedia, "Dilution of precision (navigation)"). At 5, a few metres of range
+    # error become tens of metres of position error, near a res-10 cell's edge (66 m).
     max_hdop: float = 5.0
     # A 3-D fix needs four satellites; used when the kit reports no HDOP.
     min_satellites: int = 4

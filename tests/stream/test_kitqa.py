@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
+from stream.core.batch import enrich
+from stream.core.exceptions import InvalidBatchError
+from stream.core.kitqa import apply_qa
 from stream.core.process import CoreConfig, ProcessedBatch, process_batch
-from stream.core.qa import QaFlag
+from stream.core.qa import QaConfig, QaFlag
 from stream.core.state import KitState
 from tests.stream.stream_factories import riding
 
@@ -136,3 +140,9 @@ def test_late_data_does_not_move_the_kit_state_back() -> None:
     late = run(riding(30, seq0=50), first.states)
     assert late.states[7].qa == first.states[7].qa
     assert len(late.states[7].rides) == 2
+
+
+def test_apply_qa_refuses_unsorted_readings() -> None:
+    r = enrich(riding(5, seq0=50), received_ms=0)
+    with pytest.raises(InvalidBatchError, match="sorted"):
+        apply_qa(r[::-1], {}, QaConfig())
