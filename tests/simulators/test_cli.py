@@ -1,0 +1,65 @@
+"""``simulate`` and ``replay`` from the command line."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from simulators.cli import app
+from simulators.framefile import read_frame_file
+from simulators.truth import TruthRecord
+from tests.simulators.test_publisher import subscribed
+
+
+def test_simulate_to_a_file_with_keys_and_truth(tmp_path: Path) -> None:
+    out, keys, truth = tmp_path / "run.frames", tmp_path / "kits.json", tmp_path / "truth.npz"
+    result = CliRunner().invoke(app, [
+        "simulate", "--bikes", "3", "--minutes", "10", "--seed", "4", "--faults",
+        "typical,duplicate=0.2", "--out", str(out), "--keys-out", str(keys), "--truth-out",
+        str(truth), "--start", "2026-06-15T09:00+02:00"])
+    assert result.exit_code == 0, result.output
+    pubs = list(read_frame_file(out))
+    kits = json.loads(keys.read_text())
+    assert len(kits) == 3
+    assert all(len(bytes.fromhex(k["key"])) == 32 for k in kits)
+    record = TruthRecord.load(truth)
+    assert record.summary()["frames_duplicated"] > 0
+    assert pubs[0].publish_ms >= 1_781_506_800_000
+    # Same options, same file.
+    again = tmp_path / "again.frames"
+    CliRunner().invoke(app, ["simulate", "--bikes", "3", "--minutes", "10", "--seed", "4",
+                             "--faults", "typical,duplicate=0.2", "--out", str(again),
+                             "--start", "2026-06-15T09:00+02:00"])
+    assert again.read_bytes() == out.read_bytes()
+
+
+def test_bad_options_are_reported(tmp_path: Path) -> None:
+    runner = CliRunner()
+    result = runner.invoke(app, ["simulate", "--faults", "sometimes", "--out", str(tmp_path / "f")])
+    assert result.exit_code != 0
+    assert "sometimes" in result.output
+    result = runner.invoke(app, ["simulate", "--speed", "warp", "--out", str(tmp_path / "f")])
+    assert result.exit_code != 0
+    assert "speed" in result.output
+
+
+@pytest.mark.mqtt
+def test_simulate_and_replay_over_mqtt(tmp_path: Path, mqtt_url: str,
+                                       unique_topic_prefix: str) -> None:
+    root = f"{unique_topic_prefix}/bikesense/v1"
+    out = tmp_path / "run.frames"
+    with subscribed(mqtt_url, f"{root}/kits/+/up") as sub:
+        result = CliRunner().invoke(app, [
+            "simulate", "--bikes", "2", "--minutes", "5", "--out", str(out), "--mqtt",
+            "--mqtt-url", mqtt_url, "--topic-root", root])
+        assert result.exit_code == 0, result.output
+        frames = [p for p in read_frame_file(out) if p.topic(root).endswith("/up")]
+        sub.wait_for(len(frames))
+        result = CliRunner().invoke(app, ["replay", str(out), "--mqtt-url", mqtt_url,
+                                          "--topic-root", root])
+        assert result.exit_code == 0, result.output
+        sub.wait_for(2 * len(frames))
+    assert sorted(p for _, p, _ in sub.messages) == sorted(2 * [f.payload for f in frames])
