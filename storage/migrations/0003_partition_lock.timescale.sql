@@ -1,0 +1,3 @@
+-- Nothing to change on TimescaleDB: chunks are created by TimescaleDB itself
+-- (the plain variant of this version fixes partition creation under concurrency).
+SELECT 1;
