@@ -8,6 +8,8 @@ only *annotates* it. docs/stream.md has the reasoning for each flag.
 
 from __future__ import annotations
 
+import functools
+import operator
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -64,9 +66,7 @@ EXCLUDING_FLAGS: Mapping[Metric, QaFlag] = MappingProxyType(
 )
 
 #: Flags that never exclude anything: kept on the raw reading for researchers.
-ANNOTATING_FLAGS = QaFlag(
-    int(QaFlag.ALL) & ~int(np.bitwise_or.reduce([int(f) for f in EXCLUDING_FLAGS.values()]))
-)
+ANNOTATING_FLAGS = QaFlag.ALL & ~functools.reduce(operator.or_, EXCLUDING_FLAGS.values())
 
 
 @dataclass(frozen=True, slots=True)

@@ -221,3 +221,12 @@ def test_merge_is_associative_and_idempotent(seed: int, n: int, parts: int) -> N
         stepwise = merge_partials(np.concatenate([stepwise, piece]))
     assert_same_partials(stepwise, partials)
     assert_same_partials(merge_partials(stepwise), stepwise)
+
+
+def test_presence_counts_only_rides_with_published_readings() -> None:
+    rows = noise_rows([60.0] * 4)
+    rows["ride_id"] = [rows["ride_id"][0]] * 2 + [rows["ride_id"][1]] * 2
+    rows["ride_id"][2:] += 1  # make sure the two rides differ
+    rows["qa_flags"][2:] = QaFlag.POSITION_JUMP  # the second ride's readings are all excluded
+    _, presence = aggregate(rows, [10], [3600])
+    assert presence["ride_id"].tolist() == [rows["ride_id"][0]]
