@@ -76,7 +76,7 @@ def test_any_batching_gives_the_all_at_once_aggregates(
 
     got, want = stored(conn), expected_partials(readings)
     assert len(got) == len(want)
-    for name in PARTIAL_KEY_FIELDS + ("n", "min", "max", "hist"):
+    for name in (*PARTIAL_KEY_FIELDS, "n", "min", "max", "hist"):
         np.testing.assert_array_equal(got[name], want[name], err_msg=name)
     # Floating sums depend on the order of addition; they agree to rounding.
     for name in ("sum", "sumsq", "energy", "duration_s"):

@@ -1,0 +1,128 @@
+"""The TimescaleDB path: runs only with BIKESENSE_TEST_TIMESCALE_URL (DESIGN.md decision 5).
+
+The same migrations and the same writer as on plain PostgreSQL; here readings
+are a hypertable with compression and retention policies.
+"""
+
+from __future__ import annotations
+
+import functools
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import numpy as np
+import psycopg
+import pytest
+from psycopg import sql
+
+from storage.migrate import Backend, migrate
+from storage.queries import BBox, Selection, cell_stats, iter_readings
+from storage.retention import drop_expired, raw_partitions, set_raw_retention
+from storage.writer import MS_PER_DAY, write_batch
+from stream.core.aggregate import aggregate
+from stream.core.partials import Metric
+from tests.storage.storage_factories import T0_MS, make_readings
+
+pytestmark = [pytest.mark.timescale, pytest.mark.postgres]
+
+AGGREGATE = functools.partial(aggregate, resolutions=(8, 10), window_sizes_s=(60, 3600),
+                              day_tz="UTC")
+T0 = datetime.fromtimestamp(T0_MS / 1000, UTC)
+
+
+@pytest.fixture
+def ts_conn(timescale_url: str) -> Iterator[psycopg.Connection[Any]]:
+    name = f"test_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(timescale_url, autocommit=True) as admin:
+        admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    base, _, _ = timescale_url.rpartition("/")
+    try:
+        with psycopg.connect(f"{base}/{name}", autocommit=True) as conn:
+            report = migrate(conn)
+            assert report.backend is Backend.TIMESCALE
+            yield conn
+    finally:
+        with psycopg.connect(timescale_url, autocommit=True) as admin:
+            admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
+                sql.Identifier(name)))
+
+
+def partial_sum(conn: psycopg.Connection[Any]) -> tuple[Any, ...] | None:
+    return conn.execute("SELECT sum(n), sum(sum), count(*) FROM window_partials").fetchone()
+
+
+def test_hypertable_and_policies(ts_conn: psycopg.Connection[Any]) -> None:
+    assert migrate(ts_conn).applied == ()
+    row = ts_conn.execute("SELECT count(*) FROM timescaledb_information.hypertables"
+                          " WHERE hypertable_name = 'readings'").fetchone()
+    assert row == (1,)
+    jobs = {r[0] for r in ts_conn.execute(
+        "SELECT proc_name FROM timescaledb_information.jobs"
+        " WHERE hypertable_name = 'readings'").fetchall()}
+    assert {"policy_compression", "policy_retention"} <= jobs
+    set_raw_retention(ts_conn, timedelta(days=30))
+    config = ts_conn.execute(
+        "SELECT config ->> 'drop_after' FROM timescaledb_information.jobs"
+        " WHERE hypertable_name = 'readings' AND proc_name = 'policy_retention'").fetchone()
+    assert config == ("30 days",)
+
+
+def test_writer_exactly_once_across_compression(ts_conn: psycopg.Connection[Any]) -> None:
+    old = make_readings(200, kit_id=1, t0_ms=T0_MS - 10 * MS_PER_DAY, seed=1)
+    new = make_readings(200, kit_id=2, seed=2)
+    assert write_batch(ts_conn, old, AGGREGATE).inserted == 200
+    assert write_batch(ts_conn, new, AGGREGATE).inserted == 200
+    assert len(raw_partitions(ts_conn)) == 2
+    before = partial_sum(ts_conn)
+
+    ts_conn.execute("SELECT compress_chunk(c) FROM show_chunks('readings') AS c")
+    compressed = ts_conn.execute(
+        "SELECT count(*) FROM timescaledb_information.chunks"
+        " WHERE hypertable_name = 'readings' AND is_compressed").fetchone()
+    assert compressed == (2,)
+    # Redelivery into compressed chunks: nothing changes.
+    assert write_batch(ts_conn, old, AGGREGATE).inserted == 0
+    assert write_batch(ts_conn, np.concatenate([old[50:], new[:10]]), AGGREGATE).inserted == 0
+    assert partial_sum(ts_conn) == before
+    # Late data into a compressed chunk lands, in its own windows.
+    late = make_readings(50, kit_id=3, t0_ms=T0_MS - 10 * MS_PER_DAY + 3_600_000, seed=3)
+    assert write_batch(ts_conn, late, AGGREGATE).inserted == 50
+    got = np.concatenate(list(iter_readings(
+        ts_conn, start=T0 - timedelta(days=11), end=T0 + timedelta(days=1))))
+    assert len(got) == 450
+    assert (np.diff(got["ts_ms"]) >= 0).all()
+
+    stats = cell_stats(ts_conn, Selection(Metric.PM25, 10, 60, T0, T0 + timedelta(hours=1)),
+                       BBox(5.0, 52.0, 5.3, 52.2))
+    assert stats["n"].sum() == 200
+
+
+def test_retention_drops_chunks_and_keeps_aggregates(ts_conn: psycopg.Connection[Any]) -> None:
+    write_batch(ts_conn, make_readings(30, kit_id=1, t0_ms=T0_MS - 5 * MS_PER_DAY), AGGREGATE)
+    write_batch(ts_conn, make_readings(30, kit_id=2), AGGREGATE)
+    before = partial_sum(ts_conn)
+    dropped = drop_expired(ts_conn, T0 - timedelta(days=2))
+    assert len(dropped) == 1
+    assert ts_conn.execute("SELECT count(*) FROM readings").fetchone() == (30,)
+    assert partial_sum(ts_conn) == before
+
+
+def test_policies_run(ts_conn: psycopg.Connection[Any]) -> None:
+    # Background workers of 2.28 on PostgreSQL 15.20 report "cannot drop portal"
+    # (DESIGN.md decision 5): run the jobs in the foreground instead.
+    write_batch(ts_conn, make_readings(30, kit_id=1, t0_ms=T0_MS - 200 * MS_PER_DAY), AGGREGATE)
+    write_batch(ts_conn, make_readings(30, kit_id=2, t0_ms=T0_MS - 20 * MS_PER_DAY), AGGREGATE)
+    write_batch(ts_conn, make_readings(30, kit_id=3, t0_ms=int(datetime.now(UTC).timestamp()
+                                                                * 1000)), AGGREGATE)
+    jobs = dict(ts_conn.execute(
+        "SELECT proc_name, job_id FROM timescaledb_information.jobs"
+        " WHERE hypertable_name = 'readings'").fetchall())
+    ts_conn.execute(sql.SQL("CALL run_job({})").format(sql.Literal(jobs["policy_retention"])))
+    ts_conn.execute(sql.SQL("CALL run_job({})").format(sql.Literal(jobs["policy_compression"])))
+    assert ts_conn.execute("SELECT count(*) FROM readings").fetchone() == (60,)
+    compressed = ts_conn.execute(
+        "SELECT count(*) FROM timescaledb_information.chunks"
+        " WHERE hypertable_name = 'readings' AND is_compressed").fetchone()
+    assert compressed == (1,)
