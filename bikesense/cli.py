@@ -7,6 +7,9 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+import ingest.cli as ingest_cli
+import simulators.cli as simulators_cli
+import storage.cli as storage_cli
 from bikesense.exceptions import BikesenseError
 from bikesense.services import LocalServices
 from bikesense.settings import Settings, load_settings
@@ -20,6 +23,10 @@ app = typer.Typer(
 services_app = typer.Typer(help="Start, inspect and stop the embedded PostgreSQL and Mosquitto.",
                            no_args_is_help=True)
 app.add_typer(services_app, name="services")
+app.add_typer(storage_cli.app, name="db")
+app.add_typer(ingest_cli.kits_app, name="kits")
+app.command("ingest")(ingest_cli.ingest_command)
+app.add_typer(simulators_cli.app, name="sim")
 
 console = Console()
 err_console = Console(stderr=True)
@@ -40,8 +47,10 @@ def fail(exc: Exception) -> typer.Exit:
 
 @services_app.command("up")
 def services_up(
-    postgres: Annotated[bool, typer.Option(help="Start PostgreSQL unless BIKESENSE_DATABASE_URL is set.")] = True,
-    mosquitto: Annotated[bool, typer.Option(help="Start Mosquitto unless BIKESENSE_MQTT_URL is set.")] = True,
+    postgres: Annotated[bool, typer.Option(
+        help="Start PostgreSQL unless BIKESENSE_DATABASE_URL is set.")] = True,
+    mosquitto: Annotated[bool, typer.Option(
+        help="Start Mosquitto unless BIKESENSE_MQTT_URL is set.")] = True,
 ) -> None:
     """Start PostgreSQL and Mosquitto on free loopback ports (skipping those configured by URL)."""
     settings = settings_or_exit()
@@ -81,7 +90,7 @@ def _print_status(settings: Settings) -> None:
         state = "[green]running[/green]" if alive else "[red]stopped[/red]"
         lines.append(f"{name:<10} {state}  {record.url}  pid {record.pid}  log {record.log_file}")
     if not lines:
-        console.print("nothing is running; start the embedded services with `bikesense services up`")
+        console.print("nothing is running; start them with `bikesense services up`")
         return
     for line in lines:
         console.print(line, soft_wrap=True)

@@ -8,7 +8,7 @@ message ends in exactly one place: readings, a reject, or a status update.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -22,20 +22,10 @@ from firmware_protocol import (
 )
 from firmware_protocol.readings import READING_DTYPE
 from ingest.exceptions import TopicError
+from ingest.keys import KeyLookup
 from ingest.mqtt import InboundMessage
 from ingest.topics import TopicKind, TopicLayout
 from ingest.validation import AdmissionRules, IngestReject, check_readings
-
-
-@dataclass(frozen=True, slots=True)
-class KitKey:
-    kit_id: int
-    key: bytes
-    active: bool
-
-
-#: Looks a kit up by id: None for a kit that was never registered.
-KeyLookup = Callable[[int], KitKey | None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,7 +138,8 @@ def _admit_status(message: InboundMessage, topic_kit: int, keys: KeyLookup,
     kit = keys(topic_kit)
     if kit is None or not kit.active:
         reason = IngestReject.UNKNOWN_KIT if kit is None else IngestReject.REVOKED_KIT
-        result.rejects.append(_reject(message, topic_kit, reason, "status from a kit we do not accept"))
+        result.rejects.append(_reject(message, topic_kit, reason,
+                                      "status from a kit we do not accept"))
         return
     result.statuses.append(StatusUpdate(topic_kit, status, message.received_ms))
 

@@ -112,8 +112,10 @@ class MqttSubscriber:
         self._client.on_connect = self._on_connect
         self._client.on_disconnect = self._on_disconnect
         self._client.on_message = self._on_message
+        self._client.on_subscribe = self._on_subscribe
         self._generation = 0
         self._connected = threading.Event()
+        self._subscribed = threading.Event()
         self._lock = threading.Lock()
 
     # -- paho callbacks (network thread) --------------------------------------------------
@@ -131,6 +133,14 @@ class MqttSubscriber:
         log.info("connected to MQTT %s:%d (session present: %s)", self.address.host,
                  self.address.port, flags.session_present)
         self._connected.set()
+
+    def _on_subscribe(self, _client: mqtt.Client, _userdata: Any, _mid: int,
+                      reason_codes: list[ReasonCode], _properties: Any) -> None:
+        refused = [str(code) for code in reason_codes if code.is_failure]
+        if refused:
+            log.error("MQTT broker refused our subscriptions %s: %s", self._subscriptions, refused)
+            return
+        self._subscribed.set()
 
     def _on_disconnect(self, _client: mqtt.Client, _userdata: Any,
                        _flags: mqtt.DisconnectFlags, reason_code: ReasonCode,
@@ -152,12 +162,13 @@ class MqttSubscriber:
     # -- the runtime's side ----------------------------------------------------------------
 
     def start(self, *, wait_s: float = 10.0) -> None:
-        """Connect (retrying in the background) and wait until the first connection is up."""
+        """Connect (retrying in the background); return once the subscriptions are in place."""
         self._client.connect_async(self.address.host, self.address.port, self._keepalive_s)
         self._client.loop_start()
-        if not self._connected.wait(wait_s):
+        if not self._subscribed.wait(wait_s):
             self.stop()
-            raise BrokerError(f"could not connect to MQTT broker {self.address.host}:"
+            state = "subscribe" if self._connected.is_set() else "connect"
+            raise BrokerError(f"could not {state} to MQTT broker {self.address.host}:"
                               f"{self.address.port} within {wait_s:.0f} s")
 
     @property
@@ -183,3 +194,6 @@ class MqttSubscriber:
     def stop(self) -> None:
         self._client.disconnect()
         self._client.loop_stop()
+        # paho leaves its socket and wake-up socket pair to the garbage collector;
+        # close them now (ResourceWarnings are errors in the tests, and leaks in a service).
+        self._client._reset_sockets()

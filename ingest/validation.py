@@ -19,7 +19,7 @@ import numpy as np
 
 
 class IngestReject(StrEnum):
-    """Reasons ingest refuses a frame, besides the decoder's own (firmware_protocol.RejectReason)."""
+    """Why ingest refuses a frame, beyond the decoder's own ``RejectReason``."""
 
     BAD_TOPIC = "bad_topic"
     TOPIC_MISMATCH = "topic_mismatch"
@@ -72,8 +72,8 @@ def check_readings(readings: np.ndarray, received_ms: int, rules: AdmissionRules
     }
     keep = np.ones(len(readings), dtype=bool)
     reasons: dict[IngestReject, np.ndarray] = {}
-    for reason, bad in checks.items():
-        bad &= keep  # each dropped reading is charged to its first failing rule
+    for reason, failed in checks.items():
+        bad = failed & keep  # each dropped reading is charged to its first failing rule
         if bad.any():
             reasons[reason] = np.flatnonzero(bad)
             keep &= ~bad

@@ -1,0 +1,166 @@
+"""``bikesense ingest`` and ``bikesense kits ...``."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Any
+
+import psycopg
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from bikesense.exceptions import BikesenseError
+from bikesense.settings import Settings, load_settings, resolve_database_url, resolve_mqtt_url
+from ingest.broker_auth import acl_text, kit_mqtt_password, write_password_file
+from ingest.exceptions import IngestError
+from ingest.topics import DEFAULT_SHARE_GROUP, TopicLayout
+from storage.cli import master_key_from_environment
+from storage.exceptions import StorageError
+from storage.kits import kit_secrets, list_kits, register_kit, revoke_kit
+
+kits_app = typer.Typer(help="Register, list and revoke sensor kits; broker credentials.",
+                       no_args_is_help=True)
+console = Console()
+err_console = Console(stderr=True)
+
+
+def _settings() -> Settings:
+    try:
+        return load_settings()
+    except BikesenseError as exc:
+        err_console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from exc
+
+
+def _connect(settings: Settings) -> psycopg.Connection[Any]:
+    try:
+        return psycopg.connect(resolve_database_url(settings), autocommit=True)
+    except (BikesenseError, psycopg.OperationalError) as exc:
+        err_console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from exc
+
+
+@kits_app.command("add")
+def kits_add(
+    kit_id: Annotated[int, typer.Argument(min=0, max=2**32 - 1, help="The kit's 32-bit id.")],
+    pseudonym: Annotated[str | None, typer.Option(help="Public name (random if omitted).")] = None,
+) -> None:
+    """Register a kit; prints its secret and MQTT password once, to flash into the kit."""
+    settings = _settings()
+    with _connect(settings) as conn:
+        try:
+            creds = register_kit(conn, master_key_from_environment(settings), kit_id, pseudonym)
+        except (StorageError, BikesenseError) as exc:
+            err_console.print(f"[red]error:[/red] {exc}")
+            raise typer.Exit(1) from exc
+    console.print(f"kit {creds.kit_id} registered as {creds.pseudonym}")
+    typer.echo(f"secret: {creds.secret.hex()}")
+    typer.echo(f"mqtt user: {creds.kit_id}")
+    typer.echo(f"mqtt password: {kit_mqtt_password(creds.secret)}")
+
+
+@kits_app.command("list")
+def kits_list() -> None:
+    """The registered kits, without secrets."""
+    with _connect(_settings()) as conn:
+        kits = list_kits(conn)
+    table = Table("kit", "pseudonym", "status", "last seen", "battery %", "firmware")
+    for k in kits:
+        table.add_row(str(k.kit_id), k.pseudonym, k.status,
+                      k.last_seen_at.isoformat(timespec="seconds") if k.last_seen_at else "never",
+                      f"{k.battery_pct:.0f}" if k.battery_pct is not None else "",
+                      k.firmware_version or "")
+    console.print(table)
+
+
+@kits_app.command("revoke")
+def kits_revoke(kit_id: Annotated[int, typer.Argument(help="The kit's id.")]) -> None:
+    """Stop accepting a kit's frames (takes effect in ingest within 30 s)."""
+    with _connect(_settings()) as conn:
+        try:
+            changed = revoke_kit(conn, kit_id)
+        except StorageError as exc:
+            err_console.print(f"[red]error:[/red] {exc}")
+            raise typer.Exit(1) from exc
+    console.print(f"kit {kit_id} {'revoked' if changed else 'was already revoked'}")
+
+
+@kits_app.command("broker-acl")
+def kits_broker_acl(
+    out: Annotated[Path, typer.Option(help="Folder for the password and ACL files.")] = Path(
+        "deploy/mosquitto"),
+    ingest_password: Annotated[str, typer.Option(
+        envvar="BIKESENSE_MQTT_INGEST_PASSWORD", help="Password of the ingest service user.")] = "",
+    topic_root: Annotated[str, typer.Option(help="Topic root.")] = TopicLayout().root,
+) -> None:
+    """Write Mosquitto password and ACL files: each kit may publish only to its own topics."""
+    settings = _settings()
+    if not ingest_password:
+        err_console.print("[red]error:[/red] set --ingest-password or "
+                          "BIKESENSE_MQTT_INGEST_PASSWORD")
+        raise typer.Exit(2)
+    with _connect(settings) as conn:
+        secrets = kit_secrets(conn, master_key_from_environment(settings))
+    credentials = {str(k): kit_mqtt_password(s.secret) for k, s in secrets.items() if s.active}
+    credentials["bikesense-ingest"] = ingest_password
+    try:
+        write_password_file(out / "passwords", credentials)
+    except IngestError as exc:
+        err_console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(1) from exc
+    (out / "acl").write_text(acl_text(TopicLayout(topic_root), {"bikesense-ingest": "read"}))
+    console.print(f"wrote {out / 'passwords'} ({len(credentials) - 1} kits) and {out / 'acl'}; "
+                  "point Mosquitto's password_file and acl_file at them (docs/mqtt.md)")
+
+
+class Destination(StrEnum):
+    DATABASE = "database"
+    KAFKA = "kafka"
+
+
+def ingest_command(
+    to: Annotated[Destination, typer.Option(
+        help="database: the embedded runtime (ingest, stream core and storage in this process); "
+             "kafka: produce admitted readings for the faust workers.")] = Destination.DATABASE,
+    client_id: Annotated[str | None, typer.Option(
+        help="MQTT client id; keep it stable across restarts (persistent session).")] = None,
+    share_group: Annotated[str, typer.Option(help="Shared subscription group.")] =
+        DEFAULT_SHARE_GROUP,
+    topic_root: Annotated[str, typer.Option(help="Topic root.")] = TopicLayout().root,
+    log_level: Annotated[str, typer.Option(help="Logging level.")] = "INFO",
+) -> None:
+    """Take kit frames from MQTT; store them (default) or hand them to Kafka."""
+    logging.basicConfig(level=log_level.upper(),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    settings = _settings()
+    name = client_id or f"bikesense-ingest-{socket.gethostname()}-{os.getuid()}"
+    try:
+        if to is Destination.KAFKA:
+            from stream.distributed import run_kafka_ingest  # noqa: PLC0415
+
+            run_kafka_ingest(settings, client_id=name, share_group=share_group,
+                             topic_root=topic_root)
+            return
+        from stream.embedded import (  # noqa: PLC0415
+            EmbeddedConfig,
+            EmbeddedRuntime,
+            run_until_signalled,
+        )
+        from stream.settings import core_config  # noqa: PLC0415
+
+        config = EmbeddedConfig(
+            mqtt_url=resolve_mqtt_url(settings), database_url=resolve_database_url(settings),
+            client_id=name, share_group=share_group, topic_root=topic_root,
+            core=core_config(settings),
+        )
+        runtime = EmbeddedRuntime(config, master_key_from_environment(settings))
+        asyncio.run(run_until_signalled(runtime))
+    except BikesenseError as exc:
+        err_console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(1) from exc

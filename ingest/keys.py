@@ -1,0 +1,54 @@
+"""A cache of kit keys, so that authenticating a frame costs no database round trip.
+
+Known kits are served from memory and the whole table is re-read every
+``ttl_s`` (a revocation takes effect within that time). A kit that is not in
+the cache triggers a re-read at most once per ``miss_interval_s``, so a flood
+of frames from unknown kits cannot hammer the database. When the re-read
+fails, the error propagates: "unknown" is only said of a kit the database
+confirmed it does not know.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True, slots=True)
+class KitKey:
+    """A kit's MAC key as ingest needs it."""
+
+    kit_id: int
+    key: bytes = field(repr=False)
+    active: bool
+
+
+#: Looks a kit up by id: None for a kit that was never registered.
+KeyLookup = Callable[[int], "KitKey | None"]
+KeyLoader = Callable[[], Mapping[int, KitKey]]
+
+
+class KeyCache:
+    def __init__(self, load: KeyLoader, *, ttl_s: float = 30.0, miss_interval_s: float = 1.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self._load = load
+        self._ttl_s = ttl_s
+        self._miss_interval_s = miss_interval_s
+        self._clock = clock
+        self._keys: Mapping[int, KitKey] = {}
+        self._loaded_at = float("-inf")
+        self._lock = threading.Lock()
+
+    def _refresh(self) -> None:
+        keys = self._load()
+        self._keys = keys
+        self._loaded_at = self._clock()
+
+    def lookup(self, kit_id: int) -> KitKey | None:
+        with self._lock:
+            age = self._clock() - self._loaded_at
+            if age > self._ttl_s or (kit_id not in self._keys and age > self._miss_interval_s):
+                self._refresh()
+            return self._keys.get(kit_id)

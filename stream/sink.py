@@ -1,0 +1,135 @@
+"""The embedded runtime's sink: one transaction per batch, then the broker may be acked.
+
+Everything a batch of messages produced — new readings and their aggregates,
+rejected frames, kit status and last-seen times, and a live-update
+notification — is written in one transaction, so a batch is either wholly
+durable (and then acked) or not at all (and then delivered again).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+from functools import partial
+from typing import Any
+
+import numpy as np
+import psycopg
+
+from api.live import CHANNEL as LIVE_CHANNEL
+from api.live import notify_payload
+from ingest.admission import Admitted
+from ingest.keys import KitKey
+from storage.kits import MasterKey, kit_secrets, record_status, touch_last_seen
+from storage.rejects import Reject, insert_rejects
+from storage.writer import WriteResult, write_batch
+from stream.core.binning import parent_cells
+from stream.core.partials import METRIC_COLUMNS
+from stream.core.process import CoreConfig, aggregate_new_rows
+from stream.core.windows import window_starts_ms
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class WriteOutcome:
+    admitted: Admitted
+    inserted: int
+    duplicates: int
+    partials_merged: int
+    rejects: int
+
+
+class PostgresSink:
+    """Owns one connection; reconnects on the next write after the database comes back."""
+
+    def __init__(self, database_url: str, core: CoreConfig, master_key: MasterKey) -> None:
+        self._url = database_url
+        self._core = core
+        self._master_key = master_key
+        self._aggregate = partial(aggregate_new_rows, config=core)
+        self._conn: psycopg.Connection[Any] | None = None
+
+    def _connection(self) -> psycopg.Connection[Any]:
+        if self._conn is None or self._conn.closed or self._conn.broken:
+            if self._conn is not None:
+                self._conn.close()
+            self._conn = psycopg.connect(self._url, autocommit=True,
+                                         application_name="bikesense-stream", connect_timeout=5)
+        return self._conn
+
+    def load_kit_keys(self) -> Mapping[int, KitKey]:
+        try:
+            secrets = kit_secrets(self._connection(), self._master_key)
+        except psycopg.OperationalError:
+            self._drop_connection()
+            raise
+        return {k: KitKey(k, s.secret, s.active) for k, s in secrets.items()}
+
+    def write(self, admitted: Admitted, enriched: np.ndarray) -> WriteOutcome:
+        conn = self._connection()
+        try:
+            with conn.transaction():
+                result = (write_batch(conn, enriched, self._aggregate) if len(enriched)
+                          else WriteResult(0, 0, 0))
+                stored = insert_rejects(conn, [
+                    Reject(payload=r.payload, reason=r.reason, received_ms=r.received_ms,
+                           kit_id=r.kit_id, detail=r.detail, topic=r.topic)
+                    for r in admitted.rejects
+                ])
+                self._record_kits(conn, admitted, enriched)
+                if result.partials_merged:
+                    conn.execute("SELECT pg_notify(%s, %s)",
+                                 (LIVE_CHANNEL, _live_payload(enriched, self._core)))
+        except psycopg.OperationalError:
+            self._drop_connection()
+            raise
+        return WriteOutcome(admitted, result.inserted, result.duplicates, result.partials_merged,
+                            stored)
+
+    def _record_kits(self, conn: psycopg.Connection[Any], admitted: Admitted,
+                     enriched: np.ndarray) -> None:
+        seen: dict[int, int] = {}
+        if len(enriched):
+            kits, first = np.unique(enriched["kit_id"], return_index=True)
+            del first
+            for kit in kits.tolist():
+                seen[int(kit)] = int(enriched["received_ms"][enriched["kit_id"] == kit].max())
+        for update in admitted.statuses:
+            seen[update.kit_id] = max(seen.get(update.kit_id, 0), update.received_ms)
+            status = dataclasses.asdict(update.status)
+            status["status"] = int(update.status.status)
+            record_status(conn, update.kit_id, received_ms=update.received_ms, status=status,
+                          battery_pct=update.status.battery_pct,
+                          firmware_version=update.status.firmware_version)
+        touch_last_seen(conn, seen)
+
+    def _drop_connection(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+        self._conn = None
+
+    def close(self) -> None:
+        self._drop_connection()
+
+
+def _live_payload(enriched: np.ndarray, core: CoreConfig) -> str:
+    """What changed (not the data): metrics, windows and coarsest cells of the batch.
+
+    Computed over the whole batch, a superset of the rows that were new.
+    """
+    placed = enriched[enriched["cell"] != 0]
+    coarsest = min(core.resolutions)
+    cells: list[int] = (np.unique(parent_cells(placed["cell"], coarsest)).tolist()
+                        if len(placed) else [])
+    windows = {
+        (size, int(start))
+        for size in core.window_sizes_s
+        for start in np.unique(window_starts_ms(placed["ts_ms"], size)).tolist()
+    }
+    metrics = [m.api_name for m, column in METRIC_COLUMNS.items()
+               if np.isfinite(placed[column]).any()]
+    return notify_payload(metrics=metrics, resolutions=core.resolutions, windows=windows,
+                          cells=cells)
