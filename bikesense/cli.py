@@ -45,6 +45,25 @@ def fail(exc: Exception) -> typer.Exit:
     return typer.Exit(1)
 
 
+@app.command("demo")
+def demo(
+    bikes: Annotated[int, typer.Option(min=1, max=500, help="Simulated bikes.")] = 25,
+    minutes: Annotated[float, typer.Option(min=5, max=24 * 60,
+                                           help="Simulated minutes of rounds, ending now.")] = 240,
+    speed: Annotated[float, typer.Option(min=1, help="Simulated seconds per real second.")] = 60,
+    seed: Annotated[int, typer.Option(help="Same seed, same fleet.")] = 1,
+    port: Annotated[int, typer.Option(help="API port (another free one if taken).")] = 8000,
+    exit_when_done: Annotated[bool, typer.Option(
+        help="Stop once the fleet is done and stored, instead of serving the map on.")] = False,
+) -> None:
+    """The main job: services, a simulated fleet, the embedded stream, the API and the map."""
+    from bikesense.demo import DemoOptions, demo_main  # noqa: PLC0415
+
+    demo_main(settings_or_exit(), DemoOptions(bikes=bikes, minutes=minutes, speed=speed,
+                                              seed=seed, port=port,
+                                              exit_when_done=exit_when_done))
+
+
 @services_app.command("up")
 def services_up(
     postgres: Annotated[bool, typer.Option(

@@ -154,12 +154,18 @@ _SELECT_KITS = (
 
 
 def register_kit(conn: psycopg.Connection[Any], master: MasterKey, kit_id: int,
-                 pseudonym: str | None = None) -> KitCredentials:
-    """Register a kit with a new random secret; the pseudonym is random unless given."""
+                 pseudonym: str | None = None, *, secret: bytes | None = None) -> KitCredentials:
+    """Register a kit; the secret and pseudonym are random unless given.
+
+    A given ``secret`` is for kits whose key was made elsewhere (the simulator's
+    fleet, a kit re-registered after a database restore).
+    """
     if not 0 <= kit_id <= MAX_KIT_ID:
         raise KitError(f"kit id {kit_id} is not a 32-bit unsigned integer")
+    if secret is not None and len(secret) != SECRET_BYTES:
+        raise KitError(f"a kit secret must be {SECRET_BYTES} bytes (got {len(secret)})")
     pseudonym = pseudonym or f"kit-{secrets.token_hex(4)}"
-    secret = secrets.token_bytes(SECRET_BYTES)
+    secret = secret if secret is not None else secrets.token_bytes(SECRET_BYTES)
     nonce, ciphertext = encrypt_secret(master, kit_id, secret)
     try:
         with conn.transaction():

@@ -1,0 +1,222 @@
+"""``bikesense demo``: the whole pipeline on one machine, nothing configured.
+
+Starts the embedded services (or uses the configured ones), applies the
+migrations, registers a simulated fleet's kits, starts the embedded runtime
+(``bikesense ingest``) and the API (``bikesense api serve``) as child
+processes, and lets the fleet ride its rounds in accelerated time, so the map
+fills up while you watch. The simulated rounds end at the present moment, so
+the map's default range (the last 24 hours) shows them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO
+
+import psycopg
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+from bikesense.exceptions import BikesenseError, ServiceError
+from bikesense.services import LocalServices, free_port
+from bikesense.settings import Settings, resolve_database_url, resolve_mqtt_url
+from simulators.fleet import Fleet, SimulationConfig
+from simulators.publisher import MqttPublisher
+from simulators.runner import RunStats, pump
+from storage.cli import master_key_from_environment
+from storage.kits import get_kit, register_kit
+from storage.migrate import migrate
+
+console = Console()
+
+
+@dataclass(frozen=True, slots=True)
+class DemoOptions:
+    bikes: int = 25
+    minutes: float = 240.0
+    #: Simulated seconds per real second.
+    speed: float = 60.0
+    seed: int = 1
+    port: int = 8000
+    #: Stop once the fleet has finished and everything is stored, instead of serving on.
+    exit_when_done: bool = False
+
+
+class Children:
+    """The demo's child processes, stopped with SIGTERM (then SIGKILL) however the demo ends."""
+
+    def __init__(self, log_dir: Path) -> None:
+        self.log_dir = log_dir
+        self.processes: dict[str, subprocess.Popen[bytes]] = {}
+        self._logs: list[IO[bytes]] = []
+
+    def start(self, name: str, *args: str) -> Path:
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        log_path = self.log_dir / f"{name}.log"
+        log = log_path.open("ab")
+        self._logs.append(log)
+        self.processes[name] = subprocess.Popen(  # noqa: S603 - our own command line
+            [sys.executable, "-m", "bikesense", *args], stdout=log, stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+        )
+        return log_path
+
+    def check(self) -> None:
+        for name, process in self.processes.items():
+            if process.poll() is not None:
+                raise ServiceError(f"`bikesense {name}` exited with code {process.returncode}; "
+                                   f"see {self.log_dir / (name + '.log')}")
+
+    def stop(self) -> None:
+        for process in self.processes.values():
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+        for process in self.processes.values():
+            try:
+                process.wait(15)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(5)
+        for log in self._logs:
+            log.close()
+
+
+def _wait_http(url: str, children: Children, timeout_s: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        children.check()
+        with contextlib.suppress(OSError), \
+                urllib.request.urlopen(url, timeout=2) as response:  # noqa: S310 - loopback
+            if response.status == 200:
+                return
+        time.sleep(0.3)
+    raise ServiceError(f"the API did not answer on {url} within {timeout_s:.0f} s")
+
+
+def _register_fleet(database_url: str, settings: Settings, fleet: Fleet) -> int:
+    master = master_key_from_environment(settings)
+    added = 0
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        migrate(conn)
+        for kit_id, secret in fleet.kits:
+            if get_kit(conn, kit_id) is None:
+                register_kit(conn, master, kit_id, secret=secret)
+                added += 1
+    return added
+
+
+def _stored_readings(database_url: str) -> int:
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        row = conn.execute("SELECT count(*) FROM readings").fetchone()
+    return int(row[0]) if row else 0
+
+
+@contextlib.contextmanager
+def _progress() -> Iterator[Progress]:
+    with Progress(TextColumn("[bold]fleet riding[/bold]"), BarColumn(),
+                  TextColumn("{task.fields[frames]} frames"), TimeRemainingColumn(),
+                  console=console) as progress:
+        yield progress
+
+
+def run_demo(settings: Settings, options: DemoOptions) -> None:
+    services = LocalServices(settings.state_dir)
+    services.up(start_postgres=settings.database_url is None,
+                start_mosquitto=settings.mqtt_url is None)
+    database_url = resolve_database_url(settings)
+    mqtt_url = resolve_mqtt_url(settings)
+    duration_s = options.minutes * 60
+    now_ms = time.time_ns() // 1_000_000
+    fleet = Fleet(SimulationConfig(n_bikes=options.bikes, duration_s=duration_s,
+                                   start_ms=now_ms - round(duration_s * 1000), seed=options.seed))
+    added = _register_fleet(database_url, settings, fleet)
+    console.print(f"database ready at {database_url}; {added} kits registered "
+                  f"({len(fleet.kits)} in the fleet)")
+
+    port = options.port if _port_is_free(options.port) else free_port()
+    children = Children(settings.state_dir / "logs")
+    try:
+        children.start("ingest", "ingest", "--client-id", "bikesense-demo-ingest")
+        children.start("api", "api", "serve", "--port", str(port))
+        url = f"http://127.0.0.1:{port}/"
+        _wait_http(url + "healthz", children)
+        console.print(f"\n[bold green]map: {url}[/bold green]   "
+                      f"(API docs: {url}docs; logs in {children.log_dir})\n")
+        stats = _ride(fleet, mqtt_url, options, children)
+        console.print(f"fleet done: {stats.frames} frames published in {stats.wall_s:.0f} s")
+        stored = _settle(database_url, children)
+        console.print(f"{stored:,} readings stored. The map stays up at {url} — Ctrl-C to stop.")
+        if options.exit_when_done:
+            return
+        while True:
+            children.check()
+            time.sleep(1)
+    except KeyboardInterrupt:
+        console.print("stopping")
+    finally:
+        children.stop()
+
+
+def _ride(fleet: Fleet, mqtt_url: str, options: DemoOptions, children: Children) -> RunStats:
+    start_ms = fleet.config.start_ms
+    total_ms = fleet.config.end_ms - start_ms
+    publisher = MqttPublisher(mqtt_url, client_id="bikesense-demo-fleet")
+    publisher.connect()
+    try:
+        with _progress() as progress:
+            task = progress.add_task("ride", total=total_ms, frames=0)
+
+            def on_progress(stats: RunStats) -> None:
+                children.check()
+                progress.update(task, completed=max(stats.last_publish_ms - start_ms, 0),
+                                frames=stats.frames)
+
+            stats = pump(fleet.run(), [publisher], speed=options.speed, start_ms=start_ms,
+                         on_progress=on_progress, progress_every=50)
+            progress.update(task, completed=total_ms, frames=stats.frames)
+    finally:
+        publisher.close()
+    return stats
+
+
+def _settle(database_url: str, children: Children, quiet_s: float = 3.0,
+            timeout_s: float = 120.0) -> int:
+    """Wait until the stored reading count stops growing (ingest has drained the broker)."""
+    last, stable_since = -1, time.monotonic()
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        children.check()
+        count = _stored_readings(database_url)
+        if count != last:
+            last, stable_since = count, time.monotonic()
+        elif time.monotonic() - stable_since >= quiet_s:
+            break
+        time.sleep(0.5)
+    return last
+
+
+def _port_is_free(port: int) -> bool:
+    import socket  # noqa: PLC0415
+
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def demo_main(settings: Settings, options: DemoOptions) -> None:
+    try:
+        run_demo(settings, options)
+    except BikesenseError as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        raise SystemExit(1) from exc
