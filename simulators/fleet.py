@@ -29,11 +29,11 @@ import numpy as np
 
 # Submodules, not the package root: under pytest's default import mode a tests/
 # folder of the same name can shadow the package's __init__ (see docs/simulator.md).
-from firmware_protocol.arrays import encode_readings
 from firmware_protocol.frames import StatusBits
 from firmware_protocol.readings import READING_DTYPE
 from firmware_protocol.status import StatusMessage, encode_status
 from firmware_protocol.wire import MAX_READINGS_PER_FRAME, SCALED_FIELDS
+from simulators.encoding import EncodedBlock, FrameEncoder
 from simulators.environment import FIELDS, Environment, EnvironmentSpec
 from simulators.exceptions import SimulatorConfigError
 from simulators.faults import FaultPlan, KitFaults, in_intervals
@@ -78,7 +78,7 @@ class SimulationConfig:
     environment: EnvironmentSpec = field(default_factory=EnvironmentSpec)
     sensors: SensorSpec = field(default_factory=SensorSpec)
     faults: FaultPlan = field(default_factory=FaultPlan)
-    slice_s: float = 300.0
+    slice_s: float = 900.0  # simulated time generated at once; bigger is faster, holds more
     publish_latency_ms: tuple[int, int] = (
         50,
         800,
@@ -302,6 +302,7 @@ class Run:
         self._counter = 0
         self._iter = self._generate()
         self._depots_xy = fleet.town.depots_xy_m
+        self._encoder = FrameEncoder()
 
     def __iter__(self) -> Iterator[Publication]:
         return self._iter
@@ -518,10 +519,23 @@ class Run:
         r = np.concatenate([p[0] for p in st.buffer])
         tr = np.concatenate([p[1] for p in st.buffer])
         full = (len(r) // batch) * batch
-        for s in range(0, full, batch):
-            lo, hi = self.config.publish_latency_ms
-            at = int(tr["true_ts_ms"][s + batch - 1]) + int(st.frame_rng.integers(lo, hi + 1))
-            self._frame(st, r[s : s + batch], tr[s : s + batch], at, buffered=False)
+        lo, hi = self.config.publish_latency_ms
+        per_block = (MAX_READINGS_PER_FRAME // batch) * batch
+        for b0 in range(0, full, per_block):
+            block = self._encoder.block(r[b0 : min(b0 + per_block, full)])
+            for s in range(0, len(block), batch):
+                at = int(tr["true_ts_ms"][b0 + s + batch - 1]) + int(
+                    st.frame_rng.integers(lo, hi + 1)
+                )
+                self._frame(
+                    st,
+                    block,
+                    s,
+                    s + batch,
+                    truth=tr[b0 + s : b0 + s + batch],
+                    publish_ms=at,
+                    buffered=False,
+                )
         st.buffer = [(r[full:], tr[full:])] if full < len(r) else []
         st.buffered = len(r) - full
 
@@ -535,29 +549,37 @@ class Run:
         size = MAX_READINGS_PER_FRAME if burst else self.config.batch_size
         at = self.config.start_ms + t
         for k, s in enumerate(range(0, len(r), size)):
+            block = self._encoder.block(r[s : s + size])
             self._frame(
                 st,
-                r[s : s + size],
-                tr[s : s + size],
-                at + k * self.config.burst_gap_ms,
+                block,
+                0,
+                len(block),
+                truth=tr[s : s + size],
+                publish_ms=at + k * self.config.burst_gap_ms,
                 buffered=burst,
             )
 
     def _frame(
         self,
         st: _KitState,
-        readings: np.ndarray,
+        block: EncodedBlock,
+        start: int,
+        stop: int,
+        *,
         truth: np.ndarray,
         publish_ms: int,
-        *,
         buffered: bool,
     ) -> None:
+        """Readings ``start:stop`` of ``block`` as one frame, with whatever faults befall it."""
         c = self.config
         bike = st.bike
-        boot_id = int(readings["boot_id"][0])
+        boot_id = block.boot_id
         seq = st.seq
         st.seq += 1
-        payload = encode_readings(bike.kit_id, boot_id, seq, readings, bike.key)
+        payload = block.frame(
+            start, stop, kit_id=bike.kit_id, boot_id=boot_id, seq=seq, key=bike.key
+        )
 
         # The same draws for every frame, whatever the plan, so rates are independent.
         rng = st.frame_rng
@@ -580,7 +602,9 @@ class Run:
             flags |= np.uint32(TruthFlag.CORRUPTED)
         elif u_fate < plan.corrupt + plan.wrong_mac:
             fate = FrameFate.WRONG_MAC
-            payload = encode_readings(bike.kit_id, boot_id, seq, readings, damage_rng.bytes(32))
+            payload = block.frame(
+                start, stop, kit_id=bike.kit_id, boot_id=boot_id, seq=seq, key=damage_rng.bytes(32)
+            )
             flags |= np.uint32(TruthFlag.WRONG_MAC)
         duplicated = u_dup < plan.duplicate
         if duplicated:
@@ -601,25 +625,37 @@ class Run:
             self.truth.add(
                 truth,
                 _frame_row(
-                    kit_id=bike.kit_id, boot_id=boot_id, seq=seq, count=len(truth),
-                    publish_ms=publish_ms, fate=fate,
+                    kit_id=bike.kit_id,
+                    boot_id=boot_id,
+                    seq=seq,
+                    count=len(truth),
+                    publish_ms=publish_ms,
+                    fate=fate,
                     corruption=corruption if fate == FrameFate.CORRUPTED else CorruptionKind.NONE,
-                    copies=2 if duplicated else 1, buffered=buffered, size=len(payload),
+                    copies=2 if duplicated else 1,
+                    buffered=buffered,
+                    size=len(payload),
                 ),
             )
         if u_unknown < plan.unknown_kit:
             kit_id, key = self.fleet.unknown_kits[
                 int(damage_rng.integers(len(self.fleet.unknown_kits)))
             ]
-            stranger = encode_readings(kit_id, boot_id, seq, readings, key)
+            stranger = block.frame(start, stop, kit_id=kit_id, boot_id=boot_id, seq=seq, key=key)
             self._push(Publication(publish_ms + 1, kit_id, Kind.FRAME, stranger))
             if self.truth is not None:
                 self.truth.add(
                     np.zeros(0, TRUTH_DTYPE),
                     _frame_row(
-                        kit_id=kit_id, boot_id=boot_id, seq=seq, count=len(readings),
-                        publish_ms=publish_ms + 1, fate=FrameFate.UNKNOWN_KIT,
-                        corruption=CorruptionKind.NONE, copies=1, buffered=False,
+                        kit_id=kit_id,
+                        boot_id=boot_id,
+                        seq=seq,
+                        count=stop - start,
+                        publish_ms=publish_ms + 1,
+                        fate=FrameFate.UNKNOWN_KIT,
+                        corruption=CorruptionKind.NONE,
+                        copies=1,
+                        buffered=False,
                         size=len(stranger),
                     ),
                 )

@@ -9,11 +9,13 @@ from collections import Counter, defaultdict
 import numpy as np
 import pytest
 
-from firmware_protocol.arrays import decode_readings
+from firmware_protocol.arrays import decode_readings, encode_readings
 from firmware_protocol.exceptions import RemoteProtocolError
 from firmware_protocol.frames import StatusBits
+from firmware_protocol.readings import READING_DTYPE
 from firmware_protocol.status import decode_status
 from firmware_protocol.wire import MAX_READINGS_PER_FRAME
+from simulators.encoding import EncodedBlock, FrameEncoder
 from simulators.exceptions import SimulatorConfigError
 from simulators.faults import FaultPlan
 from simulators.fleet import Fleet, Kind, SimulationConfig
@@ -97,6 +99,10 @@ def test_every_frame_decodes_to_its_truth_or_fails_as_intended(faulty_run: Simul
             continue
         assert fates[(p.kit_id, frame.header.boot_id, frame.header.seq)] == FrameFate.OK
         assert frame.header.kit_id == p.kit_id
+        # The bytes are what the protocol's own encoder makes of these readings.
+        h = frame.header
+        assert encode_readings(h.kit_id, h.boot_id, h.seq, frame.readings, keys[h.kit_id]) \
+            == p.payload
         decoded.append(frame.readings)
     got = np.concatenate(decoded)
     bad = truth.frames[np.isin(truth.frames["fate"], [FrameFate.CORRUPTED, FrameFate.WRONG_MAC])]
@@ -273,3 +279,22 @@ def test_clock_skew_stuck_sensor_and_reboots(faulty_run: Simulated) -> None:
     skewed = sum(b.faults.clock_skew_ms != 0 for b in faulty_run.fleet.bikes)
     assert skewed >= 1
     assert any(len(b.boots) > 1 for b in faulty_run.fleet.bikes)
+
+
+def test_the_block_encoder_matches_encode_readings_either_way(clean_run: Simulated) -> None:
+    truth = clean_run.run.truth
+    assert truth is not None
+    kit_id, key = clean_run.fleet.kits[0]
+    mine = truth.readings[truth.readings["kit_id"] == kit_id][:40]
+    readings = np.zeros(len(mine), READING_DTYPE)
+    for name in READING_DTYPE.names or ():
+        if name in mine.dtype.names:
+            readings[name] = mine[name]
+    readings["interval_ms"] = 5000
+    assert FrameEncoder().fast
+    fast = EncodedBlock(readings, fast=True)
+    slow = EncodedBlock(readings, fast=False)
+    for a, b in ((0, 10), (10, 20), (3, 40), (39, 40)):
+        expected = encode_readings(kit_id, 9, a, readings[a:b], key)
+        assert fast.frame(a, b, kit_id=kit_id, boot_id=9, seq=a, key=key) == expected
+        assert slow.frame(a, b, kit_id=kit_id, boot_id=9, seq=a, key=key) == expected
