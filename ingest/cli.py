@@ -134,6 +134,8 @@ def ingest_command(
         DEFAULT_SHARE_GROUP,
     topic_root: Annotated[str, typer.Option(help="Topic root.")] = TopicLayout().root,
     log_level: Annotated[str, typer.Option(help="Logging level.")] = "INFO",
+    metrics_port: Annotated[int | None, typer.Option(
+        help="Serve Prometheus metrics of this process on 127.0.0.1:PORT/metrics.")] = None,
 ) -> None:
     """Take kit frames from MQTT; store them (default) or hand them to Kafka."""
     logging.basicConfig(level=log_level.upper(),
@@ -160,6 +162,10 @@ def ingest_command(
             core=core_config(settings),
         )
         runtime = EmbeddedRuntime(config, master_key_from_environment(settings))
+        if metrics_port is not None:
+            from prometheus_client import start_http_server  # noqa: PLC0415
+
+            start_http_server(metrics_port, addr="127.0.0.1", registry=runtime.metrics.registry)
         asyncio.run(run_until_signalled(runtime))
     except BikesenseError as exc:
         err_console.print(f"[red]error:[/red] {exc}")
