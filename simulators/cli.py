@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from datetime import datetime
 from pathlib import Path
 from typing import Annotated
@@ -65,7 +65,7 @@ def _start_ms(start: str | None, speed: float | None, duration_s: float) -> int:
 
 
 @app.command()
-def simulate(  # noqa: PLR0917 - typer maps each option to a parameter
+def simulate(
     bikes: Annotated[int, typer.Option(help="Number of bikes (kits).", min=1)] = 10,
     minutes: Annotated[float, typer.Option(help="Simulated minutes.", min=0.1)] = 60.0,
     speed: Annotated[
@@ -155,7 +155,6 @@ def simulate(  # noqa: PLR0917 - typer maps each option to a parameter
         mqtt_url=_mqtt_url(mqtt_url) if use_mqtt else None,
         topic_root=topic_root,
         max_inflight=max_inflight,
-        progress=lambda: run.progress_ms / 1000.0,
     )
     console.print(
         f"published {stats.frames} frames and {stats.statuses} status messages "
@@ -197,7 +196,6 @@ def replay(
         mqtt_url=_mqtt_url(mqtt_url),
         topic_root=topic_root,
         max_inflight=max_inflight,
-        progress=None,
     )
     console.print(f"replayed {stats.publications} publications in {stats.wall_s:.1f} s")
 
@@ -212,7 +210,6 @@ def _pump(
     mqtt_url: str | None,
     topic_root: str,
     max_inflight: int,
-    progress: Callable[[], float] | None,
 ) -> RunStats:
     writer = FrameFileWriter(out) if out is not None else None
     publisher = (
@@ -240,12 +237,9 @@ def _pump(
                 if total_s is None:
                     bar.update(task, completed=stats.publications, sent=stats.publications)
                     return
-                done = (
-                    progress()
-                    if progress is not None
-                    else (stats.last_publish_ms - start_ms) / 1000.0
-                )
-                bar.update(task, completed=min(done, total_s), sent=stats.publications)
+                # Simulated time reached by what was sent (the generator runs ahead).
+                done = (stats.last_publish_ms - start_ms) / 1000.0
+                bar.update(task, completed=min(max(done, 0.0), total_s), sent=stats.publications)
 
             stats = pump(publications, sinks, speed=speed, start_ms=start_ms, on_progress=update)
         if publisher is not None:

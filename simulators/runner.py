@@ -67,6 +67,7 @@ def pump(
     """
     stats = RunStats()
     wall0 = clock()
+    reported = wall0
     for pub in publications:
         if speed is not None:
             if start_ms is None:
@@ -84,9 +85,13 @@ def pump(
             stats.statuses += 1
         stats.payload_bytes += len(pub.payload)
         stats.last_publish_ms = pub.publish_ms
-        if on_progress is not None and stats.publications % progress_every == 0:
-            stats.wall_s = clock() - wall0
-            on_progress(stats)
+        if on_progress is not None:
+            now = clock()
+            # Every progress_every publications, or twice a second when paced slowly.
+            if stats.publications % progress_every == 0 or now - reported >= 0.5:
+                reported = now
+                stats.wall_s = now - wall0
+                on_progress(stats)
     stats.wall_s = clock() - wall0
     if on_progress is not None:
         on_progress(stats)
