@@ -86,6 +86,14 @@ def check_records(rec: np.ndarray, base_ts: int, kit_id: int) -> None:
     The reference check: clear rather than fast. The fast path runs it only
     once its own combined mask has found something wrong.
     """
+    if int(rec["dt_ms"].min()) != 0:
+        # One encoding per set of readings (so a frame re-encodes to itself):
+        # the base is the oldest timestamp, so some reading has offset 0.
+        raise RemoteProtocolError(
+            RejectReason.BAD_VALUE, OFFSET_BASE_TS,
+            f"base_ts_ms={base_ts} is older than every reading (smallest dt_ms is "
+            f"{int(rec['dt_ms'].min())}); it must be the oldest reading's timestamp",
+            kit_id=kit_id)
     problems: list[tuple[np.ndarray, str, str]] = []
     if base_ts > MAX_TS_MS - MAX_DT_MS:  # only then can base + dt pass 2^53-1
         problems.append((rec["dt_ms"] > MAX_TS_MS - base_ts, "dt_ms", "puts ts_ms above 2^53-1"))
@@ -227,7 +235,8 @@ def decode_to_array(data: bytes, header: FrameHeader) -> np.ndarray:
     values = _LUT_FLAT[words[:, _FIRST16:_LAST16 + 1] + _LUT_START]
 
     # NaN compares False, so absent positions pass the range test.
-    bad = np.count_nonzero(np.abs(latlon) > _LATLON_LIMITS)
+    bad = int(pairs[:, 0].min() != 0)
+    bad += np.count_nonzero(np.abs(latlon) > _LATLON_LIMITS)
     bad += np.count_nonzero(latlon_absent[:, 0] != latlon_absent[:, 1])
     bad += np.count_nonzero(_FIX_SATS_BAD[words[:, -1]])
     bad += np.count_nonzero(np.isinf(values[:, _COL["rh_x10"]]))
