@@ -59,9 +59,12 @@ def _start_ms(start: str | None, speed: float | None, duration_s: float) -> int:
             )
         return round(moment.timestamp() * 1000)
     now_ms = int(time.time()) * 1000
-    # As fast as possible: the simulated hour ends now, so the data is recent but
-    # never from the future. Paced: the simulation starts now.
-    return now_ms - round(duration_s * 1000) if speed is None else now_ms
+    # Never ahead of the wall clock (the pipeline flags far-future readings): as fast
+    # as possible, the run ends now; paced f times faster than real time, it starts
+    # early by (1 − 1/f) of its duration and catches up with now as it ends.
+    if speed is None:
+        return now_ms - round(duration_s * 1000)
+    return now_ms - round(max(0.0, 1.0 - 1.0 / speed) * duration_s * 1000)
 
 
 @app.command()

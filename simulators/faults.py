@@ -38,7 +38,9 @@ class FaultPlan:
     clock_skew_s: float = 120.0
     #: Fraction of kits whose PM sensor repeats one value for stuck_s of the run.
     stuck_kits: float = 0.0
-    stuck_s: tuple[float, float] = (600.0, 1800.0)
+    # Long enough for a stuck-value check to see it: a PM sensor may legitimately
+    # repeat a whole-µg/m³ value for minutes in clean air, so checks wait ~15 min.
+    stuck_s: tuple[float, float] = (1200.0, 2400.0)
     #: Probability that a frame's bytes are damaged (bit flips, truncation, garbage, padding).
     corrupt: float = 0.0
     #: Probability that a frame is signed with a key that is not the kit's.

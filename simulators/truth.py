@@ -230,21 +230,35 @@ class TruthRecord:
         exclude: TruthFlag | int | None = None,
         privacy_radius_m: float = 0.0,
         bin_by: Literal["reported", "true"] = "reported",
+        only: np.ndarray | None = None,
     ) -> np.ndarray:
         """Per (cell, window): the mean a correct pipeline stores, the true mean, and a bound.
 
         ``metric`` is a reading column (``pm25_ugm3``, ``noise_laeq_db`` …). Readings
-        with any ``exclude`` flag, without a value, or within ``privacy_radius_m`` of a
-        depot are left out, as a pipeline that drops them would. Noise means are
-        energy means weighted by ``interval_ms`` (DESIGN.md decision 3). Rows are
-        sorted by (window_start_ms, cell).
+        without a value or a position, with any ``exclude`` flag (default
+        :meth:`TruthFlag.default_excluded`), or within ``privacy_radius_m`` of a depot
+        are left out, as a pipeline that drops them would.
+
+        ``only`` restricts the readings to those identities (any array with kit_id,
+        boot_id, seq and idx columns, duplicates allowed): pass the raw readings the
+        pipeline kept for this metric, and ``measured_mean`` is exactly what its
+        aggregates must hold, while ``true_mean`` and ``error_bound`` say how far that
+        may be from the truth. With ``only``, ``exclude`` defaults to nothing.
+
+        Noise means are energy means weighted by ``interval_ms`` (DESIGN.md
+        decision 3). Rows are sorted by (window_start_ms, cell).
         """
         import h3.api.basic_int as h3  # noqa: PLC0415 - the one query that needs cells
 
         check_field(metric)
+        if only is not None:
+            ids = np.unique(np.asarray(only)[["kit_id", "boot_id", "seq", "idx"]])
+            r = self.lookup(ids)
+            exclude = 0 if exclude is None else exclude
+        else:
+            r = self.readings
         if exclude is None:
             exclude = TruthFlag.default_excluded()
-        r = self.readings
         lat_col, lon_col, ts_col = (
             ("lat_deg", "lon_deg", "ts_ms")
             if bin_by == "reported"

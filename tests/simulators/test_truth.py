@@ -117,3 +117,17 @@ def test_lookup_and_save_round_trip(clean_run: Simulated, tmp_path: Path) -> Non
     assert np.array_equal(again.frames, truth.frames)
     assert again.depots_latlon == truth.depots_latlon
     assert again.summary() == truth.summary()
+
+
+def test_expected_aggregates_over_the_readings_a_pipeline_kept(faulty_run: Simulated) -> None:
+    truth = faulty_run.run.truth
+    assert truth is not None
+    kept = truth.deliverable()
+    kept = kept[(kept["flags"] & TruthFlag.WARMING_UP) == 0][::3]  # as some pipeline might
+    stored_rows = np.concatenate([kept, kept[:50]])  # a duplicate delivery changes nothing
+    expected = truth.expected_aggregates("no2_ugm3", 8, 900, only=stored_rows)
+    positioned = kept[np.isfinite(kept["lat_deg"])]
+    assert len(positioned) > 1000
+    assert expected["n"].sum() == len(positioned)
+    overall = np.average(expected["measured_mean"], weights=expected["n"])
+    assert overall == pytest.approx(positioned["no2_ugm3"].mean())
