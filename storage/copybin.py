@@ -73,11 +73,15 @@ def pg_timestamp_to_ms(us: np.ndarray) -> np.ndarray:
     return (us.astype(np.int64) + PG_EPOCH_OFFSET_US) // 1000
 
 
-def encode(columns: Sequence[Column], values: dict[str, np.ndarray], n: int) -> bytes:
+def encode(columns: Sequence[Column], values: dict[str, np.ndarray], n: int,
+           nulls: dict[str, np.ndarray] | None = None) -> bytes:
     """A complete binary COPY stream of ``n`` rows; ``values`` maps names to arrays.
 
     Timestamps must already be PostgreSQL timestamps (:func:`ms_to_pg_timestamp`),
-    ``integer[]`` columns 2-D integer arrays of shape (n, length).
+    ``integer[]`` columns 2-D integer arrays of shape (n, length). ``nulls`` maps
+    column names to boolean masks of the rows where that column is NULL: rows are
+    laid out full width, then the value bytes of NULL fields are cut out and
+    their lengths set to -1, all in numpy.
     """
     rows = np.empty(n, dtype=row_dtype(columns))
     rows["_nfields"] = len(columns)
@@ -96,7 +100,18 @@ def encode(columns: Sequence[Column], values: dict[str, np.ndarray], n: int) -> 
             words[:, _ARRAY_HEADER_WORDS + 1::2] = data
         else:
             rows[col.name] = data
-    return HEADER + rows.tobytes() + TRAILER
+    if not nulls or not any(mask.any() for mask in nulls.values()):
+        return HEADER + rows.tobytes() + TRAILER
+    keep = np.ones((n, rows.dtype.itemsize), dtype=bool)
+    for i, col in enumerate(columns):
+        mask = nulls.get(col.name)
+        if mask is None or not mask.any():
+            continue
+        rows[f"_len{i}"][mask] = -1
+        offset = rows.dtype.fields[col.name][1]  # type: ignore[index]
+        keep[mask, offset:offset + col.width] = False
+    body = rows.view(np.uint8).reshape(n, rows.dtype.itemsize)[keep]
+    return HEADER + body.tobytes() + TRAILER
 
 
 def decode_rows(columns: Sequence[Column], payload: bytes | memoryview) -> np.ndarray:

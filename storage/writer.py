@@ -6,12 +6,22 @@ DESIGN.md decision 2 (exactly-once effect over at-least-once delivery):
    lock order, so concurrent writers do not deadlock);
 2. the daily partitions it touches are created if missing, in a short
    transaction of their own (late data of any age lands);
-3. in one transaction: binary COPY into a temporary staging table with a row
-   number; ``INSERT ... ON CONFLICT DO NOTHING RETURNING`` the identities that
-   were new, joined back to their row numbers; the aggregation callable runs on
-   exactly those rows; its partials are merged into ``window_partials`` with an
-   upsert that adds counts, sums and histograms and takes min / max, and its
-   presence rows are inserted unless already there.
+3. in one transaction, the new readings are found and stored:
+
+   * fast path, for a batch none of whose readings is stored yet (the common
+     case): one binary COPY straight into ``readings``, inside a savepoint;
+     every row is new;
+   * if that COPY meets a unique violation (a redelivery, an overlap), the
+     savepoint is rolled back and the batch goes the slow way: binary COPY into
+     a temporary staging table with a row number, then ``INSERT ... ON CONFLICT
+     DO NOTHING RETURNING`` the keys that were new, joined back to their row
+     numbers. (Each such fallback leaves one "duplicate key" ERROR line in the
+     server log; that is the price of the fast path being a plain COPY.)
+
+   then the aggregation callable runs on exactly the new rows; its partials
+   are merged into ``window_partials`` with an upsert that adds counts, sums
+   and histograms and takes min / max, and its presence rows are inserted
+   unless already there.
 
 A replayed or overlapping batch inserts no reading a second time, so it adds
 nothing to any aggregate: every table is left as it was.
@@ -135,6 +145,7 @@ _STAGING_DDL = ";\n".join([
     _staging_ddl("bikesense_stage_cells", CELL_COLUMNS),
 ]).encode()
 _COPY_READINGS = _copy_sql("bikesense_stage_readings", READING_COLUMNS).encode()
+_COPY_INTO_READINGS = _copy_sql("readings", READING_COLUMNS[1:]).encode()
 _COPY_PARTIALS = _copy_sql("bikesense_stage_partials", PARTIAL_COLUMNS).encode()
 _COPY_PRESENCE = _copy_sql("bikesense_stage_presence", PRESENCE_COLUMNS).encode()
 _COPY_CELLS = _copy_sql("bikesense_stage_cells", CELL_COLUMNS).encode()
@@ -247,13 +258,25 @@ def write_batch(conn: psycopg.Connection[Any], enriched: np.ndarray,
     ensure_partitions(conn, partition_days(unique))
     with conn.transaction():
         conn.execute(_STAGING_DDL)
-        _copy(conn, _COPY_READINGS, _reading_payload(unique))
-        row = conn.execute(_INSERT_NEW_READINGS.encode()).fetchone()
-        row_nos = np.sort(np.asarray(row[0] if row and row[0] else [], dtype=np.int64))
-        new = unique[row_nos]
+        new = _insert_new_readings(conn, unique)
         merged = _merge_aggregates(conn, new, aggregate) if len(new) else 0
     return WriteResult(inserted=len(new), duplicates=len(enriched) - len(new),
                        partials_merged=merged)
+
+
+def _insert_new_readings(conn: psycopg.Connection[Any], unique: np.ndarray) -> np.ndarray:
+    """Store the readings not stored yet; return exactly those, in key order."""
+    try:
+        with conn.transaction():  # a savepoint: a unique violation undoes only this
+            _copy(conn, _COPY_INTO_READINGS, _direct_payload(unique))
+    except psycopg.errors.UniqueViolation:
+        pass
+    else:
+        return unique
+    _copy(conn, _COPY_READINGS, _reading_payload(unique))
+    row = conn.execute(_INSERT_NEW_READINGS.encode()).fetchone()
+    row_nos = np.sort(np.asarray(row[0] if row and row[0] else [], dtype=np.int64))
+    return unique[row_nos]
 
 
 def _merge_aggregates(conn: psycopg.Connection[Any], new: np.ndarray,
@@ -294,6 +317,22 @@ def _reading_payload(rows: np.ndarray) -> bytes:
     values["ts"] = copybin.ms_to_pg_timestamp(rows["ts_ms"])
     values["received_at"] = copybin.ms_to_pg_timestamp(rows["received_ms"])
     return copybin.encode(READING_COLUMNS, values, len(rows))
+
+
+#: Absent values as the stream marks them, stored as NULL.
+_NAN_IS_NULL = ("lat_deg", "lon_deg", "hdop", "speed_mps", "pm1_ugm3", "pm25_ugm3", "pm10_ugm3",
+                "no2_ugm3", "noise_laeq_db", "noise_lamax_db", "temperature_c", "humidity_pct")
+
+
+def _direct_payload(rows: np.ndarray) -> bytes:
+    """The readings as a binary COPY into ``readings`` itself, absent values as NULL."""
+    values = {name: rows[name] for name in ENRICHED_DTYPE.names or ()}
+    values["ts"] = copybin.ms_to_pg_timestamp(rows["ts_ms"])
+    values["received_at"] = copybin.ms_to_pg_timestamp(rows["received_ms"])
+    nulls = {name: np.isnan(rows[name]) for name in _NAN_IS_NULL}
+    nulls["satellites"] = rows["satellites"] == -1
+    nulls["cell"] = rows["cell"] == 0
+    return copybin.encode(READING_COLUMNS[1:], values, len(rows), nulls)
 
 
 def _partial_payload(partials: np.ndarray) -> bytes:

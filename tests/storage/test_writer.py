@@ -206,3 +206,17 @@ def test_merging_reference_partials_matches(conn: psycopg.Connection[Any]) -> No
     merged = merge(reading_partials(batch, (8,), (60,)))
     again = merge(merged)
     assert (merged["n"] == again["n"]).all()
+
+
+def test_both_paths_store_absent_values_as_null(conn: psycopg.Connection[Any]) -> None:
+    batch = make_readings(20)
+    batch["hdop"][::2] = np.nan
+    batch["satellites"][::3] = -1
+    batch["cell"][::5] = 0
+    # Rows 0-9 go the fast path (a plain COPY); 5-19 overlap them, so the rest are
+    # found through the staging table.
+    assert write_batch(conn, batch[:10], ReferenceAggregate()).inserted == 10
+    assert write_batch(conn, batch[5:], ReferenceAggregate()).inserted == 10
+    rows = conn.execute("SELECT hdop IS NULL, satellites IS NULL, cell IS NULL"
+                        " FROM readings ORDER BY seq, idx").fetchall()
+    assert rows == [(i % 2 == 0, i % 3 == 0, i % 5 == 0) for i in range(20)]
