@@ -18,6 +18,7 @@ there are, and the same config gives the same bytes.
 from __future__ import annotations
 
 import heapq
+import json
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -86,6 +87,9 @@ class SimulationConfig:
     burst_gap_ms: int = 20  # between the frames of a late upload burst
     duplicate_delay_ms: tuple[int, int] = (100, 5000)
     status_interval_s: float = 300.0  # heartbeat period while online
+    # A broker gives up on a silent client after 1.5 × its keepalive (MQTT 3.1.1
+    # §3.1.2.10) and publishes its will: 45 s for the kits' 30 s keepalive.
+    will_delay_s: float = 45.0
     reboot_down_s: float = 30.0  # a power cycle takes this long
     record_truth: bool = True
 
@@ -114,9 +118,15 @@ class SimulationConfig:
                 raise SimulatorConfigError(
                     f"{name} must be a range 0 ≤ low ≤ high (got {low}-{high})"
                 )
-        if self.status_interval_s <= 0 or self.reboot_down_s < 0 or self.burst_gap_ms < 0:
+        if (
+            self.status_interval_s <= 0
+            or self.reboot_down_s < 0
+            or self.burst_gap_ms < 0
+            or self.will_delay_s < 0
+        ):
             raise SimulatorConfigError(
-                "status_interval_s must be positive, reboot_down_s and burst_gap_ms not negative"
+                "status_interval_s must be positive; reboot_down_s, burst_gap_ms and "
+                "will_delay_s not negative"
             )
         self.town.validate()
         self.rounds.validate()
@@ -303,6 +313,7 @@ class Run:
         self._iter = self._generate()
         self._depots_xy = fleet.town.depots_xy_m
         self._encoder = FrameEncoder()
+        self._will_delay_ms = round(self.config.will_delay_s * 1000)
 
     def __iter__(self) -> Iterator[Publication]:
         return self._iter
@@ -367,9 +378,18 @@ class Run:
         elif kind == _EV_BOOT_OFF:
             self._flush(st, t, burst=False)
             st.next_status_ms = 1 << 62
-            self._status(st, t)
+            if st.bike.boots[boot_index].last:
+                self._status(st, t, online=False)  # a clean shutdown says goodbye itself
+            else:
+                # Power lost: the broker publishes the last will when the keepalive runs
+                # out, or when the rebooted kit connects again, whichever comes first.
+                will_ms = min(self._will_delay_ms, round(self.config.reboot_down_s * 1000))
+                self._status(st, t, online=False, publish_at=t + will_ms)
         elif kind == _EV_OFFLINE:
             st.online = False
+            offline = st.bike.faults.offline
+            if offline is not None and (offline[1] - offline[0]) * 1000 > self._will_delay_ms:
+                self._status(st, t, online=False, publish_at=t + self._will_delay_ms)
         elif kind == _EV_ONLINE:
             st.online = True
             self._status(st, t)
@@ -382,7 +402,10 @@ class Run:
                 self._status(st, t)
             st.next_status_ms = t + round(self.config.status_interval_s * 1000)
 
-    def _status(self, st: _KitState, t: int) -> None:
+    def _status(
+        self, st: _KitState, t: int, *, online: bool = True, publish_at: int | None = None
+    ) -> None:
+        """A status message as of ``t``; ``online=False`` is the kit's last will."""
         bike, boot = st.bike, st.boot
         battery = max(bike.battery_start_pct - 12.0 * t / 3_600_000, 1.0)  # ~12 %/h riding
         status = StatusBits.NONE
@@ -401,9 +424,13 @@ class Run:
             boot_id=boot.boot_id,
             status=status,
         )
-        self._push(
-            Publication(self.config.start_ms + t, bike.kit_id, Kind.STATUS, encode_status(msg))
-        )
+        # docs/ingest.md: the last will is a status message with "online": false;
+        # the protocol's decoder ignores members it does not know.
+        doc = json.loads(encode_status(msg))
+        doc["online"] = online
+        payload = json.dumps(doc, separators=(",", ":")).encode()
+        at = self.config.start_ms + (t if publish_at is None else publish_at)
+        self._push(Publication(at, bike.kit_id, Kind.STATUS, payload))
 
     # -- readings -----------------------------------------------------------
 

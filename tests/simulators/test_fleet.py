@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import json
 import math
 from collections import Counter, defaultdict
 
@@ -132,6 +133,17 @@ def test_status_messages_describe_the_kit(faulty_run: Simulated) -> None:
         assert msg.kit_id == p.kit_id
         assert msg.boot_id in boots[p.kit_id]
         assert 0 < (msg.battery_pct or 0) <= 100
+    # The last will ("online": false) when a kit drops off, and a goodbye at power-off.
+    online = {p.kit_id: json.loads(p.payload)["online"] for p in statuses}
+    assert not any(online.values())
+    start = faulty_run.fleet.config.start_ms
+    for bike in faulty_run.fleet.bikes:
+        if bike.faults.offline is None:
+            continue
+        gone = start + round(bike.faults.offline[0] * 1000)
+        wills = [p for p in statuses if p.kit_id == bike.kit_id
+                 and not json.loads(p.payload)["online"] and gone < p.publish_ms < gone + 60_000]
+        assert len(wills) == 1
     warming = [decode_status(p.payload) for p in statuses
                if decode_status(p.payload).uptime_s == 0]
     assert warming
