@@ -25,12 +25,12 @@ import numpy as np
 
 from api.bands import NO_BAND, MetricScale
 from api.config import ApiSettings
-from api.queries_extra import Selection
 from api.roles import Principal
-from api.stats import mean_interval, std_from_sums
+from api.stats import mean_interval
 from bikesense.settings import Settings
-from stream.core.partials import PARTIAL_DTYPE, Metric
-from stream.core.summary import hist_percentile, laeq_db
+from storage.queries import Selection
+from stream.core.partials import Metric
+from stream.core.summary import laeq_db
 
 MIN_WINDOWS_PER_RANGE = 24
 
@@ -58,55 +58,27 @@ def selection(principal: Principal, api: ApiSettings, *, metric: Metric, resolut
               window_s: int, start: datetime, end: datetime) -> Selection:
     public = principal.role.is_public
     return Selection(metric=metric, resolution=resolution, window_s=window_s, start=start,
-                     end=end, min_rides=api.public_min_rides if public else 1,
-                     min_days=api.public_min_days if public else 1)
+                     end=end, min_rides=api.public_min_rides if public else 0,
+                     min_days=api.public_min_days if public else 0)
 
 
 @dataclass(frozen=True, slots=True)
-class Summary:
-    """Column-wise statistics of merged partials (one row per cell or bucket)."""
+class Judged:
+    """What the API adds to ``storage.queries.STATS_DTYPE`` rows: interval, sufficiency, band."""
 
-    n: np.ndarray
-    mean: np.ndarray
-    std: np.ndarray
-    min: np.ndarray
-    max: np.ndarray
-    p50: np.ndarray
-    p95: np.ndarray
-    laeq_db: np.ndarray
-    lamax_db: np.ndarray
     ci_low: np.ndarray
     ci_high: np.ndarray
-    rides: np.ndarray
-    days: np.ndarray
     sufficient: np.ndarray  # bool
-    colour_value: np.ndarray  # what the band is taken from: LAeq for noise, else the mean
     band: np.ndarray  # band index, NO_BAND where insufficient
 
 
-def summarise(agg: np.ndarray, metric: Metric, scale: MetricScale, min_readings: int) -> Summary:
-    n = agg["n"].astype(np.int64)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        mean = np.where(n > 0, agg["sum"] / n, np.nan)
-    std = std_from_sums(n, agg["sum"], agg["sumsq"])
-    # Percentiles as the stream core defines them (stream.core.summary), so the
-    # API and exports of summaries agree to the last digit.
-    partials = np.zeros(len(agg), dtype=PARTIAL_DTYPE)
-    partials["metric"] = int(metric)
-    for name in ("min", "max", "hist"):
-        partials[name] = agg[name]
-    p50 = hist_percentile(partials, 0.50)
-    p95 = hist_percentile(partials, 0.95)
-    is_noise = metric is Metric.NOISE
-    laeq = laeq_db(agg["energy"], agg["duration_s"]) if is_noise else np.full(len(n), np.nan)
-    ci_low, ci_high = mean_interval(mean, std, agg["rides"])
-    sufficient = n >= min_readings
-    colour_value = laeq if is_noise else mean
-    band = np.where(sufficient, scale.classify(colour_value), NO_BAND).astype(np.int16)
-    return Summary(n=n, mean=mean, std=std, min=agg["min"], max=agg["max"], p50=p50, p95=p95,
-                   laeq_db=laeq, lamax_db=agg["lamax_db"], ci_low=ci_low, ci_high=ci_high,
-                   rides=agg["rides"], days=agg["days"], sufficient=sufficient,
-                   colour_value=colour_value, band=band)
+def judge(stats: np.ndarray, metric: Metric, scale: MetricScale, min_readings: int) -> Judged:
+    ci_low, ci_high = mean_interval(stats["mean"], stats["std"], stats["rides"])
+    sufficient = stats["n"] >= min_readings
+    # Noise is coloured by its energy average (DESIGN.md decision 3), the rest by the mean.
+    value = stats["laeq_db"] if metric is Metric.NOISE else stats["mean"]
+    band = np.where(sufficient, scale.classify(value), NO_BAND).astype(np.int16)
+    return Judged(ci_low=ci_low, ci_high=ci_high, sufficient=sufficient, band=band)
 
 
 def tile_bands(cells: np.ndarray, metric: Metric, scale: MetricScale,

@@ -21,10 +21,10 @@ from psycopg_pool import PoolTimeout
 from api.config import ApiSettings
 from api.errors import ApiError, BadParameterError, RateLimitedError, UnauthorizedError
 from api.keys import verify_key
-from api.queries_extra import BBox
 from api.roles import Principal, Role
 from api.state import ApiState
 from bikesense.settings import Settings
+from storage.queries import BBox
 
 #: Oldest and newest instants the API accepts: outside, a request is a mistake.
 EARLIEST = datetime(2000, 1, 1, tzinfo=UTC)

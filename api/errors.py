@@ -23,6 +23,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from storage.exceptions import QueryError
+
 
 class ApiError(Exception):
     status_code = 400
@@ -87,6 +89,13 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
         detail = [_validation_detail(dict(e)) for e in exc.errors()]
         return JSONResponse({"error": "bad_parameter", "detail": detail}, status_code=422)
+
+    @app.exception_handler(QueryError)
+    async def _query(_: Request, exc: QueryError) -> JSONResponse:
+        # Routes check their parameters first; this is the safety net for what storage
+        # refuses, still a 4xx naming why rather than a 500.
+        return JSONResponse({"error": "bad_parameter", "detail": [
+            {"parameter": None, "in": "query", "message": str(exc)}]}, status_code=422)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:

@@ -61,16 +61,6 @@ def mean_interval(mean: np.ndarray, std: np.ndarray, rides: np.ndarray
     return mean - half, mean + half
 
 
-def std_from_sums(n: np.ndarray, total: np.ndarray, total_sq: np.ndarray) -> np.ndarray:
-    """Sample standard deviation from count, Σx and Σx² (NaN below two readings)."""
-    n_f = np.asarray(n, dtype=np.float64)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        mean = total / n_f
-        var = (total_sq - n_f * mean * mean) / (n_f - 1)
-    var = np.where(n_f >= 2, np.maximum(var, 0.0), np.nan)
-    return np.sqrt(var)
-
-
 def finite_or_none(value: float) -> float | None:
     return None if value is None or not math.isfinite(value) else float(value)
 

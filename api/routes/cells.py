@@ -9,7 +9,7 @@ import h3.api.basic_int as h3i
 import numpy as np
 from fastapi import APIRouter, Query
 
-from api.aggregates import align, allowed_windows, choose_window, selection, summarise
+from api.aggregates import align, allowed_windows, choose_window, judge, selection
 from api.deps import (
     ApiSettingsDep,
     ConnDep,
@@ -29,9 +29,9 @@ from api.models import (
     MetricName,
     Polygon,
 )
-from api.queries_extra import cell_stats
 from api.routes.meta import INDICATIVE_NOTE
 from api.stats import finite_or_none
+from storage.queries import acell_stats
 
 router = APIRouter(prefix="/v1/cells", tags=["cells"], responses=ERROR_RESPONSES)
 
@@ -78,23 +78,24 @@ async def cells(
     start, end = align(time_range.start, time_range.end, window_s)
     sel = selection(principal, api, metric=metric.metric, resolution=res, window_s=window_s,
                     start=start, end=end)
-    agg = await cell_stats(conn, sel, box)
+    stats = await acell_stats(conn, sel, box)
     scale = state.bands.scale(metric.metric)
-    s = summarise(agg, metric.metric, scale, api.min_readings)
+    j = judge(stats, metric.metric, scale, api.min_readings)
     noise = metric is MetricName.NOISE
     features = []
-    for i, cell in enumerate(agg["key"].tolist()):
-        band = scale.bands[int(s.band[i])] if s.band[i] >= 0 else None
+    for i, row in enumerate(stats):
+        cell = int(row["cell"])
+        band = scale.bands[int(j.band[i])] if j.band[i] >= 0 else None
         props = CellStats(
             cell=format(cell, "x"), resolution=res, metric=metric, unit=scale.unit,
-            status="ok" if s.sufficient[i] else "insufficient",
-            n_readings=int(s.n[i]), rides=int(s.rides[i]), days=int(s.days[i]),
-            mean=finite_or_none(s.mean[i]), std=finite_or_none(s.std[i]),
-            min=finite_or_none(s.min[i]), max=finite_or_none(s.max[i]),
-            p50=finite_or_none(s.p50[i]), p95=finite_or_none(s.p95[i]),
-            laeq_db=finite_or_none(s.laeq_db[i]) if noise else None,
-            lamax_db=finite_or_none(s.lamax_db[i]) if noise else None,
-            ci95_low=finite_or_none(s.ci_low[i]), ci95_high=finite_or_none(s.ci_high[i]),
+            status="ok" if j.sufficient[i] else "insufficient",
+            n_readings=int(row["n"]), rides=int(row["rides"]), days=int(row["days"]),
+            mean=finite_or_none(row["mean"]), std=finite_or_none(row["std"]),
+            min=finite_or_none(row["min"]), max=finite_or_none(row["max"]),
+            p50=finite_or_none(row["p50"]), p95=finite_or_none(row["p95"]),
+            laeq_db=finite_or_none(row["laeq_db"]) if noise else None,
+            lamax_db=finite_or_none(row["lamax_db"]) if noise else None,
+            ci95_low=finite_or_none(j.ci_low[i]), ci95_high=finite_or_none(j.ci_high[i]),
             band=band.label if band else None, colour=band.colour if band else None)
         features.append(CellFeature(id=props.cell, geometry=Polygon(coordinates=[_ring(cell)]),
                                     properties=props))

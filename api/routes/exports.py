@@ -7,14 +7,24 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Annotated
 
+import numpy as np
 from fastapi import APIRouter, Query
 from fastapi.responses import StreamingResponse
 
 from api.deps import PrincipalDep, ServiceUnavailableError, StateDep, TimeRangeDep, parse_bbox
 from api.errors import BadParameterError, ForbiddenError, UnauthorizedError
-from api.export import csv_header, csv_stream, geojson_stream, parquet_stream
+from api.export import (
+    arrow_schema,
+    csv_text_stream,
+    export_columns,
+    geojson_text_stream,
+    keep_rows,
+    parquet_stream,
+)
 from api.models import ERROR_RESPONSES, MetricName
-from api.queries_extra import copy_readings, export_columns
+from api.queries_extra import copy_readings_text
+from storage.queries import aiter_readings
+from stream.core.partials import METRIC_COLUMNS
 
 router = APIRouter(prefix="/v1/exports", tags=["exports"], responses=ERROR_RESPONSES)
 
@@ -101,28 +111,38 @@ async def export_readings(
     }
     pool = state.pool
     counter = state.metrics.export_rows.labels(fmt.value)
+    schema = arrow_schema(columns, provenance)
+    chunk_rows = state.api_settings.export_batch_rows
 
-    async def body() -> AsyncIterator[bytes]:
+    async def chunks() -> AsyncIterator[np.ndarray]:
         # The connection is taken here, not as a dependency, so that it lives as
         # long as the stream and goes back to the pool when the client is done.
         async with pool.connection() as conn:
-            async for chunk in copy_readings(
-                    conn, columns, start=time_range.start, end=time_range.end, bbox=box,
-                    kits=kits, metrics=chosen, fmt="geojson" if fmt is ExportFormat.GEOJSON
-                    else "csv"):
-                yield chunk
+            async for chunk in aiter_readings(conn, start=time_range.start, end=time_range.end,
+                                              bbox=box, kit_ids=kits or None,
+                                              chunk_rows=chunk_rows):
+                yield keep_rows(chunk, chosen)
 
     async def counted(stream: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
-        async for chunk in stream:
-            counter.inc(len(chunk))
-            yield chunk
+        async for data in stream:
+            counter.inc(len(data))
+            yield data
+
+    async def text(geojson: bool) -> AsyncIterator[bytes]:
+        async with pool.connection() as conn:
+            async for data in copy_readings_text(
+                    conn, [c.name for c in columns], start=time_range.start, end=time_range.end,
+                    bbox=box, kits=kits, geojson=geojson,
+                    metric_columns=[METRIC_COLUMNS[m] for m in chosen]
+                    if 0 < len(chosen) < len(MetricName) else []):
+                yield data
 
     if fmt is ExportFormat.CSV:
-        stream = csv_stream(csv_header(columns), body())
+        stream = csv_text_stream(columns, text(geojson=False))
     elif fmt is ExportFormat.GEOJSON:
-        stream = geojson_stream(columns, provenance, body())
+        stream = geojson_text_stream(columns, provenance, text(geojson=True))
     else:
-        stream = parquet_stream(columns, provenance, body())
+        stream = parquet_stream(columns, schema, chunks())
     stamp = f"{time_range.start:%Y%m%dT%H%M}-{time_range.end:%Y%m%dT%H%M}"
     return StreamingResponse(counted(stream), media_type=_MEDIA[fmt], headers={
         "Content-Disposition": f'attachment; filename="bikesense-readings-{stamp}.{fmt.value}"',

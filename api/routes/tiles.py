@@ -15,8 +15,9 @@ from api.aggregates import align, allowed_windows, choose_window, selection, til
 from api.deps import ApiSettingsDep, ConnDep, PrincipalDep, SettingsDep, StateDep, TimeRangeDep
 from api.errors import BadParameterError
 from api.models import ERROR_RESPONSES, MetricName
-from api.queries_extra import BBox, cell_means
+from api.queries_extra import cell_means
 from api.tiles import MAX_ZOOM, TileBox, average_edge_m, render_tile, resolution_for_zoom
+from storage.queries import BBox
 
 router = APIRouter(prefix="/v1/tiles", tags=["tiles"], responses=ERROR_RESPONSES)
 
@@ -64,10 +65,10 @@ async def tile(
     # Cells whose centre lies outside the tile can still cover its edge.
     margin_deg = 2 * average_edge_m(resolution) / 111_320
     lon_margin = margin_deg / max(np.cos(np.radians(max(abs(box.south), abs(box.north)))), 0.01)
-    cells = await cell_means(conn, sel, BBox(west=box.west - lon_margin,
-                                              south=box.south - margin_deg,
-                                              east=box.east + lon_margin,
-                                              north=box.north + margin_deg))
+    cells = await cell_means(conn, sel, BBox(west=max(box.west - lon_margin, -180.0),
+                                              south=max(box.south - margin_deg, -90.0),
+                                              east=min(box.east + lon_margin, 180.0),
+                                              north=min(box.north + margin_deg, 90.0)))
     scale = state.bands.scale(metric.metric)
     bands = tile_bands(cells, metric.metric, scale, api.min_readings)
     png = await run_in_threadpool(render_tile, box, cells["cell"], bands, scale)

@@ -11,7 +11,7 @@ from typing import Annotated
 import h3.api.basic_int as h3i
 from fastapi import APIRouter, Query, Response
 
-from api.aggregates import align, allowed_windows, selection, summarise
+from api.aggregates import align, allowed_windows, judge, selection
 from api.deps import (
     ApiSettingsDep,
     ConnDep,
@@ -24,8 +24,8 @@ from api.deps import (
 )
 from api.errors import BadParameterError, ForbiddenError
 from api.models import ERROR_RESPONSES, MetricName, Timeseries, TimeseriesPoint
-from api.queries_extra import BBox, bucket_stats
 from api.stats import finite_or_none
+from storage.queries import BBox, atime_series
 
 router = APIRouter(prefix="/v1/timeseries", tags=["timeseries"], responses=ERROR_RESPONSES)
 
@@ -125,20 +125,21 @@ async def timeseries(
                            "larger bucket", parameter="bucket")
     sel = selection(principal, api, metric=metric.metric, resolution=res, window_s=window_s,
                     start=start, end=end)
-    agg = await bucket_stats(conn, sel, bucket.seconds, bbox=box, cell=cell_int)
+    stats = await atime_series(conn, sel, bucket.seconds, bbox=box, cell=cell_int)
     scale = state.bands.scale(metric.metric)
-    s = summarise(agg, metric.metric, scale, api.min_readings)
+    j = judge(stats, metric.metric, scale, api.min_readings)
     noise = metric is MetricName.NOISE
     points = [
         TimeseriesPoint(
-            start=datetime.fromtimestamp(int(key), UTC), n_readings=int(s.n[i]),
-            rides=int(s.rides[i]), mean=finite_or_none(s.mean[i]), std=finite_or_none(s.std[i]),
-            min=finite_or_none(s.min[i]), max=finite_or_none(s.max[i]),
-            p50=finite_or_none(s.p50[i]), p95=finite_or_none(s.p95[i]),
-            laeq_db=finite_or_none(s.laeq_db[i]) if noise else None,
-            ci95_low=finite_or_none(s.ci_low[i]), ci95_high=finite_or_none(s.ci_high[i]),
-            status="ok" if s.sufficient[i] else "insufficient")
-        for i, key in enumerate(agg["key"].tolist())
+            start=datetime.fromtimestamp(int(row["window_start_ms"]) / 1000, UTC),
+            n_readings=int(row["n"]), rides=int(row["rides"]),
+            mean=finite_or_none(row["mean"]), std=finite_or_none(row["std"]),
+            min=finite_or_none(row["min"]), max=finite_or_none(row["max"]),
+            p50=finite_or_none(row["p50"]), p95=finite_or_none(row["p95"]),
+            laeq_db=finite_or_none(row["laeq_db"]) if noise else None,
+            ci95_low=finite_or_none(j.ci_low[i]), ci95_high=finite_or_none(j.ci_high[i]),
+            status="ok" if j.sufficient[i] else "insufficient")
+        for i, row in enumerate(stats)
     ]
     result = Timeseries(
         metric=metric, unit=scale.unit, resolution=res, bucket_s=bucket.seconds,

@@ -7,9 +7,9 @@ from typing import Any
 
 import psycopg
 import pytest
-from api_factories import RESOLUTIONS, WINDOWS, scenario, write
+from tests.api.api_factories import RESOLUTIONS, WINDOWS, scenario, write
 import httpx
-from api_server import ServerThread
+from tests.api.api_server import ServerThread
 
 from api.app import create_app
 from api.config import ApiSettings

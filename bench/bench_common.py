@@ -1,0 +1,90 @@
+"""Shared by bench_tiles.py and bench_export.py: a throwaway PostgreSQL and a server process."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+import psycopg
+
+from bikesense.services import PostgresCluster, free_port
+from storage.migrate import Backend, migrate
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "bench" / "results"
+
+
+@contextmanager
+def database() -> Iterator[str]:
+    """A migrated database on a throwaway cluster (or BIKESENSE_DATABASE_URL's server)."""
+    base = os.environ.get("BIKESENSE_DATABASE_URL")
+    cluster = None
+    if base is None:
+        root = Path(tempfile.mkdtemp(prefix="bikesense-bench-"))
+        root.chmod(0o755)
+        cluster = PostgresCluster(root / "postgres", durable=False)
+        cluster.start()
+        base = cluster.url
+    name = f"bench_{os.getpid()}"
+    with psycopg.connect(base, autocommit=True) as conn:
+        conn.execute(f"DROP DATABASE IF EXISTS {name}")  # type: ignore[call-overload]
+        conn.execute(f"CREATE DATABASE {name}")  # type: ignore[call-overload]
+    url = f"{base.rpartition('/')[0]}/{name}"
+    with psycopg.connect(url, autocommit=True) as conn:
+        migrate(conn, backend=Backend.PLAIN)
+    try:
+        yield url
+    finally:
+        with psycopg.connect(base, autocommit=True) as conn:
+            conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")  # type: ignore[call-overload]
+        if cluster is not None:
+            cluster.stop(mode="immediate")
+
+
+SERVER_CODE = """
+import sys, uvicorn
+from api.app import create_app
+from api.config import ApiSettings
+from bikesense.settings import Settings
+url, port = sys.argv[1], int(sys.argv[2])
+app = create_app(Settings(database_url=url), ApiSettings(public_rate_per_s=1e6, public_burst=10**6,
+                 pool_max_size=4), listen=False)
+uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
+"""
+
+
+@contextmanager
+def api_server(url: str) -> Iterator[tuple[str, int]]:
+    """The API in its own process (so its memory can be read): (base URL, pid)."""
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-c", SERVER_CODE, url, str(port)], cwd=ROOT)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                if httpx.get(f"{base}/healthz", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline or proc.poll() is not None:
+                raise RuntimeError("the API server did not start")
+            time.sleep(0.1)
+        yield base, proc.pid
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+def rss_kib(pid: int) -> tuple[int, int]:
+    """(current RSS, peak RSS) of a process in KiB, from /proc."""
+    fields = dict(line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text()
+                  .splitlines() if ":" in line)
+    return int(fields["VmRSS"].split()[0]), int(fields["VmHWM"].split()[0])
