@@ -236,12 +236,12 @@ def decode_to_array(data: bytes, header: FrameHeader) -> np.ndarray:
 
     # NaN compares False, so absent positions pass the range test.
     bad = int(pairs[:, 0].min() != 0)
-    bad += np.count_nonzero(np.abs(latlon) > _LATLON_LIMITS)
-    bad += np.count_nonzero(latlon_absent[:, 0] != latlon_absent[:, 1])
-    bad += np.count_nonzero(_FIX_SATS_BAD[words[:, -1]])
-    bad += np.count_nonzero(np.isinf(values[:, _COL["rh_x10"]]))
+    bad += int(np.count_nonzero(np.abs(latlon) > _LATLON_LIMITS))
+    bad += int(np.count_nonzero(latlon_absent[:, 0] != latlon_absent[:, 1]))
+    bad += int(np.count_nonzero(_FIX_SATS_BAD[words[:, -1]]))
+    bad += int(np.count_nonzero(np.isinf(values[:, _COL["rh_x10"]])))
     if base_ts > MAX_TS_MS - MAX_DT_MS:
-        bad += np.count_nonzero(pairs[:, 0] > MAX_TS_MS - base_ts)
+        bad += int(np.count_nonzero(pairs[:, 0] > MAX_TS_MS - base_ts))
     if bad:
         check_records(np.frombuffer(data, RECORD_DTYPE, n, OFFSET_RECORDS), base_ts,
                       header.kit_id)
@@ -293,7 +293,7 @@ def array_to_records(readings: np.ndarray) -> tuple[int, np.ndarray]:
         if bad.any():
             i = int(np.argmax(bad))
             raise LocalProtocolError(
-                f"reading {i}: {f.name}={values[i]!r} is outside the wire range "
+                f"reading {i}: {f.name}={float(values[i])!r} is outside the wire range "
                 f"{f.lo / f.scale:g}..{f.hi / f.scale:g} {f.unit} (NaN for no value)".rstrip())
         raw[absent] = f.absent
         rec[f.wire] = raw
@@ -331,7 +331,7 @@ def _check_int_range(values: np.ndarray, name: str, lo: int, hi: int) -> None:
     bad = (values < lo) | (values > hi)
     if bad.any():
         i = int(np.argmax(bad))
-        raise LocalProtocolError(f"reading {i}: {name}={values[i]} is outside {lo}..{hi}")
+        raise LocalProtocolError(f"reading {i}: {name}={int(values[i])} is outside {lo}..{hi}")
 
 
 def records_body(base_ts: int, rec: np.ndarray) -> bytes:

@@ -155,7 +155,7 @@ def _max_wire(ts_ms: int) -> dict[str, int]:
 
 
 def _min_wire(ts_ms: int) -> dict[str, int]:
-    wire = {name: 0 for name in WIRE_FIELDS}
+    wire = dict.fromkeys(WIRE_FIELDS, 0)
     wire.update(ts_ms=ts_ms, lat_e7=-900_000_000, lon_e7=-1_800_000_000, temp_x100=-0x7FFF)
     return wire
 
