@@ -138,12 +138,18 @@ def _copy_sql(table: str, columns: tuple[Column, ...]) -> str:
 
 # Built once from the column lists above, so the staging layout and the binary
 # encoding cannot drift apart. Only our own constant names go into these strings.
-_STAGING_DDL = ";\n".join([
-    _staging_ddl("bikesense_stage_readings", READING_COLUMNS),
-    _staging_ddl("bikesense_stage_partials", PARTIAL_COLUMNS),
-    _staging_ddl("bikesense_stage_presence", PRESENCE_COLUMNS),
-    _staging_ddl("bikesense_stage_cells", CELL_COLUMNS),
-]).encode()
+_STAGING_TABLES = {
+    "bikesense_stage_readings": READING_COLUMNS,
+    "bikesense_stage_partials": PARTIAL_COLUMNS,
+    "bikesense_stage_presence": PRESENCE_COLUMNS,
+    "bikesense_stage_cells": CELL_COLUMNS,
+}
+# ON COMMIT DELETE ROWS empties them at commit, but a caller may write several
+# batches in one transaction of its own: empty them before each use too.
+_STAGING_DDL = ";\n".join(
+    [_staging_ddl(table, columns) for table, columns in _STAGING_TABLES.items()]
+    + [f"DELETE FROM {table}" for table in _STAGING_TABLES]
+).encode()
 _COPY_READINGS = _copy_sql("bikesense_stage_readings", READING_COLUMNS).encode()
 _COPY_INTO_READINGS = _copy_sql("readings", READING_COLUMNS[1:]).encode()
 _COPY_PARTIALS = _copy_sql("bikesense_stage_partials", PARTIAL_COLUMNS).encode()

@@ -220,3 +220,16 @@ def test_both_paths_store_absent_values_as_null(conn: psycopg.Connection[Any]) -
     rows = conn.execute("SELECT hdop IS NULL, satellites IS NULL, cell IS NULL"
                         " FROM readings ORDER BY seq, idx").fetchall()
     assert rows == [(i % 2 == 0, i % 3 == 0, i % 5 == 0) for i in range(20)]
+
+
+def test_inside_the_callers_transaction(conn: psycopg.Connection[Any]) -> None:
+    # The embedded sink writes rejects and readings in one transaction of its own.
+    batch = make_readings(30)
+    with conn.transaction():
+        assert write_batch(conn, batch[:20], ReferenceAggregate()).inserted == 20
+        assert write_batch(conn, batch, ReferenceAggregate()).inserted == 10  # fell back, went on
+    assert snapshot(conn)["readings"] != []
+    with pytest.raises(RuntimeError, match="caller"), conn.transaction():
+        write_batch(conn, make_readings(5, kit_id=9), ReferenceAggregate())
+        raise RuntimeError("the caller fails after the write")
+    assert conn.execute("SELECT count(*) FROM readings WHERE kit_id = 9").fetchone() == (0,)
