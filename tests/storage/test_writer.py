@@ -229,7 +229,12 @@ def test_inside_the_callers_transaction(conn: psycopg.Connection[Any]) -> None:
         assert write_batch(conn, batch[:20], ReferenceAggregate()).inserted == 20
         assert write_batch(conn, batch, ReferenceAggregate()).inserted == 10  # fell back, went on
     assert snapshot(conn)["readings"] != []
-    with pytest.raises(RuntimeError, match="caller"), conn.transaction():
-        write_batch(conn, make_readings(5, kit_id=9), ReferenceAggregate())
-        raise RuntimeError("the caller fails after the write")
+
+    def write_then_fail() -> None:
+        with conn.transaction():
+            write_batch(conn, make_readings(5, kit_id=9), ReferenceAggregate())
+            raise RuntimeError("the caller fails after the write")
+
+    with pytest.raises(RuntimeError, match="caller"):
+        write_then_fail()
     assert conn.execute("SELECT count(*) FROM readings WHERE kit_id = 9").fetchone() == (0,)
