@@ -1,0 +1,180 @@
+"""Frame decoding speed: readings per second on one core, by frame size.
+
+Times, for frames of 1 to 1024 readings (docs/protocol.md):
+
+* ``decode_readings`` -- the numpy fast path ingest uses (authenticate + decode);
+* the ceiling of any decoder: the envelope alone (CRC-32 and HMAC-SHA256 over
+  the same bytes, which every frame must pay whatever the decoding);
+* the naive way: the object API, ``decode_frame``, one ``Reading`` at a time;
+* ``encode_readings``, for the simulators' sake.
+
+Each figure is the best of several timed runs (the machine's capability: other
+processes on a shared box only ever slow a run down) with the median beside
+it. Prints a table and writes ``bench/results/decode.json``.
+
+    .venv/bin/python bench/bench_decode.py [--seconds 0.4] [--runs 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import hmac
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+import zlib
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+# Import this checkout's package even where the venv's editable install is stale.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from firmware_protocol import (
+    MAX_READINGS_PER_FRAME,
+    decode_frame,
+    decode_readings,
+    empty_readings,
+    encode_readings,
+)
+
+RESULTS = Path(__file__).resolve().parent / "results" / "decode.json"
+SIZES = (1, 16, 64, 256, MAX_READINGS_PER_FRAME)
+TARGET = 1_000_000  # readings/s on one core, DESIGN.md "Quality bars"
+KEY = bytes(range(32))
+
+
+def ride(n: int, seed: int) -> np.ndarray:
+    """n plausible 1 Hz readings: every sensor present, a few absences."""
+    rng = np.random.default_rng(seed)
+    r = empty_readings(n)
+    r["ts_ms"] = 1_767_225_600_000 + np.arange(n) * 1000
+    r["lat_deg"] = 52.37 + np.cumsum(rng.normal(0, 2e-5, n))
+    r["lon_deg"] = 4.89 + np.cumsum(rng.normal(0, 3e-5, n))
+    r["gnss_fix"] = 2
+    r["hdop"] = rng.uniform(0.6, 3, n)
+    r["satellites"] = rng.integers(4, 30, n)
+    r["speed_mps"] = rng.uniform(0, 8, n)
+    for name, hi in (("pm1_ugm3", 30), ("pm25_ugm3", 60), ("pm10_ugm3", 120), ("no2_ugm3", 150)):
+        r[name] = rng.uniform(0, hi, n)
+    r["no2_ugm3"][rng.random(n) < 0.2] = np.nan
+    r["noise_laeq_db"] = rng.uniform(45, 85, n)
+    r["noise_lamax_db"] = r["noise_laeq_db"] + rng.uniform(0, 15, n)
+    r["interval_ms"] = 1000
+    r["temperature_c"] = rng.uniform(-5, 30, n)
+    r["humidity_pct"] = rng.uniform(30, 100, n)
+    r["status"] = np.where(rng.random(n) < 0.02, 2, 0)
+    return r
+
+
+def timed(fn: Callable[[], object], seconds: float, runs: int) -> list[float]:
+    """Seconds per call, one figure per run; each run repeats fn for about `seconds`."""
+    loops, elapsed = 1, 0.0
+    while elapsed < seconds / 5:  # calibrate the loop count
+        loops *= 2
+        start = time.perf_counter()
+        for _ in range(loops):
+            fn()
+        elapsed = time.perf_counter() - start
+    loops = max(1, int(loops * seconds / elapsed))
+    per_call = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        for _ in range(loops):
+            fn()
+        per_call.append((time.perf_counter() - start) / loops)
+    return per_call
+
+
+def envelope_only(frame: bytes) -> Callable[[], object]:
+    def check() -> object:
+        view = memoryview(frame)
+        zlib.crc32(view[:-20])
+        return hmac.compare_digest(hmac.digest(KEY, view[:-16], "sha256")[:16], view[-16:])
+    return check
+
+
+def figures(per_call: list[float], n: int) -> dict[str, float]:
+    best, median = min(per_call), statistics.median(per_call)
+    return {
+        "us_per_frame_best": best * 1e6,
+        "us_per_frame_median": median * 1e6,
+        "readings_per_s_best": n / best,
+        "readings_per_s_median": n / median,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=0.4, help="length of one timed run")
+    parser.add_argument("--runs", type=int, default=5, help="timed runs per figure")
+    args = parser.parse_args()
+
+    results: dict[str, dict[str, object]] = {}
+    print(f"{'readings/frame':>14} {'bytes':>6} | {'decode_readings':>26} | "
+          f"{'envelope only':>13} | {'decode_frame':>12} | {'encode_readings':>15}")
+    print(f"{'':>14} {'':>6} | {'best /s':>12} {'median /s':>13} | {'best /s':>13} | "
+          f"{'best /s':>12} | {'best /s':>15}")
+    for n in SIZES:
+        readings = ride(n, seed=n)
+        frame = encode_readings(4711, 3, 17, readings, KEY)
+        assert decode_readings(frame, KEY).readings.shape == (n,)
+        fast = figures(timed(lambda f=frame: decode_readings(f, KEY), args.seconds, args.runs),
+                       n)
+        ceiling = figures(timed(envelope_only(frame), args.seconds, args.runs), n)
+        naive = figures(timed(lambda f=frame: decode_frame(f, KEY), args.seconds, 3), n)
+        encode = figures(timed(lambda r=readings: encode_readings(4711, 3, 17, r, KEY),
+                               args.seconds, 3), n)
+        results[str(n)] = {
+            "frame_bytes": len(frame),
+            "decode_readings": fast,
+            "envelope_only_ceiling": ceiling,
+            "decode_frame_naive": naive,
+            "encode_readings": encode,
+            "fast_vs_naive": fast["readings_per_s_best"] / naive["readings_per_s_best"],
+            "fast_vs_ceiling": fast["readings_per_s_best"] / ceiling["readings_per_s_best"],
+        }
+        print(f"{n:>14} {len(frame):>6} | {fast['readings_per_s_best']:>12,.0f} "
+              f"{fast['readings_per_s_median']:>13,.0f} | "
+              f"{ceiling['readings_per_s_best']:>13,.0f} | "
+              f"{naive['readings_per_s_best']:>12,.0f} | {encode['readings_per_s_best']:>15,.0f}")
+
+    above = [n for n in SIZES
+             if results[str(n)]["decode_readings"]["readings_per_s_best"] > TARGET]  # type: ignore[index]
+    summary = {
+        "target_readings_per_s": TARGET,
+        "smallest_frame_above_target": min(above) if above else None,
+        "decode_readings_per_s_at_64": results["64"]["decode_readings"],
+        "decode_readings_per_s_at_256": results["256"]["decode_readings"],
+        "decode_readings_per_s_at_1024": results[str(MAX_READINGS_PER_FRAME)]["decode_readings"],
+    }
+    doc = {
+        "when": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "what": "firmware_protocol decode, one core, single thread",
+        "machine": {
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+            "numpy": np.__version__,
+            "platform": platform.platform(),
+            "load_average_at_end": os.getloadavg(),
+        },
+        "method": f"best and median of {args.runs} runs of ~{args.seconds}s each",
+        "summary": summary,
+        "by_frame_size": results,
+    }
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    tmp = RESULTS.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(doc, indent=2) + "\n")
+    tmp.replace(RESULTS)
+    smallest = summary["smallest_frame_above_target"]
+    print(f"\nabove {TARGET:,} readings/s from {smallest} readings per frame"
+          if smallest else f"\nbelow {TARGET:,} readings/s at every frame size")
+    print(f"load average at end: {os.getloadavg()}; wrote {RESULTS}")
+
+
+if __name__ == "__main__":
+    main()
