@@ -82,6 +82,10 @@ EXPECTED_DTYPE = np.dtype(
     ]
 )
 
+#: The finest H3 resolution the pipeline bins at by default (bikesense.settings:
+#: resolutions 7–10); coarser cells are its parents.
+DEFAULT_FINEST_RESOLUTION = 10
+
 #: Half the wire resolution of the PM, NO2 and noise fields (0.1 units, docs/protocol.md §4.3).
 _QUANTISATION = 0.05
 #: Standard errors allowed on top of the model's mean bias; 4σ keeps a run of
@@ -231,6 +235,7 @@ class TruthRecord:
         privacy_radius_m: float = 0.0,
         bin_by: Literal["reported", "true"] = "reported",
         only: np.ndarray | None = None,
+        finest_resolution: int | None = DEFAULT_FINEST_RESOLUTION,
     ) -> np.ndarray:
         """Per (cell, window): the mean a correct pipeline stores, the true mean, and a bound.
 
@@ -244,6 +249,12 @@ class TruthRecord:
         pipeline kept for this metric, and ``measured_mean`` is exactly what its
         aggregates must hold, while ``true_mean`` and ``error_bound`` say how far that
         may be from the truth. With ``only``, ``exclude`` defaults to nothing.
+
+        Cells are found as the pipeline finds them: at ``finest_resolution`` (its
+        finest configured resolution), then the parent at ``resolution``. H3
+        children poke out of their parents, so this differs from asking h3 for the
+        cell at ``resolution`` directly for points near a cell's edge; pass
+        ``finest_resolution=None`` for that.
 
         Noise means are energy means weighted by ``interval_ms`` (DESIGN.md
         decision 3). Rows are sorted by (window_start_ms, cell).
@@ -275,14 +286,18 @@ class TruthRecord:
         r = r[keep]
         if len(r) == 0:
             return np.zeros(0, EXPECTED_DTYPE)
+        at = resolution if finest_resolution is None else finest_resolution
+        if at < resolution:
+            raise ValueError(f"finest_resolution {at} is coarser than resolution {resolution}")
         cells = np.fromiter(
-            (
-                h3.latlng_to_cell(a, b, resolution)
-                for a, b in zip(r[lat_col].tolist(), r[lon_col].tolist(), strict=True)
-            ),
+            (h3.latlng_to_cell(a, b, at)
+             for a, b in zip(r[lat_col].tolist(), r[lon_col].tolist(), strict=True)),
             dtype=np.int64,
             count=len(r),
         )
+        if at != resolution:
+            cells = np.fromiter((h3.cell_to_parent(c, resolution) for c in cells.tolist()),
+                                dtype=np.int64, count=len(cells))
         window_ms = window_s * 1000
         starts = (r[ts_col] // window_ms) * window_ms
         order = np.lexsort((cells, starts))
