@@ -16,7 +16,6 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.staticfiles import StaticFiles
-from psycopg_pool import AsyncConnectionPool
 
 from api.bands import load_bands
 from api.config import ApiSettings, load_api_settings
@@ -27,6 +26,7 @@ from api.ratelimit import TokenBuckets
 from api.routes import cells, exports, health, kits, live, meta, page, tiles, timeseries
 from api.state import ApiState
 from bikesense.settings import Settings, load_settings, resolve_database_url
+from storage.pool import create_async_pool
 
 log = logging.getLogger(__name__)
 
@@ -61,9 +61,8 @@ def create_app(settings: Settings | None = None, api_settings: ApiSettings | Non
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         url = database_url or resolve_database_url(settings)
         state.database_url = url
-        state.pool = AsyncConnectionPool(
-            url, min_size=api_settings.pool_min_size, max_size=api_settings.pool_max_size,
-            kwargs={"autocommit": True}, open=False, name="bikesense-api")
+        state.pool = create_async_pool(url, min_size=api_settings.pool_min_size,
+                                       max_size=api_settings.pool_max_size)
         # Not waiting: the API starts (and /healthz says "degraded") with the database down.
         await state.pool.open(wait=False)
         if listen:

@@ -5,17 +5,17 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from typing import Any
 
+import httpx
 import psycopg
 import pytest
-from tests.api.api_factories import RESOLUTIONS, WINDOWS, scenario, write
-import httpx
-from tests.api.api_server import ServerThread
 
 from api.app import create_app
 from api.config import ApiSettings
 from api.keys import create_key
 from api.roles import Role
 from bikesense.settings import Settings
+from tests.api.api_factories import RESOLUTIONS, WINDOWS, scenario, write
+from tests.api.api_server import ServerThread
 
 #: Generous limits for tests that are not about rate limiting.
 TEST_API = {"public_rate_per_s": 10_000.0, "public_burst": 10_000}
@@ -78,14 +78,50 @@ def make_client(seeded_url: str) -> Iterator[Callable[..., httpx.Client]]:
         server.__exit__(None, None, None)
 
 
-@pytest.fixture
-def client(make_client: Callable[..., httpx.Client]) -> httpx.Client:
-    return make_client()
+@pytest.fixture(scope="session")
+def shared_url(postgres_url: str, seeded_template: str) -> Iterator[str]:
+    """One clone of the scenario for every test that only reads (and creates keys)."""
+    import uuid  # noqa: PLC0415
+
+    from psycopg import sql  # noqa: PLC0415
+
+    name = f"shared_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(postgres_url, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(
+            sql.Identifier(name), sql.Identifier(seeded_template)))
+    yield f"{postgres_url.rpartition('/')[0]}/{name}"
+    with psycopg.connect(postgres_url, autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
+            sql.Identifier(name)))
+
+
+@pytest.fixture(scope="session")
+def shared_server(shared_url: str) -> Iterator[ServerThread]:
+    app = create_app(settings_for(shared_url), ApiSettings(**TEST_API))
+    with ServerThread(app) as server:
+        yield server
 
 
 @pytest.fixture
-def keys(seeded_url: str) -> dict[Role, str]:
-    """One key per keyed role, on the seeded database."""
-    with psycopg.connect(seeded_url, autocommit=True) as conn:
+def client(shared_server: ServerThread) -> Iterator[httpx.Client]:
+    """A client of the shared server (read-only scenario, default settings)."""
+    with httpx.Client(base_url=shared_server.url, timeout=30) as client:
+        yield client
+
+
+def _keys(url: str) -> dict[Role, str]:
+    with psycopg.connect(url, autocommit=True) as conn:
         return {role: create_key(conn, role, label=f"test {role}").token
                 for role in (Role.OFFICER, Role.RESEARCHER, Role.ADMIN)}
+
+
+@pytest.fixture(scope="session")
+def keys(shared_url: str) -> dict[Role, str]:
+    """One key per keyed role, on the shared database."""
+    return _keys(shared_url)
+
+
+@pytest.fixture
+def own_keys(seeded_url: str) -> dict[Role, str]:
+    """One key per keyed role, on this test's own database (``make_client``)."""
+    return _keys(seeded_url)

@@ -9,13 +9,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from tests.api.api_factories import BUSY, QUIET, ride, write
-from tests.api.api_server import ServerThread
-from tests.api.conftest import TEST_API, settings_for
 from PIL import Image
 
 from api.app import create_app
 from api.config import ApiSettings
+from tests.api.api_factories import BUSY, QUIET, ride, write
+from tests.api.api_server import ServerThread
+from tests.api.conftest import TEST_API, settings_for
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
