@@ -1,0 +1,178 @@
+"""The faust app of the distributed runtime: two topics, one table, two agents.
+
+::
+
+    bikesense.readings  key: kit id   value: BSR1 envelope (codec.py)
+        │
+        ▼  qa agent, one message at a time
+           state of the message's kit from the table bikesense-kit-states (kit id →
+           KitState JSON; the table's changelog topic is what survives a rebalance),
+           process_batch, new state back, enriched rows split by coarse H3 cell
+        │
+    bikesense.enriched  key: coarse cell  value: BSE1 envelope
+        │
+        ▼  store agent, micro-batches (stream.take_events)
+           PostgresSink.write: the embedded runtime's one-transaction writer
+
+The qa agent handles one message at a time on purpose: a faust table writes a
+key's changelog entry to the partition of the event being processed, so a
+batch spanning partitions would file some kits' states under the wrong
+partition. A message already holds a kit's readings of a whole ingest batch.
+Its outputs are sent as faust *attachments*: published before the offset of
+the message they came from is committed (at least once, never lost).
+
+The store agent batches across partitions freely (no table), and its events
+are acknowledged only after the transaction committed. Kafka may deliver a
+message twice; the writer's identity key makes the second copy a no-op
+(DESIGN.md decision 2).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+import faust
+
+from bikesense.exceptions import ConfigurationError
+from bikesense.settings import Settings, resolve_database_url
+from storage.kits import MasterKey
+from stream.core.exceptions import StreamCoreError
+from stream.core.process import CoreConfig
+from stream.faust_app.codec import ENRICHED_TOPIC, READINGS_TOPIC
+from stream.faust_app.exceptions import EnvelopeError
+from stream.faust_app.steps import QaOutcome, StoreOutcome, qa_step, store_batch
+from stream.settings import core_config
+from stream.sink import PostgresSink
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class DistributedConfig:
+    app_id: str = "bikesense"
+    readings_topic: str = READINGS_TOPIC
+    enriched_topic: str = ENRICHED_TOPIC
+    kit_state_table: str = "kit-states"
+    #: Partitions of both topics and of the table's changelog: the most workers that
+    #: can share the work. Fixed once data flows (keys would move to other partitions).
+    partitions: int = 8
+    replication_factor: int = 1
+    #: H3 resolution of the enriched topic's key; None: the coarsest aggregated one,
+    #: so that every partial of a cell is merged by a single worker.
+    routing_resolution: int | None = None
+    #: Enriched messages written in one transaction at most, and how long to wait for them.
+    store_batch_max: int = 500
+    store_batch_within_s: float = 0.25
+    retry_min_s: float = 0.2
+    retry_max_s: float = 5.0
+
+    def routing_for(self, core: CoreConfig) -> int:
+        resolution = min(core.resolutions) if self.routing_resolution is None \
+            else self.routing_resolution
+        if not 0 <= resolution <= core.finest_resolution:
+            msg = (f"routing resolution {resolution} must be between 0 and the finest "
+                   f"configured resolution {core.finest_resolution}")
+            raise ConfigurationError(msg)
+        return resolution
+
+
+@dataclass(frozen=True, slots=True)
+class StreamApp:
+    """The faust app and the parts tests and the worker reach for. faust is untyped: Any."""
+
+    app: Any
+    readings: Any  # faust topic bikesense.readings
+    enriched: Any  # faust topic bikesense.enriched
+    kit_states: Any  # faust table: kit id (bytes) → encoded KitState
+    qa: Any  # agent over readings
+    store: Any  # agent over enriched
+    sink: PostgresSink
+    core: CoreConfig
+    config: DistributedConfig
+
+
+def default_store() -> str:
+    """RocksDB when its binding is installed (local state survives restarts), else memory:
+    the table is then rebuilt from its changelog topic when a worker starts."""
+    if importlib.util.find_spec("rocksdict") is not None:
+        return "rocksdb://"
+    return "memory://"
+
+
+def create_app(settings: Settings, *, broker_url: str | None = None, store: str = "memory://",
+               config: DistributedConfig | None = None) -> StreamApp:
+    """Build (not start) the faust app; nothing connects until a worker runs it."""
+    broker = broker_url or settings.kafka_url
+    if not broker:
+        msg = ("the distributed runtime needs Kafka: set BIKESENSE_KAFKA_URL=kafka://host:9092 "
+               "(the embedded runtime, `bikesense ingest`, needs none)")
+        raise ConfigurationError(msg)
+    cfg = config or DistributedConfig()
+    core = core_config(settings)
+    routing = cfg.routing_for(core)
+    app = faust.App(
+        cfg.app_id,
+        broker=broker,
+        store=store,
+        autodiscover=False,
+        datadir=str(settings.state_dir / "faust"),
+        web_enabled=False,
+        topic_partitions=cfg.partitions,
+        topic_replication_factor=cfg.replication_factor,
+        consumer_auto_offset_reset="earliest",
+        producer_acks=-1,
+        processing_guarantee="at_least_once",
+    )
+    readings = app.topic(cfg.readings_topic, key_type=bytes, value_type=bytes,
+                         partitions=cfg.partitions, internal=True)
+    enriched = app.topic(cfg.enriched_topic, key_type=bytes, value_type=bytes,
+                         partitions=cfg.partitions, internal=True)
+    kit_states = app.Table(cfg.kit_state_table, key_type=bytes, value_type=bytes,
+                           partitions=cfg.partitions, help="kit id → KitState (codec.py)")
+    # The sink uses the kit master key only to load kit secrets, which this process never
+    # does (ingest authenticates); a throwaway key keeps the secret out of the workers.
+    sink = PostgresSink(resolve_database_url(settings), core, MasterKey.generate())
+
+    async def qa_body(stream: Any) -> AsyncIterator[QaOutcome | None]:
+        async for event in stream.events():
+            yield await _qa_event(event, kit_states, enriched, core, routing)
+
+    async def store_body(stream: Any) -> AsyncIterator[StoreOutcome]:
+        try:
+            async for events in stream.take_events(cfg.store_batch_max,
+                                                   within=cfg.store_batch_within_s):
+                yield await store_batch(sink, [e.value for e in events],
+                                        retry_min_s=cfg.retry_min_s, retry_max_s=cfg.retry_max_s)
+        finally:
+            sink.close()
+
+    qa_agent = app.agent(readings, name="bikesense.qa")(qa_body)
+    store_agent = app.agent(enriched, name="bikesense.store")(store_body)
+    return StreamApp(app, readings, enriched, kit_states, qa_agent, store_agent, sink, core, cfg)
+
+
+async def _qa_event(event: Any, kit_states: Any, enriched: Any, core: CoreConfig,
+                    routing: int) -> QaOutcome | None:
+    key = event.key
+    try:
+        # The core is numpy work of a millisecond or so: off the event loop, so that
+        # the other agent and faust's own services keep running.
+        outcome = await asyncio.to_thread(qa_step, event.value, key, kit_states.get(key), core,
+                                          routing)
+    except (EnvelopeError, StreamCoreError) as exc:
+        # Only a foreign producer or another release writes such a message: nothing in it
+        # can be trusted, and stopping the partition for it would stop every kit in it.
+        log.error("skipping unreadable message %r at %s[%d]@%d: %s", key, event.message.topic,
+                  event.message.partition, event.message.offset, exc)
+        return None
+    if outcome.state is not None:
+        kit_states[key] = outcome.state
+    for out_key, value in outcome.forwards:
+        # Attached to this event: published before its offset is committed.
+        await enriched.send(key=out_key, value=value)
+    return outcome
