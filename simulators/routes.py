@@ -189,18 +189,20 @@ def plan_shift(
         if len(near) < 2:
             continue
         # Work the district in nearest-neighbour order, starting nearest to where we are.
-        todo = set(near.tolist())
-        while todo and b.now_s < shift_end_s:
-            pos = xy[here]
-            nxt = min(todo, key=lambda n: (float(np.hypot(*(xy[n] - pos))), n))
-            todo.discard(nxt)
+        todo = np.zeros(len(xy), dtype=bool)
+        todo[near] = True
+        while todo.any() and b.now_s < shift_end_s:
+            left = np.flatnonzero(todo)
+            # Nearest first; argmin takes the lowest node id among equals.
+            nxt = int(left[np.argmin(np.hypot(*(xy[left] - xy[here]).T))])
+            todo[nxt] = False
             path = town.shortest_path(here, nxt)
             in_district = np.hypot(*(xy[path] - centre).T) <= spec.district_radius_m * 1.2
             # Ride to the district without stopping, deliver once inside it.
             cut = int(np.argmax(in_district)) if in_district.any() else len(path) - 1
             ride_path(path[: cut + 1], delivering=False)
             ride_path(path[cut:], delivering=True)
-            todo -= set(path)
+            todo[path] = False
             here = nxt
     ride_path(town.shortest_path(here, depot_node), delivering=False)
     return b.build()

@@ -82,6 +82,7 @@ class Town:
     edge_class: np.ndarray  # (m,) uint8: ROAD_RESIDENTIAL or ROAD_ARTERIAL
     depot_nodes: tuple[int, ...]
     _adjacency: tuple[tuple[tuple[int, int], ...], ...] = field(repr=False)
+    _lengths: tuple[float, ...] = field(repr=False)
 
     @property
     def depots_xy_m(self) -> np.ndarray:
@@ -138,6 +139,7 @@ class Town:
         dist = {source: 0.0}
         prev: dict[int, int] = {}
         heap = [(0.0, source)]
+        lengths = self._lengths
         while heap:
             d, u = heapq.heappop(heap)
             if u == target:
@@ -145,7 +147,7 @@ class Town:
             if d > dist[u]:
                 continue
             for v, e in self._adjacency[u]:
-                nd = d + float(self.edge_length_m[e])
+                nd = d + lengths[e]
                 if nd < dist.get(v, math.inf):
                     dist[v] = nd
                     prev[v] = u
@@ -256,4 +258,5 @@ def generate_town(spec: TownSpec, rng: np.random.Generator) -> Town:
         edge_class=class_arr,
         depot_nodes=tuple(depots),
         _adjacency=tuple(tuple(a) for a in adjacency),
+        _lengths=tuple(length.tolist()),
     )
