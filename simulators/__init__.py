@@ -12,7 +12,9 @@ Layout, from the ground up:
 - :mod:`simulators.faults`: the faults a run injects, and at what rates;
 - :mod:`simulators.fleet`: kits, boots, frames: a deterministic stream of
   publications from a seed;
-- :mod:`simulators.truth`: the record of what was published and what was true;
+- :mod:`simulators.truth` and :mod:`simulators.truthflags`: the record of what
+  was published and what was true;
+- :mod:`simulators.encoding`: frames a block at a time through the protocol;
 - :mod:`simulators.publisher` and :mod:`simulators.framefile`: where
   publications go (real MQTT at QoS 1, or a file for replay);
 - :mod:`simulators.runner` and :mod:`simulators.cli`: pacing and the command line.

@@ -28,8 +28,6 @@ from zoneinfo import ZoneInfo
 
 import numpy as np
 
-# Submodules, not the package root: under pytest's default import mode a tests/
-# folder of the same name can shadow the package's __init__ (see docs/simulator.md).
 from firmware_protocol.frames import StatusBits
 from firmware_protocol.readings import READING_DTYPE
 from firmware_protocol.status import StatusMessage, encode_status
