@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
+import h3.api.basic_int as h3
 import numpy as np
 
 from simulators.exceptions import SimulatorConfigError
@@ -325,8 +326,6 @@ class Environment:
         resolutions finer (49 points for 2), time at ``time_samples`` evenly spaced
         instants. Noise is averaged on energy.
         """
-        import h3.api.basic_int as h3  # noqa: PLC0415 - only this query needs h3
-
         check_field(metric)
         res = h3.get_resolution(cell)
         children = h3.cell_to_children(cell, min(res + spatial_resolution_step, 15))

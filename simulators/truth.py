@@ -25,6 +25,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Literal
 
+import h3.api.basic_int as h3
 import numpy as np
 
 from simulators.environment import ENERGY_FIELDS, FIELDS, check_field
@@ -259,8 +260,6 @@ class TruthRecord:
         Noise means are energy means weighted by ``interval_ms`` (DESIGN.md
         decision 3). Rows are sorted by (window_start_ms, cell).
         """
-        import h3.api.basic_int as h3  # noqa: PLC0415 - the one query that needs cells
-
         check_field(metric)
         if only is not None:
             ids = np.unique(np.asarray(only)[["kit_id", "boot_id", "seq", "idx"]])
