@@ -19,6 +19,11 @@ app = typer.Typer(help="The distributed runtime: faust stream workers over Kafka
 err_console = Console(stderr=True)
 
 
+@app.callback()
+def stream_group() -> None:
+    """The distributed runtime: faust stream workers over Kafka (docs/deployment.md)."""
+
+
 def _settings() -> Settings:
     try:
         return load_settings()
