@@ -110,8 +110,8 @@ def figures(per_call: list[float], n: int) -> dict[str, float]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seconds", type=float, default=0.4, help="length of one timed run")
-    parser.add_argument("--runs", type=int, default=5, help="timed runs per figure")
+    parser.add_argument("--seconds", type=float, default=0.25, help="length of one timed run")
+    parser.add_argument("--runs", type=int, default=9, help="timed runs per figure")
     args = parser.parse_args()
 
     results: dict[str, dict[str, object]] = {}

@@ -124,41 +124,51 @@ def check_records(rec: np.ndarray, base_ts: int, kit_id: int) -> None:
 # of frames, so it is written to make few calls:
 # - each record is seen as 19 little-endian 16-bit words (every field starts at
 #   an even offset);
-# - the eleven 16-bit fields from hdop to humidity become float32 in one gather
-#   from a lookup table (one 65,536-entry row per scale, "no value" already
-#   NaN, invalid humidity +inf), instead of a divide, a compare and a masked
-#   store per field;
+# - the 16-bit words from hdop to the gnss_fix / satellites pair become float32
+#   in one gather from a lookup table (one 65,536-entry row per kind of word:
+#   "no value" already NaN, an invalid value +inf), instead of a divide, a
+#   compare and a masked store per field; one isinf() then checks them all;
 # - the output is written through a view of READING_DTYPE that groups adjacent
 #   columns (lat+lon, speed..lamax, temperature+humidity) into sub-arrays.
 _WORDS = RECORD_BYTES // 2
 _W = {name: offset // 2 for name, offset in FIELD_OFFSETS.items()}
 _LAT, _LON = SCALED_FIELDS[0], SCALED_FIELDS[1]
 _BY_WIRE = {f.wire: f for f in SCALED_FIELDS}
-_FIRST16, _LAST16 = _W["hdop_x100"], _W["rh_x10"]
-_NAMES16 = [name for name in RECORD_DTYPE.names or () if _FIRST16 <= _W[name] <= _LAST16]
+_FIRST16, _LAST16 = _W["hdop_x100"], _W["gnss_fix"]
+assert _W["satellites"] == _W["gnss_fix"] == _WORDS - 1 == _LAST16
+_NAMES16 = [name for name in RECORD_DTYPE.names or ()
+            if _FIRST16 <= _W[name] <= _LAST16 and name != "satellites"]
 assert [_W[name] for name in _NAMES16] == list(range(_FIRST16, _LAST16 + 1))
 _COL = {name: i for i, name in enumerate(_NAMES16)}
 assert _COL["lamax_x10"] - _COL["speed_cm_s"] == 6
 assert _COL["rh_x10"] - _COL["temp_x100"] == 1
 
 
-def _lookup_tables() -> tuple[np.ndarray, np.ndarray]:
-    """float32 value of every 16-bit word, one row per field; and each field's row."""
+def _word_values(name: str) -> np.ndarray:
+    """float64 meaning of every 16-bit word in field `name`: NaN absent, inf invalid."""
     word = np.arange(1 << 16)
+    if name == "gnss_fix":  # the little-endian word (satellites << 8 | gnss_fix)
+        fix, sats = word & 0xFF, word >> 8
+        bad = (fix > MAX_GNSS_FIX) | ((sats > MAX_SATELLITES) & (sats != U8_ABSENT))
+        return np.where(bad, np.inf, 0.0)
+    f = _BY_WIRE.get(name)
+    if f is None:  # interval_ms, status: the integer itself, exact in float32
+        return word.astype(np.float64)
+    raw = word.astype(np.uint16).view(np.int16) if f.absent < 0 else word
+    # Divide in float64 and then round to float32: the path the object API's
+    # floats take, so both give bit-identical columns.
+    values = raw / float(f.scale)
+    values[(raw < f.lo) | (raw > f.hi)] = np.inf
+    values[raw == f.absent] = np.nan
+    return values
+
+
+def _lookup_tables() -> tuple[np.ndarray, np.ndarray]:
+    """The distinct float32 rows, and the row each word of the range uses."""
     rows: list[np.ndarray] = []
     row_of: list[int] = []
     for name in _NAMES16:
-        f = _BY_WIRE.get(name)
-        if f is None:  # interval_ms: the integer itself, exact in float32
-            values = word.astype(np.float64)
-        else:
-            raw = word.astype(np.uint16).view(np.int16) if f.absent < 0 else word
-            # Divide in float64 and then round to float32: the path the object
-            # API's floats take, so both give bit-identical columns.
-            values = raw / float(f.scale)
-            values[(raw < f.lo) | (raw > f.hi)] = np.inf
-            values[raw == f.absent] = np.nan
-        table = values.astype(np.float32)
+        table = _word_values(name).astype(np.float32)
         for i, known in enumerate(rows):
             if np.array_equal(known, table, equal_nan=True):
                 row_of.append(i)
@@ -171,21 +181,10 @@ def _lookup_tables() -> tuple[np.ndarray, np.ndarray]:
 
 _LUT, _LUT_ROW = _lookup_tables()
 _LUT_FLAT = _LUT.ravel()
-_LUT_START = _LUT_ROW * (1 << 16)  # where each field's row starts in the flat table
+_LUT_START = _LUT_ROW * (1 << 16)  # where each word's row starts in the flat table
 _LATLON_LIMITS = np.array([_LAT.hi / _LAT.scale, _LON.hi / _LON.scale])
 _FIX_BYTE, _SATS_BYTE = FIELD_OFFSETS["gnss_fix"], FIELD_OFFSETS["satellites"]
 _IDX = np.arange(MAX_READINGS_PER_FRAME, dtype=np.uint16)
-
-
-def _fix_sats_table() -> np.ndarray:
-    # Indexed by the little-endian word (satellites << 8 | gnss_fix): True if invalid.
-    word = np.arange(1 << 16)
-    fix, sats = word & 0xFF, word >> 8
-    return np.asarray((fix > MAX_GNSS_FIX) | ((sats > MAX_SATELLITES) & (sats != U8_ABSENT)))
-
-
-_FIX_SATS_BAD = _fix_sats_table()
-assert _W["satellites"] == _W["gnss_fix"] == _WORDS - 1
 
 
 def _grouped_view(dtype: np.dtype) -> np.dtype:
@@ -235,11 +234,10 @@ def decode_to_array(data: bytes, header: FrameHeader) -> np.ndarray:
     values = _LUT_FLAT[words[:, _FIRST16:_LAST16 + 1] + _LUT_START]
 
     # NaN compares False, so absent positions pass the range test.
-    bad = int(pairs[:, 0].min() != 0)
+    bad = int(np.count_nonzero(pairs[:, 0]) == n)  # no dt_ms is 0: base is not the oldest
+    bad += int(np.count_nonzero(np.isinf(values)))
     bad += int(np.count_nonzero(np.abs(latlon) > _LATLON_LIMITS))
     bad += int(np.count_nonzero(latlon_absent[:, 0] != latlon_absent[:, 1]))
-    bad += int(np.count_nonzero(_FIX_SATS_BAD[words[:, -1]]))
-    bad += int(np.count_nonzero(np.isinf(values[:, _COL["rh_x10"]])))
     if base_ts > MAX_TS_MS - MAX_DT_MS:
         bad += int(np.count_nonzero(pairs[:, 0] > MAX_TS_MS - base_ts))
     if bad:

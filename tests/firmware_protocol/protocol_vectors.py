@@ -28,7 +28,7 @@ import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 VECTORS_DIR = Path(__file__).resolve().parents[1] / "vectors"
 
@@ -58,6 +58,12 @@ SCALED = (
 KEY = bytes(range(32))  # 000102..1f: the key of every vector unless stated
 OTHER_KEY = hashlib.sha256(b"bikesense test vector: some other kit").digest()
 MAX_TS_MS = 2**53 - 1
+
+
+class Ids(TypedDict):
+    kit_id: int
+    boot_id: int
+    seq: int
 
 
 @dataclass(frozen=True)
@@ -189,11 +195,11 @@ def _ride(n: int, seed: int) -> list[dict[str, int]]:
     return out
 
 
-ReadingsCase = tuple[str, str, dict[str, int], list[dict[str, int]]]
+ReadingsCase = tuple[str, str, Ids, list[dict[str, int]]]
 
 
 def readings_cases() -> Iterator[ReadingsCase]:
-    ids = {"kit_id": 4711, "boot_id": 3, "seq": 17}
+    ids: Ids = {"kit_id": 4711, "boot_id": 3, "seq": 17}
     yield ("worked_example", "docs/protocol.md §8: two readings, NO2 absent, then a PM fault",
            ids, _worked_example())
     yield ("single_all_absent", "one reading with every sensor absent and no fix",
@@ -215,7 +221,7 @@ def readings_cases() -> Iterator[ReadingsCase]:
 
 def reject_cases() -> Iterator[tuple[str, str, bytes, bytes, str, int | None]]:
     """name, description, key, frame, reason, offset."""
-    ids = {"kit_id": 4711, "boot_id": 3, "seq": 17}
+    ids: Ids = {"kit_id": 4711, "boot_id": 3, "seq": 17}
     example = _worked_example()
     good = spec_frame(example, **ids)
     crc_at = len(good) - 20
@@ -285,15 +291,15 @@ def build() -> dict[str, dict[str, Any]]:
             "wire": readings,
         }
     body = b"a future message type"
-    ids = {"kit_id": 4711, "boot_id": 3, "seq": 18}
-    frame = spec_frame([], message_type=0x7F, count=5, body=body, **ids)
+    unknown_ids: Ids = {"kit_id": 4711, "boot_id": 3, "seq": 18}
+    frame = spec_frame([], message_type=0x7F, count=5, body=body, **unknown_ids)
     docs["unknown_message_type"] = {
         "kind": "unknown",
         "description": "an authentic frame of message type 127: UnknownFrame, not an error",
         "key_hex": KEY.hex(),
         "frame_hex": frame.hex(),
         "header": {"version": 1, "message_type": 0x7F, "frame_len": len(frame), "count": 5,
-                   **ids},
+                   **unknown_ids},
         "body_hex": body.hex(),
     }
     for name, description, key, frame, reason, offset in reject_cases():

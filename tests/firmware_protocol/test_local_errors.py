@@ -94,7 +94,7 @@ def test_not_a_readings_array() -> None:
 
 @pytest.mark.parametrize(("reading", "message"), [
     (Reading(ts_ms=0, pm25_ugm3=float("nan")), "use None for no value"),
-    (Reading(ts_ms=0, pm25_ugm3=True), "not a number"),  # type: ignore[arg-type]
+    (Reading(ts_ms=0, pm25_ugm3=True), "not a number"),  # bool is an int to mypy, not to us
     (Reading(ts_ms=0, lat_deg=1.0), "both None or neither"),
     (Reading(ts_ms=0, satellites=128), "satellites=128"),
     (Reading(ts_ms=1.5), "ts_ms=1.5"),  # type: ignore[arg-type]

@@ -25,7 +25,7 @@ from firmware_protocol.wire import readings_frame_bytes
 from tests.firmware_protocol.strategies import frames
 
 KEY = bytes(range(32))
-SETTINGS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+SETTINGS = settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
 @SETTINGS
