@@ -17,6 +17,7 @@ from __future__ import annotations
 import ssl
 import threading
 import uuid
+from collections.abc import Callable
 from types import TracebackType
 from typing import Any, Self
 from urllib.parse import unquote, urlsplit
@@ -62,6 +63,7 @@ class MqttPublisher:
         self._connected = False
         self._refused: str | None = None
         self._closed = False
+        self._waiting = False
         self._client = mqtt.Client(
             CallbackAPIVersion.VERSION2,
             client_id=client_id or f"bikesense-sim-{uuid.uuid4().hex[:12]}",
@@ -112,9 +114,12 @@ class MqttPublisher:
     def _on_publish(
         self, client: mqtt.Client, userdata: Any, mid: int, reason: ReasonCode, properties: Any
     ) -> None:
-        with self._cond:
-            self.acknowledged += 1
-            self._cond.notify_all()
+        # Only this thread writes ``acknowledged`` and only the publishing thread
+        # ``published``; the lock is taken just to wake a publisher that waits.
+        self.acknowledged += 1
+        if self._waiting:
+            with self._cond:
+                self._cond.notify_all()
 
     # -- use ------------------------------------------------------------------
 
@@ -143,31 +148,37 @@ class MqttPublisher:
         """QoS 1 publish; blocks while the window of unacknowledged messages is full."""
         if self._closed:
             raise PublishError("publisher is closed")
-        with self._cond:
-            if not self._cond.wait_for(
-                lambda: self.published - self.acknowledged < self.max_inflight, self.ack_timeout_s
-            ):
-                raise PublishError(
-                    f"{self.published - self.acknowledged} messages unacknowledged for "
-                    f"{self.ack_timeout_s:g} s by {self.url}"
-                )
-            self.published += 1
+        if self.published - self.acknowledged >= self.max_inflight and not self._wait(
+            lambda: self.published - self.acknowledged < self.max_inflight, self.ack_timeout_s
+        ):
+            raise PublishError(
+                f"{self.published - self.acknowledged} messages unacknowledged for "
+                f"{self.ack_timeout_s:g} s by {self.url}"
+            )
+        self.published += 1
         info = self._client.publish(topic, payload, qos=1, retain=retain)
         # NO_CONN is fine: paho keeps the message and sends it after reconnecting.
         if info.rc not in (mqtt.MQTT_ERR_SUCCESS, mqtt.MQTT_ERR_NO_CONN):
-            with self._cond:
-                self.published -= 1
+            self.published -= 1
             raise PublishError(f"paho refused to publish to {topic}: {mqtt.error_string(info.rc)}")
 
     def flush(self, timeout_s: float | None = None) -> None:
         """Wait until every message published so far is acknowledged."""
         wait = self.ack_timeout_s if timeout_s is None else timeout_s
+        if not self._wait(lambda: self.acknowledged >= self.published, wait):
+            raise PublishError(
+                f"{self.published - self.acknowledged} of {self.published} "
+                f"messages still unacknowledged after {wait:g} s"
+            )
+
+    def _wait(self, predicate: Callable[[], bool], timeout_s: float) -> bool:
+        """Block until ``predicate`` holds (woken by acknowledgements) or the time is up."""
         with self._cond:
-            if not self._cond.wait_for(lambda: self.acknowledged >= self.published, wait):
-                raise PublishError(
-                    f"{self.published - self.acknowledged} of {self.published} "
-                    f"messages still unacknowledged after {wait:g} s"
-                )
+            self._waiting = True
+            try:
+                return self._cond.wait_for(predicate, timeout_s)
+            finally:
+                self._waiting = False
 
     def close(self) -> None:
         """Wait for outstanding acknowledgements, then disconnect cleanly."""
