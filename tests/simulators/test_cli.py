@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -63,3 +66,19 @@ def test_simulate_and_replay_over_mqtt(tmp_path: Path, mqtt_url: str,
         assert result.exit_code == 0, result.output
         sub.wait_for(2 * len(frames))
     assert sorted(p for _, p, _ in sub.messages) == sorted(2 * [f.payload for f in frames])
+
+
+def test_same_bytes_across_processes(tmp_path: Path) -> None:
+    """No set or dict order leaks into the output: other hash seeds, same file."""
+    outputs = []
+    for hash_seed in ("1", "2"):
+        out = tmp_path / f"run{hash_seed}.frames"
+        subprocess.run(
+            [sys.executable, "-m", "simulators.cli", "simulate", "--bikes", "2", "--minutes", "10",
+             "--seed", "9", "--faults", "typical", "--out", str(out),
+             "--start", "2026-06-15T09:00+02:00"],
+            check=True, capture_output=True, env={**os.environ, "PYTHONHASHSEED": hash_seed},
+            timeout=120)
+        outputs.append(out.read_bytes())
+    assert outputs[0] == outputs[1]
+    assert len(outputs[0]) > 1000
