@@ -30,7 +30,12 @@ from storage.kits import (
     revoke_kit,
 )
 from storage.migrate import Backend, applied_migrations, load_migrations, migrate, recorded_backend
-from storage.retention import DEFAULT_RAW_RETENTION, drop_expired, ensure_partitions_ahead
+from storage.retention import (
+    DEFAULT_RAW_RETENTION,
+    drop_expired,
+    ensure_partitions_ahead,
+    expire_presence,
+)
 
 app = typer.Typer(help="Database schema, retention and kit registry.", no_args_is_help=True)
 console = Console()
@@ -109,12 +114,18 @@ def status_command() -> None:
 def drop_expired_command(
     keep_days: Annotated[int, typer.Option(
         min=1, help="Keep raw readings of this many days.")] = DEFAULT_RAW_RETENTION.days,
+    presence: Annotated[bool, typer.Option(
+        "--expire-presence/--keep-presence",
+        help="Also delete ride presence of windows shorter than a day (near-tracks).")] = True,
 ) -> None:
     """Drop raw-reading partitions older than the retention period (aggregates stay)."""
+    older_than = datetime.now(UTC) - timedelta(days=keep_days)
     with _connect() as conn:
-        dropped = drop_expired(conn, datetime.now(UTC) - timedelta(days=keep_days))
+        dropped = drop_expired(conn, older_than)
+        expired = expire_presence(conn, older_than) if presence else 0
     names = f": {', '.join(dropped)}" if dropped else ""
-    console.print(f"dropped {len(dropped)} partition(s){names}")
+    console.print(f"dropped {len(dropped)} partition(s){names}; "
+                  f"deleted {expired} presence row(s) of short windows")
 
 
 @app.command("ensure-partitions")

@@ -39,6 +39,27 @@ def drop_expired(conn: psycopg.Connection[Any], older_than: datetime) -> list[st
     return [str(r[0]) for r in rows]
 
 
+def expire_presence(conn: psycopg.Connection[Any], older_than: datetime, *,
+                    keep_window_s: int = 86_400) -> int:
+    """Delete presence rows of windows shorter than ``keep_window_s`` that ended before
+    ``older_than``; returns how many.
+
+    Presence rows tie a ride to a cell and a window: at fine resolutions and short
+    windows that is close to a coarse track, which should not outlive the raw
+    tracks (DESIGN.md decision 4). Day-long windows stay, so the k-anonymity
+    filter keeps working for old data queried by the day; queries of short
+    windows over the expired range then find no passing cell-windows.
+    """
+    if older_than.tzinfo is None:
+        raise ValueError("older_than must be timezone-aware (e.g. datetime.now(UTC) - ...)")
+    with conn.transaction():
+        cur = conn.execute(
+            "DELETE FROM window_presence WHERE window_s < %(keep)s"
+            " AND window_start + make_interval(secs => window_s) <= %(older)s",
+            {"keep": keep_window_s, "older": older_than})
+    return cur.rowcount
+
+
 def ensure_partitions_ahead(conn: psycopg.Connection[Any], days_ahead: int = 2, *,
                             now_ms: int | None = None) -> int:
     """Create today's and the next ``days_ahead`` days' partitions; returns how many were new."""

@@ -11,7 +11,12 @@ import numpy as np
 import psycopg
 import pytest
 
-from storage.retention import drop_expired, ensure_partitions_ahead, raw_partitions
+from storage.retention import (
+    drop_expired,
+    ensure_partitions_ahead,
+    expire_presence,
+    raw_partitions,
+)
 from storage.writer import MS_PER_DAY, write_batch
 from tests.storage.storage_factories import T0_MS, make_readings
 from tests.storage.storage_reference import ReferenceAggregate
@@ -121,3 +126,19 @@ def test_readings_far_in_the_past_land(conn: psycopg.Connection[Any]) -> None:
     assert ts is not None
     assert ts[0] == datetime.fromtimestamp(int(old["ts_ms"][0]) / 1000, UTC)
     assert np.all(old["ts_ms"] < T0_MS - timedelta(days=3000).total_seconds() * 1000)
+
+
+def test_expire_presence_keeps_day_windows(conn: psycopg.Connection[Any]) -> None:
+    agg = ReferenceAggregate(resolutions=(10,), windows_s=(60, 86_400))
+    write_batch(conn, make_readings(30, t0_ms=T0_MS - 5 * MS_PER_DAY), agg)
+    write_batch(conn, make_readings(30, kit_id=2), agg)
+    before = dict(conn.execute("SELECT window_s, count(*) FROM window_presence"
+                               " GROUP BY 1").fetchall())
+    gone = expire_presence(conn, datetime.fromtimestamp(T0_MS / 1000, UTC) - timedelta(days=2))
+    after = dict(conn.execute("SELECT window_s, count(*) FROM window_presence"
+                              " GROUP BY 1").fetchall())
+    assert gone > 0
+    assert after[86_400] == before[86_400]
+    assert after[60] == before[60] - gone
+    assert conn.execute("SELECT min(window_start) FROM window_presence WHERE window_s = 60"
+                        ).fetchone() == (datetime.fromtimestamp(T0_MS / 1000, UTC),)
