@@ -1,8 +1,10 @@
-"""Readings bodies (docs/protocol.md §4): wire records <-> READING_DTYPE arrays.
+"""Readings bodies (docs/protocol.md §4): the reference checks, and arrays to records.
 
-Vectorised with numpy both ways: a body is a base timestamp followed by
-fixed-size records, so decoding is one ``np.frombuffer`` and a handful of
-column operations, whatever the number of readings.
+``check_body`` and ``check_records`` are the clear statement of §6 checks
+10-15 that the object API runs, and that the fast path in
+:mod:`firmware_protocol.arrays` falls back to for its error messages.
+``array_to_records`` turns READING_DTYPE rows into wire records, rounding and
+range-checking (LocalProtocolError) column by column.
 """
 
 from __future__ import annotations
@@ -101,8 +103,8 @@ def check_records(rec: np.ndarray, base_ts: int, kit_id: int) -> None:
         raw = rec[f.wire]
         bad = ((raw < f.lo) | (raw > f.hi)) & (raw != f.absent)
         problems.append((bad, f.wire, f"outside {f.lo}..{f.hi} (absent: {f.absent})"))
-    lat_absent = rec["lat_e7"] == _LAT.absent
-    lon_absent = rec["lon_e7"] == _LON.absent
+    lat_absent = rec["lat_e7"] == I32_ABSENT
+    lon_absent = rec["lon_e7"] == I32_ABSENT
     problems.append((lat_absent != lon_absent, "lat_e7",
                      "latitude and longitude must be both present or both absent"))
     problems.append((rec["gnss_fix"] > MAX_GNSS_FIX, "gnss_fix", f"above {MAX_GNSS_FIX}"))
@@ -118,148 +120,6 @@ def check_records(rec: np.ndarray, base_ts: int, kit_id: int) -> None:
                 first = (offset, f"reading {i}: {wire}={rec[wire][i]} {why}")
     if first is not None:
         raise RemoteProtocolError(RejectReason.BAD_VALUE, first[0], first[1], kit_id=kit_id)
-
-
-# The fast path. numpy's cost per call, not per reading, dominates at the sizes
-# of frames, so it is written to make few calls:
-# - each record is seen as 19 little-endian 16-bit words (every field starts at
-#   an even offset);
-# - the 16-bit words from hdop to the gnss_fix / satellites pair become float32
-#   in one gather from a lookup table (one 65,536-entry row per kind of word:
-#   "no value" already NaN, an invalid value +inf), instead of a divide, a
-#   compare and a masked store per field; one isinf() then checks them all;
-# - the output is written through a view of READING_DTYPE that groups adjacent
-#   columns (lat+lon, speed..lamax, temperature+humidity) into sub-arrays.
-_WORDS = RECORD_BYTES // 2
-_W = {name: offset // 2 for name, offset in FIELD_OFFSETS.items()}
-_LAT, _LON = SCALED_FIELDS[0], SCALED_FIELDS[1]
-_BY_WIRE = {f.wire: f for f in SCALED_FIELDS}
-_FIRST16, _LAST16 = _W["hdop_x100"], _W["gnss_fix"]
-assert _W["satellites"] == _W["gnss_fix"] == _WORDS - 1 == _LAST16
-_NAMES16 = [name for name in RECORD_DTYPE.names or ()
-            if _FIRST16 <= _W[name] <= _LAST16 and name != "satellites"]
-assert [_W[name] for name in _NAMES16] == list(range(_FIRST16, _LAST16 + 1))
-_COL = {name: i for i, name in enumerate(_NAMES16)}
-assert _COL["lamax_x10"] - _COL["speed_cm_s"] == 6
-assert _COL["rh_x10"] - _COL["temp_x100"] == 1
-
-
-def _word_values(name: str) -> np.ndarray:
-    """float64 meaning of every 16-bit word in field `name`: NaN absent, inf invalid."""
-    word = np.arange(1 << 16)
-    if name == "gnss_fix":  # the little-endian word (satellites << 8 | gnss_fix)
-        fix, sats = word & 0xFF, word >> 8
-        bad = (fix > MAX_GNSS_FIX) | ((sats > MAX_SATELLITES) & (sats != U8_ABSENT))
-        return np.where(bad, np.inf, 0.0)
-    f = _BY_WIRE.get(name)
-    if f is None:  # interval_ms, status: the integer itself, exact in float32
-        return word.astype(np.float64)
-    raw = word.astype(np.uint16).view(np.int16) if f.absent < 0 else word
-    # Divide in float64 and then round to float32: the path the object API's
-    # floats take, so both give bit-identical columns.
-    values = raw / float(f.scale)
-    values[(raw < f.lo) | (raw > f.hi)] = np.inf
-    values[raw == f.absent] = np.nan
-    return values
-
-
-def _lookup_tables() -> tuple[np.ndarray, np.ndarray]:
-    """The distinct float32 rows, and the row each word of the range uses."""
-    rows: list[np.ndarray] = []
-    row_of: list[int] = []
-    for name in _NAMES16:
-        table = _word_values(name).astype(np.float32)
-        for i, known in enumerate(rows):
-            if np.array_equal(known, table, equal_nan=True):
-                row_of.append(i)
-                break
-        else:
-            row_of.append(len(rows))
-            rows.append(table)
-    return np.stack(rows), np.array(row_of, dtype=np.intp)
-
-
-_LUT, _LUT_ROW = _lookup_tables()
-_LUT_FLAT = _LUT.ravel()
-_LUT_START = _LUT_ROW * (1 << 16)  # where each word's row starts in the flat table
-_LATLON_LIMITS = np.array([_LAT.hi / _LAT.scale, _LON.hi / _LON.scale])
-_FIX_BYTE, _SATS_BYTE = FIELD_OFFSETS["gnss_fix"], FIELD_OFFSETS["satellites"]
-_IDX = np.arange(MAX_READINGS_PER_FRAME, dtype=np.uint16)
-
-
-def _grouped_view(dtype: np.dtype) -> np.dtype:
-    """READING_DTYPE with adjacent columns of one type merged into sub-arrays."""
-    off = {name: int(spec[1]) for name, spec in (dtype.fields or {}).items()}
-    fields = {
-        "identity": (off["kit_id"], ("<u4", (3,))),  # kit_id, boot_id, seq
-        "idx": (off["idx"], "<u2"),
-        "ts_ms": (off["ts_ms"], "<i8"),
-        "latlon": (off["lat_deg"], ("<f8", (2,))),
-        "gnss_fix": (off["gnss_fix"], "u1"),
-        "hdop": (off["hdop"], "<f4"),
-        "satellites": (off["satellites"], "i1"),
-        "speed_to_lamax": (off["speed_mps"], ("<f4", (7,))),
-        "interval_ms": (off["interval_ms"], "<u4"),
-        "temp_rh": (off["temperature_c"], ("<f4", (2,))),
-        "status": (off["status"], "<u2"),
-    }
-    assert off["boot_id"] == off["kit_id"] + 4
-    assert off["seq"] == off["kit_id"] + 8
-    assert off["lon_deg"] == off["lat_deg"] + 8
-    assert off["noise_lamax_db"] == off["speed_mps"] + 6 * 4
-    assert off["humidity_pct"] == off["temperature_c"] + 4
-    return np.dtype({
-        "names": list(fields),
-        "formats": [fmt for _, fmt in fields.values()],
-        "offsets": [at for at, _ in fields.values()],
-        "itemsize": dtype.itemsize,
-    })
-
-
-_GROUPED = _grouped_view(READING_DTYPE)
-_SPEED_TO_LAMAX = slice(_COL["speed_cm_s"], _COL["lamax_x10"] + 1)
-_TEMP_RH = slice(_COL["temp_x100"], _COL["rh_x10"] + 1)
-
-
-def decode_to_array(data: bytes, header: FrameHeader) -> np.ndarray:
-    """Validated READING_DTYPE rows of an authenticated readings frame, identity filled."""
-    base_ts = check_body(data, header)
-    n = header.count
-    words = np.frombuffer(data, "<u2", n * _WORDS, OFFSET_RECORDS).reshape(n, _WORDS)
-    pairs = words[:, :6].copy().view("<u4")  # dt_ms, lat_e7, lon_e7 as 32-bit words
-    latlon_raw = pairs[:, 1:].view("<i4")
-    latlon_absent = latlon_raw == I32_ABSENT
-    latlon = latlon_raw / float(_LAT.scale)  # float64 division, as in the object API
-    latlon[latlon_absent] = np.nan
-    values = _LUT_FLAT[words[:, _FIRST16:_LAST16 + 1] + _LUT_START]
-
-    # NaN compares False, so absent positions pass the range test.
-    bad = int(np.count_nonzero(pairs[:, 0]) == n)  # no dt_ms is 0: base is not the oldest
-    bad += int(np.count_nonzero(np.isinf(values)))
-    bad += int(np.count_nonzero(np.abs(latlon) > _LATLON_LIMITS))
-    bad += int(np.count_nonzero(latlon_absent[:, 0] != latlon_absent[:, 1]))
-    if base_ts > MAX_TS_MS - MAX_DT_MS:
-        bad += int(np.count_nonzero(pairs[:, 0] > MAX_TS_MS - base_ts))
-    if bad:
-        check_records(np.frombuffer(data, RECORD_DTYPE, n, OFFSET_RECORDS), base_ts,
-                      header.kit_id)
-        raise AssertionError("the fast and the reference value checks disagree")
-
-    out = np.empty(n, READING_DTYPE)
-    grouped = out.view(_GROUPED)
-    grouped["identity"] = (header.kit_id, header.boot_id, header.seq)
-    grouped["idx"] = _IDX[:n]
-    grouped["ts_ms"] = pairs[:, 0] + np.int64(base_ts)
-    grouped["latlon"] = latlon
-    as_bytes = words.view(np.uint8)
-    grouped["gnss_fix"] = as_bytes[:, _FIX_BYTE]
-    grouped["satellites"] = as_bytes[:, _SATS_BYTE].view(np.int8)  # 255 -> -1: absent both ways
-    grouped["hdop"] = values[:, _COL["hdop_x100"]]
-    grouped["speed_to_lamax"] = values[:, _SPEED_TO_LAMAX]
-    grouped["interval_ms"] = words[:, _W["interval_ms"]]
-    grouped["temp_rh"] = values[:, _TEMP_RH]
-    grouped["status"] = words[:, _W["status"]]
-    return out
 
 
 # ---------------------------------------------------------------- encoding
