@@ -70,7 +70,7 @@ def create_app(settings: Settings | None = None, api_settings: ApiSettings | Non
             state.tasks.append(asyncio.create_task(
                 listen_forever(url, state.broadcaster, ready=ready), name="bikesense-listen"))
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(ready.wait(), 5.0)
+                await asyncio.wait_for(ready.wait(), 2.0)
         try:
             yield
         finally:

@@ -65,6 +65,8 @@ class ApiSettings(BaseSettings):
     live_queue_size: int = Field(default=64, ge=1, description="SSE events buffered per client")
     live_heartbeat_s: float = Field(default=15.0, gt=0)
     export_batch_rows: int = Field(default=50_000, ge=100, description="rows per streamed chunk")
+    database_timeout_s: float = Field(
+        default=10.0, gt=0, description="wait this long for a database connection, then 503")
     pool_min_size: int = Field(default=1, ge=1)
     pool_max_size: int = Field(default=8, ge=1)
 

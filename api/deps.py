@@ -62,7 +62,7 @@ async def get_conn(state: StateDep) -> AsyncIterator[psycopg.AsyncConnection[Any
     if state.pool is None:
         raise ServiceUnavailableError("no database configured", parameter=None, location="server")
     try:
-        async with state.pool.connection(timeout=10.0) as conn:
+        async with state.pool.connection(timeout=state.api_settings.database_timeout_s) as conn:
             yield conn
     except PoolTimeout as exc:
         raise ServiceUnavailableError("the database is not reachable; try again shortly",
@@ -94,7 +94,8 @@ async def get_principal(
             raise ServiceUnavailableError("keys cannot be checked without a database",
                                      parameter=None, location="server")
         try:
-            async with state.pool.connection(timeout=10.0) as conn:
+            async with state.pool.connection(
+                    timeout=state.api_settings.database_timeout_s) as conn:
                 role = await verify_key(conn, token)
         except (PoolTimeout, psycopg.OperationalError) as exc:
             raise ServiceUnavailableError("the database is not reachable; try again shortly",

@@ -71,8 +71,10 @@ class RateLimitedError(ApiError):
 def _validation_detail(err: dict[str, Any]) -> dict[str, Any]:
     loc = [str(p) for p in err.get("loc", ())]
     location = loc[0] if loc else "request"
-    parameter = ".".join(loc[1:]) if len(loc) > 1 else None
+    parameter = loc[1] if len(loc) > 1 else None
     message = str(err.get("msg", "invalid value"))
+    if len(loc) > 2:  # an item of a repeated parameter
+        message = f"item {'.'.join(loc[2:])}: {message}"
     if "input" in err and isinstance(err["input"], str | int | float) and err["input"] != "":
         message = f"{message} (got {err['input']!r})"
     return {"parameter": parameter, "in": location, "message": message}

@@ -18,7 +18,8 @@ async def healthz(state: StateDep) -> JSONResponse:
     database = "unavailable"
     if state.pool is not None:
         try:
-            async with state.pool.connection(timeout=2.0) as conn:
+            async with state.pool.connection(
+                    timeout=min(2.0, state.api_settings.database_timeout_s)) as conn:
                 await conn.execute("SELECT 1")
             database = "ok"
         except Exception:  # noqa: BLE001 - any failure means "not healthy", never a 500

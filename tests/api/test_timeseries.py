@@ -1,0 +1,95 @@
+"""GET /v1/timeseries: one cell, a point or a bbox; JSON and CSV; finer buckets for officers."""
+
+from __future__ import annotations
+
+import csv
+import io
+
+import httpx
+import pytest
+
+from api.roles import Role
+from tests.api.api_factories import BUSY, QUIET, day_range, h3_hex
+
+
+def _series(client: httpx.Client, key: str | None = None, **params: object) -> httpx.Response:
+    headers = {"X-API-Key": key} if key else {}
+    return client.get("/v1/timeseries", params={"metric": "pm25", **day_range(), **params},
+                      headers=headers)
+
+
+def test_hourly_series_of_a_cell(client: httpx.Client) -> None:
+    response = _series(client, cell=h3_hex(BUSY, 10))
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["cell"] == h3_hex(BUSY, 10)
+    assert body["resolution"] == 10
+    assert body["bucket_s"] == 3600
+    assert [p["start"] for p in body["points"]] == ["2026-11-21T08:00:00Z"]
+    point = body["points"][0]
+    assert point["n_readings"] == 480
+    assert point["rides"] == 4
+    assert point["mean"] == pytest.approx(8.0, abs=0.1)
+    assert point["status"] == "ok"
+
+
+def test_a_point_picks_its_cell(client: httpx.Client) -> None:
+    body = _series(client, lat=BUSY[0], lon=BUSY[1], resolution=9).json()
+    assert body["cell"] == h3_hex(BUSY, 9)
+    assert body["points"][0]["rides"] == 4
+
+
+def test_a_bbox_merges_its_public_cells(client: httpx.Client) -> None:
+    body = _series(client, bbox="4.60,52.10,4.70,52.16", resolution=10).json()
+    assert body["bbox"] == [4.6, 52.1, 4.7, 52.16]
+    (point,) = body["points"]
+    assert point["n_readings"] == 480 + 9  # BUSY and SPARSE; QUIET (2 rides) is not public
+
+
+def test_public_buckets_are_an_hour_or_more(client: httpx.Client,
+                                            keys: dict[Role, str]) -> None:
+    refused = _series(client, cell=h3_hex(BUSY, 10), bucket="15m")
+    assert refused.status_code == 403
+    assert refused.json()["detail"][0]["parameter"] == "bucket"
+    fine = _series(client, keys[Role.OFFICER], cell=h3_hex(BUSY, 10), bucket="15m")
+    assert fine.status_code == 200
+    starts = [p["start"] for p in fine.json()["points"]]
+    # Rides start at 08:05, 08:10, 08:15 and 08:20 and last two minutes each.
+    assert starts == ["2026-11-21T08:00:00Z", "2026-11-21T08:15:00Z"]
+
+
+def test_officers_see_cells_below_k(client: httpx.Client, keys: dict[Role, str]) -> None:
+    assert _series(client, cell=h3_hex(QUIET, 10)).json()["points"] == []
+    body = _series(client, keys[Role.OFFICER], cell=h3_hex(QUIET, 10)).json()
+    assert body["points"][0]["rides"] == 2
+
+
+def test_csv_has_a_header_with_units(client: httpx.Client) -> None:
+    response = _series(client, cell=h3_hex(BUSY, 10), format="csv", metric="noise")
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/csv")
+    rows = list(csv.reader(io.StringIO(response.text)))
+    assert rows[0][:4] == ["start", "n_readings", "rides", "mean [dB(A)]"]
+    assert "laeq_db [dB(A)]" in rows[0]
+    assert len(rows) == 2
+    assert float(rows[1][rows[0].index("laeq_db [dB(A)]")]) == pytest.approx(77.0, abs=0.05)
+
+
+@pytest.mark.parametrize(("params", "status", "parameter"), [
+    ({}, 422, "cell"),
+    ({"cell": "zz"}, 422, "cell"),
+    ({"cell": "8a19694a9d47ff0"}, 422, "cell"),
+    ({"cell": h3_hex(BUSY, 12)}, 422, "resolution"),
+    ({"cell": h3_hex(BUSY, 10), "bbox": "4,52,5,53"}, 422, "bbox"),
+    ({"lat": 52.1}, 422, "lon"),
+    ({"lat": 95, "lon": 4}, 422, "lat"),
+    ({"bbox": "4,52,5,53", "bucket": "2h"}, 422, "bucket"),
+    ({"bbox": "4,52,5,53", "format": "xml"}, 422, "format"),
+    ({"cell": h3_hex(BUSY, 10), "from": "2025-11-01T00:00:00Z"}, 200, None),
+])
+def test_bad_parameters(client: httpx.Client, params: dict[str, object], status: int,
+                        parameter: str | None) -> None:
+    response = client.get("/v1/timeseries", params={"metric": "pm25", **params})
+    assert response.status_code == status, response.text
+    if parameter:
+        assert response.json()["detail"][0]["parameter"] == parameter
