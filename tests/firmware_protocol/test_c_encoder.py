@@ -129,19 +129,46 @@ def _program(vectors: list[Vector]) -> str:
     return "\n".join(parts) + "\n"
 
 
-@pytest.fixture(scope="module")
-def c_output(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+def _build_and_run(work: Path, name: str, flags: list[str]) -> subprocess.CompletedProcess[str]:
     assert CC is not None
-    work = tmp_path_factory.mktemp("c_encoder")
     source = work / "vectors_main.c"
-    source.write_text(_program(READINGS))
-    binary = work / "vectors_main"
+    if not source.exists():
+        source.write_text(_program(READINGS))
+    binary = work / name
     compiled = subprocess.run(
-        [CC, *STRICT, "-O2", "-I", str(HEADER_DIR), str(source), "-o", str(binary)],
-        capture_output=True, text=True, check=False, timeout=120)
-    assert compiled.returncode == 0, compiled.stderr
-    ran = subprocess.run([str(binary)], capture_output=True, text=True, check=True, timeout=60)
-    return dict(line.split(" ", 1) for line in ran.stdout.splitlines())
+        [CC, *STRICT, *flags, "-I", str(HEADER_DIR), str(source), "-o", str(binary)],
+        capture_output=True, text=True, check=False, timeout=180)
+    if compiled.returncode != 0:
+        return compiled
+    return subprocess.run([str(binary)], capture_output=True, text=True, check=False,
+                          timeout=120)
+
+
+@pytest.fixture(scope="module")
+def c_work(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("c_encoder")
+
+
+@pytest.fixture(scope="module")
+def c_stdout(c_work: Path) -> str:
+    ran = _build_and_run(c_work, "vectors_o2", ["-O2"])
+    assert ran.returncode == 0, ran.stderr
+    return ran.stdout
+
+
+@pytest.fixture(scope="module")
+def c_output(c_stdout: str) -> dict[str, str]:
+    return dict(line.split(" ", 1) for line in c_stdout.splitlines())
+
+
+def test_no_undefined_behaviour_or_memory_errors(c_work: Path, c_stdout: str) -> None:
+    """Same program under AddressSanitizer and UBSan: same output, no report."""
+    ran = _build_and_run(c_work, "vectors_sanitized", ["-O1", "-g", "-fsanitize=address,undefined",
+                                                       "-fno-sanitize-recover=all"])
+    if ran.returncode != 0 and "cannot find" in ran.stderr:
+        pytest.skip(f"the C toolchain has no sanitizer runtime: {ran.stderr.strip()[:200]}")
+    assert ran.returncode == 0, ran.stderr
+    assert ran.stdout == c_stdout
 
 
 @pytest.mark.parametrize("v", READINGS, ids=[v.name for v in READINGS])
