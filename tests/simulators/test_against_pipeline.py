@@ -1,8 +1,8 @@
 """A small fleet through the embedded pipeline, stored aggregates against the simulator's truth.
 
-A first end-to-end check of the truth API's design: what the pipeline stored
-must be exactly what the truth says it was sent (identities and values), and
-the stored per-cell means must equal the truth's ``measured_mean`` over the
+A first end-to-end check of the truth API's design, with every fault on: what
+the pipeline stored must be exactly what the truth says it was sent, and the
+stored per-cell means must equal the truth's ``measured_mean`` over the
 readings the pipeline kept, and lie within ``error_bound`` of ``true_mean``.
 """
 
@@ -48,8 +48,10 @@ def test_stored_aggregates_match_the_truth(migrated_database_url: str, mqtt_url:
                                            unique_topic_prefix: str) -> None:
     hour_ms = 3_600_000
     start_ms = (int(time.time() * 1000) // hour_ms - 3) * hour_ms  # a whole hour, 3 h ago
-    faults = FaultPlan(duplicate=0.05, corrupt=0.02, wrong_mac=0.02, unknown_kit=0.02,
-                       offline_kits=0.5, offline_s=(300.0, 600.0))
+    faults = FaultPlan(gps_loss=0.05, duplicate=0.05, corrupt=0.02, wrong_mac=0.02,
+                       unknown_kit=0.02, offline_kits=0.5, offline_s=(300.0, 600.0),
+                       clock_skew_kits=0.5, stuck_kits=0.5, stuck_s=(1200.0, 1500.0),
+                       reboots_per_hour=2.0)
     fleet = Fleet(SimulationConfig(n_bikes=4, duration_s=1800, start_ms=start_ms, seed=21,
                                    faults=faults))
     master = MasterKey.generate()
@@ -65,16 +67,19 @@ def test_stored_aggregates_match_the_truth(migrated_database_url: str, mqtt_url:
             pump(run, [publisher], speed=None)
         truth = run.truth
         assert truth is not None
-        expected_rows = len(truth.deliverable())
+        # Ingest drops readings without a position (a partial reject, bad_position).
+        deliverable = truth.deliverable()
+        expected_rows = int(np.sum(np.isfinite(deliverable["lat_deg"])))
         wait_for(lambda: _count(migrated_database_url) >= expected_rows, timeout_s=60,
                  what=f"{expected_rows} readings stored")
 
     stored = _stored(migrated_database_url)
-    # Exactly the deliverable readings, each once: duplicates, forgeries, strangers
-    # and damaged frames changed nothing.
+    # Exactly the deliverable readings with a position, each once: duplicates,
+    # forgeries, strangers, damaged frames, late bursts and reboots changed nothing.
     assert len(stored) == expected_rows
     rows = truth.lookup(stored)
     assert not np.any(rows["flags"] & int(TruthFlag.undeliverable()))
+    assert np.all(np.isfinite(rows["lat_deg"]))
 
     with psycopg.connect(migrated_database_url, autocommit=True) as conn:
         for column, metric in (("pm25_ugm3", Metric.PM25), ("no2_ugm3", Metric.NO2),
