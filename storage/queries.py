@@ -293,40 +293,48 @@ def _export_copy(start: datetime, end: datetime, bbox: BBox | None,
 
 
 class _ReadingDecoder:
-    """Turns binary COPY chunks into ``ENRICHED_DTYPE`` arrays of ``chunk_rows`` rows."""
+    """Turns binary COPY data into ``ENRICHED_DTYPE`` arrays of about ``chunk_rows`` rows.
+
+    The server sends one CopyData message per row, and psycopg's per-message
+    cost already bounds the rate, so the loops in :func:`iter_readings` only
+    append messages to a list; joining and decoding happen once per chunk.
+    """
 
     def __init__(self, chunk_rows: int) -> None:
         if chunk_rows <= 0:
             raise QueryError(f"chunk_rows must be positive (got {chunk_rows})")
         self.row_bytes = copybin.row_dtype(EXPORT_COLUMNS).itemsize
         self.chunk_bytes = chunk_rows * self.row_bytes
-        self.buffer = bytearray()
         self.header_seen = False
 
-    def feed(self, data: bytes | bytearray | memoryview) -> Iterator[np.ndarray]:
-        self.buffer += data
+    @property
+    def threshold(self) -> int:
+        """Bytes to collect before decoding a chunk."""
+        return self.chunk_bytes + (0 if self.header_seen else len(copybin.HEADER))
+
+    def take(self, parts: list[Any], *, final: bool) -> np.ndarray | None:
+        """Decode the whole rows in ``parts``; leave the remainder in ``parts``."""
+        buf = memoryview(b"".join(parts))
+        parts.clear()
         if not self.header_seen:
-            if len(self.buffer) < len(copybin.HEADER):
-                return
-            if not self.buffer.startswith(copybin.SIGNATURE):
+            if not final and len(buf) < len(copybin.HEADER):
+                parts.append(bytes(buf))
+                return None
+            if bytes(buf[:len(copybin.SIGNATURE)]) != copybin.SIGNATURE:
                 raise QueryError("the server's COPY output is not binary COPY")
-            del self.buffer[:len(copybin.HEADER)]
+            buf = buf[len(copybin.HEADER):]
             self.header_seen = True
-        while len(self.buffer) >= self.chunk_bytes:
-            yield self._decode(self.chunk_bytes)
-
-    def finish(self) -> Iterator[np.ndarray]:
-        if self.buffer[-2:] == copybin.TRAILER:
-            del self.buffer[-2:]
-        whole = len(self.buffer) - len(self.buffer) % self.row_bytes
-        if len(self.buffer) != whole:
+        if final and bytes(buf[-2:]) == copybin.TRAILER:
+            buf = buf[:-2]
+        whole = len(buf) - len(buf) % self.row_bytes
+        if final and whole != len(buf):
             raise QueryError("the server's COPY output ended inside a row")
-        if whole:
-            yield self._decode(whole)
+        if whole != len(buf):
+            parts.append(bytes(buf[whole:]))
+        return self._decode(buf[:whole]) if whole else None
 
-    def _decode(self, size: int) -> np.ndarray:
-        rows = copybin.decode_rows(EXPORT_COLUMNS, bytes(self.buffer[:size]))
-        del self.buffer[:size]
+    def _decode(self, data: memoryview) -> np.ndarray:
+        rows = copybin.decode_rows(EXPORT_COLUMNS, data)
         out = np.empty(len(rows), dtype=ENRICHED_DTYPE)
         for name in ENRICHED_DTYPE.names or ():
             if name == "ts_ms":
@@ -350,10 +358,20 @@ def iter_readings(conn: psycopg.Connection[Any], *, start: datetime, end: dateti
     """
     decoder = _ReadingDecoder(chunk_rows)
     statement = _export_copy(start, end, bbox, kit_ids, clean_only)
+    parts: list[Any] = []
+    append, size, threshold = parts.append, 0, decoder.threshold
     with conn.cursor() as cur, cur.copy(statement) as copy:
-        for data in copy:
-            yield from decoder.feed(data)
-    yield from decoder.finish()
+        for data in copy:  # one message per row: keep this loop minimal
+            append(data)
+            size += len(data)
+            if size >= threshold:
+                chunk = decoder.take(parts, final=False)
+                size, threshold = sum(map(len, parts)), decoder.threshold
+                if chunk is not None:
+                    yield chunk
+    last = decoder.take(parts, final=True)
+    if last is not None:
+        yield last
 
 
 async def aiter_readings(conn: psycopg.AsyncConnection[Any], *, start: datetime, end: datetime,
@@ -363,9 +381,17 @@ async def aiter_readings(conn: psycopg.AsyncConnection[Any], *, start: datetime,
     """:func:`iter_readings` for an async connection."""
     decoder = _ReadingDecoder(chunk_rows)
     statement = _export_copy(start, end, bbox, kit_ids, clean_only)
+    parts: list[Any] = []
+    append, size, threshold = parts.append, 0, decoder.threshold
     async with conn.cursor() as cur, cur.copy(statement) as copy:
         async for data in copy:
-            for chunk in decoder.feed(data):
-                yield chunk
-    for chunk in decoder.finish():
-        yield chunk
+            append(data)
+            size += len(data)
+            if size >= threshold:
+                chunk = decoder.take(parts, final=False)
+                size, threshold = sum(map(len, parts)), decoder.threshold
+                if chunk is not None:
+                    yield chunk
+    last = decoder.take(parts, final=True)
+    if last is not None:
+        yield last
