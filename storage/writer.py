@@ -53,6 +53,10 @@ AggregateFn = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
 KEY_FIELDS = ("kit_id", "boot_id", "seq", "idx", "ts_ms")
 
 MS_PER_DAY = 86_400_000
+#: Event and receive times outside 1970-01-01 .. 9999-12-31 UTC cannot be real and
+#: would make a daily partition the database cannot name; refusing them here turns
+#: a poison batch into a clear error instead of a database error retried forever.
+MAX_TS_MS = 253_402_300_800_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -260,6 +264,7 @@ def write_batch(conn: psycopg.Connection[Any], enriched: np.ndarray,
             f"write_batch needs an array of ENRICHED_DTYPE, got dtype {enriched.dtype}")
     if len(enriched) == 0:
         return WriteResult(0, 0, 0)
+    _check_times(enriched)
     unique = dedupe(enriched)
     ensure_partitions(conn, partition_days(unique))
     with conn.transaction():
@@ -268,6 +273,17 @@ def write_batch(conn: psycopg.Connection[Any], enriched: np.ndarray,
         merged = _merge_aggregates(conn, new, aggregate) if len(new) else 0
     return WriteResult(inserted=len(new), duplicates=len(enriched) - len(new),
                        partials_merged=merged)
+
+
+def _check_times(enriched: np.ndarray) -> None:
+    for field in ("ts_ms", "received_ms"):
+        bad = np.flatnonzero((enriched[field] < 0) | (enriched[field] >= MAX_TS_MS))
+        if len(bad):
+            r = enriched[bad[0]]
+            raise BatchError(
+                f"{len(bad)} reading(s) have {field} outside 1970..9999, e.g. {int(r[field])} "
+                f"for kit {int(r['kit_id'])} boot {int(r['boot_id'])} seq {int(r['seq'])} "
+                f"idx {int(r['idx'])}")
 
 
 def _insert_new_readings(conn: psycopg.Connection[Any], unique: np.ndarray) -> np.ndarray:

@@ -238,3 +238,15 @@ def test_inside_the_callers_transaction(conn: psycopg.Connection[Any]) -> None:
     with pytest.raises(RuntimeError, match="caller"):
         write_then_fail()
     assert conn.execute("SELECT count(*) FROM readings WHERE kit_id = 9").fetchone() == (0,)
+
+
+def test_impossible_times_are_refused_before_the_database(conn: psycopg.Connection[Any]) -> None:
+    batch = make_readings(5)
+    batch["ts_ms"][3] = 10**15  # year 33658
+    with pytest.raises(BatchError, match=r"1 reading\(s\) have ts_ms outside 1970..9999.*idx 3"):
+        write_batch(conn, batch, ReferenceAggregate())
+    batch = make_readings(5)
+    batch["received_ms"][:] = -1
+    with pytest.raises(BatchError, match="received_ms"):
+        write_batch(conn, batch, ReferenceAggregate())
+    assert snapshot(conn)["readings"] == []
