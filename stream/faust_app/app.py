@@ -139,6 +139,8 @@ def create_app(settings: Settings, *, broker_url: str | None = None, store: str 
     sink = PostgresSink(resolve_database_url(settings), core, MasterKey.generate())
 
     async def qa_body(stream: Any) -> AsyncIterator[QaOutcome | None]:
+        # One yield per message, None for one skipped: never filter, or a test's
+        # ``put()`` would wait for a yield that does not come.
         async for event in stream.events():
             yield await _qa_event(event, kit_states, enriched, core, routing)
 
