@@ -7,9 +7,11 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+import api.cli as api_cli
 import ingest.cli as ingest_cli
 import simulators.cli as simulators_cli
 import storage.cli as storage_cli
+import stream.cli as stream_cli
 from bikesense.exceptions import BikesenseError
 from bikesense.services import LocalServices
 from bikesense.settings import Settings, load_settings
@@ -27,6 +29,10 @@ app.add_typer(storage_cli.app, name="db")
 app.add_typer(ingest_cli.kits_app, name="kits")
 app.command("ingest")(ingest_cli.ingest_command)
 app.add_typer(simulators_cli.app, name="sim")
+app.command("simulate")(simulators_cli.simulate)
+app.add_typer(stream_cli.app, name="stream")
+app.add_typer(api_cli.app, name="api")
+app.add_typer(api_cli.keys_app, name="keys")
 
 console = Console()
 err_console = Console(stderr=True)

@@ -1,8 +1,10 @@
 """Frame- and reading-level admission rules, and why a frame or reading was refused.
 
-Policy (docs/ingest.md): ingest drops a *reading* only when its identity in
-time or space is unusable — a timestamp in the far future or too old, or a
-position off the globe or at (0, 0). If every reading of a frame fails, the
+Policy (docs/ingest.md): ingest drops a *reading* only when its time or place
+is wrong, not merely missing — a timestamp in the far future or too old, or a
+position off the globe or at (0, 0). A reading with no position at all (no
+GNSS fix) keeps its sensor values: it is stored, flagged ``NO_FIX`` by the
+stream core, and kept out of the map. If every reading of a frame fails, the
 frame is rejected with that reason. A frame that keeps some readings is also
 recorded in the rejects table (reason ``partial:<reason>``, with the dropped
 indexes) so nothing disappears silently. Sensor values out of their physical
@@ -66,8 +68,10 @@ def check_readings(readings: np.ndarray, received_ms: int, rules: AdmissionRules
     checks = {
         IngestReject.FAR_FUTURE: ts > received_ms + rules.max_future_ms,
         IngestReject.TOO_OLD: ts < received_ms - rules.max_age_ms,
-        IngestReject.BAD_POSITION: ~(np.isfinite(lat) & np.isfinite(lon)
-                                     & (np.abs(lat) <= 90) & (np.abs(lon) <= 180)),
+        # NaN is "no position" (no fix): kept. Anything else must be on the globe.
+        IngestReject.BAD_POSITION: (np.isfinite(lat) != np.isfinite(lon))
+                                   | (np.abs(lat) > 90) | (np.abs(lon) > 180)
+                                   | np.isinf(lat) | np.isinf(lon),
         IngestReject.NULL_ISLAND: (np.abs(lat) < 1e-6) & (np.abs(lon) < 1e-6),
     }
     keep = np.ones(len(readings), dtype=bool)

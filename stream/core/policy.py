@@ -38,7 +38,7 @@ _PM_FLAGS = (
     | QaFlag.PM_FAULT
     | QaFlag.PM_STUCK
     | QaFlag.PM_OUT_OF_RANGE
-    | QaFlag.HUMID_PM
+    | QaFlag.FOG_PM
 )
 _NO2_FLAGS = (
     QaFlag.WARMING_UP

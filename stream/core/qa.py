@@ -39,7 +39,7 @@ class QaFlag(IntFlag):
     PM_FAULT = 1 << 12
     PM_STUCK = 1 << 13
     PM_OUT_OF_RANGE = 1 << 14
-    HUMID_PM = 1 << 15  # relative humidity above QaConfig.humid_pm_rh_pct: optical PM reads high
+    HUMID_PM = 1 << 15  # RH above QaConfig.humid_pm_rh_pct: optical PM reads high (annotation)
     PM_INCONSISTENT = 1 << 16  # PM1 <= PM2.5 <= PM10 violated (annotation)
     # NO2.
     NO2_FAULT = 1 << 17
@@ -56,12 +56,14 @@ class QaFlag(IntFlag):
     CLIMATE_FAULT = 1 << 26  # kit reports its temperature / humidity sensor faulty
     # Time again: the kit says its clock is free-running, not GNSS or NTP time.
     CLOCK_UNSYNCED = 1 << 27
+    # RH at or above QaConfig.fog_pm_rh_pct: droplets, not particles; optical PM is meaningless.
+    FOG_PM = 1 << 28
 
     # Groups, for asking "any sensor stuck?" and the like.
     SENSOR_FAULT = PM_FAULT | NO2_FAULT | NOISE_FAULT | GNSS_FAULT | CLIMATE_FAULT
     STUCK_SENSOR = PM_STUCK | NO2_STUCK | NOISE_STUCK
     OUT_OF_RANGE = PM_OUT_OF_RANGE | NO2_OUT_OF_RANGE | NOISE_OUT_OF_RANGE | CLIMATE_OUT_OF_RANGE
-    ALL = (1 << 28) - 1
+    ALL = (1 << 29) - 1
 
 
 def flag_names(flags: int) -> list[str]:
@@ -110,6 +112,9 @@ class QaConfig:
     # Optical PM sensors over-read from hygroscopic growth above about 75 % RH
     # (DESIGN.md; Jayaratne et al., Atmos. Meas. Tech. 11, 4883–4890, 2018).
     humid_pm_rh_pct: float = 75.0
+    #: Near saturation optical counters see fog droplets (Jayaratne et al. 2018 report
+    #: growing over-reads from ~75 % and extreme ones near 100 %): excluded from the map.
+    fog_pm_rh_pct: float = 95.0
     # Measurement ranges: SPS30 and PMS5003 both 0–1000 µg/m³ (datasheets).
     pm_range_ugm3: tuple[float, float] = (0.0, 1000.0)
     # Electrochemical NO2 reads a little below zero in clean air after baseline
@@ -213,6 +218,7 @@ def reading_flags(enriched: np.ndarray, config: QaConfig) -> np.ndarray:
              QaFlag.PM_INCONSISTENT)
         any_pm = ~np.isnan(pm[0]) | ~np.isnan(pm[1]) | ~np.isnan(pm[2])
         mark(any_pm & (enriched["humidity_pct"] > config.humid_pm_rh_pct), QaFlag.HUMID_PM)
+        mark(any_pm & (enriched["humidity_pct"] >= config.fog_pm_rh_pct), QaFlag.FOG_PM)
     mark(_outside(enriched["no2_ugm3"], config.no2_range_ugm3), QaFlag.NO2_OUT_OF_RANGE)
 
     laeq = enriched["noise_laeq_db"]

@@ -27,7 +27,7 @@ def test_each_rule_drops_only_its_readings() -> None:
     r["ts_ms"][1] = NOW_MS + 3_600_000  # an hour ahead
     r["ts_ms"][2] = NOW_MS - 40 * 86_400_000  # forty days old
     r["lat_deg"][3] = 91.0
-    r["lon_deg"][4] = np.nan
+    r["lon_deg"][4] = np.nan  # half a position is a broken one
     r["lat_deg"][5] = 0.0
     r["lon_deg"][5] = 0.0
     verdict = check_readings(r, NOW_MS, AdmissionRules())
@@ -39,6 +39,13 @@ def test_each_rule_drops_only_its_readings() -> None:
         IngestReject.NULL_ISLAND: [5],
     }
     assert "bad_position: idx 3-4" in verdict.summary()
+
+
+def test_a_reading_without_a_fix_keeps_its_values() -> None:
+    r = _readings(2)
+    r["lat_deg"][1] = np.nan
+    r["lon_deg"][1] = np.nan
+    assert check_readings(r, NOW_MS, AdmissionRules()).keep.all()
 
 
 def test_buffered_hours_old_data_is_accepted() -> None:

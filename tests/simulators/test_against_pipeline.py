@@ -23,6 +23,7 @@ from simulators.truthflags import TruthFlag
 from storage.kits import MasterKey, register_kit
 from stream.core.partials import Metric
 from stream.core.policy import EXCLUDING_FLAGS
+from stream.core.qa import QaFlag
 from stream.embedded import EmbeddedConfig
 from tests.runtime_harness import running, wait_for
 
@@ -67,19 +68,21 @@ def test_stored_aggregates_match_the_truth(migrated_database_url: str, mqtt_url:
             pump(run, [publisher], speed=None)
         truth = run.truth
         assert truth is not None
-        # Ingest drops readings without a position (a partial reject, bad_position).
+        # Every deliverable reading is stored, those without a fix too (flagged NO_FIX).
         deliverable = truth.deliverable()
-        expected_rows = int(np.sum(np.isfinite(deliverable["lat_deg"])))
+        expected_rows = len(deliverable)
         wait_for(lambda: _count(migrated_database_url) >= expected_rows, timeout_s=60,
                  what=f"{expected_rows} readings stored")
 
     stored = _stored(migrated_database_url)
-    # Exactly the deliverable readings with a position, each once: duplicates,
-    # forgeries, strangers, damaged frames, late bursts and reboots changed nothing.
+    # Exactly the deliverable readings, each once: duplicates, forgeries, strangers,
+    # damaged frames, late bursts and reboots changed nothing.
     assert len(stored) == expected_rows
     rows = truth.lookup(stored)
     assert not np.any(rows["flags"] & int(TruthFlag.undeliverable()))
-    assert np.all(np.isfinite(rows["lat_deg"]))
+    no_fix = ~np.isfinite(rows["lat_deg"])
+    assert no_fix.any()  # the plan has GPS loss: those readings are kept, out of the map
+    assert np.all(stored["qa_flags"][no_fix] & int(QaFlag.NO_FIX))
 
     with psycopg.connect(migrated_database_url, autocommit=True) as conn:
         for column, metric in (("pm25_ugm3", Metric.PM25), ("no2_ugm3", Metric.NO2),

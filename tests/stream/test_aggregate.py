@@ -101,7 +101,7 @@ def test_partials_are_unique_and_count_exactly_the_publishable_values(seed: int,
 
 def test_readings_with_excluding_flags_or_no_value_do_not_count() -> None:
     rows = random_enriched(1, 4)
-    rows["qa_flags"] = [0, QaFlag.HUMID_PM, QaFlag.NO_FIX, QaFlag.LOW_BATTERY]
+    rows["qa_flags"] = [0, QaFlag.FOG_PM, QaFlag.NO_FIX, QaFlag.LOW_BATTERY]
     rows["pm25_ugm3"] = [10.0, 20.0, 30.0, np.nan]
     rows["noise_laeq_db"] = [60.0, 61.0, 62.0, 63.0]
     rows["interval_ms"] = 1000
@@ -110,9 +110,9 @@ def test_readings_with_excluding_flags_or_no_value_do_not_count() -> None:
     assert pm["n"].sum() == 1
     assert pm["sum"].sum() == 10.0
     noise = partials[partials["metric"] == Metric.NOISE]
-    assert noise["n"].sum() == 3  # HUMID_PM does not touch noise; LOW_BATTERY only annotates
-    assert QaFlag.HUMID_PM & EXCLUDING_FLAGS[Metric.PM25]
-    assert not QaFlag.HUMID_PM & EXCLUDING_FLAGS[Metric.NOISE]
+    assert noise["n"].sum() == 3  # FOG_PM does not touch noise; LOW_BATTERY only annotates
+    assert QaFlag.FOG_PM & EXCLUDING_FLAGS[Metric.PM25]
+    assert not QaFlag.FOG_PM & EXCLUDING_FLAGS[Metric.NOISE]
 
 
 def test_noise_with_no_interval_does_not_count() -> None:

@@ -49,6 +49,7 @@ def test_a_clean_reading_has_no_flags() -> None:
         ({"pm10_ugm3": 1500.0}, QaFlag.PM_OUT_OF_RANGE),
         ({"pm1_ugm3": 30.0, "pm25_ugm3": 10.0, "pm10_ugm3": 40.0}, QaFlag.PM_INCONSISTENT),
         ({"humidity_pct": 88.0}, QaFlag.HUMID_PM),
+        ({"humidity_pct": 97.0}, QaFlag.HUMID_PM | QaFlag.FOG_PM),
         ({"no2_ugm3": 5000.0}, QaFlag.NO2_OUT_OF_RANGE),
         ({"noise_laeq_db": 10.0, "noise_lamax_db": 12.0}, QaFlag.NOISE_OUT_OF_RANGE),
         ({"noise_laeq_db": 70.0, "noise_lamax_db": 60.0}, QaFlag.NOISE_INCONSISTENT),
@@ -100,7 +101,8 @@ def test_every_flag_either_excludes_or_annotates() -> None:
         excluding |= int(flags)
     assert excluding & int(ANNOTATING_FLAGS) == 0
     assert excluding | int(ANNOTATING_FLAGS) == int(QaFlag.ALL)
-    annotating = QaFlag.LOW_BATTERY | QaFlag.PM_INCONSISTENT | QaFlag.NOISE_INCONSISTENT
+    annotating = (QaFlag.LOW_BATTERY | QaFlag.HUMID_PM | QaFlag.PM_INCONSISTENT
+                  | QaFlag.NOISE_INCONSISTENT)
     assert annotating == ANNOTATING_FLAGS
     for metric in Metric:
         assert EXCLUDING_FLAGS[metric] & PLACE_AND_TIME_FLAGS == PLACE_AND_TIME_FLAGS
@@ -108,7 +110,7 @@ def test_every_flag_either_excludes_or_annotates() -> None:
 
 def test_a_sensor_problem_excludes_only_its_own_metrics() -> None:
     r = enrich(riding(3), received_ms=0)
-    r["qa_flags"] = [QaFlag.HUMID_PM, QaFlag.NOISE_STUCK, QaFlag.POSITION_JUMP]
+    r["qa_flags"] = [QaFlag.FOG_PM, QaFlag.NOISE_STUCK, QaFlag.POSITION_JUMP]
     publish = {m: DEFAULT_POLICY.publishable(r, m).tolist() for m in Metric}
     assert publish[Metric.PM25] == [False, True, False]
     assert publish[Metric.NOISE] == [True, False, False]
@@ -119,7 +121,7 @@ def test_a_sensor_problem_excludes_only_its_own_metrics() -> None:
 def test_a_policy_is_data_that_can_be_changed() -> None:
     r = enrich(riding(1), received_ms=0)
     r["qa_flags"] = QaFlag.HUMID_PM
-    lenient = PublicationPolicy({**EXCLUDING_FLAGS,
-                                 Metric.PM25: EXCLUDING_FLAGS[Metric.PM25] & ~QaFlag.HUMID_PM})
-    assert lenient.publishable(r, Metric.PM25).tolist() == [True]
-    assert DEFAULT_POLICY.publishable(r, Metric.PM25).tolist() == [False]
+    strict = PublicationPolicy({**EXCLUDING_FLAGS,
+                                Metric.PM25: EXCLUDING_FLAGS[Metric.PM25] | QaFlag.HUMID_PM})
+    assert strict.publishable(r, Metric.PM25).tolist() == [False]
+    assert DEFAULT_POLICY.publishable(r, Metric.PM25).tolist() == [True]
