@@ -131,6 +131,29 @@ def test_qa_agent_keys_enriched_messages_by_coarse_cell(
     assert [k for k, _ in sent.messages if k.startswith(b"k")] == [b"k11"]
 
 
+def test_qa_agent_files_a_kits_state_under_the_partition_of_its_readings(
+    make_app: Callable[..., StreamApp], monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """What a worker taking over the partition restores: the changelog entry of the kit's
+    state goes to the partition its readings came from (co-partitioned with the topic)."""
+    stream_app = make_app()
+    record_sends(stream_app.enriched, monkeypatch)
+
+    async def scenario() -> list[tuple[str, bytes, int]]:
+        async with stream_app.qa.test_context() as agent:
+            for kit, partition in ((7, 5), (8, 2)):
+                key, value = _message(riding(10, kit_id=kit))
+                await agent.put(value, key=key, partition=partition, timestamp=1.0)
+        # Not started, faust's producer keeps what it was given in its buffer.
+        pending = stream_app.app.producer.buffer.pending
+        futures = [pending.get_nowait() for _ in range(pending.qsize())]
+        return [(f.message.channel.get_topic_name(), f.message.key, f.message.partition)
+                for f in futures]
+
+    assert _run(scenario()) == [("bikesense-kit-states-changelog", b"7", 5),
+                                ("bikesense-kit-states-changelog", b"8", 2)]
+
+
 def test_qa_agent_keeps_kits_apart(
     make_app: Callable[..., StreamApp], monkeypatch: pytest.MonkeyPatch,
 ) -> None:
