@@ -93,8 +93,9 @@ function renderLegend() {
     sw.className = "swatch";
     sw.style.background = band.colour;
     const label = document.createElement("span");
+    // Labels like "45-50" already say their range; word labels ("Fair") get it added.
     const range = band.upper === null ? `≥ ${band.lower}` : `${band.lower}–${band.upper}`;
-    label.textContent = `${band.label} (${range})`;
+    label.textContent = /\d/.test(band.label) ? band.label : `${band.label} (${range})`;
     row.append(sw, label);
     box.append(row);
   }
@@ -136,15 +137,17 @@ function bucketFor(hours) {
 function drawChart(body) {
   const el = $("chart");
   el.replaceChildren();
-  const pts = body.points.filter((p) => p.mean !== null);
+  // Noise is shown on energy (LAeq), like the map; everything else by its mean.
+  const value = (p) => (body.metric === "noise" ? p.laeq_db : p.mean);
+  const pts = body.points.filter((p) => value(p) !== null);
   if (!pts.length) {
     el.textContent = "No public data for this cell in the period.";
     return;
   }
   const W = 400, H = 180, L = 36, B = 20, T = 8, R = 8;
   const t0 = new Date(body.time_from).getTime(), t1 = new Date(body.time_to).getTime();
-  const lo = Math.min(...pts.map((p) => p.ci95_low ?? p.mean), 0);
-  const hi = Math.max(...pts.map((p) => p.ci95_high ?? p.mean)) * 1.1 || 1;
+  const lo = Math.min(...pts.map((p) => p.ci95_low ?? value(p)), 0);
+  const hi = Math.max(...pts.map((p) => p.ci95_high ?? value(p)), ...pts.map(value)) * 1.1 || 1;
   const x = (t) => L + ((t - t0) / (t1 - t0)) * (W - L - R);
   const y = (v) => H - B - ((v - lo) / (hi - lo)) * (H - B - T);
   const ns = "http://www.w3.org/2000/svg";
@@ -157,16 +160,16 @@ function drawChart(body) {
     svg.append(n);
     return n;
   };
-  const ci = pts.filter((p) => p.ci95_low !== null);
+  const ci = body.metric === "noise" ? [] : pts.filter((p) => p.ci95_low !== null);
   if (ci.length > 1) {
     const upper = ci.map((p) => `${x(new Date(p.start).getTime())},${y(p.ci95_high)}`);
     const lower = ci.map((p) => `${x(new Date(p.start).getTime())},${y(p.ci95_low)}`).reverse();
     add("polygon", { class: "ci", points: [...upper, ...lower].join(" ") });
   }
-  add("polyline", { class: "mean", points: pts.map((p) => `${x(new Date(p.start).getTime())},${y(p.mean)}`).join(" ") });
+  add("polyline", { class: "mean", points: pts.map((p) => `${x(new Date(p.start).getTime())},${y(value(p))}`).join(" ") });
   for (const p of pts) {
     add("circle", {
-      cx: x(new Date(p.start).getTime()), cy: y(p.mean), r: 2.5,
+      cx: x(new Date(p.start).getTime()), cy: y(value(p)), r: 2.5,
       fill: p.status === "ok" ? "#1d2630" : "#fff", stroke: "#1d2630",
     });
   }
@@ -191,7 +194,9 @@ async function showCell(lngLat, map) {
   try {
     const body = await getJSON(`/v1/timeseries?${q}`);
     $("chart-title").textContent = `${state.metric} (${body.unit}) in cell ${body.cell}, per ${bucketFor(state.rangeHours)}`;
-    $("chart-note").textContent = "Line: mean; band: 95 % interval (rides as the unit); hollow: too few readings.";
+    $("chart-note").textContent = state.metric === "noise"
+      ? "Line: LAeq (energy average); hollow: too few readings."
+      : "Line: mean; band: 95 % interval (rides as the unit); hollow: too few readings.";
     drawChart(body);
     window.bikesense.lastSeries = body;
   } catch (err) {
