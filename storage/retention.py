@@ -18,6 +18,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import psycopg
+from psycopg import sql
 
 from storage.migrate import Backend, recorded_backend
 from storage.writer import MS_PER_DAY, ensure_partitions
@@ -27,13 +28,36 @@ from storage.writer import MS_PER_DAY, ensure_partitions
 DEFAULT_RAW_RETENTION = timedelta(days=90)
 
 
+_EXPIRED_PARTITIONS = """
+SELECT c.relname::text
+FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
+WHERE i.inhparent = 'readings'::regclass AND c.relname ~ '^readings_d[0-9]{8}$'
+  AND (to_date(substr(c.relname, 11), 'YYYYMMDD') + 1)::timestamp AT TIME ZONE 'UTC'
+      <= %s
+ORDER BY 1
+"""
+
+
 def drop_expired(conn: psycopg.Connection[Any], older_than: datetime) -> list[str]:
     """Drop raw-reading partitions (or chunks) that end at or before ``older_than``.
 
     Returns their names. Window aggregates, presence and kits stay.
+
+    On plain PostgreSQL with an autocommit connection, each partition is first
+    detached with ``DETACH PARTITION ... CONCURRENTLY``: that waits for running
+    exports to finish without making writers and readers queue behind it, as a
+    plain ``DROP TABLE`` of a partition (ACCESS EXCLUSIVE on ``readings``) would.
+    Otherwise (inside a transaction, or on TimescaleDB) it runs in one go.
     """
     if older_than.tzinfo is None:
         raise ValueError("older_than must be timezone-aware (e.g. datetime.now(UTC) - ...)")
+    if conn.autocommit and recorded_backend(conn) is Backend.PLAIN:
+        names = [str(r[0]) for r in conn.execute(_EXPIRED_PARTITIONS, (older_than,)).fetchall()]
+        for name in names:
+            conn.execute(sql.SQL("ALTER TABLE readings DETACH PARTITION {} CONCURRENTLY").format(
+                sql.Identifier(name)))
+            conn.execute(sql.SQL("DROP TABLE {}").format(sql.Identifier(name)))
+        return names
     with conn.transaction():
         rows = conn.execute("SELECT bikesense_drop_expired_readings(%s)", (older_than,)).fetchall()
     return [str(r[0]) for r in rows]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -142,3 +143,35 @@ def test_expire_presence_keeps_day_windows(conn: psycopg.Connection[Any]) -> Non
     assert after[60] == before[60] - gone
     assert conn.execute("SELECT min(window_start) FROM window_presence WHERE window_s = 60"
                         ).fetchone() == (datetime.fromtimestamp(T0_MS / 1000, UTC),)
+
+
+def test_retention_waits_for_an_export_without_blocking_writers(migrated_database_url: str) -> None:
+    with psycopg.connect(migrated_database_url, autocommit=True) as writer_conn, \
+            psycopg.connect(migrated_database_url, autocommit=True) as retention_conn, \
+            psycopg.connect(migrated_database_url) as reader:
+        write_batch(writer_conn, make_readings(10, t0_ms=T0_MS - 10 * MS_PER_DAY),
+                    ReferenceAggregate())
+        reader.execute("SELECT count(*) FROM readings").fetchone()  # an export in progress
+        dropped: list[str] = []
+        retention = threading.Thread(target=lambda: dropped.extend(
+            drop_expired(retention_conn, datetime.fromtimestamp(T0_MS / 1000, UTC))))
+        retention.start()
+        pid = retention_conn.info.backend_pid
+        deadline = time.monotonic() + 10
+        while writer_conn.execute(  # the detach has begun and waits for the reader
+                "SELECT wait_event FROM pg_stat_activity WHERE pid = %s", (pid,)
+        ).fetchone() != ("virtualxid",):
+            assert time.monotonic() < deadline, "retention never waited for the export"
+            time.sleep(0.02)
+        # While retention waits for the reader, writers go on.
+        writer_conn.execute("SET lock_timeout = '3s'")
+        assert write_batch(writer_conn, make_readings(10, kit_id=2), ReferenceAggregate()
+                           ).inserted == 10
+        # The expired day is already out of sight of new queries; the new readings are in.
+        assert writer_conn.execute("SELECT count(*) FROM readings").fetchone() == (10,)
+        assert retention.is_alive()
+        reader.commit()
+        retention.join(10)
+        assert not retention.is_alive()
+        assert dropped == [day_name(DAY0 - 10)]
+        assert raw_partitions(writer_conn) == [day_name(DAY0)]
