@@ -127,7 +127,17 @@ def _progress() -> Iterator[Progress]:
         yield progress
 
 
+def _interrupt_on_sigterm() -> None:
+    """SIGTERM ends the demo like Ctrl-C does, so its children are stopped too."""
+
+    def handler(_signum: int, _frame: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, handler)
+
+
 def run_demo(settings: Settings, options: DemoOptions) -> None:
+    _interrupt_on_sigterm()
     services = LocalServices(settings.state_dir)
     services.up(start_postgres=settings.database_url is None,
                 start_mosquitto=settings.mqtt_url is None)

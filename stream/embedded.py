@@ -164,16 +164,24 @@ class EmbeddedRuntime:
 
     # the event loop ------------------------------------------------------------------
 
+    async def _relay_stop(self, stop: asyncio.Event) -> None:
+        await stop.wait()
+        self._stopping.set()
+
     async def run(self, stop: asyncio.Event) -> None:
         """Run until ``stop`` is set; finish the batch in hand, then disconnect."""
         await asyncio.to_thread(self._subscriber.start)
         self.ready.set()
+        # A stop request reaches the worker thread at once, also while it waits for
+        # the database: the batch in hand is then left unacked for the broker to resend.
+        watcher = asyncio.create_task(self._relay_stop(stop))
         log.info("embedded runtime consuming %s", self.layout.up_filter())
         try:
             while not stop.is_set():
                 await asyncio.to_thread(self._work_once)
         finally:
             self._stopping.set()
+            watcher.cancel()
             await asyncio.to_thread(self._subscriber.stop)
             self._sink.close()
             log.info("embedded runtime stopped; unacknowledged messages stay with the broker")

@@ -207,3 +207,28 @@ def test_database_away_and_back_loses_nothing(
         wait_for(lambda: _count(migrated_database_url) == len(frames) * PER_FRAME,
                  timeout_s=60, what="the second half after the database came back")
     _assert_exact(migrated_database_url, len(frames) * PER_FRAME)
+
+
+def test_sigterm_while_the_database_is_away_stops_without_losing_anything(
+    pg_cluster: PostgresCluster | None, migrated_database_url: str, mqtt_url: str,
+    unique_topic_prefix: str, fleet: tuple[MasterKey, dict[int, bytes]],
+) -> None:
+    if pg_cluster is None:
+        pytest.skip("needs the harness's own PostgreSQL to stop and start it")
+    master, secrets = fleet
+    root = f"{unique_topic_prefix}/bikesense/v1"
+    client_id = f"{unique_topic_prefix}-ingest"
+    frames = _frames(secrets, 100)
+    with ingest_process(migrated_database_url, mqtt_url, master, root, client_id) as process:
+        pg_cluster.stop(mode="immediate")
+        try:
+            _publish(mqtt_url, root, frames)
+            time.sleep(2)  # ingest holds a batch it cannot write
+            process.send_signal(signal.SIGTERM)
+            assert process.wait(15) == 0, "ingest must stop promptly, database or not"
+        finally:
+            pg_cluster.start()
+    with ingest_process(migrated_database_url, mqtt_url, master, root, client_id):
+        wait_for(lambda: _count(migrated_database_url) == len(frames) * PER_FRAME,
+                 timeout_s=60, what="every reading from the broker after the restart")
+    _assert_exact(migrated_database_url, len(frames) * PER_FRAME)
