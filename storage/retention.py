@@ -29,7 +29,7 @@ DEFAULT_RAW_RETENTION = timedelta(days=90)
 
 
 _EXPIRED_PARTITIONS = """
-SELECT c.relname::text
+SELECT c.relname::text, i.inhdetachpending
 FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
 WHERE i.inhparent = 'readings'::regclass AND c.relname ~ '^readings_d[0-9]{8}$'
   AND (to_date(substr(c.relname, 11), 'YYYYMMDD') + 1)::timestamp AT TIME ZONE 'UTC'
@@ -52,12 +52,14 @@ def drop_expired(conn: psycopg.Connection[Any], older_than: datetime) -> list[st
     if older_than.tzinfo is None:
         raise ValueError("older_than must be timezone-aware (e.g. datetime.now(UTC) - ...)")
     if conn.autocommit and recorded_backend(conn) is Backend.PLAIN:
-        names = [str(r[0]) for r in conn.execute(_EXPIRED_PARTITIONS, (older_than,)).fetchall()]
-        for name in names:
-            conn.execute(sql.SQL("ALTER TABLE readings DETACH PARTITION {} CONCURRENTLY").format(
-                sql.Identifier(name)))
+        rows = conn.execute(_EXPIRED_PARTITIONS, (older_than,)).fetchall()
+        for name, pending in rows:
+            # A detach interrupted earlier is left pending: finish it instead.
+            how = sql.SQL("FINALIZE" if pending else "CONCURRENTLY")
+            conn.execute(sql.SQL("ALTER TABLE readings DETACH PARTITION {} {}").format(
+                sql.Identifier(name), how))
             conn.execute(sql.SQL("DROP TABLE {}").format(sql.Identifier(name)))
-        return names
+        return [str(name) for name, _ in rows]
     with conn.transaction():
         rows = conn.execute("SELECT bikesense_drop_expired_readings(%s)", (older_than,)).fetchall()
     return [str(r[0]) for r in rows]

@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 import psycopg
 import pytest
+from psycopg import sql
 
 from storage.retention import (
     drop_expired,
@@ -175,3 +176,19 @@ def test_retention_waits_for_an_export_without_blocking_writers(migrated_databas
         assert not retention.is_alive()
         assert dropped == [day_name(DAY0 - 10)]
         assert raw_partitions(writer_conn) == [day_name(DAY0)]
+
+
+def test_an_interrupted_detach_is_finished_next_time(conn: psycopg.Connection[Any]) -> None:
+    write_batch(conn, make_readings(10, t0_ms=T0_MS - 10 * MS_PER_DAY), ReferenceAggregate())
+    name = day_name(DAY0 - 10)
+    with psycopg.connect(conn.info.dsn) as reader, \
+            psycopg.connect(conn.info.dsn, autocommit=True) as detacher:
+        reader.execute("SELECT count(*) FROM readings").fetchone()
+        detacher.execute("SET statement_timeout = '300ms'")
+        with pytest.raises(psycopg.errors.QueryCanceled):
+            detacher.execute(sql.SQL("ALTER TABLE readings DETACH PARTITION {} CONCURRENTLY")
+                             .format(sql.Identifier(name)))
+    pending = conn.execute("SELECT count(*) FROM pg_inherits WHERE inhdetachpending").fetchone()
+    assert pending == (1,)
+    assert drop_expired(conn, datetime.fromtimestamp(T0_MS / 1000, UTC)) == [name]
+    assert raw_partitions(conn) == []
