@@ -171,6 +171,29 @@ def _grouped_view(dtype: np.dtype) -> np.dtype:
 
 
 _GROUPED = _grouped_view(READING_DTYPE)
+
+
+def _wire_view() -> np.dtype:
+    """The record as the fast path reads it: lat+lon as a pair, the 16-bit words as a run."""
+    fields = {
+        "dt_ms": (FIELD_OFFSETS["dt_ms"], "<u4"),
+        "latlon": (FIELD_OFFSETS["lat_e7"], ("<i4", (2,))),
+        "words": (FIELD_OFFSETS["hdop_x100"], ("<u2", (len(_NAMES16),))),
+        "interval_ms": (FIELD_OFFSETS["interval_ms"], "<u2"),
+        "status": (FIELD_OFFSETS["status"], "<u2"),
+        "gnss_fix": (FIELD_OFFSETS["gnss_fix"], "u1"),
+        "satellites": (FIELD_OFFSETS["satellites"], "i1"),
+    }
+    assert FIELD_OFFSETS["lon_e7"] == FIELD_OFFSETS["lat_e7"] + 4
+    return np.dtype({
+        "names": list(fields),
+        "formats": [fmt for _, fmt in fields.values()],
+        "offsets": [at for at, _ in fields.values()],
+        "itemsize": RECORD_BYTES,
+    })
+
+
+_WIRE_VIEW = _wire_view()
 _SPEED_TO_LAMAX = slice(_COL["speed_cm_s"], _COL["lamax_x10"] + 1)
 _TEMP_RH = slice(_COL["temp_x100"], _COL["rh_x10"] + 1)
 
@@ -179,21 +202,21 @@ def decode_to_array(data: bytes, header: FrameHeader) -> np.ndarray:
     """Validated READING_DTYPE rows of an authenticated readings frame, identity filled."""
     base_ts = check_body(data, header)
     n = header.count
-    words = np.frombuffer(data, "<u2", n * _WORDS, OFFSET_RECORDS).reshape(n, _WORDS)
-    pairs = words[:, :6].copy().view("<u4")  # dt_ms, lat_e7, lon_e7 as 32-bit words
-    latlon_raw = pairs[:, 1:].view("<i4")
+    rec = np.frombuffer(data, _WIRE_VIEW, n, OFFSET_RECORDS)
+    dt = rec["dt_ms"]
+    latlon_raw = rec["latlon"]
     latlon_absent = latlon_raw == I32_ABSENT
     latlon = latlon_raw / float(_LAT.scale)  # float64 division, as in the object API
     latlon[latlon_absent] = np.nan
-    values = _LUT_FLAT[words[:, _FIRST16:_LAST16 + 1] + _LUT_START]
+    values = _LUT_FLAT[rec["words"] + _LUT_START]
 
     # NaN compares False, so absent positions pass the range test.
-    bad = int(np.count_nonzero(pairs[:, 0]) == n)  # no dt_ms is 0: base is not the oldest
+    bad = int(np.count_nonzero(dt) == n)  # no dt_ms is 0: base is not the oldest
     bad += int(np.count_nonzero(np.isinf(values)))
     bad += int(np.count_nonzero(np.abs(latlon) > _LATLON_LIMITS))
     bad += int(np.count_nonzero(latlon_absent[:, 0] != latlon_absent[:, 1]))
     if base_ts > MAX_TS_MS - MAX_DT_MS:
-        bad += int(np.count_nonzero(pairs[:, 0] > MAX_TS_MS - base_ts))
+        bad += int(np.count_nonzero(dt > MAX_TS_MS - base_ts))
     if bad:
         check_records(np.frombuffer(data, RECORD_DTYPE, n, OFFSET_RECORDS), base_ts,
                       header.kit_id)
@@ -203,14 +226,13 @@ def decode_to_array(data: bytes, header: FrameHeader) -> np.ndarray:
     grouped = out.view(_GROUPED)
     grouped["identity"] = (header.kit_id, header.boot_id, header.seq)
     grouped["idx"] = _IDX[:n]
-    grouped["ts_ms"] = pairs[:, 0] + np.int64(base_ts)
+    grouped["ts_ms"] = dt + np.int64(base_ts)
     grouped["latlon"] = latlon
-    as_bytes = words.view(np.uint8)
-    grouped["gnss_fix"] = as_bytes[:, _FIX_BYTE]
-    grouped["satellites"] = as_bytes[:, _SATS_BYTE].view(np.int8)  # 255 -> -1: absent both ways
+    grouped["gnss_fix"] = rec["gnss_fix"]
+    grouped["satellites"] = rec["satellites"]  # read as int8: 255 (absent) is -1, as it should
     grouped["hdop"] = values[:, _COL["hdop_x100"]]
     grouped["speed_to_lamax"] = values[:, _SPEED_TO_LAMAX]
-    grouped["interval_ms"] = words[:, _W["interval_ms"]]
+    grouped["interval_ms"] = rec["interval_ms"]
     grouped["temp_rh"] = values[:, _TEMP_RH]
-    grouped["status"] = words[:, _W["status"]]
+    grouped["status"] = rec["status"]
     return out
