@@ -45,6 +45,8 @@ def peek_header(data: bytes) -> FrameHeader:
     there; the length, CRC and MAC are the decoder's business.
     """
     size = len(data)
+    if size >= HEADER_BYTES and data[:2] == MAGIC and data[OFFSET_VERSION] == VERSION:
+        return FrameHeader(*HEADER.unpack_from(data)[1:])
     prefix = bytes(data[:2])
     if prefix != MAGIC[:len(prefix)]:
         at = 0 if prefix[:1] != MAGIC[:1] else 1
