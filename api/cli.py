@@ -62,8 +62,10 @@ def serve(
         raise typer.Exit(2) from exc
     url = _database_url(settings)
     application = create_app(settings, api_settings, database_url=url)
+    # Live (SSE) streams never end on their own: without a bound, a shutdown would wait
+    # for every open map page to go away.
     uvicorn.run(application, host=host or settings.api_host, port=port or settings.api_port,
-                log_level="info", proxy_headers=False)
+                log_level="info", proxy_headers=False, timeout_graceful_shutdown=5)
 
 
 @keys_app.command("create")
