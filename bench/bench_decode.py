@@ -43,7 +43,7 @@ from firmware_protocol import (
 )
 
 RESULTS = Path(__file__).resolve().parent / "results" / "decode.json"
-SIZES = (1, 16, 64, 256, MAX_READINGS_PER_FRAME)
+SIZES = (1, 16, 64, 128, 256, MAX_READINGS_PER_FRAME)
 TARGET = 1_000_000  # readings/s on one core, DESIGN.md "Quality bars"
 KEY = bytes(range(32))
 
@@ -71,23 +71,28 @@ def ride(n: int, seed: int) -> np.ndarray:
     return r
 
 
-def timed(fn: Callable[[], object], seconds: float, runs: int) -> list[float]:
-    """Seconds per call, one figure per run; each run repeats fn for about `seconds`."""
+def timed(fn: Callable[[], object], seconds: float, runs: int) -> dict[str, list[float]]:
+    """Seconds per call, one figure per run, by the wall clock and by this thread's CPU clock.
+
+    On a shared machine the wall clock measures the share of a core this process
+    got; the thread's CPU time measures what decoding costs on one core.
+    """
     loops, elapsed = 1, 0.0
     while elapsed < seconds / 5:  # calibrate the loop count
         loops *= 2
-        start = time.perf_counter()
+        start = time.thread_time()
         for _ in range(loops):
             fn()
-        elapsed = time.perf_counter() - start
+        elapsed = time.thread_time() - start
     loops = max(1, int(loops * seconds / elapsed))
-    per_call = []
+    wall, cpu = [], []
     for _ in range(runs):
-        start = time.perf_counter()
+        start_wall, start_cpu = time.perf_counter(), time.thread_time()
         for _ in range(loops):
             fn()
-        per_call.append((time.perf_counter() - start) / loops)
-    return per_call
+        cpu.append((time.thread_time() - start_cpu) / loops)
+        wall.append((time.perf_counter() - start_wall) / loops)
+    return {"wall": wall, "cpu": cpu}
 
 
 def envelope_only(frame: bytes) -> Callable[[], object]:
@@ -98,14 +103,15 @@ def envelope_only(frame: bytes) -> Callable[[], object]:
     return check
 
 
-def figures(per_call: list[float], n: int) -> dict[str, float]:
-    best, median = min(per_call), statistics.median(per_call)
-    return {
-        "us_per_frame_best": best * 1e6,
-        "us_per_frame_median": median * 1e6,
-        "readings_per_s_best": n / best,
-        "readings_per_s_median": n / median,
-    }
+def figures(per_call: dict[str, list[float]], n: int) -> dict[str, float]:
+    out = {}
+    for clock, values in per_call.items():
+        best, median = min(values), statistics.median(values)
+        out[f"{clock}_us_per_frame_best"] = best * 1e6
+        out[f"{clock}_us_per_frame_median"] = median * 1e6
+        out[f"{clock}_readings_per_s_best"] = n / best
+        out[f"{clock}_readings_per_s_median"] = n / median
+    return out
 
 
 def main() -> None:
@@ -115,10 +121,10 @@ def main() -> None:
     args = parser.parse_args()
 
     results: dict[str, dict[str, object]] = {}
-    print(f"{'readings/frame':>14} {'bytes':>6} | {'decode_readings':>26} | "
+    fast_by_size: dict[int, dict[str, float]] = {}
+    print("readings per second of one core's CPU time (best run; wall clock best in brackets)")
+    print(f"{'readings/frame':>14} {'bytes':>6} | {'decode_readings':>25} | "
           f"{'envelope only':>13} | {'decode_frame':>12} | {'encode_readings':>15}")
-    print(f"{'':>14} {'':>6} | {'best /s':>12} {'median /s':>13} | {'best /s':>13} | "
-          f"{'best /s':>12} | {'best /s':>15}")
     for n in SIZES:
         readings = ride(n, seed=n)
         frame = encode_readings(4711, 3, 17, readings, KEY)
@@ -129,28 +135,30 @@ def main() -> None:
         naive = figures(timed(lambda f=frame: decode_frame(f, KEY), args.seconds, 3), n)
         encode = figures(timed(lambda r=readings: encode_readings(4711, 3, 17, r, KEY),
                                args.seconds, 3), n)
+        fast_by_size[n] = fast
         results[str(n)] = {
             "frame_bytes": len(frame),
             "decode_readings": fast,
             "envelope_only_ceiling": ceiling,
             "decode_frame_naive": naive,
             "encode_readings": encode,
-            "fast_vs_naive": fast["readings_per_s_best"] / naive["readings_per_s_best"],
-            "fast_vs_ceiling": fast["readings_per_s_best"] / ceiling["readings_per_s_best"],
+            "fast_vs_naive": fast["cpu_readings_per_s_best"] / naive["cpu_readings_per_s_best"],
+            "fast_vs_ceiling": (fast["cpu_readings_per_s_best"]
+                                / ceiling["cpu_readings_per_s_best"]),
         }
-        print(f"{n:>14} {len(frame):>6} | {fast['readings_per_s_best']:>12,.0f} "
-              f"{fast['readings_per_s_median']:>13,.0f} | "
-              f"{ceiling['readings_per_s_best']:>13,.0f} | "
-              f"{naive['readings_per_s_best']:>12,.0f} | {encode['readings_per_s_best']:>15,.0f}")
+        print(f"{n:>14} {len(frame):>6} | {fast['cpu_readings_per_s_best']:>11,.0f} "
+              f"({fast['wall_readings_per_s_best']:>11,.0f}) | "
+              f"{ceiling['cpu_readings_per_s_best']:>13,.0f} | "
+              f"{naive['cpu_readings_per_s_best']:>12,.0f} | "
+              f"{encode['cpu_readings_per_s_best']:>15,.0f}")
 
-    above = [n for n in SIZES
-             if results[str(n)]["decode_readings"]["readings_per_s_best"] > TARGET]  # type: ignore[index]
+    decode = {n: fast_by_size[n]["cpu_readings_per_s_best"] for n in SIZES}
+    above = [n for n in SIZES if decode[n] > TARGET]
     summary = {
         "target_readings_per_s": TARGET,
         "smallest_frame_above_target": min(above) if above else None,
-        "decode_readings_per_s_at_64": results["64"]["decode_readings"],
-        "decode_readings_per_s_at_256": results["256"]["decode_readings"],
-        "decode_readings_per_s_at_1024": results[str(MAX_READINGS_PER_FRAME)]["decode_readings"],
+        "clock": "CPU time of the decoding thread (time.thread_time)",
+        "decode_readings_per_s_by_frame_size": decode,
     }
     doc = {
         "when": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
@@ -162,7 +170,9 @@ def main() -> None:
             "platform": platform.platform(),
             "load_average_at_end": os.getloadavg(),
         },
-        "method": f"best and median of {args.runs} runs of ~{args.seconds}s each",
+        "method": (f"best and median of {args.runs} runs of ~{args.seconds}s each, by the "
+                   "thread's CPU clock (cost on one core) and by the wall clock (affected by "
+                   "whatever else the machine runs)"),
         "summary": summary,
         "by_frame_size": results,
     }
