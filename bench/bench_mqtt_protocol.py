@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import tempfile
 import threading
@@ -59,8 +60,8 @@ def subscribe_rate(port: int, protocol: int, topic: str, count: int) -> float:
                              clean_session=False, manual_ack=True)
     client.on_message = on_message
     if protocol == mqtt.MQTTv5:
-        from paho.mqtt.properties import Properties  # noqa: PLC0415
         from paho.mqtt.packettypes import PacketTypes  # noqa: PLC0415
+        from paho.mqtt.properties import Properties  # noqa: PLC0415
 
         props = Properties(PacketTypes.CONNECT)
         props.SessionExpiryInterval = 3600
@@ -106,7 +107,7 @@ def main() -> None:
     figures = {
         "benchmark": "mqtt_protocol",
         "date": time.strftime("%Y-%m-%d"),
-        "machine": f"{platform.machine()} {platform.processor() or ''} cores={__import__('os').cpu_count()}",
+        "machine": f"{platform.machine()} cores={os.cpu_count()}",
         "messages": args.messages,
         "payload_bytes": len(PAYLOAD),
         "v311_msgs_per_s": round(results["v3.1.1"]),
