@@ -34,7 +34,7 @@ def _one(**values: object) -> np.ndarray:
 
 @pytest.mark.parametrize(("values", "message"), [
     ({"lat_deg": 90.00000006}, "reading 2: lat_deg"),
-    ({"lat_deg": np.nan}, "reading 2: lat_deg and lon_deg must be both NaN or neither"),
+    ({"lat_deg": 52.0}, "reading 2: lat_deg and lon_deg must be both NaN or neither"),
     ({"pm25_ugm3": -0.06}, "reading 2: pm25_ugm3"),
     ({"pm25_ugm3": 6553.45}, "reading 2: pm25_ugm3=6553.45"),
     ({"pm25_ugm3": np.inf}, "pm25_ugm3=inf"),
