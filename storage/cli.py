@@ -24,10 +24,7 @@ from bikesense.settings import Settings, load_settings, resolve_database_url
 from storage.exceptions import StorageError
 from storage.kits import (
     MasterKey,
-    list_kits,
     load_or_create_master_key,
-    register_kit,
-    revoke_kit,
 )
 from storage.migrate import Backend, applied_migrations, load_migrations, migrate, recorded_backend
 from storage.retention import (
@@ -136,44 +133,3 @@ def ensure_partitions_command(
     with _connect() as conn:
         created = ensure_partitions_ahead(conn, days_ahead)
     console.print(f"created {created} partition(s)")
-
-
-@app.command("register-kit")
-def register_kit_command(
-    kit_id: Annotated[int, typer.Argument(min=0, max=2**32 - 1, help="The kit's 32-bit id.")],
-    pseudonym: Annotated[str | None, typer.Option(help="Public name (random if omitted).")] = None,
-) -> None:
-    """Register a kit and print its new secret once (hex), to flash into the kit."""
-    settings = _settings()
-    with _connect() as conn:
-        try:
-            creds = register_kit(conn, master_key_from_environment(settings), kit_id, pseudonym)
-        except StorageError as exc:
-            raise _fail(exc) from exc
-    console.print(f"kit {creds.kit_id} registered as {creds.pseudonym}")
-    typer.echo(f"secret: {creds.secret.hex()}")
-
-
-@app.command("revoke-kit")
-def revoke_kit_command(kit_id: Annotated[int, typer.Argument(help="The kit's id.")]) -> None:
-    """Stop accepting a kit's frames."""
-    with _connect() as conn:
-        try:
-            changed = revoke_kit(conn, kit_id)
-        except StorageError as exc:
-            raise _fail(exc) from exc
-    console.print(f"kit {kit_id} {'revoked' if changed else 'was already revoked'}")
-
-
-@app.command("kits")
-def kits_command() -> None:
-    """List the registered kits (no secrets)."""
-    with _connect() as conn:
-        kits = list_kits(conn)
-    table = Table("kit", "pseudonym", "status", "last seen", "battery %", "firmware")
-    for k in kits:
-        table.add_row(str(k.kit_id), k.pseudonym, k.status,
-                      k.last_seen_at.isoformat(timespec="seconds") if k.last_seen_at else "never",
-                      f"{k.battery_pct:.0f}" if k.battery_pct is not None else "",
-                      k.firmware_version or "")
-    console.print(table)

@@ -61,7 +61,8 @@ def database_url(postgres_url: str) -> Iterator[str]:
     url = _with_database(postgres_url, name)
     yield url
     with psycopg.connect(postgres_url, autocommit=True) as conn:
-        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
+            sql.Identifier(name)))
 
 
 def _with_database(url: str, name: str) -> str:

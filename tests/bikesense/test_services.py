@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import paho.mqtt.client as mqtt
@@ -23,7 +22,8 @@ def test_services_up_status_down(services_root: Path) -> None:
     records = services.up()
     try:
         assert set(records) == {"postgres", "mosquitto"}
-        assert all(r.url.split("//")[1].split("@")[-1].startswith("127.0.0.1:") for r in records.values())
+        hosts = [r.url.split("//")[1].split("@")[-1] for r in records.values()]
+        assert all(host.startswith("127.0.0.1:") for host in hosts)
         with psycopg.connect(records["postgres"].url) as conn:
             assert conn.execute("SELECT 1").fetchone() == (1,)
         client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2)
@@ -49,7 +49,7 @@ def test_cli_lists_subcommands() -> None:
 
 def test_bad_url_is_named(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("BIKESENSE_DATABASE_URL", "mysql://nope")
-    with pytest.raises(ConfigurationError, match="BIKESENSE_DATABASE_URL.*postgresql://"):
+    with pytest.raises(ConfigurationError, match=r"BIKESENSE_DATABASE_URL.*postgresql://"):
         load_settings()
 
 

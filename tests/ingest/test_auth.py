@@ -91,7 +91,7 @@ class Listener:
     def close(self) -> None:
         self.client.disconnect()
         self.client.loop_stop()
-        self.client._reset_sockets()  # noqa: SLF001 - no ResourceWarning in tests
+        self.client._reset_sockets()
 
 
 def _connect_code(port: int, user: str | None, password: str | None) -> int:
@@ -111,7 +111,7 @@ def _connect_code(port: int, user: str | None, password: str | None) -> int:
     done.wait(10)
     client.disconnect()
     client.loop_stop()
-    client._reset_sockets()  # noqa: SLF001
+    client._reset_sockets()
     return result[0]
 
 
@@ -158,7 +158,7 @@ def test_broker_acl_lets_each_kit_publish_only_to_its_own_topics(
         time.sleep(0.5)
         kit.disconnect()
         kit.loop_stop()
-        kit._reset_sockets()  # noqa: SLF001
+        kit._reset_sockets()
     finally:
         listener.close()
     assert listener.got == ["acl/v1/kits/7/up"]  # the frame on kit 8's topic never got through

@@ -8,6 +8,7 @@ import psycopg
 import pytest
 from typer.testing import CliRunner
 
+from bikesense.cli import app as bikesense_app
 from storage.cli import app
 
 pytestmark = pytest.mark.postgres
@@ -30,15 +31,16 @@ def test_migrate_status_kits(database_url: str, tmp_path: Path,
     assert "nothing (up to date)" in result.output
     assert "pending" not in runner.invoke(app, ["status"]).output
 
-    result = runner.invoke(app, ["register-kit", "17", "--pseudonym", "kit-blue"])
+    # The kit registry lives under `bikesense kits` (ingest/cli.py).
+    result = runner.invoke(bikesense_app, ["kits", "add", "17", "--pseudonym", "kit-blue"])
     assert result.exit_code == 0, result.output
-    secret = bytes.fromhex(result.output.split("secret: ")[1].strip())
+    secret = bytes.fromhex(result.output.split("secret: ")[1].split()[0])
     assert len(secret) == 32
     assert (tmp_path / "kit-master.key").exists()
-    assert runner.invoke(app, ["register-kit", "17"]).exit_code == 1
-    assert "kit-blue" in runner.invoke(app, ["kits"]).output
-    assert "revoked" in runner.invoke(app, ["revoke-kit", "17"]).output
-    assert runner.invoke(app, ["revoke-kit", "18"]).exit_code == 1
+    assert runner.invoke(bikesense_app, ["kits", "add", "17"]).exit_code == 1
+    assert "kit-blue" in runner.invoke(bikesense_app, ["kits", "list"]).output
+    assert "revoked" in runner.invoke(bikesense_app, ["kits", "revoke", "17"]).output
+    assert runner.invoke(bikesense_app, ["kits", "revoke", "18"]).exit_code == 1
     result = runner.invoke(app, ["ensure-partitions", "--days-ahead", "1"])
     assert "created 2 partition(s)" in result.output
     result = runner.invoke(app, ["drop-expired", "--keep-days", "30"])
