@@ -12,9 +12,10 @@ import ingest.cli as ingest_cli
 import simulators.cli as simulators_cli
 import storage.cli as storage_cli
 import stream.cli as stream_cli
+from bikesense.cliutil import exit_with, settings_or_exit
 from bikesense.exceptions import BikesenseError
 from bikesense.services import LocalServices
-from bikesense.settings import Settings, load_settings
+from bikesense.settings import Settings
 
 app = typer.Typer(
     name="bikesense",
@@ -35,20 +36,6 @@ app.add_typer(api_cli.app, name="api")
 app.add_typer(api_cli.keys_app, name="keys")
 
 console = Console()
-err_console = Console(stderr=True)
-
-
-def settings_or_exit() -> Settings:
-    try:
-        return load_settings()
-    except BikesenseError as exc:
-        err_console.print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(2) from exc
-
-
-def fail(exc: Exception) -> typer.Exit:
-    err_console.print(f"[red]error:[/red] {exc}")
-    return typer.Exit(1)
 
 
 @app.command("demo")
@@ -84,7 +71,7 @@ def services_up(
         services.up(start_postgres=postgres and settings.database_url is None,
                     start_mosquitto=mosquitto and settings.mqtt_url is None)
     except BikesenseError as exc:
-        raise fail(exc) from exc
+        exit_with(exc)
     _print_status(settings)
 
 
@@ -101,7 +88,7 @@ def services_down() -> None:
     try:
         stopped = LocalServices(settings.state_dir).down()
     except BikesenseError as exc:
-        raise fail(exc) from exc
+        exit_with(exc)
     console.print(f"stopped: {', '.join(stopped) if stopped else 'nothing was running'}")
 
 

@@ -8,15 +8,15 @@ import os
 import socket
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
-import psycopg
 import typer
 from rich.console import Console
 from rich.table import Table
 
+from bikesense.cliutil import connect_or_exit, exit_with, settings_or_exit
 from bikesense.exceptions import BikesenseError
-from bikesense.settings import Settings, load_settings, resolve_database_url, resolve_mqtt_url
+from bikesense.settings import resolve_database_url, resolve_mqtt_url
 from ingest.broker_auth import acl_text, kit_mqtt_password, write_password_file
 from ingest.exceptions import IngestError
 from ingest.topics import DEFAULT_SHARE_GROUP, TopicLayout
@@ -27,23 +27,6 @@ from storage.kits import kit_secrets, list_kits, register_kit, revoke_kit
 kits_app = typer.Typer(help="Register, list and revoke sensor kits; broker credentials.",
                        no_args_is_help=True)
 console = Console()
-err_console = Console(stderr=True)
-
-
-def _settings() -> Settings:
-    try:
-        return load_settings()
-    except BikesenseError as exc:
-        err_console.print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(2) from exc
-
-
-def _connect(settings: Settings) -> psycopg.Connection[Any]:
-    try:
-        return psycopg.connect(resolve_database_url(settings), autocommit=True)
-    except (BikesenseError, psycopg.OperationalError) as exc:
-        err_console.print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(2) from exc
 
 
 @kits_app.command("add")
@@ -52,13 +35,12 @@ def kits_add(
     pseudonym: Annotated[str | None, typer.Option(help="Public name (random if omitted).")] = None,
 ) -> None:
     """Register a kit; prints its secret and MQTT password once, to flash into the kit."""
-    settings = _settings()
-    with _connect(settings) as conn:
+    settings = settings_or_exit()
+    with connect_or_exit(settings) as conn:
         try:
             creds = register_kit(conn, master_key_from_environment(settings), kit_id, pseudonym)
         except (StorageError, BikesenseError) as exc:
-            err_console.print(f"[red]error:[/red] {exc}")
-            raise typer.Exit(1) from exc
+            exit_with(exc)
     console.print(f"kit {creds.kit_id} registered as {creds.pseudonym}")
     typer.echo(f"secret: {creds.secret.hex()}")
     typer.echo(f"mqtt user: {creds.kit_id}")
@@ -68,7 +50,7 @@ def kits_add(
 @kits_app.command("list")
 def kits_list() -> None:
     """The registered kits, without secrets."""
-    with _connect(_settings()) as conn:
+    with connect_or_exit() as conn:
         kits = list_kits(conn)
     table = Table("kit", "pseudonym", "status", "last seen", "battery %", "firmware")
     for k in kits:
@@ -82,12 +64,11 @@ def kits_list() -> None:
 @kits_app.command("revoke")
 def kits_revoke(kit_id: Annotated[int, typer.Argument(help="The kit's id.")]) -> None:
     """Stop accepting a kit's frames (takes effect in ingest within 30 s)."""
-    with _connect(_settings()) as conn:
+    with connect_or_exit() as conn:
         try:
             changed = revoke_kit(conn, kit_id)
         except StorageError as exc:
-            err_console.print(f"[red]error:[/red] {exc}")
-            raise typer.Exit(1) from exc
+            exit_with(exc)
     console.print(f"kit {kit_id} {'revoked' if changed else 'was already revoked'}")
 
 
@@ -100,20 +81,17 @@ def kits_broker_acl(
     topic_root: Annotated[str, typer.Option(help="Topic root.")] = TopicLayout().root,
 ) -> None:
     """Write Mosquitto password and ACL files: each kit may publish only to its own topics."""
-    settings = _settings()
+    settings = settings_or_exit()
     if not ingest_password:
-        err_console.print("[red]error:[/red] set --ingest-password or "
-                          "BIKESENSE_MQTT_INGEST_PASSWORD")
-        raise typer.Exit(2)
-    with _connect(settings) as conn:
+        exit_with(IngestError("set --ingest-password or BIKESENSE_MQTT_INGEST_PASSWORD"), 2)
+    with connect_or_exit(settings) as conn:
         secrets = kit_secrets(conn, master_key_from_environment(settings))
     credentials = {str(k): kit_mqtt_password(s.secret) for k, s in secrets.items() if s.active}
     credentials["bikesense-ingest"] = ingest_password
     try:
         write_password_file(out / "passwords", credentials)
     except IngestError as exc:
-        err_console.print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(1) from exc
+        exit_with(exc)
     (out / "acl").write_text(acl_text(TopicLayout(topic_root), {"bikesense-ingest": "read"}))
     console.print(f"wrote {out / 'passwords'} ({len(credentials) - 1} kits) and {out / 'acl'}; "
                   "point Mosquitto's password_file and acl_file at them (docs/mqtt.md)")
@@ -140,7 +118,7 @@ def ingest_command(
     """Take kit frames from MQTT; store them (default) or hand them to Kafka."""
     logging.basicConfig(level=log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    settings = _settings()
+    settings = settings_or_exit()
     name = client_id or f"bikesense-ingest-{socket.gethostname()}-{os.getuid()}"
     try:
         if to is Destination.KAFKA:
@@ -168,5 +146,4 @@ def ingest_command(
             start_http_server(metrics_port, addr="127.0.0.1", registry=runtime.metrics.registry)
         asyncio.run(run_until_signalled(runtime))
     except BikesenseError as exc:
-        err_console.print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(1) from exc
+        exit_with(exc)

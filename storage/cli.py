@@ -12,15 +12,14 @@ from __future__ import annotations
 import os
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
-import psycopg
 import typer
 from rich.console import Console
 from rich.table import Table
 
-from bikesense.exceptions import BikesenseError
-from bikesense.settings import Settings, load_settings, resolve_database_url
+from bikesense.cliutil import connect_or_exit, exit_with
+from bikesense.settings import Settings
 from storage.exceptions import StorageError
 from storage.kits import (
     MasterKey,
@@ -36,27 +35,9 @@ from storage.retention import (
 
 app = typer.Typer(help="Database schema, retention and kit registry.", no_args_is_help=True)
 console = Console()
-err_console = Console(stderr=True)
 
 MASTER_KEY_ENV = "BIKESENSE_KIT_MASTER_KEY"
 MASTER_KEY_FILE_ENV = "BIKESENSE_KIT_MASTER_KEY_FILE"
-
-
-def _settings() -> Settings:
-    try:
-        return load_settings()
-    except BikesenseError as exc:
-        err_console.print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(2) from exc
-
-
-def _connect() -> psycopg.Connection[Any]:
-    try:
-        url = resolve_database_url(_settings())
-        return psycopg.connect(url, autocommit=True)
-    except (BikesenseError, psycopg.OperationalError) as exc:
-        err_console.print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(2) from exc
 
 
 def master_key_from_environment(settings: Settings) -> MasterKey:
@@ -70,22 +51,17 @@ def master_key_from_environment(settings: Settings) -> MasterKey:
     return load_or_create_master_key(settings.state_dir / "kit-master.key")
 
 
-def _fail(exc: Exception) -> typer.Exit:
-    err_console.print(f"[red]error:[/red] {exc}")
-    return typer.Exit(1)
-
-
 @app.command("migrate")
 def migrate_command(
     backend: Annotated[Backend | None, typer.Option(
         help="Force a backend for a new database (default: TimescaleDB if available).")] = None,
 ) -> None:
     """Bring the schema up to date (idempotent; safe to run from several processes)."""
-    with _connect() as conn:
+    with connect_or_exit() as conn:
         try:
             report = migrate(conn, backend=backend)
         except StorageError as exc:
-            raise _fail(exc) from exc
+            exit_with(exc)
     done = ", ".join(f"{v:04d}" for v in report.applied) or "nothing (up to date)"
     console.print(f"backend {report.backend}; applied {done}; "
                   f"schema version {report.current_version:04d}")
@@ -94,7 +70,7 @@ def migrate_command(
 @app.command("status")
 def status_command() -> None:
     """Show the backend and which migrations are applied or pending."""
-    with _connect() as conn:
+    with connect_or_exit() as conn:
         backend = recorded_backend(conn)
         applied = {m.version: m for m in applied_migrations(conn)}
         table = Table("version", "name", "state", "applied at")
@@ -117,7 +93,7 @@ def drop_expired_command(
 ) -> None:
     """Drop raw-reading partitions older than the retention period (aggregates stay)."""
     older_than = datetime.now(UTC) - timedelta(days=keep_days)
-    with _connect() as conn:
+    with connect_or_exit() as conn:
         dropped = drop_expired(conn, older_than)
         expired = expire_presence(conn, older_than) if presence else 0
     names = f": {', '.join(dropped)}" if dropped else ""
@@ -130,6 +106,6 @@ def ensure_partitions_command(
     days_ahead: Annotated[int, typer.Option(min=0, help="Also create this many days ahead.")] = 2,
 ) -> None:
     """Create today's and the next days' raw-reading partitions (plain PostgreSQL)."""
-    with _connect() as conn:
+    with connect_or_exit() as conn:
         created = ensure_partitions_ahead(conn, days_ahead)
     console.print(f"created {created} partition(s)")
