@@ -43,6 +43,19 @@ class Settings(BaseSettings):
     )
     h3_resolutions: tuple[int, ...] = DEFAULT_H3_RESOLUTIONS
     window_sizes_s: tuple[int, ...] = DEFAULT_WINDOW_SIZES_S
+    # Rider privacy (DESIGN.md decision 4, docs/privacy.md).
+    privacy_zones_file: Path | None = Field(
+        default=None,
+        description="GeoJSON (or JSON list) of privacy zones: readings inside are never stored",
+    )
+    privacy_trim_start_s: float = Field(
+        default=0.0, ge=0, le=3600,
+        description="readings of the first seconds of every ride are never stored "
+                    "(off by default; docs/privacy.md recommends 120 with zones)",
+    )
+    raw_retention_days: int = Field(
+        default=90, ge=1, description="raw readings older than this are dropped; aggregates stay",
+    )
     api_host: str = "127.0.0.1"
     api_port: int = Field(default=8000, ge=0, le=65535)
 

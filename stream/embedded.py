@@ -16,6 +16,7 @@ been stored.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import queue
 import threading
@@ -31,6 +32,7 @@ from ingest.mqtt import InboundMessage, MqttSubscriber
 from ingest.topics import DEFAULT_SHARE_GROUP, TopicLayout
 from ingest.validation import AdmissionRules
 from storage.kits import MasterKey
+from stream.core.privacy import Zone, payload_in_zones
 from stream.core.process import CoreConfig, process_batch
 from stream.core.state import KitStates
 from stream.metrics import RuntimeMetrics
@@ -129,7 +131,8 @@ class EmbeddedRuntime:
                                           self.config.core)
                 # Each reading keeps the arrival time of its own frame.
                 processed.enriched["received_ms"] = admitted.received_ms
-                outcome = self._sink.write(admitted, processed.enriched)
+                withhold_zone_payloads(admitted, self.config.core.privacy.zones)
+                outcome = self._sink.write(admitted, processed.to_store())
             except psycopg.OperationalError as exc:
                 self.metrics.database_errors.inc()
                 log.warning("database unavailable (%s); batch of %d messages kept, "
@@ -185,6 +188,16 @@ class EmbeddedRuntime:
             await asyncio.to_thread(self._subscriber.stop)
             self._sink.close()
             log.info("embedded runtime stopped; unacknowledged messages stay with the broker")
+
+
+def withhold_zone_payloads(admitted: Admitted, zones: tuple[Zone, ...]) -> None:
+    """Rejected frames keep their bytes for diagnosis, except a frame with a position in a
+    privacy zone: its reject row keeps the reason and an empty payload (DESIGN.md decision 4)."""
+    for i, reject in enumerate(admitted.rejects):
+        if payload_in_zones(reject.payload, zones):
+            admitted.rejects[i] = dataclasses.replace(
+                reject, payload=b"",
+                detail=f"{reject.detail}; payload withheld: a position is in a privacy zone")
 
 
 def _latest(admitted: Admitted) -> int:

@@ -6,6 +6,12 @@ aggregate: storage inserts the enriched rows with their identity unique and
 calls :func:`aggregate_new_rows` on exactly the rows that were new in its
 transaction, which is what makes redelivered frames harmless (DESIGN.md
 decision 2).
+
+Privacy (DESIGN.md decision 4, :mod:`stream.core.privacy`): readings inside a
+privacy zone are set aside before anything else looks at them (they start no
+ride and leave nothing in the kit state), and readings in the first minutes of
+a ride are marked too; :attr:`ProcessedBatch.withheld` tells the runtime which
+rows it must not store, :meth:`ProcessedBatch.to_store` gives the others.
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ from stream.core.binning import NO_CELL, cells_at, check_resolutions
 from stream.core.exceptions import InvalidBatchError
 from stream.core.kitqa import apply_qa
 from stream.core.policy import DEFAULT_POLICY, PublicationPolicy
+from stream.core.privacy import PrivacyConfig, in_ride_start, in_zones
 from stream.core.qa import QaConfig, QaFlag
 from stream.core.rides import RideConfig, assign_rides
 from stream.core.state import KitState, KitStates
@@ -45,6 +52,7 @@ class CoreConfig:
     #: Time zone of "days" (distinct days for k-anonymity, Lden periods).
     day_tz: str = "Europe/Amsterdam"
     policy: PublicationPolicy = DEFAULT_POLICY
+    privacy: PrivacyConfig = field(default_factory=PrivacyConfig)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "resolutions", check_resolutions(self.resolutions))
@@ -63,6 +71,17 @@ class ProcessedBatch:
     enriched: np.ndarray  # ENRICHED_DTYPE, one row per input reading, in input order
     states: dict[int, KitState]  # every kit: the states given, with this batch's kits updated
     updated: dict[int, KitState]  # only the kits this batch touched (for keyed state stores)
+    #: True for rows that must never be stored: in a privacy zone, or in a ride's first minutes.
+    withheld: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=bool))
+    in_zone: int = 0  # how many of the withheld rows were in a privacy zone
+    trimmed: int = 0  # how many were in the first minutes of their ride
+
+    def to_store(self) -> np.ndarray:
+        """The enriched rows a runtime may store (set ``received_ms`` on ``enriched`` first)."""
+        if not self.withheld.any():
+            return self.enriched
+        kept: np.ndarray = self.enriched[~self.withheld]
+        return kept
 
 
 def process_batch(
@@ -75,9 +94,12 @@ def process_batch(
     """
     _check_readings(readings)
     enriched = enrich(readings, int(received_ms))
+    zoned = in_zones(enriched["lat_deg"], enriched["lon_deg"], config.privacy.zones)
+    # Zone readings take no part: sorted last by the leading key, then cut off.
     order = np.lexsort(
-        tuple(enriched[k] for k in ("idx", "seq", "boot_id", "ts_ms", "kit_id"))
+        (*(enriched[k] for k in ("idx", "seq", "boot_id", "ts_ms", "kit_id")), zoned)
     )
+    order = order[: len(order) - int(np.count_nonzero(zoned))]
     batch = enriched[order]
     rides = assign_rides(
         batch["kit_id"], batch["boot_id"], batch["ts_ms"], states, config.rides
@@ -92,12 +114,15 @@ def process_batch(
     )
     batch["cell"] = cells
     enriched[order] = batch
+    trimmed = np.zeros(len(enriched), dtype=bool)
+    trimmed[order] = in_ride_start(batch["ts_ms"], batch["ride_id"], config.privacy.trim_start_s)
 
     updated = {
         kit: KitState(kit_id=kit, rides=spans, qa=qa.memory.get(kit))
         for kit, spans in rides.rides.items()
     }
-    return ProcessedBatch(enriched, {**states, **updated}, updated)
+    return ProcessedBatch(enriched, {**states, **updated}, updated, zoned | trimmed,
+                          int(np.count_nonzero(zoned)), int(np.count_nonzero(trimmed)))
 
 
 def aggregate_new_rows(enriched: np.ndarray, config: CoreConfig) -> tuple[np.ndarray, np.ndarray]:

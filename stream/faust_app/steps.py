@@ -66,11 +66,14 @@ def qa_step(payload: bytes, key: bytes, state: bytes | None, config: CoreConfig,
     # newest arrival, and each row then keeps the arrival time of its own frame.
     processed = process_batch(readings, int(received_ms.max()), states, config)
     processed.enriched["received_ms"] = received_ms
+    # Readings in a privacy zone or a ride's first minutes go no further (stream.core.privacy);
+    # a message of zone readings alone leaves the kit's state as it was.
+    new_state = processed.updated.get(kit_id)
     return QaOutcome(
         kit_id=kit_id,
         readings=len(readings),
-        state=encode_kit_state(processed.updated[kit_id]),
-        forwards=tuple(route_by_cell(processed.enriched, routing_resolution)),
+        state=encode_kit_state(new_state) if new_state is not None else None,
+        forwards=tuple(route_by_cell(processed.to_store(), routing_resolution)),
     )
 
 

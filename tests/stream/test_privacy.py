@@ -1,0 +1,156 @@
+"""Privacy zones and ride-start trimming in the stream core (stream.core.privacy)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+from firmware_protocol import empty_readings, encode_readings
+from stream.core.exceptions import InvalidConfigError
+from stream.core.privacy import (
+    CircleZone,
+    PolygonZone,
+    PrivacyConfig,
+    in_zones,
+    payload_in_zones,
+    zones_from_text,
+)
+from stream.core.process import CoreConfig, process_batch
+from stream.core.state import KitStates
+from tests.stream.stream_factories import AMSTERDAM, T0_MS, riding
+
+#: One degree of longitude at Amsterdam's latitude, in metres.
+M_PER_DEG_LON = 111_320 * np.cos(np.radians(AMSTERDAM[0]))
+DEPOT = CircleZone("depot", AMSTERDAM[0], AMSTERDAM[1], 200.0)
+
+
+def test_a_circle_holds_what_is_within_its_radius() -> None:
+    lat = np.full(4, AMSTERDAM[0])
+    lon = AMSTERDAM[1] + np.array([0.0, 190.0, 210.0, -150.0]) / M_PER_DEG_LON
+    assert in_zones(lat, lon, [DEPOT]).tolist() == [True, True, False, True]
+
+
+def test_a_polygon_holds_its_inside_by_ray_casting() -> None:
+    # An L-shaped block: the notch is outside.
+    ell = PolygonZone("home", ((0, 0), (0, 2), (1, 2), (1, 1), (2, 1), (2, 0), (0, 0)))
+    lat = np.array([0.5, 0.5, 1.5, 1.5, -0.1, 0.5])
+    lon = np.array([0.5, 1.5, 0.5, 1.5, 0.5, 2.1])
+    assert in_zones(lat, lon, [ell]).tolist() == [True, True, True, False, False, False]
+
+
+def test_positions_without_a_fix_are_in_no_zone() -> None:
+    lat = np.array([np.nan, AMSTERDAM[0]])
+    lon = np.array([np.nan, AMSTERDAM[1]])
+    assert in_zones(lat, lon, [DEPOT]).tolist() == [False, True]
+
+
+def test_zones_from_geojson_and_from_a_plain_list() -> None:
+    geojson = {"type": "FeatureCollection", "features": [
+        {"type": "Feature", "properties": {"name": "depot", "radius_m": 150},
+         "geometry": {"type": "Point", "coordinates": [4.895, 52.370]}},
+        {"type": "Feature", "properties": {"name": "home"},
+         "geometry": {"type": "Polygon", "coordinates": [[[4.0, 52.0], [4.1, 52.0],
+                                                          [4.1, 52.1], [4.0, 52.0]]]}},
+    ]}
+    circle, polygon = zones_from_text(json.dumps(geojson))
+    assert circle == CircleZone("depot", 52.370, 4.895, 150.0)
+    assert isinstance(polygon, PolygonZone)
+    assert polygon.vertices == ((52.0, 4.0), (52.0, 4.1), (52.1, 4.1))  # lat, lon; ring opened
+    plain = zones_from_text('[{"name": "a", "lat_deg": 52, "lon_deg": 4, "radius_m": 50},'
+                            ' {"polygon": [[52, 4], [52, 4.1], [52.1, 4.1]]}]')
+    assert plain[0] == CircleZone("a", 52.0, 4.0, 50.0)
+
+
+@pytest.mark.parametrize("text", [
+    "not json",
+    '{"type": "Feature"}',
+    '[{"name": "a", "lat_deg": 52, "lon_deg": 4, "radius_m": -1}]',
+    '[{"name": "a", "lat_deg": 95, "lon_deg": 4, "radius_m": 10}]',
+    '[{"polygon": [[52, 4], [52, 4.1]]}]',
+    '[{"name": "no radius", "lat_deg": 52}]',
+])
+def test_bad_zone_files_raise_one_error_naming_the_problem(text: str) -> None:
+    with pytest.raises(InvalidConfigError, match=r"zone|JSON"):
+        zones_from_text(text, source="zones.json")
+
+
+def _config(**privacy: object) -> CoreConfig:
+    return CoreConfig(privacy=PrivacyConfig(**privacy))  # type: ignore[arg-type]
+
+
+def test_zone_readings_are_withheld_and_take_no_part_in_rides_or_state() -> None:
+    # A ride leaves the depot: 600 readings, 5 m/s east, the first 40 (200 m) in the zone.
+    readings = riding(600)
+    out = process_batch(readings, T0_MS + 700_000, {}, _config(zones=(DEPOT,)))
+    inside = in_zones(readings["lat_deg"], readings["lon_deg"], [DEPOT])
+    assert 35 <= inside.sum() <= 45
+    np.testing.assert_array_equal(out.withheld, inside)
+    assert out.in_zone == inside.sum()
+    stored = out.to_store()
+    assert len(stored) == 600 - inside.sum()
+    assert not in_zones(stored["lat_deg"], stored["lon_deg"], [DEPOT]).any()
+    # The ride starts where the bike left the zone: nothing in the state points inside.
+    (span,) = out.states[7].rides
+    assert span.start_ms == int(readings["ts_ms"][~inside].min())
+    assert out.states[7].qa is not None
+    anchor = out.states[7].qa.anchor
+    assert anchor is None or not in_zones(np.array([anchor.lat_deg]),
+                                          np.array([anchor.lon_deg]), [DEPOT])[0]
+
+
+def test_a_batch_entirely_in_a_zone_leaves_no_kit_state() -> None:
+    readings = riding(20)  # 100 m: all inside
+    out = process_batch(readings, T0_MS + 60_000, {}, _config(zones=(DEPOT,)))
+    assert out.withheld.all()
+    assert len(out.to_store()) == 0
+    assert out.updated == {}
+
+
+def test_the_first_minutes_of_every_ride_are_trimmed_across_batches() -> None:
+    config = _config(trim_start_s=60)
+    first = riding(300)
+    # The next ride of the same kit, after a gap longer than the ride gap (20 min).
+    second = riding(300, t0_ms=T0_MS + 3_600_000, seq0=100)
+    states: KitStates = {}
+    kept = []
+    for part in (first[:30], first[30:], second[:100], second[100:]):  # batches split the rides
+        out = process_batch(part, int(part["ts_ms"].max()), states, config)
+        states = out.states
+        kept.append(out.to_store())
+    stored = np.concatenate(kept)
+    assert len(stored) == 2 * (300 - 60)
+    for start in (T0_MS, T0_MS + 3_600_000):
+        in_ride = (stored["ts_ms"] >= start) & (stored["ts_ms"] < start + 300_000)
+        assert stored["ts_ms"][in_ride].min() == start + 60_000
+
+
+def test_without_zones_or_trimming_nothing_is_withheld() -> None:
+    readings = riding(100)
+    out = process_batch(readings, T0_MS + 200_000, {}, CoreConfig())
+    assert not out.withheld.any()
+    assert out.to_store() is out.enriched
+
+
+def test_privacy_config_is_checked() -> None:
+    with pytest.raises(InvalidConfigError, match="trim_start_s"):
+        PrivacyConfig(trim_start_s=-1)
+    assert not PrivacyConfig().active
+    assert replace(PrivacyConfig(), zones=(DEPOT,)).active
+
+
+def test_a_frame_payload_is_checked_for_zone_positions_without_its_key() -> None:
+    r = empty_readings(3)
+    r["ts_ms"] = T0_MS + np.arange(3) * 1000
+    r["lat_deg"] = AMSTERDAM[0]
+    r["lon_deg"] = AMSTERDAM[1] + np.array([0.0, 0.01, 0.02])
+    r["gnss_fix"] = 2
+    inside = encode_readings(7, 1, 1, r, bytes(32))
+    r["lon_deg"] += 0.05
+    outside = encode_readings(7, 1, 2, r, bytes(32))
+    assert payload_in_zones(inside, [DEPOT])
+    assert not payload_in_zones(outside, [DEPOT])
+    assert not payload_in_zones(inside, [])
+    assert not payload_in_zones(b"garbage", [DEPOT])
