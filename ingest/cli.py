@@ -97,6 +97,49 @@ def kits_broker_acl(
                   "point Mosquitto's password_file and acl_file at them (docs/mqtt.md)")
 
 
+@kits_app.command("pseudonym")
+def kits_pseudonym(
+    kit_ids: Annotated[list[int] | None, typer.Argument(
+        help="Kit ids (default: every registered kit).")] = None,
+    day: Annotated[str | None, typer.Option(
+        help="Local day, YYYY-MM-DD (default: today in the deployment's time zone).")] = None,
+    find: Annotated[str | None, typer.Option(
+        help="Show only the kit behind this pseudonym (name or number).")] = None,
+) -> None:
+    """Admins only: the daily pseudonyms researchers see, mapped back to kits (docs/privacy.md).
+
+    Needs the pseudonym key (BIKESENSE_PSEUDONYM_KEY, ..._FILE, or the state folder's).
+    """
+    from datetime import date, datetime  # noqa: PLC0415
+    from zoneinfo import ZoneInfo  # noqa: PLC0415
+
+    from storage.pseudonyms import (  # noqa: PLC0415
+        pseudonym_key_from_environment,
+        pseudonym_table,
+    )
+    from stream.core.process import CoreConfig  # noqa: PLC0415
+
+    settings = settings_or_exit()
+    try:
+        when = (date.fromisoformat(day) if day
+                else datetime.now(ZoneInfo(CoreConfig().day_tz)).date())
+    except ValueError:
+        exit_with(ValueError(f"--day must be YYYY-MM-DD (got {day!r})"), 2)
+    if not kit_ids:
+        with connect_or_exit(settings) as conn:
+            kit_ids = [k.kit_id for k in list_kits(conn)]
+    try:
+        key = pseudonym_key_from_environment(settings.state_dir)
+    except (StorageError, OSError) as exc:
+        exit_with(exc)
+    rows = [r for r in pseudonym_table(kit_ids, when, key)
+            if find is None or find in {r[1], str(r[2])}]
+    table = Table("kit", f"pseudonym on {when.isoformat()}", "as a number (exports)")
+    for kit, name, number in rows:
+        table.add_row(str(kit), name, str(number))
+    console.print(table)
+
+
 class Destination(StrEnum):
     DATABASE = "database"
     KAFKA = "kafka"

@@ -1,0 +1,123 @@
+"""Daily pseudonyms: stable within a day, different across days, keyed, admin-reversible."""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from storage.exceptions import SecretError
+from storage.pseudonyms import (
+    PSEUDONYM_KEY_ENV,
+    PSEUDONYM_KEY_FILE_ENV,
+    PseudonymKey,
+    local_days,
+    pseudonym,
+    pseudonym_key_from_environment,
+    pseudonym_number,
+    pseudonym_table,
+    pseudonymise,
+    ride_pseudonym,
+)
+from stream.core.batch import ENRICHED_DTYPE
+from stream.core.rides import ride_id_for
+
+KEY = PseudonymKey(b"k" * 32)
+TZ = "Europe/Amsterdam"
+
+
+def _ms(text: str) -> int:
+    return int(datetime.fromisoformat(text).timestamp() * 1000)
+
+
+def test_pseudonyms_are_stable_within_a_day_and_differ_across_days() -> None:
+    monday, tuesday = date(2026, 11, 23), date(2026, 11, 24)
+    assert pseudonym(7, monday, KEY) == pseudonym(7, monday, KEY)
+    assert pseudonym(7, monday, KEY) != pseudonym(7, tuesday, KEY)
+    assert pseudonym(7, monday, KEY) != pseudonym(8, monday, KEY)
+    assert pseudonym(7, monday, KEY) != pseudonym(7, monday, PseudonymKey(b"x" * 32))
+    name = pseudonym(7, monday, KEY)
+    assert len(name) == 12
+    assert name.isalnum()
+    assert name == name.lower()
+    days = {pseudonym(7, date.fromordinal(monday.toordinal() + i), KEY) for i in range(365)}
+    assert len(days) == 365
+
+
+def test_days_are_local_days_of_the_deployment() -> None:
+    # 23:30 UTC on 23 November is 00:30 on the 24th in Amsterdam (UTC+1).
+    ts = np.array([_ms("2026-11-23T22:30:00+00:00"), _ms("2026-11-23T23:30:00+00:00"),
+                   _ms("2026-07-01T22:30:00+00:00")])  # summer: UTC+2, already 2 July
+    assert local_days(ts, TZ).astype(str).tolist() == ["2026-11-23", "2026-11-24", "2026-07-02"]
+
+
+def _rows(ts_ms: list[int], kit_id: int = 7, boot_id: int = 3) -> np.ndarray:
+    out = np.zeros(len(ts_ms), dtype=ENRICHED_DTYPE)
+    out["kit_id"], out["boot_id"] = kit_id, boot_id
+    out["ts_ms"] = ts_ms
+    out["seq"] = np.arange(len(ts_ms)) + 1000
+    out["idx"] = 4
+    out["ride_id"] = [ride_id_for(kit_id, boot_id, t) for t in ts_ms]
+    out["lat_deg"], out["pm25_ugm3"] = 52.1, 8.5
+    return out
+
+
+def test_pseudonymised_rows_cannot_be_linked_across_days() -> None:
+    day1 = _ms("2026-11-23T08:00:00+00:00")
+    day2 = _ms("2026-11-24T08:00:00+00:00")
+    rows = _rows([day1, day1 + 1000, day2, day2 + 1000])
+    rows["ride_id"][1] = rows["ride_id"][0]
+    rows["ride_id"][3] = rows["ride_id"][2]
+    out = pseudonymise(rows, KEY, TZ)
+    kits = out["kit_id"].tolist()
+    assert kits[0] == kits[1] == pseudonym_number(7, date(2026, 11, 23), KEY)
+    assert kits[2] == kits[3] == pseudonym_number(7, date(2026, 11, 24), KEY)
+    assert kits[0] != kits[2]
+    assert 7 not in kits
+    rides = out["ride_id"].tolist()
+    assert rides[0] == rides[1] == ride_pseudonym(int(rows["ride_id"][0]), KEY)
+    assert rides[2] == rides[3] != rides[0]
+    assert not set(rides) & set(rows["ride_id"].tolist())
+    # Counters that run on across days are gone; what was measured stays.
+    assert out["boot_id"].tolist() == [0] * 4
+    assert out["seq"].tolist() == [0] * 4
+    np.testing.assert_array_equal(out["ts_ms"], rows["ts_ms"])
+    np.testing.assert_array_equal(out["pm25_ugm3"], rows["pm25_ugm3"])
+    assert out["idx"].tolist() == [4] * 4
+    assert rows["kit_id"].tolist() == [7] * 4  # the input is not touched
+    assert len(pseudonymise(rows[:0], KEY, TZ)) == 0
+
+
+def test_the_admin_mapping_finds_the_kit_behind_a_pseudonym() -> None:
+    day = date(2026, 11, 22)
+    table = pseudonym_table([1, 2, 3], day, KEY)
+    assert [kit for kit, _, _ in table] == [1, 2, 3]
+    assert table[1][1] == pseudonym(2, day, KEY)
+    assert table[1][2] == pseudonym_number(2, day, KEY)
+
+
+def test_the_key_comes_from_the_environment_a_file_or_the_state_dir(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv(PSEUDONYM_KEY_ENV, raising=False)
+    monkeypatch.delenv(PSEUDONYM_KEY_FILE_ENV, raising=False)
+    created = pseudonym_key_from_environment(tmp_path)
+    assert (tmp_path / "pseudonym.key").stat().st_mode & 0o777 == 0o600
+    assert pseudonym_key_from_environment(tmp_path) == created  # created once, then read
+    other = PseudonymKey.generate()
+    key_file = tmp_path / "other.key"
+    key_file.write_text(other.to_text())
+    monkeypatch.setenv(PSEUDONYM_KEY_FILE_ENV, str(key_file))
+    assert pseudonym_key_from_environment(tmp_path) == other
+    monkeypatch.setenv(PSEUDONYM_KEY_ENV, KEY.to_text())
+    assert pseudonym_key_from_environment(tmp_path) == KEY
+    assert "k" * 8 not in repr(KEY)
+
+
+def test_weak_or_malformed_keys_are_refused() -> None:
+    with pytest.raises(SecretError, match="32 bytes"):
+        PseudonymKey(b"short")
+    with pytest.raises(SecretError, match="base64"):
+        PseudonymKey.from_text("not base64!")
