@@ -119,7 +119,8 @@ def pseudonymise(chunk: np.ndarray, key: PseudonymKey, tz: str) -> np.ndarray:
     The copy has the same fields, ``kit_id`` as int64. ``kit_id`` becomes the
     kit's daily :func:`pseudonym_number` (local day of the reading in ``tz``),
     ``ride_id`` its :func:`ride_pseudonym`, and ``boot_id`` and ``seq`` are set
-    to 0: they count on across days and would link them. Positions, times, values and QA flags are unchanged.
+    to 0: they count on across days and would link them. Positions, times,
+    values and QA flags are unchanged.
     """
     # kit_id widens to int64: a 60-bit pseudonym does not collide within a fleet, 32 bits would.
     dtype = np.dtype([(name, "<i8" if name == "kit_id" else chunk.dtype[name])
