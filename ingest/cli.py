@@ -6,6 +6,7 @@ import asyncio
 import logging
 import os
 import socket
+from datetime import timedelta
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
@@ -175,12 +176,14 @@ def ingest_command(
             EmbeddedRuntime,
             run_until_signalled,
         )
+        from stream.maintenance import MaintenanceConfig  # noqa: PLC0415
         from stream.settings import core_config  # noqa: PLC0415
 
         config = EmbeddedConfig(
             mqtt_url=resolve_mqtt_url(settings), database_url=resolve_database_url(settings),
             client_id=name, share_group=share_group, topic_root=topic_root,
             core=core_config(settings),
+            maintenance=MaintenanceConfig(raw_retention=timedelta(days=settings.raw_retention_days)),
         )
         runtime = EmbeddedRuntime(config, master_key_from_environment(settings))
         if metrics_port is not None:

@@ -35,6 +35,7 @@ from storage.kits import MasterKey
 from stream.core.privacy import Zone, payload_in_zones
 from stream.core.process import CoreConfig, process_batch
 from stream.core.state import KitStates
+from stream.maintenance import MaintenanceConfig, maintain
 from stream.metrics import RuntimeMetrics
 from stream.sink import PostgresSink, WriteOutcome
 
@@ -60,6 +61,8 @@ class EmbeddedConfig:
     #: Back-off while the database is away.
     retry_min_s: float = 0.2
     retry_max_s: float = 5.0
+    #: Raw-reading retention run from this process (stream.maintenance); None: not here.
+    maintenance: MaintenanceConfig | None = field(default_factory=MaintenanceConfig)
 
 
 class EmbeddedRuntime:
@@ -178,6 +181,9 @@ class EmbeddedRuntime:
         # A stop request reaches the worker thread at once, also while it waits for
         # the database: the batch in hand is then left unacked for the broker to resend.
         watcher = asyncio.create_task(self._relay_stop(stop))
+        upkeep = (asyncio.create_task(maintain(self.config.database_url,
+                                               self.config.maintenance, stop))
+                  if self.config.maintenance is not None else None)
         log.info("embedded runtime consuming %s", self.layout.up_filter())
         try:
             while not stop.is_set():
@@ -185,6 +191,9 @@ class EmbeddedRuntime:
         finally:
             self._stopping.set()
             watcher.cancel()
+            if upkeep is not None:
+                upkeep.cancel()
+                await asyncio.gather(upkeep, return_exceptions=True)
             await asyncio.to_thread(self._subscriber.stop)
             self._sink.close()
             log.info("embedded runtime stopped; unacknowledged messages stay with the broker")

@@ -1,0 +1,108 @@
+"""Retention that runs by itself: a background task of the long-running ingest process.
+
+Raw readings are personal data (a track of a mail carrier at work) and expire
+after a retention period, 90 days by default (DESIGN.md decision 4,
+docs/privacy.md); window aggregates stay. On TimescaleDB a retention policy
+drops the chunks (``storage.retention.set_raw_retention``); on plain
+PostgreSQL nothing would, so the embedded runtime runs :func:`run_maintenance`
+at start and then every hour:
+
+- drop the raw-reading partitions older than the retention period;
+- delete ride presence of windows shorter than a day that ended before it
+  (a fine cell-window-ride row is close to a coarse track);
+- delete rejected frames received before it (their bytes may hold positions).
+
+Several ingest processes may run against one database: a session advisory lock
+lets one of them do the work and the others skip that round. The lock is
+released when the work is done, or by PostgreSQL when the connection drops.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import psycopg
+
+from storage.migrate import Backend, recorded_backend
+from storage.rejects import delete_rejects_before
+from storage.retention import DEFAULT_RAW_RETENTION, drop_expired, expire_presence
+
+log = logging.getLogger(__name__)
+
+#: Key of the session advisory lock (an arbitrary constant: "bsmaint" in ASCII).
+ADVISORY_LOCK_KEY = 0x62736D61696E74
+
+
+@dataclass(frozen=True, slots=True)
+class MaintenanceConfig:
+    raw_retention: timedelta = DEFAULT_RAW_RETENTION
+    interval_s: float = 3600.0
+    #: Wait this long after a failed round (database away) before trying again.
+    retry_s: float = 60.0
+
+    def __post_init__(self) -> None:
+        if self.raw_retention <= timedelta(0) or self.interval_s <= 0 or self.retry_s <= 0:
+            msg = ("maintenance needs a positive retention, interval and retry "
+                   f"(got {self.raw_retention}, {self.interval_s}, {self.retry_s})")
+            raise ValueError(msg)
+
+
+@dataclass(frozen=True, slots=True)
+class MaintenanceReport:
+    ran: bool  # False when another process held the lock
+    dropped: tuple[str, ...] = ()  # raw-reading partitions dropped
+    presence_deleted: int = 0
+    rejects_deleted: int = 0
+
+
+def run_maintenance(conn: psycopg.Connection[Any], config: MaintenanceConfig,
+                    now: datetime | None = None) -> MaintenanceReport:
+    """One round, on an autocommit connection; skipped if another process is at it."""
+    older_than = (now or datetime.now(UTC)) - config.raw_retention
+    locked = conn.execute("SELECT pg_try_advisory_lock(%s)", (ADVISORY_LOCK_KEY,)).fetchone()
+    if not locked or not locked[0]:
+        return MaintenanceReport(ran=False)
+    try:
+        # TimescaleDB's own retention policy drops the chunks.
+        timescale = recorded_backend(conn) is Backend.TIMESCALE
+        dropped = () if timescale else tuple(drop_expired(conn, older_than))
+        presence = expire_presence(conn, older_than)
+        rejects = delete_rejects_before(conn, older_than)
+    finally:
+        conn.execute("SELECT pg_advisory_unlock(%s)", (ADVISORY_LOCK_KEY,))
+    return MaintenanceReport(True, dropped, presence, rejects)
+
+
+def _round(database_url: str, config: MaintenanceConfig) -> MaintenanceReport:
+    with psycopg.connect(database_url, autocommit=True, connect_timeout=5,
+                         application_name="bikesense-maintenance") as conn:
+        return run_maintenance(conn, config)
+
+
+async def maintain(database_url: str, config: MaintenanceConfig, stop: asyncio.Event) -> None:
+    """Run :func:`run_maintenance` now and every ``interval_s`` until ``stop`` is set.
+
+    A failed round (database away, a lock timeout) is logged and retried after
+    ``retry_s``; it never stops the runtime that hosts the task.
+    """
+    while not stop.is_set():
+        try:
+            report = await asyncio.to_thread(_round, database_url, config)
+        except psycopg.Error as exc:
+            log.warning("retention round failed (%s); trying again in %.0f s", exc, config.retry_s)
+            wait = config.retry_s
+        else:
+            if report.ran and (report.dropped or report.presence_deleted
+                               or report.rejects_deleted):
+                log.info("retention: dropped %s; deleted %d presence rows and %d rejects",
+                         ", ".join(report.dropped) or "no partitions", report.presence_deleted,
+                         report.rejects_deleted)
+            wait = config.interval_s
+        try:
+            await asyncio.wait_for(stop.wait(), timeout=wait)
+        except TimeoutError:
+            continue
