@@ -5,9 +5,11 @@ MARKED FOR STORAGE: three queries live here, written against storage's tables
 routes call only this module for them, so the move is one import.
 
 * :func:`cell_means` — the tile path. ``storage.queries.acell_stats`` merges
-  histograms (``bikesense_hist_sum``) and derives percentiles for every cell;
-  a tile needs only count, Σx (or noise energy and duration) and the privacy
-  counts, and must answer in a few milliseconds. Same privacy filter.
+  histograms (``bikesense_hist_sum``), counts distinct rides and days per cell
+  and derives percentiles; a tile needs only count, Σx (or noise energy and
+  duration) under the same privacy filter, and must answer in a few
+  milliseconds: 30 days of a town took seconds per tile through the full
+  statistics (bench/bench_tiles.py).
 * :func:`copy_readings_text` — raw readings as the database's CSV / JSON text,
   for the CSV and GeoJSON exports (see below).
 * :func:`fleet` — fleet health for ``/v1/kits`` on an *async* connection
@@ -28,76 +30,83 @@ from storage.queries import BBox, Selection
 
 CELL_MEANS_DTYPE = np.dtype([
     ("cell", "<i8"), ("n", "<i8"), ("sum", "<f8"), ("energy", "<f8"), ("duration_s", "<f8"),
-    ("rides", "<i8"), ("days", "<i8"),
 ])
 
-# The planner cannot estimate what a HAVING count(DISTINCT ...) keeps and guesses one
-# row, then re-runs one aggregate per row of the other (270 ms for 300 cells, bench
-# day 3). MATERIALIZED makes each step run once, and the two per-cell results come
-# back stacked (rides = -1 marks a row of sums) and are joined in numpy, not by a
-# nested loop the same misestimate would choose.
-_CELL_MEANS: LiteralString = """
-WITH wanted AS MATERIALIZED (
+_WANTED: LiteralString = """
+wanted AS MATERIALIZED (
     SELECT cell FROM h3_cells
     WHERE resolution = %(res)s
       AND lat_deg BETWEEN %(south)s AND %(north)s
       AND lon_deg BETWEEN %(west)s AND %(east)s
-),
-seen AS MATERIALIZED (
-    SELECT pr.cell, pr.window_start, pr.ride_id, pr.day
+)"""
+
+_SUMS: LiteralString = """
+SELECT p.cell, sum(p.n), sum(p.sum), sum(p.energy), sum(p.duration_s)
+FROM window_partials p {join}
+WHERE p.metric = %(metric)s AND p.resolution = %(res)s AND p.window_s = %(window_s)s
+  AND p.window_start >= %(start)s AND p.window_start < %(end)s
+  AND p.cell IN (SELECT cell FROM wanted)
+GROUP BY p.cell
+"""
+
+# Keyed roles: no threshold, so no presence rows to read at all.
+_CELL_SUMS_ALL: LiteralString = "WITH " + _WANTED + _SUMS.replace("{join}", "")
+
+# The public: only cell-windows with at least k rides. A presence row is one
+# (cell-window, ride, day of the ride); the day is a function of the ride (the day
+# it started, stream.core.aggregate), so count(*) is the number of distinct rides,
+# and the primary key's order (window_start, cell) makes it a streaming count over
+# an index-only scan, without the sort count(DISTINCT) needs. MATERIALIZED: the
+# planner cannot estimate what the HAVING keeps and would otherwise re-run steps.
+_CELL_SUMS_K: LiteralString = "WITH " + _WANTED + """,
+passing AS MATERIALIZED (
+    SELECT pr.cell, pr.window_start
     FROM window_presence pr
     WHERE pr.resolution = %(res)s AND pr.window_s = %(window_s)s
       AND pr.window_start >= %(start)s AND pr.window_start < %(end)s
       AND pr.cell IN (SELECT cell FROM wanted)
-),
+    GROUP BY pr.window_start, pr.cell
+    HAVING count(*) >= %(k)s
+)""" + _SUMS.replace("{join}", "JOIN passing USING (cell, window_start)")
+
+# With a days threshold too: the cells whose passing windows hold rides on enough days.
+_CELL_DAYS: LiteralString = "WITH " + _WANTED + """,
 passing AS MATERIALIZED (
-    SELECT cell, window_start FROM seen
-    GROUP BY cell, window_start
-    HAVING count(DISTINCT ride_id) >= %(k)s
-),
-pres AS MATERIALIZED (
-    SELECT s.cell, count(DISTINCT s.ride_id) AS rides, count(DISTINCT s.day) AS days
-    FROM seen s JOIN passing USING (cell, window_start)
-    GROUP BY s.cell
-    HAVING count(DISTINCT s.day) >= %(min_days)s
-),
-agg AS MATERIALIZED (
-    SELECT p.cell, sum(p.n) AS n, sum(p.sum) AS s, sum(p.energy) AS e, sum(p.duration_s) AS d
-    FROM window_partials p JOIN passing USING (cell, window_start)
-    WHERE p.metric = %(metric)s AND p.resolution = %(res)s AND p.window_s = %(window_s)s
-      AND p.window_start >= %(start)s AND p.window_start < %(end)s
-    GROUP BY p.cell
+    SELECT pr.cell, pr.window_start
+    FROM window_presence pr
+    WHERE pr.resolution = %(res)s AND pr.window_s = %(window_s)s
+      AND pr.window_start >= %(start)s AND pr.window_start < %(end)s
+      AND pr.cell IN (SELECT cell FROM wanted)
+    GROUP BY pr.window_start, pr.cell
+    HAVING count(*) >= %(k)s
 )
-SELECT cell, n, s, e, d, -1 AS rides, -1 AS days FROM agg
-UNION ALL
-SELECT cell, 0, 0, 0, 0, rides, days FROM pres
+SELECT pr.cell
+FROM window_presence pr JOIN passing USING (cell, window_start)
+WHERE pr.resolution = %(res)s AND pr.window_s = %(window_s)s
+  AND pr.window_start >= %(start)s AND pr.window_start < %(end)s
+GROUP BY pr.cell
+HAVING count(DISTINCT pr.day) >= %(min_days)s
 """
 
 
 async def cell_means(conn: psycopg.AsyncConnection[Any], sel: Selection, bbox: BBox
                      ) -> np.ndarray:
     """Per cell whose centre is in ``bbox`` (west < east): count, Σx, noise energy and
-    duration, rides and days over the cell-windows that pass ``sel``'s privacy thresholds."""
+    duration over the cell-windows that pass ``sel``'s privacy thresholds."""
     params = sel.params() | {"west": bbox.west, "south": bbox.south, "east": bbox.east,
                              "north": bbox.north}
-    cur = await conn.execute(_CELL_MEANS, params)
+    query = _CELL_SUMS_K if sel.min_rides > 1 else _CELL_SUMS_ALL
+    cur = await conn.execute(query, params)
     rows = await cur.fetchall()
-    if not rows:
-        return np.zeros(0, dtype=CELL_MEANS_DTYPE)
-    columns = list(zip(*rows, strict=True))
-    cells = np.array(columns[0], dtype=np.int64)  # H3 indexes need all 64 bits
-    values = np.array(columns[1:], dtype=np.float64)
-    is_sum = values[4] < 0
-    # Keep the cells that have both sums and (enough days of) presence.
-    common, i_sum, i_count = np.intersect1d(cells[is_sum], cells[~is_sum],
-                                            assume_unique=True, return_indices=True)
-    sums, counts = values[:, is_sum], values[:, ~is_sum]
-    out = np.zeros(len(common), dtype=CELL_MEANS_DTYPE)
-    out["cell"] = common
-    for row, name in enumerate(("n", "sum", "energy", "duration_s")):
-        out[name] = sums[row, i_sum]
-    out["rides"] = counts[4, i_count]
-    out["days"] = counts[5, i_count]
+    out = np.zeros(len(rows), dtype=CELL_MEANS_DTYPE)
+    if rows:
+        columns = list(zip(*rows, strict=True))
+        for name, column in zip(CELL_MEANS_DTYPE.names or (), columns, strict=True):
+            out[name] = np.asarray(column, dtype=CELL_MEANS_DTYPE[name])
+    if sel.min_days > 1 and len(out):
+        cur = await conn.execute(_CELL_DAYS, params)
+        enough = np.array([row[0] for row in await cur.fetchall()], dtype=np.int64)
+        out = out[np.isin(out["cell"], enough)]
     return out
 
 

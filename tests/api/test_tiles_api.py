@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from io import BytesIO
 
 import httpx
@@ -97,3 +98,9 @@ def test_bad_tile_addresses_are_4xx_with_the_parameter(client: httpx.Client, url
     response = client.get(url)
     assert response.status_code == 422, response.text
     assert response.json()["detail"][0]["parameter"] == parameter
+
+
+def test_the_days_threshold_applies_to_tiles(make_client: Callable[..., httpx.Client]) -> None:
+    client = make_client(public_min_days=2)  # the scenario has one day
+    response = client.get(_tile_url("pm25", BUSY), params=day_range())
+    assert _pixel(response.content, BUSY)[3] == 0
