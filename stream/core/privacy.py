@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from firmware_protocol import MessageType, RemoteProtocolError, peek_header
-from firmware_protocol.arrays import decode_to_array
+from firmware_protocol.wire import I32_ABSENT, OFFSET_RECORDS, RECORD_BYTES, RECORD_DTYPE
 from stream.core.exceptions import InvalidConfigError
 from stream.core.rides import ride_starts_ms
 
@@ -156,23 +156,30 @@ def in_ride_start(ts_ms: np.ndarray, ride_ids: np.ndarray, trim_start_s: float) 
 
 
 def payload_in_zones(payload: bytes, zones: Sequence[Zone]) -> bool:
-    """Whether a readings frame holds a position inside a zone, authenticated or not.
+    """Whether the bytes of a readings frame hold a position inside a zone.
 
     For rejected frames: their raw bytes are kept for diagnosis, unless they
-    carry a position in a zone (a partly valid frame, a forged one). A payload
-    that does not decode into readings holds no position we could read; it is
-    not in a zone.
+    carry a position in a zone. Positions are read straight from the records
+    (docs/protocol.md), without the MAC, checksum or value checks, so that a
+    forged, truncated or partly invalid frame is caught too. Bytes without a
+    readings header hold no position we could read.
     """
     if not zones:
         return False
     try:
         header = peek_header(payload)
-        if header.message_type != MessageType.READINGS:
-            return False
-        readings = decode_to_array(payload, header)
-    except (RemoteProtocolError, ValueError, AssertionError):
+    except RemoteProtocolError:
         return False
-    return bool(in_zones(readings["lat_deg"], readings["lon_deg"], zones).any())
+    if header.message_type != MessageType.READINGS:
+        return False
+    n = min(header.count, (len(payload) - OFFSET_RECORDS) // RECORD_BYTES)
+    if n <= 0:
+        return False
+    records = np.frombuffer(payload, RECORD_DTYPE, n, OFFSET_RECORDS)
+    lat_e7, lon_e7 = records["lat_e7"], records["lon_e7"]
+    placed = (lat_e7 != I32_ABSENT) & (lon_e7 != I32_ABSENT)
+    # Scale as the decoder does (SCALED_FIELDS: 1e-7 degree).
+    return bool(in_zones(lat_e7[placed] / 1e7, lon_e7[placed] / 1e7, zones).any())
 
 
 # Configuration files ------------------------------------------------------------------------

@@ -154,6 +154,9 @@ def test_a_frame_payload_is_checked_for_zone_positions_without_its_key() -> None
     assert not payload_in_zones(outside, [DEPOT])
     assert not payload_in_zones(inside, [])
     assert not payload_in_zones(b"garbage", [DEPOT])
+    # Truncated or otherwise broken frames are read as far as their records go.
+    assert payload_in_zones(inside[:28 + 38 + 5], [DEPOT])
+    assert not payload_in_zones(inside[:20], [DEPOT])
 
 
 def test_the_faust_qa_step_withholds_the_same_readings() -> None:
