@@ -7,6 +7,8 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from firmware_protocol import empty_readings, encode_readings
 from stream.core.exceptions import InvalidConfigError
@@ -186,3 +188,11 @@ def test_the_faust_qa_step_withholds_the_same_readings() -> None:
                     config, 7)
     assert quiet.forwards == ()
     assert quiet.state is None
+
+
+@given(st.binary(max_size=400), st.integers(min_value=0, max_value=20))
+def test_any_bytes_get_an_answer_never_an_error(payload: bytes, at: int) -> None:
+    # Random bytes, and a real header followed by random bytes.
+    header = encode_readings(7, 1, 1, empty_readings(1), bytes(32))[:at]
+    for blob in (payload, header + payload):
+        assert payload_in_zones(blob, [DEPOT]) in {True, False}
