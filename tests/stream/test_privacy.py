@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import json
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from bikesense.exceptions import ConfigurationError
+from bikesense.settings import Settings
 from firmware_protocol import empty_readings, encode_readings
 from stream.core.exceptions import InvalidConfigError
 from stream.core.privacy import (
@@ -22,6 +25,7 @@ from stream.core.privacy import (
 )
 from stream.core.process import CoreConfig, process_batch
 from stream.core.state import KitStates
+from stream.settings import core_config
 from tests.stream.stream_factories import AMSTERDAM, T0_MS, riding
 
 #: One degree of longitude at Amsterdam's latitude, in metres.
@@ -196,3 +200,17 @@ def test_any_bytes_get_an_answer_never_an_error(payload: bytes, at: int) -> None
     header = encode_readings(7, 1, 1, empty_readings(1), bytes(32))[:at]
     for blob in (payload, header + payload):
         assert payload_in_zones(blob, [DEPOT]) in {True, False}
+
+
+def test_the_settings_name_a_zones_file_and_a_trim(tmp_path: Path) -> None:
+    zones = tmp_path / "zones.json"
+    zones.write_text('[{"name": "depot", "lat_deg": 52.37, "lon_deg": 4.895, "radius_m": 250}]')
+    config = core_config(Settings(privacy_zones_file=zones, privacy_trim_start_s=120))
+    assert config.privacy == PrivacyConfig(zones=(CircleZone("depot", 52.37, 4.895, 250.0),),
+                                           trim_start_s=120.0)
+    assert core_config(Settings()).privacy == PrivacyConfig()
+    with pytest.raises(ConfigurationError, match=r"BIKESENSE_PRIVACY_ZONES_FILE.*cannot read"):
+        core_config(Settings(privacy_zones_file=tmp_path / "missing.json"))
+    zones.write_text("{}")
+    with pytest.raises(ConfigurationError, match=r"ZONES_FILE.*FeatureCollection"):
+        core_config(Settings(privacy_zones_file=zones))
