@@ -37,7 +37,13 @@ from ingest.admission import Admitted, admit
 from ingest.mqtt import InboundMessage
 from storage.kits import MasterKey
 from stream.core.batch import ENRICHED_DTYPE
-from stream.embedded import EmbeddedConfig, EmbeddedRuntime, run_until_signalled
+from stream.core.privacy import in_zones
+from stream.embedded import (
+    EmbeddedConfig,
+    EmbeddedRuntime,
+    run_until_signalled,
+    withhold_zone_payloads,
+)
 from stream.faust_app.codec import READINGS_TOPIC, encode_readings, kit_key
 from stream.faust_app.exceptions import KafkaError
 from stream.settings import core_config
@@ -175,6 +181,14 @@ class KafkaIngest(EmbeddedRuntime):
     def _admit_and_record(self, batch: list[InboundMessage]) -> Admitted:
         # Inside the retry: a kit missing from the key cache is looked up in the database.
         admitted = admit(batch, self.layout, self._keys.lookup, self.config.rules)
+        # Privacy zones apply before anything leaves this process (DESIGN.md decision 4):
+        # zone readings never reach Kafka, and a reject with a zone position keeps no bytes.
+        zones = self.config.core.privacy.zones
+        withhold_zone_payloads(admitted, zones)
+        if zones and len(admitted.readings):
+            keep = ~in_zones(admitted.readings["lat_deg"], admitted.readings["lon_deg"], zones)
+            admitted.readings = admitted.readings[keep]
+            admitted.received_ms = admitted.received_ms[keep]
         if admitted.rejects or admitted.statuses:
             self._sink.write(admitted, _NO_ENRICHED)
         return admitted

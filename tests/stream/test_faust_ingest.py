@@ -10,6 +10,7 @@ end, which runs when BIKESENSE_TEST_KAFKA_URL is set.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import threading
 import time
 import uuid
@@ -30,6 +31,8 @@ from ingest.admission import Admitted
 from simulators.publisher import MqttPublisher
 from storage.kits import MasterKey, register_kit
 from stream.core.partials import Metric
+from stream.core.privacy import CircleZone, PrivacyConfig, in_zones
+from stream.core.process import CoreConfig
 from stream.embedded import EmbeddedConfig
 from stream.faust_app.app import StreamApp
 from stream.faust_app.codec import decode_readings, kit_key
@@ -357,3 +360,32 @@ def test_a_worker_stores_what_ingest_produced(
     assert scalar(url, "SELECT count(DISTINCT kit_id) FROM readings") == 2
     assert scalar(url, "SELECT sum(n) FROM window_partials WHERE resolution = 7"
                        " AND window_s = 86400 AND metric = %s", (int(Metric.PM25),)) == 80
+
+
+@pytest.mark.postgres
+@pytest.mark.mqtt
+def test_kafka_ingest_keeps_privacy_zones_out_of_kafka_and_the_rejects(
+    migrated_database_url: str, mqtt_url: str, unique_topic_prefix: str,
+    fleet: tuple[MasterKey, dict[int, bytes]],
+) -> None:
+    master, secrets = fleet
+    url = migrated_database_url
+    depot = CircleZone("depot", CENTRE[0], CENTRE[1], 50.0)
+    config = dataclasses.replace(
+        _config(mqtt_url, url, unique_topic_prefix),
+        core=CoreConfig(privacy=PrivacyConfig(zones=(depot,))))
+    now_ms = int(time.time() * 1000) - 3_600_000
+    riding = _readings(10, now_ms, 8)
+    riding["lat_deg"] = CENTRE[0] + np.arange(8) * 2e-4  # 22 m apart: the first three in the zone
+    published = [("kits/10/up", encode_frame(10, 1, 1, riding, secrets[10])),
+                 ("kits/11/up", encode_frame(11, 1, 1, _readings(11, now_ms, 2), b"\x02" * 32))]
+    producer = RecordingProducer()
+    with running(KafkaIngest(config, master, producer)):
+        _publish(mqtt_url, config.topic_root, published)
+        wait_for(lambda: producer.readings() == 5, what="the five readings outside the depot")
+        wait_for(lambda: scalar(url, "SELECT count(*) FROM rejected_frames") == 1,
+                 what="the forged frame rejected")
+    sent = np.concatenate([decode_readings(v)[0] for _, v in producer.sent])
+    assert not in_zones(sent["lat_deg"], sent["lon_deg"], (depot,)).any()
+    # The forged frame was in the depot: its reject keeps the reason, not the bytes.
+    assert scalar(url, "SELECT length(payload) FROM rejected_frames") == 0
