@@ -36,19 +36,19 @@ import numpy as np
 import psycopg
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_common import RESULTS, api_server, database  # noqa: E402
+from bench_common import RESULTS, api_server, database
 
-from api.aggregates import selection  # noqa: E402
-from api.config import ApiSettings  # noqa: E402
-from api.keys import create_key  # noqa: E402
-from api.queries_extra import cell_means  # noqa: E402
-from api.roles import Principal, Role  # noqa: E402
-from api.tiles import TileBox  # noqa: E402
-from storage.queries import BBox  # noqa: E402
-from storage.writer import write_batch  # noqa: E402
-from stream.core.aggregate import aggregate  # noqa: E402
-from stream.core.batch import ENRICHED_DTYPE  # noqa: E402
-from stream.core.partials import Metric  # noqa: E402
+from api.aggregates import selection
+from api.config import ApiSettings
+from api.keys import create_key
+from api.queries_extra import cell_means
+from api.roles import Principal, Role
+from api.tiles import TileBox
+from storage.queries import BBox
+from storage.writer import write_batch
+from stream.core.aggregate import aggregate
+from stream.core.batch import ENRICHED_DTYPE
+from stream.core.partials import Metric
 
 LAT0, LON0 = 52.129, 4.656
 STEP_S = 10
