@@ -1,0 +1,643 @@
+"""End to end: kit frames over MQTT to readings visible through the API, side by side in one run.
+
+On one throwaway PostgreSQL (durable settings: fsync and synchronous commit on,
+as deployed) and one Mosquitto (bikesense's own configuration), in this order:
+
+1. **the pipeline**: pre-generated frames of 10 readings each (generation is
+   outside the measurement) published at QoS 1 by two paho publishers as fast
+   as the pipeline takes them, to ``bikesense ingest`` running as a separate
+   process (the embedded runtime, as deployed), until every reading is stored.
+   Readings/s overall and sustained (between 10 % and 90 % stored), lost
+   (published - stored) and duplicated (stored - distinct identities).
+   Meanwhile a prober publishes marker frames from a kit of their own, one at a
+   time, and polls ``GET /v1/exports/readings?kit=<marker>`` on an API server
+   process until the frame's 10 rows come back: latency from publish to visible
+   through the API.
+2. **the ceiling**: a bare binary COPY of the same enriched rows (decoded and
+   run through the stream core beforehand) into ``readings`` of a fresh database
+   on the same server, in batches of 10,000, one transaction each.
+3. **the naive way**: a paho ``on_message`` callback that decodes each frame and
+   runs one INSERT per reading in autocommit, for a bounded time on a subset.
+
+Prints a table and writes ``bench/results/e2e.json``.
+
+    .venv/bin/python bench/bench_e2e.py [--readings 300000] [--naive-seconds 15]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import re
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import paho.mqtt.client as mqtt
+import psycopg
+from paho.mqtt.enums import CallbackAPIVersion
+from psycopg import sql
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_common import api_server
+
+from api.keys import create_key
+from api.roles import Role
+from bikesense.services import MosquittoBroker, PostgresCluster
+from firmware_protocol import decode_readings, empty_readings, encode_readings, peek_header
+from simulators.publisher import MqttPublisher
+from storage import copybin
+from storage.kits import MasterKey, register_kit
+from storage.migrate import Backend, migrate
+from storage.writer import READING_COLUMNS, ensure_partitions
+from stream.core.batch import ENRICHED_DTYPE
+from stream.core.process import CoreConfig, process_batch
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "bench" / "results" / "e2e.json"
+PER_FRAME = 10
+MARKER_KIT = 9_999_999
+ROOT_TOPIC = "bench/bikesense/v1"
+NAIVE_TOPIC = "bench-naive/bikesense/v1"
+#: DESIGN.md "Quality bars", on 2 cores.
+TARGETS = {"readings_per_s": 20_000, "ratio_to_bare_copy": 0.5, "ratio_to_naive": 20.0,
+           "p99_latency_s": 1.0}
+
+
+# -- the machine ---------------------------------------------------------------------------
+
+
+def machine(pg_url: str) -> dict[str, Any]:
+    cpuinfo = Path("/proc/cpuinfo").read_text()
+    model = re.search(r"^model name\s*:\s*(.+)$", cpuinfo, re.M)
+    mem = re.search(r"^MemTotal:\s*(\d+) kB", Path("/proc/meminfo").read_text(), re.M)
+    with psycopg.connect(pg_url) as conn:
+        pg_version = str(conn.execute("SHOW server_version").fetchone()[0])  # type: ignore[index]
+    mosquitto = subprocess.run(["mosquitto", "-h"], capture_output=True, text=True,
+                               check=False).stdout.splitlines()
+    return {
+        "cores": os.cpu_count(),
+        "cpu_model": model.group(1).strip() if model else "unknown",
+        "memory_gib": round(int(mem.group(1)) / 2**20, 1) if mem else None,
+        "postgresql": pg_version,
+        "mosquitto": mosquitto[0] if mosquitto else "unknown",
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+    }
+
+
+# -- services and databases -----------------------------------------------------------------
+
+
+class TunedBroker(MosquittoBroker):
+    """bikesense's broker with another ``max_inflight_messages``, to measure that setting."""
+
+    def __init__(self, directory: Path, max_inflight: int) -> None:
+        super().__init__(directory)
+        self.max_inflight = max_inflight
+
+    def config_text(self) -> str:
+        text = super().config_text()
+        assert "max_inflight_messages 100\n" in text
+        return text.replace("max_inflight_messages 100\n",
+                            f"max_inflight_messages {self.max_inflight}\n")
+
+
+@contextmanager
+def services(broker_inflight: int | None) -> Iterator[tuple[PostgresCluster, MosquittoBroker]]:
+    root = Path(tempfile.mkdtemp(prefix="bikesense-bench-e2e-"))
+    root.chmod(0o755)
+    cluster = PostgresCluster(root / "postgres", durable=True)
+    broker = (MosquittoBroker(root / "mosquitto") if broker_inflight is None
+              else TunedBroker(root / "mosquitto", broker_inflight))
+    cluster.start()
+    try:
+        broker.start()
+        try:
+            yield cluster, broker
+        finally:
+            broker.stop()
+    finally:
+        cluster.stop(mode="immediate")
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def new_database(base: str, name: str) -> str:
+    with psycopg.connect(base, autocommit=True) as conn:
+        ident = sql.Identifier(name)
+        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(ident))
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(ident))
+    url = f"{base.rpartition('/')[0]}/{name}"
+    today = int(time.time() // 86_400)
+    with psycopg.connect(url, autocommit=True) as conn:
+        migrate(conn, backend=Backend.PLAIN)
+        ensure_partitions(conn, [today - 1, today, today + 1])
+    return url
+
+
+def count(url: str) -> int:
+    with psycopg.connect(url, autocommit=True) as conn:
+        return int(conn.execute("SELECT count(*) FROM readings").fetchone()[0])  # type: ignore[index]
+
+
+# -- the frames -----------------------------------------------------------------------------
+
+
+def frame_readings(kit: int, seq: int, start_ms: int, rng: np.random.Generator) -> np.ndarray:
+    r = empty_readings(PER_FRAME)
+    step = seq * PER_FRAME + np.arange(PER_FRAME)
+    r["ts_ms"] = start_ms + step * 1000
+    r["lat_deg"] = 52.06 + (kit % 40) * 2e-3 + step * 3.6e-5 % 0.05
+    r["lon_deg"] = 5.06 + (kit // 40 % 40) * 3e-3 + step * 1e-5 % 0.05
+    r["gnss_fix"], r["hdop"], r["satellites"], r["speed_mps"] = 2, 0.9, 9, 4.0
+    r["pm1_ugm3"] = rng.gamma(2.0, 3.0, PER_FRAME)
+    r["pm25_ugm3"] = rng.gamma(2.0, 5.0, PER_FRAME)
+    r["pm10_ugm3"] = rng.gamma(2.0, 8.0, PER_FRAME)
+    r["no2_ugm3"] = rng.gamma(3.0, 9.0, PER_FRAME)
+    r["noise_laeq_db"] = rng.normal(66.0, 7.0, PER_FRAME)
+    r["noise_lamax_db"] = r["noise_laeq_db"] + 6.0
+    r["interval_ms"] = 1000
+    r["temperature_c"], r["humidity_pct"] = 11.0, 70.0
+    return r
+
+
+def make_frames(secrets: dict[int, bytes], n_readings: int) -> list[tuple[int, bytes]]:
+    """Frames of 10 readings, round-robin over the kits, every reading in the last hours."""
+    kits = sorted(secrets)
+    frames_total = -(-n_readings // PER_FRAME)
+    per_kit = -(-frames_total // len(kits))
+    start_ms = int(time.time() * 1000) - (per_kit * PER_FRAME + 600) * 1000
+    rng = np.random.default_rng(7)
+    out: list[tuple[int, bytes]] = []
+    for seq in range(per_kit):
+        for kit in kits:
+            if len(out) == frames_total:
+                return out
+            out.append((kit, encode_readings(kit, 1, seq, frame_readings(kit, seq, start_ms, rng),
+                                             secrets[kit])))
+    return out
+
+
+def enriched_rows(frames: list[tuple[int, bytes]], secrets: dict[int, bytes]) -> np.ndarray:
+    """The rows the pipeline stores for ``frames``: decoded and run through the stream core."""
+    readings = np.concatenate([decode_readings(payload, secrets[kit]).readings
+                               for kit, payload in frames])
+    now = int(time.time() * 1000)
+    enriched = process_batch(readings, now, {}, CoreConfig()).enriched
+    enriched["received_ms"] = now
+    return enriched
+
+
+# -- 1. the pipeline ------------------------------------------------------------------------
+
+
+@contextmanager
+def ingest_process(db_url: str, mqtt_url: str, master: MasterKey,
+                   log_path: Path) -> Iterator[subprocess.Popen[bytes]]:
+    env = {**os.environ, "BIKESENSE_DATABASE_URL": db_url, "BIKESENSE_MQTT_URL": mqtt_url,
+           "BIKESENSE_KIT_MASTER_KEY": master.to_text()}
+    with log_path.open("wb") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "bikesense", "ingest", "--client-id", "bench-ingest",
+             "--topic-root", ROOT_TOPIC, "--log-level", "WARNING"],
+            env=env, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
+    try:
+        deadline = time.monotonic() + 60
+        # Subscribed once its persistent session exists on the broker: wait for the
+        # consumer to report, via a throwaway frame from an unknown kit (a reject).
+        with psycopg.connect(db_url, autocommit=True) as conn:
+            probe = MqttPublisher(mqtt_url, topic_root=ROOT_TOPIC)
+            probe.connect()
+            while True:
+                probe.publish(f"{ROOT_TOPIC}/kits/1/up", b"warm-up")
+                probe.flush()
+                time.sleep(0.3)
+                rejected = conn.execute("SELECT count(*) FROM rejected_frames").fetchone()
+                if rejected and rejected[0] > 0:
+                    break
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"ingest did not start: {log_path.read_text()[-3000:]}")
+            probe.close()
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(10)
+
+
+def cpu_seconds(pid: int, *, children: bool = False) -> float:
+    """CPU time of a process (and, with ``children``, of its children, ended or alive)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    ticks = int(fields[11]) + int(fields[12])
+    if children:
+        ticks += int(fields[13]) + int(fields[14])
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            for child in (task / "children").read_text().split():
+                with suppress(FileNotFoundError, ProcessLookupError):
+                    ticks += round(cpu_seconds(int(child)) * os.sysconf("SC_CLK_TCK"))
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+#: Where the ingest worker thread's time goes: the innermost of these functions on its stack.
+PROFILE_BUCKETS = {
+    "_collect": "waiting for messages (queue empty)",
+    "ack": "acking MQTT",
+    "_merge_aggregates": "database: merge partial aggregates (upsert)",
+    "aggregate": "stream core: partial aggregates (CPU)",
+    "write_batch": "database: readings COPY / insert new / commit",
+    "process_batch": "stream core: QA, cells, rides (CPU)",
+    "admit": "ingest: admit (decode, authenticate, validate)",
+}
+
+
+def summarise_profile(raw: Path) -> dict[str, float]:
+    """Shares of the worker thread's samples (py-spy raw format, idle samples included)."""
+    counts: dict[str, int] = {}
+    for line in raw.read_text().splitlines():
+        stack, _, n = line.rpartition(" ")
+        if "_work_once" not in stack:
+            continue
+        names = [f.split(" (")[0].rsplit(".", 1)[-1] for f in stack.split(";")]
+        bucket = next((PROFILE_BUCKETS[f] for f in reversed(names) if f in PROFILE_BUCKETS),
+                      "other")
+        counts[bucket] = counts.get(bucket, 0) + int(n)
+    total = sum(counts.values())
+    return {k: v / total for k, v in sorted(counts.items(), key=lambda kv: -kv[1])}
+
+
+class Prober(threading.Thread):
+    """Marker frames one at a time: publish, then poll the API until its rows are there."""
+
+    def __init__(self, mqtt_url: str, api_url: str, api_key: str, secret: bytes,
+                 interval_s: float = 0.1) -> None:
+        super().__init__(daemon=True)
+        self.mqtt_url, self.api_url, self.api_key = mqtt_url, api_url, api_key
+        self.secret = secret
+        self.interval_s = interval_s
+        self.stop = threading.Event()
+        self.latencies_s: list[float] = []
+        self.timeouts = 0
+        self.published = 0
+        self.rng = np.random.default_rng(11)
+
+    def run(self) -> None:
+        publisher = MqttPublisher(self.mqtt_url, topic_root=ROOT_TOPIC, client_id="bench-prober")
+        publisher.connect()
+        with httpx.Client(base_url=self.api_url, headers={"X-API-Key": self.api_key},
+                          timeout=10) as http:
+            seq = 0
+            while not self.stop.is_set():
+                start_ms = int(time.time() * 1000) - 20_000
+                readings = frame_readings(MARKER_KIT, 0, start_ms, self.rng)
+                frame = encode_readings(MARKER_KIT, 1, seq, readings, self.secret)
+                params = {"format": "csv", "kit": str(MARKER_KIT),
+                          "from": datetime.fromtimestamp(start_ms / 1000, UTC).isoformat(),
+                          "to": datetime.fromtimestamp((start_ms + 10_000) / 1000,
+                                                       UTC).isoformat()}
+                sent = time.perf_counter()
+                publisher.publish(f"{ROOT_TOPIC}/kits/{MARKER_KIT}/up", frame)
+                self.published += 1
+                seq += 1
+                while True:
+                    text = http.get("/v1/exports/readings", params=params).text
+                    if text.count("\n") - 1 >= PER_FRAME:
+                        self.latencies_s.append(time.perf_counter() - sent)
+                        break
+                    if time.perf_counter() - sent > 30:
+                        self.timeouts += 1
+                        break
+                    time.sleep(0.005)
+                self.stop.wait(self.interval_s)
+        publisher.close()
+
+
+def publish_all(mqtt_url: str, frames: list[tuple[int, bytes]], *, publishers: int,
+                inflight: int, prefix: str = ROOT_TOPIC) -> list[int]:
+    """Publish every frame over ``publishers`` connections (a kit always on the same one)."""
+    sent = [0] * publishers
+
+    def work(i: int) -> None:
+        with MqttPublisher(mqtt_url, topic_root=prefix, client_id=f"bench-pub-{prefix}-{i}",
+                           max_inflight=inflight, ack_timeout_s=120) as pub:
+            for kit, payload in frames:
+                if kit % publishers == i:
+                    pub.publish(f"{prefix}/kits/{kit}/up", payload)
+                    sent[i] += 1
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(publishers)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return sent
+
+
+def run_pipeline(base: str, mqtt_url: str, n_readings: int, kits: int, publishers: int,
+                 inflight: int, postmaster: int,
+                 profile: Path | None) -> tuple[dict[str, Any], np.ndarray]:
+    db = new_database(base, "bench_e2e")
+    master = MasterKey.generate()
+    with psycopg.connect(db, autocommit=True) as conn:
+        secrets = {k: register_kit(conn, master, k).secret for k in range(1, kits + 1)}
+        marker_secret = register_kit(conn, master, MARKER_KIT).secret
+        api_key = create_key(conn, Role.RESEARCHER, "bench-e2e").token
+    print(f"generating {n_readings:,} readings in frames of {PER_FRAME} ...", flush=True)
+    frames = make_frames(secrets, n_readings)
+    n = len(frames) * PER_FRAME
+    log_path = Path(tempfile.mkstemp(prefix="bikesense-bench-ingest-", suffix=".log")[1])
+    enriched = enriched_rows(frames, secrets)
+    with api_server(db) as (api_url, _api_pid), \
+            ingest_process(db, mqtt_url, master, log_path) as proc:
+        with psycopg.connect(db, autocommit=True) as conn:
+            conn.execute("DELETE FROM rejected_frames")
+        prober = Prober(mqtt_url, api_url, api_key, marker_secret)
+        cpu0 = cpu_seconds(proc.pid)
+        pg0 = cpu_seconds(postmaster, children=True)
+        load0 = os.getloadavg()
+        spy = None
+        if profile is not None:
+            spy = subprocess.Popen(
+                [str(Path(sys.executable).parent / "py-spy"), "record", "--pid", str(proc.pid),
+                 "--idle", "--rate", "200", "--format", "raw", "--output", str(profile)],
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        print(f"publishing {len(frames):,} frames ({n:,} readings) ...", flush=True)
+        started = time.perf_counter()
+        publisher = threading.Thread(target=publish_all, args=(mqtt_url, frames),
+                                     kwargs={"publishers": publishers, "inflight": inflight})
+        publisher.start()
+        prober.start()
+        samples: list[tuple[float, int]] = []
+        with psycopg.connect(db, autocommit=True) as conn:
+            while True:
+                stored = int(conn.execute(  # type: ignore[index]
+                    "SELECT count(*) FROM readings WHERE kit_id <> %s",
+                    (MARKER_KIT,)).fetchone()[0])
+                now = time.perf_counter() - started
+                samples.append((now, stored))
+                if len(samples) % 20 == 0:
+                    print(f"  {now:6.1f} s: {stored:,} stored", flush=True)
+                stalled = [c for t, c in samples if t > now - 30]
+                if stored >= n or (now > 30 and stalled[0] == stored):
+                    break
+                time.sleep(0.1)
+        elapsed = samples[-1][0]
+        cpu = cpu_seconds(proc.pid) - cpu0
+        pg_cpu = cpu_seconds(postmaster, children=True) - pg0
+        if spy is not None:
+            spy.send_signal(signal.SIGINT)
+            spy.wait(30)
+        publisher.join()
+        prober.stop.set()
+        prober.join(60)
+        time.sleep(2)  # anything late or redelivered would show now
+        with psycopg.connect(db, autocommit=True) as conn:
+            stored, distinct = conn.execute(
+                "SELECT count(*), count(DISTINCT (kit_id, boot_id, seq, idx)) FROM readings"
+            ).fetchone()  # type: ignore[misc]
+            rejected = int(conn.execute(  # type: ignore[index]
+                "SELECT count(*) FROM rejected_frames").fetchone()[0])
+        rss = rss_peak_kib(proc.pid)
+    log_path.unlink()
+    published = n + prober.published * PER_FRAME
+
+    def at(fraction: float) -> tuple[float, int]:
+        return next(s for s in samples if s[1] >= fraction * n)
+
+    t10, c10 = at(0.1)
+    t90, c90 = at(0.9)
+    lat = sorted(prober.latencies_s)
+    figures = {
+        "readings": n, "frames": len(frames), "readings_per_frame": PER_FRAME, "kits": kits,
+        "publishers": publishers, "publisher_max_inflight": inflight,
+        "seconds": elapsed,
+        "readings_per_s": n / elapsed,
+        "readings_per_s_sustained_10_to_90pct": (c90 - c10) / (t90 - t10),
+        "published_readings": published, "stored_readings": stored,
+        "lost": published - stored, "duplicated": stored - distinct,
+        "rejected_frames": rejected,
+        "ingest_cpu_s": cpu, "ingest_cpu_cores_busy": cpu / elapsed,
+        "postgres_cpu_s": pg_cpu, "postgres_cpu_cores_busy": pg_cpu / elapsed,
+        "ingest_worker_profile": (summarise_profile(profile)
+                                  if profile is not None and profile.exists() else None),
+        "ingest_peak_rss_mib": rss / 1024,
+        "latency_samples": len(lat), "latency_timeouts": prober.timeouts,
+        "latency_p50_s": statistics.median(lat) if lat else None,
+        "latency_p99_s": lat[min(len(lat) - 1, int(0.99 * len(lat)))] if lat else None,
+        "latency_max_s": lat[-1] if lat else None,
+        "latency_path": ("publish (QoS 1) of a 10-reading marker frame → rows returned by GET "
+                         "/v1/exports/readings?kit=<marker> (CSV, API server process), polled "
+                         "every 5 ms, one marker in flight at a time, 0.1 s apart"),
+        "load_average_before": load0, "load_average_after": os.getloadavg(),
+    }
+    return figures, enriched
+
+
+def rss_peak_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1])
+    return 0
+
+
+# -- 2. the ceiling -------------------------------------------------------------------------
+
+
+def bare_copy(base: str, enriched: np.ndarray, batch: int) -> dict[str, Any]:
+    db = new_database(base, "bench_e2e_copy")
+    columns = READING_COLUMNS[1:]
+    names = sql.SQL(", ").join(sql.Identifier(c.name) for c in columns)
+    statement = sql.SQL("COPY readings ({}) FROM STDIN (FORMAT BINARY)").format(names)
+    with psycopg.connect(db, autocommit=True) as conn:
+        ensure_partitions(conn, sorted({int(d) for d in enriched["ts_ms"] // 86_400_000}))
+        started = time.perf_counter()
+        for i in range(0, len(enriched), batch):
+            part = enriched[i:i + batch]
+            values = {name: part[name] for name in ENRICHED_DTYPE.names or ()}
+            values["ts"] = copybin.ms_to_pg_timestamp(part["ts_ms"])
+            values["received_at"] = copybin.ms_to_pg_timestamp(part["received_ms"])
+            payload = copybin.encode(columns, values, len(part))
+            with conn.transaction(), conn.cursor() as cur, cur.copy(statement) as copy:
+                copy.write(payload)
+        seconds = time.perf_counter() - started
+    return {"readings": len(enriched), "batch": batch, "seconds": seconds,
+            "readings_per_s": len(enriched) / seconds,
+            "what": "binary COPY of the pipeline's enriched rows into readings (partitions, "
+                    "unique key, index) of a fresh database on the same server, one "
+                    "transaction per batch, encoding included"}
+
+
+# -- 3. the naive way -----------------------------------------------------------------------
+
+
+class NaiveSubscriber:
+    """paho on_message → decode → one INSERT per reading, autocommit."""
+
+    def __init__(self, db: str, secrets: dict[int, bytes]) -> None:
+        self.conn = psycopg.connect(db, autocommit=True)
+        self.secrets = secrets
+        self.states: dict[int, Any] = {}
+        self.inserted = 0
+        self.first: float | None = None
+        names = [c.name for c in READING_COLUMNS[1:]]
+        self.names = names
+        self.statement = sql.SQL(
+            "INSERT INTO readings ({}) VALUES ({}) ON CONFLICT DO NOTHING").format(
+            sql.SQL(", ").join(sql.Identifier(n) for n in names),
+            sql.SQL(", ").join(sql.Placeholder() * len(names)))
+
+    def on_message(self, _c: mqtt.Client, _u: Any, message: mqtt.MQTTMessage) -> None:
+        if self.first is None:
+            self.first = time.perf_counter()
+        payload = bytes(message.payload)
+        kit = peek_header(payload).kit_id
+        readings = decode_readings(payload, self.secrets[kit]).readings
+        now = int(time.time() * 1000)
+        processed = process_batch(readings, now, self.states, CoreConfig())
+        self.states = processed.states
+        for row in processed.enriched:
+            values = {n: row[n].item() for n in ENRICHED_DTYPE.names or ()}
+            values["ts"] = datetime.fromtimestamp(values["ts_ms"] / 1000, UTC)
+            values["received_at"] = datetime.fromtimestamp(now / 1000, UTC)
+            self.conn.execute(self.statement, [values[n] for n in self.names])
+            self.inserted += 1
+
+
+def run_naive(base: str, mqtt_url: str, frames: list[tuple[int, bytes]],
+              secrets: dict[int, bytes], seconds: float) -> dict[str, Any]:
+    db = new_database(base, "bench_e2e_naive")
+    naive = NaiveSubscriber(db, secrets)
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="bench-naive",
+                         protocol=mqtt.MQTTv311)
+    client.on_message = naive.on_message
+    host, port = mqtt_url.removeprefix("mqtt://").split(":")
+    client.connect(host, int(port))
+    client.subscribe(f"{NAIVE_TOPIC}/kits/+/up", qos=1)
+    client.loop_start()
+    time.sleep(0.5)
+    feeder = threading.Thread(target=publish_all, args=(mqtt_url, frames),
+                              kwargs={"publishers": 1, "inflight": 200, "prefix": NAIVE_TOPIC},
+                              daemon=True)
+    feeder.start()
+    deadline = time.perf_counter() + seconds + 5
+    while time.perf_counter() < deadline:
+        if naive.first is not None and time.perf_counter() - naive.first >= seconds:
+            break
+        time.sleep(0.05)
+    inserted, first = naive.inserted, naive.first or time.perf_counter()
+    elapsed = time.perf_counter() - first
+    client.disconnect()
+    client.loop_stop()
+    naive.conn.close()
+    return {"readings_inserted": inserted, "seconds": elapsed,
+            "readings_per_s": inserted / elapsed if elapsed > 0 else 0.0,
+            "what": "paho on_message (QoS 1) → decode + stream core per frame → one INSERT "
+                    "per reading, autocommit; run for a bounded time on a subset"}
+
+
+# -- the report -----------------------------------------------------------------------------
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--readings", type=int, default=300_000)
+    parser.add_argument("--kits", type=int, default=200)
+    parser.add_argument("--publishers", type=int, default=2)
+    parser.add_argument("--inflight", type=int, default=1000,
+                        help="unacknowledged QoS 1 messages per publisher")
+    parser.add_argument("--naive-seconds", type=float, default=15.0)
+    parser.add_argument("--copy-batch", type=int, default=10_000)
+    parser.add_argument("--broker-max-inflight", type=int, default=None,
+                        help="override Mosquitto's max_inflight_messages (bikesense: 100)")
+    parser.add_argument("--profile", action="store_true",
+                        help="sample the ingest process with py-spy and report where its "
+                             "worker thread's time goes")
+    parser.add_argument("--output", type=Path, default=RESULTS)
+    args = parser.parse_args()
+
+    profile = Path(tempfile.mkstemp(suffix=".pyspy")[1]) if args.profile else None
+    with services(args.broker_max_inflight) as (cluster, broker):
+        base = cluster.url
+        about = machine(base)
+        pipeline, enriched = run_pipeline(base, broker.url, args.readings, args.kits,
+                                          args.publishers, args.inflight, cluster.pid(),
+                                          profile)
+        ceiling = bare_copy(base, enriched, args.copy_batch)
+        secrets = {k: os.urandom(32) for k in range(1, 21)}
+        naive_frames = make_frames(secrets, 50_000)
+        naive = run_naive(base, broker.url, naive_frames, secrets, args.naive_seconds)
+    if profile is not None:
+        profile.unlink(missing_ok=True)
+
+    rate = pipeline["readings_per_s"]
+    ratios = {"to_bare_copy": rate / ceiling["readings_per_s"],
+              "to_naive": rate / naive["readings_per_s"]}
+    checks = {
+        "readings_per_s": rate >= TARGETS["readings_per_s"],
+        "ratio_to_bare_copy": ratios["to_bare_copy"] >= TARGETS["ratio_to_bare_copy"],
+        "ratio_to_naive": ratios["to_naive"] >= TARGETS["ratio_to_naive"],
+        "p99_latency_s": (pipeline["latency_p99_s"] is not None
+                          and pipeline["latency_p99_s"] < TARGETS["p99_latency_s"]),
+        "nothing_lost_or_duplicated": pipeline["lost"] == 0 and pipeline["duplicated"] == 0,
+    }
+    doc = {
+        "benchmark": "e2e",
+        "when": datetime.now(UTC).isoformat(timespec="seconds"),
+        "machine": about,
+        "broker_max_inflight_messages": args.broker_max_inflight or 100,
+        "targets": TARGETS,
+        "pipeline": pipeline,
+        "bare_copy": ceiling,
+        "naive": naive,
+        "ratios": ratios,
+        "meets_target": checks,
+    }
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.write_text(json.dumps(doc, indent=2) + "\n")
+
+    print(f"\n{about['cpu_model']}, {about['cores']} cores, {about['memory_gib']} GiB, "
+          f"PostgreSQL {about['postgresql']}; load {pipeline['load_average_before']} → "
+          f"{pipeline['load_average_after']}\n")
+    print(f"{'contender':<44} {'readings/s':>12} {'pipeline is':>12}")
+    print(f"{'pipeline (MQTT → bikesense ingest → PG)':<44} {rate:>12,.0f} {'':>12}")
+    print(f"{'  sustained, 10 % → 90 % stored':<44} "
+          f"{pipeline['readings_per_s_sustained_10_to_90pct']:>12,.0f}")
+    print(f"{'bare COPY of the same rows (ceiling)':<44} {ceiling['readings_per_s']:>12,.0f} "
+          f"{ratios['to_bare_copy']:>11.2f}x")
+    print(f"{'naive: on_message → INSERT per reading':<44} {naive['readings_per_s']:>12,.0f} "
+          f"{ratios['to_naive']:>11.1f}x")
+    p50, p99 = pipeline["latency_p50_s"], pipeline["latency_p99_s"]
+    print(f"\npublish → visible through the API: p50 {p50 or float('nan'):.3f} s, "
+          f"p99 {p99 or float('nan'):.3f} s over {pipeline['latency_samples']} markers "
+          f"({pipeline['latency_timeouts']} timed out)")
+    print(f"published {pipeline['published_readings']:,}, stored "
+          f"{pipeline['stored_readings']:,}: lost {pipeline['lost']}, duplicated "
+          f"{pipeline['duplicated']}; ingest used {pipeline['ingest_cpu_cores_busy']:.2f} "
+          f"cores, peak RSS {pipeline['ingest_peak_rss_mib']:.0f} MiB")
+    print(f"PostgreSQL used {pipeline['postgres_cpu_cores_busy']:.2f} cores")
+    for label, share in (pipeline["ingest_worker_profile"] or {}).items():
+        print(f"  ingest worker thread: {share:6.1%} {label}")
+    print("targets: " + ", ".join(f"{k} {'met' if v else 'MISSED'}" for k, v in checks.items()))
+    print(f"wrote {args.output}")
+
+
+if __name__ == "__main__":
+    main()

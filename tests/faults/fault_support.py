@@ -1,0 +1,103 @@
+"""What the fault tests share: a registered fleet, its frames, `bikesense ingest` as a child.
+
+The frames are built with the wire encoder, one per kit and sequence number, so
+that every reading's identity is known and the exact count stored can be
+compared with what was published.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+import psycopg
+
+from firmware_protocol import empty_readings, encode_readings
+from storage.kits import MasterKey, register_kit
+from tests.runtime_harness import scalar, wait_for
+
+PER_FRAME = 10
+
+
+def register_fleet(url: str, kits: tuple[int, ...]) -> tuple[MasterKey, dict[int, bytes]]:
+    master = MasterKey.generate()
+    with psycopg.connect(url, autocommit=True) as conn:
+        secrets = {k: register_kit(conn, master, k).secret for k in kits}
+    return master, secrets
+
+
+def good_frames(secrets: dict[int, bytes], frames_per_kit: int) -> list[tuple[int, bytes]]:
+    """Frames of 10 readings, kits interleaved, ending a minute ago (none in the future)."""
+    start_ms = int(time.time() * 1000) - (frames_per_kit * PER_FRAME + 60) * 1000
+    out = []
+    for seq in range(frames_per_kit):
+        for kit, secret in sorted(secrets.items()):
+            r = empty_readings(PER_FRAME)
+            step = seq * PER_FRAME + np.arange(PER_FRAME)
+            r["ts_ms"] = start_ms + step * 1000
+            r["lat_deg"] = 52.09 + kit * 1e-3 + step * 1e-5
+            r["lon_deg"] = 5.12
+            r["gnss_fix"], r["hdop"], r["speed_mps"], r["interval_ms"] = 2, 1.0, 4.0, 1000
+            r["pm25_ugm3"] = 8.0 + step % 7 * 0.4
+            out.append((kit, encode_readings(kit, 1, seq, r, secret)))
+    return out
+
+
+def stored(url: str) -> int:
+    return int(scalar(url, "SELECT count(*) FROM readings"))
+
+
+def assert_exact(url: str, expected: int) -> None:
+    """Exactly ``expected`` readings, each identity once."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        row = conn.execute("SELECT count(*), count(DISTINCT (kit_id, boot_id, seq, idx))"
+                           " FROM readings").fetchone()
+    assert row == (expected, expected)
+
+
+def rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise AssertionError(f"no VmRSS for process {pid}")
+
+
+@contextmanager
+def ingest_process(database_url: str, mqtt_url: str, master: MasterKey, root: str,
+                   client_id: str) -> Iterator[subprocess.Popen[bytes]]:
+    """`bikesense ingest` with a persistent session, stopped with SIGTERM at the end."""
+    env = {**os.environ, "BIKESENSE_DATABASE_URL": database_url, "BIKESENSE_MQTT_URL": mqtt_url,
+           "BIKESENSE_KIT_MASTER_KEY": master.to_text()}
+    with tempfile.NamedTemporaryFile() as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "bikesense", "ingest", "--client-id", client_id,
+             "--topic-root", root, "--log-level", "INFO"],
+            env=env, stdout=log, stderr=subprocess.STDOUT,
+        )
+        try:
+            wait_for(lambda: process.poll() is not None
+                     or b"embedded runtime consuming" in Path(log.name).read_bytes(),
+                     what=f"ingest {client_id} to subscribe")
+            assert process.poll() is None, "ingest exited at start"
+            yield process
+        except BaseException:
+            log.seek(0)
+            sys.stderr.write(f"--- ingest {client_id} log ---\n"
+                             + log.read().decode(errors="replace")[-5000:])
+            raise
+        finally:
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+                try:
+                    process.wait(20)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+                    process.wait(5)

@@ -1,0 +1,129 @@
+"""Mosquitto restarted mid-stream: persistent sessions on both sides deliver every reading once.
+
+The test runs a broker of its own (the session's broker is shared with other
+tests), with bikesense's configuration: persistence on, written at a clean
+shutdown. The kits' side is a paho client with a persistent session
+(``clean_session=False``, fixed client id) publishing at QoS 1, as kit firmware
+does; ingest keeps its own persistent session. The broker is stopped while
+frames are in flight in both directions, and started again on the same port.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import paho.mqtt.client as mqtt
+import pytest
+from paho.mqtt.enums import CallbackAPIVersion
+
+from bikesense.services import MosquittoBroker
+from tests.faults.fault_support import (
+    PER_FRAME,
+    assert_exact,
+    good_frames,
+    ingest_process,
+    register_fleet,
+    stored,
+)
+from tests.runtime_harness import wait_for
+
+pytestmark = [pytest.mark.postgres, pytest.mark.mqtt, pytest.mark.slow]
+
+# Found by this test, reproduced without bikesense (plain paho clients, persistent
+# sessions, QoS 1, the broker stopped with SIGTERM and started again): with
+# Mosquitto 2.0.11, a subscriber on ``$share/g/t/#`` that acks manually received
+# 912 of 1000 messages (88 lost), 262 of 1000 if it does not subscribe again on
+# reconnect; the same subscriber on ``t/#`` received all 1000. Ingest uses a shared
+# subscription, so here it stops receiving after the restart. Kept as an expected
+# failure until ingest or the broker changes; see bench/RESULTS.md.
+SHARED_SUBSCRIPTION_LOSS = pytest.mark.xfail(
+    reason="Mosquitto 2.0.11 loses $share deliveries of persistent sessions across a restart",
+    strict=False)
+
+KITS = (21, 22, 23, 24)
+
+
+@pytest.fixture
+def own_broker() -> Iterator[MosquittoBroker]:
+    root = Path(tempfile.mkdtemp(prefix="bikesense-fault-mqtt-"))
+    root.chmod(0o755)
+    broker = MosquittoBroker(root / "mosquitto")
+    broker.start()
+    yield broker
+    broker.stop()
+    shutil.rmtree(root, ignore_errors=True)
+
+
+class KitPublisher:
+    """A kit-like publisher: persistent session, QoS 1, reconnects by itself."""
+
+    def __init__(self, port: int, client_id: str) -> None:
+        self.acked = 0
+        self._lock = threading.Lock()
+        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id,
+                                  clean_session=False, protocol=mqtt.MQTTv311)
+        self.client.max_inflight_messages_set(50)
+        self.client.reconnect_delay_set(min_delay=1, max_delay=1)
+        self.client.on_publish = self._on_publish
+        self.client.connect("127.0.0.1", port, keepalive=10)
+        self.client.loop_start()
+
+    def _on_publish(self, _c: mqtt.Client, _u: Any, _mid: int, _rc: Any, _p: Any) -> None:
+        with self._lock:
+            self.acked += 1
+
+    def publish(self, topic: str, payload: bytes) -> None:
+        # While the broker is away paho keeps QoS 1 messages and sends them on reconnect.
+        info = self.client.publish(topic, payload, qos=1)
+        assert info.rc in (mqtt.MQTT_ERR_SUCCESS, mqtt.MQTT_ERR_NO_CONN), info.rc
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+        sock = self.client.socket()
+        if sock is not None:
+            sock.close()
+
+
+@SHARED_SUBSCRIPTION_LOSS
+def test_broker_restart_mid_stream_delivers_everything_once(
+    migrated_database_url: str, own_broker: MosquittoBroker, unique_topic_prefix: str,
+) -> None:
+    url = migrated_database_url
+    master, secrets = register_fleet(url, KITS)
+    frames = good_frames(secrets, 250)  # 1,000 frames, 10,000 readings
+    root = f"{unique_topic_prefix}/bikesense/v1"
+    with ingest_process(url, own_broker.url, master, root, f"{unique_topic_prefix}-ingest"):
+        kits = KitPublisher(own_broker.port, f"{unique_topic_prefix}-kits")
+        try:
+            wait_for(kits.client.is_connected, what="the kits' publisher to connect")
+            for kit, payload in frames[:400]:
+                kits.publish(f"{root}/kits/{kit}/up", payload)
+                time.sleep(0.001)
+            wait_for(lambda: stored(url) > 0, what="the first readings")
+            # Mid-stream: more in flight from the kits, some queued for ingest.
+            for kit, payload in frames[400:700]:
+                kits.publish(f"{root}/kits/{kit}/up", payload)
+            own_broker.stop()
+            acked_before = kits.acked
+            time.sleep(2)
+            own_broker.start()
+            wait_for(kits.client.is_connected, what="the kits' publisher to reconnect")
+            for kit, payload in frames[700:]:
+                kits.publish(f"{root}/kits/{kit}/up", payload)
+            wait_for(lambda: stored(url) == len(frames) * PER_FRAME, timeout_s=30,
+                     what=f"every reading after the restart (have {stored(url)}, kits acked "
+                          f"{kits.acked}, connected {kits.client.is_connected()})")
+            wait_for(lambda: kits.acked >= len(frames), what="the kits' PUBACKs")
+            # Some frames were in flight when the broker went: the test proves nothing otherwise.
+            assert acked_before < 700
+        finally:
+            kits.close()
+        time.sleep(1)  # redeliveries, if any, would land now
+    assert_exact(url, len(frames) * PER_FRAME)
