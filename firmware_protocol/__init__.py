@@ -15,6 +15,7 @@ Bad input from a kit raises :class:`RemoteProtocolError` (with ``.reason`` and
 """
 
 from firmware_protocol.arrays import DecodedReadings, decode_readings, encode_readings
+from firmware_protocol.batch import DecodedBatch, decode_readings_many
 from firmware_protocol.codec import array_to_frame, decode_frame, encode_frame, frame_to_array
 from firmware_protocol.envelope import KeySource, peek_header
 from firmware_protocol.exceptions import (
@@ -58,6 +59,7 @@ __all__ = [
     "MAX_TS_MS",
     "READING_DTYPE",
     "VERSION",
+    "DecodedBatch",
     "DecodedReadings",
     "FrameHeader",
     "GnssFix",
@@ -75,6 +77,7 @@ __all__ = [
     "array_to_frame",
     "decode_frame",
     "decode_readings",
+    "decode_readings_many",
     "decode_status",
     "empty_readings",
     "encode_frame",
