@@ -6,7 +6,10 @@ Times, for frames of 1 to 1024 readings (docs/protocol.md):
 * the ceiling of any decoder: the envelope alone (CRC-32 and HMAC-SHA256 over
   the same bytes, which every frame must pay whatever the decoding);
 * the naive way: the object API, ``decode_frame``, one ``Reading`` at a time;
-* ``encode_readings``, for the simulators' sake.
+* ``encode_readings``, for the simulators' sake;
+* ``decode_readings_many`` (firmware_protocol/batch.py), many frames at once as
+  ingest receives them: batches of ``--batch`` frames of 1 to 128 readings, each
+  frame authenticated on its own, the readings of all decoded in one numpy pass.
 
 Each figure is the best of several timed runs (the machine's capability: other
 processes on a shared box only ever slow a run down) with the median beside
@@ -38,12 +41,14 @@ from firmware_protocol import (
     MAX_READINGS_PER_FRAME,
     decode_frame,
     decode_readings,
+    decode_readings_many,
     empty_readings,
     encode_readings,
 )
 
 RESULTS = Path(__file__).resolve().parent / "results" / "decode.json"
-SIZES = (1, 16, 64, 128, 256, MAX_READINGS_PER_FRAME)
+SIZES = (1, 10, 16, 64, 128, 256, MAX_READINGS_PER_FRAME)
+BATCH_SIZES = (1, 10, 16, 64, 128)
 TARGET = 1_000_000  # readings/s on one core, DESIGN.md "Quality bars"
 KEY = bytes(range(32))
 
@@ -118,6 +123,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=0.25, help="length of one timed run")
     parser.add_argument("--runs", type=int, default=9, help="timed runs per figure")
+    parser.add_argument("--batch", type=int, default=1000,
+                        help="frames per decode_readings_many call")
     args = parser.parse_args()
 
     results: dict[str, dict[str, object]] = {}
@@ -152,6 +159,25 @@ def main() -> None:
               f"{naive['cpu_readings_per_s_best']:>12,.0f} | "
               f"{encode['cpu_readings_per_s_best']:>15,.0f}")
 
+    print(f"\nmany frames at once: decode_readings_many over {args.batch:,} frames "
+          "(readings/s of one core's CPU time, best run; wall clock in brackets)")
+    print(f"{'readings/frame':>14} | {'decode_readings_many':>27} | {'vs one at a time':>16}")
+    batched: dict[str, dict[str, object]] = {}
+    for n in BATCH_SIZES:
+        payloads = [encode_readings(4711, 3, seq, ride(n, seed=seq), KEY)
+                    for seq in range(args.batch)]
+        assert len(decode_readings_many(payloads, KEY).readings) == n * args.batch
+        many = figures(timed(lambda p=payloads: decode_readings_many(p, KEY), args.seconds,
+                             args.runs), n * args.batch)
+        one = results[str(n)]["decode_readings"] if str(n) in results else None
+        ratio = (many["cpu_readings_per_s_best"] / one["cpu_readings_per_s_best"]  # type: ignore[index]
+                 if one else None)
+        batched[str(n)] = {"frames_per_call": args.batch, "decode_readings_many": many,
+                           "vs_decode_readings": ratio}
+        print(f"{n:>14} | {many['cpu_readings_per_s_best']:>13,.0f} "
+              f"({many['wall_readings_per_s_best']:>11,.0f}) | "
+              + (f"{ratio:>15.1f}x" if ratio else f"{'':>16}"))
+
     decode = {n: fast_by_size[n]["cpu_readings_per_s_best"] for n in SIZES}
     above = [n for n in SIZES if decode[n] > TARGET]
     summary = {
@@ -159,6 +185,13 @@ def main() -> None:
         "smallest_frame_above_target": min(above) if above else None,
         "clock": "CPU time of the decoding thread (time.thread_time)",
         "decode_readings_per_s_by_frame_size": decode,
+        "decode_readings_many_per_s_by_frame_size": {
+            int(n): b["decode_readings_many"]["cpu_readings_per_s_best"]  # type: ignore[index]
+            for n, b in batched.items()},
+        "smallest_frame_above_target_batched": min(
+            (int(n) for n, b in batched.items()
+             if b["decode_readings_many"]["cpu_readings_per_s_best"] > TARGET),  # type: ignore[index]
+            default=None),
     }
     doc = {
         "when": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
@@ -175,6 +208,7 @@ def main() -> None:
                    "whatever else the machine runs)"),
         "summary": summary,
         "by_frame_size": results,
+        "batched_by_frame_size": batched,
     }
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     tmp = RESULTS.with_suffix(".json.tmp")
@@ -183,6 +217,9 @@ def main() -> None:
     smallest = summary["smallest_frame_above_target"]
     print(f"\nabove {TARGET:,} readings/s from {smallest} readings per frame"
           if smallest else f"\nbelow {TARGET:,} readings/s at every frame size")
+    smallest_batched = summary["smallest_frame_above_target_batched"]
+    print(f"batched: above {TARGET:,} readings/s from {smallest_batched} readings per frame"
+          if smallest_batched else f"batched: below {TARGET:,} readings/s at every frame size")
     print(f"load average at end: {os.getloadavg()}; wrote {RESULTS}")
 
 
