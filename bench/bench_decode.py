@@ -31,6 +31,7 @@ import sys
 import time
 import zlib
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -136,11 +137,10 @@ def main() -> None:
         readings = ride(n, seed=n)
         frame = encode_readings(4711, 3, 17, readings, KEY)
         assert decode_readings(frame, KEY).readings.shape == (n,)
-        fast = figures(timed(lambda f=frame: decode_readings(f, KEY), args.seconds, args.runs),
-                       n)
+        fast = figures(timed(partial(decode_readings, frame, KEY), args.seconds, args.runs), n)
         ceiling = figures(timed(envelope_only(frame), args.seconds, args.runs), n)
-        naive = figures(timed(lambda f=frame: decode_frame(f, KEY), args.seconds, 3), n)
-        encode = figures(timed(lambda r=readings: encode_readings(4711, 3, 17, r, KEY),
+        naive = figures(timed(partial(decode_frame, frame, KEY), args.seconds, 3), n)
+        encode = figures(timed(partial(encode_readings, 4711, 3, 17, readings, KEY),
                                args.seconds, 3), n)
         fast_by_size[n] = fast
         results[str(n)] = {
@@ -167,7 +167,7 @@ def main() -> None:
         payloads = [encode_readings(4711, 3, seq, ride(n, seed=seq), KEY)
                     for seq in range(args.batch)]
         assert len(decode_readings_many(payloads, KEY).readings) == n * args.batch
-        many = figures(timed(lambda p=payloads: decode_readings_many(p, KEY), args.seconds,
+        many = figures(timed(partial(decode_readings_many, payloads, KEY), args.seconds,
                              args.runs), n * args.batch)
         one = results[str(n)]["decode_readings"] if str(n) in results else None
         ratio = (many["cpu_readings_per_s_best"] / one["cpu_readings_per_s_best"]  # type: ignore[index]
