@@ -45,6 +45,7 @@ from firmware_protocol.wire import (
     I32_ABSENT,
     MAC_BYTES,
     MAGIC,
+    MAX_DT_MS,
     MAX_READINGS_PER_FRAME,
     MAX_TS_MS,
     OFFSET_RECORDS,
@@ -63,9 +64,9 @@ _READINGS = MessageType.READINGS.value
 
 
 _HEAD_DTYPE = np.dtype({
-    "names": ["count", "kit_id", "boot_id", "seq", "base_ts"],
-    "formats": ["<u2", "<u4", "<u4", "<u4", "<u8"],
-    "offsets": [6, 8, 12, 16, 20],
+    "names": ["count", "identity", "base_ts"],  # identity: kit_id, boot_id, seq
+    "formats": ["<u2", ("<u4", (3,)), "<u8"],
+    "offsets": [6, 8, 20],
     "itemsize": OFFSET_RECORDS,
 })
 
@@ -185,20 +186,26 @@ def _decode_records(heads: bytes, records: bytes) -> tuple[np.ndarray, np.ndarra
     values = _LUT_FLAT[rec["words"] + _LUT_START]
     base_ts = np.repeat(header["base_ts"].astype(np.int64), counts)
 
+    # The base must be the oldest reading: some dt_ms of every frame is 0.
+    bad = np.minimum.reduceat(dt, starts) != 0
+    # Whole-batch checks first; per-frame ones only when something is wrong.
     # NaN compares False, so absent positions pass the range test.
-    bad_row = np.isinf(values).any(axis=1)
-    bad_row |= (np.abs(latlon) > _LATLON_LIMITS).any(axis=1)
-    bad_row |= latlon_absent[:, 0] != latlon_absent[:, 1]
-    bad_row |= dt > MAX_TS_MS - base_ts  # base + dt past 2^53-1
-    bad = np.logical_or.reduceat(bad_row, starts)
-    bad |= np.minimum.reduceat(dt, starts) != 0  # the base must be the oldest reading
+    invalid = np.isinf(values)
+    outside = np.abs(latlon) > _LATLON_LIMITS
+    half = latlon_absent[:, 0] != latlon_absent[:, 1]
+    overflow = (dt > MAX_TS_MS - base_ts if (header["base_ts"] > MAX_TS_MS - MAX_DT_MS).any()
+                else None)  # only then can base + dt pass 2^53-1
+    if invalid.any() or outside.any() or half.any() or (overflow is not None
+                                                        and overflow.any()):
+        bad_row = invalid.any(axis=1) | outside.any(axis=1) | half
+        if overflow is not None:
+            bad_row |= overflow
+        bad |= np.logical_or.reduceat(bad_row, starts)
 
     out = np.empty(total, READING_DTYPE)
     grouped = out.view(_GROUPED)
-    out["kit_id"] = np.repeat(header["kit_id"], counts)
-    out["boot_id"] = np.repeat(header["boot_id"], counts)
-    out["seq"] = np.repeat(header["seq"], counts)
-    out["idx"] = np.arange(total) - np.repeat(starts, counts)
+    grouped["identity"] = np.repeat(header["identity"], counts, axis=0)
+    grouped["idx"] = np.arange(total) - np.repeat(starts, counts)
     grouped["ts_ms"] = dt + base_ts
     grouped["latlon"] = latlon
     grouped["gnss_fix"] = rec["gnss_fix"]
