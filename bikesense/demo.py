@@ -154,7 +154,9 @@ def run_demo(settings: Settings, options: DemoOptions) -> None:
     port = options.port if _port_is_free(options.port) else free_port()
     children = Children(settings.state_dir / "logs")
     try:
-        children.start("ingest", "ingest", "--client-id", "bikesense-demo-ingest")
+        # One ingest process: a plain subscription (docs/ingest.md, broker restarts).
+        children.start("ingest", "ingest", "--client-id", "bikesense-demo-ingest",
+                       "--share-group", "")
         children.start("api", "api", "serve", "--port", str(port))
         url = f"http://127.0.0.1:{port}/"
         _wait_http(url + "healthz", children)

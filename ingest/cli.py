@@ -152,7 +152,10 @@ def ingest_command(
              "kafka: produce admitted readings for the faust workers.")] = Destination.DATABASE,
     client_id: Annotated[str | None, typer.Option(
         help="MQTT client id; keep it stable across restarts (persistent session).")] = None,
-    share_group: Annotated[str, typer.Option(help="Shared subscription group.")] =
+    share_group: Annotated[str, typer.Option(
+        help="Shared subscription group, so several ingest processes split the kits' messages; "
+             "'' for a plain subscription (one process; survives a broker restart whole, "
+             "see docs/ingest.md).")] =
         DEFAULT_SHARE_GROUP,
     topic_root: Annotated[str, typer.Option(help="Topic root.")] = TopicLayout().root,
     log_level: Annotated[str, typer.Option(help="Logging level.")] = "INFO",

@@ -51,6 +51,18 @@ class TopicLayout:
         """A shared subscription: each message goes to one member of ``group``."""
         return f"$share/{group}/{topic_filter}"
 
+    def subscriptions(self, share_group: str | None) -> list[str]:
+        """What ingest subscribes to: shared by ``share_group``, or plain when it is empty.
+
+        A plain subscription suits a single ingest process: Mosquitto 2.0.11 loses
+        part of a shared subscription's persistent queue across a broker restart
+        (measured: tests/faults/test_mosquitto_restart.py), a plain one loses nothing.
+        """
+        filters = [self.up_filter(), self.status_filter()]
+        if not share_group:
+            return filters
+        return [self.shared(f, share_group) for f in filters]
+
     def parse(self, topic: str) -> KitTopic:
         prefix = f"{self.root}/kits/"
         if not topic.startswith(prefix):

@@ -82,10 +82,7 @@ class EmbeddedRuntime:
         self._subscriber = MqttSubscriber(
             config.mqtt_url,
             client_id=config.client_id,
-            subscriptions=[
-                self.layout.shared(self.layout.up_filter(), config.share_group),
-                self.layout.shared(self.layout.status_filter(), config.share_group),
-            ],
+            subscriptions=self.layout.subscriptions(config.share_group),
             deliver=self._deliver,
         )
 

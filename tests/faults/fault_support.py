@@ -72,14 +72,14 @@ def rss_kib(pid: int) -> int:
 
 @contextmanager
 def ingest_process(database_url: str, mqtt_url: str, master: MasterKey, root: str,
-                   client_id: str) -> Iterator[subprocess.Popen[bytes]]:
+                   client_id: str, *extra_args: str) -> Iterator[subprocess.Popen[bytes]]:
     """`bikesense ingest` with a persistent session, stopped with SIGTERM at the end."""
     env = {**os.environ, "BIKESENSE_DATABASE_URL": database_url, "BIKESENSE_MQTT_URL": mqtt_url,
            "BIKESENSE_KIT_MASTER_KEY": master.to_text()}
     with tempfile.NamedTemporaryFile() as log:
         process = subprocess.Popen(
             [sys.executable, "-m", "bikesense", "ingest", "--client-id", client_id,
-             "--topic-root", root, "--log-level", "INFO"],
+             "--topic-root", root, "--log-level", "INFO", *extra_args],
             env=env, stdout=log, stderr=subprocess.STDOUT,
         )
         try:

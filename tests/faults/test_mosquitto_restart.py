@@ -91,15 +91,20 @@ class KitPublisher:
             sock.close()
 
 
-@SHARED_SUBSCRIPTION_LOSS
+@pytest.mark.parametrize("share_group", [
+    pytest.param("bikesense-ingest", marks=SHARED_SUBSCRIPTION_LOSS, id="shared"),
+    pytest.param("", id="plain"),  # one ingest process, as the demo runs it
+])
 def test_broker_restart_mid_stream_delivers_everything_once(
     migrated_database_url: str, own_broker: MosquittoBroker, unique_topic_prefix: str,
+    share_group: str,
 ) -> None:
     url = migrated_database_url
     master, secrets = register_fleet(url, KITS)
     frames = good_frames(secrets, 250)  # 1,000 frames, 10,000 readings
     root = f"{unique_topic_prefix}/bikesense/v1"
-    with ingest_process(url, own_broker.url, master, root, f"{unique_topic_prefix}-ingest"):
+    with ingest_process(url, own_broker.url, master, root, f"{unique_topic_prefix}-ingest",
+                        "--share-group", share_group):
         kits = KitPublisher(own_broker.port, f"{unique_topic_prefix}-kits")
         try:
             wait_for(kits.client.is_connected, what="the kits' publisher to connect")
