@@ -1,13 +1,20 @@
-"""Run the embedded runtime in a background thread for a test, and stop it cleanly."""
+"""Run the embedded runtime for a test — in a thread, or as a real `bikesense ingest`
+process — and stop it cleanly."""
 
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
+import subprocess
+import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any
+from pathlib import Path
+from typing import Any, TypeVar
 
 import psycopg
 
@@ -17,7 +24,16 @@ from stream.embedded import EmbeddedConfig, EmbeddedRuntime
 
 @contextmanager
 def running(config: EmbeddedConfig, master_key: MasterKey) -> Iterator[EmbeddedRuntime]:
-    runtime = EmbeddedRuntime(config, master_key)
+    with running_runtime(EmbeddedRuntime(config, master_key)) as runtime:
+        yield runtime
+
+
+R = TypeVar("R", bound=EmbeddedRuntime)
+
+
+@contextmanager
+def running_runtime(runtime: R) -> Iterator[R]:
+    """Run ``runtime`` (the embedded one or a subclass) in a thread until the block ends."""
     stop = asyncio.Event()
     loop = asyncio.new_event_loop()
     errors: list[BaseException] = []
@@ -62,3 +78,36 @@ def scalar(url: str, query: Any, params: Any = None) -> Any:
     with psycopg.connect(url, autocommit=True) as conn:
         row = conn.execute(query, params).fetchone()
         return row[0] if row else None
+
+
+@contextmanager
+def ingest_process(database_url: str, mqtt_url: str, master: MasterKey, root: str,
+                   client_id: str, *extra_args: str) -> Iterator[subprocess.Popen[bytes]]:
+    """`bikesense ingest` with a persistent session, stopped with SIGTERM at the end."""
+    env = {**os.environ, "BIKESENSE_DATABASE_URL": database_url, "BIKESENSE_MQTT_URL": mqtt_url,
+           "BIKESENSE_KIT_MASTER_KEY": master.to_text()}
+    with tempfile.NamedTemporaryFile() as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "bikesense", "ingest", "--client-id", client_id,
+             "--topic-root", root, "--log-level", "INFO", *extra_args],
+            env=env, stdout=log, stderr=subprocess.STDOUT,
+        )
+        try:
+            wait_for(lambda: process.poll() is not None
+                     or b"embedded runtime consuming" in Path(log.name).read_bytes(),
+                     what=f"ingest {client_id} to subscribe")
+            assert process.poll() is None, "ingest exited at start"
+            yield process
+        except BaseException:
+            log.seek(0)
+            sys.stderr.write(f"--- ingest {client_id} log ---\n"
+                             + log.read().decode(errors="replace")[-5000:])
+            raise
+        finally:
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+                try:
+                    process.wait(20)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+                    process.wait(5)

@@ -7,14 +7,7 @@ compared with what was published.
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
-import tempfile
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -22,7 +15,7 @@ import psycopg
 
 from firmware_protocol import empty_readings, encode_readings
 from storage.kits import MasterKey, register_kit
-from tests.runtime_harness import scalar, wait_for
+from tests.runtime_harness import scalar
 
 PER_FRAME = 10
 
@@ -68,36 +61,3 @@ def rss_kib(pid: int) -> int:
         if line.startswith("VmRSS:"):
             return int(line.split()[1])
     raise AssertionError(f"no VmRSS for process {pid}")
-
-
-@contextmanager
-def ingest_process(database_url: str, mqtt_url: str, master: MasterKey, root: str,
-                   client_id: str, *extra_args: str) -> Iterator[subprocess.Popen[bytes]]:
-    """`bikesense ingest` with a persistent session, stopped with SIGTERM at the end."""
-    env = {**os.environ, "BIKESENSE_DATABASE_URL": database_url, "BIKESENSE_MQTT_URL": mqtt_url,
-           "BIKESENSE_KIT_MASTER_KEY": master.to_text()}
-    with tempfile.NamedTemporaryFile() as log:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "bikesense", "ingest", "--client-id", client_id,
-             "--topic-root", root, "--log-level", "INFO", *extra_args],
-            env=env, stdout=log, stderr=subprocess.STDOUT,
-        )
-        try:
-            wait_for(lambda: process.poll() is not None
-                     or b"embedded runtime consuming" in Path(log.name).read_bytes(),
-                     what=f"ingest {client_id} to subscribe")
-            assert process.poll() is None, "ingest exited at start"
-            yield process
-        except BaseException:
-            log.seek(0)
-            sys.stderr.write(f"--- ingest {client_id} log ---\n"
-                             + log.read().decode(errors="replace")[-5000:])
-            raise
-        finally:
-            if process.poll() is None:
-                process.send_signal(signal.SIGTERM)
-                try:
-                    process.wait(20)
-                except subprocess.TimeoutExpired:
-                    process.kill()
-                    process.wait(5)

@@ -22,12 +22,11 @@ from tests.faults.fault_support import (
     PER_FRAME,
     assert_exact,
     good_frames,
-    ingest_process,
     register_fleet,
     rss_kib,
     stored,
 )
-from tests.runtime_harness import scalar, wait_for
+from tests.runtime_harness import ingest_process, scalar, wait_for
 
 pytestmark = [pytest.mark.postgres, pytest.mark.mqtt, pytest.mark.slow]
 

@@ -27,11 +27,10 @@ from tests.faults.fault_support import (
     PER_FRAME,
     assert_exact,
     good_frames,
-    ingest_process,
     register_fleet,
     stored,
 )
-from tests.runtime_harness import wait_for
+from tests.runtime_harness import ingest_process, wait_for
 
 pytestmark = [pytest.mark.postgres, pytest.mark.mqtt, pytest.mark.slow]
 

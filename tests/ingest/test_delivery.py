@@ -6,15 +6,8 @@ and kill it, restart it, run two of it, or take the database away under it.
 
 from __future__ import annotations
 
-import os
 import signal
-import subprocess
-import sys
-import tempfile
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
-from pathlib import Path
 
 import numpy as np
 import psycopg
@@ -26,7 +19,7 @@ from simulators.publisher import MqttPublisher
 from storage.kits import MasterKey, register_kit
 from stream.core.partials import Metric
 from stream.core.policy import EXCLUDING_FLAGS
-from tests.runtime_harness import scalar, wait_for
+from tests.runtime_harness import ingest_process, scalar, wait_for
 
 pytestmark = [pytest.mark.postgres, pytest.mark.mqtt, pytest.mark.slow]
 
@@ -60,39 +53,6 @@ def fleet(migrated_database_url: str) -> tuple[MasterKey, dict[int, bytes]]:
     with psycopg.connect(migrated_database_url, autocommit=True) as conn:
         secrets = {k: register_kit(conn, master, k).secret for k in KITS}
     return master, secrets
-
-
-@contextmanager
-def ingest_process(database_url: str, mqtt_url: str, master: MasterKey, root: str,
-                   client_id: str) -> Iterator[subprocess.Popen[bytes]]:
-    env = {**os.environ, "BIKESENSE_DATABASE_URL": database_url, "BIKESENSE_MQTT_URL": mqtt_url,
-           "BIKESENSE_KIT_MASTER_KEY": master.to_text()}
-    with tempfile.NamedTemporaryFile() as log:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "bikesense", "ingest", "--client-id", client_id,
-             "--topic-root", root, "--log-level", "INFO"],
-            env=env, stdout=log, stderr=subprocess.STDOUT,
-        )
-        try:
-            # Subscribed once it says so: from then on its persistent session queues for it.
-            wait_for(lambda: process.poll() is not None
-                     or b"embedded runtime consuming" in Path(log.name).read_bytes(),
-                     what=f"ingest {client_id} to subscribe")
-            assert process.poll() is None, "ingest exited at start"
-            yield process
-        except BaseException:
-            log.seek(0)
-            sys.stderr.write(f"--- ingest {client_id} log ---\n"
-                             + log.read().decode(errors="replace")[-5000:])
-            raise
-        finally:
-            if process.poll() is None:
-                process.send_signal(signal.SIGTERM)
-                try:
-                    process.wait(20)
-                except subprocess.TimeoutExpired:
-                    process.kill()
-                    process.wait(5)
 
 
 def _publish(mqtt_url: str, root: str, frames: list[tuple[int, bytes]]) -> None:

@@ -11,11 +11,9 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +42,7 @@ from stream.faust_app.ingest import (
     readings_messages,
 )
 from stream.faust_app.steps import StoreOutcome
+from tests.runtime_harness import running_runtime as running
 from tests.runtime_harness import scalar, wait_for
 from tests.stream.test_faust_support import app_factory, feed, record_sends
 
@@ -127,35 +126,6 @@ class RecordingProducer:
 
     def readings(self) -> int:
         return sum(len(decode_readings(v)[0]) for _, v in self.sent)
-
-
-@contextmanager
-def running(runtime: KafkaIngest) -> Iterator[KafkaIngest]:
-    stop = asyncio.Event()
-    loop = asyncio.new_event_loop()
-    errors: list[BaseException] = []
-
-    def main() -> None:
-        try:
-            loop.run_until_complete(runtime.run(stop))
-        except BaseException as exc:  # noqa: BLE001 - reported below
-            errors.append(exc)
-        finally:
-            loop.close()
-
-    thread = threading.Thread(target=main, name="kafka-ingest", daemon=True)
-    thread.start()
-    try:
-        if not runtime.ready.wait(30):
-            raise AssertionError("ingest did not subscribe within 30 s")
-        yield runtime
-    finally:
-        if not loop.is_closed():
-            loop.call_soon_threadsafe(stop.set)
-        thread.join(30)
-        assert not thread.is_alive(), "ingest did not stop within 30 s"
-    if errors:
-        raise errors[0]
 
 
 @pytest.fixture
