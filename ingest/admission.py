@@ -16,13 +16,13 @@ import numpy as np
 from firmware_protocol import (
     RemoteProtocolError,
     StatusMessage,
-    decode_readings,
+    decode_readings_many,
     decode_status,
     peek_header,
 )
 from firmware_protocol.readings import READING_DTYPE
 from ingest.exceptions import TopicError
-from ingest.keys import KeyLookup
+from ingest.keys import KeyLookup, KitKey
 from ingest.mqtt import InboundMessage
 from ingest.topics import TopicKind, TopicLayout
 from ingest.validation import AdmissionRules, IngestReject, check_readings
@@ -65,6 +65,7 @@ def admit(messages: Sequence[InboundMessage], layout: TopicLayout, keys: KeyLook
     parts: list[np.ndarray] = []
     received: list[np.ndarray] = []
     result = Admitted(np.empty(0, READING_DTYPE), np.empty(0, np.int64))
+    frames: list[tuple[InboundMessage, KitKey]] = []
     for message in messages:
         try:
             kit_topic = layout.parse(message.topic)
@@ -74,19 +75,32 @@ def admit(messages: Sequence[InboundMessage], layout: TopicLayout, keys: KeyLook
         if kit_topic.kind is TopicKind.STATUS:
             _admit_status(message, kit_topic.kit_id, keys, result)
             continue
-        readings = _admit_frame(message, kit_topic.kit_id, keys, rules, result)
+        kit = _frame_sender(message, kit_topic.kit_id, keys, result)
+        if kit is not None:
+            frames.append((message, kit))
+    # Authenticate and decode the batch's frames in one numpy pass (per-frame decoding
+    # costs a fixed ~70 µs a frame: most of ingest's CPU on 10-reading frames).
+    secrets = {kit.kit_id: kit.key for _, kit in frames}
+    decoded = decode_readings_many([m.payload for m, _ in frames], secrets.get)
+    for i, (message, kit) in enumerate(frames):
+        error = decoded.errors.get(i)
+        if error is not None:
+            result.rejects.append(_reject(message, kit.kit_id, str(error.reason), str(error)))
+            continue
+        readings = _checked(message, kit.kit_id, decoded.frame_readings(i), rules, result)
         if readings is not None and len(readings):
             parts.append(readings)
             received.append(np.full(len(readings), message.received_ms, dtype=np.int64))
-            result.frames_accepted[kit_topic.kit_id] += 1
+            result.frames_accepted[kit.kit_id] += 1
     if parts:
         result.readings = np.concatenate(parts)
         result.received_ms = np.concatenate(received)
     return result
 
 
-def _admit_frame(message: InboundMessage, topic_kit: int, keys: KeyLookup, rules: AdmissionRules,
-                 result: Admitted) -> np.ndarray | None:
+def _frame_sender(message: InboundMessage, topic_kit: int, keys: KeyLookup,
+                  result: Admitted) -> KitKey | None:
+    """The registered, active kit a frame says it is from, if it matches its topic."""
     try:
         header = peek_header(message.payload)
     except RemoteProtocolError as exc:
@@ -106,23 +120,24 @@ def _admit_frame(message: InboundMessage, topic_kit: int, keys: KeyLookup, rules
         result.rejects.append(_reject(message, header.kit_id, IngestReject.REVOKED_KIT,
                                       f"kit {header.kit_id} has been revoked"))
         return None
-    try:
-        decoded = decode_readings(message.payload, kit.key)
-    except RemoteProtocolError as exc:
-        result.rejects.append(_reject(message, header.kit_id, str(exc.reason), str(exc)))
-        return None
-    verdict = check_readings(decoded.readings, message.received_ms, rules)
+    return kit
+
+
+def _checked(message: InboundMessage, kit_id: int, decoded: np.ndarray, rules: AdmissionRules,
+             result: Admitted) -> np.ndarray | None:
+    """The frame's readings that pass the reading rules; what was dropped is recorded."""
+    verdict = check_readings(decoded, message.received_ms, rules)
     if verdict.dropped == 0:
-        return decoded.readings
+        return decoded
     if not verdict.keep.any():
-        result.rejects.append(_reject(message, header.kit_id, verdict.main_reason(),
+        result.rejects.append(_reject(message, kit_id, verdict.main_reason(),
                                       f"every reading failed: {verdict.summary()}"))
         return None
     result.rejects.append(_reject(
-        message, header.kit_id, f"partial:{verdict.main_reason()}",
+        message, kit_id, f"partial:{verdict.main_reason()}",
         f"kept {int(verdict.keep.sum())} of {len(verdict.keep)} readings; "
         f"dropped {verdict.summary()}"))
-    readings: np.ndarray = decoded.readings[verdict.keep]
+    readings: np.ndarray = decoded[verdict.keep]
     return readings
 
 
