@@ -9,9 +9,7 @@ created on first use for the embedded demo.
 
 from __future__ import annotations
 
-import os
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -21,9 +19,9 @@ from rich.table import Table
 from bikesense.cliutil import connect_or_exit, exit_with
 from bikesense.settings import Settings
 from storage.exceptions import StorageError
+from storage.keyfiles import key_text_from_environment
 from storage.kits import (
     MasterKey,
-    load_or_create_master_key,
 )
 from storage.migrate import Backend, applied_migrations, load_migrations, migrate, recorded_backend
 from storage.retention import (
@@ -37,18 +35,14 @@ app = typer.Typer(help="Database schema, retention and kit registry.", no_args_i
 console = Console()
 
 MASTER_KEY_ENV = "BIKESENSE_KIT_MASTER_KEY"
-MASTER_KEY_FILE_ENV = "BIKESENSE_KIT_MASTER_KEY_FILE"
+MASTER_KEY_FILE_ENV = f"{MASTER_KEY_ENV}_FILE"  # as storage.keyfiles reads it
 
 
 def master_key_from_environment(settings: Settings) -> MasterKey:
     """The kit master key, read at the edge (see the module docstring)."""
-    text = os.environ.get(MASTER_KEY_ENV)
-    if text:
-        return MasterKey.from_text(text)
-    path = os.environ.get(MASTER_KEY_FILE_ENV)
-    if path:
-        return MasterKey.from_text(Path(path).read_text())
-    return load_or_create_master_key(settings.state_dir / "kit-master.key")
+    return MasterKey.from_text(key_text_from_environment(
+        MASTER_KEY_ENV, settings.state_dir / "kit-master.key",
+        lambda: MasterKey.generate().to_text()))
 
 
 @app.command("migrate")

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import os
 import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -30,6 +29,7 @@ from psycopg.rows import class_row
 from psycopg.types.json import Jsonb
 
 from storage.exceptions import KitError, KitExistsError, SecretError, UnknownKitError
+from storage.keyfiles import read_or_create_key_text
 
 #: Length of a kit's HMAC secret (HMAC-SHA256 keys of the hash's output size, RFC 2104 §3).
 SECRET_BYTES = 32
@@ -79,16 +79,8 @@ def load_or_create_master_key(path: Path) -> MasterKey:
     For the embedded demo; a deployment passes its key in from a secret store.
     Losing this file makes every stored kit secret unreadable.
     """
-    try:
-        return MasterKey.from_text(path.read_text())
-    except FileNotFoundError:
-        pass
-    key = MasterKey.generate()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(key.to_text() + "\n")
-    return key
+    return MasterKey.from_text(
+        read_or_create_key_text(path, lambda: MasterKey.generate().to_text()))
 
 
 def _aad(kit_id: int) -> bytes:

@@ -28,7 +28,6 @@ import base64
 import binascii
 import hashlib
 import hmac
-import os
 import secrets
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -39,9 +38,10 @@ from zoneinfo import ZoneInfo
 import numpy as np
 
 from storage.exceptions import SecretError
+from storage.keyfiles import key_text_from_environment, read_or_create_key_text
 
 PSEUDONYM_KEY_ENV = "BIKESENSE_PSEUDONYM_KEY"
-PSEUDONYM_KEY_FILE_ENV = "BIKESENSE_PSEUDONYM_KEY_FILE"
+PSEUDONYM_KEY_FILE_ENV = f"{PSEUDONYM_KEY_ENV}_FILE"  # as storage.keyfiles reads it
 KEY_BYTES = 32
 #: 12 base32 characters: 60 bits, so two kits of a fleet of 10,000 share a day's
 #: pseudonym with probability about 10**8 / 2**61, never in practice.
@@ -157,24 +157,11 @@ def _day(days_since_epoch: int) -> date:
 
 def load_or_create_pseudonym_key(path: Path) -> PseudonymKey:
     """The key kept in ``path``, created (mode 0600) if the file does not exist (the demo)."""
-    try:
-        return PseudonymKey.from_text(path.read_text())
-    except FileNotFoundError:
-        pass
-    key = PseudonymKey.generate()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(key.to_text() + "\n")
-    return key
+    return PseudonymKey.from_text(
+        read_or_create_key_text(path, lambda: PseudonymKey.generate().to_text()))
 
 
 def pseudonym_key_from_environment(state_dir: Path) -> PseudonymKey:
     """The pseudonym key, read at the edge (see the module docstring)."""
-    text = os.environ.get(PSEUDONYM_KEY_ENV)
-    if text:
-        return PseudonymKey.from_text(text)
-    path = os.environ.get(PSEUDONYM_KEY_FILE_ENV)
-    if path:
-        return PseudonymKey.from_text(Path(path).read_text())
-    return load_or_create_pseudonym_key(state_dir / "pseudonym.key")
+    return PseudonymKey.from_text(key_text_from_environment(
+        PSEUDONYM_KEY_ENV, state_dir / "pseudonym.key", lambda: PseudonymKey.generate().to_text()))

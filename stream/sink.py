@@ -93,10 +93,12 @@ class PostgresSink:
                      enriched: np.ndarray) -> None:
         seen: dict[int, int] = {}
         if len(enriched):
-            kits, first = np.unique(enriched["kit_id"], return_index=True)
-            del first
-            for kit in kits.tolist():
-                seen[int(kit)] = int(enriched["received_ms"][enriched["kit_id"] == kit].max())
+            # Latest arrival per kit, in one pass: sort by kit, take each run's maximum.
+            order = np.argsort(enriched["kit_id"], kind="stable")
+            kit_ids = enriched["kit_id"][order]
+            starts = np.flatnonzero(np.r_[True, kit_ids[1:] != kit_ids[:-1]])
+            latest = np.maximum.reduceat(enriched["received_ms"][order], starts)
+            seen = dict(zip(kit_ids[starts].tolist(), latest.tolist(), strict=True))
         for update in admitted.statuses:
             seen[update.kit_id] = max(seen.get(update.kit_id, 0), update.received_ms)
             status = dataclasses.asdict(update.status)
