@@ -12,5 +12,4 @@ routes, roles and privacy rules, the colour bands and the interval of the mean.
     export.py         streaming CSV / Parquet / GeoJSON encoders
     live.py           NOTIFY payload, bounded SSE fan-out
     keys.py, roles.py API keys (hashed) and what each role may see
-    queries_extra.py  reads storage/ does not offer yet (marked to move there)
 """

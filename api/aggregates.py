@@ -83,7 +83,7 @@ def judge(stats: np.ndarray, metric: Metric, scale: MetricScale, min_readings: i
 
 def tile_bands(cells: np.ndarray, metric: Metric, scale: MetricScale,
                min_readings: int) -> np.ndarray:
-    """Band index per row of :func:`api.queries_extra.cell_means` output."""
+    """Band index per row of :func:`storage.tiles.cell_means` output."""
     n = cells["n"]
     with np.errstate(invalid="ignore", divide="ignore"):
         if metric is Metric.NOISE:

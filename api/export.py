@@ -1,7 +1,7 @@
 """Streaming encoders of raw-reading exports: CSV, Parquet and GeoJSON in constant memory.
 
 CSV and GeoJSON are formatted by the database (``COPY ... (FORMAT csv)``, see
-:func:`api.queries_extra.copy_readings_text`) and passed through: the fastest
+:func:`storage.exports.copy_readings_text`) and passed through: the fastest
 path on one box. Parquet starts from ``storage.queries.aiter_readings``'s numpy
 chunks (a binary COPY decoded without Python work per row); each chunk becomes
 one Arrow table (absent values — NaN, -1 satellites, cell 0 — become nulls) and
@@ -143,7 +143,7 @@ async def geojson_text_stream(columns: Sequence[ExportColumn], provenance: dict[
     yield json.dumps(head, ensure_ascii=False)[:-1].encode() + b', "features": [\n'
     first = True
     async for block in body:
-        # Blocks end on whole lines (api.queries_extra.copy_readings_text).
+        # Blocks end on whole lines (storage.exports.copy_readings_text).
         text = block[:-1].replace(b"\n", b",\n")
         yield (b"" if first else b",\n") + text
         first = False

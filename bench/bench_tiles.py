@@ -41,10 +41,10 @@ from bench_common import RESULTS, api_server, database
 from api.aggregates import selection
 from api.config import ApiSettings
 from api.keys import create_key
-from api.queries_extra import cell_means
 from api.roles import Principal, Role
 from api.tiles import TileBox
 from storage.queries import BBox
+from storage.tiles import cell_means
 from storage.writer import write_batch
 from stream.core.aggregate import aggregate
 from stream.core.batch import ENRICHED_DTYPE

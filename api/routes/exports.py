@@ -22,7 +22,7 @@ from api.export import (
     parquet_stream,
 )
 from api.models import ERROR_RESPONSES, MetricName
-from api.queries_extra import copy_readings_text
+from storage.exports import copy_readings_text
 from storage.queries import aiter_readings
 from stream.core.partials import METRIC_COLUMNS
 

@@ -10,7 +10,7 @@ from fastapi import APIRouter, Query
 from api.deps import EARLIEST, ConnDep, PrincipalDep
 from api.errors import BadParameterError, ForbiddenError, UnauthorizedError
 from api.models import ERROR_RESPONSES, Fleet, KitHealth, RejectCount
-from api.queries_extra import fleet
+from storage.fleet import fleet
 
 router = APIRouter(prefix="/v1/kits", tags=["kits"], responses=ERROR_RESPONSES)
 

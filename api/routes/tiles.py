@@ -15,9 +15,9 @@ from api.aggregates import align, allowed_windows, choose_window, selection, til
 from api.deps import ApiSettingsDep, ConnDep, PrincipalDep, SettingsDep, StateDep, TimeRangeDep
 from api.errors import BadParameterError
 from api.models import ERROR_RESPONSES, MetricName
-from api.queries_extra import cell_means
 from api.tiles import MAX_ZOOM, TileBox, average_edge_m, render_tile, resolution_for_zoom
 from storage.queries import BBox
+from storage.tiles import cell_means
 
 router = APIRouter(prefix="/v1/tiles", tags=["tiles"], responses=ERROR_RESPONSES)
 
