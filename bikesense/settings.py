@@ -53,6 +53,12 @@ class Settings(BaseSettings):
         description="readings of the first seconds of every ride are never stored "
                     "(off by default; docs/privacy.md recommends 120 with zones)",
     )
+    privacy_trim_end_s: float = Field(
+        default=0.0, ge=0, le=3600,
+        description="readings of the last seconds of every ride are never stored; "
+                    "readings wait this long before they show (off by default; "
+                    "docs/privacy.md recommends 120 with zones)",
+    )
     raw_retention_days: int = Field(
         default=90, ge=1, description="raw readings older than this are dropped; aggregates stay",
     )

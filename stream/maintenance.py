@@ -10,7 +10,9 @@ at start and then every hour:
 - drop the raw-reading partitions older than the retention period;
 - delete ride presence of windows shorter than a day that ended before it
   (a fine cell-window-ride row is close to a coarse track);
-- delete rejected frames received before it (their bytes may hold positions).
+- delete rejected frames received before it (their bytes may hold positions);
+- delete readings held for end-of-ride trimming whose kit has not gone on
+  within the ride memory (two days): they were the end of a ride.
 
 Several ingest processes may run against one database: a session advisory lock
 lets one of them do the work and the others skip that round. The lock is
@@ -27,6 +29,7 @@ from typing import Any
 
 import psycopg
 
+from storage.held import expire_held
 from storage.migrate import Backend, recorded_backend
 from storage.rejects import delete_rejects_before
 from storage.retention import DEFAULT_RAW_RETENTION, drop_expired, expire_presence
@@ -43,9 +46,13 @@ class MaintenanceConfig:
     interval_s: float = 3600.0
     #: Wait this long after a failed round (database away) before trying again.
     retry_s: float = 60.0
+    #: Readings held for end-of-ride trimming whose kit has not gone on for this long
+    #: are deleted (trimmed): the ride memory (stream.core.rides.RideConfig.memory_s).
+    held_expiry: timedelta = timedelta(days=2)
 
     def __post_init__(self) -> None:
-        if self.raw_retention <= timedelta(0) or self.interval_s <= 0 or self.retry_s <= 0:
+        if (self.raw_retention <= timedelta(0) or self.held_expiry <= timedelta(0)
+                or self.interval_s <= 0 or self.retry_s <= 0):
             msg = ("maintenance needs a positive retention, interval and retry "
                    f"(got {self.raw_retention}, {self.interval_s}, {self.retry_s})")
             raise ValueError(msg)
@@ -57,12 +64,14 @@ class MaintenanceReport:
     dropped: tuple[str, ...] = ()  # raw-reading partitions dropped
     presence_deleted: int = 0
     rejects_deleted: int = 0
+    held_deleted: int = 0
 
 
 def run_maintenance(conn: psycopg.Connection[Any], config: MaintenanceConfig,
                     now: datetime | None = None) -> MaintenanceReport:
     """One round, on an autocommit connection; skipped if another process is at it."""
-    older_than = (now or datetime.now(UTC)) - config.raw_retention
+    now = now or datetime.now(UTC)
+    older_than = now - config.raw_retention
     locked = conn.execute("SELECT pg_try_advisory_lock(%s)", (ADVISORY_LOCK_KEY,)).fetchone()
     if not locked or not locked[0]:
         return MaintenanceReport(ran=False)
@@ -72,9 +81,10 @@ def run_maintenance(conn: psycopg.Connection[Any], config: MaintenanceConfig,
         dropped = () if timescale else tuple(drop_expired(conn, older_than))
         presence = expire_presence(conn, older_than)
         rejects = delete_rejects_before(conn, older_than)
+        held = expire_held(conn, now - config.held_expiry)
     finally:
         conn.execute("SELECT pg_advisory_unlock(%s)", (ADVISORY_LOCK_KEY,))
-    return MaintenanceReport(True, dropped, presence, rejects)
+    return MaintenanceReport(True, dropped, presence, rejects, held)
 
 
 def _round(database_url: str, config: MaintenanceConfig) -> MaintenanceReport:
@@ -97,10 +107,10 @@ async def maintain(database_url: str, config: MaintenanceConfig, stop: asyncio.E
             wait = config.retry_s
         else:
             if report.ran and (report.dropped or report.presence_deleted
-                               or report.rejects_deleted):
-                log.info("retention: dropped %s; deleted %d presence rows and %d rejects",
-                         ", ".join(report.dropped) or "no partitions", report.presence_deleted,
-                         report.rejects_deleted)
+                               or report.rejects_deleted or report.held_deleted):
+                log.info("retention: dropped %s; deleted %d presence rows, %d rejects and "
+                         "%d held ride ends", ", ".join(report.dropped) or "no partitions",
+                         report.presence_deleted, report.rejects_deleted, report.held_deleted)
             wait = config.interval_s
         try:
             await asyncio.wait_for(stop.wait(), timeout=wait)

@@ -13,7 +13,8 @@ def core_config(settings: Settings) -> CoreConfig:
     return CoreConfig(resolutions=settings.h3_resolutions,
                       window_sizes_s=settings.window_sizes_s,
                       privacy=PrivacyConfig(zones=privacy_zones(settings),
-                                            trim_start_s=settings.privacy_trim_start_s))
+                                            trim_start_s=settings.privacy_trim_start_s,
+                                            trim_end_s=settings.privacy_trim_end_s))
 
 
 def privacy_zones(settings: Settings) -> tuple[Zone, ...]:

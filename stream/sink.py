@@ -1,8 +1,9 @@
 """The embedded runtime's sink: one transaction per batch, then the broker may be acked.
 
 Everything a batch of messages produced — new readings and their aggregates,
-rejected frames, kit status and last-seen times, and a live-update
-notification — is written in one transaction, so a batch is either wholly
+readings held back or trimmed at the end of their ride, rejected frames, kit
+status and last-seen times, and a live-update notification — is written in one
+transaction, so a batch is either wholly
 durable (and then acked) or not at all (and then delivered again).
 """
 
@@ -22,12 +23,15 @@ from api.live import CHANNEL as LIVE_CHANNEL
 from api.live import notify_payload
 from ingest.admission import Admitted
 from ingest.keys import KitKey
+from storage.held import hold, take_held
 from storage.kits import MasterKey, kit_secrets, record_status, touch_last_seen
 from storage.rejects import Reject, insert_rejects
 from storage.writer import WriteResult, write_batch
 from stream.core.binning import parent_cells
 from stream.core.partials import METRIC_COLUMNS
+from stream.core.privacy import settle_ride_ends
 from stream.core.process import CoreConfig, aggregate_new_rows
+from stream.core.state import KitStates
 from stream.core.windows import window_starts_ms
 
 log = logging.getLogger(__name__)
@@ -40,6 +44,10 @@ class WriteOutcome:
     duplicates: int
     partials_merged: int
     rejects: int
+    #: End-of-ride trimming: readings waiting in the holding table after this batch
+    #: (of this batch's kits), and readings dropped as the last minutes of a ride.
+    held: int = 0
+    trimmed_end: int = 0
 
 
 class PostgresSink:
@@ -68,11 +76,22 @@ class PostgresSink:
             raise
         return {k: KitKey(k, s.secret, s.active) for k, s in secrets.items()}
 
-    def write(self, admitted: Admitted, enriched: np.ndarray) -> WriteOutcome:
+    def write(self, admitted: Admitted, enriched: np.ndarray,
+              states: KitStates | None = None) -> WriteOutcome:
+        """Write a batch in one transaction. ``states`` are the kit states after the
+        batch (``ProcessedBatch.states``); end-of-ride trimming needs them."""
+        trim_end_s = self._core.privacy.trim_end_s
+        if trim_end_s > 0 and states is None:
+            raise ValueError("end-of-ride trimming is on: write() needs the kit states")
         conn = self._connection()
+        held = trimmed = 0
         try:
             with conn.transaction():
-                result = (write_batch(conn, enriched, self._aggregate) if len(enriched)
+                to_write = enriched
+                if trim_end_s > 0 and states is not None and len(enriched):
+                    to_write, held, trimmed = _settle_ride_ends(conn, enriched, states,
+                                                                trim_end_s)
+                result = (write_batch(conn, to_write, self._aggregate) if len(to_write)
                           else WriteResult(0, 0, 0))
                 stored = insert_rejects(conn, [
                     Reject(payload=r.payload, reason=r.reason, received_ms=r.received_ms,
@@ -87,7 +106,7 @@ class PostgresSink:
             self._drop_connection()
             raise
         return WriteOutcome(admitted, result.inserted, result.duplicates, result.partials_merged,
-                            stored)
+                            stored, held, trimmed)
 
     def _record_kits(self, conn: psycopg.Connection[Any], admitted: Admitted,
                      enriched: np.ndarray) -> None:
@@ -115,6 +134,16 @@ class PostgresSink:
 
     def close(self) -> None:
         self._drop_connection()
+
+
+def _settle_ride_ends(conn: psycopg.Connection[Any], enriched: np.ndarray, states: KitStates,
+                      trim_end_s: float) -> tuple[np.ndarray, int, int]:
+    """Take the held readings of the batch's kits, settle them with the batch's, put
+    back what stays held: returns what to store now, how many stay held, how many
+    were trimmed."""
+    held = take_held(conn, np.unique(enriched["kit_id"]).tolist())
+    settled = settle_ride_ends(held, enriched, states, trim_end_s)
+    return settled.store, hold(conn, settled.hold), settled.trimmed
 
 
 def _live_payload(enriched: np.ndarray, core: CoreConfig) -> str:

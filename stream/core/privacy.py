@@ -6,12 +6,14 @@ carriers' homes, whatever the municipality lists) are withheld before anything
 is stored, and so are the first :attr:`PrivacyConfig.trim_start_s` seconds of
 every ride: a track that leaves a zone does not point back into it.
 
-The end of a ride is not trimmed here. A ride ends when its kit has been quiet
-for the ride gap (20 minutes, :mod:`stream.core.rides`); knowing that a reading
-was among a ride's last minutes means waiting that long, while the embedded
-runtime acknowledges a frame only after its readings are committed and cannot
-hold frames unacknowledged for minutes. Rides end where they start, at the
-depot, which is a zone; docs/privacy.md says this in full.
+The last :attr:`PrivacyConfig.trim_end_s` seconds of every ride are withheld
+too, which needs waiting: a reading is known not to be among its ride's last
+seconds only once the same ride has a reading ``trim_end_s`` later, and known to
+be among them once the kit has started a newer ride. :func:`ride_end_fates`
+sorts readings into *store* (safe now), *hold* (not known yet) and *drop*
+(among the last seconds of a finished ride); the runtime keeps held readings in
+a holding table of its own transaction (``storage.held``), so that acknowledging
+their frames loses nothing, and settles them as the kit's later readings come.
 
 Pure: numpy in, boolean masks out. Positions are WGS84 degrees; a reading
 without a position (NaN) is in no zone.
@@ -30,6 +32,7 @@ from firmware_protocol import MessageType, RemoteProtocolError, peek_header
 from firmware_protocol.wire import I32_ABSENT, OFFSET_RECORDS, RECORD_BYTES, RECORD_DTYPE
 from stream.core.exceptions import InvalidConfigError
 from stream.core.rides import ride_starts_ms
+from stream.core.state import KitStates
 
 #: Mean Earth radius (IUGG), metres: circles are a few hundred metres, so the
 #: spherical model's error (< 0.5 %) is far below GPS error on a bike.
@@ -114,15 +117,19 @@ class PrivacyConfig:
     zones: tuple[Zone, ...] = ()
     #: Readings this long after the start of their ride are withheld.
     trim_start_s: float = 0.0
+    #: Readings this long before the end of their ride are withheld (held until known).
+    trim_end_s: float = 0.0
 
     def __post_init__(self) -> None:
-        if not 0 <= self.trim_start_s <= 3600:
-            msg = f"trim_start_s must be between 0 and 3600 s (got {self.trim_start_s!r})"
-            raise InvalidConfigError(msg)
+        for name in ("trim_start_s", "trim_end_s"):
+            value = getattr(self, name)
+            if not 0 <= value <= 3600:
+                msg = f"{name} must be between 0 and 3600 s (got {value!r})"
+                raise InvalidConfigError(msg)
 
     @property
     def active(self) -> bool:
-        return bool(self.zones) or self.trim_start_s > 0
+        return bool(self.zones) or self.trim_start_s > 0 or self.trim_end_s > 0
 
 
 def in_zones(lat_deg: np.ndarray, lon_deg: np.ndarray, zones: Sequence[Zone]) -> np.ndarray:
@@ -153,6 +160,90 @@ def in_ride_start(ts_ms: np.ndarray, ride_ids: np.ndarray, trim_start_s: float) 
     since_start_ms = np.asarray(ts_ms, dtype=np.int64) - ride_starts_ms(ride_ids)
     trimmed: np.ndarray = since_start_ms < int(trim_start_s * 1000)
     return trimmed
+
+
+#: The fates of :func:`ride_end_fates`.
+STORE, HOLD, DROP = 0, 1, 2
+
+
+def ride_end_fates(kit_ids: np.ndarray, ride_ids: np.ndarray, ts_ms: np.ndarray,
+                   states: KitStates, trim_end_s: float) -> np.ndarray:
+    """STORE, HOLD or DROP (int8) for each reading, under end-of-ride trimming.
+
+    ``states`` are the kit states after every given reading was processed (their
+    rides hold each ride's latest reading so far). A reading at ``t`` of ride
+    ``R`` is
+
+    * STORE when ``R`` has a reading at ``t + trim_end_s`` or later: it is not
+      among the ride's last seconds, whatever comes next;
+    * DROP when it is not, but the kit has started a newer ride since ``R``
+      (rides are split on gaps, so ``R`` is over), or ``R`` is no longer
+      remembered (too old, or the state was lost: more is dropped, never less);
+    * HOLD otherwise: ``R`` is the kit's latest ride and may go on.
+
+    With ``trim_end_s`` 0 every reading is STORE.
+    """
+    n = len(ts_ms)
+    fates = np.full(n, STORE, dtype=np.int8)
+    if trim_end_s <= 0 or n == 0:
+        return fates
+    trim_ms = round(trim_end_s * 1000)
+    kits = np.asarray(kit_ids, dtype=np.int64)
+    rides = np.asarray(ride_ids, dtype=np.int64)
+    pairs = np.unique(np.stack([kits, rides], axis=1), axis=0, return_inverse=True)
+    unique_pairs, inverse = pairs[0], pairs[1].reshape(-1)
+    ride_end = np.empty(len(unique_pairs), dtype=np.int64)
+    ride_over = np.empty(len(unique_pairs), dtype=bool)
+    for i, (kit, ride) in enumerate(unique_pairs.tolist()):
+        state = states.get(kit)
+        spans = state.rides if state is not None else ()
+        span = next((s for s in spans if s.ride_id == ride), None)
+        if span is None:
+            ride_end[i], ride_over[i] = np.iinfo(np.int64).min // 2, True
+            continue
+        ride_end[i] = span.end_ms
+        ride_over[i] = any(other.start_ms > span.end_ms for other in spans)
+    safe = np.asarray(ts_ms, dtype=np.int64) + trim_ms <= ride_end[inverse]
+    fates[~safe & ride_over[inverse]] = DROP
+    fates[~safe & ~ride_over[inverse]] = HOLD
+    return fates
+
+
+@dataclass(frozen=True, slots=True)
+class Settled:
+    """What end-of-ride trimming made of held readings plus a new batch."""
+
+    store: np.ndarray  # readings safe to store now (ENRICHED_DTYPE, key order)
+    hold: np.ndarray  # readings to keep held until their ride decides
+    trimmed: int  # readings dropped as the last seconds of a finished ride
+
+
+_IDENTITY = ("kit_id", "boot_id", "seq", "idx")
+
+
+def settle_ride_ends(held: np.ndarray, batch: np.ndarray, states: KitStates,
+                     trim_end_s: float) -> Settled:
+    """Sort the held readings of a batch's kits and the batch's own readings by fate.
+
+    ``held`` are the readings this function told the caller to hold before (for
+    the kits of ``batch``, or a superset); ``states`` the kit states after
+    ``batch``. A reading both held and in the batch (its frame delivered again)
+    counts once.
+    """
+    rows = np.concatenate([held, batch]) if len(held) else batch
+    if len(rows):
+        # Stable sort by identity; the first of equal keys (the held copy) is kept.
+        order = np.lexsort(tuple(rows[k] for k in reversed(_IDENTITY)))
+        rows = rows[order]
+        first = np.ones(len(rows), dtype=bool)
+        same = np.ones(len(rows) - 1, dtype=bool)
+        for name in _IDENTITY:
+            same &= rows[name][1:] == rows[name][:-1]
+        first[1:] = ~same
+        rows = rows[first]
+    fates = ride_end_fates(rows["kit_id"], rows["ride_id"], rows["ts_ms"], states, trim_end_s)
+    return Settled(rows[fates == STORE], rows[fates == HOLD],
+                   int(np.count_nonzero(fates == DROP)))
 
 
 def payload_in_zones(payload: bytes, zones: Sequence[Zone]) -> bool:
