@@ -1,0 +1,113 @@
+"""End-of-ride trimming through the sink: the last minutes of a ride reach no table of data."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import numpy as np
+import psycopg
+import pytest
+
+from ingest.admission import Admitted
+from storage.held import held_count
+from storage.kits import MasterKey
+from stream.core.partials import Metric
+from stream.core.privacy import PrivacyConfig
+from stream.core.process import CoreConfig, process_batch
+from stream.core.qa import QaFlag
+from stream.core.state import KitStates
+from stream.maintenance import MaintenanceConfig, run_maintenance
+from stream.sink import PostgresSink, WriteOutcome
+from tests.runtime_harness import scalar
+from tests.stream.stream_factories import T0_MS, riding
+
+pytestmark = pytest.mark.postgres
+
+TRIM_S = 60
+HOUR_MS = 3_600_000
+#: A PM2.5 value only the readings of a ride's last minute carry.
+MARKER = 654.3
+
+
+class Feeder:
+    def __init__(self, url: str) -> None:
+        self.config = CoreConfig(privacy=PrivacyConfig(trim_end_s=TRIM_S))
+        self.sink = PostgresSink(url, self.config, MasterKey.generate())
+        self.states: KitStates = {}
+
+    def feed(self, readings: np.ndarray) -> WriteOutcome:
+        received = int(readings["ts_ms"].max())
+        out = process_batch(readings, received, self.states, self.config)
+        self.states = out.states
+        admitted = Admitted(readings, np.full(len(readings), received, dtype=np.int64))
+        return self.sink.write(admitted, out.to_store(), out.states)
+
+
+def _ride(n: int, t0_ms: int, seq0: int) -> np.ndarray:
+    rows = riding(n, t0_ms=t0_ms, seq0=seq0)
+    rows["pm25_ugm3"][-TRIM_S:] = MARKER  # 1 Hz: the last 60 readings are the last minute
+    return rows
+
+
+def _marker_anywhere(url: str) -> int:
+    return int(scalar(url, "SELECT (SELECT count(*) FROM readings WHERE pm25_ugm3 > 600)"
+                           " + (SELECT count(*) FROM window_partials WHERE metric = %s"
+                           " AND max > 600)", (int(Metric.PM25),)))
+
+
+def test_the_last_minute_of_a_ride_is_held_then_trimmed(migrated_database_url: str) -> None:
+    feeder = Feeder(migrated_database_url)
+    first = _ride(600, T0_MS, 0)
+    try:
+        # The ride so far, in two batches: the newest minute waits in the holding table.
+        a = feeder.feed(first[:300])
+        b = feeder.feed(first[300:])
+        assert (a.inserted, a.held) == (240, 60)
+        assert (b.inserted, b.held, b.trimmed_end) == (300, 60, 0)
+        # Frames not acked in time come again: nothing is stored or held twice.
+        again = feeder.feed(first[300:])
+        assert (again.inserted, again.held) == (0, 60)
+        url = migrated_database_url
+        assert scalar(url, "SELECT count(*) FROM readings") == 540
+        assert scalar(url, "SELECT count(*) FROM readings_held") == 60
+        # Held readings are in no aggregate either: PM2.5 counts at one resolution and
+        # window add up to the stored readings past the sensor's warm-up (480 of 540).
+        warm = scalar(url, "SELECT count(*) FROM readings WHERE qa_flags & %s = 0",
+                      (int(QaFlag.WARMING_UP),))
+        assert warm == 480
+        assert scalar(url, "SELECT sum(n) FROM window_partials WHERE metric = %s"
+                           " AND resolution = 10 AND window_s = 3600", (int(Metric.PM25),)) == warm
+        assert _marker_anywhere(url) == 0
+        # The kit rides again after a pause longer than the ride gap: the first ride is
+        # over, its last minute goes without ever reaching readings or aggregates.
+        c = feeder.feed(riding(200, t0_ms=T0_MS + HOUR_MS, seq0=100))
+        assert (c.inserted, c.held, c.trimmed_end) == (140, 60, 60)
+        assert scalar(url, "SELECT count(*) FROM readings") == 680
+        assert scalar(url, "SELECT max(ts) FROM readings WHERE ts < %s",
+                      (datetime.fromtimestamp((T0_MS + HOUR_MS) / 1000, UTC),)) \
+            == datetime.fromtimestamp((T0_MS + 539_000) / 1000, UTC)
+        assert _marker_anywhere(url) == 0
+        with psycopg.connect(url, autocommit=True) as conn:
+            assert held_count(conn) == 60
+            # A kit that never sends again: maintenance ends its ride after the ride memory.
+            config = MaintenanceConfig(held_expiry=timedelta(days=2))
+            # (Frames were "received" at their readings' times, in June 2026.)
+            t0 = datetime.fromtimestamp(T0_MS / 1000, UTC)
+            soon = run_maintenance(conn, config, now=t0 + timedelta(days=1))
+            assert soon.held_deleted == 0
+            later = run_maintenance(conn, config, now=t0 + timedelta(days=3))
+            assert later.held_deleted == 60
+            assert held_count(conn) == 0
+    finally:
+        feeder.sink.close()
+
+
+def test_the_sink_refuses_to_trim_without_kit_states(migrated_database_url: str) -> None:
+    feeder = Feeder(migrated_database_url)
+    rows = riding(10)
+    out = process_batch(rows, T0_MS, {}, feeder.config)
+    try:
+        with pytest.raises(ValueError, match="kit states"):
+            feeder.sink.write(Admitted(rows, np.zeros(10, dtype=np.int64)), out.to_store())
+    finally:
+        feeder.sink.close()
