@@ -114,6 +114,14 @@ def create_app(settings: Settings, *, broker_url: str | None = None, store: str 
         raise ConfigurationError(msg)
     cfg = config or DistributedConfig()
     core = core_config(settings)
+    if core.privacy.trim_end_s > 0:
+        # Held readings must leave the holding table in the same transaction as the
+        # batch that settles them (stream.sink); the store agents here see cells, not
+        # kits, and the kit agent's table and its forwards are not one transaction.
+        msg = ("BIKESENSE_PRIVACY_TRIM_END_S: end-of-ride trimming runs in the embedded "
+               "runtime (`bikesense ingest`) only; the distributed runtime does not do it "
+               "(docs/privacy.md). Unset it here, or run the embedded runtime.")
+        raise ConfigurationError(msg)
     routing = cfg.routing_for(core)
     app = faust.App(
         cfg.app_id,

@@ -50,6 +50,9 @@ def test_app_factory_refuses_without_kafka_or_with_a_bad_routing(tmp_path: Path)
     with pytest.raises(ConfigurationError, match="routing resolution 11 must be between 0 and"):
         create_app(settings, broker_url="kafka://127.0.0.1:9",
                    config=DistributedConfig(routing_resolution=11))
+    trimming = settings.model_copy(update={"privacy_trim_end_s": 120.0})
+    with pytest.raises(ConfigurationError, match="TRIM_END_S.*embedded runtime"):
+        create_app(trimming, broker_url="kafka://127.0.0.1:9")
 
 
 def test_kafka_ingest_needs_kafka(tmp_path: Path) -> None:
