@@ -1,16 +1,36 @@
 """The embedded runtime: one process, MQTT → admit → QA and bin → PostgreSQL, acked after commit.
 
-The default runtime, and what the demo and the tests run. asyncio drives it;
-the blocking parts (waiting on the bounded queue, numpy work, the database
-transaction) run in a worker thread so the event loop stays free for signals.
+The default runtime, and what the demo and the tests run. asyncio drives it and
+keeps the event loop free for signals; the blocking work runs in two stage
+threads, so that the database's work and ours overlap instead of taking turns:
+
+- the **prepare** stage takes a batch off the bounded hand-over queue, admits
+  it (decode, authenticate, validate) and runs it through the stream core,
+  advancing the kit states batch after batch, in arrival order;
+- the **write** stage writes each prepared batch in one transaction and, once
+  it has committed, acknowledges the batch's messages. It takes the batches
+  one at a time, in the order they were prepared.
+
+So while batch N is written and committed, batch N+1 is collected and
+processed. The depth is bounded (``EmbeddedConfig.pipeline_depth``, default 2:
+one batch being written, the next one ready or being prepared): the prepare
+stage waits for a free slot before it collects another batch.
 
 Delivery: a message is acknowledged only after the transaction holding its
-readings, its reject or its status update has committed. If the database goes
-away, the batch is retried with back-off and nothing is acked meanwhile; the
-queue fills, paho's thread blocks, the broker's in-flight window fills, and
-the broker holds the rest. Kill the process at any point and the broker
-redelivers what was not acked; the exactly-once writer ignores what had already
-been stored.
+readings, its reject or its status update has committed, and never before the
+messages of every earlier batch (acks follow commits, commits follow batch
+order). If the database goes away, the write in hand is retried with back-off
+and nothing later is written or acked meanwhile; the pipeline fills, the queue
+fills, paho's thread blocks, the broker's in-flight window fills, and the
+broker holds the rest. On stop, the write in hand is finished (committed, then
+acked) unless it is waiting out a database outage; batches not committed stay
+unacknowledged. Kill the process at any point and the broker redelivers what
+was not acked; the exactly-once writer ignores what had already been stored.
+
+The broker's in-flight window (Mosquitto's ``max_inflight_messages``) bounds the
+messages we hold unacknowledged, so it must cover ``pipeline_depth`` full
+batches, or the next batch cannot fill while one is being written
+(docs/ingest.md).
 """
 
 from __future__ import annotations
@@ -21,17 +41,19 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from typing import Any, TypeVar
 
+import numpy as np
 import psycopg
 
 from ingest.admission import Admitted, admit
-from ingest.keys import KeyCache
+from ingest.keys import KeyCache, KitKey
 from ingest.mqtt import InboundMessage, MqttSubscriber
 from ingest.topics import DEFAULT_SHARE_GROUP, TopicLayout
 from ingest.validation import AdmissionRules
-from storage.kits import MasterKey
+from storage.kits import MasterKey, kit_secrets
 from stream.core.privacy import Zone, payload_in_zones
 from stream.core.process import CoreConfig, process_batch
 from stream.core.state import KitStates
@@ -40,6 +62,11 @@ from stream.metrics import RuntimeMetrics
 from stream.sink import PostgresSink, WriteOutcome
 
 log = logging.getLogger(__name__)
+
+_T = TypeVar("_T")
+
+#: How often a stage thread that waits looks at the stop flag.
+_POLL_S = 0.5
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,6 +83,9 @@ class EmbeddedConfig:
     #: Bound of the hand-over queue from paho's thread. When full, paho's thread
     #: blocks (back-pressure to the broker), it never drops.
     queue_size: int = 4000
+    #: Batches between the queue and their commit at most: one being written, the
+    #: others prepared (or being prepared) behind it. 1 runs the stages in turn.
+    pipeline_depth: int = 2
     core: CoreConfig = field(default_factory=CoreConfig)
     rules: AdmissionRules = field(default_factory=AdmissionRules)
     #: Back-off while the database is away.
@@ -64,8 +94,33 @@ class EmbeddedConfig:
     #: Raw-reading retention run from this process (stream.maintenance); None: not here.
     maintenance: MaintenanceConfig | None = field(default_factory=MaintenanceConfig)
 
+    def __post_init__(self) -> None:
+        if self.pipeline_depth < 1:
+            msg = f"pipeline_depth must be at least 1 (got {self.pipeline_depth})"
+            raise ValueError(msg)
+
+
+@dataclass(frozen=True, slots=True)
+class PreparedBatch:
+    """A batch admitted and processed, waiting for its transaction."""
+
+    messages: list[InboundMessage]
+    admitted: Admitted
+    #: The enriched rows to store (privacy-withheld rows already left out).
+    rows: np.ndarray
+    #: Every kit's state after this batch: the runtime's once the batch has committed.
+    states: KitStates
+
 
 class EmbeddedRuntime:
+    """MQTT to PostgreSQL in one process, in two overlapping stages (see the module docstring).
+
+    A subclass changes what happens to a batch either by overriding
+    :meth:`_prepare` and :meth:`_store` (the two stages), or by overriding
+    :meth:`_handle`, which then does the whole batch in the write stage while the
+    prepare stage only collects (``stream.faust_app.ingest.KafkaIngest``).
+    """
+
     def __init__(self, config: EmbeddedConfig, master_key: MasterKey, *,
                  on_batch: Callable[[WriteOutcome], None] | None = None) -> None:
         self.config = config
@@ -75,10 +130,22 @@ class EmbeddedRuntime:
         self._stopping = threading.Event()
         #: Set once the subscriptions are in place: from then on nothing published is missed.
         self.ready = threading.Event()
+        #: Kit states after the last committed batch.
         self._states: KitStates = {}
+        #: Kit states after the last prepared batch (the prepare stage's own).
+        self._prepared_states: KitStates = {}
         self._sink = PostgresSink(config.database_url, config.core, master_key)
-        self._keys = KeyCache(self._sink.load_kit_keys)
+        # Admission reads kit keys on a connection of its own: the prepare stage must
+        # never run a query inside the write stage's open transaction.
+        self._key_reader = KitKeyReader(config.database_url, master_key)
+        self._keys = KeyCache(self._key_reader.load)
         self._on_batch = on_batch
+        # One slot per batch from collection to commit; the write stage frees it.
+        self._slots = threading.BoundedSemaphore(config.pipeline_depth)
+        self._ready: queue.Queue[PreparedBatch | list[InboundMessage]] = queue.Queue(
+            maxsize=config.pipeline_depth)
+        self._whole_batches = type(self)._handle is not EmbeddedRuntime._handle
+        self._failures: list[BaseException] = []
         self._subscriber = MqttSubscriber(
             config.mqtt_url,
             client_id=config.client_id,
@@ -92,17 +159,40 @@ class EmbeddedRuntime:
         """Block while the queue is full (back-pressure); give up only when stopping."""
         while not self._stopping.is_set():
             try:
-                self._queue.put(message, timeout=0.5)
+                self._queue.put(message, timeout=_POLL_S)
             except queue.Full:
                 self.metrics.backpressure_waits.inc()
                 continue
             return
 
-    # the worker thread --------------------------------------------------------------
+    # the prepare stage ----------------------------------------------------------------
+
+    def _prepare_loop(self) -> None:
+        while not self._stopping.is_set():
+            if not self._wait_for_slot():
+                continue
+            handed_on = False
+            try:
+                batch = self._collect()
+                if not batch:
+                    continue
+                prepared = batch if self._whole_batches else self._prepare(batch)
+                if prepared is None:
+                    continue  # stopped during a database outage: the batch stays unacked
+                # Never blocks: the slot taken above keeps a place in the queue.
+                self._ready.put_nowait(prepared)
+                handed_on = True
+            finally:
+                if not handed_on:
+                    self._slots.release()
+
+    def _wait_for_slot(self) -> bool:
+        """Wait until fewer than ``pipeline_depth`` batches are uncommitted."""
+        return self._slots.acquire(timeout=_POLL_S)
 
     def _collect(self) -> list[InboundMessage]:
         try:
-            first = self._queue.get(timeout=0.5)
+            first = self._queue.get(timeout=_POLL_S)
         except queue.Empty:
             return []
         batch = [first]
@@ -116,33 +206,89 @@ class EmbeddedRuntime:
                 break
         return batch
 
-    def _handle(self, batch: list[InboundMessage]) -> WriteOutcome | None:
-        """Admit, process and write one batch; retry while the database is away.
+    def _prepare(self, batch: list[InboundMessage]) -> PreparedBatch | None:
+        """Admit and process one batch, after the one prepared before it.
+
+        Returns None if asked to stop while the database (the kit keys) was away.
+        """
+        # Looking up a kit that is not in the key cache reads the database.
+        admitted = self._with_retries(
+            lambda: admit(batch, self.layout, self._keys.lookup, self.config.rules), len(batch))
+        if admitted is None:
+            return None
+        processed = process_batch(admitted.readings, _latest(admitted), self._prepared_states,
+                                  self.config.core)
+        # Each reading keeps the arrival time of its own frame.
+        processed.enriched["received_ms"] = admitted.received_ms
+        withhold_zone_payloads(admitted, self.config.core.privacy.zones)
+        # The next batch continues from these states even before this one commits:
+        # batches commit in this same order, or (on stop) not at all.
+        self._prepared_states = processed.states
+        return PreparedBatch(batch, admitted, processed.to_store(), processed.states)
+
+    # the write stage ------------------------------------------------------------------
+
+    def _write_loop(self) -> None:
+        while not self._stopping.is_set():
+            prepared = self._wait_for_prepared()
+            if prepared is None:
+                continue
+            try:
+                if self._stopping.is_set():
+                    return  # not started: it stays unacked, the broker sends it again
+                if isinstance(prepared, PreparedBatch):
+                    messages, outcome = prepared.messages, self._store(prepared)
+                else:
+                    messages, outcome = prepared, self._handle(prepared)
+                if outcome is None:
+                    return  # stopped during a database outage: left unacked
+                self._acknowledge(messages, outcome)
+            finally:
+                self._slots.release()
+
+    def _wait_for_prepared(self) -> PreparedBatch | list[InboundMessage] | None:
+        try:
+            return self._ready.get(timeout=_POLL_S)
+        except queue.Empty:
+            return None
+
+    def _store(self, prepared: PreparedBatch) -> WriteOutcome | None:
+        """Write one prepared batch in one transaction; retry while the database is away.
 
         Returns None if asked to stop before the batch could be written: it is
         then not acked, and the broker delivers it again.
         """
+        outcome = self._with_retries(lambda: self._sink.write(prepared.admitted, prepared.rows),
+                                 len(prepared.messages))
+        if outcome is not None:
+            self._states = prepared.states
+        return outcome
+
+    def _handle(self, batch: list[InboundMessage]) -> WriteOutcome | None:
+        """Prepare and store one batch in turn (what a subclass may override instead)."""
+        prepared = self._prepare(batch)
+        return None if prepared is None else self._store(prepared)
+
+    def _with_retries(self, step: Callable[[], _T], messages: int) -> _T | None:
+        """``step()``, again with back-off while the database is away; None once stopping."""
         delay = self.config.retry_min_s
         while True:
             try:
-                # Inside the retry: looking up a kit not in the key cache reads the database.
-                admitted = admit(batch, self.layout, self._keys.lookup, self.config.rules)
-                processed = process_batch(admitted.readings, _latest(admitted), self._states,
-                                          self.config.core)
-                # Each reading keeps the arrival time of its own frame.
-                processed.enriched["received_ms"] = admitted.received_ms
-                withhold_zone_payloads(admitted, self.config.core.privacy.zones)
-                outcome = self._sink.write(admitted, processed.to_store())
+                return step()
             except psycopg.OperationalError as exc:
                 self.metrics.database_errors.inc()
                 log.warning("database unavailable (%s); batch of %d messages kept, "
-                            "retrying in %.1f s", exc, len(batch), delay)
-                if self._stopping.wait(delay):
-                    return None
-                delay = min(delay * 2, self.config.retry_max_s)
-                continue
-            self._states = processed.states
-            return outcome
+                            "retrying in %.1f s", exc, messages, delay)
+            if self._stopping.wait(delay):
+                return None
+            delay = min(delay * 2, self.config.retry_max_s)
+
+    def _acknowledge(self, messages: list[InboundMessage], outcome: WriteOutcome) -> None:
+        acked = self._subscriber.ack(messages)
+        self._count(outcome.admitted, outcome)
+        self.metrics.messages_acked.inc(acked)
+        if self._on_batch is not None:
+            self._on_batch(outcome)
 
     def _count(self, admitted: Admitted, outcome: WriteOutcome) -> None:
         self.metrics.frames_accepted.inc(sum(admitted.frames_accepted.values()))
@@ -151,49 +297,84 @@ class EmbeddedRuntime:
         self.metrics.readings_stored.inc(outcome.inserted)
         self.metrics.readings_duplicate.inc(outcome.duplicates)
 
-    def _work_once(self) -> int:
-        batch = self._collect()
-        if not batch:
-            return 0
-        outcome = self._handle(batch)
-        if outcome is None:
-            return 0
-        acked = self._subscriber.ack(batch)
-        self._count(outcome.admitted, outcome)
-        self.metrics.messages_acked.inc(acked)
-        if self._on_batch is not None:
-            self._on_batch(outcome)
-        return len(batch)
-
     # the event loop ------------------------------------------------------------------
+
+    def _run_stage(self, stage: Callable[[], None]) -> None:
+        try:
+            stage()
+        except BaseException as exc:  # noqa: BLE001 - run() raises it once both stages ended
+            # The other stage stops too: nothing after a failed batch may be acked.
+            self._failures.append(exc)
+            self._stopping.set()
 
     async def _relay_stop(self, stop: asyncio.Event) -> None:
         await stop.wait()
         self._stopping.set()
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Run until ``stop`` is set; finish the batch in hand, then disconnect."""
+        """Run until ``stop`` is set; finish the write in hand, then disconnect."""
         await asyncio.to_thread(self._subscriber.start)
         self.ready.set()
-        # A stop request reaches the worker thread at once, also while it waits for
-        # the database: the batch in hand is then left unacked for the broker to resend.
+        # A stop request reaches both stages at once, also while they wait for the
+        # database: batches not yet committed are left unacked for the broker to resend.
         watcher = asyncio.create_task(self._relay_stop(stop))
         upkeep = (asyncio.create_task(maintain(self.config.database_url,
                                                self.config.maintenance, stop))
                   if self.config.maintenance is not None else None)
+        self._prepared_states = self._states
+        stages = [threading.Thread(target=self._run_stage, args=(loop,), name=name, daemon=True)
+                  for loop, name in ((self._prepare_loop, "bikesense-prepare"),
+                                     (self._write_loop, "bikesense-write"))]
+        for thread in stages:
+            thread.start()
         log.info("embedded runtime consuming %s", self.layout.up_filter())
         try:
-            while not stop.is_set():
-                await asyncio.to_thread(self._work_once)
+            await asyncio.to_thread(_join, stages)
         finally:
             self._stopping.set()
+            await asyncio.to_thread(_join, stages)
             watcher.cancel()
             if upkeep is not None:
                 upkeep.cancel()
                 await asyncio.gather(upkeep, return_exceptions=True)
             await asyncio.to_thread(self._subscriber.stop)
             self._sink.close()
+            self._key_reader.close()
             log.info("embedded runtime stopped; unacknowledged messages stay with the broker")
+        if self._failures:
+            raise self._failures[0]
+
+
+class KitKeyReader:
+    """Reads every kit's key for the key cache, on a connection of its own."""
+
+    def __init__(self, database_url: str, master_key: MasterKey) -> None:
+        self._url = database_url
+        self._master_key = master_key
+        self._conn: psycopg.Connection[Any] | None = None
+        self._lock = threading.Lock()
+
+    def load(self) -> Mapping[int, KitKey]:
+        with self._lock:
+            try:
+                if self._conn is None or self._conn.closed or self._conn.broken:
+                    self._close()
+                    self._conn = psycopg.connect(self._url, autocommit=True, connect_timeout=5,
+                                                 application_name="bikesense-stream-keys")
+                secrets = kit_secrets(self._conn, self._master_key)
+            except psycopg.OperationalError:
+                self._close()
+                raise
+        return {k: KitKey(k, s.secret, s.active) for k, s in secrets.items()}
+
+    def _close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+        self._conn = None
+
+    def close(self) -> None:
+        with self._lock:
+            self._close()
 
 
 def withhold_zone_payloads(admitted: Admitted, zones: tuple[Zone, ...]) -> None:
@@ -210,8 +391,13 @@ def _latest(admitted: Admitted) -> int:
     return int(admitted.received_ms.max()) if len(admitted.received_ms) else 0
 
 
+def _join(threads: list[threading.Thread]) -> None:
+    for thread in threads:
+        thread.join()
+
+
 async def run_until_signalled(runtime: EmbeddedRuntime) -> None:
-    """Run ``runtime`` until SIGTERM or SIGINT, then stop cleanly, finishing the batch in hand."""
+    """Run ``runtime`` until SIGTERM or SIGINT, then stop cleanly, finishing the write in hand."""
     import signal  # noqa: PLC0415 - only the command-line driver needs it
 
     stop = asyncio.Event()
