@@ -108,7 +108,8 @@ class PreparedBatch:
     admitted: Admitted
     #: The enriched rows to store (privacy-withheld rows already left out).
     rows: np.ndarray
-    #: Every kit's state after this batch: the runtime's once the batch has committed.
+    #: Every kit's state after this batch: the runtime's once the batch has committed
+    #: (the sink needs them for end-of-ride trimming).
     states: KitStates
 
 
@@ -258,8 +259,9 @@ class EmbeddedRuntime:
         Returns None if asked to stop before the batch could be written: it is
         then not acked, and the broker delivers it again.
         """
-        outcome = self._with_retries(lambda: self._sink.write(prepared.admitted, prepared.rows),
-                                 len(prepared.messages))
+        outcome = self._with_retries(
+            lambda: self._sink.write(prepared.admitted, prepared.rows, prepared.states),
+            len(prepared.messages))
         if outcome is not None:
             self._states = prepared.states
         return outcome
