@@ -67,8 +67,9 @@ def drop_expired(conn: psycopg.Connection[Any], older_than: datetime) -> list[st
 
 def expire_presence(conn: psycopg.Connection[Any], older_than: datetime, *,
                     keep_window_s: int = 86_400) -> int:
-    """Delete presence rows of windows shorter than ``keep_window_s`` that ended before
-    ``older_than``; returns how many.
+    """Delete presence rows (and the ride counts in ``window_rides``) of windows shorter
+    than ``keep_window_s`` that ended before ``older_than``; returns how many presence
+    rows.
 
     Presence rows tie a ride to a cell and a window: at fine resolutions and short
     windows that is close to a coarse track, which should not outlive the raw
@@ -78,11 +79,16 @@ def expire_presence(conn: psycopg.Connection[Any], older_than: datetime, *,
     """
     if older_than.tzinfo is None:
         raise ValueError("older_than must be timezone-aware (e.g. datetime.now(UTC) - ...)")
+    params = {"keep": keep_window_s, "older": older_than}
     with conn.transaction():
         cur = conn.execute(
             "DELETE FROM window_presence WHERE window_s < %(keep)s"
-            " AND window_start + make_interval(secs => window_s) <= %(older)s",
-            {"keep": keep_window_s, "older": older_than})
+            " AND window_start + make_interval(secs => window_s) <= %(older)s", params)
+        # The ride counts of those windows go with them: the public k-check reads the
+        # counts (storage.tiles), and an expired window must not pass it.
+        conn.execute(
+            "DELETE FROM window_rides WHERE window_s < %(keep)s"
+            " AND window_start + make_interval(secs => window_s) <= %(older)s", params)
     return cur.rowcount
 
 

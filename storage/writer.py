@@ -21,7 +21,8 @@ DESIGN.md decision 2 (exactly-once effect over at-least-once delivery):
    then the aggregation callable runs on exactly the new rows; its partials
    are merged into ``window_partials`` with an upsert that adds counts, sums
    and histograms and takes min / max, and its presence rows are inserted
-   unless already there.
+   unless already there; the distinct rides and days of the inserted ones are
+   added to ``window_rides`` in the same statement.
 
 A replayed or overlapping batch inserts no reading a second time, so it adds
 nothing to any aggregate: every table is left as it was.
@@ -207,12 +208,40 @@ ON CONFLICT (metric, resolution, window_s, window_start, cell) DO UPDATE SET
     hist = bikesense_hist_add(w.hist, EXCLUDED.hist)
 """
 
+# Presence rows not stored yet are inserted, and exactly those are counted into
+# window_rides (migrations/0004_window_rides.sql): a replayed row conflicts, is not
+# returned, and counts nothing. A ride has one day (the local day it started,
+# stream.core.aggregate), but a new row whose ride is already stored in the
+# cell-window with another day (a changed day_tz) adds a day, not a ride. The outer
+# query does not see the CTE's own inserts, so EXISTS finds only earlier rows.
 _INSERT_PRESENCE = """
-INSERT INTO window_presence (resolution, cell, window_s, window_start, ride_id, day)
-SELECT resolution, cell, window_s, window_start, ride_id, day
-FROM bikesense_stage_presence
-ORDER BY resolution, window_s, window_start, cell, ride_id, day
-ON CONFLICT DO NOTHING
+WITH new AS (
+    INSERT INTO window_presence (resolution, cell, window_s, window_start, ride_id, day)
+    SELECT resolution, cell, window_s, window_start, ride_id, day
+    FROM bikesense_stage_presence
+    ORDER BY resolution, window_s, window_start, cell, ride_id, day
+    ON CONFLICT DO NOTHING
+    RETURNING resolution, cell, window_s, window_start, ride_id, day
+),
+counted AS (
+    SELECT n.resolution, n.window_s, n.cell, n.window_start, n.day,
+        CASE WHEN EXISTS (
+            SELECT 1 FROM window_presence o
+            WHERE o.resolution = n.resolution AND o.window_s = n.window_s
+              AND o.window_start = n.window_start AND o.cell = n.cell
+              AND o.ride_id = n.ride_id AND o.day <> n.day)
+        THEN NULL ELSE n.ride_id END AS new_ride
+    FROM new n
+)
+INSERT INTO window_rides AS w (resolution, window_s, cell, window_start, rides, days)
+SELECT resolution, window_s, cell, window_start,
+    count(DISTINCT new_ride), array_agg(DISTINCT day ORDER BY day)
+FROM counted
+GROUP BY resolution, window_s, cell, window_start
+ORDER BY resolution, window_s, cell, window_start
+ON CONFLICT (resolution, window_s, cell, window_start) DO UPDATE SET
+    rides = w.rides + EXCLUDED.rides,
+    days = bikesense_days_union(w.days, EXCLUDED.days)
 """
 
 _INSERT_CELLS = """

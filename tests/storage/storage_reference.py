@@ -7,13 +7,17 @@ histograms, which storage does not need to know: any fixed bins will do here).
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
+import psycopg
 from h3.api import basic_int as h3int
 
 from stream.core.partials import HIST_BINS, METRIC_COLUMNS, PARTIAL_DTYPE, PRESENCE_DTYPE, Metric
 
 HIST_LO, HIST_HI = 0.0, 160.0
+#: (resolution, window_s, cell, window_start_ms) -> (distinct rides, sorted distinct days)
+RideCounts = dict[tuple[int, int, int, int], tuple[int, list[int]]]
 KEY = ["metric", "resolution", "cell", "window_s", "window_start_ms"]
 
 
@@ -98,3 +102,32 @@ class ReferenceAggregate:
         self.calls.append(enriched.copy())
         return (merge(reading_partials(enriched, self.resolutions, self.windows_s)),
                 presence(enriched, self.resolutions, self.windows_s))
+
+
+def ride_counts(presence_rows: np.ndarray) -> RideCounts:
+    """Distinct rides and days per cell-window of ``PRESENCE_DTYPE`` rows: what
+    ``window_rides`` must hold once they are stored."""
+    out: dict[tuple[int, int, int, int], tuple[set[int], set[int]]] = {}
+    for p in presence_rows.tolist():
+        res, cell, window_s, start_ms, ride, day = p
+        rides, days = out.setdefault((res, window_s, cell, start_ms), (set(), set()))
+        rides.add(ride)
+        days.add(day)
+    return {k: (len(rides), sorted(days)) for k, (rides, days) in out.items()}
+
+
+def stored_ride_counts(conn: psycopg.Connection[Any]) -> RideCounts:
+    """What the writer keeps in ``window_rides``, keyed as :func:`ride_counts`."""
+    rows = conn.execute(
+        "SELECT resolution, window_s, cell, (extract(epoch FROM window_start) * 1000)::bigint,"
+        " rides, days FROM window_rides").fetchall()
+    return {(r[0], r[1], r[2], r[3]): (r[4], r[5]) for r in rows}
+
+
+def presence_ride_counts(conn: psycopg.Connection[Any]) -> RideCounts:
+    """Distinct rides and days counted from the stored ``window_presence`` rows."""
+    rows = conn.execute(
+        "SELECT resolution, window_s, cell, (extract(epoch FROM window_start) * 1000)::bigint,"
+        " count(DISTINCT ride_id)::integer, array_agg(DISTINCT day ORDER BY day)"
+        " FROM window_presence GROUP BY 1, 2, 3, 4").fetchall()
+    return {(r[0], r[1], r[2], r[3]): (r[4], r[5]) for r in rows}

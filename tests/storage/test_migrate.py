@@ -6,16 +6,19 @@ import re
 import threading
 from importlib import resources
 
+import numpy as np
 import psycopg
 import pytest
 
 from storage.exceptions import MigrationError
 from storage.migrate import Backend, load_migrations, migrate, recorded_backend
+from tests.storage.storage_factories import make_readings
+from tests.storage.storage_reference import presence, ride_counts, stored_ride_counts
 
 pytestmark = pytest.mark.postgres
 
-EXPECTED_TABLES = {"kits", "readings", "window_partials", "window_presence", "rejected_frames",
-                   "h3_cells", "schema_migrations"}
+EXPECTED_TABLES = {"kits", "readings", "window_partials", "window_presence", "window_rides",
+                   "rejected_frames", "h3_cells", "schema_migrations"}
 
 
 def tables(conn: psycopg.Connection[tuple[str]]) -> set[str]:
@@ -72,6 +75,28 @@ def test_an_edited_migration_is_refused(database_url: str) -> None:
                      " VALUES (9999, 'future', 'plain', 'y')")
         with pytest.raises(MigrationError, match="does not know"):
             migrate(conn)
+
+
+def test_0004_counts_the_rides_already_stored(database_url: str) -> None:
+    readings = np.concatenate([make_readings(90, kit_id=k, ride_id=k, seed=k, step_ms=20_000)
+                               for k in (1, 2, 3)])
+    rows = presence(readings, (8, 10), (60, 3600))
+    rows = np.concatenate([rows, rows[:5]])
+    rows["day"][-5:] += 1  # one ride seen with two days: one ride, two days
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        migrate(conn)
+        # Back to a database from before 0004, with presence rows an older writer stored.
+        conn.execute("DROP TABLE window_rides; DROP FUNCTION bikesense_days_union;"
+                     " DELETE FROM schema_migrations WHERE version = 4")
+        with conn.cursor() as cur:
+            cur.executemany(
+                "INSERT INTO window_presence"
+                " (resolution, cell, window_s, window_start, ride_id, day)"
+                " VALUES (%s, %s, %s, to_timestamp(%s / 1000.0), %s, %s)",
+                [tuple(int(v) for v in r) for r in rows.tolist()])
+        assert migrate(conn).applied == (4,)
+        assert stored_ride_counts(conn) == ride_counts(rows)
+        assert max(r for r, _ in ride_counts(rows).values()) == 3
 
 
 def test_a_connection_in_a_transaction_is_refused(database_url: str) -> None:

@@ -21,7 +21,11 @@ from storage.retention import (
 )
 from storage.writer import MS_PER_DAY, write_batch
 from tests.storage.storage_factories import T0_MS, make_readings
-from tests.storage.storage_reference import ReferenceAggregate
+from tests.storage.storage_reference import (
+    ReferenceAggregate,
+    presence_ride_counts,
+    stored_ride_counts,
+)
 
 pytestmark = pytest.mark.postgres
 
@@ -144,6 +148,8 @@ def test_expire_presence_keeps_day_windows(conn: psycopg.Connection[Any]) -> Non
     assert after[60] == before[60] - gone
     assert conn.execute("SELECT min(window_start) FROM window_presence WHERE window_s = 60"
                         ).fetchone() == (datetime.fromtimestamp(T0_MS / 1000, UTC),)
+    # The ride counts of the expired windows are gone with them, the others stay.
+    assert stored_ride_counts(conn) == presence_ride_counts(conn)
 
 
 def test_retention_waits_for_an_export_without_blocking_writers(migrated_database_url: str) -> None:

@@ -17,6 +17,7 @@ from storage.writer import write_batch
 from stream.core.aggregate import aggregate
 from stream.core.partials import PARTIAL_DTYPE, PARTIAL_KEY_FIELDS
 from tests.storage.storage_factories import T0_MS, make_readings
+from tests.storage.storage_reference import presence_ride_counts, ride_counts, stored_ride_counts
 
 pytestmark = pytest.mark.postgres
 
@@ -60,7 +61,7 @@ def expected_partials(readings: np.ndarray) -> np.ndarray:
 @given(data=st.data())
 def test_any_batching_gives_the_all_at_once_aggregates(
         conn: psycopg.Connection[Any], readings: np.ndarray, data: st.DataObject) -> None:
-    conn.execute("TRUNCATE readings, window_partials, window_presence, h3_cells")
+    conn.execute("TRUNCATE readings, window_partials, window_presence, window_rides, h3_cells")
     n = len(readings)
     order = data.draw(st.permutations(range(n)), label="order")
     cuts = sorted(data.draw(st.sets(st.integers(1, n - 1), max_size=6), label="cuts"))
@@ -82,5 +83,10 @@ def test_any_batching_gives_the_all_at_once_aggregates(
     for name in ("sum", "sumsq", "energy", "duration_s"):
         np.testing.assert_allclose(got[name], want[name], rtol=1e-12, err_msg=name)
     np.testing.assert_array_equal(got["lamax_db"], want["lamax_db"])
+    all_at_once = AGGREGATE(readings)[1]
     presence = conn.execute("SELECT count(*) FROM window_presence").fetchone()
-    assert presence == (len(AGGREGATE(readings)[1]),)
+    assert presence == (len(all_at_once),)
+    # The ride counter kept by the writer is what counting the presence rows gives.
+    counts = stored_ride_counts(conn)
+    assert counts == presence_ride_counts(conn)
+    assert counts == ride_counts(all_at_once)

@@ -2,22 +2,31 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
 import psycopg
 import pytest
+from h3.api import basic_int as h3int
 
 from storage.exceptions import BatchError
 from storage.writer import WriteResult, dedupe, write_batch
 from stream.core.partials import PARTIAL_DTYPE, PRESENCE_DTYPE, Metric
 from tests.storage.storage_factories import T0_MS, make_readings
-from tests.storage.storage_reference import ReferenceAggregate, merge, presence, reading_partials
+from tests.storage.storage_reference import (
+    ReferenceAggregate,
+    merge,
+    presence,
+    presence_ride_counts,
+    reading_partials,
+    ride_counts,
+    stored_ride_counts,
+)
 
 pytestmark = pytest.mark.postgres
 
-TABLES = ("readings", "window_partials", "window_presence", "h3_cells")
+TABLES = ("readings", "window_partials", "window_presence", "window_rides", "h3_cells")
 
 
 @pytest.fixture
@@ -83,6 +92,60 @@ def test_a_batch_is_stored_with_its_aggregates(conn: psycopg.Connection[Any]) ->
     assert n_presence == (len(presence(batch, (8, 10), (60, 3600))),)
 
 
+def _hour_key(res: int, batch: np.ndarray) -> tuple[int, int, int, int]:
+    """The ride-count key of the hour window and res-``res`` cell of ``batch``'s first reading."""
+    first = batch[0]
+    cell = h3int.cell_to_parent(int(first["cell"]), res)
+    return (res, 3600, cell, int(first["ts_ms"]) // 3_600_000 * 3_600_000)
+
+
+def test_ride_counts_are_the_distinct_rides_of_the_new_presence_rows(
+        conn: psycopg.Connection[Any]) -> None:
+    # Three bikes ride the same street a minute apart, two of them again an hour later.
+    first = [make_readings(120, kit_id=k, ride_id=10 + k, seed=k, t0_ms=T0_MS + k * 60_000)
+             for k in (1, 2, 3)]
+    again = [make_readings(120, kit_id=k, boot_id=2, ride_id=20 + k, seed=k,
+                           t0_ms=T0_MS + 3_600_000 + k * 60_000) for k in (1, 2)]
+    everything = np.concatenate(first + again)
+    agg = ReferenceAggregate()
+    # Overlapping slices, a replay of the whole, and a batch of nothing new.
+    for a, b in [(0, 150), (100, 400), (0, 600), (350, 600), (590, 600)]:
+        write_batch(conn, everything[a:b], agg)
+
+    counts = stored_ride_counts(conn)
+    assert counts == ride_counts(presence(everything, (8, 10), (60, 3600)))
+    assert counts == presence_ride_counts(conn)
+    day = T0_MS // 86_400_000
+    assert counts[_hour_key(8, first[0])] == (3, [day])
+    assert counts[_hour_key(8, again[0])] == (2, [day])
+
+
+def test_a_ride_seen_again_with_another_day_adds_the_day_not_a_ride(
+        conn: psycopg.Connection[Any]) -> None:
+    # The day of a ride is fixed by its id and the configured time zone; if that
+    # setting changes between writes, one ride shows up with two days.
+    ride = make_readings(60)
+    other = make_readings(30, kit_id=2, ride_id=2)
+    agg = ReferenceAggregate(resolutions=(8,), windows_s=(3600,))
+
+    def days_later(by: tuple[int, ...]) -> Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]:
+        def shifted(enriched: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+            partials, rows = agg(enriched)
+            moved = [rows.copy() for _ in by]
+            for m, d in zip(moved, by, strict=True):
+                m["day"] += d
+            return partials, np.concatenate(moved)
+        return shifted
+
+    write_batch(conn, ride[:30], agg)
+    write_batch(conn, ride[30:], days_later((1,)))  # stored earlier with another day
+    write_batch(conn, other, days_later((0, 2)))  # two days for one ride in one batch
+    day = T0_MS // 86_400_000
+    counts = stored_ride_counts(conn)
+    assert counts[_hour_key(8, ride)] == (2, [day, day + 1, day + 2])
+    assert counts == presence_ride_counts(conn)
+
+
 def test_a_stored_reading_round_trips_exactly(conn: psycopg.Connection[Any]) -> None:
     batch = make_readings(3)
     batch["satellites"][1] = -1
@@ -121,7 +184,7 @@ def test_overlapping_batches_count_every_reading_once(conn: psycopg.Connection[A
     assert_partials_equal(conn, ReferenceAggregate()(everything)[0])
 
     # And the same readings in one batch, in another database state, give the same tables.
-    conn.execute("TRUNCATE readings, window_partials, window_presence, h3_cells")
+    conn.execute("TRUNCATE readings, window_partials, window_presence, window_rides, h3_cells")
     before = snapshot(conn)
     assert before == {t: [] for t in TABLES}
 
