@@ -2,27 +2,32 @@
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, datetime, timedelta
 
 import numpy as np
 import psycopg
 import pytest
 
+from firmware_protocol import encode_readings
 from ingest.admission import Admitted
+from simulators.publisher import MqttPublisher
 from storage.held import held_count
-from storage.kits import MasterKey
+from storage.kits import MasterKey, register_kit
 from stream.core.partials import Metric
 from stream.core.privacy import PrivacyConfig
 from stream.core.process import CoreConfig, process_batch
 from stream.core.qa import QaFlag
 from stream.core.state import KitStates
+from stream.embedded import EmbeddedConfig
 from stream.maintenance import MaintenanceConfig, run_maintenance
 from stream.sink import PostgresSink, WriteOutcome
-from tests.runtime_harness import scalar
+from tests.runtime_harness import running, scalar, wait_for
 from tests.stream.stream_factories import T0_MS, riding
 
 pytestmark = pytest.mark.postgres
 
+KIT = 6262
 TRIM_S = 60
 HOUR_MS = 3_600_000
 #: A PM2.5 value only the readings of a ride's last minute carry.
@@ -111,3 +116,39 @@ def test_the_sink_refuses_to_trim_without_kit_states(migrated_database_url: str)
             feeder.sink.write(Admitted(rows, np.zeros(10, dtype=np.int64)), out.to_store())
     finally:
         feeder.sink.close()
+
+
+@pytest.mark.mqtt
+def test_the_embedded_runtime_trims_ride_ends_over_mqtt(
+    migrated_database_url: str, mqtt_url: str, unique_topic_prefix: str,
+) -> None:
+    url = migrated_database_url
+    master = MasterKey.generate()
+    with psycopg.connect(url, autocommit=True) as conn:
+        secret = register_kit(conn, master, KIT).secret
+    root = f"{unique_topic_prefix}/bikesense/v1"
+    config = EmbeddedConfig(mqtt_url=mqtt_url, database_url=url,
+                            client_id=f"{unique_topic_prefix}-ingest", topic_root=root,
+                            core=CoreConfig(privacy=PrivacyConfig(trim_end_s=TRIM_S)))
+    start = (int(time.time()) // 3600 - 4) * 3_600_000
+    # Two rides an hour apart, 5 min each at 1 Hz, as frames of 10 readings; each ride's
+    # last minute carries the marker value.
+    rides = [_ride(300, start, 0), _ride(300, start + HOUR_MS, 100)]
+    for ride in rides:
+        ride["kit_id"] = KIT
+    frames = [encode_readings(KIT, 1, int(ride["seq"][i]), ride[i:i + 10], secret)
+              for ride in rides for i in range(0, 300, 10)]
+    with running(config, master):
+        publisher = MqttPublisher(mqtt_url, topic_root=root)
+        publisher.connect()
+        for payload in frames:
+            publisher.publish(f"{root}/kits/{KIT}/up", payload)
+        publisher.close()
+        # Ride one: all but its last minute. Ride two: all but its last minute, which
+        # waits in the holding table as long as the kit might still be riding.
+        wait_for(lambda: scalar(url, "SELECT count(*) FROM readings") == 480,
+                 what="480 readings stored")
+        wait_for(lambda: scalar(url, "SELECT count(*) FROM readings_held") == 60,
+                 what="the second ride's last minute held")
+    assert _marker_anywhere(url) == 0
+    assert scalar(url, "SELECT count(DISTINCT ride_id) FROM readings") == 2
