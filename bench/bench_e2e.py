@@ -115,10 +115,17 @@ class TunedBroker(MosquittoBroker):
         self.max_inflight = max_inflight
 
     def config_text(self) -> str:
-        text = super().config_text()
-        assert "max_inflight_messages 100\n" in text
-        return text.replace("max_inflight_messages 100\n",
-                            f"max_inflight_messages {self.max_inflight}\n")
+        text, replaced = re.subn(r"(?m)^max_inflight_messages \d+$",
+                                 f"max_inflight_messages {self.max_inflight}",
+                                 super().config_text())
+        assert replaced == 1, "bikesense's broker config sets max_inflight_messages once"
+        return text
+
+
+def broker_max_inflight(broker: MosquittoBroker) -> int:
+    found = re.search(r"(?m)^max_inflight_messages (\d+)$", broker.config_text())
+    assert found, "bikesense's broker config sets max_inflight_messages"
+    return int(found.group(1))
 
 
 @contextmanager
@@ -212,15 +219,20 @@ def enriched_rows(frames: list[tuple[int, bytes]], secrets: dict[int, bytes]) ->
 
 
 @contextmanager
-def ingest_process(db_url: str, mqtt_url: str, master: MasterKey,
-                   log_path: Path) -> Iterator[subprocess.Popen[bytes]]:
+def ingest_process(db_url: str, mqtt_url: str, master: MasterKey, log_path: Path,
+                   source: Path = ROOT) -> Iterator[subprocess.Popen[bytes]]:
+    """``bikesense ingest`` as its own process, running the code in ``source``.
+
+    ``python -m`` puts the working directory first on the import path, ahead of the
+    environment's editable install: another checkout (an earlier commit) runs as is.
+    """
     env = {**os.environ, "BIKESENSE_DATABASE_URL": db_url, "BIKESENSE_MQTT_URL": mqtt_url,
-           "BIKESENSE_KIT_MASTER_KEY": master.to_text()}
+           "BIKESENSE_KIT_MASTER_KEY": master.to_text(), "PYTHONPATH": str(source)}
     with log_path.open("wb") as log:
         proc = subprocess.Popen(
             [sys.executable, "-m", "bikesense", "ingest", "--client-id", "bench-ingest",
              "--topic-root", ROOT_TOPIC, "--log-level", "WARNING"],
-            env=env, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
+            env=env, stdout=log, stderr=subprocess.STDOUT, cwd=source)
     try:
         deadline = time.monotonic() + 60
         # Subscribed once its persistent session exists on the broker: wait for the
@@ -262,31 +274,84 @@ def cpu_seconds(pid: int, *, children: bool = False) -> float:
     return ticks / os.sysconf("SC_CLK_TCK")
 
 
-#: Where the ingest worker thread's time goes: the innermost of these functions on its stack.
+#: The ingest threads whose time is shared out, by the loop function at the root of their
+#: stacks: the serial worker of the runtime before the stages overlapped, and the two stages.
+PROFILE_THREADS = {
+    "_work_once": "worker",
+    "_prepare_loop": "prepare stage",
+    "_write_loop": "write stage",
+}
+
+#: Where a thread's time goes: the innermost of these functions on its stack.
 PROFILE_BUCKETS = {
-    "_collect": "waiting for messages (queue empty)",
+    "_collect": "waiting for messages (queue empty, or lingering for more)",
+    "_wait_for_slot": "waiting for a pipeline slot (the write stage is behind)",
+    "_wait_for_prepared": "waiting for a prepared batch",
     "ack": "acking MQTT",
     "_merge_aggregates": "database: merge partial aggregates (upsert)",
     "aggregate": "stream core: partial aggregates (CPU)",
     "write_batch": "database: readings COPY / insert new / commit",
+    "insert_rejects": "database: rejects",
+    "_record_kits": "database: kit status and last seen",
+    "write": "database: transaction begin / commit, notify",
     "process_batch": "stream core: QA, cells, rides (CPU)",
     "admit": "ingest: admit (decode, authenticate, validate)",
+    "wait": "waiting out a database outage (back-off)",
 }
 
 
-def summarise_profile(raw: Path) -> dict[str, float]:
-    """Shares of the worker thread's samples (py-spy raw format, idle samples included)."""
-    counts: dict[str, int] = {}
+def summarise_profile(raw: Path) -> dict[str, dict[str, float]]:
+    """Per ingest thread, shares of its samples (py-spy raw format, idle samples included)."""
+    counts: dict[str, dict[str, int]] = {}
     for line in raw.read_text().splitlines():
         stack, _, n = line.rpartition(" ")
-        if "_work_once" not in stack:
-            continue
         names = [f.split(" (")[0].rsplit(".", 1)[-1] for f in stack.split(";")]
+        thread = next((PROFILE_THREADS[f] for f in names if f in PROFILE_THREADS), None)
+        if thread is None:
+            continue
         bucket = next((PROFILE_BUCKETS[f] for f in reversed(names) if f in PROFILE_BUCKETS),
                       "other")
-        counts[bucket] = counts.get(bucket, 0) + int(n)
-    total = sum(counts.values())
-    return {k: v / total for k, v in sorted(counts.items(), key=lambda kv: -kv[1])}
+        per_thread = counts.setdefault(thread, {})
+        per_thread[bucket] = per_thread.get(bucket, 0) + int(n)
+    return {
+        thread: {k: v / sum(buckets.values())
+                 for k, v in sorted(buckets.items(), key=lambda kv: -kv[1])}
+        for thread, buckets in counts.items()
+    }
+
+
+class BackendSampler(threading.Thread):
+    """What ingest's database sessions are doing, sampled from ``pg_stat_activity``.
+
+    Per application name: "running" (active, no wait event: on a CPU, or waiting for
+    something PostgreSQL does not report), a wait event (``IO:WALSync``, ``Lock:…``),
+    "idle in transaction" (the server waits for the client inside a transaction) or
+    "idle" (nothing to do: waiting for ingest).
+    """
+
+    def __init__(self, db: str, interval_s: float = 0.02) -> None:
+        super().__init__(daemon=True)
+        self.db, self.interval_s = db, interval_s
+        self.stop = threading.Event()
+        self.counts: dict[str, dict[str, int]] = {}
+
+    def run(self) -> None:
+        with psycopg.connect(self.db, autocommit=True) as conn:
+            while not self.stop.wait(self.interval_s):
+                for app, state, kind, event in conn.execute(
+                        "SELECT application_name, state, wait_event_type, wait_event"
+                        " FROM pg_stat_activity WHERE application_name LIKE 'bikesense-stream%'"
+                        " AND pid <> pg_backend_pid()"):
+                    if state == "active":
+                        what = f"{kind}:{event}" if kind else "running"
+                    else:
+                        what = str(state)
+                    per_app = self.counts.setdefault(str(app), {})
+                    per_app[what] = per_app.get(what, 0) + 1
+
+    def shares(self) -> dict[str, dict[str, float]]:
+        return {app: {k: v / sum(c.values()) for k, v in sorted(c.items(), key=lambda kv: -kv[1])}
+                for app, c in self.counts.items()}
 
 
 class Prober(threading.Thread):
@@ -378,7 +443,8 @@ def publish_paced(mqtt_url: str, frames: list[tuple[int, bytes]], frames_per_s: 
 
 def run_pipeline(base: str, mqtt_url: str, n_readings: int, kits: int, publishers: int,
                  inflight: int, postmaster: int, profile: Path | None, *,
-                 paced_fraction: float, paced_seconds: float) -> tuple[dict[str, Any], np.ndarray]:
+                 paced_fraction: float, paced_seconds: float,
+                 source: Path = ROOT) -> tuple[dict[str, Any], np.ndarray]:
     db = new_database(base, "bench_e2e")
     master = MasterKey.generate()
     with psycopg.connect(db, autocommit=True) as conn:
@@ -391,7 +457,7 @@ def run_pipeline(base: str, mqtt_url: str, n_readings: int, kits: int, publisher
     log_path = Path(tempfile.mkstemp(prefix="bikesense-bench-ingest-", suffix=".log")[1])
     enriched = enriched_rows(frames, secrets)
     with api_server(db) as (api_url, _api_pid), \
-            ingest_process(db, mqtt_url, master, log_path) as proc:
+            ingest_process(db, mqtt_url, master, log_path, source) as proc:
         with psycopg.connect(db, autocommit=True) as conn:
             conn.execute("DELETE FROM rejected_frames")
         prober = Prober(mqtt_url, api_url, api_key, marker_secret)
@@ -399,11 +465,16 @@ def run_pipeline(base: str, mqtt_url: str, n_readings: int, kits: int, publisher
         pg0 = cpu_seconds(postmaster, children=True)
         load0 = os.getloadavg()
         spy = None
+        sampler = None
         if profile is not None:
+            # --nonblocking: sampling must not pause ingest 200 times a second.
             spy = subprocess.Popen(
                 [str(Path(sys.executable).parent / "py-spy"), "record", "--pid", str(proc.pid),
-                 "--idle", "--rate", "200", "--format", "raw", "--output", str(profile)],
+                 "--idle", "--nonblocking", "--rate", "200", "--format", "raw",
+                 "--output", str(profile)],
                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            sampler = BackendSampler(db)
+            sampler.start()
         print(f"publishing {len(frames):,} frames ({n:,} readings) ...", flush=True)
         started = time.perf_counter()
         publisher = threading.Thread(target=publish_all, args=(mqtt_url, frames),
@@ -430,6 +501,9 @@ def run_pipeline(base: str, mqtt_url: str, n_readings: int, kits: int, publisher
         if spy is not None:
             spy.send_signal(signal.SIGINT)
             spy.wait(30)
+        if sampler is not None:
+            sampler.stop.set()
+            sampler.join(10)
         publisher.join()
         prober.stop.set()
         prober.join(60)
@@ -475,8 +549,10 @@ def run_pipeline(base: str, mqtt_url: str, n_readings: int, kits: int, publisher
         "rejected_frames": rejected,
         "ingest_cpu_s": cpu, "ingest_cpu_cores_busy": cpu / elapsed,
         "postgres_cpu_s": pg_cpu, "postgres_cpu_cores_busy": pg_cpu / elapsed,
-        "ingest_worker_profile": (summarise_profile(profile)
+        "ingest_source": ingest_source(source),
+        "ingest_thread_profile": (summarise_profile(profile)
                                   if profile is not None and profile.exists() else None),
+        "database_session_profile": sampler.shares() if sampler is not None else None,
         "ingest_peak_rss_mib": rss / 1024,
         "latency_samples": len(lat), "latency_timeouts": prober.timeouts,
         "latency_p50_s": statistics.median(lat) if lat else None,
@@ -496,6 +572,19 @@ def run_pipeline(base: str, mqtt_url: str, n_readings: int, kits: int, publisher
         "load_average_before": load0, "load_average_after": os.getloadavg(),
     }
     return figures, enriched
+
+
+def ingest_source(source: Path) -> dict[str, Any]:
+    """Which code ingest ran: the checkout, its commit, and whether it had local changes."""
+    def git(*args: str) -> str:
+        done = subprocess.run(["git", "-C", str(source), *args], capture_output=True, text=True,
+                              check=False)
+        return done.stdout.strip() if done.returncode == 0 else ""
+
+    commit = git("rev-parse", "HEAD")
+    return {"path": str(source), "commit": commit or None,
+            "modified": bool(git("status", "--porcelain", "--untracked-files=no")) if commit
+            else None}
 
 
 def rss_peak_kib(pid: int) -> int:
@@ -613,7 +702,8 @@ def main() -> None:
     parser.add_argument("--naive-seconds", type=float, default=15.0)
     parser.add_argument("--copy-batch", type=int, default=10_000)
     parser.add_argument("--broker-max-inflight", type=int, default=None,
-                        help="override Mosquitto's max_inflight_messages (bikesense: 100)")
+                        help="override Mosquitto's max_inflight_messages (default: bikesense's "
+                             "own broker configuration)")
     parser.add_argument("--profile", action="store_true",
                         help="sample the ingest process with py-spy and report where its "
                              "worker thread's time goes")
@@ -623,16 +713,21 @@ def main() -> None:
                         help="phase two publishes at this fraction of the saturated rate")
     parser.add_argument("--paced-seconds", type=float, default=20.0)
     parser.add_argument("--output", type=Path, default=RESULTS)
+    parser.add_argument("--ingest-source", type=Path, default=ROOT,
+                        help="run `bikesense ingest` from this checkout (e.g. an earlier commit, "
+                             "for a before/after comparison on the same machine)")
     args = parser.parse_args()
 
     profile = Path(tempfile.mkstemp(suffix=".pyspy")[1]) if args.profile else None
     with services(args.broker_max_inflight, args.durable) as (cluster, broker):
         base = cluster.url
         about = machine(base)
+        inflight_window = broker_max_inflight(broker)
         pipeline, enriched = run_pipeline(base, broker.url, args.readings, args.kits,
                                           args.publishers, args.inflight, cluster.pid(),
                                           profile, paced_fraction=args.paced_fraction,
-                                          paced_seconds=args.paced_seconds)
+                                          paced_seconds=args.paced_seconds,
+                                          source=args.ingest_source.resolve())
         ceiling = bare_copy(base, enriched, args.copy_batch)
         secrets = {k: os.urandom(32) for k in range(1, 21)}
         naive_frames = make_frames(secrets, 50_000)
@@ -655,7 +750,7 @@ def main() -> None:
         "benchmark": "e2e",
         "when": datetime.now(UTC).isoformat(timespec="seconds"),
         "machine": about,
-        "broker_max_inflight_messages": args.broker_max_inflight or 100,
+        "broker_max_inflight_messages": inflight_window,
         "postgresql_durable": args.durable,
         "targets": TARGETS,
         "pipeline": pipeline,
@@ -692,8 +787,12 @@ def main() -> None:
           f"{pipeline['duplicated']}; ingest used {pipeline['ingest_cpu_cores_busy']:.2f} "
           f"cores, peak RSS {pipeline['ingest_peak_rss_mib']:.0f} MiB")
     print(f"PostgreSQL used {pipeline['postgres_cpu_cores_busy']:.2f} cores")
-    for label, share in (pipeline["ingest_worker_profile"] or {}).items():
-        print(f"  ingest worker thread: {share:6.1%} {label}")
+    for thread, shares in (pipeline["ingest_thread_profile"] or {}).items():
+        for label, share in shares.items():
+            print(f"  ingest {thread}: {share:6.1%} {label}")
+    for app, shares in (pipeline["database_session_profile"] or {}).items():
+        print(f"  PostgreSQL session {app}: " + ", ".join(
+            f"{share:.0%} {label}" for label, share in shares.items() if share >= 0.005))
     print("targets: " + ", ".join(f"{k} {'met' if v else 'MISSED'}" for k, v in checks.items()))
     print(f"wrote {args.output}")
 
