@@ -296,7 +296,9 @@ PROFILE_BUCKETS = {
     "write": "database: transaction begin / commit, notify",
     "process_batch": "stream core: QA, cells, rides (CPU)",
     "admit": "ingest: admit (decode, authenticate, validate)",
-    "wait": "waiting out a database outage (back-off)",
+    "load": "database: reading kit keys",
+    # Only what is not inside the step it retries: the back-off wait.
+    "_with_retries": "waiting out a database outage (back-off)",
 }
 
 
