@@ -12,7 +12,7 @@ from h3.api import basic_int as h3int
 
 from storage.exceptions import BatchError
 from storage.writer import WriteResult, dedupe, write_batch
-from stream.core.partials import PARTIAL_DTYPE, PRESENCE_DTYPE, Metric
+from stream.core.partials import HIST_BINS, PARTIAL_DTYPE, PRESENCE_DTYPE, Metric
 from tests.storage.storage_factories import T0_MS, make_readings
 from tests.storage.storage_reference import (
     ReferenceAggregate,
@@ -313,3 +313,21 @@ def test_impossible_times_are_refused_before_the_database(conn: psycopg.Connecti
     with pytest.raises(BatchError, match="received_ms"):
         write_batch(conn, batch, ReferenceAggregate())
     assert snapshot(conn)["readings"] == []
+
+
+def test_histograms_add_bin_by_bin_and_only_of_one_length(conn: psycopg.Connection[Any]) -> None:
+    # The writer adds histograms with an expression unrolled over HIST_BINS bins; the
+    # table refuses a histogram of any other length, so none can be added wrongly.
+    # (Bin-by-bin sums over overlapping batches: the tests above compare every histogram.)
+    first, second = make_readings(40), make_readings(40, seq0=4, t0_ms=T0_MS + 40_000)
+    agg = ReferenceAggregate()
+    write_batch(conn, first, agg)
+    write_batch(conn, second, agg)
+    assert_partials_equal(conn, merge(np.concatenate([agg(first)[0], agg(second)[0]])))
+    hists = [h for (h,) in conn.execute("SELECT hist FROM window_partials").fetchall()]
+    assert {len(h) for h in hists} == {HIST_BINS}
+    with pytest.raises(psycopg.errors.CheckViolation, match="window_partials_hist_bins"):
+        conn.execute(
+            "INSERT INTO window_partials (metric, resolution, cell, window_s, window_start, n,"
+            " sum, sumsq, min, max, hist) VALUES (1, 10, 1, 60, now(), 1, 1, 1, 1, 1, %s)",
+            ([1] * (HIST_BINS - 1),))

@@ -51,7 +51,7 @@ def test_app_factory_refuses_without_kafka_or_with_a_bad_routing(tmp_path: Path)
         create_app(settings, broker_url="kafka://127.0.0.1:9",
                    config=DistributedConfig(routing_resolution=11))
     trimming = settings.model_copy(update={"privacy_trim_end_s": 120.0})
-    with pytest.raises(ConfigurationError, match="TRIM_END_S.*embedded runtime"):
+    with pytest.raises(ConfigurationError, match=r"TRIM_END_S.*embedded runtime"):
         create_app(trimming, broker_url="kafka://127.0.0.1:9")
 
 
