@@ -4,33 +4,36 @@ The default runtime, and what the demo and the tests run. asyncio drives it and
 keeps the event loop free for signals; the blocking work runs in two stage
 threads, so that the database's work and ours overlap instead of taking turns:
 
-- the **prepare** stage takes a batch off the bounded hand-over queue, admits
-  it (decode, authenticate, validate) and runs it through the stream core,
-  advancing the kit states batch after batch, in arrival order;
-- the **write** stage writes each prepared batch in one transaction and, once
-  it has committed, acknowledges the batch's messages. It takes the batches
-  one at a time, in the order they were prepared.
+- the **prepare** stage takes messages off the bounded hand-over queue, admits
+  them (decode, authenticate, validate) and runs them through the stream core,
+  advancing the kit states chunk after chunk, in arrival order; the prepared
+  chunks add up to the *next batch*;
+- the **write** stage takes the next batch as soon as it is free, writes it in
+  one transaction and, once that has committed, acknowledges its messages.
 
 So while batch N is written and committed, batch N+1 is collected and
-processed. The depth is bounded (``EmbeddedConfig.pipeline_depth``, default 2:
-one batch being written, the next one ready or being prepared): the prepare
-stage waits for a free slot before it collects another batch.
+processed, and it grows for as long as the write of N takes, up to
+``max_batch_messages``: a slow write makes the next batch bigger, and bigger
+batches cost the database less per reading (fewer partial-aggregate rows to
+merge). The depth is bounded: one batch being written and one being prepared,
+so at most ``2 × max_batch_messages`` messages are between the queue and their
+commit. ``EmbeddedConfig.overlap_stages=False`` runs the stages in turn.
 
 Delivery: a message is acknowledged only after the transaction holding its
 readings, its reject or its status update has committed, and never before the
-messages of every earlier batch (acks follow commits, commits follow batch
-order). If the database goes away, the write in hand is retried with back-off
-and nothing later is written or acked meanwhile; the pipeline fills, the queue
-fills, paho's thread blocks, the broker's in-flight window fills, and the
-broker holds the rest. On stop, the write in hand is finished (committed, then
-acked) unless it is waiting out a database outage; batches not committed stay
-unacknowledged. Kill the process at any point and the broker redelivers what
-was not acked; the exactly-once writer ignores what had already been stored.
+messages of an earlier batch (batches are written one at a time, in the order
+their messages arrived, and acked right after their commit). If the database
+goes away, the write in hand is retried with back-off and nothing later is
+written or acked meanwhile; the next batch fills up, the queue fills, paho's
+thread blocks, the broker's in-flight window fills, and the broker holds the
+rest. On stop, the write in hand is finished (committed, then acked) unless it
+is waiting out a database outage; batches not committed stay unacknowledged.
+Kill the process at any point and the broker redelivers what was not acked; the
+exactly-once writer ignores what had already been stored.
 
 The broker's in-flight window (Mosquitto's ``max_inflight_messages``) bounds the
-messages we hold unacknowledged, so it must cover ``pipeline_depth`` full
-batches, or the next batch cannot fill while one is being written
-(docs/ingest.md).
+messages we hold unacknowledged, so it must cover two full batches, or the next
+batch cannot fill while one is being written (docs/ingest.md).
 """
 
 from __future__ import annotations
@@ -41,7 +44,8 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections import Counter
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -78,14 +82,14 @@ class EmbeddedConfig:
     share_group: str = DEFAULT_SHARE_GROUP
     #: Messages taken into one transaction at most; a frame holds up to a few hundred readings.
     max_batch_messages: int = 1000
-    #: How long to wait for more messages once one arrived, before writing.
+    #: How long to wait for more messages once one arrived, before preparing them.
     linger_s: float = 0.05
     #: Bound of the hand-over queue from paho's thread. When full, paho's thread
     #: blocks (back-pressure to the broker), it never drops.
     queue_size: int = 4000
-    #: Batches between the queue and their commit at most: one being written, the
-    #: others prepared (or being prepared) behind it. 1 runs the stages in turn.
-    pipeline_depth: int = 2
+    #: Prepare the next batch while one is written (the default); False: collect,
+    #: prepare, write and ack one batch at a time.
+    overlap_stages: bool = True
     core: CoreConfig = field(default_factory=CoreConfig)
     rules: AdmissionRules = field(default_factory=AdmissionRules)
     #: Back-off while the database is away.
@@ -95,22 +99,42 @@ class EmbeddedConfig:
     maintenance: MaintenanceConfig | None = field(default_factory=MaintenanceConfig)
 
     def __post_init__(self) -> None:
-        if self.pipeline_depth < 1:
-            msg = f"pipeline_depth must be at least 1 (got {self.pipeline_depth})"
+        if self.max_batch_messages < 1:
+            msg = f"max_batch_messages must be at least 1 (got {self.max_batch_messages})"
             raise ValueError(msg)
 
 
 @dataclass(frozen=True, slots=True)
 class PreparedBatch:
-    """A batch admitted and processed, waiting for its transaction."""
+    """Messages admitted and processed, waiting for their transaction."""
 
     messages: list[InboundMessage]
     admitted: Admitted
     #: The enriched rows to store (privacy-withheld rows already left out).
     rows: np.ndarray
-    #: Every kit's state after this batch: the runtime's once the batch has committed
+    #: Every kit's state after these messages: the runtime's once they have committed
     #: (the sink needs them for end-of-ride trimming).
     states: KitStates
+
+    @classmethod
+    def joined(cls, parts: Sequence[PreparedBatch]) -> PreparedBatch:
+        """One batch of consecutive prepared chunks, in order."""
+        if len(parts) == 1:
+            return parts[0]
+        admitted = Admitted(
+            np.concatenate([p.admitted.readings for p in parts]),
+            np.concatenate([p.admitted.received_ms for p in parts]),
+            rejects=[r for p in parts for r in p.admitted.rejects],
+            statuses=[u for p in parts for u in p.admitted.statuses],
+            frames_accepted=sum((p.admitted.frames_accepted for p in parts), Counter()),
+        )
+        return cls([m for p in parts for m in p.messages], admitted,
+                   np.concatenate([p.rows for p in parts]), parts[-1].states)
+
+
+#: What the prepare stage hands to the write stage: prepared chunks, or the bare
+#: messages when a subclass handles whole batches itself (:meth:`EmbeddedRuntime._handle`).
+_Chunk = PreparedBatch | list[InboundMessage]
 
 
 class EmbeddedRuntime:
@@ -133,7 +157,7 @@ class EmbeddedRuntime:
         self.ready = threading.Event()
         #: Kit states after the last committed batch.
         self._states: KitStates = {}
-        #: Kit states after the last prepared batch (the prepare stage's own).
+        #: Kit states after the last prepared chunk (the prepare stage's own).
         self._prepared_states: KitStates = {}
         self._sink = PostgresSink(config.database_url, config.core, master_key)
         # Admission reads kit keys on a connection of its own: the prepare stage must
@@ -141,10 +165,12 @@ class EmbeddedRuntime:
         self._key_reader = KitKeyReader(config.database_url, master_key)
         self._keys = KeyCache(self._key_reader.load)
         self._on_batch = on_batch
-        # One slot per batch from collection to commit; the write stage frees it.
-        self._slots = threading.BoundedSemaphore(config.pipeline_depth)
-        self._ready: queue.Queue[PreparedBatch | list[InboundMessage]] = queue.Queue(
-            maxsize=config.pipeline_depth)
+        # The next batch, handed from the prepare stage to the write stage. Bounded:
+        # at most max_batch_messages messages (the prepare stage waits for room).
+        self._handover = threading.Condition()
+        self._next: list[_Chunk] = []
+        self._next_messages = 0
+        self._writing = False
         self._whole_batches = type(self)._handle is not EmbeddedRuntime._handle
         self._failures: list[BaseException] = []
         self._subscriber = MqttSubscriber(
@@ -170,35 +196,40 @@ class EmbeddedRuntime:
 
     def _prepare_loop(self) -> None:
         while not self._stopping.is_set():
-            if not self._wait_for_slot():
+            room = self._wait_for_room()
+            if not room:
                 continue
-            handed_on = False
-            try:
-                batch = self._collect()
-                if not batch:
-                    continue
-                prepared = batch if self._whole_batches else self._prepare(batch)
-                if prepared is None:
-                    continue  # stopped during a database outage: the batch stays unacked
-                # Never blocks: the slot taken above keeps a place in the queue.
-                self._ready.put_nowait(prepared)
-                handed_on = True
-            finally:
-                if not handed_on:
-                    self._slots.release()
+            messages = self._collect(room)
+            if not messages:
+                continue
+            chunk = messages if self._whole_batches else self._prepare(messages)
+            if chunk is None:
+                continue  # stopped during a database outage: the messages stay unacked
+            with self._handover:
+                self._next.append(chunk)
+                self._next_messages += len(messages)
+                self._handover.notify_all()
 
-    def _wait_for_slot(self) -> bool:
-        """Wait until fewer than ``pipeline_depth`` batches are uncommitted."""
-        return self._slots.acquire(timeout=_POLL_S)
+    def _wait_for_room(self) -> int:
+        """How many more messages the next batch may take; 0 after a while without room."""
+        def room() -> int:
+            if self.config.overlap_stages:
+                return self.config.max_batch_messages - self._next_messages
+            # In turn: nothing is collected while a batch waits or is being written.
+            return 0 if self._next or self._writing else self.config.max_batch_messages
 
-    def _collect(self) -> list[InboundMessage]:
+        with self._handover:
+            self._handover.wait_for(lambda: room() > 0 or self._stopping.is_set(), _POLL_S)
+            return 0 if self._stopping.is_set() else room()
+
+    def _collect(self, limit: int) -> list[InboundMessage]:
         try:
             first = self._queue.get(timeout=_POLL_S)
         except queue.Empty:
             return []
         batch = [first]
         deadline = time.monotonic() + self.config.linger_s
-        while len(batch) < self.config.max_batch_messages:
+        while len(batch) < limit:
             remaining = deadline - time.monotonic()
             try:
                 batch.append(self._queue.get(timeout=max(remaining, 0.0)) if remaining > 0
@@ -208,7 +239,7 @@ class EmbeddedRuntime:
         return batch
 
     def _prepare(self, batch: list[InboundMessage]) -> PreparedBatch | None:
-        """Admit and process one batch, after the one prepared before it.
+        """Admit and process messages, continuing from the ones prepared before them.
 
         Returns None if asked to stop while the database (the kit keys) was away.
         """
@@ -222,7 +253,7 @@ class EmbeddedRuntime:
         # Each reading keeps the arrival time of its own frame.
         processed.enriched["received_ms"] = admitted.received_ms
         withhold_zone_payloads(admitted, self.config.core.privacy.zones)
-        # The next batch continues from these states even before this one commits:
+        # What comes next continues from these states even before they commit:
         # batches commit in this same order, or (on stop) not at all.
         self._prepared_states = processed.states
         return PreparedBatch(batch, admitted, processed.to_store(), processed.states)
@@ -231,27 +262,40 @@ class EmbeddedRuntime:
 
     def _write_loop(self) -> None:
         while not self._stopping.is_set():
-            prepared = self._wait_for_prepared()
-            if prepared is None:
+            batch = self._take_next()
+            if batch is None:
                 continue
             try:
-                if self._stopping.is_set():
-                    return  # not started: it stays unacked, the broker sends it again
-                if isinstance(prepared, PreparedBatch):
-                    messages, outcome = prepared.messages, self._store(prepared)
+                started = time.monotonic()
+                if isinstance(batch, PreparedBatch):
+                    messages, outcome = batch.messages, self._store(batch)
                 else:
-                    messages, outcome = prepared, self._handle(prepared)
+                    messages, outcome = batch, self._handle(batch)
                 if outcome is None:
                     return  # stopped during a database outage: left unacked
                 self._acknowledge(messages, outcome)
+                log.debug("batch of %d messages written and acked in %.3f s (%d readings new, "
+                          "%d partial rows merged)", len(messages), time.monotonic() - started,
+                          outcome.inserted, outcome.partials_merged)
             finally:
-                self._slots.release()
+                with self._handover:
+                    self._writing = False
+                    self._handover.notify_all()
 
-    def _wait_for_prepared(self) -> PreparedBatch | list[InboundMessage] | None:
-        try:
-            return self._ready.get(timeout=_POLL_S)
-        except queue.Empty:
-            return None
+    def _take_next(self) -> _Chunk | None:
+        """Wait a while for the next batch and take all of it; None if there is none, or
+        when stopping (what was prepared then stays unacked, for the broker to resend)."""
+        with self._handover:
+            self._handover.wait_for(lambda: bool(self._next) or self._stopping.is_set(), _POLL_S)
+            if not self._next or self._stopping.is_set():
+                return None
+            chunks, self._next, self._next_messages = self._next, [], 0
+            self._writing = True
+            self._handover.notify_all()  # room again: the prepare stage starts the batch after
+        prepared = [c for c in chunks if isinstance(c, PreparedBatch)]
+        if prepared:
+            return PreparedBatch.joined(prepared)
+        return [m for c in chunks if isinstance(c, list) for m in c]
 
     def _store(self, prepared: PreparedBatch) -> WriteOutcome | None:
         """Write one prepared batch in one transaction; retry while the database is away.

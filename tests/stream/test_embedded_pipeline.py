@@ -37,43 +37,47 @@ PER_FRAME = 10
 WRITER = "bikesense-stream"  # the sink's application_name
 
 
-class TracedRuntime(EmbeddedRuntime):
-    """The embedded runtime, recording ``(event, batch number)`` as its batches move on.
+Batch = tuple[int, ...]
 
-    Events: ``prepared`` (admitted and processed), ``write`` (its transaction began),
-    ``committed`` (the sink returned), ``failed`` (a database error), ``acked``; and
-    ``keys failed`` (batch -1) when reading the kit keys met a database error.
-    Batch numbers count prepared batches from 0.
+
+class TracedRuntime(EmbeddedRuntime):
+    """The embedded runtime, recording what happens to its chunks and batches.
+
+    The prepare stage's chunks are numbered from 0 as they are prepared; a batch
+    is the tuple of the chunks it joined. Events: ``prepared`` (a chunk, as a
+    1-tuple), then per batch ``write`` (its transaction began), ``committed`` (the
+    sink returned), ``failed`` (a database error), ``acked``; and ``keys failed``
+    (an empty tuple) when reading the kit keys met a database error.
     """
 
     def __init__(self, config: EmbeddedConfig, master_key: MasterKey) -> None:
         super().__init__(config, master_key)
-        self.events: list[tuple[str, int]] = []
-        self.batches: list[PreparedBatch] = []
+        self.events: list[tuple[str, Batch]] = []
+        self.chunks: list[PreparedBatch] = []
         self._lock = threading.Lock()
+        self._current: Batch = ()
         sink_write, subscriber_ack = self._sink.write, self._subscriber.ack
         load_keys = self._key_reader.load
 
         def write(admitted: Any, rows: Any, states: Any = None) -> Any:
-            n = self._number(lambda b: b.admitted is admitted)
-            self._log("write", n)
+            self._log("write", self._current)
             try:
                 outcome = sink_write(admitted, rows, states)
             except psycopg.OperationalError:
-                self._log("failed", n)
+                self._log("failed", self._current)
                 raise
-            self._log("committed", n)
+            self._log("committed", self._current)
             return outcome
 
         def ack(messages: list[InboundMessage]) -> int:
-            self._log("acked", self._number(lambda b: b.messages is messages))
+            self._log("acked", self._batch_of(messages))
             return subscriber_ack(messages)
 
         def keys() -> Any:
             try:
                 return load_keys()
             except psycopg.OperationalError:
-                self._log("keys failed", -1)
+                self._log("keys failed", ())
                 raise
 
         self._sink.write = write  # type: ignore[method-assign]
@@ -84,33 +88,44 @@ class TracedRuntime(EmbeddedRuntime):
         prepared = super()._prepare(batch)
         if prepared is not None:
             with self._lock:
-                self.batches.append(prepared)
-            self._log("prepared", len(self.batches) - 1)
+                self.chunks.append(prepared)
+            self._log("prepared", (len(self.chunks) - 1,))
         return prepared
 
-    def _number(self, match: Callable[[PreparedBatch], bool]) -> int:
-        with self._lock:
-            return next(i for i, b in enumerate(self.batches) if match(b))
+    def _store(self, prepared: PreparedBatch) -> Any:
+        self._current = self._batch_of(prepared.messages)
+        return super()._store(prepared)
 
-    def _log(self, event: str, n: int) -> None:
+    def _batch_of(self, messages: list[InboundMessage]) -> Batch:
         with self._lock:
-            self.events.append((event, n))
+            return tuple(i for i, chunk in enumerate(self.chunks)
+                         if any(m is chunk.messages[0] for m in messages))
 
-    def seen(self, event: str) -> list[int]:
+    def _log(self, event: str, batch: Batch) -> None:
         with self._lock:
-            return [n for e, n in self.events if e == event]
+            self.events.append((event, batch))
 
-    def at(self, event: str, n: int) -> int:
-        """Where in the event log ``event`` first happened to batch ``n``."""
+    def seen(self, event: str) -> list[Batch]:
         with self._lock:
-            return self.events.index((event, n))
+            return [b for e, b in self.events if e == event]
+
+    def prepared(self) -> list[int]:
+        return [n for (n,) in self.seen("prepared")]
+
+    def acked_chunks(self) -> list[int]:
+        return [n for batch in self.seen("acked") for n in batch]
+
+    def at(self, event: str, batch: Batch) -> int:
+        """Where in the event log ``event`` first happened to ``batch``."""
+        with self._lock:
+            return self.events.index((event, batch))
 
     def counter(self, name: str) -> float:
         return self.metrics.registry.get_sample_value(f"{name}_total") or 0.0
 
-    def kits_of(self, n: int) -> set[int]:
+    def kits_of(self, chunk: int) -> set[int]:
         with self._lock:
-            return {int(k) for k in self.batches[n].rows["kit_id"]}
+            return {int(k) for k in self.chunks[chunk].rows["kit_id"]}
 
 
 @contextmanager
@@ -215,53 +230,57 @@ def writer_blocked(url: str) -> bool:
 
 
 def assert_acks_follow_commits(runtime: TracedRuntime) -> None:
-    """Every acked batch committed first, and batches commit and ack in batch order."""
-    acked, committed = runtime.seen("acked"), runtime.seen("committed")
-    assert acked == sorted(acked) == list(range(len(acked)))
-    assert committed == sorted(committed)
-    for n in acked:
-        assert runtime.at("committed", n) < runtime.at("acked", n)
-        if n > 0:
-            assert runtime.at("acked", n - 1) < runtime.at("write", n)
+    """Every acked batch committed first, and batches are written and acked in order."""
+    acked = runtime.seen("acked")
+    assert runtime.acked_chunks() == list(range(len(runtime.acked_chunks())))
+    assert [b for b in runtime.seen("committed") if b in acked] == acked
+    for i, batch in enumerate(acked):
+        assert runtime.at("committed", batch) < runtime.at("acked", batch)
+        if i > 0:
+            assert runtime.at("acked", acked[i - 1]) < runtime.at("write", batch)
 
 
 def test_the_next_batch_is_prepared_during_a_write_and_acked_only_after_it(
     fleet: Fleet, unique_topic_prefix: str,
 ) -> None:
-    runtime = TracedRuntime(fleet.config(f"{unique_topic_prefix}-ingest"), fleet.master)
+    runtime = TracedRuntime(fleet.config(f"{unique_topic_prefix}-ingest", max_batch_messages=2),
+                            fleet.master)
     with started(runtime):
         with readings_locked(fleet.url):
-            fleet.publish(1, 0)  # batch 0: its write waits for the lock
-            wait_for(lambda: writer_blocked(fleet.url), what="batch 0's write to block")
-            fleet.publish(2, 0)  # batch 1: prepared while batch 0 is being written
-            wait_for(lambda: runtime.seen("prepared") == [0, 1],
-                     what="batch 1 prepared during batch 0's write")
-            fleet.publish(3, 0)  # no slot for it: one batch written, one ready
+            fleet.publish(1, 0)  # chunk 0, written alone: its write waits for the lock
+            wait_for(lambda: writer_blocked(fleet.url), what="batch (0,)'s write to block")
+            fleet.publish(2, 0)  # chunks 1 and 2: the next batch, prepared meanwhile
+            wait_for(lambda: runtime.prepared() == [0, 1], what="chunk 1 prepared")
+            fleet.publish(3, 0)
+            wait_for(lambda: runtime.prepared() == [0, 1, 2], what="chunk 2 prepared")
+            fleet.publish(1, 1)  # no room: the next batch holds max_batch_messages
             time.sleep(1.0)
-            assert runtime.seen("prepared") == [0, 1]
-            assert runtime.seen("write") == [0]
+            assert runtime.prepared() == [0, 1, 2]
+            assert runtime.seen("write") == [(0,)]
             assert runtime.seen("committed") == runtime.seen("acked") == []
-        wait_for(lambda: runtime.seen("acked") == [0, 1, 2], what="all three batches acked")
-    assert [runtime.kits_of(n) for n in range(3)] == [{1}, {2}, {3}]
+        wait_for(lambda: runtime.acked_chunks() == [0, 1, 2, 3], what="every chunk acked")
+    assert runtime.seen("acked") == [(0,), (1, 2), (3,)]
+    assert [runtime.kits_of(n) for n in range(4)] == [{1}, {2}, {3}, {1}]
     assert_acks_follow_commits(runtime)
-    assert runtime.at("prepared", 1) < runtime.at("committed", 0)
-    assert runtime.counter("bikesense_mqtt_messages_acked") == 3
+    assert runtime.at("prepared", (2,)) < runtime.at("committed", (0,))
+    assert runtime.counter("bikesense_mqtt_messages_acked") == 4
     fleet.assert_exactly_once()
 
 
-def test_depth_one_runs_the_stages_in_turn(fleet: Fleet, unique_topic_prefix: str) -> None:
-    runtime = TracedRuntime(fleet.config(f"{unique_topic_prefix}-ingest", pipeline_depth=1),
+def test_without_overlap_the_stages_take_turns(fleet: Fleet, unique_topic_prefix: str) -> None:
+    runtime = TracedRuntime(fleet.config(f"{unique_topic_prefix}-ingest", overlap_stages=False),
                             fleet.master)
     with started(runtime):
         with readings_locked(fleet.url):
             fleet.publish(1, 0)
-            wait_for(lambda: writer_blocked(fleet.url), what="batch 0's write to block")
+            wait_for(lambda: writer_blocked(fleet.url), what="batch (0,)'s write to block")
             fleet.publish(2, 0)
             time.sleep(1.0)
-            assert runtime.seen("prepared") == [0]
-        wait_for(lambda: runtime.seen("acked") == [0, 1], what="both batches acked")
+            assert runtime.prepared() == [0]
+        wait_for(lambda: runtime.acked_chunks() == [0, 1], what="both batches acked")
+    assert runtime.seen("acked") == [(0,), (1,)]
     assert_acks_follow_commits(runtime)
-    assert runtime.at("acked", 0) < runtime.at("prepared", 1)
+    assert runtime.at("acked", (0,)) < runtime.at("prepared", (1,))
     fleet.assert_exactly_once()
 
 
@@ -272,16 +291,15 @@ def test_stop_during_a_write_that_fails_acks_nothing_and_loses_nothing(
     runtime = TracedRuntime(fleet.config(client_id), fleet.master)
     with started(runtime) as request_stop, readings_locked(fleet.url):
         fleet.publish(1, 0)
-        wait_for(lambda: writer_blocked(fleet.url), what="batch 0's write to block")
+        wait_for(lambda: writer_blocked(fleet.url), what="batch (0,)'s write to block")
         fleet.publish(2, 0)
-        wait_for(lambda: runtime.seen("prepared") == [0, 1], what="batch 1 ready")
+        wait_for(lambda: runtime.prepared() == [0, 1], what="the next batch prepared")
         request_stop()
         time.sleep(0.3)
         # The write in hand fails after the stop request: it is not retried.
         scalar(fleet.url, "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
                           " WHERE application_name = %s", (WRITER,))
-    assert runtime.seen("write") == [0]
-    assert runtime.seen("failed") == [0]
+    assert runtime.seen("write") == runtime.seen("failed") == [(0,)]
     assert runtime.seen("committed") == runtime.seen("acked") == []
     assert fleet.stored() == 0
     # Nothing was acked: the broker gives both frames to the next process with this session.
@@ -292,7 +310,7 @@ def test_stop_during_a_write_that_fails_acks_nothing_and_loses_nothing(
     fleet.assert_exactly_once()
 
 
-def test_stop_during_a_write_finishes_it_and_leaves_the_ready_batch_unacked(
+def test_stop_during_a_write_finishes_it_and_leaves_the_next_batch_unacked(
     fleet: Fleet, unique_topic_prefix: str,
 ) -> None:
     client_id = f"{unique_topic_prefix}-ingest"
@@ -300,21 +318,21 @@ def test_stop_during_a_write_finishes_it_and_leaves_the_ready_batch_unacked(
     with started(runtime) as request_stop:
         with readings_locked(fleet.url):
             fleet.publish(1, 0)
-            wait_for(lambda: writer_blocked(fleet.url), what="batch 0's write to block")
+            wait_for(lambda: writer_blocked(fleet.url), what="batch (0,)'s write to block")
             fleet.publish(2, 0)
-            wait_for(lambda: runtime.seen("prepared") == [0, 1], what="batch 1 ready")
+            wait_for(lambda: runtime.prepared() == [0, 1], what="the next batch prepared")
             request_stop()
             time.sleep(0.3)
-        wait_for(lambda: runtime.seen("acked") == [0], what="the write in hand committed")
-    # The batch ready behind it was never written, so never acked.
-    assert runtime.seen("write") == runtime.seen("committed") == [0]
+        wait_for(lambda: runtime.seen("acked") == [(0,)], what="the write in hand committed")
+    # The batch prepared behind it was never written, so never acked.
+    assert runtime.seen("write") == runtime.seen("committed") == [(0,)]
     assert_acks_follow_commits(runtime)
     assert fleet.stored() == PER_FRAME
     again = TracedRuntime(fleet.config(client_id), fleet.master)
     with started(again):
-        wait_for(lambda: fleet.stored() == fleet.published, what="batch 1 redelivered")
+        wait_for(lambda: fleet.stored() == fleet.published, what="the second frame redelivered")
         time.sleep(0.5)  # anything redelivered twice would land now
-    assert [again.kits_of(n) for n in again.seen("committed")] == [{2}]
+    assert [again.kits_of(n) for n in again.acked_chunks()] == [{2}]
     fleet.assert_exactly_once()
 
 
@@ -324,15 +342,13 @@ def test_database_outage_while_the_next_batch_is_prepared(
 ) -> None:
     if pg_cluster is None:
         pytest.skip("needs the harness's own PostgreSQL to stop and start it")
-    # One batch deeper than the default, so that a third batch is admitted during the outage.
-    runtime = TracedRuntime(fleet.config(f"{unique_topic_prefix}-ingest", pipeline_depth=3),
-                            fleet.master)
+    runtime = TracedRuntime(fleet.config(f"{unique_topic_prefix}-ingest"), fleet.master)
     with started(runtime):
         with readings_locked(fleet.url):
             fleet.publish(1, 0)
-            wait_for(lambda: writer_blocked(fleet.url), what="batch 0's write to block")
+            wait_for(lambda: writer_blocked(fleet.url), what="batch (0,)'s write to block")
             fleet.publish(2, 0)
-            wait_for(lambda: runtime.seen("prepared") == [0, 1], what="batch 1 ready")
+            wait_for(lambda: runtime.prepared() == [0, 1], what="the next batch prepared")
             # A kit registered after the key cache was loaded: admitting its frame must
             # read the database, which is about to go away.
             fleet.register(4)
@@ -341,18 +357,20 @@ def test_database_outage_while_the_next_batch_is_prepared(
             time.sleep(1.2)  # past the key cache's once-a-second limit on re-reads
             fleet.publish(4, 0)
             time.sleep(2.0)
-            assert runtime.seen("failed")[:1] == [0]
-            assert set(runtime.seen("write")) == {0}  # batch 0 retried, batch 1 waits
-            assert runtime.seen("keys failed")  # batch 2's admission retried meanwhile
-            assert runtime.seen("prepared") == [0, 1]
+            # The write of batch (0,) is retried; the next batch waits; kit 4's frame is
+            # admitted again and again in the prepare stage meanwhile.
+            assert runtime.seen("failed")[:1] == [(0,)]
+            assert set(runtime.seen("write")) == {(0,)}
+            assert runtime.seen("keys failed")
+            assert runtime.prepared() == [0, 1]
             assert runtime.seen("committed") == runtime.seen("acked") == []
         finally:
             pg_cluster.start()
         wait_for(lambda: fleet.stored() == fleet.published, what="every frame after the outage")
-        wait_for(lambda: len(runtime.seen("acked")) == 3, what="three batches acked")
+        wait_for(lambda: runtime.acked_chunks() == [0, 1, 2], what="every chunk acked")
     assert [runtime.kits_of(n) for n in range(3)] == [{1}, {2}, {4}]
     assert_acks_follow_commits(runtime)
-    assert runtime.at("prepared", 1) < runtime.at("committed", 0)
+    assert runtime.at("prepared", (1,)) < runtime.at("committed", (0,))
     assert "database unavailable" in caplog.text
     assert runtime.counter("bikesense_database_errors") >= 2
     fleet.assert_exactly_once()
