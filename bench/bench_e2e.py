@@ -220,7 +220,8 @@ def enriched_rows(frames: list[tuple[int, bytes]], secrets: dict[int, bytes]) ->
 
 @contextmanager
 def ingest_process(db_url: str, mqtt_url: str, master: MasterKey, log_path: Path,
-                   source: Path = ROOT) -> Iterator[subprocess.Popen[bytes]]:
+                   source: Path = ROOT,
+                   log_level: str = "WARNING") -> Iterator[subprocess.Popen[bytes]]:
     """``bikesense ingest`` as its own process, running the code in ``source``.
 
     ``python -m`` puts the working directory first on the import path, ahead of the
@@ -231,7 +232,7 @@ def ingest_process(db_url: str, mqtt_url: str, master: MasterKey, log_path: Path
     with log_path.open("wb") as log:
         proc = subprocess.Popen(
             [sys.executable, "-m", "bikesense", "ingest", "--client-id", "bench-ingest",
-             "--topic-root", ROOT_TOPIC, "--log-level", "WARNING"],
+             "--topic-root", ROOT_TOPIC, "--log-level", log_level],
             env=env, stdout=log, stderr=subprocess.STDOUT, cwd=source)
     try:
         deadline = time.monotonic() + 60
@@ -459,7 +460,9 @@ def run_pipeline(base: str, mqtt_url: str, n_readings: int, kits: int, publisher
     log_path = Path(tempfile.mkstemp(prefix="bikesense-bench-ingest-", suffix=".log")[1])
     enriched = enriched_rows(frames, secrets)
     with api_server(db) as (api_url, _api_pid), \
-            ingest_process(db, mqtt_url, master, log_path, source) as proc:
+            ingest_process(db, mqtt_url, master, log_path, source,
+                           # the runtime logs each batch it commits at DEBUG
+                           "DEBUG" if profile is not None else "WARNING") as proc:
         with psycopg.connect(db, autocommit=True) as conn:
             conn.execute("DELETE FROM rejected_frames")
         prober = Prober(mqtt_url, api_url, api_key, marker_secret)
@@ -529,6 +532,7 @@ def run_pipeline(base: str, mqtt_url: str, n_readings: int, kits: int, publisher
             rejected = int(conn.execute(  # type: ignore[index]
                 "SELECT count(*) FROM rejected_frames").fetchone()[0])
         rss = rss_peak_kib(proc.pid)
+    batches = batch_sizes(log_path.read_text(errors="replace"))
     log_path.unlink()
     published = (n + len(paced_frames) * PER_FRAME
                  + (prober.published + paced_prober.published) * PER_FRAME)
@@ -555,6 +559,7 @@ def run_pipeline(base: str, mqtt_url: str, n_readings: int, kits: int, publisher
         "ingest_thread_profile": (summarise_profile(profile)
                                   if profile is not None and profile.exists() else None),
         "database_session_profile": sampler.shares() if sampler is not None else None,
+        "batches": batches,
         "ingest_peak_rss_mib": rss / 1024,
         "latency_samples": len(lat), "latency_timeouts": prober.timeouts,
         "latency_p50_s": statistics.median(lat) if lat else None,
@@ -574,6 +579,21 @@ def run_pipeline(base: str, mqtt_url: str, n_readings: int, kits: int, publisher
         "load_average_before": load0, "load_average_after": os.getloadavg(),
     }
     return figures, enriched
+
+
+BATCH_LINE = re.compile(r"batch of (\d+) messages written and acked in ([\d.]+) s")
+
+
+def batch_sizes(log: str) -> dict[str, float] | None:
+    """Messages per committed batch and seconds per write, from ingest's DEBUG log
+    (the whole run, paced phase included); None if the runtime does not log them."""
+    found = [(int(m), float(s)) for m, s in BATCH_LINE.findall(log)]
+    if not found:
+        return None
+    sizes = sorted(m for m, _ in found)
+    return {"count": len(found), "messages_mean": statistics.fmean(sizes),
+            "messages_p50": sizes[len(sizes) // 2], "messages_max": sizes[-1],
+            "write_s_mean": statistics.fmean(s for _, s in found)}
 
 
 def ingest_source(source: Path) -> dict[str, Any]:
@@ -792,6 +812,11 @@ def main() -> None:
     for thread, shares in (pipeline["ingest_thread_profile"] or {}).items():
         for label, share in shares.items():
             print(f"  ingest {thread}: {share:6.1%} {label}")
+    if pipeline["batches"]:
+        b = pipeline["batches"]
+        print(f"  batches: {b['count']:,}, messages per batch mean {b['messages_mean']:.0f}, "
+              f"median {b['messages_p50']}, max {b['messages_max']}; "
+              f"write + ack {b['write_s_mean']:.3f} s on average")
     for app, shares in (pipeline["database_session_profile"] or {}).items():
         print(f"  PostgreSQL session {app}: " + ", ".join(
             f"{share:.0%} {label}" for label, share in shares.items() if share >= 0.005))
