@@ -5,15 +5,24 @@ kit, a researcher can follow one person's rounds day after day. So outputs
 meant for researchers name a kit by a pseudonym that changes every day,
 computed with a secret key only the operators hold::
 
-    pseudonym(kit, day) = base32(HMAC-SHA256(key, "kit:<kit id>:<YYYY-MM-DD>"))[:12]
+    pseudonym(kit, day)      = base32(HMAC-SHA256(key, "kit:<kit id>:<YYYY-MM-DD>"))[:12]
+    ride_pseudonym(ride, day) = base32(HMAC-SHA256(key, "ride:<ride id>:<YYYY-MM-DD>"))[:16]
 
 Within a day the pseudonym is stable (a day's rides stay together); across days
 nothing links them unless one has the key. Days are local days in the
 deployment's time zone (``CoreConfig.day_tz``), so the name does not change at
-a UTC midnight in the middle of an evening round. Ride ids, which encode their
-start and a hash of (kit, boot), pass through a keyed hash as well, and the
-boot id and frame sequence number, counters that run on across days, are
-cleared. Only an admin, who holds the key, can map a pseudonym back
+a UTC midnight in the middle of an evening round. Everything a researcher sees
+is scoped to one local day, rides included: the part of a ride after local
+midnight carries the next day's kit pseudonym and a ride pseudonym of its own,
+so a ride that crosses midnight cannot tie two days' pseudonyms together.
+
+What else would link days is withheld (:data:`WITHHELD_FIELDS`): the real kit
+and ride ids, the boot id and frame sequence number (counters that run on
+across days), the index in the frame (the phase of a kit's frame cadence), and
+the time of arrival (a kit that uploads after midnight sends readings of two
+days in one frame, all with one arrival time). Times are cut to whole seconds:
+the sub-second phase of a kit's sampling clock lasts as long as its boot.
+Only an admin, who holds the key, can map a pseudonym back
 (``bikesense kits pseudonym``).
 
 The key is read at the edge like the kit master key: ``BIKESENSE_PSEUDONYM_KEY``
@@ -29,9 +38,9 @@ import binascii
 import hashlib
 import hmac
 import secrets
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from datetime import date, datetime
+from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
@@ -46,6 +55,11 @@ KEY_BYTES = 32
 #: 12 base32 characters: 60 bits, so two kits of a fleet of 10,000 share a day's
 #: pseudonym with probability about 10**8 / 2**61, never in practice.
 PSEUDONYM_CHARS = 12
+#: 16 base32 characters (80 bits) for rides: a fleet rides millions of them over the years.
+RIDE_PSEUDONYM_CHARS = 16
+
+#: Fields of an enriched reading that researchers never get (see the module docstring).
+WITHHELD_FIELDS = ("kit_id", "boot_id", "seq", "idx", "ride_id", "received_ms")
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,21 +92,28 @@ class PseudonymKey:
         return hmac.digest(self.secret, message.encode(), hashlib.sha256)
 
 
+def _base32(digest: bytes, chars: int) -> str:
+    return base64.b32encode(digest).decode().lower()[:chars]
+
+
 def pseudonym(kit_id: int, day: date, key: PseudonymKey) -> str:
     """The kit's name on ``day``: 12 lowercase base32 characters."""
-    digest = key.digest(f"kit:{int(kit_id)}:{day.isoformat()}")
-    return base64.b32encode(digest).decode().lower()[:PSEUDONYM_CHARS]
+    return _base32(key.digest(f"kit:{int(kit_id)}:{day.isoformat()}"), PSEUDONYM_CHARS)
 
 
 def pseudonym_number(kit_id: int, day: date, key: PseudonymKey) -> int:
-    """The same pseudonym as a number below 2**60 (what integer columns carry)."""
+    """The same pseudonym as a number below 2**60 (the first 60 bits of the digest)."""
     digest = key.digest(f"kit:{int(kit_id)}:{day.isoformat()}")
     return int.from_bytes(digest[:8], "big") >> 4
 
 
-def ride_pseudonym(ride_id: int, key: PseudonymKey) -> int:
-    """A ride's id in pseudonymous outputs: stable for the ride, no start time, no kit."""
-    return int.from_bytes(key.digest(f"ride:{int(ride_id)}")[:8], "big") >> 1
+def ride_pseudonym(ride_id: int, day: date, key: PseudonymKey) -> str:
+    """A ride's name on ``day``: 16 lowercase base32 characters, no start time, no kit.
+
+    The day is part of the name, so the two sides of local midnight of one ride
+    are two rides to a researcher.
+    """
+    return _base32(key.digest(f"ride:{int(ride_id)}:{day.isoformat()}"), RIDE_PSEUDONYM_CHARS)
 
 
 def local_days(ts_ms: np.ndarray, tz: str) -> np.ndarray:
@@ -113,35 +134,59 @@ def local_days(ts_ms: np.ndarray, tz: str) -> np.ndarray:
     return local
 
 
-def pseudonymise(chunk: np.ndarray, key: PseudonymKey, tz: str) -> np.ndarray:
-    """A copy of enriched rows (``ENRICHED_DTYPE``) fit for researchers.
+def local_day_spans(start: datetime, end: datetime,
+                    tz: str) -> Iterator[tuple[date, datetime, datetime]]:
+    """The local days of ``tz`` that ``[start, end)`` touches, in order, each as
+    ``(day, lo, hi)`` with ``[lo, hi)`` the part of the range on that day (UTC).
 
-    The copy has the same fields, ``kit_id`` as int64. ``kit_id`` becomes the
-    kit's daily :func:`pseudonym_number` (local day of the reading in ``tz``),
-    ``ride_id`` its :func:`ride_pseudonym`, and ``boot_id`` and ``seq`` are set
-    to 0: they count on across days and would link them. Positions, times,
-    values and QA flags are unchanged.
+    A local day is 23 or 25 hours long when the clocks change; its bounds are
+    the instants of local midnight.
     """
-    # kit_id widens to int64: a 60-bit pseudonym does not collide within a fleet, 32 bits would.
-    dtype = np.dtype([(name, "<i8" if name == "kit_id" else chunk.dtype[name])
-                      for name in chunk.dtype.names or ()])
-    out = np.empty(len(chunk), dtype=dtype)
-    for name in chunk.dtype.names or ():
-        out[name] = chunk[name]
+    zone = ZoneInfo(tz)
+    day = start.astimezone(zone).date()
+    while True:
+        day_start = datetime.combine(day, time(), zone).astimezone(UTC)
+        if day_start >= end:
+            return
+        nxt = day + timedelta(days=1)
+        day_end = datetime.combine(nxt, time(), zone).astimezone(UTC)
+        lo, hi = max(start, day_start), min(end, day_end)
+        if lo < hi:
+            yield day, lo, hi
+        day = nxt
+
+
+def researcher_dtype(dtype: np.dtype[np.void]) -> np.dtype[np.void]:
+    """The fields of ``dtype`` a researcher gets: pseudonyms first, nothing withheld."""
+    kept = [(name, dtype[name]) for name in dtype.names or () if name not in WITHHELD_FIELDS]
+    return np.dtype([("kit_pseudonym", f"S{PSEUDONYM_CHARS}"),
+                     ("ride_pseudonym", f"S{RIDE_PSEUDONYM_CHARS}"), *kept])
+
+
+def pseudonymise(chunk: np.ndarray, key: PseudonymKey, tz: str) -> np.ndarray:
+    """Enriched rows (``ENRICHED_DTYPE``) as a researcher gets them (:func:`researcher_dtype`).
+
+    ``kit_pseudonym`` is the kit's :func:`pseudonym` and ``ride_pseudonym`` the
+    ride's :func:`ride_pseudonym`, both on the local day of the reading in
+    ``tz``; ``ts_ms`` is cut to the whole second; :data:`WITHHELD_FIELDS` are
+    left out. Positions, values and QA flags are unchanged. This is the
+    reference for what ``storage.exports`` computes in SQL.
+    """
+    out = np.empty(len(chunk), dtype=researcher_dtype(chunk.dtype))
+    for name in out.dtype.names or ():
+        if name in chunk.dtype.names:  # type: ignore[operator]
+            out[name] = chunk[name]
     if not len(out):
         return out
-    days = local_days(out["ts_ms"], tz)
-    pairs, inverse = np.unique(
-        np.stack([out["kit_id"].astype(np.int64), days.astype(np.int64)], axis=1),
-        axis=0, return_inverse=True)
-    numbers = np.array([pseudonym_number(int(kit), _day(int(d)), key)
-                        for kit, d in pairs.tolist()], dtype=np.int64)
-    out["kit_id"] = numbers[inverse.reshape(-1)]
-    rides, ride_inverse = np.unique(out["ride_id"], return_inverse=True)
-    out["ride_id"] = np.array([ride_pseudonym(int(r), key) for r in rides.tolist()],
-                              dtype=np.int64)[ride_inverse.reshape(-1)]
-    out["boot_id"] = 0
-    out["seq"] = 0
+    out["ts_ms"] -= out["ts_ms"] % 1000
+    days = local_days(chunk["ts_ms"], tz).astype(np.int64)
+    for field_name, ids, name_of in (("kit_pseudonym", chunk["kit_id"], pseudonym),
+                                     ("ride_pseudonym", chunk["ride_id"], ride_pseudonym)):
+        pairs, inverse = np.unique(np.stack([ids.astype(np.int64), days], axis=1), axis=0,
+                                   return_inverse=True)
+        names = np.array([name_of(int(i), _day(int(d)), key) for i, d in pairs.tolist()],
+                         dtype=out.dtype[field_name])
+        out[field_name] = names[inverse.reshape(-1)]
     return out
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from datetime import date, datetime
 from pathlib import Path
 
@@ -12,7 +13,9 @@ from storage.exceptions import SecretError
 from storage.pseudonyms import (
     PSEUDONYM_KEY_ENV,
     PSEUDONYM_KEY_FILE_ENV,
+    WITHHELD_FIELDS,
     PseudonymKey,
+    local_day_spans,
     local_days,
     pseudonym,
     pseudonym_key_from_environment,
@@ -65,29 +68,53 @@ def _rows(ts_ms: list[int], kit_id: int = 7, boot_id: int = 3) -> np.ndarray:
 
 
 def test_pseudonymised_rows_cannot_be_linked_across_days() -> None:
-    day1 = _ms("2026-11-23T08:00:00+00:00")
-    day2 = _ms("2026-11-24T08:00:00+00:00")
+    day1 = _ms("2026-11-23T08:00:00.437+00:00")
+    day2 = _ms("2026-11-24T08:00:00.437+00:00")
     rows = _rows([day1, day1 + 1000, day2, day2 + 1000])
     rows["ride_id"][1] = rows["ride_id"][0]
     rows["ride_id"][3] = rows["ride_id"][2]
     out = pseudonymise(rows, KEY, TZ)
-    kits = out["kit_id"].tolist()
-    assert kits[0] == kits[1] == pseudonym_number(7, date(2026, 11, 23), KEY)
-    assert kits[2] == kits[3] == pseudonym_number(7, date(2026, 11, 24), KEY)
+    kits = out["kit_pseudonym"].astype(str).tolist()
+    assert kits[0] == kits[1] == pseudonym(7, date(2026, 11, 23), KEY)
+    assert kits[2] == kits[3] == pseudonym(7, date(2026, 11, 24), KEY)
     assert kits[0] != kits[2]
-    assert 7 not in kits
-    rides = out["ride_id"].tolist()
-    assert rides[0] == rides[1] == ride_pseudonym(int(rows["ride_id"][0]), KEY)
+    rides = out["ride_pseudonym"].astype(str).tolist()
+    assert rides[0] == rides[1] == ride_pseudonym(int(rows["ride_id"][0]), date(2026, 11, 23),
+                                                  KEY)
     assert rides[2] == rides[3] != rides[0]
-    assert not set(rides) & set(rows["ride_id"].tolist())
-    # Counters that run on across days are gone; what was measured stays.
-    assert out["boot_id"].tolist() == [0] * 4
-    assert out["seq"].tolist() == [0] * 4
-    np.testing.assert_array_equal(out["ts_ms"], rows["ts_ms"])
+    assert len(rides[0]) == 16
+    # What links days is gone (ids, counters, arrival, the sub-second clock phase);
+    # what was measured stays.
+    assert set(out.dtype.names or ()) & set(WITHHELD_FIELDS) == set()
+    np.testing.assert_array_equal(out["ts_ms"], rows["ts_ms"] - 437)
     np.testing.assert_array_equal(out["pm25_ugm3"], rows["pm25_ugm3"])
-    assert out["idx"].tolist() == [4] * 4
     assert rows["kit_id"].tolist() == [7] * 4  # the input is not touched
     assert len(pseudonymise(rows[:0], KEY, TZ)) == 0
+
+
+def test_a_ride_across_local_midnight_gets_a_name_per_day() -> None:
+    # 22:50 and 23:10 UTC on 23 November are 23:50 on the 23rd and 00:10 on the 24th locally.
+    rows = _rows([_ms("2026-11-23T22:50:00+00:00"), _ms("2026-11-23T23:10:00+00:00")])
+    rows["ride_id"] = rows["ride_id"][0]
+    out = pseudonymise(rows, KEY, TZ)
+    ride = int(rows["ride_id"][0])
+    assert out["ride_pseudonym"].astype(str).tolist() == [
+        ride_pseudonym(ride, date(2026, 11, 23), KEY),
+        ride_pseudonym(ride, date(2026, 11, 24), KEY)]
+    assert out["kit_pseudonym"][0] != out["kit_pseudonym"][1]
+
+
+def test_local_day_spans_follow_the_clock_changes() -> None:
+    # 25 October 2026: clocks go back in Amsterdam, the day lasts 25 hours.
+    start = datetime.fromisoformat("2026-10-24T12:00:00+00:00")
+    end = datetime.fromisoformat("2026-10-26T12:00:00+00:00")
+    spans = list(local_day_spans(start, end, TZ))
+    assert [d.isoformat() for d, _, _ in spans] == ["2026-10-24", "2026-10-25", "2026-10-26"]
+    assert spans[0][1] == start
+    assert spans[-1][2] == end
+    assert spans[1][1].isoformat() == "2026-10-24T22:00:00+00:00"
+    assert (spans[1][2] - spans[1][1]).total_seconds() == 25 * 3600
+    assert all(a[2] == b[1] for a, b in itertools.pairwise(spans))
 
 
 def test_the_admin_mapping_finds_the_kit_behind_a_pseudonym() -> None:
