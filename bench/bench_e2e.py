@@ -286,8 +286,8 @@ PROFILE_THREADS = {
 #: Where a thread's time goes: the innermost of these functions on its stack.
 PROFILE_BUCKETS = {
     "_collect": "waiting for messages (queue empty, or lingering for more)",
-    "_wait_for_slot": "waiting for a pipeline slot (the write stage is behind)",
-    "_wait_for_prepared": "waiting for a prepared batch",
+    "_wait_for_room": "waiting for room in the next batch (the write stage is behind)",
+    "_take_next": "waiting for the next batch",
     "ack": "acking MQTT",
     "_merge_aggregates": "database: merge partial aggregates (upsert)",
     "aggregate": "stream core: partial aggregates (CPU)",
@@ -501,6 +501,7 @@ def run_pipeline(base: str, mqtt_url: str, n_readings: int, kits: int, publisher
                     break
                 time.sleep(0.1)
         elapsed = samples[-1][0]
+        saturated_log_bytes = log_path.stat().st_size
         cpu = cpu_seconds(proc.pid) - cpu0
         pg_cpu = cpu_seconds(postmaster, children=True) - pg0
         if spy is not None:
@@ -532,7 +533,7 @@ def run_pipeline(base: str, mqtt_url: str, n_readings: int, kits: int, publisher
             rejected = int(conn.execute(  # type: ignore[index]
                 "SELECT count(*) FROM rejected_frames").fetchone()[0])
         rss = rss_peak_kib(proc.pid)
-    batches = batch_sizes(log_path.read_text(errors="replace"))
+    batches = batch_sizes(log_path.read_bytes()[:saturated_log_bytes].decode(errors="replace"))
     log_path.unlink()
     published = (n + len(paced_frames) * PER_FRAME
                  + (prober.published + paced_prober.published) * PER_FRAME)
@@ -555,6 +556,10 @@ def run_pipeline(base: str, mqtt_url: str, n_readings: int, kits: int, publisher
         "rejected_frames": rejected,
         "ingest_cpu_s": cpu, "ingest_cpu_cores_busy": cpu / elapsed,
         "postgres_cpu_s": pg_cpu, "postgres_cpu_cores_busy": pg_cpu / elapsed,
+        # CPU time per stored reading: steadier than readings/s on a machine shared with
+        # other work, and what bounds the rate once both cores are busy.
+        "ingest_cpu_us_per_reading": cpu / n * 1e6,
+        "postgres_cpu_us_per_reading": pg_cpu / n * 1e6,
         "ingest_source": ingest_source(source),
         "ingest_thread_profile": (summarise_profile(profile)
                                   if profile is not None and profile.exists() else None),
@@ -585,8 +590,8 @@ BATCH_LINE = re.compile(r"batch of (\d+) messages written and acked in ([\d.]+) 
 
 
 def batch_sizes(log: str) -> dict[str, float] | None:
-    """Messages per committed batch and seconds per write, from ingest's DEBUG log
-    (the whole run, paced phase included); None if the runtime does not log them."""
+    """Messages per committed batch and seconds per write, from ingest's DEBUG log (of
+    the saturated phase); None if the runtime does not log them."""
     found = [(int(m), float(s)) for m, s in BATCH_LINE.findall(log)]
     if not found:
         return None
@@ -808,7 +813,9 @@ def main() -> None:
           f"{pipeline['stored_readings']:,}: lost {pipeline['lost']}, duplicated "
           f"{pipeline['duplicated']}; ingest used {pipeline['ingest_cpu_cores_busy']:.2f} "
           f"cores, peak RSS {pipeline['ingest_peak_rss_mib']:.0f} MiB")
-    print(f"PostgreSQL used {pipeline['postgres_cpu_cores_busy']:.2f} cores")
+    print(f"PostgreSQL used {pipeline['postgres_cpu_cores_busy']:.2f} cores; CPU per reading: "
+          f"ingest {pipeline['ingest_cpu_us_per_reading']:.0f} µs, PostgreSQL "
+          f"{pipeline['postgres_cpu_us_per_reading']:.0f} µs")
     for thread, shares in (pipeline["ingest_thread_profile"] or {}).items():
         for label, share in shares.items():
             print(f"  ingest {thread}: {share:6.1%} {label}")
