@@ -586,19 +586,23 @@ def run_pipeline(base: str, mqtt_url: str, n_readings: int, kits: int, publisher
     return figures, enriched
 
 
-BATCH_LINE = re.compile(r"batch of (\d+) messages written and acked in ([\d.]+) s")
+BATCH_LINE = re.compile(r"batch of (\d+) messages written and acked in ([\d.]+) s "
+                        r"\((\d+) readings new, (\d+) partial rows merged\)")
 
 
 def batch_sizes(log: str) -> dict[str, float] | None:
     """Messages per committed batch and seconds per write, from ingest's DEBUG log (of
     the saturated phase); None if the runtime does not log them."""
-    found = [(int(m), float(s)) for m, s in BATCH_LINE.findall(log)]
+    found = [(int(m), float(s), int(new), int(merged))
+             for m, s, new, merged in BATCH_LINE.findall(log)]
     if not found:
         return None
-    sizes = sorted(m for m, _ in found)
+    sizes = sorted(f[0] for f in found)
+    new = sum(f[2] for f in found)
     return {"count": len(found), "messages_mean": statistics.fmean(sizes),
             "messages_p50": sizes[len(sizes) // 2], "messages_max": sizes[-1],
-            "write_s_mean": statistics.fmean(s for _, s in found)}
+            "write_s_mean": statistics.fmean(f[1] for f in found),
+            "partial_rows_per_new_reading": sum(f[3] for f in found) / new if new else None}
 
 
 def ingest_source(source: Path) -> dict[str, Any]:
@@ -823,7 +827,9 @@ def main() -> None:
         b = pipeline["batches"]
         print(f"  batches: {b['count']:,}, messages per batch mean {b['messages_mean']:.0f}, "
               f"median {b['messages_p50']}, max {b['messages_max']}; "
-              f"write + ack {b['write_s_mean']:.3f} s on average")
+              f"write + ack {b['write_s_mean']:.3f} s on average; "
+              f"{b['partial_rows_per_new_reading'] or float('nan'):.2f} partial rows merged "
+              "per new reading")
     for app, shares in (pipeline["database_session_profile"] or {}).items():
         print(f"  PostgreSQL session {app}: " + ", ".join(
             f"{share:.0%} {label}" for label, share in shares.items() if share >= 0.005))
