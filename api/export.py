@@ -1,15 +1,18 @@
 """Streaming encoders of raw-reading exports: CSV, Parquet and GeoJSON in constant memory.
 
-CSV and GeoJSON are formatted by the database (``COPY ... (FORMAT csv)``, see
-:func:`storage.exports.copy_readings_text`) and passed through: the fastest
-path on one box. Parquet starts from ``storage.queries.aiter_readings``'s numpy
-chunks (a binary COPY decoded without Python work per row); each chunk becomes
-one Arrow table (absent values — NaN, -1 satellites, cell 0 — become nulls) and
-one row group. Memory is one chunk whatever the export's size.
+The rows come from :func:`storage.exports.aiter_export_blocks` in blocks of a
+slice each, already in export order and already encoded by the database: CSV
+lines and GeoJSON features pass through as they are; Parquet gets fixed-width
+binary rows, which become one Arrow table (absent values — NaN, -1
+satellites, cell 0 — become nulls) and one row group per slice. Memory is a
+few slices whatever the export's size.
 
 Columns come in a stable order with their units in their names
-(``pm25_ugm3``, ``noise_laeq_db``); the Parquet schema and the GeoJSON
-header also carry each column's unit.
+(``pm25_ugm3``, ``noise_laeq_db``) and depend on the role
+(DESIGN.md decision 4, docs/privacy.md): admins get the stored identities
+(:data:`ADMIN_COLUMNS`), researchers daily pseudonyms instead and nothing that
+links a kit's days (:data:`RESEARCHER_COLUMNS`). The Parquet schema and the
+GeoJSON header also carry each column's unit.
 """
 
 from __future__ import annotations
@@ -24,61 +27,69 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from starlette.concurrency import run_in_threadpool
 
-from stream.core.partials import METRIC_COLUMNS, Metric
+from storage.copybin import PG_EPOCH_OFFSET_US
+from storage.exports import ExportBlock, decode_binary_rows
+from stream.core.partials import Metric
 
 
 @dataclass(frozen=True, slots=True)
 class ExportColumn:
     name: str  # the column in the export, units in the name
     unit: str
-    source: str  # field of ENRICHED_DTYPE
-    kind: str  # "int", "float", "time", "cell", "sats"
+    kind: str  # "time", "int", "float32", "float64", "sats", "cell", "name"
     metric: Metric | None = None  # only when this metric is asked for
 
 
-#: The export's columns, in their stable order.
-EXPORT_COLUMNS: tuple[ExportColumn, ...] = (
-    ExportColumn("ts", "ISO 8601, UTC", "ts_ms", "time"),
-    ExportColumn("kit_id", "", "kit_id", "int"),
-    ExportColumn("boot_id", "", "boot_id", "int"),
-    ExportColumn("seq", "frame sequence number", "seq", "int"),
-    ExportColumn("idx", "index in frame", "idx", "int"),
-    ExportColumn("ride_id", "", "ride_id", "int"),
-    ExportColumn("lat_deg", "degree, WGS84", "lat_deg", "float"),
-    ExportColumn("lon_deg", "degree, WGS84", "lon_deg", "float"),
-    ExportColumn("gnss_fix", "0 none, 1 2-D, 2 3-D", "gnss_fix", "int"),
-    ExportColumn("hdop", "", "hdop", "float"),
-    ExportColumn("satellites", "count", "satellites", "sats"),
-    ExportColumn("speed_mps", "m/s", "speed_mps", "float"),
-    ExportColumn("pm1_ugm3", "µg/m³", "pm1_ugm3", "float", Metric.PM1),
-    ExportColumn("pm25_ugm3", "µg/m³", "pm25_ugm3", "float", Metric.PM25),
-    ExportColumn("pm10_ugm3", "µg/m³", "pm10_ugm3", "float", Metric.PM10),
-    ExportColumn("no2_ugm3", "µg/m³", "no2_ugm3", "float", Metric.NO2),
-    ExportColumn("noise_laeq_db", "dB(A)", "noise_laeq_db", "float", Metric.NOISE),
-    ExportColumn("noise_lamax_db", "dB(A)", "noise_lamax_db", "float", Metric.NOISE),
-    ExportColumn("temperature_c", "°C", "temperature_c", "float", Metric.TEMPERATURE),
-    ExportColumn("humidity_pct", "%", "humidity_pct", "float", Metric.HUMIDITY),
-    ExportColumn("interval_ms", "ms", "interval_ms", "int"),
-    ExportColumn("status", "device status bits", "status", "int"),
-    ExportColumn("qa_flags", "bits of stream.core.qa.QaFlag, 0 = clean", "qa_flags", "int"),
-    ExportColumn("cell", "H3 index at the finest resolution", "cell", "cell"),
-    ExportColumn("received_at", "ISO 8601, UTC", "received_ms", "time"),
+def _measurements() -> tuple[ExportColumn, ...]:
+    return (
+        ExportColumn("lat_deg", "degree, WGS84", "float64"),
+        ExportColumn("lon_deg", "degree, WGS84", "float64"),
+        ExportColumn("gnss_fix", "0 none, 1 2-D, 2 3-D", "int"),
+        ExportColumn("hdop", "", "float32"),
+        ExportColumn("satellites", "count", "sats"),
+        ExportColumn("speed_mps", "m/s", "float32"),
+        ExportColumn("pm1_ugm3", "µg/m³", "float32", Metric.PM1),
+        ExportColumn("pm25_ugm3", "µg/m³", "float32", Metric.PM25),
+        ExportColumn("pm10_ugm3", "µg/m³", "float32", Metric.PM10),
+        ExportColumn("no2_ugm3", "µg/m³", "float32", Metric.NO2),
+        ExportColumn("noise_laeq_db", "dB(A)", "float32", Metric.NOISE),
+        ExportColumn("noise_lamax_db", "dB(A)", "float32", Metric.NOISE),
+        ExportColumn("temperature_c", "°C", "float32", Metric.TEMPERATURE),
+        ExportColumn("humidity_pct", "%", "float32", Metric.HUMIDITY),
+        ExportColumn("interval_ms", "ms", "int"),
+        ExportColumn("status", "device status bits", "int"),
+        ExportColumn("qa_flags", "bits of stream.core.qa.QaFlag, 0 = clean", "int"),
+        ExportColumn("cell", "H3 index at the finest resolution", "cell"),
+    )
+
+
+#: An admin's export, in its stable order: the readings as stored.
+ADMIN_COLUMNS: tuple[ExportColumn, ...] = (
+    ExportColumn("ts", "ISO 8601, UTC", "time"),
+    ExportColumn("kit_id", "", "int"),
+    ExportColumn("boot_id", "", "int"),
+    ExportColumn("seq", "frame sequence number", "int"),
+    ExportColumn("idx", "index in frame", "int"),
+    ExportColumn("ride_id", "", "int"),
+    *_measurements(),
+    ExportColumn("received_at", "ISO 8601, UTC", "time"),
+)
+
+#: A researcher's export, in its stable order: kits and rides by daily pseudonym, times to
+#: the second, no boot, frame, index or arrival time (storage/pseudonyms.py says why).
+RESEARCHER_COLUMNS: tuple[ExportColumn, ...] = (
+    ExportColumn("ts", "ISO 8601, UTC, whole seconds", "time"),
+    ExportColumn("kit_pseudonym", "the kit's name for this local day", "name"),
+    ExportColumn("ride_pseudonym", "the ride's name for this local day", "name"),
+    *_measurements(),
 )
 
 
-def export_columns(metrics: Sequence[Metric]) -> tuple[ExportColumn, ...]:
+def export_columns(metrics: Sequence[Metric], *,
+                   pseudonymous: bool) -> tuple[ExportColumn, ...]:
     wanted = set(metrics)
-    return tuple(c for c in EXPORT_COLUMNS if c.metric is None or c.metric in wanted)
-
-
-def keep_rows(chunk: np.ndarray, metrics: Sequence[Metric]) -> np.ndarray:
-    """Rows with at least one of ``metrics`` present (all rows when no metric is chosen)."""
-    if not metrics or len(set(metrics)) == len(Metric):
-        return chunk
-    present = np.zeros(len(chunk), dtype=bool)
-    for metric in metrics:
-        present |= ~np.isnan(chunk[METRIC_COLUMNS[metric]])
-    return chunk[present]
+    columns = RESEARCHER_COLUMNS if pseudonymous else ADMIN_COLUMNS
+    return tuple(c for c in columns if c.metric is None or c.metric in wanted)
 
 
 _HEX_DIGITS = np.frombuffer(b"0123456789abcdef", dtype=np.uint8)
@@ -86,66 +97,76 @@ _HEX_DIGITS = np.frombuffer(b"0123456789abcdef", dtype=np.uint8)
 _NIBBLE_SHIFTS = np.arange(56, -4, -4, dtype=np.int64)
 
 
+def _fixed_width_strings(text: np.ndarray, valid: np.ndarray | None = None) -> pa.Array:
+    """ASCII strings of one width (an ``S<n>`` array) as an Arrow string array, built from
+    the bytes as they are: no per-value work, no UTF-8 check (ASCII is UTF-8)."""
+    n, width = len(text), text.dtype.itemsize
+    offsets = np.arange(0, (n + 1) * width, width, dtype=np.int32)
+    data = np.ascontiguousarray(text).view(np.uint8)
+    bitmap = None if valid is None else pa.py_buffer(np.packbits(valid, bitorder="little"))
+    nulls = 0 if valid is None else n - int(np.count_nonzero(valid))
+    return pa.StringArray.from_buffers(n, pa.py_buffer(offsets), pa.py_buffer(data), bitmap,
+                                       nulls)
+
+
 def _hex_cells(cells: np.ndarray) -> pa.Array:
     """H3 cells as 15-digit hex strings, vectorised; 0 (no cell) becomes null."""
     cells = np.ascontiguousarray(cells, dtype=np.int64)
     digits = _HEX_DIGITS[(cells[:, None] >> _NIBBLE_SHIFTS) & 0xF]
-    text = np.ascontiguousarray(digits).view("S15").ravel()
-    return pa.array(text, type=pa.binary(15), mask=cells == 0).cast(pa.string())
+    return _fixed_width_strings(np.ascontiguousarray(digits).view("S15").ravel(), cells != 0)
 
 
-def _array(chunk: np.ndarray, column: ExportColumn) -> pa.Array:
-    values = chunk[column.source]
+def _array(values: np.ndarray, column: ExportColumn) -> pa.Array:
+    """One column of decoded binary rows (big-endian, PostgreSQL times) as Arrow."""
     if column.kind == "time":
-        return pa.array(values.astype("datetime64[ms]"), type=pa.timestamp("ms", tz="UTC"))
-    if column.kind == "float":
-        return pa.array(values, mask=np.isnan(values))
+        ms = (values.astype(np.int64) + PG_EPOCH_OFFSET_US) // 1000
+        return pa.array(ms.astype("datetime64[ms]"), type=pa.timestamp("ms", tz="UTC"))
+    if column.kind in {"float32", "float64"}:
+        native = values.astype(np.float32 if column.kind == "float32" else np.float64)
+        return pa.array(native, mask=np.isnan(native))
     if column.kind == "sats":
-        return pa.array(values.astype(np.int16), mask=values < 0)
+        sats: np.ndarray = values.astype(np.int16)
+        return pa.array(sats, mask=sats < 0)
     if column.kind == "cell":
         return _hex_cells(values)
+    if column.kind == "name":
+        return _fixed_width_strings(values)
     return pa.array(values.astype(np.int64))
 
 
-def to_table(chunk: np.ndarray, columns: Sequence[ExportColumn], schema: pa.Schema) -> pa.Table:
-    return pa.Table.from_arrays([_array(chunk, c) for c in columns], schema=schema)
+def to_table(rows: np.ndarray, columns: Sequence[ExportColumn], schema: pa.Schema) -> pa.Table:
+    return pa.Table.from_arrays([_array(rows[c.name], c) for c in columns], schema=schema)
 
 
 def arrow_schema(columns: Sequence[ExportColumn], provenance: dict[str, str]) -> pa.Schema:
-    types = {"time": pa.timestamp("ms", tz="UTC"), "float": None, "int": pa.int64(),
-             "sats": pa.int16(), "cell": pa.string()}
-    fields = []
-    for c in columns:
-        kind = types[c.kind]
-        if kind is None:
-            kind = pa.float64() if c.source in {"lat_deg", "lon_deg"} else pa.float32()
-        fields.append(pa.field(c.name, kind, metadata={"unit": c.unit}))
+    types = {"time": pa.timestamp("ms", tz="UTC"), "int": pa.int64(), "float32": pa.float32(),
+             "float64": pa.float64(), "sats": pa.int16(), "cell": pa.string(),
+             "name": pa.string()}
+    fields = [pa.field(c.name, types[c.kind], metadata={"unit": c.unit}) for c in columns]
     return pa.schema(fields, metadata={"bikesense": json.dumps(provenance)})
 
 
-Chunks = AsyncIterator[np.ndarray]
+Blocks = AsyncIterator[ExportBlock]
 
 
-async def csv_text_stream(columns: Sequence[ExportColumn],
-                          body: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
-    """The header, then the database's CSV as it comes."""
+async def csv_text_stream(columns: Sequence[ExportColumn], blocks: Blocks) -> AsyncIterator[bytes]:
+    """The header, then the database's CSV lines as they come."""
     yield (",".join(c.name for c in columns) + "\n").encode()
-    async for data in body:
-        yield data
+    async for block in blocks:
+        yield block.data
 
 
 async def geojson_text_stream(columns: Sequence[ExportColumn], provenance: dict[str, str],
-                              body: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
-    """Features from the database, one per line, into a FeatureCollection: separators go
-    between features, never after the last."""
+                              blocks: Blocks) -> AsyncIterator[bytes]:
+    """Features from the database into a FeatureCollection: separators go between
+    features, never after the last."""
     head = {"type": "FeatureCollection", "bikesense": {
         **provenance, "columns": [{"name": c.name, "unit": c.unit} for c in columns]}}
     yield json.dumps(head, ensure_ascii=False)[:-1].encode() + b', "features": [\n'
     first = True
-    async for block in body:
-        # Blocks end on whole lines (storage.exports.copy_readings_text).
-        text = block[:-1].replace(b"\n", b",\n")
-        yield (b"" if first else b",\n") + text
+    async for block in blocks:
+        # Blocks hold whole features separated by ",\n" (storage.exports), none around them.
+        yield block.data if first else b",\n" + block.data
         first = False
     yield b"\n]}\n"
 
@@ -187,20 +208,45 @@ class _Sink:
         return data
 
 
-async def parquet_stream(columns: Sequence[ExportColumn], schema: pa.Schema,
-                         chunks: Chunks) -> AsyncIterator[bytes]:
-    """One row group per chunk; the footer goes out when the last chunk is written."""
-    sink = _Sink()
-    writer = pq.ParquetWriter(sink, schema, compression="zstd")
+#: Rows of a Parquet row group: readers work best with row groups of 10^5 to 10^6 rows;
+#: this many rows of Arrow columns (about 100 bytes each) are held until written.
+ROW_GROUP_ROWS = 200_000
+#: Columns with few distinct values get Parquet dictionaries; on measurements, floats and
+#: times grew bigger and slower with them (a dictionary page that overflows falls back).
+_DICTIONARY_KINDS = frozenset({"name", "cell", "int", "sats"})
 
-    def encode(chunk: np.ndarray) -> bytes:
-        writer.write_table(to_table(chunk, columns, schema))
+
+async def parquet_stream(columns: Sequence[ExportColumn], schema: pa.Schema, blocks: Blocks, *,
+                         pseudonymous: bool,
+                         row_group_rows: int = ROW_GROUP_ROWS) -> AsyncIterator[bytes]:
+    """Blocks gathered into row groups of about ``row_group_rows``; the footer goes out
+    when the last is written.
+
+    Decoding and encoding run in a worker thread (numpy and pyarrow release the
+    GIL), so the database formats the next slices meanwhile.
+    """
+    sink = _Sink()
+    writer = pq.ParquetWriter(
+        sink, schema, compression="zstd",
+        use_dictionary=[c.name for c in columns if c.kind in _DICTIONARY_KINDS])
+    names = [c.name for c in columns]
+    pending: list[pa.Table] = []
+
+    def encode(block: ExportBlock | None) -> bytes:
+        if block is not None:
+            rows = decode_binary_rows(names, block.data, pseudonymous=pseudonymous)
+            pending.append(to_table(rows, columns, schema))
+        if pending and (block is None or sum(t.num_rows for t in pending) >= row_group_rows):
+            writer.write_table(pa.concat_tables(pending), row_group_size=10 * row_group_rows)
+            pending.clear()
         return sink.drain()
 
     try:
-        async for chunk in chunks:
-            if len(chunk):
-                yield await run_in_threadpool(encode, chunk)
+        async for block in blocks:
+            data = await run_in_threadpool(encode, block)
+            if data:
+                yield data
+        yield await run_in_threadpool(encode, None)
     finally:
         writer.close()
     yield sink.drain()

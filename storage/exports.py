@@ -1,109 +1,406 @@
-"""Raw readings as the database's own CSV / JSON text, for the CSV and GeoJSON exports.
+"""Raw readings for the exports, formatted by the database in blocks of whole slices.
 
-``storage.queries.aiter_readings`` streams numpy chunks (binary COPY), which is
-what Parquet wants. For CSV and GeoJSON, text formatted by the database's own
-COPY is two to three times faster than formatting numpy in Python
-(bench/bench_export.py), so these two formats take this path.
+An export is cut into *slices*: runs of whole seconds holding about
+``slice_rows`` readings. For each slice one query returns the slice's rows
+already encoded and in export order, as one value: CSV lines, GeoJSON
+features, or fixed-width binary rows (``record_send``) for Parquet. The
+database's own output functions format every value (what COPY would do), and
+one message per slice replaces COPY's one message per row, whose handling in
+the async driver cost more than everything else (bench/bench_export.py). Two
+connections share one snapshot (``pg_export_snapshot``) and work on
+alternate slices, so formatting uses two cores; memory is a few slices
+whatever the size of the export.
+
+Pseudonymous exports (researchers, DESIGN.md decision 4, storage/pseudonyms.py)
+name kits and rides only by their daily pseudonyms. Slices never cross a
+local midnight of the deployment's time zone, so each slice's query gets the
+names of its day's kits and rides, computed in Python by
+:func:`storage.pseudonyms.pseudonym` and :func:`storage.pseudonyms.ride_pseudonym`
+and joined as arrays: the database never sees the key, and the names are
+exactly what ``storage.pseudonyms`` computes. Withheld fields
+(:data:`storage.pseudonyms.WITHHELD_FIELDS`) cannot be asked for.
 """
 
 from __future__ import annotations
 
+import asyncio
+from collections import deque
 from collections.abc import AsyncIterator, Sequence
-from datetime import datetime
+from contextlib import AsyncExitStack
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from enum import StrEnum
 from typing import Any, LiteralString
 
+import numpy as np
 import psycopg
 from psycopg import sql
 
+from storage.exceptions import QueryError
+from storage.pseudonyms import (
+    PSEUDONYM_CHARS,
+    RIDE_PSEUDONYM_CHARS,
+    PseudonymKey,
+    local_day_spans,
+    pseudonym,
+    ride_pseudonym,
+)
 from storage.queries import BBox
 
-#: Bytes of COPY text gathered before they go out as one piece.
-TEXT_BLOCK_BYTES = 256 * 1024
 
-#: SQL of each export column (api.export.EXPORT_COLUMNS names), over ``readings r``.
-EXPORT_SQL: dict[str, LiteralString] = {
-    "ts": "r.ts", "kit_id": "r.kit_id", "boot_id": "r.boot_id", "seq": "r.seq",
-    "idx": "r.idx", "ride_id": "r.ride_id", "lat_deg": "r.lat_deg", "lon_deg": "r.lon_deg",
-    "gnss_fix": "r.gnss_fix", "hdop": "r.hdop", "satellites": "r.satellites",
-    "speed_mps": "r.speed_mps", "pm1_ugm3": "r.pm1_ugm3", "pm25_ugm3": "r.pm25_ugm3",
-    "pm10_ugm3": "r.pm10_ugm3", "no2_ugm3": "r.no2_ugm3",
-    "noise_laeq_db": "r.noise_laeq_db", "noise_lamax_db": "r.noise_lamax_db",
-    "temperature_c": "r.temperature_c", "humidity_pct": "r.humidity_pct",
-    "interval_ms": "r.interval_ms", "status": "r.status", "qa_flags": "r.qa_flags",
-    "cell": "lpad(to_hex(NULLIF(r.cell, 0)), 15, '0')", "received_at": "r.received_at",
+class Encoding(StrEnum):
+    """How a slice's rows come back."""
+
+    CSV = "csv"  # CSV lines, each ending in a newline
+    GEOJSON = "geojson"  # GeoJSON Feature objects separated by ",\n"
+    BINARY = "binary"  # fixed-width rows, see binary_row_dtype
+
+
+@dataclass(frozen=True, slots=True)
+class _Column:
+    text: LiteralString  # SQL for CSV and GeoJSON; NULL where the value is absent
+    binary: LiteralString  # SQL for binary rows: never NULL (NaN, -1 or 0 instead)
+    wire: str  # numpy dtype of the value as record_send writes it (big-endian)
+    quoted: bool = False  # a string in GeoJSON
+    nullable: bool = False
+
+
+def _float4(column: LiteralString) -> _Column:
+    return _Column(column, "COALESCE(" + column + ", 'NaN'::real)", ">f4", nullable=True)
+
+
+def _float8(column: LiteralString) -> _Column:
+    return _Column(column, "COALESCE(" + column + ", 'NaN'::float8)", ">f8", nullable=True)
+
+
+def _plain(column: LiteralString, wire: str) -> _Column:
+    return _Column(column, column, wire)
+
+
+#: Every column an export can have (api.export names them), over ``readings r``.
+COLUMNS: dict[str, _Column] = {
+    "ts": _Column("r.ts", "r.ts", ">i8", quoted=True),
+    "kit_id": _plain("r.kit_id", ">i8"),
+    "boot_id": _plain("r.boot_id", ">i8"),
+    "seq": _plain("r.seq", ">i8"),
+    "idx": _plain("r.idx", ">i4"),
+    "ride_id": _plain("r.ride_id", ">i8"),
+    "lat_deg": _float8("r.lat_deg"),
+    "lon_deg": _float8("r.lon_deg"),
+    "gnss_fix": _plain("r.gnss_fix", ">i2"),
+    "hdop": _float4("r.hdop"),
+    "satellites": _Column("r.satellites", "COALESCE(r.satellites, -1::smallint)", ">i2",
+                          nullable=True),
+    "speed_mps": _float4("r.speed_mps"),
+    "pm1_ugm3": _float4("r.pm1_ugm3"),
+    "pm25_ugm3": _float4("r.pm25_ugm3"),
+    "pm10_ugm3": _float4("r.pm10_ugm3"),
+    "no2_ugm3": _float4("r.no2_ugm3"),
+    "noise_laeq_db": _float4("r.noise_laeq_db"),
+    "noise_lamax_db": _float4("r.noise_lamax_db"),
+    "temperature_c": _float4("r.temperature_c"),
+    "humidity_pct": _float4("r.humidity_pct"),
+    "interval_ms": _plain("r.interval_ms", ">i8"),
+    "status": _plain("r.status", ">i4"),
+    "qa_flags": _plain("r.qa_flags", ">i8"),
+    "cell": _Column("lpad(to_hex(NULLIF(r.cell, 0)), 15, '0')", "COALESCE(r.cell, 0::bigint)",
+                    ">i8", quoted=True, nullable=True),
+    "received_at": _Column("r.received_at", "r.received_at", ">i8", quoted=True),
 }
 
+#: Pseudonymous exports: what replaces or joins the columns above (k, d: the day's names).
+PSEUDONYMOUS_COLUMNS: dict[str, _Column] = {
+    "ts": _Column("date_trunc('second', r.ts)", "date_trunc('second', r.ts)", ">i8",
+                  quoted=True),
+    "kit_pseudonym": _Column("k.name", "k.name", f"S{PSEUDONYM_CHARS}", quoted=True),
+    "ride_pseudonym": _Column("d.name", "d.name", f"S{RIDE_PSEUDONYM_CHARS}", quoted=True),
+}
 
-#: Export columns written as JSON strings (the rest are numbers).
-_JSON_STRINGS = frozenset({"ts", "received_at", "cell"})
+#: Columns that would link a kit's days (storage.pseudonyms.WITHHELD_FIELDS, as columns).
+WITHHELD_COLUMNS = frozenset({"kit_id", "boot_id", "seq", "idx", "ride_id", "received_at"})
+
+_ORDER: LiteralString = "r.ts, r.kit_id, r.boot_id, r.seq, r.idx"
+# Within a second, by the names a researcher sees: an order by real ids would tell, at
+# every shared second, which of two pseudonyms is the kit with the lower number.
+_PSEUDONYMOUS_ORDER: LiteralString = (
+    "date_trunc('second', r.ts), k.name COLLATE \"C\", d.name COLLATE \"C\", r.ts,"
+    " r.boot_id, r.seq, r.idx")
+
+_NAMES_JOIN: LiteralString = (
+    " JOIN unnest(%(kits)s::bigint[], %(kit_names)s::text[]) AS k(kit_id, name)"
+    " ON k.kit_id = r.kit_id"
+    " JOIN unnest(%(rides)s::bigint[], %(ride_names)s::text[]) AS d(ride_id, name)"
+    " ON d.ride_id = r.ride_id")
+
+#: Connections an export works on at once (one snapshot): the database formats two
+#: slices at a time, one per core of the small machine bikesense is sized for.
+EXPORT_CONNECTIONS = 2
 
 
-def _export_copy(names: Sequence[str], *, start: datetime, end: datetime, bbox: BBox | None,
-                 kits: Sequence[int], metric_columns: Sequence[str], geojson: bool
-                 ) -> sql.Composed:
-    # COPY takes no parameters, so values are bound as literals by psycopg.
-    lit = sql.Literal
-    where: list[sql.Composable] = [
-        sql.SQL("r.ts >= {} AND r.ts < {}").format(lit(start), lit(end))]
-    if bbox is not None:
-        where.append(sql.SQL("r.lat_deg BETWEEN {} AND {} AND r.lon_deg BETWEEN {} AND {}")
-                     .format(lit(bbox.south), lit(bbox.north), lit(bbox.west), lit(bbox.east)))
-    if kits:
-        where.append(sql.SQL("r.kit_id = ANY({}::bigint[])").format(lit(list(kits))))
-    if metric_columns:
-        where.append(sql.SQL("(") + sql.SQL(" OR ").join(
-            sql.SQL("{} IS NOT NULL").format(sql.Identifier("r", c)) for c in metric_columns)
-            + sql.SQL(")"))
-    if geojson:
-        # Text concatenation: json_build_object looks up the type of every argument on
-        # every row, which made it the bottleneck of GeoJSON exports.
-        parts: list[sql.Composable] = [sql.SQL(
-            "'{\"type\":\"Feature\",\"geometry\":' || CASE WHEN r.lat_deg IS NULL "
-            "OR r.lon_deg IS NULL THEN 'null' ELSE '{\"type\":\"Point\",\"coordinates\":[' "
-            "|| r.lon_deg::text || ',' || r.lat_deg::text || ']}' END || ',\"properties\":{'")]
-        for i, name in enumerate(names):
-            key = ("," if i else "") + '"' + name + '":'
-            expr = sql.SQL(EXPORT_SQL[name])
-            value = (sql.SQL("'\"' || {} || '\"'").format(expr) if name in _JSON_STRINGS
-                     else sql.SQL("{}::text").format(expr))
-            parts.append(sql.SQL("{} || COALESCE({}, 'null')").format(lit(key), value))
-        parts.append(sql.SQL("'}}'"))
-        select = sql.SQL(" || ").join(parts)
+@dataclass(frozen=True, slots=True)
+class ExportFilter:
+    """Which readings an export holds."""
+
+    start: datetime  # ts >= start ...
+    end: datetime  # ... and ts < end
+    bbox: BBox | None = None
+    kit_ids: tuple[int, ...] = ()  # real kit ids (not for pseudonymous exports)
+    kit_pseudonyms: frozenset[str] = frozenset()  # a kit's daily names (matches that day only)
+    metric_columns: tuple[str, ...] = ()  # rows with at least one of these present
+
+    def __post_init__(self) -> None:
+        if self.start.tzinfo is None or self.end.tzinfo is None:
+            raise QueryError("start and end must be timezone-aware datetimes")
+        if not self.start < self.end:
+            raise QueryError(f"start ({self.start.isoformat()}) must be before end "
+                             f"({self.end.isoformat()})")
+        unknown = [c for c in self.metric_columns if c not in COLUMNS]
+        if unknown:
+            raise QueryError(f"unknown metric columns: {', '.join(unknown)}")
+
+
+@dataclass(frozen=True, slots=True)
+class Pseudonyms:
+    """What a pseudonymous export needs: the key and the time zone of its days."""
+
+    key: PseudonymKey = field(repr=False)
+    day_tz: str
+
+
+@dataclass(frozen=True, slots=True)
+class ExportBlock:
+    rows: int
+    data: bytes
+
+
+def _column(name: str, pseudonymous: bool) -> _Column:
+    if pseudonymous:
+        if name in WITHHELD_COLUMNS:
+            raise QueryError(f"column {name!r} is not available in pseudonymous exports")
+        if name in PSEUDONYMOUS_COLUMNS:
+            return PSEUDONYMOUS_COLUMNS[name]
+    elif name in PSEUDONYMOUS_COLUMNS and name != "ts":
+        raise QueryError(f"column {name!r} exists only in pseudonymous exports")
+    try:
+        return COLUMNS[name]
+    except KeyError:
+        raise QueryError(f"unknown export column {name!r}") from None
+
+
+def _row_sql(names: Sequence[str], encoding: Encoding, pseudonymous: bool) -> sql.Composable:
+    columns = [_column(n, pseudonymous) for n in names]
+    if encoding is Encoding.BINARY:
+        # record_send writes each field as (type oid, length, value): fixed widths, since no
+        # field is NULL, so a block of rows decodes with one np.frombuffer.
+        return sql.SQL("record_send(ROW({}))").format(
+            sql.SQL(", ").join(sql.SQL(c.binary) for c in columns))
+    if encoding is Encoding.CSV:
+        # NULL is CSV's empty field. No value here can hold a comma, quote or newline
+        # (numbers, timestamps, hex, base32), so none is quoted. concat_ws with one cast per
+        # nullable value measured cheaper than concat() with a separator argument per value.
+        values = [sql.SQL("COALESCE(" + c.text + "::text, '')" if c.nullable else c.text)
+                  for c in columns]
+        return sql.SQL("concat_ws(',', {}) || E'\\n'").format(sql.SQL(", ").join(values))
+    lat, lon = COLUMNS["lat_deg"].text, COLUMNS["lon_deg"].text
+    parts: list[sql.Composable] = [sql.SQL(
+        "'{\"type\":\"Feature\",\"geometry\":', CASE WHEN " + lat + " IS NULL OR " + lon
+        + " IS NULL THEN 'null' ELSE concat('{\"type\":\"Point\",\"coordinates\":[', " + lon
+        + ", ',', " + lat + ", ']}') END")]
+    for i, (name, c) in enumerate(zip(names, columns, strict=True)):
+        key = (',"properties":{' if i == 0 else ",") + f'"{name}":'
+        if c.quoted:
+            value = ("COALESCE('\"' || " + c.text + " || '\"', 'null')" if c.nullable
+                     else "'\"' || " + c.text + " || '\"'")
+        else:
+            value = "COALESCE(" + c.text + "::text, 'null')" if c.nullable else c.text
+        parts += [sql.Literal(key), sql.SQL(value)]
+    parts.append(sql.Literal("}}"))
+    return sql.SQL("concat({})").format(sql.SQL(", ").join(parts))
+
+
+@dataclass(frozen=True, slots=True)
+class _Statements:
+    prescan: sql.Composed  # the (kit, ride) pairs of a day
+    bounds: sql.Composed  # the first second of each slice of a day
+    slice: sql.Composed  # one slice, encoded, as (row count, block)
+
+
+def _statements(names: Sequence[str], flt: ExportFilter, encoding: Encoding,
+                pseudonymous: bool) -> _Statements:
+    if pseudonymous and flt.kit_ids:
+        raise QueryError("pseudonymous exports filter kits by pseudonym, not by kit id")
+    where: list[sql.Composable] = [sql.SQL("r.ts >= %(lo)s AND r.ts < %(hi)s")]
+    if flt.bbox is not None:
+        where.append(sql.SQL("r.lat_deg BETWEEN %(south)s AND %(north)s "
+                             "AND r.lon_deg BETWEEN %(west)s AND %(east)s"))
+    if flt.kit_ids:
+        where.append(sql.SQL("r.kit_id = ANY(%(kit_ids)s::bigint[])"))
+    if flt.metric_columns:
+        where.append(sql.SQL("({})").format(sql.SQL(" OR ").join(
+            sql.SQL("{} IS NOT NULL").format(sql.Identifier("r", c)) for c in flt.metric_columns)))
+    base = sql.SQL(" AND ").join(where)
+    if pseudonymous and flt.kit_pseudonyms:
+        # The day's kits whose names were asked for (the join alone would do for the
+        # slices, but the slice bounds must count only their readings).
+        base = base + sql.SQL(" AND r.kit_id = ANY(%(kits)s::bigint[])")
+    prescan = sql.SQL("SELECT DISTINCT r.kit_id, r.ride_id FROM readings r WHERE {}").format(
+        sql.SQL(" AND ").join(where))
+    # Slices are whole seconds (a researcher's times are whole seconds, ordered first), so
+    # a slice holds at most slice_rows plus one second of the fleet's readings.
+    bounds = sql.SQL(
+        "SELECT min(sec) FROM ("
+        " SELECT sec, sum(n) OVER (ORDER BY sec)::bigint AS upto FROM ("
+        "  SELECT date_bin('1 second', r.ts, timestamptz '2000-01-01 00:00:00+00') AS sec,"
+        "   count(*) AS n FROM readings r WHERE {} GROUP BY 1) per_second) cumulative"
+        " GROUP BY (upto - 1) / %(slice_rows)s::bigint ORDER BY 1").format(base)
+    order = sql.SQL(_PSEUDONYMOUS_ORDER if pseudonymous else _ORDER)
+    row = _row_sql(names, encoding, pseudonymous)
+    if encoding is Encoding.BINARY:
+        agg = sql.SQL("string_agg({}, ''::bytea ORDER BY {})").format(row, order)
     else:
-        select = sql.SQL(", ").join(sql.SQL(EXPORT_SQL[name]) for name in names)
-    query = sql.SQL(
-        "SELECT {} FROM readings r WHERE {} ORDER BY r.ts, r.kit_id, r.boot_id, r.seq, r.idx"
-    ).format(select, sql.SQL(" AND ").join(where))
-    # Text format for GeoJSON: one Feature per line, as is (JSON holds no tab, newline or
-    # backslash here, the only characters text COPY would escape).
-    fmt = sql.SQL("text") if geojson else sql.SQL("csv")
-    return sql.SQL("COPY ({}) TO STDOUT (FORMAT {})").format(query, fmt)
+        separator = sql.Literal(",\n" if encoding is Encoding.GEOJSON else "")
+        # textsend: the text's bytes as bytea, so the driver hands them over undecoded.
+        agg = sql.SQL("textsend(string_agg({}, {} ORDER BY {}))").format(row, separator, order)
+    slice_ = sql.SQL("SELECT count(*), {} FROM readings r{} WHERE {}").format(
+        agg, sql.SQL(_NAMES_JOIN if pseudonymous else ""), base)
+    return _Statements(prescan, bounds, slice_)
 
 
-async def copy_readings_text(conn: psycopg.AsyncConnection[Any], names: Sequence[str], *,
-                             start: datetime, end: datetime, bbox: BBox | None,
-                             kits: Sequence[int], metric_columns: Sequence[str],
-                             geojson: bool) -> AsyncIterator[bytes]:
-    """Raw readings in time order as the server's CSV (no header), chunk by chunk.
+def binary_row_dtype(names: Sequence[str], *, pseudonymous: bool) -> np.dtype[np.void]:
+    """The layout of one row of an :attr:`Encoding.BINARY` block.
 
-    With ``geojson``, each line is one Feature object (text COPY).
-    Timestamps are written in UTC (``SET LOCAL TimeZone``). The server streams
-    COPY output and psycopg hands over each network chunk, so memory stays
-    flat whatever the row count.
+    Timestamps are PostgreSQL's (µs since 2000-01-01 UTC), values big-endian,
+    pseudonyms fixed-width ASCII; ``_n``, ``_oid<i>`` and ``_len<i>`` are
+    ``record_send``'s field count and per-field headers.
     """
-    statement = _export_copy(names, start=start, end=end, bbox=bbox, kits=kits,
-                             metric_columns=metric_columns, geojson=geojson)
-    async with conn.transaction(), conn.cursor() as cur:
-        await cur.execute("SET LOCAL TimeZone = 'UTC'")
-        async with cur.copy(statement) as copy:
-            # The server sends one message per row: gather them into blocks, or each
-            # row would cost a trip through the HTTP stack.
-            # COPY messages are whole rows, so blocks end on whole lines.
-            block = bytearray()
-            async for data in copy:
-                block += data
-                if len(block) >= TEXT_BLOCK_BYTES:
-                    yield bytes(block)
-                    block.clear()
-            if block:
-                yield bytes(block)
+    fields: list[tuple[str, str]] = [("_n", ">i4")]
+    for i, name in enumerate(names):
+        fields += [(f"_oid{i}", ">u4"), (f"_len{i}", ">i4"),
+                   (name, _column(name, pseudonymous).wire)]
+    return np.dtype(fields)
+
+
+def decode_binary_rows(names: Sequence[str], data: bytes, *, pseudonymous: bool) -> np.ndarray:
+    """The rows of an :attr:`Encoding.BINARY` block, checked, as a structured array."""
+    dtype = binary_row_dtype(names, pseudonymous=pseudonymous)
+    if len(data) % dtype.itemsize:
+        raise QueryError(f"a binary export block of {len(data)} bytes is not whole rows "
+                         f"of {dtype.itemsize} bytes")
+    rows = np.frombuffer(data, dtype=dtype)
+    if len(rows):
+        if np.any(rows["_n"] != len(names)):
+            raise QueryError("binary export rows with an unexpected number of fields")
+        for i, name in enumerate(names):
+            if np.any(rows[f"_len{i}"] != dtype[name].itemsize):
+                raise QueryError(f"binary export field {name!r} is NULL or of another width")
+    return rows
+
+
+def _day_names(pairs: Sequence[tuple[int, int]], day: date, key: PseudonymKey,
+               wanted: frozenset[str]) -> dict[str, list[Any]] | None:
+    """The day's kits and rides with their names; None when no wanted kit rode that day."""
+    kit_names = {k: pseudonym(k, day, key) for k in sorted({k for k, _ in pairs})}
+    if wanted:
+        kit_names = {k: name for k, name in kit_names.items() if name in wanted}
+        if not kit_names:
+            return None
+    rides = sorted({r for k, r in pairs if k in kit_names})
+    return {"kits": list(kit_names), "kit_names": list(kit_names.values()),
+            "rides": rides, "ride_names": [ride_pseudonym(r, day, key) for r in rides]}
+
+
+async def _slices(conn: psycopg.AsyncConnection[Any], statements: _Statements,
+                  flt: ExportFilter, pseudonyms: Pseudonyms | None, day_tz: str,
+                  slice_rows: int) -> AsyncIterator[dict[str, Any]]:
+    """The parameters of each slice query, in export order."""
+    base: dict[str, Any] = {"slice_rows": slice_rows}
+    if flt.bbox is not None:
+        bbox = flt.bbox
+        base |= {"west": bbox.west, "south": bbox.south, "east": bbox.east, "north": bbox.north}
+    if flt.kit_ids:
+        base["kit_ids"] = list(flt.kit_ids)
+    for day, lo, hi in local_day_spans(flt.start, flt.end, day_tz):
+        params = base | {"lo": lo, "hi": hi}
+        if pseudonyms is not None:
+            cur = await conn.execute(statements.prescan, params)
+            names = _day_names(await cur.fetchall(), day, pseudonyms.key, flt.kit_pseudonyms)
+            if names is None:
+                continue
+            params |= names
+        cur = await conn.execute(statements.bounds, params)
+        starts = [max(lo, s) for (s,) in await cur.fetchall()]
+        for i, s in enumerate(starts):
+            yield params | {"lo": s, "hi": starts[i + 1] if i + 1 < len(starts) else hi}
+
+
+async def _fetch(conn: psycopg.AsyncConnection[Any], statement: sql.Composed,
+                 params: dict[str, Any]) -> ExportBlock:
+    async with conn.cursor(binary=True) as cur:
+        await cur.execute(statement, params)
+        row = await cur.fetchone()
+    rows, data = row if row is not None else (0, None)
+    return ExportBlock(int(rows), bytes(data) if data is not None else b"")
+
+
+async def _share_snapshot(stack: AsyncExitStack,
+                          conns: Sequence[psycopg.AsyncConnection[Any]]) -> None:
+    """One read-only REPEATABLE READ transaction per connection, all on the first one's
+    snapshot: the slices, the days' names and the slice bounds see the same rows."""
+    snapshot: str | None = None
+    for i, conn in enumerate(conns):
+        await stack.enter_async_context(conn.transaction())
+        await conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+        if i == 0 and len(conns) > 1:
+            cur = await conn.execute("SELECT pg_export_snapshot()")
+            row = await cur.fetchone()
+            snapshot = str(row[0]) if row else None
+        elif snapshot is not None:
+            await conn.execute(sql.SQL("SET TRANSACTION SNAPSHOT {}").format(
+                sql.Literal(snapshot)))
+        # Timestamps are written in UTC. A slice's sort fits in memory (tens of MB at most).
+        await conn.execute("SET LOCAL TimeZone = 'UTC'")
+        await conn.execute("SET LOCAL work_mem = '64MB'")
+
+
+async def aiter_export_blocks(conns: Sequence[psycopg.AsyncConnection[Any]],
+                              names: Sequence[str], flt: ExportFilter, encoding: Encoding, *,
+                              day_tz: str, pseudonyms: Pseudonyms | None = None,
+                              slice_rows: int = 20_000) -> AsyncIterator[ExportBlock]:
+    """The export's rows in order, one block per slice of about ``slice_rows`` rows.
+
+    ``conns`` are autocommit connections held for the export (one or more: see
+    :data:`EXPORT_CONNECTIONS`); ``names`` the columns in order. With
+    ``pseudonyms``, kits and rides are named by their daily pseudonyms (local
+    days of ``pseudonyms.day_tz``) and withheld columns are refused; without,
+    slices still follow the local days of ``day_tz``. CSV and GeoJSON blocks
+    are UTF-8 text (GeoJSON: features separated by ",\\n", none around the
+    block); binary blocks decode with :func:`decode_binary_rows`.
+    """
+    if not conns:
+        raise QueryError("an export needs at least one connection")
+    if slice_rows <= 0:
+        raise QueryError(f"slice_rows must be positive (got {slice_rows})")
+    statements = _statements(names, flt, encoding, pseudonyms is not None)
+    tz = pseudonyms.day_tz if pseudonyms is not None else day_tz
+    async with AsyncExitStack() as stack:
+        await _share_snapshot(stack, conns)
+        # One slice per connection is being formatted while the caller sends the last one.
+        in_flight: deque[asyncio.Task[ExportBlock]] = deque()
+        try:
+            n = 0
+            async for params in _slices(conns[0], statements, flt, pseudonyms, tz, slice_rows):
+                in_flight.append(asyncio.create_task(
+                    _fetch(conns[n % len(conns)], statements.slice, params)))
+                n += 1
+                if len(in_flight) > len(conns):
+                    block = await in_flight.popleft()
+                    if block.rows:
+                        yield block
+            while in_flight:
+                block = await in_flight.popleft()
+                if block.rows:
+                    yield block
+        finally:
+            for task in in_flight:
+                task.cancel()
+            await asyncio.gather(*in_flight, return_exceptions=True)

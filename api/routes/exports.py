@@ -1,15 +1,23 @@
-"""Bulk exports of raw readings for researchers, streamed whatever the size."""
+"""Bulk exports of raw readings for researchers and admins, streamed whatever the size.
+
+Researchers get daily pseudonyms instead of kit and ride ids, and nothing that
+would link a kit's days (DESIGN.md decision 4, docs/privacy.md); admins get the
+readings as stored; the public gets no raw readings.
+"""
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Annotated
+from typing import Annotated, Any
 
-import numpy as np
+import psycopg
 from fastapi import APIRouter, Query
 from fastapi.responses import StreamingResponse
+from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from api.deps import PrincipalDep, ServiceUnavailableError, StateDep, TimeRangeDep, parse_bbox
 from api.errors import BadParameterError, ForbiddenError, UnauthorizedError
@@ -18,17 +26,32 @@ from api.export import (
     csv_text_stream,
     export_columns,
     geojson_text_stream,
-    keep_rows,
     parquet_stream,
 )
 from api.models import ERROR_RESPONSES, MetricName
-from storage.exports import copy_readings_text
-from storage.queries import aiter_readings
+from api.roles import Role
+from storage.exceptions import StorageError
+from storage.exports import (
+    EXPORT_CONNECTIONS,
+    Encoding,
+    ExportBlock,
+    ExportFilter,
+    Pseudonyms,
+    aiter_export_blocks,
+)
+from storage.pseudonyms import PSEUDONYM_CHARS, pseudonym_key_from_environment
 from stream.core.partials import METRIC_COLUMNS
+from stream.core.process import CoreConfig
 
 router = APIRouter(prefix="/v1/exports", tags=["exports"], responses=ERROR_RESPONSES)
 
 MAX_KITS = 1000
+#: Rows per slice of the text formats: a slice is one block in memory (CSV about
+#: 200 bytes a row, GeoJSON about 600), Parquet takes ``export_batch_rows`` (a row group).
+_TEXT_SLICE_ROWS = {Encoding.CSV: 20_000, Encoding.GEOJSON: 8_000}
+#: A second connection for an export is taken only if the pool has one at hand.
+_SECOND_CONNECTION_WAIT_S = 0.1
+_PSEUDONYM = re.compile(f"[a-z2-7]{{{PSEUDONYM_CHARS}}}")
 
 
 class ExportFormat(StrEnum):
@@ -40,25 +63,55 @@ class ExportFormat(StrEnum):
 _MEDIA = {ExportFormat.CSV: "text/csv; charset=utf-8",
           ExportFormat.PARQUET: "application/vnd.apache.parquet",
           ExportFormat.GEOJSON: "application/geo+json"}
+_ENCODING = {ExportFormat.CSV: Encoding.CSV, ExportFormat.GEOJSON: Encoding.GEOJSON,
+             ExportFormat.PARQUET: Encoding.BINARY}
+
+
+def _split(values: list[str]) -> list[str]:
+    return [p.strip() for v in values for p in v.split(",") if p.strip()]
 
 
 def _parse_kits(values: list[str]) -> list[int]:
     kits: list[int] = []
-    for value in values:
-        for part in value.split(","):
-            if not part.strip():
-                continue
-            try:
-                kit = int(part)
-            except ValueError:
-                raise BadParameterError(f"kit ids are whole numbers (got {part!r})",
-                                   parameter="kit") from None
-            if not 0 <= kit <= 4_294_967_295:
-                raise BadParameterError(f"kit id {kit} is outside 0..4294967295", parameter="kit")
-            kits.append(kit)
+    for part in _split(values):
+        try:
+            kit = int(part)
+        except ValueError:
+            raise BadParameterError(f"kit ids are whole numbers (got {part!r})",
+                                    parameter="kit") from None
+        if not 0 <= kit <= 4_294_967_295:
+            raise BadParameterError(f"kit id {kit} is outside 0..4294967295", parameter="kit")
+        kits.append(kit)
     if len(kits) > MAX_KITS:
         raise BadParameterError(f"at most {MAX_KITS} kits per export", parameter="kit")
     return sorted(set(kits))
+
+
+def _parse_pseudonyms(values: list[str]) -> frozenset[str]:
+    names = _split(values)
+    for name in names:
+        if not _PSEUDONYM.fullmatch(name):
+            raise BadParameterError(
+                f"a kit pseudonym is {PSEUDONYM_CHARS} characters a-z and 2-7 (got {name!r})",
+                parameter="kit_pseudonym")
+    if len(names) > MAX_KITS:
+        raise BadParameterError(f"at most {MAX_KITS} kits per export",
+                                parameter="kit_pseudonym")
+    return frozenset(names)
+
+
+async def _connections(stack: AsyncExitStack, pool: AsyncConnectionPool,
+                       timeout_s: float) -> list[psycopg.AsyncConnection[Any]]:
+    """One connection, and up to EXPORT_CONNECTIONS if the pool has them free right away:
+    an export never waits for, nor starves other requests of, its extra connections."""
+    conns = [await stack.enter_async_context(pool.connection(timeout=timeout_s))]
+    while len(conns) < min(EXPORT_CONNECTIONS, pool.max_size - 1):
+        try:
+            conns.append(await stack.enter_async_context(
+                pool.connection(timeout=_SECOND_CONNECTION_WAIT_S)))
+        except PoolTimeout:
+            break
+    return conns
 
 
 @router.get(
@@ -66,13 +119,18 @@ def _parse_kits(values: list[str]) -> list[int]:
     summary="Raw readings with QA flags, streamed as CSV, Parquet or GeoJSON",
     description=(
         "For researchers and admins (API key). Filtered by time range, bbox, metrics and "
-        "kits; rows in a stable order (time, kit, boot, frame, index) and columns in a "
-        "stable order with units in their names (`pm25_ugm3`, `noise_laeq_db`, ...); "
-        "the Parquet schema and the GeoJSON header also carry each column's unit. "
-        "Streamed in constant memory: a month of a whole fleet is fine. `qa_flags` bits "
-        "are stream.core.qa.QaFlag (0 = clean)."),
+        "kits; columns in a stable order with units in their names (`pm25_ugm3`, "
+        "`noise_laeq_db`, ...); the Parquet schema and the GeoJSON header also carry each "
+        "column's unit. Streamed in constant memory: a month of a whole fleet is fine. "
+        "`qa_flags` bits are stream.core.qa.QaFlag (0 = clean).\n\n"
+        "**Researchers** get kits and rides by their daily pseudonyms (`kit_pseudonym`, "
+        "`ride_pseudonym`: new names every local day), times to the whole second, and no "
+        "kit, boot, frame, index, ride id or arrival time; rows are ordered by time, then "
+        "kit and ride pseudonym. They filter kits with `kit_pseudonym`, which matches on the "
+        "day the name belongs to. **Admins** get the readings as stored, ordered by time, "
+        "kit, boot, frame and index, and filter with `kit`."),
     response_class=StreamingResponse,
-    responses={200: {"content": {"text/csv": {"example": "ts,kit_id,boot_id,...\n"},
+    responses={200: {"content": {"text/csv": {"example": "ts,kit_pseudonym,ride_pseudonym,...\n"},
                                  "application/vnd.apache.parquet": {},
                                  "application/geo+json": {}},
                      "description": "the readings"}},
@@ -86,63 +144,88 @@ async def export_readings(
     metrics: Annotated[list[MetricName] | None, Query(
         description="metric columns to include (repeat or omit for all); rows without "
                     "any of them are left out")] = None,
-    kit: Annotated[list[str] | None, Query(description="kit ids (repeat or comma-separate)",
-                                           examples=[["17"]])] = None,
+    kit: Annotated[list[str] | None, Query(
+        description="admins: kit ids (repeat or comma-separate)", examples=[["17"]])] = None,
+    kit_pseudonym: Annotated[list[str] | None, Query(
+        description="researchers: kits by daily pseudonym (repeat or comma-separate); a name "
+                    "matches on its own local day only", examples=[["k3qz7mfa2bxe"]])] = None,
 ) -> StreamingResponse:
-    if principal.role.is_public:
+    role = principal.role
+    if role.is_public:
         raise UnauthorizedError("raw readings need an API key of a researcher or admin",
-                           parameter="X-API-Key", location="header")
-    if not principal.role.may_export_raw:
-        raise ForbiddenError(f"the {principal.role.value} role may not export raw readings",
-                        parameter="X-API-Key", location="header")
+                                parameter="X-API-Key", location="header")
+    if not role.may_export_raw:
+        raise ForbiddenError(f"the {role.value} role may not export raw readings",
+                             parameter="X-API-Key", location="header")
+    pseudonymous = role is not Role.ADMIN
+    if pseudonymous and kit:
+        # Asking by real id and reading back the pseudonyms would undo them.
+        raise ForbiddenError("researchers name kits by their daily pseudonym: use kit_pseudonym",
+                             parameter="kit")
+    if not pseudonymous and kit_pseudonym:
+        raise BadParameterError("admins filter by kit id (`bikesense kits pseudonym` maps a "
+                                "day's pseudonyms to kits)", parameter="kit_pseudonym")
     box = parse_bbox(bbox) if bbox is not None else None
     kits = _parse_kits(kit or [])
+    names = _parse_pseudonyms(kit_pseudonym or [])
     chosen = sorted({m.metric for m in metrics}) if metrics else []
-    columns = export_columns(chosen or [m.metric for m in MetricName])
+    columns = export_columns(chosen or [m.metric for m in MetricName], pseudonymous=pseudonymous)
     if state.pool is None:
         raise ServiceUnavailableError("no database configured", parameter=None, location="server")
+    day_tz = CoreConfig().day_tz
+    pseudonyms = None
+    if pseudonymous:
+        try:
+            pseudonyms = Pseudonyms(pseudonym_key_from_environment(state.settings.state_dir),
+                                    day_tz)
+        except (StorageError, OSError) as exc:
+            raise ServiceUnavailableError(f"the pseudonym key cannot be read: {exc}",
+                                          parameter=None, location="server") from exc
+    flt = ExportFilter(
+        start=time_range.start, end=time_range.end, bbox=box, kit_ids=tuple(kits),
+        kit_pseudonyms=names,
+        metric_columns=tuple(METRIC_COLUMNS[m] for m in chosen)
+        if 0 < len(chosen) < len(MetricName) else ())
     provenance = {
         "generator": "bikesense",
         "exported_at": datetime.now(UTC).isoformat(),
         "from": time_range.start.isoformat(), "to": time_range.end.isoformat(),
         "bbox": bbox or "", "metrics": ",".join(m.api_name for m in chosen) or "all",
-        "kits": ",".join(str(k) for k in kits) or "all",
-        "order": "ts, kit_id, boot_id, seq, idx",
+        "kits": ",".join(sorted(names) if pseudonymous else (str(k) for k in kits)) or "all",
+        "identities": (f"daily pseudonyms, local days of {day_tz}" if pseudonymous
+                       else "as stored"),
+        "order": ("ts, kit_pseudonym, ride_pseudonym" if pseudonymous
+                  else "ts, kit_id, boot_id, seq, idx"),
     }
     pool = state.pool
     counter = state.metrics.export_rows.labels(fmt.value)
-    schema = arrow_schema(columns, provenance)
-    chunk_rows = state.api_settings.export_batch_rows
+    encoding = _ENCODING[fmt]
+    slice_rows = min(state.api_settings.export_batch_rows,
+                     _TEXT_SLICE_ROWS.get(encoding, state.api_settings.export_batch_rows))
+    timeout_s = state.api_settings.database_timeout_s
 
-    async def chunks() -> AsyncIterator[np.ndarray]:
-        # The connection is taken here, not as a dependency, so that it lives as
-        # long as the stream and goes back to the pool when the client is done.
-        async with pool.connection() as conn:
-            async for chunk in aiter_readings(conn, start=time_range.start, end=time_range.end,
-                                              bbox=box, kit_ids=kits or None,
-                                              chunk_rows=chunk_rows):
-                yield keep_rows(chunk, chosen)
+    async def blocks() -> AsyncIterator[ExportBlock]:
+        # The connections are taken here, not as a dependency, so that they live as
+        # long as the stream and go back to the pool when the client is done.
+        async with AsyncExitStack() as stack:
+            conns = await _connections(stack, pool, timeout_s)
+            async for block in aiter_export_blocks(
+                    conns, [c.name for c in columns], flt, encoding, day_tz=day_tz,
+                    pseudonyms=pseudonyms, slice_rows=slice_rows):
+                yield block
 
     async def counted(stream: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
         async for data in stream:
             counter.inc(len(data))
             yield data
 
-    async def text(geojson: bool) -> AsyncIterator[bytes]:
-        async with pool.connection() as conn:
-            async for data in copy_readings_text(
-                    conn, [c.name for c in columns], start=time_range.start, end=time_range.end,
-                    bbox=box, kits=kits, geojson=geojson,
-                    metric_columns=[METRIC_COLUMNS[m] for m in chosen]
-                    if 0 < len(chosen) < len(MetricName) else []):
-                yield data
-
     if fmt is ExportFormat.CSV:
-        stream = csv_text_stream(columns, text(geojson=False))
+        stream = csv_text_stream(columns, blocks())
     elif fmt is ExportFormat.GEOJSON:
-        stream = geojson_text_stream(columns, provenance, text(geojson=True))
+        stream = geojson_text_stream(columns, provenance, blocks())
     else:
-        stream = parquet_stream(columns, schema, chunks())
+        stream = parquet_stream(columns, arrow_schema(columns, provenance), blocks(),
+                                pseudonymous=pseudonymous)
     stamp = f"{time_range.start:%Y%m%dT%H%M}-{time_range.end:%Y%m%dT%H%M}"
     return StreamingResponse(counted(stream), media_type=_MEDIA[fmt], headers={
         "Content-Disposition": f'attachment; filename="bikesense-readings-{stamp}.{fmt.value}"',

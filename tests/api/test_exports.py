@@ -1,25 +1,42 @@
-"""GET /v1/exports/readings: raw readings for researchers, streamed in three formats."""
+"""GET /v1/exports/readings: raw readings for researchers (pseudonymous) and admins."""
 
 from __future__ import annotations
 
 import csv
 import io
 import json
+from collections.abc import Callable
+from datetime import date
 
 import httpx
 import pyarrow.parquet as pq
 import pytest
 
-from api.export import EXPORT_COLUMNS
+from api.export import ADMIN_COLUMNS, RESEARCHER_COLUMNS
 from api.roles import Role
+from storage.pseudonyms import PSEUDONYM_KEY_ENV, PseudonymKey, pseudonym, ride_pseudonym
 from tests.api.api_factories import day_range
 
 ALL_ROWS = 4 * 120 + 2 * 120 + 3 * 3
+KEY = PseudonymKey(b"test pseudonym key, 32 bytes ..!")
+#: The scenario rides on 21 November 2026, 09:00-09:30 in Amsterdam.
+DAY = date(2026, 11, 21)
+
+
+@pytest.fixture(autouse=True)
+def pseudonym_key(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The server runs in this process and reads the key per export.
+    monkeypatch.setenv(PSEUDONYM_KEY_ENV, KEY.to_text())
 
 
 def _export(client: httpx.Client, key: str | None, **params: object) -> httpx.Response:
     headers = {"X-API-Key": key} if key else {}
     return client.get("/v1/exports/readings", params={**day_range(), **params}, headers=headers)
+
+
+def _rows(response: httpx.Response) -> list[dict[str, str]]:
+    assert response.status_code == 200, response.text
+    return list(csv.DictReader(io.StringIO(response.text)))
 
 
 def test_the_public_and_officers_may_not_export(client: httpx.Client,
@@ -40,23 +57,38 @@ def test_a_bad_key_is_refused(client: httpx.Client) -> None:
     assert bearer.json()["detail"][0]["parameter"] == "Authorization"
 
 
-def test_csv_has_stable_columns_with_units_and_every_row(client: httpx.Client,
-                                                         keys: dict[Role, str]) -> None:
+def test_researchers_get_daily_pseudonyms_and_no_ids(client: httpx.Client,
+                                                    keys: dict[Role, str]) -> None:
     response = _export(client, keys[Role.RESEARCHER], format="csv")
-    assert response.status_code == 200
     assert response.headers["content-type"].startswith("text/csv")
     assert "attachment" in response.headers["content-disposition"]
-    rows = list(csv.DictReader(io.StringIO(response.text)))
+    rows = _rows(response)
     assert len(rows) == ALL_ROWS
-    assert list(rows[0]) == [c.name for c in EXPORT_COLUMNS]
-    assert "pm25_ugm3" in rows[0]
-    assert "noise_laeq_db" in rows[0]
+    assert list(rows[0]) == [c.name for c in RESEARCHER_COLUMNS]
+    assert not {"kit_id", "boot_id", "seq", "idx", "ride_id", "received_at"} & set(rows[0])
+    assert {r["kit_pseudonym"] for r in rows} == {pseudonym(k, DAY, KEY) for k in range(1, 10)}
+    rides = {(k, 100 * (1 + (k > 4) + (k > 6)) + k) for k in range(1, 10)}  # scenario's ids
+    assert {(r["kit_pseudonym"], r["ride_pseudonym"]) for r in rows} == {
+        (pseudonym(k, DAY, KEY), ride_pseudonym(ride, DAY, KEY)) for k, ride in rides}
     first = rows[0]
     assert first["ts"] == "2026-11-21 08:05:00+00"
     assert first["qa_flags"] == "0"
     assert len(first["cell"]) == 15
-    times = [r["ts"] for r in rows]
-    assert times == sorted(times)
+    # In time order, and within a second by pseudonym, never by the kit's real number.
+    keys_in_order = [(r["ts"], r["kit_pseudonym"], r["ride_pseudonym"]) for r in rows]
+    assert keys_in_order == sorted(keys_in_order)
+
+
+def test_admins_get_the_readings_as_stored(client: httpx.Client, keys: dict[Role, str]) -> None:
+    rows = _rows(_export(client, keys[Role.ADMIN], format="csv"))
+    assert len(rows) == ALL_ROWS
+    assert list(rows[0]) == [c.name for c in ADMIN_COLUMNS]
+    assert {r["kit_id"] for r in rows} == {str(k) for k in range(1, 10)}
+    assert {r["boot_id"] for r in rows} == {"1", "2", "3"}
+    assert rows[0]["ts"] == "2026-11-21 08:05:00+00"
+    order = [(r["ts"], int(r["kit_id"]), int(r["boot_id"]), int(r["seq"]), int(r["idx"]))
+             for r in rows]
+    assert order == sorted(order)
 
 
 def test_bearer_keys_work_too(client: httpx.Client, keys: dict[Role, str]) -> None:
@@ -66,18 +98,37 @@ def test_bearer_keys_work_too(client: httpx.Client, keys: dict[Role, str]) -> No
 
 
 def test_filters_by_metric_kit_and_bbox(client: httpx.Client, keys: dict[Role, str]) -> None:
-    key = keys[Role.RESEARCHER]
-    only_noise = _export(client, key, metrics="noise", kit="1,2")
-    rows = list(csv.DictReader(io.StringIO(only_noise.text)))
+    admin = keys[Role.ADMIN]
+    only_noise = _rows(_export(client, admin, metrics="noise", kit="1,2"))
+    assert len(only_noise) == 240
+    assert {r["kit_id"] for r in only_noise} == {"1", "2"}
+    assert "pm25_ugm3" not in only_noise[0]
+    assert "noise_lamax_db" in only_noise[0]
+    researcher = keys[Role.RESEARCHER]
+    boxed = _rows(_export(client, researcher, bbox="4.63,52.11,4.64,52.125"))  # SPARSE only
+    assert len(boxed) == 9
+    empty = _export(client, researcher, **{"from": "2026-11-20T00:00:00Z",
+                                            "to": "2026-11-20T01:00:00Z"})
+    assert empty.text.strip() == ",".join(c.name for c in RESEARCHER_COLUMNS)
+
+
+def test_researchers_filter_kits_by_pseudonym(client: httpx.Client,
+                                              keys: dict[Role, str]) -> None:
+    researcher = keys[Role.RESEARCHER]
+    names = f"{pseudonym(1, DAY, KEY)},{pseudonym(2, DAY, KEY)}"
+    rows = _rows(_export(client, researcher, kit_pseudonym=names, metrics="noise"))
     assert len(rows) == 240
-    assert {r["kit_id"] for r in rows} == {"1", "2"}
-    assert "pm25_ugm3" not in rows[0]
-    assert "noise_lamax_db" in rows[0]
-    boxed = _export(client, key, bbox="4.63,52.11,4.64,52.125")  # SPARSE only
-    assert len(list(csv.DictReader(io.StringIO(boxed.text)))) == 9
-    empty = _export(client, key, **{"from": "2026-11-20T00:00:00Z",
-                                     "to": "2026-11-20T01:00:00Z"})
-    assert empty.text.strip() == ",".join(c.name for c in EXPORT_COLUMNS)
+    assert {r["kit_pseudonym"] for r in rows} == set(names.split(","))
+    # The day before's name of kit 1 names nothing on this day.
+    yesterday = pseudonym(1, date(2026, 11, 20), KEY)
+    assert _rows(_export(client, researcher, kit_pseudonym=yesterday)) == []
+    # Asking by real kit id and reading back the pseudonym would undo it.
+    by_id = _export(client, researcher, kit="1")
+    assert by_id.status_code == 403
+    assert by_id.json()["detail"][0]["parameter"] == "kit"
+    by_name = _export(client, keys[Role.ADMIN], kit_pseudonym=yesterday)
+    assert by_name.status_code == 422
+    assert by_name.json()["detail"][0]["parameter"] == "kit_pseudonym"
 
 
 def test_parquet_carries_units_and_provenance(client: httpx.Client,
@@ -86,16 +137,28 @@ def test_parquet_carries_units_and_provenance(client: httpx.Client,
     assert response.status_code == 200
     table = pq.read_table(io.BytesIO(response.content))
     assert table.num_rows == ALL_ROWS
-    assert "noise_laeq_db" not in table.column_names
+    assert table.column_names == [c.name for c in RESEARCHER_COLUMNS
+                                  if c.metric is None or c.name == "pm25_ugm3"]
     assert table.schema.field("pm25_ugm3").metadata == {b"unit": "µg/m³".encode()}
     provenance = json.loads(table.schema.metadata[b"bikesense"])
     assert provenance["metrics"] == "pm25"
+    assert provenance["identities"] == "daily pseudonyms, local days of Europe/Amsterdam"
     assert str(table.schema.field("ts").type) == "timestamp[ms, tz=UTC]"
+    assert str(table.schema.field("kit_pseudonym").type) == "string"
     assert table.column("satellites").to_pylist()[0] == 9
+    assert set(table.column("kit_pseudonym").to_pylist()) == {
+        pseudonym(k, DAY, KEY) for k in range(1, 10)}
+    admin = pq.read_table(io.BytesIO(
+        _export(client, keys[Role.ADMIN], format="parquet", kit="7").content))
+    assert admin.column_names == [c.name for c in ADMIN_COLUMNS]
+    assert set(admin.column("kit_id").to_pylist()) == {7}
+    assert admin.column("cell").to_pylist()[0] == _rows(
+        _export(client, keys[Role.ADMIN], kit="7"))[0]["cell"]
 
 
 def test_geojson_is_a_feature_collection(client: httpx.Client, keys: dict[Role, str]) -> None:
-    response = _export(client, keys[Role.RESEARCHER], format="geojson", kit="7")
+    response = _export(client, keys[Role.RESEARCHER], format="geojson",
+                       kit_pseudonym=pseudonym(7, DAY, KEY))
     assert response.status_code == 200
     assert response.headers["content-type"] == "application/geo+json"
     body = json.loads(response.content)
@@ -106,8 +169,31 @@ def test_geojson_is_a_feature_collection(client: httpx.Client, keys: dict[Role, 
     lon, lat = feature["geometry"]["coordinates"]
     assert lon == pytest.approx(4.636, abs=1e-3)
     assert lat == pytest.approx(52.119, abs=1e-3)
-    assert feature["properties"]["kit_id"] == 7
-    assert {c["name"] for c in body["bikesense"]["columns"]} == set(feature["properties"])
+    assert feature["properties"]["kit_pseudonym"] == pseudonym(7, DAY, KEY)
+    assert [c["name"] for c in body["bikesense"]["columns"]] == list(feature["properties"])
+    admin = json.loads(_export(client, keys[Role.ADMIN], format="geojson", kit="7").content)
+    assert [f["properties"]["kit_id"] for f in admin["features"]] == [7, 7, 7]
+
+
+def test_many_slices_on_two_connections_give_the_same_export(
+    make_client: Callable[..., httpx.Client], own_keys: dict[Role, str],
+) -> None:
+    # 100 rows a slice: the 729 readings come in eight slices, two at a time.
+    sliced = make_client(export_batch_rows=100)
+    whole = make_client()
+    for role in (Role.RESEARCHER, Role.ADMIN):
+        for fmt in ("csv", "geojson"):
+            a = _export(sliced, own_keys[role], format=fmt)
+            b = _export(whole, own_keys[role], format=fmt)
+            assert a.status_code == b.status_code == 200
+            if fmt == "geojson":
+                assert json.loads(a.content)["features"] == json.loads(b.content)["features"]
+            else:
+                assert a.content == b.content
+        tables = [pq.read_table(io.BytesIO(_export(c, own_keys[role], format="parquet").content))
+                  for c in (sliced, whole)]
+        assert tables[0].num_rows == ALL_ROWS
+        assert tables[0].equals(tables[1])
 
 
 @pytest.mark.parametrize(("params", "parameter"), [
@@ -119,6 +205,22 @@ def test_geojson_is_a_feature_collection(client: httpx.Client, keys: dict[Role, 
 ])
 def test_bad_export_parameters(client: httpx.Client, keys: dict[Role, str],
                                params: dict[str, object], parameter: str) -> None:
-    response = _export(client, keys[Role.RESEARCHER], **params)
+    response = _export(client, keys[Role.ADMIN], **params)
     assert response.status_code == 422, response.text
     assert response.json()["detail"][0]["parameter"] == parameter
+
+
+@pytest.mark.parametrize("name", ["KIT-ONE", "abc", "abcdefghijk1"])
+def test_bad_pseudonyms_are_refused(client: httpx.Client, keys: dict[Role, str],
+                                    name: str) -> None:
+    response = _export(client, keys[Role.RESEARCHER], kit_pseudonym=name)
+    assert response.status_code == 422, response.text
+    assert response.json()["detail"][0]["parameter"] == "kit_pseudonym"
+
+
+def test_a_missing_key_is_a_clear_503(client: httpx.Client, keys: dict[Role, str],
+                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(PSEUDONYM_KEY_ENV, "not base64!")
+    response = _export(client, keys[Role.RESEARCHER])
+    assert response.status_code == 503
+    assert "pseudonym key" in response.json()["detail"][0]["message"]
