@@ -161,6 +161,13 @@ def new_database(base: str, name: str) -> str:
     return url
 
 
+def ingest_backends(db: str) -> list[int]:
+    """Process ids of ingest's PostgreSQL sessions (application name bikesense-stream*)."""
+    with psycopg.connect(db, autocommit=True) as conn:
+        return [int(pid) for (pid,) in conn.execute(
+            "SELECT pid FROM pg_stat_activity WHERE application_name LIKE 'bikesense-stream%'")]
+
+
 def count(url: str) -> int:
     with psycopg.connect(url, autocommit=True) as conn:
         return int(conn.execute("SELECT count(*) FROM readings").fetchone()[0])  # type: ignore[index]
@@ -468,6 +475,8 @@ def run_pipeline(base: str, mqtt_url: str, n_readings: int, kits: int, publisher
         prober = Prober(mqtt_url, api_url, api_key, marker_secret)
         cpu0 = cpu_seconds(proc.pid)
         pg0 = cpu_seconds(postmaster, children=True)
+        sessions = ingest_backends(db)
+        sessions0 = {pid: cpu_seconds(pid) for pid in sessions}
         load0 = os.getloadavg()
         spy = None
         sampler = None
@@ -504,6 +513,11 @@ def run_pipeline(base: str, mqtt_url: str, n_readings: int, kits: int, publisher
         saturated_log_bytes = log_path.stat().st_size
         cpu = cpu_seconds(proc.pid) - cpu0
         pg_cpu = cpu_seconds(postmaster, children=True) - pg0
+        # Ingest's own sessions only: the prober's API polls and this loop's counts are not
+        # part of ingesting (the sessions live as long as ingest, unless the database went).
+        sessions_cpu = float("nan")
+        with suppress(FileNotFoundError):
+            sessions_cpu = sum(cpu_seconds(pid) - cpu for pid, cpu in sessions0.items())
         if spy is not None:
             spy.send_signal(signal.SIGINT)
             spy.wait(30)
@@ -560,6 +574,7 @@ def run_pipeline(base: str, mqtt_url: str, n_readings: int, kits: int, publisher
         # other work, and what bounds the rate once both cores are busy.
         "ingest_cpu_us_per_reading": cpu / n * 1e6,
         "postgres_cpu_us_per_reading": pg_cpu / n * 1e6,
+        "postgres_ingest_sessions_cpu_us_per_reading": sessions_cpu / n * 1e6,
         "ingest_source": ingest_source(source),
         "ingest_thread_profile": (summarise_profile(profile)
                                   if profile is not None and profile.exists() else None),
@@ -819,7 +834,8 @@ def main() -> None:
           f"cores, peak RSS {pipeline['ingest_peak_rss_mib']:.0f} MiB")
     print(f"PostgreSQL used {pipeline['postgres_cpu_cores_busy']:.2f} cores; CPU per reading: "
           f"ingest {pipeline['ingest_cpu_us_per_reading']:.0f} µs, PostgreSQL "
-          f"{pipeline['postgres_cpu_us_per_reading']:.0f} µs")
+          f"{pipeline['postgres_cpu_us_per_reading']:.0f} µs (ingest's own sessions "
+          f"{pipeline['postgres_ingest_sessions_cpu_us_per_reading']:.0f} µs)")
     for thread, shares in (pipeline["ingest_thread_profile"] or {}).items():
         for label, share in shares.items():
             print(f"  ingest {thread}: {share:6.1%} {label}")
