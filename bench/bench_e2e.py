@@ -368,11 +368,12 @@ class Prober(threading.Thread):
     """Marker frames one at a time: publish, then poll the API until its rows are there."""
 
     def __init__(self, mqtt_url: str, api_url: str, api_key: str, secret: bytes,
-                 interval_s: float = 0.1, first_seq: int = 0) -> None:
+                 interval_s: float = 0.1, first_seq: int = 0, poll_s: float = 0.005) -> None:
         super().__init__(daemon=True)
         self.mqtt_url, self.api_url, self.api_key = mqtt_url, api_url, api_key
         self.secret = secret
         self.interval_s = interval_s
+        self.poll_s = poll_s
         self.stop = threading.Event()
         self.latencies_s: list[float] = []
         self.timeouts = 0
@@ -407,7 +408,7 @@ class Prober(threading.Thread):
                     if time.perf_counter() - sent > 30:
                         self.timeouts += 1
                         break
-                    time.sleep(0.005)
+                    time.sleep(self.poll_s)
                 self.stop.wait(self.interval_s)
         publisher.close()
 
@@ -466,14 +467,18 @@ def run_pipeline(base: str, mqtt_url: str, n_readings: int, kits: int, publisher
     n = len(frames) * PER_FRAME
     log_path = Path(tempfile.mkstemp(prefix="bikesense-bench-ingest-", suffix=".log")[1])
     enriched = enriched_rows(frames, secrets)
-    with api_server(db) as (api_url, _api_pid), \
+    with api_server(db) as (api_url, api_pid), \
             ingest_process(db, mqtt_url, master, log_path, source,
                            # the runtime logs each batch it commits at DEBUG
                            "DEBUG" if profile is not None else "WARNING") as proc:
         with psycopg.connect(db, autocommit=True) as conn:
             conn.execute("DELETE FROM rejected_frames")
-        prober = Prober(mqtt_url, api_url, api_key, marker_secret)
+        # Saturated, a marker waits seconds in the broker's queue: polling every 5 ms then
+        # took the API server a quarter of a core and PostgreSQL a tenth, from the
+        # pipeline under measurement. 0.1 s is fine enough for seconds.
+        prober = Prober(mqtt_url, api_url, api_key, marker_secret, poll_s=0.1)
         cpu0 = cpu_seconds(proc.pid)
+        api0 = cpu_seconds(api_pid)
         pg0 = cpu_seconds(postmaster, children=True)
         sessions = ingest_backends(db)
         sessions0 = {pid: cpu_seconds(pid) for pid in sessions}
@@ -512,6 +517,7 @@ def run_pipeline(base: str, mqtt_url: str, n_readings: int, kits: int, publisher
         elapsed = samples[-1][0]
         saturated_log_bytes = log_path.stat().st_size
         cpu = cpu_seconds(proc.pid) - cpu0
+        api_cpu = cpu_seconds(api_pid) - api0
         pg_cpu = cpu_seconds(postmaster, children=True) - pg0
         # Ingest's own sessions only: the prober's API polls and this loop's counts are not
         # part of ingesting (the sessions live as long as ingest, unless the database went).
@@ -572,6 +578,7 @@ def run_pipeline(base: str, mqtt_url: str, n_readings: int, kits: int, publisher
         "postgres_cpu_s": pg_cpu, "postgres_cpu_cores_busy": pg_cpu / elapsed,
         # CPU time per stored reading: steadier than readings/s on a machine shared with
         # other work, and what bounds the rate once both cores are busy.
+        "api_server_cpu_cores_busy": api_cpu / elapsed,
         "ingest_cpu_us_per_reading": cpu / n * 1e6,
         "postgres_cpu_us_per_reading": pg_cpu / n * 1e6,
         "postgres_ingest_sessions_cpu_us_per_reading": sessions_cpu / n * 1e6,
@@ -595,7 +602,8 @@ def run_pipeline(base: str, mqtt_url: str, n_readings: int, kits: int, publisher
         "paced_latency_max_s": paced_lat[-1] if paced_lat else None,
         "latency_path": ("publish (QoS 1) of a 10-reading marker frame → rows returned by GET "
                          "/v1/exports/readings?kit=<marker> (CSV, API server process), polled "
-                         "every 5 ms, one marker in flight at a time, 0.1 s apart"),
+                         "every 5 ms (paced phase; every 0.1 s while saturated), one marker in "
+                         "flight at a time, 0.1 s apart"),
         "load_average_before": load0, "load_average_after": os.getloadavg(),
     }
     return figures, enriched
@@ -835,7 +843,8 @@ def main() -> None:
     print(f"PostgreSQL used {pipeline['postgres_cpu_cores_busy']:.2f} cores; CPU per reading: "
           f"ingest {pipeline['ingest_cpu_us_per_reading']:.0f} µs, PostgreSQL "
           f"{pipeline['postgres_cpu_us_per_reading']:.0f} µs (ingest's own sessions "
-          f"{pipeline['postgres_ingest_sessions_cpu_us_per_reading']:.0f} µs)")
+          f"{pipeline['postgres_ingest_sessions_cpu_us_per_reading']:.0f} µs); the API server "
+          f"answering the prober used {pipeline['api_server_cpu_cores_busy']:.2f} cores")
     for thread, shares in (pipeline["ingest_thread_profile"] or {}).items():
         for label, share in shares.items():
             print(f"  ingest {thread}: {share:6.1%} {label}")
