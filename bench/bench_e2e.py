@@ -461,7 +461,8 @@ def run_pipeline(base: str, mqtt_url: str, n_readings: int, kits: int, publisher
     with psycopg.connect(db, autocommit=True) as conn:
         secrets = {k: register_kit(conn, master, k).secret for k in range(1, kits + 1)}
         marker_secret = register_kit(conn, master, MARKER_KIT).secret
-        api_key = create_key(conn, Role.RESEARCHER, "bench-e2e").token
+        # An admin key: the marker is found by its kit id, which researchers never see.
+        api_key = create_key(conn, Role.ADMIN, "bench-e2e").token
     print(f"generating {n_readings:,} readings in frames of {PER_FRAME} ...", flush=True)
     frames = make_frames(secrets, n_readings)
     n = len(frames) * PER_FRAME
