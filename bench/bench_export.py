@@ -1,11 +1,18 @@
-"""Raw-reading exports through the API: rows/s per format and the server's memory.
+"""Raw-reading exports through the API: rows/s per format and role, and the server's memory.
 
 Fills a throwaway PostgreSQL with N readings (a fleet's rides, written by the
-storage writer), then streams the whole range through ``GET /v1/exports/readings``
-as CSV, Parquet and GeoJSON from a server in its own process, reading its
-resident memory before and after. For scale, in the same run: the machine's
-own ceiling, a bare ``COPY (SELECT ...) TO STDOUT`` of the same rows, and the
-storage layer's numpy stream (``storage.queries.iter_readings``) alone.
+storage writer), then streams them through ``GET /v1/exports/readings`` as
+CSV, Parquet and GeoJSON from a server in its own process. In the same run:
+
+* the machine's own ceiling, a bare ``COPY (SELECT * ... ORDER BY ...) TO
+  STDOUT (FORMAT csv)`` of the same rows read by psycopg, with nothing else;
+* every format as a researcher (daily pseudonyms: the privacy-relevant path,
+  the top-level ``csv`` / ``parquet`` / ``geojson`` keys) and as an admin;
+* memory: for each format, the server's peak resident memory (VmHWM) over a
+  researcher export of N/4 readings and of N readings, each in a fresh server
+  process, side by side: flat memory means a ratio near 1;
+* CPU seconds of the database backends and of the API process for each
+  export (``/proc``): on a shared machine they say more than rows/s do.
 
     .venv/bin/python bench/bench_export.py [--readings 1000000]
 
@@ -16,11 +23,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import sys
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import httpx
 import numpy as np
@@ -31,17 +40,19 @@ from bench_common import RESULTS, api_server, database, rss_kib
 
 from api.keys import create_key
 from api.roles import Role
-from storage.queries import iter_readings
+from storage.pseudonyms import PSEUDONYM_KEY_ENV, PseudonymKey
 from storage.writer import write_batch
 from stream.core.batch import ENRICHED_DTYPE
 from stream.core.partials import PARTIAL_DTYPE, PRESENCE_DTYPE
 
 T0 = datetime(2026, 10, 1, tzinfo=UTC)
 LAT0, LON0 = 52.129, 4.656
+KITS = 50
+FORMATS = ("csv", "parquet", "geojson")
 
 
-def fleet_readings(n: int, kits: int = 50, seed: int = 1) -> np.ndarray:
-    """``n`` one-second readings spread over ``kits`` kits riding random walks, one day each."""
+def fleet_readings(n: int, kits: int = KITS, seed: int = 1) -> np.ndarray:
+    """``n`` one-second readings spread over ``kits`` kits riding random walks."""
     rng = np.random.default_rng(seed)
     out = np.zeros(n, dtype=ENRICHED_DTYPE)
     i = np.arange(n)
@@ -69,7 +80,8 @@ def fleet_readings(n: int, kits: int = 50, seed: int = 1) -> np.ndarray:
     out["temperature_c"] = 11.5
     out["humidity_pct"] = 70.0
     out["cell"] = 0x8C196948D573BFF  # one res-12 cell: exports do not look at cells
-    out["ride_id"] = kit + 1
+    # A new ride every 2 hours per kit, as a round with breaks would give.
+    out["ride_id"] = (kit + 1) * 1000 + step // 7200
     out["received_ms"] = out["ts_ms"] + 2000
     return out
 
@@ -86,23 +98,61 @@ def fill(url: str, n: int) -> None:
         conn.execute("VACUUM ANALYZE readings")
 
 
-def bare_copy(url: str, end: datetime) -> float:
+def end_of(rows: int) -> datetime:
+    """The end of the range holding the first ``rows`` readings (KITS a second)."""
+    return T0 + timedelta(seconds=-(-rows // KITS))
+
+
+def cpu_s(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def backend_pids(url: str, application_name: str) -> list[int]:
+    with psycopg.connect(url, autocommit=True) as conn:
+        return [r[0] for r in conn.execute(
+            "SELECT pid FROM pg_stat_activity WHERE application_name = %s",
+            (application_name,)).fetchall()]
+
+
+def bare_copy(url: str, end: datetime) -> tuple[float, float]:
+    """Seconds and backend CPU seconds of a bare CSV COPY of the range, read by psycopg."""
     with psycopg.connect(url) as conn, conn.cursor() as cur:
-        started = time.perf_counter()
-        size = 0
+        pid = conn.info.backend_pid
+        started, cpu0 = time.perf_counter(), cpu_s(pid)
         with cur.copy("COPY (SELECT * FROM readings WHERE ts >= %s AND ts < %s "
                       "ORDER BY ts, kit_id, boot_id, seq, idx) TO STDOUT (FORMAT csv)"
                       .replace("%s", "'{}'").format(T0.isoformat(), end.isoformat())) as copy:
-            for data in copy:
-                size += len(data)
-        return time.perf_counter() - started
+            for _data in copy:
+                pass
+        return time.perf_counter() - started, cpu_s(pid) - cpu0
 
 
-def numpy_stream(url: str, end: datetime) -> tuple[float, int]:
-    with psycopg.connect(url) as conn:
-        started = time.perf_counter()
-        rows = sum(len(c) for c in iter_readings(conn, start=T0, end=end))
-        return time.perf_counter() - started, rows
+def export(url: str, base: str, pid: int, key: str, fmt: str, rows: int) -> dict[str, Any]:
+    """One export of the first ``rows`` readings: time, bytes, CPU, memory."""
+    httpx.get(f"{base}/healthz", timeout=10)  # the pool's connections exist from here on
+    # The peak (VmHWM) from here on: writing 5 to clear_refs resets it (proc(5)).
+    Path(f"/proc/{pid}/clear_refs").write_text("5")
+    rss_before, _ = rss_kib(pid)
+    backends = {p: cpu_s(p) for p in backend_pids(url, "bikesense-api")}
+    api_cpu0 = cpu_s(pid)
+    started = time.perf_counter()
+    size = 0
+    with httpx.stream("GET", f"{base}/v1/exports/readings",
+                      params={"format": fmt, "from": T0.isoformat(),
+                              "to": end_of(rows).isoformat()},
+                      headers={"X-API-Key": key}, timeout=600) as response:
+        response.raise_for_status()
+        for data in response.iter_bytes():
+            size += len(data)
+    seconds = time.perf_counter() - started
+    rss_after, peak = rss_kib(pid)
+    db_cpu = sum(cpu_s(p) - backends.get(p, 0.0) for p in backend_pids(url, "bikesense-api"))
+    return {"rows": rows, "rows_per_s": round(rows / seconds), "seconds": round(seconds, 2),
+            "bytes": size, "db_cpu_s": round(db_cpu, 2),
+            "api_cpu_s": round(cpu_s(pid) - api_cpu0, 2),
+            "server_rss_before_kib": rss_before, "server_rss_after_kib": rss_after,
+            "server_peak_rss_kib": peak}
 
 
 def main() -> None:
@@ -110,43 +160,57 @@ def main() -> None:
     parser.add_argument("--readings", type=int, default=1_000_000)
     args = parser.parse_args()
     n = args.readings
-    end = T0 + timedelta(days=2)
-    results: dict[str, object] = {"readings": n, "machine": platform.platform(),
-                                  "python": platform.python_version(),
-                                  "when": datetime.now(UTC).isoformat()}
+    small = n // 4
+    # The researcher exports need the pseudonym key; the server processes inherit it.
+    os.environ[PSEUDONYM_KEY_ENV] = PseudonymKey.generate().to_text()
+    results: dict[str, Any] = {"readings": n, "machine": platform.platform(),
+                               "python": platform.python_version(),
+                               "when": datetime.now(UTC).isoformat(),
+                               "load_average_at_start": [round(x, 2) for x in os.getloadavg()]}
     with database() as url:
         t = time.perf_counter()
         fill(url, n)
         print(f"filled {n:,} readings in {time.perf_counter() - t:.1f} s")
         with psycopg.connect(url, autocommit=True) as conn:
-            key = create_key(conn, Role.RESEARCHER, "bench").token
-        dt = bare_copy(url, end)
+            keys = {role: create_key(conn, role, "bench").token
+                    for role in (Role.RESEARCHER, Role.ADMIN)}
+        dt, db_cpu = bare_copy(url, end_of(n))
         results["ceiling_copy_csv_rows_per_s"] = round(n / dt)
-        dt, rows = numpy_stream(url, end)
-        assert rows == n
-        results["storage_numpy_stream_rows_per_s"] = round(n / dt)
+        results["ceiling_copy_csv_db_cpu_s"] = round(db_cpu, 2)
+        print(f"ceiling (bare COPY csv, psycopg): {n / dt:>10,.0f} rows/s  "
+              f"db cpu {db_cpu:.1f} s")
+        memory: dict[str, Any] = {}
+        for fmt in FORMATS:
+            # Each size in a fresh server: the peak then belongs to that export alone.
+            runs = {}
+            for rows in (small, n):
+                with api_server(url) as (base, pid):
+                    runs[rows] = export(url, base, pid, keys[Role.RESEARCHER], fmt, rows)
+            large = runs[n]
+            results[fmt] = large | {
+                "ratio_to_ceiling": round(large["rows_per_s"]
+                                          / results["ceiling_copy_csv_rows_per_s"], 2)}
+            peak_small, peak_large = (runs[r]["server_peak_rss_kib"] for r in (small, n))
+            grow_small, grow_large = (runs[r]["server_peak_rss_kib"]
+                                      - runs[r]["server_rss_before_kib"] for r in (small, n))
+            memory[fmt] = {"rows_small": small, "rows_large": n,
+                           "peak_rss_small_kib": peak_small, "peak_rss_large_kib": peak_large,
+                           "peak_ratio_large_to_small": round(peak_large / peak_small, 3),
+                           "growth_small_kib": grow_small, "growth_large_kib": grow_large}
+            print(f"researcher {fmt:8s} {large['rows_per_s']:>10,.0f} rows/s  "
+                  f"{large['bytes'] / 1e6:7.1f} MB  db cpu {large['db_cpu_s']:5.1f} s  "
+                  f"api cpu {large['api_cpu_s']:5.1f} s  peak RSS {peak_small / 1024:.0f} MiB "
+                  f"({small:,} rows) vs {peak_large / 1024:.0f} MiB ({n:,} rows)")
+        results["memory"] = memory
+        admin: dict[str, Any] = {}
         with api_server(url) as (base, pid):
-            rss_before, _ = rss_kib(pid)
-            results["server_rss_before_kib"] = rss_before
-            for fmt in ("csv", "parquet", "geojson"):
-                started = time.perf_counter()
-                size = 0
-                with httpx.stream("GET", f"{base}/v1/exports/readings",
-                                  params={"format": fmt, "from": T0.isoformat(),
-                                          "to": end.isoformat()},
-                                  headers={"X-API-Key": key}, timeout=600) as response:
-                    response.raise_for_status()
-                    for data in response.iter_bytes():
-                        size += len(data)
-                dt = time.perf_counter() - started
-                rss, peak = rss_kib(pid)
-                results[fmt] = {"rows_per_s": round(n / dt), "seconds": round(dt, 2),
-                                "bytes": size, "server_rss_after_kib": rss,
-                                "server_peak_rss_kib": peak}
-                print(f"{fmt:8s} {n / dt:>12,.0f} rows/s  {size / 1e6:8.1f} MB  "
-                      f"server RSS {rss / 1024:.0f} MiB (peak {peak / 1024:.0f} MiB)")
-    print(f"ceiling (bare COPY csv): {results['ceiling_copy_csv_rows_per_s']:,} rows/s; "
-          f"storage numpy stream: {results['storage_numpy_stream_rows_per_s']:,} rows/s")
+            for fmt in FORMATS:
+                admin[fmt] = export(url, base, pid, keys[Role.ADMIN], fmt, n)
+                print(f"admin      {fmt:8s} {admin[fmt]['rows_per_s']:>10,.0f} rows/s  "
+                      f"db cpu {admin[fmt]['db_cpu_s']:5.1f} s  "
+                      f"api cpu {admin[fmt]['api_cpu_s']:5.1f} s")
+        results["admin"] = admin
+    results["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "export.json").write_text(json.dumps(results, indent=2) + "\n")
 
