@@ -49,8 +49,8 @@ MAX_KITS = 1000
 #: Rows per slice (at most ``export_batch_rows``): a slice is one block in memory, three
 #: or four of them at a time (CSV about 200 bytes a row, GeoJSON 600, binary rows 300).
 _SLICE_ROWS = {Encoding.CSV: 20_000, Encoding.GEOJSON: 8_000, Encoding.BINARY: 20_000}
-#: A second connection for an export is taken only if the pool has one at hand.
-_SECOND_CONNECTION_WAIT_S = 0.1
+#: A second connection for an export is taken only if the pool has one or can open one soon.
+_SECOND_CONNECTION_WAIT_S = 0.5
 _PSEUDONYM = re.compile(f"[a-z2-7]{{{PSEUDONYM_CHARS}}}")
 
 

@@ -9,13 +9,16 @@ from collections.abc import Callable
 from datetime import date
 
 import httpx
+import numpy as np
+import psycopg
 import pyarrow.parquet as pq
 import pytest
 
 from api.export import ADMIN_COLUMNS, RESEARCHER_COLUMNS
+from api.keys import create_key
 from api.roles import Role
 from storage.pseudonyms import PSEUDONYM_KEY_ENV, PseudonymKey, pseudonym, ride_pseudonym
-from tests.api.api_factories import day_range
+from tests.api.api_factories import BUSY, T0_MS, day_range, ride, write
 
 ALL_ROWS = 4 * 120 + 2 * 120 + 3 * 3
 KEY = PseudonymKey(b"test pseudonym key, 32 bytes ..!")
@@ -224,3 +227,32 @@ def test_a_missing_key_is_a_clear_503(client: httpx.Client, keys: dict[Role, str
     response = _export(client, keys[Role.RESEARCHER])
     assert response.status_code == 503
     assert "pseudonym key" in response.json()["detail"][0]["message"]
+
+
+def test_absent_values_are_empty_or_null_in_every_format(
+    make_client: Callable[..., httpx.Client], migrated_database_url: str,
+) -> None:
+    rows = ride(kit_id=4, ride_id=404, start=BUSY, n=2, t0_ms=T0_MS)
+    rows["lat_deg"][1] = rows["lon_deg"][1] = np.nan  # no fix: no position, no cell
+    rows["gnss_fix"][1], rows["cell"][1], rows["satellites"][1] = 0, 0, -1
+    rows["no2_ugm3"][1] = rows["hdop"][1] = np.nan
+    write(migrated_database_url, [rows])
+    client = make_client(migrated_database_url)
+    with psycopg.connect(migrated_database_url, autocommit=True) as conn:
+        key = create_key(conn, Role.RESEARCHER, label="test").token
+    lines = _export(client, key).text.splitlines()
+    assert len(lines) == 3
+    header, missing = lines[0].split(","), dict(zip(lines[0].split(","), lines[2].split(","),
+                                                     strict=True))
+    assert len(lines[2].split(",")) == len(header)
+    assert {k for k, v in missing.items() if v == ""} == {
+        "lat_deg", "lon_deg", "hdop", "satellites", "no2_ugm3", "cell"}
+    features = json.loads(_export(client, key, format="geojson").content)["features"]
+    assert features[0]["geometry"]["type"] == "Point"
+    assert features[1]["geometry"] is None
+    assert {k for k, v in features[1]["properties"].items() if v is None} == {
+        "lat_deg", "lon_deg", "hdop", "satellites", "no2_ugm3", "cell"}
+    table = pq.read_table(io.BytesIO(_export(client, key, format="parquet").content))
+    assert {name for name in table.column_names if table.column(name)[1].as_py() is None} == {
+        "lat_deg", "lon_deg", "hdop", "satellites", "no2_ugm3", "cell"}
+    assert table.column("no2_ugm3")[0].as_py() == pytest.approx(20.0)
