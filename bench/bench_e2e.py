@@ -168,6 +168,13 @@ def ingest_backends(db: str) -> list[int]:
             "SELECT pid FROM pg_stat_activity WHERE application_name LIKE 'bikesense-stream%'")]
 
 
+def partial_rows_merged(db: str) -> int:
+    with psycopg.connect(db, autocommit=True) as conn:
+        row = conn.execute("SELECT n_tup_ins + n_tup_upd FROM pg_stat_user_tables"
+                           " WHERE relname = 'window_partials'").fetchone()
+    return int(row[0]) if row else 0
+
+
 def count(url: str) -> int:
     with psycopg.connect(url, autocommit=True) as conn:
         return int(conn.execute("SELECT count(*) FROM readings").fetchone()[0])  # type: ignore[index]
@@ -482,6 +489,7 @@ def run_pipeline(base: str, mqtt_url: str, n_readings: int, kits: int, publisher
         api0 = cpu_seconds(api_pid)
         pg0 = cpu_seconds(postmaster, children=True)
         sessions = ingest_backends(db)
+        merged0 = partial_rows_merged(db)
         sessions0 = {pid: cpu_seconds(pid) for pid in sessions}
         load0 = os.getloadavg()
         spy = None
@@ -534,6 +542,8 @@ def run_pipeline(base: str, mqtt_url: str, n_readings: int, kits: int, publisher
         publisher.join()
         prober.stop.set()
         prober.join(60)
+        time.sleep(1.5)  # an idle backend reports its table statistics within a second
+        merged = partial_rows_merged(db) - merged0
         # Phase two: the same pipeline below saturation, at a paced rate, for the latency.
         paced_rate = paced_fraction * n / elapsed
         paced_frames = make_frames(secrets, int(paced_rate * paced_seconds), boot=2)
@@ -580,6 +590,9 @@ def run_pipeline(base: str, mqtt_url: str, n_readings: int, kits: int, publisher
         # CPU time per stored reading: steadier than readings/s on a machine shared with
         # other work, and what bounds the rate once both cores are busy.
         "api_server_cpu_cores_busy": api_cpu / elapsed,
+        # Rows inserted or updated in window_partials per stored reading, from the table's
+        # statistics: what the batch size saves the database, for any version of ingest.
+        "partial_rows_merged_per_reading": merged / n,
         "ingest_cpu_us_per_reading": cpu / n * 1e6,
         "postgres_cpu_us_per_reading": pg_cpu / n * 1e6,
         "postgres_ingest_sessions_cpu_us_per_reading": sessions_cpu / n * 1e6,
@@ -844,7 +857,9 @@ def main() -> None:
     print(f"PostgreSQL used {pipeline['postgres_cpu_cores_busy']:.2f} cores; CPU per reading: "
           f"ingest {pipeline['ingest_cpu_us_per_reading']:.0f} µs, PostgreSQL "
           f"{pipeline['postgres_cpu_us_per_reading']:.0f} µs (ingest's own sessions "
-          f"{pipeline['postgres_ingest_sessions_cpu_us_per_reading']:.0f} µs); the API server "
+          f"{pipeline['postgres_ingest_sessions_cpu_us_per_reading']:.0f} µs); "
+          f"{pipeline['partial_rows_merged_per_reading']:.2f} partial rows merged per reading; "
+          "the API server "
           f"answering the prober used {pipeline['api_server_cpu_cores_busy']:.2f} cores")
     for thread, shares in (pipeline["ingest_thread_profile"] or {}).items():
         for label, share in shares.items():
