@@ -166,7 +166,9 @@ async def geojson_text_stream(columns: Sequence[ExportColumn], provenance: dict[
     first = True
     async for block in blocks:
         # Blocks hold whole features separated by ",\n" (storage.exports), none around them.
-        yield block.data if first else b",\n" + block.data
+        if not first:
+            yield b",\n"
+        yield block.data
         first = False
     yield b"\n]}\n"
 

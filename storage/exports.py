@@ -112,11 +112,12 @@ COLUMNS: dict[str, _Column] = {
 # calendar fields and back (measured slower).
 _SECOND: LiteralString = "date_bin('1 second', r.ts, timestamptz '2000-01-01 00:00:00+00')"
 
-#: Pseudonymous exports: what replaces or joins the columns above (k, d: the day's names).
+#: Pseudonymous exports: what replaces or joins the columns above (m: the day's names).
 PSEUDONYMOUS_COLUMNS: dict[str, _Column] = {
     "ts": _Column(_SECOND, _SECOND, ">i8", quoted=True),
-    "kit_pseudonym": _Column("k.name", "k.name", f"S{PSEUDONYM_CHARS}", quoted=True),
-    "ride_pseudonym": _Column("d.name", "d.name", f"S{RIDE_PSEUDONYM_CHARS}", quoted=True),
+    "kit_pseudonym": _Column("m.kit_name", "m.kit_name", f"S{PSEUDONYM_CHARS}", quoted=True),
+    "ride_pseudonym": _Column("m.ride_name", "m.ride_name", f"S{RIDE_PSEUDONYM_CHARS}",
+                              quoted=True),
 }
 
 #: Columns that would link a kit's days (storage.pseudonyms.WITHHELD_FIELDS, as columns).
@@ -126,13 +127,14 @@ _ORDER: LiteralString = "r.ts, r.kit_id, r.boot_id, r.seq, r.idx"
 # Within a second, by the names a researcher sees: an order by real ids would tell, at
 # every shared second, which of two pseudonyms is the kit with the lower number.
 _PSEUDONYMOUS_ORDER: LiteralString = (
-    _SECOND + ", k.name COLLATE \"C\", d.name COLLATE \"C\", r.ts, r.boot_id, r.seq, r.idx")
+    _SECOND + ", m.kit_name COLLATE \"C\", m.ride_name COLLATE \"C\", r.ts, r.boot_id, r.seq,"
+    " r.idx")
 
+# One row per (kit, ride) of the day with both names: one hash probe per reading.
 _NAMES_JOIN: LiteralString = (
-    " JOIN unnest(%(kits)s::bigint[], %(kit_names)s::text[]) AS k(kit_id, name)"
-    " ON k.kit_id = r.kit_id"
-    " JOIN unnest(%(rides)s::bigint[], %(ride_names)s::text[]) AS d(ride_id, name)"
-    " ON d.ride_id = r.ride_id")
+    " JOIN unnest(%(kits)s::bigint[], %(rides)s::bigint[], %(kit_names)s::text[],"
+    " %(ride_names)s::text[]) AS m(kit_id, ride_id, kit_name, ride_name)"
+    " ON m.ride_id = r.ride_id AND m.kit_id = r.kit_id")
 
 #: Connections an export works on at once (one snapshot): the database formats two
 #: slices at a time, one per core of the small machine bikesense is sized for.
@@ -300,15 +302,15 @@ def decode_binary_rows(names: Sequence[str], data: bytes, *, pseudonymous: bool)
 
 def _day_names(pairs: Sequence[tuple[int, int]], day: date, key: PseudonymKey,
                wanted: frozenset[str]) -> dict[str, list[Any]] | None:
-    """The day's kits and rides with their names; None when no wanted kit rode that day."""
-    kit_names = {k: pseudonym(k, day, key) for k in sorted({k for k, _ in pairs})}
-    if wanted:
-        kit_names = {k: name for k, name in kit_names.items() if name in wanted}
-        if not kit_names:
-            return None
-    rides = sorted({r for k, r in pairs if k in kit_names})
-    return {"kits": list(kit_names), "kit_names": list(kit_names.values()),
-            "rides": rides, "ride_names": [ride_pseudonym(r, day, key) for r in rides]}
+    """The day's (kit, ride) pairs with their names, as the query's arrays; None when no
+    wanted kit rode that day."""
+    kit_names = {k: pseudonym(k, day, key) for k in {k for k, _ in pairs}}
+    kept = sorted((k, r) for k, r in pairs if not wanted or kit_names[k] in wanted)
+    if not kept:
+        return None
+    return {"kits": [k for k, _ in kept], "rides": [r for _, r in kept],
+            "kit_names": [kit_names[k] for k, _ in kept],
+            "ride_names": [ride_pseudonym(r, day, key) for _, r in kept]}
 
 
 async def _slices(conn: psycopg.AsyncConnection[Any], statements: _Statements,
