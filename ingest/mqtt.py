@@ -89,10 +89,11 @@ def new_client(address: BrokerAddress, client_id: str, *, persistent: bool,
 class MqttSubscriber:
     """A persistent-session subscriber that hands each message to ``deliver``.
 
-    ``max_inflight`` bounds how many unacknowledged messages we hold: paho
-    tells the broker nothing about it in 3.1.1, so the broker-side limit
-    (``max_inflight_messages`` in the Mosquitto config the harness writes)
-    is what stops the flow; we keep our own limit equal or larger.
+    MQTT 3.1.1 has no way for a client to say how many unacknowledged messages
+    it takes (5's "receive maximum"): that is the broker's ``max_inflight_messages``,
+    which Mosquitto 2.0.11 enforces only until our first PUBACK (measured,
+    docs/ingest.md). What stops the flow is ``deliver`` blocking: paho then stops
+    reading the socket, and TCP flow control stops the broker.
     """
 
     def __init__(

@@ -31,9 +31,11 @@ is waiting out a database outage; batches not committed stay unacknowledged.
 Kill the process at any point and the broker redelivers what was not acked; the
 exactly-once writer ignores what had already been stored.
 
-The broker's in-flight window (Mosquitto's ``max_inflight_messages``) bounds the
-messages we hold unacknowledged, so it must cover two full batches, or the next
-batch cannot fill while one is being written (docs/ingest.md).
+What bounds the messages held unacknowledged is the hand-over queue and the two
+batches. A broker that enforces an in-flight window (``max_inflight_messages``)
+must let it cover two full batches, or the next batch cannot fill while one is
+being written; Mosquitto 2.0.11 stops enforcing it after the first PUBACK
+(measured, docs/ingest.md).
 """
 
 from __future__ import annotations
