@@ -105,7 +105,7 @@ def kits_pseudonym(
     day: Annotated[str | None, typer.Option(
         help="Local day, YYYY-MM-DD (default: today in the deployment's time zone).")] = None,
     find: Annotated[str | None, typer.Option(
-        help="Show only the kit behind this pseudonym (name or number).")] = None,
+        help="Show only the kit behind this pseudonym.")] = None,
 ) -> None:
     """Admins only: the daily pseudonyms researchers see, mapped back to kits (docs/privacy.md).
 
@@ -134,10 +134,10 @@ def kits_pseudonym(
     except (StorageError, OSError) as exc:
         exit_with(exc)
     rows = [r for r in pseudonym_table(kit_ids, when, key)
-            if find is None or find in {r[1], str(r[2])}]
-    table = Table("kit", f"pseudonym on {when.isoformat()}", "as a number (exports)")
-    for kit, name, number in rows:
-        table.add_row(str(kit), name, str(number))
+            if find is None or find == r[1]]
+    table = Table("kit", f"pseudonym on {when.isoformat()}")
+    for kit, name in rows:
+        table.add_row(str(kit), name)
     console.print(table)
 
 

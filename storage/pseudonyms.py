@@ -101,12 +101,6 @@ def pseudonym(kit_id: int, day: date, key: PseudonymKey) -> str:
     return _base32(key.digest(f"kit:{int(kit_id)}:{day.isoformat()}"), PSEUDONYM_CHARS)
 
 
-def pseudonym_number(kit_id: int, day: date, key: PseudonymKey) -> int:
-    """The same pseudonym as a number below 2**60 (the first 60 bits of the digest)."""
-    digest = key.digest(f"kit:{int(kit_id)}:{day.isoformat()}")
-    return int.from_bytes(digest[:8], "big") >> 4
-
-
 def ride_pseudonym(ride_id: int, day: date, key: PseudonymKey) -> str:
     """A ride's name on ``day``: 16 lowercase base32 characters, no start time, no kit.
 
@@ -191,9 +185,9 @@ def pseudonymise(chunk: np.ndarray, key: PseudonymKey, tz: str) -> np.ndarray:
 
 
 def pseudonym_table(kit_ids: Iterable[int], day: date,
-                    key: PseudonymKey) -> list[tuple[int, str, int]]:
-    """Admins only: (kit, pseudonym, pseudonym number) of each kit on ``day``."""
-    return [(k, pseudonym(k, day, key), pseudonym_number(k, day, key)) for k in kit_ids]
+                    key: PseudonymKey) -> list[tuple[int, str]]:
+    """Admins only: (kit, pseudonym) of each kit on ``day``."""
+    return [(k, pseudonym(k, day, key)) for k in kit_ids]
 
 
 def _day(days_since_epoch: int) -> date:

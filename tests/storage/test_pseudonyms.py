@@ -19,7 +19,6 @@ from storage.pseudonyms import (
     local_days,
     pseudonym,
     pseudonym_key_from_environment,
-    pseudonym_number,
     pseudonym_table,
     pseudonymise,
     ride_pseudonym,
@@ -120,9 +119,8 @@ def test_local_day_spans_follow_the_clock_changes() -> None:
 def test_the_admin_mapping_finds_the_kit_behind_a_pseudonym() -> None:
     day = date(2026, 11, 22)
     table = pseudonym_table([1, 2, 3], day, KEY)
-    assert [kit for kit, _, _ in table] == [1, 2, 3]
+    assert [kit for kit, _ in table] == [1, 2, 3]
     assert table[1][1] == pseudonym(2, day, KEY)
-    assert table[1][2] == pseudonym_number(2, day, KEY)
 
 
 def test_the_key_comes_from_the_environment_a_file_or_the_state_dir(
