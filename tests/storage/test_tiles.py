@@ -35,7 +35,8 @@ def fleet() -> np.ndarray:
     for day in range(3):
         for kit in (1, 2, 3, 4, 5) if day < 2 else (3, 4):
             lat0, lon0 = STARTS[min(kit, 3) - 1]
-            parts.append(make_readings(30 if (day, kit) == (2, 4) else 60, kit_id=kit, boot_id=day + 1, ride_id=100 * day + kit,
+            n = 30 if (day, kit) == (2, 4) else 60
+            parts.append(make_readings(n, kit_id=kit, boot_id=day + 1, ride_id=100 * day + kit,
                                        seed=10 * day + kit, step_ms=5_000, lat0=lat0, lon0=lon0,
                                        t0_ms=T0_MS + day * MS_PER_DAY + kit * 360_000))
     return np.concatenate(parts)
