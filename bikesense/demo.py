@@ -165,9 +165,11 @@ def run_demo(settings: Settings, options: DemoOptions) -> None:
         stats = _ride(fleet, mqtt_url, options, children)
         console.print(f"fleet done: {stats.frames} frames published in {stats.wall_s:.0f} s")
         stored = _settle(database_url, children)
-        console.print(f"{stored:,} readings stored. The map stays up at {url} — Ctrl-C to stop.")
         if options.exit_when_done:
+            console.print(f"{stored:,} readings stored. Stopping ingest and the API; PostgreSQL "
+                          "and Mosquitto keep the data (`bikesense services down` stops them).")
             return
+        console.print(f"{stored:,} readings stored. The map stays up at {url} — Ctrl-C to stop.")
         while True:
             children.check()
             time.sleep(1)
