@@ -12,6 +12,7 @@ from fastapi import APIRouter, Header, Path, Response
 from starlette.concurrency import run_in_threadpool
 
 from api.aggregates import align, allowed_windows, choose_window, selection, tile_bands
+from api.bands import MetricScale
 from api.deps import ApiSettingsDep, ConnDep, PrincipalDep, SettingsDep, StateDep, TimeRangeDep
 from api.errors import BadParameterError
 from api.models import ERROR_RESPONSES, MetricName
@@ -71,10 +72,9 @@ async def tile(
                                               north=min(box.north + margin_deg, 90.0)))
     scale = state.bands.scale(metric.metric)
     bands = tile_bands(cells, metric.metric, scale, api.min_readings)
-    png = await run_in_threadpool(render_tile, box, cells["cell"], bands, scale)
-    state.metrics.tile_render.observe(time.perf_counter() - started)
-
-    etag = f'"{hashlib.blake2b(png, digest_size=12).hexdigest()}"'
+    # The ETag names what the tile is drawn from, so a revalidation that matches is
+    # answered before rendering anything.
+    etag = tile_etag(z, x, y, cells["cell"], bands, scale)
     settled = not time_range.open_ended and end < datetime.now(UTC) - SETTLED_AFTER
     max_age = api.tile_closed_max_age_s if settled else api.tile_max_age_s
     headers = {
@@ -87,5 +87,25 @@ async def tile(
         "X-Bikesense-Window": str(window_s),
     }
     if if_none_match is not None and etag in {t.strip() for t in if_none_match.split(",")}:
+        state.metrics.tile_render.observe(time.perf_counter() - started)
         return Response(status_code=304, headers=headers)
+    png = await run_in_threadpool(render_tile, box, cells["cell"], bands, scale)
+    state.metrics.tile_render.observe(time.perf_counter() - started)
     return Response(png, media_type="image/png", headers=headers)
+
+
+#: Part of every tile's ETag: change it whenever render_tile draws the same input
+#: differently, so that caches do not keep tiles of the old drawing.
+TILE_STYLE = "1"
+
+
+def tile_etag(z: int, x: int, y: int, cells: np.ndarray, bands: np.ndarray,
+              scale: MetricScale) -> str:
+    """A strong ETag of the tile ``render_tile`` draws from these inputs (it is a pure
+    function of them): the tile, the cells and their bands in cell order, the scale."""
+    order = np.argsort(cells, kind="stable")
+    digest = hashlib.blake2b(digest_size=12)
+    digest.update(f"{TILE_STYLE}|{z}/{x}/{y}|{scale!r}|".encode())
+    digest.update(np.ascontiguousarray(cells[order], dtype="<i8").tobytes())
+    digest.update(np.ascontiguousarray(bands[order], dtype="<i2").tobytes())
+    return f'"{digest.hexdigest()}"'

@@ -11,7 +11,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from api.bands import load_bands
 from api.roles import Role
+from api.routes.tiles import tile_etag
+from stream.core.partials import Metric
 from tests.api.api_factories import BUSY, QUIET, SPARSE, day_range
 
 Z = 15
@@ -77,6 +80,23 @@ def test_etag_and_cache_control(client: httpx.Client, keys: dict[Role, str]) -> 
     assert open_range.headers["cache-control"] == "public, max-age=60"
     keyed = client.get(url, params=day_range(), headers={"X-API-Key": keys[Role.OFFICER]})
     assert keyed.headers["cache-control"].startswith("private")
+
+
+def test_the_etag_follows_what_the_tile_is_drawn_from() -> None:
+    bands_2024 = load_bands("eaqi-2024")
+    pm25, pm10 = bands_2024.scale(Metric.PM25), bands_2024.scale(Metric.PM10)
+    cells = np.array([11, 12, 13], dtype=np.int64)
+    bands = np.array([0, 2, 1], dtype=np.int16)
+    etag = tile_etag(13, 1, 2, cells, bands, pm25)
+    # The same cells in another order (the query's order is not fixed): the same tile.
+    assert tile_etag(13, 1, 2, cells[::-1], bands[::-1], pm25) == etag
+    # Anything that changes the drawing changes the ETag: a band, a cell, the tile, the scale.
+    assert tile_etag(13, 1, 2, cells, np.array([0, 2, 2], dtype=np.int16), pm25) != etag
+    assert tile_etag(13, 1, 2, cells[:2], bands[:2], pm25) != etag
+    assert tile_etag(13, 1, 3, cells, bands, pm25) != etag
+    assert tile_etag(13, 1, 2, cells, bands, pm10) != etag
+    older = load_bands("eaqi-2021").scale(Metric.PM25)
+    assert tile_etag(13, 1, 2, cells, bands, older) != etag
 
 
 def test_a_tile_far_from_any_data_is_fully_transparent(client: httpx.Client) -> None:
