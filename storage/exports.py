@@ -45,7 +45,7 @@ from storage.pseudonyms import (
     pseudonym,
     ride_pseudonym,
 )
-from storage.queries import BBox
+from storage.queries import BBox, check_time_range
 
 
 class Encoding(StrEnum):
@@ -153,11 +153,7 @@ class ExportFilter:
     metric_columns: tuple[str, ...] = ()  # rows with at least one of these present
 
     def __post_init__(self) -> None:
-        if self.start.tzinfo is None or self.end.tzinfo is None:
-            raise QueryError("start and end must be timezone-aware datetimes")
-        if not self.start < self.end:
-            raise QueryError(f"start ({self.start.isoformat()}) must be before end "
-                             f"({self.end.isoformat()})")
+        check_time_range(self.start, self.end)
         unknown = [c for c in self.metric_columns if c not in COLUMNS]
         if unknown:
             raise QueryError(f"unknown metric columns: {', '.join(unknown)}")

@@ -18,7 +18,7 @@ import psycopg
 from psycopg import sql
 
 from storage import copybin
-from storage.writer import READING_COLUMNS
+from storage.writer import READING_COLUMNS, enriched_from_rows, reading_values
 from stream.core.batch import ENRICHED_DTYPE
 
 #: The held rows' columns, in table order: a reading as the writer sends it, without
@@ -43,15 +43,7 @@ def take_held(conn: psycopg.Connection[Any], kit_ids: Iterable[int]) -> np.ndarr
     with conn.cursor() as cur, cur.copy(statement) as copy:
         payload = b"".join(bytes(block) for block in copy)
     body = payload[len(copybin.HEADER):-len(copybin.TRAILER)]
-    rows = copybin.decode_rows(HELD_COLUMNS, body)
-    out = np.empty(len(rows), dtype=ENRICHED_DTYPE)
-    for name in ENRICHED_DTYPE.names or ():
-        if name == "ts_ms":
-            out[name] = copybin.pg_timestamp_to_ms(rows["ts"])
-        elif name == "received_ms":
-            out[name] = copybin.pg_timestamp_to_ms(rows["received_at"])
-        else:
-            out[name] = rows[name]
+    out = enriched_from_rows(copybin.decode_rows(HELD_COLUMNS, body))
     order = np.lexsort(tuple(out[k] for k in ("idx", "seq", "boot_id", "kit_id")))
     held: np.ndarray = out[order]
     return held
@@ -61,11 +53,8 @@ def hold(conn: psycopg.Connection[Any], rows: np.ndarray) -> int:
     """Keep ``rows`` (``ENRICHED_DTYPE``, distinct keys) until their ride decides; how many."""
     if len(rows) == 0:
         return 0
-    values = {name: rows[name] for name in ENRICHED_DTYPE.names or ()}
-    values["ts"] = copybin.ms_to_pg_timestamp(rows["ts_ms"])
-    values["received_at"] = copybin.ms_to_pg_timestamp(rows["received_ms"])
     with conn.cursor() as cur, cur.copy(_COPY_IN) as copy:
-        copy.write(copybin.encode(HELD_COLUMNS, values, len(rows)))
+        copy.write(copybin.encode(HELD_COLUMNS, reading_values(rows), len(rows)))
     return len(rows)
 
 

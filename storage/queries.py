@@ -30,8 +30,7 @@ from psycopg import sql
 
 from storage import copybin
 from storage.exceptions import QueryError
-from storage.writer import READING_COLUMNS
-from stream.core.batch import ENRICHED_DTYPE
+from storage.writer import READING_COLUMNS, enriched_from_rows
 from stream.core.partials import HIST_BINS, PARTIAL_DTYPE, Metric
 from stream.core.summary import SUMMARY_DTYPE, summarise
 
@@ -65,6 +64,14 @@ class BBox:
                              f"(got west={self.west}, east={self.east})")
 
 
+def check_time_range(start: datetime, end: datetime) -> None:
+    """Raise QueryError unless ``start < end``, both timezone-aware."""
+    if start.tzinfo is None or end.tzinfo is None:
+        raise QueryError("start and end must be timezone-aware datetimes")
+    if not start < end:
+        raise QueryError(f"start ({start.isoformat()}) must be before end ({end.isoformat()})")
+
+
 @dataclass(frozen=True, slots=True)
 class Selection:
     """Which windows a query merges: one metric, resolution and window size, a time range."""
@@ -78,11 +85,7 @@ class Selection:
     min_days: int = 0  # distinct days a cell / bucket needs to be returned
 
     def __post_init__(self) -> None:
-        if self.start.tzinfo is None or self.end.tzinfo is None:
-            raise QueryError("start and end must be timezone-aware datetimes")
-        if not self.start < self.end:
-            raise QueryError(f"start ({self.start.isoformat()}) must be before end "
-                             f"({self.end.isoformat()})")
+        check_time_range(self.start, self.end)
         if not 0 <= self.resolution <= 15:
             raise QueryError(f"H3 resolution must be 0..15 (got {self.resolution})")
         if self.window_s <= 0:
@@ -335,16 +338,7 @@ class _ReadingDecoder:
         return self._decode(buf[:whole]) if whole else None
 
     def _decode(self, data: memoryview) -> np.ndarray:
-        rows = copybin.decode_rows(EXPORT_COLUMNS, data)
-        out = np.empty(len(rows), dtype=ENRICHED_DTYPE)
-        for name in ENRICHED_DTYPE.names or ():
-            if name == "ts_ms":
-                out[name] = copybin.pg_timestamp_to_ms(rows["ts"])
-            elif name == "received_ms":
-                out[name] = copybin.pg_timestamp_to_ms(rows["received_at"])
-            else:
-                out[name] = rows[name]
-        return out
+        return enriched_from_rows(copybin.decode_rows(EXPORT_COLUMNS, data))
 
 
 def iter_readings(conn: psycopg.Connection[Any], *, start: datetime, end: datetime,

@@ -41,7 +41,7 @@ from h3.api import basic_int as h3int
 from storage import copybin
 from storage.copybin import Column, int4_array, scalar
 from storage.exceptions import BatchError
-from stream.core.batch import ENRICHED_DTYPE
+from stream.core.batch import ENRICHED_DTYPE, first_by_key
 from stream.core.partials import HIST_BINS, PARTIAL_DTYPE, PRESENCE_DTYPE
 
 #: ``aggregate(new_readings) -> (partials, presence)``, e.g. a
@@ -258,17 +258,7 @@ ON CONFLICT DO NOTHING
 
 def dedupe(enriched: np.ndarray) -> np.ndarray:
     """The rows of ``enriched`` with distinct keys (first occurrence kept), sorted by key."""
-    if len(enriched) == 0:
-        return enriched.copy()
-    # lexsort sorts by the last key first; stable, so the first occurrence leads.
-    order = np.lexsort(tuple(enriched[name] for name in reversed(KEY_FIELDS)))
-    ordered = enriched[order]
-    keep = np.ones(len(ordered), dtype=bool)
-    same = np.ones(len(ordered) - 1, dtype=bool)
-    for name in KEY_FIELDS:
-        same &= ordered[name][1:] == ordered[name][:-1]
-    keep[1:] = ~same
-    return ordered[keep]
+    return first_by_key(enriched, KEY_FIELDS)
 
 
 def partition_days(enriched: np.ndarray) -> list[int]:
@@ -367,11 +357,31 @@ def _copy(conn: psycopg.Connection[Any], statement: bytes, payload: bytes) -> No
         copy.write(payload)
 
 
-def _reading_payload(rows: np.ndarray) -> bytes:
+def reading_values(rows: np.ndarray) -> dict[str, np.ndarray]:
+    """Enriched rows as the columns of READING_COLUMNS (times as PostgreSQL timestamps)."""
     values = {name: rows[name] for name in ENRICHED_DTYPE.names or ()}
-    values["row_no"] = np.arange(len(rows), dtype=np.int32)
     values["ts"] = copybin.ms_to_pg_timestamp(rows["ts_ms"])
     values["received_at"] = copybin.ms_to_pg_timestamp(rows["received_ms"])
+    return values
+
+
+def enriched_from_rows(rows: np.ndarray) -> np.ndarray:
+    """The inverse of :func:`reading_values`: decoded COPY rows of READING_COLUMNS[1:]
+    (absent values as NaN / -1 / 0, not NULL) as ``ENRICHED_DTYPE``."""
+    out = np.empty(len(rows), dtype=ENRICHED_DTYPE)
+    for name in ENRICHED_DTYPE.names or ():
+        if name == "ts_ms":
+            out[name] = copybin.pg_timestamp_to_ms(rows["ts"])
+        elif name == "received_ms":
+            out[name] = copybin.pg_timestamp_to_ms(rows["received_at"])
+        else:
+            out[name] = rows[name]
+    return out
+
+
+def _reading_payload(rows: np.ndarray) -> bytes:
+    values = reading_values(rows)
+    values["row_no"] = np.arange(len(rows), dtype=np.int32)
     return copybin.encode(READING_COLUMNS, values, len(rows))
 
 
@@ -382,9 +392,7 @@ _NAN_IS_NULL = ("lat_deg", "lon_deg", "hdop", "speed_mps", "pm1_ugm3", "pm25_ugm
 
 def _direct_payload(rows: np.ndarray) -> bytes:
     """The readings as a binary COPY into ``readings`` itself, absent values as NULL."""
-    values = {name: rows[name] for name in ENRICHED_DTYPE.names or ()}
-    values["ts"] = copybin.ms_to_pg_timestamp(rows["ts_ms"])
-    values["received_at"] = copybin.ms_to_pg_timestamp(rows["received_ms"])
+    values = reading_values(rows)
     nulls = {name: np.isnan(rows[name]) for name in _NAN_IS_NULL}
     nulls["satellites"] = rows["satellites"] == -1
     nulls["cell"] = rows["cell"] == 0

@@ -27,3 +27,19 @@ def enrich(readings: np.ndarray, received_ms: int) -> np.ndarray:
         out[name] = readings[name]
     out["received_ms"] = received_ms
     return out
+
+
+def first_by_key(rows: np.ndarray, fields: tuple[str, ...]) -> np.ndarray:
+    """The rows with distinct ``fields`` (the first occurrence of each kept), sorted by them."""
+    if len(rows) == 0:
+        return rows.copy()
+    # lexsort sorts by the last key first; stable, so the first occurrence leads.
+    order = np.lexsort(tuple(rows[name] for name in reversed(fields)))
+    ordered = rows[order]
+    keep = np.ones(len(ordered), dtype=bool)
+    same = np.ones(len(ordered) - 1, dtype=bool)
+    for name in fields:
+        same &= ordered[name][1:] == ordered[name][:-1]
+    keep[1:] = ~same
+    kept: np.ndarray = ordered[keep]
+    return kept

@@ -30,6 +30,7 @@ import numpy as np
 
 from firmware_protocol import MessageType, RemoteProtocolError, peek_header
 from firmware_protocol.wire import I32_ABSENT, OFFSET_RECORDS, RECORD_BYTES, RECORD_DTYPE
+from stream.core.batch import first_by_key
 from stream.core.exceptions import InvalidConfigError
 from stream.core.rides import ride_starts_ms
 from stream.core.state import KitStates
@@ -230,17 +231,8 @@ def settle_ride_ends(held: np.ndarray, batch: np.ndarray, states: KitStates,
     ``batch``. A reading both held and in the batch (its frame delivered again)
     counts once.
     """
-    rows = np.concatenate([held, batch]) if len(held) else batch
-    if len(rows):
-        # Stable sort by identity; the first of equal keys (the held copy) is kept.
-        order = np.lexsort(tuple(rows[k] for k in reversed(_IDENTITY)))
-        rows = rows[order]
-        first = np.ones(len(rows), dtype=bool)
-        same = np.ones(len(rows) - 1, dtype=bool)
-        for name in _IDENTITY:
-            same &= rows[name][1:] == rows[name][:-1]
-        first[1:] = ~same
-        rows = rows[first]
+    # The first of equal identities, the held copy, is kept.
+    rows = first_by_key(np.concatenate([held, batch]) if len(held) else batch, _IDENTITY)
     fates = ride_end_fates(rows["kit_id"], rows["ride_id"], rows["ts_ms"], states, trim_end_s)
     return Settled(rows[fates == STORE], rows[fates == HOLD],
                    int(np.count_nonzero(fates == DROP)))
