@@ -26,12 +26,20 @@ DESIGN.md decision 2 (exactly-once effect over at-least-once delivery):
 
 A replayed or overlapping batch inserts no reading a second time, so it adds
 nothing to any aggregate: every table is left as it was.
+
+The Python part of that work need not wait inside the transaction:
+:func:`plan_write` checks and de-duplicates a batch, aggregates it and encodes
+every COPY payload on the assumption that all its readings are new (the common
+case), before any transaction is open. :func:`write_batch` takes such a plan and
+uses its aggregates only when the fast-path COPY proved them right (every row
+was new); otherwise it aggregates the rows that were new, as without a plan.
+The embedded runtime plans the next batch while the current one is written.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -42,7 +50,13 @@ from storage import copybin
 from storage.copybin import Column, int4_array, scalar
 from storage.exceptions import BatchError
 from stream.core.batch import ENRICHED_DTYPE, first_by_key
-from stream.core.partials import HIST_BINS, PARTIAL_DTYPE, PRESENCE_DTYPE
+from stream.core.merge import merge_partials
+from stream.core.partials import (
+    HIST_BINS,
+    PARTIAL_DTYPE,
+    PARTIAL_KEY_FIELDS,
+    PRESENCE_DTYPE,
+)
 
 #: ``aggregate(new_readings) -> (partials, presence)``, e.g. a
 #: ``functools.partial`` of ``stream.core.aggregate.aggregate`` with the
@@ -274,47 +288,125 @@ def ensure_partitions(conn: psycopg.Connection[Any], days: list[int]) -> int:
     return int(row[0]) if row else 0
 
 
-def write_batch(conn: psycopg.Connection[Any], enriched: np.ndarray,
-                aggregate: AggregateFn) -> WriteResult:
-    """Store a batch of enriched readings and merge the aggregates of the new ones.
+@dataclass(frozen=True, slots=True)
+class _Aggregates:
+    """The partials and presence rows of a set of readings, with their COPY payloads."""
 
-    ``conn`` should not be inside a transaction: partitions are created in a
-    short transaction of their own, and the write is one transaction that
-    commits on return (nested in the caller's, as savepoints, if there is one).
-    Errors from the database propagate as psycopg errors with nothing written.
+    partials: np.ndarray
+    presence: np.ndarray
+    partials_payload: bytes = field(repr=False)
+    presence_payload: bytes = field(repr=False)
+    cells_payload: bytes = field(repr=False)
+
+    @classmethod
+    def of(cls, partials: np.ndarray, presence: np.ndarray) -> _Aggregates:
+        if partials.dtype != PARTIAL_DTYPE or presence.dtype != PRESENCE_DTYPE:
+            raise BatchError("the aggregate callable must return (PARTIAL_DTYPE, PRESENCE_DTYPE) "
+                             f"arrays, got ({partials.dtype}, {presence.dtype})")
+        _check_unique_partials(partials)
+        return cls(partials, presence,
+                   _partial_payload(partials) if len(partials) else b"",
+                   _presence_payload(presence) if len(presence) else b"",
+                   _cell_payload(partials) if len(partials) else b"")
+
+
+@dataclass(frozen=True, slots=True)
+class WritePlan:
+    """A batch made ready for :func:`write_batch` outside any transaction.
+
+    ``rows`` are the batch's readings, checked, de-duplicated and sorted by key,
+    with their COPY payload. ``aggregates``, when present, are those of *all* of
+    ``rows``: right exactly when every row turns out to be new.
+    """
+
+    rows: np.ndarray
+    days: list[int]
+    readings_payload: bytes = field(repr=False)
+    aggregates: _Aggregates | None
+    #: Readings of the original batch repeated within it (left out of ``rows``).
+    repeated: int = 0
+
+
+def plan_write(enriched: np.ndarray, aggregate: AggregateFn | None) -> WritePlan:
+    """Check, de-duplicate and encode a batch; aggregate it too unless ``aggregate`` is None.
+
+    Raises :class:`BatchError` for a batch that can never be written (wrong dtype,
+    impossible times), before anything touches the database.
     """
     if enriched.dtype != ENRICHED_DTYPE:
         raise BatchError(
             f"write_batch needs an array of ENRICHED_DTYPE, got dtype {enriched.dtype}")
-    if len(enriched) == 0:
-        return WriteResult(0, 0, 0)
     _check_times(enriched)
     unique = dedupe(enriched)
-    ensure_partitions(conn, partition_days(unique))
+    return WritePlan(unique, partition_days(unique),
+                     _direct_payload(unique) if len(unique) else b"",
+                     _Aggregates.of(*aggregate(unique)) if aggregate and len(unique) else None,
+                     len(enriched) - len(unique))
+
+
+def join_plans(plans: Sequence[WritePlan]) -> WritePlan:
+    """One plan for consecutive batches: their aggregates merged when no reading of one
+    repeats a reading of another (else the write aggregates whatever is new)."""
+    if len(plans) == 1:
+        return plans[0]
+    rows = np.concatenate([p.rows for p in plans])
+    unique = dedupe(rows)
+    repeated = sum(p.repeated for p in plans) + len(rows) - len(unique)
+    aggregates = None
+    if len(unique) == len(rows) and all(p.aggregates for p in plans if len(p.rows)):
+        parts = [p.aggregates for p in plans if p.aggregates is not None]
+        aggregates = _Aggregates.of(
+            merge_partials(np.concatenate([a.partials for a in parts])),
+            first_by_key(np.concatenate([a.presence for a in parts]),
+                         PRESENCE_DTYPE.names or ()))
+    return WritePlan(unique, partition_days(unique),
+                     _direct_payload(unique) if len(unique) else b"", aggregates, repeated)
+
+
+def write_batch(conn: psycopg.Connection[Any], batch: np.ndarray | WritePlan,
+                aggregate: AggregateFn) -> WriteResult:
+    """Store a batch of enriched readings and merge the aggregates of the new ones.
+
+    ``batch`` is an ``ENRICHED_DTYPE`` array or a :class:`WritePlan` of one (made
+    with the same ``aggregate``). ``conn`` should not be inside a transaction:
+    partitions are created in a short transaction of their own, and the write is
+    one transaction that commits on return (nested in the caller's, as
+    savepoints, if there is one). Errors from the database propagate as psycopg
+    errors with nothing written.
+    """
+    plan = batch if isinstance(batch, WritePlan) else plan_write(batch, None)
+    if len(plan.rows) == 0:
+        return WriteResult(0, plan.repeated, 0)
+    ensure_partitions(conn, plan.days)
     with conn.transaction():
         conn.execute(_STAGING_DDL)
-        new = _insert_new_readings(conn, unique)
-        merged = _merge_aggregates(conn, new, aggregate) if len(new) else 0
-    return WriteResult(inserted=len(new), duplicates=len(enriched) - len(new),
+        new = _insert_new_readings(conn, plan)
+        merged = 0
+        if len(new):
+            aggregates = (plan.aggregates if plan.aggregates is not None
+                          and len(new) == len(plan.rows) else _Aggregates.of(*aggregate(new)))
+            merged = _merge_aggregates(conn, aggregates)
+    return WriteResult(inserted=len(new), duplicates=plan.repeated + len(plan.rows) - len(new),
                        partials_merged=merged)
 
 
 def _check_times(enriched: np.ndarray) -> None:
-    for field in ("ts_ms", "received_ms"):
-        bad = np.flatnonzero((enriched[field] < 0) | (enriched[field] >= MAX_TS_MS))
+    for name in ("ts_ms", "received_ms"):
+        bad = np.flatnonzero((enriched[name] < 0) | (enriched[name] >= MAX_TS_MS))
         if len(bad):
             r = enriched[bad[0]]
             raise BatchError(
-                f"{len(bad)} reading(s) have {field} outside 1970..9999, e.g. {int(r[field])} "
+                f"{len(bad)} reading(s) have {name} outside 1970..9999, e.g. {int(r[name])} "
                 f"for kit {int(r['kit_id'])} boot {int(r['boot_id'])} seq {int(r['seq'])} "
                 f"idx {int(r['idx'])}")
 
 
-def _insert_new_readings(conn: psycopg.Connection[Any], unique: np.ndarray) -> np.ndarray:
+def _insert_new_readings(conn: psycopg.Connection[Any], plan: WritePlan) -> np.ndarray:
     """Store the readings not stored yet; return exactly those, in key order."""
+    unique = plan.rows
     try:
         with conn.transaction():  # a savepoint: a unique violation undoes only this
-            _copy(conn, _COPY_INTO_READINGS, _direct_payload(unique))
+            _copy(conn, _COPY_INTO_READINGS, plan.readings_payload)
     except psycopg.errors.UniqueViolation:
         pass
     else:
@@ -325,28 +417,30 @@ def _insert_new_readings(conn: psycopg.Connection[Any], unique: np.ndarray) -> n
     return unique[row_nos]
 
 
-def _merge_aggregates(conn: psycopg.Connection[Any], new: np.ndarray,
-                      aggregate: AggregateFn) -> int:
-    partials, presence = aggregate(new)
-    if partials.dtype != PARTIAL_DTYPE or presence.dtype != PRESENCE_DTYPE:
-        raise BatchError("the aggregate callable must return (PARTIAL_DTYPE, PRESENCE_DTYPE) "
-                         f"arrays, got ({partials.dtype}, {presence.dtype})")
+def _merge_aggregates(conn: psycopg.Connection[Any], aggregates: _Aggregates) -> int:
     merged = 0
-    if len(partials):
-        _check_unique_partials(partials)
-        _copy(conn, _COPY_PARTIALS, _partial_payload(partials))
+    if len(aggregates.partials):
+        _copy(conn, _COPY_PARTIALS, aggregates.partials_payload)
         merged = conn.execute(_MERGE_PARTIALS.encode()).rowcount
-        _copy(conn, _COPY_CELLS, _cell_payload(partials))
+        _copy(conn, _COPY_CELLS, aggregates.cells_payload)
         conn.execute(_INSERT_CELLS.encode())
-    if len(presence):
-        _copy(conn, _COPY_PRESENCE, _presence_payload(presence))
+    if len(aggregates.presence):
+        _copy(conn, _COPY_PRESENCE, aggregates.presence_payload)
         conn.execute(_INSERT_PRESENCE.encode())
     return merged
 
 
 def _check_unique_partials(partials: np.ndarray) -> None:
-    keys = partials[["metric", "resolution", "cell", "window_s", "window_start_ms"]]
-    if len(np.unique(keys)) != len(partials):
+    if len(partials) < 2:
+        return
+    # One lexsort and a look at neighbours: np.unique on the structured keys cost
+    # about as much as aggregating the batch.
+    order = np.lexsort(tuple(partials[k] for k in reversed(PARTIAL_KEY_FIELDS)))
+    same = np.ones(len(partials) - 1, dtype=bool)
+    for k in PARTIAL_KEY_FIELDS:
+        column = partials[k][order]
+        same &= column[1:] == column[:-1]
+    if same.any():
         # ON CONFLICT DO UPDATE cannot touch one row twice in a statement.
         raise BatchError("the aggregate callable returned several partials for one key; "
                          "merge them first (stream.core.aggregate.merge_partials)")

@@ -5,11 +5,14 @@ keeps the event loop free for signals; the blocking work runs in two stage
 threads, so that the database's work and ours overlap instead of taking turns:
 
 - the **prepare** stage takes messages off the bounded hand-over queue, admits
-  them (decode, authenticate, validate) and runs them through the stream core,
-  advancing the kit states chunk after chunk, in arrival order; the prepared
-  chunks add up to the *next batch*;
+  them (decode, authenticate, validate), runs them through the stream core,
+  advancing the kit states chunk after chunk, in arrival order, and plans their
+  write (aggregates and COPY payloads, ``storage.writer.plan_write``); the
+  prepared chunks add up to the *next batch*;
 - the **write** stage takes the next batch as soon as it is free, writes it in
   one transaction and, once that has committed, acknowledges its messages.
+  Inside the transaction it only runs statements, unless some readings were
+  stored already (a redelivery), when it aggregates those that were new.
 
 So while batch N is written and committed, batch N+1 is collected and
 processed, and it grows for as long as the write of N takes, up to
@@ -60,6 +63,7 @@ from ingest.mqtt import InboundMessage, MqttSubscriber
 from ingest.topics import DEFAULT_SHARE_GROUP, TopicLayout
 from ingest.validation import AdmissionRules
 from storage.kits import MasterKey, kit_secrets
+from storage.writer import WritePlan, join_plans
 from stream.core.privacy import Zone, payload_in_zones
 from stream.core.process import CoreConfig, process_batch
 from stream.core.state import KitStates
@@ -117,6 +121,9 @@ class PreparedBatch:
     #: Every kit's state after these messages: the runtime's once they have committed
     #: (the sink needs them for end-of-ride trimming).
     states: KitStates
+    #: ``rows`` aggregated and encoded for the write (``PostgresSink.plan``), so that
+    #: this Python work is done here rather than inside the write's transaction.
+    plan: WritePlan | None = None
 
     @classmethod
     def joined(cls, parts: Sequence[PreparedBatch]) -> PreparedBatch:
@@ -130,8 +137,10 @@ class PreparedBatch:
             statuses=[u for p in parts for u in p.admitted.statuses],
             frames_accepted=sum((p.admitted.frames_accepted for p in parts), Counter()),
         )
+        plans = [p.plan for p in parts if p.plan is not None]
         return cls([m for p in parts for m in p.messages], admitted,
-                   np.concatenate([p.rows for p in parts]), parts[-1].states)
+                   np.concatenate([p.rows for p in parts]), parts[-1].states,
+                   join_plans(plans) if len(plans) == len(parts) else None)
 
 
 #: What the prepare stage hands to the write stage: prepared chunks, or the bare
@@ -258,7 +267,8 @@ class EmbeddedRuntime:
         # What comes next continues from these states even before they commit:
         # batches commit in this same order, or (on stop) not at all.
         self._prepared_states = processed.states
-        return PreparedBatch(batch, admitted, processed.to_store(), processed.states)
+        rows = processed.to_store()
+        return PreparedBatch(batch, admitted, rows, processed.states, self._sink.plan(rows))
 
     # the write stage ------------------------------------------------------------------
 
@@ -306,7 +316,8 @@ class EmbeddedRuntime:
         then not acked, and the broker delivers it again.
         """
         outcome = self._with_retries(
-            lambda: self._sink.write(prepared.admitted, prepared.rows, prepared.states),
+            lambda: self._sink.write(prepared.admitted, prepared.rows, prepared.states,
+                                     prepared.plan),
             len(prepared.messages))
         if outcome is not None:
             self._states = prepared.states

@@ -26,7 +26,7 @@ from ingest.keys import KitKey
 from storage.held import hold, take_held
 from storage.kits import MasterKey, kit_secrets, record_status, touch_last_seen
 from storage.rejects import Reject, insert_rejects
-from storage.writer import WriteResult, write_batch
+from storage.writer import WritePlan, WriteResult, plan_write, write_batch
 from stream.core.binning import parent_cells
 from stream.core.partials import METRIC_COLUMNS
 from stream.core.privacy import settle_ride_ends
@@ -76,10 +76,19 @@ class PostgresSink:
             raise
         return {k: KitKey(k, s.secret, s.active) for k, s in secrets.items()}
 
+    def plan(self, enriched: np.ndarray) -> WritePlan | None:
+        """The write of ``enriched`` made ready outside the transaction (aggregated and
+        encoded, ``storage.writer.plan_write``), for :meth:`write`; None when end-of-ride
+        trimming is on, which decides inside the transaction what is written."""
+        if self._core.privacy.trim_end_s > 0:
+            return None
+        return plan_write(enriched, self._aggregate)
+
     def write(self, admitted: Admitted, enriched: np.ndarray,
-              states: KitStates | None = None) -> WriteOutcome:
+              states: KitStates | None = None, plan: WritePlan | None = None) -> WriteOutcome:
         """Write a batch in one transaction. ``states`` are the kit states after the
-        batch (``ProcessedBatch.states``); end-of-ride trimming needs them."""
+        batch (``ProcessedBatch.states``); end-of-ride trimming needs them. ``plan``, if
+        given, is :meth:`plan` of ``enriched``."""
         trim_end_s = self._core.privacy.trim_end_s
         if trim_end_s > 0 and states is None:
             raise ValueError("end-of-ride trimming is on: write() needs the kit states")
@@ -87,11 +96,13 @@ class PostgresSink:
         held = trimmed = 0
         try:
             with conn.transaction():
-                to_write = enriched
+                to_write: np.ndarray | WritePlan = enriched
                 if trim_end_s > 0 and states is not None and len(enriched):
                     to_write, held, trimmed = _settle_ride_ends(conn, enriched, states,
                                                                 trim_end_s)
-                result = (write_batch(conn, to_write, self._aggregate) if len(to_write)
+                elif plan is not None:
+                    to_write = plan
+                result = (write_batch(conn, to_write, self._aggregate) if len(enriched)
                           else WriteResult(0, 0, 0))
                 stored = insert_rejects(conn, [
                     Reject(payload=r.payload, reason=r.reason, received_ms=r.received_ms,

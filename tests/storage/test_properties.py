@@ -1,5 +1,6 @@
-"""Hypothesis: whatever the batching, order and redelivery, the stored aggregates are those of
-aggregating all the readings at once (DESIGN.md decisions 1 and 2)."""
+"""Hypothesis: whatever the batching, order and redelivery, and whether a batch was planned
+(aggregated) before its transaction, the stored aggregates are those of aggregating all the
+readings at once (DESIGN.md decisions 1 and 2)."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from storage.writer import write_batch
+from storage.writer import WritePlan, join_plans, plan_write, write_batch
 from stream.core.aggregate import aggregate
 from stream.core.partials import PARTIAL_DTYPE, PARTIAL_KEY_FIELDS
 from tests.storage.storage_factories import T0_MS, make_readings
@@ -72,7 +73,23 @@ def test_any_batching_gives_the_all_at_once_aggregates(
     overlaps = data.draw(st.lists(st.tuples(st.integers(0, n - 1), st.integers(1, 40)),
                                   max_size=2), label="overlaps")
     extra = [batches[i] for i in replays] + [shuffled[a:a + k] for a, k in overlaps]
-    inserted = sum(write_batch(conn, b, AGGREGATE).inserted for b in batches + extra)
+    # Each batch written as it is, or planned outside the transaction (aggregated as if
+    # all new), or as the join of plans of its two halves, as the embedded runtime does.
+    ways = data.draw(st.lists(st.sampled_from(["array", "plan", "joined"]),
+                              min_size=len(batches + extra), max_size=len(batches + extra)),
+                     label="ways")
+
+    def prepared(batch: np.ndarray, way: str) -> np.ndarray | WritePlan:
+        if way == "plan":
+            return plan_write(batch, AGGREGATE)
+        if way == "joined":
+            half = len(batch) // 2
+            return join_plans([plan_write(batch[:half], AGGREGATE),
+                               plan_write(batch[half:], AGGREGATE)])
+        return batch
+
+    inserted = sum(write_batch(conn, prepared(b, way), AGGREGATE).inserted
+                   for b, way in zip(batches + extra, ways, strict=True))
     assert inserted == n
 
     got, want = stored(conn), expected_partials(readings)

@@ -11,7 +11,7 @@ import pytest
 from h3.api import basic_int as h3int
 
 from storage.exceptions import BatchError
-from storage.writer import WriteResult, dedupe, write_batch
+from storage.writer import WriteResult, dedupe, join_plans, plan_write, write_batch
 from stream.core.partials import HIST_BINS, PARTIAL_DTYPE, PRESENCE_DTYPE, Metric
 from tests.storage.storage_factories import T0_MS, make_readings
 from tests.storage.storage_reference import (
@@ -187,6 +187,59 @@ def test_overlapping_batches_count_every_reading_once(conn: psycopg.Connection[A
     conn.execute("TRUNCATE readings, window_partials, window_presence, window_rides, h3_cells")
     before = snapshot(conn)
     assert before == {t: [] for t in TABLES}
+
+
+def test_a_plan_aggregated_outside_the_transaction_is_used_only_if_every_reading_is_new(
+        conn: psycopg.Connection[Any]) -> None:
+    everything = make_readings(400)
+    planner, writer = ReferenceAggregate(), ReferenceAggregate()
+    result = write_batch(conn, plan_write(everything[:300], planner), writer)
+    assert result == WriteResult(inserted=300, duplicates=0,
+                                 partials_merged=len(ReferenceAggregate()(everything[:300])[0]))
+    assert [len(c) for c in planner.calls] == [300]
+    assert writer.calls == []  # all new: the plan's aggregates were right and were used
+    assert_partials_equal(conn, ReferenceAggregate()(everything[:300])[0])
+
+    # A redelivered plan: nothing new, its aggregates must not be merged again.
+    before = snapshot(conn)
+    assert write_batch(conn, plan_write(everything[:300], planner), writer) == WriteResult(
+        inserted=0, duplicates=300, partials_merged=0)
+    assert writer.calls == []
+    assert snapshot(conn) == before
+
+    # Overlapping: only the 100 new readings are aggregated, in the transaction.
+    result = write_batch(conn, plan_write(everything[200:], planner), writer)
+    assert (result.inserted, result.duplicates) == (100, 100)
+    assert [len(c) for c in writer.calls] == [100]
+    assert_partials_equal(conn, ReferenceAggregate()(everything)[0])
+    assert stored_ride_counts(conn) == ride_counts(presence(everything, (8, 10), (60, 3600)))
+
+
+def test_joined_plans_merge_their_aggregates_unless_a_reading_repeats(
+        conn: psycopg.Connection[Any]) -> None:
+    everything = make_readings(300)
+    agg = ReferenceAggregate()
+    parts = [plan_write(everything[a:b], agg) for a, b in [(0, 120), (120, 250), (250, 300)]]
+    joined = join_plans(parts)
+    assert joined.aggregates is not None
+    assert len(joined.rows) == 300
+    writer = ReferenceAggregate()
+    assert write_batch(conn, joined, writer).inserted == 300
+    assert writer.calls == []
+    assert_partials_equal(conn, ReferenceAggregate()(everything)[0])
+    assert stored_ride_counts(conn) == ride_counts(presence(everything, (8, 10), (60, 3600)))
+
+    # A reading in two chunks (a redelivery between them): the chunks' aggregates
+    # would count it twice, so the write aggregates what is new instead.
+    conn.execute("TRUNCATE readings, window_partials, window_presence, window_rides, h3_cells")
+    overlapping = join_plans([plan_write(everything[:200], agg),
+                              plan_write(everything[150:], agg)])
+    assert overlapping.aggregates is None
+    assert overlapping.repeated == 50
+    result = write_batch(conn, overlapping, writer)
+    assert (result.inserted, result.duplicates) == (300, 50)
+    assert [len(c) for c in writer.calls] == [300]
+    assert_partials_equal(conn, ReferenceAggregate()(everything)[0])
 
 
 def test_duplicates_within_a_batch_are_stored_once(conn: psycopg.Connection[Any]) -> None:

@@ -59,10 +59,10 @@ class TracedRuntime(EmbeddedRuntime):
         sink_write, subscriber_ack = self._sink.write, self._subscriber.ack
         load_keys = self._key_reader.load
 
-        def write(admitted: Any, rows: Any, states: Any = None) -> Any:
+        def write(admitted: Any, rows: Any, states: Any = None, plan: Any = None) -> Any:
             self._log("write", self._current)
             try:
-                outcome = sink_write(admitted, rows, states)
+                outcome = sink_write(admitted, rows, states, plan)
             except psycopg.OperationalError:
                 self._log("failed", self._current)
                 raise
@@ -80,6 +80,13 @@ class TracedRuntime(EmbeddedRuntime):
                 self._log("keys failed", ())
                 raise
 
+        aggregate = self._sink._aggregate
+
+        def traced_aggregate(rows: Any) -> Any:
+            self._log(f"aggregated in {threading.current_thread().name}", ())
+            return aggregate(rows)
+
+        self._sink._aggregate = traced_aggregate  # type: ignore[assignment]
         self._sink.write = write  # type: ignore[method-assign]
         self._subscriber.ack = ack  # type: ignore[method-assign]
         self._keys = KeyCache(keys)
@@ -263,6 +270,10 @@ def test_the_next_batch_is_prepared_during_a_write_and_acked_only_after_it(
     assert [runtime.kits_of(n) for n in range(4)] == [{1}, {2}, {3}, {1}]
     assert_acks_follow_commits(runtime)
     assert runtime.at("prepared", (2,)) < runtime.at("committed", (0,))
+    # Every reading was new, so the aggregates were computed by the prepare stage,
+    # chunk by chunk, and merged for the batch of two: none inside a transaction.
+    assert len(runtime.seen("aggregated in bikesense-prepare")) == 4
+    assert runtime.seen("aggregated in bikesense-write") == []
     assert runtime.counter("bikesense_mqtt_messages_acked") == 4
     fleet.assert_exactly_once()
 
