@@ -24,14 +24,11 @@ the median (p50 40 ms against 16 ms).
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from datetime import UTC, datetime
 from typing import Any, LiteralString
 
 import numpy as np
 import psycopg
 
-from storage.exceptions import QueryError
 from storage.queries import BBox, Selection
 
 CELL_MEANS_DTYPE = np.dtype([
@@ -46,44 +43,31 @@ wanted AS MATERIALIZED (
       AND lon_deg BETWEEN %(west)s AND %(east)s
 )"""
 
-# The range is read as a cover of whole windows (window_cover): the coarsest windows
-# that fit, finer ones only at its ends. Each segment is (window size, start, end).
-_SEGMENTS: LiteralString = """
-seg AS (
-    SELECT * FROM unnest(%(seg_window_s)s::integer[], %(seg_start)s::timestamptz[],
-                         %(seg_end)s::timestamptz[]) AS seg(window_s, start, stop)
-)"""
-
 # Keyed roles: no threshold, so no ride counts to read at all.
-_CELL_SUMS_ALL: LiteralString = "WITH " + _WANTED + "," + _SEGMENTS + """
-SELECT w.cell, sum(s.n), sum(s.sum), sum(s.energy), sum(s.duration_s)
-FROM wanted w CROSS JOIN seg CROSS JOIN LATERAL (
-    SELECT sum(p.n) AS n, sum(p.sum) AS sum, sum(p.energy) AS energy,
-           sum(p.duration_s) AS duration_s
-    FROM window_partials p
-    WHERE p.cell = w.cell AND p.metric = %(metric)s AND p.resolution = %(res)s
-      AND p.window_s = seg.window_s AND p.window_start >= seg.start
-      AND p.window_start < seg.stop
-) s
-WHERE s.n IS NOT NULL
-GROUP BY w.cell
+_CELL_SUMS_ALL: LiteralString = "WITH " + _WANTED + """
+SELECT p.cell, sum(p.n), sum(p.sum), sum(p.energy), sum(p.duration_s)
+FROM window_partials p
+WHERE p.metric = %(metric)s AND p.resolution = %(res)s AND p.window_s = %(window_s)s
+  AND p.window_start >= %(start)s AND p.window_start < %(end)s
+  AND p.cell IN (SELECT cell FROM wanted)
+GROUP BY p.cell
 """
 
-# The public: only cell-windows with at least k distinct rides count. Per cell and
-# segment, the windows passing the k-check come from one range scan of window_rides,
-# as an array, and its partials from one range scan of window_partials, summed where
-# the window is in that array. There is no join for the planner to choose: joining
-# the two made it expect one passing window per cell (most counts, those of
-# one-minute windows, are below k) and probe the partials' key once per window, 4
-# times the buffers of a range scan on the zoom-12 tiles. A cell with no passing
-# window skips its partials and is left out.
-_CELL_SUMS_K: LiteralString = "WITH " + _WANTED + "," + _SEGMENTS + """
-SELECT w.cell, sum(s.n), sum(s.sum), sum(s.energy), sum(s.duration_s)
-FROM wanted w CROSS JOIN seg CROSS JOIN LATERAL (
+# The public: only cell-windows with at least k distinct rides count. Per cell, the
+# windows passing the k-check come from one range scan of window_rides, as an array,
+# and its partials from one range scan of window_partials, summed where the window
+# is in that array. There is no join for the planner to choose: joining the two
+# made it expect one passing window per cell (most counts, those of one-minute
+# windows, are below k) and probe the partials' key once per window, 4 times the
+# buffers of a range scan on the zoom-12 tiles. A cell with no passing window
+# skips its partials and is left out.
+_CELL_SUMS_K: LiteralString = "WITH " + _WANTED + """
+SELECT w.cell, s.n, s.sum, s.energy, s.duration_s
+FROM wanted w CROSS JOIN LATERAL (
     SELECT array_agg(r.window_start) AS starts
     FROM window_rides r
-    WHERE r.cell = w.cell AND r.resolution = %(res)s AND r.window_s = seg.window_s
-      AND r.window_start >= seg.start AND r.window_start < seg.stop
+    WHERE r.cell = w.cell AND r.resolution = %(res)s AND r.window_s = %(window_s)s
+      AND r.window_start >= %(start)s AND r.window_start < %(end)s
       AND r.rides >= %(k)s
 ) passing CROSS JOIN LATERAL (
     SELECT sum(p.n) FILTER (WHERE p.window_start = ANY (passing.starts)) AS n,
@@ -92,21 +76,18 @@ FROM wanted w CROSS JOIN seg CROSS JOIN LATERAL (
            sum(p.duration_s) FILTER (WHERE p.window_start = ANY (passing.starts)) AS duration_s
     FROM window_partials p
     WHERE p.cell = w.cell AND p.metric = %(metric)s AND p.resolution = %(res)s
-      AND p.window_s = seg.window_s AND p.window_start >= seg.start
-      AND p.window_start < seg.stop
+      AND p.window_s = %(window_s)s AND p.window_start >= %(start)s AND p.window_start < %(end)s
 ) s
 WHERE passing.starts IS NOT NULL AND s.n IS NOT NULL
-GROUP BY w.cell
 """
 
 # With a days threshold too: the cells whose passing windows hold rides on enough
 # days, from the days kept with the ride counts.
-_CELL_DAYS: LiteralString = "WITH " + _WANTED + "," + _SEGMENTS + """
+_CELL_DAYS: LiteralString = "WITH " + _WANTED + """
 SELECT r.cell
-FROM seg JOIN window_rides r
-  ON r.window_s = seg.window_s AND r.window_start >= seg.start AND r.window_start < seg.stop
-CROSS JOIN LATERAL unnest(r.days) AS d(day)
-WHERE r.resolution = %(res)s
+FROM window_rides r CROSS JOIN LATERAL unnest(r.days) AS d(day)
+WHERE r.resolution = %(res)s AND r.window_s = %(window_s)s
+  AND r.window_start >= %(start)s AND r.window_start < %(end)s
   AND r.cell IN (SELECT cell FROM wanted)
   AND r.rides >= %(k)s
 GROUP BY r.cell
@@ -114,56 +95,12 @@ HAVING count(DISTINCT d.day) >= %(min_days)s
 """
 
 
-def window_cover(start: datetime, end: datetime, window_sizes_s: Iterable[int]
-                 ) -> list[tuple[int, datetime, datetime]]:
-    """The windows of the smallest size starting in [start, end), as the fewest windows
-    of the given sizes: (size, from, to) segments, each meaning the windows of that
-    size starting in [from, to).
-
-    Only sizes that are multiples of the smallest are used, and a coarser window is
-    used only where all the smallest windows inside it are wanted. Windows are
-    tumbling and aligned to the epoch (stream.core.windows), so a window holds
-    exactly the readings of the smaller windows inside it. A week of hourly windows
-    is 168 rows per cell; covered, it is 6 days and the hours at its ends.
-    """
-    sizes = sorted(set(window_sizes_s))
-    if not sizes or sizes[0] <= 0:
-        raise QueryError(f"window_cover needs positive window sizes (got {sizes})")
-    finest = sizes[0]
-    s, e = int(start.timestamp()), int(end.timestamp())
-    usable = [w for w in sizes if w % finest == 0]
-
-    def cover(a: int, b: int, sizes_desc: list[int]) -> list[tuple[int, int, int]]:
-        if a >= b:
-            return []
-        size, rest = sizes_desc[0], sizes_desc[1:]
-        lo, hi = -(-a // size) * size, b // size * size
-        if not rest:
-            return [(size, a, b)]
-        if lo >= hi:
-            return cover(a, b, rest)
-        return [*cover(a, lo, rest), (size, lo, hi), *cover(hi, b, rest)]
-
-    return [(w, datetime.fromtimestamp(a, UTC), datetime.fromtimestamp(b, UTC))
-            for w, a, b in cover(s, e, sorted(usable, reverse=True))]
-
-
-async def cell_means(conn: psycopg.AsyncConnection[Any], sel: Selection, bbox: BBox,
-                     coarser_s: Iterable[int] = ()) -> np.ndarray:
+async def cell_means(conn: psycopg.AsyncConnection[Any], sel: Selection, bbox: BBox
+                     ) -> np.ndarray:
     """Per cell whose centre is in ``bbox`` (west < east): count, Σx, noise energy and
-    duration over the cell-windows that pass ``sel``'s privacy thresholds.
-
-    ``sel.window_s`` windows cover the range; where whole windows of a size in
-    ``coarser_s`` fit, those are read instead (:func:`window_cover`): the same
-    readings in fewer rows. The k-check is then that of the coarser window.
-    """
-    segments = window_cover(sel.start, sel.end,
-                            [sel.window_s, *(w for w in coarser_s if w > sel.window_s)])
+    duration over the cell-windows that pass ``sel``'s privacy thresholds."""
     params = sel.params() | {"west": bbox.west, "south": bbox.south, "east": bbox.east,
-                             "north": bbox.north,
-                             "seg_window_s": [w for w, _, _ in segments],
-                             "seg_start": [a for _, a, _ in segments],
-                             "seg_end": [b for _, _, b in segments]}
+                             "north": bbox.north}
     query = _CELL_SUMS_K if sel.min_rides > 1 else _CELL_SUMS_ALL
     cur = await conn.execute(query, params)
     rows = await cur.fetchall()

@@ -59,21 +59,17 @@ async def tile(
     started = time.perf_counter()
     box = TileBox.of(z, x, y)
     resolution = resolution_for_zoom(z, (box.south + box.north) / 2, settings.h3_resolutions)
-    allowed = allowed_windows(principal, settings, api)
-    window_s = choose_window(time_range.seconds, allowed)
+    window_s = choose_window(time_range.seconds, allowed_windows(principal, settings, api))
     start, end = align(time_range.start, time_range.end, window_s)
     sel = selection(principal, api, metric=metric.metric, resolution=resolution,
                     window_s=window_s, start=start, end=end)
     # Cells whose centre lies outside the tile can still cover its edge.
     margin_deg = 2 * average_edge_m(resolution) / 111_320
     lon_margin = margin_deg / max(np.cos(np.radians(max(abs(box.south), abs(box.north)))), 0.01)
-    # A tile sums over the whole range, so it reads the coarsest windows that fit in
-    # it (a week: 6 days and the hours at its ends, not 168 hours; storage.tiles).
     cells = await cell_means(conn, sel, BBox(west=max(box.west - lon_margin, -180.0),
                                               south=max(box.south - margin_deg, -90.0),
                                               east=min(box.east + lon_margin, 180.0),
-                                              north=min(box.north + margin_deg, 90.0)),
-                             coarser_s=allowed)
+                                              north=min(box.north + margin_deg, 90.0)))
     scale = state.bands.scale(metric.metric)
     bands = tile_bands(cells, metric.metric, scale, api.min_readings)
     # The ETag names what the tile is drawn from, so a revalidation that matches is

@@ -13,7 +13,7 @@ import pytest
 
 from storage.queries import BBox, Selection
 from storage.retention import expire_presence
-from storage.tiles import cell_means, window_cover
+from storage.tiles import cell_means
 from storage.writer import MS_PER_DAY, write_batch
 from stream.core.partials import Metric
 from tests.storage.storage_factories import T0_MS, make_readings
@@ -30,12 +30,8 @@ STARTS = ((52.090, 5.120), (52.095, 5.125), (52.100, 5.130))
 def fleet() -> np.ndarray:
     """Three days; kits 1-5 ride on day 0 and 1, only kits 3 and 4 on day 2 (4 half
     the way); five minutes each, a few minutes apart in the same hour, so the third
-    start's cells hold three rides an hour (two or one on day 2) and the others one.
-    Kit 6 rides from the first start on day 0 too, four hours later: two rides that
-    day in cells that see one an hour."""
-    parts = [make_readings(60, kit_id=6, boot_id=1, ride_id=6, seed=6, step_ms=5_000,
-                           lat0=STARTS[0][0], lon0=STARTS[0][1],
-                           t0_ms=T0_MS + 360_000 + 4 * 3_600_000)]
+    start's cells hold three rides an hour (two or one on day 2) and the others one."""
+    parts = []
     for day in range(3):
         for kit in (1, 2, 3, 4, 5) if day < 2 else (3, 4):
             lat0, lon0 = STARTS[min(kit, 3) - 1]
@@ -51,43 +47,39 @@ def conn(migrated_database_url: str) -> Iterator[psycopg.Connection[Any]]:
     with psycopg.connect(migrated_database_url, autocommit=True) as c:
         everything = fleet()
         # Overlapping batches and a replay: the ride counts must still be exact.
-        n = len(everything)
-        for a, b in [(0, 300), (200, 500), (0, n), (450, n)]:
+        for a, b in [(0, 300), (200, 500), (0, 690), (450, 690)]:
             write_batch(c, everything[a:b], AGGREGATE)
         yield c
 
 
-def expected(sel: Selection, coarser_s: tuple[int, ...] = ()) -> dict[int, tuple[int, float]]:
+def expected(sel: Selection) -> dict[int, tuple[int, float]]:
     """Per cell: (n, Σx) over the cell-windows with at least k distinct rides, for the
     cells whose passing windows saw rides on at least ``min_days`` days; from the
-    reference aggregation of every reading at once. With ``coarser_s``: over the
-    windows of :func:`window_cover`'s segments, each with its own k-check."""
+    reference aggregation of every reading at once."""
     partials, presence = AGGREGATE(fleet())
     counts = ride_counts(presence)
+    start_ms, end_ms = sel.start.timestamp() * 1000, sel.end.timestamp() * 1000
     sums: dict[int, tuple[int, float]] = {}
     days: dict[int, set[int]] = {}
-    for window_s, start, end in window_cover(sel.start, sel.end, (sel.window_s, *coarser_s)):
-        start_ms, end_ms = start.timestamp() * 1000, end.timestamp() * 1000
-        for p in partials[(partials["metric"] == sel.metric)
-                          & (partials["resolution"] == sel.resolution)
-                          & (partials["window_s"] == window_s)
-                          & (partials["window_start_ms"] >= start_ms)
-                          & (partials["window_start_ms"] < end_ms)]:
-            cell = int(p["cell"])
-            rides, window_days = counts[(sel.resolution, window_s, cell,
-                                         int(p["window_start_ms"]))]
-            if rides >= sel.min_rides:
-                n, s = sums.get(cell, (0, 0.0))
-                sums[cell] = (n + int(p["n"]), s + float(p["sum"]))
-                days.setdefault(cell, set()).update(window_days)
+    for p in partials[(partials["metric"] == sel.metric) & (partials["resolution"] ==
+                                                            sel.resolution)
+                      & (partials["window_s"] == sel.window_s)
+                      & (partials["window_start_ms"] >= start_ms)
+                      & (partials["window_start_ms"] < end_ms)]:
+        cell = int(p["cell"])
+        rides, window_days = counts[(sel.resolution, sel.window_s, cell,
+                                     int(p["window_start_ms"]))]
+        if rides >= sel.min_rides:
+            n, s = sums.get(cell, (0, 0.0))
+            sums[cell] = (n + int(p["n"]), s + float(p["sum"]))
+            days.setdefault(cell, set()).update(window_days)
     return {c: v for c, v in sums.items() if len(days[c]) >= sel.min_days}
 
 
-def tile_sums(conn: psycopg.Connection[Any], sel: Selection,
-              coarser_s: tuple[int, ...] = ()) -> dict[int, tuple[int, float]]:
+def tile_sums(conn: psycopg.Connection[Any], sel: Selection) -> dict[int, tuple[int, float]]:
     async def run() -> np.ndarray:
         async with await psycopg.AsyncConnection.connect(conn.info.dsn, autocommit=True) as ac:
-            return await cell_means(ac, sel, EVERYWHERE, coarser_s)
+            return await cell_means(ac, sel, EVERYWHERE)
 
     out = asyncio.run(run())
     assert len(np.unique(out["cell"])) == len(out)
@@ -141,28 +133,3 @@ def test_expired_short_windows_are_not_public_any_more(conn: psycopg.Connection[
     assert expected(selection(86_400, 3, 0)) != {}
     assert_same(tile_sums(conn, selection(86_400, 3, 0)), expected(selection(86_400, 3, 0)))
     assert_same(tile_sums(conn, selection(3600, 0, 0)), expected(selection(3600, 0, 0)))
-
-
-@pytest.mark.parametrize(("k", "min_days"), [(0, 0), (2, 0), (3, 0), (3, 2), (2, 3)])
-def test_a_range_read_in_coarser_windows_where_they_fit(
-        conn: psycopg.Connection[Any], k: int, min_days: int) -> None:
-    # From the middle of the day before the fleet's first ride to the middle of the day
-    # after its last: hours at both ends, whole days between.
-    t0 = datetime.fromtimestamp(T0_MS // MS_PER_DAY * MS_PER_DAY / 1000, UTC)
-    sel = Selection(Metric.PM25, 10, 3600, t0 - timedelta(hours=7),
-                    t0 + timedelta(days=3, hours=5), min_rides=k, min_days=min_days)
-    segments = window_cover(sel.start, sel.end, (3600, 86_400))
-    assert [w for w, _, _ in segments] == [3600, 86_400, 3600]
-    got = tile_sums(conn, sel, (86_400,))
-    assert_same(got, expected(sel, (86_400,)))
-    # Every reading is in the range, so without a threshold the sums are those of the
-    # hourly windows; with one, daily windows (more rides each) let more through.
-    hourly = tile_sums(conn, sel)
-    assert_same(hourly, expected(sel))
-    if k == 0:
-        assert_same(got, hourly)
-    else:
-        assert set(hourly) <= set(got)
-    if (k, min_days) == (2, 0):
-        # Kits 1 and 6: the first start's cells pass by the day, never by the hour.
-        assert len(got) > len(hourly)
