@@ -268,9 +268,12 @@ def main() -> None:
                 row = conn.execute(f"SELECT count(*) FROM {table}").fetchone()  # type: ignore[call-overload]
                 results[f"rows_{table}"] = row[0] if row else 0
         month = {"from": (now - timedelta(days=args.days)).isoformat(), "to": now.isoformat()}
+        # The map's "7 days": hourly windows chosen, read as days with hours at the ends.
+        week = {"from": (now - timedelta(days=7)).isoformat(), "to": now.isoformat()}
         officer = {"X-API-Key": key}
-        cases = {"public_last_24h": ({}, {}), "public_30_days": (month, {}),
-                 "officer_last_24h": ({}, officer), "officer_30_days": (month, officer)}
+        cases = {"public_last_24h": ({}, {}), "public_7_days": (week, {}),
+                 "public_30_days": (month, {}), "officer_last_24h": ({}, officer),
+                 "officer_7_days": (week, officer), "officer_30_days": (month, officer)}
         results["load_average_before"] = list(os.getloadavg())
         with api_server(url) as (base, _pid), httpx.Client(base_url=base, timeout=60) as client:
             for t in town_tiles(13)[:3]:  # warm the connection pool and imports

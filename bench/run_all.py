@@ -91,6 +91,8 @@ BENCHMARKS = (
     Benchmark("tiles", "bench_tiles.py", (
         Headline("tiles_public_24h_p95_ms", "tile, uncached, public last 24 h, p95", "ms",
                  lambda d: dig(d, "public_last_24h", "all", "p95_ms"), 50, False),
+        Headline("tiles_public_7d_p95_ms", "tile, uncached, public 7 days, p95", "ms",
+                 lambda d: dig(d, "public_7_days", "all", "p95_ms"), 50, False),
         Headline("tiles_public_30d_p95_ms", "tile, uncached, public 30 days, p95", "ms",
                  lambda d: dig(d, "public_30_days", "all", "p95_ms"), 50, False),
     )),
