@@ -60,8 +60,10 @@ class ReadingVerdict:
         return max(self.reasons.items(), key=lambda item: len(item[1]))[0]
 
 
-def check_readings(readings: np.ndarray, received_ms: int, rules: AdmissionRules) -> ReadingVerdict:
-    """Apply the reading rules to one frame's readings (READING_DTYPE), vectorised."""
+def check_readings(readings: np.ndarray, received_ms: int | np.ndarray,
+                   rules: AdmissionRules) -> ReadingVerdict:
+    """Apply the reading rules to readings (READING_DTYPE), vectorised: one frame's with
+    its arrival time, or many frames' with each reading's frame's arrival time."""
     ts = readings["ts_ms"]
     lat = readings["lat_deg"]
     lon = readings["lon_deg"]
