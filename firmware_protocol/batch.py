@@ -37,7 +37,7 @@ from firmware_protocol.arrays import (
     _WIRE_VIEW,
     decode_readings,
 )
-from firmware_protocol.envelope import KeySource, resolve_key
+from firmware_protocol.envelope import KeySource, keyed_mac, resolve_key
 from firmware_protocol.exceptions import RemoteProtocolError
 from firmware_protocol.frames import FrameHeader
 from firmware_protocol.readings import READING_DTYPE
@@ -107,9 +107,9 @@ def decode_readings_many(payloads: Sequence[bytes], key: KeySource) -> DecodedBa
     """
     n = len(payloads)
     errors: dict[int, RemoteProtocolError] = {}
-    secrets: dict[int, bytes | None] = {}
-    crc32, digest, same, head, crc_of = (zlib.crc32, hmac.digest, hmac.compare_digest,
-                                         _HEAD.unpack_from, _CRC.unpack_from)
+    macs: dict[int, hmac.HMAC | None] = {}
+    crc32, same, head, crc_of = (zlib.crc32, hmac.compare_digest, _HEAD.unpack_from,
+                                 _CRC.unpack_from)
     accepted: list[int] = []  # input index of each frame that passed the envelope checks
     heads: list[bytes] = []
     chunks: list[bytes] = []
@@ -126,11 +126,13 @@ def decode_readings_many(payloads: Sequence[bytes], key: KeySource) -> DecodedBa
                     and count <= MAX_READINGS_PER_FRAME and base_ts <= MAX_TS_MS):
                 crc_at = size - TRAILER_BYTES
                 mac_at = size - MAC_BYTES
-                secret = secrets[kit] if kit in secrets else secrets.setdefault(
-                    kit, _key_or_none(key, kit))
-                if (secret is not None and crc32(data[:crc_at]) == crc_of(data, crc_at)[0]
-                        and same(digest(secret, data[:mac_at], "sha256")[:MAC_BYTES],
-                                 data[mac_at:])):
+                keyed = macs[kit] if kit in macs else macs.setdefault(kit, _mac_or_none(key, kit))
+                if keyed is not None and crc32(data[:crc_at]) == crc_of(data, crc_at)[0]:
+                    mac = keyed.copy()  # the keyed HMAC-SHA256, see envelope.keyed_mac
+                    mac.update(data[:mac_at])
+                    if not same(mac.digest()[:MAC_BYTES], data[mac_at:]):
+                        errors[i] = _refusal(data, key)
+                        continue
                     accepted.append(i)
                     heads.append(data[:OFFSET_RECORDS])
                     chunks.append(data[OFFSET_RECORDS:crc_at])
@@ -151,9 +153,9 @@ def decode_readings_many(payloads: Sequence[bytes], key: KeySource) -> DecodedBa
     return DecodedBatch(readings, starts, errors)
 
 
-def _key_or_none(key: KeySource, kit_id: int) -> bytes | None:
+def _mac_or_none(key: KeySource, kit_id: int) -> hmac.HMAC | None:
     try:
-        return resolve_key(key, kit_id)
+        return keyed_mac(resolve_key(key, kit_id))
     except RemoteProtocolError:
         return None  # unknown kit: the reference decoder says so
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hmac
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -17,6 +19,8 @@ from firmware_protocol import (
     decode_readings_many,
     encode_frame,
 )
+from firmware_protocol.envelope import frame_mac
+from firmware_protocol.wire import MAC_BYTES
 from tests.firmware_protocol.protocol_vectors import KEY, OTHER_KEY, load_vectors
 from tests.firmware_protocol.strategies import frames
 
@@ -140,3 +144,21 @@ def test_many_small_frames_equal_the_single_decoder() -> None:
     good = [v for v in VECTORS if v.kind == "readings" and v.key == KEY]
     payloads = [good[int(i)].frame for i in rng.integers(len(good), size=500)]
     _same_as_single(payloads, KEY)
+
+
+@given(st.lists(st.binary(max_size=600), min_size=1, max_size=5),
+       st.sampled_from([KEY, OTHER_KEY]))
+def test_the_keyed_mac_is_hmac_sha256_however_often_it_is_used(
+        messages: list[bytes], key: bytes) -> None:
+    # keyed_mac is cached per key and copied per frame: using it must never change it.
+    for message in messages * 2:
+        assert frame_mac(key, message) == hmac.digest(key, message, "sha256")[:MAC_BYTES]
+
+
+def test_frames_of_a_rotated_key_are_refused_with_the_other() -> None:
+    good = [v.frame for v in VECTORS if v.kind == "readings" and v.key == KEY]
+    assert not decode_readings_many(good, KEY).errors
+    refused = decode_readings_many(good, OTHER_KEY).errors
+    assert len(refused) == len(good)
+    assert {str(e.reason) for e in refused.values()} == {"bad_mac"}
+    assert not decode_readings_many(good, KEY).errors  # and back: nothing cached wrongly
