@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -59,6 +60,12 @@ class Settings(BaseSettings):
                     "readings wait this long before they show (off by default; "
                     "docs/privacy.md recommends 120 with zones)",
     )
+    day_tz: str = Field(
+        default="Europe/Amsterdam",
+        description="IANA time zone of the fleet's local days: the day a ride belongs to, "
+                    "the days of the public k-anonymity threshold and the days of "
+                    "researchers' pseudonyms",
+    )
     raw_retention_days: int = Field(
         default=90, ge=1, description="raw readings older than this are dropped; aggregates stay",
     )
@@ -105,6 +112,16 @@ class Settings(BaseSettings):
             msg = f"H3 resolutions must be between 0 and 15 (got {value!r})"
             raise ValueError(msg)
         return tuple(sorted(set(value)))
+
+    @field_validator("day_tz")
+    @classmethod
+    def _check_day_tz(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            msg = f"unknown time zone {value!r}: use an IANA name such as 'Europe/Amsterdam'"
+            raise ValueError(msg) from None
+        return value
 
     @field_validator("window_sizes_s")
     @classmethod

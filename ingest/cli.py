@@ -118,12 +118,10 @@ def kits_pseudonym(
         pseudonym_key_from_environment,
         pseudonym_table,
     )
-    from stream.core.process import CoreConfig  # noqa: PLC0415
-
     settings = settings_or_exit()
     try:
         when = (date.fromisoformat(day) if day
-                else datetime.now(ZoneInfo(CoreConfig().day_tz)).date())
+                else datetime.now(ZoneInfo(settings.day_tz)).date())
     except ValueError:
         exit_with(ValueError(f"--day must be YYYY-MM-DD (got {day!r})"), 2)
     if not kit_ids:

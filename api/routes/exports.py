@@ -41,7 +41,6 @@ from storage.exports import (
 )
 from storage.pseudonyms import PSEUDONYM_CHARS, pseudonym_key_from_environment
 from stream.core.partials import METRIC_COLUMNS
-from stream.core.process import CoreConfig
 
 router = APIRouter(prefix="/v1/exports", tags=["exports"], responses=ERROR_RESPONSES)
 
@@ -172,7 +171,7 @@ async def export_readings(
     columns = export_columns(chosen or [m.metric for m in MetricName], pseudonymous=pseudonymous)
     if state.pool is None:
         raise ServiceUnavailableError("no database configured", parameter=None, location="server")
-    day_tz = CoreConfig().day_tz
+    day_tz = state.settings.day_tz
     pseudonyms = None
     if pseudonymous:
         try:

@@ -43,6 +43,7 @@ from storage.pseudonyms import (
 from storage.writer import write_batch
 from stream.core.aggregate import aggregate
 from stream.core.rides import ride_id_for
+from stream.settings import core_config
 from tests.api.api_factories import BUSY, RESOLUTIONS, WINDOWS, ride
 from tests.api.api_server import ServerThread
 
@@ -262,3 +263,30 @@ def test_storage_refuses_what_would_link_days(export_url: str) -> None:
     by_id = ExportFilter(start=flt.start, end=flt.end, kit_ids=(KIT,))
     with pytest.raises(QueryError, match="by pseudonym"):
         asyncio.run(first_block(["ts", "kit_pseudonym"], by_id))
+
+
+def test_the_days_of_pseudonyms_are_the_configured_zone_s(export_url: str) -> None:
+    # BIKESENSE_DAY_TZ=UTC: the ride of 22:55-23:05 UTC is all Tuesday, where in
+    # Amsterdam (the default, the tests above) it crosses into Wednesday.
+    settings = Settings(database_url=export_url, h3_resolutions=RESOLUTIONS,
+                        window_sizes_s=WINDOWS, day_tz="UTC")
+    app = create_app(settings, ApiSettings(export_batch_rows=100), listen=False)
+    with psycopg.connect(export_url, autocommit=True) as conn:
+        token = create_key(conn, Role.RESEARCHER, label="utc days").token
+    with ServerThread(app) as server, httpx.Client(base_url=server.url, timeout=30) as client:
+        response = client.get("/v1/exports/readings",
+                              params={**RANGE, "format": "csv",
+                                      "from": "2026-11-24T22:00:00Z"},
+                              headers={"X-API-Key": token})
+    assert response.status_code == 200, response.text
+    rows = _csv(response)
+    assert len(rows) == 600
+    assert {r["kit_pseudonym"] for r in rows} == {pseudonym(KIT, TUE, KEY)}
+    assert "identities=daily pseudonyms, local days of UTC" in response.headers[
+        "X-Bikesense-Provenance"]
+
+
+def test_an_unknown_day_zone_is_a_clear_configuration_error() -> None:
+    with pytest.raises(ValueError, match="unknown time zone 'Mars/Olympus'"):
+        Settings(day_tz="Mars/Olympus")
+    assert core_config(Settings(day_tz="America/New_York")).day_tz == "America/New_York"
