@@ -431,16 +431,7 @@ def _merge_aggregates(conn: psycopg.Connection[Any], aggregates: _Aggregates) ->
 
 
 def _check_unique_partials(partials: np.ndarray) -> None:
-    if len(partials) < 2:
-        return
-    # One lexsort and a look at neighbours: np.unique on the structured keys cost
-    # about as much as aggregating the batch.
-    order = np.lexsort(tuple(partials[k] for k in reversed(PARTIAL_KEY_FIELDS)))
-    same = np.ones(len(partials) - 1, dtype=bool)
-    for k in PARTIAL_KEY_FIELDS:
-        column = partials[k][order]
-        same &= column[1:] == column[:-1]
-    if same.any():
+    if len(first_by_key(partials, PARTIAL_KEY_FIELDS)) != len(partials):
         # ON CONFLICT DO UPDATE cannot touch one row twice in a statement.
         raise BatchError("the aggregate callable returned several partials for one key; "
                          "merge them first (stream.core.aggregate.merge_partials)")

@@ -170,7 +170,7 @@ class EmbeddedRuntime:
         self._states: KitStates = {}
         #: Kit states after the last prepared chunk (the prepare stage's own).
         self._prepared_states: KitStates = {}
-        self._sink = PostgresSink(config.database_url, config.core, master_key)
+        self._sink = PostgresSink(config.database_url, config.core)
         # Admission reads kit keys on a connection of its own: the prepare stage must
         # never run a query inside the write stage's open transaction.
         self._key_reader = KitKeyReader(config.database_url, master_key)

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import partial
 from typing import Any
@@ -22,9 +21,8 @@ import psycopg
 from api.live import CHANNEL as LIVE_CHANNEL
 from api.live import notify_payload
 from ingest.admission import Admitted
-from ingest.keys import KitKey
 from storage.held import hold, take_held
-from storage.kits import MasterKey, kit_secrets, record_status, touch_last_seen
+from storage.kits import record_status, touch_last_seen
 from storage.rejects import Reject, insert_rejects
 from storage.writer import WritePlan, WriteResult, plan_write, write_batch
 from stream.core.binning import parent_cells
@@ -53,10 +51,9 @@ class WriteOutcome:
 class PostgresSink:
     """Owns one connection; reconnects on the next write after the database comes back."""
 
-    def __init__(self, database_url: str, core: CoreConfig, master_key: MasterKey) -> None:
+    def __init__(self, database_url: str, core: CoreConfig) -> None:
         self._url = database_url
         self._core = core
-        self._master_key = master_key
         self._aggregate = partial(aggregate_new_rows, config=core)
         self._conn: psycopg.Connection[Any] | None = None
 
@@ -67,14 +64,6 @@ class PostgresSink:
             self._conn = psycopg.connect(self._url, autocommit=True,
                                          application_name="bikesense-stream", connect_timeout=5)
         return self._conn
-
-    def load_kit_keys(self) -> Mapping[int, KitKey]:
-        try:
-            secrets = kit_secrets(self._connection(), self._master_key)
-        except psycopg.OperationalError:
-            self._drop_connection()
-            raise
-        return {k: KitKey(k, s.secret, s.active) for k, s in secrets.items()}
 
     def plan(self, enriched: np.ndarray) -> WritePlan | None:
         """The write of ``enriched`` made ready outside the transaction (aggregated and

@@ -12,7 +12,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -34,6 +34,15 @@ R = TypeVar("R", bound=EmbeddedRuntime)
 @contextmanager
 def running_runtime(runtime: R) -> Iterator[R]:
     """Run ``runtime`` (the embedded one or a subclass) in a thread until the block ends."""
+    with started(runtime):
+        yield runtime
+
+
+@contextmanager
+def started(runtime: EmbeddedRuntime) -> Iterator[Callable[[], None]]:
+    """Run ``runtime`` in a thread until the block ends; yields a function that asks it to
+    stop earlier (without waiting). A failure of the runtime is raised, also as the cause
+    of the test's own."""
     stop = asyncio.Event()
     loop = asyncio.new_event_loop()
     errors: list[BaseException] = []
@@ -46,19 +55,22 @@ def running_runtime(runtime: R) -> Iterator[R]:
         finally:
             loop.close()
 
+    def request_stop() -> None:
+        with suppress(RuntimeError):  # the loop already closed: it has stopped
+            loop.call_soon_threadsafe(stop.set)
+
     thread = threading.Thread(target=main, name="embedded-runtime", daemon=True)
     thread.start()
     try:
         if not runtime.ready.wait(30):
             raise AssertionError("the embedded runtime did not subscribe within 30 s")
-        yield runtime
+        yield request_stop
     except BaseException as exc:
         if errors:  # the runtime's own failure explains the test's
             raise errors[0] from exc
         raise
     finally:
-        if not loop.is_closed():
-            loop.call_soon_threadsafe(stop.set)
+        request_stop()
         thread.join(30)
         assert not thread.is_alive(), "the embedded runtime did not stop within 30 s"
     if errors:

@@ -40,7 +40,6 @@ import faust
 
 from bikesense.exceptions import ConfigurationError
 from bikesense.settings import Settings, resolve_database_url
-from storage.kits import MasterKey
 from stream.core.exceptions import StreamCoreError
 from stream.core.process import CoreConfig
 from stream.faust_app.codec import ENRICHED_TOPIC, READINGS_TOPIC
@@ -142,9 +141,8 @@ def create_app(settings: Settings, *, broker_url: str | None = None, store: str 
                          partitions=cfg.partitions, internal=True)
     kit_states = app.Table(cfg.kit_state_table, key_type=bytes, value_type=bytes,
                            partitions=cfg.partitions, help="kit id → KitState (codec.py)")
-    # The sink uses the kit master key only to load kit secrets, which this process never
-    # does (ingest authenticates); a throwaway key keeps the secret out of the workers.
-    sink = PostgresSink(resolve_database_url(settings), core, MasterKey.generate())
+    # The sink never reads kit secrets (ingest authenticates): the workers hold none.
+    sink = PostgresSink(resolve_database_url(settings), core)
 
     async def qa_body(stream: Any) -> AsyncIterator[QaOutcome | None]:
         # One yield per message, None for one skipped: never filter, or a test's

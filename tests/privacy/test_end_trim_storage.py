@@ -37,7 +37,7 @@ MARKER = 654.3
 class Feeder:
     def __init__(self, url: str) -> None:
         self.config = CoreConfig(privacy=PrivacyConfig(trim_end_s=TRIM_S))
-        self.sink = PostgresSink(url, self.config, MasterKey.generate())
+        self.sink = PostgresSink(url, self.config)
         self.states: KitStates = {}
 
     def feed(self, readings: np.ndarray) -> WriteOutcome:

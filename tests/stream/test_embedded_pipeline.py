@@ -11,10 +11,9 @@ messages were acknowledged.
 
 from __future__ import annotations
 
-import asyncio
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from typing import Any
 
@@ -29,7 +28,7 @@ from ingest.mqtt import InboundMessage
 from simulators.publisher import MqttPublisher
 from storage.kits import MasterKey, register_kit
 from stream.embedded import EmbeddedConfig, EmbeddedRuntime, PreparedBatch
-from tests.runtime_harness import scalar, wait_for
+from tests.runtime_harness import scalar, started, wait_for
 
 pytestmark = [pytest.mark.postgres, pytest.mark.mqtt]
 
@@ -133,38 +132,6 @@ class TracedRuntime(EmbeddedRuntime):
     def kits_of(self, chunk: int) -> set[int]:
         with self._lock:
             return {int(k) for k in self.chunks[chunk].rows["kit_id"]}
-
-
-@contextmanager
-def started(runtime: EmbeddedRuntime) -> Iterator[Callable[[], None]]:
-    """Run ``runtime`` in a thread; yields a function that asks it to stop (not waiting)."""
-    stop = asyncio.Event()
-    loop = asyncio.new_event_loop()
-    errors: list[BaseException] = []
-
-    def main() -> None:
-        try:
-            loop.run_until_complete(runtime.run(stop))
-        except BaseException as exc:  # noqa: BLE001 - reported below
-            errors.append(exc)
-        finally:
-            loop.close()
-
-    def request_stop() -> None:
-        with suppress(RuntimeError):  # the loop already closed: it has stopped
-            loop.call_soon_threadsafe(stop.set)
-
-    thread = threading.Thread(target=main, name="traced-runtime", daemon=True)
-    thread.start()
-    try:
-        assert runtime.ready.wait(30), "the runtime did not subscribe within 30 s"
-        yield request_stop
-    finally:
-        request_stop()
-        thread.join(30)
-        assert not thread.is_alive(), "the runtime did not stop within 30 s"
-    if errors:
-        raise errors[0]
 
 
 def _frame(kit: int, seq: int, secret: bytes) -> bytes:
