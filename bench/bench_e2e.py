@@ -66,7 +66,6 @@ from firmware_protocol import decode_readings, empty_readings, encode_readings, 
 from simulators.publisher import MqttPublisher
 from storage import copybin
 from storage.kits import MasterKey, register_kit
-from storage.migrate import Backend, migrate
 from storage.writer import READING_COLUMNS, ensure_partitions
 from stream.core.batch import ENRICHED_DTYPE
 from stream.core.process import CoreConfig, process_batch
@@ -148,15 +147,19 @@ def services(broker_inflight: int | None,
         shutil.rmtree(root, ignore_errors=True)
 
 
-def new_database(base: str, name: str) -> str:
+def new_database(base: str, name: str, source: Path = ROOT) -> str:
+    """A fresh database migrated by the code in ``source`` (``bikesense db migrate``), so an
+    earlier checkout given as the ingest source writes to the schema it knows."""
     with psycopg.connect(base, autocommit=True) as conn:
         ident = sql.Identifier(name)
         conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(ident))
         conn.execute(sql.SQL("CREATE DATABASE {}").format(ident))
     url = f"{base.rpartition('/')[0]}/{name}"
     today = int(time.time() // 86_400)
+    subprocess.run([sys.executable, "-m", "bikesense", "db", "migrate", "--backend", "plain"],
+                   env={**os.environ, "BIKESENSE_DATABASE_URL": url, "PYTHONPATH": str(source)},
+                   cwd=source, check=True, capture_output=True)
     with psycopg.connect(url, autocommit=True) as conn:
-        migrate(conn, backend=Backend.PLAIN)
         ensure_partitions(conn, [today - 1, today, today + 1])
     return url
 
@@ -169,10 +172,12 @@ def ingest_backends(db: str) -> list[int]:
 
 
 def partial_rows_merged(db: str) -> int:
+    """Rows inserted or updated where partials are stored: ``cell_windows`` (one row per
+    cell-window), or ``window_partials`` (one per metric too) in checkouts before it."""
     with psycopg.connect(db, autocommit=True) as conn:
-        row = conn.execute("SELECT n_tup_ins + n_tup_upd FROM pg_stat_user_tables"
-                           " WHERE relname = 'window_partials'").fetchone()
-    return int(row[0]) if row else 0
+        row = conn.execute("SELECT sum(n_tup_ins + n_tup_upd) FROM pg_stat_user_tables"
+                           " WHERE relname IN ('cell_windows', 'window_partials')").fetchone()
+    return int(row[0]) if row and row[0] is not None else 0
 
 
 def count(url: str) -> int:
@@ -463,7 +468,7 @@ def run_pipeline(base: str, mqtt_url: str, n_readings: int, kits: int, publisher
                  inflight: int, postmaster: int, profile: Path | None, *,
                  paced_fraction: float, paced_seconds: float,
                  source: Path = ROOT) -> tuple[dict[str, Any], np.ndarray]:
-    db = new_database(base, "bench_e2e")
+    db = new_database(base, "bench_e2e", source)
     master = MasterKey.generate()
     with psycopg.connect(db, autocommit=True) as conn:
         secrets = {k: register_kit(conn, master, k).secret for k in range(1, kits + 1)}
@@ -590,7 +595,7 @@ def run_pipeline(base: str, mqtt_url: str, n_readings: int, kits: int, publisher
         # CPU time per stored reading: steadier than readings/s on a machine shared with
         # other work, and what bounds the rate once both cores are busy.
         "api_server_cpu_cores_busy": api_cpu / elapsed,
-        # Rows inserted or updated in window_partials per stored reading, from the table's
+        # Rows inserted or updated in cell_windows per stored reading, from the table's
         # statistics: what the batch size saves the database, for any version of ingest.
         "partial_rows_merged_per_reading": merged / n,
         "ingest_cpu_us_per_reading": cpu / n * 1e6,

@@ -35,7 +35,6 @@ import time
 from datetime import UTC, datetime, timedelta
 from functools import partial
 from pathlib import Path
-from typing import LiteralString
 
 import h3.api.basic_int as h3i
 import httpx
@@ -52,6 +51,7 @@ from api.keys import create_key
 from api.roles import Principal, Role
 from api.tiles import TileBox, average_edge_m, resolution_for_zoom
 from bikesense.settings import Settings
+from storage.cellwindows import per_metric
 from storage.queries import BBox
 from storage.tiles import cell_means
 from storage.writer import write_batch
@@ -177,7 +177,7 @@ def naive_render_s(tile: mercantile.Tile, resolution: int, values: dict[int, int
 #: The public tile query before ``window_rides`` (storage/tiles.py until migration 0004):
 #: distinct rides counted from ``window_presence`` per request. Kept here as the
 #: contender the counter replaced.
-PREVIOUS_PUBLIC_QUERY: LiteralString = """
+PREVIOUS_PUBLIC_QUERY = per_metric("""
 WITH wanted AS MATERIALIZED (
     SELECT cell FROM h3_cells
     WHERE resolution = %(res)s
@@ -194,12 +194,12 @@ passing AS MATERIALIZED (
     HAVING count(*) >= %(k)s
 )
 SELECT p.cell, sum(p.n), sum(p.sum), sum(p.energy), sum(p.duration_s)
-FROM window_partials p JOIN passing USING (cell, window_start)
-WHERE p.metric = %(metric)s AND p.resolution = %(res)s AND p.window_s = %(window_s)s
+FROM {partials} p JOIN passing USING (cell, window_start)
+WHERE p.resolution = %(res)s AND p.window_s = %(window_s)s
   AND p.window_start >= %(start)s AND p.window_start < %(end)s
   AND p.cell IN (SELECT cell FROM wanted)
 GROUP BY p.cell
-"""
+""")
 
 
 def tile_bbox(t: mercantile.Tile, resolution: int) -> BBox:
@@ -233,7 +233,8 @@ async def query_only_ms(url: str, tiles: list[mercantile.Tile], start: datetime,
                     if name == "previous_public":
                         params = sel.params() | {"west": bbox.west, "south": bbox.south,
                                                  "east": bbox.east, "north": bbox.north}
-                        cur = await conn.execute(PREVIOUS_PUBLIC_QUERY, params, prepare=False)
+                        query = PREVIOUS_PUBLIC_QUERY[Metric.PM25]
+                        cur = await conn.execute(query, params, prepare=False)
                         await cur.fetchall()
                     else:
                         await cell_means(conn, sel, bbox)
@@ -264,7 +265,8 @@ def main() -> None:
         results["fill_s"] = round(time.perf_counter() - started, 1)
         with psycopg.connect(url, autocommit=True) as conn:
             key = create_key(conn, Role.OFFICER, "bench").token
-            for table in ("readings", "window_partials", "window_presence", "window_rides"):
+            for table in ("readings", "cell_windows", "window_partials", "window_presence",
+                          "window_rides"):
                 row = conn.execute(f"SELECT count(*) FROM {table}").fetchone()  # type: ignore[call-overload]
                 results[f"rows_{table}"] = row[0] if row else 0
         month = {"from": (now - timedelta(days=args.days)).isoformat(), "to": now.isoformat()}

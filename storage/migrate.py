@@ -137,12 +137,14 @@ def applied_migrations(conn: psycopg.Connection[Any]) -> list[AppliedMigration]:
     return [AppliedMigration(int(v), str(n), Backend(str(b)), str(c), a) for v, n, b, c, a in rows]
 
 
-def migrate(conn: psycopg.Connection[Any], *, backend: Backend | None = None) -> MigrationReport:
+def migrate(conn: psycopg.Connection[Any], *, backend: Backend | None = None,
+            target: int | None = None) -> MigrationReport:
     """Apply every pending migration; idempotent and safe to run from several processes.
 
     ``backend`` forces a choice for a new database (tests; an operator who wants
     plain partitioning although TimescaleDB is there). On a database that was
-    already migrated, a different ``backend`` is an error.
+    already migrated, a different ``backend`` is an error. ``target`` stops after
+    that version (a staged upgrade; tests of a migration's data move).
     """
     if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
         raise MigrationError("migrate() needs a connection outside any transaction")
@@ -171,6 +173,8 @@ def migrate(conn: psycopg.Connection[Any], *, backend: Backend | None = None) ->
                                  "is this an older bikesense?")
         applied = []
         for migration in migrations:
+            if target is not None and migration.version > target:
+                break
             if migration.version in done:
                 if done[migration.version].checksum != migration.checksum:
                     raise MigrationError(
@@ -192,7 +196,6 @@ def migrate(conn: psycopg.Connection[Any], *, backend: Backend | None = None) ->
                     f"migration {migration.version:04d}_{migration.name} ({chosen}) failed: {exc}"
                 ) from exc
             applied.append(migration.version)
-        current = max((m.version for m in migrations), default=0)
-        return MigrationReport(chosen, tuple(applied), current)
+        return MigrationReport(chosen, tuple(applied), max([*done, *applied], default=0))
     finally:
         conn.execute("SELECT pg_advisory_unlock(%s)", (MIGRATION_LOCK_KEY,))

@@ -29,6 +29,7 @@ from h3.api import basic_int as h3int
 from psycopg import sql
 
 from storage import copybin
+from storage.cellwindows import per_metric
 from storage.exceptions import QueryError
 from storage.writer import READING_COLUMNS, enriched_from_rows
 from stream.core.partials import HIST_BINS, PARTIAL_DTYPE, Metric
@@ -131,9 +132,11 @@ _MERGED: LiteralString = """
     sum(p.n), sum(p.sum), sum(p.sumsq), min(p.min), max(p.max),
     sum(p.energy), sum(p.duration_s), max(p.lamax_db), bikesense_hist_sum(p.hist)"""
 
+# {partials}: one metric's partials (storage.cellwindows.metric_partials), so every
+# query below comes once per metric (storage.cellwindows.per_metric).
 _PARTIALS_IN_RANGE: LiteralString = """
-    FROM window_partials p JOIN passing USING (cell, window_start)
-    WHERE p.metric = %(metric)s AND p.resolution = %(res)s AND p.window_s = %(window_s)s
+    FROM {partials} p JOIN passing USING (cell, window_start)
+    WHERE p.resolution = %(res)s AND p.window_s = %(window_s)s
       AND p.window_start >= %(start)s AND p.window_start < %(end)s"""
 
 _PRESENCE_IN_RANGE: LiteralString = """
@@ -141,7 +144,7 @@ _PRESENCE_IN_RANGE: LiteralString = """
     WHERE pr.resolution = %(res)s AND pr.window_s = %(window_s)s
       AND pr.window_start >= %(start)s AND pr.window_start < %(end)s"""
 
-_CELLS_QUERY: LiteralString = (
+_CELLS_QUERY = per_metric(
     "WITH " + _WANTED_BBOX + "," + _PASSING + """,
 agg AS (SELECT p.cell AS key, """ + _MERGED + _PARTIALS_IN_RANGE + """ GROUP BY p.cell),
 pres AS (SELECT pr.cell AS key, count(DISTINCT pr.ride_id) AS rides,
@@ -156,10 +159,10 @@ _BUCKET: LiteralString = (
     " timestamptz '1970-01-01 00:00:00+00')) * 1000)::bigint")
 
 
-def _series_query(wanted: LiteralString) -> LiteralString:
+def _series_query(wanted: LiteralString) -> dict[Metric, bytes]:
     p_bucket: LiteralString = _BUCKET.replace("{col}", "p.window_start")
     pr_bucket: LiteralString = _BUCKET.replace("{col}", "pr.window_start")
-    return (
+    return per_metric(
         "WITH " + wanted + "," + _PASSING + """,
 agg AS (SELECT """ + p_bucket + " AS key, " + _MERGED + _PARTIALS_IN_RANGE + """ GROUP BY 1),
 pres AS (SELECT """ + pr_bucket + """ AS key, count(DISTINCT pr.ride_id) AS rides,
@@ -208,7 +211,7 @@ def _stats(rows: Sequence[tuple[Any, ...]], sel: Selection, *, by_cell: bool,
 
 
 def _series_args(sel: Selection, bucket_s: int, bbox: BBox | None,
-                 cell: int | None) -> tuple[LiteralString, dict[str, Any]]:
+                 cell: int | None) -> tuple[bytes, dict[str, Any]]:
     if (bbox is None) == (cell is None):
         raise QueryError("give exactly one of bbox and cell")
     if bucket_s <= 0 or bucket_s % sel.window_s:
@@ -219,15 +222,15 @@ def _series_args(sel: Selection, bucket_s: int, bbox: BBox | None,
         if not h3int.is_valid_cell(cell) or h3int.get_resolution(cell) != sel.resolution:
             raise QueryError(f"cell {cell:x} is not a valid H3 cell at resolution "
                              f"{sel.resolution}")
-        return _SERIES_CELL_QUERY, params | {"cell": cell}
+        return _SERIES_CELL_QUERY[sel.metric], params | {"cell": cell}
     assert bbox is not None
-    return _SERIES_BBOX_QUERY, params | _bbox_params(bbox)
+    return _SERIES_BBOX_QUERY[sel.metric], params | _bbox_params(bbox)
 
 
 def cell_stats(conn: psycopg.Connection[Any], sel: Selection, bbox: BBox) -> np.ndarray:
     """Per cell whose centre is in ``bbox``: statistics over the selection (``STATS_DTYPE``),
     sorted by cell."""
-    rows = conn.execute(_CELLS_QUERY, sel.params() | _bbox_params(bbox)).fetchall()
+    rows = conn.execute(_CELLS_QUERY[sel.metric], sel.params() | _bbox_params(bbox)).fetchall()
     return _stats(rows, sel, by_cell=True, window_s=sel.window_s)
 
 
@@ -243,7 +246,7 @@ def time_series(conn: psycopg.Connection[Any], sel: Selection, bucket_s: int, *,
 async def acell_stats(conn: psycopg.AsyncConnection[Any], sel: Selection,
                       bbox: BBox) -> np.ndarray:
     """:func:`cell_stats` for an async connection."""
-    cur = await conn.execute(_CELLS_QUERY, sel.params() | _bbox_params(bbox))
+    cur = await conn.execute(_CELLS_QUERY[sel.metric], sel.params() | _bbox_params(bbox))
     return _stats(await cur.fetchall(), sel, by_cell=True, window_s=sel.window_s)
 
 

@@ -29,6 +29,7 @@ from typing import Any, LiteralString
 import numpy as np
 import psycopg
 
+from storage.cellwindows import per_metric
 from storage.queries import BBox, Selection
 
 CELL_MEANS_DTYPE = np.dtype([
@@ -44,24 +45,24 @@ wanted AS MATERIALIZED (
 )"""
 
 # Keyed roles: no threshold, so no ride counts to read at all.
-_CELL_SUMS_ALL: LiteralString = "WITH " + _WANTED + """
+_CELL_SUMS_ALL = per_metric("WITH " + _WANTED + """
 SELECT p.cell, sum(p.n), sum(p.sum), sum(p.energy), sum(p.duration_s)
-FROM window_partials p
-WHERE p.metric = %(metric)s AND p.resolution = %(res)s AND p.window_s = %(window_s)s
+FROM {partials} p
+WHERE p.resolution = %(res)s AND p.window_s = %(window_s)s
   AND p.window_start >= %(start)s AND p.window_start < %(end)s
   AND p.cell IN (SELECT cell FROM wanted)
 GROUP BY p.cell
-"""
+""")
 
 # The public: only cell-windows with at least k distinct rides count. Per cell, the
 # windows passing the k-check come from one range scan of window_rides, as an array,
-# and its partials from one range scan of window_partials, summed where the window
+# and its partials from one range scan of cell_windows, summed where the window
 # is in that array. There is no join for the planner to choose: joining the two
 # made it expect one passing window per cell (most counts, those of one-minute
 # windows, are below k) and probe the partials' key once per window, 4 times the
 # buffers of a range scan on the zoom-12 tiles. A cell with no passing window
 # skips its partials and is left out.
-_CELL_SUMS_K: LiteralString = "WITH " + _WANTED + """
+_CELL_SUMS_K = per_metric("WITH " + _WANTED + """
 SELECT w.cell, s.n, s.sum, s.energy, s.duration_s
 FROM wanted w CROSS JOIN LATERAL (
     SELECT array_agg(r.window_start) AS starts
@@ -74,12 +75,12 @@ FROM wanted w CROSS JOIN LATERAL (
            sum(p.sum) FILTER (WHERE p.window_start = ANY (passing.starts)) AS sum,
            sum(p.energy) FILTER (WHERE p.window_start = ANY (passing.starts)) AS energy,
            sum(p.duration_s) FILTER (WHERE p.window_start = ANY (passing.starts)) AS duration_s
-    FROM window_partials p
-    WHERE p.cell = w.cell AND p.metric = %(metric)s AND p.resolution = %(res)s
+    FROM {partials} p
+    WHERE p.cell = w.cell AND p.resolution = %(res)s
       AND p.window_s = %(window_s)s AND p.window_start >= %(start)s AND p.window_start < %(end)s
 ) s
 WHERE passing.starts IS NOT NULL AND s.n IS NOT NULL
-"""
+""")
 
 # With a days threshold too: the cells whose passing windows hold rides on enough
 # days, from the days kept with the ride counts.
@@ -101,7 +102,7 @@ async def cell_means(conn: psycopg.AsyncConnection[Any], sel: Selection, bbox: B
     duration over the cell-windows that pass ``sel``'s privacy thresholds."""
     params = sel.params() | {"west": bbox.west, "south": bbox.south, "east": bbox.east,
                              "north": bbox.north}
-    query = _CELL_SUMS_K if sel.min_rides > 1 else _CELL_SUMS_ALL
+    query = (_CELL_SUMS_K if sel.min_rides > 1 else _CELL_SUMS_ALL)[sel.metric]
     cur = await conn.execute(query, params)
     rows = await cur.fetchall()
     out = np.zeros(len(rows), dtype=CELL_MEANS_DTYPE)

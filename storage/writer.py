@@ -19,8 +19,9 @@ DESIGN.md decision 2 (exactly-once effect over at-least-once delivery):
      server log; that is the price of the fast path being a plain COPY.)
 
    then the aggregation callable runs on exactly the new rows; its partials
-   are merged into ``window_partials`` with an upsert that adds counts, sums
-   and histograms and takes min / max, and its presence rows are inserted
+   are merged into ``cell_windows`` (one row per cell-window with every
+   metric's partial, storage/cellwindows.py) with an upsert that adds counts,
+   sums and histograms and takes min / max, and its presence rows are inserted
    unless already there; the distinct rides and days of the inserted ones are
    added to ``window_rides`` in the same statement.
 
@@ -46,13 +47,12 @@ import numpy as np
 import psycopg
 from h3.api import basic_int as h3int
 
-from storage import copybin
-from storage.copybin import Column, int4_array, scalar
+from storage import cellwindows, copybin
+from storage.copybin import Column, scalar
 from storage.exceptions import BatchError
 from stream.core.batch import ENRICHED_DTYPE, first_by_key
 from stream.core.merge import merge_partials
 from stream.core.partials import (
-    HIST_BINS,
     PARTIAL_DTYPE,
     PARTIAL_KEY_FIELDS,
     PRESENCE_DTYPE,
@@ -80,7 +80,7 @@ class WriteResult:
 
     inserted: int  # readings stored for the first time
     duplicates: int  # readings of the batch already stored, or repeated within it
-    partials_merged: int  # window partial rows inserted or merged into
+    partials_merged: int  # cell-window rows (every metric's partial) inserted or merged into
 
 
 READING_COLUMNS: tuple[Column, ...] = (
@@ -110,23 +110,6 @@ READING_COLUMNS: tuple[Column, ...] = (
     scalar("cell", "bigint"),
     scalar("ride_id", "bigint"),
     scalar("received_at", "timestamptz"),
-)
-
-PARTIAL_COLUMNS: tuple[Column, ...] = (
-    scalar("metric", "smallint"),
-    scalar("resolution", "smallint"),
-    scalar("cell", "bigint"),
-    scalar("window_s", "integer"),
-    scalar("window_start", "timestamptz"),
-    scalar("n", "bigint"),
-    scalar("sum", "double precision"),
-    scalar("sumsq", "double precision"),
-    scalar("min", "double precision"),
-    scalar("max", "double precision"),
-    scalar("energy", "double precision"),
-    scalar("duration_s", "double precision"),
-    scalar("lamax_db", "double precision"),
-    int4_array("hist", HIST_BINS),
 )
 
 PRESENCE_COLUMNS: tuple[Column, ...] = (
@@ -159,7 +142,7 @@ def _copy_sql(table: str, columns: tuple[Column, ...]) -> str:
 # encoding cannot drift apart. Only our own constant names go into these strings.
 _STAGING_TABLES = {
     "bikesense_stage_readings": READING_COLUMNS,
-    "bikesense_stage_partials": PARTIAL_COLUMNS,
+    "bikesense_stage_cell_windows": cellwindows.COLUMNS,
     "bikesense_stage_presence": PRESENCE_COLUMNS,
     "bikesense_stage_cells": CELL_COLUMNS,
 }
@@ -171,7 +154,7 @@ _STAGING_DDL = ";\n".join(
 ).encode()
 _COPY_READINGS = _copy_sql("bikesense_stage_readings", READING_COLUMNS).encode()
 _COPY_INTO_READINGS = _copy_sql("readings", READING_COLUMNS[1:]).encode()
-_COPY_PARTIALS = _copy_sql("bikesense_stage_partials", PARTIAL_COLUMNS).encode()
+_COPY_CELL_WINDOWS = _copy_sql("bikesense_stage_cell_windows", cellwindows.COLUMNS).encode()
 _COPY_PRESENCE = _copy_sql("bikesense_stage_presence", PRESENCE_COLUMNS).encode()
 _COPY_CELLS = _copy_sql("bikesense_stage_cells", CELL_COLUMNS).encode()
 
@@ -197,35 +180,10 @@ SELECT array_agg(s.row_no)
 FROM ins JOIN bikesense_stage_readings AS s USING (kit_id, boot_id, seq, idx, ts)
 """
 
-# NaN never reaches a comparison: PostgreSQL orders NaN above every number, so
-# GREATEST(NaN, 80) would be NaN. NULL is what LEAST / GREATEST skip.
-# Histograms are added with one expression unrolled over the bins: native integer
-# additions, where bikesense_hist_add's plpgsql loop cost about three times as much
-# per merged row. Every stored histogram has HIST_BINS bins (a CHECK constraint,
-# migrations/0006_hist_bins.sql), and so has every one the COPY sends.
-_HIST_SUM = "ARRAY[" + ", ".join(
-    f"w.hist[{i}] + EXCLUDED.hist[{i}]" for i in range(1, HIST_BINS + 1)) + "]"
-_MERGE_PARTIALS = """
-INSERT INTO window_partials AS w (
-    metric, resolution, cell, window_s, window_start,
-    n, sum, sumsq, min, max, energy, duration_s, lamax_db, hist)
-SELECT metric, resolution, cell, window_s, window_start,
-    n, sum, sumsq, NULLIF(min, 'NaN'), NULLIF(max, 'NaN'),
-    COALESCE(NULLIF(energy, 'NaN'), 0), COALESCE(NULLIF(duration_s, 'NaN'), 0),
-    NULLIF(lamax_db, 'NaN'), hist
-FROM bikesense_stage_partials
-WHERE n > 0
-ORDER BY metric, resolution, window_s, window_start, cell
-ON CONFLICT (metric, resolution, window_s, window_start, cell) DO UPDATE SET
-    n = w.n + EXCLUDED.n,
-    sum = w.sum + EXCLUDED.sum,
-    sumsq = w.sumsq + EXCLUDED.sumsq,
-    min = LEAST(w.min, EXCLUDED.min),
-    max = GREATEST(w.max, EXCLUDED.max),
-    energy = w.energy + EXCLUDED.energy,
-    duration_s = w.duration_s + EXCLUDED.duration_s,
-    lamax_db = GREATEST(w.lamax_db, EXCLUDED.lamax_db),
-    hist = """ + _HIST_SUM + "\n"
+# The partials of a batch, one row per cell-window (storage/cellwindows.py), merged:
+# counts and sums add, LEAST / GREATEST take the extremes (NaN travels as NULL, which
+# they skip: PostgreSQL orders NaN above every number), histograms add.
+_MERGE_CELL_WINDOWS = cellwindows.merge_statement("bikesense_stage_cell_windows")
 
 # Presence rows not stored yet are inserted, and exactly those are counted into
 # window_rides (migrations/0004_window_rides.sql): a replayed row conflicts, is not
@@ -294,7 +252,7 @@ class _Aggregates:
 
     partials: np.ndarray
     presence: np.ndarray
-    partials_payload: bytes = field(repr=False)
+    cell_windows_payload: bytes = field(repr=False)
     presence_payload: bytes = field(repr=False)
     cells_payload: bytes = field(repr=False)
 
@@ -305,7 +263,7 @@ class _Aggregates:
                              f"arrays, got ({partials.dtype}, {presence.dtype})")
         _check_unique_partials(partials)
         return cls(partials, presence,
-                   _partial_payload(partials) if len(partials) else b"",
+                   cellwindows.encode(partials) if len(partials) else b"",
                    _presence_payload(presence) if len(presence) else b"",
                    _cell_payload(partials) if len(partials) else b"")
 
@@ -420,8 +378,8 @@ def _insert_new_readings(conn: psycopg.Connection[Any], plan: WritePlan) -> np.n
 def _merge_aggregates(conn: psycopg.Connection[Any], aggregates: _Aggregates) -> int:
     merged = 0
     if len(aggregates.partials):
-        _copy(conn, _COPY_PARTIALS, aggregates.partials_payload)
-        merged = conn.execute(_MERGE_PARTIALS.encode()).rowcount
+        _copy(conn, _COPY_CELL_WINDOWS, aggregates.cell_windows_payload)
+        merged = conn.execute(_MERGE_CELL_WINDOWS).rowcount
         _copy(conn, _COPY_CELLS, aggregates.cells_payload)
         conn.execute(_INSERT_CELLS.encode())
     if len(aggregates.presence):
@@ -482,12 +440,6 @@ def _direct_payload(rows: np.ndarray) -> bytes:
     nulls["satellites"] = rows["satellites"] == -1
     nulls["cell"] = rows["cell"] == 0
     return copybin.encode(READING_COLUMNS[1:], values, len(rows), nulls)
-
-
-def _partial_payload(partials: np.ndarray) -> bytes:
-    values = {name: partials[name] for name in PARTIAL_DTYPE.names or ()}
-    values["window_start"] = copybin.ms_to_pg_timestamp(partials["window_start_ms"])
-    return copybin.encode(PARTIAL_COLUMNS, values, len(partials))
 
 
 def _presence_payload(presence: np.ndarray) -> bytes:

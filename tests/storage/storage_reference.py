@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 import psycopg
+import pytest
 from h3.api import basic_int as h3int
 
 from stream.core.partials import HIST_BINS, METRIC_COLUMNS, PARTIAL_DTYPE, PRESENCE_DTYPE, Metric
@@ -131,3 +132,37 @@ def presence_ride_counts(conn: psycopg.Connection[Any]) -> RideCounts:
         " count(DISTINCT ride_id)::integer, array_agg(DISTINCT day ORDER BY day)"
         " FROM window_presence GROUP BY 1, 2, 3, 4").fetchall()
     return {(r[0], r[1], r[2], r[3]): (r[4], r[5]) for r in rows}
+
+
+def stored_partials(conn: psycopg.Connection[Any]) -> dict[tuple[int, ...], tuple[Any, ...]]:
+    rows = conn.execute(
+        "SELECT metric, resolution, cell, window_s,"
+        " (extract(epoch FROM window_start) * 1000)::bigint,"
+        " n, sum, sumsq, min, max, energy, duration_s, lamax_db, hist FROM window_partials"
+    ).fetchall()
+    return {tuple(r[:5]): tuple(r[5:]) for r in rows}
+
+
+def assert_partials_equal(conn: psycopg.Connection[Any], expected: np.ndarray) -> None:
+    stored = stored_partials(conn)
+    assert len(stored) == len(expected)
+    for p in expected:
+        key = (int(p["metric"]), int(p["resolution"]), int(p["cell"]), int(p["window_s"]),
+               int(p["window_start_ms"]))
+        n, s, ss, lo, hi, energy, duration, lamax, hist = stored[key]
+        assert n == p["n"]
+        assert s == pytest.approx(p["sum"], rel=1e-9)
+        assert ss == pytest.approx(p["sumsq"], rel=1e-9)
+        assert (lo, hi) == (p["min"], p["max"])
+        assert energy == pytest.approx(p["energy"], rel=1e-9)
+        assert duration == pytest.approx(p["duration_s"], rel=1e-9)
+        if np.isnan(p["lamax_db"]):
+            assert lamax is None
+        else:
+            assert lamax == p["lamax_db"]
+        assert hist == p["hist"].tolist()
+
+
+def cell_windows_of(partials: np.ndarray) -> int:
+    """How many cell-windows (rows of ``cell_windows``) the partials fall in."""
+    return len(np.unique(partials[["resolution", "cell", "window_s", "window_start_ms"]]))

@@ -13,11 +13,18 @@ import pytest
 from storage.exceptions import MigrationError
 from storage.migrate import Backend, load_migrations, migrate, recorded_backend
 from tests.storage.storage_factories import make_readings
-from tests.storage.storage_reference import presence, ride_counts, stored_ride_counts
+from tests.storage.storage_reference import (
+    ReferenceAggregate,
+    assert_partials_equal,
+    cell_windows_of,
+    presence,
+    ride_counts,
+    stored_ride_counts,
+)
 
 pytestmark = pytest.mark.postgres
 
-EXPECTED_TABLES = {"kits", "readings", "window_partials", "window_presence", "window_rides",
+EXPECTED_TABLES = {"kits", "readings", "cell_windows", "window_presence", "window_rides",
                    "rejected_frames", "h3_cells", "schema_migrations"}
 
 
@@ -121,3 +128,42 @@ def test_both_backends_define_the_same_readings_table() -> None:
     assert [re.split(r"\s+", c)[0] for c in plain][:5] == ["kit_id", "boot_id", "seq", "idx", "ts"]
     assert [m.version for m in load_migrations(Backend.PLAIN)] == [
         m.version for m in load_migrations(Backend.TIMESCALE)]
+
+
+def test_0007_moves_the_partials_into_cell_windows(database_url: str) -> None:
+    readings = np.concatenate([make_readings(300, kit_id=k, ride_id=k, seed=k) for k in (1, 2)])
+    readings["no2_ugm3"][:100] = 20.0  # NO2 in some cell-windows only
+    partials = ReferenceAggregate()(readings)[0]
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        assert migrate(conn, target=6).applied == (1, 2, 3, 4, 5, 6)
+        # The narrow table as 0001 made it, with rows an older writer stored.
+        with conn.cursor() as cur:
+            cur.executemany(
+                "INSERT INTO window_partials (metric, resolution, cell, window_s, window_start,"
+                " n, sum, sumsq, min, max, energy, duration_s, lamax_db, hist)"
+                " VALUES (%s, %s, %s, %s, to_timestamp(%s / 1000.0), %s, %s, %s, %s, %s, %s, %s,"
+                " NULLIF(%s, 'NaN'), %s)",
+                [(*(int(p[k]) for k in ("metric", "resolution", "cell", "window_s",
+                                        "window_start_ms", "n")),
+                  *(float(p[k]) for k in ("sum", "sumsq", "min", "max", "energy", "duration_s",
+                                          "lamax_db")),
+                  p["hist"].tolist()) for p in partials])
+        report = migrate(conn)
+        assert report.applied[0] == 7
+        assert_partials_equal(conn, partials)  # read back through the window_partials view
+        assert conn.execute("SELECT count(*) FROM cell_windows").fetchone() == (
+            cell_windows_of(partials),)
+        assert conn.execute("SELECT count(*) FROM cell_windows WHERE no2_n = 0"
+                            " AND no2_hist IS NULL AND no2_min IS NULL").fetchone()[0] > 0
+
+
+def test_0007_refuses_partials_of_an_unknown_metric(database_url: str) -> None:
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        migrate(conn, target=6)
+        conn.execute(
+            "INSERT INTO window_partials (metric, resolution, cell, window_s, window_start, n,"
+            " sum, sumsq, min, max, hist) VALUES (9, 10, 1, 60, now(), 1, 1, 1, 1, 1, %s)",
+            ([1] * 32,))
+        with pytest.raises(MigrationError, match=r"metrics other than 1\.\.7"):
+            migrate(conn)
+        assert conn.execute("SELECT count(*) FROM window_partials").fetchone() == (1,)

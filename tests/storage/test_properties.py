@@ -62,7 +62,7 @@ def expected_partials(readings: np.ndarray) -> np.ndarray:
 @given(data=st.data())
 def test_any_batching_gives_the_all_at_once_aggregates(
         conn: psycopg.Connection[Any], readings: np.ndarray, data: st.DataObject) -> None:
-    conn.execute("TRUNCATE readings, window_partials, window_presence, window_rides, h3_cells")
+    conn.execute("TRUNCATE readings, cell_windows, window_presence, window_rides, h3_cells")
     n = len(readings)
     order = data.draw(st.permutations(range(n)), label="order")
     cuts = sorted(data.draw(st.sets(st.integers(1, n - 1), max_size=6), label="cuts"))

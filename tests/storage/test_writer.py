@@ -16,6 +16,8 @@ from stream.core.partials import HIST_BINS, PARTIAL_DTYPE, PRESENCE_DTYPE, Metri
 from tests.storage.storage_factories import T0_MS, make_readings
 from tests.storage.storage_reference import (
     ReferenceAggregate,
+    assert_partials_equal,
+    cell_windows_of,
     merge,
     presence,
     presence_ride_counts,
@@ -26,7 +28,7 @@ from tests.storage.storage_reference import (
 
 pytestmark = pytest.mark.postgres
 
-TABLES = ("readings", "window_partials", "window_presence", "window_rides", "h3_cells")
+TABLES = ("readings", "cell_windows", "window_presence", "window_rides", "h3_cells")
 
 
 @pytest.fixture
@@ -44,35 +46,6 @@ def snapshot(conn: psycopg.Connection[Any]) -> dict[str, list[tuple[Any, ...]]]:
     return out
 
 
-def stored_partials(conn: psycopg.Connection[Any]) -> dict[tuple[int, ...], tuple[Any, ...]]:
-    rows = conn.execute(
-        "SELECT metric, resolution, cell, window_s,"
-        " (extract(epoch FROM window_start) * 1000)::bigint,"
-        " n, sum, sumsq, min, max, energy, duration_s, lamax_db, hist FROM window_partials"
-    ).fetchall()
-    return {tuple(r[:5]): tuple(r[5:]) for r in rows}
-
-
-def assert_partials_equal(conn: psycopg.Connection[Any], expected: np.ndarray) -> None:
-    stored = stored_partials(conn)
-    assert len(stored) == len(expected)
-    for p in expected:
-        key = (int(p["metric"]), int(p["resolution"]), int(p["cell"]), int(p["window_s"]),
-               int(p["window_start_ms"]))
-        n, s, ss, lo, hi, energy, duration, lamax, hist = stored[key]
-        assert n == p["n"]
-        assert s == pytest.approx(p["sum"], rel=1e-9)
-        assert ss == pytest.approx(p["sumsq"], rel=1e-9)
-        assert (lo, hi) == (p["min"], p["max"])
-        assert energy == pytest.approx(p["energy"], rel=1e-9)
-        assert duration == pytest.approx(p["duration_s"], rel=1e-9)
-        if np.isnan(p["lamax_db"]):
-            assert lamax is None
-        else:
-            assert lamax == p["lamax_db"]
-        assert hist == p["hist"].tolist()
-
-
 def test_a_batch_is_stored_with_its_aggregates(conn: psycopg.Connection[Any]) -> None:
     batch = make_readings(200)
     agg = ReferenceAggregate()
@@ -80,7 +53,7 @@ def test_a_batch_is_stored_with_its_aggregates(conn: psycopg.Connection[Any]) ->
     assert result.inserted == 200
     assert result.duplicates == 0
     expected = agg(batch)[0]
-    assert result.partials_merged == len(expected)
+    assert result.partials_merged == cell_windows_of(expected)
     assert_partials_equal(conn, expected)
     row = conn.execute(
         "SELECT count(*), count(no2_ugm3), min(ts), max(received_at) FROM readings").fetchone()
@@ -184,7 +157,7 @@ def test_overlapping_batches_count_every_reading_once(conn: psycopg.Connection[A
     assert_partials_equal(conn, ReferenceAggregate()(everything)[0])
 
     # And the same readings in one batch, in another database state, give the same tables.
-    conn.execute("TRUNCATE readings, window_partials, window_presence, window_rides, h3_cells")
+    conn.execute("TRUNCATE readings, cell_windows, window_presence, window_rides, h3_cells")
     before = snapshot(conn)
     assert before == {t: [] for t in TABLES}
 
@@ -195,7 +168,7 @@ def test_a_plan_aggregated_outside_the_transaction_is_used_only_if_every_reading
     planner, writer = ReferenceAggregate(), ReferenceAggregate()
     result = write_batch(conn, plan_write(everything[:300], planner), writer)
     assert result == WriteResult(inserted=300, duplicates=0,
-                                 partials_merged=len(ReferenceAggregate()(everything[:300])[0]))
+                                 partials_merged=cell_windows_of(ReferenceAggregate()(everything[:300])[0]))
     assert [len(c) for c in planner.calls] == [300]
     assert writer.calls == []  # all new: the plan's aggregates were right and were used
     assert_partials_equal(conn, ReferenceAggregate()(everything[:300])[0])
@@ -231,7 +204,7 @@ def test_joined_plans_merge_their_aggregates_unless_a_reading_repeats(
 
     # A reading in two chunks (a redelivery between them): the chunks' aggregates
     # would count it twice, so the write aggregates what is new instead.
-    conn.execute("TRUNCATE readings, window_partials, window_presence, window_rides, h3_cells")
+    conn.execute("TRUNCATE readings, cell_windows, window_presence, window_rides, h3_cells")
     overlapping = join_plans([plan_write(everything[:200], agg),
                               plan_write(everything[150:], agg)])
     assert overlapping.aggregates is None
@@ -379,8 +352,12 @@ def test_histograms_add_bin_by_bin_and_only_of_one_length(conn: psycopg.Connecti
     assert_partials_equal(conn, merge(np.concatenate([agg(first)[0], agg(second)[0]])))
     hists = [h for (h,) in conn.execute("SELECT hist FROM window_partials").fetchall()]
     assert {len(h) for h in hists} == {HIST_BINS}
-    with pytest.raises(psycopg.errors.CheckViolation, match="window_partials_hist_bins"):
-        conn.execute(
-            "INSERT INTO window_partials (metric, resolution, cell, window_s, window_start, n,"
-            " sum, sumsq, min, max, hist) VALUES (1, 10, 1, 60, now(), 1, 1, 1, 1, 1, %s)",
-            ([1] * (HIST_BINS - 1),))
+    insert = ("INSERT INTO cell_windows (resolution, window_s, window_start, cell, pm25_n,"
+              " pm25_hist) VALUES (10, 60, now(), 1, %s, %s)")
+    with pytest.raises(psycopg.errors.CheckViolation, match="cell_windows_pm25_hist"):
+        conn.execute(insert, (1, [1] * (HIST_BINS - 1)))
+    # A metric has readings exactly when it has a histogram.
+    with pytest.raises(psycopg.errors.CheckViolation, match="cell_windows_pm25_hist"):
+        conn.execute(insert, (1, None))
+    with pytest.raises(psycopg.errors.CheckViolation, match="cell_windows_pm25_hist"):
+        conn.execute(insert, (0, [0] * HIST_BINS))

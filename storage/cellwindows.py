@@ -1,0 +1,192 @@
+"""How window partials are stored: one row per cell-window holding every metric's partial.
+
+The stream hands storage partials of one metric each (``PARTIAL_DTYPE``, DESIGN.md
+decision 1); a batch's readings mostly carry all seven metrics, so those come in
+sevens with one (resolution, cell, window) key. ``cell_windows``
+(migrations/0007_cell_windows.sql) keeps the seven side by side in one row, as
+columns named ``<metric>_<field>`` (``pm25_n``, ``pm25_sum``, ... ``pm25_hist``,
+and the noise energy, duration and LAmax as ``noise_energy``,
+``noise_duration_s``, ``noise_lamax_db``). Merging a batch then updates a
+seventh of the rows it did, with one index probe and one heap tuple per
+cell-window instead of seven: the writing session's upsert cost about 2.5 times
+less per reading (bench/RESULTS.md).
+
+A metric without readings in a cell-window has ``n = 0``, zero sums, NULL min,
+max and histogram; a CHECK keeps ``n = 0`` and a NULL histogram together.
+
+Readers that want the narrow shape use :func:`metric_partials`, a subquery of
+one metric's partials with the column names of ``PARTIAL_DTYPE`` that the
+planner flattens into their query (so the indexes still serve it), or the view
+``window_partials`` for every metric at once (ad-hoc SQL, tests).
+"""
+
+from __future__ import annotations
+
+from typing import LiteralString
+
+import numpy as np
+from psycopg import sql
+
+from storage import copybin
+from storage.copybin import Column, int4_array, scalar
+from stream.core.merge import group_starts
+from stream.core.partials import HIST_BINS, PARTIAL_DTYPE, Metric
+
+TABLE = "cell_windows"
+#: The row key; also the primary key's column order.
+KEY_COLUMNS: tuple[Column, ...] = (
+    scalar("resolution", "smallint"),
+    scalar("window_s", "integer"),
+    scalar("window_start", "timestamptz"),
+    scalar("cell", "bigint"),
+)
+_KEY_FIELDS = ("resolution", "window_s", "window_start_ms", "cell")
+#: Every metric's fields, in the order they are stored.
+METRIC_FIELDS = ("n", "sum", "sumsq", "min", "max", "hist")
+#: Noise only (DESIGN.md decision 3).
+NOISE_FIELDS = ("energy", "duration_s", "lamax_db")
+
+
+def column(metric: Metric, field: str) -> str:
+    """The name of ``metric``'s ``field`` column, e.g. ``pm25_sum``."""
+    if field not in METRIC_FIELDS and not (metric is Metric.NOISE and field in NOISE_FIELDS):
+        raise ValueError(f"cell_windows has no {field!r} column for {metric.api_name}")
+    return f"{metric.api_name}_{field}"
+
+
+def _metric_columns(metric: Metric) -> tuple[Column, ...]:
+    cols: tuple[Column, ...] = (
+        scalar(column(metric, "n"), "bigint"),
+        scalar(column(metric, "sum"), "double precision"),
+        scalar(column(metric, "sumsq"), "double precision"),
+        scalar(column(metric, "min"), "double precision"),
+        scalar(column(metric, "max"), "double precision"),
+        int4_array(column(metric, "hist"), HIST_BINS),
+    )
+    if metric is Metric.NOISE:
+        cols += tuple(scalar(column(metric, f), "double precision") for f in NOISE_FIELDS)
+    return cols
+
+
+#: The table's columns, as the writer's staging table and binary COPY lay them out.
+COLUMNS: tuple[Column, ...] = KEY_COLUMNS + tuple(
+    c for metric in Metric for c in _metric_columns(metric))
+
+
+def encode(partials: np.ndarray) -> bytes:
+    """Partials unique per key (``PARTIAL_DTYPE``) as a binary COPY of :data:`COLUMNS`
+    rows, one per cell-window."""
+    if partials.dtype != PARTIAL_DTYPE:
+        raise TypeError(f"partials must be of PARTIAL_DTYPE, got {partials.dtype}")
+    order = np.lexsort(tuple(partials[k] for k in reversed(_KEY_FIELDS)))
+    p = partials[order]
+    firsts = group_starts(*(p[k] for k in _KEY_FIELDS))
+    starts = np.zeros(len(p), dtype=bool)
+    starts[firsts] = True
+    row = np.cumsum(starts) - 1  # each partial's cell-window
+    n = len(firsts)
+    values: dict[str, np.ndarray] = {
+        "resolution": p["resolution"][firsts],
+        "window_s": p["window_s"][firsts],
+        "window_start": copybin.ms_to_pg_timestamp(p["window_start_ms"][firsts]),
+        "cell": p["cell"][firsts],
+    }
+    nulls: dict[str, np.ndarray] = {}
+    for metric in Metric:
+        of_metric = p["metric"] == metric
+        rows = row[of_metric]
+        mp = p[of_metric]
+        for field in ("n", "sum", "sumsq", "min", "max", "hist"):
+            filled = np.zeros((n, *PARTIAL_DTYPE[field].shape), dtype=PARTIAL_DTYPE[field].base)
+            if field in ("min", "max"):
+                filled[:] = np.nan
+            filled[rows] = mp[field]
+            values[column(metric, field)] = filled
+        absent = values[column(metric, "n")] == 0
+        nulls[column(metric, "hist")] = absent
+        for field in ("min", "max"):
+            nulls[column(metric, field)] = np.isnan(values[column(metric, field)])
+        if metric is Metric.NOISE:
+            for field in ("energy", "duration_s"):
+                filled = np.zeros(n)
+                filled[rows] = np.nan_to_num(mp[field], nan=0.0)
+                values[column(metric, field)] = filled
+            lamax = np.full(n, np.nan)
+            lamax[rows] = mp["lamax_db"]
+            values[column(metric, "lamax_db")] = lamax
+            nulls[column(metric, "lamax_db")] = np.isnan(lamax)
+    return copybin.encode(COLUMNS, values, n, nulls)
+
+
+def _hist_merge(metric: Metric) -> sql.Composable:
+    """The merged histogram: added element by element, unrolled over the bins (about
+    three times cheaper than a plpgsql loop per merged row, bench/RESULTS.md), or
+    whichever side has one. Every stored histogram has HIST_BINS bins (a CHECK)."""
+    h = sql.Identifier(column(metric, "hist"))
+    added = sql.SQL(", ").join(
+        sql.SQL("w.{h}[{i}] + EXCLUDED.{h}[{i}]").format(h=h, i=sql.Literal(i))
+        for i in range(1, HIST_BINS + 1))
+    return sql.SQL("CASE WHEN EXCLUDED.{h} IS NULL THEN w.{h} WHEN w.{h} IS NULL THEN"
+                   " EXCLUDED.{h} ELSE ARRAY[{added}] END").format(h=h, added=added)
+
+
+def _merge_sets() -> sql.Composable:
+    sets: list[sql.Composable] = []
+    for metric in Metric:
+        for field in ("n", "sum", "sumsq") + (("energy", "duration_s")
+                                               if metric is Metric.NOISE else ()):
+            c = sql.Identifier(column(metric, field))
+            sets.append(sql.SQL("{c} = w.{c} + EXCLUDED.{c}").format(c=c))
+        # LEAST / GREATEST skip NULL (a metric without readings on one side).
+        extremes = [("min", "LEAST"), ("max", "GREATEST")]
+        if metric is Metric.NOISE:
+            extremes.append(("lamax_db", "GREATEST"))
+        for field, fn in extremes:
+            c = sql.Identifier(column(metric, field))
+            sets.append(sql.SQL("{c} = {fn}(w.{c}, EXCLUDED.{c})").format(c=c, fn=sql.SQL(fn)))
+        sets.append(sql.SQL("{c} = {merged}").format(
+            c=sql.Identifier(column(metric, "hist")), merged=_hist_merge(metric)))
+    return sql.SQL(",\n    ").join(sets)
+
+
+def merge_statement(staging: str) -> bytes:
+    """The upsert of a staging table of :data:`COLUMNS` into ``cell_windows``: new
+    cell-windows inserted, existing ones merged (counts and sums add, extremes taken,
+    histograms added), in key order so concurrent writers lock rows in one order."""
+    names = sql.SQL(", ").join(sql.Identifier(c.name) for c in COLUMNS)
+    key = sql.SQL(", ").join(sql.Identifier(c.name) for c in KEY_COLUMNS)
+    return sql.SQL(
+        "INSERT INTO {table} AS w ({names})\nSELECT {names} FROM {staging}\nORDER BY {key}\n"
+        "ON CONFLICT ({key}) DO UPDATE SET\n    {sets}"
+    ).format(table=sql.Identifier(TABLE), names=names, staging=sql.Identifier(staging),
+             key=key, sets=_merge_sets()).as_string().encode()
+
+
+def metric_partials(metric: Metric) -> sql.Composed:
+    """A parenthesised subquery of ``metric``'s partials in the narrow shape: the
+    columns of ``PARTIAL_DTYPE`` (``window_start`` a timestamp, no ``metric``), only
+    cell-windows with readings of it. Simple enough for the planner to pull up into
+    the query around it."""
+    def col(field: str) -> sql.Composable:
+        return sql.Identifier(column(metric, field))
+
+    if metric is Metric.NOISE:
+        energy, duration, lamax = col("energy"), col("duration_s"), col("lamax_db")
+    else:
+        energy, duration = sql.SQL("0::float8"), sql.SQL("0::float8")
+        lamax = sql.SQL("NULL::float8")
+    return sql.SQL(
+        "(SELECT resolution, window_s, window_start, cell, {n} AS n, {sum} AS sum,"
+        " {sumsq} AS sumsq, {min} AS min, {max} AS max, {energy} AS energy,"
+        " {duration} AS duration_s, {lamax} AS lamax_db, {hist} AS hist"
+        " FROM {table} WHERE {n} > 0)"
+    ).format(n=col("n"), sum=col("sum"), sumsq=col("sumsq"), min=col("min"), max=col("max"),
+             energy=energy, duration=duration, lamax=lamax, hist=col("hist"),
+             table=sql.Identifier(TABLE))
+
+
+def per_metric(template: LiteralString) -> dict[Metric, bytes]:
+    """``template`` with ``{partials}`` replaced by each metric's :func:`metric_partials`:
+    the query for every metric, rendered once."""
+    return {m: sql.SQL(template).format(partials=metric_partials(m)).as_string().encode()
+            for m in Metric}
