@@ -196,7 +196,7 @@ WITH new AS (
     INSERT INTO window_presence (resolution, cell, window_s, window_start, ride_id, day)
     SELECT resolution, cell, window_s, window_start, ride_id, day
     FROM bikesense_stage_presence
-    ORDER BY resolution, window_s, window_start, cell, ride_id, day
+    ORDER BY resolution, window_s, cell, window_start, ride_id, day
     ON CONFLICT DO NOTHING
     RETURNING resolution, cell, window_s, window_start, ride_id, day
 ),
