@@ -115,7 +115,14 @@ def encode(partials: np.ndarray) -> bytes:
             lamax[rows] = mp["lamax_db"]
             values[column(metric, "lamax_db")] = lamax
             nulls[column(metric, "lamax_db")] = np.isnan(lamax)
-    return copybin.encode(COLUMNS, values, n, nulls)
+    # Rows with the same metrics absent have their NULLs in the same fields: grouped,
+    # copybin cuts those out a run at a time (the upsert orders rows by key anyway).
+    pattern = np.zeros(n, dtype=np.int64)
+    for bit, mask in enumerate(nulls.values()):
+        pattern |= mask.astype(np.int64) << bit
+    order = np.argsort(pattern, kind="stable")
+    return copybin.encode(COLUMNS, {k: v[order] for k, v in values.items()}, n,
+                          {k: m[order] for k, m in nulls.items()})
 
 
 def _hist_merge(metric: Metric) -> sql.Composable:

@@ -5,11 +5,13 @@ the value in network byte order, then a trailer (PostgreSQL docs, "COPY", sectio
 "Binary Format"). When every field has a fixed width and is never NULL, every row
 has the same layout, so a whole batch is one numpy structured array: one
 ``tobytes()`` out, one ``frombuffer()`` in. Absent values travel as NaN or a
-sentinel and become NULL in SQL (``NULLIF``), never as NULL fields.
+sentinel that SQL turns into NULL (``NULLIF``), or :func:`encode` cuts them out
+as NULL fields.
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -25,6 +27,9 @@ PG_EPOCH_OFFSET_US = 946_684_800_000_000
 
 _INT4_OID = 23
 _ARRAY_HEADER_WORDS = 5  # ndim, has-null flag, element type, dimension, lower bound
+#: Cutting NULLs run by run costs about as much Python per run as masking this many
+#: bytes does in numpy (storage/copybin.py, _cut_null_values).
+_RUN_COST_BYTES = 4096
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,6 +78,24 @@ def pg_timestamp_to_ms(us: np.ndarray) -> np.ndarray:
     return (us.astype(np.int64) + PG_EPOCH_OFFSET_US) // 1000
 
 
+@functools.lru_cache(maxsize=64)
+def _template(columns: tuple[Column, ...]) -> np.ndarray:
+    """One row with everything but the values filled in: field count, lengths, array
+    headers. Rows start as copies of it, one contiguous copy instead of a strided
+    write per length and header word."""
+    row = np.zeros(1, dtype=row_dtype(columns))
+    row["_nfields"] = len(columns)
+    for i, col in enumerate(columns):
+        row[f"_len{i}"] = col.width
+        if col.sql_type == "integer[]":
+            words = row[col.name]
+            length = (words.shape[1] - _ARRAY_HEADER_WORDS) // 2
+            words[:, :_ARRAY_HEADER_WORDS] = (1, 0, _INT4_OID, length, 1)
+            words[:, _ARRAY_HEADER_WORDS::2] = 4
+    row.setflags(write=False)
+    return row
+
+
 def encode(columns: Sequence[Column], values: dict[str, np.ndarray], n: int,
            nulls: dict[str, np.ndarray] | None = None) -> bytes:
     """A complete binary COPY stream of ``n`` rows; ``values`` maps names to arrays.
@@ -81,37 +104,64 @@ def encode(columns: Sequence[Column], values: dict[str, np.ndarray], n: int,
     ``integer[]`` columns 2-D integer arrays of shape (n, length). ``nulls`` maps
     column names to boolean masks of the rows where that column is NULL: rows are
     laid out full width, then the value bytes of NULL fields are cut out and
-    their lengths set to -1, all in numpy.
+    their lengths set to -1, in numpy.
     """
-    rows = np.empty(n, dtype=row_dtype(columns))
-    rows["_nfields"] = len(columns)
-    for i, col in enumerate(columns):
-        rows[f"_len{i}"] = col.width
+    rows = np.repeat(_template(tuple(columns)), n)
+    for col in columns:
         data = values[col.name]
         if col.sql_type == "integer[]":
-            length = data.shape[1]
-            words = rows[col.name]
-            words[:, 0] = 1
-            words[:, 1] = 0
-            words[:, 2] = _INT4_OID
-            words[:, 3] = length
-            words[:, 4] = 1
-            words[:, _ARRAY_HEADER_WORDS::2] = 4
-            words[:, _ARRAY_HEADER_WORDS + 1::2] = data
+            rows[col.name][:, _ARRAY_HEADER_WORDS + 1::2] = data
         else:
             rows[col.name] = data
-    if not nulls or not any(mask.any() for mask in nulls.values()):
-        return HEADER + rows.tobytes() + TRAILER
-    keep = np.ones((n, rows.dtype.itemsize), dtype=bool)
-    for i, col in enumerate(columns):
-        mask = nulls.get(col.name)
-        if mask is None or not mask.any():
-            continue
+    null_columns = [(i, col, mask) for i, col in enumerate(columns)
+                    if (mask := (nulls or {}).get(col.name)) is not None and mask.any()]
+    # One join, one copy: a batch's payload runs to megabytes.
+    if not null_columns:
+        return b"".join((HEADER, rows.view(np.uint8).data, TRAILER))
+    for i, _col, mask in null_columns:
         rows[f"_len{i}"][mask] = -1
-        offset = rows.dtype.fields[col.name][1]  # type: ignore[index]
-        keep[mask, offset:offset + col.width] = False
-    body = rows.view(np.uint8).reshape(n, rows.dtype.itemsize)[keep]
-    return HEADER + body.tobytes() + TRAILER
+    parts = [p.data.cast("B") for p in _cut_null_values(rows, null_columns)]
+    return b"".join((HEADER, *parts, TRAILER))
+
+
+def _cut_null_values(rows: np.ndarray, null_columns: list[tuple[int, Column, np.ndarray]]
+                     ) -> list[np.ndarray]:
+    """The rows without the value bytes of their NULL fields, as byte arrays to join.
+
+    Rows are cut run by run, a run being consecutive rows with NULLs in the same
+    fields: the bytes kept are then the same few slices of every row of the run,
+    copied slice by slice. Data usually has few such runs (a kit without an NO2
+    cell, a metric absent from a cell-window; callers free to order rows group
+    them), where one byte mask over every row cost several times as much. With
+    many short runs the Python loop would cost more, so that case keeps the mask.
+    """
+    n, width = len(rows), rows.dtype.itemsize
+    flat = rows.view(np.uint8).reshape(n, width)
+    masks = np.stack([mask for _, _, mask in null_columns], axis=1)
+    starts = np.flatnonzero(np.r_[True, np.any(masks[1:] != masks[:-1], axis=1)])
+    if len(starts) * _RUN_COST_BYTES > n * width:
+        keep = np.ones((n, width), dtype=bool)
+        for (_i, col, mask) in null_columns:
+            offset = rows.dtype.fields[col.name][1]  # type: ignore[index]
+            keep[mask, offset:offset + col.width] = False
+        return [flat[keep]]
+    parts: list[np.ndarray] = []
+    for start, end in zip(starts, [*starts[1:], n], strict=True):
+        cut = [(rows.dtype.fields[col.name][1], col.width)  # type: ignore[index]
+               for j, (_i, col, _m) in enumerate(null_columns) if masks[start, j]]
+        kept, at = [], 0
+        for offset, size in sorted(cut):
+            kept.append((at, offset))
+            at = offset + size
+        kept.append((at, width))
+        block = flat[start:end]
+        out = np.empty((end - start, sum(b - a for a, b in kept)), dtype=np.uint8)
+        pos = 0
+        for a, b in kept:
+            out[:, pos:pos + b - a] = block[:, a:b]
+            pos += b - a
+        parts.append(out)
+    return parts
 
 
 def decode_rows(columns: Sequence[Column], payload: bytes | memoryview) -> np.ndarray:
