@@ -3,7 +3,8 @@
 A partial summarises the readings of one (metric, H3 resolution, cell, window
 size, window start). Partials for the same key merge by adding counts, sums,
 energies and histograms and taking min / max, in any order and any grouping
-(DESIGN.md decision 1). Storage keeps exactly these columns.
+(DESIGN.md decision 1). Storage keeps exactly these fields, every metric's
+partial of a cell-window side by side in one row (storage/cellwindows.py).
 
 Distinct rides and days cannot be summed, so they travel separately as
 presence rows (one per ride seen in a cell-window); storage keeps them unique
