@@ -96,7 +96,7 @@ def encode(partials: np.ndarray) -> bytes:
         of_metric = p["metric"] == metric
         rows = row[of_metric]
         mp = p[of_metric]
-        for field in ("n", "sum", "sumsq", "min", "max", "hist"):
+        for field in METRIC_FIELDS:
             filled = np.zeros((n, *PARTIAL_DTYPE[field].shape), dtype=PARTIAL_DTYPE[field].base)
             if field in ("min", "max"):
                 filled[:] = np.nan

@@ -341,6 +341,26 @@ def test_impossible_times_are_refused_before_the_database(conn: psycopg.Connecti
     assert snapshot(conn)["readings"] == []
 
 
+def test_a_metric_seen_on_one_side_only_merges_into_the_cell_window(
+        conn: psycopg.Connection[Any]) -> None:
+    # cell_windows keeps a metric without readings as n = 0 and NULLs; merging a batch
+    # that has it into a row that has not (and the other way) must take the side that
+    # has it, for the extremes and the histogram alike.
+    agg = ReferenceAggregate()
+    first = make_readings(120, seed=1)  # NO2 absent (NaN) from every reading
+    second = make_readings(120, seq0=12, t0_ms=T0_MS + 120_000, seed=2)
+    second["no2_ugm3"] = np.linspace(5.0, 60.0, 120)
+    second["pm10_ugm3"] = np.nan
+    write_batch(conn, first, agg)
+    write_batch(conn, second, agg)
+    expected = merge(np.concatenate([agg(first)[0], agg(second)[0]]))
+    assert {int(m) for m in expected["metric"]} >= {Metric.NO2, Metric.PM10}
+    assert_partials_equal(conn, expected)
+    merged = conn.execute(
+        "SELECT count(*) FROM cell_windows WHERE no2_n > 0 AND pm10_n > 0").fetchone()
+    assert merged is not None and merged[0] > 0  # the hour windows hold both
+
+
 def test_histograms_add_bin_by_bin_and_only_of_one_length(conn: psycopg.Connection[Any]) -> None:
     # The writer adds histograms with an expression unrolled over HIST_BINS bins; the
     # table refuses a histogram of any other length, so none can be added wrongly.
