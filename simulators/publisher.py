@@ -198,11 +198,10 @@ class MqttPublisher:
         self._closed = True
         self._client.disconnect()
         self._client.loop_stop()
-        # loop_stop leaves the socket to the garbage collector when the loop thread
-        # ended on its own; close it here so no ResourceWarning escapes.
-        sock = self._client.socket()
-        if sock is not None:
-            sock.close()
+        # paho leaves its socket and the wake-up socket pair loop_start made to the
+        # garbage collector (its __del__), which may finalise the sockets of a reference
+        # cycle first: a ResourceWarning, now and then. Close them here, as ingest does.
+        self._client._reset_sockets()
 
     def __enter__(self) -> Self:
         self.connect()

@@ -85,9 +85,7 @@ class KitPublisher:
     def close(self) -> None:
         self.client.disconnect()
         self.client.loop_stop()
-        sock = self.client.socket()
-        if sock is not None:
-            sock.close()
+        self.client._reset_sockets()  # socket and wake-up pair, as ingest.mqtt does
 
 
 @pytest.mark.parametrize("share_group", [

@@ -53,6 +53,7 @@ class Subscriber:
     def close(self) -> None:
         self._client.disconnect()
         self._client.loop_stop()
+        self._client._reset_sockets()  # socket and wake-up pair, as ingest.mqtt does
 
 
 @contextmanager

@@ -358,7 +358,8 @@ def test_a_metric_seen_on_one_side_only_merges_into_the_cell_window(
     assert_partials_equal(conn, expected)
     merged = conn.execute(
         "SELECT count(*) FROM cell_windows WHERE no2_n > 0 AND pm10_n > 0").fetchone()
-    assert merged is not None and merged[0] > 0  # the hour windows hold both
+    assert merged is not None
+    assert merged[0] > 0  # the hour windows hold both
 
 
 def test_histograms_add_bin_by_bin_and_only_of_one_length(conn: psycopg.Connection[Any]) -> None:
