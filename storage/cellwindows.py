@@ -29,6 +29,7 @@ from psycopg import sql
 
 from storage import copybin
 from storage.copybin import Column, int4_array, scalar
+from storage.exceptions import BatchError
 from stream.core.merge import group_starts
 from stream.core.partials import HIST_BINS, PARTIAL_DTYPE, Metric
 
@@ -74,13 +75,18 @@ COLUMNS: tuple[Column, ...] = KEY_COLUMNS + tuple(
 
 
 def encode(partials: np.ndarray) -> bytes:
-    """Partials unique per key (``PARTIAL_DTYPE``) as a binary COPY of :data:`COLUMNS`
-    rows, one per cell-window."""
+    """Partials (``PARTIAL_DTYPE``) as a binary COPY of :data:`COLUMNS` rows, one per
+    cell-window. Raises :class:`BatchError` if two partials share a key: the upsert
+    cannot touch one row twice in a statement."""
     if partials.dtype != PARTIAL_DTYPE:
         raise TypeError(f"partials must be of PARTIAL_DTYPE, got {partials.dtype}")
-    order = np.lexsort(tuple(partials[k] for k in reversed(_KEY_FIELDS)))
+    # Sorted by cell-window, then metric: a repeated key is two neighbours alike.
+    order = np.lexsort((partials["metric"], *(partials[k] for k in reversed(_KEY_FIELDS))))
     p = partials[order]
     firsts = group_starts(*(p[k] for k in _KEY_FIELDS))
+    if len(group_starts(*(p[k] for k in _KEY_FIELDS), p["metric"])) != len(p):
+        raise BatchError("the aggregate callable returned several partials for one key; "
+                         "merge them first (stream.core.aggregate.merge_partials)")
     starts = np.zeros(len(p), dtype=bool)
     starts[firsts] = True
     row = np.cumsum(starts) - 1  # each partial's cell-window
@@ -102,8 +108,7 @@ def encode(partials: np.ndarray) -> bytes:
                 filled[:] = np.nan
             filled[rows] = mp[field]
             values[column(metric, field)] = filled
-        absent = values[column(metric, "n")] == 0
-        nulls[column(metric, "hist")] = absent
+        nulls[column(metric, "hist")] = values[column(metric, "n")] == 0
         for field in ("min", "max"):
             nulls[column(metric, field)] = np.isnan(values[column(metric, field)])
         if metric is Metric.NOISE:

@@ -28,7 +28,7 @@ PG_EPOCH_OFFSET_US = 946_684_800_000_000
 _INT4_OID = 23
 _ARRAY_HEADER_WORDS = 5  # ndim, has-null flag, element type, dimension, lower bound
 #: Cutting NULLs run by run costs about as much Python per run as masking this many
-#: bytes does in numpy (storage/copybin.py, _cut_null_values).
+#: bytes does in numpy (_cut_null_values chooses by it).
 _RUN_COST_BYTES = 4096
 
 

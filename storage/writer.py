@@ -52,11 +52,7 @@ from storage.copybin import Column, scalar
 from storage.exceptions import BatchError
 from stream.core.batch import ENRICHED_DTYPE, first_by_key
 from stream.core.merge import merge_partials
-from stream.core.partials import (
-    PARTIAL_DTYPE,
-    PARTIAL_KEY_FIELDS,
-    PRESENCE_DTYPE,
-)
+from stream.core.partials import PARTIAL_DTYPE, PRESENCE_DTYPE
 
 #: ``aggregate(new_readings) -> (partials, presence)``, e.g. a
 #: ``functools.partial`` of ``stream.core.aggregate.aggregate`` with the
@@ -261,7 +257,6 @@ class _Aggregates:
         if partials.dtype != PARTIAL_DTYPE or presence.dtype != PRESENCE_DTYPE:
             raise BatchError("the aggregate callable must return (PARTIAL_DTYPE, PRESENCE_DTYPE) "
                              f"arrays, got ({partials.dtype}, {presence.dtype})")
-        _check_unique_partials(partials)
         return cls(partials, presence,
                    cellwindows.encode(partials) if len(partials) else b"",
                    _presence_payload(presence) if len(presence) else b"",
@@ -386,13 +381,6 @@ def _merge_aggregates(conn: psycopg.Connection[Any], aggregates: _Aggregates) ->
         _copy(conn, _COPY_PRESENCE, aggregates.presence_payload)
         conn.execute(_INSERT_PRESENCE.encode())
     return merged
-
-
-def _check_unique_partials(partials: np.ndarray) -> None:
-    if len(first_by_key(partials, PARTIAL_KEY_FIELDS)) != len(partials):
-        # ON CONFLICT DO UPDATE cannot touch one row twice in a statement.
-        raise BatchError("the aggregate callable returned several partials for one key; "
-                         "merge them first (stream.core.aggregate.merge_partials)")
 
 
 def _copy(conn: psycopg.Connection[Any], statement: bytes, payload: bytes) -> None:
