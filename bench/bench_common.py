@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -46,6 +47,7 @@ def database() -> Iterator[str]:
             conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")  # type: ignore[call-overload]
         if cluster is not None:
             cluster.stop(mode="immediate")
+            shutil.rmtree(root, ignore_errors=True)
 
 
 SERVER_CODE = """

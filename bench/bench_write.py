@@ -26,6 +26,7 @@ import functools
 import json
 import os
 import platform
+import shutil
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -96,6 +97,7 @@ def server() -> Iterator[str]:
         yield cluster.url
     finally:
         cluster.stop(mode="immediate")
+        shutil.rmtree(root, ignore_errors=True)
 
 
 @contextmanager

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import tempfile
 import threading
 import time
@@ -132,8 +133,11 @@ def acl_broker(migrated_database_url: str, monkeypatch: pytest.MonkeyPatch,
     assert result.exit_code == 0, result.output
     broker = MosquittoBroker(out, password_file=out / "passwords", acl_file=out / "acl")
     broker.start()
-    yield broker, secrets
-    broker.stop()
+    try:
+        yield broker, secrets
+    finally:
+        broker.stop()
+        shutil.rmtree(root)  # it holds the kits' password hashes and the ACL
 
 
 def test_broker_acl_lets_each_kit_publish_only_to_its_own_topics(
