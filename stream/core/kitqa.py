@@ -166,28 +166,35 @@ def _stuck(
     run_first = np.maximum.accumulate(np.where(same, 0, idx))
     run_start = enriched["ts_ms"][run_first].copy()
     run_count = idx - run_first + 1
-    for i, first in enumerate(segs.starts.tolist()):
-        m = segs.memory[i]
-        run = getattr(m, name) if m is not None else None
-        if run is None or not present[first]:
-            continue
-        prev = np.array(run.values, dtype=np.float64)
-        if np.all((prev == values[first]) | (np.isnan(prev) & absent[first])):
-            inherit = run_first == first
-            run_start[inherit] = run.start_ms
-            run_count[inherit] += run.count
+    # A segment's first run continues the run its kit ended the last batch with, if
+    # the values are the same: all segments compared at once.
+    carried = [(i, run) for i, m in enumerate(segs.memory)
+               if m is not None and (run := getattr(m, name)) is not None]
+    if carried:
+        firsts = segs.starts[[i for i, _ in carried]]
+        prev = np.array([run.values for _, run in carried], dtype=np.float64)
+        same_run = present[firsts] & np.all(
+            (prev == values[firsts]) | (np.isnan(prev) & absent[firsts]), axis=1)
+        first_of = np.zeros(n, dtype=bool)
+        first_of[firsts[same_run]] = True
+        carried_start = np.zeros(n, dtype=np.int64)
+        carried_count = np.zeros(n, dtype=np.int64)
+        carried_start[firsts] = [run.start_ms for _, run in carried]
+        carried_count[firsts] = [run.count for _, run in carried]
+        inherit = first_of[run_first]
+        run_start[inherit] = carried_start[run_first[inherit]]
+        run_count[inherit] += carried_count[run_first[inherit]]
     stuck = (
         present
         & (enriched["ts_ms"] - run_start >= limit_s * 1000)
         & (run_count >= config.stuck_min_readings)
     )
-    ends: list[SensorRun | None] = []
-    for last in segs.ends.tolist():
-        if present[last]:
-            vals = tuple(float(v) for v in values[last])
-            ends.append(SensorRun(vals, int(run_start[last]), int(run_count[last])))
-        else:
-            ends.append(None)
+    lasts = segs.ends
+    ends: list[SensorRun | None] = [
+        SensorRun(tuple(vals), start, count) if here else None
+        for here, vals, start, count in zip(present[lasts].tolist(), values[lasts].tolist(),
+                                            run_start[lasts].tolist(), run_count[lasts].tolist(),
+                                            strict=True)]
     return stuck, ends
 
 
