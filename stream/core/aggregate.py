@@ -11,7 +11,10 @@ rounding), and presence rows are a set union.
 Only readings the publication policy (:mod:`stream.core.policy`) allows count,
 metric by metric, and a missing value (NaN) counts for nothing. Group-by is one
 sort per resolution: sorted by (cell, time), every window size's groups are
-contiguous runs, summed with ``np.add.reduceat``.
+contiguous runs, summed with ``np.add.reduceat``, every metric at once (a
+column each of one 2-D array, a metric's uncounted rows adding 0 and taking no
+extreme): a call per (resolution, window size) rather than per metric too, for
+a batch's few thousand readings the numpy calls' own cost is most of the work.
 """
 
 from __future__ import annotations
@@ -93,7 +96,9 @@ def aggregate(
         )
         raise InvalidBatchError(msg)
 
-    columns = _metric_columns(rows, masks)
+    columns = _Columns.of(rows, masks)
+    if columns is None:
+        return np.zeros(0, PARTIAL_DTYPE), np.zeros(0, PRESENCE_DTYPE)
     ts = rows["ts_ms"]
     rides = rows["ride_id"]
     ride_days, _ = local_days_and_hours(ride_starts_ms(rides), day_tz)
@@ -103,6 +108,7 @@ def aggregate(
         cells = parent_cells(rows["cell"], res)
         order = np.lexsort((ts, cells))
         cells_o, ts_o = cells[order], ts[order]
+        sorted_columns = columns.take(order)
         for window_s in win_list:
             starts_o = window_starts_ms(ts_o, window_s)
             presence.append(
@@ -115,92 +121,108 @@ def aggregate(
                     days=ride_days[order],
                 )
             )
-            for metric, col in columns.items():
-                sel = col.mask[order]
-                partials.append(
-                    _partials(
-                        metric,
-                        res=res,
-                        window_s=window_s,
-                        cells=cells_o[sel],
-                        starts=starts_o[sel],
-                        col=col,
-                        rows=order[sel],
-                    )
-                )
+            partials.append(_partials(sorted_columns, res=res, window_s=window_s,
+                                      cells=cells_o, starts=starts_o))
     return np.concatenate(partials), np.concatenate(presence)
 
 
 @dataclass(frozen=True, slots=True)
-class _Noise:
-    seconds: np.ndarray  # tᵢ, the interval each reading covers
-    energy: np.ndarray  # tᵢ·10^(Lᵢ/10)
-    lamax_db: np.ndarray
+class _Columns:
+    """The counted rows' metric values, one row of a 2-D array per metric that has any
+    (so that a reduction over readings runs along contiguous memory), with what their
+    partials need precomputed."""
 
+    metrics: np.ndarray  # int(Metric) of each row
+    counted: np.ndarray  # (metrics, readings) bool: the reading counts for that metric
+    values: np.ndarray  # (metrics, readings) float64, 0 where not counted
+    low: np.ndarray  # values, +inf where not counted (for the minimum)
+    high: np.ndarray  # values, -inf where not counted (for the maximum)
+    bins: np.ndarray  # (metrics, readings) histogram bin, offset by the row: bin + 32·row
+    noise: int | None  # the noise row, if any
+    seconds: np.ndarray  # tᵢ, the interval each reading covers (0 where noise does not count)
+    energy: np.ndarray  # tᵢ·10^(Lᵢ/10) (0 where noise does not count)
+    lamax_db: np.ndarray  # NaN where noise does not count
 
-@dataclass(frozen=True, slots=True)
-class _Column:
-    """One metric's values over the counted rows, with what its partials need precomputed."""
-
-    mask: np.ndarray  # publishable for this metric
-    values: np.ndarray
-    bins: np.ndarray
-    noise: _Noise | None
-
-
-def _metric_columns(rows: np.ndarray, masks: dict[Metric, np.ndarray]) -> dict[Metric, _Column]:
-    columns = {}
-    for metric, mask in masks.items():
-        if not mask.any():
-            continue
-        values = rows[METRIC_COLUMNS[metric]].astype(np.float64)
-        # Bins of masked-out rows are never read; NaN would land in the last bin.
-        bins = hist_bins(metric, np.where(mask, values, 0.0))
-        noise = None
-        if metric is Metric.NOISE:
-            seconds = rows["interval_ms"].astype(np.float64) / 1000.0
+    @classmethod
+    def of(cls, rows: np.ndarray, masks: dict[Metric, np.ndarray]) -> _Columns | None:
+        metrics = [m for m, mask in masks.items() if mask.any()]
+        if not metrics:
+            return None
+        counted = np.stack([masks[m] for m in metrics])
+        raw = np.stack([rows[METRIC_COLUMNS[m]].astype(np.float64) for m in metrics])
+        values = np.where(counted, raw, 0.0)
+        # Bins of uncounted readings are never read (0 stands in for NaN, which would
+        # land in the last bin).
+        bins = np.stack([hist_bins(m, values[j]) for j, m in enumerate(metrics)])
+        bins += (np.arange(len(metrics)) * HIST_BINS)[:, None]
+        noise = metrics.index(Metric.NOISE) if Metric.NOISE in metrics else None
+        zeros = np.zeros(len(rows))
+        seconds, energy, lamax = zeros, zeros, np.full(len(rows), np.nan)
+        if noise is not None:
+            heard = counted[noise]
+            seconds = np.where(heard, rows["interval_ms"].astype(np.float64) / 1000.0, 0.0)
             with np.errstate(over="ignore", invalid="ignore"):
-                energy = seconds * np.power(10.0, values / 10.0)
-            noise = _Noise(seconds, energy, rows["noise_lamax_db"].astype(np.float64))
-        columns[metric] = _Column(mask, values, bins, noise)
-    return columns
+                energy = np.where(heard, seconds * np.power(10.0, values[noise] / 10.0), 0.0)
+            lamax = np.where(heard, rows["noise_lamax_db"].astype(np.float64), np.nan)
+        return cls(np.array([int(m) for m in metrics]), counted, values,
+                   np.where(counted, raw, np.inf), np.where(counted, raw, -np.inf), bins,
+                   noise, seconds, energy, lamax)
+
+    def take(self, order: np.ndarray) -> _Columns:
+        """The same columns with the readings in ``order``."""
+        return _Columns(self.metrics, self.counted[:, order], self.values[:, order],
+                        self.low[:, order], self.high[:, order], self.bins[:, order],
+                        self.noise, self.seconds[order], self.energy[order],
+                        self.lamax_db[order])
 
 
 def _partials(
-    metric: Metric,
+    columns: _Columns,
     *,
     res: int,
     window_s: int,
     cells: np.ndarray,
     starts: np.ndarray,
-    col: _Column,
-    rows: np.ndarray,
 ) -> np.ndarray:
-    """Partials of one metric at one resolution and window size; ``rows`` index into ``col``."""
+    """Partials of every metric at one resolution and window size, metric by metric;
+    ``columns``, ``cells`` and ``starts`` are sorted by (cell, start)."""
     firsts = group_starts(cells, starts)
-    out = np.zeros(len(firsts), dtype=PARTIAL_DTYPE)
-    if len(firsts) == 0:
-        return out
-    values = col.values[rows]
-    out["metric"] = int(metric)
+    groups, width = len(firsts), len(columns.metrics)
+    if groups == 0:
+        return np.zeros(0, dtype=PARTIAL_DTYPE)
+    values = columns.values
+    n = np.add.reduceat(columns.counted, firsts, axis=1, dtype=np.int64)  # (metrics, groups)
+    sums = np.add.reduceat(values, firsts, axis=1)
+    sumsq = np.add.reduceat(values * values, firsts, axis=1)
+    low = np.minimum.reduceat(columns.low, firsts, axis=1)
+    high = np.maximum.reduceat(columns.high, firsts, axis=1)
+    sizes = np.diff(np.append(firsts, values.shape[1]))
+    group = np.repeat(np.arange(groups) * (width * HIST_BINS), sizes)
+    slot = columns.bins + group
+    hist = np.bincount(slot[columns.counted], minlength=groups * width * HIST_BINS).reshape(
+        groups, width, HIST_BINS)
+    # Metric by metric (the row-major order of the (metrics, groups) arrays), only the
+    # cell-windows where the metric counted at least one reading.
+    keep = n.ravel() > 0
+    out = np.zeros(int(keep.sum()), dtype=PARTIAL_DTYPE)
+    out["metric"] = np.repeat(columns.metrics, groups)[keep]
     out["resolution"] = res
-    out["cell"] = cells[firsts]
+    out["cell"] = np.tile(cells[firsts], width)[keep]
     out["window_s"] = window_s
-    out["window_start_ms"] = starts[firsts]
-    out["n"] = np.diff(np.append(firsts, len(rows)))
-    out["sum"] = np.add.reduceat(values, firsts)
-    out["sumsq"] = np.add.reduceat(values * values, firsts)
-    out["min"] = np.minimum.reduceat(values, firsts)
-    out["max"] = np.maximum.reduceat(values, firsts)
-    if col.noise is not None:
-        out["energy"] = np.add.reduceat(col.noise.energy[rows], firsts)
-        out["duration_s"] = np.add.reduceat(col.noise.seconds[rows], firsts)
-        out["lamax_db"] = np.fmax.reduceat(col.noise.lamax_db[rows], firsts)
-    else:
-        out["lamax_db"] = np.nan
-    group = np.repeat(np.arange(len(firsts)), out["n"])
-    flat = np.bincount(group * HIST_BINS + col.bins[rows], minlength=len(firsts) * HIST_BINS)
-    out["hist"] = flat.reshape(len(firsts), HIST_BINS)
+    out["window_start_ms"] = np.tile(starts[firsts], width)[keep]
+    out["n"] = n.ravel()[keep]
+    out["sum"] = sums.ravel()[keep]
+    out["sumsq"] = sumsq.ravel()[keep]
+    out["min"] = low.ravel()[keep]
+    out["max"] = high.ravel()[keep]
+    out["hist"] = hist.transpose(1, 0, 2).reshape(-1, HIST_BINS)[keep]
+    out["lamax_db"] = np.nan
+    if columns.noise is not None:
+        noisy = out["metric"] == int(Metric.NOISE)
+        heard = n[columns.noise] > 0
+        out["energy"][noisy] = np.add.reduceat(columns.energy, firsts)[heard]
+        out["duration_s"][noisy] = np.add.reduceat(columns.seconds, firsts)[heard]
+        out["lamax_db"][noisy] = np.fmax.reduceat(columns.lamax_db, firsts)[heard]
     return out
 
 
