@@ -129,7 +129,8 @@ def broker_max_inflight(broker: MosquittoBroker) -> int:
 
 @contextmanager
 def services(broker_inflight: int | None,
-             durable: bool) -> Iterator[tuple[PostgresCluster, MosquittoBroker]]:
+             durable: bool) -> Iterator[tuple[PostgresCluster, MosquittoBroker, int]]:
+    """PostgreSQL and Mosquitto on loopback; yields them and the broker's process id."""
     root = Path(tempfile.mkdtemp(prefix="bikesense-bench-e2e-"))
     root.chmod(0o755)
     cluster = PostgresCluster(root / "postgres", durable=durable)
@@ -137,9 +138,9 @@ def services(broker_inflight: int | None,
               else TunedBroker(root / "mosquitto", broker_inflight))
     cluster.start()
     try:
-        broker.start()
+        broker_pid = broker.start().pid
         try:
-            yield cluster, broker
+            yield cluster, broker, broker_pid
         finally:
             broker.stop()
     finally:
@@ -465,7 +466,7 @@ def publish_paced(mqtt_url: str, frames: list[tuple[int, bytes]], frames_per_s: 
 
 
 def run_pipeline(base: str, mqtt_url: str, n_readings: int, kits: int, publishers: int,
-                 inflight: int, postmaster: int, profile: Path | None, *,
+                 inflight: int, postmaster: int, broker_pid: int, profile: Path | None, *,
                  paced_fraction: float, paced_seconds: float,
                  source: Path = ROOT) -> tuple[dict[str, Any], np.ndarray]:
     db = new_database(base, "bench_e2e", source)
@@ -493,6 +494,8 @@ def run_pipeline(base: str, mqtt_url: str, n_readings: int, kits: int, publisher
         cpu0 = cpu_seconds(proc.pid)
         api0 = cpu_seconds(api_pid)
         pg0 = cpu_seconds(postmaster, children=True)
+        broker0 = cpu_seconds(broker_pid)
+        own0 = cpu_seconds(os.getpid())
         sessions = ingest_backends(db)
         merged0 = partial_rows_merged(db)
         sessions0 = {pid: cpu_seconds(pid) for pid in sessions}
@@ -533,11 +536,17 @@ def run_pipeline(base: str, mqtt_url: str, n_readings: int, kits: int, publisher
         cpu = cpu_seconds(proc.pid) - cpu0
         api_cpu = cpu_seconds(api_pid) - api0
         pg_cpu = cpu_seconds(postmaster, children=True) - pg0
+        broker_cpu = cpu_seconds(broker_pid) - broker0
+        # This process: the publishers, the prober and the loop counting stored rows.
+        own_cpu = cpu_seconds(os.getpid()) - own0
         # Ingest's own sessions only: the prober's API polls and this loop's counts are not
         # part of ingesting (the sessions live as long as ingest, unless the database went).
-        sessions_cpu = float("nan")
-        with suppress(FileNotFoundError):
-            sessions_cpu = sum(cpu_seconds(pid) - cpu for pid, cpu in sessions0.items())
+        # A write-stage thread opens its connection when it first writes: sessions that
+        # began during the run count whole.
+        sessions_cpu = 0.0
+        for pid in set(sessions0) | set(ingest_backends(db)):
+            with suppress(FileNotFoundError):
+                sessions_cpu += cpu_seconds(pid) - sessions0.get(pid, 0.0)
         if spy is not None:
             spy.send_signal(signal.SIGINT)
             spy.wait(30)
@@ -595,6 +604,8 @@ def run_pipeline(base: str, mqtt_url: str, n_readings: int, kits: int, publisher
         # CPU time per stored reading: steadier than readings/s on a machine shared with
         # other work, and what bounds the rate once both cores are busy.
         "api_server_cpu_cores_busy": api_cpu / elapsed,
+        "broker_cpu_cores_busy": broker_cpu / elapsed,
+        "publishers_and_bench_cpu_cores_busy": own_cpu / elapsed,
         # Rows inserted or updated in cell_windows per stored reading, from the table's
         # statistics: what the batch size saves the database, for any version of ingest.
         "partial_rows_merged_per_reading": merged / n,
@@ -792,13 +803,13 @@ def main() -> None:
     args = parser.parse_args()
 
     profile = Path(tempfile.mkstemp(suffix=".pyspy")[1]) if args.profile else None
-    with services(args.broker_max_inflight, args.durable) as (cluster, broker):
+    with services(args.broker_max_inflight, args.durable) as (cluster, broker, broker_pid):
         base = cluster.url
         about = machine(base)
         inflight_window = broker_max_inflight(broker)
         pipeline, enriched = run_pipeline(base, broker.url, args.readings, args.kits,
                                           args.publishers, args.inflight, cluster.pid(),
-                                          profile, paced_fraction=args.paced_fraction,
+                                          broker_pid, profile, paced_fraction=args.paced_fraction,
                                           paced_seconds=args.paced_seconds,
                                           source=args.ingest_source.resolve())
         ceiling = bare_copy(base, enriched, args.copy_batch)
@@ -865,7 +876,9 @@ def main() -> None:
           f"{pipeline['postgres_ingest_sessions_cpu_us_per_reading']:.0f} µs); "
           f"{pipeline['partial_rows_merged_per_reading']:.2f} partial rows merged per reading; "
           "the API server "
-          f"answering the prober used {pipeline['api_server_cpu_cores_busy']:.2f} cores")
+          f"answering the prober used {pipeline['api_server_cpu_cores_busy']:.2f} cores, "
+          f"Mosquitto {pipeline['broker_cpu_cores_busy']:.2f}, the publishers (and this "
+          f"process's probing) {pipeline['publishers_and_bench_cpu_cores_busy']:.2f}")
     for thread, shares in (pipeline["ingest_thread_profile"] or {}).items():
         for label, share in shares.items():
             print(f"  ingest {thread}: {share:6.1%} {label}")

@@ -159,6 +159,10 @@ def ingest_command(
     log_level: Annotated[str, typer.Option(help="Logging level.")] = "INFO",
     metrics_port: Annotated[int | None, typer.Option(
         help="Serve Prometheus metrics of this process on 127.0.0.1:PORT/metrics.")] = None,
+    writers: Annotated[int, typer.Option(
+        min=1, help="Batches written to the database at once, each on its own connection "
+                    "(a second only under load; acks stay in arrival order; see "
+                    "docs/stream.md).")] = 2,
 ) -> None:
     """Take kit frames from MQTT; store them (default) or hand them to Kafka."""
     logging.basicConfig(level=log_level.upper(),
@@ -183,7 +187,7 @@ def ingest_command(
         config = EmbeddedConfig(
             mqtt_url=resolve_mqtt_url(settings), database_url=resolve_database_url(settings),
             client_id=name, share_group=share_group, topic_root=topic_root,
-            core=core_config(settings),
+            writers=writers, core=core_config(settings),
             maintenance=MaintenanceConfig(raw_retention=timedelta(days=settings.raw_retention_days)),
         )
         runtime = EmbeddedRuntime(config, master_key_from_environment(settings))

@@ -29,9 +29,11 @@ A replayed or overlapping batch inserts no reading a second time, so it adds
 nothing to any aggregate: every table is left as it was.
 
 The Python part of that work need not wait inside the transaction:
-:func:`plan_write` checks and de-duplicates a batch, aggregates it and encodes
-every COPY payload on the assumption that all its readings are new (the common
-case), before any transaction is open. :func:`write_batch` takes such a plan and
+:func:`plan_write` checks and de-duplicates a batch and aggregates it on the
+assumption that all its readings are new (the common case), before any
+transaction is open; :meth:`WritePlan.encode` encodes its COPY payloads (once,
+for the plans of several chunks joined by :func:`join_plans`), also before the
+transaction. :func:`write_batch` takes such a plan and
 uses its aggregates only when the fast-path COPY proved them right (every row
 was new); otherwise it aggregates the rows that were new, as without a plan.
 The embedded runtime plans the next batch while the current one is written.
@@ -40,7 +42,8 @@ The embedded runtime plans the next batch while the current one is written.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 import numpy as np
@@ -242,42 +245,66 @@ def ensure_partitions(conn: psycopg.Connection[Any], days: list[int]) -> int:
     return int(row[0]) if row else 0
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class _Aggregates:
-    """The partials and presence rows of a set of readings, with their COPY payloads."""
+    """The partials and presence rows of a set of readings, with their COPY payloads
+    (encoded when first used: the plans of a batch's chunks are joined, and only the
+    joined one is written)."""
 
     partials: np.ndarray
     presence: np.ndarray
-    cell_windows_payload: bytes = field(repr=False)
-    presence_payload: bytes = field(repr=False)
-    cells_payload: bytes = field(repr=False)
 
     @classmethod
     def of(cls, partials: np.ndarray, presence: np.ndarray) -> _Aggregates:
         if partials.dtype != PARTIAL_DTYPE or presence.dtype != PRESENCE_DTYPE:
             raise BatchError("the aggregate callable must return (PARTIAL_DTYPE, PRESENCE_DTYPE) "
                              f"arrays, got ({partials.dtype}, {presence.dtype})")
-        return cls(partials, presence,
-                   cellwindows.encode(partials) if len(partials) else b"",
-                   _presence_payload(presence) if len(presence) else b"",
-                   _cell_payload(partials) if len(partials) else b"")
+        return cls(partials, presence)
+
+    @cached_property
+    def cell_windows_payload(self) -> bytes:
+        return cellwindows.encode(self.partials) if len(self.partials) else b""
+
+    @cached_property
+    def presence_payload(self) -> bytes:
+        return _presence_payload(self.presence) if len(self.presence) else b""
+
+    @cached_property
+    def cells_payload(self) -> bytes:
+        return _cell_payload(self.partials) if len(self.partials) else b""
+
+    def encode(self) -> None:
+        """Encode every payload now."""
+        _ = self.cell_windows_payload, self.presence_payload, self.cells_payload
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class WritePlan:
     """A batch made ready for :func:`write_batch` outside any transaction.
 
-    ``rows`` are the batch's readings, checked, de-duplicated and sorted by key,
-    with their COPY payload. ``aggregates``, when present, are those of *all* of
-    ``rows``: right exactly when every row turns out to be new.
+    ``rows`` are the batch's readings, checked, de-duplicated and sorted by key.
+    ``aggregates``, when present, are those of *all* of ``rows``: right exactly
+    when every row turns out to be new. The COPY payloads are encoded when first
+    used, or by :meth:`encode`: call it before opening the write's transaction, so
+    that the transaction does not wait for Python.
     """
 
     rows: np.ndarray
     days: list[int]
-    readings_payload: bytes = field(repr=False)
     aggregates: _Aggregates | None
     #: Readings of the original batch repeated within it (left out of ``rows``).
     repeated: int = 0
+
+    @cached_property
+    def readings_payload(self) -> bytes:
+        return _direct_payload(self.rows) if len(self.rows) else b""
+
+    def encode(self) -> WritePlan:
+        """Encode every COPY payload the write may use now; returns the plan."""
+        _ = self.readings_payload
+        if self.aggregates is not None:
+            self.aggregates.encode()
+        return self
 
 
 def plan_write(enriched: np.ndarray, aggregate: AggregateFn | None) -> WritePlan:
@@ -292,7 +319,6 @@ def plan_write(enriched: np.ndarray, aggregate: AggregateFn | None) -> WritePlan
     _check_times(enriched)
     unique = dedupe(enriched)
     return WritePlan(unique, partition_days(unique),
-                     _direct_payload(unique) if len(unique) else b"",
                      _Aggregates.of(*aggregate(unique)) if aggregate and len(unique) else None,
                      len(enriched) - len(unique))
 
@@ -312,25 +338,28 @@ def join_plans(plans: Sequence[WritePlan]) -> WritePlan:
             merge_partials(np.concatenate([a.partials for a in parts])),
             first_by_key(np.concatenate([a.presence for a in parts]),
                          PRESENCE_DTYPE.names or ()))
-    return WritePlan(unique, partition_days(unique),
-                     _direct_payload(unique) if len(unique) else b"", aggregates, repeated)
+    return WritePlan(unique, partition_days(unique), aggregates, repeated)
 
 
 def write_batch(conn: psycopg.Connection[Any], batch: np.ndarray | WritePlan,
-                aggregate: AggregateFn) -> WriteResult:
+                aggregate: AggregateFn, *, create_partitions: bool = True) -> WriteResult:
     """Store a batch of enriched readings and merge the aggregates of the new ones.
 
     ``batch`` is an ``ENRICHED_DTYPE`` array or a :class:`WritePlan` of one (made
     with the same ``aggregate``). ``conn`` should not be inside a transaction:
     partitions are created in a short transaction of their own, and the write is
     one transaction that commits on return (nested in the caller's, as
-    savepoints, if there is one). Errors from the database propagate as psycopg
-    errors with nothing written.
+    savepoints, if there is one). A caller that writes in a transaction of its own
+    should call :func:`ensure_partitions` before opening it and pass
+    ``create_partitions=False``: a partition created inside its transaction keeps
+    ``readings`` locked against every other partition creator until it commits.
+    Errors from the database propagate as psycopg errors with nothing written.
     """
     plan = batch if isinstance(batch, WritePlan) else plan_write(batch, None)
     if len(plan.rows) == 0:
         return WriteResult(0, plan.repeated, 0)
-    ensure_partitions(conn, plan.days)
+    if create_partitions:
+        ensure_partitions(conn, plan.days)
     with conn.transaction():
         conn.execute(_STAGING_DDL)
         new = _insert_new_readings(conn, plan)

@@ -1,8 +1,8 @@
 """The embedded runtime: one process, MQTT → admit → QA and bin → PostgreSQL, acked after commit.
 
 The default runtime, and what the demo and the tests run. asyncio drives it and
-keeps the event loop free for signals; the blocking work runs in two stage
-threads, so that the database's work and ours overlap instead of taking turns:
+keeps the event loop free for signals; the blocking work runs in stage threads,
+so that the database's work and ours overlap instead of taking turns:
 
 - the **prepare** stage takes messages off the bounded hand-over queue, admits
   them (decode, authenticate, validate), runs them through the stream core,
@@ -12,32 +12,46 @@ threads, so that the database's work and ours overlap instead of taking turns:
 - the **write** stage takes the next batch as soon as it is free, writes it in
   one transaction and, once that has committed, acknowledges its messages.
   Inside the transaction it only runs statements, unless some readings were
-  stored already (a redelivery), when it aggregates those that were new.
+  stored already (a redelivery), when it aggregates those that were new. It has
+  ``EmbeddedConfig.writers`` threads (two by default), each with its own
+  connection: while one batch is being written, a second writer takes the next
+  batch only once it is full, so under load two transactions run at once (one
+  waiting on the database's locks or its commit while the other works), and at
+  light load one writer does everything, as before.
 
 So while batch N is written and committed, batch N+1 is collected and
 processed, and it grows for as long as the write of N takes, up to
 ``max_batch_messages``: a slow write makes the next batch bigger, and bigger
 batches cost the database less per reading (fewer partial-aggregate rows to
-merge). The depth is bounded: one batch being written and one being prepared,
-so at most ``2 × max_batch_messages`` messages are between the queue and their
-commit. ``EmbeddedConfig.overlap_stages=False`` runs the stages in turn.
+merge). The depth is bounded: the batches being written and one being prepared,
+so at most ``(writers + 1) × max_batch_messages`` messages are between the queue
+and their commit. ``EmbeddedConfig.overlap_stages=False`` runs the stages in
+turn, with one writer.
 
 Delivery: a message is acknowledged only after the transaction holding its
 readings, its reject or its status update has committed, and never before the
-messages of an earlier batch (batches are written one at a time, in the order
-their messages arrived, and acked right after their commit). If the database
-goes away, the write in hand is retried with back-off and nothing later is
-written or acked meanwhile; the next batch fills up, the queue fills, paho's
-thread blocks, the broker's in-flight window fills, and the broker holds the
-rest. On stop, the write in hand is finished (committed, then acked) unless it
-is waiting out a database outage; batches not committed stay unacknowledged.
-Kill the process at any point and the broker redelivers what was not acked; the
-exactly-once writer ignores what had already been stored.
+messages of an earlier batch (batches are numbered in the order their messages
+arrived; two writers may commit them out of order, but each is acked only after
+the one before it was). If the database goes away, the writes in hand are retried
+with back-off; the next batch fills up, the queue fills, paho's thread blocks,
+the broker's in-flight window fills, and the broker holds the rest. On stop, the
+writes in hand are finished (committed, then acked) unless they are waiting out a
+database outage; batches not committed stay unacknowledged, and so does a batch
+committed after one that was not (the broker redelivers it; its readings are
+duplicates then, which change nothing). Kill the process at any point and the
+broker redelivers what was not acked; the exactly-once writer ignores what had
+already been stored.
 
-What bounds the messages held unacknowledged is the hand-over queue and the two
+Concurrent writers cannot deadlock: every statement of a batch's transaction
+locks rows in key order (readings, cell-windows, presence, cells and kits are
+sorted the same way in every batch), and partitions are created before the
+transaction, committed on their own. With end-of-ride trimming on there is one
+writer: a batch's transaction reads the readings the batch before held back.
+
+What bounds the messages held unacknowledged is the hand-over queue and the
 batches. A broker that enforces an in-flight window (``max_inflight_messages``)
-must let it cover two full batches, or the next batch cannot fill while one is
-being written; Mosquitto 2.0.11 stops enforcing it after the first PUBACK
+must let it cover ``writers + 1`` full batches, or the next batch cannot fill
+while one is being written; Mosquitto 2.0.11 stops enforcing it after the first PUBACK
 (measured, docs/ingest.md).
 """
 
@@ -52,6 +66,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, TypeVar
 
 import numpy as np
@@ -96,6 +111,12 @@ class EmbeddedConfig:
     #: Prepare the next batch while one is written (the default); False: collect,
     #: prepare, write and ack one batch at a time.
     overlap_stages: bool = True
+    #: Batches written at once, each in its own transaction on its own connection,
+    #: acked in arrival order all the same. A second writer takes a batch only when
+    #: it is full while the first is still writing, so it works only under load.
+    #: One with ``overlap_stages=False`` or end-of-ride trimming on (which reads in
+    #: its transaction what the batch before held back).
+    writers: int = 2
     core: CoreConfig = field(default_factory=CoreConfig)
     rules: AdmissionRules = field(default_factory=AdmissionRules)
     #: Back-off while the database is away.
@@ -108,6 +129,8 @@ class EmbeddedConfig:
         if self.max_batch_messages < 1:
             msg = f"max_batch_messages must be at least 1 (got {self.max_batch_messages})"
             raise ValueError(msg)
+        if self.writers < 1:
+            raise ValueError(f"writers must be at least 1 (got {self.writers})")
 
 
 @dataclass(frozen=True, slots=True)
@@ -170,7 +193,13 @@ class EmbeddedRuntime:
         self._states: KitStates = {}
         #: Kit states after the last prepared chunk (the prepare stage's own).
         self._prepared_states: KitStates = {}
-        self._sink = PostgresSink(config.database_url, config.core)
+        self._whole_batches = type(self)._handle is not EmbeddedRuntime._handle
+        serial = (not config.overlap_stages or self._whole_batches
+                  or config.core.privacy.trim_end_s > 0)
+        #: One sink (connection) per write-stage thread; the first is also the planner's.
+        self._sinks = [PostgresSink(config.database_url, config.core)
+                       for _ in range(1 if serial else config.writers)]
+        self._sink = self._sinks[0]
         # Admission reads kit keys on a connection of its own: the prepare stage must
         # never run a query inside the write stage's open transaction.
         self._key_reader = KitKeyReader(config.database_url, master_key)
@@ -181,8 +210,13 @@ class EmbeddedRuntime:
         self._handover = threading.Condition()
         self._next: list[_Chunk] = []
         self._next_messages = 0
-        self._writing = False
-        self._whole_batches = type(self)._handle is not EmbeddedRuntime._handle
+        self._writing = 0  # batches taken by write-stage threads and not finished
+        # Acks in arrival order: batches are numbered as they are taken, and one is
+        # acked only after the one before it was. A batch that ends unacked (stop,
+        # error) breaks the chain: nothing after it is acked.
+        self._taken = 0
+        self._acked_through = -1
+        self._chain_broken = False
         self._failures: list[BaseException] = []
         self._subscriber = MqttSubscriber(
             config.mqtt_url,
@@ -272,61 +306,77 @@ class EmbeddedRuntime:
 
     # the write stage ------------------------------------------------------------------
 
-    def _write_loop(self) -> None:
+    def _write_loop(self, sink: PostgresSink) -> None:
         while not self._stopping.is_set():
-            batch = self._take_next()
-            if batch is None:
+            taken = self._take_next()
+            if taken is None:
                 continue
+            number, batch = taken
+            acked = False
             try:
                 started = time.monotonic()
+                states = None
                 if isinstance(batch, PreparedBatch):
-                    messages, outcome = batch.messages, self._store(batch)
+                    messages, outcome = batch.messages, self._store(batch, sink)
+                    states = batch.states
                 else:
                     messages, outcome = batch, self._handle(batch)
                 if outcome is None:
                     return  # stopped during a database outage: left unacked
-                self._acknowledge(messages, outcome)
-                log.debug("batch of %d messages written and acked in %.3f s (%d readings new, "
-                          "%d partial rows merged)", len(messages), time.monotonic() - started,
-                          outcome.inserted, outcome.partials_merged)
+                acked = self._acknowledge_in_turn(number, messages, outcome, states)
+                log.debug("batch of %d messages written and %s in %.3f s (%d readings new, "
+                          "%d partial rows merged)", len(messages),
+                          "acked" if acked else "left unacked (an earlier batch was not)",
+                          time.monotonic() - started, outcome.inserted, outcome.partials_merged)
             finally:
                 with self._handover:
-                    self._writing = False
+                    self._writing -= 1
+                    self._chain_broken |= not acked
                     self._handover.notify_all()
 
-    def _take_next(self) -> _Chunk | None:
-        """Wait a while for the next batch and take all of it; None if there is none, or
-        when stopping (what was prepared then stays unacked, for the broker to resend)."""
+    def _take_next(self) -> tuple[int, _Chunk] | None:
+        """Wait a while for the next batch and take all of it, numbered; None if there is
+        none, or when stopping (what was prepared then stays unacked, for the broker to
+        resend). While another write is in progress, only a full batch is taken: a batch
+        grows for as long as the write before it takes, and bigger batches cost the
+        database less per reading."""
+        def ready() -> bool:
+            return bool(self._next) and (
+                self._writing == 0 or self._next_messages >= self.config.max_batch_messages)
+
         with self._handover:
-            self._handover.wait_for(lambda: bool(self._next) or self._stopping.is_set(), _POLL_S)
-            if not self._next or self._stopping.is_set():
+            self._handover.wait_for(lambda: ready() or self._stopping.is_set(), _POLL_S)
+            if not ready() or self._stopping.is_set():
                 return None
             chunks, self._next, self._next_messages = self._next, [], 0
-            self._writing = True
+            self._writing += 1
+            number, self._taken = self._taken, self._taken + 1
             self._handover.notify_all()  # room again: the prepare stage starts the batch after
         prepared = [c for c in chunks if isinstance(c, PreparedBatch)]
         if prepared:
-            return PreparedBatch.joined(prepared)
-        return [m for c in chunks if isinstance(c, list) for m in c]
+            return number, PreparedBatch.joined(prepared)
+        return number, [m for c in chunks if isinstance(c, list) for m in c]
 
-    def _store(self, prepared: PreparedBatch) -> WriteOutcome | None:
-        """Write one prepared batch in one transaction; retry while the database is away.
+    def _store(self, prepared: PreparedBatch, sink: PostgresSink | None = None,
+               ) -> WriteOutcome | None:
+        """Write one prepared batch in one transaction (on ``sink``, the first by
+        default); retry while the database is away.
 
         Returns None if asked to stop before the batch could be written: it is
         then not acked, and the broker delivers it again.
         """
-        outcome = self._with_retries(
-            lambda: self._sink.write(prepared.admitted, prepared.rows, prepared.states,
-                                     prepared.plan),
+        sink = sink or self._sink
+        return self._with_retries(
+            lambda: sink.write(prepared.admitted, prepared.rows, prepared.states, prepared.plan),
             len(prepared.messages))
-        if outcome is not None:
-            self._states = prepared.states
-        return outcome
 
     def _handle(self, batch: list[InboundMessage]) -> WriteOutcome | None:
         """Prepare and store one batch in turn (what a subclass may override instead)."""
         prepared = self._prepare(batch)
-        return None if prepared is None else self._store(prepared)
+        outcome = None if prepared is None else self._store(prepared)
+        if prepared is not None and outcome is not None:
+            self._states = prepared.states  # whole batches: one write stage thread
+        return outcome
 
     def _with_retries(self, step: Callable[[], _T], messages: int) -> _T | None:
         """``step()``, again with back-off while the database is away; None once stopping."""
@@ -341,6 +391,23 @@ class EmbeddedRuntime:
             if self._stopping.wait(delay):
                 return None
             delay = min(delay * 2, self.config.retry_max_s)
+
+    def _acknowledge_in_turn(self, number: int, messages: list[InboundMessage],
+                             outcome: WriteOutcome, states: KitStates | None) -> bool:
+        """Ack batch ``number`` once every batch before it was acked; False (and no ack)
+        if one of them ended unacked."""
+        with self._handover:
+            self._handover.wait_for(
+                lambda: self._acked_through == number - 1 or self._chain_broken)
+            if self._chain_broken:
+                return False
+        self._acknowledge(messages, outcome)
+        with self._handover:
+            self._acked_through = number
+            if states is not None:
+                self._states = states
+            self._handover.notify_all()
+        return True
 
     def _acknowledge(self, messages: list[InboundMessage], outcome: WriteOutcome) -> None:
         acked = self._subscriber.ack(messages)
@@ -381,9 +448,11 @@ class EmbeddedRuntime:
                                                self.config.maintenance, stop))
                   if self.config.maintenance is not None else None)
         self._prepared_states = self._states
+        loops: list[tuple[Callable[[], None], str]] = [(self._prepare_loop, "bikesense-prepare")]
+        loops += [(partial(self._write_loop, sink), "bikesense-write" + (f"-{i + 1}" if i else ""))
+                  for i, sink in enumerate(self._sinks)]
         stages = [threading.Thread(target=self._run_stage, args=(loop,), name=name, daemon=True)
-                  for loop, name in ((self._prepare_loop, "bikesense-prepare"),
-                                     (self._write_loop, "bikesense-write"))]
+                  for loop, name in loops]
         for thread in stages:
             thread.start()
         log.info("embedded runtime consuming %s", self.layout.up_filter())
@@ -397,7 +466,8 @@ class EmbeddedRuntime:
                 upkeep.cancel()
                 await asyncio.gather(upkeep, return_exceptions=True)
             await asyncio.to_thread(self._subscriber.stop)
-            self._sink.close()
+            for sink in self._sinks:
+                sink.close()
             self._key_reader.close()
             log.info("embedded runtime stopped; unacknowledged messages stay with the broker")
         if self._failures:

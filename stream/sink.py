@@ -24,7 +24,7 @@ from ingest.admission import Admitted
 from storage.held import hold, take_held
 from storage.kits import record_status, touch_last_seen
 from storage.rejects import Reject, insert_rejects
-from storage.writer import WritePlan, WriteResult, plan_write, write_batch
+from storage.writer import WritePlan, WriteResult, ensure_partitions, plan_write, write_batch
 from stream.core.binning import parent_cells
 from stream.core.partials import METRIC_COLUMNS
 from stream.core.privacy import settle_ride_ends
@@ -84,15 +84,23 @@ class PostgresSink:
         conn = self._connection()
         held = trimmed = 0
         try:
+            trimming = trim_end_s > 0 and states is not None and len(enriched) > 0
+            if not trimming and plan is not None:
+                # Before the transaction: its COPY payloads (Python work), and the
+                # partitions, committed on their own (a partition created inside it
+                # would keep other writers waiting until it commits).
+                plan.encode()
+                ensure_partitions(conn, plan.days)
             with conn.transaction():
                 to_write: np.ndarray | WritePlan = enriched
-                if trim_end_s > 0 and states is not None and len(enriched):
+                if trimming and states is not None:
                     to_write, held, trimmed = _settle_ride_ends(conn, enriched, states,
                                                                 trim_end_s)
                 elif plan is not None:
                     to_write = plan
-                result = (write_batch(conn, to_write, self._aggregate) if len(enriched)
-                          else WriteResult(0, 0, 0))
+                result = (write_batch(conn, to_write, self._aggregate,
+                                      create_partitions=to_write is not plan)
+                          if len(enriched) else WriteResult(0, 0, 0))
                 stored = insert_rejects(conn, [
                     Reject(payload=r.payload, reason=r.reason, received_ms=r.received_ms,
                            kit_id=r.kit_id, detail=r.detail, topic=r.topic)
@@ -120,6 +128,13 @@ class PostgresSink:
             seen = dict(zip(kit_ids[starts].tolist(), latest.tolist(), strict=True))
         for update in admitted.statuses:
             seen[update.kit_id] = max(seen.get(update.kit_id, 0), update.received_ms)
+        if not seen:
+            return
+        # Concurrent writers (EmbeddedConfig.writers) update the same kits' rows: lock
+        # them in one order first, so that two batches cannot deadlock on them.
+        conn.execute("SELECT FROM kits WHERE kit_id = ANY(%s) ORDER BY kit_id FOR NO KEY UPDATE",
+                     (sorted(seen),))
+        for update in admitted.statuses:
             status = dataclasses.asdict(update.status)
             status["status"] = int(update.status.status)
             record_status(conn, update.kit_id, received_ms=update.received_ms, status=status,

@@ -1,5 +1,6 @@
-"""The embedded runtime's two overlapping stages: batch N+1 is prepared while batch N is written,
-and still nothing is acknowledged before its own commit, nor before an earlier batch's.
+"""The embedded runtime's overlapping stages: batch N+1 is prepared while batch N is written
+(and, when full, written beside it by a second writer), and still nothing is acknowledged
+before its own commit, nor before an earlier batch's.
 
 Real Mosquitto and PostgreSQL. To hold a write in the middle of its transaction,
 the test takes an EXCLUSIVE lock on ``readings`` (reads still work) and releases
@@ -54,19 +55,25 @@ class TracedRuntime(EmbeddedRuntime):
         self.events: list[tuple[str, Batch]] = []
         self.chunks: list[PreparedBatch] = []
         self._lock = threading.Lock()
-        self._current: Batch = ()
-        sink_write, subscriber_ack = self._sink.write, self._subscriber.ack
+        self._current = threading.local()  # the batch each write-stage thread is writing
+        self._writer_threads: list[str] = []
+        subscriber_ack = self._subscriber.ack
         load_keys = self._key_reader.load
 
-        def write(admitted: Any, rows: Any, states: Any = None, plan: Any = None) -> Any:
-            self._log("write", self._current)
-            try:
-                outcome = sink_write(admitted, rows, states, plan)
-            except psycopg.OperationalError:
-                self._log("failed", self._current)
-                raise
-            self._log("committed", self._current)
-            return outcome
+        def traced_write(sink_write: Any) -> Any:
+            def write(admitted: Any, rows: Any, states: Any = None, plan: Any = None) -> Any:
+                batch = self._current.batch
+                with self._lock:
+                    self._writer_threads.append(threading.current_thread().name)
+                self._log("write", batch)
+                try:
+                    outcome = sink_write(admitted, rows, states, plan)
+                except psycopg.OperationalError:
+                    self._log("failed", batch)
+                    raise
+                self._log("committed", batch)
+                return outcome
+            return write
 
         def ack(messages: list[InboundMessage]) -> int:
             self._log("acked", self._batch_of(messages))
@@ -79,14 +86,15 @@ class TracedRuntime(EmbeddedRuntime):
                 self._log("keys failed", ())
                 raise
 
-        aggregate = self._sink._aggregate
+        def traced_aggregate(aggregate: Any) -> Any:
+            def traced(rows: Any) -> Any:
+                self._log(f"aggregated in {threading.current_thread().name}", ())
+                return aggregate(rows)
+            return traced
 
-        def traced_aggregate(rows: Any) -> Any:
-            self._log(f"aggregated in {threading.current_thread().name}", ())
-            return aggregate(rows)
-
-        self._sink._aggregate = traced_aggregate  # type: ignore[assignment]
-        self._sink.write = write  # type: ignore[method-assign]
+        for sink in self._sinks:
+            sink._aggregate = traced_aggregate(sink._aggregate)  # type: ignore[assignment]
+            sink.write = traced_write(sink.write)  # type: ignore[method-assign]
         self._subscriber.ack = ack  # type: ignore[method-assign]
         self._keys = KeyCache(keys)
 
@@ -98,9 +106,9 @@ class TracedRuntime(EmbeddedRuntime):
             self._log("prepared", (len(self.chunks) - 1,))
         return prepared
 
-    def _store(self, prepared: PreparedBatch) -> Any:
-        self._current = self._batch_of(prepared.messages)
-        return super()._store(prepared)
+    def _store(self, prepared: PreparedBatch, sink: Any = None) -> Any:
+        self._current.batch = self._batch_of(prepared.messages)
+        return super()._store(prepared, sink)
 
     def _batch_of(self, messages: list[InboundMessage]) -> Batch:
         with self._lock:
@@ -110,6 +118,11 @@ class TracedRuntime(EmbeddedRuntime):
     def _log(self, event: str, batch: Batch) -> None:
         with self._lock:
             self.events.append((event, batch))
+
+    def seen_threads(self) -> set[str]:
+        """The write-stage threads that wrote a batch."""
+        with self._lock:
+            return set(self._writer_threads)
 
     def seen(self, event: str) -> list[Batch]:
         with self._lock:
@@ -134,11 +147,12 @@ class TracedRuntime(EmbeddedRuntime):
             return {int(k) for k in self.chunks[chunk].rows["kit_id"]}
 
 
-def _frame(kit: int, seq: int, secret: bytes) -> bytes:
+def _frame(kit: int, seq: int, secret: bytes, lat_deg: float | None = None) -> bytes:
     start_ms = int(time.time() * 1000) - 600_000 + seq * PER_FRAME * 1000
     r = empty_readings(PER_FRAME)
     r["ts_ms"] = start_ms + np.arange(PER_FRAME) * 1000
-    r["lat_deg"] = 52.09 + kit * 1e-3 + np.arange(PER_FRAME) * 1e-5
+    lat0 = 52.09 + kit * 1e-3 if lat_deg is None else lat_deg
+    r["lat_deg"] = lat0 + np.arange(PER_FRAME) * 1e-5
     r["lon_deg"] = 5.12
     r["gnss_fix"], r["hdop"], r["speed_mps"], r["interval_ms"] = 2, 1.0, 4.0, 1000
     r["pm25_ugm3"] = 8.0 + np.arange(PER_FRAME) % 7 * 0.4
@@ -158,9 +172,10 @@ class Fleet:
         with psycopg.connect(self.url, autocommit=True) as conn:
             self.secrets[kit] = register_kit(conn, self.master, kit).secret
 
-    def publish(self, kit: int, seq: int) -> None:
+    def publish(self, kit: int, seq: int, lat_deg: float | None = None) -> None:
         with MqttPublisher(self.mqtt_url, topic_root=self.root) as publisher:
-            publisher.publish(f"{self.root}/kits/{kit}/up", _frame(kit, seq, self.secrets[kit]))
+            publisher.publish(f"{self.root}/kits/{kit}/up",
+                              _frame(kit, seq, self.secrets[kit], lat_deg))
         self.published += PER_FRAME
 
     def config(self, client_id: str, **overrides: Any) -> EmbeddedConfig:
@@ -217,8 +232,8 @@ def assert_acks_follow_commits(runtime: TracedRuntime) -> None:
 def test_the_next_batch_is_prepared_during_a_write_and_acked_only_after_it(
     fleet: Fleet, unique_topic_prefix: str,
 ) -> None:
-    runtime = TracedRuntime(fleet.config(f"{unique_topic_prefix}-ingest", max_batch_messages=2),
-                            fleet.master)
+    runtime = TracedRuntime(fleet.config(f"{unique_topic_prefix}-ingest", max_batch_messages=2,
+                                         writers=1), fleet.master)
     with started(runtime):
         with readings_locked(fleet.url):
             fleet.publish(1, 0)  # chunk 0, written alone: its write waits for the lock
@@ -259,6 +274,82 @@ def test_without_overlap_the_stages_take_turns(fleet: Fleet, unique_topic_prefix
     assert runtime.seen("acked") == [(0,), (1,)]
     assert_acks_follow_commits(runtime)
     assert runtime.at("acked", (0,)) < runtime.at("prepared", (1,))
+    fleet.assert_exactly_once()
+
+
+@contextmanager
+def kit_row_locked(url: str, kit: int) -> Iterator[None]:
+    """Hold kit ``kit``'s row locked until the block ends: a write of that kit's readings
+    waits at the end of its transaction (recording when the kit was last seen)."""
+    conn = psycopg.connect(url)
+    conn.execute("SELECT FROM kits WHERE kit_id = %s FOR UPDATE", (kit,))
+    try:
+        yield
+    finally:
+        with suppress(psycopg.OperationalError):
+            conn.commit()
+        conn.close()
+
+
+#: Far enough north of the other kits that no H3 cell of the default resolutions is
+#: shared: the writes of kit 1 and of the others lock no row in common but the kits'.
+FAR_LAT = 53.5
+
+
+def two_writes_in_flight(runtime: TracedRuntime, fleet: Fleet) -> None:
+    """Batch (0,) (kit 1) held at its end by the test's lock on kit 1; batch (1, 2)
+    (kits 2 and 3) full, so taken by the second writer and committed meanwhile."""
+    fleet.publish(1, 0, lat_deg=FAR_LAT)
+    wait_for(lambda: writer_blocked(fleet.url), what="batch (0,)'s write to block")
+    fleet.publish(2, 0)
+    fleet.publish(3, 0)
+    wait_for(lambda: runtime.seen("committed") == [(1, 2)], what="batch (1, 2) committed")
+    time.sleep(0.5)
+    assert runtime.seen("write") == [(0,), (1, 2)]
+    assert runtime.seen("acked") == []  # not before batch (0,), which has not committed
+
+
+def test_a_second_writer_takes_a_full_batch_and_acks_wait_for_the_batch_before(
+    fleet: Fleet, unique_topic_prefix: str,
+) -> None:
+    runtime = TracedRuntime(fleet.config(f"{unique_topic_prefix}-ingest", max_batch_messages=2),
+                            fleet.master)
+    assert runtime.config.writers == 2
+    with started(runtime):
+        with kit_row_locked(fleet.url, 1):
+            two_writes_in_flight(runtime, fleet)
+        wait_for(lambda: runtime.acked_chunks() == [0, 1, 2], what="every chunk acked")
+    assert runtime.seen("acked") == [(0,), (1, 2)]
+    assert runtime.seen("committed") == [(1, 2), (0,)]
+    assert runtime.at("committed", (0,)) < runtime.at("acked", (0,)) < runtime.at("acked", (1, 2))
+    assert runtime.seen_threads() == {"bikesense-write", "bikesense-write-2"}
+    fleet.assert_exactly_once()
+
+
+def test_a_later_batch_committed_stays_unacked_when_the_batch_before_fails(
+    fleet: Fleet, unique_topic_prefix: str,
+) -> None:
+    client_id = f"{unique_topic_prefix}-ingest"
+    runtime = TracedRuntime(fleet.config(client_id, max_batch_messages=2), fleet.master)
+    with started(runtime) as request_stop, kit_row_locked(fleet.url, 1):
+        two_writes_in_flight(runtime, fleet)
+        request_stop()
+        time.sleep(0.3)
+        # Batch (0,)'s write fails after the stop request, so it is not retried ...
+        scalar(fleet.url, "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                          " WHERE application_name = %s AND wait_event_type = 'Lock'", (WRITER,))
+    # ... and batch (1, 2), committed, may not be acked before it: nothing is.
+    assert runtime.seen("failed") == [(0,)]
+    assert runtime.seen("acked") == []
+    assert fleet.stored() == 2 * PER_FRAME
+    # The broker gives all three frames to the next process with this session: kit 1's
+    # readings are stored, the others' are already there and change nothing.
+    again = TracedRuntime(fleet.config(client_id), fleet.master)
+    with started(again):
+        wait_for(lambda: fleet.stored() == fleet.published, what="kit 1's frame redelivered")
+        wait_for(lambda: again.counter("bikesense_mqtt_messages_acked") == 3,
+                 what="all three frames acked")
+    assert again.counter("bikesense_readings_duplicate") == 2 * PER_FRAME
     fleet.assert_exactly_once()
 
 
