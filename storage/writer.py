@@ -29,11 +29,13 @@ A replayed or overlapping batch inserts no reading a second time, so it adds
 nothing to any aggregate: every table is left as it was.
 
 The Python part of that work need not wait inside the transaction:
-:func:`plan_write` checks and de-duplicates a batch and aggregates it on the
-assumption that all its readings are new (the common case), before any
-transaction is open; :meth:`WritePlan.encode` encodes its COPY payloads (once,
-for the plans of several chunks joined by :func:`join_plans`), also before the
-transaction. :func:`write_batch` takes such a plan and
+:func:`plan_write` checks and de-duplicates a batch (and aggregates it, if
+given the callable), :meth:`WritePlan.aggregated` aggregates it on the
+assumption that all its readings are new (the common case), and
+:meth:`WritePlan.encode` encodes its COPY payloads, all before any transaction
+is open (the embedded runtime joins the plans of a batch's chunks with
+:func:`join_plans` first, and aggregates and encodes the batch once).
+:func:`write_batch` takes such a plan and
 uses its aggregates only when the fast-path COPY proved them right (every row
 was new); otherwise it aggregates the rows that were new, as without a plan.
 The embedded runtime plans the next batch while the current one is written.
@@ -42,7 +44,7 @@ The embedded runtime plans the next batch while the current one is written.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cached_property
 from typing import Any
 
@@ -298,6 +300,12 @@ class WritePlan:
     @cached_property
     def readings_payload(self) -> bytes:
         return _direct_payload(self.rows) if len(self.rows) else b""
+
+    def aggregated(self, aggregate: AggregateFn) -> WritePlan:
+        """This plan with the aggregates of all its rows (itself if it has them)."""
+        if self.aggregates is not None or not len(self.rows):
+            return self
+        return replace(self, aggregates=_Aggregates.of(*aggregate(self.rows)))
 
     def encode(self) -> WritePlan:
         """Encode every COPY payload the write may use now; returns the plan."""

@@ -6,13 +6,17 @@ so that the database's work and ours overlap instead of taking turns:
 
 - the **prepare** stage takes messages off the bounded hand-over queue, admits
   them (decode, authenticate, validate), runs them through the stream core,
-  advancing the kit states chunk after chunk, in arrival order, and plans their
-  write (aggregates and COPY payloads, ``storage.writer.plan_write``); the
+  advancing the kit states chunk after chunk, in arrival order, and checks and
+  de-duplicates their rows for the write (``storage.writer.plan_write``); the
   prepared chunks add up to the *next batch*;
 - the **write** stage takes the next batch as soon as it is free, writes it in
   one transaction and, once that has committed, acknowledges its messages.
-  Inside the transaction it only runs statements, unless some readings were
-  stored already (a redelivery), when it aggregates those that were new. It has
+  Before the transaction it aggregates the batch's rows and encodes the COPY
+  payloads, once per batch (a batch aggregates into fewer partials per reading
+  than its chunks would, and the prepare stage, which has to keep the kits'
+  order, is left only what needs it). Inside the transaction it only runs
+  statements, unless some readings were stored already (a redelivery), when it
+  aggregates those that were new. It has
   ``EmbeddedConfig.writers`` threads (two by default), each with its own
   connection: while one batch is being written, a second writer takes the next
   batch only once it is full, so under load two transactions run at once (one
@@ -144,7 +148,7 @@ class PreparedBatch:
     #: Every kit's state after these messages: the runtime's once they have committed
     #: (the sink needs them for end-of-ride trimming).
     states: KitStates
-    #: ``rows`` aggregated and encoded for the write (``PostgresSink.plan``), so that
+    #: ``rows`` checked and de-duplicated for the write (``PostgresSink.plan``), so that
     #: this Python work is done here rather than inside the write's transaction.
     plan: WritePlan | None = None
 

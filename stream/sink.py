@@ -66,12 +66,15 @@ class PostgresSink:
         return self._conn
 
     def plan(self, enriched: np.ndarray) -> WritePlan | None:
-        """The write of ``enriched`` made ready outside the transaction (aggregated and
-        encoded, ``storage.writer.plan_write``), for :meth:`write`; None when end-of-ride
-        trimming is on, which decides inside the transaction what is written."""
+        """The write of ``enriched`` begun outside the transaction (checked and
+        de-duplicated, ``storage.writer.plan_write``), for :meth:`write`, which
+        aggregates and encodes it before its transaction begins; plans of consecutive
+        chunks may be joined first (``storage.writer.join_plans``), and are then
+        aggregated once. None when end-of-ride trimming is on, which decides inside
+        the transaction what is written."""
         if self._core.privacy.trim_end_s > 0:
             return None
-        return plan_write(enriched, self._aggregate)
+        return plan_write(enriched, None)
 
     def write(self, admitted: Admitted, enriched: np.ndarray,
               states: KitStates | None = None, plan: WritePlan | None = None) -> WriteOutcome:
@@ -86,10 +89,10 @@ class PostgresSink:
         try:
             trimming = trim_end_s > 0 and states is not None and len(enriched) > 0
             if not trimming and plan is not None:
-                # Before the transaction: its COPY payloads (Python work), and the
-                # partitions, committed on their own (a partition created inside it
-                # would keep other writers waiting until it commits).
-                plan.encode()
+                # Before the transaction: the aggregates and COPY payloads (Python
+                # work), and the partitions, committed on their own (a partition
+                # created inside it would keep other writers waiting until it commits).
+                plan = plan.aggregated(self._aggregate).encode()
                 ensure_partitions(conn, plan.days)
             with conn.transaction():
                 to_write: np.ndarray | WritePlan = enriched

@@ -86,14 +86,20 @@ class TracedRuntime(EmbeddedRuntime):
                 self._log("keys failed", ())
                 raise
 
-        def traced_aggregate(aggregate: Any) -> Any:
+        def traced_aggregate(sink: Any) -> Any:
+            aggregate = sink._aggregate
+
             def traced(rows: Any) -> Any:
-                self._log(f"aggregated in {threading.current_thread().name}", ())
+                conn = sink._conn
+                where = ("inside" if conn is not None and conn.info.transaction_status
+                         != psycopg.pq.TransactionStatus.IDLE else "outside")
+                self._log(f"aggregated in {threading.current_thread().name}, {where} a "
+                          "transaction", ())
                 return aggregate(rows)
             return traced
 
         for sink in self._sinks:
-            sink._aggregate = traced_aggregate(sink._aggregate)  # type: ignore[assignment]
+            sink._aggregate = traced_aggregate(sink)  # type: ignore[assignment]
             sink.write = traced_write(sink.write)  # type: ignore[method-assign]
         self._subscriber.ack = ack  # type: ignore[method-assign]
         self._keys = KeyCache(keys)
@@ -252,10 +258,11 @@ def test_the_next_batch_is_prepared_during_a_write_and_acked_only_after_it(
     assert [runtime.kits_of(n) for n in range(4)] == [{1}, {2}, {3}, {1}]
     assert_acks_follow_commits(runtime)
     assert runtime.at("prepared", (2,)) < runtime.at("committed", (0,))
-    # Every reading was new, so the aggregates were computed by the prepare stage,
-    # chunk by chunk, and merged for the batch of two: none inside a transaction.
-    assert len(runtime.seen("aggregated in bikesense-prepare")) == 4
-    assert runtime.seen("aggregated in bikesense-write") == []
+    # Every reading was new, so each batch was aggregated once, by the write stage
+    # before its transaction (the batch of two chunks as one): none inside one.
+    assert len(runtime.seen("aggregated in bikesense-write, outside a transaction")) == 3
+    assert [e for e, _ in runtime.events if e.startswith("aggregated")
+            and e != "aggregated in bikesense-write, outside a transaction"] == []
     assert runtime.counter("bikesense_mqtt_messages_acked") == 4
     fleet.assert_exactly_once()
 
