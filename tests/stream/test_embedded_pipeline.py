@@ -28,6 +28,8 @@ from ingest.keys import KeyCache
 from ingest.mqtt import InboundMessage
 from simulators.publisher import MqttPublisher
 from storage.kits import MasterKey, register_kit
+from stream.core.privacy import PrivacyConfig
+from stream.core.process import CoreConfig
 from stream.embedded import EmbeddedConfig, EmbeddedRuntime, PreparedBatch
 from tests.runtime_harness import scalar, started, wait_for
 
@@ -450,3 +452,21 @@ def test_database_outage_while_the_next_batch_is_prepared(
     assert "database unavailable" in caplog.text
     assert runtime.counter("bikesense_database_errors") >= 2
     fleet.assert_exactly_once()
+
+
+@pytest.mark.parametrize(("overrides", "writers"), [
+    ({}, 2),
+    ({"writers": 3}, 3),
+    ({"writers": 3, "overlap_stages": False}, 1),
+    ({"core": CoreConfig(privacy=PrivacyConfig(trim_end_s=60.0))}, 1),
+])
+def test_how_many_writers(fleet: Fleet, overrides: dict[str, Any], writers: int) -> None:
+    """Stages in turn, and end-of-ride trimming (a batch's transaction reads what the
+    batch before held back), keep one writer."""
+    runtime = EmbeddedRuntime(fleet.config("writers", **overrides), fleet.master)
+    assert len(runtime._sinks) == writers
+
+
+def test_writers_must_be_at_least_one(fleet: Fleet) -> None:
+    with pytest.raises(ValueError, match="writers must be at least 1"):
+        fleet.config("no-writer", writers=0)
