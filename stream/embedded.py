@@ -315,10 +315,11 @@ class EmbeddedRuntime:
             taken = self._take_next()
             if taken is None:
                 continue
-            number, batch = taken
+            number, chunks = taken
             acked = False
             try:
                 started = time.monotonic()
+                batch = _joined(chunks)
                 states = None
                 if isinstance(batch, PreparedBatch):
                     messages, outcome = batch.messages, self._store(batch, sink)
@@ -338,7 +339,7 @@ class EmbeddedRuntime:
                     self._chain_broken |= not acked
                     self._handover.notify_all()
 
-    def _take_next(self) -> tuple[int, _Chunk] | None:
+    def _take_next(self) -> tuple[int, list[_Chunk]] | None:
         """Wait a while for the next batch and take all of it, numbered; None if there is
         none, or when stopping (what was prepared then stays unacked, for the broker to
         resend). While another write is in progress, only a full batch is taken: a batch
@@ -356,10 +357,7 @@ class EmbeddedRuntime:
             self._writing += 1
             number, self._taken = self._taken, self._taken + 1
             self._handover.notify_all()  # room again: the prepare stage starts the batch after
-        prepared = [c for c in chunks if isinstance(c, PreparedBatch)]
-        if prepared:
-            return number, PreparedBatch.joined(prepared)
-        return number, [m for c in chunks if isinstance(c, list) for m in c]
+        return number, chunks
 
     def _store(self, prepared: PreparedBatch, sink: PostgresSink | None = None,
                ) -> WriteOutcome | None:
@@ -518,6 +516,14 @@ def withhold_zone_payloads(admitted: Admitted, zones: tuple[Zone, ...]) -> None:
             admitted.rejects[i] = dataclasses.replace(
                 reject, payload=b"",
                 detail=f"{reject.detail}; payload withheld: a position is in a privacy zone")
+
+
+def _joined(chunks: list[_Chunk]) -> _Chunk:
+    """The chunks of a batch as one: prepared chunks joined, or all the bare messages."""
+    prepared = [c for c in chunks if isinstance(c, PreparedBatch)]
+    if prepared:
+        return PreparedBatch.joined(prepared)
+    return [m for c in chunks if isinstance(c, list) for m in c]
 
 
 def _latest(admitted: Admitted) -> int:
