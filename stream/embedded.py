@@ -329,6 +329,8 @@ class EmbeddedRuntime:
                 if outcome is None:
                     return  # stopped during a database outage: left unacked
                 acked = self._acknowledge_in_turn(number, messages, outcome, states)
+                self.metrics.batch_seconds.observe(time.monotonic() - started)
+                self.metrics.batch_messages.observe(len(messages))
                 log.debug("batch of %d messages written and %s in %.3f s (%d readings new, "
                           "%d partial rows merged)", len(messages),
                           "acked" if acked else "left unacked (an earlier batch was not)",
@@ -337,6 +339,7 @@ class EmbeddedRuntime:
                 with self._handover:
                     self._writing -= 1
                     self._chain_broken |= not acked
+                    self.metrics.writes_in_flight.set(self._writing)
                     self._handover.notify_all()
 
     def _take_next(self) -> tuple[int, list[_Chunk]] | None:
@@ -355,6 +358,7 @@ class EmbeddedRuntime:
                 return None
             chunks, self._next, self._next_messages = self._next, [], 0
             self._writing += 1
+            self.metrics.writes_in_flight.set(self._writing)
             number, self._taken = self._taken, self._taken + 1
             self._handover.notify_all()  # room again: the prepare stage starts the batch after
         return number, chunks
@@ -399,6 +403,8 @@ class EmbeddedRuntime:
         """Ack batch ``number`` once every batch before it was acked; False (and no ack)
         if one of them ended unacked."""
         with self._handover:
+            if self._acked_through != number - 1 and not self._chain_broken:
+                self.metrics.ack_turn_waits.inc()
             self._handover.wait_for(
                 lambda: self._acked_through == number - 1 or self._chain_broken)
             if self._chain_broken:

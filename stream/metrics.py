@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 
 class RuntimeMetrics:
@@ -23,3 +23,16 @@ class RuntimeMetrics:
                                           registry=r)
         self.database_errors = Counter("bikesense_database_errors",
                                        "Batches retried because the database was away", registry=r)
+        self.writes_in_flight = Gauge("bikesense_writes_in_flight",
+                                      "Batches taken by the write stage and not yet acked",
+                                      registry=r)
+        self.batch_seconds = Histogram(
+            "bikesense_batch_write_seconds",
+            "From taking a batch to acking it: aggregating, encoding, the transaction",
+            buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0), registry=r)
+        self.batch_messages = Histogram(
+            "bikesense_batch_messages", "MQTT messages per batch written",
+            buckets=(1, 10, 50, 100, 250, 500, 1000, 2000), registry=r)
+        self.ack_turn_waits = Counter(
+            "bikesense_ack_turn_waits",
+            "Batches committed before the batch before them was acked (two writers)", registry=r)

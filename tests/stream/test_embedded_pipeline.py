@@ -332,6 +332,12 @@ def test_a_second_writer_takes_a_full_batch_and_acks_wait_for_the_batch_before(
     assert runtime.seen("committed") == [(1, 2), (0,)]
     assert runtime.at("committed", (0,)) < runtime.at("acked", (0,)) < runtime.at("acked", (1, 2))
     assert runtime.seen_threads() == {"bikesense-write", "bikesense-write-2"}
+    # Batch (1, 2) waited for its turn to be acked; what the operator sees of it.
+    assert runtime.counter("bikesense_ack_turn_waits") == 1
+    registry = runtime.metrics.registry
+    assert registry.get_sample_value("bikesense_batch_write_seconds_count") == 2
+    assert registry.get_sample_value("bikesense_batch_messages_sum") == 3
+    assert registry.get_sample_value("bikesense_writes_in_flight") == 0
     fleet.assert_exactly_once()
 
 
