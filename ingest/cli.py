@@ -163,6 +163,10 @@ def ingest_command(
         min=1, help="Batches written to the database at once, each on its own connection "
                     "(a second only under load; acks stay in arrival order; see "
                     "docs/stream.md).")] = 2,
+    batch_wait: Annotated[float, typer.Option(
+        min=0.0, help="Seconds a batch may wait for a second writer while another batch is "
+                      "written, before it is taken though not full: the latency bound at a "
+                      "steady rate (docs/stream.md).")] = 0.5,
 ) -> None:
     """Take kit frames from MQTT; store them (default) or hand them to Kafka."""
     logging.basicConfig(level=log_level.upper(),
@@ -187,7 +191,7 @@ def ingest_command(
         config = EmbeddedConfig(
             mqtt_url=resolve_mqtt_url(settings), database_url=resolve_database_url(settings),
             client_id=name, share_group=share_group, topic_root=topic_root,
-            writers=writers, core=core_config(settings),
+            writers=writers, batch_wait_s=batch_wait, core=core_config(settings),
             maintenance=MaintenanceConfig(raw_retention=timedelta(days=settings.raw_retention_days)),
         )
         runtime = EmbeddedRuntime(config, master_key_from_environment(settings))

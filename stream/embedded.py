@@ -19,9 +19,10 @@ so that the database's work and ours overlap instead of taking turns:
   aggregates those that were new. It has
   ``EmbeddedConfig.writers`` threads (two by default), each with its own
   connection: while one batch is being written, a second writer takes the next
-  batch only once it is full, so under load two transactions run at once (one
-  waiting on the database's locks or its commit while the other works), and at
-  light load one writer does everything, as before.
+  batch only once it is full or has waited ``batch_wait_s``, so under load two
+  transactions run at once (one waiting on the database's locks or its commit
+  while the other works), at light load one writer does everything, as before,
+  and in between no batch waits long for a writer.
 
 So while batch N is written and committed, batch N+1 is collected and
 processed, and it grows for as long as the write of N takes, up to
@@ -121,6 +122,11 @@ class EmbeddedConfig:
     #: One with ``overlap_stages=False`` or end-of-ride trimming on (which reads in
     #: its transaction what the batch before held back).
     writers: int = 2
+    #: While one batch is being written, another writer takes the next batch once it
+    #: is full or once it has waited this long, whichever comes first: under load the
+    #: batches stay full, and at a steady rate below it no message waits longer than
+    #: this for a writer while another batch is written.
+    batch_wait_s: float = 0.5
     core: CoreConfig = field(default_factory=CoreConfig)
     rules: AdmissionRules = field(default_factory=AdmissionRules)
     #: Back-off while the database is away.
@@ -214,6 +220,7 @@ class EmbeddedRuntime:
         self._handover = threading.Condition()
         self._next: list[_Chunk] = []
         self._next_messages = 0
+        self._next_since = 0.0  # when the first chunk of the next batch was handed over
         self._writing = 0  # batches taken by write-stage threads and not finished
         # Acks in arrival order: batches are numbered as they are taken, and one is
         # acked only after the one before it was. A batch that ends unacked (stop,
@@ -255,6 +262,8 @@ class EmbeddedRuntime:
             if chunk is None:
                 continue  # stopped during a database outage: the messages stay unacked
             with self._handover:
+                if not self._next:
+                    self._next_since = time.monotonic()
                 self._next.append(chunk)
                 self._next_messages += len(messages)
                 self._handover.notify_all()
@@ -345,15 +354,24 @@ class EmbeddedRuntime:
     def _take_next(self) -> tuple[int, list[_Chunk]] | None:
         """Wait a while for the next batch and take all of it, numbered; None if there is
         none, or when stopping (what was prepared then stays unacked, for the broker to
-        resend). While another write is in progress, only a full batch is taken: a batch
-        grows for as long as the write before it takes, and bigger batches cost the
-        database less per reading."""
+        resend). While another write is in progress, only a full batch is taken, or one
+        that has waited ``batch_wait_s``: a batch grows for as long as the write before
+        it takes (bigger batches cost the database less per reading), within a bound on
+        the latency."""
+        def waited() -> float:
+            return time.monotonic() - self._next_since
+
         def ready() -> bool:
             return bool(self._next) and (
-                self._writing == 0 or self._next_messages >= self.config.max_batch_messages)
+                self._writing == 0 or self._next_messages >= self.config.max_batch_messages
+                or waited() >= self.config.batch_wait_s)
 
         with self._handover:
-            self._handover.wait_for(lambda: ready() or self._stopping.is_set(), _POLL_S)
+            # Woken by the prepare stage and by writes ending; a batch's waiting time
+            # runs out by itself, so look again by then.
+            timeout = _POLL_S if not self._next else min(
+                _POLL_S, max(self.config.batch_wait_s - waited(), 0.001))
+            self._handover.wait_for(lambda: ready() or self._stopping.is_set(), timeout)
             if not ready() or self._stopping.is_set():
                 return None
             chunks, self._next, self._next_messages = self._next, [], 0

@@ -321,8 +321,8 @@ def two_writes_in_flight(runtime: TracedRuntime, fleet: Fleet) -> None:
 def test_a_second_writer_takes_a_full_batch_and_acks_wait_for_the_batch_before(
     fleet: Fleet, unique_topic_prefix: str,
 ) -> None:
-    runtime = TracedRuntime(fleet.config(f"{unique_topic_prefix}-ingest", max_batch_messages=2),
-                            fleet.master)
+    runtime = TracedRuntime(fleet.config(f"{unique_topic_prefix}-ingest", max_batch_messages=2,
+                                         batch_wait_s=60.0), fleet.master)
     assert runtime.config.writers == 2
     with started(runtime):
         with kit_row_locked(fleet.url, 1):
@@ -341,11 +341,30 @@ def test_a_second_writer_takes_a_full_batch_and_acks_wait_for_the_batch_before(
     fleet.assert_exactly_once()
 
 
+def test_a_second_writer_takes_a_batch_that_has_waited_batch_wait_s(
+    fleet: Fleet, unique_topic_prefix: str,
+) -> None:
+    runtime = TracedRuntime(fleet.config(f"{unique_topic_prefix}-ingest", batch_wait_s=0.3),
+                            fleet.master)
+    with started(runtime):
+        with kit_row_locked(fleet.url, 1):
+            fleet.publish(1, 0, lat_deg=FAR_LAT)
+            wait_for(lambda: writer_blocked(fleet.url), what="batch (0,)'s write to block")
+            fleet.publish(2, 0)
+            # Far from full (max_batch_messages is 1,000), written all the same.
+            wait_for(lambda: runtime.seen("committed") == [(1,)], what="batch (1,) committed")
+            assert runtime.seen("acked") == []
+        wait_for(lambda: runtime.acked_chunks() == [0, 1], what="both batches acked")
+    assert runtime.seen("acked") == [(0,), (1,)]
+    fleet.assert_exactly_once()
+
+
 def test_a_later_batch_committed_stays_unacked_when_the_batch_before_fails(
     fleet: Fleet, unique_topic_prefix: str,
 ) -> None:
     client_id = f"{unique_topic_prefix}-ingest"
-    runtime = TracedRuntime(fleet.config(client_id, max_batch_messages=2), fleet.master)
+    runtime = TracedRuntime(fleet.config(client_id, max_batch_messages=2, batch_wait_s=60.0),
+                            fleet.master)
     with started(runtime) as request_stop, kit_row_locked(fleet.url, 1):
         two_writes_in_flight(runtime, fleet)
         request_stop()
@@ -372,7 +391,7 @@ def test_stop_during_a_write_that_fails_acks_nothing_and_loses_nothing(
     fleet: Fleet, unique_topic_prefix: str,
 ) -> None:
     client_id = f"{unique_topic_prefix}-ingest"
-    runtime = TracedRuntime(fleet.config(client_id), fleet.master)
+    runtime = TracedRuntime(fleet.config(client_id, batch_wait_s=60.0), fleet.master)
     with started(runtime) as request_stop, readings_locked(fleet.url):
         fleet.publish(1, 0)
         wait_for(lambda: writer_blocked(fleet.url), what="batch (0,)'s write to block")
@@ -398,7 +417,7 @@ def test_stop_during_a_write_finishes_it_and_leaves_the_next_batch_unacked(
     fleet: Fleet, unique_topic_prefix: str,
 ) -> None:
     client_id = f"{unique_topic_prefix}-ingest"
-    runtime = TracedRuntime(fleet.config(client_id), fleet.master)
+    runtime = TracedRuntime(fleet.config(client_id, batch_wait_s=60.0), fleet.master)
     with started(runtime) as request_stop:
         with readings_locked(fleet.url):
             fleet.publish(1, 0)
@@ -426,7 +445,9 @@ def test_database_outage_while_the_next_batch_is_prepared(
 ) -> None:
     if pg_cluster is None:
         pytest.skip("needs the harness's own PostgreSQL to stop and start it")
-    runtime = TracedRuntime(fleet.config(f"{unique_topic_prefix}-ingest"), fleet.master)
+    # The next batch stays next: no second writer takes it for waiting (its own test).
+    runtime = TracedRuntime(fleet.config(f"{unique_topic_prefix}-ingest", batch_wait_s=60.0),
+                            fleet.master)
     with started(runtime):
         with readings_locked(fleet.url):
             fleet.publish(1, 0)
