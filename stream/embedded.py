@@ -312,7 +312,7 @@ class EmbeddedRuntime:
         processed.enriched["received_ms"] = admitted.received_ms
         withhold_zone_payloads(admitted, self.config.core.privacy.zones)
         # What comes next continues from these states even before they commit:
-        # batches commit in this same order, or (on stop) not at all.
+        # batches are acked in this same order, or (on stop) not at all.
         self._prepared_states = processed.states
         rows = processed.to_store()
         return PreparedBatch(batch, admitted, rows, processed.states, self._sink.plan(rows))
@@ -338,12 +338,13 @@ class EmbeddedRuntime:
                 if outcome is None:
                     return  # stopped during a database outage: left unacked
                 acked = self._acknowledge_in_turn(number, messages, outcome, states)
-                self.metrics.batch_seconds.observe(time.monotonic() - started)
+                elapsed = time.monotonic() - started
+                self.metrics.batch_seconds.observe(elapsed)
                 self.metrics.batch_messages.observe(len(messages))
                 log.debug("batch of %d messages written and %s in %.3f s (%d readings new, "
                           "%d partial rows merged)", len(messages),
                           "acked" if acked else "left unacked (an earlier batch was not)",
-                          time.monotonic() - started, outcome.inserted, outcome.partials_merged)
+                          elapsed, outcome.inserted, outcome.partials_merged)
             finally:
                 with self._handover:
                     self._writing -= 1
