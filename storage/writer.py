@@ -39,10 +39,15 @@ is open (the embedded runtime joins the plans of a batch's chunks with
 uses its aggregates only when the fast-path COPY proved them right (every row
 was new); otherwise it aggregates the rows that were new, as without a plan.
 The embedded runtime plans the next batch while the current one is written.
+Presence rows and cells that earlier committed writes stored can be left out of a
+plan (:class:`KnownRows`, :meth:`WritePlan.leaving_out`): they would only meet
+``ON CONFLICT DO NOTHING``.
 """
 
 from __future__ import annotations
 
+import threading
+from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from functools import cached_property
@@ -249,19 +254,21 @@ def ensure_partitions(conn: psycopg.Connection[Any], days: list[int]) -> int:
 
 @dataclass(frozen=True)
 class _Aggregates:
-    """The partials and presence rows of a set of readings, with their COPY payloads
-    (encoded when first used: the plans of a batch's chunks are joined, and only the
-    joined one is written)."""
+    """The partials and presence rows of a set of readings and the cells they name, with
+    their COPY payloads (encoded when first used: the plans of a batch's chunks are
+    joined, and only the joined one is written)."""
 
     partials: np.ndarray
     presence: np.ndarray
+    #: The distinct cells of ``partials`` to register in ``h3_cells``, ascending.
+    cells: np.ndarray
 
     @classmethod
     def of(cls, partials: np.ndarray, presence: np.ndarray) -> _Aggregates:
         if partials.dtype != PARTIAL_DTYPE or presence.dtype != PRESENCE_DTYPE:
             raise BatchError("the aggregate callable must return (PARTIAL_DTYPE, PRESENCE_DTYPE) "
                              f"arrays, got ({partials.dtype}, {presence.dtype})")
-        return cls(partials, presence)
+        return cls(partials, presence, np.unique(partials["cell"]))
 
     @cached_property
     def cell_windows_payload(self) -> bytes:
@@ -273,11 +280,69 @@ class _Aggregates:
 
     @cached_property
     def cells_payload(self) -> bytes:
-        return _cell_payload(self.partials) if len(self.partials) else b""
+        return _cell_payload(self.cells) if len(self.cells) else b""
+
+    @cached_property
+    def presence_keys(self) -> list[tuple[int, ...]]:
+        """The presence rows as tuples, in order (a row's whole value is its key)."""
+        return list(zip(*(self.presence[name].tolist() for name in PRESENCE_DTYPE.names or ()),
+                        strict=True))
 
     def encode(self) -> None:
         """Encode every payload now."""
         _ = self.cell_windows_payload, self.presence_payload, self.cells_payload
+
+
+class KnownRows:
+    """Presence rows and cells the database holds, known from this process's own
+    committed writes, for later batches to leave out.
+
+    A ride stays in a coarse cell, and in a long window, for many batches, and each
+    batch's aggregation names its presence there again: on the benchmark's fleet
+    (bench/bench_e2e.py) half the presence rows a batch stages were stored by the
+    batch just before, and nine in ten of its cells. Sent again they only meet ``ON
+    CONFLICT DO NOTHING``; left out, every table ends the same, and the database has
+    half the presence rows to copy, sort and probe. Only what committed is
+    remembered: the presence rows of the last ``batches`` writes (the repeats come
+    from the batches just before), and cells until there are ``max_cells`` (the
+    registry only grows; then it starts again). Thread-safe: a runtime's writers
+    share one.
+
+    A presence row that ``storage.retention.expire_presence`` deletes while still
+    remembered is not written again by a late reading of its window; expiry deleted
+    that window's ride count too, so the window stays hidden, as expiry means it to.
+    """
+
+    def __init__(self, batches: int = 4, max_cells: int = 1_000_000) -> None:
+        if batches < 1 or max_cells < 1:
+            raise ValueError("KnownRows needs batches >= 1 and max_cells >= 1")
+        self._lock = threading.Lock()
+        self._presence: deque[set[tuple[int, ...]]] = deque(maxlen=batches)
+        self._cells: set[int] = set()
+        self._max_cells = max_cells
+
+    def leave_out(self, aggregates: _Aggregates) -> _Aggregates:
+        """``aggregates`` without the presence rows and cells known to be stored."""
+        with self._lock:
+            recent = list(self._presence)
+            keep = np.fromiter((not any(k in s for s in recent)
+                                for k in aggregates.presence_keys),
+                               dtype=bool, count=len(aggregates.presence))
+            new_cells = np.fromiter((c not in self._cells for c in aggregates.cells.tolist()),
+                                    dtype=bool, count=len(aggregates.cells))
+        if keep.all() and new_cells.all():
+            return aggregates
+        return _Aggregates(aggregates.partials, aggregates.presence[keep],
+                           aggregates.cells[new_cells])
+
+    def remember(self, aggregates: _Aggregates) -> None:
+        """Record that ``aggregates``' presence rows and cells are stored (call after the
+        write's transaction committed)."""
+        with self._lock:
+            self._presence.append(set(aggregates.presence_keys))
+            if len(self._cells) + len(aggregates.cells) > self._max_cells:
+                self._cells.clear()
+            self._cells.update(aggregates.cells.tolist())
 
 
 @dataclass(frozen=True)
@@ -306,6 +371,12 @@ class WritePlan:
         if self.aggregates is not None or not len(self.rows):
             return self
         return replace(self, aggregates=_Aggregates.of(*aggregate(self.rows)))
+
+    def leaving_out(self, known: KnownRows) -> WritePlan:
+        """This plan without the presence rows and cells ``known`` says are stored."""
+        if self.aggregates is None:
+            return self
+        return replace(self, aggregates=known.leave_out(self.aggregates))
 
     def encode(self) -> WritePlan:
         """Encode every COPY payload the write may use now; returns the plan."""
@@ -412,6 +483,7 @@ def _merge_aggregates(conn: psycopg.Connection[Any], aggregates: _Aggregates) ->
     if len(aggregates.partials):
         _copy(conn, _COPY_CELL_WINDOWS, aggregates.cell_windows_payload)
         merged = conn.execute(_MERGE_CELL_WINDOWS).rowcount
+    if len(aggregates.cells):
         _copy(conn, _COPY_CELLS, aggregates.cells_payload)
         conn.execute(_INSERT_CELLS.encode())
     if len(aggregates.presence):
@@ -473,8 +545,7 @@ def _presence_payload(presence: np.ndarray) -> bytes:
     return copybin.encode(PRESENCE_COLUMNS, values, len(presence))
 
 
-def _cell_payload(partials: np.ndarray) -> bytes:
-    cells = np.unique(partials["cell"])
+def _cell_payload(cells: np.ndarray) -> bytes:
     lat = np.empty(len(cells))
     lon = np.empty(len(cells))
     res = np.empty(len(cells), dtype=np.int16)

@@ -83,7 +83,7 @@ from ingest.mqtt import InboundMessage, MqttSubscriber
 from ingest.topics import DEFAULT_SHARE_GROUP, TopicLayout
 from ingest.validation import AdmissionRules
 from storage.kits import MasterKey, kit_secrets
-from storage.writer import WritePlan, join_plans
+from storage.writer import KnownRows, WritePlan, join_plans
 from stream.core.privacy import Zone, payload_in_zones
 from stream.core.process import CoreConfig, process_batch
 from stream.core.state import KitStates
@@ -207,7 +207,9 @@ class EmbeddedRuntime:
         serial = (not config.overlap_stages or self._whole_batches
                   or config.core.privacy.trim_end_s > 0)
         #: One sink (connection) per write-stage thread; the first is also the planner's.
-        self._sinks = [PostgresSink(config.database_url, config.core)
+        #: They share what their commits stored (presence rows, cells: KnownRows).
+        known = KnownRows()
+        self._sinks = [PostgresSink(config.database_url, config.core, known)
                        for _ in range(1 if serial else config.writers)]
         self._sink = self._sinks[0]
         # Admission reads kit keys on a connection of its own: the prepare stage must

@@ -24,7 +24,14 @@ from ingest.admission import Admitted
 from storage.held import hold, take_held
 from storage.kits import record_status, touch_last_seen
 from storage.rejects import Reject, insert_rejects
-from storage.writer import WritePlan, WriteResult, ensure_partitions, plan_write, write_batch
+from storage.writer import (
+    KnownRows,
+    WritePlan,
+    WriteResult,
+    ensure_partitions,
+    plan_write,
+    write_batch,
+)
 from stream.core.binning import parent_cells
 from stream.core.partials import METRIC_COLUMNS
 from stream.core.privacy import settle_ride_ends
@@ -51,9 +58,13 @@ class WriteOutcome:
 class PostgresSink:
     """Owns one connection; reconnects on the next write after the database comes back."""
 
-    def __init__(self, database_url: str, core: CoreConfig) -> None:
+    def __init__(self, database_url: str, core: CoreConfig,
+                 known: KnownRows | None = None) -> None:
+        """``known``: what committed writes stored, shared by the sinks of one runtime
+        (``storage.writer.KnownRows``); a new one if not given."""
         self._url = database_url
         self._core = core
+        self._known = known if known is not None else KnownRows()
         self._aggregate = partial(aggregate_new_rows, config=core)
         self._conn: psycopg.Connection[Any] | None = None
 
@@ -86,13 +97,18 @@ class PostgresSink:
             raise ValueError("end-of-ride trimming is on: write() needs the kit states")
         conn = self._connection()
         held = trimmed = 0
+        stored_after = None
         try:
             trimming = trim_end_s > 0 and states is not None and len(enriched) > 0
             if not trimming and plan is not None:
                 # Before the transaction: the aggregates and COPY payloads (Python
                 # work), and the partitions, committed on their own (a partition
                 # created inside it would keep other writers waiting until it commits).
-                plan = plan.aggregated(self._aggregate).encode()
+                # Presence rows and cells earlier writes stored are left out; all of
+                # the batch's are stored once it commits, new or not.
+                plan = plan.aggregated(self._aggregate)
+                stored_after = plan.aggregates
+                plan = plan.leaving_out(self._known).encode()
                 ensure_partitions(conn, plan.days)
             with conn.transaction():
                 to_write: np.ndarray | WritePlan = enriched
@@ -116,6 +132,8 @@ class PostgresSink:
         except psycopg.OperationalError:
             self._drop_connection()
             raise
+        if stored_after is not None:
+            self._known.remember(stored_after)
         return WriteOutcome(admitted, result.inserted, result.duplicates, result.partials_merged,
                             stored, held, trimmed)
 

@@ -1,0 +1,169 @@
+"""What committed writes stored is left out of later batches (storage.writer.KnownRows).
+
+Consecutive batches of a ride name most of its presence rows and cells again. The
+sink leaves out those its earlier commits stored, remembers a batch's only once its
+transaction committed, and the tables end exactly as if everything had been sent.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+import psycopg
+import pytest
+
+from firmware_protocol.readings import READING_DTYPE
+from ingest.admission import Admitted
+from storage.kits import MasterKey, register_kit
+from storage.writer import KnownRows, plan_write
+from stream import sink as sink_module
+from stream.core.process import CoreConfig, aggregate_new_rows
+from stream.sink import PostgresSink
+from tests.storage.storage_factories import make_readings
+
+CORE = CoreConfig()
+TABLES = ("readings", "cell_windows", "window_presence", "window_rides", "h3_cells")
+
+
+def _aggregates(rows: np.ndarray) -> Any:
+    plan = plan_write(rows, lambda r: aggregate_new_rows(r, CORE))
+    assert plan.aggregates is not None
+    return plan.aggregates
+
+
+def _keys(aggregates: Any) -> set[tuple[int, ...]]:
+    return set(aggregates.presence_keys)
+
+
+def test_presence_rows_and_cells_remembered_are_left_out() -> None:
+    ride = make_readings(900)
+    first, second = _aggregates(ride[:450]), _aggregates(ride[450:])
+    known = KnownRows()
+    assert known.leave_out(second) is second  # nothing known yet
+    known.remember(first)
+    left = known.leave_out(second)
+    repeated = _keys(first) & _keys(second)
+    assert repeated and _keys(second) - repeated  # the ride's coarse windows repeat, not all
+    assert _keys(left) == _keys(second) - repeated
+    assert set(left.cells.tolist()) == set(second.cells.tolist()) - set(first.cells.tolist())
+    assert len(left.cells) < len(second.cells)
+    # The partials are never left out: they add up.
+    assert left.partials is second.partials
+
+
+def test_only_the_last_batches_presence_rows_are_remembered() -> None:
+    ride = make_readings(900)
+    first, second = _aggregates(ride[:450]), _aggregates(ride[450:])
+    other = _aggregates(make_readings(100, kit_id=2, ride_id=2, lat0=48.1, lon0=11.5))
+    known = KnownRows(batches=1)
+    known.remember(first)
+    known.remember(other)
+    assert _keys(known.leave_out(second)) == _keys(second)
+
+
+def test_cells_start_again_past_their_limit() -> None:
+    ride = make_readings(900)
+    first = _aggregates(ride[:450])
+    known = KnownRows(max_cells=len(first.cells))
+    known.remember(first)
+    assert len(known.leave_out(first).cells) == 0
+    known.remember(_aggregates(make_readings(100, kit_id=2, ride_id=2, lat0=48.1, lon0=11.5)))
+    assert len(known.leave_out(first).cells) == len(first.cells)
+
+
+def test_bad_limits_are_refused() -> None:
+    with pytest.raises(ValueError, match="batches >= 1"):
+        KnownRows(batches=0)
+
+
+# -- through the sink, on the database -----------------------------------------------------
+
+
+class _Forgetful(KnownRows):
+    """Leaves nothing out: everything is sent, as before KnownRows."""
+
+    def leave_out(self, aggregates: Any) -> Any:
+        return aggregates
+
+
+class _Counting(KnownRows):
+    def __init__(self) -> None:
+        super().__init__()
+        self.left_out = 0
+
+    def leave_out(self, aggregates: Any) -> Any:
+        kept = super().leave_out(aggregates)
+        self.left_out += len(aggregates.presence) - len(kept.presence)
+        return kept
+
+
+@pytest.fixture
+def conn(migrated_database_url: str) -> Iterator[psycopg.Connection[Any]]:
+    with psycopg.connect(migrated_database_url, autocommit=True) as c:
+        master = MasterKey.generate()
+        for kit in (1, 2):
+            register_kit(c, master, kit)
+        yield c
+
+
+def _snapshot(conn: psycopg.Connection[Any]) -> dict[str, list[tuple[Any, ...]]]:
+    return {t: sorted(conn.execute(f"SELECT * FROM {t}").fetchall(),  # type: ignore[call-overload]
+                      key=repr) for t in TABLES}
+
+
+def _batches() -> list[np.ndarray]:
+    """Two kits' rides, 100 readings of each per batch, six batches."""
+    one = make_readings(600, kit_id=1, ride_id=1)
+    two = make_readings(600, kit_id=2, ride_id=2, lat0=52.1, lon0=5.13, seed=1)
+    return [np.concatenate([one[i:i + 100], two[i:i + 100]]) for i in range(0, 600, 100)]
+
+
+def _write(url: str, known: KnownRows, batches: list[np.ndarray]) -> None:
+    sink = PostgresSink(url, CORE, known)
+    try:
+        for rows in batches:
+            admitted = Admitted(np.empty(0, READING_DTYPE), np.empty(0, np.int64))
+            outcome = sink.write(admitted, rows, None, sink.plan(rows))
+            assert outcome.inserted == len(rows)
+    finally:
+        sink.close()
+
+
+@pytest.mark.postgres
+def test_tables_end_as_if_everything_had_been_sent(
+    conn: psycopg.Connection[Any], migrated_database_url: str,
+) -> None:
+    counting = _Counting()
+    _write(migrated_database_url, counting, _batches())
+    assert counting.left_out > 0
+    leaving_out = _snapshot(conn)
+    conn.execute("TRUNCATE " + ", ".join(TABLES))  # type: ignore[call-overload]
+    _write(migrated_database_url, _Forgetful(), _batches())
+    assert _snapshot(conn) == leaving_out
+    assert leaving_out["window_rides"]  # the comparison compared something
+
+
+@pytest.mark.postgres
+def test_a_batch_is_remembered_only_once_it_committed(
+    conn: psycopg.Connection[Any], migrated_database_url: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    first, *rest = _batches()
+    known = KnownRows()
+
+    def failing_rejects(*_args: Any, **_kwargs: Any) -> int:
+        raise psycopg.errors.QueryCanceled("the batch's transaction fails after its writes")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(sink_module, "insert_rejects", failing_rejects)
+        with pytest.raises(psycopg.errors.QueryCanceled):
+            _write(migrated_database_url, known, [first])
+    assert conn.execute("SELECT count(*) FROM window_presence").fetchone() == (0,)
+    # Written again (redelivered): every presence row goes in, none is thought stored.
+    _write(migrated_database_url, known, [first, *rest])
+    written = _snapshot(conn)
+    conn.execute("TRUNCATE " + ", ".join(TABLES))  # type: ignore[call-overload]
+    _write(migrated_database_url, _Forgetful(), [first, *rest])
+    assert _snapshot(conn) == written
