@@ -47,7 +47,6 @@ plan (:class:`KnownRows`, :meth:`WritePlan.leaving_out`): they would only meet
 from __future__ import annotations
 
 import threading
-from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from functools import cached_property
@@ -303,8 +302,8 @@ class KnownRows:
     batch just before, and nine in ten of its cells. Sent again they only meet ``ON
     CONFLICT DO NOTHING``; left out, every table ends the same, and the database has
     half the presence rows to copy, sort and probe. Only what committed is
-    remembered: the presence rows of the last ``batches`` writes (the repeats come
-    from the batches just before), and cells until there are ``max_cells`` (the
+    remembered: the presence rows of the last ``batches`` to ``2 * batches`` writes
+    (the repeats come from the batches just before), and cells until there are ``max_cells`` (the
     registry only grows; then it starts again). Thread-safe: a runtime's writers
     share one.
 
@@ -317,19 +316,23 @@ class KnownRows:
         if batches < 1 or max_cells < 1:
             raise ValueError("KnownRows needs batches >= 1 and max_cells >= 1")
         self._lock = threading.Lock()
-        self._presence: deque[set[tuple[int, ...]]] = deque(maxlen=batches)
+        # Two generations of presence keys, each of up to ``batches`` writes: the
+        # last ``batches`` to 2 * ``batches`` writes are known.
+        self._batches = batches
+        self._recent: set[tuple[int, ...]] = set()
+        self._older: set[tuple[int, ...]] = set()
+        self._in_recent = 0
         self._cells: set[int] = set()
         self._max_cells = max_cells
 
     def leave_out(self, aggregates: _Aggregates) -> _Aggregates:
         """``aggregates`` without the presence rows and cells known to be stored."""
         with self._lock:
-            recent = list(self._presence)
-            keep = np.fromiter((not any(k in s for s in recent)
-                                for k in aggregates.presence_keys),
-                               dtype=bool, count=len(aggregates.presence))
-            new_cells = np.fromiter((c not in self._cells for c in aggregates.cells.tolist()),
-                                    dtype=bool, count=len(aggregates.cells))
+            recent, older, cells = self._recent, self._older, self._cells
+            keep = np.array([k not in recent and k not in older
+                             for k in aggregates.presence_keys], dtype=bool)
+            new_cells = np.array([c not in cells for c in aggregates.cells.tolist()],
+                                 dtype=bool)
         if keep.all() and new_cells.all():
             return aggregates
         return _Aggregates(aggregates.partials, aggregates.presence[keep],
@@ -339,7 +342,10 @@ class KnownRows:
         """Record that ``aggregates``' presence rows and cells are stored (call after the
         write's transaction committed)."""
         with self._lock:
-            self._presence.append(set(aggregates.presence_keys))
+            if self._in_recent == self._batches:
+                self._older, self._recent, self._in_recent = self._recent, set(), 0
+            self._recent.update(aggregates.presence_keys)
+            self._in_recent += 1
             if len(self._cells) + len(aggregates.cells) > self._max_cells:
                 self._cells.clear()
             self._cells.update(aggregates.cells.tolist())
