@@ -104,8 +104,7 @@ class PostgresSink:
                 # Before the transaction: the aggregates and COPY payloads (Python
                 # work), and the partitions, committed on their own (a partition
                 # created inside it would keep other writers waiting until it commits).
-                # Presence rows and cells earlier writes stored are left out; all of
-                # the batch's are stored once it commits, new or not.
+                # Presence rows and cells earlier writes stored are left out.
                 plan = plan.aggregated(self._aggregate)
                 stored_after = plan.aggregates
                 plan = plan.leaving_out(self._known).encode()
@@ -132,7 +131,10 @@ class PostgresSink:
         except psycopg.OperationalError:
             self._drop_connection()
             raise
-        if stored_after is not None:
+        if stored_after is not None and plan is not None and result.inserted == len(plan.rows):
+            # Every reading was new, so every presence row and cell of the batch was
+            # written (or found) in the committed transaction. After a redelivery only
+            # the new readings' were: remember nothing then.
             self._known.remember(stored_after)
         return WriteOutcome(admitted, result.inserted, result.duplicates, result.partials_merged,
                             stored, held, trimmed)

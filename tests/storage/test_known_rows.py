@@ -172,3 +172,24 @@ def test_a_batch_is_remembered_only_once_it_committed(
     conn.execute("TRUNCATE " + ", ".join(TABLES))  # type: ignore[call-overload]
     _write(migrated_database_url, _Forgetful(), [first, *rest])
     assert _snapshot(conn) == written
+
+
+@pytest.mark.postgres
+def test_a_batch_with_readings_stored_before_is_not_remembered(
+    conn: psycopg.Connection[Any], migrated_database_url: str,
+) -> None:
+    # Only a batch whose readings were all new wrote (or found) every presence row it
+    # names; after a redelivery the writer aggregated only the new readings.
+    first, second, *_ = _batches()
+    known = KnownRows()
+    _write(migrated_database_url, known, [first])
+    both = np.concatenate([first, second])
+    sink = PostgresSink(migrated_database_url, CORE, known)
+    try:
+        admitted = Admitted(np.empty(0, READING_DTYPE), np.empty(0, np.int64))
+        assert sink.write(admitted, both, None, sink.plan(both)).inserted == len(second)
+    finally:
+        sink.close()
+    new_to_second = _keys(_aggregates(second)) - _keys(_aggregates(first))
+    assert new_to_second
+    assert _keys(known.leave_out(_aggregates(second))) == new_to_second
