@@ -302,10 +302,11 @@ class KnownRows:
     batch just before, and nine in ten of its cells. Sent again they only meet ``ON
     CONFLICT DO NOTHING``; left out, every table ends the same, and the database has
     half the presence rows to copy, sort and probe. Only what committed is
-    remembered (the sink remembers a batch whose readings were all new): the presence rows of the last ``batches`` to ``2 * batches`` writes
-    (the repeats come from the batches just before), and cells until there are ``max_cells`` (the
-    registry only grows; then it starts again). Thread-safe: a runtime's writers
-    share one.
+    remembered (the sink remembers a batch whose readings were all new): the
+    presence rows of the last ``batches`` to ``2 * batches`` writes (the repeats
+    come from the batches just before), and cells until there are ``max_cells``
+    (the registry only grows; then it starts again). Thread-safe: a runtime's
+    writers share one.
 
     A presence row that ``storage.retention.expire_presence`` deletes while still
     remembered is not written again by a late reading of its window; expiry deleted
