@@ -166,3 +166,16 @@ def assert_partials_equal(conn: psycopg.Connection[Any], expected: np.ndarray) -
 def cell_windows_of(partials: np.ndarray) -> int:
     """How many cell-windows (rows of ``cell_windows``) the partials fall in."""
     return len(np.unique(partials[["resolution", "cell", "window_s", "window_start_ms"]]))
+
+
+#: Every table the writer touches.
+TABLES = ("readings", "cell_windows", "window_presence", "window_rides", "h3_cells")
+
+
+def snapshot(conn: psycopg.Connection[Any]) -> dict[str, list[tuple[Any, ...]]]:
+    """Every row of every table the writer touches, in a fixed order."""
+    out = {}
+    for table in TABLES:
+        rows = conn.execute(f"SELECT * FROM {table}").fetchall()  # type: ignore[call-overload]
+        out[table] = sorted(rows, key=repr)
+    return out

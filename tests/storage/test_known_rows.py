@@ -22,9 +22,9 @@ from stream import sink as sink_module
 from stream.core.process import CoreConfig, aggregate_new_rows
 from stream.sink import PostgresSink
 from tests.storage.storage_factories import make_readings
+from tests.storage.storage_reference import TABLES, snapshot
 
 CORE = CoreConfig()
-TABLES = ("readings", "cell_windows", "window_presence", "window_rides", "h3_cells")
 
 
 def _aggregates(rows: np.ndarray) -> Any:
@@ -113,11 +113,6 @@ def conn(migrated_database_url: str) -> Iterator[psycopg.Connection[Any]]:
         yield c
 
 
-def _snapshot(conn: psycopg.Connection[Any]) -> dict[str, list[tuple[Any, ...]]]:
-    return {t: sorted(conn.execute(f"SELECT * FROM {t}").fetchall(),  # type: ignore[call-overload]
-                      key=repr) for t in TABLES}
-
-
 def _batches() -> list[np.ndarray]:
     """Two kits' rides, 100 readings of each per batch, six batches."""
     one = make_readings(600, kit_id=1, ride_id=1)
@@ -143,10 +138,10 @@ def test_tables_end_as_if_everything_had_been_sent(
     counting = _Counting()
     _write(migrated_database_url, counting, _batches())
     assert counting.left_out > 0
-    leaving_out = _snapshot(conn)
+    leaving_out = snapshot(conn)
     conn.execute("TRUNCATE " + ", ".join(TABLES))  # type: ignore[call-overload]
     _write(migrated_database_url, _Forgetful(), _batches())
-    assert _snapshot(conn) == leaving_out
+    assert snapshot(conn) == leaving_out
     assert leaving_out["window_rides"]  # the comparison compared something
 
 
@@ -168,10 +163,10 @@ def test_a_batch_is_remembered_only_once_it_committed(
     assert conn.execute("SELECT count(*) FROM window_presence").fetchone() == (0,)
     # Written again (redelivered): every presence row goes in, none is thought stored.
     _write(migrated_database_url, known, [first, *rest])
-    written = _snapshot(conn)
+    written = snapshot(conn)
     conn.execute("TRUNCATE " + ", ".join(TABLES))  # type: ignore[call-overload]
     _write(migrated_database_url, _Forgetful(), [first, *rest])
-    assert _snapshot(conn) == written
+    assert snapshot(conn) == written
 
 
 @pytest.mark.postgres

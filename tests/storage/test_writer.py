@@ -15,6 +15,7 @@ from storage.writer import WriteResult, dedupe, join_plans, plan_write, write_ba
 from stream.core.partials import HIST_BINS, PARTIAL_DTYPE, PRESENCE_DTYPE, Metric
 from tests.storage.storage_factories import T0_MS, make_readings
 from tests.storage.storage_reference import (
+    TABLES,
     ReferenceAggregate,
     assert_partials_equal,
     cell_windows_of,
@@ -23,27 +24,18 @@ from tests.storage.storage_reference import (
     presence_ride_counts,
     reading_partials,
     ride_counts,
+    snapshot,
     stored_ride_counts,
 )
 
 pytestmark = pytest.mark.postgres
 
-TABLES = ("readings", "cell_windows", "window_presence", "window_rides", "h3_cells")
 
 
 @pytest.fixture
 def conn(migrated_database_url: str) -> Iterator[psycopg.Connection[Any]]:
     with psycopg.connect(migrated_database_url, autocommit=True) as c:
         yield c
-
-
-def snapshot(conn: psycopg.Connection[Any]) -> dict[str, list[tuple[Any, ...]]]:
-    """Every row of every table the writer touches, in a fixed order."""
-    out = {}
-    for table in TABLES:
-        rows = conn.execute(f"SELECT * FROM {table}").fetchall()  # type: ignore[call-overload]
-        out[table] = sorted(rows, key=repr)
-    return out
 
 
 def test_a_batch_is_stored_with_its_aggregates(conn: psycopg.Connection[Any]) -> None:
