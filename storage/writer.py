@@ -368,6 +368,10 @@ class WritePlan:
     aggregates: _Aggregates | None
     #: Readings of the original batch repeated within it (left out of ``rows``).
     repeated: int = 0
+    #: Set by :meth:`leaving_out`: the aggregates before known rows were left out, all
+    #: of which the database holds once this plan committed with every reading new
+    #: (what to :meth:`KnownRows.remember` then).
+    stored_after: _Aggregates | None = None
 
     @cached_property
     def readings_payload(self) -> bytes:
@@ -380,10 +384,12 @@ class WritePlan:
         return replace(self, aggregates=_Aggregates.of(*aggregate(self.rows)))
 
     def leaving_out(self, known: KnownRows) -> WritePlan:
-        """This plan without the presence rows and cells ``known`` says are stored."""
-        if self.aggregates is None:
+        """This plan without the presence rows and cells ``known`` says are stored
+        (itself if it has no aggregates or has left them out already)."""
+        if self.aggregates is None or self.stored_after is not None:
             return self
-        return replace(self, aggregates=known.leave_out(self.aggregates))
+        return replace(self, aggregates=known.leave_out(self.aggregates),
+                       stored_after=self.aggregates)
 
     def encode(self) -> WritePlan:
         """Encode every COPY payload the write may use now; returns the plan."""

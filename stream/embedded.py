@@ -14,9 +14,12 @@ so that the database's work and ours overlap instead of taking turns:
   Before the transaction it aggregates the batch's rows and encodes the COPY
   payloads, once per batch (a batch aggregates into fewer partials per reading
   than its chunks would, and the prepare stage, which has to keep the kits'
-  order, is left only what needs it). Inside the transaction it only runs
-  statements, unless some readings were stored already (a redelivery), when it
-  aggregates those that were new. It has
+  order, is left only what needs it). Under load that work is done earlier: when
+  the next batch is full and every writer is busy, the prepare stage, which can
+  take nothing more, readies the batch instead of waiting (``PostgresSink.ready``),
+  and the writer that takes it goes straight to its statements. Inside the
+  transaction it only runs statements, unless some readings were stored already
+  (a redelivery), when it aggregates those that were new. It has
   ``EmbeddedConfig.writers`` threads (two by default), each with its own
   connection: while one batch is being written, a second writer takes the next
   batch only once it is full or has waited ``batch_wait_s``, so under load two
@@ -223,6 +226,12 @@ class EmbeddedRuntime:
         self._next: list[_Chunk] = []
         self._next_messages = 0
         self._next_since = 0.0  # when the first chunk of the next batch was handed over
+        # A full next batch waiting for a writer is readied by the prepare stage
+        # (_ready_full_batch): being readied, no writer takes it; once ready, it is one
+        # chunk whose plan is aggregated and encoded.
+        self._readying = False
+        self._next_ready = False
+        self._can_ready = config.overlap_stages and not self._whole_batches
         self._writing = 0  # batches taken by write-stage threads and not finished
         # Acks in arrival order: batches are numbered as they are taken, and one is
         # acked only after the one before it was. A batch that ends unacked (stop,
@@ -254,6 +263,8 @@ class EmbeddedRuntime:
 
     def _prepare_loop(self) -> None:
         while not self._stopping.is_set():
+            if self._ready_full_batch():
+                continue
             room = self._wait_for_room()
             if not room:
                 continue
@@ -269,6 +280,32 @@ class EmbeddedRuntime:
                 self._next.append(chunk)
                 self._next_messages += len(messages)
                 self._handover.notify_all()
+
+    def _ready_full_batch(self) -> bool:
+        """While the next batch is full and every writer is busy, make it ready for its
+        transaction (``PostgresSink.ready``: join its chunks, aggregate, leave out what
+        is known stored, encode) instead of idling: the writer that takes it then only
+        runs its statements. True if it readied one."""
+        if not self._can_ready:
+            return False
+        with self._handover:
+            if (self._readying or self._next_ready or not self._next
+                    or self._next_messages < self.config.max_batch_messages
+                    or self._writing < len(self._sinks)):
+                return False
+            chunks = self._next
+            self._readying = True
+        batch = _joined(chunks)
+        try:
+            if isinstance(batch, PreparedBatch) and batch.plan is not None:
+                batch = dataclasses.replace(batch, plan=self._sink.ready(batch.plan))
+        finally:
+            with self._handover:
+                self._readying = False
+                if self._next is chunks:  # always: no writer takes a batch being readied
+                    self._next, self._next_ready = [batch], True
+                self._handover.notify_all()
+        return True
 
     def _wait_for_room(self) -> int:
         """How many more messages the next batch may take; 0 after a while without room."""
@@ -365,7 +402,7 @@ class EmbeddedRuntime:
             return time.monotonic() - self._next_since
 
         def ready() -> bool:
-            return bool(self._next) and (
+            return bool(self._next) and not self._readying and (
                 self._writing == 0 or self._next_messages >= self.config.max_batch_messages
                 or waited() >= self.config.batch_wait_s)
 
@@ -378,6 +415,7 @@ class EmbeddedRuntime:
             if not ready() or self._stopping.is_set():
                 return None
             chunks, self._next, self._next_messages = self._next, [], 0
+            self._next_ready = False
             self._writing += 1
             self.metrics.writes_in_flight.set(self._writing)
             number, self._taken = self._taken, self._taken + 1

@@ -87,6 +87,13 @@ class PostgresSink:
             return None
         return plan_write(enriched, None)
 
+    def ready(self, plan: WritePlan) -> WritePlan:
+        """``plan`` made ready for its transaction: aggregated, without the presence rows
+        and cells earlier writes stored, every COPY payload encoded (Python work that
+        need not wait for a writer: :meth:`write` does what is still left of it).
+        Readying early only leaves out less (what committed since is not left out)."""
+        return plan.aggregated(self._aggregate).leaving_out(self._known).encode()
+
     def write(self, admitted: Admitted, enriched: np.ndarray,
               states: KitStates | None = None, plan: WritePlan | None = None) -> WriteOutcome:
         """Write a batch in one transaction. ``states`` are the kit states after the
@@ -102,12 +109,12 @@ class PostgresSink:
             trimming = trim_end_s > 0 and states is not None and len(enriched) > 0
             if not trimming and plan is not None:
                 # Before the transaction: the aggregates and COPY payloads (Python
-                # work), and the partitions, committed on their own (a partition
-                # created inside it would keep other writers waiting until it commits).
-                # Presence rows and cells earlier writes stored are left out.
-                plan = plan.aggregated(self._aggregate)
-                stored_after = plan.aggregates
-                plan = plan.leaving_out(self._known).encode()
+                # work, unless the plan came ready), and the partitions, committed on
+                # their own (a partition created inside it would keep other writers
+                # waiting until it commits). Presence rows and cells earlier writes
+                # stored are left out.
+                plan = self.ready(plan)
+                stored_after = plan.stored_after
                 ensure_partitions(conn, plan.days)
             with conn.transaction():
                 to_write: np.ndarray | WritePlan = enriched

@@ -104,6 +104,16 @@ class _Counting(KnownRows):
         return kept
 
 
+class _Recording(KnownRows):
+    def __init__(self) -> None:
+        super().__init__()
+        self.remembered: list[Any] = []
+
+    def remember(self, aggregates: Any) -> None:
+        self.remembered.append(aggregates)
+        super().remember(aggregates)
+
+
 @pytest.fixture
 def conn(migrated_database_url: str) -> Iterator[psycopg.Connection[Any]]:
     with psycopg.connect(migrated_database_url, autocommit=True) as c:
@@ -188,3 +198,36 @@ def test_a_batch_with_readings_stored_before_is_not_remembered(
     new_to_second = _keys(_aggregates(second)) - _keys(_aggregates(first))
     assert new_to_second
     assert _keys(known.leave_out(_aggregates(second))) == new_to_second
+
+
+@pytest.mark.postgres
+def test_a_plan_readied_before_the_write_before_it_commits(
+    conn: psycopg.Connection[Any], migrated_database_url: str,
+) -> None:
+    # The prepare stage readies a full batch while every writer is busy
+    # (PostgresSink.ready): it leaves out only what was known stored then, its write
+    # stores the rest, and once it commits, all of it is remembered.
+    batches = _batches()
+    full = _aggregates(batches[2])
+    known = _Recording()
+    sink = PostgresSink(migrated_database_url, CORE, known)
+    admitted = Admitted(np.empty(0, READING_DTYPE), np.empty(0, np.int64))
+    try:
+        sink.write(admitted, batches[0], None, sink.plan(batches[0]))
+        early = sink.ready(sink.plan(batches[2]))  # batch 1 not written yet
+        assert early.aggregates is not None
+        assert early.stored_after is not None
+        assert _keys(early.stored_after) == _keys(full)
+        assert _keys(early.aggregates) == _keys(full) - _keys(_aggregates(batches[0]))
+        assert _keys(early.aggregates) < _keys(full)
+        assert sink.ready(early) is early  # readied once only
+        for rows, plan in ((batches[1], sink.plan(batches[1])), (batches[2], early)):
+            assert sink.write(admitted, rows, None, plan).inserted == len(rows)
+    finally:
+        sink.close()
+    assert known.remembered[-1] is early.stored_after
+    assert not _keys(known.leave_out(full))
+    written = snapshot(conn)
+    conn.execute("TRUNCATE " + ", ".join(TABLES))  # type: ignore[call-overload]
+    _write(migrated_database_url, _Forgetful(), batches[:3])
+    assert snapshot(conn) == written

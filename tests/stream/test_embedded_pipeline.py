@@ -92,7 +92,10 @@ class TracedRuntime(EmbeddedRuntime):
             aggregate = sink._aggregate
 
             def traced(rows: Any) -> Any:
-                conn = sink._conn
+                # A writer aggregates on its own sink, whose connection tells whether it is
+                # in its transaction; the prepare stage (readying a batch) writes on none.
+                thread = threading.current_thread().name
+                conn = sink._conn if thread.startswith("bikesense-write") else None
                 where = ("inside" if conn is not None and conn.info.transaction_status
                          != psycopg.pq.TransactionStatus.IDLE else "outside")
                 self._log(f"aggregated in {threading.current_thread().name}, {where} a "
@@ -260,11 +263,15 @@ def test_the_next_batch_is_prepared_during_a_write_and_acked_only_after_it(
     assert [runtime.kits_of(n) for n in range(4)] == [{1}, {2}, {3}, {1}]
     assert_acks_follow_commits(runtime)
     assert runtime.at("prepared", (2,)) < runtime.at("committed", (0,))
-    # Every reading was new, so each batch was aggregated once, by the write stage
-    # before its transaction (the batch of two chunks as one): none inside one.
-    assert len(runtime.seen("aggregated in bikesense-write, outside a transaction")) == 3
-    assert [e for e, _ in runtime.events if e.startswith("aggregated")
-            and e != "aggregated in bikesense-write, outside a transaction"] == []
+    # Every reading was new, so each batch was aggregated once, before its transaction
+    # (the batch of two chunks as one), none inside one: batches (0,) and (3,) by the
+    # write stage, and (1, 2), full while (0,)'s write was blocked, by the prepare stage
+    # meanwhile (readied for its writer).
+    by_writer = "aggregated in bikesense-write, outside a transaction"
+    by_preparer = "aggregated in bikesense-prepare, outside a transaction"
+    assert [e for e, _ in runtime.events if e.startswith("aggregated")] == [
+        by_writer, by_preparer, by_writer]
+    assert runtime.at(by_preparer, ()) < runtime.at("committed", (0,))
     assert runtime.counter("bikesense_mqtt_messages_acked") == 4
     fleet.assert_exactly_once()
 
