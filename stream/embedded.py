@@ -295,15 +295,19 @@ class EmbeddedRuntime:
                 return False
             chunks = self._next
             self._readying = True
-        batch = _joined(chunks)
+        readied: _Chunk | None = None
         try:
+            batch = _joined(chunks)
             if isinstance(batch, PreparedBatch) and batch.plan is not None:
                 batch = dataclasses.replace(batch, plan=self._sink.ready(batch.plan))
+            readied = batch
         finally:
+            # On an error the chunks stay as they were (and the stage fails, stopping all).
             with self._handover:
                 self._readying = False
-                if self._next is chunks:  # always: no writer takes a batch being readied
-                    self._next, self._next_ready = [batch], True
+                # Always the same list: no writer takes a batch being readied.
+                if readied is not None and self._next is chunks:
+                    self._next, self._next_ready = [readied], True
                 self._handover.notify_all()
         return True
 
