@@ -25,13 +25,14 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from collections.abc import AsyncIterator, Sequence
-from contextlib import AsyncExitStack
+from collections.abc import AsyncGenerator, AsyncIterator, Coroutine, Sequence
+from contextlib import suppress
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from enum import StrEnum
-from typing import Any, LiteralString
+from typing import Any, LiteralString, TypeVar
 
+import anyio
 import numpy as np
 import psycopg
 from psycopg import sql
@@ -46,6 +47,8 @@ from storage.pseudonyms import (
     ride_pseudonym,
 )
 from storage.queries import BBox, check_time_range
+
+_T = TypeVar("_T")
 
 
 class Encoding(StrEnum):
@@ -311,7 +314,7 @@ def _day_names(pairs: Sequence[tuple[int, int]], day: date, key: PseudonymKey,
 
 async def _slices(conn: psycopg.AsyncConnection[Any], statements: _Statements,
                   flt: ExportFilter, pseudonyms: Pseudonyms | None, day_tz: str,
-                  slice_rows: int) -> AsyncIterator[dict[str, Any]]:
+                  slice_rows: int, queries: _Queries) -> AsyncIterator[dict[str, Any]]:
     """The parameters of each slice query, in export order."""
     base: dict[str, Any] = {"slice_rows": slice_rows}
     if flt.bbox is not None:
@@ -322,15 +325,57 @@ async def _slices(conn: psycopg.AsyncConnection[Any], statements: _Statements,
     for day, lo, hi in local_day_spans(flt.start, flt.end, day_tz):
         params = base | {"lo": lo, "hi": hi}
         if pseudonyms is not None:
-            cur = await conn.execute(statements.prescan, params)
-            names = _day_names(await cur.fetchall(), day, pseudonyms.key, flt.kit_pseudonyms)
+            pairs = await queries.run(_all_rows(conn, statements.prescan, params))
+            names = _day_names(pairs, day, pseudonyms.key, flt.kit_pseudonyms)
             if names is None:
                 continue
             params |= names
-        cur = await conn.execute(statements.bounds, params)
-        starts = [max(lo, s) for (s,) in await cur.fetchall()]
+        bounds = await queries.run(_all_rows(conn, statements.bounds, params))
+        starts = [max(lo, s) for (s,) in bounds]
         for i, s in enumerate(starts):
             yield params | {"lo": s, "hi": starts[i + 1] if i + 1 < len(starts) else hi}
+
+
+class _Queries:
+    """An export's queries, each in a task of its own, never cancelled.
+
+    Cancelling a running query, psycopg asks the server to cancel it and waits for
+    that; cancelled again meanwhile, it closes the connection (a warning in the log, a
+    new connection for the pool). An export whose client went away is cancelled from
+    an anyio scope (Starlette's), again at every await until it ends, and a task it
+    awaits is cancelled with it each time. So a query is awaited through a shield,
+    and one still running when the export ends is waited for instead (a slice or a
+    day's pass: well under a second).
+    """
+
+    def __init__(self) -> None:
+        self._unsettled: set[asyncio.Task[Any]] = set()
+
+    def start(self, query: Coroutine[Any, Any, _T]) -> asyncio.Task[_T]:
+        task = asyncio.create_task(query)
+        self._unsettled.add(task)
+        return task
+
+    async def result(self, task: asyncio.Task[_T]) -> _T:
+        value = await asyncio.shield(task)
+        self._unsettled.discard(task)
+        return value
+
+    async def run(self, query: Coroutine[Any, Any, _T]) -> _T:
+        return await self.result(self.start(query))
+
+    async def settle(self) -> None:
+        """Wait for every query not awaited to the end, whatever it raised, even while
+        the export is being cancelled."""
+        with anyio.CancelScope(shield=True):
+            await asyncio.gather(*self._unsettled, return_exceptions=True)
+        self._unsettled.clear()
+
+
+async def _all_rows(conn: psycopg.AsyncConnection[Any], statement: sql.Composed,
+                    params: dict[str, Any]) -> list[tuple[Any, ...]]:
+    cur = await conn.execute(statement, params)
+    return await cur.fetchall()
 
 
 async def _fetch(conn: psycopg.AsyncConnection[Any], statement: sql.Composed,
@@ -342,14 +387,15 @@ async def _fetch(conn: psycopg.AsyncConnection[Any], statement: sql.Composed,
     return ExportBlock(int(rows), bytes(data) if data is not None else b"")
 
 
-async def _share_snapshot(stack: AsyncExitStack,
-                          conns: Sequence[psycopg.AsyncConnection[Any]]) -> None:
+async def _share_snapshot(conns: Sequence[psycopg.AsyncConnection[Any]],
+                          begun: list[psycopg.AsyncConnection[Any]]) -> None:
     """One read-only REPEATABLE READ transaction per connection, all on the first one's
-    snapshot: the slices, the days' names and the slice bounds see the same rows."""
+    snapshot: the slices, the days' names and the slice bounds see the same rows. Each
+    connection goes into ``begun`` as its transaction begins, for :func:`_end_snapshot`."""
     snapshot: str | None = None
     for i, conn in enumerate(conns):
-        await stack.enter_async_context(conn.transaction())
-        await conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+        begun.append(conn)
+        await conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
         if i == 0 and len(conns) > 1:
             cur = await conn.execute("SELECT pg_export_snapshot()")
             row = await cur.fetchone()
@@ -362,10 +408,20 @@ async def _share_snapshot(stack: AsyncExitStack,
         await conn.execute("SET LOCAL work_mem = '64MB'")
 
 
+async def _end_snapshot(begun: Sequence[psycopg.AsyncConnection[Any]]) -> None:
+    """End the export's transactions (read only: nothing to keep), even while the export
+    is being cancelled, so that the connections go back to their pool idle. A connection
+    that cannot is left to the pool, which discards it."""
+    with anyio.CancelScope(shield=True):
+        for conn in begun:
+            with suppress(psycopg.Error):
+                await conn.execute("ROLLBACK")
+
+
 async def aiter_export_blocks(conns: Sequence[psycopg.AsyncConnection[Any]],
                               names: Sequence[str], flt: ExportFilter, encoding: Encoding, *,
                               day_tz: str, pseudonyms: Pseudonyms | None = None,
-                              slice_rows: int = 20_000) -> AsyncIterator[ExportBlock]:
+                              slice_rows: int = 20_000) -> AsyncGenerator[ExportBlock]:
     """The export's rows in order, one block per slice of about ``slice_rows`` rows.
 
     ``conns`` are autocommit connections held for the export (one or more: see
@@ -382,25 +438,28 @@ async def aiter_export_blocks(conns: Sequence[psycopg.AsyncConnection[Any]],
         raise QueryError(f"slice_rows must be positive (got {slice_rows})")
     statements = _statements(names, flt, encoding, pseudonyms is not None)
     tz = pseudonyms.day_tz if pseudonyms is not None else day_tz
-    async with AsyncExitStack() as stack:
-        await _share_snapshot(stack, conns)
-        # One slice per connection is being formatted while the caller sends the last one.
-        in_flight: deque[asyncio.Task[ExportBlock]] = deque()
-        try:
-            n = 0
-            async for params in _slices(conns[0], statements, flt, pseudonyms, tz, slice_rows):
-                in_flight.append(asyncio.create_task(
-                    _fetch(conns[n % len(conns)], statements.slice, params)))
-                n += 1
-                if len(in_flight) > len(conns):
-                    block = await in_flight.popleft()
-                    if block.rows:
-                        yield block
-            while in_flight:
-                block = await in_flight.popleft()
+    queries = _Queries()
+    begun: list[psycopg.AsyncConnection[Any]] = []
+    # One slice per connection is being formatted while the caller sends the last one.
+    in_flight: deque[asyncio.Task[ExportBlock]] = deque()
+    try:
+        await queries.run(_share_snapshot(conns, begun))
+        n = 0
+        async for params in _slices(conns[0], statements, flt, pseudonyms, tz, slice_rows,
+                                    queries):
+            in_flight.append(queries.start(
+                _fetch(conns[n % len(conns)], statements.slice, params)))
+            n += 1
+            if len(in_flight) > len(conns):
+                block = await queries.result(in_flight.popleft())
                 if block.rows:
                     yield block
-        finally:
-            for task in in_flight:
-                task.cancel()
-            await asyncio.gather(*in_flight, return_exceptions=True)
+        while in_flight:
+            block = await queries.result(in_flight.popleft())
+            if block.rows:
+                yield block
+    finally:
+        # Ended early (an error, the caller gone): the slices being fetched finish
+        # rather than be cancelled (_Queries says why), then the transactions end.
+        await queries.settle()
+        await _end_snapshot(begun)

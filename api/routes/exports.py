@@ -8,16 +8,18 @@ readings as stored; the public gets no raw readings.
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterator
-from contextlib import AsyncExitStack
+from collections.abc import AsyncGenerator, AsyncIterator
+from contextlib import AsyncExitStack, aclosing
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Annotated, Any
 
+import anyio
 import psycopg
 from fastapi import APIRouter, Query
 from fastapi.responses import StreamingResponse
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
+from starlette.types import Send
 
 from api.deps import PrincipalDep, ServiceUnavailableError, StateDep, TimeRangeDep, parse_bbox
 from api.errors import BadParameterError, ForbiddenError, UnauthorizedError
@@ -113,6 +115,26 @@ async def _connections(stack: AsyncExitStack, pool: AsyncConnectionPool,
     return conns
 
 
+class _ExportResponse(StreamingResponse):
+    """A streamed export that, however the stream ends (finished, failed, or cancelled
+    because the client went away), closes its blocks before returning, shielded from
+    the cancellation: the export's queries end and its connections go back to the pool
+    idle, now, and not whenever the generators are garbage collected (in tasks of their
+    own, in any order, where closing them raced)."""
+
+    def __init__(self, content: AsyncIterator[bytes], blocks: AsyncGenerator[ExportBlock],
+                 **kwargs: Any) -> None:
+        super().__init__(content, **kwargs)
+        self._blocks = blocks
+
+    async def stream_response(self, send: Send) -> None:
+        try:
+            await super().stream_response(send)
+        finally:
+            with anyio.CancelScope(shield=True):
+                await self._blocks.aclose()
+
+
 @router.get(
     "/readings",
     summary="Raw readings with QA flags, streamed as CSV, Parquet or GeoJSON",
@@ -202,30 +224,41 @@ async def export_readings(
     slice_rows = min(state.api_settings.export_batch_rows, _SLICE_ROWS[encoding])
     timeout_s = state.api_settings.database_timeout_s
 
-    async def blocks() -> AsyncIterator[ExportBlock]:
+    async def blocks() -> AsyncGenerator[ExportBlock]:
         # The connections are taken here, not as a dependency, so that they live as
         # long as the stream and go back to the pool when the client is done.
-        async with AsyncExitStack() as stack:
-            conns = await _connections(stack, pool, timeout_s)
-            async for block in aiter_export_blocks(
+        stack = AsyncExitStack()
+        try:
+            # Shielded like the clean-up below: the pool checks a connection with a
+            # query as it hands it out (waiting at most timeout_s for one).
+            with anyio.CancelScope(shield=True):
+                conns = await _connections(stack, pool, timeout_s)
+            async with aclosing(aiter_export_blocks(
                     conns, [c.name for c in columns], flt, encoding, day_tz=day_tz,
-                    pseudonyms=pseudonyms, slice_rows=slice_rows):
-                yield block
+                    pseudonyms=pseudonyms, slice_rows=slice_rows)) as exported:
+                async for block in exported:
+                    yield block
+        finally:
+            # Shielded: a stream whose client went away is cancelled again at every await
+            # (anyio), and the connections must still go back to the pool.
+            with anyio.CancelScope(shield=True):
+                await stack.aclose()
 
     async def counted(stream: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
         async for data in stream:
             counter.inc(len(data))
             yield data
 
+    exported = blocks()
     if fmt is ExportFormat.CSV:
-        stream = csv_text_stream(columns, blocks())
+        stream = csv_text_stream(columns, exported)
     elif fmt is ExportFormat.GEOJSON:
-        stream = geojson_text_stream(columns, provenance, blocks())
+        stream = geojson_text_stream(columns, provenance, exported)
     else:
-        stream = parquet_stream(columns, arrow_schema(columns, provenance), blocks(),
+        stream = parquet_stream(columns, arrow_schema(columns, provenance), exported,
                                 pseudonymous=pseudonymous)
     stamp = f"{time_range.start:%Y%m%dT%H%M}-{time_range.end:%Y%m%dT%H%M}"
-    return StreamingResponse(counted(stream), media_type=_MEDIA[fmt], headers={
+    return _ExportResponse(counted(stream), exported, media_type=_MEDIA[fmt], headers={
         "Content-Disposition": f'attachment; filename="bikesense-readings-{stamp}.{fmt.value}"',
         "Cache-Control": "private, no-store",
         "X-Bikesense-Provenance": "; ".join(f"{k}={v}" for k, v in provenance.items()),

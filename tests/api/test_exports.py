@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import logging
 from collections.abc import Callable
 from datetime import date
 
@@ -19,6 +20,7 @@ from api.keys import create_key
 from api.roles import Role
 from storage.pseudonyms import PSEUDONYM_KEY_ENV, PseudonymKey, pseudonym, ride_pseudonym
 from tests.api.api_factories import BUSY, T0_MS, day_range, ride, write
+from tests.runtime_harness import wait_for
 
 ALL_ROWS = 4 * 120 + 2 * 120 + 3 * 3
 KEY = PseudonymKey(b"test pseudonym key, 32 bytes ..!")
@@ -256,3 +258,36 @@ def test_absent_values_are_empty_or_null_in_every_format(
     assert {name for name in table.column_names if table.column(name)[1].as_py() is None} == {
         "lat_deg", "lon_deg", "hdop", "satellites", "no2_ugm3", "cell"}
     assert table.column("no2_ugm3")[0].as_py() == pytest.approx(20.0)
+
+
+def test_a_client_gone_mid_export_cancels_nothing_and_returns_every_connection(
+    make_client: Callable[..., httpx.Client], own_keys: dict[Role, str], seeded_url: str,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # Clients stop reading exports halfway. The server stops the export there, without
+    # cancelling a running query (psycopg, cancelled again while cancelling one, closes
+    # the connection with a warning) and gives the connections back to the pool idle.
+    long_ride = ride(kit_id=1, ride_id=2000, start=BUSY, n=40_000, boot_id=9, seed=9,
+                     t0_ms=T0_MS + 3 * 3_600_000)
+    write(seeded_url, [long_ride])
+    client = make_client(export_batch_rows=500)  # 80 slices and more, two at a time
+    caplog.set_level(logging.WARNING)
+    for role in (Role.RESEARCHER, Role.ADMIN):
+        for fmt in ("csv", "parquet", "geojson"):
+            with client.stream("GET", "/v1/exports/readings",
+                               params={**day_range(), "format": fmt},
+                               headers={"X-API-Key": own_keys[role]}) as response:
+                assert response.status_code == 200
+                next(response.iter_bytes())  # the first part; then the client goes away
+
+    def settled() -> bool:
+        with psycopg.connect(seeded_url, autocommit=True) as conn:
+            states = conn.execute("SELECT state FROM pg_stat_activity"
+                                  " WHERE application_name = 'bikesense-api'"
+                                  " AND datname = current_database()").fetchall()
+        return bool(states) and all(state == "idle" for (state,) in states)
+
+    wait_for(settled, timeout_s=20, what="the export's connections back in the pool, idle")
+    assert [r.getMessage() for r in caplog.records if r.name.startswith("psycopg")] == []
+    whole = _export(client, own_keys[Role.ADMIN], format="csv")
+    assert len(_rows(whole)) == ALL_ROWS + len(long_ride)
