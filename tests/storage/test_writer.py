@@ -31,7 +31,6 @@ from tests.storage.storage_reference import (
 pytestmark = pytest.mark.postgres
 
 
-
 @pytest.fixture
 def conn(migrated_database_url: str) -> Iterator[psycopg.Connection[Any]]:
     with psycopg.connect(migrated_database_url, autocommit=True) as c:
