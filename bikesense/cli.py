@@ -23,7 +23,7 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
 )
-services_app = typer.Typer(help="Start, inspect and stop the embedded PostgreSQL and Mosquitto.",
+services_app = typer.Typer(help="Start, inspect and stop local PostgreSQL, Mosquitto, Kafka.",
                            no_args_is_help=True)
 app.add_typer(services_app, name="services")
 app.add_typer(storage_cli.app, name="db")
@@ -63,13 +63,19 @@ def services_up(
         help="Start PostgreSQL unless BIKESENSE_DATABASE_URL is set.")] = True,
     mosquitto: Annotated[bool, typer.Option(
         help="Start Mosquitto unless BIKESENSE_MQTT_URL is set.")] = True,
+    kafka: Annotated[bool, typer.Option(
+        help="Also start a Kafka broker for the distributed runtime, unless "
+             "BIKESENSE_KAFKA_URL is set (needs Java 17 and Maven; the first start "
+             "downloads Kafka from Maven Central).")] = False,
 ) -> None:
-    """Start PostgreSQL and Mosquitto on free loopback ports (skipping those configured by URL)."""
+    """Start PostgreSQL and Mosquitto (and Kafka) on free loopback ports, skipping those
+    configured by URL."""
     settings = settings_or_exit()
     services = LocalServices(settings.state_dir)
     try:
         services.up(start_postgres=postgres and settings.database_url is None,
-                    start_mosquitto=mosquitto and settings.mqtt_url is None)
+                    start_mosquitto=mosquitto and settings.mqtt_url is None,
+                    start_kafka=kafka and settings.kafka_url is None)
     except BikesenseError as exc:
         exit_with(exc)
     _print_status(settings)
@@ -98,6 +104,8 @@ def _print_status(settings: Settings) -> None:
         lines.append(f"postgres   configured  {settings.database_url}")
     if settings.mqtt_url:
         lines.append(f"mosquitto  configured  {settings.mqtt_url}")
+    if settings.kafka_url:
+        lines.append(f"kafka      configured  {settings.kafka_url}")
     for name, (record, alive) in LocalServices(settings.state_dir).status().items():
         state = "[green]running[/green]" if alive else "[red]stopped[/red]"
         lines.append(f"{name:<10} {state}  {record.url}  pid {record.pid}  log {record.log_file}")

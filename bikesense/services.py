@@ -46,15 +46,15 @@ def wait_for_port(port: int, *, timeout_s: float, process: subprocess.Popen[byte
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if process is not None and process.poll() is not None:
-            raise ServiceError(f"{what} exited with code {process.returncode}{_log_tail(log_file)}")
+            raise ServiceError(f"{what} exited with code {process.returncode}{log_tail(log_file)}")
         with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2):
             return
         time.sleep(0.05)
     raise ServiceError(f"{what} did not accept connections on 127.0.0.1:{port} "
-                       f"within {timeout_s:.0f} s{_log_tail(log_file)}")
+                       f"within {timeout_s:.0f} s{log_tail(log_file)}")
 
 
-def _log_tail(log_file: Path | None, lines: int = 15) -> str:
+def log_tail(log_file: Path | None, lines: int = 15) -> str:
     if log_file is None or not log_file.exists():
         return ""
     tail = log_file.read_text(errors="replace").splitlines()[-lines:]
@@ -87,7 +87,7 @@ def _chown_tree(path: Path, user: pwd.struct_passwd | None) -> None:
             os.chown(Path(root) / name, user.pw_uid, user.pw_gid)
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
     """Whether ``pid`` is a running process (a zombie of one of ours counts as gone)."""
     if pid <= 0:
         return False
@@ -173,7 +173,7 @@ class PostgresCluster:
         )
         if result.returncode != 0:
             raise ServiceError(f"{' '.join(cmd)} failed ({result.returncode}):\n"
-                               f"{result.stderr.strip()}{_log_tail(self.log_file)}")
+                               f"{result.stderr.strip()}{log_tail(self.log_file)}")
         return result
 
     def start(self) -> ServiceRecord:
@@ -220,7 +220,7 @@ class PostgresCluster:
         if pid:
             os.kill(pid, signal.SIGKILL)
             deadline = time.monotonic() + 10
-            while _pid_alive(pid) and time.monotonic() < deadline:
+            while pid_alive(pid) and time.monotonic() < deadline:
                 time.sleep(0.05)
 
 
@@ -347,7 +347,7 @@ class LocalServices:
         """Each recorded service with whether its process is alive and its port answers."""
         result = {}
         for name, record in self.records().items():
-            alive = _pid_alive(record.pid)
+            alive = pid_alive(record.pid)
             if alive:
                 try:
                     wait_for_port(record.port, timeout_s=0.5, what=name)
@@ -357,7 +357,7 @@ class LocalServices:
         return result
 
     def up(self, *, start_postgres: bool = True, start_mosquitto: bool = True,
-           ) -> dict[str, ServiceRecord]:
+           start_kafka: bool = False) -> dict[str, ServiceRecord]:
         records = {n: r for n, (r, alive) in self.status().items() if alive}
         if start_postgres and "postgres" not in records:
             old = self.records().get("postgres")
@@ -371,7 +371,25 @@ class LocalServices:
                                      port=old.port if old and _port_free(old.port) else None)
             records["mosquitto"] = broker.start()
             self._save(records)
+        if start_kafka and "kafka" not in records:
+            from bikesense.kafka.broker import (  # noqa: PLC0415 - only when Kafka is asked for
+                KafkaBroker,
+                KafkaDistribution,
+            )
+
+            old = self.records().get("kafka")
+            kafka = KafkaBroker(self.state_dir / "kafka",
+                                KafkaDistribution(self.kafka_cache_dir()),
+                                port=old.port if old and _port_free(old.port) else None)
+            records["kafka"] = kafka.start()
+            self._save(records)
         return records
+
+    def kafka_cache_dir(self) -> Path:
+        """Where Kafka's jars are kept once downloaded (``BIKESENSE_KAFKA_CACHE_DIR`` to share
+        them between state folders)."""
+        configured = os.environ.get("BIKESENSE_KAFKA_CACHE_DIR")
+        return Path(configured) if configured else self.state_dir / "kafka-dist"
 
     def down(self) -> list[str]:
         stopped = []
@@ -379,18 +397,24 @@ class LocalServices:
         postgres = records.get("postgres")
         if postgres is not None:
             cluster = PostgresCluster(Path(postgres.directory), port=postgres.port)
-            if _pid_alive(postgres.pid):
+            if pid_alive(postgres.pid):
                 cluster.stop()
                 stopped.append("postgres")
         mosquitto = records.get("mosquitto")
-        if mosquitto is not None and _pid_alive(mosquitto.pid):
+        if mosquitto is not None and pid_alive(mosquitto.pid):
             os.kill(mosquitto.pid, signal.SIGTERM)
             deadline = time.monotonic() + 10
-            while _pid_alive(mosquitto.pid) and time.monotonic() < deadline:
+            while pid_alive(mosquitto.pid) and time.monotonic() < deadline:
                 time.sleep(0.05)
-            if _pid_alive(mosquitto.pid):
+            if pid_alive(mosquitto.pid):
                 os.kill(mosquitto.pid, signal.SIGKILL)
             stopped.append("mosquitto")
+        kafka = records.get("kafka")
+        if kafka is not None and pid_alive(kafka.pid):
+            from bikesense.kafka.broker import stop_process  # noqa: PLC0415
+
+            stop_process(kafka.pid, timeout_s=60)
+            stopped.append("kafka")
         self.record_file.unlink(missing_ok=True)
         return stopped
 

@@ -38,6 +38,17 @@ class Settings(BaseSettings):
     kafka_url: str | None = Field(
         default=None, description="Kafka bootstrap URL for the distributed runtime: kafka://host:9092"
     )
+    kafka_app_id: str = Field(
+        default="bikesense", pattern=r"^[A-Za-z0-9_-]+$",
+        description="the distributed runtime's name in Kafka: its topics ({id}.readings, "
+                    "{id}.enriched), consumer group and table changelog; the same for "
+                    "ingest and every worker of one deployment",
+    )
+    kafka_partitions: int = Field(
+        default=8, ge=1, le=1024,
+        description="partitions of the distributed runtime's topics: the most workers that "
+                    "share the work; the same for ingest and every worker, fixed once data flows",
+    )
     state_dir: Path = Field(
         default=Path(".state"),
         description="Where `bikesense services up` keeps its clusters, logs and URLs",
@@ -172,5 +183,17 @@ def resolve_mqtt_url(settings: Settings) -> str:
         raise ConfigurationError(
             "no MQTT broker: set BIKESENSE_MQTT_URL, or run `bikesense services up` "
             f"(state folder {settings.state_dir.resolve()})"
+        )
+    return url
+
+
+def resolve_kafka_url(settings: Settings) -> str:
+    """``BIKESENSE_KAFKA_URL``, else the broker ``bikesense services up --kafka`` started."""
+    url = settings.kafka_url or _recorded_url(settings, "kafka")
+    if url is None:
+        raise ConfigurationError(
+            "no Kafka broker: set BIKESENSE_KAFKA_URL=kafka://host:9092, or run "
+            f"`bikesense services up --kafka` (state folder {settings.state_dir.resolve()}); "
+            "the embedded runtime, `bikesense ingest`, needs none"
         )
     return url

@@ -177,12 +177,6 @@ def ingest_command(
     settings = settings_or_exit()
     name = client_id or f"bikesense-ingest-{socket.gethostname()}-{os.getuid()}"
     try:
-        if to is Destination.KAFKA:
-            from stream.distributed import run_kafka_ingest  # noqa: PLC0415
-
-            run_kafka_ingest(settings, client_id=name, share_group=share_group,
-                             topic_root=topic_root)
-            return
         from stream.embedded import (  # noqa: PLC0415
             EmbeddedConfig,
             EmbeddedRuntime,
@@ -191,6 +185,7 @@ def ingest_command(
         from stream.maintenance import MaintenanceConfig  # noqa: PLC0415
         from stream.settings import core_config  # noqa: PLC0415
 
+        # One configuration for both destinations: retention runs from either process.
         config = EmbeddedConfig(
             mqtt_url=resolve_mqtt_url(settings), database_url=resolve_database_url(settings),
             client_id=name, share_group=share_group, topic_root=topic_root,
@@ -198,6 +193,11 @@ def ingest_command(
             core=core_config(settings),
             maintenance=MaintenanceConfig(raw_retention=timedelta(days=settings.raw_retention_days)),
         )
+        if to is Destination.KAFKA:
+            from stream.distributed import run_kafka_ingest  # noqa: PLC0415
+
+            run_kafka_ingest(settings, config, metrics_port)
+            return
         runtime = EmbeddedRuntime(config, master_key_from_environment(settings))
         if metrics_port is not None:
             from prometheus_client import start_http_server  # noqa: PLC0415

@@ -6,7 +6,13 @@ ingest); docs/deployment.md shows how they run together.
 
 from __future__ import annotations
 
-from stream.faust_app.app import DistributedConfig, StreamApp, create_app, default_store
+from stream.faust_app.app import (
+    DistributedConfig,
+    StreamApp,
+    create_app,
+    default_store,
+    ensure_app_topics,
+)
 from stream.faust_app.ingest import KafkaIngest, run_kafka_ingest
 
 __all__ = [
@@ -15,5 +21,6 @@ __all__ = [
     "StreamApp",
     "create_app",
     "default_store",
+    "ensure_app_topics",
     "run_kafka_ingest",
 ]

@@ -19,6 +19,8 @@ import psycopg
 import pytest
 from psycopg import sql
 
+from bikesense.exceptions import ServiceError
+from bikesense.kafka.broker import KafkaBroker, KafkaDistribution
 from bikesense.services import MosquittoBroker, PostgresCluster
 
 
@@ -95,12 +97,41 @@ def unique_topic_prefix() -> str:
     return f"test-{uuid.uuid4().hex[:10]}"
 
 
+#: Set by .ci/run: CI must prove the distributed path, so a Kafka test may not skip there.
+REQUIRE_KAFKA = os.environ.get("BIKESENSE_REQUIRE_KAFKA") == "1"
+ROOT = Path(__file__).resolve().parent.parent
+
+
 @pytest.fixture(scope="session")
-def kafka_url() -> str:
-    url = os.environ.get("BIKESENSE_TEST_KAFKA_URL")
-    if not url:
-        pytest.skip("no Kafka broker here: set BIKESENSE_TEST_KAFKA_URL=kafka://host:9092 to run")
-    return url
+def kafka_broker(services_root: Path) -> Iterator[KafkaBroker | None]:
+    """The harness's own Kafka broker (once per session), or None when
+    BIKESENSE_TEST_KAFKA_URL points elsewhere.
+
+    Its jars come from the cache ``bikesense services up --kafka`` fills (the
+    project's ``.state/kafka-dist``, or BIKESENSE_KAFKA_CACHE_DIR): the first
+    session on a machine downloads them from Maven Central.
+    """
+    if os.environ.get("BIKESENSE_TEST_KAFKA_URL"):
+        yield None
+        return
+    cache = Path(os.environ.get("BIKESENSE_KAFKA_CACHE_DIR") or ROOT / ".state" / "kafka-dist")
+    broker = KafkaBroker(services_root / "kafka", KafkaDistribution(cache))
+    try:
+        broker.start()
+    except ServiceError as exc:
+        broker.stop()
+        if REQUIRE_KAFKA:
+            pytest.fail(f"BIKESENSE_REQUIRE_KAFKA=1 but no Kafka broker could start: {exc}")
+        pytest.skip(f"no Kafka broker could start here: {exc}")
+    yield broker
+    broker.stop()
+
+
+@pytest.fixture(scope="session")
+def kafka_url(kafka_broker: KafkaBroker | None) -> str:
+    if kafka_broker is None:
+        return os.environ["BIKESENSE_TEST_KAFKA_URL"]
+    return kafka_broker.url
 
 
 @pytest.fixture(scope="session")

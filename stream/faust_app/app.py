@@ -39,12 +39,19 @@ from typing import Any
 import faust
 
 from bikesense.exceptions import ConfigurationError
-from bikesense.settings import Settings, resolve_database_url
+from bikesense.settings import Settings, resolve_database_url, resolve_kafka_url
 from stream.core.exceptions import StreamCoreError
 from stream.core.process import CoreConfig
-from stream.faust_app.codec import ENRICHED_TOPIC, READINGS_TOPIC
 from stream.faust_app.exceptions import EnvelopeError
 from stream.faust_app.steps import QaOutcome, StoreOutcome, qa_step, store_batch
+from stream.faust_app.topics import (
+    CHANGELOG_CONFIG,
+    DEFAULT_PARTITIONS,
+    TopicSpec,
+    bootstrap_servers,
+    ensure_topics,
+    readings_topic,
+)
 from stream.settings import core_config
 from stream.sink import PostgresSink
 
@@ -53,13 +60,12 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True, slots=True)
 class DistributedConfig:
+    #: Names the faust app (its consumer group) and every topic it uses.
     app_id: str = "bikesense"
-    readings_topic: str = READINGS_TOPIC
-    enriched_topic: str = ENRICHED_TOPIC
     kit_state_table: str = "kit-states"
     #: Partitions of both topics and of the table's changelog: the most workers that
     #: can share the work. Fixed once data flows (keys would move to other partitions).
-    partitions: int = 8
+    partitions: int = DEFAULT_PARTITIONS
     replication_factor: int = 1
     #: H3 resolution of the enriched topic's key; None: the coarsest aggregated one,
     #: so that every partial of a cell is merged by a single worker.
@@ -69,6 +75,33 @@ class DistributedConfig:
     store_batch_within_s: float = 0.25
     retry_min_s: float = 0.2
     retry_max_s: float = 5.0
+
+    @property
+    def readings_topic(self) -> str:
+        return readings_topic(self.app_id)
+
+    @property
+    def enriched_topic(self) -> str:
+        return f"{self.app_id}.enriched"
+
+    @property
+    def changelog_topic(self) -> str:
+        """faust's name for the table's changelog: ``{app id}-{table}-changelog``."""
+        return f"{self.app_id}-{self.kit_state_table}-changelog"
+
+    def topics(self) -> list[TopicSpec]:
+        """Every topic the workers read or write, as :func:`ensure_topics` wants them."""
+        return [
+            TopicSpec(self.readings_topic, self.partitions, self.replication_factor),
+            TopicSpec(self.enriched_topic, self.partitions, self.replication_factor),
+            TopicSpec(self.changelog_topic, self.partitions, self.replication_factor,
+                      config=CHANGELOG_CONFIG),
+        ]
+
+    @classmethod
+    def from_settings(cls, settings: Settings, **overrides: Any) -> DistributedConfig:
+        return cls(app_id=settings.kafka_app_id, partitions=settings.kafka_partitions,
+                   **overrides)
 
     def routing_for(self, core: CoreConfig) -> int:
         resolution = min(core.resolutions) if self.routing_resolution is None \
@@ -85,14 +118,22 @@ class StreamApp:
     """The faust app and the parts tests and the worker reach for. faust is untyped: Any."""
 
     app: Any
-    readings: Any  # faust topic bikesense.readings
-    enriched: Any  # faust topic bikesense.enriched
+    readings: Any  # faust topic {app id}.readings
+    enriched: Any  # faust topic {app id}.enriched
     kit_states: Any  # faust table: kit id (bytes) → encoded KitState
     qa: Any  # agent over readings
     store: Any  # agent over enriched
     sink: PostgresSink
     core: CoreConfig
     config: DistributedConfig
+
+
+async def ensure_app_topics(stream_app: StreamApp) -> list[str]:
+    """Create the app's topics with its partition count, or refuse a broker whose topics
+    have another (stream/faust_app/topics.py); before the worker starts."""
+    servers = bootstrap_servers(str(stream_app.app.conf.broker[0]))
+    return await ensure_topics(servers, stream_app.config.topics(),
+                               client_id=f"{stream_app.config.app_id}-topics")
 
 
 def default_store() -> str:
@@ -106,12 +147,8 @@ def default_store() -> str:
 def create_app(settings: Settings, *, broker_url: str | None = None, store: str = "memory://",
                config: DistributedConfig | None = None) -> StreamApp:
     """Build (not start) the faust app; nothing connects until a worker runs it."""
-    broker = broker_url or settings.kafka_url
-    if not broker:
-        msg = ("the distributed runtime needs Kafka: set BIKESENSE_KAFKA_URL=kafka://host:9092 "
-               "(the embedded runtime, `bikesense ingest`, needs none)")
-        raise ConfigurationError(msg)
-    cfg = config or DistributedConfig()
+    broker = broker_url or resolve_kafka_url(settings)
+    cfg = config or DistributedConfig.from_settings(settings)
     core = core_config(settings)
     if core.privacy.trim_end_s > 0:
         # Held readings must leave the holding table in the same transaction as the
@@ -135,12 +172,17 @@ def create_app(settings: Settings, *, broker_url: str | None = None, store: str 
         producer_acks=-1,
         processing_guarantee="at_least_once",
     )
-    readings = app.topic(cfg.readings_topic, key_type=bytes, value_type=bytes,
-                         partitions=cfg.partitions, internal=True)
-    enriched = app.topic(cfg.enriched_topic, key_type=bytes, value_type=bytes,
-                         partitions=cfg.partitions, internal=True)
-    kit_states = app.Table(cfg.kit_state_table, key_type=bytes, value_type=bytes,
-                           partitions=cfg.partitions, help="kit id → KitState (codec.py)")
+    # Our own envelopes (codec.py): faust must pass the bytes through, not read them as
+    # JSON, its default serializer whatever the declared type.
+    raw: dict[str, Any] = {"key_type": bytes, "value_type": bytes, "partitions": cfg.partitions}
+    readings = app.topic(cfg.readings_topic, internal=True, key_serializer="raw",
+                         value_serializer="raw", **raw)
+    enriched = app.topic(cfg.enriched_topic, internal=True, key_serializer="raw",
+                         value_serializer="raw", **raw)
+    kit_states: Any = app.Table(cfg.kit_state_table, help="kit id → KitState (codec.py)", **raw)
+    # A table takes its serializers from its types only (json for bytes); set before the
+    # changelog topic is first built from them.
+    kit_states.key_serializer = kit_states.value_serializer = "raw"
     # The sink never reads kit secrets (ingest authenticates): the workers hold none.
     sink = PostgresSink(resolve_database_url(settings), core)
 

@@ -32,10 +32,6 @@ from stream.core.batch import ENRICHED_DTYPE
 from stream.core.state import KitState, Position, QaMemory, RideSpan, SensorRun
 from stream.faust_app.exceptions import EnvelopeError
 
-#: Topic names (the faust app can be configured with others, e.g. in tests).
-READINGS_TOPIC = "bikesense.readings"
-ENRICHED_TOPIC = "bikesense.enriched"
-
 READINGS_MAGIC = b"BSR1"
 ENRICHED_MAGIC = b"BSE1"
 KIT_STATE_VERSION = 1

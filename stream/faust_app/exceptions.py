@@ -3,7 +3,8 @@
     BikesenseError
     └── DistributedError
         ├── EnvelopeError   bytes on a bikesense topic that are not what its layout says
-        └── KafkaError      the broker could not be reached, or did not take a produce
+        ├── KafkaError      the broker could not be reached, or did not take a produce
+        └── TopicLayoutError  a bikesense topic exists with another partition count
 
 ``EnvelopeError`` is a ``ValueError`` too: it is always about bytes someone handed in.
 """
@@ -23,3 +24,11 @@ class EnvelopeError(DistributedError, ValueError):
 
 class KafkaError(DistributedError):
     """Kafka is unreachable or refused a message; the message says which broker."""
+
+
+class TopicLayoutError(DistributedError):
+    """A bikesense topic exists with a partition count other than the runtime's.
+
+    Keys (kits, cells) are spread over partitions by count: a topic with another
+    count would file a kit's state in one partition and its readings in another.
+    """

@@ -31,8 +31,7 @@ from typing import Any, Protocol, TypeVar
 import numpy as np
 import psycopg
 
-from bikesense.exceptions import ConfigurationError
-from bikesense.settings import Settings, resolve_database_url, resolve_mqtt_url
+from bikesense.settings import Settings, resolve_kafka_url
 from ingest.admission import Admitted, admit
 from ingest.mqtt import InboundMessage
 from storage.kits import MasterKey
@@ -44,9 +43,15 @@ from stream.embedded import (
     run_until_signalled,
     withhold_zone_payloads,
 )
-from stream.faust_app.codec import READINGS_TOPIC, encode_readings, kit_key
+from stream.faust_app.codec import encode_readings, kit_key
 from stream.faust_app.exceptions import KafkaError
-from stream.settings import core_config
+from stream.faust_app.topics import (
+    DEFAULT_PARTITIONS,
+    TopicSpec,
+    bootstrap_servers,
+    ensure_topics,
+    readings_topic,
+)
 from stream.sink import WriteOutcome
 
 log = logging.getLogger(__name__)
@@ -79,20 +84,6 @@ def readings_messages(admitted: Admitted, *,
     return messages
 
 
-def bootstrap_servers(kafka_url: str) -> list[str]:
-    """``kafka://h1:9092;kafka://h2:9092`` (faust's form) or ``kafka://h1:9092,h2:9092``
-    → ``["h1:9092", "h2:9092"]``."""
-    servers = []
-    for part in kafka_url.replace(";", ",").split(","):
-        host = part.strip().removeprefix("kafka://").rstrip("/")
-        if host:
-            servers.append(host if ":" in host else f"{host}:9092")
-    if not servers:
-        msg = f"no Kafka broker in {kafka_url!r}; expected kafka://host:9092"
-        raise ConfigurationError(msg)
-    return servers
-
-
 class ReadingsProducer(Protocol):
     async def start(self) -> None: ...
 
@@ -105,15 +96,22 @@ class ReadingsProducer(Protocol):
 class AiokafkaReadingsProducer:
     """An idempotent aiokafka producer with ``acks=all`` for one topic."""
 
-    def __init__(self, kafka_url: str, topic: str, *, client_id: str) -> None:
+    def __init__(self, kafka_url: str, topic: str, *, client_id: str,
+                 partitions: int = DEFAULT_PARTITIONS) -> None:
         self.servers = bootstrap_servers(kafka_url)
         self.topic = topic
+        self.partitions = partitions
         self._client_id = client_id
         self._producer: Any = None
 
     async def start(self) -> None:
         from aiokafka import AIOKafkaProducer  # type: ignore[import-untyped]  # noqa: PLC0415
         from aiokafka.errors import KafkaError as AiokafkaError  # type: ignore[import-untyped]  # noqa: PLC0415
+
+        # Before the first produce: a broker that creates topics on demand would give
+        # this one its own default partition count (stream/faust_app/topics.py).
+        await ensure_topics(self.servers, [TopicSpec(self.topic, self.partitions)],
+                            client_id=self._client_id)
 
         self._producer = AIOKafkaProducer(
             bootstrap_servers=self.servers, client_id=self._client_id, acks="all",
@@ -212,19 +210,23 @@ class KafkaIngest(EmbeddedRuntime):
             delay = min(delay * 2, self.config.retry_max_s)
 
 
-def run_kafka_ingest(settings: Settings, *, client_id: str, share_group: str,
-                     topic_root: str) -> None:
-    """Run ``bikesense ingest --to kafka`` until SIGTERM or SIGINT."""
+def run_kafka_ingest(settings: Settings, config: EmbeddedConfig,
+                     metrics_port: int | None = None) -> None:
+    """Run ``bikesense ingest --to kafka`` until SIGTERM or SIGINT.
+
+    ``config`` is the embedded runtime's, built from the same settings and options
+    (so retention and the other maintenance settings hold here too); the readings
+    go to ``{BIKESENSE_KAFKA_APP_ID}.readings`` instead of the stream core.
+    """
     from storage.cli import master_key_from_environment  # noqa: PLC0415 - CLI edge only
-    if not settings.kafka_url:
-        msg = "ingest --to kafka needs BIKESENSE_KAFKA_URL=kafka://host:9092"
-        raise ConfigurationError(msg)
-    config = EmbeddedConfig(
-        mqtt_url=resolve_mqtt_url(settings), database_url=resolve_database_url(settings),
-        client_id=client_id, share_group=share_group, topic_root=topic_root,
-        core=core_config(settings),
-    )
-    producer = AiokafkaReadingsProducer(settings.kafka_url, READINGS_TOPIC,
-                                        client_id=client_id)
+
+    producer = AiokafkaReadingsProducer(resolve_kafka_url(settings),
+                                        readings_topic(settings.kafka_app_id),
+                                        client_id=config.client_id,
+                                        partitions=settings.kafka_partitions)
     runtime = KafkaIngest(config, master_key_from_environment(settings), producer)
+    if metrics_port is not None:
+        from prometheus_client import start_http_server  # noqa: PLC0415
+
+        start_http_server(metrics_port, addr="127.0.0.1", registry=runtime.metrics.registry)
     asyncio.run(run_until_signalled(runtime))

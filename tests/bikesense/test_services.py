@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 
 from bikesense.cli import app
 from bikesense.exceptions import ConfigurationError
-from bikesense.services import LocalServices, _pid_alive
+from bikesense.services import LocalServices, pid_alive
 from bikesense.settings import load_settings, resolve_database_url
 
 
@@ -37,7 +37,7 @@ def test_services_up_status_down(services_root: Path) -> None:
     finally:
         stopped = services.down()
     assert sorted(stopped) == ["mosquitto", "postgres"]
-    assert not any(_pid_alive(r.pid) for r in records.values())
+    assert not any(pid_alive(r.pid) for r in records.values())
     assert services.status() == {}
 
 

@@ -10,6 +10,7 @@ from typer.testing import CliRunner
 from bikesense.exceptions import ConfigurationError
 from bikesense.settings import Settings
 from stream.cli import app
+from stream.embedded import EmbeddedConfig
 from stream.faust_app.app import DistributedConfig, create_app
 from stream.faust_app.ingest import run_kafka_ingest
 
@@ -32,8 +33,20 @@ def test_worker_needs_kafka() -> None:
 def test_worker_needs_a_database(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("BIKESENSE_KAFKA_URL", "kafka://127.0.0.1:9")
     result = CliRunner().invoke(app, ["worker"])
-    assert result.exit_code == 1
+    assert result.exit_code == 2  # configuration: nothing ran
     assert "no database: set BIKESENSE_DATABASE_URL" in " ".join(result.output.split())
+
+
+@pytest.mark.usefixtures("clean_environment")
+def test_worker_says_in_one_line_that_kafka_is_unreachable(monkeypatch: pytest.MonkeyPatch,
+                                                           ) -> None:
+    monkeypatch.setenv("BIKESENSE_KAFKA_URL", "kafka://127.0.0.1:9")
+    monkeypatch.setenv("BIKESENSE_DATABASE_URL", "postgresql://x@127.0.0.1:9/x")
+    result = CliRunner().invoke(app, ["worker"])
+    assert result.exit_code == 1
+    output = " ".join(result.output.split())
+    assert output.startswith("error: cannot reach Kafka at 127.0.0.1:9")
+    assert "Traceback" not in result.output
 
 
 def test_worker_help_lists_its_options() -> None:
@@ -56,7 +69,8 @@ def test_app_factory_refuses_without_kafka_or_with_a_bad_routing(tmp_path: Path)
 
 
 def test_kafka_ingest_needs_kafka(tmp_path: Path) -> None:
-    with pytest.raises(ConfigurationError, match="needs BIKESENSE_KAFKA_URL"):
-        run_kafka_ingest(Settings(state_dir=tmp_path), client_id="x", share_group="g",
-                         topic_root="r")
+    config = EmbeddedConfig(mqtt_url="mqtt://127.0.0.1:9", database_url="postgresql://x@h/x",
+                            client_id="x", share_group="g", topic_root="r")
+    with pytest.raises(ConfigurationError, match="set BIKESENSE_KAFKA_URL=kafka://host:9092"):
+        run_kafka_ingest(Settings(state_dir=tmp_path), config)
 
