@@ -42,7 +42,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from datetime import UTC, datetime
 from pathlib import Path
@@ -244,15 +244,18 @@ def enriched_rows(frames: list[tuple[int, bytes]], secrets: dict[int, bytes]) ->
 def ingest_process(db_url: str, mqtt_url: str, master: MasterKey, log_path: Path,
                    source: Path = ROOT, log_level: str = "WARNING",
                    options: Sequence[str] = (),
-                   metrics_port: int | None = None) -> Iterator[subprocess.Popen[bytes]]:
+                   metrics_port: int | None = None,
+                   env: Mapping[str, str] | None = None) -> Iterator[subprocess.Popen[bytes]]:
     """``bikesense ingest`` as its own process, running the code in ``source``, serving
-    its metrics on ``metrics_port`` if given.
+    its metrics on ``metrics_port`` if given, with ``env`` added to its environment
+    (``BIKESENSE_KAFKA_URL`` and the like for ``--to kafka``).
 
     ``python -m`` puts the working directory first on the import path, ahead of the
     environment's editable install: another checkout (an earlier commit) runs as is.
     """
     env = {**os.environ, "BIKESENSE_DATABASE_URL": db_url, "BIKESENSE_MQTT_URL": mqtt_url,
-           "BIKESENSE_KIT_MASTER_KEY": master.to_text(), "PYTHONPATH": str(source)}
+           "BIKESENSE_KIT_MASTER_KEY": master.to_text(), "PYTHONPATH": str(source),
+           **(env or {})}
     with log_path.open("wb") as log:
         proc = subprocess.Popen(
             [sys.executable, "-m", "bikesense", "ingest", "--client-id", "bench-ingest",

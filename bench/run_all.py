@@ -4,7 +4,7 @@ Each benchmark is its own script and writes its own ``bench/results/<name>.json`
 this runs them one after the other (they would disturb each other side by side),
 then collects their JSON into ``bench/results/summary.json`` under stable keys.
 
-    .venv/bin/python bench/run_all.py                 # run everything (about 25 minutes)
+    .venv/bin/python bench/run_all.py                 # run everything (15 to 30 minutes)
     .venv/bin/python bench/run_all.py --only decode e2e
     .venv/bin/python bench/run_all.py --collect-only  # table and summary from the last results
 
@@ -57,6 +57,14 @@ class Benchmark:
     headlines: tuple[Headline, ...]
 
 
+def kafka_losses(doc: Any) -> int | None:
+    """Lost plus duplicated readings over the distributed benchmark's Kafka contenders."""
+    found = [dig(doc, "summary", name) for name in ("kafka, 1 worker", "kafka, 2 workers")]
+    if any(f is None for f in found):
+        return None
+    return sum(f["lost"] + f["duplicated"] for f in found)
+
+
 WRITER_KEY = "batch writer + stream aggregation (4 res x 4 windows)"
 BENCHMARKS = (
     Benchmark("decode", "bench_decode.py", (
@@ -83,6 +91,25 @@ BENCHMARKS = (
         Headline("e2e_lost_plus_duplicated", "lost + duplicated readings", "readings",
                  lambda d: (None if dig(d, "pipeline", "lost") is None
                             else d["pipeline"]["lost"] + d["pipeline"]["duplicated"]), 0, False),
+    )),
+    Benchmark("distributed", "bench_distributed.py", (
+        # Side by side in one run: the embedded runtime's figure here is the reference for
+        # the Kafka ones, not a replacement for bench_e2e.py's.
+        Headline("distributed_embedded_readings_per_s", "beside Kafka: embedded runtime",
+                 "readings/s", lambda d: dig(d, "summary", "embedded", "readings_per_s")),
+        Headline("distributed_1_worker_readings_per_s", "ingest → Kafka → 1 faust worker → PG",
+                 "readings/s", lambda d: dig(d, "summary", "kafka, 1 worker", "readings_per_s")),
+        Headline("distributed_2_workers_readings_per_s", "ingest → Kafka → 2 faust workers → PG",
+                 "readings/s",
+                 lambda d: dig(d, "summary", "kafka, 2 workers", "readings_per_s")),
+        Headline("distributed_1_worker_p99_latency_paced_s", "Kafka, 1 worker: p99 (paced)", "s",
+                 lambda d: dig(d, "summary", "kafka, 1 worker", "paced_latency_p99_s"), 1.0,
+                 False),
+        Headline("distributed_2_workers_p99_latency_paced_s", "Kafka, 2 workers: p99 (paced)",
+                 "s", lambda d: dig(d, "summary", "kafka, 2 workers", "paced_latency_p99_s"),
+                 1.0, False),
+        Headline("distributed_lost_plus_duplicated", "Kafka runs: lost + duplicated", "readings",
+                 kafka_losses, 0, False),
     )),
     Benchmark("write", "bench_write.py", (
         Headline("write_batch_writer_readings_per_s", "storage batch writer + aggregation",
