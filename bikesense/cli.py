@@ -48,13 +48,19 @@ def demo(
     port: Annotated[int, typer.Option(help="API port (another free one if taken).")] = 8000,
     exit_when_done: Annotated[bool, typer.Option(
         help="Stop once the fleet is done and stored, instead of serving the map on.")] = False,
+    distributed: Annotated[bool, typer.Option(
+        help="Run the distributed runtime: a local Kafka broker, `ingest --to kafka` and "
+             "faust workers instead of the embedded runtime (needs Java 17 and Maven).")] = False,
+    workers: Annotated[int, typer.Option(
+        min=1, max=8, help="faust workers with --distributed.")] = 2,
 ) -> None:
     """The main job: services, a simulated fleet, the embedded stream, the API and the map."""
     from bikesense.demo import DemoOptions, demo_main  # noqa: PLC0415
 
     demo_main(settings_or_exit(), DemoOptions(bikes=bikes, minutes=minutes, speed=speed,
                                               seed=seed, port=port,
-                                              exit_when_done=exit_when_done))
+                                              exit_when_done=exit_when_done,
+                                              distributed=distributed, workers=workers))
 
 
 @services_app.command("up")

@@ -6,6 +6,10 @@ migrations, registers a simulated fleet's kits, starts the embedded runtime
 processes, and lets the fleet ride its rounds in accelerated time, so the map
 fills up while you watch. The simulated rounds end at the present moment, so
 the map's default range (the last 24 hours) shows them.
+
+``--distributed`` runs the same demo on the distributed runtime: a Kafka broker
+beside the other services, ``bikesense ingest --to kafka`` and two faust
+workers (``bikesense stream worker``) in place of the embedded runtime.
 """
 
 from __future__ import annotations
@@ -28,7 +32,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 from bikesense.exceptions import BikesenseError, ServiceError
 from bikesense.services import LocalServices, free_port
 from bikesense.settings import Settings, resolve_database_url, resolve_mqtt_url
-from simulators.fleet import Fleet, SimulationConfig
+from simulators.fleet import Fleet, Run, SimulationConfig
 from simulators.publisher import MqttPublisher
 from simulators.runner import RunStats, pump
 from storage.cli import master_key_from_environment
@@ -48,6 +52,9 @@ class DemoOptions:
     port: int = 8000
     #: Stop once the fleet has finished and everything is stored, instead of serving on.
     exit_when_done: bool = False
+    #: MQTT → ingest → Kafka → faust workers → PostgreSQL instead of the embedded runtime.
+    distributed: bool = False
+    workers: int = 2
 
 
 class Children:
@@ -139,8 +146,11 @@ def _interrupt_on_sigterm() -> None:
 def run_demo(settings: Settings, options: DemoOptions) -> None:
     _interrupt_on_sigterm()
     services = LocalServices(settings.state_dir)
+    if options.distributed and settings.kafka_url is None:
+        console.print("starting Kafka (the first time, Maven downloads it from Maven Central)")
     services.up(start_postgres=settings.database_url is None,
-                start_mosquitto=settings.mqtt_url is None)
+                start_mosquitto=settings.mqtt_url is None,
+                start_kafka=options.distributed and settings.kafka_url is None)
     database_url = resolve_database_url(settings)
     mqtt_url = resolve_mqtt_url(settings)
     duration_s = options.minutes * 60
@@ -155,21 +165,33 @@ def run_demo(settings: Settings, options: DemoOptions) -> None:
     children = Children(settings.state_dir / "logs")
     try:
         # One ingest process: a plain subscription (docs/ingest.md, broker restarts).
-        children.start("ingest", "ingest", "--client-id", "bikesense-demo-ingest",
-                       "--share-group", "")
+        if options.distributed:
+            children.start("ingest", "ingest", "--to", "kafka",
+                           "--client-id", "bikesense-demo-ingest", "--share-group", "")
+            for n in range(1, options.workers + 1):
+                children.start(f"worker-{n}", "stream", "worker")
+        else:
+            children.start("ingest", "ingest", "--client-id", "bikesense-demo-ingest",
+                           "--share-group", "")
         children.start("api", "api", "serve", "--port", str(port))
         url = f"http://127.0.0.1:{port}/"
         _wait_http(url + "healthz", children)
         console.print(f"\n[bold green]map: {url}[/bold green]   "
                       f"(API docs: {url}docs; logs in {children.log_dir})\n")
-        stats = _ride(fleet, mqtt_url, options, children)
+        run = fleet.run()
+        stats = _ride(run, fleet, mqtt_url, options, children)
         console.print(f"fleet done: {stats.frames} frames published in {stats.wall_s:.0f} s")
-        stored = _settle(database_url, children)
+        expected = _stored_readings(database_url) + _deliverable(run)
+        stored = _settle(database_url, children, expected)
+        summary = f"{stored:,} readings stored ({_deliverable(run):,} published in this run)"
         if options.exit_when_done:
-            console.print(f"{stored:,} readings stored. Stopping ingest and the API; PostgreSQL "
-                          "and Mosquitto keep the data (`bikesense services down` stops them).")
+            console.print(f"{summary}. Stopping {', '.join(children.processes)}; the services "
+                          "keep the data (`bikesense services down` stops them).")
+            if stored < expected:
+                raise ServiceError(f"only {stored:,} of {expected:,} readings were stored; "
+                                   f"see the logs in {children.log_dir}")
             return
-        console.print(f"{stored:,} readings stored. The map stays up at {url} — Ctrl-C to stop.")
+        console.print(f"{summary}. The map stays up at {url} — Ctrl-C to stop.")
         while True:
             children.check()
             time.sleep(1)
@@ -179,7 +201,13 @@ def run_demo(settings: Settings, options: DemoOptions) -> None:
         children.stop()
 
 
-def _ride(fleet: Fleet, mqtt_url: str, options: DemoOptions, children: Children) -> RunStats:
+def _deliverable(run: Run) -> int:
+    """Readings of this run that a pipeline must store (the truth's count)."""
+    return len(run.truth.deliverable()) if run.truth is not None else 0
+
+
+def _ride(run: Run, fleet: Fleet, mqtt_url: str, options: DemoOptions,
+          children: Children) -> RunStats:
     start_ms = fleet.config.start_ms
     total_ms = fleet.config.end_ms - start_ms
     publisher = MqttPublisher(mqtt_url, client_id="bikesense-demo-fleet")
@@ -193,7 +221,7 @@ def _ride(fleet: Fleet, mqtt_url: str, options: DemoOptions, children: Children)
                 progress.update(task, completed=max(stats.last_publish_ms - start_ms, 0),
                                 frames=stats.frames)
 
-            stats = pump(fleet.run(), [publisher], speed=options.speed, start_ms=start_ms,
+            stats = pump(run, [publisher], speed=options.speed, start_ms=start_ms,
                          on_progress=on_progress, progress_every=50)
             progress.update(task, completed=total_ms, frames=stats.frames)
     finally:
@@ -201,14 +229,17 @@ def _ride(fleet: Fleet, mqtt_url: str, options: DemoOptions, children: Children)
     return stats
 
 
-def _settle(database_url: str, children: Children, quiet_s: float = 3.0,
-            timeout_s: float = 120.0) -> int:
-    """Wait until the stored reading count stops growing (ingest has drained the broker)."""
+def _settle(database_url: str, children: Children, expected: int, quiet_s: float = 10.0,
+            timeout_s: float = 180.0) -> int:
+    """Wait until ``expected`` readings are stored, or the count has stopped growing for
+    ``quiet_s`` (a reading the pipeline refused, which its logs say)."""
     last, stable_since = -1, time.monotonic()
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         children.check()
         count = _stored_readings(database_url)
+        if count >= expected:
+            return count
         if count != last:
             last, stable_since = count, time.monotonic()
         elif time.monotonic() - stable_since >= quiet_s:

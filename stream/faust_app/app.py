@@ -42,6 +42,7 @@ from bikesense.exceptions import ConfigurationError
 from bikesense.settings import Settings, resolve_database_url, resolve_kafka_url
 from stream.core.exceptions import StreamCoreError
 from stream.core.process import CoreConfig
+from stream.faust_app.consumer import RebalanceSafeTransport
 from stream.faust_app.exceptions import EnvelopeError
 from stream.faust_app.steps import QaOutcome, StoreOutcome, qa_step, store_batch
 from stream.faust_app.topics import (
@@ -172,6 +173,8 @@ def create_app(settings: Settings, *, broker_url: str | None = None, store: str 
         producer_acks=-1,
         processing_guarantee="at_least_once",
     )
+    # The consumer that does not lose messages in a rebalance (consumer.py).
+    app.transport = RebalanceSafeTransport(app.conf.broker_consumer, app)
     # Our own envelopes (codec.py): faust must pass the bytes through, not read them as
     # JSON, its default serializer whatever the declared type.
     raw: dict[str, Any] = {"key_type": bytes, "value_type": bytes, "partitions": cfg.partitions}

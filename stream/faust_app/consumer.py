@@ -1,0 +1,75 @@
+"""faust's Kafka consumer, with a rebalance that cannot skip messages.
+
+Found against a real broker (docs/stream.md, "What a real broker showed"): when
+a second worker joined mid-stream, the partition that stayed with the first
+worker lost the two messages that were in flight. faust-streaming 0.15's
+``Consumer._drain_messages`` remembers, per partition, the offset of the last
+message it handed to the streams, and drops any later message below it as
+"already read". During a rebalance the loop is stopped in the middle of
+handing over a message of a batch fetched before it; the rebalance seeks the
+partition back to its committed offset, and then the loop, resuming, records
+the undelivered message's offset as read. The refetched messages between the
+committed offset and that one are then dropped, and the offset is committed
+past them: lost for good. (faust-streaming issues #221 and #606 describe the
+same family of faults.)
+
+:class:`RebalanceSafeConsumer` replaces that loop: a message counts as read
+only when it was handed over; a batch fetched in an earlier consumer
+generation is abandoned, since the seek after the rebalance reads it again;
+and no offset is ever marked done because it was not seen. faust's gap
+tracking exists for compacted and transactional input topics; the topics this
+consumer acknowledges (readings, enriched) are neither, so a jump in offsets
+can only be the fault above, and nothing is acknowledged for it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from faust.transport.consumer import CONSUMER_FETCHING
+from faust.transport.drivers.aiokafka import Consumer as AiokafkaConsumer
+from faust.transport.drivers.aiokafka import Transport as AiokafkaTransport
+
+
+class RebalanceSafeConsumer(AiokafkaConsumer):
+    async def _drain_messages(self, fetcher: Any) -> None:
+        """Hand fetched messages to the streams until the consumer or ``fetcher`` stops."""
+        read_offsets = self._read_offset
+        try:
+            while not (self._stopped.is_set() or fetcher._stopped.is_set()):
+                self.diag.set_flag(CONSUMER_FETCHING)
+                generation = self.app.consumer_generation_id
+                batch = self.getmany(timeout=1.0)
+                await self.sleep(0)
+                if self.should_stop:
+                    break
+                async for tp, message in batch:
+                    if self.app.consumer_generation_id != generation:
+                        break  # fetched before a rebalance: its seek reads these again
+                    last = read_offsets[tp]
+                    if last is not None and message.offset < last:
+                        continue  # handed over already
+                    if self._commit_every is not None and self._n_acked >= self._commit_every:
+                        self._n_acked = 0
+                        await self.commit()
+                    handover = self.callback(message)
+                    outcome = await self.wait_first(handover, self.suspend_flow.wait())
+                    if handover not in outcome.done:
+                        break  # a rebalance began: the message was not handed over
+                    read_offsets[tp] = message.offset
+                self.diag.unset_flag(CONSUMER_FETCHING)
+        except self.consumer_stopped_errors:
+            if not self.transport.app.should_stop:
+                raise
+        except asyncio.CancelledError:
+            if not self.transport.app.should_stop:
+                raise
+        finally:
+            self.diag.unset_flag(CONSUMER_FETCHING)
+
+
+class RebalanceSafeTransport(AiokafkaTransport):
+    """faust's aiokafka transport with :class:`RebalanceSafeConsumer`."""
+
+    Consumer = RebalanceSafeConsumer

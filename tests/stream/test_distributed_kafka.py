@@ -1,0 +1,255 @@
+"""The distributed runtime against a real Kafka broker, run as an operator runs it.
+
+Simulated kits publish over real Mosquitto; ``bikesense ingest --to kafka`` and
+``bikesense stream worker`` processes carry the frames through the harness's
+Kafka broker into PostgreSQL. Every count is exact against what the simulator
+published, and where the embedded runtime sees the same frames (a second topic
+root, another database) the two must store the same readings, flags, rides and
+partial aggregates, and the API must answer the same.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import httpx
+import numpy as np
+import psycopg
+import pytest
+from psycopg import sql
+
+from api.app import create_app as create_api
+from api.config import ApiSettings
+from api.keys import create_key
+from api.roles import Role
+from bikesense.settings import Settings
+from simulators.faults import FaultPlan
+from simulators.fleet import Fleet, Publication, SimulationConfig
+from simulators.publisher import MqttPublisher
+from simulators.runner import RunStats, pump
+from storage.kits import MasterKey, register_kit
+from stream.core.partials import Metric
+from stream.embedded import EmbeddedConfig
+from tests.api.api_server import ServerThread
+from tests.runtime_harness import running
+from tests.stream.distributed_harness import (
+    Deployment,
+    assert_aggregates_count_each_reading_once,
+    count,
+    deployment,
+    partials_of,
+    readings_of,
+    topic_partitions,
+    wait_caught_up,
+    wait_count,
+)
+
+pytestmark = [pytest.mark.kafka, pytest.mark.postgres, pytest.mark.mqtt, pytest.mark.slow]
+
+HOUR_MS = 3_600_000
+
+
+@pytest.fixture
+def embedded_url(postgres_url: str, migrated_template: str) -> Iterator[str]:
+    """A second migrated database: where the embedded runtime stores the same frames."""
+    name = f"test_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(postgres_url, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(
+            sql.Identifier(name), sql.Identifier(migrated_template)))
+    yield f"{postgres_url.rpartition('/')[0]}/{name}"
+    with psycopg.connect(postgres_url, autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
+            sql.Identifier(name)))
+
+
+def _fleet(seed: int, *, bikes: int, duration_s: float, faults: FaultPlan) -> Fleet:
+    # Rounds that end a little before a "now" of the test's choosing: the present
+    # hour, so that nothing is too old or in the future for the stream's QA.
+    now_ms = int(time.time() * 1000)
+    return Fleet(SimulationConfig(n_bikes=bikes, duration_s=duration_s, seed=seed,
+                                  start_ms=now_ms - int(duration_s * 1000) - 60_000,
+                                  faults=faults))
+
+
+def _register(urls: list[str], master: MasterKey, fleet: Fleet) -> None:
+    for url in urls:
+        with psycopg.connect(url, autocommit=True) as conn:
+            for kit_id, secret in fleet.kits:
+                register_kit(conn, master, kit_id, secret=secret)
+
+
+def _publish(publications: list[Publication], mqtt_url: str, roots: list[str], *,
+             speed: float | None, start_ms: int | None = None,
+             on_progress: Callable[[RunStats], None] | None = None) -> None:
+    publishers = [MqttPublisher(mqtt_url, topic_root=root) for root in roots]
+    for publisher in publishers:
+        publisher.connect()
+    try:
+        pump(publications, publishers, speed=speed, start_ms=start_ms,
+             on_progress=on_progress, progress_every=20)
+    finally:
+        for publisher in publishers:
+            publisher.close()
+
+
+def _api_answers(url: str, since_ms: int) -> dict[str, object]:
+    """What an admin sees through the API: cells at two resolutions and the busiest
+    cell's time series, over the whole run."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        token = create_key(conn, Role.ADMIN, label="comparison").token
+        row = conn.execute("SELECT cell FROM window_partials WHERE resolution = 9"
+                           " AND window_s = 3600 GROUP BY cell ORDER BY sum(n) DESC, cell"
+                           " LIMIT 1").fetchone()
+    assert row is not None
+    period = {"from": _iso(since_ms - HOUR_MS), "to": _iso(int(time.time() * 1000) + HOUR_MS)}
+    api = create_api(Settings(database_url=url), ApiSettings(public_rate_per_s=10_000.0,
+                                                             public_burst=10_000))
+    answers: dict[str, object] = {}
+    with ServerThread(api) as server, httpx.Client(
+            base_url=server.url, timeout=30, headers={"Authorization": f"Bearer {token}"},
+    ) as client:
+        for resolution in (8, 9):
+            response = client.get("/v1/cells", params={
+                "metric": "pm25", "resolution": resolution, "bbox": "4.5,52.0,4.8,52.3",
+                **period})
+            assert response.status_code == 200, response.text
+            answers[f"cells-{resolution}"] = response.json()
+        response = client.get("/v1/timeseries", params={
+            "metric": "noise", "cell": f"{int(row[0]):x}", "bucket": "1h", **period})
+        assert response.status_code == 200, response.text
+        answers["timeseries"] = response.json()
+    return answers
+
+
+def _iso(ms: int) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ms // 1000))
+
+
+def _assert_same_as_embedded(distributed_url: str, embedded_url: str, since_ms: int) -> None:
+    assert readings_of(distributed_url) == readings_of(embedded_url)
+    ours, theirs = partials_of(distributed_url), partials_of(embedded_url)
+    assert ours.shape == theirs.shape
+    np.testing.assert_array_equal(ours[:, [0, 1, 2, 3, 4, 5, 7, 8]],
+                                  theirs[:, [0, 1, 2, 3, 4, 5, 7, 8]])
+    # Sums of the same numbers merged in other batches: equal up to rounding.
+    np.testing.assert_allclose(ours[:, 6].astype(float), theirs[:, 6].astype(float),
+                               rtol=1e-9)
+    ours_api, theirs_api = _api_answers(distributed_url, since_ms), _api_answers(embedded_url,
+                                                                                 since_ms)
+    assert _flat(ours_api).keys() == _flat(theirs_api).keys()
+    for path, value in _flat(ours_api).items():
+        expected = _flat(theirs_api)[path]
+        if isinstance(value, float):
+            assert value == pytest.approx(expected, rel=1e-9), path
+        else:
+            assert value == expected, path
+
+
+def _flat(tree: object, path: str = "") -> dict[str, object]:
+    """A JSON answer as {path: leaf}, so that floats compare with a tolerance."""
+    if isinstance(tree, dict):
+        return {k: v for key, sub in tree.items() for k, v in _flat(sub, f"{path}/{key}").items()}
+    if isinstance(tree, list):
+        return {k: v for i, sub in enumerate(tree) for k, v in _flat(sub, f"{path}/{i}").items()}
+    return {path: tree}
+
+
+def test_two_workers_store_what_the_embedded_runtime_stores_late_and_duplicated_too(
+    migrated_database_url: str, embedded_url: str, mqtt_url: str, kafka_url: str,
+    tmp_path: Path,
+) -> None:
+    """Frames → ingest --to kafka → two workers → PostgreSQL equals the embedded runtime's
+    result for the same frames; kits offline for two hours upload late into the right
+    windows; duplicated MQTT frames and a replay of every Kafka message change nothing."""
+    faults = FaultPlan(duplicate=0.05, gps_loss=0.05, offline_kits=0.5,
+                       offline_s=(7200.0, 7500.0), clock_skew_kits=0.25)
+    fleet = _fleet(31, bikes=4, duration_s=3 * 3600, faults=faults)
+    master = MasterKey.generate()
+    _register([migrated_database_url, embedded_url], master, fleet)
+    run = fleet.run()
+    publications = list(run)
+    assert run.truth is not None
+    expected = len(run.truth.deliverable())
+    embedded_root = f"{uuid.uuid4().hex[:8]}/bikesense/v1"
+    embedded = EmbeddedConfig(mqtt_url=mqtt_url, database_url=embedded_url,
+                              client_id=f"{embedded_root}-ingest", topic_root=embedded_root)
+    with deployment(migrated_database_url, mqtt_url, kafka_url, master,
+                    tmp_path / "logs") as deployed, running(embedded, master):
+        deployed.worker("worker-1")
+        deployed.worker("worker-2")
+        deployed.ingest()
+        _publish(publications, mqtt_url, [deployed.topic_root, embedded_root], speed=None)
+        wait_count(embedded_url, expected)
+        wait_count(migrated_database_url, expected)
+        wait_caught_up(kafka_url, deployed.app_id)
+        _replay_readings(kafka_url, deployed)
+        wait_caught_up(kafka_url, deployed.app_id)
+        assert count(migrated_database_url) == expected
+
+    assert_aggregates_count_each_reading_once(migrated_database_url)
+    _assert_same_as_embedded(migrated_database_url, embedded_url, fleet.config.start_ms)
+    # Two hours late, and in the windows of when they were measured, not of arrival.
+    late = count(migrated_database_url, "SELECT count(*) FROM readings"
+                 " WHERE received_at - ts > interval '2 hours'")
+    assert late > 100
+    misplaced = count(migrated_database_url, """
+        SELECT count(*) FROM (
+            SELECT r.cell, date_trunc('hour', r.ts) AS hour, count(*) AS n
+            FROM readings r
+            WHERE r.received_at - r.ts > interval '2 hours' AND r.cell IS NOT NULL
+              AND r.qa_flags & %s = 0 AND r.pm25_ugm3 IS NOT NULL
+            GROUP BY 1, 2) AS late
+        LEFT JOIN window_partials p
+          ON p.metric = %s AND p.resolution = 10 AND p.window_s = 3600
+         AND p.cell = late.cell AND p.window_start = late.hour
+        WHERE p.n IS NULL OR p.n < late.n""", (_pm25_excluding(), int(Metric.PM25)))
+    assert misplaced == 0
+
+
+def _pm25_excluding() -> int:
+    from stream.core.partials import Metric  # noqa: PLC0415
+    from stream.core.policy import EXCLUDING_FLAGS  # noqa: PLC0415
+
+    return int(EXCLUDING_FLAGS[Metric.PM25])
+
+
+def _replay_readings(kafka_url: str, deployed: Deployment) -> None:
+    """Every message of the readings topic produced once more, as a producer retrying
+    after a lost acknowledgement would."""
+    from aiokafka import (  # type: ignore[import-untyped]  # noqa: PLC0415
+        AIOKafkaConsumer,
+        AIOKafkaProducer,
+        TopicPartition,
+    )
+
+    topic = f"{deployed.app_id}.readings"
+    servers = kafka_url.removeprefix("kafka://")
+
+    async def replay() -> int:
+        consumer = AIOKafkaConsumer(bootstrap_servers=servers, enable_auto_commit=False)
+        producer = AIOKafkaProducer(bootstrap_servers=servers, acks="all")
+        await consumer.start()
+        await producer.start()
+        try:
+            partitions = [TopicPartition(topic, p)
+                          for p in sorted(await topic_partitions(consumer, topic))]
+            consumer.assign(partitions)
+            await consumer.seek_to_beginning(*partitions)
+            ends = await consumer.end_offsets(partitions)  # what was there before the replay
+            pending = []
+            for tp in partitions:
+                while await consumer.position(tp) < ends[tp]:
+                    batch = await consumer.getmany(tp, timeout_ms=2000)
+                    pending += [await producer.send(topic, record.value, key=record.key)
+                                for record in batch.get(tp, []) if record.offset < ends[tp]]
+            await asyncio.gather(*pending)
+            return len(pending)
+        finally:
+            await producer.stop()
+            await consumer.stop()
+
+    assert asyncio.run(replay()) > 0
