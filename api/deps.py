@@ -1,8 +1,9 @@
 """Dependencies of the routes, as ``Annotated`` aliases.
 
-Settings come through :func:`get_settings` / :func:`get_api_settings`, which
-tests may override; the pool, limiter and broadcaster live on the
-:class:`api.state.ApiState` the lifespan built.
+Settings come through :func:`get_settings` / :func:`get_api_settings`, and the
+current instant through :func:`get_now`, all of which tests may override; the
+pool, limiter and broadcaster live on the :class:`api.state.ApiState` the
+lifespan built.
 """
 
 from __future__ import annotations
@@ -118,6 +119,20 @@ async def get_principal(
 PrincipalDep = Annotated[Principal, Depends(get_principal)]
 
 
+def get_now() -> datetime:
+    """The request's "now", UTC: what open time ranges end at and fleet health counts to.
+
+    Every route that asks for it in one request gets the same instant (FastAPI
+    caches a dependency per request). Tests choose their own now with
+    ``app.dependency_overrides[get_now]``, so that data of a fixed day means the
+    same to them on any day.
+    """
+    return datetime.now(UTC)
+
+
+NowDep = Annotated[datetime, Depends(get_now)]
+
+
 @dataclass(frozen=True, slots=True)
 class TimeRange:
     start: datetime
@@ -143,6 +158,7 @@ def _aware(value: datetime, name: str) -> datetime:
 
 
 def get_time_range(
+    now: NowDep,
     from_: Annotated[datetime | None, Query(
         alias="from", description="start, ISO 8601 (naive = UTC); default `to` minus 24 h",
         examples=["2026-11-21T00:00:00Z"])] = None,
@@ -151,7 +167,6 @@ def get_time_range(
         examples=["2026-11-22T00:00:00Z"])] = None,
 ) -> TimeRange:
     if to is None:
-        now = datetime.now(UTC)
         end = (now + timedelta(minutes=1)).replace(second=0, microsecond=0)
     else:
         end = _aware(to, "to")

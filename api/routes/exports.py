@@ -10,7 +10,6 @@ from __future__ import annotations
 import re
 from collections.abc import AsyncGenerator, AsyncIterator
 from contextlib import AsyncExitStack, aclosing
-from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Annotated, Any
 
@@ -21,7 +20,14 @@ from fastapi.responses import StreamingResponse
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 from starlette.types import Send
 
-from api.deps import PrincipalDep, ServiceUnavailableError, StateDep, TimeRangeDep, parse_bbox
+from api.deps import (
+    NowDep,
+    PrincipalDep,
+    ServiceUnavailableError,
+    StateDep,
+    TimeRangeDep,
+    parse_bbox,
+)
 from api.errors import BadParameterError, ForbiddenError, UnauthorizedError
 from api.export import (
     arrow_schema,
@@ -158,7 +164,7 @@ class _ExportResponse(StreamingResponse):
 )
 async def export_readings(
     *,
-    principal: PrincipalDep, time_range: TimeRangeDep, state: StateDep,
+    principal: PrincipalDep, time_range: TimeRangeDep, state: StateDep, now: NowDep,
     fmt: Annotated[ExportFormat, Query(alias="format")] = ExportFormat.CSV,
     bbox: Annotated[str | None, Query(description="west,south,east,north",
                                       examples=["4.85,52.35,4.95,52.40"])] = None,
@@ -209,7 +215,7 @@ async def export_readings(
         if 0 < len(chosen) < len(MetricName) else ())
     provenance = {
         "generator": "bikesense",
-        "exported_at": datetime.now(UTC).isoformat(),
+        "exported_at": now.isoformat(),
         "from": time_range.start.isoformat(), "to": time_range.end.isoformat(),
         "bbox": bbox or "", "metrics": ",".join(m.api_name for m in chosen) or "all",
         "kits": ",".join(sorted(names) if pseudonymous else (str(k) for k in kits)) or "all",

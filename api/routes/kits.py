@@ -7,7 +7,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query
 
-from api.deps import EARLIEST, ConnDep, PrincipalDep
+from api.deps import EARLIEST, ConnDep, NowDep, PrincipalDep
 from api.errors import BadParameterError, ForbiddenError, UnauthorizedError
 from api.models import ERROR_RESPONSES, Fleet, KitHealth, RejectCount
 from storage.fleet import fleet
@@ -19,7 +19,7 @@ router = APIRouter(prefix="/v1/kits", tags=["kits"], responses=ERROR_RESPONSES)
             summary="Fleet health: last seen, battery, firmware, frames accepted and rejected",
             description="For officers and admins (API key). Counts cover `since` until now.")
 async def kits(
-    principal: PrincipalDep, conn: ConnDep,
+    principal: PrincipalDep, conn: ConnDep, now: NowDep,
     since: Annotated[datetime | None, Query(description="default: 24 h ago",
                                             examples=["2026-11-21T00:00:00Z"])] = None,
 ) -> Fleet:
@@ -29,7 +29,6 @@ async def kits(
     if not principal.role.may_see_fleet:
         raise ForbiddenError(f"the {principal.role.value} role may not see fleet health",
                         parameter="X-API-Key", location="header")
-    now = datetime.now(UTC)
     if since is None:
         since = now - timedelta(hours=24)
     elif since.tzinfo is None:

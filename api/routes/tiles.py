@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import time
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import Annotated
 
 import numpy as np
@@ -13,7 +13,15 @@ from starlette.concurrency import run_in_threadpool
 
 from api.aggregates import align, allowed_windows, choose_window, selection, tile_bands
 from api.bands import MetricScale
-from api.deps import ApiSettingsDep, ConnDep, PrincipalDep, SettingsDep, StateDep, TimeRangeDep
+from api.deps import (
+    ApiSettingsDep,
+    ConnDep,
+    NowDep,
+    PrincipalDep,
+    SettingsDep,
+    StateDep,
+    TimeRangeDep,
+)
 from api.errors import BadParameterError
 from api.models import ERROR_RESPONSES, MetricName
 from api.tiles import MAX_ZOOM, TileBox, average_edge_m, render_tile, resolution_for_zoom
@@ -47,7 +55,7 @@ async def tile(
     x: Annotated[int, Path(ge=0, le=2**MAX_ZOOM - 1, examples=[4207])],
     y: Annotated[int, Path(ge=0, le=2**MAX_ZOOM - 1, examples=[2692])],
     principal: PrincipalDep, time_range: TimeRangeDep, state: StateDep, conn: ConnDep,
-    settings: SettingsDep, api: ApiSettingsDep,
+    settings: SettingsDep, api: ApiSettingsDep, now: NowDep,
     if_none_match: Annotated[str | None, Header()] = None,
 ) -> Response:
     if x >= 2**z:
@@ -75,7 +83,7 @@ async def tile(
     # The ETag names what the tile is drawn from, so a revalidation that matches is
     # answered before rendering anything.
     etag = tile_etag(z, x, y, cells["cell"], bands, scale)
-    settled = not time_range.open_ended and end < datetime.now(UTC) - SETTLED_AFTER
+    settled = not time_range.open_ended and end < now - SETTLED_AFTER
     max_age = api.tile_closed_max_age_s if settled else api.tile_max_age_s
     headers = {
         "ETag": etag,

@@ -17,6 +17,10 @@ from stream.core.batch import ENRICHED_DTYPE
 #: 2026-11-21 08:00 UTC: a fixed morning, so tests never depend on the clock.
 T0 = datetime(2026, 11, 21, 8, 0, tzinfo=UTC)
 T0_MS = int(T0.timestamp() * 1000)
+#: The API's "now" in the tests (``api.deps.get_now``, see conftest.py): two days after
+#: the scenario's morning, so its day is over and more than a day old, on any calendar day.
+NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
+NOW_MS = int(NOW.timestamp() * 1000)
 FINEST_RES = 12
 RESOLUTIONS = (7, 8, 9, 10)
 WINDOWS = (60, 900, 3600, 86400)

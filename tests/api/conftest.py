@@ -1,20 +1,27 @@
-"""Fixtures of the API tests: a migrated database with a known scenario, apps and keys."""
+"""Fixtures of the API tests: a migrated database with a known scenario, apps and keys.
+
+The apps' clock reads ``NOW`` (api_factories), two days after the scenario, whatever
+day the tests run on.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from datetime import datetime
 from typing import Any
 
 import httpx
 import psycopg
 import pytest
+from fastapi import FastAPI
 
 from api.app import create_app
 from api.config import ApiSettings
+from api.deps import get_now
 from api.keys import create_key
 from api.roles import Role
 from bikesense.settings import Settings
-from tests.api.api_factories import RESOLUTIONS, WINDOWS, scenario, write
+from tests.api.api_factories import NOW, RESOLUTIONS, WINDOWS, scenario, write
 from tests.api.api_server import ServerThread
 
 #: Generous limits for tests that are not about rate limiting.
@@ -60,6 +67,14 @@ def settings_for(url: str) -> Settings:
     return Settings(database_url=url, h3_resolutions=RESOLUTIONS, window_sizes_s=WINDOWS)
 
 
+def app_at(url: str, api: ApiSettings, now: datetime = NOW) -> FastAPI:
+    """The API on ``url`` with its clock stopped at ``now``: open ranges end there and
+    the scenario's day is as old on every day the tests run."""
+    app = create_app(settings_for(url), api)
+    app.dependency_overrides[get_now] = lambda: now
+    return app
+
+
 @pytest.fixture
 def make_client(seeded_url: str) -> Iterator[Callable[..., httpx.Client]]:
     """``make_client(**api_settings)``: a client of a running server on the seeded database."""
@@ -67,7 +82,7 @@ def make_client(seeded_url: str) -> Iterator[Callable[..., httpx.Client]]:
 
     def make(url: str | None = None, **overrides: Any) -> httpx.Client:
         api = ApiSettings(**{**TEST_API, **overrides})
-        server = ServerThread(create_app(settings_for(url or seeded_url), api)).__enter__()
+        server = ServerThread(app_at(url or seeded_url, api)).__enter__()
         client = httpx.Client(base_url=server.url, timeout=30)
         opened.append((server, client))
         return client
@@ -97,8 +112,7 @@ def shared_url(postgres_url: str, seeded_template: str) -> Iterator[str]:
 
 @pytest.fixture(scope="session")
 def shared_server(shared_url: str) -> Iterator[ServerThread]:
-    app = create_app(settings_for(shared_url), ApiSettings(**TEST_API))
-    with ServerThread(app) as server:
+    with ServerThread(app_at(shared_url, ApiSettings(**TEST_API))) as server:
         yield server
 
 

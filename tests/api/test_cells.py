@@ -96,6 +96,20 @@ def test_the_response_says_what_it_covers(client: httpx.Client) -> None:
     assert "indicative" in body["note"]
 
 
+def test_a_range_without_an_end_ends_at_the_api_s_now(client: httpx.Client) -> None:
+    # The API's now is NOW, 2026-11-23 12:00 (conftest.py); the range ends at the next
+    # minute, widened to the public's hour windows.
+    body = client.get("/v1/cells", params={"metric": "pm25", "bbox": BBOX, "resolution": 10,
+                                           "from": "2026-11-21T00:00:00Z"}).json()
+    assert body["time_to"] == "2026-11-23T13:00:00Z"
+    assert h3_hex(BUSY, 10) in {f["id"] for f in body["features"]}
+    # Without `from` either: the last 24 hours, which hold none of the scenario's rides.
+    last_day = client.get("/v1/cells", params={"metric": "pm25", "bbox": BBOX}).json()
+    assert (last_day["time_from"], last_day["time_to"]) == ("2026-11-22T12:00:00Z",
+                                                            "2026-11-23T13:00:00Z")
+    assert last_day["features"] == []
+
+
 @pytest.mark.parametrize(("params", "parameter"), [
     ({"bbox": "1,2,3"}, "bbox"),
     ({"bbox": "5,52,4,53"}, "bbox"),

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 
@@ -16,7 +15,7 @@ from api.keys import generate_key, hash_token, parse_token, revoke_key
 from api.roles import Role
 from storage.kits import MasterKey, record_status, register_kit, touch_last_seen
 from storage.rejects import Reject, insert_rejects
-from tests.api.api_factories import ride, write
+from tests.api.api_factories import NOW_MS, ride, write
 
 
 def test_keys_are_random_parseable_and_stored_as_hashes() -> None:
@@ -32,19 +31,19 @@ def test_keys_are_random_parseable_and_stored_as_hashes() -> None:
 
 def test_fleet_health(make_client: Callable[..., httpx.Client], seeded_url: str,
                       own_keys: dict[Role, str]) -> None:
-    now_ms = int(time.time() * 1000)
+    # NOW_MS: the API's now (conftest.py); the scenario's rides are two days older.
     with psycopg.connect(seeded_url, autocommit=True) as conn:
         master = MasterKey.generate()
         for kit in (1, 2):
             register_kit(conn, master, kit, pseudonym=f"bike-{kit}")
-        record_status(conn, 1, received_ms=now_ms, status={"uptime_s": 10},
+        record_status(conn, 1, received_ms=NOW_MS, status={"uptime_s": 10},
                       battery_pct=81.5, firmware_version="1.4.2")
-        touch_last_seen(conn, {1: now_ms})
-        insert_rejects(conn, [Reject(b"x", "bad_mac", now_ms, kit_id=1),
-                              Reject(b"y", "bad_mac", now_ms, kit_id=1),
-                              Reject(b"z", "truncated", now_ms, kit_id=None)])
+        touch_last_seen(conn, {1: NOW_MS})
+        insert_rejects(conn, [Reject(b"x", "bad_mac", NOW_MS, kit_id=1),
+                              Reject(b"y", "bad_mac", NOW_MS, kit_id=1),
+                              Reject(b"z", "truncated", NOW_MS, kit_id=None)])
     write(seeded_url, [ride(kit_id=2, ride_id=900, start=(52.13, 4.66), n=30,
-                            t0_ms=now_ms - 60_000, boot_id=9)])
+                            t0_ms=NOW_MS - 60_000, boot_id=9)])
     client = make_client()
     assert client.get("/v1/kits").status_code == 401
     assert client.get("/v1/kits",
@@ -52,6 +51,7 @@ def test_fleet_health(make_client: Callable[..., httpx.Client], seeded_url: str,
     response = client.get("/v1/kits", headers={"X-API-Key": own_keys[Role.OFFICER]})
     assert response.status_code == 200, response.text
     body = response.json()
+    assert body["since"] == "2026-11-22T12:00:00Z"  # by default the 24 hours before now
     kits = {k["kit_id"]: k for k in body["kits"]}
     assert kits[1]["pseudonym"] == "bike-1"
     assert kits[1]["battery_pct"] == 81.5

@@ -4,12 +4,17 @@ from __future__ import annotations
 
 import csv
 import io
+from datetime import datetime, timedelta
 
 import httpx
 import pytest
 
 from api.roles import Role
-from tests.api.api_factories import BUSY, QUIET, day_range, h3_hex
+from tests.api.api_factories import BUSY, NOW, QUIET, day_range, h3_hex
+
+
+def _iso(instant: datetime) -> str:
+    return instant.isoformat().replace("+00:00", "Z")
 
 
 def _series(client: httpx.Client, key: str | None = None, **params: object) -> httpx.Response:
@@ -85,7 +90,9 @@ def test_csv_has_a_header_with_units(client: httpx.Client) -> None:
     ({"lat": 95, "lon": 4}, 422, "lat"),
     ({"bbox": "4,52,5,53", "bucket": "2h"}, 422, "bucket"),
     ({"bbox": "4,52,5,53", "format": "xml"}, 422, "format"),
-    ({"cell": h3_hex(BUSY, 10), "from": "2025-11-01T00:00:00Z"}, 200, None),
+    # No `to`: the range ends at the API's now (NOW, conftest.py) and may span 400 days.
+    ({"cell": h3_hex(BUSY, 10), "from": _iso(NOW - timedelta(days=399))}, 200, None),
+    ({"cell": h3_hex(BUSY, 10), "from": _iso(NOW - timedelta(days=401))}, 422, "from"),
 ])
 def test_bad_parameters(client: httpx.Client, params: dict[str, object], status: int,
                         parameter: str | None) -> None:
