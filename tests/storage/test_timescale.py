@@ -42,6 +42,11 @@ def ts_conn(timescale_url: str) -> Iterator[psycopg.Connection[Any]]:
         with psycopg.connect(f"{base}/{name}", autocommit=True) as conn:
             report = migrate(conn)
             assert report.backend is Backend.TIMESCALE
+            # The policies act on chunks by their age on the server's clock: left to the
+            # scheduler, they would drop or compress the tests' fixed days once those are
+            # old enough. Tests that mean to run them call run_job.
+            conn.execute("SELECT alter_job(job_id, scheduled => false)"
+                         " FROM timescaledb_information.jobs WHERE hypertable_name = 'readings'")
             yield conn
     finally:
         with psycopg.connect(timescale_url, autocommit=True) as admin:
@@ -112,10 +117,14 @@ def test_retention_drops_chunks_and_keeps_aggregates(ts_conn: psycopg.Connection
 def test_policies_run(ts_conn: psycopg.Connection[Any]) -> None:
     # Background workers of 2.28 on PostgreSQL 15.20 report "cannot drop portal"
     # (DESIGN.md decision 5): run the jobs in the foreground instead.
-    write_batch(ts_conn, make_readings(30, kit_id=1, t0_ms=T0_MS - 200 * MS_PER_DAY), AGGREGATE)
-    write_batch(ts_conn, make_readings(30, kit_id=2, t0_ms=T0_MS - 20 * MS_PER_DAY), AGGREGATE)
-    write_batch(ts_conn, make_readings(30, kit_id=3, t0_ms=int(datetime.now(UTC).timestamp()
-                                                                * 1000)), AGGREGATE)
+    # The policies count age from the server's now(), so the days are placed from it:
+    # 200 days old (past the 90 days of retention), 20 (past the 7 of compression), today.
+    row = ts_conn.execute("SELECT (extract(epoch FROM now()) * 1000)::bigint").fetchone()
+    assert row is not None
+    now_ms = int(row[0])
+    for kit, days in ((1, 200), (2, 20), (3, 0)):
+        write_batch(ts_conn, make_readings(30, kit_id=kit, t0_ms=now_ms - days * MS_PER_DAY),
+                    AGGREGATE)
     jobs = dict(ts_conn.execute(
         "SELECT proc_name, job_id FROM timescaledb_information.jobs"
         " WHERE hypertable_name = 'readings'").fetchall())
