@@ -20,6 +20,7 @@ from typer.testing import CliRunner
 
 from api.config import ApiSettings
 from bikesense.cli import app as bikesense_app
+from bikesense.kafka.broker import kafka_version
 from bikesense.services import MQTT_MAX_QUEUED_BYTES, MQTT_MAX_QUEUED_MESSAGES
 from bikesense.settings import Settings
 from storage.cli import MASTER_KEY_ENV, MASTER_KEY_FILE_ENV
@@ -98,6 +99,13 @@ def test_kafka_and_the_workers_agree_on_partitions() -> None:
     command = BIKESENSE["stream"]["command"]
     worker = int(command[command.index("--partitions") + 1])
     assert broker == worker == DistributedConfig().partitions
+
+
+def test_the_compose_broker_is_the_kafka_the_tests_run_against() -> None:
+    image = SERVICES["kafka"]["image"]
+    assert image == f"apache/kafka:{kafka_version()}"
+    # Topics come from bikesense with their partition count, never from a first produce.
+    assert SERVICES["kafka"]["environment"]["KAFKA_AUTO_CREATE_TOPICS_ENABLE"] == "false"
 
 
 def test_ingest_processes_have_distinct_stable_client_ids() -> None:

@@ -210,7 +210,7 @@ def partials_of(url: str) -> np.ndarray:
     return np.array(rows, dtype=object)
 
 
-async def _group_lag(kafka_url: str, group: str, topics: list[str]) -> int:
+async def _group_lag(kafka_url: str, group: str, topics: list[str]) -> dict[str, int]:
     from aiokafka import AIOKafkaConsumer, TopicPartition  # type: ignore[import-untyped]  # noqa: PLC0415
     from aiokafka.admin import AIOKafkaAdminClient  # type: ignore[import-untyped]  # noqa: PLC0415
 
@@ -224,8 +224,10 @@ async def _group_lag(kafka_url: str, group: str, topics: list[str]) -> int:
         wanted = [TopicPartition(topic, p) for topic in topics
                   for p in sorted(await topic_partitions(consumer, topic))]
         ends = await consumer.end_offsets(wanted)
-        return sum(end - (committed[tp].offset if tp in committed else 0)
-                   for tp, end in ends.items())
+        lags = {f"{tp.topic}[{tp.partition}]": end - (committed[tp].offset if tp in committed
+                                                     else 0)
+                for tp, end in ends.items()}
+        return {name: lag for name, lag in lags.items() if lag}
     finally:
         await consumer.stop()
         await admin.close()
@@ -236,14 +238,71 @@ async def topic_partitions(consumer: Any, topic: str) -> set[int]:
     return set(consumer.partitions_for_topic(topic) or ())
 
 
+def group_lags(kafka_url: str, app_id: str) -> dict[str, int]:
+    """Messages not yet committed by the workers' group, by ``topic[partition]``."""
+    import asyncio  # noqa: PLC0415
+
+    return asyncio.run(_group_lag(kafka_url, app_id,
+                                  [f"{app_id}.readings", f"{app_id}.enriched"]))
+
+
 def wait_caught_up(kafka_url: str, app_id: str, *, timeout_s: float = 60.0) -> None:
     """Until the workers' consumer group has committed every message of both topics."""
     import asyncio  # noqa: PLC0415
 
     topics = [f"{app_id}.readings", f"{app_id}.enriched"]
     deadline = time.monotonic() + timeout_s
-    lag = asyncio.run(_group_lag(kafka_url, app_id, topics))
-    while lag and time.monotonic() < deadline:
+    lags = asyncio.run(_group_lag(kafka_url, app_id, topics))
+    while lags and time.monotonic() < deadline:
         time.sleep(0.5)
-        lag = asyncio.run(_group_lag(kafka_url, app_id, topics))
-    assert lag == 0, f"the workers left {lag} messages uncommitted"
+        lags = asyncio.run(_group_lag(kafka_url, app_id, topics))
+    assert not lags, f"the workers left messages uncommitted: {lags}"
+
+
+def missing_frames(url: str, reference_url: str) -> list[tuple[int, int, int]]:
+    """(kit, boot, seq) of the frames stored in ``reference_url`` but not in ``url``."""
+    def frames(u: str) -> set[tuple[int, int, int]]:
+        with psycopg.connect(u, autocommit=True) as conn:
+            return {tuple(r) for r in conn.execute(  # type: ignore[misc]
+                "SELECT DISTINCT kit_id, boot_id, seq FROM readings").fetchall()}
+    return sorted(frames(reference_url) - frames(url))
+
+
+def locate(kafka_url: str, app_id: str, frames: list[tuple[int, int, int]]) -> dict[str, list[str]]:
+    """Where each frame's readings are in the two topics: ``topic[partition]@offset``."""
+    import asyncio  # noqa: PLC0415
+
+    from stream.faust_app.codec import decode_enriched, decode_readings  # noqa: PLC0415
+
+    async def scan() -> dict[str, list[str]]:
+        from aiokafka import AIOKafkaConsumer, TopicPartition  # noqa: PLC0415
+
+        found: dict[str, list[str]] = {str(f): [] for f in frames}
+        consumer = AIOKafkaConsumer(bootstrap_servers=kafka_url.removeprefix("kafka://"),
+                                    enable_auto_commit=False)
+        await consumer.start()
+        try:
+            for topic in (f"{app_id}.readings", f"{app_id}.enriched"):
+                tps = [TopicPartition(topic, p)
+                       for p in sorted(await topic_partitions(consumer, topic))]
+                consumer.assign(tps)
+                await consumer.seek_to_beginning(*tps)
+                ends = await consumer.end_offsets(tps)
+                for tp in tps:
+                    for _ in range(1000):
+                        if await consumer.position(tp) >= ends[tp]:
+                            break
+                        for record in (await consumer.getmany(tp, timeout_ms=500)).get(tp, []):
+                            rows = (decode_readings(record.value)[0] if topic.endswith("readings")
+                                    else decode_enriched(record.value))
+                            for kit, boot, seq in frames:
+                                hit = ((rows["kit_id"] == kit) & (rows["boot_id"] == boot)
+                                       & (rows["seq"] == seq))
+                                if hit.any():
+                                    found[str((kit, boot, seq))].append(
+                                        f"{topic}[{tp.partition}]@{record.offset}")
+        finally:
+            await consumer.stop()
+        return found
+
+    return asyncio.run(scan())

@@ -34,6 +34,7 @@ from simulators.runner import RunStats, pump
 from storage.kits import MasterKey, register_kit
 from stream.core.partials import Metric
 from stream.embedded import EmbeddedConfig
+from stream.faust_app.topics import TopicSpec, ensure_topics
 from tests.api.api_server import ServerThread
 from tests.runtime_harness import running
 from tests.stream.distributed_harness import (
@@ -41,6 +42,9 @@ from tests.stream.distributed_harness import (
     assert_aggregates_count_each_reading_once,
     count,
     deployment,
+    group_lags,
+    locate,
+    missing_frames,
     partials_of,
     readings_of,
     topic_partitions,
@@ -253,3 +257,117 @@ def _replay_readings(kafka_url: str, deployed: Deployment) -> None:
             await consumer.stop()
 
     assert asyncio.run(replay()) > 0
+
+
+def _paced_run(fleet: Fleet, deployed: Deployment, mqtt_url: str, embedded_root: str,
+               actions: dict[float, Callable[[], object]], *, publish_s: float) -> None:
+    """Publish the fleet's rounds in about ``publish_s`` seconds to both runtimes, running
+    each action once the rounds are that fraction done."""
+    start_ms, end_ms = fleet.config.start_ms, fleet.config.end_ms
+    pending = sorted(actions.items())
+
+    def on_progress(stats: RunStats) -> None:
+        while pending and stats.last_publish_ms >= start_ms + pending[0][0] * (end_ms - start_ms):
+            pending.pop(0)[1]()
+
+    _publish(list(fleet.run()), mqtt_url, [deployed.topic_root, embedded_root],
+             speed=(end_ms - start_ms) / 1000 / publish_s, start_ms=start_ms,
+             on_progress=on_progress)
+    assert not pending, "the rounds ended before every action ran"
+
+
+def _two_runtimes(database_url: str, embedded_url: str, mqtt_url: str, kafka_url: str,
+                  tmp_path: Path, seed: int,
+                  scenario: Callable[[Fleet, Deployment, str], None]) -> None:
+    """Run ``scenario`` (fleet, deployment, embedded topic root) with the embedded runtime
+    beside the distributed one; then both must have stored every reading, the same way."""
+    fleet = _fleet(seed, bikes=4, duration_s=3600, faults=FaultPlan(duplicate=0.03))
+    master = MasterKey.generate()
+    _register([database_url, embedded_url], master, fleet)
+    run = fleet.run()
+    list(run)
+    assert run.truth is not None
+    expected = len(run.truth.deliverable())
+    embedded_root = f"{uuid.uuid4().hex[:8]}/bikesense/v1"
+    embedded = EmbeddedConfig(mqtt_url=mqtt_url, database_url=embedded_url,
+                              client_id=f"{embedded_root}-ingest", topic_root=embedded_root)
+    with deployment(database_url, mqtt_url, kafka_url, master,
+                    tmp_path / "logs") as deployed, running(embedded, master):
+        scenario(fleet, deployed, embedded_root)
+        wait_count(embedded_url, expected)
+        try:
+            wait_count(database_url, expected, timeout_s=180)
+        except AssertionError as exc:
+            lost = missing_frames(database_url, embedded_url)
+            lags = group_lags(kafka_url, deployed.app_id)
+            msg = (f"{exc}; {len(lost)} frames missing, e.g. {lost[:3]}; uncommitted: {lags};"
+                   f" where: {locate(kafka_url, deployed.app_id, lost[:2])}")
+            raise AssertionError(msg) from exc
+        wait_caught_up(kafka_url, deployed.app_id)
+        assert count(database_url) == expected
+    assert_aggregates_count_each_reading_once(database_url)
+    assert readings_of(database_url) == readings_of(embedded_url)
+
+
+def test_a_worker_joining_mid_stream_takes_over_partitions_and_kit_states(
+    migrated_database_url: str, embedded_url: str, mqtt_url: str, kafka_url: str,
+    tmp_path: Path,
+) -> None:
+    """One worker, then a second joins while the kits publish: Kafka moves half the
+    partitions, the new worker recovers those kits' QA state from the table's changelog,
+    and nothing is lost, doubled, or flagged or split into rides otherwise than by the
+    embedded runtime (a kit whose state were lost would start a new ride and warm up)."""
+
+    def scenario(fleet: Fleet, deployed: Deployment, embedded_root: str) -> None:
+        first = deployed.worker("worker-1")
+        deployed.ingest()
+        joined: list[object] = []
+        _paced_run(fleet, deployed, mqtt_url, embedded_root, publish_s=20, actions={
+            0.3: lambda: joined.append(deployed.worker("worker-2", ready=False))})
+        assert "Revoking previously assigned partitions" in first.log()
+
+    _two_runtimes(migrated_database_url, embedded_url, mqtt_url, kafka_url, tmp_path, 41,
+                  scenario)
+
+
+def test_kill_9_of_a_worker_mid_stream_then_restart_loses_and_doubles_nothing(
+    migrated_database_url: str, embedded_url: str, mqtt_url: str, kafka_url: str,
+    tmp_path: Path,
+) -> None:
+    """Two workers; one is killed (SIGKILL: nothing flushed, nothing committed) while the
+    kits publish and started again later. What it had taken but not committed is
+    processed again, by the other worker or by itself: every reading stored once, every
+    partial aggregate counting each reading once."""
+
+    def scenario(fleet: Fleet, deployed: Deployment, embedded_root: str) -> None:
+        victim = deployed.worker("worker-1")
+        deployed.worker("worker-2")
+        deployed.ingest()
+        _paced_run(fleet, deployed, mqtt_url, embedded_root, publish_s=20, actions={
+            0.35: victim.kill,
+            0.6: lambda: deployed.worker("worker-1", ready=False)})
+        assert victim.popen.returncode == -9
+
+    _two_runtimes(migrated_database_url, embedded_url, mqtt_url, kafka_url, tmp_path, 43,
+                  scenario)
+
+
+def test_topics_with_another_partition_count_stop_ingest_and_workers_with_a_reason(
+    migrated_database_url: str, mqtt_url: str, kafka_url: str, tmp_path: Path,
+) -> None:
+    """A readings topic that a broker auto-created on a first produce (one partition, its
+    default) would put kits' readings and their states in different partitions: the
+    worker and ingest refuse to start on it, and say what to do."""
+    with deployment(migrated_database_url, mqtt_url, kafka_url, MasterKey.generate(),
+                    tmp_path / "logs") as deployed:
+        created = asyncio.run(ensure_topics([kafka_url.removeprefix("kafka://")],
+                                            [TopicSpec(f"{deployed.app_id}.readings", 1)]))
+        assert created == [f"{deployed.app_id}.readings"]
+        for process in (deployed.start("worker", "stream", "worker"),
+                        deployed.start("ingest", "ingest", "--to", "kafka",
+                                       "--topic-root", deployed.topic_root)):
+            assert process.popen.wait(120) == 1
+            said = " ".join(process.log().split())
+            assert (f"Kafka topic '{deployed.app_id}.readings' has 1 partitions, but "
+                    "bikesense is configured for 4") in said, said
+            assert "Traceback" not in said
