@@ -71,6 +71,11 @@ class DistributedConfig:
     #: H3 resolution of the enriched topic's key; None: the coarsest aggregated one,
     #: so that every partial of a cell is merged by a single worker.
     routing_resolution: int | None = None
+    #: How long Kafka waits for a silent worker (a crash, kill -9) before it gives that
+    #: worker's partitions to the others: until then they stand still. Kafka's own
+    #: default is 45 s; faust's 60 s.
+    session_timeout_s: float = 10.0
+    heartbeat_interval_s: float = 1.0
     #: Enriched messages written in one transaction at most, and how long to wait for them.
     store_batch_max: int = 500
     store_batch_within_s: float = 0.25
@@ -172,6 +177,8 @@ def create_app(settings: Settings, *, broker_url: str | None = None, store: str 
         consumer_auto_offset_reset="earliest",
         producer_acks=-1,
         processing_guarantee="at_least_once",
+        broker_session_timeout=cfg.session_timeout_s,
+        broker_heartbeat_interval=cfg.heartbeat_interval_s,
     )
     # The consumer that does not lose messages in a rebalance (consumer.py).
     app.transport = RebalanceSafeTransport(app.conf.broker_consumer, app)
@@ -199,14 +206,30 @@ def create_app(settings: Settings, *, broker_url: str | None = None, store: str 
         try:
             async for events in stream.take_events(cfg.store_batch_max,
                                                    within=cfg.store_batch_within_s):
-                yield await store_batch(sink, [e.value for e in events],
-                                        retry_min_s=cfg.retry_min_s, retry_max_s=cfg.retry_max_s)
+                try:
+                    outcome = await store_batch(sink, [e.value for e in events],
+                                                retry_min_s=cfg.retry_min_s,
+                                                retry_max_s=cfg.retry_max_s)
+                except asyncio.CancelledError:
+                    _keep_unacknowledged(events)
+                    raise
+                yield outcome
         finally:
             sink.close()
 
     qa_agent = app.agent(readings, name="bikesense.qa")(qa_body)
     store_agent = app.agent(enriched, name="bikesense.store")(store_body)
     return StreamApp(app, readings, enriched, kit_states, qa_agent, store_agent, sink, core, cfg)
+
+
+def _keep_unacknowledged(events: list[Any]) -> None:
+    """The worker is stopping (SIGTERM, a rebalance's restart) while a batch is not yet
+    written, say because the database is away: faust's ``take_events`` acknowledges the
+    batch's events on its way out whatever happened to them, and the offsets would be
+    committed past readings never stored. A reference of our own on each message keeps
+    its count above zero: never acknowledged, never committed, delivered again."""
+    for event in events:
+        event.message.incref()
 
 
 async def _qa_event(event: Any, kit_states: Any, enriched: Any, core: CoreConfig,

@@ -14,9 +14,12 @@ past them: lost for good. (faust-streaming issues #221 and #606 describe the
 same family of faults.)
 
 :class:`RebalanceSafeConsumer` replaces that loop: a message counts as read
-only when it was handed over; a batch fetched in an earlier consumer
-generation is abandoned, since the seek after the rebalance reads it again;
-and no offset is ever marked done because it was not seen. faust's gap
+only when it was handed over, and the batch is abandoned at the message a
+rebalance interrupted (the seek after the rebalance reads it again); no offset
+is ever marked done because it was not seen. Records are never dropped for
+another reason: what the fetcher returned is past its position, and only a
+seek brings it back (dropping a batch fetched after a rebalance, say because it
+began before, starves a table's recovery of its changelog for good). faust's gap
 tracking exists for compacted and transactional input topics; the topics this
 consumer acknowledges (readings, enriched) are neither, so a jump in offsets
 can only be the fault above, and nothing is acknowledged for it.
@@ -39,14 +42,12 @@ class RebalanceSafeConsumer(AiokafkaConsumer):
         try:
             while not (self._stopped.is_set() or fetcher._stopped.is_set()):
                 self.diag.set_flag(CONSUMER_FETCHING)
-                generation = self.app.consumer_generation_id
+                # getmany itself ends a batch at a rebalance (a new consumer generation).
                 batch = self.getmany(timeout=1.0)
                 await self.sleep(0)
                 if self.should_stop:
                     break
                 async for tp, message in batch:
-                    if self.app.consumer_generation_id != generation:
-                        break  # fetched before a rebalance: its seek reads these again
                     last = read_offsets[tp]
                     if last is not None and message.offset < last:
                         continue  # handed over already

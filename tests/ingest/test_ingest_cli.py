@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -59,3 +60,27 @@ def test_a_batch_needs_a_message_and_a_writer(configured: list[EmbeddedConfig],
     assert result.exit_code == 2
     assert "greater than or equal to 1" in " ".join(result.output.replace("│", " ").split())
     assert configured == []
+
+
+@pytest.mark.parametrize("to", ["database", "kafka"])
+def test_retention_reaches_either_runtime(configured: list[EmbeddedConfig],
+                                          monkeypatch: pytest.MonkeyPatch, to: str) -> None:
+    """BIKESENSE_RAW_RETENTION_DAYS is a privacy promise: `ingest --to kafka` runs the same
+    maintenance with it as the embedded runtime (it used to run with the defaults)."""
+    from stream.faust_app import ingest as kafka_ingest  # noqa: PLC0415
+
+    monkeypatch.setenv("BIKESENSE_RAW_RETENTION_DAYS", "7")
+    monkeypatch.setenv("BIKESENSE_KAFKA_URL", "kafka://127.0.0.1:9")
+
+    class RecordedKafka:
+        def __init__(self, config: EmbeddedConfig, _master: MasterKey, _producer: Any) -> None:
+            configured.append(config)
+
+    monkeypatch.setattr(kafka_ingest, "KafkaIngest", RecordedKafka)
+    monkeypatch.setattr(kafka_ingest, "run_until_signalled", embedded.run_until_signalled)
+    result = CliRunner().invoke(app, ["ingest", "--to", to, "--writers", "3"])
+    assert result.exit_code == 0, result.output
+    (config,) = configured
+    assert config.maintenance is not None
+    assert config.maintenance.raw_retention == timedelta(days=7)
+    assert config.writers == 3

@@ -27,6 +27,8 @@ from api.config import ApiSettings
 from api.keys import create_key
 from api.roles import Role
 from bikesense.settings import Settings
+from firmware_protocol import empty_readings
+from ingest.admission import Admitted
 from simulators.faults import FaultPlan
 from simulators.fleet import Fleet, Publication, SimulationConfig
 from simulators.publisher import MqttPublisher
@@ -34,6 +36,7 @@ from simulators.runner import RunStats, pump
 from storage.kits import MasterKey, register_kit
 from stream.core.partials import Metric
 from stream.embedded import EmbeddedConfig
+from stream.faust_app.ingest import AiokafkaReadingsProducer, readings_messages
 from stream.faust_app.topics import TopicSpec, ensure_topics
 from tests.api.api_server import ServerThread
 from tests.runtime_harness import running
@@ -296,7 +299,7 @@ def _two_runtimes(database_url: str, embedded_url: str, mqtt_url: str, kafka_url
         scenario(fleet, deployed, embedded_root)
         wait_count(embedded_url, expected)
         try:
-            wait_count(database_url, expected, timeout_s=180)
+            wait_count(database_url, expected, timeout_s=90)
         except AssertionError as exc:
             lost = missing_frames(database_url, embedded_url)
             lags = group_lags(kafka_url, deployed.app_id)
@@ -371,3 +374,63 @@ def test_topics_with_another_partition_count_stop_ingest_and_workers_with_a_reas
             assert (f"Kafka topic '{deployed.app_id}.readings' has 1 partitions, but "
                     "bikesense is configured for 4") in said, said
             assert "Traceback" not in said
+
+
+def test_a_worker_stopped_while_the_database_is_away_commits_nothing_it_did_not_store(
+    postgres_url: str, migrated_template: str, mqtt_url: str, kafka_url: str, tmp_path: Path,
+) -> None:
+    """The store agent retries while the database is away; a SIGTERM then must not
+    acknowledge the batch it holds (faust's take_events would, on its way out): the
+    enriched offsets stay where they were, and a worker started once the database is
+    there stores every reading."""
+    name = f"test_{uuid.uuid4().hex[:12]}"
+    url = f"{postgres_url.rpartition('/')[0]}/{name}"  # not created yet: "away"
+    now_ms = int(time.time() * 1000)
+    readings = np.concatenate([_kit_readings(kit, now_ms - 600_000, 40) for kit in (7, 8, 9)])
+    admitted = Admitted(readings, np.full(len(readings), now_ms, dtype=np.int64))
+    try:
+        with deployment(url, mqtt_url, kafka_url, MasterKey.generate(),
+                        tmp_path / "logs") as deployed:
+            worker = deployed.worker("worker-1")
+            producer = AiokafkaReadingsProducer(kafka_url, f"{deployed.app_id}.readings",
+                                                client_id=deployed.app_id, partitions=4)
+
+            async def produce() -> None:
+                await producer.start()
+                try:
+                    await producer.send_all(readings_messages(admitted))
+                finally:
+                    await producer.stop()
+
+            asyncio.run(produce())
+            worker.wait_for_log("database unavailable", timeout_s=60)
+            worker.stop()
+            assert worker.popen.returncode == 0
+            lags = group_lags(kafka_url, deployed.app_id)
+            assert any(topic.endswith(".enriched") for topic in lags), lags
+            with psycopg.connect(postgres_url, autocommit=True) as conn:
+                conn.execute(sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(
+                    sql.Identifier(name), sql.Identifier(migrated_template)))
+            deployed.worker("worker-2")
+            wait_count(url, len(readings), timeout_s=60)
+            wait_caught_up(kafka_url, deployed.app_id)
+    finally:
+        with psycopg.connect(postgres_url, autocommit=True) as conn:
+            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
+                sql.Identifier(name)))
+
+
+def _kit_readings(kit_id: int, start_ms: int, n: int) -> np.ndarray:
+    r = empty_readings(n)
+    r["kit_id"], r["boot_id"] = kit_id, 1
+    r["seq"] = np.arange(n) // 10
+    r["idx"] = np.arange(n) % 10
+    r["ts_ms"] = start_ms + np.arange(n) * 5000
+    r["lat_deg"] = 52.1290 + np.arange(n) * 1e-5
+    r["lon_deg"] = 4.6560
+    r["gnss_fix"], r["hdop"], r["satellites"], r["speed_mps"] = 2, 0.9, 9, 4.0
+    r["pm1_ugm3"], r["pm25_ugm3"], r["pm10_ugm3"] = 4.0, 8.0, 12.0
+    r["noise_laeq_db"], r["noise_lamax_db"] = 60.0, 66.0
+    r["interval_ms"] = 5000
+    r["temperature_c"], r["humidity_pct"] = 12.0, 60.0
+    return r
