@@ -13,13 +13,17 @@ committed offset and that one are then dropped, and the offset is committed
 past them: lost for good. (faust-streaming issues #221 and #606 describe the
 same family of faults.)
 
-:class:`RebalanceSafeConsumer` replaces that loop: a message counts as read
-only when it was handed over, and the batch is abandoned at the message a
-rebalance interrupted (the seek after the rebalance reads it again); no offset
-is ever marked done because it was not seen. Records are never dropped for
-another reason: what the fetcher returned is past its position, and only a
-seek brings it back (dropping a batch fetched after a rebalance, say because it
-began before, starves a table's recovery of its changelog for good). faust's gap
+:class:`RebalanceSafeConsumer` replaces that loop. It keeps, per partition,
+the next offset to hand over, the meaning faust's seeks give it: a message
+counts as read only once handed over; the batch is abandoned at the message a
+rebalance interrupted (the seek after the rebalance reads it again); a message
+below the next offset was handed over already, and one above it on an acked
+topic was fetched before a seek back and is read again, in order, by the fetch
+from the sought offset (faust-streaming #221: prefetched records returned after
+a rebalance). No offset is ever marked done because it was not seen. Records
+are otherwise never dropped: what the fetcher returned is past its position,
+and only a seek brings it back (dropping a batch fetched after a rebalance
+starves a table's recovery of its changelog for good). faust's gap
 tracking exists for compacted and transactional input topics; the topics this
 consumer acknowledges (readings, enriched) are neither, so a jump in offsets
 can only be the fault above, and nothing is acknowledged for it.
@@ -37,8 +41,13 @@ from faust.transport.drivers.aiokafka import Transport as AiokafkaTransport
 
 class RebalanceSafeConsumer(AiokafkaConsumer):
     async def _drain_messages(self, fetcher: Any) -> None:
-        """Hand fetched messages to the streams until the consumer or ``fetcher`` stops."""
-        read_offsets = self._read_offset
+        """Hand fetched messages to the streams until the consumer or ``fetcher`` stops.
+
+        ``_read_offset[tp]`` holds the next offset to hand over, as faust's seeks
+        (which write the committed offset there) mean it.
+        """
+        next_offsets = self._read_offset
+        acks_enabled_for = self.app.topics.acks_enabled_for
         try:
             while not (self._stopped.is_set() or fetcher._stopped.is_set()):
                 self.diag.set_flag(CONSUMER_FETCHING)
@@ -48,17 +57,26 @@ class RebalanceSafeConsumer(AiokafkaConsumer):
                 if self.should_stop:
                     break
                 async for tp, message in batch:
-                    last = read_offsets[tp]
-                    if last is not None and message.offset < last:
-                        continue  # handed over already
+                    expected = next_offsets[tp]
+                    if expected is not None and message.offset < expected:
+                        continue  # handed over already: fetched again after a seek
+                    if (expected is not None and message.offset > expected
+                            and acks_enabled_for(message.topic)):
+                        # Fetched before a seek back and returned after it: the fetch from
+                        # the sought offset brings it again, in order. (Gaps are real in
+                        # the compacted changelogs only, whose messages are not acked.)
+                        continue
                     if self._commit_every is not None and self._n_acked >= self._commit_every:
                         self._n_acked = 0
                         await self.commit()
+                    generation = self.app.consumer_generation_id
                     handover = self.callback(message)
                     outcome = await self.wait_first(handover, self.suspend_flow.wait())
                     if handover not in outcome.done:
                         break  # a rebalance began: the message was not handed over
-                    read_offsets[tp] = message.offset
+                    if self.app.consumer_generation_id != generation:
+                        break  # a rebalance passed meanwhile: its seek says where to go on
+                    next_offsets[tp] = message.offset + 1
                 self.diag.unset_flag(CONSUMER_FETCHING)
         except self.consumer_stopped_errors:
             if not self.transport.app.should_stop:

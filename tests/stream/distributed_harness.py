@@ -58,12 +58,12 @@ class Process:
         msg = f"{self.name} did not log {text!r} within {timeout_s:.0f} s:\n{self.log()[-4000:]}"
         raise AssertionError(msg)
 
-    def stop(self) -> None:
-        """SIGTERM, as an operator stops it; SIGKILL if it does not end in 30 s."""
+    def stop(self, timeout_s: float = 30.0) -> None:
+        """SIGTERM, as an operator stops it; SIGKILL if it does not end in time."""
         if self.popen.poll() is None:
             self.popen.send_signal(signal.SIGTERM)
             try:
-                self.popen.wait(30)
+                self.popen.wait(timeout_s)
             except subprocess.TimeoutExpired:
                 self.popen.kill()
                 self.popen.wait(10)
