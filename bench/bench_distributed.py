@@ -15,7 +15,8 @@ is bench_e2e.py's: frames of 10 readings from a fleet of kits, published at QoS 
 by two publishers as fast as ingest takes them, until every reading is stored
 (readings/s, sustained between 10 % and 90 % stored); then a steady paced rate,
 the same for every contender, while a prober publishes marker frames one at a
-time and polls the API until their rows come back (p50 / p99 publish → visible).
+time and polls the API until their rows come back (p50 / p99 publish → visible),
+and how far behind the fleet each runtime was when it stopped publishing.
 Lost (published - stored) and duplicated (stored - distinct identities) are
 counted exactly at the end; CPU time is read from /proc for every process over
 the saturated phase and divided by the readings stored.
@@ -30,7 +31,7 @@ with everything else. This measures what the distributed runtime costs, not
 what it gains on more machines.
 
     .venv/bin/python bench/bench_distributed.py [--readings 100000] [--rounds 2]
-        [--paced-rate 4000] [--paced-seconds 15]
+        [--paced-rate 1000] [--paced-seconds 15]
 """
 
 from __future__ import annotations
@@ -257,6 +258,7 @@ def wait_stored(db: str, frames: list[tuple[int, bytes]], kits: int, boot: int,
     samples: list[tuple[float, int]] = []
     exact, exact_at = -1, -1.0
     progress, moved_at = (-1, -1), 0.0
+    was_complete = False
     with psycopg.connect(db, autocommit=True) as conn:
         while True:
             now = time.perf_counter() - started
@@ -264,11 +266,14 @@ def wait_stored(db: str, frames: list[tuple[int, bytes]], kits: int, boot: int,
             complete = (estimate >= n // 2
                         and last_frames_stored(conn, some, boot) == PER_FRAME * len(some)
                         and last_frames_stored(conn, last, boot) == PER_FRAME * len(last))
-            if (complete or estimate >= n) and now - exact_at >= 0.5:
+            # Counted at once when the last frames first all show; again twice a second.
+            if (complete and not was_complete) or (
+                    (complete or estimate >= n) and now - exact_at >= 0.5):
                 exact, exact_at = fleet_stored(conn, kits, boot), now
                 if exact >= n:
                     samples.append((time.perf_counter() - started, exact))
                     return samples
+            was_complete = complete
             samples.append((now, estimate))
             if (estimate, exact) != progress:
                 progress, moved_at = (estimate, exact), now
@@ -297,6 +302,19 @@ def warm_up(db: str, mqtt_url: str, secrets: dict[int, bytes]) -> float:
             if time.monotonic() > deadline:
                 raise RuntimeError(f"the warm-up frames were not stored in 120 s ({row})")
             time.sleep(0.05)
+
+
+def cpu_snapshot(pids: dict[str, int]) -> dict[str, float]:
+    """CPU seconds of each named process (PostgreSQL with its backends, ended or alive)."""
+    return {name: cpu_seconds(pid, children=name == "postgresql") for name, pid in pids.items()}
+
+
+def machine_cpu_s() -> tuple[float, float]:
+    """(busy, stolen by the hypervisor) CPU seconds of the whole machine since it booted."""
+    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
+    user, nice, system, _idle, _iowait, irq, softirq, steal = fields
+    tick = os.sysconf("SC_CLK_TCK")
+    return (user + nice + system + irq + softirq) / tick, steal / tick
 
 
 def percentile(values: list[float], q: float) -> float | None:
@@ -332,6 +350,7 @@ def run_contender(rig: Rig, contender: Contender, run_id: str, args: argparse.Na
     logs = rig.work / run_id
     logs.mkdir(parents=True)
     app_id = f"bench-{run_id}"
+    topics = [f"{app_id}.readings", f"{app_id}.enriched"] if contender.workers else []
     kafka_env = {"BIKESENSE_DATABASE_URL": db, "BIKESENSE_KAFKA_URL": rig.kafka.url,
                  "BIKESENSE_KAFKA_APP_ID": app_id,
                  "BIKESENSE_KAFKA_PARTITIONS": str(rig.partitions)}
@@ -358,9 +377,9 @@ def run_contender(rig: Rig, contender: Contender, run_id: str, args: argparse.Na
         pids = {"ingest": ingest.pid, **{f"worker {i}": pid for i, pid in
                                          enumerate(worker_pids, 1)},
                 **rig.pids, "api server": api_pid}
-        cpu0 = {name: cpu_seconds(pid, children=name == "postgresql")
-                for name, pid in pids.items()}
-        own0 = cpu_seconds(os.getpid())
+        pids["publishers and bench"] = os.getpid()
+        cpu0 = cpu_snapshot(pids)
+        machine0 = machine_cpu_s()
         sessions0 = {pid: cpu_seconds(pid) for pid in ingest_backends(db)}
         load0 = os.getloadavg()
 
@@ -379,9 +398,12 @@ def run_contender(rig: Rig, contender: Contender, run_id: str, args: argparse.Na
         prober.start()
         samples = wait_stored(db, frames, args.kits, 1, started, baseline)
         elapsed, stored_fleet = samples[-1]
-        cpu = {name: cpu_seconds(pid, children=name == "postgresql") - cpu0[name]
-               for name, pid in pids.items()}
-        cpu["publishers and bench"] = cpu_seconds(os.getpid()) - own0
+        cpu = {name: s - cpu0[name] for name, s in cpu_snapshot(pids).items()}
+        machine1 = machine_cpu_s()
+        # Whatever else ran on the machine meanwhile (other people's work), and the
+        # hypervisor's share: what makes one run unlike the next.
+        others = {"other work on the machine": machine1[0] - machine0[0] - sum(cpu.values()),
+                  "stolen by the hypervisor": machine1[1] - machine0[1]}
         sessions_cpu = 0.0
         for pid in set(sessions0) | set(ingest_backends(db)):
             with suppress(FileNotFoundError):
@@ -389,6 +411,8 @@ def run_contender(rig: Rig, contender: Contender, run_id: str, args: argparse.Na
         publisher.join()
         prober.stop.set()
         prober.join(60)
+        saturated_topics = (topic_messages(rig.kafka.url, topics, rig.partitions)
+                            if topics else None)
 
         # Paced: the same steady rate for every contender, below each one's capacity.
         paced_prober = Prober(rig.mqtt_url, api_url, api_key, marker_secret, first_seq=10**6)
@@ -396,9 +420,15 @@ def run_contender(rig: Rig, contender: Contender, run_id: str, args: argparse.Na
         with psycopg.connect(db, autocommit=True) as conn:
             paced_baseline = inserted(conn)
         paced_started = time.perf_counter()
+        paced_cpu0, paced_machine0 = cpu_snapshot(pids), machine_cpu_s()
         publish_paced(rig.mqtt_url, paced_frames, args.paced_rate / PER_FRAME)
+        paced_publish_s = time.perf_counter() - paced_started
         paced_samples = wait_stored(db, paced_frames, args.kits, 2, paced_started,
                                     paced_baseline)
+        paced_elapsed = time.perf_counter() - paced_started
+        paced_cpu = {name: s - paced_cpu0[name] for name, s in cpu_snapshot(pids).items()}
+        paced_others = (machine_cpu_s()[0] - paced_machine0[0]
+                        - sum(paced_cpu.values())) / paced_elapsed
         paced_prober.stop.set()
         paced_prober.join(60)
         time.sleep(2)  # anything late or redelivered would show now
@@ -408,9 +438,9 @@ def run_contender(rig: Rig, contender: Contender, run_id: str, args: argparse.Na
             ).fetchone()  # type: ignore[misc]
         rss = {name: rss_peak_kib(pid) / 1024 for name, pid in pids.items()
                if name in {"ingest", "kafka"} or name.startswith("worker")}
+        paced_published = (len(paced_frames) + paced_prober.published) * PER_FRAME
         load1 = os.getloadavg()
-    kafka_topics = (topic_messages(rig.kafka.url, [f"{app_id}.readings", f"{app_id}.enriched"],
-                                   rig.partitions) if contender.workers else None)
+    kafka_topics = topic_messages(rig.kafka.url, topics, rig.partitions) if topics else None
     published = (n + len(paced_frames) * PER_FRAME + PER_FRAME * len(WARMUP_KITS)
                  + (prober.published + paced_prober.published) * PER_FRAME)
     logs_found = {"ingest": log_findings((logs / "ingest.log").read_text(errors="replace"),
@@ -451,6 +481,9 @@ def run_contender(rig: Rig, contender: Contender, run_id: str, args: argparse.Na
         "cpu_us_per_reading": {name: s / n * 1e6 for name, s in cpu.items()},
         "cpu_us_per_reading_total": sum(cpu.values()) / n * 1e6,
         "cpu_cores_busy": {name: s / elapsed for name, s in cpu.items()},
+        "machine_cores_busy_besides": {name: s / elapsed for name, s in others.items()},
+        "paced_cpu_cores_busy": {name: s / paced_elapsed for name, s in paced_cpu.items()},
+        "paced_machine_cores_busy_besides": paced_others,
         "postgres_runtime_sessions_cpu_us_per_reading": sessions_cpu / n * 1e6,
         "peak_rss_mib": rss,
         "latency_samples": len(lat), "latency_timeouts": prober.timeouts,
@@ -458,6 +491,12 @@ def run_contender(rig: Rig, contender: Contender, run_id: str, args: argparse.Na
         "latency_p99_s": percentile(lat, 0.99),
         "paced_readings_per_s": args.paced_rate,
         "paced_seconds_to_store_all": paced_samples[-1][0],
+        # How far behind the fleet the runtime was when the fleet stopped: more than a
+        # fraction of a second, and the paced rate was more than it could take.
+        "paced_behind_at_end_s": paced_samples[-1][0] - paced_publish_s,
+        # The fleet's readings over the time to store them all: the paced rate when the
+        # runtime kept up, what it could take from a steady fleet when it did not.
+        "paced_readings_per_s_stored": paced_samples[-1][1] / paced_samples[-1][0],
         "paced_stored": paced_samples[-1][1],
         "paced_latencies_s": paced_lat,
         "paced_latency_samples": len(paced_lat),
@@ -468,6 +507,17 @@ def run_contender(rig: Rig, contender: Contender, run_id: str, args: argparse.Na
         "published_readings": published, "stored_readings": int(total),
         "lost": published - int(total), "duplicated": int(total) - int(distinct),
         "kafka_messages_per_partition": kafka_topics,
+        # Each reading crosses both topics once (markers and the warm-up included). Ingest
+        # sends one message per kit per batch it took from MQTT: how many readings that is
+        # depends on how the frames arrive (a burst or a steady fleet).
+        "kafka_readings_per_message": {
+            topic.rpartition(".")[2]: (published - paced_published) / max(1, sum(counts))
+            for topic, counts in saturated_topics.items()} if saturated_topics else None,
+        "paced_kafka_readings_per_message": {
+            topic.rpartition(".")[2]: paced_published
+            / max(1, sum(counts) - sum(saturated_topics[topic]))
+            for topic, counts in kafka_topics.items()} if kafka_topics and saturated_topics
+        else None,
         "worker_partitions": assignment or None,
         "worker_share_of_messages": shares,
         "workers_ready_s": workers_ready_s if contender.workers else None,
@@ -502,6 +552,9 @@ def summarise(runs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
             "paced_latency_p50_s": statistics.median(paced) if paced else None,
             "paced_latency_p99_s": percentile(paced, 0.99),
             "paced_latency_max_s": max(paced) if paced else None,
+            "paced_behind_at_end_s_max": max(r["paced_behind_at_end_s"] for r in mine),
+            "paced_readings_per_s_stored": statistics.median(
+                r["paced_readings_per_s_stored"] for r in mine),
             "published_readings": sum(r["published_readings"] for r in mine),
             "lost": sum(r["lost"] for r in mine),
             "duplicated": sum(r["duplicated"] for r in mine),
@@ -509,6 +562,19 @@ def summarise(runs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
                                                         for r in mine) for p in processes},
             "cpu_us_per_reading_total": statistics.median(
                 r["cpu_us_per_reading_total"] for r in mine),
+            "cpu_cores_busy": {p: statistics.median(r["cpu_cores_busy"].get(p, 0.0)
+                                                    for r in mine) for p in processes},
+            "machine_cores_busy_besides_max": max(
+                r["machine_cores_busy_besides"]["other work on the machine"] for r in mine),
+            "kafka_readings_per_message": {
+                kind: statistics.median(r["kafka_readings_per_message"][kind] for r in mine)
+                for kind in ("readings", "enriched")} if contender.workers else None,
+            "paced_kafka_readings_per_message": {
+                kind: statistics.median(r["paced_kafka_readings_per_message"][kind]
+                                        for r in mine)
+                for kind in ("readings", "enriched")} if contender.workers else None,
+            "paced_cpu_cores_busy": {p: statistics.median(
+                r["paced_cpu_cores_busy"].get(p, 0.0) for r in mine) for p in processes},
             "warnings_or_errors_while_measured": sum(f["warnings_or_errors_measured"]
                                                      for r in mine for f in r["logs"].values()),
             "group_joins_while_measured": sum(f["group_joins_measured"]
@@ -542,7 +608,7 @@ def main() -> None:
     parser.add_argument("--kits", type=int, default=200)
     parser.add_argument("--publishers", type=int, default=2)
     parser.add_argument("--inflight", type=int, default=1000)
-    parser.add_argument("--paced-rate", type=float, default=4000.0,
+    parser.add_argument("--paced-rate", type=float, default=1000.0,
                         help="readings/s of the paced phase, the same for every contender")
     parser.add_argument("--paced-seconds", type=float, default=15.0)
     parser.add_argument("--warm-up-readings", type=int, default=20_000,
@@ -580,7 +646,7 @@ def main() -> None:
                 for contender in order:
                     run_id = f"r{round_no}-{contender.workers}w"
                     runs.append(run_contender(rig, contender, run_id, args))
-                    time.sleep(3)
+                    time.sleep(1)
     finally:
         if not args.keep_logs:
             shutil.rmtree(work, ignore_errors=True)
@@ -621,6 +687,14 @@ def main() -> None:
         print(f"  {name:<18} " + ", ".join(f"{p} {us:.1f}"
                                            for p, us in s["cpu_us_per_reading"].items()))
     for r in runs:
+        besides = r["machine_cores_busy_besides"]
+        print(f"  {r['run']} {r['contender']}: {r['readings_per_s']:,.0f} readings/s, paced p99 "
+              f"{r['paced_latency_p99_s'] or float('nan'):.3f} s, "
+              f"{r['paced_behind_at_end_s']:.1f} s behind the fleet at its end; other work "
+              "on the machine "
+              f"{besides['other work on the machine']:.2f} cores (paced phase "
+              f"{r['paced_machine_cores_busy_besides']:.2f}), stolen "
+              f"{besides['stolen by the hypervisor']:.2f}")
         for process, found in r["logs"].items():
             for line in found["examples"]:
                 print(f"  {r['run']} {process}: {line[:200]}")
