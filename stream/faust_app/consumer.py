@@ -17,10 +17,11 @@ same family of faults.)
 the next offset to hand over, the meaning faust's seeks give it: a message
 counts as read only once handed over; the batch is abandoned at the message a
 rebalance interrupted (the seek after the rebalance reads it again); a message
-below the next offset was handed over already, and one above it on an acked
-topic was fetched before a seek back and is read again, in order, by the fetch
-from the sought offset (faust-streaming #221: prefetched records returned after
-a rebalance). No offset is ever marked done because it was not seen. Records
+below the next offset was handed over already, and when one above it arrives on
+an acked topic, the fetcher is past what was handed over (faust-streaming #221:
+records prefetched before a rebalance's seek returned after it; or a seek that
+did not take): the partition is sought back to the next offset and fetched
+anew, in order. No offset is ever marked done because it was not seen. Records
 are otherwise never dropped: what the fetcher returned is past its position,
 and only a seek brings it back (dropping a batch fetched after a rebalance
 starves a table's recovery of its changelog for good). faust's gap
@@ -48,6 +49,7 @@ class RebalanceSafeConsumer(AiokafkaConsumer):
         """
         next_offsets = self._read_offset
         acks_enabled_for = self.app.topics.acks_enabled_for
+        sought_back: dict[Any, int] = {}
         try:
             while not (self._stopped.is_set() or fetcher._stopped.is_set()):
                 self.diag.set_flag(CONSUMER_FETCHING)
@@ -61,11 +63,19 @@ class RebalanceSafeConsumer(AiokafkaConsumer):
                     if expected is not None and message.offset < expected:
                         continue  # handed over already: fetched again after a seek
                     if (expected is not None and message.offset > expected
-                            and acks_enabled_for(message.topic)):
-                        # Fetched before a seek back and returned after it: the fetch from
-                        # the sought offset brings it again, in order. (Gaps are real in
-                        # the compacted changelogs only, whose messages are not acked.)
-                        continue
+                            and acks_enabled_for(message.topic)
+                            and sought_back.get(tp) != expected):
+                        # The fetcher is past what was handed over: records fetched before
+                        # a seek back and returned after it, or a position the seek did
+                        # not reach. Seek to the next offset to hand over and fetch anew.
+                        # (Gaps are real in the compacted changelogs only, whose messages
+                        # are not acked; an offset gone from the log, deleted by retention,
+                        # is let go after one seek: the fetcher then starts at the oldest.)
+                        self.log.info("%s: fetched offset %d, %d not handed over yet: "
+                                      "seeking back", tp, message.offset, expected)
+                        sought_back[tp] = expected
+                        await self.seek(tp, expected)
+                        break
                     if self._commit_every is not None and self._n_acked >= self._commit_every:
                         self._n_acked = 0
                         await self.commit()
@@ -77,6 +87,7 @@ class RebalanceSafeConsumer(AiokafkaConsumer):
                     if self.app.consumer_generation_id != generation:
                         break  # a rebalance passed meanwhile: its seek says where to go on
                     next_offsets[tp] = message.offset + 1
+                    sought_back.pop(tp, None)
                 self.diag.unset_flag(CONSUMER_FETCHING)
         except self.consumer_stopped_errors:
             if not self.transport.app.should_stop:
