@@ -382,6 +382,7 @@ class LocalServices:
                                 KafkaDistribution(self.kafka_cache_dir()),
                                 port=old.port if old and _port_free(old.port) else None)
             records["kafka"] = kafka.start()
+            kafka.detach()
             self._save(records)
         return records
 

@@ -253,6 +253,15 @@ class KafkaBroker:
                 self._process.wait(5)
         self._process = None
 
+    def detach(self) -> None:
+        """Leave the broker running when this object is gone (``services up``): it runs in a
+        session of its own, and ``services down`` stops it by its recorded pid."""
+        if self._process is not None:
+            # A Popen collected while its child runs warns of a leak; this child is meant
+            # to outlive it.
+            self._process.returncode = 0
+        self._process = None
+
     def kill(self) -> None:
         """Crash the broker (SIGKILL), for fault tests."""
         if self._process is not None:

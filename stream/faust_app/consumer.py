@@ -74,7 +74,9 @@ class RebalanceSafeConsumer(AiokafkaConsumer):
                         self.log.info("%s: fetched offset %d, %d not handed over yet: "
                                       "seeking back", tp, message.offset, expected)
                         sought_back[tp] = expected
-                        await self.seek(tp, expected)
+                        # In the consumer's own thread (``seek`` would call aiokafka from
+                        # this one), and back here once the position moved.
+                        await self.seek_wait({tp: expected})
                         break
                     if self._commit_every is not None and self._n_acked >= self._commit_every:
                         self._n_acked = 0
