@@ -13,6 +13,7 @@ import shutil
 import tempfile
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import psycopg
@@ -162,12 +163,21 @@ def migrated_template(postgres_url: str) -> Iterator[str]:
 @pytest.fixture
 def migrated_database_url(postgres_url: str, migrated_template: str) -> Iterator[str]:
     """A new database with every migration applied (plain PostgreSQL), dropped afterwards."""
+    with cloned_database(postgres_url, migrated_template) as url:
+        yield url
+
+
+@contextmanager
+def cloned_database(postgres_url: str, template: str) -> Iterator[str]:
+    """A new database cloned from ``template`` for the block, dropped afterwards."""
     name = f"test_{uuid.uuid4().hex[:12]}"
     with psycopg.connect(postgres_url, autocommit=True) as conn:
         conn.execute(sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(
-            sql.Identifier(name), sql.Identifier(migrated_template)))
-    yield _with_database(postgres_url, name)
-    _drop_database(postgres_url, name)
+            sql.Identifier(name), sql.Identifier(template)))
+    try:
+        yield _with_database(postgres_url, name)
+    finally:
+        _drop_database(postgres_url, name)
 
 
 def _drop_database(postgres_url: str, name: str) -> None:

@@ -39,6 +39,7 @@ from stream.embedded import EmbeddedConfig
 from stream.faust_app.ingest import AiokafkaReadingsProducer, readings_messages
 from stream.faust_app.topics import TopicSpec, ensure_topics
 from tests.api.api_server import ServerThread
+from tests.conftest import cloned_database
 from tests.runtime_harness import running
 from tests.stream.distributed_harness import (
     Deployment,
@@ -62,14 +63,8 @@ HOUR_MS = 3_600_000
 @pytest.fixture
 def embedded_url(postgres_url: str, migrated_template: str) -> Iterator[str]:
     """A second migrated database: where the embedded runtime stores the same frames."""
-    name = f"test_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(postgres_url, autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(
-            sql.Identifier(name), sql.Identifier(migrated_template)))
-    yield f"{postgres_url.rpartition('/')[0]}/{name}"
-    with psycopg.connect(postgres_url, autocommit=True) as conn:
-        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
-            sql.Identifier(name)))
+    with cloned_database(postgres_url, migrated_template) as url:
+        yield url
 
 
 def _fleet(seed: int, *, bikes: int, duration_s: float, faults: FaultPlan) -> Fleet:
