@@ -76,6 +76,8 @@ class DistributedConfig:
     #: default is 45 s; faust's 60 s.
     session_timeout_s: float = 10.0
     heartbeat_interval_s: float = 1.0
+    #: How often a partition that does not move while it has messages is sought back.
+    stall_check_s: float = 5.0
     #: Enriched messages written in one transaction at most, and how long to wait for them.
     store_batch_max: int = 500
     store_batch_within_s: float = 0.25
@@ -217,6 +219,12 @@ def create_app(settings: Settings, *, broker_url: str | None = None, store: str 
         finally:
             sink.close()
 
+    async def seek_stalled() -> None:
+        consumer: Any = app.consumer  # RebalanceSafeConsumer (consumer.py)
+        await consumer.seek_stalled()
+
+    # A partition whose messages a rebalance left behind the fetcher (consumer.py).
+    app.timer(interval=cfg.stall_check_s, name="bikesense.seek_stalled")(seek_stalled)
     qa_agent = app.agent(readings, name="bikesense.qa")(qa_body)
     store_agent = app.agent(enriched, name="bikesense.store")(store_body)
     return StreamApp(app, readings, enriched, kit_states, qa_agent, store_agent, sink, core, cfg)

@@ -21,7 +21,11 @@ below the next offset was handed over already, and when one above it arrives on
 an acked topic, the fetcher is past what was handed over (faust-streaming #221:
 records prefetched before a rebalance's seek returned after it; or a seek that
 did not take): the partition is sought back to the next offset and fetched
-anew, in order. No offset is ever marked done because it was not seen. Records
+anew, in order; and a partition that has messages beyond the next offset but
+does not move is sought back too (``seek_stalled``, every few seconds: records
+fetched while a rebalance had the partition paused are dropped by faust's
+``getmany`` after the fetcher's position passed them). No offset is ever
+marked done because it was not seen. Records
 are otherwise never dropped: what the fetcher returned is past its position,
 and only a seek brings it back (dropping a batch fetched after a rebalance
 starves a table's recovery of its changelog for good). faust's gap
@@ -99,6 +103,34 @@ class RebalanceSafeConsumer(AiokafkaConsumer):
                 raise
         finally:
             self.diag.unset_flag(CONSUMER_FETCHING)
+
+
+    _progress: dict[Any, int | None]
+
+    async def seek_stalled(self) -> list[Any]:
+        """Seek back every acked partition that has messages beyond the next offset to hand
+        over and has not moved since the last call: the fetcher is past them (records
+        dropped while the partition was paused in a rebalance), and only a seek fetches
+        them again. Called every few seconds (``app.py``); returns the partitions sought."""
+        previous = getattr(self, "_progress", {})
+        self._progress = current = {}
+        if self.app.rebalancing or self.app.in_recovery or not self.flow_active:
+            return []
+        acks_enabled_for = self.app.topics.acks_enabled_for
+        sought = []
+        for tp in self.assignment():
+            if not acks_enabled_for(tp.topic):
+                continue
+            expected = self._read_offset.get(tp)
+            current[tp] = expected
+            highwater = self.highwater(tp)
+            if (expected is not None and highwater is not None and highwater > expected
+                    and previous.get(tp) == expected):
+                self.log.info("%s: no message handed over since offset %d of %d: seeking back",
+                              tp, expected, highwater)
+                await self.seek_wait({tp: expected})
+                sought.append(tp)
+        return sought
 
 
 class RebalanceSafeTransport(AiokafkaTransport):
