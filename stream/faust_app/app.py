@@ -2,14 +2,14 @@
 
 ::
 
-    bikesense.readings  key: kit id   value: BSR1 envelope (codec.py)
+    {app id}.readings   key: kit id   value: BSR1 envelope (codec.py)
         │
         ▼  qa agent, one message at a time
-           state of the message's kit from the table bikesense-kit-states (kit id →
+           state of the message's kit from the table {app id}-kit-states (kit id →
            KitState JSON; the table's changelog topic is what survives a rebalance),
            process_batch, new state back, enriched rows split by coarse H3 cell
         │
-    bikesense.enriched  key: coarse cell  value: BSE1 envelope
+    {app id}.enriched   key: coarse cell  value: BSE1 envelope
         │
         ▼  store agent, micro-batches (stream.take_events)
            PostgresSink.write: the embedded runtime's one-transaction writer
@@ -18,8 +18,10 @@ The qa agent handles one message at a time on purpose: a faust table writes a
 key's changelog entry to the partition of the event being processed, so a
 batch spanning partitions would file some kits' states under the wrong
 partition. A message already holds a kit's readings of a whole ingest batch.
-Its outputs are sent as faust *attachments*: published before the offset of
-the message they came from is committed (at least once, never lost).
+Its outputs are sent at once, not as faust "attachments" (off: they would wait
+for the next commit); faust flushes its producer before it commits an offset,
+so a message's offset is committed only after Kafka took what it produced (at
+least once, never lost).
 
 The store agent batches across partitions freely (no table), and its events
 are acknowledged only after the transaction committed. Kafka may deliver a
