@@ -513,6 +513,12 @@ def run_contender(rig: Rig, contender: Contender, run_id: str, args: argparse.Na
         "kafka_readings_per_message": {
             topic.rpartition(".")[2]: (published - paced_published) / max(1, sum(counts))
             for topic, counts in saturated_topics.items()} if saturated_topics else None,
+        # CPU per message ingest produced in the saturated phase (a qa event, the enriched
+        # messages it forwards, a changelog entry, their share of the store's batches): the
+        # runtime's cost follows messages more than readings.
+        "cpu_ms_per_readings_message": {
+            name: s * 1e3 / max(1, sum(saturated_topics[f"{app_id}.readings"]))
+            for name, s in cpu.items()} if saturated_topics else None,
         "paced_kafka_readings_per_message": {
             topic.rpartition(".")[2]: paced_published
             / max(1, sum(counts) - sum(saturated_topics[topic]))
@@ -569,6 +575,9 @@ def summarise(runs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
             "kafka_readings_per_message": {
                 kind: statistics.median(r["kafka_readings_per_message"][kind] for r in mine)
                 for kind in ("readings", "enriched")} if contender.workers else None,
+            "cpu_ms_per_readings_message": {
+                p: statistics.median(r["cpu_ms_per_readings_message"].get(p, 0.0) for r in mine)
+                for p in processes} if contender.workers else None,
             "paced_kafka_readings_per_message": {
                 kind: statistics.median(r["paced_kafka_readings_per_message"][kind]
                                         for r in mine)
@@ -688,6 +697,13 @@ def main() -> None:
                                            for p, us in s["cpu_us_per_reading"].items()))
     for r in runs:
         besides = r["machine_cores_busy_besides"]
+        if r["kafka_readings_per_message"]:
+            per_message = r["cpu_ms_per_readings_message"]
+            workers_ms = sum(v for k, v in per_message.items() if k.startswith("worker"))
+            print(f"  {r['run']}: {r['kafka_readings_per_message']['readings']:.1f} readings per "
+                  f"Kafka message (paced phase "
+                  f"{r['paced_kafka_readings_per_message']['readings']:.1f}); per message: "
+                  f"workers {workers_ms:.2f} ms, Kafka {per_message['kafka']:.2f} ms of CPU")
         print(f"  {r['run']} {r['contender']}: {r['readings_per_s']:,.0f} readings/s, paced p99 "
               f"{r['paced_latency_p99_s'] or float('nan'):.3f} s, "
               f"{r['paced_behind_at_end_s']:.1f} s behind the fleet at its end; other work "
