@@ -114,16 +114,20 @@ class RebalanceSafeConsumer(AiokafkaConsumer):
         them again. Called every few seconds (``app.py``); returns the partitions sought."""
         previous = getattr(self, "_progress", {})
         self._progress = current = {}
-        if self.app.rebalancing or self.app.in_recovery or not self.flow_active:
+        if self.app.in_recovery or not self.flow_active:
             return []
         acks_enabled_for = self.app.topics.acks_enabled_for
+        watched = [tp for tp in self.assignment() if acks_enabled_for(tp.topic)]
+        if not watched:
+            return []
+        # From the broker: the fetcher's cached high-water mark of a partition it does
+        # not fetch from does not move.
+        ends = await self.highwaters(*watched)
         sought = []
-        for tp in self.assignment():
-            if not acks_enabled_for(tp.topic):
-                continue
+        for tp in watched:
             expected = self._read_offset.get(tp)
             current[tp] = expected
-            highwater = self.highwater(tp)
+            highwater = ends.get(tp)
             if (expected is not None and highwater is not None and highwater > expected
                     and previous.get(tp) == expected):
                 self.log.info("%s: no message handed over since offset %d of %d: seeking back",
