@@ -179,17 +179,20 @@ def run_demo(settings: Settings, options: DemoOptions) -> None:
         console.print(f"\n[bold green]map: {url}[/bold green]   "
                       f"(API docs: {url}docs; logs in {children.log_dir})\n")
         run = fleet.run()
+        before = _stored_readings(database_url)  # earlier demos' readings stay
         stats = _ride(run, fleet, mqtt_url, options, children)
         console.print(f"fleet done: {stats.frames} frames published in {stats.wall_s:.0f} s")
-        expected = _stored_readings(database_url) + _deliverable(run)
+        expected = before + _deliverable(run)
         stored = _settle(database_url, children, expected)
-        summary = f"{stored:,} readings stored ({_deliverable(run):,} published in this run)"
+        summary = (f"{stored - before:,} of the {_deliverable(run):,} readings published in "
+                   f"this run stored ({stored:,} in all)")
         if options.exit_when_done:
             console.print(f"{summary}. Stopping {', '.join(children.processes)}; the services "
                           "keep the data (`bikesense services down` stops them).")
             if stored < expected:
-                raise ServiceError(f"only {stored:,} of {expected:,} readings were stored; "
-                                   f"see the logs in {children.log_dir}")
+                raise ServiceError(f"only {stored - before:,} of the {_deliverable(run):,} "
+                                   f"readings published were stored; see the logs in "
+                                   f"{children.log_dir}")
             return
         console.print(f"{summary}. The map stays up at {url} — Ctrl-C to stop.")
         while True:
