@@ -232,10 +232,11 @@ def _ride(run: Run, fleet: Fleet, mqtt_url: str, options: DemoOptions,
     return stats
 
 
-def _settle(database_url: str, children: Children, expected: int, quiet_s: float = 10.0,
+def _settle(database_url: str, children: Children, expected: int, quiet_s: float = 30.0,
             timeout_s: float = 180.0) -> int:
     """Wait until ``expected`` readings are stored, or the count has stopped growing for
-    ``quiet_s`` (a reading the pipeline refused, which its logs say)."""
+    ``quiet_s`` (a reading the pipeline refused, which its logs say). Longer than the faust
+    workers take to notice and seek back a partition a rebalance stranded (about 10 s)."""
     last, stable_since = -1, time.monotonic()
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
