@@ -132,6 +132,10 @@ class RebalanceSafeConsumer(AiokafkaConsumer):
                     and previous.get(tp) == expected):
                 self.log.info("%s: no message handed over since offset %d of %d: seeking back",
                               tp, expected, highwater)
+                # A partition taken out of fetching because its stream's buffer was full
+                # comes back only when that buffer drains; a rebalance that cleared the
+                # buffer leaves it out for good. Put it back, then fetch from ``expected``.
+                self.on_buffer_drop(tp)
                 await self.seek_wait({tp: expected})
                 sought.append(tp)
         return sought
