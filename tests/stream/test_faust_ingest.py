@@ -1,10 +1,11 @@
 """``ingest --to kafka``: MQTT → admission → Kafka, acked only after Kafka took the readings.
 
-Real Mosquitto and PostgreSQL; Kafka is not installable here (DESIGN.md decision
-5), so the producer is a recording stand-in behind the same interface as the
-aiokafka one, and the readings it recorded are handed to the faust agents'
-test contexts. The same path against a real broker is the ``kafka`` test at the
-end, which runs when BIKESENSE_TEST_KAFKA_URL is set.
+Real Mosquitto and PostgreSQL, with a recording stand-in for the producer behind
+the aiokafka one's interface where a test needs Kafka to refuse or to show what
+it was given; the readings it recorded are handed to the faust agents' test
+contexts. The aiokafka producer against the harness's real broker is the
+``kafka`` test at the end; the whole path through real worker processes is in
+``tests/stream/test_distributed_kafka.py``.
 """
 
 from __future__ import annotations
@@ -28,10 +29,8 @@ from firmware_protocol.readings import READING_DTYPE
 from ingest.admission import Admitted
 from simulators.publisher import MqttPublisher
 from storage.kits import MasterKey, register_kit
-from stream.core.partials import Metric
-from stream.core.policy import EXCLUDING_FLAGS
 from stream.core.privacy import CircleZone, PrivacyConfig, in_zones
-from stream.core.process import CoreConfig, process_batch
+from stream.core.process import CoreConfig
 from stream.embedded import EmbeddedConfig
 from stream.faust_app.app import StreamApp
 from stream.faust_app.codec import decode_readings, kit_key
@@ -282,61 +281,6 @@ def test_producer_round_trip_through_a_real_broker(kafka_url: str) -> None:
         return [(r.key, r.value) for r in got]
 
     assert sorted(asyncio.run(scenario())) == sorted(messages)
-
-
-@pytest.mark.kafka
-@pytest.mark.postgres
-def test_a_worker_stores_what_ingest_produced(
-    kafka_url: str, migrated_database_url: str, tmp_path: Path,
-) -> None:
-    """The whole distributed path after MQTT: producer → broker → qa → broker → store → DB."""
-    from bikesense.settings import Settings  # noqa: PLC0415
-    from stream.faust_app.app import DistributedConfig, create_app  # noqa: PLC0415
-    from tests.stream.test_faust_support import close_app  # noqa: PLC0415
-
-    url = migrated_database_url
-    with psycopg.connect(url, autocommit=True) as conn:
-        for kit in (1, 2):
-            register_kit(conn, MasterKey.generate(), kit)
-    run = f"bikesense-test-{uuid.uuid4().hex[:10]}"
-    config = DistributedConfig(app_id=run, partitions=2, store_batch_within_s=0.1)
-    stream_app = create_app(Settings(database_url=url, kafka_url=kafka_url, state_dir=tmp_path),
-                            config=config)
-    start_ms = int(time.time() * 1000) - 3_600_000
-    admitted = Admitted(np.concatenate([_readings(1, start_ms, 50), _readings(2, start_ms, 30)]),
-                        np.full(80, start_ms + 300_000, dtype=np.int64))
-
-    async def scenario() -> None:
-        await stream_app.app.start()
-        try:
-            producer = AiokafkaReadingsProducer(kafka_url, config.readings_topic, client_id=run,
-                                                partitions=config.partitions)
-            await producer.start()
-            try:
-                await producer.send_all(readings_messages(admitted))
-            finally:
-                await producer.stop()
-            deadline = time.monotonic() + 60
-            while await asyncio.to_thread(scalar, url, "SELECT count(*) FROM readings") < 80:
-                assert time.monotonic() < deadline, "the worker did not store 80 readings in 60 s"
-                await asyncio.sleep(0.5)
-        finally:
-            await stream_app.app.stop()
-
-    try:
-        asyncio.run(scenario())
-    finally:
-        close_app(stream_app)
-    assert scalar(url, "SELECT count(DISTINCT kit_id) FROM readings") == 2
-    # What the stream core makes of the same readings: the first minute of each kit's
-    # boot is warm-up, stored but left out of the aggregates.
-    processed = process_batch(admitted.readings, int(admitted.received_ms.max()), {},
-                              stream_app.core)
-    kept = (processed.enriched["qa_flags"] & int(EXCLUDING_FLAGS[Metric.PM25])) == 0
-    assert 0 < kept.sum() < 80
-    stored = scalar(url, "SELECT sum(n) FROM window_partials WHERE resolution = 7"
-                         " AND window_s = 86400 AND metric = %s", (int(Metric.PM25),))
-    assert stored == int(kept.sum())
 
 
 @pytest.mark.postgres
