@@ -456,6 +456,14 @@ def run_contender(rig: Rig, contender: Contender, run_id: str, args: argparse.Na
                        / max(1, sum(kafka_topics[f"{app_id}.{kind}"]))
                        for kind, parts in topics.items()}
               for worker, topics in assignment.items()} if kafka_topics else None
+    # A warning, an error or a rebalance while measuring: keep the logs to read.
+    anomalous = any(f["warnings_or_errors_measured"] or f["group_joins_measured"]
+                    for f in logs_found.values())
+    kept = None
+    if anomalous and not args.keep_logs:
+        kept = Path(tempfile.mkdtemp(prefix=f"bikesense-bench-distributed-{run_id}-"))
+        shutil.copytree(logs, kept, dirs_exist_ok=True)
+        print(f"  warnings or a rebalance while measuring: logs kept in {kept}", flush=True)
     if not args.keep_logs:
         shutil.rmtree(logs, ignore_errors=True)
 
@@ -529,6 +537,7 @@ def run_contender(rig: Rig, contender: Contender, run_id: str, args: argparse.Na
         "workers_ready_s": workers_ready_s if contender.workers else None,
         "warm_up_s": warm_up_s,
         "logs": logs_found,
+        "logs_kept_in": str(kept or logs) if kept or args.keep_logs else None,
         "load_average_before": load0, "load_average_after": load1,
     }
 
@@ -568,6 +577,10 @@ def summarise(runs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
                                                         for r in mine) for p in processes},
             "cpu_us_per_reading_total": statistics.median(
                 r["cpu_us_per_reading_total"] for r in mine),
+            # PostgreSQL's sessions of the runtime only: the writes, not the prober's polls
+            # (which cost the same per second, so more per reading in a slower run).
+            "postgres_runtime_sessions_cpu_us_per_reading": statistics.median(
+                r["postgres_runtime_sessions_cpu_us_per_reading"] for r in mine),
             "cpu_cores_busy": {p: statistics.median(r["cpu_cores_busy"].get(p, 0.0)
                                                     for r in mine) for p in processes},
             "machine_cores_busy_besides_max": max(
