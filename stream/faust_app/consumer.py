@@ -44,6 +44,10 @@ from faust.transport.drivers.aiokafka import Consumer as AiokafkaConsumer
 from faust.transport.drivers.aiokafka import Transport as AiokafkaTransport
 
 
+#: Not checked before: a partition just assigned.
+_UNSEEN = object()
+
+
 class RebalanceSafeConsumer(AiokafkaConsumer):
     async def _drain_messages(self, fetcher: Any) -> None:
         """Hand fetched messages to the streams until the consumer or ``fetcher`` stops.
@@ -105,13 +109,15 @@ class RebalanceSafeConsumer(AiokafkaConsumer):
             self.diag.unset_flag(CONSUMER_FETCHING)
 
 
-    _progress: dict[Any, int | None]
+    _progress: dict[Any, Any]
 
     async def seek_stalled(self) -> list[Any]:
         """Seek back every acked partition that has messages beyond the next offset to hand
         over and has not moved since the last call: the fetcher is past them (records
         dropped while the partition was paused in a rebalance), and only a seek fetches
-        them again. Called every few seconds (``app.py``); returns the partitions sought."""
+        them again. A partition with no committed offset that has handed nothing over in
+        two calls in a row is sought to its oldest message, where the fetcher should
+        have started. Called every few seconds (``app.py``); returns the partitions sought."""
         previous = getattr(self, "_progress", {})
         self._progress = current = {}
         if self.app.in_recovery or not self.flow_active:
@@ -123,13 +129,23 @@ class RebalanceSafeConsumer(AiokafkaConsumer):
         # From the broker: the fetcher's cached high-water mark of a partition it does
         # not fetch from does not move.
         ends = await self.highwaters(*watched)
+        # A partition the group never committed has no next offset (None) until its first
+        # message is handed over; the fetcher starts it at the oldest message.
+        never = [tp for tp in watched
+                 if self._read_offset.get(tp) is None and previous.get(tp, _UNSEEN) is None]
+        oldest = await self.earliest_offsets(*never) if never else {}
         sought = []
         for tp in watched:
             expected = self._read_offset.get(tp)
             current[tp] = expected
             highwater = ends.get(tp)
+            if expected is None and previous.get(tp, _UNSEEN) is None:
+                expected = oldest.get(tp)
+                previous_expected = expected
+            else:
+                previous_expected = previous.get(tp, _UNSEEN)
             if (expected is not None and highwater is not None and highwater > expected
-                    and previous.get(tp) == expected):
+                    and previous_expected == expected):
                 self.log.info("%s: no message handed over since offset %d of %d: seeking back",
                               tp, expected, highwater)
                 # A partition taken out of fetching because its stream's buffer was full

@@ -129,7 +129,7 @@ class Deployment:
             process.stop()
 
     def dump_logs(self) -> str:
-        return "\n".join(f"--- {p.name} ---\n{p.log()[-3000:]}" for p in self.processes)
+        return "\n".join(f"--- {p.name} ---\n{p.log()[-8000:]}" for p in self.processes)
 
 
 @contextmanager
@@ -142,7 +142,13 @@ def deployment(database_url: str, mqtt_url: str, kafka_url: str, master: MasterK
     try:
         yield deployed
     except BaseException:
+        # Stopped first: a worker stuck in an agent prints the agents' stacks on its way out.
+        deployed.stop_all()
         sys.stderr.write(deployed.dump_logs())
+        try:
+            sys.stderr.write(f"\nuncommitted: {group_lags(kafka_url, deployed.app_id)}\n")
+        except Exception as exc:  # noqa: BLE001 - a diagnostic only
+            sys.stderr.write(f"\nuncommitted: not read ({exc!r})\n")
         raise
     finally:
         deployed.stop_all()
