@@ -4,7 +4,7 @@ Layout, from the ground up:
 
 - :mod:`simulators.town`: a procedurally generated street graph around a town
   centre, with arterial roads and depots;
-- :mod:`simulators.routes`: delivery rounds on that graph, as piecewise-linear
+- :mod:`simulators.rounds`: delivery rounds on that graph, as piecewise-linear
   trajectories with stops at addresses;
 - :mod:`simulators.environment`: the ground-truth pollution and noise fields;
 - :mod:`simulators.sensors`: what a kit measures of the truth (noise, bias,

@@ -36,7 +36,7 @@ from simulators.encoding import EncodedBlock, FrameEncoder
 from simulators.environment import FIELDS, Environment, EnvironmentSpec
 from simulators.exceptions import SimulatorConfigError
 from simulators.faults import FaultPlan, KitFaults, in_intervals
-from simulators.routes import RoundSpec, Trajectory, plan_shift
+from simulators.rounds import RoundSpec, Trajectory, plan_shift
 from simulators.sensors import (
     PM_FIELDS,
     KitCalibration,

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from simulators.exceptions import SimulatorConfigError
-from simulators.routes import RoundSpec, plan_shift
+from simulators.rounds import RoundSpec, plan_shift
 from simulators.town import ROAD_ARTERIAL, TownSpec, generate_town
 
 
