@@ -7,4 +7,10 @@ edge, the local service harness (PostgreSQL and Mosquitto on loopback) and the
 ``simulators``.
 """
 
-__version__ = "0.1.0"
+from importlib.metadata import PackageNotFoundError, version
+
+try:
+    # The version is set once, in pyproject.toml; the installed metadata carries it here.
+    __version__ = version("bikesense")
+except PackageNotFoundError:  # a source tree that was never installed (`pip install -e .`)
+    __version__ = "0+unknown"
