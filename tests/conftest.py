@@ -24,6 +24,25 @@ from bikesense.exceptions import ServiceError
 from bikesense.kafka.broker import KafkaBroker, KafkaDistribution
 from bikesense.services import MosquittoBroker, PostgresCluster
 
+#: The fixture that starts (or reaches) each real service, and the marker a test that
+#: depends on it carries: the markers follow the fixtures a test uses, directly or
+#: through other fixtures, so that ``-m "not postgres"`` starts no PostgreSQL.
+SERVICE_MARKERS = {
+    "pg_cluster": "postgres",
+    "mqtt_broker": "mqtt",
+    "kafka_broker": "kafka",
+    "timescale_url": "timescale",
+}
+
+
+@pytest.hookimpl(tryfirst=True)  # before pytest's own hook deselects by marker
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        used = set(getattr(item, "fixturenames", ()))
+        for fixture, marker in SERVICE_MARKERS.items():
+            if fixture in used and item.get_closest_marker(marker) is None:
+                item.add_marker(marker)
+
 
 @pytest.fixture(scope="session")
 def services_root() -> Iterator[Path]:
