@@ -1,4 +1,4 @@
-"""Reads for the API: cell statistics in a bbox, time series, and raw readings streamed.
+"""Reads for the API: cell statistics in a bbox and time series.
 
 Statistics are merged from the window partials in SQL (sums add, min / max take
 the extreme, histograms add element-wise) and derived in numpy by
@@ -18,7 +18,7 @@ Every function comes twice: for ``psycopg.Connection`` and, prefixed with
 from __future__ import annotations
 
 import math
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, LiteralString
@@ -26,12 +26,9 @@ from typing import Any, LiteralString
 import numpy as np
 import psycopg
 from h3.api import basic_int as h3int
-from psycopg import sql
 
-from storage import copybin
 from storage.cellwindows import per_metric
 from storage.exceptions import QueryError
-from storage.writer import READING_COLUMNS, enriched_from_rows
 from stream.core.partials import HIST_BINS, PARTIAL_DTYPE, Metric
 from stream.core.summary import SUMMARY_DTYPE, summarise
 
@@ -256,140 +253,3 @@ async def atime_series(conn: psycopg.AsyncConnection[Any], sel: Selection, bucke
     query, params = _series_args(sel, bucket_s, bbox, cell)
     cur = await conn.execute(query, params)
     return _stats(await cur.fetchall(), sel, by_cell=False, window_s=bucket_s)
-
-
-# ---------------------------------------------------------------------- raw readings
-
-#: The readings' columns on the wire of the export COPY: those of the writer's staging
-#: table without its row number. NULLs are turned back into NaN / -1 / 0 in SQL, so
-#: every row has the same width and a chunk decodes with one ``np.frombuffer``.
-EXPORT_COLUMNS = READING_COLUMNS[1:]
-
-_EXPORT_SELECT: LiteralString = """
-SELECT kit_id, boot_id, seq, idx, ts,
-    COALESCE(lat_deg, 'NaN'::float8), COALESCE(lon_deg, 'NaN'::float8), gnss_fix,
-    COALESCE(hdop, 'NaN'::real), COALESCE(satellites, -1::smallint),
-    COALESCE(speed_mps, 'NaN'::real), COALESCE(pm1_ugm3, 'NaN'::real),
-    COALESCE(pm25_ugm3, 'NaN'::real), COALESCE(pm10_ugm3, 'NaN'::real),
-    COALESCE(no2_ugm3, 'NaN'::real), COALESCE(noise_laeq_db, 'NaN'::real),
-    COALESCE(noise_lamax_db, 'NaN'::real), interval_ms, COALESCE(temperature_c, 'NaN'::real),
-    COALESCE(humidity_pct, 'NaN'::real), status, qa_flags, COALESCE(cell, 0::bigint), ride_id,
-    received_at
-FROM readings
-WHERE """
-
-
-def _export_copy(start: datetime, end: datetime, bbox: BBox | None,
-                 kit_ids: Sequence[int] | None, clean_only: bool) -> sql.Composed:
-    if start.tzinfo is None or end.tzinfo is None:
-        raise QueryError("start and end must be timezone-aware datetimes")
-    # COPY takes no parameters: values go in as literals, quoted by psycopg.
-    lit = sql.Literal
-    where: list[sql.Composable] = [sql.SQL("ts >= {} AND ts < {}").format(lit(start), lit(end))]
-    if bbox is not None:
-        where.append(sql.SQL("lat_deg BETWEEN {} AND {}").format(lit(bbox.south), lit(bbox.north)))
-        lon = ("lon_deg BETWEEN {} AND {}" if bbox.west <= bbox.east
-               else "(lon_deg >= {} OR lon_deg <= {})")
-        where.append(sql.SQL(lon).format(lit(bbox.west), lit(bbox.east)))
-    if kit_ids is not None:
-        where.append(sql.SQL("kit_id = ANY({}::bigint[])").format(lit([int(k) for k in kit_ids])))
-    if clean_only:
-        where.append(sql.SQL("qa_flags = 0"))
-    return sql.SQL("COPY ({}{} ORDER BY ts, kit_id, boot_id, seq, idx) TO STDOUT (FORMAT BINARY)"
-                   ).format(sql.SQL(_EXPORT_SELECT), sql.SQL(" AND ").join(where))
-
-
-class _ReadingDecoder:
-    """Turns binary COPY data into ``ENRICHED_DTYPE`` arrays of about ``chunk_rows`` rows.
-
-    The server sends one CopyData message per row, and psycopg's per-message
-    cost already bounds the rate, so the loops in :func:`iter_readings` only
-    append messages to a list; joining and decoding happen once per chunk.
-    """
-
-    def __init__(self, chunk_rows: int) -> None:
-        if chunk_rows <= 0:
-            raise QueryError(f"chunk_rows must be positive (got {chunk_rows})")
-        self.row_bytes = copybin.row_dtype(EXPORT_COLUMNS).itemsize
-        self.chunk_bytes = chunk_rows * self.row_bytes
-        self.header_seen = False
-
-    @property
-    def threshold(self) -> int:
-        """Bytes to collect before decoding a chunk."""
-        return self.chunk_bytes + (0 if self.header_seen else len(copybin.HEADER))
-
-    def take(self, parts: list[Any], *, final: bool) -> np.ndarray | None:
-        """Decode the whole rows in ``parts``; leave the remainder in ``parts``."""
-        buf = memoryview(b"".join(parts))
-        parts.clear()
-        if not self.header_seen:
-            if not final and len(buf) < len(copybin.HEADER):
-                parts.append(bytes(buf))
-                return None
-            if bytes(buf[:len(copybin.SIGNATURE)]) != copybin.SIGNATURE:
-                raise QueryError("the server's COPY output is not binary COPY")
-            buf = buf[len(copybin.HEADER):]
-            self.header_seen = True
-        if final and bytes(buf[-2:]) == copybin.TRAILER:
-            buf = buf[:-2]
-        whole = len(buf) - len(buf) % self.row_bytes
-        if final and whole != len(buf):
-            raise QueryError("the server's COPY output ended inside a row")
-        if whole != len(buf):
-            parts.append(bytes(buf[whole:]))
-        return self._decode(buf[:whole]) if whole else None
-
-    def _decode(self, data: memoryview) -> np.ndarray:
-        return enriched_from_rows(copybin.decode_rows(EXPORT_COLUMNS, data))
-
-
-def iter_readings(conn: psycopg.Connection[Any], *, start: datetime, end: datetime,
-                  bbox: BBox | None = None, kit_ids: Sequence[int] | None = None,
-                  clean_only: bool = False, chunk_rows: int = 50_000) -> Iterator[np.ndarray]:
-    """Raw readings with ``start <= ts < end`` in time order, as ``ENRICHED_DTYPE`` chunks.
-
-    One binary ``COPY ... TO STDOUT``: the server streams, and memory here stays
-    at one chunk whatever the row count. Absent values come back as NaN, -1
-    satellites and cell 0, as the stream produced them. Stop iterating early
-    and the COPY is cancelled when the generator is closed.
-    """
-    decoder = _ReadingDecoder(chunk_rows)
-    statement = _export_copy(start, end, bbox, kit_ids, clean_only)
-    parts: list[Any] = []
-    append, size, threshold = parts.append, 0, decoder.threshold
-    with conn.cursor() as cur, cur.copy(statement) as copy:
-        for data in copy:  # one message per row: keep this loop minimal
-            append(data)
-            size += len(data)
-            if size >= threshold:
-                chunk = decoder.take(parts, final=False)
-                size, threshold = sum(map(len, parts)), decoder.threshold
-                if chunk is not None:
-                    yield chunk
-    last = decoder.take(parts, final=True)
-    if last is not None:
-        yield last
-
-
-async def aiter_readings(conn: psycopg.AsyncConnection[Any], *, start: datetime, end: datetime,
-                         bbox: BBox | None = None, kit_ids: Sequence[int] | None = None,
-                         clean_only: bool = False,
-                         chunk_rows: int = 50_000) -> AsyncIterator[np.ndarray]:
-    """:func:`iter_readings` for an async connection."""
-    decoder = _ReadingDecoder(chunk_rows)
-    statement = _export_copy(start, end, bbox, kit_ids, clean_only)
-    parts: list[Any] = []
-    append, size, threshold = parts.append, 0, decoder.threshold
-    async with conn.cursor() as cur, cur.copy(statement) as copy:
-        async for data in copy:
-            append(data)
-            size += len(data)
-            if size >= threshold:
-                chunk = decoder.take(parts, final=False)
-                size, threshold = sum(map(len, parts)), decoder.threshold
-                if chunk is not None:
-                    yield chunk
-    last = decoder.take(parts, final=True)
-    if last is not None:
-        yield last

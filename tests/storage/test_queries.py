@@ -18,10 +18,8 @@ from storage.queries import (
     BBox,
     Selection,
     acell_stats,
-    aiter_readings,
     atime_series,
     cell_stats,
-    iter_readings,
     time_series,
 )
 from storage.writer import write_batch
@@ -157,55 +155,19 @@ def test_antimeridian_bbox(conn: psycopg.Connection[Any]) -> None:
     assert stats["n"].sum() == 10
 
 
-def test_iter_readings_round_trips_in_time_order(conn: psycopg.Connection[Any]) -> None:
-    a = make_readings(250, seed=1)
-    b = make_readings(130, kit_id=2, seed=2, t0_ms=T0_MS + 500)
-    b["satellites"][3] = -1
-    b["hdop"][4] = np.nan
-    b["cell"][5] = 0
-    write_batch(conn, np.concatenate([a, b]), AGGREGATE)
-    end = T0 + timedelta(hours=1)
-    chunks = list(iter_readings(conn, start=T0, end=end, chunk_rows=64))
-    assert [len(c) for c in chunks] == [64] * 5 + [60]
-    got = np.concatenate(chunks)
-    expected = np.concatenate([a, b])
-    expected = expected[np.lexsort((expected["idx"], expected["seq"], expected["boot_id"],
-                                    expected["kit_id"], expected["ts_ms"]))]
-    assert got.dtype == expected.dtype
-    for name in expected.dtype.names or ():
-        np.testing.assert_array_equal(got[name], expected[name], err_msg=name)
-    only_b = np.concatenate(list(iter_readings(conn, start=T0, end=end, kit_ids=[2])))
-    assert len(only_b) == 130
-    box = BBox(5.12, 52.09, 5.1215, 52.0910)
-    inside = np.concatenate(list(iter_readings(conn, start=T0, end=end, bbox=box)))
-    assert len(inside) > 0
-    assert ((inside["lat_deg"] >= 52.09) & (inside["lat_deg"] <= 52.091)).all()
-    assert list(iter_readings(conn, start=end, end=end + timedelta(hours=1))) == []
-    # Stopping early leaves the connection usable.
-    stream = iter_readings(conn, start=T0, end=end, chunk_rows=10)
-    next(stream)
-    stream.close()
-    assert conn.execute("SELECT 1").fetchone() == (1,)
-
-
 def test_async_twins(migrated_database_url: str) -> None:
     with psycopg.connect(migrated_database_url, autocommit=True) as conn:
         write_batch(conn, make_readings(120, seed=3), AGGREGATE)
         sync_cells = cell_stats(conn, selection(), UTRECHT)
         sync_series = time_series(conn, selection(), 600, bbox=UTRECHT)
 
-    async def run() -> tuple[np.ndarray, np.ndarray, int]:
+    async def run() -> tuple[np.ndarray, np.ndarray]:
         async with await psycopg.AsyncConnection.connect(migrated_database_url,
                                                          autocommit=True) as aconn:
             cells = await acell_stats(aconn, selection(), UTRECHT)
             series = await atime_series(aconn, selection(), 600, bbox=UTRECHT)
-            n = 0
-            async for chunk in aiter_readings(aconn, start=T0, end=T0 + timedelta(hours=1),
-                                              chunk_rows=50):
-                n += len(chunk)
-            return cells, series, n
+            return cells, series
 
-    cells, series, n = asyncio.run(run())
+    cells, series = asyncio.run(run())
     assert cells.tobytes() == sync_cells.tobytes()
     assert series.tobytes() == sync_series.tobytes()
-    assert n == 120
