@@ -43,7 +43,7 @@ FIELDS = (
     "temperature_c",
     "humidity_pct",
 )
-#: Fields whose windowed mean is taken on energy (DESIGN.md decision 3), not arithmetically.
+#: Fields whose windowed mean is taken on energy (docs/design.md decision 3), not arithmetically.
 ENERGY_FIELDS = frozenset({"noise_laeq_db"})
 
 #: Relative humidity at and above which we call it fog.

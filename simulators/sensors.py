@@ -28,7 +28,7 @@ import numpy as np
 from simulators.exceptions import SimulatorConfigError
 from simulators.truthflags import TruthFlag
 
-#: Relative humidity above which optical PM sensors read high (DESIGN.md domain facts).
+#: Relative humidity above which optical PM sensors read high (docs/design.md, domain facts).
 HUMID_RH_PCT = 75.0
 
 #: firmware_protocol.StatusBits.WARMING_UP (docs/protocol.md §4.4); the bit value

@@ -257,7 +257,7 @@ class TruthRecord:
         cell at ``resolution`` directly for points near a cell's edge; pass
         ``finest_resolution=None`` for that.
 
-        Noise means are energy means weighted by ``interval_ms`` (DESIGN.md
+        Noise means are energy means weighted by ``interval_ms`` (docs/design.md
         decision 3). Rows are sorted by (window_start_ms, cell).
         """
         check_field(metric)
