@@ -68,7 +68,8 @@ from firmware_protocol import decode_readings, empty_readings, encode_readings, 
 from simulators.publisher import MqttPublisher
 from storage import copybin
 from storage.kits import MasterKey, register_kit
-from storage.writer import READING_COLUMNS, ensure_partitions
+from storage.readings import READING_COLUMNS
+from storage.writer import ensure_partitions
 from stream.core.batch import ENRICHED_DTYPE
 from stream.core.process import CoreConfig, process_batch
 

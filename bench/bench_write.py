@@ -44,7 +44,8 @@ from bikesense.services import PostgresCluster
 from bikesense.settings import DEFAULT_H3_RESOLUTIONS, DEFAULT_WINDOW_SIZES_S
 from storage import copybin
 from storage.migrate import Backend, migrate
-from storage.writer import READING_COLUMNS, AggregateFn, write_batch
+from storage.readings import READING_COLUMNS
+from storage.writer import AggregateFn, write_batch
 from stream.core.aggregate import aggregate
 from stream.core.batch import ENRICHED_DTYPE
 from stream.core.partials import PARTIAL_DTYPE, PRESENCE_DTYPE

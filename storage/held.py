@@ -18,7 +18,7 @@ import psycopg
 from psycopg import sql
 
 from storage import copybin
-from storage.writer import READING_COLUMNS, enriched_from_rows, reading_values
+from storage.readings import READING_COLUMNS, enriched_from_rows, reading_values
 from stream.core.batch import ENRICHED_DTYPE
 
 #: The held rows' columns, in table order: a reading as the writer sends it, without

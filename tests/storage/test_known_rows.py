@@ -1,4 +1,4 @@
-"""What committed writes stored is left out of later batches (storage.writer.KnownRows).
+"""What committed writes stored is left out of later batches (storage.known_rows.KnownRows).
 
 Consecutive batches of a ride name most of its presence rows and cells again. The
 sink leaves out those its earlier commits stored, remembers a batch's only once its
@@ -17,7 +17,8 @@ import pytest
 from firmware_protocol.readings import READING_DTYPE
 from ingest.admission import Admitted
 from storage.kits import MasterKey, register_kit
-from storage.writer import KnownRows, plan_write
+from storage.known_rows import KnownRows
+from storage.writer import plan_write
 from stream import sink as sink_module
 from stream.core.process import CoreConfig, aggregate_new_rows
 from stream.sink import PostgresSink

@@ -1,0 +1,178 @@
+"""What a batch's aggregation adds beside its readings, and how it is stored.
+
+Three kinds of rows, each staged with a binary COPY and upserted:
+
+* window partials, one ``cell_windows`` row per cell-window with every metric's
+  partial (storage/cellwindows.py), merged: counts and sums add, LEAST /
+  GREATEST take the extremes (NaN travels as NULL, which they skip: PostgreSQL
+  orders NaN above every number), histograms add;
+* presence rows (``window_presence``): the distinct rides and days of the new
+  ones are added to ``window_rides`` in the same statement;
+* the cells they name (``h3_cells``), registered once.
+
+The writer stores them only for readings that were new in its transaction
+(DESIGN.md decision 2), so a replayed batch adds nothing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cached_property
+from typing import Any, LiteralString
+
+import numpy as np
+import psycopg
+from h3.api import basic_int as h3int
+from psycopg import sql
+
+from storage import cellwindows, copybin, staging
+from storage.copybin import Column, scalar
+from storage.exceptions import BatchError
+from stream.core.partials import PARTIAL_DTYPE, PRESENCE_DTYPE
+
+PRESENCE_COLUMNS: tuple[Column, ...] = (
+    scalar("resolution", "smallint"),
+    scalar("cell", "bigint"),
+    scalar("window_s", "integer"),
+    scalar("window_start", "timestamptz"),
+    scalar("ride_id", "bigint"),
+    scalar("day", "integer"),
+)
+
+CELL_COLUMNS: tuple[Column, ...] = (
+    scalar("cell", "bigint"),
+    scalar("resolution", "smallint"),
+    scalar("lat_deg", "double precision"),
+    scalar("lon_deg", "double precision"),
+)
+
+CELL_WINDOWS_STAGING = staging.StagingTable("bikesense_stage_cell_windows", cellwindows.COLUMNS)
+PRESENCE_STAGING = staging.StagingTable("bikesense_stage_presence", PRESENCE_COLUMNS)
+CELLS_STAGING = staging.StagingTable("bikesense_stage_cells", CELL_COLUMNS)
+STAGING_TABLES = (CELL_WINDOWS_STAGING, PRESENCE_STAGING, CELLS_STAGING)
+
+_COPY_CELL_WINDOWS = staging.render(CELL_WINDOWS_STAGING.copy_in())
+_COPY_PRESENCE = staging.render(PRESENCE_STAGING.copy_in())
+_COPY_CELLS = staging.render(CELLS_STAGING.copy_in())
+
+_MERGE_CELL_WINDOWS = cellwindows.merge_statement(CELL_WINDOWS_STAGING.name)
+
+# Presence rows not stored yet are inserted, and exactly those are counted into
+# window_rides (migrations/0004_window_rides.sql): a replayed row conflicts, is not
+# returned, and counts nothing. A ride has one day (the local day it started,
+# stream.core.aggregate), but a new row whose ride is already stored in the
+# cell-window with another day (a changed day_tz) adds a day, not a ride. The outer
+# query does not see the CTE's own inserts, so EXISTS finds only earlier rows.
+_INSERT_PRESENCE_SQL: LiteralString = """
+WITH new AS (
+    INSERT INTO window_presence (resolution, cell, window_s, window_start, ride_id, day)
+    SELECT resolution, cell, window_s, window_start, ride_id, day
+    FROM {staging}
+    ORDER BY resolution, window_s, cell, window_start, ride_id, day
+    ON CONFLICT DO NOTHING
+    RETURNING resolution, cell, window_s, window_start, ride_id, day
+),
+counted AS (
+    SELECT n.resolution, n.window_s, n.cell, n.window_start, n.day,
+        CASE WHEN EXISTS (
+            SELECT 1 FROM window_presence o
+            WHERE o.resolution = n.resolution AND o.window_s = n.window_s
+              AND o.window_start = n.window_start AND o.cell = n.cell
+              AND o.ride_id = n.ride_id AND o.day <> n.day)
+        THEN NULL ELSE n.ride_id END AS new_ride
+    FROM new n
+)
+INSERT INTO window_rides AS w (resolution, window_s, cell, window_start, rides, days)
+SELECT resolution, window_s, cell, window_start,
+    count(DISTINCT new_ride), array_agg(DISTINCT day ORDER BY day)
+FROM counted
+GROUP BY resolution, window_s, cell, window_start
+ORDER BY resolution, window_s, cell, window_start
+ON CONFLICT (resolution, window_s, cell, window_start) DO UPDATE SET
+    rides = w.rides + EXCLUDED.rides,
+    days = bikesense_days_union(w.days, EXCLUDED.days)
+"""
+_INSERT_PRESENCE = staging.render(
+    sql.SQL(_INSERT_PRESENCE_SQL).format(staging=PRESENCE_STAGING.identifier))
+
+_INSERT_CELLS = staging.render(sql.SQL(
+    "INSERT INTO h3_cells ({columns})\n"
+    "SELECT {columns} FROM {staging} ORDER BY cell\n"
+    "ON CONFLICT DO NOTHING"
+).format(columns=staging.column_list(CELL_COLUMNS), staging=CELLS_STAGING.identifier))
+
+
+@dataclass(frozen=True)
+class AggregateRows:
+    """The partials and presence rows of a set of readings and the cells they name, with
+    their COPY payloads (encoded when first used: the plans of a batch's chunks are
+    joined, and only the joined one is written)."""
+
+    partials: np.ndarray
+    presence: np.ndarray
+    #: The distinct cells of ``partials`` to register in ``h3_cells``, ascending.
+    cells: np.ndarray
+
+    @classmethod
+    def of(cls, partials: np.ndarray, presence: np.ndarray) -> AggregateRows:
+        """The rows of an aggregation's result; :class:`BatchError` if it has the wrong
+        dtypes."""
+        if partials.dtype != PARTIAL_DTYPE or presence.dtype != PRESENCE_DTYPE:
+            raise BatchError("the aggregate callable must return (PARTIAL_DTYPE, PRESENCE_DTYPE) "
+                             f"arrays, got ({partials.dtype}, {presence.dtype})")
+        return cls(partials, presence, np.unique(partials["cell"]))
+
+    @cached_property
+    def cell_windows_payload(self) -> bytes:
+        return cellwindows.encode(self.partials) if len(self.partials) else b""
+
+    @cached_property
+    def presence_payload(self) -> bytes:
+        return _presence_payload(self.presence) if len(self.presence) else b""
+
+    @cached_property
+    def cells_payload(self) -> bytes:
+        return _cell_payload(self.cells) if len(self.cells) else b""
+
+    @cached_property
+    def presence_keys(self) -> list[tuple[int, ...]]:
+        """The presence rows as tuples, in order (a row's whole value is its key)."""
+        return list(zip(*(self.presence[name].tolist() for name in PRESENCE_DTYPE.names or ()),
+                        strict=True))
+
+    def encode(self) -> None:
+        """Encode every payload now."""
+        _ = self.cell_windows_payload, self.presence_payload, self.cells_payload
+
+
+def store(conn: psycopg.Connection[Any], rows: AggregateRows) -> int:
+    """Merge ``rows`` into their tables (inside the caller's transaction, with the staging
+    tables prepared); returns the cell-window rows inserted or merged into."""
+    merged = 0
+    if len(rows.partials):
+        staging.copy(conn, _COPY_CELL_WINDOWS, rows.cell_windows_payload)
+        merged = conn.execute(_MERGE_CELL_WINDOWS).rowcount
+    if len(rows.cells):
+        staging.copy(conn, _COPY_CELLS, rows.cells_payload)
+        conn.execute(_INSERT_CELLS)
+    if len(rows.presence):
+        staging.copy(conn, _COPY_PRESENCE, rows.presence_payload)
+        conn.execute(_INSERT_PRESENCE)
+    return merged
+
+
+def _presence_payload(presence: np.ndarray) -> bytes:
+    values = {name: presence[name] for name in PRESENCE_DTYPE.names or ()}
+    values["window_start"] = copybin.ms_to_pg_timestamp(presence["window_start_ms"])
+    return copybin.encode(PRESENCE_COLUMNS, values, len(presence))
+
+
+def _cell_payload(cells: np.ndarray) -> bytes:
+    lat = np.empty(len(cells))
+    lon = np.empty(len(cells))
+    res = np.empty(len(cells), dtype=np.int16)
+    for i, cell in enumerate(cells.tolist()):
+        lat[i], lon[i] = h3int.cell_to_latlng(cell)
+        res[i] = h3int.get_resolution(cell)
+    values = {"cell": cells, "resolution": res, "lat_deg": lat, "lon_deg": lon}
+    return copybin.encode(CELL_COLUMNS, values, len(cells))
