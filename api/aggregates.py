@@ -1,48 +1,37 @@
-"""From a request to a privacy-filtered selection of windows, and from merged partials to stats.
+"""Which windows a range is merged from, and what the API adds to merged partials.
 
-Privacy (DESIGN.md decision 4) is decided here, once, for every route:
-
-* the public sees only windows of at least ``public_min_window_s`` (an hour),
-  and only cell-windows holding at least k = ``public_min_rides`` distinct
-  rides; a cell-window below k is left out (absent, never zero), and a cell
-  whose remaining windows have rides on fewer than ``public_min_days`` days
-  is absent too;
-* keyed roles (officer, researcher, admin) see every window size and every
-  cell-window (k = 1).
-
-A range is merged from windows of one size, the largest that still gives at
-least :data:`MIN_WINDOWS_PER_RANGE` windows in the range (fewer rows to read:
-a month is 30 daily windows, not 720 hourly ones), and the range is widened to
-whole windows of that size. Responses say which range they really cover.
+A range is merged from windows of one size, the largest the caller may see
+(:func:`api.privacy.allowed_windows`) that still gives at least
+:data:`MIN_WINDOWS_PER_RANGE` windows in the range (fewer rows to read: a month
+is 30 daily windows, not 720 hourly ones), and the range is widened to whole
+windows of that size. Responses say which range they really cover.
+:func:`judge` adds the interval of the mean, sufficiency and the colour band;
+:func:`read_series` and :func:`read_cells` read a privacy-filtered selection
+(:func:`api.privacy.selection`) and answer with the response models.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
+import h3.api.basic_int as h3i
 import numpy as np
+import psycopg
 
 from api.bands import NO_BAND, MetricScale
-from api.config import ApiSettings
-from api.roles import Principal
-from api.stats import mean_interval
-from bikesense.settings import Settings
-from storage.queries import Selection
+from api.models import CellFeature, CellStats, MetricName, Polygon, TimeseriesPoint
+from api.stats import finite_or_none, mean_interval
+from storage.queries import BBox, Selection, acell_stats, atime_series
 from stream.core.partials import Metric
 from stream.core.summary import laeq_db
 
 MIN_WINDOWS_PER_RANGE = 24
 
 
-def allowed_windows(principal: Principal, settings: Settings, api: ApiSettings) -> tuple[int, ...]:
-    sizes = settings.window_sizes_s
-    if principal.role.is_public:
-        sizes = tuple(w for w in sizes if w >= api.public_min_window_s)
-    return sizes or (max(settings.window_sizes_s),)
-
-
 def choose_window(range_s: float, allowed: tuple[int, ...]) -> int:
+    """The window size a range of ``range_s`` is merged from."""
     fitting = [w for w in allowed if range_s / w >= MIN_WINDOWS_PER_RANGE]
     return max(fitting) if fitting else min(allowed)
 
@@ -52,14 +41,6 @@ def align(start: datetime, end: datetime, window_s: int) -> tuple[datetime, date
     s = int(start.timestamp()) // window_s * window_s
     e = -(-int(np.ceil(end.timestamp())) // window_s) * window_s
     return datetime.fromtimestamp(s, UTC), datetime.fromtimestamp(e, UTC)
-
-
-def selection(principal: Principal, api: ApiSettings, *, metric: Metric, resolution: int,
-              window_s: int, start: datetime, end: datetime) -> Selection:
-    public = principal.role.is_public
-    return Selection(metric=metric, resolution=resolution, window_s=window_s, start=start,
-                     end=end, min_rides=api.public_min_rides if public else 0,
-                     min_days=api.public_min_days if public else 0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,3 +72,56 @@ def tile_bands(cells: np.ndarray, metric: Metric, scale: MetricScale,
         else:
             value = np.where(n > 0, cells["sum"] / n, np.nan)
     return np.where(n >= min_readings, scale.classify(value), NO_BAND).astype(np.int16)
+
+
+async def read_series(conn: psycopg.AsyncConnection[Any], sel: Selection, scale: MetricScale, *,
+                      bucket_s: int, min_readings: int, bbox: BBox | None = None,
+                      cell: int | None = None) -> list[TimeseriesPoint]:
+    """Buckets of ``bucket_s`` over ``sel``, in a bbox or a cell (or everywhere)."""
+    stats = await atime_series(conn, sel, bucket_s, bbox=bbox, cell=cell)
+    j = judge(stats, sel.metric, scale, min_readings)
+    noise = sel.metric is Metric.NOISE
+    return [
+        TimeseriesPoint(
+            start=datetime.fromtimestamp(int(row["window_start_ms"]) / 1000, UTC),
+            n_readings=int(row["n"]), rides=int(row["rides"]),
+            mean=finite_or_none(row["mean"]), std=finite_or_none(row["std"]),
+            min=finite_or_none(row["min"]), max=finite_or_none(row["max"]),
+            p50=finite_or_none(row["p50"]), p95=finite_or_none(row["p95"]),
+            laeq_db=finite_or_none(row["laeq_db"]) if noise else None,
+            ci95_low=finite_or_none(j.ci_low[i]), ci95_high=finite_or_none(j.ci_high[i]),
+            status="ok" if j.sufficient[i] else "insufficient")
+        for i, row in enumerate(stats)
+    ]
+
+
+def _ring(cell: int) -> list[tuple[float, float]]:
+    ring = [(round(lng, 7), round(lat, 7)) for lat, lng in h3i.cell_to_boundary(cell)]
+    return [*ring, ring[0]]
+
+
+async def read_cells(conn: psycopg.AsyncConnection[Any], sel: Selection, bbox: BBox,
+                     scale: MetricScale, *, min_readings: int) -> list[CellFeature]:
+    """One GeoJSON feature per cell of ``sel`` with data in ``bbox``."""
+    stats = await acell_stats(conn, sel, bbox)
+    j = judge(stats, sel.metric, scale, min_readings)
+    noise = sel.metric is Metric.NOISE
+    metric = MetricName(sel.metric.api_name)
+    features = []
+    for i, row in enumerate(stats):
+        cell = int(row["cell"])
+        band = scale.bands[int(j.band[i])] if j.band[i] >= 0 else None
+        props = CellStats(
+            cell=format(cell, "x"), resolution=sel.resolution, metric=metric, unit=scale.unit,
+            status="ok" if j.sufficient[i] else "insufficient",
+            n_readings=int(row["n"]), rides=int(row["rides"]), days=int(row["days"]),
+            mean=finite_or_none(row["mean"]), std=finite_or_none(row["std"]),
+            min=finite_or_none(row["min"]), max=finite_or_none(row["max"]),
+            p50=finite_or_none(row["p50"]), p95=finite_or_none(row["p95"]),
+            laeq_db=finite_or_none(row["laeq_db"]) if noise else None,
+            lamax_db=finite_or_none(row["lamax_db"]) if noise else None,
+            ci95_low=finite_or_none(j.ci_low[i]), ci95_high=finite_or_none(j.ci_high[i]),
+            band=band.label if band else None, colour=band.colour if band else None)
+        features.append(CellFeature(id=props.cell, geometry=Polygon(coordinates=[_ring(cell)]),
+                                    properties=props))
+    return features

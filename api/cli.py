@@ -1,6 +1,7 @@
-"""``bikesense serve`` and ``bikesense keys ...``: a typer app the main CLI mounts.
+"""``bikesense api serve`` and ``bikesense keys ...``: typer apps the main CLI mounts.
 
-    app = typer.Typer(...)    # commands: serve, keys create | list | revoke
+    app = typer.Typer(...)       # mounted as ``bikesense api``: serve, keys create | list | revoke
+    keys_app = typer.Typer(...)  # also mounted as ``bikesense keys``
 """
 
 from __future__ import annotations

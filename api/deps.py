@@ -3,40 +3,35 @@
 Settings come through :func:`get_settings` / :func:`get_api_settings`, and the
 current instant through :func:`get_now`, all of which tests may override; the
 pool, limiter and broadcaster live on the :class:`api.state.ApiState` the
-lifespan built.
+lifespan built. The caller's role comes from :mod:`api.auth`.
+
+A pool that hands out no connection in time, or a connection that fails, is
+not caught here: it reaches the handlers in :mod:`api.errors` as it is and
+becomes a 503 there.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
 import psycopg
-from fastapi import Depends, Query, Request, Security
-from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
-from psycopg_pool import PoolTimeout
+from fastapi import Depends, Query, Request
+from psycopg_pool import AsyncConnectionPool
 
 from api.config import ApiSettings
-from api.errors import ApiError, BadParameterError, RateLimitedError, UnauthorizedError
-from api.keys import verify_key
-from api.roles import Principal, Role
+from api.errors import BadParameterError, ServiceUnavailableError
+from api.export_stream import ExportSource
 from api.state import ApiState
 from bikesense.settings import Settings
-from storage.queries import BBox
 
 #: Oldest and newest instants the API accepts: outside, a request is a mistake.
 EARLIEST = datetime(2000, 1, 1, tzinfo=UTC)
 LATEST = datetime(2100, 1, 1, tzinfo=UTC)
 MAX_RANGE = timedelta(days=400)
 DEFAULT_RANGE = timedelta(hours=24)
-
-
-class ServiceUnavailableError(ApiError):
-    status_code = 503
-    code = "unavailable"
 
 
 def get_state(request: Request) -> ApiState:
@@ -59,64 +54,33 @@ SettingsDep = Annotated[Settings, Depends(get_settings)]
 ApiSettingsDep = Annotated[ApiSettings, Depends(get_api_settings)]
 
 
-async def get_conn(state: StateDep) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
+def get_pool(state: StateDep) -> AsyncConnectionPool:
     if state.pool is None:
-        raise ServiceUnavailableError("no database configured", parameter=None, location="server")
-    try:
-        async with state.pool.connection(timeout=state.api_settings.database_timeout_s) as conn:
-            yield conn
-    except PoolTimeout as exc:
-        raise ServiceUnavailableError("the database is not reachable; try again shortly",
-                                 parameter=None, location="server",
-                                 headers={"Retry-After": "5"}) from exc
-    except psycopg.OperationalError as exc:
-        raise ServiceUnavailableError(f"the database connection failed: {exc}",
-                                 parameter=None, location="server",
-                                 headers={"Retry-After": "5"}) from exc
+        raise ServiceUnavailableError("no database configured", retry_after_s=None)
+    return state.pool
+
+
+PoolDep = Annotated[AsyncConnectionPool, Depends(get_pool)]
+
+
+async def get_conn(pool: PoolDep, api: ApiSettingsDep
+                   ) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
+    """A pooled connection for the request (a route that streams takes its own)."""
+    async with pool.connection(timeout=api.database_timeout_s) as conn:
+        yield conn
 
 
 ConnDep = Annotated[psycopg.AsyncConnection[Any], Depends(get_conn)]
 
-_api_key = APIKeyHeader(name="X-API-Key", auto_error=False, scheme_name="ApiKey",
-                        description="a key from `bikesense keys create --role ...`")
-_bearer = HTTPBearer(auto_error=False, scheme_name="Bearer",
-                     description="the same key, as `Authorization: Bearer <key>`")
+
+def get_export_source(state: StateDep, pool: PoolDep) -> ExportSource:
+    api = state.api_settings
+    return ExportSource(pool=pool, keys=state.pseudonym_keys, day_tz=state.settings.day_tz,
+                        batch_rows=api.export_batch_rows, timeout_s=api.database_timeout_s,
+                        bytes_sent=state.metrics.export_rows)
 
 
-async def get_principal(
-    request: Request, state: StateDep,
-    api_key: Annotated[str | None, Security(_api_key)],
-    bearer: Annotated[HTTPAuthorizationCredentials | None, Security(_bearer)],
-) -> Principal:
-    """The caller's role: from a valid key, else public (and then rate-limited)."""
-    token = api_key or (bearer.credentials if bearer else None)
-    if token:
-        if state.pool is None:
-            raise ServiceUnavailableError("keys cannot be checked without a database",
-                                     parameter=None, location="server")
-        try:
-            async with state.pool.connection(
-                    timeout=state.api_settings.database_timeout_s) as conn:
-                role = await verify_key(conn, token)
-        except (PoolTimeout, psycopg.OperationalError) as exc:
-            raise ServiceUnavailableError("the database is not reachable; try again shortly",
-                                     parameter=None, location="server") from exc
-        if role is None:
-            raise UnauthorizedError("this API key is not valid (unknown, malformed or revoked)",
-                               parameter="X-API-Key" if api_key else "Authorization",
-                               location="header")
-        return Principal(role=role, key_id=token[4:16])
-    client = request.client.host if request.client else "unknown"
-    wait_s = state.limiter.take(client)
-    if wait_s is not None:
-        state.metrics.rate_limited.inc()
-        raise RateLimitedError(f"too many requests from {client}; retry in {wait_s:.1f} s "
-                          "(an API key lifts the public limit)", parameter=None,
-                          location="client", headers={"Retry-After": str(math.ceil(wait_s))})
-    return Principal(role=Role.PUBLIC)
-
-
-PrincipalDep = Annotated[Principal, Depends(get_principal)]
+ExportSourceDep = Annotated[ExportSource, Depends(get_export_source)]
 
 
 def get_now() -> datetime:
@@ -181,39 +145,3 @@ def get_time_range(
 
 
 TimeRangeDep = Annotated[TimeRange, Depends(get_time_range)]
-
-
-def parse_bbox(text: str, parameter: str = "bbox") -> BBox:
-    """``west,south,east,north`` in WGS84 degrees."""
-    parts = text.split(",")
-    if len(parts) != 4:
-        raise BadParameterError("needs four numbers: west,south,east,north", parameter=parameter)
-    try:
-        west, south, east, north = (float(p) for p in parts)
-    except ValueError:
-        raise BadParameterError("needs four numbers: west,south,east,north",
-                           parameter=parameter) from None
-    if not all(math.isfinite(v) for v in (west, south, east, north)):
-        raise BadParameterError("coordinates must be finite numbers", parameter=parameter)
-    if not (-180 <= west <= 180 and -180 <= east <= 180):
-        raise BadParameterError("longitudes must lie within -180..180", parameter=parameter)
-    if not (-90 <= south <= 90 and -90 <= north <= 90):
-        raise BadParameterError("latitudes must lie within -90..90", parameter=parameter)
-    if west >= east:
-        raise BadParameterError(f"west ({west}) must be less than east ({east})",
-                                parameter=parameter)
-    if south >= north:
-        raise BadParameterError(f"south ({south}) must be less than north ({north})",
-                           parameter=parameter)
-    return BBox(west=west, south=south, east=east, north=north)
-
-
-def check_resolution(resolution: int | None, settings: Settings, default: int) -> int:
-    if resolution is None:
-        return default
-    if resolution not in settings.h3_resolutions:
-        known = ", ".join(str(r) for r in settings.h3_resolutions)
-        raise BadParameterError(
-            f"resolution {resolution} is not aggregated here; use one of {known}",
-            parameter="resolution")
-    return resolution

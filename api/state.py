@@ -11,6 +11,7 @@ from api.bands import BandSet
 from api.config import ApiSettings
 from api.live import Broadcaster
 from api.metrics import ApiMetrics
+from api.pseudonym_key import PseudonymKeys
 from api.ratelimit import TokenBuckets
 from bikesense.settings import Settings
 
@@ -26,3 +27,7 @@ class ApiState:
     pool: AsyncConnectionPool | None = None
     database_url: str | None = None
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    pseudonym_keys: PseudonymKeys = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.pseudonym_keys = PseudonymKeys(self.settings.state_dir)

@@ -5,7 +5,9 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from fastapi.responses import StreamingResponse
 
-from api.deps import ApiSettingsDep, PrincipalDep, ServiceUnavailableError, StateDep
+from api.auth import PrincipalDep
+from api.deps import ApiSettingsDep, StateDep
+from api.errors import ServiceUnavailableError
 from api.live import sse_stream
 from api.models import ERROR_RESPONSES
 
@@ -32,7 +34,7 @@ async def live(request: Request, principal: PrincipalDep, state: StateDep,
                api: ApiSettingsDep) -> StreamingResponse:
     if state.broadcaster.clients >= MAX_LIVE_CLIENTS:
         raise ServiceUnavailableError("too many live clients; poll the tiles instead",
-                                 parameter=None, location="server", headers={"Retry-After": "30"})
+                                      retry_after_s=30)
     return StreamingResponse(
         sse_stream(state.broadcaster, public=principal.role.is_public,
                    heartbeat_s=api.live_heartbeat_s, is_disconnected=request.is_disconnected),

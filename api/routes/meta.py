@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from api.deps import ApiSettingsDep, PrincipalDep, SettingsDep, StateDep
+from api.auth import PrincipalDep
+from api.deps import ApiSettingsDep, SettingsDep, StateDep
 from api.models import ERROR_RESPONSES, BandOut, Meta, MetricName, ScaleOut
-from api.tiles import MIN_EDGE_PX, average_edge_m
+from api.render.tile_png import MIN_EDGE_PX, average_edge_m
 
 router = APIRouter(prefix="/v1", tags=["meta"], responses=ERROR_RESPONSES)
 

@@ -11,20 +11,27 @@ import numpy as np
 from fastapi import APIRouter, Header, Path, Response
 from starlette.concurrency import run_in_threadpool
 
-from api.aggregates import align, allowed_windows, choose_window, selection, tile_bands
+from api.aggregates import align, choose_window, tile_bands
+from api.auth import PrincipalDep
 from api.bands import MetricScale
 from api.deps import (
     ApiSettingsDep,
     ConnDep,
     NowDep,
-    PrincipalDep,
     SettingsDep,
     StateDep,
     TimeRangeDep,
 )
 from api.errors import BadParameterError
 from api.models import ERROR_RESPONSES, MetricName
-from api.tiles import MAX_ZOOM, TileBox, average_edge_m, render_tile, resolution_for_zoom
+from api.privacy import allowed_windows, selection
+from api.render.tile_png import (
+    MAX_ZOOM,
+    TileBox,
+    average_edge_m,
+    render_tile,
+    resolution_for_zoom,
+)
 from storage.queries import BBox
 from storage.tiles import cell_means
 

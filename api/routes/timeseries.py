@@ -1,31 +1,20 @@
-"""A metric over time, for one cell, a point or a bbox, as JSON or CSV."""
+"""GET /v1/timeseries: a metric over time, for one cell, a point or a bbox, as JSON or CSV."""
 
 from __future__ import annotations
 
-import csv
-import io
-from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Annotated
 
-import h3.api.basic_int as h3i
 from fastapi import APIRouter, Query, Response
 
-from api.aggregates import align, allowed_windows, judge, selection
-from api.deps import (
-    ApiSettingsDep,
-    ConnDep,
-    PrincipalDep,
-    SettingsDep,
-    StateDep,
-    TimeRangeDep,
-    check_resolution,
-    parse_bbox,
-)
-from api.errors import BadParameterError, ForbiddenError
-from api.models import ERROR_RESPONSES, MetricName, Timeseries, TimeseriesPoint
-from api.stats import finite_or_none
-from storage.queries import BBox, atime_series
+from api.aggregates import align, read_series
+from api.auth import PrincipalDep
+from api.deps import ApiSettingsDep, ConnDep, SettingsDep, StateDep, TimeRangeDep
+from api.errors import BadParameterError
+from api.models import ERROR_RESPONSES, MetricName, Timeseries
+from api.params import parse_place
+from api.privacy import allowed_windows, check_bucket, selection
+from api.render.csv_text import timeseries_csv
 
 router = APIRouter(prefix="/v1/timeseries", tags=["timeseries"], responses=ERROR_RESPONSES)
 
@@ -53,21 +42,6 @@ class Format(StrEnum):
     CSV = "csv"
 
 
-CSV_COLUMNS = ("start", "n_readings", "rides", "mean", "std", "min", "max", "p50", "p95",
-               "laeq_db", "ci95_low", "ci95_high", "status")
-
-
-def _parse_cell(text: str) -> int:
-    try:
-        cell = int(text, 16)
-    except ValueError:
-        raise BadParameterError("not an H3 cell index (hexadecimal, e.g. 891f1d48177ffff)",
-                           parameter="cell") from None
-    if not h3i.is_valid_cell(cell):
-        raise BadParameterError("not a valid H3 cell index", parameter="cell")
-    return cell
-
-
 @router.get(
     "", response_model=Timeseries,
     summary="A metric over time for a cell, a point or a bbox",
@@ -92,71 +66,29 @@ async def timeseries(
     bucket: Annotated[Bucket, Query(description="bucket size")] = Bucket.H1,
     fmt: Annotated[Format, Query(alias="format")] = Format.JSON,
 ) -> Timeseries | Response:
-    given = [name for name, v in (("cell", cell), ("lat", lat), ("bbox", bbox)) if v is not None]
-    if (lat is None) != (lon is None):
-        raise BadParameterError("lat and lon go together",
-                                parameter="lon" if lon is None else "lat")
-    if len(given) != 1:
-        raise BadParameterError("give exactly one of cell, lat+lon or bbox",
-                           parameter=given[-1] if given else "cell")
-    default_res = max([r for r in settings.h3_resolutions if r <= 9] or settings.h3_resolutions)
-    box: BBox | None = None
-    cell_int: int | None = None
-    if cell is not None:
-        cell_int = _parse_cell(cell)
-        res = check_resolution(h3i.get_resolution(cell_int), settings, default_res)
-    else:
-        res = check_resolution(resolution, settings, default_res)
-        if bbox is not None:
-            box = parse_bbox(bbox)
-        elif lat is not None and lon is not None:
-            cell_int = h3i.latlng_to_cell(lat, lon, res)
-    allowed = allowed_windows(principal, settings, api)
-    if principal.role.is_public and bucket.seconds < api.public_min_window_s:
-        raise ForbiddenError(f"the public may see buckets of at least {api.public_min_window_s} s; "
-                        "an API key of an officer unlocks finer ones", parameter="bucket")
-    dividing = [w for w in allowed if bucket.seconds % w == 0]
+    place = parse_place(settings, cell=cell, lat=lat, lon=lon, bbox=bbox, resolution=resolution)
+    check_bucket(principal, api, bucket.seconds)
+    dividing = [w for w in allowed_windows(principal, settings, api) if bucket.seconds % w == 0]
     if not dividing:
-        raise BadParameterError(f"no stored window size divides {bucket.value}", parameter="bucket")
-    window_s = max(dividing)
+        raise BadParameterError(f"no stored window size divides {bucket.value}",
+                                parameter="bucket")
     start, end = align(time_range.start, time_range.end, bucket.seconds)
     if (end - start).total_seconds() / bucket.seconds > MAX_BUCKETS:
         raise BadParameterError(f"more than {MAX_BUCKETS} buckets: shorten the range or use a "
-                           "larger bucket", parameter="bucket")
-    sel = selection(principal, api, metric=metric.metric, resolution=res, window_s=window_s,
-                    start=start, end=end)
-    stats = await atime_series(conn, sel, bucket.seconds, bbox=box, cell=cell_int)
+                                "larger bucket", parameter="bucket")
+    sel = selection(principal, api, metric=metric.metric, resolution=place.resolution,
+                    window_s=max(dividing), start=start, end=end)
     scale = state.bands.scale(metric.metric)
-    j = judge(stats, metric.metric, scale, api.min_readings)
-    noise = metric is MetricName.NOISE
-    points = [
-        TimeseriesPoint(
-            start=datetime.fromtimestamp(int(row["window_start_ms"]) / 1000, UTC),
-            n_readings=int(row["n"]), rides=int(row["rides"]),
-            mean=finite_or_none(row["mean"]), std=finite_or_none(row["std"]),
-            min=finite_or_none(row["min"]), max=finite_or_none(row["max"]),
-            p50=finite_or_none(row["p50"]), p95=finite_or_none(row["p95"]),
-            laeq_db=finite_or_none(row["laeq_db"]) if noise else None,
-            ci95_low=finite_or_none(j.ci_low[i]), ci95_high=finite_or_none(j.ci_high[i]),
-            status="ok" if j.sufficient[i] else "insufficient")
-        for i, row in enumerate(stats)
-    ]
+    points = await read_series(conn, sel, scale, bucket_s=bucket.seconds,
+                               min_readings=api.min_readings, bbox=place.bbox, cell=place.cell)
     result = Timeseries(
-        metric=metric, unit=scale.unit, resolution=res, bucket_s=bucket.seconds,
-        cell=format(cell_int, "x") if cell_int is not None else None,
-        bbox=(box.west, box.south, box.east, box.north) if box else None,
+        metric=metric, unit=scale.unit, resolution=place.resolution, bucket_s=bucket.seconds,
+        cell=format(place.cell, "x") if place.cell is not None else None,
+        bbox=(place.bbox.west, place.bbox.south, place.bbox.east, place.bbox.north)
+        if place.bbox else None,
         time_from=start, time_to=end, role=principal.role.value, points=points)
     if fmt is Format.JSON:
         return result
-    out = io.StringIO()
-    writer = csv.writer(out, lineterminator="\n")
-    unit = scale.unit
-    writer.writerow([c if c in {"start", "n_readings", "rides", "status"}
-                     else f"{c} [{'dB(A)' if c == 'laeq_db' else unit}]" for c in CSV_COLUMNS])
-    for p in points:
-        row = p.model_dump()
-        writer.writerow(["" if row[c] is None else
-                         (row[c].isoformat() if c == "start" else row[c]) for c in CSV_COLUMNS])
-    where = result.cell or "bbox"
-    return Response(out.getvalue(), media_type="text/csv; charset=utf-8", headers={
-        "Content-Disposition": f'attachment; filename="{metric.value}-{where}.csv"'})
+    return Response(timeseries_csv(points, scale.unit), media_type="text/csv; charset=utf-8",
+                    headers={"Content-Disposition":
+                             f'attachment; filename="{metric.value}-{result.cell or "bbox"}.csv"'})

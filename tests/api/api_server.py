@@ -1,9 +1,11 @@
-"""A real uvicorn server in a thread, for tests that talk HTTP to the API."""
+"""A real uvicorn server in a thread, for tests that talk HTTP to the API, and a way to
+wait for what it does in the background."""
 
 from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from typing import Self
 
 import uvicorn
@@ -34,3 +36,12 @@ class ServerThread:
     def __exit__(self, *exc: object) -> None:
         self.server.should_exit = True
         self.thread.join(timeout=10)
+
+
+def wait_for(predicate: Callable[[], bool], *, timeout_s: float = 30.0, what: str = "") -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"timed out after {timeout_s:.0f} s waiting for {what or predicate}")

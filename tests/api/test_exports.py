@@ -15,12 +15,12 @@ import psycopg
 import pyarrow.parquet as pq
 import pytest
 
-from api.export import ADMIN_COLUMNS, RESEARCHER_COLUMNS
 from api.keys import create_key
+from api.render.columns import ADMIN_COLUMNS, RESEARCHER_COLUMNS
 from api.roles import Role
 from storage.pseudonyms import PSEUDONYM_KEY_ENV, PseudonymKey, pseudonym, ride_pseudonym
 from tests.api.api_factories import BUSY, T0_MS, day_range, ride, write
-from tests.runtime_harness import wait_for
+from tests.api.api_server import wait_for
 
 ALL_ROWS = 4 * 120 + 2 * 120 + 3 * 3
 KEY = PseudonymKey(b"test pseudonym key, 32 bytes ..!")

@@ -10,7 +10,7 @@ import numpy as np
 from PIL import Image
 
 from api.bands import NO_BAND, load_bands
-from api.tiles import (
+from api.render.tile_png import (
     TILE_SIZE,
     TileBox,
     empty_tile_png,

@@ -1,25 +1,19 @@
-"""Streaming encoders of raw-reading exports: CSV, Parquet and GeoJSON in constant memory.
+"""Parquet of raw-reading exports, streamed in constant memory.
 
-The rows come from :func:`storage.exports.aiter_export_blocks` in blocks of a
-slice each, already in export order and already encoded by the database: CSV
-lines and GeoJSON features pass through as they are; Parquet gets fixed-width
-binary rows, which become one Arrow table (absent values — NaN, -1
-satellites, cell 0 — become nulls) and one row group per slice. Memory is a
-few slices whatever the export's size.
-
-Columns come in a stable order with their units in their names
-(``pm25_ugm3``, ``noise_laeq_db``) and depend on the role
-(DESIGN.md decision 4, docs/privacy.md): admins get the stored identities
-(:data:`ADMIN_COLUMNS`), researchers daily pseudonyms instead and nothing that
-links a kit's days (:data:`RESEARCHER_COLUMNS`). The Parquet schema and the
-GeoJSON header also carry each column's unit.
+The rows come from ``storage.exports`` in blocks of a slice each, already in
+export order, as fixed-width binary rows; each block becomes one Arrow table
+(absent values — NaN, -1 satellites, cell 0 — become nulls) and row groups of
+about :data:`ROW_GROUP_ROWS` rows go out as they are written. The schema
+carries each column's unit in its field metadata and the export's provenance
+in the schema metadata (``bikesense``, JSON). Memory is a few slices whatever
+the export's size; the footer goes out last, so a file cut short is not a
+Parquet file.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass
 from io import BytesIO
 
 import numpy as np
@@ -27,70 +21,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from starlette.concurrency import run_in_threadpool
 
+from api.render.columns import ExportColumn
 from storage.copybin import PG_EPOCH_OFFSET_US
 from storage.exports import ExportBlock, decode_binary_rows
-from stream.core.partials import Metric
-
-
-@dataclass(frozen=True, slots=True)
-class ExportColumn:
-    name: str  # the column in the export, units in the name
-    unit: str
-    kind: str  # "time", "int", "float32", "float64", "sats", "cell", "name"
-    metric: Metric | None = None  # only when this metric is asked for
-
-
-def _measurements() -> tuple[ExportColumn, ...]:
-    return (
-        ExportColumn("lat_deg", "degree, WGS84", "float64"),
-        ExportColumn("lon_deg", "degree, WGS84", "float64"),
-        ExportColumn("gnss_fix", "0 none, 1 2-D, 2 3-D", "int"),
-        ExportColumn("hdop", "", "float32"),
-        ExportColumn("satellites", "count", "sats"),
-        ExportColumn("speed_mps", "m/s", "float32"),
-        ExportColumn("pm1_ugm3", "µg/m³", "float32", Metric.PM1),
-        ExportColumn("pm25_ugm3", "µg/m³", "float32", Metric.PM25),
-        ExportColumn("pm10_ugm3", "µg/m³", "float32", Metric.PM10),
-        ExportColumn("no2_ugm3", "µg/m³", "float32", Metric.NO2),
-        ExportColumn("noise_laeq_db", "dB(A)", "float32", Metric.NOISE),
-        ExportColumn("noise_lamax_db", "dB(A)", "float32", Metric.NOISE),
-        ExportColumn("temperature_c", "°C", "float32", Metric.TEMPERATURE),
-        ExportColumn("humidity_pct", "%", "float32", Metric.HUMIDITY),
-        ExportColumn("interval_ms", "ms", "int"),
-        ExportColumn("status", "device status bits", "int"),
-        ExportColumn("qa_flags", "bits of stream.core.qa.QaFlag, 0 = clean", "int"),
-        ExportColumn("cell", "H3 index at the finest resolution", "cell"),
-    )
-
-
-#: An admin's export, in its stable order: the readings as stored.
-ADMIN_COLUMNS: tuple[ExportColumn, ...] = (
-    ExportColumn("ts", "ISO 8601, UTC", "time"),
-    ExportColumn("kit_id", "", "int"),
-    ExportColumn("boot_id", "", "int"),
-    ExportColumn("seq", "frame sequence number", "int"),
-    ExportColumn("idx", "index in frame", "int"),
-    ExportColumn("ride_id", "", "int"),
-    *_measurements(),
-    ExportColumn("received_at", "ISO 8601, UTC", "time"),
-)
-
-#: A researcher's export, in its stable order: kits and rides by daily pseudonym, times to
-#: the second, no boot, frame, index or arrival time (storage/pseudonyms.py says why).
-RESEARCHER_COLUMNS: tuple[ExportColumn, ...] = (
-    ExportColumn("ts", "ISO 8601, UTC, whole seconds", "time"),
-    ExportColumn("kit_pseudonym", "the kit's name for this local day", "name"),
-    ExportColumn("ride_pseudonym", "the ride's name for this local day", "name"),
-    *_measurements(),
-)
-
-
-def export_columns(metrics: Sequence[Metric], *,
-                   pseudonymous: bool) -> tuple[ExportColumn, ...]:
-    wanted = set(metrics)
-    columns = RESEARCHER_COLUMNS if pseudonymous else ADMIN_COLUMNS
-    return tuple(c for c in columns if c.metric is None or c.metric in wanted)
-
 
 _HEX_DIGITS = np.frombuffer(b"0123456789abcdef", dtype=np.uint8)
 #: H3 indexes are 64-bit with the top bit 0: 15 hex digits (4 bits each) after one 0 nibble.
@@ -146,33 +79,6 @@ def arrow_schema(columns: Sequence[ExportColumn], provenance: dict[str, str]) ->
     return pa.schema(fields, metadata={"bikesense": json.dumps(provenance)})
 
 
-Blocks = AsyncIterator[ExportBlock]
-
-
-async def csv_text_stream(columns: Sequence[ExportColumn], blocks: Blocks) -> AsyncIterator[bytes]:
-    """The header, then the database's CSV lines as they come."""
-    yield (",".join(c.name for c in columns) + "\n").encode()
-    async for block in blocks:
-        yield block.data
-
-
-async def geojson_text_stream(columns: Sequence[ExportColumn], provenance: dict[str, str],
-                              blocks: Blocks) -> AsyncIterator[bytes]:
-    """Features from the database into a FeatureCollection: separators go between
-    features, never after the last."""
-    head = {"type": "FeatureCollection", "bikesense": {
-        **provenance, "columns": [{"name": c.name, "unit": c.unit} for c in columns]}}
-    yield json.dumps(head, ensure_ascii=False)[:-1].encode() + b', "features": [\n'
-    first = True
-    async for block in blocks:
-        # Blocks hold whole features separated by ",\n" (storage.exports), none around them.
-        if not first:
-            yield b",\n"
-        yield block.data
-        first = False
-    yield b"\n]}\n"
-
-
 class _Sink:
     """A write-only file for pyarrow that hands out what was written so far."""
 
@@ -219,7 +125,8 @@ ROW_GROUP_ROWS = 100_000
 _DICTIONARY_KINDS = frozenset({"name", "cell", "int", "sats"})
 
 
-async def parquet_stream(columns: Sequence[ExportColumn], schema: pa.Schema, blocks: Blocks, *,
+async def parquet_stream(columns: Sequence[ExportColumn], schema: pa.Schema,
+                         blocks: AsyncIterator[ExportBlock], *,
                          pseudonymous: bool,
                          row_group_rows: int = ROW_GROUP_ROWS) -> AsyncIterator[bytes]:
     """Blocks gathered into row groups of about ``row_group_rows``; the footer goes out
