@@ -1,9 +1,8 @@
 """Live updates: PostgreSQL NOTIFY in, Server-Sent Events out.
 
-The stream runtime calls :func:`notify_payload` after each committed batch and
-sends the result with ``SELECT pg_notify('bikesense_aggregates', %s)`` (or
-``NOTIFY``) in the same transaction, so a notification is delivered exactly when
-its aggregates are visible. The API LISTENs on one connection
+The stream runtime sends ``storage.notify.notify_payload``'s text on
+``storage.notify.CHANNEL`` in each batch's own transaction, so a notification is
+delivered exactly when its aggregates are visible. The API LISTENs on one connection
 (:func:`listen_forever`) and fans events out through a :class:`Broadcaster`.
 
 Each SSE client has a bounded queue. Overflow policy: when a slow client's
@@ -20,58 +19,15 @@ import contextlib
 import json
 import logging
 from collections import deque
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import psycopg
 
-CHANNEL = "bikesense_aggregates"
-#: PostgreSQL refuses NOTIFY payloads of 8000 bytes or more; stay well under.
-MAX_PAYLOAD_BYTES = 7_500
-PAYLOAD_VERSION = 1
+from storage.notify import CHANNEL
 
 log = logging.getLogger(__name__)
-
-
-def notify_payload(*, metrics: Iterable[str], resolutions: Iterable[int],
-                   windows: Iterable[tuple[int, int]], cells: Iterable[int] = ()) -> str:
-    """The JSON text to NOTIFY on :data:`CHANNEL` after a batch of aggregates is committed.
-
-    ``metrics``: API metric names (``"pm25"``…); ``resolutions``: H3 resolutions
-    written; ``windows``: distinct (window_s, window_start_ms) pairs written;
-    ``cells``: H3 cells touched (ints), at any resolution. Cells are dropped
-    from the end (and ``"cells_truncated": true`` set) to keep the payload under
-    :data:`MAX_PAYLOAD_BYTES`; windows are summarised by their range if needed.
-
-    Example: ``{"v": 1, "metrics": ["pm25"], "resolutions": [9],
-    "windows": [[3600, 1700000000000]], "cells": ["891f1d48177ffff"]}``
-    """
-    body: dict[str, Any] = {
-        "v": PAYLOAD_VERSION,
-        "metrics": sorted(set(metrics)),
-        "resolutions": sorted({int(r) for r in resolutions}),
-        "windows": sorted({(int(w), int(s)) for w, s in windows}),
-    }
-    if len(body["windows"]) > 64:
-        starts = [s for _, s in body["windows"]]
-        body["windows_range_ms"] = [min(starts), max(starts)]
-        body["windows"] = []
-    cell_list = [format(int(c), "x") for c in dict.fromkeys(cells)]
-    body["cells"] = cell_list
-    text = json.dumps(body, separators=(",", ":"))
-    if len(text.encode()) > MAX_PAYLOAD_BYTES:
-        body["cells_truncated"] = True
-        # Each cell costs ~18 bytes in the text: cut to fit, then trim any rest.
-        budget = MAX_PAYLOAD_BYTES - len(json.dumps({**body, "cells": []}).encode())
-        cell_list = cell_list[: max(budget // 18, 0)]
-        while True:
-            body["cells"] = cell_list
-            text = json.dumps(body, separators=(",", ":"))
-            if len(text.encode()) <= MAX_PAYLOAD_BYTES:
-                break
-            cell_list = cell_list[:-8]
-    return text
 
 
 @dataclass(frozen=True, slots=True)

@@ -18,11 +18,11 @@ from typing import Any
 import numpy as np
 import psycopg
 
-from api.live import CHANNEL as LIVE_CHANNEL
-from api.live import notify_payload
 from ingest.admission import Admitted
 from storage.held import hold, take_held
 from storage.kits import record_status, touch_last_seen
+from storage.notify import CHANNEL as LIVE_CHANNEL
+from storage.notify import notify_payload
 from storage.rejects import Reject, insert_rejects
 from storage.writer import (
     KnownRows,

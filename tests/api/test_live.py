@@ -10,15 +10,9 @@ import httpx
 import psycopg
 import pytest
 
-from api.live import (
-    CHANNEL,
-    MAX_PAYLOAD_BYTES,
-    Broadcaster,
-    LiveEvent,
-    notify_payload,
-    parse_payload,
-)
+from api.live import Broadcaster, LiveEvent, parse_payload
 from api.roles import Role
+from storage.notify import CHANNEL, MAX_PAYLOAD_BYTES, notify_payload
 
 
 def test_the_payload_is_small_json_and_cut_to_fit_notify() -> None:
