@@ -1,13 +1,16 @@
-"""Errors of the fleet simulator.
+"""Errors of the fleet simulator, under the project's root error.
 
-SimulatorError
-├── SimulatorConfigError   an option is out of range or malformed (names the option)
-├── PublishError           the MQTT broker could not be reached or did not acknowledge
-└── FrameFileError         a frame file is not one of ours, or is truncated (names the offset)
+BikesenseError (bikesense.exceptions)
+└── SimulatorError
+    ├── SimulatorConfigError   an option is out of range or malformed (names the option)
+    ├── PublishError           the MQTT broker could not be reached or did not acknowledge
+    └── FrameFileError         a frame file is not one of ours, or is truncated (names the offset)
 """
 
+from bikesense.exceptions import BikesenseError
 
-class SimulatorError(Exception):
+
+class SimulatorError(BikesenseError):
     """Base of the errors raised by :mod:`simulators`."""
 
 
