@@ -29,10 +29,11 @@ import psycopg
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
+from bikesense.brokerauth import embedded_broker, kit_mqtt_url, sync_embedded_broker
 from bikesense.exceptions import BikesenseError, ServiceError
 from bikesense.services import LocalServices, free_port
 from bikesense.settings import Settings, resolve_database_url, resolve_mqtt_url
-from simulators.fleet import Fleet, Run, SimulationConfig
+from simulators.fleet import Fleet, Publication, Run, SimulationConfig
 from simulators.publisher import MqttPublisher
 from simulators.runner import RunStats, pump
 from storage.cli import master_key_from_environment
@@ -117,6 +118,8 @@ def _register_fleet(database_url: str, settings: Settings, fleet: Fleet) -> int:
             if get_kit(conn, kit_id) is None:
                 register_kit(conn, master, kit_id, secret=secret)
                 added += 1
+        # The broker `services up` started lets in only registered kits: now these too.
+        sync_embedded_broker(settings.state_dir, conn, master)
     return added
 
 
@@ -180,7 +183,7 @@ def run_demo(settings: Settings, options: DemoOptions) -> None:
                       f"(API docs: {url}docs; logs in {children.log_dir})\n")
         run = fleet.run()
         before = _stored_readings(database_url)  # earlier demos' readings stay
-        stats = _ride(run, fleet, mqtt_url, options, children)
+        stats = _ride(run, fleet, _fleet_urls(settings, fleet, mqtt_url), options, children)
         console.print(f"fleet done: {stats.frames} frames published in {stats.wall_s:.0f} s")
         expected = before + _deliverable(run)
         stored = _settle(database_url, children, expected)
@@ -209,11 +212,43 @@ def _deliverable(run: Run) -> int:
     return len(run.truth.deliverable()) if run.truth is not None else 0
 
 
-def _ride(run: Run, fleet: Fleet, mqtt_url: str, options: DemoOptions,
+def _fleet_urls(settings: Settings, fleet: Fleet, mqtt_url: str) -> dict[int, str] | str:
+    """Each kit's own login on the broker ``services up`` started (it refuses anyone else);
+    a configured broker's URL as it is."""
+    record = embedded_broker(settings.state_dir) if settings.mqtt_url is None else None
+    if record is None:
+        return mqtt_url
+    return {kit_id: kit_mqtt_url(record.kits_url, kit_id, secret)
+            for kit_id, secret in fleet.kits}
+
+
+class KitPublishers:
+    """The fleet as kits: one connection per kit, logged in as that kit."""
+
+    def __init__(self, urls: dict[int, str]) -> None:
+        self.publishers = {kit_id: MqttPublisher(url) for kit_id, url in urls.items()}
+
+    def connect(self) -> None:
+        for publisher in self.publishers.values():
+            publisher.connect()
+
+    def send(self, pub: Publication) -> None:
+        # A kit the registry does not know has no login: the broker would refuse it.
+        publisher = self.publishers.get(pub.kit_id)
+        if publisher is not None:
+            publisher.send(pub)
+
+    def close(self) -> None:
+        for publisher in self.publishers.values():
+            publisher.close()
+
+
+def _ride(run: Run, fleet: Fleet, mqtt_urls: dict[int, str] | str, options: DemoOptions,
           children: Children) -> RunStats:
     start_ms = fleet.config.start_ms
     total_ms = fleet.config.end_ms - start_ms
-    publisher = MqttPublisher(mqtt_url, client_id="bikesense-demo-fleet")
+    publisher = (MqttPublisher(mqtt_urls, client_id="bikesense-demo-fleet")
+                 if isinstance(mqtt_urls, str) else KitPublishers(mqtt_urls))
     publisher.connect()
     try:
         with _progress() as progress:

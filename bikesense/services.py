@@ -21,6 +21,7 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Self
+from urllib.parse import urlsplit
 
 from bikesense.exceptions import ServiceError
 
@@ -137,6 +138,9 @@ class ServiceRecord:
     port: int
     directory: str
     log_file: str
+    #: Mosquitto's kit listener, when the broker keeps kits and services apart
+    #: (:class:`BrokerAccounts`); ``url`` is then the service listener, ingest's.
+    kits_url: str = ""
 
 
 class PostgresCluster:
@@ -224,21 +228,63 @@ class PostgresCluster:
                 time.sleep(0.05)
 
 
+@dataclass(frozen=True, slots=True)
+class BrokerAccounts:
+    """The password and ACL files of a broker that keeps kits and services apart.
+
+    Two listeners, each with files of its own (``per_listener_settings true``):
+    kits log in on one, as their decimal kit id, with ``use_username_as_clientid``
+    so that no kit can take another client's id or persistent session; the
+    services (ingest) log in on the other, whose password file holds no kit, and
+    choose their own client ids (several ingest processes share a subscription).
+    Mosquitto 2.0 re-reads all four files on SIGHUP (mosquitto.conf(5): "Reloaded
+    on reload signal"), so kits are added and revoked without a restart.
+    ``bikesense.brokerauth`` writes them.
+    """
+
+    directory: Path
+
+    @property
+    def kit_passwords(self) -> Path:
+        return self.directory / "kits.passwords"
+
+    @property
+    def kit_acl(self) -> Path:
+        return self.directory / "kits.acl"
+
+    @property
+    def service_passwords(self) -> Path:
+        return self.directory / "services.passwords"
+
+    @property
+    def service_acl(self) -> Path:
+        return self.directory / "services.acl"
+
+    def files(self) -> tuple[Path, Path, Path, Path]:
+        return self.kit_passwords, self.kit_acl, self.service_passwords, self.service_acl
+
+
 class MosquittoBroker:
     """A Mosquitto broker of our own on a free loopback port, with deliberate queue limits.
 
-    ``password_file`` / ``acl_file`` turn on per-kit authentication (see
-    ``bikesense kits broker-acl``); without them the broker is anonymous, which
-    is only acceptable because it listens on loopback.
+    ``accounts`` makes it refuse anonymous clients: kits on ``port``, services
+    on ``service_port`` (see :class:`BrokerAccounts`), each listener with its
+    own password and ACL file, which must exist before :meth:`start`.
+    ``password_file`` / ``acl_file`` instead put one set of accounts on one
+    listener (the files ``bikesense kits broker-acl`` writes). With neither the
+    broker is anonymous: only the tests' shared broker, on loopback.
     """
 
     def __init__(self, directory: Path, *, port: int | None = None,
                  password_file: Path | None = None, acl_file: Path | None = None,
+                 accounts: BrokerAccounts | None = None, service_port: int | None = None,
                  daemon: bool = False) -> None:
         self.directory = directory.resolve()
         self.daemon = daemon
         self.pid_file = self.directory / "mosquitto.pid"
         self.port = port or free_port()
+        self.accounts = accounts
+        self.service_port = (service_port or free_port()) if accounts else None
         self.config_file = self.directory / "mosquitto.conf"
         self.log_file = self.directory / "mosquitto.log"
         self.persistence_dir = self.directory / "persistence"
@@ -247,16 +293,47 @@ class MosquittoBroker:
         self._user = _service_user("mosquitto")
         self._binary = mosquitto_binary()
         self._process: subprocess.Popen[bytes] | None = None
+        self._pid = 0
 
     @property
     def url(self) -> str:
+        """Where ingest connects: the service listener when there is one."""
+        return f"mqtt://127.0.0.1:{self.service_port or self.port}"
+
+    @property
+    def kits_url(self) -> str:
+        """Where kits connect."""
         return f"mqtt://127.0.0.1:{self.port}"
+
+    def _listener_lines(self) -> list[str]:
+        if self.accounts is None:
+            lines = [f"listener {self.port} 127.0.0.1",
+                     f"allow_anonymous {'false' if self.password_file else 'true'}"]
+            if self.password_file:
+                lines.append(f"password_file {self.password_file}")
+            if self.acl_file:
+                lines.append(f"acl_file {self.acl_file}")
+            return lines
+        a = self.accounts
+        return [
+            "per_listener_settings true",
+            "# Kits: the client id is the user name, so no kit takes another's id or session.",
+            f"listener {self.port} 127.0.0.1",
+            "allow_anonymous false",
+            "use_username_as_clientid true",
+            f"password_file {a.kit_passwords}",
+            f"acl_file {a.kit_acl}",
+            "# Services (ingest): no kit account here; client ids of their own.",
+            f"listener {self.service_port} 127.0.0.1",
+            "allow_anonymous false",
+            f"password_file {a.service_passwords}",
+            f"acl_file {a.service_acl}",
+        ]
 
     def config_text(self) -> str:
         lines = [
             "# Written by bikesense; see docs/operations.md for each setting.",
-            f"listener {self.port} 127.0.0.1",
-            f"allow_anonymous {'false' if self.password_file else 'true'}",
+            *self._listener_lines(),
             # Persistent sessions survive a broker restart with their queued QoS 1 messages.
             "persistence true",
             f"persistence_location {self.persistence_dir}/",
@@ -274,16 +351,17 @@ class MosquittoBroker:
             lines.append(f"user {self._user.pw_name}")
         if self.daemon:
             lines.append(f"pid_file {self.pid_file}")
-        if self.password_file:
-            lines.append(f"password_file {self.password_file}")
-        if self.acl_file:
-            lines.append(f"acl_file {self.acl_file}")
         return "\n".join(lines) + "\n"
 
     def start(self) -> ServiceRecord:
         self.directory.mkdir(parents=True, exist_ok=True)
         self.directory.chmod(0o755)
         self.persistence_dir.mkdir(exist_ok=True)
+        if self.accounts is not None:
+            missing = [str(f) for f in self.accounts.files() if not f.exists()]
+            if missing:
+                raise ServiceError(f"Mosquitto's account files are missing: {', '.join(missing)}"
+                                   " (bikesense.brokerauth writes them)")
         self.config_file.write_text(self.config_text())
         self.log_file.touch()
         _chown_tree(self.directory, self._user)
@@ -304,8 +382,17 @@ class MosquittoBroker:
             wait_for_port(self.port, timeout_s=15, process=self._process, what="Mosquitto",
                           log_file=self.log_file)
             pid = self._process.pid
-        return ServiceRecord("mosquitto", self.url, pid, self.port, str(self.directory),
-                             str(self.log_file))
+        if self.service_port is not None:
+            wait_for_port(self.service_port, timeout_s=15, what="Mosquitto's service listener",
+                          log_file=self.log_file)
+        self._pid = pid
+        return ServiceRecord("mosquitto", self.url, pid, self.service_port or self.port,
+                             str(self.directory), str(self.log_file),
+                             kits_url=self.kits_url if self.accounts else "")
+
+    def reload(self) -> None:
+        """SIGHUP: Mosquitto re-reads its password and ACL files (mosquitto(8))."""
+        reload_broker(self._pid)
 
     def stop(self) -> None:
         if self._process is not None and self._process.poll() is None:
@@ -323,6 +410,18 @@ class MosquittoBroker:
             self._process.kill()
             self._process.wait(10)
             self._process = None
+
+
+def reload_broker(pid: int) -> None:
+    """Ask the Mosquitto with ``pid`` to re-read its password and ACL files."""
+    if not pid_alive(pid):
+        raise ServiceError(f"no Mosquitto runs as process {pid} to reload")
+    os.kill(pid, signal.SIGHUP)
+
+
+def mosquitto_file_owner() -> pwd.struct_passwd | None:
+    """Who must own the files a root-started Mosquitto reads (None: whoever we are)."""
+    return _service_user("mosquitto")
 
 
 class LocalServices:
@@ -366,9 +465,19 @@ class LocalServices:
             records["postgres"] = cluster.start()
             self._save(records)
         if start_mosquitto and "mosquitto" not in records:
+            # Imported here: it reaches up to the kit registry, which the tests' brokers
+            # and the API never need.
+            from bikesense.brokerauth import prepare_embedded_accounts  # noqa: PLC0415
+
             old = self.records().get("mosquitto")
-            broker = MosquittoBroker(self.state_dir / "mosquitto", daemon=True,
-                                     port=old.port if old and _port_free(old.port) else None)
+            kits_port = urlsplit(old.kits_url).port if old and old.kits_url else None
+            directory = self.state_dir / "mosquitto"
+            accounts = BrokerAccounts(directory / "auth")
+            prepare_embedded_accounts(self.state_dir, accounts)
+            broker = MosquittoBroker(
+                directory, daemon=True, accounts=accounts,
+                port=kits_port if kits_port and _port_free(kits_port) else None,
+                service_port=old.port if old and old.kits_url and _port_free(old.port) else None)
             records["mosquitto"] = broker.start()
             self._save(records)
         if start_kafka and "kafka" not in records:

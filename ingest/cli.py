@@ -15,9 +15,10 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from bikesense.brokerauth import ingest_mqtt_url, reload_embedded_broker
 from bikesense.cliutil import connect_or_exit, exit_with, settings_or_exit
 from bikesense.exceptions import BikesenseError
-from bikesense.settings import resolve_database_url, resolve_mqtt_url
+from bikesense.settings import resolve_database_url
 from ingest.broker_auth import acl_text, kit_mqtt_password, write_password_file
 from ingest.exceptions import IngestError
 from ingest.topics import DEFAULT_SHARE_GROUP, TopicLayout
@@ -40,9 +41,12 @@ def kits_add(
     with connect_or_exit(settings) as conn:
         try:
             creds = register_kit(conn, master_key_from_environment(settings), kit_id, pseudonym)
+            broker_kits = reload_embedded_broker(settings, conn)
         except (StorageError, BikesenseError) as exc:
             exit_with(exc)
     console.print(f"kit {creds.kit_id} registered as {creds.pseudonym}")
+    if broker_kits is not None:
+        console.print(f"the local broker now lets {broker_kits} kits log in")
     typer.echo(f"secret: {creds.secret.hex()}")
     typer.echo(f"mqtt user: {creds.kit_id}")
     typer.echo(f"mqtt password: {kit_mqtt_password(creds.secret)}")
@@ -64,11 +68,14 @@ def kits_list() -> None:
 
 @kits_app.command("revoke")
 def kits_revoke(kit_id: Annotated[int, typer.Argument(help="The kit's id.")]) -> None:
-    """Stop accepting a kit's frames (takes effect in ingest within 30 s)."""
-    with connect_or_exit() as conn:
+    """Stop accepting a kit's frames (takes effect in ingest within 30 s; the local broker
+    started by `services up` refuses its login and disconnects it at once)."""
+    settings = settings_or_exit()
+    with connect_or_exit(settings) as conn:
         try:
             changed = revoke_kit(conn, kit_id)
-        except StorageError as exc:
+            reload_embedded_broker(settings, conn)
+        except (StorageError, BikesenseError) as exc:
             exit_with(exc)
     console.print(f"kit {kit_id} {'revoked' if changed else 'was already revoked'}")
 
@@ -187,7 +194,7 @@ def ingest_command(
 
         # One configuration for both destinations: retention runs from either process.
         config = EmbeddedConfig(
-            mqtt_url=resolve_mqtt_url(settings), database_url=resolve_database_url(settings),
+            mqtt_url=ingest_mqtt_url(settings), database_url=resolve_database_url(settings),
             client_id=name, share_group=share_group, topic_root=topic_root,
             writers=writers, batch_wait_s=batch_wait, max_batch_messages=max_batch,
             core=core_config(settings),
