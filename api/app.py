@@ -21,7 +21,7 @@ from api.bands import load_bands
 from api.config import ApiSettings, load_api_settings
 from api.errors import install_error_handlers
 from api.live import Broadcaster, listen_forever
-from api.metrics import ApiMetrics
+from api.metrics import ApiMetrics, RequestMetrics
 from api.ratelimit import TokenBuckets
 from api.routes import cells, exports, health, kits, live, meta, page, tiles, timeseries
 from api.state import ApiState
@@ -87,7 +87,7 @@ def create_app(settings: Settings | None = None, api_settings: ApiSettings | Non
                   lifespan=lifespan)
     app.state.api = state
     install_error_handlers(app)
-    app.middleware("http")(state.metrics.middleware)
+    app.add_middleware(RequestMetrics, metrics=state.metrics)
     if api_settings.cors_origins:
         app.add_middleware(CORSMiddleware, allow_origins=list(api_settings.cors_origins),
                            allow_methods=["GET"], allow_headers=["X-API-Key", "Authorization"],

@@ -16,10 +16,18 @@ export's queries end and its connections go back to the pool idle, now, and
 not whenever the generators are garbage collected (in tasks of their own, in
 any order, where closing them raced). docs/api.md says why cancelling the
 running queries instead would cost a connection each.
+
+An export either completes or visibly fails. Once the head is sent, a failure
+(the database connection lost, a query refused) can no longer become an error
+response: :class:`ExportResponse` logs it and raises :class:`ExportCutShortError`,
+and the server closes the connection without the body's terminating chunk, so
+every HTTP client reports an incomplete transfer (curl exits non-zero). A
+client never gets a truncated file that looks whole.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncGenerator, AsyncIterator
 from contextlib import AsyncExitStack, aclosing
 from dataclasses import dataclass
@@ -32,7 +40,7 @@ import psycopg
 from fastapi.responses import StreamingResponse
 from prometheus_client import Counter
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
-from starlette.types import Send
+from starlette.types import Message, Send
 
 from api.privacy import Identities
 from api.provenance import Provenance, export_provenance, provenance_header
@@ -41,6 +49,7 @@ from api.render.columns import export_columns
 from api.render.csv_text import csv_text_stream
 from api.render.geojson import geojson_text_stream
 from api.render.parquet import arrow_schema, parquet_stream
+from bikesense.exceptions import BikesenseError
 from storage.exports import (
     EXPORT_CONNECTIONS,
     Encoding,
@@ -52,11 +61,17 @@ from storage.exports import (
 from storage.queries import BBox
 from stream.core.partials import METRIC_COLUMNS, Metric
 
+log = logging.getLogger(__name__)
+
 #: Rows per slice (at most ``export_batch_rows``): a slice is one block in memory, three
 #: or four of them at a time (CSV about 200 bytes a row, GeoJSON 600, binary rows 300).
 _SLICE_ROWS = {Encoding.CSV: 20_000, Encoding.GEOJSON: 8_000, Encoding.BINARY: 20_000}
 #: A second connection for an export is taken only if the pool has one or can open one soon.
 _SECOND_CONNECTION_WAIT_S = 0.5
+
+
+class ExportCutShortError(BikesenseError):
+    """An export failed after its head was sent; the response is aborted, not ended."""
 
 
 class ExportFormat(StrEnum):
@@ -193,10 +208,23 @@ class ExportResponse(StreamingResponse):
             "X-Bikesense-Provenance": provenance_header(export.provenance),
         })
         self._blocks = export.blocks
+        self._filename = export.filename
+        self._sent = 0
 
     async def stream_response(self, send: Send) -> None:
+        async def counting_send(message: Message) -> None:
+            self._sent += len(message.get("body", b""))
+            await send(message)
+
         try:
-            await super().stream_response(send)
+            await super().stream_response(counting_send)
+        except Exception as exc:
+            # Not translated to an error response: the head is out. Raising on makes
+            # the server drop the connection without the terminating chunk.
+            log.warning("export %s cut short after %d bytes: %s", self._filename, self._sent,
+                        exc)
+            msg = f"export {self._filename} cut short after {self._sent} bytes"
+            raise ExportCutShortError(msg) from exc
         finally:
             with anyio.CancelScope(shield=True):
                 await self._blocks.aclose()

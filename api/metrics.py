@@ -1,14 +1,23 @@
-"""Prometheus metrics of one API instance, in its own registry (no global state)."""
+"""Prometheus metrics of one API instance, in its own registry (no global state).
+
+:class:`RequestMetrics` counts requests as a plain ASGI middleware, not
+Starlette's ``BaseHTTPMiddleware``: that one re-sends a streamed body through
+a stream of its own and ends it properly even when the app failed mid-body,
+so an export cut short by a database failure reached the client as a
+complete response. This one passes every message on as it is, and an
+exception on, so the server aborts the connection.
+"""
 
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-from starlette.requests import Request
-from starlette.responses import Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+#: Methods counted by name; any other is counted as "other", so that clients cannot grow
+#: the label set without bound.
+_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 # Tile budget is 50 ms at p95 (DESIGN.md), so the buckets are fine below 0.1 s.
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
@@ -41,12 +50,40 @@ class ApiMetrics:
     def render(self) -> bytes:
         return generate_latest(self.registry)
 
-    async def middleware(self, request: Request,
-                         call_next: Callable[[Request], Awaitable[Response]]) -> Response:
-        start = time.perf_counter()
-        response = await call_next(request)
-        route = request.scope.get("route")
-        template = getattr(route, "path", None) or "unmatched"
-        self.latency.labels(template).observe(time.perf_counter() - start)
-        self.requests.labels(request.method, template, str(response.status_code)).inc()
-        return response
+
+def _route(scope: Scope) -> str:
+    """The route template the router matched, or "unmatched"."""
+    return getattr(scope.get("route"), "path", None) or "unmatched"
+
+
+class RequestMetrics:
+    """ASGI middleware: requests by method, route template and status; time to the
+    response head by route template."""
+
+    def __init__(self, app: ASGIApp, metrics: ApiMetrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        method = scope["method"] if scope["method"] in _METHODS else "other"
+        head_sent = False
+
+        async def send_counted(message: Message) -> None:
+            nonlocal head_sent
+            if message["type"] == "http.response.start":
+                head_sent = True
+                route = _route(scope)
+                self.metrics.latency.labels(route).observe(time.perf_counter() - started)
+                self.metrics.requests.labels(method, route, str(message["status"])).inc()
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_counted)
+        except Exception:
+            if not head_sent:  # the server answers 500
+                self.metrics.requests.labels(method, _route(scope), "500").inc()
+            raise

@@ -291,3 +291,34 @@ def test_a_client_gone_mid_export_cancels_nothing_and_returns_every_connection(
     assert [r.getMessage() for r in caplog.records if r.name.startswith("psycopg")] == []
     whole = _export(client, own_keys[Role.ADMIN], format="csv")
     assert len(_rows(whole)) == ALL_ROWS + len(long_ride)
+
+
+def _terminate_api_backends(url: str) -> int:
+    with psycopg.connect(url, autocommit=True) as conn:
+        return len(conn.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+            " WHERE application_name = 'bikesense-api' AND datname = current_database()"
+        ).fetchall())
+
+
+def test_an_export_cut_short_by_the_database_fails_visibly(
+    make_client: Callable[..., httpx.Client], own_keys: dict[Role, str], seeded_url: str,
+) -> None:
+    # The backends serving an export die mid-stream: the client must see a failed transfer
+    # (the chunked body ends without its last chunk), never a body that looks complete.
+    long_ride = ride(kit_id=1, ride_id=2000, start=BUSY, n=60_000, boot_id=9, seed=9,
+                     t0_ms=T0_MS - 7 * 3_600_000)  # 01:00 to 17:40, within the day
+    write(seeded_url, [long_ride])
+    client = make_client(export_batch_rows=500)
+    for fmt in ("csv", "geojson", "parquet"):
+        with pytest.raises(httpx.TransportError), client.stream(  # noqa: PT012
+                "GET", "/v1/exports/readings", params={**day_range(), "format": fmt},
+                headers={"X-API-Key": own_keys[Role.ADMIN]}) as response:
+            assert response.status_code == 200
+            chunks = response.iter_raw()
+            next(chunks)
+            assert _terminate_api_backends(seeded_url) > 0, fmt
+            for _ in chunks:
+                pass
+    # The pool recovers: the next export is whole.
+    assert len(_rows(_export(client, own_keys[Role.ADMIN]))) == ALL_ROWS + len(long_ride)

@@ -133,6 +133,15 @@ def test_health_and_metrics(client: httpx.Client) -> None:
     assert "bikesense_api_tile_render_seconds_bucket" in metrics.text
 
 
+def test_metrics_labels_stay_bounded(client: httpx.Client) -> None:
+    # Made-up methods would each add a label value to every series they touch.
+    for i in range(5):
+        client.request(f"BREW{i}", "/v1/meta")
+    text = client.get("/metrics").text
+    assert "BREW" not in text
+    assert 'method="other",route="/v1/meta",status="405"' in text
+
+
 def test_health_says_degraded_without_a_database(make_client: Callable[..., httpx.Client]
                                                  ) -> None:
     client = make_client(url="postgresql://nobody@127.0.0.1:1/none", database_timeout_s=1.0)
