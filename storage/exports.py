@@ -11,7 +11,7 @@ connections share one snapshot (``pg_export_snapshot``) and work on
 alternate slices, so formatting uses two cores; memory is a few slices
 whatever the size of the export.
 
-Pseudonymous exports (researchers, DESIGN.md decision 4, storage/pseudonyms.py)
+Pseudonymous exports (researchers, docs/design.md decision 4, storage/pseudonyms.py)
 name kits and rides only by their daily pseudonyms. Slices never cross a
 local midnight of the deployment's time zone, so each slice's query gets the
 names of its day's kits and rides, computed in Python by
@@ -19,6 +19,8 @@ names of its day's kits and rides, computed in Python by
 and joined as arrays: the database never sees the key, and the names are
 exactly what ``storage.pseudonyms`` computes. Withheld fields
 (:data:`storage.pseudonyms.WITHHELD_FIELDS`) cannot be asked for.
+
+Each column's SQL, per encoding, is in storage/export_columns.py.
 """
 
 from __future__ import annotations
@@ -29,108 +31,38 @@ from collections.abc import AsyncGenerator, AsyncIterator, Coroutine, Sequence
 from contextlib import suppress
 from dataclasses import dataclass, field
 from datetime import date, datetime
-from enum import StrEnum
 from typing import Any, LiteralString, TypeVar
 
 import anyio
-import numpy as np
 import psycopg
 from psycopg import sql
 
 from storage.exceptions import QueryError
-from storage.pseudonyms import (
-    PSEUDONYM_CHARS,
-    RIDE_PSEUDONYM_CHARS,
-    PseudonymKey,
-    local_day_spans,
-    pseudonym,
-    ride_pseudonym,
+from storage.export_columns import (
+    COLUMNS,
+    SECOND,
+    Encoding,
+    binary_row_dtype,
+    decode_binary_rows,
+    row_sql,
 )
+from storage.pseudonyms import PseudonymKey, local_day_spans, pseudonym, ride_pseudonym
 from storage.queries import BBox, check_time_range
+
+# Encoding and the binary rows' layout belong to every export's interface.
+__all__ = [
+    "EXPORT_CONNECTIONS", "Encoding", "ExportBlock", "ExportFilter", "Pseudonyms",
+    "aiter_export_blocks", "binary_row_dtype", "decode_binary_rows",
+]
 
 _T = TypeVar("_T")
 
-
-class Encoding(StrEnum):
-    """How a slice's rows come back."""
-
-    CSV = "csv"  # CSV lines, each ending in a newline
-    GEOJSON = "geojson"  # GeoJSON Feature objects separated by ",\n"
-    BINARY = "binary"  # fixed-width rows, see binary_row_dtype
-
-
-@dataclass(frozen=True, slots=True)
-class _Column:
-    text: LiteralString  # SQL for CSV and GeoJSON; NULL where the value is absent
-    binary: LiteralString  # SQL for binary rows: never NULL (NaN, -1 or 0 instead)
-    wire: str  # numpy dtype of the value as record_send writes it (big-endian)
-    quoted: bool = False  # a string in GeoJSON
-    nullable: bool = False
-
-
-def _float4(column: LiteralString) -> _Column:
-    return _Column(column, "COALESCE(" + column + ", 'NaN'::real)", ">f4", nullable=True)
-
-
-def _float8(column: LiteralString) -> _Column:
-    return _Column(column, "COALESCE(" + column + ", 'NaN'::float8)", ">f8", nullable=True)
-
-
-def _plain(column: LiteralString, wire: str) -> _Column:
-    return _Column(column, column, wire)
-
-
-#: Every column an export can have (api.export names them), over ``readings r``.
-COLUMNS: dict[str, _Column] = {
-    "ts": _Column("r.ts", "r.ts", ">i8", quoted=True),
-    "kit_id": _plain("r.kit_id", ">i8"),
-    "boot_id": _plain("r.boot_id", ">i8"),
-    "seq": _plain("r.seq", ">i8"),
-    "idx": _plain("r.idx", ">i4"),
-    "ride_id": _plain("r.ride_id", ">i8"),
-    "lat_deg": _float8("r.lat_deg"),
-    "lon_deg": _float8("r.lon_deg"),
-    "gnss_fix": _plain("r.gnss_fix", ">i2"),
-    "hdop": _float4("r.hdop"),
-    "satellites": _Column("r.satellites", "COALESCE(r.satellites, -1::smallint)", ">i2",
-                          nullable=True),
-    "speed_mps": _float4("r.speed_mps"),
-    "pm1_ugm3": _float4("r.pm1_ugm3"),
-    "pm25_ugm3": _float4("r.pm25_ugm3"),
-    "pm10_ugm3": _float4("r.pm10_ugm3"),
-    "no2_ugm3": _float4("r.no2_ugm3"),
-    "noise_laeq_db": _float4("r.noise_laeq_db"),
-    "noise_lamax_db": _float4("r.noise_lamax_db"),
-    "temperature_c": _float4("r.temperature_c"),
-    "humidity_pct": _float4("r.humidity_pct"),
-    "interval_ms": _plain("r.interval_ms", ">i8"),
-    "status": _plain("r.status", ">i4"),
-    "qa_flags": _plain("r.qa_flags", ">i8"),
-    "cell": _Column("lpad(to_hex(NULLIF(r.cell, 0)), 15, '0')", "COALESCE(r.cell, 0::bigint)",
-                    ">i8", quoted=True, nullable=True),
-    "received_at": _Column("r.received_at", "r.received_at", ">i8", quoted=True),
-}
-
-# The reading's second: date_bin is arithmetic on the timestamp, date_trunc converts it to
-# calendar fields and back (measured slower).
-_SECOND: LiteralString = "date_bin('1 second', r.ts, timestamptz '2000-01-01 00:00:00+00')"
-
-#: Pseudonymous exports: what replaces or joins the columns above (m: the day's names).
-PSEUDONYMOUS_COLUMNS: dict[str, _Column] = {
-    "ts": _Column(_SECOND, _SECOND, ">i8", quoted=True),
-    "kit_pseudonym": _Column("m.kit_name", "m.kit_name", f"S{PSEUDONYM_CHARS}", quoted=True),
-    "ride_pseudonym": _Column("m.ride_name", "m.ride_name", f"S{RIDE_PSEUDONYM_CHARS}",
-                              quoted=True),
-}
-
-#: Columns that would link a kit's days (storage.pseudonyms.WITHHELD_FIELDS, as columns).
-WITHHELD_COLUMNS = frozenset({"kit_id", "boot_id", "seq", "idx", "ride_id", "received_at"})
 
 _ORDER: LiteralString = "r.ts, r.kit_id, r.boot_id, r.seq, r.idx"
 # Within a second, by the names a researcher sees: an order by real ids would tell, at
 # every shared second, which of two pseudonyms is the kit with the lower number.
 _PSEUDONYMOUS_ORDER: LiteralString = (
-    _SECOND + ", m.kit_name COLLATE \"C\", m.ride_name COLLATE \"C\", r.ts, r.boot_id, r.seq,"
+    SECOND + ", m.kit_name COLLATE \"C\", m.ride_name COLLATE \"C\", r.ts, r.boot_id, r.seq,"
     " r.idx")
 
 # One row per (kit, ride) of the day with both names: one hash probe per reading.
@@ -176,51 +108,6 @@ class ExportBlock:
     data: bytes
 
 
-def _column(name: str, pseudonymous: bool) -> _Column:
-    if pseudonymous:
-        if name in WITHHELD_COLUMNS:
-            raise QueryError(f"column {name!r} is not available in pseudonymous exports")
-        if name in PSEUDONYMOUS_COLUMNS:
-            return PSEUDONYMOUS_COLUMNS[name]
-    elif name in PSEUDONYMOUS_COLUMNS and name != "ts":
-        raise QueryError(f"column {name!r} exists only in pseudonymous exports")
-    try:
-        return COLUMNS[name]
-    except KeyError:
-        raise QueryError(f"unknown export column {name!r}") from None
-
-
-def _row_sql(names: Sequence[str], encoding: Encoding, pseudonymous: bool) -> sql.Composable:
-    columns = [_column(n, pseudonymous) for n in names]
-    if encoding is Encoding.BINARY:
-        # record_send writes each field as (type oid, length, value): fixed widths, since no
-        # field is NULL, so a block of rows decodes with one np.frombuffer.
-        return sql.SQL("record_send(ROW({}))").format(
-            sql.SQL(", ").join(sql.SQL(c.binary) for c in columns))
-    if encoding is Encoding.CSV:
-        # NULL is CSV's empty field. No value here can hold a comma, quote or newline
-        # (numbers, timestamps, hex, base32), so none is quoted. concat_ws with one cast per
-        # nullable value measured cheaper than concat() with a separator argument per value.
-        values = [sql.SQL("COALESCE(" + c.text + "::text, '')" if c.nullable else c.text)
-                  for c in columns]
-        return sql.SQL("concat_ws(',', {}) || E'\\n'").format(sql.SQL(", ").join(values))
-    lat, lon = COLUMNS["lat_deg"].text, COLUMNS["lon_deg"].text
-    parts: list[sql.Composable] = [sql.SQL(
-        "'{\"type\":\"Feature\",\"geometry\":', CASE WHEN " + lat + " IS NULL OR " + lon
-        + " IS NULL THEN 'null' ELSE concat('{\"type\":\"Point\",\"coordinates\":[', " + lon
-        + ", ',', " + lat + ", ']}') END")]
-    for i, (name, c) in enumerate(zip(names, columns, strict=True)):
-        key = (',"properties":{' if i == 0 else ",") + f'"{name}":'
-        if c.quoted:
-            value = ("COALESCE('\"' || " + c.text + " || '\"', 'null')" if c.nullable
-                     else "'\"' || " + c.text + " || '\"'")
-        else:
-            value = "COALESCE(" + c.text + "::text, 'null')" if c.nullable else c.text
-        parts += [sql.Literal(key), sql.SQL(value)]
-    parts.append(sql.Literal("}}"))
-    return sql.SQL("concat({})").format(sql.SQL(", ").join(parts))
-
-
 @dataclass(frozen=True, slots=True)
 class _Statements:
     prescan: sql.Composed  # the (kit, ride) pairs of a day
@@ -257,7 +144,7 @@ def _statements(names: Sequence[str], flt: ExportFilter, encoding: Encoding,
         "   count(*) AS n FROM readings r WHERE {} GROUP BY 1) per_second) cumulative"
         " GROUP BY (upto - 1) / %(slice_rows)s::bigint ORDER BY 1").format(base)
     order = sql.SQL(_PSEUDONYMOUS_ORDER if pseudonymous else _ORDER)
-    row = _row_sql(names, encoding, pseudonymous)
+    row = row_sql(names, encoding, pseudonymous)
     if encoding is Encoding.BINARY:
         agg = sql.SQL("string_agg({}, ''::bytea ORDER BY {})").format(row, order)
     else:
@@ -267,36 +154,6 @@ def _statements(names: Sequence[str], flt: ExportFilter, encoding: Encoding,
     slice_ = sql.SQL("SELECT count(*), {} FROM readings r{} WHERE {}").format(
         agg, sql.SQL(_NAMES_JOIN if pseudonymous else ""), base)
     return _Statements(prescan, bounds, slice_)
-
-
-def binary_row_dtype(names: Sequence[str], *, pseudonymous: bool) -> np.dtype[np.void]:
-    """The layout of one row of an :attr:`Encoding.BINARY` block.
-
-    Timestamps are PostgreSQL's (µs since 2000-01-01 UTC), values big-endian,
-    pseudonyms fixed-width ASCII; ``_n``, ``_oid<i>`` and ``_len<i>`` are
-    ``record_send``'s field count and per-field headers.
-    """
-    fields: list[tuple[str, str]] = [("_n", ">i4")]
-    for i, name in enumerate(names):
-        fields += [(f"_oid{i}", ">u4"), (f"_len{i}", ">i4"),
-                   (name, _column(name, pseudonymous).wire)]
-    return np.dtype(fields)
-
-
-def decode_binary_rows(names: Sequence[str], data: bytes, *, pseudonymous: bool) -> np.ndarray:
-    """The rows of an :attr:`Encoding.BINARY` block, checked, as a structured array."""
-    dtype = binary_row_dtype(names, pseudonymous=pseudonymous)
-    if len(data) % dtype.itemsize:
-        raise QueryError(f"a binary export block of {len(data)} bytes is not whole rows "
-                         f"of {dtype.itemsize} bytes")
-    rows = np.frombuffer(data, dtype=dtype)
-    if len(rows):
-        if np.any(rows["_n"] != len(names)):
-            raise QueryError("binary export rows with an unexpected number of fields")
-        for i, name in enumerate(names):
-            if np.any(rows[f"_len{i}"] != dtype[name].itemsize):
-                raise QueryError(f"binary export field {name!r} is NULL or of another width")
-    return rows
 
 
 def _day_names(pairs: Sequence[tuple[int, int]], day: date, key: PseudonymKey,

@@ -5,9 +5,10 @@ A reading's row is every field of ``ENRICHED_DTYPE``, times as ``timestamptz``
 (NaN, -1 satellites, cell 0); the table stores NULL. :data:`ABSENT` is that
 mapping, the only one: the binary COPY straight into ``readings`` cuts those
 values out as NULL fields (:func:`table_payload`), and the INSERT from the
-staging table turns them into NULL with ``NULLIF`` (:data:`INSERT_NEW`). The
-staging table and the holding table (storage/held.py) keep the markers, so
-their rows have one fixed width and decode with :func:`enriched_from_rows`.
+staging table turns them into NULL with ``NULLIF`` (:data:`INSERT_NEW`); binary
+exports turn NULL back into the marker (storage/export_columns.py). The staging
+table and the holding table (storage/held.py) keep the markers, so their rows
+have one fixed width and decode with :func:`enriched_from_rows`.
 """
 
 from __future__ import annotations
@@ -74,14 +75,18 @@ def absent_masks(rows: np.ndarray) -> dict[str, np.ndarray]:
             for name, marker in ABSENT.items()}
 
 
+def absent_marker(name: str) -> sql.Composable:
+    """The marker of an absent ``name`` as an SQL literal (``'NaN'``, ``-1``, ``0``)."""
+    marker = ABSENT[name]
+    return sql.Literal("NaN") if math.isnan(marker) else sql.Literal(int(marker))
+
+
 def _null_if_absent(name: str) -> sql.Composable:
     column = sql.Identifier(name)
     if name not in ABSENT:
         return column
-    marker = ABSENT[name]
     # PostgreSQL's NaN equals NaN (unlike IEEE), so NULLIF catches it.
-    value = sql.Literal("NaN") if math.isnan(marker) else sql.Literal(int(marker))
-    return sql.SQL("NULLIF({}, {})").format(column, value)
+    return sql.SQL("NULLIF({}, {})").format(column, absent_marker(name))
 
 
 STAGING = staging.StagingTable("bikesense_stage_readings", READING_COLUMNS)

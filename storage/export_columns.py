@@ -1,0 +1,178 @@
+"""How the database encodes one exported reading: the columns, per encoding.
+
+Every column an export can have is SQL over ``readings r`` twice: as text for
+CSV and GeoJSON (NULL where the value is absent) and as a fixed-width value for
+binary rows, never NULL: an absent value comes back as the marker the stream
+uses (:data:`storage.readings.ABSENT`: NaN, -1 satellites, cell 0), so a block
+of binary rows decodes with one ``np.frombuffer`` (:func:`decode_binary_rows`).
+Pseudonymous exports (storage/pseudonyms.py) replace the time by its second
+and add the day's kit and ride names; columns that would link a kit's days are
+withheld.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import LiteralString
+
+import numpy as np
+from psycopg import sql
+
+from storage.exceptions import QueryError
+from storage.pseudonyms import PSEUDONYM_CHARS, RIDE_PSEUDONYM_CHARS
+from storage.readings import absent_marker
+
+
+class Encoding(StrEnum):
+    """How a slice's rows come back."""
+
+    CSV = "csv"  # CSV lines, each ending in a newline
+    GEOJSON = "geojson"  # GeoJSON Feature objects separated by ",\n"
+    BINARY = "binary"  # fixed-width rows, see binary_row_dtype
+
+
+@dataclass(frozen=True, slots=True)
+class ExportColumn:
+    text: LiteralString  # SQL for CSV and GeoJSON; NULL where the value is absent
+    binary: sql.Composable  # SQL for binary rows: never NULL (the absent marker instead)
+    wire: str  # numpy dtype of the value as record_send writes it (big-endian)
+    quoted: bool = False  # a string in GeoJSON
+    nullable: bool = False
+
+
+def _plain(column: LiteralString, wire: str, *, quoted: bool = False) -> ExportColumn:
+    return ExportColumn(column, sql.SQL(column), wire, quoted=quoted)
+
+
+def _nullable(name: LiteralString, pg_type: LiteralString, wire: str) -> ExportColumn:
+    """``r.<name>``, NULL as its absent marker in binary rows."""
+    column = sql.SQL("r.") + sql.Identifier(name)
+    binary = sql.SQL("COALESCE({}, {}::{})").format(column, absent_marker(name),
+                                                    sql.SQL(pg_type))
+    return ExportColumn("r." + name, binary, wire, nullable=True)
+
+
+#: Every column an export can have (api.export names them), over ``readings r``.
+COLUMNS: dict[str, ExportColumn] = {
+    "ts": _plain("r.ts", ">i8", quoted=True),
+    "kit_id": _plain("r.kit_id", ">i8"),
+    "boot_id": _plain("r.boot_id", ">i8"),
+    "seq": _plain("r.seq", ">i8"),
+    "idx": _plain("r.idx", ">i4"),
+    "ride_id": _plain("r.ride_id", ">i8"),
+    "lat_deg": _nullable("lat_deg", "float8", ">f8"),
+    "lon_deg": _nullable("lon_deg", "float8", ">f8"),
+    "gnss_fix": _plain("r.gnss_fix", ">i2"),
+    "hdop": _nullable("hdop", "real", ">f4"),
+    "satellites": _nullable("satellites", "smallint", ">i2"),
+    "speed_mps": _nullable("speed_mps", "real", ">f4"),
+    "pm1_ugm3": _nullable("pm1_ugm3", "real", ">f4"),
+    "pm25_ugm3": _nullable("pm25_ugm3", "real", ">f4"),
+    "pm10_ugm3": _nullable("pm10_ugm3", "real", ">f4"),
+    "no2_ugm3": _nullable("no2_ugm3", "real", ">f4"),
+    "noise_laeq_db": _nullable("noise_laeq_db", "real", ">f4"),
+    "noise_lamax_db": _nullable("noise_lamax_db", "real", ">f4"),
+    "temperature_c": _nullable("temperature_c", "real", ">f4"),
+    "humidity_pct": _nullable("humidity_pct", "real", ">f4"),
+    "interval_ms": _plain("r.interval_ms", ">i8"),
+    "status": _plain("r.status", ">i4"),
+    "qa_flags": _plain("r.qa_flags", ">i8"),
+    "cell": ExportColumn("lpad(to_hex(NULLIF(r.cell, 0)), 15, '0')",
+                         _nullable("cell", "bigint", ">i8").binary, ">i8",
+                         quoted=True, nullable=True),
+    "received_at": _plain("r.received_at", ">i8", quoted=True),
+}
+
+# The reading's second: date_bin is arithmetic on the timestamp, date_trunc converts it to
+# calendar fields and back (measured slower).
+SECOND: LiteralString = "date_bin('1 second', r.ts, timestamptz '2000-01-01 00:00:00+00')"
+
+#: Pseudonymous exports: what replaces or joins the columns above (m: the day's names).
+PSEUDONYMOUS_COLUMNS: dict[str, ExportColumn] = {
+    "ts": _plain(SECOND, ">i8", quoted=True),
+    "kit_pseudonym": _plain("m.kit_name", f"S{PSEUDONYM_CHARS}", quoted=True),
+    "ride_pseudonym": _plain("m.ride_name", f"S{RIDE_PSEUDONYM_CHARS}", quoted=True),
+}
+
+#: Columns that would link a kit's days (storage.pseudonyms.WITHHELD_FIELDS, as columns).
+WITHHELD_COLUMNS = frozenset({"kit_id", "boot_id", "seq", "idx", "ride_id", "received_at"})
+
+
+def column(name: str, pseudonymous: bool) -> ExportColumn:
+    """The column ``name``; :class:`QueryError` if there is none, or not in this kind of
+    export."""
+    if pseudonymous:
+        if name in WITHHELD_COLUMNS:
+            raise QueryError(f"column {name!r} is not available in pseudonymous exports")
+        if name in PSEUDONYMOUS_COLUMNS:
+            return PSEUDONYMOUS_COLUMNS[name]
+    elif name in PSEUDONYMOUS_COLUMNS and name != "ts":
+        raise QueryError(f"column {name!r} exists only in pseudonymous exports")
+    try:
+        return COLUMNS[name]
+    except KeyError:
+        raise QueryError(f"unknown export column {name!r}") from None
+
+
+def row_sql(names: Sequence[str], encoding: Encoding, pseudonymous: bool) -> sql.Composable:
+    """One row of ``names`` in ``encoding``, as an SQL expression."""
+    columns = [column(n, pseudonymous) for n in names]
+    if encoding is Encoding.BINARY:
+        # record_send writes each field as (type oid, length, value): fixed widths, since no
+        # field is NULL, so a block of rows decodes with one np.frombuffer.
+        return sql.SQL("record_send(ROW({}))").format(
+            sql.SQL(", ").join(c.binary for c in columns))
+    if encoding is Encoding.CSV:
+        # NULL is CSV's empty field. No value here can hold a comma, quote or newline
+        # (numbers, timestamps, hex, base32), so none is quoted. concat_ws with one cast per
+        # nullable value measured cheaper than concat() with a separator argument per value.
+        values = [sql.SQL("COALESCE(" + c.text + "::text, '')" if c.nullable else c.text)
+                  for c in columns]
+        return sql.SQL("concat_ws(',', {}) || E'\\n'").format(sql.SQL(", ").join(values))
+    lat, lon = COLUMNS["lat_deg"].text, COLUMNS["lon_deg"].text
+    parts: list[sql.Composable] = [sql.SQL(
+        "'{\"type\":\"Feature\",\"geometry\":', CASE WHEN " + lat + " IS NULL OR " + lon
+        + " IS NULL THEN 'null' ELSE concat('{\"type\":\"Point\",\"coordinates\":[', " + lon
+        + ", ',', " + lat + ", ']}') END")]
+    for i, (name, c) in enumerate(zip(names, columns, strict=True)):
+        key = (',"properties":{' if i == 0 else ",") + f'"{name}":'
+        if c.quoted:
+            value = ("COALESCE('\"' || " + c.text + " || '\"', 'null')" if c.nullable
+                     else "'\"' || " + c.text + " || '\"'")
+        else:
+            value = "COALESCE(" + c.text + "::text, 'null')" if c.nullable else c.text
+        parts += [sql.Literal(key), sql.SQL(value)]
+    parts.append(sql.Literal("}}"))
+    return sql.SQL("concat({})").format(sql.SQL(", ").join(parts))
+
+
+def binary_row_dtype(names: Sequence[str], *, pseudonymous: bool) -> np.dtype[np.void]:
+    """The layout of one row of an :attr:`Encoding.BINARY` block.
+
+    Timestamps are PostgreSQL's (µs since 2000-01-01 UTC), values big-endian,
+    pseudonyms fixed-width ASCII; ``_n``, ``_oid<i>`` and ``_len<i>`` are
+    ``record_send``'s field count and per-field headers.
+    """
+    fields: list[tuple[str, str]] = [("_n", ">i4")]
+    for i, name in enumerate(names):
+        fields += [(f"_oid{i}", ">u4"), (f"_len{i}", ">i4"),
+                   (name, column(name, pseudonymous).wire)]
+    return np.dtype(fields)
+
+
+def decode_binary_rows(names: Sequence[str], data: bytes, *, pseudonymous: bool) -> np.ndarray:
+    """The rows of an :attr:`Encoding.BINARY` block, checked, as a structured array."""
+    dtype = binary_row_dtype(names, pseudonymous=pseudonymous)
+    if len(data) % dtype.itemsize:
+        raise QueryError(f"a binary export block of {len(data)} bytes is not whole rows "
+                         f"of {dtype.itemsize} bytes")
+    rows = np.frombuffer(data, dtype=dtype)
+    if len(rows):
+        if np.any(rows["_n"] != len(names)):
+            raise QueryError("binary export rows with an unexpected number of fields")
+        for i, name in enumerate(names):
+            if np.any(rows[f"_len{i}"] != dtype[name].itemsize):
+                raise QueryError(f"binary export field {name!r} is NULL or of another width")
+    return rows
