@@ -11,7 +11,7 @@ Three kinds of rows, each staged with a binary COPY and upserted:
 * the cells they name (``h3_cells``), registered once.
 
 The writer stores them only for readings that were new in its transaction
-(DESIGN.md decision 2), so a replayed batch adds nothing.
+(docs/design.md decision 2), so a replayed batch adds nothing.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """How window partials are stored: one row per cell-window holding every metric's partial.
 
-The stream hands storage partials of one metric each (``PARTIAL_DTYPE``, DESIGN.md
+The stream hands storage partials of one metric each (``PARTIAL_DTYPE``, docs/design.md
 decision 1); a batch's readings mostly carry all seven metrics, so those come in
 sevens with one (resolution, cell, window) key. ``cell_windows``
 (migrations/0007_cell_windows.sql) keeps the seven side by side in one row, as
@@ -44,7 +44,7 @@ KEY_COLUMNS: tuple[Column, ...] = (
 _KEY_FIELDS = ("resolution", "window_s", "window_start_ms", "cell")
 #: Every metric's fields, in the order they are stored.
 METRIC_FIELDS = ("n", "sum", "sumsq", "min", "max", "hist")
-#: Noise only (DESIGN.md decision 3).
+#: Noise only (docs/design.md decision 3).
 NOISE_FIELDS = ("energy", "duration_s", "lamax_db")
 
 

@@ -1,4 +1,4 @@
-"""Daily pseudonyms of kits and rides for researcher-facing outputs (DESIGN.md decision 4).
+"""Daily pseudonyms of kits and rides for researcher-facing outputs (docs/design.md decision 4).
 
 A kit's bike is ridden by a mail carrier on a round: if an export names the
 kit, a researcher can follow one person's rounds day after day. So outputs

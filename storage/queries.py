@@ -6,7 +6,7 @@ the extreme, histograms add element-wise) and derived in numpy by
 sample standard deviation, p50 / p95 from the histogram and LAeq on energy
 mean one thing everywhere.
 
-Privacy (DESIGN.md decision 4): a cell-window contributes only if at least
+Privacy (docs/design.md decision 4): a cell-window contributes only if at least
 ``min_rides`` distinct rides passed through it, and a cell (or time bucket) is
 returned only if it was seen on at least ``min_days`` distinct days. Both
 default to 0 for internal use; the public API passes its k.

@@ -23,7 +23,7 @@ from psycopg import sql
 from storage.migrate import Backend, recorded_backend
 from storage.writer import MS_PER_DAY, ensure_partitions
 
-#: DESIGN.md decision 4: raw tracks expire. Three months is long enough to
+#: docs/design.md decision 4: raw tracks expire. Three months is long enough to
 #: re-run QA on a quarter's data and short enough to respect the riders.
 DEFAULT_RAW_RETENTION = timedelta(days=90)
 
@@ -73,7 +73,7 @@ def expire_presence(conn: psycopg.Connection[Any], older_than: datetime, *,
 
     Presence rows tie a ride to a cell and a window: at fine resolutions and short
     windows that is close to a coarse track, which should not outlive the raw
-    tracks (DESIGN.md decision 4). Day-long windows stay, so the k-anonymity
+    tracks (docs/design.md decision 4). Day-long windows stay, so the k-anonymity
     filter keeps working for old data queried by the day; queries of short
     windows over the expired range then find no passing cell-windows.
     """

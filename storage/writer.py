@@ -1,6 +1,6 @@
 """The batch writer: raw readings, then aggregates of only the new ones, in one transaction.
 
-DESIGN.md decision 2 (exactly-once effect over at-least-once delivery):
+docs/design.md decision 2 (exactly-once effect over at-least-once delivery):
 
 1. the batch is de-duplicated by identity in numpy and sorted by it (a fixed
    lock order, so concurrent writers do not deadlock);
