@@ -51,9 +51,9 @@ from api.keys import create_key
 from api.roles import Principal, Role
 from api.tiles import TileBox, average_edge_m, resolution_for_zoom
 from bikesense.settings import Settings
+from storage.cell_means import cell_means
 from storage.cellwindows import per_metric
 from storage.queries import BBox
-from storage.tiles import cell_means
 from storage.writer import write_batch
 from stream.core.aggregate import aggregate
 from stream.core.batch import ENRICHED_DTYPE

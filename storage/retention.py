@@ -85,7 +85,7 @@ def expire_presence(conn: psycopg.Connection[Any], older_than: datetime, *,
             "DELETE FROM window_presence WHERE window_s < %(keep)s"
             " AND window_start + make_interval(secs => window_s) <= %(older)s", params)
         # The ride counts of those windows go with them: the public k-check reads the
-        # counts (storage.tiles), and an expired window must not pass it.
+        # counts (storage.cell_means), and an expired window must not pass it.
         conn.execute(
             "DELETE FROM window_rides WHERE window_s < %(keep)s"
             " AND window_start + make_interval(secs => window_s) <= %(older)s", params)

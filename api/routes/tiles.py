@@ -32,8 +32,8 @@ from api.render.tile_png import (
     render_tile,
     resolution_for_zoom,
 )
+from storage.cell_means import cell_means
 from storage.queries import BBox
-from storage.tiles import cell_means
 
 router = APIRouter(prefix="/v1/tiles", tags=["tiles"], responses=ERROR_RESPONSES)
 

@@ -11,9 +11,9 @@ import numpy as np
 import psycopg
 import pytest
 
+from storage.cell_means import cell_means
 from storage.queries import BBox, Selection
 from storage.retention import expire_presence
-from storage.tiles import cell_means
 from storage.writer import MS_PER_DAY, write_batch
 from stream.core.partials import Metric
 from tests.storage.storage_factories import T0_MS, make_readings
