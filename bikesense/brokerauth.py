@@ -26,7 +26,7 @@ import secrets
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote, unquote, urlsplit
 
 import psycopg
 
@@ -39,7 +39,7 @@ from bikesense.services import (
     reload_broker,
 )
 from bikesense.settings import Settings, resolve_mqtt_url
-from ingest.broker_auth import kit_mqtt_password
+from ingest.broker_auth import acl_text, kit_mqtt_password
 from ingest.topics import TopicLayout
 from storage.keyfiles import read_or_create_key_text
 from storage.kits import MasterKey, active_kit_secrets
@@ -82,17 +82,19 @@ def service_acl_text(layout: TopicLayout, readers: Iterable[str]) -> str:
     return "\n".join(lines)
 
 
-def _write_private(path: Path, text: str) -> None:
-    """Replace ``path`` atomically with a file only its owner (Mosquitto's user) can read."""
+def _write_private(path: Path, text: str, owner: tuple[int, int] | None = None) -> None:
+    """Replace ``path`` atomically with a file only its owner can read: ``owner`` (uid, gid),
+    else Mosquitto's system user when we run as root, else us."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     try:
         with os.fdopen(fd, "w") as f:
             f.write(text)
-        owner = mosquitto_file_owner()
+        if owner is None and (user := mosquitto_file_owner()) is not None:
+            owner = (user.pw_uid, user.pw_gid)
         if owner is not None:
-            os.chown(tmp, owner.pw_uid, owner.pw_gid)
+            os.chown(tmp, *owner)
         tmp.replace(path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
@@ -101,17 +103,49 @@ def _write_private(path: Path, text: str) -> None:
 
 
 def write_kit_accounts(accounts: BrokerAccounts, kit_secrets: Mapping[int, bytes],
-                       layout: TopicLayout) -> None:
+                       layout: TopicLayout, owner: tuple[int, int] | None = None) -> None:
     """The kit listener's password and ACL files for exactly these (active) kits."""
     _write_private(accounts.kit_passwords, password_file_text(
-        {str(k): kit_mqtt_password(s) for k, s in sorted(kit_secrets.items())}))
-    _write_private(accounts.kit_acl, kit_acl_text(layout, kit_secrets))
+        {str(k): kit_mqtt_password(s) for k, s in sorted(kit_secrets.items())}), owner)
+    _write_private(accounts.kit_acl, kit_acl_text(layout, kit_secrets), owner)
 
 
 def write_service_accounts(accounts: BrokerAccounts, ingest_password: str,
-                           layout: TopicLayout) -> None:
-    _write_private(accounts.service_passwords, password_file_text({INGEST_USER: ingest_password}))
-    _write_private(accounts.service_acl, service_acl_text(layout, [INGEST_USER]))
+                           layout: TopicLayout, owner: tuple[int, int] | None = None) -> None:
+    _write_private(accounts.service_passwords, password_file_text({INGEST_USER: ingest_password}),
+                   owner)
+    _write_private(accounts.service_acl, service_acl_text(layout, [INGEST_USER]), owner)
+
+
+def write_single_listener_accounts(directory: Path, kit_secrets: Mapping[int, bytes],
+                                   ingest_password: str, layout: TopicLayout,
+                                   owner: tuple[int, int] | None = None) -> None:
+    """``passwords`` and ``acl`` for a broker with one listener for kits and ingest alike.
+
+    Without ``use_username_as_clientid`` there, a kit can log in with ingest's client id
+    and take its session: prefer the two-listener files (:class:`BrokerAccounts`).
+    """
+    credentials = {str(k): kit_mqtt_password(s) for k, s in sorted(kit_secrets.items())}
+    credentials[INGEST_USER] = ingest_password
+    _write_private(directory / "passwords", password_file_text(credentials), owner)
+    _write_private(directory / "acl", acl_text(layout, {INGEST_USER: "read"}), owner)
+
+
+def ingest_password_from(settings: Settings) -> str | None:
+    """Ingest's password when the configured MQTT URL logs in as ingest (docker-compose.yml)."""
+    parts = urlsplit(settings.mqtt_url or "")
+    if parts.username and unquote(parts.username) == INGEST_USER and parts.password:
+        return unquote(parts.password)
+    return None
+
+
+def parse_owner(text: str) -> tuple[int, int]:
+    """``UID:GID`` (or ``UID``, the group alike) as numbers."""
+    uid, _, gid = text.partition(":")
+    try:
+        return int(uid), int(gid or uid)
+    except ValueError:
+        raise ValueError(f"--owner must be UID:GID in numbers (got {text!r})") from None
 
 
 def ingest_password(state_dir: Path) -> str:

@@ -19,7 +19,7 @@ from bikesense.brokerauth import ingest_mqtt_url, reload_embedded_broker
 from bikesense.cliutil import connect_or_exit, exit_with, settings_or_exit
 from bikesense.exceptions import BikesenseError
 from bikesense.settings import resolve_database_url
-from ingest.broker_auth import acl_text, kit_mqtt_password, write_password_file
+from ingest.broker_auth import kit_mqtt_password
 from ingest.exceptions import IngestError
 from ingest.topics import DEFAULT_SHARE_GROUP, TopicLayout
 from storage.cli import master_key_from_environment
@@ -85,24 +85,47 @@ def kits_broker_acl(
     out: Annotated[Path, typer.Option(help="Folder for the password and ACL files.")] = Path(
         "deploy/mosquitto"),
     ingest_password: Annotated[str, typer.Option(
-        envvar="BIKESENSE_MQTT_INGEST_PASSWORD", help="Password of the ingest service user.")] = "",
+        envvar="BIKESENSE_MQTT_INGEST_PASSWORD",
+        help="Password of the ingest service user (default: the one in BIKESENSE_MQTT_URL, "
+             "when that logs in as bikesense-ingest).")] = "",
     topic_root: Annotated[str, typer.Option(help="Topic root.")] = TopicLayout().root,
+    owner: Annotated[str | None, typer.Option(
+        help="UID:GID to own the files (the broker's user; 1883:1883 in eclipse-mosquitto).")
+    ] = None,
 ) -> None:
-    """Write Mosquitto password and ACL files: each kit may publish only to its own topics."""
+    """Write Mosquitto password and ACL files: each kit may publish only to its own topics.
+
+    kits.passwords / kits.acl and services.passwords / services.acl are for a broker with a
+    kit listener and an ingest listener (deploy/mosquitto.conf); passwords / acl for one
+    listener. Send the broker SIGHUP afterwards: it re-reads them without a restart.
+    """
+    from bikesense.brokerauth import (  # noqa: PLC0415
+        ingest_password_from,
+        parse_owner,
+        write_kit_accounts,
+        write_service_accounts,
+        write_single_listener_accounts,
+    )
+    from bikesense.services import BrokerAccounts  # noqa: PLC0415
+
     settings = settings_or_exit()
+    ingest_password = ingest_password or ingest_password_from(settings) or ""
     if not ingest_password:
         exit_with(IngestError("set --ingest-password or BIKESENSE_MQTT_INGEST_PASSWORD"), 2)
+    try:
+        file_owner = parse_owner(owner) if owner else None
+    except ValueError as exc:
+        exit_with(exc, 2)
     with connect_or_exit(settings) as conn:
         secrets = kit_secrets(conn, master_key_from_environment(settings))
-    credentials = {str(k): kit_mqtt_password(s.secret) for k, s in secrets.items() if s.active}
-    credentials["bikesense-ingest"] = ingest_password
-    try:
-        write_password_file(out / "passwords", credentials)
-    except IngestError as exc:
-        exit_with(exc)
-    (out / "acl").write_text(acl_text(TopicLayout(topic_root), {"bikesense-ingest": "read"}))
-    console.print(f"wrote {out / 'passwords'} ({len(credentials) - 1} kits) and {out / 'acl'}; "
-                  "point Mosquitto's password_file and acl_file at them (docs/mqtt.md)")
+    active = {k: s.secret for k, s in secrets.items() if s.active}
+    layout = TopicLayout(topic_root)
+    accounts = BrokerAccounts(out)
+    write_kit_accounts(accounts, active, layout, file_owner)
+    write_service_accounts(accounts, ingest_password, layout, file_owner)
+    write_single_listener_accounts(out, active, ingest_password, layout, file_owner)
+    console.print(f"wrote the broker's accounts for {len(active)} kits and ingest in {out}; "
+                  "send the broker SIGHUP to load them (docs/deployment.md)")
 
 
 @kits_app.command("pseudonym")

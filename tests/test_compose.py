@@ -43,7 +43,7 @@ def _local_path(text: str) -> Path:
 
 
 def test_the_bikesense_services_are_all_there() -> None:
-    assert set(BIKESENSE) == {"migrate", "ingest-1", "ingest-2", "stream", "api"}
+    assert set(BIKESENSE) == {"migrate", "broker-accounts", "ingest-1", "ingest-2", "stream", "api"}
     assert {"mosquitto", "kafka", "timescaledb"} <= set(SERVICES)
     assert "zookeeper" not in SERVICES
     assert "controller" in SERVICES["kafka"]["environment"]["KAFKA_PROCESS_ROLES"]  # KRaft
