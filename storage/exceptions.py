@@ -1,13 +1,16 @@
 """Errors of the storage layer.
 
-    StorageError
-    ├── MigrationError      the schema cannot be brought up to date (edited or unknown migration)
-    ├── BatchError          a batch handed to the writer has the wrong shape
-    ├── KitError
-    │   ├── KitExistsError      registering a kit id or pseudonym that is taken
-    │   └── UnknownKitError     the kit id is not registered
-    ├── SecretError         a kit secret cannot be decrypted (wrong or rotated master key)
-    └── QueryError          query parameters that cannot be answered (bad bbox, time range)
+    BikesenseError (bikesense.exceptions)
+    └── StorageError
+        ├── MigrationError      the schema cannot be brought up to date (edited or unknown
+        │                       migration)
+        ├── BatchError          a batch handed to the writer has the wrong shape
+        ├── KitError
+        │   ├── KitExistsError      registering a kit id or pseudonym that is taken
+        │   └── UnknownKitError     the kit id is not registered
+        ├── SecretError         a kit secret cannot be decrypted (wrong or rotated master key)
+        └── QueryError          query parameters that cannot be answered (bad bbox, time
+                                range)
 
 psycopg's own errors (connection lost, deadlock) are not wrapped: callers that
 retry need to see them as they are.
@@ -15,8 +18,10 @@ retry need to see them as they are.
 
 from __future__ import annotations
 
+from bikesense.exceptions import BikesenseError
 
-class StorageError(Exception):
+
+class StorageError(BikesenseError):
     """Base of the errors raised by ``storage``."""
 
 
