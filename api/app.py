@@ -23,8 +23,9 @@ from api.errors import install_error_handlers
 from api.live import Broadcaster, listen_forever
 from api.metrics import ApiMetrics, RequestMetrics
 from api.ratelimit import TokenBuckets
-from api.routes import cells, exports, health, kits, live, meta, page, tiles, timeseries
+from api.routes import basemap, cells, exports, health, kits, live, meta, page, tiles, timeseries
 from api.state import ApiState
+from api.webassets import asset_dirs
 from bikesense.settings import Settings, load_settings, resolve_database_url
 from storage.pool import create_async_pool
 
@@ -92,10 +93,12 @@ def create_app(settings: Settings | None = None, api_settings: ApiSettings | Non
         app.add_middleware(CORSMiddleware, allow_origins=list(api_settings.cors_origins),
                            allow_methods=["GET"], allow_headers=["X-API-Key", "Authorization"],
                            expose_headers=["ETag"])
-    for module in (health, meta, tiles, cells, timeseries, exports, live, kits, page):
+    for module in (health, meta, tiles, cells, timeseries, exports, live, kits, basemap, page):
         app.include_router(module.router)
-    if page.MAPLIBRE_DIST.is_dir():
-        app.mount("/static/maplibre", StaticFiles(directory=page.MAPLIBRE_DIST), name="maplibre")
-    else:
-        log.warning("map assets missing (%s): run `npm ci --prefix api/web`", page.MAPLIBRE_DIST)
+    assets, missing = asset_dirs()
+    for name, folder in assets.items():
+        app.mount(f"/static/{name}", StaticFiles(directory=folder), name=name)
+    if missing:
+        log.warning("map assets missing (%s): run `npm ci --prefix api/web`",
+                    ", ".join(map(str, missing)))
     return app

@@ -9,6 +9,8 @@ hand it to :func:`api.app.create_app`.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from pydantic import Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -57,6 +59,11 @@ class ApiSettings(BaseSettings):
         default="https://tile.openstreetmap.org/{z}/{x}/{y}.png",
         description="raster base map template; the page falls back to a plain background "
                     "when it cannot load; empty to never try",
+    )
+    basemap_file: Path | None = Field(
+        default=None,
+        description="GeoJSON of streets and places drawn under the heat map, offline "
+                    "(docs/map.md); served at /v1/basemap; when set, the raster is not tried",
     )
     map_center_lat: float = Field(default=52.129, ge=-85, le=85,
                                   description="where the map page opens (default: Alphen a/d Rijn)")

@@ -15,6 +15,7 @@ workers (``bikesense stream worker``) in place of the embedded runtime.
 from __future__ import annotations
 
 import contextlib
+import os
 import signal
 import subprocess
 import sys
@@ -36,6 +37,7 @@ from bikesense.settings import Settings, resolve_database_url, resolve_mqtt_url
 from simulators.fleet import Fleet, Publication, Run, SimulationConfig
 from simulators.publisher import MqttPublisher
 from simulators.runner import RunStats, pump
+from simulators.streetmap import write_town_streets
 from storage.cli import master_key_from_environment
 from storage.kits import get_kit, register_kit
 from storage.migrate import migrate
@@ -176,6 +178,10 @@ def run_demo(settings: Settings, options: DemoOptions) -> None:
         else:
             children.start("ingest", "ingest", "--client-id", "bikesense-demo-ingest",
                            "--share-group", "")
+        # The generated town's streets are the map's offline base map (docs/map.md).
+        if "BIKESENSE_BASEMAP_FILE" not in os.environ:
+            os.environ["BIKESENSE_BASEMAP_FILE"] = str(
+                write_town_streets(fleet.town, settings.state_dir / "demo-basemap.geojson"))
         children.start("api", "api", "serve", "--port", str(port))
         url = f"http://127.0.0.1:{port}/"
         _wait_http(url + "healthz", children)

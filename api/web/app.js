@@ -1,44 +1,225 @@
-// bikesense map page: MapLibre GL JS (from npm, served locally), heat-map tiles of the API,
-// metric picker, period slider, legend, live updates over SSE, and a time series per cell.
+// bikesense map page: MapLibre GL JS with the API's heat-map tiles over an offline base map,
+// metric and period pickers (local time), legend, honest states (no data, server or database
+// away, refused key, live updates), and a chart per cell. Every package comes from npm and is
+// served by the API (api/webassets.py): nothing is fetched from a CDN.
 import * as maplibregl from "/static/maplibre/maplibre-gl.mjs";
+import { DateTime } from "/static/luxon/luxon.mjs";
+import uPlot from "/static/uplot/uPlot.esm.js";
 
 const EARTH_CIRCUMFERENCE_M = 40075016.686;
-const HOUR_MS = 3600 * 1000;
+const MINUTE_MS = 60 * 1000;
+const HOUR_MS = 60 * MINUTE_MS;
+const HEALTH_EVERY_MS = 15 * 1000;
+const RETRY_START_MS = 5 * 1000;
+// Live events can come every second while a fleet uploads; redraw the tiles at most this often.
+const LIVE_REFRESH_MS = 5 * 1000;
+const LABELS = { pm1: "PM1", pm25: "PM2.5", pm10: "PM10", no2: "NO₂", noise: "Noise",
+  temperature: "Temperature", humidity: "Humidity" };
 
+const params = new URLSearchParams(location.hash.slice(1));
 const state = {
   meta: null,
-  metric: "pm25",
-  rangeHours: 24,
-  endOffsetHours: 0,
+  metric: params.get("metric") || "pm25",
+  // {kind: "last", hours} | {kind: "day", day: "YYYY-MM-DD"} | {kind: "custom", from, to}
+  // (local wall-clock strings, "YYYY-MM-DDTHH:mm", in state.tz)
+  period: { kind: "last", hours: 24 },
+  tz: params.get("tz") || "Europe/Amsterdam",
   version: 0, // bumped by live updates so the tiles are fetched again
   key: sessionStorage.getItem("bikesense-key") || "",
+  selected: null, // {lngLat} of the clicked cell
+  health: "unknown", // ok | degraded | down
+  live: "connecting", // connecting | open | reconnecting
+  lastLiveMs: null,
+  streets: null, // the offline base map's features, for "near …" in the cell panel
 };
 // For tests and curious officers: what the page is doing.
-window.bikesense = { state, map: null, tileLoads: 0, tileErrors: 0, liveEvents: 0, ready: false };
+window.bikesense = {
+  state, map: null, tileLoads: 0, tileErrors: 0, liveEvents: 0, ready: false, started: false,
+  problem: null, cellsInView: null, basemap: "none", selectedCell: null, plot: null,
+};
 
 const $ = (id) => document.getElementById(id);
+let map = null;
+let plot = null;
+
+class HttpError extends Error {
+  constructor(status, message) {
+    super(message);
+    this.status = status;
+  }
+}
 
 function headers() {
   return state.key ? { "X-API-Key": state.key } : {};
 }
 
-async function getJSON(url) {
-  const response = await fetch(url, { headers: headers() });
-  const body = await response.json();
-  if (!response.ok) {
-    const detail = (body.detail || []).map((d) => `${d.parameter ?? ""}: ${d.message}`).join("; ");
-    throw new Error(`${response.status} ${detail}`);
+async function request(url) {
+  let response;
+  try {
+    response = await fetch(url, { headers: headers(), cache: "no-store" });
+  } catch (err) {
+    throw new HttpError(0, "the server cannot be reached");
   }
-  return body;
+  if (!response.ok) {
+    const body = await response.json().catch(() => ({}));
+    const detail = (body.detail || []).map((d) => d.message).join("; ") || response.statusText;
+    throw new HttpError(response.status, detail);
+  }
+  return response;
+}
+
+async function getJSON(url) {
+  return (await request(url)).json();
+}
+
+// ---------------------------------------------------------------- problems and messages
+
+// What is wrong, most serious first; the banner shows the first one present.
+const PROBLEM_ORDER = ["key", "server", "database", "tiles", "empty"];
+const problems = new Map();
+
+function setProblem(kind, text) {
+  if (text) problems.set(kind, text); else problems.delete(kind);
+  renderBanner();
+}
+
+function renderBanner() {
+  const kind = PROBLEM_ORDER.find((k) => problems.has(k)) || null;
+  window.bikesense.problem = kind;
+  const banner = $("banner");
+  banner.hidden = !kind;
+  banner.className = kind === "empty" ? "info" : "error";
+  banner.dataset.kind = kind || "";
+  $("banner-text").textContent = kind ? problems.get(kind) : "";
+  const actions = $("banner-actions");
+  actions.replaceChildren();
+  if (kind === "key") {
+    actions.append(button("Enter another key", () => openKeyBox()),
+      button("Continue without a key", () => useKey("")));
+  }
+}
+
+function button(text, onClick) {
+  const b = document.createElement("button");
+  b.type = "button";
+  b.textContent = text;
+  b.addEventListener("click", onClick);
+  return b;
+}
+
+function openKeyBox() {
+  setPanelOpen(true);
+  $("key-box").open = true;
+  $("key").focus();
+}
+
+// A failed request: say what failed, and never leave it looking like "no data".
+function reportFailure(err) {
+  const status = err instanceof HttpError ? err.status : -1;
+  if (status === 401 || status === 403) {
+    setProblem("key", `The API key was refused (${err.message}): it may be mistyped or revoked.`);
+    $("key-box").open = true;
+  } else if (status === 0) {
+    setProblem("server", "The bikesense server cannot be reached: the map shows nothing new until it answers. Retrying…");
+  } else if (status === 503) {
+    setProblem("database", "The database is unavailable: the map cannot show data now (this is not \"no data\"). Retrying…");
+  } else {
+    setProblem("server", `The server answered ${status}: ${err.message || err}`);
+  }
+}
+
+// ---------------------------------------------------------------- time
+
+function localFromMs(ms) {
+  return DateTime.fromMillis(ms, { zone: state.tz });
+}
+
+function parseLocal(text) {
+  const dt = DateTime.fromISO(text, { zone: state.tz });
+  return dt.isValid ? dt : null;
 }
 
 function period() {
-  // Whole hours, so tile URLs stay the same within the hour and caches can work.
-  const nowHour = Math.ceil(Date.now() / HOUR_MS) * HOUR_MS;
-  const end = new Date(nowHour + state.endOffsetHours * HOUR_MS);
-  const start = new Date(end.getTime() - state.rangeHours * HOUR_MS);
-  return { from: start.toISOString(), to: end.toISOString() };
+  const p = state.period;
+  let fromMs;
+  let toMs;
+  if (p.kind === "day") {
+    const day = parseLocal(p.day) || localFromMs(Date.now()).startOf("day");
+    fromMs = day.startOf("day").toMillis();
+    toMs = day.startOf("day").plus({ days: 1 }).toMillis(); // 23 or 25 hours on DST days
+  } else if (p.kind === "custom") {
+    fromMs = (parseLocal(p.from) || localFromMs(Date.now() - 24 * HOUR_MS)).toMillis();
+    toMs = (parseLocal(p.to) || localFromMs(Date.now())).toMillis();
+  } else {
+    // A rolling period ending now, to the minute: "last hour" at 00:10 is 23:10–00:10. The
+    // minute keeps tile URLs the same for a minute, so caches can work.
+    toMs = Math.ceil(Date.now() / MINUTE_MS) * MINUTE_MS;
+    fromMs = toMs - p.hours * HOUR_MS;
+  }
+  return {
+    fromMs, toMs, hours: (toMs - fromMs) / HOUR_MS,
+    from: new Date(fromMs).toISOString(), to: new Date(toMs).toISOString(),
+    live: toMs >= Date.now() - MINUTE_MS,
+  };
 }
+
+function periodIsValid() {
+  const { fromMs, toMs } = period();
+  return toMs > fromMs;
+}
+
+function renderPeriod() {
+  const { fromMs, toMs } = period();
+  const kind = state.period.kind;
+  $("range").value = kind === "last" ? String(state.period.hours) : kind;
+  $("day-box").hidden = kind !== "day";
+  $("custom-box").hidden = kind !== "custom";
+  const from = localFromMs(fromMs);
+  const to = localFromMs(toMs);
+  $("period-local").textContent = toMs > fromMs
+    ? `${from.toFormat("ccc d LLL yyyy HH:mm")} – ${to.toFormat(to.hasSame(from, "day") ? "HH:mm" : "ccc d LLL HH:mm")} (${state.tz})`
+    : "The end must come after the start.";
+  const utc = (ms) => new Date(ms).toISOString().slice(0, 16).replace("T", " ");
+  $("period-utc").textContent = `UTC ${utc(fromMs)} – ${utc(toMs)}`;
+  const metric = LABELS[state.metric] || state.metric;
+  const option = $("range").selectedOptions[0];
+  const span = kind !== "last" ? from.toFormat("d LLL")
+    : option ? option.textContent.toLowerCase() : `last ${state.period.hours} h`;
+  $("summary").textContent = `${metric} · ${span}`;
+}
+
+function setPeriod(next) {
+  state.period = next;
+  renderPeriod();
+  writeHash();
+  periodChanged();
+}
+
+// ---------------------------------------------------------------- URL state
+
+function writeHash() {
+  const q = new URLSearchParams();
+  q.set("metric", state.metric);
+  const p = state.period;
+  if (p.kind === "last") q.set("last", String(p.hours));
+  if (p.kind === "day") q.set("day", p.day);
+  if (p.kind === "custom") { q.set("from", p.from); q.set("to", p.to); }
+  if (map) {
+    const c = map.getCenter();
+    q.set("at", `${c.lat.toFixed(5)},${c.lng.toFixed(5)},${map.getZoom().toFixed(2)}`);
+  }
+  if (params.get("tz")) q.set("tz", state.tz);
+  history.replaceState(null, "", `#${q}`);
+}
+
+function readHashPeriod() {
+  if (params.get("day")) return { kind: "day", day: params.get("day") };
+  if (params.get("from") && params.get("to")) return { kind: "custom", from: params.get("from"), to: params.get("to") };
+  const hours = Number(params.get("last"));
+  return { kind: "last", hours: hours > 0 ? hours : 24 };
+}
+
+// ---------------------------------------------------------------- map layers
 
 function tileUrl() {
   const { from, to } = period();
@@ -47,15 +228,59 @@ function tileUrl() {
 }
 
 function baseStyle() {
-  // Offline first: a plain background always works; the raster base map is added when reachable.
+  // Offline first: a plain background always works; streets are added when there are any.
   return {
     version: 8,
     sources: {},
-    layers: [{ id: "background", type: "background", paint: { "background-color": "#e9edf0" } }],
+    layers: [{ id: "background", type: "background", paint: { "background-color": "#eef0ea" } }],
   };
 }
 
-function probeBasemap(template) {
+function setHeatSource() {
+  if (!periodIsValid()) return;
+  const source = map.getSource("heat");
+  if (source) {
+    source.setTiles([tileUrl()]);
+    return;
+  }
+  map.addSource("heat", { type: "raster", tiles: [tileUrl()], tileSize: 256, maxzoom: 22 });
+  map.addLayer({ id: "heat", type: "raster", source: "heat", paint: { "raster-opacity": 0.85, "raster-fade-duration": 0 } },
+    map.getLayer("street-labels") ? "street-labels" : undefined);
+}
+
+async function addOfflineBasemap() {
+  // The operator's (or the demo's) GeoJSON of streets and places, served by the API.
+  let data;
+  try {
+    const response = await fetch("/v1/basemap", { cache: "no-cache" });
+    if (!response.ok) return false;
+    data = await response.json();
+  } catch {
+    return false;
+  }
+  state.streets = data.features.filter((f) => f.geometry && f.geometry.type === "LineString");
+  map.addSource("streets", { type: "geojson", data, attribution: "streets: bikesense base map" });
+  const lines = ["==", ["geometry-type"], "LineString"];
+  map.addLayer({ id: "street-casing", type: "line", source: "streets", filter: lines,
+    layout: { "line-cap": "round", "line-join": "round" },
+    paint: { "line-color": "#b9bcb4", "line-width": ["interpolate", ["linear"], ["zoom"], 12, 1.5, 17, 14] } });
+  map.addLayer({ id: "streets", type: "line", source: "streets", filter: lines,
+    layout: { "line-cap": "round", "line-join": "round" },
+    paint: {
+      "line-color": ["match", ["get", "class"], "arterial", "#fbe3a4", "#ffffff"],
+      "line-width": ["interpolate", ["linear"], ["zoom"], 12, ["match", ["get", "class"], "arterial", 2, 0.8], 17, ["match", ["get", "class"], "arterial", 12, 9]],
+    } });
+  map.addLayer({ id: "street-labels", type: "symbol", source: "streets", filter: lines, minzoom: 14,
+    layout: { "symbol-placement": "line", "text-field": ["get", "name"], "text-font": ["sans-serif"],
+      "text-size": 12, "text-max-angle": 30 },
+    paint: { "text-color": "#3c4650", "text-halo-color": "#ffffff", "text-halo-width": 1.5 } });
+  map.addLayer({ id: "place-labels", type: "symbol", source: "streets", filter: ["==", ["geometry-type"], "Point"],
+    layout: { "text-field": ["get", "name"], "text-font": ["sans-serif"], "text-size": 14 },
+    paint: { "text-color": "#1d2630", "text-halo-color": "#ffffff", "text-halo-width": 2 } });
+  return true;
+}
+
+function probeRaster(template) {
   return new Promise((resolve) => {
     if (!template) return resolve(false);
     const img = new Image();
@@ -67,21 +292,32 @@ function probeBasemap(template) {
   });
 }
 
-function setHeatSource(map) {
-  const source = map.getSource("heat");
-  if (source) {
-    source.setTiles([tileUrl()]);
-    return;
+async function addBasemap() {
+  if (await addOfflineBasemap()) {
+    window.bikesense.basemap = "offline";
+  } else if (await probeRaster(state.meta.basemap_url)) {
+    map.addSource("osm", {
+      type: "raster", tiles: [state.meta.basemap_url], tileSize: 256, maxzoom: 19,
+      attribution: "© OpenStreetMap contributors",
+    });
+    map.addLayer({ id: "osm", type: "raster", source: "osm" }, "heat");
+    window.bikesense.basemap = "raster";
   }
-  map.addSource("heat", { type: "raster", tiles: [tileUrl()], tileSize: 256, maxzoom: 22 });
-  map.addLayer({ id: "heat", type: "raster", source: "heat", paint: { "raster-opacity": 1.0, "raster-fade-duration": 0 } });
+  // Streets drawn first stay under the heat map; their names over it.
+  if (map.getLayer("heat") && map.getLayer("street-labels")) {
+    map.moveLayer("street-casing", "heat");
+    map.moveLayer("streets", "heat");
+  }
 }
+
+// ---------------------------------------------------------------- legend
 
 function renderLegend() {
   const meta = state.meta;
   const scale = meta.scales.find((s) => s.metric === state.metric);
   const box = $("legend");
   box.replaceChildren();
+  if (!scale) return;
   const title = document.createElement("div");
   title.className = "title";
   title.textContent = `${scale.name} (${scale.unit})`;
@@ -104,11 +340,11 @@ function renderLegend() {
   none.innerHTML = '<span class="swatch none"></span><span>no data, too little data, or fewer than ' +
     `${meta.public_min_rides} rides (not public): not shown</span>`;
   box.append(none);
-  const who = meta.who_2021 && meta.who_2021.annual && meta.who_2021.annual[state.metric];
-  if (who !== undefined) {
+  const who = whoValues(state.metric);
+  if (who) {
     const p = document.createElement("div");
     p.className = "who";
-    p.textContent = `WHO 2021 guideline: ${who} µg/m³ annual, ${meta.who_2021["24h"][state.metric]} µg/m³ 24-hour`;
+    p.textContent = `WHO 2021 guideline: ${who.annual} µg/m³ annual, ${who.day} µg/m³ 24-hour`;
     box.append(p);
   }
   if (scale.source) {
@@ -119,6 +355,57 @@ function renderLegend() {
   }
 }
 
+function whoValues(metric) {
+  const w = state.meta && state.meta.who_2021;
+  if (!w || !w.annual || w.annual[metric] === undefined) return null;
+  return { annual: w.annual[metric], day: w["24h"][metric] };
+}
+
+// ---------------------------------------------------------------- coverage: "no data" said so
+
+let coverageTimer = null;
+let coverageSeq = 0;
+
+function checkCoverageSoon() {
+  clearTimeout(coverageTimer);
+  coverageTimer = setTimeout(checkCoverage, 400);
+}
+
+async function checkCoverage() {
+  if (!map || !state.meta) return;
+  if (!periodIsValid()) {
+    setProblem("empty", "The period is empty: its end must come after its start.");
+    return;
+  }
+  const seq = ++coverageSeq;
+  const b = map.getBounds();
+  const bbox = [b.getWest(), b.getSouth(), b.getEast(), b.getNorth()].map((v) => v.toFixed(5)).join(",");
+  const { from, to } = period();
+  // At the resolution the tiles draw: a cell counts when its centre is in view.
+  const c = map.getCenter();
+  const q = new URLSearchParams({ metric: state.metric, bbox, from, to,
+    resolution: String(resolutionForZoom(map.getZoom(), c.lat)) });
+  try {
+    const body = await getJSON(`/v1/cells?${q}`);
+    if (seq !== coverageSeq) return;
+    const n = body.features.length;
+    window.bikesense.cellsInView = n;
+    setProblem("database", null);
+    setProblem("server", null);
+    const what = LABELS[state.metric] || state.metric;
+    setProblem("empty", n > 0 ? null : state.meta.role === "public"
+      ? `No public ${what} data in view for this period (a cell shows once ${state.meta.public_min_rides} rides have passed through it). Try a longer period, another day, or zoom out.`
+      : `No ${what} data in view for this period. Try a longer period, another day, or zoom out.`);
+  } catch (err) {
+    if (seq !== coverageSeq) return;
+    window.bikesense.cellsInView = null;
+    // A view too large to count is no failure; anything else is said as what it is.
+    if (err.status !== 400) reportFailure(err);
+  }
+}
+
+// ---------------------------------------------------------------- cell panel
+
 function resolutionForZoom(zoom, lat) {
   const mPerPx = EARTH_CIRCUMFERENCE_M * Math.cos((lat * Math.PI) / 180) / 256 / 2 ** Math.floor(zoom);
   const resolutions = [...state.meta.resolutions].sort((a, b) => b - a);
@@ -128,139 +415,325 @@ function resolutionForZoom(zoom, lat) {
   return resolutions[resolutions.length - 1];
 }
 
+// The finest bucket the role may see that keeps the chart readable (at most ~200 points).
 function bucketFor(hours) {
-  if (hours <= 24) return "1h";
-  if (hours <= 168) return "3h";
-  return "1d";
+  const fine = state.meta.role !== "public";
+  if (fine && hours <= 48) return "15m";
+  if (hours <= 48) return "1h";
+  if (hours <= 8 * 24) return fine ? "1h" : "3h";
+  return hours <= 31 * 24 ? "6h" : "1d";
 }
 
-function drawChart(body) {
-  const el = $("chart");
-  el.replaceChildren();
-  // Noise is shown on energy (LAeq), like the map; everything else by its mean.
-  const value = (p) => (body.metric === "noise" ? p.laeq_db : p.mean);
-  const pts = body.points.filter((p) => value(p) !== null);
-  if (!pts.length) {
-    el.textContent = "No public data for this cell in the period.";
-    return;
-  }
-  const W = 400, H = 180, L = 36, B = 20, T = 8, R = 8;
-  const t0 = new Date(body.time_from).getTime(), t1 = new Date(body.time_to).getTime();
-  const lo = Math.min(...pts.map((p) => p.ci95_low ?? value(p)), 0);
-  const hi = Math.max(...pts.map((p) => p.ci95_high ?? value(p)), ...pts.map(value)) * 1.1 || 1;
-  const x = (t) => L + ((t - t0) / (t1 - t0)) * (W - L - R);
-  const y = (v) => H - B - ((v - lo) / (hi - lo)) * (H - B - T);
-  const ns = "http://www.w3.org/2000/svg";
-  const svg = document.createElementNS(ns, "svg");
-  svg.setAttribute("viewBox", `0 0 ${W} ${H}`);
-  const add = (tag, attrs, text) => {
-    const n = document.createElementNS(ns, tag);
-    for (const [k, v] of Object.entries(attrs)) n.setAttribute(k, v);
-    if (text) n.textContent = text;
-    svg.append(n);
-    return n;
-  };
-  const ci = body.metric === "noise" ? [] : pts.filter((p) => p.ci95_low !== null);
-  if (ci.length > 1) {
-    const upper = ci.map((p) => `${x(new Date(p.start).getTime())},${y(p.ci95_high)}`);
-    const lower = ci.map((p) => `${x(new Date(p.start).getTime())},${y(p.ci95_low)}`).reverse();
-    add("polygon", { class: "ci", points: [...upper, ...lower].join(" ") });
-  }
-  add("polyline", { class: "mean", points: pts.map((p) => `${x(new Date(p.start).getTime())},${y(value(p))}`).join(" ") });
-  for (const p of pts) {
-    add("circle", {
-      cx: x(new Date(p.start).getTime()), cy: y(value(p)), r: 2.5,
-      fill: p.status === "ok" ? "#1d2630" : "#fff", stroke: "#1d2630",
-    });
-  }
-  add("line", { class: "axis", x1: L, y1: H - B, x2: W - R, y2: H - B });
-  add("line", { class: "axis", x1: L, y1: T, x2: L, y2: H - B });
-  add("text", { x: 2, y: T + 8 }, hi.toFixed(0));
-  add("text", { x: 2, y: H - B }, lo.toFixed(0));
-  add("text", { x: L, y: H - 4 }, new Date(t0).toISOString().slice(0, 16).replace("T", " "));
-  add("text", { x: W - R - 90, y: H - 4 }, new Date(t1).toISOString().slice(0, 16).replace("T", " "));
-  el.append(svg);
-}
-
-async function showCell(lngLat, map) {
+function seriesQuery(lngLat) {
   const res = resolutionForZoom(map.getZoom(), lngLat.lat);
-  const { from, to } = period();
-  const q = new URLSearchParams({
+  const p = period();
+  return new URLSearchParams({
     metric: state.metric, lat: lngLat.lat.toFixed(6), lon: lngLat.lng.toFixed(6),
-    resolution: String(res), bucket: bucketFor(state.rangeHours), from, to,
+    resolution: String(res), bucket: bucketFor(p.hours), from: p.from, to: p.to,
   });
+}
+
+function nearestStreet(lngLat) {
+  if (!state.streets || !state.streets.length) return null;
+  const kx = Math.cos((lngLat.lat * Math.PI) / 180);
+  let best = null;
+  let bestD = Infinity;
+  for (const f of state.streets) {
+    const c = f.geometry.coordinates;
+    for (let i = 1; i < c.length; i += 1) {
+      const ax = (c[i - 1][0] - lngLat.lng) * kx, ay = c[i - 1][1] - lngLat.lat;
+      const bx = (c[i][0] - lngLat.lng) * kx, by = c[i][1] - lngLat.lat;
+      const dx = bx - ax, dy = by - ay;
+      const t = Math.max(0, Math.min(1, -(ax * dx + ay * dy) / (dx * dx + dy * dy || 1)));
+      const d = Math.hypot(ax + t * dx, ay + t * dy);
+      if (d < bestD) { bestD = d; best = f.properties.name; }
+    }
+  }
+  return bestD * 111320 < 150 ? best : null;
+}
+
+async function highlightCell(cell) {
+  window.bikesense.selectedCell = cell;
+  const h3 = await import("/static/h3/h3-js.es.js");
+  const ring = h3.cellToBoundary(cell, true);
+  const data = { type: "Feature", properties: {}, geometry: { type: "Polygon", coordinates: [ring] } };
+  const source = map.getSource("selected");
+  if (source) {
+    source.setData(data);
+  } else {
+    map.addSource("selected", { type: "geojson", data });
+    map.addLayer({ id: "selected-halo", type: "line", source: "selected", paint: { "line-color": "#ffffff", "line-width": 6 } });
+    map.addLayer({ id: "selected", type: "line", source: "selected", paint: { "line-color": "#1d2630", "line-width": 3 } });
+  }
+  window.bikesense.highlighted = cell;
+}
+
+function clearHighlight() {
+  state.selected = null;
+  window.bikesense.selectedCell = null;
+  window.bikesense.highlighted = null;
+  const source = map.getSource("selected");
+  if (source) source.setData({ type: "FeatureCollection", features: [] });
+}
+
+async function showCell(lngLat) {
+  state.selected = { lngLat };
+  const q = seriesQuery(lngLat);
   $("chart-panel").hidden = false;
   $("chart-title").textContent = "Loading…";
   try {
     const body = await getJSON(`/v1/timeseries?${q}`);
-    $("chart-title").textContent = `${state.metric} (${body.unit}) in cell ${body.cell}, per ${bucketFor(state.rangeHours)}`;
+    if (!state.selected || state.selected.lngLat !== lngLat) return;
+    const what = LABELS[state.metric] || state.metric;
+    const bucket = q.get("bucket");
+    $("chart-title").textContent = `${what} (${body.unit}), per ${bucket}`;
+    const street = nearestStreet(lngLat);
+    $("chart-where").textContent = `${street ? `near ${street} · ` : ""}cell ${body.cell} (resolution ${body.resolution})`;
     $("chart-note").textContent = state.metric === "noise"
-      ? "Line: LAeq (energy average); hollow: too few readings."
-      : "Line: mean; band: 95 % interval (rides as the unit); hollow: too few readings.";
+      ? "Line: LAeq (energy average); hollow points: too few readings. Hover for values."
+      : "Line: mean; shaded: 95 % interval (rides as the unit); hollow points: too few readings; coloured lines: band limits. Hover for values.";
     drawChart(body);
     window.bikesense.lastSeries = body;
+    await highlightCell(body.cell);
   } catch (err) {
     $("chart-title").textContent = "Could not load this cell";
+    $("chart-where").textContent = "";
+    destroyPlot();
     $("chart").textContent = String(err.message || err);
+    if (err instanceof HttpError && err.status !== 400 && err.status !== 403) reportFailure(err);
   }
 }
 
-function updateEndLabel() {
-  const { from, to } = period();
-  $("end-label").textContent = state.endOffsetHours === 0 ? "now" :
-    `${to.slice(0, 13).replace("T", " ")}h UTC`;
-  $("end").title = `${from} → ${to}`;
+function destroyPlot() {
+  if (plot) plot.destroy();
+  plot = null;
+  window.bikesense.plot = null;
 }
 
-function connectLive(map) {
+function drawChart(body) {
+  destroyPlot();
+  const el = $("chart");
+  el.replaceChildren();
+  const noise = body.metric === "noise";
+  const value = (p) => (noise ? p.laeq_db : p.mean);
+  if (!body.points.some((p) => value(p) !== null)) {
+    el.textContent = state.meta.role === "public"
+      ? "No public data for this cell in the period (fewer rides than the privacy threshold, or none)."
+      : "No data for this cell in the period.";
+    return;
+  }
+  const unit = body.unit;
+  const xs = body.points.map((p) => Date.parse(p.start) / 1000);
+  const t0 = Date.parse(body.time_from) / 1000;
+  const t1 = Date.parse(body.time_to) / 1000;
+  const ok = body.points.map((p) => (p.status === "ok" ? value(p) : null));
+  const few = body.points.map((p) => (p.status === "ok" ? null : value(p)));
+  const lo = body.points.map((p) => (noise ? null : p.ci95_low));
+  const hi = body.points.map((p) => (noise ? null : p.ci95_high));
+  const scale = state.meta.scales.find((s) => s.metric === body.metric);
+  const who = whoValues(body.metric);
+  const fmt = (v) => (v === null || v === undefined ? "—" : `${v.toFixed(1)} ${unit}`);
+  const what = LABELS[body.metric] || body.metric;
+  const width = Math.max(260, el.clientWidth || 400);
+  const opts = {
+    width, height: 220,
+    tzDate: (ts) => uPlot.tzDate(new Date(ts * 1000), state.tz),
+    // The whole period on the x axis (one bucket alone would be stretched over years), and
+    // the WHO 24-hour guideline within the y axis so the data can be read against it.
+    scales: {
+      x: { time: true, range: () => [t0, t1] },
+      y: { range: (u, min, max) => [Math.min(0, min ?? 0), Math.max((max ?? 1) * 1.15, who ? who.day * 1.1 : 0) || 1] },
+    },
+    axes: [
+      { label: `local time (${state.tz})`, labelSize: 18, size: 52, values: timeTicks },
+      { label: `${what} (${unit})`, labelSize: 18, size: 46 },
+    ],
+    series: [
+      { label: "time", value: (u, v) => (v === null ? "—" : localFromMs(v * 1000).toFormat("ccc d LLL HH:mm")) },
+      { label: noise ? "LAeq" : "mean", stroke: "#1d2630", width: 2, spanGaps: false, value: (u, v) => fmt(v),
+        points: { show: true, size: 5, fill: "#1d2630" } },
+      { label: "too few readings", stroke: "#1d2630", width: 1, dash: [4, 4], value: (u, v) => fmt(v),
+        points: { show: true, size: 6, fill: "#ffffff" } },
+      { label: "95 % low", stroke: "rgba(29,38,48,0.25)", width: 1, value: (u, v) => fmt(v), show: !noise },
+      { label: "95 % high", stroke: "rgba(29,38,48,0.25)", width: 1, value: (u, v) => fmt(v), show: !noise },
+    ],
+    bands: noise ? [] : [{ series: [4, 3], fill: "rgba(29,38,48,0.12)" }],
+    hooks: { draw: [(u) => drawReferenceLines(u, scale, who)] },
+    legend: { live: true },
+    cursor: { points: { size: 8 } },
+  };
+  plot = new uPlot(opts, [xs, ok, few, lo, hi], el);
+  window.bikesense.plot = plot;
+}
+
+// Tick labels in local time, 24-hour clock: the date under the first tick and each new day.
+function timeTicks(u, splits) {
+  const days = (u.scales.x.max - u.scales.x.min) / 86400;
+  let last = null;
+  return splits.map((v) => {
+    const t = localFromMs(v * 1000);
+    if (days > 3) return t.toFormat("d LLL");
+    const day = t.toISODate();
+    const label = day !== last ? t.toFormat("HH:mm\nd LLL") : t.toFormat("HH:mm");
+    last = day;
+    return label;
+  });
+}
+
+// The band limits (coloured) and the WHO 24-hour guideline (dashed) as horizontal lines.
+function drawReferenceLines(u, scale, who) {
+  const ctx = u.ctx;
+  const [ymin, ymax] = [u.scales.y.min, u.scales.y.max];
+  const left = u.bbox.left, right = u.bbox.left + u.bbox.width;
+  const line = (v, colour, dash, text, atLeft = false) => {
+    if (v <= ymin || v >= ymax) return;
+    const y = Math.round(u.valToPos(v, "y", true)) + 0.5;
+    ctx.save();
+    ctx.strokeStyle = colour;
+    ctx.lineWidth = 1.5 * devicePixelRatio;
+    ctx.setLineDash(dash.map((d) => d * devicePixelRatio));
+    ctx.beginPath();
+    ctx.moveTo(left, y);
+    ctx.lineTo(right, y);
+    ctx.stroke();
+    ctx.fillStyle = "#3c4650";
+    ctx.font = `${10 * devicePixelRatio}px system-ui, sans-serif`;
+    ctx.textAlign = atLeft ? "left" : "right";
+    ctx.fillText(text, atLeft ? left + 4 : right - 4, y - 3 * devicePixelRatio);
+    ctx.restore();
+  };
+  if (scale) {
+    for (const band of scale.bands) {
+      if (band.lower > 0) line(band.lower, band.colour, [], `${band.label} ≥ ${band.lower}`);
+    }
+  }
+  if (who) line(who.day, "#1d2630", [6, 4], `WHO 24-h guideline ${who.day}`, true);
+}
+
+async function downloadCsv() {
+  if (!state.selected) return;
+  const q = seriesQuery(state.selected.lngLat);
+  q.set("format", "csv");
+  try {
+    const response = await request(`/v1/timeseries?${q}`);
+    const blob = await response.blob();
+    const name = (response.headers.get("Content-Disposition") || "").match(/filename="([^"]+)"/);
+    const a = document.createElement("a");
+    a.href = URL.createObjectURL(blob);
+    a.download = name ? name[1] : `${state.metric}.csv`;
+    document.body.append(a);
+    a.click();
+    a.remove();
+    setTimeout(() => URL.revokeObjectURL(a.href), 10_000);
+    window.bikesense.downloads = (window.bikesense.downloads || 0) + 1;
+  } catch (err) {
+    reportFailure(err);
+  }
+}
+
+// ---------------------------------------------------------------- live updates and health
+
+function renderLive() {
+  const dot = $("live-dot");
+  const text = $("live-text");
+  const since = state.lastLiveMs ? `, last ${localFromMs(state.lastLiveMs).toFormat("HH:mm:ss")}` : "";
+  let kind;
+  let label;
+  if (state.health === "down") {
+    kind = "off"; label = "live updates: off (server unreachable)";
+  } else if (state.live !== "open") {
+    kind = "off"; label = `live updates: ${state.live}`;
+  } else if (state.health === "degraded") {
+    kind = "stalled"; label = "live updates: stalled (database unavailable)";
+  } else if (state.health === "ok") {
+    kind = "on"; label = `live updates: on${since}`;
+  } else {
+    kind = "off"; label = "live updates: connecting";
+  }
+  dot.className = `dot ${kind}`;
+  text.textContent = label;
+  window.bikesense.live = kind;
+}
+
+async function checkHealth() {
+  const before = state.health;
+  try {
+    const response = await fetch("/healthz", { cache: "no-store" });
+    const body = await response.json().catch(() => ({}));
+    state.health = body.database === "ok" ? "ok" : "degraded";
+    setProblem("server", null);
+    setProblem("database", state.health === "ok" ? null
+      : "The database is unavailable: the map cannot show data now (this is not \"no data\"). Retrying…");
+  } catch {
+    state.health = "down";
+    setProblem("server", "The bikesense server cannot be reached: the map shows nothing new until it answers. Retrying…");
+  }
+  renderLive();
+  if (before !== "ok" && before !== "unknown" && state.health === "ok" && map) {
+    // Back: draw again what failed while it was away.
+    state.version += 1;
+    setHeatSource();
+    checkCoverageSoon();
+  }
+}
+
+function connectLive() {
   // EventSource cannot send headers; the public stream is enough to know when to refresh.
   const source = new EventSource("/v1/live");
   let pending = null;
+  let last = 0;
   const refresh = () => {
     if (pending) return;
+    const wait = Math.max(0, last + LIVE_REFRESH_MS - Date.now());
     pending = setTimeout(() => {
       pending = null;
-      if (state.endOffsetHours === 0) {
+      last = Date.now();
+      if (period().live) {
         state.version += 1;
-        setHeatSource(map);
+        setHeatSource();
+        checkCoverageSoon();
       }
-    }, 2000);
+    }, wait);
   };
-  source.addEventListener("open", () => {
-    $("live-dot").className = "dot on";
-    $("live-text").textContent = "live updates: on";
-  });
+  source.addEventListener("open", () => { state.live = "open"; renderLive(); });
   source.addEventListener("error", () => {
-    $("live-dot").className = "dot off";
-    $("live-text").textContent = "live updates: reconnecting";
+    state.live = source.readyState === EventSource.CLOSED ? "closed" : "reconnecting";
+    renderLive();
   });
   for (const kind of ["aggregates", "resync"]) {
     source.addEventListener(kind, (ev) => {
       window.bikesense.liveEvents += 1;
+      state.lastLiveMs = Date.now();
+      renderLive();
       const data = JSON.parse(ev.data || "{}");
       if (kind === "resync" || !data.metrics || data.metrics.includes(state.metric)) refresh();
     });
   }
 }
 
-async function main() {
-  state.meta = await getJSON("/v1/meta");
-  $("note").textContent = state.meta.note;
+// ---------------------------------------------------------------- start, and start again
+
+function fillMetrics() {
   const select = $("metric");
+  select.replaceChildren();
   for (const m of state.meta.metrics) {
     const option = document.createElement("option");
     option.value = m;
-    option.textContent = { pm1: "PM1", pm25: "PM2.5", pm10: "PM10", no2: "NO₂", noise: "Noise", temperature: "Temperature", humidity: "Humidity" }[m] || m;
+    option.textContent = LABELS[m] || m;
     select.append(option);
   }
+  if (!state.meta.metrics.includes(state.metric)) state.metric = state.meta.metrics[0];
   select.value = state.metric;
-  if (state.key) $("role").textContent = `role: ${state.meta.role}`;
+}
 
-  const map = new maplibregl.Map({
+function createMap() {
+  const at = (params.get("at") || "").split(",").map(Number);
+  const fromHash = at.length === 3 && at.every(Number.isFinite);
+  map = new maplibregl.Map({
     container: "map",
     style: baseStyle(),
-    center: state.meta.map_center,
-    zoom: state.meta.map_zoom,
+    center: fromHash ? [at[1], at[0]] : state.meta.map_center,
+    zoom: fromHash ? at[2] : state.meta.map_zoom,
     maxZoom: 19,
     attributionControl: { compact: true },
     transformRequest: (url) => (url.startsWith(location.origin) && state.key ? { url, headers: headers() } : { url }),
@@ -270,63 +743,148 @@ async function main() {
   map.addControl(new maplibregl.ScaleControl(), "bottom-left");
 
   map.on("load", async () => {
-    setHeatSource(map);
-    if (await probeBasemap(state.meta.basemap_url)) {
-      map.addSource("osm", {
-        type: "raster", tiles: [state.meta.basemap_url], tileSize: 256, maxzoom: 19,
-        attribution: "© OpenStreetMap contributors",
-      });
-      map.addLayer({ id: "osm", type: "raster", source: "osm" }, "heat");
-    }
+    setHeatSource();
+    await addBasemap();
     window.bikesense.ready = true;
+    checkCoverageSoon();
   });
   map.on("sourcedata", (e) => {
-    if (e.sourceId === "heat" && e.tile) window.bikesense.tileLoads += 1;
-  });
-  map.on("error", (e) => {
-    if (e.sourceId === "heat") window.bikesense.tileErrors += 1;
-  });
-  map.on("click", (e) => showCell(e.lngLat, map));
-
-  select.addEventListener("change", () => {
-    state.metric = select.value;
-    renderLegend();
-    setHeatSource(map);
-  });
-  $("range").addEventListener("change", () => {
-    state.rangeHours = Number($("range").value);
-    updateEndLabel();
-    setHeatSource(map);
-  });
-  $("end").addEventListener("input", updateEndLabel);
-  $("end").addEventListener("change", () => {
-    state.endOffsetHours = Number($("end").value);
-    updateEndLabel();
-    setHeatSource(map);
-  });
-  $("chart-close").addEventListener("click", () => { $("chart-panel").hidden = true; });
-  $("key-apply").addEventListener("click", async () => {
-    state.key = $("key").value.trim();
-    sessionStorage.setItem("bikesense-key", state.key);
-    try {
-      state.meta = await getJSON("/v1/meta");
-      $("role").textContent = `role: ${state.meta.role}`;
-      setHeatSource(map);
-    } catch (err) {
-      $("role").textContent = String(err.message || err);
+    if (e.sourceId === "heat" && e.tile) {
+      window.bikesense.tileLoads += 1;
+      setProblem("tiles", null);
     }
   });
-
-  renderLegend();
-  updateEndLabel();
-  connectLive(map);
+  map.on("error", (e) => {
+    if (e.sourceId !== "heat") return;
+    window.bikesense.tileErrors += 1;
+    const status = e.error && e.error.status;
+    if (status === 401 || status === 403) reportFailure(new HttpError(status, "tiles refused"));
+    else if (status === 503) reportFailure(new HttpError(503, "database unavailable"));
+    else setProblem("tiles", "Some map tiles failed to load; the map may be incomplete.");
+  });
+  map.on("click", (e) => {
+    if (!periodIsValid()) return;
+    showCell(e.lngLat);
+  });
+  map.on("moveend", () => { writeHash(); checkCoverageSoon(); });
 }
 
-main().catch((err) => {
-  const p = document.createElement("p");
-  p.className = "note";
-  p.style.cssText = "position:absolute;bottom:0;left:12px";
-  p.textContent = `Map failed to start: ${String(err)}`;
-  document.body.append(p);
+function periodChanged() {
+  if (!map || !state.meta) return;
+  setHeatSource();
+  checkCoverageSoon();
+  if (state.selected && !$("chart-panel").hidden) showCell(state.selected.lngLat);
+}
+
+let retryTimer = null;
+
+async function start() {
+  clearTimeout(retryTimer);
+  let meta;
+  try {
+    meta = await getJSON("/v1/meta");
+  } catch (err) {
+    reportFailure(err);
+    if (!(err instanceof HttpError) || ![401, 403].includes(err.status)) {
+      retryTimer = setTimeout(start, RETRY_START_MS);
+    }
+    return false;
+  }
+  setProblem("key", null);
+  setProblem("server", null);
+  state.meta = meta;
+  $("note").textContent = meta.note;
+  fillMetrics();
+  renderLegend();
+  renderPeriod();
+  $("role").textContent = state.key ? `role: ${meta.role}` : "role: public (no key)";
+  if (!map) {
+    createMap();
+    connectLive();
+  } else {
+    state.version += 1;
+    periodChanged();
+  }
+  window.bikesense.started = true;
+  return true;
+}
+
+async function useKey(key) {
+  state.key = key;
+  if (key) sessionStorage.setItem("bikesense-key", key); else sessionStorage.removeItem("bikesense-key");
+  $("key").value = key;
+  $("role").textContent = "checking…";
+  if (!(await start())) $("role").textContent = "key refused";
+}
+
+function setPanelOpen(open) {
+  $("panel").classList.toggle("collapsed", !open);
+  $("panel-body").hidden = !open;
+  $("panel-toggle").setAttribute("aria-expanded", String(open));
+  $("panel-toggle").textContent = open ? "Hide" : "Show";
+}
+
+// Everything that must work whatever the server says is wired before the first request.
+function wireControls() {
+  $("panel-toggle").addEventListener("click", () => setPanelOpen($("panel").classList.contains("collapsed")));
+  // On a phone the map comes first: the panel starts folded to one line.
+  setPanelOpen(!matchMedia("(max-width: 600px)").matches);
+
+  $("key-form").addEventListener("submit", (e) => {
+    e.preventDefault();
+    useKey($("key").value.trim());
+  });
+  $("key-forget").addEventListener("click", () => useKey(""));
+  $("key").value = state.key;
+
+  $("metric").addEventListener("change", () => {
+    state.metric = $("metric").value;
+    renderLegend();
+    renderPeriod();
+    writeHash();
+    periodChanged();
+  });
+  $("range").addEventListener("change", () => {
+    const v = $("range").value;
+    const now = localFromMs(Date.now());
+    if (v === "day") {
+      $("day").value = $("day").value || now.toISODate();
+      setPeriod({ kind: "day", day: $("day").value });
+    } else if (v === "custom") {
+      const { fromMs, toMs } = period();
+      $("from").value = $("from").value || localFromMs(fromMs).toFormat("yyyy-LL-dd'T'HH:mm");
+      $("to").value = $("to").value || localFromMs(toMs).toFormat("yyyy-LL-dd'T'HH:mm");
+      setPeriod({ kind: "custom", from: $("from").value, to: $("to").value });
+    } else {
+      setPeriod({ kind: "last", hours: Number(v) });
+    }
+  });
+  $("day").addEventListener("change", () => {
+    if ($("day").value) setPeriod({ kind: "day", day: $("day").value });
+  });
+  for (const id of ["from", "to"]) {
+    $(id).addEventListener("change", () => {
+      if ($("from").value && $("to").value) setPeriod({ kind: "custom", from: $("from").value, to: $("to").value });
+    });
+  }
+  $("chart-close").addEventListener("click", () => {
+    $("chart-panel").hidden = true;
+    destroyPlot();
+    clearHighlight();
+  });
+  $("chart-download").addEventListener("click", downloadCsv);
+
+  state.period = readHashPeriod();
+  if (state.period.kind === "day") $("day").value = state.period.day;
+  if (state.period.kind === "custom") { $("from").value = state.period.from; $("to").value = state.period.to; }
+  renderPeriod();
+}
+
+wireControls();
+renderLive();
+checkHealth();
+setInterval(checkHealth, HEALTH_EVERY_MS);
+start().catch((err) => {
   window.bikesense.error = String(err);
+  setProblem("server", `The map failed to start: ${err}`);
 });

@@ -1,20 +1,37 @@
-"""The map page in headless Chromium: it loads, asks for tiles, draws them, switches metric."""
+"""The map page in headless Chromium, as an officer uses it.
+
+It loads, draws tiles over the offline base map's streets, switches metric; a refused key
+leaves a way out; a database that is down, an empty period and "last hour" are said as what
+they are; the phone layout folds its panel; days are picked in local time; the cell chart has
+labelled axes, hover values, the role's finest bucket, a CSV download, and follows the period.
+Screenshots go to test-artifacts/ (look at them). No timed assertions: every wait is for a
+state the page reports in ``window.bikesense``.
+"""
 
 from __future__ import annotations
 
 import os
-import shutil
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlparse
 
 import numpy as np
+import psycopg
 import pytest
 from PIL import Image
 
 from api.config import ApiSettings
+from api.keys import create_key, revoke_key
+from api.roles import Role
+from bikesense.services import free_port
+from simulators.streetmap import write_town_streets
+from simulators.town import TownSpec, generate_town
 from tests.api.api_factories import BUSY, NOW, NOW_MS, QUIET, ride, write
 from tests.api.api_server import ServerThread
 from tests.api.conftest import TEST_API, app_at
+from tests.conftest import cloned_database
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
@@ -24,6 +41,10 @@ ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
 #: Every tile the map asked for is in, and the map stands still: what a screenshot shows
 #: is what the API drew, not tiles of the metric before (MapLibre keeps those until then).
 TILES_LOADED = "() => window.bikesense.map.loaded() && !window.bikesense.map.isMoving()"
+READY = "() => window.bikesense && window.bikesense.ready && window.bikesense.tileLoads > 0"
+DESKTOP = {"width": 1400, "height": 900}
+PHONE = {"width": 390, "height": 844}
+BACKGROUND = "#eef0ea"
 
 pytestmark = [
     pytest.mark.browser,
@@ -42,93 +63,287 @@ def _recent_rides() -> list[np.ndarray]:
     return busy + quiet
 
 
-@pytest.fixture
-def page_url(migrated_database_url: str) -> Iterator[str]:
-    write(migrated_database_url, _recent_rides())
-    api = ApiSettings(**TEST_API, map_center_lat=(BUSY[0] + QUIET[0]) / 2,
-                      map_center_lon=(BUSY[1] + QUIET[1]) / 2, map_zoom=14.0)
-    with ServerThread(app_at(migrated_database_url, api)) as server:
-        yield server.url
+def _api(**overrides: Any) -> ApiSettings:
+    return ApiSettings(**{**TEST_API, "map_center_lat": (BUSY[0] + QUIET[0]) / 2,
+                          "map_center_lon": (BUSY[1] + QUIET[1]) / 2, "map_zoom": 14.0,
+                          **overrides})
 
 
-def _browser_environment() -> dict[str, str]:
+@pytest.fixture(scope="module")
+def site(postgres_url: str, migrated_template: str,
+         tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
+    """The API with the rides above, the demo town's streets as its base map, and keys."""
+    # The demo's town is centred where BUSY is (Alphen aan den Rijn): the same streets.
+    town = generate_town(TownSpec(), np.random.default_rng(1))
+    basemap = write_town_streets(town, tmp_path_factory.mktemp("basemap") / "streets.geojson")
+    with cloned_database(postgres_url, migrated_template) as url:
+        write(url, _recent_rides())
+        with psycopg.connect(url, autocommit=True) as conn:
+            officer = create_key(conn, Role.OFFICER, label="browser officer").token
+            revoked = create_key(conn, Role.OFFICER, label="browser revoked")
+            revoke_key(conn, revoked.key_id)
+        with ServerThread(app_at(url, _api(basemap_file=basemap))) as server:
+            yield {"url": server.url, "officer": officer, "revoked": revoked.token}
+
+
+def _browser_environment() -> dict[str, str | float | bool]:
     """This process's environment without preloaded libraries. The page's clock is the
     test's, so the browser's own clock plays no part; and Chromium's zygote cannot fork
     with the libfaketime that `./run test-ahead` preloads into everything else."""
     return {k: v for k, v in os.environ.items() if k != "LD_PRELOAD"}
 
 
-def _blend(hex_colour: str, alpha: int = 190, background: str = "#e9edf0") -> np.ndarray:
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    from playwright.sync_api import sync_playwright  # noqa: PLC0415
+
+    ARTIFACTS.mkdir(exist_ok=True)
+    with sync_playwright() as pw:
+        chromium = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS,
+                                      env=_browser_environment())
+        try:
+            yield chromium
+        finally:
+            chromium.close()
+
+
+class Page:
+    """A fresh browser context at a viewport, its clock at ``now``, with what it asked for."""
+
+    def __init__(self, browser: Any, viewport: dict[str, int], now: Any = NOW,
+                 key: str | None = None) -> None:
+        self.context = browser.new_context(viewport=viewport, accept_downloads=True)
+        self.page = self.context.new_page()
+        # The page's Date says `now`: its default period is the 24 hours before it.
+        self.page.clock.set_fixed_time(now)
+        # No internet in tests: the raster base map must never be what the test sees.
+        self.page.route("https://tile.openstreetmap.org/**", lambda route: route.abort())
+        if key is not None:
+            self.page.add_init_script(f"sessionStorage.setItem('bikesense-key', {key!r})")
+        self.requests: list[str] = []
+        self.page.on("request", lambda r: self.requests.append(r.url))
+        self.errors: list[str] = []
+        self.page.on("pageerror", lambda e: self.errors.append(str(e)))
+
+    def tiles(self, since: int = 0) -> list[str]:
+        return [u for u in self.requests[since:] if "/v1/tiles/" in u]
+
+    def series(self, since: int = 0) -> list[dict[str, list[str]]]:
+        return [parse_qs(urlparse(u).query) for u in self.requests[since:]
+                if "/v1/timeseries" in u]
+
+    def js(self, expression: str) -> Any:
+        return self.page.evaluate(expression)
+
+    def wait(self, expression: str) -> None:
+        self.page.wait_for_function(expression, timeout=30_000)
+
+    def shot(self, name: str) -> Path:
+        path = ARTIFACTS / name
+        self.page.screenshot(path=str(path))
+        return path
+
+    def click_at(self, lat: float, lon: float) -> None:
+        box = self.page.locator("#map").bounding_box()
+        assert box is not None
+        x, y = self.js(f"(() => {{ const p = window.bikesense.map.project([{lon}, {lat}]);"
+                       " return [p.x, p.y]; })()")
+        self.page.mouse.click(box["x"] + x, box["y"] + y)
+
+    def close(self) -> None:
+        assert self.errors == []
+        self.context.close()
+
+
+def _blend(hex_colour: str, alpha: int = 190, background: str = BACKGROUND) -> np.ndarray:
     fg = np.array([int(hex_colour[i:i + 2], 16) for i in (1, 3, 5)], dtype=float)
     bg = np.array([int(background[i:i + 2], 16) for i in (1, 3, 5)], dtype=float)
     a = alpha / 255
     return a * fg + (1 - a) * bg
 
 
-def _pixels_like(path: Path, hex_colour: str, tolerance: float = 14.0) -> int:
+def _pixels_like(path: Path, hex_colour: str, tolerance: float = 14.0,
+                 background: str = BACKGROUND) -> int:
     rgb = np.asarray(Image.open(path).convert("RGB"), dtype=float)
-    distance = np.abs(rgb - _blend(hex_colour)).max(axis=2)
+    distance = np.abs(rgb - _blend(hex_colour, background=background)).max(axis=2)
     return int((distance <= tolerance).sum())
 
 
-def test_the_map_page_draws_tiles_and_switches_metric(page_url: str) -> None:
-    from playwright.sync_api import sync_playwright  # noqa: PLC0415
+def test_the_map_draws_tiles_over_streets_and_switches_metric(site: dict[str, str],
+                                                              browser: Any) -> None:
+    p = Page(browser, DESKTOP)
+    p.page.goto(site["url"])
+    p.wait(READY)
+    p.wait(TILES_LOADED)
+    # The offline base map: the town's streets, drawn, and named (no tile server, no internet).
+    assert p.js("window.bikesense.basemap") == "offline"
+    p.wait("() => window.bikesense.map.queryRenderedFeatures({layers: ['streets']}).length > 50")
+    p.wait("() => window.bikesense.map.queryRenderedFeatures({layers: ['street-labels']})"
+           ".length > 5")
+    first = p.shot("map-pm25.png")
+    assert any("/v1/tiles/pm25/" in url for url in p.tiles())
+    assert p.js("window.bikesense.tileErrors") == 0
+    # PM2.5 ≈ 8 µg/m³ at BUSY is "Fair", ≈ 30 at QUIET "Moderate" (EAQI 2024 bands), over
+    # the background or over a street.
+    assert (_pixels_like(first, "#50CCAA") + _pixels_like(first, "#50CCAA", background="#ffffff")
+            > 30)
+    assert (_pixels_like(first, "#F0E641") + _pixels_like(first, "#F0E641", background="#ffffff")
+            > 30)
+    assert "Fair" in p.page.inner_text("#legend")
+    assert "indicative" in p.page.inner_text("#note")
+    assert p.js("window.bikesense.problem") is None
+    assert p.js("window.bikesense.live") == "on"
 
-    ARTIFACTS.mkdir(exist_ok=True)
-    tile_requests: list[str] = []
-    with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS,
-                                     env=_browser_environment())
-        try:
-            page = browser.new_page(viewport={"width": 1400, "height": 900})
-            # The page's Date says NOW: its default period is the 24 hours before it.
-            page.clock.set_fixed_time(NOW)
-            # No internet in tests: the base map must fall back to the plain background.
-            page.route("https://tile.openstreetmap.org/**", lambda route: route.abort())
-            page.on("request", lambda r: tile_requests.append(r.url) if "/v1/tiles/" in r.url
-                    else None)
-            errors: list[str] = []
-            page.on("pageerror", lambda e: errors.append(str(e)))
-            page.goto(page_url)
-            page.wait_for_function("window.bikesense && window.bikesense.ready "
-                                   "&& window.bikesense.tileLoads > 0",
-                                   timeout=30_000)
-            page.wait_for_function(TILES_LOADED, timeout=30_000)
-            first = ARTIFACTS / "map-pm25.png"
-            page.screenshot(path=str(first))
-            assert any("/v1/tiles/pm25/" in url for url in tile_requests)
-            assert page.evaluate("window.bikesense.tileErrors") == 0
-            # PM2.5 ≈ 8 µg/m³ at BUSY is "Fair", ≈ 30 at QUIET "Moderate" (EAQI 2024 bands).
-            assert _pixels_like(first, "#50CCAA") > 30
-            assert _pixels_like(first, "#F0E641") > 30
-            legend = page.inner_text("#legend")
-            assert "Fair" in legend
-            assert "indicative" in page.inner_text("#note")
+    before = len(p.requests)
+    p.page.select_option("#metric", "noise")
+    p.wait("() => document.querySelector('#legend').innerText.includes('dB(A)')")
+    p.wait(TILES_LOADED)
+    assert any("/v1/tiles/noise/" in url for url in p.tiles(before))
+    second = p.shot("map-noise.png")
+    # BUSY: two rides at 60 dB and two at 80 dB → LAeq ≈ 77 dB, the "≥ 75" band.
+    assert (_pixels_like(second, "#4B1B5E") + _pixels_like(second, "#4B1B5E", background="#ffffff")
+            > 30)
+    # The view is shareable: the URL carries the metric, the period and the position.
+    assert "metric=noise" in p.page.url
+    assert "last=24" in p.page.url
+    assert "at=" in p.page.url
+    p.close()
 
-            before = len(tile_requests)
-            page.select_option("#metric", "noise")
-            page.wait_for_function("() => document.querySelector('#legend').innerText"
-                                   ".includes('dB(A)')")
-            # The switch asked for new tiles at once (the change handler is synchronous).
-            page.wait_for_function(TILES_LOADED, timeout=30_000)
-            assert any("/v1/tiles/noise/" in url for url in tile_requests[before:])
-            second = ARTIFACTS / "map-noise.png"
-            page.screenshot(path=str(second))
-            # BUSY: two rides at 60 dB and two at 80 dB → LAeq ≈ 77 dB, the "≥ 75" band.
-            assert _pixels_like(second, "#4B1B5E") > 30
-            assert _pixels_like(second, "#50CCAA") == 0
 
-            # A click on a cell shows its time series.
-            box = page.locator("#map").bounding_box()
-            assert box is not None
-            centre = page.evaluate(
-                f"(() => {{ const p = window.bikesense.map.project([{BUSY[1]}, {BUSY[0]}]);"
-                " return [p.x, p.y]; })()")
-            page.mouse.click(box["x"] + centre[0], box["y"] + centre[1])
-            page.wait_for_selector("#chart svg", timeout=15_000)
-            assert "noise" in page.inner_text("#chart-title")
-            page.screenshot(path=str(ARTIFACTS / "map.png"))
-            assert errors == []
-        finally:
-            browser.close()
-    assert shutil.which("chromium") or Path(CHROMIUM).exists()
+def test_the_cell_panel_charts_downloads_and_follows_the_period(site: dict[str, str],
+                                                                browser: Any) -> None:
+    p = Page(browser, DESKTOP)
+    p.page.goto(site["url"])
+    p.wait(READY)
+    p.click_at(*BUSY)
+    p.wait("() => window.bikesense.plot && window.bikesense.highlighted")
+    # The clicked cell is outlined on the map, and named by its street.
+    assert p.js("window.bikesense.highlighted") == p.js("window.bikesense.lastSeries.cell")
+    p.wait("() => window.bikesense.map.queryRenderedFeatures({layers: ['selected']}).length > 0")
+    assert "near " in p.page.inner_text("#chart-where")
+    # Labelled axes with the unit and local time; the public's finest bucket is an hour.
+    labels = p.js("window.bikesense.plot.axes.map((a) => a.label)")
+    assert labels == ["local time (Europe/Amsterdam)", "PM2.5 (µg/m³)"]
+    assert p.series()[-1]["bucket"] == ["1h"]
+    # Hovering a point shows its value and its local time in the legend.
+    over = p.page.locator("#chart .u-over").bounding_box()
+    assert over is not None
+    x = p.js("(() => { const u = window.bikesense.plot; const i = u.data[1].findIndex("
+             "(v) => v !== null); return u.valToPos(u.data[0][i], 'x'); })()")
+    p.page.mouse.move(over["x"] + x, over["y"] + over["height"] / 2)
+    p.wait("() => [...document.querySelectorAll('#chart .u-legend .u-value')]"
+           ".some((e) => e.textContent.includes('µg/m³'))")
+    p.shot("map-cell-chart.png")
+
+    with p.page.expect_download() as download:
+        p.page.click("#chart-download")
+    text = Path(download.value.path()).read_text(encoding="utf-8")
+    assert text.startswith("start,n_readings,rides,mean")
+
+    # A new period redraws the chart for it: one day, picked in local time.
+    before = len(p.requests)
+    p.page.select_option("#range", "day")
+    p.page.fill("#day", "2026-11-23")
+    p.page.dispatch_event("#day", "change")
+    p.wait("() => window.bikesense.lastSeries.time_from.startsWith('2026-11-22T23')")
+    series = p.series(before)
+    # Europe/Amsterdam is UTC+1 in November: the local day starts at 23:00 UTC the day before.
+    assert series[-1]["from"] == ["2026-11-22T23:00:00.000Z"]
+    assert series[-1]["to"] == ["2026-11-23T23:00:00.000Z"]
+    assert "UTC 2026-11-22 23:00 – 2026-11-23 23:00" in p.page.inner_text("#period-utc")
+    assert "day=2026-11-23" in p.page.url
+    assert any("from=2026-11-22T23" in url for url in p.tiles(before))
+    p.close()
+
+
+def test_an_empty_period_says_so(site: dict[str, str], browser: Any) -> None:
+    p = Page(browser, DESKTOP)
+    p.page.goto(site["url"] + "#day=2026-11-10")
+    p.wait(READY)
+    p.wait("() => window.bikesense.problem === 'empty'")
+    assert "No public PM2.5 data" in p.page.inner_text("#banner")
+    p.shot("map-empty-period.png")
+    # Back to a period with data: the message goes.
+    p.page.select_option("#range", "24")
+    p.wait("() => window.bikesense.problem === null && window.bikesense.cellsInView > 0")
+    p.close()
+
+
+def test_last_hour_is_the_last_sixty_minutes(site: dict[str, str], browser: Any) -> None:
+    # Ten minutes into the next hour: the clock hour (12:00–13:00) holds nothing yet, the
+    # last 60 minutes (11:10–12:10) hold the rides of 11:05–11:27.
+    p = Page(browser, DESKTOP, now=NOW + timedelta(minutes=10))
+    p.page.goto(site["url"] + "#last=1")
+    p.wait(READY)
+    assert "UTC 2026-11-23 11:10 – 2026-11-23 12:10" in p.page.inner_text("#period-utc")
+    p.wait("() => window.bikesense.cellsInView > 0")
+    assert p.js("window.bikesense.problem") is None
+    p.close()
+
+
+def test_a_refused_key_leaves_a_way_out(site: dict[str, str], browser: Any) -> None:
+    p = Page(browser, DESKTOP, key=site["revoked"])
+    p.page.goto(site["url"])
+    p.wait("() => window.bikesense.problem === 'key'")
+    assert "refused" in p.page.inner_text("#banner")
+    p.shot("map-revoked-key.png")
+    # The key form works after a failed start: a good key starts the map, with its role.
+    p.page.fill("#key", site["officer"])
+    p.page.click("#key-apply")
+    p.wait(READY)
+    assert p.js("window.bikesense.problem") is None
+    assert "officer" in p.page.inner_text("#role")
+    # Officers get their finest bucket in the chart: 15 minutes.
+    p.click_at(*BUSY)
+    p.wait("() => window.bikesense.plot !== null")
+    assert p.series()[-1]["bucket"] == ["15m"]
+    # A wrong key after a good start is refused too, and "without a key" brings the public map.
+    p.page.fill("#key", "bsk_wrong")
+    p.page.click("#key-apply")
+    p.wait("() => window.bikesense.problem === 'key'")
+    p.page.get_by_role("button", name="Continue without a key").click()
+    p.wait("() => window.bikesense.problem === null && window.bikesense.state.meta.role"
+           " === 'public'")
+    p.close()
+
+
+def test_the_phone_layout_folds_the_panel(site: dict[str, str], browser: Any) -> None:
+    p = Page(browser, PHONE)
+    # A shared link opens where it points: here the busy cell, so the phone shows it.
+    p.page.goto(site["url"] + f"#at={BUSY[0]},{BUSY[1]},15")
+    p.wait(READY)
+    p.wait(TILES_LOADED)
+    # Folded to one line at first: the map gets the screen.
+    panel = p.page.locator("#panel").bounding_box()
+    assert panel is not None
+    assert panel["height"] < 0.1 * PHONE["height"]
+    assert not p.page.is_visible("#legend")
+    p.shot("map-phone.png")
+    p.page.click("#panel-toggle")
+    assert p.page.is_visible("#legend")
+    p.shot("map-phone-panel.png")
+    p.page.click("#panel-toggle")
+    assert not p.page.is_visible("#legend")
+    p.click_at(*BUSY)
+    p.wait("() => window.bikesense.plot !== null")
+    chart = p.page.locator("#chart-panel").bounding_box()
+    assert chart is not None
+    assert chart["width"] <= PHONE["width"]
+    p.shot("map-phone-chart.png")
+    p.close()
+
+
+def test_a_database_that_is_down_is_not_no_data(browser: Any) -> None:
+    # Nothing listens on this port: the API starts, and every data request fails.
+    dead = f"postgresql://bikesense@127.0.0.1:{free_port()}/nothing"
+    app = app_at(dead, _api(database_timeout_s=1.0))
+    with ServerThread(app) as server:
+        p = Page(browser, DESKTOP)
+        p.page.goto(server.url)
+        p.wait("() => window.bikesense.problem === 'database'")
+        assert "database is unavailable" in p.page.inner_text("#banner")
+        # The live dot does not claim live updates while nothing can arrive.
+        p.wait("() => window.bikesense.live !== 'on' && window.bikesense.live !== undefined")
+        assert "live updates: on" not in p.page.inner_text("#live-text")
+        p.shot("map-database-down.png")
+        p.close()
