@@ -332,7 +332,7 @@ class MosquittoBroker:
 
     def config_text(self) -> str:
         lines = [
-            "# Written by bikesense; see docs/operations.md for each setting.",
+            "# Written by bikesense; see docs/deployment.md for each setting.",
             *self._listener_lines(),
             # Persistent sessions survive a broker restart with their queued QoS 1 messages.
             "persistence true",
