@@ -1,21 +1,21 @@
 """Admission: MQTT messages in, authenticated readings, rejects and status updates out.
 
-Runtime-agnostic and free of I/O: the embedded runtime hands the result to
-the storage writer, the distributed runtime produces it to Kafka. Every
-message ends in exactly one place: readings, a reject, or a status update.
+Runtime-agnostic and free of I/O: the MQTT consumer (``ingest.consumer``) hands
+the result to its batch handler, which stores it (the embedded runtime) or
+produces it to Kafka (the distributed one). Every message ends in exactly one
+place: readings, a reject, or a status update. The result's types
+(:class:`Admitted` and its parts) live in ``stream.core.admitted``, where both
+sides can import them.
 """
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 
 import numpy as np
 
 from firmware_protocol import (
     RemoteProtocolError,
-    StatusMessage,
     decode_readings_many,
     decode_status,
     peek_header,
@@ -26,38 +26,9 @@ from ingest.keys import KeyLookup, KitKey
 from ingest.mqtt import InboundMessage
 from ingest.topics import TopicKind, TopicLayout
 from ingest.validation import AdmissionRules, IngestReject, check_readings
+from stream.core.admitted import Admitted, RejectedFrame, StatusUpdate
 
-
-@dataclass(frozen=True, slots=True)
-class RejectedFrame:
-    topic: str
-    payload: bytes
-    kit_id: int | None
-    reason: str
-    detail: str
-    received_ms: int
-
-
-@dataclass(frozen=True, slots=True)
-class StatusUpdate:
-    kit_id: int
-    status: StatusMessage
-    received_ms: int
-
-
-@dataclass(slots=True)
-class Admitted:
-    """What one batch of messages turned into."""
-
-    readings: np.ndarray  # READING_DTYPE, every accepted reading of the batch
-    received_ms: np.ndarray  # int64, when the frame of each reading arrived
-    rejects: list[RejectedFrame] = field(default_factory=list)
-    statuses: list[StatusUpdate] = field(default_factory=list)
-    frames_accepted: Counter[int] = field(default_factory=Counter)
-
-    @property
-    def frames_rejected(self) -> Counter[str]:
-        return Counter(r.reason for r in self.rejects if not r.reason.startswith("partial:"))
+__all__ = ["Admitted", "RejectedFrame", "StatusUpdate", "admit"]
 
 
 def admit(messages: Sequence[InboundMessage], layout: TopicLayout, keys: KeyLookup,

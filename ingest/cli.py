@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
 import socket
@@ -207,10 +206,10 @@ def ingest_command(
     settings = settings_or_exit()
     name = client_id or f"bikesense-ingest-{socket.gethostname()}-{os.getuid()}"
     try:
-        from stream.embedded import (  # noqa: PLC0415
+        from bikesense.runtimes import (  # noqa: PLC0415
             EmbeddedConfig,
-            EmbeddedRuntime,
-            run_until_signalled,
+            run_embedded,
+            run_kafka_ingest,
         )
         from stream.maintenance import MaintenanceConfig  # noqa: PLC0415
         from stream.settings import core_config  # noqa: PLC0415
@@ -224,15 +223,8 @@ def ingest_command(
             maintenance=MaintenanceConfig(raw_retention=timedelta(days=settings.raw_retention_days)),
         )
         if to is Destination.KAFKA:
-            from stream.distributed import run_kafka_ingest  # noqa: PLC0415
-
             run_kafka_ingest(settings, config, metrics_port)
-            return
-        runtime = EmbeddedRuntime(config, master_key_from_environment(settings))
-        if metrics_port is not None:
-            from prometheus_client import start_http_server  # noqa: PLC0415
-
-            start_http_server(metrics_port, addr="127.0.0.1", registry=runtime.metrics.registry)
-        asyncio.run(run_until_signalled(runtime))
+        else:
+            run_embedded(config, master_key_from_environment(settings), metrics_port)
     except BikesenseError as exc:
         exit_with(exc)

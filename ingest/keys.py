@@ -5,7 +5,8 @@ Known kits are served from memory and the whole table is re-read every
 the cache triggers a re-read at most once per ``miss_interval_s``, so a flood
 of frames from unknown kits cannot hammer the database. When the re-read
 fails, the error propagates: "unknown" is only said of a kit the database
-confirmed it does not know.
+confirmed it does not know. :class:`KitKeyReader` is the loader that reads
+them from the database.
 """
 
 from __future__ import annotations
@@ -14,6 +15,11 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
+
+import psycopg
+
+from storage.kits import MasterKey, kit_secrets
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,3 +58,38 @@ class KeyCache:
             if age > self._ttl_s or (kit_id not in self._keys and age > self._miss_interval_s):
                 self._refresh()
             return self._keys.get(kit_id)
+
+
+class KitKeyReader:
+    """Reads every kit's key for the key cache, on a connection of its own.
+
+    Its own: admission must never run a query inside a writer's open transaction.
+    """
+
+    def __init__(self, database_url: str, master_key: MasterKey) -> None:
+        self._url = database_url
+        self._master_key = master_key
+        self._conn: psycopg.Connection[Any] | None = None
+        self._lock = threading.Lock()
+
+    def load(self) -> Mapping[int, KitKey]:
+        with self._lock:
+            try:
+                if self._conn is None or self._conn.closed or self._conn.broken:
+                    self._close()
+                    self._conn = psycopg.connect(self._url, autocommit=True, connect_timeout=5,
+                                                 application_name="bikesense-stream-keys")
+                secrets = kit_secrets(self._conn, self._master_key)
+            except psycopg.OperationalError:
+                self._close()
+                raise
+        return {k: KitKey(k, s.secret, s.active) for k, s in secrets.items()}
+
+    def _close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+        self._conn = None
+
+    def close(self) -> None:
+        with self._lock:
+            self._close()

@@ -1,5 +1,9 @@
 """The embedded runtime's sink: one transaction per batch, then the broker may be acked.
 
+``stream.embedded.DatabaseHandler`` commits each batch through one of these (one
+per writer, each with its own connection); the faust workers store theirs the same
+way.
+
 Everything a batch of messages produced — new readings and their aggregates,
 readings held back or trimmed at the end of their ride, rejected frames, kit
 status and last-seen times, and a live-update notification — is written in one
@@ -11,14 +15,12 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
 import numpy as np
 import psycopg
 
-from ingest.admission import Admitted
 from storage.held import hold, take_held
 from storage.kits import record_status, touch_last_seen
 from storage.notify import CHANNEL as LIVE_CHANNEL
@@ -32,6 +34,7 @@ from storage.writer import (
     plan_write,
     write_batch,
 )
+from stream.core.admitted import Admitted, WriteOutcome
 from stream.core.binning import parent_cells
 from stream.core.partials import METRIC_COLUMNS
 from stream.core.privacy import settle_ride_ends
@@ -39,20 +42,9 @@ from stream.core.process import CoreConfig, aggregate_new_rows
 from stream.core.state import KitStates
 from stream.core.windows import window_starts_ms
 
+__all__ = ["PostgresSink", "WriteOutcome"]
+
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True, slots=True)
-class WriteOutcome:
-    admitted: Admitted
-    inserted: int
-    duplicates: int
-    partials_merged: int
-    rejects: int
-    #: End-of-ride trimming: readings waiting in the holding table after this batch
-    #: (of this batch's kits), and readings dropped as the last minutes of a ride.
-    held: int = 0
-    trimmed_end: int = 0
 
 
 class PostgresSink:
@@ -160,7 +152,7 @@ class PostgresSink:
             seen[update.kit_id] = max(seen.get(update.kit_id, 0), update.received_ms)
         if not seen:
             return
-        # Concurrent writers (EmbeddedConfig.writers) update the same kits' rows: lock
+        # Concurrent writers (DatabaseHandler.writers) update the same kits' rows: lock
         # them in one order first, so that two batches cannot deadlock on them.
         conn.execute("SELECT FROM kits WHERE kit_id = ANY(%s) ORDER BY kit_id FOR NO KEY UPDATE",
                      (sorted(seen),))

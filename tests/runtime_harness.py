@@ -18,8 +18,8 @@ from typing import Any, TypeVar
 
 import psycopg
 
+from bikesense.runtimes import EmbeddedConfig, EmbeddedRuntime, Runtime
 from storage.kits import MasterKey
-from stream.embedded import EmbeddedConfig, EmbeddedRuntime
 
 
 @contextmanager
@@ -28,18 +28,18 @@ def running(config: EmbeddedConfig, master_key: MasterKey) -> Iterator[EmbeddedR
         yield runtime
 
 
-R = TypeVar("R", bound=EmbeddedRuntime)
+R = TypeVar("R", bound=Runtime[Any])
 
 
 @contextmanager
 def running_runtime(runtime: R) -> Iterator[R]:
-    """Run ``runtime`` (the embedded one or a subclass) in a thread until the block ends."""
+    """Run ``runtime`` (the embedded one, or Kafka ingest) in a thread until the block ends."""
     with started(runtime):
         yield runtime
 
 
 @contextmanager
-def started(runtime: EmbeddedRuntime) -> Iterator[Callable[[], None]]:
+def started(runtime: Runtime[Any]) -> Iterator[Callable[[], None]]:
     """Run ``runtime`` in a thread until the block ends; yields a function that asks it to
     stop earlier (without waiting). A failure of the runtime is raised, also as the cause
     of the test's own."""

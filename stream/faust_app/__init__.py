@@ -4,7 +4,7 @@
                    kit-state codec of the faust table; pure, no faust
     steps.py       what one event or one batch does: plain functions, tested directly
     app.py         ``create_app``: the faust app, its topics, table and two agents
-    ingest.py      ``run_kafka_ingest``: MQTT → admission → Kafka, acked after the produce
+    ingest.py      ``KafkaHandler``: admitted batches → Kafka, for the MQTT consumer
     exceptions.py  the error tree
 
 ``stream.distributed`` is the public face of this package (docs/deployment.md).

@@ -1,12 +1,16 @@
 """``bikesense ingest --to kafka``: MQTT → admission → Kafka, acknowledged after the produce.
 
-The embedded runtime's machinery (bounded hand-over queue, back-pressure,
-batching, acks only after what a batch carried is durable) with another
-destination: :class:`KafkaIngest` overrides only what one batch does.
+The MQTT consumer (``ingest.consumer``: bounded hand-over queue, back-pressure,
+batching, acks only after what a batch carried is durable) drives
+:class:`KafkaHandler`, the second implementation of its handler interface
+(``ingest.handler.BatchHandler``) beside the embedded runtime's database handler;
+``bikesense.runtimes`` puts them together.
 
 For each batch of MQTT messages:
 
-1. admission (authentication needs the kit keys from the database);
+1. admission, by the consumer (authentication needs the kit keys from the
+   database); privacy-zone readings are left out here, before anything leaves
+   the process;
 2. rejects and kit status reports go straight to the database, in one
    transaction, through the embedded runtime's sink: they are small, the
    workers have nothing to add to them, and they stay out of Kafka;
@@ -15,9 +19,9 @@ For each batch of MQTT messages:
 4. only when Kafka acknowledged every message are the MQTT messages acked.
 
 A failure at step 2 or 3 is retried with back-off (step 3 alone, if 2 was
-done); nothing is acked meanwhile. A crash between 3 and 4 makes the broker
-deliver the batch again: the readings then reach Kafka twice, which the
-writer's identity key absorbs, and the rejects are logged twice (rejects are a
+done: :attr:`KafkaBatch.recorded`); nothing is acked meanwhile. A crash between
+3 and 4 makes the broker deliver the batch again: the readings then reach Kafka
+twice, which the writer's identity key absorbs, and the rejects are logged twice (rejects are a
 log of arrivals, storage/rejects.py).
 """
 
@@ -25,24 +29,17 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Sequence
-from typing import Any, Protocol, TypeVar
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
 
 import numpy as np
 import psycopg
 
-from bikesense.settings import Settings, resolve_kafka_url
-from ingest.admission import Admitted, admit
-from ingest.mqtt import InboundMessage
-from storage.kits import MasterKey
+from stream.core.admitted import Admitted, WriteOutcome, withhold_zone_payloads
 from stream.core.batch import ENRICHED_DTYPE
 from stream.core.privacy import in_zones
-from stream.embedded import (
-    EmbeddedConfig,
-    EmbeddedRuntime,
-    run_until_signalled,
-    withhold_zone_payloads,
-)
+from stream.core.process import CoreConfig
 from stream.faust_app.codec import encode_readings, kit_key
 from stream.faust_app.exceptions import KafkaError
 from stream.faust_app.topics import (
@@ -50,9 +47,11 @@ from stream.faust_app.topics import (
     TopicSpec,
     bootstrap_servers,
     ensure_topics,
-    readings_topic,
 )
-from stream.sink import WriteOutcome
+from stream.sink import PostgresSink
+
+__all__ = ["AiokafkaReadingsProducer", "KafkaBatch", "KafkaHandler", "ReadingsProducer",
+           "bootstrap_servers", "readings_messages"]
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +61,6 @@ log = logging.getLogger(__name__)
 MAX_READINGS_PER_MESSAGE = 5000
 
 _NO_ENRICHED = np.empty(0, ENRICHED_DTYPE)
-_T = TypeVar("_T")
 
 
 def readings_messages(admitted: Admitted, *,
@@ -140,93 +138,70 @@ class AiokafkaReadingsProducer:
             await self._producer.stop()
 
 
-class KafkaIngest(EmbeddedRuntime):
-    """The embedded runtime's MQTT side, handing readings to Kafka instead of the stream core."""
+@dataclass(slots=True)
+class KafkaBatch:
+    """Admitted messages on their way to Kafka."""
 
-    def __init__(self, config: EmbeddedConfig, master_key: MasterKey,
-                 producer: ReadingsProducer, *,
-                 on_batch: Callable[[WriteOutcome], None] | None = None) -> None:
-        super().__init__(config, master_key, on_batch=on_batch)
+    admitted: Admitted
+    #: Its rejects and status reports are in the database: a retry after Kafka
+    #: refused only produces again (rejects are a log of arrivals, not deduplicated).
+    recorded: bool = False
+
+
+class KafkaHandler:
+    """Records rejects and statuses in the database, produces readings to Kafka."""
+
+    #: One: batches are produced in arrival order, so a kit's readings reach its
+    #: partition in order.
+    writers = 1
+    readies_early = False
+    unavailable: Mapping[type[Exception], str] = {psycopg.OperationalError: "database",
+                                                   KafkaError: "Kafka"}
+
+    def __init__(self, database_url: str, core: CoreConfig, producer: ReadingsProducer) -> None:
+        self._zones = core.privacy.zones
+        self._sink = PostgresSink(database_url, core)
         self._producer = producer
         self._loop: asyncio.AbstractEventLoop | None = None
 
-    async def run(self, stop: asyncio.Event) -> None:
+    async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
         await self._producer.start()
-        # Retries wait on the thread-side stop flag; raise it as soon as we are asked to stop.
-        watcher = asyncio.create_task(self._stop_retries_on(stop))
+
+    async def stop(self) -> None:
         try:
-            await super().run(stop)
-        finally:
-            watcher.cancel()
             await self._producer.stop()
+        finally:
+            self._sink.close()
 
-    async def _stop_retries_on(self, stop: asyncio.Event) -> None:
-        await stop.wait()
-        self._stopping.set()
-
-    def _handle(self, batch: list[InboundMessage]) -> WriteOutcome | None:
-        """Admit, store rejects and statuses, produce readings; None if stopped first."""
-        admitted = self._retrying(lambda: self._admit_and_record(batch), "database")
-        if admitted is None:
-            return None
-        messages = readings_messages(admitted)
-        if messages and self._retrying(lambda: self._produce(messages), "Kafka") is None:
-            return None
-        return WriteOutcome(admitted, inserted=0, duplicates=0, partials_merged=0,
-                            rejects=len(admitted.rejects))
-
-    def _admit_and_record(self, batch: list[InboundMessage]) -> Admitted:
-        # Inside the retry: a kit missing from the key cache is looked up in the database.
-        admitted = admit(batch, self.layout, self._keys.lookup, self.config.rules)
+    def prepare(self, admitted: Admitted) -> KafkaBatch:
         # Privacy zones apply before anything leaves this process (DESIGN.md decision 4):
         # zone readings never reach Kafka, and a reject with a zone position keeps no bytes.
-        zones = self.config.core.privacy.zones
-        withhold_zone_payloads(admitted, zones)
-        if zones and len(admitted.readings):
-            keep = ~in_zones(admitted.readings["lat_deg"], admitted.readings["lon_deg"], zones)
+        withhold_zone_payloads(admitted, self._zones)
+        if self._zones and len(admitted.readings):
+            keep = ~in_zones(admitted.readings["lat_deg"], admitted.readings["lon_deg"],
+                             self._zones)
             admitted.readings = admitted.readings[keep]
             admitted.received_ms = admitted.received_ms[keep]
-        if admitted.rejects or admitted.statuses:
-            self._sink.write(admitted, _NO_ENRICHED)
-        return admitted
+        return KafkaBatch(admitted)
 
-    def _produce(self, messages: list[tuple[bytes, bytes]]) -> bool:
-        assert self._loop is not None, "run() sets the loop before any batch"
-        asyncio.run_coroutine_threadsafe(self._producer.send_all(messages), self._loop).result()
-        return True
+    def join(self, chunks: Sequence[KafkaBatch]) -> KafkaBatch:
+        return KafkaBatch(Admitted.joined([c.admitted for c in chunks]))
 
-    def _retrying(self, step: Callable[[], _T], what: str) -> _T | None:
-        delay = self.config.retry_min_s
-        while True:
-            try:
-                return step()
-            except (psycopg.OperationalError, KafkaError) as exc:
-                if isinstance(exc, psycopg.OperationalError):
-                    self.metrics.database_errors.inc()
-                log.warning("%s unavailable (%s); batch kept, retrying in %.1f s", what, exc, delay)
-            if self._stopping.wait(delay):
-                return None
-            delay = min(delay * 2, self.config.retry_max_s)
+    def ready(self, batch: KafkaBatch) -> KafkaBatch:
+        return batch
 
-
-def run_kafka_ingest(settings: Settings, config: EmbeddedConfig,
-                     metrics_port: int | None = None) -> None:
-    """Run ``bikesense ingest --to kafka`` until SIGTERM or SIGINT.
-
-    ``config`` is the embedded runtime's, built from the same settings and options
-    (so retention and the other maintenance settings hold here too); the readings
-    go to ``{BIKESENSE_KAFKA_APP_ID}.readings`` instead of the stream core.
-    """
-    from storage.cli import master_key_from_environment  # noqa: PLC0415 - CLI edge only
-
-    producer = AiokafkaReadingsProducer(resolve_kafka_url(settings),
-                                        readings_topic(settings.kafka_app_id),
-                                        client_id=config.client_id,
-                                        partitions=settings.kafka_partitions)
-    runtime = KafkaIngest(config, master_key_from_environment(settings), producer)
-    if metrics_port is not None:
-        from prometheus_client import start_http_server  # noqa: PLC0415
-
-        start_http_server(metrics_port, addr="127.0.0.1", registry=runtime.metrics.registry)
-    asyncio.run(run_until_signalled(runtime))
+    def commit(self, batch: KafkaBatch, writer: int) -> WriteOutcome:
+        """Store the rejects and statuses (once), then produce the readings."""
+        admitted = batch.admitted
+        if not batch.recorded:
+            if admitted.rejects or admitted.statuses:
+                self._sink.write(admitted, _NO_ENRICHED)
+            batch.recorded = True
+        messages = readings_messages(admitted)
+        if messages:
+            assert self._loop is not None, "start() sets the loop before any batch"
+            asyncio.run_coroutine_threadsafe(self._producer.send_all(messages),
+                                             self._loop).result()
+        return WriteOutcome(admitted, inserted=0, duplicates=0, partials_merged=0,
+                            rejects=len(admitted.rejects))

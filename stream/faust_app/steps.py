@@ -15,7 +15,7 @@ import numpy as np
 import psycopg
 
 from firmware_protocol.readings import READING_DTYPE
-from ingest.admission import Admitted
+from stream.core.admitted import Admitted
 from stream.core.batch import ENRICHED_DTYPE
 from stream.core.binning import NO_CELL, parent_cells
 from stream.core.process import CoreConfig, process_batch

@@ -25,12 +25,12 @@ from api.app import create_app
 from api.config import ApiSettings
 from api.keys import create_key
 from api.roles import Role
+from bikesense.runtimes import EmbeddedConfig
 from bikesense.settings import Settings
 from firmware_protocol import empty_readings, encode_readings
 from simulators.publisher import MqttPublisher
 from storage.kits import MasterKey, register_kit
 from stream.core.binning import parent_cells
-from stream.embedded import EmbeddedConfig
 from tests.api.api_factories import BUSY, QUIET, RESOLUTIONS, WINDOWS, h3_hex
 from tests.api.api_server import ServerThread
 from tests.runtime_harness import running, scalar, wait_for

@@ -17,12 +17,12 @@ from paho.mqtt.enums import CallbackAPIVersion
 from typer.testing import CliRunner
 
 from bikesense.cli import app
+from bikesense.runtimes import EmbeddedConfig
 from bikesense.services import MosquittoBroker
 from firmware_protocol import StatusMessage, empty_readings, encode_readings, encode_status
 from ingest.broker_auth import kit_mqtt_password
 from simulators.publisher import MqttPublisher
 from storage.kits import MasterKey, get_kit, register_kit, revoke_kit
-from stream.embedded import EmbeddedConfig
 from tests.runtime_harness import running, scalar, wait_for
 
 pytestmark = [pytest.mark.postgres, pytest.mark.mqtt]

@@ -9,11 +9,11 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
+from bikesense import runtimes
 from bikesense.cli import app
+from bikesense.runtimes import EmbeddedConfig
 from storage.cli import MASTER_KEY_ENV
 from storage.kits import MasterKey
-from stream import embedded
-from stream.embedded import EmbeddedConfig
 
 
 @pytest.fixture
@@ -33,8 +33,8 @@ def configured(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> list[Embedded
     async def no_run(_runtime: Any) -> None:
         return None
 
-    monkeypatch.setattr(embedded, "EmbeddedRuntime", Recorded)
-    monkeypatch.setattr(embedded, "run_until_signalled", no_run)
+    monkeypatch.setattr(runtimes, "EmbeddedRuntime", Recorded)
+    monkeypatch.setattr(runtimes, "run_until_signalled", no_run)
     return started
 
 
@@ -67,8 +67,6 @@ def test_retention_reaches_either_runtime(configured: list[EmbeddedConfig],
                                           monkeypatch: pytest.MonkeyPatch, to: str) -> None:
     """BIKESENSE_RAW_RETENTION_DAYS is a privacy promise: `ingest --to kafka` runs the same
     maintenance with it as the embedded runtime (it used to run with the defaults)."""
-    from stream.faust_app import ingest as kafka_ingest  # noqa: PLC0415
-
     monkeypatch.setenv("BIKESENSE_RAW_RETENTION_DAYS", "7")
     monkeypatch.setenv("BIKESENSE_KAFKA_URL", "kafka://127.0.0.1:9")
 
@@ -76,8 +74,7 @@ def test_retention_reaches_either_runtime(configured: list[EmbeddedConfig],
         def __init__(self, config: EmbeddedConfig, _master: MasterKey, _producer: Any) -> None:
             configured.append(config)
 
-    monkeypatch.setattr(kafka_ingest, "KafkaIngest", RecordedKafka)
-    monkeypatch.setattr(kafka_ingest, "run_until_signalled", embedded.run_until_signalled)
+    monkeypatch.setattr(runtimes, "KafkaIngest", RecordedKafka)
     result = CliRunner().invoke(app, ["ingest", "--to", to, "--writers", "3"])
     assert result.exit_code == 0, result.output
     (config,) = configured

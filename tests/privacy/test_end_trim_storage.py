@@ -9,6 +9,7 @@ import numpy as np
 import psycopg
 import pytest
 
+from bikesense.runtimes import EmbeddedConfig
 from firmware_protocol import encode_readings
 from ingest.admission import Admitted
 from simulators.publisher import MqttPublisher
@@ -19,7 +20,6 @@ from stream.core.privacy import PrivacyConfig
 from stream.core.process import CoreConfig, process_batch
 from stream.core.qa import QaFlag
 from stream.core.state import KitStates
-from stream.embedded import EmbeddedConfig
 from stream.maintenance import MaintenanceConfig, run_maintenance
 from stream.sink import PostgresSink, WriteOutcome
 from tests.runtime_harness import running, scalar, wait_for

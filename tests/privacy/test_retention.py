@@ -9,11 +9,11 @@ from functools import partial
 import psycopg
 import pytest
 
+from bikesense.runtimes import EmbeddedConfig
 from storage.kits import MasterKey
 from storage.writer import write_batch
 from stream.core.aggregate import aggregate
 from stream.core.partials import Metric
-from stream.embedded import EmbeddedConfig
 from stream.maintenance import ADVISORY_LOCK_KEY, MaintenanceConfig, run_maintenance
 from tests.api.api_factories import BUSY, RESOLUTIONS, WINDOWS, ride
 from tests.runtime_harness import running, scalar, wait_for

@@ -10,13 +10,13 @@ import psycopg
 import pytest
 from psycopg import sql
 
+from bikesense.runtimes import EmbeddedConfig
 from firmware_protocol import empty_readings, encode_readings
 from simulators.publisher import MqttPublisher
 from storage.kits import MasterKey, register_kit
 from stream.core.partials import Metric
 from stream.core.privacy import CircleZone, PolygonZone, PrivacyConfig, in_zones, payload_in_zones
 from stream.core.process import CoreConfig
-from stream.embedded import EmbeddedConfig
 from tests.runtime_harness import running, scalar, wait_for
 
 pytestmark = [pytest.mark.postgres, pytest.mark.mqtt]

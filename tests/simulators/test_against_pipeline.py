@@ -15,6 +15,7 @@ import numpy as np
 import psycopg
 import pytest
 
+from bikesense.runtimes import EmbeddedConfig
 from simulators.faults import FaultPlan
 from simulators.fleet import Fleet, SimulationConfig
 from simulators.publisher import MqttPublisher
@@ -24,7 +25,6 @@ from storage.kits import MasterKey, register_kit
 from stream.core.partials import Metric
 from stream.core.policy import EXCLUDING_FLAGS
 from stream.core.qa import QaFlag
-from stream.embedded import EmbeddedConfig
 from tests.runtime_harness import running, wait_for
 
 pytestmark = [pytest.mark.postgres, pytest.mark.mqtt, pytest.mark.slow]

@@ -110,7 +110,7 @@ class Deployment:
         process = self.start("ingest", "ingest", "--to", "kafka", "--client-id",
                              f"{self.app_id}-ingest", "--share-group", "",
                              "--topic-root", self.topic_root)
-        process.wait_for_log("embedded runtime consuming")
+        process.wait_for_log("runtime consuming")
         return process
 
     def worker(self, name: str, *, ready: bool = True) -> Process:

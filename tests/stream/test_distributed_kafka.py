@@ -27,6 +27,7 @@ from api.app import create_app as create_api
 from api.config import ApiSettings
 from api.keys import create_key
 from api.roles import Role
+from bikesense.runtimes import EmbeddedConfig
 from bikesense.settings import Settings
 from firmware_protocol import empty_readings
 from ingest.admission import Admitted
@@ -36,7 +37,6 @@ from simulators.publisher import MqttPublisher
 from simulators.runner import RunStats, pump
 from storage.kits import MasterKey, register_kit
 from stream.core.partials import Metric
-from stream.embedded import EmbeddedConfig
 from stream.faust_app.ingest import AiokafkaReadingsProducer, readings_messages
 from stream.faust_app.topics import TopicSpec, ensure_topics
 from tests.api.api_server import ServerThread

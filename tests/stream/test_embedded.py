@@ -9,11 +9,11 @@ import numpy as np
 import psycopg
 import pytest
 
+from bikesense.runtimes import EmbeddedConfig
 from firmware_protocol import empty_readings, encode_readings
 from simulators.publisher import MqttPublisher
 from storage.kits import MasterKey, register_kit
 from stream.core.partials import Metric
-from stream.embedded import EmbeddedConfig
 from tests.runtime_harness import running, scalar, wait_for
 
 pytestmark = [pytest.mark.postgres, pytest.mark.mqtt]

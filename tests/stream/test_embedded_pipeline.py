@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, suppress
 from typing import Any
 
@@ -22,6 +22,7 @@ import numpy as np
 import psycopg
 import pytest
 
+from bikesense.runtimes import EmbeddedConfig, EmbeddedRuntime
 from bikesense.services import PostgresCluster
 from firmware_protocol import empty_readings, encode_readings
 from ingest.keys import KeyCache
@@ -30,7 +31,7 @@ from simulators.publisher import MqttPublisher
 from storage.kits import MasterKey, register_kit
 from stream.core.privacy import PrivacyConfig
 from stream.core.process import CoreConfig
-from stream.embedded import EmbeddedConfig, EmbeddedRuntime, PreparedBatch
+from stream.embedded import DatabaseHandler, PreparedBatch
 from tests.runtime_harness import scalar, started, wait_for
 
 pytestmark = [pytest.mark.postgres, pytest.mark.mqtt]
@@ -55,12 +56,17 @@ class TracedRuntime(EmbeddedRuntime):
     def __init__(self, config: EmbeddedConfig, master_key: MasterKey) -> None:
         super().__init__(config, master_key)
         self.events: list[tuple[str, Batch]] = []
-        self.chunks: list[PreparedBatch] = []
+        #: Each chunk's messages and what the handler prepared of them.
+        self.chunks: list[tuple[list[InboundMessage], PreparedBatch]] = []
         self._lock = threading.Lock()
         self._current = threading.local()  # the batch each write-stage thread is writing
         self._writer_threads: list[str] = []
-        subscriber_ack = self._subscriber.ack
-        load_keys = self._key_reader.load
+        consumer, handler = self.consumer, self.handler
+        assert isinstance(handler, DatabaseHandler)
+        subscriber_ack = consumer.subscriber.ack
+        load_keys = self.key_reader.load
+        prepare = consumer._prepare
+        commit = handler.commit
 
         def traced_write(sink_write: Any) -> Any:
             def write(admitted: Any, rows: Any, states: Any = None, plan: Any = None) -> Any:
@@ -77,7 +83,7 @@ class TracedRuntime(EmbeddedRuntime):
                 return outcome
             return write
 
-        def ack(messages: list[InboundMessage]) -> int:
+        def ack(messages: Sequence[InboundMessage]) -> int:
             self._log("acked", self._batch_of(messages))
             return subscriber_ack(messages)
 
@@ -103,28 +109,37 @@ class TracedRuntime(EmbeddedRuntime):
                 return aggregate(rows)
             return traced
 
-        for sink in self._sinks:
-            sink._aggregate = traced_aggregate(sink)  # type: ignore[assignment]
+        def traced_prepare(messages: list[InboundMessage]) -> Any:
+            chunk = prepare(messages)
+            if chunk is not None:
+                with self._lock:
+                    self.chunks.append((messages, chunk.prepared))
+                self._log("prepared", (len(self.chunks) - 1,))
+            return chunk
+
+        def traced_commit(batch: PreparedBatch, writer: int) -> Any:
+            self._current.batch = self._batch_of_readings(batch)
+            return commit(batch, writer)
+
+        for sink in handler.sinks:
+            sink._aggregate = traced_aggregate(sink)
             sink.write = traced_write(sink.write)  # type: ignore[method-assign]
-        self._subscriber.ack = ack  # type: ignore[method-assign]
-        self._keys = KeyCache(keys)
+        consumer.subscriber.ack = ack  # type: ignore[method-assign]
+        consumer.keys = KeyCache(keys)
+        consumer._prepare = traced_prepare  # type: ignore[method-assign]
+        handler.commit = traced_commit  # type: ignore[method-assign]
 
-    def _prepare(self, batch: list[InboundMessage]) -> PreparedBatch | None:
-        prepared = super()._prepare(batch)
-        if prepared is not None:
-            with self._lock:
-                self.chunks.append(prepared)
-            self._log("prepared", (len(self.chunks) - 1,))
-        return prepared
-
-    def _store(self, prepared: PreparedBatch, sink: Any = None) -> Any:
-        self._current.batch = self._batch_of(prepared.messages)
-        return super()._store(prepared, sink)
-
-    def _batch_of(self, messages: list[InboundMessage]) -> Batch:
+    def _batch_of(self, messages: Sequence[InboundMessage]) -> Batch:
         with self._lock:
-            return tuple(i for i, chunk in enumerate(self.chunks)
-                         if any(m is chunk.messages[0] for m in messages))
+            return tuple(i for i, (chunk, _) in enumerate(self.chunks)
+                         if any(m is chunk[0] for m in messages))
+
+    def _batch_of_readings(self, batch: PreparedBatch) -> Batch:
+        """The chunks whose readings ``batch`` holds (readings are unique by their key)."""
+        readings = {r.tobytes() for r in batch.admitted.readings}
+        with self._lock:
+            return tuple(i for i, (_, chunk) in enumerate(self.chunks)
+                         if chunk.admitted.readings[:1].tobytes() in readings)
 
     def _log(self, event: str, batch: Batch) -> None:
         with self._lock:
@@ -155,7 +170,7 @@ class TracedRuntime(EmbeddedRuntime):
 
     def kits_of(self, chunk: int) -> set[int]:
         with self._lock:
-            return {int(k) for k in self.chunks[chunk].rows["kit_id"]}
+            return {int(k) for k in self.chunks[chunk][1].rows["kit_id"]}
 
 
 def _frame(kit: int, seq: int, secret: bytes, lat_deg: float | None = None) -> bytes:
@@ -498,7 +513,8 @@ def test_how_many_writers(fleet: Fleet, overrides: dict[str, Any], writers: int)
     """Stages in turn, and end-of-ride trimming (a batch's transaction reads what the
     batch before held back), keep one writer."""
     runtime = EmbeddedRuntime(fleet.config("writers", **overrides), fleet.master)
-    assert len(runtime._sinks) == writers
+    assert isinstance(runtime.handler, DatabaseHandler)
+    assert len(runtime.handler.sinks) == runtime.consumer.writers == writers
 
 
 def test_writers_must_be_at_least_one(fleet: Fleet) -> None:

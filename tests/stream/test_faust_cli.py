@@ -8,11 +8,10 @@ import pytest
 from typer.testing import CliRunner
 
 from bikesense.exceptions import ConfigurationError
+from bikesense.runtimes import EmbeddedConfig, run_kafka_ingest
 from bikesense.settings import Settings
 from stream.cli import app
-from stream.embedded import EmbeddedConfig
 from stream.faust_app.app import DistributedConfig, create_app
-from stream.faust_app.ingest import run_kafka_ingest
 
 
 @pytest.fixture

@@ -23,6 +23,7 @@ import psycopg
 import pytest
 
 from bikesense.exceptions import ConfigurationError
+from bikesense.runtimes import EmbeddedConfig, KafkaIngest
 from firmware_protocol import StatusMessage, empty_readings, encode_status
 from firmware_protocol import encode_readings as encode_frame
 from firmware_protocol.readings import READING_DTYPE
@@ -31,13 +32,11 @@ from simulators.publisher import MqttPublisher
 from storage.kits import MasterKey, register_kit
 from stream.core.privacy import CircleZone, PrivacyConfig, in_zones
 from stream.core.process import CoreConfig
-from stream.embedded import EmbeddedConfig
 from stream.faust_app.app import StreamApp
 from stream.faust_app.codec import decode_readings, kit_key
 from stream.faust_app.exceptions import KafkaError
 from stream.faust_app.ingest import (
     AiokafkaReadingsProducer,
-    KafkaIngest,
     bootstrap_servers,
     readings_messages,
 )
