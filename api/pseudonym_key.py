@@ -1,8 +1,9 @@
 """The pseudonym key of researchers' exports, read once and kept until its source changes.
 
-The key comes from where ``storage.pseudonyms.pseudonym_key_from_environment``
-looks: ``BIKESENSE_PSEUDONYM_KEY``, else the file named by
-``BIKESENSE_PSEUDONYM_KEY_FILE``, else ``<state dir>/pseudonym.key``.
+The API is the edge that reads where the key comes from: the text in
+``BIKESENSE_PSEUDONYM_KEY``, else the file named by ``BIKESENSE_PSEUDONYM_KEY_FILE``,
+else ``<state dir>/pseudonym.key`` (created on first use, for the demo), and
+hands them to ``storage.pseudonyms.pseudonym_key``.
 
 Reload rule: the key is read again only when its source is no longer the one
 it was read from, that is when the variable's text changes, or the file's
@@ -24,7 +25,7 @@ from storage.pseudonyms import (
     PSEUDONYM_KEY_ENV,
     PSEUDONYM_KEY_FILE_ENV,
     PseudonymKey,
-    pseudonym_key_from_environment,
+    pseudonym_key,
 )
 
 Source = tuple[str | int, ...]
@@ -56,7 +57,8 @@ class PseudonymKeys:
         if self._key is not None and source == self._source:
             return self._key
         try:
-            key = pseudonym_key_from_environment(self._state_dir)
+            key = pseudonym_key(os.environ.get(PSEUDONYM_KEY_ENV),
+                                os.environ.get(PSEUDONYM_KEY_FILE_ENV), self._state_dir)
         except (StorageError, OSError) as exc:
             self._key = self._source = None
             raise ServiceUnavailableError(f"the pseudonym key cannot be read: {exc}",

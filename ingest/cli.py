@@ -143,10 +143,8 @@ def kits_pseudonym(
     from datetime import date, datetime  # noqa: PLC0415
     from zoneinfo import ZoneInfo  # noqa: PLC0415
 
-    from storage.pseudonyms import (  # noqa: PLC0415
-        pseudonym_key_from_environment,
-        pseudonym_table,
-    )
+    from storage.cli import pseudonym_key_from_environment  # noqa: PLC0415
+    from storage.pseudonyms import pseudonym_table  # noqa: PLC0415
     settings = settings_or_exit()
     try:
         when = (date.fromisoformat(day) if day

@@ -4,12 +4,16 @@ The database URL comes from the settings (``BIKESENSE_DATABASE_URL``, else the
 cluster ``bikesense services up`` started). The kit master key comes from
 ``BIKESENSE_KIT_MASTER_KEY`` (``<key id>:<base64>``), else from the file
 ``BIKESENSE_KIT_MASTER_KEY_FILE``, else from ``<state dir>/kit-master.key``,
-created on first use for the embedded demo.
+created on first use for the embedded demo; the researchers' pseudonym key
+likewise from ``BIKESENSE_PSEUDONYM_KEY`` (storage/pseudonyms.py). This is the
+edge: the storage modules below take both keys as values.
 """
 
 from __future__ import annotations
 
+import os
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -19,11 +23,17 @@ from rich.table import Table
 from bikesense.cliutil import connect_or_exit, exit_with
 from bikesense.settings import Settings
 from storage.exceptions import StorageError
-from storage.keyfiles import key_text_from_environment
+from storage.keyfiles import key_text
 from storage.kits import (
     MasterKey,
 )
 from storage.migrate import Backend, applied_migrations, load_migrations, migrate, recorded_backend
+from storage.pseudonyms import (
+    PSEUDONYM_KEY_ENV,
+    PSEUDONYM_KEY_FILE_ENV,
+    PseudonymKey,
+    pseudonym_key,
+)
 from storage.retention import (
     DEFAULT_RAW_RETENTION,
     drop_expired,
@@ -35,14 +45,22 @@ app = typer.Typer(help="Database schema, retention and kit registry.", no_args_i
 console = Console()
 
 MASTER_KEY_ENV = "BIKESENSE_KIT_MASTER_KEY"
-MASTER_KEY_FILE_ENV = f"{MASTER_KEY_ENV}_FILE"  # as storage.keyfiles reads it
+MASTER_KEY_FILE_ENV = f"{MASTER_KEY_ENV}_FILE"
 
 
 def master_key_from_environment(settings: Settings) -> MasterKey:
-    """The kit master key, read at the edge (see the module docstring)."""
-    return MasterKey.from_text(key_text_from_environment(
-        MASTER_KEY_ENV, settings.state_dir / "kit-master.key",
-        lambda: MasterKey.generate().to_text()))
+    """The kit master key, read at the edge (see the module docstring):
+    ``BIKESENSE_KIT_MASTER_KEY``, else the file ``..._FILE``, else the state folder's."""
+    return MasterKey.from_text(key_text(
+        os.environ.get(MASTER_KEY_ENV), os.environ.get(MASTER_KEY_FILE_ENV),
+        settings.state_dir / "kit-master.key", lambda: MasterKey.generate().to_text()))
+
+
+def pseudonym_key_from_environment(state_dir: Path) -> PseudonymKey:
+    """The researchers' pseudonym key, read at the edge: ``BIKESENSE_PSEUDONYM_KEY``, else
+    the file ``..._FILE``, else ``<state_dir>/pseudonym.key``."""
+    return pseudonym_key(os.environ.get(PSEUDONYM_KEY_ENV),
+                         os.environ.get(PSEUDONYM_KEY_FILE_ENV), state_dir)
 
 
 @app.command("migrate")

@@ -1,9 +1,11 @@
-"""Server-side secrets (the kit master key, the pseudonym key), read at the edge.
+"""Server-side secrets (the kit master key, the pseudonym key): where their text comes from.
 
-Both follow one rule: the environment variable holding the key text, else the
-file named by ``<VAR>_FILE``, else a file in the state folder, created with
-mode 0600 on first use (the embedded demo). A deployment passes its keys in
-from a secret store.
+Both follow one rule: the key text if there is one, else the file named, else a
+file in the state folder, created with mode 0600 on first use (the embedded
+demo). The edge that starts a process reads the text and the file name from
+its environment (``<VAR>`` and ``<VAR>_FILE``: storage/cli.py, the API) and
+passes them in; a deployment fills them from a secret store. Nothing here reads
+the environment.
 """
 
 from __future__ import annotations
@@ -27,13 +29,12 @@ def read_or_create_key_text(path: Path, generate: Callable[[], str]) -> str:
     return text
 
 
-def key_text_from_environment(env_var: str, default_path: Path,
-                              generate: Callable[[], str]) -> str:
-    """``$env_var``, else the file named by ``$<env_var>_FILE``, else ``default_path``."""
-    text = os.environ.get(env_var)
+def key_text(text: str | None, file: str | Path | None, default_path: Path,
+             generate: Callable[[], str]) -> str:
+    """``text`` if not empty, else the contents of ``file`` if named, else those of
+    ``default_path`` (created with ``generate()`` on first use)."""
     if text:
         return text
-    path = os.environ.get(f"{env_var}_FILE")
-    if path:
-        return Path(path).read_text()
+    if file:
+        return Path(file).read_text()
     return read_or_create_key_text(default_path, generate)

@@ -25,9 +25,10 @@ the sub-second phase of a kit's sampling clock lasts as long as its boot.
 Only an admin, who holds the key, can map a pseudonym back
 (``bikesense kits pseudonym``).
 
-The key is read at the edge like the kit master key: ``BIKESENSE_PSEUDONYM_KEY``
-(base64, at least 32 bytes), else the file ``BIKESENSE_PSEUDONYM_KEY_FILE``,
-else ``<state dir>/pseudonym.key``, created on first use for the embedded demo.
+The key is read at the edge like the kit master key and passed to
+:func:`pseudonym_key`: ``BIKESENSE_PSEUDONYM_KEY`` (base64, at least 32 bytes),
+else the file ``BIKESENSE_PSEUDONYM_KEY_FILE``, else ``<state dir>/pseudonym.key``,
+created on first use for the embedded demo.
 Changing the key changes every pseudonym, past ones included.
 """
 
@@ -47,10 +48,10 @@ from zoneinfo import ZoneInfo
 import numpy as np
 
 from storage.exceptions import SecretError
-from storage.keyfiles import key_text_from_environment, read_or_create_key_text
+from storage.keyfiles import key_text, read_or_create_key_text
 
 PSEUDONYM_KEY_ENV = "BIKESENSE_PSEUDONYM_KEY"
-PSEUDONYM_KEY_FILE_ENV = f"{PSEUDONYM_KEY_ENV}_FILE"  # as storage.keyfiles reads it
+PSEUDONYM_KEY_FILE_ENV = f"{PSEUDONYM_KEY_ENV}_FILE"  # as the edges read it (storage.keyfiles)
 KEY_BYTES = 32
 #: 12 base32 characters: 60 bits, so two kits of a fleet of 10,000 share a day's
 #: pseudonym with probability about 10**8 / 2**61, never in practice.
@@ -200,7 +201,9 @@ def load_or_create_pseudonym_key(path: Path) -> PseudonymKey:
         read_or_create_key_text(path, lambda: PseudonymKey.generate().to_text()))
 
 
-def pseudonym_key_from_environment(state_dir: Path) -> PseudonymKey:
-    """The pseudonym key, read at the edge (see the module docstring)."""
-    return PseudonymKey.from_text(key_text_from_environment(
-        PSEUDONYM_KEY_ENV, state_dir / "pseudonym.key", lambda: PseudonymKey.generate().to_text()))
+def pseudonym_key(text: str | None, file: str | Path | None, state_dir: Path) -> PseudonymKey:
+    """The pseudonym key from ``text`` (``BIKESENSE_PSEUDONYM_KEY``, read at the edge), else
+    from the file ``file`` (``BIKESENSE_PSEUDONYM_KEY_FILE``), else from
+    ``<state_dir>/pseudonym.key``, created on first use."""
+    return PseudonymKey.from_text(key_text(
+        text, file, state_dir / "pseudonym.key", lambda: PseudonymKey.generate().to_text()))

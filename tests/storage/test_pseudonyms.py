@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from storage.cli import pseudonym_key_from_environment
 from storage.exceptions import SecretError
 from storage.pseudonyms import (
     PSEUDONYM_KEY_ENV,
@@ -18,7 +19,6 @@ from storage.pseudonyms import (
     local_day_spans,
     local_days,
     pseudonym,
-    pseudonym_key_from_environment,
     pseudonym_table,
     pseudonymise,
     ride_pseudonym,
