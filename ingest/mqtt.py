@@ -8,9 +8,10 @@ its in-flight window for us is full. That is the back-pressure; nothing is
 dropped. Messages are acknowledged with :meth:`MqttSubscriber.ack` only after
 what they carried is durable.
 
-MQTT 3.1.1 with a persistent session (``clean_session=False``): DESIGN.md
-measured paho's v5 path at about twice the CPU per message, and Mosquitto
-honours ``$share/`` subscriptions from 3.1.1 clients (docs/mqtt.md).
+MQTT 3.1.1 with a persistent session (``clean_session=False``): paho's v5 path
+was measured at about twice the CPU per message (docs/design.md, "Measured
+facts"), and Mosquitto honours ``$share/`` subscriptions from 3.1.1 clients
+(docs/ingest.md, "MQTT 3.1.1, not 5").
 """
 
 from __future__ import annotations

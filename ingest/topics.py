@@ -1,4 +1,4 @@
-"""The MQTT topic layout (docs/mqtt.md).
+"""The MQTT topic layout (docs/ingest.md, "Topics").
 
 Kits publish frames to ``bikesense/v1/kits/{kit_id}/up`` at QoS 1 and their
 status to ``bikesense/v1/kits/{kit_id}/status`` (retained, also their last

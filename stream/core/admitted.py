@@ -81,7 +81,8 @@ class WriteOutcome:
 
 def withhold_zone_payloads(admitted: Admitted, zones: tuple[Zone, ...]) -> None:
     """Rejected frames keep their bytes for diagnosis, except a frame with a position in a
-    privacy zone: its reject row keeps the reason and an empty payload (DESIGN.md decision 4)."""
+    privacy zone: its reject row keeps the reason and an empty payload (docs/design.md
+    decision 4)."""
     for i, reject in enumerate(admitted.rejects):
         if payload_in_zones(reject.payload, zones):
             admitted.rejects[i] = dataclasses.replace(

@@ -21,8 +21,8 @@ For each batch of MQTT messages:
 A failure at step 2 or 3 is retried with back-off (step 3 alone, if 2 was
 done: :attr:`KafkaBatch.recorded`); nothing is acked meanwhile. A crash between
 3 and 4 makes the broker deliver the batch again: the readings then reach Kafka
-twice, which the writer's identity key absorbs, and the rejects are logged twice (rejects are a
-log of arrivals, storage/rejects.py).
+twice, which the writer's identity key absorbs, and the rejects are logged twice
+(rejects are a log of arrivals, storage/rejects.py).
 """
 
 from __future__ import annotations
@@ -175,7 +175,7 @@ class KafkaHandler:
             self._sink.close()
 
     def prepare(self, admitted: Admitted) -> KafkaBatch:
-        # Privacy zones apply before anything leaves this process (DESIGN.md decision 4):
+        # Privacy zones apply before anything leaves this process (docs/design.md decision 4):
         # zone readings never reach Kafka, and a reject with a zone position keeps no bytes.
         withhold_zone_payloads(admitted, self._zones)
         if self._zones and len(admitted.readings):
