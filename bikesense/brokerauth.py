@@ -182,14 +182,19 @@ def sync_embedded_broker(state_dir: Path, conn: psycopg.Connection[Any], master:
                          layout: TopicLayout | None = None) -> int | None:
     """Give the embedded broker exactly the registry's active kits, without a restart.
 
-    Returns how many kits may now log in, or None when no such broker runs here.
+    The files are rewritten whenever ``services up`` has made them in this state folder,
+    so a broker started later reads the registry as it is; a running one is sent SIGHUP.
+    Returns how many kits may log in, or None when this state folder has no such broker.
     """
     record = embedded_broker(state_dir)
-    if record is None:
+    accounts = (accounts_of(record) if record is not None
+                else BrokerAccounts(state_dir / "mosquitto" / "auth"))
+    if record is None and not accounts.kit_passwords.exists():
         return None
     kits = active_kit_secrets(conn, master)
-    write_kit_accounts(accounts_of(record), kits, layout or TopicLayout())
-    reload_broker(record.pid)
+    write_kit_accounts(accounts, kits, layout or TopicLayout())
+    if record is not None:
+        reload_broker(record.pid)
     return len(kits)
 
 
@@ -214,10 +219,10 @@ def kit_mqtt_url(kits_url: str, kit_id: int, secret: bytes) -> str:
 
 def reload_embedded_broker(settings: Settings, conn: psycopg.Connection[Any]) -> int | None:
     """After the kit registry changed (``kits add`` / ``kits revoke``): the embedded
-    broker's kit accounts rewritten and reloaded; None when no such broker runs here."""
+    broker's kit accounts rewritten (and reloaded when it runs); None when there is none."""
     # Imported here: the master key's edge helpers live with the storage CLI.
     from storage.cli import master_key_from_environment  # noqa: PLC0415
 
-    if embedded_broker(settings.state_dir) is None:
+    if not (settings.state_dir / "mosquitto" / "auth").exists():
         return None
     return sync_embedded_broker(settings.state_dir, conn, master_key_from_environment(settings))

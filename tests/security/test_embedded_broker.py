@@ -94,3 +94,25 @@ def test_kits_add_and_revoke_reach_the_running_broker(
     finally:
         kit.close()
     assert LocalServices(state).records()["mosquitto"].pid == record.pid  # never restarted
+
+
+def test_a_kit_added_while_the_broker_is_down_logs_in_once_it_is_up(
+    services_root: Path, unique_topic_prefix: str, migrated_database_url: str,
+) -> None:
+    state = services_root / f"state-down-{unique_topic_prefix}"
+    services = LocalServices(state)
+    services.up(start_postgres=False)
+    services.down()
+    master = MasterKey.generate()
+    added = _kits(state, migrated_database_url, master, "add", "4343")
+    password = next(line.split(": ", 1)[1] for line in added.splitlines()
+                    if line.startswith("mqtt password:"))
+    record = services.up(start_postgres=False)["mosquitto"]
+    try:
+        kit = Client(_port(record.kits_url), ("4343", password))
+        try:
+            assert kit.accepted
+        finally:
+            kit.close()
+    finally:
+        services.down()
