@@ -458,6 +458,12 @@ class LocalServices:
     def up(self, *, start_postgres: bool = True, start_mosquitto: bool = True,
            start_kafka: bool = False) -> dict[str, ServiceRecord]:
         records = {n: r for n, (r, alive) in self.status().items() if alive}
+        anonymous = records.get("mosquitto")
+        if start_mosquitto and anonymous is not None and not anonymous.kits_url:
+            # An anonymous broker that an older bikesense left running: replaced by one
+            # with accounts (its persistent sessions are kept in the same folder).
+            _terminate(anonymous.pid)
+            del records["mosquitto"]
         if start_postgres and "postgres" not in records:
             old = self.records().get("postgres")
             cluster = PostgresCluster(self.state_dir / "postgres",
@@ -512,12 +518,7 @@ class LocalServices:
                 stopped.append("postgres")
         mosquitto = records.get("mosquitto")
         if mosquitto is not None and pid_alive(mosquitto.pid):
-            os.kill(mosquitto.pid, signal.SIGTERM)
-            deadline = time.monotonic() + 10
-            while pid_alive(mosquitto.pid) and time.monotonic() < deadline:
-                time.sleep(0.05)
-            if pid_alive(mosquitto.pid):
-                os.kill(mosquitto.pid, signal.SIGKILL)
+            _terminate(mosquitto.pid)
             stopped.append("mosquitto")
         kafka = records.get("kafka")
         if kafka is not None and pid_alive(kafka.pid):
@@ -531,6 +532,16 @@ class LocalServices:
     @classmethod
     def for_state_dir(cls, state_dir: Path) -> Self:
         return cls(state_dir)
+
+
+def _terminate(pid: int, timeout_s: float = 10.0) -> None:
+    """SIGTERM, then SIGKILL if ``pid`` is still there after ``timeout_s``."""
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout_s
+    while pid_alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    if pid_alive(pid):
+        os.kill(pid, signal.SIGKILL)
 
 
 def _port_free(port: int) -> bool:

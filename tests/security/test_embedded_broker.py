@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import stat
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,7 +14,7 @@ from typer.testing import CliRunner
 
 from bikesense.brokerauth import INGEST_PASSWORD_FILE, INGEST_USER, ingest_mqtt_url
 from bikesense.cli import app
-from bikesense.services import LocalServices, ServiceRecord
+from bikesense.services import LocalServices, MosquittoBroker, ServiceRecord, pid_alive
 from bikesense.settings import load_settings
 from storage.kits import MasterKey
 from tests.security.conftest import Client, wait_for
@@ -116,3 +118,25 @@ def test_a_kit_added_while_the_broker_is_down_logs_in_once_it_is_up(
             kit.close()
     finally:
         services.down()
+
+
+def test_an_anonymous_broker_left_by_an_older_bikesense_is_replaced(
+    services_root: Path, unique_topic_prefix: str,
+) -> None:
+    state = services_root / f"state-old-{unique_topic_prefix}"
+    services = LocalServices(state)
+    old = MosquittoBroker(state / "mosquitto", daemon=True).start()
+    services._save({"mosquitto": old})
+    try:
+        record = services.up(start_postgres=False)["mosquitto"]
+        assert not pid_alive(old.pid)
+        assert record.kits_url
+        snoop = Client(_port(record.kits_url), None)
+        try:
+            assert not snoop.accepted
+        finally:
+            snoop.close()
+    finally:
+        services.down()
+        if pid_alive(old.pid):
+            os.kill(old.pid, signal.SIGKILL)
