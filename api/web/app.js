@@ -118,6 +118,8 @@ function reportFailure(err) {
   const status = err instanceof HttpError ? err.status : -1;
   if (status === 401 || status === 403) {
     setProblem("key", `The API key was refused (${err.message}): it may be mistyped or revoked.`);
+    $("fleet-open").hidden = true;
+    $("export-box").hidden = true;
     $("key-box").open = true;
   } else if (status === 0) {
     setProblem("server", "The bikesense server cannot be reached: the map shows nothing new until it answers. Retrying…");
@@ -618,17 +620,127 @@ async function downloadCsv() {
     const response = await request(`/v1/timeseries?${q}`);
     const blob = await response.blob();
     const name = (response.headers.get("Content-Disposition") || "").match(/filename="([^"]+)"/);
-    const a = document.createElement("a");
-    a.href = URL.createObjectURL(blob);
-    a.download = name ? name[1] : `${state.metric}.csv`;
-    document.body.append(a);
-    a.click();
-    a.remove();
-    setTimeout(() => URL.revokeObjectURL(a.href), 10_000);
+    saveBlob(blob, name ? name[1] : `${state.metric}.csv`);
     window.bikesense.downloads = (window.bikesense.downloads || 0) + 1;
   } catch (err) {
     reportFailure(err);
   }
+}
+
+// ---------------------------------------------------------------- officers: fleet health
+
+// A kit silent this long, or this low on battery, is flagged in the table.
+const SILENT_WARN_MS = HOUR_MS;
+const SILENT_BAD_MS = 24 * HOUR_MS;
+const BATTERY_WARN_PCT = 20;
+
+function ago(ms) {
+  const minutes = Math.round((Date.now() - ms) / MINUTE_MS);
+  if (minutes < 1) return "just now";
+  if (minutes < 90) return `${minutes} min ago`;
+  const hours = Math.round(minutes / 60);
+  return hours < 48 ? `${hours} h ago` : `${Math.round(hours / 24)} days ago`;
+}
+
+async function showFleet() {
+  $("fleet-panel").hidden = false;
+  $("fleet-summary").textContent = "Loading…";
+  const body = $("fleet-table").tBodies[0];
+  body.replaceChildren();
+  let fleet;
+  try {
+    fleet = await getJSON("/v1/kits");
+  } catch (err) {
+    $("fleet-summary").textContent = `Could not load the fleet: ${err.message || err}`;
+    if (err instanceof HttpError && err.status !== 400) reportFailure(err);
+    return;
+  }
+  let silent = 0;
+  let low = 0;
+  let rejectedTotal = 0;
+  const kits = [...fleet.kits].sort((a, b) => Date.parse(a.last_seen_at || 0) - Date.parse(b.last_seen_at || 0));
+  for (const kit of kits) {
+    const seenMs = kit.last_seen_at ? Date.parse(kit.last_seen_at) : null;
+    const quietMs = seenMs === null ? Infinity : Date.now() - seenMs;
+    const rejected = kit.rejected.reduce((n, r) => n + r.count, 0);
+    rejectedTotal += rejected;
+    if (quietMs > SILENT_WARN_MS) silent += 1;
+    if (kit.battery_pct !== null && kit.battery_pct < BATTERY_WARN_PCT) low += 1;
+    const tr = document.createElement("tr");
+    tr.className = quietMs > SILENT_BAD_MS ? "bad"
+      : quietMs > SILENT_WARN_MS || (kit.battery_pct !== null && kit.battery_pct < BATTERY_WARN_PCT) || rejected > 0 ? "warn" : "";
+    const cells = [
+      kit.pseudonym, kit.status,
+      seenMs === null ? "never" : `${ago(seenMs)} (${localFromMs(seenMs).toFormat("d LLL HH:mm")})`,
+      kit.battery_pct === null ? "—" : `${Math.round(kit.battery_pct)} %`,
+      kit.firmware_version || "—",
+      kit.readings_stored === null ? "—" : kit.readings_stored.toLocaleString("en"),
+      rejected ? kit.rejected.map((r) => `${r.reason}: ${r.count}`).join(", ") : "0",
+    ];
+    for (const text of cells) {
+      const td = document.createElement("td");
+      td.textContent = text;
+      tr.append(td);
+    }
+    body.append(tr);
+  }
+  const unknown = fleet.rejected_unknown_kit.reduce((n, r) => n + r.count, 0);
+  $("fleet-summary").textContent = `${kits.length} kits since ${localFromMs(Date.parse(fleet.since)).toFormat("d LLL HH:mm")}: `
+    + `${silent} silent for over an hour, ${low} below ${BATTERY_WARN_PCT} % battery, `
+    + `${rejectedTotal} frames rejected${unknown ? `, ${unknown} more from unknown kits` : ""}.`;
+  window.bikesense.fleetKits = kits.length;
+}
+
+// ---------------------------------------------------------------- researchers: export
+
+async function exportView() {
+  if (!map || !periodIsValid()) return;
+  const b = map.getBounds();
+  const { from, to } = period();
+  const format = $("export-format").value;
+  const q = new URLSearchParams({ format, from, to,
+    bbox: [b.getWest(), b.getSouth(), b.getEast(), b.getNorth()].map((v) => v.toFixed(5)).join(",") });
+  $("export-status").textContent = "Exporting…";
+  try {
+    // With the key as a header, so through fetch; the file is kept in memory until saved:
+    // for exports beyond the view of a town, use the API directly (docs/api.md, Exports).
+    const response = await request(`/v1/exports/readings?${q}`);
+    const reader = response.body.getReader();
+    const parts = [];
+    let bytes = 0;
+    for (;;) {
+      const { done, value } = await reader.read();
+      if (done) break;
+      parts.push(value);
+      bytes += value.length;
+      $("export-status").textContent = `Exporting… ${(bytes / 1e6).toFixed(1)} MB`;
+    }
+    const name = (response.headers.get("Content-Disposition") || "").match(/filename="([^"]+)"/);
+    saveBlob(new Blob(parts, { type: response.headers.get("Content-Type") || "" }),
+      name ? name[1] : `readings.${format}`);
+    $("export-status").textContent = `Saved ${(bytes / 1e6).toFixed(1)} MB (${format}).`;
+    window.bikesense.exports = (window.bikesense.exports || 0) + 1;
+  } catch (err) {
+    $("export-status").textContent = `Export failed: ${err.message || err}`;
+    if (err instanceof HttpError && err.status !== 400) reportFailure(err);
+  }
+}
+
+function saveBlob(blob, filename) {
+  const a = document.createElement("a");
+  a.href = URL.createObjectURL(blob);
+  a.download = filename;
+  document.body.append(a);
+  a.click();
+  a.remove();
+  setTimeout(() => URL.revokeObjectURL(a.href), 10_000);
+}
+
+function renderRoleTools() {
+  const role = state.meta ? state.meta.role : "public";
+  $("fleet-open").hidden = !["officer", "admin"].includes(role);
+  $("export-box").hidden = !["researcher", "admin"].includes(role);
+  if ($("fleet-open").hidden) $("fleet-panel").hidden = true;
 }
 
 // ---------------------------------------------------------------- live updates and health
@@ -798,6 +910,7 @@ async function start() {
   renderLegend();
   renderPeriod();
   $("role").textContent = state.key ? `role: ${meta.role}` : "role: public (no key)";
+  renderRoleTools();
   if (!map) {
     createMap();
     connectLive();
@@ -873,6 +986,9 @@ function wireControls() {
     clearHighlight();
   });
   $("chart-download").addEventListener("click", downloadCsv);
+  $("fleet-open").addEventListener("click", showFleet);
+  $("fleet-close").addEventListener("click", () => { $("fleet-panel").hidden = true; });
+  $("export").addEventListener("click", exportView);
 
   state.period = readHashPeriod();
   if (state.period.kind === "day") $("day").value = state.period.day;

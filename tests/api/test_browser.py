@@ -80,10 +80,12 @@ def site(postgres_url: str, migrated_template: str,
         write(url, _recent_rides())
         with psycopg.connect(url, autocommit=True) as conn:
             officer = create_key(conn, Role.OFFICER, label="browser officer").token
+            researcher = create_key(conn, Role.RESEARCHER, label="browser researcher").token
             revoked = create_key(conn, Role.OFFICER, label="browser revoked")
             revoke_key(conn, revoked.key_id)
         with ServerThread(app_at(url, _api(basemap_file=basemap))) as server:
-            yield {"url": server.url, "officer": officer, "revoked": revoked.token}
+            yield {"url": server.url, "officer": officer, "researcher": researcher,
+                   "revoked": revoked.token}
 
 
 def _browser_environment() -> dict[str, str | float | bool]:
@@ -297,6 +299,13 @@ def test_a_refused_key_leaves_a_way_out(site: dict[str, str], browser: Any) -> N
     p.click_at(*BUSY)
     p.wait("() => window.bikesense.plot !== null")
     assert p.series()[-1]["bucket"] == ["15m"]
+    # ... and the fleet's health, which the public does not.
+    assert p.page.is_hidden("#export")
+    p.page.click("#fleet-open")
+    p.wait("() => window.bikesense.fleetKits !== undefined")
+    assert "kits since" in p.page.inner_text("#fleet-summary")
+    p.shot("map-fleet.png")
+    p.page.click("#fleet-close")
     # A wrong key after a good start is refused too, and "without a key" brings the public map.
     p.page.fill("#key", "bsk_wrong")
     p.page.click("#key-apply")
@@ -304,6 +313,26 @@ def test_a_refused_key_leaves_a_way_out(site: dict[str, str], browser: Any) -> N
     p.page.get_by_role("button", name="Continue without a key").click()
     p.wait("() => window.bikesense.problem === null && window.bikesense.state.meta.role"
            " === 'public'")
+    assert p.page.is_hidden("#fleet-open")
+    p.close()
+
+
+def test_a_researcher_exports_the_view(site: dict[str, str], browser: Any) -> None:
+    p = Page(browser, DESKTOP, key=site["researcher"])
+    p.page.goto(site["url"])
+    p.wait(READY)
+    assert p.page.is_hidden("#fleet-open")
+    with p.page.expect_download() as download:
+        p.page.click("#export")
+    p.wait("() => window.bikesense.exports === 1")
+    lines = Path(download.value.path()).read_text(encoding="utf-8").splitlines()
+    # The readings of the view's area and period: every ride of the scenario is in view.
+    assert len(lines) > 100
+    url = [u for u in p.requests if "/v1/exports/readings" in u][-1]
+    query = parse_qs(urlparse(url).query)
+    assert query["format"] == ["csv"]
+    assert query["from"] == ["2026-11-22T12:00:00.000Z"]
+    assert len(query["bbox"][0].split(",")) == 4
     p.close()
 
 
