@@ -16,6 +16,7 @@ PACKAGES = {
     "uplot": "uplot/dist",  # the cell chart
     "luxon": "luxon/build/es6",  # local time (Europe/Amsterdam) ↔ UTC
     "h3": "h3-js/dist",  # the outline of the clicked cell
+    "swagger-ui": "swagger-ui-dist",  # /docs (api/routes/apidocs.py)
 }
 
 

@@ -376,3 +376,14 @@ def test_a_database_that_is_down_is_not_no_data(browser: Any) -> None:
         assert "live updates: on" not in p.page.inner_text("#live-text")
         p.shot("map-database-down.png")
         p.close()
+
+
+def test_the_api_docs_work_offline(site: dict[str, str], browser: Any) -> None:
+    p = Page(browser, DESKTOP)
+    # Nothing but the API answers: no CDN.
+    p.page.route(lambda url: not url.startswith(site["url"]), lambda route: route.abort())
+    p.page.goto(site["url"] + "/docs")
+    p.page.wait_for_selector(".swagger-ui .opblock", timeout=30_000)
+    assert "/v1/basemap" in p.page.inner_text(".swagger-ui")
+    p.shot("api-docs.png")
+    p.close()
