@@ -19,23 +19,12 @@ from fastapi.staticfiles import StaticFiles
 
 from api.bands import load_bands
 from api.config import ApiSettings, load_api_settings
+from api.database import session_conninfo
 from api.errors import install_error_handlers
 from api.live import Broadcaster, listen_forever
 from api.metrics import ApiMetrics, RequestMetrics
 from api.ratelimit import TokenBuckets
-from api.routes import (
-    apidocs,
-    basemap,
-    cells,
-    exports,
-    health,
-    kits,
-    live,
-    meta,
-    page,
-    tiles,
-    timeseries,
-)
+from api.routes import basemap, cells, exports, health, kits, live, meta, page, tiles, timeseries
 from api.state import ApiState
 from api.webassets import asset_dirs
 from bikesense.settings import Settings, load_settings, resolve_database_url
@@ -74,7 +63,8 @@ def create_app(settings: Settings | None = None, api_settings: ApiSettings | Non
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         url = database_url or resolve_database_url(settings)
         state.database_url = url
-        state.pool = create_async_pool(url, min_size=api_settings.pool_min_size,
+        state.pool = create_async_pool(session_conninfo(url, api_settings),
+                                       min_size=api_settings.pool_min_size,
                                        max_size=api_settings.pool_max_size)
         # Not waiting: the API starts (and /healthz says "degraded") with the database down.
         await state.pool.open(wait=False)
@@ -96,9 +86,8 @@ def create_app(settings: Settings | None = None, api_settings: ApiSettings | Non
             await state.pool.close()
             state.pool = None
 
-    # /docs is served by api/routes/apidocs.py with local assets (FastAPI's loads a CDN's).
     app = FastAPI(title="bikesense API", version="1", description=DESCRIPTION,
-                  lifespan=lifespan, docs_url=None, redoc_url=None)
+                  lifespan=lifespan)
     app.state.api = state
     install_error_handlers(app)
     app.add_middleware(RequestMetrics, metrics=state.metrics)
@@ -106,8 +95,7 @@ def create_app(settings: Settings | None = None, api_settings: ApiSettings | Non
         app.add_middleware(CORSMiddleware, allow_origins=list(api_settings.cors_origins),
                            allow_methods=["GET"], allow_headers=["X-API-Key", "Authorization"],
                            expose_headers=["ETag"])
-    for module in (health, meta, tiles, cells, timeseries, exports, live, kits, basemap, page,
-                   apidocs):
+    for module in (health, meta, tiles, cells, timeseries, exports, live, kits, basemap, page):
         app.include_router(module.router)
     assets, missing = asset_dirs()
     for name, folder in assets.items():

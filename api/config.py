@@ -76,6 +76,17 @@ class ApiSettings(BaseSettings):
         default=10.0, gt=0, description="wait this long for a database connection, then 503")
     pool_min_size: int = Field(default=1, ge=1)
     pool_max_size: int = Field(default=8, ge=1)
+    # Bounds on the database sessions, so that slow queries and slow clients cannot hold
+    # the pool's connections (api/database.py says how each applies).
+    statement_timeout_s: float = Field(
+        default=60.0, gt=0, description="a query of the API running longer is cancelled (503)")
+    idle_in_transaction_timeout_s: float = Field(
+        default=120.0, gt=0,
+        description="PostgreSQL ends an API session idle this long inside a transaction "
+                    "(an export whose client stopped reading)")
+    send_timeout_s: float = Field(
+        default=60.0, gt=0,
+        description="an export whose client takes no data for this long is aborted")
 
 
 def load_api_settings(**overrides: object) -> ApiSettings:

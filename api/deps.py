@@ -77,7 +77,7 @@ def get_export_source(state: StateDep, pool: PoolDep) -> ExportSource:
     api = state.api_settings
     return ExportSource(pool=pool, keys=state.pseudonym_keys, day_tz=state.settings.day_tz,
                         batch_rows=api.export_batch_rows, timeout_s=api.database_timeout_s,
-                        bytes_sent=state.metrics.export_rows)
+                        send_timeout_s=api.send_timeout_s, bytes_sent=state.metrics.export_rows)
 
 
 ExportSourceDep = Annotated[ExportSource, Depends(get_export_source)]

@@ -22,7 +22,9 @@ An export either completes or visibly fails. Once the head is sent, a failure
 response: :class:`ExportResponse` logs it and raises :class:`ExportCutShortError`,
 and the server closes the connection without the body's terminating chunk, so
 every HTTP client reports an incomplete transfer (curl exits non-zero). A
-client never gets a truncated file that looks whole.
+client never gets a truncated file that looks whole. An export whose client
+takes no data for ``send_timeout_s`` is aborted the same way, and its
+connections go back to the pool (api/database.py).
 """
 
 from __future__ import annotations
@@ -108,7 +110,8 @@ class ExportSource:
     keys: PseudonymKeys
     day_tz: str
     batch_rows: int
-    timeout_s: float
+    timeout_s: float  # to wait for the first connection
+    send_timeout_s: float  # to wait for the client to take a chunk
     bytes_sent: Counter  # labelled by format
 
 
@@ -119,6 +122,7 @@ class Export:
     media_type: str
     filename: str
     provenance: Provenance
+    send_timeout_s: float
 
 
 def open_export(source: ExportSource, request: ExportRequest, identities: Identities, *,
@@ -154,7 +158,7 @@ def open_export(source: ExportSource, request: ExportRequest, identities: Identi
     return Export(body=_counted(body, source.bytes_sent.labels(request.fmt.value)),
                   blocks=blocks, media_type=_MEDIA[request.fmt],
                   filename=f"bikesense-readings-{stamp}.{request.fmt.value}",
-                  provenance=provenance)
+                  provenance=provenance, send_timeout_s=source.send_timeout_s)
 
 
 async def _connections(stack: AsyncExitStack, pool: AsyncConnectionPool,
@@ -209,12 +213,16 @@ class ExportResponse(StreamingResponse):
         })
         self._blocks = export.blocks
         self._filename = export.filename
+        self._send_timeout_s = export.send_timeout_s
         self._sent = 0
 
     async def stream_response(self, send: Send) -> None:
         async def counting_send(message: Message) -> None:
+            # A client that takes nothing for send_timeout_s would otherwise hold the
+            # export's connections, idle in transaction, for as long as it stays.
+            with anyio.fail_after(self._send_timeout_s):
+                await send(message)
             self._sent += len(message.get("body", b""))
-            await send(message)
 
         try:
             await super().stream_response(counting_send)

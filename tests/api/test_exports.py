@@ -6,8 +6,11 @@ import csv
 import io
 import json
 import logging
-from collections.abc import Callable
+import socket
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import date
+from urllib.parse import urlencode
 
 import httpx
 import numpy as np
@@ -15,6 +18,8 @@ import psycopg
 import pyarrow.parquet as pq
 import pytest
 
+from api.config import ApiSettings
+from api.database import session_conninfo
 from api.keys import create_key
 from api.render.columns import ADMIN_COLUMNS, RESEARCHER_COLUMNS
 from api.roles import Role
@@ -322,3 +327,68 @@ def test_an_export_cut_short_by_the_database_fails_visibly(
                 pass
     # The pool recovers: the next export is whole.
     assert len(_rows(_export(client, own_keys[Role.ADMIN]))) == ALL_ROWS + len(long_ride)
+
+
+def _api_sessions(url: str) -> list[str]:
+    with psycopg.connect(url, autocommit=True) as conn:
+        return [state for (state,) in conn.execute(
+            "SELECT state FROM pg_stat_activity WHERE application_name = 'bikesense-api'"
+            " AND datname = current_database()").fetchall()]
+
+
+@contextmanager
+def _stalled_export(client: httpx.Client, key: str) -> Iterator[socket.socket]:
+    """A CSV export whose client reads the head and then nothing. Its receive buffer is
+    small (set before connecting, which also stops the kernel from growing it), so the
+    server has to wait for it long before the export is done."""
+    query = urlencode({**day_range(), "format": "csv"})
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8192)
+    sock.connect((client.base_url.host, client.base_url.port))
+    with sock:
+        sock.sendall(f"GET /v1/exports/readings?{query} HTTP/1.1\r\nHost: test\r\n"
+                     f"X-API-Key: {key}\r\n\r\n".encode())
+        assert sock.recv(4096).startswith(b"HTTP/1.1 200 ")
+        yield sock
+
+
+def _rest(sock: socket.socket) -> bytes:
+    """What the server still sends, until it closes the connection."""
+    sock.settimeout(30)
+    received = bytearray()
+    while data := sock.recv(1 << 20):
+        received += data
+    return bytes(received)
+
+
+@pytest.mark.parametrize("limit", [
+    {"send_timeout_s": 1.0},  # the export gives up on its client
+    {"send_timeout_s": 3600.0, "idle_in_transaction_timeout_s": 1.0},  # PostgreSQL does
+])
+def test_a_client_that_stops_reading_does_not_hold_a_connection_in_a_transaction(
+    make_client: Callable[..., httpx.Client], own_keys: dict[Role, str], seeded_url: str,
+    limit: dict[str, float],
+) -> None:
+    write(seeded_url, [ride(kit_id=1, ride_id=2000, start=BUSY, n=60_000, boot_id=9, seed=9,
+                            t0_ms=T0_MS - 7 * 3_600_000)])
+    client = make_client(export_batch_rows=500, **limit)
+    with _stalled_export(client, own_keys[Role.ADMIN]) as sock:
+        wait_for(lambda: "idle in transaction" in _api_sessions(seeded_url), timeout_s=10,
+                 what="the stalled export's transaction")
+        # Until the client reads again, the export cannot end by itself: only a limit
+        # ends its transaction (or PostgreSQL its sessions).
+        wait_for(lambda: all(state == "idle" for state in _api_sessions(seeded_url)),
+                 timeout_s=15, what="the stalled export's transaction to end")
+        # And the client learns that its export is not whole: no terminating chunk.
+        assert not _rest(sock).endswith(b"\r\n0\r\n\r\n")
+
+
+def test_the_api_sessions_carry_their_timeouts(seeded_url: str) -> None:
+    api = ApiSettings(statement_timeout_s=2.5, idle_in_transaction_timeout_s=90)
+    with psycopg.connect(session_conninfo(seeded_url + "?options=-c%20work_mem%3D8MB", api),
+                         autocommit=True) as conn:
+        assert conn.execute("SHOW statement_timeout").fetchone() == ("2500ms",)
+        assert conn.execute("SHOW idle_in_transaction_session_timeout").fetchone() == ("90s",)
+        assert conn.execute("SHOW work_mem").fetchone() == ("8MB",)  # the operator's, kept
+        with pytest.raises(psycopg.errors.QueryCanceled):
+            conn.execute("SELECT pg_sleep(5)")
