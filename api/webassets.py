@@ -20,9 +20,14 @@ PACKAGES = {
 }
 
 
+#: The page's own ES modules besides app.js (served as /static/page/<file>).
+PAGE_MODULES = Path(__file__).resolve().parent / "web" / "modules"
+
+
 def asset_dirs() -> tuple[dict[str, Path], list[Path]]:
-    """(URL name → folder) of the packages installed, and the folders missing."""
-    found: dict[str, Path] = {}
+    """(URL name → folder) of the packages installed and the page's modules, and the
+    folders missing."""
+    found: dict[str, Path] = {"page": PAGE_MODULES}
     missing: list[Path] = []
     for name, sub in PACKAGES.items():
         folder = NODE_MODULES / sub

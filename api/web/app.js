@@ -5,6 +5,7 @@
 import * as maplibregl from "/static/maplibre/maplibre-gl.mjs";
 import { DateTime } from "/static/luxon/luxon.mjs";
 import uPlot from "/static/uplot/uPlot.esm.js";
+import { chooseLanguage, language, maybe, setLanguage, t } from "/static/page/i18n.js";
 
 const EARTH_CIRCUMFERENCE_M = 40075016.686;
 const MINUTE_MS = 60 * 1000;
@@ -15,6 +16,10 @@ const RETRY_START_MS = 5 * 1000;
 const LIVE_REFRESH_MS = 5 * 1000;
 const LABELS = { pm1: "PM1", pm25: "PM2.5", pm10: "PM10", no2: "NO₂", noise: "Noise",
   temperature: "Temperature", humidity: "Humidity" };
+
+function metricLabel(m) {
+  return maybe(`metric_${m}`) || LABELS[m] || m;
+}
 
 const params = new URLSearchParams(location.hash.slice(1));
 const state = {
@@ -78,8 +83,9 @@ async function getJSON(url) {
 const PROBLEM_ORDER = ["key", "server", "database", "tiles", "empty"];
 const problems = new Map();
 
-function setProblem(kind, text) {
-  if (text) problems.set(kind, text); else problems.delete(kind);
+// A problem is a message key and its values, so that it can be said again in another language.
+function setProblem(kind, key, vars = {}) {
+  if (key) problems.set(kind, { key, vars }); else problems.delete(kind);
   renderBanner();
 }
 
@@ -90,12 +96,12 @@ function renderBanner() {
   banner.hidden = !kind;
   banner.className = kind === "empty" ? "info" : "error";
   banner.dataset.kind = kind || "";
-  $("banner-text").textContent = kind ? problems.get(kind) : "";
+  $("banner-text").textContent = kind ? t(problems.get(kind).key, problems.get(kind).vars) : "";
   const actions = $("banner-actions");
   actions.replaceChildren();
   if (kind === "key") {
-    actions.append(button("Enter another key", () => openKeyBox()),
-      button("Continue without a key", () => useKey("")));
+    actions.append(button(t("enterAnotherKey"), () => openKeyBox()),
+      button(t("continueWithoutKey"), () => useKey("")));
   }
 }
 
@@ -117,23 +123,23 @@ function openKeyBox() {
 function reportFailure(err) {
   const status = err instanceof HttpError ? err.status : -1;
   if (status === 401 || status === 403) {
-    setProblem("key", `The API key was refused (${err.message}): it may be mistyped or revoked.`);
+    setProblem("key", "keyRefused", { detail: err.message });
     $("fleet-open").hidden = true;
     $("export-box").hidden = true;
     $("key-box").open = true;
   } else if (status === 0) {
-    setProblem("server", "The bikesense server cannot be reached: the map shows nothing new until it answers. Retrying…");
+    setProblem("server", "serverAway");
   } else if (status === 503) {
-    setProblem("database", "The database is unavailable: the map cannot show data now (this is not \"no data\"). Retrying…");
+    setProblem("database", "databaseAway");
   } else {
-    setProblem("server", `The server answered ${status}: ${err.message || err}`);
+    setProblem("server", "serverAnswered", { status, detail: err.message || err });
   }
 }
 
 // ---------------------------------------------------------------- time
 
 function localFromMs(ms) {
-  return DateTime.fromMillis(ms, { zone: state.tz });
+  return DateTime.fromMillis(ms, { zone: state.tz, locale: language() });
 }
 
 function parseLocal(text) {
@@ -180,13 +186,13 @@ function renderPeriod() {
   const to = localFromMs(toMs);
   $("period-local").textContent = toMs > fromMs
     ? `${from.toFormat("ccc d LLL yyyy HH:mm")} – ${to.toFormat(to.hasSame(from, "day") ? "HH:mm" : "ccc d LLL HH:mm")} (${state.tz})`
-    : "The end must come after the start.";
+    : t("periodInvalid");
   const utc = (ms) => new Date(ms).toISOString().slice(0, 16).replace("T", " ");
   $("period-utc").textContent = `UTC ${utc(fromMs)} – ${utc(toMs)}`;
-  const metric = LABELS[state.metric] || state.metric;
+  const metric = metricLabel(state.metric);
   const option = $("range").selectedOptions[0];
   const span = kind !== "last" ? from.toFormat("d LLL")
-    : option ? option.textContent.toLowerCase() : `last ${state.period.hours} h`;
+    : option ? option.textContent.toLowerCase() : t("lastHours", { hours: state.period.hours });
   $("summary").textContent = `${metric} · ${span}`;
 }
 
@@ -211,6 +217,7 @@ function writeHash() {
     q.set("at", `${c.lat.toFixed(5)},${c.lng.toFixed(5)},${map.getZoom().toFixed(2)}`);
   }
   if (params.get("tz")) q.set("tz", state.tz);
+  q.set("lang", language());
   history.replaceState(null, "", `#${q}`);
 }
 
@@ -333,26 +340,27 @@ function renderLegend() {
     const label = document.createElement("span");
     // Labels like "45-50" already say their range; word labels ("Fair") get it added.
     const range = band.upper === null ? `≥ ${band.lower}` : `${band.lower}–${band.upper}`;
-    label.textContent = /\d/.test(band.label) ? band.label : `${band.label} (${range})`;
+    const name = maybe(`band_${band.label}`) || band.label;
+    label.textContent = /\d/.test(band.label) ? band.label : `${name} (${range})`;
     row.append(sw, label);
     box.append(row);
   }
   const none = document.createElement("div");
   none.className = "row";
-  none.innerHTML = '<span class="swatch none"></span><span>no data, too little data, or fewer than ' +
-    `${meta.public_min_rides} rides (not public): not shown</span>`;
+  none.innerHTML = '<span class="swatch none"></span><span></span>';
+  none.lastChild.textContent = t("notShown", { k: meta.public_min_rides });
   box.append(none);
   const who = whoValues(state.metric);
   if (who) {
     const p = document.createElement("div");
     p.className = "who";
-    p.textContent = `WHO 2021 guideline: ${who.annual} µg/m³ annual, ${who.day} µg/m³ 24-hour`;
+    p.textContent = t("whoLine", who);
     box.append(p);
   }
   if (scale.source) {
     const src = document.createElement("div");
     src.className = "source";
-    src.textContent = `Source: ${scale.source}`;
+    src.textContent = t("source", { source: scale.source });
     box.append(src);
   }
 }
@@ -376,7 +384,7 @@ function checkCoverageSoon() {
 async function checkCoverage() {
   if (!map || !state.meta) return;
   if (!periodIsValid()) {
-    setProblem("empty", "The period is empty: its end must come after its start.");
+    setProblem("empty", "periodEmpty");
     return;
   }
   const seq = ++coverageSeq;
@@ -394,10 +402,9 @@ async function checkCoverage() {
     window.bikesense.cellsInView = n;
     setProblem("database", null);
     setProblem("server", null);
-    const what = LABELS[state.metric] || state.metric;
-    setProblem("empty", n > 0 ? null : state.meta.role === "public"
-      ? `No public ${what} data in view for this period (a cell shows once ${state.meta.public_min_rides} rides have passed through it). Try a longer period, another day, or zoom out.`
-      : `No ${what} data in view for this period. Try a longer period, another day, or zoom out.`);
+    const what = metricLabel(state.metric);
+    setProblem("empty", n > 0 ? null : state.meta.role === "public" ? "noPublicData" : "noData",
+      { metric: what, k: state.meta.public_min_rides });
   } catch (err) {
     if (seq !== coverageSeq) return;
     window.bikesense.cellsInView = null;
@@ -482,23 +489,22 @@ async function showCell(lngLat) {
   state.selected = { lngLat };
   const q = seriesQuery(lngLat);
   $("chart-panel").hidden = false;
-  $("chart-title").textContent = "Loading…";
+  $("chart-title").textContent = t("loading");
   try {
     const body = await getJSON(`/v1/timeseries?${q}`);
     if (!state.selected || state.selected.lngLat !== lngLat) return;
-    const what = LABELS[state.metric] || state.metric;
+    const what = metricLabel(state.metric);
     const bucket = q.get("bucket");
-    $("chart-title").textContent = `${what} (${body.unit}), per ${bucket}`;
+    $("chart-title").textContent = t("perBucket", { metric: what, unit: body.unit, bucket });
     const street = nearestStreet(lngLat);
-    $("chart-where").textContent = `${street ? `near ${street} · ` : ""}cell ${body.cell} (resolution ${body.resolution})`;
-    $("chart-note").textContent = state.metric === "noise"
-      ? "Line: LAeq (energy average); hollow points: too few readings. Hover for values."
-      : "Line: mean; shaded: 95 % interval (rides as the unit); hollow points: too few readings; coloured lines: band limits. Hover for values.";
+    $("chart-where").textContent = (street ? t("near", { street }) : "")
+      + t("cellAt", { cell: body.cell, res: body.resolution });
+    $("chart-note").textContent = t(state.metric === "noise" ? "chartNoteNoise" : "chartNote");
     drawChart(body);
     window.bikesense.lastSeries = body;
     await highlightCell(body.cell);
   } catch (err) {
-    $("chart-title").textContent = "Could not load this cell";
+    $("chart-title").textContent = t("cellFailed");
     $("chart-where").textContent = "";
     destroyPlot();
     $("chart").textContent = String(err.message || err);
@@ -519,9 +525,7 @@ function drawChart(body) {
   const noise = body.metric === "noise";
   const value = (p) => (noise ? p.laeq_db : p.mean);
   if (!body.points.some((p) => value(p) !== null)) {
-    el.textContent = state.meta.role === "public"
-      ? "No public data for this cell in the period (fewer rides than the privacy threshold, or none)."
-      : "No data for this cell in the period.";
+    el.textContent = t(state.meta.role === "public" ? "cellNoPublicData" : "cellNoData");
     return;
   }
   const unit = body.unit;
@@ -535,7 +539,7 @@ function drawChart(body) {
   const scale = state.meta.scales.find((s) => s.metric === body.metric);
   const who = whoValues(body.metric);
   const fmt = (v) => (v === null || v === undefined ? "—" : `${v.toFixed(1)} ${unit}`);
-  const what = LABELS[body.metric] || body.metric;
+  const what = metricLabel(body.metric);
   const width = Math.max(260, el.clientWidth || 400);
   const opts = {
     width, height: 220,
@@ -547,17 +551,17 @@ function drawChart(body) {
       y: { range: (u, min, max) => [Math.min(0, min ?? 0), Math.max((max ?? 1) * 1.15, who ? who.day * 1.1 : 0) || 1] },
     },
     axes: [
-      { label: `local time (${state.tz})`, labelSize: 18, size: 52, values: timeTicks },
+      { label: t("axisTime", { tz: state.tz }), labelSize: 18, size: 52, values: timeTicks },
       { label: `${what} (${unit})`, labelSize: 18, size: 46 },
     ],
     series: [
-      { label: "time", value: (u, v) => (v === null ? "—" : localFromMs(v * 1000).toFormat("ccc d LLL HH:mm")) },
-      { label: noise ? "LAeq" : "mean", stroke: "#1d2630", width: 2, spanGaps: false, value: (u, v) => fmt(v),
+      { label: t("seriesTime"), value: (u, v) => (v === null ? "—" : localFromMs(v * 1000).toFormat("ccc d LLL HH:mm")) },
+      { label: t(noise ? "seriesLaeq" : "seriesMean"), stroke: "#1d2630", width: 2, spanGaps: false, value: (u, v) => fmt(v),
         points: { show: true, size: 5, fill: "#1d2630" } },
-      { label: "too few readings", stroke: "#1d2630", width: 1, dash: [4, 4], value: (u, v) => fmt(v),
+      { label: t("seriesFew"), stroke: "#1d2630", width: 1, dash: [4, 4], value: (u, v) => fmt(v),
         points: { show: true, size: 6, fill: "#ffffff" } },
-      { label: "95 % low", stroke: "rgba(29,38,48,0.25)", width: 1, value: (u, v) => fmt(v), show: !noise },
-      { label: "95 % high", stroke: "rgba(29,38,48,0.25)", width: 1, value: (u, v) => fmt(v), show: !noise },
+      { label: t("seriesLow"), stroke: "rgba(29,38,48,0.25)", width: 1, value: (u, v) => fmt(v), show: !noise },
+      { label: t("seriesHigh"), stroke: "rgba(29,38,48,0.25)", width: 1, value: (u, v) => fmt(v), show: !noise },
     ],
     bands: noise ? [] : [{ series: [4, 3], fill: "rgba(29,38,48,0.12)" }],
     hooks: { draw: [(u) => drawReferenceLines(u, scale, who)] },
@@ -606,10 +610,10 @@ function drawReferenceLines(u, scale, who) {
   };
   if (scale) {
     for (const band of scale.bands) {
-      if (band.lower > 0) line(band.lower, band.colour, [], `${band.label} ≥ ${band.lower}`);
+      if (band.lower > 0) line(band.lower, band.colour, [], `${maybe(`band_${band.label}`) || band.label} ≥ ${band.lower}`);
     }
   }
-  if (who) line(who.day, "#1d2630", [6, 4], `WHO 24-h guideline ${who.day}`, true);
+  if (who) line(who.day, "#1d2630", [6, 4], t("whoChart", { value: who.day }), true);
 }
 
 async function downloadCsv() {
@@ -636,22 +640,27 @@ const BATTERY_WARN_PCT = 20;
 
 function ago(ms) {
   const minutes = Math.round((Date.now() - ms) / MINUTE_MS);
-  if (minutes < 1) return "just now";
-  if (minutes < 90) return `${minutes} min ago`;
+  if (minutes < 1) return t("justNow");
+  if (minutes < 90) return t("minAgo", { n: minutes });
   const hours = Math.round(minutes / 60);
-  return hours < 48 ? `${hours} h ago` : `${Math.round(hours / 24)} days ago`;
+  return hours < 48 ? t("hoursAgo", { n: hours }) : t("daysAgo", { n: Math.round(hours / 24) });
 }
 
 async function showFleet() {
   $("fleet-panel").hidden = false;
-  $("fleet-summary").textContent = "Loading…";
+  $("fleet-summary").textContent = t("loading");
+  $("fleet-table").tHead.rows[0].replaceChildren(...t("fleetColumns").map((c) => {
+    const th = document.createElement("th");
+    th.textContent = c;
+    return th;
+  }));
   const body = $("fleet-table").tBodies[0];
   body.replaceChildren();
   let fleet;
   try {
     fleet = await getJSON("/v1/kits");
   } catch (err) {
-    $("fleet-summary").textContent = `Could not load the fleet: ${err.message || err}`;
+    $("fleet-summary").textContent = t("fleetFailed", { detail: err.message || err });
     if (err instanceof HttpError && err.status !== 400) reportFailure(err);
     return;
   }
@@ -671,7 +680,7 @@ async function showFleet() {
       : quietMs > SILENT_WARN_MS || (kit.battery_pct !== null && kit.battery_pct < BATTERY_WARN_PCT) || rejected > 0 ? "warn" : "";
     const cells = [
       kit.pseudonym, kit.status,
-      seenMs === null ? "never" : `${ago(seenMs)} (${localFromMs(seenMs).toFormat("d LLL HH:mm")})`,
+      seenMs === null ? t("never") : `${ago(seenMs)} (${localFromMs(seenMs).toFormat("d LLL HH:mm")})`,
       kit.battery_pct === null ? "—" : `${Math.round(kit.battery_pct)} %`,
       kit.firmware_version || "—",
       kit.readings_stored === null ? "—" : kit.readings_stored.toLocaleString("en"),
@@ -685,9 +694,9 @@ async function showFleet() {
     body.append(tr);
   }
   const unknown = fleet.rejected_unknown_kit.reduce((n, r) => n + r.count, 0);
-  $("fleet-summary").textContent = `${kits.length} kits since ${localFromMs(Date.parse(fleet.since)).toFormat("d LLL HH:mm")}: `
-    + `${silent} silent for over an hour, ${low} below ${BATTERY_WARN_PCT} % battery, `
-    + `${rejectedTotal} frames rejected${unknown ? `, ${unknown} more from unknown kits` : ""}.`;
+  $("fleet-summary").textContent = t("fleetSummary", {
+    n: kits.length, since: localFromMs(Date.parse(fleet.since)).toFormat("d LLL HH:mm"), silent, low,
+    pct: BATTERY_WARN_PCT, rejected: rejectedTotal, unknown: unknown ? t("fleetUnknown", { n: unknown }) : "" });
   window.bikesense.fleetKits = kits.length;
 }
 
@@ -700,7 +709,7 @@ async function exportView() {
   const format = $("export-format").value;
   const q = new URLSearchParams({ format, from, to,
     bbox: [b.getWest(), b.getSouth(), b.getEast(), b.getNorth()].map((v) => v.toFixed(5)).join(",") });
-  $("export-status").textContent = "Exporting…";
+  $("export-status").textContent = t("exporting");
   try {
     // With the key as a header, so through fetch; the file is kept in memory until saved:
     // for exports beyond the view of a town, use the API directly (docs/api.md, Exports).
@@ -713,15 +722,15 @@ async function exportView() {
       if (done) break;
       parts.push(value);
       bytes += value.length;
-      $("export-status").textContent = `Exporting… ${(bytes / 1e6).toFixed(1)} MB`;
+      $("export-status").textContent = t("exportingMb", { mb: (bytes / 1e6).toFixed(1) });
     }
     const name = (response.headers.get("Content-Disposition") || "").match(/filename="([^"]+)"/);
     saveBlob(new Blob(parts, { type: response.headers.get("Content-Type") || "" }),
       name ? name[1] : `readings.${format}`);
-    $("export-status").textContent = `Saved ${(bytes / 1e6).toFixed(1)} MB (${format}).`;
+    $("export-status").textContent = t("exportSaved", { mb: (bytes / 1e6).toFixed(1), format });
     window.bikesense.exports = (window.bikesense.exports || 0) + 1;
   } catch (err) {
-    $("export-status").textContent = `Export failed: ${err.message || err}`;
+    $("export-status").textContent = t("exportFailed", { detail: err.message || err });
     if (err instanceof HttpError && err.status !== 400) reportFailure(err);
   }
 }
@@ -748,19 +757,20 @@ function renderRoleTools() {
 function renderLive() {
   const dot = $("live-dot");
   const text = $("live-text");
-  const since = state.lastLiveMs ? `, last ${localFromMs(state.lastLiveMs).toFormat("HH:mm:ss")}` : "";
   let kind;
   let label;
   if (state.health === "down") {
-    kind = "off"; label = "live updates: off (server unreachable)";
+    kind = "off"; label = t("liveServerAway");
   } else if (state.live !== "open") {
-    kind = "off"; label = `live updates: ${state.live}`;
+    kind = "off";
+    label = t({ connecting: "liveConnecting", reconnecting: "liveReconnecting" }[state.live] || "liveClosed");
   } else if (state.health === "degraded") {
-    kind = "stalled"; label = "live updates: stalled (database unavailable)";
+    kind = "stalled"; label = t("liveStalled");
   } else if (state.health === "ok") {
-    kind = "on"; label = `live updates: on${since}`;
+    kind = "on";
+    label = state.lastLiveMs ? t("liveLast", { time: localFromMs(state.lastLiveMs).toFormat("HH:mm:ss") }) : t("liveOn");
   } else {
-    kind = "off"; label = "live updates: connecting";
+    kind = "off"; label = t("liveConnecting");
   }
   dot.className = `dot ${kind}`;
   text.textContent = label;
@@ -774,11 +784,10 @@ async function checkHealth() {
     const body = await response.json().catch(() => ({}));
     state.health = body.database === "ok" ? "ok" : "degraded";
     setProblem("server", null);
-    setProblem("database", state.health === "ok" ? null
-      : "The database is unavailable: the map cannot show data now (this is not \"no data\"). Retrying…");
+    setProblem("database", state.health === "ok" ? null : "databaseAway");
   } catch {
     state.health = "down";
-    setProblem("server", "The bikesense server cannot be reached: the map shows nothing new until it answers. Retrying…");
+    setProblem("server", "serverAway");
   }
   renderLive();
   if (before !== "ok" && before !== "unknown" && state.health === "ok" && map) {
@@ -831,7 +840,7 @@ function fillMetrics() {
   for (const m of state.meta.metrics) {
     const option = document.createElement("option");
     option.value = m;
-    option.textContent = LABELS[m] || m;
+    option.textContent = metricLabel(m);
     select.append(option);
   }
   if (!state.meta.metrics.includes(state.metric)) state.metric = state.meta.metrics[0];
@@ -872,7 +881,7 @@ function createMap() {
     const status = e.error && e.error.status;
     if (status === 401 || status === 403) reportFailure(new HttpError(status, "tiles refused"));
     else if (status === 503) reportFailure(new HttpError(503, "database unavailable"));
-    else setProblem("tiles", "Some map tiles failed to load; the map may be incomplete.");
+    else setProblem("tiles", "tilesFailed");
   });
   map.on("click", (e) => {
     if (!periodIsValid()) return;
@@ -905,11 +914,11 @@ async function start() {
   setProblem("key", null);
   setProblem("server", null);
   state.meta = meta;
-  $("note").textContent = meta.note;
+  $("note").textContent = language() === "en" ? meta.note : (maybe("indicativeNote") || meta.note);
   fillMetrics();
   renderLegend();
   renderPeriod();
-  $("role").textContent = state.key ? `role: ${meta.role}` : "role: public (no key)";
+  $("role").textContent = state.key ? t("role", { role: meta.role }) : t("rolePublic");
   renderRoleTools();
   if (!map) {
     createMap();
@@ -926,19 +935,40 @@ async function useKey(key) {
   state.key = key;
   if (key) sessionStorage.setItem("bikesense-key", key); else sessionStorage.removeItem("bikesense-key");
   $("key").value = key;
-  $("role").textContent = "checking…";
-  if (!(await start())) $("role").textContent = "key refused";
+  $("role").textContent = t("checking");
+  if (!(await start())) $("role").textContent = t("keyRefusedShort");
 }
 
 function setPanelOpen(open) {
   $("panel").classList.toggle("collapsed", !open);
   $("panel-body").hidden = !open;
   $("panel-toggle").setAttribute("aria-expanded", String(open));
-  $("panel-toggle").textContent = open ? "Hide" : "Show";
+  $("panel-toggle").textContent = t(open ? "hide" : "show");
+}
+
+// Everything said in words again, in the language now chosen.
+function relabel() {
+  setLanguage($("lang").value);
+  setPanelOpen(!$("panel").classList.contains("collapsed"));
+  renderBanner();
+  renderPeriod();
+  renderLive();
+  if (state.meta) {
+    fillMetrics();
+    renderLegend();
+    $("note").textContent = language() === "en" ? state.meta.note : (maybe("indicativeNote") || state.meta.note);
+    $("role").textContent = state.key ? t("role", { role: state.meta.role }) : t("rolePublic");
+    if (state.selected && !$("chart-panel").hidden) showCell(state.selected.lngLat);
+    if (!$("fleet-panel").hidden) showFleet();
+  }
+  writeHash();
 }
 
 // Everything that must work whatever the server says is wired before the first request.
 function wireControls() {
+  $("lang").value = chooseLanguage(params.get("lang"));
+  setLanguage($("lang").value);
+  $("lang").addEventListener("change", relabel);
   $("panel-toggle").addEventListener("click", () => setPanelOpen($("panel").classList.contains("collapsed")));
   // On a phone the map comes first: the panel starts folded to one line.
   setPanelOpen(!matchMedia("(max-width: 600px)").matches);
@@ -1002,5 +1032,5 @@ checkHealth();
 setInterval(checkHealth, HEALTH_EVERY_MS);
 start().catch((err) => {
   window.bikesense.error = String(err);
-  setProblem("server", `The map failed to start: ${err}`);
+  setProblem("server", "failedToStart", { detail: String(err) });
 });

@@ -113,8 +113,9 @@ class Page:
     """A fresh browser context at a viewport, its clock at ``now``, with what it asked for."""
 
     def __init__(self, browser: Any, viewport: dict[str, int], now: Any = NOW,
-                 key: str | None = None) -> None:
-        self.context = browser.new_context(viewport=viewport, accept_downloads=True)
+                 key: str | None = None, locale: str = "en-GB") -> None:
+        self.context = browser.new_context(viewport=viewport, accept_downloads=True,
+                                           locale=locale)
         self.page = self.context.new_page()
         # The page's Date says `now`: its default period is the 24 hours before it.
         self.page.clock.set_fixed_time(now)
@@ -376,6 +377,30 @@ def test_a_database_that_is_down_is_not_no_data(browser: Any) -> None:
         assert "live updates: on" not in p.page.inner_text("#live-text")
         p.shot("map-database-down.png")
         p.close()
+
+
+def test_a_dutch_browser_gets_dutch_with_a_switch(site: dict[str, str], browser: Any) -> None:
+    p = Page(browser, DESKTOP, locale="nl-NL")
+    p.page.goto(site["url"])
+    p.wait(READY)
+    assert p.js("document.documentElement.lang") == "nl"
+    assert p.page.inner_text("label[for=metric]") == "Meetwaarde"
+    assert "Redelijk (5–15)" in p.page.inner_text("#legend")
+    assert "indicatief" in p.page.inner_text("#note")
+    # Dates in Dutch, in local time: zondag 22 nov (abbreviated).
+    assert "nov" in p.page.inner_text("#period-local")
+    p.click_at(*BUSY)
+    p.wait("() => window.bikesense.plot !== null")
+    assert p.js("window.bikesense.plot.axes[0].label") == "lokale tijd (Europe/Amsterdam)"
+    p.shot("map-nl.png")
+    p.page.select_option("#lang", "en")
+    p.wait("() => document.documentElement.lang === 'en'")
+    assert p.page.inner_text("label[for=metric]") == "Metric"
+    assert "Fair (5–15)" in p.page.inner_text("#legend")
+    p.wait("() => window.bikesense.plot && window.bikesense.plot.axes[0].label"
+           " === 'local time (Europe/Amsterdam)'")
+    assert "lang=en" in p.page.url
+    p.close()
 
 
 def test_the_api_docs_work_offline(site: dict[str, str], browser: Any) -> None:
