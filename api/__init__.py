@@ -11,6 +11,7 @@ routes, roles and privacy rules, the colour bands and the interval of the mean.
     params.py          query parameters that need more than a type (bbox, cell, kits, place)
     errors.py          the API's error tree, translated to HTTP once (exception handlers)
     aggregates.py      window choice, statistics and bands over merged partials
+    heatmap.py         a heat-map tile: its cells, their bands, its ETag
     export_stream.py   raw-reading exports: connections, rendering, closing, the response
     provenance.py      what an export records about how it was made
     pseudonym_key.py   the researchers' pseudonym key, cached until its source changes

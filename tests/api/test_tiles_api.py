@@ -12,8 +12,8 @@ import pytest
 from PIL import Image
 
 from api.bands import load_bands
+from api.heatmap import tile_etag
 from api.roles import Role
-from api.routes.tiles import tile_etag
 from stream.core.partials import Metric
 from tests.api.api_factories import BUSY, QUIET, SPARSE, day_range
 
