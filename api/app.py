@@ -24,7 +24,19 @@ from api.errors import install_error_handlers
 from api.live import Broadcaster, listen_forever
 from api.metrics import ApiMetrics, RequestMetrics
 from api.ratelimit import TokenBuckets
-from api.routes import basemap, cells, exports, health, kits, live, meta, page, tiles, timeseries
+from api.routes import (
+    apidocs,
+    basemap,
+    cells,
+    exports,
+    health,
+    kits,
+    live,
+    meta,
+    page,
+    tiles,
+    timeseries,
+)
 from api.state import ApiState
 from api.webassets import asset_dirs
 from bikesense.settings import Settings, load_settings, resolve_database_url
@@ -86,8 +98,9 @@ def create_app(settings: Settings | None = None, api_settings: ApiSettings | Non
             await state.pool.close()
             state.pool = None
 
+    # /docs is served by api/routes/apidocs.py with local assets (FastAPI's loads a CDN's).
     app = FastAPI(title="bikesense API", version="1", description=DESCRIPTION,
-                  lifespan=lifespan)
+                  lifespan=lifespan, docs_url=None, redoc_url=None)
     app.state.api = state
     install_error_handlers(app)
     app.add_middleware(RequestMetrics, metrics=state.metrics)
@@ -95,7 +108,8 @@ def create_app(settings: Settings | None = None, api_settings: ApiSettings | Non
         app.add_middleware(CORSMiddleware, allow_origins=list(api_settings.cors_origins),
                            allow_methods=["GET"], allow_headers=["X-API-Key", "Authorization"],
                            expose_headers=["ETag"])
-    for module in (health, meta, tiles, cells, timeseries, exports, live, kits, basemap, page):
+    for module in (health, meta, tiles, cells, timeseries, exports, live, kits, basemap, page,
+                   apidocs):
         app.include_router(module.router)
     assets, missing = asset_dirs()
     for name, folder in assets.items():
