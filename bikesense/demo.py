@@ -30,11 +30,12 @@ import psycopg
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
-from bikesense.brokerauth import embedded_broker, kit_mqtt_url, sync_embedded_broker
+from bikesense.brokerauth import embedded_broker, sync_embedded_broker
 from bikesense.exceptions import BikesenseError, ServiceError
 from bikesense.services import LocalServices, free_port
 from bikesense.settings import Settings, resolve_database_url, resolve_mqtt_url
-from simulators.fleet import Fleet, Publication, Run, SimulationConfig
+from simulators.fleet import Fleet, Run, SimulationConfig
+from simulators.kitpublishers import KitPublishers, kit_passwords
 from simulators.publisher import MqttPublisher
 from simulators.runner import RunStats, pump
 from simulators.streetmap import write_town_streets
@@ -189,7 +190,8 @@ def run_demo(settings: Settings, options: DemoOptions) -> None:
                       f"(API docs: {url}docs; logs in {children.log_dir})\n")
         run = fleet.run()
         before = _stored_readings(database_url)  # earlier demos' readings stay
-        stats = _ride(run, fleet, _fleet_urls(settings, fleet, mqtt_url), options, children)
+        stats = _ride(run, fleet, _fleet_publisher(settings, fleet, mqtt_url), options,
+                      children)
         console.print(f"fleet done: {stats.frames} frames published in {stats.wall_s:.0f} s")
         expected = before + _deliverable(run)
         stored = _settle(database_url, children, expected)
@@ -218,43 +220,20 @@ def _deliverable(run: Run) -> int:
     return len(run.truth.deliverable()) if run.truth is not None else 0
 
 
-def _fleet_urls(settings: Settings, fleet: Fleet, mqtt_url: str) -> dict[int, str] | str:
-    """Each kit's own login on the broker ``services up`` started (it refuses anyone else);
-    a configured broker's URL as it is."""
+def _fleet_publisher(settings: Settings, fleet: Fleet,
+                     mqtt_url: str) -> KitPublishers | MqttPublisher:
+    """Each kit over its own login on the broker ``services up`` started (it refuses anyone
+    else); a configured broker's URL as it is, one connection for the fleet."""
     record = embedded_broker(settings.state_dir) if settings.mqtt_url is None else None
     if record is None:
-        return mqtt_url
-    return {kit_id: kit_mqtt_url(record.kits_url, kit_id, secret)
-            for kit_id, secret in fleet.kits}
+        return MqttPublisher(mqtt_url, client_id="bikesense-demo-fleet")
+    return KitPublishers(record.kits_url, kit_passwords(fleet.kits))
 
 
-class KitPublishers:
-    """The fleet as kits: one connection per kit, logged in as that kit."""
-
-    def __init__(self, urls: dict[int, str]) -> None:
-        self.publishers = {kit_id: MqttPublisher(url) for kit_id, url in urls.items()}
-
-    def connect(self) -> None:
-        for publisher in self.publishers.values():
-            publisher.connect()
-
-    def send(self, pub: Publication) -> None:
-        # A kit the registry does not know has no login: the broker would refuse it.
-        publisher = self.publishers.get(pub.kit_id)
-        if publisher is not None:
-            publisher.send(pub)
-
-    def close(self) -> None:
-        for publisher in self.publishers.values():
-            publisher.close()
-
-
-def _ride(run: Run, fleet: Fleet, mqtt_urls: dict[int, str] | str, options: DemoOptions,
-          children: Children) -> RunStats:
+def _ride(run: Run, fleet: Fleet, publisher: KitPublishers | MqttPublisher,
+          options: DemoOptions, children: Children) -> RunStats:
     start_ms = fleet.config.start_ms
     total_ms = fleet.config.end_ms - start_ms
-    publisher = (MqttPublisher(mqtt_urls, client_id="bikesense-demo-fleet")
-                 if isinstance(mqtt_urls, str) else KitPublishers(mqtt_urls))
     publisher.connect()
     try:
         with _progress() as progress:

@@ -17,6 +17,8 @@ Layout, from the ground up:
 - :mod:`simulators.encoding`: frames a block at a time through the protocol;
 - :mod:`simulators.publisher` and :mod:`simulators.framefile`: where
   publications go (real MQTT at QoS 1, or a file for replay);
+- :mod:`simulators.kitpublishers` and :mod:`simulators.registration`: the fleet
+  as kits, each logged in as itself, and registered as real kits are;
 - :mod:`simulators.runner` and :mod:`simulators.cli`: pacing and the command line.
 
 See ``docs/simulator.md``.

@@ -90,10 +90,28 @@ class SimulationConfig:
     will_delay_s: float = 45.0
     reboot_down_s: float = 30.0  # a power cycle takes this long
     record_truth: bool = True
+    #: (kit_id, key) of kits made elsewhere (`bikesense kits add`), one per bike, in place
+    #: of the ids and keys drawn from the seed; empty: drawn.
+    kits: tuple[tuple[int, bytes], ...] = ()
 
     def validate(self) -> None:
         if not 1 <= self.n_bikes <= 100_000:
             raise SimulatorConfigError(f"n_bikes must be 1–100000 (got {self.n_bikes})")
+        if self.kits:
+            if len(self.kits) != self.n_bikes:
+                raise SimulatorConfigError(
+                    f"{len(self.kits)} kits given for {self.n_bikes} bikes: give one per bike"
+                )
+            ids = [kit_id for kit_id, _ in self.kits]
+            if len(set(ids)) != len(ids):
+                raise SimulatorConfigError("a kit id is given twice")
+            for kit_id, key in self.kits:
+                if not 0 <= kit_id < 2**32:
+                    raise SimulatorConfigError(f"kit id {kit_id} is not a 32-bit unsigned integer")
+                if len(key) != 32:
+                    raise SimulatorConfigError(
+                        f"kit {kit_id}'s key has {len(key)} bytes; kit secrets have 32"
+                    )
         if not 0 < self.duration_s <= 7 * 86_400:
             raise SimulatorConfigError(
                 f"duration_s must be within 0–7 days (got {self.duration_s})"
@@ -206,7 +224,7 @@ class Fleet:
         self.environment = Environment(
             self.town, config.environment, stream(config.seed, _ENVIRONMENT)
         )
-        used: set[int] = set()
+        used: set[int] = {kit_id for kit_id, _ in config.kits}
         self.bikes: tuple[Bike, ...] = tuple(self._bike(i, used) for i in range(config.n_bikes))
         unknown_rng = stream(config.seed, _UNKNOWN)
         self.unknown_kits: tuple[tuple[int, bytes], ...] = tuple(
@@ -233,6 +251,9 @@ class Fleet:
         id_rng = stream(c.seed, _KIT_ID, index)
         kit_id = _unique_id(id_rng, used)
         key = id_rng.bytes(32)
+        if c.kits:
+            # Drawn all the same, so the draws after them stay those of the seed.
+            kit_id, key = c.kits[index]
         battery = float(id_rng.uniform(70.0, 100.0))
         depot = self.town.depot_nodes[index % len(self.town.depot_nodes)]
         traj = plan_shift(

@@ -1,8 +1,9 @@
 """Publishing over real MQTT: paho-mqtt 2, QoS 1, a bounded window of unacknowledged messages.
 
-One connection carries the whole fleet's publications (a simulator stands in
-for many kits; per-kit connections would only measure the broker's connection
-handling). :meth:`MqttPublisher.send` blocks while ``max_inflight`` messages
+One :class:`MqttPublisher` is one connection: the whole fleet's publications
+on a broker without accounts, or one kit's, logged in as that kit
+(:class:`simulators.kitpublishers.KitPublishers` holds one per kit).
+:meth:`MqttPublisher.send` blocks while ``max_inflight`` messages
 wait for their PUBACK, so publishing runs at the broker's pace without either
 waiting for each message in turn or queueing without limit: that window is the
 back-pressure. :meth:`MqttPublisher.close` waits for every acknowledgement
@@ -25,7 +26,7 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.reasoncodes import ReasonCode
 
-from simulators.exceptions import PublishError, SimulatorConfigError
+from simulators.exceptions import LoginRefusedError, PublishError, SimulatorConfigError
 from simulators.fleet import Publication
 
 DEFAULT_TOPIC_ROOT = "bikesense/v1"
@@ -40,6 +41,8 @@ class MqttPublisher:
         *,
         topic_root: str = DEFAULT_TOPIC_ROOT,
         client_id: str | None = None,
+        username: str | None = None,
+        password: str | None = None,
         max_inflight: int = 200,
         ack_timeout_s: float = 30.0,
         connect_timeout_s: float = 10.0,
@@ -49,7 +52,8 @@ class MqttPublisher:
             raise SimulatorConfigError(f"MQTT URL must look like mqtt://host:1883 (got {url!r})")
         if max_inflight < 1:
             raise SimulatorConfigError(f"max_inflight must be ≥ 1 (got {max_inflight})")
-        self.url = url
+        #: The URL without its password: what messages and errors show.
+        self.url = redacted_url(url)
         self.topic_root = topic_root.rstrip("/")
         self.max_inflight = max_inflight
         self.ack_timeout_s = ack_timeout_s
@@ -73,10 +77,12 @@ class MqttPublisher:
         # paho sends at most this many QoS 1 messages before PUBACKs come back; our
         # window below is the same, so paho's own queue never grows past it.
         self._client.max_inflight_messages_set(max_inflight)
-        if parts.username:
-            self._client.username_pw_set(
-                unquote(parts.username), unquote(parts.password) if parts.password else None
-            )
+        if username is None and parts.username:
+            username = unquote(parts.username)
+            password = unquote(parts.password) if parts.password else None
+        self.username = username
+        if username is not None:
+            self._client.username_pw_set(username, password)
         if parts.scheme == "mqtts":
             self._client.tls_set(cert_reqs=ssl.CERT_REQUIRED)
         self._client.on_connect = self._on_connect
@@ -138,10 +144,18 @@ class MqttPublisher:
             ok = self._cond.wait_for(
                 lambda: self._connected or self._refused is not None, self.connect_timeout_s
             )
-        if self._refused is not None or not ok:
+        if self._refused is not None:
             self._stop()
-            why = self._refused or f"no CONNACK within {self.connect_timeout_s:g} s"
-            raise PublishError(f"MQTT broker at {self.url} did not accept us: {why}")
+            login = f"the login {self.username!r}" if self.username else "an anonymous client"
+            raise LoginRefusedError(
+                f"the MQTT broker at {self.url} refused {login}: {self._refused}"
+            )
+        if not ok:
+            self._stop()
+            raise PublishError(
+                f"the MQTT broker at {self.url} did not answer within "
+                f"{self.connect_timeout_s:g} s"
+            )
 
     def send(self, pub: Publication) -> None:
         """Publish one simulated publication under this publisher's topic root."""
@@ -224,3 +238,12 @@ class MqttPublisher:
             self.close()
         else:
             self._stop()
+
+
+def redacted_url(url: str) -> str:
+    """``url`` with its password, if any, left out (it ends up in messages and logs)."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.netloc.rpartition("@")[2]
+    return parts._replace(netloc=f"{parts.username}@{host}").geturl()

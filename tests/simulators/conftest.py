@@ -16,3 +16,7 @@ def clean_run() -> Simulated:
 @pytest.fixture(scope="session")
 def faulty_run() -> Simulated:
     return simulate(SimulationConfig(n_bikes=16, duration_s=2400, seed=5, faults=BUSY_FAULTS))
+
+
+# The two-listener broker with kit accounts, for publishing as the kits.
+from tests.security.conftest import secured_broker  # noqa: E402, F401

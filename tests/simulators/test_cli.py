@@ -14,6 +14,7 @@ from typer.testing import CliRunner
 from simulators.cli import app
 from simulators.framefile import read_frame_file
 from simulators.truth import TruthRecord
+from tests.security.conftest import Client, SecuredBroker, ingest_login, wait_for
 from tests.simulators.test_publisher import subscribed
 
 
@@ -57,12 +58,12 @@ def test_simulate_and_replay_over_mqtt(tmp_path: Path, mqtt_url: str,
     with subscribed(mqtt_url, f"{root}/kits/+/up") as sub:
         result = CliRunner().invoke(app, [
             "simulate", "--bikes", "2", "--minutes", "5", "--out", str(out), "--mqtt",
-            "--mqtt-url", mqtt_url, "--topic-root", root])
+            "--mqtt-url", mqtt_url, "--topic-root", root, "--connect", "shared"])
         assert result.exit_code == 0, result.output
         frames = [p for p in read_frame_file(out) if p.topic(root).endswith("/up")]
         sub.wait_for(len(frames))
         result = CliRunner().invoke(app, ["replay", str(out), "--mqtt-url", mqtt_url,
-                                          "--topic-root", root])
+                                          "--topic-root", root, "--connect", "shared"])
         assert result.exit_code == 0, result.output
         sub.wait_for(2 * len(frames))
     assert sorted(p for _, p, _ in sub.messages) == sorted(2 * [f.payload for f in frames])
@@ -82,3 +83,41 @@ def test_same_bytes_across_processes(tmp_path: Path) -> None:
         outputs.append(out.read_bytes())
     assert outputs[0] == outputs[1]
     assert len(outputs[0]) > 1000
+
+
+@pytest.mark.mqtt
+def test_simulate_and_replay_as_given_kits_on_a_broker_with_accounts(
+        tmp_path: Path, secured_broker: SecuredBroker) -> None:
+    """Kits made elsewhere (`kits add` prints their secrets) ride as the fleet, each logged
+    in as itself; replay logs them in again from the same file."""
+    root = secured_broker.layout.root
+    kits = tmp_path / "kits.json"
+    kits.write_text(json.dumps([{"kit_id": k, "key": s.hex()}
+                                for k, s in secured_broker.secrets.items()]))
+    out = tmp_path / "run.frames"
+    kits_url = f"mqtt://127.0.0.1:{secured_broker.kit_port}"
+    ingest = Client(secured_broker.service_port, ingest_login())
+    try:
+        ingest.subscribe(f"{root}/kits/+/up")
+        result = CliRunner().invoke(app, [
+            "simulate", "--kits", str(kits), "--minutes", "5", "--out", str(out), "--mqtt",
+            "--mqtt-url", kits_url, "--topic-root", root, "--no-register"])
+        assert result.exit_code == 0, result.output
+        frames = [p for p in read_frame_file(out) if p.topic(root).endswith("/up")]
+        assert {p.kit_id for p in frames} == set(secured_broker.secrets)
+        wait_for(lambda: len(ingest.messages) >= len(frames), what="the frames")
+        result = CliRunner().invoke(app, ["replay", str(out), "--mqtt-url", kits_url,
+                                          "--topic-root", root, "--kits", str(kits)])
+        assert result.exit_code == 0, result.output
+        wait_for(lambda: len(ingest.messages) >= 2 * len(frames), what="the replayed frames")
+    finally:
+        ingest.close()
+    assert sorted(p for _, p in ingest.messages) == sorted(2 * [f.payload for f in frames])
+
+    result = CliRunner().invoke(app, ["replay", str(out), "--mqtt-url", kits_url])
+    assert result.exit_code == 2
+    assert "--kits" in result.output
+    result = CliRunner().invoke(app, ["simulate", "--kits", str(kits), "--bikes", "5",
+                                      "--out", str(tmp_path / "x.frames")])
+    assert result.exit_code == 2
+    assert "one per bike" in result.output

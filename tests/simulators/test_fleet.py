@@ -52,6 +52,22 @@ def test_a_kit_does_not_depend_on_the_size_of_the_fleet() -> None:
     assert frames_of_first == [p.payload for p in large.run() if p.kit_id == small.kits[0][0]]
 
 
+def test_given_kits_ride_in_place_of_the_drawn_ones() -> None:
+    """Kits made elsewhere (`kits add`) change ids and keys, and nothing else of the ride."""
+    drawn = Fleet(SimulationConfig(n_bikes=2, duration_s=600, seed=8))
+    given = ((1001, bytes(range(32))), (1002, bytes(range(1, 33))))
+    fleet = Fleet(SimulationConfig(n_bikes=2, duration_s=600, seed=8, kits=given))
+    assert fleet.kits == list(given)
+    for ours, theirs in zip(fleet.bikes, drawn.bikes, strict=True):
+        assert np.array_equal(ours.trajectory.t_s, theirs.trajectory.t_s)
+        assert ours.calibration == theirs.calibration
+    assert {p.kit_id for p in fleet.run()} == {1001, 1002}
+    with pytest.raises(SimulatorConfigError, match="one per bike"):
+        Fleet(SimulationConfig(n_bikes=3, kits=given))
+    with pytest.raises(SimulatorConfigError, match="32"):
+        Fleet(SimulationConfig(n_bikes=1, kits=((5, b"short"),)))
+
+
 def test_bad_config_names_the_option() -> None:
     with pytest.raises(SimulatorConfigError, match="reading_interval_s"):
         Fleet(SimulationConfig(reading_interval_s=100.0))
