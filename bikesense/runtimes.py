@@ -110,9 +110,9 @@ class Runtime(Generic[B]):
                                      name=name)
 
     @property
-    def ready(self) -> threading.Event:
+    def subscribed(self) -> threading.Event:
         """Set once the subscriptions are in place: from then on nothing published is missed."""
-        return self.consumer.ready
+        return self.consumer.subscribed
 
     @property
     def metrics(self) -> RuntimeMetrics:

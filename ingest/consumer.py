@@ -119,7 +119,7 @@ class MqttConsumer(Generic[B]):
         self.layout = TopicLayout(config.topic_root)
         self.metrics = RuntimeMetrics()
         #: Set once the subscriptions are in place: from then on nothing published is missed.
-        self.ready = threading.Event()
+        self.subscribed = threading.Event()
         self.writers = handler.writers if config.overlap_stages else 1
         self._queue: queue.Queue[InboundMessage] = queue.Queue(maxsize=config.queue_size)
         self._stopping = threading.Event()
@@ -351,7 +351,7 @@ class MqttConsumer(Generic[B]):
         except BaseException:
             watcher.cancel()
             raise
-        self.ready.set()
+        self.subscribed.set()
         names = ["bikesense-prepare"] + ["bikesense-write" + (f"-{i + 1}" if i else "")
                                          for i in range(self.writers)]
         loops: list[Callable[[], None]] = [self._prepare_loop]

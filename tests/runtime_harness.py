@@ -62,7 +62,7 @@ def started(runtime: Runtime[Any]) -> Iterator[Callable[[], None]]:
     thread = threading.Thread(target=main, name="embedded-runtime", daemon=True)
     thread.start()
     try:
-        if not runtime.ready.wait(30):
+        if not runtime.subscribed.wait(30):
             raise AssertionError("the embedded runtime did not subscribe within 30 s")
         yield request_stop
     except BaseException as exc:
