@@ -6,6 +6,7 @@ routes, roles and privacy rules, the colour bands and the interval of the mean.
     app.py             the factory and its lifespan (pool, LISTEN task)
     routes/            one APIRouter per topic: parse the request, make one call, answer
     deps.py            Annotated dependencies: settings, pool and connection, now, time range
+    database.py        the limits every database session of the API starts with
     auth.py            the caller's role from an API key; the gates of keyed routes
     privacy.py         what each role may see, in one place
     params.py          query parameters that need more than a type (bbox, cell, kits, place)

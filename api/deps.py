@@ -24,12 +24,11 @@ from psycopg_pool import AsyncConnectionPool
 from api.config import ApiSettings
 from api.errors import BadParameterError, ServiceUnavailableError
 from api.export_stream import ExportSource
+from api.params import EARLIEST, LATEST
 from api.state import ApiState
 from bikesense.settings import Settings
 
-#: Oldest and newest instants the API accepts: outside, a request is a mistake.
-EARLIEST = datetime(2000, 1, 1, tzinfo=UTC)
-LATEST = datetime(2100, 1, 1, tzinfo=UTC)
+#: The longest time range one request may ask for, and the range when none is given.
 MAX_RANGE = timedelta(days=400)
 DEFAULT_RANGE = timedelta(hours=24)
 

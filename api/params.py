@@ -11,6 +11,7 @@ import math
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 import h3.api.basic_int as h3i
 
@@ -19,6 +20,9 @@ from bikesense.settings import Settings
 from storage.pseudonyms import PSEUDONYM_CHARS
 from storage.queries import BBox
 
+#: Oldest and newest instants the API accepts: outside, a request is a mistake.
+EARLIEST = datetime(2000, 1, 1, tzinfo=UTC)
+LATEST = datetime(2100, 1, 1, tzinfo=UTC)
 #: Kits one export may name at most.
 MAX_KITS = 1000
 _NUMBER = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
@@ -143,3 +147,17 @@ def parse_place(settings: Settings, *, cell: str | None, lat: float | None, lon:
     if lat is None or lon is None:  # ruled out above; says so to the type checker
         raise BadParameterError("lat and lon go together", parameter="lat")
     return Place(res, cell=h3i.latlng_to_cell(lat, lon, res))
+
+
+def parse_since(since: datetime, now: datetime, parameter: str = "since") -> datetime:
+    """A start instant, UTC (naive means UTC), between :data:`EARLIEST` and ``now``."""
+    if since.tzinfo is None:
+        since = since.replace(tzinfo=UTC)
+    try:
+        since = since.astimezone(UTC)
+    except (OverflowError, ValueError) as exc:
+        raise BadParameterError(f"not a usable instant: {exc}", parameter=parameter) from exc
+    if not EARLIEST <= since <= now:
+        raise BadParameterError(f"must lie between {EARLIEST:%Y-%m-%d} and now",
+                                parameter=parameter)
+    return since
