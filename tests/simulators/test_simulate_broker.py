@@ -1,9 +1,10 @@
 """`bikesense simulate` on the broker `bikesense services up` starts, which refuses anonymous
 clients: the fleet's kits are registered, each logs in as itself on the kits' listener,
-and every publication reaches ingest's listener."""
+every publication reaches ingest's listener, and `bikesense ingest` stores every reading."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -12,10 +13,12 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+import psycopg
 import pytest
 
 from bikesense.services import LocalServices
 from simulators.framefile import read_frame_file
+from simulators.truth import TruthRecord
 from tests.security.conftest import Client, wait_for
 
 pytestmark = [pytest.mark.postgres, pytest.mark.mqtt]
@@ -105,3 +108,40 @@ def test_register_only_then_publish_without_registering(services_state: Path) ->
     assert "Traceback" not in stranger.stderr
     assert "refused kit" in said
     assert "--register" in said
+
+
+def test_what_simulate_publishes_is_stored_through_ingest(services_state: Path,
+                                                         tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if k not in CONFIGURED}
+    env["BIKESENSE_STATE_DIR"] = str(services_state)
+    log_path = tmp_path / "ingest.log"
+    with log_path.open("wb") as log:
+        ingest = subprocess.Popen(
+            [sys.executable, "-m", "bikesense", "ingest", "--client-id", "sim-test-ingest",
+             "--share-group", ""], env=env, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        wait_for(lambda: "consuming" in log_path.read_text() or ingest.poll() is not None,
+                 timeout_s=30, what="ingest's subscription")
+        truth, keys = tmp_path / "truth.npz", tmp_path / "kits.json"
+        result = _bikesense(services_state, "simulate", "--bikes", "2", "--minutes", "10",
+                            "--seed", "12", "--truth-out", str(truth), "--keys-out", str(keys))
+        assert result.returncode == 0, result.stdout + result.stderr
+        expected = len(TruthRecord.load(truth).deliverable())
+        assert expected > 0
+        kit_ids = [k["kit_id"] for k in json.loads(keys.read_text())]
+        database_url = LocalServices(services_state).records()["postgres"].url
+
+        def stored() -> int:
+            with psycopg.connect(database_url) as conn:
+                row = conn.execute("SELECT count(*) FROM readings WHERE kit_id = ANY(%s)",
+                                   (kit_ids,)).fetchone()
+            return int(row[0]) if row else 0
+
+        wait_for(lambda: stored() >= expected, timeout_s=60,
+                 what=f"{expected} readings stored")
+        time.sleep(0.5)
+        assert stored() == expected
+        assert ingest.poll() is None, log_path.read_text()
+    finally:
+        ingest.terminate()
+        ingest.wait(20)
