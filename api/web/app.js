@@ -31,6 +31,7 @@ const state = {
   tz: params.get("tz") || "Europe/Amsterdam",
   version: 0, // bumped by live updates so the tiles are fetched again
   key: sessionStorage.getItem("bikesense-key") || "",
+  compare: { kind: params.get("compare") || "none", day: params.get("compare-day") || "" },
   selected: null, // {lngLat} of the clicked cell
   health: "unknown", // ok | degraded | down
   live: "connecting", // connecting | open | reconnecting
@@ -216,6 +217,8 @@ function writeHash() {
     const c = map.getCenter();
     q.set("at", `${c.lat.toFixed(5)},${c.lng.toFixed(5)},${map.getZoom().toFixed(2)}`);
   }
+  if (state.compare.kind !== "none") q.set("compare", state.compare.kind);
+  if (state.compare.kind === "day") q.set("compare-day", state.compare.day);
   if (params.get("tz")) q.set("tz", state.tz);
   q.set("lang", language());
   history.replaceState(null, "", `#${q}`);
@@ -230,9 +233,8 @@ function readHashPeriod() {
 
 // ---------------------------------------------------------------- map layers
 
-function tileUrl() {
-  const { from, to } = period();
-  const q = new URLSearchParams({ from, to, v: String(state.version) });
+function tileUrl(p = period()) {
+  const q = new URLSearchParams({ from: p.from, to: p.to, v: String(state.version) });
   return `${location.origin}/v1/tiles/${state.metric}/{z}/{x}/{y}.png?${q}`;
 }
 
@@ -245,52 +247,53 @@ function baseStyle() {
   };
 }
 
-function setHeatSource() {
-  if (!periodIsValid()) return;
-  const source = map.getSource("heat");
+// The heat layer of map `m` (the main map, or the comparison's) for period `p`.
+function setHeatSource(m = map, p = period()) {
+  if (!m || !(p.toMs > p.fromMs)) return;
+  const source = m.getSource("heat");
   if (source) {
-    source.setTiles([tileUrl()]);
+    source.setTiles([tileUrl(p)]);
     return;
   }
-  map.addSource("heat", { type: "raster", tiles: [tileUrl()], tileSize: 256, maxzoom: 22 });
-  map.addLayer({ id: "heat", type: "raster", source: "heat", paint: { "raster-opacity": 0.85, "raster-fade-duration": 0 } },
-    map.getLayer("street-labels") ? "street-labels" : undefined);
+  m.addSource("heat", { type: "raster", tiles: [tileUrl(p)], tileSize: 256, maxzoom: 22 });
+  m.addLayer({ id: "heat", type: "raster", source: "heat", paint: { "raster-opacity": 0.85, "raster-fade-duration": 0 } },
+    m.getLayer("street-labels") ? "street-labels" : undefined);
 }
 
-async function addOfflineBasemap() {
+let basemapData; // the fetch of /v1/basemap, once for both maps
+
+async function addOfflineBasemap(m) {
   // The operator's (or the demo's) GeoJSON of streets and places, served by the API.
-  let data;
-  try {
-    const response = await fetch("/v1/basemap", { cache: "no-cache" });
-    if (!response.ok) return false;
-    data = await response.json();
-  } catch {
-    return false;
-  }
+  basemapData = basemapData || fetch("/v1/basemap", { cache: "no-cache" })
+    .then((response) => (response.ok ? response.json() : null)).catch(() => null);
+  const data = await basemapData;
+  if (!data) return false;
   state.streets = data.features.filter((f) => f.geometry && f.geometry.type === "LineString");
-  map.addSource("streets", { type: "geojson", data, attribution: "streets: bikesense base map" });
+  m.addSource("streets", { type: "geojson", data, attribution: "streets: bikesense base map" });
   const lines = ["==", ["geometry-type"], "LineString"];
-  map.addLayer({ id: "street-casing", type: "line", source: "streets", filter: lines,
+  m.addLayer({ id: "street-casing", type: "line", source: "streets", filter: lines,
     layout: { "line-cap": "round", "line-join": "round" },
     paint: { "line-color": "#b9bcb4", "line-width": ["interpolate", ["linear"], ["zoom"], 12, 1.5, 17, 14] } });
-  map.addLayer({ id: "streets", type: "line", source: "streets", filter: lines,
+  m.addLayer({ id: "streets", type: "line", source: "streets", filter: lines,
     layout: { "line-cap": "round", "line-join": "round" },
     paint: {
       "line-color": ["match", ["get", "class"], "arterial", "#fbe3a4", "#ffffff"],
       "line-width": ["interpolate", ["linear"], ["zoom"], 12, ["match", ["get", "class"], "arterial", 2, 0.8], 17, ["match", ["get", "class"], "arterial", 12, 9]],
     } });
-  map.addLayer({ id: "street-labels", type: "symbol", source: "streets", filter: lines, minzoom: 14,
+  m.addLayer({ id: "street-labels", type: "symbol", source: "streets", filter: lines, minzoom: 14,
     layout: { "symbol-placement": "line", "text-field": ["get", "name"], "text-font": ["sans-serif"],
       "text-size": 12, "text-max-angle": 30 },
     paint: { "text-color": "#3c4650", "text-halo-color": "#ffffff", "text-halo-width": 1.5 } });
-  map.addLayer({ id: "place-labels", type: "symbol", source: "streets", filter: ["==", ["geometry-type"], "Point"],
+  m.addLayer({ id: "place-labels", type: "symbol", source: "streets", filter: ["==", ["geometry-type"], "Point"],
     layout: { "text-field": ["get", "name"], "text-font": ["sans-serif"], "text-size": 14 },
     paint: { "text-color": "#1d2630", "text-halo-color": "#ffffff", "text-halo-width": 2 } });
   return true;
 }
 
+let rasterReachable; // the probe of the raster base map, once for both maps
+
 function probeRaster(template) {
-  return new Promise((resolve) => {
+  rasterReachable = rasterReachable || new Promise((resolve) => {
     if (!template) return resolve(false);
     const img = new Image();
     const timer = setTimeout(() => { img.src = ""; resolve(false); }, 3000);
@@ -299,24 +302,111 @@ function probeRaster(template) {
     img.crossOrigin = "anonymous";
     img.src = template.replace("{z}", "0").replace("{x}", "0").replace("{y}", "0");
   });
+  return rasterReachable;
 }
 
-async function addBasemap() {
-  if (await addOfflineBasemap()) {
-    window.bikesense.basemap = "offline";
+async function addBasemap(m = map) {
+  let kind = "none";
+  if (await addOfflineBasemap(m)) {
+    kind = "offline";
   } else if (await probeRaster(state.meta.basemap_url)) {
-    map.addSource("osm", {
+    m.addSource("osm", {
       type: "raster", tiles: [state.meta.basemap_url], tileSize: 256, maxzoom: 19,
       attribution: "© OpenStreetMap contributors",
     });
-    map.addLayer({ id: "osm", type: "raster", source: "osm" }, "heat");
-    window.bikesense.basemap = "raster";
+    m.addLayer({ id: "osm", type: "raster", source: "osm" }, m.getLayer("heat") ? "heat" : undefined);
+    kind = "raster";
   }
   // Streets drawn first stay under the heat map; their names over it.
-  if (map.getLayer("heat") && map.getLayer("street-labels")) {
-    map.moveLayer("street-casing", "heat");
-    map.moveLayer("streets", "heat");
+  if (m.getLayer("heat") && m.getLayer("street-labels")) {
+    m.moveLayer("street-casing", "heat");
+    m.moveLayer("streets", "heat");
   }
+  return kind;
+}
+
+// ---------------------------------------------------------------- a second period beside
+
+// {kind: "none" | "previous" | "week" | "year" | "day", day}: period B, next to period A.
+function comparePeriod() {
+  const a = period();
+  const c = state.compare;
+  let fromMs;
+  let toMs;
+  if (c.kind === "previous") {
+    toMs = a.fromMs;
+    fromMs = a.fromMs - (a.toMs - a.fromMs);
+  } else if (c.kind === "week" || c.kind === "year") {
+    const shift = c.kind === "week" ? { weeks: 1 } : { years: 1 };
+    fromMs = localFromMs(a.fromMs).minus(shift).toMillis();
+    toMs = localFromMs(a.toMs).minus(shift).toMillis();
+  } else if (c.kind === "day") {
+    const day = parseLocal(c.day) || localFromMs(Date.now()).startOf("day");
+    fromMs = day.startOf("day").toMillis();
+    toMs = day.startOf("day").plus({ days: 1 }).toMillis();
+  } else {
+    return null;
+  }
+  return { fromMs, toMs, from: new Date(fromMs).toISOString(), to: new Date(toMs).toISOString(), live: false };
+}
+
+let mapB = null;
+let syncing = false;
+
+function sync(from, to) {
+  if (syncing || !to) return;
+  syncing = true;
+  to.jumpTo({ center: from.getCenter(), zoom: from.getZoom(), bearing: from.getBearing(), pitch: from.getPitch() });
+  syncing = false;
+}
+
+function periodLabel(p) {
+  const from = localFromMs(p.fromMs);
+  const to = localFromMs(p.toMs);
+  return `${from.toFormat("ccc d LLL yyyy HH:mm")} – ${to.toFormat(to.hasSame(from, "day") ? "HH:mm" : "ccc d LLL HH:mm")}`;
+}
+
+function renderCompare() {
+  const b = state.compare.kind === "none" ? null : comparePeriod();
+  document.body.classList.toggle("comparing", Boolean(b));
+  $("compare").value = state.compare.kind;
+  $("compare-day-box").hidden = state.compare.kind !== "day";
+  $("label-a").hidden = !b;
+  $("label-b").hidden = !b;
+  $("map-b").hidden = !b;
+  if (!map) return;
+  map.resize();
+  if (!b) {
+    if (mapB) { mapB.remove(); mapB = null; window.bikesense.mapB = null; }
+    return;
+  }
+  $("label-a").textContent = `A · ${periodLabel(period())}`;
+  $("label-b").textContent = `B · ${periodLabel(b)}`;
+  if (!mapB) {
+    mapB = new maplibregl.Map({
+      container: "map-b", style: baseStyle(), center: map.getCenter(), zoom: map.getZoom(), maxZoom: 19,
+      attributionControl: false,
+      transformRequest: (url) => (url.startsWith(location.origin) && state.key ? { url, headers: headers() } : { url }),
+    });
+    window.bikesense.mapB = mapB;
+    mapB.on("load", async () => {
+      setHeatSource(mapB, comparePeriod());
+      await addBasemap(mapB);
+      window.bikesense.mapBReady = true;
+    });
+    mapB.on("move", () => sync(mapB, map));
+    mapB.on("click", (e) => showCell(e.lngLat));
+  } else {
+    mapB.resize();
+    setHeatSource(mapB, b);
+  }
+  sync(map, mapB);
+}
+
+function setCompare(next) {
+  state.compare = next;
+  renderCompare();
+  writeHash();
 }
 
 // ---------------------------------------------------------------- legend
@@ -865,8 +955,9 @@ function createMap() {
 
   map.on("load", async () => {
     setHeatSource();
-    await addBasemap();
+    window.bikesense.basemap = await addBasemap();
     window.bikesense.ready = true;
+    renderCompare();
     checkCoverageSoon();
   });
   map.on("sourcedata", (e) => {
@@ -888,11 +979,13 @@ function createMap() {
     showCell(e.lngLat);
   });
   map.on("moveend", () => { writeHash(); checkCoverageSoon(); });
+  map.on("move", () => sync(map, mapB));
 }
 
 function periodChanged() {
   if (!map || !state.meta) return;
   setHeatSource();
+  renderCompare();
   checkCoverageSoon();
   if (state.selected && !$("chart-panel").hidden) showCell(state.selected.lngLat);
 }
@@ -953,6 +1046,7 @@ function relabel() {
   renderBanner();
   renderPeriod();
   renderLive();
+  renderCompare();
   if (state.meta) {
     fillMetrics();
     renderLegend();
@@ -1019,6 +1113,17 @@ function wireControls() {
   $("fleet-open").addEventListener("click", showFleet);
   $("fleet-close").addEventListener("click", () => { $("fleet-panel").hidden = true; });
   $("export").addEventListener("click", exportView);
+  $("compare").addEventListener("change", () => {
+    const kind = $("compare").value;
+    if (kind === "day" && !$("compare-day").value) {
+      $("compare-day").value = localFromMs(period().fromMs).minus({ days: 7 }).toISODate();
+    }
+    setCompare({ kind, day: $("compare-day").value });
+  });
+  $("compare-day").addEventListener("change", () => {
+    if ($("compare-day").value) setCompare({ kind: "day", day: $("compare-day").value });
+  });
+  if (state.compare.kind === "day") $("compare-day").value = state.compare.day;
 
   state.period = readHashPeriod();
   if (state.period.kind === "day") $("day").value = state.period.day;

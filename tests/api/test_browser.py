@@ -259,6 +259,32 @@ def test_the_cell_panel_charts_downloads_and_follows_the_period(site: dict[str, 
     p.close()
 
 
+def test_two_periods_side_by_side(site: dict[str, str], browser: Any) -> None:
+    p = Page(browser, DESKTOP)
+    p.page.goto(site["url"])
+    p.wait(READY)
+    before = len(p.requests)
+    p.page.select_option("#compare", "week")
+    p.wait("() => window.bikesense.mapBReady === true")
+    p.wait("() => window.bikesense.mapB.loaded() && !window.bikesense.mapB.isMoving()")
+    # Period B is the same 24 hours a week earlier, drawn beside A over the same streets.
+    b_tiles = [parse_qs(urlparse(u).query) for u in p.tiles(before)]
+    assert any(q["from"] == ["2026-11-15T12:00:00.000Z"] and q["to"] == ["2026-11-16T12:00:00.000Z"]
+               for q in b_tiles)
+    assert "B · Sun 15 Nov 2026 13:00" in p.page.inner_text("#label-b")
+    assert "compare=week" in p.page.url
+    # The two maps move together.
+    p.js("window.bikesense.map.jumpTo({center: [4.66, 52.13], zoom: 15})")
+    centre = p.js("window.bikesense.mapB.getCenter().toArray()")
+    assert centre == pytest.approx([4.66, 52.13], abs=1e-6)
+    assert p.js("window.bikesense.mapB.getZoom()") == pytest.approx(15)
+    p.wait("() => window.bikesense.map.loaded() && window.bikesense.mapB.loaded()")
+    p.shot("map-compare.png")
+    p.page.select_option("#compare", "none")
+    p.wait("() => window.bikesense.mapB === null")
+    p.close()
+
+
 def test_an_empty_period_says_so(site: dict[str, str], browser: Any) -> None:
     p = Page(browser, DESKTOP)
     p.page.goto(site["url"] + "#day=2026-11-10")

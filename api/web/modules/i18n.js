@@ -5,6 +5,8 @@
 const MESSAGES = {
   en: {
     hide: "Hide", show: "Show", metric: "Metric", period: "Period",
+    compare: "Compare with", compareNone: "—", comparePrevious: "the period before",
+    compareWeek: "a week earlier", compareYear: "a year earlier", compareDay: "one day…",
     last1: "Last hour", last6: "Last 6 hours", last24: "Last 24 hours", last168: "Last 7 days",
     last720: "Last 30 days", oneDay: "One day…", fromTo: "From … to …", from: "From", to: "To",
     lastHours: "last {hours} h",
@@ -58,6 +60,8 @@ const MESSAGES = {
   },
   nl: {
     hide: "Verberg", show: "Toon", metric: "Meetwaarde", period: "Periode",
+    compare: "Vergelijk met", compareNone: "—", comparePrevious: "de periode ervoor",
+    compareWeek: "een week eerder", compareYear: "een jaar eerder", compareDay: "één dag…",
     last1: "Afgelopen uur", last6: "Afgelopen 6 uur", last24: "Afgelopen 24 uur", last168: "Afgelopen 7 dagen",
     last720: "Afgelopen 30 dagen", oneDay: "Eén dag…", fromTo: "Van … tot …", from: "Van", to: "Tot",
     lastHours: "afgelopen {hours} uur",
