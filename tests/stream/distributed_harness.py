@@ -161,8 +161,10 @@ def count(url: str, query: str = "SELECT count(*) FROM readings", params: Any = 
 
 
 def wait_count(url: str, expected: int, *, timeout_s: float = 120.0,
-               check: Callable[[], None] | None = None) -> None:
-    """Until ``readings`` holds ``expected`` rows; fails if it holds more, or stalls."""
+               check: Callable[[], None] | None = None,
+               reference_url: str | None = None) -> None:
+    """Until ``readings`` holds ``expected`` rows; fails if it holds more, or stalls (then
+    naming the frames missing against ``reference_url``'s, when given)."""
     deadline = time.monotonic() + timeout_s
     got = count(url)
     while got < expected and time.monotonic() < deadline:
@@ -170,6 +172,11 @@ def wait_count(url: str, expected: int, *, timeout_s: float = 120.0,
             check()
         time.sleep(0.25)
         got = count(url)
+    if got != expected and reference_url is not None:
+        missing = missing_frames(url, reference_url)
+        msg = (f"{got} readings stored, {expected} expected; {len(missing)} frames missing"
+               f" (kit, boot, seq): {missing[:10]}")
+        raise AssertionError(msg)
     assert got == expected, f"{got} readings stored, {expected} expected"
 
 

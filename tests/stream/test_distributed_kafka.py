@@ -188,7 +188,7 @@ def test_two_workers_store_what_the_embedded_runtime_stores_late_and_duplicated_
         deployed.ingest()
         _publish(publications, mqtt_url, [deployed.topic_root, embedded_root], speed=None)
         wait_count(embedded_url, expected)
-        wait_count(migrated_database_url, expected)
+        wait_count(migrated_database_url, expected, reference_url=embedded_url)
         wait_caught_up(kafka_url, deployed.app_id)
         _replay_readings(kafka_url, deployed)
         wait_caught_up(kafka_url, deployed.app_id)
