@@ -234,8 +234,20 @@ function readHashPeriod() {
 // ---------------------------------------------------------------- map layers
 
 function tileUrl(p = period()) {
-  const q = new URLSearchParams({ from: p.from, to: p.to, v: String(state.version) });
+  // The same URL for the same view: a reload asks again with the tile's ETag (no-cache in
+  // requestFor) and an unchanged tile costs a 304, not a new PNG.
+  const q = new URLSearchParams({ from: p.from, to: p.to });
   return `${location.origin}/v1/tiles/${state.metric}/{z}/{x}/{y}.png?${q}`;
+}
+
+// What MapLibre asks the API for: with the key, and tiles revalidated rather than taken
+// from the browser's cache unasked, so that a refresh after new data shows it.
+function requestFor(url) {
+  if (!url.startsWith(location.origin)) return { url };
+  const req = { url };
+  if (state.key) req.headers = headers();
+  if (url.includes("/v1/tiles/")) req.cache = "no-cache";
+  return req;
 }
 
 function baseStyle() {
@@ -386,7 +398,7 @@ function renderCompare() {
     mapB = new maplibregl.Map({
       container: "map-b", style: baseStyle(), center: map.getCenter(), zoom: map.getZoom(), maxZoom: 19,
       attributionControl: false,
-      transformRequest: (url) => (url.startsWith(location.origin) && state.key ? { url, headers: headers() } : { url }),
+      transformRequest: requestFor,
     });
     window.bikesense.mapB = mapB;
     mapB.on("load", async () => {
@@ -888,39 +900,65 @@ async function checkHealth() {
   }
 }
 
+let livePending = null;
+let liveLast = 0;
+
+function refreshSoon() {
+  if (livePending) return;
+  const wait = Math.max(0, liveLast + LIVE_REFRESH_MS - Date.now());
+  livePending = setTimeout(() => {
+    livePending = null;
+    liveLast = Date.now();
+    window.bikesense.liveRefreshes = (window.bikesense.liveRefreshes || 0) + 1;
+    state.version += 1;
+    setHeatSource();
+    checkCoverageSoon();
+  }, wait);
+}
+
+// Does a live event touch what the map shows? Its metric, a window inside the period, the
+// resolution drawn, and (keyed roles get the cells) a cell in view. Anything else leaves
+// the tiles alone; `resync` (events were missed) always refreshes.
+async function touchesView(kind, data) {
+  if (kind === "resync") return true;
+  if (!map || !state.meta) return false;
+  const p = period();
+  if (!p.live && !(data.windows || []).length) return false;
+  if (data.metrics && !data.metrics.includes(state.metric)) return false;
+  if (data.windows && !data.windows.some(([windowS, startMs]) => startMs < p.toMs && startMs + windowS * 1000 > p.fromMs)) return false;
+  const res = resolutionForZoom(map.getZoom(), map.getCenter().lat);
+  if (data.resolutions && !data.resolutions.includes(res)) return false;
+  if (data.cells && data.cells.length && !data.cells_truncated) {
+    const h3 = await import("/static/h3/h3-js.es.js");
+    const bounds = map.getBounds();
+    return data.cells.some((cell) => {
+      const [lat, lng] = h3.cellToLatLng(String(cell));
+      return bounds.contains([lng, lat]);
+    });
+  }
+  return true;
+}
+
+async function handleLive(kind, data) {
+  window.bikesense.liveEvents += 1;
+  state.lastLiveMs = Date.now();
+  renderLive();
+  if (await touchesView(kind, data)) refreshSoon();
+}
+
 function connectLive() {
   // EventSource cannot send headers; the public stream is enough to know when to refresh.
   const source = new EventSource("/v1/live");
-  let pending = null;
-  let last = 0;
-  const refresh = () => {
-    if (pending) return;
-    const wait = Math.max(0, last + LIVE_REFRESH_MS - Date.now());
-    pending = setTimeout(() => {
-      pending = null;
-      last = Date.now();
-      if (period().live) {
-        state.version += 1;
-        setHeatSource();
-        checkCoverageSoon();
-      }
-    }, wait);
-  };
   source.addEventListener("open", () => { state.live = "open"; renderLive(); });
   source.addEventListener("error", () => {
     state.live = source.readyState === EventSource.CLOSED ? "closed" : "reconnecting";
     renderLive();
   });
   for (const kind of ["aggregates", "resync"]) {
-    source.addEventListener(kind, (ev) => {
-      window.bikesense.liveEvents += 1;
-      state.lastLiveMs = Date.now();
-      renderLive();
-      const data = JSON.parse(ev.data || "{}");
-      if (kind === "resync" || !data.metrics || data.metrics.includes(state.metric)) refresh();
-    });
+    source.addEventListener(kind, (ev) => handleLive(kind, JSON.parse(ev.data || "{}")));
   }
 }
+window.bikesense.handleLive = handleLive;
 
 // ---------------------------------------------------------------- start, and start again
 
@@ -947,7 +985,7 @@ function createMap() {
     zoom: fromHash ? at[2] : state.meta.map_zoom,
     maxZoom: 19,
     attributionControl: { compact: true },
-    transformRequest: (url) => (url.startsWith(location.origin) && state.key ? { url, headers: headers() } : { url }),
+    transformRequest: requestFor,
   });
   window.bikesense.map = map;
   map.addControl(new maplibregl.NavigationControl({ showCompass: false }), "top-right");

@@ -11,6 +11,7 @@ state the page reports in ``window.bikesense``.
 from __future__ import annotations
 
 import os
+import urllib.request
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
@@ -113,18 +114,23 @@ class Page:
     """A fresh browser context at a viewport, its clock at ``now``, with what it asked for."""
 
     def __init__(self, browser: Any, viewport: dict[str, int], now: Any = NOW,
-                 key: str | None = None, locale: str = "en-GB") -> None:
+                 key: str | None = None, locale: str = "en-GB", offline: bool = True) -> None:
         self.context = browser.new_context(viewport=viewport, accept_downloads=True,
                                            locale=locale)
         self.page = self.context.new_page()
         # The page's Date says `now`: its default period is the 24 hours before it.
         self.page.clock.set_fixed_time(now)
-        # No internet in tests: the raster base map must never be what the test sees.
-        self.page.route("https://tile.openstreetmap.org/**", lambda route: route.abort())
+        # No internet in tests: the raster base map must never be what the test sees. (A
+        # routed page has no HTTP cache: `offline=False` where the test needs the cache and
+        # the base map file keeps the page from asking for the raster.)
+        if offline:
+            self.page.route("https://tile.openstreetmap.org/**", lambda route: route.abort())
         if key is not None:
             self.page.add_init_script(f"sessionStorage.setItem('bikesense-key', {key!r})")
         self.requests: list[str] = []
         self.page.on("request", lambda r: self.requests.append(r.url))
+        self.statuses: list[tuple[str, int]] = []
+        self.page.on("response", lambda r: self.statuses.append((r.url, r.status)))
         self.errors: list[str] = []
         self.page.on("pageerror", lambda e: self.errors.append(str(e)))
 
@@ -158,6 +164,14 @@ class Page:
         self.context.close()
 
 
+def _tiles_answered(url: str, status: str) -> float:
+    """How many tile requests the API answered with ``status``, from its /metrics."""
+    text = urllib.request.urlopen(f"{url}/metrics", timeout=10).read().decode()
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+               if line.startswith("bikesense_api_requests_total{") and "/v1/tiles/" in line
+               and f'status="{status}"' in line)
+
+
 def _blend(hex_colour: str, alpha: int = 190, background: str = BACKGROUND) -> np.ndarray:
     fg = np.array([int(hex_colour[i:i + 2], 16) for i in (1, 3, 5)], dtype=float)
     bg = np.array([int(background[i:i + 2], 16) for i in (1, 3, 5)], dtype=float)
@@ -174,7 +188,7 @@ def _pixels_like(path: Path, hex_colour: str, tolerance: float = 14.0,
 
 def test_the_map_draws_tiles_over_streets_and_switches_metric(site: dict[str, str],
                                                               browser: Any) -> None:
-    p = Page(browser, DESKTOP)
+    p = Page(browser, DESKTOP, offline=False)
     p.page.goto(site["url"])
     p.wait(READY)
     p.wait(TILES_LOADED)
@@ -196,6 +210,26 @@ def test_the_map_draws_tiles_over_streets_and_switches_metric(site: dict[str, st
     assert "indicative" in p.page.inner_text("#note")
     assert p.js("window.bikesense.problem") is None
     assert p.js("window.bikesense.live") == "on"
+
+    # Live events redraw the tiles only when they touch the view, and an unchanged tile
+    # costs a 304 (its URL stays the same; the page revalidates it with its ETag).
+    p.js("window.bikesense.handleLive('aggregates', {metrics: ['pm25'], resolutions: [7, 8, 9, 10],"
+         f" windows: [[3600, {NOW_MS - 7 * 86_400_000}]]}})")
+    p.js("window.bikesense.handleLive('aggregates', {metrics: ['noise'], resolutions: [10],"
+         f" windows: [[3600, {NOW_MS - 3_600_000}]]}})")
+    assert p.js("window.bikesense.liveRefreshes") is None
+    tiles_before = set(p.tiles())
+    seen = len(p.requests)
+    not_modified = _tiles_answered(site["url"], "304")
+    p.js("window.bikesense.handleLive('aggregates', {metrics: ['pm25'], resolutions: [7, 8, 9, 10],"
+         f" windows: [[3600, {NOW_MS - 3_600_000}]]}})")
+    p.wait("() => window.bikesense.liveRefreshes === 1")
+    p.wait(TILES_LOADED)
+    again = p.tiles(seen)
+    assert again
+    assert set(again) <= tiles_before
+    # The browser hands the page its cached copy (Chromium reports 200), the API said 304.
+    assert _tiles_answered(site["url"], "304") - not_modified >= len(again)
 
     before = len(p.requests)
     p.page.select_option("#metric", "noise")
