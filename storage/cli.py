@@ -20,7 +20,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from bikesense.cliutil import connect_or_exit, exit_with
+from bikesense.cliutil import connect_or_exit, exit_with, settings_or_exit
 from bikesense.settings import Settings
 from storage.exceptions import StorageError
 from storage.keyfiles import key_text
@@ -34,8 +34,9 @@ from storage.pseudonyms import (
     PseudonymKey,
     pseudonym_key,
 )
+from storage.rejects import delete_rejects_before
 from storage.retention import (
-    DEFAULT_RAW_RETENTION,
+    apply_retention,
     drop_expired,
     ensure_partitions_ahead,
     expire_presence,
@@ -68,10 +69,14 @@ def migrate_command(
     backend: Annotated[Backend | None, typer.Option(
         help="Force a backend for a new database (default: TimescaleDB if available).")] = None,
 ) -> None:
-    """Bring the schema up to date (idempotent; safe to run from several processes)."""
-    with connect_or_exit() as conn:
+    """Bring the schema up to date (idempotent; safe to run from several processes).
+
+    On TimescaleDB the retention policies then follow BIKESENSE_RAW_RETENTION_DAYS."""
+    settings = settings_or_exit()
+    with connect_or_exit(settings) as conn:
         try:
             report = migrate(conn, backend=backend)
+            apply_retention(conn, timedelta(days=settings.raw_retention_days))
         except StorageError as exc:
             exit_with(exc)
     done = ", ".join(f"{v:04d}" for v in report.applied) or "nothing (up to date)"
@@ -97,20 +102,28 @@ def status_command() -> None:
 
 @app.command("drop-expired")
 def drop_expired_command(
-    keep_days: Annotated[int, typer.Option(
-        min=1, help="Keep raw readings of this many days.")] = DEFAULT_RAW_RETENTION.days,
+    keep_days: Annotated[int | None, typer.Option(
+        min=1, help="Keep raw readings of this many days "
+                    "(default: BIKESENSE_RAW_RETENTION_DAYS, 90).")] = None,
     presence: Annotated[bool, typer.Option(
         "--expire-presence/--keep-presence",
         help="Also delete ride presence of windows shorter than a day (near-tracks).")] = True,
 ) -> None:
-    """Drop raw-reading partitions older than the retention period (aggregates stay)."""
-    older_than = datetime.now(UTC) - timedelta(days=keep_days)
-    with connect_or_exit() as conn:
+    """Drop raw-reading partitions older than the retention period (aggregates stay).
+
+    On TimescaleDB the retention policies are set to the same period first."""
+    settings = settings_or_exit()
+    keep = timedelta(days=keep_days or settings.raw_retention_days)
+    older_than = datetime.now(UTC) - keep
+    with connect_or_exit(settings) as conn:
+        apply_retention(conn, keep)
         dropped = drop_expired(conn, older_than)
         expired = expire_presence(conn, older_than) if presence else 0
+        rejects = delete_rejects_before(conn, older_than)
     names = f": {', '.join(dropped)}" if dropped else ""
     console.print(f"dropped {len(dropped)} partition(s){names}; "
-                  f"deleted {expired} presence row(s) of short windows")
+                  f"deleted {expired} presence row(s) of short windows and {rejects} "
+                  "refused frame(s)")
 
 
 @app.command("ensure-partitions")

@@ -6,9 +6,12 @@ creates the partitions a batch needs on demand, so late data of any age lands;
 first batch after midnight does not pay for it. :func:`drop_expired` drops
 whole partitions (no row-by-row DELETE, no bloat).
 
-TimescaleDB: chunks are created by TimescaleDB, and a retention policy drops
-them (default 90 days, :func:`set_raw_retention`); :func:`drop_expired` runs
-``drop_chunks`` for an immediate clean-up.
+TimescaleDB: chunks are created by TimescaleDB, and retention policies drop
+those of raw readings and refused frames past the configured period
+(:func:`apply_retention`, called wherever the setting is known: migrate,
+drop-expired, every maintenance round); :func:`drop_expired` runs ``drop_chunks``
+in the foreground too, so the period holds even where TimescaleDB's scheduler
+does not run.
 """
 
 from __future__ import annotations
@@ -112,11 +115,59 @@ def raw_partitions(conn: psycopg.Connection[Any]) -> list[str]:
     return [str(r[0]) for r in rows]
 
 
-def set_raw_retention(conn: psycopg.Connection[Any], keep: timedelta) -> None:
-    """TimescaleDB: replace the retention policy on raw readings. Plain: nothing to set,
-    run :func:`drop_expired` from the maintenance job with the same period."""
+#: The hypertables whose retention policy follows the raw-retention setting: the raw
+#: tracks, and refused frames, whose bytes may hold positions (docs/privacy.md).
+RAW_HORIZON_TABLES = ("readings", "rejected_frames")
+
+_RETENTION_JOBS = """
+SELECT job_id, hypertable_name::text, (config ->> 'drop_after')::interval
+FROM timescaledb_information.jobs
+WHERE proc_name = 'policy_retention' AND hypertable_name = ANY(%s)
+"""
+
+
+def retention_policies(conn: psycopg.Connection[Any]) -> dict[str, timedelta]:
+    """TimescaleDB: each hypertable's retention period (``drop_after``); plain: empty."""
     if recorded_backend(conn) is not Backend.TIMESCALE:
-        return
+        return {}
+    rows = conn.execute(_RETENTION_JOBS, (list(RAW_HORIZON_TABLES),)).fetchall()
+    return {str(table): keep for _, table, keep in rows}
+
+
+def apply_retention(conn: psycopg.Connection[Any], keep: timedelta) -> list[str]:
+    """Make TimescaleDB's retention policies keep raw readings and refused frames for
+    ``keep`` (the configured ``BIKESENSE_RAW_RETENTION_DAYS``); returns the tables whose
+    policy changed. Plain PostgreSQL has no policy to set: :func:`drop_expired` and the
+    maintenance round enforce the same period there (and on TimescaleDB too).
+
+    Called by ``bikesense db migrate``, ``bikesense db drop-expired`` and every
+    maintenance round, so a changed setting reaches the database without a migration.
+    A policy already at ``keep`` is left alone; one that differs is altered in place
+    (``alter_job``), so its job id and schedule stay.
+    """
+    if keep <= timedelta(0):
+        raise ValueError(f"retention must be positive (got {keep})")
+    if recorded_backend(conn) is not Backend.TIMESCALE:
+        return []
+    changed = []
     with conn.transaction():
-        conn.execute("SELECT remove_retention_policy('readings', if_exists => true)")
-        conn.execute("SELECT add_retention_policy('readings', %s::interval)", (keep,))
+        rows = conn.execute(_RETENTION_JOBS, (list(RAW_HORIZON_TABLES),)).fetchall()
+        have = {str(table): (int(job), drop_after) for job, table, drop_after in rows}
+        for table in RAW_HORIZON_TABLES:
+            if table not in have:
+                conn.execute("SELECT add_retention_policy(%s::regclass, %s::interval)",
+                             (table, keep))
+                changed.append(table)
+            elif have[table][1] != keep:
+                conn.execute(
+                    "SELECT alter_job(j.job_id, config => jsonb_set(j.config, '{drop_after}',"
+                    " to_jsonb(%s::interval::text)))"
+                    " FROM timescaledb_information.jobs j WHERE j.job_id = %s",
+                    (keep, have[table][0]))
+                changed.append(table)
+    return changed
+
+
+def set_raw_retention(conn: psycopg.Connection[Any], keep: timedelta) -> None:
+    """:func:`apply_retention`, under its former name."""
+    apply_retention(conn, keep)

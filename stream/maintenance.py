@@ -2,12 +2,15 @@
 
 Raw readings are personal data (a track of a mail carrier at work) and expire
 after a retention period, 90 days by default (DESIGN.md decision 4,
-docs/privacy.md); window aggregates stay. On TimescaleDB a retention policy
-drops the chunks (``storage.retention.set_raw_retention``); on plain
-PostgreSQL nothing would, so the embedded runtime runs :func:`run_maintenance`
-at start and then every hour:
+docs/privacy.md); window aggregates stay. The embedded runtime runs
+:func:`run_maintenance` at start and then every hour, on either backend:
 
-- drop the raw-reading partitions older than the retention period;
+- on TimescaleDB, set the retention policies of raw readings and refused frames
+  to the configured period (``storage.retention.apply_retention``), so a changed
+  ``BIKESENSE_RAW_RETENTION_DAYS`` reaches the database at the next round;
+- drop the raw-reading partitions (TimescaleDB: chunks) older than the
+  retention period: in the foreground, so the period holds on TimescaleDB even
+  where its background scheduler does not run;
 - delete ride presence of windows shorter than a day that ended before it
   (a fine cell-window-ride row is close to a coarse track);
 - delete rejected frames received before it (their bytes may hold positions);
@@ -30,9 +33,13 @@ from typing import Any
 import psycopg
 
 from storage.held import expire_held
-from storage.migrate import Backend, recorded_backend
 from storage.rejects import delete_rejects_before
-from storage.retention import DEFAULT_RAW_RETENTION, drop_expired, expire_presence
+from storage.retention import (
+    DEFAULT_RAW_RETENTION,
+    apply_retention,
+    drop_expired,
+    expire_presence,
+)
 
 log = logging.getLogger(__name__)
 
@@ -76,9 +83,8 @@ def run_maintenance(conn: psycopg.Connection[Any], config: MaintenanceConfig,
     if not locked or not locked[0]:
         return MaintenanceReport(ran=False)
     try:
-        # TimescaleDB's own retention policy drops the chunks.
-        timescale = recorded_backend(conn) is Backend.TIMESCALE
-        dropped = () if timescale else tuple(drop_expired(conn, older_than))
+        apply_retention(conn, config.raw_retention)
+        dropped = tuple(drop_expired(conn, older_than))
         presence = expire_presence(conn, older_than)
         rejects = delete_rejects_before(conn, older_than)
         held = expire_held(conn, now - config.held_expiry)

@@ -12,6 +12,7 @@ import pytest
 
 from storage.exceptions import MigrationError
 from storage.migrate import Backend, load_migrations, migrate, recorded_backend
+from tests.conftest import selected_backend
 from tests.storage.storage_factories import make_readings
 from tests.storage.storage_reference import (
     ReferenceAggregate,
@@ -38,17 +39,21 @@ def tables(conn: psycopg.Connection[tuple[str]]) -> set[str]:
 def test_migrate_from_empty_then_rerun(database_url: str) -> None:
     with psycopg.connect(database_url, autocommit=True) as conn:
         assert recorded_backend(conn) is None
-        report = migrate(conn)  # no TimescaleDB on the harness: plain
-        assert report.backend is Backend.PLAIN
-        assert report.applied == tuple(m.version for m in load_migrations(Backend.PLAIN))
+        # The harness's server has TimescaleDB preloaded only under the TimescaleDB switch.
+        expected, other = ((Backend.TIMESCALE, Backend.PLAIN)
+                           if selected_backend() == "timescale" else
+                           (Backend.PLAIN, Backend.TIMESCALE))
+        report = migrate(conn)
+        assert report.backend is expected
+        assert report.applied == tuple(m.version for m in load_migrations(expected))
         assert tables(conn) >= EXPECTED_TABLES
         again = migrate(conn)
         assert again.applied == ()
         assert again.current_version == report.current_version
         assert conn.execute("SELECT count(*) FROM schema_migrations").fetchone() == (
             len(report.applied),)
-        with pytest.raises(MigrationError, match="created for the plain backend"):
-            migrate(conn, backend=Backend.TIMESCALE)
+        with pytest.raises(MigrationError, match=f"created for the {expected} backend"):
+            migrate(conn, backend=other)
 
 
 def test_concurrent_migrations_apply_once(database_url: str) -> None:

@@ -37,8 +37,8 @@ def day_name(day: int) -> str:
 
 
 @pytest.fixture
-def conn(migrated_database_url: str) -> Iterator[psycopg.Connection[Any]]:
-    with psycopg.connect(migrated_database_url, autocommit=True) as c:
+def conn(plain_database_url: str) -> Iterator[psycopg.Connection[Any]]:
+    with psycopg.connect(plain_database_url, autocommit=True) as c:
         yield c
 
 
@@ -86,13 +86,13 @@ def test_partitions_ahead(conn: psycopg.Connection[Any]) -> None:
     assert raw_partitions(conn) == [day_name(DAY0 + k) for k in range(3)]
 
 
-def test_concurrent_writers_meeting_a_new_day(migrated_database_url: str) -> None:
+def test_concurrent_writers_meeting_a_new_day(plain_database_url: str) -> None:
     errors: list[BaseException] = []
     start = threading.Barrier(4)
 
     def write(kit: int) -> None:
         try:
-            with psycopg.connect(migrated_database_url, autocommit=True) as c:
+            with psycopg.connect(plain_database_url, autocommit=True) as c:
                 start.wait()
                 for day in range(3):
                     batch = make_readings(20, kit_id=kit, t0_ms=T0_MS + day * MS_PER_DAY, seed=kit)
@@ -106,16 +106,16 @@ def test_concurrent_writers_meeting_a_new_day(migrated_database_url: str) -> Non
     for t in threads:
         t.join()
     assert errors == []
-    with psycopg.connect(migrated_database_url) as c:
+    with psycopg.connect(plain_database_url) as c:
         assert count(c, "readings") == 4 * 3 * 20
         assert len(raw_partitions(c)) == 3
         row = c.execute("SELECT sum(n) FROM window_partials WHERE metric = 2").fetchone()
         assert row == (4 * 3 * 20,)
 
 
-def test_a_running_export_does_not_block_a_new_partition(migrated_database_url: str) -> None:
-    with psycopg.connect(migrated_database_url, autocommit=True) as writer_conn, \
-            psycopg.connect(migrated_database_url) as reader:
+def test_a_running_export_does_not_block_a_new_partition(plain_database_url: str) -> None:
+    with psycopg.connect(plain_database_url, autocommit=True) as writer_conn, \
+            psycopg.connect(plain_database_url) as reader:
         write_batch(writer_conn, make_readings(10), ReferenceAggregate())
         # A long read holds ACCESS SHARE on readings until it commits.
         reader.execute("SELECT count(*) FROM readings").fetchone()
@@ -152,10 +152,10 @@ def test_expire_presence_keeps_day_windows(conn: psycopg.Connection[Any]) -> Non
     assert stored_ride_counts(conn) == presence_ride_counts(conn)
 
 
-def test_retention_waits_for_an_export_without_blocking_writers(migrated_database_url: str) -> None:
-    with psycopg.connect(migrated_database_url, autocommit=True) as writer_conn, \
-            psycopg.connect(migrated_database_url, autocommit=True) as retention_conn, \
-            psycopg.connect(migrated_database_url) as reader:
+def test_retention_waits_for_an_export_without_blocking_writers(plain_database_url: str) -> None:
+    with psycopg.connect(plain_database_url, autocommit=True) as writer_conn, \
+            psycopg.connect(plain_database_url, autocommit=True) as retention_conn, \
+            psycopg.connect(plain_database_url) as reader:
         write_batch(writer_conn, make_readings(10, t0_ms=T0_MS - 10 * MS_PER_DAY),
                     ReferenceAggregate())
         reader.execute("SELECT count(*) FROM readings").fetchone()  # an export in progress

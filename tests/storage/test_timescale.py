@@ -1,4 +1,6 @@
-"""The TimescaleDB path: runs only with BIKESENSE_TEST_TIMESCALE_URL (DESIGN.md decision 5).
+"""The TimescaleDB path: runs against BIKESENSE_TEST_TIMESCALE_URL, or a TimescaleDB cluster
+the harness starts when the extension is installed here; skips saying which is missing
+otherwise (tests/conftest.py, docs/design.md decision 5).
 
 The same migrations and the same writer as on plain PostgreSQL; here readings
 are a hypertable with compression and retention policies.
@@ -8,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -21,7 +22,7 @@ from psycopg.conninfo import make_conninfo
 
 from storage import copybin
 from storage.exports import Encoding, ExportFilter, aiter_export_blocks, decode_binary_rows
-from storage.migrate import Backend, migrate
+from storage.migrate import migrate
 from storage.queries import BBox, Selection, cell_stats
 from storage.retention import drop_expired, raw_partitions, set_raw_retention
 from storage.writer import MS_PER_DAY, write_batch
@@ -37,36 +38,43 @@ T0 = datetime.fromtimestamp(T0_MS / 1000, UTC)
 
 
 @pytest.fixture
-def ts_conn(timescale_url: str) -> Iterator[psycopg.Connection[Any]]:
-    name = f"test_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(timescale_url, autocommit=True) as admin:
-        admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    base, _, _ = timescale_url.rpartition("/")
-    try:
-        with psycopg.connect(f"{base}/{name}", autocommit=True) as conn:
-            report = migrate(conn)
-            assert report.backend is Backend.TIMESCALE
-            # The policies act on chunks by their age on the server's clock: left to the
-            # scheduler, they would drop or compress the tests' fixed days once those are
-            # old enough. Tests that mean to run them call run_job.
-            conn.execute("SELECT alter_job(job_id, scheduled => false)"
-                         " FROM timescaledb_information.jobs WHERE hypertable_name = 'readings'")
-            yield conn
-    finally:
-        with psycopg.connect(timescale_url, autocommit=True) as admin:
-            admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
-                sql.Identifier(name)))
+def ts_conn(timescale_database_url: str) -> Iterator[psycopg.Connection[Any]]:
+    # Its policies are unscheduled (tests/conftest.py): tests that mean to run them
+    # call run_job.
+    with psycopg.connect(timescale_database_url, autocommit=True) as conn:
+        yield conn
 
 
 def partial_sum(conn: psycopg.Connection[Any]) -> tuple[Any, ...] | None:
     return conn.execute("SELECT sum(n), sum(sum), count(*) FROM window_partials").fetchone()
 
 
+#: Every table that grows with time, and what compression segments it by.
+HYPERTABLES = {"readings": ["kit_id"], "cell_windows": ["resolution", "window_s"],
+               "window_rides": ["resolution", "window_s"],
+               "window_presence": ["resolution", "window_s"], "rejected_frames": None}
+
+
 def test_hypertable_and_policies(ts_conn: psycopg.Connection[Any]) -> None:
     assert migrate(ts_conn).applied == ()
-    row = ts_conn.execute("SELECT count(*) FROM timescaledb_information.hypertables"
-                          " WHERE hypertable_name = 'readings'").fetchone()
-    assert row == (1,)
+    rows = ts_conn.execute(
+        "SELECT hypertable_name::text, compression_enabled"
+        " FROM timescaledb_information.hypertables").fetchall()
+    assert dict(rows) == {name: seg is not None for name, seg in HYPERTABLES.items()}
+    for name, segment in HYPERTABLES.items():
+        got = ts_conn.execute(
+            "SELECT array_agg(attname::text ORDER BY segmentby_column_index)"
+            " FROM timescaledb_information.compression_settings"
+            " WHERE hypertable_name = %s AND segmentby_column_index IS NOT NULL",
+            (name,)).fetchone()
+        assert got == (segment,), name
+    policies = set(ts_conn.execute(
+        "SELECT hypertable_name::text, proc_name::text FROM timescaledb_information.jobs"
+        " WHERE hypertable_name IS NOT NULL").fetchall())
+    assert policies == {
+        ("readings", "policy_compression"), ("readings", "policy_retention"),
+        ("cell_windows", "policy_compression"), ("window_rides", "policy_compression"),
+        ("window_presence", "policy_compression"), ("rejected_frames", "policy_retention")}
     jobs = {r[0] for r in ts_conn.execute(
         "SELECT proc_name FROM timescaledb_information.jobs"
         " WHERE hypertable_name = 'readings'").fetchall()}
@@ -151,3 +159,35 @@ def test_policies_run(ts_conn: psycopg.Connection[Any]) -> None:
         "SELECT count(*) FROM timescaledb_information.chunks"
         " WHERE hypertable_name = 'readings' AND is_compressed").fetchone()
     assert compressed == (1,)
+
+
+def aggregate_tables(conn: psycopg.Connection[Any]) -> list[Any]:
+    """The aggregate tables' rows; sums rounded (two batches add in another order)."""
+    return [conn.execute(query).fetchall() for query in (
+        "SELECT resolution, window_s, window_start, cell, pm25_n, pm25_min, pm25_max,"
+        " pm25_hist, round(pm25_sum::numeric, 6), noise_n, round(noise_energy::numeric, 3)"
+        " FROM cell_windows ORDER BY 1, 2, 3, 4",
+        "SELECT * FROM window_rides ORDER BY 1, 2, 3, 4",
+        "SELECT * FROM window_presence ORDER BY 1, 2, 3, 4, 5, 6")]
+
+
+def test_late_data_merges_into_compressed_aggregates(ts_conn: psycopg.Connection[Any]) -> None:
+    """The aggregates' chunks compressed: a late upload still merges into its windows, and
+    the tables end as if nothing had been compressed."""
+    early = make_readings(200, kit_id=1, ride_id=1, t0_ms=T0_MS - 30 * MS_PER_DAY, seed=1)
+    late = make_readings(100, kit_id=2, ride_id=2, t0_ms=T0_MS - 30 * MS_PER_DAY + 30_000,
+                         seed=2)
+    write_batch(ts_conn, early, AGGREGATE)
+    for table in ("cell_windows", "window_rides", "window_presence"):
+        ts_conn.execute("SELECT compress_chunk(c) FROM show_chunks(%s::regclass) AS c", (table,))
+    compressed = ts_conn.execute(
+        "SELECT count(DISTINCT hypertable_name) FROM timescaledb_information.chunks"
+        " WHERE is_compressed AND hypertable_name <> 'readings'").fetchone()
+    assert compressed == (3,)
+    assert write_batch(ts_conn, late, AGGREGATE).inserted == 100
+    assert write_batch(ts_conn, late, AGGREGATE).inserted == 0  # a redelivery: nothing
+    got = aggregate_tables(ts_conn)
+    # The same readings in one batch, nothing compressed: the same rows.
+    ts_conn.execute("TRUNCATE readings, cell_windows, window_rides, window_presence")
+    write_batch(ts_conn, np.concatenate([early, late]), AGGREGATE)
+    assert aggregate_tables(ts_conn) == got
