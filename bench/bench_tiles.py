@@ -12,7 +12,7 @@ query and render), then again with ``If-None-Match`` and the ETag it got,
 which the API answers 304 (what a browser or CDN revalidating sends).
 
 For scale, in the same run: the tile query alone on the database for the
-largest tiles (zoom 12 and 13), as ``storage.tiles.cell_means`` runs it for the
+largest tiles (zoom 12 and 13), as ``storage.cell_means.cell_means`` runs it for the
 public, for an officer (no k-check: the floor of this design), and the
 previous public query, which counted ``window_presence`` rows per request; and
 a naive renderer that looks up the H3 cell of each of the 65,536 pixels.
@@ -45,11 +45,11 @@ import psycopg
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_common import RESULTS, api_server, database
 
-from api.aggregates import selection
+from api.privacy import selection
 from api.config import ApiSettings
 from api.keys import create_key
 from api.roles import Principal, Role
-from api.tiles import TileBox, average_edge_m, resolution_for_zoom
+from api.render.tile_png import TileBox, average_edge_m, resolution_for_zoom
 from bikesense.settings import Settings
 from storage.cell_means import cell_means
 from storage.cellwindows import per_metric
