@@ -20,7 +20,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, LiteralString
 
 import numpy as np
@@ -29,6 +29,7 @@ from h3.api import basic_int as h3int
 
 from storage.cellwindows import per_metric
 from storage.exceptions import QueryError
+from storage.migrate import Backend
 from stream.core.partials import HIST_BINS, PARTIAL_DTYPE, Metric
 from stream.core.summary import SUMMARY_DTYPE, summarise
 
@@ -42,6 +43,7 @@ STATS_DTYPE = np.dtype([
 ])
 
 _INT32_MAX = 2**31 - 1
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 @dataclass(frozen=True, slots=True)
@@ -173,10 +175,68 @@ ORDER BY agg.key""")
 _SERIES_BBOX_QUERY = _series_query(_WANTED_BBOX)
 _SERIES_CELL_QUERY = _series_query(_WANTED_CELL)
 
+# Gap-filled series: every bucket from the one holding ``start`` to the last before
+# ``end``, an empty one (NULL columns) where the sparse series has no row, so a chart
+# shows an hour without data as a gap. Buckets are whole multiples of bucket_ms from
+# 1970-01-01, as _BUCKET's date_bin. TimescaleDB fills them with time_bucket_gapfill
+# (its integer form: origin 0, the same buckets); plain PostgreSQL joins the series to
+# generate_series. One row per bucket either way, so the aggregates are identities.
+_SERIES_COLUMNS: LiteralString = (
+    "s.n, s.sum, s.sumsq, s.min, s.max, s.energy, s.duration_s, s.lamax_db, s.hist,"
+    " s.rides, s.days, s.lat_deg, s.lon_deg")
+_SPARSE_AS: LiteralString = (
+    "(key, n, sum, sumsq, min, max, energy, duration_s, lamax_db, hist, rides, days,"
+    " lat_deg, lon_deg)")
+_GAPFILL_TIMESCALE: LiteralString = (
+    "SELECT time_bucket_gapfill(%(bucket_ms)s::bigint, s.key, %(start_ms)s::bigint,"
+    " %(end_ms)s::bigint) AS bucket, max(s.n), max(s.sum), max(s.sumsq), max(s.min),"
+    " max(s.max), max(s.energy), max(s.duration_s), max(s.lamax_db), max(s.hist),"
+    " max(s.rides), max(s.days), max(s.lat_deg), max(s.lon_deg)"
+    " FROM sparse s GROUP BY bucket ORDER BY bucket")
+_GAPFILL_PLAIN: LiteralString = (
+    "SELECT b.key, " + _SERIES_COLUMNS +
+    " FROM generate_series(floor(%(start_ms)s::numeric / %(bucket_ms)s)::bigint"
+    " * %(bucket_ms)s, %(end_ms)s::bigint - 1, %(bucket_ms)s::bigint) AS b (key)"
+    " LEFT JOIN sparse s USING (key) ORDER BY b.key")
+
+
+def _filled(sparse: dict[Metric, bytes], fill: LiteralString) -> dict[Metric, bytes]:
+    head, tail = b"WITH sparse " + _SPARSE_AS.encode() + b" AS (", b")\n" + fill.encode()
+    return {metric: head + query + tail for metric, query in sparse.items()}
+
+
+#: (cell or bbox, backend) -> the gap-filled query of each metric.
+_FILLED_QUERIES = {
+    (by, backend): _filled(sparse, fill)
+    for by, sparse in (("cell", _SERIES_CELL_QUERY), ("bbox", _SERIES_BBOX_QUERY))
+    for backend, fill in ((Backend.TIMESCALE, _GAPFILL_TIMESCALE), (Backend.PLAIN, _GAPFILL_PLAIN))
+}
+
+_BACKEND_QUERY: LiteralString = (
+    "SELECT backend FROM schema_migrations ORDER BY version DESC LIMIT 1")
+
 
 def _stats(rows: Sequence[tuple[Any, ...]], sel: Selection, *, by_cell: bool,
            window_s: int) -> np.ndarray:
-    """Rows of (key, merged partial columns, rides, days, lat, lon) to ``STATS_DTYPE``."""
+    """Rows of (key, merged partial columns, rides, days, lat, lon) to ``STATS_DTYPE``;
+    a row whose columns are NULL (a gap-filled bucket) becomes an empty one: ``n`` 0,
+    ``rides`` and ``days`` 0, every statistic NaN."""
+    present = np.array([row[1] is not None for row in rows], dtype=bool)
+    if present.all():
+        return _present_stats(rows, sel, by_cell=by_cell, window_s=window_s)
+    out = np.zeros(len(rows), dtype=STATS_DTYPE)
+    for name in STATS_DTYPE.names or ():
+        if STATS_DTYPE[name].kind == "f":
+            out[name] = np.nan
+    out["metric"], out["resolution"], out["window_s"] = sel.metric, sel.resolution, window_s
+    out["cell" if by_cell else "window_start_ms"] = [row[0] for row in rows]
+    out[present] = _present_stats([row for row in rows if row[1] is not None], sel,
+                                  by_cell=by_cell, window_s=window_s)
+    return out
+
+
+def _present_stats(rows: Sequence[tuple[Any, ...]], sel: Selection, *, by_cell: bool,
+                   window_s: int) -> np.ndarray:
     partials = np.zeros(len(rows), dtype=PARTIAL_DTYPE)
     extra = np.zeros(len(rows), dtype=[("rides", "<i8"), ("days", "<i8"),
                                        ("lat_deg", "<f8"), ("lon_deg", "<f8")])
@@ -207,21 +267,48 @@ def _stats(rows: Sequence[tuple[Any, ...]], sel: Selection, *, by_cell: bool,
     return out
 
 
-def _series_args(sel: Selection, bucket_s: int, bbox: BBox | None,
-                 cell: int | None) -> tuple[bytes, dict[str, Any]]:
+#: At most this many buckets in a gap-filled series (a year of hours is 8,784).
+MAX_FILLED_BUCKETS = 100_000
+
+
+def _series_args(sel: Selection, bucket_s: int, bbox: BBox | None, cell: int | None,
+                 fill: Backend | None = None) -> tuple[bytes, dict[str, Any]]:
     if (bbox is None) == (cell is None):
         raise QueryError("give exactly one of bbox and cell")
     if bucket_s <= 0 or bucket_s % sel.window_s:
         raise QueryError(f"the bucket ({bucket_s} s) must be a positive multiple of the "
                          f"window size ({sel.window_s} s)")
     params = sel.params() | {"bucket_s": bucket_s}
+    if fill is not None:
+        start_ms = _ms(sel.start)
+        end_ms = _ms(sel.end)
+        buckets = -(-end_ms // (bucket_s * 1000)) - start_ms // (bucket_s * 1000)
+        if buckets > MAX_FILLED_BUCKETS:
+            raise QueryError(f"a gap-filled series of {buckets} buckets is too long (at most "
+                             f"{MAX_FILLED_BUCKETS}): choose a larger bucket or a shorter range")
+        params |= {"bucket_ms": bucket_s * 1000, "start_ms": start_ms, "end_ms": end_ms}
+    by = "cell" if cell is not None else "bbox"
+    queries = (_FILLED_QUERIES[by, fill] if fill is not None else
+               _SERIES_CELL_QUERY if cell is not None else _SERIES_BBOX_QUERY)
     if cell is not None:
         if not h3int.is_valid_cell(cell) or h3int.get_resolution(cell) != sel.resolution:
             raise QueryError(f"cell {cell:x} is not a valid H3 cell at resolution "
                              f"{sel.resolution}")
-        return _SERIES_CELL_QUERY[sel.metric], params | {"cell": cell}
+        return queries[sel.metric], params | {"cell": cell}
     assert bbox is not None
-    return _SERIES_BBOX_QUERY[sel.metric], params | _bbox_params(bbox)
+    return queries[sel.metric], params | _bbox_params(bbox)
+
+
+def _ms(instant: datetime) -> int:
+    """Milliseconds since 1970, exact (a float timestamp() could be off by one)."""
+    delta = instant - _EPOCH
+    return (delta.days * 86_400 + delta.seconds) * 1000 + delta.microseconds // 1000
+
+
+def _backend(row: tuple[Any, ...] | None) -> Backend:
+    if row is None:
+        raise QueryError("the database is not migrated (no schema_migrations rows)")
+    return Backend(str(row[0]))
 
 
 def cell_stats(conn: psycopg.Connection[Any], sel: Selection, bbox: BBox) -> np.ndarray:
@@ -232,10 +319,18 @@ def cell_stats(conn: psycopg.Connection[Any], sel: Selection, bbox: BBox) -> np.
 
 
 def time_series(conn: psycopg.Connection[Any], sel: Selection, bucket_s: int, *,
-                bbox: BBox | None = None, cell: int | None = None) -> np.ndarray:
+                bbox: BBox | None = None, cell: int | None = None,
+                gapfill: bool = False) -> np.ndarray:
     """Per time bucket (``window_start_ms`` = bucket start) over one cell or a bbox's cells:
-    statistics (``STATS_DTYPE``), sorted by time. ``bucket_s`` is a multiple of the window."""
-    query, params = _series_args(sel, bucket_s, bbox, cell)
+    statistics (``STATS_DTYPE``), sorted by time. ``bucket_s`` is a multiple of the window.
+
+    Sparse by default: buckets without data (or withheld by the privacy thresholds) are
+    left out. With ``gapfill`` every bucket from the one holding ``sel.start`` to the
+    last before ``sel.end`` is there, those as empty buckets (``n`` 0, statistics NaN);
+    the same output on TimescaleDB (``time_bucket_gapfill``) and plain PostgreSQL
+    (``generate_series``)."""
+    fill = _backend(conn.execute(_BACKEND_QUERY).fetchone()) if gapfill else None
+    query, params = _series_args(sel, bucket_s, bbox, cell, fill)
     rows = conn.execute(query, params).fetchall()
     return _stats(rows, sel, by_cell=False, window_s=bucket_s)
 
@@ -248,8 +343,12 @@ async def acell_stats(conn: psycopg.AsyncConnection[Any], sel: Selection,
 
 
 async def atime_series(conn: psycopg.AsyncConnection[Any], sel: Selection, bucket_s: int, *,
-                       bbox: BBox | None = None, cell: int | None = None) -> np.ndarray:
+                       bbox: BBox | None = None, cell: int | None = None,
+                       gapfill: bool = False) -> np.ndarray:
     """:func:`time_series` for an async connection."""
-    query, params = _series_args(sel, bucket_s, bbox, cell)
+    fill = None
+    if gapfill:
+        fill = _backend(await (await conn.execute(_BACKEND_QUERY)).fetchone())
+    query, params = _series_args(sel, bucket_s, bbox, cell, fill)
     cur = await conn.execute(query, params)
     return _stats(await cur.fetchall(), sel, by_cell=False, window_s=bucket_s)
