@@ -5,7 +5,8 @@ A range is merged from windows of one size, the largest the caller may see
 :data:`MIN_WINDOWS_PER_RANGE` windows in the range (fewer rows to read: a month
 is 30 daily windows, not 720 hourly ones), and the range is widened to whole
 windows of that size. Responses say which range they really cover.
-:func:`judge` adds the interval of the mean, sufficiency and the colour band;
+:func:`judge` adds the interval of the shown value (api/stats.py), sufficiency and the
+colour band, decided on the value as shown (rounded to the sensor's resolution);
 :func:`read_series` and :func:`read_cells` read a privacy-filtered selection
 (:func:`api.privacy.selection`) and answer with the response models.
 """
@@ -22,7 +23,7 @@ import psycopg
 
 from api.bands import NO_BAND, MetricScale
 from api.models import CellFeature, CellStats, MetricName, Polygon, TimeseriesPoint
-from api.stats import finite_or_none, mean_interval
+from api.stats import DECIMALS, finite_or_none, mean_interval, round_interval, rounded
 from storage.queries import BBox, Selection, acell_stats, atime_series
 from stream.core.partials import Metric
 from stream.core.summary import laeq_db
@@ -49,17 +50,21 @@ class Judged:
 
     ci_low: np.ndarray
     ci_high: np.ndarray
+    interval_reason: list[str | None]  # why there is no interval (api.stats.REASONS)
     sufficient: np.ndarray  # bool
     band: np.ndarray  # band index, NO_BAND where insufficient
 
 
 def judge(stats: np.ndarray, metric: Metric, scale: MetricScale, min_readings: int) -> Judged:
-    ci_low, ci_high = mean_interval(stats["mean"], stats["std"], stats["rides"])
+    iv = round_interval(mean_interval(stats, metric), metric)
     sufficient = stats["n"] >= min_readings
-    # Noise is coloured by its energy average (DESIGN.md decision 3), the rest by the mean.
-    value = stats["laeq_db"] if metric is Metric.NOISE else stats["mean"]
+    # Noise is coloured by its energy average (DESIGN.md decision 3), the rest by the
+    # mean; both as shown, so a mean stored as 4.9999999 is coloured as the 5.0 it shows.
+    shown = rounded(stats, metric)
+    value = shown["laeq_db"] if metric is Metric.NOISE else shown["mean"]
     band = np.where(sufficient, scale.classify(value), NO_BAND).astype(np.int16)
-    return Judged(ci_low=ci_low, ci_high=ci_high, sufficient=sufficient, band=band)
+    return Judged(ci_low=iv.low, ci_high=iv.high, interval_reason=iv.reason,
+                  sufficient=sufficient, band=band)
 
 
 def tile_bands(cells: np.ndarray, metric: Metric, scale: MetricScale,
@@ -71,6 +76,7 @@ def tile_bands(cells: np.ndarray, metric: Metric, scale: MetricScale,
             value = laeq_db(cells["energy"], cells["duration_s"])
         else:
             value = np.where(n > 0, cells["sum"] / n, np.nan)
+    value = np.round(value, DECIMALS[metric])  # as shown, like judge
     return np.where(n >= min_readings, scale.classify(value), NO_BAND).astype(np.int16)
 
 
@@ -80,6 +86,7 @@ async def read_series(conn: psycopg.AsyncConnection[Any], sel: Selection, scale:
     """Buckets of ``bucket_s`` over ``sel``, in a bbox or a cell (or everywhere)."""
     stats = await atime_series(conn, sel, bucket_s, bbox=bbox, cell=cell)
     j = judge(stats, sel.metric, scale, min_readings)
+    stats = rounded(stats, sel.metric)
     noise = sel.metric is Metric.NOISE
     return [
         TimeseriesPoint(
@@ -90,6 +97,7 @@ async def read_series(conn: psycopg.AsyncConnection[Any], sel: Selection, scale:
             p50=finite_or_none(row["p50"]), p95=finite_or_none(row["p95"]),
             laeq_db=finite_or_none(row["laeq_db"]) if noise else None,
             ci95_low=finite_or_none(j.ci_low[i]), ci95_high=finite_or_none(j.ci_high[i]),
+            interval_reason=j.interval_reason[i],
             status="ok" if j.sufficient[i] else "insufficient")
         for i, row in enumerate(stats)
     ]
@@ -105,6 +113,7 @@ async def read_cells(conn: psycopg.AsyncConnection[Any], sel: Selection, bbox: B
     """One GeoJSON feature per cell of ``sel`` with data in ``bbox``."""
     stats = await acell_stats(conn, sel, bbox)
     j = judge(stats, sel.metric, scale, min_readings)
+    stats = rounded(stats, sel.metric)
     noise = sel.metric is Metric.NOISE
     metric = MetricName(sel.metric.api_name)
     features = []
@@ -121,6 +130,7 @@ async def read_cells(conn: psycopg.AsyncConnection[Any], sel: Selection, bbox: B
             laeq_db=finite_or_none(row["laeq_db"]) if noise else None,
             lamax_db=finite_or_none(row["lamax_db"]) if noise else None,
             ci95_low=finite_or_none(j.ci_low[i]), ci95_high=finite_or_none(j.ci_high[i]),
+            interval_reason=j.interval_reason[i],
             band=band.label if band else None, colour=band.colour if band else None)
         features.append(CellFeature(id=props.cell, geometry=Polygon(coordinates=[_ring(cell)]),
                                     properties=props))

@@ -60,6 +60,10 @@ class Health(BaseModel):
     live_clients: int
 
 
+#: Why a statistics row has no interval (api.stats.REASONS).
+IntervalReason = Literal["single_ride", "no_spread", "zero_mean"]
+
+
 class CellStats(BaseModel):
     """Statistics of one metric in one H3 cell over the time range."""
 
@@ -81,9 +85,14 @@ class CellStats(BaseModel):
     laeq_db: float | None = Field(default=None, description="noise: energy average, dB(A)")
     lamax_db: float | None = Field(default=None, description="noise: max of LAmax, dB(A)")
     ci95_low: float | None = Field(
-        description="95 % interval of the mean with rides as the independent unit "
-                    "(see docs/api.md); null below two rides")
+        description="95 % interval of the value shown (the mean; LAeq for noise), with "
+                    "within-ride correlation taken into account (docs/statistics.md); "
+                    "null when interval_reason says why")
     ci95_high: float | None
+    interval_reason: IntervalReason | None = Field(
+        default=None, description="why there is no interval: single_ride (one ride cannot "
+        "tell its kit's error from the air), no_spread (fewer than two readings), "
+        "zero_mean; null when there is one")
     band: str | None = Field(description="colour band label of the mean (LAeq for noise)")
     colour: str | None = Field(examples=["#50CCAA"])
 
@@ -126,6 +135,7 @@ class TimeseriesPoint(BaseModel):
     laeq_db: float | None = None
     ci95_low: float | None
     ci95_high: float | None
+    interval_reason: IntervalReason | None = None
     status: Literal["ok", "insufficient"]
 
 

@@ -5,9 +5,12 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import httpx
+import numpy as np
 import pytest
 
 from api.roles import Role
+from api.stats import INTRA_RIDE_CORRELATION, effective_n, t975
+from stream.core.partials import Metric
 from tests.api.api_factories import BUSY, QUIET, SPARSE, day_range, h3_hex
 
 BBOX = "4.60,52.10,4.70,52.16"
@@ -55,9 +58,16 @@ def test_statistics_of_a_cell(client: httpx.Client) -> None:
     assert props["mean"] == pytest.approx(8.0, abs=0.1)
     assert 0.3 < props["std"] < 0.7
     assert props["min"] < props["p50"] < props["p95"] < props["max"]
-    # The interval takes the 4 rides, not the 480 readings, as independent.
-    half = (props["ci95_high"] - props["ci95_low"]) / 2
-    assert half == pytest.approx(3.182 * props["std"] / 2, rel=1e-3)
+    # The interval counts 480 readings of 4 rides as fewer than 480 independent ones
+    # (api.stats: Kish's design effect), on the log scale, rounded outward to 0.1.
+    n_eff = float(effective_n(np.array([480]), np.array([4]),
+                              INTRA_RIDE_CORRELATION[Metric.PM25])[0])
+    assert 4 < n_eff < 480
+    log_half = float(t975(np.array([int(n_eff) - 1]))[0]) * props["std"] / props["mean"] \
+        / np.sqrt(n_eff)
+    assert props["ci95_low"] == pytest.approx(props["mean"] * np.exp(-log_half), abs=0.15)
+    assert props["ci95_high"] == pytest.approx(props["mean"] * np.exp(log_half), abs=0.15)
+    assert props["interval_reason"] is None
     assert props["band"] == "Fair"
     assert props["colour"] == "#50CCAA"
     ring = feature["geometry"]["coordinates"][0]
@@ -78,6 +88,8 @@ def test_noise_is_averaged_on_energy(client: httpx.Client) -> None:
     # Two rides at 60 dB and two at 80 dB, equal time: LAeq 77.0 dB, not 70.
     assert props["laeq_db"] == pytest.approx(77.0, abs=0.05)
     assert props["mean"] == pytest.approx(70.0, abs=0.05)
+    assert props["ci95_low"] < props["laeq_db"] < props["ci95_high"]  # the interval of LAeq
+    assert props["ci95_low"] > 70.0
     assert props["lamax_db"] == pytest.approx(86.0)
     assert props["band"] == "≥ 75"
     assert props["unit"] == "dB(A)"
