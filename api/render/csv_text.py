@@ -26,8 +26,9 @@ async def csv_text_stream(columns: Sequence[ExportColumn],
 
 #: Columns of a time series in CSV; those not in _UNITLESS carry the unit in the header.
 TIMESERIES_COLUMNS = ("start", "n_readings", "rides", "mean", "std", "min", "max", "p50",
-                      "p95", "laeq_db", "ci95_low", "ci95_high", "status")
-_UNITLESS = frozenset({"start", "n_readings", "rides", "status"})
+                      "p95", "laeq_db", "ci95_low", "ci95_high", "interval_reason", "status")
+_UNITLESS = frozenset({"start", "n_readings", "rides", "interval_reason", "status"})
+_DBA = frozenset({"laeq_db"})
 
 
 def timeseries_csv(points: Iterable[TimeseriesPoint], unit: str) -> str:
@@ -35,7 +36,8 @@ def timeseries_csv(points: Iterable[TimeseriesPoint], unit: str) -> str:
     absent values are empty."""
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
-    writer.writerow([c if c in _UNITLESS else f"{c} [{'dB(A)' if c == 'laeq_db' else unit}]"
+    # The interval is LAeq's for noise (docs/statistics.md), so in dB(A) too.
+    writer.writerow([c if c in _UNITLESS else f"{c} [{'dB(A)' if c in _DBA else unit}]"
                      for c in TIMESERIES_COLUMNS])
     for p in points:
         row = p.model_dump()

@@ -35,6 +35,8 @@ def test_hourly_series_of_a_cell(client: httpx.Client) -> None:
     assert point["n_readings"] == 480
     assert point["rides"] == 4
     assert point["mean"] == pytest.approx(8.0, abs=0.1)
+    assert 0 < point["ci95_low"] < point["mean"] < point["ci95_high"]
+    assert point["interval_reason"] is None
     assert point["status"] == "ok"
 
 
@@ -78,6 +80,11 @@ def test_csv_has_a_header_with_units(client: httpx.Client) -> None:
     assert "laeq_db [dB(A)]" in rows[0]
     assert len(rows) == 2
     assert float(rows[1][rows[0].index("laeq_db [dB(A)]")]) == pytest.approx(77.0, abs=0.05)
+    # The interval is LAeq's (docs/statistics.md), and a row without one would say why.
+    low = float(rows[1][rows[0].index("ci95_low [dB(A)]")])
+    high = float(rows[1][rows[0].index("ci95_high [dB(A)]")])
+    assert low < 77.0 < high
+    assert rows[1][rows[0].index("interval_reason")] == ""
 
 
 @pytest.mark.parametrize(("params", "status", "parameter"), [
