@@ -70,7 +70,7 @@ async def read_tile(conn: psycopg.AsyncConnection[Any], box: TileBox, metric: Me
     window_s = choose_window((end - start).total_seconds(),
                              allowed_windows(principal, settings, api))
     start, end = align(start, end, window_s)
-    sel = selection(principal, api, metric=metric, resolution=resolution,
+    sel = selection(principal, api, settings=settings, metric=metric, resolution=resolution,
                     window_s=window_s, start=start, end=end)
     # Cells whose centre lies outside the tile can still cover its edge.
     margin_deg = 2 * average_edge_m(resolution) / 111_320

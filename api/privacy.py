@@ -4,10 +4,13 @@ Mail carriers are people at work and a bike's track is personal data
 (docs/privacy.md). The API's part of that rule:
 
 * the public sees only windows of at least ``public_min_window_s`` (an hour),
-  and only cell-windows holding at least k = ``public_min_rides`` distinct
-  rides; a cell-window below k is left out (absent, never zero), and a cell
-  whose remaining windows have rides on fewer than ``public_min_days`` days
-  is absent too (:func:`selection`; the database applies it);
+  and only what is merged from public units (:func:`public_units`: cell-windows
+  of the finest resolution and the finest public window) holding at least
+  k = ``public_min_rides`` distinct rides that measured the metric; a unit
+  below k is left out of every figure at every resolution, window and range
+  (absent, never zero), and a cell whose remaining units have rides on fewer
+  than ``public_min_days`` days is absent too (:func:`selection`; the
+  database applies it);
 * keyed roles (officer, researcher, admin) see every window size and every
   cell-window (k = 1);
 * raw readings are for researchers and admins (:func:`check_raw_access`);
@@ -38,13 +41,24 @@ def allowed_windows(principal: Principal, settings: Settings, api: ApiSettings) 
     return sizes or (max(settings.window_sizes_s),)
 
 
-def selection(principal: Principal, api: ApiSettings, *, metric: Metric, resolution: int,
-              window_s: int, start: datetime, end: datetime) -> Selection:
-    """What storage reads for this caller: the public's k-anonymity thresholds, or none."""
-    public = principal.role.is_public
+def public_units(settings: Settings, api: ApiSettings) -> tuple[int, int]:
+    """The public's finest grain: the finest stored resolution and the finest window
+    the public may see. k is applied to these cell-windows only, and every public figure
+    is merged from the ones that pass (closed under differencing, docs/privacy.md)."""
+    return max(settings.h3_resolutions), min(allowed_windows(Principal(Role.PUBLIC), settings, api))
+
+
+def selection(principal: Principal, api: ApiSettings, *, settings: Settings, metric: Metric,
+              resolution: int, window_s: int, start: datetime, end: datetime) -> Selection:
+    """What storage reads for this caller: the public's k-anonymity thresholds on the
+    public units, or none."""
+    if not principal.role.is_public:
+        return Selection(metric=metric, resolution=resolution, window_s=window_s, start=start,
+                         end=end)
+    unit_res, unit_window_s = public_units(settings, api)
     return Selection(metric=metric, resolution=resolution, window_s=window_s, start=start,
-                     end=end, min_rides=api.public_min_rides if public else 0,
-                     min_days=api.public_min_days if public else 0)
+                     end=end, min_rides=api.public_min_rides, min_days=api.public_min_days,
+                     unit_resolution=unit_res, unit_window_s=unit_window_s)
 
 
 def check_bucket(principal: Principal, api: ApiSettings, bucket_s: int) -> None:

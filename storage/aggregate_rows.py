@@ -37,6 +37,7 @@ PRESENCE_COLUMNS: tuple[Column, ...] = (
     scalar("window_start", "timestamptz"),
     scalar("ride_id", "bigint"),
     scalar("day", "integer"),
+    scalar("metrics", "smallint"),
 )
 
 CELL_COLUMNS: tuple[Column, ...] = (
@@ -57,40 +58,80 @@ _COPY_CELLS = staging.render(CELLS_STAGING.copy_in())
 
 _MERGE_CELL_WINDOWS = cellwindows.merge_statement(CELL_WINDOWS_STAGING.name)
 
-# Presence rows not stored yet are inserted, and exactly those are counted into
-# window_rides (migrations/0004_window_rides.sql): a replayed row conflicts, is not
-# returned, and counts nothing. A ride has one day (the local day it started,
-# stream.core.aggregate), but a new row whose ride is already stored in the
-# cell-window with another day (a changed day_tz) adds a day, not a ride. The outer
-# query does not see the CTE's own inserts, so EXISTS finds only earlier rows.
+# Presence rows not stored yet are inserted, and exactly what they add is counted into
+# window_rides (migrations/0004_window_rides.sql, 0103_metric_rides.sql): a replayed row
+# conflicts and changes nothing. A row of a ride already stored in the cell-window with
+# fewer metrics ORs its metrics in, and adds that ride to those metrics' counts only.
+# A ride has one day (the local day it started, stream.core.aggregate), but a row whose
+# ride is already stored in the cell-window with another day (a changed day_tz) adds a
+# day, not a ride. Every part of the statement sees the tables as they were before it,
+# so ``had`` is what the ride held in the cell-window before this batch. One writer per
+# cell-window at a time (the embedded runtime's one session; the distributed one keys
+# aggregation by cell), as for the merge of the partials.
 _INSERT_PRESENCE_SQL: LiteralString = """
-WITH new AS (
-    INSERT INTO window_presence (resolution, cell, window_s, window_start, ride_id, day)
-    SELECT resolution, cell, window_s, window_start, ride_id, day
+WITH staged AS (
+    SELECT resolution, cell, window_s, window_start, ride_id, day,
+           bit_or(metrics)::smallint AS metrics
     FROM {staging}
+    GROUP BY resolution, cell, window_s, window_start, ride_id, day
+),
+stored AS (
+    INSERT INTO window_presence AS o (resolution, cell, window_s, window_start, ride_id, day,
+                                      metrics)
+    SELECT resolution, cell, window_s, window_start, ride_id, day, metrics
+    FROM staged
     ORDER BY resolution, window_s, cell, window_start, ride_id, day
-    ON CONFLICT DO NOTHING
-    RETURNING resolution, cell, window_s, window_start, ride_id, day
+    ON CONFLICT (resolution, window_s, cell, window_start, ride_id, day) DO UPDATE
+        SET metrics = o.metrics | EXCLUDED.metrics
+        WHERE (o.metrics | EXCLUDED.metrics) <> o.metrics
+    RETURNING 1
+),
+by_ride AS (
+    SELECT s.resolution, s.window_s, s.cell, s.window_start,
+           bit_or(s.metrics) & ~coalesce((
+               SELECT bit_or(o.metrics) FROM window_presence o
+               WHERE o.resolution = s.resolution AND o.window_s = s.window_s
+                 AND o.cell = s.cell AND o.window_start = s.window_start
+                 AND o.ride_id = s.ride_id), 0::smallint) AS new_bits,
+           NOT EXISTS (
+               SELECT 1 FROM window_presence o
+               WHERE o.resolution = s.resolution AND o.window_s = s.window_s
+                 AND o.cell = s.cell AND o.window_start = s.window_start
+                 AND o.ride_id = s.ride_id) AS new_ride
+    FROM staged s
+    GROUP BY s.resolution, s.window_s, s.cell, s.window_start, s.ride_id
 ),
 counted AS (
-    SELECT n.resolution, n.window_s, n.cell, n.window_start, n.day,
-        CASE WHEN EXISTS (
-            SELECT 1 FROM window_presence o
-            WHERE o.resolution = n.resolution AND o.window_s = n.window_s
-              AND o.window_start = n.window_start AND o.cell = n.cell
-              AND o.ride_id = n.ride_id AND o.day <> n.day)
-        THEN NULL ELSE n.ride_id END AS new_ride
-    FROM new n
+    SELECT resolution, window_s, cell, window_start,
+        count(*) FILTER (WHERE new_ride) AS rides,
+        ARRAY[count(*) FILTER (WHERE (new_bits >> 1) & 1 = 1),
+              count(*) FILTER (WHERE (new_bits >> 2) & 1 = 1),
+              count(*) FILTER (WHERE (new_bits >> 3) & 1 = 1),
+              count(*) FILTER (WHERE (new_bits >> 4) & 1 = 1),
+              count(*) FILTER (WHERE (new_bits >> 5) & 1 = 1),
+              count(*) FILTER (WHERE (new_bits >> 6) & 1 = 1),
+              count(*) FILTER (WHERE (new_bits >> 7) & 1 = 1)]::integer[] AS metric_rides
+    FROM by_ride
+    GROUP BY resolution, window_s, cell, window_start
+),
+days AS (
+    SELECT resolution, window_s, cell, window_start, array_agg(DISTINCT day ORDER BY day) AS days
+    FROM staged
+    GROUP BY resolution, window_s, cell, window_start
 )
-INSERT INTO window_rides AS w (resolution, window_s, cell, window_start, rides, days)
-SELECT resolution, window_s, cell, window_start,
-    count(DISTINCT new_ride), array_agg(DISTINCT day ORDER BY day)
-FROM counted
-GROUP BY resolution, window_s, cell, window_start
-ORDER BY resolution, window_s, cell, window_start
+INSERT INTO window_rides AS w (resolution, window_s, cell, window_start, rides, days,
+                               metric_rides)
+SELECT c.resolution, c.window_s, c.cell, c.window_start, c.rides, d.days, c.metric_rides
+FROM counted c JOIN days d USING (resolution, window_s, cell, window_start)
+ORDER BY c.resolution, c.window_s, c.cell, c.window_start
 ON CONFLICT (resolution, window_s, cell, window_start) DO UPDATE SET
     rides = w.rides + EXCLUDED.rides,
-    days = bikesense_days_union(w.days, EXCLUDED.days)
+    days = bikesense_days_union(w.days, EXCLUDED.days),
+    -- Counted before 0103: every ride counted for every metric.
+    metric_rides = bikesense_hist_add(coalesce(w.metric_rides, array_fill(w.rides, ARRAY[7])),
+                                      EXCLUDED.metric_rides)
+WHERE EXCLUDED.rides > 0 OR NOT (EXCLUDED.days <@ w.days)
+   OR EXCLUDED.metric_rides <> ARRAY[0, 0, 0, 0, 0, 0, 0]
 """
 _INSERT_PRESENCE = staging.render(
     sql.SQL(_INSERT_PRESENCE_SQL).format(staging=PRESENCE_STAGING.identifier))

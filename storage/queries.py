@@ -7,9 +7,21 @@ sample standard deviation, p50 / p95 from the histogram and LAeq on energy
 mean one thing everywhere.
 
 Privacy (docs/design.md decision 4): a cell-window contributes only if at least
-``min_rides`` distinct rides passed through it, and a cell (or time bucket) is
-returned only if it was seen on at least ``min_days`` distinct days. Both
-default to 0 for internal use; the public API passes its k.
+``min_rides`` distinct rides measured the selection's metric in it, and a cell (or
+time bucket) is returned only if it was seen on at least ``min_days`` distinct days.
+Both default to 0 for internal use; the public API passes its k.
+
+Closed under differencing (docs/privacy.md, "Threat model"): the threshold is applied
+to *units*, cell-windows of one grain (``Selection.unit_resolution`` and
+``unit_window_s``: for the public, the finest resolution and its finest window), and
+every figure, at any coarser resolution, window, bucket, range or bbox, is merged from
+the units that passed and nothing else. A coarse cell-window is never judged on its
+own: if it were, a parent hour passing k while one child fails would give that child
+by subtraction. Any sum or difference of figures is then a merge of passing units,
+each of which the caller may see anyway. Units are found by H3 index range: a cell's
+children at a finer resolution are the integers between its index with the finer
+resolution and their digits all 0 and all 7 (the H3 index layout, h3geo.org/docs/
+library/index/cell), so no H3 extension is needed in the database.
 
 Every function comes twice: for ``psycopg.Connection`` and, prefixed with
 ``a``, for ``psycopg.AsyncConnection``. They share the SQL and the conversions.
@@ -81,8 +93,11 @@ class Selection:
     window_s: int
     start: datetime  # windows starting at or after this ...
     end: datetime  # ... and before this
-    min_rides: int = 0  # k: distinct rides a cell-window needs to count
+    min_rides: int = 0  # k: distinct rides that measured the metric, per unit
     min_days: int = 0  # distinct days a cell / bucket needs to be returned
+    # The grain k applies to and figures are merged from (None: the selection's own).
+    unit_resolution: int | None = None
+    unit_window_s: int | None = None
 
     def __post_init__(self) -> None:
         check_time_range(self.start, self.end)
@@ -92,11 +107,28 @@ class Selection:
             raise QueryError(f"window size must be positive (got {self.window_s} s)")
         if self.min_rides < 0 or self.min_days < 0:
             raise QueryError("min_rides and min_days cannot be negative")
+        if not self.resolution <= self.units[0] <= 15:
+            raise QueryError(f"units must be of the selection's resolution ({self.resolution}) "
+                             f"or finer, up to 15 (got {self.units[0]})")
+        if self.units[1] <= 0 or self.window_s % self.units[1]:
+            raise QueryError(f"the window size ({self.window_s} s) must be a multiple of the "
+                             f"units' ({self.units[1]} s)")
+
+    @property
+    def units(self) -> tuple[int, int]:
+        """(resolution, window size) of the cell-windows k applies to."""
+        return (self.resolution if self.unit_resolution is None else self.unit_resolution,
+                self.window_s if self.unit_window_s is None else self.unit_window_s)
 
     def params(self) -> dict[str, Any]:
+        unit_res, unit_window_s = self.units
+        # The bits of the H3 digits between the two resolutions (3 bits a digit, digit
+        # r at bit 3·(15 − r)): a cell's children at unit_res vary only in these.
+        digits = ((1 << 3 * (15 - self.resolution)) - 1) & ~((1 << 3 * (15 - unit_res)) - 1)
         return {"metric": int(self.metric), "res": self.resolution, "window_s": self.window_s,
                 "start": self.start, "end": self.end, "k": self.min_rides,
-                "min_days": self.min_days}
+                "min_days": self.min_days, "unit_res": unit_res,
+                "unit_window_s": unit_window_s, "digits": digits}
 
 
 def _bbox_params(bbox: BBox) -> dict[str, Any]:
@@ -114,17 +146,22 @@ wanted AS (
 
 _WANTED_CELL: LiteralString = "wanted AS (SELECT %(cell)s::bigint AS cell)"
 
-# The cell-windows with at least k distinct rides, from the counts the writer keeps
-# (migrations/0004_window_rides.sql) rather than counting presence rows per request:
-# 30 days of a town's largest zoom-13 tile as cells took 750 ms that way, 470 this way.
-_PASSING: LiteralString = """
-passing AS (
-    SELECT r.cell, r.window_start
-    FROM window_rides r
-    WHERE r.resolution = %(res)s AND r.window_s = %(window_s)s
+# The units (cell-windows of the selection's unit grain) under each wanted cell that
+# hold at least k distinct rides that measured the metric, from the counts the writer
+# keeps (migrations/0004_window_rides.sql, 0103_metric_rides.sql) rather than counting
+# presence rows per request: 30 days of a town's largest zoom-13 tile as cells took
+# 750 ms that way, 470 this way. metric_rides is NULL on rows counted before 0103.
+UNITS: LiteralString = """
+units AS (
+    SELECT w.cell AS parent, r.cell, r.window_start, r.days
+    FROM wanted w
+    CROSS JOIN LATERAL (
+        SELECT ((w.cell & ~(15::bigint << 52)) | (%(unit_res)s::bigint << 52))
+               & ~%(digits)s::bigint AS lo) b
+    JOIN window_rides r ON r.cell BETWEEN b.lo AND b.lo | %(digits)s::bigint
+    WHERE r.resolution = %(unit_res)s AND r.window_s = %(unit_window_s)s
       AND r.window_start >= %(start)s AND r.window_start < %(end)s
-      AND r.cell IN (SELECT cell FROM wanted)
-      AND r.rides >= %(k)s
+      AND coalesce(r.metric_rides[%(metric)s], r.rides) >= %(k)s
 )"""
 
 _MERGED: LiteralString = """
@@ -134,20 +171,22 @@ _MERGED: LiteralString = """
 # {partials}: one metric's partials (storage.cellwindows.metric_partials), so every
 # query below comes once per metric (storage.cellwindows.per_metric).
 _PARTIALS_IN_RANGE: LiteralString = """
-    FROM {partials} p JOIN passing USING (cell, window_start)
-    WHERE p.resolution = %(res)s AND p.window_s = %(window_s)s
+    FROM {partials} p JOIN units u USING (cell, window_start)
+    WHERE p.resolution = %(unit_res)s AND p.window_s = %(unit_window_s)s
       AND p.window_start >= %(start)s AND p.window_start < %(end)s"""
 
+# Rides and days that measured the metric (bit int(Metric), stream.core.partials).
 _PRESENCE_IN_RANGE: LiteralString = """
-    FROM window_presence pr JOIN passing USING (cell, window_start)
-    WHERE pr.resolution = %(res)s AND pr.window_s = %(window_s)s
-      AND pr.window_start >= %(start)s AND pr.window_start < %(end)s"""
+    FROM window_presence pr JOIN units u USING (cell, window_start)
+    WHERE pr.resolution = %(unit_res)s AND pr.window_s = %(unit_window_s)s
+      AND pr.window_start >= %(start)s AND pr.window_start < %(end)s
+      AND (pr.metrics >> %(metric)s) & 1 = 1"""
 
 _CELLS_QUERY = per_metric(
-    "WITH " + _WANTED_BBOX + "," + _PASSING + """,
-agg AS (SELECT p.cell AS key, """ + _MERGED + _PARTIALS_IN_RANGE + """ GROUP BY p.cell),
-pres AS (SELECT pr.cell AS key, count(DISTINCT pr.ride_id) AS rides,
-                count(DISTINCT pr.day) AS days""" + _PRESENCE_IN_RANGE + """ GROUP BY pr.cell)
+    "WITH " + _WANTED_BBOX + "," + UNITS + """,
+agg AS (SELECT u.parent AS key, """ + _MERGED + _PARTIALS_IN_RANGE + """ GROUP BY u.parent),
+pres AS (SELECT u.parent AS key, count(DISTINCT pr.ride_id) AS rides,
+                count(DISTINCT pr.day) AS days""" + _PRESENCE_IN_RANGE + """ GROUP BY u.parent)
 SELECT agg.*, pres.rides, pres.days, c.lat_deg, c.lon_deg
 FROM agg JOIN pres USING (key) JOIN h3_cells c ON c.cell = agg.key
 WHERE pres.days >= %(min_days)s
@@ -162,7 +201,7 @@ def _series_query(wanted: LiteralString) -> dict[Metric, bytes]:
     p_bucket: LiteralString = _BUCKET.replace("{col}", "p.window_start")
     pr_bucket: LiteralString = _BUCKET.replace("{col}", "pr.window_start")
     return per_metric(
-        "WITH " + wanted + "," + _PASSING + """,
+        "WITH " + wanted + "," + UNITS + """,
 agg AS (SELECT """ + p_bucket + " AS key, " + _MERGED + _PARTIALS_IN_RANGE + """ GROUP BY 1),
 pres AS (SELECT """ + pr_bucket + """ AS key, count(DISTINCT pr.ride_id) AS rides,
                 count(DISTINCT pr.day) AS days""" + _PRESENCE_IN_RANGE + """ GROUP BY 1)

@@ -55,8 +55,8 @@ async def cells(
             parameter="bbox")
     window_s = choose_window(time_range.seconds, allowed_windows(principal, settings, api))
     start, end = align(time_range.start, time_range.end, window_s)
-    sel = selection(principal, api, metric=metric.metric, resolution=res, window_s=window_s,
-                    start=start, end=end)
+    sel = selection(principal, api, settings=settings, metric=metric.metric, resolution=res,
+                    window_s=window_s, start=start, end=end)
     features = await read_cells(conn, sel, box, state.bands.scale(metric.metric),
                                 min_readings=api.min_readings)
     return CellCollection(metric=metric, resolution=res, window_s=window_s, time_from=start,

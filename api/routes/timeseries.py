@@ -76,8 +76,8 @@ async def timeseries(
     if (end - start).total_seconds() / bucket.seconds > MAX_BUCKETS:
         raise BadParameterError(f"more than {MAX_BUCKETS} buckets: shorten the range or use a "
                                 "larger bucket", parameter="bucket")
-    sel = selection(principal, api, metric=metric.metric, resolution=place.resolution,
-                    window_s=max(dividing), start=start, end=end)
+    sel = selection(principal, api, settings=settings, metric=metric.metric,
+                    resolution=place.resolution, window_s=max(dividing), start=start, end=end)
     scale = state.bands.scale(metric.metric)
     points = await read_series(conn, sel, scale, bucket_s=bucket.seconds,
                                min_readings=api.min_readings, bbox=place.bbox, cell=place.cell)

@@ -34,8 +34,10 @@ from stream.core.partials import (
     PARTIAL_DTYPE,
     PRESENCE_DTYPE,
     Metric,
+    metric_bit,
 )
 from stream.core.policy import DEFAULT_POLICY, PublicationPolicy
+from stream.core.resolution import quantise
 from stream.core.rides import ride_starts_ms
 from stream.core.summary import LDEN_DTYPE, SUMMARY_DTYPE, lden, summarise
 from stream.core.windows import check_window_sizes, local_days_and_hours, window_starts_ms
@@ -101,6 +103,11 @@ def aggregate(
         return np.zeros(0, PARTIAL_DTYPE), np.zeros(0, PRESENCE_DTYPE)
     ts = rows["ts_ms"]
     rides = rows["ride_id"]
+    # Which metrics each reading counts for, as presence bits: a metric's k-anonymity
+    # threshold counts the rides that measured it, not every ride through the cell.
+    measured = np.zeros(len(rows), dtype=np.int16)
+    for m, mask in masks.items():
+        measured |= np.where(mask, np.int16(metric_bit(m)), np.int16(0))
     ride_days, _ = local_days_and_hours(ride_starts_ms(rides), day_tz)
     partials: list[np.ndarray] = []
     presence: list[np.ndarray] = []
@@ -119,6 +126,7 @@ def aggregate(
                     starts=starts_o,
                     rides=rides[order],
                     days=ride_days[order],
+                    measured=measured[order],
                 )
             )
             partials.append(_partials(sorted_columns, res=res, window_s=window_s,
@@ -149,7 +157,8 @@ class _Columns:
         if not metrics:
             return None
         counted = np.stack([masks[m] for m in metrics])
-        raw = np.stack([rows[METRIC_COLUMNS[m]].astype(np.float64) for m in metrics])
+        # At the decimal the kit sent, not the float32 it is stored in (stream.core.resolution).
+        raw = np.stack([quantise(m, rows[METRIC_COLUMNS[m]]) for m in metrics])
         values = np.where(counted, raw, 0.0)
         # Bins of uncounted readings are never read (0 stands in for NaN, which would
         # land in the last bin).
@@ -163,7 +172,7 @@ class _Columns:
             seconds = np.where(heard, rows["interval_ms"].astype(np.float64) / 1000.0, 0.0)
             with np.errstate(over="ignore", invalid="ignore"):
                 energy = np.where(heard, seconds * np.power(10.0, values[noise] / 10.0), 0.0)
-            lamax = np.where(heard, rows["noise_lamax_db"].astype(np.float64), np.nan)
+            lamax = np.where(heard, quantise(Metric.NOISE, rows["noise_lamax_db"]), np.nan)
         return cls(np.array([int(m) for m in metrics]), counted, values,
                    np.where(counted, raw, np.inf), np.where(counted, raw, -np.inf), bins,
                    noise, seconds, energy, lamax)
@@ -234,8 +243,10 @@ def _presence(
     starts: np.ndarray,
     rides: np.ndarray,
     days: np.ndarray,
+    measured: np.ndarray,
 ) -> np.ndarray:
-    """One row per distinct (cell, window, ride) among rows sorted by (cell, time)."""
+    """One row per distinct (cell, window, ride) among rows sorted by (cell, time), with
+    the metrics the ride measured there."""
     order = np.lexsort((rides, starts, cells))
     cells, starts, rides, days = cells[order], starts[order], rides[order], days[order]
     firsts = group_starts(cells, starts, rides)
@@ -246,6 +257,8 @@ def _presence(
     out["window_start_ms"] = starts[firsts]
     out["ride_id"] = rides[firsts]
     out["day"] = days[firsts]
+    if len(firsts):
+        out["metrics"] = np.bitwise_or.reduceat(measured[order], firsts)
     return out
 
 

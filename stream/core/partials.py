@@ -80,7 +80,9 @@ PARTIAL_DTYPE = np.dtype(
     ]
 )
 
-#: One row per (cell-window, ride): distinct rides and days are counted from these.
+#: One row per (cell-window, ride): distinct rides and days are counted from these,
+#: per metric too: ``metrics`` holds the bit :func:`metric_bit` of every metric the
+#: ride measured there (a metric's k-anonymity threshold counts only those rides).
 PRESENCE_DTYPE = np.dtype(
     [
         ("resolution", "u1"),
@@ -89,8 +91,19 @@ PRESENCE_DTYPE = np.dtype(
         ("window_start_ms", "<i8"),
         ("ride_id", "<i8"),
         ("day", "<i4"),  # day of the ride, days since 1970-01-01 in the deployment's time zone
+        ("metrics", "<i2"),  # bit set of the metrics the ride measured in the cell-window
     ]
 )
+
+
+def metric_bit(metric: Metric) -> int:
+    """The bit of ``metric`` in a presence row's ``metrics`` (bit ``int(metric)``, so
+    that SQL tests it as ``metrics >> metric & 1``)."""
+    return 1 << int(metric)
+
+
+#: Every metric's bit: what presence rows stored before metrics were counted hold.
+ALL_METRIC_BITS = sum(metric_bit(m) for m in Metric)
 
 
 def _edges(values: list[float]) -> np.ndarray:

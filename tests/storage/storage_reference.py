@@ -14,7 +14,14 @@ import psycopg
 import pytest
 from h3.api import basic_int as h3int
 
-from stream.core.partials import HIST_BINS, METRIC_COLUMNS, PARTIAL_DTYPE, PRESENCE_DTYPE, Metric
+from stream.core.partials import (
+    HIST_BINS,
+    METRIC_COLUMNS,
+    PARTIAL_DTYPE,
+    PRESENCE_DTYPE,
+    Metric,
+    metric_bit,
+)
 
 HIST_LO, HIST_HI = 0.0, 160.0
 #: (resolution, window_s, cell, window_start_ms) -> (distinct rides, sorted distinct days)
@@ -87,8 +94,27 @@ def presence(enriched: np.ndarray, resolutions: Sequence[int],
             p["window_start_ms"] = located["ts_ms"] - located["ts_ms"] % (w * 1000)
             p["ride_id"] = located["ride_id"]
             p["day"] = located["ts_ms"] // 86_400_000
+            p["metrics"] = _measured(located)
             out.append(p)
-    return np.unique(np.concatenate(out)) if out else np.zeros(0, PRESENCE_DTYPE)
+    if not out:
+        return np.zeros(0, PRESENCE_DTYPE)
+    rows = np.concatenate(out)
+    # One row per (cell-window, ride, day), with the metrics of all its readings.
+    keys = [n for n in PRESENCE_DTYPE.names or () if n != "metrics"]
+    unique, inverse = np.unique(rows[keys], return_inverse=True)
+    merged = np.zeros(len(unique), dtype=PRESENCE_DTYPE)
+    for name in keys:
+        merged[name] = unique[name]
+    np.bitwise_or.at(merged["metrics"], inverse.ravel(), rows["metrics"])
+    return merged
+
+
+def _measured(readings: np.ndarray) -> np.ndarray:
+    """The presence bits of the metrics each reading has a value for."""
+    bits = np.zeros(len(readings), dtype=np.int16)
+    for metric, column in METRIC_COLUMNS.items():
+        bits |= np.where(np.isnan(readings[column]), 0, metric_bit(metric)).astype(np.int16)
+    return bits
 
 
 class ReferenceAggregate:
@@ -110,7 +136,7 @@ def ride_counts(presence_rows: np.ndarray) -> RideCounts:
     ``window_rides`` must hold once they are stored."""
     out: dict[tuple[int, int, int, int], tuple[set[int], set[int]]] = {}
     for p in presence_rows.tolist():
-        res, cell, window_s, start_ms, ride, day = p
+        res, cell, window_s, start_ms, ride, day, _metrics = p
         rides, days = out.setdefault((res, window_s, cell, start_ms), (set(), set()))
         rides.add(ride)
         days.add(day)

@@ -12,9 +12,17 @@ from hypothesis import strategies as st
 from stream.core.aggregate import aggregate, hist_bins, merge_partials
 from stream.core.binning import parent_cells
 from stream.core.exceptions import InvalidBatchError, InvalidConfigError
-from stream.core.partials import HIST_BINS, HIST_EDGES, METRIC_COLUMNS, PARTIAL_DTYPE, Metric
+from stream.core.partials import (
+    HIST_BINS,
+    HIST_EDGES,
+    METRIC_COLUMNS,
+    PARTIAL_DTYPE,
+    Metric,
+    metric_bit,
+)
 from stream.core.policy import DEFAULT_POLICY, EXCLUDING_FLAGS
 from stream.core.qa import QaFlag
+from stream.core.resolution import quantise
 from stream.core.summary import laeq_db, summarise
 from stream.core.windows import window_starts_ms
 from tests.stream.stream_factories import T0_MS, random_enriched
@@ -36,7 +44,9 @@ def assert_same_partials(a: np.ndarray, b: np.ndarray) -> None:
 
 
 def presence_set(p: np.ndarray) -> set[tuple[int, ...]]:
-    return {tuple(int(x) for x in row) for row in p.tolist()}
+    """(cell-window, ride, day, metric) facts: storage ORs the metrics of equal keys."""
+    return {(*(int(x) for x in row[:-1]), bit)
+            for row in p.tolist() for bit in range(16) if int(row[-1]) >> bit & 1}
 
 
 def noise_rows(levels_db: list[float], interval_ms: int = 1000) -> np.ndarray:
@@ -95,7 +105,8 @@ def test_partials_are_unique_and_count_exactly_the_publishable_values(seed: int,
                     partials["window_s"] == w
                 )
                 assert partials["n"][sel].sum() == ok.sum()
-                values = rows[METRIC_COLUMNS[metric]][ok].astype(np.float64)
+                # At the kit's decimals, not float32's (stream.core.resolution).
+                values = quantise(metric, rows[METRIC_COLUMNS[metric]][ok])
                 assert partials["sum"][sel].sum() == pytest.approx(values.sum(), rel=1e-9, abs=1e-6)
 
 
@@ -144,14 +155,15 @@ levels = st.lists(st.floats(30, 130).map(lambda x: round(x, 1)), min_size=1, max
 @given(level=st.floats(30, 130).map(lambda x: round(x, 1)), n=st.integers(1, 30))
 def test_laeq_of_equal_levels_is_that_level(level: float, n: int) -> None:
     row = noise_summary(noise_rows([level] * n))
-    assert row["laeq_db"] == pytest.approx(float(np.float32(level)), abs=1e-9)  # stored as f4
+    # Stored as float32, aggregated at the kit's 0.1 dB (stream.core.resolution).
+    assert row["laeq_db"] == pytest.approx(level, abs=1e-9)
 
 
 @settings(max_examples=60, deadline=None)
 @given(values=levels)
 def test_laeq_is_never_below_the_arithmetic_mean(values: list[float]) -> None:
     row = noise_summary(noise_rows(values))
-    stored = np.asarray(values, dtype=np.float32).astype(np.float64)
+    stored = np.asarray(values, dtype=np.float64)
     assert row["laeq_db"] >= stored.mean() - 1e-9
     assert row["laeq_db"] <= stored.max() + 1e-9
 
@@ -230,3 +242,20 @@ def test_presence_counts_only_rides_with_published_readings() -> None:
     rows["qa_flags"][2:] = QaFlag.POSITION_JUMP  # the second ride's readings are all excluded
     _, presence = aggregate(rows, [10], [3600])
     assert presence["ride_id"].tolist() == [rows["ride_id"][0]]
+
+
+def test_presence_names_the_metrics_each_ride_measured() -> None:
+    # Two rides through one cell-window: one with an NO2 cell, one without. The NO2
+    # threshold must count one ride, not two.
+    rows = random_enriched(0, 2)
+    rows["qa_flags"] = 0
+    rows["cell"] = rows["cell"][0]
+    rows["ts_ms"] = T0_MS
+    rows["ride_id"] = [rows["ride_id"][0], rows["ride_id"][0] + 1]
+    rows["no2_ugm3"] = [20.0, np.nan]
+    _, presence = aggregate(rows, [10], [3600])
+    by_ride = {int(p["ride_id"]): int(p["metrics"]) for p in presence}
+    with_no2, without = (by_ride[int(r)] for r in rows["ride_id"])
+    assert with_no2 & metric_bit(Metric.NO2)
+    assert not without & metric_bit(Metric.NO2)
+    assert without & metric_bit(Metric.PM25)
