@@ -39,6 +39,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from stream.core.partials import Metric
+from stream.core.resolution import DECIMALS
+
+__all__ = ["DECIMALS", "INTRA_RIDE_CORRELATION", "REASONS", "Intervals", "effective_n",
+           "finite_or_none", "mean_interval", "round_interval", "rounded", "t975"]
 
 # Two-sided 95 % Student t quantiles t(0.975, df) for df = 1..30 (standard tables,
 # e.g. NIST/SEMATECH e-Handbook of Statistical Methods, section 1.3.6.7.2).
@@ -64,13 +68,6 @@ INTRA_RIDE_CORRELATION: dict[Metric, float] = {
     Metric.NOISE: 0.3,
     Metric.TEMPERATURE: 1.0,
     Metric.HUMIDITY: 1.0,
-}
-
-#: Decimals of the sensor's resolution per metric (docs/protocol.md §4.3: PM, NO2,
-#: noise and relative humidity in 0.1 units, temperature in 0.01 °C).
-DECIMALS: dict[Metric, int] = {
-    Metric.PM1: 1, Metric.PM25: 1, Metric.PM10: 1, Metric.NO2: 1, Metric.NOISE: 1,
-    Metric.TEMPERATURE: 2, Metric.HUMIDITY: 1,
 }
 
 #: Why a row has no interval (``interval_reason``); None when it has one.
