@@ -22,6 +22,7 @@ from stream.core.partials import (
     Metric,
     metric_bit,
 )
+from stream.core.resolution import quantise
 
 HIST_LO, HIST_HI = 0.0, 160.0
 #: (resolution, window_s, cell, window_start_ms) -> (distinct rides, sorted distinct days)
@@ -43,7 +44,7 @@ def reading_partials(enriched: np.ndarray, resolutions: Sequence[int],
         for w in windows_s:
             starts = located["ts_ms"] - located["ts_ms"] % (w * 1000)
             for metric, column in METRIC_COLUMNS.items():
-                x = located[column].astype(np.float64)
+                x = quantise(metric, located[column])  # the kit's decimals, not float32's
                 ok = ~np.isnan(x)
                 p = np.zeros(int(ok.sum()), dtype=PARTIAL_DTYPE)
                 p["metric"], p["resolution"], p["window_s"] = metric, res, w
@@ -54,7 +55,7 @@ def reading_partials(enriched: np.ndarray, resolutions: Sequence[int],
                 if metric is Metric.NOISE:
                     t = located["interval_ms"][ok] / 1000.0
                     p["energy"], p["duration_s"] = t * 10 ** (x / 10), t
-                    p["lamax_db"] = located["noise_lamax_db"][ok]
+                    p["lamax_db"] = quantise(metric, located["noise_lamax_db"][ok])
                 bins = np.clip(((x - HIST_LO) / (HIST_HI - HIST_LO) * HIST_BINS).astype(np.int64),
                                0, HIST_BINS - 1)
                 p["hist"][np.arange(len(p)), bins] = 1
