@@ -45,11 +45,11 @@ import psycopg
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_common import RESULTS, api_server, database
 
-from api.privacy import selection
 from api.config import ApiSettings
 from api.keys import create_key
-from api.roles import Principal, Role
+from api.privacy import selection
 from api.render.tile_png import TileBox, average_edge_m, resolution_for_zoom
+from api.roles import Principal, Role
 from bikesense.settings import Settings
 from storage.cell_means import cell_means
 from storage.cellwindows import per_metric
@@ -215,7 +215,8 @@ def tile_bbox(t: mercantile.Tile, resolution: int) -> BBox:
 async def query_only_ms(url: str, tiles: list[mercantile.Tile], start: datetime,
                         end: datetime, window_s: int) -> dict[str, dict[str, float]]:
     """The tile query alone, three ways, each tile in turn; best of three per tile."""
-    api, resolutions = ApiSettings(), Settings().h3_resolutions
+    api, settings = ApiSettings(), Settings()
+    resolutions = settings.h3_resolutions
     samples: dict[str, list[float]] = {"public": [], "officer": [], "previous_public": []}
     async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
         await conn.execute("SET jit = off")  # as the API's pool does
@@ -225,8 +226,8 @@ async def query_only_ms(url: str, tiles: list[mercantile.Tile], start: datetime,
             bbox = tile_bbox(t, res)
             for name, values in samples.items():
                 role = Role.OFFICER if name == "officer" else Role.PUBLIC
-                sel = selection(Principal(role), api, metric=Metric.PM25, resolution=res,
-                                window_s=window_s, start=start, end=end)
+                sel = selection(Principal(role), api, settings=settings, metric=Metric.PM25,
+                                resolution=res, window_s=window_s, start=start, end=end)
                 best = float("inf")
                 for _ in range(3):
                     started = time.perf_counter()
