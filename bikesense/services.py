@@ -24,6 +24,7 @@ from typing import Self
 from urllib.parse import urlsplit
 
 from bikesense.exceptions import ServiceError
+from ingest.limits import MAX_PACKET_BYTES
 
 #: Mosquitto silently drops QoS 1 messages queued beyond ``max_queued_messages``
 #: (default 1000) for a subscriber that falls behind: DESIGN.md measured 16,671
@@ -31,6 +32,10 @@ from bikesense.exceptions import ServiceError
 #: (a kit fleet's hours offline), and it is also capped in bytes.
 MQTT_MAX_QUEUED_MESSAGES = 1_000_000
 MQTT_MAX_QUEUED_BYTES = 2 * 1024**3
+
+#: How long ``services up`` waits for a crashed service's recorded port to be free again
+#: (orphaned PostgreSQL backends exit within a second or two of their postmaster).
+PORT_REUSE_WAIT_S = 15.0
 
 
 def free_port() -> int:
@@ -198,8 +203,7 @@ class PostgresCluster:
             # Survives a crash of PostgreSQL (the OS still has the pages), not of the machine.
             # synchronous_commit stays on: a commit the stream acked must survive a kill -9.
             options += ["-c fsync=off", "-c full_page_writes=off"]
-        self._run("pg_ctl", "-D", str(self.data_dir), "-l", str(self.log_file),
-                  "-o", " ".join(options), "-w", "-t", "60", "start")
+        self._start_server(options)
         wait_for_port(self.port, timeout_s=30, what="PostgreSQL", log_file=self.log_file)
         exists = self._run("psql", "-h", "127.0.0.1", "-p", str(self.port), "-U", self.superuser,
                            "-d", "postgres", "-tAc",
@@ -209,6 +213,22 @@ class PostgresCluster:
                       self.database)
         return ServiceRecord("postgres", self.url, self.pid(), self.port, str(self.directory),
                              str(self.log_file))
+
+    def _start_server(self, options: list[str]) -> None:
+        # After a kill -9 of the postmaster its backends live on until they notice (at
+        # their next wait, well under a second when idle); until then the old shared
+        # memory is in use and the new postmaster refuses to start. Try again for a while.
+        deadline = time.monotonic() + PORT_REUSE_WAIT_S
+        while True:
+            try:
+                self._run("pg_ctl", "-D", str(self.data_dir), "-l", str(self.log_file),
+                          "-o", " ".join(options), "-w", "-t", "60", "start")
+                return
+            except ServiceError as exc:
+                # "pre-existing shared memory block (key …, ID …) is still in use"
+                if "still in use" not in str(exc) or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.5)
 
     def pid(self) -> int:
         pid_file = self.data_dir / "postmaster.pid"
@@ -278,8 +298,11 @@ class MosquittoBroker:
     def __init__(self, directory: Path, *, port: int | None = None,
                  password_file: Path | None = None, acl_file: Path | None = None,
                  accounts: BrokerAccounts | None = None, service_port: int | None = None,
-                 daemon: bool = False) -> None:
+                 daemon: bool = False, max_packet_bytes: int | None = MAX_PACKET_BYTES) -> None:
+        """``max_packet_bytes=None`` lifts the packet limit: only for tests of what ingest
+        does behind a broker configured without it."""
         self.directory = directory.resolve()
+        self.max_packet_bytes = max_packet_bytes
         self.daemon = daemon
         self.pid_file = self.directory / "mosquitto.pid"
         self.port = port or free_port()
@@ -347,6 +370,10 @@ class MosquittoBroker:
             "log_type error", "log_type warning", "log_type notice",
             "connection_messages false",
         ]
+        if self.max_packet_bytes is not None:
+            # No kit message is larger than the protocol's largest frame (ingest/limits.py):
+            # a client sending a bigger packet is disconnected, its message never acked.
+            lines.append(f"max_packet_size {self.max_packet_bytes}")
         if self._user is not None:
             lines.append(f"user {self._user.pw_name}")
         if self.daemon:
@@ -405,11 +432,16 @@ class MosquittoBroker:
         self._process = None
 
     def kill(self) -> None:
-        """Crash the broker (SIGKILL), for fault tests."""
+        """Crash the broker (SIGKILL), for fault tests; a daemon one too."""
         if self._process is not None:
             self._process.kill()
             self._process.wait(10)
             self._process = None
+        elif self._pid and pid_alive(self._pid):
+            os.kill(self._pid, signal.SIGKILL)
+            deadline = time.monotonic() + 10
+            while pid_alive(self._pid) and time.monotonic() < deadline:
+                time.sleep(0.05)
 
 
 def reload_broker(pid: int) -> None:
@@ -457,6 +489,9 @@ class LocalServices:
 
     def up(self, *, start_postgres: bool = True, start_mosquitto: bool = True,
            start_kafka: bool = False) -> dict[str, ServiceRecord]:
+        """Start what is not running. A service that ran before (crashed, killed, or the
+        machine rebooted) comes back on the ports recorded for it: ingest and the API
+        hold those URLs and reconnect by themselves once something answers there."""
         records = {n: r for n, (r, alive) in self.status().items() if alive}
         anonymous = records.get("mosquitto")
         if start_mosquitto and anonymous is not None and not anonymous.kits_url:
@@ -467,7 +502,7 @@ class LocalServices:
         if start_postgres and "postgres" not in records:
             old = self.records().get("postgres")
             cluster = PostgresCluster(self.state_dir / "postgres",
-                                      port=old.port if old and _port_free(old.port) else None)
+                                      port=_recorded_port(old.port if old else None, "postgres"))
             records["postgres"] = cluster.start()
             self._save(records)
         if start_mosquitto and "mosquitto" not in records:
@@ -482,8 +517,9 @@ class LocalServices:
             prepare_embedded_accounts(self.state_dir, accounts)
             broker = MosquittoBroker(
                 directory, daemon=True, accounts=accounts,
-                port=kits_port if kits_port and _port_free(kits_port) else None,
-                service_port=old.port if old and old.kits_url and _port_free(old.port) else None)
+                port=_recorded_port(kits_port, "mosquitto (kits)"),
+                service_port=_recorded_port(old.port if old and old.kits_url else None,
+                                            "mosquitto (ingest)"))
             records["mosquitto"] = broker.start()
             self._save(records)
         if start_kafka and "kafka" not in records:
@@ -495,7 +531,7 @@ class LocalServices:
             old = self.records().get("kafka")
             kafka = KafkaBroker(self.state_dir / "kafka",
                                 KafkaDistribution(self.kafka_cache_dir()),
-                                port=old.port if old and _port_free(old.port) else None)
+                                port=_recorded_port(old.port if old else None, "kafka"))
             records["kafka"] = kafka.start()
             kafka.detach()
             self._save(records)
@@ -544,8 +580,31 @@ def _terminate(pid: int, timeout_s: float = 10.0) -> None:
         os.kill(pid, signal.SIGKILL)
 
 
+def _recorded_port(port: int | None, what: str) -> int | None:
+    """``port`` once it is free again (None: none recorded, take a free one).
+
+    The record is what ingest and the API were told; starting elsewhere would strand
+    them (they reconnect to the URL they hold), so a port that stays taken is an error.
+    """
+    if port is None:
+        return None
+    deadline = time.monotonic() + PORT_REUSE_WAIT_S
+    while not _port_free(port):
+        if time.monotonic() > deadline:
+            raise ServiceError(
+                f"cannot start {what} again on its recorded port 127.0.0.1:{port}: something "
+                f"else listens there; stop it, or run `bikesense services down` to forget the "
+                f"recorded ports (processes that hold the old URLs must then be restarted)")
+        time.sleep(0.2)
+    return port
+
+
 def _port_free(port: int) -> bool:
+    """Whether a server could listen on ``port`` now. SO_REUSEADDR, as PostgreSQL and
+    Mosquitto set it: the connections a killed server leaves in TIME_WAIT do not count
+    (without it a crashed service always looked taken and moved to a new port)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind(("127.0.0.1", port))
         except OSError:

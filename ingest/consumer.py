@@ -4,8 +4,9 @@ asyncio drives it and keeps the event loop free for signals; the blocking work
 runs in stage threads, so that the handler's commits and our preparation overlap
 instead of taking turns:
 
-- paho's thread converts each message and puts it on a bounded queue; when the
-  queue is full it blocks (back-pressure: the broker holds the rest), never drops;
+- paho's thread converts each message and puts it on a queue bounded by count and
+  by bytes; when the queue is full it blocks (back-pressure: the broker holds the
+  rest), never drops;
 - the **prepare** stage takes messages off the queue, admits them (decode,
   authenticate, validate: ``ingest.admission``) and has the handler prepare them
   (:meth:`BatchHandler.prepare`), chunk after chunk, in arrival order; the
@@ -42,6 +43,7 @@ import logging
 import queue
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
@@ -78,9 +80,15 @@ class ConsumerConfig:
     max_batch_messages: int = 1000
     #: How long to wait for more messages once one arrived, before preparing them.
     linger_s: float = 0.05
-    #: Bound of the hand-over queue from paho's thread. When full, paho's thread
-    #: blocks (back-pressure to the broker), it never drops.
+    #: Bounds of the hand-over queue from paho's thread, in messages and in payload
+    #: bytes. When either is reached, paho's thread blocks (back-pressure to the broker),
+    #: it never drops. 32 MiB holds 4,000 frames of 8 KiB (about 300 readings each) or
+    #: 800 of the largest the protocol allows (ingest.limits).
     queue_size: int = 4000
+    queue_bytes: int = 32 * 1024 * 1024
+    #: A batch also stops growing at this many payload bytes (with the batches in
+    #: hand, ``(writers + 1)`` of them, this bounds what is between queue and commit).
+    max_batch_bytes: int = 16 * 1024 * 1024
     #: Prepare the next batch while one is committed (the default); False: collect,
     #: prepare, commit and ack one batch at a time, with one writer.
     overlap_stages: bool = True
@@ -93,6 +101,9 @@ class ConsumerConfig:
     retry_max_s: float = 5.0
 
     def __post_init__(self) -> None:
+        if self.queue_size < 1 or self.queue_bytes < 1 or self.max_batch_bytes < 1:
+            msg = "queue_size, queue_bytes and max_batch_bytes must be positive"
+            raise ValueError(msg)
         if self.max_batch_messages < 1:
             msg = f"max_batch_messages must be at least 1 (got {self.max_batch_messages})"
             raise ValueError(msg)
@@ -121,7 +132,7 @@ class MqttConsumer(Generic[B]):
         #: Set once the subscriptions are in place: from then on nothing published is missed.
         self.subscribed = threading.Event()
         self.writers = handler.writers if config.overlap_stages else 1
-        self._queue: queue.Queue[InboundMessage] = queue.Queue(maxsize=config.queue_size)
+        self._queue = MessageQueue(config.queue_size, config.queue_bytes)
         self._stopping = threading.Event()
         self.keys = KeyCache(load_keys)
         self._lock = threading.Condition()
@@ -202,14 +213,17 @@ class MqttConsumer(Generic[B]):
         except queue.Empty:
             return []
         batch = [first]
+        size = first.size_bytes
         deadline = time.monotonic() + self.config.linger_s
-        while len(batch) < limit:
+        while len(batch) < limit and size < self.config.max_batch_bytes:
             remaining = deadline - time.monotonic()
             try:
-                batch.append(self._queue.get(timeout=max(remaining, 0.0)) if remaining > 0
-                             else self._queue.get_nowait())
+                message = (self._queue.get(timeout=max(remaining, 0.0)) if remaining > 0
+                           else self._queue.get_nowait())
             except queue.Empty:
                 break
+            batch.append(message)
+            size += message.size_bytes
         return batch
 
     def _prepare(self, messages: list[InboundMessage]) -> _Chunk[B] | None:
@@ -369,6 +383,63 @@ class MqttConsumer(Generic[B]):
             watcher.cancel()
             await asyncio.to_thread(self.subscriber.stop)
             log.info("%s stopped; unacknowledged messages stay with the broker", self.name)
+
+
+class MessageQueue:
+    """A FIFO of messages bounded by count and by bytes (:attr:`InboundMessage.size_bytes`).
+
+    :meth:`put` blocks while either bound would be passed, except that an empty queue
+    takes any one message (ingest.limits bounds a message's size), so nothing waits
+    for room that can never come. Raises ``queue.Full`` / ``queue.Empty`` on timeout,
+    as ``queue.Queue`` does.
+    """
+
+    def __init__(self, max_messages: int, max_bytes: int) -> None:
+        if max_messages < 1 or max_bytes < 1:
+            msg = f"queue bounds must be positive (got {max_messages} messages, {max_bytes} bytes)"
+            raise ValueError(msg)
+        self.max_messages = max_messages
+        self.max_bytes = max_bytes
+        self._items: deque[InboundMessage] = deque()
+        self._bytes = 0
+        self._cond = threading.Condition()
+
+    @property
+    def size_bytes(self) -> int:
+        return self._bytes
+
+    def qsize(self) -> int:
+        return len(self._items)
+
+    def _room_for(self, message: InboundMessage) -> bool:
+        return not self._items or (len(self._items) < self.max_messages
+                                   and self._bytes + message.size_bytes <= self.max_bytes)
+
+    def put(self, message: InboundMessage, timeout: float) -> None:
+        with self._cond:
+            if not self._cond.wait_for(lambda: self._room_for(message), timeout):
+                raise queue.Full
+            self._items.append(message)
+            self._bytes += message.size_bytes
+            self._cond.notify_all()
+
+    def get(self, timeout: float) -> InboundMessage:
+        with self._cond:
+            if not self._cond.wait_for(lambda: bool(self._items), timeout):
+                raise queue.Empty
+            return self._pop()
+
+    def get_nowait(self) -> InboundMessage:
+        with self._cond:
+            if not self._items:
+                raise queue.Empty
+            return self._pop()
+
+    def _pop(self) -> InboundMessage:
+        message = self._items.popleft()
+        self._bytes -= message.size_bytes
+        self._cond.notify_all()
+        return message
 
 
 def _join(threads: list[threading.Thread]) -> None:

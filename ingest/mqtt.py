@@ -29,6 +29,7 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 from paho.mqtt.reasoncodes import ReasonCode
 
 from ingest.exceptions import BrokerError
+from ingest.limits import MAX_PAYLOAD_BYTES
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +45,14 @@ class InboundMessage:
     received_ms: int
     #: Which connection delivered it; acks for an older connection are not sent.
     generation: int
+    #: The payload's size on the wire when it was larger than any frame may be
+    #: (``ingest.limits``): ``payload`` then holds only its first ``MAX_PAYLOAD_BYTES``.
+    truncated_from: int | None = None
+
+    @property
+    def size_bytes(self) -> int:
+        """What this message holds in memory, for the consumer's queue bound."""
+        return len(self.payload) + len(self.topic)
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,13 +161,18 @@ class MqttSubscriber:
             log.warning("lost the MQTT broker (%s); reconnecting", reason_code)
 
     def _on_message(self, _client: mqtt.Client, _userdata: Any, message: mqtt.MQTTMessage) -> None:
+        # An oversized payload is cut here, before it is queued: behind a broker without
+        # a packet limit, what ingest holds per message stays bounded all the same.
+        size = len(message.payload)
+        oversized = size > MAX_PAYLOAD_BYTES
         self._deliver(InboundMessage(
             topic=message.topic,
-            payload=bytes(message.payload),
+            payload=bytes(message.payload[:MAX_PAYLOAD_BYTES] if oversized else message.payload),
             mid=message.mid,
             qos=message.qos,
             received_ms=time.time_ns() // 1_000_000,
             generation=self._generation,
+            truncated_from=size if oversized else None,
         ))
 
     # -- the runtime's side ----------------------------------------------------------------

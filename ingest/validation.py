@@ -32,6 +32,8 @@ class IngestReject(StrEnum):
     BAD_POSITION = "bad_position"
     NULL_ISLAND = "null_island"
     BAD_STATUS = "bad_status"
+    #: Larger than the protocol's largest frame (``ingest.limits``).
+    TOO_LARGE = "too_large"
 
 
 @dataclass(frozen=True, slots=True)

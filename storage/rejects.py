@@ -3,6 +3,11 @@
 Ingest hands over refused frames in bulk (one COPY per batch); the API shows
 counters per reason. A redelivered bad frame is stored again: rejects are a
 log of what arrived, not a set.
+
+A reject keeps at most the first ``MAX_REJECT_PAYLOAD_BYTES`` of its payload: the
+largest message the protocol allows (docs/protocol.md, "Limits"), so every frame a
+kit may send is kept whole (and can be admitted again, say once its kit is
+registered), while a payload too large to be a frame cannot fill the table.
 """
 
 from __future__ import annotations
@@ -10,10 +15,15 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Final
 
 import psycopg
 from psycopg.rows import class_row
+
+from firmware_protocol import MAX_FRAME_BYTES, MAX_STATUS_BYTES
+
+#: The most of a refused payload that is stored (see the module docstring).
+MAX_REJECT_PAYLOAD_BYTES: Final = max(MAX_FRAME_BYTES, MAX_STATUS_BYTES)
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,7 +50,8 @@ class StoredReject:
 
 
 def insert_rejects(conn: psycopg.Connection[Any], rejects: Sequence[Reject]) -> int:
-    """Store refused frames with one COPY; returns how many."""
+    """Store refused frames with one COPY, each payload cut to its first
+    ``MAX_REJECT_PAYLOAD_BYTES`` (the detail then says so); returns how many."""
     if not rejects:
         return 0
     with conn.transaction(), conn.cursor() as cur, cur.copy(
@@ -49,8 +60,13 @@ def insert_rejects(conn: psycopg.Connection[Any], rejects: Sequence[Reject]) -> 
     ) as copy:
         copy.set_types(["timestamptz", "int8", "text", "text", "text", "bytea"])
         for r in rejects:
+            payload, detail = r.payload, r.detail
+            if len(payload) > MAX_REJECT_PAYLOAD_BYTES:
+                payload = payload[:MAX_REJECT_PAYLOAD_BYTES]
+                detail = (f"{detail}; " if detail else "") + (
+                    f"payload of {len(r.payload)} bytes, the first {len(payload)} kept")
             copy.write_row((datetime.fromtimestamp(r.received_ms / 1000, UTC), r.kit_id,
-                            str(r.reason), r.detail, r.topic, r.payload))
+                            str(r.reason), detail, r.topic, payload))
     return len(rejects)
 
 

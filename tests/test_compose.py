@@ -23,6 +23,7 @@ from bikesense.cli import app as bikesense_app
 from bikesense.kafka.broker import kafka_version
 from bikesense.services import MQTT_MAX_QUEUED_BYTES, MQTT_MAX_QUEUED_MESSAGES
 from bikesense.settings import Settings
+from ingest.limits import MAX_PACKET_BYTES
 from storage.cli import MASTER_KEY_ENV, MASTER_KEY_FILE_ENV
 from storage.kits import MasterKey
 from stream.faust_app.app import DistributedConfig
@@ -92,6 +93,8 @@ def test_mosquitto_has_the_deliberate_queue_limits() -> None:
     assert int(conf["max_queued_messages"]) == MQTT_MAX_QUEUED_MESSAGES
     assert int(conf["max_queued_bytes"]) == MQTT_MAX_QUEUED_BYTES
     assert conf["persistence"] == "true"
+    # The same packet limit as the embedded broker: nothing larger than the largest frame.
+    assert int(conf["max_packet_size"]) == MAX_PACKET_BYTES
 
 
 def test_kafka_and_the_workers_agree_on_partitions() -> None:

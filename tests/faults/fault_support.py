@@ -7,11 +7,16 @@ compared with what was published.
 
 from __future__ import annotations
 
+import threading
 import time
 from pathlib import Path
+from typing import Any
+from urllib.parse import unquote, urlsplit
 
 import numpy as np
+import paho.mqtt.client as mqtt
 import psycopg
+from paho.mqtt.enums import CallbackAPIVersion
 
 from firmware_protocol import empty_readings, encode_readings
 from storage.kits import MasterKey, register_kit
@@ -61,3 +66,41 @@ def rss_kib(pid: int) -> int:
         if line.startswith("VmRSS:"):
             return int(line.split()[1])
     raise AssertionError(f"no VmRSS for process {pid}")
+
+
+class KitPublisher:
+    """A kit-like publisher: persistent session, QoS 1, reconnects by itself.
+
+    ``url`` may carry a login (``mqtt://user:password@host:port``); ``sent`` and
+    ``acked`` count the messages handed to paho and the PUBACKs received.
+    """
+
+    def __init__(self, url: str, client_id: str) -> None:
+        self.sent = 0
+        self.acked = 0
+        self._lock = threading.Lock()
+        parts = urlsplit(url)
+        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id,
+                                  clean_session=False, protocol=mqtt.MQTTv311)
+        if parts.username:
+            self.client.username_pw_set(unquote(parts.username), unquote(parts.password or ""))
+        self.client.max_inflight_messages_set(50)
+        self.client.reconnect_delay_set(min_delay=1, max_delay=1)
+        self.client.on_publish = self._on_publish
+        self.client.connect(parts.hostname or "127.0.0.1", parts.port or 1883, keepalive=10)
+        self.client.loop_start()
+
+    def _on_publish(self, _c: mqtt.Client, _u: Any, _mid: int, _rc: Any, _p: Any) -> None:
+        with self._lock:
+            self.acked += 1
+
+    def publish(self, topic: str, payload: bytes) -> None:
+        # While the broker is away paho keeps QoS 1 messages and sends them on reconnect.
+        info = self.client.publish(topic, payload, qos=1)
+        assert info.rc in (mqtt.MQTT_ERR_SUCCESS, mqtt.MQTT_ERR_NO_CONN), info.rc
+        self.sent += 1
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+        self.client._reset_sockets()  # socket and wake-up pair, as ingest.mqtt does

@@ -12,19 +12,16 @@ from __future__ import annotations
 
 import shutil
 import tempfile
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
-import paho.mqtt.client as mqtt
 import pytest
-from paho.mqtt.enums import CallbackAPIVersion
 
 from bikesense.services import MosquittoBroker
 from tests.faults.fault_support import (
     PER_FRAME,
+    KitPublisher,
     assert_exact,
     good_frames,
     register_fleet,
@@ -59,35 +56,6 @@ def own_broker() -> Iterator[MosquittoBroker]:
     shutil.rmtree(root, ignore_errors=True)
 
 
-class KitPublisher:
-    """A kit-like publisher: persistent session, QoS 1, reconnects by itself."""
-
-    def __init__(self, port: int, client_id: str) -> None:
-        self.acked = 0
-        self._lock = threading.Lock()
-        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id,
-                                  clean_session=False, protocol=mqtt.MQTTv311)
-        self.client.max_inflight_messages_set(50)
-        self.client.reconnect_delay_set(min_delay=1, max_delay=1)
-        self.client.on_publish = self._on_publish
-        self.client.connect("127.0.0.1", port, keepalive=10)
-        self.client.loop_start()
-
-    def _on_publish(self, _c: mqtt.Client, _u: Any, _mid: int, _rc: Any, _p: Any) -> None:
-        with self._lock:
-            self.acked += 1
-
-    def publish(self, topic: str, payload: bytes) -> None:
-        # While the broker is away paho keeps QoS 1 messages and sends them on reconnect.
-        info = self.client.publish(topic, payload, qos=1)
-        assert info.rc in (mqtt.MQTT_ERR_SUCCESS, mqtt.MQTT_ERR_NO_CONN), info.rc
-
-    def close(self) -> None:
-        self.client.disconnect()
-        self.client.loop_stop()
-        self.client._reset_sockets()  # socket and wake-up pair, as ingest.mqtt does
-
-
 @pytest.mark.parametrize("share_group", [
     pytest.param("bikesense-ingest", marks=SHARED_SUBSCRIPTION_LOSS, id="shared"),
     pytest.param("", id="plain"),  # one ingest process, as the demo runs it
@@ -102,7 +70,7 @@ def test_broker_restart_mid_stream_delivers_everything_once(
     root = f"{unique_topic_prefix}/bikesense/v1"
     with ingest_process(url, own_broker.url, master, root, f"{unique_topic_prefix}-ingest",
                         "--share-group", share_group):
-        kits = KitPublisher(own_broker.port, f"{unique_topic_prefix}-kits")
+        kits = KitPublisher(own_broker.url, f"{unique_topic_prefix}-kits")
         try:
             wait_for(kits.client.is_connected, what="the kits' publisher to connect")
             for kit, payload in frames[:400]:

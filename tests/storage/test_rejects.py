@@ -11,6 +11,7 @@ import psycopg
 import pytest
 
 from storage.rejects import (
+    MAX_REJECT_PAYLOAD_BYTES,
     Reject,
     delete_rejects_before,
     insert_rejects,
@@ -51,3 +52,20 @@ def test_rejects_round_trip_and_count(conn: psycopg.Connection[Any]) -> None:
     assert recent_rejects(conn, reason="bad_mac", limit=10)[0].detail == "MAC mismatch"
     assert delete_rejects_before(conn, datetime.fromtimestamp((t + 500) / 1000, UTC)) == 3
     assert reject_counts(conn) == {"truncated": 1}
+
+
+def test_a_reject_keeps_at_most_the_largest_frame_of_its_payload(
+        conn: psycopg.Connection[Any]) -> None:
+    t = 1_795_334_400_000
+    whole = bytes(range(256)) * 16  # 4 KiB: as large as frames get, kept whole
+    huge = b"\xab" * (4 * 1024 * 1024)
+    insert_rejects(conn, [Reject(whole, Reason.BAD_MAC, t, detail="MAC mismatch"),
+                          Reject(huge, Reason.TRUNCATED, t + 1, detail="too much"),
+                          Reject(huge, Reason.TRUNCATED, t + 2)])
+    stored = conn.execute("SELECT payload, detail FROM rejected_frames ORDER BY received_at"
+                          ).fetchall()
+    assert stored[0] == (whole, "MAC mismatch")
+    kept = f"payload of {len(huge)} bytes, the first {MAX_REJECT_PAYLOAD_BYTES} kept"
+    assert stored[1] == (huge[:MAX_REJECT_PAYLOAD_BYTES], f"too much; {kept}")
+    assert stored[2] == (huge[:MAX_REJECT_PAYLOAD_BYTES], kept)
+    assert MAX_REJECT_PAYLOAD_BYTES == 38_960  # docs/protocol.md: the largest frame
