@@ -25,6 +25,7 @@ from storage.queries import (
 from storage.writer import write_batch
 from stream.core.aggregate import aggregate
 from stream.core.partials import Metric
+from stream.core.resolution import quantise
 from tests.storage.storage_factories import T0_MS, make_readings
 
 pytestmark = pytest.mark.postgres
@@ -60,7 +61,8 @@ def test_cell_stats_match_the_readings(conn: psycopg.Connection[Any]) -> None:
     parents = np.array([h3int.cell_to_parent(int(c), 10) for c in everything["cell"]])
     assert stats["cell"].tolist() == sorted(set(parents.tolist()))
     for row in stats:
-        x = everything["pm25_ugm3"][parents == row["cell"]].astype(np.float64)
+        # Aggregated at the kit's decimals, not the float32 stored (stream.core.resolution).
+        x = quantise(Metric.PM25, everything["pm25_ugm3"][parents == row["cell"]])
         x = x[~np.isnan(x)]
         assert row["n"] == len(x)
         assert row["mean"] == pytest.approx(x.mean(), rel=1e-9)
@@ -120,7 +122,7 @@ def test_time_series_for_a_cell_and_a_bbox(conn: psycopg.Connection[Any]) -> Non
     assert series["window_start_ms"].tolist() == [T0_MS + h * 3_600_000 for h in range(3)]
     assert series["n"].tolist() == [360, 360, 360]
     for h, row in enumerate(series):
-        x = batch["pm10_ugm3"][h * 360:(h + 1) * 360].astype(np.float64)
+        x = quantise(Metric.PM10, batch["pm10_ugm3"][h * 360:(h + 1) * 360])
         assert row["mean"] == pytest.approx(x.mean(), rel=1e-9)
         assert row["max"] == pytest.approx(x.max())
     by_bbox = time_series(conn, sel, 1800, bbox=UTRECHT)
