@@ -31,6 +31,7 @@ const state = {
   tz: params.get("tz") || "Europe/Amsterdam",
   version: 0, // bumped by live updates so the tiles are fetched again
   key: sessionStorage.getItem("bikesense-key") || "",
+  scale: params.get("scale") === "continuous" ? "continuous" : "bands",
   compare: { kind: params.get("compare") || "none", day: params.get("compare-day") || "" },
   selected: null, // {lngLat} of the clicked cell
   health: "unknown", // ok | degraded | down
@@ -217,6 +218,7 @@ function writeHash() {
     const c = map.getCenter();
     q.set("at", `${c.lat.toFixed(5)},${c.lng.toFixed(5)},${map.getZoom().toFixed(2)}`);
   }
+  if (state.scale !== "bands") q.set("scale", state.scale);
   if (state.compare.kind !== "none") q.set("compare", state.compare.kind);
   if (state.compare.kind === "day") q.set("compare-day", state.compare.day);
   if (params.get("tz")) q.set("tz", state.tz);
@@ -429,6 +431,10 @@ function renderLegend() {
   const box = $("legend");
   box.replaceChildren();
   if (!scale) return;
+  if (state.scale === "continuous") {
+    renderContinuousLegend(box, scale);
+    return;
+  }
   const title = document.createElement("div");
   title.className = "title";
   title.textContent = `${scale.name} (${scale.unit})`;
@@ -473,6 +479,78 @@ function whoValues(metric) {
   return { annual: w.annual[metric], day: w["24h"][metric] };
 }
 
+// ---------------------------------------------------------------- a continuous colour scale
+
+// Viridis (matplotlib's default map): perceptually uniform and readable with colour-vision
+// deficiencies; five stops spread over the lowest to the highest cell of the view.
+const RAMP = ["#440154", "#3b528b", "#21918c", "#5ec962", "#fde725"];
+
+// The cells of the view (the /v1/cells answer the coverage check already fetched), each
+// filled along the ramp by its mean (LAeq for noise) between the lowest and the highest.
+// Cells with too few readings are left out, as in the banded tiles.
+function drawContinuous(body) {
+  const noise = state.metric === "noise";
+  const features = body.features
+    .filter((f) => f.properties.status === "ok")
+    .map((f) => ({ type: "Feature", geometry: f.geometry, properties: { v: noise ? f.properties.laeq_db : f.properties.mean } }))
+    .filter((f) => f.properties.v !== null && f.properties.v !== undefined);
+  const values = features.map((f) => f.properties.v);
+  const lo = values.length ? Math.min(...values) : 0;
+  const hi = values.length ? Math.max(...values) : 1;
+  state.scaleRange = values.length ? [lo, hi] : null;
+  window.bikesense.scaleRange = state.scaleRange;
+  const span = hi > lo ? hi - lo : 1;
+  const stops = RAMP.flatMap((colour, i) => [lo + (span * i) / (RAMP.length - 1), colour]);
+  const data = { type: "FeatureCollection", features };
+  const source = map.getSource("continuous");
+  if (source) {
+    source.setData(data);
+  } else {
+    map.addSource("continuous", { type: "geojson", data });
+    map.addLayer({ id: "continuous", type: "fill", source: "continuous",
+      paint: { "fill-color": "#000", "fill-opacity": 0.8, "fill-outline-color": "rgba(255,255,255,0.5)" } },
+    map.getLayer("street-labels") ? "street-labels" : undefined);
+  }
+  map.setPaintProperty("continuous", "fill-color", ["interpolate", ["linear"], ["get", "v"], ...stops]);
+  if (map.getLayer("heat")) map.setLayoutProperty("heat", "visibility", "none");
+  renderLegend();
+}
+
+function clearContinuous() {
+  state.scaleRange = null;
+  window.bikesense.scaleRange = null;
+  if (map.getLayer("continuous")) map.removeLayer("continuous");
+  if (map.getSource("continuous")) map.removeSource("continuous");
+  if (map.getLayer("heat")) map.setLayoutProperty("heat", "visibility", "visible");
+}
+
+function renderContinuousLegend(box, scale) {
+  const title = document.createElement("div");
+  title.className = "title";
+  title.textContent = t("continuousTitle", { metric: metricLabel(state.metric), unit: scale.unit });
+  box.append(title);
+  const bar = document.createElement("div");
+  bar.className = "ramp";
+  bar.style.background = `linear-gradient(to right, ${RAMP.join(", ")})`;
+  const ends = document.createElement("div");
+  ends.className = "ramp-ends";
+  const [lo, hi] = state.scaleRange || [null, null];
+  const fmt = (v) => (v === null ? "—" : `${v.toFixed(1)} ${scale.unit}`);
+  ends.append(Object.assign(document.createElement("span"), { textContent: fmt(lo) }),
+    Object.assign(document.createElement("span"), { textContent: fmt(hi) }));
+  const note = document.createElement("div");
+  note.className = "who";
+  note.textContent = t("continuousNote");
+  box.append(bar, ends, note);
+  const who = whoValues(state.metric);
+  if (who) {
+    const p = document.createElement("div");
+    p.className = "who";
+    p.textContent = t("whoLine", who);
+    box.append(p);
+  }
+}
+
 // ---------------------------------------------------------------- coverage: "no data" said so
 
 let coverageTimer = null;
@@ -500,6 +578,7 @@ async function checkCoverage() {
   try {
     const body = await getJSON(`/v1/cells?${q}`);
     if (seq !== coverageSeq) return;
+    if (state.scale === "continuous") drawContinuous(body);
     const n = body.features.length;
     window.bikesense.cellsInView = n;
     setProblem("database", null);
@@ -1151,6 +1230,15 @@ function wireControls() {
   $("fleet-open").addEventListener("click", showFleet);
   $("fleet-close").addEventListener("click", () => { $("fleet-panel").hidden = true; });
   $("export").addEventListener("click", exportView);
+  $("scale").value = state.scale;
+  $("scale").addEventListener("change", () => {
+    state.scale = $("scale").value;
+    writeHash();
+    if (!map || !state.meta) return;
+    if (state.scale === "bands") clearContinuous();
+    renderLegend();
+    checkCoverageSoon();
+  });
   $("compare").addEventListener("change", () => {
     const kind = $("compare").value;
     if (kind === "day" && !$("compare-day").value) {

@@ -145,7 +145,7 @@ class Page:
         return self.page.evaluate(expression)
 
     def wait(self, expression: str) -> None:
-        self.page.wait_for_function(expression, timeout=30_000)
+        self.page.wait_for_function(expression, timeout=90_000)
 
     def shot(self, name: str) -> Path:
         path = ARTIFACTS / name
@@ -319,6 +319,30 @@ def test_two_periods_side_by_side(site: dict[str, str], browser: Any) -> None:
     p.close()
 
 
+def test_a_continuous_scale_over_the_view(site: dict[str, str], browser: Any) -> None:
+    p = Page(browser, DESKTOP)
+    p.page.goto(site["url"])
+    p.wait(READY)
+    p.page.select_option("#scale", "continuous")
+    p.wait("() => Array.isArray(window.bikesense.scaleRange)")
+    low, high = p.js("window.bikesense.scaleRange")
+    # BUSY ≈ 8 µg/m³, QUIET ≈ 30: the scale runs between the cells in view, not the bands.
+    assert 6 < low < 10
+    assert 27 < high < 33
+    p.wait("() => window.bikesense.map.queryRenderedFeatures({layers: ['continuous']}).length >= 2")
+    assert p.js("window.bikesense.map.getLayoutProperty('heat', 'visibility')") == "none"
+    legend = p.page.inner_text("#legend")
+    assert "continuous scale" in legend
+    assert "Not the air-quality bands" in legend
+    assert "scale=continuous" in p.page.url
+    p.wait(TILES_LOADED)
+    p.shot("map-continuous.png")
+    p.page.select_option("#scale", "bands")
+    p.wait("() => window.bikesense.map.getLayoutProperty('heat', 'visibility') === 'visible'")
+    assert "Fair" in p.page.inner_text("#legend")
+    p.close()
+
+
 def test_an_empty_period_says_so(site: dict[str, str], browser: Any) -> None:
     p = Page(browser, DESKTOP)
     p.page.goto(site["url"] + "#day=2026-11-10")
@@ -468,7 +492,7 @@ def test_the_api_docs_work_offline(site: dict[str, str], browser: Any) -> None:
     # Nothing but the API answers: no CDN.
     p.page.route(lambda url: not url.startswith(site["url"]), lambda route: route.abort())
     p.page.goto(site["url"] + "/docs")
-    p.page.wait_for_selector(".swagger-ui .opblock", timeout=30_000)
+    p.page.wait_for_selector(".swagger-ui .opblock", timeout=90_000)
     assert "/v1/basemap" in p.page.inner_text(".swagger-ui")
     p.shot("api-docs.png")
     p.close()

@@ -5,6 +5,9 @@
 const MESSAGES = {
   en: {
     hide: "Hide", show: "Show", metric: "Metric", period: "Period",
+    colourScale: "Colour scale", scaleBands: "Air-quality bands", scaleContinuous: "Continuous, over the view's range",
+    continuousTitle: "{metric} ({unit}), continuous scale: lowest to highest cell in view",
+    continuousNote: "Not the air-quality bands: the colours compare the cells of this view and period with each other only.",
     compare: "Compare with", compareNone: "—", comparePrevious: "the period before",
     compareWeek: "a week earlier", compareYear: "a year earlier", compareDay: "one day…",
     last1: "Last hour", last6: "Last 6 hours", last24: "Last 24 hours", last168: "Last 7 days",
@@ -60,6 +63,9 @@ const MESSAGES = {
   },
   nl: {
     hide: "Verberg", show: "Toon", metric: "Meetwaarde", period: "Periode",
+    colourScale: "Kleurschaal", scaleBands: "Luchtkwaliteitsklassen", scaleContinuous: "Doorlopend, over het bereik in beeld",
+    continuousTitle: "{metric} ({unit}), doorlopende schaal: laagste tot hoogste cel in beeld",
+    continuousNote: "Niet de luchtkwaliteitsklassen: de kleuren vergelijken alleen de cellen in dit beeld en deze periode met elkaar.",
     compare: "Vergelijk met", compareNone: "—", comparePrevious: "de periode ervoor",
     compareWeek: "een week eerder", compareYear: "een jaar eerder", compareDay: "één dag…",
     last1: "Afgelopen uur", last6: "Afgelopen 6 uur", last24: "Afgelopen 24 uur", last168: "Afgelopen 7 dagen",
