@@ -77,9 +77,25 @@ def admit(messages: Sequence[InboundMessage], layout: TopicLayout, keys: KeyLook
         if kept[i]:
             result.frames_accepted[kit.kit_id] += 1
     if keep.any():
-        result.readings = decoded.readings[keep]
+        result.readings = without_unfixed_positions(decoded.readings[keep])
         result.received_ms = received_ms[keep]
     return result
+
+
+def without_unfixed_positions(readings: np.ndarray) -> np.ndarray:
+    """``readings`` with the position of every reading without a GNSS fix removed.
+
+    docs/protocol.md §4.2: with ``gnss_fix = 0`` receivers ignore any position; a kit
+    may send its last known one, often where the ride began or stopped. Removed here,
+    before anything is stored or produced to Kafka, it cannot reach the raw readings,
+    the held readings, the zone check's memory or any export (docs/privacy.md).
+    """
+    unfixed = readings["gnss_fix"] == 0
+    if unfixed.any():
+        readings = readings.copy()
+        readings["lat_deg"][unfixed] = np.nan
+        readings["lon_deg"][unfixed] = np.nan
+    return readings
 
 
 def _frame_sender(message: InboundMessage, topic_kit: int, keys: KeyLookup,
@@ -91,8 +107,11 @@ def _frame_sender(message: InboundMessage, topic_kit: int, keys: KeyLookup,
         result.rejects.append(_reject(message, topic_kit, str(exc.reason), str(exc)))
         return None
     if header.kit_id != topic_kit:
+        # Filed under the kit the frame claims to be from, the topic (kept with the row)
+        # naming the other: a kit whose topic was used is not the one to blame in fleet
+        # health (docs/privacy.md, "Threat model").
         result.rejects.append(_reject(
-            message, topic_kit, IngestReject.TOPIC_MISMATCH,
+            message, header.kit_id, IngestReject.TOPIC_MISMATCH,
             f"frame says kit {header.kit_id}, topic says kit {topic_kit}"))
         return None
     kit = keys(header.kit_id)
@@ -131,6 +150,13 @@ def _admit_status(message: InboundMessage, topic_kit: int, keys: KeyLookup,
         status = decode_status(message.payload)
     except RemoteProtocolError as exc:
         result.rejects.append(_reject(message, topic_kit, IngestReject.BAD_STATUS, str(exc)))
+        return
+    if status.kit_id != topic_kit:
+        # A status is accepted only from its own kit: one naming another kit is refused,
+        # filed under the kit it claims to be from, like a frame's.
+        result.rejects.append(_reject(
+            message, status.kit_id, IngestReject.TOPIC_MISMATCH,
+            f"status says kit {status.kit_id}, topic says kit {topic_kit}"))
         return
     kit = keys(topic_kit)
     if kit is None or not kit.active:
