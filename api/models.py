@@ -82,6 +82,10 @@ class CellStats(BaseModel):
     max: float | None
     p50: float | None = Field(description="median, from the fixed-bin histogram")
     p95: float | None
+    p50_error_bound: float | None = Field(
+        default=None, description="the sample median is within this of p50 (the histogram "
+        "bins it was read from; docs/statistics.md)")
+    p95_error_bound: float | None = None
     laeq_db: float | None = Field(default=None, description="noise: energy average, dB(A)")
     lamax_db: float | None = Field(default=None, description="noise: max of LAmax, dB(A)")
     ci95_low: float | None = Field(
@@ -132,6 +136,8 @@ class TimeseriesPoint(BaseModel):
     max: float | None
     p50: float | None
     p95: float | None
+    p50_error_bound: float | None = None
+    p95_error_bound: float | None = None
     laeq_db: float | None = None
     ci95_low: float | None
     ci95_high: float | None

@@ -173,9 +173,16 @@ def rounded(stats: np.ndarray, metric: Metric) -> np.ndarray:
     """
     out = stats.copy()
     decimals = DECIMALS[metric]
+    names = out.dtype.names or ()
     for name in SHOWN_FIELDS:
-        if name in (out.dtype.names or ()):
+        if name in names:
             out[name] = np.round(out[name], decimals)
+    # A percentile's error bound grows by what rounding the percentile moved it
+    # (half a step) and is rounded up, so it still holds for the number shown.
+    step = 10.0 ** -decimals
+    for name in ("p50_err", "p95_err"):
+        if name in names:
+            out[name] = np.ceil((out[name] + step / 2) / step - 1e-9) * step
     return out
 
 

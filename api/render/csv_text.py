@@ -26,7 +26,8 @@ async def csv_text_stream(columns: Sequence[ExportColumn],
 
 #: Columns of a time series in CSV; those not in _UNITLESS carry the unit in the header.
 TIMESERIES_COLUMNS = ("start", "n_readings", "rides", "mean", "std", "min", "max", "p50",
-                      "p95", "laeq_db", "ci95_low", "ci95_high", "interval_reason", "status")
+                      "p95", "p50_error_bound", "p95_error_bound", "laeq_db", "ci95_low",
+                      "ci95_high", "interval_reason", "status")
 _UNITLESS = frozenset({"start", "n_readings", "rides", "interval_reason", "status"})
 _DBA = frozenset({"laeq_db"})
 

@@ -3,6 +3,12 @@
 Mean and sample standard deviation come from the sums; p50 and p95 are
 interpolated inside the fixed histogram bins (:data:`HIST_EDGES`) and clipped
 to the partial's own min and max, so a partial of one value reports that value.
+Each comes with a bound on its error (:func:`hist_percentile_bounds`): the sample
+percentile (numpy's default, linear between the order statistics around rank
+q·(n − 1)) lies between the lower edge of the bin holding the one order statistic
+and the upper edge of the bin holding the other, both clipped to min and max; the
+bound is how far the reported value can be from either end. It is 0 when the
+partial saw one value, and at most a bin width (1 µg/m³ below 10, 2 dB for noise).
 Noise is averaged on energy, not on decibels (DESIGN.md decision 3).
 """
 
@@ -29,6 +35,8 @@ SUMMARY_DTYPE = np.dtype(
         ("max", "<f8"),
         ("p50", "<f8"),  # interpolated from the histogram
         ("p95", "<f8"),
+        ("p50_err", "<f8"),  # |p50 − the sample median| is at most this (see module)
+        ("p95_err", "<f8"),
         ("laeq_db", "<f8"),  # noise only: 10·log10(energy / duration); NaN otherwise
         ("lamax_db", "<f8"),  # noise only: max of LAmax
         ("duration_s", "<f8"),  # noise only: time covered by the readings
@@ -75,6 +83,33 @@ def hist_percentile(partials: np.ndarray, q: float) -> np.ndarray:
     return out
 
 
+def hist_percentile_bounds(partials: np.ndarray, q: float) -> tuple[np.ndarray, np.ndarray]:
+    """Where the sample ``q`` quantile (0–1, numpy's linear definition) of each partial
+    must lie, from its histogram: [low edge of the bin of order statistic k, high edge
+    of the bin of order statistic k + 1], k = ⌊q·(n − 1)⌋ + 1, clipped to min / max."""
+    if not 0.0 <= q <= 1.0:
+        msg = f"quantile must be between 0 and 1 (got {q!r})"
+        raise ValueError(msg)
+    low = np.full(len(partials), np.nan)
+    high = np.full(len(partials), np.nan)
+    for metric in np.unique(partials["metric"]).tolist():
+        rows = np.flatnonzero(partials["metric"] == metric)
+        p = partials[rows]
+        hist = p["hist"].astype(np.int64)
+        n = hist.sum(axis=1)
+        cum = np.cumsum(hist, axis=1)
+        k = np.floor(q * (n - 1)).astype(np.int64) + 1  # 1-based rank
+        b_low = np.argmax(cum >= k[:, None], axis=1)
+        b_high = np.argmax(cum >= np.minimum(k + 1, n)[:, None], axis=1)
+        edges = HIST_EDGES[Metric(metric)]
+        lows = np.concatenate([[-np.inf], edges[1:-1]])[b_low]
+        highs = np.concatenate([edges[1:-1], [np.inf]])[b_high]
+        ok = n > 0
+        low[rows] = np.where(ok, np.clip(lows, p["min"], p["max"]), np.nan)
+        high[rows] = np.where(ok, np.clip(highs, p["min"], p["max"]), np.nan)
+    return low, high
+
+
 def summarise(partials: np.ndarray) -> np.ndarray:
     """One ``SUMMARY_DTYPE`` row per key of ``partials`` (merged first, so any set will do)."""
     p = merge_partials(partials)
@@ -93,6 +128,9 @@ def summarise(partials: np.ndarray) -> np.ndarray:
     out["max"] = p["max"]
     out["p50"] = hist_percentile(p, 0.50)
     out["p95"] = hist_percentile(p, 0.95)
+    for q, name in ((0.50, "p50"), (0.95, "p95")):
+        low, high = hist_percentile_bounds(p, q)
+        out[f"{name}_err"] = np.fmax(out[name] - low, high - out[name])
     noise = p["metric"] == int(Metric.NOISE)
     out["laeq_db"] = np.where(noise, laeq_db(p["energy"], p["duration_s"]), np.nan)
     out["lamax_db"] = np.where(noise, p["lamax_db"], np.nan)

@@ -58,6 +58,8 @@ def test_statistics_of_a_cell(client: httpx.Client) -> None:
     assert props["mean"] == pytest.approx(8.0, abs=0.1)
     assert 0.3 < props["std"] < 0.7
     assert props["min"] < props["p50"] < props["p95"] < props["max"]
+    for name in ("p50", "p95"):  # a stated bound, at most the data's range
+        assert 0 < props[f"{name}_error_bound"] <= props["max"] - props["min"] + 0.1
     # The interval counts 480 readings of 4 rides as fewer than 480 independent ones
     # (api.stats: Kish's design effect), on the log scale, rounded outward to 0.1.
     n_eff = float(effective_n(np.array([480]), np.array([4]),

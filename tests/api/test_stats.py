@@ -123,6 +123,16 @@ def test_rounding_to_the_sensor_resolution_decides_the_band() -> None:
     assert scale.bands[int(tile_bands(cells, Metric.PM25, scale, 1)[0])].label == "Fair"
 
 
+def test_percentile_error_bounds_still_hold_for_the_rounded_percentile() -> None:
+    stats = _stats(n=[20, 20], mean=[5.0, 5.0], std=[1.0, 1.0], rides=[2, 2],
+                   p50=[4.96, 7.0], p50_err=[0.3, 0.0], p95=[9.0, 9.0], p95_err=[1.0, 0.0])
+    shown = rounded(stats, Metric.PM25)
+    assert shown["p50"].tolist() == [5.0, 7.0]
+    # 4.96 ± 0.3 is within [4.66, 5.26]: 5.0 ± 0.4 still contains it.
+    assert shown["p50_err"].tolist() == pytest.approx([0.4, 0.1])
+    assert shown["p95_err"].tolist() == pytest.approx([1.1, 0.1])
+
+
 def test_bounds_are_rounded_outward() -> None:
     stats = _stats(n=[100], mean=[10.0], std=[3.0], rides=[5])
     raw = mean_interval(stats, Metric.NO2)
