@@ -82,6 +82,14 @@ def revoke_key(conn: psycopg.Connection, key_id: str) -> bool:
     return cur.rowcount == 1
 
 
+async def key_is_active(conn: psycopg.AsyncConnection, key_id: str) -> bool:
+    """Whether the key ``key_id`` exists and is not revoked (what a stream opened with
+    it re-checks: the token was verified when the stream opened)."""
+    cur = await conn.execute(
+        "SELECT 1 FROM api_keys WHERE key_id = %s AND revoked_at IS NULL", (key_id,))
+    return await cur.fetchone() is not None
+
+
 async def verify_key(conn: psycopg.AsyncConnection, token: str) -> Role | None:
     """The role of a valid, unrevoked key; None for anything else."""
     key_id = parse_token(token)

@@ -19,7 +19,7 @@ import contextlib
 import json
 import logging
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -151,21 +151,47 @@ def sse_format(event: LiveEvent, event_id: int) -> bytes:
     return f"id: {event_id}\nevent: {event.kind}\ndata: {data}\n\n".encode()
 
 
+#: How often a keyed stream checks that its key is still valid: revoking a key ends
+#: its open streams within this many seconds (docs/privacy.md, "Threat model").
+KEY_CHECK_S = 2.0
+
+
 async def sse_stream(broadcaster: Broadcaster, *, public: bool, heartbeat_s: float,
-                     is_disconnected: Any = None) -> AsyncIterator[bytes]:
-    """The SSE byte stream of one client, with heartbeats as comments."""
+                     is_disconnected: Any = None,
+                     still_valid: Callable[[], Awaitable[bool]] | None = None,
+                     key_check_s: float = KEY_CHECK_S) -> AsyncIterator[bytes]:
+    """The SSE byte stream of one client, with heartbeats as comments.
+
+    ``still_valid``: for a stream opened with a key, whether the key still is; checked
+    every ``key_check_s``, and the stream ends with an ``event: revoked`` once it is not.
+    """
     sub = broadcaster.subscribe()
+    loop = asyncio.get_running_loop()
     try:
         yield b"retry: 3000\n: connected\n\n"
         event_id = 0
+        next_check = loop.time() + key_check_s
+        last_sent = loop.time()
         while True:
-            event = await sub.get(heartbeat_s)
+            wait_s = heartbeat_s - (loop.time() - last_sent)
+            if still_valid is not None:
+                wait_s = min(wait_s, next_check - loop.time())
+            event = await sub.get(max(wait_s, 0.0))
             if is_disconnected is not None and await is_disconnected():
                 return
+            if still_valid is not None and loop.time() >= next_check:
+                if not await still_valid():
+                    yield sse_format(LiveEvent("revoked", {"reason": "the API key was revoked"}),
+                                     event_id + 1)
+                    return
+                next_check = loop.time() + key_check_s
             if event is None:
-                yield b": ping\n\n"
+                if loop.time() - last_sent >= heartbeat_s:
+                    yield b": ping\n\n"
+                    last_sent = loop.time()
                 continue
             event_id += 1
             yield sse_format(event.public() if public else event, event_id)
+            last_sent = loop.time()
     finally:
         broadcaster.unsubscribe(sub)

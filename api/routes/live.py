@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from fastapi.responses import StreamingResponse
 
-from api.auth import PrincipalDep
+from api.auth import PrincipalDep, key_watch
 from api.deps import ApiSettingsDep, StateDep
 from api.errors import ServiceUnavailableError
 from api.live import sse_stream
@@ -37,6 +37,7 @@ async def live(request: Request, principal: PrincipalDep, state: StateDep,
                                       retry_after_s=30)
     return StreamingResponse(
         sse_stream(state.broadcaster, public=principal.role.is_public,
-                   heartbeat_s=api.live_heartbeat_s, is_disconnected=request.is_disconnected),
+                   heartbeat_s=api.live_heartbeat_s, is_disconnected=request.is_disconnected,
+                   still_valid=key_watch(state, principal)),
         media_type="text/event-stream",
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
