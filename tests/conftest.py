@@ -34,14 +34,16 @@ from bikesense.exceptions import ServiceError
 from bikesense.kafka.broker import KafkaBroker, KafkaDistribution
 from bikesense.services import MosquittoBroker, PostgresCluster, postgres_bindir
 
-#: The fixture that starts (or reaches) each real service, and the marker a test that
+#: The fixture that starts (or reaches) each real service, and the markers a test that
 #: depends on it carries: the markers follow the fixtures a test uses, directly or
-#: through other fixtures, so that ``-m "not postgres"`` starts no PostgreSQL.
+#: through other fixtures, so that ``-m "not postgres"`` starts no PostgreSQL. The
+#: harness's TimescaleDB is a PostgreSQL server too.
 SERVICE_MARKERS = {
-    "pg_cluster": "postgres",
-    "mqtt_broker": "mqtt",
-    "kafka_broker": "kafka",
-    "timescale_url": "timescale",
+    "pg_cluster": ("postgres",),
+    "timescale_cluster": ("postgres", "timescale"),
+    "timescale_url": ("timescale",),
+    "mqtt_broker": ("mqtt",),
+    "kafka_broker": ("kafka",),
 }
 
 
@@ -49,9 +51,12 @@ SERVICE_MARKERS = {
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         used = set(getattr(item, "fixturenames", ()))
-        for fixture, marker in SERVICE_MARKERS.items():
-            if fixture in used and item.get_closest_marker(marker) is None:
-                item.add_marker(marker)
+        for fixture, markers in SERVICE_MARKERS.items():
+            if fixture not in used:
+                continue
+            for marker in markers:
+                if item.get_closest_marker(marker) is None:
+                    item.add_marker(marker)
 
 
 @pytest.fixture(scope="session")
