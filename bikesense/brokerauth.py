@@ -33,11 +33,10 @@ import psycopg
 from bikesense.services import (
     BrokerAccounts,
     LocalServices,
-    ServiceRecord,
     mosquitto_file_owner,
-    pid_alive,
     reload_broker,
 )
+from bikesense.servicestate import ServiceRecord, pid_alive
 from bikesense.settings import Settings, resolve_mqtt_url
 from ingest.broker_auth import acl_text, kit_mqtt_password
 from ingest.topics import TopicLayout

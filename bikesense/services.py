@@ -10,7 +10,6 @@ as root, and a broker has no business doing so.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import pwd
 import shutil
@@ -18,12 +17,19 @@ import signal
 import socket
 import subprocess
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Self
 from urllib.parse import urlsplit
 
 from bikesense.exceptions import ServiceError
+from bikesense.servicestate import (
+    RECORD_FILE,
+    ServiceRecord,
+    pid_alive,
+    read_records,
+    write_records,
+)
 from ingest.limits import MAX_PACKET_BYTES
 
 #: Mosquitto silently drops QoS 1 messages queued beyond ``max_queued_messages``
@@ -93,21 +99,6 @@ def _chown_tree(path: Path, user: pwd.struct_passwd | None) -> None:
             os.chown(Path(root) / name, user.pw_uid, user.pw_gid)
 
 
-def pid_alive(pid: int) -> bool:
-    """Whether ``pid`` is a running process (a zombie of one of ours counts as gone)."""
-    if pid <= 0:
-        return False
-    with contextlib.suppress(ChildProcessError):
-        os.waitpid(pid, os.WNOHANG)
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def postgres_bindir() -> Path:
     """The PostgreSQL server binaries: ``BIKESENSE_PG_BINDIR``, else the newest Debian one."""
     configured = os.environ.get("BIKESENSE_PG_BINDIR")
@@ -131,21 +122,6 @@ def mosquitto_binary() -> Path:
         raise ServiceError("the Mosquitto broker is not installed; install it with: "
                            "apt-get install mosquitto")
     return Path(found)
-
-
-@dataclass(frozen=True, slots=True)
-class ServiceRecord:
-    """What runs where; written to ``services.json`` so other commands find it."""
-
-    name: str
-    url: str
-    pid: int
-    port: int
-    directory: str
-    log_file: str
-    #: Mosquitto's kit listener, when the broker keeps kits and services apart
-    #: (:class:`BrokerAccounts`); ``url`` is then the service listener, ingest's.
-    kits_url: str = ""
 
 
 class PostgresCluster:
@@ -461,18 +437,13 @@ class LocalServices:
 
     def __init__(self, state_dir: Path) -> None:
         self.state_dir = state_dir.resolve()
-        self.record_file = self.state_dir / "services.json"
+        self.record_file = self.state_dir / RECORD_FILE
 
     def records(self) -> dict[str, ServiceRecord]:
-        if not self.record_file.exists():
-            return {}
-        raw = json.loads(self.record_file.read_text())
-        return {name: ServiceRecord(**fields) for name, fields in raw.items()}
+        return read_records(self.state_dir)
 
     def _save(self, records: dict[str, ServiceRecord]) -> None:
-        self.state_dir.mkdir(parents=True, exist_ok=True)
-        self.record_file.write_text(json.dumps({n: asdict(r) for n, r in records.items()},
-                                               indent=2))
+        write_records(self.state_dir, records)
 
     def status(self) -> dict[str, tuple[ServiceRecord, bool]]:
         """Each recorded service with whether its process is alive and its port answers."""

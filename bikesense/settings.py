@@ -15,6 +15,7 @@ from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from bikesense.exceptions import ConfigurationError
+from bikesense.servicestate import running_url
 
 #: H3 resolutions aggregated by default: res 7 (~5 km²) for a region down to
 #: res 10 (~15,000 m², about a street block). Source: h3geo.org cell statistics.
@@ -156,13 +157,7 @@ def load_settings(**overrides: object) -> Settings:
 
 
 def _recorded_url(settings: Settings, service: str) -> str | None:
-    # Imported here: the harness pulls in subprocess and pwd, which the API never needs.
-    from bikesense.services import LocalServices  # noqa: PLC0415
-
-    status = LocalServices(settings.state_dir).status().get(service)
-    if status is None or not status[1]:
-        return None
-    return status[0].url
+    return running_url(settings.state_dir, service)
 
 
 def resolve_database_url(settings: Settings) -> str:

@@ -30,7 +30,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bikesense.exceptions import ServiceError
-from bikesense.services import ServiceRecord, free_port, log_tail, pid_alive, wait_for_port
+from bikesense.services import free_port, log_tail, wait_for_port
+from bikesense.servicestate import ServiceRecord, pid_alive
 
 HERE = Path(__file__).resolve().parent
 POM = HERE / "pom.xml"

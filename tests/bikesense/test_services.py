@@ -11,7 +11,8 @@ from typer.testing import CliRunner
 
 from bikesense.cli import app
 from bikesense.exceptions import ConfigurationError
-from bikesense.services import LocalServices, pid_alive
+from bikesense.services import LocalServices
+from bikesense.servicestate import pid_alive
 from bikesense.settings import load_settings, resolve_database_url, resolve_kafka_url
 from tests.conftest import ROOT
 

@@ -14,7 +14,8 @@ from typer.testing import CliRunner
 
 from bikesense.brokerauth import INGEST_PASSWORD_FILE, INGEST_USER, ingest_mqtt_url
 from bikesense.cli import app
-from bikesense.services import LocalServices, MosquittoBroker, ServiceRecord, pid_alive
+from bikesense.services import LocalServices, MosquittoBroker
+from bikesense.servicestate import ServiceRecord, pid_alive
 from bikesense.settings import load_settings
 from storage.kits import MasterKey
 from tests.security.conftest import Client, wait_for
