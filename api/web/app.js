@@ -32,6 +32,7 @@ const state = {
   version: 0, // bumped by live updates so the tiles are fetched again
   key: sessionStorage.getItem("bikesense-key") || "",
   scale: params.get("scale") === "continuous" ? "continuous" : "bands",
+  diff: params.get("diff") === "1",
   compare: { kind: params.get("compare") || "none", day: params.get("compare-day") || "" },
   selected: null, // {lngLat} of the clicked cell
   health: "unknown", // ok | degraded | down
@@ -221,6 +222,7 @@ function writeHash() {
   if (state.scale !== "bands") q.set("scale", state.scale);
   if (state.compare.kind !== "none") q.set("compare", state.compare.kind);
   if (state.compare.kind === "day") q.set("compare-day", state.compare.day);
+  if (state.diff && state.compare.kind !== "none") q.set("diff", "1");
   if (params.get("tz")) q.set("tz", state.tz);
   q.set("lang", language());
   history.replaceState(null, "", `#${q}`);
@@ -381,13 +383,18 @@ function periodLabel(p) {
 }
 
 function renderCompare() {
-  const b = state.compare.kind === "none" ? null : comparePeriod();
+  const compared = state.compare.kind === "none" ? null : comparePeriod();
+  // The difference is drawn on the one map; side by side needs the second.
+  const b = state.diff ? null : compared;
   document.body.classList.toggle("comparing", Boolean(b));
   $("compare").value = state.compare.kind;
   $("compare-day-box").hidden = state.compare.kind !== "day";
-  $("label-a").hidden = !b;
+  $("diff-box").hidden = !compared;
+  $("diff").checked = state.diff;
+  $("label-a").hidden = !compared;
   $("label-b").hidden = !b;
   $("map-b").hidden = !b;
+  if (compared && state.diff) $("label-a").textContent = `A − B · ${periodLabel(period())} − ${periodLabel(compared)}`;
   if (!map) return;
   map.resize();
   if (!b) {
@@ -421,6 +428,10 @@ function setCompare(next) {
   state.compare = next;
   renderCompare();
   writeHash();
+  if (!map || !state.meta) return;
+  if (next.kind === "none" && state.scale === "bands") clearContinuous();
+  renderLegend();
+  checkCoverageSoon();
 }
 
 // ---------------------------------------------------------------- legend
@@ -431,6 +442,10 @@ function renderLegend() {
   const box = $("legend");
   box.replaceChildren();
   if (!scale) return;
+  if (state.diff && state.compare.kind !== "none") {
+    renderDifferenceLegend(box, scale);
+    return;
+  }
   if (state.scale === "continuous") {
     renderContinuousLegend(box, scale);
     return;
@@ -500,7 +515,11 @@ function drawContinuous(body) {
   state.scaleRange = values.length ? [lo, hi] : null;
   window.bikesense.scaleRange = state.scaleRange;
   const span = hi > lo ? hi - lo : 1;
-  const stops = RAMP.flatMap((colour, i) => [lo + (span * i) / (RAMP.length - 1), colour]);
+  drawCellValues(features, RAMP.flatMap((colour, i) => [lo + (span * i) / (RAMP.length - 1), colour]));
+}
+
+// Cells filled by their value `v` along colour stops, in place of the heat tiles.
+function drawCellValues(features, stops) {
   const data = { type: "FeatureCollection", features };
   const source = map.getSource("continuous");
   if (source) {
@@ -514,6 +533,46 @@ function drawContinuous(body) {
   map.setPaintProperty("continuous", "fill-color", ["interpolate", ["linear"], ["get", "v"], ...stops]);
   if (map.getLayer("heat")) map.setLayoutProperty("heat", "visibility", "none");
   renderLegend();
+}
+
+// ColorBrewer's RdBu, blue for lower in A than in B, red for higher; white is no change.
+const DIVERGING = ["#2166ac", "#67a9cf", "#f7f7f7", "#ef8a62", "#b2182b"];
+
+// A − B per cell, for the cells with enough readings in both periods, on a scale symmetric
+// around zero out to the largest change in view.
+function drawDifference(bodyA, bodyB) {
+  const noise = state.metric === "noise";
+  const value = (f) => (f.properties.status === "ok" ? (noise ? f.properties.laeq_db : f.properties.mean) : null);
+  const before = new Map(bodyB.features.map((f) => [f.id, value(f)]));
+  const features = bodyA.features
+    .map((f) => ({ f, a: value(f), b: before.get(f.id) }))
+    .filter(({ a, b }) => a !== null && a !== undefined && b !== null && b !== undefined)
+    .map(({ f, a, b }) => ({ type: "Feature", geometry: f.geometry, properties: { v: a - b } }));
+  const reach = Math.max(1e-6, ...features.map((f) => Math.abs(f.properties.v)));
+  state.scaleRange = features.length ? [-reach, reach] : null;
+  window.bikesense.scaleRange = state.scaleRange;
+  window.bikesense.diffCells = features.length;
+  drawCellValues(features, DIVERGING.flatMap((colour, i) => [-reach + (2 * reach * i) / (DIVERGING.length - 1), colour]));
+}
+
+function renderDifferenceLegend(box, scale) {
+  const title = document.createElement("div");
+  title.className = "title";
+  title.textContent = t("diffTitle", { metric: metricLabel(state.metric), unit: scale.unit });
+  const bar = document.createElement("div");
+  bar.className = "ramp";
+  bar.style.background = `linear-gradient(to right, ${DIVERGING.join(", ")})`;
+  const ends = document.createElement("div");
+  ends.className = "ramp-ends";
+  const reach = state.scaleRange ? state.scaleRange[1] : null;
+  const fmt = (v) => (v === null ? "—" : `${v > 0 ? "+" : ""}${v.toFixed(1)} ${scale.unit}`);
+  ends.append(Object.assign(document.createElement("span"), { textContent: fmt(reach === null ? null : -reach) }),
+    Object.assign(document.createElement("span"), { textContent: "0" }),
+    Object.assign(document.createElement("span"), { textContent: fmt(reach) }));
+  const note = document.createElement("div");
+  note.className = "who";
+  note.textContent = t("diffNote", { n: window.bikesense.diffCells ?? 0 });
+  box.append(title, bar, ends, note);
 }
 
 function clearContinuous() {
@@ -578,7 +637,17 @@ async function checkCoverage() {
   try {
     const body = await getJSON(`/v1/cells?${q}`);
     if (seq !== coverageSeq) return;
-    if (state.scale === "continuous") drawContinuous(body);
+    if (state.diff && state.compare.kind !== "none") {
+      const pb = comparePeriod();
+      const qb = new URLSearchParams(q);
+      qb.set("from", pb.from);
+      qb.set("to", pb.to);
+      const bodyB = await getJSON(`/v1/cells?${qb}`);
+      if (seq !== coverageSeq) return;
+      drawDifference(body, bodyB);
+    } else if (state.scale === "continuous") {
+      drawContinuous(body);
+    }
     const n = body.features.length;
     window.bikesense.cellsInView = n;
     setProblem("database", null);
@@ -1245,6 +1314,15 @@ function wireControls() {
       $("compare-day").value = localFromMs(period().fromMs).minus({ days: 7 }).toISODate();
     }
     setCompare({ kind, day: $("compare-day").value });
+  });
+  $("diff").addEventListener("change", () => {
+    state.diff = $("diff").checked;
+    renderCompare();
+    writeHash();
+    if (!map || !state.meta) return;
+    if (!state.diff && state.scale === "bands") clearContinuous();
+    renderLegend();
+    checkCoverageSoon();
   });
   $("compare-day").addEventListener("change", () => {
     if ($("compare-day").value) setCompare({ kind: "day", day: $("compare-day").value });

@@ -343,6 +343,26 @@ def test_a_continuous_scale_over_the_view(site: dict[str, str], browser: Any) ->
     p.close()
 
 
+def test_the_difference_of_two_periods(site: dict[str, str], browser: Any) -> None:
+    # A: 12:15–12:30 local (11:15–11:30 UTC), rides 3 and 4 of each place; B, the quarter
+    # before: rides 1 and 2. An officer sees quarter-hour windows of any number of rides.
+    p = Page(browser, DESKTOP, key=site["officer"])
+    p.page.goto(site["url"] + "#from=2026-11-23T12:15&to=2026-11-23T12:30&compare=previous&diff=1")
+    p.wait(READY)
+    p.wait("() => window.bikesense.diffCells > 0")
+    assert p.page.is_hidden("#map-b")
+    assert "A − B" in p.page.inner_text("#label-a")
+    assert "minus period B" in p.page.inner_text("#legend")
+    p.wait("() => window.bikesense.map.queryRenderedFeatures({layers: ['continuous']}).length > 0")
+    p.wait(TILES_LOADED)
+    p.shot("map-difference.png")
+    # Side by side again: the second map comes back, the tiles too.
+    p.page.uncheck("#diff")
+    p.wait("() => window.bikesense.mapBReady === true")
+    p.wait("() => window.bikesense.map.getLayoutProperty('heat', 'visibility') === 'visible'")
+    p.close()
+
+
 def test_an_empty_period_says_so(site: dict[str, str], browser: Any) -> None:
     p = Page(browser, DESKTOP)
     p.page.goto(site["url"] + "#day=2026-11-10")
