@@ -43,7 +43,6 @@ from faust.transport.consumer import CONSUMER_FETCHING
 from faust.transport.drivers.aiokafka import Consumer as AiokafkaConsumer
 from faust.transport.drivers.aiokafka import Transport as AiokafkaTransport
 
-
 #: Not checked before: a partition just assigned.
 _UNSEEN = object()
 
