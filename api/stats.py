@@ -56,15 +56,15 @@ _A = math.log(10.0) / 10.0  # energy = exp(_A · level in dB)
 
 #: Intra-ride correlation ρ of the readings per metric, for the design effect (see
 #: module). Measured on the simulator's ground truth by bench/bench_coverage.py
-#: (30 bikes, 5 h, a reading every 2 s, seed 7: the ρ, in steps of 0.1, whose 95 %
-#: intervals cover closest to 95 % of the true cell-hour means at resolutions 8–10;
-#: docs/statistics.md). Temperature and humidity were not measured: ρ = 1, rides only.
+#: --scan-rho (30 bikes, 5 h, a reading every 2 s, seeds 7, 23 and 31 pooled: the ρ,
+#: in steps of 0.1, whose 95 % intervals cover closest to 95 % of the true cell-hour
+#: means at resolutions 9–10; docs/statistics.md). Temperature and humidity were not measured: ρ = 1, rides only.
 #: A real fleet's ρ comes from its own co-located rides; these are the simulator's.
 INTRA_RIDE_CORRELATION: dict[Metric, float] = {
     Metric.PM1: 0.4,
     Metric.PM25: 0.4,
     Metric.PM10: 0.4,
-    Metric.NO2: 0.6,
+    Metric.NO2: 0.5,
     Metric.NOISE: 0.3,
     Metric.TEMPERATURE: 1.0,
     Metric.HUMIDITY: 1.0,
