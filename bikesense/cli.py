@@ -73,18 +73,34 @@ def services_up(
         help="Also start a Kafka broker for the distributed runtime, unless "
              "BIKESENSE_KAFKA_URL is set (needs Java 17 and Maven; the first start "
              "downloads Kafka from Maven Central).")] = False,
+    watch: Annotated[bool, typer.Option(
+        help="Stay in the foreground and start any of them again, on the same ports, when "
+             "it dies (a crash, kill -9); Ctrl-C stops watching and leaves them running "
+             "(docs/deployment.md, \"When a service crashes\").")] = False,
 ) -> None:
     """Start PostgreSQL and Mosquitto (and Kafka) on free loopback ports, skipping those
-    configured by URL."""
+    configured by URL; a service that ran before comes back on its recorded ports."""
     settings = settings_or_exit()
     services = LocalServices(settings.state_dir)
+    wanted = {"start_postgres": postgres and settings.database_url is None,
+              "start_mosquitto": mosquitto and settings.mqtt_url is None,
+              "start_kafka": kafka and settings.kafka_url is None}
     try:
-        services.up(start_postgres=postgres and settings.database_url is None,
-                    start_mosquitto=mosquitto and settings.mqtt_url is None,
-                    start_kafka=kafka and settings.kafka_url is None)
+        services.up(**wanted)
     except BikesenseError as exc:
         exit_with(exc)
     _print_status(settings)
+    if watch:
+        import contextlib  # noqa: PLC0415
+        import signal  # noqa: PLC0415
+        import threading  # noqa: PLC0415
+
+        stop = threading.Event()
+        signal.signal(signal.SIGTERM, lambda *_: stop.set())
+        console.print("watching; Ctrl-C to stop watching (the services keep running)")
+        with contextlib.suppress(KeyboardInterrupt):
+            services.watch(stop, restarted=lambda r: console.print(
+                f"{r.name} had stopped: started again on {r.url} (pid {r.pid})"), **wanted)
 
 
 @services_app.command("status")

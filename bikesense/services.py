@@ -10,13 +10,16 @@ as root, and a broker has no business doing so.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import pwd
 import shutil
 import signal
 import socket
 import subprocess
+import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Self
@@ -31,6 +34,8 @@ from bikesense.servicestate import (
     write_records,
 )
 from ingest.limits import MAX_PACKET_BYTES
+
+log = logging.getLogger(__name__)
 
 #: Mosquitto silently drops QoS 1 messages queued beyond ``max_queued_messages``
 #: (default 1000) for a subscriber that falls behind: DESIGN.md measured 16,671
@@ -463,6 +468,8 @@ class LocalServices:
         """Start what is not running. A service that ran before (crashed, killed, or the
         machine rebooted) comes back on the ports recorded for it: ingest and the API
         hold those URLs and reconnect by themselves once something answers there."""
+        # What ran before, read once: saving a restarted service rewrites the record.
+        recorded = self.records()
         records = {n: r for n, (r, alive) in self.status().items() if alive}
         anonymous = records.get("mosquitto")
         if start_mosquitto and anonymous is not None and not anonymous.kits_url:
@@ -471,7 +478,7 @@ class LocalServices:
             _terminate(anonymous.pid)
             del records["mosquitto"]
         if start_postgres and "postgres" not in records:
-            old = self.records().get("postgres")
+            old = recorded.get("postgres")
             cluster = PostgresCluster(self.state_dir / "postgres",
                                       port=_recorded_port(old.port if old else None, "postgres"))
             records["postgres"] = cluster.start()
@@ -481,7 +488,7 @@ class LocalServices:
             # and the API never need.
             from bikesense.brokerauth import prepare_embedded_accounts  # noqa: PLC0415
 
-            old = self.records().get("mosquitto")
+            old = recorded.get("mosquitto")
             kits_port = urlsplit(old.kits_url).port if old and old.kits_url else None
             directory = self.state_dir / "mosquitto"
             accounts = BrokerAccounts(directory / "auth")
@@ -499,7 +506,7 @@ class LocalServices:
                 KafkaDistribution,
             )
 
-            old = self.records().get("kafka")
+            old = recorded.get("kafka")
             kafka = KafkaBroker(self.state_dir / "kafka",
                                 KafkaDistribution(self.kafka_cache_dir()),
                                 port=_recorded_port(old.port if old else None, "kafka"))
@@ -507,6 +514,33 @@ class LocalServices:
             kafka.detach()
             self._save(records)
         return records
+
+    def watch(self, stop: threading.Event, *, interval_s: float = 2.0,
+              start_postgres: bool = True, start_mosquitto: bool = True,
+              start_kafka: bool = False,
+              restarted: Callable[[ServiceRecord], None] | None = None) -> None:
+        """Until ``stop`` is set: every ``interval_s``, start again (on its recorded ports,
+        :meth:`up`) any service that died, and tell ``restarted`` about it.
+
+        ``bikesense services up --watch`` runs this: the supervisor of the embedded
+        services. A restart that fails (a port still taken) is tried again at the next look.
+        """
+        wanted = {"postgres": start_postgres, "mosquitto": start_mosquitto,
+                  "kafka": start_kafka}
+        while not stop.wait(interval_s):
+            running = {n: r.pid for n, (r, alive) in self.status().items() if alive}
+            if all(name in running for name, on in wanted.items() if on):
+                continue
+            try:
+                records = self.up(start_postgres=start_postgres,
+                                  start_mosquitto=start_mosquitto, start_kafka=start_kafka)
+            except ServiceError as exc:
+                log.warning("could not start a service again (next try in %.0f s): %s",
+                            interval_s, exc)
+                continue
+            for name, record in records.items():
+                if running.get(name) != record.pid and restarted is not None:
+                    restarted(record)
 
     def kafka_cache_dir(self) -> Path:
         """Where Kafka's jars are kept once downloaded (``BIKESENSE_KAFKA_CACHE_DIR`` to share

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import signal
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -26,7 +27,8 @@ import psycopg
 import pytest
 
 from bikesense.brokerauth import ingest_password, kit_mqtt_url, sync_embedded_broker
-from bikesense.services import LocalServices, PostgresCluster, ServiceRecord
+from bikesense.services import LocalServices, PostgresCluster
+from bikesense.servicestate import ServiceRecord
 from storage.kits import MasterKey
 from storage.migrate import migrate
 from tests.faults.fault_support import (
@@ -188,3 +190,32 @@ def _stored_or_zero(url: str) -> int:
         return stored(url)
     except psycopg.OperationalError:
         return 0
+
+
+def test_services_up_watch_starts_crashed_services_again_on_their_ports(
+    embedded: Embedded,
+) -> None:
+    """The supervisor of ``bikesense services up --watch``: nobody runs ``up`` by hand."""
+    env = embedded
+    before = {name: env.record(name) for name in ("postgres", "mosquitto")}
+    stop = threading.Event()
+    restarted: list[str] = []
+    watcher = threading.Thread(target=env.services.watch, args=(stop,),
+                               kwargs={"interval_s": 0.5,
+                                       "restarted": lambda r: restarted.append(r.name)})
+    watcher.start()
+    try:
+        for record in before.values():
+            os.kill(record.pid, signal.SIGKILL)
+        wait_for(lambda: sorted(restarted) == ["mosquitto", "postgres"], timeout_s=60,
+                 what=f"both services started again (so far {restarted})")
+    finally:
+        stop.set()
+        watcher.join(30)
+    for name, old in before.items():
+        new = env.record(name)
+        assert (new.url, new.kits_url, new.port) == (old.url, old.kits_url, old.port)
+        assert new.pid != old.pid
+    assert _stored_or_zero(env.database_url) == 0  # the same database answers on the old URL
+    kits = _kits(env)  # and the broker takes the kits' logins on the old port
+    _close(kits)
