@@ -31,8 +31,10 @@ BBOX_DOC = "west,south,east,north in WGS84 degrees"
                 "One Feature per H3 cell with data in the range. The public sees a cell only "
                 "when its windows hold at least k distinct rides (absent, not zero, below "
                 "that). `status: insufficient` marks cells with too few readings to colour: "
-                "never read them as clean air. The interval of the mean takes rides, not "
-                "readings, as the independent unit (docs/api.md)."))
+                "never read them as clean air. The 95 % interval is that of the value "
+                "shown (LAeq for noise), with readings of one ride counted as fewer "
+                "independent ones; `interval_reason` says why a cell has none "
+                "(docs/statistics.md)."))
 async def cells(
     *,
     metric: Annotated[MetricName, Query(examples=["pm25"])],
