@@ -16,6 +16,11 @@ counted four ways:
 * ``closed``: what the API publishes now, every figure merged from the units
   (resolution 10, hourly windows) with k rides that measured the metric.
 
+Then the attack of issue 21 on the same data, hour by hour: a public parent cell
+(resolutions 7–9) minus its public resolution-10 children; ``leaky_parents`` counts the
+parent-hours where something is left (readings of children the public may not see),
+judged on their own (``per_metric``) and as published (``closed``).
+
 Writes bench/results/privacy_coverage.json and prints a table.
 """
 
@@ -38,7 +43,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_common import RESULTS, database  # noqa: E402
 
-from simulators.fleet import Fleet, SimulationConfig, wall_clock_start_ms  # noqa: E402
+from simulators.fleet import Fleet, SimulationConfig  # noqa: E402
 from simulators.truthflags import TruthFlag  # noqa: E402
 from storage.cellwindows import column  # noqa: E402
 from storage.queries import BBox, Selection, cell_stats  # noqa: E402
@@ -55,10 +60,8 @@ RIDE_GAP_MS = 20 * 60 * 1000  # stream.core.rides.RideConfig
 
 
 def enriched(bikes: int, minutes: float, seed: int) -> np.ndarray:
-    duration_s = minutes * 60
-    start_ms = wall_clock_start_ms() - round(duration_s * 1000)
-    run = Fleet(SimulationConfig(n_bikes=bikes, duration_s=duration_s, start_ms=start_ms,
-                                 seed=seed)).run()
+    # The simulator's fixed start, not the demo's "ending now": the same hours every run.
+    run = Fleet(SimulationConfig(n_bikes=bikes, duration_s=minutes * 60, seed=seed)).run()
     for _ in run:
         pass
     assert run.truth is not None
@@ -105,6 +108,34 @@ def counts(conn: psycopg.Connection[object], metric: Metric, res: int, window_s:
     return out
 
 
+def leaky_parents(conn: psycopg.Connection[object], start: datetime,
+                  end: datetime) -> dict[str, dict[str, int]]:
+    """Parent-hours whose public figure is more than the merge of its public children."""
+    world = BBox(-180, -90, 180, 90)
+    rules: dict[str, dict[str, int]] = {
+        "per_metric": {"min_rides": K},
+        "closed": {"min_rides": K, "unit_resolution": 10, "unit_window_s": 3600}}
+    out = {name: {"parents": 0, "leaky": 0} for name in rules}
+    hour = start
+    while hour < end:
+        for name, kw in rules.items():
+            def public(res: int, kw: dict[str, int] = kw, hour: datetime = hour) -> np.ndarray:
+                sel = Selection(Metric.PM25, res, 3600, hour, hour + timedelta(hours=1), **kw)
+                return cell_stats(conn, sel, world)
+
+            children = public(10)
+            for res in (7, 8, 9):
+                parents = public(res)
+                of = np.array([h3.cell_to_parent(int(c), res) for c in children["cell"]],
+                              dtype=np.int64)
+                for cell, n in zip(parents["cell"].tolist(), parents["n"].tolist(),
+                                   strict=True):
+                    out[name]["parents"] += 1
+                    out[name]["leaky"] += int(n > children["n"][of == cell].sum())
+        hour += timedelta(hours=1)
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--bikes", type=int, default=25)
@@ -131,6 +162,13 @@ def main() -> None:
                         f"{name} {v['readings'] / total:6.1%} ({v['cells']} cells)"
                         for name, v in c.items()))
         results["coverage"] = table
+        first = datetime.fromtimestamp(int(readings["ts_ms"].min()) // 3_600_000 * 3600, UTC)
+        last = datetime.fromtimestamp(int(readings["ts_ms"].max()) // 1000 + 1, UTC)
+        attack = leaky_parents(conn, first, last)
+        results["leaky_parents"] = attack
+        for name, v in attack.items():
+            print(f"{name:10} parent-hours (res 7-9) with more than their public children: "
+                  f"{v['leaky']} of {v['parents']}")
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "privacy_coverage.json").write_text(json.dumps(results, indent=1) + "\n")
 
