@@ -63,7 +63,9 @@ def judge(stats: np.ndarray, metric: Metric, scale: MetricScale, min_readings: i
     shown = rounded(stats, metric)
     value = shown["laeq_db"] if metric is Metric.NOISE else shown["mean"]
     band = np.where(sufficient, scale.classify(value), NO_BAND).astype(np.int16)
-    return Judged(ci_low=iv.low, ci_high=iv.high, interval_reason=iv.reason,
+    # An empty bucket of a gap-filled series has nothing to explain: no reason either.
+    reason = [None if n == 0 else r for n, r in zip(stats["n"].tolist(), iv.reason, strict=True)]
+    return Judged(ci_low=iv.low, ci_high=iv.high, interval_reason=reason,
                   sufficient=sufficient, band=band)
 
 
@@ -83,8 +85,10 @@ def tile_bands(cells: np.ndarray, metric: Metric, scale: MetricScale,
 async def read_series(conn: psycopg.AsyncConnection[Any], sel: Selection, scale: MetricScale, *,
                       bucket_s: int, min_readings: int, bbox: BBox | None = None,
                       cell: int | None = None) -> list[TimeseriesPoint]:
-    """Buckets of ``bucket_s`` over ``sel``, in a bbox or a cell (or everywhere)."""
-    stats = await atime_series(conn, sel, bucket_s, bbox=bbox, cell=cell)
+    """Every bucket of ``bucket_s`` over ``sel``, in a bbox or a cell (or everywhere); one
+    without data, or withheld, is an explicit empty one (``n_readings`` 0, values null), so a
+    chart shows the gap."""
+    stats = await atime_series(conn, sel, bucket_s, bbox=bbox, cell=cell, gapfill=True)
     j = judge(stats, sel.metric, scale, min_readings)
     stats = rounded(stats, sel.metric)
     noise = sel.metric is Metric.NOISE

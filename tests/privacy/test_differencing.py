@@ -125,7 +125,8 @@ def _series(client: httpx.Client, cell: int, bucket: str,
                                                     "bucket": bucket, **DAY},
                           headers={"X-API-Key": key} if key else {})
     assert response.status_code == 200, response.text
-    return {p["start"]: p for p in response.json()["points"]}
+    # Buckets with data only: a withheld hour is an empty bucket, as one without data.
+    return {p["start"]: p for p in response.json()["points"] if p["n_readings"] > 0}
 
 
 def _total(props: list[dict[str, Any]]) -> tuple[int, float]:
