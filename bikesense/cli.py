@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -12,12 +12,27 @@ import ingest.cli as ingest_cli
 import simulators.cli as simulators_cli
 import storage.cli as storage_cli
 import stream.cli as stream_cli
-from bikesense.cliutil import exit_with, settings_or_exit
+from bikesense.cliutil import err_console, exit_with, settings_or_exit
 from bikesense.exceptions import BikesenseError
 from bikesense.services import LocalServices
 from bikesense.settings import Settings
 
-app = typer.Typer(
+
+class _Bikesense(typer.Typer):
+    """The command line's one edge for errors: whatever a command lets through that is a
+    :class:`BikesenseError` (the root of every package's errors) ends as one line on
+    stderr and exit code 1, never a traceback. Commands translate the errors they
+    expect themselves, with their own exit codes (``bikesense.cliutil``)."""
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return super().__call__(*args, **kwargs)
+        except BikesenseError as exc:
+            err_console.print(f"[red]error:[/red] {exc}")
+            raise SystemExit(1) from None
+
+
+app = _Bikesense(
     name="bikesense",
     help="Mobile environmental sensing on delivery bikes: kits → MQTT → stream → database → map.",
     no_args_is_help=True,

@@ -2,10 +2,11 @@
 
 ::
 
-    ProtocolError                 anything this package raises on purpose
-     ├── RemoteProtocolError      the peer (a kit, the network) sent bytes we refuse;
-     │                            carries .reason (RejectReason), .offset and .kit_id
-     └── LocalProtocolError       we were asked to do something the protocol forbids
+    BikesenseError                the root every bikesense package's errors share
+     └── ProtocolError            anything this package raises on purpose
+          ├── RemoteProtocolError the peer (a kit, the network) sent bytes we refuse;
+          │                       carries .reason (RejectReason), .offset and .kit_id
+          └── LocalProtocolError  we were asked to do something the protocol forbids
                                   (encode a value out of range, an empty batch, a bad key)
 
 Ingest catches :class:`RemoteProtocolError` and files the frame in its rejects
@@ -16,6 +17,8 @@ caller and should surface as one.
 from __future__ import annotations
 
 from enum import StrEnum
+
+from bikesense.exceptions import BikesenseError
 
 
 class RejectReason(StrEnum):
@@ -34,7 +37,7 @@ class RejectReason(StrEnum):
     BAD_JSON = "bad_json"  # status message: not UTF-8 JSON, or not a JSON object
 
 
-class ProtocolError(Exception):
+class ProtocolError(BikesenseError):
     """Base of every error ``firmware_protocol`` raises on purpose."""
 
 

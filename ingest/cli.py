@@ -22,7 +22,6 @@ from ingest.broker_auth import kit_mqtt_password
 from ingest.exceptions import IngestError
 from ingest.topics import DEFAULT_SHARE_GROUP, TopicLayout
 from storage.cli import master_key_from_environment
-from storage.exceptions import StorageError
 from storage.kits import kit_secrets, list_kits, register_kit, revoke_kit
 
 kits_app = typer.Typer(help="Register, list and revoke sensor kits; broker credentials.",
@@ -41,7 +40,7 @@ def kits_add(
         try:
             creds = register_kit(conn, master_key_from_environment(settings), kit_id, pseudonym)
             broker_kits = reload_embedded_broker(settings, conn)
-        except (StorageError, BikesenseError) as exc:
+        except BikesenseError as exc:
             exit_with(exc)
     console.print(f"kit {creds.kit_id} registered as {creds.pseudonym}")
     if broker_kits is not None:
@@ -74,7 +73,7 @@ def kits_revoke(kit_id: Annotated[int, typer.Argument(help="The kit's id.")]) ->
         try:
             changed = revoke_kit(conn, kit_id)
             reload_embedded_broker(settings, conn)
-        except (StorageError, BikesenseError) as exc:
+        except BikesenseError as exc:
             exit_with(exc)
     console.print(f"kit {kit_id} {'revoked' if changed else 'was already revoked'}")
 
@@ -156,7 +155,7 @@ def kits_pseudonym(
             kit_ids = [k.kit_id for k in list_kits(conn)]
     try:
         key = pseudonym_key_from_environment(settings.state_dir)
-    except (StorageError, OSError) as exc:
+    except (BikesenseError, OSError) as exc:
         exit_with(exc)
     rows = [r for r in pseudonym_table(kit_ids, when, key)
             if find is None or find == r[1]]

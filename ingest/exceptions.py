@@ -1,15 +1,18 @@
 """Errors of the ingest stage.
 
-    IngestError
-    ├── TopicError          a message arrived on a topic outside the kit topic layout
-    └── BrokerError         the broker refused us or could not be reached (wraps paho's codes)
+    BikesenseError (bikesense.exceptions: the root every package's errors share)
+    └── IngestError
+        ├── TopicError      a message arrived on a topic outside the kit topic layout
+        └── BrokerError     the broker refused us or could not be reached (wraps paho's codes)
 
 Bad frames are not exceptions that escape ingest: each becomes a reject with a
 :class:`ingest.validation.Reject` reason and is stored, never raised to the caller.
 """
 
+from bikesense.exceptions import BikesenseError
 
-class IngestError(Exception):
+
+class IngestError(BikesenseError):
     """Base of the errors raised by ``ingest``."""
 
 

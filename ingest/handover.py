@@ -42,6 +42,8 @@ import enum
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
+from bikesense.exceptions import BikesenseError
+
 C = TypeVar("C")
 
 
@@ -71,7 +73,7 @@ class Taken(Generic[C]):
     chunks: list[C]
 
 
-class HandoverError(RuntimeError):
+class HandoverError(BikesenseError, RuntimeError):
     """A transition asked of a state that does not allow it (a bug in the caller)."""
 
 

@@ -1,8 +1,9 @@
 """Errors raised by the stream core.
 
-    StreamCoreError
-    ├── InvalidBatchError   the readings handed in are not what the core accepts
-    └── InvalidConfigError  a resolution, window size or threshold makes no sense
+    BikesenseError (bikesense.exceptions: the root every package's errors share)
+    └── StreamCoreError
+        ├── InvalidBatchError   the readings handed in are not what the core accepts
+        └── InvalidConfigError  a resolution, window size or threshold makes no sense
 
 Both derive from ``ValueError`` as well: they are always about a value the
 caller passed, never about the environment.
@@ -10,8 +11,10 @@ caller passed, never about the environment.
 
 from __future__ import annotations
 
+from bikesense.exceptions import BikesenseError
 
-class StreamCoreError(Exception):
+
+class StreamCoreError(BikesenseError):
     """Base of every error the stream core raises."""
 
 
