@@ -16,7 +16,7 @@ The interval (docs/statistics.md has the derivation and the coverage measured):
   wide); ρ = 0 would treat every reading as independent (far too narrow). ρ per
   metric is :data:`INTRA_RIDE_CORRELATION`, measured by ``bench/bench_coverage.py``.
   The t quantile has ⌊n_eff⌋ − 1 degrees of freedom, the usual companion of an
-  effective sample size (Bretherton et al. 1999, J. Climate 12(7), eq. 31), at
+  effective sample size (Bretherton et al. 1999, J. Climate 12(7)), at
   least R − 1 since n_eff ≥ R.
 - **Never below zero.** Concentrations get the interval of log(mean) by the delta
   method, SE(log x̄) ≈ SE(x̄) / x̄, back-transformed: x̄·exp(±t·SE / x̄). It is
@@ -58,7 +58,8 @@ _A = math.log(10.0) / 10.0  # energy = exp(_A · level in dB)
 #: module). Measured on the simulator's ground truth by bench/bench_coverage.py
 #: --scan-rho (30 bikes, 5 h, a reading every 2 s, seeds 7, 23 and 31 pooled: the ρ,
 #: in steps of 0.1, whose 95 % intervals cover closest to 95 % of the true cell-hour
-#: means at resolutions 9–10; docs/statistics.md). Temperature and humidity were not measured: ρ = 1, rides only.
+#: means at resolutions 9–10; docs/statistics.md). Temperature and humidity were not
+#: measured: ρ = 1, rides only.
 #: A real fleet's ρ comes from its own co-located rides; these are the simulator's.
 INTRA_RIDE_CORRELATION: dict[Metric, float] = {
     Metric.PM1: 0.4,
