@@ -123,6 +123,9 @@ def summarise(partials: np.ndarray) -> np.ndarray:
         # Sum-of-squares form; rounding can push a zero variance slightly negative.
         var = np.maximum(p["sumsq"] - p["sum"] * mean, 0.0) / (n - 1.0)
     out["mean"] = np.where(n > 0, mean, np.nan)
+    # Readings all alike have no spread; Σx² − (Σx)²/n would leave cancellation noise
+    # (60 readings of 999.9 gave 7.6e-6).
+    var = np.where(p["max"] == p["min"], 0.0, var)
     out["std"] = np.where(n > 1, np.sqrt(var), np.nan)
     out["min"] = p["min"]
     out["max"] = p["max"]

@@ -87,6 +87,11 @@ def test_the_stated_percentile_error_bound_holds(values: list[float], metric: Me
         assert row["p50_err"] == row["p95_err"] == 0
 
 
+def test_readings_all_alike_have_no_spread() -> None:
+    # Σx² − (Σx)²/n of 60 readings of 999.9 left 7.6e-6 of cancellation noise.
+    assert pm_summary([999.9] * 60)["std"] == 0.0
+
+
 def test_a_single_value_is_its_own_percentiles() -> None:
     row = pm_summary([12.3])
     assert row["p50"] == pytest.approx(12.3, rel=1e-6)
