@@ -6,6 +6,18 @@ shutdown. The kits' side is a paho client with a persistent session
 (``clean_session=False``, fixed client id) publishing at QoS 1, as kit firmware
 does; ingest keeps its own persistent session. The broker is stopped while
 frames are in flight in both directions, and started again on the same port.
+
+Only a plain subscription (``--share-group ''``, one ingest process, what the demo
+and ``services up`` run) is tested. The shared case (``$share/``) was a non-strict
+expected failure, which can never fail, and is removed: Mosquitto 2.0.11 loses
+deliveries queued for a shared subscription's persistent session across a restart.
+Reproduced without bikesense (plain paho clients, persistent sessions, QoS 1, the
+broker stopped with SIGTERM and started again): a subscriber on ``$share/g/t/#``
+that acks manually received 912 of 1,000 messages, 262 of 1,000 when it did not
+subscribe again on reconnect; on ``t/#`` all 1,000. The loss is the broker's, varies
+from run to run (this test passed in some runs), and nothing ingest does can bring
+those messages back, so no assertion about it can be both true and able to fail.
+docs/ingest.md says what a deployment with several ingest processes needs instead.
 """
 
 from __future__ import annotations
@@ -31,17 +43,6 @@ from tests.runtime_harness import ingest_process, wait_for
 
 pytestmark = [pytest.mark.postgres, pytest.mark.mqtt, pytest.mark.slow]
 
-# Found by this test, reproduced without bikesense (plain paho clients, persistent
-# sessions, QoS 1, the broker stopped with SIGTERM and started again): with
-# Mosquitto 2.0.11, a subscriber on ``$share/g/t/#`` that acks manually received
-# 912 of 1000 messages (88 lost), 262 of 1000 if it does not subscribe again on
-# reconnect; the same subscriber on ``t/#`` received all 1000. Ingest uses a shared
-# subscription, so here it stops receiving after the restart. Kept as an expected
-# failure until ingest or the broker changes; see bench/RESULTS.md.
-SHARED_SUBSCRIPTION_LOSS = pytest.mark.xfail(
-    reason="Mosquitto 2.0.11 loses $share deliveries of persistent sessions across a restart",
-    strict=False)
-
 KITS = (21, 22, 23, 24)
 
 
@@ -56,20 +57,15 @@ def own_broker() -> Iterator[MosquittoBroker]:
     shutil.rmtree(root, ignore_errors=True)
 
 
-@pytest.mark.parametrize("share_group", [
-    pytest.param("bikesense-ingest", marks=SHARED_SUBSCRIPTION_LOSS, id="shared"),
-    pytest.param("", id="plain"),  # one ingest process, as the demo runs it
-])
 def test_broker_restart_mid_stream_delivers_everything_once(
     migrated_database_url: str, own_broker: MosquittoBroker, unique_topic_prefix: str,
-    share_group: str,
 ) -> None:
     url = migrated_database_url
     master, secrets = register_fleet(url, KITS)
     frames = good_frames(secrets, 250)  # 1,000 frames, 10,000 readings
     root = f"{unique_topic_prefix}/bikesense/v1"
     with ingest_process(url, own_broker.url, master, root, f"{unique_topic_prefix}-ingest",
-                        "--share-group", share_group):
+                        "--share-group", ""):
         kits = KitPublisher(own_broker.url, f"{unique_topic_prefix}-kits")
         try:
             wait_for(kits.client.is_connected, what="the kits' publisher to connect")
