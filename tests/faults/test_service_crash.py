@@ -15,6 +15,9 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
+import tempfile
 import threading
 import time
 import uuid
@@ -219,3 +222,39 @@ def test_services_up_watch_starts_crashed_services_again_on_their_ports(
     assert _stored_or_zero(env.database_url) == 0  # the same database answers on the old URL
     kits = _kits(env)  # and the broker takes the kits' logins on the old port
     _close(kits)
+
+
+def test_the_watch_command_restarts_a_killed_postgres_and_stops_on_sigterm(
+    services_root: Path,
+) -> None:
+    """``bikesense services up --watch`` itself, as an operator runs it."""
+    state = services_root / f"watch-{uuid.uuid4().hex[:10]}"
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("BIKESENSE_DATABASE_URL", "BIKESENSE_MQTT_URL")}
+    env["BIKESENSE_STATE_DIR"] = str(state)
+    with tempfile.TemporaryFile() as out:
+        watcher = subprocess.Popen(
+            [sys.executable, "-m", "bikesense", "services", "up", "--no-mosquitto", "--watch"],
+            env=env, stdout=out, stderr=subprocess.STDOUT)
+
+        def said(text: str) -> bool:
+            out.seek(0)
+            return text in out.read().decode(errors="replace")
+
+        try:
+            wait_for(lambda: said("watching") or watcher.poll() is not None, timeout_s=120,
+                     what="services up to start")
+            assert watcher.poll() is None, "services up --watch exited"
+            before = LocalServices(state).records()["postgres"]
+            os.kill(before.pid, signal.SIGKILL)
+            wait_for(lambda: said("postgres had stopped: started again on"), timeout_s=60,
+                     what="the watcher to start PostgreSQL again")
+            after = LocalServices(state).records()["postgres"]
+            assert (after.url, after.pid != before.pid) == (before.url, True)
+            watcher.send_signal(signal.SIGTERM)
+            assert watcher.wait(30) == 0
+        finally:
+            if watcher.poll() is None:
+                watcher.kill()
+                watcher.wait(10)
+            LocalServices(state).down()
