@@ -198,7 +198,7 @@ def cell_window_breakdown(conn: psycopg.Connection[Any]) -> dict[str, Any]:
     assert row is not None
     per_column = {c: float(v or 0) for c, v in zip(columns, row[:-2], strict=True)}
     n = int(row[-1])
-    # A plain table on plain PostgreSQL (migration 0008.plain partitions none of it).
+    # A plain table on plain PostgreSQL (migration 0104.plain partitions none of it).
     heap, indexes = conn.execute("SELECT pg_table_size('cell_windows'),"
                                  " pg_indexes_size('cell_windows')").fetchone() or (0, 0)
     groups: dict[str, float] = {}
