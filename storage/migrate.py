@@ -171,6 +171,15 @@ def migrate(conn: psycopg.Connection[Any], *, backend: Backend | None = None,
         if unknown:
             raise MigrationError(f"the database has migrations this code does not know: {unknown}; "
                                  "is this an older bikesense?")
+        newest = max(done, default=0)
+        behind = [m for m in migrations if m.version not in done and m.version < newest]
+        if behind:
+            # Applied now, it would run after newer ones that a new database runs it
+            # before: two databases of one release with different histories.
+            names = ", ".join(f"{m.version:04d}_{m.name}" for m in behind)
+            raise MigrationError(f"migration {names} is numbered below {newest:04d}, which "
+                                 "this database already has; number new migrations above "
+                                 "the newest")
         applied = []
         for migration in migrations:
             if target is not None and migration.version > target:

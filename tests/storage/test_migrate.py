@@ -89,6 +89,18 @@ def test_an_edited_migration_is_refused(database_url: str) -> None:
             migrate(conn)
 
 
+def test_a_migration_numbered_below_the_newest_applied_is_refused(database_url: str) -> None:
+    """A migration added below the newest one a database has would run after the newer
+    ones there and before them in a new database: refused, with nothing applied."""
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        migrate(conn)
+        conn.execute("DELETE FROM schema_migrations WHERE version = 5")  # as if 0005 were new
+        with pytest.raises(MigrationError, match="0005_readings_held is numbered below"):
+            migrate(conn)
+        row = conn.execute("SELECT count(*) FROM schema_migrations WHERE version = 5").fetchone()
+        assert row == (0,)
+
+
 def test_0004_counts_the_rides_already_stored(database_url: str) -> None:
     readings = np.concatenate([make_readings(90, kit_id=k, ride_id=k, seed=k, step_ms=20_000)
                                for k in (1, 2, 3)])
@@ -96,17 +108,15 @@ def test_0004_counts_the_rides_already_stored(database_url: str) -> None:
     rows = np.concatenate([rows, rows[:5]])
     rows["day"][-5:] += 1  # one ride seen with two days: one ride, two days
     with psycopg.connect(database_url, autocommit=True) as conn:
-        migrate(conn)
-        # Back to a database from before 0004, with presence rows an older writer stored.
-        conn.execute("DROP TABLE window_rides; DROP FUNCTION bikesense_days_union;"
-                     " DELETE FROM schema_migrations WHERE version = 4")
+        # A database from before 0004, with presence rows an older writer stored.
+        migrate(conn, target=3)
         with conn.cursor() as cur:
             cur.executemany(
                 "INSERT INTO window_presence"
                 " (resolution, cell, window_s, window_start, ride_id, day)"
                 " VALUES (%s, %s, %s, to_timestamp(%s / 1000.0), %s, %s)",
                 [tuple(int(v) for v in r[:6]) for r in rows.tolist()])
-        assert migrate(conn).applied == (4,)
+        assert migrate(conn, target=4).applied == (4,)
         assert stored_ride_counts(conn) == ride_counts(rows)
         assert max(r for r, _ in ride_counts(rows).values()) == 3
 
