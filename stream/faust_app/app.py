@@ -223,7 +223,16 @@ def create_app(settings: Settings, *, broker_url: str | None = None, store: str 
 
     async def seek_stalled() -> None:
         consumer: Any = app.consumer  # RebalanceSafeConsumer (consumer.py)
-        await consumer.seek_stalled()
+        # The timer must outlive a broker that does not answer or a check that fails: a
+        # timer task that hangs or dies is silent, and every later stall would be too.
+        limit_s = max(3 * cfg.stall_check_s, 15.0)
+        try:
+            await asyncio.wait_for(consumer.seek_stalled(), timeout=limit_s)
+        except TimeoutError:
+            log.warning("stall check: no answer from the broker within %.0f s; trying again",
+                        limit_s)
+        except Exception as exc:  # noqa: BLE001 - logged, and the next check runs
+            log.warning("stall check failed (%r); trying again", exc)
 
     # A partition whose messages a rebalance left behind the fetcher (consumer.py).
     app.timer(interval=cfg.stall_check_s, name="bikesense.seek_stalled")(seek_stalled)

@@ -45,6 +45,8 @@ from faust.transport.drivers.aiokafka import Transport as AiokafkaTransport
 
 #: Not checked before: a partition just assigned.
 _UNSEEN = object()
+#: Checks in a row that find the worker recovering or stopped before that is logged.
+_IDLE_CHECKS_SAID = 6
 
 
 class RebalanceSafeConsumer(AiokafkaConsumer):
@@ -109,6 +111,7 @@ class RebalanceSafeConsumer(AiokafkaConsumer):
 
 
     _progress: dict[Any, Any]
+    _idle_checks: int
 
     async def seek_stalled(self) -> list[Any]:
         """Seek back every acked partition that has messages beyond the next offset to hand
@@ -120,7 +123,15 @@ class RebalanceSafeConsumer(AiokafkaConsumer):
         previous = getattr(self, "_progress", {})
         self._progress = current = {}
         if self.app.in_recovery or not self.flow_active:
+            # Normal for a moment in a rebalance; said once when it lasts (a worker that
+            # stays there consumes nothing, and this check would otherwise be silent).
+            self._idle_checks = getattr(self, "_idle_checks", 0) + 1
+            if self._idle_checks == _IDLE_CHECKS_SAID:
+                self.log.warning("stall check: %d checks in a row found the worker %s",
+                                 self._idle_checks, "in table recovery"
+                                 if self.app.in_recovery else "with its flow stopped")
             return []
+        self._idle_checks = 0
         acks_enabled_for = self.app.topics.acks_enabled_for
         watched = [tp for tp in self.assignment() if acks_enabled_for(tp.topic)]
         if not watched:

@@ -107,3 +107,15 @@ def test_changelogs_and_recovery_are_not_touched() -> None:
     check(consumer)
     assert check(consumer) == []
     assert known.sought == recovering.sought == []
+
+
+def test_a_worker_that_stays_in_recovery_is_said_once(caplog: Any) -> None:
+    """A check that returns at once while the worker recovers is normal in a rebalance;
+    when it lasts, the worker consumes nothing, and the log says so, once."""
+    recovering = Known({ENRICHED: 1}, {ENRICHED: 9}, in_recovery=True)
+    consumer = recovering.consumer()
+    with caplog.at_level(logging.WARNING, logger="test"):
+        for _ in range(10):
+            check(consumer)
+    said = [r.getMessage() for r in caplog.records if "stall check" in r.getMessage()]
+    assert said == ["stall check: 6 checks in a row found the worker in table recovery"]
