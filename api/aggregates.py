@@ -58,7 +58,7 @@ class Judged:
 def judge(stats: np.ndarray, metric: Metric, scale: MetricScale, min_readings: int) -> Judged:
     iv = round_interval(mean_interval(stats, metric), metric)
     sufficient = stats["n"] >= min_readings
-    # Noise is coloured by its energy average (DESIGN.md decision 3), the rest by the
+    # Noise is coloured by its energy average (docs/design.md decision 3), the rest by the
     # mean; both as shown, so a mean stored as 4.9999999 is coloured as the 5.0 it shows.
     shown = rounded(stats, metric)
     value = shown["laeq_db"] if metric is Metric.NOISE else shown["mean"]

@@ -1,7 +1,7 @@
 """Colour bands per metric, loaded from ``api/data/bands.json``.
 
 The numbers live in the data file with their source and version named
-(DESIGN.md: the EEA has changed the EAQI bands over time), never in code.
+(docs/design.md: the EEA has changed the EAQI bands over time), never in code.
 :func:`load_bands` builds a :class:`BandSet` for one EAQI version; it classifies
 values into band indices and gives the RGBA lookup table the tile renderer uses.
 """

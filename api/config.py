@@ -2,7 +2,7 @@
 
 The shared :class:`bikesense.settings.Settings` carries what every stage needs
 (database URL, H3 resolutions, window sizes, host and port); this adds what only
-the API decides: the privacy thresholds of DESIGN.md decision 4, rate limits,
+the API decides: the privacy thresholds of docs/design.md decision 4, rate limits,
 caching and CORS. Tests build :class:`ApiSettings` with keyword arguments and
 hand it to :func:`api.app.create_app`.
 """
@@ -22,7 +22,7 @@ class ApiSettings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="BIKESENSE_", extra="ignore", frozen=True)
 
-    # Privacy (DESIGN.md decision 4): what the anonymous public may see.
+    # Privacy (docs/design.md decision 4): what the anonymous public may see.
     public_min_rides: int = Field(
         default=3, ge=1,
         description="k: a cell-window is public only with at least this many distinct rides",

@@ -18,7 +18,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 #: Methods counted by name; any other is counted as "other", so that clients cannot grow
 #: the label set without bound.
 _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
-# Tile budget is 50 ms at p95 (DESIGN.md), so the buckets are fine below 0.1 s.
+# Tile budget is 50 ms at p95 (docs/design.md), so the buckets are fine below 0.1 s.
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
 

@@ -1,4 +1,4 @@
-"""Roles and what each may see (DESIGN.md decision 4)."""
+"""Roles and what each may see (docs/design.md decision 4)."""
 
 from __future__ import annotations
 

@@ -50,7 +50,7 @@ from firmware_protocol import (
 RESULTS = Path(__file__).resolve().parent / "results" / "decode.json"
 SIZES = (1, 10, 16, 64, 128, 256, MAX_READINGS_PER_FRAME)
 BATCH_SIZES = (1, 10, 16, 64, 128)
-TARGET = 1_000_000  # readings/s on one core, DESIGN.md "Quality bars"
+TARGET = 1_000_000  # readings/s on one core, docs/design.md, "Quality bars"
 KEY = bytes(range(32))
 
 

@@ -79,7 +79,7 @@ PER_FRAME = 10
 MARKER_KIT = 9_999_999
 ROOT_TOPIC = "bench/bikesense/v1"
 NAIVE_TOPIC = "bench-naive/bikesense/v1"
-#: DESIGN.md "Quality bars", on 2 cores.
+#: docs/design.md, "Quality bars", on 2 cores.
 TARGETS = {"readings_per_s": 20_000, "ratio_to_bare_copy": 0.5, "ratio_to_naive": 20.0,
            "p99_latency_s": 1.0}
 

@@ -38,7 +38,7 @@ from ingest.limits import MAX_PACKET_BYTES
 log = logging.getLogger(__name__)
 
 #: Mosquitto silently drops QoS 1 messages queued beyond ``max_queued_messages``
-#: (default 1000) for a subscriber that falls behind: DESIGN.md measured 16,671
+#: (default 1000) for a subscriber that falls behind: docs/design.md records 16,671
 #: of 200,000 lost. The bound stays, but at a size a real backlog fits in
 #: (a kit fleet's hours offline), and it is also capped in bytes.
 MQTT_MAX_QUEUED_MESSAGES = 1_000_000
@@ -342,7 +342,7 @@ class MosquittoBroker:
             "persistence true",
             f"persistence_location {self.persistence_dir}/",
             "autosave_interval 5",
-            # Deliberate, large bounds instead of the silent default of 1000 (DESIGN.md).
+            # Deliberate, large bounds instead of the silent default of 1000 (docs/design.md).
             f"max_queued_messages {MQTT_MAX_QUEUED_MESSAGES}",
             f"max_queued_bytes {MQTT_MAX_QUEUED_BYTES}",
             "max_inflight_messages 100",

@@ -56,7 +56,7 @@ class Settings(BaseSettings):
     )
     h3_resolutions: tuple[int, ...] = DEFAULT_H3_RESOLUTIONS
     window_sizes_s: tuple[int, ...] = DEFAULT_WINDOW_SIZES_S
-    # Rider privacy (DESIGN.md decision 4, docs/privacy.md).
+    # Rider privacy (docs/design.md decision 4, docs/privacy.md).
     privacy_zones_file: Path | None = Field(
         default=None,
         description="GeoJSON (or JSON list) of privacy zones: readings inside are never stored",

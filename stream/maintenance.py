@@ -1,7 +1,7 @@
 """Retention that runs by itself: a background task of the long-running ingest process.
 
 Raw readings are personal data (a track of a mail carrier at work) and expire
-after a retention period, 90 days by default (DESIGN.md decision 4,
+after a retention period, 90 days by default (docs/design.md decision 4,
 docs/privacy.md); window aggregates stay. The embedded runtime runs
 :func:`run_maintenance` at start and then every hour, on either backend:
 

@@ -1,6 +1,6 @@
 """docker-compose.yml and the Dockerfile stay consistent with the code.
 
-There is no container engine here (DESIGN.md decision 5), so the deployment is
+There is no container engine here (docs/design.md decision 5), so the deployment is
 checked by reading it: every command a bikesense service runs must be a
 ``bikesense`` command, every ``BIKESENSE_*`` variable one that bikesense reads,
 every file it mounts must exist, and the numbers it shares with the code (MQTT

@@ -1,4 +1,4 @@
-"""Mergeable partial aggregates from enriched readings (DESIGN.md decisions 1–4).
+"""Mergeable partial aggregates from enriched readings (docs/design.md decisions 1–4).
 
 :func:`aggregate` turns any set of enriched readings into partials, one per
 (metric, resolution, cell, window size, window start), plus presence rows, one

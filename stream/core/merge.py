@@ -3,7 +3,7 @@
 Counts, sums, energies, durations and histograms add; min, max and LAmax take
 the extreme, ignoring NaN. It is associative and commutative, which is what lets
 late data of any age, redelivered batches split differently, and roll-ups to
-coarser windows all land on the same numbers (DESIGN.md decision 1).
+coarser windows all land on the same numbers (docs/design.md decision 1).
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 A partial summarises the readings of one (metric, H3 resolution, cell, window
 size, window start). Partials for the same key merge by adding counts, sums,
 energies and histograms and taking min / max, in any order and any grouping
-(DESIGN.md decision 1). Storage keeps exactly these fields, every metric's
+(docs/design.md decision 1). Storage keeps exactly these fields, every metric's
 partial of a cell-window side by side in one row (storage/cellwindows.py).
 
 Distinct rides and days cannot be summed, so they travel separately as
@@ -72,7 +72,7 @@ PARTIAL_DTYPE = np.dtype(
         ("sumsq", "<f8"),  # Σ x²
         ("min", "<f8"),
         ("max", "<f8"),
-        # Noise only (0 / NaN for other metrics): DESIGN.md decision 3.
+        # Noise only (0 / NaN for other metrics): docs/design.md decision 3.
         ("energy", "<f8"),  # Σ tᵢ·10^(Lᵢ/10) with tᵢ the interval in seconds
         ("duration_s", "<f8"),  # Σ tᵢ
         ("lamax_db", "<f8"),  # max of LAmax (NaN when no noise reading)

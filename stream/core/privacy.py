@@ -1,4 +1,4 @@
-"""Privacy zones and ride trimming: which readings must never be stored (DESIGN.md decision 4).
+"""Privacy zones and ride trimming: which readings must never be stored (docs/design.md decision 4).
 
 Mail carriers start and end their rounds at a depot, and some live on their
 round. Readings inside a *privacy zone* (a circle or a polygon: depots,

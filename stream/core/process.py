@@ -4,10 +4,10 @@
 and returns new ones, never mutating anything it was given. It does *not*
 aggregate: storage inserts the enriched rows with their identity unique and
 calls :func:`aggregate_new_rows` on exactly the rows that were new in its
-transaction, which is what makes redelivered frames harmless (DESIGN.md
+transaction, which is what makes redelivered frames harmless (docs/design.md
 decision 2).
 
-Privacy (DESIGN.md decision 4, :mod:`stream.core.privacy`): readings inside a
+Privacy (docs/design.md decision 4, :mod:`stream.core.privacy`): readings inside a
 privacy zone are set aside before anything else looks at them (they start no
 ride and leave nothing in the kit state), and readings in the first minutes of
 a ride are marked too; :attr:`ProcessedBatch.withheld` tells the runtime which

@@ -80,7 +80,7 @@ class QaConfig:
     # Anything faster is a bike on a van or a GNSS error.
     max_speed_mps: float = 15.0
     # Consumer GNSS is good to a few metres in the open but errs by tens of metres
-    # between tall buildings (DESIGN.md); a jump is flagged only beyond this slack.
+    # between tall buildings (docs/design.md); a jump is flagged only beyond this slack.
     jump_slack_m: float = 30.0
     # If every position for this long looks like a jump, the anchor was the bad one
     # (e.g. the first fix after a cold start): trust the new track again.
@@ -110,7 +110,7 @@ class QaConfig:
     noise_stuck_s: float = 120.0
     stuck_min_readings: int = 10
     # Optical PM sensors over-read from hygroscopic growth above about 75 % RH
-    # (DESIGN.md; Jayaratne et al., Atmos. Meas. Tech. 11, 4883–4890, 2018).
+    # (docs/design.md; Jayaratne et al., Atmos. Meas. Tech. 11, 4883–4890, 2018).
     humid_pm_rh_pct: float = 75.0
     #: Near saturation optical counters see fog droplets (Jayaratne et al. 2018 report
     #: growing over-reads from ~75 % and extreme ones near 100 %): excluded from the map.

@@ -3,7 +3,7 @@
 A ride is a run of one kit's readings within one boot with no gap longer than
 :attr:`RideConfig.gap_s` (20 minutes: a postal round pauses at the depot and at
 lunch, a mail stop takes minutes). Distinct rides and days are what the
-k-anonymity threshold counts (DESIGN.md decision 4), so a ride must keep its id
+k-anonymity threshold counts (docs/design.md decision 4), so a ride must keep its id
 whichever way its readings are batched.
 
 The id packs the ride's start second and a hash of (kit, boot)::

@@ -9,7 +9,7 @@ q·(n − 1)) lies between the lower edge of the bin holding the one order stati
 and the upper edge of the bin holding the other, both clipped to min and max; the
 bound is how far the reported value can be from either end. It is 0 when the
 partial saw one value, and at most a bin width (1 µg/m³ below 10, 2 dB for noise).
-Noise is averaged on energy, not on decibels (DESIGN.md decision 3).
+Noise is averaged on energy, not on decibels (docs/design.md decision 3).
 """
 
 from __future__ import annotations

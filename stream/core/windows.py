@@ -3,7 +3,7 @@
 Every window size divides a day, so windows nest (a 60 s window lies inside one
 900 s window, which lies inside one hour, inside one UTC day) and a window's
 start is a pure function of the reading's time: late data of any age lands in
-the window it belongs to (DESIGN.md decision 1). Daily windows are UTC days;
+the window it belongs to (docs/design.md decision 1). Daily windows are UTC days;
 local-time questions (days in a time zone, Lden periods) are answered from
 hourly windows, see :mod:`stream.core.summary`.
 """

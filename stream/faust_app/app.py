@@ -26,7 +26,7 @@ least once, never lost).
 The store agent batches across partitions freely (no table), and its events
 are acknowledged only after the transaction committed. Kafka may deliver a
 message twice; the writer's identity key makes the second copy a no-op
-(DESIGN.md decision 2).
+(docs/design.md decision 2).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Researcher exports name kits and rides only by daily pseudonyms (DESIGN.md decision 4).
+"""Researcher exports name kits and rides only by daily pseudonyms (docs/design.md decision 4).
 
 One kit with ids no other number in the data resembles rides on Monday, on
 Tuesday, and from Tuesday 23:55 to Wednesday 00:05 local time; a second kit

@@ -1,6 +1,6 @@
 """Hypothesis: whatever the batching, order and redelivery, and whether a batch was planned
 (aggregated) before its transaction, the stored aggregates are those of aggregating all the
-readings at once (DESIGN.md decisions 1 and 2)."""
+readings at once (docs/design.md decisions 1 and 2)."""
 
 from __future__ import annotations
 

@@ -141,7 +141,7 @@ def test_retention_drops_chunks_and_keeps_aggregates(ts_conn: psycopg.Connection
 
 def test_policies_run(ts_conn: psycopg.Connection[Any]) -> None:
     # Background workers of 2.28 on PostgreSQL 15.20 report "cannot drop portal"
-    # (DESIGN.md decision 5): run the jobs in the foreground instead.
+    # (docs/design.md decision 5): run the jobs in the foreground instead.
     # The policies count age from the server's now(), so the days are placed from it:
     # 200 days old (past the 90 days of retention), 20 (past the 7 of compression), today.
     row = ts_conn.execute("SELECT (extract(epoch FROM now()) * 1000)::bigint").fetchone()
