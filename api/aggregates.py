@@ -65,12 +65,14 @@ def judge(stats: np.ndarray, metric: Metric, scale: MetricScale, min_readings: i
     band = np.where(sufficient, scale.classify(value), NO_BAND).astype(np.int16)
     # An empty bucket of a gap-filled series has nothing to explain: no reason either.
     reason = [None if n == 0 else r for n, r in zip(stats["n"].tolist(), iv.reason, strict=True)]
-    return Judged(ci_low=iv.low, ci_high=iv.high, interval_reason=reason,
-                  sufficient=sufficient, band=band)
+    return Judged(
+        ci_low=iv.low, ci_high=iv.high, interval_reason=reason, sufficient=sufficient, band=band
+    )
 
 
-def tile_bands(cells: np.ndarray, metric: Metric, scale: MetricScale,
-               min_readings: int) -> np.ndarray:
+def tile_bands(
+    cells: np.ndarray, metric: Metric, scale: MetricScale, min_readings: int
+) -> np.ndarray:
     """Band index per row of :func:`storage.tiles.cell_means` output."""
     n = cells["n"]
     with np.errstate(invalid="ignore", divide="ignore"):
@@ -82,9 +84,16 @@ def tile_bands(cells: np.ndarray, metric: Metric, scale: MetricScale,
     return np.where(n >= min_readings, scale.classify(value), NO_BAND).astype(np.int16)
 
 
-async def read_series(conn: psycopg.AsyncConnection[Any], sel: Selection, scale: MetricScale, *,
-                      bucket_s: int, min_readings: int, bbox: BBox | None = None,
-                      cell: int | None = None) -> list[TimeseriesPoint]:
+async def read_series(
+    conn: psycopg.AsyncConnection[Any],
+    sel: Selection,
+    scale: MetricScale,
+    *,
+    bucket_s: int,
+    min_readings: int,
+    bbox: BBox | None = None,
+    cell: int | None = None,
+) -> list[TimeseriesPoint]:
     """Every bucket of ``bucket_s`` over ``sel``, in a bbox or a cell (or everywhere); one
     without data, or withheld, is an explicit empty one (``n_readings`` 0, values null), so a
     chart shows the gap."""
@@ -95,16 +104,22 @@ async def read_series(conn: psycopg.AsyncConnection[Any], sel: Selection, scale:
     return [
         TimeseriesPoint(
             start=datetime.fromtimestamp(int(row["window_start_ms"]) / 1000, UTC),
-            n_readings=int(row["n"]), rides=int(row["rides"]),
-            mean=finite_or_none(row["mean"]), std=finite_or_none(row["std"]),
-            min=finite_or_none(row["min"]), max=finite_or_none(row["max"]),
-            p50=finite_or_none(row["p50"]), p95=finite_or_none(row["p95"]),
+            n_readings=int(row["n"]),
+            rides=int(row["rides"]),
+            mean=finite_or_none(row["mean"]),
+            std=finite_or_none(row["std"]),
+            min=finite_or_none(row["min"]),
+            max=finite_or_none(row["max"]),
+            p50=finite_or_none(row["p50"]),
+            p95=finite_or_none(row["p95"]),
             p50_error_bound=finite_or_none(row["p50_err"]),
             p95_error_bound=finite_or_none(row["p95_err"]),
             laeq_db=finite_or_none(row["laeq_db"]) if noise else None,
-            ci95_low=finite_or_none(j.ci_low[i]), ci95_high=finite_or_none(j.ci_high[i]),
+            ci95_low=finite_or_none(j.ci_low[i]),
+            ci95_high=finite_or_none(j.ci_high[i]),
             interval_reason=j.interval_reason[i],
-            status="ok" if j.sufficient[i] else "insufficient")
+            status="ok" if j.sufficient[i] else "insufficient",
+        )
         for i, row in enumerate(stats)
     ]
 
@@ -114,8 +129,14 @@ def _ring(cell: int) -> list[tuple[float, float]]:
     return [*ring, ring[0]]
 
 
-async def read_cells(conn: psycopg.AsyncConnection[Any], sel: Selection, bbox: BBox,
-                     scale: MetricScale, *, min_readings: int) -> list[CellFeature]:
+async def read_cells(
+    conn: psycopg.AsyncConnection[Any],
+    sel: Selection,
+    bbox: BBox,
+    scale: MetricScale,
+    *,
+    min_readings: int,
+) -> list[CellFeature]:
     """One GeoJSON feature per cell of ``sel`` with data in ``bbox``."""
     stats = await acell_stats(conn, sel, bbox)
     j = judge(stats, sel.metric, scale, min_readings)
@@ -127,19 +148,33 @@ async def read_cells(conn: psycopg.AsyncConnection[Any], sel: Selection, bbox: B
         cell = int(row["cell"])
         band = scale.bands[int(j.band[i])] if j.band[i] >= 0 else None
         props = CellStats(
-            cell=format(cell, "x"), resolution=sel.resolution, metric=metric, unit=scale.unit,
+            cell=format(cell, "x"),
+            resolution=sel.resolution,
+            metric=metric,
+            unit=scale.unit,
             status="ok" if j.sufficient[i] else "insufficient",
-            n_readings=int(row["n"]), rides=int(row["rides"]), days=int(row["days"]),
-            mean=finite_or_none(row["mean"]), std=finite_or_none(row["std"]),
-            min=finite_or_none(row["min"]), max=finite_or_none(row["max"]),
-            p50=finite_or_none(row["p50"]), p95=finite_or_none(row["p95"]),
+            n_readings=int(row["n"]),
+            rides=int(row["rides"]),
+            days=int(row["days"]),
+            mean=finite_or_none(row["mean"]),
+            std=finite_or_none(row["std"]),
+            min=finite_or_none(row["min"]),
+            max=finite_or_none(row["max"]),
+            p50=finite_or_none(row["p50"]),
+            p95=finite_or_none(row["p95"]),
             p50_error_bound=finite_or_none(row["p50_err"]),
             p95_error_bound=finite_or_none(row["p95_err"]),
             laeq_db=finite_or_none(row["laeq_db"]) if noise else None,
             lamax_db=finite_or_none(row["lamax_db"]) if noise else None,
-            ci95_low=finite_or_none(j.ci_low[i]), ci95_high=finite_or_none(j.ci_high[i]),
+            ci95_low=finite_or_none(j.ci_low[i]),
+            ci95_high=finite_or_none(j.ci_high[i]),
             interval_reason=j.interval_reason[i],
-            band=band.label if band else None, colour=band.colour if band else None)
-        features.append(CellFeature(id=props.cell, geometry=Polygon(coordinates=[_ring(cell)]),
-                                    properties=props))
+            band=band.label if band else None,
+            colour=band.colour if band else None,
+        )
+        features.append(
+            CellFeature(
+                id=props.cell, geometry=Polygon(coordinates=[_ring(cell)]), properties=props
+            )
+        )
     return features

@@ -57,17 +57,27 @@ naming the parameter at fault. Mobile readings are indicative, not regulatory.
 """
 
 
-def create_app(settings: Settings | None = None, api_settings: ApiSettings | None = None, *,
-               database_url: str | None = None, listen: bool = True) -> FastAPI:
+def create_app(
+    settings: Settings | None = None,
+    api_settings: ApiSettings | None = None,
+    *,
+    database_url: str | None = None,
+    listen: bool = True,
+) -> FastAPI:
     """Build the API. ``database_url`` overrides what ``settings`` resolve to;
     ``listen=False`` skips the LISTEN task (live updates) for tools that do not need it."""
     settings = settings or load_settings()
     api_settings = api_settings or load_api_settings()
     state = ApiState(
-        settings=settings, api_settings=api_settings,
-        bands=load_bands(api_settings.band_version), metrics=ApiMetrics(),
-        limiter=TokenBuckets(api_settings.public_rate_per_s, api_settings.public_burst,
-                             api_settings.rate_limit_clients),
+        settings=settings,
+        api_settings=api_settings,
+        bands=load_bands(api_settings.band_version),
+        metrics=ApiMetrics(),
+        limiter=TokenBuckets(
+            api_settings.public_rate_per_s,
+            api_settings.public_burst,
+            api_settings.rate_limit_clients,
+        ),
         broadcaster=Broadcaster(api_settings.live_queue_size),
     )
 
@@ -75,15 +85,20 @@ def create_app(settings: Settings | None = None, api_settings: ApiSettings | Non
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         url = database_url or resolve_database_url(settings)
         state.database_url = url
-        state.pool = create_async_pool(session_conninfo(url, api_settings),
-                                       min_size=api_settings.pool_min_size,
-                                       max_size=api_settings.pool_max_size)
+        state.pool = create_async_pool(
+            session_conninfo(url, api_settings),
+            min_size=api_settings.pool_min_size,
+            max_size=api_settings.pool_max_size,
+        )
         # Not waiting: the API starts (and /healthz says "degraded") with the database down.
         await state.pool.open(wait=False)
         if listen:
             ready = asyncio.Event()
-            state.tasks.append(asyncio.create_task(
-                listen_forever(url, state.broadcaster, ready=ready), name="bikesense-listen"))
+            state.tasks.append(
+                asyncio.create_task(
+                    listen_forever(url, state.broadcaster, ready=ready), name="bikesense-listen"
+                )
+            )
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(ready.wait(), 2.0)
         try:
@@ -99,22 +114,44 @@ def create_app(settings: Settings | None = None, api_settings: ApiSettings | Non
             state.pool = None
 
     # /docs is served by api/routes/apidocs.py with local assets (FastAPI's loads a CDN's).
-    app = FastAPI(title="bikesense API", version="1", description=DESCRIPTION,
-                  lifespan=lifespan, docs_url=None, redoc_url=None)
+    app = FastAPI(
+        title="bikesense API",
+        version="1",
+        description=DESCRIPTION,
+        lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
+    )
     app.state.api = state
     install_error_handlers(app)
     app.add_middleware(RequestMetrics, metrics=state.metrics)
     if api_settings.cors_origins:
-        app.add_middleware(CORSMiddleware, allow_origins=list(api_settings.cors_origins),
-                           allow_methods=["GET"], allow_headers=["X-API-Key", "Authorization"],
-                           expose_headers=["ETag"])
-    for module in (health, meta, tiles, cells, timeseries, exports, live, kits, basemap, page,
-                   apidocs):
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=list(api_settings.cors_origins),
+            allow_methods=["GET"],
+            allow_headers=["X-API-Key", "Authorization"],
+            expose_headers=["ETag"],
+        )
+    for module in (
+        health,
+        meta,
+        tiles,
+        cells,
+        timeseries,
+        exports,
+        live,
+        kits,
+        basemap,
+        page,
+        apidocs,
+    ):
         app.include_router(module.router)
     assets, missing = asset_dirs()
     for name, folder in assets.items():
         app.mount(f"/static/{name}", StaticFiles(directory=folder), name=name)
     if missing:
-        log.warning("map assets missing (%s): run `npm ci --prefix api/web`",
-                    ", ".join(map(str, missing)))
+        log.warning(
+            "map assets missing (%s): run `npm ci --prefix api/web`", ", ".join(map(str, missing))
+        )
     return app

@@ -28,14 +28,22 @@ from api.privacy import check_fleet_access, check_raw_access
 from api.roles import Principal, Role
 from api.state import ApiState
 
-_api_key = APIKeyHeader(name="X-API-Key", auto_error=False, scheme_name="ApiKey",
-                        description="a key from `bikesense keys create --role ...`")
-_bearer = HTTPBearer(auto_error=False, scheme_name="Bearer",
-                     description="the same key, as `Authorization: Bearer <key>`")
+_api_key = APIKeyHeader(
+    name="X-API-Key",
+    auto_error=False,
+    scheme_name="ApiKey",
+    description="a key from `bikesense keys create --role ...`",
+)
+_bearer = HTTPBearer(
+    auto_error=False,
+    scheme_name="Bearer",
+    description="the same key, as `Authorization: Bearer <key>`",
+)
 
 
 async def get_principal(
-    request: Request, state: StateDep,
+    request: Request,
+    state: StateDep,
     api_key: Annotated[str | None, Security(_api_key)],
     bearer: Annotated[HTTPAuthorizationCredentials | None, Security(_bearer)],
 ) -> Principal:
@@ -44,8 +52,9 @@ async def get_principal(
     client = request.client.host if request.client else "unknown"
     if token:
         if state.pool is None:
-            raise ServiceUnavailableError("keys cannot be checked without a database",
-                                          retry_after_s=None)
+            raise ServiceUnavailableError(
+                "keys cannot be checked without a database", retry_after_s=None
+            )
         # A pool or connection failure here is a 503, translated in api.errors.
         async with state.pool.connection(timeout=state.api_settings.database_timeout_s) as conn:
             role = await verify_key(conn, token)
@@ -53,9 +62,11 @@ async def get_principal(
             # A key that is not valid costs the caller a public request: guessing keys
             # (each a lookup) is no way around the public limit (docs/privacy.md).
             _take_public(state, client)
-            raise UnauthorizedError("this API key is not valid (unknown, malformed or revoked)",
-                                    parameter="X-API-Key" if api_key else "Authorization",
-                                    location="header")
+            raise UnauthorizedError(
+                "this API key is not valid (unknown, malformed or revoked)",
+                parameter="X-API-Key" if api_key else "Authorization",
+                location="header",
+            )
         return Principal(role=role, key_id=token[4:16])
     _take_public(state, client)
     return Principal(role=Role.PUBLIC)
@@ -66,9 +77,13 @@ def _take_public(state: ApiState, client: str) -> None:
     wait_s = state.limiter.take(client)
     if wait_s is not None:
         state.metrics.rate_limited.inc()
-        raise RateLimitedError(f"too many requests from {client}; retry in {wait_s:.1f} s "
-                               "(an API key lifts the public limit)", parameter=None,
-                               location="client", headers={"Retry-After": str(math.ceil(wait_s))})
+        raise RateLimitedError(
+            f"too many requests from {client}; retry in {wait_s:.1f} s "
+            "(an API key lifts the public limit)",
+            parameter=None,
+            location="client",
+            headers={"Retry-After": str(math.ceil(wait_s))},
+        )
 
 
 PrincipalDep = Annotated[Principal, Depends(get_principal)]

@@ -85,22 +85,41 @@ def _hex_rgba(colour: str, alpha: int) -> tuple[int, int, int, int]:
     return int(colour[1:3], 16), int(colour[3:5], 16), int(colour[5:7], 16), alpha
 
 
-def _scale(metric: Metric, *, name: str, source: str | None, reference: str | None,
-           labels: list[str], colours: list[str], lower: list[float]) -> MetricScale:
+def _scale(
+    metric: Metric,
+    *,
+    name: str,
+    source: str | None,
+    reference: str | None,
+    labels: list[str],
+    colours: list[str],
+    lower: list[float],
+) -> MetricScale:
     if not len(labels) == len(colours) == len(lower) or sorted(lower) != lower:
         msg = f"bands.json: {metric.api_name} needs as many labels, colours and ascending bounds"
         raise ValueError(msg)
     bands = tuple(
-        Band(label=label, colour=colour, lower=float(lo),
-             upper=float(lower[i + 1]) if i + 1 < len(lower) else None)
+        Band(
+            label=label,
+            colour=colour,
+            lower=float(lo),
+            upper=float(lower[i + 1]) if i + 1 < len(lower) else None,
+        )
         for i, (label, colour, lo) in enumerate(zip(labels, colours, lower, strict=True))
     )
     rgba = np.zeros((len(bands) + 1, 4), dtype=np.uint8)
     for i, band in enumerate(bands):
         rgba[i] = _hex_rgba(band.colour, TILE_ALPHA)
-    return MetricScale(metric=metric, unit=UNITS[metric], name=name, source=source,
-                       reference=reference, bands=bands,
-                       lower_bounds=np.array(lower, dtype=np.float64), rgba=rgba)
+    return MetricScale(
+        metric=metric,
+        unit=UNITS[metric],
+        name=name,
+        source=source,
+        reference=reference,
+        bands=bands,
+        lower_bounds=np.array(lower, dtype=np.float64),
+        rgba=rgba,
+    )
 
 
 @cache
@@ -125,17 +144,39 @@ def load_bands(version: str = "eaqi-2024") -> BandSet:
         msg = f"unknown band version {version!r}; known: {known}"
         raise ValueError(msg) from None
     scales: dict[Metric, MetricScale] = {}
-    for metric, key in ((Metric.PM25, "pm25"), (Metric.PM10, "pm10"), (Metric.NO2, "no2"),
-                        (Metric.PM1, "pm25")):
+    for metric, key in (
+        (Metric.PM25, "pm25"),
+        (Metric.PM10, "pm10"),
+        (Metric.NO2, "no2"),
+        (Metric.PM1, "pm25"),
+    ):
         scales[metric] = _scale(
-            metric, name=aq["name"], source=aq["source"], reference=aq["reference"],
-            labels=aq["labels"], colours=aq["colours"], lower=aq["lower_bounds"][key])
-    for metric, key in ((Metric.NOISE, "noise"), (Metric.TEMPERATURE, "temperature"),
-                        (Metric.HUMIDITY, "humidity")):
+            metric,
+            name=aq["name"],
+            source=aq["source"],
+            reference=aq["reference"],
+            labels=aq["labels"],
+            colours=aq["colours"],
+            lower=aq["lower_bounds"][key],
+        )
+    for metric, key in (
+        (Metric.NOISE, "noise"),
+        (Metric.TEMPERATURE, "temperature"),
+        (Metric.HUMIDITY, "humidity"),
+    ):
         spec = raw[key]
         scales[metric] = _scale(
-            metric, name=spec["name"], source=spec.get("source"),
-            reference=spec.get("reference"), labels=spec["labels"], colours=spec["colours"],
-            lower=spec["lower_bounds"])
-    return BandSet(version=version, scales=scales, who_2021=raw["who_2021"],
-                   notes={"pm1": raw["pm1_note"], "about": raw["about"]})
+            metric,
+            name=spec["name"],
+            source=spec.get("source"),
+            reference=spec.get("reference"),
+            labels=spec["labels"],
+            colours=spec["colours"],
+            lower=spec["lower_bounds"],
+        )
+    return BandSet(
+        version=version,
+        scales=scales,
+        who_2021=raw["who_2021"],
+        notes={"pm1": raw["pm1_note"], "about": raw["about"]},
+    )

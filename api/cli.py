@@ -1,7 +1,7 @@
 """``bikesense api serve`` and ``bikesense keys ...``: typer apps the main CLI mounts.
 
-    app = typer.Typer(...)       # mounted as ``bikesense api``: serve, keys create | list | revoke
-    keys_app = typer.Typer(...)  # also mounted as ``bikesense keys``
+app = typer.Typer(...)       # mounted as ``bikesense api``: serve, keys create | list | revoke
+keys_app = typer.Typer(...)  # also mounted as ``bikesense keys``
 """
 
 from __future__ import annotations
@@ -19,10 +19,10 @@ from api.roles import KEY_ROLES, Role
 from bikesense.exceptions import BikesenseError
 from bikesense.settings import Settings, load_settings, resolve_database_url
 
-app = typer.Typer(help="The HTTP API and its keys.", no_args_is_help=True,
-                  pretty_exceptions_enable=False)
-keys_app = typer.Typer(help="API keys: officer, researcher and admin access.",
-                       no_args_is_help=True)
+app = typer.Typer(
+    help="The HTTP API and its keys.", no_args_is_help=True, pretty_exceptions_enable=False
+)
+keys_app = typer.Typer(help="API keys: officer, researcher and admin access.", no_args_is_help=True)
 app.add_typer(keys_app, name="keys")
 
 console = Console()
@@ -65,8 +65,14 @@ def serve(
     application = create_app(settings, api_settings, database_url=url)
     # Live (SSE) streams never end on their own: without a bound, a shutdown would wait
     # for every open map page to go away.
-    uvicorn.run(application, host=host or settings.api_host, port=port or settings.api_port,
-                log_level="info", proxy_headers=False, timeout_graceful_shutdown=5)
+    uvicorn.run(
+        application,
+        host=host or settings.api_host,
+        port=port or settings.api_port,
+        log_level="info",
+        proxy_headers=False,
+        timeout_graceful_shutdown=5,
+    )
 
 
 @keys_app.command("create")
@@ -76,13 +82,16 @@ def keys_create(
 ) -> None:
     """Create a key and print it once: only its hash is stored."""
     if role not in {r.value for r in KEY_ROLES}:
-        err_console.print(f"[red]error:[/red] --role must be one of "
-                          f"{', '.join(r.value for r in KEY_ROLES)} (got {role!r})")
+        err_console.print(
+            f"[red]error:[/red] --role must be one of "
+            f"{', '.join(r.value for r in KEY_ROLES)} (got {role!r})"
+        )
         raise typer.Exit(2)
     with psycopg.connect(_database_url(_settings()), autocommit=True) as conn:
         key = create_key(conn, Role(role), label)
-    err_console.print(f"created {key.role.value} key {key.key_id}; store it now, "
-                      "it cannot be shown again:")
+    err_console.print(
+        f"created {key.role.value} key {key.key_id}; store it now, it cannot be shown again:"
+    )
     typer.echo(key.token)
 
 
@@ -93,15 +102,19 @@ def keys_list() -> None:
         records = list_keys(conn)
     table = Table("key id", "role", "label", "created", "last used", "revoked")
     for r in records:
-        table.add_row(r.key_id, r.role, r.label, f"{r.created_at:%Y-%m-%d %H:%M}",
-                      f"{r.last_used_at:%Y-%m-%d %H:%M}" if r.last_used_at else "",
-                      f"{r.revoked_at:%Y-%m-%d %H:%M}" if r.revoked_at else "")
+        table.add_row(
+            r.key_id,
+            r.role,
+            r.label,
+            f"{r.created_at:%Y-%m-%d %H:%M}",
+            f"{r.last_used_at:%Y-%m-%d %H:%M}" if r.last_used_at else "",
+            f"{r.revoked_at:%Y-%m-%d %H:%M}" if r.revoked_at else "",
+        )
     console.print(table)
 
 
 @keys_app.command("revoke")
-def keys_revoke(key_id: Annotated[str, typer.Argument(help="the key id from `keys list`")]
-                ) -> None:
+def keys_revoke(key_id: Annotated[str, typer.Argument(help="the key id from `keys list`")]) -> None:
     """Revoke a key; requests with it are refused from then on."""
     with psycopg.connect(_database_url(_settings()), autocommit=True) as conn:
         revoked = revoke_key(conn, key_id)

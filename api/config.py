@@ -24,69 +24,86 @@ class ApiSettings(BaseSettings):
 
     # Privacy (docs/design.md decision 4): what the anonymous public may see.
     public_min_rides: int = Field(
-        default=3, ge=1,
+        default=3,
+        ge=1,
         description="k: a cell-window is public only with at least this many distinct rides",
     )
     public_min_days: int = Field(
-        default=1, ge=1,
+        default=1,
+        ge=1,
         description="a cell-window is public only with rides on at least this many distinct days",
     )
     public_min_window_s: int = Field(
-        default=3600, ge=60,
+        default=3600,
+        ge=60,
         description="the finest window (seconds) the public may see; officers see any window",
     )
     # Statistics: below this many readings a cell is "insufficient", drawn transparent.
     min_readings: int = Field(
-        default=10, ge=1,
+        default=10,
+        ge=1,
         description="cells with fewer readings are marked insufficient, never coloured",
     )
     # Rate limit of the public role: a token bucket per client address.
     public_rate_per_s: float = Field(default=20.0, gt=0, description="sustained requests/s")
     public_burst: int = Field(default=200, ge=1, description="bucket size (requests)")
     rate_limit_clients: int = Field(
-        default=10_000, ge=1, description="client buckets kept; the least recently seen go first",
+        default=10_000,
+        ge=1,
+        description="client buckets kept; the least recently seen go first",
     )
     # Caching of tiles: how long a tile of a range still open may be reused.
     tile_max_age_s: int = Field(default=60, ge=0)
     tile_closed_max_age_s: int = Field(
-        default=3600, ge=0,
+        default=3600,
+        ge=0,
         description="max-age of tiles whose range ended more than a day ago "
-                    "(late data can still arrive, so not immutable)",
+        "(late data can still arrive, so not immutable)",
     )
     cors_origins: tuple[str, ...] = ()
     band_version: str = Field(default="eaqi-2024", description="colour band set, see api/data")
     basemap_url: str = Field(
         default="https://tile.openstreetmap.org/{z}/{x}/{y}.png",
         description="raster base map template; the page falls back to a plain background "
-                    "when it cannot load; empty to never try",
+        "when it cannot load; empty to never try",
     )
     basemap_file: Path | None = Field(
         default=None,
         description="GeoJSON of streets and places drawn under the heat map, offline "
-                    "(docs/map.md); served at /v1/basemap; when set, the raster is not tried",
+        "(docs/map.md); served at /v1/basemap; when set, the raster is not tried",
     )
-    map_center_lat: float = Field(default=52.129, ge=-85, le=85,
-                                  description="where the map page opens (default: Alphen a/d Rijn)")
+    map_center_lat: float = Field(
+        default=52.129,
+        ge=-85,
+        le=85,
+        description="where the map page opens (default: Alphen a/d Rijn)",
+    )
     map_center_lon: float = Field(default=4.656, ge=-180, le=180)
     map_zoom: float = Field(default=13.0, ge=0, le=22)
     live_queue_size: int = Field(default=64, ge=1, description="SSE events buffered per client")
     live_heartbeat_s: float = Field(default=15.0, gt=0)
     export_batch_rows: int = Field(default=50_000, ge=100, description="rows per streamed chunk")
     database_timeout_s: float = Field(
-        default=10.0, gt=0, description="wait this long for a database connection, then 503")
+        default=10.0, gt=0, description="wait this long for a database connection, then 503"
+    )
     pool_min_size: int = Field(default=1, ge=1)
     pool_max_size: int = Field(default=8, ge=1)
     # Bounds on the database sessions, so that slow queries and slow clients cannot hold
     # the pool's connections (api/database.py says how each applies).
     statement_timeout_s: float = Field(
-        default=60.0, gt=0, description="a query of the API running longer is cancelled (503)")
+        default=60.0, gt=0, description="a query of the API running longer is cancelled (503)"
+    )
     idle_in_transaction_timeout_s: float = Field(
-        default=120.0, gt=0,
+        default=120.0,
+        gt=0,
         description="PostgreSQL ends an API session idle this long inside a transaction "
-                    "(an export whose client stopped reading)")
+        "(an export whose client stopped reading)",
+    )
     send_timeout_s: float = Field(
-        default=60.0, gt=0,
-        description="an export whose client takes no data for this long is aborted")
+        default=60.0,
+        gt=0,
+        description="an export whose client takes no data for this long is aborted",
+    )
 
 
 def load_api_settings(**overrides: object) -> ApiSettings:

@@ -33,7 +33,9 @@ def _ms(seconds: float) -> int:
 
 def session_conninfo(url: str, api: ApiSettings) -> str:
     """``url`` with the API's session limits added to its ``options``."""
-    ours = (f"-c statement_timeout={_ms(api.statement_timeout_s)} "
-            f"-c idle_in_transaction_session_timeout={_ms(api.idle_in_transaction_timeout_s)}")
+    ours = (
+        f"-c statement_timeout={_ms(api.statement_timeout_s)} "
+        f"-c idle_in_transaction_session_timeout={_ms(api.idle_in_transaction_timeout_s)}"
+    )
     given = str(conninfo_to_dict(url).get("options") or "")
     return make_conninfo(url, options=f"{given} {ours}".strip())

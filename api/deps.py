@@ -62,8 +62,9 @@ def get_pool(state: StateDep) -> AsyncConnectionPool:
 PoolDep = Annotated[AsyncConnectionPool, Depends(get_pool)]
 
 
-async def get_conn(pool: PoolDep, api: ApiSettingsDep
-                   ) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
+async def get_conn(
+    pool: PoolDep, api: ApiSettingsDep
+) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
     """A pooled connection for the request (a route that streams takes its own)."""
     async with pool.connection(timeout=api.database_timeout_s) as conn:
         yield conn
@@ -74,9 +75,15 @@ ConnDep = Annotated[psycopg.AsyncConnection[Any], Depends(get_conn)]
 
 def get_export_source(state: StateDep, pool: PoolDep) -> ExportSource:
     api = state.api_settings
-    return ExportSource(pool=pool, keys=state.pseudonym_keys, day_tz=state.settings.day_tz,
-                        batch_rows=api.export_batch_rows, timeout_s=api.database_timeout_s,
-                        send_timeout_s=api.send_timeout_s, bytes_sent=state.metrics.export_rows)
+    return ExportSource(
+        pool=pool,
+        keys=state.pseudonym_keys,
+        day_tz=state.settings.day_tz,
+        batch_rows=api.export_batch_rows,
+        timeout_s=api.database_timeout_s,
+        send_timeout_s=api.send_timeout_s,
+        bytes_sent=state.metrics.export_rows,
+    )
 
 
 ExportSourceDep = Annotated[ExportSource, Depends(get_export_source)]
@@ -115,19 +122,29 @@ def _aware(value: datetime, name: str) -> datetime:
     except (OverflowError, ValueError) as exc:
         raise BadParameterError(f"not a usable instant: {exc}", parameter=name) from exc
     if not EARLIEST <= value <= LATEST:
-        raise BadParameterError(f"must lie between {EARLIEST:%Y-%m-%d} and {LATEST:%Y-%m-%d}",
-                           parameter=name)
+        raise BadParameterError(
+            f"must lie between {EARLIEST:%Y-%m-%d} and {LATEST:%Y-%m-%d}", parameter=name
+        )
     return value
 
 
 def get_time_range(
     now: NowDep,
-    from_: Annotated[datetime | None, Query(
-        alias="from", description="start, ISO 8601 (naive = UTC); default `to` minus 24 h",
-        examples=["2026-11-21T00:00:00Z"])] = None,
-    to: Annotated[datetime | None, Query(
-        description="end (exclusive), ISO 8601; default now, rounded up to the minute",
-        examples=["2026-11-22T00:00:00Z"])] = None,
+    from_: Annotated[
+        datetime | None,
+        Query(
+            alias="from",
+            description="start, ISO 8601 (naive = UTC); default `to` minus 24 h",
+            examples=["2026-11-21T00:00:00Z"],
+        ),
+    ] = None,
+    to: Annotated[
+        datetime | None,
+        Query(
+            description="end (exclusive), ISO 8601; default now, rounded up to the minute",
+            examples=["2026-11-22T00:00:00Z"],
+        ),
+    ] = None,
 ) -> TimeRange:
     if to is None:
         end = (now + timedelta(minutes=1)).replace(second=0, microsecond=0)
@@ -135,11 +152,13 @@ def get_time_range(
         end = _aware(to, "to")
     start = _aware(from_, "from") if from_ is not None else end - DEFAULT_RANGE
     if start >= end:
-        raise BadParameterError(f"from ({start.isoformat()}) must be before to ({end.isoformat()})",
-                           parameter="from")
+        raise BadParameterError(
+            f"from ({start.isoformat()}) must be before to ({end.isoformat()})", parameter="from"
+        )
     if end - start > MAX_RANGE:
-        raise BadParameterError(f"the range may span at most {MAX_RANGE.days} days",
-                                parameter="from")
+        raise BadParameterError(
+            f"the range may span at most {MAX_RANGE.days} days", parameter="from"
+        )
     return TimeRange(start=start, end=end, open_ended=to is None)
 
 

@@ -44,8 +44,14 @@ class ApiError(BikesenseError):
     status_code = 400
     code = "bad_request"
 
-    def __init__(self, message: str, *, parameter: str | None = None, location: str = "query",
-                 headers: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        parameter: str | None = None,
+        location: str = "query",
+        headers: dict[str, str] | None = None,
+    ) -> None:
         super().__init__(message)
         self.message = message
         self.parameter = parameter
@@ -53,8 +59,10 @@ class ApiError(BikesenseError):
         self.headers = headers
 
     def body(self) -> dict[str, Any]:
-        return {"error": self.code, "detail": [
-            {"parameter": self.parameter, "in": self.location, "message": self.message}]}
+        return {
+            "error": self.code,
+            "detail": [{"parameter": self.parameter, "in": self.location, "message": self.message}],
+        }
 
 
 class BadParameterError(ApiError):
@@ -87,9 +95,12 @@ class ServiceUnavailableError(ApiError):
     code = "unavailable"
 
     def __init__(self, message: str, *, retry_after_s: int | None = RETRY_AFTER_S) -> None:
-        super().__init__(message, parameter=None, location="server",
-                         headers=None if retry_after_s is None
-                         else {"Retry-After": str(retry_after_s)})
+        super().__init__(
+            message,
+            parameter=None,
+            location="server",
+            headers=None if retry_after_s is None else {"Retry-After": str(retry_after_s)},
+        )
 
 
 def _validation_detail(err: dict[str, Any]) -> dict[str, Any]:
@@ -129,8 +140,9 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(PoolTimeout)
     async def _no_connection(_: Request, exc: PoolTimeout) -> JSONResponse:
         # The pool had no working connection to hand out within database_timeout_s.
-        return error_response(ServiceUnavailableError(
-            "the database is not reachable; try again shortly"))
+        return error_response(
+            ServiceUnavailableError("the database is not reachable; try again shortly")
+        )
 
     @app.exception_handler(psycopg.OperationalError)
     async def _connection_failed(_: Request, exc: psycopg.OperationalError) -> JSONResponse:
@@ -140,6 +152,10 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
         return JSONResponse(
-            {"error": code, "detail": [{"parameter": None, "in": "path",
-                                        "message": str(exc.detail)}]},
-            status_code=exc.status_code, headers=getattr(exc, "headers", None))
+            {
+                "error": code,
+                "detail": [{"parameter": None, "in": "path", "message": str(exc.detail)}],
+            },
+            status_code=exc.status_code,
+            headers=getattr(exc, "headers", None),
+        )

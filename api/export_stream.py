@@ -82,11 +82,16 @@ class ExportFormat(StrEnum):
     GEOJSON = "geojson"
 
 
-_MEDIA = {ExportFormat.CSV: "text/csv; charset=utf-8",
-          ExportFormat.PARQUET: "application/vnd.apache.parquet",
-          ExportFormat.GEOJSON: "application/geo+json"}
-_ENCODING = {ExportFormat.CSV: Encoding.CSV, ExportFormat.GEOJSON: Encoding.GEOJSON,
-             ExportFormat.PARQUET: Encoding.BINARY}
+_MEDIA = {
+    ExportFormat.CSV: "text/csv; charset=utf-8",
+    ExportFormat.PARQUET: "application/vnd.apache.parquet",
+    ExportFormat.GEOJSON: "application/geo+json",
+}
+_ENCODING = {
+    ExportFormat.CSV: Encoding.CSV,
+    ExportFormat.GEOJSON: Encoding.GEOJSON,
+    ExportFormat.PARQUET: Encoding.BINARY,
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,8 +130,9 @@ class Export:
     send_timeout_s: float
 
 
-def open_export(source: ExportSource, request: ExportRequest, identities: Identities, *,
-                now: datetime) -> Export:
+def open_export(
+    source: ExportSource, request: ExportRequest, identities: Identities, *, now: datetime
+) -> Export:
     """The export ``request`` asks for, showing ``identities``; nothing runs until the
     body is read. A pseudonym key that cannot be read is a 503 here, before any byte."""
     pseudonymous = identities is Identities.PSEUDONYMS
@@ -134,58 +140,94 @@ def open_export(source: ExportSource, request: ExportRequest, identities: Identi
     chosen = sorted(set(request.metrics))
     columns = export_columns(chosen or list(Metric), pseudonymous=pseudonymous)
     flt = ExportFilter(
-        start=request.start, end=request.end, bbox=request.bbox, kit_ids=request.kit_ids,
+        start=request.start,
+        end=request.end,
+        bbox=request.bbox,
+        kit_ids=request.kit_ids,
         kit_pseudonyms=request.kit_pseudonyms,
         metric_columns=tuple(METRIC_COLUMNS[m] for m in chosen)
-        if 0 < len(chosen) < len(Metric) else ())
+        if 0 < len(chosen) < len(Metric)
+        else (),
+    )
     provenance = export_provenance(
-        exported_at=now, start=request.start, end=request.end, bbox=request.bbox,
+        exported_at=now,
+        start=request.start,
+        end=request.end,
+        bbox=request.bbox,
         metrics=[m.api_name for m in chosen],
         kits=sorted(request.kit_pseudonyms) if pseudonymous else map(str, request.kit_ids),
-        identities=identities, day_tz=source.day_tz)
+        identities=identities,
+        day_tz=source.day_tz,
+    )
     encoding = _ENCODING[request.fmt]
-    blocks = _blocks(source, [c.name for c in columns], flt, encoding,
-                     pseudonyms=pseudonyms,
-                     slice_rows=min(source.batch_rows, _SLICE_ROWS[encoding]))
+    blocks = _blocks(
+        source,
+        [c.name for c in columns],
+        flt,
+        encoding,
+        pseudonyms=pseudonyms,
+        slice_rows=min(source.batch_rows, _SLICE_ROWS[encoding]),
+    )
     if request.fmt is ExportFormat.CSV:
         body = csv_text_stream(columns, blocks)
     elif request.fmt is ExportFormat.GEOJSON:
         body = geojson_text_stream(columns, provenance, blocks)
     else:
-        body = parquet_stream(columns, arrow_schema(columns, provenance), blocks,
-                              pseudonymous=pseudonymous)
+        body = parquet_stream(
+            columns, arrow_schema(columns, provenance), blocks, pseudonymous=pseudonymous
+        )
     stamp = f"{request.start:%Y%m%dT%H%M}-{request.end:%Y%m%dT%H%M}"
-    return Export(body=_counted(body, source.bytes_sent.labels(request.fmt.value)),
-                  blocks=blocks, media_type=_MEDIA[request.fmt],
-                  filename=f"bikesense-readings-{stamp}.{request.fmt.value}",
-                  provenance=provenance, send_timeout_s=source.send_timeout_s)
+    return Export(
+        body=_counted(body, source.bytes_sent.labels(request.fmt.value)),
+        blocks=blocks,
+        media_type=_MEDIA[request.fmt],
+        filename=f"bikesense-readings-{stamp}.{request.fmt.value}",
+        provenance=provenance,
+        send_timeout_s=source.send_timeout_s,
+    )
 
 
-async def _connections(stack: AsyncExitStack, pool: AsyncConnectionPool,
-                       timeout_s: float) -> list[psycopg.AsyncConnection[Any]]:
+async def _connections(
+    stack: AsyncExitStack, pool: AsyncConnectionPool, timeout_s: float
+) -> list[psycopg.AsyncConnection[Any]]:
     """One connection, and more only if the pool has them free right away."""
     conns = [await stack.enter_async_context(pool.connection(timeout=timeout_s))]
     while len(conns) < min(EXPORT_CONNECTIONS, pool.max_size - 1):
         try:
-            conns.append(await stack.enter_async_context(
-                pool.connection(timeout=_SECOND_CONNECTION_WAIT_S)))
+            conns.append(
+                await stack.enter_async_context(pool.connection(timeout=_SECOND_CONNECTION_WAIT_S))
+            )
         except PoolTimeout:
             break
     return conns
 
 
-async def _blocks(source: ExportSource, names: list[str], flt: ExportFilter,
-                  encoding: Encoding, *, pseudonyms: Pseudonyms | None,
-                  slice_rows: int) -> AsyncGenerator[ExportBlock]:
+async def _blocks(
+    source: ExportSource,
+    names: list[str],
+    flt: ExportFilter,
+    encoding: Encoding,
+    *,
+    pseudonyms: Pseudonyms | None,
+    slice_rows: int,
+) -> AsyncGenerator[ExportBlock]:
     stack = AsyncExitStack()
     try:
         # Shielded like the clean-up below: the pool checks a connection with a
         # query as it hands it out (waiting at most timeout_s for one).
         with anyio.CancelScope(shield=True):
             conns = await _connections(stack, source.pool, source.timeout_s)
-        async with aclosing(aiter_export_blocks(
-                conns, names, flt, encoding, day_tz=source.day_tz,
-                pseudonyms=pseudonyms, slice_rows=slice_rows)) as exported:
+        async with aclosing(
+            aiter_export_blocks(
+                conns,
+                names,
+                flt,
+                encoding,
+                day_tz=source.day_tz,
+                pseudonyms=pseudonyms,
+                slice_rows=slice_rows,
+            )
+        ) as exported:
             async for block in exported:
                 yield block
     finally:
@@ -206,11 +248,15 @@ class ExportResponse(StreamingResponse):
     stream ends (see the module docstring)."""
 
     def __init__(self, export: Export) -> None:
-        super().__init__(export.body, media_type=export.media_type, headers={
-            "Content-Disposition": f'attachment; filename="{export.filename}"',
-            "Cache-Control": "private, no-store",
-            "X-Bikesense-Provenance": provenance_header(export.provenance),
-        })
+        super().__init__(
+            export.body,
+            media_type=export.media_type,
+            headers={
+                "Content-Disposition": f'attachment; filename="{export.filename}"',
+                "Cache-Control": "private, no-store",
+                "X-Bikesense-Provenance": provenance_header(export.provenance),
+            },
+        )
         self._blocks = export.blocks
         self._filename = export.filename
         self._send_timeout_s = export.send_timeout_s
@@ -229,8 +275,7 @@ class ExportResponse(StreamingResponse):
         except Exception as exc:
             # Not translated to an error response: the head is out. Raising on makes
             # the server drop the connection without the terminating chunk.
-            log.warning("export %s cut short after %d bytes: %s", self._filename, self._sent,
-                        exc)
+            log.warning("export %s cut short after %d bytes: %s", self._filename, self._sent, exc)
             msg = f"export {self._filename} cut short after {self._sent} bytes"
             raise ExportCutShortError(msg) from exc
         finally:

@@ -23,14 +23,26 @@ async def read_fleet(conn: psycopg.AsyncConnection[Any], since: datetime) -> Fle
     for kit_id, pseudonym, status, last_seen, battery, firmware in rows:
         known.add(kit_id)
         frames, readings = accepted.get(int(kit_id), (0, 0))
-        out.append(KitHealth(kit_id=kit_id, pseudonym=pseudonym, status=status,
-                             last_seen_at=last_seen, battery_pct=battery,
-                             firmware_version=firmware, frames_accepted=frames,
-                             readings_stored=readings, rejected=by_kit.get(kit_id, [])))
+        out.append(
+            KitHealth(
+                kit_id=kit_id,
+                pseudonym=pseudonym,
+                status=status,
+                last_seen_at=last_seen,
+                battery_pct=battery,
+                firmware_version=firmware,
+                frames_accepted=frames,
+                readings_stored=readings,
+                rejected=by_kit.get(kit_id, []),
+            )
+        )
     unknown: dict[str, int] = {}
     for kit_id, counts in by_kit.items():
         if kit_id not in known:
             for c in counts:
                 unknown[c.reason] = unknown.get(c.reason, 0) + c.count
-    return Fleet(since=since, kits=out, rejected_unknown_kit=[
-        RejectCount(reason=r, count=n) for r, n in sorted(unknown.items())])
+    return Fleet(
+        since=since,
+        kits=out,
+        rejected_unknown_kit=[RejectCount(reason=r, count=n) for r, n in sorted(unknown.items())],
+    )

@@ -49,8 +49,9 @@ class Tile:
         return render_tile(self.box, self.cells, self.bands, self.scale)
 
 
-def tile_etag(z: int, x: int, y: int, cells: np.ndarray, bands: np.ndarray,
-              scale: MetricScale) -> str:
+def tile_etag(
+    z: int, x: int, y: int, cells: np.ndarray, bands: np.ndarray, scale: MetricScale
+) -> str:
     """A strong ETag of the tile ``render_tile`` draws from these inputs (it is a pure
     function of them): the tile, the cells and their bands in cell order, the scale."""
     order = np.argsort(cells, kind="stable")
@@ -61,25 +62,56 @@ def tile_etag(z: int, x: int, y: int, cells: np.ndarray, bands: np.ndarray,
     return f'"{digest.hexdigest()}"'
 
 
-async def read_tile(conn: psycopg.AsyncConnection[Any], box: TileBox, metric: Metric,
-                    scale: MetricScale, *, principal: Principal, settings: Settings,
-                    api: ApiSettings, start: datetime, end: datetime) -> Tile:
+async def read_tile(
+    conn: psycopg.AsyncConnection[Any],
+    box: TileBox,
+    metric: Metric,
+    scale: MetricScale,
+    *,
+    principal: Principal,
+    settings: Settings,
+    api: ApiSettings,
+    start: datetime,
+    end: datetime,
+) -> Tile:
     """What the caller may see of ``metric`` in ``box`` over ``[start, end)``."""
-    resolution = resolution_for_zoom(box.z, (box.south + box.north) / 2,
-                                     settings.h3_resolutions)
-    window_s = choose_window((end - start).total_seconds(),
-                             allowed_windows(principal, settings, api))
+    resolution = resolution_for_zoom(box.z, (box.south + box.north) / 2, settings.h3_resolutions)
+    window_s = choose_window(
+        (end - start).total_seconds(), allowed_windows(principal, settings, api)
+    )
     start, end = align(start, end, window_s)
-    sel = selection(principal, api, settings=settings, metric=metric, resolution=resolution,
-                    window_s=window_s, start=start, end=end)
+    sel = selection(
+        principal,
+        api,
+        settings=settings,
+        metric=metric,
+        resolution=resolution,
+        window_s=window_s,
+        start=start,
+        end=end,
+    )
     # Cells whose centre lies outside the tile can still cover its edge.
     margin_deg = 2 * average_edge_m(resolution) / 111_320
     lon_margin = margin_deg / max(np.cos(np.radians(max(abs(box.south), abs(box.north)))), 0.01)
-    cells = await cell_means(conn, sel, BBox(west=max(box.west - lon_margin, -180.0),
-                                              south=max(box.south - margin_deg, -90.0),
-                                              east=min(box.east + lon_margin, 180.0),
-                                              north=min(box.north + margin_deg, 90.0)))
+    cells = await cell_means(
+        conn,
+        sel,
+        BBox(
+            west=max(box.west - lon_margin, -180.0),
+            south=max(box.south - margin_deg, -90.0),
+            east=min(box.east + lon_margin, 180.0),
+            north=min(box.north + margin_deg, 90.0),
+        ),
+    )
     bands = tile_bands(cells, metric, scale, api.min_readings)
-    return Tile(box=box, resolution=resolution, window_s=window_s, start=start, end=end,
-                cells=cells["cell"], bands=bands, scale=scale,
-                etag=tile_etag(box.z, box.x, box.y, cells["cell"], bands, scale))
+    return Tile(
+        box=box,
+        resolution=resolution,
+        window_s=window_s,
+        start=start,
+        end=end,
+        cells=cells["cell"],
+        bands=bands,
+        scale=scale,
+        etag=tile_etag(box.z, box.x, box.y, cells["cell"], bands, scale),
+    )

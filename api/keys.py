@@ -71,14 +71,17 @@ def create_key(conn: psycopg.Connection, role: Role, label: str = "") -> NewKey:
 
 def list_keys(conn: psycopg.Connection) -> list[KeyRecord]:
     with conn.cursor(row_factory=class_row(KeyRecord)) as cur:
-        cur.execute("SELECT key_id, role, label, created_at, revoked_at, last_used_at "
-                    "FROM api_keys ORDER BY created_at, key_id")
+        cur.execute(
+            "SELECT key_id, role, label, created_at, revoked_at, last_used_at "
+            "FROM api_keys ORDER BY created_at, key_id"
+        )
         return cur.fetchall()
 
 
 def revoke_key(conn: psycopg.Connection, key_id: str) -> bool:
-    cur = conn.execute("UPDATE api_keys SET revoked_at = now() "
-                       "WHERE key_id = %s AND revoked_at IS NULL", (key_id,))
+    cur = conn.execute(
+        "UPDATE api_keys SET revoked_at = now() WHERE key_id = %s AND revoked_at IS NULL", (key_id,)
+    )
     return cur.rowcount == 1
 
 
@@ -86,7 +89,8 @@ async def key_is_active(conn: psycopg.AsyncConnection, key_id: str) -> bool:
     """Whether the key ``key_id`` exists and is not revoked (what a stream opened with
     it re-checks: the token was verified when the stream opened)."""
     cur = await conn.execute(
-        "SELECT 1 FROM api_keys WHERE key_id = %s AND revoked_at IS NULL", (key_id,))
+        "SELECT 1 FROM api_keys WHERE key_id = %s AND revoked_at IS NULL", (key_id,)
+    )
     return await cur.fetchone() is not None
 
 
@@ -96,12 +100,14 @@ async def verify_key(conn: psycopg.AsyncConnection, token: str) -> Role | None:
     if key_id is None:
         return None
     cur = await conn.execute(
-        "SELECT key_hash, role FROM api_keys WHERE key_id = %s AND revoked_at IS NULL", (key_id,))
+        "SELECT key_hash, role FROM api_keys WHERE key_id = %s AND revoked_at IS NULL", (key_id,)
+    )
     row = await cur.fetchone()
     if row is None or not hmac.compare_digest(bytes(row[0]), hash_token(token)):
         return None
-    await conn.execute("UPDATE api_keys SET last_used_at = now() WHERE key_id = %s "
-                       "AND (last_used_at IS NULL OR last_used_at < now() - interval '1 minute')",
-                       (key_id,))
+    await conn.execute(
+        "UPDATE api_keys SET last_used_at = now() WHERE key_id = %s "
+        "AND (last_used_at IS NULL OR last_used_at < now() - interval '1 minute')",
+        (key_id,),
+    )
     return Role(row[1])
-

@@ -40,8 +40,9 @@ class LiveEvent:
     def public(self) -> LiveEvent:
         # Which cells a bike just touched, in real time, is a live track: the
         # public gets only "something changed for these metrics" (decision 4).
-        return LiveEvent(self.kind, {k: v for k, v in self.data.items()
-                                     if k not in {"cells", "cells_truncated"}})
+        return LiveEvent(
+            self.kind, {k: v for k, v in self.data.items() if k not in {"cells", "cells_truncated"}}
+        )
 
 
 def parse_payload(text: str) -> LiveEvent:
@@ -122,9 +123,14 @@ class Broadcaster:
         log.info("live: asked %d clients to resync (%s)", len(self._subs), reason)
 
 
-async def listen_forever(conninfo: str, broadcaster: Broadcaster, *,
-                         ready: asyncio.Event | None = None,
-                         retry_s: float = 1.0, max_retry_s: float = 30.0) -> None:
+async def listen_forever(
+    conninfo: str,
+    broadcaster: Broadcaster,
+    *,
+    ready: asyncio.Event | None = None,
+    retry_s: float = 1.0,
+    max_retry_s: float = 30.0,
+) -> None:
     """LISTEN on :data:`CHANNEL` and publish each notification; reconnect when the link drops."""
     delay = retry_s
     first = True
@@ -156,10 +162,15 @@ def sse_format(event: LiveEvent, event_id: int) -> bytes:
 KEY_CHECK_S = 2.0
 
 
-async def sse_stream(broadcaster: Broadcaster, *, public: bool, heartbeat_s: float,
-                     is_disconnected: Any = None,
-                     still_valid: Callable[[], Awaitable[bool]] | None = None,
-                     key_check_s: float = KEY_CHECK_S) -> AsyncIterator[bytes]:
+async def sse_stream(
+    broadcaster: Broadcaster,
+    *,
+    public: bool,
+    heartbeat_s: float,
+    is_disconnected: Any = None,
+    still_valid: Callable[[], Awaitable[bool]] | None = None,
+    key_check_s: float = KEY_CHECK_S,
+) -> AsyncIterator[bytes]:
     """The SSE byte stream of one client, with heartbeats as comments.
 
     ``still_valid``: for a stream opened with a key, whether the key still is; checked
@@ -181,8 +192,9 @@ async def sse_stream(broadcaster: Broadcaster, *, public: bool, heartbeat_s: flo
                 return
             if still_valid is not None and loop.time() >= next_check:
                 if not await still_valid():
-                    yield sse_format(LiveEvent("revoked", {"reason": "the API key was revoked"}),
-                                     event_id + 1)
+                    yield sse_format(
+                        LiveEvent("revoked", {"reason": "the API key was revoked"}), event_id + 1
+                    )
                     return
                 next_check = loop.time() + key_check_s
             if event is None:

@@ -26,26 +26,45 @@ class ApiMetrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         self.requests = Counter(
-            "bikesense_api_requests", "HTTP requests by route template and status",
-            ["method", "route", "status"], registry=self.registry)
+            "bikesense_api_requests",
+            "HTTP requests by route template and status",
+            ["method", "route", "status"],
+            registry=self.registry,
+        )
         self.latency = Histogram(
-            "bikesense_api_request_seconds", "Time to the response head, by route template",
-            ["route"], buckets=_LATENCY_BUCKETS, registry=self.registry)
+            "bikesense_api_request_seconds",
+            "Time to the response head, by route template",
+            ["route"],
+            buckets=_LATENCY_BUCKETS,
+            registry=self.registry,
+        )
         self.tile_render = Histogram(
-            "bikesense_api_tile_render_seconds", "Query and rendering time of one tile",
-            buckets=_LATENCY_BUCKETS, registry=self.registry)
+            "bikesense_api_tile_render_seconds",
+            "Query and rendering time of one tile",
+            buckets=_LATENCY_BUCKETS,
+            registry=self.registry,
+        )
         self.rate_limited = Counter(
-            "bikesense_api_rate_limited", "Requests refused by the public rate limit",
-            registry=self.registry)
+            "bikesense_api_rate_limited",
+            "Requests refused by the public rate limit",
+            registry=self.registry,
+        )
         self.live_clients = Gauge(
-            "bikesense_api_live_clients", "Connected Server-Sent Events clients",
-            registry=self.registry)
+            "bikesense_api_live_clients",
+            "Connected Server-Sent Events clients",
+            registry=self.registry,
+        )
         self.live_events = Counter(
-            "bikesense_api_live_events", "Notifications received from the database",
-            registry=self.registry)
+            "bikesense_api_live_events",
+            "Notifications received from the database",
+            registry=self.registry,
+        )
         self.export_rows = Counter(
-            "bikesense_api_export_bytes", "Bytes of raw-reading exports streamed",
-            ["format"], registry=self.registry)
+            "bikesense_api_export_bytes",
+            "Bytes of raw-reading exports streamed",
+            ["format"],
+            registry=self.registry,
+        )
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

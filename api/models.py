@@ -39,10 +39,22 @@ class ErrorResponse(BaseModel):
     error: str = Field(examples=["bad_parameter"])
     detail: list[ErrorDetail]
 
-    model_config = ConfigDict(json_schema_extra={"examples": [{
-        "error": "bad_parameter",
-        "detail": [{"parameter": "bbox", "in": "query",
-                    "message": "west (5.2) must be less than east (4.8)"}]}]})
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "error": "bad_parameter",
+                    "detail": [
+                        {
+                            "parameter": "bbox",
+                            "in": "query",
+                            "message": "west (5.2) must be less than east (4.8)",
+                        }
+                    ],
+                }
+            ]
+        }
+    )
 
 
 #: Error responses every route may give, for the OpenAPI schema.
@@ -72,7 +84,8 @@ class CellStats(BaseModel):
     metric: MetricName
     unit: str = Field(examples=["µg/m³"])
     status: Literal["ok", "insufficient"] = Field(
-        description="insufficient: too few readings to colour; never read it as clean air")
+        description="insufficient: too few readings to colour; never read it as clean air"
+    )
     n_readings: int
     rides: int = Field(description="distinct rides over the range")
     days: int = Field(description="distinct days with rides over the range")
@@ -83,20 +96,25 @@ class CellStats(BaseModel):
     p50: float | None = Field(description="median, from the fixed-bin histogram")
     p95: float | None
     p50_error_bound: float | None = Field(
-        default=None, description="the sample median is within this of p50 (the histogram "
-        "bins it was read from; docs/statistics.md)")
+        default=None,
+        description="the sample median is within this of p50 (the histogram "
+        "bins it was read from; docs/statistics.md)",
+    )
     p95_error_bound: float | None = None
     laeq_db: float | None = Field(default=None, description="noise: energy average, dB(A)")
     lamax_db: float | None = Field(default=None, description="noise: max of LAmax, dB(A)")
     ci95_low: float | None = Field(
         description="95 % interval of the value shown (the mean; LAeq for noise), with "
-                    "within-ride correlation taken into account (docs/statistics.md); "
-                    "null when interval_reason says why")
+        "within-ride correlation taken into account (docs/statistics.md); "
+        "null when interval_reason says why"
+    )
     ci95_high: float | None
     interval_reason: IntervalReason | None = Field(
-        default=None, description="why there is no interval: single_ride (one ride cannot "
+        default=None,
+        description="why there is no interval: single_ride (one ride cannot "
         "tell its kit's error from the air), no_spread (fewer than two readings), "
-        "zero_mean; null when there is one")
+        "zero_mean; null when there is one",
+    )
     band: str | None = Field(description="colour band label of the mean (LAeq for noise)")
     colour: str | None = Field(examples=["#50CCAA"])
 
@@ -179,7 +197,8 @@ class Fleet(BaseModel):
     since: datetime
     kits: list[KitHealth]
     rejected_unknown_kit: list[RejectCount] = Field(
-        description="rejected frames that named no registered kit, by reason")
+        description="rejected frames that named no registered kit, by reason"
+    )
 
 
 class BandOut(BaseModel):
@@ -212,6 +231,7 @@ class Meta(BaseModel):
     map_center: tuple[float, float] = Field(description="lon, lat")
     map_zoom: float
     edge_m: dict[int, float] = Field(description="average H3 edge length per resolution, m")
-    min_edge_px: float = Field(description="tiles use the finest resolution whose edge spans "
-                                           "at least this many pixels")
+    min_edge_px: float = Field(
+        description="tiles use the finest resolution whose edge spans at least this many pixels"
+    )
     note: str

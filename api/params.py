@@ -37,8 +37,7 @@ def parse_bbox(text: str, parameter: str = "bbox") -> BBox:
     # Decimal numbers in ASCII only: float() also takes other scripts' digits, spaces
     # and line breaks around a number, and the text is echoed in provenance.
     if not all(_NUMBER.fullmatch(p.strip(" ")) for p in parts):
-        raise BadParameterError("needs four numbers: west,south,east,north",
-                                     parameter=parameter)
+        raise BadParameterError("needs four numbers: west,south,east,north", parameter=parameter)
     west, south, east, north = (float(p) for p in parts)
     if not all(math.isfinite(v) for v in (west, south, east, north)):
         raise BadParameterError("coordinates must be finite numbers", parameter=parameter)
@@ -47,11 +46,13 @@ def parse_bbox(text: str, parameter: str = "bbox") -> BBox:
     if not (-90 <= south <= 90 and -90 <= north <= 90):
         raise BadParameterError("latitudes must lie within -90..90", parameter=parameter)
     if west >= east:
-        raise BadParameterError(f"west ({west}) must be less than east ({east})",
-                                     parameter=parameter)
+        raise BadParameterError(
+            f"west ({west}) must be less than east ({east})", parameter=parameter
+        )
     if south >= north:
-        raise BadParameterError(f"south ({south}) must be less than north ({north})",
-                                parameter=parameter)
+        raise BadParameterError(
+            f"south ({south}) must be less than north ({north})", parameter=parameter
+        )
     return BBox(west=west, south=south, east=east, north=north)
 
 
@@ -62,7 +63,8 @@ def check_resolution(resolution: int | None, settings: Settings, default: int) -
         known = ", ".join(str(r) for r in settings.h3_resolutions)
         raise BadParameterError(
             f"resolution {resolution} is not aggregated here; use one of {known}",
-            parameter="resolution")
+            parameter="resolution",
+        )
     return resolution
 
 
@@ -71,8 +73,9 @@ def parse_cell(text: str, parameter: str = "cell") -> int:
     try:
         cell = int(text, 16)
     except ValueError:
-        raise BadParameterError("not an H3 cell index (hexadecimal, e.g. 891f1d48177ffff)",
-                                     parameter=parameter) from None
+        raise BadParameterError(
+            "not an H3 cell index (hexadecimal, e.g. 891f1d48177ffff)", parameter=parameter
+        ) from None
     if not 0 < cell < 2**63 or not h3i.is_valid_cell(cell):
         raise BadParameterError("not a valid H3 cell index", parameter=parameter)
     return cell
@@ -90,8 +93,9 @@ def parse_kits(values: Iterable[str], parameter: str = "kit") -> tuple[int, ...]
         try:
             kit = int(part)
         except ValueError:
-            raise BadParameterError(f"kit ids are whole numbers (got {part!r})",
-                                         parameter=parameter) from None
+            raise BadParameterError(
+                f"kit ids are whole numbers (got {part!r})", parameter=parameter
+            ) from None
         if not 0 <= kit <= 4_294_967_295:
             raise BadParameterError(f"kit id {kit} is outside 0..4294967295", parameter=parameter)
         kits.append(kit)
@@ -107,7 +111,8 @@ def parse_pseudonyms(values: Iterable[str], parameter: str = "kit_pseudonym") ->
         if not _PSEUDONYM.fullmatch(name):
             raise BadParameterError(
                 f"a kit pseudonym is {PSEUDONYM_CHARS} characters a-z and 2-7 (got {name!r})",
-                parameter=parameter)
+                parameter=parameter,
+            )
     if len(names) > MAX_KITS:
         raise BadParameterError(f"at most {MAX_KITS} kits per export", parameter=parameter)
     return frozenset(names)
@@ -127,16 +132,25 @@ class Place:
     bbox: BBox | None = None
 
 
-def parse_place(settings: Settings, *, cell: str | None, lat: float | None, lon: float | None,
-                bbox: str | None, resolution: int | None) -> Place:
+def parse_place(
+    settings: Settings,
+    *,
+    cell: str | None,
+    lat: float | None,
+    lon: float | None,
+    bbox: str | None,
+    resolution: int | None,
+) -> Place:
     """Exactly one of ``cell``, ``lat`` + ``lon`` or ``bbox``; a cell brings its resolution."""
     given = [name for name, v in (("cell", cell), ("lat", lat), ("bbox", bbox)) if v is not None]
     if (lat is None) != (lon is None):
-        raise BadParameterError("lat and lon go together",
-                                parameter="lon" if lon is None else "lat")
+        raise BadParameterError(
+            "lat and lon go together", parameter="lon" if lon is None else "lat"
+        )
     if len(given) != 1:
-        raise BadParameterError("give exactly one of cell, lat+lon or bbox",
-                                parameter=given[-1] if given else "cell")
+        raise BadParameterError(
+            "give exactly one of cell, lat+lon or bbox", parameter=given[-1] if given else "cell"
+        )
     default = default_resolution(settings)
     if cell is not None:
         cell_int = parse_cell(cell)
@@ -158,6 +172,7 @@ def parse_since(since: datetime, now: datetime, parameter: str = "since") -> dat
     except (OverflowError, ValueError) as exc:
         raise BadParameterError(f"not a usable instant: {exc}", parameter=parameter) from exc
     if not EARLIEST <= since <= now:
-        raise BadParameterError(f"must lie between {EARLIEST:%Y-%m-%d} and now",
-                                parameter=parameter)
+        raise BadParameterError(
+            f"must lie between {EARLIEST:%Y-%m-%d} and now", parameter=parameter
+        )
     return since

@@ -48,44 +48,77 @@ def public_units(settings: Settings, api: ApiSettings) -> tuple[int, int]:
     return max(settings.h3_resolutions), min(allowed_windows(Principal(Role.PUBLIC), settings, api))
 
 
-def selection(principal: Principal, api: ApiSettings, *, settings: Settings, metric: Metric,
-              resolution: int, window_s: int, start: datetime, end: datetime) -> Selection:
+def selection(
+    principal: Principal,
+    api: ApiSettings,
+    *,
+    settings: Settings,
+    metric: Metric,
+    resolution: int,
+    window_s: int,
+    start: datetime,
+    end: datetime,
+) -> Selection:
     """What storage reads for this caller: the public's k-anonymity thresholds on the
     public units, or none."""
     if not principal.role.is_public:
-        return Selection(metric=metric, resolution=resolution, window_s=window_s, start=start,
-                         end=end)
+        return Selection(
+            metric=metric, resolution=resolution, window_s=window_s, start=start, end=end
+        )
     unit_res, unit_window_s = public_units(settings, api)
-    return Selection(metric=metric, resolution=resolution, window_s=window_s, start=start,
-                     end=end, min_rides=api.public_min_rides, min_days=api.public_min_days,
-                     unit_resolution=unit_res, unit_window_s=unit_window_s)
+    return Selection(
+        metric=metric,
+        resolution=resolution,
+        window_s=window_s,
+        start=start,
+        end=end,
+        min_rides=api.public_min_rides,
+        min_days=api.public_min_days,
+        unit_resolution=unit_res,
+        unit_window_s=unit_window_s,
+    )
 
 
 def check_bucket(principal: Principal, api: ApiSettings, bucket_s: int) -> None:
     """Time-series buckets finer than the public's finest window need a key."""
     if principal.role.is_public and bucket_s < api.public_min_window_s:
-        raise ForbiddenError(f"the public may see buckets of at least {api.public_min_window_s} s; "
-                             "an API key of an officer unlocks finer ones", parameter="bucket")
+        raise ForbiddenError(
+            f"the public may see buckets of at least {api.public_min_window_s} s; "
+            "an API key of an officer unlocks finer ones",
+            parameter="bucket",
+        )
 
 
 def check_raw_access(principal: Principal) -> None:
     role = principal.role
     if role.is_public:
-        raise UnauthorizedError("raw readings need an API key of a researcher or admin",
-                                parameter="X-API-Key", location="header")
+        raise UnauthorizedError(
+            "raw readings need an API key of a researcher or admin",
+            parameter="X-API-Key",
+            location="header",
+        )
     if not role.may_export_raw:
-        raise ForbiddenError(f"the {role.value} role may not export raw readings",
-                             parameter="X-API-Key", location="header")
+        raise ForbiddenError(
+            f"the {role.value} role may not export raw readings",
+            parameter="X-API-Key",
+            location="header",
+        )
 
 
 def check_fleet_access(principal: Principal) -> None:
     role = principal.role
     if role.is_public:
-        raise UnauthorizedError("fleet health needs an API key of an officer or admin",
-                                parameter="X-API-Key", location="header")
+        raise UnauthorizedError(
+            "fleet health needs an API key of an officer or admin",
+            parameter="X-API-Key",
+            location="header",
+        )
     if not role.may_see_fleet:
-        raise ForbiddenError(f"the {role.value} role may not see fleet health",
-                             parameter="X-API-Key", location="header")
+        raise ForbiddenError(
+            f"the {role.value} role may not see fleet health",
+            parameter="X-API-Key",
+            location="header",
+        )
 
 
 class Identities(StrEnum):
@@ -95,17 +128,19 @@ class Identities(StrEnum):
     STORED = "stored"  # the ids as stored
 
 
-def export_identities(principal: Principal, *, by_kit_id: bool,
-                      by_pseudonym: bool) -> Identities:
+def export_identities(principal: Principal, *, by_kit_id: bool, by_pseudonym: bool) -> Identities:
     """The identities an export of raw readings shows this (raw-reading) caller, and
     whether it may filter kits the way it asks to."""
     if principal.role is not Role.ADMIN:
         if by_kit_id:
             # Asking by real id and reading back the pseudonyms would undo them.
-            raise ForbiddenError("researchers name kits by their daily pseudonym: "
-                                 "use kit_pseudonym", parameter="kit")
+            raise ForbiddenError(
+                "researchers name kits by their daily pseudonym: use kit_pseudonym", parameter="kit"
+            )
         return Identities.PSEUDONYMS
     if by_pseudonym:
-        raise BadParameterError("admins filter by kit id (`bikesense kits pseudonym` maps a "
-                                "day's pseudonyms to kits)", parameter="kit_pseudonym")
+        raise BadParameterError(
+            "admins filter by kit id (`bikesense kits pseudonym` maps a day's pseudonyms to kits)",
+            parameter="kit_pseudonym",
+        )
     return Identities.STORED

@@ -17,23 +17,37 @@ from storage.queries import BBox
 
 Provenance = dict[str, str]
 
-_ORDER = {Identities.PSEUDONYMS: "ts, kit_pseudonym, ride_pseudonym",
-          Identities.STORED: "ts, kit_id, boot_id, seq, idx"}
+_ORDER = {
+    Identities.PSEUDONYMS: "ts, kit_pseudonym, ride_pseudonym",
+    Identities.STORED: "ts, kit_id, boot_id, seq, idx",
+}
 
 
-def export_provenance(*, exported_at: datetime, start: datetime, end: datetime,
-                      bbox: BBox | None, metrics: Iterable[str], kits: Iterable[str],
-                      identities: Identities, day_tz: str) -> Provenance:
+def export_provenance(
+    *,
+    exported_at: datetime,
+    start: datetime,
+    end: datetime,
+    bbox: BBox | None,
+    metrics: Iterable[str],
+    kits: Iterable[str],
+    identities: Identities,
+    day_tz: str,
+) -> Provenance:
     """``metrics`` are API metric names, ``kits`` ids or pseudonyms; empty means all."""
     return {
         "generator": "bikesense",
         "exported_at": exported_at.isoformat(),
-        "from": start.isoformat(), "to": end.isoformat(),
+        "from": start.isoformat(),
+        "to": end.isoformat(),
         "bbox": "" if bbox is None else f"{bbox.west},{bbox.south},{bbox.east},{bbox.north}",
         "metrics": ",".join(metrics) or "all",
         "kits": ",".join(kits) or "all",
-        "identities": (f"daily pseudonyms, local days of {day_tz}"
-                       if identities is Identities.PSEUDONYMS else "as stored"),
+        "identities": (
+            f"daily pseudonyms, local days of {day_tz}"
+            if identities is Identities.PSEUDONYMS
+            else "as stored"
+        ),
         "order": _ORDER[identities],
     }
 

@@ -57,12 +57,16 @@ class PseudonymKeys:
         if self._key is not None and source == self._source:
             return self._key
         try:
-            key = pseudonym_key(os.environ.get(PSEUDONYM_KEY_ENV),
-                                os.environ.get(PSEUDONYM_KEY_FILE_ENV), self._state_dir)
+            key = pseudonym_key(
+                os.environ.get(PSEUDONYM_KEY_ENV),
+                os.environ.get(PSEUDONYM_KEY_FILE_ENV),
+                self._state_dir,
+            )
         except (StorageError, OSError) as exc:
             self._key = self._source = None
-            raise ServiceUnavailableError(f"the pseudonym key cannot be read: {exc}",
-                                          retry_after_s=None) from exc
+            raise ServiceUnavailableError(
+                f"the pseudonym key cannot be read: {exc}", retry_after_s=None
+            ) from exc
         self.reads += 1
         # Read again: a default key file is created by the first read.
         self._key, self._source = key, self._current_source()

@@ -15,8 +15,13 @@ from collections.abc import Callable
 
 
 class TokenBuckets:
-    def __init__(self, rate_per_s: float, burst: int, max_clients: int,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        rate_per_s: float,
+        burst: int,
+        max_clients: int,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         if rate_per_s <= 0 or burst < 1 or max_clients < 1:
             msg = "rate_per_s must be > 0, burst and max_clients >= 1"
             raise ValueError(msg)

@@ -41,15 +41,52 @@ import numpy as np
 from stream.core.partials import Metric
 from stream.core.resolution import DECIMALS
 
-__all__ = ["DECIMALS", "INTRA_RIDE_CORRELATION", "REASONS", "Intervals", "effective_n",
-           "finite_or_none", "mean_interval", "round_interval", "rounded", "t975"]
+__all__ = [
+    "DECIMALS",
+    "INTRA_RIDE_CORRELATION",
+    "REASONS",
+    "Intervals",
+    "effective_n",
+    "finite_or_none",
+    "mean_interval",
+    "round_interval",
+    "rounded",
+    "t975",
+]
 
 # Two-sided 95 % Student t quantiles t(0.975, df) for df = 1..30 (standard tables,
 # e.g. NIST/SEMATECH e-Handbook of Statistical Methods, section 1.3.6.7.2).
 _T975 = (
-    12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228,
-    2.201, 2.179, 2.160, 2.145, 2.131, 2.120, 2.110, 2.101, 2.093, 2.086,
-    2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048, 2.045, 2.042,
+    12.706,
+    4.303,
+    3.182,
+    2.776,
+    2.571,
+    2.447,
+    2.365,
+    2.306,
+    2.262,
+    2.228,
+    2.201,
+    2.179,
+    2.160,
+    2.145,
+    2.131,
+    2.120,
+    2.110,
+    2.101,
+    2.093,
+    2.086,
+    2.080,
+    2.074,
+    2.069,
+    2.064,
+    2.060,
+    2.056,
+    2.052,
+    2.048,
+    2.045,
+    2.042,
 )
 _Z975 = 1.959964
 _A = math.log(10.0) / 10.0  # energy = exp(_A · level in dB)
@@ -96,7 +133,7 @@ def t975(df: np.ndarray) -> np.ndarray:
     big = df > 30
     z = _Z975
     d = df[big]
-    out[big] = (z + (z**3 + z) / (4 * d) + (5 * z**5 + 16 * z**3 + 3 * z) / (96 * d**2))
+    out[big] = z + (z**3 + z) / (4 * d) + (5 * z**5 + 16 * z**3 + 3 * z) / (96 * d**2)
     return out
 
 
@@ -117,8 +154,7 @@ def effective_n(n: np.ndarray, rides: np.ndarray, rho: float) -> np.ndarray:
         return n / (1.0 + (n / r - 1.0) * rho)
 
 
-def mean_interval(stats: np.ndarray, metric: Metric, *,
-                  rho: float | None = None) -> Intervals:
+def mean_interval(stats: np.ndarray, metric: Metric, *, rho: float | None = None) -> Intervals:
     """The 95 % interval of the mean (LAeq for noise) of each row of ``stats``.
 
     ``stats`` needs ``n``, ``mean``, ``std`` and ``rides`` (and ``laeq_db`` for
@@ -143,9 +179,11 @@ def mean_interval(stats: np.ndarray, metric: Metric, *,
             low, high = mean * np.exp(-half_log), mean * np.exp(half_log)
     reason: list[str | None] = [None] * len(stats)
     none = np.zeros(len(stats), dtype=bool)
-    for name, rows in (("zero_mean", (mean <= 0) & (metric is not Metric.NOISE)),
-                       ("no_spread", ~(n >= 2) | ~np.isfinite(std)),
-                       ("single_ride", ~(rides >= 2))):  # the last that applies wins
+    for name, rows in (
+        ("zero_mean", (mean <= 0) & (metric is not Metric.NOISE)),
+        ("no_spread", ~(n >= 2) | ~np.isfinite(std)),
+        ("single_ride", ~(rides >= 2)),
+    ):  # the last that applies wins
         for i in np.flatnonzero(rows).tolist():
             reason[i] = name
         none |= rows
@@ -180,7 +218,7 @@ def rounded(stats: np.ndarray, metric: Metric) -> np.ndarray:
             out[name] = np.round(out[name], decimals)
     # A percentile's error bound grows by what rounding the percentile moved it
     # (half a step) and is rounded up, so it still holds for the number shown.
-    step = 10.0 ** -decimals
+    step = 10.0**-decimals
     for name in ("p50_err", "p95_err"):
         if name in names:
             out[name] = np.ceil((out[name] + step / 2) / step - 1e-9) * step

@@ -87,6 +87,9 @@ def api_server(url: str) -> Iterator[tuple[str, int]]:
 
 def rss_kib(pid: int) -> tuple[int, int]:
     """(current RSS, peak RSS) of a process in KiB, from /proc."""
-    fields = dict(line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text()
-                  .splitlines() if ":" in line)
+    fields = dict(
+        line.split(":", 1)
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines()
+        if ":" in line
+    )
     return int(fields["VmRSS"].split()[0]), int(fields["VmHWM"].split()[0])

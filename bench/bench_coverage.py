@@ -54,23 +54,32 @@ from stream.core.partials import Metric  # noqa: E402
 RESULTS = ROOT / "bench" / "results"
 RESOLUTIONS = (7, 8, 9, 10)
 METRICS = (Metric.PM1, Metric.PM25, Metric.PM10, Metric.NO2, Metric.NOISE)
-_COLUMN = {Metric.PM1: "pm1_ugm3", Metric.PM25: "pm25_ugm3", Metric.PM10: "pm10_ugm3",
-           Metric.NO2: "no2_ugm3", Metric.NOISE: "noise_laeq_db"}
+_COLUMN = {
+    Metric.PM1: "pm1_ugm3",
+    Metric.PM25: "pm25_ugm3",
+    Metric.PM10: "pm10_ugm3",
+    Metric.NO2: "no2_ugm3",
+    Metric.NOISE: "noise_laeq_db",
+}
 RIDE_GAP_MS = 20 * 60 * 1000  # stream.core.rides.RideConfig.gap_s
 #: STATS_DTYPE and the share of the cell-hour's readings taken above 75 % RH, where
 #: optical PM reads high (docs/statistics.md, "What the interval does not cover").
-_ROW_DTYPE = np.dtype([*((name, STATS_DTYPE[name]) for name in STATS_DTYPE.names or ()),
-                       ("humid_share", "<f8")])
+_ROW_DTYPE = np.dtype(
+    [*((name, STATS_DTYPE[name]) for name in STATS_DTYPE.names or ()), ("humid_share", "<f8")]
+)
 
 
 def simulate(bikes: int, hours: float, seed: int, interval_s: float) -> np.ndarray:
-    run = Fleet(SimulationConfig(n_bikes=bikes, duration_s=hours * 3600, seed=seed,
-                                 reading_interval_s=interval_s)).run()
+    run = Fleet(
+        SimulationConfig(
+            n_bikes=bikes, duration_s=hours * 3600, seed=seed, reading_interval_s=interval_s
+        )
+    ).run()
     for _ in run:
         pass
     assert run.truth is not None
     r = run.truth.readings
-    keep = ((r["flags"] & int(TruthFlag.undeliverable() | TruthFlag.default_excluded())) == 0)
+    keep = (r["flags"] & int(TruthFlag.undeliverable() | TruthFlag.default_excluded())) == 0
     keep &= np.isfinite(r["lat_deg"]) & np.isfinite(r["lon_deg"])
     out: np.ndarray = r[keep]
     return out
@@ -86,8 +95,9 @@ def ride_ids(r: np.ndarray) -> np.ndarray:
     return ids
 
 
-def cell_hours(r: np.ndarray, cells: np.ndarray, rides: np.ndarray,
-               metric: Metric) -> tuple[np.ndarray, np.ndarray]:
+def cell_hours(
+    r: np.ndarray, cells: np.ndarray, rides: np.ndarray, metric: Metric
+) -> tuple[np.ndarray, np.ndarray]:
     """STATS_DTYPE rows per cell-hour (what the API reads) and the true value of each."""
     col = _COLUMN[metric]
     f = np.isfinite(r[col])
@@ -133,8 +143,9 @@ def before(stats: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return stats["mean"] - half, stats["mean"] + half
 
 
-def judge_rows(stats: np.ndarray, truth: np.ndarray, metric: Metric, *, new: bool,
-               rho: float | None = None) -> dict[str, float]:
+def judge_rows(
+    stats: np.ndarray, truth: np.ndarray, metric: Metric, *, new: bool, rho: float | None = None
+) -> dict[str, float]:
     if new:
         iv = round_interval(mean_interval(stats, metric, rho=rho), metric)
         low, high = iv.low, iv.high
@@ -152,8 +163,9 @@ def judge_rows(stats: np.ndarray, truth: np.ndarray, metric: Metric, *, new: boo
         "with_interval": int(has.sum()),
         "no_interval_share": round(1 - float(has.mean()), 4),
         "coverage": round(float(covered[has].mean()), 4) if has.any() else float("nan"),
-        "coverage_dry": (round(float(covered[has & dry].mean()), 4)
-                         if (has & dry).any() else float("nan")),
+        "coverage_dry": (
+            round(float(covered[has & dry].mean()), 4) if (has & dry).any() else float("nan")
+        ),
         "negative_lower": int(np.sum(has & (low < 0))) if metric is not Metric.NOISE else 0,
         "median_half_width": round(float(np.median((high - low)[has]) / 2), 3),
         "bias": round(float(np.mean(error)), 4),
@@ -165,23 +177,42 @@ def pooled(results: list[dict[str, object]]) -> list[dict[str, object]]:
     """Rows of seed "all": coverage over every run's cell-hours with an interval, and the
     range of the runs' coverages beside it."""
     out: list[dict[str, object]] = []
-    keys = sorted({(str(r["metric"]), int(str(r["resolution"])), str(r["intervals"]))
-                   for r in results}, key=lambda k: (k[1], k[0], k[2] != "before"))
+    keys = sorted(
+        {(str(r["metric"]), int(str(r["resolution"])), str(r["intervals"])) for r in results},
+        key=lambda k: (k[1], k[0], k[2] != "before"),
+    )
     for metric, res, label in keys:
-        rows = [r for r in results if (r["metric"], r["resolution"], r["intervals"])
-                == (metric, res, label)]
+        rows = [
+            r
+            for r in results
+            if (r["metric"], r["resolution"], r["intervals"]) == (metric, res, label)
+        ]
         weights = np.array([float(str(r["with_interval"])) for r in rows])
         cov = np.array([float(str(r["coverage"])) for r in rows])
         ok = weights > 0
-        out.append({"seed": "all", "metric": metric, "resolution": res, "intervals": label,
-                    "cell_hours": sum(int(str(r["cell_hours"])) for r in rows),
-                    "with_interval": int(weights.sum()),
-                    "coverage": round(float(np.average(cov[ok], weights=weights[ok])), 4),
-                    "coverage_range": f"{cov[ok].min():.3f}–{cov[ok].max():.3f}",
-                    **{k: round(float(np.mean([float(str(r[k])) for r in rows])), 4)
-                       for k in ("no_interval_share", "coverage_dry", "median_half_width",
-                                 "bias", "rmse")},
-                    "negative_lower": sum(int(str(r["negative_lower"])) for r in rows)})
+        out.append(
+            {
+                "seed": "all",
+                "metric": metric,
+                "resolution": res,
+                "intervals": label,
+                "cell_hours": sum(int(str(r["cell_hours"])) for r in rows),
+                "with_interval": int(weights.sum()),
+                "coverage": round(float(np.average(cov[ok], weights=weights[ok])), 4),
+                "coverage_range": f"{cov[ok].min():.3f}–{cov[ok].max():.3f}",
+                **{
+                    k: round(float(np.mean([float(str(r[k])) for r in rows])), 4)
+                    for k in (
+                        "no_interval_share",
+                        "coverage_dry",
+                        "median_half_width",
+                        "bias",
+                        "rmse",
+                    )
+                },
+                "negative_lower": sum(int(str(r["negative_lower"])) for r in rows),
+            }
+        )
     return out
 
 
@@ -189,9 +220,13 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     ap.add_argument("--bikes", type=int, default=30)
     ap.add_argument("--hours", type=float, default=5.0)
-    ap.add_argument("--seeds", type=int, nargs="+", default=[7, 23, 31, 47],
-                    help="one simulated fleet per seed (ρ was chosen on 7, 23 and 31; "
-                         "47 is held out)")
+    ap.add_argument(
+        "--seeds",
+        type=int,
+        nargs="+",
+        default=[7, 23, 31, 47],
+        help="one simulated fleet per seed (ρ was chosen on 7, 23 and 31; 47 is held out)",
+    )
     ap.add_argument("--interval-s", type=float, default=2.0, help="seconds between readings")
     ap.add_argument("--scan-rho", action="store_true", help="coverage for ρ = 0.05 … 1")
     ap.add_argument("--no-write", action="store_true", help="print only")
@@ -203,48 +238,86 @@ def main() -> None:
         r = simulate(args.bikes, args.hours, seed, args.interval_s)
         rides = ride_ids(r)
         runs.append({"seed": seed, "readings": len(r), "rides": len(np.unique(rides))})
-        finest = np.fromiter((h3.latlng_to_cell(a, b, RESOLUTIONS[-1]) for a, b in
-                              zip(r["lat_deg"].tolist(), r["lon_deg"].tolist(), strict=True)),
-                             dtype=np.int64, count=len(r))
+        finest = np.fromiter(
+            (
+                h3.latlng_to_cell(a, b, RESOLUTIONS[-1])
+                for a, b in zip(r["lat_deg"].tolist(), r["lon_deg"].tolist(), strict=True)
+            ),
+            dtype=np.int64,
+            count=len(r),
+        )
         for res in RESOLUTIONS:
-            cells = finest if res == RESOLUTIONS[-1] else np.fromiter(
-                (h3.cell_to_parent(c, res) for c in finest.tolist()), dtype=np.int64,
-                count=len(finest))
+            cells = (
+                finest
+                if res == RESOLUTIONS[-1]
+                else np.fromiter(
+                    (h3.cell_to_parent(c, res) for c in finest.tolist()),
+                    dtype=np.int64,
+                    count=len(finest),
+                )
+            )
             for metric in METRICS:
                 stats, truth = cell_hours(r, cells, rides, metric)
                 if args.scan_rho:
-                    scan = {rho: judge_rows(stats, truth, metric, new=True, rho=rho)["coverage"]
-                            for rho in (0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5, 0.7, 1.0)}
-                    print(f"seed {seed} {metric.api_name:6} r{res} " + " ".join(
-                        f"{rho}:{c:.3f}" for rho, c in scan.items()))
+                    scan = {
+                        rho: judge_rows(stats, truth, metric, new=True, rho=rho)["coverage"]
+                        for rho in (0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5, 0.7, 1.0)
+                    }
+                    print(
+                        f"seed {seed} {metric.api_name:6} r{res} "
+                        + " ".join(f"{rho}:{c:.3f}" for rho, c in scan.items())
+                    )
                     continue
                 for label, new in (("before", False), ("after", True)):
-                    results.append({"seed": seed, "metric": metric.api_name, "resolution": res,
-                                    "intervals": label,
-                                    **judge_rows(stats, truth, metric, new=new)})
+                    results.append(
+                        {
+                            "seed": seed,
+                            "metric": metric.api_name,
+                            "resolution": res,
+                            "intervals": label,
+                            **judge_rows(stats, truth, metric, new=new),
+                        }
+                    )
     if args.scan_rho:
         return
     results += pooled(results)
-    header = ("seed", "metric", "resolution", "intervals", "cell_hours", "no_interval_share",
-              "coverage", "coverage_range", "coverage_dry", "negative_lower",
-              "median_half_width", "bias", "rmse")
+    header = (
+        "seed",
+        "metric",
+        "resolution",
+        "intervals",
+        "cell_hours",
+        "no_interval_share",
+        "coverage",
+        "coverage_range",
+        "coverage_dry",
+        "negative_lower",
+        "median_half_width",
+        "bias",
+        "rmse",
+    )
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(str(row.get(h, "")) for h in header) + " |"
-              for row in results]
+    lines += ["| " + " | ".join(str(row.get(h, "")) for h in header) + " |" for row in results]
     table = "\n".join(lines)
     print(table)
     if args.no_write:
         return
-    meta = {"bikes": args.bikes, "hours": args.hours, "runs": runs,
-            "reading_interval_s": args.interval_s,
-            "intra_ride_correlation": {m.api_name: INTRA_RIDE_CORRELATION[m] for m in METRICS},
-            "seconds": round(time.monotonic() - t0, 1)}
+    meta = {
+        "bikes": args.bikes,
+        "hours": args.hours,
+        "runs": runs,
+        "reading_interval_s": args.interval_s,
+        "intra_ride_correlation": {m.api_name: INTRA_RIDE_CORRELATION[m] for m in METRICS},
+        "seconds": round(time.monotonic() - t0, 1),
+    }
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "coverage.json").write_text(
-        json.dumps({"run": meta, "results": results}, indent=2) + "\n")
+        json.dumps({"run": meta, "results": results}, indent=2) + "\n"
+    )
     (RESULTS / "coverage.md").write_text(
         "# Coverage of the 95 % intervals against the simulator's truth\n\n"
-        f"`bench/bench_coverage.py`, {json.dumps(meta)}\n\n" + table + "\n")
+        f"`bench/bench_coverage.py`, {json.dumps(meta)}\n\n" + table + "\n"
+    )
 
 
 if __name__ == "__main__":

@@ -106,6 +106,7 @@ def envelope_only(frame: bytes) -> Callable[[], object]:
         view = memoryview(frame)
         zlib.crc32(view[:-20])
         return hmac.compare_digest(hmac.digest(KEY, view[:-16], "sha256")[:16], view[-16:])
+
     return check
 
 
@@ -124,15 +125,18 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=0.25, help="length of one timed run")
     parser.add_argument("--runs", type=int, default=9, help="timed runs per figure")
-    parser.add_argument("--batch", type=int, default=1000,
-                        help="frames per decode_readings_many call")
+    parser.add_argument(
+        "--batch", type=int, default=1000, help="frames per decode_readings_many call"
+    )
     args = parser.parse_args()
 
     results: dict[str, dict[str, object]] = {}
     fast_by_size: dict[int, dict[str, float]] = {}
     print("readings per second of one core's CPU time (best run; wall clock best in brackets)")
-    print(f"{'readings/frame':>14} {'bytes':>6} | {'decode_readings':>25} | "
-          f"{'envelope only':>13} | {'decode_frame':>12} | {'encode_readings':>15}")
+    print(
+        f"{'readings/frame':>14} {'bytes':>6} | {'decode_readings':>25} | "
+        f"{'envelope only':>13} | {'decode_frame':>12} | {'encode_readings':>15}"
+    )
     for n in SIZES:
         readings = ride(n, seed=n)
         frame = encode_readings(4711, 3, 17, readings, KEY)
@@ -140,8 +144,9 @@ def main() -> None:
         fast = figures(timed(partial(decode_readings, frame, KEY), args.seconds, args.runs), n)
         ceiling = figures(timed(envelope_only(frame), args.seconds, args.runs), n)
         naive = figures(timed(partial(decode_frame, frame, KEY), args.seconds, 3), n)
-        encode = figures(timed(partial(encode_readings, 4711, 3, 17, readings, KEY),
-                               args.seconds, 3), n)
+        encode = figures(
+            timed(partial(encode_readings, 4711, 3, 17, readings, KEY), args.seconds, 3), n
+        )
         fast_by_size[n] = fast
         results[str(n)] = {
             "frame_bytes": len(frame),
@@ -150,33 +155,49 @@ def main() -> None:
             "decode_frame_naive": naive,
             "encode_readings": encode,
             "fast_vs_naive": fast["cpu_readings_per_s_best"] / naive["cpu_readings_per_s_best"],
-            "fast_vs_ceiling": (fast["cpu_readings_per_s_best"]
-                                / ceiling["cpu_readings_per_s_best"]),
+            "fast_vs_ceiling": (
+                fast["cpu_readings_per_s_best"] / ceiling["cpu_readings_per_s_best"]
+            ),
         }
-        print(f"{n:>14} {len(frame):>6} | {fast['cpu_readings_per_s_best']:>11,.0f} "
-              f"({fast['wall_readings_per_s_best']:>11,.0f}) | "
-              f"{ceiling['cpu_readings_per_s_best']:>13,.0f} | "
-              f"{naive['cpu_readings_per_s_best']:>12,.0f} | "
-              f"{encode['cpu_readings_per_s_best']:>15,.0f}")
+        print(
+            f"{n:>14} {len(frame):>6} | {fast['cpu_readings_per_s_best']:>11,.0f} "
+            f"({fast['wall_readings_per_s_best']:>11,.0f}) | "
+            f"{ceiling['cpu_readings_per_s_best']:>13,.0f} | "
+            f"{naive['cpu_readings_per_s_best']:>12,.0f} | "
+            f"{encode['cpu_readings_per_s_best']:>15,.0f}"
+        )
 
-    print(f"\nmany frames at once: decode_readings_many over {args.batch:,} frames "
-          "(readings/s of one core's CPU time, best run; wall clock in brackets)")
+    print(
+        f"\nmany frames at once: decode_readings_many over {args.batch:,} frames "
+        "(readings/s of one core's CPU time, best run; wall clock in brackets)"
+    )
     print(f"{'readings/frame':>14} | {'decode_readings_many':>27} | {'vs one at a time':>16}")
     batched: dict[str, dict[str, object]] = {}
     for n in BATCH_SIZES:
-        payloads = [encode_readings(4711, 3, seq, ride(n, seed=seq), KEY)
-                    for seq in range(args.batch)]
+        payloads = [
+            encode_readings(4711, 3, seq, ride(n, seed=seq), KEY) for seq in range(args.batch)
+        ]
         assert len(decode_readings_many(payloads, KEY).readings) == n * args.batch
-        many = figures(timed(partial(decode_readings_many, payloads, KEY), args.seconds,
-                             args.runs), n * args.batch)
+        many = figures(
+            timed(partial(decode_readings_many, payloads, KEY), args.seconds, args.runs),
+            n * args.batch,
+        )
         one = results[str(n)]["decode_readings"] if str(n) in results else None
-        ratio = (many["cpu_readings_per_s_best"] / one["cpu_readings_per_s_best"]  # type: ignore[index]
-                 if one else None)
-        batched[str(n)] = {"frames_per_call": args.batch, "decode_readings_many": many,
-                           "vs_decode_readings": ratio}
-        print(f"{n:>14} | {many['cpu_readings_per_s_best']:>13,.0f} "
-              f"({many['wall_readings_per_s_best']:>11,.0f}) | "
-              + (f"{ratio:>15.1f}x" if ratio else f"{'':>16}"))
+        ratio = (
+            many["cpu_readings_per_s_best"] / one["cpu_readings_per_s_best"]  # type: ignore[index]
+            if one
+            else None
+        )
+        batched[str(n)] = {
+            "frames_per_call": args.batch,
+            "decode_readings_many": many,
+            "vs_decode_readings": ratio,
+        }
+        print(
+            f"{n:>14} | {many['cpu_readings_per_s_best']:>13,.0f} "
+            f"({many['wall_readings_per_s_best']:>11,.0f}) | "
+            + (f"{ratio:>15.1f}x" if ratio else f"{'':>16}")
+        )
 
     decode = {n: fast_by_size[n]["cpu_readings_per_s_best"] for n in SIZES}
     above = [n for n in SIZES if decode[n] > TARGET]
@@ -187,11 +208,16 @@ def main() -> None:
         "decode_readings_per_s_by_frame_size": decode,
         "decode_readings_many_per_s_by_frame_size": {
             int(n): b["decode_readings_many"]["cpu_readings_per_s_best"]  # type: ignore[index]
-            for n, b in batched.items()},
+            for n, b in batched.items()
+        },
         "smallest_frame_above_target_batched": min(
-            (int(n) for n, b in batched.items()
-             if b["decode_readings_many"]["cpu_readings_per_s_best"] > TARGET),  # type: ignore[index]
-            default=None),
+            (
+                int(n)
+                for n, b in batched.items()
+                if b["decode_readings_many"]["cpu_readings_per_s_best"] > TARGET
+            ),  # type: ignore[index]
+            default=None,
+        ),
     }
     doc = {
         "when": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
@@ -203,9 +229,11 @@ def main() -> None:
             "platform": platform.platform(),
             "load_average_at_end": os.getloadavg(),
         },
-        "method": (f"best and median of {args.runs} runs of ~{args.seconds}s each, by the "
-                   "thread's CPU clock (cost on one core) and by the wall clock (affected by "
-                   "whatever else the machine runs)"),
+        "method": (
+            f"best and median of {args.runs} runs of ~{args.seconds}s each, by the "
+            "thread's CPU clock (cost on one core) and by the wall clock (affected by "
+            "whatever else the machine runs)"
+        ),
         "summary": summary,
         "by_frame_size": results,
         "batched_by_frame_size": batched,
@@ -215,11 +243,17 @@ def main() -> None:
     tmp.write_text(json.dumps(doc, indent=2) + "\n")
     tmp.replace(RESULTS)
     smallest = summary["smallest_frame_above_target"]
-    print(f"\nabove {TARGET:,} readings/s from {smallest} readings per frame"
-          if smallest else f"\nbelow {TARGET:,} readings/s at every frame size")
+    print(
+        f"\nabove {TARGET:,} readings/s from {smallest} readings per frame"
+        if smallest
+        else f"\nbelow {TARGET:,} readings/s at every frame size"
+    )
     smallest_batched = summary["smallest_frame_above_target_batched"]
-    print(f"batched: above {TARGET:,} readings/s from {smallest_batched} readings per frame"
-          if smallest_batched else f"batched: below {TARGET:,} readings/s at every frame size")
+    print(
+        f"batched: above {TARGET:,} readings/s from {smallest_batched} readings per frame"
+        if smallest_batched
+        else f"batched: below {TARGET:,} readings/s at every frame size"
+    )
     print(f"load average at end: {os.getloadavg()}; wrote {RESULTS}")
 
 

@@ -106,8 +106,11 @@ class Contender:
     workers: int
 
 
-CONTENDERS = (Contender("embedded", 0), Contender("kafka, 1 worker", 1),
-              Contender("kafka, 2 workers", 2))
+CONTENDERS = (
+    Contender("embedded", 0),
+    Contender("kafka, 1 worker", 1),
+    Contender("kafka, 2 workers", 2),
+)
 
 
 # -- the processes -------------------------------------------------------------------------
@@ -121,7 +124,7 @@ def worker_state(log: str) -> tuple[int, bool]:
     joins = list(JOINED.finditer(log))
     if not joins:
         return -1, False
-    return int(joins[-1][1]), "Worker ready" in log[joins[-1].end():]
+    return int(joins[-1][1]), "Worker ready" in log[joins[-1].end() :]
 
 
 @contextmanager
@@ -134,10 +137,23 @@ def workers_running(count: int, env: dict[str, str], logs: Path) -> Iterator[lis
         for n in range(1, count + 1):
             state = logs / f"worker-{n}-state"
             with (logs / f"worker-{n}.log").open("wb") as log:
-                procs.append(subprocess.Popen(
-                    [sys.executable, "-m", "bikesense", "stream", "worker", "--log-level", "INFO"],
-                    env={**env, "BIKESENSE_STATE_DIR": str(state)}, stdout=log,
-                    stderr=subprocess.STDOUT, cwd=ROOT))
+                procs.append(
+                    subprocess.Popen(
+                        [
+                            sys.executable,
+                            "-m",
+                            "bikesense",
+                            "stream",
+                            "worker",
+                            "--log-level",
+                            "INFO",
+                        ],
+                        env={**env, "BIKESENSE_STATE_DIR": str(state)},
+                        stdout=log,
+                        stderr=subprocess.STDOUT,
+                        cwd=ROOT,
+                    )
+                )
         deadline = time.monotonic() + 120
         while True:
             states = [worker_state(worker_log(logs, n)) for n in range(1, count + 1)]
@@ -145,8 +161,9 @@ def workers_running(count: int, env: dict[str, str], logs: Path) -> Iterator[lis
                 break
             dead = [p.args for p in procs if p.poll() is not None]
             if dead or time.monotonic() > deadline:
-                raise RuntimeError("the workers did not become ready: "
-                                   + worker_log(logs, 1)[-3000:])
+                raise RuntimeError(
+                    "the workers did not become ready: " + worker_log(logs, 1)[-3000:]
+                )
             time.sleep(0.2)
         yield [p.pid for p in procs]
     finally:
@@ -169,17 +186,26 @@ def worker_log(logs: Path, n: int) -> str:
 def log_findings(log: str, measured_from: int) -> dict[str, Any]:
     """Warnings, errors and group joins (each one a rebalance) in a process's log, while
     starting and while measured (from the byte offset ``measured_from`` on)."""
+
     def bad(text: str) -> list[str]:
-        return [line[:300] for line in text.splitlines()
-                if "[WARNING]" in line or "[ERROR]" in line or " WARNING " in line
-                or " ERROR " in line or "Traceback" in line]
+        return [
+            line[:300]
+            for line in text.splitlines()
+            if "[WARNING]" in line
+            or "[ERROR]" in line
+            or " WARNING " in line
+            or " ERROR " in line
+            or "Traceback" in line
+        ]
 
     start, measured = log[:measured_from], log[measured_from:]
-    return {"warnings_or_errors_starting": len(bad(start)),
-            "warnings_or_errors_measured": len(bad(measured)),
-            "examples": (bad(measured) + bad(start))[:5],
-            "group_joins_starting": len(JOINED.findall(start)),
-            "group_joins_measured": len(JOINED.findall(measured))}
+    return {
+        "warnings_or_errors_starting": len(bad(start)),
+        "warnings_or_errors_measured": len(bad(measured)),
+        "examples": (bad(measured) + bad(start))[:5],
+        "group_joins_starting": len(JOINED.findall(start)),
+        "group_joins_measured": len(JOINED.findall(measured)),
+    }
 
 
 ASSIGNMENT = re.compile(r"Setting newly assigned partitions\s*\n(.*?) for group", re.S)
@@ -221,8 +247,10 @@ def topic_messages(kafka_url: str, topics: list[str], partitions: int) -> dict[s
 
 def inserted(conn: psycopg.Connection[Any]) -> int:
     """Rows inserted into the raw readings' partitions, from the statistics (a second late)."""
-    row = conn.execute("SELECT coalesce(sum(n_tup_ins), 0) FROM pg_stat_user_tables"
-                       " WHERE relname LIKE 'readings\\_d%%'").fetchone()
+    row = conn.execute(
+        "SELECT coalesce(sum(n_tup_ins), 0) FROM pg_stat_user_tables"
+        " WHERE relname LIKE 'readings\\_d%%'"
+    ).fetchone()
     return int(row[0]) if row else 0
 
 
@@ -231,18 +259,21 @@ def last_frames_stored(conn: psycopg.Connection[Any], last: dict[int, int], boot
     row = conn.execute(
         "SELECT count(*) FROM readings r JOIN unnest(%s::bigint[], %s::bigint[]) AS l(kit, seq)"
         " ON r.kit_id = l.kit AND r.boot_id = %s AND r.seq = l.seq",
-        (list(last), list(last.values()), boot)).fetchone()
+        (list(last), list(last.values()), boot),
+    ).fetchone()
     return int(row[0]) if row else 0
 
 
 def fleet_stored(conn: psycopg.Connection[Any], kits: int, boot: int) -> int:
-    row = conn.execute("SELECT count(*) FROM readings WHERE kit_id BETWEEN 1 AND %s"
-                       " AND boot_id = %s", (kits, boot)).fetchone()
+    row = conn.execute(
+        "SELECT count(*) FROM readings WHERE kit_id BETWEEN 1 AND %s AND boot_id = %s", (kits, boot)
+    ).fetchone()
     return int(row[0]) if row else 0
 
 
-def wait_stored(db: str, frames: list[tuple[int, bytes]], kits: int, boot: int,
-                started: float, baseline: int) -> list[tuple[float, int]]:
+def wait_stored(
+    db: str, frames: list[tuple[int, bytes]], kits: int, boot: int, started: float, baseline: int
+) -> list[tuple[float, int]]:
     """Follow the fleet's readings of ``boot`` until every one is stored or nothing moves
     for STALL_S; (seconds since ``started``, stored) samples, the last one exact.
 
@@ -263,12 +294,15 @@ def wait_stored(db: str, frames: list[tuple[int, bytes]], kits: int, boot: int,
         while True:
             now = time.perf_counter() - started
             estimate = min(n, inserted(conn) - baseline)
-            complete = (estimate >= n // 2
-                        and last_frames_stored(conn, some, boot) == PER_FRAME * len(some)
-                        and last_frames_stored(conn, last, boot) == PER_FRAME * len(last))
+            complete = (
+                estimate >= n // 2
+                and last_frames_stored(conn, some, boot) == PER_FRAME * len(some)
+                and last_frames_stored(conn, last, boot) == PER_FRAME * len(last)
+            )
             # Counted at once when the last frames first all show; again twice a second.
             if (complete and not was_complete) or (
-                    (complete or estimate >= n) and now - exact_at >= 0.5):
+                (complete or estimate >= n) and now - exact_at >= 0.5
+            ):
                 exact, exact_at = fleet_stored(conn, kits, boot), now
                 if exact >= n:
                     samples.append((time.perf_counter() - started, exact))
@@ -295,8 +329,10 @@ def warm_up(db: str, mqtt_url: str, secrets: dict[int, bytes]) -> float:
     deadline = time.monotonic() + 120
     with psycopg.connect(db, autocommit=True) as conn:
         while True:
-            row = conn.execute("SELECT count(*) FROM readings WHERE kit_id BETWEEN %s AND %s",
-                               (min(secrets), max(secrets))).fetchone()
+            row = conn.execute(
+                "SELECT count(*) FROM readings WHERE kit_id BETWEEN %s AND %s",
+                (min(secrets), max(secrets)),
+            ).fetchone()
             if row and row[0] >= PER_FRAME * len(secrets):
                 return time.perf_counter() - started
             if time.monotonic() > deadline:
@@ -335,8 +371,12 @@ class Rig:
     work: Path
 
 
-def run_contender(rig: Rig, contender: Contender, run_id: str, args: argparse.Namespace,
-                  ) -> dict[str, Any]:
+def run_contender(
+    rig: Rig,
+    contender: Contender,
+    run_id: str,
+    args: argparse.Namespace,
+) -> dict[str, Any]:
     db = new_database(rig.base_url, "bench_distributed")
     master = MasterKey.generate()
     with psycopg.connect(db, autocommit=True) as conn:
@@ -351,32 +391,48 @@ def run_contender(rig: Rig, contender: Contender, run_id: str, args: argparse.Na
     logs.mkdir(parents=True)
     app_id = f"bench-{run_id}"
     topics = [f"{app_id}.readings", f"{app_id}.enriched"] if contender.workers else []
-    kafka_env = {"BIKESENSE_DATABASE_URL": db, "BIKESENSE_KAFKA_URL": rig.kafka.url,
-                 "BIKESENSE_KAFKA_APP_ID": app_id,
-                 "BIKESENSE_KAFKA_PARTITIONS": str(rig.partitions)}
-    print(f"--- {contender.name} ({run_id}): {n:,} readings, then {args.paced_rate:,.0f} "
-          f"readings/s for {args.paced_seconds:.0f} s", flush=True)
+    kafka_env = {
+        "BIKESENSE_DATABASE_URL": db,
+        "BIKESENSE_KAFKA_URL": rig.kafka.url,
+        "BIKESENSE_KAFKA_APP_ID": app_id,
+        "BIKESENSE_KAFKA_PARTITIONS": str(rig.partitions),
+    }
+    print(
+        f"--- {contender.name} ({run_id}): {n:,} readings, then {args.paced_rate:,.0f} "
+        f"readings/s for {args.paced_seconds:.0f} s",
+        flush=True,
+    )
     with ExitStack() as stack:
         started_at = time.perf_counter()
         worker_pids: list[int] = []
         if contender.workers:
             worker_pids = stack.enter_context(
-                workers_running(contender.workers, {**os.environ, **kafka_env}, logs))
+                workers_running(contender.workers, {**os.environ, **kafka_env}, logs)
+            )
         workers_ready_s = time.perf_counter() - started_at
         api_url, api_pid = stack.enter_context(api_server(db))
-        ingest = stack.enter_context(ingest_process(
-            db, rig.mqtt_url, master, logs / "ingest.log",
-            options=["--to", "kafka"] if contender.workers else [],
-            env=kafka_env if contender.workers else None))
+        ingest = stack.enter_context(
+            ingest_process(
+                db,
+                rig.mqtt_url,
+                master,
+                logs / "ingest.log",
+                options=["--to", "kafka"] if contender.workers else [],
+                env=kafka_env if contender.workers else None,
+            )
+        )
         warm_up_s = warm_up(db, rig.mqtt_url, warmup_secrets)
         time.sleep(1.5)  # the warm-up's inserts reach the statistics
         log_sizes = {path.name: path.stat().st_size for path in logs.glob("*.log")}
         with psycopg.connect(db, autocommit=True) as conn:
             conn.execute("DELETE FROM rejected_frames")  # ingest_process's probe
             baseline = inserted(conn)
-        pids = {"ingest": ingest.pid, **{f"worker {i}": pid for i, pid in
-                                         enumerate(worker_pids, 1)},
-                **rig.pids, "api server": api_pid}
+        pids = {
+            "ingest": ingest.pid,
+            **{f"worker {i}": pid for i, pid in enumerate(worker_pids, 1)},
+            **rig.pids,
+            "api server": api_pid,
+        }
         pids["publishers and bench"] = os.getpid()
         cpu0 = cpu_snapshot(pids)
         machine0 = machine_cpu_s()
@@ -388,8 +444,7 @@ def run_contender(rig: Rig, contender: Contender, run_id: str, args: argparse.Na
         taken: list[float] = []
 
         def publish() -> None:
-            publish_all(rig.mqtt_url, frames, publishers=args.publishers,
-                        inflight=args.inflight)
+            publish_all(rig.mqtt_url, frames, publishers=args.publishers, inflight=args.inflight)
             taken.append(time.perf_counter() - started)
 
         started = time.perf_counter()
@@ -402,8 +457,10 @@ def run_contender(rig: Rig, contender: Contender, run_id: str, args: argparse.Na
         machine1 = machine_cpu_s()
         # Whatever else ran on the machine meanwhile (other people's work), and the
         # hypervisor's share: what makes one run unlike the next.
-        others = {"other work on the machine": machine1[0] - machine0[0] - sum(cpu.values()),
-                  "stolen by the hypervisor": machine1[1] - machine0[1]}
+        others = {
+            "other work on the machine": machine1[0] - machine0[0] - sum(cpu.values()),
+            "stolen by the hypervisor": machine1[1] - machine0[1],
+        }
         sessions_cpu = 0.0
         for pid in set(sessions0) | set(ingest_backends(db)):
             with suppress(FileNotFoundError):
@@ -411,8 +468,7 @@ def run_contender(rig: Rig, contender: Contender, run_id: str, args: argparse.Na
         publisher.join()
         prober.stop.set()
         prober.join(60)
-        saturated_topics = (topic_messages(rig.kafka.url, topics, rig.partitions)
-                            if topics else None)
+        saturated_topics = topic_messages(rig.kafka.url, topics, rig.partitions) if topics else None
 
         # Paced: the same steady rate for every contender, below each one's capacity.
         paced_prober = Prober(rig.mqtt_url, api_url, api_key, marker_secret, first_seq=10**6)
@@ -423,12 +479,12 @@ def run_contender(rig: Rig, contender: Contender, run_id: str, args: argparse.Na
         paced_cpu0, paced_machine0 = cpu_snapshot(pids), machine_cpu_s()
         publish_paced(rig.mqtt_url, paced_frames, args.paced_rate / PER_FRAME)
         paced_publish_s = time.perf_counter() - paced_started
-        paced_samples = wait_stored(db, paced_frames, args.kits, 2, paced_started,
-                                    paced_baseline)
+        paced_samples = wait_stored(db, paced_frames, args.kits, 2, paced_started, paced_baseline)
         paced_elapsed = time.perf_counter() - paced_started
         paced_cpu = {name: s - paced_cpu0[name] for name, s in cpu_snapshot(pids).items()}
-        paced_others = (machine_cpu_s()[0] - paced_machine0[0]
-                        - sum(paced_cpu.values())) / paced_elapsed
+        paced_others = (
+            machine_cpu_s()[0] - paced_machine0[0] - sum(paced_cpu.values())
+        ) / paced_elapsed
         paced_prober.stop.set()
         paced_prober.join(60)
         time.sleep(2)  # anything late or redelivered would show now
@@ -436,29 +492,49 @@ def run_contender(rig: Rig, contender: Contender, run_id: str, args: argparse.Na
             total, distinct = conn.execute(
                 "SELECT count(*), count(DISTINCT (kit_id, boot_id, seq, idx)) FROM readings"
             ).fetchone()  # type: ignore[misc]
-        rss = {name: rss_peak_kib(pid) / 1024 for name, pid in pids.items()
-               if name in {"ingest", "kafka"} or name.startswith("worker")}
+        rss = {
+            name: rss_peak_kib(pid) / 1024
+            for name, pid in pids.items()
+            if name in {"ingest", "kafka"} or name.startswith("worker")
+        }
         paced_published = (len(paced_frames) + paced_prober.published) * PER_FRAME
         load1 = os.getloadavg()
     kafka_topics = topic_messages(rig.kafka.url, topics, rig.partitions) if topics else None
-    published = (n + len(paced_frames) * PER_FRAME + PER_FRAME * len(WARMUP_KITS)
-                 + (prober.published + paced_prober.published) * PER_FRAME)
-    logs_found = {"ingest": log_findings((logs / "ingest.log").read_text(errors="replace"),
-                                         log_sizes["ingest.log"])}
+    published = (
+        n
+        + len(paced_frames) * PER_FRAME
+        + PER_FRAME * len(WARMUP_KITS)
+        + (prober.published + paced_prober.published) * PER_FRAME
+    )
+    logs_found = {
+        "ingest": log_findings(
+            (logs / "ingest.log").read_text(errors="replace"), log_sizes["ingest.log"]
+        )
+    }
     assignment: dict[str, dict[str, list[int]]] = {}
     for i in range(1, contender.workers + 1):
         text = worker_log(logs, i)
         logs_found[f"worker {i}"] = log_findings(text, log_sizes[f"worker-{i}.log"])
-        assignment[f"worker {i}"] = {kind: assigned_partitions(text, f"{app_id}.{kind}")
-                                     for kind in ("readings", "enriched")}
+        assignment[f"worker {i}"] = {
+            kind: assigned_partitions(text, f"{app_id}.{kind}") for kind in ("readings", "enriched")
+        }
     # What each worker had to do, by the messages in the partitions it was assigned last.
-    shares = {worker: {kind: sum(kafka_topics[f"{app_id}.{kind}"][p] for p in parts)
-                       / max(1, sum(kafka_topics[f"{app_id}.{kind}"]))
-                       for kind, parts in topics.items()}
-              for worker, topics in assignment.items()} if kafka_topics else None
+    shares = (
+        {
+            worker: {
+                kind: sum(kafka_topics[f"{app_id}.{kind}"][p] for p in parts)
+                / max(1, sum(kafka_topics[f"{app_id}.{kind}"]))
+                for kind, parts in topics.items()
+            }
+            for worker, topics in assignment.items()
+        }
+        if kafka_topics
+        else None
+    )
     # A warning, an error or a rebalance while measuring: keep the logs to read.
-    anomalous = any(f["warnings_or_errors_measured"] or f["group_joins_measured"]
-                    for f in logs_found.values())
+    anomalous = any(
+        f["warnings_or_errors_measured"] or f["group_joins_measured"] for f in logs_found.values()
+    )
     kept = None
     if anomalous and not args.keep_logs:
         kept = Path(tempfile.mkdtemp(prefix=f"bikesense-bench-distributed-{run_id}-"))
@@ -474,14 +550,18 @@ def run_contender(rig: Rig, contender: Contender, run_id: str, args: argparse.Na
     t90, c90 = at(0.9)
     lat, paced_lat = prober.latencies_s, paced_prober.latencies_s
     return {
-        "contender": contender.name, "workers": contender.workers, "run": run_id,
+        "contender": contender.name,
+        "workers": contender.workers,
+        "run": run_id,
         "kafka_app_id": app_id if contender.workers else None,
-        "readings": n, "frames": len(frames), "kits": args.kits,
-        "seconds": elapsed, "stored_in_saturated_phase": stored_fleet,
+        "readings": n,
+        "frames": len(frames),
+        "kits": args.kits,
+        "seconds": elapsed,
+        "stored_in_saturated_phase": stored_fleet,
         "readings_per_s": stored_fleet / elapsed,
         # None when the run was too short for the statistics to tell 10 % from 90 %.
-        "readings_per_s_sustained_10_to_90pct": (c90 - c10) / (t90 - t10) if t90 > t10
-        else None,
+        "readings_per_s_sustained_10_to_90pct": (c90 - c10) / (t90 - t10) if t90 > t10 else None,
         # Ingest acknowledges a frame over MQTT once it is in Kafka: with workers, this is
         # how fast ingest takes readings into Kafka, not how fast they are stored.
         "readings_per_s_taken_by_ingest": n / taken[0] if taken else None,
@@ -494,7 +574,8 @@ def run_contender(rig: Rig, contender: Contender, run_id: str, args: argparse.Na
         "paced_machine_cores_busy_besides": paced_others,
         "postgres_runtime_sessions_cpu_us_per_reading": sessions_cpu / n * 1e6,
         "peak_rss_mib": rss,
-        "latency_samples": len(lat), "latency_timeouts": prober.timeouts,
+        "latency_samples": len(lat),
+        "latency_timeouts": prober.timeouts,
         "latency_p50_s": statistics.median(lat) if lat else None,
         "latency_p99_s": percentile(lat, 0.99),
         "paced_readings_per_s": args.paced_rate,
@@ -512,25 +593,35 @@ def run_contender(rig: Rig, contender: Contender, run_id: str, args: argparse.Na
         "paced_latency_p50_s": statistics.median(paced_lat) if paced_lat else None,
         "paced_latency_p99_s": percentile(paced_lat, 0.99),
         "paced_latency_max_s": max(paced_lat) if paced_lat else None,
-        "published_readings": published, "stored_readings": int(total),
-        "lost": published - int(total), "duplicated": int(total) - int(distinct),
+        "published_readings": published,
+        "stored_readings": int(total),
+        "lost": published - int(total),
+        "duplicated": int(total) - int(distinct),
         "kafka_messages_per_partition": kafka_topics,
         # Each reading crosses both topics once (markers and the warm-up included). Ingest
         # sends one message per kit per batch it took from MQTT: how many readings that is
         # depends on how the frames arrive (a burst or a steady fleet).
         "kafka_readings_per_message": {
             topic.rpartition(".")[2]: (published - paced_published) / max(1, sum(counts))
-            for topic, counts in saturated_topics.items()} if saturated_topics else None,
+            for topic, counts in saturated_topics.items()
+        }
+        if saturated_topics
+        else None,
         # CPU per message ingest produced in the saturated phase (a qa event, the enriched
         # messages it forwards, a changelog entry, their share of the store's batches): the
         # runtime's cost follows messages more than readings.
         "cpu_ms_per_readings_message": {
             name: s * 1e3 / max(1, sum(saturated_topics[f"{app_id}.readings"]))
-            for name, s in cpu.items()} if saturated_topics else None,
+            for name, s in cpu.items()
+        }
+        if saturated_topics
+        else None,
         "paced_kafka_readings_per_message": {
             topic.rpartition(".")[2]: paced_published
             / max(1, sum(counts) - sum(saturated_topics[topic]))
-            for topic, counts in kafka_topics.items()} if kafka_topics and saturated_topics
+            for topic, counts in kafka_topics.items()
+        }
+        if kafka_topics and saturated_topics
         else None,
         "worker_partitions": assignment or None,
         "worker_share_of_messages": shares,
@@ -538,7 +629,8 @@ def run_contender(rig: Rig, contender: Contender, run_id: str, args: argparse.Na
         "warm_up_s": warm_up_s,
         "logs": logs_found,
         "logs_kept_in": str(kept or logs) if kept or args.keep_logs else None,
-        "load_average_before": load0, "load_average_after": load1,
+        "load_average_before": load0,
+        "load_average_after": load1,
     }
 
 
@@ -559,9 +651,11 @@ def summarise(runs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
             "readings_per_s": statistics.median(r["readings_per_s"] for r in mine),
             "readings_per_s_each_run": [r["readings_per_s"] for r in mine],
             "readings_per_s_sustained_10_to_90pct": statistics.median(
-                r["readings_per_s_sustained_10_to_90pct"] or float("nan") for r in mine),
+                r["readings_per_s_sustained_10_to_90pct"] or float("nan") for r in mine
+            ),
             "readings_per_s_taken_by_ingest": statistics.median(
-                r["readings_per_s_taken_by_ingest"] for r in mine),
+                r["readings_per_s_taken_by_ingest"] for r in mine
+            ),
             "paced_readings_per_s": mine[0]["paced_readings_per_s"],
             "paced_latency_samples": len(paced),
             "paced_latency_p50_s": statistics.median(paced) if paced else None,
@@ -569,38 +663,58 @@ def summarise(runs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
             "paced_latency_max_s": max(paced) if paced else None,
             "paced_behind_at_end_s_max": max(r["paced_behind_at_end_s"] for r in mine),
             "paced_readings_per_s_stored": statistics.median(
-                r["paced_readings_per_s_stored"] for r in mine),
+                r["paced_readings_per_s_stored"] for r in mine
+            ),
             "published_readings": sum(r["published_readings"] for r in mine),
             "lost": sum(r["lost"] for r in mine),
             "duplicated": sum(r["duplicated"] for r in mine),
-            "cpu_us_per_reading": {p: statistics.median(r["cpu_us_per_reading"].get(p, 0.0)
-                                                        for r in mine) for p in processes},
+            "cpu_us_per_reading": {
+                p: statistics.median(r["cpu_us_per_reading"].get(p, 0.0) for r in mine)
+                for p in processes
+            },
             "cpu_us_per_reading_total": statistics.median(
-                r["cpu_us_per_reading_total"] for r in mine),
+                r["cpu_us_per_reading_total"] for r in mine
+            ),
             # PostgreSQL's sessions of the runtime only: the writes, not the prober's polls
             # (which cost the same per second, so more per reading in a slower run).
             "postgres_runtime_sessions_cpu_us_per_reading": statistics.median(
-                r["postgres_runtime_sessions_cpu_us_per_reading"] for r in mine),
-            "cpu_cores_busy": {p: statistics.median(r["cpu_cores_busy"].get(p, 0.0)
-                                                    for r in mine) for p in processes},
+                r["postgres_runtime_sessions_cpu_us_per_reading"] for r in mine
+            ),
+            "cpu_cores_busy": {
+                p: statistics.median(r["cpu_cores_busy"].get(p, 0.0) for r in mine)
+                for p in processes
+            },
             "machine_cores_busy_besides_max": max(
-                r["machine_cores_busy_besides"]["other work on the machine"] for r in mine),
+                r["machine_cores_busy_besides"]["other work on the machine"] for r in mine
+            ),
             "kafka_readings_per_message": {
                 kind: statistics.median(r["kafka_readings_per_message"][kind] for r in mine)
-                for kind in ("readings", "enriched")} if contender.workers else None,
+                for kind in ("readings", "enriched")
+            }
+            if contender.workers
+            else None,
             "cpu_ms_per_readings_message": {
                 p: statistics.median(r["cpu_ms_per_readings_message"].get(p, 0.0) for r in mine)
-                for p in processes} if contender.workers else None,
+                for p in processes
+            }
+            if contender.workers
+            else None,
             "paced_kafka_readings_per_message": {
-                kind: statistics.median(r["paced_kafka_readings_per_message"][kind]
-                                        for r in mine)
-                for kind in ("readings", "enriched")} if contender.workers else None,
-            "paced_cpu_cores_busy": {p: statistics.median(
-                r["paced_cpu_cores_busy"].get(p, 0.0) for r in mine) for p in processes},
-            "warnings_or_errors_while_measured": sum(f["warnings_or_errors_measured"]
-                                                     for r in mine for f in r["logs"].values()),
-            "group_joins_while_measured": sum(f["group_joins_measured"]
-                                              for r in mine for f in r["logs"].values()),
+                kind: statistics.median(r["paced_kafka_readings_per_message"][kind] for r in mine)
+                for kind in ("readings", "enriched")
+            }
+            if contender.workers
+            else None,
+            "paced_cpu_cores_busy": {
+                p: statistics.median(r["paced_cpu_cores_busy"].get(p, 0.0) for r in mine)
+                for p in processes
+            },
+            "warnings_or_errors_while_measured": sum(
+                f["warnings_or_errors_measured"] for r in mine for f in r["logs"].values()
+            ),
+            "group_joins_while_measured": sum(
+                f["group_joins_measured"] for r in mine for f in r["logs"].values()
+            ),
         }
     return out
 
@@ -623,25 +737,49 @@ def java_version() -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--readings", type=int, default=100_000,
-                        help="readings of the saturated phase, per contender and round")
-    parser.add_argument("--rounds", type=int, default=2,
-                        help="each contender runs once a round; the order alternates")
+    parser.add_argument(
+        "--readings",
+        type=int,
+        default=100_000,
+        help="readings of the saturated phase, per contender and round",
+    )
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=2,
+        help="each contender runs once a round; the order alternates",
+    )
     parser.add_argument("--kits", type=int, default=200)
     parser.add_argument("--publishers", type=int, default=2)
     parser.add_argument("--inflight", type=int, default=1000)
-    parser.add_argument("--paced-rate", type=float, default=1000.0,
-                        help="readings/s of the paced phase, the same for every contender")
+    parser.add_argument(
+        "--paced-rate",
+        type=float,
+        default=1000.0,
+        help="readings/s of the paced phase, the same for every contender",
+    )
     parser.add_argument("--paced-seconds", type=float, default=15.0)
-    parser.add_argument("--warm-up-readings", type=int, default=20_000,
-                        help="an unmeasured run of the Kafka runtime first (0: none)")
-    parser.add_argument("--partitions", type=int, default=8,
-                        help="BIKESENSE_KAFKA_PARTITIONS of the Kafka contenders")
+    parser.add_argument(
+        "--warm-up-readings",
+        type=int,
+        default=20_000,
+        help="an unmeasured run of the Kafka runtime first (0: none)",
+    )
+    parser.add_argument(
+        "--partitions",
+        type=int,
+        default=8,
+        help="BIKESENSE_KAFKA_PARTITIONS of the Kafka contenders",
+    )
     parser.add_argument("--kafka-heap-mb", type=int, default=512)
-    parser.add_argument("--only", nargs="*", choices=[c.name for c in CONTENDERS],
-                        help="run only these contenders")
-    parser.add_argument("--keep-logs", action="store_true",
-                        help="keep the processes' logs (their folder is printed)")
+    parser.add_argument(
+        "--only", nargs="*", choices=[c.name for c in CONTENDERS], help="run only these contenders"
+    )
+    parser.add_argument(
+        "--keep-logs",
+        action="store_true",
+        help="keep the processes' logs (their folder is printed)",
+    )
     parser.add_argument("--output", type=Path, default=RESULTS)
     args = parser.parse_args()
     chosen = [c for c in CONTENDERS if not args.only or c.name in args.only]
@@ -650,18 +788,29 @@ def main() -> None:
     runs: list[dict[str, Any]] = []
     started = datetime.now(UTC)
     try:
-        with services(None, durable=True) as (cluster, broker, broker_pid), \
-                kafka_broker(work, args.kafka_heap_mb) as kafka:
-            about = {**machine(cluster.url), "kafka": kafka.distribution.version,
-                     "java": java_version()}
-            rig = Rig(cluster.url, broker.url, kafka,
-                      {"postgresql": cluster.pid(), "mosquitto": broker_pid, "kafka": kafka.pid},
-                      args.partitions, work)
+        with (
+            services(None, durable=True) as (cluster, broker, broker_pid),
+            kafka_broker(work, args.kafka_heap_mb) as kafka,
+        ):
+            about = {
+                **machine(cluster.url),
+                "kafka": kafka.distribution.version,
+                "java": java_version(),
+            }
+            rig = Rig(
+                cluster.url,
+                broker.url,
+                kafka,
+                {"postgresql": cluster.pid(), "mosquitto": broker_pid, "kafka": kafka.pid},
+                args.partitions,
+                work,
+            )
             if args.warm_up_readings:
                 # Not measured: the broker's JVM compiles its hot paths, PostgreSQL and the
                 # page cache warm up, and the first contender does not pay for them.
-                warm = argparse.Namespace(**{**vars(args), "readings": args.warm_up_readings,
-                                             "paced_seconds": 3.0})
+                warm = argparse.Namespace(
+                    **{**vars(args), "readings": args.warm_up_readings, "paced_seconds": 3.0}
+                )
                 run_contender(rig, CONTENDERS[1], "warm-up", warm)
             for round_no in range(1, args.rounds + 1):
                 order = chosen if round_no % 2 else chosen[::-1]
@@ -683,47 +832,61 @@ def main() -> None:
         # The code every process ran, and whether the checkout had uncommitted changes.
         "code": ingest_source(ROOT),
         "options": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
-        "what": ("MQTT → runtime → PostgreSQL (durable), every process separate: the embedded "
-                 "runtime against ingest --to kafka with one and two faust workers, same "
-                 "machine, same load, contenders interleaved; CPU per stored reading over the "
-                 "saturated phase; latency: 10-reading marker frame published → rows returned "
-                 "by GET /v1/exports/readings, paced phase, polled every 5 ms"),
+        "what": (
+            "MQTT → runtime → PostgreSQL (durable), every process separate: the embedded "
+            "runtime against ingest --to kafka with one and two faust workers, same "
+            "machine, same load, contenders interleaved; CPU per stored reading over the "
+            "saturated phase; latency: 10-reading marker frame published → rows returned "
+            "by GET /v1/exports/readings, paced phase, polled every 5 ms"
+        ),
         "summary": summary,
         "runs": runs,
     }
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps(doc, indent=2) + "\n")
 
-    print(f"\n{about['cpu_model']}, {about['cores']} cores; Kafka {about['kafka']}; load "
-          f"{runs[0]['load_average_before']} → {runs[-1]['load_average_after']}\n")
-    print(f"{'contender':<18} {'readings/s':>11} {'sustained':>10} {'p50 s':>7} {'p99 s':>7} "
-          f"{'lost':>5} {'dup':>4} {'µs CPU/reading':>15}")
+    print(
+        f"\n{about['cpu_model']}, {about['cores']} cores; Kafka {about['kafka']}; load "
+        f"{runs[0]['load_average_before']} → {runs[-1]['load_average_after']}\n"
+    )
+    print(
+        f"{'contender':<18} {'readings/s':>11} {'sustained':>10} {'p50 s':>7} {'p99 s':>7} "
+        f"{'lost':>5} {'dup':>4} {'µs CPU/reading':>15}"
+    )
     for name, s in summary.items():
-        print(f"{name:<18} {s['readings_per_s']:>11,.0f} "
-              f"{s['readings_per_s_sustained_10_to_90pct']:>10,.0f} "
-              f"{s['paced_latency_p50_s'] or float('nan'):>7.3f} "
-              f"{s['paced_latency_p99_s'] or float('nan'):>7.3f} {s['lost']:>5} "
-              f"{s['duplicated']:>4} {s['cpu_us_per_reading_total']:>15.0f}")
+        print(
+            f"{name:<18} {s['readings_per_s']:>11,.0f} "
+            f"{s['readings_per_s_sustained_10_to_90pct']:>10,.0f} "
+            f"{s['paced_latency_p50_s'] or float('nan'):>7.3f} "
+            f"{s['paced_latency_p99_s'] or float('nan'):>7.3f} {s['lost']:>5} "
+            f"{s['duplicated']:>4} {s['cpu_us_per_reading_total']:>15.0f}"
+        )
     print("\nCPU per stored reading by process, µs (median of the rounds):")
     for name, s in summary.items():
-        print(f"  {name:<18} " + ", ".join(f"{p} {us:.1f}"
-                                           for p, us in s["cpu_us_per_reading"].items()))
+        print(
+            f"  {name:<18} "
+            + ", ".join(f"{p} {us:.1f}" for p, us in s["cpu_us_per_reading"].items())
+        )
     for r in runs:
         besides = r["machine_cores_busy_besides"]
         if r["kafka_readings_per_message"]:
             per_message = r["cpu_ms_per_readings_message"]
             workers_ms = sum(v for k, v in per_message.items() if k.startswith("worker"))
-            print(f"  {r['run']}: {r['kafka_readings_per_message']['readings']:.1f} readings per "
-                  f"Kafka message (paced phase "
-                  f"{r['paced_kafka_readings_per_message']['readings']:.1f}); per message: "
-                  f"workers {workers_ms:.2f} ms, Kafka {per_message['kafka']:.2f} ms of CPU")
-        print(f"  {r['run']} {r['contender']}: {r['readings_per_s']:,.0f} readings/s, paced p99 "
-              f"{r['paced_latency_p99_s'] or float('nan'):.3f} s, "
-              f"{r['paced_behind_at_end_s']:.1f} s behind the fleet at its end; other work "
-              "on the machine "
-              f"{besides['other work on the machine']:.2f} cores (paced phase "
-              f"{r['paced_machine_cores_busy_besides']:.2f}), stolen "
-              f"{besides['stolen by the hypervisor']:.2f}")
+            print(
+                f"  {r['run']}: {r['kafka_readings_per_message']['readings']:.1f} readings per "
+                f"Kafka message (paced phase "
+                f"{r['paced_kafka_readings_per_message']['readings']:.1f}); per message: "
+                f"workers {workers_ms:.2f} ms, Kafka {per_message['kafka']:.2f} ms of CPU"
+            )
+        print(
+            f"  {r['run']} {r['contender']}: {r['readings_per_s']:,.0f} readings/s, paced p99 "
+            f"{r['paced_latency_p99_s'] or float('nan'):.3f} s, "
+            f"{r['paced_behind_at_end_s']:.1f} s behind the fleet at its end; other work "
+            "on the machine "
+            f"{besides['other work on the machine']:.2f} cores (paced phase "
+            f"{r['paced_machine_cores_busy_besides']:.2f}), stolen "
+            f"{besides['stolen by the hypervisor']:.2f}"
+        )
         for process, found in r["logs"].items():
             for line in found["examples"]:
                 print(f"  {r['run']} {process}: {line[:200]}")

@@ -80,8 +80,12 @@ MARKER_KIT = 9_999_999
 ROOT_TOPIC = "bench/bikesense/v1"
 NAIVE_TOPIC = "bench-naive/bikesense/v1"
 #: docs/design.md, "Quality bars", on 2 cores.
-TARGETS = {"readings_per_s": 20_000, "ratio_to_bare_copy": 0.5, "ratio_to_naive": 20.0,
-           "p99_latency_s": 1.0}
+TARGETS = {
+    "readings_per_s": 20_000,
+    "ratio_to_bare_copy": 0.5,
+    "ratio_to_naive": 20.0,
+    "p99_latency_s": 1.0,
+}
 
 
 # -- the machine ---------------------------------------------------------------------------
@@ -93,8 +97,9 @@ def machine(pg_url: str) -> dict[str, Any]:
     mem = re.search(r"^MemTotal:\s*(\d+) kB", Path("/proc/meminfo").read_text(), re.M)
     with psycopg.connect(pg_url) as conn:
         pg_version = str(conn.execute("SHOW server_version").fetchone()[0])  # type: ignore[index]
-    mosquitto = subprocess.run(["mosquitto", "-h"], capture_output=True, text=True,
-                               check=False).stdout.splitlines()
+    mosquitto = subprocess.run(
+        ["mosquitto", "-h"], capture_output=True, text=True, check=False
+    ).stdout.splitlines()
     return {
         "cores": os.cpu_count(),
         "cpu_model": model.group(1).strip() if model else "unknown",
@@ -117,9 +122,11 @@ class TunedBroker(MosquittoBroker):
         self.max_inflight = max_inflight
 
     def config_text(self) -> str:
-        text, replaced = re.subn(r"(?m)^max_inflight_messages \d+$",
-                                 f"max_inflight_messages {self.max_inflight}",
-                                 super().config_text())
+        text, replaced = re.subn(
+            r"(?m)^max_inflight_messages \d+$",
+            f"max_inflight_messages {self.max_inflight}",
+            super().config_text(),
+        )
         assert replaced == 1, "bikesense's broker config sets max_inflight_messages once"
         return text
 
@@ -131,14 +138,18 @@ def broker_max_inflight(broker: MosquittoBroker) -> int:
 
 
 @contextmanager
-def services(broker_inflight: int | None,
-             durable: bool) -> Iterator[tuple[PostgresCluster, MosquittoBroker, int]]:
+def services(
+    broker_inflight: int | None, durable: bool
+) -> Iterator[tuple[PostgresCluster, MosquittoBroker, int]]:
     """PostgreSQL and Mosquitto on loopback; yields them and the broker's process id."""
     root = Path(tempfile.mkdtemp(prefix="bikesense-bench-e2e-"))
     root.chmod(0o755)
     cluster = PostgresCluster(root / "postgres", durable=durable)
-    broker = (MosquittoBroker(root / "mosquitto") if broker_inflight is None
-              else TunedBroker(root / "mosquitto", broker_inflight))
+    broker = (
+        MosquittoBroker(root / "mosquitto")
+        if broker_inflight is None
+        else TunedBroker(root / "mosquitto", broker_inflight)
+    )
     cluster.start()
     try:
         broker_pid = broker.start().pid
@@ -160,9 +171,13 @@ def new_database(base: str, name: str, source: Path = ROOT) -> str:
         conn.execute(sql.SQL("CREATE DATABASE {}").format(ident))
     url = f"{base.rpartition('/')[0]}/{name}"
     today = int(time.time() // 86_400)
-    subprocess.run([sys.executable, "-m", "bikesense", "db", "migrate", "--backend", "plain"],
-                   env={**os.environ, "BIKESENSE_DATABASE_URL": url, "PYTHONPATH": str(source)},
-                   cwd=source, check=True, capture_output=True)
+    subprocess.run(
+        [sys.executable, "-m", "bikesense", "db", "migrate", "--backend", "plain"],
+        env={**os.environ, "BIKESENSE_DATABASE_URL": url, "PYTHONPATH": str(source)},
+        cwd=source,
+        check=True,
+        capture_output=True,
+    )
     with psycopg.connect(url, autocommit=True) as conn:
         ensure_partitions(conn, [today - 1, today, today + 1])
     return url
@@ -171,16 +186,22 @@ def new_database(base: str, name: str, source: Path = ROOT) -> str:
 def ingest_backends(db: str) -> list[int]:
     """Process ids of ingest's PostgreSQL sessions (application name bikesense-stream*)."""
     with psycopg.connect(db, autocommit=True) as conn:
-        return [int(pid) for (pid,) in conn.execute(
-            "SELECT pid FROM pg_stat_activity WHERE application_name LIKE 'bikesense-stream%'")]
+        return [
+            int(pid)
+            for (pid,) in conn.execute(
+                "SELECT pid FROM pg_stat_activity WHERE application_name LIKE 'bikesense-stream%'"
+            )
+        ]
 
 
 def partial_rows_merged(db: str) -> int:
     """Rows inserted or updated where partials are stored: ``cell_windows`` (one row per
     cell-window), or ``window_partials`` (one per metric too) in checkouts before it."""
     with psycopg.connect(db, autocommit=True) as conn:
-        row = conn.execute("SELECT sum(n_tup_ins + n_tup_upd) FROM pg_stat_user_tables"
-                           " WHERE relname IN ('cell_windows', 'window_partials')").fetchone()
+        row = conn.execute(
+            "SELECT sum(n_tup_ins + n_tup_upd) FROM pg_stat_user_tables"
+            " WHERE relname IN ('cell_windows', 'window_partials')"
+        ).fetchone()
     return int(row[0]) if row and row[0] is not None else 0
 
 
@@ -210,8 +231,9 @@ def frame_readings(kit: int, seq: int, start_ms: int, rng: np.random.Generator) 
     return r
 
 
-def make_frames(secrets: dict[int, bytes], n_readings: int,
-                boot: int = 1) -> list[tuple[int, bytes]]:
+def make_frames(
+    secrets: dict[int, bytes], n_readings: int, boot: int = 1
+) -> list[tuple[int, bytes]]:
     """Frames of 10 readings, round-robin over the kits, every reading in the last hours."""
     kits = sorted(secrets)
     frames_total = -(-n_readings // PER_FRAME)
@@ -230,8 +252,9 @@ def make_frames(secrets: dict[int, bytes], n_readings: int,
 
 def enriched_rows(frames: list[tuple[int, bytes]], secrets: dict[int, bytes]) -> np.ndarray:
     """The rows the pipeline stores for ``frames``: decoded and run through the stream core."""
-    readings = np.concatenate([decode_readings(payload, secrets[kit]).readings
-                               for kit, payload in frames])
+    readings = np.concatenate(
+        [decode_readings(payload, secrets[kit]).readings for kit, payload in frames]
+    )
     now = int(time.time() * 1000)
     enriched = process_batch(readings, now, {}, CoreConfig()).enriched
     enriched["received_ms"] = now
@@ -242,11 +265,17 @@ def enriched_rows(frames: list[tuple[int, bytes]], secrets: dict[int, bytes]) ->
 
 
 @contextmanager
-def ingest_process(db_url: str, mqtt_url: str, master: MasterKey, log_path: Path,
-                   source: Path = ROOT, log_level: str = "WARNING",
-                   options: Sequence[str] = (),
-                   metrics_port: int | None = None,
-                   env: Mapping[str, str] | None = None) -> Iterator[subprocess.Popen[bytes]]:
+def ingest_process(
+    db_url: str,
+    mqtt_url: str,
+    master: MasterKey,
+    log_path: Path,
+    source: Path = ROOT,
+    log_level: str = "WARNING",
+    options: Sequence[str] = (),
+    metrics_port: int | None = None,
+    env: Mapping[str, str] | None = None,
+) -> Iterator[subprocess.Popen[bytes]]:
     """``bikesense ingest`` as its own process, running the code in ``source``, serving
     its metrics on ``metrics_port`` if given, with ``env`` added to its environment
     (``BIKESENSE_KAFKA_URL`` and the like for ``--to kafka``).
@@ -254,16 +283,35 @@ def ingest_process(db_url: str, mqtt_url: str, master: MasterKey, log_path: Path
     ``python -m`` puts the working directory first on the import path, ahead of the
     environment's editable install: another checkout (an earlier commit) runs as is.
     """
-    env = {**os.environ, "BIKESENSE_DATABASE_URL": db_url, "BIKESENSE_MQTT_URL": mqtt_url,
-           "BIKESENSE_KIT_MASTER_KEY": master.to_text(), "PYTHONPATH": str(source),
-           **(env or {})}
+    env = {
+        **os.environ,
+        "BIKESENSE_DATABASE_URL": db_url,
+        "BIKESENSE_MQTT_URL": mqtt_url,
+        "BIKESENSE_KIT_MASTER_KEY": master.to_text(),
+        "PYTHONPATH": str(source),
+        **(env or {}),
+    }
     with log_path.open("wb") as log:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "bikesense", "ingest", "--client-id", "bench-ingest",
-             "--topic-root", ROOT_TOPIC, "--log-level", log_level,
-             *(["--metrics-port", str(metrics_port)] if metrics_port is not None else []),
-             *options],
-            env=env, stdout=log, stderr=subprocess.STDOUT, cwd=source)
+            [
+                sys.executable,
+                "-m",
+                "bikesense",
+                "ingest",
+                "--client-id",
+                "bench-ingest",
+                "--topic-root",
+                ROOT_TOPIC,
+                "--log-level",
+                log_level,
+                *(["--metrics-port", str(metrics_port)] if metrics_port is not None else []),
+                *options,
+            ],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=source,
+        )
     try:
         deadline = time.monotonic() + 60
         # Subscribed once its persistent session exists on the broker: wait for the
@@ -345,13 +393,15 @@ def summarise_profile(raw: Path) -> dict[str, dict[str, float]]:
         thread = next((PROFILE_THREADS[f] for f in names if f in PROFILE_THREADS), None)
         if thread is None:
             continue
-        bucket = next((PROFILE_BUCKETS[f] for f in reversed(names) if f in PROFILE_BUCKETS),
-                      "other")
+        bucket = next(
+            (PROFILE_BUCKETS[f] for f in reversed(names) if f in PROFILE_BUCKETS), "other"
+        )
         per_thread = counts.setdefault(thread, {})
         per_thread[bucket] = per_thread.get(bucket, 0) + int(n)
     return {
-        thread: {k: v / sum(buckets.values())
-                 for k, v in sorted(buckets.items(), key=lambda kv: -kv[1])}
+        thread: {
+            k: v / sum(buckets.values()) for k, v in sorted(buckets.items(), key=lambda kv: -kv[1])
+        }
         for thread, buckets in counts.items()
     }
 
@@ -375,9 +425,10 @@ class BackendSampler(threading.Thread):
         with psycopg.connect(self.db, autocommit=True) as conn:
             while not self.stop.wait(self.interval_s):
                 for app, state, kind, event in conn.execute(
-                        "SELECT application_name, state, wait_event_type, wait_event"
-                        " FROM pg_stat_activity WHERE application_name LIKE 'bikesense-stream%'"
-                        " AND pid <> pg_backend_pid()"):
+                    "SELECT application_name, state, wait_event_type, wait_event"
+                    " FROM pg_stat_activity WHERE application_name LIKE 'bikesense-stream%'"
+                    " AND pid <> pg_backend_pid()"
+                ):
                     if state == "active":
                         what = f"{kind}:{event}" if kind else "running"
                     else:
@@ -386,15 +437,25 @@ class BackendSampler(threading.Thread):
                     per_app[what] = per_app.get(what, 0) + 1
 
     def shares(self) -> dict[str, dict[str, float]]:
-        return {app: {k: v / sum(c.values()) for k, v in sorted(c.items(), key=lambda kv: -kv[1])}
-                for app, c in self.counts.items()}
+        return {
+            app: {k: v / sum(c.values()) for k, v in sorted(c.items(), key=lambda kv: -kv[1])}
+            for app, c in self.counts.items()
+        }
 
 
 class Prober(threading.Thread):
     """Marker frames one at a time: publish, then poll the API until its rows are there."""
 
-    def __init__(self, mqtt_url: str, api_url: str, api_key: str, secret: bytes,
-                 interval_s: float = 0.1, first_seq: int = 0, poll_s: float = 0.005) -> None:
+    def __init__(
+        self,
+        mqtt_url: str,
+        api_url: str,
+        api_key: str,
+        secret: bytes,
+        interval_s: float = 0.1,
+        first_seq: int = 0,
+        poll_s: float = 0.005,
+    ) -> None:
         super().__init__(daemon=True)
         self.mqtt_url, self.api_url, self.api_key = mqtt_url, api_url, api_key
         self.secret = secret
@@ -408,20 +469,24 @@ class Prober(threading.Thread):
         self.first_seq = first_seq
 
     def run(self) -> None:
-        publisher = MqttPublisher(self.mqtt_url, topic_root=ROOT_TOPIC,
-                                  client_id=f"bench-prober-{self.first_seq}")
+        publisher = MqttPublisher(
+            self.mqtt_url, topic_root=ROOT_TOPIC, client_id=f"bench-prober-{self.first_seq}"
+        )
         publisher.connect()
-        with httpx.Client(base_url=self.api_url, headers={"X-API-Key": self.api_key},
-                          timeout=10) as http:
+        with httpx.Client(
+            base_url=self.api_url, headers={"X-API-Key": self.api_key}, timeout=10
+        ) as http:
             seq = self.first_seq
             while not self.stop.is_set():
                 start_ms = int(time.time() * 1000) - 20_000
                 readings = frame_readings(MARKER_KIT, 0, start_ms, self.rng)
                 frame = encode_readings(MARKER_KIT, 1, seq, readings, self.secret)
-                params = {"format": "csv", "kit": str(MARKER_KIT),
-                          "from": datetime.fromtimestamp(start_ms / 1000, UTC).isoformat(),
-                          "to": datetime.fromtimestamp((start_ms + 10_000) / 1000,
-                                                       UTC).isoformat()}
+                params = {
+                    "format": "csv",
+                    "kit": str(MARKER_KIT),
+                    "from": datetime.fromtimestamp(start_ms / 1000, UTC).isoformat(),
+                    "to": datetime.fromtimestamp((start_ms + 10_000) / 1000, UTC).isoformat(),
+                }
                 sent = time.perf_counter()
                 publisher.publish(f"{ROOT_TOPIC}/kits/{MARKER_KIT}/up", frame)
                 self.published += 1
@@ -439,8 +504,14 @@ class Prober(threading.Thread):
         publisher.close()
 
 
-def burst_publish(mqtt_url: str, client_id: str, messages: Iterable[tuple[str, bytes]], *,
-                  inflight: int, timeout_s: float = 120.0) -> int:
+def burst_publish(
+    mqtt_url: str,
+    client_id: str,
+    messages: Iterable[tuple[str, bytes]],
+    *,
+    inflight: int,
+    timeout_s: float = 120.0,
+) -> int:
     """QoS 1 publishes of prepared messages as fast as the broker acknowledges them, with
     at most ``inflight`` unacknowledged; returns how many were published.
 
@@ -451,8 +522,7 @@ def burst_publish(mqtt_url: str, client_id: str, messages: Iterable[tuple[str, b
     share the machine with the pipeline they feed, so what they cost is taken from it.
     """
     parts = urlsplit(mqtt_url)
-    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id,
-                         protocol=mqtt.MQTTv311)
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv311)
     client.max_inflight_messages_set(inflight)
     acked = sent = 0
 
@@ -468,8 +538,10 @@ def burst_publish(mqtt_url: str, client_id: str, messages: Iterable[tuple[str, b
         while not done():
             rc = client.loop(0.05)
             if rc != mqtt.MQTT_ERR_SUCCESS or time.monotonic() > deadline:
-                raise RuntimeError(f"{client_id}: no {what} ({mqtt.error_string(rc)}, "
-                                   f"{sent - acked} unacknowledged)")
+                raise RuntimeError(
+                    f"{client_id}: no {what} ({mqtt.error_string(rc)}, "
+                    f"{sent - acked} unacknowledged)"
+                )
 
     client.on_publish = on_publish
     client.connect(parts.hostname or "127.0.0.1", parts.port or 1883, keepalive=60)
@@ -480,8 +552,9 @@ def burst_publish(mqtt_url: str, client_id: str, messages: Iterable[tuple[str, b
                 pump(acked_at_least(sent - inflight // 2), "acknowledgements")
             info = client.publish(topic, payload, qos=1)
             if info.rc != mqtt.MQTT_ERR_SUCCESS:
-                raise RuntimeError(f"{client_id}: paho refused to publish: "
-                                   f"{mqtt.error_string(info.rc)}")
+                raise RuntimeError(
+                    f"{client_id}: paho refused to publish: {mqtt.error_string(info.rc)}"
+                )
             sent += 1
             if sent % 32 == 0:
                 client.loop(0)  # take the acknowledgements that have come in
@@ -492,17 +565,28 @@ def burst_publish(mqtt_url: str, client_id: str, messages: Iterable[tuple[str, b
     return sent
 
 
-def publish_all(mqtt_url: str, frames: list[tuple[int, bytes]], *, publishers: int,
-                inflight: int, prefix: str = ROOT_TOPIC) -> list[int]:
+def publish_all(
+    mqtt_url: str,
+    frames: list[tuple[int, bytes]],
+    *,
+    publishers: int,
+    inflight: int,
+    prefix: str = ROOT_TOPIC,
+) -> list[int]:
     """Publish every frame over ``publishers`` connections (a kit always on the same one)."""
     sent = [0] * publishers
 
     def work(i: int) -> None:
         sent[i] = burst_publish(
-            mqtt_url, f"bench-pub-{prefix}-{i}",
-            ((f"{prefix}/kits/{kit}/up", payload) for kit, payload in frames
-             if kit % publishers == i),
-            inflight=inflight)
+            mqtt_url,
+            f"bench-pub-{prefix}-{i}",
+            (
+                (f"{prefix}/kits/{kit}/up", payload)
+                for kit, payload in frames
+                if kit % publishers == i
+            ),
+            inflight=inflight,
+        )
 
     threads = [threading.Thread(target=work, args=(i,)) for i in range(publishers)]
     for t in threads:
@@ -524,14 +608,22 @@ def readings_acked(http: httpx.Client) -> int:
 
 def count_non_marker(db: str) -> int:
     with psycopg.connect(db, autocommit=True) as conn:
-        return int(conn.execute(  # type: ignore[index]
-            "SELECT count(*) FROM readings WHERE kit_id <> %s", (MARKER_KIT,)).fetchone()[0])
+        return int(
+            conn.execute(  # type: ignore[index]
+                "SELECT count(*) FROM readings WHERE kit_id <> %s", (MARKER_KIT,)
+            ).fetchone()[0]
+        )
 
 
 def publish_paced(mqtt_url: str, frames: list[tuple[int, bytes]], frames_per_s: float) -> None:
     """Publish at a steady rate, as a fleet below the pipeline's capacity would."""
-    with MqttPublisher(mqtt_url, topic_root=ROOT_TOPIC, client_id="bench-paced",
-                       max_inflight=1000, ack_timeout_s=120) as pub:
+    with MqttPublisher(
+        mqtt_url,
+        topic_root=ROOT_TOPIC,
+        client_id="bench-paced",
+        max_inflight=1000,
+        ack_timeout_s=120,
+    ) as pub:
         started = time.perf_counter()
         for k, (kit, payload) in enumerate(frames):
             wait = started + k / frames_per_s - time.perf_counter()
@@ -540,11 +632,22 @@ def publish_paced(mqtt_url: str, frames: list[tuple[int, bytes]], frames_per_s: 
             pub.publish(f"{ROOT_TOPIC}/kits/{kit}/up", payload)
 
 
-def run_pipeline(base: str, mqtt_url: str, n_readings: int, kits: int, publishers: int,
-                 inflight: int, postmaster: int, broker_pid: int, profile: Path | None, *,
-                 paced_fraction: float, paced_seconds: float,
-                 source: Path = ROOT, options: Sequence[str] = (),
-                 ) -> tuple[dict[str, Any], np.ndarray]:
+def run_pipeline(
+    base: str,
+    mqtt_url: str,
+    n_readings: int,
+    kits: int,
+    publishers: int,
+    inflight: int,
+    postmaster: int,
+    broker_pid: int,
+    profile: Path | None,
+    *,
+    paced_fraction: float,
+    paced_seconds: float,
+    source: Path = ROOT,
+    options: Sequence[str] = (),
+) -> tuple[dict[str, Any], np.ndarray]:
     db = new_database(base, "bench_e2e", source)
     master = MasterKey.generate()
     with psycopg.connect(db, autocommit=True) as conn:
@@ -558,11 +661,20 @@ def run_pipeline(base: str, mqtt_url: str, n_readings: int, kits: int, publisher
     log_path = Path(tempfile.mkstemp(prefix="bikesense-bench-ingest-", suffix=".log")[1])
     enriched = enriched_rows(frames, secrets)
     metrics_port = free_port()
-    with api_server(db) as (api_url, api_pid), \
-            ingest_process(db, mqtt_url, master, log_path, source,
-                           # the runtime logs each batch it commits at DEBUG
-                           "DEBUG" if profile is not None else "WARNING", options,
-                           metrics_port) as proc:
+    with (
+        api_server(db) as (api_url, api_pid),
+        ingest_process(
+            db,
+            mqtt_url,
+            master,
+            log_path,
+            source,
+            # the runtime logs each batch it commits at DEBUG
+            "DEBUG" if profile is not None else "WARNING",
+            options,
+            metrics_port,
+        ) as proc,
+    ):
         with psycopg.connect(db, autocommit=True) as conn:
             conn.execute("DELETE FROM rejected_frames")
         # Saturated, a marker waits seconds in the broker's queue: polling every 5 ms then
@@ -583,16 +695,32 @@ def run_pipeline(base: str, mqtt_url: str, n_readings: int, kits: int, publisher
         if profile is not None:
             # --nonblocking: sampling must not pause ingest 200 times a second.
             spy = subprocess.Popen(
-                [str(Path(sys.executable).parent / "py-spy"), "record", "--pid", str(proc.pid),
-                 "--idle", "--nonblocking", "--rate", "200", "--format", "raw",
-                 "--output", str(profile)],
-                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                [
+                    str(Path(sys.executable).parent / "py-spy"),
+                    "record",
+                    "--pid",
+                    str(proc.pid),
+                    "--idle",
+                    "--nonblocking",
+                    "--rate",
+                    "200",
+                    "--format",
+                    "raw",
+                    "--output",
+                    str(profile),
+                ],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
             sampler = BackendSampler(db)
             sampler.start()
         print(f"publishing {len(frames):,} frames ({n:,} readings) ...", flush=True)
         started = time.perf_counter()
-        publisher = threading.Thread(target=publish_all, args=(mqtt_url, frames),
-                                     kwargs={"publishers": publishers, "inflight": inflight})
+        publisher = threading.Thread(
+            target=publish_all,
+            args=(mqtt_url, frames),
+            kwargs={"publishers": publishers, "inflight": inflight},
+        )
         publisher.start()
         prober.start()
         # Progress from ingest's own counter, the end from the table. A count(*) of the
@@ -601,8 +729,10 @@ def run_pipeline(base: str, mqtt_url: str, n_readings: int, kits: int, publisher
         # under measurement. The counter lags what is visible (a batch counts once acked),
         # so the run ends at the first count(*) that finds every reading.
         samples: list[tuple[float, int]] = []
-        with psycopg.connect(db, autocommit=True) as conn, \
-                httpx.Client(base_url=f"http://127.0.0.1:{metrics_port}", timeout=10) as http:
+        with (
+            psycopg.connect(db, autocommit=True) as conn,
+            httpx.Client(base_url=f"http://127.0.0.1:{metrics_port}", timeout=10) as http,
+        ):
             counted, done = -1, False
             while not done:
                 acked = readings_acked(http)
@@ -611,9 +741,11 @@ def run_pipeline(base: str, mqtt_url: str, n_readings: int, kits: int, publisher
                 stored = min(acked - PER_FRAME * len(prober.latencies_s), n)
                 if stored >= n and acked != counted:
                     counted = acked
-                    stored = int(conn.execute(  # type: ignore[index]
-                        "SELECT count(*) FROM readings WHERE kit_id <> %s",
-                        (MARKER_KIT,)).fetchone()[0])
+                    stored = int(
+                        conn.execute(  # type: ignore[index]
+                            "SELECT count(*) FROM readings WHERE kit_id <> %s", (MARKER_KIT,)
+                        ).fetchone()[0]
+                    )
                     now = time.perf_counter() - started
                     done = stored >= n
                 samples.append((now, stored))
@@ -667,18 +799,23 @@ def run_pipeline(base: str, mqtt_url: str, n_readings: int, kits: int, publisher
             stored, distinct = conn.execute(
                 "SELECT count(*), count(DISTINCT (kit_id, boot_id, seq, idx)) FROM readings"
             ).fetchone()  # type: ignore[misc]
-            rejected = int(conn.execute(  # type: ignore[index]
-                "SELECT count(*) FROM rejected_frames").fetchone()[0])
+            rejected = int(
+                conn.execute(  # type: ignore[index]
+                    "SELECT count(*) FROM rejected_frames"
+                ).fetchone()[0]
+            )
         rss = rss_peak_kib(proc.pid)
     ingest_log = log_path.read_bytes().decode(errors="replace")
     batches = batch_sizes(ingest_log[:saturated_log_bytes])
     # A database error retried (a deadlock, a lock timeout) would show only as a slow
     # run: say so.
-    warnings = [line for line in ingest_log.splitlines()
-                if " WARNING " in line or " ERROR " in line]
+    warnings = [
+        line for line in ingest_log.splitlines() if " WARNING " in line or " ERROR " in line
+    ]
     log_path.unlink()
-    published = (n + len(paced_frames) * PER_FRAME
-                 + (prober.published + paced_prober.published) * PER_FRAME)
+    published = (
+        n + len(paced_frames) * PER_FRAME + (prober.published + paced_prober.published) * PER_FRAME
+    )
     paced_lat = sorted(paced_prober.latencies_s)
 
     def at(fraction: float) -> tuple[float, int]:
@@ -688,16 +825,24 @@ def run_pipeline(base: str, mqtt_url: str, n_readings: int, kits: int, publisher
     t90, c90 = at(0.9)
     lat = sorted(prober.latencies_s)
     figures = {
-        "readings": n, "frames": len(frames), "readings_per_frame": PER_FRAME, "kits": kits,
-        "publishers": publishers, "publisher_max_inflight": inflight,
+        "readings": n,
+        "frames": len(frames),
+        "readings_per_frame": PER_FRAME,
+        "kits": kits,
+        "publishers": publishers,
+        "publisher_max_inflight": inflight,
         "seconds": elapsed,
         "readings_per_s": n / elapsed,
         "readings_per_s_sustained_10_to_90pct": (c90 - c10) / (t90 - t10),
-        "published_readings": published, "stored_readings": stored,
-        "lost": published - stored, "duplicated": stored - distinct,
+        "published_readings": published,
+        "stored_readings": stored,
+        "lost": published - stored,
+        "duplicated": stored - distinct,
         "rejected_frames": rejected,
-        "ingest_cpu_s": cpu, "ingest_cpu_cores_busy": cpu / elapsed,
-        "postgres_cpu_s": pg_cpu, "postgres_cpu_cores_busy": pg_cpu / elapsed,
+        "ingest_cpu_s": cpu,
+        "ingest_cpu_cores_busy": cpu / elapsed,
+        "postgres_cpu_s": pg_cpu,
+        "postgres_cpu_cores_busy": pg_cpu / elapsed,
         # CPU time per stored reading: steadier than readings/s on a machine shared with
         # other work, and what bounds the rate once both cores are busy.
         "api_server_cpu_cores_busy": api_cpu / elapsed,
@@ -709,15 +854,18 @@ def run_pipeline(base: str, mqtt_url: str, n_readings: int, kits: int, publisher
         "ingest_cpu_us_per_reading": cpu / n * 1e6,
         "postgres_cpu_us_per_reading": pg_cpu / n * 1e6,
         "postgres_ingest_sessions_cpu_us_per_reading": sessions_cpu / n * 1e6,
-        "ingest_source": ingest_source(source), "ingest_options": list(options),
-        "ingest_thread_profile": (summarise_profile(profile)
-                                  if profile is not None and profile.exists() else None),
+        "ingest_source": ingest_source(source),
+        "ingest_options": list(options),
+        "ingest_thread_profile": (
+            summarise_profile(profile) if profile is not None and profile.exists() else None
+        ),
         "database_session_profile": sampler.shares() if sampler is not None else None,
         "batches": batches,
         "ingest_warnings": len(warnings),
         "ingest_warning_examples": warnings[:3],
         "ingest_peak_rss_mib": rss / 1024,
-        "latency_samples": len(lat), "latency_timeouts": prober.timeouts,
+        "latency_samples": len(lat),
+        "latency_timeouts": prober.timeouts,
         "latency_p50_s": statistics.median(lat) if lat else None,
         "latency_p99_s": lat[min(len(lat) - 1, int(0.99 * len(lat)))] if lat else None,
         "latency_max_s": lat[-1] if lat else None,
@@ -726,48 +874,63 @@ def run_pipeline(base: str, mqtt_url: str, n_readings: int, kits: int, publisher
         "paced_latency_samples": len(paced_lat),
         "paced_latency_timeouts": paced_prober.timeouts,
         "paced_latency_p50_s": statistics.median(paced_lat) if paced_lat else None,
-        "paced_latency_p99_s": (paced_lat[min(len(paced_lat) - 1, int(0.99 * len(paced_lat)))]
-                                if paced_lat else None),
+        "paced_latency_p99_s": (
+            paced_lat[min(len(paced_lat) - 1, int(0.99 * len(paced_lat)))] if paced_lat else None
+        ),
         "paced_latency_max_s": paced_lat[-1] if paced_lat else None,
-        "latency_path": ("publish (QoS 1) of a 10-reading marker frame → rows returned by GET "
-                         "/v1/exports/readings?kit=<marker> (CSV, API server process), polled "
-                         "every 5 ms (paced phase; every 0.1 s while saturated), one marker in "
-                         "flight at a time, 0.1 s apart"),
-        "load_average_before": load0, "load_average_after": os.getloadavg(),
+        "latency_path": (
+            "publish (QoS 1) of a 10-reading marker frame → rows returned by GET "
+            "/v1/exports/readings?kit=<marker> (CSV, API server process), polled "
+            "every 5 ms (paced phase; every 0.1 s while saturated), one marker in "
+            "flight at a time, 0.1 s apart"
+        ),
+        "load_average_before": load0,
+        "load_average_after": os.getloadavg(),
     }
     return figures, enriched
 
 
-BATCH_LINE = re.compile(r"batch of (\d+) messages written and acked in ([\d.]+) s "
-                        r"\((\d+) readings new, (\d+) partial rows merged\)")
+BATCH_LINE = re.compile(
+    r"batch of (\d+) messages written and acked in ([\d.]+) s "
+    r"\((\d+) readings new, (\d+) partial rows merged\)"
+)
 
 
 def batch_sizes(log: str) -> dict[str, float] | None:
     """Messages per committed batch and seconds per write, from ingest's DEBUG log (of
     the saturated phase); None if the runtime does not log them."""
-    found = [(int(m), float(s), int(new), int(merged))
-             for m, s, new, merged in BATCH_LINE.findall(log)]
+    found = [
+        (int(m), float(s), int(new), int(merged)) for m, s, new, merged in BATCH_LINE.findall(log)
+    ]
     if not found:
         return None
     sizes = sorted(f[0] for f in found)
     new = sum(f[2] for f in found)
-    return {"count": len(found), "messages_mean": statistics.fmean(sizes),
-            "messages_p50": sizes[len(sizes) // 2], "messages_max": sizes[-1],
-            "write_s_mean": statistics.fmean(f[1] for f in found),
-            "partial_rows_per_new_reading": sum(f[3] for f in found) / new if new else None}
+    return {
+        "count": len(found),
+        "messages_mean": statistics.fmean(sizes),
+        "messages_p50": sizes[len(sizes) // 2],
+        "messages_max": sizes[-1],
+        "write_s_mean": statistics.fmean(f[1] for f in found),
+        "partial_rows_per_new_reading": sum(f[3] for f in found) / new if new else None,
+    }
 
 
 def ingest_source(source: Path) -> dict[str, Any]:
     """Which code ingest ran: the checkout, its commit, and whether it had local changes."""
+
     def git(*args: str) -> str:
-        done = subprocess.run(["git", "-C", str(source), *args], capture_output=True, text=True,
-                              check=False)
+        done = subprocess.run(
+            ["git", "-C", str(source), *args], capture_output=True, text=True, check=False
+        )
         return done.stdout.strip() if done.returncode == 0 else ""
 
     commit = git("rev-parse", "HEAD")
-    return {"path": str(source), "commit": commit or None,
-            "modified": bool(git("status", "--porcelain", "--untracked-files=no")) if commit
-            else None}
+    return {
+        "path": str(source),
+        "commit": commit or None,
+        "modified": bool(git("status", "--porcelain", "--untracked-files=no")) if commit else None,
+    }
 
 
 def rss_peak_kib(pid: int) -> int:
@@ -789,7 +952,7 @@ def bare_copy(base: str, enriched: np.ndarray, batch: int) -> dict[str, Any]:
         ensure_partitions(conn, sorted({int(d) for d in enriched["ts_ms"] // 86_400_000}))
         started = time.perf_counter()
         for i in range(0, len(enriched), batch):
-            part = enriched[i:i + batch]
+            part = enriched[i : i + batch]
             values = {name: part[name] for name in ENRICHED_DTYPE.names or ()}
             values["ts"] = copybin.ms_to_pg_timestamp(part["ts_ms"])
             values["received_at"] = copybin.ms_to_pg_timestamp(part["received_ms"])
@@ -797,11 +960,15 @@ def bare_copy(base: str, enriched: np.ndarray, batch: int) -> dict[str, Any]:
             with conn.transaction(), conn.cursor() as cur, cur.copy(statement) as copy:
                 copy.write(payload)
         seconds = time.perf_counter() - started
-    return {"readings": len(enriched), "batch": batch, "seconds": seconds,
-            "readings_per_s": len(enriched) / seconds,
-            "what": "binary COPY of the pipeline's enriched rows into readings (partitions, "
-                    "unique key, index) of a fresh database on the same server, one "
-                    "transaction per batch, encoding included"}
+    return {
+        "readings": len(enriched),
+        "batch": batch,
+        "seconds": seconds,
+        "readings_per_s": len(enriched) / seconds,
+        "what": "binary COPY of the pipeline's enriched rows into readings (partitions, "
+        "unique key, index) of a fresh database on the same server, one "
+        "transaction per batch, encoding included",
+    }
 
 
 # -- 3. the naive way -----------------------------------------------------------------------
@@ -819,9 +986,11 @@ class NaiveSubscriber:
         names = [c.name for c in READING_COLUMNS[1:]]
         self.names = names
         self.statement = sql.SQL(
-            "INSERT INTO readings ({}) VALUES ({}) ON CONFLICT DO NOTHING").format(
+            "INSERT INTO readings ({}) VALUES ({}) ON CONFLICT DO NOTHING"
+        ).format(
             sql.SQL(", ").join(sql.Identifier(n) for n in names),
-            sql.SQL(", ").join(sql.Placeholder() * len(names)))
+            sql.SQL(", ").join(sql.Placeholder() * len(names)),
+        )
 
     def on_message(self, _c: mqtt.Client, _u: Any, message: mqtt.MQTTMessage) -> None:
         if self.first is None:
@@ -840,21 +1009,30 @@ class NaiveSubscriber:
             self.inserted += 1
 
 
-def run_naive(base: str, mqtt_url: str, frames: list[tuple[int, bytes]],
-              secrets: dict[int, bytes], seconds: float) -> dict[str, Any]:
+def run_naive(
+    base: str,
+    mqtt_url: str,
+    frames: list[tuple[int, bytes]],
+    secrets: dict[int, bytes],
+    seconds: float,
+) -> dict[str, Any]:
     db = new_database(base, "bench_e2e_naive")
     naive = NaiveSubscriber(db, secrets)
-    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="bench-naive",
-                         protocol=mqtt.MQTTv311)
+    client = mqtt.Client(
+        CallbackAPIVersion.VERSION2, client_id="bench-naive", protocol=mqtt.MQTTv311
+    )
     client.on_message = naive.on_message
     host, port = mqtt_url.removeprefix("mqtt://").split(":")
     client.connect(host, int(port))
     client.subscribe(f"{NAIVE_TOPIC}/kits/+/up", qos=1)
     client.loop_start()
     time.sleep(0.5)
-    feeder = threading.Thread(target=publish_all, args=(mqtt_url, frames),
-                              kwargs={"publishers": 1, "inflight": 200, "prefix": NAIVE_TOPIC},
-                              daemon=True)
+    feeder = threading.Thread(
+        target=publish_all,
+        args=(mqtt_url, frames),
+        kwargs={"publishers": 1, "inflight": 200, "prefix": NAIVE_TOPIC},
+        daemon=True,
+    )
     feeder.start()
     deadline = time.perf_counter() + seconds + 5
     while time.perf_counter() < deadline:
@@ -866,10 +1044,13 @@ def run_naive(base: str, mqtt_url: str, frames: list[tuple[int, bytes]],
     client.disconnect()
     client.loop_stop()
     naive.conn.close()
-    return {"readings_inserted": inserted, "seconds": elapsed,
-            "readings_per_s": inserted / elapsed if elapsed > 0 else 0.0,
-            "what": "paho on_message (QoS 1) → decode + stream core per frame → one INSERT "
-                    "per reading, autocommit; run for a bounded time on a subset"}
+    return {
+        "readings_inserted": inserted,
+        "seconds": elapsed,
+        "readings_per_s": inserted / elapsed if elapsed > 0 else 0.0,
+        "what": "paho on_message (QoS 1) → decode + stream core per frame → one INSERT "
+        "per reading, autocommit; run for a bounded time on a subset",
+    }
 
 
 # -- the report -----------------------------------------------------------------------------
@@ -880,28 +1061,51 @@ def main() -> None:
     parser.add_argument("--readings", type=int, default=300_000)
     parser.add_argument("--kits", type=int, default=200)
     parser.add_argument("--publishers", type=int, default=2)
-    parser.add_argument("--inflight", type=int, default=1000,
-                        help="unacknowledged QoS 1 messages per publisher")
+    parser.add_argument(
+        "--inflight", type=int, default=1000, help="unacknowledged QoS 1 messages per publisher"
+    )
     parser.add_argument("--naive-seconds", type=float, default=15.0)
     parser.add_argument("--copy-batch", type=int, default=10_000)
-    parser.add_argument("--broker-max-inflight", type=int, default=None,
-                        help="override Mosquitto's max_inflight_messages (default: bikesense's "
-                             "own broker configuration)")
-    parser.add_argument("--profile", action="store_true",
-                        help="sample the ingest process with py-spy and report where its "
-                             "worker thread's time goes")
-    parser.add_argument("--durable", action=argparse.BooleanOptionalAction, default=True,
-                        help="PostgreSQL with fsync and synchronous commit (the real settings)")
-    parser.add_argument("--paced-fraction", type=float, default=0.5,
-                        help="phase two publishes at this fraction of the saturated rate")
+    parser.add_argument(
+        "--broker-max-inflight",
+        type=int,
+        default=None,
+        help="override Mosquitto's max_inflight_messages (default: bikesense's "
+        "own broker configuration)",
+    )
+    parser.add_argument(
+        "--profile",
+        action="store_true",
+        help="sample the ingest process with py-spy and report where its worker thread's time goes",
+    )
+    parser.add_argument(
+        "--durable",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="PostgreSQL with fsync and synchronous commit (the real settings)",
+    )
+    parser.add_argument(
+        "--paced-fraction",
+        type=float,
+        default=0.5,
+        help="phase two publishes at this fraction of the saturated rate",
+    )
     parser.add_argument("--paced-seconds", type=float, default=20.0)
     parser.add_argument("--output", type=Path, default=RESULTS)
-    parser.add_argument("--ingest-option", action="append", default=[],
-                        help="pass this option on to `bikesense ingest` (repeat it for "
-                             "several), e.g. --ingest-option=--writers=1")
-    parser.add_argument("--ingest-source", type=Path, default=ROOT,
-                        help="run `bikesense ingest` from this checkout (e.g. an earlier commit, "
-                             "for a before/after comparison on the same machine)")
+    parser.add_argument(
+        "--ingest-option",
+        action="append",
+        default=[],
+        help="pass this option on to `bikesense ingest` (repeat it for "
+        "several), e.g. --ingest-option=--writers=1",
+    )
+    parser.add_argument(
+        "--ingest-source",
+        type=Path,
+        default=ROOT,
+        help="run `bikesense ingest` from this checkout (e.g. an earlier commit, "
+        "for a before/after comparison on the same machine)",
+    )
     args = parser.parse_args()
 
     profile = Path(tempfile.mkstemp(suffix=".pyspy")[1]) if args.profile else None
@@ -909,12 +1113,21 @@ def main() -> None:
         base = cluster.url
         about = machine(base)
         inflight_window = broker_max_inflight(broker)
-        pipeline, enriched = run_pipeline(base, broker.url, args.readings, args.kits,
-                                          args.publishers, args.inflight, cluster.pid(),
-                                          broker_pid, profile, paced_fraction=args.paced_fraction,
-                                          paced_seconds=args.paced_seconds,
-                                          source=args.ingest_source.resolve(),
-                                          options=args.ingest_option)
+        pipeline, enriched = run_pipeline(
+            base,
+            broker.url,
+            args.readings,
+            args.kits,
+            args.publishers,
+            args.inflight,
+            cluster.pid(),
+            broker_pid,
+            profile,
+            paced_fraction=args.paced_fraction,
+            paced_seconds=args.paced_seconds,
+            source=args.ingest_source.resolve(),
+            options=args.ingest_option,
+        )
         ceiling = bare_copy(base, enriched, args.copy_batch)
         secrets = {k: os.urandom(32) for k in range(1, 21)}
         naive_frames = make_frames(secrets, 50_000)
@@ -923,14 +1136,18 @@ def main() -> None:
         profile.unlink(missing_ok=True)
 
     rate = pipeline["readings_per_s"]
-    ratios = {"to_bare_copy": rate / ceiling["readings_per_s"],
-              "to_naive": rate / naive["readings_per_s"]}
+    ratios = {
+        "to_bare_copy": rate / ceiling["readings_per_s"],
+        "to_naive": rate / naive["readings_per_s"],
+    }
     checks = {
         "readings_per_s": rate >= TARGETS["readings_per_s"],
         "ratio_to_bare_copy": ratios["to_bare_copy"] >= TARGETS["ratio_to_bare_copy"],
         "ratio_to_naive": ratios["to_naive"] >= TARGETS["ratio_to_naive"],
-        "p99_latency_s": (pipeline["paced_latency_p99_s"] is not None
-                          and pipeline["paced_latency_p99_s"] < TARGETS["p99_latency_s"]),
+        "p99_latency_s": (
+            pipeline["paced_latency_p99_s"] is not None
+            and pipeline["paced_latency_p99_s"] < TARGETS["p99_latency_s"]
+        ),
         "nothing_lost_or_duplicated": pipeline["lost"] == 0 and pipeline["duplicated"] == 0,
     }
     doc = {
@@ -949,55 +1166,75 @@ def main() -> None:
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps(doc, indent=2) + "\n")
 
-    print(f"\n{about['cpu_model']}, {about['cores']} cores, {about['memory_gib']} GiB, "
-          f"PostgreSQL {about['postgresql']}; load {pipeline['load_average_before']} → "
-          f"{pipeline['load_average_after']}\n")
+    print(
+        f"\n{about['cpu_model']}, {about['cores']} cores, {about['memory_gib']} GiB, "
+        f"PostgreSQL {about['postgresql']}; load {pipeline['load_average_before']} → "
+        f"{pipeline['load_average_after']}\n"
+    )
     print(f"{'contender':<44} {'readings/s':>12} {'pipeline is':>12}")
     print(f"{'pipeline (MQTT → bikesense ingest → PG)':<44} {rate:>12,.0f} {'':>12}")
-    print(f"{'  sustained, 10 % → 90 % stored':<44} "
-          f"{pipeline['readings_per_s_sustained_10_to_90pct']:>12,.0f}")
-    print(f"{'bare COPY of the same rows (ceiling)':<44} {ceiling['readings_per_s']:>12,.0f} "
-          f"{ratios['to_bare_copy']:>11.2f}x")
-    print(f"{'naive: on_message → INSERT per reading':<44} {naive['readings_per_s']:>12,.0f} "
-          f"{ratios['to_naive']:>11.1f}x")
+    print(
+        f"{'  sustained, 10 % → 90 % stored':<44} "
+        f"{pipeline['readings_per_s_sustained_10_to_90pct']:>12,.0f}"
+    )
+    print(
+        f"{'bare COPY of the same rows (ceiling)':<44} {ceiling['readings_per_s']:>12,.0f} "
+        f"{ratios['to_bare_copy']:>11.2f}x"
+    )
+    print(
+        f"{'naive: on_message → INSERT per reading':<44} {naive['readings_per_s']:>12,.0f} "
+        f"{ratios['to_naive']:>11.1f}x"
+    )
     p50, p99 = pipeline["latency_p50_s"], pipeline["latency_p99_s"]
-    print(f"\npublish → visible through the API, saturated: p50 {p50 or float('nan'):.3f} s, "
-          f"p99 {p99 or float('nan'):.3f} s over {pipeline['latency_samples']} markers "
-          f"({pipeline['latency_timeouts']} timed out)")
+    print(
+        f"\npublish → visible through the API, saturated: p50 {p50 or float('nan'):.3f} s, "
+        f"p99 {p99 or float('nan'):.3f} s over {pipeline['latency_samples']} markers "
+        f"({pipeline['latency_timeouts']} timed out)"
+    )
     q50, q99 = pipeline["paced_latency_p50_s"], pipeline["paced_latency_p99_s"]
-    print(f"publish → visible through the API, paced at {pipeline['paced_readings_per_s']:,.0f} "
-          f"readings/s: p50 {q50 or float('nan'):.3f} s, p99 {q99 or float('nan'):.3f} s over "
-          f"{pipeline['paced_latency_samples']} markers "
-          f"({pipeline['paced_latency_timeouts']} timed out)")
-    print(f"published {pipeline['published_readings']:,}, stored "
-          f"{pipeline['stored_readings']:,}: lost {pipeline['lost']}, duplicated "
-          f"{pipeline['duplicated']}; ingest used {pipeline['ingest_cpu_cores_busy']:.2f} "
-          f"cores, peak RSS {pipeline['ingest_peak_rss_mib']:.0f} MiB; "
-          f"{pipeline['ingest_warnings']} warnings or errors in ingest's log")
+    print(
+        f"publish → visible through the API, paced at {pipeline['paced_readings_per_s']:,.0f} "
+        f"readings/s: p50 {q50 or float('nan'):.3f} s, p99 {q99 or float('nan'):.3f} s over "
+        f"{pipeline['paced_latency_samples']} markers "
+        f"({pipeline['paced_latency_timeouts']} timed out)"
+    )
+    print(
+        f"published {pipeline['published_readings']:,}, stored "
+        f"{pipeline['stored_readings']:,}: lost {pipeline['lost']}, duplicated "
+        f"{pipeline['duplicated']}; ingest used {pipeline['ingest_cpu_cores_busy']:.2f} "
+        f"cores, peak RSS {pipeline['ingest_peak_rss_mib']:.0f} MiB; "
+        f"{pipeline['ingest_warnings']} warnings or errors in ingest's log"
+    )
     for line in pipeline["ingest_warning_examples"]:
         print(f"  {line[:200]}")
-    print(f"PostgreSQL used {pipeline['postgres_cpu_cores_busy']:.2f} cores; CPU per reading: "
-          f"ingest {pipeline['ingest_cpu_us_per_reading']:.0f} µs, PostgreSQL "
-          f"{pipeline['postgres_cpu_us_per_reading']:.0f} µs (ingest's own sessions "
-          f"{pipeline['postgres_ingest_sessions_cpu_us_per_reading']:.0f} µs); "
-          f"{pipeline['partial_rows_merged_per_reading']:.2f} partial rows merged per reading; "
-          "the API server "
-          f"answering the prober used {pipeline['api_server_cpu_cores_busy']:.2f} cores, "
-          f"Mosquitto {pipeline['broker_cpu_cores_busy']:.2f}, the publishers (and this "
-          f"process's probing) {pipeline['publishers_and_bench_cpu_cores_busy']:.2f}")
+    print(
+        f"PostgreSQL used {pipeline['postgres_cpu_cores_busy']:.2f} cores; CPU per reading: "
+        f"ingest {pipeline['ingest_cpu_us_per_reading']:.0f} µs, PostgreSQL "
+        f"{pipeline['postgres_cpu_us_per_reading']:.0f} µs (ingest's own sessions "
+        f"{pipeline['postgres_ingest_sessions_cpu_us_per_reading']:.0f} µs); "
+        f"{pipeline['partial_rows_merged_per_reading']:.2f} partial rows merged per reading; "
+        "the API server "
+        f"answering the prober used {pipeline['api_server_cpu_cores_busy']:.2f} cores, "
+        f"Mosquitto {pipeline['broker_cpu_cores_busy']:.2f}, the publishers (and this "
+        f"process's probing) {pipeline['publishers_and_bench_cpu_cores_busy']:.2f}"
+    )
     for thread, shares in (pipeline["ingest_thread_profile"] or {}).items():
         for label, share in shares.items():
             print(f"  ingest {thread}: {share:6.1%} {label}")
     if pipeline["batches"]:
         b = pipeline["batches"]
-        print(f"  batches: {b['count']:,}, messages per batch mean {b['messages_mean']:.0f}, "
-              f"median {b['messages_p50']}, max {b['messages_max']}; "
-              f"write + ack {b['write_s_mean']:.3f} s on average; "
-              f"{b['partial_rows_per_new_reading'] or float('nan'):.2f} partial rows merged "
-              "per new reading")
+        print(
+            f"  batches: {b['count']:,}, messages per batch mean {b['messages_mean']:.0f}, "
+            f"median {b['messages_p50']}, max {b['messages_max']}; "
+            f"write + ack {b['write_s_mean']:.3f} s on average; "
+            f"{b['partial_rows_per_new_reading'] or float('nan'):.2f} partial rows merged "
+            "per new reading"
+        )
     for app, shares in (pipeline["database_session_profile"] or {}).items():
-        print(f"  PostgreSQL session {app}: " + ", ".join(
-            f"{share:.0%} {label}" for label, share in shares.items() if share >= 0.005))
+        print(
+            f"  PostgreSQL session {app}: "
+            + ", ".join(f"{share:.0%} {label}" for label, share in shares.items() if share >= 0.005)
+        )
     print("targets: " + ", ".join(f"{k} {'met' if v else 'MISSED'}" for k, v in checks.items()))
     print(f"wrote {args.output}")
 

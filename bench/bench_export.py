@@ -98,7 +98,7 @@ def fill(url: str, n: int) -> None:
     readings = fleet_readings(n)
     with psycopg.connect(url, autocommit=True) as conn:
         for start in range(0, n, 200_000):
-            write_batch(conn, readings[start:start + 200_000], no_aggregates)
+            write_batch(conn, readings[start : start + 200_000], no_aggregates)
         conn.execute("VACUUM ANALYZE readings")
 
 
@@ -114,9 +114,12 @@ def cpu_s(pid: int) -> float:
 
 def backend_pids(url: str, application_name: str) -> list[int]:
     with psycopg.connect(url, autocommit=True) as conn:
-        return [r[0] for r in conn.execute(
-            "SELECT pid FROM pg_stat_activity WHERE application_name = %s",
-            (application_name,)).fetchall()]
+        return [
+            r[0]
+            for r in conn.execute(
+                "SELECT pid FROM pg_stat_activity WHERE application_name = %s", (application_name,)
+            ).fetchall()
+        ]
 
 
 def bare_copy(url: str, end: datetime) -> tuple[float, float]:
@@ -124,9 +127,12 @@ def bare_copy(url: str, end: datetime) -> tuple[float, float]:
     with psycopg.connect(url) as conn, conn.cursor() as cur:
         pid = conn.info.backend_pid
         started, cpu0 = time.perf_counter(), cpu_s(pid)
-        with cur.copy("COPY (SELECT * FROM readings WHERE ts >= %s AND ts < %s "
-                      "ORDER BY ts, kit_id, boot_id, seq, idx) TO STDOUT (FORMAT csv)"
-                      .replace("%s", "'{}'").format(T0.isoformat(), end.isoformat())) as copy:
+        with cur.copy(
+            "COPY (SELECT * FROM readings WHERE ts >= %s AND ts < %s "
+            "ORDER BY ts, kit_id, boot_id, seq, idx) TO STDOUT (FORMAT csv)".replace(
+                "%s", "'{}'"
+            ).format(T0.isoformat(), end.isoformat())
+        ) as copy:
             for _data in copy:
                 pass
         return time.perf_counter() - started, cpu_s(pid) - cpu0
@@ -142,21 +148,30 @@ def export(url: str, base: str, pid: int, key: str, fmt: str, rows: int) -> dict
     api_cpu0 = cpu_s(pid)
     started = time.perf_counter()
     size = 0
-    with httpx.stream("GET", f"{base}/v1/exports/readings",
-                      params={"format": fmt, "from": T0.isoformat(),
-                              "to": end_of(rows).isoformat()},
-                      headers={"X-API-Key": key}, timeout=600) as response:
+    with httpx.stream(
+        "GET",
+        f"{base}/v1/exports/readings",
+        params={"format": fmt, "from": T0.isoformat(), "to": end_of(rows).isoformat()},
+        headers={"X-API-Key": key},
+        timeout=600,
+    ) as response:
         response.raise_for_status()
         for data in response.iter_bytes():
             size += len(data)
     seconds = time.perf_counter() - started
     rss_after, peak = rss_kib(pid)
     db_cpu = sum(cpu_s(p) - backends.get(p, 0.0) for p in backend_pids(url, "bikesense-api"))
-    return {"rows": rows, "rows_per_s": round(rows / seconds), "seconds": round(seconds, 2),
-            "bytes": size, "db_cpu_s": round(db_cpu, 2),
-            "api_cpu_s": round(cpu_s(pid) - api_cpu0, 2),
-            "server_rss_before_kib": rss_before, "server_rss_after_kib": rss_after,
-            "server_peak_rss_kib": peak}
+    return {
+        "rows": rows,
+        "rows_per_s": round(rows / seconds),
+        "seconds": round(seconds, 2),
+        "bytes": size,
+        "db_cpu_s": round(db_cpu, 2),
+        "api_cpu_s": round(cpu_s(pid) - api_cpu0, 2),
+        "server_rss_before_kib": rss_before,
+        "server_rss_after_kib": rss_after,
+        "server_peak_rss_kib": peak,
+    }
 
 
 def summary(runs: list[dict[str, Any]], ceiling: list[float]) -> dict[str, Any]:
@@ -169,7 +184,8 @@ def summary(runs: list[dict[str, Any]], ceiling: list[float]) -> dict[str, Any]:
         "db_cpu_s_median": round(float(np.median([r["db_cpu_s"] for r in runs])), 2),
         "api_cpu_s_median": round(float(np.median([r["api_cpu_s"] for r in runs])), 2),
         "ratio_to_ceiling": round(best["rows_per_s"] / max(ceiling), 2),
-        "ratio_to_ceiling_median": round(float(np.median(rates) / np.median(ceiling)), 2)}
+        "ratio_to_ceiling_median": round(float(np.median(rates) / np.median(ceiling)), 2),
+    }
 
 
 def main() -> None:
@@ -181,18 +197,23 @@ def main() -> None:
     small = n // 4
     # The researcher exports need the pseudonym key; the server processes inherit it.
     os.environ[PSEUDONYM_KEY_ENV] = PseudonymKey.generate().to_text()
-    results: dict[str, Any] = {"readings": n, "repeat": args.repeat,
-                               "machine": platform.platform(),
-                               "python": platform.python_version(),
-                               "when": datetime.now(UTC).isoformat(),
-                               "load_average_at_start": [round(x, 2) for x in os.getloadavg()]}
+    results: dict[str, Any] = {
+        "readings": n,
+        "repeat": args.repeat,
+        "machine": platform.platform(),
+        "python": platform.python_version(),
+        "when": datetime.now(UTC).isoformat(),
+        "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
+    }
     with database() as url:
         t = time.perf_counter()
         fill(url, n)
         print(f"filled {n:,} readings in {time.perf_counter() - t:.1f} s")
         with psycopg.connect(url, autocommit=True) as conn:
-            keys = {role: create_key(conn, role, "bench").token
-                    for role in (Role.RESEARCHER, Role.ADMIN)}
+            keys = {
+                role: create_key(conn, role, "bench").token
+                for role in (Role.RESEARCHER, Role.ADMIN)
+            }
         # Memory: each size in a fresh server, so that the peak belongs to that export alone.
         memory: dict[str, Any] = {}
         for fmt in FORMATS:
@@ -202,13 +223,18 @@ def main() -> None:
                     runs[rows] = export(url, base, pid, keys[Role.RESEARCHER], fmt, rows)
             peak_small, peak_large = (runs[r]["server_peak_rss_kib"] for r in (small, n))
             memory[fmt] = {
-                "rows_small": small, "rows_large": n,
-                "peak_rss_small_kib": peak_small, "peak_rss_large_kib": peak_large,
+                "rows_small": small,
+                "rows_large": n,
+                "peak_rss_small_kib": peak_small,
+                "peak_rss_large_kib": peak_large,
                 "peak_ratio_large_to_small": round(peak_large / peak_small, 3),
                 "growth_small_kib": peak_small - runs[small]["server_rss_before_kib"],
-                "growth_large_kib": peak_large - runs[n]["server_rss_before_kib"]}
-            print(f"memory     {fmt:8s} peak RSS {peak_small / 1024:.0f} MiB ({small:,} rows) "
-                  f"vs {peak_large / 1024:.0f} MiB ({n:,} rows)")
+                "growth_large_kib": peak_large - runs[n]["server_rss_before_kib"],
+            }
+            print(
+                f"memory     {fmt:8s} peak RSS {peak_small / 1024:.0f} MiB ({small:,} rows) "
+                f"vs {peak_large / 1024:.0f} MiB ({n:,} rows)"
+            )
         results["memory"] = memory
         # Speed: the ceiling and every export in turn, repeated.
         ceiling: list[float] = []
@@ -219,33 +245,39 @@ def main() -> None:
                 dt, db_cpu = bare_copy(url, end_of(n))
                 ceiling.append(n / dt)
                 ceiling_cpu.append(db_cpu)
-                print(f"[{rep + 1}/{args.repeat}] ceiling (bare COPY csv, psycopg) "
-                      f"{n / dt:>10,.0f} rows/s  db cpu {db_cpu:5.1f} s")
+                print(
+                    f"[{rep + 1}/{args.repeat}] ceiling (bare COPY csv, psycopg) "
+                    f"{n / dt:>10,.0f} rows/s  db cpu {db_cpu:5.1f} s"
+                )
                 for role in (Role.RESEARCHER, Role.ADMIN):
                     for fmt in FORMATS:
                         run = export(url, base, pid, keys[role], fmt, n)
                         samples.setdefault((role, fmt), []).append(run)
-                        print(f"[{rep + 1}/{args.repeat}] {role.value:10s} {fmt:8s} "
-                              f"{run['rows_per_s']:>10,.0f} rows/s  "
-                              f"{run['bytes'] / 1e6:7.1f} MB  db cpu {run['db_cpu_s']:5.1f} s  "
-                              f"api cpu {run['api_cpu_s']:5.1f} s")
+                        print(
+                            f"[{rep + 1}/{args.repeat}] {role.value:10s} {fmt:8s} "
+                            f"{run['rows_per_s']:>10,.0f} rows/s  "
+                            f"{run['bytes'] / 1e6:7.1f} MB  db cpu {run['db_cpu_s']:5.1f} s  "
+                            f"api cpu {run['api_cpu_s']:5.1f} s"
+                        )
         results["ceiling_copy_csv_rows_per_s"] = round(max(ceiling))
         results["ceiling_copy_csv_rows_per_s_median"] = round(float(np.median(ceiling)))
         results["ceiling_copy_csv_rows_per_s_runs"] = [round(c) for c in ceiling]
         results["ceiling_copy_csv_db_cpu_s_median"] = round(float(np.median(ceiling_cpu)), 2)
         for fmt in FORMATS:
             results[fmt] = summary(samples[(Role.RESEARCHER, fmt)], ceiling) | {
-                "server_peak_rss_kib": memory[fmt]["peak_rss_large_kib"]}
-        results["admin"] = {fmt: summary(samples[(Role.ADMIN, fmt)], ceiling)
-                            for fmt in FORMATS}
+                "server_peak_rss_kib": memory[fmt]["peak_rss_large_kib"]
+            }
+        results["admin"] = {fmt: summary(samples[(Role.ADMIN, fmt)], ceiling) for fmt in FORMATS}
     results["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "export.json").write_text(json.dumps(results, indent=2) + "\n")
     for fmt in FORMATS:
-        print(f"researcher {fmt:8s} best {results[fmt]['rows_per_s']:>10,} rows/s, median "
-              f"{results[fmt]['rows_per_s_median']:>10,}; ceiling best "
-              f"{results['ceiling_copy_csv_rows_per_s']:,}, median "
-              f"{results['ceiling_copy_csv_rows_per_s_median']:,}")
+        print(
+            f"researcher {fmt:8s} best {results[fmt]['rows_per_s']:>10,} rows/s, median "
+            f"{results[fmt]['rows_per_s_median']:>10,}; ceiling best "
+            f"{results['ceiling_copy_csv_rows_per_s']:,}, median "
+            f"{results['ceiling_copy_csv_rows_per_s_median']:,}"
+        )
 
 
 if __name__ == "__main__":

@@ -53,11 +53,17 @@ def subscribe_rate(port: int, protocol: int, topic: str, count: int) -> float:
 
     name = f"bench-{protocol}"
     if protocol == mqtt.MQTTv5:
-        client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=name, protocol=protocol,
-                             manual_ack=True)
+        client = mqtt.Client(
+            CallbackAPIVersion.VERSION2, client_id=name, protocol=protocol, manual_ack=True
+        )
     else:
-        client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=name, protocol=protocol,
-                             clean_session=False, manual_ack=True)
+        client = mqtt.Client(
+            CallbackAPIVersion.VERSION2,
+            client_id=name,
+            protocol=protocol,
+            clean_session=False,
+            manual_ack=True,
+        )
     client.on_message = on_message
     if protocol == mqtt.MQTTv5:
         from paho.mqtt.packettypes import PacketTypes  # noqa: PLC0415
@@ -100,8 +106,9 @@ def main() -> None:
         try:
             results = {}
             for name, protocol in (("v3.1.1", mqtt.MQTTv311), ("v5", mqtt.MQTTv5)):
-                results[name] = subscribe_rate(broker.port, protocol, f"bench/{name}",
-                                               args.messages)
+                results[name] = subscribe_rate(
+                    broker.port, protocol, f"bench/{name}", args.messages
+                )
         finally:
             broker.stop()
     figures = {

@@ -73,27 +73,39 @@ def enriched(bikes: int, minutes: float, seed: int) -> np.ndarray:
     for name in ENRICHED_DTYPE.names or ():
         if name in (r.dtype.names or ()):
             out[name] = r[name]
-    out["cell"] = [h3.latlng_to_cell(a, b, 12)
-                   for a, b in zip(r["lat_deg"].tolist(), r["lon_deg"].tolist(), strict=True)]
+    out["cell"] = [
+        h3.latlng_to_cell(a, b, 12)
+        for a, b in zip(r["lat_deg"].tolist(), r["lon_deg"].tolist(), strict=True)
+    ]
     order = np.lexsort((out["ts_ms"], out["boot_id"], out["kit_id"]))
     k, b, t = out["kit_id"][order], out["boot_id"][order], out["ts_ms"][order]
     new = np.ones(len(out), dtype=bool)
     new[1:] = (k[1:] != k[:-1]) | (b[1:] != b[:-1]) | (np.diff(t) > RIDE_GAP_MS)
     firsts = np.flatnonzero(new)
-    ids = np.repeat([ride_id_for(int(k[i]), int(b[i]), int(t[i])) for i in firsts],
-                    np.diff(np.append(firsts, len(out))))
+    ids = np.repeat(
+        [ride_id_for(int(k[i]), int(b[i]), int(t[i])) for i in firsts],
+        np.diff(np.append(firsts, len(out))),
+    )
     out["ride_id"][order] = ids
     out["received_ms"] = out["ts_ms"] + 1000
     return out
 
 
-def counts(conn: psycopg.Connection[object], metric: Metric, res: int, window_s: int,
-           start: datetime, end: datetime) -> dict[str, dict[str, int]]:
+def counts(
+    conn: psycopg.Connection[object],
+    metric: Metric,
+    res: int,
+    window_s: int,
+    start: datetime,
+    end: datetime,
+) -> dict[str, dict[str, int]]:
     world = BBox(-180, -90, 180, 90)
     out = {}
-    for name, kw in (("all", {}), ("per_metric", {"min_rides": K}),
-                     ("closed", {"min_rides": K, "unit_resolution": 10,
-                                 "unit_window_s": 3600})):
+    for name, kw in (
+        ("all", {}),
+        ("per_metric", {"min_rides": K}),
+        ("closed", {"min_rides": K, "unit_resolution": 10, "unit_window_s": 3600}),
+    ):
         stats = cell_stats(conn, Selection(metric, res, window_s, start, end, **kw), world)
         out[name] = {"readings": int(stats["n"].sum()), "cells": len(stats)}
     n = column(metric, "n")
@@ -102,23 +114,27 @@ def counts(conn: psycopg.Connection[object], metric: Metric, res: int, window_s:
         " JOIN window_rides r USING (resolution, window_s, cell, window_start)"
         f" WHERE c.resolution = %s AND c.window_s = %s AND c.{n} > 0 AND r.rides >= %s"
         " AND c.window_start >= %s AND c.window_start < %s",
-        (res, window_s, K, start, end)).fetchone()
+        (res, window_s, K, start, end),
+    ).fetchone()
     assert row is not None
     out["any_metric"] = {"readings": int(row[0]), "cells": int(row[1])}
     return out
 
 
-def leaky_parents(conn: psycopg.Connection[object], start: datetime,
-                  end: datetime) -> dict[str, dict[str, int]]:
+def leaky_parents(
+    conn: psycopg.Connection[object], start: datetime, end: datetime
+) -> dict[str, dict[str, int]]:
     """Parent-hours whose public figure is more than the merge of its public children."""
     world = BBox(-180, -90, 180, 90)
     rules: dict[str, dict[str, int]] = {
         "per_metric": {"min_rides": K},
-        "closed": {"min_rides": K, "unit_resolution": 10, "unit_window_s": 3600}}
+        "closed": {"min_rides": K, "unit_resolution": 10, "unit_window_s": 3600},
+    }
     out = {name: {"parents": 0, "leaky": 0} for name in rules}
     hour = start
     while hour < end:
         for name, kw in rules.items():
+
             def public(res: int, kw: dict[str, int] = kw, hour: datetime = hour) -> np.ndarray:
                 sel = Selection(Metric.PM25, res, 3600, hour, hour + timedelta(hours=1), **kw)
                 return cell_stats(conn, sel, world)
@@ -126,10 +142,10 @@ def leaky_parents(conn: psycopg.Connection[object], start: datetime,
             children = public(10)
             for res in (7, 8, 9):
                 parents = public(res)
-                of = np.array([h3.cell_to_parent(int(c), res) for c in children["cell"]],
-                              dtype=np.int64)
-                for cell, n in zip(parents["cell"].tolist(), parents["n"].tolist(),
-                                   strict=True):
+                of = np.array(
+                    [h3.cell_to_parent(int(c), res) for c in children["cell"]], dtype=np.int64
+                )
+                for cell, n in zip(parents["cell"].tolist(), parents["n"].tolist(), strict=True):
                     out[name]["parents"] += 1
                     out[name]["leaky"] += int(n > children["n"][of == cell].sum())
         hour += timedelta(hours=1)
@@ -146,11 +162,16 @@ def main() -> None:
     t0 = datetime.fromtimestamp(int(readings["ts_ms"].min()) // 86_400_000 * 86_400, UTC)
     start, end = t0 - timedelta(days=1), t0 + timedelta(days=3)
     agg = partial(aggregate, resolutions=RESOLUTIONS, window_sizes_s=WINDOWS)
-    results: dict[str, object] = {"bikes": args.bikes, "minutes": args.minutes,
-                                  "seed": args.seed, "k": K, "readings": len(readings)}
+    results: dict[str, object] = {
+        "bikes": args.bikes,
+        "minutes": args.minutes,
+        "seed": args.seed,
+        "k": K,
+        "readings": len(readings),
+    }
     with database() as url, psycopg.connect(url, autocommit=True) as conn:
         for i in range(0, len(readings), 20_000):
-            write_batch(conn, readings[i:i + 20_000], agg)
+            write_batch(conn, readings[i : i + 20_000], agg)
         table = {}
         for metric in (Metric.PM25, Metric.NO2):
             for window_s in (3600, 86400):
@@ -158,17 +179,23 @@ def main() -> None:
                     c = counts(conn, metric, res, window_s, start, end)
                     table[f"{metric.api_name} res {res} window {window_s} s"] = c
                     total = max(c["all"]["readings"], 1)
-                    print(f"{metric.api_name:5} res {res:2} {window_s:6} s  " + "  ".join(
-                        f"{name} {v['readings'] / total:6.1%} ({v['cells']} cells)"
-                        for name, v in c.items()))
+                    print(
+                        f"{metric.api_name:5} res {res:2} {window_s:6} s  "
+                        + "  ".join(
+                            f"{name} {v['readings'] / total:6.1%} ({v['cells']} cells)"
+                            for name, v in c.items()
+                        )
+                    )
         results["coverage"] = table
         first = datetime.fromtimestamp(int(readings["ts_ms"].min()) // 3_600_000 * 3600, UTC)
         last = datetime.fromtimestamp(int(readings["ts_ms"].max()) // 1000 + 1, UTC)
         attack = leaky_parents(conn, first, last)
         results["leaky_parents"] = attack
         for name, v in attack.items():
-            print(f"{name:10} parent-hours (res 7-9) with more than their public children: "
-                  f"{v['leaky']} of {v['parents']}")
+            print(
+                f"{name:10} parent-hours (res 7-9) with more than their public children: "
+                f"{v['leaky']} of {v['parents']}"
+            )
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "privacy_coverage.json").write_text(json.dumps(results, indent=1) + "\n")
 

@@ -78,8 +78,13 @@ class Fleet(threading.Thread):
         kits = sorted(self.secrets)
         offsets_ms = [i * FRAME_S * 1000 // len(kits) for i in range(len(kits))]
         rng = np.random.default_rng(3)
-        with MqttPublisher(self.mqtt_url, topic_root=ROOT_TOPIC, client_id="bench-soak-fleet",
-                           max_inflight=1000, ack_timeout_s=120) as pub:
+        with MqttPublisher(
+            self.mqtt_url,
+            topic_root=ROOT_TOPIC,
+            client_id="bench-soak-fleet",
+            max_inflight=1000,
+            ack_timeout_s=120,
+        ) as pub:
             seq = 0
             while not self.stop.is_set():
                 for kit, offset in zip(kits, offsets_ms, strict=True):
@@ -90,8 +95,10 @@ class Fleet(threading.Thread):
                         return
                     self.late_s = max(self.late_s, -wait)
                     readings = frame_readings(kit, seq, first_ms, rng)
-                    pub.publish(f"{ROOT_TOPIC}/kits/{kit}/up",
-                                encode_readings(kit, 1, seq, readings, self.secrets[kit]))
+                    pub.publish(
+                        f"{ROOT_TOPIC}/kits/{kit}/up",
+                        encode_readings(kit, 1, seq, readings, self.secrets[kit]),
+                    )
                     self.frames += 1
                 seq += 1
 
@@ -121,23 +128,28 @@ def soak(minutes: float, kits: int, sample_s: float, warmup_s: float) -> dict[st
             api_key = create_key(conn, Role.ADMIN, "bench-soak").token
         log_path = Path(tempfile.mkstemp(prefix="bikesense-soak-ingest-", suffix=".log")[1])
         metrics_port = free_port()
-        with api_server(db) as (api_url, api_pid), \
-                ingest_process(db, broker.url, master, log_path,
-                               metrics_port=metrics_port) as proc, \
-                httpx.Client(base_url=f"http://127.0.0.1:{metrics_port}", timeout=10) as metrics, \
-                psycopg.connect(db, autocommit=True) as conn:
+        with (
+            api_server(db) as (api_url, api_pid),
+            ingest_process(db, broker.url, master, log_path, metrics_port=metrics_port) as proc,
+            httpx.Client(base_url=f"http://127.0.0.1:{metrics_port}", timeout=10) as metrics,
+            psycopg.connect(db, autocommit=True) as conn,
+        ):
             conn.execute("DELETE FROM rejected_frames")  # ingest's warm-up probe
             started = time.time()
             fleet = Fleet(broker.url, secrets, int(started * 1000))
-            prober = Prober(broker.url, api_url, api_key, marker_secret, interval_s=1.0,
-                            poll_s=0.05)
+            prober = Prober(
+                broker.url, api_url, api_key, marker_secret, interval_s=1.0, poll_s=0.05
+            )
             fleet.start()
             prober.start()
             samples: list[dict[str, Any]] = []
             seen_latencies = 0
             end = started + minutes * 60
-            print(f"{kits:,} kits publishing {kits / FRAME_S:,.0f} frames/s "
-                  f"({kits:,} readings/s) for {minutes:g} minutes ...", flush=True)
+            print(
+                f"{kits:,} kits publishing {kits / FRAME_S:,.0f} frames/s "
+                f"({kits:,} readings/s) for {minutes:g} minutes ...",
+                flush=True,
+            )
             while time.time() < end:
                 time.sleep(min(sample_s, max(end - time.time(), 0)))
                 latencies = prober.latencies_s[seen_latencies:]
@@ -150,19 +162,23 @@ def soak(minutes: float, kits: int, sample_s: float, warmup_s: float) -> dict[st
                     "marker_frames_published": prober.published,
                     "readings_acked": readings_acked(metrics),
                     "database_bytes": conn.execute(
-                        "SELECT pg_database_size(current_database())").fetchone()[0],  # type: ignore[index]
+                        "SELECT pg_database_size(current_database())"
+                    ).fetchone()[0],  # type: ignore[index]
                     "latency_p50_s": quantile(latencies, 0.5),
                     "latency_max_s": max(latencies, default=None),
                     "markers": len(latencies),
                 }
                 samples.append(sample)
-                print(f"{sample['t_s']:7.0f} s: ingest {sample['ingest_rss_kib'] / 1024:6.1f} MiB, "
-                      f"API {sample['api_rss_kib'] / 1024:6.1f} MiB, "
-                      f"{sample['readings_acked']:,} readings acked of "
-                      f"{sample['frames_published'] * PER_FRAME:,} published (and "
-                      f"{sample['marker_frames_published'] * PER_FRAME:,} in markers), database "
-                      f"{sample['database_bytes'] / 2**20:,.0f} MiB, latency p50 "
-                      f"{sample['latency_p50_s'] or float('nan'):.3f} s", flush=True)
+                print(
+                    f"{sample['t_s']:7.0f} s: ingest {sample['ingest_rss_kib'] / 1024:6.1f} MiB, "
+                    f"API {sample['api_rss_kib'] / 1024:6.1f} MiB, "
+                    f"{sample['readings_acked']:,} readings acked of "
+                    f"{sample['frames_published'] * PER_FRAME:,} published (and "
+                    f"{sample['marker_frames_published'] * PER_FRAME:,} in markers), database "
+                    f"{sample['database_bytes'] / 2**20:,.0f} MiB, latency p50 "
+                    f"{sample['latency_p50_s'] or float('nan'):.3f} s",
+                    flush=True,
+                )
             fleet.stop.set()
             fleet.join(60)
             prober.stop.set()
@@ -195,15 +211,25 @@ def soak(minutes: float, kits: int, sample_s: float, warmup_s: float) -> dict[st
         "marker_timeouts": prober.timeouts,
         "latency_p50_s": quantile(latencies, 0.5),
         "latency_p99_s": quantile(latencies, 0.99),
-        "latency_p99_by_quarter_s": [quantile(latencies[i * quarter:(i + 1) * quarter], 0.99)
-                                     for i in range(4)],
-        "ingest_rss_mib_first_last": [samples[0]["ingest_rss_kib"] / 1024,
-                                      samples[-1]["ingest_rss_kib"] / 1024] if samples else None,
-        "api_rss_mib_first_last": [samples[0]["api_rss_kib"] / 1024,
-                                   samples[-1]["api_rss_kib"] / 1024] if samples else None,
+        "latency_p99_by_quarter_s": [
+            quantile(latencies[i * quarter : (i + 1) * quarter], 0.99) for i in range(4)
+        ],
+        "ingest_rss_mib_first_last": [
+            samples[0]["ingest_rss_kib"] / 1024,
+            samples[-1]["ingest_rss_kib"] / 1024,
+        ]
+        if samples
+        else None,
+        "api_rss_mib_first_last": [
+            samples[0]["api_rss_kib"] / 1024,
+            samples[-1]["api_rss_kib"] / 1024,
+        ]
+        if samples
+        else None,
         "warmup_s": warmup_s,
         "ingest_rss_trend_mib_per_hour": slope_mib_per_hour(
-            times, [s["ingest_rss_kib"] for s in steady]),
+            times, [s["ingest_rss_kib"] for s in steady]
+        ),
         "api_rss_trend_mib_per_hour": slope_mib_per_hour(times, [s["api_rss_kib"] for s in steady]),
         "ingest_warnings_and_errors": problems[:20],
         "ingest_log_tail": log[-4000:] if problems else "",
@@ -214,32 +240,48 @@ def soak(minutes: float, kits: int, sample_s: float, warmup_s: float) -> dict[st
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--minutes", type=float, default=30.0)
-    parser.add_argument("--kits", type=int, default=5000,
-                        help="kits reading once a second: the offered rate in readings/s")
+    parser.add_argument(
+        "--kits",
+        type=int,
+        default=5000,
+        help="kits reading once a second: the offered rate in readings/s",
+    )
     parser.add_argument("--sample-s", type=float, default=10.0)
-    parser.add_argument("--warmup-s", type=float, default=120.0,
-                        help="samples before this are left out of the memory trend")
+    parser.add_argument(
+        "--warmup-s",
+        type=float,
+        default=120.0,
+        help="samples before this are left out of the memory trend",
+    )
     parser.add_argument("--output", type=Path, default=RESULTS)
     args = parser.parse_args()
     result = soak(args.minutes, args.kits, args.sample_s, args.warmup_s)
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps(result, indent=1) + "\n")
     q = result["latency_p99_by_quarter_s"]
-    print(f"\n{result['readings_published']:,} readings published, "
-          f"{result['readings_stored']:,} stored: lost {result['readings_lost']}, "
-          f"duplicated {result['readings_duplicated']}")
-    print(f"publish → visible: p50 {result['latency_p50_s'] or float('nan'):.3f} s, p99 "
-          f"{result['latency_p99_s'] or float('nan'):.3f} s; p99 by quarter "
-          + " / ".join(f"{v:.3f}" if v is not None else "-" for v in q)
-          + f" s; {result['marker_timeouts']} markers timed out")
+    print(
+        f"\n{result['readings_published']:,} readings published, "
+        f"{result['readings_stored']:,} stored: lost {result['readings_lost']}, "
+        f"duplicated {result['readings_duplicated']}"
+    )
+    print(
+        f"publish → visible: p50 {result['latency_p50_s'] or float('nan'):.3f} s, p99 "
+        f"{result['latency_p99_s'] or float('nan'):.3f} s; p99 by quarter "
+        + " / ".join(f"{v:.3f}" if v is not None else "-" for v in q)
+        + f" s; {result['marker_timeouts']} markers timed out"
+    )
     for who in ("ingest", "api"):
         first, last = result[f"{who}_rss_mib_first_last"] or (float("nan"), float("nan"))
         trend = result[f"{who}_rss_trend_mib_per_hour"]
-        print(f"{who} RSS {first:.1f} → {last:.1f} MiB; after the warm-up "
-              f"{trend if trend is not None else float('nan'):+.1f} MiB per hour")
+        print(
+            f"{who} RSS {first:.1f} → {last:.1f} MiB; after the warm-up "
+            f"{trend if trend is not None else float('nan'):+.1f} MiB per hour"
+        )
     late = result["fleet_schedule_max_late_s"]
-    print(f"the fleet's schedule fell behind by at most {late:.2f} s; "
-          f"{len(result['ingest_warnings_and_errors'])} warnings or errors in ingest's log")
+    print(
+        f"the fleet's schedule fell behind by at most {late:.2f} s; "
+        f"{len(result['ingest_warnings_and_errors'])} warnings or errors in ingest's log"
+    )
     print(f"wrote {args.output}")
 
 

@@ -75,16 +75,20 @@ def riding_apart(n: int, kits: int, seed: int = 11) -> np.ndarray:
     kit = np.arange(n) % kits
     steps = -(-n // kits)
     heading = rng.uniform(0, 2 * np.pi, (kits, 1)) + np.cumsum(
-        rng.normal(0, TURN_RAD_PER_S, (kits, steps)), axis=1)
+        rng.normal(0, TURN_RAD_PER_S, (kits, steps)), axis=1
+    )
     north = np.cumsum(SPEED_MPS * np.cos(heading), axis=1) / M_PER_DEG_LAT
     east = np.cumsum(SPEED_MPS * np.sin(heading), axis=1) / (
-        M_PER_DEG_LAT * np.cos(np.radians(52.1)))
+        M_PER_DEG_LAT * np.cos(np.radians(52.1))
+    )
     start = rng.uniform(0, 1, (kits, 2))
     step = np.arange(n) // kits
     out["lat_deg"] = 52.06 + (start[kit, 0] * 0.08 + north[kit, step]) % 0.08
     out["lon_deg"] = 5.06 + (start[kit, 1] * 0.12 + east[kit, step]) % 0.12
-    out["cell"] = [h3int.latlng_to_cell(a, b, FINEST_RES)
-                   for a, b in zip(out["lat_deg"].tolist(), out["lon_deg"].tolist(), strict=True)]
+    out["cell"] = [
+        h3int.latlng_to_cell(a, b, FINEST_RES)
+        for a, b in zip(out["lat_deg"].tolist(), out["lon_deg"].tolist(), strict=True)
+    ]
     return out
 
 
@@ -94,8 +98,9 @@ def timescale_missing() -> str | None:
         bindir = postgres_bindir()
     except ServiceError as exc:
         return str(exc)
-    sharedir = subprocess.run([str(bindir / "pg_config"), "--sharedir"], capture_output=True,
-                              text=True, check=False).stdout.strip()
+    sharedir = subprocess.run(
+        [str(bindir / "pg_config"), "--sharedir"], capture_output=True, text=True, check=False
+    ).stdout.strip()
     control = Path(sharedir) / "extension" / "timescaledb.control"
     return None if control.exists() else f"no timescaledb extension in {bindir} ({control})"
 
@@ -117,9 +122,11 @@ def cluster(backend: Backend) -> Iterator[str]:
         # As the test harness: preloaded, telemetry never on, no background jobs (the
         # compression below is run by hand, so nothing else changes the sizes meanwhile).
         with (pg.data_dir / "postgresql.conf").open("a") as conf:
-            conf.write("shared_preload_libraries = 'timescaledb'\n"
-                       "timescaledb.telemetry_level = off\n"
-                       "timescaledb.max_background_workers = 0\n")
+            conf.write(
+                "shared_preload_libraries = 'timescaledb'\n"
+                "timescaledb.telemetry_level = off\n"
+                "timescaledb.max_background_workers = 0\n"
+            )
         pg.start()
     try:
         yield pg.url
@@ -161,11 +168,13 @@ def table_sizes(conn: psycopg.Connection[Any]) -> dict[str, dict[str, int]]:
         rel = sql.Identifier(table)
         rows = conn.execute(sql.SQL("SELECT count(*) FROM {}").format(rel)).fetchone()
         size = conn.execute(
-            "SELECT hypertable_size(%(t)s::regclass)" if table in hyper else
+            "SELECT hypertable_size(%(t)s::regclass)"
+            if table in hyper
             # pg_partition_tree lists nothing for a table that is not partitioned.
-            "SELECT coalesce((SELECT sum(pg_total_relation_size(relid))"
+            else "SELECT coalesce((SELECT sum(pg_total_relation_size(relid))"
             " FROM pg_partition_tree(%(t)s::regclass)), pg_total_relation_size(%(t)s::regclass))",
-            {"t": table}).fetchone()
+            {"t": table},
+        ).fetchone()
         assert rows is not None
         assert size is not None
         out[table] = {"rows": int(rows[0]), "bytes": int(size[0] or 0)}
@@ -174,12 +183,16 @@ def table_sizes(conn: psycopg.Connection[Any]) -> dict[str, dict[str, int]]:
 
 def compress_all(conn: psycopg.Connection[Any]) -> int:
     """Compress every chunk of every hypertable with compression on; chunks compressed."""
-    tables = conn.execute("SELECT hypertable_name::text FROM timescaledb_information.hypertables"
-                          " WHERE compression_enabled").fetchall()
+    tables = conn.execute(
+        "SELECT hypertable_name::text FROM timescaledb_information.hypertables"
+        " WHERE compression_enabled"
+    ).fetchall()
     done = 0
     for (table,) in tables:
-        rows = conn.execute("SELECT compress_chunk(c, if_not_compressed => true)"
-                            " FROM show_chunks(%s::regclass) c", (table,)).fetchall()
+        rows = conn.execute(
+            "SELECT compress_chunk(c, if_not_compressed => true) FROM show_chunks(%s::regclass) c",
+            (table,),
+        ).fetchall()
         done += len(rows)
     return done
 
@@ -188,28 +201,46 @@ def cell_window_breakdown(conn: psycopg.Connection[Any]) -> dict[str, Any]:
     """Average bytes per ``cell_windows`` row: each column's (``pg_column_size``), the
     whole tuple's, and the heap's and indexes' per row (the rest of the heap is the
     tuple header, line pointer and the free space ``fillfactor`` leaves)."""
-    columns = [str(r[0]) for r in conn.execute(
-        "SELECT attname FROM pg_attribute WHERE attrelid = 'cell_windows'::regclass"
-        " AND attnum > 0 AND NOT attisdropped ORDER BY attnum").fetchall()]
+    columns = [
+        str(r[0])
+        for r in conn.execute(
+            "SELECT attname FROM pg_attribute WHERE attrelid = 'cell_windows'::regclass"
+            " AND attnum > 0 AND NOT attisdropped ORDER BY attnum"
+        ).fetchall()
+    ]
     averages = sql.SQL(", ").join(
-        sql.SQL("avg(pg_column_size({}))").format(sql.Identifier(c)) for c in columns)
-    row = conn.execute(sql.SQL("SELECT {}, avg(pg_column_size(t.*)), count(*)"
-                               " FROM cell_windows t").format(averages)).fetchone()
+        sql.SQL("avg(pg_column_size({}))").format(sql.Identifier(c)) for c in columns
+    )
+    row = conn.execute(
+        sql.SQL("SELECT {}, avg(pg_column_size(t.*)), count(*) FROM cell_windows t").format(
+            averages
+        )
+    ).fetchone()
     assert row is not None
     per_column = {c: float(v or 0) for c, v in zip(columns, row[:-2], strict=True)}
     n = int(row[-1])
     # A plain table on plain PostgreSQL (migration 0104.plain partitions none of it).
-    heap, indexes = conn.execute("SELECT pg_table_size('cell_windows'),"
-                                 " pg_indexes_size('cell_windows')").fetchone() or (0, 0)
+    heap, indexes = conn.execute(
+        "SELECT pg_table_size('cell_windows'), pg_indexes_size('cell_windows')"
+    ).fetchone() or (0, 0)
     groups: dict[str, float] = {}
     for column, size in per_column.items():
-        group = ("histograms" if column.endswith("_hist") else
-                 "key (resolution, window_s, window_start, cell)"
-                 if column in {"resolution", "window_s", "window_start", "cell"} else
-                 "counts, sums, min, max, noise energy")
+        group = (
+            "histograms"
+            if column.endswith("_hist")
+            else "key (resolution, window_s, window_start, cell)"
+            if column in {"resolution", "window_s", "window_start", "cell"}
+            else "counts, sums, min, max, noise energy"
+        )
         groups[group] = groups.get(group, 0.0) + size
-    return {"rows": n, "tuple_bytes": float(row[-2]), "heap_bytes_per_row": int(heap) / n,
-            "index_bytes_per_row": int(indexes) / n, "columns": per_column, "groups": groups}
+    return {
+        "rows": n,
+        "tuple_bytes": float(row[-2]),
+        "heap_bytes_per_row": int(heap) / n,
+        "index_bytes_per_row": int(indexes) / n,
+        "columns": per_column,
+        "groups": groups,
+    }
 
 
 #: Copies of ``cell_windows`` with other storage parameters: what each would save.
@@ -233,13 +264,18 @@ def cell_window_probes(conn: psycopg.Connection[Any]) -> dict[str, float]:
         options = sql.SQL("fillfactor = {}").format(sql.Literal(fillfactor))
         if target is not None:
             options += sql.SQL(", toast_tuple_target = {}").format(sql.Literal(target))
-        conn.execute(sql.SQL("CREATE TABLE {} (LIKE cell_windows INCLUDING ALL) WITH ({})")
-                     .format(probe, options))
+        conn.execute(
+            sql.SQL("CREATE TABLE {} (LIKE cell_windows INCLUDING ALL) WITH ({})").format(
+                probe, options
+            )
+        )
         conn.execute(sql.SQL("INSERT INTO {} SELECT * FROM cell_windows").format(probe))
         conn.execute(sql.SQL("VACUUM ANALYZE {}").format(probe))
-        row = conn.execute(sql.SQL("SELECT pg_total_relation_size({}::regclass)::float8"
-                                   " / count(*) FROM {}").format(sql.Literal(probe.as_string(conn)),
-                                                                probe)).fetchone()
+        row = conn.execute(
+            sql.SQL(
+                "SELECT pg_total_relation_size({}::regclass)::float8 / count(*) FROM {}"
+            ).format(sql.Literal(probe.as_string(conn)), probe)
+        ).fetchone()
         assert row is not None
         out[name] = float(row[0])
         conn.execute(sql.SQL("DROP TABLE {}").format(probe))
@@ -247,14 +283,17 @@ def cell_window_probes(conn: psycopg.Connection[Any]) -> dict[str, float]:
 
 
 def run(base: str, backend: Backend, readings: Any, batch: int) -> dict[str, Any]:
-    agg = functools.partial(aggregate, resolutions=DEFAULT_H3_RESOLUTIONS,
-                            window_sizes_s=DEFAULT_WINDOW_SIZES_S, day_tz="Europe/Amsterdam")
+    agg = functools.partial(
+        aggregate,
+        resolutions=DEFAULT_H3_RESOLUTIONS,
+        window_sizes_s=DEFAULT_WINDOW_SIZES_S,
+        day_tz="Europe/Amsterdam",
+    )
     with fresh_database(base, backend) as url, psycopg.connect(url, autocommit=True) as conn:
         started = time.perf_counter()
         for i in range(0, len(readings), batch):
-            write_batch(conn, readings[i:i + batch], agg)
-        out: dict[str, Any] = {"write_s": time.perf_counter() - started,
-                               "day": table_sizes(conn)}
+            write_batch(conn, readings[i : i + batch], agg)
+        out: dict[str, Any] = {"write_s": time.perf_counter() - started, "day": table_sizes(conn)}
         if backend is Backend.TIMESCALE:
             out["chunks_compressed"] = compress_all(conn)
             out["compressed"] = table_sizes(conn)
@@ -274,8 +313,12 @@ def per_reading(sizes: dict[str, dict[str, int]], n: int) -> dict[str, float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--kits", type=int, default=50)
-    parser.add_argument("--hours", type=float, default=6.0,
-                        help="hours each kit rides in the day, one reading a second")
+    parser.add_argument(
+        "--hours",
+        type=float,
+        default=6.0,
+        help="hours each kit rides in the day, one reading a second",
+    )
     parser.add_argument("--batch", type=int, default=10_000)
     args = parser.parse_args()
 
@@ -301,9 +344,11 @@ def main() -> None:
     for row in (*RAW_TABLES, *AGGREGATE_TABLES, "raw", "with aggregates"):
         print(f"{row:<18}" + "".join(f"{f[row]:>22,.1f}" for f in figures.values()))
     breakdown = results["plain"]["cell_windows_row"]
-    print(f"\ncell_windows, plain: {breakdown['rows']:,} rows, heap "
-          f"{breakdown['heap_bytes_per_row']:,.0f} B/row + indexes "
-          f"{breakdown['index_bytes_per_row']:,.0f}; tuple data {breakdown['tuple_bytes']:,.0f}")
+    print(
+        f"\ncell_windows, plain: {breakdown['rows']:,} rows, heap "
+        f"{breakdown['heap_bytes_per_row']:,.0f} B/row + indexes "
+        f"{breakdown['index_bytes_per_row']:,.0f}; tuple data {breakdown['tuple_bytes']:,.0f}"
+    )
     for group, size in breakdown["groups"].items():
         print(f"  {group:<48} {size:>8,.0f} B")
     print("cell_windows' rows copied into tables with other storage parameters, B/row:")
@@ -312,11 +357,18 @@ def main() -> None:
     RESULTS.mkdir(parents=True, exist_ok=True)
     out = {
         "when": datetime.now(UTC).isoformat(timespec="seconds"),
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
-                    "platform": platform.platform()},
+        "machine": {
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+            "platform": platform.platform(),
+        },
         "load_average_at_end": os.getloadavg(),
-        "readings": n, "kits": args.kits, "hours": args.hours, "batch": args.batch,
-        "bytes_per_reading": figures, "results": results,
+        "readings": n,
+        "kits": args.kits,
+        "hours": args.hours,
+        "batch": args.batch,
+        "bytes_per_reading": figures,
+        "results": results,
     }
     (RESULTS / "storage.json").write_text(json.dumps(out, indent=2) + "\n")
     print(f"wrote {RESULTS / 'storage.json'}")

@@ -88,8 +88,9 @@ def rounds(bikes: int, seed: int = 3) -> list[np.ndarray]:
     return out
 
 
-def day_of_readings(day_start: datetime, tracks: list[np.ndarray], day_no: int,
-                    rng: np.random.Generator) -> np.ndarray:
+def day_of_readings(
+    day_start: datetime, tracks: list[np.ndarray], day_no: int, rng: np.random.Generator
+) -> np.ndarray:
     parts = []
     for bike, track in enumerate(tracks):
         n = len(track)
@@ -118,8 +119,10 @@ def day_of_readings(day_start: datetime, tracks: list[np.ndarray], day_no: int,
         r["interval_ms"] = STEP_S * 1000
         r["temperature_c"] = 10.0
         r["humidity_pct"] = 65.0
-        r["cell"] = [h3i.latlng_to_cell(a, b, 12)
-                     for a, b in zip(r["lat_deg"].tolist(), r["lon_deg"].tolist(), strict=True)]
+        r["cell"] = [
+            h3i.latlng_to_cell(a, b, 12)
+            for a, b in zip(r["lat_deg"].tolist(), r["lon_deg"].tolist(), strict=True)
+        ]
         r["ride_id"] = (day_no + 1) * 1000 + bike
         r["received_ms"] = r["ts_ms"] + 1500
         parts.append(r)
@@ -139,7 +142,7 @@ def fill(url: str, days: int, bikes: int, end: datetime) -> int:
         for d in range(days):
             readings = day_of_readings(first_day + timedelta(days=d), tracks, d, rng)
             for start in range(0, len(readings), 100_000):
-                write_batch(conn, readings[start:start + 100_000], agg)
+                write_batch(conn, readings[start : start + 100_000], agg)
             total += len(readings)
             print(f"\rday {d + 1}/{days}: {total:,} readings", end="", flush=True)
         conn.execute("VACUUM ANALYZE")
@@ -155,9 +158,12 @@ def town_tiles(z: int) -> list[mercantile.Tile]:
 
 def percentiles(samples_s: list[float]) -> dict[str, float]:
     ms = sorted(s * 1000 for s in samples_s)
-    return {"n": len(ms), "p50_ms": round(statistics.median(ms), 2),
-            "p95_ms": round(ms[max(0, int(0.95 * len(ms)) - 1)], 2),
-            "max_ms": round(ms[-1], 2)}
+    return {
+        "n": len(ms),
+        "p50_ms": round(statistics.median(ms), 2),
+        "p95_ms": round(ms[max(0, int(0.95 * len(ms)) - 1)], 2),
+        "max_ms": round(ms[-1], 2),
+    }
 
 
 def naive_render_s(tile: mercantile.Tile, resolution: int, values: dict[int, int]) -> float:
@@ -206,14 +212,15 @@ def tile_bbox(t: mercantile.Tile, resolution: int) -> BBox:
     """The bbox the tile route asks for: the tile grown by two cell edges."""
     box = TileBox.of(t.z, t.x, t.y)
     margin = 2 * average_edge_m(resolution) / 111_320
-    lon_margin = margin / max(float(np.cos(np.radians(max(abs(box.south), abs(box.north))))),
-                              0.01)
-    return BBox(box.west - lon_margin, box.south - margin, box.east + lon_margin,
-                box.north + margin)
+    lon_margin = margin / max(float(np.cos(np.radians(max(abs(box.south), abs(box.north))))), 0.01)
+    return BBox(
+        box.west - lon_margin, box.south - margin, box.east + lon_margin, box.north + margin
+    )
 
 
-async def query_only_ms(url: str, tiles: list[mercantile.Tile], start: datetime,
-                        end: datetime, window_s: int) -> dict[str, dict[str, float]]:
+async def query_only_ms(
+    url: str, tiles: list[mercantile.Tile], start: datetime, end: datetime, window_s: int
+) -> dict[str, dict[str, float]]:
     """The tile query alone, three ways, each tile in turn; best of three per tile."""
     api, settings = ApiSettings(), Settings()
     resolutions = settings.h3_resolutions
@@ -226,14 +233,26 @@ async def query_only_ms(url: str, tiles: list[mercantile.Tile], start: datetime,
             bbox = tile_bbox(t, res)
             for name, values in samples.items():
                 role = Role.OFFICER if name == "officer" else Role.PUBLIC
-                sel = selection(Principal(role), api, settings=settings, metric=Metric.PM25,
-                                resolution=res, window_s=window_s, start=start, end=end)
+                sel = selection(
+                    Principal(role),
+                    api,
+                    settings=settings,
+                    metric=Metric.PM25,
+                    resolution=res,
+                    window_s=window_s,
+                    start=start,
+                    end=end,
+                )
                 best = float("inf")
                 for _ in range(3):
                     started = time.perf_counter()
                     if name == "previous_public":
-                        params = sel.params() | {"west": bbox.west, "south": bbox.south,
-                                                 "east": bbox.east, "north": bbox.north}
+                        params = sel.params() | {
+                            "west": bbox.west,
+                            "south": bbox.south,
+                            "east": bbox.east,
+                            "north": bbox.north,
+                        }
                         query = PREVIOUS_PUBLIC_QUERY[Metric.PM25]
                         cur = await conn.execute(query, params, prepare=False)
                         await cur.fetchall()
@@ -244,8 +263,9 @@ async def query_only_ms(url: str, tiles: list[mercantile.Tile], start: datetime,
     return {name: percentiles(values) for name, values in samples.items()}
 
 
-def timed_get(client: httpx.Client, path: str, params: dict[str, str],
-              headers: dict[str, str]) -> tuple[float, httpx.Response]:
+def timed_get(
+    client: httpx.Client, path: str, params: dict[str, str], headers: dict[str, str]
+) -> tuple[float, httpx.Response]:
     started = time.perf_counter()
     response = client.get(path, params=params, headers=headers)
     return time.perf_counter() - started, response
@@ -257,26 +277,39 @@ def main() -> None:
     parser.add_argument("--bikes", type=int, default=30)
     args = parser.parse_args()
     now = datetime.now(UTC).replace(microsecond=0)
-    results: dict[str, object] = {"days": args.days, "bikes": args.bikes,
-                                  "machine": platform.platform(),
-                                  "when": now.isoformat()}
+    results: dict[str, object] = {
+        "days": args.days,
+        "bikes": args.bikes,
+        "machine": platform.platform(),
+        "when": now.isoformat(),
+    }
     with database() as url:
         started = time.perf_counter()
         results["readings"] = fill(url, args.days, args.bikes, now)
         results["fill_s"] = round(time.perf_counter() - started, 1)
         with psycopg.connect(url, autocommit=True) as conn:
             key = create_key(conn, Role.OFFICER, "bench").token
-            for table in ("readings", "cell_windows", "window_partials", "window_presence",
-                          "window_rides"):
+            for table in (
+                "readings",
+                "cell_windows",
+                "window_partials",
+                "window_presence",
+                "window_rides",
+            ):
                 row = conn.execute(f"SELECT count(*) FROM {table}").fetchone()  # type: ignore[call-overload]
                 results[f"rows_{table}"] = row[0] if row else 0
         month = {"from": (now - timedelta(days=args.days)).isoformat(), "to": now.isoformat()}
         # The map's "7 days": hourly windows chosen, read as days with hours at the ends.
         week = {"from": (now - timedelta(days=7)).isoformat(), "to": now.isoformat()}
         officer = {"X-API-Key": key}
-        cases = {"public_last_24h": ({}, {}), "public_7_days": (week, {}),
-                 "public_30_days": (month, {}), "officer_last_24h": ({}, officer),
-                 "officer_7_days": (week, officer), "officer_30_days": (month, officer)}
+        cases = {
+            "public_last_24h": ({}, {}),
+            "public_7_days": (week, {}),
+            "public_30_days": (month, {}),
+            "officer_last_24h": ({}, officer),
+            "officer_7_days": (week, officer),
+            "officer_30_days": (month, officer),
+        }
         results["load_average_before"] = list(os.getloadavg())
         with api_server(url) as (base, _pid), httpx.Client(base_url=base, timeout=60) as client:
             for t in town_tiles(13)[:3]:  # warm the connection pool and imports
@@ -295,37 +328,49 @@ def main() -> None:
                         again = headers | {"If-None-Match": response.headers["ETag"]}
                         took, response = timed_get(client, path, params, again)
                         if response.status_code != 304:
-                            raise RuntimeError(f"{path}: a repeat with its ETag got "
-                                               f"{response.status_code}, not 304")
+                            raise RuntimeError(
+                                f"{path}: a repeat with its ETag got "
+                                f"{response.status_code}, not 304"
+                            )
                         revalidated.setdefault(str(z), []).append(took)
                 results[name] = {
                     "all": percentiles([s for v in uncached.values() for s in v]),
                     "by_zoom": {z: percentiles(v) for z, v in uncached.items()},
                     "revalidated_304": {
                         "all": percentiles([s for v in revalidated.values() for s in v]),
-                        "by_zoom": {z: percentiles(v) for z, v in revalidated.items()}},
-                    "tiles_with_colour": drawn}
+                        "by_zoom": {z: percentiles(v) for z, v in revalidated.items()},
+                    },
+                    "tiles_with_colour": drawn,
+                }
                 first, repeat = results[name]["all"], results[name]["revalidated_304"]["all"]  # type: ignore[index]
-                print(f"{name:17s} uncached p50 {first['p50_ms']:6.1f} ms p95 "
-                      f"{first['p95_ms']:6.1f} ms | 304 p50 {repeat['p50_ms']:6.1f} ms p95 "
-                      f"{repeat['p95_ms']:6.1f} ms ({first['n']} tiles, {drawn} with colour)")
+                print(
+                    f"{name:17s} uncached p50 {first['p50_ms']:6.1f} ms p95 "
+                    f"{first['p95_ms']:6.1f} ms | 304 p50 {repeat['p50_ms']:6.1f} ms p95 "
+                    f"{repeat['p95_ms']:6.1f} ms ({first['n']} tiles, {drawn} with colour)"
+                )
         results["load_average_after"] = list(os.getloadavg())
         largest = town_tiles(12) + town_tiles(13)
         results["query_only_largest_tiles"] = {
             "tiles": "zoom 12 and 13, best of 3 per tile",
-            "last_24h": asyncio.run(query_only_ms(url, largest, now - timedelta(hours=24), now,
-                                                  3600)),
-            "30_days": asyncio.run(query_only_ms(url, largest, now - timedelta(days=args.days),
-                                                 now, 86_400)),
+            "last_24h": asyncio.run(
+                query_only_ms(url, largest, now - timedelta(hours=24), now, 3600)
+            ),
+            "30_days": asyncio.run(
+                query_only_ms(url, largest, now - timedelta(days=args.days), now, 86_400)
+            ),
         }
         for span in ("last_24h", "30_days"):
             q = results["query_only_largest_tiles"][span]  # type: ignore[index]
-            print(f"query alone, largest tiles, {span:8s}: " + ", ".join(
-                f"{k} p50 {v['p50_ms']} / p95 {v['p95_ms']} ms" for k, v in q.items()))
+            print(
+                f"query alone, largest tiles, {span:8s}: "
+                + ", ".join(f"{k} p50 {v['p50_ms']} / p95 {v['p95_ms']} ms" for k, v in q.items())
+            )
         naive = [naive_render_s(t, 10, {}) for t in town_tiles(13)[:3]]
         results["naive_per_pixel_render"] = percentiles(naive)
-        print(f"naive per-pixel renderer: p50 "
-              f"{results['naive_per_pixel_render']['p50_ms']} ms per tile")  # type: ignore[index]
+        print(
+            f"naive per-pixel renderer: p50 "
+            f"{results['naive_per_pixel_render']['p50_ms']} ms per tile"
+        )  # type: ignore[index]
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "tiles.json").write_text(json.dumps(results, indent=2) + "\n")
 

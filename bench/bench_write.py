@@ -76,8 +76,10 @@ def fleet_readings(n: int, kits: int = 50, seed: int = 7) -> np.ndarray:
     out["noise_lamax_db"] = out["noise_laeq_db"] + rng.uniform(2, 12, n)
     out["interval_ms"] = 1000
     out["temperature_c"], out["humidity_pct"] = 11.0, 78.0
-    out["cell"] = [h3int.latlng_to_cell(a, b, FINEST_RES)
-                   for a, b in zip(out["lat_deg"].tolist(), out["lon_deg"].tolist(), strict=True)]
+    out["cell"] = [
+        h3int.latlng_to_cell(a, b, FINEST_RES)
+        for a, b in zip(out["lat_deg"].tolist(), out["lon_deg"].tolist(), strict=True)
+    ]
     out["ride_id"] = out["kit_id"] * 1000 + 1
     out["received_ms"] = out["ts_ms"] + 2000
     return out
@@ -111,8 +113,9 @@ def fresh_database(base: str, label: str) -> Iterator[str]:
     url = f"{base.rpartition('/')[0]}/{name}"
     with psycopg.connect(url, autocommit=True) as conn:
         migrate(conn, backend=Backend.PLAIN)
-        conn.execute("SELECT bikesense_ensure_readings_partitions(%s::integer[])",
-                     ([T0_MS // 86_400_000],))
+        conn.execute(
+            "SELECT bikesense_ensure_readings_partitions(%s::integer[])", ([T0_MS // 86_400_000],)
+        )
     try:
         yield url
     finally:
@@ -121,7 +124,7 @@ def fresh_database(base: str, label: str) -> Iterator[str]:
 
 
 def batches(readings: np.ndarray, size: int) -> list[np.ndarray]:
-    return [readings[i:i + size] for i in range(0, len(readings), size)]
+    return [readings[i : i + size] for i in range(0, len(readings), size)]
 
 
 def bare_copy(url: str, readings: np.ndarray, batch: int, *, table: str) -> float:
@@ -129,7 +132,8 @@ def bare_copy(url: str, readings: np.ndarray, batch: int, *, table: str) -> floa
     columns = READING_COLUMNS[1:]
     names = sql.SQL(", ").join(sql.Identifier(c.name) for c in columns)
     statement = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT BINARY)").format(
-        sql.Identifier(table), names)
+        sql.Identifier(table), names
+    )
     with psycopg.connect(url, autocommit=True) as conn:
         if table != "readings":
             conn.execute(sql.SQL("CREATE TABLE {} (LIKE readings)").format(sql.Identifier(table)))
@@ -164,8 +168,12 @@ class TimedAggregate:
         return out
 
 
-def writer(url: str, readings: np.ndarray, batch: int,
-           agg: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]) -> tuple[float, float, int]:
+def writer(
+    url: str,
+    readings: np.ndarray,
+    batch: int,
+    agg: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]],
+) -> tuple[float, float, int]:
     """(seconds first time, seconds replaying everything, readings inserted)."""
     with psycopg.connect(url, autocommit=True) as conn:
         started = time.perf_counter()
@@ -184,7 +192,8 @@ def insert_per_row(url: str, readings: np.ndarray) -> float:
     names = [c.name for c in READING_COLUMNS[1:]]
     statement = sql.SQL("INSERT INTO readings ({}) VALUES ({}) ON CONFLICT DO NOTHING").format(
         sql.SQL(", ").join(sql.Identifier(n) for n in names),
-        sql.SQL(", ").join(sql.Placeholder() * len(names)))
+        sql.SQL(", ").join(sql.Placeholder() * len(names)),
+    )
     rows: list[list[Any]] = []
     for r in readings:
         row = [r[n].item() for n in ENRICHED_DTYPE.names or () if n not in {"ts_ms", "received_ms"}]
@@ -204,10 +213,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--readings", type=int, default=300_000)
     parser.add_argument("--batch", type=int, default=10_000)
-    parser.add_argument("--naive", type=int, default=5_000,
-                        help="readings for the one-INSERT-per-reading run")
-    parser.add_argument("--repeat", type=int, default=2,
-                        help="runs per contender, each on a fresh database; the best is kept")
+    parser.add_argument(
+        "--naive", type=int, default=5_000, help="readings for the one-INSERT-per-reading run"
+    )
+    parser.add_argument(
+        "--repeat",
+        type=int,
+        default=2,
+        help="runs per contender, each on a fresh database; the best is kept",
+    )
     args = parser.parse_args()
 
     print(f"generating {args.readings:,} readings ...", flush=True)
@@ -229,30 +243,48 @@ def main() -> None:
             bare_copy(url, readings, args.batch, table="readings")
         for _ in range(args.repeat):
             with fresh_database(base, "copy") as url:
-                record("bare COPY into readings (same key and index)",
-                       bare_copy(url, readings, args.batch, table="readings"), n)
+                record(
+                    "bare COPY into readings (same key and index)",
+                    bare_copy(url, readings, args.batch, table="readings"),
+                    n,
+                )
             with fresh_database(base, "copyraw") as url:
-                record("bare COPY into an index-free table",
-                       bare_copy(url, readings, args.batch, table="plain_copy"), n)
+                record(
+                    "bare COPY into an index-free table",
+                    bare_copy(url, readings, args.batch, table="plain_copy"),
+                    n,
+                )
             with fresh_database(base, "writer") as url:
-                agg_full = TimedAggregate(functools.partial(
-                    aggregate, resolutions=DEFAULT_H3_RESOLUTIONS,
-                    window_sizes_s=DEFAULT_WINDOW_SIZES_S, day_tz="Europe/Amsterdam"))
+                agg_full = TimedAggregate(
+                    functools.partial(
+                        aggregate,
+                        resolutions=DEFAULT_H3_RESOLUTIONS,
+                        window_sizes_s=DEFAULT_WINDOW_SIZES_S,
+                        day_tz="Europe/Amsterdam",
+                    )
+                )
                 first, replay, _ = writer(url, readings, args.batch, agg_full)
-                record("batch writer + stream aggregation (4 res x 4 windows)", first, n,
-                       aggregation_s=agg_full.seconds, partials=agg_full.partials)
+                record(
+                    "batch writer + stream aggregation (4 res x 4 windows)",
+                    first,
+                    n,
+                    aggregation_s=agg_full.seconds,
+                    partials=agg_full.partials,
+                )
                 record("batch writer, replaying every batch (all duplicates)", replay, n)
             with fresh_database(base, "writer0") as url:
                 first, _, _ = writer(url, readings, args.batch, nothing)
                 record("batch writer, no aggregation (storage alone)", first, n)
         with fresh_database(base, "naive") as url:
-            subset = readings[:args.naive]
+            subset = readings[: args.naive]
             record("one INSERT per reading, autocommit", insert_per_row(url, subset), len(subset))
 
     ceiling = results["bare COPY into readings (same key and index)"]
     ceiling_rate = ceiling["rows"] / ceiling["seconds"]
-    print(f"\n{n:,} readings in batches of {args.batch:,}, best of {args.repeat} runs "
-          f"(one INSERT per reading: first {args.naive:,}, once)\n")
+    print(
+        f"\n{n:,} readings in batches of {args.batch:,}, best of {args.repeat} runs "
+        f"(one INSERT per reading: first {args.naive:,}, once)\n"
+    )
     print(f"{'contender':<58} {'readings/s':>12} {'vs COPY':>8}")
     for name, r in results.items():
         rate = r["rows"] / r["seconds"]
@@ -261,16 +293,24 @@ def main() -> None:
         print(f"{name:<58} {rate:>12,.0f} {rate / ceiling_rate:>7.2f}x")
     full = results["batch writer + stream aggregation (4 res x 4 windows)"]
     db_only = full["rows"] / (full["seconds"] - full["aggregation_s"])
-    print(f"\naggregation CPU inside the writer run: {full['aggregation_s']:.1f} s "
-          f"({full['partials']:,.0f} partial rows); the writer's database work alone: "
-          f"{db_only:,.0f} readings/s")
+    print(
+        f"\naggregation CPU inside the writer run: {full['aggregation_s']:.1f} s "
+        f"({full['partials']:,.0f} partial rows); the writer's database work alone: "
+        f"{db_only:,.0f} readings/s"
+    )
     RESULTS.mkdir(parents=True, exist_ok=True)
     out = {
         "when": datetime.now(UTC).isoformat(timespec="seconds"),
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
-                    "platform": platform.platform()},
+        "machine": {
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+            "platform": platform.platform(),
+        },
         "load_average_at_end": os.getloadavg(),
-        "readings": n, "batch": args.batch, "naive_readings": args.naive, "repeat": args.repeat,
+        "readings": n,
+        "batch": args.batch,
+        "naive_readings": args.naive,
+        "repeat": args.repeat,
         "results": results,
     }
     (RESULTS / "write.json").write_text(json.dumps(out, indent=2) + "\n")

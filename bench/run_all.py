@@ -67,76 +67,215 @@ def kafka_losses(doc: Any) -> int | None:
 
 WRITER_KEY = "batch writer + stream aggregation (4 res x 4 windows)"
 BENCHMARKS = (
-    Benchmark("decode", "bench_decode.py", (
-        Headline("decode_10_per_frame_readings_per_s", "decode_readings, 10-reading frames",
-                 "readings/s", lambda d: dig(d, "summary", "decode_readings_per_s_by_frame_size",
-                                             10), 1_000_000),
-        Headline("decode_many_10_per_frame_readings_per_s",
-                 "decode_readings_many, 10-reading frames", "readings/s",
-                 lambda d: dig(d, "summary", "decode_readings_many_per_s_by_frame_size", 10),
-                 1_000_000),
-        Headline("decode_128_per_frame_readings_per_s", "decode_readings, 128-reading frames",
-                 "readings/s", lambda d: dig(d, "summary", "decode_readings_per_s_by_frame_size",
-                                             128), 1_000_000),
-    )),
-    Benchmark("e2e", "bench_e2e.py", (
-        Headline("e2e_readings_per_s", "end to end, MQTT → PostgreSQL", "readings/s",
-                 lambda d: dig(d, "pipeline", "readings_per_s"), 20_000),
-        Headline("e2e_ratio_to_bare_copy", "end to end / bare COPY", "x",
-                 lambda d: dig(d, "ratios", "to_bare_copy"), 0.5),
-        Headline("e2e_ratio_to_naive", "end to end / naive INSERT per reading", "x",
-                 lambda d: dig(d, "ratios", "to_naive"), 20),
-        Headline("e2e_p99_latency_paced_s", "publish → visible via API, p99 (paced)", "s",
-                 lambda d: dig(d, "pipeline", "paced_latency_p99_s"), 1.0, False),
-        Headline("e2e_lost_plus_duplicated", "lost + duplicated readings", "readings",
-                 lambda d: (None if dig(d, "pipeline", "lost") is None
-                            else d["pipeline"]["lost"] + d["pipeline"]["duplicated"]), 0, False),
-    )),
-    Benchmark("distributed", "bench_distributed.py", (
-        # Side by side in one run: the embedded runtime's figure here is the reference for
-        # the Kafka ones, not a replacement for bench_e2e.py's.
-        Headline("distributed_embedded_readings_per_s", "beside Kafka: embedded runtime",
-                 "readings/s", lambda d: dig(d, "summary", "embedded", "readings_per_s")),
-        Headline("distributed_1_worker_readings_per_s", "ingest → Kafka → 1 faust worker → PG",
-                 "readings/s", lambda d: dig(d, "summary", "kafka, 1 worker", "readings_per_s")),
-        Headline("distributed_2_workers_readings_per_s", "ingest → Kafka → 2 faust workers → PG",
-                 "readings/s",
-                 lambda d: dig(d, "summary", "kafka, 2 workers", "readings_per_s")),
-        Headline("distributed_1_worker_p99_latency_paced_s", "Kafka, 1 worker: p99 (paced)", "s",
-                 lambda d: dig(d, "summary", "kafka, 1 worker", "paced_latency_p99_s"), 1.0,
-                 False),
-        Headline("distributed_2_workers_p99_latency_paced_s", "Kafka, 2 workers: p99 (paced)",
-                 "s", lambda d: dig(d, "summary", "kafka, 2 workers", "paced_latency_p99_s"),
-                 1.0, False),
-        Headline("distributed_lost_plus_duplicated", "Kafka runs: lost + duplicated", "readings",
-                 kafka_losses, 0, False),
-    )),
-    Benchmark("write", "bench_write.py", (
-        Headline("write_batch_writer_readings_per_s", "storage batch writer + aggregation",
-                 "readings/s", lambda d: dig(d, "results", WRITER_KEY, "readings_per_s")),
-    )),
-    Benchmark("tiles", "bench_tiles.py", (
-        Headline("tiles_public_24h_p95_ms", "tile, uncached, public last 24 h, p95", "ms",
-                 lambda d: dig(d, "public_last_24h", "all", "p95_ms"), 50, False),
-        Headline("tiles_public_7d_p95_ms", "tile, uncached, public 7 days, p95", "ms",
-                 lambda d: dig(d, "public_7_days", "all", "p95_ms"), 50, False),
-        Headline("tiles_public_30d_p95_ms", "tile, uncached, public 30 days, p95", "ms",
-                 lambda d: dig(d, "public_30_days", "all", "p95_ms"), 50, False),
-    )),
-    Benchmark("export", "bench_export.py", (
-        # Medians of the repeated runs (the best run is in export.json too).
-        Headline("export_csv_rows_per_s", "export CSV, researcher, median", "rows/s",
-                 lambda d: dig(d, "csv", "rows_per_s_median"), 200_000),
-        Headline("export_parquet_rows_per_s", "export Parquet, researcher, median", "rows/s",
-                 lambda d: dig(d, "parquet", "rows_per_s_median"), 200_000),
-        Headline("export_parquet_peak_rss_mib", "export server peak RSS (Parquet)", "MiB",
-                 lambda d: (None if dig(d, "parquet", "server_peak_rss_kib") is None
-                            else d["parquet"]["server_peak_rss_kib"] / 1024)),
-    )),
-    Benchmark("mqtt_protocol", "bench_mqtt_protocol.py", (
-        Headline("mqtt_v311_msgs_per_s", "paho subscriber, MQTT 3.1.1, QoS 1", "msgs/s",
-                 lambda d: dig(d, "v311_msgs_per_s")),
-    )),
+    Benchmark(
+        "decode",
+        "bench_decode.py",
+        (
+            Headline(
+                "decode_10_per_frame_readings_per_s",
+                "decode_readings, 10-reading frames",
+                "readings/s",
+                lambda d: dig(d, "summary", "decode_readings_per_s_by_frame_size", 10),
+                1_000_000,
+            ),
+            Headline(
+                "decode_many_10_per_frame_readings_per_s",
+                "decode_readings_many, 10-reading frames",
+                "readings/s",
+                lambda d: dig(d, "summary", "decode_readings_many_per_s_by_frame_size", 10),
+                1_000_000,
+            ),
+            Headline(
+                "decode_128_per_frame_readings_per_s",
+                "decode_readings, 128-reading frames",
+                "readings/s",
+                lambda d: dig(d, "summary", "decode_readings_per_s_by_frame_size", 128),
+                1_000_000,
+            ),
+        ),
+    ),
+    Benchmark(
+        "e2e",
+        "bench_e2e.py",
+        (
+            Headline(
+                "e2e_readings_per_s",
+                "end to end, MQTT → PostgreSQL",
+                "readings/s",
+                lambda d: dig(d, "pipeline", "readings_per_s"),
+                20_000,
+            ),
+            Headline(
+                "e2e_ratio_to_bare_copy",
+                "end to end / bare COPY",
+                "x",
+                lambda d: dig(d, "ratios", "to_bare_copy"),
+                0.5,
+            ),
+            Headline(
+                "e2e_ratio_to_naive",
+                "end to end / naive INSERT per reading",
+                "x",
+                lambda d: dig(d, "ratios", "to_naive"),
+                20,
+            ),
+            Headline(
+                "e2e_p99_latency_paced_s",
+                "publish → visible via API, p99 (paced)",
+                "s",
+                lambda d: dig(d, "pipeline", "paced_latency_p99_s"),
+                1.0,
+                False,
+            ),
+            Headline(
+                "e2e_lost_plus_duplicated",
+                "lost + duplicated readings",
+                "readings",
+                lambda d: (
+                    None
+                    if dig(d, "pipeline", "lost") is None
+                    else d["pipeline"]["lost"] + d["pipeline"]["duplicated"]
+                ),
+                0,
+                False,
+            ),
+        ),
+    ),
+    Benchmark(
+        "distributed",
+        "bench_distributed.py",
+        (
+            # Side by side in one run: the embedded runtime's figure here is the reference for
+            # the Kafka ones, not a replacement for bench_e2e.py's.
+            Headline(
+                "distributed_embedded_readings_per_s",
+                "beside Kafka: embedded runtime",
+                "readings/s",
+                lambda d: dig(d, "summary", "embedded", "readings_per_s"),
+            ),
+            Headline(
+                "distributed_1_worker_readings_per_s",
+                "ingest → Kafka → 1 faust worker → PG",
+                "readings/s",
+                lambda d: dig(d, "summary", "kafka, 1 worker", "readings_per_s"),
+            ),
+            Headline(
+                "distributed_2_workers_readings_per_s",
+                "ingest → Kafka → 2 faust workers → PG",
+                "readings/s",
+                lambda d: dig(d, "summary", "kafka, 2 workers", "readings_per_s"),
+            ),
+            Headline(
+                "distributed_1_worker_p99_latency_paced_s",
+                "Kafka, 1 worker: p99 (paced)",
+                "s",
+                lambda d: dig(d, "summary", "kafka, 1 worker", "paced_latency_p99_s"),
+                1.0,
+                False,
+            ),
+            Headline(
+                "distributed_2_workers_p99_latency_paced_s",
+                "Kafka, 2 workers: p99 (paced)",
+                "s",
+                lambda d: dig(d, "summary", "kafka, 2 workers", "paced_latency_p99_s"),
+                1.0,
+                False,
+            ),
+            Headline(
+                "distributed_lost_plus_duplicated",
+                "Kafka runs: lost + duplicated",
+                "readings",
+                kafka_losses,
+                0,
+                False,
+            ),
+        ),
+    ),
+    Benchmark(
+        "write",
+        "bench_write.py",
+        (
+            Headline(
+                "write_batch_writer_readings_per_s",
+                "storage batch writer + aggregation",
+                "readings/s",
+                lambda d: dig(d, "results", WRITER_KEY, "readings_per_s"),
+            ),
+        ),
+    ),
+    Benchmark(
+        "tiles",
+        "bench_tiles.py",
+        (
+            Headline(
+                "tiles_public_24h_p95_ms",
+                "tile, uncached, public last 24 h, p95",
+                "ms",
+                lambda d: dig(d, "public_last_24h", "all", "p95_ms"),
+                50,
+                False,
+            ),
+            Headline(
+                "tiles_public_7d_p95_ms",
+                "tile, uncached, public 7 days, p95",
+                "ms",
+                lambda d: dig(d, "public_7_days", "all", "p95_ms"),
+                50,
+                False,
+            ),
+            Headline(
+                "tiles_public_30d_p95_ms",
+                "tile, uncached, public 30 days, p95",
+                "ms",
+                lambda d: dig(d, "public_30_days", "all", "p95_ms"),
+                50,
+                False,
+            ),
+        ),
+    ),
+    Benchmark(
+        "export",
+        "bench_export.py",
+        (
+            # Medians of the repeated runs (the best run is in export.json too).
+            Headline(
+                "export_csv_rows_per_s",
+                "export CSV, researcher, median",
+                "rows/s",
+                lambda d: dig(d, "csv", "rows_per_s_median"),
+                200_000,
+            ),
+            Headline(
+                "export_parquet_rows_per_s",
+                "export Parquet, researcher, median",
+                "rows/s",
+                lambda d: dig(d, "parquet", "rows_per_s_median"),
+                200_000,
+            ),
+            Headline(
+                "export_parquet_peak_rss_mib",
+                "export server peak RSS (Parquet)",
+                "MiB",
+                lambda d: (
+                    None
+                    if dig(d, "parquet", "server_peak_rss_kib") is None
+                    else d["parquet"]["server_peak_rss_kib"] / 1024
+                ),
+            ),
+        ),
+    ),
+    Benchmark(
+        "mqtt_protocol",
+        "bench_mqtt_protocol.py",
+        (
+            Headline(
+                "mqtt_v311_msgs_per_s",
+                "paho subscriber, MQTT 3.1.1, QoS 1",
+                "msgs/s",
+                lambda d: dig(d, "v311_msgs_per_s"),
+            ),
+        ),
+    ),
 )
 
 
@@ -152,8 +291,11 @@ def verdict(h: Headline, value: Any) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--only", nargs="*", choices=[b.name for b in BENCHMARKS])
-    parser.add_argument("--collect-only", action="store_true",
-                        help="run nothing; summarise the JSON files already in bench/results")
+    parser.add_argument(
+        "--collect-only",
+        action="store_true",
+        help="run nothing; summarise the JSON files already in bench/results",
+    )
     args = parser.parse_args()
     chosen = [b for b in BENCHMARKS if not args.only or b.name in args.only]
 
@@ -176,12 +318,20 @@ def main() -> None:
         path = RESULTS / f"{b.name}.json"
         doc = json.loads(path.read_text()) if path.exists() else None
         when = dig(doc, "when") or dig(doc, "date")
-        entry: dict[str, Any] = {"file": f"bench/results/{b.name}.json", "when": when,
-                                 "run": runs.get(b.name), "figures": {}}
+        entry: dict[str, Any] = {
+            "file": f"bench/results/{b.name}.json",
+            "when": when,
+            "run": runs.get(b.name),
+            "figures": {},
+        }
         for h in b.headlines:
             value = h.get(doc) if doc is not None else None
-            entry["figures"][h.key] = {"value": value, "unit": h.unit, "target": h.target,
-                                       "verdict": verdict(h, value)}
+            entry["figures"][h.key] = {
+                "value": value,
+                "unit": h.unit,
+                "target": h.target,
+                "verdict": verdict(h, value),
+            }
             rows.append((h.label, value, h.unit, h.target, verdict(h, value), str(when)[:16]))
         summary["benchmarks"][b.name] = entry
     (RESULTS / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")

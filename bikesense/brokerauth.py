@@ -55,8 +55,10 @@ def mosquitto_hash(password: str, *, salt: bytes | None = None) -> str:
     """``$7$<iterations>$<salt>$<hash>``: Mosquitto 2.0's PBKDF2-SHA512 password hash."""
     salt = salt if salt is not None else secrets.token_bytes(_SALT_BYTES)
     digest = hashlib.pbkdf2_hmac("sha512", password.encode(), salt, _PBKDF2_ITERATIONS)
-    return (f"$7${_PBKDF2_ITERATIONS}${base64.b64encode(salt).decode()}"
-            f"${base64.b64encode(digest).decode()}")
+    return (
+        f"$7${_PBKDF2_ITERATIONS}${base64.b64encode(salt).decode()}"
+        f"${base64.b64encode(digest).decode()}"
+    )
 
 
 def password_file_text(credentials: Mapping[str, str]) -> str:
@@ -67,8 +69,12 @@ def kit_acl_text(layout: TopicLayout, kit_ids: Iterable[int]) -> str:
     """Each kit writes its own two topics; no kit reads anything."""
     lines = ["# Written by bikesense: each kit writes its own topics and reads nothing.", ""]
     for kit_id in sorted(kit_ids):
-        lines += [f"user {kit_id}", f"topic write {layout.up(kit_id)}",
-                  f"topic write {layout.status(kit_id)}", ""]
+        lines += [
+            f"user {kit_id}",
+            f"topic write {layout.up(kit_id)}",
+            f"topic write {layout.status(kit_id)}",
+            "",
+        ]
     return "\n".join(lines)
 
 
@@ -76,8 +82,12 @@ def service_acl_text(layout: TopicLayout, readers: Iterable[str]) -> str:
     """The services read every kit's topics and write none."""
     lines = ["# Written by bikesense: ingest reads the kits' topics.", ""]
     for user in readers:
-        lines += [f"user {user}", f"topic read {layout.up_filter()}",
-                  f"topic read {layout.status_filter()}", ""]
+        lines += [
+            f"user {user}",
+            f"topic read {layout.up_filter()}",
+            f"topic read {layout.status_filter()}",
+            "",
+        ]
     return "\n".join(lines)
 
 
@@ -101,24 +111,40 @@ def _write_private(path: Path, text: str, owner: tuple[int, int] | None = None) 
         raise
 
 
-def write_kit_accounts(accounts: BrokerAccounts, kit_secrets: Mapping[int, bytes],
-                       layout: TopicLayout, owner: tuple[int, int] | None = None) -> None:
+def write_kit_accounts(
+    accounts: BrokerAccounts,
+    kit_secrets: Mapping[int, bytes],
+    layout: TopicLayout,
+    owner: tuple[int, int] | None = None,
+) -> None:
     """The kit listener's password and ACL files for exactly these (active) kits."""
-    _write_private(accounts.kit_passwords, password_file_text(
-        {str(k): kit_mqtt_password(s) for k, s in sorted(kit_secrets.items())}), owner)
+    _write_private(
+        accounts.kit_passwords,
+        password_file_text({str(k): kit_mqtt_password(s) for k, s in sorted(kit_secrets.items())}),
+        owner,
+    )
     _write_private(accounts.kit_acl, kit_acl_text(layout, kit_secrets), owner)
 
 
-def write_service_accounts(accounts: BrokerAccounts, ingest_password: str,
-                           layout: TopicLayout, owner: tuple[int, int] | None = None) -> None:
-    _write_private(accounts.service_passwords, password_file_text({INGEST_USER: ingest_password}),
-                   owner)
+def write_service_accounts(
+    accounts: BrokerAccounts,
+    ingest_password: str,
+    layout: TopicLayout,
+    owner: tuple[int, int] | None = None,
+) -> None:
+    _write_private(
+        accounts.service_passwords, password_file_text({INGEST_USER: ingest_password}), owner
+    )
     _write_private(accounts.service_acl, service_acl_text(layout, [INGEST_USER]), owner)
 
 
-def write_single_listener_accounts(directory: Path, kit_secrets: Mapping[int, bytes],
-                                   ingest_password: str, layout: TopicLayout,
-                                   owner: tuple[int, int] | None = None) -> None:
+def write_single_listener_accounts(
+    directory: Path,
+    kit_secrets: Mapping[int, bytes],
+    ingest_password: str,
+    layout: TopicLayout,
+    owner: tuple[int, int] | None = None,
+) -> None:
     """``passwords`` and ``acl`` for a broker with one listener for kits and ingest alike.
 
     Without ``use_username_as_clientid`` there, a kit can log in with ingest's client id
@@ -149,12 +175,14 @@ def parse_owner(text: str) -> tuple[int, int]:
 
 def ingest_password(state_dir: Path) -> str:
     """Ingest's password for the embedded broker, made on first use (mode 0600)."""
-    return read_or_create_key_text(state_dir / INGEST_PASSWORD_FILE,
-                                   lambda: secrets.token_urlsafe(24)).strip()
+    return read_or_create_key_text(
+        state_dir / INGEST_PASSWORD_FILE, lambda: secrets.token_urlsafe(24)
+    ).strip()
 
 
-def prepare_embedded_accounts(state_dir: Path, accounts: BrokerAccounts,
-                              layout: TopicLayout | None = None) -> None:
+def prepare_embedded_accounts(
+    state_dir: Path, accounts: BrokerAccounts, layout: TopicLayout | None = None
+) -> None:
     """Before ``services up`` starts the broker: ingest's account (always rewritten from the
     password in the state folder) and, the first time, a kit listener with no kit yet."""
     layout = layout or TopicLayout()
@@ -177,8 +205,12 @@ def accounts_of(record: ServiceRecord) -> BrokerAccounts:
     return BrokerAccounts(Path(record.directory) / "auth")
 
 
-def sync_embedded_broker(state_dir: Path, conn: psycopg.Connection[Any], master: MasterKey,
-                         layout: TopicLayout | None = None) -> int | None:
+def sync_embedded_broker(
+    state_dir: Path,
+    conn: psycopg.Connection[Any],
+    master: MasterKey,
+    layout: TopicLayout | None = None,
+) -> int | None:
     """Give the embedded broker exactly the registry's active kits, without a restart.
 
     The files are rewritten whenever ``services up`` has made them in this state folder,
@@ -186,8 +218,11 @@ def sync_embedded_broker(state_dir: Path, conn: psycopg.Connection[Any], master:
     Returns how many kits may log in, or None when this state folder has no such broker.
     """
     record = embedded_broker(state_dir)
-    accounts = (accounts_of(record) if record is not None
-                else BrokerAccounts(state_dir / "mosquitto" / "auth"))
+    accounts = (
+        accounts_of(record)
+        if record is not None
+        else BrokerAccounts(state_dir / "mosquitto" / "auth")
+    )
     if record is None and not accounts.kit_passwords.exists():
         return None
     kits = active_kit_secrets(conn, master)
@@ -212,8 +247,10 @@ def ingest_mqtt_url(settings: Settings) -> str:
 
 def kit_mqtt_url(kits_url: str, kit_id: int, secret: bytes) -> str:
     """``kits_url`` with kit ``kit_id``'s login (what the simulated fleet uses)."""
-    return (f"mqtt://{kit_id}:{quote(kit_mqtt_password(secret), safe='')}"
-            f"@{kits_url.removeprefix('mqtt://')}")
+    return (
+        f"mqtt://{kit_id}:{quote(kit_mqtt_password(secret), safe='')}"
+        f"@{kits_url.removeprefix('mqtt://')}"
+    )
 
 
 def reload_embedded_broker(settings: Settings, conn: psycopg.Connection[Any]) -> int | None:

@@ -38,8 +38,9 @@ app = _Bikesense(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
 )
-services_app = typer.Typer(help="Start, inspect and stop local PostgreSQL, Mosquitto, Kafka.",
-                           no_args_is_help=True)
+services_app = typer.Typer(
+    help="Start, inspect and stop local PostgreSQL, Mosquitto, Kafka.", no_args_is_help=True
+)
 app.add_typer(services_app, name="services")
 app.add_typer(storage_cli.app, name="db")
 app.add_typer(ingest_cli.kits_app, name="kits")
@@ -56,50 +57,79 @@ console = Console()
 @app.command("demo")
 def demo(
     bikes: Annotated[int, typer.Option(min=1, max=500, help="Simulated bikes.")] = 25,
-    minutes: Annotated[float, typer.Option(min=5, max=24 * 60,
-                                           help="Simulated minutes of rounds, ending now.")] = 240,
+    minutes: Annotated[
+        float, typer.Option(min=5, max=24 * 60, help="Simulated minutes of rounds, ending now.")
+    ] = 240,
     speed: Annotated[float, typer.Option(min=1, help="Simulated seconds per real second.")] = 60,
     seed: Annotated[int, typer.Option(help="Same seed, same fleet.")] = 1,
     port: Annotated[int, typer.Option(help="API port (another free one if taken).")] = 8000,
-    exit_when_done: Annotated[bool, typer.Option(
-        help="Stop once the fleet is done and stored, instead of serving the map on.")] = False,
-    distributed: Annotated[bool, typer.Option(
-        help="Run the distributed runtime: a local Kafka broker, `ingest --to kafka` and "
-             "faust workers instead of the embedded runtime (needs Java 17 and Maven).")] = False,
-    workers: Annotated[int, typer.Option(
-        min=1, max=8, help="faust workers with --distributed.")] = 2,
+    exit_when_done: Annotated[
+        bool,
+        typer.Option(help="Stop once the fleet is done and stored, instead of serving the map on."),
+    ] = False,
+    distributed: Annotated[
+        bool,
+        typer.Option(
+            help="Run the distributed runtime: a local Kafka broker, `ingest --to kafka` and "
+            "faust workers instead of the embedded runtime (needs Java 17 and Maven)."
+        ),
+    ] = False,
+    workers: Annotated[
+        int, typer.Option(min=1, max=8, help="faust workers with --distributed.")
+    ] = 2,
 ) -> None:
     """The main job: services, a simulated fleet, the embedded stream, the API and the map."""
     from bikesense.demo import DemoOptions, demo_main  # noqa: PLC0415
 
-    demo_main(settings_or_exit(), DemoOptions(bikes=bikes, minutes=minutes, speed=speed,
-                                              seed=seed, port=port,
-                                              exit_when_done=exit_when_done,
-                                              distributed=distributed, workers=workers))
+    demo_main(
+        settings_or_exit(),
+        DemoOptions(
+            bikes=bikes,
+            minutes=minutes,
+            speed=speed,
+            seed=seed,
+            port=port,
+            exit_when_done=exit_when_done,
+            distributed=distributed,
+            workers=workers,
+        ),
+    )
 
 
 @services_app.command("up")
 def services_up(
-    postgres: Annotated[bool, typer.Option(
-        help="Start PostgreSQL unless BIKESENSE_DATABASE_URL is set.")] = True,
-    mosquitto: Annotated[bool, typer.Option(
-        help="Start Mosquitto unless BIKESENSE_MQTT_URL is set.")] = True,
-    kafka: Annotated[bool, typer.Option(
-        help="Also start a Kafka broker for the distributed runtime, unless "
-             "BIKESENSE_KAFKA_URL is set (needs Java 17 and Maven; the first start "
-             "downloads Kafka from Maven Central).")] = False,
-    watch: Annotated[bool, typer.Option(
-        help="Stay in the foreground and start any of them again, on the same ports, when "
-             "it dies (a crash, kill -9); Ctrl-C stops watching and leaves them running "
-             "(docs/deployment.md, \"When a service crashes\").")] = False,
+    postgres: Annotated[
+        bool, typer.Option(help="Start PostgreSQL unless BIKESENSE_DATABASE_URL is set.")
+    ] = True,
+    mosquitto: Annotated[
+        bool, typer.Option(help="Start Mosquitto unless BIKESENSE_MQTT_URL is set.")
+    ] = True,
+    kafka: Annotated[
+        bool,
+        typer.Option(
+            help="Also start a Kafka broker for the distributed runtime, unless "
+            "BIKESENSE_KAFKA_URL is set (needs Java 17 and Maven; the first start "
+            "downloads Kafka from Maven Central)."
+        ),
+    ] = False,
+    watch: Annotated[
+        bool,
+        typer.Option(
+            help="Stay in the foreground and start any of them again, on the same ports, when "
+            "it dies (a crash, kill -9); Ctrl-C stops watching and leaves them running "
+            '(docs/deployment.md, "When a service crashes").'
+        ),
+    ] = False,
 ) -> None:
     """Start PostgreSQL and Mosquitto (and Kafka) on free loopback ports, skipping those
     configured by URL; a service that ran before comes back on its recorded ports."""
     settings = settings_or_exit()
     services = LocalServices(settings.state_dir)
-    wanted = {"start_postgres": postgres and settings.database_url is None,
-              "start_mosquitto": mosquitto and settings.mqtt_url is None,
-              "start_kafka": kafka and settings.kafka_url is None}
+    wanted = {
+        "start_postgres": postgres and settings.database_url is None,
+        "start_mosquitto": mosquitto and settings.mqtt_url is None,
+        "start_kafka": kafka and settings.kafka_url is None,
+    }
     try:
         services.up(**wanted)
     except BikesenseError as exc:
@@ -114,8 +144,13 @@ def services_up(
         signal.signal(signal.SIGTERM, lambda *_: stop.set())
         console.print("watching; Ctrl-C to stop watching (the services keep running)")
         with contextlib.suppress(KeyboardInterrupt):
-            services.watch(stop, restarted=lambda r: console.print(
-                f"{r.name} had stopped: started again on {r.url} (pid {r.pid})"), **wanted)
+            services.watch(
+                stop,
+                restarted=lambda r: console.print(
+                    f"{r.name} had stopped: started again on {r.url} (pid {r.pid})"
+                ),
+                **wanted,
+            )
 
 
 @services_app.command("status")

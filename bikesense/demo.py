@@ -75,7 +75,9 @@ class Children:
         log = log_path.open("ab")
         self._logs.append(log)
         self.processes[name] = subprocess.Popen(  # noqa: S603 - our own command line
-            [sys.executable, "-m", "bikesense", *args], stdout=log, stderr=subprocess.STDOUT,
+            [sys.executable, "-m", "bikesense", *args],
+            stdout=log,
+            stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
         )
         return log_path
@@ -83,8 +85,10 @@ class Children:
     def check(self) -> None:
         for name, process in self.processes.items():
             if process.poll() is not None:
-                raise ServiceError(f"`bikesense {name}` exited with code {process.returncode}; "
-                                   f"see {self.log_dir / (name + '.log')}")
+                raise ServiceError(
+                    f"`bikesense {name}` exited with code {process.returncode}; "
+                    f"see {self.log_dir / (name + '.log')}"
+                )
 
     def stop(self) -> None:
         for process in self.processes.values():
@@ -104,8 +108,7 @@ def _wait_http(url: str, children: Children, timeout_s: float = 60.0) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         children.check()
-        with contextlib.suppress(OSError), \
-                urllib.request.urlopen(url, timeout=2) as response:  # noqa: S310 - loopback
+        with contextlib.suppress(OSError), urllib.request.urlopen(url, timeout=2) as response:  # noqa: S310 - loopback
             if response.status == 200:
                 return
         time.sleep(0.3)
@@ -134,9 +137,13 @@ def _stored_readings(database_url: str) -> int:
 
 @contextlib.contextmanager
 def _progress() -> Iterator[Progress]:
-    with Progress(TextColumn("[bold]fleet riding[/bold]"), BarColumn(),
-                  TextColumn("{task.fields[frames]} frames"), TimeRemainingColumn(),
-                  console=console) as progress:
+    with Progress(
+        TextColumn("[bold]fleet riding[/bold]"),
+        BarColumn(),
+        TextColumn("{task.fields[frames]} frames"),
+        TimeRemainingColumn(),
+        console=console,
+    ) as progress:
         yield progress
 
 
@@ -154,56 +161,83 @@ def run_demo(settings: Settings, options: DemoOptions) -> None:
     services = LocalServices(settings.state_dir)
     if options.distributed and settings.kafka_url is None:
         console.print("starting Kafka (the first time, Maven downloads it from Maven Central)")
-    services.up(start_postgres=settings.database_url is None,
-                start_mosquitto=settings.mqtt_url is None,
-                start_kafka=options.distributed and settings.kafka_url is None)
+    services.up(
+        start_postgres=settings.database_url is None,
+        start_mosquitto=settings.mqtt_url is None,
+        start_kafka=options.distributed and settings.kafka_url is None,
+    )
     database_url = resolve_database_url(settings)
     mqtt_url = resolve_mqtt_url(settings)
     duration_s = options.minutes * 60
     now_ms = time.time_ns() // 1_000_000
-    fleet = Fleet(SimulationConfig(n_bikes=options.bikes, duration_s=duration_s,
-                                   start_ms=now_ms - round(duration_s * 1000), seed=options.seed))
+    fleet = Fleet(
+        SimulationConfig(
+            n_bikes=options.bikes,
+            duration_s=duration_s,
+            start_ms=now_ms - round(duration_s * 1000),
+            seed=options.seed,
+        )
+    )
     added = _register_fleet(database_url, settings, fleet)
-    console.print(f"database ready at {database_url}; {added} kits registered "
-                  f"({len(fleet.kits)} in the fleet)")
+    console.print(
+        f"database ready at {database_url}; {added} kits registered "
+        f"({len(fleet.kits)} in the fleet)"
+    )
 
     port = options.port if _port_is_free(options.port) else free_port()
     children = Children(settings.state_dir / "logs")
     try:
         # One ingest process: a plain subscription (docs/ingest.md, broker restarts).
         if options.distributed:
-            children.start("ingest", "ingest", "--to", "kafka",
-                           "--client-id", "bikesense-demo-ingest", "--share-group", "")
+            children.start(
+                "ingest",
+                "ingest",
+                "--to",
+                "kafka",
+                "--client-id",
+                "bikesense-demo-ingest",
+                "--share-group",
+                "",
+            )
             for n in range(1, options.workers + 1):
                 children.start(f"worker-{n}", "stream", "worker")
         else:
-            children.start("ingest", "ingest", "--client-id", "bikesense-demo-ingest",
-                           "--share-group", "")
+            children.start(
+                "ingest", "ingest", "--client-id", "bikesense-demo-ingest", "--share-group", ""
+            )
         # The generated town's streets are the map's offline base map (docs/map.md).
         if "BIKESENSE_BASEMAP_FILE" not in os.environ:
             os.environ["BIKESENSE_BASEMAP_FILE"] = str(
-                write_town_streets(fleet.town, settings.state_dir / "demo-basemap.geojson"))
+                write_town_streets(fleet.town, settings.state_dir / "demo-basemap.geojson")
+            )
         children.start("api", "api", "serve", "--port", str(port))
         url = f"http://127.0.0.1:{port}/"
         _wait_http(url + "healthz", children)
-        console.print(f"\n[bold green]map: {url}[/bold green]   "
-                      f"(API docs: {url}docs; logs in {children.log_dir})\n")
+        console.print(
+            f"\n[bold green]map: {url}[/bold green]   "
+            f"(API docs: {url}docs; logs in {children.log_dir})\n"
+        )
         run = fleet.run()
         before = _stored_readings(database_url)  # earlier demos' readings stay
-        stats = _ride(run, fleet, _fleet_publisher(settings, fleet, mqtt_url), options,
-                      children)
+        stats = _ride(run, fleet, _fleet_publisher(settings, fleet, mqtt_url), options, children)
         console.print(f"fleet done: {stats.frames} frames published in {stats.wall_s:.0f} s")
         expected = before + _deliverable(run)
         stored = _settle(database_url, children, expected)
-        summary = (f"{stored - before:,} of the {_deliverable(run):,} readings published in "
-                   f"this run stored ({stored:,} in all)")
+        summary = (
+            f"{stored - before:,} of the {_deliverable(run):,} readings published in "
+            f"this run stored ({stored:,} in all)"
+        )
         if options.exit_when_done:
-            console.print(f"{summary}. Stopping {', '.join(children.processes)}; the services "
-                          "keep the data (`bikesense services down` stops them).")
+            console.print(
+                f"{summary}. Stopping {', '.join(children.processes)}; the services "
+                "keep the data (`bikesense services down` stops them)."
+            )
             if stored < expected:
-                raise ServiceError(f"only {stored - before:,} of the {_deliverable(run):,} "
-                                   f"readings published were stored; see the logs in "
-                                   f"{children.log_dir}")
+                raise ServiceError(
+                    f"only {stored - before:,} of the {_deliverable(run):,} "
+                    f"readings published were stored; see the logs in "
+                    f"{children.log_dir}"
+                )
             return
         console.print(f"{summary}. The map stays up at {url} — Ctrl-C to stop.")
         while True:
@@ -220,8 +254,9 @@ def _deliverable(run: Run) -> int:
     return len(run.truth.deliverable()) if run.truth is not None else 0
 
 
-def _fleet_publisher(settings: Settings, fleet: Fleet,
-                     mqtt_url: str) -> KitPublishers | MqttPublisher:
+def _fleet_publisher(
+    settings: Settings, fleet: Fleet, mqtt_url: str
+) -> KitPublishers | MqttPublisher:
     """Each kit over its own login on the broker ``services up`` started (it refuses anyone
     else); a configured broker's URL as it is, one connection for the fleet."""
     record = embedded_broker(settings.state_dir) if settings.mqtt_url is None else None
@@ -230,8 +265,13 @@ def _fleet_publisher(settings: Settings, fleet: Fleet,
     return KitPublishers(record.kits_url, kit_passwords(fleet.kits))
 
 
-def _ride(run: Run, fleet: Fleet, publisher: KitPublishers | MqttPublisher,
-          options: DemoOptions, children: Children) -> RunStats:
+def _ride(
+    run: Run,
+    fleet: Fleet,
+    publisher: KitPublishers | MqttPublisher,
+    options: DemoOptions,
+    children: Children,
+) -> RunStats:
     start_ms = fleet.config.start_ms
     total_ms = fleet.config.end_ms - start_ms
     publisher.connect()
@@ -241,19 +281,31 @@ def _ride(run: Run, fleet: Fleet, publisher: KitPublishers | MqttPublisher,
 
             def on_progress(stats: RunStats) -> None:
                 children.check()
-                progress.update(task, completed=max(stats.last_publish_ms - start_ms, 0),
-                                frames=stats.frames)
+                progress.update(
+                    task, completed=max(stats.last_publish_ms - start_ms, 0), frames=stats.frames
+                )
 
-            stats = pump(run, [publisher], speed=options.speed, start_ms=start_ms,
-                         on_progress=on_progress, progress_every=50)
+            stats = pump(
+                run,
+                [publisher],
+                speed=options.speed,
+                start_ms=start_ms,
+                on_progress=on_progress,
+                progress_every=50,
+            )
             progress.update(task, completed=total_ms, frames=stats.frames)
     finally:
         publisher.close()
     return stats
 
 
-def _settle(database_url: str, children: Children, expected: int, quiet_s: float = 30.0,
-            timeout_s: float = 180.0) -> int:
+def _settle(
+    database_url: str,
+    children: Children,
+    expected: int,
+    quiet_s: float = 30.0,
+    timeout_s: float = 180.0,
+) -> int:
     """Wait until ``expected`` readings are stored, or the count has stopped growing for
     ``quiet_s`` (a reading the pipeline refused, which its logs say). Longer than the faust
     workers take to notice and seek back a partition a rebalance stranded (about 10 s)."""

@@ -89,25 +89,33 @@ class EmbeddedConfig:
 
     def consumer(self) -> ConsumerConfig:
         return ConsumerConfig(
-            mqtt_url=self.mqtt_url, client_id=self.client_id, topic_root=self.topic_root,
-            share_group=self.share_group, max_batch_messages=self.max_batch_messages,
-            linger_s=self.linger_s, queue_size=self.queue_size,
-            overlap_stages=self.overlap_stages, batch_wait_s=self.batch_wait_s,
-            rules=self.rules, retry_min_s=self.retry_min_s, retry_max_s=self.retry_max_s)
+            mqtt_url=self.mqtt_url,
+            client_id=self.client_id,
+            topic_root=self.topic_root,
+            share_group=self.share_group,
+            max_batch_messages=self.max_batch_messages,
+            linger_s=self.linger_s,
+            queue_size=self.queue_size,
+            overlap_stages=self.overlap_stages,
+            batch_wait_s=self.batch_wait_s,
+            rules=self.rules,
+            retry_min_s=self.retry_min_s,
+            retry_max_s=self.retry_max_s,
+        )
 
 
 class Runtime(Generic[B]):
     """An MQTT consumer, its handler, the kit-key reader and retention, run together."""
 
-    def __init__(self, config: EmbeddedConfig, master_key: MasterKey,
-                 handler: BatchHandler[B], *, name: str) -> None:
+    def __init__(
+        self, config: EmbeddedConfig, master_key: MasterKey, handler: BatchHandler[B], *, name: str
+    ) -> None:
         self.config = config
         self.handler = handler
         # Admission reads kit keys on a connection of its own: never inside a writer's
         # open transaction.
         self.key_reader = KitKeyReader(config.database_url, master_key)
-        self.consumer = MqttConsumer(config.consumer(), handler, self.key_reader.load,
-                                     name=name)
+        self.consumer = MqttConsumer(config.consumer(), handler, self.key_reader.load, name=name)
 
     @property
     def subscribed(self) -> threading.Event:
@@ -120,9 +128,11 @@ class Runtime(Generic[B]):
 
     async def run(self, stop: asyncio.Event) -> None:
         """Run until ``stop`` is set; finish the commits in hand, then disconnect."""
-        upkeep = (asyncio.create_task(maintain(self.config.database_url,
-                                               self.config.maintenance, stop))
-                  if self.config.maintenance is not None else None)
+        upkeep = (
+            asyncio.create_task(maintain(self.config.database_url, self.config.maintenance, stop))
+            if self.config.maintenance is not None
+            else None
+        )
         try:
             await self.consumer.run(stop)
         finally:
@@ -137,19 +147,26 @@ class EmbeddedRuntime(Runtime[PreparedBatch]):
 
     def __init__(self, config: EmbeddedConfig, master_key: MasterKey) -> None:
         writers = config.writers if config.overlap_stages else 1
-        super().__init__(config, master_key,
-                         DatabaseHandler(config.database_url, config.core, writers=writers),
-                         name="embedded runtime")
+        super().__init__(
+            config,
+            master_key,
+            DatabaseHandler(config.database_url, config.core, writers=writers),
+            name="embedded runtime",
+        )
 
 
 class KafkaIngest(Runtime[KafkaBatch]):
     """MQTT to Kafka, for the faust workers of the distributed runtime."""
 
-    def __init__(self, config: EmbeddedConfig, master_key: MasterKey,
-                 producer: ReadingsProducer) -> None:
-        super().__init__(config, master_key,
-                         KafkaHandler(config.database_url, config.core, producer),
-                         name="Kafka ingest runtime")
+    def __init__(
+        self, config: EmbeddedConfig, master_key: MasterKey, producer: ReadingsProducer
+    ) -> None:
+        super().__init__(
+            config,
+            master_key,
+            KafkaHandler(config.database_url, config.core, producer),
+            name="Kafka ingest runtime",
+        )
 
 
 async def run_until_signalled(runtime: Runtime[B]) -> None:
@@ -171,16 +188,18 @@ def serve_metrics(runtime: Runtime[B], port: int | None) -> None:
         start_http_server(port, addr="127.0.0.1", registry=runtime.metrics.registry)
 
 
-def run_embedded(config: EmbeddedConfig, master_key: MasterKey,
-                 metrics_port: int | None = None) -> None:
+def run_embedded(
+    config: EmbeddedConfig, master_key: MasterKey, metrics_port: int | None = None
+) -> None:
     """Run ``bikesense ingest`` (to the database) until SIGTERM or SIGINT."""
     runtime = EmbeddedRuntime(config, master_key)
     serve_metrics(runtime, metrics_port)
     asyncio.run(run_until_signalled(runtime))
 
 
-def run_kafka_ingest(settings: Settings, config: EmbeddedConfig,
-                     metrics_port: int | None = None) -> None:
+def run_kafka_ingest(
+    settings: Settings, config: EmbeddedConfig, metrics_port: int | None = None
+) -> None:
     """Run ``bikesense ingest --to kafka`` until SIGTERM or SIGINT.
 
     ``config`` is the embedded runtime's, built from the same settings and options
@@ -189,10 +208,12 @@ def run_kafka_ingest(settings: Settings, config: EmbeddedConfig,
     """
     from storage.cli import master_key_from_environment  # noqa: PLC0415 - CLI edge only
 
-    producer = AiokafkaReadingsProducer(resolve_kafka_url(settings),
-                                        readings_topic(settings.kafka_app_id),
-                                        client_id=config.client_id,
-                                        partitions=settings.kafka_partitions)
+    producer = AiokafkaReadingsProducer(
+        resolve_kafka_url(settings),
+        readings_topic(settings.kafka_app_id),
+        client_id=config.client_id,
+        partitions=settings.kafka_partitions,
+    )
     runtime = KafkaIngest(config, master_key_from_environment(settings), producer)
     serve_metrics(runtime, metrics_port)
     asyncio.run(run_until_signalled(runtime))

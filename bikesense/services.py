@@ -57,8 +57,14 @@ def free_port() -> int:
         return port
 
 
-def wait_for_port(port: int, *, timeout_s: float, process: subprocess.Popen[bytes] | None = None,
-                  what: str, log_file: Path | None = None) -> None:
+def wait_for_port(
+    port: int,
+    *,
+    timeout_s: float,
+    process: subprocess.Popen[bytes] | None = None,
+    what: str,
+    log_file: Path | None = None,
+) -> None:
     """Block until something accepts TCP connections on 127.0.0.1:``port``."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
@@ -67,8 +73,10 @@ def wait_for_port(port: int, *, timeout_s: float, process: subprocess.Popen[byte
         with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2):
             return
         time.sleep(0.05)
-    raise ServiceError(f"{what} did not accept connections on 127.0.0.1:{port} "
-                       f"within {timeout_s:.0f} s{log_tail(log_file)}")
+    raise ServiceError(
+        f"{what} did not accept connections on 127.0.0.1:{port} "
+        f"within {timeout_s:.0f} s{log_tail(log_file)}"
+    )
 
 
 def log_tail(log_file: Path | None, lines: int = 15) -> str:
@@ -107,10 +115,14 @@ def _chown_tree(path: Path, user: pwd.struct_passwd | None) -> None:
 def postgres_bindir() -> Path:
     """The PostgreSQL server binaries: ``BIKESENSE_PG_BINDIR``, else the newest Debian one."""
     configured = os.environ.get("BIKESENSE_PG_BINDIR")
-    candidates = [Path(configured)] if configured else sorted(
-        Path("/usr/lib/postgresql").glob("*/bin"),
-        key=lambda p: int(p.parent.name) if p.parent.name.isdigit() else 0,
-        reverse=True,
+    candidates = (
+        [Path(configured)]
+        if configured
+        else sorted(
+            Path("/usr/lib/postgresql").glob("*/bin"),
+            key=lambda p: int(p.parent.name) if p.parent.name.isdigit() else 0,
+            reverse=True,
+        )
     )
     for bindir in candidates:
         if (bindir / "postgres").exists() and (bindir / "initdb").exists():
@@ -124,8 +136,9 @@ def postgres_bindir() -> Path:
 def mosquitto_binary() -> Path:
     found = shutil.which("mosquitto", path=os.environ.get("PATH", "") + ":/usr/sbin:/sbin")
     if found is None:
-        raise ServiceError("the Mosquitto broker is not installed; install it with: "
-                           "apt-get install mosquitto")
+        raise ServiceError(
+            "the Mosquitto broker is not installed; install it with: apt-get install mosquitto"
+        )
     return Path(found)
 
 
@@ -156,14 +169,19 @@ class PostgresCluster:
     def _run(self, *args: str) -> subprocess.CompletedProcess[str]:
         cmd = [str(self._bindir / args[0]), *args[1:]]
         result = subprocess.run(  # noqa: S603 - fixed binaries, our own arguments
-            cmd, capture_output=True, text=True, check=False,
+            cmd,
+            capture_output=True,
+            text=True,
+            check=False,
             user=self._user.pw_uid if self._user else None,
             group=self._user.pw_gid if self._user else None,
             cwd="/",
         )
         if result.returncode != 0:
-            raise ServiceError(f"{' '.join(cmd)} failed ({result.returncode}):\n"
-                               f"{result.stderr.strip()}{log_tail(self.log_file)}")
+            raise ServiceError(
+                f"{' '.join(cmd)} failed ({result.returncode}):\n"
+                f"{result.stderr.strip()}{log_tail(self.log_file)}"
+            )
         return result
 
     def start(self) -> ServiceRecord:
@@ -172,13 +190,25 @@ class PostgresCluster:
         self.socket_dir.mkdir(exist_ok=True)
         _chown_tree(self.directory, self._user)
         if not (self.data_dir / "PG_VERSION").exists():
-            self._run("initdb", "-D", str(self.data_dir), "-U", self.superuser,
-                      "--auth=trust", "-E", "UTF8", "--locale=C.UTF-8")
+            self._run(
+                "initdb",
+                "-D",
+                str(self.data_dir),
+                "-U",
+                self.superuser,
+                "--auth=trust",
+                "-E",
+                "UTF8",
+                "--locale=C.UTF-8",
+            )
         options = [
-            f"-p {self.port}", "-c listen_addresses=127.0.0.1",
+            f"-p {self.port}",
+            "-c listen_addresses=127.0.0.1",
             f"-c unix_socket_directories={self.socket_dir}",
-            "-c max_connections=200", "-c shared_buffers=256MB",
-            "-c max_wal_size=2GB", "-c log_min_messages=warning",
+            "-c max_connections=200",
+            "-c shared_buffers=256MB",
+            "-c max_wal_size=2GB",
+            "-c log_min_messages=warning",
         ]
         if not self.durable:
             # Survives a crash of PostgreSQL (the OS still has the pages), not of the machine.
@@ -186,14 +216,33 @@ class PostgresCluster:
             options += ["-c fsync=off", "-c full_page_writes=off"]
         self._start_server(options)
         wait_for_port(self.port, timeout_s=30, what="PostgreSQL", log_file=self.log_file)
-        exists = self._run("psql", "-h", "127.0.0.1", "-p", str(self.port), "-U", self.superuser,
-                           "-d", "postgres", "-tAc",
-                           f"SELECT 1 FROM pg_database WHERE datname = '{self.database}'")
+        exists = self._run(
+            "psql",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            str(self.port),
+            "-U",
+            self.superuser,
+            "-d",
+            "postgres",
+            "-tAc",
+            f"SELECT 1 FROM pg_database WHERE datname = '{self.database}'",
+        )
         if exists.stdout.strip() != "1":
-            self._run("createdb", "-h", "127.0.0.1", "-p", str(self.port), "-U", self.superuser,
-                      self.database)
-        return ServiceRecord("postgres", self.url, self.pid(), self.port, str(self.directory),
-                             str(self.log_file))
+            self._run(
+                "createdb",
+                "-h",
+                "127.0.0.1",
+                "-p",
+                str(self.port),
+                "-U",
+                self.superuser,
+                self.database,
+            )
+        return ServiceRecord(
+            "postgres", self.url, self.pid(), self.port, str(self.directory), str(self.log_file)
+        )
 
     def _start_server(self, options: list[str]) -> None:
         # After a kill -9 of the postmaster its backends live on until they notice (at
@@ -202,8 +251,19 @@ class PostgresCluster:
         deadline = time.monotonic() + PORT_REUSE_WAIT_S
         while True:
             try:
-                self._run("pg_ctl", "-D", str(self.data_dir), "-l", str(self.log_file),
-                          "-o", " ".join(options), "-w", "-t", "60", "start")
+                self._run(
+                    "pg_ctl",
+                    "-D",
+                    str(self.data_dir),
+                    "-l",
+                    str(self.log_file),
+                    "-o",
+                    " ".join(options),
+                    "-w",
+                    "-t",
+                    "60",
+                    "start",
+                )
                 return
             except ServiceError as exc:
                 # "pre-existing shared memory block (key …, ID …) is still in use"
@@ -276,10 +336,18 @@ class MosquittoBroker:
     broker is anonymous: only the tests' shared broker, on loopback.
     """
 
-    def __init__(self, directory: Path, *, port: int | None = None,
-                 password_file: Path | None = None, acl_file: Path | None = None,
-                 accounts: BrokerAccounts | None = None, service_port: int | None = None,
-                 daemon: bool = False, max_packet_bytes: int | None = MAX_PACKET_BYTES) -> None:
+    def __init__(
+        self,
+        directory: Path,
+        *,
+        port: int | None = None,
+        password_file: Path | None = None,
+        acl_file: Path | None = None,
+        accounts: BrokerAccounts | None = None,
+        service_port: int | None = None,
+        daemon: bool = False,
+        max_packet_bytes: int | None = MAX_PACKET_BYTES,
+    ) -> None:
         """``max_packet_bytes=None`` lifts the packet limit: only for tests of what ingest
         does behind a broker configured without it."""
         self.directory = directory.resolve()
@@ -311,8 +379,10 @@ class MosquittoBroker:
 
     def _listener_lines(self) -> list[str]:
         if self.accounts is None:
-            lines = [f"listener {self.port} 127.0.0.1",
-                     f"allow_anonymous {'false' if self.password_file else 'true'}"]
+            lines = [
+                f"listener {self.port} 127.0.0.1",
+                f"allow_anonymous {'false' if self.password_file else 'true'}",
+            ]
             if self.password_file:
                 lines.append(f"password_file {self.password_file}")
             if self.acl_file:
@@ -348,7 +418,9 @@ class MosquittoBroker:
             "max_inflight_messages 100",
             "persistent_client_expiration 14d",
             f"log_dest file {self.log_file}",
-            "log_type error", "log_type warning", "log_type notice",
+            "log_type error",
+            "log_type warning",
+            "log_type notice",
             "connection_messages false",
         ]
         if self.max_packet_bytes is not None:
@@ -368,8 +440,10 @@ class MosquittoBroker:
         if self.accounts is not None:
             missing = [str(f) for f in self.accounts.files() if not f.exists()]
             if missing:
-                raise ServiceError(f"Mosquitto's account files are missing: {', '.join(missing)}"
-                                   " (bikesense.brokerauth writes them)")
+                raise ServiceError(
+                    f"Mosquitto's account files are missing: {', '.join(missing)}"
+                    " (bikesense.brokerauth writes them)"
+                )
         self.config_file.write_text(self.config_text())
         self.log_file.touch()
         _chown_tree(self.directory, self._user)
@@ -377,26 +451,48 @@ class MosquittoBroker:
             # Outlives this process (`bikesense services up`): mosquitto forks itself away.
             subprocess.run(  # noqa: S603 - fixed binary, our own config
                 [str(self._binary), "-c", str(self.config_file), "-d"],
-                stdin=subprocess.DEVNULL, capture_output=True, check=True, cwd="/", timeout=30,
+                stdin=subprocess.DEVNULL,
+                capture_output=True,
+                check=True,
+                cwd="/",
+                timeout=30,
             )
             wait_for_port(self.port, timeout_s=15, what="Mosquitto", log_file=self.log_file)
             pid = int(self.pid_file.read_text().strip())
         else:
             self._process = subprocess.Popen(  # noqa: S603 - fixed binary, our own config
                 [str(self._binary), "-c", str(self.config_file)],
-                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                start_new_session=True, cwd="/",
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                start_new_session=True,
+                cwd="/",
             )
-            wait_for_port(self.port, timeout_s=15, process=self._process, what="Mosquitto",
-                          log_file=self.log_file)
+            wait_for_port(
+                self.port,
+                timeout_s=15,
+                process=self._process,
+                what="Mosquitto",
+                log_file=self.log_file,
+            )
             pid = self._process.pid
         if self.service_port is not None:
-            wait_for_port(self.service_port, timeout_s=15, what="Mosquitto's service listener",
-                          log_file=self.log_file)
+            wait_for_port(
+                self.service_port,
+                timeout_s=15,
+                what="Mosquitto's service listener",
+                log_file=self.log_file,
+            )
         self._pid = pid
-        return ServiceRecord("mosquitto", self.url, pid, self.service_port or self.port,
-                             str(self.directory), str(self.log_file),
-                             kits_url=self.kits_url if self.accounts else "")
+        return ServiceRecord(
+            "mosquitto",
+            self.url,
+            pid,
+            self.service_port or self.port,
+            str(self.directory),
+            str(self.log_file),
+            kits_url=self.kits_url if self.accounts else "",
+        )
 
     def reload(self) -> None:
         """SIGHUP: Mosquitto re-reads its password and ACL files (mosquitto(8))."""
@@ -463,8 +559,13 @@ class LocalServices:
             result[name] = (record, alive)
         return result
 
-    def up(self, *, start_postgres: bool = True, start_mosquitto: bool = True,
-           start_kafka: bool = False) -> dict[str, ServiceRecord]:
+    def up(
+        self,
+        *,
+        start_postgres: bool = True,
+        start_mosquitto: bool = True,
+        start_kafka: bool = False,
+    ) -> dict[str, ServiceRecord]:
         """Start what is not running. A service that ran before (crashed, killed, or the
         machine rebooted) comes back on the ports recorded for it: ingest and the API
         hold those URLs and reconnect by themselves once something answers there."""
@@ -479,8 +580,10 @@ class LocalServices:
             del records["mosquitto"]
         if start_postgres and "postgres" not in records:
             old = recorded.get("postgres")
-            cluster = PostgresCluster(self.state_dir / "postgres",
-                                      port=_recorded_port(old.port if old else None, "postgres"))
+            cluster = PostgresCluster(
+                self.state_dir / "postgres",
+                port=_recorded_port(old.port if old else None, "postgres"),
+            )
             records["postgres"] = cluster.start()
             self._save(records)
         if start_mosquitto and "mosquitto" not in records:
@@ -494,10 +597,14 @@ class LocalServices:
             accounts = BrokerAccounts(directory / "auth")
             prepare_embedded_accounts(self.state_dir, accounts)
             broker = MosquittoBroker(
-                directory, daemon=True, accounts=accounts,
+                directory,
+                daemon=True,
+                accounts=accounts,
                 port=_recorded_port(kits_port, "mosquitto (kits)"),
-                service_port=_recorded_port(old.port if old and old.kits_url else None,
-                                            "mosquitto (ingest)"))
+                service_port=_recorded_port(
+                    old.port if old and old.kits_url else None, "mosquitto (ingest)"
+                ),
+            )
             records["mosquitto"] = broker.start()
             self._save(records)
         if start_kafka and "kafka" not in records:
@@ -507,36 +614,47 @@ class LocalServices:
             )
 
             old = recorded.get("kafka")
-            kafka = KafkaBroker(self.state_dir / "kafka",
-                                KafkaDistribution(self.kafka_cache_dir()),
-                                port=_recorded_port(old.port if old else None, "kafka"))
+            kafka = KafkaBroker(
+                self.state_dir / "kafka",
+                KafkaDistribution(self.kafka_cache_dir()),
+                port=_recorded_port(old.port if old else None, "kafka"),
+            )
             records["kafka"] = kafka.start()
             kafka.detach()
             self._save(records)
         return records
 
-    def watch(self, stop: threading.Event, *, interval_s: float = 2.0,
-              start_postgres: bool = True, start_mosquitto: bool = True,
-              start_kafka: bool = False,
-              restarted: Callable[[ServiceRecord], None] | None = None) -> None:
+    def watch(
+        self,
+        stop: threading.Event,
+        *,
+        interval_s: float = 2.0,
+        start_postgres: bool = True,
+        start_mosquitto: bool = True,
+        start_kafka: bool = False,
+        restarted: Callable[[ServiceRecord], None] | None = None,
+    ) -> None:
         """Until ``stop`` is set: every ``interval_s``, start again (on its recorded ports,
         :meth:`up`) any service that died, and tell ``restarted`` about it.
 
         ``bikesense services up --watch`` runs this: the supervisor of the embedded
         services. A restart that fails (a port still taken) is tried again at the next look.
         """
-        wanted = {"postgres": start_postgres, "mosquitto": start_mosquitto,
-                  "kafka": start_kafka}
+        wanted = {"postgres": start_postgres, "mosquitto": start_mosquitto, "kafka": start_kafka}
         while not stop.wait(interval_s):
             running = {n: r.pid for n, (r, alive) in self.status().items() if alive}
             if all(name in running for name, on in wanted.items() if on):
                 continue
             try:
-                records = self.up(start_postgres=start_postgres,
-                                  start_mosquitto=start_mosquitto, start_kafka=start_kafka)
+                records = self.up(
+                    start_postgres=start_postgres,
+                    start_mosquitto=start_mosquitto,
+                    start_kafka=start_kafka,
+                )
             except ServiceError as exc:
-                log.warning("could not start a service again (next try in %.0f s): %s",
-                            interval_s, exc)
+                log.warning(
+                    "could not start a service again (next try in %.0f s): %s", interval_s, exc
+                )
                 continue
             for name, record in records.items():
                 if running.get(name) != record.pid and restarted is not None:
@@ -599,7 +717,8 @@ def _recorded_port(port: int | None, what: str) -> int | None:
             raise ServiceError(
                 f"cannot start {what} again on its recorded port 127.0.0.1:{port}: something "
                 f"else listens there; stop it, or run `bikesense services down` to forget the "
-                f"recorded ports (processes that hold the old URLs must then be restarted)")
+                f"recorded ports (processes that hold the old URLs must then be restarted)"
+            )
         time.sleep(0.2)
     return port
 

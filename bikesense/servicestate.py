@@ -68,8 +68,9 @@ def read_records(state_dir: Path) -> dict[str, ServiceRecord]:
     except FileNotFoundError:
         return {}
     except (OSError, ValueError, TypeError) as exc:
-        msg = (f"cannot read the services' record {path} ({exc}); "
-               "`bikesense services up` rewrites it")
+        msg = (
+            f"cannot read the services' record {path} ({exc}); `bikesense services up` rewrites it"
+        )
         raise ConfigurationError(msg) from exc
 
 
@@ -77,7 +78,8 @@ def write_records(state_dir: Path, records: dict[str, ServiceRecord]) -> None:
     state_dir = state_dir.resolve()
     state_dir.mkdir(parents=True, exist_ok=True)
     (state_dir / RECORD_FILE).write_text(
-        json.dumps({n: asdict(r) for n, r in records.items()}, indent=2))
+        json.dumps({n: asdict(r) for n, r in records.items()}, indent=2)
+    )
 
 
 def running_url(state_dir: Path, service: str) -> str | None:

@@ -37,18 +37,22 @@ class Settings(BaseSettings):
         default=None, description="MQTT broker URL: mqtt://host:1883 or mqtts://host:8883"
     )
     kafka_url: str | None = Field(
-        default=None, description="Kafka bootstrap URL for the distributed runtime: kafka://host:9092"
+        default=None,
+        description="Kafka bootstrap URL for the distributed runtime: kafka://host:9092",
     )
     kafka_app_id: str = Field(
-        default="bikesense", pattern=r"^[A-Za-z0-9_-]+$",
+        default="bikesense",
+        pattern=r"^[A-Za-z0-9_-]+$",
         description="the distributed runtime's name in Kafka: its topics ({id}.readings, "
-                    "{id}.enriched), consumer group and table changelog; the same for "
-                    "ingest and every worker of one deployment",
+        "{id}.enriched), consumer group and table changelog; the same for "
+        "ingest and every worker of one deployment",
     )
     kafka_partitions: int = Field(
-        default=8, ge=1, le=1024,
+        default=8,
+        ge=1,
+        le=1024,
         description="partitions of the distributed runtime's topics: the most workers that "
-                    "share the work; the same for ingest and every worker, fixed once data flows",
+        "share the work; the same for ingest and every worker, fixed once data flows",
     )
     state_dir: Path = Field(
         default=Path(".state"),
@@ -62,24 +66,30 @@ class Settings(BaseSettings):
         description="GeoJSON (or JSON list) of privacy zones: readings inside are never stored",
     )
     privacy_trim_start_s: float = Field(
-        default=0.0, ge=0, le=3600,
+        default=0.0,
+        ge=0,
+        le=3600,
         description="readings of the first seconds of every ride are never stored "
-                    "(off by default; docs/privacy.md recommends 120 with zones)",
+        "(off by default; docs/privacy.md recommends 120 with zones)",
     )
     privacy_trim_end_s: float = Field(
-        default=0.0, ge=0, le=3600,
+        default=0.0,
+        ge=0,
+        le=3600,
         description="readings of the last seconds of every ride are never stored; "
-                    "readings wait this long before they show (off by default; "
-                    "docs/privacy.md recommends 120 with zones)",
+        "readings wait this long before they show (off by default; "
+        "docs/privacy.md recommends 120 with zones)",
     )
     day_tz: str = Field(
         default="Europe/Amsterdam",
         description="IANA time zone of the fleet's local days: the day a ride belongs to, "
-                    "the days of the public k-anonymity threshold and the days of "
-                    "researchers' pseudonyms",
+        "the days of the public k-anonymity threshold and the days of "
+        "researchers' pseudonyms",
     )
     raw_retention_days: int = Field(
-        default=90, ge=1, description="raw readings older than this are dropped; aggregates stay",
+        default=90,
+        ge=1,
+        description="raw readings older than this are dropped; aggregates stay",
     )
     api_host: str = "127.0.0.1"
     api_port: int = Field(default=8000, ge=0, le=65535)

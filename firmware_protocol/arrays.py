@@ -43,8 +43,7 @@ class DecodedReadings:
     readings: np.ndarray
 
 
-def encode_readings(kit_id: int, boot_id: int, seq: int, readings: np.ndarray,
-                    key: bytes) -> bytes:
+def encode_readings(kit_id: int, boot_id: int, seq: int, readings: np.ndarray, key: bytes) -> bytes:
     """Encode an array of READING_DTYPE readings as one authenticated frame.
 
     The array's kit_id / boot_id / seq / idx columns are ignored: the header
@@ -53,8 +52,15 @@ def encode_readings(kit_id: int, boot_id: int, seq: int, readings: np.ndarray,
     batch, more than MAX_READINGS_PER_FRAME readings, or a value out of range.
     """
     base_ts, rec = array_to_records(readings)
-    return seal_frame(MessageType.READINGS, records_body(base_ts, rec), key,
-                      count=len(rec), kit_id=kit_id, boot_id=boot_id, seq=seq)
+    return seal_frame(
+        MessageType.READINGS,
+        records_body(base_ts, rec),
+        key,
+        count=len(rec),
+        kit_id=kit_id,
+        boot_id=boot_id,
+        seq=seq,
+    )
 
 
 def decode_readings(data: bytes, key: KeySource) -> DecodedReadings:
@@ -68,9 +74,12 @@ def decode_readings(data: bytes, key: KeySource) -> DecodedReadings:
     header = open_frame(data, key)
     if header.message_type != MessageType.READINGS:
         raise RemoteProtocolError(
-            RejectReason.UNKNOWN_MESSAGE_TYPE, OFFSET_MESSAGE_TYPE,
+            RejectReason.UNKNOWN_MESSAGE_TYPE,
+            OFFSET_MESSAGE_TYPE,
             f"message type {header.message_type} is not a readings frame "
-            f"({MessageType.READINGS.value})", kit_id=header.kit_id)
+            f"({MessageType.READINGS.value})",
+            kit_id=header.kit_id,
+        )
     return DecodedReadings(header, decode_to_array(data, header))
 
 
@@ -90,8 +99,11 @@ _LAT, _LON = SCALED_FIELDS[0], SCALED_FIELDS[1]
 _BY_WIRE = {f.wire: f for f in SCALED_FIELDS}
 _FIRST16, _LAST16 = _W["hdop_x100"], _W["gnss_fix"]
 assert _W["satellites"] == _W["gnss_fix"] == _WORDS - 1 == _LAST16
-_NAMES16 = [name for name in RECORD_DTYPE.names or ()
-            if _FIRST16 <= _W[name] <= _LAST16 and name != "satellites"]
+_NAMES16 = [
+    name
+    for name in RECORD_DTYPE.names or ()
+    if _FIRST16 <= _W[name] <= _LAST16 and name != "satellites"
+]
 assert [_W[name] for name in _NAMES16] == list(range(_FIRST16, _LAST16 + 1))
 _COL = {name: i for i, name in enumerate(_NAMES16)}
 assert _COL["lamax_x10"] - _COL["speed_cm_s"] == 6
@@ -162,12 +174,14 @@ def _grouped_view(dtype: np.dtype) -> np.dtype:
     assert off["lon_deg"] == off["lat_deg"] + 8
     assert off["noise_lamax_db"] == off["speed_mps"] + 6 * 4
     assert off["humidity_pct"] == off["temperature_c"] + 4
-    return np.dtype({
-        "names": list(fields),
-        "formats": [fmt for _, fmt in fields.values()],
-        "offsets": [at for at, _ in fields.values()],
-        "itemsize": dtype.itemsize,
-    })
+    return np.dtype(
+        {
+            "names": list(fields),
+            "formats": [fmt for _, fmt in fields.values()],
+            "offsets": [at for at, _ in fields.values()],
+            "itemsize": dtype.itemsize,
+        }
+    )
 
 
 _GROUPED = _grouped_view(READING_DTYPE)
@@ -185,12 +199,14 @@ def _wire_view() -> np.dtype:
         "satellites": (FIELD_OFFSETS["satellites"], "i1"),
     }
     assert FIELD_OFFSETS["lon_e7"] == FIELD_OFFSETS["lat_e7"] + 4
-    return np.dtype({
-        "names": list(fields),
-        "formats": [fmt for _, fmt in fields.values()],
-        "offsets": [at for at, _ in fields.values()],
-        "itemsize": RECORD_BYTES,
-    })
+    return np.dtype(
+        {
+            "names": list(fields),
+            "formats": [fmt for _, fmt in fields.values()],
+            "offsets": [at for at, _ in fields.values()],
+            "itemsize": RECORD_BYTES,
+        }
+    )
 
 
 _WIRE_VIEW = _wire_view()
@@ -218,8 +234,7 @@ def decode_to_array(data: bytes, header: FrameHeader) -> np.ndarray:
     if base_ts > MAX_TS_MS - MAX_DT_MS:
         bad += int(np.count_nonzero(dt > MAX_TS_MS - base_ts))
     if bad:
-        check_records(np.frombuffer(data, RECORD_DTYPE, n, OFFSET_RECORDS), base_ts,
-                      header.kit_id)
+        check_records(np.frombuffer(data, RECORD_DTYPE, n, OFFSET_RECORDS), base_ts, header.kit_id)
         raise AssertionError("the fast and the reference value checks disagree")
 
     out = np.empty(n, READING_DTYPE)

@@ -63,12 +63,14 @@ _CRC = struct.Struct("<I")
 _READINGS = MessageType.READINGS.value
 
 
-_HEAD_DTYPE = np.dtype({
-    "names": ["count", "identity", "base_ts"],  # identity: kit_id, boot_id, seq
-    "formats": ["<u2", ("<u4", (3,)), "<u8"],
-    "offsets": [6, 8, 20],
-    "itemsize": OFFSET_RECORDS,
-})
+_HEAD_DTYPE = np.dtype(
+    {
+        "names": ["count", "identity", "base_ts"],  # identity: kit_id, boot_id, seq
+        "formats": ["<u2", ("<u4", (3,)), "<u8"],
+        "offsets": [6, 8, 20],
+        "itemsize": OFFSET_RECORDS,
+    }
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,7 +88,7 @@ class DecodedBatch:
     errors: dict[int, RemoteProtocolError]
 
     def frame_readings(self, i: int) -> np.ndarray:
-        return self.readings[int(self.starts[i]):int(self.starts[i + 1])]
+        return self.readings[int(self.starts[i]) : int(self.starts[i + 1])]
 
     def result(self, i: int) -> FrameHeader | RemoteProtocolError:
         """Frame ``i``'s header, as :func:`decode_readings` gives it, or why it was refused."""
@@ -94,8 +96,15 @@ class DecodedBatch:
             return self.errors[i]
         first = self.readings[int(self.starts[i])]
         count = int(self.starts[i + 1] - self.starts[i])
-        return FrameHeader(VERSION, _READINGS, READINGS_OVERHEAD_BYTES + count * RECORD_BYTES,
-                           count, int(first["kit_id"]), int(first["boot_id"]), int(first["seq"]))
+        return FrameHeader(
+            VERSION,
+            _READINGS,
+            READINGS_OVERHEAD_BYTES + count * RECORD_BYTES,
+            count,
+            int(first["kit_id"]),
+            int(first["boot_id"]),
+            int(first["seq"]),
+        )
 
 
 def decode_readings_many(payloads: Sequence[bytes], key: KeySource) -> DecodedBatch:
@@ -108,8 +117,12 @@ def decode_readings_many(payloads: Sequence[bytes], key: KeySource) -> DecodedBa
     n = len(payloads)
     errors: dict[int, RemoteProtocolError] = {}
     macs: dict[int, hmac.HMAC | None] = {}
-    crc32, same, head, crc_of = (zlib.crc32, hmac.compare_digest, _HEAD.unpack_from,
-                                 _CRC.unpack_from)
+    crc32, same, head, crc_of = (
+        zlib.crc32,
+        hmac.compare_digest,
+        _HEAD.unpack_from,
+        _CRC.unpack_from,
+    )
     accepted: list[int] = []  # input index of each frame that passed the envelope checks
     heads: list[bytes] = []
     chunks: list[bytes] = []
@@ -121,9 +134,14 @@ def decode_readings_many(payloads: Sequence[bytes], key: KeySource) -> DecodedBa
         size = len(data)
         if size >= smallest:
             magic, version, kind, frame_len, count, kit, _, _, base_ts = head(data)
-            if (magic == MAGIC and version == VERSION and kind == _READINGS
-                    and frame_len == size == READINGS_OVERHEAD_BYTES + count * RECORD_BYTES
-                    and count <= MAX_READINGS_PER_FRAME and base_ts <= MAX_TS_MS):
+            if (
+                magic == MAGIC
+                and version == VERSION
+                and kind == _READINGS
+                and frame_len == size == READINGS_OVERHEAD_BYTES + count * RECORD_BYTES
+                and count <= MAX_READINGS_PER_FRAME
+                and base_ts <= MAX_TS_MS
+            ):
                 crc_at = size - TRAILER_BYTES
                 mac_at = size - MAC_BYTES
                 keyed = macs[kit] if kit in macs else macs.setdefault(kit, _mac_or_none(key, kit))
@@ -195,10 +213,10 @@ def _decode_records(heads: bytes, records: bytes) -> tuple[np.ndarray, np.ndarra
     invalid = np.isinf(values)
     outside = np.abs(latlon) > _LATLON_LIMITS
     half = latlon_absent[:, 0] != latlon_absent[:, 1]
-    overflow = (dt > MAX_TS_MS - base_ts if (header["base_ts"] > MAX_TS_MS - MAX_DT_MS).any()
-                else None)  # only then can base + dt pass 2^53-1
-    if invalid.any() or outside.any() or half.any() or (overflow is not None
-                                                        and overflow.any()):
+    overflow = (
+        dt > MAX_TS_MS - base_ts if (header["base_ts"] > MAX_TS_MS - MAX_DT_MS).any() else None
+    )  # only then can base + dt pass 2^53-1
+    if invalid.any() or outside.any() or half.any() or (overflow is not None and overflow.any()):
         bad_row = invalid.any(axis=1) | outside.any(axis=1) | half
         if overflow is not None:
             bad_row |= overflow

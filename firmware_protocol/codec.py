@@ -44,22 +44,34 @@ def encode_frame(frame: ReadingsFrame, key: bytes) -> bytes:
     if not readings:
         raise LocalProtocolError("a readings frame carries at least one reading")
     if len(readings) > MAX_READINGS_PER_FRAME:
-        raise LocalProtocolError(f"{len(readings)} readings; at most "
-                                 f"{MAX_READINGS_PER_FRAME} per frame: split the batch")
+        raise LocalProtocolError(
+            f"{len(readings)} readings; at most {MAX_READINGS_PER_FRAME} per frame: split the batch"
+        )
     for i, r in enumerate(readings):
-        if isinstance(r.ts_ms, bool) or not isinstance(r.ts_ms, int) \
-                or not 0 <= r.ts_ms <= MAX_TS_MS:
+        if (
+            isinstance(r.ts_ms, bool)
+            or not isinstance(r.ts_ms, int)
+            or not 0 <= r.ts_ms <= MAX_TS_MS
+        ):
             raise LocalProtocolError(f"reading {i}: ts_ms={r.ts_ms!r} is not an int in 0..2^53-1")
     base = min(r.ts_ms for r in readings)
     span = max(r.ts_ms for r in readings) - base
     if span > MAX_DT_MS:
         raise LocalProtocolError(
-            f"readings span {span} ms; one frame covers at most {MAX_DT_MS} ms (49.7 days)")
+            f"readings span {span} ms; one frame covers at most {MAX_DT_MS} ms (49.7 days)"
+        )
     body = bytearray(BASE_TS.pack(base))
     for i, r in enumerate(readings):
         body += RECORD.pack(*_record_values(i, r, base))
-    return seal_frame(MessageType.READINGS, bytes(body), key, count=len(readings),
-                      kit_id=frame.kit_id, boot_id=frame.boot_id, seq=frame.seq)
+    return seal_frame(
+        MessageType.READINGS,
+        bytes(body),
+        key,
+        count=len(readings),
+        kit_id=frame.kit_id,
+        boot_id=frame.boot_id,
+        seq=frame.seq,
+    )
 
 
 def decode_frame(data: bytes, key: KeySource) -> ReadingsFrame | UnknownFrame:
@@ -70,7 +82,7 @@ def decode_frame(data: bytes, key: KeySource) -> ReadingsFrame | UnknownFrame:
     """
     header = open_frame(data, key)
     if header.message_type != MessageType.READINGS:
-        return UnknownFrame(header, bytes(data[HEADER_BYTES:header.frame_len - TRAILER_BYTES]))
+        return UnknownFrame(header, bytes(data[HEADER_BYTES : header.frame_len - TRAILER_BYTES]))
     base, rec = parse_records(data, header)
     readings = tuple(_reading(base, row) for row in rec.tolist())
     return ReadingsFrame(header.kit_id, header.boot_id, header.seq, readings)
@@ -114,19 +126,24 @@ def _record_values(i: int, r: Reading, base: int) -> tuple[int, ...]:
             continue
         if isinstance(value, bool) or not isinstance(value, int | float) or math.isnan(value):
             raise LocalProtocolError(
-                f"reading {i}: {f.name}={value!r} is not a number (use None for no value)")
+                f"reading {i}: {f.name}={value!r} is not a number (use None for no value)"
+            )
         scaled = value * f.scale
         raw = round(scaled) if math.isfinite(scaled) else None
         if raw is None or not f.lo <= raw <= f.hi:
             raise LocalProtocolError(
                 f"reading {i}: {f.name}={value!r} is outside the wire range "
-                f"{f.lo / f.scale:g}..{f.hi / f.scale:g} {f.unit}".rstrip())
+                f"{f.lo / f.scale:g}..{f.hi / f.scale:g} {f.unit}".rstrip()
+            )
         wire[f.wire] = raw
     if (r.lat_deg is None) != (r.lon_deg is None):
         raise LocalProtocolError(f"reading {i}: lat_deg and lon_deg must be both None or neither")
     wire["gnss_fix"] = _int(i, "gnss_fix", r.gnss_fix, 0, MAX_GNSS_FIX)
-    wire["satellites"] = (U8_ABSENT if r.satellites is None
-                          else _int(i, "satellites", r.satellites, 0, MAX_SATELLITES))
+    wire["satellites"] = (
+        U8_ABSENT
+        if r.satellites is None
+        else _int(i, "satellites", r.satellites, 0, MAX_SATELLITES)
+    )
     wire["interval_ms"] = _int(i, "interval_ms", r.interval_ms, 0, MAX_INTERVAL_MS)
     wire["status"] = _int(i, "status", r.status, 0, MAX_STATUS)
     return tuple(wire[name] for name in _WIRE_NAMES)

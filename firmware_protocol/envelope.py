@@ -50,21 +50,28 @@ def peek_header(data: bytes) -> FrameHeader:
     if size >= HEADER_BYTES and data[:2] == MAGIC and data[OFFSET_VERSION] == VERSION:
         return FrameHeader(*HEADER.unpack_from(data)[1:])
     prefix = bytes(data[:2])
-    if prefix != MAGIC[:len(prefix)]:
+    if prefix != MAGIC[: len(prefix)]:
         at = 0 if prefix[:1] != MAGIC[:1] else 1
         raise RemoteProtocolError(
-            RejectReason.BAD_MAGIC, at,
-            f"frame starts with {prefix.hex()}, expected {MAGIC.hex()} ('BS')")
+            RejectReason.BAD_MAGIC,
+            at,
+            f"frame starts with {prefix.hex()}, expected {MAGIC.hex()} ('BS')",
+        )
     if size <= OFFSET_VERSION:
-        raise RemoteProtocolError(RejectReason.TRUNCATED, size,
-                                  f"{size} bytes, not even a version byte")
+        raise RemoteProtocolError(
+            RejectReason.TRUNCATED, size, f"{size} bytes, not even a version byte"
+        )
     version = data[OFFSET_VERSION]
     if version != VERSION:
-        raise RemoteProtocolError(RejectReason.UNSUPPORTED_VERSION, OFFSET_VERSION,
-                                  f"protocol version {version}; this decoder speaks {VERSION}")
+        raise RemoteProtocolError(
+            RejectReason.UNSUPPORTED_VERSION,
+            OFFSET_VERSION,
+            f"protocol version {version}; this decoder speaks {VERSION}",
+        )
     if size < HEADER_BYTES:
-        raise RemoteProtocolError(RejectReason.TRUNCATED, size,
-                                  f"{size} bytes, the v1 header alone is {HEADER_BYTES}")
+        raise RemoteProtocolError(
+            RejectReason.TRUNCATED, size, f"{size} bytes, the v1 header alone is {HEADER_BYTES}"
+        )
     _, version, message_type, frame_len, count, kit_id, boot_id, seq = HEADER.unpack_from(data)
     return FrameHeader(version, message_type, frame_len, count, kit_id, boot_id, seq)
 
@@ -75,32 +82,45 @@ def open_frame(data: bytes, key: KeySource) -> FrameHeader:
     frame_len, kit_id = header.frame_len, header.kit_id
     if not MIN_FRAME_BYTES <= frame_len <= MAX_FRAME_BYTES:
         raise RemoteProtocolError(
-            RejectReason.BAD_LENGTH, OFFSET_FRAME_LEN,
+            RejectReason.BAD_LENGTH,
+            OFFSET_FRAME_LEN,
             f"frame length field says {frame_len}; v1 frames are "
-            f"{MIN_FRAME_BYTES}..{MAX_FRAME_BYTES} bytes", kit_id=kit_id)
+            f"{MIN_FRAME_BYTES}..{MAX_FRAME_BYTES} bytes",
+            kit_id=kit_id,
+        )
     size = len(data)
     if size < frame_len:
         raise RemoteProtocolError(
-            RejectReason.TRUNCATED, size,
-            f"frame length field says {frame_len} bytes, only {size} arrived", kit_id=kit_id)
+            RejectReason.TRUNCATED,
+            size,
+            f"frame length field says {frame_len} bytes, only {size} arrived",
+            kit_id=kit_id,
+        )
     if size > frame_len:
         raise RemoteProtocolError(
-            RejectReason.BAD_LENGTH, frame_len,
-            f"{size - frame_len} bytes after the end of a {frame_len}-byte frame", kit_id=kit_id)
+            RejectReason.BAD_LENGTH,
+            frame_len,
+            f"{size - frame_len} bytes after the end of a {frame_len}-byte frame",
+            kit_id=kit_id,
+        )
     view = memoryview(data)
     crc_at = frame_len - TRAILER_BYTES
     (stored_crc,) = CRC.unpack_from(data, crc_at)
     actual_crc = zlib.crc32(view[:crc_at])
     if stored_crc != actual_crc:
         raise RemoteProtocolError(
-            RejectReason.BAD_CHECKSUM, crc_at,
-            f"CRC-32 is {stored_crc:08x}, the bytes give {actual_crc:08x}", kit_id=kit_id)
+            RejectReason.BAD_CHECKSUM,
+            crc_at,
+            f"CRC-32 is {stored_crc:08x}, the bytes give {actual_crc:08x}",
+            kit_id=kit_id,
+        )
     secret = resolve_key(key, kit_id)
     mac_at = frame_len - MAC_BYTES
     expected = frame_mac(secret, view[:mac_at])
     if not hmac.compare_digest(expected, view[mac_at:frame_len]):
-        raise RemoteProtocolError(RejectReason.BAD_MAC, mac_at,
-                                  "HMAC-SHA256 does not match the kit's key", kit_id=kit_id)
+        raise RemoteProtocolError(
+            RejectReason.BAD_MAC, mac_at, "HMAC-SHA256 does not match the kit's key", kit_id=kit_id
+        )
     return header
 
 
@@ -129,8 +149,9 @@ def resolve_key(key: KeySource, kit_id: int) -> bytes:
     if callable(key):
         found = key(kit_id)
         if found is None:
-            raise RemoteProtocolError(RejectReason.UNKNOWN_KIT, OFFSET_KIT_ID,
-                                      f"no key for kit {kit_id}", kit_id=kit_id)
+            raise RemoteProtocolError(
+                RejectReason.UNKNOWN_KIT, OFFSET_KIT_ID, f"no key for kit {kit_id}", kit_id=kit_id
+            )
         return check_key(found)
     return check_key(key)
 
@@ -138,13 +159,16 @@ def resolve_key(key: KeySource, kit_id: int) -> bytes:
 def check_key(key: bytes) -> bytes:
     if not isinstance(key, bytes | bytearray | memoryview) or len(key) != KEY_BYTES:
         # A hex string or a truncated key is our mistake, not the kit's.
-        raise LocalProtocolError(f"a kit key is {KEY_BYTES} raw bytes, got {type(key).__name__}"
-                                 + (f" of length {len(key)}" if hasattr(key, "__len__") else ""))
+        raise LocalProtocolError(
+            f"a kit key is {KEY_BYTES} raw bytes, got {type(key).__name__}"
+            + (f" of length {len(key)}" if hasattr(key, "__len__") else "")
+        )
     return bytes(key)
 
 
-def seal_frame(message_type: int, body: bytes, key: bytes, *,
-               count: int, kit_id: int, boot_id: int, seq: int) -> bytes:
+def seal_frame(
+    message_type: int, body: bytes, key: bytes, *, count: int, kit_id: int, boot_id: int, seq: int
+) -> bytes:
     """Header + body + CRC-32 + truncated HMAC: a complete frame."""
     secret = check_key(key)
     for name, value in (("kit_id", kit_id), ("boot_id", boot_id), ("seq", seq)):
@@ -153,10 +177,11 @@ def seal_frame(message_type: int, body: bytes, key: bytes, *,
     frame_len = HEADER_BYTES + len(body) + TRAILER_BYTES
     if frame_len > MAX_FRAME_BYTES:
         raise LocalProtocolError(
-            f"a {frame_len}-byte frame exceeds MAX_FRAME_BYTES={MAX_FRAME_BYTES}")
+            f"a {frame_len}-byte frame exceeds MAX_FRAME_BYTES={MAX_FRAME_BYTES}"
+        )
     out = bytearray(frame_len)
     HEADER.pack_into(out, 0, MAGIC, VERSION, message_type, frame_len, count, kit_id, boot_id, seq)
-    out[HEADER_BYTES:HEADER_BYTES + len(body)] = body
+    out[HEADER_BYTES : HEADER_BYTES + len(body)] = body
     crc_at = frame_len - TRAILER_BYTES
     CRC.pack_into(out, crc_at, zlib.crc32(memoryview(out)[:crc_at]))
     mac_at = crc_at + CRC_BYTES

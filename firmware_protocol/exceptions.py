@@ -49,8 +49,9 @@ class RemoteProtocolError(ProtocolError):
     is to blame. ``kit_id`` is the kit named in the header when it could be read.
     """
 
-    def __init__(self, reason: RejectReason, offset: int | None, detail: str,
-                 *, kit_id: int | None = None) -> None:
+    def __init__(
+        self, reason: RejectReason, offset: int | None, detail: str, *, kit_id: int | None = None
+    ) -> None:
         self.reason = reason
         self.offset = offset
         self.detail = detail
@@ -64,8 +65,9 @@ class RemoteProtocolError(ProtocolError):
         return (_rebuild_remote, (self.reason, self.offset, self.detail, self.kit_id))
 
 
-def _rebuild_remote(reason: RejectReason, offset: int | None, detail: str,
-                    kit_id: int | None) -> RemoteProtocolError:
+def _rebuild_remote(
+    reason: RejectReason, offset: int | None, detail: str, kit_id: int | None
+) -> RemoteProtocolError:
     return RemoteProtocolError(reason, offset, detail, kit_id=kit_id)
 
 

@@ -43,9 +43,20 @@ IDENTITY_FIELDS = ("kit_id", "boot_id", "seq", "idx")
 def empty_readings(n: int = 0) -> np.ndarray:
     """An array of ``n`` readings with every optional value absent (no fix, no position)."""
     out = np.zeros(n, dtype=READING_DTYPE)
-    for name in ("lat_deg", "lon_deg", "hdop", "speed_mps", "pm1_ugm3", "pm25_ugm3", "pm10_ugm3",
-                 "no2_ugm3",
-                 "noise_laeq_db", "noise_lamax_db", "temperature_c", "humidity_pct"):
+    for name in (
+        "lat_deg",
+        "lon_deg",
+        "hdop",
+        "speed_mps",
+        "pm1_ugm3",
+        "pm25_ugm3",
+        "pm10_ugm3",
+        "no2_ugm3",
+        "noise_laeq_db",
+        "noise_lamax_db",
+        "temperature_c",
+        "humidity_pct",
+    ):
         out[name] = np.nan
     out["satellites"] = -1
     return out

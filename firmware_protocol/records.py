@@ -55,22 +55,35 @@ def check_body(data: bytes, header: FrameHeader) -> int:
     """Check count and length of an authenticated readings frame; return its base timestamp."""
     count, kit_id = header.count, header.kit_id
     if count == 0:
-        raise RemoteProtocolError(RejectReason.BAD_VALUE, OFFSET_COUNT,
-                                  "a readings frame carries at least one reading", kit_id=kit_id)
+        raise RemoteProtocolError(
+            RejectReason.BAD_VALUE,
+            OFFSET_COUNT,
+            "a readings frame carries at least one reading",
+            kit_id=kit_id,
+        )
     if count > MAX_READINGS_PER_FRAME:
         raise RemoteProtocolError(
-            RejectReason.TOO_MANY_READINGS, OFFSET_COUNT,
-            f"{count} readings; at most {MAX_READINGS_PER_FRAME} per frame", kit_id=kit_id)
+            RejectReason.TOO_MANY_READINGS,
+            OFFSET_COUNT,
+            f"{count} readings; at most {MAX_READINGS_PER_FRAME} per frame",
+            kit_id=kit_id,
+        )
     expected = readings_frame_bytes(count)
     if header.frame_len != expected:
         raise RemoteProtocolError(
-            RejectReason.BAD_LENGTH, OFFSET_FRAME_LEN,
+            RejectReason.BAD_LENGTH,
+            OFFSET_FRAME_LEN,
             f"frame length field says {header.frame_len}, {count} readings make {expected}",
-            kit_id=kit_id)
+            kit_id=kit_id,
+        )
     (base_ts,) = BASE_TS.unpack_from(data, OFFSET_BASE_TS)
     if base_ts > MAX_TS_MS:
-        raise RemoteProtocolError(RejectReason.BAD_VALUE, OFFSET_BASE_TS,
-                                  f"base_ts_ms={base_ts} is above 2^53-1", kit_id=kit_id)
+        raise RemoteProtocolError(
+            RejectReason.BAD_VALUE,
+            OFFSET_BASE_TS,
+            f"base_ts_ms={base_ts} is above 2^53-1",
+            kit_id=kit_id,
+        )
     return int(base_ts)
 
 
@@ -92,10 +105,12 @@ def check_records(rec: np.ndarray, base_ts: int, kit_id: int) -> None:
         # One encoding per set of readings (so a frame re-encodes to itself):
         # the base is the oldest timestamp, so some reading has offset 0.
         raise RemoteProtocolError(
-            RejectReason.BAD_VALUE, OFFSET_BASE_TS,
+            RejectReason.BAD_VALUE,
+            OFFSET_BASE_TS,
             f"base_ts_ms={base_ts} is older than every reading (smallest dt_ms is "
             f"{int(rec['dt_ms'].min())}); it must be the oldest reading's timestamp",
-            kit_id=kit_id)
+            kit_id=kit_id,
+        )
     problems: list[tuple[np.ndarray, str, str]] = []
     if base_ts > MAX_TS_MS - MAX_DT_MS:  # only then can base + dt pass 2^53-1
         problems.append((rec["dt_ms"] > MAX_TS_MS - base_ts, "dt_ms", "puts ts_ms above 2^53-1"))
@@ -105,12 +120,22 @@ def check_records(rec: np.ndarray, base_ts: int, kit_id: int) -> None:
         problems.append((bad, f.wire, f"outside {f.lo}..{f.hi} (absent: {f.absent})"))
     lat_absent = rec["lat_e7"] == I32_ABSENT
     lon_absent = rec["lon_e7"] == I32_ABSENT
-    problems.append((lat_absent != lon_absent, "lat_e7",
-                     "latitude and longitude must be both present or both absent"))
+    problems.append(
+        (
+            lat_absent != lon_absent,
+            "lat_e7",
+            "latitude and longitude must be both present or both absent",
+        )
+    )
     problems.append((rec["gnss_fix"] > MAX_GNSS_FIX, "gnss_fix", f"above {MAX_GNSS_FIX}"))
     sats = rec["satellites"]
-    problems.append(((sats > MAX_SATELLITES) & (sats != U8_ABSENT), "satellites",
-                     f"outside 0..{MAX_SATELLITES} (absent: {U8_ABSENT})"))
+    problems.append(
+        (
+            (sats > MAX_SATELLITES) & (sats != U8_ABSENT),
+            "satellites",
+            f"outside 0..{MAX_SATELLITES} (absent: {U8_ABSENT})",
+        )
+    )
     first: tuple[int, str] | None = None
     for bad, wire, why in problems:
         if bad.any():
@@ -139,7 +164,8 @@ def array_to_records(readings: np.ndarray) -> tuple[int, np.ndarray]:
         raise LocalProtocolError("a readings frame carries at least one reading")
     if n > MAX_READINGS_PER_FRAME:
         raise LocalProtocolError(
-            f"{n} readings; at most {MAX_READINGS_PER_FRAME} per frame: split the batch")
+            f"{n} readings; at most {MAX_READINGS_PER_FRAME} per frame: split the batch"
+        )
     rec = np.zeros(n, RECORD_DTYPE)
     base_ts = _encode_ts(readings["ts_ms"], rec)
     for f in SCALED_FIELDS:
@@ -152,7 +178,8 @@ def array_to_records(readings: np.ndarray) -> tuple[int, np.ndarray]:
             i = int(np.argmax(bad))
             raise LocalProtocolError(
                 f"reading {i}: {f.name}={float(values[i])!r} is outside the wire range "
-                f"{f.lo / f.scale:g}..{f.hi / f.scale:g} {f.unit} (NaN for no value)".rstrip())
+                f"{f.lo / f.scale:g}..{f.hi / f.scale:g} {f.unit} (NaN for no value)".rstrip()
+            )
         raw[absent] = f.absent
         rec[f.wire] = raw
     if (np.isnan(readings["lat_deg"]) != np.isnan(readings["lon_deg"])).any():
@@ -174,7 +201,8 @@ def _encode_ts(ts_column: np.ndarray, rec: np.ndarray) -> int:
     span = int(ts.max()) - base
     if span > MAX_DT_MS:
         raise LocalProtocolError(
-            f"readings span {span} ms; one frame covers at most {MAX_DT_MS} ms (49.7 days)")
+            f"readings span {span} ms; one frame covers at most {MAX_DT_MS} ms (49.7 days)"
+        )
     rec["dt_ms"] = ts - base
     return base
 

@@ -59,8 +59,10 @@ def decode_status(data: bytes) -> StatusMessage:
     """Parse and check a status message; RemoteProtocolError for anything we refuse."""
     if len(data) > MAX_STATUS_BYTES:
         raise RemoteProtocolError(
-            RejectReason.BAD_LENGTH, MAX_STATUS_BYTES,
-            f"status message of {len(data)} bytes; at most {MAX_STATUS_BYTES}")
+            RejectReason.BAD_LENGTH,
+            MAX_STATUS_BYTES,
+            f"status message of {len(data)} bytes; at most {MAX_STATUS_BYTES}",
+        )
     raw = bytes(data)
     try:
         text = raw.decode("utf-8")
@@ -69,7 +71,7 @@ def decode_status(data: bytes) -> StatusMessage:
     try:
         doc = json.loads(text, object_pairs_hook=_no_duplicates, parse_constant=_no_constants)
     except json.JSONDecodeError as exc:
-        offset = len(text[:exc.pos].encode())
+        offset = len(text[: exc.pos].encode())
         raise RemoteProtocolError(RejectReason.BAD_JSON, offset, exc.msg) from exc
     except (ValueError, RecursionError) as exc:
         raise RemoteProtocolError(RejectReason.BAD_JSON, None, str(exc)) from exc
@@ -86,8 +88,11 @@ class _Fields:
     def message(self) -> StatusMessage:
         version = self.doc.get("v")
         if version != STATUS_VERSION:
-            raise RemoteProtocolError(RejectReason.UNSUPPORTED_VERSION, self._where("v"),
-                                      f"status version {version!r}; this decoder speaks 1")
+            raise RemoteProtocolError(
+                RejectReason.UNSUPPORTED_VERSION,
+                self._where("v"),
+                f"status version {version!r}; this decoder speaks 1",
+            )
         kit_id = self._int("kit_id", MAX_U32)
         boot_id = self._int("boot_id", MAX_U32, optional=True)
         return StatusMessage(
@@ -130,17 +135,25 @@ class _Fields:
         value = self.doc.get(name)
         if value is None:
             return None
-        if isinstance(value, bool) or not isinstance(value, int | float) \
-                or not math.isfinite(value) or not 0 <= value <= hi:
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, int | float)
+            or not math.isfinite(value)
+            or not 0 <= value <= hi
+        ):
             raise self._bad(name, f"{value!r} is not a number in 0..{hi:g}")
         return float(value)
 
     def _firmware_version(self) -> str:
         value = self.doc.get("firmware_version")
-        if not isinstance(value, str) or not 0 < len(value) <= MAX_FIRMWARE_VERSION_CHARS \
-                or not (value.isascii() and value.isprintable()):
-            raise self._bad("firmware_version",
-                            f"{value!r} is not 1..32 printable ASCII characters")
+        if (
+            not isinstance(value, str)
+            or not 0 < len(value) <= MAX_FIRMWARE_VERSION_CHARS
+            or not (value.isascii() and value.isprintable())
+        ):
+            raise self._bad(
+                "firmware_version", f"{value!r} is not 1..32 printable ASCII characters"
+            )
         return value
 
 

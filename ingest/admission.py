@@ -32,8 +32,9 @@ from stream.core.admitted import Admitted, RejectedFrame, StatusUpdate
 __all__ = ["Admitted", "RejectedFrame", "StatusUpdate", "admit"]
 
 
-def admit(messages: Sequence[InboundMessage], layout: TopicLayout, keys: KeyLookup,
-          rules: AdmissionRules) -> Admitted:
+def admit(
+    messages: Sequence[InboundMessage], layout: TopicLayout, keys: KeyLookup, rules: AdmissionRules
+) -> Admitted:
     result = Admitted(np.empty(0, READING_DTYPE), np.empty(0, np.int64))
     frames: list[tuple[InboundMessage, KitKey]] = []
     for message in messages:
@@ -43,10 +44,15 @@ def admit(messages: Sequence[InboundMessage], layout: TopicLayout, keys: KeyLook
             result.rejects.append(_reject(message, None, IngestReject.BAD_TOPIC, str(exc)))
             continue
         if message.truncated_from is not None:
-            result.rejects.append(_reject(
-                message, kit_topic.kit_id, IngestReject.TOO_LARGE,
-                f"payload of {message.truncated_from} bytes; no frame is larger than "
-                f"{MAX_PAYLOAD_BYTES} (the first {len(message.payload)} kept)"))
+            result.rejects.append(
+                _reject(
+                    message,
+                    kit_topic.kit_id,
+                    IngestReject.TOO_LARGE,
+                    f"payload of {message.truncated_from} bytes; no frame is larger than "
+                    f"{MAX_PAYLOAD_BYTES} (the first {len(message.payload)} kept)",
+                )
+            )
             continue
         if kit_topic.kind is TopicKind.STATUS:
             _admit_status(message, kit_topic.kit_id, keys, result)
@@ -62,11 +68,11 @@ def admit(messages: Sequence[InboundMessage], layout: TopicLayout, keys: KeyLook
     # against its own frame's arrival time); only a frame that loses readings is
     # looked at on its own, to record why.
     per_frame = np.diff(decoded.starts)
-    received_ms = np.repeat(np.array([m.received_ms for m, _ in frames], dtype=np.int64),
-                            per_frame)
+    received_ms = np.repeat(np.array([m.received_ms for m, _ in frames], dtype=np.int64), per_frame)
     keep = check_readings(decoded.readings, received_ms, rules).keep
-    kept = np.bincount(np.repeat(np.arange(len(frames)), per_frame), weights=keep,
-                       minlength=len(frames))
+    kept = np.bincount(
+        np.repeat(np.arange(len(frames)), per_frame), weights=keep, minlength=len(frames)
+    )
     for i, (message, kit) in enumerate(frames):
         error = decoded.errors.get(i)
         if error is not None:
@@ -98,8 +104,9 @@ def without_unfixed_positions(readings: np.ndarray) -> np.ndarray:
     return readings
 
 
-def _frame_sender(message: InboundMessage, topic_kit: int, keys: KeyLookup,
-                  result: Admitted) -> KitKey | None:
+def _frame_sender(
+    message: InboundMessage, topic_kit: int, keys: KeyLookup, result: Admitted
+) -> KitKey | None:
     """The registered, active kit a frame says it is from, if it matches its topic."""
     try:
         header = peek_header(message.payload)
@@ -110,40 +117,71 @@ def _frame_sender(message: InboundMessage, topic_kit: int, keys: KeyLookup,
         # Filed under the kit the frame claims to be from, the topic (kept with the row)
         # naming the other: a kit whose topic was used is not the one to blame in fleet
         # health (docs/privacy.md, "Threat model").
-        result.rejects.append(_reject(
-            message, header.kit_id, IngestReject.TOPIC_MISMATCH,
-            f"frame says kit {header.kit_id}, topic says kit {topic_kit}"))
+        result.rejects.append(
+            _reject(
+                message,
+                header.kit_id,
+                IngestReject.TOPIC_MISMATCH,
+                f"frame says kit {header.kit_id}, topic says kit {topic_kit}",
+            )
+        )
         return None
     kit = keys(header.kit_id)
     if kit is None:
-        result.rejects.append(_reject(message, header.kit_id, IngestReject.UNKNOWN_KIT,
-                                      f"kit {header.kit_id} is not registered"))
+        result.rejects.append(
+            _reject(
+                message,
+                header.kit_id,
+                IngestReject.UNKNOWN_KIT,
+                f"kit {header.kit_id} is not registered",
+            )
+        )
         return None
     if not kit.active:
-        result.rejects.append(_reject(message, header.kit_id, IngestReject.REVOKED_KIT,
-                                      f"kit {header.kit_id} has been revoked"))
+        result.rejects.append(
+            _reject(
+                message,
+                header.kit_id,
+                IngestReject.REVOKED_KIT,
+                f"kit {header.kit_id} has been revoked",
+            )
+        )
         return None
     return kit
 
 
-def _checked(message: InboundMessage, kit_id: int, decoded: np.ndarray, rules: AdmissionRules,
-             result: Admitted) -> None:
+def _checked(
+    message: InboundMessage,
+    kit_id: int,
+    decoded: np.ndarray,
+    rules: AdmissionRules,
+    result: Admitted,
+) -> None:
     """Record why a frame's readings that fail the reading rules were dropped."""
     verdict = check_readings(decoded, message.received_ms, rules)
     if verdict.dropped == 0:
         return
     if not verdict.keep.any():
-        result.rejects.append(_reject(message, kit_id, verdict.main_reason(),
-                                      f"every reading failed: {verdict.summary()}"))
+        result.rejects.append(
+            _reject(
+                message, kit_id, verdict.main_reason(), f"every reading failed: {verdict.summary()}"
+            )
+        )
         return
-    result.rejects.append(_reject(
-        message, kit_id, f"partial:{verdict.main_reason()}",
-        f"kept {int(verdict.keep.sum())} of {len(verdict.keep)} readings; "
-        f"dropped {verdict.summary()}"))
+    result.rejects.append(
+        _reject(
+            message,
+            kit_id,
+            f"partial:{verdict.main_reason()}",
+            f"kept {int(verdict.keep.sum())} of {len(verdict.keep)} readings; "
+            f"dropped {verdict.summary()}",
+        )
+    )
 
 
-def _admit_status(message: InboundMessage, topic_kit: int, keys: KeyLookup,
-                  result: Admitted) -> None:
+def _admit_status(
+    message: InboundMessage, topic_kit: int, keys: KeyLookup, result: Admitted
+) -> None:
     if not message.payload:
         return  # a retained status being cleared
     try:
@@ -154,19 +192,26 @@ def _admit_status(message: InboundMessage, topic_kit: int, keys: KeyLookup,
     if status.kit_id != topic_kit:
         # A status is accepted only from its own kit: one naming another kit is refused,
         # filed under the kit it claims to be from, like a frame's.
-        result.rejects.append(_reject(
-            message, status.kit_id, IngestReject.TOPIC_MISMATCH,
-            f"status says kit {status.kit_id}, topic says kit {topic_kit}"))
+        result.rejects.append(
+            _reject(
+                message,
+                status.kit_id,
+                IngestReject.TOPIC_MISMATCH,
+                f"status says kit {status.kit_id}, topic says kit {topic_kit}",
+            )
+        )
         return
     kit = keys(topic_kit)
     if kit is None or not kit.active:
         reason = IngestReject.UNKNOWN_KIT if kit is None else IngestReject.REVOKED_KIT
-        result.rejects.append(_reject(message, topic_kit, reason,
-                                      "status from a kit we do not accept"))
+        result.rejects.append(
+            _reject(message, topic_kit, reason, "status from a kit we do not accept")
+        )
         return
     result.statuses.append(StatusUpdate(topic_kit, status, message.received_ms))
 
 
 def _reject(message: InboundMessage, kit_id: int | None, reason: str, detail: str) -> RejectedFrame:
-    return RejectedFrame(message.topic, message.payload, kit_id, str(reason), detail,
-                         message.received_ms)
+    return RejectedFrame(
+        message.topic, message.payload, kit_id, str(reason), detail, message.received_ms
+    )

@@ -38,8 +38,12 @@ def acl_text(layout: TopicLayout, service_users: Mapping[str, str]) -> str:
         "",
     ]
     for user, access in service_users.items():
-        lines += [f"user {user}", f"topic {access} {layout.root}/kits/+/up",
-                  f"topic {access} {layout.root}/kits/+/status", ""]
+        lines += [
+            f"user {user}",
+            f"topic {access} {layout.root}/kits/+/up",
+            f"topic {access} {layout.root}/kits/+/status",
+            "",
+        ]
     return "\n".join(lines)
 
 
@@ -53,8 +57,12 @@ def write_password_file(path: Path, credentials: Mapping[str, str]) -> None:
     path.write_text(plain)
     path.chmod(0o600)
     # -U hashes a file of plain user:password lines in place.
-    result = subprocess.run([tool, "-U", str(path)], capture_output=True, text=True,  # noqa: S603
-                            check=False)
+    result = subprocess.run(  # noqa: S603
+        [tool, "-U", str(path)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     if result.returncode != 0:
         path.unlink(missing_ok=True)
         raise IngestError(f"mosquitto_passwd failed: {result.stderr.strip()}")

@@ -24,8 +24,9 @@ from ingest.topics import DEFAULT_SHARE_GROUP, TopicLayout
 from storage.cli import master_key_from_environment
 from storage.kits import kit_secrets, list_kits, register_kit, revoke_kit
 
-kits_app = typer.Typer(help="Register, list and revoke sensor kits; broker credentials.",
-                       no_args_is_help=True)
+kits_app = typer.Typer(
+    help="Register, list and revoke sensor kits; broker credentials.", no_args_is_help=True
+)
 console = Console()
 
 
@@ -57,10 +58,14 @@ def kits_list() -> None:
         kits = list_kits(conn)
     table = Table("kit", "pseudonym", "status", "last seen", "battery %", "firmware")
     for k in kits:
-        table.add_row(str(k.kit_id), k.pseudonym, k.status,
-                      k.last_seen_at.isoformat(timespec="seconds") if k.last_seen_at else "never",
-                      f"{k.battery_pct:.0f}" if k.battery_pct is not None else "",
-                      k.firmware_version or "")
+        table.add_row(
+            str(k.kit_id),
+            k.pseudonym,
+            k.status,
+            k.last_seen_at.isoformat(timespec="seconds") if k.last_seen_at else "never",
+            f"{k.battery_pct:.0f}" if k.battery_pct is not None else "",
+            k.firmware_version or "",
+        )
     console.print(table)
 
 
@@ -81,14 +86,22 @@ def kits_revoke(kit_id: Annotated[int, typer.Argument(help="The kit's id.")]) ->
 @kits_app.command("broker-acl")
 def kits_broker_acl(
     out: Annotated[Path, typer.Option(help="Folder for the password and ACL files.")] = Path(
-        "deploy/mosquitto"),
-    ingest_password: Annotated[str, typer.Option(
-        envvar="BIKESENSE_MQTT_INGEST_PASSWORD",
-        help="Password of the ingest service user (default: the one in BIKESENSE_MQTT_URL, "
-             "when that logs in as bikesense-ingest).")] = "",
+        "deploy/mosquitto"
+    ),
+    ingest_password: Annotated[
+        str,
+        typer.Option(
+            envvar="BIKESENSE_MQTT_INGEST_PASSWORD",
+            help="Password of the ingest service user (default: the one in BIKESENSE_MQTT_URL, "
+            "when that logs in as bikesense-ingest).",
+        ),
+    ] = "",
     topic_root: Annotated[str, typer.Option(help="Topic root.")] = TopicLayout().root,
-    owner: Annotated[str | None, typer.Option(
-        help="UID:GID to own the files (the broker's user; 1883:1883 in eclipse-mosquitto).")
+    owner: Annotated[
+        str | None,
+        typer.Option(
+            help="UID:GID to own the files (the broker's user; 1883:1883 in eclipse-mosquitto)."
+        ),
     ] = None,
 ) -> None:
     """Write Mosquitto password and ACL files: each kit may publish only to its own topics.
@@ -122,18 +135,24 @@ def kits_broker_acl(
     write_kit_accounts(accounts, active, layout, file_owner)
     write_service_accounts(accounts, ingest_password, layout, file_owner)
     write_single_listener_accounts(out, active, ingest_password, layout, file_owner)
-    console.print(f"wrote the broker's accounts for {len(active)} kits and ingest in {out}; "
-                  "send the broker SIGHUP to load them (docs/deployment.md)")
+    console.print(
+        f"wrote the broker's accounts for {len(active)} kits and ingest in {out}; "
+        "send the broker SIGHUP to load them (docs/deployment.md)"
+    )
 
 
 @kits_app.command("pseudonym")
 def kits_pseudonym(
-    kit_ids: Annotated[list[int] | None, typer.Argument(
-        help="Kit ids (default: every registered kit).")] = None,
-    day: Annotated[str | None, typer.Option(
-        help="Local day, YYYY-MM-DD (default: today in the deployment's time zone).")] = None,
-    find: Annotated[str | None, typer.Option(
-        help="Show only the kit behind this pseudonym.")] = None,
+    kit_ids: Annotated[
+        list[int] | None, typer.Argument(help="Kit ids (default: every registered kit).")
+    ] = None,
+    day: Annotated[
+        str | None,
+        typer.Option(help="Local day, YYYY-MM-DD (default: today in the deployment's time zone)."),
+    ] = None,
+    find: Annotated[
+        str | None, typer.Option(help="Show only the kit behind this pseudonym.")
+    ] = None,
 ) -> None:
     """Admins only: the daily pseudonyms researchers see, mapped back to kits (docs/privacy.md).
 
@@ -144,10 +163,10 @@ def kits_pseudonym(
 
     from storage.cli import pseudonym_key_from_environment  # noqa: PLC0415
     from storage.pseudonyms import pseudonym_table  # noqa: PLC0415
+
     settings = settings_or_exit()
     try:
-        when = (date.fromisoformat(day) if day
-                else datetime.now(ZoneInfo(settings.day_tz)).date())
+        when = date.fromisoformat(day) if day else datetime.now(ZoneInfo(settings.day_tz)).date()
     except ValueError:
         exit_with(ValueError(f"--day must be YYYY-MM-DD (got {day!r})"), 2)
     if not kit_ids:
@@ -157,8 +176,7 @@ def kits_pseudonym(
         key = pseudonym_key_from_environment(settings.state_dir)
     except (BikesenseError, OSError) as exc:
         exit_with(exc)
-    rows = [r for r in pseudonym_table(kit_ids, when, key)
-            if find is None or find == r[1]]
+    rows = [r for r in pseudonym_table(kit_ids, when, key) if find is None or find == r[1]]
     table = Table("kit", f"pseudonym on {when.isoformat()}")
     for kit, name in rows:
         table.add_row(str(kit), name)
@@ -171,35 +189,63 @@ class Destination(StrEnum):
 
 
 def ingest_command(
-    to: Annotated[Destination, typer.Option(
-        help="database: the embedded runtime (ingest, stream core and storage in this process); "
-             "kafka: produce admitted readings for the faust workers.")] = Destination.DATABASE,
-    client_id: Annotated[str | None, typer.Option(
-        help="MQTT client id; keep it stable across restarts (persistent session).")] = None,
-    share_group: Annotated[str, typer.Option(
-        help="Shared subscription group, so several ingest processes split the kits' messages; "
-             "'' for a plain subscription (one process; survives a broker restart whole, "
-             "see docs/ingest.md).")] =
-        DEFAULT_SHARE_GROUP,
+    to: Annotated[
+        Destination,
+        typer.Option(
+            help="database: the embedded runtime (ingest, stream core and storage in this "
+            "process); "
+            "kafka: produce admitted readings for the faust workers."
+        ),
+    ] = Destination.DATABASE,
+    client_id: Annotated[
+        str | None,
+        typer.Option(help="MQTT client id; keep it stable across restarts (persistent session)."),
+    ] = None,
+    share_group: Annotated[
+        str,
+        typer.Option(
+            help="Shared subscription group, so several ingest processes split the kits' messages; "
+            "'' for a plain subscription (one process; survives a broker restart whole, "
+            "see docs/ingest.md)."
+        ),
+    ] = DEFAULT_SHARE_GROUP,
     topic_root: Annotated[str, typer.Option(help="Topic root.")] = TopicLayout().root,
     log_level: Annotated[str, typer.Option(help="Logging level.")] = "INFO",
-    metrics_port: Annotated[int | None, typer.Option(
-        help="Serve Prometheus metrics of this process on 127.0.0.1:PORT/metrics.")] = None,
-    writers: Annotated[int, typer.Option(
-        min=1, help="Batches written to the database at once, each on its own connection "
-                    "(a second only under load; acks stay in arrival order; see "
-                    "docs/stream.md).")] = 2,
-    batch_wait: Annotated[float, typer.Option(
-        min=0.0, help="Seconds a batch may wait for a second writer while another batch is "
-                      "written, before it is taken though not full: the latency bound at a "
-                      "steady rate (docs/stream.md).")] = 0.5,
-    max_batch: Annotated[int, typer.Option(
-        min=1, help="Most MQTT messages in one batch (one transaction): bigger batches share "
-                    "more aggregate rows per reading under load (docs/stream.md).")] = 1000,
+    metrics_port: Annotated[
+        int | None,
+        typer.Option(help="Serve Prometheus metrics of this process on 127.0.0.1:PORT/metrics."),
+    ] = None,
+    writers: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            help="Batches written to the database at once, each on its own connection "
+            "(a second only under load; acks stay in arrival order; see "
+            "docs/stream.md).",
+        ),
+    ] = 2,
+    batch_wait: Annotated[
+        float,
+        typer.Option(
+            min=0.0,
+            help="Seconds a batch may wait for a second writer while another batch is "
+            "written, before it is taken though not full: the latency bound at a "
+            "steady rate (docs/stream.md).",
+        ),
+    ] = 0.5,
+    max_batch: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            help="Most MQTT messages in one batch (one transaction): bigger batches share "
+            "more aggregate rows per reading under load (docs/stream.md).",
+        ),
+    ] = 1000,
 ) -> None:
     """Take kit frames from MQTT; store them (default) or hand them to Kafka."""
-    logging.basicConfig(level=log_level.upper(),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     settings = settings_or_exit()
     name = client_id or f"bikesense-ingest-{socket.gethostname()}-{os.getuid()}"
     try:
@@ -213,11 +259,18 @@ def ingest_command(
 
         # One configuration for both destinations: retention runs from either process.
         config = EmbeddedConfig(
-            mqtt_url=ingest_mqtt_url(settings), database_url=resolve_database_url(settings),
-            client_id=name, share_group=share_group, topic_root=topic_root,
-            writers=writers, batch_wait_s=batch_wait, max_batch_messages=max_batch,
+            mqtt_url=ingest_mqtt_url(settings),
+            database_url=resolve_database_url(settings),
+            client_id=name,
+            share_group=share_group,
+            topic_root=topic_root,
+            writers=writers,
+            batch_wait_s=batch_wait,
+            max_batch_messages=max_batch,
             core=core_config(settings),
-            maintenance=MaintenanceConfig(raw_retention=timedelta(days=settings.raw_retention_days)),
+            maintenance=MaintenanceConfig(
+                raw_retention=timedelta(days=settings.raw_retention_days)
+            ),
         )
         if to is Destination.KAFKA:
             run_kafka_ingest(settings, config, metrics_port)

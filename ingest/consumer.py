@@ -120,8 +120,14 @@ class _Chunk(Generic[B]):
 class MqttConsumer(Generic[B]):
     """Consumes the kits' topics and drives ``handler`` (see the module docstring)."""
 
-    def __init__(self, config: ConsumerConfig, handler: BatchHandler[B],
-                 load_keys: KeyLoader, *, name: str = "MQTT consumer") -> None:
+    def __init__(
+        self,
+        config: ConsumerConfig,
+        handler: BatchHandler[B],
+        load_keys: KeyLoader,
+        *,
+        name: str = "MQTT consumer",
+    ) -> None:
         """``load_keys`` reads every kit's key (``ingest.keys.KitKeyReader.load``); ``name``
         is what the log calls this process's runtime."""
         self.config = config
@@ -137,9 +143,12 @@ class MqttConsumer(Generic[B]):
         self.keys = KeyCache(load_keys)
         self._lock = threading.Condition()
         self._handover: Handover[_Chunk[B]] = Handover(
-            max_messages=config.max_batch_messages, writers=self.writers,
-            batch_wait_s=config.batch_wait_s, overlap=config.overlap_stages,
-            ready_early=handler.readies_early)
+            max_messages=config.max_batch_messages,
+            writers=self.writers,
+            batch_wait_s=config.batch_wait_s,
+            overlap=config.overlap_stages,
+            ready_early=handler.readies_early,
+        )
         self._failures: list[BaseException] = []
         self.subscriber = MqttSubscriber(
             config.mqtt_url,
@@ -204,7 +213,8 @@ class MqttConsumer(Generic[B]):
         """How many more messages the next batch may take; 0 after a while without room."""
         with self._lock:
             self._lock.wait_for(
-                lambda: self._handover.room() > 0 or self._stopping.is_set(), _POLL_S)
+                lambda: self._handover.room() > 0 or self._stopping.is_set(), _POLL_S
+            )
             return 0 if self._stopping.is_set() else self._handover.room()
 
     def _collect(self, limit: int) -> list[InboundMessage]:
@@ -218,8 +228,11 @@ class MqttConsumer(Generic[B]):
         while len(batch) < limit and size < self.config.max_batch_bytes:
             remaining = deadline - time.monotonic()
             try:
-                message = (self._queue.get(timeout=max(remaining, 0.0)) if remaining > 0
-                           else self._queue.get_nowait())
+                message = (
+                    self._queue.get(timeout=max(remaining, 0.0))
+                    if remaining > 0
+                    else self._queue.get_nowait()
+                )
             except queue.Empty:
                 break
             batch.append(message)
@@ -230,8 +243,8 @@ class MqttConsumer(Generic[B]):
         """Admit and prepare messages; None if asked to stop while the database (the kit
         keys: a kit not in the key cache is looked up) was away."""
         admitted = self._with_retries(
-            lambda: admit(messages, self.layout, self.keys.lookup, self.config.rules),
-            len(messages))
+            lambda: admit(messages, self.layout, self.keys.lookup, self.config.rules), len(messages)
+        )
         if admitted is None:
             return None
         return _Chunk(messages, self.handler.prepare(admitted))
@@ -239,8 +252,9 @@ class MqttConsumer(Generic[B]):
     def _joined(self, chunks: Sequence[_Chunk[B]]) -> _Chunk[B]:
         if len(chunks) == 1:
             return chunks[0]
-        return _Chunk([m for c in chunks for m in c.messages],
-                      self.handler.join([c.prepared for c in chunks]))
+        return _Chunk(
+            [m for c in chunks for m in c.messages], self.handler.join([c.prepared for c in chunks])
+        )
 
     # the write stage ------------------------------------------------------------------
 
@@ -255,17 +269,23 @@ class MqttConsumer(Generic[B]):
                 started = time.monotonic()
                 batch = self._joined(chunks)
                 outcome = self._with_retries(
-                    partial(self.handler.commit, batch.prepared, writer), len(batch.messages))
+                    partial(self.handler.commit, batch.prepared, writer), len(batch.messages)
+                )
                 if outcome is None:
                     return  # stopped during an outage: left unacked
                 acked = self._acknowledge_in_turn(number, batch.messages, outcome)
                 elapsed = time.monotonic() - started
                 self.metrics.batch_seconds.observe(elapsed)
                 self.metrics.batch_messages.observe(len(batch.messages))
-                log.debug("batch of %d messages committed and %s in %.3f s (%d readings new, "
-                          "%d partial rows merged)", len(batch.messages),
-                          "acked" if acked else "left unacked (an earlier batch was not)",
-                          elapsed, outcome.inserted, outcome.partials_merged)
+                log.debug(
+                    "batch of %d messages committed and %s in %.3f s (%d readings new, "
+                    "%d partial rows merged)",
+                    len(batch.messages),
+                    "acked" if acked else "left unacked (an earlier batch was not)",
+                    elapsed,
+                    outcome.inserted,
+                    outcome.partials_merged,
+                )
             finally:
                 with self._lock:
                     self._handover.finished(acked=acked)
@@ -280,7 +300,8 @@ class MqttConsumer(Generic[B]):
             # runs out by itself, so look again by then.
             self._lock.wait_for(
                 lambda: self._handover.can_take(time.monotonic()) or self._stopping.is_set(),
-                self._handover.wait_s(time.monotonic(), _POLL_S))
+                self._handover.wait_s(time.monotonic(), _POLL_S),
+            )
             if self._stopping.is_set() or not self._handover.can_take(time.monotonic()):
                 return None
             taken = self._handover.take(time.monotonic())
@@ -288,8 +309,9 @@ class MqttConsumer(Generic[B]):
             self._lock.notify_all()  # room again: the prepare stage starts the batch after
         return taken
 
-    def _acknowledge_in_turn(self, number: int, messages: list[InboundMessage],
-                             outcome: WriteOutcome) -> bool:
+    def _acknowledge_in_turn(
+        self, number: int, messages: list[InboundMessage], outcome: WriteOutcome
+    ) -> bool:
         """Ack batch ``number`` once every batch before it was acked; False (and no ack)
         if one of them ended unacked."""
         with self._lock:
@@ -315,8 +337,10 @@ class MqttConsumer(Generic[B]):
 
     def _with_retries(self, step: Callable[[], _T], messages: int) -> _T | None:
         """``step()``, again with back-off while a service is away; None once stopping."""
-        unavailable: dict[type[Exception], str] = {psycopg.OperationalError: "database",
-                                                   **self.handler.unavailable}
+        unavailable: dict[type[Exception], str] = {
+            psycopg.OperationalError: "database",
+            **self.handler.unavailable,
+        }
         kinds: tuple[type[Exception], ...] = tuple(unavailable)
         delay = self.config.retry_min_s
         while True:
@@ -326,8 +350,13 @@ class MqttConsumer(Generic[B]):
                 if isinstance(exc, psycopg.OperationalError):
                     self.metrics.database_errors.inc()
                 what = next(name for kind, name in unavailable.items() if isinstance(exc, kind))
-                log.warning("%s unavailable (%s); batch of %d messages kept, "
-                            "retrying in %.1f s", what, exc, messages, delay)
+                log.warning(
+                    "%s unavailable (%s); batch of %d messages kept, retrying in %.1f s",
+                    what,
+                    exc,
+                    messages,
+                    delay,
+                )
             if self._stopping.wait(delay):
                 return None
             delay = min(delay * 2, self.config.retry_max_s)
@@ -366,12 +395,15 @@ class MqttConsumer(Generic[B]):
             watcher.cancel()
             raise
         self.subscribed.set()
-        names = ["bikesense-prepare"] + ["bikesense-write" + (f"-{i + 1}" if i else "")
-                                         for i in range(self.writers)]
+        names = ["bikesense-prepare"] + [
+            "bikesense-write" + (f"-{i + 1}" if i else "") for i in range(self.writers)
+        ]
         loops: list[Callable[[], None]] = [self._prepare_loop]
         loops += [partial(self._write_loop, i) for i in range(self.writers)]
-        stages = [threading.Thread(target=self._run_stage, args=(loop,), name=name, daemon=True)
-                  for loop, name in zip(loops, names, strict=True)]
+        stages = [
+            threading.Thread(target=self._run_stage, args=(loop,), name=name, daemon=True)
+            for loop, name in zip(loops, names, strict=True)
+        ]
         for thread in stages:
             thread.start()
         log.info("%s consuming %s", self.name, self.layout.up_filter())
@@ -412,8 +444,10 @@ class MessageQueue:
         return len(self._items)
 
     def _room_for(self, message: InboundMessage) -> bool:
-        return not self._items or (len(self._items) < self.max_messages
-                                   and self._bytes + message.size_bytes <= self.max_bytes)
+        return not self._items or (
+            len(self._items) < self.max_messages
+            and self._bytes + message.size_bytes <= self.max_bytes
+        )
 
     def put(self, message: InboundMessage, timeout: float) -> None:
         with self._cond:

@@ -78,8 +78,15 @@ class HandoverError(BikesenseError, RuntimeError):
 
 
 class Handover(Generic[C]):
-    def __init__(self, *, max_messages: int, writers: int, batch_wait_s: float,
-                 overlap: bool = True, ready_early: bool = True) -> None:
+    def __init__(
+        self,
+        *,
+        max_messages: int,
+        writers: int,
+        batch_wait_s: float,
+        overlap: bool = True,
+        ready_early: bool = True,
+    ) -> None:
         self.max_messages = max_messages
         self.writers = writers
         self.batch_wait_s = batch_wait_s
@@ -115,8 +122,7 @@ class Handover(Generic[C]):
 
     def should_ready(self) -> bool:
         """Full while every writer is busy: the prepare stage readies it rather than idle."""
-        return (self.ready_early and self.state is Next.FULL
-                and self.writing >= self.writers)
+        return self.ready_early and self.state is Next.FULL and self.writing >= self.writers
 
     def start_readying(self) -> list[C]:
         self._expect(Next.FULL)

@@ -37,8 +37,14 @@ KeyLoader = Callable[[], Mapping[int, KitKey]]
 
 
 class KeyCache:
-    def __init__(self, load: KeyLoader, *, ttl_s: float = 30.0, miss_interval_s: float = 1.0,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        load: KeyLoader,
+        *,
+        ttl_s: float = 30.0,
+        miss_interval_s: float = 1.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._load = load
         self._ttl_s = ttl_s
         self._miss_interval_s = miss_interval_s
@@ -77,8 +83,12 @@ class KitKeyReader:
             try:
                 if self._conn is None or self._conn.closed or self._conn.broken:
                     self._close()
-                    self._conn = psycopg.connect(self._url, autocommit=True, connect_timeout=5,
-                                                 application_name="bikesense-stream-keys")
+                    self._conn = psycopg.connect(
+                        self._url,
+                        autocommit=True,
+                        connect_timeout=5,
+                        application_name="bikesense-stream-keys",
+                    )
                 secrets = kit_secrets(self._conn, self._master_key)
             except psycopg.OperationalError:
                 self._close()

@@ -78,8 +78,9 @@ class BrokerAddress:
         )
 
 
-def new_client(address: BrokerAddress, client_id: str, *, persistent: bool,
-               manual_ack: bool = False) -> mqtt.Client:
+def new_client(
+    address: BrokerAddress, client_id: str, *, persistent: bool, manual_ack: bool = False
+) -> mqtt.Client:
     """A paho client configured the bikesense way (3.1.1, TLS when the URL says so)."""
     client = mqtt.Client(
         CallbackAPIVersion.VERSION2,
@@ -131,31 +132,56 @@ class MqttSubscriber:
 
     # -- paho callbacks (network thread) --------------------------------------------------
 
-    def _on_connect(self, client: mqtt.Client, _userdata: Any, flags: mqtt.ConnectFlags,
-                    reason_code: ReasonCode, _properties: Any) -> None:
+    def _on_connect(
+        self,
+        client: mqtt.Client,
+        _userdata: Any,
+        flags: mqtt.ConnectFlags,
+        reason_code: ReasonCode,
+        _properties: Any,
+    ) -> None:
         if reason_code.is_failure:
-            log.error("MQTT broker %s:%d refused the connection: %s",
-                      self.address.host, self.address.port, reason_code)
+            log.error(
+                "MQTT broker %s:%d refused the connection: %s",
+                self.address.host,
+                self.address.port,
+                reason_code,
+            )
             return
         with self._lock:
             self._generation += 1
         # Subscribing again is harmless with a persistent session and needed without one.
         client.subscribe([(topic, 1) for topic in self._subscriptions])
-        log.info("connected to MQTT %s:%d (session present: %s)", self.address.host,
-                 self.address.port, flags.session_present)
+        log.info(
+            "connected to MQTT %s:%d (session present: %s)",
+            self.address.host,
+            self.address.port,
+            flags.session_present,
+        )
         self._connected.set()
 
-    def _on_subscribe(self, _client: mqtt.Client, _userdata: Any, _mid: int,
-                      reason_codes: list[ReasonCode], _properties: Any) -> None:
+    def _on_subscribe(
+        self,
+        _client: mqtt.Client,
+        _userdata: Any,
+        _mid: int,
+        reason_codes: list[ReasonCode],
+        _properties: Any,
+    ) -> None:
         refused = [str(code) for code in reason_codes if code.is_failure]
         if refused:
             log.error("MQTT broker refused our subscriptions %s: %s", self._subscriptions, refused)
             return
         self._subscribed.set()
 
-    def _on_disconnect(self, _client: mqtt.Client, _userdata: Any,
-                       _flags: mqtt.DisconnectFlags, reason_code: ReasonCode,
-                       _properties: Any) -> None:
+    def _on_disconnect(
+        self,
+        _client: mqtt.Client,
+        _userdata: Any,
+        _flags: mqtt.DisconnectFlags,
+        reason_code: ReasonCode,
+        _properties: Any,
+    ) -> None:
         self._connected.clear()
         if reason_code.value != 0:
             log.warning("lost the MQTT broker (%s); reconnecting", reason_code)
@@ -165,15 +191,19 @@ class MqttSubscriber:
         # a packet limit, what ingest holds per message stays bounded all the same.
         size = len(message.payload)
         oversized = size > MAX_PAYLOAD_BYTES
-        self._deliver(InboundMessage(
-            topic=message.topic,
-            payload=bytes(message.payload[:MAX_PAYLOAD_BYTES] if oversized else message.payload),
-            mid=message.mid,
-            qos=message.qos,
-            received_ms=time.time_ns() // 1_000_000,
-            generation=self._generation,
-            truncated_from=size if oversized else None,
-        ))
+        self._deliver(
+            InboundMessage(
+                topic=message.topic,
+                payload=bytes(
+                    message.payload[:MAX_PAYLOAD_BYTES] if oversized else message.payload
+                ),
+                mid=message.mid,
+                qos=message.qos,
+                received_ms=time.time_ns() // 1_000_000,
+                generation=self._generation,
+                truncated_from=size if oversized else None,
+            )
+        )
 
     # -- the runtime's side ----------------------------------------------------------------
 
@@ -184,8 +214,10 @@ class MqttSubscriber:
         if not self._subscribed.wait(wait_s):
             self.stop()
             state = "subscribe" if self._connected.is_set() else "connect"
-            raise BrokerError(f"could not {state} to MQTT broker {self.address.host}:"
-                              f"{self.address.port} within {wait_s:.0f} s")
+            raise BrokerError(
+                f"could not {state} to MQTT broker {self.address.host}:"
+                f"{self.address.port} within {wait_s:.0f} s"
+            )
 
     @property
     def connected(self) -> bool:

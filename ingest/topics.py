@@ -67,7 +67,7 @@ class TopicLayout:
         prefix = f"{self.root}/kits/"
         if not topic.startswith(prefix):
             raise TopicError(f"topic {topic!r} is not under {prefix!r}")
-        parts = topic[len(prefix):].split("/")
+        parts = topic[len(prefix) :].split("/")
         if len(parts) != 2:
             raise TopicError(f"topic {topic!r} should be {prefix}<kit_id>/<up|status>")
         raw_id, raw_kind = parts

@@ -62,8 +62,9 @@ class ReadingVerdict:
         return max(self.reasons.items(), key=lambda item: len(item[1]))[0]
 
 
-def check_readings(readings: np.ndarray, received_ms: int | np.ndarray,
-                   rules: AdmissionRules) -> ReadingVerdict:
+def check_readings(
+    readings: np.ndarray, received_ms: int | np.ndarray, rules: AdmissionRules
+) -> ReadingVerdict:
     """Apply the reading rules to readings (READING_DTYPE), vectorised: one frame's with
     its arrival time, or many frames' with each reading's frame's arrival time."""
     ts = readings["ts_ms"]
@@ -74,8 +75,10 @@ def check_readings(readings: np.ndarray, received_ms: int | np.ndarray,
         IngestReject.TOO_OLD: ts < received_ms - rules.max_age_ms,
         # NaN is "no position" (no fix): kept. Anything else must be on the globe.
         IngestReject.BAD_POSITION: (np.isfinite(lat) != np.isfinite(lon))
-                                   | (np.abs(lat) > 90) | (np.abs(lon) > 180)
-                                   | np.isinf(lat) | np.isinf(lon),
+        | (np.abs(lat) > 90)
+        | (np.abs(lon) > 180)
+        | np.isinf(lat)
+        | np.isinf(lon),
         IngestReject.NULL_ISLAND: (np.abs(lat) < 1e-6) & (np.abs(lon) < 1e-6),
     }
     keep = np.ones(len(readings), dtype=bool)

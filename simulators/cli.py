@@ -103,7 +103,7 @@ def _read_kits(path: Path) -> tuple[tuple[int, bytes], ...]:
         raise typer.BadParameter(f"cannot read {path}: {exc}", param_hint="--kits") from exc
     except (ValueError, TypeError, KeyError) as exc:
         raise typer.BadParameter(
-            f"{path} is not a JSON list of {{\"kit_id\": N, \"key\": \"<hex>\"}} ({exc!r})",
+            f'{path} is not a JSON list of {{"kit_id": N, "key": "<hex>"}} ({exc!r})',
             param_hint="--kits",
         ) from exc
 
@@ -159,8 +159,8 @@ def _start_ms(start: str | None, speed: float | None, duration_s: float) -> int:
 @app.command()
 def simulate(
     bikes: Annotated[
-        int | None, typer.Option(help="Number of bikes (kits). Default 10, or one per --kits.",
-                                 min=1)
+        int | None,
+        typer.Option(help="Number of bikes (kits). Default 10, or one per --kits.", min=1),
     ] = None,
     minutes: Annotated[float, typer.Option(help="Simulated minutes.", min=0.1)] = 60.0,
     speed: Annotated[
@@ -217,7 +217,7 @@ def simulate(
     kits: Annotated[
         Path | None,
         typer.Option(
-            help="Ride as these kits: a JSON list of {\"kit_id\", \"key\"} (key in hex: the "
+            help='Ride as these kits: a JSON list of {"kit_id", "key"} (key in hex: the '
             "secret `kits add` prints), one bike each, instead of kits drawn from the seed."
         ),
     ] = None,
@@ -403,9 +403,11 @@ def _pump(
             publisher.close()  # waits for the last acknowledgements
     except LoginRefusedError as exc:
         if isinstance(publisher, KitPublishers):
-            _fail(f"{exc}; register the fleet's kits (--register) and, on a broker that "
-                  "`bikesense services up` did not start, give it their accounts "
-                  "(`bikesense kits broker-acl`, then SIGHUP; docs/deployment.md)")
+            _fail(
+                f"{exc}; register the fleet's kits (--register) and, on a broker that "
+                "`bikesense services up` did not start, give it their accounts "
+                "(`bikesense kits broker-acl`, then SIGHUP; docs/deployment.md)"
+            )
         _fail(f"{exc}; a broker with accounts takes kits one by one (--connect per-kit)")
     except SimulatorError as exc:
         _fail(exc)
@@ -415,8 +417,10 @@ def _pump(
         if writer is not None:
             writer.close()
     if isinstance(publisher, KitPublishers) and publisher.skipped:
-        console.print(f"{publisher.skipped} publications of kits outside the fleet (the "
-                      "unknown_kit fault) not sent: they have no login")
+        console.print(
+            f"{publisher.skipped} publications of kits outside the fleet (the "
+            "unknown_kit fault) not sent: they have no login"
+        )
     return stats
 
 

@@ -153,8 +153,7 @@ class MqttPublisher:
         if not ok:
             self._stop()
             raise PublishError(
-                f"the MQTT broker at {self.url} did not answer within "
-                f"{self.connect_timeout_s:g} s"
+                f"the MQTT broker at {self.url} did not answer within {self.connect_timeout_s:g} s"
             )
 
     def send(self, pub: Publication) -> None:
@@ -197,7 +196,8 @@ class MqttPublisher:
             self._wake_at = unacknowledged
             try:
                 return self._cond.wait_for(
-                    lambda: self.published - self.acknowledged <= unacknowledged, timeout_s)
+                    lambda: self.published - self.acknowledged <= unacknowledged, timeout_s
+                )
             finally:
                 self._wake_at = None
 

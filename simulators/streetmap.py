@@ -27,24 +27,91 @@ from simulators.town import ROAD_ARTERIAL, Town
 # Common Dutch street-name stems: trees and flowers for east–west streets, painters and
 # writers for north–south ones, through roads for the arterials.
 _ROW_STEMS = (
-    "Linden", "Eiken", "Beuken", "Wilgen", "Populieren", "Kastanje", "Berken", "Esdoorn",
-    "Iepen", "Tulpen", "Rozen", "Lelie", "Narcissen", "Krokus", "Dahlia", "Iris", "Anjer",
-    "Jasmijn", "Seringen", "Vlier", "Hazelaar", "Meidoorn", "Hyacint", "Klaver", "Zonnebloem",
-    "Korenbloem", "Madelief", "Vergeet-mij-niet", "Goudsbloem", "Lavendel",
+    "Linden",
+    "Eiken",
+    "Beuken",
+    "Wilgen",
+    "Populieren",
+    "Kastanje",
+    "Berken",
+    "Esdoorn",
+    "Iepen",
+    "Tulpen",
+    "Rozen",
+    "Lelie",
+    "Narcissen",
+    "Krokus",
+    "Dahlia",
+    "Iris",
+    "Anjer",
+    "Jasmijn",
+    "Seringen",
+    "Vlier",
+    "Hazelaar",
+    "Meidoorn",
+    "Hyacint",
+    "Klaver",
+    "Zonnebloem",
+    "Korenbloem",
+    "Madelief",
+    "Vergeet-mij-niet",
+    "Goudsbloem",
+    "Lavendel",
 )
 _COL_STEMS = (
-    "Rembrandt", "Vermeer", "Frans Hals", "Jan Steen", "Van Gogh", "Mondriaan", "Escher",
-    "Breitner", "Mesdag", "Israëls", "Ruysdael", "Potter", "Hobbema", "Van Goyen",
-    "Vondel", "Bredero", "Hooft", "Huygens", "Cats", "Bilderdijk", "Multatuli", "Da Costa",
-    "Tollens", "Beets", "Potgieter", "Staring", "Gorter", "Couperus", "Van Eeden", "Heijermans",
+    "Rembrandt",
+    "Vermeer",
+    "Frans Hals",
+    "Jan Steen",
+    "Van Gogh",
+    "Mondriaan",
+    "Escher",
+    "Breitner",
+    "Mesdag",
+    "Israëls",
+    "Ruysdael",
+    "Potter",
+    "Hobbema",
+    "Van Goyen",
+    "Vondel",
+    "Bredero",
+    "Hooft",
+    "Huygens",
+    "Cats",
+    "Bilderdijk",
+    "Multatuli",
+    "Da Costa",
+    "Tollens",
+    "Beets",
+    "Potgieter",
+    "Staring",
+    "Gorter",
+    "Couperus",
+    "Van Eeden",
+    "Heijermans",
 )
 _ARTERIALS = (
-    "Hoofdweg", "Rijndijk", "Prins Bernhardlaan", "Europaweg", "Stationsweg", "Burgemeester "
-    "Visserlaan", "Zegerslaan", "Kerkweg", "Molenweg", "Provincialeweg", "Ringweg",
-    "Julianalaan", "Koningsweg", "Hogeweg",
+    "Hoofdweg",
+    "Rijndijk",
+    "Prins Bernhardlaan",
+    "Europaweg",
+    "Stationsweg",
+    "Burgemeester Visserlaan",
+    "Zegerslaan",
+    "Kerkweg",
+    "Molenweg",
+    "Provincialeweg",
+    "Ringweg",
+    "Julianalaan",
+    "Koningsweg",
+    "Hogeweg",
 )
-_DEPOT_NAMES = ("Sorteercentrum Noord", "Sorteercentrum Zuid", "Sorteercentrum Oost",
-                "Sorteercentrum West")
+_DEPOT_NAMES = (
+    "Sorteercentrum Noord",
+    "Sorteercentrum Zuid",
+    "Sorteercentrum Oost",
+    "Sorteercentrum West",
+)
 
 
 def _grid_side(town: Town) -> int:
@@ -96,32 +163,45 @@ def town_streets_geojson(town: Town) -> dict[str, Any]:
         for line in sorted(lines):
             segments = lines[line]
             arterial = any(segments.values())
-            name = street_name(line, row=is_row, arterial=arterial,
-                               arterial_index=arterial_count)
+            name = street_name(line, row=is_row, arterial=arterial, arterial_index=arterial_count)
             arterial_count += arterial
             for run in _runs(sorted(segments)):
                 positions = [*run, run[-1] + 1]
                 nodes = [line * n + p if is_row else p * n + line for p in positions]
-                features.append({
-                    "type": "Feature",
-                    "geometry": {"type": "LineString", "coordinates": [coords[k] for k in nodes]},
-                    "properties": {"name": name, "class": "arterial" if arterial else "street"},
-                })
+                features.append(
+                    {
+                        "type": "Feature",
+                        "geometry": {
+                            "type": "LineString",
+                            "coordinates": [coords[k] for k in nodes],
+                        },
+                        "properties": {"name": name, "class": "arterial" if arterial else "street"},
+                    }
+                )
     centre = [round(town.spec.centre_lon_deg, 6), round(town.spec.centre_lat_deg, 6)]
-    features.append({"type": "Feature", "geometry": {"type": "Point", "coordinates": centre},
-                     "properties": {"name": "Centrum", "class": "place"}})
-    for k, (d_lat, d_lon) in enumerate(town.depots_latlon):
-        features.append({
+    features.append(
+        {
             "type": "Feature",
-            "geometry": {"type": "Point", "coordinates": [round(d_lon, 6), round(d_lat, 6)]},
-            "properties": {"name": _DEPOT_NAMES[k % len(_DEPOT_NAMES)], "class": "depot"},
-        })
+            "geometry": {"type": "Point", "coordinates": centre},
+            "properties": {"name": "Centrum", "class": "place"},
+        }
+    )
+    for k, (d_lat, d_lon) in enumerate(town.depots_latlon):
+        features.append(
+            {
+                "type": "Feature",
+                "geometry": {"type": "Point", "coordinates": [round(d_lon, 6), round(d_lat, 6)]},
+                "properties": {"name": _DEPOT_NAMES[k % len(_DEPOT_NAMES)], "class": "depot"},
+            }
+        )
     return {"type": "FeatureCollection", "name": "bikesense simulated town", "features": features}
 
 
 def write_town_streets(town: Town, path: Path) -> Path:
     """Write :func:`town_streets_geojson` to ``path`` (compact JSON) and return it."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(town_streets_geojson(town), separators=(",", ":"),
-                               ensure_ascii=False), encoding="utf-8")
+    path.write_text(
+        json.dumps(town_streets_geojson(town), separators=(",", ":"), ensure_ascii=False),
+        encoding="utf-8",
+    )
     return path

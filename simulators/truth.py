@@ -289,14 +289,19 @@ class TruthRecord:
         if at < resolution:
             raise ValueError(f"finest_resolution {at} is coarser than resolution {resolution}")
         cells = np.fromiter(
-            (h3.latlng_to_cell(a, b, at)
-             for a, b in zip(r[lat_col].tolist(), r[lon_col].tolist(), strict=True)),
+            (
+                h3.latlng_to_cell(a, b, at)
+                for a, b in zip(r[lat_col].tolist(), r[lon_col].tolist(), strict=True)
+            ),
             dtype=np.int64,
             count=len(r),
         )
         if at != resolution:
-            cells = np.fromiter((h3.cell_to_parent(c, resolution) for c in cells.tolist()),
-                                dtype=np.int64, count=len(cells))
+            cells = np.fromiter(
+                (h3.cell_to_parent(c, resolution) for c in cells.tolist()),
+                dtype=np.int64,
+                count=len(cells),
+            )
         window_ms = window_s * 1000
         starts = (r[ts_col] // window_ms) * window_ms
         order = np.lexsort((cells, starts))

@@ -134,13 +134,16 @@ WHERE EXCLUDED.rides > 0 OR NOT (EXCLUDED.days <@ w.days)
    OR EXCLUDED.metric_rides <> ARRAY[0, 0, 0, 0, 0, 0, 0]
 """
 _INSERT_PRESENCE = staging.render(
-    sql.SQL(_INSERT_PRESENCE_SQL).format(staging=PRESENCE_STAGING.identifier))
+    sql.SQL(_INSERT_PRESENCE_SQL).format(staging=PRESENCE_STAGING.identifier)
+)
 
-_INSERT_CELLS = staging.render(sql.SQL(
-    "INSERT INTO h3_cells ({columns})\n"
-    "SELECT {columns} FROM {staging} ORDER BY cell\n"
-    "ON CONFLICT DO NOTHING"
-).format(columns=staging.column_list(CELL_COLUMNS), staging=CELLS_STAGING.identifier))
+_INSERT_CELLS = staging.render(
+    sql.SQL(
+        "INSERT INTO h3_cells ({columns})\n"
+        "SELECT {columns} FROM {staging} ORDER BY cell\n"
+        "ON CONFLICT DO NOTHING"
+    ).format(columns=staging.column_list(CELL_COLUMNS), staging=CELLS_STAGING.identifier)
+)
 
 
 @dataclass(frozen=True)
@@ -159,8 +162,10 @@ class AggregateRows:
         """The rows of an aggregation's result; :class:`BatchError` if it has the wrong
         dtypes."""
         if partials.dtype != PARTIAL_DTYPE or presence.dtype != PRESENCE_DTYPE:
-            raise BatchError("the aggregate callable must return (PARTIAL_DTYPE, PRESENCE_DTYPE) "
-                             f"arrays, got ({partials.dtype}, {presence.dtype})")
+            raise BatchError(
+                "the aggregate callable must return (PARTIAL_DTYPE, PRESENCE_DTYPE) "
+                f"arrays, got ({partials.dtype}, {presence.dtype})"
+            )
         return cls(partials, presence, np.unique(partials["cell"]))
 
     @cached_property
@@ -178,8 +183,9 @@ class AggregateRows:
     @cached_property
     def presence_keys(self) -> list[tuple[int, ...]]:
         """The presence rows as tuples, in order (a row's whole value is its key)."""
-        return list(zip(*(self.presence[name].tolist() for name in PRESENCE_DTYPE.names or ()),
-                        strict=True))
+        return list(
+            zip(*(self.presence[name].tolist() for name in PRESENCE_DTYPE.names or ()), strict=True)
+        )
 
     def encode(self) -> None:
         """Encode every payload now."""

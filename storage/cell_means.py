@@ -26,9 +26,15 @@ import psycopg
 from storage.cellwindows import per_metric
 from storage.queries import UNITS, BBox, Selection
 
-CELL_MEANS_DTYPE = np.dtype([
-    ("cell", "<i8"), ("n", "<i8"), ("sum", "<f8"), ("energy", "<f8"), ("duration_s", "<f8"),
-])
+CELL_MEANS_DTYPE = np.dtype(
+    [
+        ("cell", "<i8"),
+        ("n", "<i8"),
+        ("sum", "<f8"),
+        ("energy", "<f8"),
+        ("duration_s", "<f8"),
+    ]
+)
 
 _WANTED: LiteralString = """
 wanted AS MATERIALIZED (
@@ -39,14 +45,18 @@ wanted AS MATERIALIZED (
 )"""
 
 # Keyed roles: no threshold, so no ride counts to read at all.
-_CELL_SUMS_ALL = per_metric("WITH " + _WANTED + """
+_CELL_SUMS_ALL = per_metric(
+    "WITH "
+    + _WANTED
+    + """
 SELECT p.cell, sum(p.n), sum(p.sum), sum(p.energy), sum(p.duration_s)
 FROM {partials} p
 WHERE p.resolution = %(res)s AND p.window_s = %(window_s)s
   AND p.window_start >= %(start)s AND p.window_start < %(end)s
   AND p.cell IN (SELECT cell FROM wanted)
 GROUP BY p.cell
-""")
+"""
+)
 
 # The public: only units (storage.queries.UNITS: cell-windows of the finest public
 # grain) with at least k distinct rides that measured the metric count, and a cell of a
@@ -56,30 +66,45 @@ GROUP BY p.cell
 # scan without a join (4 times fewer buffers on the zoom-12 tiles): a coarse tile now
 # reads its cells' finest hourly units, the price of never publishing a parent that
 # hides one child (bench/bench_tiles.py measures it).
-_CELL_SUMS_K = per_metric("WITH " + _WANTED + "," + UNITS + """
+_CELL_SUMS_K = per_metric(
+    "WITH "
+    + _WANTED
+    + ","
+    + UNITS
+    + """
 SELECT u.parent, sum(p.n), sum(p.sum), sum(p.energy), sum(p.duration_s)
 FROM units u JOIN {partials} p USING (cell, window_start)
 WHERE p.resolution = %(unit_res)s AND p.window_s = %(unit_window_s)s
   AND p.window_start >= %(start)s AND p.window_start < %(end)s
 GROUP BY u.parent
-""")
+"""
+)
 
 # With a days threshold too: the cells whose passing units hold rides on enough days,
 # from the days kept with the ride counts.
-_CELL_DAYS: LiteralString = "WITH " + _WANTED + "," + UNITS + """
+_CELL_DAYS: LiteralString = (
+    "WITH "
+    + _WANTED
+    + ","
+    + UNITS
+    + """
 SELECT u.parent
 FROM units u CROSS JOIN LATERAL unnest(u.days) AS d(day)
 GROUP BY u.parent
 HAVING count(DISTINCT d.day) >= %(min_days)s
 """
+)
 
 
-async def cell_means(conn: psycopg.AsyncConnection[Any], sel: Selection, bbox: BBox
-                     ) -> np.ndarray:
+async def cell_means(conn: psycopg.AsyncConnection[Any], sel: Selection, bbox: BBox) -> np.ndarray:
     """Per cell whose centre is in ``bbox`` (west < east): count, Σx, noise energy and
     duration over the cell-windows that pass ``sel``'s privacy thresholds."""
-    params = sel.params() | {"west": bbox.west, "south": bbox.south, "east": bbox.east,
-                             "north": bbox.north}
+    params = sel.params() | {
+        "west": bbox.west,
+        "south": bbox.south,
+        "east": bbox.east,
+        "north": bbox.north,
+    }
     judged = sel.min_rides > 1 or sel.units != (sel.resolution, sel.window_s)
     query = (_CELL_SUMS_K if judged else _CELL_SUMS_ALL)[sel.metric]
     cur = await conn.execute(query, params)

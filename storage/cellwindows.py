@@ -71,7 +71,8 @@ def _metric_columns(metric: Metric) -> tuple[Column, ...]:
 
 #: The table's columns, as the writer's staging table and binary COPY lay them out.
 COLUMNS: tuple[Column, ...] = KEY_COLUMNS + tuple(
-    c for metric in Metric for c in _metric_columns(metric))
+    c for metric in Metric for c in _metric_columns(metric)
+)
 
 
 def encode(partials: np.ndarray) -> bytes:
@@ -85,8 +86,10 @@ def encode(partials: np.ndarray) -> bytes:
     p = partials[order]
     firsts = group_starts(*(p[k] for k in _KEY_FIELDS))
     if len(group_starts(*(p[k] for k in _KEY_FIELDS), p["metric"])) != len(p):
-        raise BatchError("the aggregate callable returned several partials for one key; "
-                         "merge them first (stream.core.aggregate.merge_partials)")
+        raise BatchError(
+            "the aggregate callable returned several partials for one key; "
+            "merge them first (stream.core.aggregate.merge_partials)"
+        )
     starts = np.zeros(len(p), dtype=bool)
     starts[firsts] = True
     row = np.cumsum(starts) - 1  # each partial's cell-window
@@ -126,8 +129,12 @@ def encode(partials: np.ndarray) -> bytes:
     for bit, mask in enumerate(nulls.values()):
         pattern |= mask.astype(np.int64) << bit
     order = np.argsort(pattern, kind="stable")
-    return copybin.encode(COLUMNS, {k: v[order] for k, v in values.items()}, n,
-                          {k: m[order] for k, m in nulls.items()})
+    return copybin.encode(
+        COLUMNS,
+        {k: v[order] for k, v in values.items()},
+        n,
+        {k: m[order] for k, m in nulls.items()},
+    )
 
 
 def _hist_merge(metric: Metric) -> sql.Composable:
@@ -137,16 +144,20 @@ def _hist_merge(metric: Metric) -> sql.Composable:
     h = sql.Identifier(column(metric, "hist"))
     added = sql.SQL(", ").join(
         sql.SQL("w.{h}[{i}] + EXCLUDED.{h}[{i}]").format(h=h, i=sql.Literal(i))
-        for i in range(1, HIST_BINS + 1))
-    return sql.SQL("CASE WHEN EXCLUDED.{h} IS NULL THEN w.{h} WHEN w.{h} IS NULL THEN"
-                   " EXCLUDED.{h} ELSE ARRAY[{added}] END").format(h=h, added=added)
+        for i in range(1, HIST_BINS + 1)
+    )
+    return sql.SQL(
+        "CASE WHEN EXCLUDED.{h} IS NULL THEN w.{h} WHEN w.{h} IS NULL THEN"
+        " EXCLUDED.{h} ELSE ARRAY[{added}] END"
+    ).format(h=h, added=added)
 
 
 def _merge_sets() -> sql.Composable:
     sets: list[sql.Composable] = []
     for metric in Metric:
-        for field in ("n", "sum", "sumsq") + (("energy", "duration_s")
-                                               if metric is Metric.NOISE else ()):
+        for field in ("n", "sum", "sumsq") + (
+            ("energy", "duration_s") if metric is Metric.NOISE else ()
+        ):
             c = sql.Identifier(column(metric, field))
             sets.append(sql.SQL("{c} = w.{c} + EXCLUDED.{c}").format(c=c))
         # LEAST / GREATEST skip NULL (a metric without readings on one side).
@@ -156,8 +167,11 @@ def _merge_sets() -> sql.Composable:
         for field, fn in extremes:
             c = sql.Identifier(column(metric, field))
             sets.append(sql.SQL("{c} = {fn}(w.{c}, EXCLUDED.{c})").format(c=c, fn=sql.SQL(fn)))
-        sets.append(sql.SQL("{c} = {merged}").format(
-            c=sql.Identifier(column(metric, "hist")), merged=_hist_merge(metric)))
+        sets.append(
+            sql.SQL("{c} = {merged}").format(
+                c=sql.Identifier(column(metric, "hist")), merged=_hist_merge(metric)
+            )
+        )
     return sql.SQL(",\n    ").join(sets)
 
 
@@ -167,11 +181,21 @@ def merge_statement(staging: str) -> bytes:
     histograms added), in key order so concurrent writers lock rows in one order."""
     names = sql.SQL(", ").join(sql.Identifier(c.name) for c in COLUMNS)
     key = sql.SQL(", ").join(sql.Identifier(c.name) for c in KEY_COLUMNS)
-    return sql.SQL(
-        "INSERT INTO {table} AS w ({names})\nSELECT {names} FROM {staging}\nORDER BY {key}\n"
-        "ON CONFLICT ({key}) DO UPDATE SET\n    {sets}"
-    ).format(table=sql.Identifier(TABLE), names=names, staging=sql.Identifier(staging),
-             key=key, sets=_merge_sets()).as_string().encode()
+    return (
+        sql.SQL(
+            "INSERT INTO {table} AS w ({names})\nSELECT {names} FROM {staging}\nORDER BY {key}\n"
+            "ON CONFLICT ({key}) DO UPDATE SET\n    {sets}"
+        )
+        .format(
+            table=sql.Identifier(TABLE),
+            names=names,
+            staging=sql.Identifier(staging),
+            key=key,
+            sets=_merge_sets(),
+        )
+        .as_string()
+        .encode()
+    )
 
 
 def metric_partials(metric: Metric) -> sql.Composed:
@@ -179,6 +203,7 @@ def metric_partials(metric: Metric) -> sql.Composed:
     columns of ``PARTIAL_DTYPE`` (``window_start`` a timestamp, no ``metric``), only
     cell-windows with readings of it. Simple enough for the planner to pull up into
     the query around it."""
+
     def col(field: str) -> sql.Composable:
         return sql.Identifier(column(metric, field))
 
@@ -192,13 +217,24 @@ def metric_partials(metric: Metric) -> sql.Composed:
         " {sumsq} AS sumsq, {min} AS min, {max} AS max, {energy} AS energy,"
         " {duration} AS duration_s, {lamax} AS lamax_db, {hist} AS hist"
         " FROM {table} WHERE {n} > 0)"
-    ).format(n=col("n"), sum=col("sum"), sumsq=col("sumsq"), min=col("min"), max=col("max"),
-             energy=energy, duration=duration, lamax=lamax, hist=col("hist"),
-             table=sql.Identifier(TABLE))
+    ).format(
+        n=col("n"),
+        sum=col("sum"),
+        sumsq=col("sumsq"),
+        min=col("min"),
+        max=col("max"),
+        energy=energy,
+        duration=duration,
+        lamax=lamax,
+        hist=col("hist"),
+        table=sql.Identifier(TABLE),
+    )
 
 
 def per_metric(template: LiteralString) -> dict[Metric, bytes]:
     """``template`` with ``{partials}`` replaced by each metric's :func:`metric_partials`:
     the query for every metric, rendered once."""
-    return {m: sql.SQL(template).format(partials=metric_partials(m)).as_string().encode()
-            for m in Metric}
+    return {
+        m: sql.SQL(template).format(partials=metric_partials(m)).as_string().encode()
+        for m in Metric
+    }

@@ -52,22 +52,32 @@ MASTER_KEY_FILE_ENV = f"{MASTER_KEY_ENV}_FILE"
 def master_key_from_environment(settings: Settings) -> MasterKey:
     """The kit master key, read at the edge (see the module docstring):
     ``BIKESENSE_KIT_MASTER_KEY``, else the file ``..._FILE``, else the state folder's."""
-    return MasterKey.from_text(key_text(
-        os.environ.get(MASTER_KEY_ENV), os.environ.get(MASTER_KEY_FILE_ENV),
-        settings.state_dir / "kit-master.key", lambda: MasterKey.generate().to_text()))
+    return MasterKey.from_text(
+        key_text(
+            os.environ.get(MASTER_KEY_ENV),
+            os.environ.get(MASTER_KEY_FILE_ENV),
+            settings.state_dir / "kit-master.key",
+            lambda: MasterKey.generate().to_text(),
+        )
+    )
 
 
 def pseudonym_key_from_environment(state_dir: Path) -> PseudonymKey:
     """The researchers' pseudonym key, read at the edge: ``BIKESENSE_PSEUDONYM_KEY``, else
     the file ``..._FILE``, else ``<state_dir>/pseudonym.key``."""
-    return pseudonym_key(os.environ.get(PSEUDONYM_KEY_ENV),
-                         os.environ.get(PSEUDONYM_KEY_FILE_ENV), state_dir)
+    return pseudonym_key(
+        os.environ.get(PSEUDONYM_KEY_ENV), os.environ.get(PSEUDONYM_KEY_FILE_ENV), state_dir
+    )
 
 
 @app.command("migrate")
 def migrate_command(
-    backend: Annotated[Backend | None, typer.Option(
-        help="Force a backend for a new database (default: TimescaleDB if available).")] = None,
+    backend: Annotated[
+        Backend | None,
+        typer.Option(
+            help="Force a backend for a new database (default: TimescaleDB if available)."
+        ),
+    ] = None,
 ) -> None:
     """Bring the schema up to date (idempotent; safe to run from several processes).
 
@@ -80,8 +90,9 @@ def migrate_command(
         except StorageError as exc:
             exit_with(exc)
     done = ", ".join(f"{v:04d}" for v in report.applied) or "nothing (up to date)"
-    console.print(f"backend {report.backend}; applied {done}; "
-                  f"schema version {report.current_version:04d}")
+    console.print(
+        f"backend {report.backend}; applied {done}; schema version {report.current_version:04d}"
+    )
 
 
 @app.command("status")
@@ -102,12 +113,20 @@ def status_command() -> None:
 
 @app.command("drop-expired")
 def drop_expired_command(
-    keep_days: Annotated[int | None, typer.Option(
-        min=1, help="Keep raw readings of this many days "
-                    "(default: BIKESENSE_RAW_RETENTION_DAYS, 90).")] = None,
-    presence: Annotated[bool, typer.Option(
-        "--expire-presence/--keep-presence",
-        help="Also delete ride presence of windows shorter than a day (near-tracks).")] = True,
+    keep_days: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            help="Keep raw readings of this many days (default: BIKESENSE_RAW_RETENTION_DAYS, 90).",
+        ),
+    ] = None,
+    presence: Annotated[
+        bool,
+        typer.Option(
+            "--expire-presence/--keep-presence",
+            help="Also delete ride presence of windows shorter than a day (near-tracks).",
+        ),
+    ] = True,
 ) -> None:
     """Drop raw-reading partitions older than the retention period (aggregates stay).
 
@@ -121,9 +140,11 @@ def drop_expired_command(
         expired = expire_presence(conn, older_than) if presence else 0
         rejects = delete_rejects_before(conn, older_than)
     names = f": {', '.join(dropped)}" if dropped else ""
-    console.print(f"dropped {len(dropped)} partition(s){names}; "
-                  f"deleted {expired} presence row(s) of short windows and {rejects} "
-                  "refused frame(s)")
+    console.print(
+        f"dropped {len(dropped)} partition(s){names}; "
+        f"deleted {expired} presence row(s) of short windows and {rejects} "
+        "refused frame(s)"
+    )
 
 
 @app.command("ensure-partitions")

@@ -96,8 +96,12 @@ def _template(columns: tuple[Column, ...]) -> np.ndarray:
     return row
 
 
-def encode(columns: Sequence[Column], values: dict[str, np.ndarray], n: int,
-           nulls: dict[str, np.ndarray] | None = None) -> bytes:
+def encode(
+    columns: Sequence[Column],
+    values: dict[str, np.ndarray],
+    n: int,
+    nulls: dict[str, np.ndarray] | None = None,
+) -> bytes:
     """A complete binary COPY stream of ``n`` rows; ``values`` maps names to arrays.
 
     Timestamps must already be PostgreSQL timestamps (:func:`ms_to_pg_timestamp`),
@@ -110,11 +114,14 @@ def encode(columns: Sequence[Column], values: dict[str, np.ndarray], n: int,
     for col in columns:
         data = values[col.name]
         if col.sql_type == "integer[]":
-            rows[col.name][:, _ARRAY_HEADER_WORDS + 1::2] = data
+            rows[col.name][:, _ARRAY_HEADER_WORDS + 1 :: 2] = data
         else:
             rows[col.name] = data
-    null_columns = [(i, col, mask) for i, col in enumerate(columns)
-                    if (mask := (nulls or {}).get(col.name)) is not None and mask.any()]
+    null_columns = [
+        (i, col, mask)
+        for i, col in enumerate(columns)
+        if (mask := (nulls or {}).get(col.name)) is not None and mask.any()
+    ]
     # One join, one copy: a batch's payload runs to megabytes.
     if not null_columns:
         return b"".join((HEADER, rows.view(np.uint8).data, TRAILER))
@@ -124,8 +131,9 @@ def encode(columns: Sequence[Column], values: dict[str, np.ndarray], n: int,
     return b"".join((HEADER, *parts, TRAILER))
 
 
-def _cut_null_values(rows: np.ndarray, null_columns: list[tuple[int, Column, np.ndarray]]
-                     ) -> list[np.ndarray]:
+def _cut_null_values(
+    rows: np.ndarray, null_columns: list[tuple[int, Column, np.ndarray]]
+) -> list[np.ndarray]:
     """The rows without the value bytes of their NULL fields, as byte arrays to join.
 
     Rows are cut run by run, a run being consecutive rows with NULLs in the same
@@ -141,14 +149,17 @@ def _cut_null_values(rows: np.ndarray, null_columns: list[tuple[int, Column, np.
     starts = np.flatnonzero(np.r_[True, np.any(masks[1:] != masks[:-1], axis=1)])
     if len(starts) * _RUN_COST_BYTES > n * width:
         keep = np.ones((n, width), dtype=bool)
-        for (_i, col, mask) in null_columns:
+        for _i, col, mask in null_columns:
             offset = rows.dtype.fields[col.name][1]  # type: ignore[index]
-            keep[mask, offset:offset + col.width] = False
+            keep[mask, offset : offset + col.width] = False
         return [flat[keep]]
     parts: list[np.ndarray] = []
     for start, end in zip(starts, [*starts[1:], n], strict=True):
-        cut = [(rows.dtype.fields[col.name][1], col.width)  # type: ignore[index]
-               for j, (_i, col, _m) in enumerate(null_columns) if masks[start, j]]
+        cut = [
+            (rows.dtype.fields[col.name][1], col.width)  # type: ignore[index]
+            for j, (_i, col, _m) in enumerate(null_columns)
+            if masks[start, j]
+        ]
         kept, at = [], 0
         for offset, size in sorted(cut):
             kept.append((at, offset))
@@ -158,7 +169,7 @@ def _cut_null_values(rows: np.ndarray, null_columns: list[tuple[int, Column, np.
         out = np.empty((end - start, sum(b - a for a, b in kept)), dtype=np.uint8)
         pos = 0
         for a, b in kept:
-            out[:, pos:pos + b - a] = block[:, a:b]
+            out[:, pos : pos + b - a] = block[:, a:b]
             pos += b - a
         parts.append(out)
     return parts

@@ -49,8 +49,7 @@ def _plain(column: LiteralString, wire: str, *, quoted: bool = False) -> ExportC
 def _nullable(name: LiteralString, pg_type: LiteralString, wire: str) -> ExportColumn:
     """``r.<name>``, NULL as its absent marker in binary rows."""
     column = sql.SQL("r.") + sql.Identifier(name)
-    binary = sql.SQL("COALESCE({}, {}::{})").format(column, absent_marker(name),
-                                                    sql.SQL(pg_type))
+    binary = sql.SQL("COALESCE({}, {}::{})").format(column, absent_marker(name), sql.SQL(pg_type))
     return ExportColumn("r." + name, binary, wire, nullable=True)
 
 
@@ -79,9 +78,13 @@ COLUMNS: dict[str, ExportColumn] = {
     "interval_ms": _plain("r.interval_ms", ">i8"),
     "status": _plain("r.status", ">i4"),
     "qa_flags": _plain("r.qa_flags", ">i8"),
-    "cell": ExportColumn("lpad(to_hex(NULLIF(r.cell, 0)), 15, '0')",
-                         _nullable("cell", "bigint", ">i8").binary, ">i8",
-                         quoted=True, nullable=True),
+    "cell": ExportColumn(
+        "lpad(to_hex(NULLIF(r.cell, 0)), 15, '0')",
+        _nullable("cell", "bigint", ">i8").binary,
+        ">i8",
+        quoted=True,
+        nullable=True,
+    ),
     "received_at": _plain("r.received_at", ">i8", quoted=True),
 }
 
@@ -122,25 +125,37 @@ def row_sql(names: Sequence[str], encoding: Encoding, pseudonymous: bool) -> sql
     if encoding is Encoding.BINARY:
         # record_send writes each field as (type oid, length, value): fixed widths, since no
         # field is NULL, so a block of rows decodes with one np.frombuffer.
-        return sql.SQL("record_send(ROW({}))").format(
-            sql.SQL(", ").join(c.binary for c in columns))
+        return sql.SQL("record_send(ROW({}))").format(sql.SQL(", ").join(c.binary for c in columns))
     if encoding is Encoding.CSV:
         # NULL is CSV's empty field. No value here can hold a comma, quote or newline
         # (numbers, timestamps, hex, base32), so none is quoted. concat_ws with one cast per
         # nullable value measured cheaper than concat() with a separator argument per value.
-        values = [sql.SQL("COALESCE(" + c.text + "::text, '')" if c.nullable else c.text)
-                  for c in columns]
+        values = [
+            sql.SQL("COALESCE(" + c.text + "::text, '')" if c.nullable else c.text) for c in columns
+        ]
         return sql.SQL("concat_ws(',', {}) || E'\\n'").format(sql.SQL(", ").join(values))
     lat, lon = COLUMNS["lat_deg"].text, COLUMNS["lon_deg"].text
-    parts: list[sql.Composable] = [sql.SQL(
-        "'{\"type\":\"Feature\",\"geometry\":', CASE WHEN " + lat + " IS NULL OR " + lon
-        + " IS NULL THEN 'null' ELSE concat('{\"type\":\"Point\",\"coordinates\":[', " + lon
-        + ", ',', " + lat + ", ']}') END")]
+    parts: list[sql.Composable] = [
+        sql.SQL(
+            '\'{"type":"Feature","geometry":\', CASE WHEN '
+            + lat
+            + " IS NULL OR "
+            + lon
+            + ' IS NULL THEN \'null\' ELSE concat(\'{"type":"Point","coordinates":[\', '
+            + lon
+            + ", ',', "
+            + lat
+            + ", ']}') END"
+        )
+    ]
     for i, (name, c) in enumerate(zip(names, columns, strict=True)):
         key = (',"properties":{' if i == 0 else ",") + f'"{name}":'
         if c.quoted:
-            value = ("COALESCE('\"' || " + c.text + " || '\"', 'null')" if c.nullable
-                     else "'\"' || " + c.text + " || '\"'")
+            value = (
+                "COALESCE('\"' || " + c.text + " || '\"', 'null')"
+                if c.nullable
+                else "'\"' || " + c.text + " || '\"'"
+            )
         else:
             value = "COALESCE(" + c.text + "::text, 'null')" if c.nullable else c.text
         parts += [sql.Literal(key), sql.SQL(value)]
@@ -157,8 +172,11 @@ def binary_row_dtype(names: Sequence[str], *, pseudonymous: bool) -> np.dtype[np
     """
     fields: list[tuple[str, str]] = [("_n", ">i4")]
     for i, name in enumerate(names):
-        fields += [(f"_oid{i}", ">u4"), (f"_len{i}", ">i4"),
-                   (name, column(name, pseudonymous).wire)]
+        fields += [
+            (f"_oid{i}", ">u4"),
+            (f"_len{i}", ">i4"),
+            (name, column(name, pseudonymous).wire),
+        ]
     return np.dtype(fields)
 
 
@@ -166,8 +184,10 @@ def decode_binary_rows(names: Sequence[str], data: bytes, *, pseudonymous: bool)
     """The rows of an :attr:`Encoding.BINARY` block, checked, as a structured array."""
     dtype = binary_row_dtype(names, pseudonymous=pseudonymous)
     if len(data) % dtype.itemsize:
-        raise QueryError(f"a binary export block of {len(data)} bytes is not whole rows "
-                         f"of {dtype.itemsize} bytes")
+        raise QueryError(
+            f"a binary export block of {len(data)} bytes is not whole rows "
+            f"of {dtype.itemsize} bytes"
+        )
     rows = np.frombuffer(data, dtype=dtype)
     if len(rows):
         if np.any(rows["_n"] != len(names)):

@@ -51,8 +51,14 @@ from storage.queries import BBox, check_time_range
 
 # Encoding and the binary rows' layout belong to every export's interface.
 __all__ = [
-    "EXPORT_CONNECTIONS", "Encoding", "ExportBlock", "ExportFilter", "Pseudonyms",
-    "aiter_export_blocks", "binary_row_dtype", "decode_binary_rows",
+    "EXPORT_CONNECTIONS",
+    "Encoding",
+    "ExportBlock",
+    "ExportFilter",
+    "Pseudonyms",
+    "aiter_export_blocks",
+    "binary_row_dtype",
+    "decode_binary_rows",
 ]
 
 _T = TypeVar("_T")
@@ -62,14 +68,15 @@ _ORDER: LiteralString = "r.ts, r.kit_id, r.boot_id, r.seq, r.idx"
 # Within a second, by the names a researcher sees: an order by real ids would tell, at
 # every shared second, which of two pseudonyms is the kit with the lower number.
 _PSEUDONYMOUS_ORDER: LiteralString = (
-    SECOND + ", m.kit_name COLLATE \"C\", m.ride_name COLLATE \"C\", r.ts, r.boot_id, r.seq,"
-    " r.idx")
+    SECOND + ', m.kit_name COLLATE "C", m.ride_name COLLATE "C", r.ts, r.boot_id, r.seq, r.idx'
+)
 
 # One row per (kit, ride) of the day with both names: one hash probe per reading.
 _NAMES_JOIN: LiteralString = (
     " JOIN unnest(%(kits)s::bigint[], %(rides)s::bigint[], %(kit_names)s::text[],"
     " %(ride_names)s::text[]) AS m(kit_id, ride_id, kit_name, ride_name)"
-    " ON m.ride_id = r.ride_id AND m.kit_id = r.kit_id")
+    " ON m.ride_id = r.ride_id AND m.kit_id = r.kit_id"
+)
 
 #: Connections an export works on at once (one snapshot): the database formats two
 #: slices at a time, one per core of the small machine bikesense is sized for.
@@ -115,26 +122,38 @@ class _Statements:
     slice: sql.Composed  # one slice, encoded, as (row count, block)
 
 
-def _statements(names: Sequence[str], flt: ExportFilter, encoding: Encoding,
-                pseudonymous: bool) -> _Statements:
+def _statements(
+    names: Sequence[str], flt: ExportFilter, encoding: Encoding, pseudonymous: bool
+) -> _Statements:
     if pseudonymous and flt.kit_ids:
         raise QueryError("pseudonymous exports filter kits by pseudonym, not by kit id")
     where: list[sql.Composable] = [sql.SQL("r.ts >= %(lo)s AND r.ts < %(hi)s")]
     if flt.bbox is not None:
-        where.append(sql.SQL("r.lat_deg BETWEEN %(south)s AND %(north)s "
-                             "AND r.lon_deg BETWEEN %(west)s AND %(east)s"))
+        where.append(
+            sql.SQL(
+                "r.lat_deg BETWEEN %(south)s AND %(north)s "
+                "AND r.lon_deg BETWEEN %(west)s AND %(east)s"
+            )
+        )
     if flt.kit_ids:
         where.append(sql.SQL("r.kit_id = ANY(%(kit_ids)s::bigint[])"))
     if flt.metric_columns:
-        where.append(sql.SQL("({})").format(sql.SQL(" OR ").join(
-            sql.SQL("{} IS NOT NULL").format(sql.Identifier("r", c)) for c in flt.metric_columns)))
+        where.append(
+            sql.SQL("({})").format(
+                sql.SQL(" OR ").join(
+                    sql.SQL("{} IS NOT NULL").format(sql.Identifier("r", c))
+                    for c in flt.metric_columns
+                )
+            )
+        )
     base = sql.SQL(" AND ").join(where)
     if pseudonymous and flt.kit_pseudonyms:
         # The day's kits whose names were asked for (the join alone would do for the
         # slices, but the slice bounds must count only their readings).
         base = base + sql.SQL(" AND r.kit_id = ANY(%(kits)s::bigint[])")
     prescan = sql.SQL("SELECT DISTINCT r.kit_id, r.ride_id FROM readings r WHERE {}").format(
-        sql.SQL(" AND ").join(where))
+        sql.SQL(" AND ").join(where)
+    )
     # Slices are whole seconds (a researcher's times are whole seconds, ordered first), so
     # a slice holds at most slice_rows plus one second of the fleet's readings.
     bounds = sql.SQL(
@@ -142,7 +161,8 @@ def _statements(names: Sequence[str], flt: ExportFilter, encoding: Encoding,
         " SELECT sec, sum(n) OVER (ORDER BY sec)::bigint AS upto FROM ("
         "  SELECT date_bin('1 second', r.ts, timestamptz '2000-01-01 00:00:00+00') AS sec,"
         "   count(*) AS n FROM readings r WHERE {} GROUP BY 1) per_second) cumulative"
-        " GROUP BY (upto - 1) / %(slice_rows)s::bigint ORDER BY 1").format(base)
+        " GROUP BY (upto - 1) / %(slice_rows)s::bigint ORDER BY 1"
+    ).format(base)
     order = sql.SQL(_PSEUDONYMOUS_ORDER if pseudonymous else _ORDER)
     row = row_sql(names, encoding, pseudonymous)
     if encoding is Encoding.BINARY:
@@ -152,26 +172,37 @@ def _statements(names: Sequence[str], flt: ExportFilter, encoding: Encoding,
         # textsend: the text's bytes as bytea, so the driver hands them over undecoded.
         agg = sql.SQL("textsend(string_agg({}, {} ORDER BY {}))").format(row, separator, order)
     slice_ = sql.SQL("SELECT count(*), {} FROM readings r{} WHERE {}").format(
-        agg, sql.SQL(_NAMES_JOIN if pseudonymous else ""), base)
+        agg, sql.SQL(_NAMES_JOIN if pseudonymous else ""), base
+    )
     return _Statements(prescan, bounds, slice_)
 
 
-def _day_names(pairs: Sequence[tuple[int, int]], day: date, key: PseudonymKey,
-               wanted: frozenset[str]) -> dict[str, list[Any]] | None:
+def _day_names(
+    pairs: Sequence[tuple[int, int]], day: date, key: PseudonymKey, wanted: frozenset[str]
+) -> dict[str, list[Any]] | None:
     """The day's (kit, ride) pairs with their names, as the query's arrays; None when no
     wanted kit rode that day."""
     kit_names = {k: pseudonym(k, day, key) for k in {k for k, _ in pairs}}
     kept = sorted((k, r) for k, r in pairs if not wanted or kit_names[k] in wanted)
     if not kept:
         return None
-    return {"kits": [k for k, _ in kept], "rides": [r for _, r in kept],
-            "kit_names": [kit_names[k] for k, _ in kept],
-            "ride_names": [ride_pseudonym(r, day, key) for _, r in kept]}
+    return {
+        "kits": [k for k, _ in kept],
+        "rides": [r for _, r in kept],
+        "kit_names": [kit_names[k] for k, _ in kept],
+        "ride_names": [ride_pseudonym(r, day, key) for _, r in kept],
+    }
 
 
-async def _slices(conn: psycopg.AsyncConnection[Any], statements: _Statements,
-                  flt: ExportFilter, pseudonyms: Pseudonyms | None, day_tz: str,
-                  slice_rows: int, queries: _Queries) -> AsyncIterator[dict[str, Any]]:
+async def _slices(
+    conn: psycopg.AsyncConnection[Any],
+    statements: _Statements,
+    flt: ExportFilter,
+    pseudonyms: Pseudonyms | None,
+    day_tz: str,
+    slice_rows: int,
+    queries: _Queries,
+) -> AsyncIterator[dict[str, Any]]:
     """The parameters of each slice query, in export order."""
     base: dict[str, Any] = {"slice_rows": slice_rows}
     if flt.bbox is not None:
@@ -229,14 +260,16 @@ class _Queries:
         self._unsettled.clear()
 
 
-async def _all_rows(conn: psycopg.AsyncConnection[Any], statement: sql.Composed,
-                    params: dict[str, Any]) -> list[tuple[Any, ...]]:
+async def _all_rows(
+    conn: psycopg.AsyncConnection[Any], statement: sql.Composed, params: dict[str, Any]
+) -> list[tuple[Any, ...]]:
     cur = await conn.execute(statement, params)
     return await cur.fetchall()
 
 
-async def _fetch(conn: psycopg.AsyncConnection[Any], statement: sql.Composed,
-                 params: dict[str, Any]) -> ExportBlock:
+async def _fetch(
+    conn: psycopg.AsyncConnection[Any], statement: sql.Composed, params: dict[str, Any]
+) -> ExportBlock:
     async with conn.cursor(binary=True) as cur:
         await cur.execute(statement, params)
         row = await cur.fetchone()
@@ -244,8 +277,9 @@ async def _fetch(conn: psycopg.AsyncConnection[Any], statement: sql.Composed,
     return ExportBlock(int(rows), bytes(data) if data is not None else b"")
 
 
-async def _share_snapshot(conns: Sequence[psycopg.AsyncConnection[Any]],
-                          begun: list[psycopg.AsyncConnection[Any]]) -> None:
+async def _share_snapshot(
+    conns: Sequence[psycopg.AsyncConnection[Any]], begun: list[psycopg.AsyncConnection[Any]]
+) -> None:
     """One read-only REPEATABLE READ transaction per connection, all on the first one's
     snapshot: the slices, the days' names and the slice bounds see the same rows. Each
     connection goes into ``begun`` as its transaction begins, for :func:`_end_snapshot`."""
@@ -258,8 +292,7 @@ async def _share_snapshot(conns: Sequence[psycopg.AsyncConnection[Any]],
             row = await cur.fetchone()
             snapshot = str(row[0]) if row else None
         elif snapshot is not None:
-            await conn.execute(sql.SQL("SET TRANSACTION SNAPSHOT {}").format(
-                sql.Literal(snapshot)))
+            await conn.execute(sql.SQL("SET TRANSACTION SNAPSHOT {}").format(sql.Literal(snapshot)))
         # Timestamps are written in UTC. A slice's sort fits in memory (tens of MB at most).
         await conn.execute("SET LOCAL TimeZone = 'UTC'")
         await conn.execute("SET LOCAL work_mem = '64MB'")
@@ -275,10 +308,16 @@ async def _end_snapshot(begun: Sequence[psycopg.AsyncConnection[Any]]) -> None:
                 await conn.execute("ROLLBACK")
 
 
-async def aiter_export_blocks(conns: Sequence[psycopg.AsyncConnection[Any]],
-                              names: Sequence[str], flt: ExportFilter, encoding: Encoding, *,
-                              day_tz: str, pseudonyms: Pseudonyms | None = None,
-                              slice_rows: int = 20_000) -> AsyncGenerator[ExportBlock]:
+async def aiter_export_blocks(
+    conns: Sequence[psycopg.AsyncConnection[Any]],
+    names: Sequence[str],
+    flt: ExportFilter,
+    encoding: Encoding,
+    *,
+    day_tz: str,
+    pseudonyms: Pseudonyms | None = None,
+    slice_rows: int = 20_000,
+) -> AsyncGenerator[ExportBlock]:
     """The export's rows in order, one block per slice of about ``slice_rows`` rows.
 
     ``conns`` are autocommit connections held for the export (one or more: see
@@ -302,10 +341,8 @@ async def aiter_export_blocks(conns: Sequence[psycopg.AsyncConnection[Any]],
     try:
         await queries.run(_share_snapshot(conns, begun))
         n = 0
-        async for params in _slices(conns[0], statements, flt, pseudonyms, tz, slice_rows,
-                                    queries):
-            in_flight.append(queries.start(
-                _fetch(conns[n % len(conns)], statements.slice, params)))
+        async for params in _slices(conns[0], statements, flt, pseudonyms, tz, slice_rows, queries):
+            in_flight.append(queries.start(_fetch(conns[n % len(conns)], statements.slice, params)))
             n += 1
             if len(in_flight) > len(conns):
                 block = await queries.result(in_flight.popleft())

@@ -39,10 +39,11 @@ def take_held(conn: psycopg.Connection[Any], kit_ids: Iterable[int]) -> np.ndarr
         return np.zeros(0, dtype=ENRICHED_DTYPE)
     statement = sql.SQL(
         "COPY (DELETE FROM readings_held WHERE kit_id = ANY({}::bigint[]) RETURNING {})"
-        " TO STDOUT (FORMAT BINARY)").format(sql.Literal(kits), _COLUMN_LIST)
+        " TO STDOUT (FORMAT BINARY)"
+    ).format(sql.Literal(kits), _COLUMN_LIST)
     with conn.cursor() as cur, cur.copy(statement) as copy:
         payload = b"".join(bytes(block) for block in copy)
-    body = payload[len(copybin.HEADER):-len(copybin.TRAILER)]
+    body = payload[len(copybin.HEADER) : -len(copybin.TRAILER)]
     out = enriched_from_rows(copybin.decode_rows(HELD_COLUMNS, body))
     order = np.lexsort(tuple(out[k] for k in ("idx", "seq", "boot_id", "kit_id")))
     held: np.ndarray = out[order]

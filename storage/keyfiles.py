@@ -29,8 +29,9 @@ def read_or_create_key_text(path: Path, generate: Callable[[], str]) -> str:
     return text
 
 
-def key_text(text: str | None, file: str | Path | None, default_path: Path,
-             generate: Callable[[], str]) -> str:
+def key_text(
+    text: str | None, file: str | Path | None, default_path: Path, generate: Callable[[], str]
+) -> str:
     """``text`` if not empty, else the contents of ``file`` if named, else those of
     ``default_path`` (created with ``generate()`` on first use)."""
     if text:

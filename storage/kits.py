@@ -47,8 +47,9 @@ class MasterKey:
 
     def __post_init__(self) -> None:
         if len(self.key) != MASTER_KEY_BYTES:
-            raise SecretError(f"the kit master key must be {MASTER_KEY_BYTES} bytes "
-                              f"(got {len(self.key)})")
+            raise SecretError(
+                f"the kit master key must be {MASTER_KEY_BYTES} bytes (got {len(self.key)})"
+            )
         if not self.key_id:
             raise SecretError("the kit master key needs a non-empty key id")
 
@@ -65,8 +66,9 @@ class MasterKey:
         try:
             key = base64.b64decode(encoded, validate=True)
         except binascii.Error as exc:
-            raise SecretError("the kit master key is not valid base64 "
-                              "(expected '<key id>:<base64 of 32 bytes>')") from exc
+            raise SecretError(
+                "the kit master key is not valid base64 (expected '<key id>:<base64 of 32 bytes>')"
+            ) from exc
         return cls(key_id, key)
 
     def to_text(self) -> str:
@@ -80,7 +82,8 @@ def load_or_create_master_key(path: Path) -> MasterKey:
     Losing this file makes every stored kit secret unreadable.
     """
     return MasterKey.from_text(
-        read_or_create_key_text(path, lambda: MasterKey.generate().to_text()))
+        read_or_create_key_text(path, lambda: MasterKey.generate().to_text())
+    )
 
 
 def _aad(kit_id: int) -> bytes:
@@ -93,16 +96,21 @@ def encrypt_secret(master: MasterKey, kit_id: int, secret: bytes) -> tuple[bytes
     return nonce, AESGCM(master.key).encrypt(nonce, secret, _aad(kit_id))
 
 
-def decrypt_secret(master: MasterKey, kit_id: int, key_id: str, nonce: bytes,
-                   ciphertext: bytes) -> bytes:
+def decrypt_secret(
+    master: MasterKey, kit_id: int, key_id: str, nonce: bytes, ciphertext: bytes
+) -> bytes:
     if key_id != master.key_id:
-        raise SecretError(f"kit {kit_id}'s secret is encrypted under master key {key_id!r}, "
-                          f"but the key given is {master.key_id!r}")
+        raise SecretError(
+            f"kit {kit_id}'s secret is encrypted under master key {key_id!r}, "
+            f"but the key given is {master.key_id!r}"
+        )
     try:
         return AESGCM(master.key).decrypt(nonce, ciphertext, _aad(kit_id))
     except InvalidTag as exc:
-        raise SecretError(f"kit {kit_id}'s secret does not decrypt with master key "
-                          f"{master.key_id!r}: wrong key, or the row was tampered with") from exc
+        raise SecretError(
+            f"kit {kit_id}'s secret does not decrypt with master key "
+            f"{master.key_id!r}: wrong key, or the row was tampered with"
+        ) from exc
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,8 +153,14 @@ _SELECT_KITS = (
 )
 
 
-def register_kit(conn: psycopg.Connection[Any], master: MasterKey, kit_id: int,
-                 pseudonym: str | None = None, *, secret: bytes | None = None) -> KitCredentials:
+def register_kit(
+    conn: psycopg.Connection[Any],
+    master: MasterKey,
+    kit_id: int,
+    pseudonym: str | None = None,
+    *,
+    secret: bytes | None = None,
+) -> KitCredentials:
     """Register a kit; the secret and pseudonym are random unless given.
 
     A given ``secret`` is for kits whose key was made elsewhere (the simulator's
@@ -169,8 +183,9 @@ def register_kit(conn: psycopg.Connection[Any], master: MasterKey, kit_id: int,
             )
     except psycopg.errors.UniqueViolation as exc:
         what = "pseudonym" if "pseudonym" in str(exc) else "kit id"
-        raise KitExistsError(f"cannot register kit {kit_id} as {pseudonym!r}: "
-                             f"that {what} is already registered") from exc
+        raise KitExistsError(
+            f"cannot register kit {kit_id} as {pseudonym!r}: that {what} is already registered"
+        ) from exc
     return KitCredentials(kit_id, pseudonym, secret)
 
 
@@ -180,8 +195,11 @@ def kit_secrets(conn: psycopg.Connection[Any], master: MasterKey) -> dict[int, K
         "SELECT kit_id, status, secret_key_id, secret_nonce, secret_ciphertext FROM kits"
     ).fetchall()
     return {
-        int(kit_id): KitSecret(int(kit_id), decrypt_secret(master, kit_id, key_id, nonce, ct),
-                               active=status == "active")
+        int(kit_id): KitSecret(
+            int(kit_id),
+            decrypt_secret(master, kit_id, key_id, nonce, ct),
+            active=status == "active",
+        )
         for kit_id, status, key_id, nonce, ct in rows
     }
 
@@ -207,7 +225,9 @@ def revoke_kit(conn: psycopg.Connection[Any], kit_id: int) -> bool:
     with conn.transaction():
         cur = conn.execute(
             "UPDATE kits SET status = 'revoked', revoked_at = now()"
-            " WHERE kit_id = %s AND status <> 'revoked'", (kit_id,))
+            " WHERE kit_id = %s AND status <> 'revoked'",
+            (kit_id,),
+        )
         if cur.rowcount == 0 and get_kit(conn, kit_id) is None:
             raise UnknownKitError(f"kit {kit_id} is not registered")
     return cur.rowcount == 1
@@ -228,9 +248,15 @@ def touch_last_seen(conn: psycopg.Connection[Any], seen_ms: Mapping[int, int]) -
         )
 
 
-def record_status(conn: psycopg.Connection[Any], kit_id: int, *, received_ms: int,
-                  status: Mapping[str, Any], battery_pct: float | None = None,
-                  firmware_version: str | None = None) -> None:
+def record_status(
+    conn: psycopg.Connection[Any],
+    kit_id: int,
+    *,
+    received_ms: int,
+    status: Mapping[str, Any],
+    battery_pct: float | None = None,
+    firmware_version: str | None = None,
+) -> None:
     """Keep a kit's latest status message (JSON), battery level and firmware version.
 
     An older message than the one stored is ignored (retained messages replayed).
@@ -254,12 +280,15 @@ def rotate_master_key(conn: psycopg.Connection[Any], old: MasterKey, new: Master
     with conn.transaction():
         rows = conn.execute(
             "SELECT kit_id, secret_key_id, secret_nonce, secret_ciphertext FROM kits"
-            " WHERE secret_key_id = %s FOR UPDATE", (old.key_id,)).fetchall()
+            " WHERE secret_key_id = %s FOR UPDATE",
+            (old.key_id,),
+        ).fetchall()
         for kit_id, key_id, nonce, ct in rows:
             secret = decrypt_secret(old, kit_id, key_id, nonce, ct)
             new_nonce, new_ct = encrypt_secret(new, kit_id, secret)
             conn.execute(
                 "UPDATE kits SET secret_key_id = %s, secret_nonce = %s, secret_ciphertext = %s"
-                " WHERE kit_id = %s", (new.key_id, new_nonce, new_ct, kit_id))
+                " WHERE kit_id = %s",
+                (new.key_id, new_nonce, new_ct, kit_id),
+            )
     return len(rows)
-

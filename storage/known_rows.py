@@ -49,8 +49,9 @@ class KnownRows:
         """``rows`` without the presence rows and cells known to be stored."""
         with self._lock:
             recent, older, cells = self._recent, self._older, self._cells
-            keep = np.array([k not in recent and k not in older
-                             for k in rows.presence_keys], dtype=bool)
+            keep = np.array(
+                [k not in recent and k not in older for k in rows.presence_keys], dtype=bool
+            )
             new_cells = np.array([c not in cells for c in rows.cells.tolist()], dtype=bool)
         if keep.all() and new_cells.all():
             return rows

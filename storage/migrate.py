@@ -32,7 +32,8 @@ log = logging.getLogger(__name__)
 MIGRATION_LOCK_KEY = 7291436011
 
 _FILE_NAME = re.compile(
-    r"^(?P<version>\d{4})_(?P<name>[a-z0-9_]+)(?:\.(?P<variant>plain|timescale))?\.sql$")
+    r"^(?P<version>\d{4})_(?P<name>[a-z0-9_]+)(?:\.(?P<variant>plain|timescale))?\.sql$"
+)
 
 
 class Backend(StrEnum):
@@ -81,7 +82,8 @@ def load_migrations(backend: Backend) -> list[Migration]:
         match = _FILE_NAME.match(entry.name)
         if match is None:
             raise MigrationError(
-                f"migration file {entry.name!r} is not named NNNN_name[.variant].sql")
+                f"migration file {entry.name!r} is not named NNNN_name[.variant].sql"
+            )
         variant = Backend(match["variant"]) if match["variant"] else None
         migration = Migration(int(match["version"]), match["name"], variant, entry.read_text())
         by_version.setdefault(migration.version, []).append(migration)
@@ -92,8 +94,10 @@ def load_migrations(backend: Backend) -> list[Migration]:
         specific = [m for m in candidates if m.variant is backend]
         if len(common) + len(specific) != 1 or (common and len(candidates) > 1):
             names = ", ".join(f"{m.version:04d}_{m.name}.{m.variant or 'sql'}" for m in candidates)
-            raise MigrationError(f"migration {version:04d} must be one common file or one file per "
-                                 f"backend (found: {names})")
+            raise MigrationError(
+                f"migration {version:04d} must be one common file or one file per "
+                f"backend (found: {names})"
+            )
         chosen.append((common or specific)[0])
     return chosen
 
@@ -112,8 +116,10 @@ def detect_backend(conn: psycopg.Connection[Any]) -> Backend:
     if available:
         if "timescaledb" in str(preload):
             return Backend.TIMESCALE
-        log.warning("the timescaledb extension is available but not in shared_preload_libraries; "
-                    "using plain PostgreSQL partitioning")
+        log.warning(
+            "the timescaledb extension is available but not in shared_preload_libraries; "
+            "using plain PostgreSQL partitioning"
+        )
     return Backend.PLAIN
 
 
@@ -123,7 +129,8 @@ def recorded_backend(conn: psycopg.Connection[Any]) -> Backend | None:
     if not exists or not exists[0]:
         return None
     row = conn.execute(
-        "SELECT backend FROM schema_migrations ORDER BY version DESC LIMIT 1").fetchone()
+        "SELECT backend FROM schema_migrations ORDER BY version DESC LIMIT 1"
+    ).fetchone()
     return Backend(str(row[0])) if row else None
 
 
@@ -133,12 +140,14 @@ def applied_migrations(conn: psycopg.Connection[Any]) -> list[AppliedMigration]:
         return []
     rows = conn.execute(
         "SELECT version, name, backend, checksum, applied_at"
-        " FROM schema_migrations ORDER BY version").fetchall()
+        " FROM schema_migrations ORDER BY version"
+    ).fetchall()
     return [AppliedMigration(int(v), str(n), Backend(str(b)), str(c), a) for v, n, b, c, a in rows]
 
 
-def migrate(conn: psycopg.Connection[Any], *, backend: Backend | None = None,
-            target: int | None = None) -> MigrationReport:
+def migrate(
+    conn: psycopg.Connection[Any], *, backend: Backend | None = None, target: int | None = None
+) -> MigrationReport:
     """Apply every pending migration; idempotent and safe to run from several processes.
 
     ``backend`` forces a choice for a new database (tests; an operator who wants
@@ -161,25 +170,31 @@ def migrate(conn: psycopg.Connection[Any], *, backend: Backend | None = None,
             )
         recorded = recorded_backend(conn)
         if recorded is not None and backend is not None and backend is not recorded:
-            raise MigrationError(f"this database was created for the {recorded} backend; "
-                                 f"it cannot be migrated as {backend}")
+            raise MigrationError(
+                f"this database was created for the {recorded} backend; "
+                f"it cannot be migrated as {backend}"
+            )
         chosen = recorded or backend or detect_backend(conn)
         migrations = load_migrations(chosen)
         done = {m.version: m for m in applied_migrations(conn)}
         known = {m.version for m in migrations}
         unknown = sorted(set(done) - known)
         if unknown:
-            raise MigrationError(f"the database has migrations this code does not know: {unknown}; "
-                                 "is this an older bikesense?")
+            raise MigrationError(
+                f"the database has migrations this code does not know: {unknown}; "
+                "is this an older bikesense?"
+            )
         newest = max(done, default=0)
         behind = [m for m in migrations if m.version not in done and m.version < newest]
         if behind:
             # Applied now, it would run after newer ones that a new database runs it
             # before: two databases of one release with different histories.
             names = ", ".join(f"{m.version:04d}_{m.name}" for m in behind)
-            raise MigrationError(f"migration {names} is numbered below {newest:04d}, which "
-                                 "this database already has; number new migrations above "
-                                 "the newest")
+            raise MigrationError(
+                f"migration {names} is numbered below {newest:04d}, which "
+                "this database already has; number new migrations above "
+                "the newest"
+            )
         applied = []
         for migration in migrations:
             if target is not None and migration.version > target:
@@ -188,7 +203,8 @@ def migrate(conn: psycopg.Connection[Any], *, backend: Backend | None = None,
                 if done[migration.version].checksum != migration.checksum:
                     raise MigrationError(
                         f"migration {migration.version:04d}_{migration.name} was changed after it "
-                        "was applied; add a new migration instead of editing an old one")
+                        "was applied; add a new migration instead of editing an old one"
+                    )
                 continue
             log.info("applying migration %04d_%s (%s)", migration.version, migration.name, chosen)
             try:

@@ -19,8 +19,13 @@ MAX_PAYLOAD_BYTES = 7_500
 PAYLOAD_VERSION = 1
 
 
-def notify_payload(*, metrics: Iterable[str], resolutions: Iterable[int],
-                   windows: Iterable[tuple[int, int]], cells: Iterable[int] = ()) -> str:
+def notify_payload(
+    *,
+    metrics: Iterable[str],
+    resolutions: Iterable[int],
+    windows: Iterable[tuple[int, int]],
+    cells: Iterable[int] = (),
+) -> str:
     """The JSON text to NOTIFY on :data:`CHANNEL` after a batch of aggregates is committed.
 
     ``metrics``: API metric names (``"pm25"``…); ``resolutions``: H3 resolutions

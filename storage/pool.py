@@ -16,9 +16,15 @@ def _kwargs(application_name: str) -> dict[str, Any]:
     return {"application_name": application_name}
 
 
-def create_pool(url: str, *, min_size: int = 1, max_size: int = 8,
-                application_name: str = "bikesense", timeout_s: float = DEFAULT_TIMEOUT_S,
-                open_now: bool = True) -> ConnectionPool:
+def create_pool(
+    url: str,
+    *,
+    min_size: int = 1,
+    max_size: int = 8,
+    application_name: str = "bikesense",
+    timeout_s: float = DEFAULT_TIMEOUT_S,
+    open_now: bool = True,
+) -> ConnectionPool:
     """A psycopg_pool pool of autocommit connections to ``url``.
 
     Connections are autocommit: every storage function opens the transactions it
@@ -26,9 +32,14 @@ def create_pool(url: str, *, min_size: int = 1, max_size: int = 8,
     or ``with pool:``), e.g. inside an application's lifespan.
     """
     return ConnectionPool(
-        url, min_size=min_size, max_size=max_size, timeout=timeout_s, open=open_now,
+        url,
+        min_size=min_size,
+        max_size=max_size,
+        timeout=timeout_s,
+        open=open_now,
         kwargs={"autocommit": True, **_kwargs(application_name)},
-        check=ConnectionPool.check_connection, name=application_name,
+        check=ConnectionPool.check_connection,
+        name=application_name,
     )
 
 
@@ -39,13 +50,24 @@ async def _no_jit(conn: AsyncConnection[Any]) -> None:
     await conn.execute("SET jit = off")
 
 
-def create_async_pool(url: str, *, min_size: int = 1, max_size: int = 8,
-                      application_name: str = "bikesense-api",
-                      timeout_s: float = DEFAULT_TIMEOUT_S) -> AsyncConnectionPool:
+def create_async_pool(
+    url: str,
+    *,
+    min_size: int = 1,
+    max_size: int = 8,
+    application_name: str = "bikesense-api",
+    timeout_s: float = DEFAULT_TIMEOUT_S,
+) -> AsyncConnectionPool:
     """The asyncio twin of :func:`create_pool`, for the API (JIT off); open it with
     ``await pool.open()``."""
     return AsyncConnectionPool(
-        url, min_size=min_size, max_size=max_size, timeout=timeout_s, open=False,
+        url,
+        min_size=min_size,
+        max_size=max_size,
+        timeout=timeout_s,
+        open=False,
         kwargs={"autocommit": True, **_kwargs(application_name)},
-        configure=_no_jit, check=AsyncConnectionPool.check_connection, name=application_name,
+        configure=_no_jit,
+        check=AsyncConnectionPool.check_connection,
+        name=application_name,
     )

@@ -120,17 +120,25 @@ def local_days(ts_ms: np.ndarray, tz: str) -> np.ndarray:
     # Offsets change at most twice a year: look them up per UTC hour present, not per row.
     hours = ts // 3_600_000
     unique_hours, inverse = np.unique(hours, return_inverse=True)
-    offsets_ms = np.array([
-        int(datetime.fromtimestamp(int(h) * 3600, zone).utcoffset().total_seconds()  # type: ignore[union-attr]
-            * 1000)
-        for h in unique_hours.tolist()], dtype=np.int64)
-    local: np.ndarray = (ts + offsets_ms[inverse.reshape(-1)]).astype("datetime64[ms]").astype(
-        "datetime64[D]")
+    offsets_ms = np.array(
+        [
+            int(
+                datetime.fromtimestamp(int(h) * 3600, zone).utcoffset().total_seconds()  # type: ignore[union-attr]
+                * 1000
+            )
+            for h in unique_hours.tolist()
+        ],
+        dtype=np.int64,
+    )
+    local: np.ndarray = (
+        (ts + offsets_ms[inverse.reshape(-1)]).astype("datetime64[ms]").astype("datetime64[D]")
+    )
     return local
 
 
-def local_day_spans(start: datetime, end: datetime,
-                    tz: str) -> Iterator[tuple[date, datetime, datetime]]:
+def local_day_spans(
+    start: datetime, end: datetime, tz: str
+) -> Iterator[tuple[date, datetime, datetime]]:
     """The local days of ``tz`` that ``[start, end)`` touches, in order, each as
     ``(day, lo, hi)`` with ``[lo, hi)`` the part of the range on that day (UTC).
 
@@ -154,8 +162,13 @@ def local_day_spans(start: datetime, end: datetime,
 def researcher_dtype(dtype: np.dtype[np.void]) -> np.dtype[np.void]:
     """The fields of ``dtype`` a researcher gets: pseudonyms first, nothing withheld."""
     kept = [(name, dtype[name]) for name in dtype.names or () if name not in WITHHELD_FIELDS]
-    return np.dtype([("kit_pseudonym", f"S{PSEUDONYM_CHARS}"),
-                     ("ride_pseudonym", f"S{RIDE_PSEUDONYM_CHARS}"), *kept])
+    return np.dtype(
+        [
+            ("kit_pseudonym", f"S{PSEUDONYM_CHARS}"),
+            ("ride_pseudonym", f"S{RIDE_PSEUDONYM_CHARS}"),
+            *kept,
+        ]
+    )
 
 
 def pseudonymise(chunk: np.ndarray, key: PseudonymKey, tz: str) -> np.ndarray:
@@ -175,18 +188,22 @@ def pseudonymise(chunk: np.ndarray, key: PseudonymKey, tz: str) -> np.ndarray:
         return out
     out["ts_ms"] -= out["ts_ms"] % 1000
     days = local_days(chunk["ts_ms"], tz).astype(np.int64)
-    for field_name, ids, name_of in (("kit_pseudonym", chunk["kit_id"], pseudonym),
-                                     ("ride_pseudonym", chunk["ride_id"], ride_pseudonym)):
-        pairs, inverse = np.unique(np.stack([ids.astype(np.int64), days], axis=1), axis=0,
-                                   return_inverse=True)
-        names = np.array([name_of(int(i), _day(int(d)), key) for i, d in pairs.tolist()],
-                         dtype=out.dtype[field_name])
+    for field_name, ids, name_of in (
+        ("kit_pseudonym", chunk["kit_id"], pseudonym),
+        ("ride_pseudonym", chunk["ride_id"], ride_pseudonym),
+    ):
+        pairs, inverse = np.unique(
+            np.stack([ids.astype(np.int64), days], axis=1), axis=0, return_inverse=True
+        )
+        names = np.array(
+            [name_of(int(i), _day(int(d)), key) for i, d in pairs.tolist()],
+            dtype=out.dtype[field_name],
+        )
         out[field_name] = names[inverse.reshape(-1)]
     return out
 
 
-def pseudonym_table(kit_ids: Iterable[int], day: date,
-                    key: PseudonymKey) -> list[tuple[int, str]]:
+def pseudonym_table(kit_ids: Iterable[int], day: date, key: PseudonymKey) -> list[tuple[int, str]]:
     """Admins only: (kit, pseudonym) of each kit on ``day``."""
     return [(k, pseudonym(k, day, key)) for k in kit_ids]
 
@@ -198,12 +215,14 @@ def _day(days_since_epoch: int) -> date:
 def load_or_create_pseudonym_key(path: Path) -> PseudonymKey:
     """The key kept in ``path``, created (mode 0600) if the file does not exist (the demo)."""
     return PseudonymKey.from_text(
-        read_or_create_key_text(path, lambda: PseudonymKey.generate().to_text()))
+        read_or_create_key_text(path, lambda: PseudonymKey.generate().to_text())
+    )
 
 
 def pseudonym_key(text: str | None, file: str | Path | None, state_dir: Path) -> PseudonymKey:
     """The pseudonym key from ``text`` (``BIKESENSE_PSEUDONYM_KEY``, read at the edge), else
     from the file ``file`` (``BIKESENSE_PSEUDONYM_KEY_FILE``), else from
     ``<state_dir>/pseudonym.key``, created on first use."""
-    return PseudonymKey.from_text(key_text(
-        text, file, state_dir / "pseudonym.key", lambda: PseudonymKey.generate().to_text()))
+    return PseudonymKey.from_text(
+        key_text(text, file, state_dir / "pseudonym.key", lambda: PseudonymKey.generate().to_text())
+    )

@@ -46,13 +46,15 @@ from stream.core.partials import HIST_BINS, PARTIAL_DTYPE, Metric
 from stream.core.summary import SUMMARY_DTYPE, summarise
 
 #: Derived statistics of one cell (or one time bucket) with its coverage.
-STATS_DTYPE = np.dtype([
-    *((name, SUMMARY_DTYPE[name]) for name in SUMMARY_DTYPE.names or ()),
-    ("rides", "<i8"),  # distinct rides over the selection
-    ("days", "<i8"),  # distinct days over the selection
-    ("lat_deg", "<f8"),  # cell centre (NaN for a bbox time series)
-    ("lon_deg", "<f8"),
-])
+STATS_DTYPE = np.dtype(
+    [
+        *((name, SUMMARY_DTYPE[name]) for name in SUMMARY_DTYPE.names or ()),
+        ("rides", "<i8"),  # distinct rides over the selection
+        ("days", "<i8"),  # distinct days over the selection
+        ("lat_deg", "<f8"),  # cell centre (NaN for a bbox time series)
+        ("lon_deg", "<f8"),
+    ]
+)
 
 _INT32_MAX = 2**31 - 1
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -69,11 +71,14 @@ class BBox:
 
     def __post_init__(self) -> None:
         if not -90 <= self.south <= self.north <= 90:
-            raise QueryError(f"bbox latitudes must satisfy -90 <= south <= north <= 90 "
-                             f"(got south={self.south}, north={self.north})")
+            raise QueryError(
+                f"bbox latitudes must satisfy -90 <= south <= north <= 90 "
+                f"(got south={self.south}, north={self.north})"
+            )
         if not (-180 <= self.west <= 180 and -180 <= self.east <= 180):
-            raise QueryError(f"bbox longitudes must be within -180..180 "
-                             f"(got west={self.west}, east={self.east})")
+            raise QueryError(
+                f"bbox longitudes must be within -180..180 (got west={self.west}, east={self.east})"
+            )
 
 
 def check_time_range(start: datetime, end: datetime) -> None:
@@ -108,27 +113,41 @@ class Selection:
         if self.min_rides < 0 or self.min_days < 0:
             raise QueryError("min_rides and min_days cannot be negative")
         if not self.resolution <= self.units[0] <= 15:
-            raise QueryError(f"units must be of the selection's resolution ({self.resolution}) "
-                             f"or finer, up to 15 (got {self.units[0]})")
+            raise QueryError(
+                f"units must be of the selection's resolution ({self.resolution}) "
+                f"or finer, up to 15 (got {self.units[0]})"
+            )
         if self.units[1] <= 0 or self.window_s % self.units[1]:
-            raise QueryError(f"the window size ({self.window_s} s) must be a multiple of the "
-                             f"units' ({self.units[1]} s)")
+            raise QueryError(
+                f"the window size ({self.window_s} s) must be a multiple of the "
+                f"units' ({self.units[1]} s)"
+            )
 
     @property
     def units(self) -> tuple[int, int]:
         """(resolution, window size) of the cell-windows k applies to."""
-        return (self.resolution if self.unit_resolution is None else self.unit_resolution,
-                self.window_s if self.unit_window_s is None else self.unit_window_s)
+        return (
+            self.resolution if self.unit_resolution is None else self.unit_resolution,
+            self.window_s if self.unit_window_s is None else self.unit_window_s,
+        )
 
     def params(self) -> dict[str, Any]:
         unit_res, unit_window_s = self.units
         # The bits of the H3 digits between the two resolutions (3 bits a digit, digit
         # r at bit 3·(15 − r)): a cell's children at unit_res vary only in these.
         digits = ((1 << 3 * (15 - self.resolution)) - 1) & ~((1 << 3 * (15 - unit_res)) - 1)
-        return {"metric": int(self.metric), "res": self.resolution, "window_s": self.window_s,
-                "start": self.start, "end": self.end, "k": self.min_rides,
-                "min_days": self.min_days, "unit_res": unit_res,
-                "unit_window_s": unit_window_s, "digits": digits}
+        return {
+            "metric": int(self.metric),
+            "res": self.resolution,
+            "window_s": self.window_s,
+            "start": self.start,
+            "end": self.end,
+            "k": self.min_rides,
+            "min_days": self.min_days,
+            "unit_res": unit_res,
+            "unit_window_s": unit_window_s,
+            "digits": digits,
+        }
 
 
 def _bbox_params(bbox: BBox) -> dict[str, Any]:
@@ -191,32 +210,57 @@ _PRESENCE_IN_RANGE: LiteralString = """
       AND (pr.metrics >> %(metric)s) & 1 = 1"""
 
 _CELLS_QUERY = per_metric(
-    "WITH " + _WANTED_BBOX + "," + UNITS + """,
-agg AS (SELECT u.parent AS key, """ + _MERGED + _PARTIALS_IN_RANGE + """ GROUP BY u.parent),
+    "WITH "
+    + _WANTED_BBOX
+    + ","
+    + UNITS
+    + """,
+agg AS (SELECT u.parent AS key, """
+    + _MERGED
+    + _PARTIALS_IN_RANGE
+    + """ GROUP BY u.parent),
 pres AS (SELECT u.parent AS key, count(DISTINCT pr.ride_id) AS rides,
-                count(DISTINCT pr.day) AS days""" + _PRESENCE_IN_RANGE + """ GROUP BY u.parent)
+                count(DISTINCT pr.day) AS days"""
+    + _PRESENCE_IN_RANGE
+    + """ GROUP BY u.parent)
 SELECT agg.*, pres.rides, pres.days, c.lat_deg, c.lon_deg
 FROM agg JOIN pres USING (key) JOIN h3_cells c ON c.cell = agg.key
 WHERE pres.days >= %(min_days)s
-ORDER BY agg.key""")
+ORDER BY agg.key"""
+)
 
 _BUCKET: LiteralString = (
     "(extract(epoch FROM date_bin(make_interval(secs => %(bucket_s)s), {col},"
-    " timestamptz '1970-01-01 00:00:00+00')) * 1000)::bigint")
+    " timestamptz '1970-01-01 00:00:00+00')) * 1000)::bigint"
+)
 
 
 def _series_query(wanted: LiteralString) -> dict[Metric, bytes]:
     p_bucket: LiteralString = _BUCKET.replace("{col}", "p.window_start")
     pr_bucket: LiteralString = _BUCKET.replace("{col}", "pr.window_start")
     return per_metric(
-        "WITH " + wanted + "," + UNITS + """,
-agg AS (SELECT """ + p_bucket + " AS key, " + _MERGED + _PARTIALS_IN_RANGE + """ GROUP BY 1),
-pres AS (SELECT """ + pr_bucket + """ AS key, count(DISTINCT pr.ride_id) AS rides,
-                count(DISTINCT pr.day) AS days""" + _PRESENCE_IN_RANGE + """ GROUP BY 1)
+        "WITH "
+        + wanted
+        + ","
+        + UNITS
+        + """,
+agg AS (SELECT """
+        + p_bucket
+        + " AS key, "
+        + _MERGED
+        + _PARTIALS_IN_RANGE
+        + """ GROUP BY 1),
+pres AS (SELECT """
+        + pr_bucket
+        + """ AS key, count(DISTINCT pr.ride_id) AS rides,
+                count(DISTINCT pr.day) AS days"""
+        + _PRESENCE_IN_RANGE
+        + """ GROUP BY 1)
 SELECT agg.*, pres.rides, pres.days, 'NaN'::float8, 'NaN'::float8
 FROM agg JOIN pres USING (key)
 WHERE pres.days >= %(min_days)s
-ORDER BY agg.key""")
+ORDER BY agg.key"""
+    )
 
 
 _SERIES_BBOX_QUERY = _series_query(_WANTED_BBOX)
@@ -230,21 +274,26 @@ _SERIES_CELL_QUERY = _series_query(_WANTED_CELL)
 # generate_series. One row per bucket either way, so the aggregates are identities.
 _SERIES_COLUMNS: LiteralString = (
     "s.n, s.sum, s.sumsq, s.min, s.max, s.energy, s.duration_s, s.lamax_db, s.hist,"
-    " s.rides, s.days, s.lat_deg, s.lon_deg")
+    " s.rides, s.days, s.lat_deg, s.lon_deg"
+)
 _SPARSE_AS: LiteralString = (
     "(key, n, sum, sumsq, min, max, energy, duration_s, lamax_db, hist, rides, days,"
-    " lat_deg, lon_deg)")
+    " lat_deg, lon_deg)"
+)
 _GAPFILL_TIMESCALE: LiteralString = (
     "SELECT time_bucket_gapfill(%(bucket_ms)s::bigint, s.key, %(start_ms)s::bigint,"
     " %(end_ms)s::bigint) AS bucket, max(s.n), max(s.sum), max(s.sumsq), max(s.min),"
     " max(s.max), max(s.energy), max(s.duration_s), max(s.lamax_db), max(s.hist),"
     " max(s.rides), max(s.days), max(s.lat_deg), max(s.lon_deg)"
-    " FROM sparse s GROUP BY bucket ORDER BY bucket")
+    " FROM sparse s GROUP BY bucket ORDER BY bucket"
+)
 _GAPFILL_PLAIN: LiteralString = (
-    "SELECT b.key, " + _SERIES_COLUMNS +
-    " FROM generate_series(floor(%(start_ms)s::numeric / %(bucket_ms)s)::bigint"
+    "SELECT b.key, "
+    + _SERIES_COLUMNS
+    + " FROM generate_series(floor(%(start_ms)s::numeric / %(bucket_ms)s)::bigint"
     " * %(bucket_ms)s, %(end_ms)s::bigint - 1, %(bucket_ms)s::bigint) AS b (key)"
-    " LEFT JOIN sparse s USING (key) ORDER BY b.key")
+    " LEFT JOIN sparse s USING (key) ORDER BY b.key"
+)
 
 
 def _filled(sparse: dict[Metric, bytes], fill: LiteralString) -> dict[Metric, bytes]:
@@ -260,11 +309,13 @@ _FILLED_QUERIES = {
 }
 
 _BACKEND_QUERY: LiteralString = (
-    "SELECT backend FROM schema_migrations ORDER BY version DESC LIMIT 1")
+    "SELECT backend FROM schema_migrations ORDER BY version DESC LIMIT 1"
+)
 
 
-def _stats(rows: Sequence[tuple[Any, ...]], sel: Selection, *, by_cell: bool,
-           window_s: int) -> np.ndarray:
+def _stats(
+    rows: Sequence[tuple[Any, ...]], sel: Selection, *, by_cell: bool, window_s: int
+) -> np.ndarray:
     """Rows of (key, merged partial columns, rides, days, lat, lon) to ``STATS_DTYPE``;
     a row whose columns are NULL (a gap-filled bucket) becomes an empty one: ``n`` 0,
     ``rides`` and ``days`` 0, every statistic NaN."""
@@ -277,23 +328,39 @@ def _stats(rows: Sequence[tuple[Any, ...]], sel: Selection, *, by_cell: bool,
             out[name] = np.nan
     out["metric"], out["resolution"], out["window_s"] = sel.metric, sel.resolution, window_s
     out["cell" if by_cell else "window_start_ms"] = [row[0] for row in rows]
-    out[present] = _present_stats([row for row in rows if row[1] is not None], sel,
-                                  by_cell=by_cell, window_s=window_s)
+    out[present] = _present_stats(
+        [row for row in rows if row[1] is not None], sel, by_cell=by_cell, window_s=window_s
+    )
     return out
 
 
-def _present_stats(rows: Sequence[tuple[Any, ...]], sel: Selection, *, by_cell: bool,
-                   window_s: int) -> np.ndarray:
+def _present_stats(
+    rows: Sequence[tuple[Any, ...]], sel: Selection, *, by_cell: bool, window_s: int
+) -> np.ndarray:
     partials = np.zeros(len(rows), dtype=PARTIAL_DTYPE)
-    extra = np.zeros(len(rows), dtype=[("rides", "<i8"), ("days", "<i8"),
-                                       ("lat_deg", "<f8"), ("lon_deg", "<f8")])
+    extra = np.zeros(
+        len(rows), dtype=[("rides", "<i8"), ("days", "<i8"), ("lat_deg", "<f8"), ("lon_deg", "<f8")]
+    )
     hist = np.zeros((len(rows), HIST_BINS), dtype=np.int64)
-    for i, (key, n, s, ss, lo, hi, energy, duration, lamax, h, rides, days, lat,
-            lon) in enumerate(rows):
-        partials[i] = (sel.metric, sel.resolution, key if by_cell else 0, window_s,
-                       0 if by_cell else key, n, s, ss,
-                       np.nan if lo is None else lo, np.nan if hi is None else hi,
-                       energy, duration, np.nan if lamax is None else lamax, 0)
+    for i, (key, n, s, ss, lo, hi, energy, duration, lamax, h, rides, days, lat, lon) in enumerate(
+        rows
+    ):
+        partials[i] = (
+            sel.metric,
+            sel.resolution,
+            key if by_cell else 0,
+            window_s,
+            0 if by_cell else key,
+            n,
+            s,
+            ss,
+            np.nan if lo is None else lo,
+            np.nan if hi is None else hi,
+            energy,
+            duration,
+            np.nan if lamax is None else lamax,
+            0,
+        )
         hist[i] = h
         extra[i] = (rides, days, lat, lon)
     # Histograms are int32 in the partial contract; a merge over a long range could
@@ -318,29 +385,38 @@ def _present_stats(rows: Sequence[tuple[Any, ...]], sel: Selection, *, by_cell: 
 MAX_FILLED_BUCKETS = 100_000
 
 
-def _series_args(sel: Selection, bucket_s: int, bbox: BBox | None, cell: int | None,
-                 fill: Backend | None = None) -> tuple[bytes, dict[str, Any]]:
+def _series_args(
+    sel: Selection, bucket_s: int, bbox: BBox | None, cell: int | None, fill: Backend | None = None
+) -> tuple[bytes, dict[str, Any]]:
     if (bbox is None) == (cell is None):
         raise QueryError("give exactly one of bbox and cell")
     if bucket_s <= 0 or bucket_s % sel.window_s:
-        raise QueryError(f"the bucket ({bucket_s} s) must be a positive multiple of the "
-                         f"window size ({sel.window_s} s)")
+        raise QueryError(
+            f"the bucket ({bucket_s} s) must be a positive multiple of the "
+            f"window size ({sel.window_s} s)"
+        )
     params = sel.params() | {"bucket_s": bucket_s}
     if fill is not None:
         start_ms = _ms(sel.start)
         end_ms = _ms(sel.end)
         buckets = -(-end_ms // (bucket_s * 1000)) - start_ms // (bucket_s * 1000)
         if buckets > MAX_FILLED_BUCKETS:
-            raise QueryError(f"a gap-filled series of {buckets} buckets is too long (at most "
-                             f"{MAX_FILLED_BUCKETS}): choose a larger bucket or a shorter range")
+            raise QueryError(
+                f"a gap-filled series of {buckets} buckets is too long (at most "
+                f"{MAX_FILLED_BUCKETS}): choose a larger bucket or a shorter range"
+            )
         params |= {"bucket_ms": bucket_s * 1000, "start_ms": start_ms, "end_ms": end_ms}
     by = "cell" if cell is not None else "bbox"
-    queries = (_FILLED_QUERIES[by, fill] if fill is not None else
-               _SERIES_CELL_QUERY if cell is not None else _SERIES_BBOX_QUERY)
+    queries = (
+        _FILLED_QUERIES[by, fill]
+        if fill is not None
+        else _SERIES_CELL_QUERY
+        if cell is not None
+        else _SERIES_BBOX_QUERY
+    )
     if cell is not None:
         if not h3int.is_valid_cell(cell) or h3int.get_resolution(cell) != sel.resolution:
-            raise QueryError(f"cell {cell:x} is not a valid H3 cell at resolution "
-                             f"{sel.resolution}")
+            raise QueryError(f"cell {cell:x} is not a valid H3 cell at resolution {sel.resolution}")
         return queries[sel.metric], params | {"cell": cell}
     assert bbox is not None
     return queries[sel.metric], params | _bbox_params(bbox)
@@ -365,9 +441,15 @@ def cell_stats(conn: psycopg.Connection[Any], sel: Selection, bbox: BBox) -> np.
     return _stats(rows, sel, by_cell=True, window_s=sel.window_s)
 
 
-def time_series(conn: psycopg.Connection[Any], sel: Selection, bucket_s: int, *,
-                bbox: BBox | None = None, cell: int | None = None,
-                gapfill: bool = False) -> np.ndarray:
+def time_series(
+    conn: psycopg.Connection[Any],
+    sel: Selection,
+    bucket_s: int,
+    *,
+    bbox: BBox | None = None,
+    cell: int | None = None,
+    gapfill: bool = False,
+) -> np.ndarray:
     """Per time bucket (``window_start_ms`` = bucket start) over one cell or a bbox's cells:
     statistics (``STATS_DTYPE``), sorted by time. ``bucket_s`` is a multiple of the window.
 
@@ -382,16 +464,21 @@ def time_series(conn: psycopg.Connection[Any], sel: Selection, bucket_s: int, *,
     return _stats(rows, sel, by_cell=False, window_s=bucket_s)
 
 
-async def acell_stats(conn: psycopg.AsyncConnection[Any], sel: Selection,
-                      bbox: BBox) -> np.ndarray:
+async def acell_stats(conn: psycopg.AsyncConnection[Any], sel: Selection, bbox: BBox) -> np.ndarray:
     """:func:`cell_stats` for an async connection."""
     cur = await conn.execute(_CELLS_QUERY[sel.metric], sel.params() | _bbox_params(bbox))
     return _stats(await cur.fetchall(), sel, by_cell=True, window_s=sel.window_s)
 
 
-async def atime_series(conn: psycopg.AsyncConnection[Any], sel: Selection, bucket_s: int, *,
-                       bbox: BBox | None = None, cell: int | None = None,
-                       gapfill: bool = False) -> np.ndarray:
+async def atime_series(
+    conn: psycopg.AsyncConnection[Any],
+    sel: Selection,
+    bucket_s: int,
+    *,
+    bbox: BBox | None = None,
+    cell: int | None = None,
+    gapfill: bool = False,
+) -> np.ndarray:
     """:func:`time_series` for an async connection."""
     fill = None
     if gapfill:

@@ -61,9 +61,23 @@ TABLE_COLUMNS = READING_COLUMNS[1:]
 
 #: How the stream marks an absent value, per column; stored as NULL.
 ABSENT: dict[str, float] = {
-    **dict.fromkeys(("lat_deg", "lon_deg", "hdop", "speed_mps", "pm1_ugm3", "pm25_ugm3",
-                     "pm10_ugm3", "no2_ugm3", "noise_laeq_db", "noise_lamax_db",
-                     "temperature_c", "humidity_pct"), math.nan),
+    **dict.fromkeys(
+        (
+            "lat_deg",
+            "lon_deg",
+            "hdop",
+            "speed_mps",
+            "pm1_ugm3",
+            "pm25_ugm3",
+            "pm10_ugm3",
+            "no2_ugm3",
+            "noise_laeq_db",
+            "noise_lamax_db",
+            "temperature_c",
+            "humidity_pct",
+        ),
+        math.nan,
+    ),
     "satellites": -1,
     "cell": 0,
 }
@@ -71,8 +85,10 @@ ABSENT: dict[str, float] = {
 
 def absent_masks(rows: np.ndarray) -> dict[str, np.ndarray]:
     """Per column of :data:`ABSENT`, the rows where the value is absent."""
-    return {name: np.isnan(rows[name]) if math.isnan(marker) else rows[name] == marker
-            for name, marker in ABSENT.items()}
+    return {
+        name: np.isnan(rows[name]) if math.isnan(marker) else rows[name] == marker
+        for name, marker in ABSENT.items()
+    }
 
 
 def absent_marker(name: str) -> sql.Composable:
@@ -96,23 +112,25 @@ COPY_INTO_STAGING = staging.render(STAGING.copy_in())
 
 # The staged readings not stored yet are inserted; the row numbers of exactly those
 # come back (one array), to pick the new readings out of the batch.
-INSERT_NEW = staging.render(sql.SQL(
-    "WITH ins AS (\n"
-    "    INSERT INTO readings ({columns})\n"
-    "    SELECT {values}\n"
-    "    FROM {staging}\n"
-    "    ORDER BY row_no\n"
-    "    ON CONFLICT DO NOTHING\n"
-    "    RETURNING {key}\n"
-    ")\n"
-    "SELECT array_agg(s.row_no)\n"
-    "FROM ins JOIN {staging} AS s USING ({key})"
-).format(
-    columns=staging.column_list(TABLE_COLUMNS),
-    values=sql.SQL(", ").join(_null_if_absent(c.name) for c in TABLE_COLUMNS),
-    staging=STAGING.identifier,
-    key=sql.SQL(", ").join(map(sql.Identifier, KEY_COLUMNS)),
-))
+INSERT_NEW = staging.render(
+    sql.SQL(
+        "WITH ins AS (\n"
+        "    INSERT INTO readings ({columns})\n"
+        "    SELECT {values}\n"
+        "    FROM {staging}\n"
+        "    ORDER BY row_no\n"
+        "    ON CONFLICT DO NOTHING\n"
+        "    RETURNING {key}\n"
+        ")\n"
+        "SELECT array_agg(s.row_no)\n"
+        "FROM ins JOIN {staging} AS s USING ({key})"
+    ).format(
+        columns=staging.column_list(TABLE_COLUMNS),
+        values=sql.SQL(", ").join(_null_if_absent(c.name) for c in TABLE_COLUMNS),
+        staging=STAGING.identifier,
+        key=sql.SQL(", ").join(map(sql.Identifier, KEY_COLUMNS)),
+    )
+)
 
 
 def reading_values(rows: np.ndarray) -> dict[str, np.ndarray]:

@@ -54,24 +54,38 @@ def insert_rejects(conn: psycopg.Connection[Any], rejects: Sequence[Reject]) -> 
     ``MAX_REJECT_PAYLOAD_BYTES`` (the detail then says so); returns how many."""
     if not rejects:
         return 0
-    with conn.transaction(), conn.cursor() as cur, cur.copy(
-        "COPY rejected_frames (received_at, kit_id, reason, detail, topic, payload)"
-        " FROM STDIN (FORMAT BINARY)"
-    ) as copy:
+    with (
+        conn.transaction(),
+        conn.cursor() as cur,
+        cur.copy(
+            "COPY rejected_frames (received_at, kit_id, reason, detail, topic, payload)"
+            " FROM STDIN (FORMAT BINARY)"
+        ) as copy,
+    ):
         copy.set_types(["timestamptz", "int8", "text", "text", "text", "bytea"])
         for r in rejects:
             payload, detail = r.payload, r.detail
             if len(payload) > MAX_REJECT_PAYLOAD_BYTES:
                 payload = payload[:MAX_REJECT_PAYLOAD_BYTES]
                 detail = (f"{detail}; " if detail else "") + (
-                    f"payload of {len(r.payload)} bytes, the first {len(payload)} kept")
-            copy.write_row((datetime.fromtimestamp(r.received_ms / 1000, UTC), r.kit_id,
-                            str(r.reason), detail, r.topic, payload))
+                    f"payload of {len(r.payload)} bytes, the first {len(payload)} kept"
+                )
+            copy.write_row(
+                (
+                    datetime.fromtimestamp(r.received_ms / 1000, UTC),
+                    r.kit_id,
+                    str(r.reason),
+                    detail,
+                    r.topic,
+                    payload,
+                )
+            )
     return len(rejects)
 
 
-def reject_counts(conn: psycopg.Connection[Any], *, since: datetime | None = None,
-                  kit_id: int | None = None) -> dict[str, int]:
+def reject_counts(
+    conn: psycopg.Connection[Any], *, since: datetime | None = None, kit_id: int | None = None
+) -> dict[str, int]:
     """How many frames were refused per reason, optionally since a time or for one kit."""
     rows = conn.execute(
         "SELECT reason, count(*) FROM rejected_frames"
@@ -83,8 +97,13 @@ def reject_counts(conn: psycopg.Connection[Any], *, since: datetime | None = Non
     return {str(reason): int(n) for reason, n in rows}
 
 
-def recent_rejects(conn: psycopg.Connection[Any], *, limit: int = 100,
-                   kit_id: int | None = None, reason: str | None = None) -> list[StoredReject]:
+def recent_rejects(
+    conn: psycopg.Connection[Any],
+    *,
+    limit: int = 100,
+    kit_id: int | None = None,
+    reason: str | None = None,
+) -> list[StoredReject]:
     """The latest refused frames, newest first."""
     with conn.cursor(row_factory=class_row(StoredReject)) as cur:
         return cur.execute(

@@ -59,8 +59,11 @@ def drop_expired(conn: psycopg.Connection[Any], older_than: datetime) -> list[st
         for name, pending in rows:
             # A detach interrupted earlier is left pending: finish it instead.
             how = sql.SQL("FINALIZE" if pending else "CONCURRENTLY")
-            conn.execute(sql.SQL("ALTER TABLE readings DETACH PARTITION {} {}").format(
-                sql.Identifier(name), how))
+            conn.execute(
+                sql.SQL("ALTER TABLE readings DETACH PARTITION {} {}").format(
+                    sql.Identifier(name), how
+                )
+            )
             conn.execute(sql.SQL("DROP TABLE {}").format(sql.Identifier(name)))
         return [str(name) for name, _ in rows]
     with conn.transaction():
@@ -68,8 +71,9 @@ def drop_expired(conn: psycopg.Connection[Any], older_than: datetime) -> list[st
     return [str(r[0]) for r in rows]
 
 
-def expire_presence(conn: psycopg.Connection[Any], older_than: datetime, *,
-                    keep_window_s: int = 86_400) -> int:
+def expire_presence(
+    conn: psycopg.Connection[Any], older_than: datetime, *, keep_window_s: int = 86_400
+) -> int:
     """Delete presence rows (and the ride counts in ``window_rides``) of windows shorter
     than ``keep_window_s`` that ended before ``older_than``; returns how many presence
     rows.
@@ -86,17 +90,22 @@ def expire_presence(conn: psycopg.Connection[Any], older_than: datetime, *,
     with conn.transaction():
         cur = conn.execute(
             "DELETE FROM window_presence WHERE window_s < %(keep)s"
-            " AND window_start + make_interval(secs => window_s) <= %(older)s", params)
+            " AND window_start + make_interval(secs => window_s) <= %(older)s",
+            params,
+        )
         # The ride counts of those windows go with them: the public k-check reads the
         # counts (storage.cell_means), and an expired window must not pass it.
         conn.execute(
             "DELETE FROM window_rides WHERE window_s < %(keep)s"
-            " AND window_start + make_interval(secs => window_s) <= %(older)s", params)
+            " AND window_start + make_interval(secs => window_s) <= %(older)s",
+            params,
+        )
     return cur.rowcount
 
 
-def ensure_partitions_ahead(conn: psycopg.Connection[Any], days_ahead: int = 2, *,
-                            now_ms: int | None = None) -> int:
+def ensure_partitions_ahead(
+    conn: psycopg.Connection[Any], days_ahead: int = 2, *, now_ms: int | None = None
+) -> int:
     """Create today's and the next ``days_ahead`` days' partitions; returns how many were new."""
     today = (now_ms if now_ms is not None else int(time.time() * 1000)) // MS_PER_DAY
     return ensure_partitions(conn, list(range(today, today + days_ahead + 1)))
@@ -107,11 +116,13 @@ def raw_partitions(conn: psycopg.Connection[Any]) -> list[str]:
     if recorded_backend(conn) is Backend.TIMESCALE:
         rows = conn.execute(
             "SELECT format('%I.%I', chunk_schema, chunk_name) FROM timescaledb_information.chunks"
-            " WHERE hypertable_name = 'readings' ORDER BY range_start").fetchall()
+            " WHERE hypertable_name = 'readings' ORDER BY range_start"
+        ).fetchall()
     else:
         rows = conn.execute(
             "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid"
-            " WHERE i.inhparent = 'readings'::regclass ORDER BY c.relname").fetchall()
+            " WHERE i.inhparent = 'readings'::regclass ORDER BY c.relname"
+        ).fetchall()
     return [str(r[0]) for r in rows]
 
 
@@ -155,15 +166,17 @@ def apply_retention(conn: psycopg.Connection[Any], keep: timedelta) -> list[str]
         have = {str(table): (int(job), drop_after) for job, table, drop_after in rows}
         for table in RAW_HORIZON_TABLES:
             if table not in have:
-                conn.execute("SELECT add_retention_policy(%s::regclass, %s::interval)",
-                             (table, keep))
+                conn.execute(
+                    "SELECT add_retention_policy(%s::regclass, %s::interval)", (table, keep)
+                )
                 changed.append(table)
             elif have[table][1] != keep:
                 conn.execute(
                     "SELECT alter_job(j.job_id, config => jsonb_set(j.config, '{drop_after}',"
                     " to_jsonb(%s::interval::text)))"
                     " FROM timescaledb_information.jobs j WHERE j.job_id = %s",
-                    (keep, have[table][0]))
+                    (keep, have[table][0]),
+                )
                 changed.append(table)
     return changed
 

@@ -37,7 +37,8 @@ def column_list(columns: tuple[Column, ...]) -> sql.Composed:
 def copy_in(table: str, columns: tuple[Column, ...]) -> sql.Composed:
     """``COPY table (columns) FROM STDIN (FORMAT BINARY)``."""
     return sql.SQL("COPY {} ({}) FROM STDIN (FORMAT BINARY)").format(
-        sql.Identifier(table), column_list(columns))
+        sql.Identifier(table), column_list(columns)
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,9 +55,11 @@ class StagingTable:
     def create(self) -> sql.Composed:
         columns = sql.SQL(", ").join(
             sql.SQL("{} {}").format(sql.Identifier(c.name), _SQL_TYPES[c.sql_type])
-            for c in self.columns)
+            for c in self.columns
+        )
         return sql.SQL("CREATE TEMP TABLE IF NOT EXISTS {} ({}) ON COMMIT DELETE ROWS").format(
-            self.identifier, columns)
+            self.identifier, columns
+        )
 
     def empty(self) -> sql.Composed:
         return sql.SQL("DELETE FROM {}").format(self.identifier)

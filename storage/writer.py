@@ -65,8 +65,18 @@ from stream.core.partials import PRESENCE_DTYPE
 
 # KnownRows is part of the write's interface (WritePlan.leaving_out takes one).
 __all__ = [
-    "MAX_TS_MS", "MS_PER_DAY", "AggregateFn", "KnownRows", "WritePlan", "WriteResult", "dedupe",
-    "ensure_partitions", "join_plans", "partition_days", "plan_write", "write_batch",
+    "MAX_TS_MS",
+    "MS_PER_DAY",
+    "AggregateFn",
+    "KnownRows",
+    "WritePlan",
+    "WriteResult",
+    "dedupe",
+    "ensure_partitions",
+    "join_plans",
+    "partition_days",
+    "plan_write",
+    "write_batch",
 ]
 
 #: ``aggregate(new_readings) -> (partials, presence)``, e.g. a
@@ -81,7 +91,8 @@ MS_PER_DAY = 86_400_000
 MAX_TS_MS = 253_402_300_800_000
 
 _PREPARE_STAGING = staging.render(
-    staging.prepare((readings.STAGING, *aggregate_rows.STAGING_TABLES)))
+    staging.prepare((readings.STAGING, *aggregate_rows.STAGING_TABLES))
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,8 +117,9 @@ def partition_days(enriched: np.ndarray) -> list[int]:
 def ensure_partitions(conn: psycopg.Connection[Any], days: list[int]) -> int:
     """Create the missing daily raw-reading partitions (a no-op on TimescaleDB)."""
     with conn.transaction():
-        row = conn.execute("SELECT bikesense_ensure_readings_partitions(%s::integer[])",
-                           (days,)).fetchone()
+        row = conn.execute(
+            "SELECT bikesense_ensure_readings_partitions(%s::integer[])", (days,)
+        ).fetchone()
     return int(row[0]) if row else 0
 
 
@@ -147,8 +159,9 @@ class WritePlan:
         (itself if it has no aggregates or has left them out already)."""
         if self.aggregates is None or self.stored_after is not None:
             return self
-        return replace(self, aggregates=known.leave_out(self.aggregates),
-                       stored_after=self.aggregates)
+        return replace(
+            self, aggregates=known.leave_out(self.aggregates), stored_after=self.aggregates
+        )
 
     def encode(self) -> WritePlan:
         """Encode every COPY payload the write may use now; returns the plan."""
@@ -166,12 +179,16 @@ def plan_write(enriched: np.ndarray, aggregate: AggregateFn | None) -> WritePlan
     """
     if enriched.dtype != ENRICHED_DTYPE:
         raise BatchError(
-            f"write_batch needs an array of ENRICHED_DTYPE, got dtype {enriched.dtype}")
+            f"write_batch needs an array of ENRICHED_DTYPE, got dtype {enriched.dtype}"
+        )
     _check_times(enriched)
     unique = dedupe(enriched)
-    return WritePlan(unique, partition_days(unique),
-                     AggregateRows.of(*aggregate(unique)) if aggregate and len(unique) else None,
-                     len(enriched) - len(unique))
+    return WritePlan(
+        unique,
+        partition_days(unique),
+        AggregateRows.of(*aggregate(unique)) if aggregate and len(unique) else None,
+        len(enriched) - len(unique),
+    )
 
 
 def join_plans(plans: Sequence[WritePlan]) -> WritePlan:
@@ -187,13 +204,18 @@ def join_plans(plans: Sequence[WritePlan]) -> WritePlan:
         parts = [p.aggregates for p in plans if p.aggregates is not None]
         aggregates = AggregateRows.of(
             merge_partials(np.concatenate([a.partials for a in parts])),
-            first_by_key(np.concatenate([a.presence for a in parts]),
-                         PRESENCE_DTYPE.names or ()))
+            first_by_key(np.concatenate([a.presence for a in parts]), PRESENCE_DTYPE.names or ()),
+        )
     return WritePlan(unique, partition_days(unique), aggregates, repeated)
 
 
-def write_batch(conn: psycopg.Connection[Any], batch: np.ndarray | WritePlan,
-                aggregate: AggregateFn, *, create_partitions: bool = True) -> WriteResult:
+def write_batch(
+    conn: psycopg.Connection[Any],
+    batch: np.ndarray | WritePlan,
+    aggregate: AggregateFn,
+    *,
+    create_partitions: bool = True,
+) -> WriteResult:
     """Store a batch of enriched readings and merge the aggregates of the new ones.
 
     ``batch`` is an ``ENRICHED_DTYPE`` array or a :class:`WritePlan` of one (made
@@ -216,11 +238,17 @@ def write_batch(conn: psycopg.Connection[Any], batch: np.ndarray | WritePlan,
         new = _insert_new_readings(conn, plan)
         merged = 0
         if len(new):
-            rows = (plan.aggregates if plan.aggregates is not None
-                    and len(new) == len(plan.rows) else AggregateRows.of(*aggregate(new)))
+            rows = (
+                plan.aggregates
+                if plan.aggregates is not None and len(new) == len(plan.rows)
+                else AggregateRows.of(*aggregate(new))
+            )
             merged = aggregate_rows.store(conn, rows)
-    return WriteResult(inserted=len(new), duplicates=plan.repeated + len(plan.rows) - len(new),
-                       partials_merged=merged)
+    return WriteResult(
+        inserted=len(new),
+        duplicates=plan.repeated + len(plan.rows) - len(new),
+        partials_merged=merged,
+    )
 
 
 def _check_times(enriched: np.ndarray) -> None:
@@ -231,7 +259,8 @@ def _check_times(enriched: np.ndarray) -> None:
             raise BatchError(
                 f"{len(bad)} reading(s) have {name} outside 1970..9999, e.g. {int(r[name])} "
                 f"for kit {int(r['kit_id'])} boot {int(r['boot_id'])} seq {int(r['seq'])} "
-                f"idx {int(r['idx'])}")
+                f"idx {int(r['idx'])}"
+            )
 
 
 def _insert_new_readings(conn: psycopg.Connection[Any], plan: WritePlan) -> np.ndarray:

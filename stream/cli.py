@@ -15,8 +15,9 @@ from rich.console import Console
 from bikesense.exceptions import BikesenseError, ConfigurationError
 from bikesense.settings import Settings, load_settings
 
-app = typer.Typer(help="The distributed runtime: faust stream workers over Kafka.",
-                  no_args_is_help=True)
+app = typer.Typer(
+    help="The distributed runtime: faust stream workers over Kafka.", no_args_is_help=True
+)
 err_console = Console(stderr=True)
 
 
@@ -35,15 +36,25 @@ def _settings() -> Settings:
 
 @app.command("worker")
 def worker_command(
-    store: Annotated[str | None, typer.Option(
-        help="Table store: memory:// (rebuilt from the changelog topic at start) or "
-             "rocksdb:// (default: rocksdb:// when installed, else memory://).")] = None,
-    partitions: Annotated[int | None, typer.Option(
-        min=1, help="Partitions of the bikesense topics (default: BIKESENSE_KAFKA_PARTITIONS, "
-                    "8); the same in every worker and in ingest, and not to be changed once "
-                    "data flows.")] = None,
-    replicas: Annotated[int, typer.Option(
-        min=1, help="Replication factor of the topics the workers create.")] = 1,
+    store: Annotated[
+        str | None,
+        typer.Option(
+            help="Table store: memory:// (rebuilt from the changelog topic at start) or "
+            "rocksdb:// (default: rocksdb:// when installed, else memory://)."
+        ),
+    ] = None,
+    partitions: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            help="Partitions of the bikesense topics (default: BIKESENSE_KAFKA_PARTITIONS, "
+            "8); the same in every worker and in ingest, and not to be changed once "
+            "data flows.",
+        ),
+    ] = None,
+    replicas: Annotated[
+        int, typer.Option(min=1, help="Replication factor of the topics the workers create.")
+    ] = 1,
     log_level: Annotated[str, typer.Option(help="Logging level.")] = "INFO",
 ) -> None:
     """Run a faust stream worker (Kafka: BIKESENSE_KAFKA_URL or `services up --kafka`;
@@ -63,8 +74,10 @@ def worker_command(
 
     try:
         config = DistributedConfig.from_settings(
-            settings, replication_factor=replicas,
-            **({"partitions": partitions} if partitions is not None else {}))
+            settings,
+            replication_factor=replicas,
+            **({"partitions": partitions} if partitions is not None else {}),
+        )
         stream_app = create_app(settings, store=store or default_store(), config=config)
         settings.state_dir.mkdir(parents=True, exist_ok=True)
         # Before faust starts: it would take a topic with another partition count as it is.

@@ -75,9 +75,12 @@ class PreparedBatch:
         if len(parts) == 1:
             return parts[0]
         plans = [p.plan for p in parts if p.plan is not None]
-        return cls(Admitted.joined([p.admitted for p in parts]),
-                   np.concatenate([p.rows for p in parts]), parts[-1].states,
-                   join_plans(plans) if len(plans) == len(parts) else None)
+        return cls(
+            Admitted.joined([p.admitted for p in parts]),
+            np.concatenate([p.rows for p in parts]),
+            parts[-1].states,
+            join_plans(plans) if len(plans) == len(parts) else None,
+        )
 
 
 class DatabaseHandler:

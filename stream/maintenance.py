@@ -58,10 +58,16 @@ class MaintenanceConfig:
     held_expiry: timedelta = timedelta(days=2)
 
     def __post_init__(self) -> None:
-        if (self.raw_retention <= timedelta(0) or self.held_expiry <= timedelta(0)
-                or self.interval_s <= 0 or self.retry_s <= 0):
-            msg = ("maintenance needs a positive retention, interval and retry "
-                   f"(got {self.raw_retention}, {self.interval_s}, {self.retry_s})")
+        if (
+            self.raw_retention <= timedelta(0)
+            or self.held_expiry <= timedelta(0)
+            or self.interval_s <= 0
+            or self.retry_s <= 0
+        ):
+            msg = (
+                "maintenance needs a positive retention, interval and retry "
+                f"(got {self.raw_retention}, {self.interval_s}, {self.retry_s})"
+            )
             raise ValueError(msg)
 
 
@@ -74,8 +80,9 @@ class MaintenanceReport:
     held_deleted: int = 0
 
 
-def run_maintenance(conn: psycopg.Connection[Any], config: MaintenanceConfig,
-                    now: datetime | None = None) -> MaintenanceReport:
+def run_maintenance(
+    conn: psycopg.Connection[Any], config: MaintenanceConfig, now: datetime | None = None
+) -> MaintenanceReport:
     """One round, on an autocommit connection; skipped if another process is at it."""
     now = now or datetime.now(UTC)
     older_than = now - config.raw_retention
@@ -94,8 +101,9 @@ def run_maintenance(conn: psycopg.Connection[Any], config: MaintenanceConfig,
 
 
 def _round(database_url: str, config: MaintenanceConfig) -> MaintenanceReport:
-    with psycopg.connect(database_url, autocommit=True, connect_timeout=5,
-                         application_name="bikesense-maintenance") as conn:
+    with psycopg.connect(
+        database_url, autocommit=True, connect_timeout=5, application_name="bikesense-maintenance"
+    ) as conn:
         return run_maintenance(conn, config)
 
 
@@ -112,11 +120,20 @@ async def maintain(database_url: str, config: MaintenanceConfig, stop: asyncio.E
             log.warning("retention round failed (%s); trying again in %.0f s", exc, config.retry_s)
             wait = config.retry_s
         else:
-            if report.ran and (report.dropped or report.presence_deleted
-                               or report.rejects_deleted or report.held_deleted):
-                log.info("retention: dropped %s; deleted %d presence rows, %d rejects and "
-                         "%d held ride ends", ", ".join(report.dropped) or "no partitions",
-                         report.presence_deleted, report.rejects_deleted, report.held_deleted)
+            if report.ran and (
+                report.dropped
+                or report.presence_deleted
+                or report.rejects_deleted
+                or report.held_deleted
+            ):
+                log.info(
+                    "retention: dropped %s; deleted %d presence rows, %d rejects and "
+                    "%d held ride ends",
+                    ", ".join(report.dropped) or "no partitions",
+                    report.presence_deleted,
+                    report.rejects_deleted,
+                    report.held_deleted,
+                )
             wait = config.interval_s
         try:
             await asyncio.wait_for(stop.wait(), timeout=wait)

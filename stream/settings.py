@@ -10,12 +10,16 @@ from stream.core.process import CoreConfig
 
 
 def core_config(settings: Settings) -> CoreConfig:
-    return CoreConfig(resolutions=settings.h3_resolutions,
-                      window_sizes_s=settings.window_sizes_s,
-                      day_tz=settings.day_tz,
-                      privacy=PrivacyConfig(zones=privacy_zones(settings),
-                                            trim_start_s=settings.privacy_trim_start_s,
-                                            trim_end_s=settings.privacy_trim_end_s))
+    return CoreConfig(
+        resolutions=settings.h3_resolutions,
+        window_sizes_s=settings.window_sizes_s,
+        day_tz=settings.day_tz,
+        privacy=PrivacyConfig(
+            zones=privacy_zones(settings),
+            trim_start_s=settings.privacy_trim_start_s,
+            trim_end_s=settings.privacy_trim_end_s,
+        ),
+    )
 
 
 def privacy_zones(settings: Settings) -> tuple[Zone, ...]:

@@ -50,8 +50,7 @@ log = logging.getLogger(__name__)
 class PostgresSink:
     """Owns one connection; reconnects on the next write after the database comes back."""
 
-    def __init__(self, database_url: str, core: CoreConfig,
-                 known: KnownRows | None = None) -> None:
+    def __init__(self, database_url: str, core: CoreConfig, known: KnownRows | None = None) -> None:
         """``known``: what committed writes stored, shared by the sinks of one runtime
         (``storage.writer.KnownRows``); a new one if not given."""
         self._url = database_url
@@ -64,8 +63,9 @@ class PostgresSink:
         if self._conn is None or self._conn.closed or self._conn.broken:
             if self._conn is not None:
                 self._conn.close()
-            self._conn = psycopg.connect(self._url, autocommit=True,
-                                         application_name="bikesense-stream", connect_timeout=5)
+            self._conn = psycopg.connect(
+                self._url, autocommit=True, application_name="bikesense-stream", connect_timeout=5
+            )
         return self._conn
 
     def plan(self, enriched: np.ndarray) -> WritePlan | None:
@@ -86,8 +86,13 @@ class PostgresSink:
         Readying early only leaves out less (what committed since is not left out)."""
         return plan.aggregated(self._aggregate).leaving_out(self._known).encode()
 
-    def write(self, admitted: Admitted, enriched: np.ndarray,
-              states: KitStates | None = None, plan: WritePlan | None = None) -> WriteOutcome:
+    def write(
+        self,
+        admitted: Admitted,
+        enriched: np.ndarray,
+        states: KitStates | None = None,
+        plan: WritePlan | None = None,
+    ) -> WriteOutcome:
         """Write a batch in one transaction. ``states`` are the kit states after the
         batch (``ProcessedBatch.states``); end-of-ride trimming needs them. ``plan``, if
         given, is :meth:`plan` of ``enriched``."""
@@ -111,22 +116,36 @@ class PostgresSink:
             with conn.transaction():
                 to_write: np.ndarray | WritePlan = enriched
                 if trimming and states is not None:
-                    to_write, held, trimmed = _settle_ride_ends(conn, enriched, states,
-                                                                trim_end_s)
+                    to_write, held, trimmed = _settle_ride_ends(conn, enriched, states, trim_end_s)
                 elif plan is not None:
                     to_write = plan
-                result = (write_batch(conn, to_write, self._aggregate,
-                                      create_partitions=to_write is not plan)
-                          if len(enriched) else WriteResult(0, 0, 0))
-                stored = insert_rejects(conn, [
-                    Reject(payload=r.payload, reason=r.reason, received_ms=r.received_ms,
-                           kit_id=r.kit_id, detail=r.detail, topic=r.topic)
-                    for r in admitted.rejects
-                ])
+                result = (
+                    write_batch(
+                        conn, to_write, self._aggregate, create_partitions=to_write is not plan
+                    )
+                    if len(enriched)
+                    else WriteResult(0, 0, 0)
+                )
+                stored = insert_rejects(
+                    conn,
+                    [
+                        Reject(
+                            payload=r.payload,
+                            reason=r.reason,
+                            received_ms=r.received_ms,
+                            kit_id=r.kit_id,
+                            detail=r.detail,
+                            topic=r.topic,
+                        )
+                        for r in admitted.rejects
+                    ],
+                )
                 self._record_kits(conn, admitted, enriched)
                 if result.partials_merged:
-                    conn.execute("SELECT pg_notify(%s, %s)",
-                                 (LIVE_CHANNEL, _live_payload(enriched, self._core)))
+                    conn.execute(
+                        "SELECT pg_notify(%s, %s)",
+                        (LIVE_CHANNEL, _live_payload(enriched, self._core)),
+                    )
         except psycopg.OperationalError:
             self._drop_connection()
             raise
@@ -135,11 +154,19 @@ class PostgresSink:
             # written (or found) in the committed transaction. After a redelivery only
             # the new readings' were: remember nothing then.
             self._known.remember(stored_after)
-        return WriteOutcome(admitted, result.inserted, result.duplicates, result.partials_merged,
-                            stored, held, trimmed)
+        return WriteOutcome(
+            admitted,
+            result.inserted,
+            result.duplicates,
+            result.partials_merged,
+            stored,
+            held,
+            trimmed,
+        )
 
-    def _record_kits(self, conn: psycopg.Connection[Any], admitted: Admitted,
-                     enriched: np.ndarray) -> None:
+    def _record_kits(
+        self, conn: psycopg.Connection[Any], admitted: Admitted, enriched: np.ndarray
+    ) -> None:
         seen: dict[int, int] = {}
         if len(enriched):
             # Latest arrival per kit, in one pass: sort by kit, take each run's maximum.
@@ -154,14 +181,21 @@ class PostgresSink:
             return
         # Concurrent writers (DatabaseHandler.writers) update the same kits' rows: lock
         # them in one order first, so that two batches cannot deadlock on them.
-        conn.execute("SELECT FROM kits WHERE kit_id = ANY(%s) ORDER BY kit_id FOR NO KEY UPDATE",
-                     (sorted(seen),))
+        conn.execute(
+            "SELECT FROM kits WHERE kit_id = ANY(%s) ORDER BY kit_id FOR NO KEY UPDATE",
+            (sorted(seen),),
+        )
         for update in admitted.statuses:
             status = dataclasses.asdict(update.status)
             status["status"] = int(update.status.status)
-            record_status(conn, update.kit_id, received_ms=update.received_ms, status=status,
-                          battery_pct=update.status.battery_pct,
-                          firmware_version=update.status.firmware_version)
+            record_status(
+                conn,
+                update.kit_id,
+                received_ms=update.received_ms,
+                status=status,
+                battery_pct=update.status.battery_pct,
+                firmware_version=update.status.firmware_version,
+            )
         touch_last_seen(conn, seen)
 
     def _drop_connection(self) -> None:
@@ -173,8 +207,9 @@ class PostgresSink:
         self._drop_connection()
 
 
-def _settle_ride_ends(conn: psycopg.Connection[Any], enriched: np.ndarray, states: KitStates,
-                      trim_end_s: float) -> tuple[np.ndarray, int, int]:
+def _settle_ride_ends(
+    conn: psycopg.Connection[Any], enriched: np.ndarray, states: KitStates, trim_end_s: float
+) -> tuple[np.ndarray, int, int]:
     """Take the held readings of the batch's kits, settle them with the batch's, put
     back what stays held: returns what to store now, how many stay held, how many
     were trimmed."""
@@ -190,14 +225,17 @@ def _live_payload(enriched: np.ndarray, core: CoreConfig) -> str:
     """
     placed = enriched[enriched["cell"] != 0]
     coarsest = min(core.resolutions)
-    cells: list[int] = (np.unique(parent_cells(placed["cell"], coarsest)).tolist()
-                        if len(placed) else [])
+    cells: list[int] = (
+        np.unique(parent_cells(placed["cell"], coarsest)).tolist() if len(placed) else []
+    )
     windows = {
         (size, int(start))
         for size in core.window_sizes_s
         for start in np.unique(window_starts_ms(placed["ts_ms"], size)).tolist()
     }
-    metrics = [m.api_name for m, column in METRIC_COLUMNS.items()
-               if np.isfinite(placed[column]).any()]
-    return notify_payload(metrics=metrics, resolutions=core.resolutions, windows=windows,
-                          cells=cells)
+    metrics = [
+        m.api_name for m, column in METRIC_COLUMNS.items() if np.isfinite(placed[column]).any()
+    ]
+    return notify_payload(
+        metrics=metrics, resolutions=core.resolutions, windows=windows, cells=cells
+    )

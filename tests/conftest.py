@@ -88,13 +88,18 @@ def timescale_missing() -> str | None:
     except ServiceError as exc:
         return str(exc)
     sharedir = subprocess.run(
-        [str(bindir / "pg_config"), "--sharedir"], capture_output=True, text=True, check=False,
+        [str(bindir / "pg_config"), "--sharedir"],
+        capture_output=True,
+        text=True,
+        check=False,
     ).stdout.strip()
     control = Path(sharedir) / "extension" / "timescaledb.control"
     if not control.exists():
-        return (f"no TimescaleDB here: {TIMESCALE_URL_ENV} is not set and the PostgreSQL in "
-                f"{bindir} has no timescaledb extension ({control} is missing); "
-                "docs/deployment.md says how to test against one")
+        return (
+            f"no TimescaleDB here: {TIMESCALE_URL_ENV} is not set and the PostgreSQL in "
+            f"{bindir} has no timescaledb extension ({control} is missing); "
+            "docs/deployment.md says how to test against one"
+        )
     return None
 
 
@@ -109,9 +114,11 @@ def start_timescale_cluster(directory: Path) -> PostgresCluster:
     # tests clone (CREATE DATABASE ... TEMPLATE refuses a database in use), and the
     # tests run the policies they mean to with CALL run_job(...).
     with (cluster.data_dir / "postgresql.conf").open("a") as conf:
-        conf.write("shared_preload_libraries = 'timescaledb'\n"
-                   "timescaledb.telemetry_level = off\n"
-                   "timescaledb.max_background_workers = 0\n")
+        conf.write(
+            "shared_preload_libraries = 'timescaledb'\n"
+            "timescaledb.telemetry_level = off\n"
+            "timescaledb.max_background_workers = 0\n"
+        )
     cluster.start()
     return cluster
 
@@ -132,8 +139,9 @@ def timescale_cluster(services_root: Path) -> Iterator[PostgresCluster | None]:
 
 
 @pytest.fixture(scope="session")
-def pg_cluster(request: pytest.FixtureRequest,
-               services_root: Path) -> Iterator[PostgresCluster | None]:
+def pg_cluster(
+    request: pytest.FixtureRequest, services_root: Path
+) -> Iterator[PostgresCluster | None]:
     """The harness's own cluster, or None when BIKESENSE_DATABASE_URL points elsewhere
     (or, for BIKESENSE_TEST_BACKEND=timescale, BIKESENSE_TEST_TIMESCALE_URL)."""
     if selected_backend() == "timescale":
@@ -170,8 +178,9 @@ def database_url(postgres_url: str) -> Iterator[str]:
     url = _with_database(postgres_url, name)
     yield url
     with psycopg.connect(postgres_url, autocommit=True) as conn:
-        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
-            sql.Identifier(name)))
+        conn.execute(
+            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+        )
 
 
 def _with_database(url: str, name: str) -> str:
@@ -329,8 +338,11 @@ def cloned_database(postgres_url: str, template: str) -> Iterator[str]:
     """A new database cloned from ``template`` for the block, dropped afterwards."""
     name = f"test_{uuid.uuid4().hex[:12]}"
     with psycopg.connect(postgres_url, autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(
-            sql.Identifier(name), sql.Identifier(template)))
+        conn.execute(
+            sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(
+                sql.Identifier(name), sql.Identifier(template)
+            )
+        )
     try:
         yield _with_database(postgres_url, name)
     finally:
@@ -350,5 +362,7 @@ def unschedule_timescale_jobs(conn: psycopg.Connection[Any]) -> None:
     scheduler, they would drop or compress the tests' fixed days whenever those are
     old enough. Tests that mean to run a policy run it with ``CALL run_job(...)``.
     """
-    conn.execute("SELECT alter_job(job_id, scheduled => false)"
-                 " FROM timescaledb_information.jobs WHERE hypertable_name IS NOT NULL")
+    conn.execute(
+        "SELECT alter_job(job_id, scheduled => false)"
+        " FROM timescaledb_information.jobs WHERE hypertable_name IS NOT NULL"
+    )

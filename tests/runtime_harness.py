@@ -93,27 +93,50 @@ def scalar(url: str, query: Any, params: Any = None) -> Any:
 
 
 @contextmanager
-def ingest_process(database_url: str, mqtt_url: str, master: MasterKey, root: str,
-                   client_id: str, *extra_args: str) -> Iterator[subprocess.Popen[bytes]]:
+def ingest_process(
+    database_url: str, mqtt_url: str, master: MasterKey, root: str, client_id: str, *extra_args: str
+) -> Iterator[subprocess.Popen[bytes]]:
     """`bikesense ingest` with a persistent session, stopped with SIGTERM at the end."""
-    env = {**os.environ, "BIKESENSE_DATABASE_URL": database_url, "BIKESENSE_MQTT_URL": mqtt_url,
-           "BIKESENSE_KIT_MASTER_KEY": master.to_text()}
+    env = {
+        **os.environ,
+        "BIKESENSE_DATABASE_URL": database_url,
+        "BIKESENSE_MQTT_URL": mqtt_url,
+        "BIKESENSE_KIT_MASTER_KEY": master.to_text(),
+    }
     with tempfile.NamedTemporaryFile() as log:
         process = subprocess.Popen(
-            [sys.executable, "-m", "bikesense", "ingest", "--client-id", client_id,
-             "--topic-root", root, "--log-level", "INFO", *extra_args],
-            env=env, stdout=log, stderr=subprocess.STDOUT,
+            [
+                sys.executable,
+                "-m",
+                "bikesense",
+                "ingest",
+                "--client-id",
+                client_id,
+                "--topic-root",
+                root,
+                "--log-level",
+                "INFO",
+                *extra_args,
+            ],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
         )
         try:
-            wait_for(lambda: process.poll() is not None
-                     or b"embedded runtime consuming" in Path(log.name).read_bytes(),
-                     what=f"ingest {client_id} to subscribe")
+            wait_for(
+                lambda: (
+                    process.poll() is not None
+                    or b"embedded runtime consuming" in Path(log.name).read_bytes()
+                ),
+                what=f"ingest {client_id} to subscribe",
+            )
             assert process.poll() is None, "ingest exited at start"
             yield process
         except BaseException:
             log.seek(0)
-            sys.stderr.write(f"--- ingest {client_id} log ---\n"
-                             + log.read().decode(errors="replace")[-5000:])
+            sys.stderr.write(
+                f"--- ingest {client_id} log ---\n" + log.read().decode(errors="replace")[-5000:]
+            )
             raise
         finally:
             if process.poll() is None:

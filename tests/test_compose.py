@@ -56,13 +56,17 @@ def test_every_command_is_a_bikesense_command(name: str) -> None:
     result = CliRunner().invoke(bikesense_app, [*command, "--help"])
     assert result.exit_code == 0, (
         f"service {name!r} runs `bikesense {' '.join(command)}`, which the CLI does not "
-        f"accept:\n{result.output}")
+        f"accept:\n{result.output}"
+    )
 
 
 @pytest.mark.parametrize("name", sorted(BIKESENSE))
 def test_every_variable_is_one_bikesense_reads(name: str) -> None:
-    known = {f"BIKESENSE_{field.upper()}"
-             for model in (Settings, ApiSettings) for field in model.model_fields}
+    known = {
+        f"BIKESENSE_{field.upper()}"
+        for model in (Settings, ApiSettings)
+        for field in model.model_fields
+    }
     known |= {MASTER_KEY_ENV, MASTER_KEY_FILE_ENV}
     names = set(BIKESENSE[name].get("environment", {}))
     assert names - known == set(), f"service {name!r} sets variables nothing reads"
@@ -88,8 +92,10 @@ def test_mounted_files_exist() -> None:
 
 def test_mosquitto_has_the_deliberate_queue_limits() -> None:
     conf = dict(
-        line.split(None, 1) for line in (ROOT / "deploy/mosquitto.conf").read_text().splitlines()
-        if line.strip() and not line.startswith("#"))
+        line.split(None, 1)
+        for line in (ROOT / "deploy/mosquitto.conf").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    )
     assert int(conf["max_queued_messages"]) == MQTT_MAX_QUEUED_MESSAGES
     assert int(conf["max_queued_bytes"]) == MQTT_MAX_QUEUED_BYTES
     assert conf["persistence"] == "true"

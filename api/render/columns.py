@@ -68,8 +68,7 @@ RESEARCHER_COLUMNS: tuple[ExportColumn, ...] = (
 )
 
 
-def export_columns(metrics: Sequence[Metric], *,
-                   pseudonymous: bool) -> tuple[ExportColumn, ...]:
+def export_columns(metrics: Sequence[Metric], *, pseudonymous: bool) -> tuple[ExportColumn, ...]:
     wanted = set(metrics)
     columns = RESEARCHER_COLUMNS if pseudonymous else ADMIN_COLUMNS
     return tuple(c for c in columns if c.metric is None or c.metric in wanted)

@@ -15,12 +15,15 @@ from api.render.columns import ExportColumn
 from storage.exports import ExportBlock
 
 
-async def geojson_text_stream(columns: Sequence[ExportColumn], provenance: Provenance,
-                              blocks: AsyncIterator[ExportBlock]) -> AsyncIterator[bytes]:
+async def geojson_text_stream(
+    columns: Sequence[ExportColumn], provenance: Provenance, blocks: AsyncIterator[ExportBlock]
+) -> AsyncIterator[bytes]:
     """Features from the database into a FeatureCollection: separators go between
     features, never after the last."""
-    head = {"type": "FeatureCollection", "bikesense": {
-        **provenance, "columns": [{"name": c.name, "unit": c.unit} for c in columns]}}
+    head = {
+        "type": "FeatureCollection",
+        "bikesense": {**provenance, "columns": [{"name": c.name, "unit": c.unit} for c in columns]},
+    }
     yield json.dumps(head, ensure_ascii=False)[:-1].encode() + b', "features": [\n'
     first = True
     async for block in blocks:

@@ -38,8 +38,7 @@ def _fixed_width_strings(text: np.ndarray, valid: np.ndarray | None = None) -> p
     data = np.ascontiguousarray(text).view(np.uint8)
     bitmap = None if valid is None else pa.py_buffer(np.packbits(valid, bitorder="little"))
     nulls = 0 if valid is None else n - int(np.count_nonzero(valid))
-    return pa.StringArray.from_buffers(n, pa.py_buffer(offsets), pa.py_buffer(data), bitmap,
-                                       nulls)
+    return pa.StringArray.from_buffers(n, pa.py_buffer(offsets), pa.py_buffer(data), bitmap, nulls)
 
 
 def _hex_cells(cells: np.ndarray) -> pa.Array:
@@ -72,9 +71,15 @@ def to_table(rows: np.ndarray, columns: Sequence[ExportColumn], schema: pa.Schem
 
 
 def arrow_schema(columns: Sequence[ExportColumn], provenance: dict[str, str]) -> pa.Schema:
-    types = {"time": pa.timestamp("ms", tz="UTC"), "int": pa.int64(), "float32": pa.float32(),
-             "float64": pa.float64(), "sats": pa.int16(), "cell": pa.string(),
-             "name": pa.string()}
+    types = {
+        "time": pa.timestamp("ms", tz="UTC"),
+        "int": pa.int64(),
+        "float32": pa.float32(),
+        "float64": pa.float64(),
+        "sats": pa.int16(),
+        "cell": pa.string(),
+        "name": pa.string(),
+    }
     fields = [pa.field(c.name, types[c.kind], metadata={"unit": c.unit}) for c in columns]
     return pa.schema(fields, metadata={"bikesense": json.dumps(provenance)})
 
@@ -125,10 +130,14 @@ ROW_GROUP_ROWS = 100_000
 _DICTIONARY_KINDS = frozenset({"name", "cell", "int", "sats"})
 
 
-async def parquet_stream(columns: Sequence[ExportColumn], schema: pa.Schema,
-                         blocks: AsyncIterator[ExportBlock], *,
-                         pseudonymous: bool,
-                         row_group_rows: int = ROW_GROUP_ROWS) -> AsyncIterator[bytes]:
+async def parquet_stream(
+    columns: Sequence[ExportColumn],
+    schema: pa.Schema,
+    blocks: AsyncIterator[ExportBlock],
+    *,
+    pseudonymous: bool,
+    row_group_rows: int = ROW_GROUP_ROWS,
+) -> AsyncIterator[bytes]:
     """Blocks gathered into row groups of about ``row_group_rows``; the footer goes out
     when the last is written.
 
@@ -137,8 +146,11 @@ async def parquet_stream(columns: Sequence[ExportColumn], schema: pa.Schema,
     """
     sink = _Sink()
     writer = pq.ParquetWriter(
-        sink, schema, compression="zstd",
-        use_dictionary=[c.name for c in columns if c.kind in _DICTIONARY_KINDS])
+        sink,
+        schema,
+        compression="zstd",
+        use_dictionary=[c.name for c in columns if c.kind in _DICTIONARY_KINDS],
+    )
     names = [c.name for c in columns]
     pending: list[pa.Table] = []
 

@@ -68,8 +68,9 @@ def resolution_for_zoom(z: int, lat_deg: float, resolutions: tuple[int, ...]) ->
     return min(resolutions)
 
 
-def bbox_cells(west: float, south: float, east: float, north: float, resolution: int, *,
-               margin_m: float = 0.0) -> list[int]:
+def bbox_cells(
+    west: float, south: float, east: float, north: float, resolution: int, *, margin_m: float = 0.0
+) -> list[int]:
     """H3 cells whose centre lies in the box grown by ``margin_m`` on each side."""
     mid_lat = (south + north) / 2
     dlat = margin_m / 111_320
@@ -84,8 +85,14 @@ def bbox_cells(west: float, south: float, east: float, north: float, resolution:
 
 def tile_cells(tile: TileBox, resolution: int) -> list[int]:
     """Every cell that can cover a pixel of ``tile``: centres inside, plus a margin of one cell."""
-    return bbox_cells(tile.west, tile.south, tile.east, tile.north, resolution,
-                      margin_m=2 * average_edge_m(resolution))
+    return bbox_cells(
+        tile.west,
+        tile.south,
+        tile.east,
+        tile.north,
+        resolution,
+        margin_m=2 * average_edge_m(resolution),
+    )
 
 
 @lru_cache(maxsize=262_144)
@@ -103,8 +110,9 @@ def _project(lat: np.ndarray, lon: np.ndarray, tile: TileBox) -> tuple[np.ndarra
     return px, py
 
 
-def render_tile(tile: TileBox, cells: np.ndarray, band_idx: np.ndarray,
-                scale: MetricScale) -> bytes:
+def render_tile(
+    tile: TileBox, cells: np.ndarray, band_idx: np.ndarray, scale: MetricScale
+) -> bytes:
     """A PNG of ``cells`` coloured by ``band_idx`` (NO_BAND cells stay transparent)."""
     image = Image.new("P", (TILE_SIZE, TILE_SIZE), 0)
     keep = band_idx >= 0
@@ -118,7 +126,7 @@ def render_tile(tile: TileBox, cells: np.ndarray, band_idx: np.ndarray,
         draw = ImageDraw.Draw(image)
         start = 0
         for size, band in zip(sizes.tolist(), band_idx.tolist(), strict=True):
-            ring = xy[start:start + size]
+            ring = xy[start : start + size]
             start += size
             draw.polygon([tuple(p) for p in ring], fill=band + 1)
     return _encode(image, scale)
@@ -133,12 +141,13 @@ def _encode(image: Image.Image, scale: MetricScale) -> bytes:
     palette = np.zeros((256, 3), dtype=np.uint8)
     alpha = np.zeros(256, dtype=np.uint8)
     n = len(scale.bands)
-    palette[1:n + 1] = scale.rgba[:n, :3]
-    alpha[1:n + 1] = scale.rgba[:n, 3]
+    palette[1 : n + 1] = scale.rgba[:n, :3]
+    alpha[1 : n + 1] = scale.rgba[:n, 3]
     image.putpalette(palette.tobytes()[: (n + 1) * 3])
     out = BytesIO()
-    image.save(out, format="PNG", transparency=alpha[: n + 1].tobytes(), optimize=False,
-               compress_level=6)
+    image.save(
+        out, format="PNG", transparency=alpha[: n + 1].tobytes(), optimize=False, compress_level=6
+    )
     return out.getvalue()
 
 

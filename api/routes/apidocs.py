@@ -19,11 +19,13 @@ ASSETS = "/static/swagger-ui"
 async def swagger_ui(request: Request) -> HTMLResponse:
     app = request.app
     return get_swagger_ui_html(
-        openapi_url=app.openapi_url, title=f"{app.title} — interactive docs",
+        openapi_url=app.openapi_url,
+        title=f"{app.title} — interactive docs",
         swagger_js_url=f"{ASSETS}/swagger-ui-bundle.js",
         swagger_css_url=f"{ASSETS}/swagger-ui.css",
         swagger_favicon_url=f"{ASSETS}/favicon-32x32.png",
-        oauth2_redirect_url="/docs/oauth2-redirect")
+        oauth2_redirect_url="/docs/oauth2-redirect",
+    )
 
 
 @router.get("/docs/oauth2-redirect")

@@ -20,18 +20,25 @@ router = APIRouter(prefix="/v1", tags=["map"], responses=ERROR_RESPONSES)
 
 
 @router.get(
-    "/basemap", summary="The offline base map (GeoJSON streets and places)",
-    description=("The GeoJSON file the operator configured (`BIKESENSE_BASEMAP_FILE`), or 404 "
-                 "when there is none: the page then uses the raster base map "
-                 "(`BIKESENSE_BASEMAP_URL`) or a plain background."),
+    "/basemap",
+    summary="The offline base map (GeoJSON streets and places)",
+    description=(
+        "The GeoJSON file the operator configured (`BIKESENSE_BASEMAP_FILE`), or 404 "
+        "when there is none: the page then uses the raster base map "
+        "(`BIKESENSE_BASEMAP_URL`) or a plain background."
+    ),
     response_class=FileResponse,
     responses={200: {"content": {"application/geo+json": {}}}},
 )
 async def basemap(api: ApiSettingsDep) -> FileResponse:
     path = api.basemap_file
     if path is None or not path.is_file():
-        raise NotFoundError("no offline base map configured (BIKESENSE_BASEMAP_FILE)",
-                            parameter=None, location="server")
+        raise NotFoundError(
+            "no offline base map configured (BIKESENSE_BASEMAP_FILE)",
+            parameter=None,
+            location="server",
+        )
     # Revalidated each time (the ETag makes that a 304): the demo rewrites it on start.
-    return FileResponse(path, media_type="application/geo+json",
-                        headers={"Cache-Control": "no-cache"})
+    return FileResponse(
+        path, media_type="application/geo+json", headers={"Cache-Control": "no-cache"}
+    )

@@ -25,43 +25,77 @@ MAX_CELLS = 50_000
 BBOX_DOC = "west,south,east,north in WGS84 degrees"
 
 
-@router.get("", response_model=CellCollection, response_model_exclude_none=False,
-            summary="Cells in a bbox with their statistics (GeoJSON FeatureCollection)",
-            description=(
-                "One Feature per H3 cell with data in the range. The public sees a cell only "
-                "when its windows hold at least k distinct rides (absent, not zero, below "
-                "that). `status: insufficient` marks cells with too few readings to colour: "
-                "never read them as clean air. The 95 % interval is that of the value "
-                "shown (LAeq for noise), with readings of one ride counted as fewer "
-                "independent ones; `interval_reason` says why a cell has none "
-                "(docs/statistics.md)."))
+@router.get(
+    "",
+    response_model=CellCollection,
+    response_model_exclude_none=False,
+    summary="Cells in a bbox with their statistics (GeoJSON FeatureCollection)",
+    description=(
+        "One Feature per H3 cell with data in the range. The public sees a cell only "
+        "when its windows hold at least k distinct rides (absent, not zero, below "
+        "that). `status: insufficient` marks cells with too few readings to colour: "
+        "never read them as clean air. The 95 % interval is that of the value "
+        "shown (LAeq for noise), with readings of one ride counted as fewer "
+        "independent ones; `interval_reason` says why a cell has none "
+        "(docs/statistics.md)."
+    ),
+)
 async def cells(
     *,
     metric: Annotated[MetricName, Query(examples=["pm25"])],
     bbox: Annotated[str, Query(description=BBOX_DOC, examples=["4.85,52.35,4.95,52.40"])],
-    principal: PrincipalDep, time_range: TimeRangeDep, state: StateDep, conn: ConnDep,
-    settings: SettingsDep, api: ApiSettingsDep,
-    resolution: Annotated[int | None, Query(ge=0, le=15, description=(
-        "H3 resolution; default the finest configured one up to 9"), examples=[9])] = None,
+    principal: PrincipalDep,
+    time_range: TimeRangeDep,
+    state: StateDep,
+    conn: ConnDep,
+    settings: SettingsDep,
+    api: ApiSettingsDep,
+    resolution: Annotated[
+        int | None,
+        Query(
+            ge=0,
+            le=15,
+            description=("H3 resolution; default the finest configured one up to 9"),
+            examples=[9],
+        ),
+    ] = None,
 ) -> CellCollection:
     box = parse_bbox(bbox)
     res = check_resolution(resolution, settings, default_resolution(settings))
     mid_lat = np.radians((box.south + box.north) / 2)
-    area_km2 = ((box.north - box.south) * 111.32) * ((box.east - box.west) * 111.32
-                                                     * max(np.cos(mid_lat), 0.01))
+    area_km2 = ((box.north - box.south) * 111.32) * (
+        (box.east - box.west) * 111.32 * max(np.cos(mid_lat), 0.01)
+    )
     expected = area_km2 / h3.average_hexagon_area(res, unit="km^2")
     if expected > MAX_CELLS:
         raise BadParameterError(
             f"this bbox holds about {expected:,.0f} cells at resolution {res}; at most "
             f"{MAX_CELLS:,} per request: use a smaller bbox or a coarser resolution",
-            parameter="bbox")
+            parameter="bbox",
+        )
     window_s = choose_window(time_range.seconds, allowed_windows(principal, settings, api))
     start, end = align(time_range.start, time_range.end, window_s)
-    sel = selection(principal, api, settings=settings, metric=metric.metric, resolution=res,
-                    window_s=window_s, start=start, end=end)
-    features = await read_cells(conn, sel, box, state.bands.scale(metric.metric),
-                                min_readings=api.min_readings)
-    return CellCollection(metric=metric, resolution=res, window_s=window_s, time_from=start,
-                          time_to=end, role=principal.role.value,
-                          band_version=state.bands.version, note=INDICATIVE_NOTE,
-                          features=features)
+    sel = selection(
+        principal,
+        api,
+        settings=settings,
+        metric=metric.metric,
+        resolution=res,
+        window_s=window_s,
+        start=start,
+        end=end,
+    )
+    features = await read_cells(
+        conn, sel, box, state.bands.scale(metric.metric), min_readings=api.min_readings
+    )
+    return CellCollection(
+        metric=metric,
+        resolution=res,
+        window_s=window_s,
+        time_from=start,
+        time_to=end,
+        role=principal.role.value,
+        band_version=state.bands.version,
+        note=INDICATIVE_NOTE,
+        features=features,
+    )

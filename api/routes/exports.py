@@ -37,32 +37,58 @@ router = APIRouter(prefix="/v1/exports", tags=["exports"], responses=ERROR_RESPO
         "kit, boot, frame, index, ride id or arrival time; rows are ordered by time, then "
         "kit and ride pseudonym. They filter kits with `kit_pseudonym`, which matches on the "
         "day the name belongs to. **Admins** get the readings as stored, ordered by time, "
-        "kit, boot, frame and index, and filter with `kit`."),
+        "kit, boot, frame and index, and filter with `kit`."
+    ),
     response_class=StreamingResponse,
-    responses={200: {"content": {"text/csv": {"example": "ts,kit_pseudonym,ride_pseudonym,...\n"},
-                                 "application/vnd.apache.parquet": {},
-                                 "application/geo+json": {}},
-                     "description": "the readings"}},
+    responses={
+        200: {
+            "content": {
+                "text/csv": {"example": "ts,kit_pseudonym,ride_pseudonym,...\n"},
+                "application/vnd.apache.parquet": {},
+                "application/geo+json": {},
+            },
+            "description": "the readings",
+        }
+    },
 )
 async def export_readings(
     *,
-    reader: RawReaderDep, time_range: TimeRangeDep, source: ExportSourceDep, now: NowDep,
+    reader: RawReaderDep,
+    time_range: TimeRangeDep,
+    source: ExportSourceDep,
+    now: NowDep,
     fmt: Annotated[ExportFormat, Query(alias="format")] = ExportFormat.CSV,
-    bbox: Annotated[str | None, Query(description="west,south,east,north",
-                                      examples=["4.85,52.35,4.95,52.40"])] = None,
-    metrics: Annotated[list[MetricName] | None, Query(
-        description="metric columns to include (repeat or omit for all); rows without "
-                    "any of them are left out")] = None,
-    kit: Annotated[list[str] | None, Query(
-        description="admins: kit ids (repeat or comma-separate)", examples=[["17"]])] = None,
-    kit_pseudonym: Annotated[list[str] | None, Query(
-        description="researchers: kits by daily pseudonym (repeat or comma-separate); a name "
-                    "matches on its own local day only", examples=[["k3qz7mfa2bxe"]])] = None,
+    bbox: Annotated[
+        str | None, Query(description="west,south,east,north", examples=["4.85,52.35,4.95,52.40"])
+    ] = None,
+    metrics: Annotated[
+        list[MetricName] | None,
+        Query(
+            description="metric columns to include (repeat or omit for all); rows without "
+            "any of them are left out"
+        ),
+    ] = None,
+    kit: Annotated[
+        list[str] | None,
+        Query(description="admins: kit ids (repeat or comma-separate)", examples=[["17"]]),
+    ] = None,
+    kit_pseudonym: Annotated[
+        list[str] | None,
+        Query(
+            description="researchers: kits by daily pseudonym (repeat or comma-separate); a name "
+            "matches on its own local day only",
+            examples=[["k3qz7mfa2bxe"]],
+        ),
+    ] = None,
 ) -> StreamingResponse:
     identities = export_identities(reader, by_kit_id=bool(kit), by_pseudonym=bool(kit_pseudonym))
     request = ExportRequest(
-        fmt=fmt, start=time_range.start, end=time_range.end,
+        fmt=fmt,
+        start=time_range.start,
+        end=time_range.end,
         bbox=parse_bbox(bbox) if bbox is not None else None,
-        metrics=tuple(m.metric for m in metrics or ()), kit_ids=parse_kits(kit or []),
-        kit_pseudonyms=parse_pseudonyms(kit_pseudonym or []))
+        metrics=tuple(m.metric for m in metrics or ()),
+        kit_ids=parse_kits(kit or []),
+        kit_pseudonyms=parse_pseudonyms(kit_pseudonym or []),
+    )
     return ExportResponse(open_export(source, request, identities, now=now))

@@ -16,13 +16,19 @@ from api.params import parse_since
 router = APIRouter(prefix="/v1/kits", tags=["kits"], responses=ERROR_RESPONSES)
 
 
-@router.get("", response_model=Fleet,
-            summary="Fleet health: last seen, battery, firmware, frames accepted and rejected",
-            description="For officers and admins (API key). Counts cover `since` until now.")
+@router.get(
+    "",
+    response_model=Fleet,
+    summary="Fleet health: last seen, battery, firmware, frames accepted and rejected",
+    description="For officers and admins (API key). Counts cover `since` until now.",
+)
 async def kits(
-    viewer: FleetViewerDep, conn: ConnDep, now: NowDep,
-    since: Annotated[datetime | None, Query(description="default: 24 h ago",
-                                            examples=["2026-11-21T00:00:00Z"])] = None,
+    viewer: FleetViewerDep,
+    conn: ConnDep,
+    now: NowDep,
+    since: Annotated[
+        datetime | None, Query(description="default: 24 h ago", examples=["2026-11-21T00:00:00Z"])
+    ] = None,
 ) -> Fleet:
     since = parse_since(since, now) if since is not None else now - timedelta(hours=24)
     return await read_fleet(conn, since)

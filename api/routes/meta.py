@@ -18,20 +18,37 @@ INDICATIVE_NOTE = (
 
 
 @router.get("/meta", response_model=Meta, summary="Metrics, colour bands and defaults")
-async def meta(state: StateDep, settings: SettingsDep, api: ApiSettingsDep,
-               principal: PrincipalDep) -> Meta:
+async def meta(
+    state: StateDep, settings: SettingsDep, api: ApiSettingsDep, principal: PrincipalDep
+) -> Meta:
     scales = [
-        ScaleOut(metric=MetricName(m.api_name), unit=s.unit, name=s.name, source=s.source,
-                 reference=s.reference,
-                 bands=[BandOut(label=b.label, colour=b.colour, lower=b.lower, upper=b.upper)
-                        for b in s.bands])
+        ScaleOut(
+            metric=MetricName(m.api_name),
+            unit=s.unit,
+            name=s.name,
+            source=s.source,
+            reference=s.reference,
+            bands=[
+                BandOut(label=b.label, colour=b.colour, lower=b.lower, upper=b.upper)
+                for b in s.bands
+            ],
+        )
         for m, s in state.bands.scales.items()
     ]
-    return Meta(metrics=list(MetricName), band_version=state.bands.version, scales=scales,
-                who_2021=state.bands.who_2021, resolutions=list(settings.h3_resolutions),
-                window_sizes_s=list(settings.window_sizes_s), role=principal.role.value,
-                public_min_rides=api.public_min_rides,
-                public_min_window_s=api.public_min_window_s, basemap_url=api.basemap_url,
-                map_center=(api.map_center_lon, api.map_center_lat), map_zoom=api.map_zoom,
-                edge_m={r: round(average_edge_m(r), 1) for r in settings.h3_resolutions},
-                min_edge_px=MIN_EDGE_PX, note=INDICATIVE_NOTE)
+    return Meta(
+        metrics=list(MetricName),
+        band_version=state.bands.version,
+        scales=scales,
+        who_2021=state.bands.who_2021,
+        resolutions=list(settings.h3_resolutions),
+        window_sizes_s=list(settings.window_sizes_s),
+        role=principal.role.value,
+        public_min_rides=api.public_min_rides,
+        public_min_window_s=api.public_min_window_s,
+        basemap_url=api.basemap_url,
+        map_center=(api.map_center_lon, api.map_center_lat),
+        map_zoom=api.map_zoom,
+        edge_m={r: round(average_edge_m(r), 1) for r in settings.h3_resolutions},
+        min_edge_px=MIN_EDGE_PX,
+        note=INDICATIVE_NOTE,
+    )

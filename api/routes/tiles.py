@@ -38,10 +38,13 @@ SETTLED_AFTER = timedelta(days=1)
         "coloured by the band of their mean (LAeq for noise): European Air Quality Index "
         "for PM and NO2, a dB(A) scale for noise (see /v1/meta). Cells with no data, too "
         "few readings, or not public (fewer than k rides per window) are transparent. "
-        "Send If-None-Match with the ETag for a 304."),
+        "Send If-None-Match with the ETag for a 304."
+    ),
     response_class=Response,
-    responses={200: {"content": {"image/png": {}}, "description": "the tile"},
-               304: {"description": "not modified since the ETag given"}},
+    responses={
+        200: {"content": {"image/png": {}}, "description": "the tile"},
+        304: {"description": "not modified since the ETag given"},
+    },
 )
 async def tile(
     *,
@@ -49,28 +52,42 @@ async def tile(
     z: Annotated[int, Path(ge=0, le=MAX_ZOOM, description="zoom", examples=[13])],
     x: Annotated[int, Path(ge=0, le=2**MAX_ZOOM - 1, examples=[4207])],
     y: Annotated[int, Path(ge=0, le=2**MAX_ZOOM - 1, examples=[2692])],
-    principal: PrincipalDep, time_range: TimeRangeDep, state: StateDep, conn: ConnDep,
-    settings: SettingsDep, api: ApiSettingsDep, now: NowDep,
+    principal: PrincipalDep,
+    time_range: TimeRangeDep,
+    state: StateDep,
+    conn: ConnDep,
+    settings: SettingsDep,
+    api: ApiSettingsDep,
+    now: NowDep,
     if_none_match: Annotated[str | None, Header()] = None,
 ) -> Response:
     if x >= 2**z:
-        raise BadParameterError(f"x must be below 2^z = {2**z} at zoom {z}", parameter="x",
-                           location="path")
+        raise BadParameterError(
+            f"x must be below 2^z = {2**z} at zoom {z}", parameter="x", location="path"
+        )
     if y >= 2**z:
-        raise BadParameterError(f"y must be below 2^z = {2**z} at zoom {z}", parameter="y",
-                           location="path")
+        raise BadParameterError(
+            f"y must be below 2^z = {2**z} at zoom {z}", parameter="y", location="path"
+        )
     started = time.perf_counter()
-    tile = await read_tile(conn, TileBox.of(z, x, y), metric.metric,
-                           state.bands.scale(metric.metric), principal=principal,
-                           settings=settings, api=api, start=time_range.start,
-                           end=time_range.end)
+    tile = await read_tile(
+        conn,
+        TileBox.of(z, x, y),
+        metric.metric,
+        state.bands.scale(metric.metric),
+        principal=principal,
+        settings=settings,
+        api=api,
+        start=time_range.start,
+        end=time_range.end,
+    )
     settled = not time_range.open_ended and tile.end < now - SETTLED_AFTER
     max_age = api.tile_closed_max_age_s if settled else api.tile_max_age_s
     headers = {
         "ETag": tile.etag,
         # Keyed roles see more than the public: never let a shared cache serve theirs.
         "Cache-Control": f"{'public' if principal.role.is_public else 'private'}, "
-                         f"max-age={max_age}",
+        f"max-age={max_age}",
         "Vary": "X-API-Key, Authorization",
         "X-Bikesense-Resolution": str(tile.resolution),
         "X-Bikesense-Window": str(tile.window_s),

@@ -43,25 +43,33 @@ class Format(StrEnum):
 
 
 @router.get(
-    "", response_model=Timeseries,
+    "",
+    response_model=Timeseries,
     summary="A metric over time for a cell, a point or a bbox",
     description=(
         "Give exactly one of `cell` (H3 index), `lat`+`lon` (the cell there at `resolution`) "
         "or `bbox`. Buckets from 1 minute to 1 day; the public may ask for buckets of at "
-        "least an hour. `format=csv` answers text/csv with a header row."),
+        "least an hour. `format=csv` answers text/csv with a header row."
+    ),
     responses={200: {"content": {"text/csv": {"example": "start,n_readings,...\n"}}}},
 )
 async def timeseries(
     *,
     metric: Annotated[MetricName, Query(examples=["pm25"])],
-    principal: PrincipalDep, time_range: TimeRangeDep, state: StateDep, conn: ConnDep,
-    settings: SettingsDep, api: ApiSettingsDep,
-    cell: Annotated[str | None, Query(max_length=20, description="H3 index (hex)",
-                                      examples=["891f1d48177ffff"])] = None,
+    principal: PrincipalDep,
+    time_range: TimeRangeDep,
+    state: StateDep,
+    conn: ConnDep,
+    settings: SettingsDep,
+    api: ApiSettingsDep,
+    cell: Annotated[
+        str | None, Query(max_length=20, description="H3 index (hex)", examples=["891f1d48177ffff"])
+    ] = None,
     lat: Annotated[float | None, Query(ge=-90, le=90, examples=[52.37])] = None,
     lon: Annotated[float | None, Query(ge=-180, le=180, examples=[4.9])] = None,
-    bbox: Annotated[str | None, Query(description="west,south,east,north",
-                                      examples=["4.85,52.35,4.95,52.40"])] = None,
+    bbox: Annotated[
+        str | None, Query(description="west,south,east,north", examples=["4.85,52.35,4.95,52.40"])
+    ] = None,
     resolution: Annotated[int | None, Query(ge=0, le=15)] = None,
     bucket: Annotated[Bucket, Query(description="bucket size")] = Bucket.H1,
     fmt: Annotated[Format, Query(alias="format")] = Format.JSON,
@@ -70,25 +78,55 @@ async def timeseries(
     check_bucket(principal, api, bucket.seconds)
     dividing = [w for w in allowed_windows(principal, settings, api) if bucket.seconds % w == 0]
     if not dividing:
-        raise BadParameterError(f"no stored window size divides {bucket.value}",
-                                parameter="bucket")
+        raise BadParameterError(f"no stored window size divides {bucket.value}", parameter="bucket")
     start, end = align(time_range.start, time_range.end, bucket.seconds)
     if (end - start).total_seconds() / bucket.seconds > MAX_BUCKETS:
-        raise BadParameterError(f"more than {MAX_BUCKETS} buckets: shorten the range or use a "
-                                "larger bucket", parameter="bucket")
-    sel = selection(principal, api, settings=settings, metric=metric.metric,
-                    resolution=place.resolution, window_s=max(dividing), start=start, end=end)
+        raise BadParameterError(
+            f"more than {MAX_BUCKETS} buckets: shorten the range or use a larger bucket",
+            parameter="bucket",
+        )
+    sel = selection(
+        principal,
+        api,
+        settings=settings,
+        metric=metric.metric,
+        resolution=place.resolution,
+        window_s=max(dividing),
+        start=start,
+        end=end,
+    )
     scale = state.bands.scale(metric.metric)
-    points = await read_series(conn, sel, scale, bucket_s=bucket.seconds,
-                               min_readings=api.min_readings, bbox=place.bbox, cell=place.cell)
+    points = await read_series(
+        conn,
+        sel,
+        scale,
+        bucket_s=bucket.seconds,
+        min_readings=api.min_readings,
+        bbox=place.bbox,
+        cell=place.cell,
+    )
     result = Timeseries(
-        metric=metric, unit=scale.unit, resolution=place.resolution, bucket_s=bucket.seconds,
+        metric=metric,
+        unit=scale.unit,
+        resolution=place.resolution,
+        bucket_s=bucket.seconds,
         cell=format(place.cell, "x") if place.cell is not None else None,
         bbox=(place.bbox.west, place.bbox.south, place.bbox.east, place.bbox.north)
-        if place.bbox else None,
-        time_from=start, time_to=end, role=principal.role.value, points=points)
+        if place.bbox
+        else None,
+        time_from=start,
+        time_to=end,
+        role=principal.role.value,
+        points=points,
+    )
     if fmt is Format.JSON:
         return result
-    return Response(timeseries_csv(points, scale.unit), media_type="text/csv; charset=utf-8",
-                    headers={"Content-Disposition":
-                             f'attachment; filename="{metric.value}-{result.cell or "bbox"}.csv"'})
+    return Response(
+        timeseries_csv(points, scale.unit),
+        media_type="text/csv; charset=utf-8",
+        headers={
+            "Content-Disposition": (
+                f'attachment; filename="{metric.value}-{result.cell or "bbox"}.csv"'
+            )
+        },
+    )

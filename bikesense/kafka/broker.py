@@ -58,26 +58,37 @@ def _java() -> Path:
     java_home = os.environ.get("JAVA_HOME")
     found = str(Path(java_home) / "bin" / "java") if java_home else shutil.which("java")
     if not found or not Path(found).exists():
-        raise ServiceError(f"Kafka needs Java {MIN_JAVA} or newer, and there is no `java` "
-                           "here; install it with: apt-get install openjdk-17-jre-headless")
-    result = subprocess.run([found, "-version"], capture_output=True, text=True,  # noqa: S603
-                            check=False, timeout=60)
+        raise ServiceError(
+            f"Kafka needs Java {MIN_JAVA} or newer, and there is no `java` "
+            "here; install it with: apt-get install openjdk-17-jre-headless"
+        )
+    result = subprocess.run(  # noqa: S603
+        [found, "-version"],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+    )
     match = re.search(r'version "(\d+)(?:\.(\d+))?', result.stderr)
     major = int(match[1]) if match else 0
     if major == 1 and match and match[2]:  # "1.8.0_392" is Java 8
         major = int(match[2])
     if major < MIN_JAVA:
-        raise ServiceError(f"Kafka needs Java {MIN_JAVA} or newer; {found} is Java {major or '?'}"
-                           " (set JAVA_HOME to a newer one, or apt-get install "
-                           "openjdk-17-jre-headless)")
+        raise ServiceError(
+            f"Kafka needs Java {MIN_JAVA} or newer; {found} is Java {major or '?'}"
+            " (set JAVA_HOME to a newer one, or apt-get install "
+            "openjdk-17-jre-headless)"
+        )
     return Path(found)
 
 
 def _maven() -> Path:
     found = shutil.which("mvn")
     if found is None:
-        raise ServiceError("Kafka's jars are resolved from Maven Central with Maven, and there "
-                           "is no `mvn` here; install it with: apt-get install maven")
+        raise ServiceError(
+            "Kafka's jars are resolved from Maven Central with Maven, and there "
+            "is no `mvn` here; install it with: apt-get install maven"
+        )
     return Path(found)
 
 
@@ -113,16 +124,29 @@ class KafkaDistribution:
         staging = Path(tempfile.mkdtemp(prefix="libs-", dir=self.cache_dir))
         try:
             result = subprocess.run(  # noqa: S603 - fixed binary, our own pom
-                [str(maven), "-q", "-B", "-f", str(self.pom),
-                 f"-Dmaven.repo.local={self.cache_dir.resolve() / 'm2'}",
-                 "dependency:copy-dependencies", f"-DoutputDirectory={staging}",
-                 "-DincludeScope=runtime"],
-                capture_output=True, text=True, check=False, timeout=900, cwd=self.cache_dir,
+                [
+                    str(maven),
+                    "-q",
+                    "-B",
+                    "-f",
+                    str(self.pom),
+                    f"-Dmaven.repo.local={self.cache_dir.resolve() / 'm2'}",
+                    "dependency:copy-dependencies",
+                    f"-DoutputDirectory={staging}",
+                    "-DincludeScope=runtime",
+                ],
+                capture_output=True,
+                text=True,
+                check=False,
+                timeout=900,
+                cwd=self.cache_dir,
             )
             if result.returncode != 0 or not any(staging.glob("kafka_2.13-*.jar")):
                 tail = "\n".join((result.stdout + result.stderr).strip().splitlines()[-15:])
-                raise ServiceError(f"Maven could not resolve Kafka {self.version} from Maven "
-                                   f"Central (exit {result.returncode}):\n{tail}")
+                raise ServiceError(
+                    f"Maven could not resolve Kafka {self.version} from Maven "
+                    f"Central (exit {result.returncode}):\n{tail}"
+                )
             (staging / ".complete").write_text(self.version + "\n")
             self.lib_dir.parent.mkdir(parents=True, exist_ok=True)
             if not self.resolved():
@@ -141,9 +165,15 @@ class KafkaBroker:
     ``kill`` a crash (SIGKILL), for fault tests.
     """
 
-    def __init__(self, directory: Path, distribution: KafkaDistribution, *,
-                 port: int | None = None, controller_port: int | None = None,
-                 heap_mb: int = DEFAULT_HEAP_MB) -> None:
+    def __init__(
+        self,
+        directory: Path,
+        distribution: KafkaDistribution,
+        *,
+        port: int | None = None,
+        controller_port: int | None = None,
+        heap_mb: int = DEFAULT_HEAP_MB,
+    ) -> None:
         self.directory = directory.resolve()
         self.distribution = distribution
         self.port = port or free_port()
@@ -189,13 +219,21 @@ class KafkaBroker:
         ]
         return "\n".join(lines) + "\n"
 
-    def _java_command(self, java: Path, libs: Path, main: str, *args: str,
-                      heap_mb: int) -> list[str]:
+    def _java_command(
+        self, java: Path, libs: Path, main: str, *args: str, heap_mb: int
+    ) -> list[str]:
         return [
-            str(java), f"-Xms{min(128, heap_mb)}m", f"-Xmx{heap_mb}m",
-            "-XX:+ExitOnOutOfMemoryError", "-Djava.awt.headless=true",
-            f"-Dlog4j2.configurationFile={LOG_CONFIG}", f"-Dbikesense.kafka.log={self.log_file}",
-            "-cp", f"{libs}/*", main, *args,
+            str(java),
+            f"-Xms{min(128, heap_mb)}m",
+            f"-Xmx{heap_mb}m",
+            "-XX:+ExitOnOutOfMemoryError",
+            "-Djava.awt.headless=true",
+            f"-Dlog4j2.configurationFile={LOG_CONFIG}",
+            f"-Dbikesense.kafka.log={self.log_file}",
+            "-cp",
+            f"{libs}/*",
+            main,
+            *args,
         ]
 
     def start(self) -> ServiceRecord:
@@ -206,41 +244,69 @@ class KafkaBroker:
         if not (self.data_dir / "meta.properties").exists():
             cluster_id = _cluster_id()
             result = subprocess.run(  # noqa: S603 - fixed binary, our own arguments
-                self._java_command(java, libs, "kafka.tools.StorageTool", "format",
-                                   "--cluster-id", cluster_id, "--config", str(self.config_file),
-                                   "--ignore-formatted", heap_mb=256),
-                capture_output=True, text=True, check=False, timeout=120, cwd=self.directory,
+                self._java_command(
+                    java,
+                    libs,
+                    "kafka.tools.StorageTool",
+                    "format",
+                    "--cluster-id",
+                    cluster_id,
+                    "--config",
+                    str(self.config_file),
+                    "--ignore-formatted",
+                    heap_mb=256,
+                ),
+                capture_output=True,
+                text=True,
+                check=False,
+                timeout=120,
+                cwd=self.directory,
             )
             if result.returncode != 0:
-                raise ServiceError(f"formatting Kafka's log folder {self.data_dir} failed:\n"
-                                   f"{(result.stdout + result.stderr).strip()}")
+                raise ServiceError(
+                    f"formatting Kafka's log folder {self.data_dir} failed:\n"
+                    f"{(result.stdout + result.stderr).strip()}"
+                )
         log_offset = self.log_file.stat().st_size if self.log_file.exists() else 0
         with self.console_file.open("ab") as console:
             self._process = subprocess.Popen(  # noqa: S603 - fixed binary, our own arguments
-                self._java_command(java, libs, "kafka.Kafka", str(self.config_file),
-                                   heap_mb=self.heap_mb),
-                stdin=subprocess.DEVNULL, stdout=console, stderr=subprocess.STDOUT,
-                start_new_session=True, cwd=self.directory,
+                self._java_command(
+                    java, libs, "kafka.Kafka", str(self.config_file), heap_mb=self.heap_mb
+                ),
+                stdin=subprocess.DEVNULL,
+                stdout=console,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                cwd=self.directory,
             )
         self._wait_started(log_offset)
-        return ServiceRecord("kafka", self.url, self._process.pid, self.port,
-                             str(self.directory), str(self.log_file))
+        return ServiceRecord(
+            "kafka", self.url, self._process.pid, self.port, str(self.directory), str(self.log_file)
+        )
 
     def _wait_started(self, log_offset: int, timeout_s: float = 90) -> None:
         assert self._process is not None
-        wait_for_port(self.port, timeout_s=timeout_s, process=self._process, what="Kafka",
-                      log_file=self.console_file)
+        wait_for_port(
+            self.port,
+            timeout_s=timeout_s,
+            process=self._process,
+            what="Kafka",
+            log_file=self.console_file,
+        )
         # The port opens a moment before the broker has joined its own quorum.
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if self._process.poll() is not None:
-                raise ServiceError(f"Kafka exited with code {self._process.returncode}"
-                                   f"{log_tail(self.log_file)}{log_tail(self.console_file)}")
+                raise ServiceError(
+                    f"Kafka exited with code {self._process.returncode}"
+                    f"{log_tail(self.log_file)}{log_tail(self.console_file)}"
+                )
             if b"Kafka Server started" in _read_from(self.log_file, log_offset):
                 return
             time.sleep(0.1)
-        raise ServiceError(f"Kafka did not finish starting within {timeout_s:.0f} s"
-                           f"{log_tail(self.log_file)}")
+        raise ServiceError(
+            f"Kafka did not finish starting within {timeout_s:.0f} s{log_tail(self.log_file)}"
+        )
 
     @property
     def pid(self) -> int:

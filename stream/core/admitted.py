@@ -86,5 +86,7 @@ def withhold_zone_payloads(admitted: Admitted, zones: tuple[Zone, ...]) -> None:
     for i, reject in enumerate(admitted.rejects):
         if payload_in_zones(reject.payload, zones):
             admitted.rejects[i] = dataclasses.replace(
-                reject, payload=b"",
-                detail=f"{reject.detail}; payload withheld: a position is in a privacy zone")
+                reject,
+                payload=b"",
+                detail=f"{reject.detail}; payload withheld: a position is in a privacy zone",
+            )

@@ -53,7 +53,12 @@ __all__ = [
 ]
 
 _NEEDED_FIELDS = (
-    "ts_ms", "cell", "ride_id", "qa_flags", "interval_ms", "noise_lamax_db",
+    "ts_ms",
+    "cell",
+    "ride_id",
+    "qa_flags",
+    "interval_ms",
+    "noise_lamax_db",
     *METRIC_COLUMNS.values(),
 )
 
@@ -129,8 +134,11 @@ def aggregate(
                     measured=measured[order],
                 )
             )
-            partials.append(_partials(sorted_columns, res=res, window_s=window_s,
-                                      cells=cells_o, starts=starts_o))
+            partials.append(
+                _partials(
+                    sorted_columns, res=res, window_s=window_s, cells=cells_o, starts=starts_o
+                )
+            )
     return np.concatenate(partials), np.concatenate(presence)
 
 
@@ -173,16 +181,33 @@ class _Columns:
             with np.errstate(over="ignore", invalid="ignore"):
                 energy = np.where(heard, seconds * np.power(10.0, values[noise] / 10.0), 0.0)
             lamax = np.where(heard, quantise(Metric.NOISE, rows["noise_lamax_db"]), np.nan)
-        return cls(np.array([int(m) for m in metrics]), counted, values,
-                   np.where(counted, raw, np.inf), np.where(counted, raw, -np.inf), bins,
-                   noise, seconds, energy, lamax)
+        return cls(
+            np.array([int(m) for m in metrics]),
+            counted,
+            values,
+            np.where(counted, raw, np.inf),
+            np.where(counted, raw, -np.inf),
+            bins,
+            noise,
+            seconds,
+            energy,
+            lamax,
+        )
 
     def take(self, order: np.ndarray) -> _Columns:
         """The same columns with the readings in ``order``."""
-        return _Columns(self.metrics, self.counted[:, order], self.values[:, order],
-                        self.low[:, order], self.high[:, order], self.bins[:, order],
-                        self.noise, self.seconds[order], self.energy[order],
-                        self.lamax_db[order])
+        return _Columns(
+            self.metrics,
+            self.counted[:, order],
+            self.values[:, order],
+            self.low[:, order],
+            self.high[:, order],
+            self.bins[:, order],
+            self.noise,
+            self.seconds[order],
+            self.energy[order],
+            self.lamax_db[order],
+        )
 
 
 def _partials(
@@ -209,7 +234,8 @@ def _partials(
     group = np.repeat(np.arange(groups) * (width * HIST_BINS), sizes)
     slot = columns.bins + group
     hist = np.bincount(slot[columns.counted], minlength=groups * width * HIST_BINS).reshape(
-        groups, width, HIST_BINS)
+        groups, width, HIST_BINS
+    )
     # Metric by metric (the row-major order of the (metrics, groups) arrays), only the
     # cell-windows where the metric counted at least one reading.
     keep = n.ravel() > 0
@@ -272,4 +298,3 @@ def _check_enriched(enriched: np.ndarray) -> None:
             f"shape {enriched.shape}"
         )
         raise InvalidBatchError(msg)
-

@@ -51,10 +51,7 @@ def valid_positions(lat_deg: np.ndarray, lon_deg: np.ndarray) -> np.ndarray:
     lat = np.asarray(lat_deg, dtype=np.float64)
     lon = np.asarray(lon_deg, dtype=np.float64)
     with np.errstate(invalid="ignore"):
-        return (
-            np.isfinite(lat) & np.isfinite(lon)
-            & (np.abs(lat) <= 90.0) & (np.abs(lon) <= 180.0)
-        )
+        return np.isfinite(lat) & np.isfinite(lon) & (np.abs(lat) <= 90.0) & (np.abs(lon) <= 180.0)
 
 
 def cells_at(lat_deg: np.ndarray, lon_deg: np.ndarray, resolution: int) -> np.ndarray:

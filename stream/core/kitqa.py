@@ -30,7 +30,10 @@ _EARTH_RADIUS_M = 6_371_008.8  # mean Earth radius (IUGG)
 
 #: Positions that cannot anchor the jump filter.
 _UNUSABLE_POSITION = int(
-    QaFlag.NO_FIX | QaFlag.INVALID_POSITION | QaFlag.NULL_ISLAND | QaFlag.POOR_HDOP
+    QaFlag.NO_FIX
+    | QaFlag.INVALID_POSITION
+    | QaFlag.NULL_ISLAND
+    | QaFlag.POOR_HDOP
     | QaFlag.GNSS_FAULT
 )
 
@@ -88,7 +91,9 @@ def _segments(enriched: np.ndarray, states: Mapping[int, KitState], config: QaCo
     kit, boot, ride, ts = (enriched[k] for k in ("kit_id", "boot_id", "ride_id", "ts_ms"))
     cut = np.ones(len(ts), dtype=bool)
     cut[1:] = (
-        (kit[1:] != kit[:-1]) | (boot[1:] != boot[:-1]) | (ride[1:] != ride[:-1])
+        (kit[1:] != kit[:-1])
+        | (boot[1:] != boot[:-1])
+        | (ride[1:] != ride[:-1])
         | (np.diff(ts) > config.context_gap_s * 1000)
     )
     starts = np.flatnonzero(cut)
@@ -102,9 +107,12 @@ def _segments(enriched: np.ndarray, states: Mapping[int, KitState], config: QaCo
         t = int(ts[first])
         # Only the first segment at or after the newest reading seen can continue it.
         continues = (
-            m is not None and k not in taken and t >= m.last_ts_ms
+            m is not None
+            and k not in taken
+            and t >= m.last_ts_ms
             and t - m.last_ts_ms <= config.context_gap_s * 1000
-            and int(ride[first]) == m.ride_id and int(boot[first]) == m.boot_id
+            and int(ride[first]) == m.ride_id
+            and int(boot[first]) == m.boot_id
         )
         if m is not None and t >= m.last_ts_ms:
             taken.add(k)
@@ -120,8 +128,9 @@ def _boot_starts(
     seen: dict[tuple[int, int], int] = {}
     if first_frame.any():
         rows = enriched[first_frame]
-        for k, b, t in zip(rows["kit_id"].tolist(), rows["boot_id"].tolist(),
-                           rows["ts_ms"].tolist(), strict=True):
+        for k, b, t in zip(
+            rows["kit_id"].tolist(), rows["boot_id"].tolist(), rows["ts_ms"].tolist(), strict=True
+        ):
             seen[k, b] = min(t, seen.get((k, b), t))
     out = np.full(len(segs.starts), -1, dtype=np.int64)
     for i, first in enumerate(segs.starts.tolist()):
@@ -152,8 +161,11 @@ def _stuck(
 ) -> tuple[np.ndarray, list[SensorRun | None]]:
     """Readings whose sensor repeated exactly the same values for too long, and each
     segment's run at its end."""
-    limit_s = {"pm_run": config.pm_stuck_s, "no2_run": config.no2_stuck_s,
-               "noise_run": config.noise_stuck_s}[name]
+    limit_s = {
+        "pm_run": config.pm_stuck_s,
+        "no2_run": config.no2_stuck_s,
+        "noise_run": config.noise_stuck_s,
+    }[name]
     n = len(enriched)
     values = np.stack([enriched[c].astype(np.float64) for c in columns], axis=1)
     absent = np.isnan(values)
@@ -168,13 +180,17 @@ def _stuck(
     run_count = idx - run_first + 1
     # A segment's first run continues the run its kit ended the last batch with, if
     # the values are the same: all segments compared at once.
-    carried = [(i, run) for i, m in enumerate(segs.memory)
-               if m is not None and (run := getattr(m, name)) is not None]
+    carried = [
+        (i, run)
+        for i, m in enumerate(segs.memory)
+        if m is not None and (run := getattr(m, name)) is not None
+    ]
     if carried:
         firsts = segs.starts[[i for i, _ in carried]]
         prev = np.array([run.values for _, run in carried], dtype=np.float64)
         same_run = present[firsts] & np.all(
-            (prev == values[firsts]) | (np.isnan(prev) & absent[firsts]), axis=1)
+            (prev == values[firsts]) | (np.isnan(prev) & absent[firsts]), axis=1
+        )
         first_of = np.zeros(n, dtype=bool)
         first_of[firsts[same_run]] = True
         carried_start = np.zeros(n, dtype=np.int64)
@@ -192,9 +208,14 @@ def _stuck(
     lasts = segs.ends
     ends: list[SensorRun | None] = [
         SensorRun(tuple(vals), start, count) if here else None
-        for here, vals, start, count in zip(present[lasts].tolist(), values[lasts].tolist(),
-                                            run_start[lasts].tolist(), run_count[lasts].tolist(),
-                                            strict=True)]
+        for here, vals, start, count in zip(
+            present[lasts].tolist(),
+            values[lasts].tolist(),
+            run_start[lasts].tolist(),
+            run_count[lasts].tolist(),
+            strict=True,
+        )
+    ]
     return stuck, ends
 
 
@@ -297,8 +318,10 @@ def _filter_sequentially(
 
 def _haversine_m(lat1: float, lon1: float, lat2: float, lon2: float) -> float:
     p1, p2 = math.radians(lat1), math.radians(lat2)
-    h = (math.sin((p2 - p1) / 2) ** 2
-         + math.cos(p1) * math.cos(p2) * math.sin(math.radians(lon2 - lon1) / 2) ** 2)
+    h = (
+        math.sin((p2 - p1) / 2) ** 2
+        + math.cos(p1) * math.cos(p2) * math.sin(math.radians(lon2 - lon1) / 2) ** 2
+    )
     return 2 * _EARTH_RADIUS_M * math.asin(math.sqrt(min(max(h, 0.0), 1.0)))
 
 

@@ -128,8 +128,41 @@ HIST_EDGES: dict[Metric, np.ndarray] = {
     # Sensirion SPS30 datasheet; Plantower PMS5003 manual, "maximum range").
     **{
         metric: _edges(
-            [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 12, 14, 16, 18, 20, 25, 30, 35, 40, 45,
-             50, 60, 70, 80, 90, 100, 120, 140, 200, 300, 500, 1000]
+            [
+                0,
+                1,
+                2,
+                3,
+                4,
+                5,
+                6,
+                7,
+                8,
+                9,
+                10,
+                12,
+                14,
+                16,
+                18,
+                20,
+                25,
+                30,
+                35,
+                40,
+                45,
+                50,
+                60,
+                70,
+                80,
+                90,
+                100,
+                120,
+                140,
+                200,
+                300,
+                500,
+                1000,
+            ]
         )
         for metric in (Metric.PM1, Metric.PM25, Metric.PM10)
     },
@@ -138,8 +171,41 @@ HIST_EDGES: dict[Metric, np.ndarray] = {
     # values (10 annual / 25 daily); 200 is the EU hourly limit value
     # (Directive 2008/50/EC, Annex XI); above 400 an urban reading is an alarm anyway.
     Metric.NO2: _edges(
-        [-20, 0, 5, 10, 15, 20, 25, 30, 35, 40, 45, 50, 60, 70, 80, 90, 100, 110, 120,
-         140, 160, 180, 200, 230, 260, 300, 350, 400, 500, 700, 1000, 1500, 2000]
+        [
+            -20,
+            0,
+            5,
+            10,
+            15,
+            20,
+            25,
+            30,
+            35,
+            40,
+            45,
+            50,
+            60,
+            70,
+            80,
+            90,
+            100,
+            110,
+            120,
+            140,
+            160,
+            180,
+            200,
+            230,
+            260,
+            300,
+            350,
+            400,
+            500,
+            700,
+            1000,
+            1500,
+            2000,
+        ]
     ),
     # Noise, dB(A): 2 dB steps over 40–100 dB(A), the span of urban street levels
     # (quiet residential night ~40, heavy traffic kerbside ~80, sirens ~100);

@@ -34,11 +34,7 @@ PLACE_AND_TIME_FLAGS = (
 )
 
 _PM_FLAGS = (
-    QaFlag.WARMING_UP
-    | QaFlag.PM_FAULT
-    | QaFlag.PM_STUCK
-    | QaFlag.PM_OUT_OF_RANGE
-    | QaFlag.FOG_PM
+    QaFlag.WARMING_UP | QaFlag.PM_FAULT | QaFlag.PM_STUCK | QaFlag.PM_OUT_OF_RANGE | QaFlag.FOG_PM
 )
 _NO2_FLAGS = (
     QaFlag.WARMING_UP

@@ -51,12 +51,15 @@ class CircleZone:
 
     def __post_init__(self) -> None:
         if not (-90 <= self.lat_deg <= 90 and -180 <= self.lon_deg <= 180):
-            msg = (f"privacy zone {self.name!r}: centre ({self.lat_deg}, {self.lon_deg})"
-                   " is not a WGS84 position")
+            msg = (
+                f"privacy zone {self.name!r}: centre ({self.lat_deg}, {self.lon_deg})"
+                " is not a WGS84 position"
+            )
             raise InvalidConfigError(msg)
         if not 0 < self.radius_m <= 50_000:
-            msg = (f"privacy zone {self.name!r}: radius must be 0 < r <= 50000 m"
-                   f" (got {self.radius_m})")
+            msg = (
+                f"privacy zone {self.name!r}: radius must be 0 < r <= 50000 m (got {self.radius_m})"
+            )
             raise InvalidConfigError(msg)
 
     def contains(self, lat_deg: np.ndarray, lon_deg: np.ndarray) -> np.ndarray:
@@ -167,8 +170,13 @@ def in_ride_start(ts_ms: np.ndarray, ride_ids: np.ndarray, trim_start_s: float) 
 STORE, HOLD, DROP = 0, 1, 2
 
 
-def ride_end_fates(kit_ids: np.ndarray, ride_ids: np.ndarray, ts_ms: np.ndarray,
-                   states: KitStates, trim_end_s: float) -> np.ndarray:
+def ride_end_fates(
+    kit_ids: np.ndarray,
+    ride_ids: np.ndarray,
+    ts_ms: np.ndarray,
+    states: KitStates,
+    trim_end_s: float,
+) -> np.ndarray:
     """STORE, HOLD or DROP (int8) for each reading, under end-of-ride trimming.
 
     ``states`` are the kit states after every given reading was processed (their
@@ -222,8 +230,9 @@ class Settled:
 _IDENTITY = ("kit_id", "boot_id", "seq", "idx")
 
 
-def settle_ride_ends(held: np.ndarray, batch: np.ndarray, states: KitStates,
-                     trim_end_s: float) -> Settled:
+def settle_ride_ends(
+    held: np.ndarray, batch: np.ndarray, states: KitStates, trim_end_s: float
+) -> Settled:
     """Sort the held readings of a batch's kits and the batch's own readings by fate.
 
     ``held`` are the readings this function told the caller to hold before (for
@@ -234,8 +243,7 @@ def settle_ride_ends(held: np.ndarray, batch: np.ndarray, states: KitStates,
     # The first of equal identities, the held copy, is kept.
     rows = first_by_key(np.concatenate([held, batch]) if len(held) else batch, _IDENTITY)
     fates = ride_end_fates(rows["kit_id"], rows["ride_id"], rows["ts_ms"], states, trim_end_s)
-    return Settled(rows[fates == STORE], rows[fates == HOLD],
-                   int(np.count_nonzero(fates == DROP)))
+    return Settled(rows[fates == STORE], rows[fates == HOLD], int(np.count_nonzero(fates == DROP)))
 
 
 def payload_in_zones(payload: bytes, zones: Sequence[Zone]) -> bool:
@@ -322,5 +330,4 @@ def _zone_from_item(i: int, item: Mapping[str, Any]) -> Zone:
     name = str(item.get("name", f"zone {i}"))
     if "polygon" in item:
         return PolygonZone(name, tuple((float(p[0]), float(p[1])) for p in item["polygon"]))
-    return CircleZone(name, float(item["lat_deg"]), float(item["lon_deg"]),
-                      float(item["radius_m"]))
+    return CircleZone(name, float(item["lat_deg"]), float(item["lon_deg"]), float(item["radius_m"]))

@@ -101,9 +101,7 @@ def process_batch(
     )
     order = order[: len(order) - int(np.count_nonzero(zoned))]
     batch = enriched[order]
-    rides = assign_rides(
-        batch["kit_id"], batch["boot_id"], batch["ts_ms"], states, config.rides
-    )
+    rides = assign_rides(batch["kit_id"], batch["boot_id"], batch["ts_ms"], states, config.rides)
     batch["ride_id"] = rides.ride_ids
     qa = apply_qa(batch, states, config.qa)
     batch["qa_flags"] = qa.flags
@@ -121,8 +119,14 @@ def process_batch(
         kit: KitState(kit_id=kit, rides=spans, qa=qa.memory.get(kit))
         for kit, spans in rides.rides.items()
     }
-    return ProcessedBatch(enriched, {**states, **updated}, updated, zoned | trimmed,
-                          int(np.count_nonzero(zoned)), int(np.count_nonzero(trimmed)))
+    return ProcessedBatch(
+        enriched,
+        {**states, **updated},
+        updated,
+        zoned | trimmed,
+        int(np.count_nonzero(zoned)),
+        int(np.count_nonzero(trimmed)),
+    )
 
 
 def aggregate_new_rows(enriched: np.ndarray, config: CoreConfig) -> tuple[np.ndarray, np.ndarray]:

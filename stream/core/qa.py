@@ -149,8 +149,13 @@ class QaConfig:
             if not value > 0:
                 msg = f"QaConfig.{name} must be positive (got {value!r})"
                 raise InvalidConfigError(msg)
-        for name in ("pm_range_ugm3", "no2_range_ugm3", "noise_range_db",
-                     "temperature_range_c", "humidity_range_pct"):
+        for name in (
+            "pm_range_ugm3",
+            "no2_range_ugm3",
+            "noise_range_db",
+            "temperature_range_c",
+            "humidity_range_pct",
+        ):
             low, high = getattr(self, name)
             if not low < high:
                 msg = f"QaConfig.{name} must be (low, high) with low < high (got {(low, high)!r})"
@@ -210,12 +215,16 @@ def reading_flags(enriched: np.ndarray, config: QaConfig) -> np.ndarray:
     mark(ts < received - int(config.max_age_s * 1000), QaFlag.TOO_OLD)
 
     pm = [enriched[c].astype(np.float64) for c in ("pm1_ugm3", "pm25_ugm3", "pm10_ugm3")]
-    mark(np.logical_or.reduce([_outside(v, config.pm_range_ugm3) for v in pm]),
-         QaFlag.PM_OUT_OF_RANGE)
+    mark(
+        np.logical_or.reduce([_outside(v, config.pm_range_ugm3) for v in pm]),
+        QaFlag.PM_OUT_OF_RANGE,
+    )
     with np.errstate(invalid="ignore"):
         slack = config.pm_order_slack_ugm3
-        mark((pm[0] > pm[1] + slack) | (pm[1] > pm[2] + slack) | (pm[0] > pm[2] + slack),
-             QaFlag.PM_INCONSISTENT)
+        mark(
+            (pm[0] > pm[1] + slack) | (pm[1] > pm[2] + slack) | (pm[0] > pm[2] + slack),
+            QaFlag.PM_INCONSISTENT,
+        )
         any_pm = ~np.isnan(pm[0]) | ~np.isnan(pm[1]) | ~np.isnan(pm[2])
         mark(any_pm & (enriched["humidity_pct"] > config.humid_pm_rh_pct), QaFlag.HUMID_PM)
         mark(any_pm & (enriched["humidity_pct"] >= config.fog_pm_rh_pct), QaFlag.FOG_PM)
@@ -223,15 +232,21 @@ def reading_flags(enriched: np.ndarray, config: QaConfig) -> np.ndarray:
 
     laeq = enriched["noise_laeq_db"]
     lamax = enriched["noise_lamax_db"]
-    mark(_outside(laeq, config.noise_range_db) | _outside(lamax, config.noise_range_db),
-         QaFlag.NOISE_OUT_OF_RANGE)
+    mark(
+        _outside(laeq, config.noise_range_db) | _outside(lamax, config.noise_range_db),
+        QaFlag.NOISE_OUT_OF_RANGE,
+    )
     with np.errstate(invalid="ignore"):
         mark(lamax < laeq - config.lamax_slack_db, QaFlag.NOISE_INCONSISTENT)
     interval = enriched["interval_ms"]
-    mark(~np.isnan(laeq) & ((interval == 0) | (interval > config.max_interval_s * 1000)),
-         QaFlag.BAD_INTERVAL)
+    mark(
+        ~np.isnan(laeq) & ((interval == 0) | (interval > config.max_interval_s * 1000)),
+        QaFlag.BAD_INTERVAL,
+    )
 
-    mark(_outside(enriched["temperature_c"], config.temperature_range_c)
-         | _outside(enriched["humidity_pct"], config.humidity_range_pct),
-         QaFlag.CLIMATE_OUT_OF_RANGE)
+    mark(
+        _outside(enriched["temperature_c"], config.temperature_range_c)
+        | _outside(enriched["humidity_pct"], config.humidity_range_pct),
+        QaFlag.CLIMATE_OUT_OF_RANGE,
+    )
     return flags

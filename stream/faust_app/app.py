@@ -104,21 +104,27 @@ class DistributedConfig:
         return [
             TopicSpec(self.readings_topic, self.partitions, self.replication_factor),
             TopicSpec(self.enriched_topic, self.partitions, self.replication_factor),
-            TopicSpec(self.changelog_topic, self.partitions, self.replication_factor,
-                      config=CHANGELOG_CONFIG),
+            TopicSpec(
+                self.changelog_topic,
+                self.partitions,
+                self.replication_factor,
+                config=CHANGELOG_CONFIG,
+            ),
         ]
 
     @classmethod
     def from_settings(cls, settings: Settings, **overrides: Any) -> DistributedConfig:
-        return cls(app_id=settings.kafka_app_id, partitions=settings.kafka_partitions,
-                   **overrides)
+        return cls(app_id=settings.kafka_app_id, partitions=settings.kafka_partitions, **overrides)
 
     def routing_for(self, core: CoreConfig) -> int:
-        resolution = min(core.resolutions) if self.routing_resolution is None \
-            else self.routing_resolution
+        resolution = (
+            min(core.resolutions) if self.routing_resolution is None else self.routing_resolution
+        )
         if not 0 <= resolution <= core.finest_resolution:
-            msg = (f"routing resolution {resolution} must be between 0 and the finest "
-                   f"configured resolution {core.finest_resolution}")
+            msg = (
+                f"routing resolution {resolution} must be between 0 and the finest "
+                f"configured resolution {core.finest_resolution}"
+            )
             raise ConfigurationError(msg)
         return resolution
 
@@ -142,8 +148,9 @@ async def ensure_app_topics(stream_app: StreamApp) -> list[str]:
     """Create the app's topics with its partition count, or refuse a broker whose topics
     have another (stream/faust_app/topics.py); before the worker starts."""
     servers = bootstrap_servers(str(stream_app.app.conf.broker[0]))
-    return await ensure_topics(servers, stream_app.config.topics(),
-                               client_id=f"{stream_app.config.app_id}-topics")
+    return await ensure_topics(
+        servers, stream_app.config.topics(), client_id=f"{stream_app.config.app_id}-topics"
+    )
 
 
 def default_store() -> str:
@@ -154,8 +161,13 @@ def default_store() -> str:
     return "memory://"
 
 
-def create_app(settings: Settings, *, broker_url: str | None = None, store: str = "memory://",
-               config: DistributedConfig | None = None) -> StreamApp:
+def create_app(
+    settings: Settings,
+    *,
+    broker_url: str | None = None,
+    store: str = "memory://",
+    config: DistributedConfig | None = None,
+) -> StreamApp:
     """Build (not start) the faust app; nothing connects until a worker runs it."""
     broker = broker_url or resolve_kafka_url(settings)
     cfg = config or DistributedConfig.from_settings(settings)
@@ -164,9 +176,11 @@ def create_app(settings: Settings, *, broker_url: str | None = None, store: str 
         # Held readings must leave the holding table in the same transaction as the
         # batch that settles them (stream.sink); the store agents here see cells, not
         # kits, and the kit agent's table and its forwards are not one transaction.
-        msg = ("BIKESENSE_PRIVACY_TRIM_END_S: end-of-ride trimming runs in the embedded "
-               "runtime (`bikesense ingest`) only; the distributed runtime does not do it "
-               "(docs/privacy.md). Unset it here, or run the embedded runtime.")
+        msg = (
+            "BIKESENSE_PRIVACY_TRIM_END_S: end-of-ride trimming runs in the embedded "
+            "runtime (`bikesense ingest`) only; the distributed runtime does not do it "
+            "(docs/privacy.md). Unset it here, or run the embedded runtime."
+        )
         raise ConfigurationError(msg)
     routing = cfg.routing_for(core)
     app = faust.App(
@@ -189,10 +203,12 @@ def create_app(settings: Settings, *, broker_url: str | None = None, store: str 
     # Our own envelopes (codec.py): faust must pass the bytes through, not read them as
     # JSON, its default serializer whatever the declared type.
     raw: dict[str, Any] = {"key_type": bytes, "value_type": bytes, "partitions": cfg.partitions}
-    readings = app.topic(cfg.readings_topic, internal=True, key_serializer="raw",
-                         value_serializer="raw", **raw)
-    enriched = app.topic(cfg.enriched_topic, internal=True, key_serializer="raw",
-                         value_serializer="raw", **raw)
+    readings = app.topic(
+        cfg.readings_topic, internal=True, key_serializer="raw", value_serializer="raw", **raw
+    )
+    enriched = app.topic(
+        cfg.enriched_topic, internal=True, key_serializer="raw", value_serializer="raw", **raw
+    )
     kit_states: Any = app.Table(cfg.kit_state_table, help="kit id → KitState (codec.py)", **raw)
     # A table takes its serializers from its types only (json for bytes); set before the
     # changelog topic is first built from them.
@@ -208,12 +224,16 @@ def create_app(settings: Settings, *, broker_url: str | None = None, store: str 
 
     async def store_body(stream: Any) -> AsyncIterator[StoreOutcome]:
         try:
-            async for events in stream.take_events(cfg.store_batch_max,
-                                                   within=cfg.store_batch_within_s):
+            async for events in stream.take_events(
+                cfg.store_batch_max, within=cfg.store_batch_within_s
+            ):
                 try:
-                    outcome = await store_batch(sink, [e.value for e in events],
-                                                retry_min_s=cfg.retry_min_s,
-                                                retry_max_s=cfg.retry_max_s)
+                    outcome = await store_batch(
+                        sink,
+                        [e.value for e in events],
+                        retry_min_s=cfg.retry_min_s,
+                        retry_max_s=cfg.retry_max_s,
+                    )
                 except asyncio.CancelledError:
                     _keep_unacknowledged(events)
                     raise
@@ -229,8 +249,9 @@ def create_app(settings: Settings, *, broker_url: str | None = None, store: str 
         try:
             await asyncio.wait_for(consumer.seek_stalled(), timeout=limit_s)
         except TimeoutError:
-            log.warning("stall check: no answer from the broker within %.0f s; trying again",
-                        limit_s)
+            log.warning(
+                "stall check: no answer from the broker within %.0f s; trying again", limit_s
+            )
         except Exception as exc:  # noqa: BLE001 - logged, and the next check runs
             log.warning("stall check failed (%r); trying again", exc)
 
@@ -251,19 +272,27 @@ def _keep_unacknowledged(events: list[Any]) -> None:
         event.message.incref()
 
 
-async def _qa_event(event: Any, kit_states: Any, enriched: Any, core: CoreConfig,
-                    routing: int) -> QaOutcome | None:
+async def _qa_event(
+    event: Any, kit_states: Any, enriched: Any, core: CoreConfig, routing: int
+) -> QaOutcome | None:
     key = event.key
     try:
         # The core is numpy work of a millisecond or so: off the event loop, so that
         # the other agent and faust's own services keep running.
-        outcome = await asyncio.to_thread(qa_step, event.value, key, kit_states.get(key), core,
-                                          routing)
+        outcome = await asyncio.to_thread(
+            qa_step, event.value, key, kit_states.get(key), core, routing
+        )
     except (EnvelopeError, StreamCoreError) as exc:
         # Only a foreign producer or another release writes such a message: nothing in it
         # can be trusted, and stopping the partition for it would stop every kit in it.
-        log.error("skipping unreadable message %r at %s[%d]@%d: %s", key, event.message.topic,
-                  event.message.partition, event.message.offset, exc)
+        log.error(
+            "skipping unreadable message %r at %s[%d]@%d: %s",
+            key,
+            event.message.topic,
+            event.message.partition,
+            event.message.offset,
+            exc,
+        )
         return None
     if outcome.state is not None:
         kit_states[key] = outcome.state

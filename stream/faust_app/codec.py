@@ -54,8 +54,11 @@ def encode_readings(readings: np.ndarray, received_ms: np.ndarray) -> bytes:
     if received.shape != readings.shape:
         msg = f"{len(readings)} readings but {received.size} arrival times"
         raise EnvelopeError(msg)
-    return (_HEADER.pack(READINGS_MAGIC, len(readings))
-            + np.ascontiguousarray(readings).tobytes() + received.tobytes())
+    return (
+        _HEADER.pack(READINGS_MAGIC, len(readings))
+        + np.ascontiguousarray(readings).tobytes()
+        + received.tobytes()
+    )
 
 
 def decode_readings(payload: bytes) -> tuple[np.ndarray, np.ndarray]:
@@ -87,8 +90,7 @@ def _read_header(payload: bytes, magic: bytes, row_bytes: int) -> int:
         raise EnvelopeError(msg)
     expected = _HEADER.size + n * row_bytes
     if len(payload) != expected:
-        msg = (f"{magic.decode()} envelope of {n} rows must be {expected} bytes "
-               f"(got {len(payload)})")
+        msg = f"{magic.decode()} envelope of {n} rows must be {expected} bytes (got {len(payload)})"
         raise EnvelopeError(msg)
     return int(n)
 
@@ -169,12 +171,17 @@ def _qa_doc(qa: QaMemory | None) -> dict[str, Any] | None:
         return None
     anchor = qa.anchor
     return {
-        "ride": qa.ride_id, "boot": qa.boot_id, "last": qa.last_ts_ms,
+        "ride": qa.ride_id,
+        "boot": qa.boot_id,
+        "last": qa.last_ts_ms,
         "boot_start": qa.boot_start_ms,
-        "anchor": None if anchor is None else [_float_out(anchor.lat_deg),
-                                               _float_out(anchor.lon_deg), anchor.ts_ms],
+        "anchor": None
+        if anchor is None
+        else [_float_out(anchor.lat_deg), _float_out(anchor.lon_deg), anchor.ts_ms],
         "rejecting": qa.rejecting_since_ms,
-        "pm": _run_doc(qa.pm_run), "no2": _run_doc(qa.no2_run), "noise": _run_doc(qa.noise_run),
+        "pm": _run_doc(qa.pm_run),
+        "no2": _run_doc(qa.no2_run),
+        "noise": _run_doc(qa.noise_run),
     }
 
 
@@ -187,11 +194,15 @@ def _qa_from(doc: dict[str, Any] | None) -> QaMemory | None:
         return None
     anchor = doc["anchor"]
     return QaMemory(
-        ride_id=int(doc["ride"]), boot_id=int(doc["boot"]), last_ts_ms=int(doc["last"]),
+        ride_id=int(doc["ride"]),
+        boot_id=int(doc["boot"]),
+        last_ts_ms=int(doc["last"]),
         boot_start_ms=_opt_int(doc["boot_start"]),
-        anchor=None if anchor is None else Position(_float_in(anchor[0]), _float_in(anchor[1]),
-                                                    int(anchor[2])),
+        anchor=None
+        if anchor is None
+        else Position(_float_in(anchor[0]), _float_in(anchor[1]), int(anchor[2])),
         rejecting_since_ms=_opt_int(doc["rejecting"]),
-        pm_run=_run_from(doc["pm"]), no2_run=_run_from(doc["no2"]),
+        pm_run=_run_from(doc["pm"]),
+        no2_run=_run_from(doc["no2"]),
         noise_run=_run_from(doc["noise"]),
     )

@@ -71,17 +71,24 @@ class RebalanceSafeConsumer(AiokafkaConsumer):
                     expected = next_offsets[tp]
                     if expected is not None and message.offset < expected:
                         continue  # handed over already: fetched again after a seek
-                    if (expected is not None and message.offset > expected
-                            and acks_enabled_for(message.topic)
-                            and sought_back.get(tp) != expected):
+                    if (
+                        expected is not None
+                        and message.offset > expected
+                        and acks_enabled_for(message.topic)
+                        and sought_back.get(tp) != expected
+                    ):
                         # The fetcher is past what was handed over: records fetched before
                         # a seek back and returned after it, or a position the seek did
                         # not reach. Seek to the next offset to hand over and fetch anew.
                         # (Gaps are real in the compacted changelogs only, whose messages
                         # are not acked; an offset gone from the log, deleted by retention,
                         # is let go after one seek: the fetcher then starts at the oldest.)
-                        self.log.info("%s: fetched offset %d, %d not handed over yet: "
-                                      "seeking back", tp, message.offset, expected)
+                        self.log.info(
+                            "%s: fetched offset %d, %d not handed over yet: seeking back",
+                            tp,
+                            message.offset,
+                            expected,
+                        )
                         sought_back[tp] = expected
                         # In the consumer's own thread (``seek`` would call aiokafka from
                         # this one), and back here once the position moved.
@@ -109,7 +116,6 @@ class RebalanceSafeConsumer(AiokafkaConsumer):
         finally:
             self.diag.unset_flag(CONSUMER_FETCHING)
 
-
     _progress: dict[Any, Any]
     _idle_checks: int
 
@@ -127,9 +133,11 @@ class RebalanceSafeConsumer(AiokafkaConsumer):
             # stays there consumes nothing, and this check would otherwise be silent).
             self._idle_checks = getattr(self, "_idle_checks", 0) + 1
             if self._idle_checks == _IDLE_CHECKS_SAID:
-                self.log.warning("stall check: %d checks in a row found the worker %s",
-                                 self._idle_checks, "in table recovery"
-                                 if self.app.in_recovery else "with its flow stopped")
+                self.log.warning(
+                    "stall check: %d checks in a row found the worker %s",
+                    self._idle_checks,
+                    "in table recovery" if self.app.in_recovery else "with its flow stopped",
+                )
             return []
         self._idle_checks = 0
         acks_enabled_for = self.app.topics.acks_enabled_for
@@ -141,8 +149,11 @@ class RebalanceSafeConsumer(AiokafkaConsumer):
         ends = await self.highwaters(*watched)
         # A partition the group never committed has no next offset (None) until its first
         # message is handed over; the fetcher starts it at the oldest message.
-        never = [tp for tp in watched
-                 if self._read_offset.get(tp) is None and previous.get(tp, _UNSEEN) is None]
+        never = [
+            tp
+            for tp in watched
+            if self._read_offset.get(tp) is None and previous.get(tp, _UNSEEN) is None
+        ]
         oldest = await self.earliest_offsets(*never) if never else {}
         sought = []
         for tp in watched:
@@ -154,10 +165,18 @@ class RebalanceSafeConsumer(AiokafkaConsumer):
                 previous_expected = expected
             else:
                 previous_expected = previous.get(tp, _UNSEEN)
-            if (expected is not None and highwater is not None and highwater > expected
-                    and previous_expected == expected):
-                self.log.info("%s: no message handed over since offset %d of %d: seeking back",
-                              tp, expected, highwater)
+            if (
+                expected is not None
+                and highwater is not None
+                and highwater > expected
+                and previous_expected == expected
+            ):
+                self.log.info(
+                    "%s: no message handed over since offset %d of %d: seeking back",
+                    tp,
+                    expected,
+                    highwater,
+                )
                 # A partition taken out of fetching because its stream's buffer was full
                 # comes back only when that buffer drains; a rebalance that cleared the
                 # buffer leaves it out for good. Put it back, then fetch from ``expected``.

@@ -50,8 +50,14 @@ from stream.faust_app.topics import (
 )
 from stream.sink import PostgresSink
 
-__all__ = ["AiokafkaReadingsProducer", "KafkaBatch", "KafkaHandler", "ReadingsProducer",
-           "bootstrap_servers", "readings_messages"]
+__all__ = [
+    "AiokafkaReadingsProducer",
+    "KafkaBatch",
+    "KafkaHandler",
+    "ReadingsProducer",
+    "bootstrap_servers",
+    "readings_messages",
+]
 
 log = logging.getLogger(__name__)
 
@@ -63,8 +69,9 @@ MAX_READINGS_PER_MESSAGE = 5000
 _NO_ENRICHED = np.empty(0, ENRICHED_DTYPE)
 
 
-def readings_messages(admitted: Admitted, *,
-                      max_readings: int = MAX_READINGS_PER_MESSAGE) -> list[tuple[bytes, bytes]]:
+def readings_messages(
+    admitted: Admitted, *, max_readings: int = MAX_READINGS_PER_MESSAGE
+) -> list[tuple[bytes, bytes]]:
     """The admitted readings as ``(key, value)`` messages: one kit per message, in order."""
     readings, received = admitted.readings, admitted.received_ms
     if not len(readings):
@@ -77,7 +84,7 @@ def readings_messages(admitted: Admitted, *,
     for lo, hi in zip(starts.tolist(), ends.tolist(), strict=True):
         key = kit_key(int(kits[lo]))
         for chunk_lo in range(lo, hi, max_readings):
-            rows = order[chunk_lo:min(chunk_lo + max_readings, hi)]
+            rows = order[chunk_lo : min(chunk_lo + max_readings, hi)]
             messages.append((key, encode_readings(readings[rows], received[rows])))
     return messages
 
@@ -94,8 +101,9 @@ class ReadingsProducer(Protocol):
 class AiokafkaReadingsProducer:
     """An idempotent aiokafka producer with ``acks=all`` for one topic."""
 
-    def __init__(self, kafka_url: str, topic: str, *, client_id: str,
-                 partitions: int = DEFAULT_PARTITIONS) -> None:
+    def __init__(
+        self, kafka_url: str, topic: str, *, client_id: str, partitions: int = DEFAULT_PARTITIONS
+    ) -> None:
         self.servers = bootstrap_servers(kafka_url)
         self.topic = topic
         self.partitions = partitions
@@ -108,12 +116,17 @@ class AiokafkaReadingsProducer:
 
         # Before the first produce: a broker that creates topics on demand would give
         # this one its own default partition count (stream/faust_app/topics.py).
-        await ensure_topics(self.servers, [TopicSpec(self.topic, self.partitions)],
-                            client_id=self._client_id)
+        await ensure_topics(
+            self.servers, [TopicSpec(self.topic, self.partitions)], client_id=self._client_id
+        )
 
         self._producer = AIOKafkaProducer(
-            bootstrap_servers=self.servers, client_id=self._client_id, acks="all",
-            enable_idempotence=True, linger_ms=5, max_request_size=2 * 1024 * 1024,
+            bootstrap_servers=self.servers,
+            client_id=self._client_id,
+            acks="all",
+            enable_idempotence=True,
+            linger_ms=5,
+            max_request_size=2 * 1024 * 1024,
         )
         try:
             await self._producer.start()
@@ -126,8 +139,10 @@ class AiokafkaReadingsProducer:
         from aiokafka.errors import KafkaError as AiokafkaError  # noqa: PLC0415
 
         try:
-            pending = [await self._producer.send(self.topic, value=value, key=key)
-                       for key, value in messages]
+            pending = [
+                await self._producer.send(self.topic, value=value, key=key)
+                for key, value in messages
+            ]
             await asyncio.gather(*pending)
         except AiokafkaError as exc:
             msg = f"Kafka did not take {len(messages)} messages for {self.topic}: {exc}"
@@ -155,8 +170,10 @@ class KafkaHandler:
     #: partition in order.
     writers = 1
     readies_early = False
-    unavailable: Mapping[type[Exception], str] = {psycopg.OperationalError: "database",
-                                                   KafkaError: "Kafka"}
+    unavailable: Mapping[type[Exception], str] = {
+        psycopg.OperationalError: "database",
+        KafkaError: "Kafka",
+    }
 
     def __init__(self, database_url: str, core: CoreConfig, producer: ReadingsProducer) -> None:
         self._zones = core.privacy.zones
@@ -179,8 +196,9 @@ class KafkaHandler:
         # zone readings never reach Kafka, and a reject with a zone position keeps no bytes.
         withhold_zone_payloads(admitted, self._zones)
         if self._zones and len(admitted.readings):
-            keep = ~in_zones(admitted.readings["lat_deg"], admitted.readings["lon_deg"],
-                             self._zones)
+            keep = ~in_zones(
+                admitted.readings["lat_deg"], admitted.readings["lon_deg"], self._zones
+            )
             admitted.readings = admitted.readings[keep]
             admitted.received_ms = admitted.received_ms[keep]
         return KafkaBatch(admitted)
@@ -201,7 +219,7 @@ class KafkaHandler:
         messages = readings_messages(admitted)
         if messages:
             assert self._loop is not None, "start() sets the loop before any batch"
-            asyncio.run_coroutine_threadsafe(self._producer.send_all(messages),
-                                             self._loop).result()
-        return WriteOutcome(admitted, inserted=0, duplicates=0, partials_merged=0,
-                            rejects=len(admitted.rejects))
+            asyncio.run_coroutine_threadsafe(self._producer.send_all(messages), self._loop).result()
+        return WriteOutcome(
+            admitted, inserted=0, duplicates=0, partials_merged=0, rejects=len(admitted.rejects)
+        )

@@ -46,8 +46,9 @@ class QaOutcome:
     forwards: tuple[tuple[bytes, bytes], ...] = field(repr=False)
 
 
-def qa_step(payload: bytes, key: bytes, state: bytes | None, config: CoreConfig,
-            routing_resolution: int) -> QaOutcome:
+def qa_step(
+    payload: bytes, key: bytes, state: bytes | None, config: CoreConfig, routing_resolution: int
+) -> QaOutcome:
     """Run the stream core on one kit's readings, with that kit's state from the table.
 
     ``key`` is the message key: the kit every reading must belong to, since the
@@ -93,8 +94,9 @@ def route_by_cell(enriched: np.ndarray, resolution: int) -> list[tuple[bytes, by
     bounds = np.searchsorted(inverse[order], np.arange(len(groups) + 1))
     return [
         (route_key(int(cell), int(kit)), encode_enriched(enriched[order[lo:hi]]))
-        for (cell, kit), lo, hi in zip(groups.tolist(), bounds[:-1].tolist(), bounds[1:].tolist(),
-                                       strict=True)
+        for (cell, kit), lo, hi in zip(
+            groups.tolist(), bounds[:-1].tolist(), bounds[1:].tolist(), strict=True
+        )
     ]
 
 
@@ -136,8 +138,9 @@ def write_enriched(sink: PostgresSink, enriched: np.ndarray) -> WriteOutcome:
     return sink.write(_NO_ADMISSION, enriched)
 
 
-async def store_batch(sink: PostgresSink, payloads: Sequence[bytes], *, retry_min_s: float,
-                      retry_max_s: float) -> StoreOutcome:
+async def store_batch(
+    sink: PostgresSink, payloads: Sequence[bytes], *, retry_min_s: float, retry_max_s: float
+) -> StoreOutcome:
     """Write a batch of enriched messages; while the database fails, wait and try again.
 
     Never gives up on a batch: the agent's events are acknowledged only after
@@ -154,14 +157,28 @@ async def store_batch(sink: PostgresSink, payloads: Sequence[bytes], *, retry_mi
         try:
             outcome = await asyncio.to_thread(write_enriched, sink, enriched)
         except psycopg.OperationalError as exc:
-            log.warning("database unavailable (%s); batch of %d rows kept, retrying in %.1f s",
-                        exc, len(enriched), delay)
+            log.warning(
+                "database unavailable (%s); batch of %d rows kept, retrying in %.1f s",
+                exc,
+                len(enriched),
+                delay,
+            )
         except psycopg.Error as exc:
-            log.error("batch of %d rows failed (%s: %s); retrying in %.1f s", len(enriched),
-                      type(exc).__name__, exc, delay)
+            log.error(
+                "batch of %d rows failed (%s: %s); retrying in %.1f s",
+                len(enriched),
+                type(exc).__name__,
+                exc,
+                delay,
+            )
         else:
-            return StoreOutcome(messages=len(payloads), readings=len(enriched),
-                                inserted=outcome.inserted, duplicates=outcome.duplicates,
-                                partials_merged=outcome.partials_merged, unreadable=unreadable)
+            return StoreOutcome(
+                messages=len(payloads),
+                readings=len(enriched),
+                inserted=outcome.inserted,
+                duplicates=outcome.duplicates,
+                partials_merged=outcome.partials_merged,
+                unreadable=unreadable,
+            )
         await asyncio.sleep(delay)
         delay = min(delay * 2, retry_max_s)

@@ -56,8 +56,9 @@ class TopicSpec:
 CHANGELOG_CONFIG = {"cleanup.policy": "compact"}
 
 
-async def ensure_topics(servers: Sequence[str], specs: Sequence[TopicSpec], *,
-                        client_id: str = "bikesense-topics") -> list[str]:
+async def ensure_topics(
+    servers: Sequence[str], specs: Sequence[TopicSpec], *, client_id: str = "bikesense-topics"
+) -> list[str]:
     """Create the missing topics of ``specs``; check the partition count of the others.
 
     Returns the names of the topics created. Raises :class:`TopicLayoutError`
@@ -79,9 +80,12 @@ async def ensure_topics(servers: Sequence[str], specs: Sequence[TopicSpec], *,
         existing = await _partition_counts(admin, [s.name for s in specs])
         missing = [s for s in specs if s.name not in existing]
         if missing:
-            response = await admin.create_topics([
-                NewTopic(s.name, s.partitions, s.replication_factor, topic_configs=s.config)
-                for s in missing])
+            response = await admin.create_topics(
+                [
+                    NewTopic(s.name, s.partitions, s.replication_factor, topic_configs=s.config)
+                    for s in missing
+                ]
+            )
             for name, code, message in _topic_errors(response):
                 if code and code != TopicAlreadyExistsError.errno:
                     msg = f"Kafka refused to create topic {name!r} (error {code}: {message})"
@@ -91,11 +95,13 @@ async def ensure_topics(servers: Sequence[str], specs: Sequence[TopicSpec], *,
         for spec in specs:
             found = existing.get(spec.name)
             if found is not None and found != spec.partitions:
-                msg = (f"Kafka topic {spec.name!r} has {found} partitions, but bikesense is "
-                       f"configured for {spec.partitions} (the workers' and ingest's "
-                       "--partitions): keys would land in other partitions than the kit "
-                       "states. Start bikesense with --partitions "
-                       f"{found}, or delete the topic while nothing runs.")
+                msg = (
+                    f"Kafka topic {spec.name!r} has {found} partitions, but bikesense is "
+                    f"configured for {spec.partitions} (the workers' and ingest's "
+                    "--partitions): keys would land in other partitions than the kit "
+                    "states. Start bikesense with --partitions "
+                    f"{found}, or delete the topic while nothing runs."
+                )
                 raise TopicLayoutError(msg)
         return [s.name for s in missing]
     except AiokafkaError as exc:

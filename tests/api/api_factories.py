@@ -31,9 +31,20 @@ QUIET = (52.1390, 4.6760)  # 2 rides: officers only
 SPARSE = (52.1190, 4.6360)  # 3 rides but 3 readings each: insufficient
 
 
-def ride(*, kit_id: int, ride_id: int, start: tuple[float, float], n: int, t0_ms: int = T0_MS,
-         pm25: float = 8.0, noise_db: float = 60.0, step_ms: int = 1000, seed: int = 0,
-         boot_id: int = 1, seq0: int = 0) -> np.ndarray:
+def ride(
+    *,
+    kit_id: int,
+    ride_id: int,
+    start: tuple[float, float],
+    n: int,
+    t0_ms: int = T0_MS,
+    pm25: float = 8.0,
+    noise_db: float = 60.0,
+    step_ms: int = 1000,
+    seed: int = 0,
+    boot_id: int = 1,
+    seq0: int = 0,
+) -> np.ndarray:
     """A bike standing almost still (a few metres) for ``n`` one-second readings."""
     rng = np.random.default_rng(seed)
     out = np.zeros(n, dtype=ENRICHED_DTYPE)
@@ -57,8 +68,10 @@ def ride(*, kit_id: int, ride_id: int, start: tuple[float, float], n: int, t0_ms
     out["interval_ms"] = step_ms
     out["temperature_c"] = 11.0
     out["humidity_pct"] = 60.0
-    out["cell"] = [h3int.latlng_to_cell(float(a), float(b), FINEST_RES)
-                   for a, b in zip(out["lat_deg"], out["lon_deg"], strict=True)]
+    out["cell"] = [
+        h3int.latlng_to_cell(float(a), float(b), FINEST_RES)
+        for a, b in zip(out["lat_deg"], out["lon_deg"], strict=True)
+    ]
     out["ride_id"] = ride_id
     out["received_ms"] = t0_ms + n * step_ms + 5000
     return out
@@ -66,15 +79,43 @@ def ride(*, kit_id: int, ride_id: int, start: tuple[float, float], n: int, t0_ms
 
 def scenario() -> list[np.ndarray]:
     """BUSY: 4 rides × 120 readings at PM2.5 ≈ 8; QUIET: 2 rides at ≈ 30; SPARSE: 3 × 3."""
-    rides = [ride(kit_id=k, ride_id=100 + k, start=BUSY, n=120, seed=k,
-                  t0_ms=T0_MS + k * 300_000, noise_db=60.0 + 20 * (k % 2))
-             for k in range(1, 5)]
-    rides += [ride(kit_id=k, ride_id=200 + k, start=QUIET, n=120, pm25=30.0, seed=k,
-                   t0_ms=T0_MS + k * 60_000, boot_id=2)
-              for k in range(5, 7)]
-    rides += [ride(kit_id=k, ride_id=300 + k, start=SPARSE, n=3, seed=k, boot_id=3,
-                   t0_ms=T0_MS + k * 60_000)
-              for k in range(7, 10)]
+    rides = [
+        ride(
+            kit_id=k,
+            ride_id=100 + k,
+            start=BUSY,
+            n=120,
+            seed=k,
+            t0_ms=T0_MS + k * 300_000,
+            noise_db=60.0 + 20 * (k % 2),
+        )
+        for k in range(1, 5)
+    ]
+    rides += [
+        ride(
+            kit_id=k,
+            ride_id=200 + k,
+            start=QUIET,
+            n=120,
+            pm25=30.0,
+            seed=k,
+            t0_ms=T0_MS + k * 60_000,
+            boot_id=2,
+        )
+        for k in range(5, 7)
+    ]
+    rides += [
+        ride(
+            kit_id=k,
+            ride_id=300 + k,
+            start=SPARSE,
+            n=3,
+            seed=k,
+            boot_id=3,
+            t0_ms=T0_MS + k * 60_000,
+        )
+        for k in range(7, 10)
+    ]
     return rides
 
 

@@ -37,14 +37,18 @@ def seeded_template(postgres_url: str, migrated_template: str) -> Iterator[str]:
 
     name = f"apiseed_{uuid.uuid4().hex[:10]}"
     with psycopg.connect(postgres_url, autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(
-            sql.Identifier(name), sql.Identifier(migrated_template)))
+        conn.execute(
+            sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(
+                sql.Identifier(name), sql.Identifier(migrated_template)
+            )
+        )
     base = postgres_url.rpartition("/")[0]
     write(f"{base}/{name}", scenario())
     yield name
     with psycopg.connect(postgres_url, autocommit=True) as conn:
-        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
-            sql.Identifier(name)))
+        conn.execute(
+            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+        )
 
 
 @pytest.fixture
@@ -55,12 +59,16 @@ def seeded_url(postgres_url: str, seeded_template: str) -> Iterator[str]:
 
     name = f"test_{uuid.uuid4().hex[:12]}"
     with psycopg.connect(postgres_url, autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(
-            sql.Identifier(name), sql.Identifier(seeded_template)))
+        conn.execute(
+            sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(
+                sql.Identifier(name), sql.Identifier(seeded_template)
+            )
+        )
     yield f"{postgres_url.rpartition('/')[0]}/{name}"
     with psycopg.connect(postgres_url, autocommit=True) as conn:
-        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
-            sql.Identifier(name)))
+        conn.execute(
+            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+        )
 
 
 def settings_for(url: str) -> Settings:
@@ -102,12 +110,16 @@ def shared_url(postgres_url: str, seeded_template: str) -> Iterator[str]:
 
     name = f"shared_{uuid.uuid4().hex[:10]}"
     with psycopg.connect(postgres_url, autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(
-            sql.Identifier(name), sql.Identifier(seeded_template)))
+        conn.execute(
+            sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(
+                sql.Identifier(name), sql.Identifier(seeded_template)
+            )
+        )
     yield f"{postgres_url.rpartition('/')[0]}/{name}"
     with psycopg.connect(postgres_url, autocommit=True) as conn:
-        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
-            sql.Identifier(name)))
+        conn.execute(
+            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+        )
 
 
 @pytest.fixture(scope="session")
@@ -125,8 +137,10 @@ def client(shared_server: ServerThread) -> Iterator[httpx.Client]:
 
 def _keys(url: str) -> dict[Role, str]:
     with psycopg.connect(url, autocommit=True) as conn:
-        return {role: create_key(conn, role, label=f"test {role}").token
-                for role in (Role.OFFICER, Role.RESEARCHER, Role.ADMIN)}
+        return {
+            role: create_key(conn, role, label=f"test {role}").token
+            for role in (Role.OFFICER, Role.RESEARCHER, Role.ADMIN)
+        }
 
 
 @pytest.fixture(scope="session")

@@ -23,8 +23,14 @@ def test_eaqi_bands_name_their_source_and_follow_who_2021() -> None:
     pm25 = bands.scale(Metric.PM25)
     assert pm25.source is not None
     assert "airindex.eea.europa.eu" in pm25.source
-    assert [b.label for b in pm25.bands] == ["Good", "Fair", "Moderate", "Poor", "Very poor",
-                                             "Extremely poor"]
+    assert [b.label for b in pm25.bands] == [
+        "Good",
+        "Fair",
+        "Moderate",
+        "Poor",
+        "Very poor",
+        "Extremely poor",
+    ]
     # The first band ends at the WHO 2021 annual guideline, the second at the 24-hour one.
     for metric, key in ((Metric.PM25, "pm25"), (Metric.PM10, "pm10"), (Metric.NO2, "no2")):
         scale = bands.scale(metric)

@@ -35,9 +35,16 @@ from tests.api.conftest import TEST_API, app_at
 from tests.conftest import cloned_database
 
 CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
-                 "--no-first-run", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync"]
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
 #: Every tile the map asked for is in, and the map stands still: what a screenshot shows
 #: is what the API drew, not tiles of the metric before (MapLibre keeps those until then).
@@ -57,22 +64,50 @@ def _recent_rides() -> list[np.ndarray]:
     """Rides in the hour before NOW, so the page's default period (the last 24 h) shows them:
     the page's clock is set to NOW below, and so is the API's (conftest.py)."""
     t0 = NOW_MS - NOW_MS % 3_600_000 - 3_600_000  # start of the previous hour
-    busy = [ride(kit_id=k, ride_id=500 + k, start=BUSY, n=120, t0_ms=t0 + k * 300_000, seed=k,
-                 noise_db=60.0 + 20 * (k % 2)) for k in range(1, 5)]
-    quiet = [ride(kit_id=k, ride_id=600 + k, start=QUIET, n=120, t0_ms=t0 + k * 300_000,
-                  pm25=30.0, seed=k, boot_id=2) for k in range(5, 9)]
+    busy = [
+        ride(
+            kit_id=k,
+            ride_id=500 + k,
+            start=BUSY,
+            n=120,
+            t0_ms=t0 + k * 300_000,
+            seed=k,
+            noise_db=60.0 + 20 * (k % 2),
+        )
+        for k in range(1, 5)
+    ]
+    quiet = [
+        ride(
+            kit_id=k,
+            ride_id=600 + k,
+            start=QUIET,
+            n=120,
+            t0_ms=t0 + k * 300_000,
+            pm25=30.0,
+            seed=k,
+            boot_id=2,
+        )
+        for k in range(5, 9)
+    ]
     return busy + quiet
 
 
 def _api(**overrides: Any) -> ApiSettings:
-    return ApiSettings(**{**TEST_API, "map_center_lat": (BUSY[0] + QUIET[0]) / 2,
-                          "map_center_lon": (BUSY[1] + QUIET[1]) / 2, "map_zoom": 14.0,
-                          **overrides})
+    return ApiSettings(
+        **{
+            **TEST_API,
+            "map_center_lat": (BUSY[0] + QUIET[0]) / 2,
+            "map_center_lon": (BUSY[1] + QUIET[1]) / 2,
+            "map_zoom": 14.0,
+            **overrides,
+        }
+    )
 
 
 @pytest.fixture(scope="module")
-def site(postgres_url: str, migrated_template: str,
-         tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
+def site(
+    postgres_url: str, migrated_template: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[dict[str, str]]:
     """The API with the rides above, the demo town's streets as its base map, and keys."""
     # The demo's town is centred where BUSY is (Alphen aan den Rijn): the same streets.
     town = generate_town(TownSpec(), np.random.default_rng(1))
@@ -85,8 +120,12 @@ def site(postgres_url: str, migrated_template: str,
             revoked = create_key(conn, Role.OFFICER, label="browser revoked")
             revoke_key(conn, revoked.key_id)
         with ServerThread(app_at(url, _api(basemap_file=basemap))) as server:
-            yield {"url": server.url, "officer": officer, "researcher": researcher,
-                   "revoked": revoked.token}
+            yield {
+                "url": server.url,
+                "officer": officer,
+                "researcher": researcher,
+                "revoked": revoked.token,
+            }
 
 
 def _browser_environment() -> dict[str, str | float | bool]:
@@ -102,8 +141,9 @@ def browser() -> Iterator[Any]:
 
     ARTIFACTS.mkdir(exist_ok=True)
     with sync_playwright() as pw:
-        chromium = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS,
-                                      env=_browser_environment())
+        chromium = pw.chromium.launch(
+            executable_path=CHROMIUM, args=CHROMIUM_ARGS, env=_browser_environment()
+        )
         try:
             yield chromium
         finally:
@@ -113,10 +153,16 @@ def browser() -> Iterator[Any]:
 class Page:
     """A fresh browser context at a viewport, its clock at ``now``, with what it asked for."""
 
-    def __init__(self, browser: Any, viewport: dict[str, int], now: Any = NOW,
-                 key: str | None = None, locale: str = "en-GB", offline: bool = True) -> None:
-        self.context = browser.new_context(viewport=viewport, accept_downloads=True,
-                                           locale=locale)
+    def __init__(
+        self,
+        browser: Any,
+        viewport: dict[str, int],
+        now: Any = NOW,
+        key: str | None = None,
+        locale: str = "en-GB",
+        offline: bool = True,
+    ) -> None:
+        self.context = browser.new_context(viewport=viewport, accept_downloads=True, locale=locale)
         self.page = self.context.new_page()
         # The page's Date says `now`: its default period is the 24 hours before it.
         self.page.clock.set_fixed_time(now)
@@ -138,8 +184,7 @@ class Page:
         return [u for u in self.requests[since:] if "/v1/tiles/" in u]
 
     def series(self, since: int = 0) -> list[dict[str, list[str]]]:
-        return [parse_qs(urlparse(u).query) for u in self.requests[since:]
-                if "/v1/timeseries" in u]
+        return [parse_qs(urlparse(u).query) for u in self.requests[since:] if "/v1/timeseries" in u]
 
     def js(self, expression: str) -> Any:
         return self.page.evaluate(expression)
@@ -155,8 +200,10 @@ class Page:
     def click_at(self, lat: float, lon: float) -> None:
         box = self.page.locator("#map").bounding_box()
         assert box is not None
-        x, y = self.js(f"(() => {{ const p = window.bikesense.map.project([{lon}, {lat}]);"
-                       " return [p.x, p.y]; })()")
+        x, y = self.js(
+            f"(() => {{ const p = window.bikesense.map.project([{lon}, {lat}]);"
+            " return [p.x, p.y]; })()"
+        )
         self.page.mouse.click(box["x"] + x, box["y"] + y)
 
     def close(self) -> None:
@@ -167,27 +214,33 @@ class Page:
 def _tiles_answered(url: str, status: str) -> float:
     """How many tile requests the API answered with ``status``, from its /metrics."""
     text = urllib.request.urlopen(f"{url}/metrics", timeout=10).read().decode()
-    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
-               if line.startswith("bikesense_api_requests_total{") and "/v1/tiles/" in line
-               and f'status="{status}"' in line)
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith("bikesense_api_requests_total{")
+        and "/v1/tiles/" in line
+        and f'status="{status}"' in line
+    )
 
 
 def _blend(hex_colour: str, alpha: int = 190, background: str = BACKGROUND) -> np.ndarray:
-    fg = np.array([int(hex_colour[i:i + 2], 16) for i in (1, 3, 5)], dtype=float)
-    bg = np.array([int(background[i:i + 2], 16) for i in (1, 3, 5)], dtype=float)
+    fg = np.array([int(hex_colour[i : i + 2], 16) for i in (1, 3, 5)], dtype=float)
+    bg = np.array([int(background[i : i + 2], 16) for i in (1, 3, 5)], dtype=float)
     a = alpha / 255
     return a * fg + (1 - a) * bg
 
 
-def _pixels_like(path: Path, hex_colour: str, tolerance: float = 14.0,
-                 background: str = BACKGROUND) -> int:
+def _pixels_like(
+    path: Path, hex_colour: str, tolerance: float = 14.0, background: str = BACKGROUND
+) -> int:
     rgb = np.asarray(Image.open(path).convert("RGB"), dtype=float)
     distance = np.abs(rgb - _blend(hex_colour, background=background)).max(axis=2)
     return int((distance <= tolerance).sum())
 
 
-def test_the_map_draws_tiles_over_streets_and_switches_metric(site: dict[str, str],
-                                                              browser: Any) -> None:
+def test_the_map_draws_tiles_over_streets_and_switches_metric(
+    site: dict[str, str], browser: Any
+) -> None:
     p = Page(browser, DESKTOP, offline=False)
     p.page.goto(site["url"])
     p.wait(READY)
@@ -195,17 +248,20 @@ def test_the_map_draws_tiles_over_streets_and_switches_metric(site: dict[str, st
     # The offline base map: the town's streets, drawn, and named (no tile server, no internet).
     assert p.js("window.bikesense.basemap") == "offline"
     p.wait("() => window.bikesense.map.queryRenderedFeatures({layers: ['streets']}).length > 50")
-    p.wait("() => window.bikesense.map.queryRenderedFeatures({layers: ['street-labels']})"
-           ".length > 5")
+    p.wait(
+        "() => window.bikesense.map.queryRenderedFeatures({layers: ['street-labels']}).length > 5"
+    )
     first = p.shot("map-pm25.png")
     assert any("/v1/tiles/pm25/" in url for url in p.tiles())
     assert p.js("window.bikesense.tileErrors") == 0
     # PM2.5 ≈ 8 µg/m³ at BUSY is "Fair", ≈ 30 at QUIET "Moderate" (EAQI 2024 bands), over
     # the background or over a street.
-    assert (_pixels_like(first, "#50CCAA") + _pixels_like(first, "#50CCAA", background="#ffffff")
-            > 30)
-    assert (_pixels_like(first, "#F0E641") + _pixels_like(first, "#F0E641", background="#ffffff")
-            > 30)
+    assert (
+        _pixels_like(first, "#50CCAA") + _pixels_like(first, "#50CCAA", background="#ffffff") > 30
+    )
+    assert (
+        _pixels_like(first, "#F0E641") + _pixels_like(first, "#F0E641", background="#ffffff") > 30
+    )
     assert "Fair" in p.page.inner_text("#legend")
     assert "indicative" in p.page.inner_text("#note")
     assert p.js("window.bikesense.problem") is None
@@ -213,16 +269,22 @@ def test_the_map_draws_tiles_over_streets_and_switches_metric(site: dict[str, st
 
     # Live events redraw the tiles only when they touch the view, and an unchanged tile
     # costs a 304 (its URL stays the same; the page revalidates it with its ETag).
-    p.js("window.bikesense.handleLive('aggregates', {metrics: ['pm25'], resolutions: [7, 8, 9, 10],"
-         f" windows: [[3600, {NOW_MS - 7 * 86_400_000}]]}})")
-    p.js("window.bikesense.handleLive('aggregates', {metrics: ['noise'], resolutions: [10],"
-         f" windows: [[3600, {NOW_MS - 3_600_000}]]}})")
+    p.js(
+        "window.bikesense.handleLive('aggregates', {metrics: ['pm25'], resolutions: [7, 8, 9, 10],"
+        f" windows: [[3600, {NOW_MS - 7 * 86_400_000}]]}})"
+    )
+    p.js(
+        "window.bikesense.handleLive('aggregates', {metrics: ['noise'], resolutions: [10],"
+        f" windows: [[3600, {NOW_MS - 3_600_000}]]}})"
+    )
     assert p.js("window.bikesense.liveRefreshes") is None
     tiles_before = set(p.tiles())
     seen = len(p.requests)
     not_modified = _tiles_answered(site["url"], "304")
-    p.js("window.bikesense.handleLive('aggregates', {metrics: ['pm25'], resolutions: [7, 8, 9, 10],"
-         f" windows: [[3600, {NOW_MS - 3_600_000}]]}})")
+    p.js(
+        "window.bikesense.handleLive('aggregates', {metrics: ['pm25'], resolutions: [7, 8, 9, 10],"
+        f" windows: [[3600, {NOW_MS - 3_600_000}]]}})"
+    )
     p.wait("() => window.bikesense.liveRefreshes === 1")
     p.wait(TILES_LOADED)
     again = p.tiles(seen)
@@ -238,8 +300,9 @@ def test_the_map_draws_tiles_over_streets_and_switches_metric(site: dict[str, st
     assert any("/v1/tiles/noise/" in url for url in p.tiles(before))
     second = p.shot("map-noise.png")
     # BUSY: two rides at 60 dB and two at 80 dB → LAeq ≈ 77 dB, the "≥ 75" band.
-    assert (_pixels_like(second, "#4B1B5E") + _pixels_like(second, "#4B1B5E", background="#ffffff")
-            > 30)
+    assert (
+        _pixels_like(second, "#4B1B5E") + _pixels_like(second, "#4B1B5E", background="#ffffff") > 30
+    )
     # The view is shareable: the URL carries the metric, the period and the position.
     assert "metric=noise" in p.page.url
     assert "last=24" in p.page.url
@@ -247,8 +310,9 @@ def test_the_map_draws_tiles_over_streets_and_switches_metric(site: dict[str, st
     p.close()
 
 
-def test_the_cell_panel_charts_downloads_and_follows_the_period(site: dict[str, str],
-                                                                browser: Any) -> None:
+def test_the_cell_panel_charts_downloads_and_follows_the_period(
+    site: dict[str, str], browser: Any
+) -> None:
     p = Page(browser, DESKTOP)
     p.page.goto(site["url"])
     p.wait(READY)
@@ -265,11 +329,15 @@ def test_the_cell_panel_charts_downloads_and_follows_the_period(site: dict[str, 
     # Hovering a point shows its value and its local time in the legend.
     over = p.page.locator("#chart .u-over").bounding_box()
     assert over is not None
-    x = p.js("(() => { const u = window.bikesense.plot; const i = u.data[1].findIndex("
-             "(v) => v !== null); return u.valToPos(u.data[0][i], 'x'); })()")
+    x = p.js(
+        "(() => { const u = window.bikesense.plot; const i = u.data[1].findIndex("
+        "(v) => v !== null); return u.valToPos(u.data[0][i], 'x'); })()"
+    )
     p.page.mouse.move(over["x"] + x, over["y"] + over["height"] / 2)
-    p.wait("() => [...document.querySelectorAll('#chart .u-legend .u-value')]"
-           ".some((e) => e.textContent.includes('µg/m³'))")
+    p.wait(
+        "() => [...document.querySelectorAll('#chart .u-legend .u-value')]"
+        ".some((e) => e.textContent.includes('µg/m³'))"
+    )
     p.shot("map-cell-chart.png")
 
     with p.page.expect_download() as download:
@@ -303,8 +371,10 @@ def test_two_periods_side_by_side(site: dict[str, str], browser: Any) -> None:
     p.wait("() => window.bikesense.mapB.loaded() && !window.bikesense.mapB.isMoving()")
     # Period B is the same 24 hours a week earlier, drawn beside A over the same streets.
     b_tiles = [parse_qs(urlparse(u).query) for u in p.tiles(before)]
-    assert any(q["from"] == ["2026-11-15T12:00:00.000Z"] and q["to"] == ["2026-11-16T12:00:00.000Z"]
-               for q in b_tiles)
+    assert any(
+        q["from"] == ["2026-11-15T12:00:00.000Z"] and q["to"] == ["2026-11-16T12:00:00.000Z"]
+        for q in b_tiles
+    )
     assert "B · Sun 15 Nov 2026 13:00" in p.page.inner_text("#label-b")
     assert "compare=week" in p.page.url
     # The two maps move together.
@@ -416,8 +486,9 @@ def test_a_refused_key_leaves_a_way_out(site: dict[str, str], browser: Any) -> N
     p.page.click("#key-apply")
     p.wait("() => window.bikesense.problem === 'key'")
     p.page.get_by_role("button", name="Continue without a key").click()
-    p.wait("() => window.bikesense.problem === null && window.bikesense.state.meta.role"
-           " === 'public'")
+    p.wait(
+        "() => window.bikesense.problem === null && window.bikesense.state.meta.role === 'public'"
+    )
     assert p.page.is_hidden("#fleet-open")
     p.close()
 
@@ -501,8 +572,10 @@ def test_a_dutch_browser_gets_dutch_with_a_switch(site: dict[str, str], browser:
     p.wait("() => document.documentElement.lang === 'en'")
     assert p.page.inner_text("label[for=metric]") == "Metric"
     assert "Fair (5–15)" in p.page.inner_text("#legend")
-    p.wait("() => window.bikesense.plot && window.bikesense.plot.axes[0].label"
-           " === 'local time (Europe/Amsterdam)'")
+    p.wait(
+        "() => window.bikesense.plot && window.bikesense.plot.axes[0].label"
+        " === 'local time (Europe/Amsterdam)'"
+    )
     assert "lang=en" in p.page.url
     p.close()
 

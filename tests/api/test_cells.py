@@ -18,8 +18,11 @@ BBOX = "4.60,52.10,4.70,52.16"
 
 def _cells(client: httpx.Client, key: str | None = None, **params: object) -> dict[str, dict]:
     headers = {"X-API-Key": key} if key else {}
-    response = client.get("/v1/cells", params={"metric": "pm25", "bbox": BBOX, "resolution": 10,
-                                               **day_range(), **params}, headers=headers)
+    response = client.get(
+        "/v1/cells",
+        params={"metric": "pm25", "bbox": BBOX, "resolution": 10, **day_range(), **params},
+        headers=headers,
+    )
     assert response.status_code == 200, response.text
     body = response.json()
     assert body["type"] == "FeatureCollection"
@@ -62,11 +65,13 @@ def test_statistics_of_a_cell(client: httpx.Client) -> None:
         assert 0 < props[f"{name}_error_bound"] <= props["max"] - props["min"] + 0.1
     # The interval counts 480 readings of 4 rides as fewer than 480 independent ones
     # (api.stats: Kish's design effect), on the log scale, rounded outward to 0.1.
-    n_eff = float(effective_n(np.array([480]), np.array([4]),
-                              INTRA_RIDE_CORRELATION[Metric.PM25])[0])
+    n_eff = float(
+        effective_n(np.array([480]), np.array([4]), INTRA_RIDE_CORRELATION[Metric.PM25])[0]
+    )
     assert 4 < n_eff < 480
-    log_half = float(t975(np.array([int(n_eff) - 1]))[0]) * props["std"] / props["mean"] \
-        / np.sqrt(n_eff)
+    log_half = (
+        float(t975(np.array([int(n_eff) - 1]))[0]) * props["std"] / props["mean"] / np.sqrt(n_eff)
+    )
     assert props["ci95_low"] == pytest.approx(props["mean"] * np.exp(-log_half), abs=0.15)
     assert props["ci95_high"] == pytest.approx(props["mean"] * np.exp(log_half), abs=0.15)
     assert props["interval_reason"] is None
@@ -98,9 +103,15 @@ def test_noise_is_averaged_on_energy(client: httpx.Client) -> None:
 
 
 def test_the_response_says_what_it_covers(client: httpx.Client) -> None:
-    response = client.get("/v1/cells", params={
-        "metric": "pm25", "bbox": BBOX, "from": "2026-11-21T08:20:00Z",
-        "to": "2026-11-21T09:10:00Z"})
+    response = client.get(
+        "/v1/cells",
+        params={
+            "metric": "pm25",
+            "bbox": BBOX,
+            "from": "2026-11-21T08:20:00Z",
+            "to": "2026-11-21T09:10:00Z",
+        },
+    )
     body = response.json()
     assert body["window_s"] == 3600  # the public never sees finer windows
     assert body["time_from"] == "2026-11-21T08:00:00Z"
@@ -113,33 +124,41 @@ def test_the_response_says_what_it_covers(client: httpx.Client) -> None:
 def test_a_range_without_an_end_ends_at_the_api_s_now(client: httpx.Client) -> None:
     # The API's now is NOW, 2026-11-23 12:00 (conftest.py); the range ends at the next
     # minute, widened to the public's hour windows.
-    body = client.get("/v1/cells", params={"metric": "pm25", "bbox": BBOX, "resolution": 10,
-                                           "from": "2026-11-21T00:00:00Z"}).json()
+    body = client.get(
+        "/v1/cells",
+        params={"metric": "pm25", "bbox": BBOX, "resolution": 10, "from": "2026-11-21T00:00:00Z"},
+    ).json()
     assert body["time_to"] == "2026-11-23T13:00:00Z"
     assert h3_hex(BUSY, 10) in {f["id"] for f in body["features"]}
     # Without `from` either: the last 24 hours, which hold none of the scenario's rides.
     last_day = client.get("/v1/cells", params={"metric": "pm25", "bbox": BBOX}).json()
-    assert (last_day["time_from"], last_day["time_to"]) == ("2026-11-22T12:00:00Z",
-                                                            "2026-11-23T13:00:00Z")
+    assert (last_day["time_from"], last_day["time_to"]) == (
+        "2026-11-22T12:00:00Z",
+        "2026-11-23T13:00:00Z",
+    )
     assert last_day["features"] == []
 
 
-@pytest.mark.parametrize(("params", "parameter"), [
-    ({"bbox": "1,2,3"}, "bbox"),
-    ({"bbox": "5,52,4,53"}, "bbox"),
-    ({"bbox": "a,b,c,d"}, "bbox"),
-    ({"bbox": "4,52,5,95"}, "bbox"),
-    ({"bbox": "-170,-80,170,80"}, "bbox"),
-    ({"metric": "co2"}, "metric"),
-    ({"resolution": 3}, "resolution"),
-    ({"resolution": 99}, "resolution"),
-    ({"from": "2026-11-22T00:00:00Z", "to": "2026-11-21T00:00:00Z"}, "from"),
-    ({"from": "yesterday"}, "from"),
-    ({"from": "1900-01-01T00:00:00Z"}, "from"),
-    ({"from": "2020-01-01T00:00:00Z", "to": "2026-01-01T00:00:00Z"}, "from"),
-])
-def test_bad_parameters_say_which_and_why(client: httpx.Client, params: dict[str, object],
-                                          parameter: str) -> None:
+@pytest.mark.parametrize(
+    ("params", "parameter"),
+    [
+        ({"bbox": "1,2,3"}, "bbox"),
+        ({"bbox": "5,52,4,53"}, "bbox"),
+        ({"bbox": "a,b,c,d"}, "bbox"),
+        ({"bbox": "4,52,5,95"}, "bbox"),
+        ({"bbox": "-170,-80,170,80"}, "bbox"),
+        ({"metric": "co2"}, "metric"),
+        ({"resolution": 3}, "resolution"),
+        ({"resolution": 99}, "resolution"),
+        ({"from": "2026-11-22T00:00:00Z", "to": "2026-11-21T00:00:00Z"}, "from"),
+        ({"from": "yesterday"}, "from"),
+        ({"from": "1900-01-01T00:00:00Z"}, "from"),
+        ({"from": "2020-01-01T00:00:00Z", "to": "2026-01-01T00:00:00Z"}, "from"),
+    ],
+)
+def test_bad_parameters_say_which_and_why(
+    client: httpx.Client, params: dict[str, object], parameter: str
+) -> None:
     response = client.get("/v1/cells", params={"metric": "pm25", "bbox": BBOX, **params})
     assert response.status_code == 422, response.text
     body = response.json()

@@ -17,12 +17,12 @@ from stream.core.qa import QaFlag
 from tests.stream.stream_factories import random_enriched
 
 DOC = (Path(__file__).resolve().parents[2] / "docs" / "api.md").read_text()
-SECTION = DOC[DOC.index("### Reading the columns of an export"):DOC.index("## Live updates")]
+SECTION = DOC[DOC.index("### Reading the columns of an export") : DOC.index("## Live updates")]
 
 
 def _table(after: str) -> list[list[str]]:
     """Rows of the first markdown table after ``after`` in the section, cells stripped."""
-    rest = SECTION[SECTION.index(after):]
+    rest = SECTION[SECTION.index(after) :]
     lines = [ln for ln in rest.splitlines() if ln.startswith("|")]
     rows, started = [], False
     for ln in rest.splitlines():
@@ -43,8 +43,13 @@ def test_the_qa_flag_table_is_the_code() -> None:
         bit = flag.value.bit_length() - 1
         assert (int(row[0]), int(row[1])) == (bit, int(flag))
         kept_out = [m.api_name for m in Metric if EXCLUDING_FLAGS[m] & flag]
-        expected = ("all" if len(kept_out) == len(Metric)
-                    else ", ".join(kept_out) if kept_out else "annotation")
+        expected = (
+            "all"
+            if len(kept_out) == len(Metric)
+            else ", ".join(kept_out)
+            if kept_out
+            else "annotation"
+        )
         assert row[4] == expected, flag.name
 
 
@@ -57,12 +62,13 @@ def test_the_status_table_is_the_protocol() -> None:
     rows = _table("**`status`**")
     bits = [b for b in StatusBits if b.name and b.value]
     assert [(int(r[0]), int(r[1]), r[2].strip("`")) for r in rows] == [
-        (b.value.bit_length() - 1, int(b), b.name) for b in bits]
+        (b.value.bit_length() - 1, int(b), b.name) for b in bits
+    ]
 
 
 def _recipe() -> dict[str, Any]:
-    code = SECTION[SECTION.index("```python") + len("```python"):]
-    code = code[:code.index("```")]
+    code = SECTION[SECTION.index("```python") + len("```python") :]
+    code = code[: code.index("```")]
     namespace: dict[str, Any] = {}
     exec(compile(code, "docs/api.md recipe", "exec"), namespace)
     return namespace
@@ -77,13 +83,15 @@ def test_the_recipe_decodes_as_the_policy_counts(tmp_path: Path) -> None:
         w.writerow(columns)
         for r in rows.tolist():
             rec = dict(zip(rows.dtype.names or (), r, strict=True))
-            w.writerow(["" if isinstance(rec[c], float) and np.isnan(rec[c]) else rec[c]
-                        for c in columns])
+            w.writerow(
+                ["" if isinstance(rec[c], float) and np.isnan(rec[c]) else rec[c] for c in columns]
+            )
     decoded = list(_recipe()["read_export"](path))
     assert len(decoded) == len(rows)
     for metric, column in METRIC_COLUMNS.items():
         counted = DEFAULT_POLICY.publishable(rows, metric)
         assert [d[f"{column}_on_map"] for d in decoded] == counted.tolist(), column
     for d, flags in zip(decoded, rows["qa_flags"].tolist(), strict=True):
-        assert d["qa_names"] == [f.name for f in QaFlag
-                                 if f.name and f.value.bit_count() == 1 and flags & f]
+        assert d["qa_names"] == [
+            f.name for f in QaFlag if f.name and f.value.bit_count() == 1 and flags & f
+        ]

@@ -49,8 +49,9 @@ def _rows(response: httpx.Response) -> list[dict[str, str]]:
     return list(csv.DictReader(io.StringIO(response.text)))
 
 
-def test_the_public_and_officers_may_not_export(client: httpx.Client,
-                                                keys: dict[Role, str]) -> None:
+def test_the_public_and_officers_may_not_export(
+    client: httpx.Client, keys: dict[Role, str]
+) -> None:
     public = _export(client, None)
     assert public.status_code == 401
     assert public.json()["detail"][0]["parameter"] == "X-API-Key"
@@ -61,14 +62,14 @@ def test_the_public_and_officers_may_not_export(client: httpx.Client,
 def test_a_bad_key_is_refused(client: httpx.Client) -> None:
     response = _export(client, "bsk_000000000000_" + "A" * 43)
     assert response.status_code == 401
-    bearer = client.get("/v1/exports/readings",
-                        headers={"Authorization": "Bearer not-a-key"})
+    bearer = client.get("/v1/exports/readings", headers={"Authorization": "Bearer not-a-key"})
     assert bearer.status_code == 401
     assert bearer.json()["detail"][0]["parameter"] == "Authorization"
 
 
-def test_researchers_get_daily_pseudonyms_and_no_ids(client: httpx.Client,
-                                                    keys: dict[Role, str]) -> None:
+def test_researchers_get_daily_pseudonyms_and_no_ids(
+    client: httpx.Client, keys: dict[Role, str]
+) -> None:
     response = _export(client, keys[Role.RESEARCHER], format="csv")
     assert response.headers["content-type"].startswith("text/csv")
     assert "attachment" in response.headers["content-disposition"]
@@ -79,7 +80,8 @@ def test_researchers_get_daily_pseudonyms_and_no_ids(client: httpx.Client,
     assert {r["kit_pseudonym"] for r in rows} == {pseudonym(k, DAY, KEY) for k in range(1, 10)}
     rides = {(k, 100 * (1 + (k > 4) + (k > 6)) + k) for k in range(1, 10)}  # scenario's ids
     assert {(r["kit_pseudonym"], r["ride_pseudonym"]) for r in rows} == {
-        (pseudonym(k, DAY, KEY), ride_pseudonym(ride, DAY, KEY)) for k, ride in rides}
+        (pseudonym(k, DAY, KEY), ride_pseudonym(ride, DAY, KEY)) for k, ride in rides
+    }
     first = rows[0]
     assert first["ts"] == "2026-11-21 08:05:00+00"
     assert first["qa_flags"] == "0"
@@ -96,14 +98,18 @@ def test_admins_get_the_readings_as_stored(client: httpx.Client, keys: dict[Role
     assert {r["kit_id"] for r in rows} == {str(k) for k in range(1, 10)}
     assert {r["boot_id"] for r in rows} == {"1", "2", "3"}
     assert rows[0]["ts"] == "2026-11-21 08:05:00+00"
-    order = [(r["ts"], int(r["kit_id"]), int(r["boot_id"]), int(r["seq"]), int(r["idx"]))
-             for r in rows]
+    order = [
+        (r["ts"], int(r["kit_id"]), int(r["boot_id"]), int(r["seq"]), int(r["idx"])) for r in rows
+    ]
     assert order == sorted(order)
 
 
 def test_bearer_keys_work_too(client: httpx.Client, keys: dict[Role, str]) -> None:
-    response = client.get("/v1/exports/readings", params=day_range(),
-                          headers={"Authorization": f"Bearer {keys[Role.ADMIN]}"})
+    response = client.get(
+        "/v1/exports/readings",
+        params=day_range(),
+        headers={"Authorization": f"Bearer {keys[Role.ADMIN]}"},
+    )
     assert response.status_code == 200
 
 
@@ -117,13 +123,13 @@ def test_filters_by_metric_kit_and_bbox(client: httpx.Client, keys: dict[Role, s
     researcher = keys[Role.RESEARCHER]
     boxed = _rows(_export(client, researcher, bbox="4.63,52.11,4.64,52.125"))  # SPARSE only
     assert len(boxed) == 9
-    empty = _export(client, researcher, **{"from": "2026-11-20T00:00:00Z",
-                                            "to": "2026-11-20T01:00:00Z"})
+    empty = _export(
+        client, researcher, **{"from": "2026-11-20T00:00:00Z", "to": "2026-11-20T01:00:00Z"}
+    )
     assert empty.text.strip() == ",".join(c.name for c in RESEARCHER_COLUMNS)
 
 
-def test_researchers_filter_kits_by_pseudonym(client: httpx.Client,
-                                              keys: dict[Role, str]) -> None:
+def test_researchers_filter_kits_by_pseudonym(client: httpx.Client, keys: dict[Role, str]) -> None:
     researcher = keys[Role.RESEARCHER]
     names = f"{pseudonym(1, DAY, KEY)},{pseudonym(2, DAY, KEY)}"
     rows = _rows(_export(client, researcher, kit_pseudonym=names, metrics="noise"))
@@ -141,14 +147,14 @@ def test_researchers_filter_kits_by_pseudonym(client: httpx.Client,
     assert by_name.json()["detail"][0]["parameter"] == "kit_pseudonym"
 
 
-def test_parquet_carries_units_and_provenance(client: httpx.Client,
-                                              keys: dict[Role, str]) -> None:
+def test_parquet_carries_units_and_provenance(client: httpx.Client, keys: dict[Role, str]) -> None:
     response = _export(client, keys[Role.RESEARCHER], format="parquet", metrics="pm25")
     assert response.status_code == 200
     table = pq.read_table(io.BytesIO(response.content))
     assert table.num_rows == ALL_ROWS
-    assert table.column_names == [c.name for c in RESEARCHER_COLUMNS
-                                  if c.metric is None or c.name == "pm25_ugm3"]
+    assert table.column_names == [
+        c.name for c in RESEARCHER_COLUMNS if c.metric is None or c.name == "pm25_ugm3"
+    ]
     assert table.schema.field("pm25_ugm3").metadata == {b"unit": "µg/m³".encode()}
     provenance = json.loads(table.schema.metadata[b"bikesense"])
     assert provenance["metrics"] == "pm25"
@@ -157,18 +163,23 @@ def test_parquet_carries_units_and_provenance(client: httpx.Client,
     assert str(table.schema.field("kit_pseudonym").type) == "string"
     assert table.column("satellites").to_pylist()[0] == 9
     assert set(table.column("kit_pseudonym").to_pylist()) == {
-        pseudonym(k, DAY, KEY) for k in range(1, 10)}
-    admin = pq.read_table(io.BytesIO(
-        _export(client, keys[Role.ADMIN], format="parquet", kit="7").content))
+        pseudonym(k, DAY, KEY) for k in range(1, 10)
+    }
+    admin = pq.read_table(
+        io.BytesIO(_export(client, keys[Role.ADMIN], format="parquet", kit="7").content)
+    )
     assert admin.column_names == [c.name for c in ADMIN_COLUMNS]
     assert set(admin.column("kit_id").to_pylist()) == {7}
-    assert admin.column("cell").to_pylist()[0] == _rows(
-        _export(client, keys[Role.ADMIN], kit="7"))[0]["cell"]
+    assert (
+        admin.column("cell").to_pylist()[0]
+        == _rows(_export(client, keys[Role.ADMIN], kit="7"))[0]["cell"]
+    )
 
 
 def test_geojson_is_a_feature_collection(client: httpx.Client, keys: dict[Role, str]) -> None:
-    response = _export(client, keys[Role.RESEARCHER], format="geojson",
-                       kit_pseudonym=pseudonym(7, DAY, KEY))
+    response = _export(
+        client, keys[Role.RESEARCHER], format="geojson", kit_pseudonym=pseudonym(7, DAY, KEY)
+    )
     assert response.status_code == 200
     assert response.headers["content-type"] == "application/geo+json"
     body = json.loads(response.content)
@@ -186,7 +197,8 @@ def test_geojson_is_a_feature_collection(client: httpx.Client, keys: dict[Role, 
 
 
 def test_many_slices_on_two_connections_give_the_same_export(
-    make_client: Callable[..., httpx.Client], own_keys: dict[Role, str],
+    make_client: Callable[..., httpx.Client],
+    own_keys: dict[Role, str],
 ) -> None:
     # 100 rows a slice: the 729 readings come in eight slices, two at a time.
     sliced = make_client(export_batch_rows=100)
@@ -200,36 +212,42 @@ def test_many_slices_on_two_connections_give_the_same_export(
                 assert json.loads(a.content)["features"] == json.loads(b.content)["features"]
             else:
                 assert a.content == b.content
-        tables = [pq.read_table(io.BytesIO(_export(c, own_keys[role], format="parquet").content))
-                  for c in (sliced, whole)]
+        tables = [
+            pq.read_table(io.BytesIO(_export(c, own_keys[role], format="parquet").content))
+            for c in (sliced, whole)
+        ]
         assert tables[0].num_rows == ALL_ROWS
         assert tables[0].equals(tables[1])
 
 
-@pytest.mark.parametrize(("params", "parameter"), [
-    ({"format": "xlsx"}, "format"),
-    ({"kit": "seven"}, "kit"),
-    ({"kit": "99999999999"}, "kit"),
-    ({"metrics": "co2"}, "metrics"),
-    ({"bbox": "0,0,0,0"}, "bbox"),
-])
-def test_bad_export_parameters(client: httpx.Client, keys: dict[Role, str],
-                               params: dict[str, object], parameter: str) -> None:
+@pytest.mark.parametrize(
+    ("params", "parameter"),
+    [
+        ({"format": "xlsx"}, "format"),
+        ({"kit": "seven"}, "kit"),
+        ({"kit": "99999999999"}, "kit"),
+        ({"metrics": "co2"}, "metrics"),
+        ({"bbox": "0,0,0,0"}, "bbox"),
+    ],
+)
+def test_bad_export_parameters(
+    client: httpx.Client, keys: dict[Role, str], params: dict[str, object], parameter: str
+) -> None:
     response = _export(client, keys[Role.ADMIN], **params)
     assert response.status_code == 422, response.text
     assert response.json()["detail"][0]["parameter"] == parameter
 
 
 @pytest.mark.parametrize("name", ["KIT-ONE", "abc", "abcdefghijk1"])
-def test_bad_pseudonyms_are_refused(client: httpx.Client, keys: dict[Role, str],
-                                    name: str) -> None:
+def test_bad_pseudonyms_are_refused(client: httpx.Client, keys: dict[Role, str], name: str) -> None:
     response = _export(client, keys[Role.RESEARCHER], kit_pseudonym=name)
     assert response.status_code == 422, response.text
     assert response.json()["detail"][0]["parameter"] == "kit_pseudonym"
 
 
-def test_a_missing_key_is_a_clear_503(client: httpx.Client, keys: dict[Role, str],
-                                      monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_missing_key_is_a_clear_503(
+    client: httpx.Client, keys: dict[Role, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv(PSEUDONYM_KEY_ENV, "not base64!")
     response = _export(client, keys[Role.RESEARCHER])
     assert response.status_code == 503
@@ -237,7 +255,8 @@ def test_a_missing_key_is_a_clear_503(client: httpx.Client, keys: dict[Role, str
 
 
 def test_absent_values_are_empty_or_null_in_every_format(
-    make_client: Callable[..., httpx.Client], migrated_database_url: str,
+    make_client: Callable[..., httpx.Client],
+    migrated_database_url: str,
 ) -> None:
     rows = ride(kit_id=4, ride_id=404, start=BUSY, n=2, t0_ms=T0_MS)
     rows["lat_deg"][1] = rows["lon_deg"][1] = np.nan  # no fix: no position, no cell
@@ -249,47 +268,75 @@ def test_absent_values_are_empty_or_null_in_every_format(
         key = create_key(conn, Role.RESEARCHER, label="test").token
     lines = _export(client, key).text.splitlines()
     assert len(lines) == 3
-    header, missing = lines[0].split(","), dict(zip(lines[0].split(","), lines[2].split(","),
-                                                     strict=True))
+    header, missing = (
+        lines[0].split(","),
+        dict(zip(lines[0].split(","), lines[2].split(","), strict=True)),
+    )
     assert len(lines[2].split(",")) == len(header)
     assert {k for k, v in missing.items() if v == ""} == {
-        "lat_deg", "lon_deg", "hdop", "satellites", "no2_ugm3", "cell"}
+        "lat_deg",
+        "lon_deg",
+        "hdop",
+        "satellites",
+        "no2_ugm3",
+        "cell",
+    }
     features = json.loads(_export(client, key, format="geojson").content)["features"]
     assert features[0]["geometry"]["type"] == "Point"
     assert features[1]["geometry"] is None
     assert {k for k, v in features[1]["properties"].items() if v is None} == {
-        "lat_deg", "lon_deg", "hdop", "satellites", "no2_ugm3", "cell"}
+        "lat_deg",
+        "lon_deg",
+        "hdop",
+        "satellites",
+        "no2_ugm3",
+        "cell",
+    }
     table = pq.read_table(io.BytesIO(_export(client, key, format="parquet").content))
     assert {name for name in table.column_names if table.column(name)[1].as_py() is None} == {
-        "lat_deg", "lon_deg", "hdop", "satellites", "no2_ugm3", "cell"}
+        "lat_deg",
+        "lon_deg",
+        "hdop",
+        "satellites",
+        "no2_ugm3",
+        "cell",
+    }
     assert table.column("no2_ugm3")[0].as_py() == pytest.approx(20.0)
 
 
 def test_a_client_gone_mid_export_cancels_nothing_and_returns_every_connection(
-    make_client: Callable[..., httpx.Client], own_keys: dict[Role, str], seeded_url: str,
+    make_client: Callable[..., httpx.Client],
+    own_keys: dict[Role, str],
+    seeded_url: str,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     # Clients stop reading exports halfway. The server stops the export there, without
     # cancelling a running query (psycopg, cancelled again while cancelling one, closes
     # the connection with a warning) and gives the connections back to the pool idle.
-    long_ride = ride(kit_id=1, ride_id=2000, start=BUSY, n=40_000, boot_id=9, seed=9,
-                     t0_ms=T0_MS + 3 * 3_600_000)
+    long_ride = ride(
+        kit_id=1, ride_id=2000, start=BUSY, n=40_000, boot_id=9, seed=9, t0_ms=T0_MS + 3 * 3_600_000
+    )
     write(seeded_url, [long_ride])
     client = make_client(export_batch_rows=500)  # 80 slices and more, two at a time
     caplog.set_level(logging.WARNING)
     for role in (Role.RESEARCHER, Role.ADMIN):
         for fmt in ("csv", "parquet", "geojson"):
-            with client.stream("GET", "/v1/exports/readings",
-                               params={**day_range(), "format": fmt},
-                               headers={"X-API-Key": own_keys[role]}) as response:
+            with client.stream(
+                "GET",
+                "/v1/exports/readings",
+                params={**day_range(), "format": fmt},
+                headers={"X-API-Key": own_keys[role]},
+            ) as response:
                 assert response.status_code == 200
                 next(response.iter_bytes())  # the first part; then the client goes away
 
     def settled() -> bool:
         with psycopg.connect(seeded_url, autocommit=True) as conn:
-            states = conn.execute("SELECT state FROM pg_stat_activity"
-                                  " WHERE application_name = 'bikesense-api'"
-                                  " AND datname = current_database()").fetchall()
+            states = conn.execute(
+                "SELECT state FROM pg_stat_activity"
+                " WHERE application_name = 'bikesense-api'"
+                " AND datname = current_database()"
+            ).fetchall()
         return bool(states) and all(state == "idle" for (state,) in states)
 
     wait_for(settled, timeout_s=20, what="the export's connections back in the pool, idle")
@@ -300,25 +347,36 @@ def test_a_client_gone_mid_export_cancels_nothing_and_returns_every_connection(
 
 def _terminate_api_backends(url: str) -> int:
     with psycopg.connect(url, autocommit=True) as conn:
-        return len(conn.execute(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
-            " WHERE application_name = 'bikesense-api' AND datname = current_database()"
-        ).fetchall())
+        return len(
+            conn.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                " WHERE application_name = 'bikesense-api' AND datname = current_database()"
+            ).fetchall()
+        )
 
 
 def test_an_export_cut_short_by_the_database_fails_visibly(
-    make_client: Callable[..., httpx.Client], own_keys: dict[Role, str], seeded_url: str,
+    make_client: Callable[..., httpx.Client],
+    own_keys: dict[Role, str],
+    seeded_url: str,
 ) -> None:
     # The backends serving an export die mid-stream: the client must see a failed transfer
     # (the chunked body ends without its last chunk), never a body that looks complete.
-    long_ride = ride(kit_id=1, ride_id=2000, start=BUSY, n=60_000, boot_id=9, seed=9,
-                     t0_ms=T0_MS - 7 * 3_600_000)  # 01:00 to 17:40, within the day
+    long_ride = ride(
+        kit_id=1, ride_id=2000, start=BUSY, n=60_000, boot_id=9, seed=9, t0_ms=T0_MS - 7 * 3_600_000
+    )  # 01:00 to 17:40, within the day
     write(seeded_url, [long_ride])
     client = make_client(export_batch_rows=500)
     for fmt in ("csv", "geojson", "parquet"):
-        with pytest.raises(httpx.TransportError), client.stream(  # noqa: PT012
-                "GET", "/v1/exports/readings", params={**day_range(), "format": fmt},
-                headers={"X-API-Key": own_keys[Role.ADMIN]}) as response:
+        with (  # noqa: PT012
+            pytest.raises(httpx.TransportError),
+            client.stream(
+                "GET",
+                "/v1/exports/readings",
+                params={**day_range(), "format": fmt},
+                headers={"X-API-Key": own_keys[Role.ADMIN]},
+            ) as response,
+        ):
             assert response.status_code == 200
             chunks = response.iter_raw()
             next(chunks)
@@ -331,9 +389,13 @@ def test_an_export_cut_short_by_the_database_fails_visibly(
 
 def _api_sessions(url: str) -> list[str]:
     with psycopg.connect(url, autocommit=True) as conn:
-        return [state for (state,) in conn.execute(
-            "SELECT state FROM pg_stat_activity WHERE application_name = 'bikesense-api'"
-            " AND datname = current_database()").fetchall()]
+        return [
+            state
+            for (state,) in conn.execute(
+                "SELECT state FROM pg_stat_activity WHERE application_name = 'bikesense-api'"
+                " AND datname = current_database()"
+            ).fetchall()
+        ]
 
 
 @contextmanager
@@ -346,8 +408,10 @@ def _stalled_export(client: httpx.Client, key: str) -> Iterator[socket.socket]:
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8192)
     sock.connect((client.base_url.host, client.base_url.port))
     with sock:
-        sock.sendall(f"GET /v1/exports/readings?{query} HTTP/1.1\r\nHost: test\r\n"
-                     f"X-API-Key: {key}\r\n\r\n".encode())
+        sock.sendall(
+            f"GET /v1/exports/readings?{query} HTTP/1.1\r\nHost: test\r\n"
+            f"X-API-Key: {key}\r\n\r\n".encode()
+        )
         assert sock.recv(4096).startswith(b"HTTP/1.1 200 ")
         yield sock
 
@@ -361,32 +425,56 @@ def _rest(sock: socket.socket) -> bytes:
     return bytes(received)
 
 
-@pytest.mark.parametrize("limit", [
-    {"send_timeout_s": 1.0},  # the export gives up on its client
-    {"send_timeout_s": 3600.0, "idle_in_transaction_timeout_s": 1.0},  # PostgreSQL does
-])
+@pytest.mark.parametrize(
+    "limit",
+    [
+        {"send_timeout_s": 1.0},  # the export gives up on its client
+        {"send_timeout_s": 3600.0, "idle_in_transaction_timeout_s": 1.0},  # PostgreSQL does
+    ],
+)
 def test_a_client_that_stops_reading_does_not_hold_a_connection_in_a_transaction(
-    make_client: Callable[..., httpx.Client], own_keys: dict[Role, str], seeded_url: str,
+    make_client: Callable[..., httpx.Client],
+    own_keys: dict[Role, str],
+    seeded_url: str,
     limit: dict[str, float],
 ) -> None:
-    write(seeded_url, [ride(kit_id=1, ride_id=2000, start=BUSY, n=60_000, boot_id=9, seed=9,
-                            t0_ms=T0_MS - 7 * 3_600_000)])
+    write(
+        seeded_url,
+        [
+            ride(
+                kit_id=1,
+                ride_id=2000,
+                start=BUSY,
+                n=60_000,
+                boot_id=9,
+                seed=9,
+                t0_ms=T0_MS - 7 * 3_600_000,
+            )
+        ],
+    )
     client = make_client(export_batch_rows=500, **limit)
     with _stalled_export(client, own_keys[Role.ADMIN]) as sock:
-        wait_for(lambda: "idle in transaction" in _api_sessions(seeded_url), timeout_s=10,
-                 what="the stalled export's transaction")
+        wait_for(
+            lambda: "idle in transaction" in _api_sessions(seeded_url),
+            timeout_s=10,
+            what="the stalled export's transaction",
+        )
         # Until the client reads again, the export cannot end by itself: only a limit
         # ends its transaction (or PostgreSQL its sessions).
-        wait_for(lambda: all(state == "idle" for state in _api_sessions(seeded_url)),
-                 timeout_s=15, what="the stalled export's transaction to end")
+        wait_for(
+            lambda: all(state == "idle" for state in _api_sessions(seeded_url)),
+            timeout_s=15,
+            what="the stalled export's transaction to end",
+        )
         # And the client learns that its export is not whole: no terminating chunk.
         assert not _rest(sock).endswith(b"\r\n0\r\n\r\n")
 
 
 def test_the_api_sessions_carry_their_timeouts(seeded_url: str) -> None:
     api = ApiSettings(statement_timeout_s=2.5, idle_in_transaction_timeout_s=90)
-    with psycopg.connect(session_conninfo(seeded_url + "?options=-c%20work_mem%3D8MB", api),
-                         autocommit=True) as conn:
+    with psycopg.connect(
+        session_conninfo(seeded_url + "?options=-c%20work_mem%3D8MB", api), autocommit=True
+    ) as conn:
         assert conn.execute("SHOW statement_timeout").fetchone() == ("2500ms",)
         assert conn.execute("SHOW idle_in_transaction_session_timeout").fetchone() == ("90s",)
         assert conn.execute("SHOW work_mem").fetchone() == ("8MB",)  # the operator's, kept

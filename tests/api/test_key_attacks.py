@@ -18,8 +18,8 @@ from api.roles import Role
 
 
 def test_revoking_a_key_ends_its_open_live_stream_within_seconds(
-        make_client: Callable[..., httpx.Client], seeded_url: str,
-        own_keys: dict[Role, str]) -> None:
+    make_client: Callable[..., httpx.Client], seeded_url: str, own_keys: dict[Role, str]
+) -> None:
     client = make_client(live_heartbeat_s=0.5)
     token = own_keys[Role.OFFICER]
     headers = {"X-API-Key": token}
@@ -41,7 +41,8 @@ def test_revoking_a_key_ends_its_open_live_stream_within_seconds(
 
 
 def test_an_open_stream_of_a_valid_key_goes_on(
-        make_client: Callable[..., httpx.Client], own_keys: dict[Role, str]) -> None:
+    make_client: Callable[..., httpx.Client], own_keys: dict[Role, str]
+) -> None:
     client = make_client(live_heartbeat_s=0.5)
     headers = {"X-API-Key": own_keys[Role.OFFICER]}
     with client.stream("GET", "/v1/live", headers=headers) as response:
@@ -55,7 +56,8 @@ def test_an_open_stream_of_a_valid_key_goes_on(
 
 
 def test_guessed_keys_count_against_the_public_rate_limit(
-        make_client: Callable[..., httpx.Client], own_keys: dict[Role, str]) -> None:
+    make_client: Callable[..., httpx.Client], own_keys: dict[Role, str]
+) -> None:
     client = make_client(public_rate_per_s=0.5, public_burst=5)
     real = own_keys[Role.OFFICER]
     key_id = parse_token(real)
@@ -63,8 +65,7 @@ def test_guessed_keys_count_against_the_public_rate_limit(
     def guess() -> str:  # well formed: a real key's id, or a made-up one, any secret
         return f"bsk_{key_id}_{secrets.token_urlsafe(32)}"
 
-    codes = [client.get("/v1/meta", headers={"X-API-Key": guess()}).status_code
-             for _ in range(12)]
+    codes = [client.get("/v1/meta", headers={"X-API-Key": guess()}).status_code for _ in range(12)]
     assert codes[:5] == [401] * 5
     assert set(codes[5:]) == {429}
     # The guesses spent the caller's public requests ...

@@ -29,25 +29,40 @@ def test_keys_are_random_parseable_and_stored_as_hashes() -> None:
         generate_key(Role.PUBLIC)
 
 
-def test_fleet_health(make_client: Callable[..., httpx.Client], seeded_url: str,
-                      own_keys: dict[Role, str]) -> None:
+def test_fleet_health(
+    make_client: Callable[..., httpx.Client], seeded_url: str, own_keys: dict[Role, str]
+) -> None:
     # NOW_MS: the API's now (conftest.py); the scenario's rides are two days older.
     with psycopg.connect(seeded_url, autocommit=True) as conn:
         master = MasterKey.generate()
         for kit in (1, 2):
             register_kit(conn, master, kit, pseudonym=f"bike-{kit}")
-        record_status(conn, 1, received_ms=NOW_MS, status={"uptime_s": 10},
-                      battery_pct=81.5, firmware_version="1.4.2")
+        record_status(
+            conn,
+            1,
+            received_ms=NOW_MS,
+            status={"uptime_s": 10},
+            battery_pct=81.5,
+            firmware_version="1.4.2",
+        )
         touch_last_seen(conn, {1: NOW_MS})
-        insert_rejects(conn, [Reject(b"x", "bad_mac", NOW_MS, kit_id=1),
-                              Reject(b"y", "bad_mac", NOW_MS, kit_id=1),
-                              Reject(b"z", "truncated", NOW_MS, kit_id=None)])
-    write(seeded_url, [ride(kit_id=2, ride_id=900, start=(52.13, 4.66), n=30,
-                            t0_ms=NOW_MS - 60_000, boot_id=9)])
+        insert_rejects(
+            conn,
+            [
+                Reject(b"x", "bad_mac", NOW_MS, kit_id=1),
+                Reject(b"y", "bad_mac", NOW_MS, kit_id=1),
+                Reject(b"z", "truncated", NOW_MS, kit_id=None),
+            ],
+        )
+    write(
+        seeded_url,
+        [ride(kit_id=2, ride_id=900, start=(52.13, 4.66), n=30, t0_ms=NOW_MS - 60_000, boot_id=9)],
+    )
     client = make_client()
     assert client.get("/v1/kits").status_code == 401
-    assert client.get("/v1/kits",
-                      headers={"X-API-Key": own_keys[Role.RESEARCHER]}).status_code == 403
+    assert (
+        client.get("/v1/kits", headers={"X-API-Key": own_keys[Role.RESEARCHER]}).status_code == 403
+    )
     response = client.get("/v1/kits", headers={"X-API-Key": own_keys[Role.OFFICER]})
     assert response.status_code == 200, response.text
     body = response.json()
@@ -61,14 +76,18 @@ def test_fleet_health(make_client: Callable[..., httpx.Client], seeded_url: str,
     assert kits[2]["frames_accepted"] == 3
     assert kits[2]["readings_stored"] == 30
     assert body["rejected_unknown_kit"] == [{"reason": "truncated", "count": 1}]
-    bad = client.get("/v1/kits", params={"since": "1990-01-01T00:00:00Z"},
-                     headers={"X-API-Key": own_keys[Role.ADMIN]})
+    bad = client.get(
+        "/v1/kits",
+        params={"since": "1990-01-01T00:00:00Z"},
+        headers={"X-API-Key": own_keys[Role.ADMIN]},
+    )
     assert bad.status_code == 422
     assert bad.json()["detail"][0]["parameter"] == "since"
 
 
-def test_a_revoked_key_is_refused(make_client: Callable[..., httpx.Client], seeded_url: str,
-                                  own_keys: dict[Role, str]) -> None:
+def test_a_revoked_key_is_refused(
+    make_client: Callable[..., httpx.Client], seeded_url: str, own_keys: dict[Role, str]
+) -> None:
     client = make_client()
     key = own_keys[Role.OFFICER]
     assert client.get("/v1/meta", headers={"X-API-Key": key}).json()["role"] == "officer"
@@ -80,19 +99,20 @@ def test_a_revoked_key_is_refused(make_client: Callable[..., httpx.Client], seed
     assert "revoked" in response.json()["detail"][0]["message"]
 
 
-def test_the_cli_creates_lists_and_revokes_keys(seeded_url: str,
-                                                monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_cli_creates_lists_and_revokes_keys(
+    seeded_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("BIKESENSE_DATABASE_URL", seeded_url)
     runner = CliRunner()
-    created = runner.invoke(cli_app, ["keys", "create", "--role", "researcher",
-                                      "--label", "uni"])
+    created = runner.invoke(cli_app, ["keys", "create", "--role", "researcher", "--label", "uni"])
     assert created.exit_code == 0, created.output
     token = created.stdout.strip().splitlines()[-1]
     key_id = parse_token(token)
     assert key_id is not None
     with psycopg.connect(seeded_url) as conn:
-        row = conn.execute("SELECT role, label, key_hash FROM api_keys WHERE key_id = %s",
-                           (key_id,)).fetchone()
+        row = conn.execute(
+            "SELECT role, label, key_hash FROM api_keys WHERE key_id = %s", (key_id,)
+        ).fetchone()
     assert row is not None
     assert row[:2] == ("researcher", "uni")
     assert bytes(row[2]) == hash_token(token)  # the key itself is nowhere in the table
@@ -105,8 +125,9 @@ def test_the_cli_creates_lists_and_revokes_keys(seeded_url: str,
     assert wrong.exit_code == 2
 
 
-def test_the_public_is_rate_limited(make_client: Callable[..., httpx.Client],
-                                    own_keys: dict[Role, str]) -> None:
+def test_the_public_is_rate_limited(
+    make_client: Callable[..., httpx.Client], own_keys: dict[Role, str]
+) -> None:
     client = make_client(public_rate_per_s=0.5, public_burst=3)
     codes = [client.get("/v1/meta").status_code for _ in range(4)]
     assert codes == [200, 200, 200, 429]
@@ -114,8 +135,7 @@ def test_the_public_is_rate_limited(make_client: Callable[..., httpx.Client],
     assert refused.json()["error"] == "rate_limited"
     assert int(refused.headers["retry-after"]) >= 1
     # A key lifts the public limit.
-    assert client.get("/v1/meta", headers={"X-API-Key": own_keys[Role.OFFICER]}
-                      ).status_code == 200
+    assert client.get("/v1/meta", headers={"X-API-Key": own_keys[Role.OFFICER]}).status_code == 200
     # The page itself is not limited.
     assert client.get("/").status_code == 200
 
@@ -128,8 +148,9 @@ def test_health_and_metrics(client: httpx.Client) -> None:
     metrics = client.get("/metrics")
     assert metrics.status_code == 200
     assert metrics.headers["content-type"].startswith("text/plain")
-    assert 'bikesense_api_requests_total{method="GET",route="/v1/meta",status="200"}' \
-        in metrics.text
+    assert (
+        'bikesense_api_requests_total{method="GET",route="/v1/meta",status="200"}' in metrics.text
+    )
     assert "bikesense_api_tile_render_seconds_bucket" in metrics.text
 
 
@@ -142,13 +163,11 @@ def test_metrics_labels_stay_bounded(client: httpx.Client) -> None:
     assert 'method="other",route="/v1/meta",status="405"' in text
 
 
-def test_health_says_degraded_without_a_database(make_client: Callable[..., httpx.Client]
-                                                 ) -> None:
+def test_health_says_degraded_without_a_database(make_client: Callable[..., httpx.Client]) -> None:
     client = make_client(url="postgresql://nobody@127.0.0.1:1/none", database_timeout_s=1.0)
     response = client.get("/healthz")
     assert response.status_code == 503
-    assert response.json() == {"status": "degraded", "database": "unavailable",
-                               "live_clients": 0}
+    assert response.json() == {"status": "degraded", "database": "unavailable", "live_clients": 0}
     started = datetime.now(UTC)
     cells = client.get("/v1/cells", params={"metric": "pm25", "bbox": "4,52,5,53"})
     assert cells.status_code == 503

@@ -16,14 +16,26 @@ from storage.notify import CHANNEL, MAX_PAYLOAD_BYTES, notify_payload
 
 
 def test_the_payload_is_small_json_and_cut_to_fit_notify() -> None:
-    text = notify_payload(metrics=["pm25", "noise", "pm25"], resolutions=[9, 10],
-                          windows=[(3600, 1_795_334_400_000)], cells=[0x891F1D48177FFFF])
+    text = notify_payload(
+        metrics=["pm25", "noise", "pm25"],
+        resolutions=[9, 10],
+        windows=[(3600, 1_795_334_400_000)],
+        cells=[0x891F1D48177FFFF],
+    )
     body = json.loads(text)
-    assert body == {"v": 1, "metrics": ["noise", "pm25"], "resolutions": [9, 10],
-                    "windows": [[3600, 1_795_334_400_000]], "cells": ["891f1d48177ffff"]}
-    many = notify_payload(metrics=["pm25"], resolutions=[10],
-                          windows=[(60, i * 60_000) for i in range(500)],
-                          cells=range(0x8A1F1D48177F000, 0x8A1F1D48177F000 + 5000))
+    assert body == {
+        "v": 1,
+        "metrics": ["noise", "pm25"],
+        "resolutions": [9, 10],
+        "windows": [[3600, 1_795_334_400_000]],
+        "cells": ["891f1d48177ffff"],
+    }
+    many = notify_payload(
+        metrics=["pm25"],
+        resolutions=[10],
+        windows=[(60, i * 60_000) for i in range(500)],
+        cells=range(0x8A1F1D48177F000, 0x8A1F1D48177F000 + 5000),
+    )
     assert len(many.encode()) <= MAX_PAYLOAD_BYTES
     parsed = json.loads(many)
     assert parsed["cells_truncated"] is True
@@ -67,13 +79,17 @@ def _events(lines: Iterator[str], wanted: int) -> Iterator[tuple[str, dict[str, 
 
 
 @pytest.mark.parametrize("role", [None, Role.OFFICER])
-def test_a_notification_reaches_sse_clients(make_client: Callable[..., httpx.Client],
-                                            seeded_url: str, own_keys: dict[Role, str],
-                                            role: Role | None) -> None:
+def test_a_notification_reaches_sse_clients(
+    make_client: Callable[..., httpx.Client],
+    seeded_url: str,
+    own_keys: dict[Role, str],
+    role: Role | None,
+) -> None:
     client = make_client(live_heartbeat_s=0.2)
     headers = {"X-API-Key": own_keys[role]} if role else {}
-    payload = notify_payload(metrics=["pm25"], resolutions=[10], windows=[(3600, 0)],
-                             cells=[0x8A19694A9D47FFF])
+    payload = notify_payload(
+        metrics=["pm25"], resolutions=[10], windows=[(3600, 0)], cells=[0x8A19694A9D47FFF]
+    )
     with client.stream("GET", "/v1/live", headers=headers) as response:
         assert response.status_code == 200
         assert response.headers["content-type"].startswith("text/event-stream")

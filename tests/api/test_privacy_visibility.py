@@ -83,62 +83,89 @@ def _pixel_alpha(png: bytes, where: tuple[float, float], z: int = 15) -> int:
 
 
 def test_a_cell_with_k_minus_one_rides_is_invisible_to_the_public_and_seen_by_officers(
-    migrated_database_url: str, mqtt_url: str, unique_topic_prefix: str,
+    migrated_database_url: str,
+    mqtt_url: str,
+    unique_topic_prefix: str,
 ) -> None:
     url = migrated_database_url
     master = MasterKey.generate()
     with psycopg.connect(url, autocommit=True) as conn:
-        secrets = {kit: register_kit(conn, master, kit).secret
-                   for kit in PUBLIC_KITS + BELOW_K_KITS}
+        secrets = {
+            kit: register_kit(conn, master, kit).secret for kit in PUBLIC_KITS + BELOW_K_KITS
+        }
         officer = create_key(conn, Role.OFFICER, label="privacy test").token
     hour_ms = (int(time.time()) // 3600 - 2) * 3_600_000
-    frames = [(kit, encode_readings(kit, 1, 1, _ride(hour_ms + i * 300_000, where, kit),
-                                    secrets[kit]))
-              for i, (kit, where) in enumerate(
-                  [(k, BUSY) for k in PUBLIC_KITS] + [(k, QUIET) for k in BELOW_K_KITS])]
+    frames = [
+        (kit, encode_readings(kit, 1, 1, _ride(hour_ms + i * 300_000, where, kit), secrets[kit]))
+        for i, (kit, where) in enumerate(
+            [(k, BUSY) for k in PUBLIC_KITS] + [(k, QUIET) for k in BELOW_K_KITS]
+        )
+    ]
     root = f"{unique_topic_prefix}/bikesense/v1"
-    runtime_config = EmbeddedConfig(mqtt_url=mqtt_url, database_url=url, topic_root=root,
-                                    client_id=f"{unique_topic_prefix}-ingest", maintenance=None)
+    runtime_config = EmbeddedConfig(
+        mqtt_url=mqtt_url,
+        database_url=url,
+        topic_root=root,
+        client_id=f"{unique_topic_prefix}-ingest",
+        maintenance=None,
+    )
     settings = Settings(database_url=url, h3_resolutions=RESOLUTIONS, window_sizes_s=WINDOWS)
-    api = ApiSettings(public_rate_per_s=10_000.0, public_burst=10_000, public_min_rides=K,
-                      live_heartbeat_s=0.2)
-    span = {"from": time.strftime("%Y-%m-%dT%H:00:00Z", time.gmtime(hour_ms / 1000)),
-            "to": time.strftime("%Y-%m-%dT%H:00:00Z", time.gmtime(hour_ms / 1000 + 3600))}
+    api = ApiSettings(
+        public_rate_per_s=10_000.0, public_burst=10_000, public_min_rides=K, live_heartbeat_s=0.2
+    )
+    span = {
+        "from": time.strftime("%Y-%m-%dT%H:00:00Z", time.gmtime(hour_ms / 1000)),
+        "to": time.strftime("%Y-%m-%dT%H:00:00Z", time.gmtime(hour_ms / 1000 + 3600)),
+    }
     as_officer = {"X-API-Key": officer}
-    below_k_coarse = format(int(parent_cells(
-        np.array([int(h3_hex(QUIET, 10), 16)]), min(RESOLUTIONS))[0]), "x")
+    below_k_coarse = format(
+        int(parent_cells(np.array([int(h3_hex(QUIET, 10), 16)]), min(RESOLUTIONS))[0]), "x"
+    )
 
-    with ServerThread(create_app(settings, api)) as server, \
-            httpx.Client(base_url=server.url, timeout=30) as client, \
-            running(runtime_config, master), \
-            client.stream("GET", "/v1/live") as public_live, \
-            client.stream("GET", "/v1/live", headers=as_officer) as officer_live:
+    with (
+        ServerThread(create_app(settings, api)) as server,
+        httpx.Client(base_url=server.url, timeout=30) as client,
+        running(runtime_config, master),
+        client.stream("GET", "/v1/live") as public_live,
+        client.stream("GET", "/v1/live", headers=as_officer) as officer_live,
+    ):
         public_lines, officer_lines = public_live.iter_lines(), officer_live.iter_lines()
         assert next(public_lines).startswith("retry:")
         assert next(officer_lines).startswith("retry:")
         publisher = MqttPublisher(mqtt_url, topic_root=root)
         publisher.connect()
-        for kit, payload in frames[len(PUBLIC_KITS):]:  # the k − 1 rides first, alone
+        for kit, payload in frames[len(PUBLIC_KITS) :]:  # the k − 1 rides first, alone
             publisher.publish(f"{root}/kits/{kit}/up", payload)
-        wait_for(lambda: scalar(url, "SELECT count(DISTINCT ride_id) FROM readings") == K - 1,
-                 what="the k − 1 rides stored")
+        wait_for(
+            lambda: scalar(url, "SELECT count(DISTINCT ride_id) FROM readings") == K - 1,
+            what="the k − 1 rides stored",
+        )
         # Live: the officer is told which cells changed; the public only that something did.
         _, data = next(e for e in _events(officer_lines) if e[0] == "aggregates")
         assert below_k_coarse in data["cells"]  # type: ignore[operator]
         _, data = next(e for e in _events(public_lines) if e[0] == "aggregates")
         assert "cells" not in data
         assert data["metrics"]
-        for kit, payload in frames[:len(PUBLIC_KITS)]:
+        for kit, payload in frames[: len(PUBLIC_KITS)]:
             publisher.publish(f"{root}/kits/{kit}/up", payload)
         publisher.close()
-        wait_for(lambda: scalar(url, "SELECT count(DISTINCT ride_id) FROM readings") == 2 * K - 1,
-                 what="all rides stored")
+        wait_for(
+            lambda: scalar(url, "SELECT count(DISTINCT ride_id) FROM readings") == 2 * K - 1,
+            what="all rides stored",
+        )
 
         # Cells.
         def cells(headers: dict[str, str] | None = None) -> dict[str, dict[str, object]]:
-            body = client.get("/v1/cells", params={"metric": "pm25", "resolution": 10,
-                                                   "bbox": "4.60,52.10,4.70,52.16", **span},
-                              headers=headers).json()
+            body = client.get(
+                "/v1/cells",
+                params={
+                    "metric": "pm25",
+                    "resolution": 10,
+                    "bbox": "4.60,52.10,4.70,52.16",
+                    **span,
+                },
+                headers=headers,
+            ).json()
             return {f["id"]: f["properties"] for f in body["features"]}
 
         public_cells, officer_cells = cells(), cells(as_officer)
@@ -157,10 +184,14 @@ def test_a_cell_with_k_minus_one_rides_is_invisible_to_the_public_and_seen_by_of
             assert (_pixel_alpha(officer_png, where) > 0) is officer_alpha
 
         # Time series: no point with data for the public, the hour for the officer.
-        def series(where: tuple[float, float],
-                   headers: dict[str, str] | None = None) -> list[dict[str, Any]]:
-            response = client.get("/v1/timeseries", params={
-                "metric": "pm25", "cell": h3_hex(where, 10), **span}, headers=headers)
+        def series(
+            where: tuple[float, float], headers: dict[str, str] | None = None
+        ) -> list[dict[str, Any]]:
+            response = client.get(
+                "/v1/timeseries",
+                params={"metric": "pm25", "cell": h3_hex(where, 10), **span},
+                headers=headers,
+            )
             assert response.status_code == 200, response.text
             points: list[dict[str, Any]] = response.json()["points"]
             return [p for p in points if p["n_readings"] > 0]  # not the empty buckets

@@ -55,10 +55,16 @@ def test_cells_are_drawn_in_their_band_colour_and_the_rest_is_transparent() -> N
     png = render_tile(box, np.array([cell]), np.array([1], dtype=np.int16), scale)
     rgba = _rgba(png)
     lng, lat = LON, LAT
-    px = int((mercantile.xy(lng, lat)[0] - mercantile.xy_bounds(t).left)
-             / (mercantile.xy_bounds(t).right - mercantile.xy_bounds(t).left) * TILE_SIZE)
-    py = int((mercantile.xy_bounds(t).top - mercantile.xy(lng, lat)[1])
-             / (mercantile.xy_bounds(t).top - mercantile.xy_bounds(t).bottom) * TILE_SIZE)
+    px = int(
+        (mercantile.xy(lng, lat)[0] - mercantile.xy_bounds(t).left)
+        / (mercantile.xy_bounds(t).right - mercantile.xy_bounds(t).left)
+        * TILE_SIZE
+    )
+    py = int(
+        (mercantile.xy_bounds(t).top - mercantile.xy(lng, lat)[1])
+        / (mercantile.xy_bounds(t).top - mercantile.xy_bounds(t).bottom)
+        * TILE_SIZE
+    )
     assert rgba[py, px].tolist() == [0x50, 0xCC, 0xAA, 190]  # "Fair"
     assert rgba[0, 0, 3] == 0 or rgba[-1, -1, 3] == 0
     coloured = (rgba[..., 3] > 0).sum()
@@ -78,8 +84,9 @@ def test_tile_cells_cover_the_whole_tile() -> None:
     t = mercantile.tile(LON, LAT, 14)
     box = TileBox.of(t.z, t.x, t.y)
     cells = np.array(tile_cells(box, 10), dtype=np.int64)
-    png = render_tile(box, cells, np.zeros(len(cells), dtype=np.int16),
-                      load_bands().scale(Metric.PM10))
+    png = render_tile(
+        box, cells, np.zeros(len(cells), dtype=np.int16), load_bands().scale(Metric.PM10)
+    )
     assert (_rgba(png)[..., 3] > 0).all()  # no seams, no gaps at the edges
 
 

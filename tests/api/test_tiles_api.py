@@ -44,15 +44,18 @@ def test_a_tile_is_a_png_coloured_where_the_public_may_look(client: httpx.Client
     assert response.headers["x-bikesense-window"] == "3600"
 
 
-def test_cells_below_k_and_thin_cells_are_transparent(client: httpx.Client,
-                                                      keys: dict[Role, str]) -> None:
+def test_cells_below_k_and_thin_cells_are_transparent(
+    client: httpx.Client, keys: dict[Role, str]
+) -> None:
     public = client.get(_tile_url("pm25", QUIET), params=day_range())
     assert _pixel(public.content, QUIET)[3] == 0  # 2 rides: not public
-    officer = client.get(_tile_url("pm25", QUIET), params=day_range(),
-                         headers={"X-API-Key": keys[Role.OFFICER]})
+    officer = client.get(
+        _tile_url("pm25", QUIET), params=day_range(), headers={"X-API-Key": keys[Role.OFFICER]}
+    )
     assert _pixel(officer.content, QUIET) == [0xF0, 0xE6, 0x41, 190]  # Moderate
-    sparse = client.get(_tile_url("pm25", SPARSE), params=day_range(),
-                        headers={"X-API-Key": keys[Role.OFFICER]})
+    sparse = client.get(
+        _tile_url("pm25", SPARSE), params=day_range(), headers={"X-API-Key": keys[Role.OFFICER]}
+    )
     assert _pixel(sparse.content, SPARSE)[3] == 0  # 9 readings: never painted as clean air
 
 
@@ -109,16 +112,20 @@ def test_a_tile_far_from_any_data_is_fully_transparent(client: httpx.Client) -> 
     assert (rgba[..., 3] == 0).all()
 
 
-@pytest.mark.parametrize(("url", "parameter"), [
-    ("/v1/tiles/pm25/3/8/0.png", "x"),
-    ("/v1/tiles/pm25/3/0/8.png", "y"),
-    ("/v1/tiles/pm25/23/0/0.png", "z"),
-    ("/v1/tiles/pm25/-1/0/0.png", "z"),
-    ("/v1/tiles/pm25/1/a/0.png", "x"),
-    ("/v1/tiles/ozone/1/0/0.png", "metric"),
-])
-def test_bad_tile_addresses_are_4xx_with_the_parameter(client: httpx.Client, url: str,
-                                                       parameter: str) -> None:
+@pytest.mark.parametrize(
+    ("url", "parameter"),
+    [
+        ("/v1/tiles/pm25/3/8/0.png", "x"),
+        ("/v1/tiles/pm25/3/0/8.png", "y"),
+        ("/v1/tiles/pm25/23/0/0.png", "z"),
+        ("/v1/tiles/pm25/-1/0/0.png", "z"),
+        ("/v1/tiles/pm25/1/a/0.png", "x"),
+        ("/v1/tiles/ozone/1/0/0.png", "metric"),
+    ],
+)
+def test_bad_tile_addresses_are_4xx_with_the_parameter(
+    client: httpx.Client, url: str, parameter: str
+) -> None:
     response = client.get(url)
     assert response.status_code == 422, response.text
     assert response.json()["detail"][0]["parameter"] == parameter

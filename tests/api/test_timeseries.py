@@ -21,8 +21,9 @@ def _iso(instant: datetime) -> str:
 
 def _series(client: httpx.Client, key: str | None = None, **params: object) -> httpx.Response:
     headers = {"X-API-Key": key} if key else {}
-    return client.get("/v1/timeseries", params={"metric": "pm25", **day_range(), **params},
-                      headers=headers)
+    return client.get(
+        "/v1/timeseries", params={"metric": "pm25", **day_range(), **params}, headers=headers
+    )
 
 
 def _with_data(points: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -64,8 +65,7 @@ def test_a_bbox_merges_its_public_cells(client: httpx.Client) -> None:
     assert point["n_readings"] == 480 + 9  # BUSY and SPARSE; QUIET (2 rides) is not public
 
 
-def test_public_buckets_are_an_hour_or_more(client: httpx.Client,
-                                            keys: dict[Role, str]) -> None:
+def test_public_buckets_are_an_hour_or_more(client: httpx.Client, keys: dict[Role, str]) -> None:
     refused = _series(client, cell=h3_hex(BUSY, 10), bucket="15m")
     assert refused.status_code == 403
     assert refused.json()["detail"][0]["parameter"] == "bucket"
@@ -92,14 +92,28 @@ def test_an_hour_without_data_is_an_explicit_empty_bucket(client: httpx.Client) 
     assert points["2026-11-21T08:00:00Z"]["n_readings"] == 480
     empty = points["2026-11-21T09:00:00Z"]
     assert empty == {
-        "start": "2026-11-21T09:00:00Z", "n_readings": 0, "rides": 0, "mean": None,
-        "std": None, "min": None, "max": None, "p50": None, "p95": None,
-        "p50_error_bound": None, "p95_error_bound": None, "laeq_db": None,
-        "ci95_low": None, "ci95_high": None, "interval_reason": None, "status": "insufficient"}
+        "start": "2026-11-21T09:00:00Z",
+        "n_readings": 0,
+        "rides": 0,
+        "mean": None,
+        "std": None,
+        "min": None,
+        "max": None,
+        "p50": None,
+        "p95": None,
+        "p50_error_bound": None,
+        "p95_error_bound": None,
+        "laeq_db": None,
+        "ci95_low": None,
+        "ci95_high": None,
+        "interval_reason": None,
+        "status": "insufficient",
+    }
 
 
 def test_csv_has_a_line_per_bucket_with_empty_values_where_there_is_no_data(
-        client: httpx.Client) -> None:
+    client: httpx.Client,
+) -> None:
     response = _series(client, cell=h3_hex(BUSY, 10), format="csv", metric="noise")
     rows = list(csv.reader(io.StringIO(response.text)))
     assert [r[0] for r in rows[1:]] == [h.replace("Z", "+00:00") for h in _hours_of_the_day()]
@@ -127,22 +141,26 @@ def test_csv_has_a_header_with_units(client: httpx.Client) -> None:
     assert row[rows[0].index("interval_reason")] == ""
 
 
-@pytest.mark.parametrize(("params", "status", "parameter"), [
-    ({}, 422, "cell"),
-    ({"cell": "zz"}, 422, "cell"),
-    ({"cell": "8a19694a9d47ff0"}, 422, "cell"),
-    ({"cell": h3_hex(BUSY, 12)}, 422, "resolution"),
-    ({"cell": h3_hex(BUSY, 10), "bbox": "4,52,5,53"}, 422, "bbox"),
-    ({"lat": 52.1}, 422, "lon"),
-    ({"lat": 95, "lon": 4}, 422, "lat"),
-    ({"bbox": "4,52,5,53", "bucket": "2h"}, 422, "bucket"),
-    ({"bbox": "4,52,5,53", "format": "xml"}, 422, "format"),
-    # No `to`: the range ends at the API's now (NOW, conftest.py) and may span 400 days.
-    ({"cell": h3_hex(BUSY, 10), "from": _iso(NOW - timedelta(days=399))}, 200, None),
-    ({"cell": h3_hex(BUSY, 10), "from": _iso(NOW - timedelta(days=401))}, 422, "from"),
-])
-def test_bad_parameters(client: httpx.Client, params: dict[str, object], status: int,
-                        parameter: str | None) -> None:
+@pytest.mark.parametrize(
+    ("params", "status", "parameter"),
+    [
+        ({}, 422, "cell"),
+        ({"cell": "zz"}, 422, "cell"),
+        ({"cell": "8a19694a9d47ff0"}, 422, "cell"),
+        ({"cell": h3_hex(BUSY, 12)}, 422, "resolution"),
+        ({"cell": h3_hex(BUSY, 10), "bbox": "4,52,5,53"}, 422, "bbox"),
+        ({"lat": 52.1}, 422, "lon"),
+        ({"lat": 95, "lon": 4}, 422, "lat"),
+        ({"bbox": "4,52,5,53", "bucket": "2h"}, 422, "bucket"),
+        ({"bbox": "4,52,5,53", "format": "xml"}, 422, "format"),
+        # No `to`: the range ends at the API's now (NOW, conftest.py) and may span 400 days.
+        ({"cell": h3_hex(BUSY, 10), "from": _iso(NOW - timedelta(days=399))}, 200, None),
+        ({"cell": h3_hex(BUSY, 10), "from": _iso(NOW - timedelta(days=401))}, 422, "from"),
+    ],
+)
+def test_bad_parameters(
+    client: httpx.Client, params: dict[str, object], status: int, parameter: str | None
+) -> None:
     response = client.get("/v1/timeseries", params={"metric": "pm25", **params})
     assert response.status_code == status, response.text
     if parameter:

@@ -68,8 +68,9 @@ def test_configured_url_wins(tmp_path: Path) -> None:
 
 
 @pytest.mark.kafka
-def test_services_up_kafka_status_down(services_root: Path, kafka_broker: object,
-                                       monkeypatch: pytest.MonkeyPatch) -> None:
+def test_services_up_kafka_status_down(
+    services_root: Path, kafka_broker: object, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """`services up --kafka`: a KRaft broker on loopback from the cached jars, found by
     `resolve_kafka_url`, reported by `status`, stopped by `down`; a second start of the
     same state folder keeps its data (the cluster is formatted once)."""
@@ -91,20 +92,26 @@ def test_services_up_kafka_status_down(services_root: Path, kafka_broker: object
     again = services.up(start_postgres=False, start_mosquitto=False, start_kafka=True)
     try:
         assert pid_alive(again["kafka"].pid)
-        assert (services_root / "state-kafka" / "kafka" / "data" / "meta.properties"
-                ).read_text() == meta
+        assert (
+            services_root / "state-kafka" / "kafka" / "data" / "meta.properties"
+        ).read_text() == meta
     finally:
         services.down()
 
 
 def test_kafka_without_java_or_maven_says_what_to_install(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("PATH", str(tmp_path))  # neither java nor mvn on it
     monkeypatch.delenv("JAVA_HOME", raising=False)
-    result = CliRunner().invoke(app, ["services", "up", "--kafka", "--no-postgres",
-                                      "--no-mosquitto"],
-                                env={"BIKESENSE_STATE_DIR": str(tmp_path / "state"),
-                                     "BIKESENSE_KAFKA_CACHE_DIR": str(tmp_path / "cache")})
+    result = CliRunner().invoke(
+        app,
+        ["services", "up", "--kafka", "--no-postgres", "--no-mosquitto"],
+        env={
+            "BIKESENSE_STATE_DIR": str(tmp_path / "state"),
+            "BIKESENSE_KAFKA_CACHE_DIR": str(tmp_path / "cache"),
+        },
+    )
     assert result.exit_code == 1
     said = " ".join(result.output.split())
     assert "Kafka needs Java 17 or newer" in said

@@ -56,8 +56,9 @@ def stored(url: str) -> int:
 def assert_exact(url: str, expected: int) -> None:
     """Exactly ``expected`` readings, each identity once."""
     with psycopg.connect(url, autocommit=True) as conn:
-        row = conn.execute("SELECT count(*), count(DISTINCT (kit_id, boot_id, seq, idx))"
-                           " FROM readings").fetchone()
+        row = conn.execute(
+            "SELECT count(*), count(DISTINCT (kit_id, boot_id, seq, idx)) FROM readings"
+        ).fetchone()
     assert row == (expected, expected)
 
 
@@ -80,8 +81,12 @@ class KitPublisher:
         self.acked = 0
         self._lock = threading.Lock()
         parts = urlsplit(url)
-        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id,
-                                  clean_session=False, protocol=mqtt.MQTTv311)
+        self.client = mqtt.Client(
+            CallbackAPIVersion.VERSION2,
+            client_id=client_id,
+            clean_session=False,
+            protocol=mqtt.MQTTv311,
+        )
         if parts.username:
             self.client.username_pw_set(unquote(parts.username), unquote(parts.password or ""))
         self.client.max_inflight_messages_set(50)

@@ -34,9 +34,11 @@ class _Broker(MosquittoBroker):
         self.autosave = autosave
 
     def config_text(self) -> str:
-        setting = (f"autosave_interval {self.autosave.removeprefix('changes')}\n"
-                   "autosave_on_changes true" if self.autosave.startswith("changes")
-                   else f"autosave_interval {self.autosave}")
+        setting = (
+            f"autosave_interval {self.autosave.removeprefix('changes')}\nautosave_on_changes true"
+            if self.autosave.startswith("changes")
+            else f"autosave_interval {self.autosave}"
+        )
         return super().config_text().replace("autosave_interval 5", setting)
 
 
@@ -65,8 +67,13 @@ def main(autosave: str, rate: int) -> None:
         with lock:  # a PUBACK may come before publish() returned its mid: kept for later
             acked_mids.append(mid)
 
-    sub = mqtt.Client(CallbackAPIVersion.VERSION2, "crash-sub", clean_session=False,
-                      protocol=mqtt.MQTTv311, manual_ack=True)
+    sub = mqtt.Client(
+        CallbackAPIVersion.VERSION2,
+        "crash-sub",
+        clean_session=False,
+        protocol=mqtt.MQTTv311,
+        manual_ack=True,
+    )
     sub.reconnect_delay_set(1, 1)
     sub.on_message, sub.on_connect = on_message, on_connect
     sub.connect("127.0.0.1", broker.port)
@@ -80,8 +87,9 @@ def main(autosave: str, rate: int) -> None:
                 sub.ack(mid, qos)
 
     threading.Thread(target=ack_after_commit, daemon=True).start()
-    pub = mqtt.Client(CallbackAPIVersion.VERSION2, "crash-pub", clean_session=False,
-                      protocol=mqtt.MQTTv311)
+    pub = mqtt.Client(
+        CallbackAPIVersion.VERSION2, "crash-pub", clean_session=False, protocol=mqtt.MQTTv311
+    )
     pub.max_inflight_messages_set(100)
     pub.reconnect_delay_set(1, 1)
     pub.on_publish = on_publish
@@ -108,9 +116,11 @@ def main(autosave: str, rate: int) -> None:
         # paho reuses message ids only after 65,535 more: each id names one message here.
         accepted.update(numbers[mid] for mid in acked_mids)
     lost = sorted(accepted - received)
-    print(f"autosave {autosave}, {rate} msg/s: published {total}, acknowledged by the broker "
-          f"{len(accepted)}, received {len(received)}, acknowledged but lost {len(lost)}"
-          + (f" (numbers {lost[0]}..{lost[-1]}, the crash at {total // 2})" if lost else ""))
+    print(
+        f"autosave {autosave}, {rate} msg/s: published {total}, acknowledged by the broker "
+        f"{len(accepted)}, received {len(received)}, acknowledged but lost {len(lost)}"
+        + (f" (numbers {lost[0]}..{lost[-1]}, the crash at {total // 2})" if lost else "")
+    )
     stop.set()
     for client in (pub, sub):
         client.disconnect()

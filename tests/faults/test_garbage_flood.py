@@ -49,8 +49,9 @@ REASONS = {
 }
 
 
-def bad_frames(secrets: dict[int, bytes], good: list[tuple[int, bytes]],
-               n: int) -> list[tuple[int, bytes, str]]:
+def bad_frames(
+    secrets: dict[int, bytes], good: list[tuple[int, bytes]], n: int
+) -> list[tuple[int, bytes, str]]:
     """(topic kit, payload, kind) for ``n`` bad frames of seven kinds."""
     rng = np.random.default_rng(5)
     forger = bytes(32)
@@ -63,17 +64,17 @@ def bad_frames(secrets: dict[int, bytes], good: list[tuple[int, bytes]],
         if kind == "garbage":
             # Anything not starting with "BS" (a first byte other than "B").
             payload = bytes([int(rng.integers(0x43, 0x100))]) + rng.bytes(
-                int(rng.integers(0, 2000)))
+                int(rng.integers(0, 2000))
+            )
         elif kind == "truncated":
-            payload = frame[:int(rng.integers(1, len(frame)))]
+            payload = frame[: int(rng.integers(1, len(frame)))]
         elif kind == "flipped":
             # A byte of the readings: the header stays readable, the CRC fails.
             at = int(rng.integers(OFFSET_RECORDS, len(frame) - TRAILER_BYTES))
-            payload = frame[:at] + bytes([frame[at] ^ 0x5A]) + frame[at + 1:]
+            payload = frame[:at] + bytes([frame[at] ^ 0x5A]) + frame[at + 1 :]
         elif kind == "oversized":
             # Over the protocol's largest frame, under the broker's packet limit.
-            payload = frame + rng.bytes(MAX_PAYLOAD_BYTES + int(rng.integers(1, 500))
-                                        - len(frame))
+            payload = frame + rng.bytes(MAX_PAYLOAD_BYTES + int(rng.integers(1, 500)) - len(frame))
         elif kind == "forged":
             kit, payload = wrong[i % len(wrong)]
         elif kind == "unknown_kit":
@@ -86,7 +87,9 @@ def bad_frames(secrets: dict[int, bytes], good: list[tuple[int, bytes]],
 
 
 def test_garbage_flood_keeps_every_good_reading_and_every_bad_frame(
-    migrated_database_url: str, mqtt_url: str, unique_topic_prefix: str,
+    migrated_database_url: str,
+    mqtt_url: str,
+    unique_topic_prefix: str,
 ) -> None:
     url = migrated_database_url
     master, secrets = register_fleet(url, KITS)
@@ -103,16 +106,24 @@ def test_garbage_flood_keeps_every_good_reading_and_every_bad_frame(
         with MqttPublisher(mqtt_url, topic_root=root, max_inflight=500) as publisher:
             for kit, payload in traffic:
                 publisher.publish(f"{root}/kits/{kit}/up", payload)
-        wait_for(lambda: stored(url) == len(good) * PER_FRAME
-                 and scalar(url, "SELECT count(*) FROM rejected_frames") == len(bad),
-                 timeout_s=40, what=f"every frame handled (stored {stored(url)})")
+        wait_for(
+            lambda: (
+                stored(url) == len(good) * PER_FRAME
+                and scalar(url, "SELECT count(*) FROM rejected_frames") == len(bad)
+            ),
+            timeout_s=40,
+            what=f"every frame handled (stored {stored(url)})",
+        )
         assert proc.poll() is None, "ingest died in the flood"
     assert_exact(url, len(good) * PER_FRAME)
     with psycopg.connect(url, autocommit=True) as conn:
-        reasons: dict[str, int] = dict(conn.execute(
-            "SELECT reason, count(*) FROM rejected_frames GROUP BY reason").fetchall())
-        no_reason = conn.execute("SELECT count(*) FROM rejected_frames"
-                                 " WHERE reason = '' OR detail IS NULL OR detail = ''").fetchone()
+        reasons: dict[str, int] = dict(
+            conn.execute("SELECT reason, count(*) FROM rejected_frames GROUP BY reason").fetchall()
+        )
+        no_reason = conn.execute(
+            "SELECT count(*) FROM rejected_frames"
+            " WHERE reason = '' OR detail IS NULL OR detail = ''"
+        ).fetchone()
     assert no_reason == (0,)
     # Each kind of bad frame under its own reason, every one of them.
     assert reasons == dict(Counter(REASONS[kind] for _, _, kind in bad))

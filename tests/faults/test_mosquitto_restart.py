@@ -58,14 +58,17 @@ def own_broker() -> Iterator[MosquittoBroker]:
 
 
 def test_broker_restart_mid_stream_delivers_everything_once(
-    migrated_database_url: str, own_broker: MosquittoBroker, unique_topic_prefix: str,
+    migrated_database_url: str,
+    own_broker: MosquittoBroker,
+    unique_topic_prefix: str,
 ) -> None:
     url = migrated_database_url
     master, secrets = register_fleet(url, KITS)
     frames = good_frames(secrets, 250)  # 1,000 frames, 10,000 readings
     root = f"{unique_topic_prefix}/bikesense/v1"
-    with ingest_process(url, own_broker.url, master, root, f"{unique_topic_prefix}-ingest",
-                        "--share-group", ""):
+    with ingest_process(
+        url, own_broker.url, master, root, f"{unique_topic_prefix}-ingest", "--share-group", ""
+    ):
         kits = KitPublisher(own_broker.url, f"{unique_topic_prefix}-kits")
         try:
             wait_for(kits.client.is_connected, what="the kits' publisher to connect")
@@ -83,9 +86,12 @@ def test_broker_restart_mid_stream_delivers_everything_once(
             wait_for(kits.client.is_connected, what="the kits' publisher to reconnect")
             for kit, payload in frames[700:]:
                 kits.publish(f"{root}/kits/{kit}/up", payload)
-            wait_for(lambda: stored(url) == len(frames) * PER_FRAME, timeout_s=30,
-                     what=f"every reading after the restart (have {stored(url)}, kits acked "
-                          f"{kits.acked}, connected {kits.client.is_connected()})")
+            wait_for(
+                lambda: stored(url) == len(frames) * PER_FRAME,
+                timeout_s=30,
+                what=f"every reading after the restart (have {stored(url)}, kits acked "
+                f"{kits.acked}, connected {kits.client.is_connected()})",
+            )
             wait_for(lambda: kits.acked >= len(frames), what="the kits' PUBACKs")
             # Some frames were in flight when the broker went: the test proves nothing otherwise.
             assert acked_before < 700

@@ -73,8 +73,9 @@ class _Client:
         self.received: list[int] = []
         self.acked: set[int] = set()
         self.disconnects = 0
-        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id,
-                                  protocol=mqtt.MQTTv311)
+        self.client = mqtt.Client(
+            CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv311
+        )
         self.client.on_message = self._on_message
         self.client.on_publish = self._on_publish
         self.client.on_disconnect = self._on_disconnect
@@ -110,8 +111,11 @@ def test_broker_refuses_a_packet_larger_than_any_frame_and_never_acks_it(
         wait_for(lambda: largest.mid in writer.acked, what="the largest frame to be acked")
         wait_for(lambda: reader.received == [MAX_PAYLOAD_BYTES], what="the largest frame")
         too_big = writer.client.publish(topic, bytes(MAX_PACKET_BYTES), qos=1)
-        wait_for(lambda: writer.disconnects > 0, timeout_s=10,
-                 what="the broker to disconnect the client that sent an oversized packet")
+        wait_for(
+            lambda: writer.disconnects > 0,
+            timeout_s=10,
+            what="the broker to disconnect the client that sent an oversized packet",
+        )
         time.sleep(0.5)
         assert too_big.mid not in writer.acked  # the kit knows it was not delivered
         assert reader.received == [MAX_PAYLOAD_BYTES]
@@ -121,7 +125,9 @@ def test_broker_refuses_a_packet_larger_than_any_frame_and_never_acks_it(
 
 
 def test_ingest_refuses_oversized_payloads_keeps_a_bounded_prefix_in_bounded_memory(
-    migrated_database_url: str, unlimited_broker: MosquittoBroker, unique_topic_prefix: str,
+    migrated_database_url: str,
+    unlimited_broker: MosquittoBroker,
+    unique_topic_prefix: str,
 ) -> None:
     url = migrated_database_url
     master, secrets = register_fleet(url, KITS)
@@ -129,8 +135,9 @@ def test_ingest_refuses_oversized_payloads_keeps_a_bounded_prefix_in_bounded_mem
     rng = np.random.default_rng(7)
     just_over = MAX_PAYLOAD_BYTES + 1
     root = f"{unique_topic_prefix}/bikesense/v1"
-    with ingest_process(url, unlimited_broker.url, master, root,
-                        f"{unique_topic_prefix}-ingest") as proc:
+    with ingest_process(
+        url, unlimited_broker.url, master, root, f"{unique_topic_prefix}-ingest"
+    ) as proc:
         peak = [rss_kib(proc.pid)]
         done = threading.Event()
 
@@ -142,8 +149,9 @@ def test_ingest_refuses_oversized_payloads_keeps_a_bounded_prefix_in_bounded_mem
         watcher.start()
         try:
             big = rng.bytes(BIG_BYTES)  # random: PostgreSQL cannot compress it away
-            with MqttPublisher(unlimited_broker.url, topic_root=root,
-                               max_inflight=500) as publisher:
+            with MqttPublisher(
+                unlimited_broker.url, topic_root=root, max_inflight=500
+            ) as publisher:
                 for i, (kit, payload) in enumerate(good):
                     publisher.publish(f"{root}/kits/{kit}/up", payload)
                     if i < BIG_COUNT:
@@ -152,9 +160,14 @@ def test_ingest_refuses_oversized_payloads_keeps_a_bounded_prefix_in_bounded_mem
                 publisher.publish(f"{root}/kits/{KITS[0]}/up", bytes(just_over))
                 publisher.publish(f"{root}/kits/{KITS[0]}/status", bytes(BIG_BYTES))
             expected_rejects = BIG_COUNT + 2
-            wait_for(lambda: stored(url) == len(good) * PER_FRAME
-                     and scalar(url, "SELECT count(*) FROM rejected_frames") == expected_rejects,
-                     timeout_s=90, what=f"every frame handled (stored {stored(url)})")
+            wait_for(
+                lambda: (
+                    stored(url) == len(good) * PER_FRAME
+                    and scalar(url, "SELECT count(*) FROM rejected_frames") == expected_rejects
+                ),
+                timeout_s=90,
+                what=f"every frame handled (stored {stored(url)})",
+            )
         finally:
             done.set()
             watcher.join()
@@ -162,8 +175,8 @@ def test_ingest_refuses_oversized_payloads_keeps_a_bounded_prefix_in_bounded_mem
     assert_exact(url, len(good) * PER_FRAME)
     with psycopg.connect(url, autocommit=True) as conn:
         rows = conn.execute(
-            "SELECT reason, octet_length(payload), detail, kit_id FROM rejected_frames"
-            " ORDER BY id").fetchall()
+            "SELECT reason, octet_length(payload), detail, kit_id FROM rejected_frames ORDER BY id"
+        ).fetchall()
     assert [r[0] for r in rows] == ["too_large"] * expected_rejects
     assert {r[1] for r in rows} == {MAX_REJECT_PAYLOAD_BYTES}
     assert MAX_REJECT_PAYLOAD_BYTES == MAX_PAYLOAD_BYTES

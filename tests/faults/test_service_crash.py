@@ -67,8 +67,9 @@ class Embedded:
     @property
     def ingest_url(self) -> str:
         password = quote(ingest_password(self.state), safe="")
-        return self.record("mosquitto").url.replace("mqtt://",
-                                                    f"mqtt://bikesense-ingest:{password}@")
+        return self.record("mosquitto").url.replace(
+            "mqtt://", f"mqtt://bikesense-ingest:{password}@"
+        )
 
 
 @pytest.fixture
@@ -90,8 +91,9 @@ def embedded(services_root: Path) -> Iterator[Embedded]:
 
 def _kits(env: Embedded) -> dict[int, KitPublisher]:
     kits_url = env.record("mosquitto").kits_url
-    publishers = {k: KitPublisher(kit_mqtt_url(kits_url, k, s), str(k))
-                  for k, s in env.secrets.items()}
+    publishers = {
+        k: KitPublisher(kit_mqtt_url(kits_url, k, s), str(k)) for k, s in env.secrets.items()
+    }
     for publisher in publishers.values():
         wait_for(publisher.client.is_connected, what="the kits to log in")
     return publishers
@@ -115,8 +117,9 @@ def test_postgres_killed_mid_stream_comes_back_on_its_port_and_nothing_is_lost(
     url = env.database_url
     before = env.record("postgres")
     frames = good_frames(env.secrets, 300)  # 900 frames, 9,000 readings
-    with ingest_process(url, env.ingest_url, env.master, ROOT, "crash-ingest-pg",
-                        "--share-group", ""):
+    with ingest_process(
+        url, env.ingest_url, env.master, ROOT, "crash-ingest-pg", "--share-group", ""
+    ):
         kits = _kits(env)
         try:
             _publish(kits, frames[:300])
@@ -129,8 +132,11 @@ def test_postgres_killed_mid_stream_comes_back_on_its_port_and_nothing_is_lost(
             assert (after.port, after.url) == (before.port, before.url)
             assert after.pid != before.pid
             _publish(kits, frames[700:])
-            wait_for(lambda: _stored_or_zero(url) == len(frames) * PER_FRAME, timeout_s=60,
-                     what=f"every reading after the crash (have {_stored_or_zero(url)})")
+            wait_for(
+                lambda: _stored_or_zero(url) == len(frames) * PER_FRAME,
+                timeout_s=60,
+                what=f"every reading after the crash (have {_stored_or_zero(url)})",
+            )
         finally:
             _close(kits)
         time.sleep(1)  # a redelivery, if any, would land now
@@ -148,8 +154,9 @@ def test_mosquitto_killed_mid_stream_comes_back_on_its_ports_and_nothing_saved_i
     before = env.record("mosquitto")
     saved = Path(before.directory) / "persistence" / "mosquitto.db"
     frames = good_frames(env.secrets, 300)
-    with ingest_process(url, env.ingest_url, env.master, ROOT, "crash-ingest-mqtt",
-                        "--share-group", "") as ingest:
+    with ingest_process(
+        url, env.ingest_url, env.master, ROOT, "crash-ingest-mqtt", "--share-group", ""
+    ) as ingest:
         kits = _kits(env)
         try:
             _publish(kits, frames[:300])
@@ -157,11 +164,16 @@ def test_mosquitto_killed_mid_stream_comes_back_on_its_ports_and_nothing_saved_i
             ingest.send_signal(signal.SIGSTOP)
             try:
                 _publish(kits, frames[300:600])
-                wait_for(lambda: all(k.acked == k.sent for k in kits.values()),
-                         what="the broker to accept the backlog")
+                wait_for(
+                    lambda: all(k.acked == k.sent for k in kits.values()),
+                    what="the broker to accept the backlog",
+                )
                 accepted_at = time.time()
-                wait_for(lambda: saved.exists() and saved.stat().st_mtime > accepted_at + 0.01,
-                         timeout_s=20, what="the broker to save its backlog")
+                wait_for(
+                    lambda: saved.exists() and saved.stat().st_mtime > accepted_at + 0.01,
+                    timeout_s=20,
+                    what="the broker to save its backlog",
+                )
                 os.kill(before.pid, signal.SIGKILL)
                 wait_for(lambda: not _alive(before.pid), what="the broker to die")
                 env.services.up(start_postgres=True, start_mosquitto=True)
@@ -172,8 +184,11 @@ def test_mosquitto_killed_mid_stream_comes_back_on_its_ports_and_nothing_saved_i
             for publisher in kits.values():
                 wait_for(publisher.client.is_connected, what="the kits to log in again")
             _publish(kits, frames[600:])
-            wait_for(lambda: stored(url) == len(frames) * PER_FRAME, timeout_s=60,
-                     what=f"every reading after the crash (have {stored(url)})")
+            wait_for(
+                lambda: stored(url) == len(frames) * PER_FRAME,
+                timeout_s=60,
+                what=f"every reading after the crash (have {stored(url)})",
+            )
         finally:
             _close(kits)
         time.sleep(1)
@@ -203,15 +218,20 @@ def test_services_up_watch_starts_crashed_services_again_on_their_ports(
     before = {name: env.record(name) for name in ("postgres", "mosquitto")}
     stop = threading.Event()
     restarted: list[str] = []
-    watcher = threading.Thread(target=env.services.watch, args=(stop,),
-                               kwargs={"interval_s": 0.5,
-                                       "restarted": lambda r: restarted.append(r.name)})
+    watcher = threading.Thread(
+        target=env.services.watch,
+        args=(stop,),
+        kwargs={"interval_s": 0.5, "restarted": lambda r: restarted.append(r.name)},
+    )
     watcher.start()
     try:
         for record in before.values():
             os.kill(record.pid, signal.SIGKILL)
-        wait_for(lambda: sorted(restarted) == ["mosquitto", "postgres"], timeout_s=60,
-                 what=f"both services started again (so far {restarted})")
+        wait_for(
+            lambda: sorted(restarted) == ["mosquitto", "postgres"],
+            timeout_s=60,
+            what=f"both services started again (so far {restarted})",
+        )
     finally:
         stop.set()
         watcher.join(30)
@@ -229,26 +249,38 @@ def test_the_watch_command_restarts_a_killed_postgres_and_stops_on_sigterm(
 ) -> None:
     """``bikesense services up --watch`` itself, as an operator runs it."""
     state = services_root / f"watch-{uuid.uuid4().hex[:10]}"
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("BIKESENSE_DATABASE_URL", "BIKESENSE_MQTT_URL")}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("BIKESENSE_DATABASE_URL", "BIKESENSE_MQTT_URL")
+    }
     env["BIKESENSE_STATE_DIR"] = str(state)
     with tempfile.TemporaryFile() as out:
         watcher = subprocess.Popen(
             [sys.executable, "-m", "bikesense", "services", "up", "--no-mosquitto", "--watch"],
-            env=env, stdout=out, stderr=subprocess.STDOUT)
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
 
         def said(text: str) -> bool:
             out.seek(0)
             return text in out.read().decode(errors="replace")
 
         try:
-            wait_for(lambda: said("watching") or watcher.poll() is not None, timeout_s=120,
-                     what="services up to start")
+            wait_for(
+                lambda: said("watching") or watcher.poll() is not None,
+                timeout_s=120,
+                what="services up to start",
+            )
             assert watcher.poll() is None, "services up --watch exited"
             before = LocalServices(state).records()["postgres"]
             os.kill(before.pid, signal.SIGKILL)
-            wait_for(lambda: said("postgres had stopped: started again on"), timeout_s=60,
-                     what="the watcher to start PostgreSQL again")
+            wait_for(
+                lambda: said("postgres had stopped: started again on"),
+                timeout_s=60,
+                what="the watcher to start PostgreSQL again",
+            )
             after = LocalServices(state).records()["postgres"]
             assert (after.url, after.pid != before.pid) == (before.url, True)
             watcher.send_signal(signal.SIGTERM)

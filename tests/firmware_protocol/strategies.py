@@ -25,14 +25,18 @@ u16_centi = _scaled(100, 0, 0xFFFE)
 @st.composite
 def readings_at(draw: st.DrawFn, base_ts: int) -> Reading:
     span = min(MAX_DT_MS, MAX_TS_MS - base_ts)
-    ts = draw(st.one_of(st.just(base_ts), st.just(base_ts + span),
-                        st.integers(base_ts, base_ts + span)))
-    position = draw(st.one_of(
-        st.none(),
-        st.tuples(st.integers(-900_000_000, 900_000_000),
-                  st.integers(-1_800_000_000, 1_800_000_000)),
-        st.sampled_from([(900_000_000, 1_800_000_000), (-900_000_000, -1_800_000_000)]),
-    ))
+    ts = draw(
+        st.one_of(st.just(base_ts), st.just(base_ts + span), st.integers(base_ts, base_ts + span))
+    )
+    position = draw(
+        st.one_of(
+            st.none(),
+            st.tuples(
+                st.integers(-900_000_000, 900_000_000), st.integers(-1_800_000_000, 1_800_000_000)
+            ),
+            st.sampled_from([(900_000_000, 1_800_000_000), (-900_000_000, -1_800_000_000)]),
+        )
+    )
     return Reading(
         ts_ms=ts,
         lat_deg=None if position is None else position[0] / 10_000_000,
@@ -56,8 +60,9 @@ def readings_at(draw: st.DrawFn, base_ts: int) -> Reading:
 
 @st.composite
 def frames(draw: st.DrawFn, max_readings: int = 12) -> ReadingsFrame:
-    base = draw(st.one_of(st.sampled_from([0, MAX_TS_MS, MAX_TS_MS - MAX_DT_MS]),
-                          st.integers(0, MAX_TS_MS)))
+    base = draw(
+        st.one_of(st.sampled_from([0, MAX_TS_MS, MAX_TS_MS - MAX_DT_MS]), st.integers(0, MAX_TS_MS))
+    )
     readings = draw(st.lists(readings_at(base), min_size=1, max_size=max_readings))
     # The oldest reading sets the base; make sure one sits exactly on it sometimes.
     if draw(st.booleans()):
@@ -71,8 +76,9 @@ status_messages = st.builds(
     StatusMessage,
     battery_pct=st.one_of(st.none(), finite_pct),
     battery_v=st.one_of(st.none(), st.floats(0, 100, allow_nan=False)),
-    firmware_version=st.text(st.characters(min_codepoint=0x20, max_codepoint=0x7E),
-                             min_size=1, max_size=32),
+    firmware_version=st.text(
+        st.characters(min_codepoint=0x20, max_codepoint=0x7E), min_size=1, max_size=32
+    ),
     uptime_s=u32,
     queue_depth=u32,
     ts_ms=st.integers(0, MAX_TS_MS),

@@ -39,8 +39,7 @@ def _same_as_single(payloads: list[bytes], key: bytes | object) -> None:
             with pytest.raises(RemoteProtocolError) as refused:
                 decode_readings(payload, key)  # type: ignore[arg-type]
             exc = refused.value
-            assert (result.reason, result.offset, str(result)) == (exc.reason, exc.offset,
-                                                                   str(exc))
+            assert (result.reason, result.offset, str(result)) == (exc.reason, exc.offset, str(exc))
             assert len(batch.frame_readings(i)) == 0
             continue
         single = decode_readings(payload, key)  # type: ignore[arg-type]
@@ -72,17 +71,18 @@ def test_golden_readings_values() -> None:
 
 @settings(max_examples=60, deadline=None)
 @given(st.lists(frames(), min_size=1, max_size=20), st.data())
-def test_equal_to_decode_readings_on_random_frames(batch: list[ReadingsFrame],
-                                                   data: st.DataObject) -> None:
+def test_equal_to_decode_readings_on_random_frames(
+    batch: list[ReadingsFrame], data: st.DataObject
+) -> None:
     payloads = []
     for frame in batch:
         payload = encode_frame(frame, KEY)
         spoil = data.draw(st.sampled_from(["none", "none", "flip", "cut", "key", "extra"]))
         if spoil == "flip":
             at = data.draw(st.integers(0, len(payload) - 1))
-            payload = payload[:at] + bytes([payload[at] ^ 0x01]) + payload[at + 1:]
+            payload = payload[:at] + bytes([payload[at] ^ 0x01]) + payload[at + 1 :]
         elif spoil == "cut":
-            payload = payload[:data.draw(st.integers(0, len(payload) - 1))]
+            payload = payload[: data.draw(st.integers(0, len(payload) - 1))]
         elif spoil == "key":
             payload = encode_frame(frame, OTHER_KEY)
         elif spoil == "extra":
@@ -106,8 +106,7 @@ def test_bad_frames_do_not_spoil_the_good_ones() -> None:
     batch = decode_readings_many(mixed, KEY)
     n_good = len(mixed) - len(batch.errors)
     assert n_good == min(len(good), len(bad))
-    assert len(batch.readings) == sum(
-        len(decode_readings(p, KEY).readings) for p in good[:n_good])
+    assert len(batch.readings) == sum(len(decode_readings(p, KEY).readings) for p in good[:n_good])
     _same_as_single(mixed, KEY)
 
 
@@ -146,10 +145,10 @@ def test_many_small_frames_equal_the_single_decoder() -> None:
     _same_as_single(payloads, KEY)
 
 
-@given(st.lists(st.binary(max_size=600), min_size=1, max_size=5),
-       st.sampled_from([KEY, OTHER_KEY]))
+@given(st.lists(st.binary(max_size=600), min_size=1, max_size=5), st.sampled_from([KEY, OTHER_KEY]))
 def test_the_keyed_mac_is_hmac_sha256_however_often_it_is_used(
-        messages: list[bytes], key: bytes) -> None:
+    messages: list[bytes], key: bytes
+) -> None:
     # keyed_mac is cached per key and copied per frame: using it must never change it.
     for message in messages * 2:
         assert frame_mac(key, message) == hmac.digest(key, message, "sha256")[:MAC_BYTES]

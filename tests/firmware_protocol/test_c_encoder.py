@@ -21,8 +21,18 @@ from tests.firmware_protocol.protocol_vectors import (
 
 HEADER_DIR = Path(__file__).resolve().parents[2] / "firmware_protocol" / "c"
 CC = shutil.which("cc") or shutil.which("gcc") or shutil.which("clang")
-STRICT = ["-std=c99", "-Wall", "-Wextra", "-Werror", "-pedantic", "-Wconversion",
-          "-Wsign-conversion", "-Wshadow", "-Wcast-align", "-Wstrict-prototypes"]
+STRICT = [
+    "-std=c99",
+    "-Wall",
+    "-Wextra",
+    "-Werror",
+    "-pedantic",
+    "-Wconversion",
+    "-Wsign-conversion",
+    "-Wshadow",
+    "-Wcast-align",
+    "-Wstrict-prototypes",
+]
 
 pytestmark = pytest.mark.skipif(CC is None, reason="no C compiler (cc, gcc or clang) on PATH")
 
@@ -92,13 +102,20 @@ def _program(vectors: list[Vector]) -> str:
             f"    rc = bs_encode_readings(frame, sizeof frame, {h['kit_id']}u, {h['boot_id']}u, "
             f"{h['seq']}u, readings_{i}, {len(v.doc['wire'])}u, key_{i}, &len, NULL);\n"
             f'    if (rc != BS_OK) {{ printf("{v.name} error %d\\n", (int)rc); }}\n'
-            f'    else {{ print_hex("{v.name}", frame, len); }}')
+            f'    else {{ print_hex("{v.name}", frame, len); }}'
+        )
     good = {**absent_wire(AMS), "lat_e7": 523_702_157, "lon_e7": 48_951_679}
     parts.append(f"static const bs_reading good = {_c_reading(good)};")
     parts.append(f"static const uint8_t key[BS_KEY_BYTES] = {_c_bytes(KEY)};")
-    parts.append("static const uint8_t msg[] = \"what do ya want for nothing?\";")
-    parts += ["", "int main(void) {", "    size_t len = 0, bad_index = 0;",
-              "    bs_result rc;", "    bs_reading two[2];", "    uint8_t digest[32];"]
+    parts.append('static const uint8_t msg[] = "what do ya want for nothing?";')
+    parts += [
+        "",
+        "int main(void) {",
+        "    size_t len = 0, bad_index = 0;",
+        "    bs_result rc;",
+        "    bs_reading two[2];",
+        "    uint8_t digest[32];",
+    ]
     parts += calls
     for name, assignment, _ in INVALID:
         parts += [
@@ -137,11 +154,14 @@ def _build_and_run(work: Path, name: str, flags: list[str]) -> subprocess.Comple
     binary = work / name
     compiled = subprocess.run(
         [CC, *STRICT, *flags, "-I", str(HEADER_DIR), str(source), "-o", str(binary)],
-        capture_output=True, text=True, check=False, timeout=180)
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=180,
+    )
     if compiled.returncode != 0:
         return compiled
-    return subprocess.run([str(binary)], capture_output=True, text=True, check=False,
-                          timeout=120)
+    return subprocess.run([str(binary)], capture_output=True, text=True, check=False, timeout=120)
 
 
 @pytest.fixture(scope="module")
@@ -163,8 +183,11 @@ def c_output(c_stdout: str) -> dict[str, str]:
 
 def test_no_undefined_behaviour_or_memory_errors(c_work: Path, c_stdout: str) -> None:
     """Same program under AddressSanitizer and UBSan: same output, no report."""
-    ran = _build_and_run(c_work, "vectors_sanitized", ["-O1", "-g", "-fsanitize=address,undefined",
-                                                       "-fno-sanitize-recover=all"])
+    ran = _build_and_run(
+        c_work,
+        "vectors_sanitized",
+        ["-O1", "-g", "-fsanitize=address,undefined", "-fno-sanitize-recover=all"],
+    )
     if ran.returncode != 0 and "cannot find" in ran.stderr:
         pytest.skip(f"the C toolchain has no sanitizer runtime: {ran.stderr.strip()[:200]}")
     assert ran.returncode == 0, ran.stderr
@@ -197,10 +220,16 @@ def test_c_building_blocks(c_output: dict[str, str]) -> None:
 def test_header_compiles_as_plain_c99_without_the_implementation(tmp_path: Path) -> None:
     assert CC is not None
     source = tmp_path / "user.c"
-    source.write_text('#include "bikesense_frame.h"\n'
-                      "size_t frame_size(void);\n"
-                      "size_t frame_size(void) { return BS_FRAME_BYTES(60); }\n")
+    source.write_text(
+        '#include "bikesense_frame.h"\n'
+        "size_t frame_size(void);\n"
+        "size_t frame_size(void) { return BS_FRAME_BYTES(60); }\n"
+    )
     compiled = subprocess.run(
         [CC, *STRICT, "-c", "-I", str(HEADER_DIR), str(source), "-o", str(tmp_path / "user.o")],
-        capture_output=True, text=True, check=False, timeout=60)
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+    )
     assert compiled.returncode == 0, compiled.stderr

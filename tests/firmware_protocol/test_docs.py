@@ -14,7 +14,7 @@ EXAMPLE = next(v for v in load_vectors("readings") if v.name == "worked_example"
 
 
 def test_worked_example_hex_is_the_vector() -> None:
-    section = PAGE[PAGE.index("## 8. Worked example"):PAGE.index("## 9.")]
+    section = PAGE[PAGE.index("## 8. Worked example") : PAGE.index("## 9.")]
     block = re.search(r"The frame, 124 bytes.*?```\n(.*?)```", section, re.S)
     assert block is not None
     assert "".join(block.group(1).split()) == EXAMPLE.doc["frame_hex"]
@@ -26,7 +26,7 @@ def test_annotated_bytes_are_the_vector() -> None:
     assert len(rows) > 30
     for offset, hex_bytes in rows:
         data = bytes.fromhex("".join(hex_bytes.split()))
-        assert frame[int(offset):int(offset) + len(data)] == data, offset
+        assert frame[int(offset) : int(offset) + len(data)] == data, offset
 
 
 def test_record_table_offsets_are_the_code() -> None:

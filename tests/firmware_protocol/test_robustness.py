@@ -48,8 +48,9 @@ def reseal(body: bytes | bytearray, key: bytes = KEY) -> bytes:
     return crc + hmac.digest(key, crc, "sha256")[:16]
 
 
-def _attempt(decode: Callable[..., object], data: bytes,
-             key: bytes | Callable[[int], bytes | None]) -> object:
+def _attempt(
+    decode: Callable[..., object], data: bytes, key: bytes | Callable[[int], bytes | None]
+) -> object:
     try:
         return decode(data, key)
     except RemoteProtocolError as exc:
@@ -101,11 +102,17 @@ def test_random_bytes_behind_a_valid_prefix(tail: bytes) -> None:
     count=st.one_of(st.integers(0, 3), st.integers(0, 0xFFFF)),
     frame_len_delta=st.one_of(st.just(0), st.integers(-50, 50)),
     body=st.binary(max_size=8 + 38 * 4),
-    header_ids=st.tuples(st.integers(0, 2**32 - 1), st.integers(0, 2**32 - 1),
-                         st.integers(0, 2**32 - 1)),
+    header_ids=st.tuples(
+        st.integers(0, 2**32 - 1), st.integers(0, 2**32 - 1), st.integers(0, 2**32 - 1)
+    ),
 )
-def test_random_authentic_frames(message_type: int, count: int, frame_len_delta: int,
-                                 body: bytes, header_ids: tuple[int, int, int]) -> None:
+def test_random_authentic_frames(
+    message_type: int,
+    count: int,
+    frame_len_delta: int,
+    body: bytes,
+    header_ids: tuple[int, int, int],
+) -> None:
     """Random headers and bodies with a correct CRC and MAC reach the value checks."""
     frame_len = max(0, min(0xFFFF, 20 + len(body) + 20 + frame_len_delta))
     head = struct.pack("<2sBBHHIII", b"BS", 1, message_type, frame_len, count, *header_ids)
@@ -131,8 +138,14 @@ def test_mutations_of_random_frames(frame: ReadingsFrame, data: st.DataObject) -
     outcome = check(bytes(raw))
     assert isinstance(outcome, tuple)
     # A single bit flip is always caught by the envelope: CRC-32 detects every one.
-    assert outcome[0] in {"bad_magic", "unsupported_version", "bad_length", "truncated",
-                          "bad_checksum", "bad_mac"}
+    assert outcome[0] in {
+        "bad_magic",
+        "unsupported_version",
+        "bad_length",
+        "truncated",
+        "bad_checksum",
+        "bad_mac",
+    }
 
 
 def test_every_truncation() -> None:
@@ -159,8 +172,14 @@ def test_every_resealed_bit_flip() -> None:
             outcome = check(reseal(data))
             if isinstance(outcome, tuple):
                 reasons.add(outcome[0])
-    assert reasons == {"bad_magic", "unsupported_version", "bad_length", "truncated",
-                       "too_many_readings", "bad_value"}
+    assert reasons == {
+        "bad_magic",
+        "unsupported_version",
+        "bad_length",
+        "truncated",
+        "too_many_readings",
+        "bad_value",
+    }
 
 
 def test_every_frame_length_field() -> None:
@@ -183,7 +202,8 @@ def test_huge_counts() -> None:
         data = bytearray(EXAMPLE[:-20])
         struct.pack_into("<H", data, 6, count)
         expected = {0: ("bad_value", 6), 3: ("bad_length", 4), 1024: ("bad_length", 4)}.get(
-            count, ("too_many_readings", 6))
+            count, ("too_many_readings", 6)
+        )
         assert check(reseal(data)) == expected
 
 
@@ -239,9 +259,11 @@ def test_peek_header_reads_without_authenticating() -> None:
     assert check(forged) == ("bad_mac", len(EXAMPLE) - 16)
 
 
-@pytest.mark.parametrize("data", [bytearray(EXAMPLE), memoryview(EXAMPLE),
-                                  memoryview(b"\0" + EXAMPLE)[1:]],
-                         ids=["bytearray", "memoryview", "odd-address"])
+@pytest.mark.parametrize(
+    "data",
+    [bytearray(EXAMPLE), memoryview(EXAMPLE), memoryview(b"\0" + EXAMPLE)[1:]],
+    ids=["bytearray", "memoryview", "odd-address"],
+)
 def test_other_buffers(data: bytearray | memoryview) -> None:
     assert decode_frame(data, KEY) == decode_frame(EXAMPLE, KEY)  # type: ignore[arg-type]
     fast = decode_readings(data, KEY)  # type: ignore[arg-type]

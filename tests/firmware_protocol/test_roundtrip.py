@@ -44,7 +44,11 @@ def test_array_path_agrees_with_object_path(frame: ReadingsFrame) -> None:
     header = peek_header(data)
     assert decoded.header == header
     assert (header.kit_id, header.boot_id, header.seq, header.count) == (
-        frame.kit_id, frame.boot_id, frame.seq, len(frame.readings))
+        frame.kit_id,
+        frame.boot_id,
+        frame.seq,
+        len(frame.readings),
+    )
     expected = frame_to_array(frame)
     assert decoded.readings.tobytes() == expected.tobytes()
     assert encode_readings(frame.kit_id, frame.boot_id, frame.seq, decoded.readings, KEY) == data
@@ -66,15 +70,35 @@ def test_values_are_rounded_to_the_wire_resolution(values: list[float]) -> None:
 
 
 def test_absent_is_distinct_from_zero() -> None:
-    zero = Reading(ts_ms=0, lat_deg=0.0, lon_deg=0.0, hdop=0.0, satellites=0, speed_mps=0.0,
-                   pm1_ugm3=0.0, pm25_ugm3=0.0, pm10_ugm3=0.0, no2_ugm3=0.0, noise_laeq_db=0.0,
-                   noise_lamax_db=0.0, temperature_c=0.0, humidity_pct=0.0)
+    zero = Reading(
+        ts_ms=0,
+        lat_deg=0.0,
+        lon_deg=0.0,
+        hdop=0.0,
+        satellites=0,
+        speed_mps=0.0,
+        pm1_ugm3=0.0,
+        pm25_ugm3=0.0,
+        pm10_ugm3=0.0,
+        no2_ugm3=0.0,
+        noise_laeq_db=0.0,
+        noise_lamax_db=0.0,
+        temperature_c=0.0,
+        humidity_pct=0.0,
+    )
     absent = Reading(ts_ms=0)
     frame = ReadingsFrame(1, 1, 1, (zero, absent))
     assert decode_frame(encode_frame(frame, KEY), KEY) == frame
     rows = decode_readings(encode_frame(frame, KEY), KEY).readings
-    for name in ("lat_deg", "hdop", "pm25_ugm3", "no2_ugm3", "noise_laeq_db", "temperature_c",
-                 "humidity_pct"):
+    for name in (
+        "lat_deg",
+        "hdop",
+        "pm25_ugm3",
+        "no2_ugm3",
+        "noise_laeq_db",
+        "temperature_c",
+        "humidity_pct",
+    ):
         assert rows[name][0] == 0.0, name
         assert math.isnan(rows[name][1]), name
     assert list(rows["satellites"]) == [0, -1]

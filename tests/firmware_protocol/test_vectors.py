@@ -45,7 +45,8 @@ def _frame(v: Vector) -> ReadingsFrame:
     h = v.doc["header"]
     readings = tuple(
         Reading(**{**r, "gnss_fix": GnssFix(r["gnss_fix"]), "status": StatusBits(r["status"])})
-        for r in v.doc["readings"])
+        for r in v.doc["readings"]
+    )
     return ReadingsFrame(h["kit_id"], h["boot_id"], h["seq"], readings)
 
 
@@ -69,8 +70,15 @@ def test_the_set_is_complete() -> None:
     assert len(UNKNOWN) >= 1
     assert len(REJECTS) >= 15
     assert {v.doc["error"]["reason"] for v in REJECTS} >= {
-        "truncated", "bad_magic", "unsupported_version", "bad_length", "bad_checksum",
-        "bad_mac", "too_many_readings", "bad_value"}
+        "truncated",
+        "bad_magic",
+        "unsupported_version",
+        "bad_length",
+        "bad_checksum",
+        "bad_mac",
+        "too_many_readings",
+        "bad_value",
+    }
 
 
 def test_files_match_their_generator() -> None:
@@ -83,8 +91,9 @@ def test_files_match_their_generator() -> None:
 @pytest.mark.parametrize("v", READINGS, ids=_ids(READINGS))
 def test_spec_encoder_gives_the_golden_bytes(v: Vector) -> None:
     h = v.doc["header"]
-    frame = spec_frame(v.doc["wire"], kit_id=h["kit_id"], boot_id=h["boot_id"], seq=h["seq"],
-                       key=v.key)
+    frame = spec_frame(
+        v.doc["wire"], kit_id=h["kit_id"], boot_id=h["boot_id"], seq=h["seq"], key=v.key
+    )
     assert frame.hex() == v.doc["frame_hex"]
 
 
@@ -98,8 +107,10 @@ def test_array_api_encodes_the_golden_bytes(v: Vector) -> None:
     h = v.doc["header"]
     array = _array(v)
     array["kit_id"] = 999  # ignored: the header carries the identity
-    assert encode_readings(h["kit_id"], h["boot_id"], h["seq"], array, v.key).hex() == \
-        v.doc["frame_hex"]
+    assert (
+        encode_readings(h["kit_id"], h["boot_id"], h["seq"], array, v.key).hex()
+        == v.doc["frame_hex"]
+    )
 
 
 @pytest.mark.parametrize("v", READINGS, ids=_ids(READINGS))
@@ -124,8 +135,7 @@ def test_peek_header(v: Vector) -> None:
 @pytest.mark.parametrize("v", UNKNOWN, ids=_ids(UNKNOWN))
 def test_unknown_message_type_is_an_event_for_the_object_api(v: Vector) -> None:
     decoded = decode_frame(v.frame, v.key)
-    assert decoded == UnknownFrame(FrameHeader(**v.doc["header"]),
-                                   bytes.fromhex(v.doc["body_hex"]))
+    assert decoded == UnknownFrame(FrameHeader(**v.doc["header"]), bytes.fromhex(v.doc["body_hex"]))
 
 
 @pytest.mark.parametrize("v", UNKNOWN, ids=_ids(UNKNOWN))

@@ -39,15 +39,22 @@ def message(kind: str, kit: int, seq: int, n: int, received_ms: int) -> InboundM
     payload = encode_readings(sender, 1, seq, r, key)
     if kind == "corrupt":
         payload = payload[:20] + bytes([payload[20] ^ 0xFF]) + payload[21:]
-    return InboundMessage(topic=f"{LAYOUT.root}/kits/{sender}/up", payload=payload, mid=seq,
-                          qos=1, received_ms=received_ms, generation=0)
+    return InboundMessage(
+        topic=f"{LAYOUT.root}/kits/{sender}/up",
+        payload=payload,
+        mid=seq,
+        qos=1,
+        received_ms=received_ms,
+        generation=0,
+    )
 
 
 def alone(messages: list[InboundMessage]) -> Admitted:
     """The reference: each message admitted on its own, the results put together."""
     parts = [admit([m], LAYOUT, KEYS.get, RULES) for m in messages]
-    out = Admitted(np.concatenate([p.readings for p in parts]),
-                   np.concatenate([p.received_ms for p in parts]))
+    out = Admitted(
+        np.concatenate([p.readings for p in parts]), np.concatenate([p.received_ms for p in parts])
+    )
     for p in parts:
         out.rejects += p.rejects
         out.statuses += p.statuses
@@ -64,27 +71,47 @@ def assert_same(got: Admitted, want: Admitted) -> None:
 
 
 @settings(max_examples=60, deadline=None)
-@given(st.lists(st.tuples(st.sampled_from(KINDS), st.sampled_from((1, 2, 3)),
-                          st.integers(1, 12), st.integers(0, 5_000)), min_size=1, max_size=12))
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(KINDS),
+            st.sampled_from((1, 2, 3)),
+            st.integers(1, 12),
+            st.integers(0, 5_000),
+        ),
+        min_size=1,
+        max_size=12,
+    )
+)
 def test_a_batch_is_admitted_as_its_messages_one_by_one(
-        frames: list[tuple[str, int, int, int]]) -> None:
-    messages = [message(kind, kit, seq, n, NOW_MS + delay)
-                for seq, (kind, kit, n, delay) in enumerate(frames)]
+    frames: list[tuple[str, int, int, int]],
+) -> None:
+    messages = [
+        message(kind, kit, seq, n, NOW_MS + delay)
+        for seq, (kind, kit, n, delay) in enumerate(frames)
+    ]
     assert_same(admit(messages, LAYOUT, KEYS.get, RULES), alone(messages))
 
 
 def test_dropped_readings_are_recorded_per_frame_and_the_rest_kept() -> None:
-    messages = [message("corrupt", 1, 0, 4, NOW_MS), message("some_bad", 2, 1, 6, NOW_MS + 7),
-                message("good", 3, 2, 3, NOW_MS + 9), message("all_bad", 1, 3, 2, NOW_MS),
-                message("corrupt", 2, 4, 5, NOW_MS)]  # a refused frame last, and first
+    messages = [
+        message("corrupt", 1, 0, 4, NOW_MS),
+        message("some_bad", 2, 1, 6, NOW_MS + 7),
+        message("good", 3, 2, 3, NOW_MS + 9),
+        message("all_bad", 1, 3, 2, NOW_MS),
+        message("corrupt", 2, 4, 5, NOW_MS),
+    ]  # a refused frame last, and first
     got = admit(messages, LAYOUT, KEYS.get, RULES)
     # Frame 1 keeps 4 of 6 (index 0 forty days old, index 3 an hour ahead); frame 2 all 3.
     assert len(got.readings) == 7
     assert got.received_ms.tolist() == [NOW_MS + 7] * 4 + [NOW_MS + 9] * 3
     assert got.readings["kit_id"].tolist() == [2] * 4 + [3] * 3
     assert [r.reason for r in got.rejects] == [
-        "bad_checksum", f"partial:{IngestReject.FAR_FUTURE}", IngestReject.NULL_ISLAND,
-        "bad_checksum"]
+        "bad_checksum",
+        f"partial:{IngestReject.FAR_FUTURE}",
+        IngestReject.NULL_ISLAND,
+        "bad_checksum",
+    ]
     assert "kept 4 of 6 readings" in got.rejects[1].detail
     assert got.frames_accepted == {2: 1, 3: 1}
     assert_same(got, alone(messages))

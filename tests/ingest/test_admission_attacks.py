@@ -43,14 +43,29 @@ def _readings(n: int = 4) -> np.ndarray:
 
 
 def _on(topic_kit: int, kind: str, payload: bytes) -> InboundMessage:
-    return InboundMessage(topic=f"{LAYOUT.root}/kits/{topic_kit}/{kind}", payload=payload,
-                          mid=1, qos=1, received_ms=NOW_MS, generation=0)
+    return InboundMessage(
+        topic=f"{LAYOUT.root}/kits/{topic_kit}/{kind}",
+        payload=payload,
+        mid=1,
+        qos=1,
+        received_ms=NOW_MS,
+        generation=0,
+    )
 
 
 def _status(kit_id: int, battery_pct: float) -> bytes:
-    return encode_status(StatusMessage(
-        battery_pct=battery_pct, battery_v=3.1, firmware_version="EVIL-0.0", uptime_s=10,
-        queue_depth=0, ts_ms=NOW_MS, kit_id=kit_id, boot_id=1))
+    return encode_status(
+        StatusMessage(
+            battery_pct=battery_pct,
+            battery_v=3.1,
+            firmware_version="EVIL-0.0",
+            uptime_s=10,
+            queue_depth=0,
+            ts_ms=NOW_MS,
+            kit_id=kit_id,
+            boot_id=1,
+        )
+    )
 
 
 def test_a_frame_on_another_kit_s_topic_is_filed_under_its_sender() -> None:
@@ -67,8 +82,10 @@ def test_a_frame_on_another_kit_s_topic_is_filed_under_its_sender() -> None:
 def test_a_status_naming_another_kit_is_refused() -> None:
     # On the victim's status topic, a status that says it is the attacker's; and on the
     # attacker's own topic, a status that says it is the victim's.
-    forged = [_on(VICTIM, "status", _status(ATTACKER, 1.0)),
-              _on(ATTACKER, "status", _status(VICTIM, 1.0))]
+    forged = [
+        _on(VICTIM, "status", _status(ATTACKER, 1.0)),
+        _on(ATTACKER, "status", _status(VICTIM, 1.0)),
+    ]
     got = admit(forged, LAYOUT, KEYS.get, RULES)
     assert got.statuses == []
     assert [r.reason for r in got.rejects] == [IngestReject.TOPIC_MISMATCH] * 2
@@ -93,14 +110,27 @@ def test_a_reading_without_a_fix_keeps_no_position() -> None:
 
 @pytest.mark.postgres
 def test_fleet_health_does_not_blame_the_kit_whose_topic_was_used(
-        migrated_database_url: str) -> None:
-    frames = [encode_readings(ATTACKER, 1, seq, _readings(), KEYS[ATTACKER].key)
-              for seq in range(5)]
+    migrated_database_url: str,
+) -> None:
+    frames = [
+        encode_readings(ATTACKER, 1, seq, _readings(), KEYS[ATTACKER].key) for seq in range(5)
+    ]
     got = admit([_on(VICTIM, "up", f) for f in frames], LAYOUT, KEYS.get, RULES)
     with psycopg.connect(migrated_database_url, autocommit=True) as conn:
-        insert_rejects(conn, [Reject(payload=r.payload, reason=r.reason,
-                                     received_ms=r.received_ms, kit_id=r.kit_id,
-                                     detail=r.detail, topic=r.topic) for r in got.rejects])
+        insert_rejects(
+            conn,
+            [
+                Reject(
+                    payload=r.payload,
+                    reason=r.reason,
+                    received_ms=r.received_ms,
+                    kit_id=r.kit_id,
+                    detail=r.detail,
+                    topic=r.topic,
+                )
+                for r in got.rejects
+            ],
+        )
 
     async def rejects_by_kit() -> list[tuple[Any, ...]]:
         conn = await psycopg.AsyncConnection.connect(migrated_database_url, autocommit=True)

@@ -40,7 +40,9 @@ def _frame(kit: int, seq: int, secret: bytes) -> bytes:
 
 
 def test_revoked_kit_is_refused_and_status_is_recorded(
-    migrated_database_url: str, mqtt_url: str, unique_topic_prefix: str,
+    migrated_database_url: str,
+    mqtt_url: str,
+    unique_topic_prefix: str,
 ) -> None:
     master = MasterKey.generate()
     with psycopg.connect(migrated_database_url, autocommit=True) as conn:
@@ -48,21 +50,38 @@ def test_revoked_kit_is_refused_and_status_is_recorded(
         gone = register_kit(conn, master, 2).secret
         revoke_kit(conn, 2)
     root = f"{unique_topic_prefix}/bikesense/v1"
-    config = EmbeddedConfig(mqtt_url=mqtt_url, database_url=migrated_database_url,
-                            client_id=f"{unique_topic_prefix}-ingest", topic_root=root)
-    status = StatusMessage(battery_pct=81.5, battery_v=3.9, firmware_version="1.4.2",
-                           uptime_s=600, queue_depth=0, ts_ms=int(time.time() * 1000), kit_id=1)
+    config = EmbeddedConfig(
+        mqtt_url=mqtt_url,
+        database_url=migrated_database_url,
+        client_id=f"{unique_topic_prefix}-ingest",
+        topic_root=root,
+    )
+    status = StatusMessage(
+        battery_pct=81.5,
+        battery_v=3.9,
+        firmware_version="1.4.2",
+        uptime_s=600,
+        queue_depth=0,
+        ts_ms=int(time.time() * 1000),
+        kit_id=1,
+    )
     with running(config, master):
         with MqttPublisher(mqtt_url, topic_root=root) as publisher:
             publisher.publish(f"{root}/kits/1/up", _frame(1, 1, good))
             publisher.publish(f"{root}/kits/2/up", _frame(2, 1, gone))
             publisher.publish(f"{root}/kits/1/status", encode_status(status), retain=True)
             publisher.publish(f"{root}/kits/1/status", b"{not json")
-        wait_for(lambda: scalar(migrated_database_url,
-                                "SELECT count(*) FROM rejected_frames") == 2, what="two rejects")
-        wait_for(lambda: scalar(migrated_database_url,
-                                "SELECT battery_pct FROM kits WHERE kit_id = 1") is not None,
-                 what="the status of kit 1")
+        wait_for(
+            lambda: scalar(migrated_database_url, "SELECT count(*) FROM rejected_frames") == 2,
+            what="two rejects",
+        )
+        wait_for(
+            lambda: (
+                scalar(migrated_database_url, "SELECT battery_pct FROM kits WHERE kit_id = 1")
+                is not None
+            ),
+            what="the status of kit 1",
+        )
     with psycopg.connect(migrated_database_url, autocommit=True) as conn:
         reasons = sorted(r for (r,) in conn.execute("SELECT reason FROM rejected_frames"))
         assert reasons == ["bad_status", "revoked_kit"]
@@ -117,8 +136,10 @@ def _connect_code(port: int, user: str | None, password: str | None) -> int:
 
 
 @pytest.fixture
-def acl_broker(migrated_database_url: str, monkeypatch: pytest.MonkeyPatch,
-               ) -> Iterator[tuple[MosquittoBroker, dict[int, bytes]]]:
+def acl_broker(
+    migrated_database_url: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> Iterator[tuple[MosquittoBroker, dict[int, bytes]]]:
     master = MasterKey.generate()
     with psycopg.connect(migrated_database_url, autocommit=True) as conn:
         secrets = {k: register_kit(conn, master, k).secret for k in (7, 8, 9)}
@@ -128,8 +149,19 @@ def acl_broker(migrated_database_url: str, monkeypatch: pytest.MonkeyPatch,
     out = root / "broker"
     monkeypatch.setenv("BIKESENSE_DATABASE_URL", migrated_database_url)
     monkeypatch.setenv("BIKESENSE_KIT_MASTER_KEY", master.to_text())
-    result = CliRunner().invoke(app, ["kits", "broker-acl", "--out", str(out),
-                                      "--ingest-password", "ingest-pw", "--topic-root", "acl/v1"])
+    result = CliRunner().invoke(
+        app,
+        [
+            "kits",
+            "broker-acl",
+            "--out",
+            str(out),
+            "--ingest-password",
+            "ingest-pw",
+            "--topic-root",
+            "acl/v1",
+        ],
+    )
     assert result.exit_code == 0, result.output
     broker = MosquittoBroker(out, password_file=out / "passwords", acl_file=out / "acl")
     broker.start()
@@ -157,8 +189,7 @@ def test_broker_acl_lets_each_kit_publish_only_to_its_own_topics(
         other = kit.publish("acl/v1/kits/8/up", b"forged", qos=1)
         own.wait_for_publish(10)
         other.wait_for_publish(10)
-        wait_for(lambda: "acl/v1/kits/7/up" in listener.got, timeout_s=10,
-                 what="kit 7's own frame")
+        wait_for(lambda: "acl/v1/kits/7/up" in listener.got, timeout_s=10, what="kit 7's own frame")
         time.sleep(0.5)
         kit.disconnect()
         kit.loop_stop()

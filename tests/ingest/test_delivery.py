@@ -27,8 +27,9 @@ KITS = (11, 12, 13)
 PER_FRAME = 10
 
 
-def _frames(secrets: dict[int, bytes], frames_per_kit: int,
-            boot: int = 1) -> list[tuple[int, bytes]]:
+def _frames(
+    secrets: dict[int, bytes], frames_per_kit: int, boot: int = 1
+) -> list[tuple[int, bytes]]:
     # Readings one second apart, ending a minute ago: none in the future.
     start_ms = int(time.time() * 1000) - (frames_per_kit * PER_FRAME + 60) * 1000
     out = []
@@ -70,13 +71,17 @@ def _count(url: str) -> int:
 def _assert_exact(url: str, expected_readings: int) -> None:
     with psycopg.connect(url, autocommit=True) as conn:
         readings, distinct = conn.execute(
-            "SELECT count(*), count(DISTINCT (kit_id, boot_id, seq, idx)) FROM readings").fetchone()
+            "SELECT count(*), count(DISTINCT (kit_id, boot_id, seq, idx)) FROM readings"
+        ).fetchone()
         n_partials = conn.execute(
             "SELECT sum(n) FROM window_partials WHERE metric = %s AND resolution = 10"
-            " AND window_s = 60", (int(Metric.PM25),)).fetchone()[0]
+            " AND window_s = 60",
+            (int(Metric.PM25),),
+        ).fetchone()[0]
         publishable = conn.execute(
             "SELECT count(*) FROM readings WHERE qa_flags & %s = 0 AND pm25_ugm3 IS NOT NULL",
-            (int(EXCLUDING_FLAGS[Metric.PM25]),)).fetchone()[0]
+            (int(EXCLUDING_FLAGS[Metric.PM25]),),
+        ).fetchone()[0]
     assert (readings, distinct) == (expected_readings, expected_readings)
     # Aggregates counted each publishable reading exactly once, whatever was redelivered.
     assert publishable > expected_readings // 2
@@ -84,7 +89,9 @@ def _assert_exact(url: str, expected_readings: int) -> None:
 
 
 def test_kill_minus_nine_mid_stream_loses_nothing(
-    migrated_database_url: str, mqtt_url: str, unique_topic_prefix: str,
+    migrated_database_url: str,
+    mqtt_url: str,
+    unique_topic_prefix: str,
     fleet: tuple[MasterKey, dict[int, bytes]],
 ) -> None:
     master, secrets = fleet
@@ -98,15 +105,19 @@ def test_kill_minus_nine_mid_stream_loses_nothing(
         first.wait(10)
     _publish(mqtt_url, root, frames[600:])  # ingest is down: the broker keeps its session queue
     with ingest_process(migrated_database_url, mqtt_url, master, root, client_id):
-        wait_for(lambda: _count(migrated_database_url) == len(frames) * PER_FRAME,
-                 timeout_s=60,
-                 what=f"every reading after the restart (have {_count(migrated_database_url)})")
+        wait_for(
+            lambda: _count(migrated_database_url) == len(frames) * PER_FRAME,
+            timeout_s=60,
+            what=f"every reading after the restart (have {_count(migrated_database_url)})",
+        )
         time.sleep(1)
     _assert_exact(migrated_database_url, len(frames) * PER_FRAME)
 
 
 def test_burst_beyond_mosquittos_default_queue_arrives_whole(
-    migrated_database_url: str, mqtt_url: str, unique_topic_prefix: str,
+    migrated_database_url: str,
+    mqtt_url: str,
+    unique_topic_prefix: str,
     fleet: tuple[MasterKey, dict[int, bytes]],
 ) -> None:
     """Mosquitto drops QoS 1 beyond max_queued_messages (default 1000); ours is configured."""
@@ -118,23 +129,33 @@ def test_burst_beyond_mosquittos_default_queue_arrives_whole(
         pass  # the broker now keeps a persistent session for this client id
     _publish(mqtt_url, root, frames)
     with ingest_process(migrated_database_url, mqtt_url, master, root, client_id):
-        wait_for(lambda: _count(migrated_database_url) == len(frames) * PER_FRAME,
-                 timeout_s=90, what="the whole burst")
+        wait_for(
+            lambda: _count(migrated_database_url) == len(frames) * PER_FRAME,
+            timeout_s=90,
+            what="the whole burst",
+        )
     _assert_exact(migrated_database_url, len(frames) * PER_FRAME)
 
 
 def test_two_ingest_processes_share_the_load_without_double_counting(
-    migrated_database_url: str, mqtt_url: str, unique_topic_prefix: str,
+    migrated_database_url: str,
+    mqtt_url: str,
+    unique_topic_prefix: str,
     fleet: tuple[MasterKey, dict[int, bytes]],
 ) -> None:
     master, secrets = fleet
     root = f"{unique_topic_prefix}/bikesense/v1"
     frames = _frames(secrets, 300)
-    with ingest_process(migrated_database_url, mqtt_url, master, root, f"{root}-a"), \
-            ingest_process(migrated_database_url, mqtt_url, master, root, f"{root}-b"):
+    with (
+        ingest_process(migrated_database_url, mqtt_url, master, root, f"{root}-a"),
+        ingest_process(migrated_database_url, mqtt_url, master, root, f"{root}-b"),
+    ):
         _publish(mqtt_url, root, frames)
-        wait_for(lambda: _count(migrated_database_url) == len(frames) * PER_FRAME,
-                 timeout_s=60, what="every reading through two processes")
+        wait_for(
+            lambda: _count(migrated_database_url) == len(frames) * PER_FRAME,
+            timeout_s=60,
+            what="every reading through two processes",
+        )
         time.sleep(1)
         with psycopg.connect(migrated_database_url, autocommit=True) as conn:
             by_app = conn.execute(
@@ -145,8 +166,11 @@ def test_two_ingest_processes_share_the_load_without_double_counting(
 
 
 def test_database_away_and_back_loses_nothing(
-    pg_cluster: PostgresCluster | None, migrated_database_url: str, mqtt_url: str,
-    unique_topic_prefix: str, fleet: tuple[MasterKey, dict[int, bytes]],
+    pg_cluster: PostgresCluster | None,
+    migrated_database_url: str,
+    mqtt_url: str,
+    unique_topic_prefix: str,
+    fleet: tuple[MasterKey, dict[int, bytes]],
 ) -> None:
     if pg_cluster is None:
         pytest.skip("needs the harness's own PostgreSQL to stop and start it")
@@ -164,14 +188,20 @@ def test_database_away_and_back_loses_nothing(
             assert process.poll() is None, "ingest must wait for the database, not exit"
         finally:
             pg_cluster.start()
-        wait_for(lambda: _count(migrated_database_url) == len(frames) * PER_FRAME,
-                 timeout_s=60, what="the second half after the database came back")
+        wait_for(
+            lambda: _count(migrated_database_url) == len(frames) * PER_FRAME,
+            timeout_s=60,
+            what="the second half after the database came back",
+        )
     _assert_exact(migrated_database_url, len(frames) * PER_FRAME)
 
 
 def test_sigterm_while_the_database_is_away_stops_without_losing_anything(
-    pg_cluster: PostgresCluster | None, migrated_database_url: str, mqtt_url: str,
-    unique_topic_prefix: str, fleet: tuple[MasterKey, dict[int, bytes]],
+    pg_cluster: PostgresCluster | None,
+    migrated_database_url: str,
+    mqtt_url: str,
+    unique_topic_prefix: str,
+    fleet: tuple[MasterKey, dict[int, bytes]],
 ) -> None:
     if pg_cluster is None:
         pytest.skip("needs the harness's own PostgreSQL to stop and start it")
@@ -189,6 +219,9 @@ def test_sigterm_while_the_database_is_away_stops_without_losing_anything(
         finally:
             pg_cluster.start()
     with ingest_process(migrated_database_url, mqtt_url, master, root, client_id):
-        wait_for(lambda: _count(migrated_database_url) == len(frames) * PER_FRAME,
-                 timeout_s=60, what="every reading from the broker after the restart")
+        wait_for(
+            lambda: _count(migrated_database_url) == len(frames) * PER_FRAME,
+            timeout_s=60,
+            what="every reading from the broker after the restart",
+        )
     _assert_exact(migrated_database_url, len(frames) * PER_FRAME)

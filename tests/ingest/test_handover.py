@@ -13,10 +13,21 @@ import pytest
 from ingest.handover import Handover, HandoverError, Next, Turn
 
 
-def handover(*, max_messages: int = 2, writers: int = 1, batch_wait_s: float = 0.5,
-             overlap: bool = True, ready_early: bool = True) -> Handover[str]:
-    return Handover(max_messages=max_messages, writers=writers, batch_wait_s=batch_wait_s,
-                    overlap=overlap, ready_early=ready_early)
+def handover(
+    *,
+    max_messages: int = 2,
+    writers: int = 1,
+    batch_wait_s: float = 0.5,
+    overlap: bool = True,
+    ready_early: bool = True,
+) -> Handover[str]:
+    return Handover(
+        max_messages=max_messages,
+        writers=writers,
+        batch_wait_s=batch_wait_s,
+        overlap=overlap,
+        ready_early=ready_early,
+    )
 
 
 def state(h: Handover[str]) -> Next:

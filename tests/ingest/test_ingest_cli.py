@@ -47,15 +47,17 @@ def test_defaults(configured: list[EmbeddedConfig]) -> None:
 
 def test_writers_wait_and_batch_size_are_passed_on(configured: list[EmbeddedConfig]) -> None:
     result = CliRunner().invoke(
-        app, ["ingest", "--writers", "3", "--batch-wait", "0.2", "--max-batch", "2500"])
+        app, ["ingest", "--writers", "3", "--batch-wait", "0.2", "--max-batch", "2500"]
+    )
     assert result.exit_code == 0, result.output
     (config,) = configured
     assert (config.writers, config.batch_wait_s, config.max_batch_messages) == (3, 0.2, 2500)
 
 
 @pytest.mark.parametrize("option", ["--writers", "--max-batch"])
-def test_a_batch_needs_a_message_and_a_writer(configured: list[EmbeddedConfig],
-                                              option: str) -> None:
+def test_a_batch_needs_a_message_and_a_writer(
+    configured: list[EmbeddedConfig], option: str
+) -> None:
     result = CliRunner().invoke(app, ["ingest", option, "0"])
     assert result.exit_code == 2
     assert "greater than or equal to 1" in " ".join(result.output.replace("│", " ").split())
@@ -63,8 +65,9 @@ def test_a_batch_needs_a_message_and_a_writer(configured: list[EmbeddedConfig],
 
 
 @pytest.mark.parametrize("to", ["database", "kafka"])
-def test_retention_reaches_either_runtime(configured: list[EmbeddedConfig],
-                                          monkeypatch: pytest.MonkeyPatch, to: str) -> None:
+def test_retention_reaches_either_runtime(
+    configured: list[EmbeddedConfig], monkeypatch: pytest.MonkeyPatch, to: str
+) -> None:
     """BIKESENSE_RAW_RETENTION_DAYS is a privacy promise: `ingest --to kafka` runs the same
     maintenance with it as the embedded runtime (it used to run with the defaults)."""
     monkeypatch.setenv("BIKESENSE_RAW_RETENTION_DAYS", "7")

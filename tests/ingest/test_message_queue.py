@@ -12,8 +12,9 @@ from ingest.mqtt import InboundMessage
 
 
 def _message(payload_bytes: int, mid: int = 1) -> InboundMessage:
-    return InboundMessage(topic="t", payload=bytes(payload_bytes), mid=mid, qos=1,
-                          received_ms=0, generation=1)
+    return InboundMessage(
+        topic="t", payload=bytes(payload_bytes), mid=mid, qos=1, received_ms=0, generation=1
+    )
 
 
 def test_put_blocks_once_the_bytes_would_pass_the_bound() -> None:

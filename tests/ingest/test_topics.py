@@ -34,6 +34,8 @@ def test_bad_topics_say_why(topic: str, complaint: str) -> None:
 def test_shared_subscription() -> None:
     layout = TopicLayout()
     assert layout.shared(layout.up_filter(), "g") == "$share/g/bikesense/v1/kits/+/up"
-    assert layout.subscriptions("g") == ["$share/g/bikesense/v1/kits/+/up",
-                                         "$share/g/bikesense/v1/kits/+/status"]
+    assert layout.subscriptions("g") == [
+        "$share/g/bikesense/v1/kits/+/up",
+        "$share/g/bikesense/v1/kits/+/status",
+    ]
     assert layout.subscriptions("") == ["bikesense/v1/kits/+/up", "bikesense/v1/kits/+/status"]

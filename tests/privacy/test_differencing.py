@@ -59,8 +59,16 @@ def _rides() -> list[np.ndarray]:
 
     def add(cell: int, hour: int, pm25: float, *, no2: bool = True) -> None:
         k = next(kit)
-        r = ride(kit_id=k, ride_id=k, start=_at(cell), n=60, pm25=pm25, seed=k, boot_id=k,
-                 t0_ms=T0_MS + hour * HOUR_MS + (k % 10) * 60_000)
+        r = ride(
+            kit_id=k,
+            ride_id=k,
+            start=_at(cell),
+            n=60,
+            pm25=pm25,
+            seed=k,
+            boot_id=k,
+            t0_ms=T0_MS + hour * HOUR_MS + (k % 10) * 60_000,
+        )
         if not no2:
             r["no2_ugm3"] = np.nan
         out.append(r)
@@ -87,21 +95,26 @@ def served(postgres_url: str, migrated_template: str) -> Iterator[tuple[str, str
 
     name = f"diff_{uuid.uuid4().hex[:10]}"
     with psycopg.connect(postgres_url, autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(
-            sql.Identifier(name), sql.Identifier(migrated_template)))
+        conn.execute(
+            sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(
+                sql.Identifier(name), sql.Identifier(migrated_template)
+            )
+        )
     url = f"{postgres_url.rpartition('/')[0]}/{name}"
     write(url, _rides())
     with psycopg.connect(url, autocommit=True) as conn:
         officer = create_key(conn, Role.OFFICER, label="officer").token
-    app = create_app(Settings(database_url=url, h3_resolutions=RESOLUTIONS,
-                              window_sizes_s=WINDOWS),
-                     ApiSettings(public_rate_per_s=10_000.0, public_burst=10_000))
+    app = create_app(
+        Settings(database_url=url, h3_resolutions=RESOLUTIONS, window_sizes_s=WINDOWS),
+        ApiSettings(public_rate_per_s=10_000.0, public_burst=10_000),
+    )
     app.dependency_overrides[get_now] = lambda: NOW
     with ServerThread(app) as server:
         yield server.url, officer, url
     with psycopg.connect(postgres_url, autocommit=True) as conn:
-        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
-            sql.Identifier(name)))
+        conn.execute(
+            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+        )
 
 
 @pytest.fixture
@@ -110,20 +123,26 @@ def api(served: tuple[str, str, str]) -> Iterator[httpx.Client]:
         yield client
 
 
-def _cells(client: httpx.Client, res: int, key: str | None = None, metric: str = "pm25",
-           **params: Any) -> dict[int, dict[str, Any]]:
-    response = client.get("/v1/cells", params={"metric": metric, "bbox": BBOX, "resolution": res,
-                                               **DAY, **params},
-                          headers={"X-API-Key": key} if key else {})
+def _cells(
+    client: httpx.Client, res: int, key: str | None = None, metric: str = "pm25", **params: Any
+) -> dict[int, dict[str, Any]]:
+    response = client.get(
+        "/v1/cells",
+        params={"metric": metric, "bbox": BBOX, "resolution": res, **DAY, **params},
+        headers={"X-API-Key": key} if key else {},
+    )
     assert response.status_code == 200, response.text
     return {int(f["id"], 16): f["properties"] for f in response.json()["features"]}
 
 
-def _series(client: httpx.Client, cell: int, bucket: str,
-            key: str | None = None) -> dict[str, dict[str, Any]]:
-    response = client.get("/v1/timeseries", params={"metric": "pm25", "cell": format(cell, "x"),
-                                                    "bucket": bucket, **DAY},
-                          headers={"X-API-Key": key} if key else {})
+def _series(
+    client: httpx.Client, cell: int, bucket: str, key: str | None = None
+) -> dict[str, dict[str, Any]]:
+    response = client.get(
+        "/v1/timeseries",
+        params={"metric": "pm25", "cell": format(cell, "x"), "bucket": bucket, **DAY},
+        headers={"X-API-Key": key} if key else {},
+    )
     assert response.status_code == 200, response.text
     # Buckets with data only: a withheld hour is an empty bucket, as one without data.
     return {p["start"]: p for p in response.json()["points"] if p["n_readings"] > 0}
@@ -131,20 +150,21 @@ def _series(client: httpx.Client, cell: int, bucket: str,
 
 def _total(props: list[dict[str, Any]]) -> tuple[int, float]:
     """Readings and their sum over figures: what an attacker subtracts."""
-    return (sum(p["n_readings"] for p in props),
-            sum(p["n_readings"] * p["mean"] for p in props))
+    return (sum(p["n_readings"] for p in props), sum(p["n_readings"] * p["mean"] for p in props))
 
 
 def test_a_parent_cell_minus_its_public_children_reveals_nothing(
-        api: httpx.Client, served: tuple[str, str, str]) -> None:
+    api: httpx.Client, served: tuple[str, str, str]
+) -> None:
     officer = _cells(api, 10, served[1])
     assert officer[LONE_CHILD]["rides"] == 1  # the secret exists, one ride
     public_children = _cells(api, 10)
     assert LONE_CHILD not in public_children
     parent = _cells(api, 9)[PARENT]
     children = [p for c, p in public_children.items() if h3int.cell_to_parent(c, 9) == PARENT]
-    n_left, sum_left = np.subtract((parent["n_readings"], parent["n_readings"] * parent["mean"]),
-                                   _total(children))
+    n_left, sum_left = np.subtract(
+        (parent["n_readings"], parent["n_readings"] * parent["mean"]), _total(children)
+    )
     assert n_left == 0
     assert sum_left == pytest.approx(0, abs=1e-6)
     assert parent["max"] < 55.0 - 5  # not even the secret's extreme
@@ -155,14 +175,16 @@ def test_a_parent_cell_minus_its_public_children_reveals_nothing(
 
 
 def test_a_day_minus_its_public_hours_reveals_nothing(
-        api: httpx.Client, served: tuple[str, str, str]) -> None:
+    api: httpx.Client, served: tuple[str, str, str]
+) -> None:
     officer = _series(api, LONE_HOUR_CELL, "1h", served[1])
     assert officer["2026-11-21T10:00:00Z"]["rides"] == 1  # the secret hour
     hours = _series(api, LONE_HOUR_CELL, "1h")
     assert "2026-11-21T10:00:00Z" not in hours
     (day,) = _series(api, LONE_HOUR_CELL, "1d").values()
-    n_left, sum_left = np.subtract((day["n_readings"], day["n_readings"] * day["mean"]),
-                                   _total(list(hours.values())))
+    n_left, sum_left = np.subtract(
+        (day["n_readings"], day["n_readings"] * day["mean"]), _total(list(hours.values()))
+    )
     assert n_left == 0
     assert sum_left == pytest.approx(0, abs=1e-6)
     assert day["max"] < 77.0 - 5
@@ -170,12 +192,14 @@ def test_a_day_minus_its_public_hours_reveals_nothing(
 
 
 def test_long_ranges_merged_from_daily_windows_reveal_nothing(
-        api: httpx.Client, served: tuple[str, str, str]) -> None:
+    api: httpx.Client, served: tuple[str, str, str]
+) -> None:
     # 30 days: the API merges daily windows; the lone hour's day has 4 rides, but its
     # figure must still be the merge of the public hours.
     month = {"from": "2026-11-01T00:00:00Z", "to": "2026-12-01T00:00:00Z"}
-    response = api.get("/v1/cells", params={"metric": "pm25", "bbox": BBOX, "resolution": 10,
-                                            **month})
+    response = api.get(
+        "/v1/cells", params={"metric": "pm25", "bbox": BBOX, "resolution": 10, **month}
+    )
     assert response.json()["window_s"] == 86400
     cell = {int(f["id"], 16): f["properties"] for f in response.json()["features"]}
     hours = _series(api, LONE_HOUR_CELL, "1h")
@@ -184,7 +208,8 @@ def test_long_ranges_merged_from_daily_windows_reveal_nothing(
 
 
 def test_tiles_are_merged_from_public_units_only(
-        api: httpx.Client, served: tuple[str, str, str]) -> None:
+    api: httpx.Client, served: tuple[str, str, str]
+) -> None:
     # A coarse tile's cell means: the same figures as the cells, never a parent judged
     # on its own rides (storage.cell_means shares the units with storage.queries).
     import asyncio  # noqa: PLC0415
@@ -198,9 +223,17 @@ def test_tiles_are_merged_from_public_units_only(
     async def read(dsn: str) -> np.ndarray:
         conn = await psycopg.AsyncConnection.connect(dsn, autocommit=True)
         async with conn:
-            sel = Selection(Metric.PM25, 9, 3600, datetime(2026, 11, 21, tzinfo=UTC),
-                            datetime(2026, 11, 22, tzinfo=UTC), min_rides=3, min_days=1,
-                            unit_resolution=10, unit_window_s=3600)
+            sel = Selection(
+                Metric.PM25,
+                9,
+                3600,
+                datetime(2026, 11, 21, tzinfo=UTC),
+                datetime(2026, 11, 22, tzinfo=UTC),
+                min_rides=3,
+                min_days=1,
+                unit_resolution=10,
+                unit_window_s=3600,
+            )
             return await cell_means(conn, sel, BBox(4.60, 52.10, 4.72, 52.16))
 
     means = asyncio.run(read(served[2]))
@@ -209,7 +242,8 @@ def test_tiles_are_merged_from_public_units_only(
 
 
 def test_a_metric_is_public_only_with_k_rides_that_measured_it(
-        api: httpx.Client, served: tuple[str, str, str]) -> None:
+    api: httpx.Client, served: tuple[str, str, str]
+) -> None:
     assert _cells(api, 10, served[1], metric="no2")[NO2_CELL]["rides"] == 1
     assert _cells(api, 10, served[1], metric="pm25")[NO2_CELL]["rides"] == 3
     assert NO2_CELL in _cells(api, 10, metric="pm25")

@@ -55,9 +55,15 @@ def _ride(n: int, t0_ms: int, seq0: int) -> np.ndarray:
 
 
 def _marker_anywhere(url: str) -> int:
-    return int(scalar(url, "SELECT (SELECT count(*) FROM readings WHERE pm25_ugm3 > 600)"
-                           " + (SELECT count(*) FROM window_partials WHERE metric = %s"
-                           " AND max > 600)", (int(Metric.PM25),)))
+    return int(
+        scalar(
+            url,
+            "SELECT (SELECT count(*) FROM readings WHERE pm25_ugm3 > 600)"
+            " + (SELECT count(*) FROM window_partials WHERE metric = %s"
+            " AND max > 600)",
+            (int(Metric.PM25),),
+        )
+    )
 
 
 def test_the_last_minute_of_a_ride_is_held_then_trimmed(migrated_database_url: str) -> None:
@@ -77,20 +83,30 @@ def test_the_last_minute_of_a_ride_is_held_then_trimmed(migrated_database_url: s
         assert scalar(url, "SELECT count(*) FROM readings_held") == 60
         # Held readings are in no aggregate either: PM2.5 counts at one resolution and
         # window add up to the stored readings past the sensor's warm-up (480 of 540).
-        warm = scalar(url, "SELECT count(*) FROM readings WHERE qa_flags & %s = 0",
-                      (int(QaFlag.WARMING_UP),))
+        warm = scalar(
+            url, "SELECT count(*) FROM readings WHERE qa_flags & %s = 0", (int(QaFlag.WARMING_UP),)
+        )
         assert warm == 480
-        assert scalar(url, "SELECT sum(n) FROM window_partials WHERE metric = %s"
-                           " AND resolution = 10 AND window_s = 3600", (int(Metric.PM25),)) == warm
+        assert (
+            scalar(
+                url,
+                "SELECT sum(n) FROM window_partials WHERE metric = %s"
+                " AND resolution = 10 AND window_s = 3600",
+                (int(Metric.PM25),),
+            )
+            == warm
+        )
         assert _marker_anywhere(url) == 0
         # The kit rides again after a pause longer than the ride gap: the first ride is
         # over, its last minute goes without ever reaching readings or aggregates.
         c = feeder.feed(riding(200, t0_ms=T0_MS + HOUR_MS, seq0=100))
         assert (c.inserted, c.held, c.trimmed_end) == (140, 60, 60)
         assert scalar(url, "SELECT count(*) FROM readings") == 680
-        assert scalar(url, "SELECT max(ts) FROM readings WHERE ts < %s",
-                      (datetime.fromtimestamp((T0_MS + HOUR_MS) / 1000, UTC),)) \
-            == datetime.fromtimestamp((T0_MS + 539_000) / 1000, UTC)
+        assert scalar(
+            url,
+            "SELECT max(ts) FROM readings WHERE ts < %s",
+            (datetime.fromtimestamp((T0_MS + HOUR_MS) / 1000, UTC),),
+        ) == datetime.fromtimestamp((T0_MS + 539_000) / 1000, UTC)
         assert _marker_anywhere(url) == 0
         with psycopg.connect(url, autocommit=True) as conn:
             assert held_count(conn) == 60
@@ -120,24 +136,33 @@ def test_the_sink_refuses_to_trim_without_kit_states(migrated_database_url: str)
 
 @pytest.mark.mqtt
 def test_the_embedded_runtime_trims_ride_ends_over_mqtt(
-    migrated_database_url: str, mqtt_url: str, unique_topic_prefix: str,
+    migrated_database_url: str,
+    mqtt_url: str,
+    unique_topic_prefix: str,
 ) -> None:
     url = migrated_database_url
     master = MasterKey.generate()
     with psycopg.connect(url, autocommit=True) as conn:
         secret = register_kit(conn, master, KIT).secret
     root = f"{unique_topic_prefix}/bikesense/v1"
-    config = EmbeddedConfig(mqtt_url=mqtt_url, database_url=url,
-                            client_id=f"{unique_topic_prefix}-ingest", topic_root=root,
-                            core=CoreConfig(privacy=PrivacyConfig(trim_end_s=TRIM_S)))
+    config = EmbeddedConfig(
+        mqtt_url=mqtt_url,
+        database_url=url,
+        client_id=f"{unique_topic_prefix}-ingest",
+        topic_root=root,
+        core=CoreConfig(privacy=PrivacyConfig(trim_end_s=TRIM_S)),
+    )
     start = (int(time.time()) // 3600 - 4) * 3_600_000
     # Two rides an hour apart, 5 min each at 1 Hz, as frames of 10 readings; each ride's
     # last minute carries the marker value.
     rides = [_ride(300, start, 0), _ride(300, start + HOUR_MS, 100)]
     for ride in rides:
         ride["kit_id"] = KIT
-    frames = [encode_readings(KIT, 1, int(ride["seq"][i]), ride[i:i + 10], secret)
-              for ride in rides for i in range(0, 300, 10)]
+    frames = [
+        encode_readings(KIT, 1, int(ride["seq"][i]), ride[i : i + 10], secret)
+        for ride in rides
+        for i in range(0, 300, 10)
+    ]
     with running(config, master):
         publisher = MqttPublisher(mqtt_url, topic_root=root)
         publisher.connect()
@@ -146,9 +171,12 @@ def test_the_embedded_runtime_trims_ride_ends_over_mqtt(
         publisher.close()
         # Ride one: all but its last minute. Ride two: all but its last minute, which
         # waits in the holding table as long as the kit might still be riding.
-        wait_for(lambda: scalar(url, "SELECT count(*) FROM readings") == 480,
-                 what="480 readings stored")
-        wait_for(lambda: scalar(url, "SELECT count(*) FROM readings_held") == 60,
-                 what="the second ride's last minute held")
+        wait_for(
+            lambda: scalar(url, "SELECT count(*) FROM readings") == 480, what="480 readings stored"
+        )
+        wait_for(
+            lambda: scalar(url, "SELECT count(*) FROM readings_held") == 60,
+            what="the second ride's last minute held",
+        )
     assert _marker_anywhere(url) == 0
     assert scalar(url, "SELECT count(DISTINCT ride_id) FROM readings") == 2

@@ -64,45 +64,60 @@ def _ms(text: str) -> int:
 def _ride(kit: int, start: str, n: int, seq0: int, seed: int) -> np.ndarray:
     t0 = _ms(start)
     # Readings (and so arrivals) 437 ms past the second: that phase must not show through.
-    return ride(kit_id=kit, ride_id=ride_id_for(kit, BOOT, t0), start=BUSY, n=n, t0_ms=t0,
-                boot_id=BOOT, seq0=seq0, seed=seed)
+    return ride(
+        kit_id=kit,
+        ride_id=ride_id_for(kit, BOOT, t0),
+        start=BUSY,
+        n=n,
+        t0_ms=t0,
+        boot_id=BOOT,
+        seq0=seq0,
+        seed=seed,
+    )
 
 
 def _readings() -> np.ndarray:
-    return np.concatenate([
-        _ride(KIT, "2026-11-23T08:00:00.437+00:00", 60, SEQ0, 1),  # Monday 09:00 local
-        _ride(OTHER_KIT, "2026-11-23T08:00:00.437+00:00", 60, OTHER_SEQ0, 2),  # beside it
-        _ride(KIT, "2026-11-24T08:00:00.437+00:00", 60, SEQ0 + 100, 3),  # Tuesday
-        # 22:55-23:05 UTC: 23:55 on Tuesday to 00:05 on Wednesday in Amsterdam.
-        _ride(KIT, "2026-11-24T22:55:00.437+00:00", 600, SEQ0 + 200, 4),
-    ])
+    return np.concatenate(
+        [
+            _ride(KIT, "2026-11-23T08:00:00.437+00:00", 60, SEQ0, 1),  # Monday 09:00 local
+            _ride(OTHER_KIT, "2026-11-23T08:00:00.437+00:00", 60, OTHER_SEQ0, 2),  # beside it
+            _ride(KIT, "2026-11-24T08:00:00.437+00:00", 60, SEQ0 + 100, 3),  # Tuesday
+            # 22:55-23:05 UTC: 23:55 on Tuesday to 00:05 on Wednesday in Amsterdam.
+            _ride(KIT, "2026-11-24T22:55:00.437+00:00", 600, SEQ0 + 200, 4),
+        ]
+    )
 
 
 @pytest.fixture(scope="module")
 def export_url(postgres_url: str, migrated_template: str) -> Iterator[str]:
     name = f"test_{uuid.uuid4().hex[:12]}"
     with psycopg.connect(postgres_url, autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(
-            sql.Identifier(name), sql.Identifier(migrated_template)))
+        conn.execute(
+            sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(
+                sql.Identifier(name), sql.Identifier(migrated_template)
+            )
+        )
     url = f"{postgres_url.rpartition('/')[0]}/{name}"
     agg = partial(aggregate, resolutions=RESOLUTIONS, window_sizes_s=WINDOWS)
     with psycopg.connect(url, autocommit=True) as conn:
         write_batch(conn, _readings(), agg)
     yield url
     with psycopg.connect(postgres_url, autocommit=True) as conn:
-        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
-            sql.Identifier(name)))
+        conn.execute(
+            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+        )
 
 
 @pytest.fixture(scope="module")
 def api(export_url: str) -> Iterator[tuple[httpx.Client, dict[Role, str]]]:
-    settings = Settings(database_url=export_url, h3_resolutions=RESOLUTIONS,
-                        window_sizes_s=WINDOWS)
+    settings = Settings(database_url=export_url, h3_resolutions=RESOLUTIONS, window_sizes_s=WINDOWS)
     # Slices of 100 rows: the midnight ride spans several, fetched two at a time.
     app = create_app(settings, ApiSettings(export_batch_rows=100), listen=False)
     with psycopg.connect(export_url, autocommit=True) as conn:
-        keys = {role: create_key(conn, role, label="privacy test").token
-                for role in (Role.RESEARCHER, Role.ADMIN)}
+        keys = {
+            role: create_key(conn, role, label="privacy test").token
+            for role in (Role.RESEARCHER, Role.ADMIN)
+        }
     with ServerThread(app) as server, httpx.Client(base_url=server.url, timeout=30) as client:
         yield client, keys
 
@@ -112,11 +127,15 @@ def pseudonym_key(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(PSEUDONYM_KEY_ENV, KEY.to_text())
 
 
-def _get(api: tuple[httpx.Client, dict[Role, str]], role: Role, fmt: str,
-         **params: Any) -> httpx.Response:
+def _get(
+    api: tuple[httpx.Client, dict[Role, str]], role: Role, fmt: str, **params: Any
+) -> httpx.Response:
     client, keys = api
-    response = client.get("/v1/exports/readings", params={**RANGE, "format": fmt, **params},
-                          headers={"X-API-Key": keys[role]})
+    response = client.get(
+        "/v1/exports/readings",
+        params={**RANGE, "format": fmt, **params},
+        headers={"X-API-Key": keys[role]},
+    )
     assert response.status_code == 200, response.text
     return response
 
@@ -125,8 +144,9 @@ def _csv(response: httpx.Response) -> list[dict[str, str]]:
     return list(csv.DictReader(io.StringIO(response.text)))
 
 
-def _records(api: tuple[httpx.Client, dict[Role, str]], fmt: str,
-             role: Role = Role.RESEARCHER, **params: Any) -> list[dict[str, Any]]:
+def _records(
+    api: tuple[httpx.Client, dict[Role, str]], fmt: str, role: Role = Role.RESEARCHER, **params: Any
+) -> list[dict[str, Any]]:
     """Every row of one export as a dict of Python values, in the export's order."""
     response = _get(api, role, fmt, **params)
     if fmt == "parquet":
@@ -134,8 +154,9 @@ def _records(api: tuple[httpx.Client, dict[Role, str]], fmt: str,
         return [{**r, "ts": r["ts"].strftime("%Y-%m-%d %H:%M:%S+00")} for r in table.to_pylist()]
     if fmt == "geojson":
         return [f["properties"] for f in json.loads(response.content)["features"]]
-    return [{k: (float(v) if k.endswith("_deg") else v) for k, v in r.items()}
-            for r in _csv(response)]
+    return [
+        {k: (float(v) if k.endswith("_deg") else v) for k, v in r.items()} for r in _csv(response)
+    ]
 
 
 def _local_day(ts_text: str) -> date:
@@ -156,10 +177,20 @@ def test_kit_pseudonyms_change_every_local_day_and_hold_within_one(api: Any) -> 
 def test_every_format_names_a_reading_alike_and_as_storage_pseudonyms_does(api: Any) -> None:
     reference = pseudonymise(_readings(), KEY, TZ)
     expected = sorted(
-        (datetime.fromtimestamp(int(ts) / 1000, UTC).strftime("%Y-%m-%d %H:%M:%S+00"),
-         k.decode(), r.decode(), float(lat))
-        for ts, k, r, lat in zip(reference["ts_ms"], reference["kit_pseudonym"],
-                                 reference["ride_pseudonym"], reference["lat_deg"], strict=True))
+        (
+            datetime.fromtimestamp(int(ts) / 1000, UTC).strftime("%Y-%m-%d %H:%M:%S+00"),
+            k.decode(),
+            r.decode(),
+            float(lat),
+        )
+        for ts, k, r, lat in zip(
+            reference["ts_ms"],
+            reference["kit_pseudonym"],
+            reference["ride_pseudonym"],
+            reference["lat_deg"],
+            strict=True,
+        )
+    )
     exported = {}
     for fmt in ("csv", "geojson", "parquet"):
         records = _records(api, fmt)
@@ -171,14 +202,12 @@ def test_every_format_names_a_reading_alike_and_as_storage_pseudonyms_does(api: 
 
 def _linkers(values: list[int]) -> re.Pattern[bytes]:
     """Any of ``values`` as a whole number, not as digits inside another number."""
-    return re.compile(rb"(?<![\d.])(" + b"|".join(str(v).encode() for v in values)
-                      + rb")(?![\d])")
+    return re.compile(rb"(?<![\d.])(" + b"|".join(str(v).encode() for v in values) + rb")(?![\d])")
 
 
 def test_no_real_id_counter_or_arrival_time_reaches_a_researcher(api: Any) -> None:
     stored = _readings()
-    secrets = sorted({KIT, OTHER_KIT, BOOT, *stored["seq"].tolist(),
-                      *stored["ride_id"].tolist()})
+    secrets = sorted({KIT, OTHER_KIT, BOOT, *stored["seq"].tolist(), *stored["ride_id"].tolist()})
     pattern = _linkers(secrets)
     for fmt in ("csv", "geojson", "parquet"):
         response = _get(api, Role.RESEARCHER, fmt)
@@ -188,12 +217,16 @@ def test_no_real_id_counter_or_arrival_time_reaches_a_researcher(api: Any) -> No
         meta = [str(response.headers).encode()]
         if fmt == "parquet":
             table = pq.read_table(io.BytesIO(response.content))
-            assert not {"kit_id", "boot_id", "seq", "idx", "ride_id",
-                        "received_at"} & set(table.column_names)
+            assert not {"kit_id", "boot_id", "seq", "idx", "ride_id", "received_at"} & set(
+                table.column_names
+            )
             data = json.dumps(table.to_pylist(), default=str).encode()
             # The file's own bytes too: its footer holds the schema and provenance as text.
-            meta += [response.content, str(table.schema).encode(),
-                     str(table.schema.metadata).encode()]
+            meta += [
+                response.content,
+                str(table.schema).encode(),
+                str(table.schema.metadata).encode(),
+            ]
         for text in (data, *meta):
             assert not pattern.search(text), f"{fmt}: {pattern.search(text)}"
         # Neither the arrival time nor the sub-second phase of the kit's clock.
@@ -222,9 +255,11 @@ def test_a_ride_across_local_midnight_is_two_unlinked_rides(api: Any) -> None:
         after = [r for r in rows if r["ts"] >= "2026-11-24 23:00"]
         assert len(before) == len(after) == 300
         assert {(r["kit_pseudonym"], r["ride_pseudonym"]) for r in before} == {
-            (pseudonym(KIT, TUE, KEY), ride_pseudonym(ride_id, TUE, KEY))}
+            (pseudonym(KIT, TUE, KEY), ride_pseudonym(ride_id, TUE, KEY))
+        }
         assert {(r["kit_pseudonym"], r["ride_pseudonym"]) for r in after} == {
-            (pseudonym(KIT, WED, KEY), ride_pseudonym(ride_id, WED, KEY))}
+            (pseudonym(KIT, WED, KEY), ride_pseudonym(ride_id, WED, KEY))
+        }
         # No name or value of one side names the other.
         names_before = {r["kit_pseudonym"] for r in before} | {r["ride_pseudonym"] for r in before}
         names_after = {r["kit_pseudonym"] for r in after} | {r["ride_pseudonym"] for r in after}
@@ -247,14 +282,16 @@ def test_within_a_second_rows_follow_the_pseudonyms_not_the_kit_numbers(api: Any
 
 
 def test_storage_refuses_what_would_link_days(export_url: str) -> None:
-    flt = ExportFilter(start=datetime(2026, 11, 23, tzinfo=UTC),
-                       end=datetime(2026, 11, 26, tzinfo=UTC))
+    flt = ExportFilter(
+        start=datetime(2026, 11, 23, tzinfo=UTC), end=datetime(2026, 11, 26, tzinfo=UTC)
+    )
     pseudonyms = Pseudonyms(KEY, TZ)
 
     async def first_block(names: list[str], flt: ExportFilter) -> None:
         async with await psycopg.AsyncConnection.connect(export_url, autocommit=True) as conn:
-            async for _ in aiter_export_blocks([conn], names, flt, Encoding.CSV, day_tz=TZ,
-                                               pseudonyms=pseudonyms):
+            async for _ in aiter_export_blocks(
+                [conn], names, flt, Encoding.CSV, day_tz=TZ, pseudonyms=pseudonyms
+            ):
                 break
 
     for withheld in ("kit_id", "boot_id", "seq", "idx", "ride_id", "received_at"):
@@ -268,22 +305,26 @@ def test_storage_refuses_what_would_link_days(export_url: str) -> None:
 def test_the_days_of_pseudonyms_are_the_configured_zone_s(export_url: str) -> None:
     # BIKESENSE_DAY_TZ=UTC: the ride of 22:55-23:05 UTC is all Tuesday, where in
     # Amsterdam (the default, the tests above) it crosses into Wednesday.
-    settings = Settings(database_url=export_url, h3_resolutions=RESOLUTIONS,
-                        window_sizes_s=WINDOWS, day_tz="UTC")
+    settings = Settings(
+        database_url=export_url, h3_resolutions=RESOLUTIONS, window_sizes_s=WINDOWS, day_tz="UTC"
+    )
     app = create_app(settings, ApiSettings(export_batch_rows=100), listen=False)
     with psycopg.connect(export_url, autocommit=True) as conn:
         token = create_key(conn, Role.RESEARCHER, label="utc days").token
     with ServerThread(app) as server, httpx.Client(base_url=server.url, timeout=30) as client:
-        response = client.get("/v1/exports/readings",
-                              params={**RANGE, "format": "csv",
-                                      "from": "2026-11-24T22:00:00Z"},
-                              headers={"X-API-Key": token})
+        response = client.get(
+            "/v1/exports/readings",
+            params={**RANGE, "format": "csv", "from": "2026-11-24T22:00:00Z"},
+            headers={"X-API-Key": token},
+        )
     assert response.status_code == 200, response.text
     rows = _csv(response)
     assert len(rows) == 600
     assert {r["kit_pseudonym"] for r in rows} == {pseudonym(KIT, TUE, KEY)}
-    assert "identities=daily pseudonyms, local days of UTC" in response.headers[
-        "X-Bikesense-Provenance"]
+    assert (
+        "identities=daily pseudonyms, local days of UTC"
+        in response.headers["X-Bikesense-Provenance"]
+    )
 
 
 def test_an_unknown_day_zone_is_a_clear_configuration_error() -> None:

@@ -74,8 +74,15 @@ def secured_broker() -> Iterator[SecuredBroker]:
 class Client:
     """A paho client that records its CONNACK, messages, subscriptions and disconnects."""
 
-    def __init__(self, port: int, login: tuple[str, str] | None, *, client_id: str = "",
-                 persistent: bool = False, will_topic: str | None = None) -> None:
+    def __init__(
+        self,
+        port: int,
+        login: tuple[str, str] | None,
+        *,
+        client_id: str = "",
+        persistent: bool = False,
+        will_topic: str | None = None,
+    ) -> None:
         self.connack: int | None = None
         self.messages: list[tuple[str, bytes]] = []
         self.granted: list[int] = []
@@ -83,38 +90,44 @@ class Client:
         self.connected = threading.Event()
         self.answered = threading.Event()
         self.subscribed = threading.Event()
-        self.client = mqtt.Client(CallbackAPIVersion.VERSION2,
-                                  client_id=client_id or f"t-{uuid.uuid4().hex[:10]}",
-                                  clean_session=not persistent, protocol=mqtt.MQTTv311)
+        self.client = mqtt.Client(
+            CallbackAPIVersion.VERSION2,
+            client_id=client_id or f"t-{uuid.uuid4().hex[:10]}",
+            clean_session=not persistent,
+            protocol=mqtt.MQTTv311,
+        )
         if login is not None:
             self.client.username_pw_set(*login)
         if will_topic is not None:
-            self.client.will_set(will_topic, b'{"battery_pct": 1, "firmware_version": "EVIL"}',
-                                 qos=1, retain=True)
+            self.client.will_set(
+                will_topic, b'{"battery_pct": 1, "firmware_version": "EVIL"}', qos=1, retain=True
+            )
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = self._on_disconnect
-        self.client.on_message = lambda _c, _u, m: self.messages.append(
-            (m.topic, bytes(m.payload)))
+        self.client.on_message = lambda _c, _u, m: self.messages.append((m.topic, bytes(m.payload)))
         self.client.on_subscribe = self._on_subscribe
         self.client.reconnect_delay_set(60, 120)  # no quiet reconnects during a test
         self.client.connect("127.0.0.1", port, keepalive=5)
         self.client.loop_start()
         self.answered.wait(10)
 
-    def _on_connect(self, _c: mqtt.Client, _u: object, _f: object, reason: object,
-                    _p: object) -> None:
+    def _on_connect(
+        self, _c: mqtt.Client, _u: object, _f: object, reason: object, _p: object
+    ) -> None:
         self.connack = int(getattr(reason, "value", 0))
         if self.connack == 0:
             self.connected.set()
         self.answered.set()
 
-    def _on_disconnect(self, _c: mqtt.Client, _u: object, _f: object, _r: object,
-                       _p: object) -> None:
+    def _on_disconnect(
+        self, _c: mqtt.Client, _u: object, _f: object, _r: object, _p: object
+    ) -> None:
         self.disconnects += 1
         self.connected.clear()
 
-    def _on_subscribe(self, _c: mqtt.Client, _u: object, _mid: int, codes: list[object],
-                      _p: object) -> None:
+    def _on_subscribe(
+        self, _c: mqtt.Client, _u: object, _mid: int, codes: list[object], _p: object
+    ) -> None:
         self.granted += [int(getattr(c, "value", 0)) for c in codes]
         self.subscribed.set()
 

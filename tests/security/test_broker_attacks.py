@@ -69,12 +69,14 @@ def test_a_kit_cannot_publish_a_status_or_frame_for_another_kit(
     assert ingest.accepted
     ingest.subscribe(layout.up_filter(), layout.status_filter())
     # The forged status as a publication, retained, and as the last will of a kit that drops.
-    forger = Client(secured_broker.kit_port, secured_broker.kit_login(7),
-                    will_topic=layout.status(8))
+    forger = Client(
+        secured_broker.kit_port, secured_broker.kit_login(7), will_topic=layout.status(8)
+    )
     try:
         assert forger.accepted
-        forger.publish(layout.status(8), b'{"battery_pct": 1, "firmware_version": "EVIL-0.0"}',
-                       retain=True)
+        forger.publish(
+            layout.status(8), b'{"battery_pct": 1, "firmware_version": "EVIL-0.0"}', retain=True
+        )
         forger.publish(layout.up(8), b"forged frame")
         forger.publish(layout.status(7), b'{"battery_pct": 50}')
         wait_for(lambda: len(ingest.messages) >= 1, timeout_s=10, what="kit 7's own status")
@@ -97,8 +99,9 @@ def test_a_kit_with_ingests_client_id_does_not_take_its_session(
     secured_broker: SecuredBroker,
 ) -> None:
     layout = secured_broker.layout
-    ingest = Client(secured_broker.service_port, ingest_login(), client_id=INGEST_ID,
-                    persistent=True)
+    ingest = Client(
+        secured_broker.service_port, ingest_login(), client_id=INGEST_ID, persistent=True
+    )
     assert ingest.accepted
     ingest.subscribe(layout.up_filter())
     ingest.close()  # offline: the broker queues for its persistent session
@@ -107,22 +110,30 @@ def test_a_kit_with_ingests_client_id_does_not_take_its_session(
         kit.publish(layout.up(8), f"frame {n}".encode())
     kit.close()
     # The attack: kit 7's login, ingest's client id, a persistent session, on both listeners.
-    thieves = [Client(port, secured_broker.kit_login(7), client_id=INGEST_ID, persistent=True)
-               for port in (secured_broker.kit_port, secured_broker.service_port)]
+    thieves = [
+        Client(port, secured_broker.kit_login(7), client_id=INGEST_ID, persistent=True)
+        for port in (secured_broker.kit_port, secured_broker.service_port)
+    ]
     try:
         assert thieves[0].accepted  # as client "7": the broker replaced the id with the user
         assert not thieves[1].accepted  # no kit account on ingest's listener
         thieves[0].subscribe(layout.up_filter())
         _settle()
         assert thieves[0].messages == []
-        back = Client(secured_broker.service_port, ingest_login(), client_id=INGEST_ID,
-                      persistent=True)
+        back = Client(
+            secured_broker.service_port, ingest_login(), client_id=INGEST_ID, persistent=True
+        )
         try:
-            wait_for(lambda: len(back.messages) == 10, timeout_s=10,
-                     what="ingest's 10 queued frames")
+            wait_for(
+                lambda: len(back.messages) == 10, timeout_s=10, what="ingest's 10 queued frames"
+            )
             # A second hijack while ingest is online does not disconnect it.
-            again = Client(secured_broker.kit_port, secured_broker.kit_login(7),
-                           client_id=INGEST_ID, persistent=True)
+            again = Client(
+                secured_broker.kit_port,
+                secured_broker.kit_login(7),
+                client_id=INGEST_ID,
+                persistent=True,
+            )
             again.close()
             kit = Client(secured_broker.kit_port, secured_broker.kit_login(8))
             kit.publish(layout.up(8), b"frame 10")
@@ -139,8 +150,15 @@ def test_a_kit_with_ingests_client_id_does_not_take_its_session(
 
 def test_ingest_processes_share_one_subscription(secured_broker: SecuredBroker) -> None:
     layout = secured_broker.layout
-    members = [Client(secured_broker.service_port, ingest_login(), client_id=f"{INGEST_ID}-{n}",
-                      persistent=True) for n in (1, 2)]
+    members = [
+        Client(
+            secured_broker.service_port,
+            ingest_login(),
+            client_id=f"{INGEST_ID}-{n}",
+            persistent=True,
+        )
+        for n in (1, 2)
+    ]
     try:
         for member in members:
             assert member.accepted
@@ -149,8 +167,11 @@ def test_ingest_processes_share_one_subscription(secured_broker: SecuredBroker) 
         for n in range(20):
             kit.publish(layout.up(7), f"frame {n}".encode())
         kit.close()
-        wait_for(lambda: sum(len(m.messages) for m in members) == 20, timeout_s=10,
-                 what="20 frames between the two")
+        wait_for(
+            lambda: sum(len(m.messages) for m in members) == 20,
+            timeout_s=10,
+            what="20 frames between the two",
+        )
         assert all(m.messages for m in members)
         assert all(m.disconnects == 0 for m in members)
     finally:
@@ -177,8 +198,9 @@ def test_adding_and_revoking_kits_takes_effect_without_a_restart(
         # Revoke kit 9 while it is connected: the reload disconnects it (Mosquitto checks
         # connected clients against the new files), and it cannot log in again.
         secured_broker.set_kits({k: s for k, s in secured_broker.secrets.items() if k != 9})
-        wait_for(lambda: newcomer.disconnects > 0, timeout_s=10,
-                 what="the revoked kit's disconnection")
+        wait_for(
+            lambda: newcomer.disconnects > 0, timeout_s=10, what="the revoked kit's disconnection"
+        )
         newcomer.close()
         assert [p for _, p in ingest.messages] == [b"hello"]
         assert not Client(secured_broker.kit_port, secured_broker.kit_login(9)).accepted

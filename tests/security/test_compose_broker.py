@@ -49,8 +49,12 @@ def _listeners(conf: str) -> dict[int, dict[str, str]]:
         key, _, value = line.partition(" ")
         if key == "listener":
             current = listeners.setdefault(int(value.split()[0]), {})
-        elif current is not None and key in {"allow_anonymous", "use_username_as_clientid",
-                                             "password_file", "acl_file"}:
+        elif current is not None and key in {
+            "allow_anonymous",
+            "use_username_as_clientid",
+            "password_file",
+            "acl_file",
+        }:
             current[key] = value
     return listeners
 
@@ -59,8 +63,10 @@ def test_every_listener_refuses_anonymous_clients_and_kits_cannot_pick_a_client_
     assert re.search(r"^per_listener_settings true$", CONF, re.MULTILINE)
     assert not re.search(r"^allow_anonymous true", CONF, re.MULTILINE)
     listeners = _listeners(CONF)
-    published = {int(p.split(":")[-2] if p.count(":") > 1 else p.split(":")[1])
-                 for p in COMPOSE["services"]["mosquitto"]["ports"]}
+    published = {
+        int(p.split(":")[-2] if p.count(":") > 1 else p.split(":")[1])
+        for p in COMPOSE["services"]["mosquitto"]["ports"]
+    }
     ingest_port = urlsplit(_ingest_url()).port
     assert ingest_port in listeners
     assert ingest_port not in published  # ingest's listener stays on the compose network
@@ -73,8 +79,10 @@ def test_every_listener_refuses_anonymous_clients_and_kits_cannot_pick_a_client_
 
 
 @pytest.fixture
-def compose_broker(migrated_database_url: str, monkeypatch: pytest.MonkeyPatch,
-                   ) -> Iterator[tuple[dict[int, int], dict[int, bytes], str]]:
+def compose_broker(
+    migrated_database_url: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> Iterator[tuple[dict[int, int], dict[int, bytes], str]]:
     """deploy/mosquitto.conf running here; returns (its port → ours, kit secrets, ingest pw)."""
     master = MasterKey.generate()
     with psycopg.connect(migrated_database_url, autocommit=True) as conn:
@@ -101,11 +109,19 @@ def compose_broker(migrated_database_url: str, monkeypatch: pytest.MonkeyPatch,
             shutil.chown(path, "mosquitto", "mosquitto")
     process = subprocess.Popen(
         [str(mosquitto_binary()), "-c", str(root / "mosquitto.conf")],
-        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         for ours in ports.values():
-            wait_for_port(ours, timeout_s=15, process=process, what="Mosquitto",
-                          log_file=root / "mosquitto.log")
+            wait_for_port(
+                ours,
+                timeout_s=15,
+                process=process,
+                what="Mosquitto",
+                log_file=root / "mosquitto.log",
+            )
         yield ports, secrets, password
     finally:
         process.terminate()
@@ -126,8 +142,7 @@ def test_the_compose_broker_takes_the_accounts_kits_broker_acl_writes(
         "anonymous on the kits' listener": (kit_port, None, False),
         "anonymous on ingest's listener": (ingest_port, None, False),
         "kit 21 on the kits' listener": (kit_port, ("21", kit_mqtt_password(secrets[21])), True),
-        "kit 21 on ingest's listener": (ingest_port, ("21", kit_mqtt_password(secrets[21])),
-                                        False),
+        "kit 21 on ingest's listener": (ingest_port, ("21", kit_mqtt_password(secrets[21])), False),
         "revoked kit 22": (kit_port, ("22", kit_mqtt_password(secrets[22])), False),
         "ingest on its listener": (ingest_port, (user, password), True),
         "ingest on the kits' listener": (kit_port, (user, password), False),

@@ -33,14 +33,36 @@ def demo_state(services_root: Path, unique_topic_prefix: str) -> Iterator[Path]:
 
 
 def test_the_demo_runs_on_an_authenticated_broker(demo_state: Path) -> None:
-    configured = {"BIKESENSE_DATABASE_URL", "BIKESENSE_MQTT_URL", "BIKESENSE_KIT_MASTER_KEY",
-                  "BIKESENSE_KIT_MASTER_KEY_FILE"}  # nothing configured: the embedded default
+    configured = {
+        "BIKESENSE_DATABASE_URL",
+        "BIKESENSE_MQTT_URL",
+        "BIKESENSE_KIT_MASTER_KEY",
+        "BIKESENSE_KIT_MASTER_KEY_FILE",
+    }  # nothing configured: the embedded default
     env = {k: v for k, v in os.environ.items() if k not in configured}
     env["BIKESENSE_STATE_DIR"] = str(demo_state)
     result = subprocess.run(
-        [sys.executable, "-m", "bikesense", "demo", "--bikes", "3", "--minutes", "10",
-         "--speed", "600", "--port", str(free_port()), "--exit-when-done"],
-        env=env, capture_output=True, text=True, timeout=300, check=False)
+        [
+            sys.executable,
+            "-m",
+            "bikesense",
+            "demo",
+            "--bikes",
+            "3",
+            "--minutes",
+            "10",
+            "--speed",
+            "600",
+            "--port",
+            str(free_port()),
+            "--exit-when-done",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
     said = " ".join(result.stdout.split())
     assert result.returncode == 0, said + result.stderr
     assert "readings published in this run stored" in said
@@ -63,8 +85,9 @@ def test_the_demo_runs_on_an_authenticated_broker(demo_state: Path) -> None:
     kit, victim = sorted(secrets)[:2]
     login = (str(kit), kit_mqtt_password(secrets[kit]))
     assert not Client(ingest_port, login).accepted
-    ingest = Client(ingest_port, ("bikesense-ingest",
-                                  (demo_state / "mqtt-ingest.password").read_text().strip()))
+    ingest = Client(
+        ingest_port, ("bikesense-ingest", (demo_state / "mqtt-ingest.password").read_text().strip())
+    )
     try:
         assert ingest.accepted
         ingest.subscribe(f"bikesense/v1/kits/{victim}/status")
@@ -72,8 +95,7 @@ def test_the_demo_runs_on_an_authenticated_broker(demo_state: Path) -> None:
         ingest.messages.clear()  # the victim's own retained status
         thief = Client(kits_port, login, client_id="bikesense-demo-ingest", persistent=True)
         try:
-            thief.publish(f"bikesense/v1/kits/{victim}/status", b'{"battery_pct": 1}',
-                          retain=True)
+            thief.publish(f"bikesense/v1/kits/{victim}/status", b'{"battery_pct": 1}', retain=True)
         finally:
             thief.close()
         time.sleep(0.7)

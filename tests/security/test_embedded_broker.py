@@ -30,8 +30,10 @@ def _port(url: str) -> int:
 
 
 @pytest.fixture
-def local_broker(services_root: Path, unique_topic_prefix: str,
-                 ) -> Iterator[tuple[Path, ServiceRecord]]:
+def local_broker(
+    services_root: Path,
+    unique_topic_prefix: str,
+) -> Iterator[tuple[Path, ServiceRecord]]:
     state = services_root / f"state-{unique_topic_prefix}"
     services = LocalServices(state)
     records = services.up(start_postgres=False)
@@ -42,9 +44,15 @@ def local_broker(services_root: Path, unique_topic_prefix: str,
 
 
 def _kits(state: Path, database_url: str, master: MasterKey, *args: str) -> str:
-    result = CliRunner().invoke(app, ["kits", *args], env={
-        "BIKESENSE_STATE_DIR": str(state), "BIKESENSE_DATABASE_URL": database_url,
-        "BIKESENSE_KIT_MASTER_KEY": master.to_text()})
+    result = CliRunner().invoke(
+        app,
+        ["kits", *args],
+        env={
+            "BIKESENSE_STATE_DIR": str(state),
+            "BIKESENSE_DATABASE_URL": database_url,
+            "BIKESENSE_KIT_MASTER_KEY": master.to_text(),
+        },
+    )
     assert result.exit_code == 0, result.output
     return result.output
 
@@ -77,13 +85,15 @@ def test_services_up_starts_a_broker_that_refuses_anonymous_clients(
 
 
 def test_kits_add_and_revoke_reach_the_running_broker(
-    local_broker: tuple[Path, ServiceRecord], migrated_database_url: str,
+    local_broker: tuple[Path, ServiceRecord],
+    migrated_database_url: str,
 ) -> None:
     state, record = local_broker
     master = MasterKey.generate()
     added = _kits(state, migrated_database_url, master, "add", "4242")
-    password = next(line.split(": ", 1)[1] for line in added.splitlines()
-                    if line.startswith("mqtt password:"))
+    password = next(
+        line.split(": ", 1)[1] for line in added.splitlines() if line.startswith("mqtt password:")
+    )
     kit = Client(_port(record.kits_url), ("4242", password))
     assert kit.accepted
     _kits(state, migrated_database_url, master, "revoke", "4242")
@@ -100,7 +110,9 @@ def test_kits_add_and_revoke_reach_the_running_broker(
 
 
 def test_a_kit_added_while_the_broker_is_down_logs_in_once_it_is_up(
-    services_root: Path, unique_topic_prefix: str, migrated_database_url: str,
+    services_root: Path,
+    unique_topic_prefix: str,
+    migrated_database_url: str,
 ) -> None:
     state = services_root / f"state-down-{unique_topic_prefix}"
     services = LocalServices(state)
@@ -108,8 +120,9 @@ def test_a_kit_added_while_the_broker_is_down_logs_in_once_it_is_up(
     services.down()
     master = MasterKey.generate()
     added = _kits(state, migrated_database_url, master, "add", "4343")
-    password = next(line.split(": ", 1)[1] for line in added.splitlines()
-                    if line.startswith("mqtt password:"))
+    password = next(
+        line.split(": ", 1)[1] for line in added.splitlines() if line.startswith("mqtt password:")
+    )
     record = services.up(start_postgres=False)["mosquitto"]
     try:
         kit = Client(_port(record.kits_url), ("4343", password))
@@ -122,7 +135,8 @@ def test_a_kit_added_while_the_broker_is_down_logs_in_once_it_is_up(
 
 
 def test_an_anonymous_broker_left_by_an_older_bikesense_is_replaced(
-    services_root: Path, unique_topic_prefix: str,
+    services_root: Path,
+    unique_topic_prefix: str,
 ) -> None:
     state = services_root / f"state-old-{unique_topic_prefix}"
     services = LocalServices(state)

@@ -94,12 +94,24 @@ def test_sensor_errors_match_what_the_model_states() -> None:
     spec = SensorSpec()
     cal = KitCalibration.draw(spec, rng)
     n = 20_000
-    truth = {"pm1_ugm3": np.full(n, 6.0), "pm25_ugm3": np.full(n, 10.0),
-             "pm10_ugm3": np.full(n, 18.0), "no2_ugm3": np.full(n, 25.0),
-             "noise_laeq_db": np.full(n, 60.0), "temperature_c": np.full(n, 15.0),
-             "humidity_pct": np.where(np.arange(n) < n // 2, 60.0, 92.0)}
-    m = measure(spec, cal, truth, boot_elapsed_s=np.full(n, 600.0), run_elapsed_s=np.zeros(n),
-                speed_mps=np.full(n, 4.0), rng=rng)
+    truth = {
+        "pm1_ugm3": np.full(n, 6.0),
+        "pm25_ugm3": np.full(n, 10.0),
+        "pm10_ugm3": np.full(n, 18.0),
+        "no2_ugm3": np.full(n, 25.0),
+        "noise_laeq_db": np.full(n, 60.0),
+        "temperature_c": np.full(n, 15.0),
+        "humidity_pct": np.where(np.arange(n) < n // 2, 60.0, 92.0),
+    }
+    m = measure(
+        spec,
+        cal,
+        truth,
+        boot_elapsed_s=np.full(n, 600.0),
+        run_elapsed_s=np.zeros(n),
+        speed_mps=np.full(n, 4.0),
+        rng=rng,
+    )
     for name in ("pm25_ugm3", "no2_ugm3", "noise_laeq_db"):
         error = m.values[name] - truth[name]
         assert abs(np.mean(error - m.bias[name])) < 5 * np.mean(m.sigma[name]) / np.sqrt(n) + 0.05
@@ -118,11 +130,27 @@ def test_warm_up_after_power_on() -> None:
     cal = KitCalibration.draw(spec, rng)
     elapsed = np.arange(0.0, 600.0, 5.0)
     n = len(elapsed)
-    truth = {name: np.full(n, v) for name, v in (
-        ("pm1_ugm3", 6.0), ("pm25_ugm3", 10.0), ("pm10_ugm3", 18.0), ("no2_ugm3", 25.0),
-        ("noise_laeq_db", 60.0), ("temperature_c", 20.0), ("humidity_pct", 50.0))}
-    m = measure(spec, cal, truth, boot_elapsed_s=elapsed, run_elapsed_s=elapsed,
-                speed_mps=np.zeros(n), rng=rng)
+    truth = {
+        name: np.full(n, v)
+        for name, v in (
+            ("pm1_ugm3", 6.0),
+            ("pm25_ugm3", 10.0),
+            ("pm10_ugm3", 18.0),
+            ("no2_ugm3", 25.0),
+            ("noise_laeq_db", 60.0),
+            ("temperature_c", 20.0),
+            ("humidity_pct", 50.0),
+        )
+    }
+    m = measure(
+        spec,
+        cal,
+        truth,
+        boot_elapsed_s=elapsed,
+        run_elapsed_s=elapsed,
+        speed_mps=np.zeros(n),
+        rng=rng,
+    )
     warming = elapsed < spec.warmup_s
     assert np.array_equal((m.status & 1) != 0, warming)
     assert np.array_equal((m.flags & TruthFlag.WARMING_UP) != 0, warming)

@@ -85,7 +85,8 @@ def test_publications_come_in_time_order_on_the_right_topics(faulty_run: Simulat
     assert pubs[0].publish_ms >= start
     for p in pubs:
         assert p.topic("test-x/bikesense/v1") == (
-            f"test-x/bikesense/v1/kits/{p.kit_id}/{'up' if p.kind == Kind.FRAME else 'status'}")
+            f"test-x/bikesense/v1/kits/{p.kit_id}/{'up' if p.kind == Kind.FRAME else 'status'}"
+        )
         assert p.retain == (p.kind == Kind.STATUS)
 
 
@@ -94,8 +95,10 @@ def test_every_frame_decodes_to_its_truth_or_fails_as_intended(faulty_run: Simul
     assert truth is not None
     keys = dict(fleet.kits)
     unknown = dict(fleet.unknown_kits)
-    fates = {(int(f["kit_id"]), int(f["boot_id"]), int(f["seq"])): FrameFate(int(f["fate"]))
-             for f in truth.frames}
+    fates = {
+        (int(f["kit_id"]), int(f["boot_id"]), int(f["seq"])): FrameFate(int(f["fate"]))
+        for f in truth.frames
+    }
     decoded: list[np.ndarray] = []
     seen_fates: Counter[FrameFate] = Counter()
     for p in faulty_run.publications:
@@ -118,8 +121,9 @@ def test_every_frame_decodes_to_its_truth_or_fails_as_intended(faulty_run: Simul
         assert frame.header.kit_id == p.kit_id
         # The bytes are what the protocol's own encoder makes of these readings.
         h = frame.header
-        assert encode_readings(h.kit_id, h.boot_id, h.seq, frame.readings, keys[h.kit_id]) \
-            == p.payload
+        assert (
+            encode_readings(h.kit_id, h.boot_id, h.seq, frame.readings, keys[h.kit_id]) == p.payload
+        )
         decoded.append(frame.readings)
     got = np.concatenate(decoded)
     bad = truth.frames[np.isin(truth.frames["fate"], [FrameFate.CORRUPTED, FrameFate.WRONG_MAC])]
@@ -134,8 +138,17 @@ def test_every_frame_decodes_to_its_truth_or_fails_as_intended(faulty_run: Simul
     rows = truth.lookup(unique)
     assert np.all((rows["flags"] & int(TruthFlag.undeliverable())) == 0)
     assert np.array_equal(unique["ts_ms"], rows["ts_ms"])
-    for name in ("lat_deg", "lon_deg", "pm1_ugm3", "pm25_ugm3", "pm10_ugm3", "no2_ugm3",
-                 "noise_laeq_db", "temperature_c", "humidity_pct"):
+    for name in (
+        "lat_deg",
+        "lon_deg",
+        "pm1_ugm3",
+        "pm25_ugm3",
+        "pm10_ugm3",
+        "no2_ugm3",
+        "noise_laeq_db",
+        "temperature_c",
+        "humidity_pct",
+    ):
         assert np.array_equal(unique[name].astype(np.float64), rows[name], equal_nan=True), name
     assert np.all(unique["interval_ms"] == 5000)
 
@@ -157,11 +170,15 @@ def test_status_messages_describe_the_kit(faulty_run: Simulated) -> None:
         if bike.faults.offline is None:
             continue
         gone = start + round(bike.faults.offline[0] * 1000)
-        wills = [p for p in statuses if p.kit_id == bike.kit_id
-                 and not json.loads(p.payload)["online"] and gone < p.publish_ms < gone + 60_000]
+        wills = [
+            p
+            for p in statuses
+            if p.kit_id == bike.kit_id
+            and not json.loads(p.payload)["online"]
+            and gone < p.publish_ms < gone + 60_000
+        ]
         assert len(wills) == 1
-    warming = [decode_status(p.payload) for p in statuses
-               if decode_status(p.payload).uptime_s == 0]
+    warming = [decode_status(p.payload) for p in statuses if decode_status(p.payload).uptime_s == 0]
     assert warming
     assert all(m.status & StatusBits.WARMING_UP for m in warming)
 
@@ -193,8 +210,15 @@ def test_readings_are_regular_and_warm_up_after_power_on(clean_run: Simulated) -
     # Warm-up is the first two minutes of each boot: 24 readings at 5 s.
     assert warming.sum() == 6 * 23
     # No faults were asked for: none happened.
-    for flag in (TruthFlag.GPS_LOST, TruthFlag.STUCK, TruthFlag.CLOCK_SKEWED, TruthFlag.BUFFERED,
-                 TruthFlag.DUPLICATED, TruthFlag.CORRUPTED, TruthFlag.WRONG_MAC):
+    for flag in (
+        TruthFlag.GPS_LOST,
+        TruthFlag.STUCK,
+        TruthFlag.CLOCK_SKEWED,
+        TruthFlag.BUFFERED,
+        TruthFlag.DUPLICATED,
+        TruthFlag.CORRUPTED,
+        TruthFlag.WRONG_MAC,
+    ):
         assert not np.any(r["flags"] & flag), flag
     assert np.all(truth.frames["fate"] == FrameFate.OK)
     # Full batches, but for the last frame of each kit, flushed at power-off.
@@ -252,8 +276,13 @@ def test_gps_loss_covers_the_requested_share_of_time(faulty_run: Simulated) -> N
 
 
 def test_kit_faults_hit_the_requested_share_of_kits() -> None:
-    plan = FaultPlan(offline_kits=0.3, clock_skew_kits=0.2, stuck_kits=0.1, offline_s=(60.0, 120.0),
-                     stuck_s=(60.0, 120.0))
+    plan = FaultPlan(
+        offline_kits=0.3,
+        clock_skew_kits=0.2,
+        stuck_kits=0.1,
+        offline_s=(60.0, 120.0),
+        stuck_s=(60.0, 120.0),
+    )
     fleet = Fleet(SimulationConfig(n_bikes=400, duration_s=600, seed=3, faults=plan))
     n = len(fleet.bikes)
     assert binomial_ok(sum(b.faults.offline is not None for b in fleet.bikes), n, 0.3)
@@ -285,8 +314,14 @@ def test_offline_kits_upload_late_in_bursts(faulty_run: Simulated) -> None:
         assert late["publish_ms"].min() >= back_ms
         # Nothing else of that kit was published while it was offline.
         mine = faulty_run.publications
-        assert not [p for p in mine if p.kit_id == bike.kit_id and gone_ms < p.publish_ms < back_ms
-                    and p.kind == Kind.FRAME and p.publish_ms > gone_ms + 1000]
+        assert not [
+            p
+            for p in mine
+            if p.kit_id == bike.kit_id
+            and gone_ms < p.publish_ms < back_ms
+            and p.kind == Kind.FRAME
+            and p.publish_ms > gone_ms + 1000
+        ]
 
 
 def test_clock_skew_stuck_sensor_and_reboots(faulty_run: Simulated) -> None:

@@ -75,8 +75,15 @@ def test_pump_paces_by_simulated_time() -> None:
     clock = FakeClock()
     sink = Collect(clock)
     seen: list[RunStats] = []
-    stats = pump(pubs, [sink], speed=10.0, clock=clock.clock, sleep=clock.sleep,
-                 on_progress=seen.append, progress_every=3)
+    stats = pump(
+        pubs,
+        [sink],
+        speed=10.0,
+        clock=clock.clock,
+        sleep=clock.sleep,
+        on_progress=seen.append,
+        progress_every=3,
+    )
     # 60 simulated seconds at ten times real time: 6 wall seconds.
     assert clock.slept == pytest.approx(6.0)
     for wall, publish_ms in sink.at:

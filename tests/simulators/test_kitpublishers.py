@@ -19,12 +19,16 @@ pytestmark = [pytest.mark.mqtt]
 
 def _fleet(broker: SecuredBroker, faults: FaultPlan | None = None) -> Fleet:
     kits = tuple(sorted(broker.secrets.items()))
-    return Fleet(SimulationConfig(n_bikes=len(kits), duration_s=600, seed=3, kits=kits,
-                                  faults=faults or FaultPlan()))
+    return Fleet(
+        SimulationConfig(
+            n_bikes=len(kits), duration_s=600, seed=3, kits=kits, faults=faults or FaultPlan()
+        )
+    )
 
 
 def test_each_kit_logs_in_as_itself_and_ingest_receives_everything(
-        secured_broker: SecuredBroker) -> None:
+    secured_broker: SecuredBroker,
+) -> None:
     fleet = _fleet(secured_broker, FaultPlan(unknown_kit=0.2))
     assert {k for k, _ in fleet.kits} == set(secured_broker.secrets)
     run = fleet.run()
@@ -36,8 +40,9 @@ def test_each_kit_logs_in_as_itself_and_ingest_receives_everything(
         assert ingest.accepted
         ingest.subscribe(secured_broker.layout.up_filter(), secured_broker.layout.status_filter())
         kits_url = f"mqtt://127.0.0.1:{secured_broker.kit_port}"
-        with KitPublishers(kits_url, kit_passwords(fleet.kits), topic_root=root,
-                           max_inflight=20) as publisher:
+        with KitPublishers(
+            kits_url, kit_passwords(fleet.kits), topic_root=root, max_inflight=20
+        ) as publisher:
             pump(pubs, [publisher], speed=None)
         assert publisher.skipped == len(pubs) - len(ours) > 0  # the strangers have no login
         assert publisher.published == len(ours)

@@ -32,8 +32,9 @@ class Subscriber:
         self.messages: list[tuple[str, bytes, bool]] = []
         self._lock = threading.Lock()
         self._subscribed = threading.Event()
-        self._client = mqtt.Client(CallbackAPIVersion.VERSION2,
-                                   client_id=f"sim-test-{uuid.uuid4().hex[:8]}")
+        self._client = mqtt.Client(
+            CallbackAPIVersion.VERSION2, client_id=f"sim-test-{uuid.uuid4().hex[:8]}"
+        )
         self._client.on_connect = lambda c, *_: c.subscribe(topic_filter, qos=1)
         self._client.on_subscribe = lambda *_: self._subscribed.set()
         self._client.on_message = self._on_message
@@ -65,8 +66,9 @@ def subscribed(url: str, topic_filter: str) -> Iterator[Subscriber]:
         sub.close()
 
 
-def test_a_run_arrives_whole(faulty_run: Simulated, mqtt_url: str,
-                             unique_topic_prefix: str) -> None:
+def test_a_run_arrives_whole(
+    faulty_run: Simulated, mqtt_url: str, unique_topic_prefix: str
+) -> None:
     root = f"{unique_topic_prefix}/bikesense/v1"
     pubs = faulty_run.publications
     with subscribed(mqtt_url, f"{root}/kits/#") as sub:

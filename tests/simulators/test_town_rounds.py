@@ -35,8 +35,9 @@ def test_town_is_deterministic_and_follows_its_centre() -> None:
     b = generate_town(TownSpec(), np.random.default_rng(3))
     assert np.array_equal(a.nodes_xy_m, b.nodes_xy_m)
     assert np.array_equal(a.edges, b.edges)
-    elsewhere = generate_town(TownSpec(centre_lat_deg=48.0, centre_lon_deg=11.0),
-                              np.random.default_rng(3))
+    elsewhere = generate_town(
+        TownSpec(centre_lat_deg=48.0, centre_lon_deg=11.0), np.random.default_rng(3)
+    )
     lat, lon = elsewhere.to_latlon(np.array([0.0]), np.array([0.0]))
     assert (lat[0], lon[0]) == (48.0, 11.0)
     x, y = elsewhere.to_xy(*elsewhere.to_latlon(np.array([1234.5]), np.array([-987.6])))
@@ -83,8 +84,9 @@ def test_a_shift_is_plausible(seed: int) -> None:
 def test_a_short_horizon_ends_the_round_early() -> None:
     town = generate_town(TownSpec(), np.random.default_rng(0))
     long = plan_shift(town, town.depot_nodes[1], RoundSpec(), np.random.default_rng(9))
-    short = plan_shift(town, town.depot_nodes[1], RoundSpec(), np.random.default_rng(9),
-                       horizon_s=1200.0)
+    short = plan_shift(
+        town, town.depot_nodes[1], RoundSpec(), np.random.default_rng(9), horizon_s=1200.0
+    )
     assert short.end_s < long.end_s
     # The same ride until the horizon.
     t = np.arange(0.0, 1200.0, 7.0)

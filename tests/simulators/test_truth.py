@@ -18,14 +18,18 @@ from tests.simulators.simulated import Simulated
 
 def _decoded(sim: Simulated) -> np.ndarray:
     keys = dict(sim.fleet.kits)
-    frames = [decode_readings(p.payload, keys[p.kit_id]).readings
-              for p in sim.publications if p.kind == Kind.FRAME]
+    frames = [
+        decode_readings(p.payload, keys[p.kit_id]).readings
+        for p in sim.publications
+        if p.kind == Kind.FRAME
+    ]
     return np.concatenate(frames)
 
 
 @pytest.mark.parametrize("metric", ["pm25_ugm3", "no2_ugm3", "noise_laeq_db"])
 def test_expected_aggregates_equal_an_independent_binning_of_the_decoded_frames(
-        clean_run: Simulated, metric: str) -> None:
+    clean_run: Simulated, metric: str
+) -> None:
     truth = clean_run.run.truth
     assert truth is not None
     expected = truth.expected_aggregates(metric, 9, 900, exclude=TruthFlag.WARMING_UP)
@@ -49,10 +53,13 @@ def test_expected_aggregates_equal_an_independent_binning_of_the_decoded_frames(
         assert row["measured_max"] == pytest.approx(max(values))
 
 
-@pytest.mark.parametrize(("metric", "typical_bound"), [
-    ("pm25_ugm3", 3.0), ("pm10_ugm3", 6.0), ("no2_ugm3", 12.0), ("noise_laeq_db", 4.0)])
+@pytest.mark.parametrize(
+    ("metric", "typical_bound"),
+    [("pm25_ugm3", 3.0), ("pm10_ugm3", 6.0), ("no2_ugm3", 12.0), ("noise_laeq_db", 4.0)],
+)
 def test_measured_means_stay_within_the_stated_bound_of_the_truth(
-        faulty_run: Simulated, metric: str, typical_bound: float) -> None:
+    faulty_run: Simulated, metric: str, typical_bound: float
+) -> None:
     truth = faulty_run.run.truth
     assert truth is not None
     expected = truth.expected_aggregates(metric, 9, 3600, privacy_radius_m=100.0)
@@ -96,8 +103,9 @@ def test_cell_window_mean_covers_the_whole_cell(clean_run: Simulated) -> None:
     cell = h3.latlng_to_cell(52.129, 4.656, 8)
     mean = env.cell_window_mean("pm25_ugm3", cell, start, 3600)
     lat, lon = h3.cell_to_latlng(cell)
-    samples = env.true_value("pm25_ugm3", np.full(60, lat), np.full(60, lon),
-                             start + np.arange(60) * 60_000)
+    samples = env.true_value(
+        "pm25_ugm3", np.full(60, lat), np.full(60, lon), start + np.arange(60) * 60_000
+    )
     assert 0.5 * samples.min() < mean < 2 * samples.max()
     noise = env.cell_window_mean("noise_laeq_db", cell, start, 3600)
     assert 40 < noise < 80

@@ -12,10 +12,21 @@ T0_MS = 1_795_334_400_000
 FINEST_RES = 12
 
 
-def make_readings(n: int, *, kit_id: int = 1, boot_id: int = 1, seq0: int = 0, per_frame: int = 10,
-                  t0_ms: int = T0_MS, step_ms: int = 1000, ride_id: int = 1,
-                  lat0: float = 52.09, lon0: float = 5.12, seed: int = 0,
-                  received_ms: int | None = None) -> np.ndarray:
+def make_readings(
+    n: int,
+    *,
+    kit_id: int = 1,
+    boot_id: int = 1,
+    seq0: int = 0,
+    per_frame: int = 10,
+    t0_ms: int = T0_MS,
+    step_ms: int = 1000,
+    ride_id: int = 1,
+    lat0: float = 52.09,
+    lon0: float = 5.12,
+    seed: int = 0,
+    received_ms: int | None = None,
+) -> np.ndarray:
     rng = np.random.default_rng(seed)
     out = np.zeros(n, dtype=ENRICHED_DTYPE)
     i = np.arange(n)
@@ -38,8 +49,10 @@ def make_readings(n: int, *, kit_id: int = 1, boot_id: int = 1, seq0: int = 0, p
     out["interval_ms"] = step_ms
     out["temperature_c"] = 11.5
     out["humidity_pct"] = 80.0
-    out["cell"] = [h3int.latlng_to_cell(float(a), float(b), FINEST_RES)
-                   for a, b in zip(out["lat_deg"], out["lon_deg"], strict=True)]
+    out["cell"] = [
+        h3int.latlng_to_cell(float(a), float(b), FINEST_RES)
+        for a, b in zip(out["lat_deg"], out["lon_deg"], strict=True)
+    ]
     out["ride_id"] = ride_id
     out["received_ms"] = received_ms if received_ms is not None else int(t0_ms + n * step_ms)
     return out

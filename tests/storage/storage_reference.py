@@ -34,8 +34,9 @@ def _parents(cells: np.ndarray, res: int) -> np.ndarray:
     return np.array([h3int.cell_to_parent(int(c), res) for c in cells], dtype=np.int64)
 
 
-def reading_partials(enriched: np.ndarray, resolutions: Sequence[int],
-                     windows_s: Sequence[int]) -> np.ndarray:
+def reading_partials(
+    enriched: np.ndarray, resolutions: Sequence[int], windows_s: Sequence[int]
+) -> np.ndarray:
     """One partial per (reading, metric with a value, resolution, window size)."""
     located = enriched[enriched["cell"] != 0]
     out = []
@@ -56,8 +57,11 @@ def reading_partials(enriched: np.ndarray, resolutions: Sequence[int],
                     t = located["interval_ms"][ok] / 1000.0
                     p["energy"], p["duration_s"] = t * 10 ** (x / 10), t
                     p["lamax_db"] = quantise(metric, located["noise_lamax_db"][ok])
-                bins = np.clip(((x - HIST_LO) / (HIST_HI - HIST_LO) * HIST_BINS).astype(np.int64),
-                               0, HIST_BINS - 1)
+                bins = np.clip(
+                    ((x - HIST_LO) / (HIST_HI - HIST_LO) * HIST_BINS).astype(np.int64),
+                    0,
+                    HIST_BINS - 1,
+                )
                 p["hist"][np.arange(len(p)), bins] = 1
                 out.append(p)
     return np.concatenate(out) if out else np.zeros(0, PARTIAL_DTYPE)
@@ -83,8 +87,9 @@ def merge(partials: np.ndarray) -> np.ndarray:
     return out
 
 
-def presence(enriched: np.ndarray, resolutions: Sequence[int],
-             windows_s: Sequence[int]) -> np.ndarray:
+def presence(
+    enriched: np.ndarray, resolutions: Sequence[int], windows_s: Sequence[int]
+) -> np.ndarray:
     located = enriched[enriched["cell"] != 0]
     out = []
     for res in resolutions:
@@ -128,8 +133,10 @@ class ReferenceAggregate:
 
     def __call__(self, enriched: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         self.calls.append(enriched.copy())
-        return (merge(reading_partials(enriched, self.resolutions, self.windows_s)),
-                presence(enriched, self.resolutions, self.windows_s))
+        return (
+            merge(reading_partials(enriched, self.resolutions, self.windows_s)),
+            presence(enriched, self.resolutions, self.windows_s),
+        )
 
 
 def ride_counts(presence_rows: np.ndarray) -> RideCounts:
@@ -148,7 +155,8 @@ def stored_ride_counts(conn: psycopg.Connection[Any]) -> RideCounts:
     """What the writer keeps in ``window_rides``, keyed as :func:`ride_counts`."""
     rows = conn.execute(
         "SELECT resolution, window_s, cell, (extract(epoch FROM window_start) * 1000)::bigint,"
-        " rides, days FROM window_rides").fetchall()
+        " rides, days FROM window_rides"
+    ).fetchall()
     return {(r[0], r[1], r[2], r[3]): (r[4], r[5]) for r in rows}
 
 
@@ -157,7 +165,8 @@ def presence_ride_counts(conn: psycopg.Connection[Any]) -> RideCounts:
     rows = conn.execute(
         "SELECT resolution, window_s, cell, (extract(epoch FROM window_start) * 1000)::bigint,"
         " count(DISTINCT ride_id)::integer, array_agg(DISTINCT day ORDER BY day)"
-        " FROM window_presence GROUP BY 1, 2, 3, 4").fetchall()
+        " FROM window_presence GROUP BY 1, 2, 3, 4"
+    ).fetchall()
     return {(r[0], r[1], r[2], r[3]): (r[4], r[5]) for r in rows}
 
 
@@ -174,8 +183,13 @@ def assert_partials_equal(conn: psycopg.Connection[Any], expected: np.ndarray) -
     stored = stored_partials(conn)
     assert len(stored) == len(expected)
     for p in expected:
-        key = (int(p["metric"]), int(p["resolution"]), int(p["cell"]), int(p["window_s"]),
-               int(p["window_start_ms"]))
+        key = (
+            int(p["metric"]),
+            int(p["resolution"]),
+            int(p["cell"]),
+            int(p["window_s"]),
+            int(p["window_start_ms"]),
+        )
         n, s, ss, lo, hi, energy, duration, lamax, hist = stored[key]
         assert n == p["n"]
         assert s == pytest.approx(p["sum"], rel=1e-9)

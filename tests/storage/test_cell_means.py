@@ -36,9 +36,19 @@ def fleet() -> np.ndarray:
         for kit in (1, 2, 3, 4, 5) if day < 2 else (3, 4):
             lat0, lon0 = STARTS[min(kit, 3) - 1]
             n = 30 if (day, kit) == (2, 4) else 60
-            parts.append(make_readings(n, kit_id=kit, boot_id=day + 1, ride_id=100 * day + kit,
-                                       seed=10 * day + kit, step_ms=5_000, lat0=lat0, lon0=lon0,
-                                       t0_ms=T0_MS + day * MS_PER_DAY + kit * 360_000))
+            parts.append(
+                make_readings(
+                    n,
+                    kit_id=kit,
+                    boot_id=day + 1,
+                    ride_id=100 * day + kit,
+                    seed=10 * day + kit,
+                    step_ms=5_000,
+                    lat0=lat0,
+                    lon0=lon0,
+                    t0_ms=T0_MS + day * MS_PER_DAY + kit * 360_000,
+                )
+            )
     return np.concatenate(parts)
 
 
@@ -61,14 +71,15 @@ def expected(sel: Selection) -> dict[int, tuple[int, float]]:
     start_ms, end_ms = sel.start.timestamp() * 1000, sel.end.timestamp() * 1000
     sums: dict[int, tuple[int, float]] = {}
     days: dict[int, set[int]] = {}
-    for p in partials[(partials["metric"] == sel.metric) & (partials["resolution"] ==
-                                                            sel.resolution)
-                      & (partials["window_s"] == sel.window_s)
-                      & (partials["window_start_ms"] >= start_ms)
-                      & (partials["window_start_ms"] < end_ms)]:
+    for p in partials[
+        (partials["metric"] == sel.metric)
+        & (partials["resolution"] == sel.resolution)
+        & (partials["window_s"] == sel.window_s)
+        & (partials["window_start_ms"] >= start_ms)
+        & (partials["window_start_ms"] < end_ms)
+    ]:
         cell = int(p["cell"])
-        rides, window_days = counts[(sel.resolution, sel.window_s, cell,
-                                     int(p["window_start_ms"]))]
+        rides, window_days = counts[(sel.resolution, sel.window_s, cell, int(p["window_start_ms"]))]
         if rides >= sel.min_rides:
             n, s = sums.get(cell, (0, 0.0))
             sums[cell] = (n + int(p["n"]), s + float(p["sum"]))
@@ -95,22 +106,33 @@ def assert_same(got: dict[int, tuple[int, float]], want: dict[int, tuple[int, fl
 
 def selection(window_s: int, k: int, min_days: int) -> Selection:
     t0 = datetime.fromtimestamp(T0_MS / 1000, UTC)
-    return Selection(Metric.PM25, 10, window_s, t0 - timedelta(days=1), t0 + timedelta(days=4),
-                     min_rides=k, min_days=min_days)
+    return Selection(
+        Metric.PM25,
+        10,
+        window_s,
+        t0 - timedelta(days=1),
+        t0 + timedelta(days=4),
+        min_rides=k,
+        min_days=min_days,
+    )
 
 
-@pytest.mark.parametrize(("window_s", "k", "min_days"), [
-    (3600, 0, 0),  # a keyed role: everything
-    (3600, 2, 0),
-    (3600, 3, 0),
-    (3600, 4, 0),  # nobody
-    (86_400, 3, 0),
-    (86_400, 3, 2),
-    (86_400, 3, 3),
-    (86_400, 2, 3),
-])
+@pytest.mark.parametrize(
+    ("window_s", "k", "min_days"),
+    [
+        (3600, 0, 0),  # a keyed role: everything
+        (3600, 2, 0),
+        (3600, 3, 0),
+        (3600, 4, 0),  # nobody
+        (86_400, 3, 0),
+        (86_400, 3, 2),
+        (86_400, 3, 3),
+        (86_400, 2, 3),
+    ],
+)
 def test_the_sums_are_those_of_the_passing_cell_windows(
-        conn: psycopg.Connection[Any], window_s: int, k: int, min_days: int) -> None:
+    conn: psycopg.Connection[Any], window_s: int, k: int, min_days: int
+) -> None:
     sel = selection(window_s, k, min_days)
     assert_same(tile_sums(conn, sel), expected(sel))
 

@@ -14,8 +14,9 @@ from storage.cli import app
 pytestmark = pytest.mark.postgres
 
 
-def test_migrate_status_kits(database_url: str, tmp_path: Path,
-                             monkeypatch: pytest.MonkeyPatch) -> None:
+def test_migrate_status_kits(
+    database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("BIKESENSE_DATABASE_URL", database_url)
     monkeypatch.setenv("BIKESENSE_STATE_DIR", str(tmp_path))
     monkeypatch.delenv("BIKESENSE_KIT_MASTER_KEY", raising=False)

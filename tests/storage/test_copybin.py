@@ -34,7 +34,8 @@ def reference(values: dict[str, np.ndarray], nulls: dict[str, np.ndarray], n: in
                 out += struct.pack(">i", -1)
             elif col.sql_type == "integer[]":
                 body = struct.pack(">iiiii", 1, 0, 23, HIST, 1) + b"".join(
-                    struct.pack(">ii", 4, int(x)) for x in values[col.name][r])
+                    struct.pack(">ii", 4, int(x)) for x in values[col.name][r]
+                )
                 out += struct.pack(">i", len(body)) + body
             else:
                 value = struct.pack(_FORMATS[col.sql_type], values[col.name][r].item())
@@ -67,8 +68,8 @@ def tables(draw: st.DrawFn) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray
 @settings(max_examples=100, deadline=None)
 @given(table=tables())
 def test_encode_writes_what_postgresql_reads(
-        table: tuple[dict[str, np.ndarray], dict[str, np.ndarray], int],
-        run_cost_bytes: int) -> None:
+    table: tuple[dict[str, np.ndarray], dict[str, np.ndarray], int], run_cost_bytes: int
+) -> None:
     values, nulls, n = table
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(copybin, "_RUN_COST_BYTES", run_cost_bytes)
@@ -80,9 +81,12 @@ def test_many_short_runs_and_few_long_ones_encode_alike() -> None:
     rng = np.random.default_rng(7)
     n = 3000
     values: dict[str, np.ndarray] = {
-        "a": rng.integers(-9, 9, n).astype(np.int16), "b": rng.normal(size=n),
+        "a": rng.integers(-9, 9, n).astype(np.int16),
+        "b": rng.normal(size=n),
         "h": rng.integers(0, 99, (n, HIST)).astype(np.int32),
-        "c": rng.integers(0, 2**40, n), "d": rng.normal(size=n).astype(np.float32)}
+        "c": rng.integers(0, 2**40, n),
+        "d": rng.normal(size=n).astype(np.float32),
+    }
     alternating = {c.name: (np.arange(n) + i) % 2 == 0 for i, c in enumerate(COLUMNS)}
     assert copybin.encode(COLUMNS, values, n, alternating) == reference(values, alternating, n)
     blocks = {name: np.sort(mask) for name, mask in alternating.items()}

@@ -38,8 +38,9 @@ def master() -> MasterKey:
     return MasterKey.generate("test1")
 
 
-def test_register_and_read_back_the_secret(conn: psycopg.Connection[Any],
-                                           master: MasterKey) -> None:
+def test_register_and_read_back_the_secret(
+    conn: psycopg.Connection[Any], master: MasterKey
+) -> None:
     creds = register_kit(conn, master, 42, "kit-red-fox")
     assert len(creds.secret) == 32
     assert repr(creds.secret) not in repr(creds)
@@ -52,8 +53,9 @@ def test_register_and_read_back_the_secret(conn: psycopg.Connection[Any],
     assert other.secret != creds.secret
 
 
-def test_duplicates_and_bad_ids_are_refused(conn: psycopg.Connection[Any],
-                                            master: MasterKey) -> None:
+def test_duplicates_and_bad_ids_are_refused(
+    conn: psycopg.Connection[Any], master: MasterKey
+) -> None:
     register_kit(conn, master, 1, "a")
     with pytest.raises(KitExistsError, match="kit id"):
         register_kit(conn, master, 1, "b")
@@ -90,12 +92,15 @@ def test_wrong_master_key_fails_loudly(conn: psycopg.Connection[Any], master: Ma
 
 
 def test_a_ciphertext_moved_to_another_kit_does_not_decrypt(
-        conn: psycopg.Connection[Any], master: MasterKey) -> None:
+    conn: psycopg.Connection[Any], master: MasterKey
+) -> None:
     register_kit(conn, master, 1)
     register_kit(conn, master, 2)
-    conn.execute("UPDATE kits SET (secret_nonce, secret_ciphertext) ="
-                 " (SELECT secret_nonce, secret_ciphertext FROM kits WHERE kit_id = 1)"
-                 " WHERE kit_id = 2")
+    conn.execute(
+        "UPDATE kits SET (secret_nonce, secret_ciphertext) ="
+        " (SELECT secret_nonce, secret_ciphertext FROM kits WHERE kit_id = 1)"
+        " WHERE kit_id = 2"
+    )
     with pytest.raises(SecretError, match="kit 2"):
         kit_secrets(conn, master)
 
@@ -111,8 +116,14 @@ def test_last_seen_and_status(conn: psycopg.Connection[Any], master: MasterKey) 
     register_kit(conn, master, 1)
     touch_last_seen(conn, {1: 1_795_334_400_000, 99: 1})  # unknown kits are ignored
     touch_last_seen(conn, {1: 1_795_334_000_000})  # older: does not move back
-    record_status(conn, 1, received_ms=1_795_334_400_000, status={"battery_pct": 81, "fw": "1.2"},
-                  battery_pct=81.0, firmware_version="1.2.0")
+    record_status(
+        conn,
+        1,
+        received_ms=1_795_334_400_000,
+        status={"battery_pct": 81, "fw": "1.2"},
+        battery_pct=81.0,
+        firmware_version="1.2.0",
+    )
     record_status(conn, 1, received_ms=1_795_334_300_000, status={"stale": True})
     kit = get_kit(conn, 1)
     assert kit is not None

@@ -128,7 +128,7 @@ def _batches() -> list[np.ndarray]:
     """Two kits' rides, 100 readings of each per batch, six batches."""
     one = make_readings(600, kit_id=1, ride_id=1)
     two = make_readings(600, kit_id=2, ride_id=2, lat0=52.1, lon0=5.13, seed=1)
-    return [np.concatenate([one[i:i + 100], two[i:i + 100]]) for i in range(0, 600, 100)]
+    return [np.concatenate([one[i : i + 100], two[i : i + 100]]) for i in range(0, 600, 100)]
 
 
 def _write(url: str, known: KnownRows, batches: list[np.ndarray]) -> None:
@@ -144,7 +144,8 @@ def _write(url: str, known: KnownRows, batches: list[np.ndarray]) -> None:
 
 @pytest.mark.postgres
 def test_tables_end_as_if_everything_had_been_sent(
-    conn: psycopg.Connection[Any], migrated_database_url: str,
+    conn: psycopg.Connection[Any],
+    migrated_database_url: str,
 ) -> None:
     counting = _Counting()
     _write(migrated_database_url, counting, _batches())
@@ -158,7 +159,8 @@ def test_tables_end_as_if_everything_had_been_sent(
 
 @pytest.mark.postgres
 def test_a_batch_is_remembered_only_once_it_committed(
-    conn: psycopg.Connection[Any], migrated_database_url: str,
+    conn: psycopg.Connection[Any],
+    migrated_database_url: str,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     first, *rest = _batches()
@@ -182,7 +184,8 @@ def test_a_batch_is_remembered_only_once_it_committed(
 
 @pytest.mark.postgres
 def test_a_batch_with_readings_stored_before_is_not_remembered(
-    conn: psycopg.Connection[Any], migrated_database_url: str,
+    conn: psycopg.Connection[Any],
+    migrated_database_url: str,
 ) -> None:
     # Only a batch whose readings were all new wrote (or found) every presence row it
     # names; after a redelivery the writer aggregated only the new readings.
@@ -203,7 +206,8 @@ def test_a_batch_with_readings_stored_before_is_not_remembered(
 
 @pytest.mark.postgres
 def test_a_plan_readied_before_the_write_before_it_commits(
-    conn: psycopg.Connection[Any], migrated_database_url: str,
+    conn: psycopg.Connection[Any],
+    migrated_database_url: str,
 ) -> None:
     # The prepare stage readies a full batch while every writer is busy
     # (PostgresSink.ready): it leaves out only what was known stored then, its write

@@ -25,14 +25,24 @@ from tests.storage.storage_reference import (
 
 pytestmark = pytest.mark.postgres
 
-EXPECTED_TABLES = {"kits", "readings", "cell_windows", "window_presence", "window_rides",
-                   "rejected_frames", "h3_cells", "schema_migrations"}
+EXPECTED_TABLES = {
+    "kits",
+    "readings",
+    "cell_windows",
+    "window_presence",
+    "window_rides",
+    "rejected_frames",
+    "h3_cells",
+    "schema_migrations",
+}
 
 
 def tables(conn: psycopg.Connection[tuple[str]]) -> set[str]:
-    rows = conn.execute("SELECT relname FROM pg_class c"
-                        " JOIN pg_namespace n ON n.oid = c.relnamespace"
-                        " WHERE nspname = 'public' AND relkind IN ('r', 'p')").fetchall()
+    rows = conn.execute(
+        "SELECT relname FROM pg_class c"
+        " JOIN pg_namespace n ON n.oid = c.relnamespace"
+        " WHERE nspname = 'public' AND relkind IN ('r', 'p')"
+    ).fetchall()
     return {r[0] for r in rows}
 
 
@@ -40,9 +50,11 @@ def test_migrate_from_empty_then_rerun(database_url: str) -> None:
     with psycopg.connect(database_url, autocommit=True) as conn:
         assert recorded_backend(conn) is None
         # The harness's server has TimescaleDB preloaded only under the TimescaleDB switch.
-        expected, other = ((Backend.TIMESCALE, Backend.PLAIN)
-                           if selected_backend() == "timescale" else
-                           (Backend.PLAIN, Backend.TIMESCALE))
+        expected, other = (
+            (Backend.TIMESCALE, Backend.PLAIN)
+            if selected_backend() == "timescale"
+            else (Backend.PLAIN, Backend.TIMESCALE)
+        )
         report = migrate(conn)
         assert report.backend is expected
         assert report.applied == tuple(m.version for m in load_migrations(expected))
@@ -51,7 +63,8 @@ def test_migrate_from_empty_then_rerun(database_url: str) -> None:
         assert again.applied == ()
         assert again.current_version == report.current_version
         assert conn.execute("SELECT count(*) FROM schema_migrations").fetchone() == (
-            len(report.applied),)
+            len(report.applied),
+        )
         with pytest.raises(MigrationError, match=f"created for the {expected} backend"):
             migrate(conn, backend=other)
 
@@ -83,8 +96,10 @@ def test_an_edited_migration_is_refused(database_url: str) -> None:
         conn.execute("UPDATE schema_migrations SET checksum = 'x' WHERE version = 1")
         with pytest.raises(MigrationError, match="was changed after it was applied"):
             migrate(conn)
-        conn.execute("INSERT INTO schema_migrations (version, name, backend, checksum)"
-                     " VALUES (9999, 'future', 'plain', 'y')")
+        conn.execute(
+            "INSERT INTO schema_migrations (version, name, backend, checksum)"
+            " VALUES (9999, 'future', 'plain', 'y')"
+        )
         with pytest.raises(MigrationError, match="does not know"):
             migrate(conn)
 
@@ -102,8 +117,9 @@ def test_a_migration_numbered_below_the_newest_applied_is_refused(database_url: 
 
 
 def test_0004_counts_the_rides_already_stored(database_url: str) -> None:
-    readings = np.concatenate([make_readings(90, kit_id=k, ride_id=k, seed=k, step_ms=20_000)
-                               for k in (1, 2, 3)])
+    readings = np.concatenate(
+        [make_readings(90, kit_id=k, ride_id=k, seed=k, step_ms=20_000) for k in (1, 2, 3)]
+    )
     rows = presence(readings, (8, 10), (60, 3600))
     rows = np.concatenate([rows, rows[:5]])
     rows["day"][-5:] += 1  # one ride seen with two days: one ride, two days
@@ -115,7 +131,8 @@ def test_0004_counts_the_rides_already_stored(database_url: str) -> None:
                 "INSERT INTO window_presence"
                 " (resolution, cell, window_s, window_start, ride_id, day)"
                 " VALUES (%s, %s, %s, to_timestamp(%s / 1000.0), %s, %s)",
-                [tuple(int(v) for v in r[:6]) for r in rows.tolist()])
+                [tuple(int(v) for v in r[:6]) for r in rows.tolist()],
+            )
         assert migrate(conn, target=4).applied == (4,)
         assert stored_ride_counts(conn) == ride_counts(rows)
         assert max(r for r, _ in ride_counts(rows).values()) == 3
@@ -129,8 +146,8 @@ def test_a_connection_in_a_transaction_is_refused(database_url: str) -> None:
 
 
 def _columns(text: str) -> list[str]:
-    body = text[text.index("CREATE TABLE readings ("):]
-    body = body[:body.index("PRIMARY KEY")]
+    body = text[text.index("CREATE TABLE readings (") :]
+    body = body[: body.index("PRIMARY KEY")]
     return [line.strip() for line in body.splitlines()[1:] if line.strip()]
 
 
@@ -142,7 +159,8 @@ def test_both_backends_define_the_same_readings_table() -> None:
     assert len(plain) == 25
     assert [re.split(r"\s+", c)[0] for c in plain][:5] == ["kit_id", "boot_id", "seq", "idx", "ts"]
     assert [m.version for m in load_migrations(Backend.PLAIN)] == [
-        m.version for m in load_migrations(Backend.TIMESCALE)]
+        m.version for m in load_migrations(Backend.TIMESCALE)
+    ]
 
 
 def test_0007_moves_the_partials_into_cell_windows(database_url: str) -> None:
@@ -158,18 +176,49 @@ def test_0007_moves_the_partials_into_cell_windows(database_url: str) -> None:
                 " n, sum, sumsq, min, max, energy, duration_s, lamax_db, hist)"
                 " VALUES (%s, %s, %s, %s, to_timestamp(%s / 1000.0), %s, %s, %s, %s, %s, %s, %s,"
                 " NULLIF(%s, 'NaN'), %s)",
-                [(*(int(p[k]) for k in ("metric", "resolution", "cell", "window_s",
-                                        "window_start_ms", "n")),
-                  *(float(p[k]) for k in ("sum", "sumsq", "min", "max", "energy", "duration_s",
-                                          "lamax_db")),
-                  p["hist"].tolist()) for p in partials])
+                [
+                    (
+                        *(
+                            int(p[k])
+                            for k in (
+                                "metric",
+                                "resolution",
+                                "cell",
+                                "window_s",
+                                "window_start_ms",
+                                "n",
+                            )
+                        ),
+                        *(
+                            float(p[k])
+                            for k in (
+                                "sum",
+                                "sumsq",
+                                "min",
+                                "max",
+                                "energy",
+                                "duration_s",
+                                "lamax_db",
+                            )
+                        ),
+                        p["hist"].tolist(),
+                    )
+                    for p in partials
+                ],
+            )
         report = migrate(conn)
         assert report.applied[0] == 7
         assert_partials_equal(conn, partials)  # read back through the window_partials view
         assert conn.execute("SELECT count(*) FROM cell_windows").fetchone() == (
-            cell_windows_of(partials),)
-        assert conn.execute("SELECT count(*) FROM cell_windows WHERE no2_n = 0"
-                            " AND no2_hist IS NULL AND no2_min IS NULL").fetchone()[0] > 0
+            cell_windows_of(partials),
+        )
+        assert (
+            conn.execute(
+                "SELECT count(*) FROM cell_windows WHERE no2_n = 0"
+                " AND no2_hist IS NULL AND no2_min IS NULL"
+            ).fetchone()[0]
+            > 0
+        )
 
 
 def test_0007_refuses_partials_of_an_unknown_metric(database_url: str) -> None:
@@ -178,7 +227,8 @@ def test_0007_refuses_partials_of_an_unknown_metric(database_url: str) -> None:
         conn.execute(
             "INSERT INTO window_partials (metric, resolution, cell, window_s, window_start, n,"
             " sum, sumsq, min, max, hist) VALUES (9, 10, 1, 60, now(), 1, 1, 1, 1, 1, %s)",
-            ([1] * 32,))
+            ([1] * 32,),
+        )
         with pytest.raises(MigrationError, match=r"metrics other than 1\.\.7"):
             migrate(conn)
         assert conn.execute("SELECT count(*) FROM window_partials").fetchone() == (1,)

@@ -49,9 +49,11 @@ def count(conn: psycopg.Connection[Any], table: str) -> int:
 
 
 def test_partitions_follow_the_data_and_retention_keeps_aggregates(
-        conn: psycopg.Connection[Any]) -> None:
-    batches = [make_readings(30, kit_id=k, t0_ms=T0_MS - k * MS_PER_DAY, seed=k)
-               for k in range(4)]  # today and three days back, one kit per day
+    conn: psycopg.Connection[Any],
+) -> None:
+    batches = [
+        make_readings(30, kit_id=k, t0_ms=T0_MS - k * MS_PER_DAY, seed=k) for k in range(4)
+    ]  # today and three days back, one kit per day
     for batch in batches:
         write_batch(conn, batch, ReferenceAggregate())
     assert raw_partitions(conn) == [day_name(DAY0 - k) for k in (3, 2, 1, 0)]
@@ -72,7 +74,8 @@ def test_partitions_follow_the_data_and_retention_keeps_aggregates(
 
 
 def test_a_replay_after_retention_does_not_count_twice_in_live_partitions(
-        conn: psycopg.Connection[Any]) -> None:
+    conn: psycopg.Connection[Any],
+) -> None:
     batch = make_readings(20)
     write_batch(conn, batch, ReferenceAggregate())
     before = conn.execute("SELECT sum(n) FROM window_partials").fetchone()
@@ -114,8 +117,10 @@ def test_concurrent_writers_meeting_a_new_day(plain_database_url: str) -> None:
 
 
 def test_a_running_export_does_not_block_a_new_partition(plain_database_url: str) -> None:
-    with psycopg.connect(plain_database_url, autocommit=True) as writer_conn, \
-            psycopg.connect(plain_database_url) as reader:
+    with (
+        psycopg.connect(plain_database_url, autocommit=True) as writer_conn,
+        psycopg.connect(plain_database_url) as reader,
+    ):
         write_batch(writer_conn, make_readings(10), ReferenceAggregate())
         # A long read holds ACCESS SHARE on readings until it commits.
         reader.execute("SELECT count(*) FROM readings").fetchone()
@@ -138,42 +143,53 @@ def test_expire_presence_keeps_day_windows(conn: psycopg.Connection[Any]) -> Non
     agg = ReferenceAggregate(resolutions=(10,), windows_s=(60, 86_400))
     write_batch(conn, make_readings(30, t0_ms=T0_MS - 5 * MS_PER_DAY), agg)
     write_batch(conn, make_readings(30, kit_id=2), agg)
-    before = dict(conn.execute("SELECT window_s, count(*) FROM window_presence"
-                               " GROUP BY 1").fetchall())
+    before = dict(
+        conn.execute("SELECT window_s, count(*) FROM window_presence GROUP BY 1").fetchall()
+    )
     gone = expire_presence(conn, datetime.fromtimestamp(T0_MS / 1000, UTC) - timedelta(days=2))
-    after = dict(conn.execute("SELECT window_s, count(*) FROM window_presence"
-                              " GROUP BY 1").fetchall())
+    after = dict(
+        conn.execute("SELECT window_s, count(*) FROM window_presence GROUP BY 1").fetchall()
+    )
     assert gone > 0
     assert after[86_400] == before[86_400]
     assert after[60] == before[60] - gone
-    assert conn.execute("SELECT min(window_start) FROM window_presence WHERE window_s = 60"
-                        ).fetchone() == (datetime.fromtimestamp(T0_MS / 1000, UTC),)
+    assert conn.execute(
+        "SELECT min(window_start) FROM window_presence WHERE window_s = 60"
+    ).fetchone() == (datetime.fromtimestamp(T0_MS / 1000, UTC),)
     # The ride counts of the expired windows are gone with them, the others stay.
     assert stored_ride_counts(conn) == presence_ride_counts(conn)
 
 
 def test_retention_waits_for_an_export_without_blocking_writers(plain_database_url: str) -> None:
-    with psycopg.connect(plain_database_url, autocommit=True) as writer_conn, \
-            psycopg.connect(plain_database_url, autocommit=True) as retention_conn, \
-            psycopg.connect(plain_database_url) as reader:
-        write_batch(writer_conn, make_readings(10, t0_ms=T0_MS - 10 * MS_PER_DAY),
-                    ReferenceAggregate())
+    with (
+        psycopg.connect(plain_database_url, autocommit=True) as writer_conn,
+        psycopg.connect(plain_database_url, autocommit=True) as retention_conn,
+        psycopg.connect(plain_database_url) as reader,
+    ):
+        write_batch(
+            writer_conn, make_readings(10, t0_ms=T0_MS - 10 * MS_PER_DAY), ReferenceAggregate()
+        )
         reader.execute("SELECT count(*) FROM readings").fetchone()  # an export in progress
         dropped: list[str] = []
-        retention = threading.Thread(target=lambda: dropped.extend(
-            drop_expired(retention_conn, datetime.fromtimestamp(T0_MS / 1000, UTC))))
+        retention = threading.Thread(
+            target=lambda: dropped.extend(
+                drop_expired(retention_conn, datetime.fromtimestamp(T0_MS / 1000, UTC))
+            )
+        )
         retention.start()
         pid = retention_conn.info.backend_pid
         deadline = time.monotonic() + 10
         while writer_conn.execute(  # the detach has begun and waits for the reader
-                "SELECT wait_event FROM pg_stat_activity WHERE pid = %s", (pid,)
+            "SELECT wait_event FROM pg_stat_activity WHERE pid = %s", (pid,)
         ).fetchone() != ("virtualxid",):
             assert time.monotonic() < deadline, "retention never waited for the export"
             time.sleep(0.02)
         # While retention waits for the reader, writers go on.
         writer_conn.execute("SET lock_timeout = '3s'")
-        assert write_batch(writer_conn, make_readings(10, kit_id=2), ReferenceAggregate()
-                           ).inserted == 10
+        assert (
+            write_batch(writer_conn, make_readings(10, kit_id=2), ReferenceAggregate()).inserted
+            == 10
+        )
         # The expired day is already out of sight of new queries; the new readings are in.
         assert writer_conn.execute("SELECT count(*) FROM readings").fetchone() == (10,)
         assert retention.is_alive()
@@ -187,13 +203,18 @@ def test_retention_waits_for_an_export_without_blocking_writers(plain_database_u
 def test_an_interrupted_detach_is_finished_next_time(conn: psycopg.Connection[Any]) -> None:
     write_batch(conn, make_readings(10, t0_ms=T0_MS - 10 * MS_PER_DAY), ReferenceAggregate())
     name = day_name(DAY0 - 10)
-    with psycopg.connect(conn.info.dsn) as reader, \
-            psycopg.connect(conn.info.dsn, autocommit=True) as detacher:
+    with (
+        psycopg.connect(conn.info.dsn) as reader,
+        psycopg.connect(conn.info.dsn, autocommit=True) as detacher,
+    ):
         reader.execute("SELECT count(*) FROM readings").fetchone()
         detacher.execute("SET statement_timeout = '300ms'")
         with pytest.raises(psycopg.errors.QueryCanceled):
-            detacher.execute(sql.SQL("ALTER TABLE readings DETACH PARTITION {} CONCURRENTLY")
-                             .format(sql.Identifier(name)))
+            detacher.execute(
+                sql.SQL("ALTER TABLE readings DETACH PARTITION {} CONCURRENTLY").format(
+                    sql.Identifier(name)
+                )
+            )
     pending = conn.execute("SELECT count(*) FROM pg_inherits WHERE inhdetachpending").fetchone()
     assert pending == (1,)
     assert drop_expired(conn, datetime.fromtimestamp(T0_MS / 1000, UTC)) == [name]

@@ -22,8 +22,10 @@ def test_sync_pool(migrated_database_url: str) -> None:
 
 def test_async_pool(migrated_database_url: str) -> None:
     async def run() -> object:
-        async with create_async_pool(migrated_database_url, max_size=2) as pool, \
-                pool.connection() as conn:
+        async with (
+            create_async_pool(migrated_database_url, max_size=2) as pool,
+            pool.connection() as conn,
+        ):
             cur = await conn.execute("SELECT 41 + 1, current_setting('jit')")
             return await cur.fetchone()
 

@@ -22,8 +22,9 @@ from tests.storage.storage_reference import presence_ride_counts, ride_counts, s
 
 pytestmark = pytest.mark.postgres
 
-AGGREGATE = functools.partial(aggregate, resolutions=(8, 10), window_sizes_s=(60, 900),
-                              day_tz="UTC")
+AGGREGATE = functools.partial(
+    aggregate, resolutions=(8, 10), window_sizes_s=(60, 900), day_tz="UTC"
+)
 
 
 @pytest.fixture(scope="module")
@@ -57,11 +58,13 @@ def expected_partials(readings: np.ndarray) -> np.ndarray:
     return partials[order]
 
 
-@settings(max_examples=12, deadline=None,
-          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(data=st.data())
 def test_any_batching_gives_the_all_at_once_aggregates(
-        conn: psycopg.Connection[Any], readings: np.ndarray, data: st.DataObject) -> None:
+    conn: psycopg.Connection[Any], readings: np.ndarray, data: st.DataObject
+) -> None:
     conn.execute("TRUNCATE readings, cell_windows, window_presence, window_rides, h3_cells")
     n = len(readings)
     order = data.draw(st.permutations(range(n)), label="order")
@@ -70,26 +73,35 @@ def test_any_batching_gives_the_all_at_once_aggregates(
     batches = np.split(shuffled, cuts)
     # Redeliver some batches, and some overlapping slices of the whole.
     replays = data.draw(st.lists(st.integers(0, len(batches) - 1), max_size=3), label="replays")
-    overlaps = data.draw(st.lists(st.tuples(st.integers(0, n - 1), st.integers(1, 40)),
-                                  max_size=2), label="overlaps")
-    extra = [batches[i] for i in replays] + [shuffled[a:a + k] for a, k in overlaps]
+    overlaps = data.draw(
+        st.lists(st.tuples(st.integers(0, n - 1), st.integers(1, 40)), max_size=2), label="overlaps"
+    )
+    extra = [batches[i] for i in replays] + [shuffled[a : a + k] for a, k in overlaps]
     # Each batch written as it is, or planned outside the transaction (aggregated as if
     # all new), or as the join of plans of its two halves, as the embedded runtime does.
-    ways = data.draw(st.lists(st.sampled_from(["array", "plan", "joined"]),
-                              min_size=len(batches + extra), max_size=len(batches + extra)),
-                     label="ways")
+    ways = data.draw(
+        st.lists(
+            st.sampled_from(["array", "plan", "joined"]),
+            min_size=len(batches + extra),
+            max_size=len(batches + extra),
+        ),
+        label="ways",
+    )
 
     def prepared(batch: np.ndarray, way: str) -> np.ndarray | WritePlan:
         if way == "plan":
             return plan_write(batch, AGGREGATE)
         if way == "joined":
             half = len(batch) // 2
-            return join_plans([plan_write(batch[:half], AGGREGATE),
-                               plan_write(batch[half:], AGGREGATE)])
+            return join_plans(
+                [plan_write(batch[:half], AGGREGATE), plan_write(batch[half:], AGGREGATE)]
+            )
         return batch
 
-    inserted = sum(write_batch(conn, prepared(b, way), AGGREGATE).inserted
-                   for b, way in zip(batches + extra, ways, strict=True))
+    inserted = sum(
+        write_batch(conn, prepared(b, way), AGGREGATE).inserted
+        for b, way in zip(batches + extra, ways, strict=True)
+    )
     assert inserted == n
 
     got, want = stored(conn), expected_partials(readings)

@@ -50,8 +50,13 @@ def test_pseudonyms_are_stable_within_a_day_and_differ_across_days() -> None:
 
 def test_days_are_local_days_of_the_deployment() -> None:
     # 23:30 UTC on 23 November is 00:30 on the 24th in Amsterdam (UTC+1).
-    ts = np.array([_ms("2026-11-23T22:30:00+00:00"), _ms("2026-11-23T23:30:00+00:00"),
-                   _ms("2026-07-01T22:30:00+00:00")])  # summer: UTC+2, already 2 July
+    ts = np.array(
+        [
+            _ms("2026-11-23T22:30:00+00:00"),
+            _ms("2026-11-23T23:30:00+00:00"),
+            _ms("2026-07-01T22:30:00+00:00"),
+        ]
+    )  # summer: UTC+2, already 2 July
     assert local_days(ts, TZ).astype(str).tolist() == ["2026-11-23", "2026-11-24", "2026-07-02"]
 
 
@@ -78,8 +83,7 @@ def test_pseudonymised_rows_cannot_be_linked_across_days() -> None:
     assert kits[2] == kits[3] == pseudonym(7, date(2026, 11, 24), KEY)
     assert kits[0] != kits[2]
     rides = out["ride_pseudonym"].astype(str).tolist()
-    assert rides[0] == rides[1] == ride_pseudonym(int(rows["ride_id"][0]), date(2026, 11, 23),
-                                                  KEY)
+    assert rides[0] == rides[1] == ride_pseudonym(int(rows["ride_id"][0]), date(2026, 11, 23), KEY)
     assert rides[2] == rides[3] != rides[0]
     assert len(rides[0]) == 16
     # What links days is gone (ids, counters, arrival, the sub-second clock phase);
@@ -99,7 +103,8 @@ def test_a_ride_across_local_midnight_gets_a_name_per_day() -> None:
     ride = int(rows["ride_id"][0])
     assert out["ride_pseudonym"].astype(str).tolist() == [
         ride_pseudonym(ride, date(2026, 11, 23), KEY),
-        ride_pseudonym(ride, date(2026, 11, 24), KEY)]
+        ride_pseudonym(ride, date(2026, 11, 24), KEY),
+    ]
     assert out["kit_pseudonym"][0] != out["kit_pseudonym"][1]
 
 
@@ -124,7 +129,8 @@ def test_the_admin_mapping_finds_the_kit_behind_a_pseudonym() -> None:
 
 
 def test_the_key_comes_from_the_environment_a_file_or_the_state_dir(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.delenv(PSEUDONYM_KEY_ENV, raising=False)
     monkeypatch.delenv(PSEUDONYM_KEY_FILE_ENV, raising=False)

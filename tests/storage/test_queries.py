@@ -32,8 +32,9 @@ pytestmark = pytest.mark.postgres
 
 RESOLUTIONS = (8, 10)
 WINDOWS = (60, 3600)
-AGGREGATE = functools.partial(aggregate, resolutions=RESOLUTIONS, window_sizes_s=WINDOWS,
-                              day_tz="UTC")
+AGGREGATE = functools.partial(
+    aggregate, resolutions=RESOLUTIONS, window_sizes_s=WINDOWS, day_tz="UTC"
+)
 T0 = datetime.fromtimestamp(T0_MS / 1000, UTC)
 EVERYWHERE = BBox(-180, -90, 180, 90)
 UTRECHT = BBox(5.0, 52.0, 5.3, 52.2)
@@ -45,8 +46,9 @@ def conn(migrated_database_url: str) -> Iterator[psycopg.Connection[Any]]:
         yield c
 
 
-def selection(metric: Metric = Metric.PM25, res: int = 10, window_s: int = 60,
-              hours: int = 2, **kw: int) -> Selection:
+def selection(
+    metric: Metric = Metric.PM25, res: int = 10, window_s: int = 60, hours: int = 2, **kw: int
+) -> Selection:
     return Selection(metric, res, window_s, T0, T0 + timedelta(hours=hours), **kw)
 
 
@@ -122,7 +124,7 @@ def test_time_series_for_a_cell_and_a_bbox(conn: psycopg.Connection[Any]) -> Non
     assert series["window_start_ms"].tolist() == [T0_MS + h * 3_600_000 for h in range(3)]
     assert series["n"].tolist() == [360, 360, 360]
     for h, row in enumerate(series):
-        x = quantise(Metric.PM10, batch["pm10_ugm3"][h * 360:(h + 1) * 360])
+        x = quantise(Metric.PM10, batch["pm10_ugm3"][h * 360 : (h + 1) * 360])
         assert row["mean"] == pytest.approx(x.mean(), rel=1e-9)
         assert row["max"] == pytest.approx(x.max())
     by_bbox = time_series(conn, sel, 1800, bbox=UTRECHT)
@@ -164,8 +166,9 @@ def test_async_twins(migrated_database_url: str) -> None:
         sync_series = time_series(conn, selection(), 600, bbox=UTRECHT)
 
     async def run() -> tuple[np.ndarray, np.ndarray]:
-        async with await psycopg.AsyncConnection.connect(migrated_database_url,
-                                                         autocommit=True) as aconn:
+        async with await psycopg.AsyncConnection.connect(
+            migrated_database_url, autocommit=True
+        ) as aconn:
             cells = await acell_stats(aconn, selection(), UTRECHT)
             series = await atime_series(aconn, selection(), 600, bbox=UTRECHT)
             return cells, series
@@ -185,30 +188,41 @@ def test_gap_filled_series_have_explicit_empty_buckets(any_backend_url: str) -> 
     """An hour without data is an empty bucket (count 0, no value), not a missing one; the
     same output on both backends (time_bucket_gapfill, generate_series)."""
     first = make_readings(360, step_ms=10_000, seed=4)  # T0 .. T0+1h
-    later = make_readings(180, kit_id=2, ride_id=2, step_ms=10_000, seed=5,
-                          t0_ms=T0_MS + 3 * 3_600_000)  # T0+3h .. T0+3.5h
+    later = make_readings(
+        180, kit_id=2, ride_id=2, step_ms=10_000, seed=5, t0_ms=T0_MS + 3 * 3_600_000
+    )  # T0+3h .. T0+3.5h
     for batch in (first, later):
         batch["lat_deg"], batch["lon_deg"] = 52.09, 5.12
         batch["cell"] = h3int.latlng_to_cell(52.09, 5.12, 12)
     cell = h3int.cell_to_parent(int(first["cell"][0]), 8)
     # From the middle of the hour before T0 to the middle of the fifth hour after it.
-    sel = Selection(Metric.PM10, 8, 60, T0 - timedelta(minutes=30),
-                    T0 + timedelta(hours=4, minutes=30))
+    sel = Selection(
+        Metric.PM10, 8, 60, T0 - timedelta(minutes=30), T0 + timedelta(hours=4, minutes=30)
+    )
     with psycopg.connect(any_backend_url, autocommit=True) as conn:
         for batch in (first, later):
             write_batch(conn, batch, AGGREGATE)
         sparse = time_series(conn, sel, 3600, cell=cell)
         filled = time_series(conn, sel, 3600, cell=cell, gapfill=True)
         by_bbox = time_series(conn, sel, 3600, bbox=UTRECHT, gapfill=True)
-        hidden = time_series(conn, Selection(Metric.PM10, 8, 60, sel.start, sel.end,
-                                             min_rides=2), 3600, cell=cell, gapfill=True)
+        hidden = time_series(
+            conn,
+            Selection(Metric.PM10, 8, 60, sel.start, sel.end, min_rides=2),
+            3600,
+            cell=cell,
+            gapfill=True,
+        )
         with pytest.raises(QueryError, match="too long"):
-            time_series(conn, Selection(Metric.PM10, 8, 60, T0, T0 + timedelta(days=1200)),
-                        60, cell=cell, gapfill=True)
+            time_series(
+                conn,
+                Selection(Metric.PM10, 8, 60, T0, T0 + timedelta(days=1200)),
+                60,
+                cell=cell,
+                gapfill=True,
+            )
 
     async def run() -> np.ndarray:
-        async with await psycopg.AsyncConnection.connect(any_backend_url,
-                                                         autocommit=True) as aconn:
+        async with await psycopg.AsyncConnection.connect(any_backend_url, autocommit=True) as aconn:
             return await atime_series(aconn, sel, 3600, cell=cell, gapfill=True)
 
     hours = [T0_MS + h * 3_600_000 for h in range(-1, 5)]

@@ -22,8 +22,9 @@ from tests.storage.storage_factories import make_readings
 
 pytestmark = pytest.mark.postgres
 
-AGGREGATE = functools.partial(aggregate, resolutions=(8, 10), window_sizes_s=(60, 86400),
-                              day_tz="UTC")
+AGGREGATE = functools.partial(
+    aggregate, resolutions=(8, 10), window_sizes_s=(60, 86400), day_tz="UTC"
+)
 #: Days before now of the three rides (and refused frames) each test stores.
 AGES_DAYS = (40, 20, 1)
 
@@ -43,10 +44,14 @@ def seed(conn: psycopg.Connection[Any]) -> datetime:
     now_ms = int(now.timestamp() * 1000)
     for kit, age in enumerate(AGES_DAYS, start=1):
         t0_ms = now_ms - age * MS_PER_DAY
-        write_batch(conn, make_readings(30, kit_id=kit, ride_id=kit, t0_ms=t0_ms, seed=kit),
-                    AGGREGATE)
-        conn.execute("INSERT INTO rejected_frames (received_at, reason, payload)"
-                     " VALUES (to_timestamp(%s / 1000.0), 'bad_mac', '\\x00')", (t0_ms,))
+        write_batch(
+            conn, make_readings(30, kit_id=kit, ride_id=kit, t0_ms=t0_ms, seed=kit), AGGREGATE
+        )
+        conn.execute(
+            "INSERT INTO rejected_frames (received_at, reason, payload)"
+            " VALUES (to_timestamp(%s / 1000.0), 'bad_mac', '\\x00')",
+            (t0_ms,),
+        )
     return now
 
 
@@ -74,8 +79,7 @@ def test_the_maintenance_round_follows_the_configured_retention(database: str) -
     with psycopg.connect(database, autocommit=True) as conn:
         now = seed(conn)
         kept = aggregates(conn)
-        report = run_maintenance(conn, MaintenanceConfig(raw_retention=timedelta(days=30)),
-                                 now=now)
+        report = run_maintenance(conn, MaintenanceConfig(raw_retention=timedelta(days=30)), now=now)
         assert len(report.dropped) == 1
         assert kits_stored(conn) == {2, 3}
         assert rejects(conn) == 2
@@ -89,7 +93,8 @@ def test_the_maintenance_round_follows_the_configured_retention(database: str) -
 
 
 def test_the_cli_takes_the_retention_from_the_environment(
-        database: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    database: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("BIKESENSE_DATABASE_URL", database)
     runner = CliRunner()
     with psycopg.connect(database, autocommit=True) as conn:
@@ -115,8 +120,10 @@ def test_the_cli_takes_the_retention_from_the_environment(
 
 def test_a_policy_already_right_is_left_alone(timescale_database_url: str) -> None:
     with psycopg.connect(timescale_database_url, autocommit=True) as conn:
-        jobs = "SELECT job_id, scheduled FROM timescaledb_information.jobs" \
-               " WHERE proc_name = 'policy_retention' ORDER BY job_id"
+        jobs = (
+            "SELECT job_id, scheduled FROM timescaledb_information.jobs"
+            " WHERE proc_name = 'policy_retention' ORDER BY job_id"
+        )
         before = conn.execute(jobs).fetchall()
         assert apply_retention(conn, timedelta(days=90)) == []  # the migration's default
         assert apply_retention(conn, timedelta(days=14)) == list(RAW_HORIZON_TABLES)

@@ -33,8 +33,9 @@ from tests.storage.storage_factories import T0_MS, make_readings
 
 pytestmark = [pytest.mark.timescale, pytest.mark.postgres]
 
-AGGREGATE = functools.partial(aggregate, resolutions=(8, 10), window_sizes_s=(60, 3600),
-                              day_tz="UTC")
+AGGREGATE = functools.partial(
+    aggregate, resolutions=(8, 10), window_sizes_s=(60, 3600), day_tz="UTC"
+)
 T0 = datetime.fromtimestamp(T0_MS / 1000, UTC)
 
 
@@ -51,55 +52,77 @@ def partial_sum(conn: psycopg.Connection[Any]) -> tuple[Any, ...] | None:
 
 
 #: Every table that grows with time, and what compression segments it by.
-HYPERTABLES = {"readings": ["kit_id"], "cell_windows": ["resolution", "window_s"],
-               "window_rides": ["resolution", "window_s"],
-               "window_presence": ["resolution", "window_s"], "rejected_frames": None}
+HYPERTABLES = {
+    "readings": ["kit_id"],
+    "cell_windows": ["resolution", "window_s"],
+    "window_rides": ["resolution", "window_s"],
+    "window_presence": ["resolution", "window_s"],
+    "rejected_frames": None,
+}
 
 
 def test_hypertable_and_policies(ts_conn: psycopg.Connection[Any]) -> None:
     assert migrate(ts_conn).applied == ()
     rows = ts_conn.execute(
-        "SELECT hypertable_name::text, compression_enabled"
-        " FROM timescaledb_information.hypertables").fetchall()
+        "SELECT hypertable_name::text, compression_enabled FROM timescaledb_information.hypertables"
+    ).fetchall()
     assert dict(rows) == {name: seg is not None for name, seg in HYPERTABLES.items()}
     for name, segment in HYPERTABLES.items():
         got = ts_conn.execute(
             "SELECT array_agg(attname::text ORDER BY segmentby_column_index)"
             " FROM timescaledb_information.compression_settings"
             " WHERE hypertable_name = %s AND segmentby_column_index IS NOT NULL",
-            (name,)).fetchone()
+            (name,),
+        ).fetchone()
         assert got == (segment,), name
-    policies = set(ts_conn.execute(
-        "SELECT hypertable_name::text, proc_name::text FROM timescaledb_information.jobs"
-        " WHERE hypertable_name IS NOT NULL").fetchall())
+    policies = set(
+        ts_conn.execute(
+            "SELECT hypertable_name::text, proc_name::text FROM timescaledb_information.jobs"
+            " WHERE hypertable_name IS NOT NULL"
+        ).fetchall()
+    )
     assert policies == {
-        ("readings", "policy_compression"), ("readings", "policy_retention"),
-        ("cell_windows", "policy_compression"), ("window_rides", "policy_compression"),
-        ("window_presence", "policy_compression"), ("rejected_frames", "policy_retention")}
-    jobs = {r[0] for r in ts_conn.execute(
-        "SELECT proc_name FROM timescaledb_information.jobs"
-        " WHERE hypertable_name = 'readings'").fetchall()}
+        ("readings", "policy_compression"),
+        ("readings", "policy_retention"),
+        ("cell_windows", "policy_compression"),
+        ("window_rides", "policy_compression"),
+        ("window_presence", "policy_compression"),
+        ("rejected_frames", "policy_retention"),
+    }
+    jobs = {
+        r[0]
+        for r in ts_conn.execute(
+            "SELECT proc_name FROM timescaledb_information.jobs WHERE hypertable_name = 'readings'"
+        ).fetchall()
+    }
     assert {"policy_compression", "policy_retention"} <= jobs
     set_raw_retention(ts_conn, timedelta(days=30))
     config = ts_conn.execute(
         "SELECT config ->> 'drop_after' FROM timescaledb_information.jobs"
-        " WHERE hypertable_name = 'readings' AND proc_name = 'policy_retention'").fetchone()
+        " WHERE hypertable_name = 'readings' AND proc_name = 'policy_retention'"
+    ).fetchone()
     assert config == ("30 days",)
 
 
 def exported_times_ms(url: str, start: datetime, end: datetime) -> np.ndarray:
     """The event times of the readings a raw export of ``start .. end`` holds, in order."""
+
     async def run() -> list[bytes]:
         async with await psycopg.AsyncConnection.connect(url, autocommit=True) as aconn:
-            return [block.data async for block in aiter_export_blocks(
-                [aconn], ["ts"], ExportFilter(start, end), Encoding.BINARY, day_tz="UTC")]
+            return [
+                block.data
+                async for block in aiter_export_blocks(
+                    [aconn], ["ts"], ExportFilter(start, end), Encoding.BINARY, day_tz="UTC"
+                )
+            ]
 
     rows = [decode_binary_rows(["ts"], data, pseudonymous=False) for data in asyncio.run(run())]
     return copybin.pg_timestamp_to_ms(np.concatenate(rows)["ts"])
 
 
-def test_writer_exactly_once_across_compression(ts_conn: psycopg.Connection[Any],
-                                                timescale_url: str) -> None:
+def test_writer_exactly_once_across_compression(
+    ts_conn: psycopg.Connection[Any], timescale_url: str
+) -> None:
     old = make_readings(200, kit_id=1, t0_ms=T0_MS - 10 * MS_PER_DAY, seed=1)
     new = make_readings(200, kit_id=2, seed=2)
     assert write_batch(ts_conn, old, AGGREGATE).inserted == 200
@@ -110,7 +133,8 @@ def test_writer_exactly_once_across_compression(ts_conn: psycopg.Connection[Any]
     ts_conn.execute("SELECT compress_chunk(c) FROM show_chunks('readings') AS c")
     compressed = ts_conn.execute(
         "SELECT count(*) FROM timescaledb_information.chunks"
-        " WHERE hypertable_name = 'readings' AND is_compressed").fetchone()
+        " WHERE hypertable_name = 'readings' AND is_compressed"
+    ).fetchone()
     assert compressed == (2,)
     # Redelivery into compressed chunks: nothing changes.
     assert write_batch(ts_conn, old, AGGREGATE).inserted == 0
@@ -119,13 +143,19 @@ def test_writer_exactly_once_across_compression(ts_conn: psycopg.Connection[Any]
     # Late data into a compressed chunk lands, in its own windows.
     late = make_readings(50, kit_id=3, t0_ms=T0_MS - 10 * MS_PER_DAY + 3_600_000, seed=3)
     assert write_batch(ts_conn, late, AGGREGATE).inserted == 50
-    got = exported_times_ms(make_conninfo(timescale_url, dbname=ts_conn.info.dbname),
-                            T0 - timedelta(days=11), T0 + timedelta(days=1))
+    got = exported_times_ms(
+        make_conninfo(timescale_url, dbname=ts_conn.info.dbname),
+        T0 - timedelta(days=11),
+        T0 + timedelta(days=1),
+    )
     assert len(got) == 450
     assert (np.diff(got) >= 0).all()
 
-    stats = cell_stats(ts_conn, Selection(Metric.PM25, 10, 60, T0, T0 + timedelta(hours=1)),
-                       BBox(5.0, 52.0, 5.3, 52.2))
+    stats = cell_stats(
+        ts_conn,
+        Selection(Metric.PM25, 10, 60, T0, T0 + timedelta(hours=1)),
+        BBox(5.0, 52.0, 5.3, 52.2),
+    )
     assert stats["n"].sum() == 200
 
 
@@ -148,42 +178,51 @@ def test_policies_run(ts_conn: psycopg.Connection[Any]) -> None:
     assert row is not None
     now_ms = int(row[0])
     for kit, days in ((1, 200), (2, 20), (3, 0)):
-        write_batch(ts_conn, make_readings(30, kit_id=kit, t0_ms=now_ms - days * MS_PER_DAY),
-                    AGGREGATE)
-    jobs = dict(ts_conn.execute(
-        "SELECT proc_name, job_id FROM timescaledb_information.jobs"
-        " WHERE hypertable_name = 'readings'").fetchall())
+        write_batch(
+            ts_conn, make_readings(30, kit_id=kit, t0_ms=now_ms - days * MS_PER_DAY), AGGREGATE
+        )
+    jobs = dict(
+        ts_conn.execute(
+            "SELECT proc_name, job_id FROM timescaledb_information.jobs"
+            " WHERE hypertable_name = 'readings'"
+        ).fetchall()
+    )
     ts_conn.execute(sql.SQL("CALL run_job({})").format(sql.Literal(jobs["policy_retention"])))
     ts_conn.execute(sql.SQL("CALL run_job({})").format(sql.Literal(jobs["policy_compression"])))
     assert ts_conn.execute("SELECT count(*) FROM readings").fetchone() == (60,)
     compressed = ts_conn.execute(
         "SELECT count(*) FROM timescaledb_information.chunks"
-        " WHERE hypertable_name = 'readings' AND is_compressed").fetchone()
+        " WHERE hypertable_name = 'readings' AND is_compressed"
+    ).fetchone()
     assert compressed == (1,)
 
 
 def aggregate_tables(conn: psycopg.Connection[Any]) -> list[Any]:
     """The aggregate tables' rows; sums rounded (two batches add in another order)."""
-    return [conn.execute(query).fetchall() for query in (
-        "SELECT resolution, window_s, window_start, cell, pm25_n, pm25_min, pm25_max,"
-        " pm25_hist, round(pm25_sum::numeric, 6), noise_n, round(noise_energy::numeric, 3)"
-        " FROM cell_windows ORDER BY 1, 2, 3, 4",
-        "SELECT * FROM window_rides ORDER BY 1, 2, 3, 4",
-        "SELECT * FROM window_presence ORDER BY 1, 2, 3, 4, 5, 6")]
+    return [
+        conn.execute(query).fetchall()
+        for query in (
+            "SELECT resolution, window_s, window_start, cell, pm25_n, pm25_min, pm25_max,"
+            " pm25_hist, round(pm25_sum::numeric, 6), noise_n, round(noise_energy::numeric, 3)"
+            " FROM cell_windows ORDER BY 1, 2, 3, 4",
+            "SELECT * FROM window_rides ORDER BY 1, 2, 3, 4",
+            "SELECT * FROM window_presence ORDER BY 1, 2, 3, 4, 5, 6",
+        )
+    ]
 
 
 def test_late_data_merges_into_compressed_aggregates(ts_conn: psycopg.Connection[Any]) -> None:
     """The aggregates' chunks compressed: a late upload still merges into its windows, and
     the tables end as if nothing had been compressed."""
     early = make_readings(200, kit_id=1, ride_id=1, t0_ms=T0_MS - 30 * MS_PER_DAY, seed=1)
-    late = make_readings(100, kit_id=2, ride_id=2, t0_ms=T0_MS - 30 * MS_PER_DAY + 30_000,
-                         seed=2)
+    late = make_readings(100, kit_id=2, ride_id=2, t0_ms=T0_MS - 30 * MS_PER_DAY + 30_000, seed=2)
     write_batch(ts_conn, early, AGGREGATE)
     for table in ("cell_windows", "window_rides", "window_presence"):
         ts_conn.execute("SELECT compress_chunk(c) FROM show_chunks(%s::regclass) AS c", (table,))
     compressed = ts_conn.execute(
         "SELECT count(DISTINCT hypertable_name) FROM timescaledb_information.chunks"
-        " WHERE is_compressed AND hypertable_name <> 'readings'").fetchone()
+        " WHERE is_compressed AND hypertable_name <> 'readings'"
+    ).fetchone()
     assert compressed == (3,)
     assert write_batch(ts_conn, late, AGGREGATE).inserted == 100
     assert write_batch(ts_conn, late, AGGREGATE).inserted == 0  # a redelivery: nothing
@@ -201,19 +240,21 @@ def test_the_round_expires_compressed_presence(ts_conn: psycopg.Connection[Any])
     assert row is not None
     now: datetime = row[0]
     old_ms = int(now.timestamp() * 1000) - 100 * MS_PER_DAY
-    write_batch(ts_conn, make_readings(120, kit_id=1, ride_id=1, t0_ms=old_ms, seed=1),
-                functools.partial(aggregate, resolutions=(8, 10), window_sizes_s=(60, 86400),
-                                  day_tz="UTC"))
+    write_batch(
+        ts_conn,
+        make_readings(120, kit_id=1, ride_id=1, t0_ms=old_ms, seed=1),
+        functools.partial(aggregate, resolutions=(8, 10), window_sizes_s=(60, 86400), day_tz="UTC"),
+    )
     before = partial_sum(ts_conn)
     for table in ("cell_windows", "window_rides", "window_presence"):
         ts_conn.execute("SELECT compress_chunk(c) FROM show_chunks(%s::regclass) AS c", (table,))
-    report = run_maintenance(ts_conn, MaintenanceConfig(raw_retention=timedelta(days=90)),
-                             now=now)
+    report = run_maintenance(ts_conn, MaintenanceConfig(raw_retention=timedelta(days=90)), now=now)
     assert report.presence_deleted > 0
     assert len(report.dropped) == 1
     for table in ("window_presence", "window_rides"):
-        left = ts_conn.execute(sql.SQL("SELECT array_agg(DISTINCT window_s) FROM {}").format(
-            sql.Identifier(table))).fetchone()
+        left = ts_conn.execute(
+            sql.SQL("SELECT array_agg(DISTINCT window_s) FROM {}").format(sql.Identifier(table))
+        ).fetchone()
         assert left == ([86400],), table
     assert ts_conn.execute("SELECT count(*) FROM readings").fetchone() == (0,)
     after = partial_sum(ts_conn)

@@ -47,7 +47,8 @@ def test_a_batch_is_stored_with_its_aggregates(conn: psycopg.Connection[Any]) ->
     assert result.partials_merged == cell_windows_of(expected)
     assert_partials_equal(conn, expected)
     row = conn.execute(
-        "SELECT count(*), count(no2_ugm3), min(ts), max(received_at) FROM readings").fetchone()
+        "SELECT count(*), count(no2_ugm3), min(ts), max(received_at) FROM readings"
+    ).fetchone()
     assert row is not None
     assert row[0] == 200
     assert row[1] == 0  # NaN became NULL
@@ -64,12 +65,19 @@ def _hour_key(res: int, batch: np.ndarray) -> tuple[int, int, int, int]:
 
 
 def test_ride_counts_are_the_distinct_rides_of_the_new_presence_rows(
-        conn: psycopg.Connection[Any]) -> None:
+    conn: psycopg.Connection[Any],
+) -> None:
     # Three bikes ride the same street a minute apart, two of them again an hour later.
-    first = [make_readings(120, kit_id=k, ride_id=10 + k, seed=k, t0_ms=T0_MS + k * 60_000)
-             for k in (1, 2, 3)]
-    again = [make_readings(120, kit_id=k, boot_id=2, ride_id=20 + k, seed=k,
-                           t0_ms=T0_MS + 3_600_000 + k * 60_000) for k in (1, 2)]
+    first = [
+        make_readings(120, kit_id=k, ride_id=10 + k, seed=k, t0_ms=T0_MS + k * 60_000)
+        for k in (1, 2, 3)
+    ]
+    again = [
+        make_readings(
+            120, kit_id=k, boot_id=2, ride_id=20 + k, seed=k, t0_ms=T0_MS + 3_600_000 + k * 60_000
+        )
+        for k in (1, 2)
+    ]
     everything = np.concatenate(first + again)
     agg = ReferenceAggregate()
     # Overlapping slices, a replay of the whole, and a batch of nothing new.
@@ -85,7 +93,8 @@ def test_ride_counts_are_the_distinct_rides_of_the_new_presence_rows(
 
 
 def test_a_ride_seen_again_with_another_day_adds_the_day_not_a_ride(
-        conn: psycopg.Connection[Any]) -> None:
+    conn: psycopg.Connection[Any],
+) -> None:
     # The day of a ride is fixed by its id and the configured time zone; if that
     # setting changes between writes, one ride shows up with two days.
     ride = make_readings(60)
@@ -99,6 +108,7 @@ def test_a_ride_seen_again_with_another_day_adds_the_day_not_a_ride(
             for m, d in zip(moved, by, strict=True):
                 m["day"] += d
             return partials, np.concatenate(moved)
+
         return shifted
 
     write_batch(conn, ride[:30], agg)
@@ -119,7 +129,8 @@ def test_a_stored_reading_round_trips_exactly(conn: psycopg.Connection[Any]) -> 
     rows = conn.execute(
         "SELECT kit_id, boot_id, seq, idx, (extract(epoch FROM ts) * 1000)::bigint, lat_deg,"
         " satellites, hdop, pm25_ugm3, cell, status, qa_flags"
-        " FROM readings ORDER BY idx").fetchall()
+        " FROM readings ORDER BY idx"
+    ).fetchall()
     assert rows[0][:5] == (1, 1, 0, 0, T0_MS)
     assert rows[0][5] == batch["lat_deg"][0]
     assert rows[0][8] == pytest.approx(float(batch["pm25_ugm3"][0]), rel=1e-7)
@@ -141,8 +152,10 @@ def test_replaying_a_batch_changes_nothing(conn: psycopg.Connection[Any]) -> Non
 def test_overlapping_batches_count_every_reading_once(conn: psycopg.Connection[Any]) -> None:
     everything = make_readings(500)
     agg = ReferenceAggregate()
-    results = [write_batch(conn, everything[a:b], agg)
-               for a, b in [(0, 200), (100, 300), (150, 500), (0, 500), (499, 500)]]
+    results = [
+        write_batch(conn, everything[a:b], agg)
+        for a, b in [(0, 200), (100, 300), (150, 500), (0, 500), (499, 500)]
+    ]
     assert [r.inserted for r in results] == [200, 100, 200, 0, 0]
     assert sum(len(c) for c in agg.calls) == 500
     assert_partials_equal(conn, ReferenceAggregate()(everything)[0])
@@ -154,12 +167,16 @@ def test_overlapping_batches_count_every_reading_once(conn: psycopg.Connection[A
 
 
 def test_a_plan_aggregated_outside_the_transaction_is_used_only_if_every_reading_is_new(
-        conn: psycopg.Connection[Any]) -> None:
+    conn: psycopg.Connection[Any],
+) -> None:
     everything = make_readings(400)
     planner, writer = ReferenceAggregate(), ReferenceAggregate()
     result = write_batch(conn, plan_write(everything[:300], planner), writer)
-    assert result == WriteResult(inserted=300, duplicates=0,
-                                 partials_merged=cell_windows_of(ReferenceAggregate()(everything[:300])[0]))
+    assert result == WriteResult(
+        inserted=300,
+        duplicates=0,
+        partials_merged=cell_windows_of(ReferenceAggregate()(everything[:300])[0]),
+    )
     assert [len(c) for c in planner.calls] == [300]
     assert writer.calls == []  # all new: the plan's aggregates were right and were used
     assert_partials_equal(conn, ReferenceAggregate()(everything[:300])[0])
@@ -167,7 +184,8 @@ def test_a_plan_aggregated_outside_the_transaction_is_used_only_if_every_reading
     # A redelivered plan: nothing new, its aggregates must not be merged again.
     before = snapshot(conn)
     assert write_batch(conn, plan_write(everything[:300], planner), writer) == WriteResult(
-        inserted=0, duplicates=300, partials_merged=0)
+        inserted=0, duplicates=300, partials_merged=0
+    )
     assert writer.calls == []
     assert snapshot(conn) == before
 
@@ -180,7 +198,8 @@ def test_a_plan_aggregated_outside_the_transaction_is_used_only_if_every_reading
 
 
 def test_joined_plans_merge_their_aggregates_unless_a_reading_repeats(
-        conn: psycopg.Connection[Any]) -> None:
+    conn: psycopg.Connection[Any],
+) -> None:
     everything = make_readings(300)
     agg = ReferenceAggregate()
     parts = [plan_write(everything[a:b], agg) for a, b in [(0, 120), (120, 250), (250, 300)]]
@@ -196,8 +215,7 @@ def test_joined_plans_merge_their_aggregates_unless_a_reading_repeats(
     # A reading in two chunks (a redelivery between them): the chunks' aggregates
     # would count it twice, so the write aggregates what is new instead.
     conn.execute("TRUNCATE readings, cell_windows, window_presence, window_rides, h3_cells")
-    overlapping = join_plans([plan_write(everything[:200], agg),
-                              plan_write(everything[150:], agg)])
+    overlapping = join_plans([plan_write(everything[:200], agg), plan_write(everything[150:], agg)])
     assert overlapping.aggregates is None
     assert overlapping.repeated == 50
     result = write_batch(conn, overlapping, writer)
@@ -226,7 +244,8 @@ def test_late_data_lands_in_its_own_windows(conn: psycopg.Connection[Any]) -> No
     everything = np.concatenate([now, late, older])
     assert_partials_equal(conn, ReferenceAggregate()(everything)[0])
     days = conn.execute(
-        "SELECT count(*) FROM pg_inherits WHERE inhparent = 'readings'::regclass").fetchone()
+        "SELECT count(*) FROM pg_inherits WHERE inhparent = 'readings'::regclass"
+    ).fetchone()
     assert days == (2,)
 
 
@@ -238,8 +257,9 @@ def test_noise_is_averaged_on_energy(conn: psycopg.Connection[Any]) -> None:
     write_batch(conn, batch[:1], agg)
     write_batch(conn, batch[1:], agg)
     row = conn.execute(
-        "SELECT 10 * log(energy / duration_s), lamax_db, n FROM window_partials"
-        " WHERE metric = %s", (int(Metric.NOISE),)).fetchone()
+        "SELECT 10 * log(energy / duration_s), lamax_db, n FROM window_partials WHERE metric = %s",
+        (int(Metric.NOISE),),
+    ).fetchone()
     assert row is not None
     assert round(row[0], 1) == 77.0
     assert row[1:] == (85.0, 2)
@@ -297,8 +317,9 @@ def test_both_paths_store_absent_values_as_null(conn: psycopg.Connection[Any]) -
     # found through the staging table.
     assert write_batch(conn, batch[:10], ReferenceAggregate()).inserted == 10
     assert write_batch(conn, batch[5:], ReferenceAggregate()).inserted == 10
-    rows = conn.execute("SELECT hdop IS NULL, satellites IS NULL, cell IS NULL"
-                        " FROM readings ORDER BY seq, idx").fetchall()
+    rows = conn.execute(
+        "SELECT hdop IS NULL, satellites IS NULL, cell IS NULL FROM readings ORDER BY seq, idx"
+    ).fetchall()
     assert rows == [(i % 2 == 0, i % 3 == 0, i % 5 == 0) for i in range(20)]
 
 
@@ -333,7 +354,8 @@ def test_impossible_times_are_refused_before_the_database(conn: psycopg.Connecti
 
 
 def test_a_metric_seen_on_one_side_only_merges_into_the_cell_window(
-        conn: psycopg.Connection[Any]) -> None:
+    conn: psycopg.Connection[Any],
+) -> None:
     # cell_windows keeps a metric without readings as n = 0 and NULLs; merging a batch
     # that has it into a row that has not (and the other way) must take the side that
     # has it, for the extremes and the histogram alike.
@@ -348,7 +370,8 @@ def test_a_metric_seen_on_one_side_only_merges_into_the_cell_window(
     assert {int(m) for m in expected["metric"]} >= {Metric.NO2, Metric.PM10}
     assert_partials_equal(conn, expected)
     merged = conn.execute(
-        "SELECT count(*) FROM cell_windows WHERE no2_n > 0 AND pm10_n > 0").fetchone()
+        "SELECT count(*) FROM cell_windows WHERE no2_n > 0 AND pm10_n > 0"
+    ).fetchone()
     assert merged is not None
     assert merged[0] > 0  # the hour windows hold both
 
@@ -364,8 +387,10 @@ def test_histograms_add_bin_by_bin_and_only_of_one_length(conn: psycopg.Connecti
     assert_partials_equal(conn, merge(np.concatenate([agg(first)[0], agg(second)[0]])))
     hists = [h for (h,) in conn.execute("SELECT hist FROM window_partials").fetchall()]
     assert {len(h) for h in hists} == {HIST_BINS}
-    insert = ("INSERT INTO cell_windows (resolution, window_s, window_start, cell, pm25_n,"
-              " pm25_hist) VALUES (10, 60, now(), 1, %s, %s)")
+    insert = (
+        "INSERT INTO cell_windows (resolution, window_s, window_start, cell, pm25_n,"
+        " pm25_hist) VALUES (10, 60, now(), 1, %s, %s)"
+    )
     with pytest.raises(psycopg.errors.CheckViolation, match="cell_windows_pm25_hist"):
         conn.execute(insert, (1, [1] * (HIST_BINS - 1)))
     # A metric has readings exactly when it has a histogram.

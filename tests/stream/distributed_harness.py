@@ -40,8 +40,12 @@ class Process:
         self.log_file = log_dir / f"{name}.log"
         with self.log_file.open("ab") as log:
             self.popen = subprocess.Popen(
-                [sys.executable, "-m", "bikesense", *args], env=env, stdout=log,
-                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+                [sys.executable, "-m", "bikesense", *args],
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+            )
 
     def log(self) -> str:
         return self.log_file.read_text(errors="replace")
@@ -93,12 +97,16 @@ class Deployment:
     def env(self, name: str) -> dict[str, str]:
         state = self.log_dir / name
         state.mkdir(parents=True, exist_ok=True)
-        return {**os.environ, "BIKESENSE_DATABASE_URL": self.database_url,
-                "BIKESENSE_MQTT_URL": self.mqtt_url, "BIKESENSE_KAFKA_URL": self.kafka_url,
-                "BIKESENSE_KAFKA_APP_ID": self.app_id,
-                "BIKESENSE_KAFKA_PARTITIONS": str(PARTITIONS),
-                "BIKESENSE_KIT_MASTER_KEY": self.master.to_text(),
-                "BIKESENSE_STATE_DIR": str(state)}
+        return {
+            **os.environ,
+            "BIKESENSE_DATABASE_URL": self.database_url,
+            "BIKESENSE_MQTT_URL": self.mqtt_url,
+            "BIKESENSE_KAFKA_URL": self.kafka_url,
+            "BIKESENSE_KAFKA_APP_ID": self.app_id,
+            "BIKESENSE_KAFKA_PARTITIONS": str(PARTITIONS),
+            "BIKESENSE_KIT_MASTER_KEY": self.master.to_text(),
+            "BIKESENSE_STATE_DIR": str(state),
+        }
 
     def start(self, name: str, *args: str) -> Process:
         process = Process(name, list(args), self.env(name), self.log_dir)
@@ -107,9 +115,18 @@ class Deployment:
 
     def ingest(self) -> Process:
         """``bikesense ingest --to kafka``, subscribed (a plain subscription: one process)."""
-        process = self.start("ingest", "ingest", "--to", "kafka", "--client-id",
-                             f"{self.app_id}-ingest", "--share-group", "",
-                             "--topic-root", self.topic_root)
+        process = self.start(
+            "ingest",
+            "ingest",
+            "--to",
+            "kafka",
+            "--client-id",
+            f"{self.app_id}-ingest",
+            "--share-group",
+            "",
+            "--topic-root",
+            self.topic_root,
+        )
         process.wait_for_log("runtime consuming")
         return process
 
@@ -133,8 +150,9 @@ class Deployment:
 
 
 @contextmanager
-def deployment(database_url: str, mqtt_url: str, kafka_url: str, master: MasterKey,
-               log_dir: Path) -> Iterator[Deployment]:
+def deployment(
+    database_url: str, mqtt_url: str, kafka_url: str, master: MasterKey, log_dir: Path
+) -> Iterator[Deployment]:
     """A :class:`Deployment` whose processes are stopped however the test ends; their logs
     are printed when it fails."""
     log_dir.mkdir(parents=True, exist_ok=True)
@@ -160,9 +178,14 @@ def count(url: str, query: str = "SELECT count(*) FROM readings", params: Any = 
     return int(row[0]) if row and row[0] is not None else 0
 
 
-def wait_count(url: str, expected: int, *, timeout_s: float = 120.0,
-               check: Callable[[], None] | None = None,
-               reference_url: str | None = None) -> None:
+def wait_count(
+    url: str,
+    expected: int,
+    *,
+    timeout_s: float = 120.0,
+    check: Callable[[], None] | None = None,
+    reference_url: str | None = None,
+) -> None:
     """Until ``readings`` holds ``expected`` rows; fails if it holds more, or stalls (then
     naming the frames missing against ``reference_url``'s, when given)."""
     deadline = time.monotonic() + timeout_s
@@ -174,14 +197,18 @@ def wait_count(url: str, expected: int, *, timeout_s: float = 120.0,
         got = count(url)
     if got != expected and reference_url is not None:
         missing = missing_frames(url, reference_url)
-        msg = (f"{got} readings stored, {expected} expected; {len(missing)} frames missing"
-               f" (kit, boot, seq): {missing[:10]}")
+        msg = (
+            f"{got} readings stored, {expected} expected; {len(missing)} frames missing"
+            f" (kit, boot, seq): {missing[:10]}"
+        )
         raise AssertionError(msg)
     assert got == expected, f"{got} readings stored, {expected} expected"
 
 
-IDENTITY_QUERY = ("SELECT kit_id, boot_id, seq, idx, qa_flags, ride_id, cell FROM readings"
-                  " ORDER BY kit_id, boot_id, seq, idx")
+IDENTITY_QUERY = (
+    "SELECT kit_id, boot_id, seq, idx, qa_flags, ride_id, cell FROM readings"
+    " ORDER BY kit_id, boot_id, seq, idx"
+)
 
 
 def readings_of(url: str) -> list[tuple[Any, ...]]:
@@ -194,21 +221,26 @@ def assert_aggregates_count_each_reading_once(url: str) -> None:
     window size and resolution, the readings counted in PM2.5 partials equal the stored
     readings that PM2.5 does not exclude, and the same for noise."""
     with psycopg.connect(url, autocommit=True) as conn:
-        grains = conn.execute("SELECT DISTINCT resolution, window_s FROM window_partials"
-                              ).fetchall()
+        grains = conn.execute(
+            "SELECT DISTINCT resolution, window_s FROM window_partials"
+        ).fetchall()
         assert grains, "no partial aggregates at all"
         for metric, column in ((Metric.PM25, "pm25_ugm3"), (Metric.NOISE, "noise_laeq_db")):
             excluded = int(EXCLUDING_FLAGS[metric])
             row = conn.execute(
-                sql.SQL("SELECT count(*) FROM readings WHERE qa_flags & %s = 0 AND cell IS NOT"
-                        " NULL AND {} IS NOT NULL").format(sql.Identifier(column)),
-                (excluded,)).fetchone()
+                sql.SQL(
+                    "SELECT count(*) FROM readings WHERE qa_flags & %s = 0 AND cell IS NOT"
+                    " NULL AND {} IS NOT NULL"
+                ).format(sql.Identifier(column)),
+                (excluded,),
+            ).fetchone()
             kept = int(row[0]) if row else 0
             for resolution, window_s in grains:
                 row = conn.execute(
                     "SELECT coalesce(sum(n), 0) FROM window_partials WHERE metric = %s"
                     " AND resolution = %s AND window_s = %s",
-                    (int(metric), resolution, window_s)).fetchone()
+                    (int(metric), resolution, window_s),
+                ).fetchone()
                 counted = int(row[0]) if row else 0
                 assert counted == kept, (metric.name, resolution, window_s, counted, kept)
 
@@ -219,7 +251,8 @@ def partials_of(url: str) -> np.ndarray:
         rows = conn.execute(
             "SELECT metric, resolution, window_s, cell,"
             " (extract(epoch FROM window_start) * 1000)::bigint, n, sum, min, max"
-            " FROM window_partials ORDER BY 1, 2, 3, 4, 5").fetchall()
+            " FROM window_partials ORDER BY 1, 2, 3, 4, 5"
+        ).fetchall()
     return np.array(rows, dtype=object)
 
 
@@ -234,12 +267,16 @@ async def _group_lag(kafka_url: str, group: str, topics: list[str]) -> dict[str,
     await consumer.start()
     try:
         committed = await admin.list_consumer_group_offsets(group)
-        wanted = [TopicPartition(topic, p) for topic in topics
-                  for p in sorted(await topic_partitions(consumer, topic))]
+        wanted = [
+            TopicPartition(topic, p)
+            for topic in topics
+            for p in sorted(await topic_partitions(consumer, topic))
+        ]
         ends = await consumer.end_offsets(wanted)
-        lags = {f"{tp.topic}[{tp.partition}]": end - (committed[tp].offset if tp in committed
-                                                     else 0)
-                for tp, end in ends.items()}
+        lags = {
+            f"{tp.topic}[{tp.partition}]": end - (committed[tp].offset if tp in committed else 0)
+            for tp, end in ends.items()
+        }
         return {name: lag for name, lag in lags.items() if lag}
     finally:
         await consumer.stop()
@@ -255,8 +292,7 @@ def group_lags(kafka_url: str, app_id: str) -> dict[str, int]:
     """Messages not yet committed by the workers' group, by ``topic[partition]``."""
     import asyncio  # noqa: PLC0415
 
-    return asyncio.run(_group_lag(kafka_url, app_id,
-                                  [f"{app_id}.readings", f"{app_id}.enriched"]))
+    return asyncio.run(_group_lag(kafka_url, app_id, [f"{app_id}.readings", f"{app_id}.enriched"]))
 
 
 def wait_caught_up(kafka_url: str, app_id: str, *, timeout_s: float = 60.0) -> None:
@@ -274,8 +310,14 @@ def wait_caught_up(kafka_url: str, app_id: str, *, timeout_s: float = 60.0) -> N
 
 def missing_frames(url: str, reference_url: str) -> list[tuple[int, int, int]]:
     """(kit, boot, seq) of the frames stored in ``reference_url`` but not in ``url``."""
+
     def frames(u: str) -> set[tuple[int, int, int]]:
         with psycopg.connect(u, autocommit=True) as conn:
-            return {tuple(r) for r in conn.execute(  # type: ignore[misc]
-                "SELECT DISTINCT kit_id, boot_id, seq FROM readings").fetchall()}
+            return {
+                tuple(r)
+                for r in conn.execute(  # type: ignore[misc]
+                    "SELECT DISTINCT kit_id, boot_id, seq FROM readings"
+                ).fetchall()
+            }
+
     return sorted(frames(reference_url) - frames(url))

@@ -70,17 +70,36 @@ def random_enriched(seed: int, n: int) -> np.ndarray:
     out["gnss_fix"] = 2
     out["interval_ms"] = rng.choice([0, 1000, 1000, 2000, 10_000], n)
     for col, (lo, hi) in {
-        "pm1_ugm3": (-5, 50), "pm25_ugm3": (0, 200), "pm10_ugm3": (0, 1500),
-        "no2_ugm3": (-30, 300), "noise_laeq_db": (20, 135), "noise_lamax_db": (30, 140),
-        "temperature_c": (-35, 55), "humidity_pct": (0, 100),
+        "pm1_ugm3": (-5, 50),
+        "pm25_ugm3": (0, 200),
+        "pm10_ugm3": (0, 1500),
+        "no2_ugm3": (-30, 300),
+        "noise_laeq_db": (20, 135),
+        "noise_lamax_db": (30, 140),
+        "temperature_c": (-35, 55),
+        "humidity_pct": (0, 100),
     }.items():
         values = rng.uniform(lo, hi, n).round(1)
         out[col] = np.where(rng.random(n) < 0.15, np.nan, values)
-    flags = np.array([0, 0, 0, 0, QaFlag.HUMID_PM, QaFlag.NO_FIX, QaFlag.NOISE_STUCK,
-                      QaFlag.LOW_BATTERY, QaFlag.POSITION_JUMP | QaFlag.PM_FAULT], dtype=np.uint32)
+    flags = np.array(
+        [
+            0,
+            0,
+            0,
+            0,
+            QaFlag.HUMID_PM,
+            QaFlag.NO_FIX,
+            QaFlag.NOISE_STUCK,
+            QaFlag.LOW_BATTERY,
+            QaFlag.POSITION_JUMP | QaFlag.PM_FAULT,
+        ],
+        dtype=np.uint32,
+    )
     out["qa_flags"] = rng.choice(flags, n)
-    out["cell"] = [h3int.latlng_to_cell(a, b, FINEST_RES)
-                   for a, b in zip(out["lat_deg"].tolist(), out["lon_deg"].tolist(), strict=True)]
+    out["cell"] = [
+        h3int.latlng_to_cell(a, b, FINEST_RES)
+        for a, b in zip(out["lat_deg"].tolist(), out["lon_deg"].tolist(), strict=True)
+    ]
     starts = [T0_MS - 86_400_000 + k * 3_600_000 * 7 for k in range(5)]
     rides = np.array([ride_id_for(k, 1, s) for k in (1, 2, 3) for s in starts], dtype=np.int64)
     out["ride_id"] = rng.choice(rides, n)

@@ -45,8 +45,12 @@ def assert_same_partials(a: np.ndarray, b: np.ndarray) -> None:
 
 def presence_set(p: np.ndarray) -> set[tuple[int, ...]]:
     """(cell-window, ride, day, metric) facts: storage ORs the metrics of equal keys."""
-    return {(*(int(x) for x in row[:-1]), bit)
-            for row in p.tolist() for bit in range(16) if int(row[-1]) >> bit & 1}
+    return {
+        (*(int(x) for x in row[:-1]), bit)
+        for row in p.tolist()
+        for bit in range(16)
+        if int(row[-1]) >> bit & 1
+    }
 
 
 def noise_rows(levels_db: list[float], interval_ms: int = 1000) -> np.ndarray:
@@ -101,8 +105,10 @@ def test_partials_are_unique_and_count_exactly_the_publishable_values(seed: int,
         ok = DEFAULT_POLICY.publishable(rows, metric)
         for res in RES:
             for w in WINDOWS:
-                sel = (partials["metric"] == metric) & (partials["resolution"] == res) & (
-                    partials["window_s"] == w
+                sel = (
+                    (partials["metric"] == metric)
+                    & (partials["resolution"] == res)
+                    & (partials["window_s"] == w)
                 )
                 assert partials["n"][sel].sum() == ok.sum()
                 # At the kit's decimals, not float32's (stream.core.resolution).

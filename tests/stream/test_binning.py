@@ -23,8 +23,7 @@ lons = st.floats(-180, 180, allow_nan=False)
 
 
 @settings(max_examples=60, deadline=None)
-@given(points=st.lists(st.tuples(lats, lons), min_size=1, max_size=30),
-       res=st.integers(0, 15))
+@given(points=st.lists(st.tuples(lats, lons), min_size=1, max_size=30), res=st.integers(0, 15))
 def test_cells_match_h3(points: list[tuple[float, float]], res: int) -> None:
     lat, lon = np.array(points).T
     cells = cells_at(lat, lon, res)
@@ -34,8 +33,11 @@ def test_cells_match_h3(points: list[tuple[float, float]], res: int) -> None:
 
 
 @settings(max_examples=60, deadline=None)
-@given(points=st.lists(st.tuples(lats, lons), min_size=1, max_size=30),
-       fine=st.integers(0, 15), data=st.data())
+@given(
+    points=st.lists(st.tuples(lats, lons), min_size=1, max_size=30),
+    fine=st.integers(0, 15),
+    data=st.data(),
+)
 def test_parents_by_bit_operations_match_h3(
     points: list[tuple[float, float]], fine: int, data: st.DataObject
 ) -> None:

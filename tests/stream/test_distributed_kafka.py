@@ -72,9 +72,15 @@ def _fleet(seed: int, *, bikes: int, duration_s: float, faults: FaultPlan) -> Fl
     # Rounds that end a little before a "now" of the test's choosing: the present
     # hour, so that nothing is too old or in the future for the stream's QA.
     now_ms = int(time.time() * 1000)
-    return Fleet(SimulationConfig(n_bikes=bikes, duration_s=duration_s, seed=seed,
-                                  start_ms=now_ms - int(duration_s * 1000) - 60_000,
-                                  faults=faults))
+    return Fleet(
+        SimulationConfig(
+            n_bikes=bikes,
+            duration_s=duration_s,
+            seed=seed,
+            start_ms=now_ms - int(duration_s * 1000) - 60_000,
+            faults=faults,
+        )
+    )
 
 
 def _register(urls: list[str], master: MasterKey, fleet: Fleet) -> None:
@@ -84,15 +90,27 @@ def _register(urls: list[str], master: MasterKey, fleet: Fleet) -> None:
                 register_kit(conn, master, kit_id, secret=secret)
 
 
-def _publish(publications: list[Publication], mqtt_url: str, roots: list[str], *,
-             speed: float | None, start_ms: int | None = None,
-             on_progress: Callable[[RunStats], None] | None = None) -> None:
+def _publish(
+    publications: list[Publication],
+    mqtt_url: str,
+    roots: list[str],
+    *,
+    speed: float | None,
+    start_ms: int | None = None,
+    on_progress: Callable[[RunStats], None] | None = None,
+) -> None:
     publishers = [MqttPublisher(mqtt_url, topic_root=root) for root in roots]
     for publisher in publishers:
         publisher.connect()
     try:
-        pump(publications, publishers, speed=speed, start_ms=start_ms,
-             on_progress=on_progress, progress_every=20)
+        pump(
+            publications,
+            publishers,
+            speed=speed,
+            start_ms=start_ms,
+            on_progress=on_progress,
+            progress_every=20,
+        )
     finally:
         for publisher in publishers:
             publisher.close()
@@ -103,25 +121,41 @@ def _api_answers(url: str, since_ms: int, until_ms: int) -> dict[str, object]:
     cell's time series, over the whole run."""
     with psycopg.connect(url, autocommit=True) as conn:
         token = create_key(conn, Role.ADMIN, label="comparison").token
-        row = conn.execute("SELECT cell FROM window_partials WHERE resolution = 9"
-                           " AND window_s = 3600 GROUP BY cell ORDER BY sum(n) DESC, cell"
-                           " LIMIT 1").fetchone()
+        row = conn.execute(
+            "SELECT cell FROM window_partials WHERE resolution = 9"
+            " AND window_s = 3600 GROUP BY cell ORDER BY sum(n) DESC, cell"
+            " LIMIT 1"
+        ).fetchone()
     assert row is not None
     period = {"from": _iso(since_ms - HOUR_MS), "to": _iso(until_ms)}
-    api = create_api(Settings(database_url=url), ApiSettings(public_rate_per_s=10_000.0,
-                                                             public_burst=10_000))
+    api = create_api(
+        Settings(database_url=url), ApiSettings(public_rate_per_s=10_000.0, public_burst=10_000)
+    )
     answers: dict[str, object] = {}
-    with ServerThread(api) as server, httpx.Client(
-            base_url=server.url, timeout=30, headers={"Authorization": f"Bearer {token}"},
-    ) as client:
+    with (
+        ServerThread(api) as server,
+        httpx.Client(
+            base_url=server.url,
+            timeout=30,
+            headers={"Authorization": f"Bearer {token}"},
+        ) as client,
+    ):
         for resolution in (8, 9):
-            response = client.get("/v1/cells", params={
-                "metric": "pm25", "resolution": resolution, "bbox": "4.5,52.0,4.8,52.3",
-                **period})
+            response = client.get(
+                "/v1/cells",
+                params={
+                    "metric": "pm25",
+                    "resolution": resolution,
+                    "bbox": "4.5,52.0,4.8,52.3",
+                    **period,
+                },
+            )
             assert response.status_code == 200, response.text
             answers[f"cells-{resolution}"] = response.json()
-        response = client.get("/v1/timeseries", params={
-            "metric": "noise", "cell": f"{int(row[0]):x}", "bucket": "1h", **period})
+        response = client.get(
+            "/v1/timeseries",
+            params={"metric": "noise", "cell": f"{int(row[0]):x}", "bucket": "1h", **period},
+        )
         assert response.status_code == 200, response.text
         answers["timeseries"] = response.json()
     return answers
@@ -135,11 +169,11 @@ def _assert_same_as_embedded(distributed_url: str, embedded_url: str, since_ms: 
     assert readings_of(distributed_url) == readings_of(embedded_url)
     ours, theirs = partials_of(distributed_url), partials_of(embedded_url)
     assert ours.shape == theirs.shape
-    np.testing.assert_array_equal(ours[:, [0, 1, 2, 3, 4, 5, 7, 8]],
-                                  theirs[:, [0, 1, 2, 3, 4, 5, 7, 8]])
+    np.testing.assert_array_equal(
+        ours[:, [0, 1, 2, 3, 4, 5, 7, 8]], theirs[:, [0, 1, 2, 3, 4, 5, 7, 8]]
+    )
     # Sums of the same numbers merged in other batches: equal up to rounding.
-    np.testing.assert_allclose(ours[:, 6].astype(float), theirs[:, 6].astype(float),
-                               rtol=1e-9)
+    np.testing.assert_allclose(ours[:, 6].astype(float), theirs[:, 6].astype(float), rtol=1e-9)
     # One period for both: an open end would be the API's own clock at each call.
     until_ms = int(time.time() * 1000) + HOUR_MS
     ours_api = _api_answers(distributed_url, since_ms, until_ms)
@@ -163,14 +197,22 @@ def _flat(tree: object, path: str = "") -> dict[str, object]:
 
 
 def test_two_workers_store_what_the_embedded_runtime_stores_late_and_duplicated_too(
-    migrated_database_url: str, embedded_url: str, mqtt_url: str, kafka_url: str,
+    migrated_database_url: str,
+    embedded_url: str,
+    mqtt_url: str,
+    kafka_url: str,
     tmp_path: Path,
 ) -> None:
     """Frames → ingest --to kafka → two workers → PostgreSQL equals the embedded runtime's
     result for the same frames; kits offline for two hours upload late into the right
     windows; duplicated MQTT frames and a replay of every Kafka message change nothing."""
-    faults = FaultPlan(duplicate=0.05, gps_loss=0.05, offline_kits=0.5,
-                       offline_s=(7200.0, 7500.0), clock_skew_kits=0.25)
+    faults = FaultPlan(
+        duplicate=0.05,
+        gps_loss=0.05,
+        offline_kits=0.5,
+        offline_s=(7200.0, 7500.0),
+        clock_skew_kits=0.25,
+    )
     fleet = _fleet(31, bikes=4, duration_s=3 * 3600, faults=faults)
     master = MasterKey.generate()
     _register([migrated_database_url, embedded_url], master, fleet)
@@ -179,10 +221,18 @@ def test_two_workers_store_what_the_embedded_runtime_stores_late_and_duplicated_
     assert run.truth is not None
     expected = len(run.truth.deliverable())
     embedded_root = f"{uuid.uuid4().hex[:8]}/bikesense/v1"
-    embedded = EmbeddedConfig(mqtt_url=mqtt_url, database_url=embedded_url,
-                              client_id=f"{embedded_root}-ingest", topic_root=embedded_root)
-    with deployment(migrated_database_url, mqtt_url, kafka_url, master,
-                    tmp_path / "logs") as deployed, running(embedded, master):
+    embedded = EmbeddedConfig(
+        mqtt_url=mqtt_url,
+        database_url=embedded_url,
+        client_id=f"{embedded_root}-ingest",
+        topic_root=embedded_root,
+    )
+    with (
+        deployment(
+            migrated_database_url, mqtt_url, kafka_url, master, tmp_path / "logs"
+        ) as deployed,
+        running(embedded, master),
+    ):
         deployed.worker("worker-1")
         deployed.worker("worker-2")
         deployed.ingest()
@@ -197,10 +247,14 @@ def test_two_workers_store_what_the_embedded_runtime_stores_late_and_duplicated_
     assert_aggregates_count_each_reading_once(migrated_database_url)
     _assert_same_as_embedded(migrated_database_url, embedded_url, fleet.config.start_ms)
     # Two hours late, and in the windows of when they were measured, not of arrival.
-    late = count(migrated_database_url, "SELECT count(*) FROM readings"
-                 " WHERE received_at - ts > interval '2 hours'")
+    late = count(
+        migrated_database_url,
+        "SELECT count(*) FROM readings WHERE received_at - ts > interval '2 hours'",
+    )
     assert late > 100
-    misplaced = count(migrated_database_url, """
+    misplaced = count(
+        migrated_database_url,
+        """
         SELECT count(*) FROM (
             SELECT r.cell, date_trunc('hour', r.ts) AS hour, count(*) AS n
             FROM readings r
@@ -210,7 +264,9 @@ def test_two_workers_store_what_the_embedded_runtime_stores_late_and_duplicated_
         LEFT JOIN window_partials p
           ON p.metric = %s AND p.resolution = 10 AND p.window_s = 3600
          AND p.cell = late.cell AND p.window_start = late.hour
-        WHERE p.n IS NULL OR p.n < late.n""", (_pm25_excluding(), int(Metric.PM25)))
+        WHERE p.n IS NULL OR p.n < late.n""",
+        (_pm25_excluding(), int(Metric.PM25)),
+    )
     assert misplaced == 0
 
 
@@ -239,8 +295,9 @@ def _replay_readings(kafka_url: str, deployed: Deployment) -> None:
         await consumer.start()
         await producer.start()
         try:
-            partitions = [TopicPartition(topic, p)
-                          for p in sorted(await topic_partitions(consumer, topic))]
+            partitions = [
+                TopicPartition(topic, p) for p in sorted(await topic_partitions(consumer, topic))
+            ]
             consumer.assign(partitions)
             await consumer.seek_to_beginning(*partitions)
             ends = await consumer.end_offsets(partitions)  # what was there before the replay
@@ -248,8 +305,11 @@ def _replay_readings(kafka_url: str, deployed: Deployment) -> None:
             for tp in partitions:
                 while await consumer.position(tp) < ends[tp]:
                     batch = await consumer.getmany(tp, timeout_ms=2000)
-                    pending += [await producer.send(topic, record.value, key=record.key)
-                                for record in batch.get(tp, []) if record.offset < ends[tp]]
+                    pending += [
+                        await producer.send(topic, record.value, key=record.key)
+                        for record in batch.get(tp, [])
+                        if record.offset < ends[tp]
+                    ]
             await asyncio.gather(*pending)
             return len(pending)
         finally:
@@ -259,8 +319,15 @@ def _replay_readings(kafka_url: str, deployed: Deployment) -> None:
     assert asyncio.run(replay()) > 0
 
 
-def _paced_run(fleet: Fleet, deployed: Deployment, mqtt_url: str, embedded_root: str,
-               actions: dict[float, Callable[[], object]], *, publish_s: float) -> None:
+def _paced_run(
+    fleet: Fleet,
+    deployed: Deployment,
+    mqtt_url: str,
+    embedded_root: str,
+    actions: dict[float, Callable[[], object]],
+    *,
+    publish_s: float,
+) -> None:
     """Publish the fleet's rounds in about ``publish_s`` seconds to both runtimes, running
     each action once the rounds are that fraction done."""
     start_ms, end_ms = fleet.config.start_ms, fleet.config.end_ms
@@ -270,15 +337,26 @@ def _paced_run(fleet: Fleet, deployed: Deployment, mqtt_url: str, embedded_root:
         while pending and stats.last_publish_ms >= start_ms + pending[0][0] * (end_ms - start_ms):
             pending.pop(0)[1]()
 
-    _publish(list(fleet.run()), mqtt_url, [deployed.topic_root, embedded_root],
-             speed=(end_ms - start_ms) / 1000 / publish_s, start_ms=start_ms,
-             on_progress=on_progress)
+    _publish(
+        list(fleet.run()),
+        mqtt_url,
+        [deployed.topic_root, embedded_root],
+        speed=(end_ms - start_ms) / 1000 / publish_s,
+        start_ms=start_ms,
+        on_progress=on_progress,
+    )
     assert not pending, "the rounds ended before every action ran"
 
 
-def _two_runtimes(database_url: str, embedded_url: str, mqtt_url: str, kafka_url: str,
-                  tmp_path: Path, seed: int,
-                  scenario: Callable[[Fleet, Deployment, str], None]) -> None:
+def _two_runtimes(
+    database_url: str,
+    embedded_url: str,
+    mqtt_url: str,
+    kafka_url: str,
+    tmp_path: Path,
+    seed: int,
+    scenario: Callable[[Fleet, Deployment, str], None],
+) -> None:
     """Run ``scenario`` (fleet, deployment, embedded topic root) with the embedded runtime
     beside the distributed one; then both must have stored every reading, the same way."""
     fleet = _fleet(seed, bikes=4, duration_s=3600, faults=FaultPlan(duplicate=0.03))
@@ -289,10 +367,16 @@ def _two_runtimes(database_url: str, embedded_url: str, mqtt_url: str, kafka_url
     assert run.truth is not None
     expected = len(run.truth.deliverable())
     embedded_root = f"{uuid.uuid4().hex[:8]}/bikesense/v1"
-    embedded = EmbeddedConfig(mqtt_url=mqtt_url, database_url=embedded_url,
-                              client_id=f"{embedded_root}-ingest", topic_root=embedded_root)
-    with deployment(database_url, mqtt_url, kafka_url, master,
-                    tmp_path / "logs") as deployed, running(embedded, master):
+    embedded = EmbeddedConfig(
+        mqtt_url=mqtt_url,
+        database_url=embedded_url,
+        client_id=f"{embedded_root}-ingest",
+        topic_root=embedded_root,
+    )
+    with (
+        deployment(database_url, mqtt_url, kafka_url, master, tmp_path / "logs") as deployed,
+        running(embedded, master),
+    ):
         scenario(fleet, deployed, embedded_root)
         wait_count(embedded_url, expected)
         try:
@@ -303,8 +387,10 @@ def _two_runtimes(database_url: str, embedded_url: str, mqtt_url: str, kafka_url
             # the workers, must then store all of it, once.
             missing = missing_frames(database_url, embedded_url)
             lags = group_lags(kafka_url, deployed.app_id)
-            sys.stderr.write(f"{exc}; {len(missing)} frames missing, e.g. {missing[:3]}; "
-                             f"uncommitted: {lags}; restarting the workers\n")
+            sys.stderr.write(
+                f"{exc}; {len(missing)} frames missing, e.g. {missing[:3]}; "
+                f"uncommitted: {lags}; restarting the workers\n"
+            )
             for process in deployed.processes:
                 if process.name.startswith("worker"):
                     process.stop()
@@ -320,7 +406,10 @@ def _two_runtimes(database_url: str, embedded_url: str, mqtt_url: str, kafka_url
 
 @pytest.mark.timeout(600)  # room for the diagnosis when it fails
 def test_a_worker_joining_mid_stream_takes_over_partitions_and_kit_states(
-    migrated_database_url: str, embedded_url: str, mqtt_url: str, kafka_url: str,
+    migrated_database_url: str,
+    embedded_url: str,
+    mqtt_url: str,
+    kafka_url: str,
     tmp_path: Path,
 ) -> None:
     """One worker, then a second joins while the kits publish: Kafka moves half the
@@ -332,17 +421,25 @@ def test_a_worker_joining_mid_stream_takes_over_partitions_and_kit_states(
         first = deployed.worker("worker-1")
         deployed.ingest()
         joined: list[object] = []
-        _paced_run(fleet, deployed, mqtt_url, embedded_root, publish_s=20, actions={
-            0.3: lambda: joined.append(deployed.worker("worker-2", ready=False))})
+        _paced_run(
+            fleet,
+            deployed,
+            mqtt_url,
+            embedded_root,
+            publish_s=20,
+            actions={0.3: lambda: joined.append(deployed.worker("worker-2", ready=False))},
+        )
         assert "Revoking previously assigned partitions" in first.log()
 
-    _two_runtimes(migrated_database_url, embedded_url, mqtt_url, kafka_url, tmp_path, 41,
-                  scenario)
+    _two_runtimes(migrated_database_url, embedded_url, mqtt_url, kafka_url, tmp_path, 41, scenario)
 
 
 @pytest.mark.timeout(600)
 def test_kill_9_of_a_worker_mid_stream_then_restart_loses_and_doubles_nothing(
-    migrated_database_url: str, embedded_url: str, mqtt_url: str, kafka_url: str,
+    migrated_database_url: str,
+    embedded_url: str,
+    mqtt_url: str,
+    kafka_url: str,
     tmp_path: Path,
 ) -> None:
     """Two workers; one is killed (SIGKILL: nothing flushed, nothing committed) while the
@@ -354,38 +451,58 @@ def test_kill_9_of_a_worker_mid_stream_then_restart_loses_and_doubles_nothing(
         victim = deployed.worker("worker-1")
         deployed.worker("worker-2")
         deployed.ingest()
-        _paced_run(fleet, deployed, mqtt_url, embedded_root, publish_s=20, actions={
-            0.35: victim.kill,
-            0.6: lambda: deployed.worker("worker-1", ready=False)})
+        _paced_run(
+            fleet,
+            deployed,
+            mqtt_url,
+            embedded_root,
+            publish_s=20,
+            actions={0.35: victim.kill, 0.6: lambda: deployed.worker("worker-1", ready=False)},
+        )
         assert victim.popen.returncode == -9
 
-    _two_runtimes(migrated_database_url, embedded_url, mqtt_url, kafka_url, tmp_path, 43,
-                  scenario)
+    _two_runtimes(migrated_database_url, embedded_url, mqtt_url, kafka_url, tmp_path, 43, scenario)
 
 
 def test_topics_with_another_partition_count_stop_ingest_and_workers_with_a_reason(
-    migrated_database_url: str, mqtt_url: str, kafka_url: str, tmp_path: Path,
+    migrated_database_url: str,
+    mqtt_url: str,
+    kafka_url: str,
+    tmp_path: Path,
 ) -> None:
     """A readings topic that a broker auto-created on a first produce (one partition, its
     default) would put kits' readings and their states in different partitions: the
     worker and ingest refuse to start on it, and say what to do."""
-    with deployment(migrated_database_url, mqtt_url, kafka_url, MasterKey.generate(),
-                    tmp_path / "logs") as deployed:
-        created = asyncio.run(ensure_topics([kafka_url.removeprefix("kafka://")],
-                                            [TopicSpec(f"{deployed.app_id}.readings", 1)]))
+    with deployment(
+        migrated_database_url, mqtt_url, kafka_url, MasterKey.generate(), tmp_path / "logs"
+    ) as deployed:
+        created = asyncio.run(
+            ensure_topics(
+                [kafka_url.removeprefix("kafka://")], [TopicSpec(f"{deployed.app_id}.readings", 1)]
+            )
+        )
         assert created == [f"{deployed.app_id}.readings"]
-        for process in (deployed.start("worker", "stream", "worker"),
-                        deployed.start("ingest", "ingest", "--to", "kafka",
-                                       "--topic-root", deployed.topic_root)):
+        for process in (
+            deployed.start("worker", "stream", "worker"),
+            deployed.start(
+                "ingest", "ingest", "--to", "kafka", "--topic-root", deployed.topic_root
+            ),
+        ):
             assert process.popen.wait(120) == 1
             said = " ".join(process.log().split())
-            assert (f"Kafka topic '{deployed.app_id}.readings' has 1 partitions, but "
-                    "bikesense is configured for 4") in said, said
+            assert (
+                f"Kafka topic '{deployed.app_id}.readings' has 1 partitions, but "
+                "bikesense is configured for 4"
+            ) in said, said
             assert "Traceback" not in said
 
 
 def test_a_worker_stopped_while_the_database_is_away_commits_nothing_it_did_not_store(
-    postgres_url: str, migrated_template: str, mqtt_url: str, kafka_url: str, tmp_path: Path,
+    postgres_url: str,
+    migrated_template: str,
+    mqtt_url: str,
+    kafka_url: str,
+    tmp_path: Path,
 ) -> None:
     """The store agent retries while the database is away; a worker stopped then must
     not commit the batch it holds: the enriched offsets stay where they were, and a
@@ -396,11 +513,13 @@ def test_a_worker_stopped_while_the_database_is_away_commits_nothing_it_did_not_
     readings = np.concatenate([_kit_readings(kit, now_ms - 600_000, 40) for kit in (7, 8, 9)])
     admitted = Admitted(readings, np.full(len(readings), now_ms, dtype=np.int64))
     try:
-        with deployment(url, mqtt_url, kafka_url, MasterKey.generate(),
-                        tmp_path / "logs") as deployed:
+        with deployment(
+            url, mqtt_url, kafka_url, MasterKey.generate(), tmp_path / "logs"
+        ) as deployed:
             worker = deployed.worker("worker-1")
-            producer = AiokafkaReadingsProducer(kafka_url, f"{deployed.app_id}.readings",
-                                                client_id=deployed.app_id, partitions=4)
+            producer = AiokafkaReadingsProducer(
+                kafka_url, f"{deployed.app_id}.readings", client_id=deployed.app_id, partitions=4
+            )
 
             async def produce() -> None:
                 await producer.start()
@@ -417,15 +536,19 @@ def test_a_worker_stopped_while_the_database_is_away_commits_nothing_it_did_not_
             lags = group_lags(kafka_url, deployed.app_id)
             assert any(".enriched[" in partition for partition in lags), lags
             with psycopg.connect(postgres_url, autocommit=True) as conn:
-                conn.execute(sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(
-                    sql.Identifier(name), sql.Identifier(migrated_template)))
+                conn.execute(
+                    sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(
+                        sql.Identifier(name), sql.Identifier(migrated_template)
+                    )
+                )
             deployed.worker("worker-2")
             wait_count(url, len(readings), timeout_s=60)
             wait_caught_up(kafka_url, deployed.app_id)
     finally:
         with psycopg.connect(postgres_url, autocommit=True) as conn:
-            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
-                sql.Identifier(name)))
+            conn.execute(
+                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+            )
 
 
 def _kit_readings(kit_id: int, start_ms: int, n: int) -> np.ndarray:

@@ -81,6 +81,7 @@ class TracedRuntime(EmbeddedRuntime):
                     raise
                 self._log("committed", batch)
                 return outcome
+
             return write
 
         def ack(messages: Sequence[InboundMessage]) -> int:
@@ -102,11 +103,17 @@ class TracedRuntime(EmbeddedRuntime):
                 # in its transaction; the prepare stage (readying a batch) writes on none.
                 thread = threading.current_thread().name
                 conn = sink._conn if thread.startswith("bikesense-write") else None
-                where = ("inside" if conn is not None and conn.info.transaction_status
-                         != psycopg.pq.TransactionStatus.IDLE else "outside")
-                self._log(f"aggregated in {threading.current_thread().name}, {where} a "
-                          "transaction", ())
+                where = (
+                    "inside"
+                    if conn is not None
+                    and conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE
+                    else "outside"
+                )
+                self._log(
+                    f"aggregated in {threading.current_thread().name}, {where} a transaction", ()
+                )
                 return aggregate(rows)
+
             return traced
 
         def traced_prepare(messages: list[InboundMessage]) -> Any:
@@ -131,15 +138,21 @@ class TracedRuntime(EmbeddedRuntime):
 
     def _batch_of(self, messages: Sequence[InboundMessage]) -> Batch:
         with self._lock:
-            return tuple(i for i, (chunk, _) in enumerate(self.chunks)
-                         if any(m is chunk[0] for m in messages))
+            return tuple(
+                i
+                for i, (chunk, _) in enumerate(self.chunks)
+                if any(m is chunk[0] for m in messages)
+            )
 
     def _batch_of_readings(self, batch: PreparedBatch) -> Batch:
         """The chunks whose readings ``batch`` holds (readings are unique by their key)."""
         readings = {r.tobytes() for r in batch.admitted.readings}
         with self._lock:
-            return tuple(i for i, (_, chunk) in enumerate(self.chunks)
-                         if chunk.admitted.readings[:1].tobytes() in readings)
+            return tuple(
+                i
+                for i, (_, chunk) in enumerate(self.chunks)
+                if chunk.admitted.readings[:1].tobytes() in readings
+            )
 
     def _log(self, event: str, batch: Batch) -> None:
         with self._lock:
@@ -200,30 +213,40 @@ class Fleet:
 
     def publish(self, kit: int, seq: int, lat_deg: float | None = None) -> None:
         with MqttPublisher(self.mqtt_url, topic_root=self.root) as publisher:
-            publisher.publish(f"{self.root}/kits/{kit}/up",
-                              _frame(kit, seq, self.secrets[kit], lat_deg))
+            publisher.publish(
+                f"{self.root}/kits/{kit}/up", _frame(kit, seq, self.secrets[kit], lat_deg)
+            )
         self.published += PER_FRAME
 
     def config(self, client_id: str, **overrides: Any) -> EmbeddedConfig:
-        settings: dict[str, Any] = {"retry_min_s": 0.05, "retry_max_s": 0.2,
-                                    "maintenance": None, **overrides}
-        return EmbeddedConfig(mqtt_url=self.mqtt_url, database_url=self.url,
-                              client_id=client_id, topic_root=self.root, **settings)
+        settings: dict[str, Any] = {
+            "retry_min_s": 0.05,
+            "retry_max_s": 0.2,
+            "maintenance": None,
+            **overrides,
+        }
+        return EmbeddedConfig(
+            mqtt_url=self.mqtt_url,
+            database_url=self.url,
+            client_id=client_id,
+            topic_root=self.root,
+            **settings,
+        )
 
     def stored(self) -> int:
         return int(scalar(self.url, "SELECT count(*) FROM readings"))
 
     def assert_exactly_once(self) -> None:
         with psycopg.connect(self.url, autocommit=True) as conn:
-            row = conn.execute("SELECT count(*), count(DISTINCT (kit_id, boot_id, seq, idx))"
-                               " FROM readings").fetchone()
+            row = conn.execute(
+                "SELECT count(*), count(DISTINCT (kit_id, boot_id, seq, idx)) FROM readings"
+            ).fetchone()
         assert row == (self.published, self.published)
 
 
 @pytest.fixture
 def fleet(migrated_database_url: str, mqtt_url: str, unique_topic_prefix: str) -> Fleet:
-    return Fleet(migrated_database_url, mqtt_url, f"{unique_topic_prefix}/bikesense/v1",
-                 (1, 2, 3))
+    return Fleet(migrated_database_url, mqtt_url, f"{unique_topic_prefix}/bikesense/v1", (1, 2, 3))
 
 
 @contextmanager
@@ -240,8 +263,14 @@ def readings_locked(url: str) -> Iterator[psycopg.Connection[Any]]:
 
 
 def writer_blocked(url: str) -> bool:
-    return bool(scalar(url, "SELECT count(*) FROM pg_stat_activity WHERE application_name = %s"
-                            " AND wait_event_type = 'Lock'", (WRITER,)))
+    return bool(
+        scalar(
+            url,
+            "SELECT count(*) FROM pg_stat_activity WHERE application_name = %s"
+            " AND wait_event_type = 'Lock'",
+            (WRITER,),
+        )
+    )
 
 
 def assert_acks_follow_commits(runtime: TracedRuntime) -> None:
@@ -256,10 +285,12 @@ def assert_acks_follow_commits(runtime: TracedRuntime) -> None:
 
 
 def test_the_next_batch_is_prepared_during_a_write_and_acked_only_after_it(
-    fleet: Fleet, unique_topic_prefix: str,
+    fleet: Fleet,
+    unique_topic_prefix: str,
 ) -> None:
-    runtime = TracedRuntime(fleet.config(f"{unique_topic_prefix}-ingest", max_batch_messages=2,
-                                         writers=1), fleet.master)
+    runtime = TracedRuntime(
+        fleet.config(f"{unique_topic_prefix}-ingest", max_batch_messages=2, writers=1), fleet.master
+    )
     with started(runtime):
         with readings_locked(fleet.url):
             fleet.publish(1, 0)  # chunk 0, written alone: its write waits for the lock
@@ -285,15 +316,19 @@ def test_the_next_batch_is_prepared_during_a_write_and_acked_only_after_it(
     by_writer = "aggregated in bikesense-write, outside a transaction"
     by_preparer = "aggregated in bikesense-prepare, outside a transaction"
     assert [e for e, _ in runtime.events if e.startswith("aggregated")] == [
-        by_writer, by_preparer, by_writer]
+        by_writer,
+        by_preparer,
+        by_writer,
+    ]
     assert runtime.at(by_preparer, ()) < runtime.at("committed", (0,))
     assert runtime.counter("bikesense_mqtt_messages_acked") == 4
     fleet.assert_exactly_once()
 
 
 def test_without_overlap_the_stages_take_turns(fleet: Fleet, unique_topic_prefix: str) -> None:
-    runtime = TracedRuntime(fleet.config(f"{unique_topic_prefix}-ingest", overlap_stages=False),
-                            fleet.master)
+    runtime = TracedRuntime(
+        fleet.config(f"{unique_topic_prefix}-ingest", overlap_stages=False), fleet.master
+    )
     with started(runtime):
         with readings_locked(fleet.url):
             fleet.publish(1, 0)
@@ -341,10 +376,13 @@ def two_writes_in_flight(runtime: TracedRuntime, fleet: Fleet) -> None:
 
 
 def test_a_second_writer_takes_a_full_batch_and_acks_wait_for_the_batch_before(
-    fleet: Fleet, unique_topic_prefix: str,
+    fleet: Fleet,
+    unique_topic_prefix: str,
 ) -> None:
-    runtime = TracedRuntime(fleet.config(f"{unique_topic_prefix}-ingest", max_batch_messages=2,
-                                         batch_wait_s=60.0), fleet.master)
+    runtime = TracedRuntime(
+        fleet.config(f"{unique_topic_prefix}-ingest", max_batch_messages=2, batch_wait_s=60.0),
+        fleet.master,
+    )
     assert runtime.config.writers == 2
     with started(runtime):
         with kit_row_locked(fleet.url, 1):
@@ -364,10 +402,12 @@ def test_a_second_writer_takes_a_full_batch_and_acks_wait_for_the_batch_before(
 
 
 def test_a_second_writer_takes_a_batch_that_has_waited_batch_wait_s(
-    fleet: Fleet, unique_topic_prefix: str,
+    fleet: Fleet,
+    unique_topic_prefix: str,
 ) -> None:
-    runtime = TracedRuntime(fleet.config(f"{unique_topic_prefix}-ingest", batch_wait_s=0.3),
-                            fleet.master)
+    runtime = TracedRuntime(
+        fleet.config(f"{unique_topic_prefix}-ingest", batch_wait_s=0.3), fleet.master
+    )
     with started(runtime):
         with kit_row_locked(fleet.url, 1):
             fleet.publish(1, 0, lat_deg=FAR_LAT)
@@ -382,18 +422,24 @@ def test_a_second_writer_takes_a_batch_that_has_waited_batch_wait_s(
 
 
 def test_a_later_batch_committed_stays_unacked_when_the_batch_before_fails(
-    fleet: Fleet, unique_topic_prefix: str,
+    fleet: Fleet,
+    unique_topic_prefix: str,
 ) -> None:
     client_id = f"{unique_topic_prefix}-ingest"
-    runtime = TracedRuntime(fleet.config(client_id, max_batch_messages=2, batch_wait_s=60.0),
-                            fleet.master)
+    runtime = TracedRuntime(
+        fleet.config(client_id, max_batch_messages=2, batch_wait_s=60.0), fleet.master
+    )
     with started(runtime) as request_stop, kit_row_locked(fleet.url, 1):
         two_writes_in_flight(runtime, fleet)
         request_stop()
         time.sleep(0.3)
         # Batch (0,)'s write fails after the stop request, so it is not retried ...
-        scalar(fleet.url, "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
-                          " WHERE application_name = %s AND wait_event_type = 'Lock'", (WRITER,))
+        scalar(
+            fleet.url,
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+            " WHERE application_name = %s AND wait_event_type = 'Lock'",
+            (WRITER,),
+        )
     # ... and batch (1, 2), committed, may not be acked before it: nothing is.
     assert runtime.seen("failed") == [(0,)]
     assert runtime.seen("acked") == []
@@ -403,14 +449,17 @@ def test_a_later_batch_committed_stays_unacked_when_the_batch_before_fails(
     again = TracedRuntime(fleet.config(client_id), fleet.master)
     with started(again):
         wait_for(lambda: fleet.stored() == fleet.published, what="kit 1's frame redelivered")
-        wait_for(lambda: again.counter("bikesense_mqtt_messages_acked") == 3,
-                 what="all three frames acked")
+        wait_for(
+            lambda: again.counter("bikesense_mqtt_messages_acked") == 3,
+            what="all three frames acked",
+        )
     assert again.counter("bikesense_readings_duplicate") == 2 * PER_FRAME
     fleet.assert_exactly_once()
 
 
 def test_stop_during_a_write_that_fails_acks_nothing_and_loses_nothing(
-    fleet: Fleet, unique_topic_prefix: str,
+    fleet: Fleet,
+    unique_topic_prefix: str,
 ) -> None:
     client_id = f"{unique_topic_prefix}-ingest"
     runtime = TracedRuntime(fleet.config(client_id, batch_wait_s=60.0), fleet.master)
@@ -422,8 +471,11 @@ def test_stop_during_a_write_that_fails_acks_nothing_and_loses_nothing(
         request_stop()
         time.sleep(0.3)
         # The write in hand fails after the stop request: it is not retried.
-        scalar(fleet.url, "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
-                          " WHERE application_name = %s", (WRITER,))
+        scalar(
+            fleet.url,
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = %s",
+            (WRITER,),
+        )
     assert runtime.seen("write") == runtime.seen("failed") == [(0,)]
     assert runtime.seen("committed") == runtime.seen("acked") == []
     assert fleet.stored() == 0
@@ -436,7 +488,8 @@ def test_stop_during_a_write_that_fails_acks_nothing_and_loses_nothing(
 
 
 def test_stop_during_a_write_finishes_it_and_leaves_the_next_batch_unacked(
-    fleet: Fleet, unique_topic_prefix: str,
+    fleet: Fleet,
+    unique_topic_prefix: str,
 ) -> None:
     client_id = f"{unique_topic_prefix}-ingest"
     runtime = TracedRuntime(fleet.config(client_id, batch_wait_s=60.0), fleet.master)
@@ -462,14 +515,17 @@ def test_stop_during_a_write_finishes_it_and_leaves_the_next_batch_unacked(
 
 
 def test_database_outage_while_the_next_batch_is_prepared(
-    pg_cluster: PostgresCluster | None, fleet: Fleet, unique_topic_prefix: str,
+    pg_cluster: PostgresCluster | None,
+    fleet: Fleet,
+    unique_topic_prefix: str,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     if pg_cluster is None:
         pytest.skip("needs the harness's own PostgreSQL to stop and start it")
     # The next batch stays next: no second writer takes it for waiting (its own test).
-    runtime = TracedRuntime(fleet.config(f"{unique_topic_prefix}-ingest", batch_wait_s=60.0),
-                            fleet.master)
+    runtime = TracedRuntime(
+        fleet.config(f"{unique_topic_prefix}-ingest", batch_wait_s=60.0), fleet.master
+    )
     with started(runtime):
         with readings_locked(fleet.url):
             fleet.publish(1, 0)
@@ -503,12 +559,15 @@ def test_database_outage_while_the_next_batch_is_prepared(
     fleet.assert_exactly_once()
 
 
-@pytest.mark.parametrize(("overrides", "writers"), [
-    ({}, 2),
-    ({"writers": 3}, 3),
-    ({"writers": 3, "overlap_stages": False}, 1),
-    ({"core": CoreConfig(privacy=PrivacyConfig(trim_end_s=60.0))}, 1),
-])
+@pytest.mark.parametrize(
+    ("overrides", "writers"),
+    [
+        ({}, 2),
+        ({"writers": 3}, 3),
+        ({"writers": 3, "overlap_stages": False}, 1),
+        ({"core": CoreConfig(privacy=PrivacyConfig(trim_end_s=60.0))}, 1),
+    ],
+)
 def test_how_many_writers(fleet: Fleet, overrides: dict[str, Any], writers: int) -> None:
     """Stages in turn, and end-of-ride trimming (a batch's transaction reads what the
     batch before held back), keep one writer."""

@@ -82,8 +82,9 @@ def test_fates_of_a_forgotten_ride_and_with_trimming_off() -> None:
     kits = np.array([7, 7, 7, 7, 8])
     rides = np.array([11, 11, 12, 99, 11])
     ts = np.array([10_000, 90_000, 2_090_000, 50_000, 10_000])
-    np.testing.assert_array_equal(ride_end_fates(kits, rides, ts, states, 60),
-                                  [STORE, DROP, HOLD, DROP, DROP])
+    np.testing.assert_array_equal(
+        ride_end_fates(kits, rides, ts, states, 60), [STORE, DROP, HOLD, DROP, DROP]
+    )
     np.testing.assert_array_equal(ride_end_fates(kits, rides, ts, states, 0), [STORE] * 5)
 
 
@@ -112,7 +113,7 @@ def _fleet() -> list[np.ndarray]:
         offset = kit * 7_000
         for ride, (start, n) in enumerate(((T0_MS + offset, 400), (T0_MS + HOUR_MS + offset, 250))):
             rows = riding(n, kit_id=kit, t0_ms=start, seq0=ride * 100, seed=kit)
-            frames.extend(rows[i:i + 10] for i in range(0, n, 10))
+            frames.extend(rows[i : i + 10] for i in range(0, n, 10))
     frames.sort(key=lambda f: int(f["ts_ms"][0]))
     return frames
 
@@ -131,8 +132,10 @@ def _expected() -> np.ndarray:
 
 
 @settings(max_examples=40, deadline=None)
-@given(st.lists(st.integers(min_value=1, max_value=40), min_size=1, max_size=30),
-       st.lists(st.integers(min_value=0, max_value=200), max_size=5))
+@given(
+    st.lists(st.integers(min_value=1, max_value=40), min_size=1, max_size=30),
+    st.lists(st.integers(min_value=0, max_value=200), max_size=5),
+)
 def test_what_is_stored_does_not_depend_on_batching(sizes: list[int], replays: list[int]) -> None:
     frames = _fleet()
     table = HoldingTable()
@@ -140,7 +143,7 @@ def test_what_is_stored_does_not_depend_on_batching(sizes: list[int], replays: l
     batches = []
     while i < len(frames):
         size = sizes[len(batches) % len(sizes)]
-        batches.append(np.concatenate(frames[i:i + size]))
+        batches.append(np.concatenate(frames[i : i + size]))
         i += size
     for n, batch in enumerate(batches):
         table.feed(batch)

@@ -76,7 +76,8 @@ def _run(scenario: Any) -> Any:
 
 
 def test_qa_agent_carries_kit_state_across_messages_like_the_embedded_runtime(
-    make_app: Callable[..., StreamApp], monkeypatch: pytest.MonkeyPatch,
+    make_app: Callable[..., StreamApp],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     stream_app = make_app()
     sent = record_sends(stream_app.enriched, monkeypatch)
@@ -103,7 +104,8 @@ def test_qa_agent_carries_kit_state_across_messages_like_the_embedded_runtime(
 
 
 def test_qa_agent_keys_enriched_messages_by_coarse_cell(
-    make_app: Callable[..., StreamApp], monkeypatch: pytest.MonkeyPatch,
+    make_app: Callable[..., StreamApp],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     stream_app = make_app()
     sent = record_sends(stream_app.enriched, monkeypatch)
@@ -132,7 +134,8 @@ def test_qa_agent_keys_enriched_messages_by_coarse_cell(
 
 
 def test_qa_agent_files_a_kits_state_under_the_partition_of_its_readings(
-    make_app: Callable[..., StreamApp], monkeypatch: pytest.MonkeyPatch,
+    make_app: Callable[..., StreamApp],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """What a worker taking over the partition restores: the changelog entry of the kit's
     state goes to the partition its readings came from (co-partitioned with the topic)."""
@@ -147,15 +150,20 @@ def test_qa_agent_files_a_kits_state_under_the_partition_of_its_readings(
         # Not started, faust's producer keeps what it was given in its buffer.
         pending = stream_app.app.producer.buffer.pending
         futures = [pending.get_nowait() for _ in range(pending.qsize())]
-        return [(f.message.channel.get_topic_name(), f.message.key, f.message.partition)
-                for f in futures]
+        return [
+            (f.message.channel.get_topic_name(), f.message.key, f.message.partition)
+            for f in futures
+        ]
 
-    assert _run(scenario()) == [("bikesense-kit-states-changelog", b"7", 5),
-                                ("bikesense-kit-states-changelog", b"8", 2)]
+    assert _run(scenario()) == [
+        ("bikesense-kit-states-changelog", b"7", 5),
+        ("bikesense-kit-states-changelog", b"8", 2),
+    ]
 
 
 def test_qa_agent_keeps_kits_apart(
-    make_app: Callable[..., StreamApp], monkeypatch: pytest.MonkeyPatch,
+    make_app: Callable[..., StreamApp],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     stream_app = make_app()
     record_sends(stream_app.enriched, monkeypatch)
@@ -176,7 +184,8 @@ def test_qa_agent_keeps_kits_apart(
 
 
 def test_qa_agent_skips_unreadable_messages_and_goes_on(
-    make_app: Callable[..., StreamApp], monkeypatch: pytest.MonkeyPatch,
+    make_app: Callable[..., StreamApp],
+    monkeypatch: pytest.MonkeyPatch,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     stream_app = make_app()
@@ -232,26 +241,41 @@ def _partials(url: str) -> list[tuple[Any, ...]]:
         return conn.execute(
             "SELECT metric, resolution, cell, window_s,"
             " (extract(epoch FROM window_start) * 1000)::bigint, n, sum, min, max, hist"
-            " FROM window_partials ORDER BY 1, 2, 3, 4, 5").fetchall()
+            " FROM window_partials ORDER BY 1, 2, 3, 4, 5"
+        ).fetchall()
 
 
 def _expected_partials(enriched: np.ndarray) -> list[tuple[Any, ...]]:
     partials, _ = aggregate_new_rows(enriched, CORE)
     partials = partials[partials["n"] > 0]
     return sorted(
-        (int(p["metric"]), int(p["resolution"]), int(p["cell"]), int(p["window_s"]),
-         int(p["window_start_ms"]), int(p["n"]), pytest.approx(float(p["sum"])),
-         pytest.approx(float(p["min"])), pytest.approx(float(p["max"])), p["hist"].tolist())
-        for p in partials)
+        (
+            int(p["metric"]),
+            int(p["resolution"]),
+            int(p["cell"]),
+            int(p["window_s"]),
+            int(p["window_start_ms"]),
+            int(p["n"]),
+            pytest.approx(float(p["sum"])),
+            pytest.approx(float(p["min"])),
+            pytest.approx(float(p["max"])),
+            p["hist"].tolist(),
+        )
+        for p in partials
+    )
 
 
 def test_store_agent_writes_readings_and_partials_once(
-    kits_registered: str, make_app: Callable[..., StreamApp],
+    kits_registered: str,
+    make_app: Callable[..., StreamApp],
 ) -> None:
     url = kits_registered
     stream_app = make_app(url)
-    batches = [riding(50, kit_id=1), riding(50, kit_id=2, boot_id=3, seed=4),
-               riding(50, kit_id=1, seq0=5, t0_ms=T0_MS + 50_000, seed=5)]
+    batches = [
+        riding(50, kit_id=1),
+        riding(50, kit_id=2, boot_id=3, seed=4),
+        riding(50, kit_id=1, seq0=5, t0_ms=T0_MS + 50_000, seed=5),
+    ]
     messages, enriched = _enriched_messages(batches)
 
     def stored(results: list[StoreOutcome]) -> int:
@@ -259,12 +283,14 @@ def test_store_agent_writes_readings_and_partials_once(
 
     async def scenario() -> tuple[list[StoreOutcome], list[StoreOutcome]]:
         async with stream_app.store.test_context() as agent:
-            first = await feed(agent, messages, first_ts_s=T0_MS / 1000,
-                               done=lambda r: stored(r) == len(messages))
+            first = await feed(
+                agent, messages, first_ts_s=T0_MS / 1000, done=lambda r: stored(r) == len(messages)
+            )
         # Kafka delivers again after a crash before the offsets were committed:
         async with stream_app.store.test_context() as agent:
-            again = await feed(agent, messages, first_ts_s=T0_MS / 1000,
-                               done=lambda r: stored(r) == len(messages))
+            again = await feed(
+                agent, messages, first_ts_s=T0_MS / 1000, done=lambda r: stored(r) == len(messages)
+            )
         return first, again
 
     first, again = _run(scenario())
@@ -275,20 +301,23 @@ def test_store_agent_writes_readings_and_partials_once(
     assert _partials(url) == _expected_partials(enriched)
     with psycopg.connect(url, autocommit=True) as conn:
         assert conn.execute("SELECT count(*) FROM readings").fetchone() == (150,)
-        seen = conn.execute("SELECT kit_id FROM kits WHERE last_seen_at IS NOT NULL"
-                            " ORDER BY kit_id").fetchall()
+        seen = conn.execute(
+            "SELECT kit_id FROM kits WHERE last_seen_at IS NOT NULL ORDER BY kit_id"
+        ).fetchall()
         assert seen == [(1,), (2,)]
 
 
 def test_qa_then_store_end_to_end(
-    kits_registered: str, make_app: Callable[..., StreamApp], monkeypatch: pytest.MonkeyPatch,
+    kits_registered: str,
+    make_app: Callable[..., StreamApp],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """Readings messages through the qa agent, what it sends through the store agent."""
     url = kits_registered
     stream_app = make_app(url)
     sent = record_sends(stream_app.enriched, monkeypatch)
     ride = riding(300, kit_id=7, speed_mps=12.0, seed=8)
-    batches = [ride[i:i + 60] for i in range(0, 300, 60)]
+    batches = [ride[i : i + 60] for i in range(0, 300, 60)]
 
     async def scenario() -> list[StoreOutcome]:
         async with stream_app.qa.test_context() as qa:
@@ -296,8 +325,12 @@ def test_qa_then_store_end_to_end(
                 key, value = _message(readings)
                 await qa.put(value, key=key, timestamp=T0_MS / 1000 + i)
         async with stream_app.store.test_context() as store:
-            return await feed(store, sent.messages, first_ts_s=T0_MS / 1000 + 10,
-                              done=lambda r: sum(o.messages for o in r) == len(sent.messages))
+            return await feed(
+                store,
+                sent.messages,
+                first_ts_s=T0_MS / 1000 + 10,
+                done=lambda r: sum(o.messages for o in r) == len(sent.messages),
+            )
 
     outcomes = _run(scenario())
     assert sum(o.inserted for o in outcomes) == 300
@@ -306,7 +339,9 @@ def test_qa_then_store_end_to_end(
 
 
 def test_store_agent_skips_unreadable_messages(
-    kits_registered: str, make_app: Callable[..., StreamApp], caplog: pytest.LogCaptureFixture,
+    kits_registered: str,
+    make_app: Callable[..., StreamApp],
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     stream_app = make_app(kits_registered)
     messages, _ = _enriched_messages([riding(20, kit_id=2)])
@@ -314,8 +349,12 @@ def test_store_agent_skips_unreadable_messages(
 
     async def scenario() -> list[StoreOutcome]:
         async with stream_app.store.test_context() as agent:
-            return await feed(agent, messages, first_ts_s=1.0,
-                              done=lambda r: sum(o.messages for o in r) == len(messages))
+            return await feed(
+                agent,
+                messages,
+                first_ts_s=1.0,
+                done=lambda r: sum(o.messages for o in r) == len(messages),
+            )
 
     with caplog.at_level(logging.ERROR):
         outcomes = _run(scenario())
@@ -325,7 +364,8 @@ def test_store_agent_skips_unreadable_messages(
 
 
 def test_store_batch_holds_on_while_the_database_is_away(
-    make_app: Callable[..., StreamApp], caplog: pytest.LogCaptureFixture,
+    make_app: Callable[..., StreamApp],
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     """No return (so no ack of the events) while the database cannot be reached."""
     stream_app = make_app()  # a database URL nothing listens on
@@ -333,8 +373,11 @@ def test_store_batch_holds_on_while_the_database_is_away(
 
     async def scenario() -> None:
         await asyncio.wait_for(
-            store_batch(stream_app.sink, [v for _, v in messages], retry_min_s=0.05,
-                        retry_max_s=0.1), timeout=1.0)
+            store_batch(
+                stream_app.sink, [v for _, v in messages], retry_min_s=0.05, retry_max_s=0.1
+            ),
+            timeout=1.0,
+        )
 
     with caplog.at_level(logging.WARNING), pytest.raises(TimeoutError):
         _run(scenario())

@@ -37,8 +37,9 @@ def test_worker_needs_a_database(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.mark.usefixtures("clean_environment")
-def test_worker_says_in_one_line_that_kafka_is_unreachable(monkeypatch: pytest.MonkeyPatch,
-                                                           ) -> None:
+def test_worker_says_in_one_line_that_kafka_is_unreachable(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     monkeypatch.setenv("BIKESENSE_KAFKA_URL", "kafka://127.0.0.1:9")
     monkeypatch.setenv("BIKESENSE_DATABASE_URL", "postgresql://x@127.0.0.1:9/x")
     result = CliRunner().invoke(app, ["worker"])
@@ -60,16 +61,23 @@ def test_app_factory_refuses_without_kafka_or_with_a_bad_routing(tmp_path: Path)
     with pytest.raises(ConfigurationError, match="BIKESENSE_KAFKA_URL"):
         create_app(settings)
     with pytest.raises(ConfigurationError, match="routing resolution 11 must be between 0 and"):
-        create_app(settings, broker_url="kafka://127.0.0.1:9",
-                   config=DistributedConfig(routing_resolution=11))
+        create_app(
+            settings,
+            broker_url="kafka://127.0.0.1:9",
+            config=DistributedConfig(routing_resolution=11),
+        )
     trimming = settings.model_copy(update={"privacy_trim_end_s": 120.0})
     with pytest.raises(ConfigurationError, match=r"TRIM_END_S.*embedded runtime"):
         create_app(trimming, broker_url="kafka://127.0.0.1:9")
 
 
 def test_kafka_ingest_needs_kafka(tmp_path: Path) -> None:
-    config = EmbeddedConfig(mqtt_url="mqtt://127.0.0.1:9", database_url="postgresql://x@h/x",
-                            client_id="x", share_group="g", topic_root="r")
+    config = EmbeddedConfig(
+        mqtt_url="mqtt://127.0.0.1:9",
+        database_url="postgresql://x@h/x",
+        client_id="x",
+        share_group="g",
+        topic_root="r",
+    )
     with pytest.raises(ConfigurationError, match="set BIKESENSE_KAFKA_URL=kafka://host:9092"):
         run_kafka_ingest(Settings(state_dir=tmp_path), config)
-

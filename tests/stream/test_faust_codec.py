@@ -86,21 +86,33 @@ def test_keys() -> None:
 _ints = st.integers(min_value=-(2**63), max_value=2**63 - 1)
 _ms = st.integers(min_value=0, max_value=2**53)
 _floats = st.floats(allow_nan=True, allow_infinity=True)
-_runs = st.builds(SensorRun, values=st.tuples(_floats) | st.tuples(_floats, _floats, _floats),
-                  start_ms=_ms, count=st.integers(0, 10**9))
+_runs = st.builds(
+    SensorRun,
+    values=st.tuples(_floats) | st.tuples(_floats, _floats, _floats),
+    start_ms=_ms,
+    count=st.integers(0, 10**9),
+)
 _qa = st.builds(
     QaMemory,
-    ride_id=_ints, boot_id=st.integers(0, 2**32 - 1), last_ts_ms=_ms,
+    ride_id=_ints,
+    boot_id=st.integers(0, 2**32 - 1),
+    last_ts_ms=_ms,
     boot_start_ms=st.none() | _ms,
     anchor=st.none() | st.builds(Position, lat_deg=_floats, lon_deg=_floats, ts_ms=_ms),
     rejecting_since_ms=st.none() | _ms,
-    pm_run=st.none() | _runs, no2_run=st.none() | _runs, noise_run=st.none() | _runs,
+    pm_run=st.none() | _runs,
+    no2_run=st.none() | _runs,
+    noise_run=st.none() | _runs,
 )
 _states = st.builds(
     KitState,
     kit_id=st.integers(0, 2**32 - 1),
-    rides=st.lists(st.builds(RideSpan, ride_id=_ints, boot_id=st.integers(0, 2**32 - 1),
-                             start_ms=_ms, end_ms=_ms), max_size=4).map(tuple),
+    rides=st.lists(
+        st.builds(
+            RideSpan, ride_id=_ints, boot_id=st.integers(0, 2**32 - 1), start_ms=_ms, end_ms=_ms
+        ),
+        max_size=4,
+    ).map(tuple),
     qa=st.none() | _qa,
 )
 

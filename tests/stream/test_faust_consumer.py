@@ -45,12 +45,21 @@ class Known:
             self.sought.append(dict(offsets))
 
         return SimpleNamespace(
-            app=SimpleNamespace(in_recovery=self.in_recovery, topics=SimpleNamespace(
-                acks_enabled_for=lambda topic: not topic.endswith("-changelog"))),
-            flow_active=True, _read_offset=self.read_offset,
-            assignment=lambda: set(self.ends), highwaters=highwaters,
-            earliest_offsets=earliest_offsets, seek_wait=seek_wait,
-            on_buffer_drop=self.resumed.append, log=logging.getLogger("test"))
+            app=SimpleNamespace(
+                in_recovery=self.in_recovery,
+                topics=SimpleNamespace(
+                    acks_enabled_for=lambda topic: not topic.endswith("-changelog")
+                ),
+            ),
+            flow_active=True,
+            _read_offset=self.read_offset,
+            assignment=lambda: set(self.ends),
+            highwaters=highwaters,
+            earliest_offsets=earliest_offsets,
+            seek_wait=seek_wait,
+            on_buffer_drop=self.resumed.append,
+            log=logging.getLogger("test"),
+        )
 
 
 def check(consumer: Any) -> list[TP]:
@@ -80,8 +89,11 @@ def test_a_never_committed_partition_that_hands_nothing_over_is_sought_to_its_ol
     died holding its first batch) has no next offset for them; if the fetcher does not
     start them, the check seeks them to their oldest message, what the fetcher should
     have done."""
-    known = Known({ENRICHED: None, READINGS: None}, {ENRICHED: 6, READINGS: 3},
-                  oldest={ENRICHED: 0, READINGS: 3})
+    known = Known(
+        {ENRICHED: None, READINGS: None},
+        {ENRICHED: 6, READINGS: 3},
+        oldest={ENRICHED: 0, READINGS: 3},
+    )
     consumer = known.consumer()
     assert check(consumer) == []
     assert check(consumer) == [ENRICHED]  # READINGS holds nothing (oldest == end)

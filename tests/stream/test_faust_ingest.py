@@ -85,8 +85,9 @@ def test_readings_messages_hold_one_kit_each_in_order_and_chunked() -> None:
     assert [len(r) for r, _ in decoded] == [4, 4, 2, 3]
     kit1 = np.concatenate([r for r, _ in decoded[:3]])
     assert kit1.tobytes() == a.tobytes()  # a kit's readings keep their order
-    np.testing.assert_array_equal(np.concatenate([t for _, t in decoded[:3]]),
-                                  np.r_[received[:4], received[7:]])
+    np.testing.assert_array_equal(
+        np.concatenate([t for _, t in decoded[:3]]), np.r_[received[:4], received[7:]]
+    )
     assert readings_messages(Admitted(np.empty(0, READING_DTYPE), np.empty(0, np.int64))) == []
 
 
@@ -136,9 +137,14 @@ def fleet(migrated_database_url: str) -> tuple[MasterKey, dict[int, bytes]]:
 
 
 def _config(mqtt_url: str, database_url: str, prefix: str, client: str = "a") -> EmbeddedConfig:
-    return EmbeddedConfig(mqtt_url=mqtt_url, database_url=database_url,
-                          client_id=f"{prefix}-{client}", topic_root=f"{prefix}/bikesense/v1",
-                          retry_min_s=0.05, retry_max_s=0.2)
+    return EmbeddedConfig(
+        mqtt_url=mqtt_url,
+        database_url=database_url,
+        client_id=f"{prefix}-{client}",
+        topic_root=f"{prefix}/bikesense/v1",
+        retry_min_s=0.05,
+        retry_max_s=0.2,
+    )
 
 
 def _publish(mqtt_url: str, root: str, messages: list[tuple[str, bytes]]) -> None:
@@ -152,8 +158,11 @@ def _publish(mqtt_url: str, root: str, messages: list[tuple[str, bytes]]) -> Non
 @pytest.mark.postgres
 @pytest.mark.mqtt
 def test_ingest_to_kafka_then_agents_store_everything_once(
-    migrated_database_url: str, mqtt_url: str, unique_topic_prefix: str,
-    fleet: tuple[MasterKey, dict[int, bytes]], make_app: Callable[..., StreamApp],
+    migrated_database_url: str,
+    mqtt_url: str,
+    unique_topic_prefix: str,
+    fleet: tuple[MasterKey, dict[int, bytes]],
+    make_app: Callable[..., StreamApp],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     master, secrets = fleet
@@ -161,24 +170,39 @@ def test_ingest_to_kafka_then_agents_store_everything_once(
     config = _config(mqtt_url, url, unique_topic_prefix)
     now_ms = int(time.time() * 1000) - 3_600_000
     frames = {
-        (10, 1): _readings(10, now_ms, 6), (10, 2): _readings(10, now_ms + 30_000, 6),
+        (10, 1): _readings(10, now_ms, 6),
+        (10, 2): _readings(10, now_ms + 30_000, 6),
         (11, 1): _readings(11, now_ms, 4),
     }
-    published = [(f"kits/{kit}/up", encode_frame(kit, 1, seq, r, secrets[kit]))
-                 for (kit, seq), r in frames.items()]
+    published = [
+        (f"kits/{kit}/up", encode_frame(kit, 1, seq, r, secrets[kit]))
+        for (kit, seq), r in frames.items()
+    ]
     published.append(("kits/10/up", encode_frame(10, 1, 3, _readings(10, now_ms, 2), b"\x01" * 32)))
-    status = StatusMessage(battery_pct=81.0, battery_v=3.9, firmware_version="1.4.2",
-                           uptime_s=60, queue_depth=0, ts_ms=now_ms, kit_id=11, boot_id=1)
+    status = StatusMessage(
+        battery_pct=81.0,
+        battery_v=3.9,
+        firmware_version="1.4.2",
+        uptime_s=60,
+        queue_depth=0,
+        ts_ms=now_ms,
+        kit_id=11,
+        boot_id=1,
+    )
     published.append(("kits/11/status", encode_status(status)))
     producer = RecordingProducer()
 
     with running(KafkaIngest(config, master, producer)):
         _publish(mqtt_url, config.topic_root, published)
         wait_for(lambda: producer.readings() == 16, what="16 readings produced")
-        wait_for(lambda: scalar(url, "SELECT count(*) FROM rejected_frames") == 1,
-                 what="the forged frame rejected")
-        wait_for(lambda: scalar(url, "SELECT battery_pct FROM kits WHERE kit_id = 11") == 81.0,
-                 what="kit 11's status")
+        wait_for(
+            lambda: scalar(url, "SELECT count(*) FROM rejected_frames") == 1,
+            what="the forged frame rejected",
+        )
+        wait_for(
+            lambda: scalar(url, "SELECT battery_pct FROM kits WHERE kit_id = 11") == 81.0,
+            what="kit 11's status",
+        )
     assert producer.started
     assert producer.stopped
     for key, value in producer.sent:
@@ -197,8 +221,12 @@ def test_ingest_to_kafka_then_agents_store_everything_once(
             for i, (key, value) in enumerate([*producer.sent, producer.sent[0]]):
                 await qa.put(value, key=key, timestamp=now_ms / 1000 + i)
         async with stream_app.store.test_context() as store:
-            return await feed(store, sent.messages, first_ts_s=now_ms / 1000,
-                              done=lambda r: sum(o.messages for o in r) == len(sent.messages))
+            return await feed(
+                store,
+                sent.messages,
+                first_ts_s=now_ms / 1000,
+                done=lambda r: sum(o.messages for o in r) == len(sent.messages),
+            )
 
     outcomes = asyncio.run(scenario())
     assert sum(o.inserted for o in outcomes) == 16
@@ -210,13 +238,15 @@ def test_ingest_to_kafka_then_agents_store_everything_once(
 @pytest.mark.postgres
 @pytest.mark.mqtt
 def test_ingest_retries_while_kafka_refuses(
-    migrated_database_url: str, mqtt_url: str, unique_topic_prefix: str,
-    fleet: tuple[MasterKey, dict[int, bytes]], caplog: pytest.LogCaptureFixture,
+    migrated_database_url: str,
+    mqtt_url: str,
+    unique_topic_prefix: str,
+    fleet: tuple[MasterKey, dict[int, bytes]],
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     master, secrets = fleet
     config = _config(mqtt_url, migrated_database_url, unique_topic_prefix)
-    frame = encode_frame(10, 1, 1, _readings(10, int(time.time() * 1000) - 60_000, 5),
-                         secrets[10])
+    frame = encode_frame(10, 1, 1, _readings(10, int(time.time() * 1000) - 60_000, 5), secrets[10])
     producer = RecordingProducer(failures=3)
     with running(KafkaIngest(config, master, producer)):
         _publish(mqtt_url, config.topic_root, [("kits/10/up", frame)])
@@ -228,14 +258,15 @@ def test_ingest_retries_while_kafka_refuses(
 @pytest.mark.postgres
 @pytest.mark.mqtt
 def test_nothing_is_acked_until_kafka_took_it(
-    migrated_database_url: str, mqtt_url: str, unique_topic_prefix: str,
+    migrated_database_url: str,
+    mqtt_url: str,
+    unique_topic_prefix: str,
     fleet: tuple[MasterKey, dict[int, bytes]],
 ) -> None:
     """Kafka refuses until ingest stops: the broker then gives the frame to the next ingest."""
     master, secrets = fleet
     config = _config(mqtt_url, migrated_database_url, unique_topic_prefix)
-    frame = encode_frame(11, 1, 1, _readings(11, int(time.time() * 1000) - 60_000, 3),
-                         secrets[11])
+    frame = encode_frame(11, 1, 1, _readings(11, int(time.time() * 1000) - 60_000, 3), secrets[11])
     refusing = RecordingProducer(failures=10**6)
     with running(KafkaIngest(config, master, refusing)):
         _publish(mqtt_url, config.topic_root, [("kits/11/up", frame)])
@@ -256,8 +287,10 @@ def test_producer_round_trip_through_a_real_broker(kafka_url: str) -> None:
     from aiokafka import AIOKafkaConsumer  # type: ignore[import-untyped]  # noqa: PLC0415
 
     topic = f"bikesense-test-{uuid.uuid4().hex[:10]}"
-    admitted = Admitted(np.concatenate([_readings(1, 1_000_000, 5), _readings(2, 1_000_000, 3)]),
-                        np.full(8, 1_000_500, dtype=np.int64))
+    admitted = Admitted(
+        np.concatenate([_readings(1, 1_000_000, 5), _readings(2, 1_000_000, 3)]),
+        np.full(8, 1_000_500, dtype=np.int64),
+    )
     messages = readings_messages(admitted)
 
     async def scenario() -> list[tuple[bytes, bytes]]:
@@ -267,8 +300,12 @@ def test_producer_round_trip_through_a_real_broker(kafka_url: str) -> None:
             await producer.send_all(messages)
         finally:
             await producer.stop()
-        consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap_servers(kafka_url),
-                                    auto_offset_reset="earliest", enable_auto_commit=False)
+        consumer = AIOKafkaConsumer(
+            topic,
+            bootstrap_servers=bootstrap_servers(kafka_url),
+            auto_offset_reset="earliest",
+            enable_auto_commit=False,
+        )
         await consumer.start()
         try:
             got: list[Any] = []
@@ -285,7 +322,9 @@ def test_producer_round_trip_through_a_real_broker(kafka_url: str) -> None:
 @pytest.mark.postgres
 @pytest.mark.mqtt
 def test_kafka_ingest_keeps_privacy_zones_out_of_kafka_and_the_rejects(
-    migrated_database_url: str, mqtt_url: str, unique_topic_prefix: str,
+    migrated_database_url: str,
+    mqtt_url: str,
+    unique_topic_prefix: str,
     fleet: tuple[MasterKey, dict[int, bytes]],
 ) -> None:
     master, secrets = fleet
@@ -293,18 +332,23 @@ def test_kafka_ingest_keeps_privacy_zones_out_of_kafka_and_the_rejects(
     depot = CircleZone("depot", CENTRE[0], CENTRE[1], 50.0)
     config = dataclasses.replace(
         _config(mqtt_url, url, unique_topic_prefix),
-        core=CoreConfig(privacy=PrivacyConfig(zones=(depot,))))
+        core=CoreConfig(privacy=PrivacyConfig(zones=(depot,))),
+    )
     now_ms = int(time.time() * 1000) - 3_600_000
     riding = _readings(10, now_ms, 8)
     riding["lat_deg"] = CENTRE[0] + np.arange(8) * 2e-4  # 22 m apart: the first three in the zone
-    published = [("kits/10/up", encode_frame(10, 1, 1, riding, secrets[10])),
-                 ("kits/11/up", encode_frame(11, 1, 1, _readings(11, now_ms, 2), b"\x02" * 32))]
+    published = [
+        ("kits/10/up", encode_frame(10, 1, 1, riding, secrets[10])),
+        ("kits/11/up", encode_frame(11, 1, 1, _readings(11, now_ms, 2), b"\x02" * 32)),
+    ]
     producer = RecordingProducer()
     with running(KafkaIngest(config, master, producer)):
         _publish(mqtt_url, config.topic_root, published)
         wait_for(lambda: producer.readings() == 5, what="the five readings outside the depot")
-        wait_for(lambda: scalar(url, "SELECT count(*) FROM rejected_frames") == 1,
-                 what="the forged frame rejected")
+        wait_for(
+            lambda: scalar(url, "SELECT count(*) FROM rejected_frames") == 1,
+            what="the forged frame rejected",
+        )
     sent = np.concatenate([decode_readings(v)[0] for _, v in producer.sent])
     assert not in_zones(sent["lat_deg"], sent["lon_deg"], (depot,)).any()
     # The forged frame was in the depot: its reject keeps the reason, not the bytes.

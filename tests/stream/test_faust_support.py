@@ -80,8 +80,13 @@ async def until(predicate: Callable[[], bool], *, timeout_s: float = 20.0, what:
         await asyncio.sleep(0.01)
 
 
-async def feed(agent: Any, messages: list[tuple[bytes, bytes]], *, first_ts_s: float,
-               done: Callable[[list[Any]], bool]) -> list[Any]:
+async def feed(
+    agent: Any,
+    messages: list[tuple[bytes, bytes]],
+    *,
+    first_ts_s: float,
+    done: Callable[[list[Any]], bool],
+) -> list[Any]:
     """Put every message without waiting (a batching agent yields once per batch, so
     ``put(wait=True)`` would return after the first batch), each with an explicit event
     timestamp, then wait until ``done(results)``."""

@@ -54,30 +54,46 @@ def test_positions_without_a_fix_are_in_no_zone() -> None:
 
 
 def test_zones_from_geojson_and_from_a_plain_list() -> None:
-    geojson = {"type": "FeatureCollection", "features": [
-        {"type": "Feature", "properties": {"name": "depot", "radius_m": 150},
-         "geometry": {"type": "Point", "coordinates": [4.895, 52.370]}},
-        {"type": "Feature", "properties": {"name": "home"},
-         "geometry": {"type": "Polygon", "coordinates": [[[4.0, 52.0], [4.1, 52.0],
-                                                          [4.1, 52.1], [4.0, 52.0]]]}},
-    ]}
+    geojson = {
+        "type": "FeatureCollection",
+        "features": [
+            {
+                "type": "Feature",
+                "properties": {"name": "depot", "radius_m": 150},
+                "geometry": {"type": "Point", "coordinates": [4.895, 52.370]},
+            },
+            {
+                "type": "Feature",
+                "properties": {"name": "home"},
+                "geometry": {
+                    "type": "Polygon",
+                    "coordinates": [[[4.0, 52.0], [4.1, 52.0], [4.1, 52.1], [4.0, 52.0]]],
+                },
+            },
+        ],
+    }
     circle, polygon = zones_from_text(json.dumps(geojson))
     assert circle == CircleZone("depot", 52.370, 4.895, 150.0)
     assert isinstance(polygon, PolygonZone)
     assert polygon.vertices == ((52.0, 4.0), (52.0, 4.1), (52.1, 4.1))  # lat, lon; ring opened
-    plain = zones_from_text('[{"name": "a", "lat_deg": 52, "lon_deg": 4, "radius_m": 50},'
-                            ' {"polygon": [[52, 4], [52, 4.1], [52.1, 4.1]]}]')
+    plain = zones_from_text(
+        '[{"name": "a", "lat_deg": 52, "lon_deg": 4, "radius_m": 50},'
+        ' {"polygon": [[52, 4], [52, 4.1], [52.1, 4.1]]}]'
+    )
     assert plain[0] == CircleZone("a", 52.0, 4.0, 50.0)
 
 
-@pytest.mark.parametrize("text", [
-    "not json",
-    '{"type": "Feature"}',
-    '[{"name": "a", "lat_deg": 52, "lon_deg": 4, "radius_m": -1}]',
-    '[{"name": "a", "lat_deg": 95, "lon_deg": 4, "radius_m": 10}]',
-    '[{"polygon": [[52, 4], [52, 4.1]]}]',
-    '[{"name": "no radius", "lat_deg": 52}]',
-])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "not json",
+        '{"type": "Feature"}',
+        '[{"name": "a", "lat_deg": 52, "lon_deg": 4, "radius_m": -1}]',
+        '[{"name": "a", "lat_deg": 95, "lon_deg": 4, "radius_m": 10}]',
+        '[{"polygon": [[52, 4], [52, 4.1]]}]',
+        '[{"name": "no radius", "lat_deg": 52}]',
+    ],
+)
 def test_bad_zone_files_raise_one_error_naming_the_problem(text: str) -> None:
     with pytest.raises(InvalidConfigError, match=r"zone|JSON"):
         zones_from_text(text, source="zones.json")
@@ -103,8 +119,10 @@ def test_zone_readings_are_withheld_and_take_no_part_in_rides_or_state() -> None
     assert span.start_ms == int(readings["ts_ms"][~inside].min())
     assert out.states[7].qa is not None
     anchor = out.states[7].qa.anchor
-    assert anchor is None or not in_zones(np.array([anchor.lat_deg]),
-                                          np.array([anchor.lon_deg]), [DEPOT])[0]
+    assert (
+        anchor is None
+        or not in_zones(np.array([anchor.lat_deg]), np.array([anchor.lon_deg]), [DEPOT])[0]
+    )
 
 
 def test_a_batch_entirely_in_a_zone_leaves_no_kit_state() -> None:
@@ -161,7 +179,7 @@ def test_a_frame_payload_is_checked_for_zone_positions_without_its_key() -> None
     assert not payload_in_zones(inside, [])
     assert not payload_in_zones(b"garbage", [DEPOT])
     # Truncated or otherwise broken frames are read as far as their records go.
-    assert payload_in_zones(inside[:28 + 38 + 5], [DEPOT])
+    assert payload_in_zones(inside[: 28 + 38 + 5], [DEPOT])
     assert not payload_in_zones(inside[:20], [DEPOT])
 
 
@@ -181,15 +199,15 @@ def test_the_faust_qa_step_withholds_the_same_readings() -> None:
     forwarded = np.concatenate([decode_enriched(value) for _, value in outcome.forwards])
     embedded = process_batch(readings, int(received.max()), {}, config).to_store()
     assert sorted(forwarded["idx"] + 10 * forwarded["seq"]) == sorted(
-        embedded["idx"] + 10 * embedded["seq"])
+        embedded["idx"] + 10 * embedded["seq"]
+    )
     assert not in_zones(forwarded["lat_deg"], forwarded["lon_deg"], [DEPOT]).any()
     assert outcome.state is not None
     assert decode_kit_state(outcome.state).rides[0].start_ms > T0_MS
     # A message entirely inside the zone forwards nothing and leaves the state alone.
     inside = riding(20, seq0=500)
     inside_received = np.full(20, int(inside["ts_ms"].max()) + 2000)
-    quiet = qa_step(encode_readings(inside, inside_received), kit_key(7), outcome.state,
-                    config, 7)
+    quiet = qa_step(encode_readings(inside, inside_received), kit_key(7), outcome.state, config, 7)
     assert quiet.forwards == ()
     assert quiet.state is None
 
@@ -206,8 +224,9 @@ def test_the_settings_name_a_zones_file_and_a_trim(tmp_path: Path) -> None:
     zones = tmp_path / "zones.json"
     zones.write_text('[{"name": "depot", "lat_deg": 52.37, "lon_deg": 4.895, "radius_m": 250}]')
     config = core_config(Settings(privacy_zones_file=zones, privacy_trim_start_s=120))
-    assert config.privacy == PrivacyConfig(zones=(CircleZone("depot", 52.37, 4.895, 250.0),),
-                                           trim_start_s=120.0)
+    assert config.privacy == PrivacyConfig(
+        zones=(CircleZone("depot", 52.37, 4.895, 250.0),), trim_start_s=120.0
+    )
     assert core_config(Settings()).privacy == PrivacyConfig()
     with pytest.raises(ConfigurationError, match=r"BIKESENSE_PRIVACY_ZONES_FILE.*cannot read"):
         core_config(Settings(privacy_zones_file=tmp_path / "missing.json"))

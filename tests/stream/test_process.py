@@ -27,11 +27,16 @@ def fleet(seed: int) -> np.ndarray:
     parts = []
     for kit in (1, 2, 3):
         n = int(rng.integers(50, 400))
-        r = riding(n, kit_id=kit, seed=seed + kit, seq0=int(rng.choice([0, 30])),
-                   t0_ms=T0_MS + int(rng.integers(0, 600_000)))
+        r = riding(
+            n,
+            kit_id=kit,
+            seed=seed + kit,
+            seq0=int(rng.choice([0, 30])),
+            t0_ms=T0_MS + int(rng.integers(0, 600_000)),
+        )
         gap_at = int(rng.integers(0, n))
         r["ts_ms"][gap_at:] += int(rng.choice([0, 25 * 60_000]))  # sometimes a ride gap
-        r["boot_id"][int(rng.integers(0, n)):] += int(rng.integers(0, 2))  # sometimes a reboot
+        r["boot_id"][int(rng.integers(0, n)) :] += int(rng.integers(0, 2))  # sometimes a reboot
         jumps = rng.random(n) < 0.03
         r["lon_deg"][jumps] += rng.uniform(0.001, 0.02, jumps.sum())
         stuck_from = int(rng.integers(0, n))

@@ -56,8 +56,10 @@ def test_a_clean_reading_has_no_flags() -> None:
         ({"interval_ms": 0}, QaFlag.BAD_INTERVAL),
         ({"temperature_c": 120.0}, QaFlag.CLIMATE_OUT_OF_RANGE),
         ({"status": StatusBits.WARMING_UP}, QaFlag.WARMING_UP),
-        ({"status": StatusBits.PM_FAULT | StatusBits.LOW_BATTERY},
-         QaFlag.PM_FAULT | QaFlag.LOW_BATTERY),
+        (
+            {"status": StatusBits.PM_FAULT | StatusBits.LOW_BATTERY},
+            QaFlag.PM_FAULT | QaFlag.LOW_BATTERY,
+        ),
         ({"status": StatusBits.TH_FAULT}, QaFlag.CLIMATE_FAULT),
         ({"status": StatusBits.CLOCK_UNSYNCED}, QaFlag.CLOCK_UNSYNCED),
         ({"status": StatusBits.GNSS_FAULT}, QaFlag.GNSS_FAULT),
@@ -75,8 +77,17 @@ def test_time_far_ahead_or_too_old_is_flagged() -> None:
 
 
 def test_absent_values_are_not_out_of_range() -> None:
-    assert flags_of(pm25_ugm3=np.nan, no2_ugm3=np.nan, noise_laeq_db=np.nan,
-                    noise_lamax_db=np.nan, interval_ms=0, humidity_pct=np.nan) == 0
+    assert (
+        flags_of(
+            pm25_ugm3=np.nan,
+            no2_ugm3=np.nan,
+            noise_laeq_db=np.nan,
+            noise_lamax_db=np.nan,
+            interval_ms=0,
+            humidity_pct=np.nan,
+        )
+        == 0
+    )
 
 
 def test_humidity_without_pm_is_no_pm_problem() -> None:
@@ -101,8 +112,9 @@ def test_every_flag_either_excludes_or_annotates() -> None:
         excluding |= int(flags)
     assert excluding & int(ANNOTATING_FLAGS) == 0
     assert excluding | int(ANNOTATING_FLAGS) == int(QaFlag.ALL)
-    annotating = (QaFlag.LOW_BATTERY | QaFlag.HUMID_PM | QaFlag.PM_INCONSISTENT
-                  | QaFlag.NOISE_INCONSISTENT)
+    annotating = (
+        QaFlag.LOW_BATTERY | QaFlag.HUMID_PM | QaFlag.PM_INCONSISTENT | QaFlag.NOISE_INCONSISTENT
+    )
     assert annotating == ANNOTATING_FLAGS
     for metric in Metric:
         assert EXCLUDING_FLAGS[metric] & PLACE_AND_TIME_FLAGS == PLACE_AND_TIME_FLAGS
@@ -121,7 +133,8 @@ def test_a_sensor_problem_excludes_only_its_own_metrics() -> None:
 def test_a_policy_is_data_that_can_be_changed() -> None:
     r = enrich(riding(1), received_ms=0)
     r["qa_flags"] = QaFlag.HUMID_PM
-    strict = PublicationPolicy({**EXCLUDING_FLAGS,
-                                Metric.PM25: EXCLUDING_FLAGS[Metric.PM25] | QaFlag.HUMID_PM})
+    strict = PublicationPolicy(
+        {**EXCLUDING_FLAGS, Metric.PM25: EXCLUDING_FLAGS[Metric.PM25] | QaFlag.HUMID_PM}
+    )
     assert strict.publishable(r, Metric.PM25).tolist() == [False]
     assert DEFAULT_POLICY.publishable(r, Metric.PM25).tolist() == [True]

@@ -26,8 +26,10 @@ def _rows(tenths: list[int], metric: Metric) -> np.ndarray:
 
 
 @settings(max_examples=60, deadline=None)
-@given(tenths=st.lists(st.integers(0, 9999), min_size=1, max_size=40),
-       metric=st.sampled_from([Metric.PM25, Metric.PM10, Metric.NO2, Metric.NOISE]))
+@given(
+    tenths=st.lists(st.integers(0, 9999), min_size=1, max_size=40),
+    metric=st.sampled_from([Metric.PM25, Metric.PM10, Metric.NO2, Metric.NOISE]),
+)
 def test_aggregates_hold_the_decimals_the_kit_sent(tenths: list[int], metric: Metric) -> None:
     rows = _rows(tenths, metric)
     assert rows[METRIC_COLUMNS[metric]].dtype == np.float32  # stored as `real`

@@ -78,8 +78,13 @@ def test_late_readings_join_the_ride_they_belong_to() -> None:
     (span,) = late.rides[4]
     assert span.start_ms == T0_MS + 50 * MIN
     # From two hours before: a ride of its own, and both are remembered.
-    older = assign_rides(kit, boot, T0_MS + np.array([-60, -59, -58]) * MIN,
-                         {4: KitState(4, rides=late.rides[4])}, CONFIG)
+    older = assign_rides(
+        kit,
+        boot,
+        T0_MS + np.array([-60, -59, -58]) * MIN,
+        {4: KitState(4, rides=late.rides[4])},
+        CONFIG,
+    )
     assert older.ride_ids[0] not in now.ride_ids
     assert len(older.rides[4]) == 2
 

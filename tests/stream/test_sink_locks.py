@@ -32,18 +32,29 @@ pytestmark = pytest.mark.postgres
 
 
 def _status(kit: int, received_ms: int) -> StatusUpdate:
-    message = StatusMessage(battery_pct=80.0, battery_v=3.9, firmware_version="1.4.2",
-                            uptime_s=60, queue_depth=0, ts_ms=received_ms, kit_id=kit)
+    message = StatusMessage(
+        battery_pct=80.0,
+        battery_v=3.9,
+        firmware_version="1.4.2",
+        uptime_s=60,
+        queue_depth=0,
+        ts_ms=received_ms,
+        kit_id=kit,
+    )
     return StatusUpdate(kit, message, received_ms)
 
 
 def _batch(kits: list[int]) -> Admitted:
-    return Admitted(np.empty(0, READING_DTYPE), np.empty(0, np.int64),
-                    statuses=[_status(k, 1_700_000_000_000 + i) for i, k in enumerate(kits)])
+    return Admitted(
+        np.empty(0, READING_DTYPE),
+        np.empty(0, np.int64),
+        statuses=[_status(k, 1_700_000_000_000 + i) for i, k in enumerate(kits)],
+    )
 
 
 def test_two_writers_updating_the_same_kits_in_opposite_orders_both_commit(
-    migrated_database_url: str, monkeypatch: pytest.MonkeyPatch,
+    migrated_database_url: str,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     with psycopg.connect(migrated_database_url, autocommit=True) as conn:
         master = MasterKey.generate()
@@ -80,6 +91,8 @@ def test_two_writers_updating_the_same_kits_in_opposite_orders_both_commit(
         thread.join(30)
     assert errors == []
     with psycopg.connect(migrated_database_url, autocommit=True) as conn:
-        rows = conn.execute("SELECT kit_id, last_status IS NOT NULL, last_seen_at IS NOT NULL"
-                            " FROM kits ORDER BY kit_id").fetchall()
+        rows = conn.execute(
+            "SELECT kit_id, last_status IS NOT NULL, last_seen_at IS NOT NULL"
+            " FROM kits ORDER BY kit_id"
+        ).fetchall()
     assert rows == [(1, True, True), (2, True, True)]

@@ -67,8 +67,10 @@ def test_percentiles_fall_in_the_bin_of_the_true_percentile(values: list[float])
 
 
 @settings(max_examples=80, deadline=None)
-@given(st.lists(st.floats(0, 300).map(lambda x: round(x, 1)), min_size=1, max_size=80),
-       st.sampled_from([Metric.PM25, Metric.NO2, Metric.NOISE]))
+@given(
+    st.lists(st.floats(0, 300).map(lambda x: round(x, 1)), min_size=1, max_size=80),
+    st.sampled_from([Metric.PM25, Metric.NO2, Metric.NOISE]),
+)
 def test_the_stated_percentile_error_bound_holds(values: list[float], metric: Metric) -> None:
     """A NO2 p95 of 17 readings was 12.1 µg/m³ off with nothing said: now each
     percentile states a bound on its distance from the sample percentile, and it holds."""
@@ -146,10 +148,12 @@ def test_lden_needs_all_three_periods() -> None:
 
 
 def test_lden_over_all_days_pools_the_periods() -> None:
-    two_days = np.concatenate([
-        hourly_noise(dict.fromkeys(range(24), 60.0), (2026, 6, 15)),
-        hourly_noise(dict.fromkeys(range(24), 60.0), (2026, 6, 16)),
-    ])
+    two_days = np.concatenate(
+        [
+            hourly_noise(dict.fromkeys(range(24), 60.0), (2026, 6, 15)),
+            hourly_noise(dict.fromkeys(range(24), 60.0), (2026, 6, 16)),
+        ]
+    )
     assert len(lden(two_days, "Europe/Amsterdam")) == 2
     (row,) = lden(two_days, "Europe/Amsterdam", per_day=False)
     assert row["day"] == ALL_DAYS

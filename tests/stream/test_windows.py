@@ -52,8 +52,9 @@ def test_local_days_and_hours_follow_summer_time() -> None:
         return int(datetime(*args, tzinfo=UTC).timestamp()) * 1000
 
     # 22:30 UTC is 00:30 next day in Amsterdam in summer (UTC+2), 23:30 in winter (UTC+1).
-    days, hours = local_days_and_hours(np.array([ms(2026, 6, 15, 22, 30), ms(2026, 1, 15, 22, 30)]),
-                                       "Europe/Amsterdam")
+    days, hours = local_days_and_hours(
+        np.array([ms(2026, 6, 15, 22, 30), ms(2026, 1, 15, 22, 30)]), "Europe/Amsterdam"
+    )
     epoch = date(1970, 1, 1)
     assert days.tolist() == [(date(2026, 6, 16) - epoch).days, (date(2026, 1, 15) - epoch).days]
     assert hours.tolist() == [0, 23]
