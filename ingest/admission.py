@@ -20,6 +20,7 @@ from firmware_protocol import (
     decode_status,
     peek_header,
 )
+from firmware_protocol.envelope import open_frame
 from firmware_protocol.readings import READING_DTYPE
 from ingest.exceptions import TopicError
 from ingest.keys import KeyLookup, KitKey
@@ -114,17 +115,7 @@ def _frame_sender(
         result.rejects.append(_reject(message, topic_kit, str(exc.reason), str(exc)))
         return None
     if header.kit_id != topic_kit:
-        # Filed under the kit the frame claims to be from, the topic (kept with the row)
-        # naming the other: a kit whose topic was used is not the one to blame in fleet
-        # health (docs/privacy.md, "Threat model").
-        result.rejects.append(
-            _reject(
-                message,
-                header.kit_id,
-                IngestReject.TOPIC_MISMATCH,
-                f"frame says kit {header.kit_id}, topic says kit {topic_kit}",
-            )
-        )
+        result.rejects.append(_mismatch(message, header.kit_id, topic_kit, keys))
         return None
     kit = keys(header.kit_id)
     if kit is None:
@@ -148,6 +139,40 @@ def _frame_sender(
         )
         return None
     return kit
+
+
+def _mismatch(
+    message: InboundMessage, claimed: int, topic_kit: int, keys: KeyLookup
+) -> RejectedFrame:
+    """A frame on one kit's topic that says it is from another, filed under its sender.
+
+    The topic and the frame's MAC are the two proofs of a sender. A frame the claimed
+    kit's key authenticates was sealed by that kit (or with its key): filed under it.
+    Otherwise the claim proves nothing, and the topic is what the broker vouches for
+    (its ACL lets a kit publish on its own topics only, docs/deployment.md): filed
+    under the topic's kit. Either way the row keeps the topic, and the detail names
+    both kits, so neither is lost (docs/privacy.md, "Threat model").
+    """
+    detail = f"frame says kit {claimed}, topic says kit {topic_kit}"
+    kit = keys(claimed)
+    if kit is not None:
+        try:
+            open_frame(message.payload, kit.key)
+        except RemoteProtocolError:
+            pass
+        else:
+            return _reject(
+                message,
+                claimed,
+                IngestReject.TOPIC_MISMATCH,
+                f"{detail}; sealed with {claimed}'s key",
+            )
+    return _reject(
+        message,
+        topic_kit,
+        IngestReject.TOPIC_MISMATCH,
+        f"{detail}; not sealed with {claimed}'s key",
+    )
 
 
 def _checked(
@@ -193,9 +218,11 @@ def _admit_status(
         # A status is accepted only from its own kit: one naming another kit is refused,
         # filed under the kit it claims to be from, like a frame's.
         result.rejects.append(
+            # A status carries no MAC: the topic, which the broker's ACL vouches for,
+            # names its sender.
             _reject(
                 message,
-                status.kit_id,
+                topic_kit,
                 IngestReject.TOPIC_MISMATCH,
                 f"status says kit {status.kit_id}, topic says kit {topic_kit}",
             )

@@ -79,6 +79,19 @@ def test_a_frame_on_another_kit_s_topic_is_filed_under_its_sender() -> None:
     assert not got.frames_accepted
 
 
+def test_a_frame_claiming_another_kit_without_its_key_is_filed_under_the_topic_s_kit() -> None:
+    """On a broker with accounts only a kit publishes on its own topic; a frame there that
+    names another kit but is not sealed with that kit's key was sent by the topic's kit,
+    and the kit it names is not blamed."""
+    forged = encode_readings(VICTIM, 1, 0, _readings(), KEYS[ATTACKER].key)
+    got = admit([_on(ATTACKER, "up", forged)], LAYOUT, KEYS.get, RULES)
+    (reject,) = got.rejects
+    assert reject.reason == IngestReject.TOPIC_MISMATCH
+    assert reject.kit_id == ATTACKER
+    assert f"/kits/{ATTACKER}/" in reject.topic
+    assert f"frame says kit {VICTIM}" in reject.detail
+
+
 def test_a_status_naming_another_kit_is_refused() -> None:
     # On the victim's status topic, a status that says it is the attacker's; and on the
     # attacker's own topic, a status that says it is the victim's.
@@ -89,7 +102,8 @@ def test_a_status_naming_another_kit_is_refused() -> None:
     got = admit(forged, LAYOUT, KEYS.get, RULES)
     assert got.statuses == []
     assert [r.reason for r in got.rejects] == [IngestReject.TOPIC_MISMATCH] * 2
-    assert [r.kit_id for r in got.rejects] == [ATTACKER, VICTIM]
+    # A status has no MAC: filed under the kit whose topic (the broker's ACL) it came on.
+    assert [r.kit_id for r in got.rejects] == [VICTIM, ATTACKER]
     # Its own status on its own topic still goes through.
     own = admit([_on(ATTACKER, "status", _status(ATTACKER, 80.0))], LAYOUT, KEYS.get, RULES)
     assert [s.kit_id for s in own.statuses] == [ATTACKER]
