@@ -17,15 +17,14 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from dataclasses import dataclass, field
-from typing import Generic, TypeVar
+from dataclasses import dataclass, field, fields
+from typing import Any, Generic, TypeVar
 
 from bikesense.settings import Settings, resolve_kafka_url
 from ingest.consumer import ConsumerConfig, MqttConsumer
 from ingest.handler import BatchHandler
 from ingest.keys import KitKeyReader
 from ingest.metrics import RuntimeMetrics
-from ingest.topics import DEFAULT_SHARE_GROUP, TopicLayout
 from ingest.validation import AdmissionRules
 from storage.kits import MasterKey
 from stream.core.process import CoreConfig
@@ -42,25 +41,31 @@ from stream.maintenance import MaintenanceConfig, maintain
 B = TypeVar("B")
 
 
+def _consumer_default(name: str) -> Any:
+    """The consumer's own default of ``name``: written once, in ingest.consumer."""
+    (default,) = [f.default for f in fields(ConsumerConfig) if f.name == name]
+    return default
+
+
 @dataclass(frozen=True, slots=True)
 class EmbeddedConfig:
     """One configuration for either runtime: the consumer's options and the handler's."""
 
     mqtt_url: str
     database_url: str
-    client_id: str = "bikesense-stream-1"
-    topic_root: str = TopicLayout().root
-    share_group: str = DEFAULT_SHARE_GROUP
+    client_id: str = _consumer_default("client_id")
+    topic_root: str = _consumer_default("topic_root")
+    share_group: str = _consumer_default("share_group")
     #: Messages taken into one transaction at most; a frame holds up to a few hundred readings.
-    max_batch_messages: int = 1000
+    max_batch_messages: int = _consumer_default("max_batch_messages")
     #: How long to wait for more messages once one arrived, before preparing them.
-    linger_s: float = 0.05
+    linger_s: float = _consumer_default("linger_s")
     #: Bound of the hand-over queue from paho's thread. When full, paho's thread
     #: blocks (back-pressure to the broker), it never drops.
-    queue_size: int = 4000
+    queue_size: int = _consumer_default("queue_size")
     #: Prepare the next batch while one is written (the default); False: collect,
     #: prepare, write and ack one batch at a time, with one writer.
-    overlap_stages: bool = True
+    overlap_stages: bool = _consumer_default("overlap_stages")
     #: Batches written at once, each in its own transaction on its own connection,
     #: acked in arrival order all the same. A second writer takes a batch only when
     #: it is full (or has waited ``batch_wait_s``) while the first is still writing,
@@ -71,12 +76,12 @@ class EmbeddedConfig:
     #: is full or once it has waited this long, whichever comes first: under load the
     #: batches stay full, and at a steady rate below it no message waits longer than
     #: this for a writer while another batch is written.
-    batch_wait_s: float = 0.5
+    batch_wait_s: float = _consumer_default("batch_wait_s")
     core: CoreConfig = field(default_factory=CoreConfig)
     rules: AdmissionRules = field(default_factory=AdmissionRules)
     #: Back-off while the database (or Kafka) is away.
-    retry_min_s: float = 0.2
-    retry_max_s: float = 5.0
+    retry_min_s: float = _consumer_default("retry_min_s")
+    retry_max_s: float = _consumer_default("retry_max_s")
     #: Raw-reading retention run from this process (stream.maintenance); None: not here.
     maintenance: MaintenanceConfig | None = field(default_factory=MaintenanceConfig)
 

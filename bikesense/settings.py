@@ -14,14 +14,13 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from bikesense import defaults
 from bikesense.exceptions import ConfigurationError
 from bikesense.servicestate import running_url
 
-#: H3 resolutions aggregated by default: res 7 (~5 km²) for a region down to
-#: res 10 (~15,000 m², about a street block). Source: h3geo.org cell statistics.
-DEFAULT_H3_RESOLUTIONS = (7, 8, 9, 10)
-#: Window sizes in seconds: 1 min, 15 min, 1 h, 1 day.
-DEFAULT_WINDOW_SIZES_S = (60, 900, 3600, 86400)
+#: The domain's defaults, written once in bikesense.defaults (the core uses them too).
+DEFAULT_H3_RESOLUTIONS = defaults.H3_RESOLUTIONS
+DEFAULT_WINDOW_SIZES_S = defaults.WINDOW_SIZES_S
 
 
 class Settings(BaseSettings):
@@ -81,7 +80,7 @@ class Settings(BaseSettings):
         "docs/privacy.md recommends 120 with zones)",
     )
     day_tz: str = Field(
-        default="Europe/Amsterdam",
+        default=defaults.DAY_TZ,
         description="IANA time zone of the fleet's local days: the day a ride belongs to, "
         "the days of the public k-anonymity threshold and the days of "
         "researchers' pseudonyms",

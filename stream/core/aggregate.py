@@ -24,6 +24,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from bikesense import defaults
 from stream.core.binning import NO_CELL, cell_resolutions, check_resolutions, parent_cells
 from stream.core.exceptions import InvalidBatchError
 from stream.core.merge import group_starts, merge_partials
@@ -74,7 +75,7 @@ def aggregate(
     enriched: np.ndarray,
     resolutions: Sequence[int],
     window_sizes_s: Sequence[int],
-    day_tz: str = "Europe/Amsterdam",
+    day_tz: str = defaults.DAY_TZ,
     policy: PublicationPolicy = DEFAULT_POLICY,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Partials (``PARTIAL_DTYPE``, unique per key) and presence (``PRESENCE_DTYPE``, unique rows).

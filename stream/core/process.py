@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from bikesense import defaults
 from firmware_protocol.readings import READING_DTYPE
 from stream.core.aggregate import aggregate
 from stream.core.batch import enrich
@@ -33,9 +34,9 @@ from stream.core.rides import RideConfig, assign_rides
 from stream.core.state import KitState, KitStates
 from stream.core.windows import check_window_sizes, zone
 
-#: Default H3 resolutions and window sizes; the same as bikesense.settings.
-DEFAULT_RESOLUTIONS = (7, 8, 9, 10)
-DEFAULT_WINDOW_SIZES_S = (60, 900, 3600, 86400)
+#: Default H3 resolutions and window sizes (bikesense.defaults, which settings use too).
+DEFAULT_RESOLUTIONS = defaults.H3_RESOLUTIONS
+DEFAULT_WINDOW_SIZES_S = defaults.WINDOW_SIZES_S
 
 #: Readings with these flags have no place to bin: their cell is left 0.
 _UNPLACEABLE = np.uint32(int(QaFlag.NO_FIX | QaFlag.INVALID_POSITION | QaFlag.NULL_ISLAND))
@@ -50,7 +51,7 @@ class CoreConfig:
     qa: QaConfig = field(default_factory=QaConfig)
     rides: RideConfig = field(default_factory=RideConfig)
     #: Time zone of "days" (distinct days for k-anonymity, Lden periods).
-    day_tz: str = "Europe/Amsterdam"
+    day_tz: str = defaults.DAY_TZ
     policy: PublicationPolicy = DEFAULT_POLICY
     privacy: PrivacyConfig = field(default_factory=PrivacyConfig)
 
