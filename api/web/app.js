@@ -398,7 +398,7 @@ function renderCompare() {
   if (!map) return;
   map.resize();
   if (!b) {
-    if (mapB) { mapB.remove(); mapB = null; window.bikesense.mapB = null; }
+    if (mapB) { mapB.remove(); mapB = null; window.bikesense.mapB = null; window.bikesense.mapBReady = false; }
     return;
   }
   $("label-a").textContent = `A · ${periodLabel(period())}`;
@@ -410,10 +410,13 @@ function renderCompare() {
       transformRequest: requestFor,
     });
     window.bikesense.mapB = mapB;
+    window.bikesense.mapBReady = false;
     mapB.on("load", async () => {
       setHeatSource(mapB, comparePeriod());
       await addBasemap(mapB);
       window.bikesense.mapBReady = true;
+      // The continuous scale is drawn on B from /v1/cells, once B can take a layer.
+      if (state.scale === "continuous") checkCoverageSoon();
     });
     mapB.on("move", () => sync(mapB, map));
     mapB.on("click", (e) => showCell(e.lngLat));
@@ -502,36 +505,45 @@ const RAMP = ["#440154", "#3b528b", "#21918c", "#5ec962", "#fde725"];
 
 // The cells of the view (the /v1/cells answer the coverage check already fetched), each
 // filled along the ramp by its mean (LAeq for noise) between the lowest and the highest.
-// Cells with too few readings are left out, as in the banded tiles.
-function drawContinuous(body) {
+// Cells with too few readings are left out, as in the banded tiles. With two periods side
+// by side (`bodyB`, period B's cells), both maps share one range, the lowest to the highest
+// cell of either period, so that a colour means the same value on both.
+function drawContinuous(body, bodyB = null) {
   const noise = state.metric === "noise";
-  const features = body.features
+  const cells = (b) => b.features
     .filter((f) => f.properties.status === "ok")
     .map((f) => ({ type: "Feature", geometry: f.geometry, properties: { v: noise ? f.properties.laeq_db : f.properties.mean } }))
     .filter((f) => f.properties.v !== null && f.properties.v !== undefined);
-  const values = features.map((f) => f.properties.v);
+  const features = cells(body);
+  const featuresB = bodyB ? cells(bodyB) : [];
+  const values = [...features, ...featuresB].map((f) => f.properties.v);
   const lo = values.length ? Math.min(...values) : 0;
   const hi = values.length ? Math.max(...values) : 1;
   state.scaleRange = values.length ? [lo, hi] : null;
+  state.scaleShared = Boolean(bodyB);
   window.bikesense.scaleRange = state.scaleRange;
+  window.bikesense.scaleShared = state.scaleShared;
+  window.bikesense.continuousCellsB = bodyB ? featuresB.length : null;
   const span = hi > lo ? hi - lo : 1;
-  drawCellValues(features, RAMP.flatMap((colour, i) => [lo + (span * i) / (RAMP.length - 1), colour]));
+  const stops = RAMP.flatMap((colour, i) => [lo + (span * i) / (RAMP.length - 1), colour]);
+  if (bodyB && mapB) drawCellValues(featuresB, stops, mapB);
+  drawCellValues(features, stops);
 }
 
 // Cells filled by their value `v` along colour stops, in place of the heat tiles.
-function drawCellValues(features, stops) {
+function drawCellValues(features, stops, m = map) {
   const data = { type: "FeatureCollection", features };
-  const source = map.getSource("continuous");
+  const source = m.getSource("continuous");
   if (source) {
     source.setData(data);
   } else {
-    map.addSource("continuous", { type: "geojson", data });
-    map.addLayer({ id: "continuous", type: "fill", source: "continuous",
+    m.addSource("continuous", { type: "geojson", data });
+    m.addLayer({ id: "continuous", type: "fill", source: "continuous",
       paint: { "fill-color": "#000", "fill-opacity": 0.8, "fill-outline-color": "rgba(255,255,255,0.5)" } },
-    map.getLayer("street-labels") ? "street-labels" : undefined);
+    m.getLayer("street-labels") ? "street-labels" : undefined);
   }
-  map.setPaintProperty("continuous", "fill-color", ["interpolate", ["linear"], ["get", "v"], ...stops]);
-  if (map.getLayer("heat")) map.setLayoutProperty("heat", "visibility", "none");
+  m.setPaintProperty("continuous", "fill-color", ["interpolate", ["linear"], ["get", "v"], ...stops]);
+  if (m.getLayer("heat")) m.setLayoutProperty("heat", "visibility", "none");
   renderLegend();
 }
 
@@ -577,10 +589,15 @@ function renderDifferenceLegend(box, scale) {
 
 function clearContinuous() {
   state.scaleRange = null;
+  state.scaleShared = false;
   window.bikesense.scaleRange = null;
-  if (map.getLayer("continuous")) map.removeLayer("continuous");
-  if (map.getSource("continuous")) map.removeSource("continuous");
-  if (map.getLayer("heat")) map.setLayoutProperty("heat", "visibility", "visible");
+  window.bikesense.scaleShared = false;
+  for (const m of [map, mapB]) {
+    if (!m || !m.isStyleLoaded()) continue;
+    if (m.getLayer("continuous")) m.removeLayer("continuous");
+    if (m.getSource("continuous")) m.removeSource("continuous");
+    if (m.getLayer("heat")) m.setLayoutProperty("heat", "visibility", "visible");
+  }
 }
 
 function renderContinuousLegend(box, scale) {
@@ -601,6 +618,13 @@ function renderContinuousLegend(box, scale) {
   note.className = "who";
   note.textContent = t("continuousNote");
   box.append(bar, ends, note);
+  if (state.scaleShared) {
+    const shared = document.createElement("div");
+    shared.className = "who";
+    shared.id = "legend-shared";
+    shared.textContent = t("continuousShared");
+    box.append(shared);
+  }
   const who = whoValues(state.metric);
   if (who) {
     const p = document.createElement("div");
@@ -646,7 +670,17 @@ async function checkCoverage() {
       if (seq !== coverageSeq) return;
       drawDifference(body, bodyB);
     } else if (state.scale === "continuous") {
-      drawContinuous(body);
+      // Side by side, B's cells too, for one range over both periods.
+      let bodyB = null;
+      if (state.compare.kind !== "none" && mapB && window.bikesense.mapBReady) {
+        const pb = comparePeriod();
+        const qb = new URLSearchParams(q);
+        qb.set("from", pb.from);
+        qb.set("to", pb.to);
+        bodyB = await getJSON(`/v1/cells?${qb}`);
+        if (seq !== coverageSeq) return;
+      }
+      drawContinuous(body, bodyB);
     }
     const n = body.features.length;
     window.bikesense.cellsInView = n;
@@ -784,8 +818,16 @@ function drawChart(body) {
   const t1 = Date.parse(body.time_to) / 1000;
   const ok = body.points.map((p) => (p.status === "ok" ? value(p) : null));
   const few = body.points.map((p) => (p.status === "ok" ? null : value(p)));
-  const lo = body.points.map((p) => (noise ? null : p.ci95_low));
-  const hi = body.points.map((p) => (noise ? null : p.ci95_high));
+  // The 95 % interval: of the mean, or for noise of LAeq (docs/statistics.md).
+  const lo = body.points.map((p) => p.ci95_low ?? null);
+  const hi = body.points.map((p) => p.ci95_high ?? null);
+  // A bucket with a value but no interval says why (interval_reason, e.g. one ride).
+  const noInterval = (i) => {
+    const p = body.points[i];
+    if (!p || !p.interval_reason || value(p) === null || value(p) === undefined) return null;
+    return maybe(`noInterval_${p.interval_reason}`) || t("noInterval", { reason: p.interval_reason });
+  };
+  const fmtInterval = (u, v, s, i) => noInterval(i) ?? fmt(v);
   const scale = state.meta.scales.find((s) => s.metric === body.metric);
   const who = whoValues(body.metric);
   const fmt = (v) => (v === null || v === undefined ? "—" : `${v.toFixed(1)} ${unit}`);
@@ -810,10 +852,10 @@ function drawChart(body) {
         points: { show: true, size: 5, fill: "#1d2630" } },
       { label: t("seriesFew"), stroke: "#1d2630", width: 1, dash: [4, 4], value: (u, v) => fmt(v),
         points: { show: true, size: 6, fill: "#ffffff" } },
-      { label: t("seriesLow"), stroke: "rgba(29,38,48,0.25)", width: 1, value: (u, v) => fmt(v), show: !noise },
-      { label: t("seriesHigh"), stroke: "rgba(29,38,48,0.25)", width: 1, value: (u, v) => fmt(v), show: !noise },
+      { label: t("seriesLow"), stroke: "rgba(29,38,48,0.25)", width: 1, value: fmtInterval },
+      { label: t("seriesHigh"), stroke: "rgba(29,38,48,0.25)", width: 1, value: fmtInterval },
     ],
-    bands: noise ? [] : [{ series: [4, 3], fill: "rgba(29,38,48,0.12)" }],
+    bands: [{ series: [4, 3], fill: "rgba(29,38,48,0.12)" }],
     hooks: { draw: [(u) => drawReferenceLines(u, scale, who)] },
     legend: { live: true },
     cursor: { points: { size: 8 } },

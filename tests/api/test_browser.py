@@ -389,6 +389,80 @@ def test_two_periods_side_by_side(site: dict[str, str], browser: Any) -> None:
     p.close()
 
 
+def test_the_noise_chart_draws_its_interval_and_says_when_there_is_none(
+    site: dict[str, str], browser: Any
+) -> None:
+    # An officer's quarter hours: rides 1-2 and 3-4 of BUSY, each with LAeq's interval. The
+    # first point is made a single ride's (as the API says it: no bounds, and why), to see
+    # the page say so on hover.
+    def one_ride(route: Any) -> None:
+        response = route.fetch()
+        body = response.json()
+        first = next(pt for pt in body["points"] if pt["laeq_db"] is not None)
+        first.update(ci95_low=None, ci95_high=None, interval_reason="single_ride")
+        route.fulfill(response=response, json=body)
+
+    p = Page(browser, DESKTOP, key=site["officer"])
+    p.page.route("**/v1/timeseries?*", one_ride)
+    p.page.goto(site["url"] + "#metric=noise&from=2026-11-23T12:00&to=2026-11-23T13:00")
+    p.wait(READY)
+    p.click_at(*BUSY)
+    p.wait("() => window.bikesense.plot && window.bikesense.lastSeries")
+    assert p.series()[-1]["bucket"] == ["15m"]
+    # The band is drawn for noise: LAeq's interval where a point has one.
+    assert p.js("window.bikesense.plot.bands.length") == 1
+    shown = p.js("window.bikesense.plot.series.slice(3).map((s) => s.show)")
+    assert shown == [True, True]
+    lows = p.js("window.bikesense.plot.data[3]")
+    laeq = p.js(
+        "window.bikesense.plot.data[1].map((v, i) => v ?? window.bikesense.plot.data[2][i])"
+    )
+    with_value = [i for i, v in enumerate(laeq) if v is not None]
+    assert len(with_value) >= 2
+    assert lows[with_value[0]] is None
+    assert any(lows[i] is not None for i in with_value[1:])
+    assert "95 % interval" in p.page.inner_text("#chart-note")
+    # Hovering the single ride's point says why it has no interval.
+    over = p.page.locator("#chart .u-over").bounding_box()
+    assert over is not None
+    x = p.js(f"window.bikesense.plot.valToPos(window.bikesense.plot.data[0][{with_value[0]}], 'x')")
+    p.page.mouse.move(over["x"] + x, over["y"] + over["height"] / 2)
+    p.wait(
+        "() => [...document.querySelectorAll('#chart .u-legend .u-value')]"
+        ".some((e) => e.textContent === 'no interval: one ride')"
+    )
+    p.shot("map-noise-chart.png")
+    p.close()
+
+
+def test_the_continuous_scale_on_both_maps_side_by_side(site: dict[str, str], browser: Any) -> None:
+    # A: 12:15-12:30 local, rides 3 and 4; B, the quarter before: rides 1 and 2.
+    p = Page(browser, DESKTOP, key=site["officer"])
+    p.page.goto(
+        site["url"] + "#from=2026-11-23T12:15&to=2026-11-23T12:30&compare=previous&scale=continuous"
+    )
+    p.wait(READY)
+    p.wait("() => window.bikesense.mapBReady === true && window.bikesense.scaleShared === true")
+    assert p.js("window.bikesense.continuousCellsB") > 0
+    p.wait("() => window.bikesense.mapB.queryRenderedFeatures({layers: ['continuous']}).length > 0")
+    assert p.js("window.bikesense.mapB.getLayoutProperty('heat', 'visibility')") == "none"
+    # One range over both periods: both maps' layers use the same colour stops.
+    stops = "window.bikesense.{}.getPaintProperty('continuous', 'fill-color')"
+    assert p.js(stops.format("map")) == p.js(stops.format("mapB"))
+    low, high = p.js("window.bikesense.scaleRange")
+    assert low < high
+    legend = p.page.inner_text("#legend")
+    assert "continuous scale" in legend
+    assert "Both maps (A and B) use this one range" in legend
+    p.wait("() => window.bikesense.map.loaded() && window.bikesense.mapB.loaded()")
+    p.shot("map-compare-continuous.png")
+    # Back to the bands: both maps show the tiles again.
+    p.page.select_option("#scale", "bands")
+    p.wait("() => window.bikesense.mapB.getLayoutProperty('heat', 'visibility') === 'visible'")
+    assert p.js("window.bikesense.map.getLayoutProperty('heat', 'visibility')") == "visible"
+    p.close()
+
+
 def test_a_continuous_scale_over_the_view(site: dict[str, str], browser: Any) -> None:
     p = Page(browser, DESKTOP)
     p.page.goto(site["url"])
