@@ -19,8 +19,9 @@ from fastapi.staticfiles import StaticFiles
 
 from api.bands import load_bands
 from api.config import ApiSettings, load_api_settings
-from api.database import session_conninfo
+from api.database import HealthProbe, session_conninfo
 from api.errors import install_error_handlers
+from api.export_slots import ExportSlots
 from api.live import Broadcaster, listen_forever
 from api.metrics import ApiMetrics, RequestMetrics
 from api.ratelimit import TokenBuckets
@@ -79,6 +80,7 @@ def create_app(
             api_settings.rate_limit_clients,
         ),
         broadcaster=Broadcaster(api_settings.live_queue_size),
+        export_slots=ExportSlots(api_settings.export_concurrency, api_settings.export_per_key),
     )
 
     @asynccontextmanager
@@ -92,6 +94,8 @@ def create_app(
         )
         # Not waiting: the API starts (and /healthz says "degraded") with the database down.
         await state.pool.open(wait=False)
+        # /healthz's own connection, so that it answers while the pool is exhausted.
+        state.health = HealthProbe(url)
         if listen:
             ready = asyncio.Event()
             state.tasks.append(
@@ -110,6 +114,8 @@ def create_app(
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
             state.tasks.clear()
+            await state.health.close()
+            state.health = None
             await state.pool.close()
             state.pool = None
 

@@ -99,6 +99,22 @@ class ApiSettings(BaseSettings):
         description="PostgreSQL ends an API session idle this long inside a transaction "
         "(an export whose client stopped reading)",
     )
+    # Exports run on slots of their own (api/export_slots.py), so that slow downloads
+    # cannot take every pooled connection from tiles and cells. An export holds up to
+    # two connections (storage.exports.EXPORT_CONNECTIONS): 2 exports hold at most 4 of
+    # the default pool's 8, leaving the other half to the map's requests.
+    export_concurrency: int = Field(
+        default=2,
+        ge=1,
+        description="exports running at once; one more is refused with 503 and Retry-After",
+    )
+    # 1 per key: one researcher's second download would otherwise take the other slot
+    # and lock every other key out of exports until both end.
+    export_per_key: int = Field(
+        default=1,
+        ge=1,
+        description="exports one API key may run at once; one more is refused with 429",
+    )
     send_timeout_s: float = Field(
         default=60.0,
         gt=0,

@@ -18,10 +18,20 @@ for its client to take the next chunk (``api.export_stream.ExportResponse``).
 It is shorter than the idle-in-transaction timeout, so an export normally ends
 itself and gives its connections back cleanly; the server-side limit is the
 backstop.
+
+``/healthz`` does not use the pool: :class:`HealthProbe` keeps a connection of
+its own, so that it tells the truth while exports and heavy queries hold every
+pooled connection.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import math
+from typing import Any
+
+import psycopg
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from api.config import ApiSettings
@@ -39,3 +49,68 @@ def session_conninfo(url: str, api: ApiSettings) -> str:
     )
     given = str(conninfo_to_dict(url).get("options") or "")
     return make_conninfo(url, options=f"{given} {ours}".strip())
+
+
+#: How long ``/healthz`` waits for its answer (connecting included) before it says "degraded".
+HEALTH_TIMEOUT_S = 2.0
+
+
+class HealthProbe:
+    """``/healthz``'s own connection, outside the pool: slow exports and heavy queries
+    can hold every pooled connection, and the health check must still tell whether the
+    database answers, not whether the pool has a connection free.
+
+    One connection (application name ``bikesense-api-health``), opened on first use and
+    opened again after any failure; each check is ``SELECT 1`` under ``timeout_s``
+    (connecting included) and the session's own ``statement_timeout`` of the same
+    length. Checks at the same time share the connection, one after the other.
+    """
+
+    def __init__(self, url: str, timeout_s: float = HEALTH_TIMEOUT_S) -> None:
+        limit = _ms(timeout_s)
+        ours = f"-c statement_timeout={limit} -c idle_in_transaction_session_timeout={limit}"
+        given = str(conninfo_to_dict(url).get("options") or "")
+        self._conninfo = make_conninfo(
+            url,
+            options=f"{given} {ours}".strip(),
+            application_name="bikesense-api-health",
+            connect_timeout=max(2, math.ceil(timeout_s)),  # libpq's floor is 2 s
+        )
+        self._timeout_s = timeout_s
+        self._conn: psycopg.AsyncConnection[Any] | None = None
+        self._lock = asyncio.Lock()
+
+    async def check(self) -> bool:
+        """True when the database answered ``SELECT 1`` within the timeout."""
+        try:
+            async with asyncio.timeout(self._timeout_s), self._lock:
+                return await self._select_one()
+        except Exception:  # noqa: BLE001 - any failure means "not healthy", never a 500
+            return False
+
+    async def _select_one(self) -> bool:
+        while True:
+            fresh = self._conn is None or self._conn.closed
+            try:
+                if self._conn is None or self._conn.closed:
+                    self._conn = await psycopg.AsyncConnection.connect(
+                        self._conninfo, autocommit=True
+                    )
+                await self._conn.execute("SELECT 1")
+            except Exception:
+                await self.close()
+                if fresh:
+                    raise
+                # A kept connection that failed (its backend ended, the server restarted)
+                # says nothing yet about the database: try once more on a new one.
+                continue
+            except BaseException:
+                await self.close()  # timed out: this connection is not trusted again
+                raise
+            return True
+
+    async def close(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            with contextlib.suppress(Exception):
+                await conn.close()

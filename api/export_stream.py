@@ -42,8 +42,9 @@ import psycopg
 from fastapi.responses import StreamingResponse
 from prometheus_client import Counter
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
-from starlette.types import Message, Send
+from starlette.types import Message, Receive, Scope, Send
 
+from api.export_slots import ExportSlot, ExportSlots
 from api.privacy import Identities
 from api.provenance import Provenance, export_provenance, provenance_header
 from api.pseudonym_key import PseudonymKeys
@@ -243,11 +244,24 @@ async def _counted(body: AsyncIterator[bytes], counter: Counter) -> AsyncIterato
         yield data
 
 
+async def export_response(export: Export, slots: ExportSlots, key: str) -> ExportResponse:
+    """``export`` as a response on a slot of ``key``'s (waiting briefly for one), or the
+    refusal (429 or 503, :mod:`api.export_slots`)."""
+    slot = await slots.acquire(key)
+    try:
+        return ExportResponse(export, slot)
+    except BaseException:
+        slot.release()
+        raise
+
+
 class ExportResponse(StreamingResponse):
     """An export as a streamed response that closes the export itself, however the
-    stream ends (see the module docstring)."""
+    stream ends (see the module docstring). It holds one of the exports' slots
+    (:mod:`api.export_slots`) and gives it back when the response ends, however it
+    ends; build it with :func:`export_response`."""
 
-    def __init__(self, export: Export) -> None:
+    def __init__(self, export: Export, slot: ExportSlot) -> None:
         super().__init__(
             export.body,
             media_type=export.media_type,
@@ -261,6 +275,13 @@ class ExportResponse(StreamingResponse):
         self._filename = export.filename
         self._send_timeout_s = export.send_timeout_s
         self._sent = 0
+        self._slot = slot
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self._slot.release()
 
     async def stream_response(self, send: Send) -> None:
         async def counting_send(message: Message) -> None:

@@ -9,6 +9,8 @@ from psycopg_pool import AsyncConnectionPool
 
 from api.bands import BandSet
 from api.config import ApiSettings
+from api.database import HealthProbe
+from api.export_slots import ExportSlots
 from api.live import Broadcaster
 from api.metrics import ApiMetrics
 from api.pseudonym_key import PseudonymKeys
@@ -24,7 +26,9 @@ class ApiState:
     metrics: ApiMetrics
     limiter: TokenBuckets
     broadcaster: Broadcaster
+    export_slots: ExportSlots
     pool: AsyncConnectionPool | None = None
+    health: HealthProbe | None = None
     database_url: str | None = None
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
     pseudonym_keys: PseudonymKeys = field(init=False)

@@ -14,8 +14,8 @@ from fastapi import APIRouter, Query
 from fastapi.responses import StreamingResponse
 
 from api.auth import RawReaderDep
-from api.deps import ExportSourceDep, NowDep, TimeRangeDep
-from api.export_stream import ExportFormat, ExportRequest, ExportResponse, open_export
+from api.deps import ExportSourceDep, NowDep, StateDep, TimeRangeDep
+from api.export_stream import ExportFormat, ExportRequest, export_response, open_export
 from api.models import ERROR_RESPONSES, MetricName
 from api.params import parse_bbox, parse_kits, parse_pseudonyms
 from api.privacy import export_identities
@@ -53,6 +53,7 @@ router = APIRouter(prefix="/v1/exports", tags=["exports"], responses=ERROR_RESPO
 )
 async def export_readings(
     *,
+    state: StateDep,
     reader: RawReaderDep,
     time_range: TimeRangeDep,
     source: ExportSourceDep,
@@ -91,4 +92,9 @@ async def export_readings(
         kit_ids=parse_kits(kit or []),
         kit_pseudonyms=parse_pseudonyms(kit_pseudonym or []),
     )
-    return ExportResponse(open_export(source, request, identities, now=now))
+    # At most export_concurrency exports at once, export_per_key of one key: 429 or 503.
+    return await export_response(
+        open_export(source, request, identities, now=now),
+        state.export_slots,
+        reader.key_id or reader.role.value,
+    )
