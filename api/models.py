@@ -141,6 +141,16 @@ class CellCollection(BaseModel):
     role: str
     band_version: str
     note: str
+    withheld: bool = Field(
+        default=False,
+        description=(
+            "true when public data was held back for privacy around this view and period: "
+            "a district (H3 resolution 7) on a UTC day that the view and the period touch "
+            "holds units below k that together saw at least k rides of the metric. Judged "
+            "per whole district-day, never per cell; always false with a key "
+            '(docs/privacy.md, "Withheld")'
+        ),
+    )
     features: list[CellFeature]
 
 

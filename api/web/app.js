@@ -684,11 +684,16 @@ async function checkCoverage() {
     }
     const n = body.features.length;
     window.bikesense.cellsInView = n;
+    // Data held back for privacy around the view (the API says so per whole district and
+    // day, never per cell) is said as that, not as "no data".
+    const withheld = Boolean(body.withheld);
+    window.bikesense.withheld = withheld;
     setProblem("database", null);
     setProblem("server", null);
     const what = metricLabel(state.metric);
-    setProblem("empty", n > 0 ? null : state.meta.role === "public" ? "noPublicData" : "noData",
-      { metric: what, k: state.meta.public_min_rides });
+    const empty = withheld ? (n > 0 ? "withheldSome" : "withheldAll")
+      : n > 0 ? null : state.meta.role === "public" ? "noPublicData" : "noData";
+    setProblem("empty", empty, { metric: what, k: state.meta.public_min_rides });
   } catch (err) {
     if (seq !== coverageSeq) return;
     window.bikesense.cellsInView = null;

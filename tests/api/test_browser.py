@@ -92,6 +92,26 @@ def _recent_rides() -> list[np.ndarray]:
     return busy + quiet
 
 
+#: 2026-11-20: three rides through BUSY, each alone in its hour. No unit reaches k = 3,
+#: the district's day holds three rides: the public is told data was withheld.
+WITHHELD_DAY_MS = NOW_MS - NOW_MS % 86_400_000 - 3 * 86_400_000
+
+
+def _withheld_rides() -> list[np.ndarray]:
+    return [
+        ride(
+            kit_id=k,
+            ride_id=700 + k,
+            start=BUSY,
+            n=60,
+            t0_ms=WITHHELD_DAY_MS + (8 + 2 * k) * 3_600_000,
+            seed=k,
+            boot_id=3,
+        )
+        for k in range(1, 4)
+    ]
+
+
 def _api(**overrides: Any) -> ApiSettings:
     return ApiSettings(
         **{
@@ -113,7 +133,7 @@ def site(
     town = generate_town(TownSpec(), np.random.default_rng(1))
     basemap = write_town_streets(town, tmp_path_factory.mktemp("basemap") / "streets.geojson")
     with cloned_database(postgres_url, migrated_template) as url:
-        write(url, _recent_rides())
+        write(url, _recent_rides() + _withheld_rides())
         with psycopg.connect(url, autocommit=True) as conn:
             officer = create_key(conn, Role.OFFICER, label="browser officer").token
             researcher = create_key(conn, Role.RESEARCHER, label="browser researcher").token
@@ -513,10 +533,38 @@ def test_an_empty_period_says_so(site: dict[str, str], browser: Any) -> None:
     p.wait(READY)
     p.wait("() => window.bikesense.problem === 'empty'")
     assert "No public PM2.5 data" in p.page.inner_text("#banner")
+    assert p.js("window.bikesense.withheld") is False
     p.shot("map-empty-period.png")
     # Back to a period with data: the message goes.
     p.page.select_option("#range", "24")
     p.wait("() => window.bikesense.problem === null && window.bikesense.cellsInView > 0")
+    p.close()
+
+
+def test_data_withheld_for_privacy_is_not_no_data(site: dict[str, str], browser: Any) -> None:
+    # 2026-11-20: three rides, one an hour, through BUSY: nothing public, but withheld.
+    p = Page(browser, DESKTOP)
+    p.page.goto(site["url"] + "#day=2026-11-20")
+    p.wait(READY)
+    p.wait("() => window.bikesense.problem === 'empty' && window.bikesense.withheld === true")
+    assert p.js("window.bikesense.cellsInView") == 0
+    text = p.page.inner_text("#banner")
+    assert "Data withheld for privacy" in text
+    assert "fewer than 3 rides" in text
+    assert "No public PM2.5 data" not in text
+    p.shot("map-withheld.png")
+    # Another day without rides is "no data" again.
+    p.page.fill("#day", "2026-11-10")
+    p.page.dispatch_event("#day", "change")
+    p.wait("() => window.bikesense.withheld === false && window.bikesense.problem === 'empty'")
+    assert "No public PM2.5 data" in p.page.inner_text("#banner")
+    p.close()
+    # An officer sees that day's cells: nothing is withheld from a key.
+    p = Page(browser, DESKTOP, key=site["officer"])
+    p.page.goto(site["url"] + "#day=2026-11-20")
+    p.wait(READY)
+    p.wait("() => window.bikesense.cellsInView > 0 && window.bikesense.withheld === false")
+    assert p.js("window.bikesense.problem") is None
     p.close()
 
 

@@ -7,11 +7,22 @@ from collections.abc import Callable
 import httpx
 import numpy as np
 import pytest
+from h3.api import basic_int as h3int
 
 from api.roles import Role
 from api.stats import INTRA_RIDE_CORRELATION, effective_n, t975
+from storage.queries import WITHHELD_RESOLUTION, BBox, withheld_districts
 from stream.core.partials import Metric
-from tests.api.api_factories import BUSY, QUIET, SPARSE, day_range, h3_hex
+from tests.api.api_factories import (
+    BUSY,
+    QUIET,
+    SPARSE,
+    T0_MS,
+    day_range,
+    h3_hex,
+    ride,
+    write,
+)
 
 BBOX = "4.60,52.10,4.70,52.16"
 
@@ -165,3 +176,97 @@ def test_bad_parameters_say_which_and_why(
     assert body["error"] == "bad_parameter"
     assert [d["parameter"] for d in body["detail"]] == [parameter]
     assert body["detail"][0]["message"]
+
+
+# ---------------------------------------------------------------- withheld for privacy
+
+#: A street block in a district of its own (H3 resolution 7), away from the scenario's.
+LONE = (52.1500, 4.6900)
+
+
+def _lone_rides(n: int) -> list[np.ndarray]:
+    """``n`` rides through LONE on the scenario's day, two hours apart: one ride a unit."""
+    return [
+        ride(
+            kit_id=20 + k,
+            ride_id=900 + k,
+            start=LONE,
+            n=60,
+            seed=k,
+            boot_id=9,
+            t0_ms=T0_MS + (2 + 2 * k) * 3_600_000,
+        )
+        for k in range(n)
+    ]
+
+
+def _around(point: tuple[float, float], d: float) -> str:
+    return f"{point[1] - d},{point[0] - d},{point[1] + d},{point[0] + d}"
+
+
+def _view(client: httpx.Client, key: str | None = None, **params: object) -> dict:
+    headers = {"X-API-Key": key} if key else {}
+    response = client.get(
+        "/v1/cells",
+        params={"metric": "pm25", "bbox": BBOX, "resolution": 10, **day_range(), **params},
+        headers=headers,
+    )
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def test_the_public_is_told_that_data_was_withheld(
+    seeded_url: str, make_client: Callable[..., httpx.Client], own_keys: dict[Role, str]
+) -> None:
+    # Three rides through LONE, each alone in its hour: no unit reaches k = 3, the
+    # district-day holds three rides. The public sees no cell, and that data was withheld.
+    write(seeded_url, _lone_rides(3))
+    client = make_client()
+    body = _view(client, bbox=_around(LONE, 0.01))
+    assert body["features"] == []
+    assert body["withheld"] is True
+    # A flag for the whole district-day, never per cell or hour: a view of one block and
+    # one hour says the same with a ride in that hour or without one.
+    tiny = _around(LONE, 0.0005)
+    with_ride = {"from": "2026-11-21T10:00:00Z", "to": "2026-11-21T11:00:00Z"}
+    without = {"from": "2026-11-21T20:00:00Z", "to": "2026-11-21T21:00:00Z"}
+    assert _view(client, bbox=tiny, **with_ride)["withheld"] is True
+    assert _view(client, bbox=tiny, **without)["withheld"] is True
+    # Another day: nothing withheld, so "no data" is what it is.
+    other_day = {"from": "2026-11-22T00:00:00Z", "to": "2026-11-23T00:00:00Z"}
+    assert _view(client, bbox=_around(LONE, 0.01), **other_day)["withheld"] is False
+    # Nothing is withheld from an officer, who sees the cell.
+    officer = _view(client, own_keys[Role.OFFICER], bbox=_around(LONE, 0.01))
+    assert officer["withheld"] is False
+    assert h3_hex(LONE, 10) in {f["id"] for f in officer["features"]}
+
+
+def test_fewer_than_k_withheld_rides_are_not_told(
+    seeded_url: str, make_client: Callable[..., httpx.Client]
+) -> None:
+    # Two rides through LONE: the flag itself would speak of fewer than k rides, so it
+    # stays false, as for the scenario's QUIET (two rides in its block-hour).
+    write(seeded_url, _lone_rides(2))
+    client = make_client()
+    assert _view(client, bbox=_around(LONE, 0.01))["withheld"] is False
+    assert h3_hex(QUIET, 10) not in {f["id"] for f in _view(client)["features"]}
+    assert _view(client)["withheld"] is False
+    # With k = 2 they are enough to be told of (each unit has one ride, the district-day
+    # two), and still no cell is shown.
+    body = _view(make_client(public_min_rides=2), bbox=_around(LONE, 0.01))
+    assert body["features"] == []
+    assert body["withheld"] is True
+
+
+def test_a_view_is_judged_by_every_district_it_overlaps() -> None:
+    # A view whose corners and centre all lie in other districts, and which holds no
+    # district's centre near BUSY, still counts BUSY's district (the map's view in
+    # test_browser.py, where this was missed).
+    bbox = BBox(4.63596, 52.12214, 4.69604, 52.14585)
+    districts = set(withheld_districts(bbox))
+    assert h3int.latlng_to_cell(*BUSY, WITHHELD_RESOLUTION) in districts
+    inside = np.stack(
+        np.meshgrid(np.linspace(52.12214, 52.14585, 40), np.linspace(4.63596, 4.69604, 40)), -1
+    )
+    for lat, lon in inside.reshape(-1, 2):
+        assert h3int.latlng_to_cell(lat, lon, WITHHELD_RESOLUTION) in districts

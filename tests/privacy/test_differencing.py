@@ -253,3 +253,43 @@ def test_a_metric_is_public_only_with_k_rides_that_measured_it(
         parent = h3int.cell_to_parent(NO2_CELL, res)
         figure = _cells(api, res, metric="no2").get(parent)
         assert figure is None or figure["n_readings"] == 0
+
+
+def test_the_withheld_flag_does_not_betray_a_lone_ride(
+    api: httpx.Client, served: tuple[str, str, str]
+) -> None:
+    # The public is told when data was withheld (/v1/cells "withheld"), so an attacker
+    # narrows the view to one street block and one hour to learn whether a ride passed.
+    # The flag is judged per whole district (resolution 7) and UTC day and needs k rides
+    # there: one ride, anywhere or at any hour, never sets it, so every narrowed view
+    # reads as one without data.
+    def withheld(cell: int, metric: str = "pm25", **params: Any) -> bool:
+        lat, lon = _at(cell)
+        d = 0.0005
+        response = api.get(
+            "/v1/cells",
+            params={
+                "metric": metric,
+                "bbox": f"{lon - d},{lat - d},{lon + d},{lat + d}",
+                "resolution": 10,
+                **DAY,
+                **params,
+            },
+        )
+        assert response.status_code == 200, response.text
+        return bool(response.json()["withheld"])
+
+    officer = _cells(api, 10, served[1])
+    assert officer[LONE_CHILD]["rides"] == 1
+    assert _cells(api, 10, served[1], metric="no2")[NO2_CELL]["rides"] == 1
+    hours = [
+        {"from": f"2026-11-21T{h:02d}:00:00Z", "to": f"2026-11-21T{h + 1:02d}:00:00Z"}
+        for h in range(7, 12)
+    ]
+    for cell in (LONE_CHILD, LONE_HOUR_CELL, PUBLIC_CHILD):
+        assert not withheld(cell)
+        assert not any(withheld(cell, **hour) for hour in hours)
+    assert not withheld(NO2_CELL, metric="no2")
+    # The whole area and day too: no district-day holds k withheld rides.
+    body = api.get("/v1/cells", params={"metric": "pm25", "bbox": BBOX, "resolution": 10, **DAY})
+    assert body.json()["withheld"] is False

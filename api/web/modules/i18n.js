@@ -34,6 +34,8 @@ const MESSAGES = {
     periodEmpty: "The period is empty: its end must come after its start.",
     noPublicData: "No public {metric} data in view for this period (a cell shows once {k} rides have passed through it). Try a longer period, another day, or zoom out.",
     noData: "No {metric} data in view for this period. Try a longer period, another day, or zoom out.",
+    withheldAll: "Data withheld for privacy: {metric} was measured in or around this view in this period, but by fewer than {k} rides per street block and hour, so none of it is public. This is not \u201cno data\u201d.",
+    withheldSome: "Some data withheld for privacy: in or around this view, {metric} measured by fewer than {k} rides per street block and hour is not shown.",
     failedToStart: "The map failed to start: {detail}",
     // live
     liveOn: "live updates: on", liveLast: "live updates: on, last {time}",
@@ -97,6 +99,8 @@ const MESSAGES = {
     periodEmpty: "De periode is leeg: het einde moet na het begin liggen.",
     noPublicData: "Geen openbare {metric}-gegevens in beeld voor deze periode (een cel verschijnt zodra er {k} ritten doorheen zijn gegaan). Kies een langere periode, een andere dag, of zoom uit.",
     noData: "Geen {metric}-gegevens in beeld voor deze periode. Kies een langere periode, een andere dag, of zoom uit.",
+    withheldAll: "Gegevens achtergehouden voor privacy: {metric} is in of rond dit beeld in deze periode gemeten, maar door minder dan {k} ritten per straatblok en uur, dus niets ervan is openbaar. Dit is niet \u201cgeen gegevens\u201d.",
+    withheldSome: "Sommige gegevens achtergehouden voor privacy: in of rond dit beeld wordt {metric} die door minder dan {k} ritten per straatblok en uur is gemeten niet getoond.",
     failedToStart: "De kaart kon niet starten: {detail}",
     liveOn: "live-updates: aan", liveLast: "live-updates: aan, laatste {time}",
     liveServerAway: "live-updates: uit (server onbereikbaar)",
