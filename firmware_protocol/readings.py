@@ -40,23 +40,28 @@ READING_DTYPE = np.dtype(
 IDENTITY_FIELDS = ("kit_id", "boot_id", "seq", "idx")
 
 
+#: The optional float fields: NaN when the kit sent none (no fix, no sensor). With
+#: ``satellites`` (-1) these are every value a reading may lack.
+OPTIONAL_FLOAT_FIELDS = (
+    "lat_deg",
+    "lon_deg",
+    "hdop",
+    "speed_mps",
+    "pm1_ugm3",
+    "pm25_ugm3",
+    "pm10_ugm3",
+    "no2_ugm3",
+    "noise_laeq_db",
+    "noise_lamax_db",
+    "temperature_c",
+    "humidity_pct",
+)
+
+
 def empty_readings(n: int = 0) -> np.ndarray:
     """An array of ``n`` readings with every optional value absent (no fix, no position)."""
     out = np.zeros(n, dtype=READING_DTYPE)
-    for name in (
-        "lat_deg",
-        "lon_deg",
-        "hdop",
-        "speed_mps",
-        "pm1_ugm3",
-        "pm25_ugm3",
-        "pm10_ugm3",
-        "no2_ugm3",
-        "noise_laeq_db",
-        "noise_lamax_db",
-        "temperature_c",
-        "humidity_pct",
-    ):
+    for name in OPTIONAL_FLOAT_FIELDS:
         out[name] = np.nan
     out["satellites"] = -1
     return out

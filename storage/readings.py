@@ -18,6 +18,7 @@ import math
 import numpy as np
 from psycopg import sql
 
+from firmware_protocol.readings import OPTIONAL_FLOAT_FIELDS
 from storage import copybin, staging
 from storage.copybin import Column, scalar
 from stream.core.batch import ENRICHED_DTYPE
@@ -61,23 +62,7 @@ TABLE_COLUMNS = READING_COLUMNS[1:]
 
 #: How the stream marks an absent value, per column; stored as NULL.
 ABSENT: dict[str, float] = {
-    **dict.fromkeys(
-        (
-            "lat_deg",
-            "lon_deg",
-            "hdop",
-            "speed_mps",
-            "pm1_ugm3",
-            "pm25_ugm3",
-            "pm10_ugm3",
-            "no2_ugm3",
-            "noise_laeq_db",
-            "noise_lamax_db",
-            "temperature_c",
-            "humidity_pct",
-        ),
-        math.nan,
-    ),
+    **dict.fromkeys(OPTIONAL_FLOAT_FIELDS, math.nan),
     "satellites": -1,
     "cell": 0,
 }
