@@ -120,7 +120,7 @@ class Runtime(Generic[B]):
         # Admission reads kit keys on a connection of its own: never inside a writer's
         # open transaction.
         self.key_reader = KitKeyReader(config.database_url, master_key)
-        self.consumer = MqttConsumer(config.consumer(), handler, self.key_reader.load, name=name)
+        self.consumer = MqttConsumer(config.consumer(), handler, self.key_reader, name=name)
 
     @property
     def subscribed(self) -> threading.Event:

@@ -10,6 +10,7 @@ sides can import them.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 
 import numpy as np
@@ -30,7 +31,25 @@ from ingest.topics import TopicKind, TopicLayout
 from ingest.validation import AdmissionRules, IngestReject, check_readings
 from stream.core.admitted import Admitted, RejectedFrame, StatusUpdate
 
-__all__ = ["Admitted", "RejectedFrame", "StatusUpdate", "admit"]
+__all__ = ["Admitted", "RejectedFrame", "StatusUpdate", "admit", "kits_named"]
+
+
+def kits_named(messages: Sequence[InboundMessage], layout: TopicLayout) -> dict[int, int]:
+    """Each kit id the messages name (in their topic, or a frame's header) with when the
+    latest of them arrived: what the key cache confirms before :func:`admit` looks up."""
+    latest: dict[int, int] = {}
+    for message in messages:
+        try:
+            kit_topic = layout.parse(message.topic)
+        except TopicError:
+            continue
+        named = [kit_topic.kit_id]
+        if kit_topic.kind is TopicKind.UP:
+            with contextlib.suppress(RemoteProtocolError):
+                named.append(peek_header(message.payload).kit_id)
+        for kit_id in named:
+            latest[kit_id] = max(latest.get(kit_id, message.received_ms), message.received_ms)
+    return latest
 
 
 def admit(

@@ -10,6 +10,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
+import psycopg
 import typer
 from rich.console import Console
 from rich.table import Table
@@ -272,9 +273,23 @@ def ingest_command(
                 raw_retention=timedelta(days=settings.raw_retention_days)
             ),
         )
+        _require_migrated(config.database_url)
         if to is Destination.KAFKA:
             run_kafka_ingest(settings, config, metrics_port)
         else:
             run_embedded(config, master_key_from_environment(settings), metrics_port)
     except BikesenseError as exc:
         exit_with(exc)
+
+
+def _require_migrated(database_url: str) -> None:
+    """Refuse to start on a database without the current schema; a database that is
+    away is left to the runtime, which waits for it."""
+    from storage.migrate import require_migrated  # noqa: PLC0415
+
+    try:
+        conn = psycopg.connect(database_url, connect_timeout=5, autocommit=True)
+    except psycopg.OperationalError:
+        return
+    with conn:
+        require_migrated(conn)

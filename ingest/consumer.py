@@ -51,10 +51,10 @@ from typing import Generic, TypeVar
 
 import psycopg
 
-from ingest.admission import admit
+from ingest.admission import Admitted, admit, kits_named
 from ingest.handler import BatchHandler
 from ingest.handover import Handover, Taken, Turn
-from ingest.keys import KeyCache, KeyLoader
+from ingest.keys import KeyCache, KeySource
 from ingest.metrics import RuntimeMetrics
 from ingest.mqtt import InboundMessage, MqttSubscriber
 from ingest.topics import DEFAULT_SHARE_GROUP, TopicLayout
@@ -124,11 +124,11 @@ class MqttConsumer(Generic[B]):
         self,
         config: ConsumerConfig,
         handler: BatchHandler[B],
-        load_keys: KeyLoader,
+        keys: KeySource,
         *,
         name: str = "MQTT consumer",
     ) -> None:
-        """``load_keys`` reads every kit's key (``ingest.keys.KitKeyReader.load``); ``name``
+        """``keys`` reads kits' keys (``ingest.keys.KitKeyReader``); ``name``
         is what the log calls this process's runtime."""
         self.config = config
         self.name = name
@@ -140,7 +140,7 @@ class MqttConsumer(Generic[B]):
         self.writers = handler.writers if config.overlap_stages else 1
         self._queue = MessageQueue(config.queue_size, config.queue_bytes)
         self._stopping = threading.Event()
-        self.keys = KeyCache(load_keys)
+        self.keys = KeyCache(keys)
         self._lock = threading.Condition()
         self._handover: Handover[_Chunk[B]] = Handover(
             max_messages=config.max_batch_messages,
@@ -242,12 +242,14 @@ class MqttConsumer(Generic[B]):
     def _prepare(self, messages: list[InboundMessage]) -> _Chunk[B] | None:
         """Admit and prepare messages; None if asked to stop while the database (the kit
         keys: a kit not in the key cache is looked up) was away."""
-        admitted = self._with_retries(
-            lambda: admit(messages, self.layout, self.keys.lookup, self.config.rules), len(messages)
-        )
+        admitted = self._with_retries(lambda: self._admit(messages), len(messages))
         if admitted is None:
             return None
         return _Chunk(messages, self.handler.prepare(admitted))
+
+    def _admit(self, messages: list[InboundMessage]) -> Admitted:
+        self.keys.confirm(kits_named(messages, self.layout))
+        return admit(messages, self.layout, self.keys.lookup, self.config.rules)
 
     def _joined(self, chunks: Sequence[_Chunk[B]]) -> _Chunk[B]:
         if len(chunks) == 1:

@@ -16,7 +16,7 @@ from __future__ import annotations
 import base64
 import binascii
 import secrets
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -189,11 +189,16 @@ def register_kit(
     return KitCredentials(kit_id, pseudonym, secret)
 
 
-def kit_secrets(conn: psycopg.Connection[Any], master: MasterKey) -> dict[int, KitSecret]:
-    """Every registered kit's secret, revoked ones marked inactive (ingest caches this)."""
-    rows = conn.execute(
-        "SELECT kit_id, status, secret_key_id, secret_nonce, secret_ciphertext FROM kits"
-    ).fetchall()
+def kit_secrets(
+    conn: psycopg.Connection[Any], master: MasterKey, kit_ids: Collection[int] | None = None
+) -> dict[int, KitSecret]:
+    """Every registered kit's secret (or those of ``kit_ids`` that are registered), revoked
+    ones marked inactive (ingest caches this)."""
+    query = "SELECT kit_id, status, secret_key_id, secret_nonce, secret_ciphertext FROM kits"
+    if kit_ids is None:
+        rows = conn.execute(query).fetchall()
+    else:
+        rows = conn.execute(query + " WHERE kit_id = ANY(%s)", (list(kit_ids),)).fetchall()
     return {
         int(kit_id): KitSecret(
             int(kit_id),

@@ -224,3 +224,21 @@ def migrate(
         return MigrationReport(chosen, tuple(applied), max([*done, *applied], default=0))
     finally:
         conn.execute("SELECT pg_advisory_unlock(%s)", (MIGRATION_LOCK_KEY,))
+
+
+def require_migrated(conn: psycopg.Connection[Any]) -> None:
+    """Raise :class:`MigrationError` saying what to run when the schema is missing or
+    behind this code (a process that writes must not start on it: its writes would fail
+    one by one, or meet tables without the columns it writes)."""
+    done = {m.version for m in applied_migrations(conn)}
+    if not done:
+        raise MigrationError(
+            "the database has no bikesense schema yet: run `bikesense db migrate` first"
+        )
+    backend = recorded_backend(conn) or detect_backend(conn)
+    pending = [m for m in load_migrations(backend) if m.version not in done]
+    if pending:
+        names = ", ".join(f"{m.version:04d}_{m.name}" for m in pending)
+        raise MigrationError(
+            f"the database lacks migration {names}: run `bikesense db migrate` first"
+        )

@@ -38,6 +38,8 @@ def services_state(services_root: Path) -> Iterator[Path]:
     services = LocalServices(state)
     try:
         services.up(start_postgres=True, start_mosquitto=True, start_kafka=False)
+        migrated = _bikesense(state, "db", "migrate")
+        assert migrated.returncode == 0, migrated.stdout + migrated.stderr
         yield state
     finally:
         services.down()
@@ -199,7 +201,13 @@ def test_what_simulate_publishes_is_stored_through_ingest(
                 ).fetchone()
             return int(row[0]) if row else 0
 
-        wait_for(lambda: stored() >= expected, timeout_s=60, what=f"{expected} readings stored")
+        try:
+            wait_for(lambda: stored() >= expected, timeout_s=60, what=f"{expected} readings stored")
+        except AssertionError as missing:
+            raise AssertionError(
+                f"{missing}: {stored()} stored; simulate said {result.stderr!r}; "
+                f"ingest said {log_path.read_text()!r}"
+            ) from None
         time.sleep(0.5)
         assert stored() == expected
         assert ingest.poll() is None, log_path.read_text()
