@@ -26,6 +26,7 @@ import subprocess
 import tempfile
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -242,7 +243,7 @@ class KafkaBroker:
         self.directory.mkdir(parents=True, exist_ok=True)
         self.config_file.write_text(self.config_text())
         if not (self.data_dir / "meta.properties").exists():
-            cluster_id = _cluster_id()
+            cluster_id = new_cluster_id()
             result = subprocess.run(  # noqa: S603 - fixed binary, our own arguments
                 self._java_command(
                     java,
@@ -345,10 +346,15 @@ def _read_from(path: Path, offset: int) -> bytes:
         return file.read()
 
 
-def _cluster_id() -> str:
+def new_cluster_id(random_bytes: Callable[[], bytes] = lambda: uuid.uuid4().bytes) -> str:
     """A new KRaft cluster id: 16 random bytes in URL-safe base64 without padding, as
-    ``kafka-storage.sh random-uuid`` prints them."""
-    return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+    ``kafka-storage.sh random-uuid`` prints them, and like Kafka's own ``Uuid.randomUuid``
+    never one that starts with "-": the storage tool's argument parser takes such a value
+    for an option and refuses to format (one start in 64 failed so)."""
+    while True:
+        text = base64.urlsafe_b64encode(random_bytes()).decode().rstrip("=")
+        if not text.startswith("-"):
+            return text
 
 
 def stop_process(pid: int, *, timeout_s: float) -> None:
