@@ -27,6 +27,7 @@ from ingest.keys import KitKeyReader
 from ingest.metrics import RuntimeMetrics
 from ingest.validation import AdmissionRules
 from storage.kits import MasterKey
+from storage.statistics import StatisticsKeeper
 from stream.core.process import CoreConfig
 from stream.embedded import DatabaseHandler, PreparedBatch
 from stream.faust_app.ingest import (
@@ -36,7 +37,7 @@ from stream.faust_app.ingest import (
     ReadingsProducer,
 )
 from stream.faust_app.topics import readings_topic
-from stream.maintenance import MaintenanceConfig, maintain
+from stream.maintenance import MaintenanceConfig, keep_statistics, maintain
 
 B = TypeVar("B")
 
@@ -133,17 +134,23 @@ class Runtime(Generic[B]):
 
     async def run(self, stop: asyncio.Event) -> None:
         """Run until ``stop`` is set; finish the commits in hand, then disconnect."""
-        upkeep = (
-            asyncio.create_task(maintain(self.config.database_url, self.config.maintenance, stop))
-            if self.config.maintenance is not None
-            else None
-        )
+        maintenance = self.config.maintenance
+        upkeep = []
+        if maintenance is not None:
+            upkeep.append(
+                asyncio.create_task(maintain(self.config.database_url, maintenance, stop))
+            )
+            if maintenance.statistics_interval_s is not None:
+                keeper = StatisticsKeeper(interval_s=maintenance.statistics_interval_s)
+                upkeep.append(
+                    asyncio.create_task(keep_statistics(self.config.database_url, keeper, stop))
+                )
         try:
             await self.consumer.run(stop)
         finally:
-            if upkeep is not None:
-                upkeep.cancel()
-                await asyncio.gather(upkeep, return_exceptions=True)
+            for task in upkeep:
+                task.cancel()
+            await asyncio.gather(*upkeep, return_exceptions=True)
             self.key_reader.close()
 
 

@@ -17,6 +17,10 @@ docs/privacy.md); window aggregates stay. The embedded runtime runs
 - delete readings held for end-of-ride trimming whose kit has not gone on
   within the ride memory (two days): they were the end of a ride.
 
+Beside it, every 15 s, :func:`keep_statistics` analyzes the tables whose planner
+statistics fell behind their growth (``storage.statistics``): autovacuum alone leaves
+the API's reads badly planned for a minute or more after a backlog lands.
+
 Several ingest processes may run against one database: a session advisory lock
 lets one of them do the work and the others skip that round. The lock is
 released when the work is done, or by PostgreSQL when the connection drops.
@@ -40,6 +44,7 @@ from storage.retention import (
     drop_expired,
     expire_presence,
 )
+from storage.statistics import StatisticsKeeper
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +61,9 @@ class MaintenanceConfig:
     #: Readings held for end-of-ride trimming whose kit has not gone on for this long
     #: are deleted (trimmed): the ride memory (stream.core.rides.RideConfig.memory_s).
     held_expiry: timedelta = timedelta(days=2)
+    #: How often the planner statistics of tables that grew are brought up to date
+    #: (``storage.statistics``); None leaves them to autovacuum.
+    statistics_interval_s: float | None = 15.0
 
     def __post_init__(self) -> None:
         if (
@@ -137,5 +145,32 @@ async def maintain(database_url: str, config: MaintenanceConfig, stop: asyncio.E
             wait = config.interval_s
         try:
             await asyncio.wait_for(stop.wait(), timeout=wait)
+        except TimeoutError:
+            continue
+
+
+def _statistics_round(database_url: str, keeper: StatisticsKeeper) -> list[str]:
+    with psycopg.connect(
+        database_url, autocommit=True, connect_timeout=5, application_name="bikesense-statistics"
+    ) as conn:
+        return keeper.run(conn)
+
+
+async def keep_statistics(database_url: str, keeper: StatisticsKeeper, stop: asyncio.Event) -> None:
+    """Run ``keeper`` every ``keeper.interval_s`` until ``stop`` is set (planner statistics
+    current while ingest grows the tables: ``storage.statistics``). A failed round is
+    logged and the next one comes at the interval; it never stops the runtime."""
+    while not stop.is_set():
+        try:
+            analyzed = await asyncio.to_thread(_statistics_round, database_url, keeper)
+        except psycopg.Error as exc:
+            log.warning(
+                "statistics round failed (%s); trying again in %.0f s", exc, keeper.interval_s
+            )
+        else:
+            if analyzed:
+                log.debug("analyzed %s", ", ".join(analyzed))
+        try:
+            await asyncio.wait_for(stop.wait(), timeout=keeper.interval_s)
         except TimeoutError:
             continue
