@@ -16,6 +16,7 @@ from bikesense.cliutil import err_console, exit_with, settings_or_exit
 from bikesense.exceptions import BikesenseError
 from bikesense.services import LocalServices
 from bikesense.settings import Settings
+from storage import reference_cli
 
 
 class _Bikesense(typer.Typer):
@@ -50,6 +51,7 @@ app.command("simulate")(simulators_cli.simulate)
 app.add_typer(stream_cli.app, name="stream")
 app.add_typer(api_cli.app, name="api")
 app.add_typer(api_cli.keys_app, name="keys")
+app.add_typer(reference_cli.app, name="reference")
 
 console = Console()
 

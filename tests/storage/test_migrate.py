@@ -33,6 +33,8 @@ EXPECTED_TABLES = {
     "window_rides",
     "rejected_frames",
     "h3_cells",
+    "reference_stations",
+    "reference_values",
     "schema_migrations",
 }
 
