@@ -103,6 +103,12 @@ class KitCalibration:
     noise_offset_db: float
     temperature_offset_c: float
     humidity_offset_pct: float
+    #: This kit's hygroscopic growth κ; None: the fleet's (SensorSpec.humidity_kappa). Never
+    #: drawn here, so every seed's kits stay as they were; simulators.reference sets it.
+    humidity_kappa: float | None = None
+
+    def kappa(self, spec: SensorSpec) -> float:
+        return spec.humidity_kappa if self.humidity_kappa is None else self.humidity_kappa
 
     @classmethod
     def draw(cls, spec: SensorSpec, rng: np.random.Generator) -> KitCalibration:
@@ -166,7 +172,7 @@ def measure(
     rh_true = truth["humidity_pct"]
 
     # PM: gain, offset, humidity growth, and a low, noisy start while the fan spins up.
-    growth = humidity_growth(rh_true, spec.humidity_kappa)
+    growth = humidity_growth(rh_true, cal.kappa(spec))
     ramp = (
         np.clip(boot_elapsed_s / spec.pm_warmup_s, 0.2, 1.0) if spec.pm_warmup_s > 0 else np.ones(n)
     )
