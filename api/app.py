@@ -35,6 +35,7 @@ from api.routes import (
     live,
     meta,
     page,
+    reference,
     tiles,
     timeseries,
 )
@@ -148,6 +149,7 @@ def create_app(
         exports,
         live,
         kits,
+        reference,
         basemap,
         page,
         apidocs,

@@ -19,14 +19,13 @@ from rich.table import Table
 from bikesense.cliutil import connect_or_exit, err_console, settings_or_exit
 from storage.exceptions import StorageError
 from storage.migrate import require_migrated
-from storage.reference import (
+from storage.reference import station_summaries, store_reference
+from storage.reference_formats import (
     MAX_FILE_BYTES,
     Format,
     HourLabel,
     ReferenceDataError,
     parse_reference,
-    station_summaries,
-    store_reference,
 )
 
 app = typer.Typer(

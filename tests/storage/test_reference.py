@@ -17,7 +17,8 @@ import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from storage.reference import (
+from storage.reference import reference_values, station_summaries, store_reference
+from storage.reference_formats import (
     CSV_COLUMNS,
     Format,
     HourLabel,
@@ -29,9 +30,6 @@ from storage.reference import (
     parse_csv,
     parse_luchtmeetnet,
     parse_reference,
-    reference_values,
-    station_summaries,
-    store_reference,
 )
 from stream.core.partials import Metric
 
