@@ -26,6 +26,13 @@ from stream.core.exceptions import InvalidBatchError, InvalidConfigError
 #: most stations (PM1 at a few), never noise; temperature and humidity are covariates.
 CALIBRATED_METRICS = ("pm1_ugm3", "pm25_ugm3", "pm10_ugm3", "no2_ugm3")
 PM_METRICS = frozenset({"pm1_ugm3", "pm25_ugm3", "pm10_ugm3"})
+#: Reference data names metrics as the API does (docs/reference-data.md): either is taken.
+API_METRIC_COLUMNS = {
+    "pm1": "pm1_ugm3",
+    "pm25": "pm25_ugm3",
+    "pm10": "pm10_ugm3",
+    "no2": "no2_ugm3",
+}
 
 HOUR_MS = 3_600_000
 
@@ -295,7 +302,7 @@ def _reference_index(
         if hour % HOUR_MS:
             msg = f"reference value of {sid} for {metric} starts at {hour} ms, not on an hour"
             raise InvalidBatchError(msg)
-        key = (metric, position[sid], hour)
+        key = (API_METRIC_COLUMNS.get(metric.lower(), metric), position[sid], hour)
         if key in out and out[key] != value:
             msg = f"station {sid} reports two values for {metric} in the hour starting {hour} ms"
             raise InvalidBatchError(msg)

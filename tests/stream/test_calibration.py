@@ -289,6 +289,15 @@ def test_pairs_are_kit_hour_means_near_a_station() -> None:
     assert p["distance_mean_m"][0] == pytest.approx(50.0, abs=0.5)
 
 
+def test_reference_metrics_may_be_named_as_the_api_names_them() -> None:
+    r = _readings([52.0] * 3, [START_MS + i for i in range(3)], [4, 5, 6])
+    ref = _ref("NL0001", START_MS, 5.0)
+    ref["metric"] = "pm25"
+    p = colocate(r, _stations(), ref, metrics=("pm25_ugm3",))
+    assert p["reference"].tolist() == [5.0]
+    assert p["metric"].tolist() == ["pm25_ugm3"]
+
+
 def test_invalid_reference_hours_and_thin_hours_make_no_pair() -> None:
     h0 = START_MS
     lat = [52.0] * 5
