@@ -13,7 +13,14 @@ set), so they hold from the first statement and cost no round trip:
   after this long, so a stalled download cannot hold a connection idle in
   transaction for ever. The export then fails visibly (``api.export_stream``).
 
-The third bound is the API's own: ``send_timeout_s``, how long an export waits
+A third setting is no bound: ``jit=off``. The API's queries are short, but their
+cost estimates pass PostgreSQL's ``jit_above_cost`` on a large table, and compiling
+them cost more than it saved: a 400-day ``/v1/cells`` at resolution 10 over 1,000,000
+readings took 2.2 s with JIT and 0.9 s without (``bench/bench_reads.py``'s data).
+An operator's own ``options`` come first and ours after, so ``-c jit=on`` in the URL
+does not win; set it per role (``ALTER ROLE ... SET jit``) to measure otherwise.
+
+The fourth bound is the API's own: ``send_timeout_s``, how long an export waits
 for its client to take the next chunk (``api.export_stream.ExportResponse``).
 It is shorter than the idle-in-transaction timeout, so an export normally ends
 itself and gives its connections back cleanly; the server-side limit is the
@@ -45,7 +52,8 @@ def session_conninfo(url: str, api: ApiSettings) -> str:
     """``url`` with the API's session limits added to its ``options``."""
     ours = (
         f"-c statement_timeout={_ms(api.statement_timeout_s)} "
-        f"-c idle_in_transaction_session_timeout={_ms(api.idle_in_transaction_timeout_s)}"
+        f"-c idle_in_transaction_session_timeout={_ms(api.idle_in_transaction_timeout_s)} "
+        "-c jit=off"
     )
     given = str(conninfo_to_dict(url).get("options") or "")
     return make_conninfo(url, options=f"{given} {ours}".strip())

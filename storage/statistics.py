@@ -41,8 +41,9 @@ log = logging.getLogger(__name__)
 ADVISORY_LOCK_KEY = 0x62737374617473
 
 #: Every permanent table and partition of the database (TimescaleDB's chunks too, in
-#: their own schema; not the temporary staging tables of the writers' sessions), with what changed since it was last analyzed and the row
-#: count the planner has for it (-1: never analyzed).
+#: their own schema; not the temporary staging tables of the writers' sessions), with
+#: what changed since it was last analyzed and the row count the planner has for it
+#: (-1: never analyzed).
 _CHANGED = """
 SELECT s.schemaname, s.relname, s.n_mod_since_analyze, c.reltuples
 FROM pg_stat_user_tables s JOIN pg_class c ON c.oid = s.relid

@@ -478,5 +478,6 @@ def test_the_api_sessions_carry_their_timeouts(seeded_url: str) -> None:
         assert conn.execute("SHOW statement_timeout").fetchone() == ("2500ms",)
         assert conn.execute("SHOW idle_in_transaction_session_timeout").fetchone() == ("90s",)
         assert conn.execute("SHOW work_mem").fetchone() == ("8MB",)  # the operator's, kept
+        assert conn.execute("SHOW jit").fetchone() == ("off",)  # api/database.py says why
         with pytest.raises(psycopg.errors.QueryCanceled):
             conn.execute("SELECT pg_sleep(5)")
