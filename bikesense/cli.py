@@ -12,7 +12,7 @@ import ingest.cli as ingest_cli
 import simulators.cli as simulators_cli
 import storage.cli as storage_cli
 import stream.cli as stream_cli
-from bikesense.cliutil import err_console, exit_with, settings_or_exit
+from bikesense.cliutil import exit_with, say_error, settings_or_exit
 from bikesense.exceptions import BikesenseError
 from bikesense.services import LocalServices
 from bikesense.settings import Settings
@@ -29,7 +29,7 @@ class _Bikesense(typer.Typer):
         try:
             return super().__call__(*args, **kwargs)
         except BikesenseError as exc:
-            err_console.print(f"[red]error:[/red] {exc}")
+            say_error(exc)
             raise SystemExit(1) from None
 
 

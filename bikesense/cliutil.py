@@ -11,6 +11,7 @@ from typing import Any, NoReturn
 import psycopg
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from bikesense.exceptions import BikesenseError
 from bikesense.settings import Settings, load_settings, resolve_database_url
@@ -18,8 +19,14 @@ from bikesense.settings import Settings, load_settings, resolve_database_url
 err_console = Console(stderr=True)
 
 
+def say_error(exc: Exception) -> None:
+    """``error: <message>`` on stderr as one line (no wrapping at the terminal's width,
+    and brackets in the message printed as they are, not taken for markup)."""
+    err_console.print(f"[red]error:[/red] {escape(str(exc))}", soft_wrap=True)
+
+
 def exit_with(exc: Exception, code: int = 1) -> NoReturn:
-    err_console.print(f"[red]error:[/red] {exc}")
+    say_error(exc)
     raise typer.Exit(code) from exc
 
 

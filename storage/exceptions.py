@@ -51,3 +51,18 @@ class SecretError(StorageError):
 
 class QueryError(StorageError, ValueError):
     """Query parameters that cannot be answered: the message says which and why."""
+
+
+class ReferenceDataError(StorageError, ValueError):
+    """A reference file that cannot be imported: the message says where (line, and for
+    JSON the column and the path of the value), which field and what is wrong."""
+
+    def __init__(
+        self, message: str, *, line: int, column: int | None = None, field: str | None = None
+    ) -> None:
+        self.reason = message
+        self.line = line
+        self.column = column
+        self.field = field
+        where = f"line {line}" if column is None else f"line {line} column {column}"
+        super().__init__(f"{where}, {field}: {message}" if field else f"{where}: {message}")

@@ -17,14 +17,13 @@ from rich.markup import escape
 from rich.table import Table
 
 from bikesense.cliutil import connect_or_exit, err_console, settings_or_exit
-from storage.exceptions import StorageError
+from storage.exceptions import ReferenceDataError, StorageError
 from storage.migrate import require_migrated
 from storage.reference import station_summaries, store_reference
 from storage.reference_formats import (
     MAX_FILE_BYTES,
     Format,
     HourLabel,
-    ReferenceDataError,
     parse_reference,
 )
 

@@ -30,7 +30,7 @@ from json import decoder as json_decoder
 from json import scanner as json_scanner
 from typing import Any
 
-from storage.exceptions import StorageError
+from storage.exceptions import ReferenceDataError
 from stream.core.partials import Metric
 
 #: The metrics a reference station can give: the concentrations the kits measure.
@@ -64,21 +64,6 @@ _NUMBER = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?
 _TRUE = frozenset({"true", "1"})
 _FALSE = frozenset({"false", "0"})
 _HOUR = timedelta(hours=1)
-
-
-class ReferenceDataError(StorageError, ValueError):
-    """A reference file that cannot be imported: the message says where (line, and for
-    JSON the column and the path of the value), which field and what is wrong."""
-
-    def __init__(
-        self, message: str, *, line: int, column: int | None = None, field: str | None = None
-    ) -> None:
-        self.reason = message
-        self.line = line
-        self.column = column
-        self.field = field
-        where = f"line {line}" if column is None else f"line {line} column {column}"
-        super().__init__(f"{where}, {field}: {message}" if field else f"{where}: {message}")
 
 
 class Format(StrEnum):

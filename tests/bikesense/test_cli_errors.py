@@ -90,3 +90,28 @@ def test_an_error_a_command_lets_through_is_translated_at_the_edge(tmp_path: Pat
     assert result.returncode == 1
     assert "Traceback" not in result.stderr
     assert result.stderr.strip() == "error: topic x is not a kit topic"
+
+
+def test_a_long_error_with_brackets_is_one_line_as_written(tmp_path: Path) -> None:
+    """rich wrapped errors at the terminal's width and took "[...]" for markup."""
+    code = (
+        "import bikesense.cli as c\n"
+        "from storage.exceptions import MigrationError\n"
+        "@c.app.command('boom')\n"
+        "def boom() -> None:\n"
+        "    raise MigrationError('the database has migrations this code does not know: "
+        "[106, 107]; ' + 'x' * 120)\n"
+        "c.app()\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code, "boom"],
+        env={**os.environ, "COLUMNS": "40", "BIKESENSE_STATE_DIR": str(tmp_path)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 1
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert "does not know: [106, 107]; " + "x" * 120 in lines[0]

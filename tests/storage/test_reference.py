@@ -17,12 +17,12 @@ import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
+from storage.exceptions import ReferenceDataError
 from storage.reference import reference_values, station_summaries, store_reference
 from storage.reference_formats import (
     CSV_COLUMNS,
     Format,
     HourLabel,
-    ReferenceDataError,
     ReferenceFile,
     ReferenceValue,
     Station,
