@@ -14,6 +14,7 @@ from pathlib import Path
 
 import httpx
 import psycopg
+from psycopg import sql
 
 from bikesense.services import PostgresCluster, free_port
 from storage.migrate import Backend, migrate
@@ -35,8 +36,8 @@ def database() -> Iterator[str]:
         base = cluster.url
     name = f"bench_{os.getpid()}"
     with psycopg.connect(base, autocommit=True) as conn:
-        conn.execute(f"DROP DATABASE IF EXISTS {name}")  # type: ignore[call-overload]
-        conn.execute(f"CREATE DATABASE {name}")  # type: ignore[call-overload]
+        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {}").format(sql.Identifier(name)))
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
     url = f"{base.rpartition('/')[0]}/{name}"
     with psycopg.connect(url, autocommit=True) as conn:
         migrate(conn, backend=Backend.PLAIN)
@@ -44,7 +45,9 @@ def database() -> Iterator[str]:
         yield url
     finally:
         with psycopg.connect(base, autocommit=True) as conn:
-            conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")  # type: ignore[call-overload]
+            conn.execute(
+                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+            )
         if cluster is not None:
             cluster.stop(mode="immediate")
             shutil.rmtree(root, ignore_errors=True)
