@@ -31,7 +31,7 @@ import time
 import numpy as np
 
 from simulators.fleet import SimulationConfig
-from simulators.reference import Campaign, CampaignSpec, no2_effective_offset, simulate_campaign
+from simulators.reference import Campaign, CampaignSpec, kit_error_z, simulate_campaign
 from stream.core.binning import cells_at
 from stream.core.calibration import HOUR_MS, PairingConfig, colocate
 from stream.core.calibration_fit import CorrectionSet, FitConfig, apply_corrections, fit_corrections
@@ -52,22 +52,12 @@ def cell_hour_rmse(readings: np.ndarray, values: np.ndarray, metric: str, res: i
 
 
 def recovery(c: Campaign, pairs: np.ndarray, cs: CorrectionSet, metric: str) -> tuple[float, float]:
-    zg, zo = [], []
-    for e in c.kit_errors:
-        corr = cs.kits.get((int(e["kit_id"]), metric))
-        if corr is None or corr.source != "kit":
-            continue
-        if metric == "no2_ugm3":
-            kp = pairs[(pairs["metric"] == metric) & (pairs["kit_id"] == e["kit_id"])]
-            mid = int(kp["hour_start_ms"][kp["n_zero"] == 0].mean())
-            tg, to = e["no2_gain"], float(no2_effective_offset(e, mid, c.start_ms))
-        else:
-            tg, to = e["pm_gain"], e["pm_offset_ugm3"]
-        zg.append(abs(corr.gain - tg) / corr.se("gain"))
-        zo.append(abs(corr.offset - to) / corr.se("offset"))
-    if not zg:
+    """The share of kits with their own correction whose drawn gain and offset lie within
+    3σ of the estimate."""
+    zg, zo = kit_error_z(c, pairs, cs, metric)
+    if not len(zg):
         return float("nan"), float("nan")
-    return float(np.mean(np.array(zg) < 3)), float(np.mean(np.array(zo) < 3))
+    return float(np.mean(np.abs(zg) < 3)), float(np.mean(np.abs(zo) < 3))
 
 
 def scan_distance(c: Campaign) -> None:

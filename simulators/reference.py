@@ -32,6 +32,7 @@ from simulators.town import ROAD_ARTERIAL, Town
 from simulators.truth import TRUTH_DTYPE
 from simulators.truthflags import TruthFlag
 from stream.core.calibration import HOUR_MS, REFERENCE_DTYPE, STATION_DTYPE
+from stream.core.calibration_fit import CorrectionSet
 
 DAY_MS = 86_400_000
 
@@ -342,3 +343,26 @@ def simulate_campaign(config: SimulationConfig, spec: CampaignSpec | None = None
         reference=reference,
         kit_errors=errors,
     )
+
+
+def kit_error_z(
+    campaign: Campaign, pairs: np.ndarray, corrections: CorrectionSet, metric: str
+) -> tuple[np.ndarray, np.ndarray]:
+    """(estimate − drawn)/σ of the gain and of the offset of each kit that got a correction
+    of its own for ``metric`` (NO2: the drawn offset at the mean time of the kit's pairs
+    without a clipped reading, drift included): how well the fit recovers the truth."""
+    z_gain, z_offset = [], []
+    for e in campaign.kit_errors:
+        corr = corrections.kits.get((int(e["kit_id"]), metric))
+        if corr is None or corr.source != "kit":
+            continue
+        if metric == "no2_ugm3":
+            kp = pairs[(pairs["metric"] == metric) & (pairs["kit_id"] == e["kit_id"])]
+            mid = int(kp["hour_start_ms"][kp["n_zero"] == 0].mean())
+            true_g = e["no2_gain"]
+            true_o = float(no2_effective_offset(e, mid, campaign.start_ms))
+        else:
+            true_g, true_o = e["pm_gain"], e["pm_offset_ugm3"]
+        z_gain.append((corr.gain - true_g) / corr.se("gain"))
+        z_offset.append((corr.offset - true_o) / corr.se("offset"))
+    return np.array(z_gain), np.array(z_offset)

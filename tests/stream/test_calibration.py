@@ -19,7 +19,7 @@ from simulators.reference import (
     DAY_MS,
     Campaign,
     CampaignSpec,
-    no2_effective_offset,
+    kit_error_z,
     simulate_campaign,
 )
 from simulators.sensors import SensorSpec
@@ -35,7 +35,6 @@ from stream.core.calibration import (
 )
 from stream.core.calibration_fit import (
     Correction,
-    CorrectionSet,
     FitConfig,
     apply_correction,
     apply_corrections,
@@ -75,33 +74,12 @@ def pairs(campaign: Campaign) -> np.ndarray:
     return colocate(campaign.readings, campaign.station_array, campaign.reference)
 
 
-def _z(
-    campaign: Campaign, pairs: np.ndarray, cs: CorrectionSet, metric: str
-) -> tuple[np.ndarray, np.ndarray]:
-    """(est − true)/σ of each kit's own gain and offset."""
-    zg, zo = [], []
-    for e in campaign.kit_errors:
-        corr = cs.kits.get((int(e["kit_id"]), metric))
-        if corr is None or corr.source != "kit":
-            continue
-        if metric == "no2_ugm3":
-            kp = pairs[(pairs["metric"] == metric) & (pairs["kit_id"] == e["kit_id"])]
-            mid = int(kp["hour_start_ms"][kp["n_zero"] == 0].mean())
-            true_g = e["no2_gain"]
-            true_o = float(no2_effective_offset(e, mid, campaign.start_ms))
-        else:
-            true_g, true_o = e["pm_gain"], e["pm_offset_ugm3"]
-        zg.append((corr.gain - true_g) / corr.se("gain"))
-        zo.append((corr.offset - true_o) / corr.se("offset"))
-    return np.array(zg), np.array(zo)
-
-
 def test_pm_gain_and_offset_are_recovered_within_their_stated_uncertainty(
     campaign: Campaign, pairs: np.ndarray
 ) -> None:
     cs = fit_corrections(pairs, end_ms=campaign.end_ms, config=FitConfig(window_days=30))
     for metric in ("pm25_ugm3", "pm10_ugm3"):
-        zg, zo = _z(campaign, pairs, cs, metric)
+        zg, zo = kit_error_z(campaign, pairs, cs, metric)
         assert len(zg) >= 8, f"{metric}: only {len(zg)} kits with their own correction"
         assert np.mean(np.abs(zg) < 3) >= 0.8, (metric, zg)
         assert np.mean(np.abs(zo) < 3) >= 0.8, (metric, zo)
@@ -112,7 +90,7 @@ def test_pm_gain_and_offset_are_recovered_within_their_stated_uncertainty(
 def test_no2_gain_is_recovered_for_most_kits(campaign: Campaign, pairs: np.ndarray) -> None:
     """NO2's offset is the weaker part: kits clip at 0 (docs/calibration.md, "Limits")."""
     cs = fit_corrections(pairs, end_ms=campaign.end_ms, config=FitConfig(window_days=30))
-    zg, zo = _z(campaign, pairs, cs, "no2_ugm3")
+    zg, zo = kit_error_z(campaign, pairs, cs, "no2_ugm3")
     assert len(zg) >= 5
     assert np.mean(np.abs(zg) < 3) >= 0.6, zg
     assert np.mean(np.abs(zo) < 3) >= 0.5, zo
