@@ -31,24 +31,17 @@ import time
 import numpy as np
 
 from simulators.fleet import SimulationConfig
-from simulators.reference import Campaign, CampaignSpec, kit_error_z, simulate_campaign
-from stream.core.binning import cells_at
-from stream.core.calibration import HOUR_MS, PairingConfig, colocate
+from simulators.reference import (
+    Campaign,
+    CampaignSpec,
+    cell_hour_rmse,
+    kit_error_z,
+    simulate_campaign,
+)
+from stream.core.calibration import PairingConfig, colocate
 from stream.core.calibration_fit import CorrectionSet, FitConfig, apply_corrections, fit_corrections
 
 METRICS = ("pm25_ugm3", "pm10_ugm3", "no2_ugm3")
-
-
-def cell_hour_rmse(readings: np.ndarray, values: np.ndarray, metric: str, res: int) -> float:
-    ok = np.isfinite(values)
-    r, v = readings[ok], values[ok]
-    keys = np.stack([cells_at(r["lat_deg"], r["lon_deg"], res), r["ts_ms"] // HOUR_MS], axis=1)
-    _, inv = np.unique(keys, axis=0, return_inverse=True)
-    inv = inv.ravel()
-    n = np.bincount(inv)
-    est = np.bincount(inv, v) / n
-    true = np.bincount(inv, r[f"true_{metric}"]) / n
-    return float(np.sqrt(np.mean((est - true) ** 2)))
 
 
 def recovery(c: Campaign, pairs: np.ndarray, cs: CorrectionSet, metric: str) -> tuple[float, float]:

@@ -31,6 +31,7 @@ from simulators.sensors import KitCalibration, SensorSpec
 from simulators.town import ROAD_ARTERIAL, Town
 from simulators.truth import TRUTH_DTYPE
 from simulators.truthflags import TruthFlag
+from stream.core.binning import cells_at
 from stream.core.calibration import HOUR_MS, REFERENCE_DTYPE, STATION_DTYPE
 from stream.core.calibration_fit import CorrectionSet
 
@@ -366,3 +367,19 @@ def kit_error_z(
         z_gain.append((corr.gain - true_g) / corr.se("gain"))
         z_offset.append((corr.offset - true_o) / corr.se("offset"))
     return np.array(z_gain), np.array(z_offset)
+
+
+def cell_hour_rmse(readings: np.ndarray, values: np.ndarray, metric: str, resolution: int) -> float:
+    """RMSE against the truth of the cell-hour means of ``values`` (one per reading of
+    ``readings``, NaN left out), cells at ``resolution`` from the reported positions."""
+    ok = np.isfinite(values)
+    r, v = readings[ok], values[ok]
+    keys = np.stack(
+        [cells_at(r["lat_deg"], r["lon_deg"], resolution), r["ts_ms"] // HOUR_MS], axis=1
+    )
+    _, inv = np.unique(keys, axis=0, return_inverse=True)
+    inv = inv.ravel()
+    n = np.bincount(inv)
+    est = np.bincount(inv, v) / n
+    true = np.bincount(inv, r[f"true_{metric}"]) / n
+    return float(np.sqrt(np.mean((est - true) ** 2)))

@@ -19,11 +19,11 @@ from simulators.reference import (
     DAY_MS,
     Campaign,
     CampaignSpec,
+    cell_hour_rmse,
     kit_error_z,
     simulate_campaign,
 )
 from simulators.sensors import SensorSpec
-from stream.core.binning import cells_at
 from stream.core.calibration import (
     HOUR_MS,
     PAIR_DTYPE,
@@ -163,20 +163,6 @@ def test_drift_is_followed_by_rolling_estimates(drifting: Campaign) -> None:
     assert [cs.window_end_ms for cs in series] == ends
 
 
-def _cell_hour_rmse(readings: np.ndarray, values: np.ndarray, metric: str) -> float:
-    ok = np.isfinite(values)
-    r, v = readings[ok], values[ok]
-    cells = cells_at(r["lat_deg"], r["lon_deg"], 9)
-    hours = r["ts_ms"] // HOUR_MS
-    keys = np.stack([cells, hours], axis=1)
-    _, inv = np.unique(keys, axis=0, return_inverse=True)
-    inv = inv.ravel()
-    n = np.bincount(inv)
-    est = np.bincount(inv, v) / n
-    true = np.bincount(inv, r[f"true_{metric}"]) / n
-    return float(np.sqrt(np.mean((est - true) ** 2)))
-
-
 def test_corrected_cell_hour_means_are_closer_to_the_truth(
     campaign: Campaign, pairs: np.ndarray
 ) -> None:
@@ -189,14 +175,14 @@ def test_corrected_cell_hour_means_are_closer_to_the_truth(
         corrected, unc, versions = apply_corrections(r, cs, metric)
         assert np.mean(np.isfinite(corrected)) > 0.95
         assert np.all(unc[np.isfinite(unc)] >= 0)
-        raw = _cell_hour_rmse(r, r[metric].astype(np.float64), metric)
-        fixed = _cell_hour_rmse(r, corrected, metric)
+        raw = cell_hour_rmse(r, r[metric].astype(np.float64), metric, 9)
+        fixed = cell_hour_rmse(r, corrected, metric, 9)
         assert fixed < 0.9 * raw, (metric, raw, fixed)
         own = np.isin(
             r["kit_id"], [k for (k, m), c in cs.kits.items() if m == metric and c.source == "kit"]
         )
-        raw_own = _cell_hour_rmse(r[own], r[metric][own].astype(np.float64), metric)
-        fixed_own = _cell_hour_rmse(r[own], corrected[own], metric)
+        raw_own = cell_hour_rmse(r[own], r[metric][own].astype(np.float64), metric, 9)
+        fixed_own = cell_hour_rmse(r[own], corrected[own], metric, 9)
         assert fixed_own < 0.6 * raw_own, (metric, raw_own, fixed_own)
         # every corrected value names the correction that made it
         kit = int(r["kit_id"][0])
