@@ -13,14 +13,15 @@ set), so they hold from the first statement and cost no round trip:
   after this long, so a stalled download cannot hold a connection idle in
   transaction for ever. The export then fails visibly (``api.export_stream``).
 
-A third setting is no bound: ``jit=off``. The API's queries are short, but their
+Beside the bounds, one setting: ``jit=off``. The API's queries are short, but their
 cost estimates pass PostgreSQL's ``jit_above_cost`` on a large table, and compiling
 them cost more than it saved: a 400-day ``/v1/cells`` at resolution 10 over 1,000,000
 readings took 2.2 s with JIT and 0.9 s without (``bench/bench_reads.py``'s data).
-An operator's own ``options`` come first and ours after, so ``-c jit=on`` in the URL
-does not win; set it per role (``ALTER ROLE ... SET jit``) to measure otherwise.
+An operator's own ``options`` come first and ours after, and a connection's options
+override per-role and per-database defaults, so JIT stays off for the API whatever
+the URL or ``ALTER ROLE`` say.
 
-The fourth bound is the API's own: ``send_timeout_s``, how long an export waits
+The third bound is the API's own: ``send_timeout_s``, how long an export waits
 for its client to take the next chunk (``api.export_stream.ExportResponse``).
 It is shorter than the idle-in-transaction timeout, so an export normally ends
 itself and gives its connections back cleanly; the server-side limit is the

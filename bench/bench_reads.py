@@ -44,7 +44,6 @@ from typing import Any
 
 import h3.api.basic_int as h3i
 import httpx
-import mercantile
 import numpy as np
 import psycopg
 
@@ -250,5 +249,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    _ = mercantile
     main()

@@ -15,7 +15,7 @@ import pytest
 
 from bikesense.runtimes import EmbeddedConfig
 from storage.kits import MasterKey
-from storage.statistics import StatisticsKeeper
+from storage.statistics import ADVISORY_LOCK_KEY, StatisticsKeeper
 from storage.writer import write_batch
 from stream.core.aggregate import aggregate
 from stream.maintenance import MaintenanceConfig
@@ -78,10 +78,10 @@ def test_a_round_is_skipped_while_another_process_runs_one(migrated_database_url
     ):
         conn.execute("CREATE TABLE grown (x int)")
         conn.execute("INSERT INTO grown SELECT generate_series(1, 5000)")
-        other.execute("SELECT pg_advisory_lock(%s)", (0x62737374617473,))
+        other.execute("SELECT pg_advisory_lock(%s)", (ADVISORY_LOCK_KEY,))
         time.sleep(1.2)
         assert keeper.run(conn) == []
-        other.execute("SELECT pg_advisory_unlock(%s)", (0x62737374617473,))
+        other.execute("SELECT pg_advisory_unlock(%s)", (ADVISORY_LOCK_KEY,))
         assert "public.grown" in _until(lambda: keeper.run(conn), lambda s: "public.grown" in s)
 
 
