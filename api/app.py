@@ -1,6 +1,6 @@
 """The FastAPI application factory.
 
-``create_app(settings, api_settings)`` builds an app; nothing is opened at
+``create_app(settings)`` builds an app; nothing is opened at
 import time. Its lifespan opens the connection pool and the LISTEN task for
 live updates, and closes both on shutdown.
 """
@@ -18,7 +18,6 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.staticfiles import StaticFiles
 
 from api.bands import load_bands
-from api.config import ApiSettings, load_api_settings
 from api.database import HealthProbe, session_conninfo
 from api.errors import install_error_handlers
 from api.export_slots import ExportSlots
@@ -41,6 +40,7 @@ from api.routes import (
 )
 from api.state import ApiState
 from api.webassets import asset_dirs
+from bikesense.policy import PrivacyPolicy
 from bikesense.settings import Settings, load_settings, resolve_database_url
 from storage.pool import create_async_pool
 
@@ -61,7 +61,6 @@ naming the parameter at fault. Mobile readings are indicative, not regulatory.
 
 def create_app(
     settings: Settings | None = None,
-    api_settings: ApiSettings | None = None,
     *,
     database_url: str | None = None,
     listen: bool = True,
@@ -69,10 +68,10 @@ def create_app(
     """Build the API. ``database_url`` overrides what ``settings`` resolve to;
     ``listen=False`` skips the LISTEN task (live updates) for tools that do not need it."""
     settings = settings or load_settings()
-    api_settings = api_settings or load_api_settings()
+    api_settings = settings.api
     state = ApiState(
         settings=settings,
-        api_settings=api_settings,
+        policy=PrivacyPolicy.from_settings(settings),
         bands=load_bands(api_settings.band_version),
         metrics=ApiMetrics(),
         limiter=TokenBuckets(

@@ -21,7 +21,7 @@ from fastapi import Depends, Request, Security
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 from psycopg_pool import PoolTimeout
 
-from api.deps import StateDep
+from api.deps import PolicyDep, StateDep
 from api.errors import RateLimitedError, ServiceUnavailableError, UnauthorizedError
 from api.keys import key_is_active, verify_key
 from api.privacy import check_fleet_access, check_raw_access
@@ -56,7 +56,7 @@ async def get_principal(
                 "keys cannot be checked without a database", retry_after_s=None
             )
         # A pool or connection failure here is a 503, translated in api.errors.
-        async with state.pool.connection(timeout=state.api_settings.database_timeout_s) as conn:
+        async with state.pool.connection(timeout=state.settings.api.database_timeout_s) as conn:
             role = await verify_key(conn, token)
         if role is None:
             # A key that is not valid costs the caller a public request: guessing keys
@@ -98,7 +98,7 @@ def key_watch(state: ApiState, principal: Principal) -> Callable[[], Awaitable[b
 
     async def still_valid() -> bool:
         try:
-            async with pool.connection(timeout=state.api_settings.database_timeout_s) as conn:
+            async with pool.connection(timeout=state.settings.api.database_timeout_s) as conn:
                 return await key_is_active(conn, key_id)
         except (psycopg.Error, PoolTimeout):
             # Unknown for now (the database is away): keep serving, check again next time.
@@ -107,15 +107,15 @@ def key_watch(state: ApiState, principal: Principal) -> Callable[[], Awaitable[b
     return still_valid
 
 
-def raw_reader(principal: PrincipalDep) -> Principal:
+def raw_reader(principal: PrincipalDep, policy: PolicyDep) -> Principal:
     """The caller, if its role may read raw readings (researchers and admins)."""
-    check_raw_access(principal)
+    check_raw_access(principal, policy)
     return principal
 
 
-def fleet_viewer(principal: PrincipalDep) -> Principal:
+def fleet_viewer(principal: PrincipalDep, policy: PolicyDep) -> Principal:
     """The caller, if its role may see fleet health (officers and admins)."""
-    check_fleet_access(principal)
+    check_fleet_access(principal, policy)
     return principal
 
 

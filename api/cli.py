@@ -13,7 +13,6 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from api.config import load_api_settings
 from api.keys import create_key, list_keys, revoke_key
 from api.roles import KEY_ROLES, Role
 from bikesense.exceptions import BikesenseError
@@ -56,19 +55,18 @@ def serve(
     from api.app import create_app  # noqa: PLC0415
 
     settings = _settings()
+    url = _database_url(settings)
     try:
-        api_settings = load_api_settings()
+        application = create_app(settings, database_url=url)
     except BikesenseError as exc:
         err_console.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(2) from exc
-    url = _database_url(settings)
-    application = create_app(settings, api_settings, database_url=url)
     # Live (SSE) streams never end on their own: without a bound, a shutdown would wait
     # for every open map page to go away.
     uvicorn.run(
         application,
-        host=host or settings.api_host,
-        port=port or settings.api_port,
+        host=host or settings.api.host,
+        port=port or settings.api.port,
         log_level="info",
         proxy_headers=False,
         timeout_graceful_shutdown=5,

@@ -42,7 +42,7 @@ from typing import Any
 import psycopg
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-from api.config import ApiSettings
+from bikesense.settings import ApiSettings
 
 
 def _ms(seconds: float) -> int:

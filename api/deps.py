@@ -1,6 +1,7 @@
 """Dependencies of the routes, as ``Annotated`` aliases.
 
-Settings come through :func:`get_settings` / :func:`get_api_settings`, and the
+Settings come through :func:`get_settings` (the API's section through
+:func:`get_api_settings`), the privacy policy through :func:`get_policy`, and the
 current instant through :func:`get_now`, all of which tests may override; the
 pool, limiter and broadcaster live on the :class:`api.state.ApiState` the
 lifespan built. The caller's role comes from :mod:`api.auth`.
@@ -21,12 +22,12 @@ import psycopg
 from fastapi import Depends, Query, Request
 from psycopg_pool import AsyncConnectionPool
 
-from api.config import ApiSettings
 from api.errors import BadParameterError, ServiceUnavailableError
 from api.export_stream import ExportSource
 from api.params import EARLIEST, LATEST
 from api.state import ApiState
-from bikesense.settings import Settings
+from bikesense.policy import PrivacyPolicy
+from bikesense.settings import ApiSettings, Settings
 
 #: The longest time range one request may ask for, and the range when none is given.
 MAX_RANGE = timedelta(days=400)
@@ -46,11 +47,16 @@ def get_settings(state: StateDep) -> Settings:
 
 
 def get_api_settings(state: StateDep) -> ApiSettings:
-    return state.api_settings
+    return state.settings.api
+
+
+def get_policy(state: StateDep) -> PrivacyPolicy:
+    return state.policy
 
 
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 ApiSettingsDep = Annotated[ApiSettings, Depends(get_api_settings)]
+PolicyDep = Annotated[PrivacyPolicy, Depends(get_policy)]
 
 
 def get_pool(state: StateDep) -> AsyncConnectionPool:
@@ -74,11 +80,11 @@ ConnDep = Annotated[psycopg.AsyncConnection[Any], Depends(get_conn)]
 
 
 def get_export_source(state: StateDep, pool: PoolDep) -> ExportSource:
-    api = state.api_settings
+    api = state.settings.api
     return ExportSource(
         pool=pool,
         keys=state.pseudonym_keys,
-        day_tz=state.settings.day_tz,
+        day_tz=state.policy.day_tz,
         batch_rows=api.export_batch_rows,
         timeout_s=api.database_timeout_s,
         send_timeout_s=api.send_timeout_s,

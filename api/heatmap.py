@@ -19,10 +19,10 @@ import psycopg
 
 from api.aggregates import align, choose_window, tile_bands
 from api.bands import MetricScale
-from api.config import ApiSettings
 from api.privacy import allowed_windows, selection
 from api.render.tile_png import TileBox, average_edge_m, render_tile, resolution_for_zoom
 from api.roles import Principal
+from bikesense.policy import PrivacyPolicy
 from bikesense.settings import Settings
 from storage.cell_means import cell_means
 from storage.queries import BBox
@@ -70,20 +70,19 @@ async def read_tile(
     *,
     principal: Principal,
     settings: Settings,
-    api: ApiSettings,
+    policy: PrivacyPolicy,
     start: datetime,
     end: datetime,
 ) -> Tile:
     """What the caller may see of ``metric`` in ``box`` over ``[start, end)``."""
-    resolution = resolution_for_zoom(box.z, (box.south + box.north) / 2, settings.h3_resolutions)
-    window_s = choose_window(
-        (end - start).total_seconds(), allowed_windows(principal, settings, api)
+    resolution = resolution_for_zoom(
+        box.z, (box.south + box.north) / 2, settings.aggregation.h3_resolutions
     )
+    window_s = choose_window((end - start).total_seconds(), allowed_windows(principal, policy))
     start, end = align(start, end, window_s)
     sel = selection(
         principal,
-        api,
-        settings=settings,
+        policy,
         metric=metric,
         resolution=resolution,
         window_s=window_s,
@@ -103,7 +102,7 @@ async def read_tile(
             north=min(box.north + margin_deg, 90.0),
         ),
     )
-    bands = tile_bands(cells, metric, scale, api.min_readings)
+    bands = tile_bands(cells, metric, scale, settings.api.min_readings)
     return Tile(
         box=box,
         resolution=resolution,

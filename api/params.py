@@ -59,8 +59,8 @@ def parse_bbox(text: str, parameter: str = "bbox") -> BBox:
 def check_resolution(resolution: int | None, settings: Settings, default: int) -> int:
     if resolution is None:
         return default
-    if resolution not in settings.h3_resolutions:
-        known = ", ".join(str(r) for r in settings.h3_resolutions)
+    if resolution not in settings.aggregation.h3_resolutions:
+        known = ", ".join(str(r) for r in settings.aggregation.h3_resolutions)
         raise BadParameterError(
             f"resolution {resolution} is not aggregated here; use one of {known}",
             parameter="resolution",
@@ -120,7 +120,10 @@ def parse_pseudonyms(values: Iterable[str], parameter: str = "kit_pseudonym") ->
 
 def default_resolution(settings: Settings) -> int:
     """The finest configured resolution up to 9 (cells of about 0.1 km²)."""
-    return max([r for r in settings.h3_resolutions if r <= 9] or settings.h3_resolutions)
+    return max(
+        [r for r in settings.aggregation.h3_resolutions if r <= 9]
+        or settings.aggregation.h3_resolutions
+    )
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,23 +1,19 @@
-"""What each role may see: every privacy decision of the API, in one place.
+"""What each role may see, as HTTP: the rules of :class:`bikesense.policy.PrivacyPolicy`
+(built once from the settings, held by the app's state), and the errors a refusal is.
 
-Mail carriers are people at work and a bike's track is personal data
-(docs/privacy.md). The API's part of that rule:
-
-* the public sees only windows of at least ``public_min_window_s`` (an hour),
-  and only what is merged from public units (:func:`public_units`: cell-windows
-  of the finest resolution and the finest public window) holding at least
-  k = ``public_min_rides`` distinct rides that measured the metric; a unit
-  below k is left out of every figure at every resolution, window and range
-  (absent, never zero), and a cell whose remaining units have rides on fewer
-  than ``public_min_days`` days is absent too (:func:`selection`; the
-  database applies it);
+* the public sees only windows of at least the policy's minimum public window, and
+  only what is merged from public units (the policy's ``public_units``) holding at
+  least k rides that measured the metric, on enough days; a unit below k is left out
+  of every figure at every resolution, window and range (absent, never zero)
+  (:func:`selection`; the database applies it);
 * keyed roles (officer, researcher, admin) see every window size and every
   cell-window (k = 1);
-* raw readings are for researchers and admins (:func:`check_raw_access`);
-  researchers get kits and rides by daily pseudonyms only and may not ask for
-  a kit by its real id (:func:`export_identities`); admins get them as stored;
-* fleet health is for officers and admins (:func:`check_fleet_access`);
-* live events for the public carry no cell list (``api.live.LiveEvent.public``).
+* raw readings are for the policy's raw roles (:func:`check_raw_access`); of those,
+  only the roles that see stored identities get kits and rides as stored, the others
+  daily pseudonyms, and may not ask for a kit by its real id (:func:`export_identities`);
+* fleet health is for the policy's fleet roles (:func:`check_fleet_access`);
+* live events carry a cell list only where the policy says so
+  (``api.live.LiveEvent.public``).
 """
 
 from __future__ import annotations
@@ -25,34 +21,22 @@ from __future__ import annotations
 from datetime import datetime
 from enum import StrEnum
 
-from api.config import ApiSettings
 from api.errors import BadParameterError, ForbiddenError, UnauthorizedError
 from api.roles import Principal, Role
-from bikesense.settings import Settings
+from bikesense.policy import PrivacyPolicy
 from storage.queries import Selection
 from stream.core.partials import Metric
 
 
-def allowed_windows(principal: Principal, settings: Settings, api: ApiSettings) -> tuple[int, ...]:
+def allowed_windows(principal: Principal, policy: PrivacyPolicy) -> tuple[int, ...]:
     """The stored window sizes this caller may see."""
-    sizes = settings.window_sizes_s
-    if principal.role.is_public:
-        sizes = tuple(w for w in sizes if w >= api.public_min_window_s)
-    return sizes or (max(settings.window_sizes_s),)
-
-
-def public_units(settings: Settings, api: ApiSettings) -> tuple[int, int]:
-    """The public's finest grain: the finest stored resolution and the finest window
-    the public may see. k is applied to these cell-windows only, and every public figure
-    is merged from the ones that pass (closed under differencing, docs/privacy.md)."""
-    return max(settings.h3_resolutions), min(allowed_windows(Principal(Role.PUBLIC), settings, api))
+    return policy.allowed_windows(principal.role.value)
 
 
 def selection(
     principal: Principal,
-    api: ApiSettings,
+    policy: PrivacyPolicy,
     *,
-    settings: Settings,
     metric: Metric,
     resolution: int,
     window_s: int,
@@ -61,43 +45,44 @@ def selection(
 ) -> Selection:
     """What storage reads for this caller: the public's k-anonymity thresholds on the
     public units, or none."""
-    if not principal.role.is_public:
-        return Selection(
-            metric=metric, resolution=resolution, window_s=window_s, start=start, end=end
-        )
-    unit_res, unit_window_s = public_units(settings, api)
+    limits = policy.thresholds(principal.role.value)
     return Selection(
         metric=metric,
         resolution=resolution,
         window_s=window_s,
         start=start,
         end=end,
-        min_rides=api.public_min_rides,
-        min_days=api.public_min_days,
-        unit_resolution=unit_res,
-        unit_window_s=unit_window_s,
+        min_rides=limits.min_rides,
+        min_days=limits.min_days,
+        unit_resolution=limits.unit_resolution,
+        unit_window_s=limits.unit_window_s,
     )
 
 
-def check_bucket(principal: Principal, api: ApiSettings, bucket_s: int) -> None:
+def check_bucket(principal: Principal, policy: PrivacyPolicy, bucket_s: int) -> None:
     """Time-series buckets finer than the public's finest window need a key."""
-    if principal.role.is_public and bucket_s < api.public_min_window_s:
+    if not policy.bucket_allowed(principal.role.value, bucket_s):
         raise ForbiddenError(
-            f"the public may see buckets of at least {api.public_min_window_s} s; "
+            f"the public may see buckets of at least {policy.public_min_window_s} s; "
             "an API key of an officer unlocks finer ones",
             parameter="bucket",
         )
 
 
-def check_raw_access(principal: Principal) -> None:
+def _roles(roles: frozenset[str]) -> str:
+    names = [r.value for r in Role if r.value in roles]
+    return " or ".join(", ".join(names).rsplit(", ", 1))
+
+
+def check_raw_access(principal: Principal, policy: PrivacyPolicy) -> None:
     role = principal.role
     if role.is_public:
         raise UnauthorizedError(
-            "raw readings need an API key of a researcher or admin",
+            f"raw readings need an API key of a {_roles(policy.raw_roles)}",
             parameter="X-API-Key",
             location="header",
         )
-    if not role.may_export_raw:
+    if not policy.may_export_raw(role.value):
         raise ForbiddenError(
             f"the {role.value} role may not export raw readings",
             parameter="X-API-Key",
@@ -105,15 +90,15 @@ def check_raw_access(principal: Principal) -> None:
         )
 
 
-def check_fleet_access(principal: Principal) -> None:
+def check_fleet_access(principal: Principal, policy: PrivacyPolicy) -> None:
     role = principal.role
     if role.is_public:
         raise UnauthorizedError(
-            "fleet health needs an API key of an officer or admin",
+            f"fleet health needs an API key of an {_roles(policy.fleet_roles)}",
             parameter="X-API-Key",
             location="header",
         )
-    if not role.may_see_fleet:
+    if not policy.may_see_fleet(role.value):
         raise ForbiddenError(
             f"the {role.value} role may not see fleet health",
             parameter="X-API-Key",
@@ -128,10 +113,12 @@ class Identities(StrEnum):
     STORED = "stored"  # the ids as stored
 
 
-def export_identities(principal: Principal, *, by_kit_id: bool, by_pseudonym: bool) -> Identities:
+def export_identities(
+    principal: Principal, policy: PrivacyPolicy, *, by_kit_id: bool, by_pseudonym: bool
+) -> Identities:
     """The identities an export of raw readings shows this (raw-reading) caller, and
     whether it may filter kits the way it asks to."""
-    if principal.role is not Role.ADMIN:
+    if not policy.shows_stored_identities(principal.role.value):
         if by_kit_id:
             # Asking by real id and reading back the pseudonyms would undo them.
             raise ForbiddenError(

@@ -8,20 +8,20 @@ from dataclasses import dataclass, field
 from psycopg_pool import AsyncConnectionPool
 
 from api.bands import BandSet
-from api.config import ApiSettings
 from api.database import HealthProbe
 from api.export_slots import ExportSlots
 from api.live import Broadcaster
 from api.metrics import ApiMetrics
 from api.pseudonym_key import PseudonymKeys
 from api.ratelimit import TokenBuckets
+from bikesense.policy import PrivacyPolicy
 from bikesense.settings import Settings
 
 
 @dataclass
 class ApiState:
     settings: Settings
-    api_settings: ApiSettings
+    policy: PrivacyPolicy
     bands: BandSet
     metrics: ApiMetrics
     limiter: TokenBuckets
@@ -34,4 +34,4 @@ class ApiState:
     pseudonym_keys: PseudonymKeys = field(init=False)
 
     def __post_init__(self) -> None:
-        self.pseudonym_keys = PseudonymKeys(self.settings.state_dir)
+        self.pseudonym_keys = PseudonymKeys(self.settings.secrets, self.settings.services.state_dir)

@@ -56,10 +56,9 @@ def database() -> Iterator[str]:
 SERVER_CODE = """
 import sys, uvicorn
 from api.app import create_app
-from api.config import ApiSettings
-from bikesense.settings import Settings
+from bikesense.settings import load_settings
 url, port = sys.argv[1], int(sys.argv[2])
-app = create_app(Settings(database_url=url), ApiSettings(public_rate_per_s=1e6, public_burst=10**6,
+app = create_app(load_settings(database_url=url, public_rate_per_s=1e6, public_burst=10**6,
                  pool_max_size=4), listen=False)
 uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
 """

@@ -44,7 +44,7 @@ from bench_common import RESULTS, api_server, database, rss_kib
 
 from api.keys import create_key
 from api.roles import Role
-from storage.pseudonyms import PSEUDONYM_KEY_ENV, PseudonymKey
+from storage.pseudonyms import PseudonymKey
 from storage.writer import write_batch
 from stream.core.batch import ENRICHED_DTYPE
 from stream.core.partials import PARTIAL_DTYPE, PRESENCE_DTYPE
@@ -196,7 +196,7 @@ def main() -> None:
     n = args.readings
     small = n // 4
     # The researcher exports need the pseudonym key; the server processes inherit it.
-    os.environ[PSEUDONYM_KEY_ENV] = PseudonymKey.generate().to_text()
+    os.environ["BIKESENSE_PSEUDONYM_KEY"] = PseudonymKey.generate().to_text()
     results: dict[str, Any] = {
         "readings": n,
         "repeat": args.repeat,

@@ -53,7 +53,8 @@ from bench_tiles import LAT0, LON0, ROUNDS_OVER_H, day_of_readings, rounds, town
 
 from api.keys import create_key
 from api.roles import Role
-from bikesense.settings import DEFAULT_H3_RESOLUTIONS, DEFAULT_WINDOW_SIZES_S
+from bikesense.defaults import H3_RESOLUTIONS as DEFAULT_H3_RESOLUTIONS
+from bikesense.defaults import WINDOW_SIZES_S as DEFAULT_WINDOW_SIZES_S
 from storage.statistics import StatisticsKeeper
 from storage.writer import write_batch
 from stream.core.aggregate import aggregate

@@ -50,9 +50,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_common import RESULTS
 from bench_write import FINEST_RES, fleet_readings
 
+from bikesense.defaults import H3_RESOLUTIONS as DEFAULT_H3_RESOLUTIONS
+from bikesense.defaults import WINDOW_SIZES_S as DEFAULT_WINDOW_SIZES_S
 from bikesense.exceptions import ServiceError
 from bikesense.services import PostgresCluster, postgres_bindir
-from bikesense.settings import DEFAULT_H3_RESOLUTIONS, DEFAULT_WINDOW_SIZES_S
 from storage.migrate import Backend, migrate
 from storage.writer import write_batch
 from stream.core.aggregate import aggregate

@@ -46,12 +46,12 @@ from psycopg import sql
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_common import RESULTS, api_server, database
 
-from api.config import ApiSettings
 from api.keys import create_key
 from api.privacy import selection
 from api.render.tile_png import TileBox, average_edge_m, resolution_for_zoom
 from api.roles import Principal, Role
-from bikesense.settings import Settings
+from bikesense.policy import PrivacyPolicy
+from bikesense.settings import load_settings
 from storage.cell_means import cell_means
 from storage.cellwindows import per_metric
 from storage.queries import BBox
@@ -223,8 +223,9 @@ async def query_only_ms(
     url: str, tiles: list[mercantile.Tile], start: datetime, end: datetime, window_s: int
 ) -> dict[str, dict[str, float]]:
     """The tile query alone, three ways, each tile in turn; best of three per tile."""
-    api, settings = ApiSettings(), Settings()
-    resolutions = settings.h3_resolutions
+    settings = load_settings()
+    policy = PrivacyPolicy.from_settings(settings)
+    resolutions = settings.aggregation.h3_resolutions
     samples: dict[str, list[float]] = {"public": [], "officer": [], "previous_public": []}
     async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
         await conn.execute("SET jit = off")  # as the API's pool does
@@ -236,8 +237,7 @@ async def query_only_ms(
                 role = Role.OFFICER if name == "officer" else Role.PUBLIC
                 sel = selection(
                     Principal(role),
-                    api,
-                    settings=settings,
+                    policy,
                     metric=Metric.PM25,
                     resolution=res,
                     window_s=window_s,

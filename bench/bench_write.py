@@ -40,8 +40,9 @@ import psycopg
 from h3.api import basic_int as h3int
 from psycopg import sql
 
+from bikesense.defaults import H3_RESOLUTIONS as DEFAULT_H3_RESOLUTIONS
+from bikesense.defaults import WINDOW_SIZES_S as DEFAULT_WINDOW_SIZES_S
 from bikesense.services import PostgresCluster
-from bikesense.settings import DEFAULT_H3_RESOLUTIONS, DEFAULT_WINDOW_SIZES_S
 from storage import copybin
 from storage.migrate import Backend, migrate
 from storage.readings import READING_COLUMNS

@@ -37,7 +37,7 @@ from bikesense.services import (
     reload_broker,
 )
 from bikesense.servicestate import ServiceRecord, pid_alive
-from bikesense.settings import Settings, resolve_mqtt_url
+from bikesense.settings import SecretSettings, Settings, resolve_mqtt_url
 from ingest.broker_auth import acl_text, kit_mqtt_password
 from ingest.topics import TopicLayout
 from storage.keyfiles import read_or_create_key_text
@@ -157,8 +157,12 @@ def write_single_listener_accounts(
 
 
 def ingest_password_from(settings: Settings) -> str | None:
-    """Ingest's password when the configured MQTT URL logs in as ingest (docker-compose.yml)."""
-    parts = urlsplit(settings.mqtt_url or "")
+    """Ingest's password: ``BIKESENSE_MQTT_INGEST_PASSWORD``, else the configured MQTT URL's
+    when that logs in as ingest (docker-compose.yml)."""
+    given = SecretSettings.text(settings.secrets.mqtt_ingest_password)
+    if given:
+        return given
+    parts = urlsplit(settings.services.mqtt_url or "")
     if parts.username and unquote(parts.username) == INGEST_USER and parts.password:
         return unquote(parts.password)
     return None
@@ -236,12 +240,12 @@ def ingest_mqtt_url(settings: Settings) -> str:
     """The broker URL for ingest: the configured one as it is; the embedded broker's
     service listener with ingest's own account added."""
     url = resolve_mqtt_url(settings)
-    if settings.mqtt_url is not None or urlsplit(url).username:
+    if settings.services.mqtt_url is not None or urlsplit(url).username:
         return url
-    record = embedded_broker(settings.state_dir)
+    record = embedded_broker(settings.services.state_dir)
     if record is None or record.url != url:
         return url
-    password = quote(ingest_password(settings.state_dir), safe="")
+    password = quote(ingest_password(settings.services.state_dir), safe="")
     return f"mqtt://{INGEST_USER}:{password}@{url.removeprefix('mqtt://')}"
 
 
@@ -257,8 +261,8 @@ def reload_embedded_broker(settings: Settings, conn: psycopg.Connection[Any]) ->
     """After the kit registry changed (``kits add`` / ``kits revoke``): the embedded
     broker's kit accounts rewritten (and reloaded when it runs); None when there is none."""
     # Imported here: the master key's edge helpers live with the storage CLI.
-    from storage.cli import master_key_from_environment  # noqa: PLC0415
+    from storage.cli import master_key_of  # noqa: PLC0415
 
-    if not (settings.state_dir / "mosquitto" / "auth").exists():
+    if not (settings.services.state_dir / "mosquitto" / "auth").exists():
         return None
-    return sync_embedded_broker(settings.state_dir, conn, master_key_from_environment(settings))
+    return sync_embedded_broker(settings.services.state_dir, conn, master_key_of(settings))

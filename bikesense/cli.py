@@ -14,7 +14,7 @@ import storage.cli as storage_cli
 import stream.cli as stream_cli
 from bikesense.cliutil import exit_with, say_error, settings_or_exit
 from bikesense.exceptions import BikesenseError
-from bikesense.services import LocalServices
+from bikesense.services import local_services
 from bikesense.settings import Settings
 from storage import reference_cli
 
@@ -126,11 +126,11 @@ def services_up(
     """Start PostgreSQL and Mosquitto (and Kafka) on free loopback ports, skipping those
     configured by URL; a service that ran before comes back on its recorded ports."""
     settings = settings_or_exit()
-    services = LocalServices(settings.state_dir)
+    services = local_services(settings)
     wanted = {
-        "start_postgres": postgres and settings.database_url is None,
-        "start_mosquitto": mosquitto and settings.mqtt_url is None,
-        "start_kafka": kafka and settings.kafka_url is None,
+        "start_postgres": postgres and settings.services.database_url is None,
+        "start_mosquitto": mosquitto and settings.services.mqtt_url is None,
+        "start_kafka": kafka and settings.services.kafka_url is None,
     }
     try:
         services.up(**wanted)
@@ -166,7 +166,7 @@ def services_down() -> None:
     """Stop the services that `services up` started."""
     settings = settings_or_exit()
     try:
-        stopped = LocalServices(settings.state_dir).down()
+        stopped = local_services(settings).down()
     except BikesenseError as exc:
         exit_with(exc)
     console.print(f"stopped: {', '.join(stopped) if stopped else 'nothing was running'}")
@@ -174,13 +174,13 @@ def services_down() -> None:
 
 def _print_status(settings: Settings) -> None:
     lines = []
-    if settings.database_url:
-        lines.append(f"postgres   configured  {settings.database_url}")
-    if settings.mqtt_url:
-        lines.append(f"mosquitto  configured  {settings.mqtt_url}")
-    if settings.kafka_url:
-        lines.append(f"kafka      configured  {settings.kafka_url}")
-    for name, (record, alive) in LocalServices(settings.state_dir).status().items():
+    if settings.services.database_url:
+        lines.append(f"postgres   configured  {settings.services.database_url}")
+    if settings.services.mqtt_url:
+        lines.append(f"mosquitto  configured  {settings.services.mqtt_url}")
+    if settings.services.kafka_url:
+        lines.append(f"kafka      configured  {settings.services.kafka_url}")
+    for name, (record, alive) in local_services(settings).status().items():
         state = "[green]running[/green]" if alive else "[red]stopped[/red]"
         lines.append(f"{name:<10} {state}  {record.url}  pid {record.pid}  log {record.log_file}")
     if not lines:

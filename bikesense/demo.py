@@ -32,14 +32,14 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
 from bikesense.brokerauth import embedded_broker, sync_embedded_broker
 from bikesense.exceptions import BikesenseError, ServiceError
-from bikesense.services import LocalServices, free_port
+from bikesense.services import free_port, local_services
 from bikesense.settings import Settings, resolve_database_url, resolve_mqtt_url
 from simulators.fleet import Fleet, Run, SimulationConfig
 from simulators.kitpublishers import KitPublishers, kit_passwords
 from simulators.publisher import MqttPublisher
 from simulators.runner import RunStats, pump
 from simulators.streetmap import write_town_streets
-from storage.cli import master_key_from_environment
+from storage.cli import master_key_of
 from storage.kits import get_kit, register_kit
 from storage.migrate import migrate
 
@@ -116,7 +116,7 @@ def _wait_http(url: str, children: Children, timeout_s: float = 60.0) -> None:
 
 
 def _register_fleet(database_url: str, settings: Settings, fleet: Fleet) -> int:
-    master = master_key_from_environment(settings)
+    master = master_key_of(settings)
     added = 0
     with psycopg.connect(database_url, autocommit=True) as conn:
         migrate(conn)
@@ -125,7 +125,7 @@ def _register_fleet(database_url: str, settings: Settings, fleet: Fleet) -> int:
                 register_kit(conn, master, kit_id, secret=secret)
                 added += 1
         # The broker `services up` started lets in only registered kits: now these too.
-        sync_embedded_broker(settings.state_dir, conn, master)
+        sync_embedded_broker(settings.services.state_dir, conn, master)
     return added
 
 
@@ -158,13 +158,13 @@ def _interrupt_on_sigterm() -> None:
 
 def run_demo(settings: Settings, options: DemoOptions) -> None:
     _interrupt_on_sigterm()
-    services = LocalServices(settings.state_dir)
-    if options.distributed and settings.kafka_url is None:
+    services = local_services(settings)
+    if options.distributed and settings.services.kafka_url is None:
         console.print("starting Kafka (the first time, Maven downloads it from Maven Central)")
     services.up(
-        start_postgres=settings.database_url is None,
-        start_mosquitto=settings.mqtt_url is None,
-        start_kafka=options.distributed and settings.kafka_url is None,
+        start_postgres=settings.services.database_url is None,
+        start_mosquitto=settings.services.mqtt_url is None,
+        start_kafka=options.distributed and settings.services.kafka_url is None,
     )
     database_url = resolve_database_url(settings)
     mqtt_url = resolve_mqtt_url(settings)
@@ -185,7 +185,7 @@ def run_demo(settings: Settings, options: DemoOptions) -> None:
     )
 
     port = options.port if _port_is_free(options.port) else free_port()
-    children = Children(settings.state_dir / "logs")
+    children = Children(settings.services.state_dir / "logs")
     try:
         # One ingest process: a plain subscription (docs/ingest.md, broker restarts).
         if options.distributed:
@@ -208,7 +208,7 @@ def run_demo(settings: Settings, options: DemoOptions) -> None:
         # The generated town's streets are the map's offline base map (docs/map.md).
         if "BIKESENSE_BASEMAP_FILE" not in os.environ:
             os.environ["BIKESENSE_BASEMAP_FILE"] = str(
-                write_town_streets(fleet.town, settings.state_dir / "demo-basemap.geojson")
+                write_town_streets(fleet.town, settings.services.state_dir / "demo-basemap.geojson")
             )
         children.start("api", "api", "serve", "--port", str(port))
         url = f"http://127.0.0.1:{port}/"
@@ -259,7 +259,9 @@ def _fleet_publisher(
 ) -> KitPublishers | MqttPublisher:
     """Each kit over its own login on the broker ``services up`` started (it refuses anyone
     else); a configured broker's URL as it is, one connection for the fleet."""
-    record = embedded_broker(settings.state_dir) if settings.mqtt_url is None else None
+    record = (
+        embedded_broker(settings.services.state_dir) if settings.services.mqtt_url is None else None
+    )
     if record is None:
         return MqttPublisher(mqtt_url, client_id="bikesense-demo-fleet")
     return KitPublishers(record.kits_url, kit_passwords(fleet.kits))

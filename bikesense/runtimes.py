@@ -218,14 +218,14 @@ def run_kafka_ingest(
     (so retention and the other maintenance settings hold here too); the readings
     go to ``{BIKESENSE_KAFKA_APP_ID}.readings`` instead of the stream core.
     """
-    from storage.cli import master_key_from_environment  # noqa: PLC0415 - CLI edge only
+    from storage.cli import master_key_of  # noqa: PLC0415 - CLI edge only
 
     producer = AiokafkaReadingsProducer(
         resolve_kafka_url(settings),
-        readings_topic(settings.kafka_app_id),
+        readings_topic(settings.kafka.app_id),
         client_id=config.client_id,
-        partitions=settings.kafka_partitions,
+        partitions=settings.kafka.partitions,
     )
-    runtime = KafkaIngest(config, master_key_from_environment(settings), producer)
+    runtime = KafkaIngest(config, master_key_of(settings), producer)
     serve_metrics(runtime, metrics_port)
     asyncio.run(run_until_signalled(runtime))

@@ -33,6 +33,7 @@ from bikesense.servicestate import (
     read_records,
     write_records,
 )
+from bikesense.settings import Settings
 from ingest.limits import MAX_PACKET_BYTES
 
 log = logging.getLogger(__name__)
@@ -112,9 +113,9 @@ def _chown_tree(path: Path, user: pwd.struct_passwd | None) -> None:
             os.chown(Path(root) / name, user.pw_uid, user.pw_gid)
 
 
-def postgres_bindir() -> Path:
-    """The PostgreSQL server binaries: ``BIKESENSE_PG_BINDIR``, else the newest Debian one."""
-    configured = os.environ.get("BIKESENSE_PG_BINDIR")
+def postgres_bindir(configured: Path | None = None) -> Path:
+    """The PostgreSQL server binaries: ``configured`` (``BIKESENSE_PG_BINDIR``), else the
+    newest Debian one."""
     candidates = (
         [Path(configured)]
         if configured
@@ -152,7 +153,14 @@ class PostgresCluster:
     database = "bikesense"
     superuser = "bikesense"
 
-    def __init__(self, directory: Path, *, port: int | None = None, durable: bool = True) -> None:
+    def __init__(
+        self,
+        directory: Path,
+        *,
+        port: int | None = None,
+        durable: bool = True,
+        bindir: Path | None = None,
+    ) -> None:
         self.directory = directory.resolve()
         self.data_dir = self.directory / "data"
         self.socket_dir = self.directory / "run"
@@ -160,7 +168,7 @@ class PostgresCluster:
         self.port = port or free_port()
         self.durable = durable
         self._user = _service_user("postgres")
-        self._bindir = postgres_bindir()
+        self._bindir = postgres_bindir(bindir)
 
     @property
     def url(self) -> str:
@@ -536,9 +544,19 @@ def mosquitto_file_owner() -> pwd.struct_passwd | None:
 class LocalServices:
     """``bikesense services up/down/status``: the embedded default, recorded in a state folder."""
 
-    def __init__(self, state_dir: Path) -> None:
+    def __init__(
+        self,
+        state_dir: Path,
+        *,
+        pg_bindir: Path | None = None,
+        kafka_cache_dir: Path | None = None,
+    ) -> None:
+        """``pg_bindir`` and ``kafka_cache_dir``: the settings' (``BIKESENSE_PG_BINDIR``,
+        ``BIKESENSE_KAFKA_CACHE_DIR``), or found and kept in the state folder."""
         self.state_dir = state_dir.resolve()
         self.record_file = self.state_dir / RECORD_FILE
+        self._pg_bindir = pg_bindir
+        self._kafka_cache_dir = kafka_cache_dir
 
     def records(self) -> dict[str, ServiceRecord]:
         return read_records(self.state_dir)
@@ -583,6 +601,7 @@ class LocalServices:
             cluster = PostgresCluster(
                 self.state_dir / "postgres",
                 port=_recorded_port(old.port if old else None, "postgres"),
+                bindir=self._pg_bindir,
             )
             records["postgres"] = cluster.start()
             self._save(records)
@@ -663,15 +682,16 @@ class LocalServices:
     def kafka_cache_dir(self) -> Path:
         """Where Kafka's jars are kept once downloaded (``BIKESENSE_KAFKA_CACHE_DIR`` to share
         them between state folders)."""
-        configured = os.environ.get("BIKESENSE_KAFKA_CACHE_DIR")
-        return Path(configured) if configured else self.state_dir / "kafka-dist"
+        return self._kafka_cache_dir or self.state_dir / "kafka-dist"
 
     def down(self) -> list[str]:
         stopped = []
         records = self.records()
         postgres = records.get("postgres")
         if postgres is not None:
-            cluster = PostgresCluster(Path(postgres.directory), port=postgres.port)
+            cluster = PostgresCluster(
+                Path(postgres.directory), port=postgres.port, bindir=self._pg_bindir
+            )
             if pid_alive(postgres.pid):
                 cluster.stop()
                 stopped.append("postgres")
@@ -734,3 +754,12 @@ def _port_free(port: int) -> bool:
         except OSError:
             return False
     return True
+
+
+def local_services(settings: Settings) -> LocalServices:
+    """The embedded services of ``settings``: their state folder and where their binaries are."""
+    return LocalServices(
+        settings.services.state_dir,
+        pg_bindir=settings.services.pg_bindir,
+        kafka_cache_dir=settings.services.kafka_cache_dir,
+    )

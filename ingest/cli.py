@@ -22,7 +22,7 @@ from bikesense.settings import resolve_database_url
 from ingest.broker_auth import kit_mqtt_password
 from ingest.exceptions import IngestError
 from ingest.topics import DEFAULT_SHARE_GROUP, TopicLayout
-from storage.cli import master_key_from_environment
+from storage.cli import master_key_of
 from storage.kits import kit_secrets, list_kits, register_kit, revoke_kit
 
 kits_app = typer.Typer(
@@ -40,7 +40,7 @@ def kits_add(
     settings = settings_or_exit()
     with connect_or_exit(settings) as conn:
         try:
-            creds = register_kit(conn, master_key_from_environment(settings), kit_id, pseudonym)
+            creds = register_kit(conn, master_key_of(settings), kit_id, pseudonym)
             broker_kits = reload_embedded_broker(settings, conn)
         except BikesenseError as exc:
             exit_with(exc)
@@ -92,9 +92,8 @@ def kits_broker_acl(
     ingest_password: Annotated[
         str,
         typer.Option(
-            envvar="BIKESENSE_MQTT_INGEST_PASSWORD",
-            help="Password of the ingest service user (default: the one in BIKESENSE_MQTT_URL, "
-            "when that logs in as bikesense-ingest).",
+            help="Password of the ingest service user (default: BIKESENSE_MQTT_INGEST_PASSWORD, "
+            "else the one in BIKESENSE_MQTT_URL when that logs in as bikesense-ingest).",
         ),
     ] = "",
     topic_root: Annotated[str, typer.Option(help="Topic root.")] = TopicLayout().root,
@@ -129,7 +128,7 @@ def kits_broker_acl(
     except ValueError as exc:
         exit_with(exc, 2)
     with connect_or_exit(settings) as conn:
-        secrets = kit_secrets(conn, master_key_from_environment(settings))
+        secrets = kit_secrets(conn, master_key_of(settings))
     active = {k: s.secret for k, s in secrets.items() if s.active}
     layout = TopicLayout(topic_root)
     accounts = BrokerAccounts(out)
@@ -162,19 +161,23 @@ def kits_pseudonym(
     from datetime import date, datetime  # noqa: PLC0415
     from zoneinfo import ZoneInfo  # noqa: PLC0415
 
-    from storage.cli import pseudonym_key_from_environment  # noqa: PLC0415
+    from storage.cli import pseudonym_key_of  # noqa: PLC0415
     from storage.pseudonyms import pseudonym_table  # noqa: PLC0415
 
     settings = settings_or_exit()
     try:
-        when = date.fromisoformat(day) if day else datetime.now(ZoneInfo(settings.day_tz)).date()
+        when = (
+            date.fromisoformat(day)
+            if day
+            else datetime.now(ZoneInfo(settings.privacy.day_tz)).date()
+        )
     except ValueError:
         exit_with(ValueError(f"--day must be YYYY-MM-DD (got {day!r})"), 2)
     if not kit_ids:
         with connect_or_exit(settings) as conn:
             kit_ids = [k.kit_id for k in list_kits(conn)]
     try:
-        key = pseudonym_key_from_environment(settings.state_dir)
+        key = pseudonym_key_of(settings)
     except (BikesenseError, OSError) as exc:
         exit_with(exc)
     rows = [r for r in pseudonym_table(kit_ids, when, key) if find is None or find == r[1]]
@@ -270,14 +273,14 @@ def ingest_command(
             max_batch_messages=max_batch,
             core=core_config(settings),
             maintenance=MaintenanceConfig(
-                raw_retention=timedelta(days=settings.raw_retention_days)
+                raw_retention=timedelta(days=settings.privacy.raw_retention_days)
             ),
         )
         _require_migrated(config.database_url)
         if to is Destination.KAFKA:
             run_kafka_ingest(settings, config, metrics_port)
         else:
-            run_embedded(config, master_key_from_environment(settings), metrics_port)
+            run_embedded(config, master_key_of(settings), metrics_port)
     except BikesenseError as exc:
         exit_with(exc)
 

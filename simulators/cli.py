@@ -84,8 +84,8 @@ def _mqtt_url(explicit: str | None, connect: Connect) -> str:
     from bikesense.settings import resolve_mqtt_url  # noqa: PLC0415
 
     settings = _settings()
-    if connect == Connect.PER_KIT and settings.mqtt_url is None:
-        record = embedded_broker(settings.state_dir)
+    if connect == Connect.PER_KIT and settings.services.mqtt_url is None:
+        record = embedded_broker(settings.services.state_dir)
         if record is not None:
             return str(record.kits_url)
     try:
@@ -116,13 +116,13 @@ def _register(kits: list[tuple[int, bytes]]) -> None:
     from bikesense.exceptions import BikesenseError  # noqa: PLC0415
     from bikesense.settings import resolve_database_url  # noqa: PLC0415
     from simulators.registration import register_fleet  # noqa: PLC0415
-    from storage.cli import master_key_from_environment  # noqa: PLC0415
+    from storage.cli import master_key_of  # noqa: PLC0415
 
     settings = _settings()
     try:
         database_url = resolve_database_url(settings)
         with psycopg.connect(database_url, autocommit=True) as conn:
-            done = register_fleet(conn, master_key_from_environment(settings), kits)
+            done = register_fleet(conn, master_key_of(settings), kits)
             broker_kits = reload_embedded_broker(settings, conn)
     except BikesenseError as exc:
         _fail(f"cannot register the fleet's kits: {exc}")

@@ -1,9 +1,9 @@
 """``bikesense db ...``: migrations, retention and kit registration from the shell.
 
 The database URL comes from the settings (``BIKESENSE_DATABASE_URL``, else the
-cluster ``bikesense services up`` started). The kit master key comes from
-``BIKESENSE_KIT_MASTER_KEY`` (``<key id>:<base64>``), else from the file
-``BIKESENSE_KIT_MASTER_KEY_FILE``, else from ``<state dir>/kit-master.key``,
+cluster ``bikesense services up`` started). The kit master key comes from the
+settings' secrets: ``BIKESENSE_KIT_MASTER_KEY`` (``<key id>:<base64>``), else the
+file ``BIKESENSE_KIT_MASTER_KEY_FILE``, else ``<state dir>/kit-master.key``,
 created on first use for the embedded demo; the researchers' pseudonym key
 likewise from ``BIKESENSE_PSEUDONYM_KEY`` (storage/pseudonyms.py). This is the
 edge: the storage modules below take both keys as values.
@@ -11,9 +11,7 @@ edge: the storage modules below take both keys as values.
 
 from __future__ import annotations
 
-import os
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -21,7 +19,7 @@ from rich.console import Console
 from rich.table import Table
 
 from bikesense.cliutil import connect_or_exit, exit_with, settings_or_exit
-from bikesense.settings import Settings
+from bikesense.settings import SecretSettings, Settings
 from storage.exceptions import StorageError
 from storage.keyfiles import key_text
 from storage.kits import (
@@ -29,8 +27,6 @@ from storage.kits import (
 )
 from storage.migrate import Backend, applied_migrations, load_migrations, migrate, recorded_backend
 from storage.pseudonyms import (
-    PSEUDONYM_KEY_ENV,
-    PSEUDONYM_KEY_FILE_ENV,
     PseudonymKey,
     pseudonym_key,
 )
@@ -45,28 +41,27 @@ from storage.retention import (
 app = typer.Typer(help="Database schema, retention and kit registry.", no_args_is_help=True)
 console = Console()
 
-MASTER_KEY_ENV = "BIKESENSE_KIT_MASTER_KEY"
-MASTER_KEY_FILE_ENV = f"{MASTER_KEY_ENV}_FILE"
 
-
-def master_key_from_environment(settings: Settings) -> MasterKey:
-    """The kit master key, read at the edge (see the module docstring):
+def master_key_of(settings: Settings) -> MasterKey:
+    """The kit master key of the settings' secrets (see the module docstring):
     ``BIKESENSE_KIT_MASTER_KEY``, else the file ``..._FILE``, else the state folder's."""
     return MasterKey.from_text(
         key_text(
-            os.environ.get(MASTER_KEY_ENV),
-            os.environ.get(MASTER_KEY_FILE_ENV),
-            settings.state_dir / "kit-master.key",
+            SecretSettings.text(settings.secrets.kit_master_key),
+            settings.secrets.kit_master_key_file,
+            settings.services.state_dir / "kit-master.key",
             lambda: MasterKey.generate().to_text(),
         )
     )
 
 
-def pseudonym_key_from_environment(state_dir: Path) -> PseudonymKey:
-    """The researchers' pseudonym key, read at the edge: ``BIKESENSE_PSEUDONYM_KEY``, else
-    the file ``..._FILE``, else ``<state_dir>/pseudonym.key``."""
+def pseudonym_key_of(settings: Settings) -> PseudonymKey:
+    """The researchers' pseudonym key of the settings' secrets: ``BIKESENSE_PSEUDONYM_KEY``,
+    else the file ``..._FILE``, else ``<state dir>/pseudonym.key``."""
     return pseudonym_key(
-        os.environ.get(PSEUDONYM_KEY_ENV), os.environ.get(PSEUDONYM_KEY_FILE_ENV), state_dir
+        SecretSettings.text(settings.secrets.pseudonym_key),
+        settings.secrets.pseudonym_key_file,
+        settings.services.state_dir,
     )
 
 
@@ -86,7 +81,7 @@ def migrate_command(
     with connect_or_exit(settings) as conn:
         try:
             report = migrate(conn, backend=backend)
-            apply_retention(conn, timedelta(days=settings.raw_retention_days))
+            apply_retention(conn, timedelta(days=settings.privacy.raw_retention_days))
         except StorageError as exc:
             exit_with(exc)
     done = ", ".join(f"{v:04d}" for v in report.applied) or "nothing (up to date)"
@@ -132,7 +127,7 @@ def drop_expired_command(
 
     On TimescaleDB the retention policies are set to the same period first."""
     settings = settings_or_exit()
-    keep = timedelta(days=keep_days or settings.raw_retention_days)
+    keep = timedelta(days=keep_days or settings.privacy.raw_retention_days)
     older_than = datetime.now(UTC) - keep
     with connect_or_exit(settings) as conn:
         apply_retention(conn, keep)

@@ -50,8 +50,6 @@ import numpy as np
 from storage.exceptions import SecretError
 from storage.keyfiles import key_text, read_or_create_key_text
 
-PSEUDONYM_KEY_ENV = "BIKESENSE_PSEUDONYM_KEY"
-PSEUDONYM_KEY_FILE_ENV = f"{PSEUDONYM_KEY_ENV}_FILE"  # as the edges read it (storage.keyfiles)
 KEY_BYTES = 32
 #: 12 base32 characters: 60 bits, so two kits of a fleet of 10,000 share a day's
 #: pseudonym with probability about 10**8 / 2**61, never in practice.

@@ -79,7 +79,7 @@ def worker_command(
             **({"partitions": partitions} if partitions is not None else {}),
         )
         stream_app = create_app(settings, store=store or default_store(), config=config)
-        settings.state_dir.mkdir(parents=True, exist_ok=True)
+        settings.services.state_dir.mkdir(parents=True, exist_ok=True)
         # Before faust starts: it would take a topic with another partition count as it is.
         asyncio.run(ensure_app_topics(stream_app))
     except (BikesenseError, OSError) as exc:

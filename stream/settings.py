@@ -2,36 +2,18 @@
 
 from __future__ import annotations
 
-from bikesense.exceptions import ConfigurationError
+from bikesense.policy import PrivacyPolicy
 from bikesense.settings import Settings
-from stream.core.exceptions import InvalidConfigError
-from stream.core.privacy import PrivacyConfig, Zone, zones_from_text
 from stream.core.process import CoreConfig
 
 
-def core_config(settings: Settings) -> CoreConfig:
+def core_config(settings: Settings, policy: PrivacyPolicy | None = None) -> CoreConfig:
+    """The core's configuration; its privacy part is ``policy``'s (built from ``settings``
+    when not given: the zones file is read then)."""
+    policy = policy or PrivacyPolicy.from_settings(settings)
     return CoreConfig(
-        resolutions=settings.h3_resolutions,
-        window_sizes_s=settings.window_sizes_s,
-        day_tz=settings.day_tz,
-        privacy=PrivacyConfig(
-            zones=privacy_zones(settings),
-            trim_start_s=settings.privacy_trim_start_s,
-            trim_end_s=settings.privacy_trim_end_s,
-        ),
+        resolutions=settings.aggregation.h3_resolutions,
+        window_sizes_s=settings.aggregation.window_sizes_s,
+        day_tz=policy.day_tz,
+        privacy=policy.core(),
     )
-
-
-def privacy_zones(settings: Settings) -> tuple[Zone, ...]:
-    """The zones of ``BIKESENSE_PRIVACY_ZONES_FILE``; none when it is not set."""
-    path = settings.privacy_zones_file
-    if path is None:
-        return ()
-    try:
-        return zones_from_text(path.read_text(), source=str(path))
-    except OSError as exc:
-        msg = f"BIKESENSE_PRIVACY_ZONES_FILE: cannot read {path} ({exc})"
-        raise ConfigurationError(msg) from exc
-    except InvalidConfigError as exc:
-        msg = f"BIKESENSE_PRIVACY_ZONES_FILE: {exc}"
-        raise ConfigurationError(msg) from exc

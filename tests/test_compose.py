@@ -18,13 +18,11 @@ import pytest
 import yaml  # type: ignore[import-untyped]  # no stubs installed; tests are outside mypy's packages
 from typer.testing import CliRunner
 
-from api.config import ApiSettings
 from bikesense.cli import app as bikesense_app
 from bikesense.kafka.broker import kafka_version
 from bikesense.services import MQTT_MAX_QUEUED_BYTES, MQTT_MAX_QUEUED_MESSAGES
-from bikesense.settings import Settings
+from bikesense.settings import variables
 from ingest.limits import MAX_PACKET_BYTES
-from storage.cli import MASTER_KEY_ENV, MASTER_KEY_FILE_ENV
 from storage.kits import MasterKey
 from stream.faust_app.app import DistributedConfig
 
@@ -62,12 +60,7 @@ def test_every_command_is_a_bikesense_command(name: str) -> None:
 
 @pytest.mark.parametrize("name", sorted(BIKESENSE))
 def test_every_variable_is_one_bikesense_reads(name: str) -> None:
-    known = {
-        f"BIKESENSE_{field.upper()}"
-        for model in (Settings, ApiSettings)
-        for field in model.model_fields
-    }
-    known |= {MASTER_KEY_ENV, MASTER_KEY_FILE_ENV}
+    known = set(variables())
     names = set(BIKESENSE[name].get("environment", {}))
     assert names - known == set(), f"service {name!r} sets variables nothing reads"
     assert {"BIKESENSE_DATABASE_URL", "BIKESENSE_KIT_MASTER_KEY_FILE"} <= names

@@ -10,7 +10,7 @@ from fastapi import APIRouter, Query
 
 from api.aggregates import align, choose_window, read_cells
 from api.auth import PrincipalDep
-from api.deps import ApiSettingsDep, ConnDep, SettingsDep, StateDep, TimeRangeDep
+from api.deps import ConnDep, PolicyDep, SettingsDep, StateDep, TimeRangeDep
 from api.errors import BadParameterError
 from api.models import ERROR_RESPONSES, CellCollection, MetricName
 from api.params import check_resolution, default_resolution, parse_bbox
@@ -50,7 +50,7 @@ async def cells(
     state: StateDep,
     conn: ConnDep,
     settings: SettingsDep,
-    api: ApiSettingsDep,
+    policy: PolicyDep,
     resolution: Annotated[
         int | None,
         Query(
@@ -74,12 +74,11 @@ async def cells(
             f"{MAX_CELLS:,} per request: use a smaller bbox or a coarser resolution",
             parameter="bbox",
         )
-    window_s = choose_window(time_range.seconds, allowed_windows(principal, settings, api))
+    window_s = choose_window(time_range.seconds, allowed_windows(principal, policy))
     start, end = align(time_range.start, time_range.end, window_s)
     sel = selection(
         principal,
-        api,
-        settings=settings,
+        policy,
         metric=metric.metric,
         resolution=res,
         window_s=window_s,
@@ -87,7 +86,7 @@ async def cells(
         end=end,
     )
     features = await read_cells(
-        conn, sel, box, state.bands.scale(metric.metric), min_readings=api.min_readings
+        conn, sel, box, state.bands.scale(metric.metric), min_readings=settings.api.min_readings
     )
     # For the public: whether units were held back around the view (a flag per whole
     # district-day with at least k rides, never per cell: storage.queries.awithheld).

@@ -14,7 +14,7 @@ from fastapi import APIRouter, Query
 from fastapi.responses import StreamingResponse
 
 from api.auth import RawReaderDep
-from api.deps import ExportSourceDep, NowDep, StateDep, TimeRangeDep
+from api.deps import ExportSourceDep, NowDep, PolicyDep, StateDep, TimeRangeDep
 from api.export_stream import ExportFormat, ExportRequest, export_response, open_export
 from api.models import ERROR_RESPONSES, MetricName
 from api.params import parse_bbox, parse_kits, parse_pseudonyms
@@ -54,6 +54,7 @@ router = APIRouter(prefix="/v1/exports", tags=["exports"], responses=ERROR_RESPO
 async def export_readings(
     *,
     state: StateDep,
+    policy: PolicyDep,
     reader: RawReaderDep,
     time_range: TimeRangeDep,
     source: ExportSourceDep,
@@ -82,7 +83,9 @@ async def export_readings(
         ),
     ] = None,
 ) -> StreamingResponse:
-    identities = export_identities(reader, by_kit_id=bool(kit), by_pseudonym=bool(kit_pseudonym))
+    identities = export_identities(
+        reader, policy, by_kit_id=bool(kit), by_pseudonym=bool(kit_pseudonym)
+    )
     request = ExportRequest(
         fmt=fmt,
         start=time_range.start,

@@ -6,7 +6,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import StreamingResponse
 
 from api.auth import PrincipalDep, key_watch
-from api.deps import ApiSettingsDep, StateDep
+from api.deps import ApiSettingsDep, PolicyDep, StateDep
 from api.errors import ServiceUnavailableError
 from api.live import sse_stream
 from api.models import ERROR_RESPONSES
@@ -39,7 +39,11 @@ MAX_LIVE_CLIENTS = 1000
     },
 )
 async def live(
-    request: Request, principal: PrincipalDep, state: StateDep, api: ApiSettingsDep
+    request: Request,
+    principal: PrincipalDep,
+    state: StateDep,
+    api: ApiSettingsDep,
+    policy: PolicyDep,
 ) -> StreamingResponse:
     if state.broadcaster.clients >= MAX_LIVE_CLIENTS:
         raise ServiceUnavailableError(
@@ -48,7 +52,7 @@ async def live(
     return StreamingResponse(
         sse_stream(
             state.broadcaster,
-            public=principal.role.is_public,
+            public=not policy.live_cells(principal.role.value),
             heartbeat_s=api.live_heartbeat_s,
             is_disconnected=request.is_disconnected,
             still_valid=key_watch(state, principal),

@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from api.auth import PrincipalDep
-from api.deps import ApiSettingsDep, SettingsDep, StateDep
+from api.deps import PolicyDep, SettingsDep, StateDep
 from api.models import ERROR_RESPONSES, BandOut, Meta, MetricName, ScaleOut
 from api.render.tile_png import MIN_EDGE_PX, average_edge_m
 
@@ -19,7 +19,7 @@ INDICATIVE_NOTE = (
 
 @router.get("/meta", response_model=Meta, summary="Metrics, colour bands and defaults")
 async def meta(
-    state: StateDep, settings: SettingsDep, api: ApiSettingsDep, principal: PrincipalDep
+    state: StateDep, settings: SettingsDep, policy: PolicyDep, principal: PrincipalDep
 ) -> Meta:
     scales = [
         ScaleOut(
@@ -40,15 +40,15 @@ async def meta(
         band_version=state.bands.version,
         scales=scales,
         who_2021=state.bands.who_2021,
-        resolutions=list(settings.h3_resolutions),
-        window_sizes_s=list(settings.window_sizes_s),
+        resolutions=list(settings.aggregation.h3_resolutions),
+        window_sizes_s=list(settings.aggregation.window_sizes_s),
         role=principal.role.value,
-        public_min_rides=api.public_min_rides,
-        public_min_window_s=api.public_min_window_s,
-        basemap_url=api.basemap_url,
-        map_center=(api.map_center_lon, api.map_center_lat),
-        map_zoom=api.map_zoom,
-        edge_m={r: round(average_edge_m(r), 1) for r in settings.h3_resolutions},
+        public_min_rides=policy.public_min_rides,
+        public_min_window_s=policy.public_min_window_s,
+        basemap_url=settings.api.basemap_url,
+        map_center=(settings.api.map_center_lon, settings.api.map_center_lat),
+        map_zoom=settings.api.map_zoom,
+        edge_m={r: round(average_edge_m(r), 1) for r in settings.aggregation.h3_resolutions},
         min_edge_px=MIN_EDGE_PX,
         note=INDICATIVE_NOTE,
     )

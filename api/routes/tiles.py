@@ -11,9 +11,9 @@ from starlette.concurrency import run_in_threadpool
 
 from api.auth import PrincipalDep
 from api.deps import (
-    ApiSettingsDep,
     ConnDep,
     NowDep,
+    PolicyDep,
     SettingsDep,
     StateDep,
     TimeRangeDep,
@@ -57,7 +57,7 @@ async def tile(
     state: StateDep,
     conn: ConnDep,
     settings: SettingsDep,
-    api: ApiSettingsDep,
+    policy: PolicyDep,
     now: NowDep,
     if_none_match: Annotated[str | None, Header()] = None,
 ) -> Response:
@@ -77,12 +77,12 @@ async def tile(
         state.bands.scale(metric.metric),
         principal=principal,
         settings=settings,
-        api=api,
+        policy=policy,
         start=time_range.start,
         end=time_range.end,
     )
     settled = not time_range.open_ended and tile.end < now - SETTLED_AFTER
-    max_age = api.tile_closed_max_age_s if settled else api.tile_max_age_s
+    max_age = settings.api.tile_closed_max_age_s if settled else settings.api.tile_max_age_s
     headers = {
         "ETag": tile.etag,
         # Keyed roles see more than the public: never let a shared cache serve theirs.

@@ -9,7 +9,7 @@ from fastapi import APIRouter, Query, Response
 
 from api.aggregates import align, read_series
 from api.auth import PrincipalDep
-from api.deps import ApiSettingsDep, ConnDep, SettingsDep, StateDep, TimeRangeDep
+from api.deps import ConnDep, PolicyDep, SettingsDep, StateDep, TimeRangeDep
 from api.errors import BadParameterError
 from api.models import ERROR_RESPONSES, MetricName, Timeseries
 from api.params import parse_place
@@ -61,7 +61,7 @@ async def timeseries(
     state: StateDep,
     conn: ConnDep,
     settings: SettingsDep,
-    api: ApiSettingsDep,
+    policy: PolicyDep,
     cell: Annotated[
         str | None, Query(max_length=20, description="H3 index (hex)", examples=["891f1d48177ffff"])
     ] = None,
@@ -75,8 +75,8 @@ async def timeseries(
     fmt: Annotated[Format, Query(alias="format")] = Format.JSON,
 ) -> Timeseries | Response:
     place = parse_place(settings, cell=cell, lat=lat, lon=lon, bbox=bbox, resolution=resolution)
-    check_bucket(principal, api, bucket.seconds)
-    dividing = [w for w in allowed_windows(principal, settings, api) if bucket.seconds % w == 0]
+    check_bucket(principal, policy, bucket.seconds)
+    dividing = [w for w in allowed_windows(principal, policy) if bucket.seconds % w == 0]
     if not dividing:
         raise BadParameterError(f"no stored window size divides {bucket.value}", parameter="bucket")
     start, end = align(time_range.start, time_range.end, bucket.seconds)
@@ -87,8 +87,7 @@ async def timeseries(
         )
     sel = selection(
         principal,
-        api,
-        settings=settings,
+        policy,
         metric=metric.metric,
         resolution=place.resolution,
         window_s=max(dividing),
@@ -101,7 +100,7 @@ async def timeseries(
         sel,
         scale,
         bucket_s=bucket.seconds,
-        min_readings=api.min_readings,
+        min_readings=settings.api.min_readings,
         bbox=place.bbox,
         cell=place.cell,
     )

@@ -114,7 +114,7 @@ class DistributedConfig:
 
     @classmethod
     def from_settings(cls, settings: Settings, **overrides: Any) -> DistributedConfig:
-        return cls(app_id=settings.kafka_app_id, partitions=settings.kafka_partitions, **overrides)
+        return cls(app_id=settings.kafka.app_id, partitions=settings.kafka.partitions, **overrides)
 
     def routing_for(self, core: CoreConfig) -> int:
         resolution = (
@@ -188,7 +188,7 @@ def create_app(
         broker=broker,
         store=store,
         autodiscover=False,
-        datadir=str(settings.state_dir / "faust"),
+        datadir=str(settings.services.state_dir / "faust"),
         web_enabled=False,
         topic_partitions=cfg.partitions,
         topic_replication_factor=cfg.replication_factor,

@@ -16,16 +16,24 @@ import pytest
 from fastapi import FastAPI
 
 from api.app import create_app
-from api.config import ApiSettings
 from api.deps import get_now
 from api.keys import create_key
 from api.roles import Role
-from bikesense.settings import Settings
+from bikesense.settings import Settings, load_settings
+from storage.pseudonyms import PseudonymKey
 from tests.api.api_factories import NOW, RESOLUTIONS, WINDOWS, scenario, write
 from tests.api.api_server import ServerThread
 
-#: Generous limits for tests that are not about rate limiting.
-TEST_API = {"public_rate_per_s": 10_000.0, "public_burst": 10_000}
+#: The researchers' pseudonym key of every test app.
+PSEUDONYM_KEY = PseudonymKey(b"test pseudonym key, 32 bytes ..!")
+#: The scenario's grid, generous limits for tests that are not about rate limiting.
+TEST_SETTINGS: dict[str, Any] = {
+    "h3_resolutions": RESOLUTIONS,
+    "window_sizes_s": WINDOWS,
+    "public_rate_per_s": 10_000.0,
+    "public_burst": 10_000,
+    "pseudonym_key": PSEUDONYM_KEY.to_text(),
+}
 
 
 @pytest.fixture(scope="session")
@@ -71,26 +79,26 @@ def seeded_url(postgres_url: str, seeded_template: str) -> Iterator[str]:
         )
 
 
-def settings_for(url: str) -> Settings:
-    return Settings(database_url=url, h3_resolutions=RESOLUTIONS, window_sizes_s=WINDOWS)
+def settings_for(url: str, **overrides: Any) -> Settings:
+    """The test settings on ``url``; ``overrides`` name settings of any section."""
+    return load_settings(database_url=url, **{**TEST_SETTINGS, **overrides})
 
 
-def app_at(url: str, api: ApiSettings, now: datetime = NOW) -> FastAPI:
+def app_at(url: str, now: datetime = NOW, **overrides: Any) -> FastAPI:
     """The API on ``url`` with its clock stopped at ``now``: open ranges end there and
     the scenario's day is as old on every day the tests run."""
-    app = create_app(settings_for(url), api)
+    app = create_app(settings_for(url, **overrides))
     app.dependency_overrides[get_now] = lambda: now
     return app
 
 
 @pytest.fixture
 def make_client(seeded_url: str) -> Iterator[Callable[..., httpx.Client]]:
-    """``make_client(**api_settings)``: a client of a running server on the seeded database."""
+    """``make_client(**settings)``: a client of a running server on the seeded database."""
     opened: list[tuple[ServerThread, httpx.Client]] = []
 
     def make(url: str | None = None, **overrides: Any) -> httpx.Client:
-        api = ApiSettings(**{**TEST_API, **overrides})
-        server = ServerThread(app_at(url or seeded_url, api)).__enter__()
+        server = ServerThread(app_at(url or seeded_url, **overrides)).__enter__()
         client = httpx.Client(base_url=server.url, timeout=30)
         opened.append((server, client))
         return client
@@ -124,7 +132,7 @@ def shared_url(postgres_url: str, seeded_template: str) -> Iterator[str]:
 
 @pytest.fixture(scope="session")
 def shared_server(shared_url: str) -> Iterator[ServerThread]:
-    with ServerThread(app_at(shared_url, ApiSettings(**TEST_API))) as server:
+    with ServerThread(app_at(shared_url)) as server:
         yield server
 
 

@@ -23,7 +23,6 @@ import psycopg
 import pytest
 from PIL import Image
 
-from api.config import ApiSettings
 from api.keys import create_key, revoke_key
 from api.roles import Role
 from bikesense.services import free_port
@@ -31,7 +30,7 @@ from simulators.streetmap import write_town_streets
 from simulators.town import TownSpec, generate_town
 from tests.api.api_factories import BUSY, NOW, NOW_MS, QUIET, ride, write
 from tests.api.api_server import ServerThread
-from tests.api.conftest import TEST_API, app_at
+from tests.api.conftest import app_at
 from tests.conftest import cloned_database
 
 CHROMIUM = "/usr/bin/chromium"
@@ -112,16 +111,14 @@ def _withheld_rides() -> list[np.ndarray]:
     ]
 
 
-def _api(**overrides: Any) -> ApiSettings:
-    return ApiSettings(
-        **{
-            **TEST_API,
-            "map_center_lat": (BUSY[0] + QUIET[0]) / 2,
-            "map_center_lon": (BUSY[1] + QUIET[1]) / 2,
-            "map_zoom": 14.0,
-            **overrides,
-        }
-    )
+def _api(**overrides: Any) -> dict[str, Any]:
+    """The map page opened on the scenario's streets."""
+    return {
+        "map_center_lat": (BUSY[0] + QUIET[0]) / 2,
+        "map_center_lon": (BUSY[1] + QUIET[1]) / 2,
+        "map_zoom": 14.0,
+        **overrides,
+    }
 
 
 @pytest.fixture(scope="module")
@@ -139,7 +136,7 @@ def site(
             researcher = create_key(conn, Role.RESEARCHER, label="browser researcher").token
             revoked = create_key(conn, Role.OFFICER, label="browser revoked")
             revoke_key(conn, revoked.key_id)
-        with ServerThread(app_at(url, _api(basemap_file=basemap))) as server:
+        with ServerThread(app_at(url, **_api(basemap_file=basemap))) as server:
             yield {
                 "url": server.url,
                 "officer": officer,
@@ -663,7 +660,7 @@ def test_the_phone_layout_folds_the_panel(site: dict[str, str], browser: Any) ->
 def test_a_database_that_is_down_is_not_no_data(browser: Any) -> None:
     # Nothing listens on this port: the API starts, and every data request fails.
     dead = f"postgresql://bikesense@127.0.0.1:{free_port()}/nothing"
-    app = app_at(dead, _api(database_timeout_s=1.0))
+    app = app_at(dead, **_api(database_timeout_s=1.0))
     with ServerThread(app) as server:
         p = Page(browser, DESKTOP)
         p.page.goto(server.url)

@@ -18,25 +18,20 @@ import psycopg
 import pyarrow.parquet as pq
 import pytest
 
-from api.config import ApiSettings
 from api.database import session_conninfo
 from api.keys import create_key
 from api.render.columns import ADMIN_COLUMNS, RESEARCHER_COLUMNS
 from api.roles import Role
-from storage.pseudonyms import PSEUDONYM_KEY_ENV, PseudonymKey, pseudonym, ride_pseudonym
+from bikesense.settings import load_settings
+from storage.pseudonyms import pseudonym, ride_pseudonym
 from tests.api.api_factories import BUSY, T0_MS, day_range, ride, write
 from tests.api.api_server import wait_for
+from tests.api.conftest import PSEUDONYM_KEY
 
 ALL_ROWS = 4 * 120 + 2 * 120 + 3 * 3
-KEY = PseudonymKey(b"test pseudonym key, 32 bytes ..!")
+KEY = PSEUDONYM_KEY
 #: The scenario rides on 21 November 2026, 09:00-09:30 in Amsterdam.
 DAY = date(2026, 11, 21)
-
-
-@pytest.fixture(autouse=True)
-def pseudonym_key(monkeypatch: pytest.MonkeyPatch) -> None:
-    # The server runs in this process and reads the key per export.
-    monkeypatch.setenv(PSEUDONYM_KEY_ENV, KEY.to_text())
 
 
 def _export(client: httpx.Client, key: str | None, **params: object) -> httpx.Response:
@@ -246,9 +241,9 @@ def test_bad_pseudonyms_are_refused(client: httpx.Client, keys: dict[Role, str],
 
 
 def test_a_missing_key_is_a_clear_503(
-    client: httpx.Client, keys: dict[Role, str], monkeypatch: pytest.MonkeyPatch
+    make_client: Callable[..., httpx.Client], keys: dict[Role, str], shared_url: str
 ) -> None:
-    monkeypatch.setenv(PSEUDONYM_KEY_ENV, "not base64!")
+    client = make_client(url=shared_url, pseudonym_key="not base64!")
     response = _export(client, keys[Role.RESEARCHER])
     assert response.status_code == 503
     assert "pseudonym key" in response.json()["detail"][0]["message"]
@@ -471,7 +466,7 @@ def test_a_client_that_stops_reading_does_not_hold_a_connection_in_a_transaction
 
 
 def test_the_api_sessions_carry_their_timeouts(seeded_url: str) -> None:
-    api = ApiSettings(statement_timeout_s=2.5, idle_in_transaction_timeout_s=90)
+    api = load_settings(statement_timeout_s=2.5, idle_in_transaction_timeout_s=90).api
     with psycopg.connect(
         session_conninfo(seeded_url + "?options=-c%20work_mem%3D8MB", api), autocommit=True
     ) as conn:

@@ -17,7 +17,7 @@ from api.export_slots import EXPORT_RETRY_AFTER_S, EXPORT_SLOT_WAIT_S, ExportSlo
 from api.roles import Role
 from tests.api.api_factories import BUSY, T0_MS, day_range, ride, write
 from tests.api.api_server import wait_for
-from tests.api.test_exports import _stalled_export, pseudonym_key  # noqa: F401 - a fixture
+from tests.api.test_exports import _stalled_export
 
 #: The scenario's town (tests/api/test_cells.py).
 BBOX = "4.60,52.10,4.70,52.16"

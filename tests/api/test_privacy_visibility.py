@@ -22,11 +22,10 @@ import pytest
 from PIL import Image
 
 from api.app import create_app
-from api.config import ApiSettings
 from api.keys import create_key
 from api.roles import Role
 from bikesense.runtimes import EmbeddedConfig
-from bikesense.settings import Settings
+from bikesense.settings import load_settings
 from firmware_protocol import empty_readings, encode_readings
 from simulators.publisher import MqttPublisher
 from storage.kits import MasterKey, register_kit
@@ -109,9 +108,14 @@ def test_a_cell_with_k_minus_one_rides_is_invisible_to_the_public_and_seen_by_of
         client_id=f"{unique_topic_prefix}-ingest",
         maintenance=None,
     )
-    settings = Settings(database_url=url, h3_resolutions=RESOLUTIONS, window_sizes_s=WINDOWS)
-    api = ApiSettings(
-        public_rate_per_s=10_000.0, public_burst=10_000, public_min_rides=K, live_heartbeat_s=0.2
+    settings = load_settings(
+        database_url=url,
+        h3_resolutions=RESOLUTIONS,
+        window_sizes_s=WINDOWS,
+        public_rate_per_s=10_000.0,
+        public_burst=10_000,
+        public_min_rides=K,
+        live_heartbeat_s=0.2,
     )
     span = {
         "from": time.strftime("%Y-%m-%dT%H:00:00Z", time.gmtime(hour_ms / 1000)),
@@ -123,7 +127,7 @@ def test_a_cell_with_k_minus_one_rides_is_invisible_to_the_public_and_seen_by_of
     )
 
     with (
-        ServerThread(create_app(settings, api)) as server,
+        ServerThread(create_app(settings)) as server,
         httpx.Client(base_url=server.url, timeout=30) as client,
         running(runtime_config, master),
         client.stream("GET", "/v1/live") as public_live,

@@ -12,7 +12,6 @@ from typer.testing import CliRunner
 from bikesense import runtimes
 from bikesense.cli import app
 from bikesense.runtimes import EmbeddedConfig
-from storage.cli import MASTER_KEY_ENV
 from storage.kits import MasterKey
 
 
@@ -23,7 +22,7 @@ def configured(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> list[Embedded
     monkeypatch.setenv("BIKESENSE_STATE_DIR", str(tmp_path))
     monkeypatch.setenv("BIKESENSE_DATABASE_URL", "postgresql://bikesense@127.0.0.1:9/none")
     monkeypatch.setenv("BIKESENSE_MQTT_URL", "mqtt://127.0.0.1:9")
-    monkeypatch.setenv(MASTER_KEY_ENV, MasterKey.generate().to_text())
+    monkeypatch.setenv("BIKESENSE_KIT_MASTER_KEY", MasterKey.generate().to_text())
     started: list[EmbeddedConfig] = []
 
     class Recorded:

@@ -24,11 +24,10 @@ import pytest
 from h3.api import basic_int as h3int
 
 from api.app import create_app
-from api.config import ApiSettings
 from api.deps import get_now
 from api.keys import create_key
 from api.roles import Role
-from bikesense.settings import Settings
+from bikesense.settings import load_settings
 from tests.api.api_factories import NOW, RESOLUTIONS, T0_MS, WINDOWS, ride, write
 from tests.api.api_server import ServerThread
 
@@ -105,8 +104,13 @@ def served(postgres_url: str, migrated_template: str) -> Iterator[tuple[str, str
     with psycopg.connect(url, autocommit=True) as conn:
         officer = create_key(conn, Role.OFFICER, label="officer").token
     app = create_app(
-        Settings(database_url=url, h3_resolutions=RESOLUTIONS, window_sizes_s=WINDOWS),
-        ApiSettings(public_rate_per_s=10_000.0, public_burst=10_000),
+        load_settings(
+            database_url=url,
+            h3_resolutions=RESOLUTIONS,
+            window_sizes_s=WINDOWS,
+            public_rate_per_s=10_000.0,
+            public_burst=10_000,
+        )
     )
     app.dependency_overrides[get_now] = lambda: NOW
     with ServerThread(app) as server:

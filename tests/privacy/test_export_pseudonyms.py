@@ -26,14 +26,13 @@ import pytest
 from psycopg import sql
 
 from api.app import create_app
-from api.config import ApiSettings
 from api.keys import create_key
 from api.roles import Role
-from bikesense.settings import Settings
+from bikesense.exceptions import ConfigurationError
+from bikesense.settings import load_settings
 from storage.exceptions import QueryError
 from storage.exports import Encoding, ExportFilter, Pseudonyms, aiter_export_blocks
 from storage.pseudonyms import (
-    PSEUDONYM_KEY_ENV,
     PseudonymKey,
     local_days,
     pseudonym,
@@ -110,9 +109,15 @@ def export_url(postgres_url: str, migrated_template: str) -> Iterator[str]:
 
 @pytest.fixture(scope="module")
 def api(export_url: str) -> Iterator[tuple[httpx.Client, dict[Role, str]]]:
-    settings = Settings(database_url=export_url, h3_resolutions=RESOLUTIONS, window_sizes_s=WINDOWS)
     # Slices of 100 rows: the midnight ride spans several, fetched two at a time.
-    app = create_app(settings, ApiSettings(export_batch_rows=100), listen=False)
+    settings = load_settings(
+        database_url=export_url,
+        h3_resolutions=RESOLUTIONS,
+        window_sizes_s=WINDOWS,
+        export_batch_rows=100,
+        pseudonym_key=KEY.to_text(),
+    )
+    app = create_app(settings, listen=False)
     with psycopg.connect(export_url, autocommit=True) as conn:
         keys = {
             role: create_key(conn, role, label="privacy test").token
@@ -120,11 +125,6 @@ def api(export_url: str) -> Iterator[tuple[httpx.Client, dict[Role, str]]]:
         }
     with ServerThread(app) as server, httpx.Client(base_url=server.url, timeout=30) as client:
         yield client, keys
-
-
-@pytest.fixture(autouse=True)
-def pseudonym_key(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv(PSEUDONYM_KEY_ENV, KEY.to_text())
 
 
 def _get(
@@ -305,10 +305,15 @@ def test_storage_refuses_what_would_link_days(export_url: str) -> None:
 def test_the_days_of_pseudonyms_are_the_configured_zone_s(export_url: str) -> None:
     # BIKESENSE_DAY_TZ=UTC: the ride of 22:55-23:05 UTC is all Tuesday, where in
     # Amsterdam (the default, the tests above) it crosses into Wednesday.
-    settings = Settings(
-        database_url=export_url, h3_resolutions=RESOLUTIONS, window_sizes_s=WINDOWS, day_tz="UTC"
+    settings = load_settings(
+        database_url=export_url,
+        h3_resolutions=RESOLUTIONS,
+        window_sizes_s=WINDOWS,
+        day_tz="UTC",
+        export_batch_rows=100,
+        pseudonym_key=KEY.to_text(),
     )
-    app = create_app(settings, ApiSettings(export_batch_rows=100), listen=False)
+    app = create_app(settings, listen=False)
     with psycopg.connect(export_url, autocommit=True) as conn:
         token = create_key(conn, Role.RESEARCHER, label="utc days").token
     with ServerThread(app) as server, httpx.Client(base_url=server.url, timeout=30) as client:
@@ -328,6 +333,8 @@ def test_the_days_of_pseudonyms_are_the_configured_zone_s(export_url: str) -> No
 
 
 def test_an_unknown_day_zone_is_a_clear_configuration_error() -> None:
-    with pytest.raises(ValueError, match="unknown time zone 'Mars/Olympus'"):
-        Settings(day_tz="Mars/Olympus")
-    assert core_config(Settings(day_tz="America/New_York")).day_tz == "America/New_York"
+    with pytest.raises(
+        ConfigurationError, match=r"BIKESENSE_DAY_TZ: .*unknown time zone 'Mars/Olympus'"
+    ):
+        load_settings(day_tz="Mars/Olympus")
+    assert core_config(load_settings(day_tz="America/New_York")).day_tz == "America/New_York"

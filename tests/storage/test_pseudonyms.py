@@ -9,11 +9,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from storage.cli import pseudonym_key_from_environment
+from bikesense.settings import load_settings
+from storage.cli import pseudonym_key_of
 from storage.exceptions import SecretError
 from storage.pseudonyms import (
-    PSEUDONYM_KEY_ENV,
-    PSEUDONYM_KEY_FILE_ENV,
     WITHHELD_FIELDS,
     PseudonymKey,
     local_day_spans,
@@ -132,19 +131,24 @@ def test_the_key_comes_from_the_environment_a_file_or_the_state_dir(
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.delenv(PSEUDONYM_KEY_ENV, raising=False)
-    monkeypatch.delenv(PSEUDONYM_KEY_FILE_ENV, raising=False)
-    created = pseudonym_key_from_environment(tmp_path)
+    monkeypatch.delenv("BIKESENSE_PSEUDONYM_KEY", raising=False)
+    monkeypatch.delenv("BIKESENSE_PSEUDONYM_KEY_FILE", raising=False)
+    monkeypatch.setenv("BIKESENSE_STATE_DIR", str(tmp_path))
+    created = pseudonym_key_of(load_settings())
     assert (tmp_path / "pseudonym.key").stat().st_mode & 0o777 == 0o600
-    assert pseudonym_key_from_environment(tmp_path) == created  # created once, then read
+    assert pseudonym_key_of(load_settings()) == created  # created once, then read
     other = PseudonymKey.generate()
     key_file = tmp_path / "other.key"
     key_file.write_text(other.to_text())
-    monkeypatch.setenv(PSEUDONYM_KEY_FILE_ENV, str(key_file))
-    assert pseudonym_key_from_environment(tmp_path) == other
-    monkeypatch.setenv(PSEUDONYM_KEY_ENV, KEY.to_text())
-    assert pseudonym_key_from_environment(tmp_path) == KEY
+    monkeypatch.setenv("BIKESENSE_PSEUDONYM_KEY_FILE", str(key_file))
+    assert pseudonym_key_of(load_settings()) == other
+    monkeypatch.setenv("BIKESENSE_PSEUDONYM_KEY", KEY.to_text())
+    settings = load_settings()
+    assert pseudonym_key_of(settings) == KEY
     assert "k" * 8 not in repr(KEY)
+    # The key's text is a secret: no repr of the settings shows it.
+    assert KEY.to_text() not in repr(settings)
+    assert KEY.to_text() not in str(settings)
 
 
 def test_weak_or_malformed_keys_are_refused() -> None:

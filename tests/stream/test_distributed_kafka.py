@@ -24,11 +24,10 @@ import pytest
 from psycopg import sql
 
 from api.app import create_app as create_api
-from api.config import ApiSettings
 from api.keys import create_key
 from api.roles import Role
 from bikesense.runtimes import EmbeddedConfig
-from bikesense.settings import Settings
+from bikesense.settings import load_settings
 from firmware_protocol import empty_readings
 from ingest.admission import Admitted
 from simulators.faults import FaultPlan
@@ -129,7 +128,7 @@ def _api_answers(url: str, since_ms: int, until_ms: int) -> dict[str, object]:
     assert row is not None
     period = {"from": _iso(since_ms - HOUR_MS), "to": _iso(until_ms)}
     api = create_api(
-        Settings(database_url=url), ApiSettings(public_rate_per_s=10_000.0, public_burst=10_000)
+        load_settings(database_url=url, public_rate_per_s=10_000.0, public_burst=10_000)
     )
     answers: dict[str, object] = {}
     with (

@@ -9,7 +9,7 @@ from typer.testing import CliRunner
 
 from bikesense.exceptions import ConfigurationError
 from bikesense.runtimes import EmbeddedConfig, run_kafka_ingest
-from bikesense.settings import Settings
+from bikesense.settings import load_settings
 from stream.cli import app
 from stream.faust_app.app import DistributedConfig, create_app
 
@@ -57,7 +57,7 @@ def test_worker_help_lists_its_options() -> None:
 
 
 def test_app_factory_refuses_without_kafka_or_with_a_bad_routing(tmp_path: Path) -> None:
-    settings = Settings(database_url="postgresql://x@127.0.0.1:9/x", state_dir=tmp_path)
+    settings = load_settings(database_url="postgresql://x@127.0.0.1:9/x", state_dir=tmp_path)
     with pytest.raises(ConfigurationError, match="BIKESENSE_KAFKA_URL"):
         create_app(settings)
     with pytest.raises(ConfigurationError, match="routing resolution 11 must be between 0 and"):
@@ -66,7 +66,9 @@ def test_app_factory_refuses_without_kafka_or_with_a_bad_routing(tmp_path: Path)
             broker_url="kafka://127.0.0.1:9",
             config=DistributedConfig(routing_resolution=11),
         )
-    trimming = settings.model_copy(update={"privacy_trim_end_s": 120.0})
+    trimming = load_settings(
+        database_url="postgresql://x@127.0.0.1:9/x", state_dir=tmp_path, trim_end_s=120.0
+    )
     with pytest.raises(ConfigurationError, match=r"TRIM_END_S.*embedded runtime"):
         create_app(trimming, broker_url="kafka://127.0.0.1:9")
 
@@ -80,4 +82,4 @@ def test_kafka_ingest_needs_kafka(tmp_path: Path) -> None:
         topic_root="r",
     )
     with pytest.raises(ConfigurationError, match="set BIKESENSE_KAFKA_URL=kafka://host:9092"):
-        run_kafka_ingest(Settings(state_dir=tmp_path), config)
+        run_kafka_ingest(load_settings(state_dir=tmp_path), config)

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from bikesense.settings import Settings
+from bikesense.settings import load_settings
 from stream.faust_app.app import DistributedConfig, StreamApp, create_app
 
 #: Never contacted: test_context() feeds agents directly. Port 9 (discard) to be sure.
@@ -21,7 +21,7 @@ NO_DATABASE = "postgresql://nobody@127.0.0.1:9/none"
 
 
 def build_app(state_dir: Path, database_url: str = NO_DATABASE, **config: Any) -> StreamApp:
-    settings = Settings(database_url=database_url, kafka_url=NO_KAFKA, state_dir=state_dir)
+    settings = load_settings(database_url=database_url, kafka_url=NO_KAFKA, state_dir=state_dir)
     config.setdefault("store_batch_within_s", 0.05)
     config.setdefault("retry_min_s", 0.05)
     return create_app(settings, config=DistributedConfig(**config))

@@ -12,7 +12,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from bikesense.exceptions import ConfigurationError
-from bikesense.settings import Settings
+from bikesense.settings import load_settings
 from firmware_protocol import empty_readings, encode_readings
 from stream.core.exceptions import InvalidConfigError
 from stream.core.privacy import (
@@ -223,13 +223,13 @@ def test_any_bytes_get_an_answer_never_an_error(payload: bytes, at: int) -> None
 def test_the_settings_name_a_zones_file_and_a_trim(tmp_path: Path) -> None:
     zones = tmp_path / "zones.json"
     zones.write_text('[{"name": "depot", "lat_deg": 52.37, "lon_deg": 4.895, "radius_m": 250}]')
-    config = core_config(Settings(privacy_zones_file=zones, privacy_trim_start_s=120))
+    config = core_config(load_settings(zones_file=zones, trim_start_s=120))
     assert config.privacy == PrivacyConfig(
         zones=(CircleZone("depot", 52.37, 4.895, 250.0),), trim_start_s=120.0
     )
-    assert core_config(Settings()).privacy == PrivacyConfig()
+    assert core_config(load_settings()).privacy == PrivacyConfig()
     with pytest.raises(ConfigurationError, match=r"BIKESENSE_PRIVACY_ZONES_FILE.*cannot read"):
-        core_config(Settings(privacy_zones_file=tmp_path / "missing.json"))
+        core_config(load_settings(zones_file=tmp_path / "missing.json"))
     zones.write_text("{}")
     with pytest.raises(ConfigurationError, match=r"ZONES_FILE.*FeatureCollection"):
-        core_config(Settings(privacy_zones_file=zones))
+        core_config(load_settings(zones_file=zones))
