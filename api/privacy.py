@@ -29,7 +29,7 @@ from api.config import ApiSettings
 from api.errors import BadParameterError, ForbiddenError, UnauthorizedError
 from api.roles import Principal, Role
 from bikesense.settings import Settings
-from storage.queries import Selection
+from storage.selection import Selection
 from stream.core.partials import Metric
 
 
