@@ -25,7 +25,9 @@ import psycopg
 from api.bands import NO_BAND, MetricScale
 from api.models import CellFeature, CellStats, MetricName, Polygon, TimeseriesPoint
 from api.stats import DECIMALS, finite_or_none, mean_interval, round_interval, rounded
-from storage.queries import BBox, Selection, acell_stats, atime_series
+from storage.cell_stats import acell_stats
+from storage.selection import BBox, Selection
+from storage.time_series import atime_series
 from stream.core.partials import Metric
 from stream.core.summary import laeq_db
 
@@ -47,7 +49,8 @@ def align(start: datetime, end: datetime, window_s: int) -> tuple[datetime, date
 
 @dataclass(frozen=True, slots=True)
 class Judged:
-    """What the API adds to ``storage.queries.STATS_DTYPE`` rows: interval, sufficiency, band."""
+    """What the API adds to ``storage.merged_stats.STATS_DTYPE`` rows: interval, sufficiency,
+    band."""
 
     ci_low: np.ndarray
     ci_high: np.ndarray

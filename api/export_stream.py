@@ -61,7 +61,7 @@ from storage.exports import (
     Pseudonyms,
     aiter_export_blocks,
 )
-from storage.queries import BBox
+from storage.selection import BBox
 from stream.core.partials import METRIC_COLUMNS, Metric
 
 log = logging.getLogger(__name__)

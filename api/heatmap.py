@@ -25,7 +25,7 @@ from api.roles import Principal
 from bikesense.policy import PrivacyPolicy
 from bikesense.settings import Settings
 from storage.cell_means import cell_means
-from storage.queries import BBox
+from storage.selection import BBox
 from stream.core.partials import Metric
 
 #: Part of every tile's ETag: change it whenever render_tile draws the same input

@@ -18,7 +18,7 @@ import h3.api.basic_int as h3i
 from api.errors import BadParameterError
 from bikesense.settings import Settings
 from storage.pseudonyms import PSEUDONYM_CHARS
-from storage.queries import BBox
+from storage.selection import BBox
 
 #: Oldest and newest instants the API accepts: outside, a request is a mistake.
 EARLIEST = datetime(2000, 1, 1, tzinfo=UTC)

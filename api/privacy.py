@@ -24,7 +24,7 @@ from enum import StrEnum
 from api.errors import BadParameterError, ForbiddenError, UnauthorizedError
 from api.roles import Principal, Role
 from bikesense.policy import PrivacyPolicy
-from storage.queries import Selection
+from storage.selection import Selection
 from stream.core.partials import Metric
 
 

@@ -13,7 +13,7 @@ from collections.abc import Iterable
 from datetime import datetime
 
 from api.privacy import Identities
-from storage.queries import BBox
+from storage.selection import BBox
 
 Provenance = dict[str, str]
 

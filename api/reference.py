@@ -16,7 +16,7 @@ from pydantic import BaseModel, Field
 
 from api.errors import NotFoundError
 from storage.reference import aget_station, areference_values, astation_summaries
-from storage.reference_formats import Station as StoredStation
+from storage.reference_file import Station as StoredStation
 from stream.core.partials import Metric
 
 UNIT = "µg/m³"
@@ -24,7 +24,7 @@ _HOUR = timedelta(hours=1)
 
 
 class ReferenceMetric(StrEnum):
-    """The metrics a reference station can give (``storage.reference.REFERENCE_METRICS``)."""
+    """The metrics a reference station can give (``storage.reference_file.REFERENCE_METRICS``)."""
 
     PM1 = "pm1"
     PM25 = "pm25"

@@ -158,7 +158,7 @@ def mean_interval(stats: np.ndarray, metric: Metric, *, rho: float | None = None
     """The 95 % interval of the mean (LAeq for noise) of each row of ``stats``.
 
     ``stats`` needs ``n``, ``mean``, ``std`` and ``rides`` (and ``laeq_db`` for
-    noise), as ``storage.queries.STATS_DTYPE`` rows have; ``rho`` overrides
+    noise), as ``storage.merged_stats.STATS_DTYPE`` rows have; ``rho`` overrides
     :data:`INTRA_RIDE_CORRELATION`.
     """
     rho = INTRA_RIDE_CORRELATION[metric] if rho is None else rho

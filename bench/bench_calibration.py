@@ -39,7 +39,8 @@ from simulators.reference import (
     simulate_campaign,
 )
 from stream.core.calibration import PairingConfig, colocate
-from stream.core.calibration_fit import CorrectionSet, FitConfig, apply_corrections, fit_corrections
+from stream.core.calibration_corrections import CorrectionSet, apply_corrections
+from stream.core.calibration_fit import FitConfig, fit_corrections
 
 METRICS = ("pm25_ugm3", "pm10_ugm3", "no2_ugm3")
 

@@ -48,7 +48,7 @@ from api.stats import (  # noqa: E402
 )
 from simulators.fleet import Fleet, SimulationConfig  # noqa: E402
 from simulators.truthflags import TruthFlag  # noqa: E402
-from storage.queries import STATS_DTYPE  # noqa: E402
+from storage.merged_stats import STATS_DTYPE  # noqa: E402
 from stream.core.partials import Metric  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"

@@ -45,8 +45,9 @@ from bench_common import RESULTS, database  # noqa: E402
 
 from simulators.fleet import Fleet, SimulationConfig  # noqa: E402
 from simulators.truthflags import TruthFlag  # noqa: E402
+from storage.cell_stats import cell_stats  # noqa: E402
 from storage.cellwindows import column  # noqa: E402
-from storage.queries import BBox, Selection, cell_stats  # noqa: E402
+from storage.selection import BBox, Selection  # noqa: E402
 from storage.writer import write_batch  # noqa: E402
 from stream.core.aggregate import aggregate  # noqa: E402
 from stream.core.batch import ENRICHED_DTYPE  # noqa: E402

@@ -54,7 +54,7 @@ from bikesense.policy import PrivacyPolicy
 from bikesense.settings import load_settings
 from storage.cell_means import cell_means
 from storage.cellwindows import per_metric
-from storage.queries import BBox
+from storage.selection import BBox
 from storage.writer import write_batch
 from stream.core.aggregate import aggregate
 from stream.core.batch import ENRICHED_DTYPE

@@ -21,7 +21,8 @@ from dataclasses import dataclass, field, fields
 from typing import Any, Generic, TypeVar
 
 from bikesense.settings import Settings, resolve_kafka_url
-from ingest.consumer import ConsumerConfig, MqttConsumer
+from ingest.consumer import MqttConsumer
+from ingest.consumer_config import ConsumerConfig
 from ingest.handler import BatchHandler
 from ingest.keys import KitKeyReader
 from ingest.metrics import RuntimeMetrics
@@ -43,7 +44,7 @@ B = TypeVar("B")
 
 
 def _consumer_default(name: str) -> Any:
-    """The consumer's own default of ``name``: written once, in ingest.consumer."""
+    """The consumer's own default of ``name``: written once, in ingest.consumer_config."""
     (default,) = [f.default for f in fields(ConsumerConfig) if f.name == name]
     return default
 

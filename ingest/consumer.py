@@ -5,8 +5,8 @@ runs in stage threads, so that the handler's commits and our preparation overlap
 instead of taking turns:
 
 - paho's thread converts each message and puts it on a queue bounded by count and
-  by bytes; when the queue is full it blocks (back-pressure: the broker holds the
-  rest), never drops;
+  by bytes (``ingest.message_queue``); when the queue is full it blocks
+  (back-pressure: the broker holds the rest), never drops;
 - the **prepare** stage takes messages off the queue, admits them (decode,
   authenticate, validate: ``ingest.admission``) and has the handler prepare them
   (:meth:`BatchHandler.prepare`), chunk after chunk, in arrival order; the
@@ -43,22 +43,22 @@ import logging
 import queue
 import threading
 import time
-from collections import deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import partial
 from typing import Generic, TypeVar
 
 import psycopg
 
 from ingest.admission import Admitted, admit, kits_named
+from ingest.consumer_config import ConsumerConfig
 from ingest.handler import BatchHandler
 from ingest.handover import Handover, Taken, Turn
 from ingest.keys import KeyCache, KeySource
+from ingest.message_queue import MessageQueue
 from ingest.metrics import RuntimeMetrics
 from ingest.mqtt import InboundMessage, MqttSubscriber
-from ingest.topics import DEFAULT_SHARE_GROUP, TopicLayout
-from ingest.validation import AdmissionRules
+from ingest.topics import TopicLayout
 from stream.core.admitted import WriteOutcome
 
 log = logging.getLogger(__name__)
@@ -68,45 +68,6 @@ _T = TypeVar("_T")
 
 #: How often a stage thread that waits looks at the stop flag.
 _POLL_S = 0.5
-
-
-@dataclass(frozen=True, slots=True)
-class ConsumerConfig:
-    mqtt_url: str
-    client_id: str = "bikesense-stream-1"
-    topic_root: str = TopicLayout().root
-    share_group: str = DEFAULT_SHARE_GROUP
-    #: Messages taken into one batch at most; a frame holds up to a few hundred readings.
-    max_batch_messages: int = 1000
-    #: How long to wait for more messages once one arrived, before preparing them.
-    linger_s: float = 0.05
-    #: Bounds of the hand-over queue from paho's thread, in messages and in payload
-    #: bytes. When either is reached, paho's thread blocks (back-pressure to the broker),
-    #: it never drops. 32 MiB holds 4,000 frames of 8 KiB (about 300 readings each) or
-    #: 800 of the largest the protocol allows (ingest.limits).
-    queue_size: int = 4000
-    queue_bytes: int = 32 * 1024 * 1024
-    #: A batch also stops growing at this many payload bytes (with the batches in
-    #: hand, ``(writers + 1)`` of them, this bounds what is between queue and commit).
-    max_batch_bytes: int = 16 * 1024 * 1024
-    #: Prepare the next batch while one is committed (the default); False: collect,
-    #: prepare, commit and ack one batch at a time, with one writer.
-    overlap_stages: bool = True
-    #: While one batch is being written, another writer takes the next batch once it
-    #: is full or once it has waited this long, whichever comes first.
-    batch_wait_s: float = 0.5
-    rules: AdmissionRules = field(default_factory=AdmissionRules)
-    #: Back-off while a service is away.
-    retry_min_s: float = 0.2
-    retry_max_s: float = 5.0
-
-    def __post_init__(self) -> None:
-        if self.queue_size < 1 or self.queue_bytes < 1 or self.max_batch_bytes < 1:
-            msg = "queue_size, queue_bytes and max_batch_bytes must be positive"
-            raise ValueError(msg)
-        if self.max_batch_messages < 1:
-            msg = f"max_batch_messages must be at least 1 (got {self.max_batch_messages})"
-            raise ValueError(msg)
 
 
 @dataclass(frozen=True, slots=True)
@@ -417,65 +378,6 @@ class MqttConsumer(Generic[B]):
             watcher.cancel()
             await asyncio.to_thread(self.subscriber.stop)
             log.info("%s stopped; unacknowledged messages stay with the broker", self.name)
-
-
-class MessageQueue:
-    """A FIFO of messages bounded by count and by bytes (:attr:`InboundMessage.size_bytes`).
-
-    :meth:`put` blocks while either bound would be passed, except that an empty queue
-    takes any one message (ingest.limits bounds a message's size), so nothing waits
-    for room that can never come. Raises ``queue.Full`` / ``queue.Empty`` on timeout,
-    as ``queue.Queue`` does.
-    """
-
-    def __init__(self, max_messages: int, max_bytes: int) -> None:
-        if max_messages < 1 or max_bytes < 1:
-            msg = f"queue bounds must be positive (got {max_messages} messages, {max_bytes} bytes)"
-            raise ValueError(msg)
-        self.max_messages = max_messages
-        self.max_bytes = max_bytes
-        self._items: deque[InboundMessage] = deque()
-        self._bytes = 0
-        self._cond = threading.Condition()
-
-    @property
-    def size_bytes(self) -> int:
-        return self._bytes
-
-    def qsize(self) -> int:
-        return len(self._items)
-
-    def _room_for(self, message: InboundMessage) -> bool:
-        return not self._items or (
-            len(self._items) < self.max_messages
-            and self._bytes + message.size_bytes <= self.max_bytes
-        )
-
-    def put(self, message: InboundMessage, timeout: float) -> None:
-        with self._cond:
-            if not self._cond.wait_for(lambda: self._room_for(message), timeout):
-                raise queue.Full
-            self._items.append(message)
-            self._bytes += message.size_bytes
-            self._cond.notify_all()
-
-    def get(self, timeout: float) -> InboundMessage:
-        with self._cond:
-            if not self._cond.wait_for(lambda: bool(self._items), timeout):
-                raise queue.Empty
-            return self._pop()
-
-    def get_nowait(self) -> InboundMessage:
-        with self._cond:
-            if not self._items:
-                raise queue.Empty
-            return self._pop()
-
-    def _pop(self) -> InboundMessage:
-        message = self._items.popleft()
-        self._bytes -= message.size_bytes
-        self._cond.notify_all()
-        return message
 
 
 def _join(threads: list[threading.Thread]) -> None:

@@ -33,7 +33,7 @@ from simulators.truth import TRUTH_DTYPE
 from simulators.truthflags import TruthFlag
 from stream.core.binning import cells_at
 from stream.core.calibration import HOUR_MS, REFERENCE_DTYPE, STATION_DTYPE
-from stream.core.calibration_fit import CorrectionSet
+from stream.core.calibration_corrections import CorrectionSet
 
 DAY_MS = 86_400_000
 

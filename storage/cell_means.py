@@ -1,6 +1,6 @@
 """The tile read path: per-cell count and sums under the privacy thresholds, fast.
 
-``storage.queries.acell_stats`` merges histograms (``bikesense_hist_sum``),
+``storage.cell_stats.acell_stats`` merges histograms (``bikesense_hist_sum``),
 counts distinct rides and days per cell and derives percentiles; a tile needs
 only count, Σx (or noise energy and duration) under the same privacy filter,
 and must answer in a few milliseconds (bench/bench_tiles.py).
@@ -10,7 +10,7 @@ The k-anonymity check reads ``window_rides`` (migrations/0004_window_rides.sql,
 per metric, instead of counting ``window_presence`` rows per request (counting them
 per request read 95,000 presence entries for the largest zoom-13 tile of 30 days of a
 town). For the public it reads them at the public units only (the finest resolution
-and the finest public window, ``storage.queries.UNITS``) and merges a tile's coarser
+and the finest public window, ``storage.selection.UNITS``) and merges a tile's coarser
 cells from the passing units: a coarse or long-range tile reads more rows than a
 query of its own resolution and window would, the price of closing the public view
 under differencing (docs/privacy.md). Keyed roles read their own grain, no counts.
@@ -24,7 +24,7 @@ import numpy as np
 import psycopg
 
 from storage.cellwindows import per_metric
-from storage.queries import UNITS, BBox, Selection
+from storage.selection import UNITS, BBox, Selection
 
 CELL_MEANS_DTYPE = np.dtype(
     [
@@ -58,7 +58,7 @@ GROUP BY p.cell
 """
 )
 
-# The public: only units (storage.queries.UNITS: cell-windows of the finest public
+# The public: only units (storage.selection.UNITS: cell-windows of the finest public
 # grain) with at least k distinct rides that measured the metric count, and a cell of a
 # coarser resolution or window is the merge of its passing units, never judged on its
 # own (closed under differencing, docs/privacy.md). This joins, where the query it

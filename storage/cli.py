@@ -88,6 +88,9 @@ def migrate_command(
     console.print(
         f"backend {report.backend}; applied {done}; schema version {report.current_version:04d}"
     )
+    if report.comments_updated:
+        edited = ", ".join(f"{v:04d}" for v in report.comments_updated)
+        console.print(f"comments edited since they were applied, checksums updated: {edited}")
 
 
 @app.command("status")

@@ -47,7 +47,7 @@ from storage.export_columns import (
     row_sql,
 )
 from storage.pseudonyms import PseudonymKey, local_day_spans, pseudonym, ride_pseudonym
-from storage.queries import BBox, check_time_range
+from storage.selection import BBox, check_time_range
 
 # Encoding and the binary rows' layout belong to every export's interface.
 __all__ = [

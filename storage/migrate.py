@@ -8,7 +8,9 @@ installed and preloaded, plain PostgreSQL otherwise; later runs keep it.
 
 Every migration runs in its own transaction and is recorded in
 ``schema_migrations`` with a checksum of its text; a session advisory lock keeps
-two processes from migrating at the same time. Re-running applies nothing.
+two processes from migrating at the same time. Re-running applies nothing. An
+applied migration whose text changed is refused, except for the comment-only edits
+listed in :data:`COMMENT_ONLY_EDITS`.
 """
 
 from __future__ import annotations
@@ -30,6 +32,37 @@ log = logging.getLogger(__name__)
 
 #: Arbitrary, fixed: the advisory lock key that serialises migrations.
 MIGRATION_LOCK_KEY = 7291436011
+
+#: Applied migrations whose comments were edited later, and nothing else: (version,
+#: checksum of the text as applied) -> checksum of the text now. A database that
+#: recorded the old checksum is accepted and its record updated to the new one; any
+#: other change to an applied migration is still refused. The comments cited the design
+#: document under a file name the repository does not have (it is docs/design.md) and
+#: modules since split or moved. The old checksums are those of the files at commit
+#: d4db462; tests/storage/test_migrate.py rebuilds each old text from the new one
+#: (its OLD_COMMENTS) and checks it.
+COMMENT_ONLY_EDITS: dict[tuple[int, str], str] = {
+    (1, "941b54b0ca014c245d68b5577331ac6a9f6f74bd7828b73ad2ac4e384541d567"): (
+        "70fe03f21ba62e3fec0e4ba96047a132a999af60fe72d5d3c921747ec72991fa"
+    ),
+    # 0002_readings.timescale.sql; the plain variant is unchanged.
+    (2, "6d9f4756f8969dbc155ed9dfb5beccfcdea56e94f07b143ec0d4ff0bcddca207"): (
+        "77acf8c8a83835b6ad209b622f58db549b8d7912fe2553f2778da72477f50682"
+    ),
+    (4, "89959262f23d1e4d93bdf117d7dd788f46b9bc84a4c59eeef2a8e5f0e222a3ec"): (
+        "83e696cbf270b7e3704d33c3aebac2e6b97f1e5d4e27234202a9cdd24600d572"
+    ),
+    (5, "aed34e81f481f9b2ffebf80bc6409b47355d30b93a640483069d78447aeeb65f"): (
+        "a711a09a588f0179187fd3276d612a6b48c8a6a52a92447cd731edc38ef1f4a2"
+    ),
+    (101, "90f5bee757d6d7f29596dcebf303e3a2242054a59d0cd18f99c82e7a11619630"): (
+        "35b043f10e9925d75f8e198885c1999ffe9e9b5aa680b2fcf4064d248b94a288"
+    ),
+    # 0104_growing_tables.timescale.sql; the plain variant is unchanged.
+    (104, "a8d26dcebea082844c4121a9665cf6c79d0e881c6b91b8b6e1239bdf60a885fd"): (
+        "d85204562c8c18db6dcf59a4806564b05b0d8d87ab68a28f8906f116c8df73bc"
+    ),
+}
 
 _FILE_NAME = re.compile(
     r"^(?P<version>\d{4})_(?P<name>[a-z0-9_]+)(?:\.(?P<variant>plain|timescale))?\.sql$"
@@ -71,6 +104,8 @@ class MigrationReport:
     backend: Backend
     applied: tuple[int, ...]  # versions applied by this run, in order
     current_version: int
+    #: Versions whose recorded checksum this run updated after a comment-only edit.
+    comments_updated: tuple[int, ...] = ()
 
 
 def load_migrations(backend: Backend) -> list[Migration]:
@@ -196,15 +231,21 @@ def migrate(
                 "the newest"
             )
         applied = []
+        comments_updated = []
         for migration in migrations:
             if target is not None and migration.version > target:
                 break
             if migration.version in done:
-                if done[migration.version].checksum != migration.checksum:
-                    raise MigrationError(
-                        f"migration {migration.version:04d}_{migration.name} was changed after it "
-                        "was applied; add a new migration instead of editing an old one"
-                    )
+                recorded_checksum = done[migration.version].checksum
+                if recorded_checksum != migration.checksum:
+                    if not is_comment_only_edit(migration, recorded_checksum):
+                        raise MigrationError(
+                            f"migration {migration.version:04d}_{migration.name} was changed "
+                            "after it was applied; add a new migration instead of editing an "
+                            "old one"
+                        )
+                    _record_new_checksum(conn, migration, recorded_checksum)
+                    comments_updated.append(migration.version)
                 continue
             log.info("applying migration %04d_%s (%s)", migration.version, migration.name, chosen)
             try:
@@ -221,9 +262,33 @@ def migrate(
                     f"migration {migration.version:04d}_{migration.name} ({chosen}) failed: {exc}"
                 ) from exc
             applied.append(migration.version)
-        return MigrationReport(chosen, tuple(applied), max([*done, *applied], default=0))
+        return MigrationReport(
+            chosen, tuple(applied), max([*done, *applied], default=0), tuple(comments_updated)
+        )
     finally:
         conn.execute("SELECT pg_advisory_unlock(%s)", (MIGRATION_LOCK_KEY,))
+
+
+def is_comment_only_edit(migration: Migration, recorded_checksum: str) -> bool:
+    """Whether ``migration`` differs from the text applied (``recorded_checksum``) by one
+    of :data:`COMMENT_ONLY_EDITS` exactly: from that old text to this one."""
+    return COMMENT_ONLY_EDITS.get((migration.version, recorded_checksum)) == migration.checksum
+
+
+def _record_new_checksum(
+    conn: psycopg.Connection[Any], migration: Migration, recorded_checksum: str
+) -> None:
+    with conn.transaction():
+        conn.execute(
+            "UPDATE schema_migrations SET checksum = %s WHERE version = %s AND checksum = %s",
+            (migration.checksum, migration.version, recorded_checksum),
+        )
+    log.info(
+        "migration %04d_%s: only its comments changed since it was applied; "
+        "its checksum is recorded anew",
+        migration.version,
+        migration.name,
+    )
 
 
 def require_migrated(conn: psycopg.Connection[Any]) -> None:

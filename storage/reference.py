@@ -15,7 +15,7 @@ from typing import Any, LiteralString
 
 import psycopg
 
-from storage.reference_formats import ReferenceFile, Station
+from storage.reference_file import ReferenceFile, Station
 from stream.core.partials import Metric
 
 # -- storing ------------------------------------------------------------------------

@@ -20,12 +20,8 @@ from bikesense.cliutil import connect_or_exit, err_console, settings_or_exit
 from storage.exceptions import ReferenceDataError, StorageError
 from storage.migrate import require_migrated
 from storage.reference import station_summaries, store_reference
-from storage.reference_formats import (
-    MAX_FILE_BYTES,
-    Format,
-    HourLabel,
-    parse_reference,
-)
+from storage.reference_file import Format, HourLabel
+from storage.reference_formats import MAX_FILE_BYTES, parse_reference
 
 app = typer.Typer(
     help="Hourly values of official reference stations (Luchtmeetnet, plain CSV).",

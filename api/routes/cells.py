@@ -16,7 +16,7 @@ from api.models import ERROR_RESPONSES, CellCollection, MetricName
 from api.params import check_resolution, default_resolution, parse_bbox
 from api.privacy import allowed_windows, selection
 from api.routes.meta import INDICATIVE_NOTE
-from storage.queries import awithheld
+from storage.withheld import awithheld
 
 router = APIRouter(prefix="/v1/cells", tags=["cells"], responses=ERROR_RESPONSES)
 
@@ -89,7 +89,7 @@ async def cells(
         conn, sel, box, state.bands.scale(metric.metric), min_readings=settings.api.min_readings
     )
     # For the public: whether units were held back around the view (a flag per whole
-    # district-day with at least k rides, never per cell: storage.queries.awithheld).
+    # district-day with at least k rides, never per cell: storage.withheld.awithheld).
     held = await awithheld(conn, sel, box)
     return CellCollection(
         metric=metric,

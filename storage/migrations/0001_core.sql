@@ -1,7 +1,7 @@
 -- bikesense core schema: everything that is the same on plain PostgreSQL and TimescaleDB.
 -- Applied by storage.migrate; never edit a migration once released, add a new one.
 
--- Kits are pseudonymous (DESIGN.md decision 4). The HMAC secret a kit signs its
+-- Kits are pseudonymous (docs/design.md decision 4). The HMAC secret a kit signs its
 -- frames with must be readable by the server to verify MACs, so it is stored
 -- encrypted with AES-256-GCM under a server master key (storage/kits.py), never
 -- in clear. secret_key_id names the master key so keys can be rotated.
@@ -45,7 +45,7 @@ CREATE TABLE h3_cells (
 CREATE INDEX h3_cells_position_idx ON h3_cells (resolution, lat_deg, lon_deg);
 
 -- Mergeable partial aggregates: exactly stream.core.partials.PARTIAL_DTYPE
--- (DESIGN.md decision 1). Rows are merged in place by every batch that touches
+-- (docs/design.md decision 1). Rows are merged in place by every batch that touches
 -- their window, so leave room on each page for HOT updates.
 CREATE TABLE window_partials (
     metric          smallint NOT NULL,
@@ -58,7 +58,7 @@ CREATE TABLE window_partials (
     sumsq           double precision NOT NULL,
     min             double precision NOT NULL,
     max             double precision NOT NULL,
-    -- Noise only (0 otherwise): Σ tᵢ·10^(Lᵢ/10) and Σ tᵢ, DESIGN.md decision 3.
+    -- Noise only (0 otherwise): Σ tᵢ·10^(Lᵢ/10) and Σ tᵢ, docs/design.md decision 3.
     energy          double precision NOT NULL DEFAULT 0,
     duration_s      double precision NOT NULL DEFAULT 0,
     lamax_db        double precision,
@@ -69,7 +69,7 @@ CREATE TABLE window_partials (
 CREATE INDEX window_partials_cell_idx ON window_partials (cell, metric, window_s, window_start);
 
 -- One row per ride seen in a cell-window: distinct rides and days are counted
--- from these for the k-anonymity threshold (DESIGN.md decision 4).
+-- from these for the k-anonymity threshold (docs/design.md decision 4).
 CREATE TABLE window_presence (
     resolution   smallint NOT NULL,
     cell         bigint NOT NULL,

@@ -43,7 +43,7 @@ ALTER TABLE readings SET (
     timescaledb.compress_orderby = 'ts, boot_id, seq, idx'
 );
 SELECT add_compression_policy('readings', INTERVAL '7 days');
--- Raw tracks are personal data (DESIGN.md decision 4): keep 90 days by default;
+-- Raw tracks are personal data (docs/design.md decision 4): keep 90 days by default;
 -- storage.retention.set_raw_retention changes it.
 SELECT add_retention_policy('readings', INTERVAL '90 days');
 

@@ -1,5 +1,5 @@
 -- Distinct rides (and their days) per cell-window, kept by the batch writer, so the
--- public k-anonymity check (DESIGN.md decision 4) is a column check instead of a
+-- public k-anonymity check (docs/design.md decision 4) is a column check instead of a
 -- count over window_presence: counting the presence rows of 30 days of a town's
 -- cells per tile took 200 ms at p95 (bench/bench_tiles.py).
 --

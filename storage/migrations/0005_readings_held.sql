@@ -1,8 +1,8 @@
--- End-of-ride trimming (DESIGN.md decision 4, stream.core.privacy.ride_end_fates):
+-- End-of-ride trimming (docs/design.md decision 4, stream.core.privacy.ride_end_fates):
 -- a reading is known not to be among the last minutes of its ride only once the
 -- same ride has gone on for those minutes. Until then it waits here, written in
 -- the same transaction as the batch that brought it, so that its frame can be
--- acknowledged without losing it (DESIGN.md decision 2). It leaves in a later
+-- acknowledged without losing it (docs/design.md decision 2). It leaves in a later
 -- batch's transaction: into `readings` (and the aggregates) once the ride goes on,
 -- or deleted once the kit has started a newer ride. Nothing reads this table
 -- but the runtime (storage/held.py): held readings are in no aggregate, export or
@@ -10,7 +10,7 @@
 -- job after the ride memory (two days by default).
 --
 -- Same columns and types as the writer's binary COPY of a reading
--- (storage.writer.READING_COLUMNS without its row number), with absent values
+-- (storage.readings.READING_COLUMNS without its row number), with absent values
 -- kept as the stream marks them (NaN, -1 satellites, cell 0) rather than NULL, so
 -- rows go in and come back with one fixed-width binary COPY each way.
 CREATE TABLE readings_held (

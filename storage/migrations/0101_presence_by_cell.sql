@@ -1,4 +1,4 @@
--- API read path (api/queries_extra.py, tiles): the public sees a cell-window only with
+-- API read path (storage/cell_means.py, tiles): the public sees a cell-window only with
 -- k distinct rides, counted from window_presence. Its primary key leads with
 -- window_start, so counting the rides of one tile's cells scanned every cell of the
 -- town in the range: 30 days of a town took seconds per tile (bench/bench_tiles.py).

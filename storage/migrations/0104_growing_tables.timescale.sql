@@ -29,7 +29,7 @@ SELECT create_hypertable('rejected_frames', by_range('received_at', INTERVAL '1 
                          migrate_data => true);
 
 -- Compression. Every reader of the aggregates names one resolution and one window size
--- (storage/queries.py, storage/cell_means.py), then cells and a range of window starts:
+-- (storage/merged_stats.py, storage/cell_means.py), then cells and a range of window starts:
 -- segments by (resolution, window_s) hold thousands of rows each, and ordering by cell
 -- then time keeps one cell's windows together with min/max metadata per batch of rows
 -- that lets a tile or a cell's series skip the rest. Late data still lands: the writer's

@@ -1,4 +1,4 @@
-"""Per-kit corrections from co-locations, with their uncertainty, and applying them.
+"""Per-kit corrections from co-locations, with their uncertainty: the fit.
 
 The model is the sensor's response to the air (docs/calibration.md, "The model"),
 fitted to the pairs of :func:`stream.core.calibration.colocate`:
@@ -10,11 +10,9 @@ only) and the temperature term for the NO2 cell only. It is linear in
 θ = (offset, gain, gain·κ, c), so ordinary least squares gives θ and its
 covariance σ̂²(XᵀX)⁻¹. The reference is the regressor because it is the accurate
 variable: regressing the reference on the noisy kit mean would bias the slope
-towards zero (regression dilution). The correction inverts the model:
-
-    corrected = (raw − offset − c · (T − 20)) / (gain + gain·κ · h(RH))
-
-and its standard uncertainty is √(∇ᵀ Σ ∇), ∇ the gradient of that in θ.
+towards zero (regression dilution). The result is a
+:class:`~stream.core.calibration_corrections.Correction`, which inverts the model
+to correct readings (:mod:`stream.core.calibration_corrections`).
 
 A kit with fewer than :attr:`FitConfig.min_pairs` co-locations in the window, or
 whose fit fails, gets the fleet's correction (all kits' pairs pooled), whose
@@ -28,26 +26,28 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field, replace
-from typing import Literal
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, replace
 
 import numpy as np
 
-from stream.core.calibration import HOUR_MS, PAIR_DTYPE, PM_METRICS, humid_term
+from stream.core.calibration import PAIR_DTYPE, PM_METRICS
+from stream.core.calibration_corrections import (
+    GAIN,
+    HUMID_GAIN,
+    OFFSET,
+    PARAMS,
+    TEMP_COEFF,
+    Correction,
+    CorrectionSet,
+    Source,
+)
 from stream.core.exceptions import InvalidBatchError, InvalidConfigError
 
 #: Changes whenever the model or the fitting changes, so versions never collide across them.
 MODEL_NAME = "bikesense-colocation-ols-1"
 
-#: θ, in this order everywhere: offset (units of the metric), gain, gain·κ, and the
-#: temperature coefficient (units per °C).
-PARAMS = ("offset", "gain", "humid_gain", "temp_coeff")
-_O, _G, _Q, _C = range(4)
-
 DAY_MS = 86_400_000
-
-Source = Literal["kit", "fleet"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,85 +84,6 @@ class FitConfig:
     @property
     def window_ms(self) -> int:
         return round(self.window_days * DAY_MS)
-
-
-@dataclass(frozen=True, slots=True)
-class Correction:
-    """One kit's (or the fleet's) correction of one metric, estimated over one window."""
-
-    metric: str
-    kit_id: int | None  # None: the fleet-wide correction itself
-    source: Source  # "kit": from its own co-locations; "fleet": the fleet's, see note
-    params: tuple[float, float, float, float]  # θ, see PARAMS
-    covariance: tuple[tuple[float, ...], ...]  # 4 × 4, of θ
-    terms: tuple[str, ...]  # what was estimated: offset, gain, humidity, humidity (fleet κ), ...
-    n_pairs: int  # co-locations the estimate rests on (the fleet's: all kits')
-    kit_pairs: int  # the kit's own co-locations in the window
-    window_start_ms: int
-    window_end_ms: int
-    residual_sd: float  # of the fit's kit-hour means about the model
-    humid_rh_pct: float
-    temperature_ref_c: float
-    version: str  # MODEL_NAME's hash of the inputs: trace a corrected value to it
-    note: str = ""  # why the fleet's, when it is
-
-    @property
-    def offset(self) -> float:
-        return self.params[_O]
-
-    @property
-    def gain(self) -> float:
-        return self.params[_G]
-
-    @property
-    def kappa(self) -> float:
-        """Hygroscopic growth κ: gain·κ / gain."""
-        return self.params[_Q] / self.params[_G]
-
-    @property
-    def temp_coeff(self) -> float:
-        return self.params[_C]
-
-    @property
-    def cov(self) -> np.ndarray:
-        return np.array(self.covariance, dtype=np.float64)
-
-    def se(self, name: str) -> float:
-        """Standard error of a parameter of PARAMS, or of ``kappa`` (delta method)."""
-        cov = self.cov
-        if name == "kappa":
-            g, q = self.gain, self.params[_Q]
-            grad = np.zeros(4)
-            grad[_G], grad[_Q] = -q / g**2, 1 / g
-            return float(np.sqrt(max(grad @ cov @ grad, 0.0)))
-        i = PARAMS.index(name)
-        return float(np.sqrt(max(cov[i, i], 0.0)))
-
-
-@dataclass(frozen=True, slots=True)
-class CorrectionSet:
-    """Every correction of one estimate: the fleet's per metric, each kit's per metric."""
-
-    window_start_ms: int
-    window_end_ms: int
-    fleet: dict[str, Correction] = field(default_factory=dict)
-    kits: dict[tuple[int, str], Correction] = field(default_factory=dict)
-
-    def for_kit(self, kit_id: int, metric: str) -> Correction | None:
-        """The kit's own correction, or the fleet's (source "fleet") when it has none."""
-        own = self.kits.get((kit_id, metric))
-        if own is not None:
-            return own
-        fleet = self.fleet.get(metric)
-        if fleet is None:
-            return None
-        return replace(
-            fleet,
-            kit_id=kit_id,
-            source="fleet",
-            kit_pairs=0,
-            note="no co-location in the window",
-        )
 
 
 def fit_corrections(
@@ -243,78 +164,7 @@ def rolling_corrections(
     return [fit_corrections(pairs, end_ms=e, config=config, kits=kit_list) for e in ends_ms]
 
 
-def apply_correction(
-    correction: Correction,
-    raw: np.ndarray,
-    *,
-    humidity_pct: np.ndarray | None = None,
-    temperature_c: np.ndarray | None = None,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Corrected values and the standard uncertainty the correction adds (not the reading's noise).
-
-    y = (raw − o − c·ΔT) / (g + q·h), ΔT = T − T_ref, h = h(RH); u(y)² = ∇ᵀΣ∇ with
-    ∂y/∂o = −1/D, ∂y/∂g = −y/D, ∂y/∂q = −y·h/D, ∂y/∂c = −ΔT/D, D = g + q·h. A
-    humidity or temperature that is NaN (or not given) where the correction needs it
-    gives NaN: the correction cannot be applied without its covariate.
-    """
-    x = np.asarray(raw, dtype=np.float64)
-    o, g, q, c = correction.params
-    h = _covariate(
-        humidity_pct, q != 0.0, len(x), lambda rh: humid_term(rh, correction.humid_rh_pct)
-    )
-    dt = _covariate(temperature_c, c != 0.0, len(x), lambda t: t - correction.temperature_ref_c)
-    denom = g + q * h
-    y = (x - o - c * dt) / denom
-    grad = np.stack([-1.0 / denom, -y / denom, -y * h / denom, -dt / denom], axis=1)
-    var = np.einsum("ni,ij,nj->n", grad, correction.cov, grad)
-    return y, np.sqrt(np.maximum(var, 0.0))
-
-
-def apply_corrections(
-    readings: np.ndarray, corrections: CorrectionSet, metric: str
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Each reading's corrected ``metric``, its uncertainty and its correction's version.
-
-    Readings of a kit without any correction (and no fleet correction) get NaN and
-    version "".
-    """
-    names = readings.dtype.names or ()
-    values = np.full(len(readings), np.nan)
-    unc = np.full(len(readings), np.nan)
-    versions = np.full(len(readings), "", dtype="<U40")
-    kit_ids = readings["kit_id"]
-    for kit in np.unique(kit_ids).tolist():
-        corr = corrections.for_kit(int(kit), metric)
-        if corr is None:
-            continue
-        sel = np.flatnonzero(kit_ids == kit)
-        rows = readings[sel]
-        y, u = apply_correction(
-            corr,
-            rows[metric],
-            humidity_pct=rows["humidity_pct"] if "humidity_pct" in names else None,
-            temperature_c=rows["temperature_c"] if "temperature_c" in names else None,
-        )
-        values[sel], unc[sel], versions[sel] = y, u, corr.version
-    return values, unc, versions
-
-
 # -- fitting -------------------------------------------------------------------
-
-
-def _covariate(
-    values: np.ndarray | None,
-    needed: bool,
-    n: int,
-    transform: Callable[[np.ndarray], np.ndarray],
-) -> np.ndarray:
-    """The model's covariate for each reading; 0 where the correction has no such term."""
-    if not needed:
-        return np.zeros(n)
-    if values is None:
-        return np.full(n, np.nan)
-    v = np.asarray(values, dtype=np.float64)
-    return np.where(np.isfinite(v), transform(v), np.nan)
 
 
 def _design(
@@ -322,16 +172,16 @@ def _design(
 ) -> tuple[np.ndarray, list[int], np.ndarray]:
     """Columns of X for θ indices ``cols``, and the rows that have every covariate."""
     ref = pairs["reference"]
-    cols = [_O, _G]
+    cols = [OFFSET, GAIN]
     xs = [np.ones(len(pairs)), ref]
     ok = np.ones(len(pairs), bool)
     if humidity:
-        cols.append(_Q)
+        cols.append(HUMID_GAIN)
         xs.append(ref * pairs["humid_term_mean"])
     if metric in cfg.temperature_metrics:
         t = pairs["temperature_mean_c"] - cfg.temperature_ref_c
         ok &= np.isfinite(t)
-        cols.append(_C)
+        cols.append(TEMP_COEFF)
         xs.append(t)
     return np.stack(xs, axis=1), cols, ok
 
@@ -403,17 +253,17 @@ def _kit_fit(
         if fit is None:
             return None, "its co-locations do not determine the model (no spread)"
         theta, cov = _embed(fit[0], fit[1], cols)
-        g = theta[_G]
+        g = theta[GAIN]
         jac = np.eye(4)
-        jac[_Q, _G] = kappa
-        theta[_Q] = g * kappa
+        jac[HUMID_GAIN, GAIN] = kappa
+        theta[HUMID_GAIN] = g * kappa
         cov = jac @ cov @ jac.T
-        cov[_Q, _Q] += g * g * kappa_var
-        cols = [*cols, _Q]
+        cov[HUMID_GAIN, HUMID_GAIN] += g * g * kappa_var
+        cols = [*cols, HUMID_GAIN]
         used = pairs[ok]
         sd = fit[2]
-    if not np.all(np.isfinite(theta)) or theta[_G] < cfg.min_gain:
-        return None, f"its fitted gain {theta[_G]:.3g} is below {cfg.min_gain}"
+    if not np.all(np.isfinite(theta)) or theta[GAIN] < cfg.min_gain:
+        return None, f"its fitted gain {theta[GAIN]:.3g} is below {cfg.min_gain}"
     terms_fixed = not own_humid and fleet_kappa is not None
     corr = _correction(
         metric,
@@ -437,7 +287,7 @@ def _humid_count(pairs: np.ndarray) -> int:
 
 
 def _kappa_with_var(fleet: Correction) -> tuple[float, float] | None:
-    if fleet.params[_Q] == 0.0 and fleet.cov[_Q, _Q] == 0.0:
+    if fleet.params[HUMID_GAIN] == 0.0 and fleet.cov[HUMID_GAIN, HUMID_GAIN] == 0.0:
         return None
     return fleet.kappa, fleet.se("kappa") ** 2
 
@@ -478,9 +328,9 @@ def _correction(
     *,
     fleet_kappa: bool = False,
 ) -> Correction:
-    names = {_O: "offset", _G: "gain", _Q: "humidity", _C: "temperature"}
+    names = {OFFSET: "offset", GAIN: "gain", HUMID_GAIN: "humidity", TEMP_COEFF: "temperature"}
     terms = tuple(
-        names[c] + (" (fleet κ)" if c == _Q and fleet_kappa else "") for c in sorted(cols)
+        names[c] + (" (fleet κ)" if c == HUMID_GAIN and fleet_kappa else "") for c in sorted(cols)
     )
     params = (float(theta[0]), float(theta[1]), float(theta[2]), float(theta[3]))
     return Correction(
@@ -538,18 +388,3 @@ def _version(
     digest = hashlib.sha256(head)
     digest.update(np.ascontiguousarray(ordered).tobytes())
     return f"{MODEL_NAME.rsplit('-', 1)[-1]}-{digest.hexdigest()[:24]}"
-
-
-__all__ = [
-    "DAY_MS",
-    "HOUR_MS",
-    "MODEL_NAME",
-    "PARAMS",
-    "Correction",
-    "CorrectionSet",
-    "FitConfig",
-    "apply_correction",
-    "apply_corrections",
-    "fit_corrections",
-    "rolling_corrections",
-]

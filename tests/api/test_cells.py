@@ -11,7 +11,8 @@ from h3.api import basic_int as h3int
 
 from api.roles import Role
 from api.stats import INTRA_RIDE_CORRELATION, effective_n, t975
-from storage.queries import WITHHELD_RESOLUTION, BBox, withheld_districts
+from storage.selection import BBox
+from storage.withheld import WITHHELD_RESOLUTION, withheld_districts
 from stream.core.partials import Metric
 from tests.api.api_factories import (
     BUSY,

@@ -16,7 +16,8 @@ import pytest
 from api.reference import ReferenceMetric
 from api.roles import Role
 from storage.reference import store_reference
-from storage.reference_formats import REFERENCE_METRICS, parse_reference
+from storage.reference_file import REFERENCE_METRICS
+from storage.reference_formats import parse_reference
 
 EXAMPLES = Path(__file__).parents[2] / "docs" / "examples"
 

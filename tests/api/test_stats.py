@@ -18,7 +18,7 @@ from api.stats import (
     rounded,
     t975,
 )
-from storage.queries import STATS_DTYPE
+from storage.merged_stats import STATS_DTYPE
 from stream.core.partials import Metric
 
 

@@ -7,7 +7,8 @@ import threading
 
 import pytest
 
-from ingest.consumer import ConsumerConfig, MessageQueue
+from ingest.consumer_config import ConsumerConfig
+from ingest.message_queue import MessageQueue
 from ingest.mqtt import InboundMessage
 
 

@@ -215,11 +215,11 @@ def test_tiles_are_merged_from_public_units_only(
     api: httpx.Client, served: tuple[str, str, str]
 ) -> None:
     # A coarse tile's cell means: the same figures as the cells, never a parent judged
-    # on its own rides (storage.cell_means shares the units with storage.queries).
+    # on its own rides (storage.cell_means shares the units with storage.cell_stats).
     import asyncio  # noqa: PLC0415
 
     from storage.cell_means import cell_means  # noqa: PLC0415
-    from storage.queries import BBox, Selection  # noqa: PLC0415
+    from storage.selection import BBox, Selection  # noqa: PLC0415
     from stream.core.partials import Metric  # noqa: PLC0415
 
     public = _cells(api, 9)[PARENT]

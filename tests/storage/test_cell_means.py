@@ -12,8 +12,8 @@ import psycopg
 import pytest
 
 from storage.cell_means import cell_means
-from storage.queries import BBox, Selection
 from storage.retention import expire_presence
+from storage.selection import BBox, Selection
 from storage.writer import MS_PER_DAY, write_batch
 from stream.core.partials import Metric
 from tests.storage.storage_factories import T0_MS, make_readings

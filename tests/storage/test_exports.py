@@ -20,7 +20,7 @@ from storage.exports import (
     aiter_export_blocks,
     decode_binary_rows,
 )
-from storage.queries import BBox
+from storage.selection import BBox
 from storage.writer import write_batch
 from stream.core.aggregate import aggregate
 from tests.storage.storage_factories import T0_MS, make_readings

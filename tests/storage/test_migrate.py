@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
 import re
 import threading
+from dataclasses import replace
 from importlib import resources
 
 import numpy as np
@@ -11,7 +13,15 @@ import psycopg
 import pytest
 
 from storage.exceptions import MigrationError
-from storage.migrate import Backend, load_migrations, migrate, recorded_backend
+from storage.migrate import (
+    COMMENT_ONLY_EDITS,
+    Backend,
+    Migration,
+    is_comment_only_edit,
+    load_migrations,
+    migrate,
+    recorded_backend,
+)
 from tests.conftest import selected_backend
 from tests.storage.storage_factories import make_readings
 from tests.storage.storage_reference import (
@@ -104,6 +114,123 @@ def test_an_edited_migration_is_refused(database_url: str) -> None:
         )
         with pytest.raises(MigrationError, match="does not know"):
             migrate(conn)
+
+
+# The comment-only edits of applied migrations (storage.migrate.COMMENT_ONLY_EDITS), as
+# replacements that turn each file's text now back into the text databases applied: its
+# comments cited the design document by its former name and modules since split or moved.
+OLD_COMMENTS = {
+    "0001_core.sql": [("docs/design.md", "DESIGN.md")],
+    "0002_readings.timescale.sql": [("docs/design.md", "DESIGN.md")],
+    "0004_window_rides.sql": [("docs/design.md", "DESIGN.md")],
+    "0005_readings_held.sql": [
+        ("docs/design.md", "DESIGN.md"),
+        ("storage.readings.READING_COLUMNS", "storage.writer.READING_COLUMNS"),
+    ],
+    "0101_presence_by_cell.sql": [
+        ("(storage/cell_means.py, tiles)", "(api/queries_extra.py, tiles)")
+    ],
+    "0104_growing_tables.timescale.sql": [("(storage/merged_stats.py,", "(storage/queries.py,")],
+}
+
+
+def _file_name(migration: Migration) -> str:
+    variant = f".{migration.variant}" if migration.variant else ""
+    return f"{migration.version:04d}_{migration.name}{variant}.sql"
+
+
+def old_text(migration: Migration) -> str:
+    """The text a database applied before the comment-only edits (the text now if none)."""
+    text = migration.text
+    for new, old in OLD_COMMENTS.get(_file_name(migration), []):
+        assert new in text, (_file_name(migration), new)
+        text = text.replace(new, old)
+    return text
+
+
+def _checksum(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def test_the_accepted_edits_changed_comments_only() -> None:
+    """Each entry of COMMENT_ONLY_EDITS goes from the old text to the file now, and the
+    two differ in comment lines only."""
+    edited = {
+        m for backend in Backend for m in load_migrations(backend) if _file_name(m) in OLD_COMMENTS
+    }
+    assert {_file_name(m) for m in edited} == set(OLD_COMMENTS)
+    assert {(m.version, _checksum(old_text(m))) for m in edited} == set(COMMENT_ONLY_EDITS)
+    for m in edited:
+        old = old_text(m)
+        assert is_comment_only_edit(m, _checksum(old))
+        changed = [
+            (a, b) for a, b in zip(old.splitlines(), m.text.splitlines(), strict=True) if a != b
+        ]
+        assert changed, m.name
+        for a, b in changed:
+            assert a.lstrip().startswith("--"), a
+            assert b.lstrip().startswith("--"), b
+    # Anything more than the listed edit is not one.
+    m = min(edited, key=_file_name)
+    assert not is_comment_only_edit(
+        replace(m, text=m.text + "\nDROP TABLE kits;"), _checksum(old_text(m))
+    )
+    for backend in Backend:
+        for m in load_migrations(backend):
+            assert "DESIGN.md" not in m.text, _file_name(m)
+
+
+def test_a_database_migrated_with_the_old_comments_migrates_cleanly(database_url: str) -> None:
+    """A database whose migrations ran with the old comments: its checksums are updated,
+    nothing is applied again, and the next run finds nothing to do."""
+    backend = Backend(selected_backend())
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        migrate(conn, backend=backend, target=0)  # schema_migrations only
+        # What an older bikesense did: run each file's text as it was then and record it.
+        for m in load_migrations(backend):
+            with conn.transaction():
+                conn.execute(old_text(m).encode())
+                conn.execute(
+                    "INSERT INTO schema_migrations (version, name, backend, checksum)"
+                    " VALUES (%s, %s, %s, %s)",
+                    (m.version, m.name, str(backend), _checksum(old_text(m))),
+                )
+        edited = tuple(m.version for m in load_migrations(backend) if old_text(m) != m.text)
+        assert {1, 4, 5, 101} <= set(edited)
+        report = migrate(conn)
+        assert (report.applied, report.comments_updated) == ((), edited)
+        recorded = dict(conn.execute("SELECT version, checksum FROM schema_migrations").fetchall())
+        assert recorded == {m.version: m.checksum for m in load_migrations(backend)}
+        again = migrate(conn)
+        assert (again.applied, again.comments_updated) == ((), ())
+
+
+def test_a_changed_migration_is_refused_whatever_its_old_comments(database_url: str) -> None:
+    """Only the exact old text of a comment-only edit is accepted: the old text with more
+    in it, or the old text of another version, is a changed migration, and stays recorded
+    as it was."""
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        backend = migrate(conn).backend
+        current = {m.version: m.checksum for m in load_migrations(backend)}
+        old_core = old_text(load_migrations(backend)[0])
+        cases = {
+            1: _checksum(old_core + "\nCREATE TABLE extra (id int);\n"),  # the old text, and more
+            4: _checksum(old_core),  # another version's old text
+        }
+        for version, checksum in cases.items():
+            conn.execute(
+                "UPDATE schema_migrations SET checksum = %s WHERE version = %s", (checksum, version)
+            )
+            with pytest.raises(MigrationError, match="was changed after it was applied"):
+                migrate(conn)
+            row = conn.execute(
+                "SELECT checksum FROM schema_migrations WHERE version = %s", (version,)
+            ).fetchone()
+            assert row == (checksum,)
+            conn.execute(
+                "UPDATE schema_migrations SET checksum = %s WHERE version = %s",
+                (current[version], version),
+            )
 
 
 def test_a_migration_numbered_below_the_newest_applied_is_refused(database_url: str) -> None:

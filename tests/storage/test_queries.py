@@ -1,4 +1,5 @@
-"""Reads for the API, against data written by the batch writer with the stream's own aggregation."""
+"""Reads for the API (storage.selection, merged_stats, cell_stats, time_series), against
+data written by the batch writer with the stream's own aggregation."""
 
 from __future__ import annotations
 
@@ -13,15 +14,10 @@ import psycopg
 import pytest
 from h3.api import basic_int as h3int
 
+from storage.cell_stats import acell_stats, cell_stats
 from storage.exceptions import QueryError
-from storage.queries import (
-    BBox,
-    Selection,
-    acell_stats,
-    atime_series,
-    cell_stats,
-    time_series,
-)
+from storage.selection import BBox, Selection
+from storage.time_series import atime_series, time_series
 from storage.writer import write_batch
 from stream.core.aggregate import aggregate
 from stream.core.partials import Metric

@@ -19,18 +19,10 @@ from hypothesis import strategies as st
 
 from storage.exceptions import ReferenceDataError
 from storage.reference import reference_values, station_summaries, store_reference
-from storage.reference_formats import (
-    CSV_COLUMNS,
-    Format,
-    HourLabel,
-    ReferenceFile,
-    ReferenceValue,
-    Station,
-    format_csv,
-    parse_csv,
-    parse_luchtmeetnet,
-    parse_reference,
-)
+from storage.reference_csv import CSV_COLUMNS, format_csv, parse_csv
+from storage.reference_file import Format, HourLabel, ReferenceFile, ReferenceValue, Station
+from storage.reference_formats import parse_reference
+from storage.reference_luchtmeetnet import parse_luchtmeetnet
 from stream.core.partials import Metric
 
 EXAMPLES = Path(__file__).parents[2] / "docs" / "examples"

@@ -21,10 +21,11 @@ from psycopg import sql
 from psycopg.conninfo import make_conninfo
 
 from storage import copybin
+from storage.cell_stats import cell_stats
 from storage.exports import Encoding, ExportFilter, aiter_export_blocks, decode_binary_rows
 from storage.migrate import migrate
-from storage.queries import BBox, Selection, cell_stats
 from storage.retention import drop_expired, raw_partitions, set_raw_retention
+from storage.selection import BBox, Selection
 from storage.writer import MS_PER_DAY, write_batch
 from stream.core.aggregate import aggregate
 from stream.core.partials import Metric

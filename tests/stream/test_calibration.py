@@ -1,4 +1,5 @@
-"""Co-location and per-kit correction (stream.core.calibration, calibration_fit).
+"""Co-location and per-kit correction (stream.core.calibration, calibration_fit,
+calibration_corrections).
 
 Proved on the simulator's ground truth: a campaign of daily runs of a fleet whose
 kits have known errors, measured against reference stations (simulators.reference).
@@ -33,14 +34,8 @@ from stream.core.calibration import (
     colocate,
     humid_term,
 )
-from stream.core.calibration_fit import (
-    Correction,
-    FitConfig,
-    apply_correction,
-    apply_corrections,
-    fit_corrections,
-    rolling_corrections,
-)
+from stream.core.calibration_corrections import Correction, apply_correction, apply_corrections
+from stream.core.calibration_fit import FitConfig, fit_corrections, rolling_corrections
 from stream.core.exceptions import InvalidBatchError, InvalidConfigError
 
 START_MS = 1_780_000_000_000 - (1_780_000_000_000 % HOUR_MS)  # a fixed simulated hour

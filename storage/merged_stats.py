@@ -1,0 +1,122 @@
+"""Statistics merged from the window partials of a selection's units.
+
+Statistics are merged from the window partials in SQL (sums add, min / max take
+the extreme, histograms add element-wise; :data:`MERGED`, over the units of
+:data:`storage.selection.UNITS`) and derived in numpy by
+``stream.core.summary.summarise`` (:func:`to_stats`), the same code the stream
+uses, so mean, sample standard deviation, p50 / p95 from the histogram and LAeq on
+energy mean one thing everywhere. :mod:`storage.cell_stats` merges them per cell,
+:mod:`storage.time_series` per time bucket.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any, LiteralString
+
+import numpy as np
+
+from storage.exceptions import QueryError
+from storage.selection import Selection
+from stream.core.partials import HIST_BINS, PARTIAL_DTYPE
+from stream.core.summary import SUMMARY_DTYPE, summarise
+
+#: Derived statistics of one cell (or one time bucket) with its coverage.
+STATS_DTYPE = np.dtype(
+    [
+        *((name, SUMMARY_DTYPE[name]) for name in SUMMARY_DTYPE.names or ()),
+        ("rides", "<i8"),  # distinct rides over the selection
+        ("days", "<i8"),  # distinct days over the selection
+        ("lat_deg", "<f8"),  # cell centre (NaN for a bbox time series)
+        ("lon_deg", "<f8"),
+    ]
+)
+
+_INT32_MAX = 2**31 - 1
+
+MERGED: LiteralString = """
+    sum(p.n), sum(p.sum), sum(p.sumsq), min(p.min), max(p.max),
+    sum(p.energy), sum(p.duration_s), max(p.lamax_db), bikesense_hist_sum(p.hist)"""
+
+# {partials}: one metric's partials (storage.cellwindows.metric_partials), so every
+# query built from it comes once per metric (storage.cellwindows.per_metric).
+PARTIALS_IN_RANGE: LiteralString = """
+    FROM {partials} p JOIN units u USING (cell, window_start)
+    WHERE p.resolution = %(unit_res)s AND p.window_s = %(unit_window_s)s
+      AND p.window_start >= %(start)s AND p.window_start < %(end)s"""
+
+# Rides and days that measured the metric (bit int(Metric), stream.core.partials).
+PRESENCE_IN_RANGE: LiteralString = """
+    FROM window_presence pr JOIN units u USING (cell, window_start)
+    WHERE pr.resolution = %(unit_res)s AND pr.window_s = %(unit_window_s)s
+      AND pr.window_start >= %(start)s AND pr.window_start < %(end)s
+      AND (pr.metrics >> %(metric)s) & 1 = 1"""
+
+
+def to_stats(
+    rows: Sequence[tuple[Any, ...]], sel: Selection, *, by_cell: bool, window_s: int
+) -> np.ndarray:
+    """Rows of (key, merged partial columns, rides, days, lat, lon) to ``STATS_DTYPE``;
+    a row whose columns are NULL (a gap-filled bucket) becomes an empty one: ``n`` 0,
+    ``rides`` and ``days`` 0, every statistic NaN."""
+    present = np.array([row[1] is not None for row in rows], dtype=bool)
+    if present.all():
+        return _present_stats(rows, sel, by_cell=by_cell, window_s=window_s)
+    out = np.zeros(len(rows), dtype=STATS_DTYPE)
+    for name in STATS_DTYPE.names or ():
+        if STATS_DTYPE[name].kind == "f":
+            out[name] = np.nan
+    out["metric"], out["resolution"], out["window_s"] = sel.metric, sel.resolution, window_s
+    out["cell" if by_cell else "window_start_ms"] = [row[0] for row in rows]
+    out[present] = _present_stats(
+        [row for row in rows if row[1] is not None], sel, by_cell=by_cell, window_s=window_s
+    )
+    return out
+
+
+def _present_stats(
+    rows: Sequence[tuple[Any, ...]], sel: Selection, *, by_cell: bool, window_s: int
+) -> np.ndarray:
+    partials = np.zeros(len(rows), dtype=PARTIAL_DTYPE)
+    extra = np.zeros(
+        len(rows), dtype=[("rides", "<i8"), ("days", "<i8"), ("lat_deg", "<f8"), ("lon_deg", "<f8")]
+    )
+    hist = np.zeros((len(rows), HIST_BINS), dtype=np.int64)
+    for i, (key, n, s, ss, lo, hi, energy, duration, lamax, h, rides, days, lat, lon) in enumerate(
+        rows
+    ):
+        partials[i] = (
+            sel.metric,
+            sel.resolution,
+            key if by_cell else 0,
+            window_s,
+            0 if by_cell else key,
+            n,
+            s,
+            ss,
+            np.nan if lo is None else lo,
+            np.nan if hi is None else hi,
+            energy,
+            duration,
+            np.nan if lamax is None else lamax,
+            0,
+        )
+        hist[i] = h
+        extra[i] = (rides, days, lat, lon)
+    # Histograms are int32 in the partial contract; a merge over a long range could
+    # exceed that, and only the shape matters for percentiles, so scale it down.
+    top = int(hist.max(initial=0))
+    if top > _INT32_MAX:
+        hist //= math.ceil(top / _INT32_MAX)
+    partials["hist"] = hist
+    summary = summarise(partials)  # sorted by key, as the rows are
+    key = "cell" if by_cell else "window_start_ms"
+    if not np.array_equal(summary[key], partials[key]):
+        raise QueryError(f"rows were not unique and sorted by {key}")  # a bug, not bad input
+    out = np.zeros(len(rows), dtype=STATS_DTYPE)
+    for name in SUMMARY_DTYPE.names or ():
+        out[name] = summary[name]
+    for name in extra.dtype.names or ():
+        out[name] = extra[name]
+    return out
