@@ -18,9 +18,9 @@ from rich.table import Table
 
 from bikesense.cliutil import connect_or_exit, exit_with, settings_or_exit
 from bikesense.exceptions import BikesenseError
-from storage.calibration import list_corrections
 from storage.calibration_run import data_days, run_fit
 from storage.corrected_apply import apply_range
+from storage.corrections import list_corrections
 from storage.exceptions import QueryError
 from storage.migrate import require_migrated
 from stream.core.calibration import (

@@ -28,19 +28,17 @@ from typing import Any
 import psycopg
 
 from storage.calibration import (
-    FitReport,
     PairsReport,
     earliest_reading,
-    kits_with_readings,
     load_near_readings,
     load_pairs,
     load_reference,
     load_stations,
-    store_fit,
     store_pairs,
     usable_masks,
 )
 from storage.corrected_apply import ApplyReport, apply_range
+from storage.corrections import FitReport, kits_with_readings, store_fit
 from storage.exceptions import QueryError
 from storage.selection import epoch_ms
 from stream.core.calibration import CALIBRATED_METRICS, HOUR_MS, PairingConfig, colocate

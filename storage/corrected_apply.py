@@ -26,8 +26,9 @@ import numpy as np
 import psycopg
 
 from storage import copybin, staging
-from storage.calibration import CALIBRATION_LOCK_KEY, METRIC_NAMES, load_assignments
+from storage.calibration import METRIC_NAMES
 from storage.corrected_windows import CALIBRATED, COLUMNS, KEY_COLUMNS, TABLE, column
+from storage.corrections import CALIBRATION_LOCK_KEY, load_assignments
 from stream.core.aggregate import aggregate
 from stream.core.batch import ENRICHED_DTYPE
 from stream.core.binning import NO_CELL

@@ -25,8 +25,10 @@ sum in the ``energy`` column, which concentrations do not use
 
 from __future__ import annotations
 
-from typing import LiteralString
+from datetime import datetime
+from typing import Any, LiteralString
 
+import psycopg
 from psycopg import sql
 
 from storage.copybin import Column, int4_array, scalar
@@ -151,3 +153,31 @@ def pick(
         return raw[metric]
     check_calibrated(metric)
     return corrected[metric]
+
+
+# -- what the corrected figures were made with -------------------------------------
+
+_VERSIONS: LiteralString = """
+SELECT DISTINCT v FROM calibration_days d CROSS JOIN LATERAL unnest(d.versions) AS v
+WHERE d.metric = %(metric)s
+  AND d.day < (%(end)s AT TIME ZONE 'UTC') AND d.day + 1 > (%(start)s AT TIME ZONE 'UTC')
+ORDER BY v
+"""
+_CORRECTED_METRICS: LiteralString = (
+    "SELECT DISTINCT metric FROM calibration_days WHERE readings > 0 ORDER BY metric"
+)
+
+
+async def acorrected_versions(
+    conn: psycopg.AsyncConnection[Any], metric: Metric, start: datetime, end: datetime
+) -> list[str]:
+    """The versions of the corrections the corrected aggregates of the UTC days that
+    [start, end) touches were made with (``calibration_days``)."""
+    cur = await conn.execute(_VERSIONS, {"metric": metric.api_name, "start": start, "end": end})
+    return [str(row[0]) for row in await cur.fetchall()]
+
+
+async def acorrected_metrics(conn: psycopg.AsyncConnection[Any]) -> list[Metric]:
+    """The metrics with corrected aggregates stored."""
+    cur = await conn.execute(_CORRECTED_METRICS)
+    return [Metric.from_api_name(row[0]) for row in await cur.fetchall()]

@@ -17,7 +17,7 @@ import numpy as np
 import psycopg
 import pytest
 
-from storage.calibration import list_corrections
+from storage.corrections import list_corrections
 from storage.calibration_run import run_fit
 from storage.cell_stats import cell_stats
 from storage.corrected_apply import apply_range
