@@ -183,6 +183,13 @@ def test_corrected_cell_hour_means_in_the_database_are_closer_to_the_truth(
             " AND pm25_n > 0"
         ).fetchone()
         assert total is not None
+        # What the corrected variant costs beside the raw aggregates (shown with -s).
+        sizes = conn.execute(
+            "SELECT pg_total_relation_size('cell_windows'),"
+            " pg_total_relation_size('cell_windows_corrected'),"
+            " (SELECT count(*) FROM cell_windows), (SELECT count(*) FROM cell_windows_corrected)"
+        ).fetchone()
+        print(f"cell_windows {sizes}")
         for metric, bound in ((Metric.PM25, 0.5), (Metric.PM10, 0.5), (Metric.NO2, 0.95)):
             raw, corrected, n = _cell_hour_rmse(conn, campaign, metric)
             print(

@@ -17,10 +17,10 @@ import numpy as np
 import psycopg
 import pytest
 
-from storage.corrections import list_corrections
 from storage.calibration_run import run_fit
 from storage.cell_stats import cell_stats
 from storage.corrected_apply import apply_range
+from storage.corrections import list_corrections
 from storage.reference import store_reference
 from storage.reference_formats import parse_reference
 from storage.selection import BBox, Selection
