@@ -25,6 +25,7 @@ from api.roles import Principal
 from bikesense.policy import PrivacyPolicy
 from bikesense.settings import Settings
 from storage.cell_means import cell_means
+from storage.corrected_windows import acorrected_versions
 from storage.selection import BBox
 from stream.core.partials import Metric
 
@@ -44,19 +45,30 @@ class Tile:
     bands: np.ndarray  # band index per cell, NO_BAND where not drawn
     scale: MetricScale
     etag: str
+    corrected: bool = False
+    versions: tuple[str, ...] = ()  # of the corrections behind a corrected tile
 
     def png(self) -> bytes:
         return render_tile(self.box, self.cells, self.bands, self.scale)
 
 
 def tile_etag(
-    z: int, x: int, y: int, cells: np.ndarray, bands: np.ndarray, scale: MetricScale
+    z: int,
+    x: int,
+    y: int,
+    cells: np.ndarray,
+    bands: np.ndarray,
+    scale: MetricScale,
+    versions: tuple[str, ...] | None = None,
 ) -> str:
     """A strong ETag of the tile ``render_tile`` draws from these inputs (it is a pure
-    function of them): the tile, the cells and their bands in cell order, the scale."""
+    function of them): the tile, the cells and their bands in cell order, the scale;
+    for a corrected tile also the corrections' versions, which its headers name."""
     order = np.argsort(cells, kind="stable")
     digest = hashlib.blake2b(digest_size=12)
     digest.update(f"{TILE_STYLE}|{z}/{x}/{y}|{scale!r}|".encode())
+    if versions is not None:
+        digest.update(("corrected:" + ",".join(versions) + "|").encode())
     digest.update(np.ascontiguousarray(cells[order], dtype="<i8").tobytes())
     digest.update(np.ascontiguousarray(bands[order], dtype="<i2").tobytes())
     return f'"{digest.hexdigest()}"'
@@ -73,8 +85,10 @@ async def read_tile(
     policy: PrivacyPolicy,
     start: datetime,
     end: datetime,
+    corrected: bool = False,
 ) -> Tile:
-    """What the caller may see of ``metric`` in ``box`` over ``[start, end)``."""
+    """What the caller may see of ``metric`` in ``box`` over ``[start, end)``, raw or
+    corrected values (the same privacy rules)."""
     resolution = resolution_for_zoom(
         box.z, (box.south + box.north) / 2, settings.aggregation.h3_resolutions
     )
@@ -88,6 +102,7 @@ async def read_tile(
         window_s=window_s,
         start=start,
         end=end,
+        corrected=corrected,
     )
     # Cells whose centre lies outside the tile can still cover its edge.
     margin_deg = 2 * average_edge_m(resolution) / 111_320
@@ -103,6 +118,7 @@ async def read_tile(
         ),
     )
     bands = tile_bands(cells, metric, scale, settings.api.min_readings)
+    versions = tuple(await acorrected_versions(conn, metric, start, end)) if corrected else None
     return Tile(
         box=box,
         resolution=resolution,
@@ -112,5 +128,7 @@ async def read_tile(
         cells=cells["cell"],
         bands=bands,
         scale=scale,
-        etag=tile_etag(box.z, box.x, box.y, cells["cell"], bands, scale),
+        etag=tile_etag(box.z, box.x, box.y, cells["cell"], bands, scale, versions),
+        corrected=corrected,
+        versions=versions or (),
     )

@@ -27,6 +27,37 @@ class MetricName(StrEnum):
         return Metric.from_api_name(self.value)
 
 
+class Values(StrEnum):
+    """Which values a figure is made of (docs/calibration.md, "Corrected values")."""
+
+    RAW = "raw"  # as the kits measured them
+    CORRECTED = "corrected"  # each reading corrected by its kit's correction
+
+    @property
+    def corrected(self) -> bool:
+        return self is Values.CORRECTED
+
+
+VALUES_DOC = (
+    "raw (the default): the kits' readings as measured; corrected: each reading "
+    "corrected by its kit's correction against reference stations (PM1, PM2.5, PM10 "
+    "and NO2 only), with the correction's uncertainty in the interval. A cell-window "
+    "is shown corrected only where every reading in it was corrected "
+    "(docs/calibration.md)"
+)
+
+
+class Corrections(BaseModel):
+    """What corrected figures were made with."""
+
+    values: Values = Field(description="raw or corrected, as asked")
+    versions: list[str] = Field(
+        default_factory=list,
+        description="the versions of the corrections behind the corrected figures of the "
+        "range (`bikesense calibration list`); empty for raw values",
+    )
+
+
 class ErrorDetail(BaseModel):
     parameter: str | None = Field(description="the parameter at fault, if one is")
     location: str = Field(alias="in", description="query, path, header or body")
@@ -105,7 +136,8 @@ class CellStats(BaseModel):
     lamax_db: float | None = Field(default=None, description="noise: max of LAmax, dB(A)")
     ci95_low: float | None = Field(
         description="95 % interval of the value shown (the mean; LAeq for noise), with "
-        "within-ride correlation taken into account (docs/statistics.md); "
+        "within-ride correlation taken into account (docs/statistics.md) and, for "
+        "corrected values, the correction's uncertainty (docs/calibration.md); "
         "null when interval_reason says why"
     )
     ci95_high: float | None
@@ -151,6 +183,10 @@ class CellCollection(BaseModel):
             '(docs/privacy.md, "Withheld")'
         ),
     )
+    corrections: Corrections = Field(
+        default_factory=lambda: Corrections(values=Values.RAW),
+        description="raw or corrected values, and the corrections used",
+    )
     features: list[CellFeature]
 
 
@@ -183,6 +219,10 @@ class Timeseries(BaseModel):
     time_from: datetime
     time_to: datetime
     role: str
+    corrections: Corrections = Field(
+        default_factory=lambda: Corrections(values=Values.RAW),
+        description="raw or corrected values, and the corrections used",
+    )
     points: list[TimeseriesPoint]
 
 
@@ -243,5 +283,10 @@ class Meta(BaseModel):
     edge_m: dict[int, float] = Field(description="average H3 edge length per resolution, m")
     min_edge_px: float = Field(
         description="tiles use the finest resolution whose edge spans at least this many pixels"
+    )
+    corrected_metrics: list[MetricName] = Field(
+        default_factory=list,
+        description="metrics with corrected values stored: the map shows these corrected "
+        "by default (docs/map.md)",
     )
     note: str

@@ -42,9 +42,10 @@ def selection(
     window_s: int,
     start: datetime,
     end: datetime,
+    corrected: bool = False,
 ) -> Selection:
     """What storage reads for this caller: the public's k-anonymity thresholds on the
-    public units, or none."""
+    public units, or none; the same for corrected values as for raw ones."""
     limits = policy.thresholds(principal.role.value)
     return Selection(
         metric=metric,
@@ -56,6 +57,7 @@ def selection(
         min_days=limits.min_days,
         unit_resolution=limits.unit_resolution,
         unit_window_s=limits.unit_window_s,
+        corrected=corrected,
     )
 
 

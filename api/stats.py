@@ -162,6 +162,15 @@ def mean_interval(stats: np.ndarray, metric: Metric, *, rho: float | None = None
     :data:`INTRA_RIDE_CORRELATION`.
     """
     rho = INTRA_RIDE_CORRELATION[metric] if rho is None else rho
+    # Corrected values: the correction's own uncertainty, shared by the readings it
+    # corrected, is added to the mean's standard error in quadrature (docs/calibration.md,
+    # "Intervals"); raw values have none (NaN).
+    names = stats.dtype.names or ()
+    u_corr = (
+        np.nan_to_num(stats["correction_u"].astype(np.float64), nan=0.0)
+        if "correction_u" in names
+        else np.zeros(len(stats))
+    )
     n = stats["n"].astype(np.float64)
     rides = stats["rides"].astype(np.float64)
     mean = stats["mean"].astype(np.float64)
@@ -175,7 +184,9 @@ def mean_interval(stats: np.ndarray, metric: Metric, *, rho: float | None = None
             half = t_over_root_n * cv / _A
             low, high = centre - half, centre + half
         else:
-            half_log = t_over_root_n * std / mean
+            t = t975(np.floor(n_eff) - 1)
+            se = np.sqrt((std / np.sqrt(n_eff)) ** 2 + u_corr**2)
+            half_log = t * se / mean
             low, high = mean * np.exp(-half_log), mean * np.exp(half_log)
     reason: list[str | None] = [None] * len(stats)
     none = np.zeros(len(stats), dtype=bool)

@@ -16,7 +16,7 @@ from bikesense.cliutil import exit_with, say_error, settings_or_exit
 from bikesense.exceptions import BikesenseError
 from bikesense.services import local_services
 from bikesense.settings import Settings
-from storage import reference_cli
+from storage import calibration_cli, reference_cli
 
 
 class _Bikesense(typer.Typer):
@@ -52,6 +52,7 @@ app.add_typer(stream_cli.app, name="stream")
 app.add_typer(api_cli.app, name="api")
 app.add_typer(api_cli.keys_app, name="keys")
 app.add_typer(reference_cli.app, name="reference")
+app.add_typer(calibration_cli.app, name="calibration")
 
 console = Console()
 

@@ -24,6 +24,7 @@ import numpy as np
 import psycopg
 
 from storage.cellwindows import per_metric
+from storage.corrected_windows import corrected_per_metric, pick
 from storage.selection import UNITS, BBox, Selection
 
 CELL_MEANS_DTYPE = np.dtype(
@@ -45,7 +46,7 @@ wanted AS MATERIALIZED (
 )"""
 
 # Keyed roles: no threshold, so no ride counts to read at all.
-_CELL_SUMS_ALL = per_metric(
+_CELL_SUMS_ALL_TEMPLATE: LiteralString = (
     "WITH "
     + _WANTED
     + """
@@ -57,6 +58,8 @@ WHERE p.resolution = %(res)s AND p.window_s = %(window_s)s
 GROUP BY p.cell
 """
 )
+_CELL_SUMS_ALL = per_metric(_CELL_SUMS_ALL_TEMPLATE)
+_CELL_SUMS_ALL_CORRECTED = corrected_per_metric(_CELL_SUMS_ALL_TEMPLATE)
 
 # The public: only units (storage.selection.UNITS: cell-windows of the finest public
 # grain) with at least k distinct rides that measured the metric count, and a cell of a
@@ -66,7 +69,7 @@ GROUP BY p.cell
 # scan without a join (4 times fewer buffers on the zoom-12 tiles): a coarse tile now
 # reads its cells' finest hourly units, the price of never publishing a parent that
 # hides one child (bench/bench_tiles.py measures it).
-_CELL_SUMS_K = per_metric(
+_CELL_SUMS_K_TEMPLATE: LiteralString = (
     "WITH "
     + _WANTED
     + ","
@@ -79,10 +82,12 @@ WHERE p.resolution = %(unit_res)s AND p.window_s = %(unit_window_s)s
 GROUP BY u.parent
 """
 )
+_CELL_SUMS_K = per_metric(_CELL_SUMS_K_TEMPLATE)
+_CELL_SUMS_K_CORRECTED = corrected_per_metric(_CELL_SUMS_K_TEMPLATE)
 
 # With a days threshold too: the cells whose passing units hold rides on enough days,
 # from the days kept with the ride counts.
-_CELL_DAYS: LiteralString = (
+_CELL_DAYS_TEMPLATE: LiteralString = (
     "WITH "
     + _WANTED
     + ","
@@ -94,6 +99,10 @@ GROUP BY u.parent
 HAVING count(DISTINCT d.day) >= %(min_days)s
 """
 )
+_CELL_DAYS = _CELL_DAYS_TEMPLATE.encode()
+# The units of the corrected view are those with a complete corrected row: the template
+# has no partials, only the units.
+_CELL_DAYS_CORRECTED = corrected_per_metric(_CELL_DAYS_TEMPLATE)
 
 
 async def cell_means(conn: psycopg.AsyncConnection[Any], sel: Selection, bbox: BBox) -> np.ndarray:
@@ -106,7 +115,10 @@ async def cell_means(conn: psycopg.AsyncConnection[Any], sel: Selection, bbox: B
         "north": bbox.north,
     }
     judged = sel.min_rides > 1 or sel.units != (sel.resolution, sel.window_s)
-    query = (_CELL_SUMS_K if judged else _CELL_SUMS_ALL)[sel.metric]
+    if judged:
+        query = pick(_CELL_SUMS_K, _CELL_SUMS_K_CORRECTED, sel.metric, on=sel.corrected)
+    else:
+        query = pick(_CELL_SUMS_ALL, _CELL_SUMS_ALL_CORRECTED, sel.metric, on=sel.corrected)
     cur = await conn.execute(query, params)
     rows = await cur.fetchall()
     out = np.zeros(len(rows), dtype=CELL_MEANS_DTYPE)
@@ -115,7 +127,8 @@ async def cell_means(conn: psycopg.AsyncConnection[Any], sel: Selection, bbox: B
         for name, column in zip(CELL_MEANS_DTYPE.names or (), columns, strict=True):
             out[name] = np.asarray(column, dtype=CELL_MEANS_DTYPE[name])
     if sel.min_days > 1 and len(out):
-        cur = await conn.execute(_CELL_DAYS, params)
+        days = _CELL_DAYS_CORRECTED[sel.metric] if sel.corrected else _CELL_DAYS
+        cur = await conn.execute(days, params)
         enough = np.array([row[0] for row in await cur.fetchall()], dtype=np.int64)
         out = out[np.isin(out["cell"], enough)]
     return out

@@ -9,16 +9,17 @@ sharing the SQL and the conversions.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, LiteralString
 
 import numpy as np
 import psycopg
 
 from storage.cellwindows import per_metric
+from storage.corrected_windows import corrected_per_metric, pick
 from storage.merged_stats import MERGED, PARTIALS_IN_RANGE, PRESENCE_IN_RANGE, to_stats
 from storage.selection import UNITS, WANTED_BBOX, BBox, Selection, bbox_params
 
-_CELLS_QUERY = per_metric(
+_CELLS_TEMPLATE: LiteralString = (
     "WITH "
     + WANTED_BBOX
     + ","
@@ -38,6 +39,8 @@ UNION ALL
 SELECT key, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, rides, days, NULL, NULL
 FROM pres WHERE days >= %(min_days)s"""
 )
+_CELLS_QUERY = per_metric(_CELLS_TEMPLATE)
+_CELLS_CORRECTED = corrected_per_metric(_CELLS_TEMPLATE)
 # The partials (agg) and the rides and days (pres) of each cell come as two sets of
 # rows, joined by key in Python (_joined_by_key), not in SQL: the planner cannot see
 # that every unit has one cell_windows row, estimates agg at one row and joins pres to
@@ -60,14 +63,18 @@ def _joined_by_key(rows: Sequence[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
     )
 
 
+def _query(sel: Selection) -> bytes:
+    return pick(_CELLS_QUERY, _CELLS_CORRECTED, sel.metric, on=sel.corrected)
+
+
 def cell_stats(conn: psycopg.Connection[Any], sel: Selection, bbox: BBox) -> np.ndarray:
     """Per cell whose centre is in ``bbox``: statistics over the selection (``STATS_DTYPE``),
     sorted by cell."""
-    rows = conn.execute(_CELLS_QUERY[sel.metric], sel.params() | bbox_params(bbox)).fetchall()
+    rows = conn.execute(_query(sel), sel.params() | bbox_params(bbox)).fetchall()
     return to_stats(_joined_by_key(rows), sel, by_cell=True, window_s=sel.window_s)
 
 
 async def acell_stats(conn: psycopg.AsyncConnection[Any], sel: Selection, bbox: BBox) -> np.ndarray:
     """:func:`cell_stats` for an async connection."""
-    cur = await conn.execute(_CELLS_QUERY[sel.metric], sel.params() | bbox_params(bbox))
+    cur = await conn.execute(_query(sel), sel.params() | bbox_params(bbox))
     return to_stats(_joined_by_key(await cur.fetchall()), sel, by_cell=True, window_s=sel.window_s)

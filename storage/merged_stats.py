@@ -30,6 +30,9 @@ STATS_DTYPE = np.dtype(
         ("days", "<i8"),  # distinct days over the selection
         ("lat_deg", "<f8"),  # cell centre (NaN for a bbox time series)
         ("lon_deg", "<f8"),
+        # Corrected values only (NaN for raw ones): the mean of the readings' correction
+        # uncertainties, Σ u / n (storage.corrected_windows keeps Σ u in the energy slot).
+        ("correction_u", "<f8"),
     ]
 )
 
@@ -80,7 +83,14 @@ def _present_stats(
 ) -> np.ndarray:
     partials = np.zeros(len(rows), dtype=PARTIAL_DTYPE)
     extra = np.zeros(
-        len(rows), dtype=[("rides", "<i8"), ("days", "<i8"), ("lat_deg", "<f8"), ("lon_deg", "<f8")]
+        len(rows),
+        dtype=[
+            ("rides", "<i8"),
+            ("days", "<i8"),
+            ("lat_deg", "<f8"),
+            ("lon_deg", "<f8"),
+            ("correction_u", "<f8"),
+        ],
     )
     hist = np.zeros((len(rows), HIST_BINS), dtype=np.int64)
     for i, (key, n, s, ss, lo, hi, energy, duration, lamax, h, rides, days, lat, lon) in enumerate(
@@ -97,13 +107,14 @@ def _present_stats(
             ss,
             np.nan if lo is None else lo,
             np.nan if hi is None else hi,
-            energy,
+            0.0 if sel.corrected else energy,
             duration,
             np.nan if lamax is None else lamax,
             0,
         )
         hist[i] = h
-        extra[i] = (rides, days, lat, lon)
+        u = float(energy) / int(n) if sel.corrected and n else np.nan
+        extra[i] = (rides, days, lat, lon, u)
     # Histograms are int32 in the partial contract; a merge over a long range could
     # exceed that, and only the shape matters for percentiles, so scale it down.
     top = int(hist.max(initial=0))

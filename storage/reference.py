@@ -15,6 +15,7 @@ from typing import Any, LiteralString
 
 import psycopg
 
+from storage.exceptions import QueryError
 from storage.reference_file import ReferenceFile, Station
 from stream.core.partials import Metric
 
@@ -85,6 +86,25 @@ def store_reference(conn: psycopg.Connection[Any], ref: ReferenceFile) -> Import
         updated=updated,
         unchanged=len(ref.values) - inserted - updated,
     )
+
+
+#: A station's kind (migrations/0110_calibration.sql): stream.core.calibration.STATION_KINDS.
+STATION_KINDS = ("traffic", "industrial", "background", "")
+
+
+def set_station_kind(conn: psycopg.Connection[Any], station_id: str, kind: str) -> None:
+    """Record a station's EU kind ("" for unknown), which sets its pairing distance
+    (docs/calibration.md, "The distance")."""
+    if kind not in STATION_KINDS:
+        raise QueryError(
+            f"station kind must be traffic, industrial, background or empty (got {kind!r})"
+        )
+    cur = conn.execute(
+        "UPDATE reference_stations SET kind = %s, updated_at = now() WHERE station_id = %s",
+        (kind, station_id),
+    )
+    if cur.rowcount == 0:
+        raise QueryError(f"no reference station {station_id!r}: import its data first")
 
 
 # -- reading ------------------------------------------------------------------------

@@ -19,7 +19,7 @@ from rich.table import Table
 from bikesense.cliutil import connect_or_exit, err_console, settings_or_exit
 from storage.exceptions import ReferenceDataError, StorageError
 from storage.migrate import require_migrated
-from storage.reference import station_summaries, store_reference
+from storage.reference import set_station_kind, station_summaries, store_reference
 from storage.reference_file import Format, HourLabel
 from storage.reference_formats import MAX_FILE_BYTES, parse_reference
 
@@ -84,6 +84,23 @@ def import_command(
         soft_wrap=True,
         markup=False,
     )
+
+
+@app.command("kind")
+def kind_command(
+    station: Annotated[str, typer.Argument(help="The station's id, as imported.")],
+    kind: Annotated[
+        str, typer.Argument(help="traffic, industrial or background ('' for unknown).")
+    ],
+) -> None:
+    """Record a station's EU kind: calibration pairs readings within 25 m of a traffic or
+    industrial station, 100 m of others (docs/calibration.md)."""
+    with connect_or_exit() as conn:
+        try:
+            set_station_kind(conn, station, kind)
+        except (StorageError, psycopg.Error) as exc:
+            _fail(str(exc))
+    console.print(f"{station}: {kind or 'kind unknown'}", markup=False)
 
 
 @app.command("list")

@@ -77,6 +77,9 @@ class Selection:
     # The grain k applies to and figures are merged from (None: the selection's own).
     unit_resolution: int | None = None
     unit_window_s: int | None = None
+    #: Corrected values (storage.corrected_windows) instead of raw ones: the same units,
+    #: the same thresholds, figures merged from the complete corrected units.
+    corrected: bool = False
 
     def __post_init__(self) -> None:
         check_time_range(self.start, self.end)

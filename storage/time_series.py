@@ -16,6 +16,7 @@ import psycopg
 from h3.api import basic_int as h3int
 
 from storage.cellwindows import per_metric
+from storage.corrected_windows import check_calibrated, corrected_per_metric
 from storage.exceptions import QueryError
 from storage.merged_stats import MERGED, PARTIALS_IN_RANGE, PRESENCE_IN_RANGE, to_stats
 from storage.migrate import Backend
@@ -30,10 +31,10 @@ _BUCKET: LiteralString = (
 )
 
 
-def _series_query(wanted: LiteralString) -> dict[Metric, bytes]:
+def _series_template(wanted: LiteralString) -> LiteralString:
     p_bucket: LiteralString = _BUCKET.replace("{col}", "p.window_start")
     pr_bucket: LiteralString = _BUCKET.replace("{col}", "pr.window_start")
-    return per_metric(
+    return (
         "WITH "
         + wanted
         + ","
@@ -58,8 +59,10 @@ ORDER BY agg.key"""
     )
 
 
-_SERIES_BBOX_QUERY = _series_query(WANTED_BBOX)
-_SERIES_CELL_QUERY = _series_query(_WANTED_CELL)
+_SERIES_BBOX_QUERY = per_metric(_series_template(WANTED_BBOX))
+_SERIES_CELL_QUERY = per_metric(_series_template(_WANTED_CELL))
+_SERIES_BBOX_CORRECTED = corrected_per_metric(_series_template(WANTED_BBOX))
+_SERIES_CELL_CORRECTED = corrected_per_metric(_series_template(_WANTED_CELL))
 
 # Gap-filled series: every bucket from the one holding ``start`` to the last before
 # ``end``, an empty one (NULL columns) where the sparse series has no row, so a chart
@@ -96,10 +99,15 @@ def _filled(sparse: dict[Metric, bytes], fill: LiteralString) -> dict[Metric, by
     return {metric: head + query + tail for metric, query in sparse.items()}
 
 
-#: (cell or bbox, backend) -> the gap-filled query of each metric.
+#: (cell or bbox, backend, corrected) -> the gap-filled query of each metric.
 _FILLED_QUERIES = {
-    (by, backend): _filled(sparse, fill)
-    for by, sparse in (("cell", _SERIES_CELL_QUERY), ("bbox", _SERIES_BBOX_QUERY))
+    (by, backend, corrected): _filled(sparse, fill)
+    for by, corrected, sparse in (
+        ("cell", False, _SERIES_CELL_QUERY),
+        ("bbox", False, _SERIES_BBOX_QUERY),
+        ("cell", True, _SERIES_CELL_CORRECTED),
+        ("bbox", True, _SERIES_BBOX_CORRECTED),
+    )
     for backend, fill in ((Backend.TIMESCALE, _GAPFILL_TIMESCALE), (Backend.PLAIN, _GAPFILL_PLAIN))
 }
 
@@ -134,12 +142,14 @@ def _series_args(
             )
         params |= {"bucket_ms": bucket_s * 1000, "start_ms": start_ms, "end_ms": end_ms}
     by = "cell" if cell is not None else "bbox"
+    if sel.corrected:
+        check_calibrated(sel.metric)
     queries = (
-        _FILLED_QUERIES[by, fill]
+        _FILLED_QUERIES[by, fill, sel.corrected]
         if fill is not None
-        else _SERIES_CELL_QUERY
+        else (_SERIES_CELL_CORRECTED if sel.corrected else _SERIES_CELL_QUERY)
         if cell is not None
-        else _SERIES_BBOX_QUERY
+        else (_SERIES_BBOX_CORRECTED if sel.corrected else _SERIES_BBOX_QUERY)
     )
     if cell is not None:
         if not h3int.is_valid_cell(cell) or h3int.get_resolution(cell) != sel.resolution:

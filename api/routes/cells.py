@@ -12,10 +12,17 @@ from api.aggregates import align, choose_window, read_cells
 from api.auth import PrincipalDep
 from api.deps import ConnDep, PolicyDep, SettingsDep, StateDep, TimeRangeDep
 from api.errors import BadParameterError
-from api.models import ERROR_RESPONSES, CellCollection, MetricName
+from api.models import (
+    ERROR_RESPONSES,
+    VALUES_DOC,
+    CellCollection,
+    MetricName,
+    Values,
+)
 from api.params import check_resolution, default_resolution, parse_bbox
 from api.privacy import allowed_windows, selection
 from api.routes.meta import INDICATIVE_NOTE
+from api.values import check_values, corrections_of
 from storage.withheld import awithheld
 
 router = APIRouter(prefix="/v1/cells", tags=["cells"], responses=ERROR_RESPONSES)
@@ -38,7 +45,8 @@ BBOX_DOC = "west,south,east,north in WGS84 degrees"
         "never read them as clean air. The 95 % interval is that of the value "
         "shown (LAeq for noise), with readings of one ride counted as fewer "
         "independent ones; `interval_reason` says why a cell has none "
-        "(docs/statistics.md)."
+        "(docs/statistics.md). `values=corrected` gives the values corrected against "
+        "reference stations, under the same privacy rules (docs/calibration.md)."
     ),
 )
 async def cells(
@@ -60,7 +68,9 @@ async def cells(
             examples=[9],
         ),
     ] = None,
+    values: Annotated[Values, Query(description=VALUES_DOC)] = Values.RAW,
 ) -> CellCollection:
+    check_values(values, metric)
     box = parse_bbox(bbox)
     res = check_resolution(resolution, settings, default_resolution(settings))
     mid_lat = np.radians((box.south + box.north) / 2)
@@ -84,6 +94,7 @@ async def cells(
         window_s=window_s,
         start=start,
         end=end,
+        corrected=values.corrected,
     )
     features = await read_cells(
         conn, sel, box, state.bands.scale(metric.metric), min_readings=settings.api.min_readings
@@ -101,5 +112,6 @@ async def cells(
         band_version=state.bands.version,
         note=INDICATIVE_NOTE,
         withheld=held,
+        corrections=await corrections_of(conn, values, sel),
         features=features,
     )

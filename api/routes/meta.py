@@ -5,9 +5,10 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from api.auth import PrincipalDep
-from api.deps import PolicyDep, SettingsDep, StateDep
+from api.deps import ConnDep, PolicyDep, SettingsDep, StateDep
 from api.models import ERROR_RESPONSES, BandOut, Meta, MetricName, ScaleOut
 from api.render.tile_png import MIN_EDGE_PX, average_edge_m
+from storage.corrected_windows import acorrected_metrics
 
 router = APIRouter(prefix="/v1", tags=["meta"], responses=ERROR_RESPONSES)
 
@@ -19,7 +20,11 @@ INDICATIVE_NOTE = (
 
 @router.get("/meta", response_model=Meta, summary="Metrics, colour bands and defaults")
 async def meta(
-    state: StateDep, settings: SettingsDep, policy: PolicyDep, principal: PrincipalDep
+    state: StateDep,
+    settings: SettingsDep,
+    policy: PolicyDep,
+    principal: PrincipalDep,
+    conn: ConnDep,
 ) -> Meta:
     scales = [
         ScaleOut(
@@ -50,5 +55,6 @@ async def meta(
         map_zoom=settings.api.map_zoom,
         edge_m={r: round(average_edge_m(r), 1) for r in settings.aggregation.h3_resolutions},
         min_edge_px=MIN_EDGE_PX,
+        corrected_metrics=[MetricName(m.api_name) for m in await acorrected_metrics(conn)],
         note=INDICATIVE_NOTE,
     )

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import hashlib
 import time
 from datetime import timedelta
 from typing import Annotated
 
-from fastapi import APIRouter, Header, Path, Response
+from fastapi import APIRouter, Header, Path, Query, Response
 from starlette.concurrency import run_in_threadpool
 
 from api.auth import PrincipalDep
@@ -20,8 +21,9 @@ from api.deps import (
 )
 from api.errors import BadParameterError
 from api.heatmap import read_tile
-from api.models import ERROR_RESPONSES, MetricName
+from api.models import ERROR_RESPONSES, VALUES_DOC, MetricName, Values
 from api.render.tile_png import MAX_ZOOM, TileBox
+from api.values import check_values
 
 router = APIRouter(prefix="/v1/tiles", tags=["tiles"], responses=ERROR_RESPONSES)
 
@@ -38,7 +40,10 @@ SETTLED_AFTER = timedelta(days=1)
         "coloured by the band of their mean (LAeq for noise): European Air Quality Index "
         "for PM and NO2, a dB(A) scale for noise (see /v1/meta). Cells with no data, too "
         "few readings, or not public (fewer than k rides per window) are transparent. "
-        "Send If-None-Match with the ETag for a 304."
+        "Send If-None-Match with the ETag for a 304. `values=corrected` colours the values "
+        "corrected against reference stations (docs/calibration.md); the header "
+        "X-Bikesense-Values says which, X-Bikesense-Corrections how many correction "
+        "versions and a digest of them."
     ),
     response_class=Response,
     responses={
@@ -60,7 +65,9 @@ async def tile(
     policy: PolicyDep,
     now: NowDep,
     if_none_match: Annotated[str | None, Header()] = None,
+    values: Annotated[Values, Query(description=VALUES_DOC)] = Values.RAW,
 ) -> Response:
+    check_values(values, metric)
     if x >= 2**z:
         raise BadParameterError(
             f"x must be below 2^z = {2**z} at zoom {z}", parameter="x", location="path"
@@ -80,6 +87,7 @@ async def tile(
         policy=policy,
         start=time_range.start,
         end=time_range.end,
+        corrected=values.corrected,
     )
     settled = not time_range.open_ended and tile.end < now - SETTLED_AFTER
     max_age = settings.api.tile_closed_max_age_s if settled else settings.api.tile_max_age_s
@@ -91,7 +99,12 @@ async def tile(
         "Vary": "X-API-Key, Authorization",
         "X-Bikesense-Resolution": str(tile.resolution),
         "X-Bikesense-Window": str(tile.window_s),
+        "X-Bikesense-Values": values.value,
     }
+    if tile.corrected:
+        # The versions behind the tile, as a count and a digest: a header, not a list.
+        digest = hashlib.blake2b(",".join(tile.versions).encode(), digest_size=8).hexdigest()
+        headers["X-Bikesense-Corrections"] = f"{len(tile.versions)};{digest}"
     if if_none_match is not None and tile.etag in {t.strip() for t in if_none_match.split(",")}:
         state.metrics.tile_render.observe(time.perf_counter() - started)
         return Response(status_code=304, headers=headers)

@@ -11,10 +11,11 @@ from api.aggregates import align, read_series
 from api.auth import PrincipalDep
 from api.deps import ConnDep, PolicyDep, SettingsDep, StateDep, TimeRangeDep
 from api.errors import BadParameterError
-from api.models import ERROR_RESPONSES, MetricName, Timeseries
+from api.models import ERROR_RESPONSES, VALUES_DOC, MetricName, Timeseries, Values
 from api.params import parse_place
 from api.privacy import allowed_windows, check_bucket, selection
 from api.render.csv_text import timeseries_csv
+from api.values import check_values, corrections_of
 
 router = APIRouter(prefix="/v1/timeseries", tags=["timeseries"], responses=ERROR_RESPONSES)
 
@@ -49,7 +50,8 @@ class Format(StrEnum):
     description=(
         "Give exactly one of `cell` (H3 index), `lat`+`lon` (the cell there at `resolution`) "
         "or `bbox`. Buckets from 1 minute to 1 day; the public may ask for buckets of at "
-        "least an hour. `format=csv` answers text/csv with a header row."
+        "least an hour. `format=csv` answers text/csv with a header row. `values=corrected` "
+        "gives the values corrected against reference stations (docs/calibration.md)."
     ),
     responses={200: {"content": {"text/csv": {"example": "start,n_readings,...\n"}}}},
 )
@@ -73,7 +75,9 @@ async def timeseries(
     resolution: Annotated[int | None, Query(ge=0, le=15)] = None,
     bucket: Annotated[Bucket, Query(description="bucket size")] = Bucket.H1,
     fmt: Annotated[Format, Query(alias="format")] = Format.JSON,
+    values: Annotated[Values, Query(description=VALUES_DOC)] = Values.RAW,
 ) -> Timeseries | Response:
+    check_values(values, metric)
     place = parse_place(settings, cell=cell, lat=lat, lon=lon, bbox=bbox, resolution=resolution)
     check_bucket(principal, policy, bucket.seconds)
     dividing = [w for w in allowed_windows(principal, policy) if bucket.seconds % w == 0]
@@ -93,6 +97,7 @@ async def timeseries(
         window_s=max(dividing),
         start=start,
         end=end,
+        corrected=values.corrected,
     )
     scale = state.bands.scale(metric.metric)
     points = await read_series(
@@ -116,6 +121,7 @@ async def timeseries(
         time_from=start,
         time_to=end,
         role=principal.role.value,
+        corrections=await corrections_of(conn, values, sel),
         points=points,
     )
     if fmt is Format.JSON:
@@ -125,7 +131,9 @@ async def timeseries(
         media_type="text/csv; charset=utf-8",
         headers={
             "Content-Disposition": (
-                f'attachment; filename="{metric.value}-{result.cell or "bbox"}.csv"'
-            )
+                f'attachment; filename="{metric.value}-{result.cell or "bbox"}'
+                f'{"-corrected" if values.corrected else ""}.csv"'
+            ),
+            "X-Bikesense-Values": values.value,
         },
     )

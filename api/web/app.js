@@ -224,6 +224,7 @@ function writeHash() {
   if (state.compare.kind === "day") q.set("compare-day", state.compare.day);
   if (state.diff && state.compare.kind !== "none") q.set("diff", "1");
   if (params.get("tz")) q.set("tz", state.tz);
+  if (params.get("values") === "raw") q.set("values", "raw");
   q.set("lang", language());
   history.replaceState(null, "", `#${q}`);
 }
@@ -235,12 +236,21 @@ function readHashPeriod() {
   return { kind: "last", hours: hours > 0 ? hours : 24 };
 }
 
+// ---------------------------------------------------------------- raw or corrected values
+
+// Corrected values where the API has them for the metric (calibration against reference
+// stations, docs/calibration.md), raw ones elsewhere; #values=raw shows raw ones always.
+function valuesFor(metric = state.metric) {
+  const stored = state.meta && (state.meta.corrected_metrics || []).includes(metric);
+  return stored && params.get("values") !== "raw" ? "corrected" : "raw";
+}
+
 // ---------------------------------------------------------------- map layers
 
 function tileUrl(p = period()) {
   // The same URL for the same view: a reload asks again with the tile's ETag (no-cache in
   // requestFor) and an unchanged tile costs a 304, not a new PNG.
-  const q = new URLSearchParams({ from: p.from, to: p.to });
+  const q = new URLSearchParams({ from: p.from, to: p.to, values: valuesFor() });
   return `${location.origin}/v1/tiles/${state.metric}/{z}/{x}/{y}.png?${q}`;
 }
 
@@ -476,6 +486,11 @@ function renderLegend() {
   none.innerHTML = '<span class="swatch none"></span><span></span>';
   none.lastChild.textContent = t("notShown", { k: meta.public_min_rides });
   box.append(none);
+  const values = document.createElement("div");
+  values.className = "values";
+  values.id = "legend-values";
+  values.textContent = t(valuesFor() === "corrected" ? "valuesCorrected" : "valuesRaw");
+  box.append(values);
   const who = whoValues(state.metric);
   if (who) {
     const p = document.createElement("div");
@@ -657,7 +672,7 @@ async function checkCoverage() {
   // At the resolution the tiles draw: a cell counts when its centre is in view.
   const c = map.getCenter();
   const q = new URLSearchParams({ metric: state.metric, bbox, from, to,
-    resolution: String(resolutionForZoom(map.getZoom(), c.lat)) });
+    resolution: String(resolutionForZoom(map.getZoom(), c.lat)), values: valuesFor() });
   try {
     const body = await getJSON(`/v1/cells?${q}`);
     if (seq !== coverageSeq) return;
@@ -728,6 +743,7 @@ function seriesQuery(lngLat) {
   return new URLSearchParams({
     metric: state.metric, lat: lngLat.lat.toFixed(6), lon: lngLat.lng.toFixed(6),
     resolution: String(res), bucket: bucketFor(p.hours), from: p.from, to: p.to,
+    values: valuesFor(),
   });
 }
 

@@ -45,6 +45,8 @@ const MESSAGES = {
     liveClosed: "live updates: closed",
     // legend
     notShown: "no data, too little data, or fewer than {k} rides (not public): not shown",
+    valuesCorrected: "Corrected values: each kit's readings corrected against official reference stations; cells not fully corrected are not shown (#values=raw for raw readings)",
+    valuesRaw: "Raw readings, as the kits measured them (not corrected against reference stations)",
     whoLine: "WHO 2021 guideline: {annual} µg/m³ annual, {day} µg/m³ 24-hour",
     source: "Source: {source}",
     // chart
@@ -108,6 +110,8 @@ const MESSAGES = {
     liveConnecting: "live-updates: verbinden", liveReconnecting: "live-updates: opnieuw verbinden",
     liveClosed: "live-updates: gesloten",
     notShown: "geen gegevens, te weinig gegevens, of minder dan {k} ritten (niet openbaar): niet getoond",
+    valuesCorrected: "Gecorrigeerde waarden: de metingen van elke kit gecorrigeerd met officiële referentiestations; niet volledig gecorrigeerde cellen worden niet getoond (#values=raw voor ruwe metingen)",
+    valuesRaw: "Ruwe metingen, zoals de kits ze maten (niet gecorrigeerd met referentiestations)",
     whoLine: "WHO-advieswaarde 2021: {annual} µg/m³ jaargemiddelde, {day} µg/m³ daggemiddelde",
     source: "Bron: {source}",
     loading: "Laden…", perBucket: "{metric} ({unit}), per {bucket}",
