@@ -8,6 +8,14 @@ of binary rows decodes with one ``np.frombuffer`` (:func:`decode_binary_rows`).
 Pseudonymous exports (storage/pseudonyms.py) replace the time by its second
 and add the day's kit and ride names; columns that would link a kit's days are
 withheld.
+
+Two kinds of columns say what ``qa_flags`` means, generated from the code that
+decides it rather than from a table of their own: ``qa_flag_names``, the names
+of the flags set (:data:`stream.core.qa.SINGLE_FLAGS`, lowest bit first, joined
+by ``|``, empty when clean; text only: a binary export decodes ``qa_flags``
+with :func:`qa_flag_names`), and ``<metric>_on_map``, whether the map's
+aggregates counted the reading for that metric (the metric's
+:class:`stream.core.policy.MapRule` of the default policy, as SQL).
 """
 
 from __future__ import annotations
@@ -23,6 +31,9 @@ from psycopg import sql
 from storage.exceptions import QueryError
 from storage.pseudonyms import PSEUDONYM_CHARS, RIDE_PSEUDONYM_CHARS
 from storage.readings import absent_marker
+from stream.core.partials import Metric
+from stream.core.policy import DEFAULT_POLICY, MapRule
+from stream.core.qa import SINGLE_FLAGS, flag_names
 
 
 class Encoding(StrEnum):
@@ -35,22 +46,67 @@ class Encoding(StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class ExportColumn:
-    text: LiteralString  # SQL for CSV and GeoJSON; NULL where the value is absent
-    binary: sql.Composable  # SQL for binary rows: never NULL (the absent marker instead)
+    text: sql.Composable  # SQL for CSV and GeoJSON; NULL where the value is absent
+    binary: sql.Composable | None  # SQL for binary rows, never NULL; None: text only
     wire: str  # numpy dtype of the value as record_send writes it (big-endian)
     quoted: bool = False  # a string in GeoJSON
     nullable: bool = False
 
 
 def _plain(column: LiteralString, wire: str, *, quoted: bool = False) -> ExportColumn:
-    return ExportColumn(column, sql.SQL(column), wire, quoted=quoted)
+    return ExportColumn(sql.SQL(column), sql.SQL(column), wire, quoted=quoted)
 
 
 def _nullable(name: LiteralString, pg_type: LiteralString, wire: str) -> ExportColumn:
     """``r.<name>``, NULL as its absent marker in binary rows."""
     column = sql.SQL("r.") + sql.Identifier(name)
     binary = sql.SQL("COALESCE({}, {}::{})").format(column, absent_marker(name), sql.SQL(pg_type))
-    return ExportColumn("r." + name, binary, wire, nullable=True)
+    return ExportColumn(column, binary, wire, nullable=True)
+
+
+#: What separates the names in ``qa_flag_names``: no flag name holds it, and no CSV,
+#: GeoJSON or R reader treats it specially.
+QA_NAME_SEPARATOR = "|"
+
+
+def qa_flag_names(flags: int) -> str:
+    """``qa_flag_names`` of a reading with ``flags``, as the text exports write it."""
+    return QA_NAME_SEPARATOR.join(flag_names(flags))
+
+
+def _qa_flag_names_sql() -> sql.Composable:
+    # concat_ws skips the NULLs of the flags not set; clean readings skip every test.
+    tests = sql.SQL(", ").join(
+        sql.SQL("CASE WHEN r.qa_flags & {} <> 0 THEN {} END").format(
+            sql.Literal(int(flag)), sql.Literal(flag.name)
+        )
+        for flag in SINGLE_FLAGS
+    )
+    return sql.SQL("CASE WHEN r.qa_flags = 0 THEN '' ELSE concat_ws({}, {}) END").format(
+        sql.Literal(QA_NAME_SEPARATOR), tests
+    )
+
+
+def map_rule_sql(rule: MapRule) -> sql.Composable:
+    """``rule`` over ``readings r``, as a boolean that is never NULL (stored readings
+    hold NULL where the stream's marker says absent: NaN, cell 0)."""
+    tests = [
+        sql.SQL("{} IS NOT NULL").format(sql.Identifier("r", rule.value)),
+        sql.SQL("COALESCE(r.cell, 0) <> 0"),
+        sql.SQL("r.qa_flags & {} = 0").format(sql.Literal(int(rule.excluding))),
+        *(sql.SQL("{} > 0").format(sql.Identifier("r", c)) for c in rule.positive),
+    ]
+    return sql.SQL("({})").format(sql.SQL(" AND ").join(tests))
+
+
+def on_map_column(metric: Metric) -> str:
+    """The name of the column saying whether the map counted a reading for ``metric``."""
+    return f"{metric.api_name}_on_map"
+
+
+def _on_map(metric: Metric) -> ExportColumn:
+    rule = map_rule_sql(DEFAULT_POLICY.rule(metric))
+    return ExportColumn(sql.SQL("{}::text").format(rule), rule, "?")
 
 
 #: Every column an export can have (api.export names them), over ``readings r``.
@@ -78,8 +134,10 @@ COLUMNS: dict[str, ExportColumn] = {
     "interval_ms": _plain("r.interval_ms", ">i8"),
     "status": _plain("r.status", ">i4"),
     "qa_flags": _plain("r.qa_flags", ">i8"),
+    "qa_flag_names": ExportColumn(_qa_flag_names_sql(), None, "", quoted=True),
+    **{on_map_column(m): _on_map(m) for m in Metric},
     "cell": ExportColumn(
-        "lpad(to_hex(NULLIF(r.cell, 0)), 15, '0')",
+        sql.SQL("lpad(to_hex(NULLIF(r.cell, 0)), 15, '0')"),
         _nullable("cell", "bigint", ">i8").binary,
         ">i8",
         quoted=True,
@@ -125,40 +183,42 @@ def row_sql(names: Sequence[str], encoding: Encoding, pseudonymous: bool) -> sql
     if encoding is Encoding.BINARY:
         # record_send writes each field as (type oid, length, value): fixed widths, since no
         # field is NULL, so a block of rows decodes with one np.frombuffer.
-        return sql.SQL("record_send(ROW({}))").format(sql.SQL(", ").join(c.binary for c in columns))
+        binary = []
+        for name, c in zip(names, columns, strict=True):
+            if c.binary is None:
+                raise QueryError(f"column {name!r} is not in binary rows (text exports only)")
+            binary.append(c.binary)
+        return sql.SQL("record_send(ROW({}))").format(sql.SQL(", ").join(binary))
     if encoding is Encoding.CSV:
-        # NULL is CSV's empty field. No value here can hold a comma, quote or newline
-        # (numbers, timestamps, hex, base32), so none is quoted. concat_ws with one cast per
-        # nullable value measured cheaper than concat() with a separator argument per value.
+        # NULL is CSV's empty field. No value here can hold a comma, quote, newline or '#'
+        # (numbers, timestamps, hex, base32, flag names, true/false), so none is quoted and
+        # none can be read as a comment (docs/api.md). concat_ws with one cast per nullable
+        # value measured cheaper than concat() with a separator argument per value.
         values = [
-            sql.SQL("COALESCE(" + c.text + "::text, '')" if c.nullable else c.text) for c in columns
+            sql.SQL("COALESCE({}::text, '')").format(c.text) if c.nullable else c.text
+            for c in columns
         ]
         return sql.SQL("concat_ws(',', {}) || E'\\n'").format(sql.SQL(", ").join(values))
     lat, lon = COLUMNS["lat_deg"].text, COLUMNS["lon_deg"].text
     parts: list[sql.Composable] = [
         sql.SQL(
-            '\'{"type":"Feature","geometry":\', CASE WHEN '
-            + lat
-            + " IS NULL OR "
-            + lon
-            + ' IS NULL THEN \'null\' ELSE concat(\'{"type":"Point","coordinates":[\', '
-            + lon
-            + ", ',', "
-            + lat
-            + ", ']}') END"
-        )
+            '\'{{"type":"Feature","geometry":\', CASE WHEN {lat} IS NULL OR {lon} IS NULL'
+            " THEN 'null' ELSE concat('{{\"type\":\"Point\",\"coordinates\":[', {lon}, ',',"
+            " {lat}, ']}}') END"
+        ).format(lat=lat, lon=lon)
     ]
     for i, (name, c) in enumerate(zip(names, columns, strict=True)):
         key = (',"properties":{' if i == 0 else ",") + f'"{name}":'
+        value: sql.Composable
         if c.quoted:
             value = (
-                "COALESCE('\"' || " + c.text + " || '\"', 'null')"
+                sql.SQL("COALESCE('\"' || {} || '\"', 'null')").format(c.text)
                 if c.nullable
-                else "'\"' || " + c.text + " || '\"'"
+                else sql.SQL("'\"' || {} || '\"'").format(c.text)
             )
         else:
-            value = "COALESCE(" + c.text + "::text, 'null')" if c.nullable else c.text
-        parts += [sql.Literal(key), sql.SQL(value)]
+            value = sql.SQL("COALESCE({}::text, 'null')").format(c.text) if c.nullable else c.text
+        parts += [sql.Literal(key), value]
     parts.append(sql.Literal("}}"))
     return sql.SQL("concat({})").format(sql.SQL(", ").join(parts))
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import logging
 import socket
@@ -15,7 +13,6 @@ from urllib.parse import urlencode
 import httpx
 import numpy as np
 import psycopg
-import pyarrow.parquet as pq
 import pytest
 
 from api.database import session_conninfo
@@ -24,9 +21,11 @@ from api.render.columns import ADMIN_COLUMNS, RESEARCHER_COLUMNS
 from api.roles import Role
 from bikesense.settings import load_settings
 from storage.pseudonyms import pseudonym, ride_pseudonym
+from stream.core.partials import Metric
 from tests.api.api_factories import BUSY, T0_MS, day_range, ride, write
 from tests.api.api_server import wait_for
 from tests.api.conftest import PSEUDONYM_KEY
+from tests.api.export_files import read_csv_export, read_geojson_export, read_parquet_export
 
 ALL_ROWS = 4 * 120 + 2 * 120 + 3 * 3
 KEY = PSEUDONYM_KEY
@@ -40,8 +39,9 @@ def _export(client: httpx.Client, key: str | None, **params: object) -> httpx.Re
 
 
 def _rows(response: httpx.Response) -> list[dict[str, str]]:
+    """The rows of a CSV export, checked whole (tests/api/export_files.py)."""
     assert response.status_code == 200, response.text
-    return list(csv.DictReader(io.StringIO(response.text)))
+    return read_csv_export(response.content).rows
 
 
 def test_the_public_and_officers_may_not_export(
@@ -121,7 +121,8 @@ def test_filters_by_metric_kit_and_bbox(client: httpx.Client, keys: dict[Role, s
     empty = _export(
         client, researcher, **{"from": "2026-11-20T00:00:00Z", "to": "2026-11-20T01:00:00Z"}
     )
-    assert empty.text.strip() == ",".join(c.name for c in RESEARCHER_COLUMNS)
+    nothing = read_csv_export(empty.content)
+    assert (nothing.header, nothing.rows) == ([c.name for c in RESEARCHER_COLUMNS], [])
 
 
 def test_researchers_filter_kits_by_pseudonym(client: httpx.Client, keys: dict[Role, str]) -> None:
@@ -145,10 +146,10 @@ def test_researchers_filter_kits_by_pseudonym(client: httpx.Client, keys: dict[R
 def test_parquet_carries_units_and_provenance(client: httpx.Client, keys: dict[Role, str]) -> None:
     response = _export(client, keys[Role.RESEARCHER], format="parquet", metrics="pm25")
     assert response.status_code == 200
-    table = pq.read_table(io.BytesIO(response.content))
+    table = read_parquet_export(response.content)
     assert table.num_rows == ALL_ROWS
     assert table.column_names == [
-        c.name for c in RESEARCHER_COLUMNS if c.metric is None or c.name == "pm25_ugm3"
+        c.name for c in RESEARCHER_COLUMNS if c.metric in (None, Metric.PM25)
     ]
     assert table.schema.field("pm25_ugm3").metadata == {b"unit": "µg/m³".encode()}
     provenance = json.loads(table.schema.metadata[b"bikesense"])
@@ -160,9 +161,8 @@ def test_parquet_carries_units_and_provenance(client: httpx.Client, keys: dict[R
     assert set(table.column("kit_pseudonym").to_pylist()) == {
         pseudonym(k, DAY, KEY) for k in range(1, 10)
     }
-    admin = pq.read_table(
-        io.BytesIO(_export(client, keys[Role.ADMIN], format="parquet", kit="7").content)
-    )
+    admin_export = _export(client, keys[Role.ADMIN], format="parquet", kit="7")
+    admin = read_parquet_export(admin_export.content)
     assert admin.column_names == [c.name for c in ADMIN_COLUMNS]
     assert set(admin.column("kit_id").to_pylist()) == {7}
     assert (
@@ -177,7 +177,7 @@ def test_geojson_is_a_feature_collection(client: httpx.Client, keys: dict[Role, 
     )
     assert response.status_code == 200
     assert response.headers["content-type"] == "application/geo+json"
-    body = json.loads(response.content)
+    body = read_geojson_export(response.content)
     assert body["type"] == "FeatureCollection"
     assert len(body["features"]) == 3
     feature = body["features"][0]
@@ -187,7 +187,8 @@ def test_geojson_is_a_feature_collection(client: httpx.Client, keys: dict[Role, 
     assert lat == pytest.approx(52.119, abs=1e-3)
     assert feature["properties"]["kit_pseudonym"] == pseudonym(7, DAY, KEY)
     assert [c["name"] for c in body["bikesense"]["columns"]] == list(feature["properties"])
-    admin = json.loads(_export(client, keys[Role.ADMIN], format="geojson", kit="7").content)
+    admin_export = _export(client, keys[Role.ADMIN], format="geojson", kit="7")
+    admin = read_geojson_export(admin_export.content)
     assert [f["properties"]["kit_id"] for f in admin["features"]] == [7, 7, 7]
 
 
@@ -208,7 +209,7 @@ def test_many_slices_on_two_connections_give_the_same_export(
             else:
                 assert a.content == b.content
         tables = [
-            pq.read_table(io.BytesIO(_export(c, own_keys[role], format="parquet").content))
+            read_parquet_export(_export(c, own_keys[role], format="parquet").content)
             for c in (sliced, whole)
         ]
         assert tables[0].num_rows == ALL_ROWS
@@ -261,22 +262,19 @@ def test_absent_values_are_empty_or_null_in_every_format(
     client = make_client(migrated_database_url)
     with psycopg.connect(migrated_database_url, autocommit=True) as conn:
         key = create_key(conn, Role.RESEARCHER, label="test").token
-    lines = _export(client, key).text.splitlines()
-    assert len(lines) == 3
-    header, missing = (
-        lines[0].split(","),
-        dict(zip(lines[0].split(","), lines[2].split(","), strict=True)),
-    )
-    assert len(lines[2].split(",")) == len(header)
-    assert {k for k, v in missing.items() if v == ""} == {
+    rows = _rows(_export(client, key))
+    assert len(rows) == 2
+    # A clean reading's flag names are empty too, and a value absent is never on the map.
+    assert {k for k, v in rows[1].items() if v == ""} == {
         "lat_deg",
         "lon_deg",
         "hdop",
         "satellites",
         "no2_ugm3",
+        "qa_flag_names",
         "cell",
     }
-    features = json.loads(_export(client, key, format="geojson").content)["features"]
+    features = read_geojson_export(_export(client, key, format="geojson").content)["features"]
     assert features[0]["geometry"]["type"] == "Point"
     assert features[1]["geometry"] is None
     assert {k for k, v in features[1]["properties"].items() if v is None} == {
@@ -287,7 +285,7 @@ def test_absent_values_are_empty_or_null_in_every_format(
         "no2_ugm3",
         "cell",
     }
-    table = pq.read_table(io.BytesIO(_export(client, key, format="parquet").content))
+    table = read_parquet_export(_export(client, key, format="parquet").content)
     assert {name for name in table.column_names if table.column(name)[1].as_py() is None} == {
         "lat_deg",
         "lon_deg",
