@@ -51,6 +51,7 @@ class ExportColumn:
     wire: str  # numpy dtype of the value as record_send writes it (big-endian)
     quoted: bool = False  # a string in GeoJSON
     nullable: bool = False
+    csv: sql.Composable | None = None  # SQL for CSV where it differs from ``text``
 
 
 def _plain(column: LiteralString, wire: str, *, quoted: bool = False) -> ExportColumn:
@@ -106,7 +107,10 @@ def on_map_column(metric: Metric) -> str:
 
 def _on_map(metric: Metric) -> ExportColumn:
     rule = map_rule_sql(DEFAULT_POLICY.rule(metric))
-    return ExportColumn(sql.SQL("{}::text").format(rule), rule, "?")
+    # JSON's true and false; in CSV the spelling that base R's read.csv (type.convert)
+    # reads as logical as pandas does, which "true" is not.
+    csv = sql.SQL("CASE WHEN {} THEN 'TRUE' ELSE 'FALSE' END").format(rule)
+    return ExportColumn(sql.SQL("{}::text").format(rule), rule, "?", csv=csv)
 
 
 #: Every column an export can have (api.export names them), over ``readings r``.
@@ -191,11 +195,15 @@ def row_sql(names: Sequence[str], encoding: Encoding, pseudonymous: bool) -> sql
         return sql.SQL("record_send(ROW({}))").format(sql.SQL(", ").join(binary))
     if encoding is Encoding.CSV:
         # NULL is CSV's empty field. No value here can hold a comma, quote, newline or '#'
-        # (numbers, timestamps, hex, base32, flag names, true/false), so none is quoted and
+        # (numbers, timestamps, hex, base32, flag names, TRUE/FALSE), so none is quoted and
         # none can be read as a comment (docs/api.md). concat_ws with one cast per nullable
         # value measured cheaper than concat() with a separator argument per value.
         values = [
-            sql.SQL("COALESCE({}::text, '')").format(c.text) if c.nullable else c.text
+            c.csv
+            if c.csv is not None
+            else sql.SQL("COALESCE({}::text, '')").format(c.text)
+            if c.nullable
+            else c.text
             for c in columns
         ]
         return sql.SQL("concat_ws(',', {}) || E'\\n'").format(sql.SQL(", ").join(values))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import socket
@@ -13,6 +14,8 @@ from urllib.parse import urlencode
 import httpx
 import numpy as np
 import psycopg
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 from api.database import session_conninfo
@@ -20,12 +23,19 @@ from api.keys import create_key
 from api.render.columns import ADMIN_COLUMNS, RESEARCHER_COLUMNS
 from api.roles import Role
 from bikesense.settings import load_settings
+from storage.export_columns import on_map_column
 from storage.pseudonyms import pseudonym, ride_pseudonym
 from stream.core.partials import Metric
+from stream.core.policy import DEFAULT_POLICY
+from stream.core.qa import QaFlag, flag_names
 from tests.api.api_factories import BUSY, T0_MS, day_range, ride, write
 from tests.api.api_server import wait_for
 from tests.api.conftest import PSEUDONYM_KEY
-from tests.api.export_files import read_csv_export, read_geojson_export, read_parquet_export
+from tests.api.export_files import (
+    read_csv_export,
+    read_geojson_export,
+    read_parquet_export,
+)
 
 ALL_ROWS = 4 * 120 + 2 * 120 + 3 * 3
 KEY = PSEUDONYM_KEY
@@ -361,6 +371,7 @@ def test_an_export_cut_short_by_the_database_fails_visibly(
     write(seeded_url, [long_ride])
     client = make_client(export_batch_rows=500)
     for fmt in ("csv", "geojson", "parquet"):
+        received = bytearray()
         with (  # noqa: PT012
             pytest.raises(httpx.TransportError),
             client.stream(
@@ -372,12 +383,46 @@ def test_an_export_cut_short_by_the_database_fails_visibly(
         ):
             assert response.status_code == 200
             chunks = response.iter_raw()
-            next(chunks)
+            # Text formats: rows have gone out, whole lines of them (Parquet holds its rows
+            # until a row group is full, past this export's size).
+            while len(received) < (1 if fmt == "parquet" else 100_000):
+                received += next(chunks)
             assert _terminate_api_backends(seeded_url) > 0, fmt
-            for _ in chunks:
-                pass
+            for chunk in chunks:
+                received += chunk
+        # And what a client saved anyway does not say that it is whole.
+        if fmt == "csv":
+            assert received.count(b"\n") > 300  # the head and hundreds of rows
+        assert b"# complete:" not in received
+        assert b"bikesense_complete" not in received
+        _assert_not_whole(fmt, bytes(received))
     # The pool recovers: the next export is whole.
     assert len(_rows(_export(client, own_keys[Role.ADMIN]))) == ALL_ROWS + len(long_ride)
+
+
+def _assert_not_whole(fmt: str, data: bytes) -> None:
+    """``data``, the start of an export, lacks the statement a whole one ends with and
+    does not load as one."""
+    if fmt == "csv":
+        with pytest.raises(AssertionError, match="no completion line"):
+            read_csv_export(data)
+    elif fmt == "geojson":
+        with pytest.raises(json.JSONDecodeError):
+            json.loads(data)
+    else:
+        with pytest.raises(pa.ArrowInvalid):
+            pq.read_metadata(io.BytesIO(data))
+
+
+def test_an_export_cut_anywhere_is_not_whole(client: httpx.Client, keys: dict[Role, str]) -> None:
+    # A copy stopped halfway: every prefix of a real export, cut on a line boundary (whole
+    # CSV rows, which a CSV reader alone would take for a file) or within a line.
+    for fmt in ("csv", "geojson", "parquet"):
+        data = _export(client, keys[Role.RESEARCHER], format=fmt).content
+        assert len(data) > 10_000
+        breaks = [i + 1 for i in range(len(data)) if data[i] == 0x0A][:-1]
+        for cut in {*breaks[:: max(1, len(breaks) // 40)], *range(0, len(data) - 1, 997)}:
+            _assert_not_whole(fmt, data[:cut])
 
 
 def _api_sessions(url: str) -> list[str]:
@@ -474,3 +519,35 @@ def test_the_api_sessions_carry_their_timeouts(seeded_url: str) -> None:
         assert conn.execute("SHOW jit").fetchone() == ("off",)  # api/database.py says why
         with pytest.raises(psycopg.errors.QueryCanceled):
             conn.execute("SELECT pg_sleep(5)")
+
+
+def test_a_reading_with_several_flags_is_decoded_alike_in_every_format(
+    make_client: Callable[..., httpx.Client], own_keys: dict[Role, str], seeded_url: str
+) -> None:
+    rows = ride(kit_id=4, ride_id=404, start=BUSY, n=4, t0_ms=T0_MS + 3_600_000)
+    several = QaFlag.WARMING_UP | QaFlag.NO2_WARMING_UP | QaFlag.HUMID_PM | QaFlag.NOISE_STUCK
+    rows["qa_flags"] = [0, several, QaFlag.LOW_BATTERY, QaFlag.POSITION_JUMP]
+    write(seeded_url, [rows])
+    client = make_client()
+    params = {"kit": "4", "from": "2026-11-21T09:00:00Z", "to": "2026-11-21T10:00:00Z"}
+    names = ["", "WARMING_UP|NO2_WARMING_UP|HUMID_PM|NOISE_STUCK", "LOW_BATTERY", "POSITION_JUMP"]
+    assert names == ["|".join(flag_names(int(f))) for f in rows["qa_flags"].tolist()]
+    # WARMING_UP keeps PM and NO2 off the map, NOISE_STUCK noise; the rest counts.
+    on_map = {on_map_column(m): DEFAULT_POLICY.publishable(rows, m).tolist() for m in Metric}
+    assert on_map["pm25_on_map"] == [True, False, True, False]
+    assert on_map["noise_on_map"] == [True, False, True, False]
+    assert on_map["temperature_on_map"] == [True, True, True, False]
+    csv_rows = _rows(_export(client, own_keys[Role.ADMIN], format="csv", **params))
+    assert [r["qa_flag_names"] for r in csv_rows] == names
+    features = read_geojson_export(
+        _export(client, own_keys[Role.ADMIN], format="geojson", **params).content
+    )["features"]
+    table = read_parquet_export(
+        _export(client, own_keys[Role.ADMIN], format="parquet", **params).content
+    )
+    assert [f["properties"]["qa_flag_names"] for f in features] == names
+    assert table.column("qa_flag_names").to_pylist() == names
+    for column, expected in on_map.items():
+        assert [r[column] for r in csv_rows] == ["TRUE" if e else "FALSE" for e in expected]
+        assert [f["properties"][column] for f in features] == expected, column
+        assert table.column(column).to_pylist() == expected, column

@@ -184,7 +184,7 @@ def test_the_qa_columns_say_what_the_stream_decided_in_every_encoding(
     assert [int(r["qa_flags"]) for r in got] == rows["qa_flags"].tolist()
     assert [r["qa_flag_names"] for r in got] == expected_names
     for column, expected in expected_on_map.items():
-        assert [r[column] for r in got] == ["true" if e else "false" for e in expected], column
+        assert [r[column] for r in got] == ["TRUE" if e else "FALSE" for e in expected], column
 
     features = blocks(migrated_database_url, flt, Encoding.GEOJSON, names)
     props = [f["properties"] for b in features for f in json.loads(b"[" + b + b"]")]
