@@ -52,6 +52,7 @@ class ExportColumn:
     quoted: bool = False  # a string in GeoJSON
     nullable: bool = False
     csv: sql.Composable | None = None  # SQL for CSV where it differs from ``text``
+    rule: MapRule | None = None  # a <metric>_on_map column: the rule it tests
 
 
 def _plain(column: LiteralString, wire: str, *, quoted: bool = False) -> ExportColumn:
@@ -88,14 +89,24 @@ def _qa_flag_names_sql() -> sql.Composable:
     )
 
 
-def map_rule_sql(rule: MapRule) -> sql.Composable:
-    """``rule`` over ``readings r``, as a boolean that is never NULL (stored readings
-    hold NULL where the stream's marker says absent: NaN, cell 0)."""
+def map_rule_sql(*rules: MapRule) -> sql.Composable:
+    """True where a reading over ``readings r`` meets every one of ``rules``, never NULL.
+
+    Stored readings hold NULL where the stream's marker says absent (NaN, cell 0:
+    storage/readings.py), so "present" and "has a cell" are ``IS NOT NULL``. Several
+    rules make one test: every value present, a cell, none of any rule's excluding
+    flags, every positive column above zero.
+    """
+    values = dict.fromkeys(rule.value for rule in rules)
+    positive = dict.fromkeys(c for rule in rules for c in rule.positive)
+    excluding = 0
+    for rule in rules:
+        excluding |= int(rule.excluding)
     tests = [
-        sql.SQL("{} IS NOT NULL").format(sql.Identifier("r", rule.value)),
-        sql.SQL("COALESCE(r.cell, 0) <> 0"),
-        sql.SQL("r.qa_flags & {} = 0").format(sql.Literal(int(rule.excluding))),
-        *(sql.SQL("{} > 0").format(sql.Identifier("r", c)) for c in rule.positive),
+        *(sql.SQL("{} IS NOT NULL").format(sql.Identifier("r", v)) for v in values),
+        sql.SQL("r.cell IS NOT NULL"),
+        sql.SQL("r.qa_flags & {} = 0").format(sql.Literal(excluding)),
+        *(sql.SQL("{} > 0").format(sql.Identifier("r", c)) for c in positive),
     ]
     return sql.SQL("({})").format(sql.SQL(" AND ").join(tests))
 
@@ -105,12 +116,18 @@ def on_map_column(metric: Metric) -> str:
     return f"{metric.api_name}_on_map"
 
 
+#: A boolean in CSV: the spelling that base R's read.csv (type.convert) reads as logical
+#: as pandas does, which "true" is not. GeoJSON has JSON's true and false.
+CSV_BOOLEAN = {True: "TRUE", False: "FALSE"}
+
+
 def _on_map(metric: Metric) -> ExportColumn:
-    rule = map_rule_sql(DEFAULT_POLICY.rule(metric))
-    # JSON's true and false; in CSV the spelling that base R's read.csv (type.convert)
-    # reads as logical as pandas does, which "true" is not.
-    csv = sql.SQL("CASE WHEN {} THEN 'TRUE' ELSE 'FALSE' END").format(rule)
-    return ExportColumn(sql.SQL("{}::text").format(rule), rule, "?", csv=csv)
+    rule = DEFAULT_POLICY.rule(metric)
+    test = map_rule_sql(rule)
+    csv = sql.SQL("CASE WHEN {} THEN {} ELSE {} END").format(
+        test, sql.Literal(CSV_BOOLEAN[True]), sql.Literal(CSV_BOOLEAN[False])
+    )
+    return ExportColumn(sql.SQL("{}::text").format(test), test, "?", csv=csv, rule=rule)
 
 
 #: Every column an export can have (api.export names them), over ``readings r``.
@@ -181,6 +198,24 @@ def column(name: str, pseudonymous: bool) -> ExportColumn:
         raise QueryError(f"unknown export column {name!r}") from None
 
 
+def _runs(columns: Sequence[ExportColumn]) -> list[list[int]]:
+    """Indexes of ``columns`` in runs: each ``<metric>_on_map`` run together, others alone."""
+    runs: list[list[int]] = []
+    for i, c in enumerate(columns):
+        if c.rule is not None and runs and columns[runs[-1][-1]].rule is not None:
+            runs[-1].append(i)
+        else:
+            runs.append([i])
+    return runs
+
+
+def _all_on_map(columns: Sequence[ExportColumn]) -> sql.Composable:
+    """One test for a run of ``<metric>_on_map`` columns all true, as most readings are:
+    each further value costs the database about as much as formatting it
+    (bench/bench_export.py), so a run is one value when all hold."""
+    return map_rule_sql(*(c.rule for c in columns if c.rule is not None))
+
+
 def row_sql(names: Sequence[str], encoding: Encoding, pseudonymous: bool) -> sql.Composable:
     """One row of ``names`` in ``encoding``, as an SQL expression."""
     columns = [column(n, pseudonymous) for n in names]
@@ -198,14 +233,24 @@ def row_sql(names: Sequence[str], encoding: Encoding, pseudonymous: bool) -> sql
         # (numbers, timestamps, hex, base32, flag names, TRUE/FALSE), so none is quoted and
         # none can be read as a comment (docs/api.md). concat_ws with one cast per nullable
         # value measured cheaper than concat() with a separator argument per value.
-        values = [
-            c.csv
-            if c.csv is not None
-            else sql.SQL("COALESCE({}::text, '')").format(c.text)
-            if c.nullable
-            else c.text
-            for c in columns
-        ]
+        def csv_value(c: ExportColumn) -> sql.Composable:
+            if c.csv is not None:
+                return c.csv
+            return sql.SQL("COALESCE({}::text, '')").format(c.text) if c.nullable else c.text
+
+        values: list[sql.Composable] = []
+        for run in _runs(columns):
+            if len(run) == 1:
+                values.append(csv_value(columns[run[0]]))
+                continue
+            every = ",".join(CSV_BOOLEAN[True] for _ in run)
+            values.append(
+                sql.SQL("CASE WHEN {} THEN {} ELSE concat_ws(',', {}) END").format(
+                    _all_on_map([columns[i] for i in run]),
+                    sql.Literal(every),
+                    sql.SQL(", ").join(csv_value(columns[i]) for i in run),
+                )
+            )
         return sql.SQL("concat_ws(',', {}) || E'\\n'").format(sql.SQL(", ").join(values))
     lat, lon = COLUMNS["lat_deg"].text, COLUMNS["lon_deg"].text
     parts: list[sql.Composable] = [
@@ -215,18 +260,32 @@ def row_sql(names: Sequence[str], encoding: Encoding, pseudonymous: bool) -> sql
             " {lat}, ']}}') END"
         ).format(lat=lat, lon=lon)
     ]
-    for i, (name, c) in enumerate(zip(names, columns, strict=True)):
-        key = (',"properties":{' if i == 0 else ",") + f'"{name}":'
-        value: sql.Composable
+
+    def key(i: int) -> str:
+        return (',"properties":{' if i == 0 else ",") + f'"{names[i]}":'
+
+    def json_value(c: ExportColumn) -> sql.Composable:
         if c.quoted:
-            value = (
+            return (
                 sql.SQL("COALESCE('\"' || {} || '\"', 'null')").format(c.text)
                 if c.nullable
                 else sql.SQL("'\"' || {} || '\"'").format(c.text)
             )
-        else:
-            value = sql.SQL("COALESCE({}::text, 'null')").format(c.text) if c.nullable else c.text
-        parts += [sql.Literal(key), value]
+        return sql.SQL("COALESCE({}::text, 'null')").format(c.text) if c.nullable else c.text
+
+    for run in _runs(columns):
+        if len(run) == 1:
+            parts += [sql.Literal(key(run[0])), json_value(columns[run[0]])]
+            continue
+        every = "".join(key(i) + "true" for i in run)
+        each = [p for i in run for p in (sql.Literal(key(i)), json_value(columns[i]))]
+        parts.append(
+            sql.SQL("CASE WHEN {} THEN {} ELSE concat({}) END").format(
+                _all_on_map([columns[i] for i in run]),
+                sql.Literal(every),
+                sql.SQL(", ").join(each),
+            )
+        )
     parts.append(sql.Literal("}}"))
     return sql.SQL("concat({})").format(sql.SQL(", ").join(parts))
 
