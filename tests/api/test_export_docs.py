@@ -16,7 +16,6 @@ import pytest
 from api.render.columns import ADMIN_COLUMNS, RESEARCHER_COLUMNS
 from api.roles import Role
 from firmware_protocol.frames import StatusBits
-from storage.pseudonyms import PSEUDONYM_KEY_ENV, PseudonymKey
 from stream.core.partials import Metric
 from stream.core.policy import EXCLUDING_FLAGS
 from stream.core.qa import QaFlag
@@ -101,13 +100,6 @@ def _export(client: httpx.Client, key: str, fmt: str, path: Path, **params: str)
 
 def _provenance(header: str) -> dict[str, str]:
     return dict(item.split("=", 1) for item in header.split("; "))
-
-
-@pytest.fixture(autouse=True)
-def pseudonym_key(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv(
-        PSEUDONYM_KEY_ENV, PseudonymKey(b"docs test pseudonym key, 32 b ..").to_text()
-    )
 
 
 def test_the_pandas_recipe_reads_a_real_export(
