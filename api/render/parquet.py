@@ -11,9 +11,12 @@ Parquet file, and only the footer of a whole one states the rows written
 (``bikesense_complete`` in its key-value metadata, :mod:`api.render.completion`);
 every page carries its CRC-32.
 
-``qa_flag_names`` is not in the binary rows (its width varies): it is decoded
-from ``qa_flags`` here, by :func:`storage.export_columns.qa_flag_names`, once per
-distinct value in a block.
+The QA columns are not in the binary rows: ``qa_flag_names`` (its width
+varies) is decoded from ``qa_flags`` here by
+:func:`storage.export_columns.qa_flag_names`, once per distinct value in a
+block, and each ``<metric>_on_map`` is the stream's own test,
+:meth:`stream.core.policy.PublicationPolicy.publishable`, on the decoded rows
+(vectorised: cheaper here than as seven fields the database writes per row).
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ from api.render.completion import COMPLETE_KEY
 from storage.copybin import PG_EPOCH_OFFSET_US
 from storage.export_columns import qa_flag_names
 from storage.exports import ExportBlock, decode_binary_rows
+from stream.core.policy import DEFAULT_POLICY
 
 _HEX_DIGITS = np.frombuffer(b"0123456789abcdef", dtype=np.uint8)
 #: H3 indexes are 64-bit with the top bit 0: 15 hex digits (4 bits each) after one 0 nibble.
@@ -63,18 +67,24 @@ def _flag_names(flags: np.ndarray) -> pa.Array:
     return names.take(pa.array(inverse.astype(np.int32)))
 
 
+#: Kinds of column derived here from the others rather than read from binary rows.
+_DERIVED_KINDS = frozenset({"flag_names", "bool"})
+
+
 def binary_columns(columns: Sequence[ExportColumn]) -> list[str]:
-    """The columns the binary rows hold: all but those decoded here."""
-    return [c.name for c in columns if c.kind != "flag_names"]
+    """The columns the binary rows hold: all but those derived here."""
+    return [c.name for c in columns if c.kind not in _DERIVED_KINDS]
 
 
 def _array(rows: np.ndarray, column: ExportColumn) -> pa.Array:
     """One column of decoded binary rows (big-endian, PostgreSQL times) as Arrow."""
     if column.kind == "flag_names":
         return _flag_names(rows["qa_flags"])
+    if column.kind == "bool" and column.metric is not None:
+        # Binary rows carry absent values as the stream marks them (NaN, cell 0), so the
+        # stream's test applies to them as they are.
+        return pa.array(DEFAULT_POLICY.publishable(rows, column.metric))
     values = rows[column.name]
-    if column.kind == "bool":
-        return pa.array(values.astype(np.bool_))
     if column.kind == "time":
         ms = (values.astype(np.int64) + PG_EPOCH_OFFSET_US) // 1000
         return pa.array(ms.astype("datetime64[ms]"), type=pa.timestamp("ms", tz="UTC"))

@@ -305,6 +305,11 @@ def test_absent_values_are_empty_or_null_in_every_format(
         "cell",
     }
     assert table.column("no2_ugm3")[0].as_py() == pytest.approx(20.0)
+    # A reading with no cell counts for no metric on the map; the other for every one.
+    on_map = [on_map_column(m) for m in Metric]
+    assert [[r[c] for c in on_map] for r in rows] == [["TRUE"] * 7, ["FALSE"] * 7]
+    assert [[f["properties"][c] for c in on_map] for f in features] == [[True] * 7, [False] * 7]
+    assert [table.column(c).to_pylist() for c in on_map] == [[True, False]] * 7
 
 
 def test_a_client_gone_mid_export_cancels_nothing_and_returns_every_connection(
