@@ -22,7 +22,9 @@ An export either completes or visibly fails. Once the head is sent, a failure
 response: :class:`ExportResponse` logs it and raises :class:`ExportCutShortError`,
 and the server closes the connection without the body's terminating chunk, so
 every HTTP client reports an incomplete transfer (curl exits non-zero). A
-client never gets a truncated file that looks whole. An export whose client
+client never gets a truncated file that looks whole, and a file saved anyway
+lacks the statement every format ends with that the export is whole
+(:mod:`api.render.completion`). An export whose client
 takes no data for ``send_timeout_s`` is aborted the same way, and its
 connections go back to the pool (api/database.py).
 """
@@ -51,7 +53,7 @@ from api.pseudonym_key import PseudonymKeys
 from api.render.columns import export_columns
 from api.render.csv_text import csv_text_stream
 from api.render.geojson import geojson_text_stream
-from api.render.parquet import arrow_schema, parquet_stream
+from api.render.parquet import arrow_schema, binary_columns, parquet_stream
 from bikesense.exceptions import BikesenseError
 from storage.exports import (
     EXPORT_CONNECTIONS,
@@ -163,14 +165,14 @@ def open_export(
     encoding = _ENCODING[request.fmt]
     blocks = _blocks(
         source,
-        [c.name for c in columns],
+        binary_columns(columns) if encoding is Encoding.BINARY else [c.name for c in columns],
         flt,
         encoding,
         pseudonyms=pseudonyms,
         slice_rows=min(source.batch_rows, _SLICE_ROWS[encoding]),
     )
     if request.fmt is ExportFormat.CSV:
-        body = csv_text_stream(columns, blocks)
+        body = csv_text_stream(columns, provenance, blocks)
     elif request.fmt is ExportFormat.GEOJSON:
         body = geojson_text_stream(columns, provenance, blocks)
     else:

@@ -1,10 +1,12 @@
 """Provenance of an export: what was asked, by which rules, so that it can be repeated.
 
-One record of text fields goes out three ways: in the ``X-Bikesense-Provenance``
-header of every format, in the Parquet schema's metadata (``bikesense``, as
-JSON) and in the GeoJSON header. Its values are built from parsed parameters,
-never from the request's text, and the header form is escaped to printable
-ASCII, so nothing a client sends can break the header.
+One record of text fields goes out in every format's file and in the
+``X-Bikesense-Provenance`` header: as the CSV's leading ``# key: value`` comment
+lines, in the Parquet schema's metadata (``bikesense``, as JSON) and in the
+GeoJSON header. Its values are built from parsed parameters, never from the
+request's text; the header form is escaped to printable ASCII and the CSV form
+to printable text on one line (:func:`api.render.csv_text.comment_value`), so
+nothing a client sends can break the header or a comment line.
 """
 
 from __future__ import annotations

@@ -526,7 +526,9 @@ class Prober(threading.Thread):
                 seq += 1
                 while True:
                     text = http.get("/v1/exports/readings", params=params).text
-                    if text.count("\n") - 1 >= PER_FRAME:
+                    # Rows: the lines after the header that are not comments (docs/api.md).
+                    lines = text.splitlines()
+                    if sum(not ln.startswith("#") for ln in lines) - 1 >= PER_FRAME:
                         self.latencies_s.append(time.perf_counter() - sent)
                         break
                     if time.perf_counter() - sent > 30:

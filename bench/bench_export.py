@@ -1,8 +1,10 @@
 """Raw-reading exports through the API: rows/s per format and role, and the server's memory.
 
 Fills a throwaway PostgreSQL with N readings (a fleet's rides, written by the
-storage writer), then streams them through ``GET /v1/exports/readings`` as
-CSV, Parquet and GeoJSON from a server in its own process. In the same run:
+storage writer, flagged as on a humid day: 40 % carry ``HUMID_PM``, a few
+more flags too, so the decoded ``qa_flag_names`` costs what it does on real
+data), then streams them through ``GET /v1/exports/readings`` as CSV, Parquet
+and GeoJSON from a server in its own process. In the same run:
 
 * the machine's own ceiling, a bare ``COPY (SELECT * ... ORDER BY ...) TO
   STDOUT (FORMAT csv)`` of the same rows read by psycopg, with nothing else;
@@ -48,6 +50,7 @@ from storage.pseudonyms import PseudonymKey
 from storage.writer import write_batch
 from stream.core.batch import ENRICHED_DTYPE
 from stream.core.partials import PARTIAL_DTYPE, PRESENCE_DTYPE
+from stream.core.qa import QaFlag
 
 T0 = datetime(2026, 10, 1, tzinfo=UTC)
 LAT0, LON0 = 52.129, 4.656
@@ -83,6 +86,17 @@ def fleet_readings(n: int, kits: int = KITS, seed: int = 1) -> np.ndarray:
     out["interval_ms"] = 1000
     out["temperature_c"] = 11.5
     out["humidity_pct"] = 70.0
+    # A humid day's flags: 40 % HUMID_PM (5 % with a low battery too), 5 % warming up.
+    flags = np.array(
+        [
+            0,
+            QaFlag.HUMID_PM,
+            QaFlag.HUMID_PM | QaFlag.LOW_BATTERY,
+            QaFlag.WARMING_UP | QaFlag.NO2_WARMING_UP,
+        ],
+        dtype=np.uint32,
+    )
+    out["qa_flags"] = rng.choice(flags, n, p=[0.55, 0.35, 0.05, 0.05])
     out["cell"] = 0x8C196948D573BFF  # one res-12 cell: exports do not look at cells
     # A new ride every 2 hours per kit, as a round with breaks would give.
     out["ride_id"] = (kit + 1) * 1000 + step // 7200

@@ -8,6 +8,14 @@ of binary rows decodes with one ``np.frombuffer`` (:func:`decode_binary_rows`).
 Pseudonymous exports (storage/pseudonyms.py) replace the time by its second
 and add the day's kit and ride names; columns that would link a kit's days are
 withheld.
+
+Two kinds of columns say what ``qa_flags`` means, generated from the code that
+decides it rather than from a table of their own: ``qa_flag_names``, the names
+of the flags set (:data:`stream.core.qa.SINGLE_FLAGS`, lowest bit first, joined
+by ``|``, empty when clean; text only: a binary export decodes ``qa_flags``
+with :func:`qa_flag_names`), and ``<metric>_on_map``, whether the map's
+aggregates counted the reading for that metric (the metric's
+:class:`stream.core.policy.MapRule` of the default policy, as SQL).
 """
 
 from __future__ import annotations
@@ -23,6 +31,9 @@ from psycopg import sql
 from storage.exceptions import QueryError
 from storage.pseudonyms import PSEUDONYM_CHARS, RIDE_PSEUDONYM_CHARS
 from storage.readings import absent_marker
+from stream.core.partials import Metric
+from stream.core.policy import DEFAULT_POLICY, MapRule
+from stream.core.qa import SINGLE_FLAGS, flag_names
 
 
 class Encoding(StrEnum):
@@ -35,22 +46,88 @@ class Encoding(StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class ExportColumn:
-    text: LiteralString  # SQL for CSV and GeoJSON; NULL where the value is absent
-    binary: sql.Composable  # SQL for binary rows: never NULL (the absent marker instead)
+    text: sql.Composable  # SQL for CSV and GeoJSON; NULL where the value is absent
+    binary: sql.Composable | None  # SQL for binary rows, never NULL; None: text only
     wire: str  # numpy dtype of the value as record_send writes it (big-endian)
     quoted: bool = False  # a string in GeoJSON
     nullable: bool = False
+    csv: sql.Composable | None = None  # SQL for CSV where it differs from ``text``
+    rule: MapRule | None = None  # a <metric>_on_map column: the rule it tests
 
 
 def _plain(column: LiteralString, wire: str, *, quoted: bool = False) -> ExportColumn:
-    return ExportColumn(column, sql.SQL(column), wire, quoted=quoted)
+    return ExportColumn(sql.SQL(column), sql.SQL(column), wire, quoted=quoted)
 
 
 def _nullable(name: LiteralString, pg_type: LiteralString, wire: str) -> ExportColumn:
     """``r.<name>``, NULL as its absent marker in binary rows."""
     column = sql.SQL("r.") + sql.Identifier(name)
     binary = sql.SQL("COALESCE({}, {}::{})").format(column, absent_marker(name), sql.SQL(pg_type))
-    return ExportColumn("r." + name, binary, wire, nullable=True)
+    return ExportColumn(column, binary, wire, nullable=True)
+
+
+#: What separates the names in ``qa_flag_names``: no flag name holds it, and no CSV,
+#: GeoJSON or R reader treats it specially.
+QA_NAME_SEPARATOR = "|"
+
+
+def qa_flag_names(flags: int) -> str:
+    """``qa_flag_names`` of a reading with ``flags``, as the text exports write it."""
+    return QA_NAME_SEPARATOR.join(flag_names(flags))
+
+
+def _qa_flag_names_sql() -> sql.Composable:
+    # concat_ws skips the NULLs of the flags not set; clean readings skip every test.
+    tests = sql.SQL(", ").join(
+        sql.SQL("CASE WHEN r.qa_flags & {} <> 0 THEN {} END").format(
+            sql.Literal(int(flag)), sql.Literal(flag.name)
+        )
+        for flag in SINGLE_FLAGS
+    )
+    return sql.SQL("CASE WHEN r.qa_flags = 0 THEN '' ELSE concat_ws({}, {}) END").format(
+        sql.Literal(QA_NAME_SEPARATOR), tests
+    )
+
+
+def map_rule_sql(*rules: MapRule) -> sql.Composable:
+    """True where a reading over ``readings r`` meets every one of ``rules``, never NULL.
+
+    Stored readings hold NULL where the stream's marker says absent (NaN, cell 0:
+    storage/readings.py), so "present" and "has a cell" are ``IS NOT NULL``. Several
+    rules make one test: every value present, a cell, none of any rule's excluding
+    flags, every positive column above zero.
+    """
+    values = dict.fromkeys(rule.value for rule in rules)
+    positive = dict.fromkeys(c for rule in rules for c in rule.positive)
+    excluding = 0
+    for rule in rules:
+        excluding |= int(rule.excluding)
+    tests = [
+        *(sql.SQL("{} IS NOT NULL").format(sql.Identifier("r", v)) for v in values),
+        sql.SQL("r.cell IS NOT NULL"),
+        sql.SQL("r.qa_flags & {} = 0").format(sql.Literal(excluding)),
+        *(sql.SQL("{} > 0").format(sql.Identifier("r", c)) for c in positive),
+    ]
+    return sql.SQL("({})").format(sql.SQL(" AND ").join(tests))
+
+
+def on_map_column(metric: Metric) -> str:
+    """The name of the column saying whether the map counted a reading for ``metric``."""
+    return f"{metric.api_name}_on_map"
+
+
+#: A boolean in CSV: the spelling that base R's read.csv (type.convert) reads as logical
+#: as pandas does, which "true" is not. GeoJSON has JSON's true and false.
+CSV_BOOLEAN = {True: "TRUE", False: "FALSE"}
+
+
+def _on_map(metric: Metric) -> ExportColumn:
+    rule = DEFAULT_POLICY.rule(metric)
+    test = map_rule_sql(rule)
+    csv = sql.SQL("CASE WHEN {} THEN {} ELSE {} END").format(
+        test, sql.Literal(CSV_BOOLEAN[True]), sql.Literal(CSV_BOOLEAN[False])
+    )
+    return ExportColumn(sql.SQL("{}::text").format(test), test, "?", csv=csv, rule=rule)
 
 
 #: Every column an export can have (api.export names them), over ``readings r``.
@@ -78,8 +155,10 @@ COLUMNS: dict[str, ExportColumn] = {
     "interval_ms": _plain("r.interval_ms", ">i8"),
     "status": _plain("r.status", ">i4"),
     "qa_flags": _plain("r.qa_flags", ">i8"),
+    "qa_flag_names": ExportColumn(_qa_flag_names_sql(), None, "", quoted=True),
+    **{on_map_column(m): _on_map(m) for m in Metric},
     "cell": ExportColumn(
-        "lpad(to_hex(NULLIF(r.cell, 0)), 15, '0')",
+        sql.SQL("lpad(to_hex(NULLIF(r.cell, 0)), 15, '0')"),
         _nullable("cell", "bigint", ">i8").binary,
         ">i8",
         quoted=True,
@@ -119,46 +198,94 @@ def column(name: str, pseudonymous: bool) -> ExportColumn:
         raise QueryError(f"unknown export column {name!r}") from None
 
 
+def _runs(columns: Sequence[ExportColumn]) -> list[list[int]]:
+    """Indexes of ``columns`` in runs: each ``<metric>_on_map`` run together, others alone."""
+    runs: list[list[int]] = []
+    for i, c in enumerate(columns):
+        if c.rule is not None and runs and columns[runs[-1][-1]].rule is not None:
+            runs[-1].append(i)
+        else:
+            runs.append([i])
+    return runs
+
+
+def _all_on_map(columns: Sequence[ExportColumn]) -> sql.Composable:
+    """One test for a run of ``<metric>_on_map`` columns all true, as most readings are:
+    each further value costs the database about as much as formatting it
+    (bench/bench_export.py), so a run is one value when all hold."""
+    return map_rule_sql(*(c.rule for c in columns if c.rule is not None))
+
+
 def row_sql(names: Sequence[str], encoding: Encoding, pseudonymous: bool) -> sql.Composable:
     """One row of ``names`` in ``encoding``, as an SQL expression."""
     columns = [column(n, pseudonymous) for n in names]
     if encoding is Encoding.BINARY:
         # record_send writes each field as (type oid, length, value): fixed widths, since no
         # field is NULL, so a block of rows decodes with one np.frombuffer.
-        return sql.SQL("record_send(ROW({}))").format(sql.SQL(", ").join(c.binary for c in columns))
+        binary = []
+        for name, c in zip(names, columns, strict=True):
+            if c.binary is None:
+                raise QueryError(f"column {name!r} is not in binary rows (text exports only)")
+            binary.append(c.binary)
+        return sql.SQL("record_send(ROW({}))").format(sql.SQL(", ").join(binary))
     if encoding is Encoding.CSV:
-        # NULL is CSV's empty field. No value here can hold a comma, quote or newline
-        # (numbers, timestamps, hex, base32), so none is quoted. concat_ws with one cast per
-        # nullable value measured cheaper than concat() with a separator argument per value.
-        values = [
-            sql.SQL("COALESCE(" + c.text + "::text, '')" if c.nullable else c.text) for c in columns
-        ]
+        # NULL is CSV's empty field. No value here can hold a comma, quote, newline or '#'
+        # (numbers, timestamps, hex, base32, flag names, TRUE/FALSE), so none is quoted and
+        # none can be read as a comment (docs/api.md). concat_ws with one cast per nullable
+        # value measured cheaper than concat() with a separator argument per value.
+        def csv_value(c: ExportColumn) -> sql.Composable:
+            if c.csv is not None:
+                return c.csv
+            return sql.SQL("COALESCE({}::text, '')").format(c.text) if c.nullable else c.text
+
+        values: list[sql.Composable] = []
+        for run in _runs(columns):
+            if len(run) == 1:
+                values.append(csv_value(columns[run[0]]))
+                continue
+            every = ",".join(CSV_BOOLEAN[True] for _ in run)
+            values.append(
+                sql.SQL("CASE WHEN {} THEN {} ELSE concat_ws(',', {}) END").format(
+                    _all_on_map([columns[i] for i in run]),
+                    sql.Literal(every),
+                    sql.SQL(", ").join(csv_value(columns[i]) for i in run),
+                )
+            )
         return sql.SQL("concat_ws(',', {}) || E'\\n'").format(sql.SQL(", ").join(values))
     lat, lon = COLUMNS["lat_deg"].text, COLUMNS["lon_deg"].text
     parts: list[sql.Composable] = [
         sql.SQL(
-            '\'{"type":"Feature","geometry":\', CASE WHEN '
-            + lat
-            + " IS NULL OR "
-            + lon
-            + ' IS NULL THEN \'null\' ELSE concat(\'{"type":"Point","coordinates":[\', '
-            + lon
-            + ", ',', "
-            + lat
-            + ", ']}') END"
-        )
+            '\'{{"type":"Feature","geometry":\', CASE WHEN {lat} IS NULL OR {lon} IS NULL'
+            " THEN 'null' ELSE concat('{{\"type\":\"Point\",\"coordinates\":[', {lon}, ',',"
+            " {lat}, ']}}') END"
+        ).format(lat=lat, lon=lon)
     ]
-    for i, (name, c) in enumerate(zip(names, columns, strict=True)):
-        key = (',"properties":{' if i == 0 else ",") + f'"{name}":'
+
+    def key(i: int) -> str:
+        return (',"properties":{' if i == 0 else ",") + f'"{names[i]}":'
+
+    def json_value(c: ExportColumn) -> sql.Composable:
         if c.quoted:
-            value = (
-                "COALESCE('\"' || " + c.text + " || '\"', 'null')"
+            return (
+                sql.SQL("COALESCE('\"' || {} || '\"', 'null')").format(c.text)
                 if c.nullable
-                else "'\"' || " + c.text + " || '\"'"
+                else sql.SQL("'\"' || {} || '\"'").format(c.text)
             )
-        else:
-            value = "COALESCE(" + c.text + "::text, 'null')" if c.nullable else c.text
-        parts += [sql.Literal(key), sql.SQL(value)]
+        return sql.SQL("COALESCE({}::text, 'null')").format(c.text) if c.nullable else c.text
+
+    for run in _runs(columns):
+        if len(run) == 1:
+            parts += [sql.Literal(key(run[0])), json_value(columns[run[0]])]
+            continue
+        every = "".join(key(i) + "true" for i in run)
+        each = [p for i in run for p in (sql.Literal(key(i)), json_value(columns[i]))]
+        parts.append(
+            sql.SQL("CASE WHEN {} THEN {} ELSE concat({}) END").format(
+                _all_on_map([columns[i] for i in run]),
+                sql.Literal(every),
+                sql.SQL(", ").join(each),
+            )
+        )
     parts.append(sql.Literal("}}"))
     return sql.SQL("concat({})").format(sql.SQL(", ").join(parts))
 

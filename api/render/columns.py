@@ -5,6 +5,10 @@ caller gets depends on the identities the export shows it
 (:func:`api.privacy.export_identities`, docs/privacy.md): admins get the stored
 identities (:data:`ADMIN_COLUMNS`), researchers daily pseudonyms instead and
 nothing that links a kit's days (:data:`RESEARCHER_COLUMNS`).
+
+Beside ``qa_flags`` two kinds of columns say what it means, in every format:
+``qa_flag_names`` and, per metric, ``<metric>_on_map`` (storage/export_columns.py
+derives both from the stream's own definitions).
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from storage.export_columns import on_map_column
 from stream.core.partials import Metric
 
 
@@ -19,7 +24,7 @@ from stream.core.partials import Metric
 class ExportColumn:
     name: str  # the column in the export, units in the name
     unit: str
-    kind: str  # "time", "int", "float32", "float64", "sats", "cell", "name"
+    kind: str  # "time", "int", "float32", "float64", "sats", "cell", "name", "flag_names", "bool"
     metric: Metric | None = None  # only when this metric is asked for
 
 
@@ -42,6 +47,20 @@ def _measurements() -> tuple[ExportColumn, ...]:
         ExportColumn("interval_ms", "ms", "int"),
         ExportColumn("status", "device status bits", "int"),
         ExportColumn("qa_flags", "bits of stream.core.qa.QaFlag, 0 = clean", "int"),
+        ExportColumn(
+            "qa_flag_names",
+            "the names of the qa_flags set, lowest bit first, separated by |; empty = clean",
+            "flag_names",
+        ),
+        *(
+            ExportColumn(
+                on_map_column(m),
+                f"true if the map's {m.api_name} aggregates counted this reading",
+                "bool",
+                m,
+            )
+            for m in Metric
+        ),
         ExportColumn("cell", "H3 index at the finest resolution", "cell"),
     )
 

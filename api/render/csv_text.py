@@ -1,28 +1,60 @@
 """CSV: raw-reading exports passed through as the database wrote them, and time series.
 
-An export's header is the column names; its lines come from PostgreSQL's own
-CSV output (``storage.exports``), one block per slice. A time series gets a
-header with the unit of each value column, and one line per bucket.
+An export is a file researchers load with pandas (``comment="#"``) or R
+(``comment.char = "#"``): comment lines first, each ``# key: value`` (the
+provenance, then each column's unit), then the header of column names, then
+the database's CSV lines, one block per slice, and last the comment line
+``# complete: rows=N sha256=HEX`` (:mod:`api.render.completion`). No value or
+column name holds a ``#`` (storage/export_columns.py), so the readers skip
+exactly those lines. A time series gets a header with the unit of each value
+column, and one line per bucket.
 """
 
 from __future__ import annotations
 
 import csv
 import io
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 
 from api.models import TimeseriesPoint
 from api.render.columns import ExportColumn
+from api.render.completion import Completion, check_lines
 from storage.exports import ExportBlock
+
+#: What the first line says, for a person who opens the file.
+ABOUT = (
+    "raw readings from bikesense; lines starting with # are comments, and the last one "
+    "says whether the file is whole (docs/api.md, Exports)"
+)
+
+
+def comment_value(text: str) -> str:
+    """``text`` on one comment line: anything that is not printable (line breaks included)
+    as a ``\\uXXXX`` escape."""
+    return "".join(c if c.isprintable() else f"\\u{ord(c):04x}" for c in text)
+
+
+def csv_head(columns: Sequence[ExportColumn], provenance: Mapping[str, str]) -> bytes:
+    """The comment lines and the header row of an export."""
+    lines = [f"# about: {ABOUT}"]
+    lines += [f"# {key}: {comment_value(value)}" for key, value in provenance.items()]
+    lines += [f"# column {c.name}: {comment_value(c.unit)}" for c in columns]
+    lines.append(",".join(c.name for c in columns))
+    return ("\n".join(lines) + "\n").encode()
 
 
 async def csv_text_stream(
-    columns: Sequence[ExportColumn], blocks: AsyncIterator[ExportBlock]
+    columns: Sequence[ExportColumn],
+    provenance: Mapping[str, str],
+    blocks: AsyncIterator[ExportBlock],
 ) -> AsyncIterator[bytes]:
-    """The header, then the database's CSV lines as they come."""
-    yield (",".join(c.name for c in columns) + "\n").encode()
+    """The head, the database's CSV lines as they come, then the completion line."""
+    done = Completion()
+    yield await done.wrote(csv_head(columns, provenance))
     async for block in blocks:
-        yield block.data
+        check_lines(block.data, block.rows, separators=block.rows)
+        yield await done.wrote(block.data, block.rows)
+    yield f"# complete: rows={done.rows} sha256={done.sha256}\n".encode()
 
 
 #: Columns of a time series in CSV; those not in _UNITLESS carry the unit in the header.

@@ -2,7 +2,10 @@
 
 The header carries the provenance and the columns with their units; the
 features come from the database already formatted (``storage.exports``), one
-block per slice, whole features separated by ``",\\n"``.
+block per slice, whole features separated by ``",\\n"``. After ``features``,
+on the file's last line, the member ``bikesense_complete`` states the rows and
+the SHA-256 of every byte before that line (:mod:`api.render.completion`): a
+file cut short is not JSON, and lacks it.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ from collections.abc import AsyncIterator, Sequence
 
 from api.provenance import Provenance
 from api.render.columns import ExportColumn
+from api.render.completion import COMPLETE_KEY, Completion, check_lines
 from storage.exports import ExportBlock
 
 
@@ -24,12 +28,17 @@ async def geojson_text_stream(
         "type": "FeatureCollection",
         "bikesense": {**provenance, "columns": [{"name": c.name, "unit": c.unit} for c in columns]},
     }
-    yield json.dumps(head, ensure_ascii=False)[:-1].encode() + b', "features": [\n'
+    done = Completion()
+    opening = json.dumps(head, ensure_ascii=False)[:-1] + ', "features": [\n'
+    yield await done.wrote(opening.encode())
     first = True
     async for block in blocks:
         # Blocks hold whole features separated by ",\n" (storage.exports), none around them.
+        check_lines(block.data, block.rows, separators=block.rows - 1)
         if not first:
-            yield b",\n"
-        yield block.data
+            yield await done.wrote(b",\n")
+        yield await done.wrote(block.data, block.rows)
         first = False
-    yield b"\n]}\n"
+    yield await done.wrote(b"\n],\n")
+    complete = {"rows": done.rows, "sha256": done.sha256}
+    yield f'"{COMPLETE_KEY}": {json.dumps(complete)}}}\n'.encode()

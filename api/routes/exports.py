@@ -31,7 +31,10 @@ router = APIRouter(prefix="/v1/exports", tags=["exports"], responses=ERROR_RESPO
         "kits; columns in a stable order with units in their names (`pm25_ugm3`, "
         "`noise_laeq_db`, ...); the Parquet schema and the GeoJSON header also carry each "
         "column's unit. Streamed in constant memory: a month of a whole fleet is fine. "
-        "`qa_flags` bits are stream.core.qa.QaFlag (0 = clean).\n\n"
+        "`qa_flags` bits are stream.core.qa.QaFlag (0 = clean), named in `qa_flag_names`; "
+        "`<metric>_on_map` says whether the map counted the reading. Every file carries "
+        "its provenance and ends by stating that it is whole (CSV: `#` comment lines "
+        "before the header and `# complete: rows=N sha256=HEX` last; docs/api.md).\n\n"
         "**Researchers** get kits and rides by their daily pseudonyms (`kit_pseudonym`, "
         "`ride_pseudonym`: new names every local day), times to the whole second, and no "
         "kit, boot, frame, index, ride id or arrival time; rows are ordered by time, then "
@@ -43,7 +46,11 @@ router = APIRouter(prefix="/v1/exports", tags=["exports"], responses=ERROR_RESPO
     responses={
         200: {
             "content": {
-                "text/csv": {"example": "ts,kit_pseudonym,ride_pseudonym,...\n"},
+                "text/csv": {
+                    "example": "# about: raw readings from bikesense; ...\n# generator: "
+                    "bikesense\n...\nts,kit_pseudonym,ride_pseudonym,...\n...\n"
+                    "# complete: rows=729 sha256=...\n"
+                },
                 "application/vnd.apache.parquet": {},
                 "application/geo+json": {},
             },

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from bikesense import defaults
-from stream.core.binning import NO_CELL, cell_resolutions, check_resolutions, parent_cells
+from stream.core.binning import cell_resolutions, check_resolutions, parent_cells
 from stream.core.exceptions import InvalidBatchError
 from stream.core.merge import group_starts, merge_partials
 from stream.core.partials import (
@@ -87,8 +87,7 @@ def aggregate(
     _check_enriched(enriched)
     res_list = check_resolutions(resolutions)
     win_list = check_window_sizes(window_sizes_s)
-    placed = enriched["cell"] != NO_CELL
-    masks = {m: policy.publishable(enriched, m) & placed for m in METRIC_COLUMNS}
+    masks = {m: policy.publishable(enriched, m) for m in METRIC_COLUMNS}
     counted = np.zeros(len(enriched), dtype=bool)
     for mask in masks.values():
         counted |= mask

@@ -4,6 +4,11 @@ Raw readings are always stored with their flags (researchers get everything);
 the aggregates behind the public map are built only from readings this policy
 allows, metric by metric. A flag either *excludes* a reading from a metric or
 only *annotates* it. docs/stream.md has the reasoning for each flag.
+
+Whether one reading counts for a metric is a :class:`MapRule`, data rather than
+code, so that the stream (numpy, :meth:`PublicationPolicy.publishable`) and the
+exports (SQL, ``storage.export_columns``: a column per metric saying whether the
+map counted the reading) apply one rule.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from types import MappingProxyType
 
 import numpy as np
 
+from stream.core.binning import NO_CELL
 from stream.core.partials import METRIC_COLUMNS, Metric
 from stream.core.qa import QaFlag
 
@@ -66,6 +72,17 @@ ANNOTATING_FLAGS = QaFlag.ALL & ~functools.reduce(operator.or_, EXCLUDING_FLAGS.
 
 
 @dataclass(frozen=True, slots=True)
+class MapRule:
+    """When one reading counts for a metric in the map's aggregates: its ``value`` is
+    present (not NaN), it has a cell (``cell`` is not :data:`NO_CELL`), none of the
+    ``excluding`` flags is set, and every column in ``positive`` is above zero."""
+
+    value: str  # the metric's column of the reading
+    excluding: QaFlag
+    positive: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
 class PublicationPolicy:
     """Which flags exclude a reading from which metric; the default is :data:`EXCLUDING_FLAGS`."""
 
@@ -75,14 +92,23 @@ class PublicationPolicy:
         """Flags that keep a reading out of ``metric``'s aggregates (none for unknown metrics)."""
         return self.excluding.get(metric, QaFlag(0))
 
+    def rule(self, metric: Metric) -> MapRule:
+        """When a reading counts for ``metric`` on the map."""
+        # Noise energy is weighted by the interval; a reading covering no time adds nothing.
+        positive = ("interval_ms",) if metric is Metric.NOISE else ()
+        return MapRule(METRIC_COLUMNS[metric], self.excluded_by(metric), positive)
+
     def publishable(self, enriched: np.ndarray, metric: Metric) -> np.ndarray:
-        """Mask of readings that count for ``metric``: a value present and no excluding flag."""
-        values = enriched[METRIC_COLUMNS[metric]]
-        blocked = np.uint32(int(self.excluded_by(metric)))
-        ok: np.ndarray = ((enriched["qa_flags"] & blocked) == 0) & ~np.isnan(values)
-        if metric is Metric.NOISE:
-            # Energy is weighted by the interval; a reading covering no time adds nothing.
-            ok &= enriched["interval_ms"] > 0
+        """Mask of readings that count for ``metric``: :meth:`rule` applied to each."""
+        rule = self.rule(metric)
+        blocked = np.uint32(int(rule.excluding))
+        ok: np.ndarray = (
+            ((enriched["qa_flags"] & blocked) == 0)
+            & ~np.isnan(enriched[rule.value])
+            & (enriched["cell"] != NO_CELL)
+        )
+        for column in rule.positive:
+            ok &= enriched[column] > 0
         return ok
 
     def publishable_any(self, enriched: np.ndarray) -> np.ndarray:

@@ -66,9 +66,15 @@ class QaFlag(IntFlag):
     ALL = (1 << 29) - 1
 
 
+#: The flags of one bit each, lowest bit first: the groups above are not flags of their own.
+SINGLE_FLAGS: tuple[QaFlag, ...] = tuple(
+    sorted((f for f in QaFlag if f.name and f.value.bit_count() == 1), key=int)
+)
+
+
 def flag_names(flags: int) -> list[str]:
     """Names of the single flags set in ``flags``, lowest bit first (for exports and logs)."""
-    return [f.name for f in QaFlag if f.name and f.value.bit_count() == 1 and flags & f.value]
+    return [f.name for f in SINGLE_FLAGS if f.name and flags & f.value]
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,20 +1,25 @@
 """docs/api.md's tables of qa_flags and status bits say what the code does, and its
-recipe decodes an export as the publication policy does."""
+recipes read real exports (pandas, pyarrow, and R where Rscript is installed) and
+refuse files cut short."""
 
 from __future__ import annotations
 
-import csv
 import re
+import shutil
+import subprocess
 from pathlib import Path
 from typing import Any
 
-import numpy as np
+import httpx
+import pytest
 
+from api.render.columns import ADMIN_COLUMNS, RESEARCHER_COLUMNS
+from api.roles import Role
 from firmware_protocol.frames import StatusBits
-from stream.core.partials import METRIC_COLUMNS, Metric
-from stream.core.policy import DEFAULT_POLICY, EXCLUDING_FLAGS
+from stream.core.partials import Metric
+from stream.core.policy import EXCLUDING_FLAGS
 from stream.core.qa import QaFlag
-from tests.stream.stream_factories import random_enriched
+from tests.api.api_factories import day_range
 
 DOC = (Path(__file__).resolve().parents[2] / "docs" / "api.md").read_text()
 SECTION = DOC[DOC.index("### Reading the columns of an export") : DOC.index("## Live updates")]
@@ -66,32 +71,173 @@ def test_the_status_table_is_the_protocol() -> None:
     ]
 
 
-def _recipe() -> dict[str, Any]:
-    code = SECTION[SECTION.index("```python") + len("```python") :]
-    code = code[: code.index("```")]
+def _blocks(language: str) -> list[str]:
+    """The code blocks in ``language`` of the section, in order."""
+    fence = f"```{language}\n"
+    parts = SECTION.split(fence)[1:]
+    return [part[: part.index("```")] for part in parts]
+
+
+def _recipes() -> dict[str, Any]:
+    """The section's Python recipes, run: their functions by name."""
     namespace: dict[str, Any] = {}
-    exec(compile(code, "docs/api.md recipe", "exec"), namespace)
+    for code in _blocks("python"):
+        if "def " in code:
+            exec(compile(code, "docs/api.md recipe", "exec"), namespace)
     return namespace
 
 
-def test_the_recipe_decodes_as_the_policy_counts(tmp_path: Path) -> None:
-    rows = random_enriched(5, 400)
-    columns = [*METRIC_COLUMNS.values(), "interval_ms", "qa_flags"]
-    path = tmp_path / "export.csv"
-    with path.open("w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(columns)
-        for r in rows.tolist():
-            rec = dict(zip(rows.dtype.names or (), r, strict=True))
-            w.writerow(
-                ["" if isinstance(rec[c], float) and np.isnan(rec[c]) else rec[c] for c in columns]
-            )
-    decoded = list(_recipe()["read_export"](path))
-    assert len(decoded) == len(rows)
-    for metric, column in METRIC_COLUMNS.items():
-        counted = DEFAULT_POLICY.publishable(rows, metric)
-        assert [d[f"{column}_on_map"] for d in decoded] == counted.tolist(), column
-    for d, flags in zip(decoded, rows["qa_flags"].tolist(), strict=True):
-        assert d["qa_names"] == [
-            f.name for f in QaFlag if f.name and f.value.bit_count() == 1 and flags & f
-        ]
+def _export(client: httpx.Client, key: str, fmt: str, path: Path, **params: str) -> Path:
+    response = client.get(
+        "/v1/exports/readings",
+        params={**day_range(), "format": fmt, **params},
+        headers={"X-API-Key": key},
+    )
+    assert response.status_code == 200, response.text
+    path.write_bytes(response.content)
+    return path
+
+
+def _provenance(header: str) -> dict[str, str]:
+    return dict(item.split("=", 1) for item in header.split("; "))
+
+
+def test_the_pandas_recipe_reads_a_real_export(
+    client: httpx.Client, keys: dict[Role, str], tmp_path: Path
+) -> None:
+    read_csv_export = _recipes()["read_csv_export"]
+    for role, rows in ((Role.RESEARCHER, 729), (Role.ADMIN, 729)):
+        path = _export(client, keys[role], "csv", tmp_path / f"{role}.csv")
+        comments, readings = read_csv_export(path)
+        header = client.get(
+            "/v1/exports/readings",
+            params={**day_range(), "format": "csv"},
+            headers={"X-API-Key": keys[role]},
+        ).headers["X-Bikesense-Provenance"]
+        # The provenance in the file is the one the header carries, the units each column's.
+        columns = RESEARCHER_COLUMNS if role is Role.RESEARCHER else ADMIN_COLUMNS
+        assert comments == {
+            "about": comments["about"],
+            **_provenance(header),
+            **{f"column {c.name}": c.unit for c in columns},
+        }
+        assert list(readings.columns) == [c.name for c in columns]
+        assert len(readings) == rows
+        assert str(readings["ts"].dtype).endswith(", UTC]")
+        assert readings["pm25_on_map"].dtype == bool
+        assert readings["pm25_on_map"].all()
+        assert (readings["qa_flag_names"] == "").all()
+    usage = next(code for code in _blocks("python") if "= read_csv_export(path)" in code)
+    namespace = {"read_csv_export": read_csv_export, "path": path}
+    exec(compile(usage, "docs/api.md usage", "exec"), namespace)
+    assert namespace["unit"] == "µg/m³"
+    assert len(namespace["counted"]) == rows
+    assert len(namespace["humid"]) == 0
+
+
+def test_the_recipes_refuse_a_file_cut_short_or_damaged(
+    client: httpx.Client, keys: dict[Role, str], tmp_path: Path
+) -> None:
+    recipes = _recipes()
+    for fmt, reader in (
+        ("csv", recipes["read_csv_export"]),
+        ("geojson", recipes["read_geojson_export"]),
+        ("parquet", recipes["read_parquet_export"]),
+    ):
+        whole = _export(client, keys[Role.RESEARCHER], fmt, tmp_path / f"whole.{fmt}")
+        reader(whole)
+        data = whole.read_bytes()
+        # Cut on a line boundary (whole CSV rows: what pandas alone would take for a file),
+        # in the middle of a line, and just before the statement's last byte.
+        middle = data.index(b"\n", len(data) // 2) + 1
+        for cut in (middle, middle + 7, len(data) - 2):
+            short = tmp_path / f"short.{fmt}"
+            short.write_bytes(data[:cut])
+            with pytest.raises(ValueError):  # noqa: PT011 (each recipe says why in words)
+                reader(short)
+        if fmt != "parquet":
+            damaged = tmp_path / f"damaged.{fmt}"
+            damaged.write_bytes(data[:middle] + data[middle:].replace(b"52.1", b"52.2", 1))
+            with pytest.raises(ValueError, match="damaged"):
+                reader(damaged)
+
+
+def test_the_geojson_and_parquet_recipes_read_a_real_export(
+    client: httpx.Client, keys: dict[Role, str], tmp_path: Path
+) -> None:
+    recipes = _recipes()
+    key = keys[Role.RESEARCHER]
+    header, features = recipes["read_geojson_export"](
+        _export(client, key, "geojson", tmp_path / "x.geojson")
+    )
+    assert len(features) == 729
+    assert header["identities"] == "daily pseudonyms, local days of Europe/Amsterdam"
+    provenance, frame = recipes["read_parquet_export"](
+        _export(client, key, "parquet", tmp_path / "x.parquet", metrics="noise")
+    )
+    assert provenance["metrics"] == "noise"
+    assert len(frame) == 729
+    assert list(frame.columns) == [
+        c.name for c in RESEARCHER_COLUMNS if c.metric in (None, Metric.NOISE)
+    ]
+
+
+_R_DRIVER = """
+args <- commandArgs(trailingOnly = TRUE)
+export <- read_export(args[1])
+r <- export$readings
+cat("rows", nrow(r), "\\n")
+cat("identities", export$comments[["identities"]], "\\n")
+cat("unit", export$comments[["column pm25_ugm3"]], "\\n")
+cat("on_map_class", class(r$pm25_on_map), "\\n")
+cat("on_map_true", sum(r$pm25_on_map), "\\n")
+cat("names_class", class(r$qa_flag_names), "\\n")
+cat("ts_class", class(r$ts)[1], "\\n")
+cat("first_ts", format(r$ts[1], "%Y-%m-%dT%H:%M:%SZ", tz = "UTC"), "\\n")
+cat("humid", sum(bitwAnd(r$qa_flags, 32768L) != 0), "\\n")
+"""
+
+
+@pytest.mark.skipif(
+    shutil.which("Rscript") is None,
+    reason="Rscript is not installed (apt-get install r-base-core): the R recipe is unchecked",
+)
+def test_the_r_recipe_reads_a_real_export_and_refuses_one_cut_short(
+    client: httpx.Client, keys: dict[Role, str], tmp_path: Path
+) -> None:
+    (recipe,) = _blocks("r")
+    script = tmp_path / "recipe.R"
+    script.write_text(recipe + _R_DRIVER)
+    path = _export(client, keys[Role.RESEARCHER], "csv", tmp_path / "readings.csv")
+    done = subprocess.run(
+        ["Rscript", "--vanilla", str(script), str(path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    said = dict(line.strip().split(" ", 1) for line in done.stdout.splitlines())
+    assert said == {
+        "rows": "729",
+        "identities": "daily pseudonyms, local days of Europe/Amsterdam",
+        "unit": "µg/m³",
+        "on_map_class": "logical",
+        "on_map_true": "729",
+        "names_class": "character",
+        "ts_class": "POSIXct",
+        "first_ts": "2026-11-21T08:05:00Z",
+        "humid": "0",
+    }
+    data = path.read_bytes()
+    short = tmp_path / "short.csv"
+    short.write_bytes(data[: data.index(b"\n", len(data) // 2) + 1])
+    cut = subprocess.run(
+        ["Rscript", "--vanilla", str(script), str(short)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert cut.returncode != 0
+    assert "is cut short" in cut.stderr

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import io
 import json
 import logging
@@ -15,6 +14,7 @@ from urllib.parse import urlencode
 import httpx
 import numpy as np
 import psycopg
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
@@ -23,10 +23,19 @@ from api.keys import create_key
 from api.render.columns import ADMIN_COLUMNS, RESEARCHER_COLUMNS
 from api.roles import Role
 from bikesense.settings import load_settings
+from storage.export_columns import on_map_column
 from storage.pseudonyms import pseudonym, ride_pseudonym
+from stream.core.partials import Metric
+from stream.core.policy import DEFAULT_POLICY
+from stream.core.qa import QaFlag, flag_names
 from tests.api.api_factories import BUSY, T0_MS, day_range, ride, write
 from tests.api.api_server import wait_for
 from tests.api.conftest import PSEUDONYM_KEY
+from tests.api.export_files import (
+    read_csv_export,
+    read_geojson_export,
+    read_parquet_export,
+)
 
 ALL_ROWS = 4 * 120 + 2 * 120 + 3 * 3
 KEY = PSEUDONYM_KEY
@@ -40,8 +49,9 @@ def _export(client: httpx.Client, key: str | None, **params: object) -> httpx.Re
 
 
 def _rows(response: httpx.Response) -> list[dict[str, str]]:
+    """The rows of a CSV export, checked whole (tests/api/export_files.py)."""
     assert response.status_code == 200, response.text
-    return list(csv.DictReader(io.StringIO(response.text)))
+    return read_csv_export(response.content).rows
 
 
 def test_the_public_and_officers_may_not_export(
@@ -121,7 +131,8 @@ def test_filters_by_metric_kit_and_bbox(client: httpx.Client, keys: dict[Role, s
     empty = _export(
         client, researcher, **{"from": "2026-11-20T00:00:00Z", "to": "2026-11-20T01:00:00Z"}
     )
-    assert empty.text.strip() == ",".join(c.name for c in RESEARCHER_COLUMNS)
+    nothing = read_csv_export(empty.content)
+    assert (nothing.header, nothing.rows) == ([c.name for c in RESEARCHER_COLUMNS], [])
 
 
 def test_researchers_filter_kits_by_pseudonym(client: httpx.Client, keys: dict[Role, str]) -> None:
@@ -145,10 +156,10 @@ def test_researchers_filter_kits_by_pseudonym(client: httpx.Client, keys: dict[R
 def test_parquet_carries_units_and_provenance(client: httpx.Client, keys: dict[Role, str]) -> None:
     response = _export(client, keys[Role.RESEARCHER], format="parquet", metrics="pm25")
     assert response.status_code == 200
-    table = pq.read_table(io.BytesIO(response.content))
+    table = read_parquet_export(response.content)
     assert table.num_rows == ALL_ROWS
     assert table.column_names == [
-        c.name for c in RESEARCHER_COLUMNS if c.metric is None or c.name == "pm25_ugm3"
+        c.name for c in RESEARCHER_COLUMNS if c.metric in (None, Metric.PM25)
     ]
     assert table.schema.field("pm25_ugm3").metadata == {b"unit": "µg/m³".encode()}
     provenance = json.loads(table.schema.metadata[b"bikesense"])
@@ -160,9 +171,8 @@ def test_parquet_carries_units_and_provenance(client: httpx.Client, keys: dict[R
     assert set(table.column("kit_pseudonym").to_pylist()) == {
         pseudonym(k, DAY, KEY) for k in range(1, 10)
     }
-    admin = pq.read_table(
-        io.BytesIO(_export(client, keys[Role.ADMIN], format="parquet", kit="7").content)
-    )
+    admin_export = _export(client, keys[Role.ADMIN], format="parquet", kit="7")
+    admin = read_parquet_export(admin_export.content)
     assert admin.column_names == [c.name for c in ADMIN_COLUMNS]
     assert set(admin.column("kit_id").to_pylist()) == {7}
     assert (
@@ -177,7 +187,7 @@ def test_geojson_is_a_feature_collection(client: httpx.Client, keys: dict[Role, 
     )
     assert response.status_code == 200
     assert response.headers["content-type"] == "application/geo+json"
-    body = json.loads(response.content)
+    body = read_geojson_export(response.content)
     assert body["type"] == "FeatureCollection"
     assert len(body["features"]) == 3
     feature = body["features"][0]
@@ -187,7 +197,8 @@ def test_geojson_is_a_feature_collection(client: httpx.Client, keys: dict[Role, 
     assert lat == pytest.approx(52.119, abs=1e-3)
     assert feature["properties"]["kit_pseudonym"] == pseudonym(7, DAY, KEY)
     assert [c["name"] for c in body["bikesense"]["columns"]] == list(feature["properties"])
-    admin = json.loads(_export(client, keys[Role.ADMIN], format="geojson", kit="7").content)
+    admin_export = _export(client, keys[Role.ADMIN], format="geojson", kit="7")
+    admin = read_geojson_export(admin_export.content)
     assert [f["properties"]["kit_id"] for f in admin["features"]] == [7, 7, 7]
 
 
@@ -208,7 +219,7 @@ def test_many_slices_on_two_connections_give_the_same_export(
             else:
                 assert a.content == b.content
         tables = [
-            pq.read_table(io.BytesIO(_export(c, own_keys[role], format="parquet").content))
+            read_parquet_export(_export(c, own_keys[role], format="parquet").content)
             for c in (sliced, whole)
         ]
         assert tables[0].num_rows == ALL_ROWS
@@ -261,22 +272,19 @@ def test_absent_values_are_empty_or_null_in_every_format(
     client = make_client(migrated_database_url)
     with psycopg.connect(migrated_database_url, autocommit=True) as conn:
         key = create_key(conn, Role.RESEARCHER, label="test").token
-    lines = _export(client, key).text.splitlines()
-    assert len(lines) == 3
-    header, missing = (
-        lines[0].split(","),
-        dict(zip(lines[0].split(","), lines[2].split(","), strict=True)),
-    )
-    assert len(lines[2].split(",")) == len(header)
-    assert {k for k, v in missing.items() if v == ""} == {
+    rows = _rows(_export(client, key))
+    assert len(rows) == 2
+    # A clean reading's flag names are empty too, and a value absent is never on the map.
+    assert {k for k, v in rows[1].items() if v == ""} == {
         "lat_deg",
         "lon_deg",
         "hdop",
         "satellites",
         "no2_ugm3",
+        "qa_flag_names",
         "cell",
     }
-    features = json.loads(_export(client, key, format="geojson").content)["features"]
+    features = read_geojson_export(_export(client, key, format="geojson").content)["features"]
     assert features[0]["geometry"]["type"] == "Point"
     assert features[1]["geometry"] is None
     assert {k for k, v in features[1]["properties"].items() if v is None} == {
@@ -287,7 +295,7 @@ def test_absent_values_are_empty_or_null_in_every_format(
         "no2_ugm3",
         "cell",
     }
-    table = pq.read_table(io.BytesIO(_export(client, key, format="parquet").content))
+    table = read_parquet_export(_export(client, key, format="parquet").content)
     assert {name for name in table.column_names if table.column(name)[1].as_py() is None} == {
         "lat_deg",
         "lon_deg",
@@ -297,6 +305,11 @@ def test_absent_values_are_empty_or_null_in_every_format(
         "cell",
     }
     assert table.column("no2_ugm3")[0].as_py() == pytest.approx(20.0)
+    # A reading with no cell counts for no metric on the map; the other for every one.
+    on_map = [on_map_column(m) for m in Metric]
+    assert [[r[c] for c in on_map] for r in rows] == [["TRUE"] * 7, ["FALSE"] * 7]
+    assert [[f["properties"][c] for c in on_map] for f in features] == [[True] * 7, [False] * 7]
+    assert [table.column(c).to_pylist() for c in on_map] == [[True, False]] * 7
 
 
 def test_a_client_gone_mid_export_cancels_nothing_and_returns_every_connection(
@@ -363,6 +376,7 @@ def test_an_export_cut_short_by_the_database_fails_visibly(
     write(seeded_url, [long_ride])
     client = make_client(export_batch_rows=500)
     for fmt in ("csv", "geojson", "parquet"):
+        received = bytearray()
         with (  # noqa: PT012
             pytest.raises(httpx.TransportError),
             client.stream(
@@ -374,12 +388,46 @@ def test_an_export_cut_short_by_the_database_fails_visibly(
         ):
             assert response.status_code == 200
             chunks = response.iter_raw()
-            next(chunks)
+            # Text formats: rows have gone out, whole lines of them (Parquet holds its rows
+            # until a row group is full, past this export's size).
+            while len(received) < (1 if fmt == "parquet" else 100_000):
+                received += next(chunks)
             assert _terminate_api_backends(seeded_url) > 0, fmt
-            for _ in chunks:
-                pass
+            for chunk in chunks:
+                received += chunk
+        # And what a client saved anyway does not say that it is whole.
+        if fmt == "csv":
+            assert received.count(b"\n") > 300  # the head and hundreds of rows
+        assert b"# complete:" not in received
+        assert b"bikesense_complete" not in received
+        _assert_not_whole(fmt, bytes(received))
     # The pool recovers: the next export is whole.
     assert len(_rows(_export(client, own_keys[Role.ADMIN]))) == ALL_ROWS + len(long_ride)
+
+
+def _assert_not_whole(fmt: str, data: bytes) -> None:
+    """``data``, the start of an export, lacks the statement a whole one ends with and
+    does not load as one."""
+    if fmt == "csv":
+        with pytest.raises(AssertionError, match="no completion line"):
+            read_csv_export(data)
+    elif fmt == "geojson":
+        with pytest.raises(json.JSONDecodeError):
+            json.loads(data)
+    else:
+        with pytest.raises(pa.ArrowInvalid):
+            pq.read_metadata(io.BytesIO(data))
+
+
+def test_an_export_cut_anywhere_is_not_whole(client: httpx.Client, keys: dict[Role, str]) -> None:
+    # A copy stopped halfway: every prefix of a real export, cut on a line boundary (whole
+    # CSV rows, which a CSV reader alone would take for a file) or within a line.
+    for fmt in ("csv", "geojson", "parquet"):
+        data = _export(client, keys[Role.RESEARCHER], format=fmt).content
+        assert len(data) > 10_000
+        breaks = [i + 1 for i in range(len(data)) if data[i] == 0x0A][:-1]
+        for cut in {*breaks[:: max(1, len(breaks) // 40)], *range(0, len(data) - 1, 997)}:
+            _assert_not_whole(fmt, data[:cut])
 
 
 def _api_sessions(url: str) -> list[str]:
@@ -476,3 +524,35 @@ def test_the_api_sessions_carry_their_timeouts(seeded_url: str) -> None:
         assert conn.execute("SHOW jit").fetchone() == ("off",)  # api/database.py says why
         with pytest.raises(psycopg.errors.QueryCanceled):
             conn.execute("SELECT pg_sleep(5)")
+
+
+def test_a_reading_with_several_flags_is_decoded_alike_in_every_format(
+    make_client: Callable[..., httpx.Client], own_keys: dict[Role, str], seeded_url: str
+) -> None:
+    rows = ride(kit_id=4, ride_id=404, start=BUSY, n=4, t0_ms=T0_MS + 3_600_000)
+    several = QaFlag.WARMING_UP | QaFlag.NO2_WARMING_UP | QaFlag.HUMID_PM | QaFlag.NOISE_STUCK
+    rows["qa_flags"] = [0, several, QaFlag.LOW_BATTERY, QaFlag.POSITION_JUMP]
+    write(seeded_url, [rows])
+    client = make_client()
+    params = {"kit": "4", "from": "2026-11-21T09:00:00Z", "to": "2026-11-21T10:00:00Z"}
+    names = ["", "WARMING_UP|NO2_WARMING_UP|HUMID_PM|NOISE_STUCK", "LOW_BATTERY", "POSITION_JUMP"]
+    assert names == ["|".join(flag_names(int(f))) for f in rows["qa_flags"].tolist()]
+    # WARMING_UP keeps PM and NO2 off the map, NOISE_STUCK noise; the rest counts.
+    on_map = {on_map_column(m): DEFAULT_POLICY.publishable(rows, m).tolist() for m in Metric}
+    assert on_map["pm25_on_map"] == [True, False, True, False]
+    assert on_map["noise_on_map"] == [True, False, True, False]
+    assert on_map["temperature_on_map"] == [True, True, True, False]
+    csv_rows = _rows(_export(client, own_keys[Role.ADMIN], format="csv", **params))
+    assert [r["qa_flag_names"] for r in csv_rows] == names
+    features = read_geojson_export(
+        _export(client, own_keys[Role.ADMIN], format="geojson", **params).content
+    )["features"]
+    table = read_parquet_export(
+        _export(client, own_keys[Role.ADMIN], format="parquet", **params).content
+    )
+    assert [f["properties"]["qa_flag_names"] for f in features] == names
+    assert table.column("qa_flag_names").to_pylist() == names
+    for column, expected in on_map.items():
+        assert [r[column] for r in csv_rows] == ["TRUE" if e else "FALSE" for e in expected]
+        assert [f["properties"][column] for f in features] == expected, column
+        assert table.column(column).to_pylist() == expected, column

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import csv
 import functools
+import io
+import json
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -13,6 +16,8 @@ import psycopg
 import pytest
 
 from storage import copybin
+from storage.exceptions import QueryError
+from storage.export_columns import on_map_column, qa_flag_names
 from storage.exports import (
     COLUMNS,
     Encoding,
@@ -23,7 +28,12 @@ from storage.exports import (
 from storage.selection import BBox
 from storage.writer import write_batch
 from stream.core.aggregate import aggregate
+from stream.core.partials import Metric
+from stream.core.policy import DEFAULT_POLICY
+from stream.core.qa import QaFlag, flag_names
 from tests.storage.storage_factories import T0_MS, make_readings
+from tests.stream.stream_factories import T0_MS as RANDOM_T0_MS
+from tests.stream.stream_factories import random_enriched
 
 pytestmark = pytest.mark.postgres
 
@@ -31,7 +41,8 @@ AGGREGATE = functools.partial(
     aggregate, resolutions=(8, 10), window_sizes_s=(60, 3600), day_tz="UTC"
 )
 T0 = datetime.fromtimestamp(T0_MS / 1000, UTC)
-NAMES = tuple(COLUMNS)
+#: Every column binary rows can hold (qa_flag_names is text only).
+NAMES = tuple(name for name, c in COLUMNS.items() if c.binary is not None)
 
 
 @pytest.fixture
@@ -40,19 +51,34 @@ def conn(migrated_database_url: str) -> Iterator[psycopg.Connection[Any]]:
         yield c
 
 
-def export(url: str, flt: ExportFilter, *, slice_rows: int = 64) -> list[np.ndarray]:
-    """The export's binary blocks, decoded."""
+def blocks(
+    url: str,
+    flt: ExportFilter,
+    encoding: Encoding,
+    names: tuple[str, ...] = NAMES,
+    *,
+    slice_rows: int = 64,
+) -> list[bytes]:
+    """The export's blocks, as storage returns them."""
 
     async def run() -> list[bytes]:
         async with await psycopg.AsyncConnection.connect(url, autocommit=True) as aconn:
             return [
                 block.data
                 async for block in aiter_export_blocks(
-                    [aconn], NAMES, flt, Encoding.BINARY, day_tz="UTC", slice_rows=slice_rows
+                    [aconn], names, flt, encoding, day_tz="UTC", slice_rows=slice_rows
                 )
             ]
 
-    return [decode_binary_rows(NAMES, data, pseudonymous=False) for data in asyncio.run(run())]
+    return asyncio.run(run())
+
+
+def export(url: str, flt: ExportFilter, *, slice_rows: int = 64) -> list[np.ndarray]:
+    """The export's binary blocks, decoded."""
+    return [
+        decode_binary_rows(NAMES, data, pseudonymous=False)
+        for data in blocks(url, flt, Encoding.BINARY, slice_rows=slice_rows)
+    ]
 
 
 def test_raw_readings_round_trip_in_time_order(
@@ -125,3 +151,62 @@ def test_an_export_stopped_early_leaves_its_connection_usable(
             return await cur.fetchone()
 
     assert asyncio.run(run()) == (1,)
+
+
+def test_the_qa_columns_say_what_the_stream_decided_in_every_encoding(
+    conn: psycopg.Connection[Any], migrated_database_url: str
+) -> None:
+    # Flags of every kind and combination, absent values, zero intervals, readings
+    # without a cell: the export's columns against QaFlag and the policy the stream runs.
+    rows = random_enriched(7, 600)
+    rng = np.random.default_rng(7)
+    some = rng.random(len(rows)) < 0.3
+    rows["qa_flags"][some] = rng.integers(0, int(QaFlag.ALL) + 1, int(some.sum()))
+    rows["cell"][rng.random(len(rows)) < 0.05] = 0
+    write_batch(conn, rows, AGGREGATE)
+    rows = rows[
+        np.lexsort((rows["idx"], rows["seq"], rows["boot_id"], rows["kit_id"], rows["ts_ms"]))
+    ]
+    on_map = tuple(on_map_column(m) for m in Metric)
+    names = ("qa_flags", "qa_flag_names", *on_map)
+    around = datetime.fromtimestamp(RANDOM_T0_MS / 1000, UTC)
+    flt = ExportFilter(around - timedelta(days=4), around + timedelta(days=4))
+    expected_names = ["|".join(flag_names(int(f))) for f in rows["qa_flags"].tolist()]
+    expected_on_map = {
+        on_map_column(m): DEFAULT_POLICY.publishable(rows, m).tolist() for m in Metric
+    }
+    assert any("|" in n for n in expected_names)
+    assert "" in expected_names
+    assert all(any(v) and not all(v) for v in expected_on_map.values())
+
+    text = b"".join(blocks(migrated_database_url, flt, Encoding.CSV, names))
+    got = list(csv.DictReader(io.StringIO(text.decode()), fieldnames=names))
+    assert [int(r["qa_flags"]) for r in got] == rows["qa_flags"].tolist()
+    assert [r["qa_flag_names"] for r in got] == expected_names
+    for column, expected in expected_on_map.items():
+        assert [r[column] for r in got] == ["TRUE" if e else "FALSE" for e in expected], column
+
+    features = blocks(migrated_database_url, flt, Encoding.GEOJSON, names)
+    props = [f["properties"] for b in features for f in json.loads(b"[" + b + b"]")]
+    assert [p["qa_flag_names"] for p in props] == expected_names
+    for column, expected in expected_on_map.items():
+        assert [p[column] for p in props] == expected, column
+
+    binary = np.concatenate(
+        [
+            decode_binary_rows(("qa_flags", *on_map), b, pseudonymous=False)
+            for b in blocks(migrated_database_url, flt, Encoding.BINARY, ("qa_flags", *on_map))
+        ]
+    )
+    assert [qa_flag_names(int(f)) for f in binary["qa_flags"].tolist()] == expected_names
+    for column, expected in expected_on_map.items():
+        assert binary[column].tolist() == expected, column
+
+
+def test_flag_names_are_text_only(
+    conn: psycopg.Connection[Any], migrated_database_url: str
+) -> None:
+    write_batch(conn, make_readings(5, seed=1), AGGREGATE)
+    flt = ExportFilter(T0, T0 + timedelta(hours=1))
+    with pytest.raises(QueryError, match="'qa_flag_names' is not in binary rows"):
+        blocks(migrated_database_url, flt, Encoding.BINARY, ("ts", "qa_flag_names"))

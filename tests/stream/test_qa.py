@@ -120,8 +120,13 @@ def test_every_flag_either_excludes_or_annotates() -> None:
         assert EXCLUDING_FLAGS[metric] & PLACE_AND_TIME_FLAGS == PLACE_AND_TIME_FLAGS
 
 
+#: Any H3 cell: the policy only asks whether a reading has one.
+CELL = 0x8C1969492D5B9FF
+
+
 def test_a_sensor_problem_excludes_only_its_own_metrics() -> None:
     r = enrich(riding(3), received_ms=0)
+    r["cell"] = CELL
     r["qa_flags"] = [QaFlag.FOG_PM, QaFlag.NOISE_STUCK, QaFlag.POSITION_JUMP]
     publish = {m: DEFAULT_POLICY.publishable(r, m).tolist() for m in Metric}
     assert publish[Metric.PM25] == [False, True, False]
@@ -130,8 +135,18 @@ def test_a_sensor_problem_excludes_only_its_own_metrics() -> None:
     assert DEFAULT_POLICY.publishable_any(r).tolist() == [True, True, False]
 
 
+def test_a_reading_without_a_cell_or_noise_without_an_interval_counts_for_nothing() -> None:
+    r = enrich(riding(3), received_ms=0)
+    r["cell"] = [CELL, 0, CELL]
+    r["interval_ms"] = [1000, 1000, 0]
+    assert DEFAULT_POLICY.publishable(r, Metric.PM25).tolist() == [True, False, True]
+    assert DEFAULT_POLICY.publishable(r, Metric.NOISE).tolist() == [True, False, False]
+    assert DEFAULT_POLICY.rule(Metric.NOISE).positive == ("interval_ms",)
+
+
 def test_a_policy_is_data_that_can_be_changed() -> None:
     r = enrich(riding(1), received_ms=0)
+    r["cell"] = CELL
     r["qa_flags"] = QaFlag.HUMID_PM
     strict = PublicationPolicy(
         {**EXCLUDING_FLAGS, Metric.PM25: EXCLUDING_FLAGS[Metric.PM25] | QaFlag.HUMID_PM}
