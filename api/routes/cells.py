@@ -6,9 +6,10 @@ from typing import Annotated
 
 import h3
 import numpy as np
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Response
+from starlette.concurrency import run_in_threadpool
 
-from api.aggregates import align, choose_window, read_cells
+from api.aggregates import align, cell_features, choose_window, read_cells
 from api.auth import PrincipalDep
 from api.deps import ApiSettingsDep, ConnDep, SettingsDep, StateDep, TimeRangeDep
 from api.errors import BadParameterError
@@ -60,7 +61,7 @@ async def cells(
             examples=[9],
         ),
     ] = None,
-) -> CellCollection:
+) -> Response:
     box = parse_bbox(bbox)
     res = check_resolution(resolution, settings, default_resolution(settings))
     mid_lat = np.radians((box.south + box.north) / 2)
@@ -86,21 +87,33 @@ async def cells(
         start=start,
         end=end,
     )
-    features = await read_cells(
-        conn, sel, box, state.bands.scale(metric.metric), min_readings=api.min_readings
-    )
+    stats = await read_cells(conn, sel, box)
     # For the public: whether units were held back around the view (a flag per whole
     # district-day with at least k rides, never per cell: storage.queries.awithheld).
     held = await awithheld(conn, sel, box)
-    return CellCollection(
-        metric=metric,
-        resolution=res,
-        window_s=window_s,
-        time_from=start,
-        time_to=end,
-        role=principal.role.value,
-        band_version=state.bands.version,
-        note=INDICATIVE_NOTE,
-        withheld=held,
-        features=features,
-    )
+
+    def render() -> bytes:
+        return (
+            CellCollection(
+                metric=metric,
+                resolution=res,
+                window_s=window_s,
+                time_from=start,
+                time_to=end,
+                role=principal.role.value,
+                band_version=state.bands.version,
+                note=INDICATIVE_NOTE,
+                withheld=held,
+                features=cell_features(
+                    stats, sel, state.bands.scale(metric.metric), min_readings=api.min_readings
+                ),
+            )
+            .model_dump_json(by_alias=True)
+            .encode()
+        )
+
+    # A long range at a fine resolution is a thousand cells and more: their models and
+    # JSON are built in a worker thread, so that the event loop keeps answering /healthz
+    # and tiles meanwhile (it stalled them up to a second under four such requests,
+    # bench/bench_load.py). The model is built once, and returned as it is serialised.
+    return Response(await run_in_threadpool(render), media_type="application/json")
