@@ -115,5 +115,5 @@ async def cells(
     # A long range at a fine resolution is a thousand cells and more: their models and
     # JSON are built in a worker thread, so that the event loop keeps answering /healthz
     # and tiles meanwhile (it stalled them up to a second under four such requests,
-    # bench/bench_load.py). The model is built once, and returned as it is serialised.
+    # bench/bench_load.py).
     return Response(await run_in_threadpool(render), media_type="application/json")
