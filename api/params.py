@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Iterable
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -27,6 +27,10 @@ LATEST = datetime(2100, 1, 1, tzinfo=UTC)
 MAX_KITS = 1000
 _NUMBER = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
 _PSEUDONYM = re.compile(f"[a-z2-7]{{{PSEUDONYM_CHARS}}}")
+# ASCII only, like _NUMBER: int() also takes other scripts' digits, "0x", "_" and
+# whitespace, which would read a mistyped value as some other cell or kit.
+_HEX_CELL = re.compile(r"[0-9a-fA-F]{1,16}")
+_KIT_ID = re.compile(r"[0-9]{1,10}")
 
 
 def parse_bbox(text: str, parameter: str = "bbox") -> BBox:
@@ -70,32 +74,38 @@ def check_resolution(resolution: int | None, settings: Settings, default: int) -
 
 def parse_cell(text: str, parameter: str = "cell") -> int:
     """An H3 cell index in hexadecimal."""
-    try:
-        cell = int(text, 16)
-    except ValueError:
+    if not _HEX_CELL.fullmatch(text):
         raise BadParameterError(
             "not an H3 cell index (hexadecimal, e.g. 891f1d48177ffff)", parameter=parameter
-        ) from None
+        )
+    cell = int(text, 16)
     if not 0 < cell < 2**63 or not h3i.is_valid_cell(cell):
         raise BadParameterError("not a valid H3 cell index", parameter=parameter)
     return cell
 
 
-def split_list(values: Iterable[str]) -> list[str]:
-    """A repeatable parameter whose items may also be comma-separated."""
-    return [p.strip() for v in values for p in v.split(",") if p.strip()]
+def split_list(values: Sequence[str], parameter: str) -> list[str]:
+    """A repeatable parameter whose items may also be comma-separated (spaces around
+    them and empty items are dropped); given, it must name at least one item: a filter
+    that names nothing would silently select everything."""
+    items = [p.strip(" ") for v in values for p in v.split(",") if p.strip(" ")]
+    if values and not items:
+        raise BadParameterError(
+            f"{parameter} is given but names nothing; leave it out to select all",
+            parameter=parameter,
+        )
+    return items
 
 
-def parse_kits(values: Iterable[str], parameter: str = "kit") -> tuple[int, ...]:
+def parse_kits(values: Sequence[str], parameter: str = "kit") -> tuple[int, ...]:
     """Kit ids, sorted and without repeats."""
     kits: list[int] = []
-    for part in split_list(values):
-        try:
-            kit = int(part)
-        except ValueError:
+    for part in split_list(values, parameter):
+        if not _KIT_ID.fullmatch(part):
             raise BadParameterError(
                 f"kit ids are whole numbers (got {part!r})", parameter=parameter
-            ) from None
+            )
+        kit = int(part)
         if not 0 <= kit <= 4_294_967_295:
             raise BadParameterError(f"kit id {kit} is outside 0..4294967295", parameter=parameter)
         kits.append(kit)
@@ -104,9 +114,9 @@ def parse_kits(values: Iterable[str], parameter: str = "kit") -> tuple[int, ...]
     return tuple(sorted(set(kits)))
 
 
-def parse_pseudonyms(values: Iterable[str], parameter: str = "kit_pseudonym") -> frozenset[str]:
+def parse_pseudonyms(values: Sequence[str], parameter: str = "kit_pseudonym") -> frozenset[str]:
     """Kits by daily pseudonym (``storage.pseudonyms``)."""
-    names = split_list(values)
+    names = split_list(values, parameter)
     for name in names:
         if not _PSEUDONYM.fullmatch(name):
             raise BadParameterError(

@@ -6,9 +6,10 @@ from typing import Annotated
 
 import h3
 import numpy as np
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Response
+from starlette.concurrency import run_in_threadpool
 
-from api.aggregates import align, choose_window, read_cells
+from api.aggregates import align, cell_features, choose_window, read_cells
 from api.auth import PrincipalDep
 from api.deps import ConnDep, PolicyDep, SettingsDep, StateDep, TimeRangeDep
 from api.errors import BadParameterError
@@ -69,7 +70,7 @@ async def cells(
         ),
     ] = None,
     values: Annotated[Values, Query(description=VALUES_DOC)] = Values.RAW,
-) -> CellCollection:
+) -> Response:
     check_values(values, metric)
     box = parse_bbox(bbox)
     res = check_resolution(resolution, settings, default_resolution(settings))
@@ -96,22 +97,38 @@ async def cells(
         end=end,
         corrected=values.corrected,
     )
-    features = await read_cells(
-        conn, sel, box, state.bands.scale(metric.metric), min_readings=settings.api.min_readings
-    )
+    stats = await read_cells(conn, sel, box)
     # For the public: whether units were held back around the view (a flag per whole
     # district-day with at least k rides, never per cell: storage.withheld.awithheld).
     held = await awithheld(conn, sel, box)
-    return CellCollection(
-        metric=metric,
-        resolution=res,
-        window_s=window_s,
-        time_from=start,
-        time_to=end,
-        role=principal.role.value,
-        band_version=state.bands.version,
-        note=INDICATIVE_NOTE,
-        withheld=held,
-        corrections=await corrections_of(conn, values, sel),
-        features=features,
-    )
+    corrections = await corrections_of(conn, values, sel)
+
+    def render() -> bytes:
+        return (
+            CellCollection(
+                metric=metric,
+                resolution=res,
+                window_s=window_s,
+                time_from=start,
+                time_to=end,
+                role=principal.role.value,
+                band_version=state.bands.version,
+                note=INDICATIVE_NOTE,
+                withheld=held,
+                corrections=corrections,
+                features=cell_features(
+                    stats,
+                    sel,
+                    state.bands.scale(metric.metric),
+                    min_readings=settings.api.min_readings,
+                ),
+            )
+            .model_dump_json(by_alias=True)
+            .encode()
+        )
+
+    # A long range at a fine resolution is a thousand cells and more: their models and
+    # JSON are built in a worker thread, so that the event loop keeps answering /healthz
+    # and tiles meanwhile (it stalled them up to a second under four such requests,
+    # bench/bench_load.py).
+    return Response(await run_in_threadpool(render), media_type="application/json")
