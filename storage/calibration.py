@@ -45,6 +45,7 @@ _READING_FIELDS = (
     ("temperature_c", "<f8"),
     ("qa_flags", "<u4"),
     ("interval_ms", "<i8"),
+    ("cell", "<i8"),  # NO_CELL (0) where the reading has none: the map counts it nowhere
 )
 PAIRING_DTYPE = np.dtype(list(_READING_FIELDS))
 
@@ -75,7 +76,7 @@ SELECT r.kit_id, (extract(epoch FROM r.ts) * 1000)::bigint, r.lat_deg, r.lon_deg
        coalesce(r.pm1_ugm3, 'NaN'), coalesce(r.pm25_ugm3, 'NaN'),
        coalesce(r.pm10_ugm3, 'NaN'), coalesce(r.no2_ugm3, 'NaN'),
        coalesce(r.humidity_pct, 'NaN'), coalesce(r.temperature_c, 'NaN'),
-       r.qa_flags, r.interval_ms
+       r.qa_flags, r.interval_ms, coalesce(r.cell, 0)
 FROM readings r
 WHERE r.ts >= %(start)s AND r.ts < %(end)s
   AND EXISTS (

@@ -47,9 +47,8 @@ from starlette.routing import Mount
 from api.app import create_app
 from api.models import ErrorResponse
 from api.roles import Role
-from bikesense.settings import Settings
+from bikesense.settings import load_settings
 from tests.api.api_server import ServerThread
-from tests.api.test_exports import pseudonym_key  # noqa: F401 - a fixture
 
 #: Few examples per test, always the same ones (derandomized, no example database), so
 #: that CI sends the same requests every time and the file runs in well under a minute.
@@ -204,7 +203,7 @@ def operations(app: FastAPI) -> list[Operation]:
 
 
 #: The app as the server builds it; building it opens nothing (no database needed).
-APP = create_app(Settings(database_url="postgresql://unused@127.0.0.1:9/unused"), listen=False)
+APP = create_app(load_settings(database_url="postgresql://unused@127.0.0.1:9/unused"), listen=False)
 OPERATIONS = operations(APP)
 TARGETS = [(op, p) for op in OPERATIONS for p in op.params]
 
@@ -305,7 +304,6 @@ def _reaching_role(port: int, keys: dict[Role, str], op: Operation, param: Param
 FIXED_VALUES = [_quoted(v) for v in TEXT_VALUES] + RAW_VALUES
 
 
-@pytest.mark.usefixtures("pseudonym_key")
 @pytest.mark.parametrize(("op", "param"), TARGETS, ids=[f"{o}:{p.name}" for o, p in TARGETS])
 def test_every_hostile_value_of_every_parameter_is_refused_cleanly(
     shared_server: ServerThread, keys: dict[Role, str], op: Operation, param: Param
@@ -330,7 +328,6 @@ def test_every_hostile_value_of_every_parameter_is_refused_cleanly(
             assert answer.status >= 400, f"{what}: taken as valid ({answer.status})"
 
 
-@pytest.mark.usefixtures("pseudonym_key")
 @pytest.mark.parametrize(("op", "param"), TARGETS, ids=[f"{o}:{p.name}" for o, p in TARGETS])
 @given(data=st.data())
 @HOSTILE
@@ -456,7 +453,6 @@ names = st.one_of(
 pairs = st.tuples(names, st.sampled_from([b"=", b"", b"=="]), hostile_values).map(b"".join)
 
 
-@pytest.mark.usefixtures("pseudonym_key")
 @given(
     op=st.sampled_from(OPERATIONS),
     query=st.lists(pairs, max_size=8).flatmap(
@@ -481,7 +477,6 @@ def test_garbage_query_strings_are_refused_cleanly(
 CELL = "891f1d48177ffff"  # a valid index at resolution 9 (the schema's example)
 
 
-@pytest.mark.usefixtures("pseudonym_key")
 @pytest.mark.parametrize(
     ("path", "params", "role", "parameter"),
     [
