@@ -23,15 +23,18 @@ from __future__ import annotations
 import base64
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, datetime
 from itertools import pairwise
 from typing import Any
 
+import psycopg
 from psycopg import sql
 
 from storage.calibration import dt_of
+from storage.corrections import aload_assignments
 from storage.exceptions import QueryError
 from storage.pseudonyms import PseudonymKey
+from storage.selection import epoch_ms
 from stream.core.calibration import ClipOps, humid_growth
 from stream.core.calibration_corrections import inverse_model
 from stream.core.calibration_periods import Assignment
@@ -207,3 +210,39 @@ def day_assignments(
         for f, v in zip(_FIELDS, row, strict=True):
             out[f"{a}_{f}"].append(v)
     return out
+
+
+async def export_assignments(
+    conn: psycopg.AsyncConnection[Any], metrics: Sequence[Metric], start: datetime, end: datetime
+) -> dict[Metric, list[Assignment]]:
+    """The corrections in force over the export's range, per metric, in its snapshot."""
+    return {m: await aload_assignments(conn, METRIC_COLUMNS[m], start, end) for m in metrics}
+
+
+def day_corrections(
+    assignments: dict[Metric, list[Assignment]],
+    kits: set[int],
+    day: date,
+    lo: datetime,
+    hi: datetime,
+    key: PseudonymKey | None,
+) -> tuple[dict[str, Any], dict[str, frozenset[str]]]:
+    """The slices' parameters for the day's corrections (of ``kits``, those with readings
+    the export holds), and the versions they use; with ``key``, each version by its daily
+    name (storage/correction_sql.py says why)."""
+    params: dict[str, Any] = {}
+    used: dict[str, frozenset[str]] = {}
+    lo_ms, hi_ms = epoch_ms(lo), epoch_ms(hi)
+    for metric, every in assignments.items():
+        mine = [a for a in every if a.kit_id in kits and a.start_ms < hi_ms and a.end_ms > lo_ms]
+        names = (
+            {a.correction.version: version_pseudonym(a.correction.version, day, key) for a in mine}
+            if key is not None
+            else None
+        )
+        params |= day_assignments(metric, mine, lo_ms, hi_ms, names)
+        versions = {a.correction.version for a in mine}
+        used[metric.api_name] = (
+            frozenset(names[v] for v in versions) if names else frozenset(versions)
+        )
+    return params, used
