@@ -175,6 +175,17 @@ def load_assignments(
     return [Assignment(row[0], row[1], row[2], _correction(row[3:])) for row in rows]
 
 
+async def aload_assignments(
+    conn: psycopg.AsyncConnection[Any], metric: str, start: datetime, end: datetime
+) -> list[Assignment]:
+    """:func:`load_assignments` on an async connection (the exports')."""
+    cur = await conn.execute(
+        _LOAD_ASSIGNMENTS, {"metric": METRIC_NAMES[metric], "from": start, "to": end}
+    )
+    rows = await cur.fetchall()
+    return [Assignment(row[0], row[1], row[2], _correction(row[3:])) for row in rows]
+
+
 @dataclass(frozen=True, slots=True)
 class StoredCorrection:
     correction: Correction

@@ -28,6 +28,7 @@ from typing import LiteralString
 import numpy as np
 from psycopg import sql
 
+from storage.correction_sql import CORRECTED_METRICS, VERSION_CHARS, corrected_sql, version_sql
 from storage.exceptions import QueryError
 from storage.pseudonyms import PSEUDONYM_CHARS, RIDE_PSEUDONYM_CHARS
 from storage.readings import absent_marker
@@ -130,6 +131,40 @@ def _on_map(metric: Metric) -> ExportColumn:
     return ExportColumn(sql.SQL("{}::text").format(test), test, "?", csv=csv, rule=rule)
 
 
+def corrected_column(metric: Metric) -> str:
+    """The column of ``metric``'s corrected value (docs/calibration.md)."""
+    return f"{metric.api_name}_corrected_ugm3"
+
+
+def version_column(metric: Metric) -> str:
+    """The column naming the correction that made ``metric``'s corrected value."""
+    return f"{metric.api_name}_correction_version"
+
+
+def _corrected(metric: Metric) -> dict[str, ExportColumn]:
+    """A calibrated metric's corrected value and its correction's version, over the
+    corrections joined as storage/correction_sql.py says; NULL where none applies."""
+    y = corrected_sql(metric).sql
+    version = version_sql(metric)
+    return {
+        corrected_column(metric): ExportColumn(
+            y, sql.SQL("COALESCE({}, 'NaN'::float8)").format(y), ">f8", nullable=True
+        ),
+        version_column(metric): ExportColumn(
+            version,
+            sql.SQL("rpad(COALESCE({}, ''), {})").format(version, sql.Literal(VERSION_CHARS)),
+            f"S{VERSION_CHARS}",
+            quoted=True,
+            nullable=True,
+        ),
+    }
+
+
+#: Columns that need a metric's corrections joined, by metric.
+CORRECTION_COLUMNS = {
+    name: m for m in CORRECTED_METRICS for name in (corrected_column(m), version_column(m))
+}
+
 #: Every column an export can have (api.export names them), over ``readings r``.
 COLUMNS: dict[str, ExportColumn] = {
     "ts": _plain("r.ts", ">i8", quoted=True),
@@ -155,6 +190,7 @@ COLUMNS: dict[str, ExportColumn] = {
     "interval_ms": _plain("r.interval_ms", ">i8"),
     "status": _plain("r.status", ">i4"),
     "qa_flags": _plain("r.qa_flags", ">i8"),
+    **{name: c for m in CORRECTED_METRICS for name, c in _corrected(m).items()},
     "qa_flag_names": ExportColumn(_qa_flag_names_sql(), None, "", quoted=True),
     **{on_map_column(m): _on_map(m) for m in Metric},
     "cell": ExportColumn(

@@ -37,9 +37,11 @@ import anyio
 import psycopg
 from psycopg import sql
 
+from storage.correction_sql import day_corrections, export_assignments, join_sql
 from storage.exceptions import QueryError
 from storage.export_columns import (
     COLUMNS,
+    CORRECTION_COLUMNS,
     SECOND,
     Encoding,
     binary_row_dtype,
@@ -48,6 +50,7 @@ from storage.export_columns import (
 )
 from storage.pseudonyms import PseudonymKey, local_day_spans, pseudonym, ride_pseudonym
 from storage.selection import BBox, check_time_range
+from stream.core.partials import Metric
 
 # Encoding and the binary rows' layout belong to every export's interface.
 __all__ = [
@@ -113,6 +116,9 @@ class Pseudonyms:
 class ExportBlock:
     rows: int
     data: bytes
+    #: Per metric (API name), the corrections in force for the kits of the block's day
+    #: (versions, or a researcher's daily names of them): what its corrected columns used.
+    corrections: dict[str, frozenset[str]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,6 +126,7 @@ class _Statements:
     prescan: sql.Composed  # the (kit, ride) pairs of a day
     bounds: sql.Composed  # the first second of each slice of a day
     slice: sql.Composed  # one slice, encoded, as (row count, block)
+    corrected: tuple[Metric, ...]  # metrics whose corrections the slices join
 
 
 def _statements(
@@ -171,10 +178,12 @@ def _statements(
         separator = sql.Literal(",\n" if encoding is Encoding.GEOJSON else "")
         # textsend: the text's bytes as bytea, so the driver hands them over undecoded.
         agg = sql.SQL("textsend(string_agg({}, {} ORDER BY {}))").format(row, separator, order)
-    slice_ = sql.SQL("SELECT count(*), {} FROM readings r{} WHERE {}").format(
-        agg, sql.SQL(_NAMES_JOIN if pseudonymous else ""), base
+    corrected = tuple(sorted({CORRECTION_COLUMNS[n] for n in names if n in CORRECTION_COLUMNS}))
+    joins = sql.SQL("").join(join_sql(m) for m in corrected)
+    slice_ = sql.SQL("SELECT count(*), {} FROM readings r{}{} WHERE {}").format(
+        agg, sql.SQL(_NAMES_JOIN if pseudonymous else ""), joins, base
     )
-    return _Statements(prescan, bounds, slice_)
+    return _Statements(prescan, bounds, slice_, corrected)
 
 
 def _day_names(
@@ -210,18 +219,35 @@ async def _slices(
         base |= {"west": bbox.west, "south": bbox.south, "east": bbox.east, "north": bbox.north}
     if flt.kit_ids:
         base["kit_ids"] = list(flt.kit_ids)
+    assignments = (
+        await queries.run(export_assignments(conn, statements.corrected, flt.start, flt.end))
+        if statements.corrected
+        else {}
+    )
     for day, lo, hi in local_day_spans(flt.start, flt.end, day_tz):
         params = base | {"lo": lo, "hi": hi}
-        if pseudonyms is not None:
+        used: dict[str, frozenset[str]] = {}
+        if pseudonyms is not None or assignments:
             pairs = await queries.run(_all_rows(conn, statements.prescan, params))
-            names = _day_names(pairs, day, pseudonyms.key, flt.kit_pseudonyms)
-            if names is None:
-                continue
-            params |= names
+            kits = {int(k) for k, _ in pairs}
+            if pseudonyms is not None:
+                names = _day_names(pairs, day, pseudonyms.key, flt.kit_pseudonyms)
+                if names is None:
+                    continue
+                params |= names
+                kits = set(names["kits"])
+            if assignments:
+                key = pseudonyms.key if pseudonyms is not None else None
+                corrections, used = day_corrections(assignments, kits, day, lo, hi, key)
+                params |= corrections
         bounds = await queries.run(_all_rows(conn, statements.bounds, params))
         starts = [max(lo, s) for (s,) in bounds]
         for i, s in enumerate(starts):
-            yield params | {"lo": s, "hi": starts[i + 1] if i + 1 < len(starts) else hi}
+            yield params | {
+                "lo": s,
+                "hi": starts[i + 1] if i + 1 < len(starts) else hi,
+                _USED: used,
+            }
 
 
 class _Queries:
@@ -267,14 +293,19 @@ async def _all_rows(
     return await cur.fetchall()
 
 
+#: The slice's parameter carrying the corrections its day uses (not sent to the database).
+_USED = "_corrections_used"
+
+
 async def _fetch(
     conn: psycopg.AsyncConnection[Any], statement: sql.Composed, params: dict[str, Any]
 ) -> ExportBlock:
+    used = params.pop(_USED, {})
     async with conn.cursor(binary=True) as cur:
         await cur.execute(statement, params)
         row = await cur.fetchone()
     rows, data = row if row is not None else (0, None)
-    return ExportBlock(int(rows), bytes(data) if data is not None else b"")
+    return ExportBlock(int(rows), bytes(data) if data is not None else b"", used)
 
 
 async def _share_snapshot(

@@ -16,7 +16,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from storage.export_columns import on_map_column
+from storage.correction_sql import CORRECTED_METRICS
+from storage.export_columns import corrected_column, on_map_column, version_column
 from stream.core.partials import Metric
 
 
@@ -24,8 +25,32 @@ from stream.core.partials import Metric
 class ExportColumn:
     name: str  # the column in the export, units in the name
     unit: str
-    kind: str  # "time", "int", "float32", "float64", "sats", "cell", "name", "flag_names", "bool"
+    kind: str  # "time", "int", "float32", "float64", "sats", "cell", "name", "flag_names", "bool",
+    # "version"
     metric: Metric | None = None  # only when this metric is asked for
+
+
+def _metric(name: str, metric: Metric) -> tuple[ExportColumn, ...]:
+    """A metric's raw column and, for a calibrated one, its corrected value and the
+    version of the correction that made it beside it (docs/calibration.md)."""
+    raw = ExportColumn(name, "µg/m³", "float32", metric)
+    if metric not in CORRECTED_METRICS:
+        return (raw,)
+    return (
+        raw,
+        ExportColumn(
+            corrected_column(metric),
+            "µg/m³, corrected with the kit's calibration; empty where none applies",
+            "float64",
+            metric,
+        ),
+        ExportColumn(
+            version_column(metric),
+            "the version of the correction that made the corrected value",
+            "version",
+            metric,
+        ),
+    )
 
 
 def _measurements() -> tuple[ExportColumn, ...]:
@@ -36,10 +61,10 @@ def _measurements() -> tuple[ExportColumn, ...]:
         ExportColumn("hdop", "", "float32"),
         ExportColumn("satellites", "count", "sats"),
         ExportColumn("speed_mps", "m/s", "float32"),
-        ExportColumn("pm1_ugm3", "µg/m³", "float32", Metric.PM1),
-        ExportColumn("pm25_ugm3", "µg/m³", "float32", Metric.PM25),
-        ExportColumn("pm10_ugm3", "µg/m³", "float32", Metric.PM10),
-        ExportColumn("no2_ugm3", "µg/m³", "float32", Metric.NO2),
+        *_metric("pm1_ugm3", Metric.PM1),
+        *_metric("pm25_ugm3", Metric.PM25),
+        *_metric("pm10_ugm3", Metric.PM10),
+        *_metric("no2_ugm3", Metric.NO2),
         ExportColumn("noise_laeq_db", "dB(A)", "float32", Metric.NOISE),
         ExportColumn("noise_lamax_db", "dB(A)", "float32", Metric.NOISE),
         ExportColumn("temperature_c", "°C", "float32", Metric.TEMPERATURE),

@@ -15,6 +15,8 @@ its pages carry their own CRC-32 checksums.
 from __future__ import annotations
 
 import hashlib
+import json
+from collections.abc import Mapping
 
 from starlette.concurrency import run_in_threadpool
 
@@ -23,6 +25,9 @@ from storage.exceptions import QueryError
 #: The key of the statement in GeoJSON (a member of the FeatureCollection after
 #: ``features``) and in Parquet's key-value metadata; CSV's last line starts with ``# complete:``.
 COMPLETE_KEY = "bikesense_complete"
+#: The key of the corrections an export's corrected columns used: a comment line before
+#: the last in CSV, a member before ``bikesense_complete`` in GeoJSON, Parquet's footer.
+CORRECTIONS_KEY = "bikesense_corrections"
 #: Below this many bytes hashing in the event loop costs less than handing it to a thread
 #: (hashlib releases the GIL for large buffers, so a block is hashed beside other work).
 _THREAD_BYTES = 1 << 16
@@ -56,3 +61,20 @@ def check_lines(data: bytes, rows: int, separators: int) -> None:
     if found != separators:
         msg = f"an export block of {rows} rows holds {found} line breaks, not {separators}"
         raise QueryError(msg)
+
+
+class CorrectionsUsed:
+    """The versions (or a researcher's daily names) of the corrections in force for the
+    kits and days an export holds, per metric, gathered from its blocks: known only at
+    the end, so stated there, beside the statement that the export is whole."""
+
+    def __init__(self) -> None:
+        self._used: dict[str, set[str]] = {}
+
+    def add(self, corrections: Mapping[str, frozenset[str]]) -> None:
+        for metric, versions in corrections.items():
+            self._used.setdefault(metric, set()).update(versions)
+
+    def json(self) -> str:
+        """``{"pm25": ["1-…", …], …}``, sorted: one line, no ``#``."""
+        return json.dumps({m: sorted(v) for m, v in sorted(self._used.items())})

@@ -4,7 +4,8 @@ An export is a file researchers load with pandas (``comment="#"``) or R
 (``comment.char = "#"``): comment lines first, each ``# key: value`` (the
 provenance, then each column's unit), then the header of column names, then
 the database's CSV lines, one block per slice, and last the comment line
-``# complete: rows=N sha256=HEX`` (:mod:`api.render.completion`). No value or
+``# complete: rows=N sha256=HEX`` (:mod:`api.render.completion`), after
+``# corrections: {...}`` when the export has corrected columns. No value or
 column name holds a ``#`` (storage/export_columns.py), so the readers skip
 exactly those lines. A time series gets a header with the unit of each value
 column, and one line per bucket.
@@ -18,7 +19,7 @@ from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 
 from api.models import TimeseriesPoint
 from api.render.columns import ExportColumn
-from api.render.completion import Completion, check_lines
+from api.render.completion import Completion, CorrectionsUsed, check_lines
 from storage.exports import ExportBlock
 
 #: What the first line says, for a person who opens the file.
@@ -50,10 +51,14 @@ async def csv_text_stream(
 ) -> AsyncIterator[bytes]:
     """The head, the database's CSV lines as they come, then the completion line."""
     done = Completion()
+    used = CorrectionsUsed()
     yield await done.wrote(csv_head(columns, provenance))
     async for block in blocks:
         check_lines(block.data, block.rows, separators=block.rows)
+        used.add(block.corrections)
         yield await done.wrote(block.data, block.rows)
+    if any(c.kind == "version" for c in columns):
+        yield await done.wrote(f"# corrections: {used.json()}\n".encode())
     yield f"# complete: rows={done.rows} sha256={done.sha256}\n".encode()
 
 

@@ -15,7 +15,13 @@ from collections.abc import AsyncIterator, Sequence
 
 from api.provenance import Provenance
 from api.render.columns import ExportColumn
-from api.render.completion import COMPLETE_KEY, Completion, check_lines
+from api.render.completion import (
+    COMPLETE_KEY,
+    CORRECTIONS_KEY,
+    Completion,
+    CorrectionsUsed,
+    check_lines,
+)
 from storage.exports import ExportBlock
 
 
@@ -32,13 +38,17 @@ async def geojson_text_stream(
     opening = json.dumps(head, ensure_ascii=False)[:-1] + ', "features": [\n'
     yield await done.wrote(opening.encode())
     first = True
+    used = CorrectionsUsed()
     async for block in blocks:
         # Blocks hold whole features separated by ",\n" (storage.exports), none around them.
         check_lines(block.data, block.rows, separators=block.rows - 1)
+        used.add(block.corrections)
         if not first:
             yield await done.wrote(b",\n")
         yield await done.wrote(block.data, block.rows)
         first = False
     yield await done.wrote(b"\n],\n")
+    if any(c.kind == "version" for c in columns):
+        yield await done.wrote(f'"{CORRECTIONS_KEY}": {used.json()},\n'.encode())
     complete = {"rows": done.rows, "sha256": done.sha256}
     yield f'"{COMPLETE_KEY}": {json.dumps(complete)}}}\n'.encode()

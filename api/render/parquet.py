@@ -31,7 +31,7 @@ import pyarrow.parquet as pq
 from starlette.concurrency import run_in_threadpool
 
 from api.render.columns import ExportColumn
-from api.render.completion import COMPLETE_KEY
+from api.render.completion import COMPLETE_KEY, CORRECTIONS_KEY, CorrectionsUsed
 from storage.copybin import PG_EPOCH_OFFSET_US
 from storage.export_columns import qa_flag_names
 from storage.exports import ExportBlock, decode_binary_rows
@@ -85,6 +85,11 @@ def _array(rows: np.ndarray, column: ExportColumn) -> pa.Array:
         # stream's test applies to them as they are.
         return pa.array(DEFAULT_POLICY.publishable(rows, column.metric))
     values = rows[column.name]
+    if column.kind == "version":
+        # Fixed width, blank where no correction applies; few distinct values a block.
+        distinct, inverse = np.unique(values, return_inverse=True)
+        texts = [v.decode().rstrip() or None for v in distinct.tolist()]
+        return pa.array(texts, type=pa.string()).take(pa.array(inverse.astype(np.int32)))
     if column.kind == "time":
         ms = (values.astype(np.int64) + PG_EPOCH_OFFSET_US) // 1000
         return pa.array(ms.astype("datetime64[ms]"), type=pa.timestamp("ms", tz="UTC"))
@@ -116,6 +121,7 @@ def arrow_schema(columns: Sequence[ExportColumn], provenance: dict[str, str]) ->
         "name": pa.string(),
         "flag_names": pa.string(),
         "bool": pa.bool_(),
+        "version": pa.string(),
     }
     fields = [pa.field(c.name, types[c.kind], metadata={"unit": c.unit}) for c in columns]
     return pa.schema(fields, metadata={"bikesense": json.dumps(provenance)})
@@ -164,7 +170,7 @@ class _Sink:
 ROW_GROUP_ROWS = 100_000
 #: Columns with few distinct values get Parquet dictionaries; on measurements, floats and
 #: times grew bigger and slower with them (a dictionary page that overflows falls back).
-_DICTIONARY_KINDS = frozenset({"name", "cell", "int", "sats", "flag_names"})
+_DICTIONARY_KINDS = frozenset({"name", "cell", "int", "sats", "flag_names", "version"})
 
 
 async def parquet_stream(
@@ -205,12 +211,16 @@ async def parquet_stream(
             pending.clear()
         return sink.drain()
 
+    used = CorrectionsUsed()
     try:
         async for block in blocks:
+            used.add(block.corrections)
             data = await run_in_threadpool(encode, block)
             if data:
                 yield data
         yield await run_in_threadpool(encode, None)
+        if any(c.kind == "version" for c in columns):
+            writer.add_key_value_metadata({CORRECTIONS_KEY: used.json()})
         # Only an export that got here states that it is whole; the footer is written after.
         writer.add_key_value_metadata({COMPLETE_KEY: json.dumps({"rows": written})})
     finally:

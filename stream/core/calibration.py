@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -122,10 +123,36 @@ def humid_term(rh_pct: np.ndarray, threshold_pct: float = 75.0) -> np.ndarray:
     where low-cost optical sensors read no measurable growth. An optical sensor then
     reads mass × (1 + κ·h(RH)). NaN (no humidity) gives 0: no growth assumed.
     """
-    a = np.clip(np.asarray(rh_pct, dtype=np.float64) / 100.0, 0.0, _MAX_WATER_ACTIVITY)
-    a0 = threshold_pct / 100.0
-    h = np.maximum(a / (1 - a) - a0 / (1 - a0), 0.0)
+    h = humid_growth(np.asarray(rh_pct, dtype=np.float64), threshold_pct, NUMPY_OPS)
     return np.asarray(np.where(np.isfinite(h), h, 0.0))
+
+
+class ClipOps(Protocol):
+    """The two non-arithmetic operations :func:`humid_growth` needs."""
+
+    def clip(self, x: Any, lo: float, hi: float) -> Any: ...
+
+    def maximum(self, x: Any, lo: float) -> Any: ...
+
+
+class _NumpyOps:
+    def clip(self, x: Any, lo: float, hi: float) -> Any:
+        return np.clip(x, lo, hi)
+
+    def maximum(self, x: Any, lo: float) -> Any:
+        return np.maximum(x, lo)
+
+
+NUMPY_OPS: ClipOps = _NumpyOps()
+
+
+def humid_growth(rh_pct: Any, threshold_pct: Any, ops: ClipOps) -> Any:
+    """h(RH) over operands that have arithmetic operators (numpy arrays, or the SQL
+    expressions of storage/correction_sql.py), clipping with ``ops``: one definition,
+    so that exports computed by the database give what :func:`humid_term` gives."""
+    a = ops.clip(rh_pct / 100.0, 0.0, _MAX_WATER_ACTIVITY)
+    a0 = threshold_pct / 100.0
+    return ops.maximum(a / (1 - a) - a0 / (1 - a0), 0.0)
 
 
 def distances_m(lat_deg: np.ndarray, lon_deg: np.ndarray, stations: np.ndarray) -> np.ndarray:

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 
@@ -110,6 +110,16 @@ class CorrectionSet:
         )
 
 
+def inverse_model(
+    raw: Any, offset: Any, gain: Any, humid_gain: Any, temp_coeff: Any, h: Any, dt: Any
+) -> Any:
+    """The model inverted, y = (raw − o − c·ΔT) / (g + q·h), over operands that have
+    arithmetic operators: numpy arrays here, SQL expressions in exports
+    (storage/correction_sql.py). One definition, so that a corrected value in an
+    export is the one the corrected aggregates use, to the last bit."""
+    return (raw - offset - temp_coeff * dt) / (gain + humid_gain * h)
+
+
 def apply_correction(
     correction: Correction,
     raw: np.ndarray,
@@ -131,7 +141,7 @@ def apply_correction(
     )
     dt = _covariate(temperature_c, c != 0.0, len(x), lambda t: t - correction.temperature_ref_c)
     denom = g + q * h
-    y = (x - o - c * dt) / denom
+    y = inverse_model(x, o, g, q, c, h, dt)
     grad = np.stack([-1.0 / denom, -y / denom, -y * h / denom, -dt / denom], axis=1)
     var = np.einsum("ni,ij,nj->n", grad, correction.cov, grad)
     return y, np.sqrt(np.maximum(var, 0.0))

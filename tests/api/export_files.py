@@ -27,6 +27,7 @@ class CsvExport:
     comments: dict[str, str]  # the "# key: value" lines before the header
     header: list[str]
     rows: list[dict[str, str]]
+    corrections: dict[str, list[str]] | None = None  # the "# corrections:" line, if any
 
 
 def read_csv_export(data: bytes) -> CsvExport:
@@ -37,6 +38,10 @@ def read_csv_export(data: bytes) -> CsvExport:
     assert complete is not None, f"no completion line at the end: {last[-200:]!r}"
     assert hashlib.sha256(body).hexdigest() == complete[2].decode()
     lines = body.decode().splitlines()
+    # With corrected columns, the corrections used are on the line before the last.
+    corrections: dict[str, list[str]] | None = None
+    if lines and lines[-1].startswith("# corrections: "):
+        corrections = json.loads(lines.pop()[len("# corrections: ") :])
     comments = [ln for ln in lines if ln.startswith("#")]
     assert lines[: len(comments)] == comments, "comment lines only before the header"
     assert all(ln.startswith("# ") and ": " in ln for ln in comments)
@@ -45,7 +50,10 @@ def read_csv_export(data: bytes) -> CsvExport:
     rows = [dict(zip(header, r, strict=True)) for r in reader]
     assert len(rows) == int(complete[1])
     return CsvExport(
-        comments=dict(ln[2:].split(": ", 1) for ln in comments), header=header, rows=rows
+        comments=dict(ln[2:].split(": ", 1) for ln in comments),
+        header=header,
+        rows=rows,
+        corrections=corrections,
     )
 
 

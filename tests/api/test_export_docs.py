@@ -114,12 +114,14 @@ def test_the_pandas_recipe_reads_a_real_export(
             params={**day_range(), "format": "csv"},
             headers={"X-API-Key": keys[role]},
         ).headers["X-Bikesense-Provenance"]
-        # The provenance in the file is the one the header carries, the units each column's.
+        # The provenance in the file is the one the header carries, the units each column's;
+        # the corrections used are known at the end (none stored here).
         columns = RESEARCHER_COLUMNS if role is Role.RESEARCHER else ADMIN_COLUMNS
         assert comments == {
             "about": comments["about"],
             **_provenance(header),
             **{f"column {c.name}": c.unit for c in columns},
+            "corrections": '{"no2": [], "pm1": [], "pm10": [], "pm25": []}',
         }
         assert list(readings.columns) == [c.name for c in columns]
         assert len(readings) == rows

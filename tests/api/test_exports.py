@@ -23,7 +23,8 @@ from api.keys import create_key
 from api.render.columns import ADMIN_COLUMNS, RESEARCHER_COLUMNS
 from api.roles import Role
 from bikesense.settings import load_settings
-from storage.export_columns import on_map_column
+from storage.correction_sql import CORRECTED_METRICS
+from storage.export_columns import corrected_column, on_map_column, version_column
 from storage.pseudonyms import pseudonym, ride_pseudonym
 from stream.core.partials import Metric
 from stream.core.policy import DEFAULT_POLICY
@@ -41,6 +42,9 @@ ALL_ROWS = 4 * 120 + 2 * 120 + 3 * 3
 KEY = PSEUDONYM_KEY
 #: The scenario rides on 21 November 2026, 09:00-09:30 in Amsterdam.
 DAY = date(2026, 11, 21)
+
+#: With no correction stored, every corrected value and version is absent.
+UNCORRECTED = {name for m in CORRECTED_METRICS for name in (corrected_column(m), version_column(m))}
 
 
 def _export(client: httpx.Client, key: str | None, **params: object) -> httpx.Response:
@@ -274,7 +278,8 @@ def test_absent_values_are_empty_or_null_in_every_format(
         key = create_key(conn, Role.RESEARCHER, label="test").token
     rows = _rows(_export(client, key))
     assert len(rows) == 2
-    # A clean reading's flag names are empty too, and a value absent is never on the map.
+    # A clean reading's flag names are empty too, and a value absent is never on the map;
+    # no correction is stored, so no value is corrected.
     assert {k for k, v in rows[1].items() if v == ""} == {
         "lat_deg",
         "lon_deg",
@@ -283,6 +288,7 @@ def test_absent_values_are_empty_or_null_in_every_format(
         "no2_ugm3",
         "qa_flag_names",
         "cell",
+        *UNCORRECTED,
     }
     features = read_geojson_export(_export(client, key, format="geojson").content)["features"]
     assert features[0]["geometry"]["type"] == "Point"
@@ -294,6 +300,7 @@ def test_absent_values_are_empty_or_null_in_every_format(
         "satellites",
         "no2_ugm3",
         "cell",
+        *UNCORRECTED,
     }
     table = read_parquet_export(_export(client, key, format="parquet").content)
     assert {name for name in table.column_names if table.column(name)[1].as_py() is None} == {
@@ -303,6 +310,7 @@ def test_absent_values_are_empty_or_null_in_every_format(
         "satellites",
         "no2_ugm3",
         "cell",
+        *UNCORRECTED,
     }
     assert table.column("no2_ugm3")[0].as_py() == pytest.approx(20.0)
     # A reading with no cell counts for no metric on the map; the other for every one.
