@@ -143,8 +143,9 @@ def _cell_hour_rmse(
     }
     arr = np.zeros(
         len(stored),
-        dtype=[("qa_flags", "<u4"), (col, "<f8"), ("interval_ms", "<i8")],
+        dtype=[("qa_flags", "<u4"), (col, "<f8"), ("interval_ms", "<i8"), ("cell", "<i8")],
     )
+    arr["cell"] = [r[5] for r in stored]  # every one has a cell (WHERE cell IS NOT NULL)
     arr["qa_flags"] = [r[6] for r in stored]
     arr[col] = [r[7] for r in stored]
     arr["interval_ms"] = [r[8] for r in stored]
