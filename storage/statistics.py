@@ -16,12 +16,17 @@ analyzed the planner believes they are as small as they were and picks plans for
 ``fraction`` of the rows it had when it was last analyzed, and the parent of a
 partitioned table once its partitions together hold that much more or fewer rows than
 the parent's own statistics say (at most once per ``parent_interval_s``: analyzing a
-parent samples every partition again). A manual ``ANALYZE`` is not cost-throttled; it
-reads a sample (30,000 rows at the default statistics target) whatever the table's
-size, so a round costs well under a second. It takes a lock that does not block writes;
-a table another process is vacuuming or analyzing is skipped for the round
-(``lock_timeout``). Several processes may run a keeper against one database: an
-advisory lock lets one of them do each round.
+parent samples every partition again). A TimescaleDB hypertable is such a parent too,
+one autovacuum never analyzes either (its rows are in its chunks; ANALYZE on it gathers
+the statistics of the whole table and analyzes every chunk again). Its ``reltuples``
+counts only the parent's own rows (none), so the keeper remembers how many rows its
+chunks held when it last analyzed it, and analyzes it once after it starts (once the
+chunks hold ``min_rows``): a restart costs one ANALYZE of each hypertable. A manual
+``ANALYZE`` is not cost-throttled; it reads a sample (30,000 rows at the default
+statistics target) whatever the table's size, so a round costs well under a second.
+It takes a lock that does not block writes; a table another process is vacuuming or
+analyzing is skipped for the round (``lock_timeout``). Several processes may run a
+keeper against one database: an advisory lock lets one of them do each round.
 """
 
 from __future__ import annotations
@@ -51,17 +56,20 @@ WHERE c.relkind = 'r' AND c.relpersistence = 'p' AND s.n_mod_since_analyze > 0
 ORDER BY s.n_mod_since_analyze DESC
 """
 
-#: Each partitioned table's parent: the rows its partitions hold now, by their own
-#: counts, and the rows its statistics say.
+#: Each parent of partitions (relkind p) or of inheritance children (relkind r: a
+#: TimescaleDB hypertable; not TimescaleDB's own internal ones, which no query of ours
+#: names): the rows its children hold now, by their own counts, and the rows its
+#: statistics say (for relkind r only its own rows).
 _PARENTS = """
-SELECT n.nspname, p.relname, p.reltuples,
+SELECT n.nspname, p.relname, p.relkind = 'p', p.reltuples,
        coalesce(sum(greatest(s.n_live_tup, 0)), 0) AS live
 FROM pg_class p
 JOIN pg_namespace n ON n.oid = p.relnamespace
 JOIN pg_inherits i ON i.inhparent = p.oid
 JOIN pg_stat_user_tables s ON s.relid = i.inhrelid
-WHERE p.relkind = 'p' AND p.relpersistence = 'p'
-GROUP BY n.nspname, p.relname, p.reltuples
+WHERE p.relkind IN ('p', 'r') AND p.relpersistence = 'p'
+  AND n.nspname NOT LIKE '\\_timescaledb\\_%'
+GROUP BY n.nspname, p.relname, p.relkind, p.reltuples
 """
 
 
@@ -76,6 +84,8 @@ class StatisticsKeeper:
     lock_timeout_ms: int = 1000
     clock: Callable[[], float] = time.monotonic
     _parents_at: dict[str, float] = field(default_factory=dict)
+    #: Rows an inheritance parent's children held when this keeper last analyzed it.
+    _parent_rows: dict[str, float] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.interval_s <= 0 or self.min_rows < 1 or not self.fraction > 0:
@@ -105,16 +115,21 @@ class StatisticsKeeper:
             ]
             analyzed = [f"{s}.{n}" for s, n in due if _analyze(conn, s, n)]
             now = self.clock()
-            for schema, name, reltuples, live in conn.execute(_PARENTS).fetchall():
+            for schema, name, partitioned, reltuples, live in conn.execute(_PARENTS).fetchall():
                 qualified = f"{schema}.{name}"
-                drift = abs(float(live) - max(float(reltuples), 0.0))
-                if not self.behind(int(drift), float(reltuples)):
+                # -1, never analyzed, for a hypertable this keeper has not analyzed yet.
+                counted = (
+                    float(reltuples) if partitioned else self._parent_rows.get(qualified, -1.0)
+                )
+                drift = abs(float(live) - max(counted, 0.0))
+                if not self.behind(int(drift), counted):
                     continue
                 last = self._parents_at.get(qualified)
                 if last is not None and now - last < self.parent_interval_s:
                     continue
                 if _analyze(conn, schema, name):
                     self._parents_at[qualified] = now
+                    self._parent_rows[qualified] = float(live)
                     analyzed.append(qualified)
             return analyzed
         finally:
