@@ -53,7 +53,11 @@ def serve(
     import uvicorn  # noqa: PLC0415 - only this command needs the server
 
     from api.app import create_app  # noqa: PLC0415
+    from api.memory import limit_malloc_arenas  # noqa: PLC0415
 
+    # Before the server starts any thread: memory then follows the work, not the
+    # number of worker threads that ever held an export (api/memory.py).
+    limit_malloc_arenas()
     settings = _settings()
     url = _database_url(settings)
     try:
