@@ -129,6 +129,5 @@ async def cells(
 
     # A long range at a fine resolution is a thousand cells and more: their models and
     # JSON are built in a worker thread, so that the event loop keeps answering /healthz
-    # and tiles meanwhile (it stalled them up to a second under four such requests,
-    # bench/bench_load.py).
+    # and tiles meanwhile (about 0.3 s of it per request otherwise, bench/bench_load.py).
     return Response(await run_in_threadpool(render), media_type="application/json")
