@@ -71,7 +71,7 @@ from bench_tiles import town_tiles
 from api.keys import create_key
 from api.roles import Role
 from bikesense.services import free_port
-from storage.pseudonyms import PSEUDONYM_KEY_ENV, PseudonymKey
+from storage.pseudonyms import PseudonymKey
 from storage.statistics import StatisticsKeeper
 
 #: What the issue asks of /healthz and a tile while the API is under load.
@@ -477,7 +477,7 @@ def main() -> None:
     levels = [tuple(int(x) for x in lv.split(":")) for lv in args.levels.split(",") if lv]
     settings = dict(item.split("=", 1) for item in args.set)
     # Researchers' exports need the pseudonym key; the server processes inherit it.
-    os.environ[PSEUDONYM_KEY_ENV] = PseudonymKey.generate().to_text()
+    os.environ["BIKESENSE_PSEUDONYM_KEY"] = PseudonymKey.generate().to_text()
     now = datetime.now(UTC).replace(microsecond=0)
     results: dict[str, Any] = {
         "readings": args.readings,
