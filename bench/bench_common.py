@@ -64,6 +64,23 @@ uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", access_log=Fa
 """
 
 
+def wait_until_healthy(
+    base: str, proc: subprocess.Popen[bytes], *, timeout_s: float, failure: str
+) -> None:
+    """Wait for the API at ``base`` to answer /healthz with 200; ``failure`` if it does
+    not within ``timeout_s`` or its process ends first."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            if httpx.get(f"{base}/healthz", timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        if time.monotonic() > deadline or proc.poll() is not None:
+            raise RuntimeError(failure)
+        time.sleep(0.1)
+
+
 @contextmanager
 def api_server(url: str) -> Iterator[tuple[str, int]]:
     """The API in its own process (so its memory can be read): (base URL, pid)."""
@@ -71,16 +88,7 @@ def api_server(url: str) -> Iterator[tuple[str, int]]:
     proc = subprocess.Popen([sys.executable, "-c", SERVER_CODE, url, str(port)], cwd=ROOT)
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if httpx.get(f"{base}/healthz", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline or proc.poll() is not None:
-                raise RuntimeError("the API server did not start")
-            time.sleep(0.1)
+        wait_until_healthy(base, proc, timeout_s=30, failure="the API server did not start")
         yield base, proc.pid
     finally:
         proc.terminate()

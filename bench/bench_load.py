@@ -64,7 +64,7 @@ import httpx
 import psycopg
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_common import RESULTS, ROOT, database, rss_kib
+from bench_common import RESULTS, ROOT, database, rss_kib, wait_until_healthy
 from bench_reads import TOWN_BBOX, busiest_hour, fill, percentiles
 from bench_tiles import town_tiles
 
@@ -101,16 +101,7 @@ def serve(url: str, settings: dict[str, str], log: Path) -> Iterator[tuple[str, 
         )
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(f"{base}/healthz", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline or proc.poll() is not None:
-                raise RuntimeError(f"the API did not start; see {log}")
-            time.sleep(0.2)
+        wait_until_healthy(base, proc, timeout_s=60, failure=f"the API did not start; see {log}")
         yield base, proc.pid
     finally:
         proc.terminate()
