@@ -15,7 +15,7 @@ A metric without readings in a cell-window has ``n = 0``, zero sums, NULL min,
 max and histogram; a CHECK keeps ``n = 0`` and a NULL histogram together.
 
 A histogram is stored from its first counted bin to its last
-(migrations/0106_cell_windows_compact): ``<metric>_hist_offset`` is the number of
+(migrations/0111_cell_windows_compact): ``<metric>_hist_offset`` is the number of
 bins left out before the first, ``<metric>_hist`` the counts from there, starting
 and ending with a non-zero one. ``bikesense_hist_dense(offset, hist)`` gives back
 all ``HIST_BINS`` bins. The writer stages full histograms with the offset and end

@@ -349,7 +349,7 @@ def test_0007_moves_the_partials_into_cell_windows(database_url: str) -> None:
         )
 
 
-def test_0106_cuts_every_stored_histogram_to_its_counted_bins(database_url: str) -> None:
+def test_0111_cuts_every_stored_histogram_to_its_counted_bins(database_url: str) -> None:
     # A month old: on TimescaleDB its chunks were compressed (by the 7-day policy) and are
     # read, moved and compressed again.
     t0_ms = T0_MS - 30 * MS_PER_DAY
@@ -361,11 +361,11 @@ def test_0106_cuts_every_stored_histogram_to_its_counted_bins(database_url: str)
     with psycopg.connect(database_url, autocommit=True) as conn:
         migrate(conn, target=6)
         store_as_before_0007(conn, partials)
-        report = migrate(conn, target=105)  # cell_windows with histograms of 32 bins
+        report = migrate(conn, target=110)  # cell_windows with histograms of 32 bins
         timescale = report.backend is Backend.TIMESCALE
         if timescale:
             conn.execute("SELECT compress_chunk(c) FROM show_chunks('cell_windows') c")
-        assert migrate(conn).applied[0] == 106
+        assert migrate(conn).applied[0] == 111
         assert_partials_equal(conn, partials)  # every histogram's 32 bins as they were
         assert conn.execute("SELECT count(*) FROM cell_windows").fetchone() == (
             cell_windows_of(partials),
