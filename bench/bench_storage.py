@@ -17,10 +17,15 @@ compressing every chunk, which is what the 7-day compression policies do. Plain
 PostgreSQL has nothing to compress a day's rows with, so it has one figure. "Raw" is
 ``readings``; "with aggregates" adds ``cell_windows``, ``window_rides``,
 ``window_presence`` and ``h3_cells``. Where a ``cell_windows`` row's bytes go comes from
-``pg_column_size`` per column on plain PostgreSQL. Prints tables and writes
-bench/results/storage.json.
+``pg_column_size`` per column on plain PostgreSQL, with the share of the writer's
+updates of ``cell_windows`` that were HOT (heap-only: the new row version on the same
+page, no index entries), and the time and the PostgreSQL CPU (the writing session's,
+bench_write.server_cpu_s) the writes took. ``--fillfactor`` writes ``cell_windows`` at
+another fillfactor than the migrations set (to choose one by measurement). Prints
+tables and writes bench/results/storage.json.
 
     .venv/bin/python bench/bench_storage.py [--kits 50] [--hours 6] [--batch 10000]
+                                            [--fillfactor N]
 """
 
 from __future__ import annotations
@@ -48,7 +53,7 @@ from psycopg import sql
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_common import RESULTS
-from bench_write import FINEST_RES, fleet_readings
+from bench_write import FINEST_RES, fleet_readings, server_cpu_s
 
 from bikesense.defaults import H3_RESOLUTIONS as DEFAULT_H3_RESOLUTIONS
 from bikesense.defaults import WINDOW_SIZES_S as DEFAULT_WINDOW_SIZES_S
@@ -137,7 +142,7 @@ def cluster(backend: Backend) -> Iterator[str]:
 
 
 @contextmanager
-def fresh_database(base: str, backend: Backend) -> Iterator[str]:
+def fresh_database(base: str, backend: Backend, fillfactor: int | None = None) -> Iterator[str]:
     name = f"bench_storage_{backend.value}_{os.getpid()}"
     ident = sql.Identifier(name)
     with psycopg.connect(base, autocommit=True) as conn:
@@ -146,6 +151,12 @@ def fresh_database(base: str, backend: Backend) -> Iterator[str]:
     url = f"{base.rpartition('/')[0]}/{name}"
     with psycopg.connect(url, autocommit=True) as conn:
         migrate(conn, backend=backend)
+        if fillfactor is not None:  # empty still: every page is written at it
+            conn.execute(
+                sql.SQL("ALTER TABLE cell_windows SET (fillfactor = {})").format(
+                    sql.Literal(fillfactor)
+                )
+            )
     try:
         yield url
     finally:
@@ -227,8 +238,8 @@ def cell_window_breakdown(conn: psycopg.Connection[Any]) -> dict[str, Any]:
     groups: dict[str, float] = {}
     for column, size in per_column.items():
         group = (
-            "histograms"
-            if column.endswith("_hist")
+            "histograms and their offsets"
+            if column.endswith(("_hist", "_hist_offset"))
             else "key (resolution, window_s, window_start, cell)"
             if column in {"resolution", "window_s", "window_start", "cell"}
             else "counts, sums, min, max, noise energy"
@@ -244,31 +255,21 @@ def cell_window_breakdown(conn: psycopg.Connection[Any]) -> dict[str, Any]:
     }
 
 
-#: Copies of ``cell_windows`` with other storage parameters: what each would save.
-#: fillfactor 100 drops the room migration 0007 leaves for in-place merges;
-#: toast_tuple_target 128 asks PostgreSQL to compress a row's wide values (the histograms,
-#: mostly zeros) past 128 bytes, but a heap insert only looks at that past the fixed
-#: TOAST_TUPLE_THRESHOLD (about 2 kB, heap_prepare_insert), which a row does not reach.
-PROBES: dict[str, tuple[int, int | None]] = {
-    "as stored (fillfactor 70), copied": (70, None),
-    "fillfactor 100": (100, None),
-    "fillfactor 70, toast_tuple_target 128": (70, 128),
-}
+#: Copies of ``cell_windows`` at other fillfactors: the room each leaves for the writer's
+#: in-place merges, without the row versions those merges leave behind.
+PROBES = (70, 85, 100)
 
 
 def cell_window_probes(conn: psycopg.Connection[Any]) -> dict[str, float]:
     """Bytes per row (heap, TOAST and indexes) of ``cell_windows``' rows copied into tables
-    with the storage parameters of :data:`PROBES`."""
+    at the fillfactors of :data:`PROBES`."""
     out = {}
-    for i, (name, (fillfactor, target)) in enumerate(PROBES.items()):
-        probe = sql.Identifier(f"cell_windows_probe_{i}")
-        options = sql.SQL("fillfactor = {}").format(sql.Literal(fillfactor))
-        if target is not None:
-            options += sql.SQL(", toast_tuple_target = {}").format(sql.Literal(target))
+    for fillfactor in PROBES:
+        probe = sql.Identifier(f"cell_windows_probe_{fillfactor}")
         conn.execute(
-            sql.SQL("CREATE TABLE {} (LIKE cell_windows INCLUDING ALL) WITH ({})").format(
-                probe, options
-            )
+            sql.SQL(
+                "CREATE TABLE {} (LIKE cell_windows INCLUDING ALL) WITH (fillfactor = {})"
+            ).format(probe, sql.Literal(fillfactor))
         )
         conn.execute(sql.SQL("INSERT INTO {} SELECT * FROM cell_windows").format(probe))
         conn.execute(sql.SQL("VACUUM ANALYZE {}").format(probe))
@@ -278,23 +279,51 @@ def cell_window_probes(conn: psycopg.Connection[Any]) -> dict[str, float]:
             ).format(sql.Literal(probe.as_string(conn)), probe)
         ).fetchone()
         assert row is not None
-        out[name] = float(row[0])
+        out[f"fillfactor {fillfactor}"] = float(row[0])
         conn.execute(sql.SQL("DROP TABLE {}").format(probe))
     return out
 
 
-def run(base: str, backend: Backend, readings: Any, batch: int) -> dict[str, Any]:
+def updates(conn: psycopg.Connection[Any]) -> dict[str, int]:
+    """The writer's updates of ``cell_windows`` rows (its merges), and how many were HOT;
+    every chunk's on TimescaleDB (the cumulative statistics, flushed first)."""
+    conn.execute("SELECT pg_stat_force_next_flush()")
+    relations = (
+        "SELECT c::regclass FROM show_chunks('cell_windows') c"
+        if "cell_windows" in hypertables(conn)
+        else "SELECT 'cell_windows'::regclass"
+    )
+    row = conn.execute(
+        "SELECT coalesce(sum(n_tup_upd), 0), coalesce(sum(n_tup_hot_upd), 0)"
+        f" FROM pg_stat_user_tables WHERE relid IN ({relations})"
+    ).fetchone()
+    assert row is not None
+    return {"updates": int(row[0]), "hot_updates": int(row[1])}
+
+
+def run(
+    base: str, backend: Backend, readings: Any, batch: int, fillfactor: int | None
+) -> dict[str, Any]:
     agg = functools.partial(
         aggregate,
         resolutions=DEFAULT_H3_RESOLUTIONS,
         window_sizes_s=DEFAULT_WINDOW_SIZES_S,
         day_tz="Europe/Amsterdam",
     )
-    with fresh_database(base, backend) as url, psycopg.connect(url, autocommit=True) as conn:
+    with (
+        fresh_database(base, backend, fillfactor) as url,
+        psycopg.connect(url, autocommit=True) as conn,
+    ):
+        cpu = server_cpu_s(conn)
         started = time.perf_counter()
         for i in range(0, len(readings), batch):
             write_batch(conn, readings[i : i + batch], agg)
-        out: dict[str, Any] = {"write_s": time.perf_counter() - started, "day": table_sizes(conn)}
+        out: dict[str, Any] = {
+            "write_s": time.perf_counter() - started,
+            "server_cpu_s": server_cpu_s(conn) - cpu,
+        }
+        out["cell_windows_updates"] = updates(conn)
+        out["day"] = table_sizes(conn)
         if backend is Backend.TIMESCALE:
             out["chunks_compressed"] = compress_all(conn)
             out["compressed"] = table_sizes(conn)
@@ -321,6 +350,13 @@ def main() -> None:
         help="hours each kit rides in the day, one reading a second",
     )
     parser.add_argument("--batch", type=int, default=10_000)
+    parser.add_argument(
+        "--fillfactor",
+        type=int,
+        choices=range(10, 101),
+        metavar="10..100",
+        help="write cell_windows at this fillfactor instead of the migrations' one",
+    )
     args = parser.parse_args()
 
     n = int(args.kits * args.hours * 3600)
@@ -335,7 +371,7 @@ def main() -> None:
             continue
         print(f"{backend.value}: writing ...", flush=True)
         with cluster(backend) as base:
-            results[backend.value] = run(base, backend, readings, args.batch)
+            results[backend.value] = run(base, backend, readings, args.batch, args.fillfactor)
 
     columns = [("plain", "day"), ("timescale", "day"), ("timescale", "compressed")]
     shown = [(b, s) for b, s in columns if b in results]
@@ -352,7 +388,17 @@ def main() -> None:
     )
     for group, size in breakdown["groups"].items():
         print(f"  {group:<48} {size:>8,.0f} B")
-    print("cell_windows' rows copied into tables with other storage parameters, B/row:")
+    for name in ("plain", "timescale"):
+        if name in results:
+            upd = results[name]["cell_windows_updates"]
+            hot = upd["hot_updates"] / max(upd["updates"], 1)
+            print(
+                f"{name}: written in {results[name]['write_s']:.0f} s "
+                f"({results[name]['server_cpu_s'] / n * 1e6:.1f} µs of PostgreSQL CPU per "
+                f"reading); cell_windows rows merged into {upd['updates']:,} times, "
+                f"{hot:.0%} of them HOT"
+            )
+    print("cell_windows' rows copied into tables at other fillfactors, B/row:")
     for name, size in results["plain"]["cell_windows_probes"].items():
         print(f"  {name:<48} {size:>8,.0f} B")
     RESULTS.mkdir(parents=True, exist_ok=True)
@@ -368,6 +414,7 @@ def main() -> None:
         "kits": args.kits,
         "hours": args.hours,
         "batch": args.batch,
+        "fillfactor": args.fillfactor,
         "bytes_per_reading": figures,
         "results": results,
     }

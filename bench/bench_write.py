@@ -12,11 +12,17 @@ In one run, on one PostgreSQL, with the same enriched readings:
 * the same batches written a second time (every reading a duplicate);
 * one INSERT per reading in autocommit, on a subset (it is too slow for all).
 
-Each contender gets a freshly migrated database. Starts a throwaway cluster
+For the two batch-writer runs it also reports the CPU time of the writer's PostgreSQL
+session (from /proc, for a server on this machine): on a shared machine the time a run
+takes varies with the other work, the CPU it spends hardly. Each contender gets a
+freshly migrated database. Starts a throwaway cluster
 unless BIKESENSE_DATABASE_URL is set. Prints a table and writes
 bench/results/write.json.
 
     .venv/bin/python bench/bench_write.py [--readings 300000] [--batch 10000] [--repeat 2]
+                                          [--fillfactor N]
+
+``--fillfactor`` writes ``cell_windows`` at another fillfactor than the migrations set.
 """
 
 from __future__ import annotations
@@ -105,7 +111,8 @@ def server() -> Iterator[str]:
 
 
 @contextmanager
-def fresh_database(base: str, label: str) -> Iterator[str]:
+def fresh_database(base: str, label: str, fillfactor: int | None = None) -> Iterator[str]:
+    """A freshly migrated database; ``cell_windows`` at ``fillfactor`` if given."""
     name = f"bench_write_{label}_{os.getpid()}"
     ident = sql.Identifier(name)
     with psycopg.connect(base, autocommit=True) as conn:
@@ -117,6 +124,12 @@ def fresh_database(base: str, label: str) -> Iterator[str]:
         conn.execute(
             "SELECT bikesense_ensure_readings_partitions(%s::integer[])", ([T0_MS // 86_400_000],)
         )
+        if fillfactor is not None:  # empty still: every page is written at it
+            conn.execute(
+                sql.SQL("ALTER TABLE cell_windows SET (fillfactor = {})").format(
+                    sql.Literal(fillfactor)
+                )
+            )
     try:
         yield url
     finally:
@@ -169,23 +182,42 @@ class TimedAggregate:
         return out
 
 
+def server_cpu_s(conn: psycopg.Connection[Any]) -> float:
+    """CPU seconds (user and system) the server process of ``conn`` has used so far, from
+    /proc: a figure the other work on a shared machine hardly changes, unlike the time
+    it took. NaN for a server on another machine."""
+    if conn.info.host not in {"127.0.0.1", "::1", "localhost"} and not conn.info.host.startswith(
+        "/"
+    ):
+        return float("nan")
+    try:
+        stat = Path(f"/proc/{conn.info.backend_pid}/stat").read_text()
+    except OSError:
+        return float("nan")
+    fields = stat.rsplit(")", 1)[1].split()  # from the state on (proc(5): utime, stime)
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def writer(
     url: str,
     readings: np.ndarray,
     batch: int,
     agg: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]],
-) -> tuple[float, float, int]:
-    """(seconds first time, seconds replaying everything, readings inserted)."""
+) -> tuple[float, float, int, float]:
+    """(seconds first time, seconds replaying everything, readings inserted, the server's
+    CPU seconds for the first time)."""
     with psycopg.connect(url, autocommit=True) as conn:
+        cpu = server_cpu_s(conn)
         started = time.perf_counter()
         inserted = sum(write_batch(conn, part, agg).inserted for part in batches(readings, batch))
         first = time.perf_counter() - started
+        cpu = server_cpu_s(conn) - cpu
         started = time.perf_counter()
         again = sum(write_batch(conn, part, agg).inserted for part in batches(readings, batch))
         replay = time.perf_counter() - started
     assert inserted == len(readings)
     assert again == 0
-    return first, replay, inserted
+    return first, replay, inserted, cpu
 
 
 def insert_per_row(url: str, readings: np.ndarray) -> float:
@@ -223,6 +255,13 @@ def main() -> None:
         default=2,
         help="runs per contender, each on a fresh database; the best is kept",
     )
+    parser.add_argument(
+        "--fillfactor",
+        type=int,
+        choices=range(10, 101),
+        metavar="10..100",
+        help="write cell_windows at this fillfactor instead of the migrations' one",
+    )
     args = parser.parse_args()
 
     print(f"generating {args.readings:,} readings ...", flush=True)
@@ -240,22 +279,22 @@ def main() -> None:
     with server() as base:
         # Warm-up, not reported: a new cluster first has to create its WAL segment
         # files, which would penalise whichever contender ran first.
-        with fresh_database(base, "warmup") as url:
+        with fresh_database(base, "warmup", args.fillfactor) as url:
             bare_copy(url, readings, args.batch, table="readings")
         for _ in range(args.repeat):
-            with fresh_database(base, "copy") as url:
+            with fresh_database(base, "copy", args.fillfactor) as url:
                 record(
                     "bare COPY into readings (same key and index)",
                     bare_copy(url, readings, args.batch, table="readings"),
                     n,
                 )
-            with fresh_database(base, "copyraw") as url:
+            with fresh_database(base, "copyraw", args.fillfactor) as url:
                 record(
                     "bare COPY into an index-free table",
                     bare_copy(url, readings, args.batch, table="plain_copy"),
                     n,
                 )
-            with fresh_database(base, "writer") as url:
+            with fresh_database(base, "writer", args.fillfactor) as url:
                 agg_full = TimedAggregate(
                     functools.partial(
                         aggregate,
@@ -264,19 +303,20 @@ def main() -> None:
                         day_tz="Europe/Amsterdam",
                     )
                 )
-                first, replay, _ = writer(url, readings, args.batch, agg_full)
+                first, replay, _, cpu = writer(url, readings, args.batch, agg_full)
                 record(
                     "batch writer + stream aggregation (4 res x 4 windows)",
                     first,
                     n,
                     aggregation_s=agg_full.seconds,
                     partials=agg_full.partials,
+                    server_cpu_s=cpu,
                 )
                 record("batch writer, replaying every batch (all duplicates)", replay, n)
-            with fresh_database(base, "writer0") as url:
-                first, _, _ = writer(url, readings, args.batch, nothing)
-                record("batch writer, no aggregation (storage alone)", first, n)
-        with fresh_database(base, "naive") as url:
+            with fresh_database(base, "writer0", args.fillfactor) as url:
+                first, _, _, cpu = writer(url, readings, args.batch, nothing)
+                record("batch writer, no aggregation (storage alone)", first, n, server_cpu_s=cpu)
+        with fresh_database(base, "naive", args.fillfactor) as url:
             subset = readings[: args.naive]
             record("one INSERT per reading, autocommit", insert_per_row(url, subset), len(subset))
 
@@ -299,6 +339,12 @@ def main() -> None:
         f"({full['partials']:,.0f} partial rows); the writer's database work alone: "
         f"{db_only:,.0f} readings/s"
     )
+    alone = results["batch writer, no aggregation (storage alone)"]
+    print(
+        f"PostgreSQL CPU per reading in the writer's session: "
+        f"{full['server_cpu_s'] / full['rows'] * 1e6:.1f} µs with the aggregates, "
+        f"{alone['server_cpu_s'] / alone['rows'] * 1e6:.1f} µs without"
+    )
     RESULTS.mkdir(parents=True, exist_ok=True)
     out = {
         "when": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -312,6 +358,7 @@ def main() -> None:
         "batch": args.batch,
         "naive_readings": args.naive,
         "repeat": args.repeat,
+        "fillfactor": args.fillfactor,
         "results": results,
     }
     (RESULTS / "write.json").write_text(json.dumps(out, indent=2) + "\n")

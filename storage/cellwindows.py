@@ -14,6 +14,14 @@ less per reading (bench/RESULTS.md).
 A metric without readings in a cell-window has ``n = 0``, zero sums, NULL min,
 max and histogram; a CHECK keeps ``n = 0`` and a NULL histogram together.
 
+A histogram is stored from its first counted bin to its last
+(migrations/0111_cell_windows_compact): ``<metric>_hist_offset`` is the number of
+bins left out before the first, ``<metric>_hist`` the counts from there, starting
+and ending with a non-zero one. ``bikesense_hist_dense(offset, hist)`` gives back
+all ``HIST_BINS`` bins. The writer stages full histograms with the offset and end
+that :func:`encode` finds, cuts them in the upsert, and merges stored histograms
+in this form.
+
 Readers that want the narrow shape use :func:`metric_partials`, a subquery of
 one metric's partials with the column names of ``PARTIAL_DTYPE`` that the
 planner flattens into their query (so the indexes still serve it), or the view
@@ -42,15 +50,21 @@ KEY_COLUMNS: tuple[Column, ...] = (
     scalar("cell", "bigint"),
 )
 _KEY_FIELDS = ("resolution", "window_s", "window_start_ms", "cell")
-#: Every metric's fields, in the order they are stored.
+#: Every metric's fields, as in the partials (``PARTIAL_DTYPE``).
 METRIC_FIELDS = ("n", "sum", "sumsq", "min", "max", "hist")
 #: Noise only (docs/design.md decision 3).
 NOISE_FIELDS = ("energy", "duration_s", "lamax_db")
+#: Stored beside each histogram: the bins left out before its first stored one.
+HIST_OFFSET = "hist_offset"
+#: Staged only: the bin after the last counted one (where the stored histogram ends).
+_HIST_END = "hist_end"
 
 
 def column(metric: Metric, field: str) -> str:
     """The name of ``metric``'s ``field`` column, e.g. ``pm25_sum``."""
-    if field not in METRIC_FIELDS and not (metric is Metric.NOISE and field in NOISE_FIELDS):
+    if field not in (*METRIC_FIELDS, HIST_OFFSET, _HIST_END) and not (
+        metric is Metric.NOISE and field in NOISE_FIELDS
+    ):
         raise ValueError(f"cell_windows has no {field!r} column for {metric.api_name}")
     return f"{metric.api_name}_{field}"
 
@@ -63,16 +77,21 @@ def _metric_columns(metric: Metric) -> tuple[Column, ...]:
         scalar(column(metric, "min"), "double precision"),
         scalar(column(metric, "max"), "double precision"),
         int4_array(column(metric, "hist"), HIST_BINS),
+        scalar(column(metric, HIST_OFFSET), "smallint"),
+        scalar(column(metric, _HIST_END), "smallint"),
     )
     if metric is Metric.NOISE:
         cols += tuple(scalar(column(metric, f), "double precision") for f in NOISE_FIELDS)
     return cols
 
 
-#: The table's columns, as the writer's staging table and binary COPY lay them out.
+#: The writer's staging table and binary COPY: the table's columns, histograms with all
+#: their bins, and where each histogram's counted bins end.
 COLUMNS: tuple[Column, ...] = KEY_COLUMNS + tuple(
     c for metric in Metric for c in _metric_columns(metric)
 )
+#: The table's columns (the histograms cut to their counted bins).
+TABLE_COLUMNS: tuple[str, ...] = tuple(c.name for c in COLUMNS if not c.name.endswith(_HIST_END))
 
 
 def encode(partials: np.ndarray) -> bytes:
@@ -111,7 +130,19 @@ def encode(partials: np.ndarray) -> bytes:
                 filled[:] = np.nan
             filled[rows] = mp[field]
             values[column(metric, field)] = filled
-        nulls[column(metric, "hist")] = values[column(metric, "n")] == 0
+        empty = values[column(metric, "n")] == 0
+        counted = values[column(metric, "hist")] != 0
+        if np.any(~empty & ~counted.any(axis=1)):
+            raise BatchError(
+                f"a {metric.api_name} partial counts readings (n > 0) in no histogram bin; "
+                "every reading a partial counts is in one of its bins"
+            )
+        # The first counted bin, and the one after the last (counted bins of an empty
+        # histogram: none; it is NULL anyway).
+        values[column(metric, HIST_OFFSET)] = np.argmax(counted, axis=1)
+        values[column(metric, _HIST_END)] = HIST_BINS - np.argmax(counted[:, ::-1], axis=1)
+        for field in ("hist", HIST_OFFSET, _HIST_END):
+            nulls[column(metric, field)] = empty
         for field in ("min", "max"):
             nulls[column(metric, field)] = np.isnan(values[column(metric, field)])
         if metric is Metric.NOISE:
@@ -138,18 +169,23 @@ def encode(partials: np.ndarray) -> bytes:
 
 
 def _hist_merge(metric: Metric) -> sql.Composable:
-    """The merged histogram: added element by element, unrolled over the bins (about
-    three times cheaper than a plpgsql loop per merged row, bench/RESULTS.md), or
-    whichever side has one. Every stored histogram has HIST_BINS bins (a CHECK)."""
-    h = sql.Identifier(column(metric, "hist"))
+    """The merged histogram, in the stored form: whichever side has one, or both added
+    bin by bin, unrolled over the bins (about three times cheaper than a plpgsql loop
+    per merged row, bench/RESULTS.md; a bin outside a side's stored ones is NULL
+    there, so 0), then cut from the first side's start to the last side's end, which
+    are counted bins of the sum. The offset is the smaller one (LEAST, below)."""
+    h, o = sql.Identifier(column(metric, "hist")), sql.Identifier(column(metric, HIST_OFFSET))
     added = sql.SQL(", ").join(
-        sql.SQL("w.{h}[{i}] + EXCLUDED.{h}[{i}]").format(h=h, i=sql.Literal(i))
+        sql.SQL(
+            "coalesce(w.{h}[{i} - w.{o}], 0) + coalesce(EXCLUDED.{h}[{i} - EXCLUDED.{o}], 0)"
+        ).format(h=h, o=o, i=sql.Literal(i))
         for i in range(1, HIST_BINS + 1)
     )
     return sql.SQL(
-        "CASE WHEN EXCLUDED.{h} IS NULL THEN w.{h} WHEN w.{h} IS NULL THEN"
-        " EXCLUDED.{h} ELSE ARRAY[{added}] END"
-    ).format(h=h, added=added)
+        "CASE WHEN EXCLUDED.{h} IS NULL THEN w.{h} WHEN w.{h} IS NULL THEN EXCLUDED.{h}"
+        " ELSE (ARRAY[{added}])[LEAST(w.{o}, EXCLUDED.{o}) + 1 : GREATEST(w.{o} +"
+        " cardinality(w.{h}), EXCLUDED.{o} + cardinality(EXCLUDED.{h}))] END"
+    ).format(h=h, o=o, added=added)
 
 
 def _merge_sets() -> sql.Composable:
@@ -172,23 +208,39 @@ def _merge_sets() -> sql.Composable:
                 c=sql.Identifier(column(metric, "hist")), merged=_hist_merge(metric)
             )
         )
+        offset = sql.Identifier(column(metric, HIST_OFFSET))
+        sets.append(sql.SQL("{c} = LEAST(w.{c}, EXCLUDED.{c})").format(c=offset))
     return sql.SQL(",\n    ").join(sets)
+
+
+def _staged(name: str) -> sql.Composable:
+    """What the upsert takes from the staging table for the table's column ``name``."""
+    for metric in Metric:
+        if name == column(metric, "hist"):
+            return sql.SQL("{h}[{o} + 1 : {e}]").format(
+                h=sql.Identifier(name),
+                o=sql.Identifier(column(metric, HIST_OFFSET)),
+                e=sql.Identifier(column(metric, _HIST_END)),
+            )
+    return sql.Identifier(name)
 
 
 def merge_statement(staging: str) -> bytes:
     """The upsert of a staging table of :data:`COLUMNS` into ``cell_windows``: new
     cell-windows inserted, existing ones merged (counts and sums add, extremes taken,
     histograms added), in key order so concurrent writers lock rows in one order."""
-    names = sql.SQL(", ").join(sql.Identifier(c.name) for c in COLUMNS)
+    names = sql.SQL(", ").join(sql.Identifier(c) for c in TABLE_COLUMNS)
+    staged = sql.SQL(", ").join(_staged(c) for c in TABLE_COLUMNS)
     key = sql.SQL(", ").join(sql.Identifier(c.name) for c in KEY_COLUMNS)
     return (
         sql.SQL(
-            "INSERT INTO {table} AS w ({names})\nSELECT {names} FROM {staging}\nORDER BY {key}\n"
+            "INSERT INTO {table} AS w ({names})\nSELECT {staged} FROM {staging}\nORDER BY {key}\n"
             "ON CONFLICT ({key}) DO UPDATE SET\n    {sets}"
         )
         .format(
             table=sql.Identifier(TABLE),
             names=names,
+            staged=staged,
             staging=sql.Identifier(staging),
             key=key,
             sets=_merge_sets(),
@@ -215,8 +267,8 @@ def metric_partials(metric: Metric) -> sql.Composed:
     return sql.SQL(
         "(SELECT resolution, window_s, window_start, cell, {n} AS n, {sum} AS sum,"
         " {sumsq} AS sumsq, {min} AS min, {max} AS max, {energy} AS energy,"
-        " {duration} AS duration_s, {lamax} AS lamax_db, {hist} AS hist"
-        " FROM {table} WHERE {n} > 0)"
+        " {duration} AS duration_s, {lamax} AS lamax_db,"
+        " bikesense_hist_dense({offset}, {hist}) AS hist FROM {table} WHERE {n} > 0)"
     ).format(
         n=col("n"),
         sum=col("sum"),
@@ -226,6 +278,7 @@ def metric_partials(metric: Metric) -> sql.Composed:
         energy=energy,
         duration=duration,
         lamax=lamax,
+        offset=col(HIST_OFFSET),
         hist=col("hist"),
         table=sql.Identifier(TABLE),
     )

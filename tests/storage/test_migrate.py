@@ -7,6 +7,7 @@ import re
 import threading
 from dataclasses import replace
 from importlib import resources
+from typing import Any
 
 import numpy as np
 import psycopg
@@ -22,8 +23,10 @@ from storage.migrate import (
     migrate,
     recorded_backend,
 )
+from storage.writer import MS_PER_DAY
+from stream.core.partials import HIST_BINS
 from tests.conftest import selected_backend
-from tests.storage.storage_factories import make_readings
+from tests.storage.storage_factories import T0_MS, make_readings
 from tests.storage.storage_reference import (
     ReferenceAggregate,
     assert_partials_equal,
@@ -292,49 +295,45 @@ def test_both_backends_define_the_same_readings_table() -> None:
     ]
 
 
+def store_as_before_0007(conn: psycopg.Connection[Any], partials: np.ndarray) -> None:
+    """Rows in the narrow table as 0001 made it, as an older writer stored them."""
+    with conn.cursor() as cur:
+        cur.executemany(
+            "INSERT INTO window_partials (metric, resolution, cell, window_s, window_start,"
+            " n, sum, sumsq, min, max, energy, duration_s, lamax_db, hist)"
+            " VALUES (%s, %s, %s, %s, to_timestamp(%s / 1000.0), %s, %s, %s, %s, %s, %s, %s,"
+            " NULLIF(%s, 'NaN'), %s)",
+            [
+                (
+                    *(
+                        int(p[k])
+                        for k in (
+                            "metric",
+                            "resolution",
+                            "cell",
+                            "window_s",
+                            "window_start_ms",
+                            "n",
+                        )
+                    ),
+                    *(
+                        float(p[k])
+                        for k in ("sum", "sumsq", "min", "max", "energy", "duration_s", "lamax_db")
+                    ),
+                    p["hist"].tolist(),
+                )
+                for p in partials
+            ],
+        )
+
+
 def test_0007_moves_the_partials_into_cell_windows(database_url: str) -> None:
     readings = np.concatenate([make_readings(300, kit_id=k, ride_id=k, seed=k) for k in (1, 2)])
     readings["no2_ugm3"][:100] = 20.0  # NO2 in some cell-windows only
     partials = ReferenceAggregate()(readings)[0]
     with psycopg.connect(database_url, autocommit=True) as conn:
         assert migrate(conn, target=6).applied == (1, 2, 3, 4, 5, 6)
-        # The narrow table as 0001 made it, with rows an older writer stored.
-        with conn.cursor() as cur:
-            cur.executemany(
-                "INSERT INTO window_partials (metric, resolution, cell, window_s, window_start,"
-                " n, sum, sumsq, min, max, energy, duration_s, lamax_db, hist)"
-                " VALUES (%s, %s, %s, %s, to_timestamp(%s / 1000.0), %s, %s, %s, %s, %s, %s, %s,"
-                " NULLIF(%s, 'NaN'), %s)",
-                [
-                    (
-                        *(
-                            int(p[k])
-                            for k in (
-                                "metric",
-                                "resolution",
-                                "cell",
-                                "window_s",
-                                "window_start_ms",
-                                "n",
-                            )
-                        ),
-                        *(
-                            float(p[k])
-                            for k in (
-                                "sum",
-                                "sumsq",
-                                "min",
-                                "max",
-                                "energy",
-                                "duration_s",
-                                "lamax_db",
-                            )
-                        ),
-                        p["hist"].tolist(),
-                    )
-                    for p in partials
-                ],
-            )
+        store_as_before_0007(conn, partials)
         report = migrate(conn)
         assert report.applied[0] == 7
         assert_partials_equal(conn, partials)  # read back through the window_partials view
@@ -348,6 +347,47 @@ def test_0007_moves_the_partials_into_cell_windows(database_url: str) -> None:
             ).fetchone()[0]
             > 0
         )
+
+
+def test_0111_cuts_every_stored_histogram_to_its_counted_bins(database_url: str) -> None:
+    # A month old: on TimescaleDB its chunks were compressed (by the 7-day policy) and are
+    # read, moved and compressed again.
+    t0_ms = T0_MS - 30 * MS_PER_DAY
+    readings = np.concatenate(
+        [make_readings(300, kit_id=k, ride_id=k, seed=k, t0_ms=t0_ms) for k in (1, 2)]
+    )
+    readings["no2_ugm3"][:100] = 20.0  # NO2 in some cell-windows only
+    partials = ReferenceAggregate()(readings)[0]
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        migrate(conn, target=6)
+        store_as_before_0007(conn, partials)
+        report = migrate(conn, target=110)  # cell_windows with histograms of 32 bins
+        timescale = report.backend is Backend.TIMESCALE
+        if timescale:
+            conn.execute("SELECT compress_chunk(c) FROM show_chunks('cell_windows') c")
+        assert migrate(conn).applied[0] == 111
+        assert_partials_equal(conn, partials)  # every histogram's 32 bins as they were
+        assert conn.execute("SELECT count(*) FROM cell_windows").fetchone() == (
+            cell_windows_of(partials),
+        )
+        stored = conn.execute(
+            "SELECT o, h, bikesense_hist_dense(o, h) FROM cell_windows, LATERAL (VALUES"
+            " (pm1_hist_offset, pm1_hist), (pm25_hist_offset, pm25_hist),"
+            " (pm10_hist_offset, pm10_hist), (no2_hist_offset, no2_hist),"
+            " (noise_hist_offset, noise_hist), (temperature_hist_offset, temperature_hist),"
+            " (humidity_hist_offset, humidity_hist)) AS v (o, h) WHERE h IS NOT NULL"
+        ).fetchall()
+        assert len(stored) == len(partials)
+        for offset, hist, bins in stored:
+            assert hist[0] > 0
+            assert hist[-1] > 0
+            assert bins == [0] * offset + hist + [0] * (HIST_BINS - offset - len(hist))
+        assert sum(len(hist) for _, hist, _ in stored) < len(stored) * HIST_BINS
+        if timescale:
+            assert conn.execute(
+                "SELECT count(*), count(*) FILTER (WHERE is_compressed)"
+                " FROM timescaledb_information.chunks WHERE hypertable_name = 'cell_windows'"
+            ).fetchone() == (1, 1)
 
 
 def test_0007_refuses_partials_of_an_unknown_metric(database_url: str) -> None:

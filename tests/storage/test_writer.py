@@ -377,9 +377,9 @@ def test_a_metric_seen_on_one_side_only_merges_into_the_cell_window(
 
 
 def test_histograms_add_bin_by_bin_and_only_of_one_length(conn: psycopg.Connection[Any]) -> None:
-    # The writer adds histograms with an expression unrolled over HIST_BINS bins; the
-    # table refuses a histogram of any other length, so none can be added wrongly.
-    # (Bin-by-bin sums over overlapping batches: the tests above compare every histogram.)
+    # The writer adds histograms with an expression unrolled over HIST_BINS bins; every
+    # histogram read back has them all. (Bin-by-bin sums over overlapping batches: the
+    # tests above compare every histogram.)
     first, second = make_readings(40), make_readings(40, seq0=4, t0_ms=T0_MS + 40_000)
     agg = ReferenceAggregate()
     write_batch(conn, first, agg)
@@ -387,14 +387,106 @@ def test_histograms_add_bin_by_bin_and_only_of_one_length(conn: psycopg.Connecti
     assert_partials_equal(conn, merge(np.concatenate([agg(first)[0], agg(second)[0]])))
     hists = [h for (h,) in conn.execute("SELECT hist FROM window_partials").fetchall()]
     assert {len(h) for h in hists} == {HIST_BINS}
-    insert = (
-        "INSERT INTO cell_windows (resolution, window_s, window_start, cell, pm25_n,"
-        " pm25_hist) VALUES (10, 60, now(), 1, %s, %s)"
-    )
+
+
+CELL = h3int.latlng_to_cell(52.09, 5.12, 10)
+
+
+def one_histogram(bins: dict[int, int]) -> Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]:
+    """An aggregation that returns one PM2.5 partial of CELL's first minute, whatever it is
+    given, with ``bins`` (bin: count) as its histogram."""
+
+    def aggregate(_: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        p = np.zeros(1, PARTIAL_DTYPE)
+        p["metric"], p["resolution"], p["cell"] = Metric.PM25, 10, CELL
+        p["window_s"], p["window_start_ms"] = 60, T0_MS
+        p["min"], p["max"], p["lamax_db"] = 1.0, 1.0, np.nan
+        for b, count in bins.items():
+            p["hist"][0, b] = count
+        p["n"] = p["hist"].sum()
+        return p, np.zeros(0, PRESENCE_DTYPE)
+
+    return aggregate
+
+
+def stored_histogram(conn: psycopg.Connection[Any]) -> tuple[Any, ...]:
+    """CELL's PM2.5 histogram: as stored (offset, counts) and as read (all bins)."""
+    row = conn.execute(
+        "SELECT pm25_hist_offset, pm25_hist, bikesense_hist_dense(pm25_hist_offset, pm25_hist)"
+        " FROM cell_windows WHERE cell = %s",
+        (CELL,),
+    ).fetchone()
+    assert row is not None
+    return tuple(row)
+
+
+def dense(bins: dict[int, int]) -> list[int]:
+    return [bins.get(b, 0) for b in range(HIST_BINS)]
+
+
+def test_histograms_are_stored_from_their_first_counted_bin_to_their_last(
+    conn: psycopg.Connection[Any],
+) -> None:
+    batches = iter(make_readings(10, seq0=k, t0_ms=T0_MS + k * 10_000) for k in range(0, 40, 4))
+    write_batch(conn, next(batches), one_histogram({3: 2, 5: 1}))
+    assert stored_histogram(conn) == (3, [2, 0, 1], dense({3: 2, 5: 1}))
+    # Merged with one inside it, one reaching further on each side, one at both ends.
+    write_batch(conn, next(batches), one_histogram({4: 6}))
+    assert stored_histogram(conn) == (3, [2, 6, 1], dense({3: 2, 4: 6, 5: 1}))
+    write_batch(conn, next(batches), one_histogram({0: 7, 9: 1}))
+    want = {0: 7, 3: 2, 4: 6, 5: 1, 9: 1}
+    assert stored_histogram(conn) == (0, dense(want)[:10], dense(want))
+    write_batch(conn, next(batches), one_histogram({HIST_BINS - 1: 5}))
+    want[HIST_BINS - 1] = 5
+    assert stored_histogram(conn) == (0, dense(want), dense(want))
+    # A histogram that starts and ends in one bin; merged into from a side without one.
+    write_batch(conn, next(batches), one_histogram({}))
+    assert stored_histogram(conn) == (0, dense(want), dense(want))
+
+
+def test_a_partial_with_readings_and_an_empty_histogram_is_refused(
+    conn: psycopg.Connection[Any],
+) -> None:
+    def empty(_: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        p, presence = one_histogram({2: 1})(_)
+        p["hist"] = 0
+        return p, presence
+
+    with pytest.raises(BatchError, match=r"pm25 partial counts readings \(n > 0\) in no histogram"):
+        write_batch(conn, make_readings(10), empty)
+    assert snapshot(conn)["readings"] == []
+
+
+@pytest.mark.parametrize(
+    ("n", "offset", "hist"),
+    [
+        (1, None, [1]),  # a histogram without its offset
+        (1, 0, None),  # readings without a histogram
+        (0, 0, [1]),  # a histogram without readings
+        (1, 31, [1, 1]),  # past the last bin
+        (1, -1, [1]),
+        (1, 0, [0, 1]),  # not cut at a counted bin
+        (1, 0, [1, 0]),
+        (1, 0, []),
+        (1, 0, [[1], [1]]),  # not one-dimensional
+    ],
+)
+def test_the_table_refuses_a_histogram_out_of_its_form(
+    conn: psycopg.Connection[Any], n: int, offset: int | None, hist: list[Any] | None
+) -> None:
     with pytest.raises(psycopg.errors.CheckViolation, match="cell_windows_pm25_hist"):
-        conn.execute(insert, (1, [1] * (HIST_BINS - 1)))
-    # A metric has readings exactly when it has a histogram.
+        conn.execute(
+            "INSERT INTO cell_windows (resolution, window_s, window_start, cell, pm25_n,"
+            " pm25_hist_offset, pm25_hist) VALUES (10, 60, now(), 1, %s, %s, %s)",
+            (n, offset, hist),
+        )
+
+
+def test_the_table_refuses_a_histogram_indexed_from_elsewhere(
+    conn: psycopg.Connection[Any],
+) -> None:
     with pytest.raises(psycopg.errors.CheckViolation, match="cell_windows_pm25_hist"):
-        conn.execute(insert, (1, None))
-    with pytest.raises(psycopg.errors.CheckViolation, match="cell_windows_pm25_hist"):
-        conn.execute(insert, (0, [0] * HIST_BINS))
+        conn.execute(
+            "INSERT INTO cell_windows (resolution, window_s, window_start, cell, pm25_n,"
+            " pm25_hist_offset, pm25_hist) VALUES (10, 60, now(), 1, 1, 0, '[2:2]={1}')"
+        )
