@@ -66,7 +66,7 @@ _MERGE_CELL_WINDOWS = cellwindows.merge_statement(CELL_WINDOWS_STAGING.name)
 # Presence rows not stored yet are inserted, and exactly what they add is counted into
 # window_rides (migrations/0004_window_rides.sql, 0103_metric_rides.sql). A row of a ride
 # already stored in the cell-window adds its readings and noise energy to the stored
-# row's (0106_presence_shares.sql; NULL, unknown, on rows stored before it, stays NULL),
+# row's (0111_presence_shares.sql; NULL, unknown, on rows stored before it, stays NULL),
 # ORs its metrics in, and adds that ride to the counts of the metrics it brings only.
 # The writer stages presence rows of new readings only (docs/design.md decision 2), so
 # a replayed batch adds nothing here either.

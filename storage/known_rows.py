@@ -6,7 +6,7 @@ of the cells a batch names were registered by the batches before. Sent again
 they only meet ``ON CONFLICT DO NOTHING``; left out, ``h3_cells`` ends the same.
 
 Presence rows were left out the same way until they carried each ride's readings
-and noise energy (migrations/0106_presence_shares.sql): a later batch of the same
+and noise energy (migrations/0111_presence_shares.sql): a later batch of the same
 ride in a cell-window now adds to its row, so every presence row is sent.
 """
 

@@ -411,7 +411,7 @@ def test_histograms_add_bin_by_bin_and_only_of_one_length(conn: psycopg.Connecti
 def test_presence_rows_stored_before_their_shares_were_kept_stay_unknown(
     conn: psycopg.Connection[Any],
 ) -> None:
-    # A row from before migration 0106 has no readings and no noise energy (NULL). A
+    # A row from before migration 0111 has no readings and no noise energy (NULL). A
     # later batch of the same ride in the cell-window must not turn it into a count of
     # the later readings alone: it stays NULL, unknown (api/stats.py then assumes the
     # ride may carry the whole mean).
