@@ -8,7 +8,7 @@ by default (``TruthFlag.default_excluded``; PM also leaves out readings at or ab
 position at the finest resolution and taken to their parents, by their reported
 time into hours; a ride is a kit's boot split at gaps over
 ``stream.core.rides.RideConfig.gap_s``. Per cell-hour and metric come the statistics
-``storage.queries`` would return (``STATS_DTYPE``, the rides' weights included),
+``storage.cell_stats`` would return (``STATS_DTYPE``, the rides' weights included),
 the same cell-hours' humidity or temperature (the interval's covariate,
 ``api.stats.COVARIATES``), and the truth over the same readings' true places and
 times (the energy mean for noise), as ``TruthRecord.expected_aggregates`` has it.
@@ -52,7 +52,7 @@ class SimulatedFleet:
 class CellHours:
     """One metric's cell-hours at one resolution, row for row."""
 
-    stats: np.ndarray  # storage.queries.STATS_DTYPE
+    stats: np.ndarray  # storage.merged_stats.STATS_DTYPE
     truth: np.ndarray  # the true mean (LAeq for noise) of the same readings
     covariate: np.ndarray | None  # STATS_DTYPE of the same cell-hours' humidity or temperature
     humid_share: np.ndarray  # share of the readings taken above 75 % RH (true)
