@@ -17,7 +17,7 @@ measured) is a measurement-uncertainty budget, not a spread of readings:
   readings; their sound energy for LAeq) averages the kits' errors as well as
   (Σ wᵣ)² / Σ wᵣ² equal rides would: Kish's effective number (L. Kish, *Survey
   Sampling*, Wiley 1965, §11.7; its cluster form, Gabler, Häder & Lahiri 1999,
-  Survey Methodology 25(2)). The shares come from the presence rows
+  Survey Methodology 25, 105–106). The shares come from the presence rows
   (``storage.merged_stats.STATS_DTYPE`` ``ride_weight``, ``ride_weight_sq``).
 - **Known shared effects move the interval.** Optical PM reads high in humid air,
   an NO2 cell follows the temperature, wind on the microphone and the energy mean
