@@ -8,12 +8,14 @@ windows of that size. Responses say which range they really cover.
 :func:`judge` adds the interval of the shown value (api/stats.py), sufficiency and the
 colour band, decided on the value as shown (rounded to the sensor's resolution);
 :func:`read_series` and :func:`read_cells` read a privacy-filtered selection
-(:func:`api.privacy.selection`); :func:`read_series` and :func:`cell_features` answer
-with the response models.
+(:func:`api.privacy.selection`), and for PM and NO2 the same selection of the
+humidity or temperature that their interval corrects for (``api.stats.COVARIATES``);
+:func:`read_series` and :func:`cell_features` answer with the response models.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -25,8 +27,16 @@ import psycopg
 
 from api.bands import NO_BAND, MetricScale
 from api.models import CellFeature, CellStats, MetricName, Polygon, TimeseriesPoint
-from api.stats import DECIMALS, finite_or_none, mean_interval, round_interval, rounded
+from api.stats import (
+    COVARIATES,
+    DECIMALS,
+    finite_or_none,
+    mean_interval,
+    round_interval,
+    rounded,
+)
 from storage.cell_stats import acell_stats
+from storage.merged_stats import STATS_DTYPE
 from storage.selection import BBox, Selection
 from storage.time_series import atime_series
 from stream.core.partials import Metric
@@ -60,8 +70,16 @@ class Judged:
     band: np.ndarray  # band index, NO_BAND where insufficient
 
 
-def judge(stats: np.ndarray, metric: Metric, scale: MetricScale, min_readings: int) -> Judged:
-    iv = round_interval(mean_interval(stats, metric), metric)
+def judge(
+    stats: np.ndarray,
+    metric: Metric,
+    scale: MetricScale,
+    min_readings: int,
+    covariate: np.ndarray | None = None,
+) -> Judged:
+    """``covariate``: row for row, the statistics :func:`api.stats.mean_interval` needs
+    (:func:`aligned`)."""
+    iv = round_interval(mean_interval(stats, metric, covariate=covariate), metric)
     sufficient = stats["n"] >= min_readings
     # Noise is coloured by its energy average (docs/design.md decision 3), the rest by the
     # mean; both as shown, so a mean stored as 4.9999999 is coloured as the 5.0 it shows.
@@ -73,6 +91,21 @@ def judge(stats: np.ndarray, metric: Metric, scale: MetricScale, min_readings: i
     return Judged(
         ci_low=iv.low, ci_high=iv.high, interval_reason=reason, sufficient=sufficient, band=band
     )
+
+
+def aligned(stats: np.ndarray, other: np.ndarray, key: str) -> np.ndarray:
+    """``other``'s rows in the order of ``stats``' by ``key`` (a cell or a window start);
+    a row ``other`` lacks is an empty one (NaN statistics)."""
+    out = np.zeros(len(stats), dtype=STATS_DTYPE)
+    for name in STATS_DTYPE.names or ():
+        if STATS_DTYPE[name].kind == "f":
+            out[name] = np.nan
+    if len(other) and len(stats):
+        at = np.searchsorted(other[key], stats[key])
+        at = np.minimum(at, len(other) - 1)
+        found = other[key][at] == stats[key]
+        out[found] = other[at[found]]
+    return out
 
 
 def tile_bands(
@@ -103,7 +136,17 @@ async def read_series(
     without data, or withheld, is an explicit empty one (``n_readings`` 0, values null), so a
     chart shows the gap."""
     stats = await atime_series(conn, sel, bucket_s, bbox=bbox, cell=cell, gapfill=True)
-    j = judge(stats, sel.metric, scale, min_readings)
+    covariate = None
+    if sel.metric in COVARIATES and not sel.corrected:
+        other = await atime_series(
+            conn,
+            dataclasses.replace(sel, metric=COVARIATES[sel.metric]),
+            bucket_s,
+            bbox=bbox,
+            cell=cell,
+        )
+        covariate = aligned(stats, other, "window_start_ms")
+    j = judge(stats, sel.metric, scale, min_readings, covariate)
     stats = rounded(stats, sel.metric)
     noise = sel.metric is Metric.NOISE
     return [
@@ -144,21 +187,36 @@ def _ring(cell: int) -> list[tuple[float, float]]:
     return [*ring, ring[0]]
 
 
-async def read_cells(conn: psycopg.AsyncConnection[Any], sel: Selection, bbox: BBox) -> np.ndarray:
-    """The statistics of each cell of ``sel`` with data in ``bbox`` (``STATS_DTYPE``), for
-    :func:`cell_features`."""
-    return await acell_stats(conn, sel, bbox)
+async def read_cells(
+    conn: psycopg.AsyncConnection[Any], sel: Selection, bbox: BBox
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """The statistics of each cell of ``sel`` with data in ``bbox`` (``STATS_DTYPE``), and
+    row for row those of the covariate its interval needs (``api.stats.COVARIATES``;
+    None for other metrics and for corrected values), for :func:`cell_features`."""
+    stats = await acell_stats(conn, sel, bbox)
+    covariate = None
+    if sel.metric in COVARIATES and not sel.corrected and len(stats):
+        other = await acell_stats(
+            conn, dataclasses.replace(sel, metric=COVARIATES[sel.metric]), bbox
+        )
+        covariate = aligned(stats, other, "cell")
+    return stats, covariate
 
 
 def cell_features(
-    stats: np.ndarray, sel: Selection, scale: MetricScale, *, min_readings: int
+    stats: np.ndarray,
+    sel: Selection,
+    scale: MetricScale,
+    *,
+    min_readings: int,
+    covariate: np.ndarray | None = None,
 ) -> list[CellFeature]:
-    """One GeoJSON feature per cell of :func:`read_cells`' statistics.
+    """One GeoJSON feature per cell of :func:`read_cells`' statistics (and covariate).
 
     Plain CPU work (a model per cell: about a third of a second for the ~1,400 cells
     of a long range at resolution 10 on the development machine): routes run it in a
     worker thread, off the event loop."""
-    j = judge(stats, sel.metric, scale, min_readings)
+    j = judge(stats, sel.metric, scale, min_readings, covariate)
     stats = rounded(stats, sel.metric)
     noise = sel.metric is Metric.NOISE
     metric = MetricName(sel.metric.api_name)

@@ -1,32 +1,33 @@
 """Statistics the API derives from merged partials: the interval of what is shown,
 and numbers rounded to what the sensors resolve.
 
-The interval (docs/statistics.md has the derivation and the coverage measured):
+The interval (docs/statistics.md has the derivation, its sources and the coverage
+measured) is a measurement-uncertainty budget, not a spread of readings:
 
-- **Which number.** The interval belongs to the number the map colours: the
-  arithmetic mean for concentrations, LAeq (the energy mean, docs/design.md
-  decision 3) for noise.
-- **Effective sample size.** Readings of one ride are correlated: the kit's
-  calibration error is shared by all of them, and a bike stuck behind a bus
-  reports the same plume many times. With m̄ = n / R readings per ride and an
-  intra-ride correlation ρ, Kish's design effect is deff = 1 + (m̄ − 1)·ρ and the
-  effective sample size n_eff = n / deff (Kish, *Survey Sampling*, 1965, §5.4;
-  Kish 1995, "Methods for design effects", J. Official Statistics 11(1)). ρ = 1
-  makes n_eff = R, the rides alone (what this module did before, three times too
-  wide); ρ = 0 would treat every reading as independent (far too narrow). ρ per
-  metric is :data:`INTRA_RIDE_CORRELATION`, measured by ``bench/bench_coverage.py``.
-  The t quantile has ⌊n_eff⌋ − 1 degrees of freedom, the usual companion of an
-  effective sample size (Bretherton et al. 1999, J. Climate 12(7)), at
-  least R − 1 since n_eff ≥ R.
-- **Never below zero.** Concentrations get the interval of log(mean) by the delta
-  method, SE(log x̄) ≈ SE(x̄) / x̄, back-transformed: x̄·exp(±t·SE / x̄). It is
-  asymmetric and positive for a positive mean.
-- **Noise on the energy scale.** Partials keep Σ L and Σ L² of the levels, not of
-  the energies; with the levels' spread σ (dB) and a lognormal energy
-  (Aitchison & Brown, *The Lognormal Distribution*, 1957, §2.3) the energies'
-  coefficient of variation is √(exp((a·σ)²) − 1), a = ln 10 / 10, capped by the
-  most the energies between the min and max level can vary (Bhatia–Davis), and
-  LAeq ± t·CV / (a·√n_eff) dB is the interval of 10·log10 of the energy mean.
+- **What is uncertain.** The error of a cell's mean is the kits' error, not the
+  air's variation: the readings of a cell-hour spread because the air differs from
+  street to street and minute to minute, and that spread is no error of the mean of
+  those readings. The budget (JCGM 100:2008, the GUM, §5.1: uncorrelated components
+  add in quadrature) has each kit's own constant error (offset, gain, baseline
+  drift; shared by all readings of a ride), each reading's random error, and the
+  known effects every kit shares. Their sizes are the fleet's :class:`ErrorModel`
+  (type B, GUM §4.3): from the sensors' data sheets and the fleet's calibration
+  (docs/calibration.md); the defaults are the simulated fleet's.
+- **Rides weigh unequally.** A mean over rides that gave it unequal shares wᵣ (their
+  readings; their sound energy for LAeq) averages the kits' errors as well as
+  (Σ wᵣ)² / Σ wᵣ² equal rides would: Kish's effective number (L. Kish, *Survey
+  Sampling*, Wiley 1965, §11.7; its cluster form, Gabler, Häder & Lahiri 1999,
+  Survey Methodology 25, 105–106). The shares come from the presence rows
+  (``storage.merged_stats.STATS_DTYPE`` ``ride_weight``, ``ride_weight_sq``).
+- **Known shared effects move the interval.** Optical PM reads high in humid air,
+  an NO2 cell follows the temperature, wind on the microphone and the energy mean
+  of noisy levels raise LAeq. The GUM corrects a known systematic effect (§3.2.4)
+  and keeps the uncertainty of the correction (§3.2.3): the interval is of the
+  true value, centred on the mean less the effect, so in humid air it can lie
+  below the mean shown. The covariates are the same cell-windows' humidity (PM)
+  and temperature (NO2) statistics.
+- **Never below zero.** Concentrations are clipped at 0, which a true mean never
+  goes below (so clipping loses no coverage).
 - **When there is none.** One ride cannot tell a kit's error from the air: no
   interval, and :data:`REASONS` says why in ``interval_reason``.
 """
@@ -34,21 +35,28 @@ The interval (docs/statistics.md has the derivation and the coverage measured):
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
+from types import MappingProxyType
 
 import numpy as np
 
+from stream.core.calibration import humid_term
 from stream.core.partials import Metric
+from stream.core.qa import QaConfig
 from stream.core.resolution import DECIMALS
 
 __all__ = [
+    "COVARIATES",
     "DECIMALS",
-    "INTRA_RIDE_CORRELATION",
     "REASONS",
+    "SIMULATED_FLEET",
+    "ErrorModel",
     "Intervals",
-    "effective_n",
+    "KitErrors",
     "finite_or_none",
     "mean_interval",
+    "ride_share",
     "round_interval",
     "rounded",
     "t975",
@@ -88,35 +96,135 @@ _T975 = (
     2.045,
     2.042,
 )
+#: The normal 97.5 % quantile: the coverage factor of a budget whose components are
+#: type B (GUM §6.3.3 and G.6.6: with many effective degrees of freedom, k ≈ 2).
 _Z975 = 1.959964
 _A = math.log(10.0) / 10.0  # energy = exp(_A · level in dB)
+_QA = QaConfig()
+#: Gauss–Hermite nodes and weights (probabilists'), for a mean of h(RH) over a cell's
+#: readings from their mean and spread, taken as normal.
+_GH_X, _GH_W = np.polynomial.hermite_e.hermegauss(9)
+_GH_W = _GH_W / _GH_W.sum()
 
-#: Intra-ride correlation ρ of the readings per metric, for the design effect (see
-#: module). Measured on the simulator's ground truth by bench/bench_coverage.py
-#: --scan-rho (30 bikes, 5 h, a reading every 2 s, seeds 7, 23 and 31 pooled: the ρ,
-#: in steps of 0.1, whose 95 % intervals cover closest to 95 % of the true cell-hour
-#: means at resolutions 9–10; docs/statistics.md). Temperature and humidity were not
-#: measured: ρ = 1, rides only.
-#: A real fleet's ρ comes from its own co-located rides; these are the simulator's.
-INTRA_RIDE_CORRELATION: dict[Metric, float] = {
-    Metric.PM1: 0.4,
-    Metric.PM25: 0.4,
-    Metric.PM10: 0.4,
-    Metric.NO2: 0.5,
-    Metric.NOISE: 0.3,
-    Metric.TEMPERATURE: 1.0,
-    Metric.HUMIDITY: 1.0,
-}
-
-#: Why a row has no interval (``interval_reason``); None when it has one.
+#: Why a row has no interval (``interval_reason``); None when it has one. Only
+#: ``single_ride`` is given now: ``no_spread`` needs one reading (so one ride) and
+#: ``zero_mean`` belonged to the log-scale interval of before.
 REASONS = {
     "single_ride": "one ride: its kit's own error cannot be told from the air",
     "no_spread": "fewer than two readings: no spread to estimate",
     "zero_mean": "a mean of zero: no interval on the log scale",
 }
 
+#: The metric whose statistics over the same selection an interval needs
+#: (``mean_interval``'s ``covariate``): humidity for optical PM, temperature for NO2.
+COVARIATES: Mapping[Metric, Metric] = MappingProxyType(
+    {
+        Metric.PM1: Metric.HUMIDITY,
+        Metric.PM25: Metric.HUMIDITY,
+        Metric.PM10: Metric.HUMIDITY,
+        Metric.NO2: Metric.TEMPERATURE,
+    }
+)
+
 #: The fields of a statistics row shown in the metric's unit, rounded by :func:`rounded`.
 SHOWN_FIELDS = ("mean", "std", "min", "max", "p50", "p95", "laeq_db", "lamax_db")
+
+
+@dataclass(frozen=True, slots=True)
+class KitErrors:
+    """How wrong one kit's readings of a metric are, as standard deviations.
+
+    ``kit_sd`` and ``kit_gain_sd`` vary from kit to kit but stay with a kit (so they
+    are shared by all readings of a ride): an offset, a baseline and its drift in the
+    metric's unit, and a gain error as a fraction of the value. ``reading_sd`` and
+    ``reading_rel_sd`` are each reading's own random error, absolute and relative.
+    """
+
+    kit_sd: float
+    reading_sd: float
+    kit_gain_sd: float = 0.0
+    reading_rel_sd: float = 0.0
+
+    def __post_init__(self) -> None:
+        for name in ("kit_sd", "reading_sd", "kit_gain_sd", "reading_rel_sd"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value >= 0):
+                raise ValueError(f"{name} must be a finite number >= 0 (got {value})")
+
+
+@dataclass(frozen=True, slots=True)
+class ErrorModel:
+    """A fleet's sensor errors: what the interval's budget is made of.
+
+    ``kits``: each metric's :class:`KitErrors`. The effects every kit shares, each
+    corrected in the interval and its uncertainty kept:
+
+    - optical PM reads high by a factor 1 + κ·h(RH) above ``humid_pct``
+      (``stream.core.calibration.humid_term``; κ-Köhler growth, Crilley et al. 2018,
+      AMT 11, 709); readings at ``fog_pct`` and above are left out of PM
+      (``QaFlag.FOG_PM``). The humidity sensors' own kit error
+      (``kits[HUMIDITY].kit_sd``) makes h uncertain;
+    - an NO2 cell reads ``no2_temp_coeff`` µg/m³ per °C above ``no2_temp_ref_c`` higher
+      (electrochemical cells' zero current follows temperature), the coefficient
+      varying from kit to kit by ``no2_temp_coeff_sd``;
+    - wind on the microphone adds the energy of ``noise_wind_db`` dB(A) to every
+      noise reading (its level at the fleet's typical speed); and the energy mean of
+      levels with random error σ reads high by about a·σ²/2 dB (a = ln 10 / 10;
+      the mean of a lognormal, Aitchison & Brown 1957, §2.3).
+    """
+
+    kits: Mapping[Metric, KitErrors]
+    pm_humidity_kappa: float = 0.1
+    humid_pct: float = _QA.humid_pm_rh_pct
+    fog_pct: float = _QA.fog_pm_rh_pct
+    no2_temp_coeff: float = 0.4
+    no2_temp_coeff_sd: float = 0.2
+    no2_temp_ref_c: float = 20.0
+    noise_wind_db: float = -math.inf
+
+    def __post_init__(self) -> None:
+        missing = [m.api_name for m in Metric if m not in self.kits]
+        if missing:
+            raise ValueError(f"an error model needs every metric; missing: {', '.join(missing)}")
+
+
+#: The simulated fleet's errors (simulators.sensors.SensorSpec, docs/simulator.md;
+#: tests/api/test_stats.py keeps the two equal). A real fleet sets its own, from the
+#: data sheets and its calibration against reference stations (docs/calibration.md,
+#: "Uncertainty" and "Fleet fallback": the spread of the kits' gains and offsets).
+#:
+#: - PM: kit offset 0.5 µg/m³ and gain 8 %; per reading 0.5 µg/m³ + 8 % (the order of
+#:   the Sensirion SPS30's precision, data sheet 2020);
+#: - NO2: kit offset 4 µg/m³ and a baseline drifting 0.1 µg/m³ a day over cells up to
+#:   60 days old (together √(4² + 0.1²·60²/3) = 5.29), gain 10 %; per reading 4;
+#: - noise: kit offset 0.8 dB, per reading 1 dB; temperature 0.3 °C and 0.1;
+#:   humidity 2 % RH and 0.5.
+#: - wind: 45 dB(A) at 5 m/s, rising 20 dB a decade of speed (0.5 m/s at least); its
+#:   energy mean over the fleet's speeds while the kits are on (a quadratic mean of
+#:   2.8–2.9 m/s in bench/bench_coverage.py's fleets, which report it) is
+#:   45 + 10·log10(2.85² / 5²) = 40 dB(A).
+SIMULATED_FLEET = ErrorModel(
+    kits=MappingProxyType(
+        {
+            Metric.PM1: KitErrors(
+                kit_sd=0.5, kit_gain_sd=0.08, reading_sd=0.5, reading_rel_sd=0.08
+            ),
+            Metric.PM25: KitErrors(
+                kit_sd=0.5, kit_gain_sd=0.08, reading_sd=0.5, reading_rel_sd=0.08
+            ),
+            Metric.PM10: KitErrors(
+                kit_sd=0.5, kit_gain_sd=0.08, reading_sd=0.5, reading_rel_sd=0.08
+            ),
+            Metric.NO2: KitErrors(
+                kit_sd=math.sqrt(4.0**2 + 0.1**2 * 60.0**2 / 3), kit_gain_sd=0.1, reading_sd=4.0
+            ),
+            Metric.NOISE: KitErrors(kit_sd=0.8, reading_sd=1.0),
+            Metric.TEMPERATURE: KitErrors(kit_sd=0.3, reading_sd=0.1),
+            Metric.HUMIDITY: KitErrors(kit_sd=2.0, reading_sd=0.5),
+        }
+    ),
+    noise_wind_db=40.0,
+)
 
 
 def t975(df: np.ndarray) -> np.ndarray:
@@ -146,62 +254,135 @@ class Intervals:
     reason: list[str | None]
 
 
-def effective_n(n: np.ndarray, rides: np.ndarray, rho: float) -> np.ndarray:
-    """Kish's n / (1 + (n/R − 1)·ρ): between R (ρ = 1) and n (ρ = 0)."""
-    n = np.asarray(n, dtype=np.float64)
-    r = np.asarray(rides, dtype=np.float64)
+def ride_share(stats: np.ndarray) -> np.ndarray:
+    """Σ wᵣ² / (Σ wᵣ)², Kish's 1 / (effective number of rides), per row: 1/R for rides
+    of equal weight, up to 1 when one ride weighs everything. Where the weights are
+    not known (data stored before they were kept), 1: the interval of one ride's
+    weight, never narrower than the truth."""
+    rides = stats["rides"].astype(np.float64)
     with np.errstate(divide="ignore", invalid="ignore"):
-        return n / (1.0 + (n / r - 1.0) * rho)
+        share = stats["ride_weight_sq"] / stats["ride_weight"] ** 2
+        share = np.clip(share, 1.0 / rides, 1.0)
+    out: np.ndarray = np.where(np.isfinite(share), share, 1.0)
+    return out
 
 
-def mean_interval(stats: np.ndarray, metric: Metric, *, rho: float | None = None) -> Intervals:
-    """The 95 % interval of the mean (LAeq for noise) of each row of ``stats``.
+def mean_interval(
+    stats: np.ndarray,
+    metric: Metric,
+    *,
+    covariate: np.ndarray | None = None,
+    model: ErrorModel = SIMULATED_FLEET,
+) -> Intervals:
+    """The 95 % interval of the true mean (LAeq for noise) of each row of ``stats``.
 
-    ``stats`` needs ``n``, ``mean``, ``std`` and ``rides`` (and ``laeq_db`` for
-    noise), as ``storage.merged_stats.STATS_DTYPE`` rows have; ``rho`` overrides
-    :data:`INTRA_RIDE_CORRELATION`.
+    ``stats`` are ``storage.merged_stats.STATS_DTYPE`` rows. ``covariate``, row for row:
+    the same selection's humidity statistics for PM, its temperature statistics for NO2
+    (NaN or None where unknown: the effect is then not corrected). A corrected value
+    (a finite ``correction_u``) has the correction's uncertainty in place of the kits'
+    errors and shared effects.
     """
-    rho = INTRA_RIDE_CORRELATION[metric] if rho is None else rho
-    # Corrected values: the correction's own uncertainty, shared by the readings it
-    # corrected, is added to the mean's standard error in quadrature (docs/calibration.md,
-    # "Intervals"); raw values have none (NaN).
-    names = stats.dtype.names or ()
-    u_corr = (
-        np.nan_to_num(stats["correction_u"].astype(np.float64), nan=0.0)
-        if "correction_u" in names
-        else np.zeros(len(stats))
-    )
     n = stats["n"].astype(np.float64)
     rides = stats["rides"].astype(np.float64)
-    mean = stats["mean"].astype(np.float64)
-    std = stats["std"].astype(np.float64)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        n_eff = effective_n(n, rides, rho)
-        t_over_root_n = t975(np.floor(n_eff) - 1) / np.sqrt(n_eff)
+    share = ride_share(stats)
+    kit = model.kits[metric]
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
         if metric is Metric.NOISE:
-            centre = stats["laeq_db"].astype(np.float64)
-            cv = np.fmin(np.sqrt(np.expm1((_A * std) ** 2)), _energy_cv_bound(stats, centre))
-            half = t_over_root_n * cv / _A
-            low, high = centre - half, centre + half
+            centre, u = _noise_budget(stats, n, share, kit, model)
         else:
-            t = t975(np.floor(n_eff) - 1)
-            se = np.sqrt((std / np.sqrt(n_eff)) ** 2 + u_corr**2)
-            half_log = t * se / mean
-            low, high = mean * np.exp(-half_log), mean * np.exp(half_log)
+            centre, u = _budget(stats, metric, n, share, kit, model, covariate)
+        low, high = centre - _Z975 * u, centre + _Z975 * u
+    if metric is not Metric.NOISE:
+        low = np.maximum(low, 0.0)  # a concentration's true mean is never below zero
     reason: list[str | None] = [None] * len(stats)
     none = np.zeros(len(stats), dtype=bool)
-    for name, rows in (
-        ("zero_mean", (mean <= 0) & (metric is not Metric.NOISE)),
-        ("no_spread", ~(n >= 2) | ~np.isfinite(std)),
-        ("single_ride", ~(rides >= 2)),
-    ):  # the last that applies wins
-        for i in np.flatnonzero(rows).tolist():
+    for name, rows in (("no_spread", ~(n >= 2)), ("single_ride", ~(rides >= 2))):
+        for i in np.flatnonzero(rows).tolist():  # the last that applies wins
             reason[i] = name
         none |= rows
     none |= ~(np.isfinite(low) & np.isfinite(high))
     low[none] = np.nan
     high[none] = np.nan
     return Intervals(low=low, high=high, reason=reason)
+
+
+def _budget(
+    stats: np.ndarray,
+    metric: Metric,
+    n: np.ndarray,
+    share: np.ndarray,
+    kit: KitErrors,
+    model: ErrorModel,
+    covariate: np.ndarray | None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Centre (the mean less the shared effect) and standard uncertainty of a concentration."""
+    mean = stats["mean"].astype(np.float64)
+    bias = np.zeros(len(stats))
+    kit_var = np.full(len(stats), kit.kit_sd**2)
+    known = covariate is not None
+    if known and metric in (Metric.PM1, Metric.PM25, Metric.PM10):
+        assert covariate is not None
+        growth, slope = _humid_growth(covariate, model)
+        growth, slope = np.nan_to_num(growth), np.nan_to_num(slope)
+        bias = mean * growth / (1.0 + growth)  # reads (1 + κh) times the truth
+        rh_sd = model.kits[Metric.HUMIDITY].kit_sd
+        kit_var = kit_var + ((mean - bias) * slope * rh_sd) ** 2
+    elif known and metric is Metric.NO2:
+        assert covariate is not None
+        above = np.nan_to_num(covariate["mean"].astype(np.float64) - model.no2_temp_ref_c)
+        bias = model.no2_temp_coeff * above
+        kit_var = kit_var + (model.no2_temp_coeff_sd * above) ** 2
+    centre = mean - bias
+    value = np.abs(centre)
+    kit_var = (kit_var + (kit.kit_gain_sd * value) ** 2) * share
+    # Corrected values (values=corrected): each kit's error, humidity and temperature
+    # are what its correction removed; the correction's own uncertainty ū replaces them,
+    # shared by all readings it corrected (docs/calibration.md, "Intervals").
+    names = stats.dtype.names or ()
+    if "correction_u" in names:
+        u_corr = stats["correction_u"].astype(np.float64)
+        corrected = np.isfinite(u_corr)
+        centre = np.where(corrected, mean, centre)
+        value = np.where(corrected, np.abs(mean), value)
+        kit_var = np.where(corrected, u_corr**2, kit_var)
+    reading = kit.reading_sd + kit.reading_rel_sd * value
+    u = np.sqrt(kit_var + reading**2 / n)
+    return centre, u
+
+
+def _humid_growth(humidity: np.ndarray, model: ErrorModel) -> tuple[np.ndarray, np.ndarray]:
+    """κ·h(RH) averaged over a cell's readings, and its slope per % RH, from the
+    humidity's mean and spread (taken as normal, up to the fog threshold where PM
+    readings stop)."""
+    mean = humidity["mean"].astype(np.float64)[:, None]
+    sd = np.nan_to_num(humidity["std"].astype(np.float64))[:, None]
+    rh = np.minimum(mean + sd * _GH_X[None, :], model.fog_pct)
+    h = humid_term(rh, model.humid_pct)
+    a = np.clip(rh / 100.0, 0.0, model.fog_pct / 100.0)
+    slope = np.where(rh > model.humid_pct, 1.0 / (100.0 * (1.0 - a) ** 2), 0.0)
+    kappa = model.pm_humidity_kappa
+    return kappa * (h * _GH_W).sum(axis=1), kappa * (slope * _GH_W).sum(axis=1)
+
+
+def _noise_budget(
+    stats: np.ndarray, n: np.ndarray, share: np.ndarray, kit: KitErrors, model: ErrorModel
+) -> tuple[np.ndarray, np.ndarray]:
+    """Centre (LAeq less wind and the energy mean's bias) and standard uncertainty, dB.
+
+    A reading's error e (dB) moves LAeq by its energy weight times e: the readings'
+    random errors average as over n / (1 + CV²) readings, CV the energies' coefficient
+    of variation (from the levels' spread, lognormal, capped by the most energies
+    between min and max can vary: Bhatia–Davis), the kits' as over the rides' energy
+    shares (``share``)."""
+    laeq = stats["laeq_db"].astype(np.float64)
+    sd = stats["std"].astype(np.float64)
+    cv = np.fmin(np.sqrt(np.expm1((_A * sd) ** 2)), _energy_cv_bound(stats, laeq))
+    cv = np.where(np.isfinite(cv), cv, 0.0)
+    wind = 10.0 * np.log10(1.0 + 10.0 ** ((model.noise_wind_db - laeq) / 10.0))
+    jensen = _A * kit.reading_sd**2 / 2.0
+    # The wind's level varies with the speed: its whole effect is its uncertainty too.
+    u = np.sqrt(kit.kit_sd**2 * share + kit.reading_sd**2 * (1.0 + cv**2) / n + wind**2)
+    return laeq - wind - jensen, u
 
 
 def _energy_cv_bound(stats: np.ndarray, laeq: np.ndarray) -> np.ndarray:

@@ -6,8 +6,11 @@ Three kinds of rows, each staged with a binary COPY and upserted:
   partial (storage/cellwindows.py), merged: counts and sums add, LEAST /
   GREATEST take the extremes (NaN travels as NULL, which they skip: PostgreSQL
   orders NaN above every number), histograms add;
-* presence rows (``window_presence``): the distinct rides and days of the new
-  ones are added to ``window_rides`` in the same statement;
+* presence rows (``window_presence``), one per ride in a cell-window: a ride
+  already stored there adds its readings and noise energy (its share of the
+  cell-window's means, for the interval's effective number of rides) and ORs its
+  metrics in; the distinct rides and days of the new ones are added to
+  ``window_rides`` in the same statement;
 * the cells they name (``h3_cells``), registered once.
 
 The writer stores them only for readings that were new in its transaction
@@ -38,6 +41,8 @@ PRESENCE_COLUMNS: tuple[Column, ...] = (
     scalar("ride_id", "bigint"),
     scalar("day", "integer"),
     scalar("metrics", "smallint"),
+    scalar("readings", "integer"),
+    scalar("noise_energy", "double precision"),
 )
 
 CELL_COLUMNS: tuple[Column, ...] = (
@@ -59,9 +64,12 @@ _COPY_CELLS = staging.render(CELLS_STAGING.copy_in())
 _MERGE_CELL_WINDOWS = cellwindows.merge_statement(CELL_WINDOWS_STAGING.name)
 
 # Presence rows not stored yet are inserted, and exactly what they add is counted into
-# window_rides (migrations/0004_window_rides.sql, 0103_metric_rides.sql): a replayed row
-# conflicts and changes nothing. A row of a ride already stored in the cell-window with
-# fewer metrics ORs its metrics in, and adds that ride to those metrics' counts only.
+# window_rides (migrations/0004_window_rides.sql, 0103_metric_rides.sql). A row of a ride
+# already stored in the cell-window adds its readings and noise energy to the stored
+# row's (0112_presence_shares.sql; NULL, unknown, on rows stored before it, stays NULL),
+# ORs its metrics in, and adds that ride to the counts of the metrics it brings only.
+# The writer stages presence rows of new readings only (docs/design.md decision 2), so
+# a replayed batch adds nothing here either.
 # A ride has one day (the local day it started, stream.core.aggregate), but a row whose
 # ride is already stored in the cell-window with another day (a changed day_tz) adds a
 # day, not a ride. Every part of the statement sees the tables as they were before it,
@@ -71,19 +79,22 @@ _MERGE_CELL_WINDOWS = cellwindows.merge_statement(CELL_WINDOWS_STAGING.name)
 _INSERT_PRESENCE_SQL: LiteralString = """
 WITH staged AS (
     SELECT resolution, cell, window_s, window_start, ride_id, day,
-           bit_or(metrics)::smallint AS metrics
+           bit_or(metrics)::smallint AS metrics, sum(readings)::integer AS readings,
+           sum(noise_energy) AS noise_energy
     FROM {staging}
     GROUP BY resolution, cell, window_s, window_start, ride_id, day
 ),
 stored AS (
     INSERT INTO window_presence AS o (resolution, cell, window_s, window_start, ride_id, day,
-                                      metrics)
-    SELECT resolution, cell, window_s, window_start, ride_id, day, metrics
+                                      metrics, readings, noise_energy)
+    SELECT resolution, cell, window_s, window_start, ride_id, day, metrics, readings,
+           noise_energy
     FROM staged
     ORDER BY resolution, window_s, cell, window_start, ride_id, day
     ON CONFLICT (resolution, window_s, cell, window_start, ride_id, day) DO UPDATE
-        SET metrics = o.metrics | EXCLUDED.metrics
-        WHERE (o.metrics | EXCLUDED.metrics) <> o.metrics
+        SET metrics = o.metrics | EXCLUDED.metrics,
+            readings = o.readings + EXCLUDED.readings,
+            noise_energy = o.noise_energy + EXCLUDED.noise_energy
     RETURNING 1
 ),
 by_ride AS (
@@ -179,13 +190,6 @@ class AggregateRows:
     @cached_property
     def cells_payload(self) -> bytes:
         return _cell_payload(self.cells) if len(self.cells) else b""
-
-    @cached_property
-    def presence_keys(self) -> list[tuple[int, ...]]:
-        """The presence rows as tuples, in order (a row's whole value is its key)."""
-        return list(
-            zip(*(self.presence[name].tolist() for name in PRESENCE_DTYPE.names or ()), strict=True)
-        )
 
     def encode(self) -> None:
         """Encode every payload now."""

@@ -16,7 +16,7 @@ import psycopg
 
 from storage.cellwindows import per_metric
 from storage.corrected_windows import corrected_per_metric, pick
-from storage.merged_stats import MERGED, PARTIALS_IN_RANGE, PRESENCE_IN_RANGE, to_stats
+from storage.merged_stats import MERGED, PARTIALS_IN_RANGE, presence_by, to_stats
 from storage.selection import UNITS, WANTED_BBOX, BBox, Selection, bbox_params
 
 _CELLS_TEMPLATE: LiteralString = (
@@ -28,15 +28,15 @@ _CELLS_TEMPLATE: LiteralString = (
 agg AS (SELECT u.parent AS key, """
     + MERGED
     + PARTIALS_IN_RANGE
-    + """ GROUP BY u.parent),
-pres AS (SELECT u.parent AS key, count(DISTINCT pr.ride_id) AS rides,
-                count(DISTINCT pr.day) AS days"""
-    + PRESENCE_IN_RANGE
-    + """ GROUP BY u.parent)
-SELECT agg.*, NULL AS rides, NULL AS days, c.lat_deg, c.lon_deg
+    + """ GROUP BY u.parent),"""
+    + presence_by("u.parent")
+    + """
+SELECT agg.*, NULL AS rides, NULL AS days, c.lat_deg, c.lon_deg, NULL AS ride_w,
+       NULL AS ride_w_sq
 FROM agg JOIN h3_cells c ON c.cell = agg.key
 UNION ALL
-SELECT key, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, rides, days, NULL, NULL
+SELECT key, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, rides, days, NULL, NULL,
+       ride_w, ride_w_sq
 FROM pres WHERE days >= %(min_days)s"""
 )
 _CELLS_QUERY = per_metric(_CELLS_TEMPLATE)
@@ -49,13 +49,13 @@ _CELLS_CORRECTED = corrected_per_metric(_CELLS_TEMPLATE)
 
 
 def _joined_by_key(rows: Sequence[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
-    """The rows of a cells query as (key, partials..., rides, days, lat, lon), sorted by
-    key: each partials row with its cell's rides and days; a cell without them (seen
-    on fewer than the selection's days) left out."""
-    presence = {row[0]: row[10:12] for row in rows if row[1] is None}
+    """The rows of a cells query as (key, partials..., rides, days, lat, lon, ride
+    weights), sorted by key: each partials row with its cell's rides, days and ride
+    weights; a cell without them (seen on fewer than the selection's days) left out."""
+    presence = {row[0]: (row[10:12], row[14:16]) for row in rows if row[1] is None}
     return sorted(
         (
-            row[:10] + presence[row[0]] + row[12:]
+            row[:10] + presence[row[0]][0] + row[12:14] + presence[row[0]][1]
             for row in rows
             if row[1] is not None and row[0] in presence
         ),

@@ -284,10 +284,21 @@ def metric_partials(metric: Metric) -> sql.Composed:
     )
 
 
+def presence_weight(metric: Metric) -> sql.Composable:
+    """The ``window_presence`` column that weighs a ride in ``metric``'s mean: its noise
+    energy for noise (LAeq is an energy mean), its readings for the rest
+    (migrations/0112_presence_shares.sql)."""
+    return sql.Identifier("noise_energy" if metric is Metric.NOISE else "readings")
+
+
 def per_metric(template: LiteralString) -> dict[Metric, bytes]:
-    """``template`` with ``{partials}`` replaced by each metric's :func:`metric_partials`:
-    the query for every metric, rendered once."""
+    """``template`` with ``{partials}`` replaced by each metric's :func:`metric_partials`
+    and ``{weight}`` by its :func:`presence_weight`: the query for every metric, rendered
+    once."""
     return {
-        m: sql.SQL(template).format(partials=metric_partials(m)).as_string().encode()
+        m: sql.SQL(template)
+        .format(partials=metric_partials(m), weight=presence_weight(m))
+        .as_string()
+        .encode()
         for m in Metric
     }

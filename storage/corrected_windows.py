@@ -31,6 +31,7 @@ from typing import Any, LiteralString
 import psycopg
 from psycopg import sql
 
+from storage.cellwindows import presence_weight
 from storage.copybin import Column, int4_array, scalar
 from storage.exceptions import QueryError
 from stream.core.partials import HIST_BINS, Metric
@@ -138,7 +139,11 @@ def corrected_per_metric(template: LiteralString) -> dict[Metric, bytes]:
             text = template.replace(_UNITS_END, "\n          {complete}" + _UNITS_END)
         out[m] = (
             sql.SQL(text)
-            .format(partials=corrected_partials(m), complete=_unit_complete(m))
+            .format(
+                partials=corrected_partials(m),
+                complete=_unit_complete(m),
+                weight=presence_weight(m),
+            )
             .as_string()
             .encode()
         )

@@ -33,6 +33,12 @@ STATS_DTYPE = np.dtype(
         # Corrected values only (NaN for raw ones): the mean of the readings' correction
         # uncertainties, Σ u / n (storage.corrected_windows keeps Σ u in the energy slot).
         ("correction_u", "<f8"),
+        # Each ride's weight wᵣ in the mean (its readings; its noise energy for noise),
+        # summed over the selection: Σ wᵣ and Σ wᵣ², Kish's effective number of rides
+        # (Σ wᵣ)² / Σ wᵣ² (api/stats.py). NaN where a presence row of the selection does
+        # not know its ride's weight (stored before migrations/0112_presence_shares.sql).
+        ("ride_weight", "<f8"),
+        ("ride_weight_sq", "<f8"),
     ]
 )
 
@@ -57,10 +63,35 @@ PRESENCE_IN_RANGE: LiteralString = """
       AND (pr.metrics >> %(metric)s) & 1 = 1"""
 
 
+def presence_by(key: LiteralString) -> LiteralString:
+    """The CTEs ``per_ride`` and ``pres``: per ``key``, the distinct rides and days that
+    measured the metric, and Σ wᵣ and Σ wᵣ² of the rides' weights (``{weight}``,
+    storage.cellwindows.presence_weight) summed over the selection, both NULL if a
+    presence row does not know its weight. A ride is one per key, whatever its rows'
+    days: Σᵣ wᵣ² is taken as Σ over (ride, day) of w·Wᵣ, Wᵣ the ride's whole weight."""
+    return (
+        """
+per_ride AS (
+    SELECT key, ride_id, day, w, unknown, sum(w) OVER (PARTITION BY key, ride_id) AS ride_w
+    FROM (SELECT """
+        + key
+        + """ AS key, pr.ride_id, pr.day, sum(pr.{weight})::float8 AS w,
+                 bool_or(pr.{weight} IS NULL) AS unknown"""
+        + PRESENCE_IN_RANGE
+        + """ GROUP BY 1, 2, 3) g),
+pres AS (
+    SELECT key, count(DISTINCT ride_id) AS rides, count(DISTINCT day) AS days,
+           CASE WHEN bool_or(unknown) THEN NULL ELSE sum(w) END AS ride_w,
+           CASE WHEN bool_or(unknown) THEN NULL ELSE sum(w * ride_w) END AS ride_w_sq
+    FROM per_ride GROUP BY key)"""
+    )
+
+
 def to_stats(
     rows: Sequence[tuple[Any, ...]], sel: Selection, *, by_cell: bool, window_s: int
 ) -> np.ndarray:
-    """Rows of (key, merged partial columns, rides, days, lat, lon) to ``STATS_DTYPE``;
+    """Rows of (key, merged partial columns, rides, days, lat, lon, Σ wᵣ, Σ wᵣ²) to
+    ``STATS_DTYPE``;
     a row whose columns are NULL (a gap-filled bucket) becomes an empty one: ``n`` 0,
     ``rides`` and ``days`` 0, every statistic NaN."""
     present = np.array([row[1] is not None for row in rows], dtype=bool)
@@ -90,12 +121,29 @@ def _present_stats(
             ("lat_deg", "<f8"),
             ("lon_deg", "<f8"),
             ("correction_u", "<f8"),
+            ("ride_weight", "<f8"),
+            ("ride_weight_sq", "<f8"),
         ],
     )
     hist = np.zeros((len(rows), HIST_BINS), dtype=np.int64)
-    for i, (key, n, s, ss, lo, hi, energy, duration, lamax, h, rides, days, lat, lon) in enumerate(
-        rows
-    ):
+    for i, (
+        key,
+        n,
+        s,
+        ss,
+        lo,
+        hi,
+        energy,
+        duration,
+        lamax,
+        h,
+        rides,
+        days,
+        lat,
+        lon,
+        ride_w,
+        ride_w_sq,
+    ) in enumerate(rows):
         partials[i] = (
             sel.metric,
             sel.resolution,
@@ -114,7 +162,15 @@ def _present_stats(
         )
         hist[i] = h
         u = float(energy) / int(n) if sel.corrected and n else np.nan
-        extra[i] = (rides, days, lat, lon, u)
+        extra[i] = (
+            rides,
+            days,
+            lat,
+            lon,
+            u,
+            np.nan if ride_w is None else ride_w,
+            np.nan if ride_w_sq is None else ride_w_sq,
+        )
     # Histograms are int32 in the partial contract; a merge over a long range could
     # exceed that, and only the shape matters for percentiles, so scale it down.
     top = int(hist.max(initial=0))

@@ -18,7 +18,7 @@ from h3.api import basic_int as h3int
 from storage.cellwindows import per_metric
 from storage.corrected_windows import check_calibrated, corrected_per_metric
 from storage.exceptions import QueryError
-from storage.merged_stats import MERGED, PARTIALS_IN_RANGE, PRESENCE_IN_RANGE, to_stats
+from storage.merged_stats import MERGED, PARTIALS_IN_RANGE, presence_by, to_stats
 from storage.migrate import Backend
 from storage.selection import UNITS, WANTED_BBOX, BBox, Selection, bbox_params, epoch_ms
 from stream.core.partials import Metric
@@ -45,14 +45,11 @@ agg AS (SELECT """
         + " AS key, "
         + MERGED
         + PARTIALS_IN_RANGE
-        + """ GROUP BY 1),
-pres AS (SELECT """
-        + pr_bucket
-        + """ AS key, count(DISTINCT pr.ride_id) AS rides,
-                count(DISTINCT pr.day) AS days"""
-        + PRESENCE_IN_RANGE
-        + """ GROUP BY 1)
-SELECT agg.*, pres.rides, pres.days, 'NaN'::float8, 'NaN'::float8
+        + """ GROUP BY 1),"""
+        + presence_by(pr_bucket)
+        + """
+SELECT agg.*, pres.rides, pres.days, 'NaN'::float8, 'NaN'::float8, pres.ride_w,
+       pres.ride_w_sq
 FROM agg JOIN pres USING (key)
 WHERE pres.days >= %(min_days)s
 ORDER BY agg.key"""
@@ -72,17 +69,18 @@ _SERIES_CELL_CORRECTED = corrected_per_metric(_series_template(_WANTED_CELL))
 # generate_series. One row per bucket either way, so the aggregates are identities.
 _SERIES_COLUMNS: LiteralString = (
     "s.n, s.sum, s.sumsq, s.min, s.max, s.energy, s.duration_s, s.lamax_db, s.hist,"
-    " s.rides, s.days, s.lat_deg, s.lon_deg"
+    " s.rides, s.days, s.lat_deg, s.lon_deg, s.ride_w, s.ride_w_sq"
 )
 _SPARSE_AS: LiteralString = (
     "(key, n, sum, sumsq, min, max, energy, duration_s, lamax_db, hist, rides, days,"
-    " lat_deg, lon_deg)"
+    " lat_deg, lon_deg, ride_w, ride_w_sq)"
 )
 _GAPFILL_TIMESCALE: LiteralString = (
     "SELECT time_bucket_gapfill(%(bucket_ms)s::bigint, s.key, %(start_ms)s::bigint,"
     " %(end_ms)s::bigint) AS bucket, max(s.n), max(s.sum), max(s.sumsq), max(s.min),"
     " max(s.max), max(s.energy), max(s.duration_s), max(s.lamax_db), max(s.hist),"
-    " max(s.rides), max(s.days), max(s.lat_deg), max(s.lon_deg)"
+    " max(s.rides), max(s.days), max(s.lat_deg), max(s.lon_deg), max(s.ride_w),"
+    " max(s.ride_w_sq)"
     " FROM sparse s GROUP BY bucket ORDER BY bucket"
 )
 _GAPFILL_PLAIN: LiteralString = (

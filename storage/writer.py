@@ -37,9 +37,9 @@ is open (the embedded runtime joins the plans of a batch's chunks with
 uses its aggregates only when the fast-path COPY proved them right (every row
 was new); otherwise it aggregates the rows that were new, as without a plan.
 The embedded runtime plans the next batch while the current one is written.
-Presence rows and cells that earlier committed writes stored can be left out of a
-plan (:class:`storage.known_rows.KnownRows`, :meth:`WritePlan.leaving_out`): they
-would only meet ``ON CONFLICT DO NOTHING``.
+Cells that earlier committed writes registered can be left out of a plan
+(:class:`storage.known_rows.KnownRows`, :meth:`WritePlan.leaving_out`): they would
+only meet ``ON CONFLICT DO NOTHING``.
 
 The readings' columns and payloads are in storage/readings.py, the staging tables
 in storage/staging.py.
@@ -60,8 +60,7 @@ from storage.aggregate_rows import AggregateRows
 from storage.exceptions import BatchError
 from storage.known_rows import KnownRows
 from stream.core.batch import ENRICHED_DTYPE, first_by_key
-from stream.core.merge import merge_partials
-from stream.core.partials import PRESENCE_DTYPE
+from stream.core.merge import merge_partials, merge_presence
 
 # KnownRows is part of the write's interface (WritePlan.leaving_out takes one).
 __all__ = [
@@ -155,7 +154,7 @@ class WritePlan:
         return replace(self, aggregates=AggregateRows.of(*aggregate(self.rows)))
 
     def leaving_out(self, known: KnownRows) -> WritePlan:
-        """This plan without the presence rows and cells ``known`` says are stored
+        """This plan without the cells ``known`` says are registered
         (itself if it has no aggregates or has left them out already)."""
         if self.aggregates is None or self.stored_after is not None:
             return self
@@ -204,7 +203,7 @@ def join_plans(plans: Sequence[WritePlan]) -> WritePlan:
         parts = [p.aggregates for p in plans if p.aggregates is not None]
         aggregates = AggregateRows.of(
             merge_partials(np.concatenate([a.partials for a in parts])),
-            first_by_key(np.concatenate([a.presence for a in parts]), PRESENCE_DTYPE.names or ()),
+            merge_presence(np.concatenate([a.presence for a in parts])),
         )
     return WritePlan(unique, partition_days(unique), aggregates, repeated)
 

@@ -96,7 +96,7 @@ class DatabaseHandler:
             raise ValueError(f"writers must be at least 1 (got {writers})")
         self.core = core
         self.writers = 1 if core.privacy.trim_end_s > 0 else writers
-        # The sinks share what their commits stored (presence rows, cells: KnownRows).
+        # The sinks share what their commits stored (cells: KnownRows).
         known = KnownRows()
         self.sinks = [PostgresSink(database_url, core, known) for _ in range(self.writers)]
         #: Kit states after the last prepared chunk.

@@ -80,8 +80,8 @@ class PostgresSink:
         return plan_write(enriched, None)
 
     def ready(self, plan: WritePlan) -> WritePlan:
-        """``plan`` made ready for its transaction: aggregated, without the presence rows
-        and cells earlier writes stored, every COPY payload encoded (Python work that
+        """``plan`` made ready for its transaction: aggregated, without the cells earlier
+        writes registered, every COPY payload encoded (Python work that
         need not wait for a writer: :meth:`write` does what is still left of it).
         Readying early only leaves out less (what committed since is not left out)."""
         return plan.aggregated(self._aggregate).leaving_out(self._known).encode()
@@ -108,8 +108,7 @@ class PostgresSink:
                 # Before the transaction: the aggregates and COPY payloads (Python
                 # work, unless the plan came ready), and the partitions, committed on
                 # their own (a partition created inside it would keep other writers
-                # waiting until it commits). Presence rows and cells earlier writes
-                # stored are left out.
+                # waiting until it commits). Cells earlier writes registered are left out.
                 plan = self.ready(plan)
                 stored_after = plan.stored_after
                 ensure_partitions(conn, plan.days)
@@ -150,9 +149,9 @@ class PostgresSink:
             self._drop_connection()
             raise
         if stored_after is not None and plan is not None and result.inserted == len(plan.rows):
-            # Every reading was new, so every presence row and cell of the batch was
-            # written (or found) in the committed transaction. After a redelivery only
-            # the new readings' were: remember nothing then.
+            # Every reading was new, so every cell of the batch was registered (or
+            # found) in the committed transaction. After a redelivery only the new
+            # readings' were: remember nothing then.
             self._known.remember(stored_after)
         return WriteOutcome(
             admitted,

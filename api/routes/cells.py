@@ -97,7 +97,7 @@ async def cells(
         end=end,
         corrected=values.corrected,
     )
-    stats = await read_cells(conn, sel, box)
+    stats, covariate = await read_cells(conn, sel, box)
     # For the public: whether units were held back around the view (a flag per whole
     # district-day with at least k rides, never per cell: storage.withheld.awithheld).
     held = await awithheld(conn, sel, box)
@@ -121,6 +121,7 @@ async def cells(
                     sel,
                     state.bands.scale(metric.metric),
                     min_readings=settings.api.min_readings,
+                    covariate=covariate,
                 ),
             )
             .model_dump_json(by_alias=True)

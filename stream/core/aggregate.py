@@ -6,7 +6,8 @@ per (resolution, cell, window, ride). Storage calls it on exactly the rows that
 were new in its transaction, so it must give the same totals however the
 readings are split: ``merge_partials(aggregate(A) + aggregate(B))`` equals
 ``aggregate(A ∪ B)`` (histograms, counts, min and max exactly; sums to float
-rounding), and presence rows are a set union.
+rounding), and presence rows likewise: ``merge_presence`` of the two equals those
+of the union (metric bits, readings and noise energy per ride and cell-window).
 
 Only readings the publication policy (:mod:`stream.core.policy`) allows count,
 metric by metric, and a missing value (NaN) counts for nothing. Group-by is one
@@ -132,6 +133,7 @@ def aggregate(
                     rides=rides[order],
                     days=ride_days[order],
                     measured=measured[order],
+                    noise_energy=sorted_columns.energy,
                 )
             )
             partials.append(
@@ -270,9 +272,10 @@ def _presence(
     rides: np.ndarray,
     days: np.ndarray,
     measured: np.ndarray,
+    noise_energy: np.ndarray,
 ) -> np.ndarray:
     """One row per distinct (cell, window, ride) among rows sorted by (cell, time), with
-    the metrics the ride measured there."""
+    the metrics the ride measured there, its readings and its noise energy there."""
     order = np.lexsort((rides, starts, cells))
     cells, starts, rides, days = cells[order], starts[order], rides[order], days[order]
     firsts = group_starts(cells, starts, rides)
@@ -285,6 +288,9 @@ def _presence(
     out["day"] = days[firsts]
     if len(firsts):
         out["metrics"] = np.bitwise_or.reduceat(measured[order], firsts)
+        # Every row here counts for at least one metric (aggregate kept only those).
+        out["readings"] = np.diff(np.append(firsts, len(order)))
+        out["noise_energy"] = np.add.reduceat(noise_energy[order], firsts)
     return out
 
 

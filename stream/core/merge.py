@@ -4,6 +4,8 @@ Counts, sums, energies, durations and histograms add; min, max and LAmax take
 the extreme, ignoring NaN. It is associative and commutative, which is what lets
 late data of any age, redelivered batches split differently, and roll-ups to
 coarser windows all land on the same numbers (docs/design.md decision 1).
+Presence rows of one key merge the same way: their metric bits OR, their
+readings and noise energy add (:func:`merge_presence`).
 """
 
 from __future__ import annotations
@@ -11,7 +13,12 @@ from __future__ import annotations
 import numpy as np
 
 from stream.core.exceptions import InvalidBatchError
-from stream.core.partials import PARTIAL_DTYPE, PARTIAL_KEY_FIELDS
+from stream.core.partials import (
+    PARTIAL_DTYPE,
+    PARTIAL_KEY_FIELDS,
+    PRESENCE_DTYPE,
+    PRESENCE_KEY_FIELDS,
+)
 
 
 def group_starts(*keys: np.ndarray) -> np.ndarray:
@@ -43,4 +50,24 @@ def merge_partials(partials: np.ndarray) -> np.ndarray:
     out["min"] = np.fmin.reduceat(p["min"], firsts)
     out["max"] = np.fmax.reduceat(p["max"], firsts)
     out["lamax_db"] = np.fmax.reduceat(p["lamax_db"], firsts)
+    return out
+
+
+def merge_presence(presence: np.ndarray) -> np.ndarray:
+    """Combine presence rows with equal keys (metrics OR, readings and noise energy
+    add); the result is unique per key and sorted by it."""
+    if presence.dtype != PRESENCE_DTYPE:
+        msg = f"merge_presence needs an array of PRESENCE_DTYPE, got {presence.dtype}"
+        raise InvalidBatchError(msg)
+    if len(presence) == 0:
+        return presence.copy()
+    order = np.lexsort(tuple(presence[k] for k in reversed(PRESENCE_KEY_FIELDS)))
+    p = presence[order]
+    firsts = group_starts(*(p[k] for k in PRESENCE_KEY_FIELDS))
+    out = np.zeros(len(firsts), dtype=PRESENCE_DTYPE)
+    for key in PRESENCE_KEY_FIELDS:
+        out[key] = p[key][firsts]
+    out["metrics"] = np.bitwise_or.reduceat(p["metrics"], firsts)
+    out["readings"] = np.add.reduceat(p["readings"], firsts)
+    out["noise_energy"] = np.add.reduceat(p["noise_energy"], firsts)
     return out

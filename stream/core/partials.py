@@ -8,7 +8,10 @@ partial of a cell-window side by side in one row (storage/cellwindows.py).
 
 Distinct rides and days cannot be summed, so they travel separately as
 presence rows (one per ride seen in a cell-window); storage keeps them unique
-and counts them.
+by key and counts them. A presence row also carries how much of the cell-window
+the ride supplied (its readings, and for noise its sound energy): those add when
+rows of one key merge, and give each ride's share of a mean for the interval's
+effective number of rides (api/stats.py, docs/statistics.md).
 """
 
 from __future__ import annotations
@@ -83,6 +86,8 @@ PARTIAL_DTYPE = np.dtype(
 #: One row per (cell-window, ride): distinct rides and days are counted from these,
 #: per metric too: ``metrics`` holds the bit :func:`metric_bit` of every metric the
 #: ride measured there (a metric's k-anonymity threshold counts only those rides).
+#: Rows of one key (:data:`PRESENCE_KEY_FIELDS`) merge: ``metrics`` ORs, ``readings``
+#: and ``noise_energy`` add (stream.core.merge.merge_presence).
 PRESENCE_DTYPE = np.dtype(
     [
         ("resolution", "u1"),
@@ -92,8 +97,14 @@ PRESENCE_DTYPE = np.dtype(
         ("ride_id", "<i8"),
         ("day", "<i4"),  # day of the ride, days since 1970-01-01 in the deployment's time zone
         ("metrics", "<i2"),  # bit set of the metrics the ride measured in the cell-window
+        # The ride's share of the cell-window (Kish's effective number of rides, api/stats.py):
+        ("readings", "<i4"),  # its readings there that count for at least one metric
+        ("noise_energy", "<f8"),  # Σ tᵢ·10^(Lᵢ/10) of its noise readings there (0 without)
     ]
 )
+
+#: The fields that identify a presence row; unique in storage.
+PRESENCE_KEY_FIELDS = ("resolution", "cell", "window_s", "window_start_ms", "ride_id", "day")
 
 
 def metric_bit(metric: Metric) -> int:

@@ -16,7 +16,6 @@ from typing import Any
 
 import h3.api.basic_int as h3i
 import httpx
-import numpy as np
 import psycopg
 import pytest
 
@@ -156,11 +155,15 @@ def test_the_interval_of_a_corrected_mean_includes_the_corrections_uncertainty(
     assert 0 < u < 1
     with_u = mean_interval(stats, Metric.PM25)
     without = stats.copy()
-    without["correction_u"] = np.nan
+    without["correction_u"] = 0.0  # corrected, as if the correction were exact
     no_u = mean_interval(without, Metric.PM25)
     assert with_u.high[0] - with_u.low[0] > no_u.high[0] - no_u.low[0]
-    # At least the correction's own ±1.96 u (the spread only widens it).
+    # At least the correction's own ±1.96 u (the readings' random error only widens it),
+    # around the corrected mean itself: the kits' errors, humidity and temperature are
+    # what the correction removed (api.stats).
     assert with_u.high[0] - with_u.low[0] > 2 * 1.96 * u * 0.99
+    centre = (with_u.low[0] + with_u.high[0]) / 2
+    assert centre == pytest.approx(float(stats["mean"][0]))
 
 
 def test_the_public_k_applies_to_corrected_values_as_to_raw(

@@ -10,14 +10,17 @@ from hypothesis import strategies as st
 from api.aggregates import judge, tile_bands
 from api.bands import load_bands
 from api.stats import (
-    INTRA_RIDE_CORRELATION,
-    effective_n,
+    SIMULATED_FLEET,
+    ErrorModel,
+    KitErrors,
     finite_or_none,
     mean_interval,
+    ride_share,
     round_interval,
     rounded,
     t975,
 )
+from simulators.sensors import HUMID_RH_PCT, SensorSpec
 from storage.merged_stats import STATS_DTYPE
 from stream.core.partials import Metric
 
@@ -26,6 +29,7 @@ def _stats(**columns: list[float]) -> np.ndarray:
     size = len(next(iter(columns.values())))
     out = np.zeros(size, dtype=STATS_DTYPE)
     out["laeq_db"] = np.nan
+    out["ride_weight"] = out["ride_weight_sq"] = out["correction_u"] = np.nan
     for name, values in columns.items():
         out[name] = values
     return out
@@ -40,14 +44,19 @@ def test_t_quantiles_match_the_tables() -> None:
     assert np.isnan(got[7])
 
 
-@given(n=st.integers(2, 5000), rides=st.integers(1, 200), rho=st.floats(0.0, 1.0))
-def test_the_effective_sample_size_lies_between_rides_and_readings(
-    n: int, rides: int, rho: float
-) -> None:
-    rides = min(rides, n)
-    got = float(effective_n(np.array([n]), np.array([rides]), rho)[0])
-    assert rides * (1 - 1e-9) <= got <= n * (1 + 1e-9)
-    assert float(effective_n(np.array([n]), np.array([rides]), 1.0)[0]) == pytest.approx(rides)
+@given(
+    weights=st.lists(st.floats(0.001, 1e6, allow_nan=False), min_size=1, max_size=40),
+)
+def test_the_ride_share_lies_between_equal_rides_and_one_ride(weights: list[float]) -> None:
+    w = np.array(weights)
+    stats = _stats(n=[1000], rides=[len(w)], ride_weight=[w.sum()], ride_weight_sq=[(w**2).sum()])
+    share = float(ride_share(stats)[0])
+    assert 1 / len(w) * (1 - 1e-9) <= share <= 1 + 1e-12
+    assert share == pytest.approx(min(max((w**2).sum() / w.sum() ** 2, 1 / len(w)), 1.0))
+    equal = _stats(n=[1000], rides=[len(w)], ride_weight=[len(w)], ride_weight_sq=[len(w)])
+    assert float(ride_share(equal)[0]) == pytest.approx(1 / len(w))
+    unknown = _stats(n=[1000], rides=[len(w)], ride_weight=[np.nan], ride_weight_sq=[np.nan])
+    assert float(ride_share(unknown)[0]) == 1.0
 
 
 def test_one_ride_has_no_interval_and_says_why() -> None:
@@ -59,62 +68,154 @@ def test_one_ride_has_no_interval_and_says_why() -> None:
     assert iv.low[1] < 10.0 < iv.high[1]
 
 
-def test_more_correlated_readings_give_wider_intervals_and_rides_narrow_them() -> None:
-    stats = _stats(n=[200, 200, 2000], mean=[10.0] * 3, std=[3.0] * 3, rides=[4, 4, 40])
-    loose = mean_interval(stats, Metric.PM25, rho=0.1)
-    strict = mean_interval(stats, Metric.PM25, rho=1.0)
-    assert strict.high[0] - strict.low[0] > loose.high[0] - loose.low[0]
-    # rho = 1 is the rides-only interval on the log scale: exp(t·s/(x̄·√R)).
-    assert strict.high[0] == pytest.approx(10.0 * np.exp(3.182 * 3.0 / (10.0 * 2.0)))
-    assert loose.high[2] - loose.low[2] < loose.high[0] - loose.low[0]
+def test_a_ride_that_weighs_more_widens_the_interval_and_more_rides_narrow_it() -> None:
+    # 4 rides of 50 readings each, 4 rides of which one gave 185 of 200, and 40 rides.
+    stats = _stats(
+        n=[200, 200, 2000],
+        mean=[10.0] * 3,
+        std=[3.0] * 3,
+        rides=[4, 4, 40],
+        ride_weight=[200, 200, 2000],
+        ride_weight_sq=[4 * 50**2, 185**2 + 3 * 5**2, 40 * 50**2],
+    )
+    iv = mean_interval(stats, Metric.PM25)
+    width = iv.high - iv.low
+    assert width[1] > 1.5 * width[0]
+    assert width[2] < width[0] / 2
+
+
+def test_the_spread_of_the_air_is_no_error_of_the_mean() -> None:
+    # The readings of a large cell spread because the air differs from street to street;
+    # the mean of those readings is no less certain for it (what made noise at
+    # resolution 8 cover 100 %: its intervals grew with the spread).
+    stats = _stats(
+        n=[400, 400], mean=[10.0, 10.0], std=[0.5, 8.0], rides=[5, 5], min=[8, 1], max=[12, 60]
+    )
+    iv = mean_interval(stats, Metric.PM25)
+    assert iv.high[0] - iv.low[0] == pytest.approx(iv.high[1] - iv.low[1])
 
 
 @given(
-    mean=st.floats(0.1, 500.0),
+    mean=st.floats(0.0, 500.0),
     cv=st.floats(0.01, 20.0),
     n=st.integers(2, 3000),
     rides=st.integers(2, 50),
     metric=st.sampled_from([Metric.PM1, Metric.PM25, Metric.PM10, Metric.NO2]),
+    covariate=st.floats(-20.0, 99.0),
 )
 def test_concentration_intervals_never_go_below_zero(
-    mean: float, cv: float, n: int, rides: int, metric: Metric
+    mean: float, cv: float, n: int, rides: int, metric: Metric, covariate: float
 ) -> None:
     stats = _stats(n=[max(n, rides)], mean=[mean], std=[mean * cv], rides=[rides])
-    iv = round_interval(mean_interval(stats, metric), metric)
+    other = _stats(n=[max(n, rides)], mean=[covariate], std=[2.0], rides=[rides])
+    iv = round_interval(mean_interval(stats, metric, covariate=other), metric)
     assert iv.reason == [None]
-    assert 0.0 <= iv.low[0] <= mean <= iv.high[0]
+    assert 0.0 <= iv.low[0] <= iv.high[0]
+    assert iv.high[0] > 0
 
 
-def test_the_noise_interval_is_around_laeq_not_the_decibel_mean() -> None:
+def test_the_noise_interval_is_around_laeq_less_what_wind_and_averaging_add() -> None:
     # 60 and 80 dB for equal time: the dB mean is 70, LAeq 77.0 (docs/design.md decision 3).
     stats = _stats(
-        n=[100], mean=[70.0], std=[10.05], rides=[10], laeq_db=[77.0], min=[60.0], max=[80.0]
+        n=[100, 100],
+        mean=[70.0, 45.0],
+        std=[10.05, 1.0],
+        rides=[10, 10],
+        laeq_db=[77.0, 45.0],
+        min=[60.0, 43.0],
+        max=[80.0, 47.0],
     )
     iv = mean_interval(stats, Metric.NOISE)
-    assert iv.low[0] < 77.0 < iv.high[0]
-    assert iv.high[0] - 77.0 == pytest.approx(77.0 - iv.low[0])  # symmetric in dB
+    centre = (iv.low + iv.high) / 2
+    jensen = np.log(10) / 10 * SIMULATED_FLEET.kits[Metric.NOISE].reading_sd ** 2 / 2
+    # At 77 dB the wind (40 dB(A) of energy) adds nothing to speak of ...
+    assert centre[0] == pytest.approx(77.0 - jensen, abs=0.01)
     assert iv.low[0] > 70.0
+    # ... on a quiet street it adds 10·log10(1 + 10^((40 − 45)/10)) = 1.2 dB.
+    wind = 10 * np.log10(1 + 10 ** ((40.0 - 45.0) / 10))
+    assert centre[1] == pytest.approx(45.0 - jensen - wind, abs=0.01)
 
 
-def test_the_design_effect_interval_covers_95_percent_when_rho_is_right() -> None:
-    """Rides with a shared error (a kit's offset) and independent reading noise, with
-    the intra-ride correlation the module assumes: about 95 % of intervals cover."""
-    rng = np.random.default_rng(20261207)
-    rho = INTRA_RIDE_CORRELATION[Metric.PM25]
-    tau, sigma = np.sqrt(rho), np.sqrt(1.0 - rho)  # total variance 1, ICC rho
-    trials, rides, per_ride = 4000, 6, 20
-    offset = rng.normal(0.0, tau, (trials, rides, 1))
-    values = 20.0 + offset + rng.normal(0.0, sigma, (trials, rides, per_ride))
-    flat = values.reshape(trials, -1)
-    stats = _stats(
-        n=[rides * per_ride] * trials,
-        mean=flat.mean(axis=1).tolist(),
-        std=flat.std(axis=1, ddof=1).tolist(),
-        rides=[rides] * trials,
-    )
-    iv = mean_interval(stats, Metric.PM25)
-    covered = np.mean((iv.low <= 20.0) & (iv.high >= 20.0))
-    assert 0.93 <= covered <= 0.97
+def test_pm_in_humid_air_has_its_interval_below_the_over_reading_mean() -> None:
+    # Optical PM reads 1 + κ·h(RH) times the truth above 75 % RH: at a steady 85 %,
+    # κ = 0.1, h = 0.85/0.15 − 0.75/0.25 = 2.67, so 1.267 times.
+    stats = _stats(n=[300, 300], mean=[12.67, 12.67], std=[2.0, 2.0], rides=[6, 6])
+    humidity = _stats(n=[300, 300], mean=[85.0, 60.0], std=[0.0, 0.0], rides=[6, 6])
+    iv = mean_interval(stats, Metric.PM25, covariate=humidity)
+    growth = 1 + 0.1 * (0.85 / 0.15 - 3.0)
+    humid_centre = (iv.low[0] + iv.high[0]) / 2
+    assert humid_centre == pytest.approx(12.67 / growth, rel=1e-6)
+    assert iv.high[0] < 12.67  # the truth is below what the kits read
+    assert (iv.low[1] + iv.high[1]) / 2 == pytest.approx(12.67)  # dry air: no correction
+    # The humidity sensors' own errors make the correction uncertain: wider than dry.
+    assert iv.high[0] - iv.low[0] > (iv.high[1] - iv.low[1]) / growth
+    unknown = mean_interval(stats, Metric.PM25)
+    assert (unknown.low[0] + unknown.high[0]) / 2 == pytest.approx(12.67)
+
+
+def test_no2_in_the_cold_has_its_interval_above_the_mean() -> None:
+    # The cells read 0.4 µg/m³ per °C low below 20 °C: at 10 °C, 4 µg/m³.
+    stats = _stats(n=[300], mean=[20.0], std=[5.0], rides=[6])
+    temperature = _stats(n=[300], mean=[10.0], std=[1.0], rides=[6])
+    iv = mean_interval(stats, Metric.NO2, covariate=temperature)
+    assert (iv.low[0] + iv.high[0]) / 2 == pytest.approx(24.0)
+
+
+def _fleet_cell_hours(
+    rng: np.random.Generator, trials: int, metric: Metric
+) -> tuple[np.ndarray, np.ndarray]:
+    """Cell-hours seen by 2–7 rides of unequal length, each of a kit drawn with the
+    model's errors, in air that varies along the street (10 µg/m³ or 8 dB from reading
+    to reading): the statistics the API reads, and the true mean of the same readings."""
+    kit = SIMULATED_FLEET.kits[metric]
+    rows, truths = [], []
+    for _ in range(trials):
+        rides = int(rng.integers(2, 8))
+        sizes = rng.integers(3, 120, rides)
+        base = rng.uniform(50, 70) if metric is Metric.NOISE else rng.uniform(5, 30)
+        true = [base + rng.normal(0, 8.0 if metric is Metric.NOISE else 10.0, m) for m in sizes]
+        if metric is not Metric.NOISE:
+            true = [np.abs(t) for t in true]
+        values = []
+        for t in true:
+            offset, gain = rng.normal(0, kit.kit_sd), rng.normal(0, kit.kit_gain_sd)
+            noise = rng.normal(0, 1, len(t)) * (kit.reading_sd + kit.reading_rel_sd * t)
+            values.append(t * (1 + gain) + offset + noise)
+        v, t = np.concatenate(values), np.concatenate(true)
+        row = {
+            "n": len(v),
+            "mean": v.mean(),
+            "std": v.std(ddof=1),
+            "min": v.min(),
+            "max": v.max(),
+            "rides": rides,
+            "ride_weight": float(sizes.sum()),
+            "ride_weight_sq": float((sizes.astype(float) ** 2).sum()),
+        }
+        if metric is Metric.NOISE:
+            energy = [10 ** (x / 10) for x in values]
+            e = np.array([x.sum() for x in energy])
+            row |= {"laeq_db": 10 * np.log10(e.sum() / len(v))}
+            row |= {"ride_weight": e.sum(), "ride_weight_sq": (e**2).sum()}
+            truths.append(10 * np.log10(np.mean(10 ** (t / 10))))
+        else:
+            truths.append(t.mean())
+        rows.append(row)
+    stats = _stats(**{k: [r.get(k, np.nan) for r in rows] for k in rows[0]})
+    return stats, np.array(truths)
+
+
+@pytest.mark.parametrize("metric", [Metric.PM25, Metric.NO2])
+def test_intervals_cover_95_percent_of_true_means_when_the_model_is_right(metric: Metric) -> None:
+    """The kits' errors as the model says, air that varies, rides of unequal length:
+    about 95 % of intervals hold the true mean of their readings. The spread of the
+    air made the intervals of before (a design effect on the readings' spread) cover
+    nearly all of them."""
+    stats, truth = _fleet_cell_hours(np.random.default_rng(20261207), 3000, metric)
+    temperature = _stats(n=[1] * len(stats), mean=[20.0] * len(stats), std=[0.0] * len(stats))
+    iv = mean_interval(stats, metric, covariate=temperature)
+    covered = np.mean((iv.low <= truth) & (truth <= iv.high))
+    assert 0.935 <= covered <= 0.965
 
 
 def test_rounding_to_the_sensor_resolution_decides_the_band() -> None:
@@ -171,3 +272,37 @@ def test_finite_or_none() -> None:
     assert finite_or_none(float("nan")) is None
     assert finite_or_none(float("inf")) is None
     assert finite_or_none(1.5) == 1.5
+
+
+def test_the_default_error_model_is_the_simulated_fleets() -> None:
+    # The API's defaults describe simulators.sensors.SensorSpec's kits; change both or neither.
+    spec = SensorSpec()
+    kits = SIMULATED_FLEET.kits
+    for metric in (Metric.PM1, Metric.PM25, Metric.PM10):
+        assert kits[metric].kit_sd == spec.pm_offset_spread_ugm3
+        assert kits[metric].kit_gain_sd == spec.pm_gain_spread
+        assert kits[metric].reading_sd == spec.pm_noise_ugm3
+        assert kits[metric].reading_rel_sd == spec.pm_noise_relative
+    drift = spec.no2_drift_spread_ugm3_per_day**2 * 60.0**2 / 3  # cells 0–60 days old
+    assert kits[Metric.NO2].kit_sd == pytest.approx(np.sqrt(spec.no2_offset_spread_ugm3**2 + drift))
+    assert kits[Metric.NO2].kit_gain_sd == spec.no2_gain_spread
+    assert kits[Metric.NO2].reading_sd == spec.no2_noise_ugm3
+    assert SIMULATED_FLEET.no2_temp_coeff == spec.no2_temperature_coeff_ugm3_per_c
+    assert SIMULATED_FLEET.no2_temp_coeff_sd == spec.no2_temperature_coeff_ugm3_per_c / 2
+    assert kits[Metric.NOISE].kit_sd == spec.noise_offset_spread_db
+    assert kits[Metric.NOISE].reading_sd == spec.noise_random_db
+    assert kits[Metric.TEMPERATURE].kit_sd == spec.temperature_offset_spread_c
+    assert kits[Metric.HUMIDITY].kit_sd == spec.humidity_offset_spread_pct
+    assert SIMULATED_FLEET.pm_humidity_kappa == spec.humidity_kappa
+    assert SIMULATED_FLEET.humid_pct == HUMID_RH_PCT
+    # 45 dB(A) at 5 m/s, at the fleet's quadratic mean speed of about 2.85 m/s.
+    assert SIMULATED_FLEET.noise_wind_db == pytest.approx(
+        spec.wind_noise_db_at_5mps + 20 * np.log10(2.85 / 5), abs=0.5
+    )
+
+
+def test_an_error_model_needs_every_metric_and_sane_numbers() -> None:
+    with pytest.raises(ValueError, match="missing: no2"):
+        ErrorModel(kits={m: k for m, k in SIMULATED_FLEET.kits.items() if m is not Metric.NO2})
+    with pytest.raises(ValueError, match="kit_sd must be"):
+        KitErrors(kit_sd=-1.0, reading_sd=1.0)

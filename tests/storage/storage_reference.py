@@ -19,6 +19,7 @@ from stream.core.partials import (
     METRIC_COLUMNS,
     PARTIAL_DTYPE,
     PRESENCE_DTYPE,
+    PRESENCE_KEY_FIELDS,
     Metric,
     metric_bit,
 )
@@ -101,17 +102,25 @@ def presence(
             p["ride_id"] = located["ride_id"]
             p["day"] = located["ts_ms"] // 86_400_000
             p["metrics"] = _measured(located)
-            out.append(p)
+            p["readings"] = p["metrics"] != 0
+            noise = quantise(Metric.NOISE, located["noise_laeq_db"])
+            p["noise_energy"] = np.where(
+                np.isnan(noise), 0.0, located["interval_ms"] / 1000.0 * 10 ** (noise / 10)
+            )
+            out.append(p[p["readings"] > 0])
     if not out:
         return np.zeros(0, PRESENCE_DTYPE)
     rows = np.concatenate(out)
-    # One row per (cell-window, ride, day), with the metrics of all its readings.
-    keys = [n for n in PRESENCE_DTYPE.names or () if n != "metrics"]
+    # One row per (cell-window, ride, day), with the metrics of all its readings, how
+    # many there were and their noise energy.
+    keys = list(PRESENCE_KEY_FIELDS)
     unique, inverse = np.unique(rows[keys], return_inverse=True)
     merged = np.zeros(len(unique), dtype=PRESENCE_DTYPE)
     for name in keys:
         merged[name] = unique[name]
     np.bitwise_or.at(merged["metrics"], inverse.ravel(), rows["metrics"])
+    np.add.at(merged["readings"], inverse.ravel(), rows["readings"])
+    np.add.at(merged["noise_energy"], inverse.ravel(), rows["noise_energy"])
     return merged
 
 
@@ -144,7 +153,7 @@ def ride_counts(presence_rows: np.ndarray) -> RideCounts:
     ``window_rides`` must hold once they are stored."""
     out: dict[tuple[int, int, int, int], tuple[set[int], set[int]]] = {}
     for p in presence_rows.tolist():
-        res, cell, window_s, start_ms, ride, day, _metrics = p
+        res, cell, window_s, start_ms, ride, day, *_ = p
         rides, days = out.setdefault((res, window_s, cell, start_ms), (set(), set()))
         rides.add(ride)
         days.add(day)
@@ -168,6 +177,43 @@ def presence_ride_counts(conn: psycopg.Connection[Any]) -> RideCounts:
         " FROM window_presence GROUP BY 1, 2, 3, 4"
     ).fetchall()
     return {(r[0], r[1], r[2], r[3]): (r[4], r[5]) for r in rows}
+
+
+#: (resolution, window_s, cell, window_start_ms, ride_id) -> (readings, noise energy)
+RideShares = dict[tuple[int, int, int, int, int], tuple[int, float]]
+
+
+def ride_shares(presence_rows: np.ndarray) -> RideShares:
+    """Each ride's readings and noise energy per cell-window of ``PRESENCE_DTYPE`` rows."""
+    out: dict[tuple[int, int, int, int, int], tuple[int, float]] = {}
+    for p in presence_rows:
+        key = (
+            int(p["resolution"]),
+            int(p["window_s"]),
+            int(p["cell"]),
+            int(p["window_start_ms"]),
+            int(p["ride_id"]),
+        )
+        readings, energy = out.get(key, (0, 0.0))
+        out[key] = (readings + int(p["readings"]), energy + float(p["noise_energy"]))
+    return out
+
+
+def stored_ride_shares(conn: psycopg.Connection[Any]) -> RideShares:
+    """What ``window_presence`` holds, keyed as :func:`ride_shares`."""
+    rows = conn.execute(
+        "SELECT resolution, window_s, cell, (extract(epoch FROM window_start) * 1000)::bigint,"
+        " ride_id, sum(readings)::integer, sum(noise_energy) FROM window_presence"
+        " GROUP BY 1, 2, 3, 4, 5"
+    ).fetchall()
+    return {(r[0], r[1], r[2], r[3], r[4]): (r[5], r[6]) for r in rows}
+
+
+def assert_ride_shares_equal(stored: RideShares, expected: RideShares) -> None:
+    assert stored.keys() == expected.keys()
+    for key, (readings, energy) in expected.items():
+        assert stored[key][0] == readings, key
+        assert stored[key][1] == pytest.approx(energy, rel=1e-9), key
 
 
 def stored_partials(conn: psycopg.Connection[Any]) -> dict[tuple[int, ...], tuple[Any, ...]]:

@@ -1,8 +1,9 @@
-"""What committed writes stored is left out of later batches (storage.known_rows.KnownRows).
+"""Cells committed writes registered are left out of later batches (storage.known_rows.KnownRows).
 
-Consecutive batches of a ride name most of its presence rows and cells again. The
-sink leaves out those its earlier commits stored, remembers a batch's only once its
-transaction committed, and the tables end exactly as if everything had been sent.
+Consecutive batches of a ride name most of its cells again. The sink leaves out
+those its earlier commits registered, remembers a batch's only once its transaction
+committed, and the tables end exactly as if everything had been sent. Presence rows
+are never left out: a later batch adds its readings and noise energy to them.
 """
 
 from __future__ import annotations
@@ -34,11 +35,11 @@ def _aggregates(rows: np.ndarray) -> Any:
     return plan.aggregates
 
 
-def _keys(aggregates: Any) -> set[tuple[int, ...]]:
-    return set(aggregates.presence_keys)
+def _keys(aggregates: Any) -> set[int]:
+    return set(aggregates.cells.tolist())
 
 
-def test_presence_rows_and_cells_remembered_are_left_out() -> None:
+def test_cells_remembered_are_left_out_and_presence_rows_never() -> None:
     ride = make_readings(900)
     first, second = _aggregates(ride[:450]), _aggregates(ride[450:])
     known = KnownRows()
@@ -46,27 +47,12 @@ def test_presence_rows_and_cells_remembered_are_left_out() -> None:
     known.remember(first)
     left = known.leave_out(second)
     repeated = _keys(first) & _keys(second)
-    assert repeated  # the ride's coarse windows repeat ...
+    assert repeated  # the ride's coarse cells repeat ...
     assert _keys(second) - repeated  # ... not all of them
     assert _keys(left) == _keys(second) - repeated
-    assert set(left.cells.tolist()) == set(second.cells.tolist()) - set(first.cells.tolist())
-    assert len(left.cells) < len(second.cells)
-    # The partials are never left out: they add up.
+    # The partials and the presence rows are never left out: they add up.
     assert left.partials is second.partials
-
-
-def test_only_the_last_writes_presence_rows_are_remembered() -> None:
-    ride = make_readings(900)
-    first, second = _aggregates(ride[:450]), _aggregates(ride[450:])
-    other = _aggregates(make_readings(100, kit_id=2, ride_id=2, lat0=48.1, lon0=11.5))
-    known = KnownRows(batches=1)
-    known.remember(first)
-    known.remember(other)
-    # The last one or two writes are known: still the first ...
-    assert _keys(known.leave_out(second)) != _keys(second)
-    known.remember(other)
-    # ... but not after two more.
-    assert _keys(known.leave_out(second)) == _keys(second)
+    assert left.presence is second.presence
 
 
 def test_cells_start_again_past_their_limit() -> None:
@@ -80,8 +66,8 @@ def test_cells_start_again_past_their_limit() -> None:
 
 
 def test_bad_limits_are_refused() -> None:
-    with pytest.raises(ValueError, match="batches >= 1"):
-        KnownRows(batches=0)
+    with pytest.raises(ValueError, match="max_cells >= 1"):
+        KnownRows(max_cells=0)
 
 
 # -- through the sink, on the database -----------------------------------------------------
@@ -101,7 +87,7 @@ class _Counting(KnownRows):
 
     def leave_out(self, aggregates: Any) -> Any:
         kept = super().leave_out(aggregates)
-        self.left_out += len(aggregates.presence) - len(kept.presence)
+        self.left_out += len(aggregates.cells) - len(kept.cells)
         return kept
 
 
@@ -174,7 +160,7 @@ def test_a_batch_is_remembered_only_once_it_committed(
         with pytest.raises(psycopg.errors.QueryCanceled):
             _write(migrated_database_url, known, [first])
     assert conn.execute("SELECT count(*) FROM window_presence").fetchone() == (0,)
-    # Written again (redelivered): every presence row goes in, none is thought stored.
+    # Written again (redelivered): every cell goes in, none is thought registered.
     _write(migrated_database_url, known, [first, *rest])
     written = snapshot(conn)
     conn.execute("TRUNCATE " + ", ".join(TABLES))  # type: ignore[call-overload]
@@ -187,7 +173,7 @@ def test_a_batch_with_readings_stored_before_is_not_remembered(
     conn: psycopg.Connection[Any],
     migrated_database_url: str,
 ) -> None:
-    # Only a batch whose readings were all new wrote (or found) every presence row it
+    # Only a batch whose readings were all new registered (or found) every cell it
     # names; after a redelivery the writer aggregated only the new readings.
     first, second, *_ = _batches()
     known = KnownRows()

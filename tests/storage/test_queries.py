@@ -74,6 +74,11 @@ def test_cell_stats_match_the_readings(conn: psycopg.Connection[Any]) -> None:
         assert (row["lat_deg"], row["lon_deg"]) == pytest.approx((lat, lon))
         assert row["days"] == 1
         assert row["rides"] == len(set(everything["ride_id"][parents == row["cell"]].tolist()))
+        # Each ride's weight: its readings in the cell over the selection (every reading
+        # here counts for some metric), summed over the 60-s windows it spans.
+        per_ride = np.unique(everything["ride_id"][parents == row["cell"]], return_counts=True)[1]
+        assert row["ride_weight"] == per_ride.sum()
+        assert row["ride_weight_sq"] == (per_ride.astype(np.float64) ** 2).sum()
     # Same numbers from 1-hour windows, and nothing outside the bbox or the time range.
     hourly = cell_stats(conn, selection(window_s=3600), UTRECHT)
     assert hourly["n"].tolist() == stats["n"].tolist()
@@ -238,3 +243,33 @@ def test_gap_filled_series_have_explicit_empty_buckets(any_backend_url: str) -> 
     assert hidden["window_start_ms"].tolist() == hours
     assert hidden["n"].tolist() == [0] * 6
     assert asyncio.run(run()).tobytes() == filled.tobytes()
+
+
+def test_ride_weights_are_noise_energy_for_noise_and_unknown_when_not_stored(
+    conn: psycopg.Connection[Any],
+) -> None:
+    # Two rides through one cell: one loud reading, and three quiet ones of the other.
+    loud = make_readings(1, ride_id=1, seed=1)
+    quiet = make_readings(3, kit_id=2, ride_id=2, seed=2, t0_ms=T0_MS + 60_000)
+    loud["noise_laeq_db"], quiet["noise_laeq_db"] = 80.0, 50.0
+    for rows in (loud, quiet):
+        rows["lat_deg"], rows["lon_deg"] = 52.09, 5.12
+        rows["cell"] = h3int.latlng_to_cell(52.09, 5.12, 12)
+        write_batch(conn, rows, AGGREGATE)
+    t = loud["interval_ms"][0] / 1000.0
+    energies = np.array([t * 10**8.0, 3 * t * 10**5.0])
+    (noise,) = cell_stats(conn, selection(Metric.NOISE), UTRECHT)
+    assert noise["ride_weight"] == pytest.approx(energies.sum(), rel=1e-12)
+    assert noise["ride_weight_sq"] == pytest.approx((energies**2).sum(), rel=1e-12)
+    (pm,) = cell_stats(conn, selection(), UTRECHT)
+    assert (pm["ride_weight"], pm["ride_weight_sq"]) == (4.0, 10.0)
+    (hourly,) = time_series(conn, selection(), 3600, bbox=UTRECHT)
+    assert (hourly["ride_weight"], hourly["ride_weight_sq"]) == (4.0, 10.0)
+    # A presence row stored before its ride's weight was kept makes the sums unknown.
+    conn.execute("UPDATE window_presence SET readings = NULL WHERE ride_id = 2")
+    (pm,) = cell_stats(conn, selection(), UTRECHT)
+    assert np.isnan(pm["ride_weight"])
+    assert np.isnan(pm["ride_weight_sq"])
+    assert pm["rides"] == 2
+    (noise,) = cell_stats(conn, selection(Metric.NOISE), UTRECHT)
+    assert np.isfinite(noise["ride_weight_sq"])  # its noise energy is still known

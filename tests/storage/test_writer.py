@@ -18,14 +18,17 @@ from tests.storage.storage_reference import (
     TABLES,
     ReferenceAggregate,
     assert_partials_equal,
+    assert_ride_shares_equal,
     cell_windows_of,
     merge,
     presence,
     presence_ride_counts,
     reading_partials,
     ride_counts,
+    ride_shares,
     snapshot,
     stored_ride_counts,
+    stored_ride_shares,
 )
 
 pytestmark = pytest.mark.postgres
@@ -87,6 +90,11 @@ def test_ride_counts_are_the_distinct_rides_of_the_new_presence_rows(
     counts = stored_ride_counts(conn)
     assert counts == ride_counts(presence(everything, (8, 10), (60, 3600)))
     assert counts == presence_ride_counts(conn)
+    # Each ride's readings and noise energy in a cell-window add up over the batches
+    # that brought them, every reading once (replays and overlaps add nothing).
+    assert_ride_shares_equal(
+        stored_ride_shares(conn), ride_shares(presence(everything, (8, 10), (60, 3600)))
+    )
     day = T0_MS // 86_400_000
     assert counts[_hour_key(8, first[0])] == (3, [day])
     assert counts[_hour_key(8, again[0])] == (2, [day])
@@ -490,3 +498,23 @@ def test_the_table_refuses_a_histogram_indexed_from_elsewhere(
             "INSERT INTO cell_windows (resolution, window_s, window_start, cell, pm25_n,"
             " pm25_hist_offset, pm25_hist) VALUES (10, 60, now(), 1, 1, 0, '[2:2]={1}')"
         )
+
+
+def test_presence_rows_stored_before_their_shares_were_kept_stay_unknown(
+    conn: psycopg.Connection[Any],
+) -> None:
+    # A row from before migration 0112 has no readings and no noise energy (NULL). A
+    # later batch of the same ride in the cell-window must not turn it into a count of
+    # the later readings alone: it stays NULL, unknown (api/stats.py then assumes the
+    # ride may carry the whole mean).
+    ride = make_readings(120)
+    agg = ReferenceAggregate(resolutions=(8,), windows_s=(3600,))
+    write_batch(conn, ride[:60], agg)
+    conn.execute("UPDATE window_presence SET readings = NULL, noise_energy = NULL")
+    write_batch(conn, ride[60:], agg)
+    rows = conn.execute("SELECT readings, noise_energy FROM window_presence").fetchall()
+    assert rows == [(None, None)]
+    other = make_readings(30, kit_id=2, ride_id=2)
+    write_batch(conn, other, agg)
+    shares = stored_ride_shares(conn)
+    assert shares[next(k for k in shares if k[4] == 2)][0] == 30

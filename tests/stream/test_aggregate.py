@@ -10,13 +10,16 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from stream.core.aggregate import aggregate, hist_bins, merge_partials
-from stream.core.binning import parent_cells
+from stream.core.binning import NO_CELL, parent_cells
 from stream.core.exceptions import InvalidBatchError, InvalidConfigError
+from stream.core.merge import merge_presence
 from stream.core.partials import (
     HIST_BINS,
     HIST_EDGES,
     METRIC_COLUMNS,
     PARTIAL_DTYPE,
+    PRESENCE_DTYPE,
+    PRESENCE_KEY_FIELDS,
     Metric,
     metric_bit,
 )
@@ -43,14 +46,14 @@ def assert_same_partials(a: np.ndarray, b: np.ndarray) -> None:
         np.testing.assert_allclose(a[name], b[name], rtol=1e-9, atol=1e-9, err_msg=name)
 
 
-def presence_set(p: np.ndarray) -> set[tuple[int, ...]]:
-    """(cell-window, ride, day, metric) facts: storage ORs the metrics of equal keys."""
-    return {
-        (*(int(x) for x in row[:-1]), bit)
-        for row in p.tolist()
-        for bit in range(16)
-        if int(row[-1]) >> bit & 1
-    }
+def assert_same_presence(a: np.ndarray, b: np.ndarray) -> None:
+    """Equal once rows of a key are merged as storage merges them: metric bits OR,
+    readings and noise energy add."""
+    a, b = merge_presence(a), merge_presence(b)
+    assert len(a) == len(b)
+    for name in (*PRESENCE_KEY_FIELDS, "metrics", "readings"):
+        np.testing.assert_array_equal(a[name], b[name], err_msg=name)
+    np.testing.assert_allclose(a["noise_energy"], b["noise_energy"], rtol=1e-9, atol=1e-9)
 
 
 def noise_rows(levels_db: list[float], interval_ms: int = 1000) -> np.ndarray:
@@ -79,7 +82,7 @@ def test_aggregate_of_a_union_is_the_merge_of_the_aggregates(seed: int, n: int, 
     a, pa = aggregate(rows[:k], RES, WINDOWS)
     b, pb = aggregate(rows[k:], RES, WINDOWS)
     assert_same_partials(whole, np.concatenate([a, b]))
-    assert presence_set(whole_presence) == presence_set(pa) | presence_set(pb)
+    assert_same_presence(whole_presence, np.concatenate([pa, pb]))
 
 
 @settings(max_examples=25, deadline=None)
@@ -90,7 +93,7 @@ def test_aggregate_does_not_depend_on_order(seed: int, n: int) -> None:
     p1, pr1 = aggregate(rows, RES, WINDOWS)
     p2, pr2 = aggregate(shuffled, RES, WINDOWS)
     assert_same_partials(p1, p2)
-    assert presence_set(pr1) == presence_set(pr2)
+    assert_same_presence(pr1, pr2)
 
 
 @settings(max_examples=25, deadline=None)
@@ -99,7 +102,7 @@ def test_partials_are_unique_and_count_exactly_the_publishable_values(seed: int,
     rows = random_enriched(seed, n)
     partials, presence = aggregate(rows, RES, WINDOWS)
     assert len(merge_partials(partials)) == len(partials)
-    assert len(np.unique(presence)) == len(presence)
+    assert len(merge_presence(presence)) == len(presence)
     np.testing.assert_array_equal(partials["hist"].sum(axis=1), partials["n"])
     for metric in METRIC_COLUMNS:
         ok = DEFAULT_POLICY.publishable(rows, metric)
@@ -265,3 +268,61 @@ def test_presence_names_the_metrics_each_ride_measured() -> None:
     assert with_no2 & metric_bit(Metric.NO2)
     assert not without & metric_bit(Metric.NO2)
     assert without & metric_bit(Metric.PM25)
+
+
+def test_presence_says_how_many_readings_and_how_much_noise_energy_each_ride_gave() -> None:
+    # Three readings of one ride and one of another in a cell-hour: the ride's share of
+    # a mean is its readings (its energy for noise), the effective number of rides of
+    # the interval (api/stats.py).
+    rows = noise_rows([60.0, 70.0, 50.0, 80.0], interval_ms=2000)
+    first = int(rows["ride_id"][0])
+    rows["ride_id"] = [first, first, first, first + 1]
+    rows["no2_ugm3"][1] = np.nan  # still counted: the reading counts for other metrics
+    _, presence = aggregate(rows, [10], [3600])
+    by_ride = {int(p["ride_id"]): p for p in presence}
+    assert int(by_ride[first]["readings"]) == 3
+    assert int(by_ride[first + 1]["readings"]) == 1
+    energy = 2.0 * (10**6.0 + 10**7.0 + 10**5.0)  # Σ tᵢ·10^(Lᵢ/10), t = 2 s
+    assert math.isclose(float(by_ride[first]["noise_energy"]), energy, rel_tol=1e-12)
+    assert math.isclose(float(by_ride[first + 1]["noise_energy"]), 2.0 * 10**8.0, rel_tol=1e-12)
+
+
+@settings(max_examples=25, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), n=st.integers(1, 300))
+def test_presence_readings_are_the_readings_that_count_and_energy_needs_noise(
+    seed: int, n: int
+) -> None:
+    rows = random_enriched(seed, n)
+    rows["noise_laeq_db"][: n // 2] = np.nan
+    _, presence = aggregate(rows, RES, WINDOWS)
+    counted = np.zeros(n, dtype=bool)
+    for metric in METRIC_COLUMNS:
+        counted |= DEFAULT_POLICY.publishable(rows, metric)
+    counted &= rows["cell"] != NO_CELL
+    for res in RES:
+        for w in WINDOWS:
+            grain = presence[(presence["resolution"] == res) & (presence["window_s"] == w)]
+            assert int(grain["readings"].sum()) == int(counted.sum())
+            assert (grain["readings"] >= 1).all()
+    heard = counted & DEFAULT_POLICY.publishable(rows, Metric.NOISE)
+    silent = ~np.isin(presence["ride_id"], rows["ride_id"][heard])
+    assert (presence["noise_energy"][silent] == 0).all()
+
+
+def test_merge_presence_ors_metrics_and_adds_shares() -> None:
+    rows = np.zeros(3, dtype=PRESENCE_DTYPE)
+    rows["resolution"], rows["cell"], rows["window_s"] = 10, 99, 3600
+    rows["ride_id"] = [1, 1, 2]
+    rows["metrics"] = [metric_bit(Metric.PM25), metric_bit(Metric.NOISE), metric_bit(Metric.NO2)]
+    rows["readings"] = [3, 4, 5]
+    rows["noise_energy"] = [0.0, 2.5, 1.0]
+    merged = merge_presence(rows)
+    assert merged["ride_id"].tolist() == [1, 2]
+    assert merged["metrics"].tolist() == [
+        metric_bit(Metric.PM25) | metric_bit(Metric.NOISE),
+        metric_bit(Metric.NO2),
+    ]
+    assert merged["readings"].tolist() == [7, 5]
+    assert merged["noise_energy"].tolist() == [2.5, 1.0]
+    with pytest.raises(InvalidBatchError, match="PRESENCE_DTYPE"):
+        merge_presence(np.zeros(1, dtype=PARTIAL_DTYPE))

@@ -1,0 +1,12 @@
+-- Each ride's share of a cell-window, for the interval's effective number of rides
+-- (Kish's 1 / Σ wᵣ², api/stats.py, docs/statistics.md): a mean over rides that
+-- contributed unequally is as uncertain as one over fewer rides.
+--
+-- window_presence.readings: the ride's readings in the cell-window that count for at
+-- least one metric; window_presence.noise_energy: Σ tᵢ·10^(Lᵢ/10) of its noise
+-- readings there (0 without), the weight of its readings in LAeq. The writer adds
+-- both when a later batch brings more of the same ride (storage/aggregate_rows.py).
+-- Rows stored before this migration do not know them: NULL, and NULL stays NULL
+-- when a batch adds to such a row; a selection that holds one gets the interval of
+-- one ride's share (docs/statistics.md, "When the shares are unknown").
+ALTER TABLE window_presence ADD COLUMN readings integer, ADD COLUMN noise_energy double precision;
