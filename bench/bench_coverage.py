@@ -17,7 +17,7 @@ the intervals as they were and as they are:
 - ``budget``: api.stats.mean_interval, the kits' error budget (docs/statistics.md),
   its bounds rounded to the nearest 0.1 as the API shows them (api.stats.round_interval);
 - ``budget_outward``: the same bounds rounded outward instead (the API's rounding
-  until 2026-12-07), to show what rounding alone does;
+  at commit 9bfd2ba), to show what rounding alone does;
 - ``budget_realized_kits``: the same with the error model of the kits this fleet
   happened to draw (their offsets' and gains' root mean square, not the spec's): not
   what the API can know, but what tells a fleet's luck from the method's fault.
@@ -236,7 +236,8 @@ def pooled(results: list[dict[str, object]]) -> list[dict[str, object]]:
                     float(np.mean([float(str(r["binomial_se"])) for r in rows])), 4
                 ),
                 **{
-                    k: round(float(np.mean([float(str(r[k])) for r in rows])), 4)
+                    # nanmean: a fleet in humid air all the time has no dry cell-hours
+                    k: round(float(np.nanmean([float(str(r[k])) for r in rows])), 4)
                     for k in (
                         "no_interval_share",
                         "coverage_dry",
