@@ -451,8 +451,8 @@ def round_interval(iv: Intervals, metric: Metric) -> Intervals:
     Each bound moves by at most half a step, up or down alike, so the interval covers
     as often as before rounding (docs/statistics.md, "Rounded to the sensor's
     resolution"); rounding outward, as before, widened every interval by a step on
-    average and made a 95 % interval cover 96–98 % of PM means. The GUM leaves the
-    choice to judgement (JCGM 100:2008 §7.2.6)."""
+    average, 0.5–1.5 points of coverage for PM and noise (bench/bench_coverage.py,
+    ``budget_outward``). The GUM leaves the choice to judgement (JCGM 100:2008 §7.2.6)."""
     decimals = DECIMALS[metric]
     low = np.round(iv.low, decimals)
     high = np.round(iv.high, decimals)
