@@ -101,10 +101,13 @@ _T975 = (
 _Z975 = 1.959964
 _A = math.log(10.0) / 10.0  # energy = exp(_A · level in dB)
 _QA = QaConfig()
-#: Gauss–Hermite nodes and weights (probabilists'), for a mean of h(RH) over a cell's
-#: readings from their mean and spread, taken as normal.
-_GH_X, _GH_W = np.polynomial.hermite_e.hermegauss(9)
-_GH_W = _GH_W / _GH_W.sum()
+#: Standard normal quantiles and their weights, for a mean of h(RH) over a cell's
+#: readings from their mean and spread, taken as normal and cut at the fog threshold
+#: (PM's readings are those below it): a fine even grid over ±4 σ, so that the cut
+#: falls between nodes 0.05 σ apart (Gauss–Hermite's few nodes cannot be cut).
+_RH_Z = np.linspace(-4.0, 4.0, 161)
+_RH_W = np.exp(-(_RH_Z**2) / 2.0)
+_RH_W = _RH_W / _RH_W.sum()
 
 #: Why a row has no interval (``interval_reason``); None when it has one. Only
 #: ``single_ride`` is given now: ``no_spread`` needs one reading (so one ride) and
@@ -320,18 +323,33 @@ def _budget(
     bias = np.zeros(len(stats))
     kit_var = np.full(len(stats), kit.kit_sd**2)
     known = covariate is not None
+    # ∂centre/∂(an error in the metric's unit): the mean is divided by 1 + κh to take
+    # the humid growth out, and with it every error the kit adds to the reading
+    # (GUM §5.1.3, sensitivity coefficients; the correction's own inverse model has the
+    # same −1/D, stream.core.calibration_corrections.inverse_model).
+    sensitivity = np.ones(len(stats))
     if known and metric in (Metric.PM1, Metric.PM25, Metric.PM10):
         assert covariate is not None
         growth, slope = _humid_growth(covariate, model)
         growth, slope = np.nan_to_num(growth), np.nan_to_num(slope)
         bias = mean * growth / (1.0 + growth)  # reads (1 + κh) times the truth
+        sensitivity = 1.0 / (1.0 + growth)
+        # The humidity sensors' offsets (a kit error: shared by a ride's readings) move
+        # the estimated growth by κ·h′·δ, and the centre mean/(1 + κh) by centre·κ·h′·δ/(1 + κh).
         rh_sd = model.kits[Metric.HUMIDITY].kit_sd
-        kit_var = kit_var + ((mean - bias) * slope * rh_sd) ** 2
+        kit_var = (kit.kit_sd * sensitivity) ** 2 + (
+            (mean - bias) * slope * rh_sd * sensitivity
+        ) ** 2
     elif known and metric is Metric.NO2:
         assert covariate is not None
         above = np.nan_to_num(covariate["mean"].astype(np.float64) - model.no2_temp_ref_c)
         bias = model.no2_temp_coeff * above
-        kit_var = kit_var + (model.no2_temp_coeff_sd * above) ** 2
+        # The coefficient varies between kits; the temperature sensors' offsets (a kit
+        # error too) move the correction by coefficient × offset.
+        t_sd = model.kits[Metric.TEMPERATURE].kit_sd
+        kit_var = (
+            kit_var + (model.no2_temp_coeff_sd * above) ** 2 + (model.no2_temp_coeff * t_sd) ** 2
+        )
     centre = mean - bias
     value = np.abs(centre)
     kit_var = (kit_var + (kit.kit_gain_sd * value) ** 2) * share
@@ -345,23 +363,33 @@ def _budget(
         centre = np.where(corrected, mean, centre)
         value = np.where(corrected, np.abs(mean), value)
         kit_var = np.where(corrected, u_corr**2, kit_var)
-    reading = kit.reading_sd + kit.reading_rel_sd * value
+        sensitivity = np.where(corrected, 1.0, sensitivity)
+    # A reading's random error is reading_sd + reading_rel_sd × the value it read (the
+    # grown one in humid air): on the centre's scale, reading_sd/(1 + κh) + rel × centre.
+    reading = kit.reading_sd * sensitivity + kit.reading_rel_sd * value
     u = np.sqrt(kit_var + reading**2 / n)
     return centre, u
 
 
 def _humid_growth(humidity: np.ndarray, model: ErrorModel) -> tuple[np.ndarray, np.ndarray]:
-    """κ·h(RH) averaged over a cell's readings, and its slope per % RH, from the
-    humidity's mean and spread (taken as normal, up to the fog threshold where PM
-    readings stop)."""
+    """κ·h(RH) averaged over a cell's PM readings, and its slope per % RH, from the
+    humidity's mean and spread over the same selection (taken as normal).
+
+    PM's readings are those whose humidity is below the fog threshold (``QaFlag.FOG_PM``
+    leaves out the rest), so the average is over the normal cut there. Where the whole
+    normal lies at or above it (a spread of 0 in fog), at the threshold."""
     mean = humidity["mean"].astype(np.float64)[:, None]
     sd = np.nan_to_num(humidity["std"].astype(np.float64))[:, None]
-    rh = np.minimum(mean + sd * _GH_X[None, :], model.fog_pct)
+    rh = mean + sd * _RH_Z[None, :]
+    weight = np.where(rh < model.fog_pct, _RH_W[None, :], 0.0)
+    total = weight.sum(axis=1, keepdims=True)
+    weight = np.where(total > 0, weight / np.where(total > 0, total, 1.0), _RH_W[None, :])
+    rh = np.minimum(rh, model.fog_pct)
     h = humid_term(rh, model.humid_pct)
     a = np.clip(rh / 100.0, 0.0, model.fog_pct / 100.0)
     slope = np.where(rh > model.humid_pct, 1.0 / (100.0 * (1.0 - a) ** 2), 0.0)
     kappa = model.pm_humidity_kappa
-    return kappa * (h * _GH_W).sum(axis=1), kappa * (slope * _GH_W).sum(axis=1)
+    return kappa * (h * weight).sum(axis=1), kappa * (slope * weight).sum(axis=1)
 
 
 def _noise_budget(
@@ -418,11 +446,16 @@ def rounded(stats: np.ndarray, metric: Metric) -> np.ndarray:
 
 
 def round_interval(iv: Intervals, metric: Metric) -> Intervals:
-    """Bounds widened outward to the sensor's resolution, so rounding never narrows them."""
-    scale = 10.0 ** DECIMALS[metric]
-    # The 1e-9 keeps a bound that is already a multiple (up to float error) where it is.
-    low = np.floor(iv.low * scale + 1e-9) / scale
-    high = np.ceil(iv.high * scale - 1e-9) / scale
+    """Bounds rounded to the nearest step of the sensor's resolution, as the mean is.
+
+    Each bound moves by at most half a step, up or down alike, so the interval covers
+    as often as before rounding (docs/statistics.md, "Rounded to the sensor's
+    resolution"); rounding outward, as before, widened every interval by a step on
+    average, 0.5–1.5 points of coverage for PM and noise (bench/bench_coverage.py,
+    ``budget_outward``). The GUM leaves the choice to judgement (JCGM 100:2008 §7.2.6)."""
+    decimals = DECIMALS[metric]
+    low = np.round(iv.low, decimals)
+    high = np.round(iv.high, decimals)
     if metric is not Metric.NOISE:
         low = np.maximum(low, 0.0)
     return Intervals(low=low, high=high, reason=iv.reason)

@@ -77,7 +77,7 @@ def test_statistics_of_a_cell(client: httpx.Client) -> None:
         assert 0 < props[f"{name}_error_bound"] <= props["max"] - props["min"] + 0.1
     # The interval is the kits' error budget (api.stats): 4 rides of 120 readings each
     # average the kits' own errors as 4 equal rides (Kish), the readings' random error
-    # as 480; no humid air (60 % RH). 95 %, rounded outward to 0.1.
+    # as 480; no humid air (60 % RH). 95 %, rounded to the nearest 0.1.
     kit = SIMULATED_FLEET.kits[Metric.PM25]
     mean = props["mean"]
     u = np.sqrt(
