@@ -60,6 +60,13 @@ MIGRATION_0110 = (
 )
 METRICS = ("pm1", "pm25", "pm10", "no2")
 DENSE = "cell_windows_corrected_dense"
+CALIBRATION_TABLES = (
+    "calibration_pairs",
+    "calibration_corrections",
+    "calibration_periods",
+    "calibration_days",
+    "reference_values",
+)
 
 
 def load(url: str) -> int:
@@ -95,7 +102,8 @@ def load(url: str) -> int:
 
 
 def make_dense(conn: psycopg.Connection[Any], timescale: bool) -> None:
-    """The same rows in 0110's table (its own CREATE TABLE text), histograms of 32 bins."""
+    """The same rows in 0110's table (its own CREATE TABLE text, with its key), histograms of
+    32 bins, and its index."""
     text = MIGRATION_0110.read_text()
     match = re.search(r"CREATE TABLE cell_windows_corrected \(.*?\n\);", text, re.DOTALL)
     assert match is not None
@@ -120,7 +128,6 @@ def make_dense(conn: psycopg.Connection[Any], timescale: bool) -> None:
         f"INSERT INTO {DENSE} ({', '.join(columns)}) SELECT {', '.join(values)}"
         " FROM cell_windows_corrected ORDER BY resolution, window_s, window_start, cell"
     )
-    conn.execute(f"ALTER TABLE {DENSE} ADD PRIMARY KEY (resolution, window_s, window_start, cell)")
     conn.execute(f"CREATE INDEX ON {DENSE} (cell, window_s, window_start)")
     if timescale:
         conn.execute(
@@ -151,13 +158,12 @@ def measure(url: str, backend: Backend) -> dict[str, Any]:
         row = conn.execute("SELECT count(*) FROM cell_windows_corrected").fetchone()
         assert row is not None
         rows = int(row[0])
+        # Mean bins stored per histogram (None: a metric the campaign does not calibrate).
         spans = {
-            m: float(
-                conn.execute(
-                    f"SELECT avg(cardinality({m}_hist)) FROM cell_windows_corrected"
-                    f" WHERE {m}_hist IS NOT NULL"
-                ).fetchone()[0]  # type: ignore[index]
-            )
+            m: conn.execute(
+                f"SELECT avg(cardinality({m}_hist))::float8 FROM cell_windows_corrected"
+                f" WHERE {m}_hist IS NOT NULL"
+            ).fetchone()[0]  # type: ignore[index]
             for m in METRICS
         }
         same = conn.execute(
@@ -179,6 +185,16 @@ def measure(url: str, backend: Backend) -> dict[str, Any]:
                 "cut": size(conn, "cell_windows_corrected", timescale),
                 "cell_windows": size(conn, "cell_windows", timescale),
             },
+        }
+        # The other tables calibration fills, for how fast they grow (docs/storage.md).
+        out["calibration_tables"] = {
+            table: {
+                "rows": int(
+                    conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0]  # type: ignore[index]
+                ),
+                "bytes": size(conn, table, timescale=False),
+            }
+            for table in CALIBRATION_TABLES
         }
         if timescale:
             for table in (DENSE, "cell_windows_corrected", "cell_windows"):
@@ -222,6 +238,9 @@ def main() -> None:
         r = results[Backend.TIMESCALE.value]
         for key in ("dense", "cut", "cell_windows"):
             print(f"compressed, {key:12} {r['bytes_compressed'][key] / r['readings']:14.1f}")
+    for b in backends:
+        for table, got in results[b.value]["calibration_tables"].items():
+            print(f"{b.value}: {table}: {got['rows']} rows, {got['bytes']} bytes in 14 days")
     print(json.dumps(results, indent=1))
     (RESULTS / "corrected_storage.json").write_text(json.dumps(results, indent=1) + "\n")
 

@@ -6,9 +6,13 @@
 -- are, every histogram cut to its counted bins; bikesense_hist_dense(offset, hist)
 -- (0111) gives the 32 bins back, and storage.corrected_windows reads them so.
 --
--- Measured (bench/bench_corrected_storage.py: the simulator's 14 days of 10 kits, the
--- calibration campaign of tests/storage/test_calibration_simulated.py, corrected with
--- its own fit): MEASUREMENT
+-- Measured (bench/bench_corrected_storage.py: the calibration campaign of
+-- tests/storage/test_calibration_simulated.py, the simulator's 14 days of 10 kits,
+-- 246,946 readings, corrected with its own fit: 292,390 corrected rows, as many as
+-- cell_windows): a stored histogram spans 3.3 to 3.6 bins on average, not 32; the table
+-- took 966 bytes per reading with 0110's histograms of 32 bins and takes 574 cut (plain
+-- PostgreSQL, with indexes), 981 and 548 on TimescaleDB before compression, 195 and 184
+-- compressed.
 --
 -- Kept as cell_windows is, on both backends: indefinitely (docs/storage.md, "What is
 -- kept"; docs/privacy.md): the rows are per cell and window, hold no one's positions,
