@@ -1,6 +1,8 @@
 """The raw-retention setting reaches both backends: plain partitions and TimescaleDB's
 policies and chunks follow ``BIKESENSE_RAW_RETENTION_DAYS`` (docs/privacy.md, "What is
-kept, and for how long")."""
+kept, and for how long"), and what is kept whatever it says (the aggregates, raw and
+corrected, day presence, calibration's pairs and the stations' hours) stays on both,
+with no retention policy on TimescaleDB."""
 
 from __future__ import annotations
 
@@ -37,7 +39,12 @@ def database(request: pytest.FixtureRequest) -> str:
 
 
 def seed(conn: psycopg.Connection[Any]) -> datetime:
-    """A ride and a refused frame at each of ``AGES_DAYS``; returns the server's now."""
+    """A ride and a refused frame at each of ``AGES_DAYS``, and what calibration stores of
+    them; returns the server's now."""
+    conn.execute(
+        "INSERT INTO reference_stations (station_id, name, lat_deg, lon_deg)"
+        " VALUES ('NL1', 'Utrecht', 52.1, 5.1)"
+    )
     row = conn.execute("SELECT now()").fetchone()
     assert row is not None
     now: datetime = row[0]
@@ -52,6 +59,28 @@ def seed(conn: psycopg.Connection[Any]) -> datetime:
             " VALUES (to_timestamp(%s / 1000.0), 'bad_mac', '\\x00')",
             (t0_ms,),
         )
+        # What calibration keeps of the ride's hour: the station's value, the kit's
+        # co-location with it, and the corrected aggregates beside the raw ones (here the
+        # raw PM2.5 partials, with an uncertainty sum).
+        hour = "date_trunc('hour', to_timestamp(%(t)s / 1000.0))"
+        conn.execute(
+            "INSERT INTO reference_values (station_id, metric, hour_start, value_ugm3, valid,"
+            f" source) VALUES ('NL1', 'pm25', {hour}, 10, true, 'csv')",
+            {"t": t0_ms},
+        )
+        conn.execute(
+            "INSERT INTO calibration_pairs (kit_id, station_id, metric, hour_start, kit_mean,"
+            " n, humid_term_mean, distance_mean_m, n_zero, reference_ugm3)"
+            f" VALUES (%(kit)s, 'NL1', 'pm25', {hour}, 11, 30, 0, 20, 0, 10)",
+            {"t": t0_ms, "kit": kit},
+        )
+    conn.execute(
+        "INSERT INTO cell_windows_corrected (resolution, window_s, window_start, cell, pm25_n,"
+        " pm25_sum, pm25_sumsq, pm25_min, pm25_max, pm25_hist_offset, pm25_hist, pm25_u_sum)"
+        " SELECT resolution, window_s, window_start, cell, pm25_n, pm25_sum, pm25_sumsq,"
+        " pm25_min, pm25_max, pm25_hist_offset, pm25_hist, 0.5 * pm25_n FROM cell_windows"
+        " WHERE pm25_n > 0"
+    )
     return now
 
 
@@ -65,8 +94,19 @@ def rejects(conn: psycopg.Connection[Any]) -> int:
     return int(row[0])
 
 
-def aggregates(conn: psycopg.Connection[Any]) -> tuple[Any, ...] | None:
-    return conn.execute("SELECT count(*), sum(pm25_n) FROM cell_windows").fetchone()
+def aggregates(conn: psycopg.Connection[Any]) -> list[Any]:
+    """What is kept whatever the raw retention: the aggregates, raw and corrected, day
+    presence, and what calibration keeps (docs/storage.md, "What is kept")."""
+    return [
+        conn.execute(query).fetchone()
+        for query in (
+            "SELECT count(*), sum(pm25_n) FROM cell_windows",
+            "SELECT count(*), sum(pm25_n), sum(pm25_u_sum) FROM cell_windows_corrected",
+            "SELECT count(*) FROM window_presence WHERE window_s = 86400",
+            "SELECT count(*), sum(n) FROM calibration_pairs",
+            "SELECT count(*) FROM reference_values",
+        )
+    ]
 
 
 def expected_policies(conn: psycopg.Connection[Any], days: int) -> dict[str, timedelta]:
@@ -90,6 +130,8 @@ def test_the_maintenance_round_follows_the_configured_retention(database: str) -
         assert rejects(conn) == 1
         assert retention_policies(conn) == expected_policies(conn, 10)
         assert aggregates(conn) == kept  # aggregates are never expired
+        assert kept[1][0] > 0
+        assert kept[3] == (3, 90)
 
 
 def test_the_cli_takes_the_retention_from_the_environment(
@@ -99,6 +141,7 @@ def test_the_cli_takes_the_retention_from_the_environment(
     runner = CliRunner()
     with psycopg.connect(database, autocommit=True) as conn:
         seed(conn)
+        kept = aggregates(conn)
         monkeypatch.setenv("BIKESENSE_RAW_RETENTION_DAYS", "7")
         result = runner.invoke(app, ["migrate"])
         assert result.exit_code == 0, result.output
@@ -116,6 +159,7 @@ def test_the_cli_takes_the_retention_from_the_environment(
         assert result.exit_code == 0, result.output
         assert kits_stored(conn) == {3}
         assert retention_policies(conn) == expected_policies(conn, 10)
+        assert aggregates(conn) == kept
 
 
 def test_a_policy_already_right_is_left_alone(timescale_database_url: str) -> None:
