@@ -1,8 +1,8 @@
 """The raw-retention setting reaches both backends: plain partitions and TimescaleDB's
 policies and chunks follow ``BIKESENSE_RAW_RETENTION_DAYS`` (docs/privacy.md, "What is
-kept, and for how long"), and what is kept whatever it says (the aggregates, raw and
-corrected, day presence, calibration's pairs and the stations' hours) stays on both,
-with no retention policy on TimescaleDB."""
+kept, and for how long"), and so do calibration's pairs (a kit near a station in an
+hour); what is kept whatever it says (the aggregates, raw and corrected, day presence
+and the stations' hours) stays on both, with no retention policy on TimescaleDB."""
 
 from __future__ import annotations
 
@@ -96,17 +96,22 @@ def rejects(conn: psycopg.Connection[Any]) -> int:
 
 def aggregates(conn: psycopg.Connection[Any]) -> list[Any]:
     """What is kept whatever the raw retention: the aggregates, raw and corrected, day
-    presence, and what calibration keeps (docs/storage.md, "What is kept")."""
+    presence, and the stations' hours (docs/storage.md, "What is kept")."""
     return [
         conn.execute(query).fetchone()
         for query in (
             "SELECT count(*), sum(pm25_n) FROM cell_windows",
             "SELECT count(*), sum(pm25_n), sum(pm25_u_sum) FROM cell_windows_corrected",
             "SELECT count(*) FROM window_presence WHERE window_s = 86400",
-            "SELECT count(*), sum(n) FROM calibration_pairs",
             "SELECT count(*) FROM reference_values",
         )
     ]
+
+
+def kits_paired(conn: psycopg.Connection[Any]) -> set[int]:
+    """The kits of the calibration pairs left: they go with the raw readings."""
+    rows = conn.execute("SELECT DISTINCT kit_id FROM calibration_pairs").fetchall()
+    return {int(r[0]) for r in rows}
 
 
 def expected_policies(conn: psycopg.Connection[Any], days: int) -> dict[str, timedelta]:
@@ -123,15 +128,17 @@ def test_the_maintenance_round_follows_the_configured_retention(database: str) -
         assert len(report.dropped) == 1
         assert kits_stored(conn) == {2, 3}
         assert rejects(conn) == 2
+        assert (report.pairs_deleted, kits_paired(conn)) == (1, {2, 3})
         assert retention_policies(conn) == expected_policies(conn, 30)
         # A shorter setting at the next round: the policy and the data follow it.
         run_maintenance(conn, MaintenanceConfig(raw_retention=timedelta(days=10)), now=now)
         assert kits_stored(conn) == {3}
         assert rejects(conn) == 1
+        assert kits_paired(conn) == {3}
         assert retention_policies(conn) == expected_policies(conn, 10)
         assert aggregates(conn) == kept  # aggregates are never expired
         assert kept[1][0] > 0
-        assert kept[3] == (3, 90)
+        assert kept[3] == (3,)
 
 
 def test_the_cli_takes_the_retention_from_the_environment(
@@ -146,18 +153,19 @@ def test_the_cli_takes_the_retention_from_the_environment(
         result = runner.invoke(app, ["migrate"])
         assert result.exit_code == 0, result.output
         assert retention_policies(conn) == expected_policies(conn, 7)
-        assert kits_stored(conn) == {1, 2, 3}  # migrate sets the policy; it drops nothing
+        assert kits_stored(conn) == kits_paired(conn) == {1, 2, 3}  # migrate drops nothing
         monkeypatch.setenv("BIKESENSE_RAW_RETENTION_DAYS", "30")
         result = runner.invoke(app, ["drop-expired"])
         assert result.exit_code == 0, result.output
         assert "dropped 1 partition(s)" in result.output
-        assert kits_stored(conn) == {2, 3}
+        assert "and 1 calibration pair(s)" in result.output
+        assert kits_stored(conn) == kits_paired(conn) == {2, 3}
         assert rejects(conn) == 2
         assert retention_policies(conn) == expected_policies(conn, 30)
         # --keep-days wins over the environment, for a one-off clean-up.
         result = runner.invoke(app, ["drop-expired", "--keep-days", "10"])
         assert result.exit_code == 0, result.output
-        assert kits_stored(conn) == {3}
+        assert kits_stored(conn) == kits_paired(conn) == {3}
         assert retention_policies(conn) == expected_policies(conn, 10)
         assert aggregates(conn) == kept
 
