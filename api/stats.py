@@ -403,13 +403,13 @@ def _clipped(
     mean. That is the share of readings a kit without error keeps above zero, Φ(mean /
     s₀), the readings of such a kit taken as normal around the mean with s₀ the
     readings' spread less what the kits' offsets and gains add between rides (their
-    variance × (1 − Kish's share), as for rides of equal weight). Not the share of this
-    row's readings above zero: a kit that reads low clips more, and the derivative at
-    its reading understates its error, which accrued over the readings it moved below
-    zero before they clipped. A reading's random error σₑ (reading_sd +
+    variance × (1 − Σ wᵣ² / (Σ wᵣ)²), the expected spread of the rides' errors around
+    their weighted mean). Not the share of this row's readings above zero: a kit that
+    reads low clips more, and the derivative at its readings understates its error,
+    which accrued while its readings were still above zero (docs/statistics.md has
+    what each choice covers). A reading's random error σₑ (reading_sd +
     reading_rel_sd × mean) is clipped with it: the variance of a clipped normal
-    (Johnson, Kotz & Balakrishnan, ch. 13 §10), averaged over the air's spread
-    √(s₀² − σₑ²) around the mean."""
+    (``_CLIP_VAR``), averaged over the air's spread √(s₀² − σₑ²) around the mean."""
     n = stats["n"].astype(np.float64)
     mean = stats["mean"].astype(np.float64)
     sd = np.nan_to_num(stats["std"].astype(np.float64))
