@@ -26,6 +26,10 @@ measured) is a measurement-uncertainty budget, not a spread of readings:
   true value, centred on the mean less the effect, so in humid air it can lie
   below the mean shown. The covariates are the same cell-windows' humidity (PM)
   and temperature (NO2) statistics.
+- **Readings clipped at zero.** The wire carries no negative concentration, so where
+  a row's least reading is 0 its mean moves with a kit's error (and the NO2 cell's
+  temperature term) only by the share of readings a kit without error keeps above
+  zero: the GUM's sensitivity coefficient at the estimates (§5.1.3), in ``_clipped``.
 - **Never below zero.** Concentrations are clipped at 0, which a true mean never
   goes below (so clipping loses no coverage).
 - **When there is none.** One ride cannot tell a kit's error from the air: no
@@ -341,9 +345,9 @@ def _budget(
     # same −1/D, stream.core.calibration_corrections.inverse_model).
     sensitivity = np.ones(len(stats))
     # Readings clipped at zero (the wire carries no negative concentration,
-    # docs/protocol.md §4.3) move with what a kit adds only while they are above zero:
-    # by the share ``unclipped`` of them, for its errors and a shared additive effect
-    # alike. (A factor such as the humid growth moves a clipped reading with it.)
+    # docs/protocol.md §4.2) move with what a kit adds only while they are above
+    # zero: by the share ``unclipped`` of them, for its errors and a shared additive
+    # effect alike. (A factor such as the humid growth scales a clipped reading whole.)
     unclipped, noise_factor = _clipped(stats, metric, kit, share)
     if known and metric in (Metric.PM1, Metric.PM25, Metric.PM10):
         assert covariate is not None
