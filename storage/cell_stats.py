@@ -8,16 +8,20 @@ sharing the SQL and the conversions.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from typing import Any, LiteralString
 
 import numpy as np
 import psycopg
+from psycopg import sql
 
-from storage.cellwindows import per_metric
+from storage.cellwindows import pair_partials, per_metric, presence_weight
 from storage.corrected_windows import corrected_per_metric, pick
-from storage.merged_stats import MERGED, PARTIALS_IN_RANGE, presence_by, to_stats
+from storage.exceptions import QueryError
+from storage.merged_stats import MERGED, PARTIALS_IN_RANGE, merged, presence_by, to_stats
 from storage.selection import UNITS, WANTED_BBOX, BBox, Selection, bbox_params
+from stream.core.partials import Metric
 
 _CELLS_TEMPLATE: LiteralString = (
     "WITH "
@@ -61,6 +65,117 @@ def _joined_by_key(rows: Sequence[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
         ),
         key=lambda row: row[0],
     )
+
+
+# With a covariate (api.stats.COVARIATES: the humidity of a PM cell): the same cells,
+# units and presence, the covariate's partials merged in the same pass from the same
+# cell_windows rows (they hold every metric side by side), instead of a second query
+# that found the same units and presence again: the covariate's query was as dear as
+# the metric's (an officer's hour at resolution 10, bench/bench_reads.py). Only where
+# both metrics have the same units, that is without k (keyed roles): a unit below k
+# for one metric may pass for the other. Rows of either metric count; a cell is the
+# metric's only if the metric has readings in its units (HAVING), as when its partials
+# alone are read.
+_MERGED_NAMES: LiteralString = "n, sum, sumsq, min, max, energy, duration_s, lamax_db, hist"
+_PAIR_TEMPLATE: LiteralString = (
+    "WITH "
+    + WANTED_BBOX
+    + ","
+    + UNITS
+    + """,
+agg (key, """
+    + _MERGED_NAMES
+    + ", c_"
+    + _MERGED_NAMES.replace(", ", ", c_")
+    + """) AS (SELECT u.parent, """
+    + MERGED
+    + ","
+    + merged("c_")
+    + PARTIALS_IN_RANGE
+    + """ GROUP BY u.parent HAVING sum(p.n) > 0),"""
+    + presence_by("u.parent")
+    + """
+SELECT agg.key, agg.n, agg.sum, agg.sumsq, agg.min, agg.max, agg.energy, agg.duration_s,
+       agg.lamax_db, agg.hist, NULL AS rides, NULL AS days, c.lat_deg, c.lon_deg,
+       NULL AS ride_w, NULL AS ride_w_sq, agg.c_n, agg.c_sum, agg.c_sumsq, agg.c_min,
+       agg.c_max, agg.c_energy, agg.c_duration_s, agg.c_lamax_db, agg.c_hist
+FROM agg JOIN h3_cells c ON c.cell = agg.key
+UNION ALL
+SELECT key, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, rides, days, NULL, NULL,
+       ride_w, ride_w_sq, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL
+FROM pres WHERE days >= %(min_days)s"""
+)
+
+
+def _pair_query(metric: Metric, other: Metric) -> bytes:
+    return (
+        sql.SQL(_PAIR_TEMPLATE)
+        .format(partials=pair_partials(metric, other), weight=presence_weight(metric))
+        .as_string()
+        .encode()
+    )
+
+
+#: (metric, covariate) -> the query of both (api.stats.COVARIATES' pairs).
+_PAIR_QUERIES = {
+    (Metric.PM1, Metric.HUMIDITY): _pair_query(Metric.PM1, Metric.HUMIDITY),
+    (Metric.PM25, Metric.HUMIDITY): _pair_query(Metric.PM25, Metric.HUMIDITY),
+    (Metric.PM10, Metric.HUMIDITY): _pair_query(Metric.PM10, Metric.HUMIDITY),
+    (Metric.NO2, Metric.TEMPERATURE): _pair_query(Metric.NO2, Metric.TEMPERATURE),
+}
+
+
+def shares_units(sel: Selection) -> bool:
+    """Whether every metric of ``sel`` has the same units (no k), so that a covariate can
+    be merged in the same pass (:func:`acell_stats_with`)."""
+    return sel.min_rides == 0 and sel.min_days == 0 and not sel.corrected
+
+
+def _split_pair(
+    rows: Sequence[tuple[Any, ...]], sel: Selection, other: Metric
+) -> tuple[np.ndarray, np.ndarray]:
+    joined = _joined_by_key([row[:16] for row in rows])
+    covariate = [
+        (row[0], *row[16:25], 0, 0, np.nan, np.nan, None, None)
+        for row in rows
+        if row[1] is not None and row[16]
+    ]
+    covariate.sort(key=lambda row: row[0])
+    stats = to_stats(joined, sel, by_cell=True, window_s=sel.window_s)
+    cov_sel = dataclasses.replace(sel, metric=other)
+    return stats, to_stats(covariate, cov_sel, by_cell=True, window_s=sel.window_s)
+
+
+def _pair_args(sel: Selection, other: Metric, bbox: BBox) -> tuple[bytes, dict[str, Any]]:
+    if not shares_units(sel):
+        raise QueryError("a covariate is merged in the same pass only without k")
+    query = _PAIR_QUERIES.get((sel.metric, other))
+    if query is None:
+        raise QueryError(f"no combined query of {sel.metric.api_name} and {other.api_name}")
+    return query, sel.params() | bbox_params(bbox)
+
+
+def cell_stats_with(
+    conn: psycopg.Connection[Any], sel: Selection, other: Metric, bbox: BBox
+) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`cell_stats` of ``sel`` and, in the same query, of ``other`` over the same
+    cells and units: the statistics of ``other`` in each of ``sel``'s cells where it has
+    readings, sorted by cell (their ``n`` ... ``p95``, from the same merge as
+    :func:`acell_stats` of ``other`` gives them; ``rides``, ``days`` and the ride
+    weights left 0 and NaN: the covariate of an interval needs none). Only for a
+    selection whose metrics share their units (:func:`shares_units`); raises
+    QueryError otherwise, or for a pair without a query."""
+    query, params = _pair_args(sel, other, bbox)
+    return _split_pair(conn.execute(query, params).fetchall(), sel, other)
+
+
+async def acell_stats_with(
+    conn: psycopg.AsyncConnection[Any], sel: Selection, other: Metric, bbox: BBox
+) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`cell_stats_with` for an async connection."""
+    query, params = _pair_args(sel, other, bbox)
+    cur = await conn.execute(query, params)
+    return _split_pair(await cur.fetchall(), sel, other)
 
 
 def _query(sel: Selection) -> bytes:
