@@ -10,7 +10,8 @@ colour band, decided on the value as shown (rounded to the sensor's resolution);
 :func:`read_series` and :func:`read_cells` read a privacy-filtered selection
 (:func:`api.privacy.selection`), and for PM and NO2 the same selection of the
 humidity or temperature that their interval corrects for (``api.stats.COVARIATES``);
-:func:`read_series` and :func:`cell_features` answer with the response models.
+:func:`read_series` answers with the response models, :func:`cell_features` with what
+they would serialise (a thousand cells and more, built column by column).
 """
 
 from __future__ import annotations
