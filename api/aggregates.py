@@ -37,7 +37,7 @@ from api.stats import (
     round_interval,
     rounded,
 )
-from storage.cell_stats import acell_stats, acell_stats_with, shares_units
+from storage.cell_stats import acell_stats, acell_stats_with, combines
 from storage.merged_stats import STATS_DTYPE
 from storage.selection import BBox, Selection
 from storage.time_series import atime_series
@@ -195,7 +195,7 @@ async def read_cells(
     """The statistics of each cell of ``sel`` with data in ``bbox`` (``STATS_DTYPE``), and
     row for row those of the covariate its interval needs (``api.stats.COVARIATES``;
     None for other metrics and for corrected values), for :func:`cell_features`."""
-    if sel.metric in COVARIATES and not sel.corrected and shares_units(sel):
+    if sel.metric in COVARIATES and combines(sel, COVARIATES[sel.metric]):
         # Keyed roles: both in one query (storage.cell_stats.acell_stats_with).
         stats, other = await acell_stats_with(conn, sel, COVARIATES[sel.metric], bbox)
         return stats, aligned(stats, other, "cell")

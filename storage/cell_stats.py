@@ -125,10 +125,12 @@ _PAIR_QUERIES = {
 }
 
 
-def shares_units(sel: Selection) -> bool:
-    """Whether every metric of ``sel`` has the same units (no k), so that a covariate can
-    be merged in the same pass (:func:`acell_stats_with`)."""
-    return sel.min_rides == 0 and sel.min_days == 0 and not sel.corrected
+def combines(sel: Selection, other: Metric) -> bool:
+    """Whether ``other`` can be merged in the same pass as ``sel``
+    (:func:`acell_stats_with`): a pair with a query, and a selection whose metrics all
+    have the same units (no k), of raw values."""
+    same_units = sel.min_rides == 0 and sel.min_days == 0 and not sel.corrected
+    return same_units and (sel.metric, other) in _PAIR_QUERIES
 
 
 def _split_pair(
@@ -147,12 +149,12 @@ def _split_pair(
 
 
 def _pair_args(sel: Selection, other: Metric, bbox: BBox) -> tuple[bytes, dict[str, Any]]:
-    if not shares_units(sel):
-        raise QueryError("a covariate is merged in the same pass only without k")
-    query = _PAIR_QUERIES.get((sel.metric, other))
-    if query is None:
-        raise QueryError(f"no combined query of {sel.metric.api_name} and {other.api_name}")
-    return query, sel.params() | bbox_params(bbox)
+    if not combines(sel, other):
+        raise QueryError(
+            f"{other.api_name} is merged in the same pass as {sel.metric.api_name} only "
+            "for its covariate pairs, on raw values without k"
+        )
+    return _PAIR_QUERIES[sel.metric, other], sel.params() | bbox_params(bbox)
 
 
 def cell_stats_with(
@@ -162,9 +164,8 @@ def cell_stats_with(
     cells and units: the statistics of ``other`` in each of ``sel``'s cells where it has
     readings, sorted by cell (their ``n`` ... ``p95``, from the same merge as
     :func:`acell_stats` of ``other`` gives them; ``rides``, ``days`` and the ride
-    weights left 0 and NaN: the covariate of an interval needs none). Only for a
-    selection whose metrics share their units (:func:`shares_units`); raises
-    QueryError otherwise, or for a pair without a query."""
+    weights left 0 and NaN: the covariate of an interval needs none). Only where
+    :func:`combines`; raises QueryError otherwise."""
     query, params = _pair_args(sel, other, bbox)
     return _split_pair(conn.execute(query, params, binary=True).fetchall(), sel, other)
 

@@ -24,7 +24,8 @@ from api.models import (
     Polygon,
     Values,
 )
-from api.stats import finite_or_none, rounded
+from api.stats import COVARIATES, finite_or_none, rounded
+from storage.cell_stats import combines
 from storage.merged_stats import STATS_DTYPE
 from storage.selection import Selection
 from stream.core.partials import Metric
@@ -179,3 +180,10 @@ def test_no_cells_no_features() -> None:
     stats = np.zeros(0, dtype=STATS_DTYPE)
     sel = Selection(Metric.PM25, 10, 60, START, END)
     assert cell_features(stats, sel, load_bands().scale(Metric.PM25), min_readings=1) == []
+
+
+def test_every_covariate_is_read_in_the_metric_s_own_query_for_keyed_roles() -> None:
+    # A covariate pair without a combined query would fall back to a second query.
+    for metric, other in COVARIATES.items():
+        assert combines(Selection(metric, 10, 60, START, END), other)
+        assert not combines(Selection(metric, 10, 60, START, END, min_rides=3), other)

@@ -15,7 +15,7 @@ import psycopg
 import pytest
 from h3.api import basic_int as h3int
 
-from storage.cell_stats import acell_stats, cell_stats, cell_stats_with
+from storage.cell_stats import acell_stats, cell_stats, cell_stats_with, combines
 from storage.exceptions import QueryError
 from storage.selection import BBox, Selection
 from storage.time_series import atime_series, time_series
@@ -319,7 +319,11 @@ def test_a_covariate_in_the_same_pass_is_what_its_own_query_gives(
 
 
 def test_a_covariate_in_the_same_pass_needs_the_same_units(conn: psycopg.Connection[Any]) -> None:
-    with pytest.raises(QueryError, match="without k"):
-        cell_stats_with(conn, selection(min_rides=3), Metric.HUMIDITY, UTRECHT)
-    with pytest.raises(QueryError, match="no combined query"):
-        cell_stats_with(conn, selection(Metric.NOISE), Metric.HUMIDITY, UTRECHT)
+    for sel, other in (
+        (selection(min_rides=3), Metric.HUMIDITY),  # k: units differ by metric
+        (selection(min_days=2), Metric.HUMIDITY),
+        (selection(Metric.NOISE), Metric.HUMIDITY),  # no such pair
+    ):
+        assert not combines(sel, other)
+        with pytest.raises(QueryError, match="covariate pairs, on raw values without k"):
+            cell_stats_with(conn, sel, other, UTRECHT)
