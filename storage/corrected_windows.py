@@ -118,7 +118,8 @@ def corrected_partials(metric: Metric) -> sql.Composed:
     return sql.SQL(
         "(SELECT c.resolution, c.window_s, c.window_start, c.cell, {n} AS n, {sum} AS sum,"
         " {sumsq} AS sumsq, {min} AS min, {max} AS max, {u} AS energy,"
-        " 0::float8 AS duration_s, NULL::float8 AS lamax_db, {hist} AS hist"
+        " 0::float8 AS duration_s, NULL::float8 AS lamax_db, {hist} AS hist,"
+        " 0::smallint AS hist_offset, {hist} AS hist_counted"
         " FROM {table} c JOIN cell_windows w"
         " USING (resolution, window_s, window_start, cell) WHERE {complete})"
     ).format(
