@@ -219,8 +219,10 @@ def create_app(
     async def qa_body(stream: Any) -> AsyncIterator[QaOutcome | None]:
         # One yield per message, None for one skipped: never filter, or a test's
         # ``put()`` would wait for a yield that does not come.
+        consumer: Any = app.consumer  # RebalanceSafeConsumer (consumer.py)
         async for event in stream.events():
-            yield await _qa_event(event, kit_states, enriched, core, routing)
+            committed = consumer.committed_offset(event.message.tp)
+            yield await _qa_event(event, kit_states, enriched, core, routing, committed)
 
     async def store_body(stream: Any) -> AsyncIterator[StoreOutcome]:
         try:
@@ -273,14 +275,27 @@ def _keep_unacknowledged(events: list[Any]) -> None:
 
 
 async def _qa_event(
-    event: Any, kit_states: Any, enriched: Any, core: CoreConfig, routing: int
+    event: Any,
+    kit_states: Any,
+    enriched: Any,
+    core: CoreConfig,
+    routing: int,
+    committed: int | None,
 ) -> QaOutcome | None:
     key = event.key
+    message = event.message
     try:
         # The core is numpy work of a millisecond or so: off the event loop, so that
         # the other agent and faust's own services keep running.
         outcome = await asyncio.to_thread(
-            qa_step, event.value, key, kit_states.get(key), core, routing
+            qa_step,
+            event.value,
+            key,
+            kit_states.get(key),
+            core,
+            routing,
+            offset=message.offset,
+            committed=committed,
         )
     except (EnvelopeError, StreamCoreError) as exc:
         # Only a foreign producer or another release writes such a message: nothing in it
@@ -288,12 +303,21 @@ async def _qa_event(
         log.error(
             "skipping unreadable message %r at %s[%d]@%d: %s",
             key,
-            event.message.topic,
-            event.message.partition,
-            event.message.offset,
+            message.topic,
+            message.partition,
+            message.offset,
             exc,
         )
         return None
+    if not outcome.state_reached:
+        log.warning(
+            "kit %d: %s[%d]@%d processed again from below the states kept for it "
+            "(stream/faust_app/kitlog.py); ran with the oldest kept",
+            outcome.kit_id,
+            message.topic,
+            message.partition,
+            message.offset,
+        )
     if outcome.state is not None:
         kit_states[key] = outcome.state
     for out_key, value in outcome.forwards:

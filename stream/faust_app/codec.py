@@ -13,9 +13,13 @@ dtypes has an explicit byte order, so the bytes are the same on any machine):
 A magic names the layout: a change of dtype gets a new magic, so a worker of an
 older release refuses what it cannot read instead of misreading it.
 
-The per-kit state (:class:`~stream.core.state.KitState`) goes into the faust
-table as compact JSON with a version field: readable when debugging a
-changelog topic, and tolerant of float values that are NaN (written as null).
+The per-kit value of the faust table is compact JSON with a version field:
+readable when debugging a changelog topic, and tolerant of float values that
+are NaN (written as null). Version 2 is a :class:`~stream.faust_app.kitlog.KitStateLog`,
+the kit's states by readings offset (``{"v": 2, "kit": …, "log": [[offset,
+rides, qa], …]}``); version 1, one :class:`~stream.core.state.KitState`
+(``{"v": 1, "kit": …, "rides": …, "qa": …}``), is what releases before it wrote, and
+is read as a log of that one state at an unknown offset.
 """
 
 from __future__ import annotations
@@ -23,7 +27,8 @@ from __future__ import annotations
 import json
 import math
 import struct
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -31,10 +36,14 @@ from firmware_protocol.readings import READING_DTYPE
 from stream.core.batch import ENRICHED_DTYPE
 from stream.core.state import KitState, Position, QaMemory, RideSpan, SensorRun
 from stream.faust_app.exceptions import EnvelopeError
+from stream.faust_app.kitlog import UNKNOWN_OFFSET, KitStateLog
 
 READINGS_MAGIC = b"BSR1"
 ENRICHED_MAGIC = b"BSE1"
 KIT_STATE_VERSION = 1
+KIT_LOG_VERSION = 2
+
+_T = TypeVar("_T")
 
 _HEADER = struct.Struct("<4sI")
 _RECEIVED_DTYPE = np.dtype("<i8")
@@ -113,31 +122,76 @@ def route_key(coarse_cell: int, kit_id: int) -> bytes:
 
 
 def encode_kit_state(state: KitState) -> bytes:
-    doc = {
-        "v": KIT_STATE_VERSION,
-        "kit": state.kit_id,
-        "rides": [[r.ride_id, r.boot_id, r.start_ms, r.end_ms] for r in state.rides],
-        "qa": _qa_doc(state.qa),
-    }
-    return json.dumps(doc, separators=(",", ":"), allow_nan=False).encode()
+    """One state, version 1 (what the table held before it held a :class:`KitStateLog`)."""
+    doc = {"v": KIT_STATE_VERSION, "kit": state.kit_id, **_state_doc(state)}
+    return _dumps(doc)
 
 
 def decode_kit_state(blob: bytes) -> KitState:
+    return _decode(blob, {KIT_STATE_VERSION}, lambda doc: _state_from(int(doc["kit"]), doc))
+
+
+def encode_kit_log(log: KitStateLog) -> bytes:
+    """The table's value for a kit: its states by readings offset, version 2."""
+    doc = {
+        "v": KIT_LOG_VERSION,
+        "kit": log.kit_id,
+        "log": [
+            [offset, doc["rides"], doc["qa"]]
+            for offset, doc in ((offset, _state_doc(state)) for offset, state in log.entries)
+        ],
+    }
+    return _dumps(doc)
+
+
+def decode_kit_log(blob: bytes) -> KitStateLog:
+    """A table value of either version; version 1 as one state at an unknown offset."""
+
+    def build(doc: dict[str, Any]) -> KitStateLog:
+        kit = int(doc["kit"])
+        if doc["v"] == KIT_STATE_VERSION:
+            return KitStateLog(kit, ((UNKNOWN_OFFSET, _state_from(kit, doc)),))
+        entries = tuple(
+            (int(offset), _state_from(kit, {"rides": rides, "qa": qa}))
+            for offset, rides, qa in doc["log"]
+        )
+        return KitStateLog(kit, entries)
+
+    return _decode(blob, {KIT_STATE_VERSION, KIT_LOG_VERSION}, build)
+
+
+def _dumps(doc: dict[str, Any]) -> bytes:
+    return json.dumps(doc, separators=(",", ":"), allow_nan=False).encode()
+
+
+def _decode(blob: bytes, versions: set[int], build: Callable[[dict[str, Any]], _T]) -> _T:
     try:
         doc = json.loads(blob)
-        if doc.get("v") != KIT_STATE_VERSION:
-            msg = f"kit state version {doc.get('v')!r}, expected {KIT_STATE_VERSION}"
+        if doc.get("v") not in versions:
+            expected = " or ".join(str(v) for v in sorted(versions))
+            msg = f"kit state version {doc.get('v')!r}, expected {expected}"
             raise EnvelopeError(msg)
-        return KitState(
-            kit_id=int(doc["kit"]),
-            rides=tuple(RideSpan(int(a), int(b), int(c), int(d)) for a, b, c, d in doc["rides"]),
-            qa=_qa_from(doc["qa"]),
-        )
+        return build(doc)
     except EnvelopeError:
         raise
     except (ValueError, TypeError, KeyError, AttributeError) as exc:
         msg = f"kit state is not valid: {exc}"
         raise EnvelopeError(msg) from exc
+
+
+def _state_doc(state: KitState) -> dict[str, Any]:
+    return {
+        "rides": [[r.ride_id, r.boot_id, r.start_ms, r.end_ms] for r in state.rides],
+        "qa": _qa_doc(state.qa),
+    }
+
+
+def _state_from(kit_id: int, doc: dict[str, Any]) -> KitState:
+    return KitState(
+        kit_id=kit_id,
+        rides=tuple(RideSpan(int(a), int(b), int(c), int(d)) for a, b, c, d in doc["rides"]),
+        qa=_qa_from(doc["qa"]),
+    )
 
 
 def _float_out(value: float) -> float | str | None:

@@ -202,6 +202,12 @@ class RebalanceSafeConsumer(AiokafkaConsumer):
         await self.seek_wait({tp: expected})
         self._read_offset[tp] = expected  # seek_wait forgets an offset of 0
 
+    def committed_offset(self, tp: Any) -> int | None:
+        """The offset last committed for ``tp``, by this worker or (read when it took the
+        partition) by the group: where a replay of the partition would start."""
+        committed: int | None = self._committed_offset.get(tp)
+        return committed
+
     async def start_offset(self, tp: Any) -> int:
         """Where the hand-over of a partition starts: the group's committed offset, or the
         oldest message of a partition the group never committed."""
