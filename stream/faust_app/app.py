@@ -4,9 +4,10 @@
 
     {app id}.readings   key: kit id   value: BSR1 envelope (codec.py)
         │
-        ▼  qa agent, one message at a time
+        ▼  qa agent, one message at a time, in offset order (consumer.py)
            state of the message's kit from the table {app id}-kit-states (kit id →
-           KitState JSON; the table's changelog topic is what survives a rebalance),
+           the kit's states by readings offset, kitlog.py; the table's changelog topic
+           is what survives a rebalance): the newest below the message's offset,
            process_batch, new state back, enriched rows split by coarse H3 cell
         │
     {app id}.enriched   key: coarse cell  value: BSE1 envelope
@@ -136,7 +137,7 @@ class StreamApp:
     app: Any
     readings: Any  # faust topic {app id}.readings
     enriched: Any  # faust topic {app id}.enriched
-    kit_states: Any  # faust table: kit id (bytes) → encoded KitState
+    kit_states: Any  # faust table: kit id (bytes) → encoded KitStateLog (kitlog.py)
     qa: Any  # agent over readings
     store: Any  # agent over enriched
     sink: PostgresSink
@@ -209,7 +210,9 @@ def create_app(
     enriched = app.topic(
         cfg.enriched_topic, internal=True, key_serializer="raw", value_serializer="raw", **raw
     )
-    kit_states: Any = app.Table(cfg.kit_state_table, help="kit id → KitState (codec.py)", **raw)
+    kit_states: Any = app.Table(
+        cfg.kit_state_table, help="kit id → its states by readings offset (kitlog.py)", **raw
+    )
     # A table takes its serializers from its types only (json for bytes); set before the
     # changelog topic is first built from them.
     kit_states.key_serializer = kit_states.value_serializer = "raw"
