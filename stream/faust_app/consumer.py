@@ -203,9 +203,31 @@ class RebalanceSafeConsumer(AiokafkaConsumer):
         self._read_offset[tp] = expected  # seek_wait forgets an offset of 0
 
     def committed_offset(self, tp: Any) -> int | None:
-        """The offset last committed for ``tp``, by this worker or (read when it took the
-        partition) by the group: where a replay of the partition would start."""
-        committed: int | None = self._committed_offset.get(tp)
+        """The offset the group holds as committed for ``tp``, as far as this worker knows:
+        where a replay of the partition would start (the qa agent's table keeps the kit
+        states from there on, kitlog.py). Not faust's ``_committed_offset``, which also
+        takes the offsets of a commit that failed (as commits do in a rebalance)."""
+        return self._broker_committed().get(tp)
+
+    def _broker_committed(self) -> dict[Any, int]:
+        known: dict[Any, int] | None = getattr(self, "_known_committed", None)
+        if known is None:
+            known = self._known_committed = {}
+        return known
+
+    async def _commit(self, offsets: Any) -> bool:
+        did_commit = bool(await super()._commit(offsets))
+        if did_commit:
+            self._broker_committed().update(offsets)
+        return did_commit
+
+    async def seek_to_committed(self) -> Any:
+        """faust's seek after a rebalance (``perform_seek``): the offsets it returns are the
+        broker's."""
+        committed = await super().seek_to_committed()
+        self._broker_committed().update(
+            {tp: offset for tp, offset in committed.items() if offset is not None and offset >= 0}
+        )
         return committed
 
     async def start_offset(self, tp: Any) -> int:
@@ -214,11 +236,13 @@ class RebalanceSafeConsumer(AiokafkaConsumer):
         thread: Any = self._thread
         committed = await thread.call_thread(thread._ensure_consumer().committed, tp)
         if committed is not None:
+            self._broker_committed()[tp] = int(committed)
             return int(committed)
         return int((await self.earliest_offsets(tp))[tp])
 
     _progress: dict[Any, Any]
     _idle_checks: int
+    _known_committed: dict[Any, int]
 
     async def seek_stalled(self) -> list[Any]:
         """Seek back every acked partition that has messages beyond the next offset to hand

@@ -13,12 +13,16 @@ import logging
 from collections import defaultdict
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
+import pytest
+from faust.transport.drivers.aiokafka import Consumer as AiokafkaConsumer
 from faust.types import TP
 
 from stream.faust_app.consumer import Handover, RebalanceSafeConsumer, handover
+from tests.stream.test_faust_support import app_factory
 
 READINGS = TP("app.readings", 0)
 ENRICHED = TP("app.enriched", 2)
@@ -285,3 +289,36 @@ def test_a_changelog_is_handed_over_as_fetched() -> None:
     fetching = Fetching({CHANGELOG: Partition(oldest=0, end=100, position=40, committed=None)})
     assert fetching.run() == list(range(40, 52))
     assert fetching.sought == []
+
+
+def test_the_committed_offset_is_the_one_the_broker_took(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The qa agent drops a kit's states below the committed offset (kitlog.py), so that
+    offset must be the broker's: faust's own ``_committed_offset`` also takes the offsets
+    of a commit the broker refused (as it does in a rebalance). The broker's answers are
+    the stand-ins here."""
+    answers: dict[str, Any] = {"commit": False, "committed": {}}
+
+    async def commit(_self: Any, offsets: dict[TP, int]) -> bool:
+        return bool(answers["commit"])
+
+    async def seek_to_committed(_self: Any) -> dict[TP, int | None]:
+        return dict(answers["committed"])
+
+    monkeypatch.setattr(AiokafkaConsumer, "_commit", commit)
+    monkeypatch.setattr(AiokafkaConsumer, "seek_to_committed", seek_to_committed)
+    with app_factory(tmp_path) as make:
+        consumer: Any = make().app.consumer
+        assert isinstance(consumer, RebalanceSafeConsumer)
+        assert consumer.committed_offset(READINGS) is None
+        assert not asyncio.run(consumer._commit({READINGS: 9}))
+        assert consumer.committed_offset(READINGS) is None  # refused: still unknown
+        answers["commit"] = True
+        assert asyncio.run(consumer._commit({READINGS: 9}))
+        assert consumer.committed_offset(READINGS) == 9
+        # After a rebalance, faust's seek reads the group's offsets from the broker.
+        answers["committed"] = {READINGS: 12, ENRICHED: None}
+        asyncio.run(consumer.seek_to_committed())
+        assert consumer.committed_offset(READINGS) == 12
+        assert consumer.committed_offset(ENRICHED) is None
