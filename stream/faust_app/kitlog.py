@@ -20,9 +20,10 @@ the entries, a message's state is the one left by the kit's messages below it,
 however often it is processed: the ride ids and flags of a reading are a
 function of the readings topic alone (docs/design.md decision 2).
 
-Entries at or below the partition's committed offset are never needed again
-except the newest of them (the state the next message after the commit
-starts from), so each write keeps that one and drops the older ones. The
+Entries below the partition's committed offset (the next message to process:
+where a replay starts) are never needed again except the newest of them (the
+state the next message after the commit starts from), so each write keeps
+that one and drops the older ones. The
 number of entries is bounded (:data:`MAX_ENTRIES`); past it the oldest go, and
 a replay that reaches below what is kept runs with the oldest state kept and is
 logged (it can only follow a partition whose commits stood still for that many
