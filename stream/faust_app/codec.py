@@ -16,10 +16,16 @@ older release refuses what it cannot read instead of misreading it.
 The per-kit value of the faust table is compact JSON with a version field:
 readable when debugging a changelog topic, and tolerant of float values that
 are NaN (written as null). Version 2 is a :class:`~stream.faust_app.kitlog.KitStateLog`,
-the kit's states by readings offset (``{"v": 2, "kit": …, "log": [[offset,
-rides, qa], …]}``); version 1, one :class:`~stream.core.state.KitState`
-(``{"v": 1, "kit": …, "rides": …, "qa": …}``), is what releases before it wrote, and
-is read as a log of that one state at an unknown offset.
+the kit's states by readings offset, one line each after a header::
+
+    {"v":2,"kit":42}
+    17 [[[ride_id,boot_id,start_ms,end_ms],...],{qa}]
+    23 [...]
+
+(lines, so that the qa agent parses only the state it starts from). Version 1,
+one :class:`~stream.core.state.KitState` (``{"v":1,"kit":…,"rides":…,"qa":…}``),
+is what releases before it wrote; it is read as that one state at an unknown
+offset.
 """
 
 from __future__ import annotations
@@ -123,7 +129,8 @@ def route_key(coarse_cell: int, kit_id: int) -> bytes:
 
 def encode_kit_state(state: KitState) -> bytes:
     """One state, version 1 (what the table held before it held a :class:`KitStateLog`)."""
-    doc = {"v": KIT_STATE_VERSION, "kit": state.kit_id, **_state_doc(state)}
+    rides = [[r.ride_id, r.boot_id, r.start_ms, r.end_ms] for r in state.rides]
+    doc = {"v": KIT_STATE_VERSION, "kit": state.kit_id, "rides": rides, "qa": _qa_doc(state.qa)}
     return _dumps(doc)
 
 
@@ -131,33 +138,68 @@ def decode_kit_state(blob: bytes) -> KitState:
     return _decode(blob, {KIT_STATE_VERSION}, lambda doc: _state_from(int(doc["kit"]), doc))
 
 
-def encode_kit_log(log: KitStateLog) -> bytes:
+def encode_kit_log(log: KitStateLog[KitState]) -> bytes:
     """The table's value for a kit: its states by readings offset, version 2."""
-    doc = {
-        "v": KIT_LOG_VERSION,
-        "kit": log.kit_id,
-        "log": [
-            [offset, doc["rides"], doc["qa"]]
-            for offset, doc in ((offset, _state_doc(state)) for offset, state in log.entries)
-        ],
-    }
-    return _dumps(doc)
+    return encode_kit_log_docs(
+        KitStateLog(log.kit_id, tuple((at, state_doc(state)) for at, state in log.entries))
+    )
 
 
-def decode_kit_log(blob: bytes) -> KitStateLog:
+def decode_kit_log(blob: bytes) -> KitStateLog[KitState]:
     """A table value of either version; version 1 as one state at an unknown offset."""
+    log = decode_kit_log_docs(blob)
+    return KitStateLog(
+        log.kit_id, tuple((at, state_from_doc(log.kit_id, doc)) for at, doc in log.entries)
+    )
 
-    def build(doc: dict[str, Any]) -> KitStateLog:
+
+#: A state as the table's value holds it: the JSON text of ``[rides, qa]``. The qa agent
+#: keeps the entries it does not start from as text: parsing and writing every entry of a
+#: kit's value to handle one message would cost more than the message.
+StateDoc = bytes
+
+
+def state_doc(state: KitState) -> StateDoc:
+    rides = [[r.ride_id, r.boot_id, r.start_ms, r.end_ms] for r in state.rides]
+    return json.dumps([rides, _qa_doc(state.qa)], separators=(",", ":"), allow_nan=False).encode()
+
+
+def state_from_doc(kit_id: int, doc: StateDoc) -> KitState:
+    try:
+        rides, qa = json.loads(doc)
+        return _state_from(kit_id, {"rides": rides, "qa": qa})
+    except (ValueError, TypeError, KeyError, AttributeError) as exc:
+        msg = f"kit state is not valid: {exc}"
+        raise EnvelopeError(msg) from exc
+
+
+def encode_kit_log_docs(log: KitStateLog[StateDoc]) -> bytes:
+    """Version 2, one line per entry after a header: ``{"v":2,"kit":K}``, then
+    ``<offset> [rides, qa]`` lines (compact JSON has no line breaks)."""
+    header = _dumps({"v": KIT_LOG_VERSION, "kit": log.kit_id})
+    return b"\n".join([header, *(b"%d %s" % (at, doc) for at, doc in log.entries)])
+
+
+def decode_kit_log_docs(blob: bytes) -> KitStateLog[StateDoc]:
+    """:func:`decode_kit_log` with the states left as text, parsed when one is used."""
+    header, *lines = blob.split(b"\n")
+
+    def build(doc: dict[str, Any]) -> KitStateLog[StateDoc]:
         kit = int(doc["kit"])
         if doc["v"] == KIT_STATE_VERSION:
-            return KitStateLog(kit, ((UNKNOWN_OFFSET, _state_from(kit, doc)),))
-        entries = tuple(
-            (int(offset), _state_from(kit, {"rides": rides, "qa": qa}))
-            for offset, rides, qa in doc["log"]
-        )
-        return KitStateLog(kit, entries)
+            rides, qa = doc["rides"], doc["qa"]
+            again = json.dumps([rides, qa], separators=(",", ":"), allow_nan=False).encode()
+            return KitStateLog(kit, ((UNKNOWN_OFFSET, again),))
+        entries = []
+        for line in lines:
+            offset, _, state = line.partition(b" ")
+            if not state.startswith(b"[") or not state.endswith(b"]"):
+                msg = f"kit state is not valid: entry {line[:40]!r}"
+                raise EnvelopeError(msg)
+            entries.append((int(offset), state))
+        return KitStateLog(kit, tuple(entries))
 
-    return _decode(blob, {KIT_STATE_VERSION, KIT_LOG_VERSION}, build)
+    return _decode(header, {KIT_STATE_VERSION, KIT_LOG_VERSION}, build)
 
 
 def _dumps(doc: dict[str, Any]) -> bytes:
@@ -177,13 +219,6 @@ def _decode(blob: bytes, versions: set[int], build: Callable[[dict[str, Any]], _
     except (ValueError, TypeError, KeyError, AttributeError) as exc:
         msg = f"kit state is not valid: {exc}"
         raise EnvelopeError(msg) from exc
-
-
-def _state_doc(state: KitState) -> dict[str, Any]:
-    return {
-        "rides": [[r.ride_id, r.boot_id, r.start_ms, r.end_ms] for r in state.rides],
-        "qa": _qa_doc(state.qa),
-    }
 
 
 def _state_from(kit_id: int, doc: dict[str, Any]) -> KitState:

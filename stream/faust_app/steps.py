@@ -20,13 +20,16 @@ from stream.core.batch import ENRICHED_DTYPE
 from stream.core.binning import NO_CELL, parent_cells
 from stream.core.process import CoreConfig, process_batch
 from stream.faust_app.codec import (
+    StateDoc,
     decode_enriched,
-    decode_kit_log,
+    decode_kit_log_docs,
     decode_readings,
     encode_enriched,
-    encode_kit_log,
+    encode_kit_log_docs,
     kit_key,
     route_key,
+    state_doc,
+    state_from_doc,
 )
 from stream.faust_app.exceptions import EnvelopeError
 from stream.faust_app.kitlog import KitStateLog
@@ -78,9 +81,11 @@ def qa_step(
     if not kits:
         return QaOutcome(kit_id=-1, readings=0, state=None, forwards=())
     kit_id = int(kits[0])
-    log = decode_kit_log(state) if state is not None else KitStateLog(kit_id)
+    log: KitStateLog[StateDoc] = (
+        decode_kit_log_docs(state) if state is not None else KitStateLog(kit_id)
+    )
     before = log.before(offset)
-    states = {kit_id: before} if before is not None else {}
+    states = {kit_id: state_from_doc(kit_id, before)} if before is not None else {}
     # As the embedded runtime does: QA judges "too old" / "far future" against the
     # newest arrival, and each row then keeps the arrival time of its own frame.
     processed = process_batch(readings, int(received_ms.max()), states, config)
@@ -93,7 +98,7 @@ def qa_step(
         readings=len(readings),
         state=None
         if new_state is None
-        else encode_kit_log(log.after(offset, new_state, committed=committed)),
+        else encode_kit_log_docs(log.after(offset, state_doc(new_state), committed=committed)),
         forwards=tuple(route_by_cell(processed.to_store(), routing_resolution)),
         state_reached=log.reaches(offset),
     )

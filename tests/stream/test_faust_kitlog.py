@@ -135,11 +135,15 @@ def test_a_message_processed_again_gets_the_rides_and_flags_of_its_first_pass(
 @pytest.mark.parametrize(
     ("blob", "message"),
     [
-        (b'{"v": 3, "kit": 7, "log": []}', "version 3, expected 1 or 2"),
-        (b'{"v": 2, "kit": 7, "log": [[1, []]]}', "kit state is not valid"),
-        (b'{"v": 2, "log": []}', "kit state is not valid"),
+        (b'{"v":3,"kit":7}\n1 [[],null]', "version 3, expected 1 or 2"),
+        (b'{"v":2,"kit":7}\n1 {"rides":[]}', "kit state is not valid"),
+        (b'{"v":2,"kit":7}\nfirst [[],null]', "kit state is not valid"),
+        (b'{"v":2}\n1 [[],null]', "kit state is not valid"),
+        (b"not json", "kit state is not valid"),
     ],
 )
 def test_bad_table_values_are_refused(blob: bytes, message: str) -> None:
     with pytest.raises(EnvelopeError, match=message):
         decode_kit_log(blob)
+    with pytest.raises(EnvelopeError, match=message):
+        _step(riding(10), blob, 5)  # the qa step says the same
