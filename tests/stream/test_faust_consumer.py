@@ -174,18 +174,40 @@ class Fetching:
     sought: list[dict[TP, int]] = field(default_factory=list)
     stop_after: int = 12  # three batches
     batch: int = 4
+    #: How many times the worker's flow control is found suspended (a rebalance) first.
+    suspended_checks: int = 0
+    #: Messages handed over while the flow control was suspended: faust's stream drops them.
+    dropped: list[int] = field(default_factory=list)
 
     def consumer(self) -> Any:
-        stopped = SimpleNamespace(is_set=lambda: len(self.handed_over) >= self.stop_after)
+        def stop() -> bool:
+            exhausted = all(part.position >= part.end for part in self.partitions.values())
+            return exhausted or len(self.handed_over) >= self.stop_after
+
+        stopped = SimpleNamespace(is_set=stop)
 
         async def getmany(**_timeout: float) -> AsyncIterator[tuple[TP, Any]]:
             for tp, part in self.partitions.items():
                 start = max(part.position, part.oldest)
                 for offset in range(start, min(start + self.batch, part.end)):
                     part.position = offset + 1
-                    yield tp, SimpleNamespace(topic=tp.topic, partition=tp.partition, offset=offset)
+                    yield (
+                        tp,
+                        SimpleNamespace(
+                            topic=tp.topic, partition=tp.partition, offset=offset, generation_id=1
+                        ),
+                    )
+
+        def is_active() -> bool:
+            if self.suspended_checks:
+                self.suspended_checks -= 1
+                return False
+            return True
 
         async def callback(message: Any) -> None:
+            if self.suspended_checks:
+                self.dropped.append(message.offset)
+                return
             self.handed_over.append((TP(message.topic, message.partition), message.offset))
 
         async def wait_first(handed: Any, _suspended: None) -> Any:
@@ -219,6 +241,7 @@ class Fetching:
         consumer = SimpleNamespace(
             app=SimpleNamespace(
                 consumer_generation_id=1,
+                flow_control=SimpleNamespace(is_active=is_active),
                 topics=SimpleNamespace(
                     acks_enabled_for=lambda topic: not topic.endswith("-changelog")
                 ),
@@ -242,6 +265,7 @@ class Fetching:
             log=logging.getLogger("test"),
         )
         consumer._seek_back = lambda *args: RebalanceSafeConsumer._seek_back(consumer, *args)
+        consumer._stream_takes = lambda m: RebalanceSafeConsumer._stream_takes(consumer, m)
         return consumer
 
     def run(self) -> list[int]:
@@ -259,6 +283,22 @@ def test_a_partition_just_assigned_is_handed_over_from_its_committed_offset() ->
     fetching = Fetching({READINGS: Partition(oldest=0, end=200, position=120, committed=58)})
     assert fetching.run() == list(range(58, 70))
     assert fetching.sought == [{READINGS: 58}]
+
+
+def test_nothing_is_handed_over_while_a_rebalance_has_the_flow_suspended() -> None:
+    """Seen in the kill -9 test: between faust's seek to the committed offsets and the
+    worker being ready, readings 58 to 67 were handed over to a stream that dropped them
+    (its flow control suspended; its resume empties the queues). The next handed over was
+    68, run with the kit state of 57; and 58, never acknowledged, held the partition's
+    commits back until the workers were restarted. The loop waits for the flow instead."""
+    fetching = Fetching(
+        {READINGS: Partition(oldest=0, end=100, position=58, committed=58)},
+        read_offset=defaultdict(lambda: None, {READINGS: 58}),
+        suspended_checks=3,
+    )
+    assert fetching.run() == list(range(58, 70))
+    assert fetching.dropped == []
+    assert fetching.sought == [{READINGS: 58}] * 3
 
 
 def test_a_partition_the_group_never_committed_starts_at_its_oldest_message() -> None:
