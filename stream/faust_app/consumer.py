@@ -186,17 +186,23 @@ class RebalanceSafeConsumer(AiokafkaConsumer):
             self.diag.unset_flag(CONSUMER_FETCHING)
 
     def _stream_takes(self, message: Any) -> bool:
-        """Whether faust's stream will process ``message`` once it is handed over. It skips,
-        without acknowledging, a message that reaches it while the app's flow control is
-        suspended or that was fetched in an earlier consumer generation, and the flow
-        control's resume empties the streams' queues; both happen around every rebalance,
-        between faust's seek to the committed offsets and the worker being ready. Seen in
-        the kill -9 test: readings 58 to 67 of a partition handed over in that window, 68
-        processed with the kit state of 57, and, never acknowledged, 58 held the
-        partition's commits back until the workers were restarted."""
+        """Whether faust's stream will process ``message`` once it is handed over.
+
+        A stream skips, without acknowledging, a message that reaches it while the app's
+        flow control is suspended or that was fetched in an earlier consumer generation;
+        and when a rebalance's table recovery completes, the flow control's resume empties
+        the streams' queues, after faust's seek to the committed offsets has let this loop
+        hand messages over again. Seen in the kill -9 and joining-worker tests: readings
+        handed over in that window were dropped (58 to 67 of a partition), the next (68)
+        was processed with the kit state of 57, and 58, never acknowledged, held the
+        partition's commits back until the workers were restarted. So nothing is handed
+        over from a rebalance's start (``app.rebalancing``) to its end, which faust marks
+        after that resume."""
+        app = self.app
         return bool(
-            self.app.flow_control.is_active()
-            and message.generation_id == self.app.consumer_generation_id
+            not app.rebalancing
+            and app.flow_control.is_active()
+            and message.generation_id == app.consumer_generation_id
         )
 
     async def _seek_back(

@@ -176,6 +176,9 @@ class Fetching:
     batch: int = 4
     #: How many times the worker's flow control is found suspended (a rebalance) first.
     suspended_checks: int = 0
+    #: How many times the app is found rebalancing first (flow active: its recovery is
+    #: done, and the flow control's resume is about to empty the streams' queues).
+    rebalancing_checks: int = 0
     #: Messages handed over while the flow control was suspended: faust's stream drops them.
     dropped: list[int] = field(default_factory=list)
 
@@ -198,14 +201,35 @@ class Fetching:
                         ),
                     )
 
+        fetching = self
+
+        class App:
+            """faust's app as the loop sees it; ``rebalancing`` for the first looks."""
+
+            consumer_generation_id = 1
+            flow_control: Any = None
+            topics = SimpleNamespace(
+                acks_enabled_for=lambda topic: not topic.endswith("-changelog")
+            )
+
+            @property
+            def rebalancing(self) -> bool:
+                if fetching.rebalancing_checks:
+                    fetching.rebalancing_checks -= 1
+                    return True
+                return False
+
         def is_active() -> bool:
             if self.suspended_checks:
                 self.suspended_checks -= 1
                 return False
             return True
 
+        app = App()
+        app.flow_control = SimpleNamespace(is_active=is_active)
+
         async def callback(message: Any) -> None:
-            if self.suspended_checks:
+            if self.suspended_checks or self.rebalancing_checks:
                 self.dropped.append(message.offset)
                 return
             self.handed_over.append((TP(message.topic, message.partition), message.offset))
@@ -239,13 +263,7 @@ class Fetching:
             return None
 
         consumer = SimpleNamespace(
-            app=SimpleNamespace(
-                consumer_generation_id=1,
-                flow_control=SimpleNamespace(is_active=is_active),
-                topics=SimpleNamespace(
-                    acks_enabled_for=lambda topic: not topic.endswith("-changelog")
-                ),
-            ),
+            app=app,
             transport=SimpleNamespace(app=SimpleNamespace(should_stop=False)),
             consumer_stopped_errors=(),
             diag=SimpleNamespace(set_flag=lambda _f: None, unset_flag=lambda _f: None),
@@ -299,6 +317,20 @@ def test_nothing_is_handed_over_while_a_rebalance_has_the_flow_suspended() -> No
     assert fetching.run() == list(range(58, 70))
     assert fetching.dropped == []
     assert fetching.sought == [{READINGS: 58}] * 3
+
+
+def test_nothing_is_handed_over_until_the_rebalance_has_ended() -> None:
+    """Seen in the joining-worker test: after faust's seek to the committed offsets, with
+    the flow active, readings 34 to 39 were handed over, then emptied from the stream's
+    queue by the flow control's resume at the end of the rebalance; 40 ran with the kit
+    state of 33."""
+    fetching = Fetching(
+        {READINGS: Partition(oldest=0, end=100, position=34, committed=30)},
+        read_offset=defaultdict(lambda: None, {READINGS: 34}),
+        rebalancing_checks=2,
+    )
+    assert fetching.run() == list(range(34, 46))
+    assert fetching.dropped == []
 
 
 def test_a_partition_the_group_never_committed_starts_at_its_oldest_message() -> None:
