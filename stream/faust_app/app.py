@@ -4,9 +4,10 @@
 
     {app id}.readings   key: kit id   value: BSR1 envelope (codec.py)
         │
-        ▼  qa agent, one message at a time
+        ▼  qa agent, one message at a time, in offset order (consumer.py)
            state of the message's kit from the table {app id}-kit-states (kit id →
-           KitState JSON; the table's changelog topic is what survives a rebalance),
+           the kit's states by readings offset, kitlog.py; the table's changelog topic
+           is what survives a rebalance): the newest below the message's offset,
            process_batch, new state back, enriched rows split by coarse H3 cell
         │
     {app id}.enriched   key: coarse cell  value: BSE1 envelope
@@ -136,7 +137,7 @@ class StreamApp:
     app: Any
     readings: Any  # faust topic {app id}.readings
     enriched: Any  # faust topic {app id}.enriched
-    kit_states: Any  # faust table: kit id (bytes) → encoded KitState
+    kit_states: Any  # faust table: kit id (bytes) → encoded KitStateLog (kitlog.py)
     qa: Any  # agent over readings
     store: Any  # agent over enriched
     sink: PostgresSink
@@ -209,7 +210,9 @@ def create_app(
     enriched = app.topic(
         cfg.enriched_topic, internal=True, key_serializer="raw", value_serializer="raw", **raw
     )
-    kit_states: Any = app.Table(cfg.kit_state_table, help="kit id → KitState (codec.py)", **raw)
+    kit_states: Any = app.Table(
+        cfg.kit_state_table, help="kit id → its states by readings offset (kitlog.py)", **raw
+    )
     # A table takes its serializers from its types only (json for bytes); set before the
     # changelog topic is first built from them.
     kit_states.key_serializer = kit_states.value_serializer = "raw"
@@ -219,8 +222,10 @@ def create_app(
     async def qa_body(stream: Any) -> AsyncIterator[QaOutcome | None]:
         # One yield per message, None for one skipped: never filter, or a test's
         # ``put()`` would wait for a yield that does not come.
+        consumer: Any = app.consumer  # RebalanceSafeConsumer (consumer.py)
         async for event in stream.events():
-            yield await _qa_event(event, kit_states, enriched, core, routing)
+            committed = consumer.committed_offset(event.message.tp)
+            yield await _qa_event(event, kit_states, enriched, core, routing, committed)
 
     async def store_body(stream: Any) -> AsyncIterator[StoreOutcome]:
         try:
@@ -273,14 +278,27 @@ def _keep_unacknowledged(events: list[Any]) -> None:
 
 
 async def _qa_event(
-    event: Any, kit_states: Any, enriched: Any, core: CoreConfig, routing: int
+    event: Any,
+    kit_states: Any,
+    enriched: Any,
+    core: CoreConfig,
+    routing: int,
+    committed: int | None,
 ) -> QaOutcome | None:
     key = event.key
+    message = event.message
     try:
         # The core is numpy work of a millisecond or so: off the event loop, so that
         # the other agent and faust's own services keep running.
         outcome = await asyncio.to_thread(
-            qa_step, event.value, key, kit_states.get(key), core, routing
+            qa_step,
+            event.value,
+            key,
+            kit_states.get(key),
+            core,
+            routing,
+            offset=message.offset,
+            committed=committed,
         )
     except (EnvelopeError, StreamCoreError) as exc:
         # Only a foreign producer or another release writes such a message: nothing in it
@@ -288,12 +306,21 @@ async def _qa_event(
         log.error(
             "skipping unreadable message %r at %s[%d]@%d: %s",
             key,
-            event.message.topic,
-            event.message.partition,
-            event.message.offset,
+            message.topic,
+            message.partition,
+            message.offset,
             exc,
         )
         return None
+    if not outcome.state_reached:
+        log.warning(
+            "kit %d: %s[%d]@%d processed again from below the states kept for it "
+            "(stream/faust_app/kitlog.py); ran with the oldest kept",
+            outcome.kit_id,
+            message.topic,
+            message.partition,
+            message.offset,
+        )
     if outcome.state is not None:
         kit_states[key] = outcome.state
     for out_key, value in outcome.forwards:

@@ -13,9 +13,19 @@ dtypes has an explicit byte order, so the bytes are the same on any machine):
 A magic names the layout: a change of dtype gets a new magic, so a worker of an
 older release refuses what it cannot read instead of misreading it.
 
-The per-kit state (:class:`~stream.core.state.KitState`) goes into the faust
-table as compact JSON with a version field: readable when debugging a
-changelog topic, and tolerant of float values that are NaN (written as null).
+The per-kit value of the faust table is compact JSON with a version field:
+readable when debugging a changelog topic, and tolerant of float values that
+are NaN (written as null). Version 2 is a :class:`~stream.faust_app.kitlog.KitStateLog`,
+the kit's states by readings offset, one line each after a header::
+
+    {"v":2,"kit":42}
+    17 [[[ride_id,boot_id,start_ms,end_ms],...],{qa}]
+    23 [...]
+
+(lines, so that the qa agent parses only the state it starts from). Version 1,
+one :class:`~stream.core.state.KitState` (``{"v":1,"kit":…,"rides":…,"qa":…}``),
+is what releases before it wrote; it is read as that one state at an unknown
+offset.
 """
 
 from __future__ import annotations
@@ -23,7 +33,8 @@ from __future__ import annotations
 import json
 import math
 import struct
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -31,10 +42,14 @@ from firmware_protocol.readings import READING_DTYPE
 from stream.core.batch import ENRICHED_DTYPE
 from stream.core.state import KitState, Position, QaMemory, RideSpan, SensorRun
 from stream.faust_app.exceptions import EnvelopeError
+from stream.faust_app.kitlog import UNKNOWN_OFFSET, KitStateLog
 
 READINGS_MAGIC = b"BSR1"
 ENRICHED_MAGIC = b"BSE1"
 KIT_STATE_VERSION = 1
+KIT_LOG_VERSION = 2
+
+_T = TypeVar("_T")
 
 _HEADER = struct.Struct("<4sI")
 _RECEIVED_DTYPE = np.dtype("<i8")
@@ -113,31 +128,105 @@ def route_key(coarse_cell: int, kit_id: int) -> bytes:
 
 
 def encode_kit_state(state: KitState) -> bytes:
-    doc = {
-        "v": KIT_STATE_VERSION,
-        "kit": state.kit_id,
-        "rides": [[r.ride_id, r.boot_id, r.start_ms, r.end_ms] for r in state.rides],
-        "qa": _qa_doc(state.qa),
-    }
-    return json.dumps(doc, separators=(",", ":"), allow_nan=False).encode()
+    """One state, version 1 (what the table held before it held a :class:`KitStateLog`)."""
+    rides = [[r.ride_id, r.boot_id, r.start_ms, r.end_ms] for r in state.rides]
+    doc = {"v": KIT_STATE_VERSION, "kit": state.kit_id, "rides": rides, "qa": _qa_doc(state.qa)}
+    return _dumps(doc)
 
 
 def decode_kit_state(blob: bytes) -> KitState:
+    return _decode(blob, {KIT_STATE_VERSION}, lambda doc: _state_from(int(doc["kit"]), doc))
+
+
+def encode_kit_log(log: KitStateLog[KitState]) -> bytes:
+    """The table's value for a kit: its states by readings offset, version 2."""
+    return encode_kit_log_docs(
+        KitStateLog(log.kit_id, tuple((at, state_doc(state)) for at, state in log.entries))
+    )
+
+
+def decode_kit_log(blob: bytes) -> KitStateLog[KitState]:
+    """A table value of either version; version 1 as one state at an unknown offset."""
+    log = decode_kit_log_docs(blob)
+    return KitStateLog(
+        log.kit_id, tuple((at, state_from_doc(log.kit_id, doc)) for at, doc in log.entries)
+    )
+
+
+#: A state as the table's value holds it: the JSON text of ``[rides, qa]``. The qa agent
+#: keeps the entries it does not start from as text: parsing and writing every entry of a
+#: kit's value to handle one message would cost more than the message.
+StateDoc = bytes
+
+
+def state_doc(state: KitState) -> StateDoc:
+    rides = [[r.ride_id, r.boot_id, r.start_ms, r.end_ms] for r in state.rides]
+    return json.dumps([rides, _qa_doc(state.qa)], separators=(",", ":"), allow_nan=False).encode()
+
+
+def state_from_doc(kit_id: int, doc: StateDoc) -> KitState:
+    try:
+        rides, qa = json.loads(doc)
+        return _state_from(kit_id, {"rides": rides, "qa": qa})
+    except (ValueError, TypeError, KeyError, AttributeError) as exc:
+        msg = f"kit state is not valid: {exc}"
+        raise EnvelopeError(msg) from exc
+
+
+def encode_kit_log_docs(log: KitStateLog[StateDoc]) -> bytes:
+    """Version 2, one line per entry after a header: ``{"v":2,"kit":K}``, then
+    ``<offset> [rides, qa]`` lines (compact JSON has no line breaks)."""
+    header = _dumps({"v": KIT_LOG_VERSION, "kit": log.kit_id})
+    return b"\n".join([header, *(b"%d %s" % (at, doc) for at, doc in log.entries)])
+
+
+def decode_kit_log_docs(blob: bytes) -> KitStateLog[StateDoc]:
+    """:func:`decode_kit_log` with the states left as text, parsed when one is used."""
+    header, *lines = blob.split(b"\n")
+
+    def build(doc: dict[str, Any]) -> KitStateLog[StateDoc]:
+        kit = int(doc["kit"])
+        if doc["v"] == KIT_STATE_VERSION:
+            rides, qa = doc["rides"], doc["qa"]
+            again = json.dumps([rides, qa], separators=(",", ":"), allow_nan=False).encode()
+            return KitStateLog(kit, ((UNKNOWN_OFFSET, again),))
+        entries = []
+        for line in lines:
+            offset, _, state = line.partition(b" ")
+            if not state.startswith(b"[") or not state.endswith(b"]"):
+                msg = f"kit state is not valid: entry {line[:40]!r}"
+                raise EnvelopeError(msg)
+            entries.append((int(offset), state))
+        return KitStateLog(kit, tuple(entries))
+
+    return _decode(header, {KIT_STATE_VERSION, KIT_LOG_VERSION}, build)
+
+
+def _dumps(doc: dict[str, Any]) -> bytes:
+    return json.dumps(doc, separators=(",", ":"), allow_nan=False).encode()
+
+
+def _decode(blob: bytes, versions: set[int], build: Callable[[dict[str, Any]], _T]) -> _T:
     try:
         doc = json.loads(blob)
-        if doc.get("v") != KIT_STATE_VERSION:
-            msg = f"kit state version {doc.get('v')!r}, expected {KIT_STATE_VERSION}"
+        if doc.get("v") not in versions:
+            expected = " or ".join(str(v) for v in sorted(versions))
+            msg = f"kit state version {doc.get('v')!r}, expected {expected}"
             raise EnvelopeError(msg)
-        return KitState(
-            kit_id=int(doc["kit"]),
-            rides=tuple(RideSpan(int(a), int(b), int(c), int(d)) for a, b, c, d in doc["rides"]),
-            qa=_qa_from(doc["qa"]),
-        )
+        return build(doc)
     except EnvelopeError:
         raise
     except (ValueError, TypeError, KeyError, AttributeError) as exc:
         msg = f"kit state is not valid: {exc}"
         raise EnvelopeError(msg) from exc
+
+
+def _state_from(kit_id: int, doc: dict[str, Any]) -> KitState:
+    return KitState(
+        kit_id=kit_id,
+        rides=tuple(RideSpan(int(a), int(b), int(c), int(d)) for a, b, c, d in doc["rides"]),
+        qa=_qa_from(doc["qa"]),
+    )
 
 
 def _float_out(value: float) -> float | str | None:

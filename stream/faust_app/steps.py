@@ -20,15 +20,19 @@ from stream.core.batch import ENRICHED_DTYPE
 from stream.core.binning import NO_CELL, parent_cells
 from stream.core.process import CoreConfig, process_batch
 from stream.faust_app.codec import (
+    StateDoc,
     decode_enriched,
-    decode_kit_state,
+    decode_kit_log_docs,
     decode_readings,
     encode_enriched,
-    encode_kit_state,
+    encode_kit_log_docs,
     kit_key,
     route_key,
+    state_doc,
+    state_from_doc,
 )
 from stream.faust_app.exceptions import EnvelopeError
+from stream.faust_app.kitlog import KitStateLog
 from stream.sink import PostgresSink, WriteOutcome
 
 log = logging.getLogger(__name__)
@@ -40,19 +44,34 @@ class QaOutcome:
 
     kit_id: int
     readings: int
-    #: The kit's new state for the table, encoded; None when the message held no readings.
+    #: The kit's new table value (its states by readings offset, encoded); None when
+    #: the message left the kit's state as it was (no readings, or privacy zones only).
     state: bytes | None = field(repr=False)
     #: ``(key, value)`` messages for ``bikesense.enriched``, one per coarse cell.
     forwards: tuple[tuple[bytes, bytes], ...] = field(repr=False)
+    #: False when the message was processed again from below the oldest state the table
+    #: kept for its kit (stream/faust_app/kitlog.py): it ran with that state instead.
+    state_reached: bool = True
 
 
 def qa_step(
-    payload: bytes, key: bytes, state: bytes | None, config: CoreConfig, routing_resolution: int
+    payload: bytes,
+    key: bytes,
+    state: bytes | None,
+    config: CoreConfig,
+    routing_resolution: int,
+    *,
+    offset: int,
+    committed: int | None = None,
 ) -> QaOutcome:
     """Run the stream core on one kit's readings, with that kit's state from the table.
 
     ``key`` is the message key: the kit every reading must belong to, since the
-    state is kept in the table partition of that key.
+    state is kept in the table partition of that key. ``state`` is the table's value
+    for the kit, ``offset`` the message's offset on the readings topic and
+    ``committed`` its partition's committed offset, if known: the readings run with
+    the state the kit's messages below ``offset`` left, even when this message (and
+    some after it) were processed before (stream/faust_app/kitlog.py).
     """
     readings, received_ms = decode_readings(payload)
     kits = np.unique(readings["kit_id"]).tolist()
@@ -62,7 +81,11 @@ def qa_step(
     if not kits:
         return QaOutcome(kit_id=-1, readings=0, state=None, forwards=())
     kit_id = int(kits[0])
-    states = {kit_id: decode_kit_state(state)} if state is not None else {}
+    log: KitStateLog[StateDoc] = (
+        decode_kit_log_docs(state) if state is not None else KitStateLog(kit_id)
+    )
+    before = log.before(offset)
+    states = {kit_id: state_from_doc(kit_id, before)} if before is not None else {}
     # As the embedded runtime does: QA judges "too old" / "far future" against the
     # newest arrival, and each row then keeps the arrival time of its own frame.
     processed = process_batch(readings, int(received_ms.max()), states, config)
@@ -73,8 +96,11 @@ def qa_step(
     return QaOutcome(
         kit_id=kit_id,
         readings=len(readings),
-        state=encode_kit_state(new_state) if new_state is not None else None,
+        state=None
+        if new_state is None
+        else encode_kit_log_docs(log.after(offset, state_doc(new_state), committed=committed)),
         forwards=tuple(route_by_cell(processed.to_store(), routing_resolution)),
+        state_reached=log.reaches(offset),
     )
 
 

@@ -25,9 +25,8 @@ from stream.core.state import KitState
 from stream.faust_app.app import StreamApp
 from stream.faust_app.codec import (
     decode_enriched,
-    decode_kit_state,
+    decode_kit_log,
     encode_enriched,
-    encode_kit_state,
     encode_readings,
     kit_key,
     route_key,
@@ -100,7 +99,8 @@ def test_qa_agent_carries_kit_state_across_messages_like_the_embedded_runtime(
     forwarded = np.concatenate([decode_enriched(value) for _, value in sent.messages])
     assert _by_identity(forwarded).tobytes() == _by_identity(expected).tobytes()
     assert len(np.unique(forwarded["ride_id"])) == 1  # one ride, not three
-    assert stream_app.kit_states[kit_key(7)] == encode_kit_state(states[7])
+    # The table holds the kit's states by readings offset: the last one is the embedded one.
+    assert decode_kit_log(stream_app.kit_states[kit_key(7)]).entries[-1] == (2, states[7])
 
 
 def test_qa_agent_keys_enriched_messages_by_coarse_cell(
@@ -179,8 +179,42 @@ def test_qa_agent_keeps_kits_apart(
     _run(scenario())
     _, states_a = _embedded_way([a[:20], a[20:]])
     _, states_b = _embedded_way([b[:20], b[20:]])
-    assert decode_kit_state(stream_app.kit_states[b"1"]) == states_a[1]
-    assert decode_kit_state(stream_app.kit_states[b"2"]) == states_b[2]
+    assert decode_kit_log(stream_app.kit_states[b"1"]).entries[-1][1] == states_a[1]
+    assert decode_kit_log(stream_app.kit_states[b"2"]).entries[-1][1] == states_b[2]
+
+
+def test_qa_agent_gives_a_message_processed_again_what_it_gave_the_first_time(
+    make_app: Callable[..., StreamApp],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Messages 0, 1, 2 of a kit, then 1 and 2 again at their offsets (the next owner after
+    a kill -9 restores the kit's value as of 2 and starts at the committed offset 1): the
+    same enriched rows, ride ids and flags included (stream/faust_app/kitlog.py)."""
+    stream_app = make_app()
+    sent = record_sends(stream_app.enriched, monkeypatch)
+    minute_ms = 60_000
+    batches = [
+        riding(60, t0_ms=T0_MS),
+        riding(60, t0_ms=T0_MS + 25 * minute_ms, seq0=100),  # a second ride
+        riding(60, t0_ms=T0_MS + 10 * minute_ms, seq0=50),  # late: joins the first
+    ]
+
+    async def scenario() -> None:
+        async with stream_app.qa.test_context() as agent:
+            for i, readings in enumerate(batches):
+                key, value = _message(readings)
+                await agent.put(value, key=key, timestamp=T0_MS / 1000 + i)
+            agent.sent_offset = 1  # delivered again from offset 1
+            for i, readings in enumerate(batches[1:], start=1):
+                key, value = _message(readings)
+                await agent.put(value, key=key, timestamp=T0_MS / 1000 + i)
+
+    _run(scenario())
+    rows = np.concatenate([decode_enriched(value) for _, value in sent.messages])
+    first, again = _by_identity(rows[:180]), _by_identity(rows[180:])  # sent in message order
+    expected, _ = _embedded_way(batches)
+    assert _by_identity(expected).tobytes() == first.tobytes()
+    assert _by_identity(expected[60:]).tobytes() == again.tobytes()
 
 
 def test_qa_agent_skips_unreadable_messages_and_goes_on(
@@ -226,9 +260,9 @@ def _enriched_messages(batches: list[np.ndarray]) -> tuple[list[tuple[bytes, byt
     messages: list[tuple[bytes, bytes]] = []
     rows: list[np.ndarray] = []
     states: dict[bytes, bytes] = {}
-    for readings in batches:
+    for offset, readings in enumerate(batches):
         key, value = _message(readings)
-        outcome = qa_step(value, key, states.get(key), CORE, min(CORE.resolutions))
+        outcome = qa_step(value, key, states.get(key), CORE, min(CORE.resolutions), offset=offset)
         assert outcome.state is not None
         states[key] = outcome.state
         messages.extend(outcome.forwards)

@@ -186,7 +186,7 @@ def test_a_frame_payload_is_checked_for_zone_positions_without_its_key() -> None
 def test_the_faust_qa_step_withholds_the_same_readings() -> None:
     from stream.faust_app.codec import (  # noqa: PLC0415 - faust's codec only here
         decode_enriched,
-        decode_kit_state,
+        decode_kit_log,
         encode_readings,
         kit_key,
     )
@@ -195,7 +195,7 @@ def test_the_faust_qa_step_withholds_the_same_readings() -> None:
     config = _config(zones=(DEPOT,), trim_start_s=30)
     readings = riding(200)
     received = np.full(len(readings), int(readings["ts_ms"].max()) + 2000)
-    outcome = qa_step(encode_readings(readings, received), kit_key(7), None, config, 7)
+    outcome = qa_step(encode_readings(readings, received), kit_key(7), None, config, 7, offset=0)
     forwarded = np.concatenate([decode_enriched(value) for _, value in outcome.forwards])
     embedded = process_batch(readings, int(received.max()), {}, config).to_store()
     assert sorted(forwarded["idx"] + 10 * forwarded["seq"]) == sorted(
@@ -203,11 +203,15 @@ def test_the_faust_qa_step_withholds_the_same_readings() -> None:
     )
     assert not in_zones(forwarded["lat_deg"], forwarded["lon_deg"], [DEPOT]).any()
     assert outcome.state is not None
-    assert decode_kit_state(outcome.state).rides[0].start_ms > T0_MS
+    state = decode_kit_log(outcome.state).before(1)
+    assert state is not None
+    assert state.rides[0].start_ms > T0_MS
     # A message entirely inside the zone forwards nothing and leaves the state alone.
     inside = riding(20, seq0=500)
     inside_received = np.full(20, int(inside["ts_ms"].max()) + 2000)
-    quiet = qa_step(encode_readings(inside, inside_received), kit_key(7), outcome.state, config, 7)
+    quiet = qa_step(
+        encode_readings(inside, inside_received), kit_key(7), outcome.state, config, 7, offset=1
+    )
     assert quiet.forwards == ()
     assert quiet.state is None
 
