@@ -27,7 +27,7 @@ import psycopg
 from psycopg import sql
 
 from storage import copybin
-from storage.readings import ABSENT, KEY_FIELDS, TABLE_COLUMNS, absent_marker, enriched_from_rows
+from storage.readings import KEY_FIELDS, TABLE_COLUMNS, as_written, enriched_from_rows
 from stream.core.batch import ENRICHED_DTYPE
 
 #: How a backlog row stores its readings' keys (the readings' own numpy types, packed).
@@ -46,16 +46,6 @@ _TAKE_ALL = (
 )
 
 
-def _column(name: str, sql_type: str) -> sql.Composable:
-    column = sql.SQL("r.{}").format(sql.Identifier(name))
-    if name in ABSENT:
-        # Cast back: the marker's literal would widen a smallint column to integer.
-        return sql.SQL("coalesce({}, {})::{}").format(
-            column, absent_marker(name), sql.SQL(sql_type)
-        )
-    return column
-
-
 # The readings of the given keys, absent values as their markers (as the writer had
 # them), for storage.readings.enriched_from_rows.
 _READ_BACK = (
@@ -67,7 +57,7 @@ _READ_BACK = (
         " AND r.ts = 'epoch'::timestamptz + k.ts_ms * interval '1 millisecond')"
         " TO STDOUT (FORMAT BINARY)"
     )
-    .format(columns=sql.SQL(", ").join(_column(c.name, c.sql_type) for c in TABLE_COLUMNS))
+    .format(columns=sql.SQL(", ").join(as_written(c) for c in TABLE_COLUMNS))
     .as_string()
     .encode()
 )
