@@ -258,10 +258,10 @@ def aggregates_check(db: str) -> dict[str, Any]:
                 "SELECT resolution, window_s, sum(readings) FROM window_presence GROUP BY 1, 2"
             )
         }
-        backlog = conn.execute(
-            "SELECT CASE WHEN to_regclass('aggregate_backlog') IS NULL THEN 0"
-            " ELSE (SELECT count(*) FROM aggregate_backlog) END"
-        ).fetchone()
+        # Checkouts before migration 0115 have no backlog.
+        backlog = (0,)
+        if conn.execute("SELECT to_regclass('aggregate_backlog')").fetchone() != (None,):
+            backlog = conn.execute("SELECT count(*) FROM aggregate_backlog").fetchone()
     rows = enriched_from_rows(
         copybin.decode_rows(TABLE_COLUMNS, payload[len(copybin.HEADER) : -len(copybin.TRAILER)])
     )
