@@ -199,3 +199,21 @@ def test_without_a_delay_every_batch_merges_its_own(
         _assert_aggregates_of(conn, everything)
     finally:
         asyncio.run(handler.stop())
+
+
+@pytest.mark.postgres
+def test_an_idle_writer_merges_what_waited(
+    conn: psycopg.Connection[Any], migrated_database_url: str
+) -> None:
+    # A delay of a microsecond: the write waits (nothing waited before it), and by the
+    # time a writer finds itself idle the batch has waited long enough.
+    handler = DatabaseHandler(migrated_database_url, CORE, aggregate_delay_s=1e-6)
+    everything = make_readings(200)
+    try:
+        _write(handler.sinks[0], everything)
+        assert _count(conn, "aggregate_backlog") == 1
+        handler.idle(1)
+        assert _count(conn, "aggregate_backlog") == 0
+        _assert_aggregates_of(conn, everything)
+    finally:
+        asyncio.run(handler.stop())
