@@ -104,22 +104,35 @@ class PostgresSink:
         writes registered, every COPY payload encoded (Python work that
         need not wait for a writer: :meth:`write` does what is still left of it).
         Readying early only leaves out less (what committed since is not left out).
-        With deferred aggregates only the readings are encoded: whether the batch
-        merges aggregates is decided when it is written."""
-        if self._deferred is not None:
-            return plan.encode()
-        return plan.aggregated(self._aggregate).leaving_out(self._known).encode()
 
-    def _for_transaction(self, plan: WritePlan) -> tuple[WritePlan, tuple[DeferredRows, ...]]:
-        """``plan`` ready for its transaction, and the deferred batches it took (to put
-        back if the transaction does not commit)."""
-        if self._deferred is None or not len(plan.rows):
-            return self.ready(plan), ()
-        taken = self._deferred.take(time.monotonic(), len(plan.rows))
+        With deferred aggregates the plan is also given its part: to leave its
+        aggregates to a later write, or to merge those of the batches waiting now with
+        its own. The batches it takes are its own from then on: a write of it that
+        fails keeps them for its retry, and if the process stops first their backlog
+        records bring them back at the next start (:meth:`recover`)."""
+        if self._deferred is None:
+            return plan.aggregated(self._aggregate).leaving_out(self._known).encode()
+        return self._decided(plan, self._deferred)[0]
+
+    def _decided(
+        self, plan: WritePlan, deferred: DeferredAggregates
+    ) -> tuple[WritePlan, tuple[DeferredRows, ...]]:
+        """``plan`` with its part decided (see :meth:`ready`) and encoded, and the waiting
+        batches taken for it now (none if its part was decided before)."""
+        if plan.defer or plan.aggregates is not None or not len(plan.rows):
+            return plan.encode(), ()
+        taken = deferred.take(time.monotonic(), len(plan.rows))
         if taken is None:
             return plan.deferring().encode(), ()
         ready = plan.with_earlier(taken).aggregated(self._aggregate).leaving_out(self._known)
         return ready.encode(), taken
+
+    def _for_transaction(self, plan: WritePlan) -> tuple[WritePlan, tuple[DeferredRows, ...]]:
+        """``plan`` ready for its transaction, and the deferred batches it took now (to put
+        back if the transaction does not commit)."""
+        if self._deferred is None:
+            return self.ready(plan), ()
+        return self._decided(plan, self._deferred)
 
     def write(
         self,

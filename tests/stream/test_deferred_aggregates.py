@@ -217,3 +217,38 @@ def test_an_idle_writer_merges_what_waited(
         _assert_aggregates_of(conn, everything)
     finally:
         asyncio.run(handler.stop())
+
+
+@pytest.mark.postgres
+def test_a_batch_readied_early_keeps_the_batches_it_took_for_its_retry(
+    conn: psycopg.Connection[Any], migrated_database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    everything = make_readings(400)
+    deferred = DeferredAggregates(max_readings=300, max_delay_s=3_600.0)
+    sink = PostgresSink(migrated_database_url, CORE, deferred=deferred)
+    try:
+        _write(sink, everything[:200])
+        second = everything[200:]
+        # Readied on the prepare stage while the writers are busy: it takes the waiting
+        # batch, and is aggregated with it there.
+        plan = sink.ready(sink.plan(second))
+        assert [len(d.rows) for d in plan.earlier] == [200]
+        assert plan.aggregates is not None
+        assert deferred.waiting_readings == 0
+
+        def failing_rejects(*_args: Any, **_kwargs: Any) -> int:
+            raise psycopg.errors.QueryCanceled("the batch's transaction fails after its writes")
+
+        with monkeypatch.context() as patched:
+            patched.setattr(sink_module, "insert_rejects", failing_rejects)
+            with pytest.raises(psycopg.errors.QueryCanceled):
+                sink.write(NOTHING, second, None, plan)
+        # The plan keeps the batch it took (no other write may take it meanwhile) ...
+        assert deferred.waiting_readings == 0
+        assert _count(conn, "aggregate_backlog") == 1
+        # ... and its retry merges it, once.
+        assert sink.write(NOTHING, second, None, plan).inserted == 200
+        assert _count(conn, "aggregate_backlog") == 0
+        _assert_aggregates_of(conn, everything)
+    finally:
+        sink.close()
