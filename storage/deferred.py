@@ -46,13 +46,24 @@ class DeferredRows:
 class DeferredAggregates:
     """The readings whose aggregates wait, shared by a runtime's writers (thread-safe)."""
 
-    def __init__(self, *, max_readings: int = 40_000, max_delay_s: float = 0.5) -> None:
+    def __init__(
+        self,
+        *,
+        max_readings: int = 40_000,
+        max_delay_s: float = 0.5,
+        merge_readings: int | None = None,
+    ) -> None:
+        """``merge_readings``: a merger of its own (:meth:`due`) takes the waiting batches
+        once this many readings wait, before a write would (``max_readings``)."""
         if max_readings < 1:
             raise ValueError(f"max_readings must be at least 1 (got {max_readings})")
         if max_delay_s < 0:
             raise ValueError(f"max_delay_s cannot be negative (got {max_delay_s})")
+        if merge_readings is not None and not 0 < merge_readings <= max_readings:
+            raise ValueError(f"merge_readings must be in 1..max_readings (got {merge_readings})")
         self.max_readings = max_readings
         self.max_delay_s = max_delay_s
+        self.merge_readings = merge_readings
         self._lock = threading.Lock()
         self._waiting: list[DeferredRows] = []
 
@@ -75,12 +86,16 @@ class DeferredAggregates:
             return taken
 
     def due(self, now_s: float) -> tuple[DeferredRows, ...]:
-        """Every waiting batch, taken out, if the oldest has waited ``max_delay_s``; else
-        none (for a writer with nothing else to do)."""
+        """Every waiting batch, taken out, if the oldest has waited ``max_delay_s`` or
+        ``merge_readings`` wait; else none (for a merger, or a writer with nothing else to
+        do)."""
         with self._lock:
-            if not self._waiting or now_s - min(d.stored_s for d in self._waiting) < (
-                self.max_delay_s
-            ):
+            if not self._waiting:
+                return ()
+            waiting = sum(len(d.rows) for d in self._waiting)
+            oldest = min(d.stored_s for d in self._waiting)
+            enough = self.merge_readings is not None and waiting >= self.merge_readings
+            if now_s - oldest < self.max_delay_s and not enough:
                 return ()
             taken = tuple(self._waiting)
             self._waiting.clear()

@@ -29,13 +29,15 @@ merge). Under load two writers run transactions at once (one waiting on the
 database's locks or its commit while the other works); the consumer acks their
 batches in arrival order all the same.
 
-Under load most batches leave their aggregates to a later batch's transaction,
-which merges those of several batches at once (``storage.deferred``: fewer partial
-rows per reading, at most ``aggregate_delay_s`` later than the readings); each
-such batch records its new readings in the backlog in its own transaction, so it
-is durable when acked (``storage.backlog``). A writer with no batch to write
-merges what waited long enough (:meth:`DatabaseHandler.idle`); the handler merges
-what is left on stop, and what a crash left on start.
+Under load batches leave their aggregates to a merger thread of the handler's
+(``bikesense-merge``, a connection of its own), which merges those of several
+batches at once in a transaction of its own, outside the chain of acks
+(``storage.deferred``: fewer partial rows per reading, at most about
+``aggregate_delay_s`` later than the readings); each such batch records its new
+readings in the backlog in its own transaction, so it is durable when acked
+(``storage.backlog``). A write merges them itself only if the merger falls far
+behind (``DEFERRED_READINGS`` wait: the bound on what waits in memory). The
+handler merges what is left on stop, and what a crash left on start.
 
 The kit states continue from the chunks prepared before, even before those
 commit: the consumer acks batches in this same order, or (on stop) not at all.
@@ -52,6 +54,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -67,9 +70,14 @@ from stream.sink import PostgresSink
 
 log = logging.getLogger(__name__)
 
-#: Readings whose aggregates may wait at once (storage.deferred): about four of the
-#: batches a saturated runtime writes (1,000 messages of 10 readings).
-DEFERRED_READINGS = 40_000
+#: Readings whose aggregates may wait at once before a write merges them itself
+#: (storage.deferred), and how many the merger thread takes at once: about six and
+#: three of the batches a saturated runtime writes (1,000 messages of 10 readings);
+#: merging more than four at once shares few more rows (bench/RESULTS.md).
+DEFERRED_READINGS = 60_000
+MERGE_READINGS = 30_000
+#: How often the merger looks whether waiting aggregates are due.
+MERGE_POLL_S = 0.05
 #: How long a batch's aggregates may wait for later batches' (0: never).
 AGGREGATE_DELAY_S = 0.5
 
@@ -129,13 +137,21 @@ class DatabaseHandler:
         # whose aggregates wait.
         known = KnownRows()
         self.deferred = (
-            DeferredAggregates(max_readings=deferred_readings, max_delay_s=aggregate_delay_s)
+            DeferredAggregates(
+                max_readings=deferred_readings,
+                max_delay_s=aggregate_delay_s,
+                merge_readings=min(MERGE_READINGS, deferred_readings),
+            )
             if aggregate_delay_s > 0
             else None
         )
         self.sinks = [
             PostgresSink(database_url, core, known, self.deferred) for _ in range(self.writers)
         ]
+        #: The merger's own connection (its transactions hold no batch's ack).
+        self._merger_sink = PostgresSink(database_url, core, known, self.deferred)
+        self._merger: threading.Thread | None = None
+        self._stop_merging = threading.Event()
         #: Kit states after the last prepared chunk.
         self._states: KitStates = {}
         self._recovered = False
@@ -147,6 +163,27 @@ class DatabaseHandler:
             await asyncio.to_thread(self._recover)
         except psycopg.OperationalError as exc:
             log.warning("could not merge the aggregates a previous run left waiting: %s", exc)
+        if self.deferred is not None and self._merger is None:
+            self._stop_merging.clear()
+            self._merger = threading.Thread(
+                target=self._merge_loop, name="bikesense-merge", daemon=True
+            )
+            self._merger.start()
+
+    def _merge_loop(self) -> None:
+        """The merger: merge the waiting aggregates whenever they are due, until stopped.
+        The database being away is waited out (what waits stays recorded)."""
+        while not self._stop_merging.wait(MERGE_POLL_S):
+            try:
+                self._merger_sink.flush()
+            except psycopg.OperationalError as exc:
+                log.warning("could not merge waiting aggregates (will try again): %s", exc)
+                self._stop_merging.wait(1.0)
+            except Exception:
+                # What waits stays recorded, and a write merges it once too much waits:
+                # say what went wrong, and try again.
+                log.exception("merging waiting aggregates failed")
+                self._stop_merging.wait(1.0)
 
     def _recover(self) -> None:
         if not self._recovered:
@@ -154,13 +191,17 @@ class DatabaseHandler:
             self._recovered = True
 
     async def stop(self) -> None:
+        self._stop_merging.set()
+        if self._merger is not None:
+            await asyncio.to_thread(self._merger.join)
+            self._merger = None
         try:
-            await asyncio.to_thread(self.sinks[0].flush, everything=True)
+            await asyncio.to_thread(self._merger_sink.flush, everything=True)
         except psycopg.OperationalError as exc:
             # Recorded in the backlog: the next start merges them.
             log.warning("left aggregates waiting for the next start: %s", exc)
         finally:
-            for sink in self.sinks:
+            for sink in (*self.sinks, self._merger_sink):
                 sink.close()
 
     def idle(self, writer: int) -> None:

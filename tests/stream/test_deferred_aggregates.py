@@ -24,6 +24,7 @@ from stream import sink as sink_module
 from stream.core.process import CoreConfig, aggregate_new_rows
 from stream.embedded import DatabaseHandler
 from stream.sink import PostgresSink
+from tests.runtime_harness import wait_for
 from tests.storage.storage_factories import make_readings
 from tests.storage.storage_reference import assert_aggregates_of
 
@@ -76,6 +77,17 @@ def test_batches_put_back_wait_again_first() -> None:
     deferred.add(_waiting(10, 2, 10.1))
     deferred.put_back(taken)
     assert [d.backlog_id for d in deferred.take_all()] == [1, 2]
+
+
+def test_a_merger_takes_them_once_enough_wait() -> None:
+    deferred = DeferredAggregates(max_readings=1_000, max_delay_s=0.5, merge_readings=500)
+    deferred.add(_waiting(400, 1, 10.0))
+    assert deferred.due(10.1) == ()
+    assert deferred.take(10.1, 400) is None  # a write still waits: 800 < 1,000
+    deferred.add(_waiting(400, 2, 10.1))
+    assert [d.backlog_id for d in deferred.due(10.2)] == [1, 2]  # 800 >= 500
+    with pytest.raises(ValueError, match="merge_readings"):
+        DeferredAggregates(max_readings=100, merge_readings=200)
 
 
 def test_no_delay_means_every_write_merges_its_own() -> None:
@@ -252,3 +264,21 @@ def test_a_batch_readied_early_keeps_the_batches_it_took_for_its_retry(
         _assert_aggregates_of(conn, everything)
     finally:
         sink.close()
+
+
+@pytest.mark.postgres
+def test_the_merger_merges_what_waits_beside_the_writers(
+    conn: psycopg.Connection[Any], migrated_database_url: str
+) -> None:
+    handler = DatabaseHandler(migrated_database_url, CORE, aggregate_delay_s=1e-6)
+    everything = make_readings(400)
+    asyncio.run(handler.start())
+    try:
+        for a in (0, 200):
+            _write(handler.sinks[a // 200], everything[a : a + 200])
+        # Nothing else writes: the merger, on its own connection, merges both batches.
+        wait_for(lambda: _count(conn, "aggregate_backlog") == 0, what="the merger's merge")
+        _assert_aggregates_of(conn, everything)
+    finally:
+        asyncio.run(handler.stop())
+    assert _count(conn, "aggregate_backlog") == 0
