@@ -82,10 +82,11 @@ def wait_until_healthy(
 
 
 @contextmanager
-def api_server(url: str) -> Iterator[tuple[str, int]]:
-    """The API in its own process (so its memory can be read): (base URL, pid)."""
+def api_server(url: str, code: Path = ROOT) -> Iterator[tuple[str, int]]:
+    """The API in its own process (so its memory can be read): (base URL, pid). ``code``:
+    the checkout whose packages it runs (they come first on its path)."""
     port = free_port()
-    proc = subprocess.Popen([sys.executable, "-c", SERVER_CODE, url, str(port)], cwd=ROOT)
+    proc = subprocess.Popen([sys.executable, "-c", SERVER_CODE, url, str(port)], cwd=code)
     base = f"http://127.0.0.1:{port}"
     try:
         wait_until_healthy(base, proc, timeout_s=30, failure="the API server did not start")
@@ -93,6 +94,30 @@ def api_server(url: str) -> Iterator[tuple[str, int]]:
     finally:
         proc.terminate()
         proc.wait(10)
+
+
+def cpu_s(pid: int) -> float:
+    """User and system CPU seconds a process has used so far, from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+@contextmanager
+def checkout(rev: str) -> Iterator[Path]:
+    """The repository's files at ``rev`` (``git archive``) in a temporary directory, the
+    web assets' installed packages linked in, for an API server of that code."""
+    root = Path(tempfile.mkdtemp(prefix="bikesense-checkout-"))
+    try:
+        archive = subprocess.run(
+            ["git", "-C", str(ROOT), "archive", rev], capture_output=True, check=True
+        ).stdout
+        subprocess.run(["tar", "-x", "-C", str(root)], input=archive, check=True)
+        modules = ROOT / "api" / "web" / "node_modules"
+        if modules.exists() and (root / "api" / "web").exists():
+            (root / "api" / "web" / "node_modules").symlink_to(modules)
+        yield root
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
 
 
 def rss_kib(pid: int) -> tuple[int, int]:

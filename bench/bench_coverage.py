@@ -14,7 +14,10 @@ the intervals as they were and as they are:
 - ``design_effect``: the interval of 2026-12 (commit d4db462): the mean (LAeq) with
   Kish's design effect 1 + (n/R − 1)·ρ on the readings' spread, ρ a constant per
   metric, on the log scale (the energy scale for noise);
-- ``budget``: api.stats.mean_interval, the kits' error budget (docs/statistics.md);
+- ``budget``: api.stats.mean_interval, the kits' error budget (docs/statistics.md),
+  its bounds rounded to the nearest 0.1 as the API shows them (api.stats.round_interval);
+- ``budget_outward``: the same bounds rounded outward instead (the API's rounding
+  at commit 9bfd2ba), to show what rounding alone does;
 - ``budget_realized_kits``: the same with the error model of the kits this fleet
   happened to draw (their offsets' and gains' root mean square, not the spec's): not
   what the API can know, but what tells a fleet's luck from the method's fault.
@@ -67,7 +70,7 @@ RESULTS = ROOT / "bench" / "results"
 RESOLUTIONS = (7, 8, 9, 10)
 METRICS = (Metric.PM1, Metric.PM25, Metric.PM10, Metric.NO2, Metric.NOISE)
 SEEDS = (7, 23, 31, 47, 11, 13, 17, 19, 29, 37, 41, 43)
-METHODS = ("rides", "design_effect", "budget", "budget_realized_kits")
+METHODS = ("rides", "design_effect", "budget", "budget_outward", "budget_realized_kits")
 #: The intra-ride correlations of the design-effect interval (api/stats.py at d4db462).
 _RHO = {Metric.PM1: 0.4, Metric.PM25: 0.4, Metric.PM10: 0.4, Metric.NO2: 0.5, Metric.NOISE: 0.3}
 _A = math.log(10.0) / 10.0
@@ -112,13 +115,20 @@ def design_effect_interval(ch: CellHours, metric: Metric) -> Interval:
     return np.floor(low * scale + 1e-9) / scale, np.ceil(high * scale - 1e-9) / scale, centre
 
 
-def budget_interval(model: ErrorModel) -> Callable[[CellHours, Metric], Interval]:
+def budget_interval(
+    model: ErrorModel, *, outward: bool = False
+) -> Callable[[CellHours, Metric], Interval]:
     def interval(ch: CellHours, metric: Metric) -> Interval:
-        iv = round_interval(
-            mean_interval(ch.stats, metric, covariate=ch.covariate, model=model), metric
-        )
+        raw = mean_interval(ch.stats, metric, covariate=ch.covariate, model=model)
+        if outward:
+            scale = 10.0 ** DECIMALS[metric]
+            low = np.floor(raw.low * scale + 1e-9) / scale
+            high = np.ceil(raw.high * scale - 1e-9) / scale
+        else:
+            iv = round_interval(raw, metric)
+            low, high = iv.low, iv.high
         shown = rounded(ch.stats, metric)
-        return iv.low, iv.high, shown["laeq_db"] if metric is Metric.NOISE else shown["mean"]
+        return low, high, shown["laeq_db"] if metric is Metric.NOISE else shown["mean"]
 
     return interval
 
@@ -226,7 +236,8 @@ def pooled(results: list[dict[str, object]]) -> list[dict[str, object]]:
                     float(np.mean([float(str(r["binomial_se"])) for r in rows])), 4
                 ),
                 **{
-                    k: round(float(np.mean([float(str(r[k])) for r in rows])), 4)
+                    # nanmean: a fleet in humid air all the time has no dry cell-hours
+                    k: round(float(np.nanmean([float(str(r[k])) for r in rows])), 4)
                     for k in (
                         "no_interval_share",
                         "coverage_dry",
@@ -277,6 +288,7 @@ def main() -> None:
             "rides": rides_interval,
             "design_effect": design_effect_interval,
             "budget": budget_interval(SIMULATED_FLEET),
+            "budget_outward": budget_interval(SIMULATED_FLEET, outward=True),
             "budget_realized_kits": budget_interval(realized),
         }
         cells = cells_by_resolution(r, RESOLUTIONS)

@@ -20,9 +20,14 @@ longer than ``--timeout`` s counts as a timeout. With ``--statistics keeper`` (t
 default) the statistics keeper the ingest runtime runs (``storage.statistics``) runs
 beside the load, on its own connection and at its own interval, as it would in
 ``bikesense ingest``; ``--statistics none`` leaves the tables to autovacuum alone (the
-state the issue measured), for the side-by-side figure.
+state the issue measured), for the side-by-side figure. ``--baseline REV`` serves the
+same reads with the code of a git revision too, from a second API server on the same
+database, the two taking turns request by request: before and after in one run, on the
+same backlog and under the same load. Each server's CPU per request (from /proc) is
+reported beside the percentiles.
 
     .venv/bin/python bench/bench_reads.py [--readings 1000000] [--statistics keeper|none]
+        [--baseline REV]
 
 Writes bench/results/reads-<statistics>.json.
 """
@@ -37,6 +42,7 @@ import statistics
 import sys
 import threading
 import time
+from contextlib import ExitStack
 from datetime import UTC, datetime, timedelta
 from functools import partial
 from pathlib import Path
@@ -48,7 +54,7 @@ import numpy as np
 import psycopg
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_common import RESULTS, api_server, database
+from bench_common import RESULTS, api_server, checkout, cpu_s, database
 from bench_tiles import LAT0, LON0, ROUNDS_OVER_H, day_of_readings, rounds, town_tiles
 
 from api.keys import create_key
@@ -148,37 +154,60 @@ def percentiles(samples_s: list[float], timeouts: int) -> dict[str, float | int]
 
 
 def measure(
-    base: str,
+    servers: dict[str, tuple[str, int]],
     key: str,
     requests: dict[str, list[tuple[str, dict[str, str]]]],
     repeat: int,
     timeout: float,
-) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    with httpx.Client(base_url=base, timeout=timeout, headers={"X-API-Key": key}) as client:
-        for name, calls in requests.items():
-            took: list[float] = []
-            timeouts = 0
-            for _ in range(repeat):
+) -> dict[str, dict[str, Any]]:
+    """Each request kind ``repeat`` times on each server (name: (base URL, pid)), the
+    servers taking turns request by request and going first in turn, so that the
+    machine's load falls on them alike; per server and kind the percentiles and the
+    server process's CPU per request (from /proc)."""
+    names = list(servers)
+    clients = {
+        name: httpx.Client(base_url=base, timeout=timeout, headers={"X-API-Key": key})
+        for name, (base, _pid) in servers.items()
+    }
+    out: dict[str, dict[str, Any]] = {name: {} for name in names}
+    try:
+        for kind, calls in requests.items():
+            took: dict[str, list[float]] = {name: [] for name in names}
+            timeouts = dict.fromkeys(names, 0)
+            cpu = dict.fromkeys(names, 0.0)
+            for round_ in range(repeat):
+                order = names[round_ % len(names) :] + names[: round_ % len(names)]
                 for path, params in calls:
-                    started = time.perf_counter()
-                    try:
-                        response = client.get(path, params=params)
-                    except httpx.TimeoutException:
-                        timeouts += 1
-                        continue
-                    elapsed = time.perf_counter() - started
-                    if response.status_code != 200:
-                        raise RuntimeError(
-                            f"{path} {params}: {response.status_code} {response.text[:200]}"
-                        )
-                    took.append(elapsed)
-            out[name] = percentiles(took, timeouts)
-            row = out[name]
-            print(
-                f"{name:20s} p50 {row.get('p50_ms', '-'):>8} ms  p95 {row.get('p95_ms', '-'):>8} ms"
-                f"  ({row['n']} answered, {timeouts} timed out)"
-            )
+                    for name in order:
+                        pid = servers[name][1]
+                        used = cpu_s(pid)
+                        started = time.perf_counter()
+                        try:
+                            response = clients[name].get(path, params=params)
+                        except httpx.TimeoutException:
+                            timeouts[name] += 1
+                            continue
+                        elapsed = time.perf_counter() - started
+                        cpu[name] += cpu_s(pid) - used
+                        if response.status_code != 200:
+                            raise RuntimeError(
+                                f"{name} {path} {params}: {response.status_code} "
+                                f"{response.text[:200]}"
+                            )
+                        took[name].append(elapsed)
+            for name in names:
+                row = percentiles(took[name], timeouts[name])
+                row["api_cpu_ms_per_request"] = round(1000 * cpu[name] / max(len(took[name]), 1), 1)
+                out[name][kind] = row
+                print(
+                    f"{name:9s} {kind:20s} p50 {row.get('p50_ms', '-'):>8} ms"
+                    f"  p95 {row.get('p95_ms', '-'):>8} ms  API CPU"
+                    f" {row['api_cpu_ms_per_request']:>6} ms/request"
+                    f"  ({row['n']} answered, {timeouts[name]} timed out)"
+                )
+    finally:
+        for client in clients.values():
+            client.close()
     return out
 
 
@@ -188,6 +217,13 @@ def main() -> None:
     parser.add_argument("--statistics", choices=("keeper", "none"), default="keeper")
     parser.add_argument("--repeat", type=int, default=20)
     parser.add_argument("--timeout", type=float, default=30.0)
+    parser.add_argument(
+        "--baseline",
+        metavar="REV",
+        help="also serve the reads with the code of this git revision (an API server of "
+        "its own on the same database, taking turns with this one): before and after "
+        "in one run",
+    )
     args = parser.parse_args()
     now = datetime.now(UTC).replace(microsecond=0)
     keeper = StatisticsKeeper() if args.statistics == "keeper" else None
@@ -233,8 +269,15 @@ def main() -> None:
         results["cell"] = format(cell, "x")
         results["cell_latlng"] = [lat, lon]
         results["tiles"] = len(tiles)
-        with api_server(url) as (base, _pid):
-            results["reads"] = measure(base, key, requests, args.repeat, args.timeout)
+        with ExitStack() as stack:
+            servers = {"this": stack.enter_context(api_server(url))}
+            if args.baseline:
+                code = stack.enter_context(checkout(args.baseline))
+                servers["baseline"] = stack.enter_context(api_server(url, code))
+            measured = measure(servers, key, requests, args.repeat, args.timeout)
+        results["reads"] = measured["this"]
+        if args.baseline:
+            results["baseline"] = {"rev": args.baseline, "reads": measured["baseline"]}
         with psycopg.connect(url) as conn:
             results["last_analyze"] = {
                 name: [str(manual), str(auto)]

@@ -173,7 +173,8 @@ def store_pairs(
 ) -> PairsReport:
     """Replace the stored pairs of the hours in [start, end) by ``pairs`` (``PAIR_DTYPE``,
     all in that range), in one transaction. The caller passes a start no earlier than the
-    oldest stored reading, so pairs whose readings have expired are kept."""
+    oldest stored reading, so pairs of hours whose readings were partly dropped are not
+    re-paired from what is left (:func:`expire_pairs` removes them with the readings)."""
     if pairs.dtype != PAIR_DTYPE:
         raise QueryError(f"pairs must be PAIR_DTYPE (got {pairs.dtype})")
     lo, hi = ms_of(start), ms_of(end)
@@ -206,6 +207,21 @@ def store_pairs(
                     )
                 )
     return PairsReport(deleted=deleted, inserted=len(pairs))
+
+
+def expire_pairs(conn: psycopg.Connection[Any], older_than: datetime) -> int:
+    """Delete the pairs of hours that ended at or before ``older_than``; returns how many.
+
+    A pair says which kit was near which reference station in which hour: a position of
+    a rider at a time, so it goes with the raw readings it was made from (the raw
+    retention, docs/privacy.md). The corrections estimated from it stay.
+    """
+    if older_than.tzinfo is None:
+        raise ValueError("older_than must be timezone-aware (e.g. datetime.now(UTC) - ...)")
+    cur = conn.execute(
+        "DELETE FROM calibration_pairs WHERE hour_start + interval '1 hour' <= %s", (older_than,)
+    )
+    return cur.rowcount
 
 
 _LOAD_PAIRS: LiteralString = (

@@ -252,9 +252,35 @@ def merge_statement(staging: str) -> bytes:
 
 def metric_partials(metric: Metric) -> sql.Composed:
     """A parenthesised subquery of ``metric``'s partials in the narrow shape: the
-    columns of ``PARTIAL_DTYPE`` (``window_start`` a timestamp, no ``metric``), only
-    cell-windows with readings of it. Simple enough for the planner to pull up into
-    the query around it."""
+    columns of ``PARTIAL_DTYPE`` (``window_start`` a timestamp, no ``metric``), and the
+    histogram as stored too (``hist_offset``, ``hist_counted``: what
+    ``storage.merged_stats.MERGED`` sums), only cell-windows with readings of it.
+    Simple enough for the planner to pull up into the query around it."""
+    return sql.SQL(
+        "(SELECT resolution, window_s, window_start, cell, {columns},"
+        " bikesense_hist_dense({offset}, {hist}) AS hist FROM {table} WHERE {n} > 0)"
+    ).format(
+        columns=_narrow(metric, ""),
+        offset=sql.Identifier(column(metric, HIST_OFFSET)),
+        hist=sql.Identifier(column(metric, "hist")),
+        n=sql.Identifier(column(metric, "n")),
+        table=sql.Identifier(TABLE),
+    )
+
+
+def pair_partials(metric: Metric, other: Metric) -> sql.Composed:
+    """Like :func:`metric_partials`, two metrics side by side from the same rows:
+    ``metric``'s columns under the narrow names, ``other``'s prefixed ``c_``, and every
+    cell-window, with readings of either or neither (a metric without readings adds
+    nothing to a merge: ``n`` and the sums 0, the rest NULL)."""
+    return sql.SQL(
+        "(SELECT resolution, window_s, window_start, cell, {columns}, {other} FROM {table})"
+    ).format(columns=_narrow(metric, ""), other=_narrow(other, "c_"), table=sql.Identifier(TABLE))
+
+
+def _narrow(metric: Metric, prefix: str) -> sql.Composed:
+    """``metric``'s columns under the narrow names (``n`` ... ``lamax_db``,
+    ``hist_offset``, ``hist_counted``), each with ``prefix``."""
 
     def col(field: str) -> sql.Composable:
         return sql.Identifier(column(metric, field))
@@ -264,23 +290,21 @@ def metric_partials(metric: Metric) -> sql.Composed:
     else:
         energy, duration = sql.SQL("0::float8"), sql.SQL("0::float8")
         lamax = sql.SQL("NULL::float8")
-    return sql.SQL(
-        "(SELECT resolution, window_s, window_start, cell, {n} AS n, {sum} AS sum,"
-        " {sumsq} AS sumsq, {min} AS min, {max} AS max, {energy} AS energy,"
-        " {duration} AS duration_s, {lamax} AS lamax_db,"
-        " bikesense_hist_dense({offset}, {hist}) AS hist FROM {table} WHERE {n} > 0)"
-    ).format(
-        n=col("n"),
-        sum=col("sum"),
-        sumsq=col("sumsq"),
-        min=col("min"),
-        max=col("max"),
-        energy=energy,
-        duration=duration,
-        lamax=lamax,
-        offset=col(HIST_OFFSET),
-        hist=col("hist"),
-        table=sql.Identifier(TABLE),
+    values = {
+        "n": col("n"),
+        "sum": col("sum"),
+        "sumsq": col("sumsq"),
+        "min": col("min"),
+        "max": col("max"),
+        "energy": energy,
+        "duration_s": duration,
+        "lamax_db": lamax,
+        "hist_offset": col(HIST_OFFSET),
+        "hist_counted": col("hist"),
+    }
+    return sql.SQL(", ").join(
+        sql.SQL("{} AS {}").format(value, sql.Identifier(prefix + name))
+        for name, value in values.items()
     )
 
 

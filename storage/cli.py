@@ -20,6 +20,7 @@ from rich.table import Table
 
 from bikesense.cliutil import connect_or_exit, exit_with, settings_or_exit
 from bikesense.settings import SecretSettings, Settings
+from storage.calibration import expire_pairs
 from storage.exceptions import StorageError
 from storage.keyfiles import key_text
 from storage.kits import (
@@ -126,7 +127,8 @@ def drop_expired_command(
         ),
     ] = True,
 ) -> None:
-    """Drop raw-reading partitions older than the retention period (aggregates stay).
+    """Drop raw-reading partitions older than the retention period, with the refused
+    frames, short-window presence and calibration pairs of that age (aggregates stay).
 
     On TimescaleDB the retention policies are set to the same period first."""
     settings = settings_or_exit()
@@ -137,11 +139,12 @@ def drop_expired_command(
         dropped = drop_expired(conn, older_than)
         expired = expire_presence(conn, older_than) if presence else 0
         rejects = delete_rejects_before(conn, older_than)
+        pairs = expire_pairs(conn, older_than)
     names = f": {', '.join(dropped)}" if dropped else ""
     console.print(
         f"dropped {len(dropped)} partition(s){names}; "
-        f"deleted {expired} presence row(s) of short windows and {rejects} "
-        "refused frame(s)"
+        f"deleted {expired} presence row(s) of short windows, {rejects} "
+        f"refused frame(s) and {pairs} calibration pair(s)"
     )
 
 

@@ -24,17 +24,28 @@ from typing import Any, LiteralString
 
 import numpy as np
 import psycopg
+from psycopg import sql
 
 from storage import copybin, staging
 from storage.calibration import METRIC_NAMES
-from storage.corrected_windows import CALIBRATED, COLUMNS, KEY_COLUMNS, TABLE, column
+from storage.cellwindows import HIST_OFFSET
+from storage.corrected_windows import (
+    CALIBRATED,
+    COLUMNS,
+    HIST_END,
+    KEY_COLUMNS,
+    TABLE,
+    TABLE_COLUMNS,
+    column,
+    stored,
+)
 from storage.corrections import CALIBRATION_LOCK_KEY, load_assignments
 from stream.core.aggregate import aggregate
 from stream.core.batch import ENRICHED_DTYPE
 from stream.core.binning import NO_CELL
 from stream.core.calibration_periods import apply_periods
 from stream.core.merge import group_starts
-from stream.core.partials import METRIC_COLUMNS, PARTIAL_DTYPE, Metric
+from stream.core.partials import HIST_BINS, METRIC_COLUMNS, PARTIAL_DTYPE, Metric
 from stream.core.policy import DEFAULT_POLICY, PublicationPolicy
 from stream.core.resolution import quantise
 
@@ -76,7 +87,20 @@ GROUP BY p.metric
 """
 _DONE_VERSIONS: LiteralString = "SELECT metric, versions FROM calibration_days WHERE day = %s"
 _HAS_READINGS: LiteralString = "SELECT EXISTS (SELECT 1 FROM readings WHERE ts >= %s AND ts < %s)"
-_COPY = staging.render(staging.copy_in(TABLE, COLUMNS))
+#: A day's corrected rows are staged with their histograms' 32 bins, then stored cut to
+#: their counted bins (migrations/0113), as the writer does for cell_windows.
+_STAGING = staging.StagingTable("corrected_windows_staging", COLUMNS)
+_PREPARE = staging.render(staging.prepare((_STAGING,)))
+_COPY = staging.render(_STAGING.copy_in())
+_INSERT = staging.render(
+    sql.SQL("INSERT INTO {table} ({names}) SELECT {values} FROM {staging} ORDER BY {key}").format(
+        table=sql.Identifier(TABLE),
+        names=sql.SQL(", ").join(sql.Identifier(c) for c in TABLE_COLUMNS),
+        values=sql.SQL(", ").join(stored(c) for c in TABLE_COLUMNS),
+        staging=_STAGING.identifier,
+        key=staging.column_list(KEY_COLUMNS),
+    )
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -185,7 +209,9 @@ def _recompute_day(
         (lo, hi),
     )
     if n:
+        conn.execute(_PREPARE)
         staging.copy(conn, _COPY, payload)
+        conn.execute(_INSERT)
     conn.execute("DELETE FROM calibration_days WHERE day = %s", (lo.date(),))
     with conn.cursor() as cur:
         cur.executemany(
@@ -228,7 +254,17 @@ def _encode(parts: np.ndarray, u_parts: np.ndarray) -> tuple[bytes, int]:
         u_sum = np.zeros(n)
         u_sum[rows] = up["sum"][mine] / U_SCALE
         values[column(metric, "u_sum")] = u_sum
-        nulls[column(metric, "hist")] = values[column(metric, "n")] == 0
+        empty = values[column(metric, "n")] == 0
+        counted = values[column(metric, "hist")] != 0
+        if np.any(~empty & ~counted.any(axis=1)):  # aggregate() bins every reading it counts
+            raise AssertionError(f"a corrected {metric.api_name} partial with n > 0 and no bin")
+        # The first counted bin and the one after the last: what is stored (0113).
+        values[column(metric, HIST_OFFSET)] = np.argmax(counted, axis=1).astype(np.int16)
+        values[column(metric, HIST_END)] = (HIST_BINS - np.argmax(counted[:, ::-1], axis=1)).astype(
+            np.int16
+        )
+        for name in ("hist", HIST_OFFSET, HIST_END):
+            nulls[column(metric, name)] = empty
         for name in ("min", "max"):
             nulls[column(metric, name)] = np.isnan(values[column(metric, name)])
     assert len(KEY_COLUMNS) == 4

@@ -5,7 +5,10 @@ shape for the calibrated metrics (PM1, PM2.5, PM10, NO2): per cell-window the
 partials of the *corrected* values of the same readings, plus ``<metric>_u_sum``,
 the sum of the readings' correction uncertainties (docs/calibration.md,
 "Intervals"). :mod:`storage.corrected_apply` writes it from the raw readings and the
-stored corrections, a UTC day at a time.
+stored corrections, a UTC day at a time. Since migration 0113 its histograms are
+stored as ``cell_windows``' are (``storage.cellwindows``): from the first counted bin
+to the last, with ``<metric>_hist_offset`` bins left out before;
+``bikesense_hist_dense`` gives the 32 bins back to readers.
 
 A corrected row is shown only where it stands for exactly the readings of the raw
 row beside it (the same count: corrected values are a subset of the raw ones, so the
@@ -31,7 +34,7 @@ from typing import Any, LiteralString
 import psycopg
 from psycopg import sql
 
-from storage.cellwindows import presence_weight
+from storage.cellwindows import HIST_OFFSET, presence_weight
 from storage.copybin import Column, int4_array, scalar
 from storage.exceptions import QueryError
 from stream.core.partials import HIST_BINS, Metric
@@ -45,15 +48,19 @@ KEY_COLUMNS: tuple[Column, ...] = (
     scalar("window_start", "timestamptz"),
     scalar("cell", "bigint"),
 )
-METRIC_FIELDS = ("n", "sum", "sumsq", "min", "max", "hist", "u_sum")
+METRIC_FIELDS = ("n", "sum", "sumsq", "min", "max", "hist", "u_sum", HIST_OFFSET)
+#: Staged only: the bin after the last counted one (where the stored histogram ends).
+HIST_END = "hist_end"
 
 
 def column(metric: Metric, field: str) -> str:
-    if metric not in CALIBRATED or field not in METRIC_FIELDS:
+    if metric not in CALIBRATED or field not in (*METRIC_FIELDS, HIST_END):
         raise ValueError(f"{TABLE} has no {field!r} column for {metric.api_name}")
     return f"{metric.api_name}_{field}"
 
 
+#: What storage.corrected_apply stages: the table's columns with every histogram's 32
+#: bins, and where its counted bins end.
 COLUMNS: tuple[Column, ...] = KEY_COLUMNS + tuple(
     c
     for m in CALIBRATED
@@ -65,8 +72,25 @@ COLUMNS: tuple[Column, ...] = KEY_COLUMNS + tuple(
         scalar(column(m, "max"), "double precision"),
         int4_array(column(m, "hist"), HIST_BINS),
         scalar(column(m, "u_sum"), "double precision"),
+        scalar(column(m, HIST_OFFSET), "smallint"),
+        scalar(column(m, HIST_END), "smallint"),
     )
 )
+#: The table's columns (the histograms cut to their counted bins).
+TABLE_COLUMNS: tuple[str, ...] = tuple(c.name for c in COLUMNS if not c.name.endswith(HIST_END))
+
+
+def stored(name: str) -> sql.Composable:
+    """What the insert takes from the staging table for the table's column ``name``: the
+    column, or for a histogram its counted bins."""
+    for metric in CALIBRATED:
+        if name == column(metric, "hist"):
+            return sql.SQL("{h}[{o} + 1 : {e}]").format(
+                h=sql.Identifier(name),
+                o=sql.Identifier(column(metric, HIST_OFFSET)),
+                e=sql.Identifier(column(metric, HIST_END)),
+            )
+    return sql.Identifier(name)
 
 
 def check_calibrated(metric: Metric) -> None:
@@ -94,7 +118,8 @@ def corrected_partials(metric: Metric) -> sql.Composed:
     return sql.SQL(
         "(SELECT c.resolution, c.window_s, c.window_start, c.cell, {n} AS n, {sum} AS sum,"
         " {sumsq} AS sumsq, {min} AS min, {max} AS max, {u} AS energy,"
-        " 0::float8 AS duration_s, NULL::float8 AS lamax_db, {hist} AS hist"
+        " 0::float8 AS duration_s, NULL::float8 AS lamax_db, {hist} AS hist,"
+        " 0::smallint AS hist_offset, {hist} AS hist_counted"
         " FROM {table} c JOIN cell_windows w"
         " USING (resolution, window_s, window_start, cell) WHERE {complete})"
     ).format(
@@ -104,7 +129,7 @@ def corrected_partials(metric: Metric) -> sql.Composed:
         min=col("min"),
         max=col("max"),
         u=col("u_sum"),
-        hist=col("hist"),
+        hist=sql.SQL("bikesense_hist_dense({}, {})").format(col(HIST_OFFSET), col("hist")),
         table=sql.Identifier(TABLE),
         complete=_complete(metric, "c"),
     )

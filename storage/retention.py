@@ -135,14 +135,19 @@ SELECT job_id, hypertable_name::text, (config ->> 'drop_after')::interval
 FROM timescaledb_information.jobs
 WHERE proc_name = 'policy_retention' AND hypertable_name = ANY(%s)
 """
+_ALL_RETENTION_JOBS = """
+SELECT hypertable_name::text, (config ->> 'drop_after')::interval
+FROM timescaledb_information.jobs WHERE proc_name = 'policy_retention'
+"""
 
 
 def retention_policies(conn: psycopg.Connection[Any]) -> dict[str, timedelta]:
-    """TimescaleDB: each hypertable's retention period (``drop_after``); plain: empty."""
+    """TimescaleDB: the retention period (``drop_after``) of every hypertable that has a
+    retention policy; the others (the aggregates) are kept. Plain: empty."""
     if recorded_backend(conn) is not Backend.TIMESCALE:
         return {}
-    rows = conn.execute(_RETENTION_JOBS, (list(RAW_HORIZON_TABLES),)).fetchall()
-    return {str(table): keep for _, table, keep in rows}
+    rows = conn.execute(_ALL_RETENTION_JOBS).fetchall()
+    return {str(table): keep for table, keep in rows}
 
 
 def apply_retention(conn: psycopg.Connection[Any], keep: timedelta) -> list[str]:

@@ -36,6 +36,7 @@ from typing import Any
 
 import psycopg
 
+from storage.calibration import expire_pairs
 from storage.held import expire_held
 from storage.rejects import delete_rejects_before
 from storage.retention import (
@@ -86,6 +87,7 @@ class MaintenanceReport:
     presence_deleted: int = 0
     rejects_deleted: int = 0
     held_deleted: int = 0
+    pairs_deleted: int = 0  # calibration pairs of expired hours
 
 
 def run_maintenance(
@@ -103,9 +105,10 @@ def run_maintenance(
         presence = expire_presence(conn, older_than)
         rejects = delete_rejects_before(conn, older_than)
         held = expire_held(conn, now - config.held_expiry)
+        pairs = expire_pairs(conn, older_than)
     finally:
         conn.execute("SELECT pg_advisory_unlock(%s)", (ADVISORY_LOCK_KEY,))
-    return MaintenanceReport(True, dropped, presence, rejects, held)
+    return MaintenanceReport(True, dropped, presence, rejects, held, pairs)
 
 
 def _round(database_url: str, config: MaintenanceConfig) -> MaintenanceReport:
@@ -133,14 +136,16 @@ async def maintain(database_url: str, config: MaintenanceConfig, stop: asyncio.E
                 or report.presence_deleted
                 or report.rejects_deleted
                 or report.held_deleted
+                or report.pairs_deleted
             ):
                 log.info(
-                    "retention: dropped %s; deleted %d presence rows, %d rejects and "
-                    "%d held ride ends",
+                    "retention: dropped %s; deleted %d presence rows, %d rejects, "
+                    "%d held ride ends and %d calibration pairs",
                     ", ".join(report.dropped) or "no partitions",
                     report.presence_deleted,
                     report.rejects_deleted,
                     report.held_deleted,
+                    report.pairs_deleted,
                 )
             wait = config.interval_s
         try:

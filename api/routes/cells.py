@@ -6,6 +6,7 @@ from typing import Annotated
 
 import h3
 import numpy as np
+import pydantic_core
 from fastapi import APIRouter, Query, Response
 from starlette.concurrency import run_in_threadpool
 
@@ -104,31 +105,30 @@ async def cells(
     corrections = await corrections_of(conn, values, sel)
 
     def render() -> bytes:
-        return (
-            CellCollection(
-                metric=metric,
-                resolution=res,
-                window_s=window_s,
-                time_from=start,
-                time_to=end,
-                role=principal.role.value,
-                band_version=state.bands.version,
-                note=INDICATIVE_NOTE,
-                withheld=held,
-                corrections=corrections,
-                features=cell_features(
-                    stats,
-                    sel,
-                    state.bands.scale(metric.metric),
-                    min_readings=settings.api.min_readings,
-                    covariate=covariate,
-                ),
-            )
-            .model_dump_json(by_alias=True)
-            .encode()
+        envelope = CellCollection(
+            metric=metric,
+            resolution=res,
+            window_s=window_s,
+            time_from=start,
+            time_to=end,
+            role=principal.role.value,
+            band_version=state.bands.version,
+            note=INDICATIVE_NOTE,
+            withheld=held,
+            corrections=corrections,
+            features=[],
+        ).model_dump(mode="json", by_alias=True)
+        # The features as the dicts their models would dump (api.aggregates.cell_features).
+        envelope["features"] = cell_features(
+            stats,
+            sel,
+            state.bands.scale(metric.metric),
+            min_readings=settings.api.min_readings,
+            covariate=covariate,
         )
+        return pydantic_core.to_json(envelope)
 
-    # A long range at a fine resolution is a thousand cells and more: their models and
+    # A long range at a fine resolution is a thousand cells and more: their features and
     # JSON are built in a worker thread, so that the event loop keeps answering /healthz
     # and tiles meanwhile (about 0.3 s of it per request otherwise, bench/bench_load.py).
     return Response(await run_in_threadpool(render), media_type="application/json")

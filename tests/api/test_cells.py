@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from h3.api import basic_int as h3int
 
+from api.models import CellCollection
 from api.roles import Role
 from api.stats import SIMULATED_FLEET
 from storage.selection import BBox
@@ -77,7 +78,7 @@ def test_statistics_of_a_cell(client: httpx.Client) -> None:
         assert 0 < props[f"{name}_error_bound"] <= props["max"] - props["min"] + 0.1
     # The interval is the kits' error budget (api.stats): 4 rides of 120 readings each
     # average the kits' own errors as 4 equal rides (Kish), the readings' random error
-    # as 480; no humid air (60 % RH). 95 %, rounded outward to 0.1.
+    # as 480; no humid air (60 % RH). 95 %, rounded to the nearest 0.1.
     kit = SIMULATED_FLEET.kits[Metric.PM25]
     mean = props["mean"]
     u = np.sqrt(
@@ -92,6 +93,24 @@ def test_statistics_of_a_cell(client: httpx.Client) -> None:
     ring = feature["geometry"]["coordinates"][0]
     assert ring[0] == ring[-1]
     assert len(ring) == 7
+
+
+@pytest.mark.parametrize("metric", ["pm25", "noise", "no2"])
+def test_the_body_is_what_the_response_model_gives(
+    client: httpx.Client, keys: dict[Role, str], metric: str
+) -> None:
+    # The features are built as dicts, not models (api.aggregates.cell_features): the
+    # body must be valid for the model and be exactly what the model serialises.
+    for key in (None, keys[Role.OFFICER]):
+        response = client.get(
+            "/v1/cells",
+            params={"metric": metric, "bbox": BBOX, "resolution": 10, **day_range()},
+            headers={"X-API-Key": key} if key else {},
+        )
+        assert response.status_code == 200, response.text
+        model = CellCollection.model_validate_json(response.content)
+        assert model.features
+        assert model.model_dump_json(by_alias=True).encode() == response.content
 
 
 def test_thin_cells_are_marked_insufficient_not_clean(client: httpx.Client) -> None:

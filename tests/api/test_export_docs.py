@@ -4,6 +4,7 @@ refuse files cut short."""
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import subprocess
@@ -11,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pyarrow.parquet as pq
 import pytest
 
 from api.render.columns import ADMIN_COLUMNS, RESEARCHER_COLUMNS
@@ -162,6 +164,43 @@ def test_the_recipes_refuse_a_file_cut_short_or_damaged(
             damaged.write_bytes(data[:middle] + data[middle:].replace(b"52.1", b"52.2", 1))
             with pytest.raises(ValueError, match="damaged"):
                 reader(damaged)
+
+
+def _column_table() -> dict[str, tuple[str, str]]:
+    """docs/api.md's "Every column of an export": each column's roles and Parquet type."""
+    part = DOC[DOC.index("### Every column of an export") : DOC.index(SECTION[:40])]
+    rows: dict[str, tuple[str, str]] = {}
+    for line in part.splitlines():
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        if not line.startswith("| `") or len(cells) != 4:
+            continue
+        for name in re.findall(r"`([a-z0-9_]+)`", cells[0]):
+            rows[name] = (cells[1], cells[2])
+    return rows
+
+
+def test_every_column_of_every_export_is_documented(
+    client: httpx.Client, keys: dict[Role, str], tmp_path: Path
+) -> None:
+    documented = _column_table()
+    admin = {c.name for c in ADMIN_COLUMNS}
+    researcher = {c.name for c in RESEARCHER_COLUMNS}
+    assert set(documented) == admin | researcher
+    for name, (roles, _) in documented.items():
+        expected = (
+            "both" if name in admin & researcher else "admin" if name in admin else "researcher"
+        )
+        assert roles == expected, name
+    # The Parquet types stated are the files' (CSV and GeoJSON carry the same columns:
+    # test_the_pandas_recipe_reads_a_real_export, test_the_geojson_and_parquet_recipes_...).
+    for role in (Role.RESEARCHER, Role.ADMIN):
+        schema = pq.read_schema(_export(client, keys[role], "parquet", tmp_path / "x.parquet"))
+        assert {f.name: str(f.type).replace("tz=", "") for f in schema} == {
+            f.name: documented[f.name][1] for f in schema
+        }
+        geojson = _export(client, keys[role], "geojson", tmp_path / "x.geojson").read_text()
+        properties = json.loads(geojson)["features"][0]["properties"]
+        assert list(properties) == [f.name for f in schema]
 
 
 def test_the_geojson_and_parquet_recipes_read_a_real_export(

@@ -6,6 +6,7 @@ import hashlib
 import re
 import threading
 from dataclasses import replace
+from datetime import timedelta
 from importlib import resources
 from typing import Any
 
@@ -388,6 +389,98 @@ def test_0111_cuts_every_stored_histogram_to_its_counted_bins(database_url: str)
                 "SELECT count(*), count(*) FILTER (WHERE is_compressed)"
                 " FROM timescaledb_information.chunks WHERE hypertable_name = 'cell_windows'"
             ).fetchone() == (1, 1)
+
+
+CORRECTED_METRICS = ("pm1", "pm25", "pm10", "no2")
+
+
+def _corrected_rows_as_0110(seed: int, rows: int) -> list[tuple[Any, ...]]:
+    """Rows of cell_windows_corrected as migration 0110 stored them (histograms of 32
+    bins): sparse random histograms, a metric absent from some rows, a bin at each end of
+    the range in some."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for i in range(rows):
+        values: list[Any] = [10, 3600, i // 20, 600_000_000_000 + i % 20]
+        for m in range(len(CORRECTED_METRICS)):
+            if rng.random() < 0.25 and m:  # no corrected value of this metric here
+                values += [0, 0.0, 0.0, None, None, None, 0.0]
+                continue
+            hist = np.zeros(HIST_BINS, dtype=np.int64)
+            lo = int(rng.integers(0, HIST_BINS))
+            hi = int(rng.integers(lo, HIST_BINS))
+            hist[lo] = rng.integers(1, 1000)
+            hist[hi] += rng.integers(1, 1000)
+            hist[lo:hi] += rng.integers(0, 3, hi - lo) * (rng.random(hi - lo) < 0.5)
+            n = int(hist.sum())
+            values += [n, n * 12.5, n * 200.0, 1.0 + lo, 2.0 + hi, hist.tolist(), n * 0.3]
+        out.append(tuple(values))
+    return out
+
+
+def test_0113_carries_the_corrected_windows_over_cut_to_their_counted_bins(
+    database_url: str,
+) -> None:
+    columns = ", ".join(
+        f"{m}_{f}" for m in CORRECTED_METRICS for f in ("n", "sum", "sumsq", "min", "max")
+    )
+    old = _corrected_rows_as_0110(seed=5, rows=200)
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        report = migrate(conn, target=112)
+        timescale = report.backend is Backend.TIMESCALE
+        now = conn.execute("SELECT now()").fetchone()
+        assert now is not None
+        # A month before the server's now and the days after it: on TimescaleDB the
+        # chunks older than the compression policy's 7 days are compressed by 0113.
+        placeholders = ", ".join(["%s"] * 4 + ["%s"] * 7 * len(CORRECTED_METRICS))
+        names = ", ".join(
+            f"{m}_{f}"
+            for m in CORRECTED_METRICS
+            for f in ("n", "sum", "sumsq", "min", "max", "hist", "u_sum")
+        )
+        with conn.cursor() as cur:
+            cur.executemany(
+                f"INSERT INTO cell_windows_corrected (resolution, window_s, window_start, cell,"
+                f" {names}) VALUES ({placeholders})",
+                [(r[0], r[1], now[0] - timedelta(days=30 - r[2]), *r[3:]) for r in old],
+            )
+        before = conn.execute(
+            f"SELECT resolution, window_s, window_start, cell, {columns},"
+            " pm1_hist, pm25_hist, pm10_hist, no2_hist, pm1_u_sum, pm25_u_sum, pm10_u_sum,"
+            " no2_u_sum FROM cell_windows_corrected ORDER BY 1, 2, 3, 4"
+        ).fetchall()
+        assert migrate(conn).applied[0] == 113
+        after = conn.execute(
+            f"SELECT resolution, window_s, window_start, cell, {columns},"
+            + ", ".join(
+                f" bikesense_hist_dense({m}_hist_offset, {m}_hist)" for m in CORRECTED_METRICS
+            )
+            + ", pm1_u_sum, pm25_u_sum, pm10_u_sum, no2_u_sum"
+            " FROM cell_windows_corrected ORDER BY 1, 2, 3, 4"
+        ).fetchall()
+        assert after == before  # every row, every histogram's 32 bins as they were
+        stored = conn.execute(
+            "SELECT h FROM cell_windows_corrected, LATERAL (VALUES (pm1_hist), (pm25_hist),"
+            " (pm10_hist), (no2_hist)) AS v (h) WHERE h IS NOT NULL"
+        ).fetchall()
+        assert all(h[0] > 0 and h[-1] > 0 for (h,) in stored)
+        assert sum(len(h) for (h,) in stored) < len(stored) * HIST_BINS
+        # A histogram that is not cut to its counted bins is refused.
+        with pytest.raises(psycopg.errors.CheckViolation):
+            conn.execute(
+                "UPDATE cell_windows_corrected SET pm1_hist = array_prepend(0, pm1_hist),"
+                " pm1_hist_offset = pm1_hist_offset - 1 WHERE pm1_hist_offset > 0"
+            )
+        if timescale:
+            chunks = conn.execute(
+                "SELECT count(*), count(*) FILTER (WHERE is_compressed AND range_end"
+                " <= now() - interval '7 days') + count(*) FILTER (WHERE NOT is_compressed"
+                " AND range_end > now() - interval '7 days')"
+                " FROM timescaledb_information.chunks"
+                " WHERE hypertable_name = 'cell_windows_corrected'"
+            ).fetchone()
+            assert chunks is not None
+            assert chunks[0] == chunks[1] > 1  # daily chunks, the old ones compressed
 
 
 def test_0007_refuses_partials_of_an_unknown_metric(database_url: str) -> None:

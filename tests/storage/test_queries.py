@@ -4,6 +4,7 @@ data written by the batch writer with the stream's own aggregation."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -14,7 +15,7 @@ import psycopg
 import pytest
 from h3.api import basic_int as h3int
 
-from storage.cell_stats import acell_stats, cell_stats
+from storage.cell_stats import acell_stats, cell_stats, cell_stats_with, combines
 from storage.exceptions import QueryError
 from storage.selection import BBox, Selection
 from storage.time_series import atime_series, time_series
@@ -273,3 +274,56 @@ def test_ride_weights_are_noise_energy_for_noise_and_unknown_when_not_stored(
     assert pm["rides"] == 2
     (noise,) = cell_stats(conn, selection(Metric.NOISE), UTRECHT)
     assert np.isfinite(noise["ride_weight_sq"])  # its noise energy is still known
+
+
+@pytest.mark.parametrize(
+    ("metric", "other"), [(Metric.PM25, Metric.HUMIDITY), (Metric.NO2, Metric.TEMPERATURE)]
+)
+def test_a_covariate_in_the_same_pass_is_what_its_own_query_gives(
+    any_backend_url: str, metric: Metric, other: Metric
+) -> None:
+    """cell_stats_with: the metric's cells exactly as cell_stats gives them, and the
+    covariate's figures in those cells as its own cell_stats does, where either metric
+    lacks readings in some cell-windows or in a whole cell."""
+    rides = [
+        make_readings(600, ride_id=11, seed=1),
+        make_readings(300, kit_id=2, ride_id=12, seed=2, t0_ms=T0_MS + 1_800_000),
+        make_readings(200, kit_id=3, ride_id=13, seed=3, lat0=52.1, lon0=5.2),
+    ]
+    rng = np.random.default_rng(8)
+    for ride in rides:
+        ride["no2_ugm3"] = rng.uniform(5, 50, len(ride))
+        ride["humidity_pct"] = rng.uniform(40, 99, len(ride))
+        ride["temperature_c"] = rng.uniform(-5, 30, len(ride))
+    metric_column = {Metric.PM25: "pm25_ugm3", Metric.NO2: "no2_ugm3"}[metric]
+    other_column = {Metric.HUMIDITY: "humidity_pct", Metric.TEMPERATURE: "temperature_c"}[other]
+    rides[1][metric_column][::7] = np.nan  # some readings lack the metric ...
+    rides[0][other_column][100:250] = np.nan  # ... or the covariate, for minutes
+    rides[2][other_column] = np.nan  # a place without the covariate at all
+    with psycopg.connect(any_backend_url, autocommit=True) as conn:
+        for ride in rides:
+            write_batch(conn, ride, AGGREGATE)
+        for sel in (selection(metric), selection(metric, res=8, window_s=3600)):
+            stats, covariate = cell_stats_with(conn, sel, other, UTRECHT)
+            assert stats.tobytes() == cell_stats(conn, sel, UTRECHT).tobytes()
+            alone = cell_stats(conn, dataclasses.replace(sel, metric=other), UTRECHT)
+            alone = alone[np.isin(alone["cell"], stats["cell"])]
+            assert len(alone) < len(stats)  # a cell without the covariate is left out
+            assert covariate["cell"].tolist() == alone["cell"].tolist()
+            assert covariate["n"].tolist() == alone["n"].tolist()
+            # The same sums, maybe added in another order (the plans differ): to rounding.
+            for name in ("mean", "std", "min", "max", "p50", "p95", "p50_err", "p95_err"):
+                np.testing.assert_allclose(
+                    covariate[name], alone[name], rtol=1e-12, equal_nan=True, err_msg=name
+                )
+
+
+def test_a_covariate_in_the_same_pass_needs_the_same_units(conn: psycopg.Connection[Any]) -> None:
+    for sel, other in (
+        (selection(min_rides=3), Metric.HUMIDITY),  # k: units differ by metric
+        (selection(min_days=2), Metric.HUMIDITY),
+        (selection(Metric.NOISE), Metric.HUMIDITY),  # no such pair
+    ):
+        assert not combines(sel, other)
+        with pytest.raises(QueryError, match="covariate pairs, on raw values without k"):
+            cell_stats_with(conn, sel, other, UTRECHT)

@@ -1,6 +1,8 @@
 """The raw-retention setting reaches both backends: plain partitions and TimescaleDB's
 policies and chunks follow ``BIKESENSE_RAW_RETENTION_DAYS`` (docs/privacy.md, "What is
-kept, and for how long")."""
+kept, and for how long"), and so do calibration's pairs (a kit near a station in an
+hour); what is kept whatever it says (the aggregates, raw and corrected, day presence
+and the stations' hours) stays on both, with no retention policy on TimescaleDB."""
 
 from __future__ import annotations
 
@@ -37,7 +39,12 @@ def database(request: pytest.FixtureRequest) -> str:
 
 
 def seed(conn: psycopg.Connection[Any]) -> datetime:
-    """A ride and a refused frame at each of ``AGES_DAYS``; returns the server's now."""
+    """A ride and a refused frame at each of ``AGES_DAYS``, and what calibration stores of
+    them; returns the server's now."""
+    conn.execute(
+        "INSERT INTO reference_stations (station_id, name, lat_deg, lon_deg)"
+        " VALUES ('NL1', 'Utrecht', 52.1, 5.1)"
+    )
     row = conn.execute("SELECT now()").fetchone()
     assert row is not None
     now: datetime = row[0]
@@ -52,6 +59,28 @@ def seed(conn: psycopg.Connection[Any]) -> datetime:
             " VALUES (to_timestamp(%s / 1000.0), 'bad_mac', '\\x00')",
             (t0_ms,),
         )
+        # What calibration keeps of the ride's hour: the station's value, the kit's
+        # co-location with it, and the corrected aggregates beside the raw ones (here the
+        # raw PM2.5 partials, with an uncertainty sum).
+        hour = "date_trunc('hour', to_timestamp(%(t)s / 1000.0))"
+        conn.execute(
+            "INSERT INTO reference_values (station_id, metric, hour_start, value_ugm3, valid,"
+            f" source) VALUES ('NL1', 'pm25', {hour}, 10, true, 'csv')",
+            {"t": t0_ms},
+        )
+        conn.execute(
+            "INSERT INTO calibration_pairs (kit_id, station_id, metric, hour_start, kit_mean,"
+            " n, humid_term_mean, distance_mean_m, n_zero, reference_ugm3)"
+            f" VALUES (%(kit)s, 'NL1', 'pm25', {hour}, 11, 30, 0, 20, 0, 10)",
+            {"t": t0_ms, "kit": kit},
+        )
+    conn.execute(
+        "INSERT INTO cell_windows_corrected (resolution, window_s, window_start, cell, pm25_n,"
+        " pm25_sum, pm25_sumsq, pm25_min, pm25_max, pm25_hist_offset, pm25_hist, pm25_u_sum)"
+        " SELECT resolution, window_s, window_start, cell, pm25_n, pm25_sum, pm25_sumsq,"
+        " pm25_min, pm25_max, pm25_hist_offset, pm25_hist, 0.5 * pm25_n FROM cell_windows"
+        " WHERE pm25_n > 0"
+    )
     return now
 
 
@@ -65,8 +94,24 @@ def rejects(conn: psycopg.Connection[Any]) -> int:
     return int(row[0])
 
 
-def aggregates(conn: psycopg.Connection[Any]) -> tuple[Any, ...] | None:
-    return conn.execute("SELECT count(*), sum(pm25_n) FROM cell_windows").fetchone()
+def aggregates(conn: psycopg.Connection[Any]) -> list[Any]:
+    """What is kept whatever the raw retention: the aggregates, raw and corrected, day
+    presence, and the stations' hours (docs/storage.md, "What is kept")."""
+    return [
+        conn.execute(query).fetchone()
+        for query in (
+            "SELECT count(*), sum(pm25_n) FROM cell_windows",
+            "SELECT count(*), sum(pm25_n), sum(pm25_u_sum) FROM cell_windows_corrected",
+            "SELECT count(*) FROM window_presence WHERE window_s = 86400",
+            "SELECT count(*) FROM reference_values",
+        )
+    ]
+
+
+def kits_paired(conn: psycopg.Connection[Any]) -> set[int]:
+    """The kits of the calibration pairs left: they go with the raw readings."""
+    rows = conn.execute("SELECT DISTINCT kit_id FROM calibration_pairs").fetchall()
+    return {int(r[0]) for r in rows}
 
 
 def expected_policies(conn: psycopg.Connection[Any], days: int) -> dict[str, timedelta]:
@@ -83,13 +128,17 @@ def test_the_maintenance_round_follows_the_configured_retention(database: str) -
         assert len(report.dropped) == 1
         assert kits_stored(conn) == {2, 3}
         assert rejects(conn) == 2
+        assert (report.pairs_deleted, kits_paired(conn)) == (1, {2, 3})
         assert retention_policies(conn) == expected_policies(conn, 30)
         # A shorter setting at the next round: the policy and the data follow it.
         run_maintenance(conn, MaintenanceConfig(raw_retention=timedelta(days=10)), now=now)
         assert kits_stored(conn) == {3}
         assert rejects(conn) == 1
+        assert kits_paired(conn) == {3}
         assert retention_policies(conn) == expected_policies(conn, 10)
         assert aggregates(conn) == kept  # aggregates are never expired
+        assert kept[1][0] > 0
+        assert kept[3] == (3,)
 
 
 def test_the_cli_takes_the_retention_from_the_environment(
@@ -99,23 +148,26 @@ def test_the_cli_takes_the_retention_from_the_environment(
     runner = CliRunner()
     with psycopg.connect(database, autocommit=True) as conn:
         seed(conn)
+        kept = aggregates(conn)
         monkeypatch.setenv("BIKESENSE_RAW_RETENTION_DAYS", "7")
         result = runner.invoke(app, ["migrate"])
         assert result.exit_code == 0, result.output
         assert retention_policies(conn) == expected_policies(conn, 7)
-        assert kits_stored(conn) == {1, 2, 3}  # migrate sets the policy; it drops nothing
+        assert kits_stored(conn) == kits_paired(conn) == {1, 2, 3}  # migrate drops nothing
         monkeypatch.setenv("BIKESENSE_RAW_RETENTION_DAYS", "30")
         result = runner.invoke(app, ["drop-expired"])
         assert result.exit_code == 0, result.output
         assert "dropped 1 partition(s)" in result.output
-        assert kits_stored(conn) == {2, 3}
+        assert "and 1 calibration pair(s)" in result.output
+        assert kits_stored(conn) == kits_paired(conn) == {2, 3}
         assert rejects(conn) == 2
         assert retention_policies(conn) == expected_policies(conn, 30)
         # --keep-days wins over the environment, for a one-off clean-up.
         result = runner.invoke(app, ["drop-expired", "--keep-days", "10"])
         assert result.exit_code == 0, result.output
-        assert kits_stored(conn) == {3}
+        assert kits_stored(conn) == kits_paired(conn) == {3}
         assert retention_policies(conn) == expected_policies(conn, 10)
+        assert aggregates(conn) == kept
 
 
 def test_a_policy_already_right_is_left_alone(timescale_database_url: str) -> None:

@@ -21,15 +21,20 @@ from psycopg import sql
 from psycopg.conninfo import make_conninfo
 
 from storage import copybin
+from storage.calibration_run import run_fit
 from storage.cell_stats import cell_stats
+from storage.corrected_apply import apply_range
 from storage.exports import Encoding, ExportFilter, aiter_export_blocks, decode_binary_rows
 from storage.migrate import migrate
 from storage.retention import drop_expired, raw_partitions, set_raw_retention
 from storage.selection import BBox, Selection
 from storage.writer import MS_PER_DAY, write_batch
 from stream.core.aggregate import aggregate
+from stream.core.calibration_fit import FitConfig
 from stream.core.partials import Metric
 from stream.maintenance import MaintenanceConfig, run_maintenance
+from tests.api.api_factories import RESOLUTIONS, WINDOWS
+from tests.storage.calibration_data import DAY0, DAYS, write_all
 from tests.storage.storage_factories import T0_MS, make_readings
 
 pytestmark = [pytest.mark.timescale, pytest.mark.postgres]
@@ -59,6 +64,7 @@ HYPERTABLES = {
     "window_rides": ["resolution", "window_s"],
     "window_presence": ["resolution", "window_s"],
     "rejected_frames": None,
+    "cell_windows_corrected": ["resolution", "window_s"],
 }
 
 
@@ -89,6 +95,19 @@ def test_hypertable_and_policies(ts_conn: psycopg.Connection[Any]) -> None:
         ("window_rides", "policy_compression"),
         ("window_presence", "policy_compression"),
         ("rejected_frames", "policy_retention"),
+        ("cell_windows_corrected", "policy_compression"),
+    }
+    # The corrected aggregates are segmented and ordered as the raw ones they are read
+    # joined to (storage/corrected_windows.py).
+    orders = ts_conn.execute(
+        "SELECT hypertable_name::text, array_agg(attname::text ORDER BY orderby_column_index)"
+        " FROM timescaledb_information.compression_settings"
+        " WHERE hypertable_name IN ('cell_windows', 'cell_windows_corrected')"
+        " AND orderby_column_index IS NOT NULL GROUP BY 1"
+    ).fetchall()
+    assert dict(orders) == {
+        "cell_windows": ["cell", "window_start"],
+        "cell_windows_corrected": ["cell", "window_start"],
     }
     jobs = {
         r[0]
@@ -264,3 +283,57 @@ def test_the_round_expires_compressed_presence(ts_conn: psycopg.Connection[Any])
     # The same partials; their sum is added in another order once compressed.
     assert (after[0], after[2]) == (before[0], before[2])
     assert float(after[1]) == pytest.approx(float(before[1]), rel=1e-12)
+
+
+def corrected_rows(conn: psycopg.Connection[Any]) -> list[Any]:
+    """cell_windows_corrected, every histogram as its 32 bins; sums rounded."""
+    return conn.execute(
+        "SELECT resolution, window_s, window_start, cell, pm25_n, pm25_min, pm25_max,"
+        " bikesense_hist_dense(pm25_hist_offset, pm25_hist), round(pm25_sum::numeric, 6),"
+        " round(pm25_u_sum::numeric, 9) FROM cell_windows_corrected ORDER BY 1, 2, 3, 4"
+    ).fetchall()
+
+
+def test_corrected_days_are_made_again_into_compressed_chunks(
+    ts_conn: psycopg.Connection[Any], timescale_database_url: str
+) -> None:
+    """Re-correcting days whose raw readings and corrected aggregates are compressed (a
+    re-fit within the raw retention, after the 7 days of the compression policy) replaces
+    their rows as on uncompressed chunks, and the corrected reads see the same figures."""
+    write_all(timescale_database_url)
+    run_fit(
+        ts_conn,
+        DAY0,
+        DAYS[-1] + timedelta(days=1),
+        resolutions=RESOLUTIONS,
+        window_sizes_s=WINDOWS,
+        step_days=1,
+        fit=FitConfig(window_days=1),
+        metrics=("pm25_ugm3",),
+    )
+    first = corrected_rows(ts_conn)
+    assert first
+    start = datetime(DAY0.year, DAY0.month, DAY0.day, 10, tzinfo=UTC)
+    sel = Selection(Metric.PM25, 10, 3600, start, start + timedelta(hours=1), corrected=True)
+    shown = cell_stats(ts_conn, sel, BBox(-180, -85, 180, 85))
+    assert len(shown) > 0
+    for table in ("readings", "cell_windows", "cell_windows_corrected"):
+        ts_conn.execute("SELECT compress_chunk(c) FROM show_chunks(%s::regclass) AS c", (table,))
+    compressed = ts_conn.execute(
+        "SELECT count(*) FROM timescaledb_information.chunks"
+        " WHERE hypertable_name = 'cell_windows_corrected' AND NOT is_compressed"
+    ).fetchone()
+    assert compressed == (0,)
+    report = apply_range(
+        ts_conn,
+        DAY0,
+        DAYS[-1] + timedelta(days=1),
+        resolutions=RESOLUTIONS,
+        window_sizes_s=WINDOWS,
+        force=True,
+    )
+    assert report.recomputed == list(DAYS)
+    assert corrected_rows(ts_conn) == first
+    again = cell_stats(ts_conn, sel, BBox(-180, -85, 180, 85))
+    for name in shown.dtype.names or ():
+        np.testing.assert_array_equal(again[name], shown[name], err_msg=name)
