@@ -90,10 +90,10 @@ from ingest.mqtt import InboundMessage, MqttSubscriber
 from simulators.publisher import MqttPublisher
 from storage import copybin
 from storage.kits import MasterKey, register_kit
-from storage.readings import READING_COLUMNS, TABLE_COLUMNS
+from storage.readings import READING_COLUMNS, TABLE_COLUMNS, as_written, enriched_from_rows
 from storage.writer import ensure_partitions
 from stream.core.batch import ENRICHED_DTYPE
-from stream.core.process import CoreConfig, process_batch
+from stream.core.process import CoreConfig, aggregate_new_rows, process_batch
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results" / "e2e.json"
@@ -227,6 +227,75 @@ def partial_rows_merged(db: str) -> int:
             " WHERE relname IN ('cell_windows', 'window_partials')"
         ).fetchone()
     return int(row[0]) if row and row[0] is not None else 0
+
+
+def aggregates_check(db: str) -> dict[str, Any]:
+    """Whether the aggregates hold every stored reading once, after ingest stopped: per
+    metric, resolution and window size, the readings counted in ``cell_windows`` and in
+    ``window_presence`` against the stream core's aggregation of every stored reading at
+    once (default resolutions and windows, as the benchmark's ingest runs). A batch whose
+    aggregates were lost or merged twice shows as a difference; so do backlog rows left."""
+    columns = sql.SQL(", ").join(as_written(c) for c in TABLE_COLUMNS)
+    with psycopg.connect(db, autocommit=True) as conn:
+        with (
+            conn.cursor() as cur,
+            cur.copy(
+                sql.SQL("COPY (SELECT {} FROM readings r) TO STDOUT (FORMAT BINARY)").format(
+                    columns
+                )
+            ) as copy,
+        ):
+            payload = b"".join(bytes(block) for block in copy)
+        stored_n = {
+            (int(m), int(r), int(w)): int(n)
+            for m, r, w, n in conn.execute(
+                "SELECT metric, resolution, window_s, sum(n) FROM window_partials GROUP BY 1, 2, 3"
+            )
+        }
+        stored_presence = {
+            (int(r), int(w)): int(n or 0)
+            for r, w, n in conn.execute(
+                "SELECT resolution, window_s, sum(readings) FROM window_presence GROUP BY 1, 2"
+            )
+        }
+        # Checkouts before migration 0115 have no backlog.
+        backlog = (0,)
+        if conn.execute("SELECT to_regclass('aggregate_backlog')").fetchone() != (None,):
+            backlog = conn.execute("SELECT count(*) FROM aggregate_backlog").fetchone()
+    rows = enriched_from_rows(
+        copybin.decode_rows(TABLE_COLUMNS, payload[len(copybin.HEADER) : -len(copybin.TRAILER)])
+    )
+    partials, presence = aggregate_new_rows(rows, CoreConfig())
+    expected_n: dict[tuple[int, int, int], int] = {}
+    for m, r, w, n in zip(
+        partials["metric"].tolist(),
+        partials["resolution"].tolist(),
+        partials["window_s"].tolist(),
+        partials["n"].tolist(),
+        strict=True,
+    ):
+        expected_n[(m, r, w)] = expected_n.get((m, r, w), 0) + n
+    expected_presence: dict[tuple[int, int], int] = {}
+    for r, w, n in zip(
+        presence["resolution"].tolist(),
+        presence["window_s"].tolist(),
+        presence["readings"].tolist(),
+        strict=True,
+    ):
+        expected_presence[(r, w)] = expected_presence.get((r, w), 0) + n
+    keys = set(stored_n) | set(expected_n)
+    pkeys = set(stored_presence) | set(expected_presence)
+    return {
+        "readings_aggregated": len(rows),
+        "metric_window_sums_differing": sum(
+            stored_n.get(k, 0) != expected_n.get(k, 0) for k in keys
+        ),
+        "metric_window_sums": len(keys),
+        "presence_sums_differing": sum(
+            stored_presence.get(k, 0) != expected_presence.get(k, 0) for k in pkeys
+        ),
+        "backlog_rows_left": int(backlog[0]) if backlog else 0,
+    }
 
 
 def count(url: str) -> int:
@@ -840,6 +909,11 @@ def run_pipeline(
                 ).fetchone()[0]
             )
         rss = rss_peak_kib(proc.pid)
+    # Ingest has stopped (and merged whatever aggregates waited): do they add up?
+    try:
+        aggregates = aggregates_check(db)
+    except Exception as exc:  # noqa: BLE001 - a failed check is reported, not fatal
+        aggregates = {"error": repr(exc)}
     ingest_log = log_path.read_bytes().decode(errors="replace")
     batches = batch_sizes(ingest_log[:saturated_log_bytes])
     # A database error retried (a deadlock, a lock timeout) would show only as a slow
@@ -873,6 +947,7 @@ def run_pipeline(
         "stored_readings": stored,
         "lost": published - stored,
         "duplicated": stored - distinct,
+        "aggregates_check": aggregates,
         "rejected_frames": rejected,
         "ingest_cpu_s": cpu,
         "ingest_cpu_cores_busy": cpu / elapsed,
@@ -1503,6 +1578,17 @@ def main() -> None:
         f"cores, peak RSS {pipeline['ingest_peak_rss_mib']:.0f} MiB; "
         f"{pipeline['ingest_warnings']} warnings or errors in ingest's log"
     )
+    ag = pipeline["aggregates_check"]
+    if "error" in ag:
+        print(f"aggregates check failed: {ag['error']}")
+    else:
+        print(
+            f"aggregates of the {ag['readings_aggregated']:,} stored readings after ingest "
+            f"stopped: {ag['metric_window_sums_differing']} of {ag['metric_window_sums']} "
+            "(metric, resolution, window) counts and "
+            f"{ag['presence_sums_differing']} presence totals differ from the all-at-once "
+            f"aggregation; {ag['backlog_rows_left']} backlog rows left"
+        )
     for line in pipeline["ingest_warning_examples"]:
         print(f"  {line[:200]}")
     print(

@@ -30,7 +30,7 @@ from ingest.validation import AdmissionRules
 from storage.kits import MasterKey
 from storage.statistics import StatisticsKeeper
 from stream.core.process import CoreConfig
-from stream.embedded import DatabaseHandler, PreparedBatch
+from stream.embedded import AGGREGATE_DELAY_S, DatabaseHandler, PreparedBatch
 from stream.faust_app.ingest import (
     AiokafkaReadingsProducer,
     KafkaBatch,
@@ -79,6 +79,10 @@ class EmbeddedConfig:
     #: batches stay full, and at a steady rate below it no message waits longer than
     #: this for a writer while another batch is written.
     batch_wait_s: float = _consumer_default("batch_wait_s")
+    #: How long a batch's aggregates may wait to be merged with later batches', in a
+    #: later transaction (0: each batch merges its own; stream.embedded). The embedded
+    #: runtime's only.
+    aggregate_delay_s: float = AGGREGATE_DELAY_S
     core: CoreConfig = field(default_factory=CoreConfig)
     rules: AdmissionRules = field(default_factory=AdmissionRules)
     #: Back-off while the database (or Kafka) is away.
@@ -163,7 +167,12 @@ class EmbeddedRuntime(Runtime[PreparedBatch]):
         super().__init__(
             config,
             master_key,
-            DatabaseHandler(config.database_url, config.core, writers=writers),
+            DatabaseHandler(
+                config.database_url,
+                config.core,
+                writers=writers,
+                aggregate_delay_s=config.aggregate_delay_s,
+            ),
             name="embedded runtime",
         )
 

@@ -245,6 +245,15 @@ def ingest_command(
             "more aggregate rows per reading under load (docs/stream.md).",
         ),
     ] = 1000,
+    aggregate_delay: Annotated[
+        float,
+        typer.Option(
+            min=0.0,
+            help="Seconds a batch's aggregates may wait to be merged with later batches' "
+            "(fewer partial rows per reading under load; the readings are stored at once; "
+            "0: every batch merges its own; docs/stream.md).",
+        ),
+    ] = 0.5,
 ) -> None:
     """Take kit frames from MQTT; store them (default) or hand them to Kafka."""
     logging.basicConfig(
@@ -271,6 +280,7 @@ def ingest_command(
             writers=writers,
             batch_wait_s=batch_wait,
             max_batch_messages=max_batch,
+            aggregate_delay_s=aggregate_delay,
             core=core_config(settings),
             maintenance=MaintenanceConfig(
                 raw_retention=timedelta(days=settings.privacy.raw_retention_days)

@@ -225,6 +225,8 @@ class MqttConsumer(Generic[B]):
         while not self._stopping.is_set():
             taken = self._take_next()
             if taken is None:
+                if not self._stopping.is_set():
+                    self._idle(writer)
                 continue
             number, chunks = taken.number, taken.chunks
             acked = False
@@ -254,6 +256,15 @@ class MqttConsumer(Generic[B]):
                     self._handover.finished(acked=acked)
                     self.metrics.writes_in_flight.set(self._handover.writing)
                     self._lock.notify_all()
+
+    def _idle(self, writer: int) -> None:
+        try:
+            self.handler.idle(writer)
+        except tuple(self.handler.unavailable) as exc:
+            service = next(
+                name for kind, name in self.handler.unavailable.items() if isinstance(exc, kind)
+            )
+            log.warning("%s unavailable while idle (%s); trying again later", service, exc)
 
     def _take_next(self) -> Taken[_Chunk[B]] | None:
         """Wait a while for a batch a writer may take, and take it; None if there is none,

@@ -55,3 +55,8 @@ class BatchHandler(Protocol[B]):
 
     def commit(self, batch: B, writer: int) -> WriteOutcome:
         """Make ``batch`` durable; may be called again after an :attr:`unavailable` error."""
+
+    def idle(self, writer: int) -> None:
+        """Writer ``writer`` waited a while and found no batch: work that waits for a
+        quiet moment (the embedded runtime merges aggregates that waited). An
+        :attr:`unavailable` error is logged, and the next idle moment tries again."""

@@ -99,17 +99,16 @@ stored AS (
 ),
 by_ride AS (
     SELECT s.resolution, s.window_s, s.cell, s.window_start,
-           bit_or(s.metrics) & ~coalesce((
-               SELECT bit_or(o.metrics) FROM window_presence o
-               WHERE o.resolution = s.resolution AND o.window_s = s.window_s
-                 AND o.cell = s.cell AND o.window_start = s.window_start
-                 AND o.ride_id = s.ride_id), 0::smallint) AS new_bits,
-           NOT EXISTS (
-               SELECT 1 FROM window_presence o
-               WHERE o.resolution = s.resolution AND o.window_s = s.window_s
-                 AND o.cell = s.cell AND o.window_start = s.window_start
-                 AND o.ride_id = s.ride_id) AS new_ride
+           bit_or(s.metrics) & ~coalesce(bit_or(o.had), 0::smallint) AS new_bits,
+           bool_and(o.had IS NULL) AS new_ride
     FROM staged s
+    CROSS JOIN LATERAL (
+        -- What the ride held in the cell-window before (NULL: it was not there), in one
+        -- probe of the key per staged row (metrics is NOT NULL).
+        SELECT bit_or(o.metrics) AS had FROM window_presence o
+        WHERE o.resolution = s.resolution AND o.window_s = s.window_s
+          AND o.cell = s.cell AND o.window_start = s.window_start
+          AND o.ride_id = s.ride_id) o
     GROUP BY s.resolution, s.window_s, s.cell, s.window_start, s.ride_id
 ),
 counted AS (

@@ -82,6 +82,18 @@ def absent_marker(name: str) -> sql.Composable:
     return sql.Literal("NaN") if math.isnan(marker) else sql.Literal(int(marker))
 
 
+def as_written(column: Column, table: str = "r") -> sql.Composable:
+    """``table``'s ``column`` as the writer had it: NULL back to the absent marker, cast to
+    the column's type (the marker's literal would widen a smallint to integer), for a
+    binary COPY out that :func:`enriched_from_rows` decodes."""
+    value = sql.SQL("{}.{}").format(sql.Identifier(table), sql.Identifier(column.name))
+    if column.name not in ABSENT:
+        return value
+    return sql.SQL("coalesce({}, {})::{}").format(
+        value, absent_marker(column.name), sql.SQL(column.sql_type)
+    )
+
+
 def _null_if_absent(name: str) -> sql.Composable:
     column = sql.Identifier(name)
     if name not in ABSENT:

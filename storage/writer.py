@@ -41,6 +41,14 @@ Cells that earlier committed writes registered can be left out of a plan
 (:class:`storage.known_rows.KnownRows`, :meth:`WritePlan.leaving_out`): they would
 only meet ``ON CONFLICT DO NOTHING``.
 
+A plan may also leave its aggregates to a later write (:meth:`WritePlan.deferring`:
+its transaction stores the readings and records the new ones in
+``aggregate_backlog``, storage/backlog.py), or take those of earlier ones with its
+own (:meth:`WritePlan.with_earlier`: its transaction deletes their backlog records
+and merges the aggregates of its new readings and of theirs at once);
+storage/deferred.py decides which (docs/storage.md, "Aggregates merged over several
+batches"). :func:`recover_backlog` merges what a crash left recorded.
+
 The readings' columns and payloads are in storage/readings.py, the staging tables
 in storage/staging.py.
 """
@@ -55,8 +63,9 @@ from typing import Any
 import numpy as np
 import psycopg
 
-from storage import aggregate_rows, readings, staging
+from storage import aggregate_rows, backlog, readings, staging
 from storage.aggregate_rows import AggregateRows
+from storage.deferred import DeferredRows
 from storage.exceptions import BatchError
 from storage.known_rows import KnownRows
 from stream.core.batch import ENRICHED_DTYPE, first_by_key
@@ -75,6 +84,7 @@ __all__ = [
     "join_plans",
     "partition_days",
     "plan_write",
+    "recover_backlog",
     "write_batch",
 ]
 
@@ -101,6 +111,11 @@ class WriteResult:
     inserted: int  # readings stored for the first time
     duplicates: int  # readings of the batch already stored, or repeated within it
     partials_merged: int  # cell-window rows (every metric's partial) inserted or merged into
+    #: A deferring plan's new readings, recorded in the backlog (None if none was new).
+    deferred: DeferredRows | None = None
+    #: Earlier deferred batches whose aggregates this write merged (those another
+    #: transaction had not settled first).
+    settled: int = 0
 
 
 def dedupe(enriched: np.ndarray) -> np.ndarray:
@@ -142,16 +157,46 @@ class WritePlan:
     #: of which the database holds once this plan committed with every reading new
     #: (what to :meth:`KnownRows.remember` then).
     stored_after: AggregateRows | None = None
+    #: Readings of earlier transactions whose aggregates waited, merged with this plan's
+    #: (``aggregates`` are then those of their rows and ``rows`` together).
+    earlier: tuple[DeferredRows, ...] = ()
+    #: Store no aggregates: record the new readings in the backlog instead.
+    defer: bool = False
 
     @cached_property
     def readings_payload(self) -> bytes:
         return readings.table_payload(self.rows) if len(self.rows) else b""
 
+    @property
+    def all_rows(self) -> np.ndarray:
+        """The rows whose aggregates this plan merges: the earlier ones, then its own."""
+        if not self.earlier:
+            return self.rows
+        return np.concatenate([*(d.rows for d in self.earlier), self.rows])
+
     def aggregated(self, aggregate: AggregateFn) -> WritePlan:
-        """This plan with the aggregates of all its rows (itself if it has them)."""
-        if self.aggregates is not None or not len(self.rows):
+        """This plan with the aggregates of all its rows and of the earlier ones (itself if
+        it has them, or defers them)."""
+        if self.aggregates is not None or self.defer:
             return self
-        return replace(self, aggregates=AggregateRows.of(*aggregate(self.rows)))
+        rows = self.all_rows
+        if not len(rows):
+            return self
+        return replace(self, aggregates=AggregateRows.of(*aggregate(rows)))
+
+    def deferring(self) -> WritePlan:
+        """This plan storing its readings only, and recording the new ones in the backlog
+        for a later write to merge their aggregates."""
+        if self.earlier:
+            raise ValueError("a plan that merges earlier aggregates cannot defer its own")
+        return replace(self, aggregates=None, stored_after=None, defer=True)
+
+    def with_earlier(self, earlier: tuple[DeferredRows, ...]) -> WritePlan:
+        """This plan merging the aggregates of ``earlier`` deferred batches with its own
+        (aggregated again when next :meth:`aggregated`)."""
+        if self.defer:
+            raise ValueError("a deferring plan cannot merge earlier aggregates")
+        return replace(self, earlier=earlier, aggregates=None, stored_after=None)
 
     def leaving_out(self, known: KnownRows) -> WritePlan:
         """This plan without the cells ``known`` says are registered
@@ -228,26 +273,57 @@ def write_batch(
     Errors from the database propagate as psycopg errors with nothing written.
     """
     plan = batch if isinstance(batch, WritePlan) else plan_write(batch, None)
-    if len(plan.rows) == 0:
+    if len(plan.rows) == 0 and not plan.earlier:
         return WriteResult(0, plan.repeated, 0)
-    if create_partitions:
+    if create_partitions and plan.days:
         ensure_partitions(conn, plan.days)
+    deferred = None
+    merged = 0
     with conn.transaction():
         conn.execute(_PREPARE_STAGING)
-        new = _insert_new_readings(conn, plan)
-        merged = 0
-        if len(new):
-            rows = (
-                plan.aggregates
-                if plan.aggregates is not None and len(new) == len(plan.rows)
-                else AggregateRows.of(*aggregate(new))
-            )
-            merged = aggregate_rows.store(conn, rows)
+        new = _insert_new_readings(conn, plan) if len(plan.rows) else plan.rows
+        if plan.defer:
+            if len(new):
+                deferred = DeferredRows(backlog.record(conn, new), new)
+            settled: list[DeferredRows] = []
+        else:
+            # Earlier batches' readings count only if this transaction deletes their
+            # record: one a recovery took first was merged there.
+            ids = backlog.settle(conn, [d.backlog_id for d in plan.earlier])
+            settled = [d for d in plan.earlier if d.backlog_id in ids]
+            if len(new) or settled:
+                as_planned = (
+                    plan.aggregates is not None
+                    and len(new) == len(plan.rows)
+                    and len(settled) == len(plan.earlier)
+                )
+                rows = (
+                    plan.aggregates
+                    if as_planned and plan.aggregates is not None
+                    else AggregateRows.of(
+                        *aggregate(np.concatenate([*(d.rows for d in settled), new]))
+                    )
+                )
+                merged = aggregate_rows.store(conn, rows)
     return WriteResult(
         inserted=len(new),
         duplicates=plan.repeated + len(plan.rows) - len(new),
         partials_merged=merged,
+        deferred=deferred,
+        settled=len(settled),
     )
+
+
+def recover_backlog(conn: psycopg.Connection[Any], aggregate: AggregateFn) -> int:
+    """Merge the aggregates of every reading the backlog still names (a crash left them
+    waiting) and delete its records, in one transaction (a savepoint in the caller's);
+    returns how many readings."""
+    with conn.transaction():
+        conn.execute(_PREPARE_STAGING)
+        rows = backlog.recover(conn)
+        if len(rows):
+            aggregate_rows.store(conn, AggregateRows.of(*aggregate(rows)))
+    return len(rows)
 
 
 def _check_times(enriched: np.ndarray) -> None:

@@ -29,6 +29,16 @@ merge). Under load two writers run transactions at once (one waiting on the
 database's locks or its commit while the other works); the consumer acks their
 batches in arrival order all the same.
 
+Under load batches leave their aggregates to a merger thread of the handler's
+(``bikesense-merge``, a connection of its own), which merges those of several
+batches at once in a transaction of its own, outside the chain of acks
+(``storage.deferred``: fewer partial rows per reading, at most about
+``aggregate_delay_s`` later than the readings); each such batch records its new
+readings in the backlog in its own transaction, so it is durable when acked
+(``storage.backlog``). A write merges them itself only if the merger falls far
+behind (``DEFERRED_READINGS`` wait: the bound on what waits in memory). The
+handler merges what is left on stop, and what a crash left on start.
+
 The kit states continue from the chunks prepared before, even before those
 commit: the consumer acks batches in this same order, or (on stop) not at all.
 
@@ -41,18 +51,35 @@ writer: a batch's transaction reads the readings the batch before held back.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
+import logging
+import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import psycopg
 
+from storage.deferred import DeferredAggregates
 from storage.writer import KnownRows, WritePlan, join_plans
 from stream.core.admitted import Admitted, WriteOutcome, withhold_zone_payloads
 from stream.core.process import CoreConfig, process_batch
 from stream.core.state import KitStates
 from stream.sink import PostgresSink
+
+log = logging.getLogger(__name__)
+
+#: Readings whose aggregates may wait at once before a write merges them itself
+#: (storage.deferred), and how many the merger thread takes at once: about six and
+#: three of the batches a saturated runtime writes (1,000 messages of 10 readings);
+#: merging more than four at once shares few more rows (bench/RESULTS.md).
+DEFERRED_READINGS = 60_000
+MERGE_READINGS = 30_000
+#: How often the merger looks whether waiting aggregates are due.
+MERGE_POLL_S = 0.05
+#: How long a batch's aggregates may wait for later batches' (0: never).
+AGGREGATE_DELAY_S = 0.5
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,25 +116,99 @@ class DatabaseHandler:
     readies_early = True
     unavailable: Mapping[type[Exception], str] = {psycopg.OperationalError: "database"}
 
-    def __init__(self, database_url: str, core: CoreConfig, *, writers: int = 2) -> None:
+    def __init__(
+        self,
+        database_url: str,
+        core: CoreConfig,
+        *,
+        writers: int = 2,
+        aggregate_delay_s: float = AGGREGATE_DELAY_S,
+        deferred_readings: int = DEFERRED_READINGS,
+    ) -> None:
         """``writers``: transactions at once, one sink (connection) each; one with
-        end-of-ride trimming on, whatever is asked."""
+        end-of-ride trimming on, whatever is asked. ``aggregate_delay_s``: how long a
+        batch's aggregates may wait to be merged with later batches' (0: never), and
+        ``deferred_readings`` how many readings' at most (``storage.deferred``)."""
         if writers < 1:
             raise ValueError(f"writers must be at least 1 (got {writers})")
         self.core = core
         self.writers = 1 if core.privacy.trim_end_s > 0 else writers
-        # The sinks share what their commits stored (cells: KnownRows).
+        # The sinks share what their commits stored (cells: KnownRows) and the batches
+        # whose aggregates wait.
         known = KnownRows()
-        self.sinks = [PostgresSink(database_url, core, known) for _ in range(self.writers)]
+        self.deferred = (
+            DeferredAggregates(
+                max_readings=deferred_readings,
+                max_delay_s=aggregate_delay_s,
+                merge_readings=min(MERGE_READINGS, deferred_readings),
+            )
+            if aggregate_delay_s > 0
+            else None
+        )
+        self.sinks = [
+            PostgresSink(database_url, core, known, self.deferred) for _ in range(self.writers)
+        ]
+        #: The merger's own connection (its transactions hold no batch's ack).
+        self._merger_sink = PostgresSink(database_url, core, known, self.deferred)
+        self._merger: threading.Thread | None = None
+        self._stop_merging = threading.Event()
         #: Kit states after the last prepared chunk.
         self._states: KitStates = {}
+        self._recovered = False
 
     async def start(self) -> None:
-        return None
+        # What a crash left waiting is merged before anything else; if the database is
+        # away, by the first writer that finds itself idle once it is back.
+        try:
+            await asyncio.to_thread(self._recover)
+        except psycopg.OperationalError as exc:
+            log.warning("could not merge the aggregates a previous run left waiting: %s", exc)
+        if self.deferred is not None and self._merger is None:
+            self._stop_merging.clear()
+            self._merger = threading.Thread(
+                target=self._merge_loop, name="bikesense-merge", daemon=True
+            )
+            self._merger.start()
+
+    def _merge_loop(self) -> None:
+        """The merger: merge the waiting aggregates whenever they are due, until stopped.
+        The database being away is waited out (what waits stays recorded)."""
+        while not self._stop_merging.wait(MERGE_POLL_S):
+            try:
+                self._merger_sink.flush()
+            except psycopg.OperationalError as exc:
+                log.warning("could not merge waiting aggregates (will try again): %s", exc)
+                self._stop_merging.wait(1.0)
+            except Exception:
+                # What waits stays recorded, and a write merges it once too much waits:
+                # say what went wrong, and try again.
+                log.exception("merging waiting aggregates failed")
+                self._stop_merging.wait(1.0)
+
+    def _recover(self) -> None:
+        if not self._recovered:
+            self.sinks[0].recover()
+            self._recovered = True
 
     async def stop(self) -> None:
-        for sink in self.sinks:
-            sink.close()
+        self._stop_merging.set()
+        if self._merger is not None:
+            await asyncio.to_thread(self._merger.join)
+            self._merger = None
+        try:
+            await asyncio.to_thread(self._merger_sink.flush, everything=True)
+        except psycopg.OperationalError as exc:
+            # Recorded in the backlog: the next start merges them.
+            log.warning("left aggregates waiting for the next start: %s", exc)
+        finally:
+            for sink in (*self.sinks, self._merger_sink):
+                sink.close()
+
+    def idle(self, writer: int) -> None:
+        """Writer ``writer`` has no batch to write: merge the aggregates that waited long
+        enough (and what a crash left, if the start could not)."""
+        self._recover()
+        self.sinks[writer].flush()
 
     def prepare(self, admitted: Admitted) -> PreparedBatch:
         processed = process_batch(admitted.readings, _latest(admitted), self._states, self.core)

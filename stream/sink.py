@@ -9,18 +9,28 @@ readings held back or trimmed at the end of their ride, rejected frames, kit
 status and last-seen times, and a live-update notification — is written in one
 transaction, so a batch is either wholly
 durable (and then acked) or not at all (and then delivered again).
+
+A sink given :class:`storage.deferred.DeferredAggregates` (the embedded runtime's)
+may leave a batch's aggregates to a later transaction, which merges those of
+several batches at once; the batch's transaction records its new readings in the
+backlog instead, so they are still durable (and merged exactly once) when it is
+acked (storage/backlog.py). :meth:`PostgresSink.flush` merges what waited long
+enough when no batch comes, :meth:`PostgresSink.recover` what a crash left.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import logging
+import time
 from functools import partial
 from typing import Any
 
 import numpy as np
 import psycopg
 
+from storage.aggregate_rows import AggregateRows
+from storage.deferred import DeferredAggregates, DeferredRows
 from storage.held import hold, take_held
 from storage.kits import record_status, touch_last_seen
 from storage.notify import CHANNEL as LIVE_CHANNEL
@@ -32,9 +42,11 @@ from storage.writer import (
     WriteResult,
     ensure_partitions,
     plan_write,
+    recover_backlog,
     write_batch,
 )
 from stream.core.admitted import Admitted, WriteOutcome
+from stream.core.batch import ENRICHED_DTYPE
 from stream.core.binning import parent_cells
 from stream.core.partials import METRIC_COLUMNS
 from stream.core.privacy import settle_ride_ends
@@ -50,12 +62,20 @@ log = logging.getLogger(__name__)
 class PostgresSink:
     """Owns one connection; reconnects on the next write after the database comes back."""
 
-    def __init__(self, database_url: str, core: CoreConfig, known: KnownRows | None = None) -> None:
+    def __init__(
+        self,
+        database_url: str,
+        core: CoreConfig,
+        known: KnownRows | None = None,
+        deferred: DeferredAggregates | None = None,
+    ) -> None:
         """``known``: what committed writes stored, shared by the sinks of one runtime
-        (``storage.writer.KnownRows``); a new one if not given."""
+        (``storage.writer.KnownRows``); a new one if not given. ``deferred``: the batches
+        whose aggregates wait, shared likewise; None: every batch merges its own."""
         self._url = database_url
         self._core = core
         self._known = known if known is not None else KnownRows()
+        self._deferred = deferred
         self._aggregate = partial(aggregate_new_rows, config=core)
         self._conn: psycopg.Connection[Any] | None = None
 
@@ -83,8 +103,36 @@ class PostgresSink:
         """``plan`` made ready for its transaction: aggregated, without the cells earlier
         writes registered, every COPY payload encoded (Python work that
         need not wait for a writer: :meth:`write` does what is still left of it).
-        Readying early only leaves out less (what committed since is not left out)."""
-        return plan.aggregated(self._aggregate).leaving_out(self._known).encode()
+        Readying early only leaves out less (what committed since is not left out).
+
+        With deferred aggregates the plan is also given its part: to leave its
+        aggregates to a later write, or to merge those of the batches waiting now with
+        its own. The batches it takes are its own from then on: a write of it that
+        fails keeps them for its retry, and if the process stops first their backlog
+        records bring them back at the next start (:meth:`recover`)."""
+        if self._deferred is None:
+            return plan.aggregated(self._aggregate).leaving_out(self._known).encode()
+        return self._decided(plan, self._deferred)[0]
+
+    def _decided(
+        self, plan: WritePlan, deferred: DeferredAggregates
+    ) -> tuple[WritePlan, tuple[DeferredRows, ...]]:
+        """``plan`` with its part decided (see :meth:`ready`) and encoded, and the waiting
+        batches taken for it now (none if its part was decided before)."""
+        if plan.defer or plan.aggregates is not None or not len(plan.rows):
+            return plan.encode(), ()
+        taken = deferred.take(time.monotonic(), len(plan.rows))
+        if taken is None:
+            return plan.deferring().encode(), ()
+        ready = plan.with_earlier(taken).aggregated(self._aggregate).leaving_out(self._known)
+        return ready.encode(), taken
+
+    def _for_transaction(self, plan: WritePlan) -> tuple[WritePlan, tuple[DeferredRows, ...]]:
+        """``plan`` ready for its transaction, and the deferred batches it took now (to put
+        back if the transaction does not commit)."""
+        if self._deferred is None:
+            return self.ready(plan), ()
+        return self._decided(plan, self._deferred)
 
     def write(
         self,
@@ -99,17 +147,18 @@ class PostgresSink:
         trim_end_s = self._core.privacy.trim_end_s
         if trim_end_s > 0 and states is None:
             raise ValueError("end-of-ride trimming is on: write() needs the kit states")
-        conn = self._connection()
         held = trimmed = 0
         stored_after = None
+        taken: tuple[DeferredRows, ...] = ()
         try:
+            conn = self._connection()
             trimming = trim_end_s > 0 and states is not None and len(enriched) > 0
             if not trimming and plan is not None:
                 # Before the transaction: the aggregates and COPY payloads (Python
                 # work, unless the plan came ready), and the partitions, committed on
                 # their own (a partition created inside it would keep other writers
                 # waiting until it commits). Cells earlier writes registered are left out.
-                plan = self.ready(plan)
+                plan, taken = self._for_transaction(plan)
                 stored_after = plan.stored_after
                 ensure_partitions(conn, plan.days)
             with conn.transaction():
@@ -141,18 +190,18 @@ class PostgresSink:
                 )
                 self._record_kits(conn, admitted, enriched)
                 if result.partials_merged:
+                    live = plan.all_rows if plan is not None and plan.earlier else enriched
                     conn.execute(
                         "SELECT pg_notify(%s, %s)",
-                        (LIVE_CHANNEL, _live_payload(enriched, self._core)),
+                        (LIVE_CHANNEL, _live_payload(live, self._core)),
                     )
-        except psycopg.OperationalError:
-            self._drop_connection()
+        except BaseException as exc:
+            if self._deferred is not None:
+                self._deferred.put_back(taken)
+            if isinstance(exc, psycopg.OperationalError):
+                self._drop_connection()
             raise
-        if stored_after is not None and plan is not None and result.inserted == len(plan.rows):
-            # Every reading was new, so every cell of the batch was registered (or
-            # found) in the committed transaction. After a redelivery only the new
-            # readings' were: remember nothing then.
-            self._known.remember(stored_after)
+        self._committed(plan, result, stored_after)
         return WriteOutcome(
             admitted,
             result.inserted,
@@ -162,6 +211,69 @@ class PostgresSink:
             held,
             trimmed,
         )
+
+    def _committed(
+        self, plan: WritePlan | None, result: WriteResult, stored_after: AggregateRows | None
+    ) -> None:
+        """After a write's transaction committed: its deferred readings wait, its cells
+        are known."""
+        if result.deferred is not None and self._deferred is not None:
+            self._deferred.add(dataclasses.replace(result.deferred, stored_s=time.monotonic()))
+        if (
+            stored_after is not None
+            and plan is not None
+            and result.inserted == len(plan.rows)
+            and result.settled == len(plan.earlier)
+        ):
+            # Every reading was new and every earlier batch merged here, so every cell
+            # they name was registered (or found) in the committed transaction. After a
+            # redelivery, or a recovery that took an earlier batch first, only some
+            # were: remember nothing then.
+            self._known.remember(stored_after)
+
+    def flush(self, *, everything: bool = False) -> int:
+        """Merge the aggregates of the deferred batches that waited long enough (every one,
+        if ``everything``) in a transaction of their own; returns how many batches'.
+        For a writer that has no batch to write (and on stop)."""
+        if self._deferred is None:
+            return 0
+        taken = self._deferred.take_all() if everything else self._deferred.due(time.monotonic())
+        if not taken:
+            return 0
+        empty = np.zeros(0, dtype=ENRICHED_DTYPE)
+        plan = WritePlan(empty, [], None).with_earlier(taken).aggregated(self._aggregate)
+        plan = plan.leaving_out(self._known).encode()
+        try:
+            conn = self._connection()
+            with conn.transaction():
+                result = write_batch(conn, plan, self._aggregate, create_partitions=False)
+                if result.partials_merged:
+                    conn.execute(
+                        "SELECT pg_notify(%s, %s)",
+                        (LIVE_CHANNEL, _live_payload(plan.all_rows, self._core)),
+                    )
+        except BaseException as exc:
+            self._deferred.put_back(taken)
+            if isinstance(exc, psycopg.OperationalError):
+                self._drop_connection()
+            raise
+        self._committed(plan, result, plan.stored_after)
+        return result.settled
+
+    def recover(self) -> int:
+        """Merge the aggregates of every reading the backlog names (left by a crash, or by
+        a process that stopped before merging them), in one transaction; returns how
+        many readings'."""
+        try:
+            conn = self._connection()
+            with conn.transaction():
+                recovered = recover_backlog(conn, self._aggregate)
+        except psycopg.OperationalError:
+            self._drop_connection()
+            raise
+        if recovered:
+            log.info("merged the aggregates of %d readings a previous run left waiting", recovered)
+        return recovered
 
     def _record_kits(
         self, conn: psycopg.Connection[Any], admitted: Admitted, enriched: np.ndarray

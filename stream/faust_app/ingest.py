@@ -209,6 +209,9 @@ class KafkaHandler:
     def ready(self, batch: KafkaBatch) -> KafkaBatch:
         return batch
 
+    def idle(self, writer: int) -> None:
+        return None
+
     def commit(self, batch: KafkaBatch, writer: int) -> WriteOutcome:
         """Store the rejects and statuses (once), then produce the readings."""
         admitted = batch.admitted

@@ -157,6 +157,12 @@ def test_a_cell_with_k_minus_one_rides_is_invisible_to_the_public_and_seen_by_of
             lambda: scalar(url, "SELECT count(DISTINCT ride_id) FROM readings") == 2 * K - 1,
             what="all rides stored",
         )
+        # The aggregates of the last batches may wait a moment for later ones
+        # (storage.deferred): merged once nothing waits in the backlog.
+        wait_for(
+            lambda: scalar(url, "SELECT count(*) FROM aggregate_backlog") == 0,
+            what="every aggregate merged",
+        )
 
         # Cells.
         def cells(headers: dict[str, str] | None = None) -> dict[str, dict[str, object]]:

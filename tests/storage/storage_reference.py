@@ -6,7 +6,7 @@ histograms, which storage does not need to know: any fixed bins will do here).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -248,6 +248,20 @@ def assert_partials_equal(conn: psycopg.Connection[Any], expected: np.ndarray) -
         else:
             assert lamax == p["lamax_db"]
         assert hist == p["hist"].tolist()
+
+
+def assert_aggregates_of(
+    conn: psycopg.Connection[Any],
+    everything: np.ndarray,
+    aggregate: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]] | None = None,
+) -> None:
+    """The aggregate tables hold exactly the all-at-once aggregation of ``everything``
+    (by ``aggregate``; :class:`ReferenceAggregate` if None): partials, ride counts and
+    shares."""
+    partials, expected = (aggregate or ReferenceAggregate())(everything)
+    assert_partials_equal(conn, partials)
+    assert stored_ride_counts(conn) == ride_counts(expected)
+    assert_ride_shares_equal(stored_ride_shares(conn), ride_shares(expected))
 
 
 def cell_windows_of(partials: np.ndarray) -> int:

@@ -298,8 +298,17 @@ def test_the_next_batch_is_prepared_during_a_write_and_acked_only_after_it(
     fleet: Fleet,
     unique_topic_prefix: str,
 ) -> None:
+    # Each batch merges its own aggregates here (no delay): where they are computed is
+    # what the end of the test looks at (merged over several batches:
+    # tests/stream/test_deferred_aggregates.py).
     runtime = TracedRuntime(
-        fleet.config(f"{unique_topic_prefix}-ingest", max_batch_messages=2, writers=1), fleet.master
+        fleet.config(
+            f"{unique_topic_prefix}-ingest",
+            max_batch_messages=2,
+            writers=1,
+            aggregate_delay_s=0.0,
+        ),
+        fleet.master,
     )
     with started(runtime):
         with readings_locked(fleet.url):
