@@ -33,6 +33,7 @@ from api.stats import (
     COVARIATES,
     DECIMALS,
     finite_or_none,
+    grid_mean,
     mean_interval,
     round_interval,
     rounded,
@@ -118,9 +119,9 @@ def tile_bands(
     with np.errstate(invalid="ignore", divide="ignore"):
         if metric is Metric.NOISE:
             value = laeq_db(cells["energy"], cells["duration_s"])
+            value = np.round(value, DECIMALS[metric])  # as shown, like judge
         else:
-            value = np.where(n > 0, cells["sum"] / n, np.nan)
-    value = np.round(value, DECIMALS[metric])  # as shown, like judge
+            value = grid_mean(cells["sum"], n, DECIMALS[metric])  # as shown, like judge
     return np.where(n >= min_readings, scale.classify(value), NO_BAND).astype(np.int16)
 
 

@@ -498,6 +498,11 @@ def rounded(stats: np.ndarray, metric: Metric) -> np.ndarray:
     for name in SHOWN_FIELDS:
         if name in names:
             out[name] = np.round(out[name], decimals)
+    if "mean" in names and "n" in names:
+        # Raw means from their exact sums; corrected ones (correction_u set) are off the grid.
+        raw = ~np.isfinite(stats["correction_u"]) if "correction_u" in names else True
+        exact = grid_mean(stats["mean"] * stats["n"], stats["n"], decimals)
+        out["mean"] = np.where(raw & np.isfinite(exact), exact, out["mean"])
     # A percentile's error bound grows by what rounding the percentile moved it
     # (half a step) and is rounded up, so it still holds for the number shown.
     step = 10.0**-decimals
@@ -505,6 +510,39 @@ def rounded(stats: np.ndarray, metric: Metric) -> np.ndarray:
         if name in names:
             out[name] = np.ceil((out[name] + step / 2) / step - 1e-9) * step
     return out
+
+
+def grid_mean(sums: np.ndarray, n: np.ndarray, decimals: int) -> np.ndarray:
+    """Means ``sums / n`` rounded to ``decimals``, decided exactly for readings on that grid.
+
+    A raw reading is a whole number k of steps (10⁻ᵈ), so the sum of a selection is the
+    whole number K = Σk and its mean K / n exactly. The stored sums are floats added in
+    whatever order batches and plans merged them: off from K steps by far less than a
+    hundredth of a step, so K is recovered by rounding, and the mean is rounded from
+    K / n in integers (half away from zero). Two databases holding the same readings then
+    show the same mean even where it lies exactly halfway between two steps, which the
+    float quotient would put on either side. A sum that is not within a hundredth of a
+    step of the grid (corrected values, LAeq) is rounded as a float.
+    """
+    n = np.asarray(n, dtype=np.int64)
+    sums = np.asarray(sums, dtype=np.float64)
+    scale = 10.0**decimals
+    with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+        fallback = np.round(np.where(n > 0, sums / np.where(n > 0, n, 1), np.nan), decimals)
+        steps = sums * scale
+        total = np.rint(steps)
+        on_grid = (
+            (n > 0)
+            & np.isfinite(total)
+            & (np.abs(total) < 2.0**53)
+            & (np.abs(steps - total) < 0.01)
+        )
+    if not on_grid.any():
+        return fallback
+    k = np.where(on_grid, total, 0).astype(np.int64)
+    m = np.where(on_grid, n, 1)
+    rounded_steps = np.sign(k) * ((2 * np.abs(k) + m) // (2 * m))
+    return np.where(on_grid, rounded_steps / scale, fallback)
 
 
 def round_interval(iv: Intervals, metric: Metric) -> Intervals:

@@ -16,6 +16,7 @@ from api.stats import (
     Intervals,
     KitErrors,
     finite_or_none,
+    grid_mean,
     mean_interval,
     ride_share,
     round_interval,
@@ -365,6 +366,32 @@ def test_rounding_to_the_sensor_resolution_decides_the_band() -> None:
     )
     cells["n"], cells["sum"] = 3, 14.999999999
     assert scale.bands[int(tile_bands(cells, Metric.PM25, scale, 1)[0])].label == "Fair"
+
+
+def test_a_mean_halfway_between_two_steps_is_shown_the_same_whatever_the_sums_order() -> None:
+    # Readings whose exact mean is 12.45 µg/m³, halfway between two steps: their float
+    # sums, added in other orders (as other batchings and plans merge them), land on
+    # either side of it; the mean shown (and its band) must not follow them.
+    for readings in ([12.4, 12.5], [12.4, 12.5, 12.3, 12.6, 12.2, 12.7]):
+        n = len(readings)
+        rng = np.random.default_rng(n)
+        sums = {float(np.cumsum(rng.permutation(readings))[-1]) for _ in range(50)}
+        sums |= {np.nextafter(sum(readings), 0.0), np.nextafter(sum(readings), 100.0)}
+        assert len({round(total / n, 1) for total in sums}) == 2  # the float mean flips
+        for total in sums:
+            stats = _stats(n=[n], mean=[total / n], std=[0.1], rides=[2], max=[12.7])
+            assert rounded(stats, Metric.PM25)["mean"].tolist() == [12.5], total
+            assert grid_mean(np.array([total]), np.array([n]), 1).tolist() == [12.5], total
+    # Off the grid (a corrected mean): rounded as a float, as before.
+    corrected = _stats(n=[3], mean=[12.4449], std=[0.1], rides=[2], correction_u=[0.3])
+    assert rounded(corrected, Metric.PM25)["mean"].tolist() == [12.4]
+    assert grid_mean(np.array([37.3347]), np.array([3]), 1).tolist() == [12.4]
+    # Negative temperatures round half away from zero; empty selections stay NaN.
+    assert grid_mean(np.array([-0.25, 0.25, 0.0]), np.array([2, 2, 0]), 2).tolist()[:2] == [
+        -0.13,
+        0.13,
+    ]
+    assert np.isnan(grid_mean(np.array([0.0]), np.array([0]), 1)[0])
 
 
 def test_percentile_error_bounds_still_hold_for_the_rounded_percentile() -> None:
