@@ -25,11 +25,9 @@ import re
 import sys
 import time
 from datetime import UTC, datetime
-from functools import partial
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import psycopg
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -37,23 +35,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench_common import RESULTS
 from bench_storage import cluster, fresh_database, timescale_missing
 
+from simulators.campaign_store import store_campaign
 from simulators.fleet import SimulationConfig
 from simulators.reference import CampaignSpec, simulate_campaign
 from storage.calibration_run import data_days, run_fit
 from storage.migrate import Backend
-from storage.reference import set_station_kind, store_reference
-from storage.reference_formats import parse_reference
-from storage.writer import write_batch
-from stream.core.aggregate import aggregate
-from stream.core.process import CoreConfig, process_batch
-from stream.core.state import KitState
-from tests.storage.test_calibration_simulated import (
-    DAY_MS,
-    RESOLUTIONS,
-    WINDOWS,
-    _readings,
-    _reference_csv,
-)
+
+#: As tests/storage/test_calibration_simulated.py stores the campaign.
+RESOLUTIONS = (7, 8, 9, 10)
+WINDOWS = (60, 900, 3600, 86400)
 
 MIGRATION_0110 = (
     Path(__file__).resolve().parent.parent / "storage" / "migrations" / "0110_calibration.sql"
@@ -75,24 +65,8 @@ def load(url: str) -> int:
         SimulationConfig(n_bikes=10, duration_s=5 * 3600, seed=3, reading_interval_s=10.0),
         CampaignSpec(days=14),
     )
-    config = CoreConfig(resolutions=RESOLUTIONS, window_sizes_s=WINDOWS)
-    agg = partial(aggregate, resolutions=RESOLUTIONS, window_sizes_s=WINDOWS)
-    readings = _readings(campaign.readings)
-    readings = readings[np.argsort(readings["ts_ms"], kind="stable")]
-    states: dict[int, KitState] = {}
     with psycopg.connect(url, autocommit=True) as conn:
-        day = readings["ts_ms"] // DAY_MS
-        for d in np.unique(day).tolist():
-            chunk = readings[day == d]
-            received = int(chunk["ts_ms"].max()) + 60_000
-            processed = process_batch(chunk, received, states, config)
-            states = dict(processed.states)
-            rows = processed.to_store()
-            rows["received_ms"] = received
-            write_batch(conn, rows, agg)
-        store_reference(conn, parse_reference(_reference_csv(campaign)))
-        for s in campaign.stations:
-            set_station_kind(conn, s.station_id, s.kind)
+        store_campaign(conn, campaign, RESOLUTIONS, WINDOWS)
         days = data_days(conn)
         assert days is not None
         run_fit(conn, *days, resolutions=RESOLUTIONS, window_sizes_s=WINDOWS)

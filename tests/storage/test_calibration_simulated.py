@@ -13,8 +13,6 @@ Deterministic: fixed seed and start, no clock.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from datetime import UTC, datetime
-from functools import partial
 from typing import Any
 
 import numpy as np
@@ -22,18 +20,12 @@ import psycopg
 import pytest
 from h3.api import basic_int as h3int
 
-from firmware_protocol.readings import READING_DTYPE
+from simulators.campaign_store import store_campaign
 from simulators.fleet import SimulationConfig
 from simulators.reference import Campaign, CampaignSpec, simulate_campaign
 from storage.calibration_run import data_days, run_fit
-from storage.reference import set_station_kind, store_reference
-from storage.reference_formats import parse_reference
-from storage.writer import write_batch
-from stream.core.aggregate import aggregate
 from stream.core.partials import Metric
 from stream.core.policy import DEFAULT_POLICY
-from stream.core.process import CoreConfig, process_batch
-from stream.core.state import KitState
 
 pytestmark = pytest.mark.postgres
 
@@ -49,35 +41,6 @@ def campaign() -> Campaign:
     return simulate_campaign(config, CampaignSpec(days=14))
 
 
-def _readings(truth: np.ndarray) -> np.ndarray:
-    """The campaign's readings as the kits sent them (READING_DTYPE)."""
-    out = np.zeros(len(truth), READING_DTYPE)
-    for name in READING_DTYPE.names or ():
-        if name in (truth.dtype.names or ()):
-            out[name] = truth[name]
-    out["gnss_fix"] = 2
-    out["hdop"] = 0.9
-    out["satellites"] = 9
-    out["speed_mps"] = np.nan
-    out["noise_lamax_db"] = truth["noise_laeq_db"] + 5.0
-    return out
-
-
-def _reference_csv(c: Campaign) -> bytes:
-    names = {"pm25_ugm3": "pm25", "pm10_ugm3": "pm10", "no2_ugm3": "no2"}
-    where = {s.station_id: s for s in c.stations}
-    lines = ["station_id,station_name,lat_deg,lon_deg,metric,hour_start,value_ugm3,valid"]
-    for r in c.reference.tolist():
-        sid, metric, hour_ms, value, valid = r
-        s = where[sid]
-        hour = datetime.fromtimestamp(hour_ms / 1000, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-        lines.append(
-            f"{sid},{sid},{s.lat_deg:.7f},{s.lon_deg:.7f},{names.get(metric, metric)},"
-            f"{hour},{value:.4f},{'true' if valid else 'false'}"
-        )
-    return ("\n".join(lines) + "\n").encode()
-
-
 @pytest.fixture(scope="module")
 def stored(
     campaign: Campaign, postgres_url: str, migrated_template: str
@@ -85,24 +48,8 @@ def stored(
     from tests.conftest import cloned_database  # noqa: PLC0415
 
     with cloned_database(postgres_url, migrated_template) as url:
-        config = CoreConfig(resolutions=RESOLUTIONS, window_sizes_s=WINDOWS)
-        agg = partial(aggregate, resolutions=RESOLUTIONS, window_sizes_s=WINDOWS)
-        readings = _readings(campaign.readings)
-        readings = readings[np.argsort(readings["ts_ms"], kind="stable")]
-        states: dict[int, KitState] = {}
         with psycopg.connect(url, autocommit=True) as conn:
-            day = readings["ts_ms"] // DAY_MS
-            for d in np.unique(day).tolist():
-                chunk = readings[day == d]
-                received = int(chunk["ts_ms"].max()) + 60_000
-                processed = process_batch(chunk, received, states, config)
-                states = dict(processed.states)
-                rows = processed.to_store()
-                rows["received_ms"] = received
-                write_batch(conn, rows, agg)
-            store_reference(conn, parse_reference(_reference_csv(campaign)))
-            for s in campaign.stations:
-                set_station_kind(conn, s.station_id, s.kind)
+            store_campaign(conn, campaign, RESOLUTIONS, WINDOWS)
             days = data_days(conn)
             assert days is not None
             report = run_fit(conn, *days, resolutions=RESOLUTIONS, window_sizes_s=WINDOWS)
