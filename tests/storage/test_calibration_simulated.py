@@ -31,7 +31,6 @@ pytestmark = pytest.mark.postgres
 
 RESOLUTIONS = (7, 8, 9, 10)
 WINDOWS = (60, 900, 3600, 86400)
-DAY_MS = 86_400_000
 METRICS = {Metric.PM25: "pm25_ugm3", Metric.PM10: "pm10_ugm3", Metric.NO2: "no2_ugm3"}
 
 
