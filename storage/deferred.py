@@ -7,20 +7,21 @@ readings stages 0.29 ``cell_windows`` rows and 0.65 presence rows per reading,
 four batches together 0.14 and 0.41 (bench/RESULTS.md, "Aggregates merged over
 several batches"). So the embedded runtime's writers store each batch's readings
 in its own transaction, as before, and may leave its aggregates to a later one:
-:class:`DeferredAggregates` holds the new readings of the batches that wait,
-and the write that takes them aggregates them with its own readings and merges
-the lot once.
+:class:`DeferredAggregates` holds the new readings of the batches that wait, and a
+merger (the runtime's ``bikesense-merge`` thread: ``stream.sink.PostgresSink.flush``
+on a connection of its own, outside the chain of acks) takes them with :meth:`due`,
+aggregates them together and merges the lot once.
 
 What keeps docs/design.md decision 2 true meanwhile is in storage/backlog.py: a
 waiting batch's transaction records its new readings in ``aggregate_backlog``,
 and the transaction that merges their aggregates deletes that record.
 
-Readings wait at most ``max_delay_s`` (the write after that merges them; when no
-write comes, the runtime's idle writer does, ``stream.sink.PostgresSink.flush``),
-and at most about ``max_readings`` wait at once: a write that would bring them to
-that merges them instead of waiting too (two writers deciding at the same moment
-may each add a batch past it). The raw readings are visible as soon as their
-transaction commits; the aggregates, up to ``max_delay_s`` later.
+The merger takes the waiting batches once the oldest has waited ``max_delay_s`` or
+``merge_readings`` wait. A write takes them itself (:meth:`take`, merging them with its
+own readings) only when about ``max_readings`` wait, the bound on what waits in memory
+if the merger falls behind (two writers deciding at the same moment may each add a
+batch past it); on stop, :meth:`take_all`. The raw readings are visible as soon as
+their transaction commits; the aggregates, about ``max_delay_s`` later.
 """
 
 from __future__ import annotations
