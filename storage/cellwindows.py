@@ -57,12 +57,12 @@ NOISE_FIELDS = ("energy", "duration_s", "lamax_db")
 #: Stored beside each histogram: the bins left out before its first stored one.
 HIST_OFFSET = "hist_offset"
 #: Staged only: the bin after the last counted one (where the stored histogram ends).
-_HIST_END = "hist_end"
+HIST_END = "hist_end"
 
 
 def column(metric: Metric, field: str) -> str:
     """The name of ``metric``'s ``field`` column, e.g. ``pm25_sum``."""
-    if field not in (*METRIC_FIELDS, HIST_OFFSET, _HIST_END) and not (
+    if field not in (*METRIC_FIELDS, HIST_OFFSET, HIST_END) and not (
         metric is Metric.NOISE and field in NOISE_FIELDS
     ):
         raise ValueError(f"cell_windows has no {field!r} column for {metric.api_name}")
@@ -78,7 +78,7 @@ def _metric_columns(metric: Metric) -> tuple[Column, ...]:
         scalar(column(metric, "max"), "double precision"),
         int4_array(column(metric, "hist"), HIST_BINS),
         scalar(column(metric, HIST_OFFSET), "smallint"),
-        scalar(column(metric, _HIST_END), "smallint"),
+        scalar(column(metric, HIST_END), "smallint"),
     )
     if metric is Metric.NOISE:
         cols += tuple(scalar(column(metric, f), "double precision") for f in NOISE_FIELDS)
@@ -91,7 +91,7 @@ COLUMNS: tuple[Column, ...] = KEY_COLUMNS + tuple(
     c for metric in Metric for c in _metric_columns(metric)
 )
 #: The table's columns (the histograms cut to their counted bins).
-TABLE_COLUMNS: tuple[str, ...] = tuple(c.name for c in COLUMNS if not c.name.endswith(_HIST_END))
+TABLE_COLUMNS: tuple[str, ...] = tuple(c.name for c in COLUMNS if not c.name.endswith(HIST_END))
 
 
 def encode(partials: np.ndarray) -> bytes:
@@ -139,9 +139,10 @@ def encode(partials: np.ndarray) -> bytes:
             )
         # The first counted bin, and the one after the last (counted bins of an empty
         # histogram: none; it is NULL anyway).
-        values[column(metric, HIST_OFFSET)] = np.argmax(counted, axis=1)
-        values[column(metric, _HIST_END)] = HIST_BINS - np.argmax(counted[:, ::-1], axis=1)
-        for field in ("hist", HIST_OFFSET, _HIST_END):
+        values[column(metric, HIST_OFFSET)], values[column(metric, HIST_END)] = counted_span(
+            counted
+        )
+        for field in ("hist", HIST_OFFSET, HIST_END):
             nulls[column(metric, field)] = empty
         for field in ("min", "max"):
             nulls[column(metric, field)] = np.isnan(values[column(metric, field)])
@@ -213,14 +214,22 @@ def _merge_sets() -> sql.Composable:
     return sql.SQL(",\n    ").join(sets)
 
 
-def _staged(name: str) -> sql.Composable:
-    """What the upsert takes from the staging table for the table's column ``name``."""
+def counted_span(counted: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per row of ``counted`` (histogram bins that are not zero), the first counted bin
+    and the one after the last: the slice of the histogram that is stored."""
+    return np.argmax(counted, axis=1), HIST_BINS - np.argmax(counted[:, ::-1], axis=1)
+
+
+def staged_column(name: str) -> sql.Composable:
+    """What an upsert or insert takes from a staging table for the column ``name`` of
+    ``cell_windows`` or ``cell_windows_corrected`` (the same column names): the column,
+    or for a histogram its counted bins, between the staged offset and end."""
     for metric in Metric:
         if name == column(metric, "hist"):
             return sql.SQL("{h}[{o} + 1 : {e}]").format(
                 h=sql.Identifier(name),
                 o=sql.Identifier(column(metric, HIST_OFFSET)),
-                e=sql.Identifier(column(metric, _HIST_END)),
+                e=sql.Identifier(column(metric, HIST_END)),
             )
     return sql.Identifier(name)
 
@@ -230,7 +239,7 @@ def merge_statement(staging: str) -> bytes:
     cell-windows inserted, existing ones merged (counts and sums add, extremes taken,
     histograms added), in key order so concurrent writers lock rows in one order."""
     names = sql.SQL(", ").join(sql.Identifier(c) for c in TABLE_COLUMNS)
-    staged = sql.SQL(", ").join(_staged(c) for c in TABLE_COLUMNS)
+    staged = sql.SQL(", ").join(staged_column(c) for c in TABLE_COLUMNS)
     key = sql.SQL(", ").join(sql.Identifier(c.name) for c in KEY_COLUMNS)
     return (
         sql.SQL(

@@ -28,16 +28,14 @@ from psycopg import sql
 
 from storage import copybin, staging
 from storage.calibration import METRIC_NAMES
-from storage.cellwindows import HIST_OFFSET
+from storage.cellwindows import HIST_END, HIST_OFFSET, counted_span, staged_column
 from storage.corrected_windows import (
     CALIBRATED,
     COLUMNS,
-    HIST_END,
     KEY_COLUMNS,
     TABLE,
     TABLE_COLUMNS,
     column,
-    stored,
 )
 from storage.corrections import CALIBRATION_LOCK_KEY, load_assignments
 from stream.core.aggregate import aggregate
@@ -45,7 +43,7 @@ from stream.core.batch import ENRICHED_DTYPE
 from stream.core.binning import NO_CELL
 from stream.core.calibration_periods import apply_periods
 from stream.core.merge import group_starts
-from stream.core.partials import HIST_BINS, METRIC_COLUMNS, PARTIAL_DTYPE, Metric
+from stream.core.partials import METRIC_COLUMNS, PARTIAL_DTYPE, Metric
 from stream.core.policy import DEFAULT_POLICY, PublicationPolicy
 from stream.core.resolution import quantise
 
@@ -96,7 +94,7 @@ _INSERT = staging.render(
     sql.SQL("INSERT INTO {table} ({names}) SELECT {values} FROM {staging} ORDER BY {key}").format(
         table=sql.Identifier(TABLE),
         names=sql.SQL(", ").join(sql.Identifier(c) for c in TABLE_COLUMNS),
-        values=sql.SQL(", ").join(stored(c) for c in TABLE_COLUMNS),
+        values=sql.SQL(", ").join(staged_column(c) for c in TABLE_COLUMNS),
         staging=_STAGING.identifier,
         key=staging.column_list(KEY_COLUMNS),
     )
@@ -259,10 +257,9 @@ def _encode(parts: np.ndarray, u_parts: np.ndarray) -> tuple[bytes, int]:
         if np.any(~empty & ~counted.any(axis=1)):  # aggregate() bins every reading it counts
             raise AssertionError(f"a corrected {metric.api_name} partial with n > 0 and no bin")
         # The first counted bin and the one after the last: what is stored (0113).
-        values[column(metric, HIST_OFFSET)] = np.argmax(counted, axis=1).astype(np.int16)
-        values[column(metric, HIST_END)] = (HIST_BINS - np.argmax(counted[:, ::-1], axis=1)).astype(
-            np.int16
-        )
+        first, end = counted_span(counted)
+        values[column(metric, HIST_OFFSET)] = first.astype(np.int16)
+        values[column(metric, HIST_END)] = end.astype(np.int16)
         for name in ("hist", HIST_OFFSET, HIST_END):
             nulls[column(metric, name)] = empty
         for name in ("min", "max"):

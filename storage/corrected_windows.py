@@ -34,7 +34,7 @@ from typing import Any, LiteralString
 import psycopg
 from psycopg import sql
 
-from storage.cellwindows import HIST_OFFSET, presence_weight
+from storage.cellwindows import HIST_END, HIST_OFFSET, presence_weight
 from storage.copybin import Column, int4_array, scalar
 from storage.exceptions import QueryError
 from stream.core.partials import HIST_BINS, Metric
@@ -49,8 +49,6 @@ KEY_COLUMNS: tuple[Column, ...] = (
     scalar("cell", "bigint"),
 )
 METRIC_FIELDS = ("n", "sum", "sumsq", "min", "max", "hist", "u_sum", HIST_OFFSET)
-#: Staged only: the bin after the last counted one (where the stored histogram ends).
-HIST_END = "hist_end"
 
 
 def column(metric: Metric, field: str) -> str:
@@ -78,19 +76,6 @@ COLUMNS: tuple[Column, ...] = KEY_COLUMNS + tuple(
 )
 #: The table's columns (the histograms cut to their counted bins).
 TABLE_COLUMNS: tuple[str, ...] = tuple(c.name for c in COLUMNS if not c.name.endswith(HIST_END))
-
-
-def stored(name: str) -> sql.Composable:
-    """What the insert takes from the staging table for the table's column ``name``: the
-    column, or for a histogram its counted bins."""
-    for metric in CALIBRATED:
-        if name == column(metric, "hist"):
-            return sql.SQL("{h}[{o} + 1 : {e}]").format(
-                h=sql.Identifier(name),
-                o=sql.Identifier(column(metric, HIST_OFFSET)),
-                e=sql.Identifier(column(metric, HIST_END)),
-            )
-    return sql.Identifier(name)
 
 
 def check_calibrated(metric: Metric) -> None:
