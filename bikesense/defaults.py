@@ -14,3 +14,7 @@ H3_RESOLUTIONS = (7, 8, 9, 10)
 WINDOW_SIZES_S = (60, 900, 3600, 86400)
 #: IANA time zone of the fleet's local days (rides' days, k-anonymity's days, Lden).
 DAY_TZ = "Europe/Amsterdam"
+#: Seconds a batch's aggregates may wait to be merged with later batches' in the
+#: embedded runtime (stream.embedded; 0: each batch merges its own): what the map's
+#: aggregates may trail the raw readings by, plus a merge.
+AGGREGATE_DELAY_S = 2.0

@@ -17,6 +17,7 @@ from rich.table import Table
 
 from bikesense.brokerauth import ingest_mqtt_url, reload_embedded_broker
 from bikesense.cliutil import connect_or_exit, exit_with, settings_or_exit
+from bikesense.defaults import AGGREGATE_DELAY_S
 from bikesense.exceptions import BikesenseError
 from bikesense.settings import resolve_database_url
 from ingest.broker_auth import kit_mqtt_password
@@ -253,7 +254,7 @@ def ingest_command(
             "(fewer partial rows per reading under load; the readings are stored at once; "
             "0: every batch merges its own; docs/stream.md).",
         ),
-    ] = 0.5,
+    ] = AGGREGATE_DELAY_S,
 ) -> None:
     """Take kit frames from MQTT; store them (default) or hand them to Kafka."""
     logging.basicConfig(
