@@ -137,14 +137,23 @@ ORDER BY c.resolution, c.window_s, c.cell, c.window_start
 ON CONFLICT (resolution, window_s, cell, window_start) DO UPDATE SET
     rides = w.rides + EXCLUDED.rides,
     days = bikesense_days_union(w.days, EXCLUDED.days),
-    -- Counted before 0103: every ride counted for every metric.
-    metric_rides = bikesense_hist_add(coalesce(w.metric_rides, array_fill(w.rides, ARRAY[7])),
-                                      EXCLUDED.metric_rides)
+    -- Counted before 0103 (NULL): every ride counted for every metric. Added element by
+    -- element, unrolled: a plpgsql call per updated row cost about a tenth of this
+    -- statement (bench/RESULTS.md, "Longer merges").
+    metric_rides = ARRAY[{metric_rides_sum}]
 WHERE EXCLUDED.rides > 0 OR NOT (EXCLUDED.days <@ w.days)
    OR EXCLUDED.metric_rides <> ARRAY[0, 0, 0, 0, 0, 0, 0]
 """
 _INSERT_PRESENCE = staging.render(
-    sql.SQL(_INSERT_PRESENCE_SQL).format(staging=PRESENCE_STAGING.identifier)
+    sql.SQL(_INSERT_PRESENCE_SQL).format(
+        staging=PRESENCE_STAGING.identifier,
+        metric_rides_sum=sql.SQL(", ").join(
+            sql.SQL("coalesce(w.metric_rides[{i}], w.rides) + EXCLUDED.metric_rides[{i}]").format(
+                i=sql.Literal(i)
+            )
+            for i in range(1, 8)
+        ),
+    )
 )
 
 _INSERT_CELLS = staging.render(

@@ -518,3 +518,26 @@ def test_presence_rows_stored_before_their_shares_were_kept_stay_unknown(
     write_batch(conn, other, agg)
     shares = stored_ride_shares(conn)
     assert shares[next(k for k in shares if k[4] == 2)][0] == 30
+
+
+def test_ride_counts_kept_before_per_metric_counts_count_every_ride_for_every_metric(
+    conn: psycopg.Connection[Any],
+) -> None:
+    # A window_rides row from before migration 0103 has no per-metric counts (NULL):
+    # each of its rides counted for every metric. A later ride adds to those, metric by
+    # metric, and a later batch of a ride already counted adds nothing.
+    agg = ReferenceAggregate(resolutions=(8,), windows_s=(3600,))
+    ride = make_readings(60)
+    write_batch(conn, ride[:30], agg)
+    conn.execute("UPDATE window_rides SET metric_rides = NULL")
+    write_batch(conn, ride[30:], agg)
+    write_batch(conn, make_readings(30, kit_id=2, ride_id=2, seed=2), agg)
+    rows = conn.execute("SELECT rides, metric_rides FROM window_rides").fetchall()
+    assert rows
+    for rides, metric_rides in rows:
+        assert rides == 2
+        # The second ride measured every metric the table counts (bits 1-7 of presence).
+        measured = conn.execute(
+            "SELECT bit_or(metrics) FROM window_presence WHERE ride_id = 2"
+        ).fetchone()[0]  # type: ignore[index]
+        assert metric_rides == [1 + ((measured >> b) & 1) for b in range(1, 8)]
