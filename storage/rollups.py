@@ -1,7 +1,7 @@
 """Weekly roll-ups of the daily windows, kept set-based by maintenance.
 
 A long range read by a keyed role merges one row per cell and week instead of seven
-daily ones (migrations/0114_weekly_rollups.sql, :mod:`storage.long_cells`). A week is
+daily ones (migrations/0116_weekly_rollups.sql, :mod:`storage.long_cells`). A week is
 rolled up once it is over (:data:`GRACE`: a ride's day is local and rides may run past
 midnight), and rolled up again when late data changes it: every round compares each
 week's fingerprint, the count of its daily presence rows and their readings, with the
