@@ -37,23 +37,44 @@ CREATE TABLE weekly_presence (
     PRIMARY KEY (resolution, week, metric, cell)
 );
 
--- The weeks rolled up, per resolution, with what they were rolled up from: the count of
--- daily presence rows and their readings by the week their window starts in (cells_*)
--- and by the week of their day (presence_*), the fingerprint a refresh compares to find
--- weeks that late data changed (every reading that counts for a metric adds to the
--- readings of a presence row of its daily cell-window, in the transaction that merges
--- its partials); and the first and last daily window holding presence of the week's
--- days (a ride's windows may start in the next week): a read uses the week's presence
--- only if its range holds both.
+-- The weeks rolled up, per resolution, with the first and last daily window holding
+-- presence of the week's days (a ride's windows may start in the next week; NULL: no
+-- presence of its days, or presence_unknown): a read uses the week's presence only if
+-- its range holds both. presence_unknown: the week's days have presence rows stored
+-- before migrations/0112_presence_shares.sql (readings unknown, and they stay unknown
+-- when rows are added to them), so its presence is never rolled up, only its partials.
 CREATE TABLE rollup_weeks (
     resolution smallint NOT NULL,
     week integer NOT NULL,
-    cells_rows bigint NOT NULL,
-    cells_readings bigint NOT NULL,
-    presence_rows bigint NOT NULL,
-    presence_readings bigint NOT NULL,
     presence_from timestamptz,
     presence_to timestamptz,
+    presence_unknown boolean NOT NULL DEFAULT false,
     rolled_at timestamptz NOT NULL DEFAULT now(),
     PRIMARY KEY (resolution, week)
 );
+
+-- The weeks that changed since they were last rolled up, appended by the writer in the
+-- transaction that merges the aggregates (storage.aggregate_rows.store, one row per
+-- resolution and week its daily presence rows touch, by the week of the window and by
+-- the week of the ride's day) with the first and last daily window of those rows: so a
+-- refresh reads what changed, not the whole history, and finds every presence row of a
+-- week's days between the windows its marks and its last roll-up name. No key, so a
+-- mark never waits for nor conflicts with another: a refresh, at REPEATABLE READ,
+-- deletes exactly the marks its snapshot sees, and a merge committed after that
+-- snapshot keeps its mark for the next round (storage/rollups.py).
+CREATE TABLE rollup_marks (
+    resolution smallint NOT NULL,
+    week integer NOT NULL,
+    first_window timestamptz NOT NULL,
+    last_window timestamptz NOT NULL
+);
+
+-- Every week the daily presence holds so far, to be rolled up by the first refresh.
+INSERT INTO rollup_marks (resolution, week, first_window, last_window)
+SELECT resolution, week, min(window_start), max(window_start)
+FROM (SELECT resolution, window_start, w.week
+      FROM window_presence
+      CROSS JOIN LATERAL (VALUES (floor(day / 7.0)::integer),
+          (floor(extract(epoch FROM window_start) / 604800)::integer)) AS w (week)
+      WHERE window_s = 86400) d
+GROUP BY resolution, week;

@@ -129,8 +129,15 @@ def test_late_data_shows_after_the_next_refresh(
 def test_a_week_not_over_is_read_from_the_daily_windows(
     conn: psycopg.Connection[Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    refresh_rollups(conn, DAY0 + timedelta(days=3))  # no week is over yet
+    marks = conn.execute("SELECT count(*) FROM rollup_marks").fetchone()
+    report = refresh_rollups(conn, DAY0 + timedelta(days=3))  # no week is over yet
+    assert report.rolled == 0
+    assert report.pending >= 2 * 4
     assert conn.execute("SELECT count(*) FROM rollup_weeks").fetchone() == (0,)
+    # The writer's marks, one per batch and week, are folded into one per week.
+    assert marks is not None
+    assert marks[0] > report.pending
+    assert conn.execute("SELECT count(*) FROM rollup_marks").fetchone() == (report.pending,)
     sel = _long()
     _same(
         cell_stats(conn, sel, UTRECHT),
@@ -147,3 +154,54 @@ def test_the_public_never_reads_rollups(conn: psycopg.Connection[Any]) -> None:
     before = cell_stats(conn, public, UTRECHT)
     refresh_rollups(conn, NOW)
     _same(cell_stats(conn, public, UTRECHT), before)
+
+
+def _week_end_day() -> int:
+    """The day (from DAY0) that is the last day of a week, in the second week."""
+    days = int(DAY0.timestamp()) // 86_400
+    return 7 * (days // 7) + 13 - days
+
+
+def test_a_late_ride_reaching_into_later_weeks_is_rolled_up_whole(
+    conn: psycopg.Connection[Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    refresh_rollups(conn, NOW)
+    # A ride starting on the last evening of a week and going on for 33 hours: its
+    # presence is of its day's week, in daily windows of the next week, further than any
+    # ride before it went; only its marks tell where they are.
+    day = _week_end_day()
+    t0_ms = int(DAY0.timestamp() * 1000 + day * DAY_MS + 20 * 3_600_000)
+    rows = make_readings(
+        2000,
+        kit_id=11,
+        boot_id=99,
+        t0_ms=t0_ms,
+        step_ms=60_000,
+        ride_id=(t0_ms // 1000) << 29 | 11,
+        seed=5,
+    )
+    write_batch(conn, rows, AGGREGATE)
+    report = refresh_rollups(conn, NOW)
+    assert report.rolled == 2 * 2  # its day's week and the next, at both resolutions
+    for start_day in (0, 1):
+        sel = _long(start_day=start_day)
+        daily = _without_rollups(monkeypatch, lambda s=sel: cell_stats(conn, s, UTRECHT))
+        _same(cell_stats(conn, sel, UTRECHT), daily)
+
+
+def test_a_merge_the_refresh_does_not_see_is_rolled_up_the_next_round(
+    conn: psycopg.Connection[Any], migrated_database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    refresh_rollups(conn, NOW)
+    with psycopg.connect(migrated_database_url) as writer, writer.transaction():
+        # Merged and marked, not committed: the round's snapshot does not see it ...
+        write_batch(writer, _ride(3, 12, 200, 9, 77), AGGREGATE)
+        assert refresh_rollups(conn, NOW).rolled == 0
+    # ... and its mark, committed with it, is still there for the next round.
+    report = refresh_rollups(conn, NOW)
+    assert report.rolled == 2
+    sel = _long()
+    daily = _without_rollups(monkeypatch, lambda: cell_stats(conn, sel, UTRECHT))
+    _same(cell_stats(conn, sel, UTRECHT), daily)
+    # Only the marks of the week not over yet are left.
+    assert conn.execute("SELECT count(*) FROM rollup_marks").fetchone() == (report.pending,)
