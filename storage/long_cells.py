@@ -62,28 +62,47 @@ weeks AS (
     + """ + make_interval(days => 7 * week + 7) <= %(end)s),
 pweeks AS (
     SELECT week FROM rollup_weeks
-    WHERE resolution = %(res)s AND presence_from >= %(start)s AND presence_to < %(end)s)"""
+    WHERE resolution = %(res)s AND presence_from >= %(start)s AND presence_to < %(end)s),
+gaps AS (
+    -- The parts of the range between the rolled-up weeks, read from the daily windows.
+    SELECT lo, hi FROM (
+        SELECT coalesce(lag(week_start) OVER (ORDER BY week_start) + interval '7 days',
+                        %(start)s) AS lo, week_start AS hi
+        FROM weeks
+        UNION ALL
+        SELECT coalesce((SELECT max(week_start) FROM weeks) + interval '7 days', %(start)s),
+               %(end)s) g
+    WHERE lo < hi),
+day_gaps AS (
+    -- The days outside the weeks whose presence is rolled up: ranges of the presence
+    -- key's last column, checked in the index before any row is fetched.
+    SELECT lo, hi FROM (
+        SELECT coalesce(7 * lag(week) OVER (ORDER BY week) + 7, -2147483648) AS lo,
+               7 * week::bigint AS hi
+        FROM pweeks
+        UNION ALL
+        SELECT coalesce(7 * (SELECT max(week) FROM pweeks)::bigint + 7, -2147483648),
+               2147483648) g
+    WHERE lo < hi)"""
 )
 
 # {daily} / {weekly}: the metric's (or the pair's) partials of cell_windows and of
-# weekly_cell_windows, in the narrow shape.
-_PARTIALS: LiteralString = (
-    """
+# weekly_cell_windows, in the narrow shape. The daily ones are read by the gaps between
+# the rolled-up weeks, a range of the window start each: filtered by week instead, every
+# daily row of the range was fetched and most thrown away (400 days of an officer's
+# cells at resolution 10, bench/bench_reads.py's backlog: 145 ms of 392 in EXPLAIN
+# ANALYZE, bench/RESULTS.md).
+_PARTIALS: LiteralString = """
 src AS (
     SELECT p.* FROM {weekly} p
     WHERE p.resolution = %(res)s AND p.window_s = 604800
       AND p.window_start IN (SELECT week_start FROM weeks)
       AND p.cell IN (SELECT cell FROM wanted)
     UNION ALL
-    SELECT p.* FROM {daily} p
+    SELECT p.* FROM {daily} p JOIN gaps g ON p.window_start >= g.lo AND p.window_start < g.hi
     WHERE p.resolution = %(res)s AND p.window_s = 86400
       AND p.window_start >= %(start)s AND p.window_start < %(end)s
-      AND floor(extract(epoch FROM p.window_start - """
-    + _EPOCH
-    + """) / 604800)::integer
-          NOT IN (SELECT week FROM weeks)
       AND p.cell IN (SELECT cell FROM wanted))"""
-)
 
 # As storage.merged_stats.presence_by over the daily presence rows of the rides whose
 # week is not in pweeks, plus the roll-ups of those that are.
@@ -92,12 +111,11 @@ per_ride AS (
     SELECT key, ride_id, day, w, unknown, sum(w) OVER (PARTITION BY key, ride_id) AS ride_w
     FROM (SELECT pr.cell AS key, pr.ride_id, pr.day, sum(pr.{weight})::float8 AS w,
                  bool_or(pr.{weight} IS NULL) AS unknown
-          FROM window_presence pr
+          FROM window_presence pr JOIN day_gaps g ON pr.day >= g.lo AND pr.day < g.hi
           WHERE pr.resolution = %(res)s AND pr.window_s = 86400
             AND pr.window_start >= %(start)s AND pr.window_start < %(end)s
             AND pr.cell = ANY (ARRAY(SELECT cell FROM wanted))
             AND (pr.metrics >> %(metric)s) & 1 = 1
-            AND floor(pr.day / 7.0)::integer NOT IN (SELECT week FROM pweeks)
           GROUP BY 1, 2, 3) g),
 daily_pres AS (
     SELECT key, count(DISTINCT ride_id) AS rides, count(DISTINCT day) AS days,
