@@ -61,6 +61,7 @@ from api.keys import create_key
 from api.roles import Role
 from bikesense.defaults import H3_RESOLUTIONS as DEFAULT_H3_RESOLUTIONS
 from bikesense.defaults import WINDOW_SIZES_S as DEFAULT_WINDOW_SIZES_S
+from storage.rollups import refresh_rollups
 from storage.statistics import StatisticsKeeper
 from storage.writer import write_batch
 from stream.core.aggregate import aggregate
@@ -153,17 +154,33 @@ def percentiles(samples_s: list[float], timeouts: int) -> dict[str, float | int]
     }
 
 
+def postgres_cpu_s(postmaster: int) -> float:
+    """CPU seconds used so far by the postmaster's children (the backends serving the
+    API's pool among them), from /proc."""
+    total = 0.0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == postmaster:
+            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
+
+
 def measure(
     servers: dict[str, tuple[str, int]],
     key: str,
     requests: dict[str, list[tuple[str, dict[str, str]]]],
     repeat: int,
     timeout: float,
+    postmaster: int | None = None,
 ) -> dict[str, dict[str, Any]]:
     """Each request kind ``repeat`` times on each server (name: (base URL, pid)), the
     servers taking turns request by request and going first in turn, so that the
     machine's load falls on them alike; per server and kind the percentiles and the
-    server process's CPU per request (from /proc)."""
+    server process's CPU per request (from /proc), and with ``postmaster`` (a local
+    cluster's) its backends' CPU per request too (background work included)."""
     names = list(servers)
     clients = {
         name: httpx.Client(base_url=base, timeout=timeout, headers={"X-API-Key": key})
@@ -175,12 +192,14 @@ def measure(
             took: dict[str, list[float]] = {name: [] for name in names}
             timeouts = dict.fromkeys(names, 0)
             cpu = dict.fromkeys(names, 0.0)
+            db_cpu = dict.fromkeys(names, 0.0)
             for round_ in range(repeat):
                 order = names[round_ % len(names) :] + names[: round_ % len(names)]
                 for path, params in calls:
                     for name in order:
                         pid = servers[name][1]
                         used = cpu_s(pid)
+                        db_used = postgres_cpu_s(postmaster) if postmaster else 0.0
                         started = time.perf_counter()
                         try:
                             response = clients[name].get(path, params=params)
@@ -189,6 +208,8 @@ def measure(
                             continue
                         elapsed = time.perf_counter() - started
                         cpu[name] += cpu_s(pid) - used
+                        if postmaster:
+                            db_cpu[name] += postgres_cpu_s(postmaster) - db_used
                         if response.status_code != 200:
                             raise RuntimeError(
                                 f"{name} {path} {params}: {response.status_code} "
@@ -198,11 +219,16 @@ def measure(
             for name in names:
                 row = percentiles(took[name], timeouts[name])
                 row["api_cpu_ms_per_request"] = round(1000 * cpu[name] / max(len(took[name]), 1), 1)
+                if postmaster:
+                    row["postgres_cpu_ms_per_request"] = round(
+                        1000 * db_cpu[name] / max(len(took[name]), 1), 1
+                    )
                 out[name][kind] = row
                 print(
                     f"{name:9s} {kind:20s} p50 {row.get('p50_ms', '-'):>8} ms"
                     f"  p95 {row.get('p95_ms', '-'):>8} ms  API CPU"
                     f" {row['api_cpu_ms_per_request']:>6} ms/request"
+                    f"  PostgreSQL {row.get('postgres_cpu_ms_per_request', '-'):>6} ms"
                     f"  ({row['n']} answered, {timeouts[name]} timed out)"
                 )
     finally:
@@ -236,60 +262,95 @@ def main() -> None:
     with database() as url:
         results["fill"] = fill(url, args.readings, now, keeper)
         last_day = datetime.fromisoformat(results["fill"]["last_day"]).replace(tzinfo=UTC)
-        hour, cell = busiest_hour(url, last_day)
-        with psycopg.connect(url, autocommit=True) as conn:
-            key = create_key(conn, Role.OFFICER, "bench").token
-        one_hour = {"from": hour.isoformat(), "to": (hour + timedelta(hours=1)).isoformat()}
-        long = {"from": (now - timedelta(days=400)).isoformat(), "to": now.isoformat()}
-        day = {"from": last_day.isoformat(), "to": (last_day + timedelta(days=1)).isoformat()}
-        lat, lon = h3i.cell_to_latlng(cell)
-        tiles = list(town_tiles(14))
-        requests = {
-            "cells_hour": [
-                ("/v1/cells", {"resolution": "10", "metric": "pm25", "bbox": TOWN_BBOX, **one_hour})
-            ],
-            "timeseries_day": [
-                (
-                    "/v1/timeseries",
-                    {"cell": format(cell, "x"), "metric": "pm25", "bucket": "1h", **day},
-                )
-            ],
-            "tiles_hour": [(f"/v1/tiles/pm25/{t.z}/{t.x}/{t.y}.png", one_hour) for t in tiles],
-            "cells_400_days": [
-                ("/v1/cells", {"resolution": "10", "metric": "pm25", "bbox": TOWN_BBOX, **long})
-            ],
-            "timeseries_400_days": [
-                (
-                    "/v1/timeseries",
-                    {"cell": format(cell, "x"), "metric": "pm25", "bucket": "1d", **long},
-                )
-            ],
-        }
-        results["hour"] = hour.isoformat()
-        results["cell"] = format(cell, "x")
-        results["cell_latlng"] = [lat, lon]
-        results["tiles"] = len(tiles)
-        with ExitStack() as stack:
-            servers = {"this": stack.enter_context(api_server(url))}
-            if args.baseline:
-                code = stack.enter_context(checkout(args.baseline))
-                servers["baseline"] = stack.enter_context(api_server(url, code))
-            measured = measure(servers, key, requests, args.repeat, args.timeout)
-        results["reads"] = measured["this"]
-        if args.baseline:
-            results["baseline"] = {"rev": args.baseline, "reads": measured["baseline"]}
-        with psycopg.connect(url) as conn:
-            results["last_analyze"] = {
-                name: [str(manual), str(auto)]
-                for name, manual, auto in conn.execute(
-                    "SELECT relname, last_analyze, last_autoanalyze FROM pg_stat_user_tables"
-                    " WHERE relname IN ('cell_windows', 'window_rides', 'window_presence',"
-                    " 'h3_cells') ORDER BY 1"
-                ).fetchall()
-            }
+        # The weekly roll-ups as bikesense ingest's roll-up round leaves them
+        # (stream.maintenance.keep_rollups): long ranges are read from them.
+        results["rollups"] = roll_up(url)
+        results.update(read_backlog(url, now, last_day, args))
     results["load_average_after"] = list(os.getloadavg())
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / f"reads-{args.statistics}.json").write_text(json.dumps(results, indent=2) + "\n")
+
+
+def roll_up(url: str) -> dict[str, Any]:
+    """One roll-up round on the backlog (storage.rollups), its time and PostgreSQL CPU."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        postmaster = _postmaster(conn)
+        used = postgres_cpu_s(postmaster) if postmaster else 0.0
+        started = time.perf_counter()
+        report = refresh_rollups(conn)
+        took = time.perf_counter() - started
+        cpu = postgres_cpu_s(postmaster) - used if postmaster else None
+    return {"weeks": report.rolled, "s": round(took, 1), "postgres_cpu_s": cpu}
+
+
+def _postmaster(conn: psycopg.Connection[Any]) -> int | None:
+    """The local cluster's postmaster pid (None for a server elsewhere)."""
+    row = conn.execute("SELECT pg_backend_pid()").fetchone()
+    try:
+        stat = Path(f"/proc/{row[0] if row else 0}/stat").read_text()
+    except OSError:
+        return None
+    return int(stat.rsplit(")", 1)[1].split()[1])
+
+
+def read_backlog(
+    url: str, now: datetime, last_day: datetime, args: argparse.Namespace
+) -> dict[str, Any]:
+    """The officer's reads of the backlog, from this code (and ``args.baseline``'s)."""
+    results: dict[str, Any] = {}
+    hour, cell = busiest_hour(url, last_day)
+    with psycopg.connect(url, autocommit=True) as conn:
+        key = create_key(conn, Role.OFFICER, "bench").token
+        postmaster = _postmaster(conn)
+    one_hour = {"from": hour.isoformat(), "to": (hour + timedelta(hours=1)).isoformat()}
+    long = {"from": (now - timedelta(days=400)).isoformat(), "to": now.isoformat()}
+    day = {"from": last_day.isoformat(), "to": (last_day + timedelta(days=1)).isoformat()}
+    lat, lon = h3i.cell_to_latlng(cell)
+    tiles = list(town_tiles(14))
+    requests = {
+        "cells_hour": [
+            ("/v1/cells", {"resolution": "10", "metric": "pm25", "bbox": TOWN_BBOX, **one_hour})
+        ],
+        "timeseries_day": [
+            (
+                "/v1/timeseries",
+                {"cell": format(cell, "x"), "metric": "pm25", "bucket": "1h", **day},
+            )
+        ],
+        "tiles_hour": [(f"/v1/tiles/pm25/{t.z}/{t.x}/{t.y}.png", one_hour) for t in tiles],
+        "cells_400_days": [
+            ("/v1/cells", {"resolution": "10", "metric": "pm25", "bbox": TOWN_BBOX, **long})
+        ],
+        "timeseries_400_days": [
+            (
+                "/v1/timeseries",
+                {"cell": format(cell, "x"), "metric": "pm25", "bucket": "1d", **long},
+            )
+        ],
+    }
+    results["hour"] = hour.isoformat()
+    results["cell"] = format(cell, "x")
+    results["cell_latlng"] = [lat, lon]
+    results["tiles"] = len(tiles)
+    with ExitStack() as stack:
+        servers = {"this": stack.enter_context(api_server(url))}
+        if args.baseline:
+            code = stack.enter_context(checkout(args.baseline))
+            servers["baseline"] = stack.enter_context(api_server(url, code))
+        measured = measure(servers, key, requests, args.repeat, args.timeout, postmaster)
+    results["reads"] = measured["this"]
+    if args.baseline:
+        results["baseline"] = {"rev": args.baseline, "reads": measured["baseline"]}
+    with psycopg.connect(url) as conn:
+        results["last_analyze"] = {
+            name: [str(manual), str(auto)]
+            for name, manual, auto in conn.execute(
+                "SELECT relname, last_analyze, last_autoanalyze FROM pg_stat_user_tables"
+                " WHERE relname IN ('cell_windows', 'window_rides', 'window_presence',"
+                " 'h3_cells') ORDER BY 1"
+            ).fetchall()
+        }
+    return results
 
 
 if __name__ == "__main__":

@@ -38,7 +38,7 @@ from stream.faust_app.ingest import (
     ReadingsProducer,
 )
 from stream.faust_app.topics import readings_topic
-from stream.maintenance import MaintenanceConfig, keep_statistics, maintain
+from stream.maintenance import MaintenanceConfig, keep_rollups, keep_statistics, maintain
 
 B = TypeVar("B")
 
@@ -149,6 +149,12 @@ class Runtime(Generic[B]):
                 keeper = StatisticsKeeper(interval_s=maintenance.statistics_interval_s)
                 upkeep.append(
                     asyncio.create_task(keep_statistics(self.config.database_url, keeper, stop))
+                )
+            if maintenance.rollup_interval_s is not None:
+                upkeep.append(
+                    asyncio.create_task(
+                        keep_rollups(self.config.database_url, maintenance.rollup_interval_s, stop)
+                    )
                 )
         try:
             await self.consumer.run(stop)

@@ -28,7 +28,7 @@ import psycopg
 from h3.api import basic_int as h3int
 from psycopg import sql
 
-from storage import cellwindows, copybin, staging
+from storage import cellwindows, copybin, rollups, staging
 from storage.copybin import Column, scalar
 from storage.exceptions import BatchError
 from stream.core.partials import PARTIAL_DTYPE, PRESENCE_DTYPE
@@ -217,6 +217,7 @@ def store(conn: psycopg.Connection[Any], rows: AggregateRows) -> int:
     if len(rows.presence):
         staging.copy(conn, _COPY_PRESENCE, rows.presence_payload)
         conn.execute(_INSERT_PRESENCE)
+        rollups.mark_weeks(conn, rows.presence)  # the weeks to roll up again
     return merged
 
 

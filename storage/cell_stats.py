@@ -19,6 +19,7 @@ from psycopg import sql
 from storage.cellwindows import pair_partials, per_metric, presence_weight
 from storage.corrected_windows import corrected_per_metric, pick
 from storage.exceptions import QueryError
+from storage.long_cells import CELLS_QUERIES, PAIR_QUERIES, rolls_up
 from storage.merged_stats import MERGED, PARTIALS_IN_RANGE, merged, presence_by, to_stats
 from storage.selection import UNITS, WANTED_BBOX, BBox, Selection, bbox_params
 from stream.core.partials import Metric
@@ -154,7 +155,8 @@ def _pair_args(sel: Selection, other: Metric, bbox: BBox) -> tuple[bytes, dict[s
             f"{other.api_name} is merged in the same pass as {sel.metric.api_name} only "
             "for its covariate pairs, on raw values without k"
         )
-    return _PAIR_QUERIES[sel.metric, other], sel.params() | bbox_params(bbox)
+    queries = PAIR_QUERIES if rolls_up(sel) else _PAIR_QUERIES
+    return queries[sel.metric, other], sel.params() | bbox_params(bbox)
 
 
 def cell_stats_with(
@@ -185,6 +187,9 @@ async def acell_stats_with(
 
 
 def _query(sel: Selection) -> bytes:
+    if rolls_up(sel):
+        # A keyed role's long range: from the weekly roll-ups (storage.long_cells).
+        return CELLS_QUERIES[sel.metric]
     return pick(_CELLS_QUERY, _CELLS_CORRECTED, sel.metric, on=sel.corrected)
 
 

@@ -19,7 +19,9 @@ docs/privacy.md); window aggregates stay. The embedded runtime runs
 
 Beside it, every 15 s, :func:`keep_statistics` analyzes the tables whose planner
 statistics fell behind their growth (``storage.statistics``): autovacuum alone leaves
-the API's reads badly planned for a minute or more after a backlog lands.
+the API's reads badly planned for a minute or more after a backlog lands; and every
+300 s :func:`keep_rollups` rolls up the weeks that are over and those late data changed
+(``storage.rollups``), which keyed roles' long ranges are read from.
 
 Several ingest processes may run against one database: a session advisory lock
 lets one of them do the work and the others skip that round. The lock is
@@ -45,12 +47,15 @@ from storage.retention import (
     drop_expired,
     expire_presence,
 )
+from storage.rollups import refresh_rollups
 from storage.statistics import StatisticsKeeper
 
 log = logging.getLogger(__name__)
 
 #: Key of the session advisory lock (an arbitrary constant: "bsmaint" in ASCII).
 ADVISORY_LOCK_KEY = 0x62736D61696E74
+#: Key of the roll-ups' advisory lock ("bsrollu" in ASCII).
+ROLLUP_LOCK_KEY = 0x6273726F6C6C75
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,6 +70,10 @@ class MaintenanceConfig:
     #: How often the planner statistics of tables that grew are brought up to date
     #: (``storage.statistics``); None leaves them to autovacuum.
     statistics_interval_s: float | None = 15.0
+    #: How often the weekly roll-ups are brought up to date (``storage.rollups``): the
+    #: longest a late reading in a week already rolled up takes to show in a keyed
+    #: role's long range. None: never (long ranges then come from the daily windows).
+    rollup_interval_s: float | None = 300.0
 
     def __post_init__(self) -> None:
         if (
@@ -72,6 +81,7 @@ class MaintenanceConfig:
             or self.held_expiry <= timedelta(0)
             or self.interval_s <= 0
             or self.retry_s <= 0
+            or (self.rollup_interval_s is not None and self.rollup_interval_s <= 0)
         ):
             msg = (
                 "maintenance needs a positive retention, interval and retry "
@@ -177,5 +187,36 @@ async def keep_statistics(database_url: str, keeper: StatisticsKeeper, stop: asy
                 log.debug("analyzed %s", ", ".join(analyzed))
         try:
             await asyncio.wait_for(stop.wait(), timeout=keeper.interval_s)
+        except TimeoutError:
+            continue
+
+
+def _rollup_round(database_url: str) -> int:
+    with psycopg.connect(
+        database_url, autocommit=True, connect_timeout=5, application_name="bikesense-rollups"
+    ) as conn:
+        locked = conn.execute("SELECT pg_try_advisory_lock(%s)", (ROLLUP_LOCK_KEY,)).fetchone()
+        if not locked or not locked[0]:
+            return 0
+        try:
+            return refresh_rollups(conn).rolled
+        finally:
+            conn.execute("SELECT pg_advisory_unlock(%s)", (ROLLUP_LOCK_KEY,))
+
+
+async def keep_rollups(database_url: str, interval_s: float, stop: asyncio.Event) -> None:
+    """Refresh the weekly roll-ups now and every ``interval_s`` until ``stop`` is set (one
+    process at a time, by a session advisory lock). A failed round is logged and the
+    next one comes at the interval; it never stops the runtime."""
+    while not stop.is_set():
+        try:
+            rolled = await asyncio.to_thread(_rollup_round, database_url)
+        except psycopg.Error as exc:
+            log.warning("roll-up round failed (%s); trying again in %.0f s", exc, interval_s)
+        else:
+            if rolled:
+                log.info("rolled up %d weeks", rolled)
+        try:
+            await asyncio.wait_for(stop.wait(), timeout=interval_s)
         except TimeoutError:
             continue
