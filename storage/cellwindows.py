@@ -90,6 +90,9 @@ def _metric_columns(metric: Metric) -> tuple[Column, ...]:
 COLUMNS: tuple[Column, ...] = KEY_COLUMNS + tuple(
     c for metric in Metric for c in _metric_columns(metric)
 )
+_HIST_COLUMNS: dict[Metric, Column] = {
+    metric: next(c for c in COLUMNS if c.name == column(metric, "hist")) for metric in Metric
+}
 #: The table's columns (the histograms cut to their counted bins).
 TABLE_COLUMNS: tuple[str, ...] = tuple(c.name for c in COLUMNS if not c.name.endswith(HIST_END))
 
@@ -100,73 +103,82 @@ def encode(partials: np.ndarray) -> bytes:
     cannot touch one row twice in a statement."""
     if partials.dtype != PARTIAL_DTYPE:
         raise TypeError(f"partials must be of PARTIAL_DTYPE, got {partials.dtype}")
-    # Sorted by cell-window, then metric: a repeated key is two neighbours alike.
+    # Sorted by cell-window, then metric: a repeated key is two neighbours alike. Only
+    # the keys are sorted; every value is written once, straight into its COPY row.
     order = np.lexsort((partials["metric"], *(partials[k] for k in reversed(_KEY_FIELDS))))
-    p = partials[order]
-    firsts = group_starts(*(p[k] for k in _KEY_FIELDS))
-    if len(group_starts(*(p[k] for k in _KEY_FIELDS), p["metric"])) != len(p):
+    keys = [partials[k][order] for k in _KEY_FIELDS]
+    metrics = partials["metric"][order]
+    firsts = group_starts(*keys)
+    if len(group_starts(*keys, metrics)) != len(order):
         raise BatchError(
             "the aggregate callable returned several partials for one key; "
             "merge them first (stream.core.aggregate.merge_partials)"
         )
-    starts = np.zeros(len(p), dtype=bool)
+    starts = np.zeros(len(order), dtype=bool)
     starts[firsts] = True
     row = np.cumsum(starts) - 1  # each partial's cell-window
     n = len(firsts)
-    values: dict[str, np.ndarray] = {
-        "resolution": p["resolution"][firsts],
-        "window_s": p["window_s"][firsts],
-        "window_start": copybin.ms_to_pg_timestamp(p["window_start_ms"][firsts]),
-        "cell": p["cell"][firsts],
-    }
+    placed: dict[Metric, tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = {}
     nulls: dict[str, np.ndarray] = {}
     for metric in Metric:
-        of_metric = p["metric"] == metric
-        rows = row[of_metric]
-        mp = p[of_metric]
-        for field in METRIC_FIELDS:
-            filled = np.zeros((n, *PARTIAL_DTYPE[field].shape), dtype=PARTIAL_DTYPE[field].base)
-            if field in ("min", "max"):
-                filled[:] = np.nan
-            filled[rows] = mp[field]
-            values[column(metric, field)] = filled
-        empty = values[column(metric, "n")] == 0
-        counted = values[column(metric, "hist")] != 0
-        if np.any(~empty & ~counted.any(axis=1)):
+        of_metric = metrics == metric
+        at, rows = order[of_metric], row[of_metric]
+        hist = partials["hist"][at]
+        counted = hist != 0
+        count = partials["n"][at]
+        if np.any((count != 0) & ~counted.any(axis=1)):
             raise BatchError(
                 f"a {metric.api_name} partial counts readings (n > 0) in no histogram bin; "
                 "every reading a partial counts is in one of its bins"
             )
-        # The first counted bin, and the one after the last (counted bins of an empty
-        # histogram: none; it is NULL anyway).
-        values[column(metric, HIST_OFFSET)], values[column(metric, HIST_END)] = counted_span(
-            counted
-        )
+        placed[metric] = (at, rows, hist, counted)
+        # A metric without a partial in a cell-window is NULL there but for its n and
+        # sums (0), as is the histogram of a partial without readings.
+        empty = _filled(n, rows, count == 0)
         for field in ("hist", HIST_OFFSET, HIST_END):
             nulls[column(metric, field)] = empty
-        for field in ("min", "max"):
-            nulls[column(metric, field)] = np.isnan(values[column(metric, field)])
-        if metric is Metric.NOISE:
-            for field in ("energy", "duration_s"):
-                filled = np.zeros(n)
-                filled[rows] = np.nan_to_num(mp[field], nan=0.0)
-                values[column(metric, field)] = filled
-            lamax = np.full(n, np.nan)
-            lamax[rows] = mp["lamax_db"]
-            values[column(metric, "lamax_db")] = lamax
-            nulls[column(metric, "lamax_db")] = np.isnan(lamax)
+        extremes = ("min", "max", "lamax_db") if metric is Metric.NOISE else ("min", "max")
+        for field in extremes:
+            nulls[column(metric, field)] = _filled(n, rows, np.isnan(partials[field][at]))
     # Rows with the same metrics absent have their NULLs in the same fields: grouped,
     # copybin cuts those out a run at a time (the upsert orders rows by key anyway).
     pattern = np.zeros(n, dtype=np.int64)
     for bit, mask in enumerate(nulls.values()):
         pattern |= mask.astype(np.int64) << bit
-    order = np.argsort(pattern, kind="stable")
-    return copybin.encode(
-        COLUMNS,
-        {k: v[order] for k, v in values.items()},
-        n,
-        {k: m[order] for k, m in nulls.items()},
-    )
+    laid_out = np.argsort(pattern, kind="stable")
+    position = np.empty(n, dtype=np.intp)
+    position[laid_out] = np.arange(n)
+    out = copybin.empty_rows(COLUMNS, n)
+    for name, key in zip(_KEY_FIELDS, keys, strict=True):
+        first = key[firsts][laid_out]
+        if name == "window_start_ms":
+            out["window_start"] = copybin.ms_to_pg_timestamp(first)
+        else:
+            out[name] = first
+    for metric, (at, rows, hist, counted) in placed.items():
+        if not len(at):
+            continue
+        to = position[rows]
+        for field in ("n", "sum", "sumsq", "min", "max"):
+            out[column(metric, field)][to] = partials[field][at]
+        copybin.array_elements(out, _HIST_COLUMNS[metric])[to] = hist
+        # The first counted bin, and the one after the last (counted bins of an empty
+        # histogram: none; it is NULL anyway).
+        offset, end = counted_span(counted)
+        out[column(metric, HIST_OFFSET)][to] = offset
+        out[column(metric, HIST_END)][to] = end
+        if metric is Metric.NOISE:
+            for field in ("energy", "duration_s"):
+                out[column(metric, field)][to] = np.nan_to_num(partials[field][at], nan=0.0)
+            out[column(metric, "lamax_db")][to] = partials["lamax_db"][at]
+    return copybin.payload(COLUMNS, out, {k: m[laid_out] for k, m in nulls.items()})
+
+
+def _filled(n: int, rows: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """A mask over ``n`` cell-windows: ``values`` at ``rows``, True elsewhere."""
+    mask = np.ones(n, dtype=bool)
+    mask[rows] = values
+    return mask
 
 
 def _hist_merge(metric: Metric) -> sql.Composable:

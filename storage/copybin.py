@@ -110,13 +110,35 @@ def encode(
     laid out full width, then the value bytes of NULL fields are cut out and
     their lengths set to -1, in numpy.
     """
-    rows = np.repeat(_template(tuple(columns)), n)
+    rows = empty_rows(columns, n)
     for col in columns:
         data = values[col.name]
         if col.sql_type == "integer[]":
-            rows[col.name][:, _ARRAY_HEADER_WORDS + 1 :: 2] = data
+            array_elements(rows, col)[:] = data
         else:
             rows[col.name] = data
+    return payload(columns, rows, nulls)
+
+
+def empty_rows(columns: Sequence[Column], n: int) -> np.ndarray:
+    """``n`` rows of ``columns`` laid out full width, every value 0 (array elements too):
+    for a caller that writes the values itself (fields by column name,
+    :func:`array_elements` for arrays), then calls :func:`payload`."""
+    return np.repeat(_template(tuple(columns)), n)
+
+
+def array_elements(rows: np.ndarray, column: Column) -> np.ndarray:
+    """The elements of the ``integer[]`` column ``column`` of :func:`empty_rows`'s ``rows``,
+    (rows, length), to write into."""
+    elements: np.ndarray = rows[column.name][:, _ARRAY_HEADER_WORDS + 1 :: 2]
+    return elements
+
+
+def payload(
+    columns: Sequence[Column], rows: np.ndarray, nulls: dict[str, np.ndarray] | None = None
+) -> bytes:
+    """The binary COPY stream of :func:`empty_rows`'s ``rows`` with their values written,
+    NULL where ``nulls`` says (see :func:`encode`)."""
     null_columns = [
         (i, col, mask)
         for i, col in enumerate(columns)

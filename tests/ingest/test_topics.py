@@ -39,3 +39,13 @@ def test_shared_subscription() -> None:
         "$share/g/bikesense/v1/kits/+/status",
     ]
     assert layout.subscriptions("") == ["bikesense/v1/kits/+/up", "bikesense/v1/kits/+/status"]
+
+
+def test_a_topic_parses_only_under_its_own_root_and_a_refusal_repeats() -> None:
+    # Parses are remembered per (root, topic); refusals are not, so each one raises.
+    topic = TopicLayout("a/v1").up(7)
+    assert TopicLayout("a/v1").parse(topic) == KitTopic(7, TopicKind.UP)
+    for _ in range(2):
+        with pytest.raises(TopicError, match="not under"):
+            TopicLayout("b/v1").parse(topic)
+    assert TopicLayout("a/v1").parse(topic) == KitTopic(7, TopicKind.UP)

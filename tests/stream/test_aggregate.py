@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import math
+from datetime import date, datetime
+from zoneinfo import ZoneInfo
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from h3.api import basic_int as h3int
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from stream.core.aggregate import aggregate, hist_bins, merge_partials
@@ -26,6 +29,7 @@ from stream.core.partials import (
 from stream.core.policy import DEFAULT_POLICY, EXCLUDING_FLAGS
 from stream.core.qa import QaFlag
 from stream.core.resolution import quantise
+from stream.core.rides import ride_starts_ms
 from stream.core.summary import laeq_db, summarise
 from stream.core.windows import window_starts_ms
 from tests.stream.stream_factories import T0_MS, random_enriched
@@ -34,6 +38,7 @@ RES = (7, 9, 10)
 WINDOWS = (60, 3600, 86400)
 EXACT = ("metric", "resolution", "cell", "window_s", "window_start_ms", "n", "min", "max", "hist")
 FLOAT = ("sum", "sumsq", "energy", "duration_s")
+EPOCH_ORDINAL = date(1970, 1, 1).toordinal()
 
 
 def assert_same_partials(a: np.ndarray, b: np.ndarray) -> None:
@@ -117,6 +122,89 @@ def test_partials_are_unique_and_count_exactly_the_publishable_values(seed: int,
                 # At the kit's decimals, not float32's (stream.core.resolution).
                 values = quantise(metric, rows[METRIC_COLUMNS[metric]][ok])
                 assert partials["sum"][sel].sum() == pytest.approx(values.sum(), rel=1e-9, abs=1e-6)
+
+
+def straightforward_aggregate(
+    rows: np.ndarray, resolutions: set[int], windows: set[int], day_tz: str
+) -> tuple[np.ndarray, np.ndarray]:
+    """Partials and presence the obvious way, for checking the roll-ups of ``aggregate``:
+    every (resolution, window size) on its own, straight from the readings, a Python
+    loop over them, parents from h3 and window starts from integer division."""
+    masks = {m: DEFAULT_POLICY.publishable(rows, m) for m in METRIC_COLUMNS}
+    partials: list[tuple[object, ...]] = []
+    presence: list[tuple[object, ...]] = []
+    for res in resolutions:
+        for w in windows:
+            groups: dict[tuple[Metric, int, int], list[int]] = {}
+            rides: dict[tuple[int, int, int], list[int]] = {}
+            for i, row in enumerate(rows):
+                key = (
+                    h3int.cell_to_parent(int(row["cell"]), res),
+                    int(row["ts_ms"]) // (w * 1000) * w * 1000,
+                )
+                bits = 0
+                for metric, mask in masks.items():
+                    if mask[i]:
+                        groups.setdefault((metric, *key), []).append(i)
+                        bits |= metric_bit(metric)
+                if bits:
+                    rides.setdefault((*key, int(row["ride_id"])), []).append(i)
+            for (metric, cell, start), idx in groups.items():
+                values = quantise(metric, rows[METRIC_COLUMNS[metric]][idx])
+                hist = np.bincount(hist_bins(metric, values), minlength=HIST_BINS)
+                energy = duration = 0.0
+                lamax = np.nan
+                if metric is Metric.NOISE:
+                    seconds = rows["interval_ms"][idx] / 1000.0
+                    energy = float(np.sum(seconds * 10.0 ** (values / 10.0)))
+                    duration = float(seconds.sum())
+                    lamax = float(np.fmax.reduce(quantise(metric, rows["noise_lamax_db"][idx])))
+                partials.append(
+                    (int(metric), res, cell, w, start, len(idx), values.sum(),
+                     (values * values).sum(), values.min(), values.max(), energy, duration,
+                     lamax, hist)
+                )  # fmt: skip
+            for (cell, start, ride), idx in rides.items():
+                ride_start = datetime.fromtimestamp(
+                    int(ride_starts_ms(ride)) // 1000, ZoneInfo(day_tz)
+                )
+                heard = [i for i in idx if masks[Metric.NOISE][i]]
+                level = quantise(Metric.NOISE, rows["noise_laeq_db"][heard])
+                presence.append(
+                    (res, cell, w, start, ride, ride_start.date().toordinal() - EPOCH_ORDINAL,
+                     sum(metric_bit(m) for m, mask in masks.items() if mask[idx].any()),
+                     len(idx),
+                     float(np.sum(rows["interval_ms"][heard] / 1000.0 * 10.0 ** (level / 10.0))))
+                )  # fmt: skip
+    return np.array(partials, dtype=PARTIAL_DTYPE), np.array(presence, dtype=PRESENCE_DTYPE)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    seed=st.integers(0, 2**32 - 1),
+    n=st.integers(0, 200),
+    span_ms=st.sampled_from([120_000, 7_200_000, 3 * 86_400_000]),
+    resolutions=st.sets(st.integers(5, 10), min_size=1, max_size=4),
+    # Sizes that do not nest in each other (600 and 900; 400 and 2700) roll up from a
+    # window that nests in both (300 s; 100 s).
+    windows=st.sets(
+        st.sampled_from([30, 60, 400, 600, 900, 2700, 3600, 7200, 86_400]), min_size=1, max_size=4
+    ),
+    day_tz=st.sampled_from(["Europe/Amsterdam", "America/Los_Angeles"]),
+)
+@example(seed=3, n=200, span_ms=7_200_000, resolutions={7, 9}, windows={600, 900}, day_tz="UTC")
+def test_rolled_up_aggregates_equal_each_key_aggregated_straight_from_the_readings(
+    seed: int, n: int, span_ms: int, resolutions: set[int], windows: set[int], day_tz: str
+) -> None:
+    rows = random_enriched(seed, n)
+    # Readings close in time as well as far apart, so that fine windows hold several.
+    rows["ts_ms"] = T0_MS + np.random.default_rng(seed).integers(-span_ms, span_ms, n)
+    partials, presence = aggregate(rows, sorted(resolutions), sorted(windows), day_tz)
+    expected, expected_presence = straightforward_aggregate(rows, resolutions, windows, day_tz)
+    assert len(merge_partials(partials)) == len(partials)
+    assert len(merge_presence(presence)) == len(presence)
+    assert_same_partials(partials, expected)
+    assert_same_presence(presence, expected_presence)
 
 
 def test_readings_with_excluding_flags_or_no_value_do_not_count() -> None:
