@@ -28,7 +28,7 @@ import numpy as np
 import psycopg
 import pydantic_core
 
-from api.bands import NO_BAND, Band, MetricScale
+from api.bands import NO_BAND, MetricScale
 from api.models import TimeseriesPoint
 from api.stats import (
     COVARIATES,
@@ -263,18 +263,31 @@ def cell_features_json(
     the two."""
     if not len(stats):
         return b"[]"
-    cells, status, n, rides, days, *figures, reason, bands = _columns(
-        stats, sel, scale, min_readings, covariate
-    )
+    j = judge(stats, sel.metric, scale, min_readings, covariate)
+    shown = rounded(stats, sel.metric)
     head = pydantic_core.to_json(
         {"resolution": sel.resolution, "metric": sel.metric.api_name, "unit": scale.unit}
     )[1:-1].replace(b"%", b"%%")  # a unit may be "%"
     strings = functools.partial(_json_of, {})
-    band_json: dict[Band | None, tuple[bytes, bytes]] = {
-        None: (b"null", b"null"),
-        **{b: (strings(b.label), strings(b.colour)) for b in scale.bands},
-    }
-    numbers = [_json_items(column) for column in (n, rides, days, *figures)]
+    status = [strings("ok" if s else "insufficient") for s in j.sufficient.tolist()]
+    reasons = [strings(r) for r in j.interval_reason]
+    no_band = (b"null", b"null")
+    band_json = [(strings(b.label), strings(b.colour)) for b in scale.bands]
+    bands = [band_json[b] if b >= 0 else no_band for b in j.band.tolist()]
+    nothing = np.full(len(shown), np.nan)
+    noise = sel.metric is Metric.NOISE
+    figures = [
+        *(shown[name] for name in _SHOWN),
+        shown["laeq_db"] if noise else nothing,
+        shown["lamax_db"] if noise else nothing,
+        j.ci_low,
+        j.ci_high,
+    ]
+    numbers = [
+        *(_json_items(shown[name].tolist()) for name in ("n", "rides", "days")),
+        *(_json_items(f.astype(np.float64).tolist()) for f in figures),
+    ]
+    cells = shown["cell"].tolist()
     ids = [b'"%x"' % cell for cell in cells]
     template = (
         b'{"type":"Feature","id":%b,"geometry":{"type":"Polygon","coordinates":[%b]},'
@@ -285,18 +298,9 @@ def cell_features_json(
         + b',"interval_reason":%b,"band":%b,"colour":%b}}'
     )
     features = [
-        template
-        % (
-            cell_id,
-            _ring_json(cell),
-            cell_id,
-            strings(s),
-            *values,
-            strings(r),
-            *band_json[band],
-        )
+        template % (cell_id, _ring_json(cell), cell_id, s, *values, r, *band)
         for cell_id, cell, s, r, band, *values in zip(
-            ids, cells, status, reason, bands, *numbers, strict=True
+            ids, cells, status, reasons, bands, *numbers, strict=True
         )
     ]
     return b"[" + b",".join(features) + b"]"
@@ -331,8 +335,9 @@ def _json_of(cache: dict[str | None, bytes], value: str | None) -> bytes:
 
 
 def _json_items(values: list[Any]) -> list[bytes]:
-    """Each of ``values`` (numbers or None) as pydantic_core serialises it in a list."""
-    items = pydantic_core.to_json(values)[1:-1].split(b",")
+    """Each of ``values`` (numbers) as pydantic_core serialises it in a list, null where
+    not finite (as :func:`_nullable` gives it)."""
+    items = pydantic_core.to_json(values, inf_nan_mode="null")[1:-1].split(b",")
     if len(items) != len(values):  # a number never holds a comma: a bug, not bad input
         raise ValueError(f"{len(values)} numbers serialised as {len(items)} items")
     return items
