@@ -24,8 +24,10 @@ from storage.merged_stats import (
     MERGED,
     PARTIALS_IN_RANGE,
     Column,
+    NumberedQuery,
     hists_of_wire,
     merged,
+    numbered,
     presence_by,
     raw_hists,
     stats_of,
@@ -190,14 +192,14 @@ def _split_pair(
     return stats, stats_of(covariate, cov_sel, by_cell=True, window_s=sel.window_s)
 
 
-def _pair_args(sel: Selection, other: Metric, bbox: BBox) -> tuple[bytes, dict[str, Any]]:
+def _pair_args(sel: Selection, other: Metric, bbox: BBox) -> tuple[NumberedQuery, dict[str, Any]]:
     if not combines(sel, other):
         raise QueryError(
             f"{other.api_name} is merged in the same pass as {sel.metric.api_name} only "
             "for its covariate pairs, on raw values without k"
         )
     queries = PAIR_QUERIES if rolls_up(sel) else _PAIR_QUERIES
-    return queries[sel.metric, other], sel.params() | bbox_params(bbox)
+    return numbered(queries[sel.metric, other]), sel.params() | bbox_params(bbox)
 
 
 def cell_stats_with(
@@ -210,9 +212,10 @@ def cell_stats_with(
     weights left 0 and NaN: the covariate of an interval needs none). Only where
     :func:`combines`; raises QueryError otherwise."""
     query, params = _pair_args(sel, other, bbox)
-    with conn.cursor(binary=True) as cur:
+    with psycopg.RawCursor(conn) as cur:
         raw_hists(cur)
-        return _split_pair(cur.execute(query, params).fetchall(), sel, other)
+        cur.execute(query.sql, query.args(params), binary=True)
+        return _split_pair(cur.fetchall(), sel, other)
 
 
 async def acell_stats_with(
@@ -220,37 +223,44 @@ async def acell_stats_with(
 ) -> tuple[np.ndarray, np.ndarray]:
     """:func:`cell_stats_with` for an async connection."""
     query, params = _pair_args(sel, other, bbox)
-    async with conn.cursor(binary=True) as cur:
+    async with psycopg.AsyncRawCursor(conn) as cur:
         raw_hists(cur)
-        await cur.execute(query, params)
+        await cur.execute(query.sql, query.args(params), binary=True)
         return _split_pair(await cur.fetchall(), sel, other)
 
 
-# Rows come in binary: a cell is two histograms of 32 bigints and a score of numbers,
-# which psycopg decodes about 2.5 times faster than their text (9 -> 3.5 ms of client
-# CPU for an officer's hour at resolution 10, bench/bench_reads.py's backlog).
+# The queries go with numbered parameters ($1, ..., storage.merged_stats.numbered) through
+# a raw cursor: psycopg caches its conversion of %(name)s only for queries up to 4 kB,
+# and parsed these 7 kB ones again on every request (about 4 ms of an officer's hour,
+# py-spy on the API). Rows come in binary: a cell is two histograms of 32 bigints and a
+# score of numbers, which psycopg decodes about 2.5 times faster than their text (9 ->
+# 3.5 ms of client CPU for an officer's hour at resolution 10, bench/bench_reads.py's
+# backlog).
 
 
-def _query(sel: Selection) -> bytes:
+def _query(sel: Selection) -> NumberedQuery:
     if rolls_up(sel):
         # A keyed role's long range: from the weekly roll-ups (storage.long_cells).
-        return CELLS_QUERIES[sel.metric]
-    return pick(_CELLS_QUERY, _CELLS_CORRECTED, sel.metric, on=sel.corrected)
+        return numbered(CELLS_QUERIES[sel.metric])
+    return numbered(pick(_CELLS_QUERY, _CELLS_CORRECTED, sel.metric, on=sel.corrected))
 
 
 def cell_stats(conn: psycopg.Connection[Any], sel: Selection, bbox: BBox) -> np.ndarray:
     """Per cell whose centre is in ``bbox``: statistics over the selection (``STATS_DTYPE``),
     sorted by cell."""
-    with conn.cursor(binary=True) as cur:
+    query = _query(sel)
+    with psycopg.RawCursor(conn) as cur:
         raw_hists(cur)
-        rows = cur.execute(_query(sel), sel.params() | bbox_params(bbox)).fetchall()
+        cur.execute(query.sql, query.args(sel.params() | bbox_params(bbox)), binary=True)
+        rows = cur.fetchall()
     return stats_of(_joined_by_key(_columns(rows, 16))[0], sel, by_cell=True, window_s=sel.window_s)
 
 
 async def acell_stats(conn: psycopg.AsyncConnection[Any], sel: Selection, bbox: BBox) -> np.ndarray:
     """:func:`cell_stats` for an async connection."""
-    async with conn.cursor(binary=True) as cur:
+    query = _query(sel)
+    async with psycopg.AsyncRawCursor(conn) as cur:
         raw_hists(cur)
-        await cur.execute(_query(sel), sel.params() | bbox_params(bbox))
+        await cur.execute(query.sql, query.args(sel.params() | bbox_params(bbox)), binary=True)
         rows = await cur.fetchall()
     return stats_of(_joined_by_key(_columns(rows, 16))[0], sel, by_cell=True, window_s=sel.window_s)

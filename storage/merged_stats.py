@@ -11,8 +11,11 @@ energy mean one thing everywhere. :mod:`storage.cell_stats` merges them per cell
 
 from __future__ import annotations
 
+import functools
 import math
-from collections.abc import Sequence
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, LiteralString
 
 import numpy as np
@@ -279,3 +282,41 @@ class RawInt8Arrays(Loader):
 def raw_hists(cursor: psycopg.Cursor[Any] | psycopg.AsyncCursor[Any]) -> None:
     """Make ``cursor`` load ``int8[]`` columns as :class:`RawInt8Arrays` bytes."""
     cursor.adapters.register_loader(INT8_ARRAY_OID, RawInt8Arrays)
+
+
+@dataclass(frozen=True, slots=True)
+class NumberedQuery:
+    """A query whose named parameters ``%(name)s`` are numbered ``$1``, ``$2``, ... in the
+    order of :attr:`names`, for a raw cursor (``psycopg.RawCursor``): no conversion per
+    execution."""
+
+    sql: bytes
+    names: tuple[str, ...]
+
+    def args(self, params: Mapping[str, Any]) -> list[Any]:
+        """The values of ``params`` in the order of the numbers."""
+        missing = [name for name in self.names if name not in params]
+        if missing:  # a bug in the caller, not bad input
+            raise QueryError(f"the query needs parameters {', '.join(missing)}")
+        return [params[name] for name in self.names]
+
+
+_NAMED = re.compile(rb"%\((\w+)\)s")
+
+
+@functools.lru_cache(maxsize=256)
+def numbered(query: bytes) -> NumberedQuery:
+    """``query`` (bytes with ``%(name)s`` parameters and no other ``%``) as a
+    :class:`NumberedQuery`; each name keeps one number wherever it comes."""
+    names: list[str] = []
+
+    def number(match: re.Match[bytes]) -> bytes:
+        name = match.group(1).decode()
+        if name not in names:
+            names.append(name)
+        return b"$%d" % (names.index(name) + 1)
+
+    sql_ = _NAMED.sub(number, query)
+    if b"%" in sql_:
+        raise QueryError("a query for numbered parameters has a % that names no parameter")
+    return NumberedQuery(sql_, tuple(names))

@@ -8,7 +8,7 @@ import psycopg
 import pytest
 
 from storage.exceptions import QueryError
-from storage.merged_stats import hists_of_wire, raw_hists
+from storage.merged_stats import hists_of_wire, numbered, raw_hists
 from stream.core.partials import HIST_BINS
 
 
@@ -40,3 +40,18 @@ def test_histograms_from_the_server_s_binary_arrays(postgres_url: str) -> None:
     for bad in (short, nulls, two_d, [bytes(20 + 12 * HIST_BINS)]):
         with pytest.raises(QueryError, match=f"not one-dimensional arrays of {HIST_BINS} bigints"):
             hists_of_wire(bad)
+
+
+def test_numbered_parameters_keep_one_number_per_name(postgres_url: str) -> None:
+    query = numbered(b"SELECT %(a)s::int + %(b)s::int * %(a)s::int, %(c)s::text")
+    assert query.sql == b"SELECT $1::int + $2::int * $1::int, $3::text"
+    assert query.names == ("a", "b", "c")
+    args = query.args({"c": "x", "b": 3, "a": 2, "unused": 0})
+    with psycopg.connect(postgres_url) as conn, psycopg.RawCursor(conn) as cur:
+        assert cur.execute(query.sql, args).fetchone() == (8, "x")
+    with pytest.raises(QueryError, match="needs parameters b, c"):
+        query.args({"a": 1})
+    with pytest.raises(QueryError, match="names no parameter"):
+        numbered(b"SELECT %(a)s, %s")
+    with pytest.raises(QueryError, match="names no parameter"):
+        numbered(b"SELECT 7 %% 2")
