@@ -11,7 +11,8 @@ colour band, decided on the value as shown (rounded to the sensor's resolution);
 (:func:`api.privacy.selection`), and for PM and NO2 the same selection of the
 humidity or temperature that their interval corrects for (``api.stats.COVARIATES``);
 :func:`read_series` answers with the response models, :func:`cell_features` with what
-they would serialise (a thousand cells and more, built column by column).
+they would serialise and :func:`cell_features_json` with those bytes (a thousand cells
+and more, built column by column).
 """
 
 from __future__ import annotations
