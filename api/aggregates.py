@@ -11,7 +11,8 @@ colour band, decided on the value as shown (rounded to the sensor's resolution);
 (:func:`api.privacy.selection`), and for PM and NO2 the same selection of the
 humidity or temperature that their interval corrects for (``api.stats.COVARIATES``);
 :func:`read_series` answers with the response models, :func:`cell_features` with what
-they would serialise (a thousand cells and more, built column by column).
+they would serialise and :func:`cell_features_json` with those bytes (a thousand cells
+and more, built column by column).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from typing import Any
 import h3.api.basic_int as h3i
 import numpy as np
 import psycopg
+import pydantic_core
 
 from api.bands import NO_BAND, MetricScale
 from api.models import TimeseriesPoint
@@ -222,35 +224,11 @@ def cell_features(
     the JSON-ready dict of its ``api.models.CellFeature``: its fields in their order, the
     values as ``model_dump(mode="json")`` gives them, so that the response serialised
     from these is byte for byte the one the models give (tests/api/test_cells.py).
-
-    Built column by column from the arrays rather than through a validated model per
-    cell: an officer's hour at resolution 10 is 1,420 cells, whose three models each
-    took about 80 ms of the request (bench/bench_reads.py's backlog); this takes a
-    tenth of that. Routes still run it in a worker thread, off the event loop."""
-    j = judge(stats, sel.metric, scale, min_readings, covariate)
-    shown = rounded(stats, sel.metric)
-    noise = sel.metric is Metric.NOISE
-    nothing: list[float | None] = [None] * len(shown)
-    bands = [scale.bands[b] if b >= 0 else None for b in j.band.tolist()]
-    cells = shown["cell"].tolist()
-    columns = zip(
-        cells,
-        ["ok" if s else "insufficient" for s in j.sufficient.tolist()],
-        shown["n"].tolist(),
-        shown["rides"].tolist(),
-        shown["days"].tolist(),
-        *(_nullable(shown[name]) for name in _SHOWN),
-        _nullable(shown["laeq_db"]) if noise else nothing,
-        _nullable(shown["lamax_db"]) if noise else nothing,
-        _nullable(j.ci_low),
-        _nullable(j.ci_high),
-        j.interval_reason,
-        bands,
-        strict=True,
-    )
+    The route serialises the same features with :func:`cell_features_json`."""
+    columns = _columns(stats, sel, scale, min_readings, covariate)
     head = {"resolution": sel.resolution, "metric": sel.metric.api_name, "unit": scale.unit}
     features = []
-    for cell, status, n, rides, days, *figures, reason, band in columns:
+    for cell, status, n, rides, days, *figures, reason, band in zip(*columns, strict=True):
         cell_id = format(cell, "x")
         props: dict[str, Any] = {"cell": cell_id, **head, "status": status}
         props["n_readings"], props["rides"], props["days"] = n, rides, days
@@ -266,6 +244,140 @@ def cell_features(
             }
         )
     return features
+
+
+def cell_features_json(
+    stats: np.ndarray,
+    sel: Selection,
+    scale: MetricScale,
+    *,
+    min_readings: int,
+    covariate: np.ndarray | None = None,
+) -> bytes:
+    """``pydantic_core.to_json(cell_features(...))``, byte for byte, without the dicts.
+
+    Each column is serialised once by pydantic_core (numbers and nulls, which hold no
+    comma, split back into one item per cell), the strings of few values and the cells'
+    rings once per value, and each feature put together from those pieces: an officer's
+    hour at resolution 10 spent about 13 µs per cell building and serialising its dict
+    (bench/bench_reads.py's backlog, cProfile); tests/api/test_aggregates.py compares
+    the two."""
+    if not len(stats):
+        return b"[]"
+    j = judge(stats, sel.metric, scale, min_readings, covariate)
+    shown = rounded(stats, sel.metric)
+    head = pydantic_core.to_json(
+        {"resolution": sel.resolution, "metric": sel.metric.api_name, "unit": scale.unit}
+    )[1:-1].replace(b"%", b"%%")  # a unit may be "%"
+    strings = functools.partial(_json_of, {})
+    status = [strings("ok" if s else "insufficient") for s in j.sufficient.tolist()]
+    reasons = [strings(r) for r in j.interval_reason]
+    no_band = (b"null", b"null")
+    band_json = [(strings(b.label), strings(b.colour)) for b in scale.bands]
+    bands = [band_json[b] if b >= 0 else no_band for b in j.band.tolist()]
+    nothing = np.full(len(shown), np.nan)
+    noise = sel.metric is Metric.NOISE
+    figures = [
+        *(shown[name] for name in _SHOWN),
+        shown["laeq_db"] if noise else nothing,
+        shown["lamax_db"] if noise else nothing,
+        j.ci_low,
+        j.ci_high,
+    ]
+    numbers = [
+        *(_json_items(shown[name].tolist()) for name in ("n", "rides", "days")),
+        *(_json_items(f.astype(np.float64).tolist()) for f in figures),
+    ]
+    cells = shown["cell"].tolist()
+    ids = [b'"%x"' % cell for cell in cells]
+    template = (
+        b'{"type":"Feature","id":%b,"geometry":{"type":"Polygon","coordinates":[%b]},'
+        b'"properties":{"cell":%b,'
+        + head
+        + b',"status":%b'
+        + b"".join(b',"%b":%%b' % name.encode() for name in _NUMBERS)
+        + b',"interval_reason":%b,"band":%b,"colour":%b}}'
+    )
+    features = [
+        template % (cell_id, _ring_json(cell), cell_id, s, *values, r, *band)
+        for cell_id, cell, s, r, band, *values in zip(
+            ids, cells, status, reasons, bands, *numbers, strict=True
+        )
+    ]
+    return b"[" + b",".join(features) + b"]"
+
+
+#: The numeric properties of a feature after its status, in their order.
+_NUMBERS = (
+    "n_readings",
+    "rides",
+    "days",
+    "mean",
+    "std",
+    "min",
+    "max",
+    "p50",
+    "p95",
+    "p50_error_bound",
+    "p95_error_bound",
+    "laeq_db",
+    "lamax_db",
+    "ci95_low",
+    "ci95_high",
+)
+
+
+def _json_of(cache: dict[str | None, bytes], value: str | None) -> bytes:
+    """``value`` as pydantic_core serialises it, kept in ``cache``."""
+    out = cache.get(value)
+    if out is None:
+        out = cache[value] = pydantic_core.to_json(value)
+    return out
+
+
+def _json_items(values: list[Any]) -> list[bytes]:
+    """Each of ``values`` (numbers) as pydantic_core serialises it in a list, null where
+    not finite (as :func:`_nullable` gives it)."""
+    items = pydantic_core.to_json(values, inf_nan_mode="null")[1:-1].split(b",")
+    if len(items) != len(values):  # a number never holds a comma: a bug, not bad input
+        raise ValueError(f"{len(values)} numbers serialised as {len(items)} items")
+    return items
+
+
+@functools.lru_cache(maxsize=RING_CACHE_CELLS)
+def _ring_json(cell: int) -> bytes:
+    """The cell's ring (:func:`_ring`) as the JSON pydantic_core gives it."""
+    return pydantic_core.to_json(_ring(cell))
+
+
+def _columns(
+    stats: np.ndarray,
+    sel: Selection,
+    scale: MetricScale,
+    min_readings: int,
+    covariate: np.ndarray | None,
+) -> list[list[Any]]:
+    """Per cell, in the order of a feature's properties: cell (int), status, n_readings,
+    rides, days, the ``_FIGURES`` (None where not finite), interval_reason, band (a
+    ``Band`` or None)."""
+    j = judge(stats, sel.metric, scale, min_readings, covariate)
+    shown = rounded(stats, sel.metric)
+    noise = sel.metric is Metric.NOISE
+    nothing: list[float | None] = [None] * len(shown)
+    return [
+        shown["cell"].tolist(),
+        ["ok" if s else "insufficient" for s in j.sufficient.tolist()],
+        shown["n"].tolist(),
+        shown["rides"].tolist(),
+        shown["days"].tolist(),
+        *(_nullable(shown[name]) for name in _SHOWN),
+        _nullable(shown["laeq_db"]) if noise else nothing,
+        _nullable(shown["lamax_db"]) if noise else nothing,
+        _nullable(j.ci_low),
+        _nullable(j.ci_high),
+        j.interval_reason,
+        [scale.bands[b] if b >= 0 else None for b in j.band.tolist()],
+    ]
 
 
 #: ``STATS_DTYPE`` fields shown as they are, and every nullable figure of

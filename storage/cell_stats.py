@@ -20,7 +20,18 @@ from storage.cellwindows import pair_partials, per_metric, presence_weight
 from storage.corrected_windows import corrected_per_metric, pick
 from storage.exceptions import QueryError
 from storage.long_cells import CELLS_QUERIES, PAIR_QUERIES, rolls_up
-from storage.merged_stats import MERGED, PARTIALS_IN_RANGE, merged, presence_by, to_stats
+from storage.merged_stats import (
+    MERGED,
+    PARTIALS_IN_RANGE,
+    Column,
+    NumberedQuery,
+    hists_of_wire,
+    merged,
+    numbered,
+    presence_by,
+    raw_hists,
+    stats_of,
+)
 from storage.selection import UNITS, WANTED_BBOX, BBox, Selection, bbox_params
 from stream.core.partials import Metric
 
@@ -53,19 +64,36 @@ _CELLS_CORRECTED = corrected_per_metric(_CELLS_TEMPLATE)
 # 1,422 cells at resolution 10, bench/bench_reads.py's backlog; 44 ms this way).
 
 
-def _joined_by_key(rows: Sequence[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
-    """The rows of a cells query as (key, partials..., rides, days, lat, lon, ride
-    weights), sorted by key: each partials row with its cell's rides, days and ride
-    weights; a cell without them (seen on fewer than the selection's days) left out."""
-    presence = {row[0]: (row[10:12], row[14:16]) for row in rows if row[1] is None}
-    return sorted(
-        (
-            row[:10] + presence[row[0]][0] + row[12:14] + presence[row[0]][1]
-            for row in rows
-            if row[1] is not None and row[0] in presence
-        ),
-        key=lambda row: row[0],
+def _joined_by_key(
+    columns: Sequence[Sequence[Any]],
+) -> tuple[list[Column], np.ndarray, np.ndarray]:
+    """The columns of a cells query's rows (:func:`_columns`) as those of (key,
+    partials..., rides, days, lat, lon, ride weights; the histograms as an array,
+    :func:`storage.merged_stats.hists_of_wire`), sorted by key: each partials row with
+    its cell's rides, days and ride weights; a cell without them (seen on fewer than the
+    selection's days) left out. Also the keys of the rows as they came, and the indices
+    of the rows taken, in their order."""
+    keys = np.array(columns[0], dtype=np.int64)
+    has_partials = np.fromiter(
+        (v is not None for v in columns[1]), dtype=bool, count=len(columns[0])
     )
+    agg = np.flatnonzero(has_partials)
+    agg = agg[np.argsort(keys[agg], kind="stable")]
+    pres = np.flatnonzero(~has_partials)
+    pres = pres[np.argsort(keys[pres], kind="stable")]
+    at = np.minimum(np.searchsorted(keys[pres], keys[agg]), max(len(pres) - 1, 0))
+    found = keys[pres][at] == keys[agg] if len(pres) else np.zeros(len(agg), dtype=bool)
+    agg, pres = agg[found], pres[at[found]]
+    floats = [np.array(c, dtype=np.float64) for c in columns[1:9]]
+    joined: list[Column] = [
+        keys[agg],
+        *(c[agg] for c in floats),
+        hists_of_wire([columns[9][i] for i in agg.tolist()]),
+        *(np.array(columns[i], dtype=np.float64)[pres] for i in (10, 11)),
+        *(np.array(columns[i], dtype=np.float64)[agg] for i in (12, 13)),
+        *(np.array(columns[i], dtype=np.float64)[pres] for i in (14, 15)),
+    ]
+    return joined, keys, agg
 
 
 # With a covariate (api.stats.COVARIATES: the humidity of a PM cell): the same cells,
@@ -134,29 +162,44 @@ def combines(sel: Selection, other: Metric) -> bool:
     return same_units and (sel.metric, other) in _PAIR_QUERIES
 
 
+def _columns(rows: Sequence[tuple[Any, ...]], width: int) -> list[Sequence[Any]]:
+    return list(zip(*rows, strict=True)) if rows else [()] * width
+
+
 def _split_pair(
     rows: Sequence[tuple[Any, ...]], sel: Selection, other: Metric
 ) -> tuple[np.ndarray, np.ndarray]:
-    joined = _joined_by_key([row[:16] for row in rows])
-    covariate = [
-        (row[0], *row[16:25], 0, 0, np.nan, np.nan, None, None)
-        for row in rows
-        if row[1] is not None and row[16]
+    columns = _columns(rows, 25)
+    joined, keys, _ = _joined_by_key(columns)
+    # The covariate of every partials row where it has readings, sorted by cell.
+    floats = [np.array(c, dtype=np.float64) for c in columns[16:24]]
+    cov = np.flatnonzero(np.nan_to_num(floats[0]) != 0)
+    cov = cov[np.argsort(keys[cov], kind="stable")]
+    nothing = np.full(len(cov), np.nan)
+    covariate: list[Column] = [
+        keys[cov],
+        *(c[cov] for c in floats),
+        hists_of_wire([columns[24][i] for i in cov.tolist()]),
+        np.zeros(len(cov)),
+        np.zeros(len(cov)),
+        nothing,
+        nothing,
+        nothing,
+        nothing,
     ]
-    covariate.sort(key=lambda row: row[0])
-    stats = to_stats(joined, sel, by_cell=True, window_s=sel.window_s)
+    stats = stats_of(joined, sel, by_cell=True, window_s=sel.window_s)
     cov_sel = dataclasses.replace(sel, metric=other)
-    return stats, to_stats(covariate, cov_sel, by_cell=True, window_s=sel.window_s)
+    return stats, stats_of(covariate, cov_sel, by_cell=True, window_s=sel.window_s)
 
 
-def _pair_args(sel: Selection, other: Metric, bbox: BBox) -> tuple[bytes, dict[str, Any]]:
+def _pair_args(sel: Selection, other: Metric, bbox: BBox) -> tuple[NumberedQuery, dict[str, Any]]:
     if not combines(sel, other):
         raise QueryError(
             f"{other.api_name} is merged in the same pass as {sel.metric.api_name} only "
             "for its covariate pairs, on raw values without k"
         )
     queries = PAIR_QUERIES if rolls_up(sel) else _PAIR_QUERIES
-    return queries[sel.metric, other], sel.params() | bbox_params(bbox)
+    return numbered(queries[sel.metric, other]), sel.params() | bbox_params(bbox)
 
 
 def cell_stats_with(
@@ -169,7 +212,10 @@ def cell_stats_with(
     weights left 0 and NaN: the covariate of an interval needs none). Only where
     :func:`combines`; raises QueryError otherwise."""
     query, params = _pair_args(sel, other, bbox)
-    return _split_pair(conn.execute(query, params, binary=True).fetchall(), sel, other)
+    with psycopg.RawCursor(conn) as cur:
+        raw_hists(cur)
+        cur.execute(query.sql, query.args(params), binary=True)
+        return _split_pair(cur.fetchall(), sel, other)
 
 
 async def acell_stats_with(
@@ -177,30 +223,44 @@ async def acell_stats_with(
 ) -> tuple[np.ndarray, np.ndarray]:
     """:func:`cell_stats_with` for an async connection."""
     query, params = _pair_args(sel, other, bbox)
-    cur = await conn.execute(query, params, binary=True)
-    return _split_pair(await cur.fetchall(), sel, other)
+    async with psycopg.AsyncRawCursor(conn) as cur:
+        raw_hists(cur)
+        await cur.execute(query.sql, query.args(params), binary=True)
+        return _split_pair(await cur.fetchall(), sel, other)
 
 
-# Rows come in binary: a cell is two histograms of 32 bigints and a score of numbers,
-# which psycopg decodes about 2.5 times faster than their text (9 -> 3.5 ms of client
-# CPU for an officer's hour at resolution 10, bench/bench_reads.py's backlog).
+# The queries go with numbered parameters ($1, ..., storage.merged_stats.numbered) through
+# a raw cursor: psycopg caches its conversion of %(name)s only for queries up to 4 kB,
+# and parsed these 7 kB ones again on every request (about 4 ms of an officer's hour,
+# py-spy on the API). Rows come in binary: a cell is two histograms of 32 bigints and a
+# score of numbers, which psycopg decodes about 2.5 times faster than their text (9 ->
+# 3.5 ms of client CPU for an officer's hour at resolution 10, bench/bench_reads.py's
+# backlog).
 
 
-def _query(sel: Selection) -> bytes:
+def _query(sel: Selection) -> NumberedQuery:
     if rolls_up(sel):
         # A keyed role's long range: from the weekly roll-ups (storage.long_cells).
-        return CELLS_QUERIES[sel.metric]
-    return pick(_CELLS_QUERY, _CELLS_CORRECTED, sel.metric, on=sel.corrected)
+        return numbered(CELLS_QUERIES[sel.metric])
+    return numbered(pick(_CELLS_QUERY, _CELLS_CORRECTED, sel.metric, on=sel.corrected))
 
 
 def cell_stats(conn: psycopg.Connection[Any], sel: Selection, bbox: BBox) -> np.ndarray:
     """Per cell whose centre is in ``bbox``: statistics over the selection (``STATS_DTYPE``),
     sorted by cell."""
-    rows = conn.execute(_query(sel), sel.params() | bbox_params(bbox), binary=True).fetchall()
-    return to_stats(_joined_by_key(rows), sel, by_cell=True, window_s=sel.window_s)
+    query = _query(sel)
+    with psycopg.RawCursor(conn) as cur:
+        raw_hists(cur)
+        cur.execute(query.sql, query.args(sel.params() | bbox_params(bbox)), binary=True)
+        rows = cur.fetchall()
+    return stats_of(_joined_by_key(_columns(rows, 16))[0], sel, by_cell=True, window_s=sel.window_s)
 
 
 async def acell_stats(conn: psycopg.AsyncConnection[Any], sel: Selection, bbox: BBox) -> np.ndarray:
     """:func:`cell_stats` for an async connection."""
-    cur = await conn.execute(_query(sel), sel.params() | bbox_params(bbox), binary=True)
-    return to_stats(_joined_by_key(await cur.fetchall()), sel, by_cell=True, window_s=sel.window_s)
+    query = _query(sel)
+    async with psycopg.AsyncRawCursor(conn) as cur:
+        raw_hists(cur)
+        await cur.execute(query.sql, query.args(sel.params() | bbox_params(bbox)), binary=True)
+        rows = await cur.fetchall()
+    return stats_of(_joined_by_key(_columns(rows, 16))[0], sel, by_cell=True, window_s=sel.window_s)

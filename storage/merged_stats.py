@@ -11,11 +11,19 @@ energy mean one thing everywhere. :mod:`storage.cell_stats` merges them per cell
 
 from __future__ import annotations
 
+import functools
 import math
-from collections.abc import Sequence
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, LiteralString
 
 import numpy as np
+import psycopg
+from psycopg.abc import Buffer
+from psycopg.adapt import Loader
+from psycopg.postgres import types as pg_types
+from psycopg.pq import Format
 
 from storage.exceptions import QueryError
 from storage.selection import Selection
@@ -43,6 +51,9 @@ STATS_DTYPE = np.dtype(
 )
 
 _INT32_MAX = 2**31 - 1
+
+#: One column of query rows: a sequence of values or an array.
+Column = Sequence[Any] | np.ndarray
 
 
 def merged(prefix: LiteralString = "") -> LiteralString:
@@ -131,28 +142,39 @@ def to_stats(
     ``rides`` and ``days`` 0, every statistic NaN."""
     present = np.array([row[1] is not None for row in rows], dtype=bool)
     if present.all():
-        return _present_stats(rows, sel, by_cell=by_cell, window_s=window_s)
+        return stats_of(_columns_of(rows), sel, by_cell=by_cell, window_s=window_s)
     out = np.zeros(len(rows), dtype=STATS_DTYPE)
     for name in STATS_DTYPE.names or ():
         if STATS_DTYPE[name].kind == "f":
             out[name] = np.nan
     out["metric"], out["resolution"], out["window_s"] = sel.metric, sel.resolution, window_s
     out["cell" if by_cell else "window_start_ms"] = [row[0] for row in rows]
-    out[present] = _present_stats(
-        [row for row in rows if row[1] is not None], sel, by_cell=by_cell, window_s=window_s
+    out[present] = stats_of(
+        _columns_of([row for row in rows if row[1] is not None]),
+        sel,
+        by_cell=by_cell,
+        window_s=window_s,
     )
     return out
 
 
-def _present_stats(
-    rows: Sequence[tuple[Any, ...]], sel: Selection, *, by_cell: bool, window_s: int
+def _columns_of(rows: Sequence[tuple[Any, ...]]) -> list[Column]:
+    return list(zip(*rows, strict=True)) if rows else [()] * 16
+
+
+def stats_of(
+    columns: Sequence[Column], sel: Selection, *, by_cell: bool, window_s: int
 ) -> np.ndarray:
-    # Column by column from the rows' columns (numpy converts None to NaN in float
-    # columns): a record assigned per row cost about 12 µs, a sixth of an officer's hour
-    # of 1,300 cells at resolution 10 in the API (py-spy, bench/bench_reads.py's backlog).
-    columns = list(zip(*rows, strict=True)) if rows else [()] * 16
+    """``STATS_DTYPE`` of rows given column by column, every row with its partials: key,
+    the merged partial columns (the histograms a list of bin lists or an array of rows),
+    rides, days, lat, lon, Σ wᵣ, Σ wᵣ² (None or NaN where unknown), sorted by key.
+
+    Column by column (numpy converts None to NaN in float columns): a record assigned per
+    row cost about 12 µs, a sixth of an officer's hour of 1,300 cells at resolution 10 in
+    the API (py-spy, bench/bench_reads.py's backlog)."""
     keys, n, s, ss, lo, hi, energy, duration, lamax, h = columns[:10]
     rides, days, lat, lon, ride_w, ride_w_sq = columns[10:16]
+    rows = keys  # only their number is used below
     partials = np.zeros(len(rows), dtype=PARTIAL_DTYPE)
     partials["metric"], partials["resolution"], partials["window_s"] = (
         sel.metric,
@@ -191,7 +213,7 @@ def _present_stats(
     else:
         partials["energy"] = energy
         extra["correction_u"] = np.nan
-    hist = np.array(h, dtype=np.int64).reshape(len(rows), HIST_BINS)
+    hist = np.array(h, dtype=np.int64).reshape(len(rows), HIST_BINS)  # a copy: scaled below
     # Histograms are int32 in the partial contract; a merge over a long range could
     # exceed that, and only the shape matters for percentiles, so scale it down.
     top = int(hist.max(initial=0))
@@ -208,3 +230,93 @@ def _present_stats(
     for name in extra.dtype.names or ():
         out[name] = extra[name]
     return out
+
+
+#: A merged histogram as PostgreSQL sends an ``int8[]`` in binary (``array_send``): the
+#: dimensions, flags and element type, then each bin's length and big-endian value.
+_HIST_WIRE = np.dtype(
+    [
+        ("ndim", ">i4"),
+        ("has_null", ">i4"),
+        ("element_oid", ">i4"),
+        ("size", ">i4"),
+        ("lower_bound", ">i4"),
+        ("bins", [("length", ">i4"), ("value", ">i8")], (HIST_BINS,)),
+    ]
+)
+_INT8_OID = 20
+INT8_ARRAY_OID = pg_types["int8"].array_oid
+_NOT_HISTOGRAMS = f"merged histograms are not one-dimensional arrays of {HIST_BINS} bigints"
+
+
+def hists_of_wire(arrays: Sequence[bytes]) -> np.ndarray:
+    """Merged histograms (:func:`merged`) received as binary ``int8[]`` bytes (the
+    loader of :class:`RawInt8Arrays`) as an int64 array of ``HIST_BINS`` columns: one
+    ``frombuffer`` instead of a Python int per bin (64 per cell of a pair)."""
+    try:
+        wire = np.frombuffer(b"".join(arrays), dtype=_HIST_WIRE)
+    except ValueError as exc:
+        raise QueryError(_NOT_HISTOGRAMS) from exc
+    ok = (
+        len(wire) == len(arrays)
+        and bool(np.all(wire["ndim"] == 1))
+        and bool(np.all(wire["has_null"] == 0))
+        and bool(np.all(wire["element_oid"] == _INT8_OID))
+        and bool(np.all(wire["size"] == HIST_BINS))
+        and bool(np.all(wire["bins"]["length"] == 8))
+    )
+    if not ok:  # a bug in the query, not bad input
+        raise QueryError(_NOT_HISTOGRAMS)
+    return wire["bins"]["value"].astype(np.int64)
+
+
+class RawInt8Arrays(Loader):
+    """Loads a binary ``int8[]`` as its bytes, for :func:`hists_of_wire`."""
+
+    format = Format.BINARY
+
+    def load(self, data: Buffer) -> bytes:
+        return bytes(data)
+
+
+def raw_hists(cursor: psycopg.Cursor[Any] | psycopg.AsyncCursor[Any]) -> None:
+    """Make ``cursor`` load ``int8[]`` columns as :class:`RawInt8Arrays` bytes."""
+    cursor.adapters.register_loader(INT8_ARRAY_OID, RawInt8Arrays)
+
+
+@dataclass(frozen=True, slots=True)
+class NumberedQuery:
+    """A query whose named parameters ``%(name)s`` are numbered ``$1``, ``$2``, ... in the
+    order of :attr:`names`, for a raw cursor (``psycopg.RawCursor``): no conversion per
+    execution."""
+
+    sql: bytes
+    names: tuple[str, ...]
+
+    def args(self, params: Mapping[str, Any]) -> list[Any]:
+        """The values of ``params`` in the order of the numbers."""
+        missing = [name for name in self.names if name not in params]
+        if missing:  # a bug in the caller, not bad input
+            raise QueryError(f"the query needs parameters {', '.join(missing)}")
+        return [params[name] for name in self.names]
+
+
+_NAMED = re.compile(rb"%\((\w+)\)s")
+
+
+@functools.lru_cache(maxsize=256)
+def numbered(query: bytes) -> NumberedQuery:
+    """``query`` (bytes with ``%(name)s`` parameters and no other ``%``) as a
+    :class:`NumberedQuery`; each name keeps one number wherever it comes."""
+    names: list[str] = []
+
+    def number(match: re.Match[bytes]) -> bytes:
+        name = match.group(1).decode()
+        if name not in names:
+            names.append(name)
+        return b"$%d" % (names.index(name) + 1)
+
+    sql_ = _NAMED.sub(number, query)
+    if b"%" in sql_:
+        raise QueryError("a query for numbered parameters has a % that names no parameter")
+    return NumberedQuery(sql_, tuple(names))

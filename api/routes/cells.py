@@ -10,7 +10,7 @@ import pydantic_core
 from fastapi import APIRouter, Query, Response
 from starlette.concurrency import run_in_threadpool
 
-from api.aggregates import align, cell_features, choose_window, read_cells
+from api.aggregates import align, cell_features_json, choose_window, read_cells
 from api.auth import PrincipalDep
 from api.deps import ConnDep, PolicyDep, SettingsDep, StateDep, TimeRangeDep
 from api.errors import BadParameterError
@@ -118,15 +118,19 @@ async def cells(
             corrections=corrections,
             features=[],
         ).model_dump(mode="json", by_alias=True)
-        # The features as the dicts their models would dump (api.aggregates.cell_features).
-        envelope["features"] = cell_features(
+        # The features as their models would serialise them (api.aggregates.cell_features_json),
+        # put in place of the empty list.
+        head, empty, tail = pydantic_core.to_json(envelope).partition(b'"features":[]')
+        if not empty or b'"features":[]' in tail:
+            raise RuntimeError("the envelope's features are not one empty list")  # a bug
+        features = cell_features_json(
             stats,
             sel,
             state.bands.scale(metric.metric),
             min_readings=settings.api.min_readings,
             covariate=covariate,
         )
-        return pydantic_core.to_json(envelope)
+        return head + b'"features":' + features + tail
 
     # A long range at a fine resolution is a thousand cells and more: their features and
     # JSON are built in a worker thread, so that the event loop keeps answering /healthz

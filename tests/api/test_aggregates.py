@@ -13,7 +13,7 @@ import numpy as np
 import pydantic_core
 import pytest
 
-from api.aggregates import cell_features, judge
+from api.aggregates import cell_features, cell_features_json, judge
 from api.bands import MetricScale, load_bands
 from api.models import (
     CellCollection,
@@ -139,7 +139,9 @@ def humidity(stats: np.ndarray, seed: int) -> np.ndarray:
         (Metric.PM25, True, False),
         (Metric.NO2, False, True),
         (Metric.NOISE, False, False),
-        (Metric.HUMIDITY, False, False),
+        (Metric.HUMIDITY, False, False),  # its unit "%" is no format character
+        (Metric.TEMPERATURE, False, False),
+        (Metric.NOISE, True, False),
     ],
 )
 def test_the_features_are_those_the_models_give(
@@ -174,12 +176,19 @@ def test_the_features_are_those_the_models_give(
     body["features"] = got
     reference = CellCollection(**envelope, features=expected).model_dump_json(by_alias=True)
     assert pydantic_core.to_json(body) == reference.encode()
+    # The route's way: the features serialised from columns, in place of the empty list.
+    body["features"] = []
+    features = cell_features_json(stats, sel, scale, min_readings=MIN_READINGS, covariate=covariate)
+    spliced = pydantic_core.to_json(body).replace(b'"features":[]', b'"features":' + features)
+    assert spliced == reference.encode()
 
 
 def test_no_cells_no_features() -> None:
     stats = np.zeros(0, dtype=STATS_DTYPE)
     sel = Selection(Metric.PM25, 10, 60, START, END)
     assert cell_features(stats, sel, load_bands().scale(Metric.PM25), min_readings=1) == []
+    scale = load_bands().scale(Metric.PM25)
+    assert cell_features_json(stats, sel, scale, min_readings=1) == b"[]"
 
 
 def test_every_covariate_is_read_in_the_metric_s_own_query_for_keyed_roles() -> None:

@@ -1,0 +1,57 @@
+"""storage.merged_stats.hists_of_wire: merged histograms as PostgreSQL sends them in binary,
+read into one array; anything else is a QueryError that says what was wrong."""
+
+from __future__ import annotations
+
+import numpy as np
+import psycopg
+import pytest
+
+from storage.exceptions import QueryError
+from storage.merged_stats import hists_of_wire, numbered, raw_hists
+from stream.core.partials import HIST_BINS
+
+
+def _wire(conn: psycopg.Connection[object], arrays: list[str]) -> list[bytes]:
+    with conn.cursor(binary=True) as cur:
+        raw_hists(cur)
+        rows = cur.execute(
+            "SELECT a::int8[] FROM unnest(%s::text[]) WITH ORDINALITY u(a, i) ORDER BY i",
+            (arrays,),
+        ).fetchall()
+    return [row[0] for row in rows]
+
+
+def test_histograms_from_the_server_s_binary_arrays(postgres_url: str) -> None:
+    rng = np.random.default_rng(5)
+    hists = rng.integers(0, 2**40, size=(7, HIST_BINS))
+    hists[2] = 0
+    hists[3, 0] = 2**62  # bigint sums of many windows
+    texts = ["{" + ",".join(map(str, h)) + "}" for h in hists.tolist()]
+    with psycopg.connect(postgres_url) as conn:
+        got = hists_of_wire(_wire(conn, texts))
+        assert got.dtype == np.int64
+        np.testing.assert_array_equal(got, hists)
+        assert hists_of_wire([]).shape == (0, HIST_BINS)
+        short = _wire(conn, ["{1,2,3}"])
+        nulls = _wire(conn, ["{" + ",".join(["1"] * (HIST_BINS - 1)) + ",NULL}"])
+        two_d = _wire(conn, ["{" + ",".join(["{1,2}"] * (HIST_BINS // 2)) + "}"])
+    # A 404-byte array of zeros has a histogram's size but no array's header.
+    for bad in (short, nulls, two_d, [bytes(20 + 12 * HIST_BINS)]):
+        with pytest.raises(QueryError, match=f"not one-dimensional arrays of {HIST_BINS} bigints"):
+            hists_of_wire(bad)
+
+
+def test_numbered_parameters_keep_one_number_per_name(postgres_url: str) -> None:
+    query = numbered(b"SELECT %(a)s::int + %(b)s::int * %(a)s::int, %(c)s::text")
+    assert query.sql == b"SELECT $1::int + $2::int * $1::int, $3::text"
+    assert query.names == ("a", "b", "c")
+    args = query.args({"c": "x", "b": 3, "a": 2, "unused": 0})
+    with psycopg.connect(postgres_url) as conn, psycopg.RawCursor(conn) as cur:
+        assert cur.execute(query.sql, args).fetchone() == (8, "x")
+    with pytest.raises(QueryError, match="needs parameters b, c"):
+        query.args({"a": 1})
+    with pytest.raises(QueryError, match="names no parameter"):
+        numbered(b"SELECT %(a)s, %s")
+    with pytest.raises(QueryError, match="names no parameter"):
+        numbered(b"SELECT 7 %% 2")
