@@ -23,7 +23,7 @@ import numpy as np
 from bikesense import defaults
 from firmware_protocol.readings import READING_DTYPE
 from stream.core.aggregate import aggregate
-from stream.core.batch import enrich
+from stream.core.batch import enrich, pack_keys
 from stream.core.binning import NO_CELL, cells_at, check_resolutions
 from stream.core.exceptions import InvalidBatchError
 from stream.core.kitqa import apply_qa
@@ -97,9 +97,8 @@ def process_batch(
     enriched = enrich(readings, int(received_ms))
     zoned = in_zones(enriched["lat_deg"], enriched["lon_deg"], config.privacy.zones)
     # Zone readings take no part: sorted last by the leading key, then cut off.
-    order = np.lexsort(
-        (*(enriched[k] for k in ("idx", "seq", "boot_id", "ts_ms", "kit_id")), zoned)
-    )
+    keys = pack_keys([zoned, *(enriched[k] for k in ("kit_id", "ts_ms", "boot_id", "seq", "idx"))])
+    order = np.lexsort(keys[::-1])
     order = order[: len(order) - int(np.count_nonzero(zoned))]
     batch = enriched[order]
     rides = assign_rides(batch["kit_id"], batch["boot_id"], batch["ts_ms"], states, config.rides)
@@ -112,7 +111,9 @@ def process_batch(
         batch["lat_deg"][placeable], batch["lon_deg"][placeable], config.finest_resolution
     )
     batch["cell"] = cells
-    enriched[order] = batch
+    # Only these three columns changed: put back into input order, not whole rows.
+    for name in ("ride_id", "qa_flags", "cell"):
+        enriched[name][order] = batch[name]
     trimmed = np.zeros(len(enriched), dtype=bool)
     trimmed[order] = in_ride_start(batch["ts_ms"], batch["ride_id"], config.privacy.trim_start_s)
 
