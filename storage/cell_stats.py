@@ -28,11 +28,9 @@ from storage.merged_stats import (
     hists_of_wire,
     merged,
     numbered,
-    partials_of,
     presence_by,
     raw_hists,
     stats_of,
-    stats_of_partials,
 )
 from storage.selection import UNITS, WANTED_BBOX, BBox, Selection, bbox_params
 from stream.core.partials import Metric
@@ -189,15 +187,9 @@ def _split_pair(
         nothing,
         nothing,
     ]
+    stats = stats_of(joined, sel, by_cell=True, window_s=sel.window_s)
     cov_sel = dataclasses.replace(sel, metric=other)
-    stats, cov_stats = stats_of_partials(
-        [
-            partials_of(joined, sel, by_cell=True, window_s=sel.window_s),
-            partials_of(covariate, cov_sel, by_cell=True, window_s=sel.window_s),
-        ],
-        by_cell=True,
-    )
-    return stats, cov_stats
+    return stats, stats_of(covariate, cov_sel, by_cell=True, window_s=sel.window_s)
 
 
 def _pair_args(sel: Selection, other: Metric, bbox: BBox) -> tuple[NumberedQuery, dict[str, Any]]:

@@ -165,18 +165,9 @@ def _columns_of(rows: Sequence[tuple[Any, ...]]) -> list[Column]:
 def stats_of(
     columns: Sequence[Column], sel: Selection, *, by_cell: bool, window_s: int
 ) -> np.ndarray:
-    """``STATS_DTYPE`` of rows given column by column (:func:`partials_of`)."""
-    partials, extra = partials_of(columns, sel, by_cell=by_cell, window_s=window_s)
-    return stats_of_partials([(partials, extra)], by_cell=by_cell)[0]
-
-
-def partials_of(
-    columns: Sequence[Column], sel: Selection, *, by_cell: bool, window_s: int
-) -> tuple[np.ndarray, np.ndarray]:
-    """``PARTIAL_DTYPE`` and the extra columns of ``STATS_DTYPE`` (to be summarised by
-    :func:`stats_of_partials`) of rows given column by column, every row with its
-    partials: key, the merged partial columns (the histograms a list of bin lists or an
-    array of rows), rides, days, lat, lon, Σ wᵣ, Σ wᵣ² (None or NaN where unknown), sorted by key.
+    """``STATS_DTYPE`` of rows given column by column, every row with its partials: key,
+    the merged partial columns (the histograms a list of bin lists or an array of rows),
+    rides, days, lat, lon, Σ wᵣ, Σ wᵣ² (None or NaN where unknown), sorted by key.
 
     Column by column (numpy converts None to NaN in float columns): a record assigned per
     row cost about 12 µs, a sixth of an officer's hour of 1,300 cells at resolution 10 in
@@ -229,40 +220,16 @@ def partials_of(
     if top > _INT32_MAX:
         hist //= math.ceil(top / _INT32_MAX)
     partials["hist"] = hist
-    return partials, extra
-
-
-def stats_of_partials(
-    parts: Sequence[tuple[np.ndarray, np.ndarray]], *, by_cell: bool
-) -> list[np.ndarray]:
-    """``STATS_DTYPE`` of each (partials, extra) pair of :func:`partials_of`, the pairs
-    of different metrics, all summarised by one ``summarise`` (its work is per row, so
-    each row's figures are those of a call of its own; one call instead of two took
-    about 3 ms off an officer's hour with its covariate)."""
-    metrics = [int(p["metric"][0]) if len(p) else None for p, _ in parts]
-    present = [m for m in metrics if m is not None]
-    if len(set(present)) != len(present):
-        raise QueryError("partials summarised together must be of different metrics")
-    both = parts[0][0] if len(parts) == 1 else np.concatenate([p for p, _ in parts])
-    summary = summarise(both)  # sorted by metric, then key, as each part's rows are
+    summary = summarise(partials)  # sorted by key, as the rows are
     key = "cell" if by_cell else "window_start_ms"
-    outs = []
-    for (partials, extra), metric in zip(parts, metrics, strict=True):
-        if len(parts) == 1:
-            mine = summary
-        elif metric is None:
-            mine = summary[:0]
-        else:
-            mine = summary[summary["metric"] == metric]
-        if not np.array_equal(mine[key], partials[key]):
-            raise QueryError(f"rows were not unique and sorted by {key}")  # a bug
-        out = np.zeros(len(partials), dtype=STATS_DTYPE)
-        for name in SUMMARY_DTYPE.names or ():
-            out[name] = mine[name]
-        for name in extra.dtype.names or ():
-            out[name] = extra[name]
-        outs.append(out)
-    return outs
+    if not np.array_equal(summary[key], partials[key]):
+        raise QueryError(f"rows were not unique and sorted by {key}")  # a bug, not bad input
+    out = np.zeros(len(rows), dtype=STATS_DTYPE)
+    for name in SUMMARY_DTYPE.names or ():
+        out[name] = summary[name]
+    for name in extra.dtype.names or ():
+        out[name] = extra[name]
+    return out
 
 
 #: A merged histogram as PostgreSQL sends an ``int8[]`` in binary (``array_send``): the
