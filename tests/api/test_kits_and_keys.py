@@ -192,7 +192,8 @@ def test_a_key_is_checked_and_stamped_in_one_round_trip(migrated_database_url: s
         cur = await conn.execute("SELECT last_used_at FROM api_keys WHERE key_id = %s", (key_id,))
         row = await cur.fetchone()
         assert row is not None
-        return row[0]
+        stamp: datetime | None = row[0]
+        return stamp
 
     async def scenario() -> None:
         conn = await psycopg.AsyncConnection.connect(migrated_database_url, autocommit=True)
@@ -204,7 +205,7 @@ def test_a_key_is_checked_and_stamped_in_one_round_trip(migrated_database_url: s
                 statements.append(query)
                 return await execute(query, params)
 
-            conn.execute = counted  # type: ignore[method-assign]
+            conn.execute = counted  # type: ignore[method-assign,assignment]
             for token in (wrong, unknown, other.token, "bsk_nonsense"):
                 assert await verify_key(conn, token) is None
             assert len(statements) == 3  # a malformed key is not looked up
@@ -212,7 +213,7 @@ def test_a_key_is_checked_and_stamped_in_one_round_trip(migrated_database_url: s
             assert await used(conn, key.key_id) is None
             assert await used(conn, other.key_id) is None
 
-            conn.execute = counted  # type: ignore[method-assign]
+            conn.execute = counted  # type: ignore[method-assign,assignment]
             assert await verify_key(conn, key.token) is Role.RESEARCHER
             assert len(statements) == 4
             conn.execute = execute  # type: ignore[method-assign]
