@@ -94,20 +94,27 @@ async def key_is_active(conn: psycopg.AsyncConnection, key_id: str) -> bool:
     return await cur.fetchone() is not None
 
 
+#: A key's hash and role, and in the same statement (one round trip per keyed request)
+#: its ``last_used_at`` stamped at most once a minute, only when the stored hash is the
+#: presented key's: a wrong secret or a revoked key changes nothing. Whether the key is
+#: valid is still decided in Python, by the constant-time comparison of the row's hash.
+_VERIFY = """
+WITH used AS (
+    UPDATE api_keys SET last_used_at = now()
+    WHERE key_id = %(key_id)s AND revoked_at IS NULL AND key_hash = %(key_hash)s
+      AND (last_used_at IS NULL OR last_used_at < now() - interval '1 minute')
+)
+SELECT key_hash, role FROM api_keys WHERE key_id = %(key_id)s AND revoked_at IS NULL"""
+
+
 async def verify_key(conn: psycopg.AsyncConnection, token: str) -> Role | None:
     """The role of a valid, unrevoked key; None for anything else."""
     key_id = parse_token(token)
     if key_id is None:
         return None
-    cur = await conn.execute(
-        "SELECT key_hash, role FROM api_keys WHERE key_id = %s AND revoked_at IS NULL", (key_id,)
-    )
+    presented = hash_token(token)
+    cur = await conn.execute(_VERIFY, {"key_id": key_id, "key_hash": presented})
     row = await cur.fetchone()
-    if row is None or not hmac.compare_digest(bytes(row[0]), hash_token(token)):
+    if row is None or not hmac.compare_digest(bytes(row[0]), presented):
         return None
-    await conn.execute(
-        "UPDATE api_keys SET last_used_at = now() WHERE key_id = %s "
-        "AND (last_used_at IS NULL OR last_used_at < now() - interval '1 minute')",
-        (key_id,),
-    )
     return Role(row[1])

@@ -9,6 +9,7 @@ sharing the SQL and the conversions.
 from __future__ import annotations
 
 import dataclasses
+import operator
 from collections.abc import Sequence
 from typing import Any, LiteralString
 
@@ -84,16 +85,25 @@ def _joined_by_key(
     at = np.minimum(np.searchsorted(keys[pres], keys[agg]), max(len(pres) - 1, 0))
     found = keys[pres][at] == keys[agg] if len(pres) else np.zeros(len(agg), dtype=bool)
     agg, pres = agg[found], pres[at[found]]
-    floats = [np.array(c, dtype=np.float64) for c in columns[1:9]]
     joined: list[Column] = [
         keys[agg],
-        *(c[agg] for c in floats),
+        *(floats_at(columns[i], agg) for i in range(1, 9)),
         hists_of_wire([columns[9][i] for i in agg.tolist()]),
-        *(np.array(columns[i], dtype=np.float64)[pres] for i in (10, 11)),
-        *(np.array(columns[i], dtype=np.float64)[agg] for i in (12, 13)),
-        *(np.array(columns[i], dtype=np.float64)[pres] for i in (14, 15)),
+        *(floats_at(columns[i], pres) for i in (10, 11)),
+        *(floats_at(columns[i], agg) for i in (12, 13)),
+        *(floats_at(columns[i], pres) for i in (14, 15)),
     ]
     return joined, keys, agg
+
+
+def floats_at(column: Sequence[Any], rows: np.ndarray) -> np.ndarray:
+    """``column``'s values at ``rows`` (indices) as float64, None as NaN: only the rows
+    taken are converted (picked by one ``itemgetter``), not the whole column (half of
+    each column is the other kind of row's NULLs; about 1.5 ms of an officer's hour)."""
+    picked = rows.tolist()
+    if len(picked) == 1:
+        return np.array([column[picked[0]]], dtype=np.float64)
+    return np.array(operator.itemgetter(*picked)(column) if picked else (), dtype=np.float64)
 
 
 # With a covariate (api.stats.COVARIATES: the humidity of a PM cell): the same cells,
@@ -172,13 +182,12 @@ def _split_pair(
     columns = _columns(rows, 25)
     joined, keys, _ = _joined_by_key(columns)
     # The covariate of every partials row where it has readings, sorted by cell.
-    floats = [np.array(c, dtype=np.float64) for c in columns[16:24]]
-    cov = np.flatnonzero(np.nan_to_num(floats[0]) != 0)
+    cov = np.flatnonzero(np.nan_to_num(np.array(columns[16], dtype=np.float64)) != 0)
     cov = cov[np.argsort(keys[cov], kind="stable")]
     nothing = np.full(len(cov), np.nan)
     covariate: list[Column] = [
         keys[cov],
-        *(c[cov] for c in floats),
+        *(floats_at(columns[i], cov) for i in range(16, 24)),
         hists_of_wire([columns[24][i] for i in cov.tolist()]),
         np.zeros(len(cov)),
         np.zeros(len(cov)),

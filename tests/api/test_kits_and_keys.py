@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from datetime import UTC, datetime
+from typing import Any
 
 import httpx
 import psycopg
@@ -11,7 +13,7 @@ import pytest
 from typer.testing import CliRunner
 
 from api.cli import app as cli_app
-from api.keys import generate_key, hash_token, parse_token, revoke_key
+from api.keys import create_key, generate_key, hash_token, parse_token, revoke_key, verify_key
 from api.roles import Role
 from storage.kits import MasterKey, record_status, register_kit, touch_last_seen
 from storage.rejects import Reject, insert_rejects
@@ -173,3 +175,78 @@ def test_health_says_degraded_without_a_database(make_client: Callable[..., http
     assert cells.status_code == 503
     assert cells.json()["error"] == "unavailable"
     assert (datetime.now(UTC) - started).total_seconds() < 5
+
+
+def test_a_key_is_checked_and_stamped_in_one_round_trip(migrated_database_url: str) -> None:
+    """verify_key: one statement per keyed request; last_used_at is stamped only for the
+    right secret of an unrevoked key, and at most once a minute; a wrong secret, a
+    revoked key or an unknown id gives None and changes nothing."""
+    with psycopg.connect(migrated_database_url, autocommit=True) as conn:
+        key = create_key(conn, Role.RESEARCHER, "one trip")
+        other = create_key(conn, Role.OFFICER, "revoked")
+        assert revoke_key(conn, other.key_id)
+    wrong = f"bsk_{key.key_id}_{generate_key(Role.OFFICER).token[17:]}"
+    unknown = generate_key(Role.OFFICER).token
+
+    async def used(conn: psycopg.AsyncConnection, key_id: str) -> datetime | None:
+        cur = await conn.execute("SELECT last_used_at FROM api_keys WHERE key_id = %s", (key_id,))
+        row = await cur.fetchone()
+        assert row is not None
+        stamp: datetime | None = row[0]
+        return stamp
+
+    async def scenario() -> None:
+        conn = await psycopg.AsyncConnection.connect(migrated_database_url, autocommit=True)
+        async with conn:
+            statements: list[object] = []
+            execute = conn.execute
+
+            async def counted(query: Any, params: Any = None) -> Any:
+                statements.append(query)
+                return await execute(query, params)
+
+            conn.execute = counted  # type: ignore[method-assign,assignment]
+            for token in (wrong, unknown, other.token, "bsk_nonsense"):
+                assert await verify_key(conn, token) is None
+            assert len(statements) == 3  # a malformed key is not looked up
+            conn.execute = execute  # type: ignore[method-assign]
+            assert await used(conn, key.key_id) is None
+            assert await used(conn, other.key_id) is None
+
+            conn.execute = counted  # type: ignore[method-assign,assignment]
+            assert await verify_key(conn, key.token) is Role.RESEARCHER
+            assert len(statements) == 4
+            conn.execute = execute  # type: ignore[method-assign]
+            first = await used(conn, key.key_id)
+            assert first is not None
+            # Within the minute: not stamped again.
+            await conn.execute(
+                "UPDATE api_keys SET last_used_at = now() - interval '30 seconds' "
+                "WHERE key_id = %s",
+                (key.key_id,),
+            )
+            recent = await used(conn, key.key_id)
+            assert await verify_key(conn, key.token) is Role.RESEARCHER
+            assert await used(conn, key.key_id) == recent
+            # After it: stamped, and a wrong secret then stamps nothing.
+            await conn.execute(
+                "UPDATE api_keys SET last_used_at = now() - interval '2 minutes' WHERE key_id = %s",
+                (key.key_id,),
+            )
+            old = await used(conn, key.key_id)
+            assert await verify_key(conn, wrong) is None
+            assert await used(conn, key.key_id) == old
+            assert await verify_key(conn, key.token) is Role.RESEARCHER
+            stamped = await used(conn, key.key_id)
+            assert stamped is not None
+            assert old is not None
+            assert stamped > old
+            # Revoked since: refused, not stamped.
+            await conn.execute(
+                "UPDATE api_keys SET revoked_at = now(), last_used_at = NULL WHERE key_id = %s",
+                (key.key_id,),
+            )
+            assert await verify_key(conn, key.token) is None
+            assert await used(conn, key.key_id) is None
+
+    asyncio.run(scenario())

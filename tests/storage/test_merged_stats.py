@@ -7,6 +7,7 @@ import numpy as np
 import psycopg
 import pytest
 
+from storage.cell_stats import floats_at
 from storage.exceptions import QueryError
 from storage.merged_stats import hists_of_wire, numbered, raw_hists
 from stream.core.partials import HIST_BINS
@@ -55,3 +56,18 @@ def test_numbered_parameters_keep_one_number_per_name(postgres_url: str) -> None
         numbered(b"SELECT %(a)s, %s")
     with pytest.raises(QueryError, match="names no parameter"):
         numbered(b"SELECT 7 %% 2")
+
+
+def test_floats_at_converts_only_the_rows_taken() -> None:
+    column = (1.5, None, 2**53 + 1, -0.0, None, 3)
+    np.testing.assert_array_equal(
+        floats_at(column, np.array([4, 0, 2, 3])), [np.nan, 1.5, float(2**53 + 1), -0.0]
+    )
+    assert np.signbit(floats_at(column, np.array([3])))[0]
+    one = floats_at(column, np.array([1]))
+    assert one.shape == (1,)
+    assert np.isnan(one[0])
+    empty = floats_at(column, np.array([], dtype=np.int64))
+    assert empty.shape == (0,)
+    assert empty.dtype == np.float64
+    assert floats_at((), np.array([], dtype=np.int64)).shape == (0,)
