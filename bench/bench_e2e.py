@@ -998,8 +998,8 @@ def run_pipeline(
         "latency_path": (
             "publish (QoS 1) of a 10-reading marker frame → rows returned by GET "
             "/v1/exports/readings?kit=<marker> (CSV, API server process), polled "
-            "every 5 ms (paced phase; every 0.1 s while saturated), one marker in "
-            "flight at a time, 0.1 s apart"
+            "every 5 ms (paced phase; every 0.1 s while saturated) and at least at a "
+            "twentieth of the time waited, one marker in flight at a time, 0.1 s apart"
         ),
         "load_average_before": load0,
         "load_average_after": os.getloadavg(),
