@@ -155,17 +155,21 @@ def percentiles(samples_s: list[float], timeouts: int) -> dict[str, float | int]
 
 
 def postgres_cpu_s(postmaster: int) -> float:
-    """CPU seconds used so far by the postmaster's children (the backends serving the
-    API's pool among them), from /proc."""
-    total = 0.0
+    """CPU seconds used so far by the whole server, from /proc: the postmaster, its
+    children alive (the backends serving the API's pool among them, and whatever
+    background work runs: autovacuum, the checkpointer) and those that ended (the
+    postmaster's reaped children's time), so that a backend exiting between two
+    readings does not take its CPU out of the difference."""
+    fields = Path(f"/proc/{postmaster}/stat").read_text().rsplit(")", 1)[1].split()
+    ticks = sum(int(f) for f in fields[11:15])
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
+            child = stat.read_text().rsplit(")", 1)[1].split()
         except OSError:
             continue
-        if int(fields[1]) == postmaster:
-            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    return total
+        if int(child[1]) == postmaster:
+            ticks += int(child[11]) + int(child[12])
+    return ticks / os.sysconf("SC_CLK_TCK")
 
 
 def measure(
