@@ -23,6 +23,8 @@ from storage.exceptions import QueryError
 from storage.long_cells import CELLS_QUERIES, PAIR_QUERIES, rolls_up
 from storage.merged_stats import (
     MERGED,
+    PAIR_AGG,
+    PAIR_ROWS,
     PARTIALS_IN_RANGE,
     Column,
     NumberedQuery,
@@ -115,34 +117,22 @@ def floats_at(column: Sequence[Any], rows: np.ndarray) -> np.ndarray:
 # for one metric may pass for the other. Rows of either metric count; a cell is the
 # metric's only if the metric has readings in its units (HAVING), as when its partials
 # alone are read.
-_MERGED_NAMES: LiteralString = "n, sum, sumsq, min, max, energy, duration_s, lamax_db, hist"
 _PAIR_TEMPLATE: LiteralString = (
     "WITH "
     + WANTED_BBOX
     + ","
     + UNITS
     + """,
-agg (key, """
-    + _MERGED_NAMES
-    + ", c_"
-    + _MERGED_NAMES.replace(", ", ", c_")
-    + """) AS (SELECT u.parent, """
+"""
+    + PAIR_AGG
+    + """ AS (SELECT u.parent, """
     + MERGED
     + ","
     + merged("c_")
     + PARTIALS_IN_RANGE
     + """ GROUP BY u.parent HAVING sum(p.n) > 0),"""
     + presence_by("u.parent")
-    + """
-SELECT agg.key, agg.n, agg.sum, agg.sumsq, agg.min, agg.max, agg.energy, agg.duration_s,
-       agg.lamax_db, agg.hist, NULL AS rides, NULL AS days, c.lat_deg, c.lon_deg,
-       NULL AS ride_w, NULL AS ride_w_sq, agg.c_n, agg.c_sum, agg.c_sumsq, agg.c_min,
-       agg.c_max, agg.c_energy, agg.c_duration_s, agg.c_lamax_db, agg.c_hist
-FROM agg JOIN h3_cells c ON c.cell = agg.key
-UNION ALL
-SELECT key, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, rides, days, NULL, NULL,
-       ride_w, ride_w_sq, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL
-FROM pres WHERE days >= %(min_days)s"""
+    + PAIR_ROWS
 )
 
 

@@ -21,7 +21,7 @@ from typing import LiteralString
 from psycopg import sql
 
 from storage.cellwindows import metric_partials, pair_partials, presence_weight
-from storage.merged_stats import MERGED, merged
+from storage.merged_stats import MERGED, PAIR_AGG, PAIR_ROWS, merged
 from storage.selection import WANTED_BBOX, Selection
 from stream.core.partials import Metric
 
@@ -154,30 +154,18 @@ SELECT key, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, rides, days, N
 FROM pres WHERE days >= %(min_days)s"""
 )
 
-_MERGED_NAMES: LiteralString = "n, sum, sumsq, min, max, energy, duration_s, lamax_db, hist"
 _PAIR_TEMPLATE: LiteralString = (
     _HEAD
     + """
-agg (key, """
-    + _MERGED_NAMES
-    + ", c_"
-    + _MERGED_NAMES.replace(", ", ", c_")
-    + """) AS (SELECT p.cell, """
+"""
+    + PAIR_AGG
+    + """ AS (SELECT p.cell, """
     + MERGED
     + ","
     + merged("c_")
     + """ FROM src p GROUP BY p.cell HAVING sum(p.n) > 0),"""
     + _PRESENCE
-    + """
-SELECT agg.key, agg.n, agg.sum, agg.sumsq, agg.min, agg.max, agg.energy, agg.duration_s,
-       agg.lamax_db, agg.hist, NULL AS rides, NULL AS days, c.lat_deg, c.lon_deg,
-       NULL AS ride_w, NULL AS ride_w_sq, agg.c_n, agg.c_sum, agg.c_sumsq, agg.c_min,
-       agg.c_max, agg.c_energy, agg.c_duration_s, agg.c_lamax_db, agg.c_hist
-FROM agg JOIN h3_cells c ON c.cell = agg.key
-UNION ALL
-SELECT key, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, rides, days, NULL, NULL,
-       ride_w, ride_w_sq, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL
-FROM pres WHERE days >= %(min_days)s"""
+    + PAIR_ROWS
 )
 
 

@@ -320,3 +320,22 @@ def numbered(query: bytes) -> NumberedQuery:
     if b"%" in sql_:
         raise QueryError("a query for numbered parameters has a % that names no parameter")
     return NumberedQuery(sql_, tuple(names))
+
+
+# The pair queries of storage.cell_stats and storage.long_cells (a metric and its
+# covariate merged in one pass): the name and columns of their ``agg`` CTE, and the rows
+# they return from it and from ``pres``, in the shape storage.cell_stats reads.
+_MERGED_NAMES: LiteralString = "n, sum, sumsq, min, max, energy, duration_s, lamax_db, hist"
+PAIR_AGG: LiteralString = (
+    "agg (key, " + _MERGED_NAMES + ", c_" + _MERGED_NAMES.replace(", ", ", c_") + ")"
+)
+PAIR_ROWS: LiteralString = """
+SELECT agg.key, agg.n, agg.sum, agg.sumsq, agg.min, agg.max, agg.energy, agg.duration_s,
+       agg.lamax_db, agg.hist, NULL AS rides, NULL AS days, c.lat_deg, c.lon_deg,
+       NULL AS ride_w, NULL AS ride_w_sq, agg.c_n, agg.c_sum, agg.c_sumsq, agg.c_min,
+       agg.c_max, agg.c_energy, agg.c_duration_s, agg.c_lamax_db, agg.c_hist
+FROM agg JOIN h3_cells c ON c.cell = agg.key
+UNION ALL
+SELECT key, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, rides, days, NULL, NULL,
+       ride_w, ride_w_sq, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL
+FROM pres WHERE days >= %(min_days)s"""
