@@ -307,26 +307,6 @@ def cell_features_json(
     return b"[" + b",".join(features) + b"]"
 
 
-#: The numeric properties of a feature after its status, in their order.
-_NUMBERS = (
-    "n_readings",
-    "rides",
-    "days",
-    "mean",
-    "std",
-    "min",
-    "max",
-    "p50",
-    "p95",
-    "p50_error_bound",
-    "p95_error_bound",
-    "laeq_db",
-    "lamax_db",
-    "ci95_low",
-    "ci95_high",
-)
-
-
 def _json_of(cache: dict[str | None, bytes], value: str | None) -> bytes:
     """``value`` as pydantic_core serialises it, kept in ``cache``."""
     out = cache.get(value)
@@ -397,6 +377,8 @@ _FIGURES = (
     "ci95_low",
     "ci95_high",
 )
+#: The numeric properties of a feature after its status, in their order.
+_NUMBERS = ("n_readings", "rides", "days", *_FIGURES)
 
 
 def _nullable(values: np.ndarray) -> list[float | None]:

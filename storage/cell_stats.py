@@ -22,6 +22,7 @@ from storage.corrected_windows import corrected_per_metric, pick
 from storage.exceptions import QueryError
 from storage.long_cells import CELLS_QUERIES, PAIR_QUERIES, rolls_up
 from storage.merged_stats import (
+    CELL_ROWS,
     MERGED,
     PAIR_AGG,
     PAIR_ROWS,
@@ -49,14 +50,7 @@ agg AS (SELECT u.parent AS key, """
     + PARTIALS_IN_RANGE
     + """ GROUP BY u.parent),"""
     + presence_by("u.parent")
-    + """
-SELECT agg.*, NULL AS rides, NULL AS days, c.lat_deg, c.lon_deg, NULL AS ride_w,
-       NULL AS ride_w_sq
-FROM agg JOIN h3_cells c ON c.cell = agg.key
-UNION ALL
-SELECT key, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, rides, days, NULL, NULL,
-       ride_w, ride_w_sq
-FROM pres WHERE days >= %(min_days)s"""
+    + CELL_ROWS
 )
 _CELLS_QUERY = per_metric(_CELLS_TEMPLATE)
 _CELLS_CORRECTED = corrected_per_metric(_CELLS_TEMPLATE)

@@ -21,7 +21,7 @@ from typing import LiteralString
 from psycopg import sql
 
 from storage.cellwindows import metric_partials, pair_partials, presence_weight
-from storage.merged_stats import MERGED, PAIR_AGG, PAIR_ROWS, merged
+from storage.merged_stats import CELL_ROWS, MERGED, PAIR_AGG, PAIR_ROWS, merged
 from storage.selection import WANTED_BBOX, Selection
 from stream.core.partials import Metric
 
@@ -144,14 +144,7 @@ agg AS (SELECT p.cell AS key, """
     + MERGED
     + """ FROM src p GROUP BY p.cell),"""
     + _PRESENCE
-    + """
-SELECT agg.*, NULL AS rides, NULL AS days, c.lat_deg, c.lon_deg, NULL AS ride_w,
-       NULL AS ride_w_sq
-FROM agg JOIN h3_cells c ON c.cell = agg.key
-UNION ALL
-SELECT key, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, rides, days, NULL, NULL,
-       ride_w, ride_w_sq
-FROM pres WHERE days >= %(min_days)s"""
+    + CELL_ROWS
 )
 
 _PAIR_TEMPLATE: LiteralString = (

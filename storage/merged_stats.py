@@ -322,6 +322,17 @@ def numbered(query: bytes) -> NumberedQuery:
     return NumberedQuery(sql_, tuple(names))
 
 
+# The rows the cells queries of storage.cell_stats and storage.long_cells return from
+# their ``agg`` and ``pres`` CTEs, in the shape storage.cell_stats reads.
+CELL_ROWS: LiteralString = """
+SELECT agg.*, NULL AS rides, NULL AS days, c.lat_deg, c.lon_deg, NULL AS ride_w,
+       NULL AS ride_w_sq
+FROM agg JOIN h3_cells c ON c.cell = agg.key
+UNION ALL
+SELECT key, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, rides, days, NULL, NULL,
+       ride_w, ride_w_sq
+FROM pres WHERE days >= %(min_days)s"""
+
 # The pair queries of storage.cell_stats and storage.long_cells (a metric and its
 # covariate merged in one pass): the name and columns of their ``agg`` CTE, and the rows
 # they return from it and from ``pres``, in the shape storage.cell_stats reads.
