@@ -181,24 +181,52 @@ def _filled(n: int, rows: np.ndarray, values: np.ndarray) -> np.ndarray:
     return mask
 
 
-def _hist_merge(metric: Metric) -> sql.Composable:
+#: The merged spans the histogram merge has an expression of its own for: a merge adds
+#: only the bins of the merged span, so one spanning few bins costs less than one of all
+#: of them (bench/RESULTS.md, "The merge statements' CPU").
+HIST_MERGE_SPANS = (1, 8, 16, 24, HIST_BINS)
+
+
+def _hist_merge(metric: Metric, spans: tuple[int, ...] = HIST_MERGE_SPANS) -> sql.Composable:
     """The merged histogram, in the stored form: whichever side has one, or both added
-    bin by bin, unrolled over the bins (about three times cheaper than a plpgsql loop
-    per merged row, bench/RESULTS.md; a bin outside a side's stored ones is NULL
-    there, so 0), then cut from the first side's start to the last side's end, which
-    are counted bins of the sum. The offset is the smaller one (LEAST, below)."""
+    bin by bin over the merged span, from the first side's start to the last side's end
+    (which are counted bins of the sum). The offset is the smaller one (LEAST, below).
+
+    Unrolled, a bin an expression (about three times cheaper than a plpgsql loop per
+    merged row, bench/RESULTS.md): bin ``k`` of the merged span is bin ``k + lo - o``
+    of a side stored from offset ``o``, NULL outside its stored bins, so 0. The span's
+    length picks the shortest of the expressions for ``spans`` bins that covers it."""
     h, o = sql.Identifier(column(metric, "hist")), sql.Identifier(column(metric, HIST_OFFSET))
-    added = sql.SQL(", ").join(
-        sql.SQL(
-            "coalesce(w.{h}[{i} - w.{o}], 0) + coalesce(EXCLUDED.{h}[{i} - EXCLUDED.{o}], 0)"
-        ).format(h=h, o=o, i=sql.Literal(i))
-        for i in range(1, HIST_BINS + 1)
+    lo = sql.SQL("LEAST(w.{o}, EXCLUDED.{o})").format(o=o)
+    span = sql.SQL(
+        "GREATEST(w.{o} + cardinality(w.{h}), EXCLUDED.{o} + cardinality(EXCLUDED.{h})) - {lo}"
+    ).format(h=h, o=o, lo=lo)
+
+    def added(bins: int) -> sql.Composable:
+        return sql.SQL(", ").join(
+            sql.SQL(
+                "coalesce(w.{h}[{k} + {lo} - w.{o}], 0)"
+                " + coalesce(EXCLUDED.{h}[{k} + {lo} - EXCLUDED.{o}], 0)"
+            ).format(h=h, o=o, lo=lo, k=sql.Literal(k))
+            for k in range(1, bins + 1)
+        )
+
+    ladder = sql.SQL(" ").join(
+        sql.SQL("WHEN {span} <= {bins} THEN {merged}").format(
+            span=span,
+            bins=sql.Literal(bins),
+            merged=(
+                sql.SQL("ARRAY[{added}]").format(added=added(1))
+                if bins == 1
+                else sql.SQL("(ARRAY[{added}])[1 : {span}]").format(added=added(bins), span=span)
+            ),
+        )
+        for bins in spans[:-1]
     )
     return sql.SQL(
         "CASE WHEN EXCLUDED.{h} IS NULL THEN w.{h} WHEN w.{h} IS NULL THEN EXCLUDED.{h}"
-        " ELSE (ARRAY[{added}])[LEAST(w.{o}, EXCLUDED.{o}) + 1 : GREATEST(w.{o} +"
-        " cardinality(w.{h}), EXCLUDED.{o} + cardinality(EXCLUDED.{h}))] END"
-    ).format(h=h, o=o, added=added)
+        " {ladder} ELSE (ARRAY[{added}])[1 : {span}] END"
+    ).format(h=h, ladder=ladder, added=added(spans[-1]), span=span)
 
 
 def _merge_sets() -> sql.Composable:

@@ -452,6 +452,59 @@ def test_histograms_are_stored_from_their_first_counted_bin_to_their_last(
     assert stored_histogram(conn) == (0, dense(want), dense(want))
 
 
+def histogram_at(
+    bins: dict[int, int], window_start_ms: int
+) -> Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]:
+    """:func:`one_histogram`, in CELL's minute from ``window_start_ms``."""
+    of_cell = one_histogram(bins)
+
+    def aggregate(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        p, presence = of_cell(rows)
+        p["window_start_ms"] = window_start_ms
+        return p, presence
+
+    return aggregate
+
+
+#: Pairs of histograms (stored, then merged into it) whose merged spans fall on either
+#: side of each length the merge has an expression of its own for
+#: (storage.cellwindows.HIST_MERGE_SPANS), at both ends of the bins, overlapping,
+#: one inside the other and apart.
+SPAN_CASES = [
+    ({0: 1}, {0: 2}),
+    ({31: 4}, {31: 1}),
+    ({5: 1}, {6: 2}),
+    ({0: 3, 7: 1}, {2: 5}),
+    ({1: 1}, {9: 2}),
+    ({8: 2}, {0: 1, 3: 3}),
+    ({0: 1}, {15: 1}),
+    ({16: 2, 31: 1}, {20: 3}),
+    ({3: 1, 19: 2}, {10: 4}),
+    ({0: 1, 23: 1}, {4: 2, 12: 9}),
+    ({30: 2}, {6: 1}),
+    ({24: 1}, {0: 6}),
+    ({0: 1, 31: 2}, {15: 3, 16: 4}),
+    ({2: 1, 29: 1}, {0: 2, 31: 7}),
+]
+
+
+def test_histograms_merge_over_every_span_length(conn: psycopg.Connection[Any]) -> None:
+    for k, (stored, added) in enumerate(SPAN_CASES):
+        start_ms = T0_MS + k * 60_000
+        rows = make_readings(20, seq0=2 * k, t0_ms=T0_MS + k * 20_000)
+        write_batch(conn, rows[:10], histogram_at(stored, start_ms))
+        write_batch(conn, rows[10:], histogram_at(added, start_ms))
+        want = {b: stored.get(b, 0) + added.get(b, 0) for b in {*stored, *added}}
+        first, last = min(want), max(want)
+        row = conn.execute(
+            "SELECT pm25_hist_offset, pm25_hist FROM cell_windows"
+            " WHERE cell = %s AND window_s = 60"
+            " AND window_start = 'epoch'::timestamptz + %s * interval '1 millisecond'",
+            (CELL, start_ms),
+        ).fetchone()
+        assert row == (first, dense(want)[first : last + 1]), (stored, added)
+
+
 def test_a_partial_with_readings_and_an_empty_histogram_is_refused(
     conn: psycopg.Connection[Any],
 ) -> None:
