@@ -12,6 +12,12 @@ arrival order) as the embedded runtime writes it, without MQTT or ingest:
   merged in one transaction (what the runtime's merger thread does:
   ``stream.sink.PostgresSink.flush``), leaving out the cells earlier merges registered.
 
+With ``--steady D[,D...]`` the fleet rides in real time instead of uploading a backlog:
+each kit's frame of 10 readings arrives when its last reading was taken (a frame every
+10 s), a batch holds the frames of one second, and the waiting aggregates are merged
+every ``D`` seconds of that time (``bikesense ingest --aggregate-delay``); each delay
+is a run of the first source.
+
 Around every statement it reads the backend's CPU time (``/proc/<pid>/schedstat``,
 nanoseconds), and reports µs per reading per statement kind, and the whole cluster's
 CPU over the run (the postmaster and its children, ended ones too: autovacuum, WAL).
@@ -76,7 +82,13 @@ def cluster_cpu_s(postmaster: int) -> float:
 
 
 def worker(
-    source: Path, url: str, rows_file: Path, batch: int, merge: int, postmaster: int
+    source: Path,
+    url: str,
+    rows_file: Path,
+    batch: int,
+    merge: int,
+    postmaster: int,
+    steady_s: float = 0.0,
 ) -> dict[str, Any]:
     sys.path.insert(0, str(source))
     import functools
@@ -169,18 +181,39 @@ def worker(
         known.remember(plan.stored_after or plan.aggregates)
         waiting.clear()
 
-    since_merge = 0
-    for start in range(0, len(rows), batch):
-        plan = plan_write(rows[start : start + batch], None).deferring().encode()
+    def stored(batch_rows: np.ndarray) -> None:
+        plan = plan_write(batch_rows, None).deferring().encode()
         t0 = backend_cpu_ns(pid)
         result = write_batch(conn, plan, aggregate)
         add("readings transaction", backend_cpu_ns(pid) - t0)
         assert result.deferred is not None
         waiting.append(result.deferred)
-        since_merge += len(plan.rows)
-        if since_merge >= merge:
-            merged_now()
-            since_merge = 0
+
+    if steady_s:
+        # A frame arrives with its last reading; a batch is a second of arrivals.
+        frames = rows["kit_id"].astype(np.int64) << 32 | rows["seq"].astype(np.int64)
+        _, inverse = np.unique(frames, return_inverse=True)
+        arrival_s = np.zeros(inverse.max() + 1, dtype=np.int64)
+        np.maximum.at(arrival_s, inverse, rows["ts_ms"] // 1000)
+        second = arrival_s[inverse]
+        order = np.argsort(second, kind="stable")
+        rows, second = rows[order], second[order]
+        cuts = np.flatnonzero(np.diff(second)) + 1
+        due = second[0] + steady_s
+        for part in np.split(rows, cuts):
+            now = int(part["ts_ms"].max() // 1000)
+            if now >= due:
+                merged_now()
+                due = now + steady_s
+            stored(part)
+    else:
+        since_merge = 0
+        for start in range(0, len(rows), batch):
+            stored(rows[start : start + batch])
+            since_merge += min(batch, len(rows) - start)
+            if since_merge >= merge:
+                merged_now()
+                since_merge = 0
     if waiting:
         merged_now()
     staging.copy = plain_copy  # type: ignore[assignment]
@@ -225,9 +258,19 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=10_000)
     parser.add_argument("--merge", type=int, default=50_000)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument(
+        "--steady",
+        default="",
+        help="comma-separated aggregate delays in s: the fleet in real time, one run each",
+    )
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
     sources = dict(s.split("=", 1) for s in args.source)
+    # name: (path, steady delay in s or 0)
+    runs_of = {name: (path, 0.0) for name, path in sources.items()}
+    if args.steady:
+        path = next(iter(sources.values()))
+        runs_of = {f"steady-{d}s": (path, float(d)) for d in args.steady.split(",")}
 
     sys.path.insert(0, str(ROOT))
     import psycopg
@@ -245,10 +288,10 @@ def main() -> None:
     try:
         postmaster = cluster.pid()
         for rnd in range(args.rounds):
-            order = list(sources.items())
+            order = list(runs_of.items())
             if rnd % 2:
                 order.reverse()
-            for name, path in order:
+            for name, (path, steady_s) in order:
                 db = f"merges_{name}_{rnd}"
                 with psycopg.connect(cluster.url, autocommit=True) as conn:
                     conn.execute(f'CREATE DATABASE "{db}"')
@@ -264,6 +307,7 @@ def main() -> None:
                         str(args.batch),
                         str(args.merge),
                         str(postmaster),
+                        str(steady_s),
                     ],
                     check=False,
                     capture_output=True,
@@ -281,7 +325,7 @@ def main() -> None:
     finally:
         cluster.stop(mode="immediate")
         shutil.rmtree(root, ignore_errors=True)
-    summary(runs, list(sources))
+    summary(runs, list(runs_of))
     if args.out:
         args.out.write_text(json.dumps(runs, indent=1))
 
@@ -328,8 +372,10 @@ def summary(runs: list[dict[str, Any]], names: list[str]) -> None:
 
 if __name__ == "__main__":
     if len(sys.argv) > 1 and sys.argv[1] == "--worker":
-        src, url, rows_file, batch, merge, pm = sys.argv[2:8]
-        result = worker(Path(src), url, Path(rows_file), int(batch), int(merge), int(pm))
+        src, url, rows_file, batch, merge, pm, steady = sys.argv[2:9]
+        result = worker(
+            Path(src), url, Path(rows_file), int(batch), int(merge), int(pm), float(steady)
+        )
         print(json.dumps(result))
     else:
         main()
