@@ -37,7 +37,7 @@ from storage.merged_stats import (
     stats_of,
 )
 from storage.selection import UNITS, WANTED_BBOX, BBox, Selection, bbox_params
-from stream.core.partials import Metric
+from stream.core.partials import HIST_BINS, Metric
 
 _CELLS_TEMPLATE: LiteralString = (
     "WITH "
@@ -122,7 +122,7 @@ _PAIR_TEMPLATE: LiteralString = (
     + """ AS (SELECT u.parent, """
     + MERGED
     + ","
-    + merged("c_")
+    + merged("c_", hist=False)
     + PARTIALS_IN_RANGE
     + """ GROUP BY u.parent HAVING sum(p.n) > 0),"""
     + presence_by("u.parent")
@@ -172,7 +172,7 @@ def _split_pair(
     covariate: list[Column] = [
         keys[cov],
         *(floats_at(columns[i], cov) for i in range(16, 24)),
-        hists_of_wire([columns[24][i] for i in cov.tolist()]),
+        np.zeros((len(cov), HIST_BINS), dtype=np.int64),  # not merged: no percentiles
         np.zeros(len(cov)),
         np.zeros(len(cov)),
         nothing,
@@ -200,9 +200,11 @@ def cell_stats_with(
 ) -> tuple[np.ndarray, np.ndarray]:
     """:func:`cell_stats` of ``sel`` and, in the same query, of ``other`` over the same
     cells and units: the statistics of ``other`` in each of ``sel``'s cells where it has
-    readings, sorted by cell (their ``n`` ... ``p95``, from the same merge as
-    :func:`acell_stats` of ``other`` gives them; ``rides``, ``days`` and the ride
-    weights left 0 and NaN: the covariate of an interval needs none). Only where
+    readings, sorted by cell (their ``n``, ``mean``, ``std``, ``min`` and ``max``, from
+    the same merge as :func:`acell_stats` of ``other`` gives them; ``p50``, ``p95`` and
+    their bounds NaN, its histogram not merged, and ``rides``, ``days`` and the ride
+    weights 0 and NaN: the covariate of an interval (``api.stats.mean_interval``) needs
+    its mean and spread only, and summing its 32 bins was half of the merge). Only where
     :func:`combines`; raises QueryError otherwise."""
     query, params = _pair_args(sel, other, bbox)
     with psycopg.RawCursor(conn) as cur:

@@ -56,9 +56,10 @@ _INT32_MAX = 2**31 - 1
 Column = Sequence[Any] | np.ndarray
 
 
-def merged(prefix: LiteralString = "") -> LiteralString:
+def merged(prefix: LiteralString = "", *, hist: bool = True) -> LiteralString:
     """The merged partial columns of ``p``'s narrow columns named with ``prefix``
-    (storage.cellwindows.metric_partials, pair_partials).
+    (storage.cellwindows.metric_partials, pair_partials); ``hist=False``: the histogram
+    column NULL, not merged (a covariate's: an interval needs its mean and spread only).
 
     Histograms are summed bin by bin with the built-in sum over the stored, cut form
     (storage.cellwindows: bin i is hist_counted[i - hist_offset], NULL outside the
@@ -77,13 +78,9 @@ def merged(prefix: LiteralString = "") -> LiteralString:
         for i in range(1, HIST_BINS + 1)
     )
     return (
-        (
-            "\n    sum(p.{0}n), sum(p.{0}sum), sum(p.{0}sumsq), min(p.{0}min), max(p.{0}max),"
-            "\n    sum(p.{0}energy), sum(p.{0}duration_s), max(p.{0}lamax_db), ARRAY["
-        ).replace("{0}", prefix)
-        + bins
-        + "]"
-    )
+        "\n    sum(p.{0}n), sum(p.{0}sum), sum(p.{0}sumsq), min(p.{0}min), max(p.{0}max),"
+        "\n    sum(p.{0}energy), sum(p.{0}duration_s), max(p.{0}lamax_db), "
+    ).replace("{0}", prefix) + ("ARRAY[" + bins + "]" if hist else "NULL::bigint[]")
 
 
 MERGED: LiteralString = merged()
