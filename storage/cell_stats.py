@@ -29,15 +29,17 @@ from storage.merged_stats import (
     PARTIALS_IN_RANGE,
     Column,
     NumberedQuery,
+    copy_statement,
     hists_of_wire,
     merged,
     numbered,
+    pair_rows,
     presence_by,
     raw_hists,
     stats_of,
 )
 from storage.selection import UNITS, WANTED_BBOX, BBox, Selection, bbox_params
-from stream.core.partials import Metric
+from stream.core.partials import HIST_BINS, Metric
 
 _CELLS_TEMPLATE: LiteralString = (
     "WITH "
@@ -122,7 +124,7 @@ _PAIR_TEMPLATE: LiteralString = (
     + """ AS (SELECT u.parent, """
     + MERGED
     + ","
-    + merged("c_")
+    + merged("c_", hist=False)
     + PARTIALS_IN_RANGE
     + """ GROUP BY u.parent HAVING sum(p.n) > 0),"""
     + presence_by("u.parent")
@@ -160,19 +162,48 @@ def _columns(rows: Sequence[tuple[Any, ...]], width: int) -> list[Sequence[Any]]
     return list(zip(*rows, strict=True)) if rows else [()] * width
 
 
-def _split_pair(
-    rows: Sequence[tuple[Any, ...]], sel: Selection, other: Metric
-) -> tuple[np.ndarray, np.ndarray]:
-    columns = _columns(rows, 25)
-    joined, keys, _ = _joined_by_key(columns)
+def _split_pair(rows: np.ndarray, sel: Selection, other: Metric) -> tuple[np.ndarray, np.ndarray]:
+    """The statistics of ``sel`` and of ``other`` from a pair query's rows
+    (:func:`storage.merged_stats.pair_rows`): each partials row (``n`` > 0) with its
+    cell's presence row (``n`` -1), as :func:`_joined_by_key` joins them; a cell without
+    presence (seen on fewer than the selection's days) left out."""
+    keys = rows["key"].astype(np.int64)
+    present = rows["n"] >= 0
+    agg = np.flatnonzero(present)
+    agg = agg[np.argsort(keys[agg], kind="stable")]
+    pres = np.flatnonzero(~present)
+    pres = pres[np.argsort(keys[pres], kind="stable")]
+    at = np.minimum(np.searchsorted(keys[pres], keys[agg]), max(len(pres) - 1, 0))
+    found = keys[pres][at] == keys[agg] if len(pres) else np.zeros(len(agg), dtype=bool)
+    agg, pres = agg[found], pres[at[found]]
+
+    def f8(name: str, at: np.ndarray) -> np.ndarray:
+        column: np.ndarray = rows[name][at].astype(np.float64)
+        return column
+
+    hist = rows["hist"]["bins"]["value"]
+    joined: list[Column] = [
+        keys[agg],
+        rows["n"][agg].astype(np.int64),
+        *(f8(name, agg) for name in ("sum", "sumsq", "min", "max", "energy", "duration_s")),
+        f8("lamax_db", agg),
+        hist[agg].astype(np.int64),
+        rows["rides"][pres].astype(np.int64),
+        rows["days"][pres].astype(np.int64),
+        f8("lat", agg),
+        f8("lon", agg),
+        f8("ride_w", pres),
+        f8("ride_w_sq", pres),
+    ]
     # The covariate of every partials row where it has readings, sorted by cell.
-    cov = np.flatnonzero(np.nan_to_num(np.array(columns[16], dtype=np.float64)) != 0)
-    cov = cov[np.argsort(keys[cov], kind="stable")]
+    cov = agg[rows["c_n"][agg] != 0]
     nothing = np.full(len(cov), np.nan)
     covariate: list[Column] = [
         keys[cov],
-        *(floats_at(columns[i], cov) for i in range(16, 24)),
-        hists_of_wire([columns[24][i] for i in cov.tolist()]),
+        rows["c_n"][cov].astype(np.int64),
+        *(f8(f"c_{name}", cov) for name in ("sum", "sumsq", "min", "max", "energy", "duration_s")),
+        f8("c_lamax_db", cov),
+        np.zeros((len(cov), HIST_BINS), dtype=np.int64),  # not merged: no percentiles
         np.zeros(len(cov)),
         np.zeros(len(cov)),
         nothing,
@@ -200,15 +231,16 @@ def cell_stats_with(
 ) -> tuple[np.ndarray, np.ndarray]:
     """:func:`cell_stats` of ``sel`` and, in the same query, of ``other`` over the same
     cells and units: the statistics of ``other`` in each of ``sel``'s cells where it has
-    readings, sorted by cell (their ``n`` ... ``p95``, from the same merge as
-    :func:`acell_stats` of ``other`` gives them; ``rides``, ``days`` and the ride
-    weights left 0 and NaN: the covariate of an interval needs none). Only where
+    readings, sorted by cell (their ``n``, ``mean``, ``std``, ``min`` and ``max``, from
+    the same merge as :func:`acell_stats` of ``other`` gives them; ``p50``, ``p95`` and
+    their bounds NaN, its histogram not merged, and ``rides``, ``days`` and the ride
+    weights 0 and NaN: the covariate of an interval (``api.stats.mean_interval``) needs
+    its mean and spread only, and summing its 32 bins was half of the merge). Only where
     :func:`combines`; raises QueryError otherwise."""
     query, params = _pair_args(sel, other, bbox)
-    with psycopg.RawCursor(conn) as cur:
-        raw_hists(cur)
-        cur.execute(query.sql, query.args(params), binary=True)
-        return _split_pair(cur.fetchall(), sel, other)
+    with conn.cursor().copy(copy_statement(query, params, conn)) as copy:
+        data = b"".join(copy)
+    return _split_pair(pair_rows(data), sel, other)
 
 
 async def acell_stats_with(
@@ -216,10 +248,9 @@ async def acell_stats_with(
 ) -> tuple[np.ndarray, np.ndarray]:
     """:func:`cell_stats_with` for an async connection."""
     query, params = _pair_args(sel, other, bbox)
-    async with psycopg.AsyncRawCursor(conn) as cur:
-        raw_hists(cur)
-        await cur.execute(query.sql, query.args(params), binary=True)
-        return _split_pair(await cur.fetchall(), sel, other)
+    async with conn.cursor().copy(copy_statement(query, params, conn)) as copy:
+        data = b"".join([block async for block in copy])
+    return _split_pair(pair_rows(data), sel, other)
 
 
 # The queries go with numbered parameters ($1, ..., storage.merged_stats.numbered) through

@@ -155,7 +155,7 @@ _PAIR_TEMPLATE: LiteralString = (
     + """ AS (SELECT p.cell, """
     + MERGED
     + ","
-    + merged("c_")
+    + merged("c_", hist=False)
     + """ FROM src p GROUP BY p.cell HAVING sum(p.n) > 0),"""
     + _PRESENCE
     + PAIR_ROWS

@@ -9,7 +9,7 @@ import pytest
 
 from storage.cell_stats import floats_at
 from storage.exceptions import QueryError
-from storage.merged_stats import hists_of_wire, numbered, raw_hists
+from storage.merged_stats import hists_of_wire, numbered, pair_rows, raw_hists
 from stream.core.partials import HIST_BINS
 
 
@@ -71,3 +71,35 @@ def test_floats_at_converts_only_the_rows_taken() -> None:
     assert empty.shape == (0,)
     assert empty.dtype == np.float64
     assert floats_at((), np.array([], dtype=np.int64)).shape == (0,)
+
+
+_PAIR_ROW_SQL = (
+    "SELECT 7::bigint, 3::bigint, 1.5::float8, 2.5::float8, 0.1::float8, 0.9::float8,"
+    " 0::float8, 0::float8, 'NaN'::float8, array_fill(4::bigint, ARRAY[32]), 2::bigint,"
+    " 1::bigint, 52.1::float8, 5.1::float8, 3::float8, {ride_w_sq}, 1::bigint,"
+    " 70::float8, 4900::float8, 70::float8, 70::float8, 0::float8, 0::float8,"
+    " 'NaN'::float8"
+)
+
+
+def test_pair_rows_from_a_binary_copy(postgres_url: str) -> None:
+    """storage.merged_stats.pair_rows reads PAIR_ROWS' fixed layout with one frombuffer;
+    a NULL field (a column the query did not give a value) is a QueryError."""
+    with psycopg.connect(postgres_url) as conn:
+        query = _PAIR_ROW_SQL.format(ride_w_sq="9::float8")
+        with conn.cursor().copy(f"COPY ({query}) TO STDOUT (FORMAT binary)") as copy:
+            data = b"".join(copy)
+        rows = pair_rows(data)
+        assert rows["key"].tolist() == [7]
+        assert rows["n"].tolist() == [3]
+        assert rows["hist"]["bins"]["value"].tolist() == [[4] * HIST_BINS]
+        assert rows["ride_w_sq"].tolist() == [9.0]
+        assert np.isnan(rows["lamax_db"][0])
+        assert rows["c_sumsq"].tolist() == [4900.0]
+        query = _PAIR_ROW_SQL.format(ride_w_sq="NULL::float8")
+        with conn.cursor().copy(f"COPY ({query}) TO STDOUT (FORMAT binary)") as copy:
+            with_null = b"".join(copy)
+    with pytest.raises(QueryError, match="not of their fixed layout"):
+        pair_rows(with_null)
+    with pytest.raises(QueryError, match="not a binary COPY"):
+        pair_rows(data[:-2])
