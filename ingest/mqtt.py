@@ -78,11 +78,92 @@ class BrokerAddress:
         )
 
 
+#: What one read from the broker's socket takes at most (``_ReadAhead``).
+READ_AHEAD_BYTES = 1 << 16
+#: Packets paho's network thread reads before it looks at its other duties (writing the
+#: acks, the keep-alive): ``_ReadAheadClient.loop_read``.
+PACKETS_PER_READ = 64
+
+
+class _ReadAhead:
+    """The broker's socket, read ``READ_AHEAD_BYTES`` at a time.
+
+    paho reads a packet with three or more ``recv`` calls (its first byte, each byte
+    of its length, the rest) and selects on the socket before each packet: on
+    10-reading frames those system calls, and the GIL given up and taken back around
+    each, were most of paho's thread's CPU (bench/RESULTS.md, "Ingest CPU per
+    reading"). Here one ``recv`` serves many packets; :meth:`pending` tells paho that
+    bytes are waiting without the socket being readable, as an SSL socket's does,
+    and paho's loop reads on without waiting in ``select``.
+    """
+
+    __slots__ = ("_at", "_buffer", "_sock")
+
+    def __init__(self, sock: Any) -> None:
+        self._sock = sock
+        self._buffer: bytes = b""
+        self._at = 0
+
+    def recv(self, size: int) -> bytes:
+        buffer, at = self._buffer, self._at
+        if at >= len(buffer):
+            # BlockingIOError (nothing to read) and b"" (closed) reach paho as they are.
+            buffer = bytes(self._sock.recv(READ_AHEAD_BYTES))
+            if not buffer:
+                return buffer
+            self._buffer, at = buffer, 0
+        if at == 0 and size >= len(buffer):
+            self._at = len(buffer)
+            return buffer
+        data = buffer[at : at + size]
+        self._at = at + len(data)
+        return data
+
+    def pending(self) -> int:
+        inner = getattr(self._sock, "pending", None)
+        return len(self._buffer) - self._at + (inner() if inner is not None else 0)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._sock, name)
+
+
+class _ReadAheadClient(mqtt.Client):
+    """paho's client reading through :class:`_ReadAhead`, several packets a loop.
+
+    paho's loop reads one packet, then writes, checks its keep-alive and selects
+    again; the bytes read ahead hold many packets, so :meth:`loop_read` takes up to
+    ``PACKETS_PER_READ`` of them before going back to that loop. It overrides paho's
+    private ``_create_socket`` (paho 2.x), the one place the socket is made.
+    """
+
+    def _create_socket(self) -> Any:
+        sock = super()._create_socket()
+        return sock if self._transport == "websockets" else _ReadAhead(sock)
+
+    def loop_read(self, max_packets: int = 1) -> MQTTErrorCode:
+        rc = super().loop_read(max_packets)
+        for _ in range(PACKETS_PER_READ - 1):
+            sock = self._sock
+            if rc != MQTTErrorCode.MQTT_ERR_SUCCESS or not isinstance(sock, _ReadAhead):
+                break
+            if not sock.pending():
+                break
+            rc = super().loop_read(max_packets)
+        return rc
+
+
 def new_client(
-    address: BrokerAddress, client_id: str, *, persistent: bool, manual_ack: bool = False
+    address: BrokerAddress,
+    client_id: str,
+    *,
+    persistent: bool,
+    manual_ack: bool = False,
+    read_ahead: bool = False,
 ) -> mqtt.Client:
-    """A paho client configured the bikesense way (3.1.1, TLS when the URL says so)."""
-    client = mqtt.Client(
+    """A paho client configured the bikesense way (3.1.1, TLS when the URL says so);
+    with ``read_ahead``, one that reads the socket in large blocks (``_ReadAheadClient``:
+    for a subscriber that receives many messages)."""
+    client = (_ReadAheadClient if read_ahead else mqtt.Client)(
         CallbackAPIVersion.VERSION2,
         client_id=client_id,
         clean_session=not persistent,
@@ -120,7 +201,9 @@ class MqttSubscriber:
         self._subscriptions = list(subscriptions)
         self._deliver = deliver
         self._keepalive_s = keepalive_s
-        self._client = new_client(self.address, client_id, persistent=True, manual_ack=True)
+        self._client = new_client(
+            self.address, client_id, persistent=True, manual_ack=True, read_ahead=True
+        )
         self._client.on_connect = self._on_connect
         self._client.on_disconnect = self._on_disconnect
         self._client.on_message = self._on_message
