@@ -16,7 +16,9 @@ facts"), and Mosquitto honours ``$share/`` subscriptions from 3.1.1 clients
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import ssl
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -95,14 +97,21 @@ class _ReadAhead:
     reading"). Here one ``recv`` serves many packets; :meth:`pending` tells paho that
     bytes are waiting without the socket being readable, as an SSL socket's does,
     and paho's loop reads on without waiting in ``select``.
+
+    Writes likewise: paho sends each packet on its own (a PUBACK per message, a
+    system call and a TCP segment each); :meth:`send` gathers them, and
+    :meth:`flush`, at the end of each of paho's writes, sends them at once. What the
+    socket does not take then stays, in order, for the next flush (paho then asks to
+    write again: ``_ReadAheadClient.want_write``), as paho's own unsent packets do.
     """
 
-    __slots__ = ("_at", "_buffer", "_sock")
+    __slots__ = ("_at", "_buffer", "_sock", "_unsent")
 
     def __init__(self, sock: Any) -> None:
         self._sock = sock
         self._buffer: bytes = b""
         self._at = 0
+        self._unsent = bytearray()
 
     def recv(self, size: int) -> bytes:
         buffer, at = self._buffer, self._at
@@ -123,6 +132,27 @@ class _ReadAhead:
         inner = getattr(self._sock, "pending", None)
         return len(self._buffer) - self._at + (inner() if inner is not None else 0)
 
+    def send(self, data: bytes | bytearray) -> int:
+        self._unsent += data
+        return len(data)
+
+    def flush(self) -> None:
+        """Send what was gathered, as much as the socket takes (``BlockingIOError`` if
+        none: the rest waits for the next flush)."""
+        if self._unsent:
+            sent = self._sock.send(self._unsent)
+            del self._unsent[:sent]
+
+    @property
+    def unsent(self) -> int:
+        return len(self._unsent)
+
+    def close(self) -> None:
+        # paho closes right after writing DISCONNECT: send it, and any acks before it.
+        with contextlib.suppress(OSError):
+            self.flush()
+        self._sock.close()
+
     def __getattr__(self, name: str) -> Any:
         return getattr(self._sock, name)
 
@@ -132,13 +162,32 @@ class _ReadAheadClient(mqtt.Client):
 
     paho's loop reads one packet, then writes, checks its keep-alive and selects
     again; the bytes read ahead hold many packets, so :meth:`loop_read` takes up to
-    ``PACKETS_PER_READ`` of them before going back to that loop. It overrides paho's
-    private ``_create_socket`` (paho 2.x), the one place the socket is made.
+    ``PACKETS_PER_READ`` of them before going back to that loop; :meth:`_packet_write`
+    flushes the packets paho wrote. It overrides paho's private ``_create_socket`` and
+    ``_packet_write`` (paho 2.x): the one place the socket is made, the one place it is
+    written to.
     """
 
     def _create_socket(self) -> Any:
         sock = super()._create_socket()
         return sock if self._transport == "websockets" else _ReadAhead(sock)
+
+    def _packet_write(self) -> MQTTErrorCode:
+        rc = super()._packet_write()
+        sock = self._sock
+        if isinstance(sock, _ReadAhead):
+            try:
+                sock.flush()
+            except (BlockingIOError, ssl.SSLWantWriteError, ssl.SSLWantReadError):
+                return MQTTErrorCode.MQTT_ERR_AGAIN if rc == MQTTErrorCode.MQTT_ERR_SUCCESS else rc
+            except OSError as exc:
+                log.warning("could not write to the MQTT broker: %s", exc)
+                return MQTTErrorCode.MQTT_ERR_CONN_LOST
+        return rc
+
+    def want_write(self) -> bool:
+        sock = self._sock
+        return super().want_write() or (isinstance(sock, _ReadAhead) and sock.unsent > 0)
 
     def loop_read(self, max_packets: int = 1) -> MQTTErrorCode:
         rc = super().loop_read(max_packets)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import threading
 import time
@@ -108,3 +109,56 @@ def test_subscriber_reads_many_messages_per_socket_read(
     finally:
         release.set()
         subscriber.stop()
+    # Every ack reached the broker (the last ones sent on disconnect): the persistent
+    # session has nothing to deliver again.
+    again: list[InboundMessage] = []
+    resumed = MqttSubscriber(
+        mqtt_url,
+        client_id=f"{unique_topic_prefix}-sub",
+        subscriptions=[topic],
+        deliver=again.append,
+    )
+    resumed.start()
+    try:
+        time.sleep(0.5)
+        assert again == []
+    finally:
+        resumed.stop()
+
+
+def test_writes_are_gathered_and_sent_at_once_in_order() -> None:
+    a, b = socket.socketpair()
+    with a, b:
+        b.setblocking(False)
+        writer = _ReadAhead(b)
+        assert writer.send(b"\x40\x02\x00\x01") == 4
+        assert writer.send(bytearray(b"\x40\x02\x00\x02")) == 4
+        assert writer.unsent == 8
+        a.setblocking(False)
+        with pytest.raises(BlockingIOError):
+            a.recv(100)  # nothing sent yet
+        writer.flush()
+        assert writer.unsent == 0
+        assert a.recv(100) == b"\x40\x02\x00\x01\x40\x02\x00\x02"
+        # A full socket keeps the rest for the next flush, in order.
+        chunk = bytes(range(256)) * 64
+        while not writer.unsent:
+            writer.send(chunk)
+            with contextlib.suppress(BlockingIOError):
+                writer.flush()
+        received = bytearray()
+        while writer.unsent:
+            with contextlib.suppress(BlockingIOError):
+                received += a.recv(1 << 20)
+            with contextlib.suppress(BlockingIOError):
+                writer.flush()
+        with contextlib.suppress(BlockingIOError):
+            while data := a.recv(1 << 20):
+                received += data
+        assert len(received) % len(chunk) == 0
+        assert received == chunk * (len(received) // len(chunk))
+        # Closing sends what is left first.
+        writer.send(b"\xe0\x00")
+        writer.close()
+        a.setblocking(True)
+        assert a.recv(100) == b"\xe0\x00"
