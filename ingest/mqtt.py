@@ -23,7 +23,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import unquote, urlsplit
 
 import paho.mqtt.client as mqtt
@@ -189,6 +189,26 @@ class _ReadAheadClient(mqtt.Client):
         sock = self._sock
         return super().want_write() or (isinstance(sock, _ReadAhead) and sock.unsent > 0)
 
+    def ack_all(self, acks: Sequence[tuple[int, int]]) -> int:
+        """paho's :meth:`ack` of each ``(mid, qos)``, in order, waking paho's thread once
+        for them all; returns how many were queued.
+
+        paho wakes its thread for each packet it queues (a byte on its socket pair: a
+        system call here, and a turn of its loop there that writes one PUBACK). Its wake
+        socket is held back while the acks are queued and used once after. Only
+        ``loop_start`` and ``disconnect`` replace it, which the subscriber never does
+        while acking; a packet paho's own thread queues meanwhile needs no wake.
+        """
+        wake, self._sockpairW = self._sockpairW, None
+        try:
+            queued = sum(self.ack(mid, qos) == MQTTErrorCode.MQTT_ERR_SUCCESS for mid, qos in acks)
+        finally:
+            self._sockpairW = wake
+        if wake is not None and queued:
+            with contextlib.suppress(BlockingIOError):
+                wake.send(b"0")
+        return queued
+
     def loop_read(self, max_packets: int = 1) -> MQTTErrorCode:
         rc = super().loop_read(max_packets)
         for _ in range(PACKETS_PER_READ - 1):
@@ -201,18 +221,20 @@ class _ReadAheadClient(mqtt.Client):
         return rc
 
 
+_C = TypeVar("_C", bound=mqtt.Client)
+
+
 def new_client(
     address: BrokerAddress,
     client_id: str,
     *,
     persistent: bool,
     manual_ack: bool = False,
-    read_ahead: bool = False,
-) -> mqtt.Client:
-    """A paho client configured the bikesense way (3.1.1, TLS when the URL says so);
-    with ``read_ahead``, one that reads the socket in large blocks (``_ReadAheadClient``:
-    for a subscriber that receives many messages)."""
-    client = (_ReadAheadClient if read_ahead else mqtt.Client)(
+    kind: type[_C] = mqtt.Client,  # type: ignore[assignment]
+) -> _C:
+    """A paho client configured the bikesense way (3.1.1, TLS when the URL says so), of
+    class ``kind`` (``_ReadAheadClient`` for a subscriber that receives many messages)."""
+    client = kind(
         CallbackAPIVersion.VERSION2,
         client_id=client_id,
         clean_session=not persistent,
@@ -251,7 +273,7 @@ class MqttSubscriber:
         self._deliver = deliver
         self._keepalive_s = keepalive_s
         self._client = new_client(
-            self.address, client_id, persistent=True, manual_ack=True, read_ahead=True
+            self.address, client_id, persistent=True, manual_ack=True, kind=_ReadAheadClient
         )
         self._client.on_connect = self._on_connect
         self._client.on_disconnect = self._on_disconnect
@@ -261,6 +283,7 @@ class MqttSubscriber:
         self._connected = threading.Event()
         self._subscribed = threading.Event()
         self._lock = threading.Lock()
+        self._acking = threading.Lock()
 
     # -- paho callbacks (network thread) --------------------------------------------------
 
@@ -362,14 +385,11 @@ class MqttSubscriber:
         name another message now. With a persistent session the broker sends
         it again, and the exactly-once writer makes the second copy a no-op.
         """
-        sent = 0
         current = self._generation
-        for message in messages:
-            if message.qos == 0 or message.generation != current:
-                continue
-            if self._client.ack(message.mid, message.qos) == MQTTErrorCode.MQTT_ERR_SUCCESS:
-                sent += 1
-        return sent
+        with self._acking:
+            return self._client.ack_all(
+                [(m.mid, m.qos) for m in messages if m.qos != 0 and m.generation == current]
+            )
 
     def stop(self) -> None:
         self._client.disconnect()

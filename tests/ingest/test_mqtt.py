@@ -21,11 +21,17 @@ class _CountingSocket:
     def __init__(self, sock: Any) -> None:
         self.sock = sock
         self.recvs = 0
+        self.sends = 0
 
     def recv(self, size: int) -> bytes:
         self.recvs += 1
         data: bytes = self.sock.recv(size)
         return data
+
+    def send(self, data: bytes) -> int:
+        self.sends += 1
+        sent: int = self.sock.send(data)
+        return sent
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.sock, name)
@@ -95,8 +101,18 @@ def test_subscriber_reads_many_messages_per_socket_read(
         publisher.loop_stop()
         time.sleep(0.2)
         release.set()
+        # The broker's in-flight window (100 in bikesense's configuration) is what came.
+        deadline = time.monotonic() + 10
+        while len(got) < 100 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        wakes = _CountingSocket(subscriber._client._sockpairW)
+        subscriber._client._sockpairW = wakes  # type: ignore[assignment]
+        window = got[:100]
+        assert subscriber.ack(window) == 100
+        # One wake of paho's thread for them all (paho alone wakes it once an ack).
+        assert wakes.sends == 1
         # Acked as they come: the broker holds back what passes its in-flight window.
-        acked = 0
+        acked = 100
         deadline = time.monotonic() + 10
         while acked < len(payloads) and time.monotonic() < deadline:
             time.sleep(0.01)
