@@ -1,4 +1,5 @@
-"""The paho boundary's socket reads: many packets per ``recv``, nothing lost or reordered."""
+"""The paho boundary's socket (ingest/mqtt.py, ingest/read_ahead.py): many packets per
+system call each way, nothing lost or reordered."""
 
 from __future__ import annotations
 
@@ -12,7 +13,8 @@ import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
-from ingest.mqtt import READ_AHEAD_BYTES, InboundMessage, MqttSubscriber, _ReadAhead
+from ingest.mqtt import InboundMessage, MqttSubscriber
+from ingest.read_ahead import READ_AHEAD_BYTES, ReadAhead
 
 
 class _CountingSocket:
@@ -42,7 +44,7 @@ def test_small_reads_are_served_from_one_large_one() -> None:
     with a, b:
         b.setblocking(False)
         counting = _CountingSocket(b)
-        reader = _ReadAhead(counting)
+        reader = ReadAhead(counting)
         a.sendall(b"\x30\x05hello" + b"\x30\x03abc")
         assert reader.recv(1) == b"\x30"
         assert reader.pending() == 11
@@ -86,7 +88,7 @@ def test_subscriber_reads_many_messages_per_socket_read(
     subscriber.start()
     try:
         sock = subscriber._client._sock
-        assert isinstance(sock, _ReadAhead)
+        assert isinstance(sock, ReadAhead)
         counting = _CountingSocket(sock._sock)
         sock._sock = counting
         publisher = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv311)
@@ -146,7 +148,7 @@ def test_writes_are_gathered_and_sent_at_once_in_order() -> None:
     a, b = socket.socketpair()
     with a, b:
         b.setblocking(False)
-        writer = _ReadAhead(b)
+        writer = ReadAhead(b)
         assert writer.send(b"\x40\x02\x00\x01") == 4
         assert writer.send(bytearray(b"\x40\x02\x00\x02")) == 4
         assert writer.unsent == 8
