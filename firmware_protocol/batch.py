@@ -17,6 +17,7 @@ frame never spoils the others.
 
 from __future__ import annotations
 
+import functools
 import hmac
 import struct
 import zlib
@@ -173,9 +174,16 @@ def decode_readings_many(payloads: Sequence[bytes], key: KeySource) -> DecodedBa
 
 def _mac_or_none(key: KeySource, kit_id: int) -> hmac.HMAC | None:
     try:
-        return keyed_mac(resolve_key(key, kit_id))
+        return _keyed_mac(resolve_key(key, kit_id))
     except RemoteProtocolError:
         return None  # unknown kit: the reference decoder says so
+
+
+# Keyed once per key, not once per kit and batch: ingest's batches are a few hundred
+# frames from as many kits, and keying costs about as much as decoding ten readings.
+# Only copies of the cached objects are ever updated (see envelope.keyed_mac). Bounded:
+# past this many kits the least recently seen are keyed again.
+_keyed_mac = functools.lru_cache(maxsize=1 << 14)(keyed_mac)
 
 
 def _refusal(data: bytes, key: KeySource) -> RemoteProtocolError:

@@ -179,25 +179,25 @@ class MqttConsumer(Generic[B]):
             return 0 if self._stopping.is_set() else self._handover.room()
 
     def _collect(self, limit: int) -> list[InboundMessage]:
+        """Up to ``limit`` messages (and ``max_batch_bytes``): what the queue holds, and
+        what comes within ``linger_s`` of the first, taken as many at a time as are there."""
+        max_bytes = self.config.max_batch_bytes
         try:
-            first = self._queue.get(timeout=_POLL_S)
+            batch = self._queue.get_many(limit, max_bytes, timeout=_POLL_S)
         except queue.Empty:
             return []
-        batch = [first]
-        size = first.size_bytes
+        size = sum(m.size_bytes for m in batch)
         deadline = time.monotonic() + self.config.linger_s
-        while len(batch) < limit and size < self.config.max_batch_bytes:
+        while len(batch) < limit and size < max_bytes:
             remaining = deadline - time.monotonic()
             try:
-                message = (
-                    self._queue.get(timeout=max(remaining, 0.0))
-                    if remaining > 0
-                    else self._queue.get_nowait()
+                more = self._queue.get_many(
+                    limit - len(batch), max_bytes - size, timeout=max(remaining, 0.0)
                 )
             except queue.Empty:
                 break
-            batch.append(message)
-            size += message.size_bytes
+            batch += more
+            size += sum(m.size_bytes for m in more)
         return batch
 
     def _prepare(self, messages: list[InboundMessage]) -> _Chunk[B] | None:

@@ -43,7 +43,9 @@ class MessageQueue:
 
     def put(self, message: InboundMessage, timeout: float) -> None:
         with self._cond:
-            if not self._cond.wait_for(lambda: self._room_for(message), timeout):
+            if not self._room_for(message) and not self._cond.wait_for(
+                lambda: self._room_for(message), timeout
+            ):
                 raise queue.Full
             self._items.append(message)
             self._bytes += message.size_bytes
@@ -54,6 +56,24 @@ class MessageQueue:
             if not self._cond.wait_for(lambda: bool(self._items), timeout):
                 raise queue.Empty
             return self._pop()
+
+    def get_many(self, limit: int, max_bytes: int, timeout: float) -> list[InboundMessage]:
+        """The first messages, in order, waiting up to ``timeout`` for one: at least one,
+        at most ``limit``, and no more once they hold ``max_bytes`` (so the last may pass
+        it). One lock for them all, where :meth:`get` takes it once a message (and paho's
+        thread, putting, waits for it as often)."""
+        with self._cond:
+            if not self._items and not self._cond.wait_for(lambda: bool(self._items), timeout):
+                raise queue.Empty
+            items, size = self._items, 0
+            taken: list[InboundMessage] = []
+            while items and len(taken) < limit and size < max_bytes:
+                message = items.popleft()
+                size += message.size_bytes
+                taken.append(message)
+            self._bytes -= size
+            self._cond.notify_all()
+            return taken
 
     def get_nowait(self) -> InboundMessage:
         with self._cond:

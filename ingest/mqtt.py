@@ -21,15 +21,16 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import unquote, urlsplit
 
 import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
+from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.reasoncodes import ReasonCode
 
 from ingest.exceptions import BrokerError
 from ingest.limits import MAX_PAYLOAD_BYTES
+from ingest.read_ahead import ReadAheadClient
 
 log = logging.getLogger(__name__)
 
@@ -78,11 +79,20 @@ class BrokerAddress:
         )
 
 
+_C = TypeVar("_C", bound=mqtt.Client)
+
+
 def new_client(
-    address: BrokerAddress, client_id: str, *, persistent: bool, manual_ack: bool = False
-) -> mqtt.Client:
-    """A paho client configured the bikesense way (3.1.1, TLS when the URL says so)."""
-    client = mqtt.Client(
+    address: BrokerAddress,
+    client_id: str,
+    *,
+    persistent: bool,
+    manual_ack: bool = False,
+    kind: type[_C] = mqtt.Client,  # type: ignore[assignment]
+) -> _C:
+    """A paho client configured the bikesense way (3.1.1, TLS when the URL says so), of
+    class ``kind`` (``ReadAheadClient`` for a subscriber that receives many messages)."""
+    client = kind(
         CallbackAPIVersion.VERSION2,
         client_id=client_id,
         clean_session=not persistent,
@@ -120,7 +130,9 @@ class MqttSubscriber:
         self._subscriptions = list(subscriptions)
         self._deliver = deliver
         self._keepalive_s = keepalive_s
-        self._client = new_client(self.address, client_id, persistent=True, manual_ack=True)
+        self._client = new_client(
+            self.address, client_id, persistent=True, manual_ack=True, kind=ReadAheadClient
+        )
         self._client.on_connect = self._on_connect
         self._client.on_disconnect = self._on_disconnect
         self._client.on_message = self._on_message
@@ -129,6 +141,7 @@ class MqttSubscriber:
         self._connected = threading.Event()
         self._subscribed = threading.Event()
         self._lock = threading.Lock()
+        self._acking = threading.Lock()
 
     # -- paho callbacks (network thread) --------------------------------------------------
 
@@ -230,14 +243,11 @@ class MqttSubscriber:
         name another message now. With a persistent session the broker sends
         it again, and the exactly-once writer makes the second copy a no-op.
         """
-        sent = 0
         current = self._generation
-        for message in messages:
-            if message.qos == 0 or message.generation != current:
-                continue
-            if self._client.ack(message.mid, message.qos) == MQTTErrorCode.MQTT_ERR_SUCCESS:
-                sent += 1
-        return sent
+        with self._acking:
+            return self._client.ack_all(
+                [(m.mid, m.qos) for m in messages if m.qos != 0 and m.generation == current]
+            )
 
     def stop(self) -> None:
         self._client.disconnect()

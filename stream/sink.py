@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 import time
 from functools import partial
 from typing import Any
@@ -334,18 +335,26 @@ def _live_payload(enriched: np.ndarray, core: CoreConfig) -> str:
 
     Computed over the whole batch, a superset of the rows that were new.
     """
-    placed = enriched[enriched["cell"] != 0]
+    # Columns, not rows, of the placed readings: a merge's rows run to tens of megabytes.
+    placed = enriched["cell"] != 0
     coarsest = min(core.resolutions)
     cells: list[int] = (
-        np.unique(parent_cells(placed["cell"], coarsest)).tolist() if len(placed) else []
+        np.unique(parent_cells(np.unique(enriched["cell"][placed]), coarsest)).tolist()
+        if placed.any()
+        else []
     )
+    # Windows nest (stream.core.windows): each size's windows are those holding the
+    # distinct windows of the sizes' greatest common divisor, far fewer than the readings.
+    base = np.unique(window_starts_ms(enriched["ts_ms"][placed], math.gcd(*core.window_sizes_s)))
     windows = {
         (size, int(start))
         for size in core.window_sizes_s
-        for start in np.unique(window_starts_ms(placed["ts_ms"], size)).tolist()
+        for start in np.unique(window_starts_ms(base, size)).tolist()
     }
     metrics = [
-        m.api_name for m, column in METRIC_COLUMNS.items() if np.isfinite(placed[column]).any()
+        m.api_name
+        for m, column in METRIC_COLUMNS.items()
+        if np.isfinite(enriched[column][placed]).any()
     ]
     return notify_payload(
         metrics=metrics, resolutions=core.resolutions, windows=windows, cells=cells

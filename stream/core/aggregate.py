@@ -100,7 +100,7 @@ def aggregate(
     _check_enriched(enriched)
     res_list = check_resolutions(resolutions)
     win_list = check_window_sizes(window_sizes_s)
-    masks = {m: policy.publishable(enriched, m) for m in METRIC_COLUMNS}
+    masks = policy.publishable_masks(enriched)
     counted = np.zeros(len(enriched), dtype=bool)
     for mask in masks.values():
         counted |= mask

@@ -20,11 +20,26 @@ ENRICHED_DTYPE = np.dtype(
 )
 
 
+#: A reading's fields lead an enriched row, at the same offsets: its bytes are the first
+#: ``READING_DTYPE.itemsize`` of the row.
+_SAME_LEADING_BYTES = all(
+    ENRICHED_DTYPE.fields[name] == spec  # type: ignore[index]
+    for name, spec in (READING_DTYPE.fields or {}).items()
+)
+
+
 def enrich(readings: np.ndarray, received_ms: int) -> np.ndarray:
     """Copy decoded readings into an enriched array with QA, cell and ride still unset."""
-    out = np.zeros(len(readings), dtype=ENRICHED_DTYPE)
-    for name in READING_DTYPE.names or ():
-        out[name] = readings[name]
+    n = len(readings)
+    out = np.zeros(n, dtype=ENRICHED_DTYPE)
+    if _SAME_LEADING_BYTES and readings.dtype == READING_DTYPE and readings.flags.c_contiguous:
+        # One copy of bytes instead of a pass over every row per field.
+        width = READING_DTYPE.itemsize
+        rows = out.view(np.uint8).reshape(n, ENRICHED_DTYPE.itemsize)
+        rows[:, :width] = readings.view(np.uint8).reshape(n, width)
+    else:
+        for name in READING_DTYPE.names or ():
+            out[name] = readings[name]
     out["received_ms"] = received_ms
     return out
 

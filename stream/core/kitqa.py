@@ -100,19 +100,23 @@ def _segments(enriched: np.ndarray, states: Mapping[int, KitState], config: QaCo
     ends = np.append(starts[1:], len(ts)) - 1
     memory: list[QaMemory | None] = []
     taken: set[int] = set()
-    for first in starts.tolist():
-        k = int(kit[first])
+    for k, t, r, b in zip(
+        kit[starts].tolist(),
+        ts[starts].tolist(),
+        ride[starts].tolist(),
+        boot[starts].tolist(),
+        strict=True,
+    ):
         state = states.get(k)
         m = state.qa if state is not None else None
-        t = int(ts[first])
         # Only the first segment at or after the newest reading seen can continue it.
         continues = (
             m is not None
             and k not in taken
             and t >= m.last_ts_ms
             and t - m.last_ts_ms <= config.context_gap_s * 1000
-            and int(ride[first]) == m.ride_id
-            and int(boot[first]) == m.boot_id
+            and r == m.ride_id
+            and b == m.boot_id
         )
         if m is not None and t >= m.last_ts_ms:
             taken.add(k)
@@ -133,8 +137,10 @@ def _boot_starts(
         ):
             seen[k, b] = min(t, seen.get((k, b), t))
     out = np.full(len(segs.starts), -1, dtype=np.int64)
-    for i, first in enumerate(segs.starts.tolist()):
-        key = (int(enriched["kit_id"][first]), int(enriched["boot_id"][first]))
+    firsts = enriched[segs.starts]
+    for i, key in enumerate(
+        zip(firsts["kit_id"].tolist(), firsts["boot_id"].tolist(), strict=True)
+    ):
         known = [seen[key]] if key in seen else []
         state = states.get(key[0])
         m = state.qa if state is not None else None
@@ -274,8 +280,10 @@ def _jumps(
     hi = np.searchsorted(seg, seg_ids, side="right").tolist()
     suspect_segs = set(seg[suspect].tolist())
 
+    lat_deg, lon_deg, ts_ms = lat.tolist(), lon.tolist(), ts.tolist()
+
     def position(j: int) -> Position:
-        return Position(float(lat[j]), float(lon[j]), int(ts[j]))
+        return Position(lat_deg[j], lon_deg[j], ts_ms[j])
 
     for i, m in enumerate(segs.memory):
         if lo[i] == hi[i]:  # no usable position: the filter state carries on unchanged
@@ -336,9 +344,13 @@ def _new_memory(
 ) -> dict[int, QaMemory]:
     """Each kit's memory after the batch: from its newest segment, unless older data only."""
     out: dict[int, QaMemory] = {}
-    for i, (first, last) in enumerate(zip(segs.starts.tolist(), segs.ends.tolist(), strict=True)):
-        kit = int(enriched["kit_id"][first])
-        last_ts = int(enriched["ts_ms"][last])
+    # Columns taken out as lists once: an element of a structured array's field costs
+    # a view and a conversion each time, and this loop runs once per segment.
+    firsts = enriched[segs.starts]
+    kits, rides, boots = (firsts[k].tolist() for k in ("kit_id", "ride_id", "boot_id"))
+    last_ts_ms = enriched["ts_ms"][segs.ends].tolist()
+    boot_starts = boot_start.tolist()
+    for i, (kit, last_ts) in enumerate(zip(kits, last_ts_ms, strict=True)):
         state = states.get(kit)
         current = out.get(kit) or (state.qa if state is not None else None)
         if current is not None and last_ts < current.last_ts_ms:
@@ -346,10 +358,10 @@ def _new_memory(
                 out[kit] = current
             continue
         out[kit] = QaMemory(
-            ride_id=int(enriched["ride_id"][first]),
-            boot_id=int(enriched["boot_id"][first]),
+            ride_id=rides[i],
+            boot_id=boots[i],
             last_ts_ms=last_ts,
-            boot_start_ms=int(boot_start[i]) if boot_start[i] >= 0 else None,
+            boot_start_ms=boot_starts[i] if boot_starts[i] >= 0 else None,
             anchor=anchors[i].anchor,
             rejecting_since_ms=anchors[i].rejecting_since_ms,
             pm_run=runs["pm_run"][i],

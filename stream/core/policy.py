@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import functools
 import operator
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
@@ -100,22 +100,33 @@ class PublicationPolicy:
 
     def publishable(self, enriched: np.ndarray, metric: Metric) -> np.ndarray:
         """Mask of readings that count for ``metric``: :meth:`rule` applied to each."""
-        rule = self.rule(metric)
-        blocked = np.uint32(int(rule.excluding))
-        ok: np.ndarray = (
-            ((enriched["qa_flags"] & blocked) == 0)
-            & ~np.isnan(enriched[rule.value])
-            & (enriched["cell"] != NO_CELL)
-        )
-        for column in rule.positive:
-            ok &= enriched[column] > 0
-        return ok
+        return self.publishable_masks(enriched, (metric,))[metric]
+
+    def publishable_masks(
+        self, enriched: np.ndarray, metrics: Iterable[Metric] = tuple(METRIC_COLUMNS)
+    ) -> dict[Metric, np.ndarray]:
+        """:meth:`publishable` of each of ``metrics``, the columns their rules share read
+        once (a column of a structured array is read by walking every row's bytes)."""
+        flags = np.ascontiguousarray(enriched["qa_flags"])
+        placed = enriched["cell"] != NO_CELL
+        positive: dict[str, np.ndarray] = {}
+        out: dict[Metric, np.ndarray] = {}
+        for metric in metrics:
+            rule = self.rule(metric)
+            ok: np.ndarray = ((flags & np.uint32(int(rule.excluding))) == 0) & placed
+            ok &= ~np.isnan(enriched[rule.value])
+            for column in rule.positive:
+                if column not in positive:
+                    positive[column] = enriched[column] > 0
+                ok &= positive[column]
+            out[metric] = ok
+        return out
 
     def publishable_any(self, enriched: np.ndarray) -> np.ndarray:
         """Mask of readings that count for at least one metric (these make presence rows)."""
         ok = np.zeros(len(enriched), dtype=bool)
-        for metric in METRIC_COLUMNS:
-            ok |= self.publishable(enriched, metric)
+        for mask in self.publishable_masks(enriched).values():
+            ok |= mask
         return ok
 
 

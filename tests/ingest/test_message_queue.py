@@ -59,3 +59,33 @@ def test_the_consumer_bounds_its_queue_in_bytes_by_default() -> None:
     assert config.queue_bytes == 32 * 1024 * 1024
     with pytest.raises(ValueError, match="queue_bytes"):
         ConsumerConfig(mqtt_url="mqtt://127.0.0.1:1883", queue_bytes=0)
+
+
+def test_get_many_takes_what_is_there_in_order_within_its_bounds() -> None:
+    q = MessageQueue(max_messages=100, max_bytes=10_000)
+    for mid in range(1, 8):
+        q.put(_message(99, mid), timeout=0.1)  # 100 bytes each with the topic
+    assert [m.mid for m in q.get_many(3, 10_000, timeout=0.1)] == [1, 2, 3]
+    # The bytes bound stops it once reached: the message that reaches it is taken.
+    assert [m.mid for m in q.get_many(10, 150, timeout=0.1)] == [4, 5]
+    assert (q.qsize(), q.size_bytes) == (2, 200)
+    assert [m.mid for m in q.get_many(10, 10_000, timeout=0.1)] == [6, 7]
+    assert (q.qsize(), q.size_bytes) == (0, 0)
+    with pytest.raises(queue.Empty):
+        q.get_many(10, 10_000, timeout=0.05)
+
+
+def test_get_many_waits_for_a_first_message_and_makes_room_for_a_blocked_put() -> None:
+    q = MessageQueue(max_messages=2, max_bytes=10_000)
+    q.put(_message(1, 1), timeout=0.1)
+    q.put(_message(1, 2), timeout=0.1)
+    waiting = threading.Thread(target=q.put, args=(_message(1, 3), 5.0))
+    waiting.start()
+    assert [m.mid for m in q.get_many(2, 10_000, timeout=1.0)] == [1, 2]
+    waiting.join(5)
+    assert not waiting.is_alive()
+    late = threading.Timer(0.1, q.put, args=(_message(1, 4), 1.0))
+    assert [m.mid for m in q.get_many(5, 10_000, timeout=1.0)] == [3]
+    late.start()
+    assert [m.mid for m in q.get_many(5, 10_000, timeout=2.0)] == [4]
+    late.join()

@@ -6,7 +6,9 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from stream.core.batch import ENRICHED_DTYPE, first_by_key, pack_keys, sort_keys
+from firmware_protocol.readings import READING_DTYPE
+from stream.core.batch import ENRICHED_DTYPE, enrich, first_by_key, pack_keys, sort_keys
+from tests.stream.stream_factories import riding
 
 IDENTITY = ("kit_id", "boot_id", "seq", "idx")
 
@@ -95,3 +97,16 @@ def test_packed_keys_sort_and_compare_as_the_columns_do(
     for key in keys:
         packed_equal &= key[1:] == key[:-1]
     np.testing.assert_array_equal(packed_equal, equal)
+
+
+def test_enrich_copies_every_field_of_contiguous_and_strided_readings() -> None:
+    readings = riding(50, seed=4)
+    readings["lat_deg"][::3] = np.nan
+    readings["satellites"][::5] = -1
+    for part in (readings, readings[::2], readings[:0]):
+        out = enrich(part, received_ms=123)
+        for name in READING_DTYPE.names or ():
+            assert out[name].tobytes() == part[name].tobytes(), name
+        assert (out["received_ms"] == 123).all()
+        for name in ("qa_flags", "cell", "ride_id"):
+            assert not out[name].any()

@@ -17,7 +17,7 @@ from stream.core.policy import (
     PublicationPolicy,
 )
 from stream.core.qa import QaConfig, QaFlag, flag_names, reading_flags
-from tests.stream.stream_factories import riding
+from tests.stream.stream_factories import random_enriched, riding
 
 CONFIG = QaConfig()
 
@@ -153,3 +153,25 @@ def test_a_policy_is_data_that_can_be_changed() -> None:
     )
     assert strict.publishable(r, Metric.PM25).tolist() == [False]
     assert DEFAULT_POLICY.publishable(r, Metric.PM25).tolist() == [True]
+
+
+def test_every_metrics_mask_at_once_is_each_metrics_rule() -> None:
+    rng = np.random.default_rng(3)
+    r = random_enriched(5, 400)
+    r["cell"] = np.where(rng.random(400) < 0.2, 0, CELL)
+    r["interval_ms"] = np.where(rng.random(400) < 0.2, 0, 1000)
+    r["qa_flags"] = rng.choice([int(f) for f in QaFlag], 400)
+    for column in ("pm25_ugm3", "no2_ugm3", "noise_laeq_db"):
+        r[column][rng.random(400) < 0.2] = np.nan
+    masks = DEFAULT_POLICY.publishable_masks(r)
+    assert list(masks) == list(Metric)
+    for metric, mask in masks.items():
+        rule = DEFAULT_POLICY.rule(metric)
+        expected = (
+            ((r["qa_flags"] & int(rule.excluding)) == 0)
+            & ~np.isnan(r[rule.value])
+            & (r["cell"] != 0)
+            & ((r["interval_ms"] > 0) if rule.positive else True)
+        )
+        assert mask.tolist() == expected.tolist(), metric
+        assert DEFAULT_POLICY.publishable(r, metric).tolist() == expected.tolist()
