@@ -143,9 +143,11 @@ class ReadAheadClient(mqtt.Client):
         try:
             queued = sum(self.ack(mid, qos) == MQTTErrorCode.MQTT_ERR_SUCCESS for mid, qos in acks)
         finally:
-            self._sockpairW = wake
-        if wake is not None and queued:
-            with contextlib.suppress(BlockingIOError):
+            # Put back unless paho made a new pair meanwhile (it closed this one then).
+            if self._sockpairW is None:
+                self._sockpairW = wake
+        if wake is not None and queued and self._sockpairW is wake:
+            with contextlib.suppress(OSError):  # full (BlockingIOError) or closed
                 wake.send(b"0")
         return queued
 
