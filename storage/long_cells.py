@@ -21,7 +21,7 @@ from typing import LiteralString
 from psycopg import sql
 
 from storage.cellwindows import metric_partials, pair_partials, presence_weight
-from storage.merged_stats import CELL_ROWS, MERGED, PAIR_AGG, PAIR_ROWS, merged
+from storage.merged_stats import CELL_ROWS, MERGED, PAIR_AGG, PAIR_ROWS, merged, packed
 from storage.selection import WANTED_BBOX, Selection
 from stream.core.partials import Metric
 
@@ -147,7 +147,7 @@ agg AS (SELECT p.cell AS key, """
     + CELL_ROWS
 )
 
-_PAIR_TEMPLATE: LiteralString = (
+_PAIR_TEMPLATE: LiteralString = packed(
     _HEAD
     + """
 """

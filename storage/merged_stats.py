@@ -346,10 +346,10 @@ PAIR_AGG: LiteralString = (
     "agg (key, " + _MERGED_NAMES + ", c_" + _MERGED_NAMES.replace(", ", ", c_") + ")"
 )
 # Every column of a pair query's rows has a fixed width and a value (NULL becomes NaN,
-# a presence row's partials -1 readings and zeros), so that the rows come as a binary
-# COPY that numpy reads with one frombuffer (:func:`pair_rows`): as tuples, psycopg's
-# fetch and their conversion to numpy column by column were a quarter of the API's CPU
-# for an officer's hour of cells at resolution 10 (bench/bench_reads.py's backlog).
+# a presence row's partials -1 readings and zeros), so that the rows come packed in
+# one value that numpy reads with one frombuffer (:func:`packed`, :func:`pair_rows`): as
+# tuples, psycopg's fetch and their conversion to numpy column by column were a quarter
+# of the API's CPU for an officer's hour of cells at resolution 10 (bench_reads' backlog).
 _NAN: LiteralString = "'NaN'::float8"
 PAIR_ROWS: LiteralString = (
     """
@@ -384,45 +384,53 @@ PAIR_COLUMNS = (
     *((f"c_{name}", _F8) for name in ("sum", "sumsq", "min", "max", "energy", "duration_s")),
     ("c_lamax_db", _F8),
 )
-_PAIR_ROW = np.dtype(
-    [("_nfields", ">i2")]
-    + [
-        field
-        for i, (name, wire) in enumerate(PAIR_COLUMNS)
-        for field in ((f"_len{i}", ">i4"), (name, wire))
-    ]
-)
-_COPY_HEADER = b"PGCOPY\n\xff\r\n\x00" + bytes(8)
-_COPY_TRAILER = b"\xff\xff"
+_PAIR_ROW = np.dtype(list(PAIR_COLUMNS))
+_SEND = {_I8: "int8send", _F8: "float8send", _HIST_WIRE: "array_send"}
 
 
-def pair_rows(data: bytes) -> np.ndarray:
-    """A binary COPY of :data:`PAIR_ROWS` (header, rows, trailer) as a structured array
-    whose fields are named as :data:`PAIR_COLUMNS`; raises QueryError if it does not have
-    their layout (a bug in the query, not bad input)."""
-    if not (data.startswith(_COPY_HEADER) and data.endswith(_COPY_TRAILER)):
-        raise QueryError("the pair rows are not a binary COPY without header extensions")
-    body = memoryview(data)[len(_COPY_HEADER) : len(data) - len(_COPY_TRAILER)]
+def packed(rows: LiteralString) -> LiteralString:
+    """``rows`` (a query ending in :data:`PAIR_ROWS`) as one row: their number and every
+    row's columns in their binary send form (``int8send``, ``float8send``, ``array_send``),
+    concatenated in one ``bytea`` that :func:`pair_rows` reads with one frombuffer.
+
+    One value, not a row per cell: psycopg's async COPY hands over the rows of a binary
+    COPY one message and one await each, about 5 µs a row in the API's event loop (13 ms
+    of an officer's hour of 2,604 rows at resolution 10, py-spy on the API server over
+    bench/bench_reads.py's backlog). A NULL field makes its row's bytes NULL, which
+    ``string_agg`` skips: the count tells."""
+    names = [name for name, _wire in PAIR_COLUMNS]
+    sends: list[str] = [f"{_SEND[wire]}(r.{name})" for name, wire in PAIR_COLUMNS]
+    return (
+        "SELECT count(*)::bigint, coalesce(string_agg("
+        + " || ".join(sends)
+        + ", ''::bytea), ''::bytea)\nFROM ("
+        + rows
+        + "\n) r ("
+        + ", ".join(names)
+        + ")"
+    )
+
+
+def pair_rows(count: int, data: bytes) -> np.ndarray:
+    """:func:`packed`'s ``count`` rows of :data:`PAIR_ROWS` as a structured array whose
+    fields are named as :data:`PAIR_COLUMNS`; raises QueryError if they do not have their
+    layout (a bug in the query, not bad input)."""
     try:
-        rows = np.frombuffer(body, dtype=_PAIR_ROW)
+        rows = np.frombuffer(data, dtype=_PAIR_ROW)
     except ValueError as exc:
         raise QueryError("the pair rows are not of their fixed layout") from exc
-    ok = bool(np.all(rows["_nfields"] == len(PAIR_COLUMNS))) and all(
-        bool(np.all(rows[f"_len{i}"] == wire.itemsize))
-        for i, (_name, wire) in enumerate(PAIR_COLUMNS)
-    )
-    if not ok:
+    if len(rows) != count:
         raise QueryError("the pair rows have a NULL or a field not of its fixed width")
     _check_hists(rows["hist"])
     return rows
 
 
-def copy_statement(query: NumberedQuery, params: Mapping[str, Any], conn: AdaptContext) -> bytes:
-    """``COPY (query) TO STDOUT (FORMAT binary)`` with the parameters as literals (COPY
-    takes no bound parameters): numbers and instants, rendered by psycopg's adapters."""
+def literal_query(query: NumberedQuery, params: Mapping[str, Any], conn: AdaptContext) -> bytes:
+    """``query`` with the parameters as literals, rendered by psycopg's adapters: numbers
+    and instants (the pair queries were planned so since they came as a COPY, which takes
+    no bound parameters; kept, the plans are those measured)."""
     values = [sql.Literal(v).as_bytes(conn) for v in query.args(params)]
-    text = _NUMBER.sub(lambda m: values[int(m.group(1)) - 1], query.sql)
-    return b"COPY (" + text + b") TO STDOUT (FORMAT binary)"
+    return _NUMBER.sub(lambda m: values[int(m.group(1)) - 1], query.sql)
 
 
 _NUMBER = re.compile(rb"\$(\d+)")
