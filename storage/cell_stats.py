@@ -24,21 +24,17 @@ from storage.long_cells import CELLS_QUERIES, PAIR_QUERIES, rolls_up
 from storage.merged_stats import (
     CELL_ROWS,
     MERGED,
-    PAIR_AGG,
-    PAIR_ROWS,
     PARTIALS_IN_RANGE,
     Column,
     NumberedQuery,
     hists_of_wire,
-    literal_query,
     merged,
     numbered,
-    packed,
-    pair_rows,
     presence_by,
     raw_hists,
     stats_of,
 )
+from storage.pair_rows import PAIR_AGG, PAIR_ROWS, literal_query, packed, pair_rows
 from storage.selection import UNITS, WANTED_BBOX, BBox, Selection, bbox_params
 from stream.core.partials import HIST_BINS, Metric
 
@@ -165,7 +161,7 @@ def _columns(rows: Sequence[tuple[Any, ...]], width: int) -> list[Sequence[Any]]
 
 def _split_pair(rows: np.ndarray, sel: Selection, other: Metric) -> tuple[np.ndarray, np.ndarray]:
     """The statistics of ``sel`` and of ``other`` from a pair query's rows
-    (:func:`storage.merged_stats.pair_rows`): each partials row (``n`` > 0) with its
+    (:func:`storage.pair_rows.pair_rows`): each partials row (``n`` > 0) with its
     cell's presence row (``n`` -1), as :func:`_joined_by_key` joins them; a cell without
     presence (seen on fewer than the selection's days) left out."""
     keys = rows["key"].astype(np.int64)
@@ -257,7 +253,7 @@ async def acell_stats_with(
 
 
 def _pair_rows_of(row: tuple[Any, ...] | None) -> np.ndarray:
-    """The rows of a pair query's one packed row (storage.merged_stats.packed)."""
+    """The rows of a pair query's one packed row (storage.pair_rows.packed)."""
     if row is None:
         raise QueryError("the pair query returned no row")  # a bug, not bad input
     return pair_rows(int(row[0]), bytes(row[1]))

@@ -21,7 +21,8 @@ from typing import LiteralString
 from psycopg import sql
 
 from storage.cellwindows import metric_partials, pair_partials, presence_weight
-from storage.merged_stats import CELL_ROWS, MERGED, PAIR_AGG, PAIR_ROWS, merged, packed
+from storage.merged_stats import CELL_ROWS, MERGED, merged
+from storage.pair_rows import PAIR_AGG, PAIR_ROWS, packed
 from storage.selection import WANTED_BBOX, Selection
 from stream.core.partials import Metric
 

@@ -11,7 +11,8 @@ import pytest
 
 from storage.cell_stats import floats_at
 from storage.exceptions import QueryError
-from storage.merged_stats import hists_of_wire, numbered, packed, pair_rows, raw_hists
+from storage.merged_stats import hists_of_wire, numbered, raw_hists
+from storage.pair_rows import packed, pair_rows
 from stream.core.partials import HIST_BINS
 
 
@@ -91,7 +92,7 @@ def _packed(conn: psycopg.Connection[Any], query: str) -> tuple[int, bytes]:
 
 
 def test_pair_rows_packed_in_one_value(postgres_url: str) -> None:
-    """storage.merged_stats.packed sends PAIR_ROWS' columns as one bytea that pair_rows
+    """storage.pair_rows.packed sends PAIR_ROWS' columns as one bytea that pair_rows
     reads with one frombuffer; a NULL field (a column the query did not give a value)
     drops its row from string_agg and is a QueryError, not a row lost."""
     with psycopg.connect(postgres_url) as conn:
