@@ -276,7 +276,8 @@ def main() -> None:
 
 
 def roll_up(url: str) -> dict[str, Any]:
-    """One roll-up round on the backlog (storage.rollups), its time and PostgreSQL CPU."""
+    """One roll-up round on the backlog (storage.rollups: the weeks over, and the days
+    over of the week not over), its time and PostgreSQL CPU."""
     with psycopg.connect(url, autocommit=True) as conn:
         postmaster = _postmaster(conn)
         used = postgres_cpu_s(postmaster) if postmaster else 0.0
@@ -284,7 +285,12 @@ def roll_up(url: str) -> dict[str, Any]:
         report = refresh_rollups(conn)
         took = time.perf_counter() - started
         cpu = postgres_cpu_s(postmaster) - used if postmaster else None
-    return {"weeks": report.rolled, "s": round(took, 1), "postgres_cpu_s": cpu}
+    return {
+        "weeks": report.rolled,
+        "weeks_to_date": report.to_date,
+        "s": round(took, 1),
+        "postgres_cpu_s": cpu,
+    }
 
 
 def _postmaster(conn: psycopg.Connection[Any]) -> int | None:

@@ -24,20 +24,17 @@ from storage.long_cells import CELLS_QUERIES, PAIR_QUERIES, rolls_up
 from storage.merged_stats import (
     CELL_ROWS,
     MERGED,
-    PAIR_AGG,
-    PAIR_ROWS,
     PARTIALS_IN_RANGE,
     Column,
     NumberedQuery,
-    copy_statement,
     hists_of_wire,
     merged,
     numbered,
-    pair_rows,
     presence_by,
     raw_hists,
     stats_of,
 )
+from storage.pair_rows import PAIR_AGG, PAIR_ROWS, literal_query, packed, pair_rows
 from storage.selection import UNITS, WANTED_BBOX, BBox, Selection, bbox_params
 from stream.core.partials import HIST_BINS, Metric
 
@@ -113,7 +110,7 @@ def floats_at(column: Sequence[Any], rows: np.ndarray) -> np.ndarray:
 # for one metric may pass for the other. Rows of either metric count; a cell is the
 # metric's only if the metric has readings in its units (HAVING), as when its partials
 # alone are read.
-_PAIR_TEMPLATE: LiteralString = (
+_PAIR_TEMPLATE: LiteralString = packed(
     "WITH "
     + WANTED_BBOX
     + ","
@@ -164,7 +161,7 @@ def _columns(rows: Sequence[tuple[Any, ...]], width: int) -> list[Sequence[Any]]
 
 def _split_pair(rows: np.ndarray, sel: Selection, other: Metric) -> tuple[np.ndarray, np.ndarray]:
     """The statistics of ``sel`` and of ``other`` from a pair query's rows
-    (:func:`storage.merged_stats.pair_rows`): each partials row (``n`` > 0) with its
+    (:func:`storage.pair_rows.pair_rows`): each partials row (``n`` > 0) with its
     cell's presence row (``n`` -1), as :func:`_joined_by_key` joins them; a cell without
     presence (seen on fewer than the selection's days) left out."""
     keys = rows["key"].astype(np.int64)
@@ -238,9 +235,10 @@ def cell_stats_with(
     its mean and spread only, and summing its 32 bins was half of the merge). Only where
     :func:`combines`; raises QueryError otherwise."""
     query, params = _pair_args(sel, other, bbox)
-    with conn.cursor().copy(copy_statement(query, params, conn)) as copy:
-        data = b"".join(copy)
-    return _split_pair(pair_rows(data), sel, other)
+    with psycopg.RawCursor(conn) as cur:
+        cur.execute(literal_query(query, params, conn), binary=True)
+        row = cur.fetchone()
+    return _split_pair(_pair_rows_of(row), sel, other)
 
 
 async def acell_stats_with(
@@ -248,9 +246,17 @@ async def acell_stats_with(
 ) -> tuple[np.ndarray, np.ndarray]:
     """:func:`cell_stats_with` for an async connection."""
     query, params = _pair_args(sel, other, bbox)
-    async with conn.cursor().copy(copy_statement(query, params, conn)) as copy:
-        data = b"".join([block async for block in copy])
-    return _split_pair(pair_rows(data), sel, other)
+    async with psycopg.AsyncRawCursor(conn) as cur:
+        await cur.execute(literal_query(query, params, conn), binary=True)
+        row = await cur.fetchone()
+    return _split_pair(_pair_rows_of(row), sel, other)
+
+
+def _pair_rows_of(row: tuple[Any, ...] | None) -> np.ndarray:
+    """The rows of a pair query's one packed row (storage.pair_rows.packed)."""
+    if row is None:
+        raise QueryError("the pair query returned no row")  # a bug, not bad input
+    return pair_rows(int(row[0]), bytes(row[1]))
 
 
 # The queries go with numbered parameters ($1, ..., storage.merged_stats.numbered) through

@@ -21,7 +21,8 @@ from typing import LiteralString
 from psycopg import sql
 
 from storage.cellwindows import metric_partials, pair_partials, presence_weight
-from storage.merged_stats import CELL_ROWS, MERGED, PAIR_AGG, PAIR_ROWS, merged
+from storage.merged_stats import CELL_ROWS, MERGED, merged
+from storage.pair_rows import PAIR_AGG, PAIR_ROWS, packed
 from storage.selection import WANTED_BBOX, Selection
 from stream.core.partials import Metric
 
@@ -51,7 +52,10 @@ _WEEKS: LiteralString = (
 weeks AS (
     SELECT week, """
     + _EPOCH
-    + """ + make_interval(days => 7 * week) AS week_start
+    + """ + make_interval(days => 7 * week) AS week_start,
+           """
+    + _EPOCH
+    + """ + make_interval(days => 7 * week + days) AS week_end
     FROM rollup_weeks
     WHERE resolution = %(res)s
       AND """
@@ -59,30 +63,48 @@ weeks AS (
     + """ + make_interval(days => 7 * week) >= %(start)s
       AND """
     + _EPOCH
-    + """ + make_interval(days => 7 * week + 7) <= %(end)s),
+    + """ + make_interval(days => 7 * week + days) <= %(end)s),
 pweeks AS (
-    SELECT week FROM rollup_weeks
+    SELECT week, 7 * week::bigint AS first_day, 7 * week::bigint + days AS end_day
+    FROM rollup_weeks
     WHERE resolution = %(res)s AND presence_from >= %(start)s AND presence_to < %(end)s),
 gaps AS (
-    -- The parts of the range between the rolled-up weeks, read from the daily windows.
+    -- The parts of the range between the rolled-up days, read from the daily windows.
     SELECT lo, hi FROM (
-        SELECT coalesce(lag(week_start) OVER (ORDER BY week_start) + interval '7 days',
-                        %(start)s) AS lo, week_start AS hi
+        SELECT coalesce(lag(week_end) OVER (ORDER BY week_start), %(start)s) AS lo,
+               week_start AS hi
         FROM weeks
         UNION ALL
-        SELECT coalesce((SELECT max(week_start) FROM weeks) + interval '7 days', %(start)s),
-               %(end)s) g
+        SELECT coalesce((SELECT max(week_end) FROM weeks), %(start)s), %(end)s) g
     WHERE lo < hi),
 day_gaps AS (
-    -- The days outside the weeks whose presence is rolled up: ranges of the presence
-    -- key's last column, checked in the index before any row is fetched.
-    SELECT lo, hi FROM (
-        SELECT coalesce(7 * lag(week) OVER (ORDER BY week) + 7, -2147483648) AS lo,
-               7 * week::bigint AS hi
+    -- The days outside those whose presence is rolled up: ranges of the presence key's
+    -- last column, checked in the index before any row is fetched; and of its windows.
+    -- A ride's windows start on or after the UTC day before its local day (time zones
+    -- are at most 14 h ahead of UTC), and no later than the last window its week's
+    -- roll-up or marks name: every presence row is in its week's roll-up or marked by
+    -- the writer since (storage.rollups); unknown presence (before migration 0112)
+    -- bounds nothing. A gap of days no roll-up or mark holds has no rows.
+    SELECT lo, hi,
+           CASE WHEN lo > -2147483648
+                THEN """
+    + _EPOCH
+    + """ + make_interval(days => (lo - 1)::integer)
+                ELSE '-infinity' END AS w_lo,
+           (SELECT CASE WHEN bool_or(unknown) THEN 'infinity' ELSE max(w) END
+            FROM (SELECT presence_to AS w, presence_unknown AS unknown FROM rollup_weeks
+                  WHERE resolution = %(res)s AND 7 * week::bigint + 6 >= lo
+                    AND 7 * week::bigint < hi
+                  UNION ALL
+                  SELECT last_window, false FROM rollup_marks
+                  WHERE resolution = %(res)s AND 7 * week::bigint + 6 >= lo
+                    AND 7 * week::bigint < hi) b) AS w_hi
+    FROM (
+        SELECT coalesce(lag(end_day) OVER (ORDER BY week), -2147483648) AS lo,
+               first_day AS hi
         FROM pweeks
         UNION ALL
-        SELECT coalesce(7 * (SELECT max(week) FROM pweeks)::bigint + 7, -2147483648),
-               2147483648) g
+        SELECT coalesce((SELECT max(end_day) FROM pweeks), -2147483648), 2147483648) g
     WHERE lo < hi)"""
 )
 
@@ -112,6 +134,7 @@ per_ride AS (
     FROM (SELECT pr.cell AS key, pr.ride_id, pr.day, sum(pr.{weight})::float8 AS w,
                  bool_or(pr.{weight} IS NULL) AS unknown
           FROM window_presence pr JOIN day_gaps g ON pr.day >= g.lo AND pr.day < g.hi
+               AND pr.window_start >= g.w_lo AND pr.window_start <= g.w_hi
           WHERE pr.resolution = %(res)s AND pr.window_s = 86400
             AND pr.window_start >= %(start)s AND pr.window_start < %(end)s
             AND pr.cell = ANY (ARRAY(SELECT cell FROM wanted))
@@ -147,7 +170,7 @@ agg AS (SELECT p.cell AS key, """
     + CELL_ROWS
 )
 
-_PAIR_TEMPLATE: LiteralString = (
+_PAIR_TEMPLATE: LiteralString = packed(
     _HEAD
     + """
 """

@@ -20,8 +20,7 @@ from typing import Any, LiteralString
 
 import numpy as np
 import psycopg
-from psycopg import sql
-from psycopg.abc import AdaptContext, Buffer
+from psycopg.abc import Buffer
 from psycopg.adapt import Loader
 from psycopg.postgres import types as pg_types
 from psycopg.pq import Format
@@ -232,7 +231,7 @@ def stats_of(
 
 #: A merged histogram as PostgreSQL sends an ``int8[]`` in binary (``array_send``): the
 #: dimensions, flags and element type, then each bin's length and big-endian value.
-_HIST_WIRE = np.dtype(
+HIST_WIRE = np.dtype(
     [
         ("ndim", ">i4"),
         ("has_null", ">i4"),
@@ -252,17 +251,17 @@ def hists_of_wire(arrays: Sequence[bytes]) -> np.ndarray:
     loader of :class:`RawInt8Arrays`) as an int64 array of ``HIST_BINS`` columns: one
     ``frombuffer`` instead of a Python int per bin (64 per cell of a pair)."""
     try:
-        wire = np.frombuffer(b"".join(arrays), dtype=_HIST_WIRE)
+        wire = np.frombuffer(b"".join(arrays), dtype=HIST_WIRE)
     except ValueError as exc:
         raise QueryError(_NOT_HISTOGRAMS) from exc
     if len(wire) != len(arrays):
         raise QueryError(_NOT_HISTOGRAMS)
-    _check_hists(wire)
+    check_hists(wire)
     return wire["bins"]["value"].astype(np.int64)
 
 
-def _check_hists(wire: np.ndarray) -> None:
-    """Raise QueryError unless every one of ``wire`` (``_HIST_WIRE``) holds HIST_BINS
+def check_hists(wire: np.ndarray) -> None:
+    """Raise QueryError unless every one of ``wire`` (``HIST_WIRE``) holds HIST_BINS
     bigints, none NULL."""
     ok = (
         bool(np.all(wire["ndim"] == 1))
@@ -337,92 +336,3 @@ UNION ALL
 SELECT key, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, rides, days, NULL, NULL,
        ride_w, ride_w_sq
 FROM pres WHERE days >= %(min_days)s"""
-
-# The pair queries of storage.cell_stats and storage.long_cells (a metric and its
-# covariate merged in one pass): the name and columns of their ``agg`` CTE, and the rows
-# they return from it and from ``pres``, in the shape storage.cell_stats reads.
-_MERGED_NAMES: LiteralString = "n, sum, sumsq, min, max, energy, duration_s, lamax_db, hist"
-PAIR_AGG: LiteralString = (
-    "agg (key, " + _MERGED_NAMES + ", c_" + _MERGED_NAMES.replace(", ", ", c_") + ")"
-)
-# Every column of a pair query's rows has a fixed width and a value (NULL becomes NaN,
-# a presence row's partials -1 readings and zeros), so that the rows come as a binary
-# COPY that numpy reads with one frombuffer (:func:`pair_rows`): as tuples, psycopg's
-# fetch and their conversion to numpy column by column were a quarter of the API's CPU
-# for an officer's hour of cells at resolution 10 (bench/bench_reads.py's backlog).
-_NAN: LiteralString = "'NaN'::float8"
-PAIR_ROWS: LiteralString = (
-    """
-SELECT agg.key, agg.n::bigint, agg.sum, agg.sumsq, coalesce(agg.min, {nan}),
-       coalesce(agg.max, {nan}), agg.energy, agg.duration_s, coalesce(agg.lamax_db, {nan}),
-       agg.hist, 0::bigint, 0::bigint, c.lat_deg, c.lon_deg, {nan}, {nan},
-       agg.c_n::bigint, coalesce(agg.c_sum, {nan}), coalesce(agg.c_sumsq, {nan}),
-       coalesce(agg.c_min, {nan}), coalesce(agg.c_max, {nan}), coalesce(agg.c_energy, {nan}),
-       coalesce(agg.c_duration_s, {nan}), coalesce(agg.c_lamax_db, {nan})
-FROM agg JOIN h3_cells c ON c.cell = agg.key
-UNION ALL
-SELECT key, -1, 0, 0, {nan}, {nan}, 0, 0, {nan}, array_fill(0::bigint, ARRAY[32]), rides,
-       days, {nan}, {nan}, coalesce(ride_w, {nan}), coalesce(ride_w_sq, {nan}), 0, 0, 0,
-       {nan}, {nan}, 0, 0, {nan}
-FROM pres WHERE days >= %(min_days)s"""
-).replace("{nan}", _NAN)
-
-_F8 = np.dtype(">f8")
-_I8 = np.dtype(">i8")
-#: The wire layout of :data:`PAIR_ROWS`' columns, in their order (a presence row has
-#: ``n`` -1).
-PAIR_COLUMNS = (
-    ("key", _I8),
-    ("n", _I8),
-    *((name, _F8) for name in ("sum", "sumsq", "min", "max", "energy", "duration_s")),
-    ("lamax_db", _F8),
-    ("hist", _HIST_WIRE),
-    ("rides", _I8),
-    ("days", _I8),
-    *((name, _F8) for name in ("lat", "lon", "ride_w", "ride_w_sq")),
-    ("c_n", _I8),
-    *((f"c_{name}", _F8) for name in ("sum", "sumsq", "min", "max", "energy", "duration_s")),
-    ("c_lamax_db", _F8),
-)
-_PAIR_ROW = np.dtype(
-    [("_nfields", ">i2")]
-    + [
-        field
-        for i, (name, wire) in enumerate(PAIR_COLUMNS)
-        for field in ((f"_len{i}", ">i4"), (name, wire))
-    ]
-)
-_COPY_HEADER = b"PGCOPY\n\xff\r\n\x00" + bytes(8)
-_COPY_TRAILER = b"\xff\xff"
-
-
-def pair_rows(data: bytes) -> np.ndarray:
-    """A binary COPY of :data:`PAIR_ROWS` (header, rows, trailer) as a structured array
-    whose fields are named as :data:`PAIR_COLUMNS`; raises QueryError if it does not have
-    their layout (a bug in the query, not bad input)."""
-    if not (data.startswith(_COPY_HEADER) and data.endswith(_COPY_TRAILER)):
-        raise QueryError("the pair rows are not a binary COPY without header extensions")
-    body = memoryview(data)[len(_COPY_HEADER) : len(data) - len(_COPY_TRAILER)]
-    try:
-        rows = np.frombuffer(body, dtype=_PAIR_ROW)
-    except ValueError as exc:
-        raise QueryError("the pair rows are not of their fixed layout") from exc
-    ok = bool(np.all(rows["_nfields"] == len(PAIR_COLUMNS))) and all(
-        bool(np.all(rows[f"_len{i}"] == wire.itemsize))
-        for i, (_name, wire) in enumerate(PAIR_COLUMNS)
-    )
-    if not ok:
-        raise QueryError("the pair rows have a NULL or a field not of its fixed width")
-    _check_hists(rows["hist"])
-    return rows
-
-
-def copy_statement(query: NumberedQuery, params: Mapping[str, Any], conn: AdaptContext) -> bytes:
-    """``COPY (query) TO STDOUT (FORMAT binary)`` with the parameters as literals (COPY
-    takes no bound parameters): numbers and instants, rendered by psycopg's adapters."""
-    values = [sql.Literal(v).as_bytes(conn) for v in query.args(params)]
-    text = _NUMBER.sub(lambda m: values[int(m.group(1)) - 1], query.sql)
-    return b"COPY (" + text + b") TO STDOUT (FORMAT binary)"
-
-
-_NUMBER = re.compile(rb"\$(\d+)")

@@ -37,31 +37,38 @@ WEEK_S = 7 * DAY_S
 GRACE = timedelta(hours=6)
 
 #: One mark per (resolution, week) a batch's daily presence rows touch, with the first
-#: and last of their windows (migrations/0116_weekly_rollups.sql, rollup_marks).
+#: and last of their windows and the first day they change (the least of their windows'
+#: UTC days and their rides' days; migrations/0116_weekly_rollups.sql, rollup_marks,
+#: and 0120_rollup_days.sql).
 MARK_WEEKS: LiteralString = """
-INSERT INTO rollup_marks (resolution, week, first_window, last_window)
+INSERT INTO rollup_marks (resolution, week, first_window, last_window, from_day)
 SELECT r, w, timestamptz 'epoch' + f * interval '1 millisecond',
-       timestamptz 'epoch' + l * interval '1 millisecond'
-FROM unnest(%s::smallint[], %s::integer[], %s::bigint[], %s::bigint[]) AS m (r, w, f, l)"""
+       timestamptz 'epoch' + l * interval '1 millisecond', d
+FROM unnest(%s::smallint[], %s::integer[], %s::bigint[], %s::bigint[], %s::integer[])
+     AS m (r, w, f, l, d)"""
 
 WEEK_MS = WEEK_S * 1000
 
 
-def week_marks(presence: np.ndarray) -> tuple[list[int], list[int], list[int], list[int]] | None:
+def week_marks(
+    presence: np.ndarray,
+) -> tuple[list[int], list[int], list[int], list[int], list[int]] | None:
     """The parameters of :data:`MARK_WEEKS` for presence rows (``PRESENCE_DTYPE``): per
     resolution and week that their daily rows touch, by the week their window starts in
     (the partials' week) and by the week of the ride's day (the presence's week), the
-    first and last window start (ms); None if they have no daily row."""
+    first and last window start (ms) and the first day changed (the least of the rows'
+    window days and ride days); None if they have no daily row."""
     daily = presence[presence["window_s"] == DAY_S]
     if not len(daily):
         return None
     starts_ms = daily["window_start_ms"].astype(np.int64)
+    from_days = np.tile(np.minimum(starts_ms // (DAY_S * 1000), daily["day"].astype(np.int64)), 2)
     res = np.tile(daily["resolution"].astype(np.int64), 2)
     weeks = np.concatenate([daily["day"].astype(np.int64) // 7, starts_ms // WEEK_MS])
     starts_ms = np.tile(starts_ms, 2)
     key = res << 40 | (weeks + (1 << 39))  # weeks of +-2^39 days: far beyond any clock
     order = np.lexsort((starts_ms, key))
-    key, starts_ms = key[order], starts_ms[order]
+    key, starts_ms, from_days = key[order], starts_ms[order], from_days[order]
     firsts = np.flatnonzero(np.r_[True, key[1:] != key[:-1]])
     lasts = np.r_[firsts[1:] - 1, len(key) - 1]
     return (
@@ -69,6 +76,7 @@ def week_marks(presence: np.ndarray) -> tuple[list[int], list[int], list[int], l
         ((key[firsts] & ((1 << 40) - 1)) - (1 << 39)).tolist(),
         starts_ms[firsts].tolist(),
         starts_ms[lasts].tolist(),
+        np.minimum.reduceat(from_days, firsts).tolist(),
     )
 
 
@@ -121,7 +129,7 @@ def _week_partials() -> LiteralString:
         + ", ".join(merged)
         + "\n    FROM todo t JOIN cell_windows c ON c.resolution = t.resolution"
         " AND c.window_s = 86400 AND c.window_start >= t.week_start"
-        " AND c.window_start < t.week_start + interval '7 days'"
+        " AND c.window_start < t.week_start + make_interval(days => t.days)"
         "\n    GROUP BY c.resolution, t.week_start, c.cell) g\n" + "\n".join(lateral)
     )
     return sql
@@ -141,12 +149,13 @@ JOIN cell_windows c ON c.resolution = t.resolution AND c.window_s = 86400
      AND c.window_start >= t.search_from AND c.window_start <= t.search_to
 JOIN window_presence pr ON pr.resolution = c.resolution AND pr.window_s = 86400
      AND pr.cell = c.cell AND pr.window_start = c.window_start
-WHERE NOT t.unknown AND pr.day BETWEEN 7 * t.week AND 7 * t.week + 6"""
+WHERE NOT t.unknown AND pr.day BETWEEN 7 * t.week AND 7 * t.week + t.days - 1"""
 
 # Each week's state: its presence's first and last window, and whether it is unknown.
 _WEEK_STATE: LiteralString = """
-INSERT INTO rollup_weeks (resolution, week, presence_from, presence_to, presence_unknown)
-SELECT t.resolution, t.week, CASE WHEN NOT coalesce(r.unknown, false) THEN r.p_from END,
+INSERT INTO rollup_weeks (resolution, week, days, presence_from, presence_to,
+                          presence_unknown)
+SELECT t.resolution, t.week, t.days, CASE WHEN NOT coalesce(r.unknown, false) THEN r.p_from END,
        CASE WHEN NOT coalesce(r.unknown, false) THEN r.p_to END,
        t.unknown OR coalesce(r.unknown, false)
 FROM todo t
@@ -180,41 +189,62 @@ GROUP BY resolution, week, cell, metric"""
 
 @dataclass(frozen=True, slots=True)
 class RollupReport:
-    rolled: int  # weeks (per resolution) rolled up, first time or again
+    rolled: int  # weeks (per resolution) rolled up whole, first time or again
     pending: int  # weeks (per resolution) marked but not over yet
+    to_date: int = 0  # of those, weeks rolled up to date (their days that are over)
+
+
+#: The lowest day a mark without ``from_day`` (from before 0120_rollup_days.sql) stands for.
+_NO_DAY = -(2**31)
 
 
 def refresh_rollups(conn: psycopg.Connection[Any], now: datetime | None = None) -> RollupReport:
     """Roll up again every marked week that is over (by :data:`GRACE`) and clear its
-    marks; the marks of weeks not over are folded into one per week. One transaction at
-    REPEATABLE READ: each roll-up is of one snapshot, and exactly the marks that snapshot
-    sees are deleted (a merge committed after it keeps its mark for the next round)."""
+    marks; roll up to date every marked week not over whose marks change a day that is
+    over (or a day that is over is not rolled up yet), and fold its marks into one (from
+    the first day not rolled up, if rolled up now). One transaction at REPEATABLE READ:
+    each roll-up is of one snapshot, and exactly the marks that snapshot sees are deleted
+    or folded (a merge committed after it keeps its mark for the next round)."""
     now = now or datetime.now(UTC)
-    last_week = int((now - GRACE).timestamp()) // WEEK_S - 1  # the last week that is over
+    over = int((now - GRACE).timestamp()) // DAY_S  # days before this one are over
     with conn.transaction():
         conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
         marked = conn.execute(
-            "SELECT resolution, week, min(first_window), max(last_window) FROM rollup_marks"
-            " GROUP BY resolution, week ORDER BY resolution, week"
+            "SELECT resolution, week, min(first_window), max(last_window),"
+            " min(coalesce(from_day, %s)) FROM rollup_marks"
+            " GROUP BY resolution, week ORDER BY resolution, week",
+            (_NO_DAY,),
         ).fetchall()
         if not marked:
             return RollupReport(rolled=0, pending=0)
         conn.execute("DELETE FROM rollup_marks")  # the marks this snapshot sees
-        pending = [row for row in marked if row[1] > last_week]
+        due: list[tuple[Any, ...]] = []
+        pending: list[tuple[Any, ...]] = []
+        for res, week, first, last, from_day in marked:
+            days = min(7, over - 7 * week)  # the week's days that are over
+            if days >= 7:
+                due.append((res, week, first, last, 7))
+            elif days >= 1 and from_day < 7 * week + days:
+                due.append((res, week, first, last, days))  # to date
+                pending.append((res, week, first, last, 7 * week + days))
+            else:
+                pending.append((res, week, first, last, from_day))
         if pending:
             with conn.cursor().copy(
-                "COPY rollup_marks (resolution, week, first_window, last_window) FROM STDIN"
+                "COPY rollup_marks (resolution, week, first_window, last_window, from_day)"
+                " FROM STDIN"
             ) as cp:
                 for row in pending:
                     cp.write_row(row)
-        due = [row for row in marked if row[1] <= last_week]
         if due:
             _roll_up(conn, due)
-    return RollupReport(rolled=len(due), pending=len(pending))
+    whole = sum(1 for row in due if row[4] == 7)
+    return RollupReport(rolled=whole, pending=len(pending), to_date=len(due) - whole)
 
 
 def _roll_up(conn: psycopg.Connection[Any], due: list[tuple[Any, ...]]) -> None:
-    """Roll up the weeks ``due`` (resolution, week, first and last marked window) again."""
+    """Roll up the weeks ``due`` (resolution, week, first and last marked window, days
+    to roll up: 7, or those of a week not over that are over) again."""
     stored = {
         (int(r[0]), int(r[1])): r[2:]
         for r in conn.execute(
@@ -225,21 +255,21 @@ def _roll_up(conn: psycopg.Connection[Any], due: list[tuple[Any, ...]]) -> None:
         ).fetchall()
     }
     conn.execute(
-        "CREATE TEMPORARY TABLE todo (resolution smallint, week integer,"
+        "CREATE TEMPORARY TABLE todo (resolution smallint, week integer, days smallint,"
         " week_start timestamptz, search_from timestamptz, search_to timestamptz,"
         " unknown boolean) ON COMMIT DROP"
     )
     with conn.cursor().copy(
-        "COPY todo (resolution, week, week_start, search_from, search_to, unknown) FROM STDIN"
+        "COPY todo (resolution, week, days, week_start, search_from, search_to, unknown) FROM STDIN"
     ) as cp:
-        for res, week, first, last in due:
+        for res, week, first, last, days in due:
             week_start = datetime.fromtimestamp(week * WEEK_S, UTC)
             # Every presence row of the week's days lies between the windows of its marks
             # and those of its last roll-up; its own days' windows are searched always.
             bounds = [first, last, week_start, week_start + timedelta(days=6)]
             p_from, p_to, unknown = stored.get((res, week), (None, None, False))
             bounds += [b for b in (p_from, p_to) if b is not None]
-            cp.write_row((res, week, week_start, min(bounds), max(bounds), unknown))
+            cp.write_row((res, week, days, week_start, min(bounds), max(bounds), unknown))
     conn.execute("ANALYZE todo")
     conn.execute(
         "DELETE FROM weekly_cell_windows w USING todo t"

@@ -20,8 +20,9 @@ docs/privacy.md); window aggregates stay. The embedded runtime runs
 Beside it, every 15 s, :func:`keep_statistics` analyzes the tables whose planner
 statistics fell behind their growth (``storage.statistics``): autovacuum alone leaves
 the API's reads badly planned for a minute or more after a backlog lands; and every
-300 s :func:`keep_rollups` rolls up the weeks that are over and those late data changed
-(``storage.rollups``), which keyed roles' long ranges are read from.
+300 s :func:`keep_rollups` rolls up the weeks that are over and those late data changed,
+and the days over of the week not over (``storage.rollups``), which keyed roles' long
+ranges are read from.
 
 Several ingest processes may run against one database: a session advisory lock
 lets one of them do the work and the others skip that round. The lock is
@@ -199,7 +200,8 @@ def _rollup_round(database_url: str) -> int:
         if not locked or not locked[0]:
             return 0
         try:
-            return refresh_rollups(conn).rolled
+            report = refresh_rollups(conn)
+            return report.rolled + report.to_date
         finally:
             conn.execute("SELECT pg_advisory_unlock(%s)", (ROLLUP_LOCK_KEY,))
 
@@ -215,7 +217,7 @@ async def keep_rollups(database_url: str, interval_s: float, stop: asyncio.Event
             log.warning("roll-up round failed (%s); trying again in %.0f s", exc, interval_s)
         else:
             if rolled:
-                log.info("rolled up %d weeks", rolled)
+                log.info("rolled up %d weeks (whole or to date)", rolled)
         try:
             await asyncio.wait_for(stop.wait(), timeout=interval_s)
         except TimeoutError:

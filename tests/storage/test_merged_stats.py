@@ -3,13 +3,16 @@ read into one array; anything else is a QueryError that says what was wrong."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import psycopg
 import pytest
 
 from storage.cell_stats import floats_at
 from storage.exceptions import QueryError
-from storage.merged_stats import hists_of_wire, numbered, pair_rows, raw_hists
+from storage.merged_stats import hists_of_wire, numbered, raw_hists
+from storage.pair_rows import packed, pair_rows
 from stream.core.partials import HIST_BINS
 
 
@@ -82,24 +85,33 @@ _PAIR_ROW_SQL = (
 )
 
 
-def test_pair_rows_from_a_binary_copy(postgres_url: str) -> None:
-    """storage.merged_stats.pair_rows reads PAIR_ROWS' fixed layout with one frombuffer;
-    a NULL field (a column the query did not give a value) is a QueryError."""
+def _packed(conn: psycopg.Connection[Any], query: str) -> tuple[int, bytes]:
+    row = conn.execute(packed(query)).fetchone()
+    assert row is not None
+    return int(row[0]), bytes(row[1])
+
+
+def test_pair_rows_packed_in_one_value(postgres_url: str) -> None:
+    """storage.pair_rows.packed sends PAIR_ROWS' columns as one bytea that pair_rows
+    reads with one frombuffer; a NULL field (a column the query did not give a value)
+    drops its row from string_agg and is a QueryError, not a row lost."""
     with psycopg.connect(postgres_url) as conn:
-        query = _PAIR_ROW_SQL.format(ride_w_sq="9::float8")
-        with conn.cursor().copy(f"COPY ({query}) TO STDOUT (FORMAT binary)") as copy:
-            data = b"".join(copy)
-        rows = pair_rows(data)
-        assert rows["key"].tolist() == [7]
-        assert rows["n"].tolist() == [3]
-        assert rows["hist"]["bins"]["value"].tolist() == [[4] * HIST_BINS]
-        assert rows["ride_w_sq"].tolist() == [9.0]
+        one = _PAIR_ROW_SQL.format(ride_w_sq="9::float8")
+        rows = pair_rows(
+            *_packed(conn, f"{one} UNION ALL {one.replace('7::bigint', '8::bigint', 1)}")
+        )
+        assert rows["key"].tolist() == [7, 8]
+        assert rows["n"].tolist() == [3, 3]
+        assert rows["hist"]["bins"]["value"].tolist() == [[4] * HIST_BINS] * 2
+        assert rows["ride_w_sq"].tolist() == [9.0, 9.0]
         assert np.isnan(rows["lamax_db"][0])
-        assert rows["c_sumsq"].tolist() == [4900.0]
-        query = _PAIR_ROW_SQL.format(ride_w_sq="NULL::float8")
-        with conn.cursor().copy(f"COPY ({query}) TO STDOUT (FORMAT binary)") as copy:
-            with_null = b"".join(copy)
+        assert rows["c_sumsq"].tolist() == [4900.0, 4900.0]
+        count, data = _packed(conn, f"{one} LIMIT 0")
+        assert (count, len(pair_rows(count, data))) == (0, 0)
+        with_null = _packed(
+            conn, f"{one} UNION ALL " + _PAIR_ROW_SQL.format(ride_w_sq="NULL::float8")
+        )
+    with pytest.raises(QueryError, match="NULL or a field"):
+        pair_rows(*with_null)
     with pytest.raises(QueryError, match="not of their fixed layout"):
-        pair_rows(with_null)
-    with pytest.raises(QueryError, match="not a binary COPY"):
-        pair_rows(data[:-2])
+        pair_rows(1, data + b"\x00")

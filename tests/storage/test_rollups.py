@@ -16,7 +16,7 @@ import pytest
 import storage.long_cells
 from storage.cell_stats import cell_stats, cell_stats_with
 from storage.long_cells import rolls_up
-from storage.rollups import refresh_rollups
+from storage.rollups import DAY_S, WEEK_S, refresh_rollups
 from storage.selection import BBox, Selection
 from storage.writer import write_batch
 from stream.core.aggregate import aggregate
@@ -126,23 +126,74 @@ def test_late_data_shows_after_the_next_refresh(
     assert daily["rides"].sum() > 0
 
 
-def test_a_week_not_over_is_read_from_the_daily_windows(
+def test_a_week_not_over_is_rolled_up_to_date(
     conn: psycopg.Connection[Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """The days of a week not over that are over are rolled up (rollup_weeks.days); the
+    week is rolled up again to date when marks change a day it holds or another day is
+    over, not for changes of the days not over, and whole once it is over; reads give
+    the daily figures throughout."""
+    # The second week of the data, every day of it with rides; the first is over.
+    week1 = int(DAY0.timestamp()) // WEEK_S + 1
+    first_day = 7 * week1 - int(DAY0.timestamp()) // DAY_S  # from DAY0, 1..7
+    # Day 7w + 1 is over 6 h after its end; not day 7w + 2.
+    now = DAY0 + timedelta(days=first_day + 2, hours=7)
     marks = conn.execute("SELECT count(*) FROM rollup_marks").fetchone()
-    report = refresh_rollups(conn, DAY0 + timedelta(days=3))  # no week is over yet
-    assert report.rolled == 0
-    assert report.pending >= 2 * 4
-    assert conn.execute("SELECT count(*) FROM rollup_weeks").fetchone() == (0,)
+    report = refresh_rollups(conn, now)
+    assert report.rolled >= 2
+    assert report.to_date == 2  # the second week, at both resolutions
+    assert report.pending >= 2 * 3
+    assert conn.execute(
+        "SELECT resolution, days FROM rollup_weeks WHERE week = %s ORDER BY 1", (week1,)
+    ).fetchall() == [(8, 2), (10, 2)]
     # The writer's marks, one per batch and week, are folded into one per week.
     assert marks is not None
     assert marks[0] > report.pending
     assert conn.execute("SELECT count(*) FROM rollup_marks").fetchone() == (report.pending,)
-    sel = _long()
-    _same(
-        cell_stats(conn, sel, UTRECHT),
-        _without_rollups(monkeypatch, lambda: cell_stats(conn, sel, UTRECHT)),
+
+    def same_as_daily() -> None:
+        for end_day in (first_day + 1, first_day + 2, first_day + 3, DAYS + 1):
+            for metric in (Metric.PM25, Metric.NOISE):
+                sel = _long(metric, start_day=first_day - 14, end_day=end_day)
+                assert rolls_up(sel)
+                daily = _without_rollups(monkeypatch, lambda s=sel: cell_stats(conn, s, UTRECHT))
+                assert len(daily) > 0
+                _same(cell_stats(conn, sel, UTRECHT), daily)
+        pair = _long(Metric.PM25, start_day=first_day - 7)
+        daily_pair = _without_rollups(
+            monkeypatch, lambda: cell_stats_with(conn, pair, Metric.HUMIDITY, UTRECHT)
+        )
+        rolled_pair = cell_stats_with(conn, pair, Metric.HUMIDITY, UTRECHT)
+        _same(rolled_pair[0], daily_pair[0])
+        _same(rolled_pair[1], daily_pair[1])
+
+    same_as_daily()
+    assert refresh_rollups(conn, now).to_date == 0  # nothing changed in the days rolled up
+    # A ride of a day not over changes nothing rolled up.
+    write_batch(conn, _ride(first_day + 2, 9, 100, 8, 55), AGGREGATE)
+    assert refresh_rollups(conn, now).to_date == 0
+    same_as_daily()
+    # A late ride of a day rolled up: rolled up again.
+    write_batch(conn, _ride(first_day + 1, 12, 200, 9, 77), AGGREGATE)
+    same_before = _without_rollups(
+        monkeypatch, lambda: cell_stats(conn, _long(start_day=0), UTRECHT)
     )
+    assert refresh_rollups(conn, now).to_date == 2
+    _same(cell_stats(conn, _long(start_day=0), UTRECHT), same_before)
+    same_as_daily()
+    # The next day over: rolled up to it.
+    report = refresh_rollups(conn, now + timedelta(days=1))
+    assert report.to_date == 2
+    assert conn.execute(
+        "SELECT DISTINCT days FROM rollup_weeks WHERE week = %s", (week1,)
+    ).fetchall() == [(3,)]
+    same_as_daily()
+    # Once over, the week is rolled up whole.
+    refresh_rollups(conn, NOW)
+    assert conn.execute(
+        "SELECT DISTINCT days FROM rollup_weeks WHERE week = %s", (week1,)
+    ).fetchall() == [(7,)]
+    same_as_daily()
 
 
 def test_the_public_never_reads_rollups(conn: psycopg.Connection[Any]) -> None:
