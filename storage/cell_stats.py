@@ -60,6 +60,20 @@ _CELLS_CORRECTED = corrected_per_metric(_CELLS_TEMPLATE)
 # 1,422 cells at resolution 10, bench/bench_reads.py's backlog; 44 ms this way).
 
 
+def _partials_with_presence(
+    keys: np.ndarray, partials: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """The indices of the partials rows (where ``partials``) that have a presence row of
+    the same key, sorted by key, and of those presence rows, in the same order."""
+    agg = np.flatnonzero(partials)
+    agg = agg[np.argsort(keys[agg], kind="stable")]
+    pres = np.flatnonzero(~partials)
+    pres = pres[np.argsort(keys[pres], kind="stable")]
+    at = np.minimum(np.searchsorted(keys[pres], keys[agg]), max(len(pres) - 1, 0))
+    found = keys[pres][at] == keys[agg] if len(pres) else np.zeros(len(agg), dtype=bool)
+    return agg[found], pres[at[found]]
+
+
 def _joined_by_key(
     columns: Sequence[Sequence[Any]],
 ) -> tuple[list[Column], np.ndarray, np.ndarray]:
@@ -73,13 +87,7 @@ def _joined_by_key(
     has_partials = np.fromiter(
         (v is not None for v in columns[1]), dtype=bool, count=len(columns[0])
     )
-    agg = np.flatnonzero(has_partials)
-    agg = agg[np.argsort(keys[agg], kind="stable")]
-    pres = np.flatnonzero(~has_partials)
-    pres = pres[np.argsort(keys[pres], kind="stable")]
-    at = np.minimum(np.searchsorted(keys[pres], keys[agg]), max(len(pres) - 1, 0))
-    found = keys[pres][at] == keys[agg] if len(pres) else np.zeros(len(agg), dtype=bool)
-    agg, pres = agg[found], pres[at[found]]
+    agg, pres = _partials_with_presence(keys, has_partials)
     joined: list[Column] = [
         keys[agg],
         *(floats_at(columns[i], agg) for i in range(1, 9)),
@@ -165,14 +173,7 @@ def _split_pair(rows: np.ndarray, sel: Selection, other: Metric) -> tuple[np.nda
     cell's presence row (``n`` -1), as :func:`_joined_by_key` joins them; a cell without
     presence (seen on fewer than the selection's days) left out."""
     keys = rows["key"].astype(np.int64)
-    present = rows["n"] >= 0
-    agg = np.flatnonzero(present)
-    agg = agg[np.argsort(keys[agg], kind="stable")]
-    pres = np.flatnonzero(~present)
-    pres = pres[np.argsort(keys[pres], kind="stable")]
-    at = np.minimum(np.searchsorted(keys[pres], keys[agg]), max(len(pres) - 1, 0))
-    found = keys[pres][at] == keys[agg] if len(pres) else np.zeros(len(agg), dtype=bool)
-    agg, pres = agg[found], pres[at[found]]
+    agg, pres = _partials_with_presence(keys, rows["n"] >= 0)
 
     def f8(name: str, at: np.ndarray) -> np.ndarray:
         column: np.ndarray = rows[name][at].astype(np.float64)
